@@ -30,7 +30,7 @@ export function lookup(documents: readonly AsyncApiDocument[], ref: AsyncApiRef)
       return { ok: false, message: `AsyncAPI message '${id}' is not defined in ${where}${didYouMean(id, known)}${list('messages', known)}` };
     }
     if (found.length > 1) {
-      return { ok: false, message: `AsyncAPI message id '${id}' names ${found.length} different messages (${found.map(describe).join('; ')}); give them distinct ids` };
+      return { ok: false, message: `AsyncAPI message id '${id}' names ${found.length} different messages (${found.map((m) => describe(m, id)).join('; ')}); give them distinct ids` };
     }
     const m = found[0]!;
     return unsupported([m]) ?? { ok: true, matches: [{ message: m, id: m.ids[0] ?? null, channel: m.channels.length === 1 ? m.channels[0]! : null }] };
@@ -64,8 +64,10 @@ function unsupported(messages: readonly AsyncApiMessage[]): LookupResult | undef
   };
 }
 
-function describe(m: AsyncApiMessage): string {
-  return m.channels.length > 0 ? `in channel '${m.channels[0]}' of ${basename(m.document)}` : `in components of ${basename(m.document)}`;
+/** Where a message `id` names is; by its preferred id too when that is another, as two messages of one channel differ only so. */
+function describe(m: AsyncApiMessage, id: string): string {
+  const which = m.ids[0] !== undefined && m.ids[0] !== id ? `'${m.ids[0]}' ` : '';
+  return `${which}${m.channels.length > 0 ? `in channel '${m.channels[0]}' of ${basename(m.document)}` : `in components of ${basename(m.document)}`}`;
 }
 
 function list(what: string, names: string[]): string {

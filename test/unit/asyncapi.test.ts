@@ -475,6 +475,12 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
       [16],
     );
     assert.match(diagnostics[0]!.message, /^AsyncAPI message id 'dimLight' names 2 different messages \(in channel 'light\/commands' of a\.yaml; in channel 'lightCommands' of b\.yaml\)/);
+    // Two messages of one channel, one's components key the other's name: told apart by their keys
+    // (both were "in channel 'c' of streetlights.yaml").
+    const doc =
+      "asyncapi: 3.0.0\ninfo: {title: t, version: '1'}\nchannels:\n  c:\n    messages:\n      on: {$ref: '#/components/messages/lightOn'}\n      old: {$ref: '#/components/messages/legacyOn'}\ncomponents:\n  messages:\n    lightOn: {payload: {type: object}}\n    legacyOn: {name: lightOn, payload: {type: object}}\n";
+    const one = await load({ 'gateway.yaml': config(['{message: lightOn}']), 'streetlights.yaml': doc });
+    assert.match(one.diagnostics[0]!.message, /^AsyncAPI message id 'lightOn' names 2 different messages \(in channel 'c' of streetlights\.yaml; 'legacyOn' in channel 'c' of streetlights\.yaml\)/);
   });
 
   it("names a channel by its key even when it is another channel's address, and lists the keys of channels sharing an address", async () => {
