@@ -1,4 +1,5 @@
 import { basename } from 'node:path';
+import { canonical } from '../core/canonical.js';
 import { didYouMean } from '../config/suggest.js';
 import type { AsyncApiDocument, AsyncApiMessage } from './document.js';
 
@@ -29,11 +30,12 @@ export function lookup(documents: readonly AsyncApiDocument[], ref: AsyncApiRef)
       const known = [...new Set(all.flatMap((m) => m.ids))];
       return { ok: false, message: `AsyncAPI message '${id}' is not defined in ${where}${didYouMean(id, known)}${list('messages', known)}` };
     }
-    if (found.length > 1) {
+    if (found.length > 1 && !sameContract(found)) {
       return { ok: false, message: `AsyncAPI message id '${id}' names ${found.length} different messages (${found.map((m) => describe(m, id)).join('; ')}); give them distinct ids` };
     }
     const m = found[0]!;
-    return unsupported([m]) ?? { ok: true, matches: [{ message: m, id: m.ids[0] ?? null, channel: m.channels.length === 1 ? m.channels[0]! : null }] };
+    const channels = new Set(found.flatMap((x) => x.channels));
+    return unsupported([m]) ?? { ok: true, matches: [{ message: m, id: m.ids[0] ?? null, channel: channels.size === 1 ? [...channels][0]! : null }] };
   }
   const name = ref.channel;
   const all = documents.flatMap((d) => d.channels.map((channel) => ({ channel, file: basename(d.file) })));
@@ -53,6 +55,19 @@ export function lookup(documents: readonly AsyncApiDocument[], ref: AsyncApiRef)
   const channel = found[0]!.channel;
   if (channel.messages.length === 0) return { ok: false, message: `AsyncAPI channel '${name}' declares no messages to validate against` };
   return unsupported(channel.messages) ?? { ok: true, matches: channel.messages.map((m) => ({ message: m, id: m.ids[0] ?? null, channel: channel.name })) };
+}
+
+/**
+ * Whether the messages an id names are one message of several documents: each in a document of its
+ * own, with one contract (payload, draft, format), as when the documents `$ref` one shared
+ * definition (`common.yaml#/components/messages/OrderPlaced`). They were told to "give them
+ * distinct ids", which a shared definition cannot. Two messages of one document stay two.
+ */
+function sameContract(found: readonly AsyncApiMessage[]): boolean {
+  if (new Set(found.map((m) => m.document)).size !== found.length) return false;
+  const contract = (m: AsyncApiMessage) => canonical({ payload: m.payload, draft: m.draft, format: m.unsupportedFormat ?? null });
+  const first = contract(found[0]!);
+  return found.every((m) => contract(m) === first);
 }
 
 function unsupported(messages: readonly AsyncApiMessage[]): LookupResult | undefined {

@@ -463,11 +463,12 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     );
   });
 
-  it('refuses an id that names different messages in two documents', async () => {
+  it('refuses an id that names different messages in two documents, and takes one message two documents share', async () => {
     const { diagnostics } = await load({
       'gateway.yaml': config(['{message: lightMeasured}', '{message: dimLight}'], 'asyncapi: [a.yaml, b.yaml]'),
       'a.yaml': documentOf['2.6'],
-      'b.yaml': documentOf['3.0'].replace(/lightMeasured/g, 'lightSeen'),
+      // Another contract under the same id (the same payload would be one message: below).
+      'b.yaml': documentOf['3.0'].replace(/lightMeasured/g, 'lightSeen').replace('maximum: 100}', 'maximum: 50}'),
       'schemas/light-measured.yaml': lightMeasuredPayload,
     });
     assert.deepEqual(
@@ -478,8 +479,18 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     // Two messages of one channel, one's components key the other's name: told apart by their keys
     // (both were "in channel 'c' of streetlights.yaml").
     const doc =
-      "asyncapi: 3.0.0\ninfo: {title: t, version: '1'}\nchannels:\n  c:\n    messages:\n      on: {$ref: '#/components/messages/lightOn'}\n      old: {$ref: '#/components/messages/legacyOn'}\ncomponents:\n  messages:\n    lightOn: {payload: {type: object}}\n    legacyOn: {name: lightOn, payload: {type: object}}\n";
+      "asyncapi: 3.0.0\ninfo: {title: t, version: '1'}\nchannels:\n  c:\n    messages:\n      on: {$ref: '#/components/messages/lightOn'}\n      old: {$ref: '#/components/messages/legacyOn'}\ncomponents:\n  messages:\n    lightOn: {payload: {type: object}}\n    legacyOn: {name: lightOn, payload: {type: object, required: [b]}}\n";
     const one = await load({ 'gateway.yaml': config(['{message: lightOn}']), 'streetlights.yaml': doc });
+    // Two documents that $ref one shared message define it once, not "2 different messages".
+    const service = (address: string) => `asyncapi: 3.0.0\ninfo: {title: t, version: '1'}\nchannels:\n  shared:\n    address: ${address}\n    messages:\n      priced: {$ref: 'common.yaml#/Priced'}\n`;
+    const shared = await loadOk({
+      'gateway.yaml': config(['{message: priced}'], 'asyncapi: [a.yaml, b.yaml]'),
+      'a.yaml': service('prices.a'),
+      'b.yaml': service('prices.b'),
+      'common.yaml': 'Priced:\n  payload: {type: object, required: [cents]}\n',
+    });
+    assert.equal(isStop((await validateWith(shared, 'r0', {})).result), true);
+    assert.deepEqual((await validateWith(shared, 'r0', { cents: 1 })).ctx.asyncapi, { message: 'priced', channel: 'shared' });
     assert.match(one.diagnostics[0]!.message, /^AsyncAPI message id 'lightOn' names 2 different messages \(in channel 'c' of streetlights\.yaml; 'legacyOn' in channel 'c' of streetlights\.yaml\)/);
   });
 
