@@ -130,6 +130,22 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
     assert.ok(!got.includes(ORDER(10)), 'a record of the refused request was delivered');
   });
 
+  it('refuses a batch whose CRC does not match its bytes with INVALID_RECORD: no broker checks what goes to targets', async () => {
+    // A record whose value changed after its producer computed the batch's CRC (in memory, on the
+    // way): a Kafka broker refuses it; the records of a route with `to` reach no broker as sent.
+    const batch = recordBatch({ attributes: 0, key: null, value: Buffer.from(ORDER(13)) });
+    const corrupted = Buffer.from(batch);
+    corrupted.write('7', corrupted.indexOf(ORDER(13)) + ORDER(13).indexOf('13') + 1);
+    const answer = await produceRaw(proxy, { version: 8, transactionalId: null, topic: t.orders, partition: 0, batch: corrupted });
+    assert.equal(answer.errorCode, 87, JSON.stringify(answer));
+    assert.match(answer.errorMessage ?? '', /route 'orders-out' cannot read these records: record batch CRC mismatch/);
+    // The same batch as its producer wrote it is delivered: only the corrupted one was refused.
+    assert.equal((await produceRaw(proxy, { version: 8, transactionalId: null, topic: t.orders, partition: 0, batch })).errorCode, 0);
+    const got = await values(kafka.bootstrap, t.copy);
+    assert.ok(got.includes(ORDER(13)), `copy has ${got}`);
+    assert.ok(!got.includes(ORDER(17)), 'the corrupted record was delivered');
+  });
+
   it('kafka-python: success with offset -1 (the record is in no partition of the cluster)', async () => {
     const r = await runProcess('/usr/bin/python3', [PYTHON_CLIENT, 'produce', proxy, t.orders, 'none'], `${ORDER(20)}\n${ORDER(21)}\n`, 60000);
     assert.equal(r.code, 0, r.stderr);

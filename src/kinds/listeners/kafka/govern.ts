@@ -275,8 +275,10 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
   if (p.records === null || p.records.length === 0) return { records: p.records };
   let batches: RawBatch[];
   try {
-    // The CRC is checked only for batches rebuilt here (below); the broker checks the others.
-    batches = splitBatches(p.records, { checkCrc: false });
+    // The CRC is checked for batches rebuilt here (below) and for those of a route with `to`, whose
+    // records reach no broker that would check it (a corrupted value would be delivered); the
+    // broker checks the others.
+    batches = splitBatches(p.records, { checkCrc: route.delivers === true });
   } catch (err) {
     return { refused: { recordErrors: [], message: `route '${route.name}' cannot read these records: ${(err as Error).message}` } };
   }
