@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { connect, createServer } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import kafkajs from 'kafkajs';
@@ -380,6 +381,26 @@ routes:
         .sort(),
       ['bad_request', 'upstream'],
     );
+  });
+
+  it('names TLS and HTTP when a client speaks them to the (plaintext) listener, rather than a frame size', async () => {
+    const [host, port] = proxy.split(':');
+    // A client set to security.protocol=ssl: its ClientHello, read as Kafka, is a 369 MB frame.
+    const tlsClient = tlsConnect({ host, port: Number(port), rejectUnauthorized: false });
+    const handshake = await new Promise<string>((resolve) => {
+      tlsClient.once('secureConnect', () => resolve('secure'));
+      tlsClient.once('error', (err) => resolve(err.message));
+    });
+    tlsClient.destroy();
+    assert.notEqual(handshake, 'secure');
+    const tlsLine = await gw.waitForLog((l) => l.msg === 'kafka client connection closed: bad request' && /speaks TLS/.test(String(l.reason)));
+    assert.match(String(tlsLine.reason), /this listener has no `tls`: connect with security.protocol=plaintext/);
+    const http = await fetch(`http://${proxy}/`).then(
+      (r) => `status ${r.status}`,
+      (err: Error) => err.message,
+    );
+    assert.equal(http, 'fetch failed');
+    await gw.waitForLog((l) => l.msg === 'kafka client connection closed: bad request' && /speaks HTTP, not the Kafka protocol/.test(String(l.reason)));
   });
 
   it('shows its port for every broker and its connections in /admin/status', async () => {

@@ -73,6 +73,23 @@ const SASL_V0_EXCHANGES: Record<string, number> = { PLAIN: 1, 'SCRAM-SHA-256': 2
  */
 export const MAX_REQUESTS_IN_FLIGHT = 1000;
 
+/** The first 4 bytes of an HTTP request, by method (PRI: HTTP/2's preface); 4 is what checkFirst is sure to get. */
+const HTTP_STARTS = new Set(['GET ', 'POST', 'PUT ', 'HEAD', 'DELE', 'OPTI', 'PATC', 'CONN', 'TRAC', 'PRI ']);
+
+/**
+ * Refuses a client that speaks another protocol to the listener, naming it: read as Kafka, its
+ * first bytes are a frame size of hundreds of megabytes or more, which said only `frame of
+ * 369295617 bytes`, and with a `maxRequestBytes` above that the proxy waited for the bytes.
+ */
+function foreignProtocol(first: Buffer): void {
+  // A TLS handshake record: content type 22, version 3.x.
+  if (first[0] === 0x16 && first[1] === 0x03 && first[2]! <= 0x04)
+    throw new ProtocolError(
+      'the client speaks TLS (a TLS handshake where a Kafka request was due), and this listener has no `tls`: connect with security.protocol=plaintext (or sasl_plaintext), or give the listener `tls`',
+    );
+  if (HTTP_STARTS.has(first.toString('latin1', 0, 4))) throw new ProtocolError("the client speaks HTTP, not the Kafka protocol: this is a kafka listener's port");
+}
+
 export class ProxyConnection {
   /** Responses owed to the client, in request order. */
   private readonly owed: Slot[] = [];
@@ -132,7 +149,7 @@ export class ProxyConnection {
     private readonly host: ConnectionHost,
     reuseReads = false,
   ) {
-    const fromClient = new FrameReader(this.requestHandler(), () => host.maxFrameBytes());
+    const fromClient = new FrameReader(this.requestHandler(), () => host.maxFrameBytes(), foreignProtocol);
     this.fromClient = fromClient;
     // Responses may be larger than any request limit (a Fetch); they are streamed, not held.
     const fromUpstream = new FrameReader(this.responseHandler(), 0x7fffffff);

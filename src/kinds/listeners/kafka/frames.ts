@@ -59,6 +59,11 @@ export class FrameReader {
     private readonly handler: FrameHandler,
     /** A number, or a function read at each frame (a listener's limit that a reload may change). */
     private readonly maxFrameBytes: number | (() => number),
+    /**
+     * Called once with the stream's first bytes (at least 4, the first size prefix), before its
+     * size is judged: it may throw to refuse a stream that is no Kafka at all (foreignProtocol).
+     */
+    private checkFirst?: (first: Buffer) => void,
   ) {}
 
   /** A streamed frame is being read: its remaining bytes must come before it is whole upstream. */
@@ -86,6 +91,11 @@ export class FrameReader {
     // and correlation id), or for the whole frame if it is shorter.
     const first = held.length === 0 ? chunk : Buffer.concat([held, chunk.subarray(0, HEAD_BYTES)]);
     if (first.length < 4) return this.hold(first, chunk);
+    if (this.checkFirst) {
+      const check = this.checkFirst;
+      this.checkFirst = undefined;
+      check(first);
+    }
     const size = first.readInt32BE(0);
     const limit = typeof this.maxFrameBytes === 'number' ? this.maxFrameBytes : this.maxFrameBytes();
     if (size < 0 || size > limit) throw new FrameTooLarge(`frame of ${size} bytes (limit ${limit})`);
