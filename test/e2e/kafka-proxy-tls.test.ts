@@ -224,9 +224,12 @@ admin: { port: 0 }
 brokers:
   tls-cluster: { kind: kafka, brokers: ["${tlsCluster}"], ssl: { ca: certs/ca.pem } }
   untrusted: { kind: kafka, brokers: ["${tlsCluster}"], ssl: { ca: certs/other.pem } }
+  # The TLS cluster without \`ssl\`: the proxy speaks plaintext to it.
+  no-ssl: { kind: kafka, brokers: ["${tlsCluster}"] }
 listeners:
   edge: { kind: kafka, upstream: tls-cluster, host: 127.0.0.1, port: 0 }
   edge-untrusted: { kind: kafka, upstream: untrusted, host: 127.0.0.1, port: 0 }
+  edge-no-ssl: { kind: kafka, upstream: no-ssl, host: 127.0.0.1, port: 0 }
 routes:
   - name: edge-in
     from: { listener: edge, topic: ${topic} }
@@ -263,5 +266,18 @@ routes:
     const closed = (reason: string) => s.value('eventgate_kafka_listener_closed_connections_total', { listener: 'edge-untrusted', reason });
     assert.ok(closed('upstream')! >= 1, s.text);
     assert.equal(closed('bad_request'), 0);
+  });
+
+  it('says that an upstream which closed the connection without a word may want TLS', async () => {
+    // The TLS cluster takes the proxy's plaintext ApiVersions for a bad handshake and closes the
+    // connection; before, the client's connection was closed too and nothing was logged or counted.
+    const proxy = `127.0.0.1:${edge.port('edge-no-ssl')}`;
+    const r = await kcatProduceLines(proxy, topic, ['{"id":10}'], ['message.timeout.ms=3000']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /Disconnected while requesting ApiVersion/);
+    const line = await edge.waitForLog((l) => l.msg === 'kafka client connection closed: upstream problem' && l.listener === 'edge-no-ssl');
+    assert.match(String(line.reason), /^the cluster closed the connection without answering anything \(the first request: API key 18 v\d\); .*does the upstream broker need `ssl`\?$/);
+    const s = await scrape(edge.adminUrl);
+    assert.ok(s.value('eventgate_kafka_listener_closed_connections_total', { listener: 'edge-no-ssl', reason: 'upstream' })! >= 1, s.text);
   });
 });

@@ -108,6 +108,8 @@ export class ProxyConnection {
   /** Client frames still to pass as raw SASL tokens after a SaslHandshake v0. */
   private rawTokens = 0;
   private ended = false;
+  /** Upstream sent something on this connection (closedUnanswered). */
+  private heardFromUpstream = false;
   /** The client left while governed produce requests were upstream: their answers are still read (clientLeft). */
   private clientGone = false;
   private clientGoneTimer: NodeJS.Timeout | undefined;
@@ -167,6 +169,7 @@ export class ProxyConnection {
     }
     // What one read from upstream completes (often several small responses) goes to the client in one write.
     upstream.on('data', (chunk: Buffer) => {
+      this.heardFromUpstream = true;
       client.cork();
       this.guard('upstream', () => fromUpstream.push(chunk));
       client.uncork();
@@ -177,7 +180,25 @@ export class ProxyConnection {
     client.on('close', () => this.clientLeft());
     // Lingering, the client's close ends the connection: ended here, its reset could drop its last answers.
     upstream.on('error', (err) => this.lingering || this.end({ side: 'upstream', reason: `upstream connection failed: ${err.message}` }));
-    upstream.on('close', () => this.lingering || this.end());
+    upstream.on('close', () => this.lingering || this.end(this.closedUnanswered()));
+  }
+
+  /**
+   * The cluster closed the connection: a problem (logged, counted) when requests of the client's
+   * were still unanswered; an idle connection's close is the broker's to make
+   * (connections.max.idle.ms). Without a byte ever answered it is most likely the cluster speaking
+   * TLS to a proxy that does not (a TLS server closes a plaintext connection without a word).
+   */
+  private closedUnanswered(): { side: 'upstream'; reason: string } | undefined {
+    const first = this.awaiting[0];
+    if (first === undefined) return undefined;
+    const request = first.header ? `API key ${first.header.apiKey} v${first.header.apiVersion}` : 'a raw SASL token';
+    if (!this.heardFromUpstream)
+      return {
+        side: 'upstream',
+        reason: `the cluster closed the connection without answering anything (the first request: ${request}); a cluster that expects TLS closes a plaintext connection so: does the upstream broker need \`ssl\`?`,
+      };
+    return { side: 'upstream', reason: `the cluster closed the connection with requests unanswered (the first: ${request})` };
   }
 
   /** Closes both sides; `unanswered` says why records still waiting for the cluster's answer get none. */
