@@ -276,7 +276,10 @@ routes:
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /Disconnected while requesting ApiVersion/);
     const line = await edge.waitForLog((l) => l.msg === 'kafka client connection closed: upstream problem' && l.listener === 'edge-no-ssl');
-    assert.match(String(line.reason), /^the cluster closed the connection without answering anything \(the first request: API key 18 v\d\); .*does the upstream broker need `ssl`\?$/);
+    assert.match(
+      String(line.reason),
+      /^the cluster closed the connection without answering anything \(the first request: API key 18 v\d\): .*a cluster that expects TLS with a plaintext connection \(does the upstream broker need `ssl`\?\)$/,
+    );
     const s = await scrape(edge.adminUrl);
     assert.ok(s.value('eventgate_kafka_listener_closed_connections_total', { listener: 'edge-no-ssl', reason: 'upstream' })! >= 1, s.text);
   });

@@ -186,8 +186,9 @@ export class ProxyConnection {
   /**
    * The cluster closed the connection: a problem (logged, counted) when requests of the client's
    * were still unanswered; an idle connection's close is the broker's to make
-   * (connections.max.idle.ms). Without a byte ever answered it is most likely the cluster speaking
-   * TLS to a proxy that does not (a TLS server closes a plaintext connection without a word).
+   * (connections.max.idle.ms). Without a byte ever answered, the reason names the likely cause
+   * besides a request the broker could not read: a TLS cluster that the proxy speaks plaintext to
+   * (a TLS server closes such a connection without a word).
    */
   private closedUnanswered(): { side: 'upstream'; reason: string } | undefined {
     const first = this.awaiting[0];
@@ -196,7 +197,7 @@ export class ProxyConnection {
     if (!this.heardFromUpstream)
       return {
         side: 'upstream',
-        reason: `the cluster closed the connection without answering anything (the first request: ${request}); a cluster that expects TLS closes a plaintext connection so: does the upstream broker need \`ssl\`?`,
+        reason: `the cluster closed the connection without answering anything (the first request: ${request}): a broker does so with a request it cannot read, and a cluster that expects TLS with a plaintext connection (does the upstream broker need \`ssl\`?)`,
       };
     return { side: 'upstream', reason: `the cluster closed the connection with requests unanswered (the first: ${request})` };
   }
