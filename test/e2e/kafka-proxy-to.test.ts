@@ -146,6 +146,19 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
     assert.ok(!got.includes(ORDER(17)), 'the corrupted record was delivered');
   });
 
+  it('refuses acks other than -1, 0 and 1 with INVALID_REQUIRED_ACKS, as the cluster would, delivering nothing', async () => {
+    const batch = recordBatch({ attributes: 0, key: null, value: Buffer.from(ORDER(15)) });
+    const answer = await produceRaw(proxy, { version: 8, transactionalId: null, topic: t.orders, partition: 0, batch, acks: 2 });
+    assert.equal(answer.errorCode, 21, JSON.stringify(answer));
+    assert.equal(answer.errorMessage, 'acks must be -1 (all), 0 or 1, not 2');
+    assert.equal(
+      (await produceRaw(proxy, { version: 8, transactionalId: null, topic: t.orders, partition: 0, batch: recordBatch({ attributes: 0, key: null, value: Buffer.from(ORDER(16)) }) })).errorCode,
+      0,
+    );
+    const got = await values(kafka.bootstrap, t.copy);
+    assert.ok(got.includes(ORDER(16)) && !got.includes(ORDER(15)), `copy has ${got}`);
+  });
+
   it('kafka-python: success with offset -1 (the record is in no partition of the cluster)', async () => {
     const r = await runProcess('/usr/bin/python3', [PYTHON_CLIENT, 'produce', proxy, t.orders, 'none'], `${ORDER(20)}\n${ORDER(21)}\n`, 60000);
     assert.equal(r.code, 0, r.stderr);

@@ -464,12 +464,13 @@ export function metadataRequest(correlationId: number, clientId: string): Buffer
 }
 
 /**
- * Sends one Produce request (v3 to v8, acks 1) of `batch` to `broker` (host:port) on a connection
- * of its own; resolves with the first partition's error code and (v8) error message.
+ * Sends one Produce request (v3 to v8, acks 1 unless given: never 0, which is not answered) of
+ * `batch` to `broker` (host:port) on a connection of its own; resolves with the first partition's
+ * error code and (v8) error message.
  */
 export async function produceRaw(
   broker: string,
-  o: { version: number; transactionalId: string | null; topic: string; partition: number; batch: Buffer },
+  o: { version: number; transactionalId: string | null; topic: string; partition: number; batch: Buffer; acks?: number },
 ): Promise<{ errorCode: number; errorMessage: string | null }> {
   const [host, port] = [broker.slice(0, broker.lastIndexOf(':')), Number(broker.slice(broker.lastIndexOf(':') + 1))];
   const socket = connect(port, host);

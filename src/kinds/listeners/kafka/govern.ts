@@ -135,6 +135,7 @@ export function governProduce(header: RequestHeader, body: Buffer, ctx: GovernCo
   if (routed.length === 0) return { forward: body, acks: req.acks, pending: undefined };
   const delivering = routed.filter((r) => r.route.delivers);
   if (delivering.length > 0 && req.transactionalId !== null) return refuseTransactional(header, req, delivering, ctx);
+  if (delivering.length > 0 && !VALID_ACKS.has(req.acks)) return refuseAcks(header, req);
   return (async (): Promise<Governed> => {
     const startedAt = performance.now();
     const refused = new Map<string, PartitionError>();
@@ -198,6 +199,19 @@ function refuseTransactional(header: RequestHeader, req: ProduceRequest, deliver
   );
   const response = writeProduceError(header, req, ErrorCode.INVALID_RECORD, refused, 'not written: another topic of this transactional produce request is delivered by a route with to');
   return { respond: req.acks === 0 ? null : response };
+}
+
+/** The acks a Kafka broker takes: none, the leader's, all in-sync replicas'. */
+const VALID_ACKS = new Set([0, 1, -1]);
+
+/**
+ * A request with acks a broker refuses (2, say): the cluster answers INVALID_REQUIRED_ACKS for
+ * every partition, and so does the proxy when a route with `to` answers instead of the cluster
+ * (before, it delivered the records and answered NONE). Nothing is delivered or forwarded.
+ */
+function refuseAcks(header: RequestHeader, req: ProduceRequest): Governed {
+  const message = `acks must be -1 (all), 0 or 1, not ${req.acks}`;
+  return { respond: writeProduceError(header, req, ErrorCode.INVALID_REQUIRED_ACKS, new Map(), message) };
 }
 
 interface Routed {
