@@ -368,7 +368,8 @@ routes:
     assert.ok((await values(kafka.bootstrap, t.orders)).includes(VALID(500)));
     const status = (await gw.status()).listeners.find((l: { name: string }) => l.name === 'kafka-in');
     assert.equal(status.closedByProxy, before + 2);
-    await gw.waitForLog((l) => l.msg === 'kafka client connection closed: bad request');
+    // Named as the setting a user would change, not as a frame's size and limit.
+    await gw.waitForLog((l) => l.msg === 'kafka client connection closed: bad request' && l.reason === "a request of 2147483647 bytes, over the listener's maxRequestBytes (104857600)");
     // By reason, a fixed set (the log line has the detail): both bad requests, no upstream problem.
     const after = await scrape(gw.adminUrl);
     const closedBy = (s: typeof after, reason: string) => s.value(closedTotal, { listener: 'kafka-in', reason });

@@ -24,7 +24,7 @@ import {
 } from '../../../codecs/kafka-protocol/messages.js';
 import { frame, ProtocolError } from '../../../codecs/kafka-protocol/wire.js';
 import { closeLingering, LINGER_MAX_BYTES } from '../lingering-close.js';
-import { FrameReader, type FrameHandler } from './frames.js';
+import { FrameReader, FrameTooLarge, type FrameHandler } from './frames.js';
 import type { Governed, PendingRecords } from './govern.js';
 import { readIntoBuffer } from './read-buffer.js';
 
@@ -88,6 +88,12 @@ function foreignProtocol(first: Buffer): void {
       'the client speaks TLS (a TLS handshake where a Kafka request was due), and this listener has no `tls`: connect with security.protocol=plaintext (or sasl_plaintext), or give the listener `tls`',
     );
   if (HTTP_STARTS.has(first.toString('latin1', 0, 4))) throw new ProtocolError("the client speaks HTTP, not the Kafka protocol: this is a kafka listener's port");
+}
+
+/** A client's request over the size limit, named as the setting a user would change. */
+function tooLarge(err: FrameTooLarge): string {
+  if (err.size < 0) return `a request whose size prefix is negative (${err.size})`;
+  return `a request of ${err.size} bytes, over the listener's maxRequestBytes (${err.limit})`;
 }
 
 export class ProxyConnection {
@@ -332,7 +338,7 @@ export class ProxyConnection {
     try {
       work();
     } catch (err) {
-      this.end({ side, reason: (err as Error).message });
+      this.end({ side, reason: side === 'client' && err instanceof FrameTooLarge ? tooLarge(err) : (err as Error).message });
     }
   }
 

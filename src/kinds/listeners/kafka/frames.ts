@@ -18,7 +18,14 @@ export interface FrameHandler {
   onChunk(bytes: Buffer, last: boolean): void;
 }
 
-export class FrameTooLarge extends Error {}
+export class FrameTooLarge extends Error {
+  constructor(
+    readonly size: number,
+    readonly limit: number,
+  ) {
+    super(`frame of ${size} bytes (limit ${limit})`);
+  }
+}
 
 /** Frames up to this size are assembled in one buffer allocated when they begin; larger ones as their chunks arrive. */
 const ASSEMBLE_BYTES = 1 << 20;
@@ -98,7 +105,7 @@ export class FrameReader {
     }
     const size = first.readInt32BE(0);
     const limit = typeof this.maxFrameBytes === 'number' ? this.maxFrameBytes : this.maxFrameBytes();
-    if (size < 0 || size > limit) throw new FrameTooLarge(`frame of ${size} bytes (limit ${limit})`);
+    if (size < 0 || size > limit) throw new FrameTooLarge(size, limit);
     if (first.length < 4 + Math.min(size, 8)) return this.hold(first, chunk);
     const head = first.subarray(4, Math.min(first.length, 4 + size));
     this.held = EMPTY;
