@@ -229,7 +229,7 @@ routes:
       socket.write(big);
       assert.equal(await outcome, 'closed');
       const line = await gw.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('kafka client connection closed'), undefined, from);
-      assert.equal(line.reason, `frame of ${big.length - 4} bytes (limit 1024)`, JSON.stringify(line));
+      assert.equal(line.reason, `a request of ${big.length - 4} bytes, over the listener's maxRequestBytes (1024)`, JSON.stringify(line));
     } finally {
       socket.destroy();
       assert.ok(reloaded(await gw.reconfigure(config())));
