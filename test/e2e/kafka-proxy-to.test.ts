@@ -146,10 +146,10 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
     assert.ok(!got.includes(ORDER(17)), 'the corrupted record was delivered');
   });
 
-  it('refuses acks other than -1, 0 and 1 with INVALID_REQUIRED_ACKS, as the cluster would, delivering nothing', async () => {
+  it('refuses acks other than -1, 0 and 1 with INVALID_RECORD, naming them, delivering nothing', async () => {
     const batch = recordBatch({ attributes: 0, key: null, value: Buffer.from(ORDER(15)) });
     const answer = await produceRaw(proxy, { version: 8, transactionalId: null, topic: t.orders, partition: 0, batch, acks: 2 });
-    assert.equal(answer.errorCode, 21, JSON.stringify(answer));
+    assert.equal(answer.errorCode, 87, JSON.stringify(answer));
     assert.equal(answer.errorMessage, 'acks must be -1 (all), 0 or 1, not 2');
     assert.equal(
       (await produceRaw(proxy, { version: 8, transactionalId: null, topic: t.orders, partition: 0, batch: recordBatch({ attributes: 0, key: null, value: Buffer.from(ORDER(16)) }) })).errorCode,

@@ -205,13 +205,14 @@ function refuseTransactional(header: RequestHeader, req: ProduceRequest, deliver
 const VALID_ACKS = new Set([0, 1, -1]);
 
 /**
- * A request with acks a broker refuses (2, say): the cluster answers INVALID_REQUIRED_ACKS for
- * every partition, and so does the proxy when a route with `to` answers instead of the cluster
- * (before, it delivered the records and answered NONE). Nothing is delivered or forwarded.
+ * A request with acks a broker refuses (2, say), to a route with `to`, which answers instead of the
+ * cluster (before, it delivered the records and answered NONE): refused whole, nothing delivered or
+ * forwarded, with INVALID_RECORD as every produce request the proxy refuses (spec §2; the cluster
+ * itself answers INVALID_REQUIRED_ACKS), the reason in error_message (Produce v8+).
  */
 function refuseAcks(header: RequestHeader, req: ProduceRequest): Governed {
   const message = `acks must be -1 (all), 0 or 1, not ${req.acks}`;
-  return { respond: writeProduceError(header, req, ErrorCode.INVALID_REQUIRED_ACKS, new Map(), message) };
+  return { respond: writeProduceError(header, req, ErrorCode.INVALID_RECORD, new Map(), message) };
 }
 
 interface Routed {
