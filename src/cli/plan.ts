@@ -5,6 +5,7 @@ import { loadPlan } from '../plan/compile.js';
 import { diffPlans, summarize, type ChangeSummary as ComponentDiff } from '../plan/diff.js';
 import { consumerGroup, listenerPaths, planFingerprint, planFromFingerprint, renamedForwardDigest, subscriptionKey, type PlanFingerprint } from '../plan/fingerprint.js';
 import { askedSubscription, handOverTakes } from '../plan/subscription.js';
+import { consumerGroupName } from '../plan/consumer-group.js';
 import type { Plan } from '../plan/types.js';
 import { sameRoutePath } from '../kinds/listeners/route-paths.js';
 import type { CliIo } from './io.js';
@@ -141,9 +142,18 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     if (r.from.type !== 'broker' || group === undefined) return undefined;
     return { route, broker: r.from.broker, topic: r.from.topic, group };
   };
+  // Groups running routes hold in place of their own (a renamed forward route's predecessor's):
+  // an added route whose own group is one of them starts in another (RouteRuntime.avoidGroups).
+  const ownGroup = (route: string) => consumerGroupName(route, {}, [{ type: 'listener' }], '<instance>');
+  const held = new Set(
+    running?.routes.flatMap((r) => (r.renamedForward !== undefined && r.group !== undefined && r.group !== ownGroup(r.name) && !diff.routes.remove.includes(r.name) ? [r.group] : [])) ?? [],
+  );
   for (const name of diff.routes.add) {
     const g = groupOf(next.plan, name);
-    if (g) groups.push({ ...g, change: 'join' });
+    if (!g) continue;
+    let group = g.group;
+    for (let n = 2; askedSubscription(next.plan.routes.get(name)!, '')?.perInstance && held.has(group); n++) group = `${g.group}-${n}`;
+    groups.push({ ...g, group, change: 'join' });
   }
   // A rebuilt route that asks the same of the same broker instance (not replaced) takes the
   // running subscription over (RouteRuntime.takeOver): its group neither leaves nor joins.
@@ -155,9 +165,15 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     const key = subscriptionKey(r, handOverTakes(next.plan!, r, registry));
     return r.from.type === 'broker' && !replaced.has(r.from.broker) && key !== undefined && key === subscriptionBefore(name);
   };
+  // A forward route that took a renamed route's group over rejoins that one while it stays a
+  // per-instance forward (RouteRuntime.takenOverGroup): the running gateway names it.
+  const runningGroup = (name: string) => {
+    const r = running?.routes.find((x) => x.name === name);
+    return r?.renamedForward !== undefined && askedSubscription(next.plan!.routes.get(name)!, '')?.perInstance ? r.group : undefined;
+  };
   for (const name of diff.routes.change) {
     const g = groupOf(next.plan, name);
-    if (g && !takenOver(name)) groups.push({ ...g, change: 'rejoin' });
+    if (g && !takenOver(name)) groups.push({ ...g, group: runningGroup(name) ?? g.group, change: 'rejoin' });
   }
   // A renamed route is a removal beside an addition: its old group is left as well.
   for (const name of diff.routes.remove) {

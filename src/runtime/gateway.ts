@@ -375,7 +375,14 @@ export class Gateway {
     if (!this.plan) return null;
     const clients: Record<string, number> = {};
     for (const [name, l] of this.listeners) if (l.connections) clients[name] = l.connections();
-    return { ...planFingerprint(this.plan, this.options.registry), clients };
+    const fp = planFingerprint(this.plan, this.options.registry);
+    // A renamed forward route consumes in its predecessor's group (RouteRuntime.takeOver): plan names that one.
+    const instance = `-${this.instanceId}`;
+    for (const r of fp.routes) {
+      const taken = this.routes.get(r.name)?.takenOverGroup();
+      if (taken !== undefined) r.group = taken.replace(instance, '-<instance>');
+    }
+    return { ...fp, clients };
   }
 
   /** For /admin/status: never shows a secret, whichever way a config value reached it. */

@@ -138,7 +138,11 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   readonly options: { ack: boolean };
   readonly delivers: boolean;
   readonly validates: boolean;
-  /** The group of a renamed forward route's predecessor, whose subscription it took over (takeOver); its own is used otherwise. */
+  /**
+   * The group this per-instance forward route consumes in instead of its own: that of a renamed
+   * route's predecessor, whose subscription it took over (takeOver), or a new one when another
+   * route holds its own (avoidGroups). Kept by the routes rebuilt from it.
+   */
   private groupTakenOver: string | undefined;
   private readonly steps: readonly CompiledStep[];
   /** Steps that check a connecting client (auth), in chain order. */
@@ -801,11 +805,14 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const takes = registry.brokers.get(theirs.broker.kind)?.handOverTakes;
     if (renamed && !renamedForward(before.plan, this.plan, takes ?? [])) return undefined;
     // A renamed forward route consumes in its predecessor's group, and so do the routes rebuilt from it.
-    this.groupTakenOver = renamed ? theirs.spec.group : before.groupTakenOver;
+    this.groupTakenOver = renamed ? theirs.spec.group : before.takenOverGroup();
     const consuming = this.consuming();
     const asked = consuming && (renamed ? { ...consuming.spec, route: theirs.spec.route } : consuming.spec);
     if (!consuming || !asked || consuming.broker !== theirs.broker || !sameSubscription(asked, theirs.spec, takes)) {
-      this.groupTakenOver = undefined;
+      // A route rebuilt under its own name that cannot take the subscription over (its broker
+      // replaced) still starts in the group it consumed in, as any rebuilt route does: a new
+      // per-instance group would start at the latest message, past what came between.
+      this.groupTakenOver = renamed ? undefined : before.takenOverGroup();
       return undefined;
     }
     this.prepareConsuming(consuming.broker);
@@ -1163,6 +1170,24 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   consumes(): string | undefined {
     const c = this.subscribed ?? this.consuming();
     return c && `${c.broker.name}\0${c.spec.topic}\0${c.spec.group}`;
+  }
+
+  /**
+   * A per-instance forward route about to start whose own group another route consumes in (a
+   * renamed route took it over, and this one came back under the old name) starts in a new group:
+   * sharing one would split the messages between the two routes' clients.
+   */
+  avoidGroups(held: ReadonlySet<string>): void {
+    const asked = askedSubscription(this.plan, this.deps.instanceId);
+    if (this.groupTakenOver !== undefined || !asked?.perInstance || !held.has(asked.group)) return;
+    let n = 2;
+    while (held.has(`${asked.group}-${n}`)) n++;
+    this.groupTakenOver = `${asked.group}-${n}`;
+  }
+
+  /** The group this per-instance forward route consumes in instead of its own (groupTakenOver); undefined when it uses its own. */
+  takenOverGroup(): string | undefined {
+    return this.groupTakenOver !== undefined && askedSubscription(this.plan, this.deps.instanceId)?.perInstance ? this.groupTakenOver : undefined;
   }
 
   /** stopConsuming() where `release` stops the subscription, or hands it over to a successor (takeOver). */

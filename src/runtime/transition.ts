@@ -201,6 +201,9 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
       break;
     }
   }
+  // A route starting in its own per-instance group that a renamed route holds starts in another.
+  const held = new Set([...live.routes.values()].flatMap((r) => r.takenOverGroup() ?? []));
+  for (const r of starting) r.avoidGroups(held);
   // A removed route whose broker, topic and group no route of the new config consumes retires its
   // subscription: nothing resumes or takes over what the server keeps for it (an MQTT session).
   const consumedAfter = new Set([...live.routes.values()].map((r) => r.consumes()));

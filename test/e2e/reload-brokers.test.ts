@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { post } from '../helpers/clients.js';
+import { runCliInProcess } from '../helpers/cli.js';
+import { post, WsClient } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { MosquittoSub, RawNats } from '../helpers/peers.js';
 import { freePort, startMosquitto, startNats, type MessageServer } from '../helpers/servers.js';
@@ -30,6 +31,7 @@ brokers:
   nats: { kind: nats, servers: ${nats.url}, connectTimeoutMs: ${connectTimeoutMs}, streams: { REPLACED: { subjects: ["replaced.>"] } } }
 listeners:
   api: { kind: http, port: 0, host: 127.0.0.1 }
+  ws: { kind: websocket, port: 0, host: 127.0.0.1 }
 routes:
   - name: to-mqtt
     from: { listener: api, path: /mqtt }
@@ -112,6 +114,54 @@ routes:
     // Back on the reachable server for the test after this one.
     const line = await gw.reconfigure(config(5000), undefined, { whole: true });
     assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
+  });
+
+  // A forward route renamed without a group consumes in its old name's group (it took the running
+  // subscription over). A broker replaced under it made it start in a new group of its own name,
+  // which JetStream starts at the latest message (what came between reached no client), and a
+  // route given the old name again shared the renamed one's group, splitting the messages.
+  it('keeps a renamed forward route in the group it took over when its broker is replaced, and starts a route given the old name again in a group of its own; plan says so', async () => {
+    const forward = (name: string, path: string) => `  - name: ${name}\n    from: { broker: nats, topic: replaced.feed }\n    to: { listener: ws, path: ${path} }\n`;
+    const ready = (route: string, from: number) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, 15000, from);
+    let from = gw.logs.length;
+    assert.equal((await gw.reconfigure(config(5000) + forward('feed', '/feed'), undefined, { whole: true })).msg, 'config reloaded');
+    await ready('feed', from);
+    from = gw.logs.length;
+    assert.equal((await gw.reconfigure(config(5000) + forward('renamed', '/feed'), undefined, { whole: true })).msg, 'config reloaded');
+    await gw.waitForLog((l) => l.msg === 'renamed route took over the subscription of the route it replaces', 15000, from);
+    const plan = async (yaml: string) => {
+      gw.write('next.yaml', yaml);
+      return (await runCliInProcess(['plan', '-c', `${gw.dir}/next.yaml`, '--admin', gw.adminUrl])).stdout;
+    };
+
+    const replaced = config(5001) + forward('renamed', '/feed');
+    assert.match(await plan(replaced), /consumer group rejoins: eventgate-feed-<instance> \(route renamed, nats\/replaced\.feed\)/);
+    from = gw.logs.length;
+    assert.equal((await gw.reconfigure(replaced, undefined, { whole: true })).msg, 'config reloaded');
+    assert.match(String((await ready('renamed', from)).consumer), /^eventgate-feed-/);
+
+    const again = replaced + forward('feed', '/again');
+    assert.match(await plan(again), /consumer group joins: eventgate-feed-<instance>-2 \(route feed, nats\/replaced\.feed\)/);
+    from = gw.logs.length;
+    assert.equal((await gw.reconfigure(again, undefined, { whole: true })).msg, 'config reloaded');
+    assert.match(String((await ready('feed', from)).consumer), /^eventgate-feed-.*-2$/);
+    const [renamedClient, againClient] = await Promise.all([WsClient.connect(gw.url('ws', '/feed', 'ws')), WsClient.connect(gw.url('ws', '/again', 'ws'))]);
+    const peer = await RawNats.connect(nats);
+    try {
+      for (let n = 0; n < 10; n++) peer.publish('replaced.feed', JSON.stringify({ n }));
+      await peer.ping();
+      // Each route's clients get every message (one shared group handed each to one of them).
+      for (const client of [renamedClient, againClient]) {
+        const got: number[] = [];
+        for (let n = 0; n < 10; n++) got.push((await client.next(10000)).n);
+        assert.deepEqual(got, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+      }
+    } finally {
+      renamedClient.close();
+      againClient.close();
+      peer.close();
+    }
+    assert.equal((await gw.reconfigure(config(5000), undefined, { whole: true })).msg, 'config reloaded');
   });
 
   // Last: it stops the gateway.
