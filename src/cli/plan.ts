@@ -3,7 +3,7 @@ import type { Env } from '../config/source.js';
 import { defaultRegistry } from '../kinds/index.js';
 import { loadPlan } from '../plan/compile.js';
 import { diffPlans, summarize, type ChangeSummary as ComponentDiff } from '../plan/diff.js';
-import { consumerGroup, listenerPaths, planFingerprint, planFromFingerprint, renamedForwardDigest, subscriptionKey, type PlanFingerprint } from '../plan/fingerprint.js';
+import { consumerGroup, listenerPaths, listenerTrust, planFingerprint, planFromFingerprint, renamedForwardDigest, subscriptionKey, type PlanFingerprint } from '../plan/fingerprint.js';
 import { askedSubscription, handOverTakes } from '../plan/subscription.js';
 import { consumerGroupName } from '../plan/consumer-group.js';
 import type { Plan } from '../plan/types.js';
@@ -128,6 +128,14 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     const oldPaths = running ? new Map(running.listeners.map((l) => [l.name, new Set(l.paths)])) : listenerPaths(before.routes.values());
     const newPaths = listenerPaths(next.plan.routes.values());
     for (const [name, l] of before.listeners) {
+      // A new tls.ca applied in place cuts off the connections of the clients it no longer trusts
+      // (any kind: publishers and kafka producers too); which ones, only their certificates say.
+      const trustBefore = running ? running.listeners.find((x) => x.name === name)?.trust : listenerTrust(l);
+      const after = next.plan.listeners.get(name);
+      const trustAfter = after && listenerTrust(after);
+      if (trustBefore !== undefined && trustAfter && trustAfter !== trustBefore && diff.listeners.change.includes(name) && !diff.listeners.rebind.includes(name)) {
+        disconnected.push({ listener: name, reason: 'clients whose certificate the new tls.ca does not trust (mutual TLS) are cut off; the others stay' });
+      }
       if (!keepsClients(l.kind)) continue;
       const count = clients[name];
       if (diff.listeners.remove.includes(name)) disconnected.push({ listener: name, clients: count, reason: 'the listener is removed' });

@@ -40,9 +40,16 @@ export function compileListeners(ctx: CompileContext, brokers: Map<string, Compo
     const at: PathPart[] = ['listeners', name];
     const files: string[] = [];
     const upstreams: string[] = [];
+    const readFile = ctx.fileReader(at, files);
+    // The client CA bundle (`tls.ca`, read by every kind's TLS): `plan` says a change cuts off clients.
+    let clientCa: string | undefined;
     const kindCtx: ListenerCompileContext = {
       report: (rel, code, message) => ctx.report([...at, ...rel], code, message),
-      readFile: ctx.fileReader(at, files),
+      readFile: (file, rel) => {
+        const text = readFile(file, [...rel]);
+        if (rel.length === 2 && rel[0] === 'tls' && rel[1] === 'ca') clientCa = text;
+        return text;
+      },
       broker: (brokerName, rel) => {
         const b = brokers.get(brokerName);
         if (b === undefined) {
@@ -61,7 +68,7 @@ export function compileListeners(ctx: CompileContext, brokers: Map<string, Compo
     // the listener takes it in place.
     // So does a change to a broker the listener reads its settings from (a kafka listener's upstream).
     const key = files.length === 0 && upstreams.length === 0 ? canonical(options) : canonical({ options, files: ctx.fileKeys(files), upstreams });
-    listeners.set(name, { name, kind: options.kind, options: compiled as Record<string, unknown>, key, socketKey: canonical(socket) });
+    listeners.set(name, { name, kind: options.kind, options: compiled as Record<string, unknown>, key, socketKey: canonical(socket), ...(clientCa !== undefined && { clientCa }) });
   }
   return listeners;
 }

@@ -1,5 +1,5 @@
 import { canonical, hash } from '../core/canonical.js';
-import type { Plan, RoutePlan, SourcePlan } from './types.js';
+import type { ListenerPlan, Plan, RoutePlan, SourcePlan } from './types.js';
 import { consumerGroupName } from './consumer-group.js';
 import type { HandOverChange } from '../kinds/contracts.js';
 import type { KindRegistry } from '../kinds/registry.js';
@@ -19,7 +19,8 @@ export interface PlanFingerprint {
   log?: string;
   /** `replaceKey`: a hash of the options a reload cannot apply in place (ComponentPlan.replaceKey). */
   brokers: { name: string; kind: string; key: string; replaceKey?: string }[];
-  listeners: { name: string; kind: string; key: string; socketKey: string; paths: string[] }[];
+  /** `trust`: a hash of the CA bundle trusted for client certificates, null without one (absent from a gateway of an earlier version). */
+  listeners: { name: string; kind: string; key: string; socketKey: string; paths: string[]; trust?: string | null }[];
   /**
    * `group`: the consumer group of a route that reads a broker (consumerGroup()); `subscription`:
    * a hash of what it asks of that broker (subscriptionKey()), which tells `plan` whether a
@@ -43,6 +44,11 @@ export function listenerPaths(routes: Iterable<RoutePlan>): Map<string, Set<stri
   return paths;
 }
 
+/** A hash of the CA bundle a listener trusts for client certificates, null without one. */
+export function listenerTrust(l: ListenerPlan): string | null {
+  return l.clientCa === undefined ? null : digest(l.clientCa);
+}
+
 /** `registry`: for each route's subscription key, what its broker kind's hand-over takes (subscriptionKey()). */
 export function planFingerprint(plan: Plan, registry: KindRegistry): PlanFingerprint {
   const paths = listenerPaths(plan.routes.values());
@@ -51,7 +57,14 @@ export function planFingerprint(plan: Plan, registry: KindRegistry): PlanFingerp
     admin: plan.admin ? { key: digest(plan.admin.key), config: digest(canonical(plan.admin)) } : null,
     log: digest(canonical(plan.log)),
     brokers: [...plan.brokers.values()].map((b) => ({ name: b.name, kind: b.kind, key: digest(b.key), ...(b.replaceKey !== undefined && { replaceKey: digest(b.replaceKey) }) })),
-    listeners: [...plan.listeners.values()].map((l) => ({ name: l.name, kind: l.kind, key: digest(l.key), socketKey: digest(l.socketKey), paths: [...(paths.get(l.name) ?? [])].sort() })),
+    listeners: [...plan.listeners.values()].map((l) => ({
+      name: l.name,
+      kind: l.kind,
+      key: digest(l.key),
+      socketKey: digest(l.socketKey),
+      paths: [...(paths.get(l.name) ?? [])].sort(),
+      trust: listenerTrust(l),
+    })),
     routes: [...plan.routes.values()].map((r) => ({
       name: r.name,
       key: digest(r.key),

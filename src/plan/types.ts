@@ -53,6 +53,8 @@ export interface ComponentPlan {
 export interface ListenerPlan extends ComponentPlan {
   /** Canonical form of the options that need a new socket when they change. */
   socketKey: string;
+  /** The CA bundle its `tls.ca` names, trusted for client certificates (mutual TLS), when it has one. */
+  clientCa?: string;
 }
 
 export type SourcePlan =

@@ -6,11 +6,13 @@ import { connect as connectH2, constants as h2, type ClientHttp2Session, type Cl
 import type { IncomingMessage } from 'node:http';
 import { Agent, request } from 'node:https';
 import { connect } from 'node:net';
+import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import type { TLSSocket } from 'node:tls';
 import { openBrowserPage } from '../helpers/browser.js';
 import { makeCertificates } from '../helpers/certificates.js';
+import { runCliInProcess } from '../helpers/cli.js';
 import { WsClient } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
@@ -192,6 +194,18 @@ describe('TLS listeners', () => {
     });
     assert.deepEqual(await client.next(), { n: 'mutual' });
     const keptClosed = once(kept, 'close');
+    // plan says so beforehand, for the listeners whose CA changes only: a renewed server
+    // certificate beside it (in a copy of the config) cuts off nobody.
+    gw.write('next/gateway.yaml', config(60_000, held.url));
+    gw.write('next/certs/server.pem', certs.b.cert);
+    gw.write('next/certs/server-key.pem', certs.b.key);
+    gw.write('next/certs/ca.pem', certs.b.cert);
+    const plan = await runCliInProcess(['plan', '-c', join(gw.dir, 'next/gateway.yaml'), '--admin', gw.adminUrl]);
+    assert.deepEqual(
+      plan.stdout.split('\n').filter((l) => l.startsWith('clients disconnected')),
+      ['mutual', 'mutualWss'].map((l) => `clients disconnected: listener ${l}: clients whose certificate the new tls.ca does not trust (mutual TLS) are cut off; the others stay`),
+      plan.stdout,
+    );
     // Another CA in place of the one that signed the client's certificate (a revoked client CA).
     const from = gw.logs.length;
     gw.write('certs/ca.pem', certs.b.cert);
