@@ -323,7 +323,8 @@ export class Gateway {
     this.metrics.retain({ routes: next.routes.keys(), listeners: next.listeners.keys(), brokers: next.brokers.keys() });
     this.tap.retain(next.routes.keys());
     this.tap.configure(next.admin?.tap);
-    this.logReady();
+    // Applied as a shutdown began (past the point where it could be dropped): not ready, draining.
+    if (!this.stopping) this.logReady();
     // Once what the reload replaced or removed has stopped, brokers may drop what they kept on the
     // server for routes no longer running (not after the first load, not once a shutdown began).
     const reloaded = () => {
@@ -422,12 +423,16 @@ export class Gateway {
     const drainMs = this.plan?.admin?.drainTimeoutMs ?? 10000;
     // A first load that failed started nothing: its log ends with why, not with a drain of 10 s.
     if (this.applied) this.logger.info({ drainMs }, 'shutting down: draining');
-    await this.watcher?.close();
-    await this.reloading?.catch(() => undefined);
     // One budget for the whole drain: a consumer that cannot commit (its cluster down) must not hold
     // the exit past drainTimeoutMs; its message in hand stays uncommitted and is delivered again.
     const deadline = performance.now() + drainMs;
     const left = () => Math.max(0, deadline - performance.now());
+    // A reload under way may wait seconds (a route handing its subscription over finishes its
+    // message in hand first): the listeners stop accepting now, not once it ends. Those it puts in
+    // place are quiesced below with the rest.
+    if (this.reloading) for (const l of this.listeners.values()) void l.quiesce?.({ drainMs }).catch(() => undefined);
+    await this.watcher?.close();
+    await this.reloading?.catch(() => undefined);
     // Stop accepting and finish in-flight requests and frames. Websocket clients stay connected
     // (quiesce) until the end, so messages in flight still reach them (spec §7: they are closed
     // with 1001 after in-flight messages finished, producers flushed and offsets committed).

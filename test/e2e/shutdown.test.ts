@@ -678,6 +678,59 @@ routes:
     }
   });
 
+  // A reload whose route hands its subscription over waits for the message in hand (its webhook
+  // held: up to 5 s or drainTimeoutMs). A SIGTERM meanwhile waited for that reload before the
+  // listeners stopped accepting: publishes were answered 200 after the signal, the reload logged
+  // "gateway ready" under the drain, and the exit came drainTimeoutMs after the reload, not the signal.
+  it('on SIGTERM while a reload hands a route over, stops accepting at once, not when the reload ends', async () => {
+    const target = await HeldTarget.start();
+    // A forward route beside it, renamed by the same reload: its line comes just before the wait.
+    const withFeed = (feed: string, step = '') =>
+      memoryToWebhook(target.url, 3000).replace('    to: { http:', () => `${step}    to: { http:`) +
+      `  - name: ${feed}\n    from: { broker: local, topic: events }\n    to: { listener: api, path: /stream }\n`;
+    try {
+      await gw.start(withFeed('feed'));
+      assert.equal((await post(gw.url('api', '/in'), { n: 0 })).status, 200);
+      await eventually(() => assert.equal(target.bodies.length, 1));
+      const from = gw.logs.length;
+      gw.write('gateway.yaml', withFeed('feed2', "    through:\n      - transform: '$'\n"));
+      await gw.waitForLog((l) => l.msg === 'renamed route took over the subscription of the route it replaces', 10000, from);
+      const exited = gw.stop('SIGTERM');
+      await gw.waitForLog((l) => l.msg === 'shutting down: draining', 10000, from);
+      // Refused (a 503, or the connection) while the reload still waits for the held message.
+      await eventually(
+        async () =>
+          assert.notEqual(
+            await post(gw.url('api', '/in'), { n: 1 }).then(
+              (r) => r.status,
+              () => 'refused',
+            ),
+            200,
+          ),
+        10000,
+      );
+      assert.ok(
+        !gw.logs.slice(from).some((l) => l.msg === 'config reloaded' || l.msg === 'gateway ready'),
+        gw.logs
+          .slice(from)
+          .map((l) => l.msg)
+          .join('; '),
+      );
+      target.release();
+      assert.deepEqual(await exited, { code: 0, signal: null });
+      // Applied under the drain (it could not be dropped once swapped in), but never announced as ready.
+      assert.ok(
+        !gw.logs.slice(from).some((l) => l.msg === 'gateway ready'),
+        gw.logs
+          .slice(from)
+          .map((l) => l.msg)
+          .join('; '),
+      );
+    } finally {
+      await target.stop();
+    }
+  });
+
   it('says how many messages of a memory topic its route had not taken by drainTimeoutMs, as they die with the process', async () => {
     const target = await HeldTarget.start();
     try {
