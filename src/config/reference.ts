@@ -271,8 +271,11 @@ of the message an expression reads (a later step's, or a target's \`key\` or com
 the step's schema does not declare is a warning at its name (\`EG_CONFIG_UNDECLARED_FIELD\`, see
 [errors.md](errors.md)): when the schema allows no other properties (and the step stops what it
 refuses: after \`onInvalid: tag\` any message goes on), or the name is close to a declared one
-(\`$string(streetlightI)\`: did you mean 'streetlightId'?), since JSONata reads a missing field as
-no value. A \`required\` field counts as declared, and a schema giving \`additionalProperties\` a
+(\`$string(streetlightI)\`: did you mean 'streetlightId'?; a name of one or two letters only by its
+case, \`Id\` for \`id\`, so \`ts\` or \`v\` beside an \`id\` is not taken for a typo), since JSONata
+reads a missing field as no value. The names read are those of the input: a path's first step,
+and \`$$.name\` wherever it is written (\`$$\` is the input inside filters and functions too), not a
+later step's or an item's. A \`required\` field counts as declared, and a schema giving \`additionalProperties\` a
 schema of its own (a map of readings) is not checked. Header
 names in \`$headers\` are as the message has them: HTTP and WebSocket clients' headers are in lower
 case whatever case the client sent (\`$headers."x-source"\`); Kafka, MQTT, AMQP and NATS headers keep

@@ -1,5 +1,6 @@
 /** "Did you mean" hints for misspelt keys and names. */
-export function closest(word: string, candidates: Iterable<string>): string | undefined {
+/** `maxDistance`: the most edits a hint may be away, by default about one per three characters (at least 2). */
+export function closest(word: string, candidates: Iterable<string>, maxDistance = Math.max(2, Math.floor(word.length / 3))): string | undefined {
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const candidate of candidates) {
@@ -10,7 +11,7 @@ export function closest(word: string, candidates: Iterable<string>): string | un
     }
   }
   // Allow roughly one typo per three characters; beyond that the hint is noise.
-  if (best === undefined || bestDistance > Math.max(2, Math.floor(word.length / 3))) return undefined;
+  if (best === undefined || bestDistance > maxDistance) return undefined;
   return best;
 }
 

@@ -2,8 +2,9 @@
  * The fields of its input an expression reads by name at the top: `streetlightId` in
  * `$string(streetlightId)`, `a` in `a.b[c > 1]`, `foo` in `$.foo`. Names read inside a path's later
  * steps, a filter, a sort or a function body are fields of something else (an item, an argument),
- * so they are not among them. Read once per compile, for the check of a route's field reads
- * against the schema its validate step enforces (src/plan/field-reads.ts).
+ * so they are not among them; but `$$` is the input wherever it is written, so `$$.kind` in a
+ * filter (`items[sku = $$.kind]`) or a function body is. Read once per compile, for the check of a
+ * route's field reads against the schema its validate step enforces (src/plan/field-reads.ts).
  */
 
 import type { AstNode } from './checked-functions.js';
@@ -17,7 +18,24 @@ export interface InputField {
 export function inputFields(source: string, ast: AstNode): InputField[] {
   const out: InputField[] = [];
   visit(source, ast, out);
-  return out;
+  rootReads(source, ast, out, new Set());
+  return out.sort((a, b) => a.index - b.index);
+}
+
+/** `$$.name` anywhere in the tree: `$$` is bound to the input once, for the whole evaluation. */
+function rootReads(source: string, node: unknown, out: InputField[], seen: Set<object>): void {
+  if (node === null || typeof node !== 'object' || seen.has(node)) return;
+  seen.add(node);
+  if (Array.isArray(node)) {
+    for (const n of node) rootReads(source, n, out, seen);
+    return;
+  }
+  const n = node as AstNode;
+  if (n.type === 'path') {
+    const [first, second] = (n.steps as AstNode[] | undefined) ?? [];
+    if (first?.type === 'variable' && first.value === '$' && !first.stages && !first.predicate && second?.type === 'name') name(source, second, out);
+  }
+  for (const v of Object.values(n)) rootReads(source, v, out, seen);
 }
 
 function visit(source: string, node: AstNode | undefined, out: InputField[]): void {

@@ -43,13 +43,24 @@ export function warnUndeclaredFields(ctx: CompileContext, steps: readonly Compil
 
 function check(ctx: CompileContext, declared: DeclaredFields, name: string, at: CompiledChainStep['at'], index: number): void {
   if (declared.names.has(name)) return;
-  const like = closest(name, declared.names);
+  const like = closest(name, declared.names, typoDistance(name));
   if (!declared.closed && like === undefined) return;
   const hint = like === undefined ? '' : ` (did you mean '${like}'?)`;
   const why = declared.closed
     ? `no message the validate step at ${declared.place} lets through has it (its schema allows no other properties), so this reads no value`
     : `the schema of the validate step at ${declared.place} does not declare it, and JSONata reads a missing field as no value`;
   ctx.warnInValue(at, index, 'EG_CONFIG_UNDECLARED_FIELD', `'${name}' is not a field of the message: ${why}${hint}`);
+}
+
+/**
+ * How many edits a read name may be from a declared field to be taken for its typo. Fewer than a
+ * config key's hint allows: data fields are short and differ by design (`ts`, `on`, `v` are all
+ * two edits from `id`), and on a schema that allows other properties the hint is the only reason
+ * to warn. A name of one or two letters is a typo only in its case (`Id`), one of up to five
+ * letters by one edit (`idd`, `lumen`), longer ones by one per three letters (`streetlightI`).
+ */
+function typoDistance(name: string): number {
+  return name.length <= 2 ? 0 : Math.max(1, Math.floor(name.length / 3));
 }
 
 /**

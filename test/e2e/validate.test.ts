@@ -717,8 +717,9 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         'chains:', //                                                                                          12
         '  lights:', //                                                                                        13
         '    - validate:', //                                                                                  14
-        '        schema: { type: object, properties: { streetlightId: { type: string }, lumens: { type: number } } }', // 15
-        '    - filter: lumens > 100 and streetlightI != "x" and extra != 1', //                               16: the typo only (extra may be meant)
+        '        schema: { type: object, properties: { streetlightId: { type: string }, lumens: { type: number }, id: { type: string } } }', // 15
+        // The typo only: `extra` may be meant, and so may `ts`, `on` and `v`, each two edits from `id` (walk-expr3).
+        '    - filter: lumens > 100 and streetlightI != "x" and extra != 1 and ts != 0 and on and v and Id', //  16
         "    - headers: { set: { x-light: '$string(lumen)' } }", //                                           17
         'routes:', //                                                                                          18
         '  - { name: a, from: { listener: api, path: /a }, through: lights, to: { broker: local, topic: a } }', // 19
@@ -728,7 +729,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         '    through:', //                                                                                      23
         '      - validate: { schema: light.json }', //                                                          24
         '      - filter: level > 1 and items[price > 1] and $.zz', //                                           25
-        '      - transform: \'{"x": level}\'', //                                                              26
+        '      - transform: \'{"x": level, "y": [1][$ = $$.levels]}\'', //                                   26: `$$` is the input inside a filter too
         '      - filter: x > 1 and y', //                                                                       27: a new value
         '    to: { broker: local, topic: c }', //                                                               28
         '  - name: either', //                                                                                  29
@@ -762,10 +763,12 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       const closed = 'no message the validate step at gateway.yaml:24:9 lets through has it (its schema allows no other properties), so this reads no value';
       assert.deepEqual(r.stderr.trimEnd().split('\n'), [
         `gateway.yaml:16:32: warning: 'streetlightI' is not a field of the message: ${open} (did you mean 'streetlightId'?)`,
+        `gateway.yaml:16:96: warning: 'Id' is not a field of the message: ${open} (did you mean 'id'?)`,
         `gateway.yaml:17:43: warning: 'lumen' is not a field of the message: ${open} (did you mean 'lumens'?)`,
         `gateway.yaml:20:113: warning: 'streetlightid' is not a field of the message: ${open} (did you mean 'streetlightId'?)`,
         `gateway.yaml:25:31: warning: 'items' is not a field of the message: ${closed}`,
         `gateway.yaml:25:54: warning: 'zz' is not a field of the message: ${closed}`,
+        `gateway.yaml:26:50: warning: 'levels' is not a field of the message: ${closed} (did you mean 'level'?)`,
         `gateway.yaml:39:33: warning: 'levl' is not a field of the message: the schema of the validate step at gateway.yaml:38:9 does not declare it, and JSONata reads a missing field as no value (did you mean 'level'?)`,
       ]);
     });

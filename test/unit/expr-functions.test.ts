@@ -269,4 +269,9 @@ describe('the fields of its input an expression reads by name (inputFields)', ()
     assert.deepEqual(fields('$headers.x & $topic'), []);
     assert.deepEqual(fields('"literal" & 1'), []);
   });
+  it('take `$$.name` wherever it is written: `$$` is the input in filters and function bodies too', () => {
+    assert.deepEqual(fields('items[sku = $$.kind].qty'), ['items@0', 'kind@15']);
+    assert.deepEqual(fields('$map(xs, function($v) { $v & $$.sep })'), ['xs@5', 'sep@32']);
+    assert.deepEqual(fields('$$.a & $$'), ['a@3']);
+  });
 });
