@@ -166,6 +166,15 @@ export function unknownVariables(ast: unknown, gatewayVariables: Iterable<string
   return out.sort((a, b) => a.index - b.index);
 }
 
+/**
+ * Where the expression reads one of `names` as a value (`$principal`, `$claims.sub`), unless it
+ * binds that name itself: the index of each read's `$`.
+ */
+export function variableReads(ast: unknown, names: readonly string[]): { name: string; index: number }[] {
+  const { bound, reads } = scanNames(ast, []);
+  return reads.filter((r) => names.includes(r.name) && !bound.has(r.name)).map((r) => ({ name: r.name, index: Math.max(0, r.position - r.name.length - 1) }));
+}
+
 /** What a `$sift` without a function is told, at the config check or when a message reaches it. */
 export const SIFT_NEEDS_FUNCTION = '$sift needs a function to keep each entry by, e.g. $sift($obj, function($v, $k) { $v > 0 })';
 

@@ -82,6 +82,12 @@ export class CompileContext {
     return `${this.fileOf(path)}:${line}:${column}`;
   }
 
+  /** An error at `index` inside the string value at `path` (a name inside an expression). */
+  reportInValue(path: readonly PathPart[], index: number, code: ErrorCode, message: string): void {
+    const { line, column } = this.src.locateInValue(path, index);
+    this.diagnostics.push({ file: this.fileOf(path), line, column, code, path: formatPath(path), message });
+  }
+
   report(path: readonly PathPart[], code: ErrorCode, message: string, which: 'key' | 'value' = 'value'): void {
     const { line, column } = this.src.locate(path, which);
     this.diagnostics.push({ file: this.fileOf(path), line, column, code, path: formatPath(path), message });

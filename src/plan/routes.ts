@@ -6,6 +6,7 @@ import { aKind, type CompileContext } from './context.js';
 import type { RawRoute } from './raw.js';
 import type { CompiledChainStep, StepCompiler } from './steps.js';
 import { warnUndeclaredFields } from './field-reads.js';
+import { reportUnboundIdentity } from './identity-reads.js';
 import { compileTargets } from './targets.js';
 import type { ComponentPlan, ListenerPlan, RoutePlan, SourcePlan } from './types.js';
 import { consumerGroupName, groupPerInstance } from './consumer-group.js';
@@ -246,6 +247,7 @@ function compileRoute(
   const targetExpressions = ctx.expressions.length;
   const targets = compileTargets(ctx, stepCompiler, raw.to, at, { checkBroker, checkListener, checkTopic }, listeners, targetFiles);
   warnUndeclaredFields(ctx, steps, ctx.expressions.slice(targetExpressions));
+  reportUnboundIdentity(ctx, raw.name, steps, ctx.expressions.slice(targetExpressions));
   if (from?.type === 'broker') {
     // The group the route will consume as: its own, or the default from its name. A per-instance
     // group (every target a forward) ends with this process's id, known only at run time. A

@@ -710,6 +710,41 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     });
   });
 
+  it("refuses $principal and $claims where no auth step binds them: before the route's auth step, on a route without one, in a shared chain per route", async () => {
+    const lines = [
+      ...base,
+      'chains:', //                                                                                       12
+      '  who:', //                                                                                        13
+      "    - headers: { set: { x-by: '$principal', x-tenant: '$claims.tenant' } }", //                   14: after auth in route a only
+      'routes:', //                                                                                       15
+      '  - name: a', //                                                                                   16
+      '    from: { listener: api, path: /a }', //                                                         17
+      '    through:', //                                                                                  18
+      '      - ratelimit: { rate: 1, key: $principal }', //                                               19: before the auth step
+      '      - auth: { apiKey: { keys: { shop: a-long-enough-secret-key-1234 } } }', //                   20
+      '      - who', //                                                                                   21
+      '    to: { broker: local, topic: a, key: $principal }', //                                          22: fine, after it
+      '  - name: b', //                                                                                   23
+      '    from: { listener: api, path: /b }', //                                                         24
+      '    through: [who]', //                                                                            25
+      '    to: { broker: local, topic: { expression: \'"t-" & $principal\' } }', //                      26
+      '  - name: c', //                                                                                   27
+      '    from: { broker: local, topic: a }', //                                                         28
+      '    through: [{ filter: \'($principal := "me"; $principal = "me")\' }]', //                    29: its own binding
+      '    to: { broker: local, topic: c }', //                                                           30
+    ];
+    const r = await validate({ 'gateway.yaml': yaml(...lines) });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const none = (name: string, route: string, where: string) =>
+      `$${name} has no value here: only an auth step sets it, and route '${route}' has none ${where}, so it would read no value for every message`;
+    assert.deepEqual(r.lines, [
+      `gateway.yaml:14:32: ${none('principal', 'b', 'before this step')}`,
+      `gateway.yaml:14:56: ${none('claims', 'b', 'before this step')}`,
+      `gateway.yaml:19:36: ${none('principal', 'a', 'before this step')}`,
+      `gateway.yaml:26:55: ${none('principal', 'b', 'in its steps')}`,
+    ]);
+  });
+
   describe("expressions reading a field the validate step's schema does not declare", () => {
     it('warns at the name (a typo of a declared field, or any field of a schema allowing no others), says ok, and keeps quiet after a transform, inside filters and for open-ended schemas', async () => {
       const lines = [
