@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import type jsonataModule from 'jsonata';
 import { compileFastPath, FALLBACK } from './fast-path.js';
-import { boundNames, SIFT_NEEDS_FUNCTION, siftWithoutFunction, unknownFunctionCalls, unknownVariables, variableReads, wrongArgumentCounts } from './functions.js';
+import { boundNames, SIFT_NEEDS_FUNCTION, siftWithoutFunction, unknownFunctionCalls, unknownVariables, type VariableRead, variableReads, wrongArgumentCounts } from './functions.js';
 import { literalArgumentTypeProblem } from './argument-types.js';
 import { type AstNode, CHECKED_SIGNATURES, checkedFunctions, isOwnValue, literalCallProblems, literalStart } from './checked-functions.js';
 import { type InputField, inputFields } from './input-fields.js';
@@ -79,8 +79,8 @@ export interface Expression {
   readonly readsVariables: boolean;
   /** The fields of its input it reads by name at the top (input-fields.ts), with where each is written. */
   readonly inputFields: readonly InputField[];
-  /** Where it reads `$principal` or `$claims`, which only an `auth` step before it binds (src/plan/identity-reads.ts). */
-  readonly identityReads: readonly { name: string; index: number }[];
+  /** Where it reads the variables only some places bind (PLACE_VARIABLES: `$principal`, `$path.room`), for src/plan/variable-reads.ts. */
+  readonly placeReads: readonly VariableRead[];
   /**
    * The expression and its config line (`expression "v" at gateway.yaml:12`), for the log of a
    * message failed for what the expression gave (no value, not a topic) rather than by an error in it.
@@ -122,8 +122,11 @@ interface JsonataError {
 /** The variables bindingsFor() gives every expression: calling one is not a call to an unknown function. */
 export const GATEWAY_VARIABLES = ['key', 'headers', 'topic', 'route', 'path', 'query', 'principal', 'claims', 'message', 'channel', 'ce'] as const;
 
-/** The variables an `auth` step binds: on a route without one before the expression they have no value. */
-export const IDENTITY_VARIABLES = ['principal', 'claims'] as const;
+/**
+ * The variables only some places bind: `$principal` and `$claims` after an `auth` step, `$path`
+ * and `$query` on routes from a request path (an http or websocket listener); elsewhere they have no value.
+ */
+export const PLACE_VARIABLES = ['principal', 'claims', 'path', 'query'] as const;
 
 /**
  * Where an expression is written: `gateway.yaml:33`, or a function that gives that with no
@@ -197,7 +200,7 @@ function compileChecked(source: string, limits: ExpressionLimits, origin: Expres
     source,
     readsVariables,
     inputFields: fields,
-    identityReads: variableReads(compiled.ast(), IDENTITY_VARIABLES),
+    placeReads: variableReads(compiled.ast(), PLACE_VARIABLES),
     where,
     evaluateSync: fast
       ? (input, bindings) => {

@@ -166,13 +166,41 @@ export function unknownVariables(ast: unknown, gatewayVariables: Iterable<string
   return out.sort((a, b) => a.index - b.index);
 }
 
+/** A read of a gateway variable: `$path.room` (member `room`), or `$principal` as a whole. */
+export interface VariableRead {
+  name: string;
+  /** The field read of it by name (`$path.room`, `$path.\`room\``), when it is read so. */
+  member?: string;
+  /** Where its `$` is in the expression. */
+  index: number;
+}
+
 /**
- * Where the expression reads one of `names` as a value (`$principal`, `$claims.sub`), unless it
- * binds that name itself: the index of each read's `$`.
+ * Where the expression reads one of `names` as a value (`$principal`, `$claims.sub`,
+ * `$path.room`), unless it binds that name itself.
  */
-export function variableReads(ast: unknown, names: readonly string[]): { name: string; index: number }[] {
-  const { bound, reads } = scanNames(ast, []);
-  return reads.filter((r) => names.includes(r.name) && !bound.has(r.name)).map((r) => ({ name: r.name, index: Math.max(0, r.position - r.name.length - 1) }));
+export function variableReads(ast: unknown, names: readonly string[]): VariableRead[] {
+  const { bound } = scanNames(ast, []);
+  const out: VariableRead[] = [];
+  const seen = new Set<object>();
+  const at = (v: { value: string; position?: number }) => Math.max(0, (v.position ?? 0) - v.value.length - 1);
+  const walk = (node: unknown): void => {
+    if (node === null || typeof node !== 'object' || seen.has(node)) return;
+    seen.add(node);
+    if (Array.isArray(node)) return node.forEach(walk);
+    const n = node as AstNode;
+    if (n.type === 'path' && Array.isArray(n.steps)) {
+      const [first, second] = n.steps as AstNode[];
+      if (isVariable(first) && names.includes(first.value) && !bound.has(first.value) && !(first as AstNode).stages && !(first as AstNode).predicate && second?.type === 'name') {
+        out.push({ name: first.value, member: String(second.value), index: at(first) });
+        seen.add(first);
+      }
+    }
+    if (isVariable(n) && names.includes(n.value) && !bound.has(n.value)) out.push({ name: n.value, index: at(n) });
+    for (const v of Object.values(n)) walk(v);
+  };
+  walk(ast);
+  return out.sort((a, b) => a.index - b.index);
 }
 
 /** What a `$sift` without a function is told, at the config check or when a message reaches it. */

@@ -6,7 +6,7 @@ import { aKind, type CompileContext } from './context.js';
 import type { RawRoute } from './raw.js';
 import type { CompiledChainStep, StepCompiler } from './steps.js';
 import { warnUndeclaredFields } from './field-reads.js';
-import { reportUnboundIdentity } from './identity-reads.js';
+import { type RequestPath, reportUnboundVariables } from './variable-reads.js';
 import { compileTargets } from './targets.js';
 import type { ComponentPlan, ListenerPlan, RoutePlan, SourcePlan } from './types.js';
 import { consumerGroupName, groupPerInstance } from './consumer-group.js';
@@ -247,7 +247,7 @@ function compileRoute(
   const targetExpressions = ctx.expressions.length;
   const targets = compileTargets(ctx, stepCompiler, raw.to, at, { checkBroker, checkListener, checkTopic }, listeners, targetFiles);
   warnUndeclaredFields(ctx, steps, ctx.expressions.slice(targetExpressions));
-  reportUnboundIdentity(ctx, raw.name, steps, ctx.expressions.slice(targetExpressions));
+  reportUnboundVariables(ctx, raw.name, requestPathOf(ctx, from, listeners), steps, ctx.expressions.slice(targetExpressions));
   if (from?.type === 'broker') {
     // The group the route will consume as: its own, or the default from its name. A per-instance
     // group (every target a forward) ends with this process's id, known only at run time. A
@@ -300,4 +300,12 @@ class EqualPaths implements PathClaims {
     this.paths.add(path);
     return undefined;
   }
+}
+
+/** The request path a route's messages come with (`$path`, `$query`), `none` for one from a broker or a kafka listener, undefined when its source has a problem. */
+function requestPathOf(ctx: CompileContext, from: SourcePlan | undefined, listeners: Map<string, ListenerPlan>): RequestPath | undefined {
+  if (from === undefined) return undefined;
+  if (from.type === 'broker') return 'none';
+  const kind = ctx.registry.listeners.get(listeners.get(from.listener)!.kind);
+  return kind?.pathParameters ? { path: from.path, parameters: kind.pathParameters(from.path) } : 'none';
 }

@@ -730,8 +730,12 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       '    to: { broker: local, topic: { expression: \'"t-" & $principal\' } }', //                      26
       '  - name: c', //                                                                                   27
       '    from: { broker: local, topic: a }', //                                                         28
-      '    through: [{ filter: \'($principal := "me"; $principal = "me")\' }]', //                    29: its own binding
+      '    through: [{ filter: \'($principal := "me"; $principal = "me") and $query.x\' }]', //      29: its own binding; no query from a broker
       '    to: { broker: local, topic: c }', //                                                           30
+      '  - name: d', //                                                                                   31
+      '    from: { listener: api, path: /rooms/:room }', //                                               32
+      "    through: [{ filter: '$path.room and $path.rom and $query.q' }]", //                           33: a parameter the path has not
+      "    to: { broker: local, topic: d, key: '$path.room' }", //                                        34
     ];
     const r = await validate({ 'gateway.yaml': yaml(...lines) });
     assert.equal(r.code, 1, r.stdout + r.stderr);
@@ -742,6 +746,8 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       `gateway.yaml:14:56: ${none('claims', 'b', 'before this step')}`,
       `gateway.yaml:19:36: ${none('principal', 'a', 'before this step')}`,
       `gateway.yaml:26:55: ${none('principal', 'b', 'in its steps')}`,
+      "gateway.yaml:29:70: $query has no value here: route 'c' takes no HTTP or WebSocket request, so it has no query string and this would read no value for every message",
+      "gateway.yaml:33:41: $path.rom has no value here: the path of route 'd' ('/rooms/:room') has no parameter 'rom', only :room (did you mean $path.room?), so it would read no value for every message",
     ]);
   });
 

@@ -275,3 +275,12 @@ describe('the fields of its input an expression reads by name (inputFields)', ()
     assert.deepEqual(fields('$$.a & $$'), ['a@3']);
   });
 });
+
+describe('the variables only some places bind, as an expression reads them (placeReads)', () => {
+  const reads = (source: string) => compileExpression(source).placeReads.map((r) => `${r.name}${r.member === undefined ? '' : `.${r.member}`}@${r.index}`);
+  it('names the field read of each by name, wherever it is, and leaves out names the expression binds itself', () => {
+    assert.deepEqual(reads('$path.room & $query.`a b` & $principal'), ['path.room@0', 'query.a b@13', 'principal@28']);
+    assert.deepEqual(reads('$claims.sub ? $map(xs, function($v) { $path }) : $lookup($query, "q")'), ['claims.sub@0', 'path@38', 'query@57']);
+    assert.deepEqual(reads('($principal := "me"; $principal) & $headers.x & $key'), []);
+  });
+});
