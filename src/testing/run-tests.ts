@@ -289,8 +289,9 @@ async function compare(test: TestCase, outcome: Outcome, outputs: Output[]): Pro
   // A dead-lettered message's failure, when it failed rather than being refused by a validate step's schema.
   const problem = 'problem' in outcome ? outcome.problem : outcome.outcome === 'deadlettered' ? outcome.cause : undefined;
   if (outcome.outcome !== e.outcome) {
+    // `where`, as the gateway's log says it: which expression failed, at its config line (a route may have several).
     const why = problem
-      ? ` (${problem.status} ${problem.detail}${problem.errors?.length ? `: ${problem.errors.join('; ')}` : ''})`
+      ? ` (${problem.status} ${problem.detail}${problem.errors?.length ? `: ${problem.errors.join('; ')}` : ''})${problem.logDetail ? `\nwhere: ${problem.logDetail}` : ''}`
       : outcome.outcome === 'deadlettered'
         ? ` (${outcome.errors.join('; ')})`
         : '';

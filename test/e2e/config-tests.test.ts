@@ -360,12 +360,30 @@ describe('eventgate test', () => {
       assert.match(r.stdout, new RegExp(`to\\[0\\]\\.${what.replaceAll('.', '\\.')}\\n.*\\n\\s+\\+ actual: +\\[redacted\\]$`, 'm'));
   });
 
-  it('a wrong outcome says what happened instead, with the reason', async () => {
+  it('a wrong outcome says what happened instead, with the reason, and for a failed expression where it is written', async () => {
     const wrong = tests.replace('      outcome: delivered\n      to:\n        - topic: orders', '      outcome: filtered\n      to:\n        - topic: orders');
-    const dir = tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': wrong });
-    const r = await runCliInProcess(['test', '-c', 'gateway.yaml', 'orders.tests.yaml'], { cwd: dir });
+    const totals = [
+      '  - name: totals', //                                     11
+      '    from: { listener: api, path: /totals }', //          12
+      '    through:', //                                         13
+      '      - transform: \'{"avg": total / count}\'', //         14
+      '      - transform: |', //                                 15
+      '          {', //                                          16
+      '            "avg": avg,', //                              17
+      '            "label": "n" + avg', //                       18: a type error, placed by JSONata
+      '          }', //                                          19
+      '    to: { broker: local, topic: totals }', //             20
+    ];
+    const failing = yaml('tests:', '  - name: totals', '    route: totals', '    input: { path: /totals, value: { total: 4, count: 2 } }', '    expect: { outcome: delivered }');
+    const dir = tempFiles({ 'gateway.yaml': yaml(config.trimEnd(), ...totals), 'orders.tests.yaml': wrong, 'totals.tests.yaml': failing });
+    const r = await runCliInProcess(['test', '-c', 'gateway.yaml', 'orders.tests.yaml', 'totals.tests.yaml'], { cwd: dir });
     assert.equal(r.code, 1);
     assert.match(r.stdout, /orders\.tests\.yaml:11: outcome\n\s+- expected: filtered\n\s+\+ actual: {3}delivered/);
+    // Two transforms: the detail alone did not say which one failed.
+    assert.match(
+      r.stdout,
+      /totals\.tests\.yaml:5: outcome\n\s+- expected: delivered\n\s+\+ actual: {3}failed \(500 transform failed: The left side of the "\+" operator must evaluate to a number\)\n {20}where: expression ".*" at gateway\.yaml:18:26\n/,
+    );
   });
 
   it('--format junit writes JUnit XML with the failure and its location', async () => {
