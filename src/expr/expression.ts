@@ -4,6 +4,7 @@ import { compileFastPath, FALLBACK } from './fast-path.js';
 import { boundNames, SIFT_NEEDS_FUNCTION, siftWithoutFunction, unknownFunctionCalls, unknownVariables, type VariableRead, variableReads, wrongArgumentCounts } from './functions.js';
 import { literalArgumentTypeProblem } from './argument-types.js';
 import { type AstNode, CHECKED_SIGNATURES, checkedFunctions, isOwnValue, literalCallProblems, literalStart } from './checked-functions.js';
+import { EVAL_SIGNATURE, evalOnce } from './eval-once.js';
 import { type InputField, inputFields } from './input-fields.js';
 import { compileLinear, DEFAULT_MAX_REGEX_INPUT, linearRegexEngine, regexLiterals } from './regex.js';
 import { type Problem, problem } from '../core/errors.js';
@@ -44,6 +45,7 @@ function jsonata(source: string, options: jsonataModule.JsonataOptions): jsonata
 
 /** $fromMillis and $formatNumber with their inputs checked (checked-functions.ts), made once. */
 let checkedNow: ReturnType<typeof checkedFunctions> | undefined;
+let ownEval: ReturnType<typeof evalOnce> | undefined;
 
 /** evaluateSync's answer when the expression needs JSONata's (asynchronous) evaluator for this input. */
 export const NOT_SYNC: unique symbol = Symbol('needs the asynchronous evaluator');
@@ -194,6 +196,7 @@ function compileChecked(source: string, limits: ExpressionLimits, origin: Expres
   compiled.registerFunction('fromMillis', checkedNow.fromMillis, CHECKED_SIGNATURES.fromMillis);
   compiled.registerFunction('formatNumber', checkedNow.formatNumber, CHECKED_SIGNATURES.formatNumber);
   compiled.registerFunction('now', checkedNow.now, CHECKED_SIGNATURES.now);
+  if (evals) compiled.registerFunction('eval', (ownEval ??= evalOnce(jsonata)), EVAL_SIGNATURE);
   const failedAt = failurePlaces(source, origin);
   const where = failedAt(undefined);
   return {

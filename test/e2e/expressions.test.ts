@@ -35,6 +35,10 @@ routes:
     from: {listener: deep, path: /overflow}
     through: [{transform: '$string($)'}]
     to: {broker: local, topic: t}
+  - name: evals
+    from: {listener: api, path: /eval}
+    through: [{transform: '$eval(code, $)'}]
+    to: {broker: local, topic: t}
   - name: jobs-in
     from: {listener: api, path: /jobs}
     to: {broker: local, topic: jobs}
@@ -67,6 +71,16 @@ routes:
     assert.equal(r.status, 500);
     assert.equal(r.body.code, 'EG_EXPRESSION_FAILED');
     assert.match(r.body.detail, /longer than 2000 ms/);
+  });
+
+  it("fails a client's text that $eval's itself once, with a short detail, and keeps serving", async () => {
+    // Each level of $eval wrapped the failure of the one inside as JSON: the detail doubled per
+    // level, and at the depth limit the gateway ran out of memory writing it (walk-expr3).
+    const r = await post(gw.url('api', '/eval'), { code: '$$.code ~> $eval' });
+    assert.equal(r.status, 500);
+    assert.equal(r.body.code, 'EG_EXPRESSION_FAILED');
+    assert.match(r.body.detail, /^transform failed: Dynamic error evaluating the expression passed to function eval: "[^\\]+"$/);
+    assert.equal((await post(gw.url('api', '/eval'), { code: 'a + 1', a: 2 })).status, 200);
   });
 
   it('fails a recursion deeper than maxDepth with 500', async () => {
@@ -176,6 +190,10 @@ routes:
   - name: key
     from: {listener: api, path: /key}
     to: {broker: local, topic: out, key: '$lowercase'}
+  - name: evals
+    from: {listener: api, path: /eval}
+    through: [{transform: '$eval(code, $)'}]
+    to: {broker: local, topic: t}
   - name: jobs-in
     from: {listener: api, path: /jobs}
     to: {broker: local, topic: jobs}

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { describe, it } from 'node:test';
 import jsonata from 'jsonata';
-import { compileExpression } from '../../src/expr/expression.js';
+import { compileExpression, defaultExpressionLimits } from '../../src/expr/expression.js';
 import { literalArgumentTypeProblem } from '../../src/expr/argument-types.js';
 import { BUILTIN_FUNCTIONS, BUILTIN_SIGNATURES, boundNames, unknownFunctionCalls, unknownVariables, wrongArgumentCounts } from '../../src/expr/functions.js';
 
@@ -282,5 +282,19 @@ describe('the variables only some places bind, as an expression reads them (plac
     assert.deepEqual(reads('$path.room & $query.`a b` & $principal'), ['path.room@0', 'query.a b@13', 'principal@28']);
     assert.deepEqual(reads('$claims.sub ? $map(xs, function($v) { $path }) : $lookup($query, "q")'), ['claims.sub@0', 'path@38', 'query@57']);
     assert.deepEqual(reads('($principal := "me"; $principal) & $headers.x & $key'), []);
+  });
+});
+
+describe('$eval', () => {
+  it('says a failure inside nested $evals once: the message does not double at each level', async () => {
+    // At maxDepth 25 JSONata's own $eval made a message of 16 MB here; at the default 500 it ran out of memory.
+    const expr = compileExpression('$eval(code, $)', { ...defaultExpressionLimits, maxDepth: 25 });
+    const err = await expr.evaluate({ code: '$$.code ~> $eval' }, {}).then(
+      () => assert.fail('it should fail'),
+      (e: Error) => e,
+    );
+    assert.ok(err.message.length < 300, `${err.message.length} characters: ${err.message.slice(0, 200)}`);
+    assert.match(err.message, /^Dynamic error evaluating the expression passed to function eval: "[^\\]+"$/);
+    assert.equal(await compileExpression('$eval(code)').evaluate({ code: '$eval("$$.x")', x: 5 }, {}), 5);
   });
 });
