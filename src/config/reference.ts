@@ -301,7 +301,10 @@ cannot hold (a function, as \`$uppercase\` without its call; a number that is no
 its detail (\`transform failed: the result is not JSON: it holds Infinity at /avg\`; the log line
 also names the expression and where it is, \`where\`: \`gateway.yaml:LINE:COL\` of the token that
 failed when JSONata says which, as for an expression that does not compile, on its own line inside a
-block scalar; else \`gateway.yaml:LINE\`, the line of its key), a WebSocket
+block scalar; else \`gateway.yaml:LINE\`, the line of its key; what failed is cut at 1024 characters,
+saying how many more there were, so \`$error("bad: " & $string($))\` does not copy a whole body into
+the answer, the log and a dead letter's \`_eventgate_error\`; a failure inside the text given to
+\`$eval\` is said as it would be outside it, \`the text given to $eval failed: ...\`), a WebSocket
 client gets an error frame with status 500, and a consume route sends the message to its
 \`deadletter\` target at once (without one it is dropped, with an error in the log): retrying would
 fail the same way. A failing step sends the message nowhere; a failing \`key\` or \`topic\`

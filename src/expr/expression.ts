@@ -221,7 +221,7 @@ function compileChecked(source: string, limits: ExpressionLimits, origin: Expres
         result = await compiled.evaluate(input, bindings);
       } catch (err) {
         const e = err as JsonataError;
-        throw new ExpressionEvaluationError(source, describeFailure(e, limits), e.code, failedAt(e.position));
+        throw new ExpressionEvaluationError(source, atMost(describeFailure(e, limits), MAX_FAILURE_TEXT), e.code, failedAt(e.position));
       }
       // The fast path only passes on parts of its input, which is JSON; JSONata can make more.
       const notJson = nonJsonPart(result);
@@ -444,7 +444,26 @@ function yieldingEntry(timeoutMs: number): (expr: unknown, input: unknown, env: 
   };
 }
 
+/**
+ * The longest failure text kept: `$error("bad order: " & $string($))` wrote the whole body into the
+ * 500's detail, the log line and a dead-letter's `_eventgate_error` (a header, which brokers bound:
+ * MQTT at 64 KiB). A longer one is cut, saying how much was left out.
+ */
+const MAX_FAILURE_TEXT = 1024;
+
+function atMost(text: string, max: number): string {
+  if (text.length <= max) return text;
+  // Not inside a surrogate pair: the text goes out as JSON and in headers.
+  const end = /[\uD800-\uDBFF]/.test(text[max - 1]!) ? max - 1 : max;
+  return `${text.slice(0, end)}... (${text.length - end} more characters)`;
+}
+
 function describeFailure(e: JsonataError, limits: ExpressionLimits): string {
+  // A failure inside the text `$eval` was given, in the words the same failure gets outside it:
+  // JSONata's wrapper writes the inner message as JSON, in its own words for the time box and depth.
+  const inner = (e as { error?: JsonataError }).error;
+  if (e.code === 'D3121' && inner) return `the text given to $eval failed: ${describeFailure(inner, limits)}`;
+  if (e.code === 'D3120' && inner) return `the text given to $eval does not compile: ${inner.message ?? String(inner)}`;
   if (e.code === 'D1012') return `expression ran longer than ${limits.timeoutMs} ms and was stopped`;
   if (e.code === 'D1011') return `expression recursed deeper than ${limits.maxDepth} levels and was stopped`;
   // JSONata writes the number into its message as JSON does, so Infinity read "Number out of range: null".

@@ -294,7 +294,31 @@ describe('$eval', () => {
       (e: Error) => e,
     );
     assert.ok(err.message.length < 300, `${err.message.length} characters: ${err.message.slice(0, 200)}`);
-    assert.match(err.message, /^Dynamic error evaluating the expression passed to function eval: "[^\\]+"$/);
+    assert.equal(err.message, 'the text given to $eval failed: expression recursed deeper than 25 levels and was stopped');
     assert.equal(await compileExpression('$eval(code)').evaluate({ code: '$eval("$$.x")', x: 5 }, {}), 5);
+  });
+  it("says a failure inside its text in the words it gets outside it, not JSONata's wrapper's", async () => {
+    const failure = (code: string) =>
+      compileExpression('$eval(code)', { ...defaultExpressionLimits, timeoutMs: 100 })
+        .evaluate({ code }, {})
+        .then(
+          () => assert.fail('it should fail'),
+          (e: Error) => e.message,
+        );
+    assert.equal(await failure('($f := function($n){ $f($n + 1) }; $f(1))'), 'the text given to $eval failed: expression ran longer than 100 ms and was stopped');
+    assert.equal(await failure('$error("no")'), 'the text given to $eval failed: no');
+    assert.equal(await failure('$eval("(")'), 'the text given to $eval does not compile: Expected ")" before end of expression');
+  });
+});
+
+describe('the text of a failure', () => {
+  it('is cut at 1024 characters, saying how many were left out: $error of a whole body went into the detail, the log and a dead letter', async () => {
+    const err = await compileExpression('$error("bad order: " & $string($))')
+      .evaluate({ note: 'x'.repeat(100_000) }, {})
+      .then(
+        () => assert.fail('it should fail'),
+        (e: Error) => e,
+      );
+    assert.equal(err.message, `bad order: {"note":"${'x'.repeat(1024 - 20)}... (${100_022 - 1024} more characters)`);
   });
 });
