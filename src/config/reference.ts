@@ -252,7 +252,7 @@ JSONata expressions see the message value as input and these variables: \`$key\`
 function that does not exist, a variable nothing binds (\`$header\` for \`$headers\`, which
 JSONata would read as no value for every message; so is \`$principal\` or \`$claims\` where no
 \`auth\` step of the route comes before: a ratelimit \`key\` ahead of the auth step, a target's
-\`key\` on a route without one, a shared chain's step on the routes that use it without one; and
+\`key\` on a route without one, a shared chain's step when no route using it has one before it; and
 \`$path\` or \`$query\` on a route from a broker or a kafka listener, and \`$path.room\` where the
 route's path has no \`:room\`), or a call of a built-in function with more or
 fewer arguments than it ever takes (\`$uppercase(a, b)\`, \`$map(xs)\`, which JSONata would refuse

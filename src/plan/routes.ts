@@ -6,7 +6,7 @@ import { aKind, type CompileContext } from './context.js';
 import type { RawRoute } from './raw.js';
 import type { CompiledChainStep, StepCompiler } from './steps.js';
 import { warnUndeclaredFields } from './field-reads.js';
-import { type RequestPath, reportUnboundVariables } from './variable-reads.js';
+import { type RequestPath, UnboundReads } from './variable-reads.js';
 import { compileTargets } from './targets.js';
 import type { ComponentPlan, ListenerPlan, RoutePlan, SourcePlan } from './types.js';
 import { consumerGroupName, groupPerInstance } from './consumer-group.js';
@@ -28,6 +28,7 @@ export function compileRoutes(
   /** listener → the publish paths claimed on it so far, and the index of the route claiming each. */
   const claimed = new Map<string, { paths: PathClaims; route: Map<string, number> }>();
   const forwardAuth = new Map<string, { auth: string; route: string }>();
+  const unbound = new UnboundReads();
   raws.forEach((raw, i) => {
     if (raw === undefined) return; // left out: invalid itself
     const at: PathPart[] = ['routes', i];
@@ -44,7 +45,7 @@ export function compileRoutes(
     // A route with a problem elsewhere (a broken step, an unknown broker) still claims its path
     // when that is sound, so a second route on it is reported in the same pass (spec-checklist 663).
     const claim: { source?: SourcePlan } = {};
-    const route = compileRoute(ctx, steps, raw, at, brokers, listeners, chains, claim);
+    const route = compileRoute(ctx, steps, raw, at, brokers, listeners, chains, unbound, claim);
     const source = route?.from ?? claim.source;
     if (source?.type === 'listener') {
       const { listener, path } = source;
@@ -82,6 +83,7 @@ export function compileRoutes(
     }
     routes.set(route.name, route);
   });
+  unbound.report(ctx);
   return routes;
 }
 
@@ -94,6 +96,8 @@ function compileRoute(
   brokers: Map<string, ComponentPlan>,
   listeners: Map<string, ListenerPlan>,
   chains: Map<string, CompiledChainStep[] | undefined>,
+  /** Where the route's expressions read variables it does not bind (said once every route is compiled). */
+  unbound: UnboundReads,
   /** Set to the route's listener source when that is sound, whether or not the route compiles. */
   claim: { source?: SourcePlan } = {},
 ): RoutePlan | undefined {
@@ -247,7 +251,7 @@ function compileRoute(
   const targetExpressions = ctx.expressions.length;
   const targets = compileTargets(ctx, stepCompiler, raw.to, at, { checkBroker, checkListener, checkTopic }, listeners, targetFiles);
   warnUndeclaredFields(ctx, steps, ctx.expressions.slice(targetExpressions));
-  reportUnboundVariables(ctx, raw.name, requestPathOf(ctx, from, listeners), steps, ctx.expressions.slice(targetExpressions));
+  unbound.note(raw.name, requestPathOf(ctx, from, listeners), steps, ctx.expressions.slice(targetExpressions));
   if (from?.type === 'broker') {
     // The group the route will consume as: its own, or the default from its name. A per-instance
     // group (every target a forward) ends with this process's id, known only at run time. A

@@ -1,47 +1,83 @@
 /**
- * The gateway's variables read where the route does not bind them, so they have no value for any
- * message (the expression compiles: the names are the gateway's, and the route is what tells):
+ * The gateway's variables read where no route evaluating the expression binds them, so they have
+ * no value for any message (the expression compiles: the names are the gateway's, and the routes
+ * are what tell):
  * - `$principal` and `$claims` in a step before the route's first `auth` step, or in its targets
  *   (`key`, a computed `topic`, a webhook's `url`, `headers`, `orderBy`) on a route with none. A
  *   filter on them dropped everything, a ratelimit keyed on them keyed on the address.
- * - `$path` and `$query` on a route that reads no request path (from a broker, or a kafka
- *   listener), and `$path.name` where the route's path has no parameter `name`.
- * A shared chain is checked for each route using it.
+ * - `$path` and `$query` on a route that takes no request (from a broker, or a kafka listener),
+ *   and `$path.name` where the route's path has no parameter `name`.
+ * A shared chain's expression is said only when none of the routes using it binds the variable:
+ * one that stamps `$principal` where there is one serves routes with and without auth.
  */
 
+import type { VariableRead } from '../expr/functions.js';
 import { closest } from '../config/suggest.js';
+import type { PathPart } from '../config/source.js';
 import type { CompileContext } from './context.js';
 import type { CompiledChainStep } from './steps.js';
 
 /** What the route's source binds: its request path's parameters, or `none` for a route without one. */
 export type RequestPath = { path: string; parameters: readonly string[] } | 'none';
 
-export function reportUnboundVariables(ctx: CompileContext, route: string, request: RequestPath | undefined, steps: readonly CompiledChainStep[], targets: CompiledChainStep['expressions']): void {
-  let authed = false;
-  const check = (expressions: CompiledChainStep['expressions'], where: string) => {
-    for (const { expression, at } of expressions)
-      for (const read of expression.placeReads) {
-        const why = unbound(read.name, read.member, authed, request, route, where);
-        if (why !== undefined) ctx.reportInValue(at, read.index, 'EG_CONFIG_EXPRESSION', why);
-      }
-  };
-  for (const s of steps) {
-    // A ratelimit keyed on `$principal` runs before the auth step after it.
-    check(s.expressions, 'before this step');
-    if (s.step.kind === 'auth') authed = true;
-  }
-  check(targets, 'in its steps');
+interface Unbound {
+  at: PathPart[];
+  index: number;
+  /** Some route using the expression binds the variable. */
+  bound: boolean;
+  /** The routes that do not, and what to say, given them. */
+  routes: string[];
+  say: (routes: string[]) => string;
 }
 
-function unbound(name: string, member: string | undefined, authed: boolean, request: RequestPath | undefined, route: string, where: string): string | undefined {
+/** The reads of every route, noted route by route (note()), said once all are compiled (report()). */
+export class UnboundReads {
+  private readonly reads = new Map<VariableRead, Unbound>();
+
+  note(route: string, request: RequestPath | undefined, steps: readonly CompiledChainStep[], targets: CompiledChainStep['expressions']): void {
+    let authed = false;
+    const check = (expressions: CompiledChainStep['expressions'], where: string) => {
+      for (const { expression, at } of expressions)
+        for (const read of expression.placeReads) {
+          const say = unbound(read, authed, request, where);
+          let entry = this.reads.get(read);
+          if (!entry) this.reads.set(read, (entry = { at, index: read.index, bound: false, routes: [], say: say ?? (() => '') }));
+          if (say === undefined) entry.bound = true;
+          else entry.routes.push(route);
+        }
+    };
+    for (const s of steps) {
+      // A ratelimit keyed on `$principal` runs before the auth step after it.
+      check(s.expressions, 'before this step');
+      if (s.step.kind === 'auth') authed = true;
+    }
+    check(targets, 'in its steps');
+  }
+
+  report(ctx: CompileContext): void {
+    for (const u of this.reads.values()) if (!u.bound && u.routes.length > 0) ctx.reportInValue(u.at, u.index, 'EG_CONFIG_EXPRESSION', u.say(u.routes));
+  }
+}
+
+/** `route 'a'`, `routes 'a' and 'b'` (the routes using a shared chain). */
+function routesText(routes: string[]): string {
+  const named = routes.map((r) => `'${r}'`);
+  return named.length === 1 ? `route ${named[0]}` : `routes ${named.slice(0, -1).join(', ')} and ${named.at(-1)}`;
+}
+
+function unbound(read: VariableRead, authed: boolean, request: RequestPath | undefined, where: string): ((routes: string[]) => string) | undefined {
+  const { name, member } = read;
+  const never = 'so it would read no value for every message';
   if (name === 'principal' || name === 'claims') {
-    return authed ? undefined : `$${name} has no value here: only an auth step sets it, and route '${route}' has none ${where}, so it would read no value for every message`;
+    return authed ? undefined : (routes) => `$${name} has no value here: only an auth step sets it, and ${routesText(routes)} ${routes.length === 1 ? 'has' : 'have'} none ${where}, ${never}`;
   }
   if (request === undefined) return undefined; // the route's source has a problem of its own
   if (request === 'none')
-    return `$${name} has no value here: route '${route}' takes no HTTP or WebSocket request, so it has no ${name === 'path' ? 'path parameters' : 'query string'} and this would read no value for every message`;
+    return (routes) =>
+      `$${name} has no value here: ${routesText(routes)} ${routes.length === 1 ? 'takes' : 'take'} no HTTP or WebSocket request, so ${routes.length === 1 ? 'it has' : 'they have'} no ${name === 'path' ? 'path parameters' : 'query string'} and this would read no value for every message`;
   if (name !== 'path' || member === undefined || request.parameters.includes(member)) return undefined;
   const like = closest(member, request.parameters);
   const has = request.parameters.length === 0 ? 'has no parameters' : `has no parameter '${member}', only ${request.parameters.map((p) => `:${p}`).join(', ')}`;
-  return `$path.${member} has no value here: the path of route '${route}' ('${request.path}') ${has}${like === undefined ? '' : ` (did you mean $path.${like}?)`}, so it would read no value for every message`;
+  // Said of the first route using it whose path lacks the parameter: paths differ route by route.
+  return (routes) => `$path.${member} has no value here: the path of route '${routes[0]}' ('${request.path}') ${has}${like === undefined ? '' : ` (did you mean $path.${like}?)`}, ${never}`;
 }

@@ -710,44 +710,44 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     });
   });
 
-  it("refuses $principal and $claims where no auth step binds them: before the route's auth step, on a route without one, in a shared chain per route", async () => {
+  it("refuses $principal and $claims where no auth step binds them (before the route's auth step, on a route without one, in a shared chain no route using it binds them in), $query on a consume route and $path.x for a parameter its path has not", async () => {
     const lines = [
       ...base,
       'chains:', //                                                                                       12
       '  who:', //                                                                                        13
-      "    - headers: { set: { x-by: '$principal', x-tenant: '$claims.tenant' } }", //                   14: after auth in route a only
-      'routes:', //                                                                                       15
-      '  - name: a', //                                                                                   16
-      '    from: { listener: api, path: /a }', //                                                         17
-      '    through:', //                                                                                  18
-      '      - ratelimit: { rate: 1, key: $principal }', //                                               19: before the auth step
-      '      - auth: { apiKey: { keys: { shop: a-long-enough-secret-key-1234 } } }', //                   20
-      '      - who', //                                                                                   21
-      '    to: { broker: local, topic: a, key: $principal }', //                                          22: fine, after it
-      '  - name: b', //                                                                                   23
-      '    from: { listener: api, path: /b }', //                                                         24
-      '    through: [who]', //                                                                            25
-      '    to: { broker: local, topic: { expression: \'"t-" & $principal\' } }', //                      26
-      '  - name: c', //                                                                                   27
-      '    from: { broker: local, topic: a }', //                                                         28
-      '    through: [{ filter: \'($principal := "me"; $principal = "me") and $query.x\' }]', //      29: its own binding; no query from a broker
-      '    to: { broker: local, topic: c }', //                                                           30
-      '  - name: d', //                                                                                   31
-      '    from: { listener: api, path: /rooms/:room }', //                                               32
-      "    through: [{ filter: '$path.room and $path.rom and $query.q' }]", //                           33: a parameter the path has not
-      "    to: { broker: local, topic: d, key: '$path.room' }", //                                        34
+      "    - headers: { set: { x-by: '$principal', x-tenant: '$claims.tenant' } }", //                   14: after auth in route a: fine
+      '  stamp:', //                                                                                      15
+      "    - headers: { set: { x-by: '$principal' } }", //                                               16: no route using it has auth
+      'routes:', //                                                                                       17
+      '  - name: a', //                                                                                   18
+      '    from: { listener: api, path: /a }', //                                                         19
+      '    through:', //                                                                                  20
+      '      - ratelimit: { rate: 1, key: $principal }', //                                               21: before the auth step
+      '      - auth: { apiKey: { keys: { shop: a-long-enough-secret-key-1234 } } }', //                   22
+      '      - who', //                                                                                   23
+      '    to: { broker: local, topic: a, key: $principal }', //                                          24: fine, after it
+      '  - name: b', //                                                                                   25
+      '    from: { listener: api, path: /b }', //                                                         26
+      '    through: [who, stamp]', //                                                                     27
+      '    to: { broker: local, topic: { expression: \'"t-" & $principal\' } }', //                      28
+      '  - name: c', //                                                                                   29
+      '    from: { broker: local, topic: a }', //                                                         30
+      '    through: [{ filter: \'($principal := "me"; $principal = "me") and $query.x\' }]', //      31: its own binding; no query from a broker
+      '    to: { broker: local, topic: c }', //                                                           32
+      '  - name: d', //                                                                                   33
+      '    from: { listener: api, path: /rooms/:room }', //                                               34
+      "    through: [{ filter: '$path.room and $path.rom and $query.q' }, stamp]", //                    35: a parameter the path has not
+      "    to: { broker: local, topic: d, key: '$path.room' }", //                                        36
     ];
     const r = await validate({ 'gateway.yaml': yaml(...lines) });
     assert.equal(r.code, 1, r.stdout + r.stderr);
-    const none = (name: string, route: string, where: string) =>
-      `$${name} has no value here: only an auth step sets it, and route '${route}' has none ${where}, so it would read no value for every message`;
+    const none = (name: string, routes: string, where: string) => `$${name} has no value here: only an auth step sets it, and ${routes} none ${where}, so it would read no value for every message`;
     assert.deepEqual(r.lines, [
-      `gateway.yaml:14:32: ${none('principal', 'b', 'before this step')}`,
-      `gateway.yaml:14:56: ${none('claims', 'b', 'before this step')}`,
-      `gateway.yaml:19:36: ${none('principal', 'a', 'before this step')}`,
-      `gateway.yaml:26:55: ${none('principal', 'b', 'in its steps')}`,
-      "gateway.yaml:29:70: $query has no value here: route 'c' takes no HTTP or WebSocket request, so it has no query string and this would read no value for every message",
-      "gateway.yaml:33:41: $path.rom has no value here: the path of route 'd' ('/rooms/:room') has no parameter 'rom', only :room (did you mean $path.room?), so it would read no value for every message",
+      `gateway.yaml:16:32: ${none('principal', "routes 'b' and 'd' have", 'before this step')}`,
+      `gateway.yaml:21:36: ${none('principal', "route 'a' has", 'before this step')}`,
+      `gateway.yaml:28:55: ${none('principal', "route 'b' has", 'in its steps')}`,
+      "gateway.yaml:31:70: $query has no value here: route 'c' takes no HTTP or WebSocket request, so it has no query string and this would read no value for every message",
+      "gateway.yaml:35:41: $path.rom has no value here: the path of route 'd' ('/rooms/:room') has no parameter 'rom', only :room (did you mean $path.room?), so it would read no value for every message",
     ]);
   });
 
