@@ -5,8 +5,12 @@
  * - `$principal` and `$claims` in a step before the route's first `auth` step, or in its targets
  *   (`key`, a computed `topic`, a webhook's `url`, `headers`, `orderBy`) on a route with none. A
  *   filter on them dropped everything, a ratelimit keyed on them keyed on the address.
+ * - `$message` and `$channel` likewise before the route's first validate step naming an AsyncAPI
+ *   message or channel, or in its targets on a route with none (the step's `binds`).
  * - `$path` and `$query` on a route that takes no request (from a broker, or a kafka listener),
  *   and `$path.name` where the route's path has no parameter `name`.
+ * - `$key` on a route from an http or websocket listener: a request or frame has no key, and no
+ *   step gives a message one.
  * A shared chain's expression is said only when none of the routes using it binds the variable:
  * one that stamps `$principal` where there is one serves routes with and without auth.
  */
@@ -35,11 +39,11 @@ export class UnboundReads {
   private readonly reads = new Map<VariableRead, Unbound>();
 
   note(route: string, request: RequestPath | undefined, steps: readonly CompiledChainStep[], targets: CompiledChainStep['expressions']): void {
-    let authed = false;
+    const bound = new Set<string>();
     const check = (expressions: CompiledChainStep['expressions'], where: string) => {
       for (const { expression, at } of expressions)
         for (const read of expression.placeReads) {
-          const say = unbound(read, authed, request, where);
+          const say = unbound(read, bound, request, where);
           let entry = this.reads.get(read);
           if (!entry) this.reads.set(read, (entry = { at, index: read.index, bound: false, routes: [], say: say ?? (() => '') }));
           if (say === undefined) entry.bound = true;
@@ -49,7 +53,7 @@ export class UnboundReads {
     for (const s of steps) {
       // A ratelimit keyed on `$principal` runs before the auth step after it.
       check(s.expressions, 'before this step');
-      if (s.step.kind === 'auth') authed = true;
+      for (const name of s.step.binds ?? []) bound.add(name);
     }
     check(targets, 'in its steps');
   }
@@ -65,13 +69,27 @@ function routesText(routes: string[]): string {
   return named.length === 1 ? `route ${named[0]}` : `routes ${named.slice(0, -1).join(', ')} and ${named.at(-1)}`;
 }
 
-function unbound(read: VariableRead, authed: boolean, request: RequestPath | undefined, where: string): ((routes: string[]) => string) | undefined {
+/** The steps that bind a variable, for what is said where none does. */
+const BINDERS: Record<string, string> = {
+  principal: 'an auth step',
+  claims: 'an auth step',
+  message: 'a validate step naming an AsyncAPI message or channel',
+  channel: 'a validate step naming an AsyncAPI message or channel',
+};
+
+function unbound(read: VariableRead, bound: ReadonlySet<string>, request: RequestPath | undefined, where: string): ((routes: string[]) => string) | undefined {
   const { name, member } = read;
   const never = 'so it would read no value for every message';
-  if (name === 'principal' || name === 'claims') {
-    return authed ? undefined : (routes) => `$${name} has no value here: only an auth step sets it, and ${routesText(routes)} ${routes.length === 1 ? 'has' : 'have'} none ${where}, ${never}`;
+  const binder = BINDERS[name];
+  if (binder !== undefined) {
+    return bound.has(name) ? undefined : (routes) => `$${name} has no value here: only ${binder} sets it, and ${routesText(routes)} ${routes.length === 1 ? 'has' : 'have'} none ${where}, ${never}`;
   }
   if (request === undefined) return undefined; // the route's source has a problem of its own
+  if (name === 'key') {
+    if (request === 'none') return undefined;
+    return (routes) =>
+      `$key has no value here: ${routesText(routes)} ${routes.length === 1 ? 'takes' : 'take'} HTTP or WebSocket requests, which carry no key (only Kafka records and memory broker messages have one), so it would read null for every message`;
+  }
   if (request === 'none')
     return (routes) =>
       `$${name} has no value here: ${routesText(routes)} ${routes.length === 1 ? 'takes' : 'take'} no HTTP or WebSocket request, so ${routes.length === 1 ? 'it has' : 'they have'} no ${name === 'path' ? 'path parameters' : 'query string'} and this would read no value for every message`;

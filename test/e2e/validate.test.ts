@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { runCliInProcess } from '../helpers/cli.js';
 import { runCli, tempFiles } from '../helpers/gateway.js';
+import { lightMeasuredPayload, streetlights30 } from '../helpers/asyncapi-fixtures.js';
 
 /** A config from its lines, so a test reads as "line N, column C" against the array index + 1. */
 function yaml(...lines: string[]): string {
@@ -748,6 +749,50 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       `gateway.yaml:28:55: ${none('principal', "route 'b' has", 'in its steps')}`,
       "gateway.yaml:31:70: $query has no value here: route 'c' takes no HTTP or WebSocket request, so it has no query string and this would read no value for every message",
       "gateway.yaml:35:41: $path.rom has no value here: the path of route 'd' ('/rooms/:room') has no parameter 'rom', only :room (did you mean $path.room?), so it would read no value for every message",
+    ]);
+  });
+
+  it('refuses $message and $channel where no validate step naming an AsyncAPI message or channel binds them, and $key on a route from an http or websocket listener (1596)', async () => {
+    const lines = [
+      ...base,
+      'asyncapi: streetlights.yaml', //                                                    12
+      'chains:', //                                                                        13
+      '  stamp:', //                                                                       14
+      "    - headers: { set: { ce-type: '$message' } }", //                                 15: route e binds it
+      '  bare:', //                                                                        16
+      "    - headers: { set: { x-channel: '$channel' } }", //                              17: no route using it binds it
+      'routes:', //                                                                        18
+      '  - name: e', //                                                                    19
+      '    from: { listener: api, path: /e }', //                                          20
+      '    through:', //                                                                   21
+      '      - filter: \'$message = "lightMeasured"\'', //                                 22: before the validate step
+      '      - validate: { message: lightMeasured }', //                                   23
+      '      - stamp', //                                                                  24
+      "    to: { broker: local, topic: e, key: '$channel' }", //                           25: fine, after it
+      '  - name: f', //                                                                    26
+      '    from: { listener: api, path: /f }', //                                          27
+      '    through: [stamp, bare]', //                                                     28
+      "    to: { broker: local, topic: f, key: '$key' }", //                               29: a request has no key
+      '  - name: g', //                                                                    30
+      '    from: { listener: push, path: /g }', //                                         31
+      "    through: [{ filter: '$exists($key)' }]", //                                     32: nor has a frame
+      '    to: { broker: local, topic: g }', //                                            33
+      '  - name: h', //                                                                    34
+      '    from: { broker: local, topic: e }', //                                          35
+      '    through: [{ filter: \'$key != "x"\' }]', //                                     36: fine, a consumed message has one
+      "    to: { broker: local, topic: h, key: '$key' }", //                               37
+    ];
+    const r = await validate({ 'gateway.yaml': yaml(...lines), 'streetlights.yaml': streetlights30, 'schemas/light-measured.yaml': lightMeasuredPayload });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const none = (name: string, routes: string, where: string) =>
+      `$${name} has no value here: only a validate step naming an AsyncAPI message or channel sets it, and ${routes} none ${where}, so it would read no value for every message`;
+    const keyless = (route: string) =>
+      `$key has no value here: route '${route}' takes HTTP or WebSocket requests, which carry no key (only Kafka records and memory broker messages have one), so it would read null for every message`;
+    assert.deepEqual(r.lines, [
+      `gateway.yaml:17:37: ${none('channel', "route 'f' has", 'before this step')}`,
+      `gateway.yaml:22:18: ${none('message', "route 'e' has", 'before this step')}`,
+      `gateway.yaml:29:42: ${keyless('f')}`,
+      `gateway.yaml:32:34: ${keyless('g')}`,
     ]);
   });
 
