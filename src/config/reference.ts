@@ -280,8 +280,10 @@ refuses: after \`onInvalid: tag\` any message goes on), or the name is close to 
 case, \`Id\` for \`id\`, so \`ts\` or \`v\` beside an \`id\` is not taken for a typo), since JSONata
 reads a missing field as no value. The names read are those of the input: a path's first step,
 and \`$$.name\` wherever it is written (\`$$\` is the input inside filters and functions too), not a
-later step's or an item's. A \`required\` field counts as declared, and a schema giving \`additionalProperties\` a
-schema of its own (a map of readings) is not checked. Header
+later step's or an item's. A \`required\` field counts as declared, the schemas of an \`allOf\` (an
+AsyncAPI payload composed of a base and its own fields) each add theirs (such a composition is
+never taken as allowing no others), a \`cloudevent\` step keeps the value (it is the event's data),
+and a schema giving \`additionalProperties\` a schema of its own (a map of readings) is not checked. Header
 names in \`$headers\` are as the message has them: HTTP and WebSocket clients' headers are in lower
 case whatever case the client sent (\`$headers."x-source"\`); Kafka, MQTT, AMQP and NATS headers keep
 their producer's spelling. Kafka record headers, keys and values are bytes, and expressions, envelopes

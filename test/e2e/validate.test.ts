@@ -858,6 +858,37 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         `gateway.yaml:39:33: warning: 'levl' is not a field of the message: the schema of the validate step at gateway.yaml:38:9 does not declare it, and JSONata reads a missing field as no value (did you mean 'level'?)`,
       ]);
     });
+    it('reads the fields of an allOf-composed schema, and goes on past a cloudevent step, which keeps the value (1595)', async () => {
+      const lines = [
+        ...base,
+        'routes:', //                                                                                         12
+        '  - name: composed', //                                                                              13
+        '    from: { listener: api, path: /composed }', //                                                    14
+        '    through:', //                                                                                    15
+        '      - validate: { schema: composed.json }', //                                                     16
+        '      - cloudevent: { source: /lights, type: light }', //                                            17: the value is the data, as it came
+        '      - filter: streetlightI and lumens > 1 and id', //                                              18
+        "    to: { broker: local, topic: c, key: '$string(lumen)' }", //                                       19
+        '  - name: parts', //                                                                                 20
+        '    from: { listener: api, path: /parts }', //                                                       21
+        '    through:', //                                                                                    22
+        '      - validate: { schema: { allOf: [{ properties: { a: {} }, additionalProperties: false }, { properties: { b: {} } }] } }', // 23
+        '      - filter: a and b and zz', //                                                                  24: not said: a composition is never taken as closed
+        '    to: { broker: local, topic: d }', //                                                             25
+      ];
+      // An AsyncAPI-style payload: a base schema and the message's own fields.
+      const composed = JSON.stringify({
+        $defs: { base: { type: 'object', properties: { id: { type: 'string' } }, required: ['id'] } },
+        allOf: [{ $ref: '#/$defs/base' }, { properties: { streetlightId: { type: 'string' }, lumens: { type: 'number' } } }],
+      });
+      const r = await validate({ 'gateway.yaml': yaml(...lines), 'composed.json': composed });
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      const open = 'the schema of the validate step at gateway.yaml:16:9 does not declare it, and JSONata reads a missing field as no value';
+      assert.deepEqual(r.stderr.trimEnd().split('\n'), [
+        `gateway.yaml:18:17: warning: 'streetlightI' is not a field of the message: ${open} (did you mean 'streetlightId'?)`,
+        `gateway.yaml:19:50: warning: 'lumen' is not a field of the message: ${open} (did you mean 'lumens'?)`,
+      ]);
+    });
   });
 
   describe('routes that feed the topic they read', () => {
