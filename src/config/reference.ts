@@ -248,14 +248,15 @@ JSONata expressions see the message value as input and these variables: \`$key\`
 (query string of the request or of the WebSocket handshake; repeated keys become lists); after an \`auth\` step, \`$principal\` (who sent it) and
 \`$claims\` (the JWT's claims); after a \`validate\` step that names an AsyncAPI message or channel,
 \`$message\` (the message's id) and \`$channel\` (its channel key) (see
-[asyncapi.md](asyncapi.md)); \`$key\` is \`null\` for HTTP and WebSocket input, which carries no key. Expressions are compiled once per load, never per message; a call of a
+[asyncapi.md](asyncapi.md)); \`$key\` is \`null\` for HTTP and WebSocket input and for mqtt, amqp and nats messages, which carry no key. Expressions are compiled once per load, never per message; a call of a
 function that does not exist, a variable nothing binds (\`$header\` for \`$headers\`, which
 JSONata would read as no value for every message; so is \`$principal\` or \`$claims\` where no
 \`auth\` step of the route comes before: a ratelimit \`key\` ahead of the auth step, a target's
 \`key\` on a route without one, a shared chain's step when no route using it has one before it; and
 \`$message\` or \`$channel\` where no such \`validate\` step of the route comes before, the same way;
 \`$path\` or \`$query\` on a route from a broker or a kafka listener, and \`$path.room\` where the
-route's path has no \`:room\`; and \`$key\` on a route from an http or websocket listener), or a call of a built-in function with more or
+route's path has no \`:room\`; and \`$key\` on a route from an http or websocket listener or an mqtt, amqp or nats broker, whose
+messages have no key), or a call of a built-in function with more or
 fewer arguments than it ever takes (\`$uppercase(a, b)\`, \`$map(xs)\`, which JSONata would refuse
 for every message; an argument left to the context, \`$uppercase()\`, and the value before \`~>\`
 count), or a call given a literal argument of a type its signature refuses whatever the other

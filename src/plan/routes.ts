@@ -251,7 +251,7 @@ function compileRoute(
   const targetExpressions = ctx.expressions.length;
   const targets = compileTargets(ctx, stepCompiler, raw.to, at, { checkBroker, checkListener, checkTopic }, listeners, targetFiles);
   warnUndeclaredFields(ctx, steps, ctx.expressions.slice(targetExpressions));
-  unbound.note(raw.name, requestPathOf(ctx, from, listeners), steps, ctx.expressions.slice(targetExpressions));
+  unbound.note(raw.name, { request: requestPathOf(ctx, from, listeners), keyless: keylessSource(ctx, raw.name, from, listeners) }, steps, ctx.expressions.slice(targetExpressions));
   if (from?.type === 'broker') {
     // The group the route will consume as: its own, or the default from its name. A per-instance
     // group (every target a forward) ends with this process's id, known only at run time. A
@@ -304,6 +304,17 @@ class EqualPaths implements PathClaims {
     this.paths.add(path);
     return undefined;
   }
+}
+
+/** Why a route's messages never have a key (`$key`): it takes HTTP or WebSocket requests, or reads a broker whose messages have none; undefined when they may. */
+function keylessSource(ctx: CompileContext, route: string, from: SourcePlan | undefined, listeners: Map<string, ListenerPlan>): string | undefined {
+  if (from === undefined) return undefined;
+  if (from.type === 'broker') {
+    const kind = ctx.keylessKind(from.broker);
+    return kind === undefined ? undefined : `route '${route}' reads broker '${from.broker}', ${aKind(kind)} broker`;
+  }
+  const kind = ctx.registry.listeners.get(listeners.get(from.listener)!.kind);
+  return kind?.pathParameters ? `route '${route}' takes HTTP or WebSocket requests` : undefined;
 }
 
 /** The request path a route's messages come with (`$path`, `$query`), `none` for one from a broker or a kafka listener, undefined when its source has a problem. */

@@ -9,8 +9,8 @@
  *   message or channel, or in its targets on a route with none (the step's `binds`).
  * - `$path` and `$query` on a route that takes no request (from a broker, or a kafka listener),
  *   and `$path.name` where the route's path has no parameter `name`.
- * - `$key` on a route from an http or websocket listener: a request or frame has no key, and no
- *   step gives a message one.
+ * - `$key` on a route from an http or websocket listener, or from an mqtt, amqp or nats broker:
+ *   a request, a frame or such a message has no key, and no step gives a message one.
  * A shared chain's expression is said only when none of the routes using it binds the variable:
  * one that stamps `$principal` where there is one serves routes with and without auth.
  */
@@ -23,6 +23,13 @@ import type { CompiledChainStep } from './steps.js';
 
 /** What the route's source binds: its request path's parameters, or `none` for a route without one. */
 export type RequestPath = { path: string; parameters: readonly string[] } | 'none';
+
+/** A route's source, as its variables see it; each undefined when the source has a problem of its own. */
+export interface RouteSource {
+  request: RequestPath | undefined;
+  /** Why its messages never have a key (`route 'f' takes HTTP or WebSocket requests`), undefined when they may. */
+  keyless: string | undefined;
+}
 
 interface Unbound {
   at: PathPart[];
@@ -38,12 +45,12 @@ interface Unbound {
 export class UnboundReads {
   private readonly reads = new Map<VariableRead, Unbound>();
 
-  note(route: string, request: RequestPath | undefined, steps: readonly CompiledChainStep[], targets: CompiledChainStep['expressions']): void {
+  note(route: string, source: RouteSource, steps: readonly CompiledChainStep[], targets: CompiledChainStep['expressions']): void {
     const bound = new Set<string>();
     const check = (expressions: CompiledChainStep['expressions'], where: string) => {
       for (const { expression, at } of expressions)
         for (const read of expression.placeReads) {
-          const say = unbound(read, bound, request, where);
+          const say = unbound(read, bound, source, where);
           let entry = this.reads.get(read);
           if (!entry) this.reads.set(read, (entry = { at, index: read.index, bound: false, routes: [], say: say ?? (() => '') }));
           if (say === undefined) entry.bound = true;
@@ -77,19 +84,20 @@ const BINDERS: Record<string, string> = {
   channel: 'a validate step naming an AsyncAPI message or channel',
 };
 
-function unbound(read: VariableRead, bound: ReadonlySet<string>, request: RequestPath | undefined, where: string): ((routes: string[]) => string) | undefined {
+function unbound(read: VariableRead, bound: ReadonlySet<string>, { request, keyless }: RouteSource, where: string): ((routes: string[]) => string) | undefined {
   const { name, member } = read;
   const never = 'so it would read no value for every message';
   const binder = BINDERS[name];
   if (binder !== undefined) {
     return bound.has(name) ? undefined : (routes) => `$${name} has no value here: only ${binder} sets it, and ${routesText(routes)} ${routes.length === 1 ? 'has' : 'have'} none ${where}, ${never}`;
   }
-  if (request === undefined) return undefined; // the route's source has a problem of its own
   if (name === 'key') {
-    if (request === 'none') return undefined;
+    if (keyless === undefined) return undefined;
+    // Said with the first route's source: a shared chain's routes may come from different ones.
     return (routes) =>
-      `$key has no value here: ${routesText(routes)} ${routes.length === 1 ? 'takes' : 'take'} HTTP or WebSocket requests, which carry no key (only Kafka records and memory broker messages have one), so it would read null for every message`;
+      `$key has no value here: the messages of ${routesText(routes)} have no key (${keyless}; only Kafka records and memory broker messages have one), so it would read null for every message`;
   }
+  if (request === undefined) return undefined; // the route's source has a problem of its own
   if (request === 'none')
     return (routes) =>
       `$${name} has no value here: ${routesText(routes)} ${routes.length === 1 ? 'takes' : 'take'} no HTTP or WebSocket request, so ${routes.length === 1 ? 'it has' : 'they have'} no ${name === 'path' ? 'path parameters' : 'query string'} and this would read no value for every message`;

@@ -752,9 +752,11 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     ]);
   });
 
-  it('refuses $message and $channel where no validate step naming an AsyncAPI message or channel binds them, and $key on a route from an http or websocket listener (1596)', async () => {
+  it('refuses $message and $channel where no validate step naming an AsyncAPI message or channel binds them, and $key on a route from an http or websocket listener or an mqtt broker (1596)', async () => {
     const lines = [
-      ...base,
+      ...base.slice(0, 4),
+      '  devices: { kind: mqtt, url: "mqtt://127.0.0.1:1883" }', //                      5: the lines below are one further down
+      ...base.slice(4),
       'asyncapi: streetlights.yaml', //                                                    12
       'chains:', //                                                                        13
       '  stamp:', //                                                                       14
@@ -781,18 +783,23 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       '    from: { broker: local, topic: e }', //                                          35
       '    through: [{ filter: \'$key != "x"\' }]', //                                     36: fine, a consumed message has one
       "    to: { broker: local, topic: h, key: '$key' }", //                               37
+      '  - name: m', //                                                                    38
+      '    from: { broker: devices, topic: lights }', //                                   39
+      '    through: [{ filter: \'$key = "x"\' }]', //                                     40: an mqtt message has no key either
+      '    to: { broker: local, topic: m }', //                                            41
     ];
     const r = await validate({ 'gateway.yaml': yaml(...lines), 'streetlights.yaml': streetlights30, 'schemas/light-measured.yaml': lightMeasuredPayload });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     const none = (name: string, routes: string, where: string) =>
       `$${name} has no value here: only a validate step naming an AsyncAPI message or channel sets it, and ${routes} none ${where}, so it would read no value for every message`;
-    const keyless = (route: string) =>
-      `$key has no value here: route '${route}' takes HTTP or WebSocket requests, which carry no key (only Kafka records and memory broker messages have one), so it would read null for every message`;
+    const keyless = (why: string) =>
+      `$key has no value here: the messages of route '${why.split("'")[1]}' have no key (${why}; only Kafka records and memory broker messages have one), so it would read null for every message`;
     assert.deepEqual(r.lines, [
-      `gateway.yaml:17:37: ${none('channel', "route 'f' has", 'before this step')}`,
-      `gateway.yaml:22:18: ${none('message', "route 'e' has", 'before this step')}`,
-      `gateway.yaml:29:42: ${keyless('f')}`,
-      `gateway.yaml:32:34: ${keyless('g')}`,
+      `gateway.yaml:18:37: ${none('channel', "route 'f' has", 'before this step')}`,
+      `gateway.yaml:23:18: ${none('message', "route 'e' has", 'before this step')}`,
+      `gateway.yaml:30:42: ${keyless("route 'f' takes HTTP or WebSocket requests")}`,
+      `gateway.yaml:33:34: ${keyless("route 'g' takes HTTP or WebSocket requests")}`,
+      `gateway.yaml:41:26: ${keyless("route 'm' reads broker 'devices', an mqtt broker")}`,
     ]);
   });
 
