@@ -73,19 +73,18 @@ describe('kafka listener: requests in flight per client connection', () => {
     await kafka.createTopic(idleTopic, 1);
     cluster = await TcpProxy.start(Number(kafka.bootstrap.slice(kafka.bootstrap.lastIndexOf(':') + 1)));
   });
-  const gw = useGateway(
-    () => `
+  /** `kafkaInIdle`: kafka-in's connectionsMaxIdleMs (its default when undefined), which a reload changes. */
+  const config = (kafkaInIdle?: number) => `
 version: 1
 admin: { port: 0, token: ${TOKEN} }
 brokers:
   cluster: { kind: kafka, brokers: "127.0.0.1:${cluster.port}" }
 listeners:
-  kafka-in: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0 }
+  kafka-in: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0${kafkaInIdle === undefined ? '' : `, connectionsMaxIdleMs: ${kafkaInIdle}`} }
   kafka-tls: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0, tls: { cert: certs/server.pem, key: certs/server-key.pem } }
   kafka-idle: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0, connectionsMaxIdleMs: ${IDLE_MS} }
-`,
-    { files: { 'certs/server.pem': certs.a.cert, 'certs/server-key.pem': certs.a.key } },
-  );
+`;
+  const gw = useGateway(() => config(), { files: { 'certs/server.pem': certs.a.cert, 'certs/server-key.pem': certs.a.key } });
   after(async () => {
     await cluster?.stop();
     await kafka?.stop();
@@ -205,5 +204,20 @@ listeners:
     await eventually(() => assert.deepEqual(ids, [-1, 0]));
     await closing;
     await eventually(async () => assert.equal((await statusOf('kafka-idle')).connections, 0));
+  });
+
+  it('applies a reloaded connectionsMaxIdleMs to connections already open (1634)', { timeout: 60_000 }, async () => {
+    // Open under kafka-in's default (10 minutes): the reload shortens it, and the open connection is closed idle.
+    const socket = await connected(gw.port('kafka-in'));
+    const closed = once(socket, 'close');
+    try {
+      const reload = await gw.reconfigure(config(IDLE_MS), 'gateway.yaml', { whole: true });
+      assert.equal(reload.msg, 'config reloaded', JSON.stringify(reload));
+      await closed;
+    } finally {
+      socket.destroy();
+      const back = await gw.reconfigure(config(), 'gateway.yaml', { whole: true });
+      assert.equal(back.msg, 'config reloaded', JSON.stringify(back));
+    }
   });
 });
