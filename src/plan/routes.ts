@@ -192,19 +192,22 @@ function compileRoute(
   const throughAt: PathPart[] = [...at, 'through'];
   /** The kind of the listener the route reads from, when it limits what its routes may do (kafka). */
   const sourceKind = from?.type === 'listener' ? ctx.registry.listeners.get(listeners.get(from.listener)!.kind) : undefined;
+  /** Every step compiled: with one missing (its problem reported), what the route's steps bind is not known. */
+  let stepsComplete = true;
   through.forEach((item, j) => {
     const itemAt = typeof raw.through === 'string' ? throughAt : [...throughAt, j];
     const itemSteps = steps.length;
-    if (item === undefined) return; // refused by the schema check (config/prune.ts): already reported
-    if (typeof item === 'string') {
-      if (!chains.has(item)) {
-        if (!isHidden(ctx.hidden.chains, item)) ctx.reportUndefined(itemAt, 'chain', item, chains.keys());
-        return;
-      }
-      steps.push(...(chains.get(item) ?? []));
-    } else {
-      steps.push(...(stepCompiler.compile([item], itemAt, true) ?? []));
+    if (item === undefined) {
+      stepsComplete = false;
+      return; // refused by the schema check (config/prune.ts): already reported
     }
+    const compiled = typeof item === 'string' ? chains.get(item) : stepCompiler.compile([item], itemAt, true);
+    if (typeof item === 'string' && !chains.has(item) && !isHidden(ctx.hidden.chains, item)) ctx.reportUndefined(itemAt, 'chain', item, chains.keys());
+    if (compiled === undefined) {
+      stepsComplete = false;
+      return;
+    }
+    steps.push(...compiled);
     const why = sourceKind?.stepProblem
       ? steps
           .slice(itemSteps)
@@ -251,7 +254,7 @@ function compileRoute(
   const targetExpressions = ctx.expressions.length;
   const targets = compileTargets(ctx, stepCompiler, raw.to, at, { checkBroker, checkListener, checkTopic }, listeners, targetFiles);
   warnUndeclaredFields(ctx, steps, ctx.expressions.slice(targetExpressions));
-  unbound.note(raw.name, { request: requestPathOf(ctx, from, listeners), keyless: keylessSource(ctx, raw.name, from, listeners) }, steps, ctx.expressions.slice(targetExpressions));
+  unbound.note(raw.name, { request: requestPathOf(ctx, from, listeners), keyless: keylessSource(ctx, raw.name, from, listeners) }, steps, ctx.expressions.slice(targetExpressions), stepsComplete);
   if (from?.type === 'broker') {
     // The group the route will consume as: its own, or the default from its name. A per-instance
     // group (every target a forward) ends with this process's id, known only at run time. A

@@ -45,8 +45,9 @@ interface Unbound {
 export class UnboundReads {
   private readonly reads = new Map<VariableRead, Unbound>();
 
-  note(route: string, source: RouteSource, steps: readonly CompiledChainStep[], targets: CompiledChainStep['expressions']): void {
-    const bound = new Set<string>();
+  /** `complete`: every step of the route compiled; otherwise the one missing may bind any variable a step binds (its problem is said, and is to fix first). */
+  note(route: string, source: RouteSource, steps: readonly CompiledChainStep[], targets: CompiledChainStep['expressions'], complete = true): void {
+    const bound = new Set<string>(complete ? [] : Object.keys(BINDERS));
     const check = (expressions: CompiledChainStep['expressions'], where: string) => {
       for (const { expression, at } of expressions)
         for (const read of expression.placeReads) {
