@@ -10,6 +10,8 @@ import { fetch } from '../helpers/http.js';
 const KEEPALIVE_S = 2;
 /** How long the route is held: over 3 × the keepalive (two lapses, 3 s apart, on a connection whose PINGRESPs go unread). */
 const HELD_MS = 7000;
+/** How long a route holds its reading too (100 messages in hand): past 1.5 × the keepalive, and a second more. */
+const READING_HELD_MS = KEEPALIVE_S * 1500 + 1000;
 
 /**
  * A consume route held on one message (its webhook answering 503, no dead-letter target) for
@@ -167,8 +169,8 @@ routes:
       await new Promise((r) => setTimeout(r, 50));
       samples.push(await lag());
     }
-    // Held, its reading too, past 1.5 × the keepalive after its last PINGRESP.
-    const heldUntil = Date.now() + HELD_MS;
+    // Held, its reading too, past 1.5 × the keepalive after its last PINGRESP (read before the hold began).
+    const heldUntil = Date.now() + READING_HELD_MS;
     while (Date.now() < heldUntil) {
       await new Promise((r) => setTimeout(r, 250));
       samples.push(await lag());
@@ -177,7 +179,7 @@ routes:
       samples.every((n) => n <= 101),
       `messages in hand: ${samples.join(' ')}`,
     );
-    assert.equal(gw.logs.slice(from).filter((l) => l.msg === 'mqtt connection lost; reconnecting').length, 0, `connection losses while held ${HELD_MS} ms`);
+    assert.equal(gw.logs.slice(from).filter((l) => l.msg === 'mqtt connection lost; reconnecting').length, 0, `connection losses while held ${READING_HELD_MS} ms`);
     failing = false;
     const deadline = Date.now() + 30000;
     while (delivered.length < sent.length) {
