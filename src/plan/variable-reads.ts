@@ -8,7 +8,9 @@
  * - `$path` and `$query` on a route that takes no request (from a broker, or a kafka listener),
  *   and `$path.name` where the route's path has no parameter `name`.
  * A shared chain's expression is said only when none of the routes using it binds the variable:
- * one that stamps `$principal` where there is one serves routes with and without auth.
+ * one that stamps `$principal` where there is one serves routes with and without auth. Its
+ * routes that lack it for different reasons (one from a broker, one whose path has no such
+ * parameter) are told apart, each reason said of its own routes.
  */
 
 import type { VariableRead } from '../expr/functions.js';
@@ -25,8 +27,16 @@ interface Unbound {
   index: number;
   /** Some route using the expression binds the variable. */
   bound: boolean;
-  /** The routes that do not, and what to say, given them. */
-  routes: string[];
+  /**
+   * The routes that do not, by why not (Cause.why): a shared chain's routes may lack it for
+   * different reasons (one from a broker, one whose path has no such parameter), each said of its own.
+   */
+  causes: Map<string, { routes: string[]; say: Cause['say'] }>;
+}
+
+/** Why a route does not bind a variable it reads, and what to say of the routes that do not for that reason. */
+interface Cause {
+  why: 'no auth step' | 'no request' | 'no such parameter';
   say: (routes: string[]) => string;
 }
 
@@ -39,11 +49,16 @@ export class UnboundReads {
     const check = (expressions: CompiledChainStep['expressions'], where: string) => {
       for (const { expression, at } of expressions)
         for (const read of expression.placeReads) {
-          const say = unbound(read, authed, request, where);
+          const cause = unbound(read, authed, request, where);
           let entry = this.reads.get(read);
-          if (!entry) this.reads.set(read, (entry = { at, index: read.index, bound: false, routes: [], say: say ?? (() => '') }));
-          if (say === undefined) entry.bound = true;
-          else entry.routes.push(route);
+          if (!entry) this.reads.set(read, (entry = { at, index: read.index, bound: false, causes: new Map() }));
+          if (cause === undefined) {
+            entry.bound = true;
+            continue;
+          }
+          const routes = entry.causes.get(cause.why);
+          if (routes) routes.routes.push(route);
+          else entry.causes.set(cause.why, { routes: [route], say: cause.say });
         }
     };
     for (const s of steps) {
@@ -55,7 +70,10 @@ export class UnboundReads {
   }
 
   report(ctx: CompileContext): void {
-    for (const u of this.reads.values()) if (!u.bound && u.routes.length > 0) ctx.reportInValue(u.at, u.index, 'EG_CONFIG_EXPRESSION', u.say(u.routes));
+    for (const u of this.reads.values()) {
+      if (u.bound) continue;
+      for (const { routes, say } of u.causes.values()) ctx.reportInValue(u.at, u.index, 'EG_CONFIG_EXPRESSION', say(routes));
+    }
   }
 }
 
@@ -65,19 +83,29 @@ function routesText(routes: string[]): string {
   return named.length === 1 ? `route ${named[0]}` : `routes ${named.slice(0, -1).join(', ')} and ${named.at(-1)}`;
 }
 
-function unbound(read: VariableRead, authed: boolean, request: RequestPath | undefined, where: string): ((routes: string[]) => string) | undefined {
+function unbound(read: VariableRead, authed: boolean, request: RequestPath | undefined, where: string): Cause | undefined {
   const { name, member } = read;
   const never = 'so it would read no value for every message';
   if (name === 'principal' || name === 'claims') {
-    return authed ? undefined : (routes) => `$${name} has no value here: only an auth step sets it, and ${routesText(routes)} ${routes.length === 1 ? 'has' : 'have'} none ${where}, ${never}`;
+    if (authed) return undefined;
+    return {
+      why: 'no auth step',
+      say: (routes) => `$${name} has no value here: only an auth step sets it, and ${routesText(routes)} ${routes.length === 1 ? 'has' : 'have'} none ${where}, ${never}`,
+    };
   }
   if (request === undefined) return undefined; // the route's source has a problem of its own
   if (request === 'none')
-    return (routes) =>
-      `$${name} has no value here: ${routesText(routes)} ${routes.length === 1 ? 'takes' : 'take'} no HTTP or WebSocket request, so ${routes.length === 1 ? 'it has' : 'they have'} no ${name === 'path' ? 'path parameters' : 'query string'} and this would read no value for every message`;
+    return {
+      why: 'no request',
+      say: (routes) =>
+        `$${name} has no value here: ${routesText(routes)} ${routes.length === 1 ? 'takes' : 'take'} no HTTP or WebSocket request, so ${routes.length === 1 ? 'it has' : 'they have'} no ${name === 'path' ? 'path parameters' : 'query string'} and this would read no value for every message`,
+    };
   if (name !== 'path' || member === undefined || request.parameters.includes(member)) return undefined;
   const like = closest(member, request.parameters);
   const has = request.parameters.length === 0 ? 'has no parameters' : `has no parameter '${member}', only ${request.parameters.map((p) => `:${p}`).join(', ')}`;
   // Said of the first route using it whose path lacks the parameter: paths differ route by route.
-  return (routes) => `$path.${member} has no value here: the path of route '${routes[0]}' ('${request.path}') ${has}${like === undefined ? '' : ` (did you mean $path.${like}?)`}, ${never}`;
+  return {
+    why: 'no such parameter',
+    say: (routes) => `$path.${member} has no value here: the path of route '${routes[0]}' ('${request.path}') ${has}${like === undefined ? '' : ` (did you mean $path.${like}?)`}, ${never}`,
+  };
 }

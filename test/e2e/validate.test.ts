@@ -718,36 +718,40 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       "    - headers: { set: { x-by: '$principal', x-tenant: '$claims.tenant' } }", //                   14: after auth in route a: fine
       '  stamp:', //                                                                                      15
       "    - headers: { set: { x-by: '$principal' } }", //                                               16: no route using it has auth
-      'routes:', //                                                                                       17
-      '  - name: a', //                                                                                   18
-      '    from: { listener: api, path: /a }', //                                                         19
-      '    through:', //                                                                                  20
-      '      - ratelimit: { rate: 1, key: $principal }', //                                               21: before the auth step
-      '      - auth: { apiKey: { keys: { shop: a-long-enough-secret-key-1234 } } }', //                   22
-      '      - who', //                                                                                   23
-      '    to: { broker: local, topic: a, key: $principal }', //                                          24: fine, after it
-      '  - name: b', //                                                                                   25
-      '    from: { listener: api, path: /b }', //                                                         26
-      '    through: [who, stamp]', //                                                                     27
-      '    to: { broker: local, topic: { expression: \'"t-" & $principal\' } }', //                      28
-      '  - name: c', //                                                                                   29
-      '    from: { broker: local, topic: a }', //                                                         30
-      '    through: [{ filter: \'($principal := "me"; $principal = "me") and $query.x\' }]', //      31: its own binding; no query from a broker
-      '    to: { broker: local, topic: c }', //                                                           32
-      '  - name: d', //                                                                                   33
-      '    from: { listener: api, path: /rooms/:room }', //                                               34
-      "    through: [{ filter: '$path.room and $path.rom and $query.q' }, stamp]", //                    35: a parameter the path has not
-      "    to: { broker: local, topic: d, key: '$path.room' }", //                                        36
+      '  roomed:', //                                                                                     17
+      "    - headers: { set: { x-room: '$path.room' } }", //                                             18: route b's path has no :room, c takes no request (review-s42)
+      'routes:', //                                                                                       19
+      '  - name: a', //                                                                                   20
+      '    from: { listener: api, path: /a }', //                                                         21
+      '    through:', //                                                                                  22
+      '      - ratelimit: { rate: 1, key: $principal }', //                                               23: before the auth step
+      '      - auth: { apiKey: { keys: { shop: a-long-enough-secret-key-1234 } } }', //                   24
+      '      - who', //                                                                                   25
+      '    to: { broker: local, topic: a, key: $principal }', //                                          26: fine, after it
+      '  - name: b', //                                                                                   27
+      '    from: { listener: api, path: /b }', //                                                         28
+      '    through: [who, stamp, roomed]', //                                                             29
+      '    to: { broker: local, topic: { expression: \'"t-" & $principal\' } }', //                      30
+      '  - name: c', //                                                                                   31
+      '    from: { broker: local, topic: a }', //                                                         32
+      '    through: [{ filter: \'($principal := "me"; $principal = "me") and $query.x\' }, roomed]', // 33: its own binding; no query from a broker
+      '    to: { broker: local, topic: c }', //                                                           34
+      '  - name: d', //                                                                                   35
+      '    from: { listener: api, path: /rooms/:room }', //                                               36
+      "    through: [{ filter: '$path.room and $path.rom and $query.q' }, stamp]", //                    37: a parameter the path has not
+      "    to: { broker: local, topic: d, key: '$path.room' }", //                                        38
     ];
     const r = await validate({ 'gateway.yaml': yaml(...lines) });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     const none = (name: string, routes: string, where: string) => `$${name} has no value here: only an auth step sets it, and ${routes} none ${where}, so it would read no value for every message`;
     assert.deepEqual(r.lines, [
       `gateway.yaml:16:32: ${none('principal', "routes 'b' and 'd' have", 'before this step')}`,
-      `gateway.yaml:21:36: ${none('principal', "route 'a' has", 'before this step')}`,
-      `gateway.yaml:28:55: ${none('principal', "route 'b' has", 'in its steps')}`,
-      "gateway.yaml:31:70: $query has no value here: route 'c' takes no HTTP or WebSocket request, so it has no query string and this would read no value for every message",
-      "gateway.yaml:35:41: $path.rom has no value here: the path of route 'd' ('/rooms/:room') has no parameter 'rom', only :room (did you mean $path.room?), so it would read no value for every message",
+      "gateway.yaml:18:34: $path.room has no value here: the path of route 'b' ('/b') has no parameters, so it would read no value for every message",
+      "gateway.yaml:18:34: $path has no value here: route 'c' takes no HTTP or WebSocket request, so it has no path parameters and this would read no value for every message",
+      `gateway.yaml:23:36: ${none('principal', "route 'a' has", 'before this step')}`,
+      `gateway.yaml:30:55: ${none('principal', "route 'b' has", 'in its steps')}`,
+      "gateway.yaml:33:70: $query has no value here: route 'c' takes no HTTP or WebSocket request, so it has no query string and this would read no value for every message",
+      "gateway.yaml:37:41: $path.rom has no value here: the path of route 'd' ('/rooms/:room') has no parameter 'rom', only :room (did you mean $path.room?), so it would read no value for every message",
     ]);
   });
 
