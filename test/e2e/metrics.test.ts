@@ -164,6 +164,12 @@ describe('GET /metrics', () => {
     assert.equal(s.types.get('eventgate_kafka_consumer_lag'), 'gauge');
     assert.deepEqual(s.series('eventgate_kafka_consumer_lag'), []);
     assert.equal(s.types.get('eventgate_kafka_producer_errors_total'), 'counter');
+    // Each kind's consumer-errors HELP names what it counts beyond retried failures (messages never read again).
+    const help = (name: string) => s.text.split('\n').find((l) => l.startsWith(`# HELP ${name} `)) ?? '';
+    assert.match(help('eventgate_memory_consumer_errors_total'), /never read because the topic's retention dropped it first .*not retried/);
+    assert.match(help('eventgate_nats_consumer_errors_total'), /corePendingBytes behind \(not retried\)/);
+    assert.match(help('eventgate_mqtt_consumer_errors_total'), /subscription the server refused/);
+    assert.doesNotMatch(help('eventgate_kafka_consumer_errors_total'), /also/);
     assert.ok(s.value('process_cpu_user_seconds_total')! >= 0);
     assert.ok(s.value('nodejs_heap_size_used_bytes')! > 0);
     assert.equal(s.value('eventgate_ready'), 1);
