@@ -230,6 +230,10 @@ describe('GET /metrics', () => {
     assert.equal(stats.routes.mixed.latency.count, 3);
     assert.deepEqual(stats.listeners.api.responses, { 200: 11, 400: 2, 404: 1, 429: 1, 500: 1 }); // 200: the 10 of the first test, and the reload test's /extra
     assert.equal(stats.listeners.push.clients, 0);
+    // Every listener counter /metrics has (eventgate_listener_connections_dropped_total, ..._slow_clients_...), each from 0.
+    assert.equal(stats.listeners.api.connectionsDropped, 0);
+    assert.equal(stats.listeners.push.slowClientsDisconnected, 0);
+    assert.equal(stats.brokerErrors.local.crashes, 0);
     assert.deepEqual(stats.consumerLag, [{ broker: 'local', kind: 'memory', route: 'fanout', topic: 'mixed', partition: 0, lag: 0 }]);
     assert.deepEqual(stats.reloads, { success: 2, failure: 1, rolledBack: 0 });
   });
