@@ -1076,7 +1076,9 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assert.equal((await validate(files, { env: { ADMIN_TOKEN: 's3cret admin-token' } })).code, 0);
       // A token of digits, unquoted, is a number: told so (it was told of whitespace it does not have), not quoted.
       const digits = await validate(files, { env: { ADMIN_TOKEN: '918273645918273645' } });
-      assertProblems(digits, [['gateway.yaml:4:10', /^admin\.token must be a string, got a number \(an unquoted \$\{ADMIN_TOKEN\} takes the type of its value: write it quoted, "\$\{ADMIN_TOKEN\}", to keep it a string\)$/]]);
+      assertProblems(digits, [
+        ['gateway.yaml:4:10', /^admin\.token must be a string, got a number \(an unquoted \$\{ADMIN_TOKEN\} takes the type of its value: write it quoted, "\$\{ADMIN_TOKEN\}", to keep it a string\)$/],
+      ]);
       assert.doesNotMatch(digits.stdout + digits.stderr, /918273645/);
       // Shorter than 16 characters: valid (the contract sets no length), with a warning naming the length, never the token.
       const short = await validate(files, { env: { ADMIN_TOKEN: 'Zq7' } });
