@@ -325,6 +325,18 @@ describe('HTTP publish (spec §4)', () => {
       assert.equal(headers['x-keep'], 'kept');
       assert.equal(headers['x-section'], 'not sec-');
     });
+
+    it('reads a header value sent as UTF-8 (curl, Go) as UTF-8, and a byte that is no UTF-8 (Python, node) as Latin-1', async () => {
+      const out = await listen('/out/headers');
+      const body = JSON.stringify({ lumens: 1 });
+      const head = `POST /headers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n` + 'X-Utf8: Jürgen ✓\r\nX-Latin1: ';
+      const request = Buffer.concat([Buffer.from(head, 'utf8'), Buffer.from('Müller\r\nX-Plain: ascii\r\n\r\n', 'latin1'), Buffer.from(body)]);
+      assert.match(await rawHttpText(gw.port('api'), request), /^HTTP\/1\.1 200 /);
+      const { headers } = await out.next();
+      assert.equal(headers['x-utf8'], 'Jürgen ✓');
+      assert.equal(headers['x-latin1'], 'Müller');
+      assert.equal(headers['x-plain'], 'ascii');
+    });
   });
 
   describe('fan-out', () => {
