@@ -459,6 +459,25 @@ describe('HTTP publish (spec §4)', () => {
       assert.deepEqual(await out.next(), { n: 3 });
     });
 
+    it('refuses Content-Type lines that disagree (400): node took the first, publishing JSON as the string of text/plain; a repeated one passes', async () => {
+      const out = await listen('/out/text');
+      const twoTypes = (a: string, b: string, n: number) => `POST /text HTTP/1.1\r\nHost: gw\r\nContent-Type: ${a}\r\ncontent-type: ${b}\r\nContent-Length: 8\r\n\r\n{"n": ${n}}`;
+      const replies = parseReplies(
+        await rawHttpText(
+          gw.port('api'),
+          twoTypes('text/plain', 'application/json', 1) + twoTypes('application/json', 'Application/JSON', 2) + rawPost('/text', { n: 3 }).replace('\r\n\r\n', '\r\nConnection: close\r\n\r\n'),
+        ),
+      );
+      assert.deepEqual(
+        replies.map((r) => r.status),
+        [400, 200, 200],
+      );
+      assert.equal(JSON.parse(replies[0]!.body).code, 'EG_BAD_REQUEST');
+      assert.match(replies[0]!.body, /Content-Type headers that disagree \('text\/plain', 'application\/json'\)/);
+      assert.deepEqual(await out.next(), { n: 2 });
+      assert.deepEqual(await out.next(), { n: 3 });
+    });
+
     it('answers the requests pipelined before bytes that are no request first: after Connection: close nothing, after garbage its 400', async () => {
       const out = await listen('/out/text');
       const closing = rawPost('/text', { n: 11 }).replace('\r\n\r\n', '\r\nConnection: close\r\n\r\n');

@@ -106,6 +106,27 @@ export function refusedMediaType(contentType: string, headers: Readonly<Record<s
   return problem('EG_UNSUPPORTED_MEDIA_TYPE', `content type '${contentType}' is not accepted; send application/json (or application/*+json, or text/plain for a string value)`);
 }
 
+/**
+ * The 400 for a request whose Content-Type lines disagree, or undefined. node keeps the first of
+ * several, over HTTP/1.1 and HTTP/2 alike, where a proxy in front may have read another: `text/plain`
+ * then `application/json` published the JSON as a string. Content-Type has one value (RFC 9110
+ * §8.3, §5.3: no list); lines that repeat one value say one thing and pass. One pass over the raw
+ * names, a length compare each.
+ */
+export function conflictingContentTypes(rawHeaders: readonly string[]): Problem | undefined {
+  let first: string | undefined;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    if (name.length !== 12 || name.toLowerCase() !== 'content-type') continue;
+    const value = rawHeaders[i + 1]!.trim().toLowerCase();
+    if (first === undefined) first = value;
+    else if (value !== first) {
+      return problem('EG_BAD_REQUEST', `the request has Content-Type headers that disagree ('${first.slice(0, 100)}', '${value.slice(0, 100)}'); send one`);
+    }
+  }
+  return undefined;
+}
+
 /** Charsets whose bytes read as UTF-8 unchanged. */
 const UTF8_CHARSETS = new Set(['utf-8', 'utf8', 'us-ascii', 'ascii']);
 
