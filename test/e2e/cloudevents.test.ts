@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { request } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { CloudEvent, HTTP } from 'cloudevents';
 import { WsClient } from '../helpers/clients.js';
@@ -154,6 +155,21 @@ routes:
         `${JSON.stringify(p.errors)} should include ${expected}`,
       );
     }
+    // Each attribute is one header: node joined two `ce-id` lines into the id `a, b`, which neither gave (and two equal ones into `/s, /s`).
+    const twice = await new Promise<{ status?: number; body: string }>((resolve, reject) => {
+      const headers = { 'ce-specversion': '1.0', 'ce-id': ['a', 'b'], 'ce-source': ['/s', '/s'], 'ce-type': 't', 'content-type': 'application/json' };
+      const req = request(gw.url('api', '/events'), { method: 'POST', headers }, (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (d: string) => (body += d));
+        res.on('end', () => resolve({ status: res.statusCode, body }));
+      });
+      req.on('error', reject).end('{"orderId":1}');
+    });
+    assert.equal(twice.status, 400);
+    assert.deepEqual(JSON.parse(twice.body).errors.slice(0, 2), [
+      "'id' is given in 2 ce-id headers; send each attribute in one header",
+      "'source' is given in 2 ce-source headers; send each attribute in one header",
+    ]);
   });
 
   it('filters on $ce and validates the data of an event, not its envelope', async () => {

@@ -148,17 +148,19 @@ function refusedCharset(raw: string | string[] | undefined): Problem | undefined
 /**
  * A binary- or structured-mode CloudEvent request's message headers and value (attributes as
  * `ce_` headers, data as the value), or the 400 `EG_CLOUDEVENT_INVALID` naming what is wrong.
+ * `rawHeaders` (the request's raw lines, where there is a request) refuses an attribute sent in two headers.
  */
 export function decodeEvent(
   mode: Exclude<HttpMode, 'batch'>,
   value: unknown,
   headers: Record<string, string>,
+  rawHeaders?: readonly string[],
 ): { ok: true; headers: Record<string, string>; value: unknown } | { ok: false; problem: Problem } {
   if (mode === 'structured') {
     const event = decodeStructured(value, headers);
     return event.ok ? { ok: true, headers: event.event.headers, value: event.event.value } : { ok: false, problem: structuredProblem(event.errors) };
   }
-  const decoded = decodeBinary(headers);
+  const decoded = decodeBinary(headers, rawHeaders);
   return decoded.ok ? { ok: true, headers: decoded.headers, value } : decoded;
 }
 

@@ -711,7 +711,7 @@ export class HttpListener implements ListenerRuntime {
       );
     }
     if (mode !== undefined) {
-      const event = decodeEvent(mode, value, headers);
+      const event = decodeEvent(mode, value, headers, req.rawHeaders);
       if (!event.ok) return this.refuse(res, event.problem);
       headers = event.headers;
       value = event.value;
