@@ -42,6 +42,9 @@ routes:
       - { http: { url: "${binaryOut.url}/binary" } }
       - { http: { url: "${structuredOut.url}/structured", cloudevents: structured } }
       - { listener: ws, path: /watch, format: envelope }
+  - name: pings
+    from: { listener: api, path: /pings }
+    to: { broker: local, topic: events }
   - name: wrap
     from: { listener: api, path: /plain }
     through:
@@ -88,6 +91,18 @@ routes:
     assert.equal(frame.headers.ce_type, 'order.placed');
     assert.deepEqual(frame.value, { orderId: 1 });
     watcher.close();
+  });
+
+  it('takes a binary-mode event without data (the SDK sends no body), as a structured one without data', async () => {
+    const before = structuredOut.requests.length;
+    // Before, a 400 EG_BAD_JSON: the empty body was read as JSON.
+    const ping = HTTP.binary(new CloudEvent({ id: 'ping-1', source: '/monitor', type: 'heartbeat' }));
+    assert.equal(ping.body, undefined);
+    const res = await fetch(gw.url('api', '/pings'), { method: 'POST', headers: ping.headers as Record<string, string> });
+    assert.equal(res.status, 200, await res.clone().text());
+    const [out] = (await structuredOut.received(before + 1)).slice(before);
+    const event = JSON.parse(out!.body) as Record<string, unknown>;
+    assert.deepEqual([event.id, event.source, event.type, event.data ?? null], ['ping-1', '/monitor', 'heartbeat', null]);
   });
 
   it('accepts structured mode, and batches as one request delivered in order', async () => {

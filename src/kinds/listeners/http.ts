@@ -680,8 +680,16 @@ export class HttpListener implements ListenerRuntime {
       closeAfter(res);
       return this.refuse(res, problem('EG_PAYLOAD_TOO_LARGE', `the body is over ${this.options.maxBodyBytes ?? DEFAULT_MAX_BODY} bytes`));
     }
+    // CloudEvents (HTTP protocol binding): attributes become the message's ce_ headers, data its value.
+    const mode = httpMode(contentType, req.headers);
+    // A binary-mode event without data (a heartbeat; the SDK's HTTP.binary sends it with its JSON
+    // content type and no body) has no value, as a structured one without `data`. An empty body
+    // is no JSON, so nothing else could be meant; text and bytes may be empty data.
+    const noData = isJson && body.length === 0 && mode === 'binary';
     let value: unknown;
-    if (isJson) {
+    if (noData) {
+      value = null;
+    } else if (isJson) {
       const parsed = parseClientJson(body, 'body', this.options.maxJsonDepth, this.options.maxParsedBytes);
       if (!parsed.ok) return this.refuse(res, parsed.problem);
       value = parsed.value;
@@ -699,8 +707,6 @@ export class HttpListener implements ListenerRuntime {
     const query = parseQuery(search);
     const remoteAddress = req.socket.remoteAddress;
     const ctx: MessageContext = { route: route.name, path: copyParams(params), query, remoteAddress, request: { headers: req.headers, query, remoteAddress } };
-    // CloudEvents (HTTP protocol binding): attributes become the message's ce_ headers, data its value.
-    const mode = httpMode(contentType, req.headers);
     if (mode === 'batch') {
       const batch = decodeBatch(value, headers);
       if (!batch.ok) return this.refuse(res, batch.problem);
@@ -717,7 +723,7 @@ export class HttpListener implements ListenerRuntime {
       value = event.value;
     }
     // A JSON body goes on to brokers as the client wrote it where no step changes the value (a structured CloudEvent's value is its data).
-    const original = isJson && mode !== 'structured' ? payloadOriginal(body, value, headers) : undefined;
+    const original = isJson && mode !== 'structured' && !noData ? payloadOriginal(body, value, headers) : undefined;
     const msg: Message = { value, key: null, headers, topic: null, partition: null, offset: null, timestamp: Date.now(), [ORIGINAL]: original };
     const outcome = route.handleNow ? route.handleNow(msg, ctx) : route.handle(msg, ctx);
     if (!(outcome instanceof Promise)) return this.answerSoon(req, res, outcome, ctx);
