@@ -9,7 +9,7 @@ import { fromMqttProperties } from '../../../codecs/cloudevents.js';
 import { payloadMessage, type Message } from '../../../core/message.js';
 import type { BrokerTelemetry, Health, Qos, StopOptions, SubscribeSpec } from '../../contracts.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
-import { handOver, Relay, singleValued } from '../acknowledgement.js';
+import { handOver, Relay, repeatedHeaders, singleValued } from '../acknowledgement.js';
 import { InFlightWindow } from '../../../core/in-flight-window.js';
 import { within } from '../../../core/within.js';
 import type { MqttSettings } from '../mqtt.js';
@@ -488,6 +488,8 @@ const TAKEN = (): Promise<boolean> => Promise.resolve(true);
 function toMessage(packet: IPublishPacket): Message {
   const props = packet.properties;
   const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
-  const headers = props ? fromMqttProperties(props.userProperties ? singleValued(Object.entries(props.userProperties)) : {}, props.contentType) : {};
-  return payloadMessage(payload, { headers, topic: packet.topic, partition: null, offset: null, timestamp: Date.now() });
+  const entries = props?.userProperties ? Object.entries(props.userProperties) : [];
+  const headers = props ? fromMqttProperties(singleValued(entries), props.contentType) : {};
+  const repeated = entries.length > 0 ? repeatedHeaders(entries, headers) : undefined;
+  return payloadMessage(payload, { headers, topic: packet.topic, partition: null, offset: null, timestamp: Date.now() }, repeated);
 }

@@ -16,7 +16,7 @@ import { reconnectBackoff } from '../../../core/backoff.js';
 import { FLOOD_LOG_INTERVAL_MS, RateLimitedWarning } from '../../../core/rate-limited-warning.js';
 import { sleep } from '../../../core/within.js';
 import { MissingTopology, notFoundOn } from '../missing-topology.js';
-import { coreMessage, consumedHeaders, streamMessage } from './consumed.js';
+import { coreMessage, consumedHeaders, streamMessage, type ConsumedHeaders } from './consumed.js';
 import { lib } from './lib.js';
 import { consumerName, streamFor } from './subjects.js';
 
@@ -148,7 +148,7 @@ export class NatsSubscription {
    * is at most once, and nats-server drops for a slow consumer too.
    */
   private consumeCore(nc: NatsConnection): Promise<void> {
-    const queue: { data: Buffer; subject: string; headers: Record<string, string>; at: number }[] = [];
+    const queue: { data: Buffer; subject: string; headers: ConsumedHeaders; at: number }[] = [];
     let head = 0;
     let pending = 0;
     let pumping: Promise<void> | undefined;
