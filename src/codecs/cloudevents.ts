@@ -122,10 +122,10 @@ export function httpMode(contentType: string, headers: Readonly<Record<string, s
  * `content-type` the datacontenttype; the body is the data. `headers` are the request headers the
  * message would carry; the result replaces the `ce-*` ones with their message form.
  */
-export function decodeBinary(headers: Readonly<Record<string, string>>): { ok: true; headers: Record<string, string> } | { ok: false; problem: Problem } {
+export function decodeBinary(headers: Readonly<Record<string, string>>, rawHeaders?: readonly string[]): { ok: true; headers: Record<string, string> } | { ok: false; problem: Problem } {
   const attrs = newHeaders(); // a `ce-__proto__` header is an attribute named `__proto__`, refused by name
   const rest = newHeaders();
-  const errors: string[] = [];
+  const errors: string[] = rawHeaders === undefined ? [] : repeatedAttributes(rawHeaders);
   for (const name in headers) {
     if (!name.startsWith('ce-')) {
       if (name !== 'content-type') rest[name] = headers[name]!;
@@ -142,6 +142,25 @@ export function decodeBinary(headers: Readonly<Record<string, string>>): { ok: t
   errors.push(...attributeErrors(attrs));
   if (errors.length > 0) return { ok: false, problem: invalid(errors) };
   return { ok: true, headers: withAttributes(rest, attrs) };
+}
+
+/**
+ * An error for each attribute sent in more than one `ce-` header line (`rawHeaders`: node's
+ * request.rawHeaders). Each attribute is one header (HTTP binding §3.1.3.1); node joins repeats
+ * with `, `, so two `ce-id` lines made the id `a, b`, one neither line gave.
+ */
+function repeatedAttributes(rawHeaders: readonly string[]): string[] {
+  let seen: Map<string, number> | undefined;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    if (name.length < 4 || (name.charCodeAt(0) | 0x20) !== 0x63 || (name.charCodeAt(1) | 0x20) !== 0x65 || name.charCodeAt(2) !== 0x2d) continue;
+    seen ??= new Map();
+    const lower = name.toLowerCase();
+    seen.set(lower, (seen.get(lower) ?? 0) + 1);
+  }
+  const errors: string[] = [];
+  for (const [name, n] of seen ?? []) if (n > 1) errors.push(`'${name.slice(3)}' is given in ${n} ${name} headers; send each attribute in one header`);
+  return errors;
 }
 
 /** One event of a structured or batched request: the message's headers (attributes included) and value (the data). */

@@ -215,7 +215,9 @@ admin:
 
 Logs are one JSON object per line on stdout. A failed message is logged at \`warn\` with its
 \`route\`, \`outcome\`, \`traceId\`, \`status\`, \`code\` and \`detail\`; invalid, rejected and
-dead-lettered messages are logged the same way at \`debug\`. Payloads and headers stay out of the
+dead-lettered messages, and a failure that is the message's own (a target refusing it for what it
+holds, 400 \`EG_INVALID_MESSAGE\`, or as larger than its server takes, 413
+\`EG_PAYLOAD_TOO_LARGE\`), are logged the same way at \`debug\`. Payloads and headers stay out of the
 log unless \`payloads: true\`.
 
 \`\`\`yaml

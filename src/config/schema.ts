@@ -243,10 +243,11 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
               'Bearer token required on every admin endpoint but /healthz and /readyz: /metrics, /admin/*, the tap (the dashboard page itself holds no data and asks for it). One shorter than 16 characters is a config warning (EG_CONFIG_WEAK_TOKEN): use a random one of 32 or more. A client address that sends 10 wrong tokens within a minute is answered 429 with Retry-After until the minute ends.',
             // A header value cannot carry a control character, and HTTP drops the whitespace around
             // it: such a token could never be sent in Authorization. The rule's message does not
-            // quote the value (a secret).
+            // quote the value (a secret). A value that is no string is the type's error alone: the
+            // pattern passes it, and `not` would then refuse a number or a map with this message.
             allOf: [
               withMessage(
-                { not: { pattern: '^\\s|\\s$|[\\u0000-\\u001f\\u007f]' } },
+                { not: { type: 'string', pattern: '^\\s|\\s$|[\\u0000-\\u001f\\u007f]' } },
                 'a token must not start or end with whitespace or hold a control character (a line break from a secret file?): it could never be sent in an Authorization header',
               ),
             ],

@@ -388,9 +388,9 @@ export function decodeValueBytes(buf: Buffer, start: number, end: number): unkno
  * with the bytes kept as the message's ORIGINAL: a copy to any broker is then byte for byte where
  * no step changed the value (bytes that are not UTF-8, JSON as it was written), as Kafka records are.
  */
-export function payloadMessage(payload: Buffer, fields: Omit<Message, 'value' | 'key' | typeof ORIGINAL>): Message {
+export function payloadMessage(payload: Buffer, fields: Omit<Message, 'value' | 'key' | typeof ORIGINAL>, repeated?: Readonly<Record<string, readonly Buffer[]>>): Message {
   const value = isEncoded(fields.headers) ? payload : decodeValueBytes(payload, 0, payload.length);
-  return { value, key: null, ...fields, [ORIGINAL]: payloadOriginal(payload, value, fields.headers) };
+  return { value, key: null, ...fields, [ORIGINAL]: payloadOriginal(payload, value, fields.headers, repeated) };
 }
 
 /**
@@ -398,8 +398,10 @@ export function payloadMessage(payload: Buffer, fields: Omit<Message, 'value' | 
  * broker's payload, or a JSON body or frame a client published, which then goes on as the client
  * wrote it where no step changed it.
  */
-export function payloadOriginal(payload: Buffer, value: unknown, headers: Readonly<Record<string, string>>): OriginalRecord {
-  return { value: payload, key: null, headers: NO_RAW_HEADERS, decoded: { value, key: null, headers } };
+export function payloadOriginal(payload: Buffer, value: unknown, headers: Readonly<Record<string, string>>, repeated?: Readonly<Record<string, readonly Buffer[]>>): OriginalRecord {
+  // `repeated`: every value of a header its server's message repeats (an MQTT user property, a
+  // NATS header), which the message's headers hold the last of: a Kafka target writes them all.
+  return { value: payload, key: null, headers: repeated ?? NO_RAW_HEADERS, decoded: { value, key: null, headers } };
 }
 
 const NO_RAW_HEADERS: Readonly<Record<string, Buffer>> = Object.freeze({});

@@ -507,6 +507,14 @@ export interface BrokerKind<O = unknown, C = O> {
    */
   groupProblem?(group: string, topic: string, options: O): string | undefined;
   /**
+   * What a consumer group reading `topic` is on the server when it is one thing for a set of
+   * topics (a JetStream stream's durable consumer, which reads one subject; an amqp routing-key
+   * route's queue, bound for every pattern of its routes): its name, and what two routes of that
+   * group reading different topics would do; the compiler refuses them. Undefined where each topic
+   * gets a consumer of its own (kafka, mqtt, memory, core NATS).
+   */
+  sharedConsumer?(group: string, topic: string, options: O): { name: string; clash: string } | undefined;
+  /**
    * Whether a route reading `topic` (as the config names it) reads it with no consumer group of
    * its own (an amqp queue of `queues`: the route consumes the queue itself): `eventgate plan`
    * then names no group for it.

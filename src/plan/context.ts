@@ -139,6 +139,12 @@ export class CompileContext {
     return false;
   }
 
+  /** What group `group` reading `topic` is on broker `broker`'s server when it is one thing for several topics (BrokerKind.sharedConsumer). */
+  sharedConsumer(broker: string, group: string, topic: string): { name: string; clash: string } | undefined {
+    const options = this.config.brokers?.[broker];
+    return options === undefined ? undefined : this.registry.brokers.get(options.kind)?.sharedConsumer?.(group, topic, options);
+  }
+
   /** Whether broker `broker` reads `topic` with no consumer group (BrokerKind.readsWithoutGroup: an amqp queue of `queues`). */
   readsWithoutGroup(broker: string, topic: string): boolean {
     const options = this.config.brokers?.[broker];
@@ -355,7 +361,7 @@ export class CompileContext {
 }
 
 /** A topic as a diagnostic quotes it: a long one (what a length limit refuses) shortened, with its size. */
-function quoteTopic(topic: string): string {
+export function quoteTopic(topic: string): string {
   if (topic.length <= 80) return `'${escapeControls(topic)}'`;
   const chars = [...topic];
   const bytes = Buffer.byteLength(topic);

@@ -2,11 +2,11 @@ import { isHidden } from '../config/prune.js';
 import type { PathPart } from '../config/source.js';
 import { canonical } from '../core/canonical.js';
 import type { PathClaims } from '../kinds/contracts.js';
-import { aKind, type CompileContext } from './context.js';
+import { aKind, type CompileContext, quoteTopic } from './context.js';
 import type { RawRoute } from './raw.js';
 import type { CompiledChainStep, StepCompiler } from './steps.js';
 import { warnUndeclaredFields } from './field-reads.js';
-import { type RequestPath, UnboundReads } from './variable-reads.js';
+import { type RequestPath, type RouteSource, UnboundReads } from './variable-reads.js';
 import { compileTargets } from './targets.js';
 import type { ComponentPlan, ListenerPlan, RoutePlan, SourcePlan } from './types.js';
 import { consumerGroupName, groupPerInstance } from './consumer-group.js';
@@ -28,6 +28,8 @@ export function compileRoutes(
   /** listener → the publish paths claimed on it so far, and the index of the route claiming each. */
   const claimed = new Map<string, { paths: PathClaims; route: Map<string, number> }>();
   const forwardAuth = new Map<string, { auth: string; route: string }>();
+  /** broker + a group's consumer on its server (BrokerKind.sharedConsumer) → the first route reading through it. */
+  const consumers = new Map<string, { route: string; topic: string }>();
   const unbound = new UnboundReads();
   raws.forEach((raw, i) => {
     if (raw === undefined) return; // left out: invalid itself
@@ -62,6 +64,7 @@ export function compileRoutes(
       claims.route.set(path, i);
     }
     if (!route) return;
+    if (!sharesConsumerWell(ctx, route, at, consumers)) return;
     // Subscribers of a path receive what every route forwarding there sends, so the routes
     // must agree on who may subscribe.
     const targets = raw.to === undefined ? [] : Array.isArray(raw.to) ? raw.to : [raw.to];
@@ -254,7 +257,7 @@ function compileRoute(
   const targetExpressions = ctx.expressions.length;
   const targets = compileTargets(ctx, stepCompiler, raw.to, at, { checkBroker, checkListener, checkTopic }, listeners, targetFiles);
   warnUndeclaredFields(ctx, steps, ctx.expressions.slice(targetExpressions));
-  unbound.note(raw.name, { request: requestPathOf(ctx, from, listeners), keyless: keylessSource(ctx, raw.name, from, listeners) }, steps, ctx.expressions.slice(targetExpressions), stepsComplete);
+  unbound.note(raw.name, { request: requestPathOf(ctx, from, listeners), keyless: keylessSource(ctx, from, listeners) }, steps, ctx.expressions.slice(targetExpressions), stepsComplete);
   if (from?.type === 'broker') {
     // The group the route will consume as: its own, or the default from its name. A per-instance
     // group (every target a forward) ends with this process's id, known only at run time. A
@@ -287,6 +290,29 @@ function compileRoute(
   };
 }
 
+/**
+ * Whether a consume route's group, where its broker makes it one consumer for several topics (a
+ * JetStream durable consumer, an amqp route queue), is read by no earlier route of another topic;
+ * reported at the group (or the route's name, for the default group) when it is.
+ */
+function sharesConsumerWell(ctx: CompileContext, route: RoutePlan, at: PathPart[], consumers: Map<string, { route: string; topic: string }>): boolean {
+  const from = route.from;
+  if (from.type !== 'broker' || from.groupless || groupPerInstance(from, route.to)) return true;
+  const group = consumerGroupName(route.name, from, route.to, '');
+  const shared = ctx.sharedConsumer(from.broker, group, from.topic);
+  if (shared === undefined) return true;
+  const key = `${from.broker}\0${shared.name}`;
+  const other = consumers.get(key);
+  if (other === undefined) consumers.set(key, { route: route.name, topic: from.topic });
+  if (other === undefined || other.topic === from.topic) return true;
+  ctx.report(
+    from.group === undefined ? [...at, 'name'] : [...at, 'from', 'group'],
+    'EG_CONFIG_CONFLICT',
+    `route '${route.name}' reads ${quoteTopic(from.topic)} with group ${quoteTopic(group)}, as route '${other.route}' reads ${quoteTopic(other.topic)}: on broker '${from.broker}' that group is ${shared.name}, ${shared.clash}; give one of them another group`,
+  );
+  return false;
+}
+
 /** The kind of a listener, for messages ('an http', 'a websocket'). */
 function listenerKindOf(listener: string, listeners: Map<string, ListenerPlan>): string {
   const kind = listeners.get(listener)?.kind;
@@ -310,14 +336,16 @@ class EqualPaths implements PathClaims {
 }
 
 /** Why a route's messages never have a key (`$key`): it takes HTTP or WebSocket requests, or reads a broker whose messages have none; undefined when they may. */
-function keylessSource(ctx: CompileContext, route: string, from: SourcePlan | undefined, listeners: Map<string, ListenerPlan>): string | undefined {
+function keylessSource(ctx: CompileContext, from: SourcePlan | undefined, listeners: Map<string, ListenerPlan>): RouteSource['keyless'] {
   if (from === undefined) return undefined;
   if (from.type === 'broker') {
     const kind = ctx.keylessKind(from.broker);
-    return kind === undefined ? undefined : `route '${route}' reads broker '${from.broker}', ${aKind(kind)} broker`;
+    if (kind === undefined) return undefined;
+    const what = `broker '${from.broker}', ${aKind(kind)} broker`;
+    return { it: `reads ${what}`, they: `read ${what}` };
   }
   const kind = ctx.registry.listeners.get(listeners.get(from.listener)!.kind);
-  return kind?.pathParameters ? `route '${route}' takes HTTP or WebSocket requests` : undefined;
+  return kind?.pathParameters ? { it: 'takes HTTP or WebSocket requests', they: 'take HTTP or WebSocket requests' } : undefined;
 }
 
 /** The request path a route's messages come with (`$path`, `$query`), `none` for one from a broker or a kafka listener, undefined when its source has a problem. */

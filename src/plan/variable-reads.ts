@@ -12,7 +12,9 @@
  * - `$key` on a route from an http or websocket listener, or from an mqtt, amqp or nats broker:
  *   a request, a frame or such a message has no key, and no step gives a message one.
  * A shared chain's expression is said only when none of the routes using it binds the variable:
- * one that stamps `$principal` where there is one serves routes with and without auth.
+ * one that stamps `$principal` where there is one serves routes with and without auth. Its
+ * routes that lack it for different reasons (one from a broker, one whose path has no such
+ * parameter) are told apart, each reason said of its own routes.
  */
 
 import type { VariableRead } from '../expr/functions.js';
@@ -27,8 +29,8 @@ export type RequestPath = { path: string; parameters: readonly string[] } | 'non
 /** A route's source, as its variables see it; each undefined when the source has a problem of its own. */
 export interface RouteSource {
   request: RequestPath | undefined;
-  /** Why its messages never have a key (`route 'f' takes HTTP or WebSocket requests`), undefined when they may. */
-  keyless: string | undefined;
+  /** Why its messages never have a key (`takes HTTP or WebSocket requests`, `reads broker 'devices', an mqtt broker`), undefined when they may. */
+  keyless: { it: string; they: string } | undefined;
 }
 
 interface Unbound {
@@ -36,10 +38,27 @@ interface Unbound {
   index: number;
   /** Some route using the expression binds the variable. */
   bound: boolean;
-  /** The routes that do not, and what to say, given them. */
-  routes: string[];
+  /**
+   * The routes that do not, by why not (Cause.why): a shared chain's routes may lack it for
+   * different reasons (one from a broker, one whose path has no such parameter), each said of its own.
+   */
+  causes: Map<string, { routes: string[]; say: Cause['say'] }>;
+}
+
+/** Why a route does not bind a variable it reads, and what to say of the routes that do not for that reason. */
+interface Cause {
+  /** `no binding step`, `no request`, `no such parameter`, or the source's reason for having no key. */
+  why: string;
   say: (routes: string[]) => string;
 }
+
+/** The steps that bind a variable, for what is said where none does. */
+const BINDERS: Record<string, string> = {
+  principal: 'an auth step',
+  claims: 'an auth step',
+  message: 'a validate step naming an AsyncAPI message or channel',
+  channel: 'a validate step naming an AsyncAPI message or channel',
+};
 
 /** The reads of every route, noted route by route (note()), said once all are compiled (report()). */
 export class UnboundReads {
@@ -51,11 +70,16 @@ export class UnboundReads {
     const check = (expressions: CompiledChainStep['expressions'], where: string) => {
       for (const { expression, at } of expressions)
         for (const read of expression.placeReads) {
-          const say = unbound(read, bound, source, where);
+          const cause = unbound(read, bound, source, where);
           let entry = this.reads.get(read);
-          if (!entry) this.reads.set(read, (entry = { at, index: read.index, bound: false, routes: [], say: say ?? (() => '') }));
-          if (say === undefined) entry.bound = true;
-          else entry.routes.push(route);
+          if (!entry) this.reads.set(read, (entry = { at, index: read.index, bound: false, causes: new Map() }));
+          if (cause === undefined) {
+            entry.bound = true;
+            continue;
+          }
+          const routes = entry.causes.get(cause.why);
+          if (routes) routes.routes.push(route);
+          else entry.causes.set(cause.why, { routes: [route], say: cause.say });
         }
     };
     for (const s of steps) {
@@ -67,7 +91,10 @@ export class UnboundReads {
   }
 
   report(ctx: CompileContext): void {
-    for (const u of this.reads.values()) if (!u.bound && u.routes.length > 0) ctx.reportInValue(u.at, u.index, 'EG_CONFIG_EXPRESSION', u.say(u.routes));
+    for (const u of this.reads.values()) {
+      if (u.bound) continue;
+      for (const { routes, say } of u.causes.values()) ctx.reportInValue(u.at, u.index, 'EG_CONFIG_EXPRESSION', say(routes));
+    }
   }
 }
 
@@ -77,34 +104,38 @@ function routesText(routes: string[]): string {
   return named.length === 1 ? `route ${named[0]}` : `routes ${named.slice(0, -1).join(', ')} and ${named.at(-1)}`;
 }
 
-/** The steps that bind a variable, for what is said where none does. */
-const BINDERS: Record<string, string> = {
-  principal: 'an auth step',
-  claims: 'an auth step',
-  message: 'a validate step naming an AsyncAPI message or channel',
-  channel: 'a validate step naming an AsyncAPI message or channel',
-};
-
-function unbound(read: VariableRead, bound: ReadonlySet<string>, { request, keyless }: RouteSource, where: string): ((routes: string[]) => string) | undefined {
+function unbound(read: VariableRead, bound: ReadonlySet<string>, { request, keyless }: RouteSource, where: string): Cause | undefined {
   const { name, member } = read;
   const never = 'so it would read no value for every message';
   const binder = BINDERS[name];
   if (binder !== undefined) {
-    return bound.has(name) ? undefined : (routes) => `$${name} has no value here: only ${binder} sets it, and ${routesText(routes)} ${routes.length === 1 ? 'has' : 'have'} none ${where}, ${never}`;
+    if (bound.has(name)) return undefined;
+    return {
+      why: 'no binding step',
+      say: (routes) => `$${name} has no value here: only ${binder} sets it, and ${routesText(routes)} ${routes.length === 1 ? 'has' : 'have'} none ${where}, ${never}`,
+    };
   }
   if (name === 'key') {
     if (keyless === undefined) return undefined;
-    // Said with the first route's source: a shared chain's routes may come from different ones.
-    return (routes) =>
-      `$key has no value here: the messages of ${routesText(routes)} have no key (${keyless}; only Kafka records and memory broker messages have one), so it would read null for every message`;
+    return {
+      why: `no key: ${keyless.it}`,
+      say: (routes) =>
+        `$key has no value here: the messages of ${routesText(routes)} have no key (${routes.length === 1 ? `it ${keyless.it}` : `they ${keyless.they}`}; only Kafka records and memory broker messages have one), so it would read null for every message`,
+    };
   }
   if (request === undefined) return undefined; // the route's source has a problem of its own
   if (request === 'none')
-    return (routes) =>
-      `$${name} has no value here: ${routesText(routes)} ${routes.length === 1 ? 'takes' : 'take'} no HTTP or WebSocket request, so ${routes.length === 1 ? 'it has' : 'they have'} no ${name === 'path' ? 'path parameters' : 'query string'} and this would read no value for every message`;
+    return {
+      why: 'no request',
+      say: (routes) =>
+        `$${name} has no value here: ${routesText(routes)} ${routes.length === 1 ? 'takes' : 'take'} no HTTP or WebSocket request, so ${routes.length === 1 ? 'it has' : 'they have'} no ${name === 'path' ? 'path parameters' : 'query string'} and this would read no value for every message`,
+    };
   if (name !== 'path' || member === undefined || request.parameters.includes(member)) return undefined;
   const like = closest(member, request.parameters);
   const has = request.parameters.length === 0 ? 'has no parameters' : `has no parameter '${member}', only ${request.parameters.map((p) => `:${p}`).join(', ')}`;
   // Said of the first route using it whose path lacks the parameter: paths differ route by route.
-  return (routes) => `$path.${member} has no value here: the path of route '${routes[0]}' ('${request.path}') ${has}${like === undefined ? '' : ` (did you mean $path.${like}?)`}, ${never}`;
+  return {
+    why: 'no such parameter',
+    say: (routes) => `$path.${member} has no value here: the path of route '${routes[0]}' ('${request.path}') ${has}${like === undefined ? '' : ` (did you mean $path.${like}?)`}, ${never}`,
+  };
 }

@@ -430,13 +430,17 @@ export class Gateway {
     // A reload under way may wait seconds (a route handing its subscription over finishes its
     // message in hand first): the listeners stop accepting now, not once it ends. Those it puts in
     // place are quiesced below with the rest.
-    if (this.reloading) for (const l of this.listeners.values()) void l.quiesce?.({ drainMs }).catch(() => undefined);
+    const reloadUnderWay = this.reloading !== undefined;
+    if (reloadUnderWay) for (const l of this.listeners.values()) void l.quiesce?.({ drainMs }).catch(() => undefined);
     await this.watcher?.close();
     await this.reloading?.catch(() => undefined);
     // Stop accepting and finish in-flight requests and frames. Websocket clients stay connected
     // (quiesce) until the end, so messages in flight still reach them (spec §7: they are closed
     // with 1001 after in-flight messages finished, producers flushed and offsets committed).
-    await Promise.allSettled([...this.listeners.values()].map((l) => (l.quiesce ? l.quiesce({ drainMs }) : l.stop({ drainMs }))));
+    // After a reload under way, what is left of the budget (the first quiesce named the whole in the
+    // drain's texts): the reload used some of it (review-s42's 1715).
+    const listenersMs = reloadUnderWay ? left() : drainMs;
+    await Promise.allSettled([...this.listeners.values()].map((l) => (l.quiesce ? l.quiesce({ drainMs: listenersMs }) : l.stop({ drainMs: listenersMs }))));
     for (const b of this.brokers.values()) b.shuttingDown?.();
     // Memory topics die with the process, and nothing would deliver what they hold again: the
     // routes reading them go on until they have handled it (within the drain timeout), after the

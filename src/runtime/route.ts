@@ -108,6 +108,8 @@ interface DeadletterTopic {
 const WEBHOOK_STOP_GRACE_MS = 5000;
 /** How often a consume route tries a message whose targets are unavailable before dead-lettering it. */
 const CONSUME_ATTEMPTS = 5;
+/** A target's refusals of the message for what it is (its headers, its size): the client's problem, logged at debug (logOutcome). */
+const MESSAGES_OWN_FAULT: ReadonlySet<string> = new Set(['EG_INVALID_MESSAGE', 'EG_PAYLOAD_TOO_LARGE']);
 
 /** A consumed message its route keeps retrying: it has no dead-letter target, or that target does not take it either (in /admin/status). */
 export interface StalledMessage {
@@ -636,7 +638,9 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    * Failures at warn; invalid, rejected and dead-lettered messages (the client's problem, and
    * possibly frequent) at debug, and so a failure that is the message's own (400
    * `EG_INVALID_MESSAGE` from a target: a header or topic it cannot carry, made of the client's
-   * data). Never the payload or headers unless `log.payloads: true`.
+   * data; 413 `EG_PAYLOAD_TOO_LARGE`: larger than the target's server takes), which a client
+   * sending it in a loop would otherwise turn into a warning per request. Never the payload or
+   * headers unless `log.payloads: true`.
    */
   private logOutcome(observed: () => Message, outcome: Exclude<Outcome, { outcome: 'delivered' | 'filtered' }>, traceId: string, records = 1): void {
     const logger = this.deps.logger;
@@ -645,7 +649,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const givenBack = this.stopping && outcome.outcome === 'failed' && mayPassLater(outcome.problem) && this.plan.from.type === 'broker';
     // At shutdown a memory topic dies with the process: what is given back to it is lost, not delivered again.
     const lost = givenBack && this.lostWithProcess;
-    const level = outcome.outcome === 'failed' && (!givenBack || lost) && outcome.problem.code !== 'EG_INVALID_MESSAGE' ? 'warn' : givenBack ? 'info' : 'debug';
+    const level = outcome.outcome === 'failed' && (!givenBack || lost) && !MESSAGES_OWN_FAULT.has(outcome.problem.code) ? 'warn' : givenBack ? 'info' : 'debug';
     if (!logger.isLevelEnabled(level)) return;
     const msg = observed();
     const line: Record<string, unknown> = { route: this.name, outcome: outcome.outcome, traceId };

@@ -146,9 +146,20 @@ export interface MetricsSource {
 export interface StatsSnapshot {
   at: number;
   routes: Record<string, Record<OutcomeLabel, number> & { latency: { count: number; sum: number; buckets: { le: number | '+Inf'; count: number }[] } }>;
-  listeners: Record<string, { kind: string; clients?: number; responses?: Record<string, number>; errorFrames?: Record<string, number> }>;
+  listeners: Record<
+    string,
+    {
+      kind: string;
+      clients?: number;
+      responses?: Record<string, number>;
+      errorFrames?: Record<string, number>;
+      connectionsDropped: number;
+      slowClientsDisconnected?: number;
+      closed?: Record<KafkaCloseReason, number>;
+    }
+  >;
   consumerLag: { broker: string; kind: string; route: string; topic: string; partition: number; lag: number }[];
-  brokerErrors: Record<string, { kind: string; producer: number; consumer: number }>;
+  brokerErrors: Record<string, { kind: string; producer: number; consumer: number; crashes: number }>;
   reloads: { success: number; failure: number; rolledBack: number };
 }
 
@@ -282,9 +293,12 @@ export class GatewayMetrics implements Telemetry {
     }
     const listeners: StatsSnapshot['listeners'] = {};
     for (const [name, l] of this.source.listeners) {
-      const entry: StatsSnapshot['listeners'][string] = { kind: l.kind };
-      if (l.connections) entry.clients = l.connections();
       const stats = this.listenerStats.get(name);
+      // The listener counters /metrics has, as its families list them (each from the start, at 0).
+      const entry: StatsSnapshot['listeners'][string] = { kind: l.kind, connectionsDropped: stats?.connectionsDropped ?? 0 };
+      if (l.connections) entry.clients = l.connections();
+      if (l.kind === 'http' || l.kind === 'websocket') entry.slowClientsDisconnected = stats?.slowClientsDisconnected ?? 0;
+      if (l.kind === 'kafka') entry.closed = { ...(stats?.kafkaClosed ?? { bad_request: 0, upstream: 0 }) };
       if (stats) {
         // HTTP answers of an http listener, error frames of a websocket one: by status.
         const byStatus: Record<string, number> = {};
@@ -302,7 +316,9 @@ export class GatewayMetrics implements Telemetry {
     for (const [broker, s] of this.brokerStats) {
       let consumer = 0;
       for (const n of s.consumerErrors.values()) consumer += n;
-      brokerErrors[broker] = { kind: s.kind, producer: s.producerErrors, consumer };
+      let crashes = 0;
+      for (const n of s.consumerCrashes.values()) crashes += n;
+      brokerErrors[broker] = { kind: s.kind, producer: s.producerErrors, consumer, crashes };
     }
     return { at: Date.now(), routes, listeners, consumerLag, brokerErrors, reloads: { ...this.reloads } };
   }

@@ -236,7 +236,7 @@ export class Prometheus {
     });
     new Counter({
       name: `${prefix}_consumer_errors_total`,
-      help: `Consumer failures on ${kind} brokers: fetch, commit or group errors, and messages a route could not take (retried).`,
+      help: `Consumer failures on ${kind} brokers: fetch, commit or group errors, and messages a route could not take (retried)${CONSUMER_ERRORS_OF_KIND[kind] ?? ''}.`,
       labelNames: ['broker', 'route'],
       registers,
       collect() {
@@ -256,6 +256,17 @@ export class Prometheus {
     });
   }
 }
+
+/**
+ * What `eventgate_<kind>_consumer_errors_total` counts beyond retried failures, per kind (as
+ * docs/operations.md's table says): a HELP that said "(retried)" only sent an SRE looking for
+ * retries of messages that were never read again.
+ */
+const CONSUMER_ERRORS_OF_KIND: Record<string, string> = {
+  memory: "; also each message a route's group never read because the topic's retention dropped it first (the route fell behind its publishers; not retried)",
+  nats: '; also each core-subject message dropped because its route was corePendingBytes behind (not retried)',
+  mqtt: '; also each subscription the server refused in its SUBACK (asked again)',
+};
 
 type LatencyValue = MetricValueWithName<'route' | 'le'>;
 

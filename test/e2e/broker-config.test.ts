@@ -331,6 +331,43 @@ routes:
  * validate said `ok` for one holding `/`, `+` or `#`, and mosquitto 2.0 took `$share/a/b/t` as the
  * share `a` of the filter `b/t`, so a route with group `a/b` on topic `t` read `b/t`, never `t`.
  */
+/**
+ * A JetStream group is one durable consumer per stream, which reads one subject; an amqp
+ * routing-key route's group is one queue, bound for every pattern its routes read. Two routes of
+ * one config reading different subjects or patterns through it validated: the JetStream routes
+ * made the consumer again for their own subjects in turn (messages of both skipped), the amqp
+ * routes each got the other's messages.
+ */
+describe('two routes of one group reading different subjects of a JetStream stream, or different amqp patterns', () => {
+  const hook = 'to: { http: { url: "http://127.0.0.1:9/a" } }';
+  const config = `version: 1
+brokers:
+  nats: { kind: nats, servers: "nats://127.0.0.1:4222", streams: { S: { subjects: ["s.>"] }, T: { subjects: ["t.>"] } } }
+  rb: { kind: amqp, url: "amqp://127.0.0.1", queues: { billing: { bindings: [b.*] } } }
+routes:
+  - { name: same-subject-1, from: { broker: nats, topic: s.a, group: g }, ${hook} }
+  - { name: same-subject-2, from: { broker: nats, topic: s.a, group: g }, ${hook} }
+  - { name: other-stream, from: { broker: nats, topic: t.a, group: g }, ${hook} }
+  - { name: core-a, from: { broker: nats, topic: core.a, group: g }, ${hook} }
+  - { name: core-b, from: { broker: nats, topic: core.b, group: g }, ${hook} }
+  - { name: other-subject, from: { broker: nats, topic: s.b, group: g }, ${hook} }
+  - { name: orders, from: { broker: rb, topic: "orders.*", group: shared }, ${hook} }
+  - { name: refunds, from: { broker: rb, topic: "refunds.*", group: shared }, ${hook} }
+  - { name: billing-1, from: { broker: rb, topic: billing, group: shared }, ${hook} }
+  - { name: billing-2, from: { broker: rb, topic: billing, group: shared }, ${hook} }
+`;
+
+  it("is a config error at the second route's group; one subject or pattern shared, another stream, core subjects and queues of `queues` are not", async () => {
+    const dir = tempFiles({ 'gateway.yaml': config });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.deepEqual(r.stdout.trim().split('\n'), [
+      "gateway.yaml:11:69: route 'other-subject' reads 's.b' with group 'g', as route 'same-subject-1' reads 's.a': on broker 'nats' that group is JetStream consumer 'g' of stream 'S', which reads one subject, so the two routes cannot both read through it; give one of them another group",
+      "gateway.yaml:13:69: route 'refunds' reads 'refunds.*' with group 'shared', as route 'orders' reads 'orders.*': on broker 'rb' that group is queue 'shared', bound for both patterns, so each route would get messages of the other; give one of them another group",
+    ]);
+  });
+});
+
 describe('an mqtt route whose group cannot be a share name', () => {
   const config = `version: 1
 brokers:

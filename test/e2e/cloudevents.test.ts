@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { request } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { CloudEvent, HTTP } from 'cloudevents';
 import { WsClient } from '../helpers/clients.js';
@@ -41,6 +42,9 @@ routes:
       - { http: { url: "${binaryOut.url}/binary" } }
       - { http: { url: "${structuredOut.url}/structured", cloudevents: structured } }
       - { listener: ws, path: /watch, format: envelope }
+  - name: pings
+    from: { listener: api, path: /pings }
+    to: { broker: local, topic: events }
   - name: wrap
     from: { listener: api, path: /plain }
     through:
@@ -87,6 +91,18 @@ routes:
     assert.equal(frame.headers.ce_type, 'order.placed');
     assert.deepEqual(frame.value, { orderId: 1 });
     watcher.close();
+  });
+
+  it('takes a binary-mode event without data (the SDK sends no body), as a structured one without data', async () => {
+    const before = structuredOut.requests.length;
+    // Before, a 400 EG_BAD_JSON: the empty body was read as JSON.
+    const ping = HTTP.binary(new CloudEvent({ id: 'ping-1', source: '/monitor', type: 'heartbeat' }));
+    assert.equal(ping.body, undefined);
+    const res = await fetch(gw.url('api', '/pings'), { method: 'POST', headers: ping.headers as Record<string, string> });
+    assert.equal(res.status, 200, await res.clone().text());
+    const [out] = (await structuredOut.received(before + 1)).slice(before);
+    const event = JSON.parse(out!.body) as Record<string, unknown>;
+    assert.deepEqual([event.id, event.source, event.type, event.data ?? null], ['ping-1', '/monitor', 'heartbeat', null]);
   });
 
   it('accepts structured mode, and batches as one request delivered in order', async () => {
@@ -154,6 +170,21 @@ routes:
         `${JSON.stringify(p.errors)} should include ${expected}`,
       );
     }
+    // Each attribute is one header: node joined two `ce-id` lines into the id `a, b`, which neither gave (and two equal ones into `/s, /s`).
+    const twice = await new Promise<{ status?: number; body: string }>((resolve, reject) => {
+      const headers = { 'ce-specversion': '1.0', 'ce-id': ['a', 'b'], 'ce-source': ['/s', '/s'], 'ce-type': 't', 'content-type': 'application/json' };
+      const req = request(gw.url('api', '/events'), { method: 'POST', headers }, (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (d: string) => (body += d));
+        res.on('end', () => resolve({ status: res.statusCode, body }));
+      });
+      req.on('error', reject).end('{"orderId":1}');
+    });
+    assert.equal(twice.status, 400);
+    assert.deepEqual(JSON.parse(twice.body).errors.slice(0, 2), [
+      "'id' is given in 2 ce-id headers; send each attribute in one header",
+      "'source' is given in 2 ce-source headers; send each attribute in one header",
+    ]);
   });
 
   it('filters on $ce and validates the data of an event, not its envelope', async () => {

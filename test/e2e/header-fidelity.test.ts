@@ -22,11 +22,14 @@ describe('headers and properties carried exactly across broker kinds', () => {
   let kafka: KafkaCluster;
   let hook: WebhookReceiver;
   let kafkaIn = '';
+  let kafkaRepeated = '';
 
   before(async () => {
     [mqtt, rabbit, nats, kafka, hook] = await Promise.all([startMosquitto(), sharedRabbit(), startNats(), startKafka(), WebhookReceiver.start()]);
     kafkaIn = kafka.topic('fid-in');
     await kafka.createTopic(kafkaIn, 1);
+    kafkaRepeated = kafka.topic('fid-repeated');
+    await kafka.createTopic(kafkaRepeated, 1);
     await Promise.all([
       pikaDeclareQueue(rabbit, 'fid-in', 'amq.topic', 'fid.in'),
       pikaDeclareQueue(rabbit, 'fid-ce-out', 'amq.topic', 'ce.out'),
@@ -71,6 +74,12 @@ routes:
   - name: nats-out
     from: { broker: bus, topic: fid.in }
     to: { listener: ws, path: /nats, format: envelope }
+  - name: mqtt-repeated
+    from: { broker: devices, topic: fid/repeated }
+    to: { broker: kafka, topic: ${kafkaRepeated} }
+  - name: nats-repeated
+    from: { broker: bus, topic: fid.repeated }
+    to: { broker: kafka, topic: ${kafkaRepeated} }
   - name: kafka-out
     from: { broker: kafka, topic: ${kafkaIn}, fromBeginning: true }
     to: { listener: ws, path: /kafka, format: envelope }
@@ -99,7 +108,7 @@ routes:
 `,
   );
   before(async () => {
-    const routes = ['mqtt-out', 'amqp-out', 'nats-out', 'kafka-out', 'ce', 'ce-changed', 'typed'];
+    const routes = ['mqtt-out', 'amqp-out', 'nats-out', 'kafka-out', 'ce', 'ce-changed', 'typed', 'mqtt-repeated', 'nats-repeated'];
     await Promise.all(routes.map((r) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === r, 30000)));
   });
 
@@ -175,6 +184,30 @@ routes:
       sub.stop();
       peer.close();
     }
+  });
+
+  it('writes every value of a repeated MQTT user property or NATS header to a Kafka target, as a Kafka → Kafka copy does', async () => {
+    await mosquittoPub(mqtt, 'fid/repeated', '{"from":"mqtt"}', { userProperties: { dup: ['one', 'two'], single: 's' } });
+    const peer = await RawNats.connect(nats);
+    try {
+      peer.publish('fid.repeated', '{"from":"nats"}', { Dup: ['one', 'two', 'three'], Single: 's' });
+      await peer.ping();
+    } finally {
+      peer.close();
+    }
+    const records = await kcatConsume(kafka.bootstrap, kafkaRepeated, 2);
+    const list = (from: string) => records.find((r) => r.value === `{"from":"${from}"}`)!.headerList.filter(([name]) => name !== 'traceparent');
+    assert.deepEqual(list('mqtt'), [
+      ['dup', 'one'],
+      ['dup', 'two'],
+      ['single', 's'],
+    ]);
+    assert.deepEqual(list('nats'), [
+      ['Dup', 'one'],
+      ['Dup', 'two'],
+      ['Dup', 'three'],
+      ['Single', 's'],
+    ]);
   });
 
   it("reads a NATS publisher's Content-Type and Content-Encoding in any case, as Go's client writes them", async () => {

@@ -325,6 +325,18 @@ describe('HTTP publish (spec §4)', () => {
       assert.equal(headers['x-keep'], 'kept');
       assert.equal(headers['x-section'], 'not sec-');
     });
+
+    it('reads a header value sent as UTF-8 (curl, Go) as UTF-8, and a byte that is no UTF-8 (Python, node) as Latin-1', async () => {
+      const out = await listen('/out/headers');
+      const body = JSON.stringify({ lumens: 1 });
+      const head = `POST /headers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n` + 'X-Utf8: Jürgen ✓\r\nX-Latin1: ';
+      const request = Buffer.concat([Buffer.from(head, 'utf8'), Buffer.from('Müller\r\nX-Plain: ascii\r\n\r\n', 'latin1'), Buffer.from(body)]);
+      assert.match(await rawHttpText(gw.port('api'), request), /^HTTP\/1\.1 200 /);
+      const { headers } = await out.next();
+      assert.equal(headers['x-utf8'], 'Jürgen ✓');
+      assert.equal(headers['x-latin1'], 'Müller');
+      assert.equal(headers['x-plain'], 'ascii');
+    });
   });
 
   describe('fan-out', () => {
@@ -444,6 +456,25 @@ describe('HTTP publish (spec §4)', () => {
       }
       // Neither of those behind was published (before, both were, unanswered): the stream's next message is the one posted now.
       assert.equal((await post(gw.url('api', '/text'), { n: 3 })).status, 200);
+      assert.deepEqual(await out.next(), { n: 3 });
+    });
+
+    it('refuses Content-Type lines that disagree (400): node took the first, publishing JSON as the string of text/plain; a repeated one passes', async () => {
+      const out = await listen('/out/text');
+      const twoTypes = (a: string, b: string, n: number) => `POST /text HTTP/1.1\r\nHost: gw\r\nContent-Type: ${a}\r\ncontent-type: ${b}\r\nContent-Length: 8\r\n\r\n{"n": ${n}}`;
+      const replies = parseReplies(
+        await rawHttpText(
+          gw.port('api'),
+          twoTypes('text/plain', 'application/json', 1) + twoTypes('application/json', 'Application/JSON', 2) + rawPost('/text', { n: 3 }).replace('\r\n\r\n', '\r\nConnection: close\r\n\r\n'),
+        ),
+      );
+      assert.deepEqual(
+        replies.map((r) => r.status),
+        [400, 200, 200],
+      );
+      assert.equal(JSON.parse(replies[0]!.body).code, 'EG_BAD_REQUEST');
+      assert.match(replies[0]!.body, /Content-Type headers that disagree \('text\/plain', 'application\/json'\)/);
+      assert.deepEqual(await out.next(), { n: 2 });
       assert.deepEqual(await out.next(), { n: 3 });
     });
 

@@ -6,7 +6,7 @@ import { kcatConsume, kcatConsumeAll, startKafka, testClient, type KafkaCluster 
 
 describe('HTTP and WebSocket producers in front of Kafka', () => {
   let kafka: KafkaCluster;
-  const t = { orders: '', burst: '', dyn: '', idem: '', none: '', frames: '', ordered: '', spread: '', reshaped: '', refused: '', together: '', large: '' };
+  const t = { orders: '', burst: '', dyn: '', idem: '', none: '', frames: '', ordered: '', spread: '', reshaped: '', refused: '', together: '', large: '', keyedTogether: '' };
 
   before(async () => {
     // One broker: a produce request per batch, so the count below measures batching.
@@ -15,6 +15,7 @@ describe('HTTP and WebSocket producers in front of Kafka', () => {
     await kafka.createTopic(t.ordered, 4);
     await kafka.createTopic(t.spread, 4);
     await kafka.createTopic(t.together, 1);
+    await kafka.createTopic(t.keyedTogether, 3);
   });
   const gw = useGateway(
     () => `
@@ -84,6 +85,9 @@ routes:
   - name: together
     from: { listener: api, path: /together }
     to: { broker: gathering, topic: ${t.together} }
+  - name: keyed-together
+    from: { listener: api, path: /keyed-together }
+    to: { broker: gathering, topic: ${t.keyedTogether}, key: k }
   - name: frames
     from: { listener: ws, path: /frames }
     ack: true
@@ -301,6 +305,23 @@ routes:
     const records = await kcatConsumeAll(kafka.bootstrap, t.together);
     assert.deepEqual(records.map((r) => JSON.parse(r.value!).i).sort(), [0, 1, 2, 3, 4], 'each record written once');
     assert.deepEqual(replies.map((r) => Number(r.body.deliveries[0].offset)).sort(), records.map((r) => r.offset).sort());
+  });
+
+  it('sends the records of a refused produce request that spans several partitions again one by one too, not answering them all for one record', async (t2) => {
+    if (!kafka.canInjectOutages) return t2.diagnostic('KAFKA_BROKERS is set: a real cluster cannot be made to refuse a record from here');
+    // One broker leads the three partitions, and the route's broker lingers 1 s: the six records
+    // share one produce request, which the cluster refuses (every partition: MESSAGE_TOO_LARGE).
+    await kafka.failRequests(0, 1, 10);
+    const replies = await Promise.all(Array.from({ length: 6 }, (_, i) => post(gw.url('api', '/keyed-together'), { k: `key-${i}`, i })));
+    for (const r of replies) assert.equal(r.status, 200, r.text);
+    assert.ok(new Set(replies.map((r) => r.body.deliveries[0].partition)).size > 1, 'the records went to several partitions');
+    const records = await kcatConsumeAll(kafka.bootstrap, t.keyedTogether);
+    assert.deepEqual(records.map((r) => JSON.parse(r.value!).i).sort(), [0, 1, 2, 3, 4, 5], 'each record written once');
+    replies.forEach((r, i) => {
+      const d = r.body.deliveries[0];
+      const found = records.find((rec) => rec.partition === d.partition && String(rec.offset) === d.offset);
+      assert.equal(found && JSON.parse(found.value!).i, i, `record ${i} is where its answer says`);
+    });
   });
 
   it('gathers at most producer.maxBatchBytes (1 MB) of records in one produce request, so a busy gateway never sends a batch over the cluster’s default message.max.bytes', async (t2) => {

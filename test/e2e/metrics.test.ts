@@ -164,6 +164,12 @@ describe('GET /metrics', () => {
     assert.equal(s.types.get('eventgate_kafka_consumer_lag'), 'gauge');
     assert.deepEqual(s.series('eventgate_kafka_consumer_lag'), []);
     assert.equal(s.types.get('eventgate_kafka_producer_errors_total'), 'counter');
+    // Each kind's consumer-errors HELP names what it counts beyond retried failures (messages never read again).
+    const help = (name: string) => s.text.split('\n').find((l) => l.startsWith(`# HELP ${name} `)) ?? '';
+    assert.match(help('eventgate_memory_consumer_errors_total'), /never read because the topic's retention dropped it first .*not retried/);
+    assert.match(help('eventgate_nats_consumer_errors_total'), /corePendingBytes behind \(not retried\)/);
+    assert.match(help('eventgate_mqtt_consumer_errors_total'), /subscription the server refused/);
+    assert.doesNotMatch(help('eventgate_kafka_consumer_errors_total'), /also/);
     assert.ok(s.value('process_cpu_user_seconds_total')! >= 0);
     assert.ok(s.value('nodejs_heap_size_used_bytes')! > 0);
     assert.equal(s.value('eventgate_ready'), 1);
@@ -224,6 +230,10 @@ describe('GET /metrics', () => {
     assert.equal(stats.routes.mixed.latency.count, 3);
     assert.deepEqual(stats.listeners.api.responses, { 200: 11, 400: 2, 404: 1, 429: 1, 500: 1 }); // 200: the 10 of the first test, and the reload test's /extra
     assert.equal(stats.listeners.push.clients, 0);
+    // Every listener counter /metrics has (eventgate_listener_connections_dropped_total, ..._slow_clients_...), each from 0.
+    assert.equal(stats.listeners.api.connectionsDropped, 0);
+    assert.equal(stats.listeners.push.slowClientsDisconnected, 0);
+    assert.equal(stats.brokerErrors.local.crashes, 0);
     assert.deepEqual(stats.consumerLag, [{ broker: 'local', kind: 'memory', route: 'fanout', topic: 'mixed', partition: 0, lag: 0 }]);
     assert.deepEqual(stats.reloads, { success: 2, failure: 1, rolledBack: 0 });
   });

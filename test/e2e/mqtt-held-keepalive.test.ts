@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { useGateway } from '../helpers/gateway.js';
+import { rmSync } from 'node:fs';
+import { startGateway, useGateway } from '../helpers/gateway.js';
 import { MosquittoPubStream, mosquittoPub } from '../helpers/peers.js';
 import { startMosquitto, type MessageServer } from '../helpers/servers.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
@@ -10,6 +11,8 @@ import { fetch } from '../helpers/http.js';
 const KEEPALIVE_S = 2;
 /** How long the route is held: over 3 × the keepalive (two lapses, 3 s apart, on a connection whose PINGRESPs go unread). */
 const HELD_MS = 7000;
+/** How long a route holds its reading too (100 messages in hand): past 1.5 × the keepalive, and a second more. */
+const READING_HELD_MS = KEEPALIVE_S * 1500 + 1000;
 
 /**
  * A consume route held on one message (its webhook answering 503, no dead-letter target) for
@@ -103,7 +106,11 @@ routes:
  * QoS 0 messages, which no server window bounds, behind a held message: the route takes up to 100
  * from mqtt.js (its lag, the messages in hand, stops at 101 with the held one), then reads its
  * connection no further until it takes one; once the webhook answers, every message is
- * delivered, in order.
+ * delivered, in order. The PINGRESPs are behind the messages not read yet: held past its
+ * keepalive, the connection stays up (before, mqtt.js gave it up at 1.5 × keepaliveSeconds and
+ * the messages in its socket were lost; mosquitto 2.0 sends a QoS 1 route such a backlog too, 20
+ * PUBLISHes per PUBACK once a held message is acknowledged, and those were delivered again:
+ * point 1560).
  */
 describe('mqtt: QoS 0 messages behind a held message', () => {
   let mqtt: MessageServer;
@@ -130,7 +137,7 @@ describe('mqtt: QoS 0 messages behind a held message', () => {
 version: 1
 admin: { port: 0 }
 brokers:
-  devices: { kind: mqtt, url: ${mqtt.url}, clientId: eg-held-q0-${process.pid}, reconnectPeriodMs: 100 }
+  devices: { kind: mqtt, url: ${mqtt.url}, clientId: eg-held-q0-${process.pid}, reconnectPeriodMs: 100, keepaliveSeconds: ${KEEPALIVE_S} }
 routes:
   - name: held
     from: { broker: devices, topic: held/in, qos: 0 }
@@ -145,8 +152,9 @@ routes:
     return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
   };
 
-  it('holds at most 100 besides the held one, then delivers every message in order', async () => {
+  it('holds at most 100 besides the held one, keeps its connection past its keepalive, then delivers every message in order', async () => {
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'held', 30000);
+    const from = gw.logs.length;
     const sent = Array.from({ length: 150 }, (_, i) => `{"i":${i}}`);
     const pub = MosquittoPubStream.start(mqtt, 'held/in', 0);
     pub.write(sent);
@@ -162,10 +170,17 @@ routes:
       await new Promise((r) => setTimeout(r, 50));
       samples.push(await lag());
     }
+    // Held, its reading too, past 1.5 × the keepalive after its last PINGRESP (read before the hold began).
+    const heldUntil = Date.now() + READING_HELD_MS;
+    while (Date.now() < heldUntil) {
+      await new Promise((r) => setTimeout(r, 250));
+      samples.push(await lag());
+    }
     assert.ok(
       samples.every((n) => n <= 101),
       `messages in hand: ${samples.join(' ')}`,
     );
+    assert.equal(gw.logs.slice(from).filter((l) => l.msg === 'mqtt connection lost; reconnecting').length, 0, `connection losses while held ${READING_HELD_MS} ms`);
     failing = false;
     const deadline = Date.now() + 30000;
     while (delivered.length < sent.length) {
@@ -192,24 +207,26 @@ for (const qos of [0, 1] as const) {
       [mqtt, hook] = await Promise.all([startMosquitto(), WebhookReceiver.start()]);
       hook.respond = (r, res) => {
         delivered.push(r.body);
-        res.end();
+        if (answerInMs === 0) res.end();
+        else setTimeout(() => res.end(), answerInMs);
       };
     });
     after(async () => {
       await Promise.all([mqtt?.stop(), hook?.stop()]);
     });
+    /** How long the webhook takes to answer. */
+    let answerInMs = 0;
 
-    const gw = useGateway(
-      () => `
+    const config = () => `
 version: 1
 brokers:
-  devices: { kind: mqtt, url: ${mqtt.url}, clientId: eg-burst-${qos}-${process.pid}, reconnectPeriodMs: 100 }
+  devices: { kind: mqtt, url: ${mqtt.url}, clientId: eg-burst-${qos}-${process.pid}, reconnectPeriodMs: 100, keepaliveSeconds: ${KEEPALIVE_S} }
 routes:
   - name: burst
     from: { broker: devices, topic: burst/in, qos: ${qos} }
     to: { http: { url: "${hook.url}/burst", concurrency: 1 } }
-`,
-    );
+`;
+    const gw = useGateway(config);
 
     it('delivers every message in the order it was published', async () => {
       await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'burst', 30000);
@@ -223,5 +240,40 @@ routes:
       assert.equal(outOfOrder, -1, `first out of order at ${outOfOrder}: ${delivered.slice(Math.max(0, outOfOrder - 2), outOfOrder + 3).join(' ')}`);
       if (qos === 1) assert.equal(delivered.length, sent.length);
     });
+
+    /**
+     * What the route's session queued while the gateway was stopped: mosquitto 2.0 sends it far
+     * past the route's window once it is back (2,100 of 5,000 in the first two seconds, measured),
+     * its PINGRESP behind them. The connection is kept, and each message delivered once (before,
+     * mqtt.js gave the connection up while the route worked through them, and the server sent
+     * again what the route had delivered and acknowledged on it: point 1560).
+     */
+    if (qos === 1)
+      it('delivers once each what its session queued while the gateway was stopped, its connection kept', async () => {
+        // Subscribed first: the session queues only what its subscription matches.
+        await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'burst', 30000);
+        await gw.stop();
+        delivered.length = 0;
+        // Slower than the server sends: 3,000 take over 3 s, the PINGRESP behind most of them.
+        answerInMs = 1;
+        const sent = Array.from({ length: 3000 }, (_, i) => `{"q":${i}}`);
+        const pub = MosquittoPubStream.start(mqtt, 'burst/in', qos);
+        pub.write(sent);
+        await pub.end();
+        const again = await startGateway(config());
+        try {
+          const deadline = Date.now() + 60000;
+          while (delivered.length < sent.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+          // A message published after them marks the end: what the server sends again comes before it.
+          await mosquittoPub(mqtt, 'burst/in', '{"q":"last"}', { qos });
+          while (!delivered.includes('{"q":"last"}') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+          const lost = again.logs.filter((l) => l.msg === 'mqtt connection lost; reconnecting').length;
+          assert.equal(lost, 0, 'connection losses while the queued messages were delivered');
+          assert.deepEqual(delivered, [...sent, '{"q":"last"}']);
+        } finally {
+          await again.stop();
+          rmSync(again.dir, { recursive: true, force: true });
+        }
+      });
   });
 }

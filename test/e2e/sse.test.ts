@@ -407,6 +407,10 @@ ${extra}`;
     const metrics = await scrape(gw.adminUrl);
     assert.equal(metrics.value('eventgate_slow_clients_disconnected_total', { listener: 'api' }), 1);
     assert.equal(metrics.value('eventgate_slow_clients_disconnected_total', { listener: 'small' }), 0);
+    // And in the same counters as JSON (/admin/stats), which had none of a listener's but its answers.
+    const stats = (await (await fetch(`${gw.adminUrl}/admin/stats`)).json()) as { listeners: Record<string, { slowClientsDisconnected?: number }> };
+    assert.equal(stats.listeners.api!.slowClientsDisconnected, 1);
+    assert.equal(stats.listeners.small!.slowClientsDisconnected, 0);
   });
 
   it('publishes nothing a client pipelines behind its stream request, says Connection: close, and keeps streaming to it', async () => {

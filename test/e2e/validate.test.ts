@@ -719,36 +719,40 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       "    - headers: { set: { x-by: '$principal', x-tenant: '$claims.tenant' } }", //                   14: after auth in route a: fine
       '  stamp:', //                                                                                      15
       "    - headers: { set: { x-by: '$principal' } }", //                                               16: no route using it has auth
-      'routes:', //                                                                                       17
-      '  - name: a', //                                                                                   18
-      '    from: { listener: api, path: /a }', //                                                         19
-      '    through:', //                                                                                  20
-      '      - ratelimit: { rate: 1, key: $principal }', //                                               21: before the auth step
-      '      - auth: { apiKey: { keys: { shop: a-long-enough-secret-key-1234 } } }', //                   22
-      '      - who', //                                                                                   23
-      '    to: { broker: local, topic: a, key: $principal }', //                                          24: fine, after it
-      '  - name: b', //                                                                                   25
-      '    from: { listener: api, path: /b }', //                                                         26
-      '    through: [who, stamp]', //                                                                     27
-      '    to: { broker: local, topic: { expression: \'"t-" & $principal\' } }', //                      28
-      '  - name: c', //                                                                                   29
-      '    from: { broker: local, topic: a }', //                                                         30
-      '    through: [{ filter: \'($principal := "me"; $principal = "me") and $query.x\' }]', //      31: its own binding; no query from a broker
-      '    to: { broker: local, topic: c }', //                                                           32
-      '  - name: d', //                                                                                   33
-      '    from: { listener: api, path: /rooms/:room }', //                                               34
-      "    through: [{ filter: '$path.room and $path.rom and $query.q' }, stamp]", //                    35: a parameter the path has not
-      "    to: { broker: local, topic: d, key: '$path.room' }", //                                        36
+      '  roomed:', //                                                                                     17
+      "    - headers: { set: { x-room: '$path.room' } }", //                                             18: route b's path has no :room, c takes no request (review-s42)
+      'routes:', //                                                                                       19
+      '  - name: a', //                                                                                   20
+      '    from: { listener: api, path: /a }', //                                                         21
+      '    through:', //                                                                                  22
+      '      - ratelimit: { rate: 1, key: $principal }', //                                               23: before the auth step
+      '      - auth: { apiKey: { keys: { shop: a-long-enough-secret-key-1234 } } }', //                   24
+      '      - who', //                                                                                   25
+      '    to: { broker: local, topic: a, key: $principal }', //                                          26: fine, after it
+      '  - name: b', //                                                                                   27
+      '    from: { listener: api, path: /b }', //                                                         28
+      '    through: [who, stamp, roomed]', //                                                             29
+      '    to: { broker: local, topic: { expression: \'"t-" & $principal\' } }', //                      30
+      '  - name: c', //                                                                                   31
+      '    from: { broker: local, topic: a }', //                                                         32
+      '    through: [{ filter: \'($principal := "me"; $principal = "me") and $query.x\' }, roomed]', // 33: its own binding; no query from a broker
+      '    to: { broker: local, topic: c }', //                                                           34
+      '  - name: d', //                                                                                   35
+      '    from: { listener: api, path: /rooms/:room }', //                                               36
+      "    through: [{ filter: '$path.room and $path.rom and $query.q' }, stamp]", //                    37: a parameter the path has not
+      "    to: { broker: local, topic: d, key: '$path.room' }", //                                        38
     ];
     const r = await validate({ 'gateway.yaml': yaml(...lines) });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     const none = (name: string, routes: string, where: string) => `$${name} has no value here: only an auth step sets it, and ${routes} none ${where}, so it would read no value for every message`;
     assert.deepEqual(r.lines, [
       `gateway.yaml:16:32: ${none('principal', "routes 'b' and 'd' have", 'before this step')}`,
-      `gateway.yaml:21:36: ${none('principal', "route 'a' has", 'before this step')}`,
-      `gateway.yaml:28:55: ${none('principal', "route 'b' has", 'in its steps')}`,
-      "gateway.yaml:31:70: $query has no value here: route 'c' takes no HTTP or WebSocket request, so it has no query string and this would read no value for every message",
-      "gateway.yaml:35:41: $path.rom has no value here: the path of route 'd' ('/rooms/:room') has no parameter 'rom', only :room (did you mean $path.room?), so it would read no value for every message",
+      "gateway.yaml:18:34: $path.room has no value here: the path of route 'b' ('/b') has no parameters, so it would read no value for every message",
+      "gateway.yaml:18:34: $path has no value here: route 'c' takes no HTTP or WebSocket request, so it has no path parameters and this would read no value for every message",
+      `gateway.yaml:23:36: ${none('principal', "route 'a' has", 'before this step')}`,
+      `gateway.yaml:30:55: ${none('principal', "route 'b' has", 'in its steps')}`,
+      "gateway.yaml:33:70: $query has no value here: route 'c' takes no HTTP or WebSocket request, so it has no query string and this would read no value for every message",
+      "gateway.yaml:37:41: $path.rom has no value here: the path of route 'd' ('/rooms/:room') has no parameter 'rom', only :room (did you mean $path.room?), so it would read no value for every message",
     ]);
   });
 
@@ -798,8 +802,8 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     assert.equal(r.code, 1, r.stdout + r.stderr);
     const none = (name: string, routes: string, where: string) =>
       `$${name} has no value here: only a validate step naming an AsyncAPI message or channel sets it, and ${routes} none ${where}, so it would read no value for every message`;
-    const keyless = (why: string) =>
-      `$key has no value here: the messages of route '${why.split("'")[1]}' have no key (${why}; only Kafka records and memory broker messages have one), so it would read null for every message`;
+    const keyless = (route: string, why: string) =>
+      `$key has no value here: the messages of route '${route}' have no key (it ${why}; only Kafka records and memory broker messages have one), so it would read null for every message`;
     // The step naming no message of the document is said (at 46), and nothing after it: what it binds once put right is not known.
     assert.ok(
       r.lines.some((l) => l.startsWith('gateway.yaml:46:')),
@@ -810,9 +814,9 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       [
         `gateway.yaml:18:37: ${none('channel', "route 'f' has", 'before this step')}`,
         `gateway.yaml:23:18: ${none('message', "route 'e' has", 'before this step')}`,
-        `gateway.yaml:30:42: ${keyless("route 'f' takes HTTP or WebSocket requests")}`,
-        `gateway.yaml:33:34: ${keyless("route 'g' takes HTTP or WebSocket requests")}`,
-        `gateway.yaml:41:26: ${keyless("route 'm' reads broker 'devices', an mqtt broker")}`,
+        `gateway.yaml:30:42: ${keyless('f', 'takes HTTP or WebSocket requests')}`,
+        `gateway.yaml:33:34: ${keyless('g', 'takes HTTP or WebSocket requests')}`,
+        `gateway.yaml:41:26: ${keyless('m', "reads broker 'devices', an mqtt broker")}`,
       ],
     );
   });
@@ -1167,6 +1171,12 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       // Written in the file, too; a space inside the token is sendable and allowed.
       assertProblems(await validate({ 'gateway.yaml': yaml('version: 1', 'admin:', '  port: 0', '  token: "tab\\tinside-token"') }), [['gateway.yaml:4:10', rule]]);
       assert.equal((await validate(files, { env: { ADMIN_TOKEN: 's3cret admin-token' } })).code, 0);
+      // A token of digits, unquoted, is a number: told so (it was told of whitespace it does not have), not quoted.
+      const digits = await validate(files, { env: { ADMIN_TOKEN: '918273645918273645' } });
+      assertProblems(digits, [
+        ['gateway.yaml:4:10', /^admin\.token must be a string, got a number \(an unquoted \$\{ADMIN_TOKEN\} takes the type of its value: write it quoted, "\$\{ADMIN_TOKEN\}", to keep it a string\)$/],
+      ]);
+      assert.doesNotMatch(digits.stdout + digits.stderr, /918273645/);
       // Shorter than 16 characters: valid (the contract sets no length), with a warning naming the length, never the token.
       const short = await validate(files, { env: { ADMIN_TOKEN: 'Zq7' } });
       assert.equal(short.code, 0, short.stdout + short.stderr);

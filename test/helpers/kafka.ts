@@ -255,6 +255,8 @@ export interface KcatRecord {
   key: string | null;
   value: string | null;
   headers: Record<string, string>;
+  /** Every header as the record has it, in order: a repeated name once per value. */
+  headerList: [string, string][];
   ts: number;
 }
 
@@ -312,7 +314,7 @@ function parseKcat(out: string): KcatRecord[] {
       for (let i = 0; i + 1 < (j.headers ?? []).length; i += 2) entries.push([j.headers![i]!, j.headers![i + 1]!]);
       // fromEntries: a header named __proto__ is kept as one (an assignment would set the prototype).
       const headers = Object.fromEntries(entries);
-      return { topic: j.topic, partition: j.partition, offset: j.offset, key: j.key, value: j.payload, headers, ts: j.ts };
+      return { topic: j.topic, partition: j.partition, offset: j.offset, key: j.key, value: j.payload, headers, headerList: entries, ts: j.ts };
     });
 }
 

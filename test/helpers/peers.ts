@@ -39,12 +39,13 @@ export async function mosquittoPub(
   server: MessageServer,
   topic: string,
   payload: string | Buffer,
-  options: { qos?: 0 | 1 | 2; userProperties?: Record<string, string>; contentType?: string; retain?: boolean } = {},
+  options: { qos?: 0 | 1 | 2; userProperties?: Record<string, string | string[]>; contentType?: string; retain?: boolean } = {},
 ): Promise<void> {
   const message = typeof payload === 'string' ? ['-m', payload] : ['-s'];
   const args = ['-h', server.host, '-p', String(server.port), '-V', 'mqttv5', '-t', topic, ...message, '-q', String(options.qos ?? 1)];
   if (options.retain) args.push('-r');
-  for (const [k, v] of Object.entries(options.userProperties ?? {})) args.push('-D', 'publish', 'user-property', k, v);
+  // A list: the property once per value (MQTT 5 allows a name to repeat).
+  for (const [k, v] of Object.entries(options.userProperties ?? {})) for (const one of [v].flat()) args.push('-D', 'publish', 'user-property', k, one);
   if (options.contentType !== undefined) args.push('-D', 'publish', 'content-type', options.contentType);
   if (typeof payload === 'string') return void (await run('mosquitto_pub', args));
   const child = spawn('mosquitto_pub', args, { stdio: ['pipe', 'ignore', 'pipe'] });
@@ -390,7 +391,8 @@ export class RawNats {
     return sid;
   }
 
-  publish(subject: string, payload: string | Buffer, headers: Record<string, string> = {}, reply?: string): void {
+  /** `headers`: a list is the header once per value (NATS allows a name to repeat). */
+  publish(subject: string, payload: string | Buffer, headers: Record<string, string | string[]> = {}, reply?: string): void {
     const body = Buffer.from(payload);
     const r = reply ? ` ${reply}` : '';
     if (Object.keys(headers).length === 0) {
@@ -398,7 +400,7 @@ export class RawNats {
     } else {
       const head = Buffer.from(
         `NATS/1.0\r\n${Object.entries(headers)
-          .map(([k, v]) => `${k}: ${v}\r\n`)
+          .flatMap(([k, v]) => [v].flat().map((one) => `${k}: ${one}\r\n`))
           .join('')}\r\n`,
       );
       this.socket.write(`HPUB ${subject}${r} ${head.length} ${head.length + body.length}\r\n`);

@@ -64,7 +64,7 @@ describe('broker telemetry (memory broker)', () => {
     const s = parsePrometheus(await metrics.text());
     assert.equal(s.value('eventgate_memory_consumer_errors_total', { broker: 'local', route: 'flaky' }), 2);
     assert.equal(s.value('eventgate_memory_producer_errors_total', { broker: 'local' }), 0);
-    assert.deepEqual(metrics.snapshot().brokerErrors, { local: { kind: 'memory', producer: 0, consumer: 2 } });
+    assert.deepEqual(metrics.snapshot().brokerErrors, { local: { kind: 'memory', producer: 0, consumer: 2, crashes: 0 } });
     await broker.stop();
   });
 
@@ -77,7 +77,7 @@ describe('broker telemetry (memory broker)', () => {
     await assert.rejects(async () => broker.publish('new', message('x')), /holds its maxTopics \(1\) topics, each read by a route: no room for topic 'new'/);
     const s = parsePrometheus(await metrics.text());
     assert.equal(s.value('eventgate_memory_producer_errors_total', { broker: 'local' }), 1);
-    assert.deepEqual(metrics.snapshot().brokerErrors, { local: { kind: 'memory', producer: 1, consumer: 0 } });
+    assert.deepEqual(metrics.snapshot().brokerErrors, { local: { kind: 'memory', producer: 1, consumer: 0, crashes: 0 } });
     await broker.stop();
   });
 

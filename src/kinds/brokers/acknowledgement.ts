@@ -351,6 +351,23 @@ export function leavesOnStop<S extends { stop(options?: StopOptions): Promise<vo
 }
 
 /** Headers as a message carries them: one string per name (the last, when a protocol allows repeats). */
+/**
+ * Every value, as bytes, of each name `entries` repeats with text values and `headers` (the
+ * message's, made by singleValued) holds, unchanged, as the last of them: the raw headers of the
+ * message's ORIGINAL, so a Kafka target writes a repeated MQTT user property or NATS header once
+ * per value, as a Kafka → Kafka copy does. Undefined when no name repeats (nearly always).
+ */
+export function repeatedHeaders(entries: Iterable<[string, unknown]>, headers: Readonly<Record<string, string>>): Record<string, Buffer[]> | undefined {
+  let out: Record<string, Buffer[]> | undefined;
+  for (const [name, v] of entries) {
+    if (!Array.isArray(v) || v.length < 2 || !v.every((one) => typeof one === 'string')) continue;
+    if (!Object.hasOwn(headers, name) || headers[name] !== v[v.length - 1]) continue;
+    out ??= newHeaders<Buffer[]>();
+    out[name] = v.map((one: string) => Buffer.from(one));
+  }
+  return out;
+}
+
 export function singleValued(entries: Iterable<[string, unknown]>): Record<string, string> {
   const out = newHeaders();
   for (const [name, v] of entries) {

@@ -80,7 +80,8 @@ const options = kindOptions('mqtt', {
       minimum: 0,
       maximum: 65535,
       default: 30,
-      description: "Keep-alive interval in seconds (at most 65535, the protocol's limit); a silent connection is declared lost after 1.5 times it.",
+      description:
+        "Keep-alive interval in seconds (at most 65535, the protocol's limit); a silent connection is declared lost after 1.5 times it without a PINGRESP (a consume route's connection bringing messages faster than the route takes them, its PINGRESP behind them, is not silent: docs/scaling.md).",
     }),
   ),
   connectTimeoutMs: int(5000, 1, 'Time to open a connection.'),

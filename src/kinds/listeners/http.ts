@@ -31,7 +31,7 @@ import {
 import { defineListener, kindOptions, Type, type Static } from '../define.js';
 import { boundAddress, listen } from './bind.js';
 import { decodeBatch, httpMode } from '../../codecs/cloudevents.js';
-import { decodeEvent, forwardedHeaders, handleBatch, refusedMediaType, requestMessage } from './http-request.js';
+import { conflictingContentTypes, decodeEvent, forwardedHeaders, handleBatch, refusedMediaType, requestMessage } from './http-request.js';
 import type { Admission, Gate, ReplaySource, Target } from '../contracts.js';
 import { SSE_DEFAULTS, STREAM_HEADERS, SseStreams, wantsEventStream, type SseFormat } from './sse.js';
 import { bundled } from '../../core/bundled.js';
@@ -532,6 +532,8 @@ export class HttpListener implements ListenerRuntime {
     if (te !== undefined && te.trim().toLowerCase() !== 'chunked') {
       return this.refuse(res, problem('EG_TRANSFER_CODING_UNSUPPORTED', `transfer coding '${te.slice(0, 100)}' is not supported; send the body chunked, or compress it with Content-Encoding`));
     }
+    const conflict = conflictingContentTypes(req.rawHeaders);
+    if (conflict) return this.refuse(res, conflict);
     const contentType = mediaTypeOf(req.headers['content-type'] ?? 'application/json');
     const isJson = isJsonMedia(contentType);
     if (!isJson) {
@@ -678,8 +680,16 @@ export class HttpListener implements ListenerRuntime {
       closeAfter(res);
       return this.refuse(res, problem('EG_PAYLOAD_TOO_LARGE', `the body is over ${this.options.maxBodyBytes ?? DEFAULT_MAX_BODY} bytes`));
     }
+    // CloudEvents (HTTP protocol binding): attributes become the message's ce_ headers, data its value.
+    const mode = httpMode(contentType, req.headers);
+    // A binary-mode event without data (a heartbeat; the SDK's HTTP.binary sends it with its JSON
+    // content type and no body) has no value, as a structured one without `data`. An empty body
+    // is no JSON, so nothing else could be meant; text and bytes may be empty data.
+    const noData = isJson && body.length === 0 && mode === 'binary';
     let value: unknown;
-    if (isJson) {
+    if (noData) {
+      value = null;
+    } else if (isJson) {
       const parsed = parseClientJson(body, 'body', this.options.maxJsonDepth, this.options.maxParsedBytes);
       if (!parsed.ok) return this.refuse(res, parsed.problem);
       value = parsed.value;
@@ -697,8 +707,6 @@ export class HttpListener implements ListenerRuntime {
     const query = parseQuery(search);
     const remoteAddress = req.socket.remoteAddress;
     const ctx: MessageContext = { route: route.name, path: copyParams(params), query, remoteAddress, request: { headers: req.headers, query, remoteAddress } };
-    // CloudEvents (HTTP protocol binding): attributes become the message's ce_ headers, data its value.
-    const mode = httpMode(contentType, req.headers);
     if (mode === 'batch') {
       const batch = decodeBatch(value, headers);
       if (!batch.ok) return this.refuse(res, batch.problem);
@@ -709,13 +717,13 @@ export class HttpListener implements ListenerRuntime {
       );
     }
     if (mode !== undefined) {
-      const event = decodeEvent(mode, value, headers);
+      const event = decodeEvent(mode, value, headers, req.rawHeaders);
       if (!event.ok) return this.refuse(res, event.problem);
       headers = event.headers;
       value = event.value;
     }
     // A JSON body goes on to brokers as the client wrote it where no step changes the value (a structured CloudEvent's value is its data).
-    const original = isJson && mode !== 'structured' ? payloadOriginal(body, value, headers) : undefined;
+    const original = isJson && mode !== 'structured' && !noData ? payloadOriginal(body, value, headers) : undefined;
     const msg: Message = { value, key: null, headers, topic: null, partition: null, offset: null, timestamp: Date.now(), [ORIGINAL]: original };
     const outcome = route.handleNow ? route.handleNow(msg, ctx) : route.handle(msg, ctx);
     if (!(outcome instanceof Promise)) return this.answerSoon(req, res, outcome, ctx);
@@ -1016,7 +1024,7 @@ export const httpListener = defineListener({
   },
   doc: {
     summary:
-      "Accepts `POST <path>` for every route `from: {listener, path}` on it. Paths may have parameters (`/rooms/:room`), bound as `$path` (a parameter's value is at most 100 characters, the router's bound: a longer one matches no route, 404); the query string is `$query`. Bodies are JSON (`application/json`, `application/*+json`, or no content type) or, with `text/plain` (UTF-8: another `charset` is a 415), a string value. A body may be compressed (`Content-Encoding: gzip`, `deflate` or `br`, as log shippers and telemetry exporters send): it is decoded before anything else sees it, never to more than `maxBodyBytes` (413), and one that is not valid data of its coding is a 400; another coding is a 415 whose `Accept-Encoding` header lists these (a transfer coding other than `chunked`, `Transfer-Encoding: gzip, chunked`, is a 501: compress with `Content-Encoding`). [CloudEvents](https://cloudevents.io) are recognised in every mode of the HTTP binding: binary (`ce-*` headers, the body is the data), structured (`application/cloudevents+json`) and batched (`application/cloudevents-batch+json`, the events handled in order and answered together; on a failure the answer says how many were delivered before it); a missing or malformed required attribute is a 400 `EG_CLOUDEVENT_INVALID` naming it. The attributes travel as the message's `ce_<name>` headers and `$ce` in expressions; the data is the value. A JSON body goes on to brokers and webhooks as the client wrote it (spacing, number spelling, escapes) wherever no step changed the value; a transform's result is written as JSON. Request headers travel with the message, except hop-by-hop, credential and content-negotiation headers (`host`, `connection`, `content-length`, `authorization`, `cookie`, `accept*`, `user-agent`, ...) and the fetch metadata browsers add (`sec-*`, `priority`, `dnt`, `upgrade-insecure-requests`). " +
+      "Accepts `POST <path>` for every route `from: {listener, path}` on it. Paths may have parameters (`/rooms/:room`), bound as `$path` (a parameter's value is at most 100 characters, the router's bound: a longer one matches no route, 404); the query string is `$query`. Bodies are JSON (`application/json`, `application/*+json`, or no content type) or, with `text/plain` (UTF-8: another `charset` is a 415), a string value; `Content-Type` lines that disagree are a 400 (node would take the first, a proxy in front perhaps another). A body may be compressed (`Content-Encoding: gzip`, `deflate` or `br`, as log shippers and telemetry exporters send): it is decoded before anything else sees it, never to more than `maxBodyBytes` (413), and one that is not valid data of its coding is a 400; another coding is a 415 whose `Accept-Encoding` header lists these (a transfer coding other than `chunked`, `Transfer-Encoding: gzip, chunked`, is a 501: compress with `Content-Encoding`). [CloudEvents](https://cloudevents.io) are recognised in every mode of the HTTP binding: binary (`ce-*` headers, the body is the data), structured (`application/cloudevents+json`) and batched (`application/cloudevents-batch+json`, the events handled in order and answered together; on a failure the answer says how many were delivered before it); a missing or malformed required attribute is a 400 `EG_CLOUDEVENT_INVALID` naming it. The attributes travel as the message's `ce_<name>` headers and `$ce` in expressions; the data is the value. A JSON body goes on to brokers and webhooks as the client wrote it (spacing, number spelling, escapes) wherever no step changed the value; a transform's result is written as JSON. Request headers travel with the message, except hop-by-hop, credential and content-negotiation headers (`host`, `connection`, `content-length`, `authorization`, `cookie`, `accept*`, `user-agent`, ...) and the fetch metadata browsers add (`sec-*`, `priority`, `dnt`, `upgrade-insecure-requests`); a header value is read as UTF-8 (what curl and Go send for `Jürgen`), one that is not valid UTF-8 as Latin-1 (a byte per character, as Python's urllib and node's own client send `ü`). " +
       'A request with `Expect: 100-continue` (curl sends it with a body over 1 MiB) gets its `100 Continue` only once its head passed what the head alone decides (path, method, content type and coding, a declared length over `maxBodyBytes`): a refusal comes instead, before the body is sent, and closes the connection; another expectation is a 417. Every input is bounded (body, head size, header count, time to send, connections, JSON depth) with safe defaults; JSON bodies with `__proto__` keys, invalid UTF-8 or numbers beyond a double are refused with 400 (docs/security.md). On shutdown new requests get 503 `EG_SHUTTING_DOWN` while those in flight finish; one still in flight when `admin.drainTimeoutMs` runs out gets that 503 too, its detail saying whether its message may have been delivered or its body had not all arrived. Requests a client pipelines on one connection get one answer each, in order, only the last with `Connection: close`. With `tls` it serves HTTPS, and with `http2: true` HTTP/2 as well to the clients that offer it (one connection for all requests and event streams of a browser; docs/http-edge.md); with `cors`, browsers on the listed origins may call it, and browser requests from other origins are refused with 403. ' +
       "A route `to: {listener, path}` on an http listener makes `GET <path>` with `Accept: text/event-stream` a [Server-Sent Events](https://html.spec.whatwg.org/multipage/server-sent-events.html) stream (`EventSource` in browsers, `curl -N`): each message is one event (`data:` the value as JSON, or the envelope / structured CloudEvent with `format`; `event:` the CloudEvent type when there is one, other than one of the gateway's own notices, `eventgate.*`; `id:` the position in the source topic as `<partition>:<offset>`, one pair per partition; on a path several routes feed, `<route>=<positions>` per route, `;`-separated). A client that reconnects with `Last-Event-ID` (a new EventSource, which cannot send it: `?lastEventId=` in the URL; the header wins) first gets, through the route's chain, what the broker still retains after that position (memory topics: their `retain` messages; Kafka: what the cluster retains, up to 10 000 records; a NATS JetStream subject: what its stream holds, up to 10 000 messages; MQTT, AMQP and core NATS keep no position, so their events have no id), then the live stream, with no gap and no duplicate; when some of it is no longer retained an `eventgate.resume` event with `gap: true` says so. A forward path with parameters (`/events/:room`) is filled from the path parameters of the same names the message has: a message published on `/room/:room` reaches the streams of its own room only, one without them (consumed from a broker) every stream whose path the forward path matches. The target's `auth` is checked before the stream opens (401/403), and before a `406` for a request without that `Accept` or a `405` for another method, which are told only to a client it admits; heartbeat comments keep idle streams open through proxies; over HTTP/1.1 a stream is its connection's last answer (`Connection: close`): nothing a client pipelines behind the `GET` is published, and a connection with more than 16 requests behind its stream is closed; a client that does not read is disconnected once `events.maxBufferedBytes` are waiting for it. Streams stay open through a reload while some route still forwards to their path, the route changed or not (as do those of a path whose parameters it only renames); a stream the gateway ends because its credential expired or was revoked, a reload took its origin off `cors.origins`, or a reload removed its path, gets a last `eventgate.end` event (`{\"status\":401|403|404,\"reason\":...}`), since the browser's reconnect would be refused with a status no page can read.",
     example:

@@ -605,9 +605,11 @@ export class RecordProducer {
       return;
     }
     const refusal = refusalOf(e);
-    if (refusal && batch.length > 1 && onePartition(batch)) {
-      // Kafka refused the partition's batch as a whole (nothing of it was written) for what may be
-      // one record of it: each is sent again alone, so only a record that is itself refused fails.
+    if (refusal && batch.length > 1) {
+      // Kafka refused each partition's batch as a whole (nothing of it was written) for what may be
+      // one record of one of them (a response in which every partition failed is thrown as its
+      // first partition's error: ./produce-request.ts): each record is sent again alone, so only
+      // a record that is itself refused fails, whichever partitions the request held.
       this.log.warn({ records: batch.length, err: e.message }, 'produce request refused; sending its records one by one');
       this.requeue(batch, true);
       return;
@@ -749,12 +751,6 @@ function refusalOf(err: Error): ((topic: string) => Problem) | undefined {
     e = (e as { cause?: unknown; originalError?: unknown }).cause ?? (e as { originalError?: unknown }).originalError;
   }
   return undefined;
-}
-
-/** Whether every record of the batch went to one partition of one topic (whose batch Kafka takes or refuses whole). */
-function onePartition(batch: Pending[]): boolean {
-  const { topic, record } = batch[0]!;
-  return batch.every((p) => p.topic === topic && p.record.partition === record.partition && p.record.partition !== undefined);
 }
 
 /** What a record adds to a batch, as producer.maxBatchBytes counts it: its key, value and headers (names and values). */

@@ -141,6 +141,35 @@ export function resetWhenGivenUp(client: MqttClient): void {
 }
 
 /**
+ * Keeps mqtt.js from giving a consume route's connection up for keepalive when its PINGRESP is
+ * only behind packets not read yet: mqtt.js reads a packet once the one before was let go of, and
+ * the route stops letting go past MAX_IN_HAND messages in hand (subscription.ts), so a PINGRESP
+ * behind a backlog — a QoS 0 flood, or mosquitto 2.0 sending a route many times its window once a
+ * held message is acknowledged — went unread, and mqtt.js reset a live connection: QoS 0 messages
+ * in its socket lost, QoS 1 and 2 ones whose acknowledgement was still out sent and delivered
+ * again. `reading()`: how many packets the route has read so far, and whether it holds the reading.
+ * A packet read since the PINGREQ, or a reading held, answers for the connection: the keepalive
+ * starts over (the next PINGREQ a keepalive later). A connection that brings nothing while the
+ * route reads on is still given up 1.5 keepalives after the last PINGRESP.
+ */
+export function keepWhileReading(client: MqttClient, reading: () => { read: number; held: boolean }): void {
+  const giveUp = client.onKeepaliveTimeout;
+  const ping = client.sendPing;
+  // Another mqtt.js: its own keepalive as it is.
+  if (typeof giveUp !== 'function' || typeof ping !== 'function' || typeof client.reschedulePing !== 'function') return;
+  let readAtPing = reading().read;
+  client.sendPing = function (this: MqttClient) {
+    readAtPing = reading().read;
+    ping.call(this);
+  };
+  client.onKeepaliveTimeout = function (this: MqttClient) {
+    const now = reading();
+    if (now.held || now.read !== readAtPing) this.reschedulePing(true);
+    else giveUp.call(this);
+  };
+}
+
+/**
  * A connection's options. `receiveMaximum` (a consume route's, MQTT 5): the QoS 1 and 2 messages
  * the server may have in flight to it, unacknowledged.
  */

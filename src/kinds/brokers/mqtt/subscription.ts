@@ -9,12 +9,12 @@ import { fromMqttProperties } from '../../../codecs/cloudevents.js';
 import { payloadMessage, type Message } from '../../../core/message.js';
 import type { BrokerTelemetry, Health, Qos, StopOptions, SubscribeSpec } from '../../contracts.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
-import { handOver, Relay, singleValued } from '../acknowledgement.js';
+import { handOver, Relay, repeatedHeaders, singleValued } from '../acknowledgement.js';
 import { InFlightWindow } from '../../../core/in-flight-window.js';
 import { within } from '../../../core/within.js';
 import type { MqttSettings } from '../mqtt.js';
 import { acknowledgement, PUBACK, PUBREC } from './acks.js';
-import { ACKNOWLEDGED_BY_ROUTE, clientOptions, disconnect, Link, type MqttLib } from './connection.js';
+import { ACKNOWLEDGED_BY_ROUTE, clientOptions, disconnect, keepWhileReading, Link, type MqttLib } from './connection.js';
 import { countLive, leftSessions } from './sessions.js';
 import { qosFor, sharable } from './topics.js';
 
@@ -149,6 +149,7 @@ export class MqttSubscription {
     this.persistent = persistent;
     const client = lib.connect(settings.url, clientOptions(settings, clientId, persistent, RECEIVE_MAXIMUM));
     this.link = new Link(client, log, adopted ? `route ${spec.route}, session ${adopted} left by a reload` : `route ${spec.route}`);
+    keepWhileReading(client, () => ({ read: this.received, held: this.readOn !== undefined }));
     const filter = settings.sharedSubscriptions && !perInstance && sharable(spec.topic) ? `$share/${spec.group}/${spec.topic}` : spec.topic;
     this.filter = filter;
     this.live = persistent;
@@ -487,6 +488,8 @@ const TAKEN = (): Promise<boolean> => Promise.resolve(true);
 function toMessage(packet: IPublishPacket): Message {
   const props = packet.properties;
   const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
-  const headers = props ? fromMqttProperties(props.userProperties ? singleValued(Object.entries(props.userProperties)) : {}, props.contentType) : {};
-  return payloadMessage(payload, { headers, topic: packet.topic, partition: null, offset: null, timestamp: Date.now() });
+  const entries = props?.userProperties ? Object.entries(props.userProperties) : [];
+  const headers = props ? fromMqttProperties(singleValued(entries), props.contentType) : {};
+  const repeated = entries.length > 0 ? repeatedHeaders(entries, headers) : undefined;
+  return payloadMessage(payload, { headers, topic: packet.topic, partition: null, offset: null, timestamp: Date.now() }, repeated);
 }

@@ -6,7 +6,7 @@
 
 import type { JsMsg, Msg, MsgHdrs } from 'nats';
 import { offsetText, payloadMessage, type Message } from '../../../core/message.js';
-import { singleValued } from '../acknowledgement.js';
+import { repeatedHeaders, singleValued } from '../acknowledgement.js';
 
 /**
  * Header names the gateway reads by their lower-case spelling (core/message.ts, the CloudEvents
@@ -24,7 +24,7 @@ const CASE_FREE_LENGTHS = new Set([...CASE_FREE_NAMES.keys()].map((n) => n.lengt
  * route on the broker stalled until the connection was dropped as stale. Such a block is read
  * here instead, its names as they came (a target that cannot carry one refuses the message).
  */
-export function consumedHeaders(m: Msg | JsMsg): Record<string, string> {
+export function consumedHeaders(m: Msg | JsMsg): ConsumedHeaders {
   let h: MsgHdrs | undefined;
   try {
     h = m.headers;
@@ -33,11 +33,22 @@ export function consumedHeaders(m: Msg | JsMsg): Record<string, string> {
     const inner = (m as { msg?: Msg }).msg ?? m;
     const raw = inner as unknown as { _rdata?: Uint8Array; _msg?: { hdr?: number } };
     const end = raw._msg?.hdr ?? -1;
-    if (raw._rdata === undefined || end < 0) return {};
-    return caseFree(singleValued(looseHeaders(Buffer.from(raw._rdata.subarray(0, end)).toString('utf8'))));
+    if (raw._rdata === undefined || end < 0) return { headers: {} };
+    return readHeaders(looseHeaders(Buffer.from(raw._rdata.subarray(0, end)).toString('utf8')));
   }
-  if (!h) return {};
-  return caseFree(singleValued(h.keys().map((k) => [k, h.values(k)] as [string, string[]])));
+  if (!h) return { headers: {} };
+  return readHeaders(h.keys().map((k) => [k, h.values(k)] as [string, string[]]));
+}
+
+/** A consumed message's headers (the last value of a repeated name), and every value of those it repeats, for a Kafka target (repeatedHeaders). */
+export interface ConsumedHeaders {
+  headers: Record<string, string>;
+  repeated?: Record<string, Buffer[]>;
+}
+
+function readHeaders(entries: [string, string[]][]): ConsumedHeaders {
+  const headers = caseFree(singleValued(entries));
+  return { headers, repeated: repeatedHeaders(entries, headers) };
 }
 
 /** A header block's `name: value` lines, as the client reads them but taking any name. */
@@ -68,17 +79,22 @@ function caseFree(out: Record<string, string>): Record<string, string> {
   return out;
 }
 
-export function coreMessage(data: Buffer, subject: string, headers: Record<string, string>, at: number): Message {
-  return payloadMessage(data, { headers, topic: subject, partition: null, offset: null, timestamp: at });
+export function coreMessage(data: Buffer, subject: string, { headers, repeated }: ConsumedHeaders, at: number): Message {
+  return payloadMessage(data, { headers, topic: subject, partition: null, offset: null, timestamp: at }, repeated);
 }
 
 export function streamMessage(m: JsMsg): Message {
-  return payloadMessage(Buffer.from(m.data), {
-    headers: consumedHeaders(m),
-    topic: m.subject,
-    partition: 0,
-    offset: offsetText(m.seq),
-    // JetStream timestamps are nanoseconds.
-    timestamp: Math.floor(m.info.timestampNanos / 1e6),
-  });
+  const { headers, repeated } = consumedHeaders(m);
+  return payloadMessage(
+    Buffer.from(m.data),
+    {
+      headers,
+      topic: m.subject,
+      partition: 0,
+      offset: offsetText(m.seq),
+      // JetStream timestamps are nanoseconds.
+      timestamp: Math.floor(m.info.timestampNanos / 1e6),
+    },
+    repeated,
+  );
 }

@@ -94,6 +94,9 @@ export function subjectCovers(pattern: string, filter: string): boolean {
   return p.length === f.length;
 }
 
+/** A group's JetStream consumer name: no `.`, `*`, `>`, whitespace or path separators. */
+export const consumerName = (group: string) => group.replace(/[^A-Za-z0-9_-]/g, '_');
+
 /** The stream whose subjects hold every subject of `filter`, if any: messages there are JetStream's. */
 export function streamFor(settings: NatsSettings, filter: string): [string, NatsStream] | undefined {
   return Object.entries(settings.streams).find(([, s]) => s.subjects.some((p) => subjectCovers(p, filter)));

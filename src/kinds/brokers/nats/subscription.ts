@@ -16,9 +16,9 @@ import { reconnectBackoff } from '../../../core/backoff.js';
 import { FLOOD_LOG_INTERVAL_MS, RateLimitedWarning } from '../../../core/rate-limited-warning.js';
 import { sleep } from '../../../core/within.js';
 import { MissingTopology, notFoundOn } from '../missing-topology.js';
-import { coreMessage, consumedHeaders, streamMessage } from './consumed.js';
+import { coreMessage, consumedHeaders, streamMessage, type ConsumedHeaders } from './consumed.js';
 import { lib } from './lib.js';
-import { streamFor } from './subjects.js';
+import { consumerName, streamFor } from './subjects.js';
 
 /** What a subscription needs of its broker: the streams the broker declared, and their state. */
 export interface StreamHost {
@@ -46,9 +46,6 @@ const NAK = new TextEncoder().encode('-NAK');
  * sent after it then queues it anew, in the order the route gives its messages back.
  */
 const NAK_REQUEUED = new TextEncoder().encode('-NAK {"delay":1}');
-
-/** JetStream consumer names: no `.`, `*`, `>`, whitespace or path separators. */
-const consumerName = (group: string) => group.replace(/[^A-Za-z0-9_-]/g, '_');
 
 /** A JetStream consumer's unacknowledged messages, in pulls (`prefetch`): room for windows lost with connections, and for other instances sharing it. */
 const MAX_ACK_PENDING_WINDOWS = 10;
@@ -151,7 +148,7 @@ export class NatsSubscription {
    * is at most once, and nats-server drops for a slow consumer too.
    */
   private consumeCore(nc: NatsConnection): Promise<void> {
-    const queue: { data: Buffer; subject: string; headers: Record<string, string>; at: number }[] = [];
+    const queue: { data: Buffer; subject: string; headers: ConsumedHeaders; at: number }[] = [];
     let head = 0;
     let pending = 0;
     let pumping: Promise<void> | undefined;
