@@ -70,11 +70,15 @@ async function upload(gateway: AdminSource, target: AsyncApiPlan, text: string, 
   // large document) is newer than the upload, and writing over it lost it without a word.
   const before = await readText(target.file);
   const checked = await gateway.load(new Map([[target.file, text]]));
+  // A diagnostic may quote a config value: no secret leaves the gateway in the answer (docs/security.md).
+  const secrets = new Set([...(gateway.plan?.secretValues ?? []), ...(checked.secrets ?? [])]);
+  const configFile = gateway.plan!.file;
   if (!checked.plan) {
-    // A diagnostic may quote a config value: no secret leaves the gateway in the answer (docs/security.md).
-    const diagnostics = redact(checked.diagnostics, new Set([...(gateway.plan?.secretValues ?? []), ...(checked.secrets ?? [])]));
-    return sendRefusal(res, refusal(target, diagnostics), diagnostics, gateway.plan!.file);
+    const diagnostics = redact(checked.diagnostics, secrets);
+    return sendRefusal(res, refusal(target, diagnostics), diagnostics, configFile);
   }
+  // What `eventgate validate` prints on stderr for the config with this document (a field the new payload no longer declares): said in the answer too, not only in the log.
+  const warnings = relativeTo(configFile, redact(checked.warnings ?? [], secrets)).map((w) => formatDiagnostic({ ...w, message: `warning: ${w.message}` }));
   if ((await readText(target.file)) !== before) {
     return sendProblem(
       res,
@@ -101,7 +105,7 @@ async function upload(gateway: AdminSource, target: AsyncApiPlan, text: string, 
     );
   }
   gateway.logger.info({ file: target.asWritten, version: result.version }, 'AsyncAPI document uploaded');
-  sendJson(res, 200, { result: result.result, version: result.version, file: target.asWritten });
+  sendJson(res, 200, { result: result.result, version: result.version, file: target.asWritten, ...(warnings.length > 0 ? { warnings } : {}) });
 }
 
 /** 422 when the document itself (or the config with it) does not load; 409 when it parses but lacks what the config names. */
@@ -121,9 +125,7 @@ function refusal(target: AsyncApiPlan, diagnostics: Diagnostic[]): Problem {
 
 /** Diagnostics name files relative to the config's directory, as the config (and `?file=`) write them. */
 function sendRefusal(res: ServerResponse, p: Problem, found: Diagnostic[], configFile: string): void {
-  const dir = dirname(resolve(configFile));
-  // Whoever uploads learns nothing about the host's file system: no absolute path of the config's directory.
-  const diagnostics = found.map((d) => ({ ...d, file: relative(dir, resolve(d.file)), message: d.message.split(`${dir}/`).join('') }));
+  const diagnostics = relativeTo(configFile, found);
   const errors = diagnostics.map(formatDiagnostic);
   const text = JSON.stringify({
     ...problemBody({ ...p, errors }),
@@ -131,6 +133,12 @@ function sendRefusal(res: ServerResponse, p: Problem, found: Diagnostic[], confi
   });
   res.writeHead(p.status, { 'content-type': 'application/problem+json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
+}
+
+/** Whoever uploads learns nothing about the host's file system: no absolute path of the config's directory. */
+function relativeTo(configFile: string, found: Diagnostic[]): Diagnostic[] {
+  const dir = dirname(resolve(configFile));
+  return found.map((d) => ({ ...d, file: relative(dir, resolve(d.file)), message: d.message.split(`${dir}/`).join('') }));
 }
 
 function unknownFile(file: string | null, docs: readonly AsyncApiPlan[]): Problem {

@@ -249,14 +249,16 @@ JSONata expressions see the message value as input and these variables: \`$key\`
 \`$topic\`, \`$route\`, and for HTTP input and WebSocket frames \`$path\` (path parameters) and \`$query\`
 (query string of the request or of the WebSocket handshake; repeated keys become lists); after an \`auth\` step, \`$principal\` (who sent it) and
 \`$claims\` (the JWT's claims); after a \`validate\` step that names an AsyncAPI message or channel,
-\`$message\` (the message's id) and \`$channel\` (its channel key), both \`null\` otherwise (see
-[asyncapi.md](asyncapi.md)). Expressions are compiled once per load, never per message; a call of a
+\`$message\` (the message's id) and \`$channel\` (its channel key) (see
+[asyncapi.md](asyncapi.md)); \`$key\` is \`null\` for HTTP and WebSocket input and for mqtt, amqp and nats messages, which carry no key. Expressions are compiled once per load, never per message; a call of a
 function that does not exist, a variable nothing binds (\`$header\` for \`$headers\`, which
 JSONata would read as no value for every message; so is \`$principal\` or \`$claims\` where no
 \`auth\` step of the route comes before: a ratelimit \`key\` ahead of the auth step, a target's
 \`key\` on a route without one, a shared chain's step when no route using it has one before it; and
+\`$message\` or \`$channel\` where no such \`validate\` step of the route comes before, the same way;
 \`$path\` or \`$query\` on a route from a broker or a kafka listener, and \`$path.room\` where the
-route's path has no \`:room\`), or a call of a built-in function with more or
+route's path has no \`:room\`; and \`$key\` on a route from an http or websocket listener or an mqtt, amqp or nats broker, whose
+messages have no key), or a call of a built-in function with more or
 fewer arguments than it ever takes (\`$uppercase(a, b)\`, \`$map(xs)\`, which JSONata would refuse
 for every message; an argument left to the context, \`$uppercase()\`, and the value before \`~>\`
 count), or a call given a literal argument of a type its signature refuses whatever the other
@@ -281,8 +283,10 @@ refuses: after \`onInvalid: tag\` any message goes on), or the name is close to 
 case, \`Id\` for \`id\`, so \`ts\` or \`v\` beside an \`id\` is not taken for a typo), since JSONata
 reads a missing field as no value. The names read are those of the input: a path's first step,
 and \`$$.name\` wherever it is written (\`$$\` is the input inside filters and functions too), not a
-later step's or an item's. A \`required\` field counts as declared, and a schema giving \`additionalProperties\` a
-schema of its own (a map of readings) is not checked. Header
+later step's or an item's. A \`required\` field counts as declared, the schemas of an \`allOf\` (an
+AsyncAPI payload composed of a base and its own fields) each add theirs (such a composition is
+never taken as allowing no others), a \`cloudevent\` step keeps the value (it is the event's data),
+and a schema giving \`additionalProperties\` a schema of its own (a map of readings) is not checked. Header
 names in \`$headers\` are as the message has them: HTTP and WebSocket clients' headers are in lower
 case whatever case the client sent (\`$headers."x-source"\`); Kafka, MQTT, AMQP and NATS headers keep
 their producer's spelling. Kafka record headers, keys and values are bytes, and expressions, envelopes

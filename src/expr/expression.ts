@@ -125,10 +125,12 @@ interface JsonataError {
 export const GATEWAY_VARIABLES = ['key', 'headers', 'topic', 'route', 'path', 'query', 'principal', 'claims', 'message', 'channel', 'ce'] as const;
 
 /**
- * The variables only some places bind: `$principal` and `$claims` after an `auth` step, `$path`
- * and `$query` on routes from a request path (an http or websocket listener); elsewhere they have no value.
+ * The variables only some places bind: `$principal` and `$claims` after an `auth` step,
+ * `$message` and `$channel` after a validate step naming an AsyncAPI message or channel, `$path`
+ * and `$query` on routes from a request path (an http or websocket listener), `$key` on routes
+ * from anything but one; elsewhere they have no value.
  */
-export const PLACE_VARIABLES = ['principal', 'claims', 'path', 'query'] as const;
+export const PLACE_VARIABLES = ['principal', 'claims', 'message', 'channel', 'path', 'query', 'key'] as const;
 
 /**
  * Where an expression is written: `gateway.yaml:33`, or a function that gives that with no

@@ -148,6 +148,12 @@ export interface CompiledStep {
   readonly accepts?: readonly { schema: unknown; message: string | null; named?: string; draft?: '04' | '07' | '2019' | '2020' }[];
   /** What leaves the step is among `accepts`: it stops the others (`onInvalid: reject` or `deadletter`), where `tag` lets them on. */
   readonly stopsInvalid?: boolean;
+  /**
+   * The gateway variables the step gives a value for the steps after it and the route's targets
+   * (`principal` after an auth step): read where no step of the route binds them, they are config
+   * errors (src/plan/variable-reads.ts).
+   */
+  readonly binds?: readonly string[];
   /** The step never changes a message's value (it may drop, divert or tag it): validate steps after it still check what the client sent. */
   readonly keepsValue?: boolean;
   run(msg: Message, ctx: MessageContext): StepResult | Promise<StepResult>;

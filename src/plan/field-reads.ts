@@ -20,8 +20,14 @@ interface DeclaredFields {
   place: string;
 }
 
-/** Keywords that let a schema's properties come from elsewhere: its fields are then not its `properties`. */
-const OPEN_ENDED = ['patternProperties', 'allOf', 'anyOf', 'oneOf', 'if', 'then', 'else', 'dependentSchemas', 'dependencies', '$dynamicRef', '$recursiveRef', 'not'];
+/**
+ * Keywords that let a schema's properties come from elsewhere: its fields are then not its
+ * `properties`. Not `allOf`, whose schemas' fields a message has all of (fieldsOf).
+ */
+const OPEN_ENDED = ['patternProperties', 'anyOf', 'oneOf', 'if', 'then', 'else', 'dependentSchemas', 'dependencies', '$dynamicRef', '$recursiveRef', 'not'];
+
+/** How deep `allOf`s within `allOf`s are followed (a document's composition is a level or two). */
+const MAX_ALL_OF_DEPTH = 8;
 
 /**
  * Warns of the fields a route's expressions read that its validate steps' schemas do not declare:
@@ -71,17 +77,40 @@ function declaredFields(accepts: NonNullable<CompiledChainStep['step']['accepts'
   const names = new Set<string>();
   let closed = stops;
   for (const { schema } of accepts) {
-    const root = resolveRoot(schema);
-    if (!root || typeof root.properties !== 'object' || root.properties === null) return undefined;
-    if (OPEN_ENDED.some((k) => k in root)) return undefined;
-    // A schema for the other properties (`additionalProperties: {type: number}`, a map of readings) says they are meant.
-    if (isSchemaObject(root.additionalProperties) || isSchemaObject(root.unevaluatedProperties)) return undefined;
-    for (const k of Object.keys(root.properties)) names.add(k);
-    // A required field every message has, even when `properties` does not describe it.
-    if (Array.isArray(root.required)) for (const k of root.required) if (typeof k === 'string') names.add(k);
-    if (root.additionalProperties !== false && root.unevaluatedProperties !== false) closed = false;
+    const fields = fieldsOf(schema, schema, 0);
+    if (!fields) return undefined;
+    for (const k of fields.names) names.add(k);
+    closed &&= fields.closed;
   }
   return names.size === 0 ? undefined : { names, closed, place };
+}
+
+/**
+ * The fields a schema (`node`, within the document `doc`) declares, and whether it allows no
+ * others; undefined when its fields come from where they cannot be told plainly. An `allOf`'s
+ * schemas (an AsyncAPI payload composed of a base and its own fields) add theirs; such a
+ * composition is never taken as closed: an `additionalProperties: false` in one of its schemas
+ * refuses the others' fields too, which ajv judges, not this.
+ */
+function fieldsOf(node: unknown, doc: unknown, depth: number): { names: Set<string>; closed: boolean } | undefined {
+  const root = resolveRef(node, doc);
+  if (!root || OPEN_ENDED.some((k) => k in root)) return undefined;
+  const composed = root.allOf !== undefined;
+  if (!composed && (typeof root.properties !== 'object' || root.properties === null)) return undefined;
+  // A schema for the other properties (`additionalProperties: {type: number}`, a map of readings) says they are meant.
+  if (isSchemaObject(root.additionalProperties) || isSchemaObject(root.unevaluatedProperties)) return undefined;
+  const names = new Set<string>(isSchemaObject(root.properties) ? Object.keys(root.properties!) : []);
+  // A required field every message has, even when `properties` does not describe it.
+  if (Array.isArray(root.required)) for (const k of root.required) if (typeof k === 'string') names.add(k);
+  if (composed) {
+    if (!Array.isArray(root.allOf) || depth >= MAX_ALL_OF_DEPTH) return undefined;
+    for (const part of root.allOf) {
+      const fields = fieldsOf(part, doc, depth + 1);
+      if (!fields) return undefined;
+      for (const k of fields.names) names.add(k);
+    }
+  }
+  return { names, closed: !composed && (root.additionalProperties === false || root.unevaluatedProperties === false) };
 }
 
 type SchemaObject = Record<string, unknown> & { properties?: Record<string, unknown> };
@@ -90,9 +119,9 @@ function isSchemaObject(v: unknown): boolean {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** The schema a root `$ref` into the same document (`#/$defs/order`, as a bundled file schema has) stands for. */
-function resolveRoot(schema: unknown): SchemaObject | undefined {
-  let node = schema;
+/** The schema a `$ref` into the same document (`#/$defs/order`, as a bundled file schema has) stands for, or `node` itself without one. */
+function resolveRef(start: unknown, schema: unknown): SchemaObject | undefined {
+  let node = start;
   for (let hops = 0; hops < 8; hops++) {
     if (typeof node !== 'object' || node === null || Array.isArray(node)) return undefined;
     const ref = (node as SchemaObject).$ref;

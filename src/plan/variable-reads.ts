@@ -5,8 +5,12 @@
  * - `$principal` and `$claims` in a step before the route's first `auth` step, or in its targets
  *   (`key`, a computed `topic`, a webhook's `url`, `headers`, `orderBy`) on a route with none. A
  *   filter on them dropped everything, a ratelimit keyed on them keyed on the address.
+ * - `$message` and `$channel` likewise before the route's first validate step naming an AsyncAPI
+ *   message or channel, or in its targets on a route with none (the step's `binds`).
  * - `$path` and `$query` on a route that takes no request (from a broker, or a kafka listener),
  *   and `$path.name` where the route's path has no parameter `name`.
+ * - `$key` on a route from an http or websocket listener, or from an mqtt, amqp or nats broker:
+ *   a request, a frame or such a message has no key, and no step gives a message one.
  * A shared chain's expression is said only when none of the routes using it binds the variable:
  * one that stamps `$principal` where there is one serves routes with and without auth. Its
  * routes that lack it for different reasons (one from a broker, one whose path has no such
@@ -22,6 +26,13 @@ import type { CompiledChainStep } from './steps.js';
 /** What the route's source binds: its request path's parameters, or `none` for a route without one. */
 export type RequestPath = { path: string; parameters: readonly string[] } | 'none';
 
+/** A route's source, as its variables see it; each undefined when the source has a problem of its own. */
+export interface RouteSource {
+  request: RequestPath | undefined;
+  /** Why its messages never have a key (`takes HTTP or WebSocket requests`, `reads broker 'devices', an mqtt broker`), undefined when they may. */
+  keyless: { it: string; they: string } | undefined;
+}
+
 interface Unbound {
   at: PathPart[];
   index: number;
@@ -36,20 +47,30 @@ interface Unbound {
 
 /** Why a route does not bind a variable it reads, and what to say of the routes that do not for that reason. */
 interface Cause {
-  why: 'no auth step' | 'no request' | 'no such parameter';
+  /** `no binding step`, `no request`, `no such parameter`, or the source's reason for having no key. */
+  why: string;
   say: (routes: string[]) => string;
 }
+
+/** The steps that bind a variable, for what is said where none does. */
+const BINDERS: Record<string, string> = {
+  principal: 'an auth step',
+  claims: 'an auth step',
+  message: 'a validate step naming an AsyncAPI message or channel',
+  channel: 'a validate step naming an AsyncAPI message or channel',
+};
 
 /** The reads of every route, noted route by route (note()), said once all are compiled (report()). */
 export class UnboundReads {
   private readonly reads = new Map<VariableRead, Unbound>();
 
-  note(route: string, request: RequestPath | undefined, steps: readonly CompiledChainStep[], targets: CompiledChainStep['expressions']): void {
-    let authed = false;
+  /** `complete`: every step of the route compiled; otherwise the one missing may bind any variable a step binds (its problem is said, and is to fix first). */
+  note(route: string, source: RouteSource, steps: readonly CompiledChainStep[], targets: CompiledChainStep['expressions'], complete = true): void {
+    const bound = new Set<string>(complete ? [] : Object.keys(BINDERS));
     const check = (expressions: CompiledChainStep['expressions'], where: string) => {
       for (const { expression, at } of expressions)
         for (const read of expression.placeReads) {
-          const cause = unbound(read, authed, request, where);
+          const cause = unbound(read, bound, source, where);
           let entry = this.reads.get(read);
           if (!entry) this.reads.set(read, (entry = { at, index: read.index, bound: false, causes: new Map() }));
           if (cause === undefined) {
@@ -64,7 +85,7 @@ export class UnboundReads {
     for (const s of steps) {
       // A ratelimit keyed on `$principal` runs before the auth step after it.
       check(s.expressions, 'before this step');
-      if (s.step.kind === 'auth') authed = true;
+      for (const name of s.step.binds ?? []) bound.add(name);
     }
     check(targets, 'in its steps');
   }
@@ -83,14 +104,23 @@ function routesText(routes: string[]): string {
   return named.length === 1 ? `route ${named[0]}` : `routes ${named.slice(0, -1).join(', ')} and ${named.at(-1)}`;
 }
 
-function unbound(read: VariableRead, authed: boolean, request: RequestPath | undefined, where: string): Cause | undefined {
+function unbound(read: VariableRead, bound: ReadonlySet<string>, { request, keyless }: RouteSource, where: string): Cause | undefined {
   const { name, member } = read;
   const never = 'so it would read no value for every message';
-  if (name === 'principal' || name === 'claims') {
-    if (authed) return undefined;
+  const binder = BINDERS[name];
+  if (binder !== undefined) {
+    if (bound.has(name)) return undefined;
     return {
-      why: 'no auth step',
-      say: (routes) => `$${name} has no value here: only an auth step sets it, and ${routesText(routes)} ${routes.length === 1 ? 'has' : 'have'} none ${where}, ${never}`,
+      why: 'no binding step',
+      say: (routes) => `$${name} has no value here: only ${binder} sets it, and ${routesText(routes)} ${routes.length === 1 ? 'has' : 'have'} none ${where}, ${never}`,
+    };
+  }
+  if (name === 'key') {
+    if (keyless === undefined) return undefined;
+    return {
+      why: `no key: ${keyless.it}`,
+      say: (routes) =>
+        `$key has no value here: the messages of ${routesText(routes)} have no key (${routes.length === 1 ? `it ${keyless.it}` : `they ${keyless.they}`}; only Kafka records and memory broker messages have one), so it would read null for every message`,
     };
   }
   if (request === undefined) return undefined; // the route's source has a problem of its own

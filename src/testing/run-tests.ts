@@ -137,6 +137,15 @@ async function runUnredacted(plan: Plan, test: TestCase, registry: KindRegistry)
     from.type === 'listener' && listenerKind !== undefined && registry.listeners.get(listenerKind)?.routesBy === 'topic'
       ? (plan.listeners.get(from.listener)!.options as { upstream?: string }).upstream
       : undefined;
+  // A request, a frame and an mqtt, amqp or nats message have no key: one given here would be a value the running gateway never sees.
+  const keyless =
+    from.type === 'broker'
+      ? registry.brokers.get(plan.brokers.get(from.broker)?.kind ?? '')?.keyless !== undefined
+      : upstream === undefined && (listenerKind === 'http' || listenerKind === 'websocket');
+  if (keyless && test.input.key !== null && test.input.key !== undefined) {
+    const source = from.type === 'broker' ? `reads broker '${from.broker}', whose messages have no key` : 'takes requests, which have no key';
+    return fail('input.key', `no key: route '${test.route}' ${source} (leave input.key out)`, show(test.input.key), test.input.at('key'));
+  }
   const lowerHeaders = Object.fromEntries(Object.entries(test.input.headers).map(([k, v]) => [k.toLowerCase(), v]));
   let headers = test.input.headers;
   let value = test.input.value;

@@ -60,6 +60,12 @@ routes:
   - name: other
     from: {listener: api, path: /other}
     to: {broker: local, topic: other}
+  - name: levels
+    from: {listener: api, path: /levels}
+    through:
+      - validate: {channel: alerts}
+      - filter: level > 1
+    to: {broker: local, topic: levels}
 `;
 }
 
@@ -101,6 +107,24 @@ describe('uploaded AsyncAPI documents cannot read files or reach the network', (
   });
   after(() => {
     if (outside) rmSync(dirname(outside), { recursive: true, force: true });
+  });
+
+  it('applies a document that makes a field the config reads undeclared, and says the warning in its answer as `eventgate validate` does (1652)', async () => {
+    const closed = documentWith('{type: object, additionalProperties: false, properties: {lvl: {type: integer}}}');
+    try {
+      const res = await put(closed);
+      const body = (await res.json()) as { result: string; warnings?: string[] };
+      assert.equal(res.status, 200, JSON.stringify(body));
+      assert.equal(body.result, 'applied');
+      assert.deepEqual(body.warnings, [
+        "gateway.yaml:22:17: warning: 'level' is not a field of the message: no message the validate step at gateway.yaml:21:9 lets through has it (its schema allows no other properties), so this reads no value",
+      ]);
+    } finally {
+      const back = await put(plain);
+      const body = (await back.json()) as { result: string; warnings?: string[] };
+      assert.equal(back.status, 200, JSON.stringify(body));
+      assert.equal(body.warnings, undefined, 'no warning, no field');
+    }
   });
 
   it("refuses a $ref leading out of the config's directory with ..", async () => {

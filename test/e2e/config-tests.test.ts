@@ -168,6 +168,21 @@ describe('eventgate test', () => {
     );
   });
 
+  it('refuses input.key for a route from an http listener: a request has no key, so the running gateway never sees one (1596)', async () => {
+    const keyed = yaml(
+      'config: gateway.yaml',
+      'tests:',
+      '  - name: a key on a request',
+      '    route: orders',
+      '    input: { path: /orders/7, principal: bob, key: k1, value: { qty: 1 } }',
+      '    expect: { outcome: delivered }',
+    );
+    const dir = tempFiles({ 'gateway.yaml': config, 'keyed.tests.yaml': keyed });
+    const r = await runCliInProcess(['test', 'keyed.tests.yaml'], { cwd: dir });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /keyed\.tests\.yaml:5: input\.key\n\s+- expected: no key: route 'orders' takes requests, which have no key \(leave input\.key out\)\n\s+\+ actual: {3}"k1"\n/);
+  });
+
   it('fails a wrong expectation: exit 1, the test file:line, and expected vs actual', async () => {
     const wrong = tests
       .replace("value: { id: '42', by: alice, qty: 2, channel: web }", "value: { id: '42', by: bob, qty: 2, channel: web }")

@@ -1,16 +1,23 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { connect as tlsConnect } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { MAX_REQUESTS_IN_FLIGHT } from '../../src/kinds/listeners/kafka/connection.js';
 import { READ_BYTES } from '../../src/kinds/listeners/kafka/read-buffer.js';
 import { makeCertificates } from '../helpers/certificates.js';
-import { eventually, useGateway } from '../helpers/gateway.js';
-import { metadataRequest, produceRequest, recordBatch, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { eventually, repoRoot, useGateway } from '../helpers/gateway.js';
+import { kcatConsumeAll, metadataRequest, produceRequest, recordBatch, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { fetch } from '../helpers/http.js';
 
 const TOKEN = 'tap-token-in-flight';
+/** The kafka-idle listener's connectionsMaxIdleMs. */
+const IDLE_MS = 1000;
+const PYTHON_CLIENT = join(repoRoot, 'test', 'kafka', 'python-client.py');
 
 /** A Metadata v1 request for no topic (the brokers only), size prefix included. */
 const metadataFrame = (correlationId: number) => metadataRequest(correlationId, 'in-flight');
@@ -55,26 +62,29 @@ describe('kafka listener: requests in flight per client connection', () => {
   let kafka: KafkaCluster;
   let cluster: TcpProxy;
   let topic: string;
+  let idleTopic: string;
   const certs = makeCertificates();
 
   before(async () => {
     kafka = await startKafka({ brokers: 1 });
     topic = kafka.topic('in-flight');
     await kafka.createTopic(topic, 1);
+    idleTopic = kafka.topic('idle');
+    await kafka.createTopic(idleTopic, 1);
     cluster = await TcpProxy.start(Number(kafka.bootstrap.slice(kafka.bootstrap.lastIndexOf(':') + 1)));
   });
-  const gw = useGateway(
-    () => `
+  /** `kafkaInIdle`: kafka-in's connectionsMaxIdleMs (its default when undefined), which a reload changes. */
+  const config = (kafkaInIdle?: number) => `
 version: 1
 admin: { port: 0, token: ${TOKEN} }
 brokers:
   cluster: { kind: kafka, brokers: "127.0.0.1:${cluster.port}" }
 listeners:
-  kafka-in: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0 }
+  kafka-in: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0${kafkaInIdle === undefined ? '' : `, connectionsMaxIdleMs: ${kafkaInIdle}`} }
   kafka-tls: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0, tls: { cert: certs/server.pem, key: certs/server-key.pem } }
-`,
-    { files: { 'certs/server.pem': certs.a.cert, 'certs/server-key.pem': certs.a.key } },
-  );
+  kafka-idle: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0, connectionsMaxIdleMs: ${IDLE_MS} }
+`;
+  const gw = useGateway(() => config(), { files: { 'certs/server.pem': certs.a.cert, 'certs/server-key.pem': certs.a.key } });
   after(async () => {
     await cluster?.stop();
     await kafka?.stop();
@@ -138,5 +148,76 @@ listeners:
 
   it('holds back such a client over TLS (read as node:tls does, not into one buffer)', async () => {
     await holdsBack(30_000, (id) => produceFrame(id, topic), 'kafka-tls');
+  });
+
+  it('closes connections idle for connectionsMaxIdleMs, and a Kafka client (kafka-python) goes on through new ones (1634)', { timeout: 60_000 }, async () => {
+    const port = gw.port('kafka-idle');
+    // A client that connects and sends nothing, and one that left half a request: both closed.
+    const silent = await connected(port);
+    const half = await connected(port);
+    half.write(Buffer.from([0, 0, 0, 40, 0, 3]));
+    const closed = Promise.all([once(silent, 'close'), once(half, 'close')]);
+    const python = spawn('/usr/bin/python3', [PYTHON_CLIENT, 'produce', `127.0.0.1:${port}`, idleTopic, 'none'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stderr = '';
+    python.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    try {
+      const answers = createInterface({ input: python.stdout })[Symbol.asyncIterator]();
+      const produced = async (value: string) => {
+        python.stdin.write(`${value}\n`);
+        const line = await answers.next();
+        assert.equal(line.done, false, stderr);
+        assert.equal(JSON.parse(line.value as string).ok, true, line.value as string);
+      };
+      await produced('before-idle');
+      await closed;
+      // Every connection of the producer's was closed too (it sent nothing for IDLE_MS): it reconnects for its next record.
+      await eventually(async () => assert.equal((await statusOf('kafka-idle')).connections, 0), 15000);
+      await produced('after-idle');
+      python.stdin.end();
+      const [code] = (await once(python, 'exit')) as [number | null];
+      assert.equal(code, 0, stderr);
+    } finally {
+      python.kill();
+    }
+    assert.deepEqual(
+      (await kcatConsumeAll(kafka.bootstrap, idleTopic)).map((r) => r.value),
+      ['before-idle', 'after-idle'],
+    );
+  });
+
+  it('keeps a connection open past connectionsMaxIdleMs while the cluster owes it an answer, and closes it once idle after the answer (1634)', { timeout: 60_000 }, async () => {
+    const socket = await connected(gw.port('kafka-idle'));
+    const ids = readAnswers(socket);
+    let closed = false;
+    const closing = once(socket, 'close').then(() => (closed = true));
+    socket.write(metadataFrame(-1));
+    await eventually(() => assert.deepEqual(ids, [-1]));
+    cluster.holdReplies();
+    try {
+      socket.write(produceFrame(0, idleTopic));
+      // Three idle times with the produce request unanswered: a Fetch waiting for records looks the same.
+      await new Promise((r) => setTimeout(r, 3 * IDLE_MS));
+      assert.equal(closed, false, 'closed with a request in flight');
+    } finally {
+      cluster.releaseReplies();
+    }
+    await eventually(() => assert.deepEqual(ids, [-1, 0]));
+    await closing;
+    await eventually(async () => assert.equal((await statusOf('kafka-idle')).connections, 0));
+  });
+
+  it('applies a reloaded connectionsMaxIdleMs to connections already open (1634)', { timeout: 60_000 }, async () => {
+    // Open under kafka-in's default (10 minutes): the reload shortens it, and the open connection is closed idle.
+    const socket = await connected(gw.port('kafka-in'));
+    const closed = once(socket, 'close');
+    try {
+      const reload = await gw.reconfigure(config(IDLE_MS), 'gateway.yaml', { whole: true });
+      assert.equal(reload.msg, 'config reloaded', JSON.stringify(reload));
+      await closed;
+    } finally {
+      socket.destroy();
+      const back = await gw.reconfigure(config(), 'gateway.yaml', { whole: true });
+      assert.equal(back.msg, 'config reloaded', JSON.stringify(back));
+    }
   });
 });

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { runCliInProcess } from '../helpers/cli.js';
 import { runCli, tempFiles } from '../helpers/gateway.js';
+import { lightMeasuredPayload, streetlights30 } from '../helpers/asyncapi-fixtures.js';
 
 /** A config from its lines, so a test reads as "line N, column C" against the array index + 1. */
 function yaml(...lines: string[]): string {
@@ -755,6 +756,71 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     ]);
   });
 
+  it('refuses $message and $channel where no validate step naming an AsyncAPI message or channel binds them, and $key on a route from an http or websocket listener or an mqtt broker (1596)', async () => {
+    const lines = [
+      ...base.slice(0, 4),
+      '  devices: { kind: mqtt, url: "mqtt://127.0.0.1:1883" }', //                      5: the lines below are one further down
+      ...base.slice(4),
+      'asyncapi: streetlights.yaml', //                                                    12
+      'chains:', //                                                                        13
+      '  stamp:', //                                                                       14
+      "    - headers: { set: { ce-type: '$message' } }", //                                 15: route e binds it
+      '  bare:', //                                                                        16
+      "    - headers: { set: { x-channel: '$channel' } }", //                              17: no route using it binds it
+      'routes:', //                                                                        18
+      '  - name: e', //                                                                    19
+      '    from: { listener: api, path: /e }', //                                          20
+      '    through:', //                                                                   21
+      '      - filter: \'$message = "lightMeasured"\'', //                                 22: before the validate step
+      '      - validate: { message: lightMeasured }', //                                   23
+      '      - stamp', //                                                                  24
+      "    to: { broker: local, topic: e, key: '$channel' }", //                           25: fine, after it
+      '  - name: f', //                                                                    26
+      '    from: { listener: api, path: /f }', //                                          27
+      '    through: [stamp, bare]', //                                                     28
+      "    to: { broker: local, topic: f, key: '$key' }", //                               29: a request has no key
+      '  - name: g', //                                                                    30
+      '    from: { listener: push, path: /g }', //                                         31
+      "    through: [{ filter: '$exists($key)' }]", //                                     32: nor has a frame
+      '    to: { broker: local, topic: g }', //                                            33
+      '  - name: h', //                                                                    34
+      '    from: { broker: local, topic: e }', //                                          35
+      '    through: [{ filter: \'$key != "x"\' }]', //                                     36: fine, a consumed message has one
+      "    to: { broker: local, topic: h, key: '$key' }", //                               37
+      '  - name: m', //                                                                    38
+      '    from: { broker: devices, topic: lights }', //                                   39
+      '    through: [{ filter: \'$key = "x"\' }]', //                                     40: an mqtt message has no key either
+      '    to: { broker: local, topic: m }', //                                            41
+      '  - name: n', //                                                                    42
+      '    from: { listener: api, path: /n }', //                                          43
+      '    through:', //                                                                   44
+      '      - validate: { message: lightMeasurd }', //                                    45: its own error, the only one of the route
+      "      - headers: { set: { x-message: '$message' } }", //                            46: bound, once the step is put right
+      '    to: { broker: local, topic: n }', //                                            47
+    ];
+    const r = await validate({ 'gateway.yaml': yaml(...lines), 'streetlights.yaml': streetlights30, 'schemas/light-measured.yaml': lightMeasuredPayload });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const none = (name: string, routes: string, where: string) =>
+      `$${name} has no value here: only a validate step naming an AsyncAPI message or channel sets it, and ${routes} none ${where}, so it would read no value for every message`;
+    const keyless = (route: string, why: string) =>
+      `$key has no value here: the messages of route '${route}' have no key (it ${why}; only Kafka records and memory broker messages have one), so it would read null for every message`;
+    // The step naming no message of the document is said (at 46), and nothing after it: what it binds once put right is not known.
+    assert.ok(
+      r.lines.some((l) => l.startsWith('gateway.yaml:46:')),
+      r.stdout,
+    );
+    assert.deepEqual(
+      r.lines.filter((l) => !l.startsWith('gateway.yaml:46:')),
+      [
+        `gateway.yaml:18:37: ${none('channel', "route 'f' has", 'before this step')}`,
+        `gateway.yaml:23:18: ${none('message', "route 'e' has", 'before this step')}`,
+        `gateway.yaml:30:42: ${keyless('f', 'takes HTTP or WebSocket requests')}`,
+        `gateway.yaml:33:34: ${keyless('g', 'takes HTTP or WebSocket requests')}`,
+        `gateway.yaml:41:26: ${keyless('m', "reads broker 'devices', an mqtt broker")}`,
+      ],
+    );
+  });
+
   describe("expressions reading a field the validate step's schema does not declare", () => {
     it('warns at the name (a typo of a declared field, or any field of a schema allowing no others), says ok, and keeps quiet after a transform, inside filters and for open-ended schemas', async () => {
       const lines = [
@@ -815,6 +881,37 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         `gateway.yaml:25:54: warning: 'zz' is not a field of the message: ${closed}`,
         `gateway.yaml:26:50: warning: 'levels' is not a field of the message: ${closed} (did you mean 'level'?)`,
         `gateway.yaml:39:33: warning: 'levl' is not a field of the message: the schema of the validate step at gateway.yaml:38:9 does not declare it, and JSONata reads a missing field as no value (did you mean 'level'?)`,
+      ]);
+    });
+    it('reads the fields of an allOf-composed schema, and goes on past a cloudevent step, which keeps the value (1595)', async () => {
+      const lines = [
+        ...base,
+        'routes:', //                                                                                         12
+        '  - name: composed', //                                                                              13
+        '    from: { listener: api, path: /composed }', //                                                    14
+        '    through:', //                                                                                    15
+        '      - validate: { schema: composed.json }', //                                                     16
+        '      - cloudevent: { source: /lights, type: light }', //                                            17: the value is the data, as it came
+        '      - filter: streetlightI and lumens > 1 and id', //                                              18
+        "    to: { broker: local, topic: c, key: '$string(lumen)' }", //                                       19
+        '  - name: parts', //                                                                                 20
+        '    from: { listener: api, path: /parts }', //                                                       21
+        '    through:', //                                                                                    22
+        '      - validate: { schema: { allOf: [{ properties: { a: {} }, additionalProperties: false }, { properties: { b: {} } }] } }', // 23
+        '      - filter: a and b and zz', //                                                                  24: not said: a composition is never taken as closed
+        '    to: { broker: local, topic: d }', //                                                             25
+      ];
+      // An AsyncAPI-style payload: a base schema and the message's own fields.
+      const composed = JSON.stringify({
+        $defs: { base: { type: 'object', properties: { id: { type: 'string' } }, required: ['id'] } },
+        allOf: [{ $ref: '#/$defs/base' }, { properties: { streetlightId: { type: 'string' }, lumens: { type: 'number' } } }],
+      });
+      const r = await validate({ 'gateway.yaml': yaml(...lines), 'composed.json': composed });
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      const open = 'the schema of the validate step at gateway.yaml:16:9 does not declare it, and JSONata reads a missing field as no value';
+      assert.deepEqual(r.stderr.trimEnd().split('\n'), [
+        `gateway.yaml:18:17: warning: 'streetlightI' is not a field of the message: ${open} (did you mean 'streetlightId'?)`,
+        `gateway.yaml:19:50: warning: 'lumen' is not a field of the message: ${open} (did you mean 'lumens'?)`,
       ]);
     });
   });

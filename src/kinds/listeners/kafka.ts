@@ -18,6 +18,8 @@ const DEFAULT_MAX_CONNECTIONS = 1000;
 
 /** Kafka's default `request.timeout.ms`, which bounds how long a broker takes to answer a request. */
 const DEFAULT_ANSWERS_AFTER_CLIENT_LEFT_MS = 30_000;
+/** Kafka's default `connections.max.idle.ms`: a broker closes a client connection idle this long. */
+const DEFAULT_CONNECTIONS_MAX_IDLE_MS = 600_000;
 
 const options = kindOptions('kafka', {
   upstream: Type.String({ minLength: 1, description: "The broker (of kind kafka) whose cluster the listener fronts; the proxy reaches it with that broker's `brokers` and `ssl`." }),
@@ -58,6 +60,14 @@ const options = kindOptions('kafka', {
       default: DEFAULT_MAX_CONNECTIONS,
       description:
         'Client connections open at once, bootstrap and broker ports together; further ones are closed as they arrive (logged at most every 10 s, counted in `eventgate_listener_connections_dropped_total`). With `tls`, connections still in their handshake count too, on each port. Each also holds a connection to the cluster, so the process needs two file descriptors per client: keep it below half its limit.',
+    }),
+  ),
+  connectionsMaxIdleMs: Type.Optional(
+    Type.Integer({
+      minimum: 1,
+      default: DEFAULT_CONNECTIONS_MAX_IDLE_MS,
+      description:
+        "A client connection idle this long (nothing read from or written to it) is closed, with its connection to the cluster, as a Kafka broker closes it after its connections.max.idle.ms (this is its default): Kafka clients reconnect when they next need the broker. A connection with a request unanswered (a Fetch waiting for records, a produce request waiting for the cluster or the route's targets) is not idle. Without it, clients that left without closing would hold their slots of `maxConnections` for ever.",
     }),
   ),
   answersAfterClientLeftMs: Type.Optional(
@@ -141,6 +151,7 @@ export const kafkaListener = defineListener({
       brokerPorts: o.brokerPorts ?? {},
       maxRequestBytes: o.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES,
       maxConnections: o.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+      connectionsMaxIdleMs: o.connectionsMaxIdleMs ?? DEFAULT_CONNECTIONS_MAX_IDLE_MS,
       answersAfterClientLeftMs: o.answersAfterClientLeftMs ?? DEFAULT_ANSWERS_AFTER_CLIENT_LEFT_MS,
       bootstrap: upstream.brokers as string[],
       tls: upstream.ssl === true ? {} : upstream.ssl ? upstream.ssl : false,

@@ -204,6 +204,7 @@ function authenticator(verifier: Verifier): CompiledStep {
     kind: 'auth',
     keepsValue: true,
     needsClient: true,
+    binds: ['principal', 'claims'],
     credentialHeaders: verifier.headers,
     run(msg, ctx) {
       if (!ctx.request) return { stop: 'rejected', problem: problem('EG_UNAUTHORIZED', 'this message did not come from a client request, so it carries no credentials') };

@@ -47,6 +47,8 @@ export const cloudeventStep = defineStep({
     const remove = options.remove ?? [];
     return {
       kind: 'cloudevent',
+      // The value is the event's data, as it came: the attributes are headers (a validate step after it still checks what the client sent).
+      keepsValue: true,
       run(msg, mctx) {
         const attrs: Record<string, unknown> = attributesOf(msg.headers) ?? { ...wrap(msg), ...fixed };
         for (const name of remove) delete attrs[name];

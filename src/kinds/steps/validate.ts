@@ -107,7 +107,8 @@ export const validateStep = defineStep({
       }
       const contracts = ctx.asyncapiContracts(ref, rel);
       if (!contracts || !deadletterOk) return undefined;
-      const step = validator(contracts, onInvalid, deadletter);
+      // Bound by the step's form, not by what the document now says (a message in two channels has no `$channel`): an edit of the document does not make the config invalid.
+      const step = { ...validator(contracts, onInvalid, deadletter), binds: ['message', 'channel'] };
       // The export names the message as the config did too, so the config reads it back.
       return options.message === undefined ? step : { ...step, accepts: step.accepts!.map((a) => ({ ...a, named: options.message })) };
     }

@@ -116,7 +116,7 @@ export const webhookOptions = Type.Object(
       Type.String({
         minLength: 1,
         description:
-          'JSONata expression (e.g. `$key`): messages for which it gives the same value are delivered one after another, in order (a failed one retried before the next). On consume routes it is evaluated on the message as consumed, before the steps.',
+          "JSONata expression (e.g. `$key`): messages for which it gives the same value are delivered one after another, in order (a failed one retried before the next). On consume routes it is evaluated on the message as consumed, before the steps (which messages the route may have in hand at once), and again on the message the steps give (the target's own order): read a field no step before changes (a transform), or the two readings differ. The `EG_CONFIG_UNDECLARED_FIELD` warning checks the second reading, against the schema of the route's last validate step.",
       }),
     ),
     cloudevents: Type.Optional(

@@ -146,6 +146,8 @@ export class ProxyConnection {
    * reads are no 'data' events, so closeLingering's LINGER_MAX_BYTES does not see them.
    */
   private discarded = 0;
+  /** closeWhenIdleFor's time: the connection closes once idle this long. */
+  private idleMs = 0;
 
   /**
    * `accepted`: the client's connection; a plain TCP one not yet read from (pauseOnConnect) is
@@ -217,6 +219,26 @@ export class ProxyConnection {
     this.client.destroy();
     this.upstream.destroy();
     this.host.closed(this, problem);
+  }
+
+  /**
+   * Closes the connection, both sides, once it has been idle for `ms`: nothing read from the client
+   * or written to it (node's socket timeout, re-armed by every read and write), and no request of
+   * the client's unanswered, as a Kafka broker closes a connection after connections.max.idle.ms
+   * (clients reconnect when they next need the broker). A request in flight (a Fetch waiting for
+   * records, a produce request waiting for the cluster or for a route's targets) or bytes still
+   * going upstream keep it open for another `ms`. Not logged or counted as a problem: it is the
+   * broker's own behaviour. A connection already closing (drain, or the client left) closes on its own.
+   */
+  closeWhenIdleFor(ms: number): void {
+    this.idleMs = ms;
+    this.client.setTimeout(ms);
+    if (this.client.listenerCount('timeout') > 0) return;
+    this.client.on('timeout', () => {
+      if (this.ended || this.draining || this.lingering || this.clientGone) return;
+      if (this.inFlight > 0 || this.checking || this.flushing || this.upstream.writableLength > 0) this.client.setTimeout(this.idleMs);
+      else this.end();
+    });
   }
 
   /**

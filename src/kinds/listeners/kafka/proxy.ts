@@ -66,6 +66,8 @@ export interface KafkaProxySettings {
   maxRequestBytes: number;
   /** Client connections at once, all ports together. */
   maxConnections: number;
+  /** A client connection with nothing read, written or in flight for this long is closed (Kafka's connections.max.idle.ms). */
+  connectionsMaxIdleMs: number;
   /** How long a client's upstream connection stays open after it left, for the answers it is owed (ProxyConnection). */
   answersAfterClientLeftMs: number;
   /** The upstream broker's bootstrap servers (`host:port`). */
@@ -165,6 +167,7 @@ export class KafkaProxyListener implements ListenerRuntime {
       if (next.serverTls) server.maxConnections = next.maxConnections;
     }
     if (clientTrustChanged(this.settings.serverTls, next.serverTls)) this.drainUntrustedCertificates(trustedBy(next.serverTls!.ca!));
+    if (next.connectionsMaxIdleMs !== this.settings.connectionsMaxIdleMs) for (const conn of this.clients) conn.closeWhenIdleFor(next.connectionsMaxIdleMs);
     this.settings = next;
   }
 
@@ -262,6 +265,7 @@ export class KafkaProxyListener implements ListenerRuntime {
     const target = broker ? broker.upstream : this.pickBootstrap();
     const upstream = this.connectUpstream(target);
     const conn = new ProxyConnection(client, upstream, this.host(client), !this.settings.serverTls);
+    conn.closeWhenIdleFor(this.settings.connectionsMaxIdleMs);
     this.clients.add(conn);
   }
 
