@@ -257,8 +257,7 @@ JSONata would read as no value for every message; so is \`$principal\` or \`$cla
 \`key\` on a route without one, a shared chain's step when no route using it has one before it; and
 \`$message\` or \`$channel\` where no such \`validate\` step of the route comes before, the same way;
 \`$path\` or \`$query\` on a route from a broker or a kafka listener, and \`$path.room\` where the
-route's path has no \`:room\`; and \`$key\` on a route from an http or websocket listener or an mqtt, amqp or nats broker, whose
-messages have no key), or a call of a built-in function with more or
+route's path has no \`:room\`; not \`$key\`, which every expression may read, null where there is no key), or a call of a built-in function with more or
 fewer arguments than it ever takes (\`$uppercase(a, b)\`, \`$map(xs)\`, which JSONata would refuse
 for every message; an argument left to the context, \`$uppercase()\`, and the value before \`~>\`
 count), or a call given a literal argument of a type its signature refuses whatever the other

@@ -130,7 +130,7 @@ export const GATEWAY_VARIABLES = ['key', 'headers', 'topic', 'route', 'path', 'q
  * and `$query` on routes from a request path (an http or websocket listener), `$key` on routes
  * from anything but one; elsewhere they have no value.
  */
-export const PLACE_VARIABLES = ['principal', 'claims', 'message', 'channel', 'path', 'query', 'key'] as const;
+export const PLACE_VARIABLES = ['principal', 'claims', 'message', 'channel', 'path', 'query'] as const;
 
 /**
  * Where an expression is written: `gateway.yaml:33`, or a function that gives that with no

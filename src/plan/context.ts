@@ -151,12 +151,6 @@ export class CompileContext {
     return options !== undefined && this.registry.brokers.get(options.kind)?.readsWithoutGroup?.(topic, options) === true;
   }
 
-  /** The kind of broker `broker` when its messages have no key (BrokerKind.keyless: mqtt, amqp, nats), for `$key` on a route reading it. */
-  keylessKind(broker: string): string | undefined {
-    const kind = this.brokerKind(broker);
-    return kind !== undefined && this.registry.brokers.get(kind)?.keyless !== undefined ? kind : undefined;
-  }
-
   /**
    * Whether broker `broker` (which exists) keeps a target's `key` (kafka, memory); reported at
    * `path` (the `key` key) when its kind has no keys (BrokerKind.keyless), so a key is never dropped silently.

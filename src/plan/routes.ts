@@ -6,7 +6,7 @@ import { aKind, type CompileContext, quoteTopic } from './context.js';
 import type { RawRoute } from './raw.js';
 import type { CompiledChainStep, StepCompiler } from './steps.js';
 import { warnUndeclaredFields } from './field-reads.js';
-import { type RequestPath, type RouteSource, UnboundReads } from './variable-reads.js';
+import { type RequestPath, UnboundReads } from './variable-reads.js';
 import { compileTargets } from './targets.js';
 import type { ComponentPlan, ListenerPlan, RoutePlan, SourcePlan } from './types.js';
 import { consumerGroupName, groupPerInstance } from './consumer-group.js';
@@ -257,7 +257,7 @@ function compileRoute(
   const targetExpressions = ctx.expressions.length;
   const targets = compileTargets(ctx, stepCompiler, raw.to, at, { checkBroker, checkListener, checkTopic }, listeners, targetFiles);
   warnUndeclaredFields(ctx, steps, ctx.expressions.slice(targetExpressions));
-  unbound.note(raw.name, { request: requestPathOf(ctx, from, listeners), keyless: keylessSource(ctx, from, listeners) }, steps, ctx.expressions.slice(targetExpressions), stepsComplete);
+  unbound.note(raw.name, { request: requestPathOf(ctx, from, listeners) }, steps, ctx.expressions.slice(targetExpressions), stepsComplete);
   if (from?.type === 'broker') {
     // The group the route will consume as: its own, or the default from its name. A per-instance
     // group (every target a forward) ends with this process's id, known only at run time. A
@@ -333,19 +333,6 @@ class EqualPaths implements PathClaims {
     this.paths.add(path);
     return undefined;
   }
-}
-
-/** Why a route's messages never have a key (`$key`): it takes HTTP or WebSocket requests, or reads a broker whose messages have none; undefined when they may. */
-function keylessSource(ctx: CompileContext, from: SourcePlan | undefined, listeners: Map<string, ListenerPlan>): RouteSource['keyless'] {
-  if (from === undefined) return undefined;
-  if (from.type === 'broker') {
-    const kind = ctx.keylessKind(from.broker);
-    if (kind === undefined) return undefined;
-    const what = `broker '${from.broker}', ${aKind(kind)} broker`;
-    return { it: `reads ${what}`, they: `read ${what}` };
-  }
-  const kind = ctx.registry.listeners.get(listeners.get(from.listener)!.kind);
-  return kind?.pathParameters ? { it: 'takes HTTP or WebSocket requests', they: 'take HTTP or WebSocket requests' } : undefined;
 }
 
 /** The request path a route's messages come with (`$path`, `$query`), `none` for one from a broker or a kafka listener, undefined when its source has a problem. */

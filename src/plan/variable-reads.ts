@@ -9,8 +9,8 @@
  *   message or channel, or in its targets on a route with none (the step's `binds`).
  * - `$path` and `$query` on a route that takes no request (from a broker, or a kafka listener),
  *   and `$path.name` where the route's path has no parameter `name`.
- * - `$key` on a route from an http or websocket listener, or from an mqtt, amqp or nats broker:
- *   a request, a frame or such a message has no key, and no step gives a message one.
+ * `$key` is not among them, though it is null for HTTP and WebSocket input and mqtt, amqp and
+ * nats messages: the contract binds it for every expression (spec §3), so reading it is never an error.
  * A shared chain's expression is said only when none of the routes using it binds the variable:
  * one that stamps `$principal` where there is one serves routes with and without auth. Its
  * routes that lack it for different reasons (one from a broker, one whose path has no such
@@ -26,11 +26,9 @@ import type { CompiledChainStep } from './steps.js';
 /** What the route's source binds: its request path's parameters, or `none` for a route without one. */
 export type RequestPath = { path: string; parameters: readonly string[] } | 'none';
 
-/** A route's source, as its variables see it; each undefined when the source has a problem of its own. */
+/** A route's source, as its variables see it: undefined when the source has a problem of its own. */
 export interface RouteSource {
   request: RequestPath | undefined;
-  /** Why its messages never have a key (`takes HTTP or WebSocket requests`, `reads broker 'devices', an mqtt broker`), undefined when they may. */
-  keyless: { it: string; they: string } | undefined;
 }
 
 interface Unbound {
@@ -47,7 +45,7 @@ interface Unbound {
 
 /** Why a route does not bind a variable it reads, and what to say of the routes that do not for that reason. */
 interface Cause {
-  /** `no binding step`, `no request`, `no such parameter`, or the source's reason for having no key. */
+  /** `no binding step`, `no request` or `no such parameter`. */
   why: string;
   say: (routes: string[]) => string;
 }
@@ -104,7 +102,7 @@ function routesText(routes: string[]): string {
   return named.length === 1 ? `route ${named[0]}` : `routes ${named.slice(0, -1).join(', ')} and ${named.at(-1)}`;
 }
 
-function unbound(read: VariableRead, bound: ReadonlySet<string>, { request, keyless }: RouteSource, where: string): Cause | undefined {
+function unbound(read: VariableRead, bound: ReadonlySet<string>, { request }: RouteSource, where: string): Cause | undefined {
   const { name, member } = read;
   const never = 'so it would read no value for every message';
   const binder = BINDERS[name];
@@ -113,14 +111,6 @@ function unbound(read: VariableRead, bound: ReadonlySet<string>, { request, keyl
     return {
       why: 'no binding step',
       say: (routes) => `$${name} has no value here: only ${binder} sets it, and ${routesText(routes)} ${routes.length === 1 ? 'has' : 'have'} none ${where}, ${never}`,
-    };
-  }
-  if (name === 'key') {
-    if (keyless === undefined) return undefined;
-    return {
-      why: `no key: ${keyless.it}`,
-      say: (routes) =>
-        `$key has no value here: the messages of ${routesText(routes)} have no key (${routes.length === 1 ? `it ${keyless.it}` : `they ${keyless.they}`}; only Kafka records and memory broker messages have one), so it would read null for every message`,
     };
   }
   if (request === undefined) return undefined; // the route's source has a problem of its own
