@@ -391,14 +391,17 @@ export class WebhookTarget implements Target {
     if (tracestate !== undefined) headers.push('tracestate', tracestate);
     // Before the computed headers: an `authorization` among them replaces it.
     if (endpoint.authorization !== undefined) headers.push('authorization', endpoint.authorization);
-    for (const [name, value] of computed) {
+    for (const [name, computedValue] of computed) {
       const lower = name.toLowerCase();
+      let value = computedValue;
       // One test per value for the common case; which fault it is only once it has one.
       if (INVALID_HEADER_CHAR.test(value)) {
         // The client's data (a CR/LF it sent to inject a header): its message is invalid, not the expression.
         if (HEADER_CONTROL_CHAR.test(value)) throw new WebhookError(invalidValue(`headers.${name}`, `control characters (such as CR or LF), which HTTP does not allow in a header`));
-        // Beyond Latin-1: the expression must encode what it puts in a header.
-        throw new WebhookError(problem('EG_EXPRESSION_FAILED', `headers.${name} gave a value with ${headerFault(value)} (encode it, e.g. with $encodeUrlComponent)`));
+        // Beyond Latin-1 (emoji, CJK; a request header sent as UTF-8 is read as UTF-8, point
+        // 1680): sent as its UTF-8 bytes, as curl and Go send such a value, the client writing
+        // one byte per character. Refused, a request header copied here failed with 500.
+        value = Buffer.from(value, 'utf8').toString('latin1');
       }
       if (CLIENT_FRAMING.has(lower) && !(lower === 'connection' && (value === 'close' || value === 'keep-alive')))
         throw new WebhookError(problem('EG_EXPRESSION_FAILED', `headers.${name}: the HTTP client frames requests itself; ${name} cannot be set (connection may be 'close' or 'keep-alive')`));
