@@ -727,6 +727,10 @@ const ceTests = yaml(
   '      headers: { content-type: application/cloudevents-batch+json }',
   `      value: [ ${event('v-1', { n: 1 })}, { specversion: "1.0", id: v-2, type: order.placed } ]`,
   '    expect: { outcome: invalid, status: 400, error: "\\\\[1\\\\] \'source\' is missing", delivered: 0, to: [] }',
+  '  - name: a header value is the text written, not bytes read as Latin-1 (Ã¼ is no UTF-8 of ü here)',
+  '    route: raw',
+  '    input: { headers: { x-tenant: "Ã¼" }, value: { n: 1 } }',
+  '    expect: { outcome: delivered, to: [ { headers: { x-tenant: "Ã¼" } } ] }',
   '  - name: a text/plain body is a string',
   '    route: notes',
   '    input: { headers: { Content-Type: text/plain }, value: hello }',
@@ -771,7 +775,7 @@ describe('eventgate test decodes http requests as the http listener does', () =>
     const r = await runCliInProcess(['test', 'gateway.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': ceConfig, 'gateway.tests.yaml': ceTests }) });
     noStackTrace(r);
     assert.equal(r.code, 0, r.stdout + r.stderr);
-    assert.match(r.stdout, /^12 tests passed$/m);
+    assert.match(r.stdout, /^13 tests passed$/m);
 
     // The same requests to a running gateway give the same answers and outputs.
     await gw.start(ceConfig);
