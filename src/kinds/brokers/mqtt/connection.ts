@@ -150,7 +150,11 @@ export function resetWhenGivenUp(client: MqttClient): void {
  * again. `reading()`: how many packets the route has read so far, and whether it holds the reading.
  * A packet read since the PINGREQ, or a reading held, answers for the connection: the keepalive
  * starts over (the next PINGREQ a keepalive later). A connection that brings nothing while the
- * route reads on is still given up 1.5 keepalives after the last PINGRESP.
+ * route reads on is still given up: at the first check (1.5 keepalives after the keepalive last
+ * started over) that finds no packet read since its PINGREQ, under 2 keepalives after the last
+ * packet read. A reading held answers until it is let go of: the packets behind it are read
+ * then, and a dead server is noticed as above (mqtt.js 5.16's KeepaliveManager: a PINGREQ at
+ * 1 keepalive, onKeepaliveTimeout at 1.5, reschedule() starting both over).
  */
 export function keepWhileReading(client: MqttClient, reading: () => { read: number; held: boolean }): void {
   const giveUp = client.onKeepaliveTimeout;
