@@ -250,11 +250,9 @@ routes:
     assert.equal(hook.requests.length, from, 'nothing was sent');
     // The gateway is not at fault: no `message failed` warning for the invalid ones, as there is for a failed expression.
     await gw.waitForLog((l) => l.msg === 'message failed' && l.detail === pu.detail, 10000);
-    const warned = gw.logs.slice(logsFrom).filter((l) => l.msg === 'message failed');
-    assert.deepEqual(
-      warned.map((l) => l.code),
-      ['EG_EXPRESSION_FAILED'],
-    );
+    // By detail: a warning of the test before (its failed URLs) may still be written after logsFrom.
+    const warned = gw.logs.slice(logsFrom).filter((l) => l.msg === 'message failed' && typeof l.detail === 'string' && l.detail.includes('gave a value with'));
+    assert.deepEqual(warned, []);
     const fine = await post('/computed', { target: `${hook.url}/computed/3`, name: 'grace' });
     assert.equal(fine.status, 200);
     // Beyond Latin-1 (an emoji, or a request header sent as UTF-8 and read so, point 1680): its
