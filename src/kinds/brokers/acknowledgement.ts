@@ -350,7 +350,6 @@ export function leavesOnStop<S extends { stop(options?: StopOptions): Promise<vo
   };
 }
 
-/** Headers as a message carries them: one string per name (the last, when a protocol allows repeats). */
 /**
  * Every value, as bytes, of each name `entries` repeats with text values and `headers` (the
  * message's, made by singleValued) holds, unchanged, as the last of them: the raw headers of the
@@ -368,6 +367,7 @@ export function repeatedHeaders(entries: Iterable<[string, unknown]>, headers: R
   return out;
 }
 
+/** Headers as a message carries them: one string per name (the last, when a protocol allows repeats). */
 export function singleValued(entries: Iterable<[string, unknown]>): Record<string, string> {
   const out = newHeaders();
   for (const [name, v] of entries) {
