@@ -464,7 +464,7 @@ routes:
     }
   });
 
-  it('goes on after the last message it acknowledged when a reload changes a JetStream route subject: nothing lost, none twice', async () => {
+  it('goes on after the last message it acknowledged when a reload changes a JetStream route subject, and back again: nothing lost, none twice, no wait', async () => {
     const hook = await WebhookReceiver.start();
     const routeConfig = (topic: string) => `
 version: 1
@@ -488,11 +488,22 @@ routes:
       await gw2.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'widened', 15000, from);
       for (let i = 10; i < 15; i++) await peer.jsPublish(i % 2 ? 'widened.b' : 'widened.a', JSON.stringify({ i }));
       await hook.received(15, 15000);
+      // The edit rolled back: the route reads its first subject again.
+      const back = gw2.logs.length;
+      assert.equal((await gw2.reconfigure(routeConfig('widened.a'))).msg, 'config reloaded');
+      await gw2.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'widened', 15000, back);
+      for (let i = 15; i < 20; i++) await peer.jsPublish('widened.a', JSON.stringify({ i }));
+      await hook.received(20, 15000);
       // Whatever would come twice would have come by now; wait out a little more.
       await new Promise((r) => setTimeout(r, 1000));
       assert.deepEqual(
         hook.requests.map((r) => (JSON.parse(r.body) as { i: number }).i),
-        Array.from({ length: 15 }, (_, i) => i),
+        Array.from({ length: 20 }, (_, i) => i),
+      );
+      // Each subject's route is a route of its own (1712): none took the other for another instance's reader, or waited for it.
+      assert.deepEqual(
+        gw2.logs.filter((l) => l.msg.startsWith("the group's consumer reads another subject")),
+        [],
       );
     } finally {
       await gw2.stop();
