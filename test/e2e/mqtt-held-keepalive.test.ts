@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { rmSync } from 'node:fs';
-import { startGateway, useGateway } from '../helpers/gateway.js';
+import { eventually, startGateway, useGateway } from '../helpers/gateway.js';
 import { MosquittoPubStream, mosquittoPub } from '../helpers/peers.js';
 import { startMosquitto, type MessageServer } from '../helpers/servers.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
@@ -13,6 +13,8 @@ const KEEPALIVE_S = 2;
 const HELD_MS = 7000;
 /** How long a route holds its reading too (100 messages in hand): past 1.5 × the keepalive, and a second more. */
 const READING_HELD_MS = KEEPALIVE_S * 1500 + 1000;
+/** connectTimeoutMs of the QoS 0 route's broker: how long a frozen server is given to answer a connection of its own. */
+const CONNECT_TIMEOUT_MS = 1000;
 
 /**
  * A consume route held on one message (its webhook answering 503, no dead-letter target) for
@@ -137,7 +139,7 @@ describe('mqtt: QoS 0 messages behind a held message', () => {
 version: 1
 admin: { port: 0 }
 brokers:
-  devices: { kind: mqtt, url: ${mqtt.url}, clientId: eg-held-q0-${process.pid}, reconnectPeriodMs: 100, keepaliveSeconds: ${KEEPALIVE_S} }
+  devices: { kind: mqtt, url: ${mqtt.url}, clientId: eg-held-q0-${process.pid}, reconnectPeriodMs: 100, keepaliveSeconds: ${KEEPALIVE_S}, connectTimeoutMs: ${CONNECT_TIMEOUT_MS} }
 routes:
   - name: held
     from: { broker: devices, topic: held/in, qos: 0 }
@@ -188,6 +190,40 @@ routes:
       await new Promise((r) => setTimeout(r, 50));
     }
     assert.deepEqual(delivered, sent);
+  });
+
+  /**
+   * A server frozen (SIGSTOP: its kernel keeps the connection, nothing answers) while the route
+   * holds its reading: the PINGRESP could not be read anyway, so the route's connection was kept
+   * for as long as the hold lasted (point 1804; /readyz said 503 meanwhile through the broker's
+   * publish connection). The route asks the server on a connection of its own; no CONNACK within
+   * connectTimeoutMs gives its connection up.
+   */
+  it('gives its connection up when the server freezes while the route holds its reading, then delivers again once it is back', async () => {
+    delivered.length = 0;
+    failing = true;
+    refused = 0;
+    const pub = MosquittoPubStream.start(mqtt, 'held/in', 0);
+    pub.write(Array.from({ length: 150 }, (_, i) => `{"f":${i}}`));
+    await pub.end();
+    while (refused < 1) await new Promise((r) => setTimeout(r, 20));
+    await eventually(async () => assert.equal(await lag(), 101), 10000, 50);
+    const from = gw.logs.length;
+    const pgid = mqtt.pid()!;
+    process.kill(-pgid, 'SIGSTOP');
+    try {
+      // A check 1.5 keepalives after the keepalive last started over, then connectTimeoutMs for the server's answer; twice that, for a busy machine.
+      const noticeWithinMs = 2 * (KEEPALIVE_S * 1500 + CONNECT_TIMEOUT_MS);
+      await eventually(() => assert.ok(gw.logs.slice(from).some((l) => l.msg === 'mqtt connection lost; reconnecting' && l.connection === 'route held')), noticeWithinMs, 100);
+      assert.ok(gw.logs.slice(from).some((l) => l.msg === 'mqtt server did not answer a connection of its own while the route held its reading; giving the connection up'));
+    } finally {
+      process.kill(-pgid, 'SIGCONT');
+    }
+    failing = false;
+    await eventually(async () => assert.equal((await fetch(`${gw.adminUrl}/readyz`)).status, 200), 30000, 100);
+    // QoS 0 messages in the frozen connection's socket are the server's to lose; one published now arrives.
+    await mosquittoPub(mqtt, 'held/in', '{"f":"after"}', { qos: 0 });
+    await eventually(() => assert.ok(delivered.includes('{"f":"after"}'), delivered.slice(-3).join(' ')), 30000, 50);
   });
 });
 

@@ -148,29 +148,73 @@ export function resetWhenGivenUp(client: MqttClient): void {
  * held message is acknowledged — went unread, and mqtt.js reset a live connection: QoS 0 messages
  * in its socket lost, QoS 1 and 2 ones whose acknowledgement was still out sent and delivered
  * again. `reading()`: how many packets the route has read so far, and whether it holds the reading.
- * A packet read since the PINGREQ, or a reading held, answers for the connection: the keepalive
- * starts over (the next PINGREQ a keepalive later). A connection that brings nothing while the
- * route reads on is still given up: at the first check (1.5 keepalives after the keepalive last
- * started over) that finds no packet read since its PINGREQ, under 2 keepalives after the last
- * packet read. A reading held answers until it is let go of: the packets behind it are read
- * then, and a dead server is noticed as above (mqtt.js 5.16's KeepaliveManager: a PINGREQ at
- * 1 keepalive, onKeepaliveTimeout at 1.5, reschedule() starting both over).
+ * A packet read since the PINGREQ answers for the connection: the keepalive starts over (the next
+ * PINGREQ a keepalive later). A connection that brings nothing while the route reads on is still
+ * given up: at the first check (1.5 keepalives after the keepalive last started over) that finds
+ * no packet read since its PINGREQ, under 2 keepalives after the last packet read. While the route
+ * holds its reading the PINGRESP cannot be read, so the server is asked on a connection of its own
+ * (`serverAnswers`): one that does not answer within connectTimeoutMs — frozen, or gone without a
+ * FIN — has the connection given up as above, and one that answers keeps it (mqtt.js 5.16's
+ * KeepaliveManager: a PINGREQ at 1 keepalive, onKeepaliveTimeout at 1.5, reschedule() starting
+ * both over).
  */
-export function keepWhileReading(client: MqttClient, reading: () => { read: number; held: boolean }): void {
+export function keepWhileReading(client: MqttClient, reading: () => { read: number; held: boolean }, serverAnswers: () => Promise<boolean>, log: Logger): void {
   const giveUp = client.onKeepaliveTimeout;
   const ping = client.sendPing;
   // Another mqtt.js: its own keepalive as it is.
   if (typeof giveUp !== 'function' || typeof ping !== 'function' || typeof client.reschedulePing !== 'function') return;
   let readAtPing = reading().read;
+  let asking = false;
   client.sendPing = function (this: MqttClient) {
     readAtPing = reading().read;
     ping.call(this);
   };
   client.onKeepaliveTimeout = function (this: MqttClient) {
     const now = reading();
-    if (now.held || now.read !== readAtPing) this.reschedulePing(true);
-    else giveUp.call(this);
+    if (now.read !== readAtPing) return this.reschedulePing(true);
+    if (!now.held) return giveUp.call(this);
+    this.reschedulePing(true);
+    if (asking) return;
+    asking = true;
+    const stream = this.stream;
+    const readAtAsking = now.read;
+    void serverAnswers().then((answered) => {
+      asking = false;
+      // Still the same connection, and nothing read on it meanwhile.
+      if (answered || this.stream !== stream || !this.connected || this.disconnecting || reading().read !== readAtAsking) return;
+      log.warn({ clientId: this.options.clientId }, 'mqtt server did not answer a connection of its own while the route held its reading; giving the connection up');
+      giveUp.call(this);
+    });
   };
+}
+
+/**
+ * Whether the server behind `options` answers a connection of its own within connectTimeoutMs: a
+ * CONNACK of any kind (a refused client id, credentials or connection count is an answer too), or
+ * the server closing the connection, says it runs. No answer, or a connection the address refuses
+ * or cannot reach, says it does not: a frozen server's kernel still accepts the TCP connection,
+ * but no CONNACK comes. A clean session, under a client id of its own: the route's session is left
+ * as it is.
+ */
+export function serverAnswers(lib: MqttLib, url: string, options: IClientOptions, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = lib.connect(url, { ...options, clean: true, reconnectPeriod: 0, connectTimeout: timeoutMs, keepalive: 0, properties: undefined });
+    const timer = setTimeout(() => done(false), timeoutMs);
+    const done = (answered: boolean) => {
+      clearTimeout(timer);
+      probe.removeAllListeners();
+      // Errors of the probe's last moments say nothing more.
+      probe.on('error', () => undefined);
+      probe.end(true);
+      resolve(answered);
+    };
+    probe.once('connect', () => done(true));
+    probe.on('error', (err: Error & { code?: unknown; syscall?: string }) => {
+      const unreachable = typeof err.code !== 'number' && (err.syscall === 'connect' || err.syscall === 'getaddrinfo' || err.message === 'connack timeout');
+      done(!unreachable);
+    });
+    probe.once('close', () => done(true));
+  });
 }
 
 /**

@@ -14,7 +14,7 @@ import { InFlightWindow } from '../../../core/in-flight-window.js';
 import { within } from '../../../core/within.js';
 import type { MqttSettings } from '../mqtt.js';
 import { acknowledgement, PUBACK, PUBREC } from './acks.js';
-import { ACKNOWLEDGED_BY_ROUTE, clientOptions, disconnect, keepWhileReading, Link, type MqttLib } from './connection.js';
+import { ACKNOWLEDGED_BY_ROUTE, clientOptions, disconnect, keepWhileReading, Link, serverAnswers, type MqttLib } from './connection.js';
 import { countLive, leftSessions } from './sessions.js';
 import { qosFor, sharable } from './topics.js';
 
@@ -149,7 +149,13 @@ export class MqttSubscription {
     this.persistent = persistent;
     const client = lib.connect(settings.url, clientOptions(settings, clientId, persistent, RECEIVE_MAXIMUM));
     this.link = new Link(client, log, adopted ? `route ${spec.route}, session ${adopted} left by a reload` : `route ${spec.route}`);
-    keepWhileReading(client, () => ({ read: this.received, held: this.readOn !== undefined }));
+    const probeOptions = clientOptions(settings, `${clientId}-alive`, false);
+    keepWhileReading(
+      client,
+      () => ({ read: this.received, held: this.readOn !== undefined }),
+      () => serverAnswers(lib, settings.url, probeOptions, settings.connectTimeoutMs),
+      log,
+    );
     const filter = settings.sharedSubscriptions && !perInstance && sharable(spec.topic) ? `$share/${spec.group}/${spec.topic}` : spec.topic;
     this.filter = filter;
     this.live = persistent;
