@@ -46,7 +46,7 @@ export function compileRoutes(
     names.set(raw.name, i);
     // A route with a problem elsewhere (a broken step, an unknown broker) still claims its path
     // when that is sound, so a second route on it is reported in the same pass (spec-checklist 663).
-    const claim: { source?: SourcePlan } = {};
+    const claim: RouteClaim = {};
     const route = compileRoute(ctx, steps, raw, at, brokers, listeners, chains, unbound, claim);
     const source = route?.from ?? claim.source;
     if (source?.type === 'listener') {
@@ -63,8 +63,10 @@ export function compileRoutes(
       }
       claims.route.set(path, i);
     }
+    // Likewise its group, when its `from` and group are sound (spec-checklist 1806).
+    const consumer = route ? { from: route.from, to: route.to } : claim.consumer;
+    if (consumer && !sharesConsumerWell(ctx, raw.name, consumer, at, consumers)) return;
     if (!route) return;
-    if (!sharesConsumerWell(ctx, route, at, consumers)) return;
     // Subscribers of a path receive what every route forwarding there sends, so the routes
     // must agree on who may subscribe.
     const targets = raw.to === undefined ? [] : Array.isArray(raw.to) ? raw.to : [raw.to];
@@ -90,6 +92,16 @@ export function compileRoutes(
   return routes;
 }
 
+/**
+ * What of a route is sound whether or not the route compiles, so a clash with another route is
+ * reported in the same pass as the route's own problems: its listener source (the path it claims),
+ * and its broker source with a sound group and the kinds of its targets (the consumer it reads through).
+ */
+interface RouteClaim {
+  source?: SourcePlan;
+  consumer?: { from: SourcePlan; to: readonly { type: string }[] };
+}
+
 /** One route: its source, its steps and its targets, each reference checked; undefined when it has a problem (reported). */
 function compileRoute(
   ctx: CompileContext,
@@ -101,8 +113,8 @@ function compileRoute(
   chains: Map<string, CompiledChainStep[] | undefined>,
   /** Where the route's expressions read variables it does not bind (said once every route is compiled). */
   unbound: UnboundReads,
-  /** Set to the route's listener source when that is sound, whether or not the route compiles. */
-  claim: { source?: SourcePlan } = {},
+  /** What of the route is sound whether or not the route compiles (see RouteClaim). */
+  claim: RouteClaim = {},
 ): RoutePlan | undefined {
   const errorsBefore = ctx.diagnostics.length;
   const usesBrokers = new Set<string>();
@@ -262,9 +274,13 @@ function compileRoute(
     // The group the route will consume as: its own, or the default from its name. A per-instance
     // group (every target a forward) ends with this process's id, known only at run time. A
     // route reading an amqp queue of `queues` consumes that queue itself: it has no group.
+    let groupSound = true;
     if (ctx.readsWithoutGroup(from.broker, from.topic)) from = { ...from, groupless: true };
-    else if (from.group !== undefined) ctx.checkGroup(from.broker, from.group, from.topic, [...at, 'from', 'group']);
-    else if (!groupPerInstance(from, targets)) ctx.checkGroup(from.broker, consumerGroupName(raw.name, from, targets, ''), from.topic, [...at, 'name']);
+    else if (from.group !== undefined) groupSound = ctx.checkGroup(from.broker, from.group, from.topic, [...at, 'from', 'group']);
+    else if (!groupPerInstance(from, targets)) groupSound = ctx.checkGroup(from.broker, consumerGroupName(raw.name, from, targets, ''), from.topic, [...at, 'name']);
+    // The kinds of the targets as written: one refused by its own check still says whether the group is per instance.
+    const written = raw.to === undefined ? [] : Array.isArray(raw.to) ? raw.to : [raw.to];
+    if (groupSound) claim.consumer = { from, to: written.map((t) => ({ type: t !== undefined && 'listener' in t ? 'listener' : 'other' })) };
   }
 
   if (ctx.diagnostics.length > errorsBefore || !from) return undefined;
@@ -295,20 +311,26 @@ function compileRoute(
  * JetStream durable consumer, an amqp route queue), is read by no earlier route of another topic;
  * reported at the group (or the route's name, for the default group) when it is.
  */
-function sharesConsumerWell(ctx: CompileContext, route: RoutePlan, at: PathPart[], consumers: Map<string, { route: string; topic: string }>): boolean {
+function sharesConsumerWell(
+  ctx: CompileContext,
+  name: string,
+  route: { from: SourcePlan; to: readonly { type: string }[] },
+  at: PathPart[],
+  consumers: Map<string, { route: string; topic: string }>,
+): boolean {
   const from = route.from;
   if (from.type !== 'broker' || from.groupless || groupPerInstance(from, route.to)) return true;
-  const group = consumerGroupName(route.name, from, route.to, '');
+  const group = consumerGroupName(name, from, route.to, '');
   const shared = ctx.sharedConsumer(from.broker, group, from.topic);
   if (shared === undefined) return true;
   const key = `${from.broker}\0${shared.name}`;
   const other = consumers.get(key);
-  if (other === undefined) consumers.set(key, { route: route.name, topic: from.topic });
+  if (other === undefined) consumers.set(key, { route: name, topic: from.topic });
   if (other === undefined || other.topic === from.topic) return true;
   ctx.report(
     from.group === undefined ? [...at, 'name'] : [...at, 'from', 'group'],
     'EG_CONFIG_CONFLICT',
-    `route '${route.name}' reads ${quoteTopic(from.topic)} with group ${quoteTopic(group)}, as route '${other.route}' reads ${quoteTopic(other.topic)}: on broker '${from.broker}' that group is ${shared.name}, ${shared.clash}; give one of them another group`,
+    `route '${name}' reads ${quoteTopic(from.topic)} with group ${quoteTopic(group)}, as route '${other.route}' reads ${quoteTopic(other.topic)}: on broker '${from.broker}' that group is ${shared.name}, ${shared.clash}; give one of them another group`,
   );
   return false;
 }

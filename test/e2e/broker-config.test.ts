@@ -355,15 +355,19 @@ routes:
   - { name: refunds, from: { broker: rb, topic: "refunds.*", group: shared }, ${hook} }
   - { name: billing-1, from: { broker: rb, topic: billing, group: shared }, ${hook} }
   - { name: billing-2, from: { broker: rb, topic: billing, group: shared }, ${hook} }
+  - { name: returns, from: { broker: rb, topic: "returns.*", group: shared }, to: { broker: nowhere, topic: r } }
 `;
 
-  it("is a config error at the second route's group; one subject or pattern shared, another stream, core subjects and queues of `queues` are not", async () => {
+  it("is a config error at the second route's group, a route with another error too; one subject or pattern shared, another stream, core subjects and queues of `queues` are not", async () => {
     const dir = tempFiles({ 'gateway.yaml': config });
     const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.deepEqual(r.stdout.trim().split('\n'), [
       "gateway.yaml:11:69: route 'other-subject' reads 's.b' with group 'g', as route 'same-subject-1' reads 's.a': on broker 'nats' that group is JetStream consumer 'g' of stream 'S', which reads one subject, so the two routes cannot both read through it; give one of them another group",
       "gateway.yaml:13:69: route 'refunds' reads 'refunds.*' with group 'shared', as route 'orders' reads 'orders.*': on broker 'rb' that group is queue 'shared', bound for both patterns, so each route would get messages of the other; give one of them another group",
+      // A route with an error elsewhere (its target) is compared too: both said in one pass (spec-checklist 1806).
+      "gateway.yaml:16:69: route 'returns' reads 'returns.*' with group 'shared', as route 'orders' reads 'orders.*': on broker 'rb' that group is queue 'shared', bound for both patterns, so each route would get messages of the other; give one of them another group",
+      "gateway.yaml:16:93: broker 'nowhere' is not defined; defined brokers: nats, rb",
     ]);
   });
 });
