@@ -93,6 +93,8 @@ export class Gateway {
   private reloadAgain = false;
   /** Old routes, listeners and brokers of earlier plans, still finishing their in-flight work. */
   private readonly retiring = new Set<Promise<void>>();
+  /** Old consume routes a reload is stopping or handing over, until they have (TransitionEnv.consumersLeaving). */
+  private readonly leaving = new Map<RouteRuntime, Promise<unknown>>();
   private stopping = false;
   /** A config was ever put in place (or tried): until then a shutdown has nothing to drain, and says nothing of draining. */
   private applied = false;
@@ -108,6 +110,13 @@ export class Gateway {
       logger: options.logger,
       stopping: () => this.stopping,
       superseded: () => this.reloadAgain,
+      consumersLeaving: (routes, stopped) => {
+        const settled = stopped.catch(() => undefined);
+        for (const r of routes) this.leaving.set(r, settled);
+        void settled.then(() => {
+          for (const r of routes) if (this.leaving.get(r) === settled) this.leaving.delete(r);
+        });
+      },
       createAdmin: (plan) => {
         if (!options.admin) throw new Error('this gateway was built without an admin server');
         return options.admin(this, plan);
@@ -433,7 +442,16 @@ export class Gateway {
     const reloadUnderWay = this.reloading !== undefined;
     if (reloadUnderWay) for (const l of this.listeners.values()) void l.quiesce?.({ drainMs }).catch(() => undefined);
     await this.watcher?.close();
-    await this.reloading?.catch(() => undefined);
+    // The reload is waited for within the budget, not to its end: a route handing its subscription
+    // over may wait 5 s for its webhook, a Kafka consumer's stop 15 s (spec-checklist 1667). One not
+    // ended by then is taken apart with the rest: its new routes are stopped below (it starts none
+    // now), and the old consumers it is stopping have their webhook tries cut at the deadline, so
+    // their messages in hand are given back, not acknowledged.
+    const reload = this.reloading?.catch(() => undefined);
+    if (reload && (await within(reload, left())) === 'late') this.logger.warn({ drainMs }, 'the reload under way did not end within drainTimeoutMs; its old consumers are stopped with the rest');
+    const cutLeaving = setTimeout(() => {
+      for (const r of this.leaving.keys()) r.close();
+    }, left());
     // Stop accepting and finish in-flight requests and frames. Websocket clients stay connected
     // (quiesce) until the end, so messages in flight still reach them (spec §7: they are closed
     // with 1001 after in-flight messages finished, producers flushed and offsets committed).
@@ -471,7 +489,8 @@ export class Gateway {
         r.close();
       }),
     );
-    await within(Promise.allSettled([...this.retiring]), left());
+    await within(Promise.allSettled([...this.retiring, ...this.leaving.values()]), left());
+    clearTimeout(cutLeaving);
     await Promise.allSettled([...this.brokers.values()].map((b) => b.stop()));
     await Promise.allSettled([...this.listeners.values()].filter((l) => l.quiesce).map((l) => l.stop({ drainMs: left() })));
     await this.admin?.stop();

@@ -36,6 +36,11 @@ export interface TransitionEnv {
    * its deadline, so an edit made meanwhile is not held for the rest of it (it is applied next).
    */
   superseded(): boolean;
+  /**
+   * The old consume routes this transition stops or hands over, and when they have: a shutdown
+   * that cannot wait for the reload to end stops them within its own drain budget (gateway.ts).
+   */
+  consumersLeaving(routes: readonly RouteRuntime[], stopped: Promise<unknown>): void;
 }
 
 /**
@@ -179,12 +184,14 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
   // stop (finishing and committing the message in hand) before their successors start.
   const starting: RouteRuntime[] = [];
   const stopping: Promise<void>[] = [];
+  const leaving: RouteRuntime[] = [];
   for (const r of newRoutes.values()) {
     const before = predecessors.get(r.name);
     const handedOver = before && r.takeOver(before, drainMs, env.registry);
     if (handedOver) {
       predecessors.delete(r.name);
       stopping.push(handedOver);
+      leaving.push(before);
     } else starting.push(r);
   }
   // A forward route renamed without a group takes over the subscription of the route it replaces
@@ -198,6 +205,7 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
       predecessors.delete(name);
       starting.splice(starting.indexOf(r), 1);
       stopping.push(handedOver);
+      leaving.push(before);
       break;
     }
   }
@@ -210,9 +218,14 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
   for (const r of predecessors.values()) {
     const key = r.consumes();
     stopping.push(r.stopConsuming(drainMs, false, removed.has(r.name) && key !== undefined && !consumedAfter.has(key)));
+    leaving.push(r);
   }
-  await Promise.all(stopping);
-  for (const r of starting) r.start();
+  const stopped = Promise.all(stopping);
+  env.consumersLeaving(leaving, stopped);
+  await stopped;
+  // A shutdown began meanwhile: it stopped the routes of the new config (it waits for a reload
+  // only within its drain budget), and one started now would consume after the drain.
+  if (!env.stopping()) for (const r of starting) r.start();
   if (t.admin?.op === 'remove' || (t.admin?.op === 'replace' && !adminTakeover)) await live.admin?.stop();
   if (t.admin?.op === 'remove') live.admin = undefined;
   else if (built.admin) live.admin = built.admin;

@@ -731,6 +731,48 @@ routes:
     }
   });
 
+  // The same hand-over under a reload that raises drainTimeoutMs to 10 s: the route's wait for its
+  // held webhook is then 5 s (WEBHOOK_STOP_GRACE_MS), and the shutdown, whose budget is the running
+  // config's 1 s, awaited the whole reload before stopping the rest: the exit came 5 s after the
+  // hand-over began. Now the reload is waited for within the budget, and the old route's webhook
+  // try is cut at its end (spec-checklist 1667).
+  it('on SIGTERM while a reload hands a route over, exits within drainTimeoutMs, not when the hand-over would end', async () => {
+    const target = await HeldTarget.start();
+    const withFeed = (feed: string, drainTimeoutMs: number, step = '') =>
+      memoryToWebhook(target.url, drainTimeoutMs).replace('    to: { http:', () => `${step}    to: { http:`) +
+      `  - name: ${feed}\n    from: { broker: local, topic: events }\n    to: { listener: api, path: /stream }\n`;
+    try {
+      await gw.start(withFeed('feed', 1000));
+      assert.equal((await post(gw.url('api', '/in'), { n: 0 })).status, 200);
+      await eventually(() => assert.equal(target.bodies.length, 1));
+      const from = gw.logs.length;
+      gw.write('gateway.yaml', withFeed('feed2', 10000, "    through:\n      - transform: '$'\n"));
+      const handOver = await gw.waitForLog((l) => l.msg === 'renamed route took over the subscription of the route it replaces', 10000, from);
+      const exited = gw.stop('SIGTERM');
+      assert.deepEqual(await exited, { code: 0, signal: null });
+      const exitedAt = Date.now();
+      // The hand-over's own wait (5 s) would end at this; the drain's budget (1 s from the signal, after the hand-over began) well before it.
+      const handOverEnds = Date.parse(String(handOver.time)) + 5000;
+      assert.ok(
+        exitedAt < handOverEnds,
+        `exited ${exitedAt - handOverEnds} ms after the hand-over's wait would end: ${gw.logs
+          .slice(from)
+          .map((l) => l.msg)
+          .join('; ')}`,
+      );
+      // The held message was not delivered (its webhook never answered), so nothing acknowledged it: the memory topic says it is lost with the process.
+      assert.ok(
+        gw.logs.slice(from).some((l) => l.msg.startsWith('message lost with the process') || l.msg.startsWith('memory topic messages not delivered')),
+        gw.logs
+          .slice(from)
+          .map((l) => l.msg)
+          .join('; '),
+      );
+    } finally {
+      await target.stop();
+    }
+  });
+
   it('says how many messages of a memory topic its route had not taken by drainTimeoutMs, as they die with the process', async () => {
     const target = await HeldTarget.start();
     try {
