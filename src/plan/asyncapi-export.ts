@@ -1,6 +1,7 @@
 import { canonical } from '../core/canonical.js';
 import { shownEndpoint } from '../config/secrets.js';
 import type { CompiledStep } from '../kinds/contracts.js';
+import { VALIDATION_ERROR_HEADER } from '../kinds/steps/validate.js';
 import { JsonSchemaCompiler } from './json-schema.js';
 import type { Plan, TargetPlan } from './types.js';
 
@@ -127,10 +128,24 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
       // What clients send must pass every validate step met before a step that may change the
       // value (a transform); later ones check what earlier steps made of it.
       const enforced: Readonly<typeof accepted>[] = [];
+      /** A validate step among them lets what fails it on (`onInvalid: tag`). */
+      let tags = false;
       for (const s of r.steps) {
         if (s.accepts) enforced.push(s.accepts);
+        if (s.accepts && !s.stopsInvalid) tags = true;
         if (!s.keepsValue) break;
       }
+      // The messages stay those the steps check: what clients should send. A tag step takes the
+      // others too, marked as failing; the operation says so rather than listing them as sound
+      // (AsyncAPI 3: every message an operation processes is valid against one of its messages).
+      const notes = [
+        ...(tags
+          ? [
+              `Route '${r.name}' also takes a message that fails these (onInvalid: tag): it goes on to the route's targets with the header ${VALIDATION_ERROR_HEADER} saying why. Send messages that pass.`,
+            ]
+          : []),
+        ...(accepted.length > enforced.flat().length ? ['Later validate steps check the message further after earlier steps changed it.'] : []),
+      ];
       const messages = messagesOf(enforced, id, r.name, r.name) ?? [[r.name, { name: r.name, contentType: 'application/json', description: 'Any JSON value (the route validates nothing).' }] as const];
       for (const [mid, m] of messages) channel.messages[mid] = m;
       operations[r.name] = {
@@ -139,7 +154,7 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
         summary: `Clients send messages here (${r.from.path}); route '${r.name}' delivers them to ${describeTargets(r.to)}.`,
         channel: { $ref: `#/channels/${escapePointer(id)}` },
         messages: messages.map(([mid]) => ({ $ref: `#/channels/${escapePointer(id)}/messages/${escapePointer(mid)}` })),
-        ...(accepted.length > enforced.flat().length ? { description: 'Later validate steps check the message further after earlier steps changed it.' } : {}),
+        ...(notes.length > 0 ? { description: notes.join(' ') } : {}),
       };
     }
     for (const t of r.to) {

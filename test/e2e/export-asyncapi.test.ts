@@ -82,6 +82,11 @@ describe('eventgate export asyncapi', () => {
         '    from: { broker: local, topic: orders }',
         '    through: [{ validate: { schema: { type: object, required: [x] }, onInvalid: tag } }]',
         '    to: { listener: push, path: /ws/tagged }',
+        // Point 1652: a tag step on what clients send keeps its message (what they should send); the operation says the rest is taken, tagged.
+        '  - name: lenient',
+        '    from: { listener: api, path: /lenient }',
+        '    through: [{ validate: { schema: { type: object, required: [l] }, onInvalid: tag } }]',
+        '    to: { broker: local, topic: orders }',
         // A webhook is described without its Basic credentials and query (an API key), as /admin/status names it.
         '  - name: hooked',
         '    from: { listener: api, path: /hooked }',
@@ -120,6 +125,12 @@ describe('eventgate export asyncapi', () => {
     assert.deepEqual(doc.channels['push-ws-checked'].messages['checked-ws-forward'].payload, { type: 'object', required: ['y'] });
     assert.deepEqual(doc.operations['checked-ws-forward-push-ws-checked'].messages, [{ $ref: '#/channels/push-ws-checked/messages/checked-ws-forward' }]);
     assert.equal(doc.channels['push-ws-tagged'].messages['tagged-ws-forward'].payload, undefined);
+    assert.deepEqual(doc.channels['api-lenient'].messages.lenient.payload, { type: 'object', required: ['l'] });
+    assert.equal(
+      doc.operations.lenient.description,
+      "Route 'lenient' also takes a message that fails these (onInvalid: tag): it goes on to the route's targets with the header _asyncapi_eg_validation_error saying why. Send messages that pass.",
+    );
+    assert.equal(doc.operations.orders.description, undefined);
     assert.match(doc.operations.hooked.summary, /webhook http:\/\/127\.0\.0\.1:9\/hook\b/);
     for (const secret of ['password-in-export-url', 'key-in-export-query']) assert.equal(r.stdout.includes(secret), false, `${secret} exported`);
   });
