@@ -40,14 +40,16 @@ interface Unbound {
    * The routes that do not, by why not (Cause.why): a shared chain's routes may lack it for
    * different reasons (one from a broker, one whose path has no such parameter), each said of its own.
    */
-  causes: Map<string, { routes: string[]; say: Cause['say'] }>;
+  causes: Map<string, { routes: string[]; details: string[]; say: Cause['say'] }>;
 }
 
 /** Why a route does not bind a variable it reads, and what to say of the routes that do not for that reason. */
 interface Cause {
   /** `no binding step`, `no request` or `no such parameter`. */
   why: string;
-  say: (routes: string[]) => string;
+  /** What of this route the text names (its path, for `no such parameter`): each route's own, said together. */
+  detail?: string;
+  say: (routes: string[], details: string[]) => string;
 }
 
 /** The steps that bind a variable, for what is said where none does. */
@@ -75,9 +77,11 @@ export class UnboundReads {
             entry.bound = true;
             continue;
           }
-          const routes = entry.causes.get(cause.why);
-          if (routes) routes.routes.push(route);
-          else entry.causes.set(cause.why, { routes: [route], say: cause.say });
+          const known = entry.causes.get(cause.why);
+          if (known) {
+            known.routes.push(route);
+            known.details.push(cause.detail ?? '');
+          } else entry.causes.set(cause.why, { routes: [route], details: [cause.detail ?? ''], say: cause.say });
         }
     };
     for (const s of steps) {
@@ -91,7 +95,7 @@ export class UnboundReads {
   report(ctx: CompileContext): void {
     for (const u of this.reads.values()) {
       if (u.bound) continue;
-      for (const { routes, say } of u.causes.values()) ctx.reportInValue(u.at, u.index, 'EG_CONFIG_EXPRESSION', say(routes));
+      for (const { routes, details, say } of u.causes.values()) ctx.reportInValue(u.at, u.index, 'EG_CONFIG_EXPRESSION', say(routes, details));
     }
   }
 }
@@ -99,7 +103,12 @@ export class UnboundReads {
 /** `route 'a'`, `routes 'a' and 'b'` (the routes using a shared chain). */
 function routesText(routes: string[]): string {
   const named = routes.map((r) => `'${r}'`);
-  return named.length === 1 ? `route ${named[0]}` : `routes ${named.slice(0, -1).join(', ')} and ${named.at(-1)}`;
+  return named.length === 1 ? `route ${named[0]}` : `routes ${listed(named)}`;
+}
+
+/** `a, b and c`. */
+function listed(items: string[]): string {
+  return items.length === 1 ? items[0]! : `${items.slice(0, -1).join(', ')} and ${items.at(-1)}`;
 }
 
 function unbound(read: VariableRead, bound: ReadonlySet<string>, { request }: RouteSource, where: string): Cause | undefined {
@@ -123,9 +132,14 @@ function unbound(read: VariableRead, bound: ReadonlySet<string>, { request }: Ro
   if (name !== 'path' || member === undefined || request.parameters.includes(member)) return undefined;
   const like = closest(member, request.parameters);
   const has = request.parameters.length === 0 ? 'has no parameters' : `has no parameter '${member}', only ${request.parameters.map((p) => `:${p}`).join(', ')}`;
-  // Said of the first route using it whose path lacks the parameter: paths differ route by route.
+  const only = request.parameters.length === 0 ? 'no parameters' : `only ${request.parameters.map((p) => `:${p}`).join(', ')}`;
+  // A shared chain's routes have paths of their own: each is named, with what it has instead.
   return {
     why: 'no such parameter',
-    say: (routes) => `$path.${member} has no value here: the path of route '${routes[0]}' ('${request.path}') ${has}${like === undefined ? '' : ` (did you mean $path.${like}?)`}, ${never}`,
+    detail: `'${request.path}': ${only}`,
+    say: (routes, details) =>
+      routes.length === 1
+        ? `$path.${member} has no value here: the path of route '${routes[0]}' ('${request.path}') ${has}${like === undefined ? '' : ` (did you mean $path.${like}?)`}, ${never}`
+        : `$path.${member} has no value here: the paths of routes ${listed(routes.map((r, i) => `'${r}' (${details[i]})`))} have no parameter '${member}', ${never}`,
   };
 }

@@ -741,13 +741,18 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       '    from: { listener: api, path: /rooms/:room }', //                                               36
       "    through: [{ filter: '$path.room and $path.rom and $query.q' }, stamp]", //                    37: a parameter the path has not
       "    to: { broker: local, topic: d, key: '$path.room' }", //                                        38
+      '  - name: e', //                                                                                   39
+      '    from: { listener: api, path: /e/:id }', //                                                     40: nor has its path :room (1714)
+      '    through: [roomed]', //                                                                         41
+      '    to: { broker: local, topic: e }', //                                                           42
     ];
     const r = await validate({ 'gateway.yaml': yaml(...lines) });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     const none = (name: string, routes: string, where: string) => `$${name} has no value here: only an auth step sets it, and ${routes} none ${where}, so it would read no value for every message`;
     assert.deepEqual(r.lines, [
       `gateway.yaml:16:32: ${none('principal', "routes 'b' and 'd' have", 'before this step')}`,
-      "gateway.yaml:18:34: $path.room has no value here: the path of route 'b' ('/b') has no parameters, so it would read no value for every message",
+      // Point 1714: each route's path named, not the first one's only.
+      "gateway.yaml:18:34: $path.room has no value here: the paths of routes 'b' ('/b': no parameters) and 'e' ('/e/:id': only :id) have no parameter 'room', so it would read no value for every message",
       "gateway.yaml:18:34: $path has no value here: route 'c' takes no HTTP or WebSocket request, so it has no path parameters and this would read no value for every message",
       `gateway.yaml:23:36: ${none('principal', "route 'a' has", 'before this step')}`,
       `gateway.yaml:30:55: ${none('principal', "route 'b' has", 'in its steps')}`,
