@@ -40,6 +40,8 @@ export class RecordingEndpoints implements RequestSender {
     });
     return {
       status: 0,
+      // A test's endpoint that does not answer got the request; a refused connection did not.
+      sent: answer?.error !== 'refused',
       abort: () => {
         aborted = true;
       },

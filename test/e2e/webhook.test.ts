@@ -319,7 +319,7 @@ routes:
     assert.equal(res.status, 502);
     let p = (await res.json()) as { code: string; detail: string };
     assert.equal(p.code, 'EG_WEBHOOK_FAILED');
-    assert.match(p.detail, /answered 500: database down \(after 3 tries\)/);
+    assert.match(p.detail, /answered 500: database down \(after 3 tries\)$/, 'an endpoint that answered each try: no "may still have reached it"');
 
     hook.respond = (_r, res) => {
       res.statusCode = 422;
@@ -335,7 +335,7 @@ routes:
     res = await post('/refused', { a: 1 });
     assert.equal(res.status, 502);
     p = (await res.json()) as { code: string; detail: string };
-    assert.match(p.detail, /could not be reached: ECONNREFUSED \(after 2 tries\)/);
+    assert.match(p.detail, /could not be reached: ECONNREFUSED \(after 2 tries\)$/, 'a refused connection took nothing: no "may still have reached it"');
     const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
     assert.match(metrics, /eventgate_webhook_requests_total\{route="refused",result="connection"\} 2/);
     assert.match(metrics, /eventgate_webhook_requests_total\{route="direct",result="4xx"\} 1/);
@@ -414,11 +414,16 @@ routes:
     hook.respond = (_r, res) => res.end('ok');
   });
 
-  it('answers 504 when the endpoint does not answer within timeoutMs', async () => {
+  it('answers 504 when the endpoint does not answer within timeoutMs, saying that the endpoint may have the message all the same', async () => {
     hook.respond = () => undefined; // never answers
+    const from = hook.requests.length;
     const res = await post('/slow', { a: 1 });
     assert.equal(res.status, 504);
-    assert.equal(((await res.json()) as { code: string }).code, 'EG_WEBHOOK_TIMEOUT');
+    const p = (await res.json()) as { code: string; detail: string };
+    assert.equal(p.code, 'EG_WEBHOOK_TIMEOUT');
+    // The endpoint read the request: a client that takes the 504 for "not delivered" and sends again gets it there twice.
+    assert.equal(hook.requests.length - from, 1);
+    assert.match(p.detail, /did not answer within 300 ms; the message may still have reached it \(sending it again may deliver it twice\)$/);
     hook.respond = (_r, res) => res.end('ok');
   });
 

@@ -66,6 +66,12 @@ export const TIMED_OUT: Error & { code?: string } = Object.assign(new Error('no 
 export interface Exchange {
   /** The answer's status once its headers came, else 0. */
   readonly status: number;
+  /**
+   * The request went out on a connection (undici's onConnect: a socket was open and the request
+   * written to it), so an endpoint that then failed to answer may have taken it; before that (a
+   * refused connection, DNS, TLS) it cannot have.
+   */
+  readonly sent: boolean;
   abort(): void;
 }
 
@@ -174,6 +180,10 @@ class AnswerHandler implements Dispatcher.DispatchHandler, ClientAnswer, Exchang
     /** The request, to send it again (fixed-origin lanes only). */
     private readonly req?: ClientRequest,
   ) {}
+
+  get sent(): boolean {
+    return this.cut !== undefined;
+  }
 
   onConnect(abort: (err: Error) => void): void {
     this.cut = abort;

@@ -295,7 +295,8 @@ export class WebhookTarget implements Target {
       if (result.ok) return { endpoint: request.display, status: result.status, attempts: attempt };
       if (!result.retry || attempt >= this.plan.attempts || this.closed) {
         const p = result.problem;
-        throw new WebhookError(attempt > 1 ? { ...p, detail: `${p.detail} (after ${attempt} tries)` } : p);
+        const detail = `${p.detail}${attempt > 1 ? ` (after ${attempt} tries)` : ''}${flight.mayHaveReached && p.code !== 'EG_SHUTTING_DOWN' ? `; ${MAY_HAVE_REACHED_ENDPOINT}` : ''}`;
+        throw new WebhookError(detail === p.detail ? p : { ...p, detail });
       }
       const wait = Math.min(result.retryAfterMs ?? jitter(backoff), this.plan.maxBackoffMs);
       this.logger.debug({ route: this.route, endpoint: this.shown(request.display), attempt, waitMs: wait, detail: this.shown(result.problem.detail) }, 'webhook try failed; retrying');
@@ -473,6 +474,7 @@ export class WebhookTarget implements Target {
     // Once the timer ended this try (and the slot went on to another), an aborted request does not call back; be sure anyway.
     if (ticket !== flight.tries || slot === undefined || slot.flight !== flight) return;
     if (err === TIMED_OUT) return this.expire(slot, flight);
+    if (answer === undefined && flight.exchange?.sent) flight.mayHaveReached = true;
     slot.flight = undefined;
     flight.slot = undefined;
     flight.exchange = undefined;
@@ -493,6 +495,7 @@ export class WebhookTarget implements Target {
     const exchange = flight.exchange;
     flight.exchange = undefined;
     const status = exchange?.status ?? 0;
+    if (status === 0 && exchange?.sent) flight.mayHaveReached = true;
     exchange?.abort();
     this.release(slot);
     if (status >= 200 && status < 300) {
@@ -575,6 +578,14 @@ function tlsReason(err: Error & { code?: string; reason?: unknown }): string {
   return err.code?.startsWith('ERR_SSL_') && typeof err.reason === 'string' ? err.reason : err.message;
 }
 
+/**
+ * What a failure says when a try went out and no answer came (a timeout, a connection closed after
+ * the request was written): the endpoint may have taken the message and answered late, or not at
+ * all, so a client that sends it again may have it delivered twice. Without it a 504 read as a
+ * message the endpoint never got (the broker targets' 503s say the same: MAY_HAVE_REACHED).
+ */
+export const MAY_HAVE_REACHED_ENDPOINT = 'the message may still have reached it (sending it again may deliver it twice)';
+
 /** A try in flight when the route stopped (shutdown, or a reload replacing the route) and closed its connections. */
 function cutShort(display: string): Problem {
   return problem('EG_SHUTTING_DOWN', `the route stopped before ${display} answered: the message may or may not have been delivered`);
@@ -591,6 +602,8 @@ class Flight implements AnswerListener {
   exchange: Exchange | undefined = undefined;
   /** Set while retry() waits for a try; the first try settles the promise itself. */
   onRetry: ((a: Attempt) => void) | undefined = undefined;
+  /** A try went out and got no answer (a timeout, a connection closed or reset after the request was written): the endpoint may have the message. */
+  mayHaveReached = false;
 
   constructor(
     private readonly target: WebhookTarget,
