@@ -730,12 +730,18 @@ routes:
     from: {listener: api, path: /i}
     through: [{auth: {jwt: {secret: a-secret-long-enough-0123456789abcdef, jwksCacheMaxAgeMs: 60000}}}]
     to: {broker: local, topic: t}
+  - name: encryption-keys-only
+    from: {listener: api, path: /j}
+    through: [{auth: {jwt: {jwksFile: jwks-enc.json}}}]
+    to: {broker: local, topic: t}
 `,
       'rsa.pem': rsa.publicKey.export({ type: 'spki', format: 'pem' }) as string,
       'keys.yaml': 'alice: [unclosed\n',
       'numbers.yaml': 'alice: 1234567890123456789\n',
       'key.pem': '-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n',
       'jwks.json': '{"keys": [{"kty": "PGP", "kid": "k1"}]}\n',
+      // Keys of a known type that jose never picks to verify a token (an identity provider's encryption keys).
+      'jwks-enc.json': `${JSON.stringify({ keys: [{ ...rsa.publicKey.export({ format: 'jwk' }), kid: 'e1', use: 'enc' }, { ...rsa.publicKey.export({ format: 'jwk' }), kid: 'e2', key_ops: ['encrypt'] }] })}\n`,
     });
     const r = await runCli(['validate', '-c', `${dir}/gateway.yaml`, '--format', 'json']);
     assert.equal(r.code, 1);
@@ -751,6 +757,7 @@ routes:
       'gateway.yaml:31:80: a key set served at a URL is public: with HS256, a shared secret published in it would let anyone make tokens; list asymmetric algorithms, or use secret or jwksFile',
       "gateway.yaml:35:80: unknown signature algorithm 'RS265', 'none'; known: HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA, Ed25519",
       'gateway.yaml:39:95: jwksCacheMaxAgeMs applies to keys fetched from a jwksUrl, and this jwt has none',
+      'gateway.yaml:43:39: \'jwks-enc.json\' holds no key to verify tokens with: its keys are marked for another use (a "use" other than "sig", or "key_ops" without "verify")',
       // In the keys file itself, at the place it stops being YAML, without quoting its lines (they hold keys).
       'keys.yaml:2:1: YAML syntax error: Flow sequence in block collection must be sufficiently indented and end with a ]',
     ]);

@@ -18,6 +18,12 @@ const MIN_HMAC_SECRET_CHARS = 32;
 const HMAC_ALGORITHMS = ['HS256', 'HS384', 'HS512'];
 /** The key types (`kty`) of JSON Web Keys that can verify a token. */
 const JWK_TYPES = ['RSA', 'EC', 'OKP', 'oct'];
+
+/** A JWK that may verify signatures, as jose's key sets judge `use` and `key_ops` (RFC 7517 §4.2, §4.3). */
+function verifies(jwk: unknown): boolean {
+  const { use, key_ops: ops } = jwk as { use?: unknown; key_ops?: unknown };
+  return (use === undefined || use === 'sig') && (ops === undefined || (Array.isArray(ops) && ops.includes('verify')));
+}
 const ASYMMETRIC_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'];
 const SHA256_DIGEST = /^sha256:([0-9a-f]{64})$/i;
 /** A JWKS URL's keys: refetched for an unknown key id at most this often (jose's cooldown), kept this long by default. */
@@ -359,8 +365,14 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
       return undefined;
     }
     // A set with no key of a known type verifies no token: every request would be refused 401, with nothing said at load.
-    if (!Array.isArray(set.keys) || !set.keys.some((k) => JWK_TYPES.includes((k as { kty?: unknown } | null)?.kty as string))) {
+    const typed = Array.isArray(set.keys) ? set.keys.filter((k) => JWK_TYPES.includes((k as { kty?: unknown } | null)?.kty as string)) : [];
+    if (typed.length === 0) {
       ctx.report(['jwt', 'jwksFile'], 'EG_CONFIG_FILE', `'${o.jwksFile}' holds no key to verify tokens with (a key whose kty is ${JWK_TYPES.join(', ')})`);
+      return undefined;
+    }
+    // jose skips a key marked for another use (`use: enc`, `key_ops` without `verify`): a set of only such keys refuses every token as well.
+    if (!typed.some(verifies)) {
+      ctx.report(['jwt', 'jwksFile'], 'EG_CONFIG_FILE', `'${o.jwksFile}' holds no key to verify tokens with: its keys are marked for another use (a "use" other than "sig", or "key_ops" without "verify")`);
       return undefined;
     }
     algorithms ??= ASYMMETRIC_ALGORITHMS;
