@@ -255,7 +255,10 @@ routes:
     const closed = await post('/raw', { n: 1 });
     assert.equal(closed.status, 502);
     assert.equal(raw.seen.length, from + 3);
-    assert.match(closed.body.detail!, /\/hook closed the connection before a complete answer \(UND_ERR_SOCKET: other side closed\) \(after 2 tries\); the message may still have reached it \(sending it again may deliver it twice\)$/);
+    assert.match(
+      closed.body.detail!,
+      /\/hook closed the connection before a complete answer \(UND_ERR_SOCKET: other side closed\) \(after 2 tries\); the message may still have reached it \(sending it again may deliver it twice\)$/,
+    );
     raw.scripts = [() => undefined, () => undefined, ok()];
     const t = await post('/raw', { n: 2 });
     assert.equal(t.status, 504);
@@ -266,7 +269,10 @@ routes:
     const junk = await post('/raw', { n: 3 });
     assert.equal(junk.status, 502);
     assert.equal(raw.seen.length, from + 2, 'retried');
-    assert.match(junk.body.detail!, /\/hook sent an answer the HTTP client could not read \(Response does not match the HTTP\/1\.1 protocol [^)]*\)\) \(after 2 tries\); the message may still have reached it/);
+    assert.match(
+      junk.body.detail!,
+      /\/hook sent an answer the HTTP client could not read \(Response does not match the HTTP\/1\.1 protocol [^)]*\)\) \(after 2 tries\); the message may still have reached it/,
+    );
   });
 
   it('sends a request again, once, on a new connection when the kept-alive one it went out on was closed idle by the endpoint, not counting it as a try', async () => {
