@@ -313,7 +313,7 @@ routes:
       assert.deepEqual((await out.next()).value, { who: 'svc-1', tenant: 'acme', body: { n: 1 } });
     });
 
-    it('answers 401 for a missing, expired, wrongly signed, wrong-issuer or wrong-audience token', async () => {
+    it('answers 401 for a missing, expired, wrongly signed, wrong-issuer or wrong-audience token, or one with a critical header it does not understand', async () => {
       const claims = { sub: 'svc-1', scope: 'publish', tenant: 'acme' };
       const cases: [string, Record<string, string>][] = [
         ['missing', {}],
@@ -337,6 +337,13 @@ routes:
         assert.match(reply.headers.get('www-authenticate') ?? '', /^Bearer realm="eventgate"/, name);
         if (name.startsWith('sub ')) assert.match(reply.body.detail, /the token's "sub" claim is not a string/, name);
       }
+      // A critical header parameter the gateway does not understand (RFC 7515 §4.1.11): refused, and said so, not "an unsupported algorithm".
+      const critical = await new SignJWT({ ...claims, iss: ISSUER, aud: 'eventgate' })
+        .setProtectedHeader({ alg: 'HS256', crit: ['x-bound'], 'x-bound': 'device-7' })
+        .sign(secretKey, { crit: { 'x-bound': true } });
+      const crit = await post(gw.url('api', '/hs'), { n: 2 }, { authorization: `Bearer ${critical}` });
+      assert.equal(crit.status, 401, crit.text);
+      assert.equal(crit.body.detail, 'the token has a critical header parameter ("crit") the gateway does not understand');
       await acceptedSentinel();
     });
 
@@ -741,7 +748,12 @@ routes:
       'key.pem': '-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n',
       'jwks.json': '{"keys": [{"kty": "PGP", "kid": "k1"}]}\n',
       // Keys of a known type that jose never picks to verify a token (an identity provider's encryption keys).
-      'jwks-enc.json': `${JSON.stringify({ keys: [{ ...rsa.publicKey.export({ format: 'jwk' }), kid: 'e1', use: 'enc' }, { ...rsa.publicKey.export({ format: 'jwk' }), kid: 'e2', key_ops: ['encrypt'] }] })}\n`,
+      'jwks-enc.json': `${JSON.stringify({
+        keys: [
+          { ...rsa.publicKey.export({ format: 'jwk' }), kid: 'e1', use: 'enc' },
+          { ...rsa.publicKey.export({ format: 'jwk' }), kid: 'e2', key_ops: ['encrypt'] },
+        ],
+      })}\n`,
     });
     const r = await runCli(['validate', '-c', `${dir}/gateway.yaml`, '--format', 'json']);
     assert.equal(r.code, 1);

@@ -372,7 +372,11 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
     }
     // jose skips a key marked for another use (`use: enc`, `key_ops` without `verify`): a set of only such keys refuses every token as well.
     if (!typed.some(verifies)) {
-      ctx.report(['jwt', 'jwksFile'], 'EG_CONFIG_FILE', `'${o.jwksFile}' holds no key to verify tokens with: its keys are marked for another use (a "use" other than "sig", or "key_ops" without "verify")`);
+      ctx.report(
+        ['jwt', 'jwksFile'],
+        'EG_CONFIG_FILE',
+        `'${o.jwksFile}' holds no key to verify tokens with: its keys are marked for another use (a "use" other than "sig", or "key_ops" without "verify")`,
+      );
       return undefined;
     }
     algorithms ??= ASYMMETRIC_ALGORITHMS;
@@ -586,6 +590,9 @@ function jwtFailure(err: unknown, remote: (() => string) | undefined): Verdict {
     ERR_JOSE_NOT_SUPPORTED: 'the token uses an unsupported algorithm or key type',
   };
   let reason = code === undefined ? undefined : reasons[code];
+  // jose's words for a `crit` parameter it does not know (`Extension Header Parameter "x" is not recognized`): the algorithm was fine.
+  if (code === 'ERR_JOSE_NOT_SUPPORTED' && (err as Error).message.startsWith('Extension Header Parameter'))
+    reason = 'the token has a critical header parameter ("crit") the gateway does not understand';
   if (code === 'ERR_JWT_CLAIM_VALIDATION_FAILED') {
     const e = err as { claim?: string; reason?: string; payload?: JWTPayload };
     reason = `the token's "${e.claim}" claim ${e.reason === 'check_failed' ? 'is not acceptable' : e.reason === 'missing' ? 'is missing' : 'is not valid'}`;
