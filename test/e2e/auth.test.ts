@@ -74,6 +74,13 @@ describe('auth step', () => {
   /** /held-forward.json: the key set, answered once `heldRelease` resolves; `onHeldAsked` is told of each request. */
   let heldRelease: Promise<void> = Promise.resolve();
   let onHeldAsked = (): unknown => undefined;
+  /** /slow.json: the key set at once the first time, then held unanswered until `releaseSlow()`; `slowHeld` while a held fetch is open (jose not yet given up on it). */
+  let slowFetches = 0;
+  let slowHeld = false;
+  const slowWaiting: (() => void)[] = [];
+  const releaseSlow = () => {
+    for (const answer of slowWaiting.splice(0)) answer();
+  };
   let jwksBase = '';
   let out: WsClient;
   let yaml: string;
@@ -99,6 +106,17 @@ describe('auth step', () => {
           res.writeHead(200, { 'content-type': 'application/json' });
           res.end(JSON.stringify({ keys: [rsaJwk] }));
         });
+        return;
+      }
+      if (req.url === '/slow.json') {
+        const answer = () => {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ keys: [rsaJwk] }));
+        };
+        if (++slowFetches === 1) return answer();
+        slowHeld = true;
+        res.on('close', () => (slowHeld = false));
+        slowWaiting.push(answer);
         return;
       }
       if (req.url === '/stale-forward-down.json') {
@@ -189,6 +207,10 @@ routes:
     from: {listener: api, path: /jwks-stale}
     through: [{auth: {jwt: {jwksUrl: "http://127.0.0.1:${jwksPort}/stale.json", jwksCacheMaxAgeMs: 1000}}}]
     to: {broker: local, topic: failing}
+  - name: jwt-jwks-slow
+    from: {listener: api, path: /jwks-slow}
+    through: [{auth: {jwt: {jwksUrl: "http://127.0.0.1:${jwksPort}/slow.json", jwksCacheMaxAgeMs: 1000}}}]
+    to: {broker: local, topic: failing}
   - name: jwt-jwks-stale-forward
     from: {broker: local, topic: out}
     to: {listener: push, path: /ws/stale-feed, auth: {jwt: {jwksUrl: "http://127.0.0.1:${jwksPort}/stale-forward.json", jwksCacheMaxAgeMs: 1000, query: access_token}}}
@@ -241,6 +263,7 @@ routes:
     out = await WsClient.connect(gw.url('push', '/ws/out', 'ws'));
   });
   after(() => {
+    releaseSlow();
     jwks?.close();
   });
 
@@ -500,6 +523,27 @@ routes:
       const after = await send();
       assert.equal(after.status, 200, after.text);
       staleUp = true;
+    });
+
+    it('does not hold a token its held keys verify while the JWKS URL is slow to answer the fetch their age asks for', async () => {
+      const token = await rs({ sub: 'x' }, 'remote-1');
+      const send = () => post(gw.url('api', '/jwks-slow'), {}, { authorization: `Bearer ${token}` });
+      assert.equal((await send()).status, 200);
+      assert.equal(slowFetches, 1);
+      // Once the keys are 1 s old a token asks for them again, and the URL holds that fetch (up to the 5 s jose waits).
+      const statuses: number[] = [];
+      while (slowFetches < 2) {
+        statuses.push((await send()).status);
+        await delay(100);
+      }
+      const during = await send();
+      statuses.push(during.status);
+      assert.deepEqual(new Set(statuses), new Set([200]), statuses.join(', '));
+      assert.ok(slowHeld, 'answered while the fetch was still open, not after jose gave up on it');
+      // A key id the held set lacks may be in the set being fetched: that token waits for it, and the answer judges it.
+      const other = post(gw.url('api', '/jwks-slow'), {}, { authorization: `Bearer ${await rs({ sub: 'x' }, 'rotated-3')}` });
+      releaseSlow();
+      assert.equal((await other).status, 401);
     });
 
     it("a forward target's auth, too: keeps the keys it had while the JWKS URL fails, warns as its route, and keeps them through a reload that rebuilds the route", async () => {

@@ -101,7 +101,7 @@ const jwtOptions = Type.Object(
       Type.Integer({
         minimum: JWKS_MIN_MAX_AGE_MS,
         default: JWKS_MAX_AGE_MS,
-        description: `How long keys fetched from \`jwksUrl\` are used before the set is fetched again (before the next token is checked; at least ${JWKS_MIN_MAX_AGE_MS} ms). Should the fetch fail, the keys it had are still used until one succeeds, so a short age makes the gateway notice rotations sooner without making it depend on the identity provider being up.`,
+        description: `How long keys fetched from \`jwksUrl\` are used before the set is fetched again (by the next token; at least ${JWKS_MIN_MAX_AGE_MS} ms). A token whose signature a key held verifies is judged at once while that fetch goes on; others wait for it (up to 5 s). Should the fetch fail, the keys it had are still used until one succeeds, so a short age makes the gateway notice rotations sooner without making it depend on the identity provider being up.`,
         examples: [300000],
       }),
     ),
@@ -514,6 +514,21 @@ function remoteKeySet(url: URL, maxAgeMs: number): RemoteKeySet {
   };
   const remote = j.createRemoteJWKSet(url, { timeoutDuration: JWKS_TIMEOUT_MS, cooldownDuration: JWKS_COOLDOWN_MS, cacheMaxAge: maxAgeMs, [j.customFetch]: spacedFetch });
   set.getKey = async (header, token) => {
+    // Keys `maxAgeMs` old: jose fetches them again before it judges the token, so while the URL is
+    // slow (up to JWKS_TIMEOUT_MS) every token waited for that fetch, with keys in hand that verify
+    // it. A token whose signature a held key verifies is judged with it at once, the fetch going on
+    // behind it (as Envoy's jwt_authn refreshes in the background); any other waits for the fetch, as
+    // before (a key id the set did not have, several it could name, a key id reused for a new key).
+    if (last !== undefined && Date.now() - last.at >= maxAgeMs) {
+      try {
+        const key = await last.getKey(header, token);
+        await j.flattenedVerify(token, key);
+        void remote(header, token).catch(() => undefined);
+        return key;
+      } catch {
+        // Judged as below.
+      }
+    }
     try {
       return await remote(header, token);
     } catch (err) {
