@@ -785,6 +785,10 @@ routes:
     from: {listener: api, path: /j}
     through: [{auth: {jwt: {jwksFile: jwks-enc.json}}}]
     to: {broker: local, topic: t}
+  - name: credentials-in-the-url
+    from: {listener: api, path: /k}
+    through: [{auth: {jwt: {jwksUrl: "https://idp:s3cret-pass@idp.test/jwks.json"}}}]
+    to: {broker: local, topic: t}
 `,
       'rsa.pem': rsa.publicKey.export({ type: 'spki', format: 'pem' }) as string,
       'keys.yaml': 'alice: [unclosed\n',
@@ -814,10 +818,12 @@ routes:
       "gateway.yaml:35:80: unknown signature algorithm 'RS265', 'none'; known: HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA, Ed25519",
       'gateway.yaml:39:95: jwksCacheMaxAgeMs applies to keys fetched from a jwksUrl, and this jwt has none',
       'gateway.yaml:43:39: \'jwks-enc.json\' holds no key to verify tokens with: its keys are marked for another use (a "use" other than "sig", or "key_ops" without "verify")',
+      'gateway.yaml:47:38: jwksUrl must not hold a user or password (user:password@): a key set is public, and the fetch would be refused, every token 503',
       // In the keys file itself, at the place it stops being YAML, without quoting its lines (they hold keys).
       'keys.yaml:2:1: YAML syntax error: Flow sequence in block collection must be sufficiently indented and end with a ]',
     ]);
     assert.equal(r.stdout.includes('unclosed'), false);
+    assert.equal(r.stdout.includes('s3cret-pass'), false);
   });
 
   it('need exactly one key source for a jwt (a rule of the schema, reported at the second source)', async () => {

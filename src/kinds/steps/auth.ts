@@ -94,7 +94,7 @@ const jwtOptions = Type.Object(
       Type.String({
         pattern: '^https?://',
         description:
-          'JSON Web Key Set URL (https, or http on a loopback host); cached for `jwksCacheMaxAgeMs`, refetched for unknown key ids at most every 30 s. While it cannot be fetched (tried again at most every 2 s, each failure a warning), tokens are verified with the last key set it gave; a token none of those keys verifies, or any token before a first fetch succeeded, answers 503.',
+          'JSON Web Key Set URL (https, or http on a loopback host; no `user:password@`); cached for `jwksCacheMaxAgeMs`, refetched for unknown key ids at most every 30 s. While it cannot be fetched (tried again at most every 2 s, each failure a warning), tokens are verified with the last key set it gave; a token none of those keys verifies, or any token before a first fetch succeeded, answers 503.',
       }),
     ),
     jwksCacheMaxAgeMs: Type.Optional(
@@ -384,6 +384,11 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
     const url = new URL(o.jwksUrl!);
     if (url.protocol !== 'https:' && !['localhost', '127.0.0.1', '[::1]'].includes(url.hostname)) {
       ctx.report(['jwt', 'jwksUrl'], 'EG_CONFIG_SCHEMA', 'jwksUrl must use https (http is accepted only on a loopback host): keys fetched in the clear could be replaced');
+      return undefined;
+    }
+    // fetch() refuses a URL with credentials, and said so with the URL, password and all, in every warning: each token was 503.
+    if (url.username !== '' || url.password !== '') {
+      ctx.report(['jwt', 'jwksUrl'], 'EG_CONFIG_SCHEMA', 'jwksUrl must not hold a user or password (user:password@): a key set is public, and the fetch would be refused, every token 503');
       return undefined;
     }
     const hmac = (algorithms ?? []).filter((a) => HMAC_ALGORITHMS.includes(a));
