@@ -456,6 +456,12 @@ export interface BrokerRuntime {
    * cannot read back omit it.
    */
   retained?(topic: string, after: ReadonlyMap<number, bigint>): Promise<Retained>;
+  /**
+   * What numbers the positions of the messages read from `topic`, besides the broker and the
+   * topic: a JetStream subject's stream (an offset is its sequence; a subject moved to another
+   * stream starts another count). Part of ReplaySource.sourceKey.
+   */
+  positionScope?(topic: string): string | undefined;
   /** Why `topic` cannot be a topic of this broker, or undefined; asked of topics computed per message. */
   topicProblem?(topic: string): string | undefined;
   /**
@@ -716,6 +722,13 @@ export function noReadBack(source: string): string {
  * saw), through the route's chain: what a reconnecting event-stream client missed.
  */
 export interface ReplaySource {
+  /**
+   * What the positions of its messages are positions in: the broker (kind and name), the topic,
+   * and what else numbers them (BrokerRuntime.positionScope); undefined when they have none.
+   * Event-stream ids carry a tag of it, so that an id of another source (a reload changed the
+   * route's topic) is not read as positions of this one.
+   */
+  readonly sourceKey: string | undefined;
   replay(after: ReadonlyMap<number, bigint>): Promise<Retained>;
 }
 
@@ -759,7 +772,7 @@ export interface ListenerRuntime {
   /** `http` or `https`: the scheme of the requests an http listener serves (a publish span's `url.scheme`). */
   readonly urlScheme?: string;
   /** Forward target for `to: {listener, path}`; only listeners that push to clients have one. */
-  forwardTarget?(path: string, options: { format: 'value' | 'envelope' | 'cloudevent'; route: string }): Target;
+  forwardTarget?(path: string, options: { format: 'value' | 'envelope' | 'cloudevent'; route: string; sourceKey: string | undefined }): Target;
 }
 
 export interface ListenerCompileContext {

@@ -160,6 +160,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    */
   readonly forwardGates: readonly (Gate | undefined)[];
   private readonly targets: Target[];
+  /** What the positions of the messages it consumes are positions in (ReplaySource.sourceKey), for event-stream ids. */
+  readonly sourceKey: string | undefined;
   /** Webhook targets, whose kept-alive connections are closed when the route is retired. */
   private readonly webhooks: WebhookTarget[] = [];
   private readonly deadletter: DeadletterTopic | undefined;
@@ -240,6 +242,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const checks = byteChecks.length > 0 && byteChecks.every((b) => b !== undefined) ? (byteChecks as ((buf: Buffer, start: number, end: number) => boolean)[]) : undefined;
     this.credentialHeaders = new Set([...CREDENTIAL_HEADERS, ...this.steps.flatMap((s) => s.credentialHeaders ?? [])]);
     this.stats = deps.metrics?.route(this.name) ?? new RouteStats();
+    this.sourceKey = sourceKeyOf(plan, deps.brokers);
     this.targets = plan.to.map((t, i) => this.target(t, i));
     this.delivers = this.targets.length > 0;
     this.validates = this.steps.some((s) => s.kind === 'validate');
@@ -281,7 +284,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   }
 
   private target(t: TargetPlan, index: number): Target {
-    if (t.type === 'listener') return this.deps.listeners.get(t.listener)!.forwardTarget!(t.path, { format: t.format, route: this.name });
+    if (t.type === 'listener') return this.deps.listeners.get(t.listener)!.forwardTarget!(t.path, { format: t.format, route: this.name, sourceKey: this.sourceKey });
     if (t.type === 'http') {
       const webhook = new WebhookTarget(t.webhook, this.stats.webhook, this.deps.logger, this.name, index, (text) => this.shown(text), this.deps.webhookSender);
       this.webhooks.push(webhook);
@@ -1229,6 +1232,18 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
  * listener's clients, a CloudEvent written structured). A target's expressions (topic, key, URL,
  * headers) make a string of what they read and leave the body as it came.
  */
+/**
+ * ReplaySource.sourceKey of a route: its source broker's kind and name, the topic, and what else
+ * numbers the positions (a JetStream subject's stream). Undefined for a route from a listener or
+ * from a broker that keeps no positions (MQTT, AMQP).
+ */
+function sourceKeyOf(plan: RoutePlan, brokers: ReadonlyMap<string, BrokerRuntime>): string | undefined {
+  if (plan.from.type !== 'broker') return undefined;
+  const broker = brokers.get(plan.from.broker);
+  if (!broker?.retained) return undefined;
+  return JSON.stringify([broker.kind, broker.name, plan.from.topic, broker.positionScope?.(plan.from.topic) ?? null]);
+}
+
 function readsValues(plan: RoutePlan): boolean {
   if (plan.steps.length > 0) return true;
   return plan.to.some((t) => (t.type === 'listener' ? true : t.type === 'broker' ? t.structured === true : t.webhook.cloudevents === 'structured'));

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { eventsAcrossACut, openBrowserPage, type BrowserPage } from '../helpers/browser.js';
+import { splitId, untagged } from '../helpers/sse.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
@@ -9,7 +10,7 @@ import { fetch } from '../helpers/http.js';
 
 /**
  * A browser's EventSource on a stream fed from a JetStream subject: after a cut connection it
- * reconnects with the last id it saw (`0:<stream sequence>`) and gets what the stream stored
+ * reconnects with the last id it saw (`<tag>~0:<stream sequence>`) and gets what the stream stored
  * meanwhile. Before, it got nothing of that: only memory and Kafka topics were read again.
  */
 describe('Server-Sent Events from NATS JetStream in headless Chromium (EventSource)', () => {
@@ -64,8 +65,9 @@ routes:
       [1, 2, 3, 4, 5],
     );
     assert.deepEqual(
-      events.map((e) => e.id),
+      events.map((e) => untagged(e.id)),
       published,
     );
+    assert.equal(new Set(events.map((e) => splitId(e.id).tags[0])).size, 1, 'one tag: one source');
   });
 });

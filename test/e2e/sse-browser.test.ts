@@ -4,6 +4,7 @@ import { eventsAcrossACut, openBrowserPage, type BrowserPage } from '../helpers/
 import { useGateway } from '../helpers/gateway.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { fetch } from '../helpers/http.js';
+import { splitId, untagged } from '../helpers/sse.js';
 
 describe('Server-Sent Events in headless Chromium (EventSource)', () => {
   let proxy: TcpProxy;
@@ -47,9 +48,11 @@ routes:
       events.map((e) => JSON.parse(e.data).n),
       [1, 2, 3, 4, 5],
     );
+    // The ids as the page's EventSource kept them (and sent back as Last-Event-ID across the cut): the tag of the route's source, then the position.
+    const [tag] = splitId(events[0]!.id).tags;
     assert.deepEqual(
       events.map((e) => e.id),
-      ['0:0', '0:1', '0:2', '0:3', '0:4'],
+      ['0:0', '0:1', '0:2', '0:3', '0:4'].map((p) => `${tag}~${p}`),
     );
     assert.ok(events.every((e) => e.type === 'order.placed'));
   });
@@ -90,10 +93,11 @@ routes:
         got.map((e) => e.n),
         Array.from({ length: 31 }, (_, n) => n),
       );
-      const first = Number(got[0]!.id.split(':')[1]);
+      const [tag] = splitId(got[0]!.id).tags;
+      const first = Number(untagged(got[0]!.id).split(':')[1]);
       assert.deepEqual(
         got.map((e) => e.id),
-        got.map((_, i) => `0:${first + i}`),
+        got.map((_, i) => `${tag}~0:${first + i}`),
       );
       assert.deepEqual(
         gw.logs.slice(from).filter((l) => /too slow/.test(l.msg)),

@@ -78,7 +78,7 @@ describe('SSE over Kafka: bursts while clients resume', () => {
           assert.equal(follower.events.length, total, `${label}: no duplicate`);
           const got = follower.events.map((e) => (JSON.parse(e.data) as { n: number }).n);
           for (const p of [0, 1, 2]) assert.deepEqual(sequence(got, p), want[p], `${label}: partition ${p} in order, no gap, no duplicate`);
-          for (const e of follower.events) assert.match(e.id ?? '', /^\d+:\d+(,\d+:\d+)*$/, `${label}: every event has an id`);
+          for (const e of follower.events) assert.match(e.id ?? '', /^[A-Za-z0-9_-]{4}~\d+:\d+(,\d+:\d+)*$/, `${label}: every event has an id`);
         }
       } finally {
         for (const s of started) s.follower.stop();

@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { appendCommitMarker, endOffsets, startKafka, type KafkaCluster } from '../helpers/kafka.js';
-import { openStream, useSseKafka } from '../helpers/sse.js';
+import { openStream, splitId, sseKafkaConfig, untagged, useSseKafka } from '../helpers/sse.js';
 import { fetch } from '../helpers/http.js';
 
 describe('Server-Sent Events from a Kafka topic', () => {
-  const { gw } = useSseKafka('sse');
+  const { gw, kafka } = useSseKafka('sse');
 
   const publish = async (n: number) => {
     const res = await fetch(gw.url('api', '/ticks'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ n, room: `r${n % 5}` }) });
@@ -18,7 +18,7 @@ describe('Server-Sent Events from a Kafka topic', () => {
     for (let n = 1; n <= 6; n++) await publish(n);
     await eventually(() => assert.equal(first.events().length, 6), 15000);
     const lastId = first.events().at(-1)!.id!;
-    assert.match(lastId, /^\d+:\d+(,\d+:\d+)*$/);
+    assert.match(untagged(lastId), /^\d+:\d+(,\d+:\d+)*$/);
     first.close();
 
     for (let n = 7; n <= 10; n++) await publish(n);
@@ -49,7 +49,7 @@ describe('Server-Sent Events from a Kafka topic', () => {
     );
     await publish(12);
     await eventually(() => assert.equal(ahead.events().length, 13), 15000);
-    for (const e of ahead.events().slice(1)) assert.match(e.id!, /^[0-2]:\d+(,[0-2]:\d+)*$/);
+    for (const e of ahead.events().slice(1)) assert.match(untagged(e.id), /^[0-2]:\d+(,[0-2]:\d+)*$/);
     ahead.close();
   });
   it("tells a client whose Last-Event-ID names none of the topic's partitions (an id of another topic), and replays it from the oldest retained", async () => {
@@ -65,6 +65,47 @@ describe('Server-Sent Events from a Kafka topic', () => {
       [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
     );
     foreign.close();
+  });
+  it("reads an id of the topic a reload moved the route from as another source's: the new topic from its oldest record, said so (1331)", async () => {
+    const old = await openStream(gw.url('api', '/ticks'));
+    // One event per room: the old topic's id names partition 0 (and the others the rooms' keys reach).
+    for (let n = 13; n < 18; n++) await publish(n);
+    await eventually(() => assert.equal(old.events().length, 5), 15000);
+    old.close();
+    const oldId = old.events()[4]!.id!;
+    assert.match(untagged(oldId), /^0:\d+(,[12]:\d+)*$/);
+    // The route moves to a topic of one partition, which then holds more records than the old id's offset on partition 0.
+    const moved = kafka().topic('sse-moved');
+    await kafka().createTopic(moved, 1);
+    assert.equal((await gw.reconfigure(sseKafkaConfig(kafka(), moved))).msg, 'config reloaded');
+    const oldOffset = Number(/^0:(\d+)/.exec(untagged(oldId))![1]);
+    const ns = Array.from({ length: oldOffset + 3 }, (_, i) => 100 + i);
+    for (const n of ns) await publish(n);
+    // Read as positions of the new topic, the id skipped its records up to that offset without a word.
+    const resumed = await openStream(gw.url('api', '/ticks'), { 'last-event-id': oldId });
+    try {
+      await eventually(() => assert.equal(resumed.events().length, 1 + ns.length), 20000);
+      const [notice, ...replayed] = resumed.events();
+      assert.equal(notice!.event, 'eventgate.resume');
+      assert.deepEqual(JSON.parse(notice!.data), {
+        resumed: true,
+        gap: true,
+        reason: "Last-Event-ID is of another source than this stream's (another topic or stream, or this route's before a reload changed it); resuming from the oldest retained event",
+      });
+      assert.deepEqual(
+        replayed.map((e) => JSON.parse(e.data).n),
+        ns,
+      );
+      // Ids of the new topic's one partition, with its tag.
+      const [newTag] = splitId(replayed[0]!.id).tags;
+      assert.notEqual(newTag, splitId(oldId).tags[0]);
+      assert.deepEqual(
+        replayed.map((e) => e.id),
+        ns.map((_, i) => `${newTag}~0:${i}`),
+      );
+    } finally {
+      resumed.close();
+    }
   });
 });
 
@@ -117,7 +158,7 @@ routes:
     await eventually(() => assert.equal(resumed.events().length, 1), 60000);
     const [missed] = resumed.events();
     assert.deepEqual(JSON.parse(missed!.data), { n: 2 });
-    assert.equal(missed!.id, '0:1');
+    assert.equal(untagged(missed!.id), '0:1');
     await publish(3);
     await eventually(() => assert.equal(resumed.events().length, 2), 15000);
     assert.deepEqual(JSON.parse(resumed.events()[1]!.data), { n: 3 });

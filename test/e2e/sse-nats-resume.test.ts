@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
-import { openStream, type SseEvent } from '../helpers/sse.js';
+import { openStream, splitId, type SseEvent, untagged } from '../helpers/sse.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
 
 /**
@@ -19,8 +19,7 @@ describe('event streams from JetStream resume after Last-Event-ID', () => {
   });
   after(() => nats?.stop());
 
-  const gw = useGateway(
-    () => `version: 1
+  const config = () => `version: 1
 admin: { port: 0 }
 brokers:
   nats:
@@ -43,8 +42,8 @@ routes:
   - name: core
     from: { broker: nats, topic: "core.>" }
     to: { listener: api, path: /mixed }
-`,
-  );
+`;
+  const gw = useGateway(config);
 
   // The gateway is ready before its brokers are: a publish meanwhile is a 503 (the stream not declared yet).
   before(() => eventually(async () => assert.equal((await readyz(gw)).status, 200), 30_000));
@@ -54,7 +53,7 @@ routes:
     assert.equal(r.status, 200, r.text);
     return (JSON.parse(r.text) as { deliveries: { offset: string }[] }).deliveries[0]!.offset;
   };
-  const values = (events: SseEvent[]) => events.filter((e) => e.event === undefined).map((e) => [e.id, JSON.parse(e.data) as { n: number }]);
+  const values = (events: SseEvent[]) => events.filter((e) => e.event === undefined).map((e) => [untagged(e.id), JSON.parse(e.data) as { n: number }]);
 
   it('replays what the stream stored on the route subject after the id, then goes live', { timeout: 60_000 }, async () => {
     const first = await openStream(gw.url('api', '/made'));
@@ -129,7 +128,7 @@ routes:
     await eventually(() => assert.equal(first.events().length, 2), 10_000);
     first.close();
     const lastId = first.events().findLast((e) => e.id !== undefined)!.id!;
-    assert.match(lastId, /^made=0:\d+$/);
+    assert.match(untagged(lastId), /^made=0:\d+$/);
     await publish('made', 8);
     const resumed = await openStream(gw.url('api', '/mixed'), { 'last-event-id': lastId });
     await eventually(() => assert.equal(resumed.events().length, 2), 10_000);
@@ -142,5 +141,36 @@ routes:
       gap: true,
       reason: "route core: core NATS subject 'core.>' keeps no messages to read back: what it delivered while the client was away is not replayed",
     });
+  });
+
+  it("reads an id of the subject a reload moved the route from as another source's: the new subject from its oldest stored event, said so", { timeout: 60_000 }, async () => {
+    // Stored on the subject the route will read: before the client's id in the stream's sequence.
+    const movedSeqs = [await publish('moved', 1), await publish('moved', 2)];
+    const first = await openStream(gw.url('api', '/made'));
+    await publish('made', 9);
+    await eventually(() => assert.equal(first.events().length, 1), 10_000);
+    first.close();
+    const madeId = first.events()[0]!.id!;
+    assert.equal((await gw.reconfigure(config().replace('topic: "ev.*.made"', 'topic: "ev.*.moved"'))).msg, 'config reloaded');
+    // Read as a sequence of the new subject's, the id skipped both without a word.
+    const resumed = await openStream(gw.url('api', '/made'), { 'last-event-id': madeId });
+    try {
+      await eventually(() => assert.equal(resumed.events().length, 3), 10_000);
+      const [notice, ...replayed] = resumed.events();
+      assert.equal(notice!.event, 'eventgate.resume');
+      assert.deepEqual(JSON.parse(notice!.data), {
+        resumed: true,
+        gap: true,
+        reason: "Last-Event-ID is of another source than this stream's (another topic or stream, or this route's before a reload changed it); resuming from the oldest retained event",
+      });
+      const [movedTag] = splitId(replayed[0]!.id).tags;
+      assert.notEqual(movedTag, splitId(madeId).tags[0]);
+      assert.deepEqual(
+        replayed.map((e) => [e.id, JSON.parse(e.data).n]),
+        movedSeqs.map((seq, i) => [`${movedTag}~0:${seq}`, i + 1]),
+      );
+    } finally {
+      resumed.close();
+    }
   });
 });

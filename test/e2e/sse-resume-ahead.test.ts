@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
-import { openStream, parseEvents } from '../helpers/sse.js';
+import { openStream, parseEvents, untagged } from '../helpers/sse.js';
 
 /**
  * A Last-Event-ID past the end of the route's topic is not a position it ever gave: the gateway
@@ -113,7 +113,7 @@ routes:
 /** After the resume notice: the four messages posted, each with an id of the topic as it is now (0:0 to 0:3). */
 function assertFourFromTheStart(events: ReturnType<typeof parseEvents>): void {
   assert.deepEqual(
-    events.slice(1).map((e) => [e.id, JSON.parse(e.data)]),
+    events.slice(1).map((e) => [untagged(e.id), JSON.parse(e.data)]),
     [
       ['0:0', { n: 1 }],
       ['0:1', { n: 2 }],

@@ -5,7 +5,7 @@ import { connect, type Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { scrape } from '../helpers/prometheus.js';
-import { openStream, parseEvents } from '../helpers/sse.js';
+import { openStream, parseEvents, splitId, untagged } from '../helpers/sse.js';
 
 /** `curl -N`: an event-stream client that is not a browser. */
 function curl(url: string, headers: string[] = []): { child: ChildProcess; text: () => string } {
@@ -130,8 +130,11 @@ ${extra}`;
       events.map((e) => JSON.parse(e.data)),
       [{ n: 1 }, { n: 2 }],
     );
-    assert.equal(events[0]!.id, `0:${offset}`);
-    assert.equal(events[1]!.id, `0:${Number(offset) + 1}`);
+    // The position, after the tag of the route's source: four characters and a `~` more than the position.
+    const { tags, positions } = splitId(events[0]!.id);
+    assert.equal(positions, `0:${offset}`);
+    assert.equal(events[0]!.id!.length, 5 + positions.length);
+    assert.equal(events[1]!.id, `${tags[0]}~0:${Number(offset) + 1}`);
     await eventually(() => assert.match(c.text(), /: heartbeat\n\n/));
     // A CloudEvent's type names its event, except in the gateway's own `eventgate.` namespace: no
     // publisher can forge the notices a page acts on (end the stream, say what a resume skipped).
@@ -172,6 +175,7 @@ ${extra}`;
     // own reconnect sends with its latest id, wins over the URL's older one.
     const last = parseEvents(c.text()).at(-1)!.id!;
     await publish(16);
+    // An id of the old form (no tag) is read as a position of the route's source, as before.
     const q = curl(gw.url('api', `/ticks?lastEventId=${encodeURIComponent(`0:${first}`)}`));
     const h = curl(gw.url('api', '/ticks?lastEventID=0:0'), [`Last-Event-ID: ${last}`]);
     await eventually(() =>
@@ -219,9 +223,13 @@ ${extra}`;
     c.child.kill();
     // An offset of one topic could be read as one of the other: each route's positions are named.
     assert.deepEqual(
-      seen.map((e) => e.id),
+      seen.map((e) => untagged(e.id)),
       [`mixed-ticks=0:${tick500}`, `mixed-ticks=0:${tick500};${mixedTocks}=0:${tock1}`],
     );
+    // Each with its source's tag: two topics, two tags.
+    const [ticksTag, tocksTag] = splitId(seen[1]!.id).tags;
+    assert.notEqual(ticksTag, tocksTag);
+    assert.equal(splitId(seen[0]!.id).tags[0], ticksTag);
 
     // Missed while disconnected: two ticks and a tock, from two topics.
     await publish(501);
@@ -238,8 +246,8 @@ ${extra}`;
       resumed.map((e) => JSON.parse(e.data)),
       [{ n: 501 }, { n: 502 }, { m: 2 }, { n: 503 }],
     );
-    assert.equal(resumed[1]!.id, `mixed-ticks=0:${tick502};${mixedTocks}=0:${tock1}`);
-    assert.equal(resumed[2]!.id, `mixed-ticks=0:${tick502};${mixedTocks}=0:${Number(tock1) + 1}`);
+    assert.equal(resumed[1]!.id, `mixed-ticks=${ticksTag}~0:${tick502};${mixedTocks}=${tocksTag}~0:${tock1}`);
+    assert.equal(resumed[2]!.id, `mixed-ticks=${ticksTag}~0:${tick502};${mixedTocks}=${tocksTag}~0:${Number(tock1) + 1}`);
 
     // An id of the one-route form names no route of this path: said so, then live events.
     const stray = curl(gw.url('api', '/mixed'), ['Last-Event-ID: 0:3']);
@@ -477,7 +485,7 @@ ${extra}`;
     assert.equal(others.length, 0, 'one chunk');
     const events = parseEvents(chunk!);
     assert.deepEqual(
-      events.map((e) => [e.id, e.event, JSON.parse(e.data).n]),
+      events.map((e) => [untagged(e.id), e.event, JSON.parse(e.data).n]),
       offsets.map((o, i) => [`0:${o}`, 'tick', 400 + i]),
     );
   });
@@ -541,7 +549,7 @@ ${extra}`;
     await eventually(() => assert.equal(parseEvents(c.text()).length, 1));
     const [seen] = parseEvents(c.text());
     c.child.kill();
-    assert.match(seen!.id!, new RegExp(`^mixed-ticks=0:\\d+;${mixedTocks}=0:\\d+$`));
+    assert.match(untagged(seen!.id), new RegExp(`^mixed-ticks=0:\\d+;${mixedTocks}=0:\\d+$`));
 
     // The long-named tocks route is removed: /mixed is fed by mixed-ticks alone, whose ids carry no route names.
     const line = await gw.reconfigure(config().replace(mixedTocksRoute, ''));
@@ -560,7 +568,101 @@ ${extra}`;
       events.map((e) => JSON.parse(e.data).n),
       [601, 602],
     );
-    assert.equal(events[0]!.id, `0:${Number(tick) + 1}`);
+    assert.equal(events[0]!.id, `${splitId(seen!.id).tags[0]}~0:${Number(tick) + 1}`);
+  });
+
+  it("reads an id of the topic a reload moved a route from as another source's: from the oldest retained event, said so, alone and in a composite id; an id without a tag as before", async () => {
+    // `compass` reads north, then a reload moves it to south; /compass-mixed is fed by it and by ticks.
+    const compass = (topic: string) => `
+  - name: publish-north
+    from: { listener: api, path: /north }
+    to: { broker: local, topic: north }
+  - name: publish-south
+    from: { listener: api, path: /south }
+    to: { broker: local, topic: south }
+  - name: compass
+    from: { broker: local, topic: ${topic} }
+    to: [{ listener: api, path: /compass }, { listener: api, path: /compass-mixed }]
+  - name: compass-ticks
+    from: { broker: local, topic: ticks }
+    to: { listener: api, path: /compass-mixed }
+`;
+    const send = async (path: string, n: number) =>
+      assert.equal((await fetch(gw.url('api', path), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ n }) })).status, 200);
+    const ns = (events: { data: string }[]) => events.map((e) => JSON.parse(e.data).n);
+    assert.equal((await gw.reconfigure(config(compass('north')))).msg, 'config reloaded');
+    const streams = [await openStream(gw.url('api', '/compass')), await openStream(gw.url('api', '/compass-mixed'))];
+    const [one, mixed] = streams as [(typeof streams)[0], (typeof streams)[0]];
+    let northId: string;
+    let mixedId: string;
+    let tick: string;
+    let ticksTag: string;
+    let southTag: string;
+    try {
+      for (const n of [1, 2, 3]) await send('/north', n);
+      tick = await publish(700);
+      await eventually(() =>
+        assert.deepEqual(
+          [ns(one.events()), ns(mixed.events())],
+          [
+            [1, 2, 3],
+            [1, 2, 3, 700],
+          ],
+        ),
+      );
+      northId = one.events()[2]!.id!;
+      mixedId = mixed.events()[3]!.id!;
+      const [northTag] = splitId(northId).tags;
+      ticksTag = splitId(mixedId).tags[1]!;
+      assert.equal(untagged(northId), '0:2');
+      assert.equal(untagged(mixedId), `compass=0:2;compass-ticks=0:${tick}`);
+
+      // Six events on south: more than the old id's offset, which was read as a position of south
+      // (its events 0..2 skipped without a word, 1331).
+      assert.equal((await gw.reconfigure(config(compass('south')))).msg, 'config reloaded');
+      for (const n of [11, 12, 13, 14, 15, 16]) await send('/south', n);
+      // A stream open across the reload: ids of south's positions alone, with its tag.
+      await eventually(() => assert.deepEqual(ns(one.events()), [1, 2, 3, 11, 12, 13, 14, 15, 16]));
+      southTag = splitId(one.events()[3]!.id).tags[0]!;
+      assert.notEqual(southTag, northTag);
+      assert.deepEqual(
+        one
+          .events()
+          .slice(3)
+          .map((e) => e.id),
+        [0, 1, 2, 3, 4, 5].map((o) => `${southTag}~0:${o}`),
+      );
+      await eventually(() => assert.equal(mixed.events().at(-1)!.id, `compass=${southTag}~0:5;compass-ticks=${ticksTag}~0:${tick}`));
+    } finally {
+      for (const s of streams) s.close();
+    }
+    const resumes = [
+      await openStream(gw.url('api', '/compass'), { 'last-event-id': northId }),
+      await openStream(gw.url('api', '/compass'), { 'last-event-id': untagged(northId) }),
+      await openStream(gw.url('api', '/compass-mixed'), { 'last-event-id': mixedId }),
+    ];
+    try {
+      // Sent after the replays began: each stream's next events, after what it is replayed.
+      await send('/south', 17);
+      await publish(701);
+      const seen = (i: number) => resumes[i]!.events().map((e) => (e.event === undefined ? [e.id, JSON.parse(e.data).n] : [e.event, JSON.parse(e.data)]));
+      const south = (offsets: number[], id = (o: number) => `${southTag}~0:${o}`) => offsets.map((o) => [id(o), o + 11]);
+      const otherSource = "Last-Event-ID is of another source than this stream's (another topic or stream, or this route's before a reload changed it); resuming from the oldest retained event";
+      await eventually(() => {
+        // An id of north on a route that reads south: south from its oldest event, said so.
+        assert.deepEqual(seen(0), [['eventgate.resume', { resumed: true, gap: true, reason: otherSource }], ...south([0, 1, 2, 3, 4, 5, 6])]);
+        // An id without a tag (a client's from before tags) is read as a position of south, as it always was.
+        assert.deepEqual(seen(1), south([3, 4, 5, 6]));
+        // In a composite id, per route: compass from south's oldest event, ticks after the id's position.
+        assert.deepEqual(seen(2), [
+          ['eventgate.resume', { resumed: true, gap: true, reason: `route compass: ${otherSource}` }],
+          ...south([0, 1, 2, 3, 4, 5, 6], (o) => `compass=${southTag}~0:${o};compass-ticks=${ticksTag}~0:${tick}`),
+          [`compass=${southTag}~0:6;compass-ticks=${ticksTag}~0:${Number(tick) + 1}`, 701],
+        ]);
+      });
+    } finally {
+      for (const s of resumes) s.close();
+    }
   });
 
   it('ends the open streams of a path a reload removes (a browser reconnecting then gets 404), and keeps the others, those of a path whose parameter it renames too', async () => {

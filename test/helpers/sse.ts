@@ -8,6 +8,35 @@ export interface SseEvent {
   data: string;
 }
 
+/** The tag of an event id's source (docs/http-edge.md, "Server-Sent Events"): four base64url characters. */
+export const SOURCE_TAG = /^[A-Za-z0-9_-]{4}$/;
+
+/**
+ * An event id's sources' tags and what is left without them: `kQ3x~0:41` → `0:41`, and
+ * `a=kQ3x~0:1;b=Zb_9~0:5` → `a=0:1;b=0:5` with tags `[kQ3x, Zb_9]`. Fails unless every position
+ * carries a tag.
+ */
+export function splitId(id: string | undefined): { tags: string[]; positions: string } {
+  assert.ok(id !== undefined, 'the event has an id');
+  const tags: string[] = [];
+  const positions = id
+    .split(';')
+    .map((part) => {
+      const m = /^(?:([A-Za-z0-9._-]+)=)?([^~=;]*)~(.*)$/.exec(part);
+      assert.ok(m, `${id}: every route's positions carry their source's tag`);
+      assert.match(m[2]!, SOURCE_TAG, `${id}: a source tag`);
+      tags.push(m[2]!);
+      return m[1] === undefined ? m[3]! : `${m[1]}=${m[3]}`;
+    })
+    .join(';');
+  return { tags, positions };
+}
+
+/** An event id without its sources' tags (splitId). */
+export function untagged(id: string | undefined): string {
+  return splitId(id).positions;
+}
+
 /** Parses an event stream's text into its events (comments skipped), as a browser's EventSource does. */
 export function parseEvents(text: string): SseEvent[] {
   const out: SseEvent[] = [];

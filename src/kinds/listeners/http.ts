@@ -352,8 +352,8 @@ export class HttpListener implements ListenerRuntime {
     return this.streams.count();
   }
 
-  forwardTarget(path: string, { format, route }: { format: SseFormat; route: string }): Target {
-    return this.streams.target(path, format, route);
+  forwardTarget(path: string, { format, route, sourceKey }: { format: SseFormat; route: string; sourceKey: string | undefined }): Target {
+    return this.streams.target(path, format, route, sourceKey);
   }
 
   address() {

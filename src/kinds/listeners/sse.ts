@@ -3,11 +3,13 @@
  * listener: `GET <path>` with `Accept: text/event-stream` on a path a route forwards to opens a
  * stream; every message the route delivers is one event, serialised once for every client.
  *
- * Event ids are positions in the route's source topic (`<partition>:<offset>`, one pair per
- * partition seen so far, comma-separated), so a client that reconnects with `Last-Event-ID` is
- * replayed what the broker still retains after that position — through the same chain — before
- * it goes live, without a gap or a duplicate. On a path several routes forward to, the id names
- * each route's position (`<route>=<positions>`, `;`-separated), and a resume replays each route.
+ * Event ids are positions in the route's source, tagged with the source they are of (sse-ids.ts:
+ * `<tag>~<partition>:<offset>,...`), so a client that reconnects with `Last-Event-ID` is replayed
+ * what the broker still retains after that position — through the same chain — before it goes
+ * live, without a gap or a duplicate; an id of another source (a reload changed the route's
+ * topic) is read from the oldest retained message, with a notice. On a path several routes
+ * forward to, the id names each route's position (`<route>=<tag>~<positions>`, `;`-separated),
+ * and a resume replays each route.
  *
  * Live events are written as websocket forwards are (write-batch.ts): the events of a path that
  * arrive during one event-loop turn go to each client in one write at the end of the turn.
@@ -22,6 +24,7 @@ import type { Gate, ReplaySource, Target } from '../contracts.js';
 import { PathBatch, type BatchClient } from './write-batch.js';
 import { PacedWriter, SLICE_BYTES } from './paced-write.js';
 import { pathParameters, sameRoutePath } from './route-paths.js';
+import { beyond, copyPositions, formatId, formatSources, OTHER_SOURCE, parseId, parseSources, positionsOf, type Seen, type SourcePositions, sourceTag } from './sse-ids.js';
 
 export type SseFormat = 'value' | 'envelope' | 'cloudevent';
 
@@ -57,11 +60,6 @@ export interface SseAdmission {
   until: number | undefined;
 }
 
-/** Positions per partition: what a client has seen, and what an event id names. */
-export type Positions = Map<number, bigint>;
-/** Positions per source route of a path: one entry on a path one route feeds. */
-export type SourcePositions = Map<string, Positions>;
-
 interface SseClient extends BatchClient {
   res: ServerResponse;
   /** Everything after the response head goes through it, in order (paced-write.ts). */
@@ -89,7 +87,9 @@ interface SseClient extends BatchClient {
 /** A live event kept for clients being replayed, with what its id is made of should the replay have gone further. */
 interface HeldEvent {
   frame: Buffer;
+  /** Its route, and the tag of the source the route read it from (sse-ids.ts). */
   source: string;
+  tag: string | undefined;
   partition: number | null;
   offset: bigint | null;
   event: string | undefined;
@@ -102,71 +102,9 @@ interface PathState {
   clients: Set<SseClient>;
   /** This turn's live events for the clients that take the shared frame (not held, not ahead). */
   batch: PathBatch<SseClient>;
-  /** Latest offset delivered per source route and partition on this path: the next event's id extends it. */
+  /** Latest offset delivered per source route and partition on this path, and of which source: the next event's id extends it. */
   positions: SourcePositions;
   format: SseFormat;
-}
-
-function copyPositions(positions: SourcePositions): SourcePositions {
-  return new Map([...positions].map(([route, ps]) => [route, new Map(ps)]));
-}
-
-/** `base` with the positions of `seen` that are further (a copy), or undefined when none is. */
-function beyond(base: SourcePositions, seen: SourcePositions): SourcePositions | undefined {
-  let merged: SourcePositions | undefined;
-  for (const [route, ps] of seen) {
-    for (const [p, offset] of ps) {
-      if ((base.get(route)?.get(p) ?? -1n) >= offset) continue;
-      merged ??= copyPositions(base);
-      let m = merged.get(route);
-      if (!m) merged.set(route, (m = new Map()));
-      m.set(p, offset);
-    }
-  }
-  return merged;
-}
-
-/** The `id:` of a stream position (`0:41,1:17`), or undefined when no position is known. */
-export function formatPositions(p: Positions): string | undefined {
-  if (p.size === 0) return undefined;
-  return [...p]
-    .sort((a, b) => a[0] - b[0])
-    .map(([part, off]) => `${part}:${off}`)
-    .join(',');
-}
-
-/** The `id:` of a path several routes feed: `<route>=<positions>` per route that has any, `;`-separated. */
-export function formatSources(sources: SourcePositions): string | undefined {
-  const parts: string[] = [];
-  for (const route of [...sources.keys()].sort()) {
-    const p = formatPositions(sources.get(route)!);
-    if (p !== undefined) parts.push(`${route}=${p}`);
-  }
-  return parts.length > 0 ? parts.join(';') : undefined;
-}
-
-/** The per-route positions a composite `Last-Event-ID` names, or undefined when it is not one. */
-export function parseSources(id: string): SourcePositions | undefined {
-  const out: SourcePositions = new Map();
-  for (const part of id.split(';')) {
-    // A route name of any length (the config allows any; the header's size is bounded before this).
-    const m = /^\s*([A-Za-z0-9._-]+)=(.*)$/.exec(part);
-    const positions = m ? parsePositions(m[2]!) : undefined;
-    if (!positions) return undefined;
-    out.set(m![1]!, positions);
-  }
-  return out.size > 0 ? out : undefined;
-}
-
-/** The positions a `Last-Event-ID` names, or undefined when it is not one of ours. */
-export function parsePositions(id: string): Positions | undefined {
-  const out: Positions = new Map();
-  for (const pair of id.split(',')) {
-    const m = /^\s*(\d{1,9}):(\d{1,19})\s*$/.exec(pair);
-    if (!m) return undefined;
-    out.set(Number(m[1]), BigInt(m[2]!));
-  }
-  return out.size > 0 ? out : undefined;
 }
 
 /** One SSE event as bytes. A value its producer wrote over several lines (valueJson keeps its JSON text) goes as several `data:` lines, which clients join with newlines again. */
@@ -321,9 +259,9 @@ export class SseStreams {
     }
     // A one-route id on a path several routes feed could be read as any route's positions.
     if (this.shared.has(path)) return undefined;
-    const positions = parsePositions(lastId);
+    const seen = parseId(lastId);
     const [route] = sources.keys();
-    return positions && route !== undefined ? { from: new Map([[route, positions]]), gone: [] } : undefined;
+    return seen && route !== undefined ? { from: new Map([[route, seen]]), gone: [] } : undefined;
   }
 
   /**
@@ -334,23 +272,34 @@ export class SseStreams {
   private async resume(client: SseClient, sources: ReadonlyMap<string, ReplaySource>, after: SourcePositions): Promise<void> {
     client.held = [];
     const shared = this.shared.has(client.path);
-    const last: SourcePositions = new Map([...after].map(([route, p]) => [route, new Map(p)]));
+    // What the client has seen of each route's source, as the replay goes on. Positions of another
+    // source (an id of another stream, or of the route's topic before a reload changed it) are no
+    // positions of this one: that route is read from its oldest retained message.
+    const last: SourcePositions = new Map();
+    const foreign = new Set<string>();
+    for (const [route, source] of sources) {
+      const tag = sourceTag(source.sourceKey);
+      const given = after.get(route);
+      // An id without a tag (of the old form) is read as positions of the source the route reads now.
+      if (given?.tag !== undefined && given.tag !== tag) foreign.add(route);
+      last.set(route, { tag, at: given && !foreign.has(route) ? new Map(given.at) : new Map() });
+    }
     const format = this.state(client.path).format;
     for (const [route, source] of sources) {
-      const seen = last.get(route) ?? new Map<number, bigint>();
-      last.set(route, seen);
+      const seen = last.get(route)!;
       const from = shared ? `route ${route}: ` : '';
       try {
-        const { messages, gap, forget } = await source.replay(after.get(route) ?? new Map());
+        const { messages, gap, forget } = await source.replay(foreign.has(route) ? new Map() : (after.get(route)?.at ?? new Map()));
         // Not this source's positions: kept, live events up to them were held back from the client as already seen.
-        for (const p of forget ?? []) seen.delete(p);
-        if (gap !== undefined) this.write(client, sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: true, gap: true, reason: from + gap }) }));
+        for (const p of forget ?? []) seen.at.delete(p);
+        const why = [foreign.has(route) ? OTHER_SOURCE : '', gap ?? ''].filter(Boolean).join('; ');
+        if (why !== '') this.write(client, sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: true, gap: true, reason: from + why }) }));
         for (const message of messages) {
           if (!(await this.roomFor(client))) return;
           const pos = positionOf(message);
-          if (pos) seen.set(pos.partition, pos.offset);
+          if (pos) seen.at.set(pos.partition, pos.offset);
           const { event, data } = payload(message, format);
-          this.write(client, sseEvent({ id: shared ? formatSources(last) : formatPositions(seen), event, data }));
+          this.write(client, sseEvent({ id: shared ? formatSources(last) : formatId(seen), event, data }));
         }
       } catch (err) {
         this.logger.warn({ listener: this.listener, path: client.path, route, err: (err as Error).message }, 'event stream could not be resumed; streaming from now');
@@ -362,9 +311,10 @@ export class SseStreams {
     // What the client has seen beyond the path's live positions: the live events up to there come later and are left out.
     const live = this.state(client.path).positions;
     const ahead: SourcePositions = new Map();
-    for (const [route, ps] of last) {
-      const mine = new Map([...ps].filter(([p, offset]) => offset > (live.get(route)?.get(p) ?? -1n)));
-      if (mine.size > 0) ahead.set(route, mine);
+    for (const [route, seen] of last) {
+      const reached = positionsOf(live, route, seen.tag);
+      const mine = new Map([...seen.at].filter(([p, offset]) => offset > (reached?.get(p) ?? -1n)));
+      if (mine.size > 0) ahead.set(route, { tag: seen.tag, at: mine });
     }
     client.ahead = ahead.size > 0 ? ahead : undefined;
     // Live events that arrived during the replay, minus those the replay already sent. An id
@@ -375,7 +325,7 @@ export class SseStreams {
       if (!(await this.roomFor(client))) return;
       client.heldBytes -= h.frame.length;
       if (h.partition !== null && h.offset !== null) {
-        const seen = last.get(h.source)?.get(h.partition);
+        const seen = positionsOf(last, h.source, h.tag)?.get(h.partition);
         if (seen !== undefined && h.offset <= seen) continue;
       }
       const further = h.positions && beyond(h.positions, last);
@@ -465,23 +415,28 @@ export class SseStreams {
     this.heartbeat.unref();
   }
 
-  /** The target of `to: {listener, path}` on an http listener, for route `route`. */
-  target(path: string, format: SseFormat, route: string): Target {
+  /**
+   * The target of `to: {listener, path}` on an http listener, for route `route`; `sourceKey`:
+   * the route's source (ReplaySource.sourceKey), whose tag its events' ids carry.
+   */
+  target(path: string, format: SseFormat, route: string, sourceKey: string | undefined): Target {
     const state = this.state(path);
     state.format = format;
     const names = pathParameters(path);
+    const tag = sourceTag(sourceKey);
     return {
       send: (msg: Message, ctx?: MessageContext): Promise<Delivery> => {
         const pos = positionOf(msg);
-        let seen: Positions | undefined;
+        let seen: Seen | undefined;
         if (pos) {
           seen = state.positions.get(route);
-          if (!seen) state.positions.set(route, (seen = new Map()));
-          seen.set(pos.partition, pos.offset);
+          // None yet, or of the source the route read before a reload changed it: not extended by this one's.
+          if (seen?.tag !== tag) state.positions.set(route, (seen = { tag, at: new Map() }));
+          seen!.at.set(pos.partition, pos.offset);
         }
         if (state.clients.size === 0) return Promise.resolve({ listener: this.listener, path, clients: 0 });
         const { event, data } = payload(msg, format);
-        const id = seen ? (this.shared.has(path) ? formatSources(state.positions) : formatPositions(seen)) : undefined;
+        const id = seen ? (this.shared.has(path) ? formatSources(state.positions) : formatId(seen)) : undefined;
         const frame = sseEvent({ id, event, data });
         const batch = state.batch;
         // A message with its own values of the path's parameters (published on `/room/:r`) goes to
@@ -502,12 +457,12 @@ export class SseStreams {
           }
           (apart ??= []).push(c);
           if (c.held) {
-            held ??= { frame, source: route, partition: pos?.partition ?? null, offset: pos?.offset ?? null, event, data, positions: seen ? copyPositions(state.positions) : undefined };
+            held ??= { frame, source: route, tag, partition: pos?.partition ?? null, offset: pos?.offset ?? null, event, data, positions: seen ? copyPositions(state.positions) : undefined };
             c.held.push(held);
             c.heldBytes += frame.length;
             // Held while its replay is paced by its reading: a client that does not read is cut off as it would be live.
             if (c.heldBytes > this.options.maxBufferedBytes) this.cutOff(c, c.heldBytes);
-          } else if (pos && pos.offset <= (c.ahead!.get(route)?.get(pos.partition) ?? -1n)) {
+          } else if (pos && pos.offset <= (positionsOf(c.ahead, route, tag)?.get(pos.partition) ?? -1n)) {
             // The replay sent it already.
           } else if (this.write(c, this.frameAhead(c, state, path, route, seen !== undefined, frame, event, data))) sent++;
         }
@@ -525,10 +480,12 @@ export class SseStreams {
    */
   private frameAhead(c: SseClient, state: PathState, path: string, route: string, positioned: boolean, frame: Buffer, event: string | undefined, data: string): Buffer {
     const ahead = c.ahead!;
-    for (const [r, ps] of ahead) {
+    for (const [r, seen] of ahead) {
       const live = state.positions.get(r);
-      for (const [p, offset] of ps) if ((live?.get(p) ?? -1n) >= offset) ps.delete(p);
-      if (ps.size === 0) ahead.delete(r);
+      // The route reads another source now (a reload changed it): what the client saw ahead of the old one is not ahead of it.
+      if (live !== undefined && live.tag !== seen.tag) seen.at.clear();
+      for (const [p, offset] of seen.at) if ((live?.at.get(p) ?? -1n) >= offset) seen.at.delete(p);
+      if (seen.at.size === 0) ahead.delete(r);
     }
     if (ahead.size === 0) {
       c.ahead = undefined;
@@ -540,16 +497,17 @@ export class SseStreams {
 
   /** An event of `route` on `path` whose id names `positions`. */
   private positionedFrame(path: string, route: string, positions: SourcePositions, event: string | undefined, data: string): Buffer {
-    const id = this.shared.has(path) ? formatSources(positions) : formatPositions(positions.get(route) ?? new Map());
+    const id = this.shared.has(path) ? formatSources(positions) : formatId(positions.get(route));
     return sseEvent({ id, event, data });
   }
 
   /**
    * Ends the streams of paths no route forwards to any more (after a reload) and forgets the
-   * positions of routes that no longer feed a path. `shared`: paths fed by several routes, whose
+   * positions of routes that no longer feed a path, or now read another source (the ids of the
+   * path's other routes' events would carry them). `shared`: paths fed by several routes, whose
    * event ids name each route's positions from now on.
    */
-  retain(paths: ReadonlySet<string>, shared: ReadonlySet<string>, sources: ReadonlyMap<string, ReadonlyMap<string, unknown>>): void {
+  retain(paths: ReadonlySet<string>, shared: ReadonlySet<string>, sources: ReadonlyMap<string, ReadonlyMap<string, ReplaySource>>): void {
     this.shared = shared;
     for (const [path, s] of this.paths) {
       // A path whose parameters a reload renamed (`/rooms/:room` → `/rooms/:r`) still serves every
@@ -581,7 +539,10 @@ export class SseStreams {
         this.paths.delete(path);
         continue;
       }
-      for (const route of [...s.positions.keys()]) if (!sources.get(path)?.has(route)) s.positions.delete(route);
+      for (const [route, seen] of [...s.positions]) {
+        const source = sources.get(path)?.get(route);
+        if (source === undefined || seen.tag !== sourceTag(source.sourceKey)) s.positions.delete(route);
+      }
     }
   }
 

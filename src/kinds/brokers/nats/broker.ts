@@ -511,6 +511,11 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
     return readStream(this.nc, this.jsm, stream, topic, after, streamMessage);
   }
 
+  /** A JetStream subject's messages are numbered by its stream (their offset is the stream sequence). */
+  positionScope(topic: string): string | undefined {
+    return this.streamOf(topic) ?? undefined;
+  }
+
   /** JetStream consume routes: messages their consumer has yet to deliver, as of the last one delivered. */
   consumerLag(): ConsumerLag[] {
     return [...this.subscriptions].flatMap((s) => (s.lag === undefined ? [] : [{ route: s.route, topic: s.topic, partition: 0, lag: s.lag }]));
