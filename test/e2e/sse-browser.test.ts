@@ -55,6 +55,21 @@ routes:
       ['0:0', '0:1', '0:2', '0:3', '0:4'].map((p) => `${tag}~${p}`),
     );
     assert.ok(events.every((e) => e.type === 'order.placed'));
+    // A new EventSource (a reloaded page) gives the id it kept in the query: read back as it was sent.
+    await browser.page.evaluate((id) => {
+      const g = globalThis as any;
+      g.resumed = [];
+      g.es = new g.EventSource(`/orders/stream?lastEventId=${encodeURIComponent(id)}`);
+      g.es.addEventListener('order.placed', (e: any) => g.resumed.push({ id: e.lastEventId, n: JSON.parse(e.data).n }));
+    }, events[2]!.id);
+    const resumed = await browser.page
+      .waitForFunction(() => (globalThis as any).resumed.length >= 2 && (globalThis as any).resumed, undefined, { timeout: 15_000 })
+      .then((h) => h.jsonValue() as Promise<{ id: string; n: number }[]>)
+      .finally(() => browser.page.evaluate(() => (globalThis as any).es.close()));
+    assert.deepEqual(resumed, [
+      { id: `${tag}~0:3`, n: 4 },
+      { id: `${tag}~0:4`, n: 5 },
+    ]);
   });
 
   it('catches up after a cut whose replay is larger than events.maxBufferedBytes: the replay is paced by its reading, not cut off on every reconnect', async () => {
