@@ -73,8 +73,20 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
  * a topic name into U+FFFD without a word, and the gateway would publish to another topic.
  */
 export function decodeUtf8(bytes: Uint8Array): string | { line: number; column: number; message: string } {
+  const wide = wideEncodingOf(bytes);
+  if (wide) return { line: 1, column: 1, message: `the file is ${wide} text, not UTF-8 (save the file as UTF-8)` };
   try {
-    return utf8.decode(bytes);
+    const text = utf8.decode(bytes);
+    // YAML and JSON text cannot hold U+0000, and the YAML reader takes it without a word: a file
+    // of NULs between the characters read as one string ("the config must be a map").
+    const nul = text.indexOf('\0');
+    if (nul < 0) return text;
+    const before = text.slice(0, nul);
+    return {
+      line: before.split('\n').length,
+      column: nul - (before.lastIndexOf('\n') + 1) + 1,
+      message: 'the file holds a NUL byte (0x00) here, so it is not text (a binary file? save the file as UTF-8 text)',
+    };
   } catch {
     // Only on failure: find the first byte that starts no valid sequence (or a sequence cut short).
     let i = 0;
@@ -100,6 +112,22 @@ export function decodeUtf8(bytes: Uint8Array): string | { line: number; column: 
       message: `the file is not UTF-8 text: byte 0x${hex} here is not valid UTF-8 (save the file as UTF-8)`,
     };
   }
+}
+
+/**
+ * 'UTF-16' (or 'UTF-32') when the bytes are text in that encoding, as Windows tools write it
+ * (Notepad's "Unicode", PowerShell 5's `>` and `Out-File`): by its byte order mark, or without
+ * one by the NULs beside the first character, which a config's first character (a letter, `#`,
+ * `-`, a space) has in those encodings.
+ */
+function wideEncodingOf(bytes: Uint8Array): string | undefined {
+  if (bytes.length < 2) return undefined;
+  const [a, b, c, d] = [bytes[0], bytes[1], bytes[2], bytes[3]];
+  const bigEndian32 = a === 0 && b === 0 && (c === 0 ? d !== 0 : c === 0xfe && d === 0xff);
+  const littleEndian32 = c === 0 && d === 0 && (b === 0 ? a !== 0 : a === 0xff && b === 0xfe);
+  if (bigEndian32 || littleEndian32) return 'UTF-32';
+  if ((a === 0xff && b === 0xfe) || (a === 0xfe && b === 0xff) || (a === 0) !== (b === 0)) return 'UTF-16';
+  return undefined;
 }
 
 /** `ENOENT` → "no such file (ENOENT)": the code alone means little to most users. */

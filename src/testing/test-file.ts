@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
 import { formatPath, type Diagnostic } from '../config/diagnostics.js';
-import { describeFsError, parseSource, type PathPart } from '../config/source.js';
+import { decodeUtf8, describeFsError, parseSource, type PathPart } from '../config/source.js';
 import { didYouMean } from '../config/suggest.js';
 import { BATCH_TYPE } from '../codecs/cloudevents.js';
 import { mediaTypeOf } from '../core/message.js';
@@ -117,11 +117,18 @@ const ANSWERS_SHAPE =
 
 /** Reads and checks a test file; problems are diagnostics at `file:line:col`, like the config's. */
 export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile | undefined {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = readFileSync(file, 'utf8');
+    bytes = readFileSync(file);
   } catch (err) {
     diagnostics.push({ file, line: 1, column: 1, code: 'EG_CONFIG_FILE', path: '', message: `cannot read test file: ${describeFsError(err)}` });
+    return undefined;
+  }
+  // As a config is read: a Latin-1 'é' in an expected value read leniently became U+FFFD, and a
+  // UTF-16 file "needs a list under 'tests:'".
+  const text = decodeUtf8(bytes);
+  if (typeof text !== 'string') {
+    diagnostics.push({ file, line: text.line, column: text.column, code: 'EG_CONFIG_SYNTAX', path: '', message: text.message });
     return undefined;
   }
   const src = parseSource(file, text, {}, diagnostics, { substitute: false });

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { WsClient } from '../helpers/clients.js';
 import { runCliInProcess } from '../helpers/cli.js';
@@ -463,6 +465,16 @@ describe('eventgate test', () => {
     });
     assert.equal(badOutcome.code, 2);
     assert.match(badOutcome.stderr, /orders\.tests\.yaml:28:\d+: 'outcome' must be one of: delivered, filtered, invalid, rejected, failed, deadlettered \(did you mean 'rejected'\?\)/);
+
+    // A test file is read as a config is: UTF-16 (PowerShell 5's `>` writes it) said as such, not
+    // "needs a list under 'tests:'"; a Latin-1 byte at its place, not read as U+FFFD.
+    const encoded = tempFiles({ 'gateway.yaml': config });
+    writeFileSync(join(encoded, 'utf16.tests.yaml'), Buffer.from(`\ufeff${tests}`, 'utf16le'));
+    writeFileSync(join(encoded, 'latin1.tests.yaml'), Buffer.from(tests.replace('principal: alice', 'principal: ren\u00e9e'), 'latin1'));
+    const utf16 = await runCliInProcess(['test', 'utf16.tests.yaml'], { cwd: encoded });
+    assert.deepEqual([utf16.code, utf16.stderr], [2, 'utf16.tests.yaml:1:1: the file is UTF-16 text, not UTF-8 (save the file as UTF-8)\n']);
+    const latin1 = await runCliInProcess(['test', 'latin1.tests.yaml'], { cwd: encoded });
+    assert.deepEqual([latin1.code, latin1.stderr], [2, 'latin1.tests.yaml:8:21: the file is not UTF-8 text: byte 0xE9 here is not valid UTF-8 (save the file as UTF-8)\n']);
 
     // A pattern or condition that cannot compile, a number where a key, header value or query
     // parameter (a string) is expected: the test file's problems where they are written, not a crash (exit 1, no location)

@@ -175,6 +175,33 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assert.equal(r.stdout, 'gateway.yaml:13:14: the file is not UTF-8 text: byte 0xE9 here is not valid UTF-8 (save the file as UTF-8)\n');
     });
 
+    it('says a UTF-16 or UTF-32 file is one, with or without a byte order mark, and points at a NUL byte', async () => {
+      // PowerShell 5's `>` and Notepad's "Unicode" write UTF-16; without a byte order mark its NULs
+      // were read as part of one string ("the config must be a map, got string").
+      const dir = tempFiles({});
+      const text = yaml(...base);
+      const files: Record<string, Buffer> = {
+        'le-bom.yaml': Buffer.from(`\ufeff${text}`, 'utf16le'),
+        'le.yaml': Buffer.from(text, 'utf16le'),
+        'be.yaml': Buffer.from(text, 'utf16le').swap16(),
+        'utf32.yaml': Buffer.concat([...text].map((c) => Buffer.from([c.charCodeAt(0), 0, 0, 0]))),
+        'nul.yaml': Buffer.from(text.replace('local', 'lo\0cal')),
+      };
+      const said: string[] = [];
+      for (const [name, bytes] of Object.entries(files)) {
+        writeFileSync(join(dir, name), bytes);
+        const r = await runCliInProcess(['validate', '-c', name], { cwd: dir });
+        said.push(`${r.code} ${r.stdout}`);
+      }
+      assert.deepEqual(said, [
+        '1 le-bom.yaml:1:1: the file is UTF-16 text, not UTF-8 (save the file as UTF-8)\n',
+        '1 le.yaml:1:1: the file is UTF-16 text, not UTF-8 (save the file as UTF-8)\n',
+        '1 be.yaml:1:1: the file is UTF-16 text, not UTF-8 (save the file as UTF-8)\n',
+        '1 utf32.yaml:1:1: the file is UTF-32 text, not UTF-8 (save the file as UTF-8)\n',
+        '1 nul.yaml:3:5: the file holds a NUL byte (0x00) here, so it is not text (a binary file? save the file as UTF-8 text)\n',
+      ]);
+    });
+
     it('takes a file that starts with a byte order mark, with columns as an editor shows them', async () => {
       const r = await validate({ 'gateway.yaml': `\ufeff${yaml('version: 2')}` });
       assertProblems(r, [['gateway.yaml:1:10', /version must be 1, got number 2/]]);
