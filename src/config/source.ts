@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { LineCounter, parseDocument, parse as parseYaml, isAlias, isMap, isPair, isScalar, isSeq, visit, type Document, type Node as YamlNode, type Scalar } from './yaml.js';
+import { LineCounter, parseDocument, isAlias, isMap, isPair, isScalar, isSeq, visit, type Document, type Node as YamlNode, type Scalar } from './yaml.js';
 import { formatPath, type Diagnostic } from './diagnostics.js';
 import { expandVariables, type Env } from './variables.js';
 import { jsonSyntaxProblem } from './json-syntax.js';
@@ -522,21 +522,32 @@ function substituteEnv(
       fromEnv.add(formatPath(path));
       if (whole && replaced.trim() !== '') {
         // `port: ${PORT}` takes the type of the value, as if it had been written there.
-        try {
-          const typed: unknown = parseYaml(replaced);
-          if (typed === null || ['number', 'boolean'].includes(typeof typed)) {
-            node.value = typed;
-            typedVariables.set(formatPath(path), source);
-            return;
-          }
-        } catch {
-          // not a plain YAML scalar: keep it as a string
+        const typed = plainScalar(replaced);
+        if (typed === null || ['number', 'boolean'].includes(typeof typed)) {
+          node.value = typed;
+          typedVariables.set(formatPath(path), source);
+          return;
         }
       }
       node.value = replaced;
       written.set(node as Scalar, { text: source, sourceIndex: expansion.sourceIndex });
     },
   });
+}
+
+/**
+ * A variable's value read as one YAML scalar (`8081`, `true`), or undefined when it is more than
+ * that: with a comment (`8081 # staging`, which was read as 8081), a tag, an anchor, a `---`, a
+ * second line. The value is data, not YAML: only a value that is all one number, boolean or null
+ * takes its type; anything else stays the string it is, and a field wanting a number says so.
+ */
+function plainScalar(text: string): unknown {
+  const doc = parseDocument(text);
+  const node = doc.contents;
+  if (doc.errors.length > 0 || !isScalar(node) || node.type !== 'PLAIN' || node.anchor || node.tag || !node.range) return undefined;
+  const start = text.length - text.trimStart().length;
+  const end = text.trimEnd().length;
+  return node.range[0] === start && node.range[1] === end ? node.value : undefined;
 }
 
 function pathOf(ancestors: readonly unknown[], node: unknown): PathPart[] {

@@ -25,6 +25,10 @@ describe('${VAR} substitution', () => {
 
   it('keeps a value that is not a plain YAML number or boolean a string, even when whole', () => {
     assert.deepEqual(load('a: ${A}\nb: ${B}', { A: '[1, 2]', B: 'x: 1' }).value, { a: '[1, 2]', b: 'x: 1' });
+    // A value is data, not YAML: `PORT="8081 # staging"` was read as 8081 without a word, and a
+    // tag, an anchor or a document marker in a value as the number after it.
+    const more = { C: '8081 # staging', D: '!!int 1', E: '&a 1', F: '--- 1', G: '1\n...', H: ' 8081 ' };
+    assert.deepEqual(load('c: ${C}\nd: ${D}\ne: ${E}\nf: ${F}\ng: ${G}\nh: ${H}', more).value, { ...Object.fromEntries(Object.entries(more).map(([k, v]) => [k.toLowerCase(), v])), h: 8081 });
   });
 
   it('does not type a variable that is only part of a scalar', () => {
