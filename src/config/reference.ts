@@ -104,7 +104,8 @@ beside the one being edited (vim's backup \`orders.yaml~\` during a save, emacs'
 \`#orders.yaml#\` while a buffer is unsaved), and a reload that reads one finds the same names
 defined twice and is refused (spec-checklist 758).
 A glob that matches no file yet is valid, so a directory that teams fill later can be included
-before its first fragment; the directory itself must exist.
+before its first fragment; the directory itself must exist. The config file itself, matched by a
+glob beside it (\`include: ['*.yaml']\`), is left out, and a file two entries match is read once.
 Fragments cannot include further files. File paths inside a fragment (schemas, key files,
 certificates) are relative to the config file, as if written in it, not to the fragment.
 
