@@ -40,7 +40,7 @@ variable changed since is seen at the next start; \`--vars-file\` files, which s
 environment does not set, are read again at each reload and watched, so a value that must change
 without a restart goes there). A plain (unquoted) scalar that is exactly
 \`\${VAR}\` takes the type of its value when that is all one number, \`true\`/\`false\` or \`null\`, so \`port: \${PORT}\` is a number (a value is data, not YAML: \`8081 # staging\`, or one with a tag or anchor, stays that string); quote it
-(\`"\${PORT}"\`) to keep a string, as a password, client id or topic that may be all digits needs (\`password: "\${KAFKA_PASSWORD}"\`: \`validate\` says so when one arrives as a number, without printing a password); an empty value stays an empty string. YAML does not allow an
+(\`"\${PORT}"\`) to keep a string, as a password, client id or topic that may be all digits needs (\`password: "\${KAFKA_PASSWORD}"\`: \`validate\` says so when one arrives as a number, without printing a password); an empty value stays an empty string. A \`\${VAR}\` in a key (a broker's name) is replaced too; two keys of one map that are then the same (\`\${B:-local}\` beside \`local\`) are an error at the later one. YAML does not allow an
 unquoted \`\${VAR}\` inside a flow map or list (\`{ port: \${PORT} }\`): write that map in block
 style. A variable that is not set and has no default is an error naming it, at its line and
 column. A default may itself hold references, read as shells and Docker Compose read them:

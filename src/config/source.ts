@@ -176,7 +176,10 @@ export function parseSource(file: string, raw: string, env: Env, diagnostics: Di
   const typedVariables = new Map<string, string>();
   // The string as written of each scalar whose `${VAR}`s were replaced, to locate places in its value.
   const written = new WeakMap<Scalar, Written>();
-  if (options.substitute !== false) substituteEnv(doc, env, file, text, pos, fromEnv, diagnostics, envValues, quotedVariables, typedVariables, written);
+  if (options.substitute !== false) {
+    substituteEnv(doc, env, file, text, pos, fromEnv, diagnostics, envValues, quotedVariables, typedVariables, written);
+    keysMadeEqual(doc, file, text, pos, diagnostics);
+  }
 
   if (nonFiniteNumbers(doc, file, text, pos, diagnostics)) return undefined;
 
@@ -304,6 +307,38 @@ function unresolvedAlias(doc: Document): number {
     },
   });
   return offset;
+}
+
+/**
+ * Two keys of one map that a `${VAR}` made the same (`${B:-local}` beside `local`): YAML compared
+ * them as written, and the later one replaced the other without a word, a broker or listener gone.
+ */
+function keysMadeEqual(doc: Document, file: string, text: string, pos: PositionOf, diagnostics: Diagnostic[]): void {
+  visit(doc, {
+    Map(_key, map) {
+      const first = new Map<string, Scalar>();
+      for (const pair of map.items) {
+        const key = pair.key;
+        if (!isScalar(key) || !key.range) continue;
+        const name = String(key.value);
+        const earlier = first.get(name);
+        if (!earlier) {
+          first.set(name, key);
+          continue;
+        }
+        const written = (k: Scalar) => text.slice(k.range![0], k.range![1]);
+        const { line, column } = pos(key.range[0]);
+        diagnostics.push({
+          file,
+          line,
+          column,
+          code: 'EG_CONFIG_CONFLICT',
+          path: '',
+          message: `key '${name}' is given twice in this map: here (${written(key)}) and at line ${pos(earlier.range![0]).line} (${written(earlier)}), once their \${VAR}s are replaced`,
+        });
+      }
+    },
+  });
 }
 
 /**

@@ -61,6 +61,16 @@ describe('${VAR} substitution', () => {
     assert.match(diagnostics[0]!.message, /environment variable 'MISSING' is not set and has no default/);
   });
 
+  it('reports two keys of one map that a ${VAR} made the same, rather than keeping the later one without a word', () => {
+    const text = 'brokers:\n  ${B:-local}: { kind: memory }\n  local: { kind: memory, retain: 5 }\n  ${C}: { kind: memory }';
+    const { diagnostics } = load(text, { C: 'other' });
+    assert.deepEqual(
+      diagnostics.map((d) => [d.line, d.column, d.code, d.message]),
+      [[3, 3, 'EG_CONFIG_CONFLICT', "key 'local' is given twice in this map: here (local) and at line 2 (${B:-local}), once their ${VAR}s are replaced"]],
+    );
+    assert.deepEqual(load(text, { B: 'memory', C: 'other' }).diagnostics, []);
+  });
+
   it('reports every missing variable in one scalar', () => {
     const { diagnostics } = load('url: "${SCHEME}://${HOST}"');
     assert.deepEqual(
