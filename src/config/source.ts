@@ -319,7 +319,8 @@ function keysMadeEqual(doc: Document, file: string, text: string, pos: PositionO
       const first = new Map<string, Scalar>();
       for (const pair of map.items) {
         const key = pair.key;
-        if (!isScalar(key) || !key.range) continue;
+        // A merge key (`<<`, which may repeat) is a symbol: not a name.
+        if (!isScalar(key) || !key.range || typeof key.value === 'symbol') continue;
         const name = String(key.value);
         const earlier = first.get(name);
         if (!earlier) {
@@ -327,6 +328,8 @@ function keysMadeEqual(doc: Document, file: string, text: string, pos: PositionO
           continue;
         }
         const written = (k: Scalar) => text.slice(k.range![0], k.range![1]);
+        // Keys equal as written are YAML's own error, reported before this.
+        if (!written(key).includes('${') && !written(earlier).includes('${')) continue;
         const { line, column } = pos(key.range[0]);
         diagnostics.push({
           file,

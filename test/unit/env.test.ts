@@ -69,6 +69,8 @@ describe('${VAR} substitution', () => {
       [[3, 3, 'EG_CONFIG_CONFLICT', "key 'local' is given twice in this map: here (local) and at line 2 (${B:-local}), once their ${VAR}s are replaced"]],
     );
     assert.deepEqual(load(text, { B: 'memory', C: 'other' }).diagnostics, []);
+    // Merge keys may repeat (`<<: *a` then `<<: *b`): not names.
+    assert.deepEqual(load('a: &a { k: 1 }\nb: &b { p: 2 }\nc:\n  <<: *a\n  <<: *b').diagnostics, []);
   });
 
   it('reports every missing variable in one scalar', () => {
