@@ -85,7 +85,7 @@ export function decodeUtf8(bytes: Uint8Array): string | { line: number; column: 
     return {
       line: before.split('\n').length,
       column: nul - (before.lastIndexOf('\n') + 1) + 1,
-      message: 'the file holds a NUL byte (0x00) here, so it is not text (a binary file? save the file as UTF-8 text)',
+      message: 'the file is not text: a NUL byte (0x00) here is not allowed (a binary file? save the file as UTF-8 text)',
     };
   } catch {
     // Only on failure: find the first byte that starts no valid sequence (or a sequence cut short).

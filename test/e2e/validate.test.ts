@@ -198,7 +198,17 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         '1 le.yaml:1:1: the file is UTF-16 text, not UTF-8 (save the file as UTF-8)\n',
         '1 be.yaml:1:1: the file is UTF-16 text, not UTF-8 (save the file as UTF-8)\n',
         '1 utf32.yaml:1:1: the file is UTF-32 text, not UTF-8 (save the file as UTF-8)\n',
-        '1 nul.yaml:3:5: the file holds a NUL byte (0x00) here, so it is not text (a binary file? save the file as UTF-8 text)\n',
+        '1 nul.yaml:3:5: the file is not text: a NUL byte (0x00) here is not allowed (a binary file? save the file as UTF-8 text)\n',
+      ]);
+      // A referenced file says where in it, as a byte that is not UTF-8 does.
+      writeFileSync(join(dir, 'nul.json'), Buffer.from('{\n  "type": "obj\0ect"\n}\n'));
+      writeFileSync(join(dir, 'utf16.json'), Buffer.from('\ufeff{"type": "object"}', 'utf16le'));
+      const chain = ['chains:', '  c:', '    - validate: { schema: nul.json }', '    - validate: { schema: utf16.json }'];
+      writeFileSync(join(dir, 'gateway.yaml'), yaml(...base, ...chain, 'routes:', '  - { name: r, from: { listener: api, path: /in }, through: c, to: { broker: local, topic: t } }'));
+      const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+      assertProblems({ ...r, lines: r.stdout.split('\n').filter((l) => l !== '') }, [
+        ['gateway.yaml:14:27', /^cannot read 'nul\.json' \(.*\): the file is not text: a NUL byte \(0x00\) at line 2, column 15 is not allowed/],
+        ['gateway.yaml:15:27', /^cannot read 'utf16\.json' \(.*\): the file is UTF-16 text, not UTF-8/],
       ]);
     });
 
