@@ -319,6 +319,10 @@ describe('WebSocket (spec §5)', () => {
         assert.equal(reply?.status, 200, `${request}: ${reply?.body}`);
         return JSON.parse(reply!.body).deliveries.map((d: { clients: number }) => d.clients);
       };
+      // The admin's view: the clients of each route path, all its rooms together.
+      const { listeners } = (await (await fetch(`${gw.adminUrl}/admin/status`)).json()) as { listeners: { name: string; paths?: Record<string, number> }[] };
+      const push = listeners.find((l) => l.name === 'push');
+      assert.deepEqual([push?.paths?.['/rooms/:r'], push?.paths?.['/seats/:r/:seat']], [5, 3]);
       assert.deepEqual(await publish('/room/a'), [2, 2]);
       assert.deepEqual(await publish('/room/b'), [1, 1]);
       // Decoded, `a%2Fb` is `a/b`: neither /rooms/a nor /rooms/b; `..` no path's parent; empty, not every room.

@@ -546,8 +546,11 @@ export class WebSocketListener implements ListenerRuntime {
     return this.bound ? { ready: true } : { ready: false, detail: 'not listening' };
   }
 
+  /** `paths`: the clients of each route path (as the config spells it; a path with parameters counts all its rooms), so an operator sees where they are. */
   status() {
-    return { clients: this.connections() };
+    const paths: Record<string, number> = {};
+    for (const [path, set] of this.clients) if (set.size > 0) paths[path] = set.size;
+    return { clients: this.connections(), paths };
   }
 
   connections(): number {
