@@ -300,13 +300,16 @@ export class GatewayMetrics implements Telemetry {
       if (l.kind === 'http' || l.kind === 'websocket') entry.slowClientsDisconnected = stats?.slowClientsDisconnected ?? 0;
       if (l.kind === 'kafka') entry.closed = { ...(stats?.kafkaClosed ?? { bad_request: 0, upstream: 0 }) };
       if (stats) {
-        // HTTP answers of an http listener, error frames of a websocket one: by status.
-        const byStatus: Record<string, number> = {};
-        (l.kind === 'websocket' ? stats.errorFrames : stats.responses).forEach((n, status) => {
-          if (n > 0) byStatus[status] = n;
-        });
-        if (l.kind === 'websocket') entry.errorFrames = byStatus;
-        else entry.responses = byStatus;
+        // HTTP answers by status (a websocket listener's: its refused handshakes), and a websocket listener's error frames.
+        const byStatus = (counts: Float64Array) => {
+          const out: Record<string, number> = {};
+          counts.forEach((n, status) => {
+            if (n > 0) out[status] = n;
+          });
+          return out;
+        };
+        entry.responses = byStatus(stats.responses);
+        if (l.kind === 'websocket') entry.errorFrames = byStatus(stats.errorFrames);
       }
       listeners[name] = entry;
     }

@@ -536,8 +536,14 @@ describe('WebSocket (spec §5)', () => {
       publisher.socket.destroy();
     });
 
-    it('refuses a handshake on a path no route uses with 404', async () => {
+    it('refuses a handshake on a path no route uses with 404, counted by its status (a page sees only 1006)', async () => {
+      const refused = async () => (await scrape(gw.adminUrl)).value('eventgate_http_requests_total', { listener: 'push', status: '404' }) ?? 0;
+      const before = await refused();
       await assert.rejects(WsClient.connect(gw.url('push', '/nowhere', 'ws')), (err: { statusCode?: number }) => err.statusCode === 404);
+      await assert.rejects(WsClient.connect(gw.url('push', '/nowhere/else', 'ws')), (err: { statusCode?: number }) => err.statusCode === 404);
+      assert.equal(await refused(), before + 2);
+      const stats = (await (await fetch(`${gw.adminUrl}/admin/stats`)).json()) as { listeners: Record<string, { responses?: Record<string, number> }> };
+      assert.equal(stats.listeners.push?.responses?.['404'], before + 2);
     });
 
     it('answers a malformed handshake on a route path as problem+json, like every other refusal', async () => {
