@@ -218,6 +218,8 @@ export interface ListenerTelemetry {
    * event stream (`eventgate_slow_clients_disconnected_total{listener}`).
    */
   slowClientDisconnected(): void;
+  /** A websocket client that had not answered the last ping by the next was cut off (`eventgate_websocket_ping_timeouts_total{listener}`). */
+  pingTimedOut(): void;
 }
 
 /** Why a kafka listener closed a client's connection: the `reason` label, a fixed set (the log line names the detail). */

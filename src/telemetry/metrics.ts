@@ -112,6 +112,11 @@ export class ListenerStats implements ListenerTelemetry {
   slowClientDisconnected(): void {
     this.slowClientsDisconnected++;
   }
+  /** Websocket clients cut off for not answering a ping (a device asleep, a link gone). */
+  pingTimeouts = 0;
+  pingTimedOut(): void {
+    this.pingTimeouts++;
+  }
 }
 
 export class BrokerStats implements BrokerTelemetry {
@@ -155,6 +160,7 @@ export interface StatsSnapshot {
       errorFrames?: Record<string, number>;
       connectionsDropped: number;
       slowClientsDisconnected?: number;
+      pingTimeouts?: number;
       closed?: Record<KafkaCloseReason, number>;
     }
   >;
@@ -298,6 +304,7 @@ export class GatewayMetrics implements Telemetry {
       const entry: StatsSnapshot['listeners'][string] = { kind: l.kind, connectionsDropped: stats?.connectionsDropped ?? 0 };
       if (l.connections) entry.clients = l.connections();
       if (l.kind === 'http' || l.kind === 'websocket') entry.slowClientsDisconnected = stats?.slowClientsDisconnected ?? 0;
+      if (l.kind === 'websocket') entry.pingTimeouts = stats?.pingTimeouts ?? 0;
       if (l.kind === 'kafka') entry.closed = { ...(stats?.kafkaClosed ?? { bad_request: 0, upstream: 0 }) };
       if (stats) {
         // HTTP answers by status (a websocket listener's: its refused handshakes), and a websocket listener's error frames.

@@ -156,6 +156,17 @@ export class Prometheus {
       },
     });
     new Counter({
+      name: 'eventgate_websocket_ping_timeouts_total',
+      help: 'WebSocket clients cut off because they had not answered a ping by the next one (pingIntervalMs): a device asleep, a link gone without a close.',
+      labelNames: ['listener'],
+      registers,
+      collect() {
+        this.reset();
+        // Each websocket listener's series exists from the start, at 0.
+        for (const [listener, l] of source.listeners) if (l.kind === 'websocket') this.inc({ listener }, listenerStats.get(listener)?.pingTimeouts ?? 0);
+      },
+    });
+    new Counter({
       name: 'eventgate_admin_connections_dropped_total',
       help: 'New connections the admin server (/metrics, /readyz, the admin API) closed at once because it had admin.maxConnections (10000 unless set) open.',
       registers,

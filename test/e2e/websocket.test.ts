@@ -578,6 +578,8 @@ describe('WebSocket (spec §5)', () => {
       // ws answers pings itself, as browsers do; the raw client never does (a peer gone without a FIN).
       // The answering client has pingIntervalMs to answer each ping: 2 s, where 200 ms once cut it
       // off on a loaded machine (this process answered late); the silent one goes after ~4 s.
+      const timeouts = async () => (await scrape(gw.adminUrl)).value('eventgate_websocket_ping_timeouts_total', { listener: 'lively' });
+      const timeoutsBefore = await timeouts();
       const answering = await WsClient.connect(gw.url('lively', '/idle', 'ws'));
       clients.push(answering);
       // A publisher whose frames are held (the webhook does not answer): at maxPendingFrames (2) its
@@ -589,6 +591,8 @@ describe('WebSocket (spec §5)', () => {
       const silent = await RawWsClient.connect(gw.url('lively', '/idle', 'ws'));
       await silent.waitEnd(30000);
       assert.ok(silent.pings >= 1, 'the silent client was pinged before it was cut off');
+      // Counted, the silent one only (a page asleep sees nothing of it until it wakes: 1006).
+      assert.equal(await timeouts(), timeoutsBefore! + 1);
       // The answering client went through the same pings and is still there.
       assert.equal((await post(gw.url('api', '/idle'), { n: 1 })).status, 200);
       assert.deepEqual(await answering.next(), { n: 1 });

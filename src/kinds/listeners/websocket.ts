@@ -725,6 +725,7 @@ export class WebSocketListener implements ListenerRuntime {
         }
         if (c.awaitingPong) {
           this.env.logger.info({ listener: this.name, path, remote: c.remoteAddress }, 'client did not answer a ping; disconnecting');
+          this.telemetry?.pingTimedOut();
           this.leave(c);
           c.ws.terminate();
           continue;
