@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { WsClient } from '../helpers/clients.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { repoRoot, startGateway, type RunningGateway } from '../helpers/gateway.js';
 import { scrapeUntil } from '../helpers/prometheus.js';
-import { committedOffsets, kcatConsume, kcatConsumeAll, kcatProduce, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
+import { committedOffsets, kcatConsume, kcatConsumeAll, kcatProduce, runProcess, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
+
+const PYTHON_CLIENT = join(repoRoot, 'test', 'kafka', 'python-client.py');
 
 async function produce(bootstrap: string, topic: string, records: { partition: number; value: string }[]): Promise<void> {
   const producer = testClient(bootstrap).producer();
@@ -18,7 +21,7 @@ async function produce(bootstrap: string, topic: string, records: { partition: n
 describe('where consume routes start (no gaps in at-least-once)', () => {
   let kafka: KafkaCluster;
   const running: RunningGateway[] = [];
-  const t = { src: '', dst: '', fresh: '', freshOut: '', news: '', newsOut: '', live: '', history: '' };
+  const t = { src: '', dst: '', fresh: '', freshOut: '', news: '', newsOut: '', live: '', history: '', reset: '', resetOut: '' };
   const group = 'copy-group';
 
   const start = async (yaml: string, routes: string[]) => {
@@ -36,7 +39,7 @@ describe('where consume routes start (no gaps in at-least-once)', () => {
     kafka = await startKafka({ brokers: 1 });
     for (const k of Object.keys(t) as (keyof typeof t)[]) t[k] = kafka.topic(k);
     await kafka.createTopic(t.src, 3);
-    for (const topic of [t.dst, t.fresh, t.freshOut, t.news, t.newsOut, t.live, t.history]) await kafka.createTopic(topic, 1);
+    for (const topic of [t.dst, t.fresh, t.freshOut, t.news, t.newsOut, t.live, t.history, t.reset, t.resetOut]) await kafka.createTopic(topic, 1);
   });
   after(async () => {
     for (const gw of running) await gw.stop('SIGKILL');
@@ -63,8 +66,14 @@ describe('where consume routes start (no gaps in at-least-once)', () => {
     for (let n = 0; n < 200; n++) assert.ok(ns.has(n), `record ${n} was copied`);
   });
 
-  it('a brand-new durable route copies what was produced before its first start; a websocket forward route and startFrom: latest see only what comes after', async () => {
+  it('a brand-new durable route copies what was produced before its first start; a websocket forward route and startFrom: latest see only what comes after; a group offset out of range is said with its offsets', async () => {
     await kcatProduce(kafka.bootstrap, t.fresh, [{ value: '{"old":1}' }, { value: '{"old":2}' }]);
+    // A group whose offset is past the partition's end (set by hand while no member ran, as an
+    // operator's reset does; a recreated topic is the same): the cluster answers the fetch
+    // OFFSET_OUT_OF_RANGE, and the route reads from startFrom (earliest), saying so.
+    await kcatProduce(kafka.bootstrap, t.reset, [{ value: '{"kept":1}' }, { value: '{"kept":2}' }]);
+    const set = await runProcess('/usr/bin/python3', [PYTHON_CLIENT, 'commit', kafka.bootstrap, t.reset, 'reset-group', '0', '50'], '', 30000);
+    assert.equal(set.stdout.trim(), 'ok', set.stderr);
     await kcatProduce(kafka.bootstrap, t.news, [{ value: '{"old":1}' }, { value: '{"old":2}' }]);
     await kcatProduce(kafka.bootstrap, t.live, [{ value: '{"old":1}' }]);
     const gw = await start(
@@ -83,8 +92,22 @@ routes:
   - name: live
     from: { broker: kafka, topic: ${t.live} }
     to: { listener: ws, path: /live }
+  - name: reset
+    from: { broker: kafka, topic: ${t.reset}, group: reset-group }
+    to: { broker: kafka, topic: ${t.resetOut} }
 `,
-      ['fresh', 'news-only', 'live'],
+      ['fresh', 'news-only', 'live', 'reset'],
+    );
+    const said = await gw.waitForLog((l) => l.route === 'reset' && l.msg.startsWith('consumer offset out of range'), 30000);
+    assert.equal(said.level, 'warn', 'nothing was lost: the offset was past the end');
+    assert.equal(
+      said.msg,
+      `consumer offset out of range: partition 0 of ${t.reset}: the group's offset 50 is out of range (the partition holds offsets 0 to 1); reading from 0 (startFrom: earliest); the offset is past the partition's end (the topic was recreated, or the group's offsets were set past it)`,
+    );
+    assert.ok(!gw.logs.some((l) => l.msg.includes('resetting to default offset')), "kafkajs' own line, which says neither offset, is not logged beside it");
+    assert.deepEqual(
+      (await kcatConsume(kafka.bootstrap, t.resetOut, 2, 30000)).map((r) => r.value),
+      ['{"kept":1}', '{"kept":2}'],
     );
     const fresh = await kcatConsume(kafka.bootstrap, t.freshOut, 2, 30000);
     assert.deepEqual(

@@ -3,12 +3,16 @@ Debian's python3-kafka (kafka-python) as a third, independent Kafka client for t
   produce BOOTSTRAP TOPIC COMPRESSION   values on stdin, one per line; prints one JSON line per record:
                                         {"ok": true, "partition": P, "offset": O} or {"ok": false, "error": "..."}
   consume BOOTSTRAP TOPIC GROUP COUNT   group-consumes COUNT records (or until 20 s pass); prints a JSON list of values
+  commit BOOTSTRAP TOPIC GROUP PARTITION OFFSET
+                                        commits OFFSET for the group without joining it (as an operator's
+                                        offset reset does while the group has no member); prints "ok"
 Run with /usr/bin/python3 (the system python that has the package).
 """
 import json
 import sys
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.structs import OffsetAndMetadata
 from kafka.errors import KafkaError
 
 
@@ -49,11 +53,20 @@ def consume(bootstrap, topic, group, count):
     print(json.dumps(values), flush=True)
 
 
+def commit(bootstrap, topic, group, partition, offset):
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    consumer.commit({TopicPartition(topic, partition): OffsetAndMetadata(offset, None)})
+    consumer.close()
+    print("ok", flush=True)
+
+
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     if command == "produce":
         produce(*args)
     elif command == "consume":
         consume(args[0], args[1], args[2], int(args[3]))
+    elif command == "commit":
+        commit(args[0], args[1], args[2], int(args[3]), int(args[4]))
     else:
         sys.exit("unknown command %s" % command)

@@ -26,6 +26,8 @@ export function clientConfig(settings: KafkaSettings, logger: Logger): KafkaConf
 
 /** kafkajs' connection attempts: one line each while a cluster is down. The broker's own lines tell the outage. */
 const CHATTY = new Set(['Connection', 'BrokerPool']);
+/** kafkajs' line for an offset out of range: the route says it with the offsets (./subscription.ts, offsetReset). */
+const OFFSET_RESET = 'Offset out of range, resetting to default offset';
 
 /** kafkajs logs through pino, one JSON line like every other; its errors are mostly transient, hence warn. */
 function kafkajsLogs(logger: Logger): KafkaConfig['logCreator'] {
@@ -33,8 +35,8 @@ function kafkajsLogs(logger: Logger): KafkaConfig['logCreator'] {
     ({ namespace, level, log }: LogEntry) => {
       const { message, timestamp: _t, logger: _l, stack: _s, ...extra } = log;
       const fields = { kafkajs: namespace, ...extra };
-      // A deleted topic's crash: the route says it (topic missing), once.
-      if (CHATTY.has(namespace) || message.includes(TopicGone.said)) logger.debug(fields, `kafkajs: ${message}`);
+      // A deleted topic's crash: the route says it (topic missing), once; an offset reset, with its offsets.
+      if (CHATTY.has(namespace) || message.includes(TopicGone.said) || message === OFFSET_RESET) logger.debug(fields, `kafkajs: ${message}`);
       else if (level === logLevel.ERROR || level === logLevel.WARN) logger.warn(fields, `kafkajs: ${message}`);
       else if (level === logLevel.INFO) logger.info(fields, `kafkajs: ${message}`);
       else logger.debug(fields, `kafkajs: ${message}`);

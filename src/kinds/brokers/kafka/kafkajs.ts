@@ -96,8 +96,17 @@ function stoppingFetchers(fetch: Runner['fetch']): Runner['fetch'] {
 
 /** What of kafkajs' consumer group the fix below reads and calls (2.2.4, pinned: src/consumer/consumerGroup.js). */
 interface ConsumerGroup {
-  cluster: { refreshMetadata(): Promise<void> };
+  groupId: string;
+  memberId: string;
+  cluster: {
+    refreshMetadata(): Promise<void>;
+    fetchTopicsOffset(topics: { topic: string; fromBeginning: boolean; partitions: { partition: number }[] }[]): Promise<{ partitions: { offset: string }[] }[]>;
+  };
+  offsetManager: { nextOffset(topic: string, partition: number): { toString(): string } };
+  preferredReadReplicasPerTopicPartition: Record<string, Record<number, number> | undefined>;
+  topicConfigurations: Record<string, { fromBeginning?: boolean } | undefined>;
   recoverFromFetch(e: unknown): Promise<void>;
+  recoverFromOffsetOutOfRange(e: { topic: string; partition: number }): Promise<void>;
 }
 
 /**
@@ -129,6 +138,55 @@ function topicGoneOnFetch(recover: ConsumerGroup['recoverFromFetch']): ConsumerG
       }
     }
     return recover.call(this, e);
+  };
+}
+
+/** A partition whose group offset the cluster answered OFFSET_OUT_OF_RANGE, moved to its start position by kafkajs. */
+export interface OffsetReset {
+  groupId: string;
+  memberId: string;
+  topic: string;
+  partition: number;
+  /** Where the member was to read next: the group's commit, or past the last record it read. */
+  from: string;
+  /** The partition's first and next offsets, asked after the move (undefined when that failed). */
+  earliest: string | undefined;
+  latest: string | undefined;
+  /** Where kafkajs moved it: the earliest offset (startFrom: earliest) or the latest. */
+  fromBeginning: boolean;
+}
+
+const offsetResetListeners = new Set<(reset: OffsetReset) => void>();
+
+/** Calls `listener` for each offset reset of any consumer in the process; returns its removal. */
+export function onOffsetReset(listener: (reset: OffsetReset) => void): () => void {
+  offsetResetListeners.add(listener);
+  return () => offsetResetListeners.delete(listener);
+}
+
+/**
+ * kafkajs 2.2.4 answers a fetch out of range (the group's offset expired by retention, or past
+ * the end of a recreated topic or one reset by hand) by moving the partition to its start position
+ * and logging only `Offset out of range, resetting to default offset`: not from where, to where, nor
+ * that records were removed before the route read them. Here the move is the same; then the
+ * partition's offsets are asked and the routes are told (./subscription.ts logs and counts it).
+ */
+function offsetResetTold(recover: ConsumerGroup['recoverFromOffsetOutOfRange']): ConsumerGroup['recoverFromOffsetOutOfRange'] {
+  return async function (this: ConsumerGroup, e) {
+    // Fetching from a follower, kafkajs only tries the leader again: nothing moves.
+    const fromFollower = typeof this.preferredReadReplicasPerTopicPartition[e.topic]?.[e.partition] === 'number';
+    const from = this.offsetManager.nextOffset(e.topic, e.partition).toString();
+    await recover.call(this, e);
+    if (fromFollower || offsetResetListeners.size === 0) return;
+    const { topic, partition } = e;
+    const ask = (fromBeginning: boolean) =>
+      this.cluster.fetchTopicsOffset([{ topic, fromBeginning, partitions: [{ partition }] }]).then(
+        (answer) => answer[0]?.partitions[0]?.offset,
+        () => undefined,
+      );
+    const [earliest, latest] = await Promise.all([ask(true), ask(false)]);
+    const fromBeginning = this.topicConfigurations[topic]?.fromBeginning === true;
+    for (const listener of offsetResetListeners) listener({ groupId: this.groupId, memberId: this.memberId, topic, partition, from, earliest, latest, fromBeginning });
   };
 }
 
@@ -167,7 +225,7 @@ export let groupingReplaced = false;
 
 /**
  * kafkajs as every module of the gateway loads it: its connections take the timer fix above and
- * their bootstrap servers' reading, its consumers the fix of their stop and of a deleted topic, and its producer the grouping, which must be in the module cache before kafkajs' producer module
+ * their bootstrap servers' reading, its consumers the fix of their stop and of a deleted topic and the word of an offset reset, and its producer the grouping, which must be in the module cache before kafkajs' producer module
  * reads it (once, as it loads). So
  * kafkajs is loaded here and only here; elsewhere only its types are imported.
  */
@@ -181,6 +239,7 @@ function load(): typeof KafkaJS {
   runner.fetch = stoppingFetchers(runner.fetch);
   const group = (require(CONSUMER_GROUP) as { prototype: ConsumerGroup }).prototype;
   group.recoverFromFetch = topicGoneOnFetch(group.recoverFromFetch);
+  group.recoverFromOffsetOutOfRange = offsetResetTold(group.recoverFromOffsetOutOfRange);
   // Read by kafkajs' cluster module as it loads, like the grouping.
   const pool = require.resolve(POOL_BUILDER);
   const builder = require(pool) as PoolBuilder;

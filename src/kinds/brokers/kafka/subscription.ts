@@ -9,6 +9,7 @@ import { newFetchBudget, undecodable, withBatchBound, type UndecodableRecord } f
 import { InFlightWindow } from '../../../core/in-flight-window.js';
 import { TopicMissing, unknownTopic } from './leaders.js';
 import { subscriptionRoundRobin } from './assigner.js';
+import { onOffsetReset, type OffsetReset } from './kafkajs.js';
 
 const NO_KEYS: readonly string[] = [];
 
@@ -78,6 +79,8 @@ export class KafkaSubscription {
    */
   private readonly markerCommits = new Map<number, Promise<void>>();
   private readonly fromBeginning: boolean;
+  /** The member the group made of the current consumer (at its last join): offset resets are told per member. */
+  private memberId: string | undefined;
 
   constructor(
     private readonly client: Kafka,
@@ -184,6 +187,7 @@ export class KafkaSubscription {
       let crashed!: (err: Error) => void;
       const crash = new Promise<Error>((r) => (crashed = r));
       consumer.on(consumer.events.CRASH, (e) => crashed(e.payload.error));
+      const untell = onOffsetReset((reset) => this.offsetReset(reset));
       let why: Error;
       try {
         this.phase = 'connecting';
@@ -213,6 +217,8 @@ export class KafkaSubscription {
         why = ended;
       } catch (err) {
         why = err as Error;
+      } finally {
+        untell();
       }
       // kafkajs disconnected a crashed consumer itself (leaving the group); a failed start may still hold connections.
       await consumer.disconnect().catch(() => undefined);
@@ -261,6 +267,7 @@ export class KafkaSubscription {
     });
     consumer.on(consumer.events.GROUP_JOIN, (e) => {
       joined = true;
+      this.memberId = e.payload.memberId;
       // Lag and halted partitions are reported for the partitions this member holds now.
       const mine = new Set(e.payload.memberAssignment[this.spec.topic] ?? []);
       for (const p of [...this.lags.keys()]) if (!mine.has(p)) this.lags.delete(p);
@@ -302,6 +309,39 @@ export class KafkaSubscription {
       this.log.info('consumer ready');
     });
     return consumer;
+  }
+
+  /**
+   * kafkajs moved a partition of this member to its start position: the group's offset was out of
+   * range (./kafkajs.ts). Said with where it was, what the partition holds and what that cost:
+   * records removed before the route read them, or retained ones that startFrom: latest skips, are
+   * never delivered (an error); an offset past the end only moves back (a warning).
+   */
+  private offsetReset(r: OffsetReset): void {
+    if (r.groupId !== this.spec.group || r.memberId !== this.memberId || r.topic !== this.spec.topic) return;
+    this.telemetry?.consumerError(this.spec.route);
+    const startFrom = r.fromBeginning ? 'earliest' : 'latest';
+    const fields = { partition: r.partition, offset: r.from, earliest: r.earliest, latest: r.latest, startFrom };
+    if (r.earliest === undefined || r.latest === undefined) {
+      this.log.error(
+        fields,
+        `consumer offset out of range: partition ${r.partition} of ${r.topic}: the group's offset ${r.from} is not on the cluster; reading from the partition's ${startFrom} offset (startFrom: ${startFrom}); records between them are not delivered`,
+      );
+      return;
+    }
+    const from = BigInt(r.from);
+    const earliest = BigInt(r.earliest);
+    const latest = BigInt(r.latest);
+    const to = r.fromBeginning ? earliest : latest;
+    const holds = earliest < latest ? `offsets ${earliest} to ${latest - 1n}` : `no record, its next offset ${latest}`;
+    const lost: string[] = [];
+    if (from < earliest) lost.push(`records ${from} to ${earliest - 1n} were removed from the cluster (retention, or deleted) before this route read them`);
+    const retainedFrom = from > earliest ? from : earliest;
+    if (to > retainedFrom) lost.push(`records ${retainedFrom} to ${to - 1n}, still on the cluster, are skipped`);
+    const past = from > latest ? "; the offset is past the partition's end (the topic was recreated, or the group's offsets were set past it)" : '';
+    const said = `partition ${r.partition} of ${r.topic}: the group's offset ${from} is out of range (the partition holds ${holds}); reading from ${to} (startFrom: ${startFrom})${past}`;
+    if (lost.length > 0) this.log.error(fields, `consumer offset out of range: ${said}; ${lost.join(', and ')}: not delivered`);
+    else this.log.warn(fields, `consumer offset out of range: ${said}`);
   }
 
   private async handleBatch(payload: EachBatchPayload): Promise<void> {
