@@ -147,8 +147,8 @@ export interface OffsetReset {
   memberId: string;
   topic: string;
   partition: number;
-  /** Where the member was to read next: the group's commit, or past the last record it read. */
-  from: string;
+  /** Where the member was to read next: the group's commit, or past the last record it read (undefined: not known). */
+  from: string | undefined;
   /** The partition's first and next offsets, asked after the move (undefined when that failed). */
   earliest: string | undefined;
   latest: string | undefined;
@@ -175,7 +175,12 @@ function offsetResetTold(recover: ConsumerGroup['recoverFromOffsetOutOfRange']):
   return async function (this: ConsumerGroup, e) {
     // Fetching from a follower, kafkajs only tries the leader again: nothing moves.
     const fromFollower = typeof this.preferredReadReplicasPerTopicPartition[e.topic]?.[e.partition] === 'number';
-    const from = this.offsetManager.nextOffset(e.topic, e.partition).toString();
+    let from: string | undefined;
+    try {
+      from = this.offsetManager.nextOffset(e.topic, e.partition).toString();
+    } catch {
+      // Not known: the move is made all the same, and told without it.
+    }
     await recover.call(this, e);
     if (fromFollower || offsetResetListeners.size === 0) return;
     const { topic, partition } = e;

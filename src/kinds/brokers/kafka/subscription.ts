@@ -322,10 +322,10 @@ export class KafkaSubscription {
     this.telemetry?.consumerError(this.spec.route);
     const startFrom = r.fromBeginning ? 'earliest' : 'latest';
     const fields = { partition: r.partition, offset: r.from, earliest: r.earliest, latest: r.latest, startFrom };
-    if (r.earliest === undefined || r.latest === undefined) {
+    if (r.from === undefined || r.earliest === undefined || r.latest === undefined) {
       this.log.error(
         fields,
-        `consumer offset out of range: partition ${r.partition} of ${r.topic}: the group's offset ${r.from} is not on the cluster; reading from the partition's ${startFrom} offset (startFrom: ${startFrom}); records between them are not delivered`,
+        `consumer offset out of range: partition ${r.partition} of ${r.topic}: the group's offset${r.from === undefined ? '' : ` ${r.from}`} is not on the cluster; reading from the partition's ${startFrom} offset (startFrom: ${startFrom}); records between them are not delivered`,
       );
       return;
     }
