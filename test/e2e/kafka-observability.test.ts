@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
-import { appendCommitMarker, committedOffsets, endOffsets, kcatConsume, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { appendCommitMarker, committedOffsets, endOffsets, kcatConsume, kcatProduce, runProcess, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { scrape, scrapeUntil } from '../helpers/prometheus.js';
 import { fetch } from '../helpers/http.js';
 
@@ -21,7 +21,8 @@ describe('observability of Kafka routes', () => {
     target = await startKafka({ brokers: 1 });
     for (const k of Object.keys(t) as (keyof typeof t)[]) {
       t[k] = kafka.topic(k);
-      await kafka.createTopic(t[k], 1);
+      // The stuck route's topic has a second partition, whose records wait behind the first's retried one.
+      await kafka.createTopic(t[k], k === 'stuck' ? 2 : 1);
     }
   });
   const gw = useGateway(
@@ -181,11 +182,11 @@ routes:
     const nowhere = async () => ((await gw.status()).brokers as { name: string; ready: boolean }[]).find((b) => b.name === 'nowhere')!;
     await eventually(async () => assert.equal((await nowhere()).ready, true), 20000);
     await target.down();
-    await kcatProduce(kafka.bootstrap, t.stuck, [
-      { key: 'k', value: '{"n":1}' },
-      { key: 'k', value: '{"n":2}' },
-      { key: 'k', value: '{"n":3}' },
-    ]);
+    const toPartition = async (partition: number, values: string[]) => {
+      const r = await runProcess('kcat', ['-P', '-b', kafka.bootstrap, '-t', t.stuck, '-p', String(partition)], values.map((v) => `${v}\n`).join(''));
+      assert.equal(r.code, 0, r.stderr);
+    };
+    await toPartition(0, ['{"n":1}', '{"n":2}', '{"n":3}']);
     // The first record is retried (never committed), so all three are behind.
     const s = await scrapeUntil(
       gw.adminUrl,
@@ -203,12 +204,21 @@ routes:
     assert.equal(s.value('eventgate_route_messages_total', { route: 'stuck', outcome: 'delivered' }), 0);
     // Readiness says why.
     assert.equal(s.value('eventgate_ready'), 0);
-    const stats = (await (await fetch(`${gw.adminUrl}/admin/stats`)).json()) as { consumerLag: { route: string; lag: number }[] };
-    assert.deepEqual(stats.consumerLag.find((l) => l.route === 'stuck')?.lag, 3);
+    const stats = (await (await fetch(`${gw.adminUrl}/admin/stats`)).json()) as { consumerLag: { route: string; partition: number; lag: number }[] };
+    assert.deepEqual(stats.consumerLag.find((l) => l.route === 'stuck' && l.partition === 0)?.lag, 3);
     // Failed attempts are logged with their trace id.
     const failed = await gw.waitForLog((l) => l.msg === 'message failed' && l.route === 'stuck');
     assert.match(failed.traceId as string, /^[0-9a-f]{32}$/);
     assert.equal(failed.code, 'EG_BROKER_UNAVAILABLE');
     assert.equal((await scrape(gw.adminUrl)).types.get('eventgate_kafka_consumer_lag'), 'gauge');
+
+    // Records produced while the route retries, to its partition and to the other: the member
+    // fetches nothing while it holds a batch, so the lag comes from asking the cluster (spec-checklist 1891).
+    await toPartition(0, ['{"n":4}']);
+    await toPartition(1, ['{"n":5}', '{"n":6}']);
+    const lag = (m: Awaited<ReturnType<typeof scrape>>, partition: string) => m.value('eventgate_kafka_consumer_lag', { route: 'stuck', topic: t.stuck, partition });
+    const behind = await scrapeUntil(gw.adminUrl, (m) => lag(m, '0') === 4 && lag(m, '1') === 2, 20000);
+    assert.deepEqual([lag(behind, '0'), lag(behind, '1')], [4, 2]);
+    assert.deepEqual(await committedOffsets(kafka.bootstrap, 'eventgate-stuck', t.stuck), { 0: '-1', 1: '-1' }, 'nothing of either partition was handled');
   });
 });

@@ -9,7 +9,7 @@ import { clientConfig } from './clients.js';
 import { sleep } from '../../../core/within.js';
 import { RecordProducer } from './producer.js';
 import { RetainedReader } from './replay.js';
-import { KafkaSubscription } from './subscription.js';
+import { KafkaSubscription, type PartitionOffsets } from './subscription.js';
 import { FirstConnection } from '../first-connection.js';
 import { leavesOnStop } from '../acknowledgement.js';
 import { kafkaTopicProblem } from './topics.js';
@@ -144,7 +144,7 @@ export class KafkaBroker implements BrokerRuntime {
    */
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription {
     const log = this.log.child({ route: spec.route, group: spec.group, topic: spec.topic });
-    const sub = new KafkaSubscription(this.consumerClient, this.settings, spec, handler, log, this.telemetry);
+    const sub = new KafkaSubscription(this.consumerClient, this.settings, spec, handler, log, this.telemetry, (group, topic) => this.partitionOffsets(group, topic));
     this.subscriptions.add(sub);
     sub.start();
     return leavesOnStop(this.subscriptions, sub);
@@ -166,6 +166,15 @@ export class KafkaBroker implements BrokerRuntime {
   /** What each subscription last learnt about its partitions (read by /metrics; no request to the cluster). */
   consumerLag(): ConsumerLag[] {
     return [...this.subscriptions].flatMap((s) => s.lag());
+  }
+
+  /** A topic's first and next offsets and a group's commits, through the probe's client (connected once the cluster answered). */
+  private async partitionOffsets(group: string, topic: string): Promise<PartitionOffsets> {
+    if (!this.adminConnected) throw new Error('the cluster has not answered the health probe yet');
+    const [ends, commits] = await Promise.all([this.admin.fetchTopicOffsets(topic), this.admin.fetchOffsets({ groupId: group, topics: [topic] })]);
+    const committed = new Map<number, bigint>();
+    for (const { partition, offset } of commits[0]?.partitions ?? []) if (BigInt(offset) >= 0n) committed.set(partition, BigInt(offset));
+    return { ends: new Map(ends.map((e) => [e.partition, { low: BigInt(e.low), high: BigInt(e.high) }])), committed };
   }
 
   // ---- health ------------------------------------------------------------------------------
