@@ -627,6 +627,13 @@ export interface RouteEntry {
   settleRecords?(records: CheckedRecords, answer: RecordsAnswer): void;
   /** Runs the chain's client checks (auth steps) on a connecting client's handshake. */
   admit?(req: RequestMeta): Promise<Admission>;
+  /**
+   * An HTTP request judged from its head by the auth steps the chain begins with, before its body
+   * is read: the refusal to answer, recorded as the route's (`head`: the message without its
+   * value), or undefined once admitted; undefined (no promise) when the chain begins otherwise.
+   * Handle the message with `ctx.request === req` so the steps verify nothing again.
+   */
+  admitHead?(req: RequestMeta, head: () => Message): Promise<Problem | undefined> | undefined;
 }
 
 /**

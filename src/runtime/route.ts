@@ -149,6 +149,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   private readonly steps: readonly CompiledStep[];
   /** Steps that check a connecting client (auth), in chain order. */
   private readonly gates: readonly Gate[];
+  /** The auth steps the chain begins with, which judge an HTTP request from its head (admitHead). */
+  private readonly headGates: readonly Gate[];
   /** The chain's check of a value's bytes, when every step has one and the route has no targets (recordBytesCheck). */
   private readonly byteCheck: RecordBytesCheck | undefined;
   /** Identities of the step state this route holds (see StepStateStore). */
@@ -236,6 +238,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     );
     this.stateIds = stateIds;
     this.gates = this.steps.filter((s): s is CompiledStep & Gate => s.admit !== undefined);
+    const leading = this.steps.findIndex((s) => s.admit === undefined);
+    this.headGates = this.steps.slice(0, leading === -1 ? this.steps.length : leading) as (CompiledStep & Gate)[];
     // Only a chain of steps that all judge bytes can skip decoding: a step without acceptsBytes may
     // change the message or read what earlier ones left on the context (`$message`).
     const byteChecks = this.steps.map((s) => s.acceptsBytes?.bind(s));
@@ -684,6 +688,31 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   /** A WebSocket client connecting to this route's path: the chain's auth steps decide. */
   admit(req: RequestMeta): Promise<Admission> {
     return admitThrough(this.gates, req);
+  }
+
+  /**
+   * An HTTP publish request judged from its head, before its body is read, by the auth steps the
+   * chain begins with; undefined when it begins with another step (its auth, if any, judges the
+   * message in turn). Admitted, the steps remember their verdict for `req` (their cache per
+   * request), so the chain run with `ctx.request === req` verifies nothing again and binds
+   * `$principal` / `$claims` from it. Refused, the refusal is recorded as the chain's would be
+   * (counted, logged, tapped: `head` is the message without a value, its body never read) and
+   * returned for the answer.
+   */
+  admitHead(req: RequestMeta, head: () => Message): Promise<Problem | undefined> | undefined {
+    if (this.headGates.length === 0) return undefined;
+    const startedAt = performance.now();
+    return admitThrough(this.headGates, req).then((admission) => {
+      if (admission.ok) return undefined;
+      const msg = head();
+      this.inFlight++;
+      this.stats.received++;
+      const span = startMessageSpan(this.span, msg.headers[TRACEPARENT]);
+      // An identity provider out of reach (503) is the gateway's failure, as the step's stop says.
+      const outcome: Outcome = admission.problem.status >= 500 ? { outcome: 'failed', problem: admission.problem } : { outcome: 'rejected', problem: admission.problem };
+      // Answered as settle() shows it to anyone (the config's secrets redacted).
+      return (this.settle(msg, outcome, startedAt, span) as Extract<Outcome, { outcome: 'rejected' | 'failed' }>).problem;
+    });
   }
 
   /** Messages inside the chain or waiting for their targets right now. */

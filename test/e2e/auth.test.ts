@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { exportJWK, SignJWT } from 'jose';
 import { post, WsClient } from '../helpers/clients.js';
+import { parseReplies, rawHttp, rawHttpText } from '../helpers/raw-http.js';
 import { runCli, type StartOptions, tempFiles, useGateway } from '../helpers/gateway.js';
 
 const ALICE_KEY = 'alice-key-5f1c2a9e7d3b';
@@ -159,6 +160,8 @@ listeners:
 chains:
   who:
     - transform: '{"who": $principal, "tenant": $claims.tenant, "body": $, "key": $query.key}'
+  keyed:
+    - auth: {apiKey: {keysFile: keys.yaml}}
 routes:
   - name: api-key-header
     from: {listener: api, path: /key}
@@ -168,6 +171,14 @@ routes:
             header: X-Api-Key
             keys: {alice: "\${ALICE_KEY}", bob: [${BOB_KEY}, "sha256:${carolDigest}"]}
       - who
+    to: {broker: local, topic: out}
+  - name: api-key-chain
+    from: {listener: api, path: /key-chain}
+    through: [keyed, who]
+    to: {broker: local, topic: out}
+  - name: api-key-late
+    from: {listener: api, path: /key-late}
+    through: [{transform: '$'}, {auth: {apiKey: {keysFile: keys.yaml}}}]
     to: {broker: local, topic: out}
   - name: api-key-query-file
     from: {listener: api, path: /key-file}
@@ -305,6 +316,51 @@ routes:
       assert.deepEqual((await out.next()).value.body, { n: 7 });
     });
 
+    it("judges the key from the request's head when the chain begins with auth: a body without credentials is never read or judged", async () => {
+      const port = gw.port('api');
+      const head = (path: string, headers: string) => `POST ${path} HTTP/1.1\r\nHost: x\r\n${headers}\r\n`;
+      // Bad JSON, a form, a declared size over maxBodyBytes: each the 401, directly and through a shared chain.
+      for (const path of ['/key', '/key-chain']) {
+        const badJson = await post(gw.url('api', path), '{"n": ');
+        assert.equal(badJson.status, 401, `${path}: ${badJson.text}`);
+        assert.equal(badJson.headers.get('www-authenticate'), 'ApiKey header="x-api-key"');
+        const form = await post(gw.url('api', path), 'n=1', { 'content-type': 'application/x-www-form-urlencoded' });
+        assert.equal(form.status, 401, `${path}: ${form.text}`);
+        // Only the head is sent, and the client waits: the answer comes without the body (old: 413).
+        const huge = await rawHttp(port, head(path, 'Content-Type: application/json\r\nContent-Length: 100000000\r\n'));
+        assert.equal(huge?.status, 401, `${path}: ${huge?.body}`);
+        assert.equal(huge.headers.connection, 'close');
+        // A body within bounds, announced and never sent: answered all the same (old: waited for it).
+        const unsent = await rawHttp(port, head(path, 'Content-Type: application/json\r\nContent-Length: 50\r\n'));
+        assert.equal(unsent?.status, 401, `${path}: ${unsent?.body}`);
+      }
+      // A body that came whole with its head is dropped, and the connection goes on: the request behind it is served.
+      const pipelined = parseReplies(
+        await rawHttpText(
+          port,
+          head('/key-chain', 'Content-Type: application/json\r\nContent-Length: 6\r\n') +
+            '{"n": ' +
+            head('/key-chain', `X-Api-Key: dave-key-00112233445566\r\nContent-Type: application/json\r\nContent-Length: 9\r\nConnection: close\r\n`) +
+            '{"n": 10}',
+        ),
+      );
+      assert.deepEqual(
+        pipelined.map((r) => r.status),
+        [401, 200],
+      );
+      assert.deepEqual((await out.next()).value, { who: 'dave', body: { n: 10 } });
+      // With the key, every answer is as before: the body is judged, $principal bound once.
+      const key = { 'x-api-key': 'dave-key-00112233445566' };
+      assert.equal((await post(gw.url('api', '/key-chain'), '{"n": ', key)).status, 400);
+      assert.equal((await post(gw.url('api', '/key-chain'), 'n=1', { ...key, 'content-type': 'application/x-www-form-urlencoded' })).status, 415);
+      assert.equal((await rawHttp(port, head('/key-chain', 'X-Api-Key: dave-key-00112233445566\r\nContent-Length: 100000000\r\n')))?.status, 413);
+      // A chain whose auth comes after another step judges the message in order: the body first.
+      assert.equal((await post(gw.url('api', '/key-late'), '{"n": ')).status, 400);
+      assert.equal((await post(gw.url('api', '/key-late'), { n: 11 })).status, 401);
+      assert.equal((await post(gw.url('api', '/key-late'), { n: 12 }, key)).status, 200);
+      assert.deepEqual((await out.next()).value, { n: 12 });
+    });
+
     it('reads the key from a query parameter and a keys file, and drops it from $query', async () => {
       const ok = await post(gw.url('api', '/key-file?key=dave-key-00112233445566'), { n: 7 });
       assert.equal(ok.status, 200, ok.text);
@@ -394,6 +450,11 @@ routes:
       assert.equal(otherTenant.status, 403);
       const noTenant = await post(gw.url('api', '/hs'), {}, { authorization: `Bearer ${await hs({ sub: 's', scope: 'publish' })}` });
       assert.equal(noTenant.status, 403);
+      // Judged from the head: a body that is no JSON is not looked at (old: 400); with the claim, it is.
+      const noScopeBadJson = await post(gw.url('api', '/hs'), '{"n": ', { authorization: `Bearer ${await hs({ sub: 's', scope: 'read', tenant: 'acme' })}` });
+      assert.equal(noScopeBadJson.status, 403, noScopeBadJson.text);
+      const badJson = await post(gw.url('api', '/hs'), '{"n": ', { authorization: `Bearer ${await hs({ sub: 's', scope: 'publish', tenant: 'acme' })}` });
+      assert.equal(badJson.status, 400, badJson.text);
       await acceptedSentinel();
     });
 

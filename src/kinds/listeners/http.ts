@@ -525,7 +525,44 @@ export class HttpListener implements ListenerRuntime {
     }
     const route = exact ?? (found!.store as { route: RouteEntry }).route;
     const params = found ? found.params : NO_PARAMS;
+    const query = parseQuery(q === -1 ? '' : url.slice(q + 1));
+    const request: RequestMeta = { headers: req.headers, query, remoteAddress: req.socket.remoteAddress };
+    // A chain that begins with `auth` judges the client from the head, as a WebSocket handshake is
+    // judged: a client without credentials gets its 401 before anything of its body is read or
+    // judged (its type, coding, size, JSON), and no second verification when the chain runs.
+    const admitted = route.admitHead?.(request, () => requestMessage(null, forwardedHeaders(req.headers, req.rawHeaders)));
+    if (admitted === undefined) return this.serveBody(req, res, route, params, request);
+    admitted.then(
+      (refusal) => {
+        if (refusal) return this.refuseUnauthenticated(res, refusal);
+        // The drain may have begun while the credentials were checked (a key set being fetched).
+        if (this.draining) return this.refuseDraining(res);
+        try {
+          this.serveBody(req, res, route, params, request);
+        } catch (err) {
+          this.failed(req, res, err);
+        }
+      },
+      (err) => this.failed(req, res, err),
+    );
+  }
 
+  /**
+   * An auth refusal from the head: the body is not read. One that came with the head is dropped
+   * with the request, and the connection goes on. One still to come would be read away by node to
+   * keep the connection (as long as requestTimeoutMs, for a client that holds no credential), so
+   * its connection closes after the answer, lingering. Decided at the end of the loop turn, once
+   * node has parsed all that arrived with the head (`complete` is not yet set when the verdict is).
+   */
+  private refuseUnauthenticated(res: ServerResponse, refusal: Problem): void {
+    setImmediate(() => {
+      if (!res.req.complete) closeAfter(res);
+      this.refuse(res, refusal);
+    });
+  }
+
+  /** A publish request past its path, method and (a chain beginning with `auth`) credentials: its body's framing, type and size, then the body. */
+  private serveBody(req: IncomingMessage, res: ServerResponse, route: RouteEntry, params: Record<string, string | undefined>, request: RequestMeta): void {
     // node's parser reads a chunked body's framing and drops any coding before `chunked`
     // (`gzip, chunked`): read as uncoded, it would be published as something it is not (RFC 9112 §6.1).
     const te = req.headers['transfer-encoding'];
@@ -556,7 +593,7 @@ export class HttpListener implements ListenerRuntime {
       (req as ExpectingRequest)[EXPECTS] = undefined;
       res.writeContinue();
     }
-    readBody(req, { listener: this, res, route, isJson, contentType, codings, params, search: q === -1 ? '' : url.slice(q + 1), max, first: undefined, chunks: undefined, size: 0, settled: false });
+    readBody(req, { listener: this, res, route, isJson, contentType, codings, params, request, max, first: undefined, chunks: undefined, size: 0, settled: false });
   }
 
   /**
@@ -587,7 +624,7 @@ export class HttpListener implements ListenerRuntime {
       );
     }
     try {
-      this.dispatch(req, p.res, p.route, body, p.isJson, p.contentType, p.params, p.search);
+      this.dispatch(req, p.res, p.route, body, p.isJson, p.contentType, p.params, p.request);
     } catch (e) {
       this.failed(req, p.res, e);
     }
@@ -674,7 +711,7 @@ export class HttpListener implements ListenerRuntime {
     isJson: boolean,
     contentType: string,
     params: Record<string, string | undefined>,
-    search: string,
+    request: RequestMeta,
   ): void {
     if (body === undefined) {
       closeAfter(res);
@@ -704,9 +741,8 @@ export class HttpListener implements ListenerRuntime {
     }
 
     let headers = forwardedHeaders(req.headers, req.rawHeaders);
-    const query = parseQuery(search);
-    const remoteAddress = req.socket.remoteAddress;
-    const ctx: MessageContext = { route: route.name, path: copyParams(params), query, remoteAddress, request: { headers: req.headers, query, remoteAddress } };
+    // `request` as the head's auth judged it (admitHead), whose verdict the auth steps remember for it.
+    const ctx: MessageContext = { route: route.name, path: copyParams(params), query: request.query, remoteAddress: request.remoteAddress, request };
     if (mode === 'batch') {
       const batch = decodeBatch(value, headers);
       if (!batch.ok) return this.refuse(res, batch.problem);
@@ -946,7 +982,8 @@ interface PendingBody {
   /** The body's Content-Encoding, undone before dispatch; undefined for a body sent as is. */
   codings: readonly ContentCoding[] | undefined;
   params: Record<string, string | undefined>;
-  search: string;
+  /** The client's request as the chain's auth steps see it (`ctx.request`). */
+  request: RequestMeta;
   max: number;
   /** The first chunk; most bodies are one. */
   first: Buffer | undefined;
@@ -1025,7 +1062,7 @@ export const httpListener = defineListener({
   doc: {
     summary:
       "Accepts `POST <path>` for every route `from: {listener, path}` on it. Paths may have parameters (`/rooms/:room`), bound as `$path` (a parameter's value is at most 100 characters, the router's bound: a longer one matches no route, 404); the query string is `$query`. Bodies are JSON (`application/json`, `application/*+json`, or no content type) or, with `text/plain` (UTF-8: another `charset` is a 415), a string value; `Content-Type` lines that disagree are a 400 (node would take the first, a proxy in front perhaps another). A body may be compressed (`Content-Encoding: gzip`, `deflate` or `br`, as log shippers and telemetry exporters send): it is decoded before anything else sees it, never to more than `maxBodyBytes` (413), and one that is not valid data of its coding is a 400; another coding is a 415 whose `Accept-Encoding` header lists these (a transfer coding other than `chunked`, `Transfer-Encoding: gzip, chunked`, is a 501: compress with `Content-Encoding`). [CloudEvents](https://cloudevents.io) are recognised in every mode of the HTTP binding: binary (`ce-*` headers, the body is the data), structured (`application/cloudevents+json`) and batched (`application/cloudevents-batch+json`, the events handled in order and answered together; on a failure the answer says how many were delivered before it); a missing or malformed required attribute is a 400 `EG_CLOUDEVENT_INVALID` naming it. The attributes travel as the message's `ce_<name>` headers and `$ce` in expressions; the data is the value. A JSON body goes on to brokers and webhooks as the client wrote it (spacing, number spelling, escapes) wherever no step changed the value; a transform's result is written as JSON. Request headers travel with the message, except hop-by-hop, credential and content-negotiation headers (`host`, `connection`, `content-length`, `authorization`, `cookie`, `accept*`, `user-agent`, ...) and the fetch metadata browsers add (`sec-*`, `priority`, `dnt`, `upgrade-insecure-requests`); a header value is read as UTF-8 (what curl and Go send for `Jürgen`), one that is not valid UTF-8 as Latin-1 (a byte per character, as Python's urllib and node's own client send `ü`). " +
-      'A request with `Expect: 100-continue` (curl sends it with a body over 1 MiB) gets its `100 Continue` only once its head passed what the head alone decides (path, method, content type and coding, a declared length over `maxBodyBytes`): a refusal comes instead, before the body is sent, and closes the connection; another expectation is a 417. Every input is bounded (body, head size, header count, time to send, connections, JSON depth) with safe defaults; JSON bodies with `__proto__` keys, invalid UTF-8 or numbers beyond a double are refused with 400 (docs/security.md). On shutdown new requests get 503 `EG_SHUTTING_DOWN` while those in flight finish; one still in flight when `admin.drainTimeoutMs` runs out gets that 503 too, its detail saying whether its message may have been delivered or its body had not all arrived. Requests a client pipelines on one connection get one answer each, in order, only the last with `Connection: close`. With `tls` it serves HTTPS, and with `http2: true` HTTP/2 as well to the clients that offer it (one connection for all requests and event streams of a browser; docs/http-edge.md); with `cors`, browsers on the listed origins may call it, and browser requests from other origins are refused with 403. ' +
+      'A request with `Expect: 100-continue` (curl sends it with a body over 1 MiB) gets its `100 Continue` only once its head passed what the head alone decides (path, method, the credentials an `auth` step at the head of the route's chain reads, content type and coding, a declared length over `maxBodyBytes`): a refusal comes instead, before the body is sent, and closes the connection; another expectation is a 417. Every input is bounded (body, head size, header count, time to send, connections, JSON depth) with safe defaults; JSON bodies with `__proto__` keys, invalid UTF-8 or numbers beyond a double are refused with 400 (docs/security.md). On shutdown new requests get 503 `EG_SHUTTING_DOWN` while those in flight finish; one still in flight when `admin.drainTimeoutMs` runs out gets that 503 too, its detail saying whether its message may have been delivered or its body had not all arrived. Requests a client pipelines on one connection get one answer each, in order, only the last with `Connection: close`. With `tls` it serves HTTPS, and with `http2: true` HTTP/2 as well to the clients that offer it (one connection for all requests and event streams of a browser; docs/http-edge.md); with `cors`, browsers on the listed origins may call it, and browser requests from other origins are refused with 403. ' +
       "A route `to: {listener, path}` on an http listener makes `GET <path>` with `Accept: text/event-stream` a [Server-Sent Events](https://html.spec.whatwg.org/multipage/server-sent-events.html) stream (`EventSource` in browsers, `curl -N`): each message is one event (`data:` the value as JSON, or the envelope / structured CloudEvent with `format`; `event:` the CloudEvent type when there is one, other than one of the gateway's own notices, `eventgate.*`; `id:` the position in the source topic after a tag of that source, `<tag>~<partition>:<offset>`, one pair per partition, the tag four characters of a hash of the broker, the topic and a JetStream subject's stream; on a path several routes feed, `<route>=<tag>~<positions>` per route, `;`-separated). A client that reconnects with `Last-Event-ID` (a new EventSource, which cannot send it: `?lastEventId=` in the URL; the header wins) first gets, through the route's chain, what the broker still retains after that position (memory topics: their `retain` messages; Kafka: what the cluster retains, up to 10 000 records; a NATS JetStream subject: what its stream holds, up to 10 000 messages; MQTT, AMQP and core NATS keep no position, so their events have no id), then the live stream, with no gap and no duplicate; when some of it is no longer retained an `eventgate.resume` event with `gap: true` says so. An id of another source (one a client kept across a reload that changed the route's topic) is no position of this one: the client is sent the source from its oldest retained message, after the same notice; an id without a tag (given before tags, by an earlier release) is read as a position of the route's source. A forward path with parameters (`/events/:room`) is filled from the path parameters of the same names the message has: a message published on `/room/:room` reaches the streams of its own room only, one without them (consumed from a broker) every stream whose path the forward path matches. The target's `auth` is checked before the stream opens (401/403), and before a `406` for a request without that `Accept` or a `405` for another method, which are told only to a client it admits; heartbeat comments keep idle streams open through proxies; over HTTP/1.1 a stream is its connection's last answer (`Connection: close`): nothing a client pipelines behind the `GET` is published, and a connection with more than 16 requests behind its stream is closed; a client that does not read is disconnected once `events.maxBufferedBytes` are waiting for it. Streams stay open through a reload while some route still forwards to their path, the route changed or not (as do those of a path whose parameters it only renames); a stream the gateway ends because its credential expired or was revoked, a reload took its origin off `cors.origins`, or a reload removed its path, gets a last `eventgate.end` event (`{\"status\":401|403|404,\"reason\":...}`), since the browser's reconnect would be refused with a status no page can read.",
     example:
       'listeners:\n  api:\n    kind: http\n    port: 8443\n    maxBodyBytes: 65536\n    tls: {cert: certs/api.pem, key: certs/api-key.pem}\n    cors:\n      origins: [https://app.example.com]\n      headers: [content-type, authorization]\n    events: {heartbeatMs: 15000}\nroutes:\n  # GET https://host:8443/orders/stream with Accept: text/event-stream\n  - name: order-stream\n    from: {broker: local, topic: orders}\n    to: {listener: api, path: /orders/stream}',
