@@ -465,16 +465,27 @@ describe('HTTP publish (spec §4)', () => {
       const replies = parseReplies(
         await rawHttpText(
           gw.port('api'),
-          twoTypes('text/plain', 'application/json', 1) + twoTypes('application/json', 'Application/JSON', 2) + rawPost('/text', { n: 3 }).replace('\r\n\r\n', '\r\nConnection: close\r\n\r\n'),
+          twoTypes('text/plain', 'application/json', 1) +
+            twoTypes('application/json', 'Application/JSON', 2) +
+            // One media type spelled apart: the parameters parsed (spaces, quotes, case of the
+            // charset's value), and a JSON type's missing charset its UTF-8 (before, each a 400).
+            twoTypes('application/json', 'application/json; charset=utf-8', 4) +
+            twoTypes('application/json;charset=UTF-8', 'application/json ; charset="utf-8"', 5) +
+            twoTypes('application/json; charset=utf-8', 'application/json; charset=iso-8859-1', 6) +
+            twoTypes('text/plain; charset=utf-8', 'text/plain', 7) +
+            rawPost('/text', { n: 3 }).replace('\r\n\r\n', '\r\nConnection: close\r\n\r\n'),
         ),
       );
       assert.deepEqual(
         replies.map((r) => r.status),
-        [400, 200, 200],
+        [400, 200, 200, 200, 400, 400, 200],
       );
       assert.equal(JSON.parse(replies[0]!.body).code, 'EG_BAD_REQUEST');
       assert.match(replies[0]!.body, /Content-Type headers that disagree \('text\/plain', 'application\/json'\)/);
+      assert.match(replies[4]!.body, /disagree \('application\/json; charset=utf-8', 'application\/json; charset=iso-8859-1'\)/);
       assert.deepEqual(await out.next(), { n: 2 });
+      assert.deepEqual(await out.next(), { n: 4 });
+      assert.deepEqual(await out.next(), { n: 5 });
       assert.deepEqual(await out.next(), { n: 3 });
     });
 

@@ -114,8 +114,9 @@ export function refusedMediaType(contentType: string, headers: Readonly<Record<s
  * The 400 for a request whose Content-Type lines disagree, or undefined. node keeps the first of
  * several, over HTTP/1.1 and HTTP/2 alike, where a proxy in front may have read another: `text/plain`
  * then `application/json` published the JSON as a string. Content-Type has one value (RFC 9110
- * §8.3, §5.3: no list); lines that repeat one value say one thing and pass. One pass over the raw
- * names, a length compare each.
+ * §8.3, §5.3: no list); lines that say one thing, however spelled (`application/json` and
+ * `application/json; charset=UTF-8`), pass. One pass over the raw names, a length compare each;
+ * lines not the same text are compared as parsed media types (sameMediaType).
  */
 export function conflictingContentTypes(rawHeaders: readonly string[]): Problem | undefined {
   let first: string | undefined;
@@ -124,11 +125,51 @@ export function conflictingContentTypes(rawHeaders: readonly string[]): Problem 
     if (name.length !== 12 || name.toLowerCase() !== 'content-type') continue;
     const value = rawHeaders[i + 1]!.trim().toLowerCase();
     if (first === undefined) first = value;
-    else if (value !== first) {
+    else if (value !== first && !sameMediaType(first, value)) {
       return problem('EG_BAD_REQUEST', `the request has Content-Type headers that disagree ('${first.slice(0, 100)}', '${value.slice(0, 100)}'); send one`);
     }
   }
   return undefined;
+}
+
+/** A parameter of a media type (RFC 9110 §5.6.6): its name, `=`, a token or a quoted string. */
+const MEDIA_PARAMETER = /;\s*([^\s;=]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)/gy;
+
+/**
+ * Whether two Content-Type values (trimmed, lower-cased) name one media type with the same
+ * parameters (RFC 9110 §8.3.1): spaces around `;` and `=`, quoting and the order of parameters
+ * do not matter, and a JSON type's missing charset is its only one, UTF-8 (RFC 8259 §8.1). The
+ * values were lower-cased whole, so a parameter's case (a boundary's) is not told apart: no body
+ * the gateway reads has such a parameter.
+ */
+function sameMediaType(a: string, b: string): boolean {
+  const x = parsedMediaType(a);
+  const y = parsedMediaType(b);
+  return x !== undefined && y !== undefined && x === y;
+}
+
+/** A Content-Type value (trimmed, lower-cased) as one canonical text; undefined when it is no `type/subtype *(; name=value)`. */
+function parsedMediaType(value: string): string | undefined {
+  const semi = value.indexOf(';');
+  const type = (semi === -1 ? value : value.slice(0, semi)).trim();
+  if (!/^[^\s/]+\/[^\s/]+$/.test(type)) return undefined;
+  const params = new Map<string, string>();
+  let at = semi === -1 ? value.length : semi;
+  MEDIA_PARAMETER.lastIndex = at;
+  for (let m = MEDIA_PARAMETER.exec(value); m !== null; m = MEDIA_PARAMETER.exec(value)) {
+    const raw = m[2]!.trim();
+    const v = raw.startsWith('"') ? raw.slice(1, -1).replace(/\\(.)/g, '$1') : raw;
+    // Twice the same name: no one value to compare.
+    if (params.has(m[1]!)) return undefined;
+    params.set(m[1]!, v);
+    at = MEDIA_PARAMETER.lastIndex;
+  }
+  if (value.slice(at).trim() !== '') return undefined;
+  if (isJsonMedia(type) && !params.has('charset')) params.set('charset', 'utf-8');
+  return `${type}${[...params]
+    .sort(([p], [q]) => (p < q ? -1 : p > q ? 1 : 0))
+    .map(([k, v]) => `;${k}=${v}`)
+    .join('')}`;
 }
 
 /** Charsets whose bytes read as UTF-8 unchanged. */
