@@ -82,7 +82,7 @@ routes:
     to: { broker: kafka, topic: ${kafkaRepeated} }
   - name: kafka-out
     from: { broker: kafka, topic: ${kafkaIn}, fromBeginning: true }
-    to: { listener: ws, path: /kafka, format: envelope }
+    to: [{ listener: ws, path: /kafka, format: envelope }, { http: { url: "${hook.url}/kafka", headers: { x-city: $headers.city } } }]
   - name: ce
     from: { broker: rabbit, topic: ce.in }
     to:
@@ -136,10 +136,10 @@ routes:
     });
   }
 
-  async function webhookRequest(path: string, timeoutMs = 15000): Promise<Received> {
+  async function webhookRequest(path: string, timeoutMs = 15000, header?: string): Promise<Received> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const r = hook.requests.find((q) => q.url === path);
+      const r = hook.requests.find((q) => q.url === path && (header === undefined || q.headers[header] !== undefined));
       if (r) return r;
       if (Date.now() > deadline) throw new Error(`no webhook request to ${path}`);
       await new Promise((res) => setTimeout(res, 50));
@@ -184,6 +184,14 @@ routes:
       sub.stop();
       peer.close();
     }
+  });
+
+  it("sends a Kafka header's value beyond ASCII to a webhook as its UTF-8 bytes, as the producer wrote it, one within Latin-1 too", async () => {
+    // kcat writes the header's UTF-8 bytes; a computed header copying it went as Latin-1 (`fc` for `ü`).
+    await kcatProduce(kafka.bootstrap, kafkaIn, [{ value: '{"n":"city"}', headers: { city: 'Zürich' } }]);
+    const h = await webhookRequest('/kafka', 15000, 'x-city');
+    // node's parser gives a header's bytes as latin1 characters.
+    assert.equal(Buffer.from(h.headers['x-city'] as string, 'latin1').toString('hex'), Buffer.from('Zürich').toString('hex'));
   });
 
   it('writes every value of a repeated MQTT user property or NATS header to a Kafka target, as a Kafka → Kafka copy does', async () => {

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
 import { createServer, type ServerResponse } from 'node:http';
@@ -57,7 +58,7 @@ routes:
     to:
       http:
         url: { expression: target }
-        headers: { x-name: $uppercase(name), x-static: '"fixed"' }
+        headers: { x-name: $uppercase(name), x-static: '"fixed"', x-who: '$headers.\`x-who\`' }
   - name: ws-computed
     from: { listener: ws, path: /computed }
     to: { http: { url: "${hook.url}/ws-computed", headers: { x-name: name } } }
@@ -261,6 +262,22 @@ routes:
     assert.equal(emoji.status, 200);
     const sent = hook.requests.find((r) => r.url === '/computed/4')!;
     assert.equal(Buffer.from(sent.headers['x-name'] as string, 'latin1').toString('utf8'), 'ZOË 東京 😀');
+    // Every value beyond ASCII as its UTF-8 bytes, one within Latin-1 too (it went as Latin-1, a
+    // byte per character, so a receiver could not tell which a byte meant): a body's `zoë`, and
+    // curl's UTF-8 `Jürgen` copied from the request (node's parser gives the bytes as latin1).
+    const latin = await post('/computed', { target: `${hook.url}/computed/5`, name: 'zoë' });
+    assert.equal(latin.status, 200);
+    const curled = await new Promise<string>((resolve, reject) =>
+      execFile(
+        'curl',
+        ['-s', '-H', 'content-type: application/json', '-H', 'x-who: Jürgen', '--data-binary', JSON.stringify({ target: `${hook.url}/computed/6`, name: 'x' }), gw.url('api', '/computed')],
+        (err, stdout) => (err ? reject(err) : resolve(stdout)),
+      ),
+    );
+    assert.match(curled, /"deliveries"/);
+    const bytes = (url: string, name: string) => Buffer.from(hook.requests.find((r) => r.url === url)!.headers[name] as string, 'latin1').toString('hex');
+    assert.equal(bytes('/computed/5', 'x-name'), Buffer.from('ZOË').toString('hex'));
+    assert.equal(bytes('/computed/6', 'x-who'), Buffer.from('Jürgen').toString('hex'));
   });
 
   it('consume routes: a message whose computed header would carry CR/LF is dead-lettered at once as invalid, the next one delivered', async () => {

@@ -395,14 +395,10 @@ export class WebhookTarget implements Target {
     for (const [name, computedValue] of computed) {
       const lower = name.toLowerCase();
       let value = computedValue;
+      // The client's data (a CR/LF it sent to inject a header): its message is invalid, not the expression.
       // One test per value for the common case; which fault it is only once it has one.
-      if (INVALID_HEADER_CHAR.test(value)) {
-        // The client's data (a CR/LF it sent to inject a header): its message is invalid, not the expression.
-        if (HEADER_CONTROL_CHAR.test(value)) throw new WebhookError(invalidValue(`headers.${name}`, `control characters (such as CR or LF), which HTTP does not allow in a header`));
-        // Beyond Latin-1 (emoji, CJK; a request header sent as UTF-8 is read as UTF-8, point
-        // 1680): sent as its UTF-8 bytes, as curl and Go send such a value, the client writing
-        // one byte per character. Refused, a request header copied here failed with 500.
-        value = Buffer.from(value, 'utf8').toString('latin1');
+      if (NOT_PLAIN_HEADER_CHAR.test(value) && HEADER_CONTROL_CHAR.test(value)) {
+        throw new WebhookError(invalidValue(`headers.${name}`, `control characters (such as CR or LF), which HTTP does not allow in a header`));
       }
       if (CLIENT_FRAMING.has(lower) && !(lower === 'connection' && (value === 'close' || value === 'keep-alive')))
         throw new WebhookError(problem('EG_EXPRESSION_FAILED', `headers.${name}: the HTTP client frames requests itself; ${name} cannot be set (connection may be 'close' or 'keep-alive')`));
@@ -424,8 +420,17 @@ export class WebhookTarget implements Target {
       headers.push('webhook-id', id, 'webhook-timestamp', String(timestamp), 'webhook-signature', `v1,${signature}`);
     }
     for (let i = 1; i < headers.length; i += 2) {
-      // Values from the message (content-type, tracestate, ce-* attributes, a record's headers) are checked as node:http would.
-      if (INVALID_HEADER_CHAR.test(headers[i]!)) throw new WebhookError(problem('EG_INVALID_MESSAGE', `header '${headers[i - 1]}' has ${headerFault(headers[i]!)}`));
+      const value = headers[i]!;
+      if (!NOT_PLAIN_HEADER_CHAR.test(value)) continue;
+      // Values from the message (content-type, tracestate) are checked as node:http would.
+      if (HEADER_CONTROL_CHAR.test(value)) {
+        throw new WebhookError(problem('EG_INVALID_MESSAGE', `header '${headers[i - 1]}' has control characters (such as CR or LF), which HTTP does not allow in a header`));
+      }
+      // Every value beyond ASCII goes as its UTF-8 bytes (the client writes a character per byte),
+      // as curl and Go send one: a receiver reads every such value one way. Written as Latin-1
+      // while every character is one, `zoë` went as one byte and `zoë 東京` as UTF-8, and no
+      // receiver could tell which a byte meant.
+      headers[i] = Buffer.from(value, 'utf8').toString('latin1');
     }
     return { origin: endpoint.origin, path: endpoint.path, method: this.plan.method, headers, body: bytes, headersTimeout: 0, bodyTimeout: 0, blocking: false, display: endpoint.display };
   }
@@ -633,9 +638,9 @@ class Slot {
 
 const NO_HEADERS: readonly [string, string][] = [];
 
-/** What node:http refuses in a header value. */
-const INVALID_HEADER_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
-/** The control characters among them (a tab is allowed). */
+/** What is not a tab or printable ASCII in a header value: a control character, or one to send as UTF-8. */
+const NOT_PLAIN_HEADER_CHAR = /[^\t\x20-\x7e]/;
+/** The control characters, which HTTP does not allow in a header value (a tab is allowed). */
 const HEADER_CONTROL_CHAR = /[\x00-\x08\x0a-\x1f\x7f]/;
 /** Control characters in a URL, which the WHATWG parser would drop (tab, CR, LF) or refuse in a host, rather than send. */
 const URL_CONTROL_CHAR = /[\x00-\x1f\x7f]/;
@@ -650,10 +655,6 @@ function invalidValue(place: string, what: string): Problem {
   return problem('EG_INVALID_MESSAGE', detail, { errors: [detail] });
 }
 
-/** Why INVALID_HEADER_CHAR refused a value: an emoji was said to be "control characters such as CR or LF". */
-function headerFault(value: string): string {
-  return /[^\x00-\xff]/.test(value) ? 'characters beyond Latin-1 (such as emoji or CJK), which a header cannot carry' : 'control characters (such as CR or LF), which HTTP does not allow in a header';
-}
 /** Headers that frame an HTTP/1.1 request: the client's to set (it refuses them, `connection` aside). */
 const CLIENT_FRAMING = new Set(['connection', 'transfer-encoding', 'keep-alive', 'upgrade', 'expect', 'te']);
 
