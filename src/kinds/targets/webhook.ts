@@ -392,9 +392,8 @@ export class WebhookTarget implements Target {
     if (tracestate !== undefined) headers.push('tracestate', tracestate);
     // Before the computed headers: an `authorization` among them replaces it.
     if (endpoint.authorization !== undefined) headers.push('authorization', endpoint.authorization);
-    for (const [name, computedValue] of computed) {
+    for (const [name, value] of computed) {
       const lower = name.toLowerCase();
-      let value = computedValue;
       // The client's data (a CR/LF it sent to inject a header): its message is invalid, not the expression.
       // One test per value for the common case; which fault it is only once it has one.
       if (NOT_PLAIN_HEADER_CHAR.test(value) && HEADER_CONTROL_CHAR.test(value)) {
