@@ -101,8 +101,10 @@ export interface Problem {
    */
   late?: readonly ({ wait(): Promise<Delivery | undefined> } | undefined)[];
   /**
-   * With `late` on a fan-out failure: each target's own failure, in `to` order (undefined where it
-   * took the message), so a consume route can tell which failure stands once the late answers came.
+   * A fan-out failure with `late`, or where more than one target failed: each target's own
+   * failure, in `to` order (undefined where it took the message), so a consume route can tell
+   * which failure stands once the late answers came, and the route logs each as it would alone.
+   * Never answered.
    */
   targets?: readonly (Problem | undefined)[];
 }

@@ -623,6 +623,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     if (p.errors) clean.errors = redact(p.errors, secrets);
     if (p.logDetail !== undefined) clean.logDetail = redact(p.logDetail, secrets);
     if (p.took) clean.took = redact(p.took, secrets);
+    // Their texts only: a target's failure may hold a late write's handle (Problem.late), which a copy would lose.
+    if (p.targets) clean.targets = p.targets.map((t) => t && { ...t, detail: redact(t.detail, secrets), ...(t.logDetail === undefined ? {} : { logDetail: redact(t.logDetail, secrets) }) });
     return { ...outcome, problem: clean };
   }
 
@@ -657,9 +659,14 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     // At shutdown a memory topic dies with the process: what is given back to it is lost, not delivered again.
     const lost = givenBack && this.lostWithProcess;
     const level = outcome.outcome === 'failed' && (!givenBack || lost) && !MESSAGES_OWN_FAULT.has(outcome.problem.code) ? 'warn' : givenBack ? 'info' : 'debug';
+    // A fan-out whose first failing target refused the message as invalid (debug) while another
+    // failed for itself (a broker down: warn): each target's failure is logged at its own level.
+    const targets = outcome.outcome === 'failed' && !givenBack ? outcome.problem.targets : undefined;
+    if (targets) this.logTargetFailures(observed, targets, traceId);
     if (!logger.isLevelEnabled(level)) return;
     const msg = observed();
     const line: Record<string, unknown> = { route: this.name, outcome: outcome.outcome, traceId };
+    if (targets) line.target = targets.findIndex((t) => t !== undefined);
     // Several records of one produce request that failed alike: this line (the first one's) stands for all of them.
     if (records > 1) line.records = records;
     if (outcome.outcome === 'deadlettered') {
@@ -683,6 +690,31 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
           ? 'message given back uncommitted: the route stopped before its targets accepted it'
           : `message ${outcome.outcome}`,
     );
+  }
+
+  /**
+   * The failures of a fan-out's targets after the first (which the route's line names), each at the
+   * level it would have alone: `warn` for a target's own failure, `debug` for one that is the
+   * message's (MESSAGES_OWN_FAULT). `target`: its place in `to`.
+   */
+  private logTargetFailures(observed: () => Message, targets: readonly (Problem | undefined)[], traceId: string): void {
+    const logger = this.deps.logger;
+    let first = true;
+    for (const [i, p] of targets.entries()) {
+      if (p === undefined) continue;
+      if (first) {
+        first = false;
+        continue;
+      }
+      const level = MESSAGES_OWN_FAULT.has(p.code) ? 'debug' : 'warn';
+      if (!logger.isLevelEnabled(level)) continue;
+      const msg = observed();
+      const line: Record<string, unknown> = { route: this.name, outcome: 'failed', target: i, traceId, status: p.status, code: p.code, detail: p.detail };
+      if (p.logDetail) line.where = p.logDetail;
+      if (p.errors) line.errors = p.errors;
+      if (msg.topic !== null) Object.assign(line, { topic: msg.topic, partition: msg.partition, offset: msg.offset });
+      logger[level](line, 'message failed at a target of its fan-out');
+    }
   }
 
   /** A WebSocket client connecting to this route's path: the chain's auth steps decide. */

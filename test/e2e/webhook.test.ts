@@ -116,6 +116,11 @@ routes:
     to:
       - { http: { url: "http://127.0.0.1:${refusedPort}/a", retry: { attempts: 1 } } }
       - { http: { url: "http://127.0.0.1:${refusedPort}/b", retry: { attempts: 1 } } }
+  - name: fan-invalid
+    from: { listener: api, path: /fan-invalid }
+    to:
+      - { http: { url: "${hook.url}/fan-invalid", headers: { x-name: name } } }
+      - { http: { url: "http://127.0.0.1:${refusedPort}/c", retry: { attempts: 1 } } }
   - name: enqueue-fan
     from: { listener: api, path: /enqueue-fan }
     to: { broker: local, topic: fan-jobs }
@@ -389,6 +394,19 @@ routes:
     const p = (await res.json()) as { detail: string; deliveries: unknown[] };
     assert.match(p.detail, /\(none of the 2 targets took it\)$/);
     assert.deepEqual(p.deliveries, []);
+  });
+
+  it('fan-out: a target that fails for itself is logged at warn though another refused the message as invalid first, which the answer says', async () => {
+    const res = await post('/fan-invalid', { name: 'a\r\nb' });
+    assert.equal(res.status, 400);
+    const p = (await res.json()) as { code: string; detail: string };
+    assert.equal(p.code, 'EG_INVALID_MESSAGE');
+    assert.match(p.detail, /^headers\.x-name gave a value with control characters .*\(none of the 2 targets took it\)$/);
+    // The second target's own failure, at the level it has alone (before, only the route's debug line named the invalid one).
+    const line = await gw.waitForLog((l) => l.msg === 'message failed at a target of its fan-out' && l.route === 'fan-invalid', 10000);
+    assert.deepEqual([line.level, line.target, line.status], ['warn', 1, 502]);
+    assert.match(line.code as string, /^EG_WEBHOOK_/);
+    assert.match(line.detail as string, /could not be reached: ECONNREFUSED/);
   });
 
   it('fan-out on a websocket publish route: the error frame names the targets that took the frame, and the connection stays open', async () => {
