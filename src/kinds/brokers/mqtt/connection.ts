@@ -193,12 +193,15 @@ export function keepWhileReading(client: MqttClient, reading: () => { read: numb
  * CONNACK of any kind (a refused client id, credentials or connection count is an answer too), or
  * the server closing the connection, says it runs. No answer, or a connection the address refuses
  * or cannot reach, says it does not: a frozen server's kernel still accepts the TCP connection,
- * but no CONNACK comes. A clean session, under a client id of its own: the route's session is left
- * as it is.
+ * but no CONNACK comes. A clean session under an empty client id, which the server names itself
+ * (MQTT 5 and 3.1.1 allow it with a clean session): any id of ours could be another client's (a
+ * route named `<route>-alive` had `<route's id>-alive`), whose connection the server would close
+ * and whose session a clean start would discard. A server that refuses an empty id answers too.
  */
-export function serverAnswers(lib: MqttLib, url: string, options: IClientOptions, timeoutMs: number): Promise<boolean> {
+export function serverAnswers(lib: MqttLib, settings: MqttSettings): Promise<boolean> {
+  const timeoutMs = settings.connectTimeoutMs;
   return new Promise((resolve) => {
-    const probe = lib.connect(url, { ...options, clean: true, reconnectPeriod: 0, connectTimeout: timeoutMs, keepalive: 0, properties: undefined });
+    const probe = lib.connect(settings.url, { ...clientOptions(settings, '', false), reconnectPeriod: 0, connectTimeout: timeoutMs, keepalive: 0, properties: undefined });
     const timer = setTimeout(() => done(false), timeoutMs);
     const done = (answered: boolean) => {
       clearTimeout(timer);

@@ -149,11 +149,10 @@ export class MqttSubscription {
     this.persistent = persistent;
     const client = lib.connect(settings.url, clientOptions(settings, clientId, persistent, RECEIVE_MAXIMUM));
     this.link = new Link(client, log, adopted ? `route ${spec.route}, session ${adopted} left by a reload` : `route ${spec.route}`);
-    const probeOptions = clientOptions(settings, `${clientId}-alive`, false);
     keepWhileReading(
       client,
       () => ({ read: this.received, held: this.readOn !== undefined }),
-      () => serverAnswers(lib, settings.url, probeOptions, settings.connectTimeoutMs),
+      () => serverAnswers(lib, settings),
       log,
     );
     const filter = settings.sharedSubscriptions && !perInstance && sharable(spec.topic) ? `$share/${spec.group}/${spec.topic}` : spec.topic;
