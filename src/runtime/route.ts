@@ -1288,12 +1288,6 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
 }
 
 /**
- * Whether a route reads the values of the messages it consumes, rather than copying their bytes to
- * broker targets and webhooks: a step, or a target that writes the value as JSON of its own (a
- * listener's clients, a CloudEvent written structured). A target's expressions (topic, key, URL,
- * headers) make a string of what they read and leave the body as it came.
- */
-/**
  * ReplaySource.sourceKey of a route: its source broker's kind and name, the topic, and what else
  * numbers the positions (a JetStream subject's stream). Undefined for a route from a listener or
  * from a broker that keeps no positions (MQTT, AMQP).
@@ -1305,6 +1299,12 @@ function sourceKeyOf(plan: RoutePlan, brokers: ReadonlyMap<string, BrokerRuntime
   return JSON.stringify([broker.kind, broker.name, plan.from.topic, broker.positionScope?.(plan.from.topic) ?? null]);
 }
 
+/**
+ * Whether a route reads the values of the messages it consumes, rather than copying their bytes to
+ * broker targets and webhooks: a step, or a target that writes the value as JSON of its own (a
+ * listener's clients, a CloudEvent written structured). A target's expressions (topic, key, URL,
+ * headers) make a string of what they read and leave the body as it came.
+ */
 function readsValues(plan: RoutePlan): boolean {
   if (plan.steps.length > 0) return true;
   return plan.to.some((t) => (t.type === 'listener' ? true : t.type === 'broker' ? t.structured === true : t.webhook.cloudevents === 'structured'));
