@@ -189,9 +189,9 @@ export function keepWhileReading(client: MqttClient, reading: () => { read: numb
 }
 
 /**
- * Whether the server behind `options` answers a connection of its own within connectTimeoutMs: a
- * CONNACK of any kind (a refused client id, credentials or connection count is an answer too), or
- * the server closing the connection, says it runs. No answer, or a connection the address refuses
+ * Whether the server of `settings` (its url, TLS and credentials) answers a connection of its own
+ * within connectTimeoutMs: a CONNACK of any kind (a refused client id, credentials or connection
+ * count is an answer too), or the server closing the connection, says it runs. No answer, or a connection the address refuses
  * or cannot reach, says it does not: a frozen server's kernel still accepts the TCP connection,
  * but no CONNACK comes. A clean session under an empty client id, which the server names itself
  * (MQTT 5 and 3.1.1 allow it with a clean session): any id of ours could be another client's (a
