@@ -16,7 +16,7 @@ export const ErrorCodes = {
   EG_CONFIG_JSON_SCHEMA: { title: 'JSON Schema does not compile' },
   EG_CONFIG_FEEDBACK_LOOP: { title: 'Routes feed the topic they read (a warning)' },
   EG_CONFIG_WEAK_TOKEN: { title: 'The admin token is short enough to guess (a warning)' },
-  EG_CONFIG_SUSPICIOUS_TOPIC: { title: 'A route reads a topic that most likely says something else than meant (a warning)' },
+  EG_CONFIG_SUSPICIOUS_TOPIC: { title: 'A route reads or writes a topic that most likely says something else than meant (a warning)' },
   EG_CONFIG_INSECURE_TLS: { title: "A broker's TLS accepts any server certificate (a warning)" },
   EG_CONFIG_SERVER_URL: { title: "A broker URL has an '@' after its host: a password holding / ? or # ended the host early (a warning)" },
   EG_CONFIG_FORWARD_PARAMETER: { title: "A forward path names a parameter its route's path does not have (a warning)" },

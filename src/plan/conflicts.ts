@@ -1,5 +1,6 @@
 import type { PathPart } from '../config/source.js';
 import type { KindRegistry } from '../kinds/registry.js';
+import { computedTopicHint, readsAsExpression } from './targets.js';
 import type { AdminPlan, ComponentPlan, ListenerPlan, RoutePlan } from './types.js';
 
 export interface Conflict {
@@ -79,10 +80,12 @@ export function findConflicts(plan: {
     const broker = plan.brokers.get(from.broker);
     if (!broker || !plan.registry.brokers.get(broker.kind)?.inProcess) continue;
     if (anyTopic.has(from.broker) || written.has(`${from.broker}\0${from.topic}`)) continue;
-    const writers = [...written].filter((w) => w.startsWith(`${from.broker}\0`)).map((w) => w.split('\0')[1]!);
+    const writers = [...new Set([...written].filter((w) => w.startsWith(`${from.broker}\0`)).map((w) => w.split('\0')[1]!))];
+    // `topic: $string(id)` beside `key: $string(id)`: the reason no route writes the topic, said here since warnings wait for a valid config.
+    const asExpression = writers.find(readsAsExpression);
     out.push({
       path: ['routes', index, 'from', 'topic'],
-      message: `route '${route.name}' can never receive a message: '${from.broker}' is a ${broker.kind} broker, whose topics only this gateway's routes write to, and no route writes to topic '${from.topic}'${writers.length ? ` (routes write to: ${[...new Set(writers)].join(', ')})` : ''}`,
+      message: `route '${route.name}' can never receive a message: '${from.broker}' is a ${broker.kind} broker, whose topics only this gateway's routes write to, and no route writes to topic '${from.topic}'${writers.length ? ` (routes write to: ${writers.join(', ')})` : ''}${asExpression === undefined ? '' : `; '${asExpression}' is a name, as written, not an expression: ${computedTopicHint(asExpression)}`}`,
     });
   }
   return out;

@@ -107,12 +107,13 @@ export class CompileContext {
    * A topic the config names as it is, of broker `broker` (a route's `from`, `to` or `deadletter`,
    * a validate step's `deadletter`): one the broker's server would refuse is a config error at
    * `path` (false), not a run-time failure of every message or a route that never consumes.
+   * `hint` ends the message (how to write what was most likely meant).
    */
-  checkTopic(broker: string, topic: string, use: 'publish' | 'consume', path: readonly PathPart[]): boolean {
+  checkTopic(broker: string, topic: string, use: 'publish' | 'consume', path: readonly PathPart[], hint = ''): boolean {
     const kind = this.brokerKind(broker);
     const why = kind === undefined ? undefined : this.registry.brokers.get(kind)?.topicProblem?.(topic, use, this.config.brokers?.[broker]);
     if (!why) return true;
-    this.report(path, 'EG_CONFIG_SCHEMA', `${quoteTopic(topic)} cannot be a topic of ${kind} broker '${broker}': ${why}`);
+    this.report(path, 'EG_CONFIG_SCHEMA', `${quoteTopic(topic)} cannot be a topic of ${kind} broker '${broker}': ${why}${hint}`);
     return false;
   }
 

@@ -129,7 +129,7 @@ function compileRoute(
     else if (topic) ctx.checkTopic(name, ...topic);
     return false;
   };
-  const checkTopic = (broker: string, topic: string, use: 'publish' | 'consume', path: PathPart[]) => ctx.checkTopic(broker, topic, use, path);
+  const checkTopic = (broker: string, topic: string, use: 'publish' | 'consume', path: PathPart[], hint?: string) => ctx.checkTopic(broker, topic, use, path, hint);
   const checkListener = (name: string, path: PathPart[]) => {
     if (listeners.has(name)) {
       usesListeners.add(name);

@@ -3,7 +3,7 @@ import { canonical } from '../core/canonical.js';
 import type { Expression } from '../expr/expression.js';
 import type { CompiledStep } from '../kinds/contracts.js';
 import { signatureKey, WEBHOOK_DEFAULTS, type WebhookOptions, type WebhookPlan } from '../kinds/targets/webhook.js';
-import type { CompileContext } from './context.js';
+import { type CompileContext, quoteTopic } from './context.js';
 import type { RawTarget } from './raw.js';
 import type { StepCompiler } from './steps.js';
 import type { ListenerPlan, TargetPlan } from './types.js';
@@ -13,7 +13,22 @@ export interface TargetRefs {
   /** `topic`: checked also when the broker is left out for problems of its own options. */
   checkBroker(name: string, path: PathPart[], topic?: [topic: string, use: 'publish' | 'consume', path: PathPart[]]): boolean;
   checkListener(name: string, path: PathPart[]): boolean;
-  checkTopic(broker: string, topic: string, use: 'publish' | 'consume', path: PathPart[]): boolean;
+  checkTopic(broker: string, topic: string, use: 'publish' | 'consume', path: PathPart[], hint?: string): boolean;
+}
+
+/** How a topic that reads as an expression is computed per message. */
+export function computedTopicHint(topic: string): string {
+  return `a topic computed per message is written topic: { expression: '${topic.replaceAll("'", "''")}' }`;
+}
+
+/**
+ * Whether a target's topic name reads as a JSONata expression: a function call (`$string(id)`), a
+ * variable of the message (`$topic`, `$key.region`) or a quoted string joined with `&`. Beside
+ * `key: $string(id)`, which is an expression, a newcomer writes the topic the same way; a topic
+ * computed per message is `{expression: ...}`. Other names starting with `$` (NATS's `$KV.b.k`) stay names.
+ */
+export function readsAsExpression(topic: string): boolean {
+  return /^\$\w+\s*\(/.test(topic) || /^\$(key|topic|headers|path|query|principal|claims|ce|message|channel)(\W|$)/.test(topic) || /["']\s*&|&\s*["'$]/.test(topic);
 }
 
 /**
@@ -47,7 +62,10 @@ export function compileTargets(
       const structured = t.cloudevents === 'structured';
       const qos = t.qos === undefined ? {} : { qos: t.qos };
       if (typeof t.topic === 'string') {
-        if (refs.checkTopic(t.broker, t.topic, 'publish', [...tAt, 'topic'])) targets.push({ type: 'broker', broker: t.broker, topic: t.topic, topicExpr: undefined, key, structured, ...qos });
+        const computed = readsAsExpression(t.topic);
+        if (!refs.checkTopic(t.broker, t.topic, 'publish', [...tAt, 'topic'], computed ? ` (${computedTopicHint(t.topic)})` : '')) return;
+        if (computed) ctx.warn([...tAt, 'topic'], 'EG_CONFIG_SUSPICIOUS_TOPIC', `topic ${quoteTopic(t.topic)} is taken as a name, as written, not as an expression: ${computedTopicHint(t.topic)}`);
+        targets.push({ type: 'broker', broker: t.broker, topic: t.topic, topicExpr: undefined, key, structured, ...qos });
       } else {
         const topicExpr = ctx.expression(t.topic.expression, [...tAt, 'topic', 'expression']);
         targets.push({ type: 'broker', broker: t.broker, topic: t.topic.expression, topicExpr, key, structured, ...qos });

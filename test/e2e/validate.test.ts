@@ -11,6 +11,11 @@ function yaml(...lines: string[]): string {
   return `${lines.join('\n')}\n`;
 }
 
+/** `text` as a regular expression matching just it. */
+function literally(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
 interface Validated {
   code: number | null;
   stdout: string;
@@ -527,6 +532,33 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         ),
       });
       assertProblems(r, [['gateway.yaml:17:20', /JSONata expression does not compile: The symbol ">" cannot be used as a unary operator/]]);
+    });
+
+    it('says a target topic written as an expression (beside `key: $string(id)`) is a name, and how to compute it per message', async () => {
+      const routes = (topic: string) => [
+        'routes:', //                                                   12
+        '  - name: in', //                                              13
+        '    from: { listener: api, path: /in }', //                    14
+        `    to: { broker: local, topic: ${topic}, key: $string(id) }`, // 15: the topic at column 33
+      ];
+      const hint = (topic: string) => `a topic computed per message is written topic: { expression: '${topic}' }`;
+      // A memory topic may be any name: the route that reads the topic meant gets the reason it never receives.
+      const memory = await validate({
+        'gateway.yaml': yaml(...base, ...routes('$strng(id)'), '  - { name: out, from: { broker: local, topic: t }, to: { listener: push, path: /t } }'), //  16: the from topic at column 48
+      });
+      assertProblems(memory, [
+        [
+          'gateway.yaml:16:48',
+          new RegExp(`no route writes to topic 't' \\(routes write to: \\$strng\\(id\\)\\); '\\$strng\\(id\\)' is a name, as written, not an expression: ${literally(hint('$strng(id)'))}$`),
+        ],
+      ]);
+      // Nothing reads it: valid, with a warning.
+      const unread = await validate({ 'gateway.yaml': yaml(...base, ...routes('$topic')) });
+      assert.equal(unread.code, 0, unread.stdout);
+      assert.equal(unread.stderr, `gateway.yaml:15:33: warning: topic '$topic' is taken as a name, as written, not as an expression: ${hint('$topic')}\n`);
+      // A Kafka topic cannot be so named: the error says what was meant.
+      const kafka = await validate({ 'gateway.yaml': yaml(...base.map((l) => (l === '    kind: memory' ? '    kind: kafka\n    brokers: [localhost:9092]' : l)), ...routes(`'"orders." & region'`)) });
+      assertProblems(kafka, [['gateway.yaml:16:33', new RegExp(`'"orders\\." & region' cannot be a topic of kafka broker 'local': .* \\(${literally(hint(`"orders." & region`))}\\)$`)]]);
     });
   });
 
