@@ -32,6 +32,65 @@ Durations in milliseconds (keys ending in
 \`Ms\`) are at most 2147483647 (about 24.8 days), the longest timer Node.js can arm; a NATS
 stream's \`maxAgeMs\` is a retention age and may be longer.
 
+## The five commonest things, in one config
+
+Publish over HTTP to Kafka, push a topic to browsers over WebSocket and Server-Sent Events,
+validate against an AsyncAPI document, call a webhook, and require an API key: each numbered
+comment is one of them, and the list below says where each is explained in full.
+
+\`\`\`yaml
+version: 1
+asyncapi: streetlights.yaml              # (3) an AsyncAPI document beside this file
+brokers:
+  kafka:
+    kind: kafka
+    brokers: \${KAFKA_BROKERS:-localhost:9092}
+listeners:
+  api:
+    kind: http                           # POST publishes; GET with Accept: text/event-stream streams
+    port: 8080
+  push:
+    kind: websocket
+    port: 8081
+chains:
+  publish:
+    - auth:                              # (5) an API key in the x-api-key header: 401 without it
+        apiKey:
+          keys:
+            sensor-fleet: \${SENSOR_KEY}
+    - validate:                          # (3) 400 with the reasons unless the message matches
+        message: lightMeasured           #     components.messages.lightMeasured
+routes:
+  - name: light-in                       # (1) POST /light → Kafka, 200 once Kafka acknowledged
+    from: { listener: api, path: /light }
+    through: publish
+    to: { broker: kafka, topic: light.measured, key: $string(id) }
+  - name: light-push                     # (2) the topic → ws://host:8081/ws/light and
+    from: { broker: kafka, topic: light.measured }  #  GET http://host:8080/light/stream
+    to:
+      - { listener: push, path: /ws/light }
+      - { listener: api, path: /light/stream }
+  - name: light-hook                     # (4) the topic → a webhook, retried until it says 2xx
+    from: { broker: kafka, topic: light.measured }
+    to:
+      http:
+        url: \${WEBHOOK_URL}
+\`\`\`
+
+1. HTTP to Kafka: [kind: http](#kind-http) (what a client may send, and is answered),
+   [kind: kafka](#kind-kafka), a target's [\`topic\` and \`key\`](#to) (a topic computed per
+   message is \`topic: {expression: ...}\`: unlike \`key\`, a plain \`topic\` is a name).
+2. Browsers: [kind: websocket](#kind-websocket); the Server-Sent Events stream of an http
+   listener in [kind: http](#kind-http) and [http-edge.md](http-edge.md#server-sent-events)
+   (resuming with \`Last-Event-ID\`, HTTP/2 for several streams per page).
+3. AsyncAPI: [validate](#validate) and [asyncapi.md](asyncapi.md) (a \`channel\` instead of a
+   \`message\`, uploads with \`PUT /admin/asyncapi\`); a JSON Schema file instead is
+   \`validate: {schema: schemas/light.json}\`.
+4. Webhooks: [to: http](#to-http-webhooks) (retries, \`deadletter\`, Standard Webhooks
+   signatures) and [http-edge.md](http-edge.md#webhooks).
+5. Auth: [auth](#auth) (API keys, JWTs with a JWKS), [ratelimit](#ratelimit), and
+   [security.md](security.md#authentication-auth-step) (WebSocket and stream clients, \`$principal\` in expressions).
+
 ## Environment variables
 
 Any string value may contain \`\${VAR}\` or \`\${VAR:-default}\`, replaced from the environment
