@@ -161,7 +161,9 @@ export function unknownVariables(ast: unknown, gatewayVariables: Iterable<string
   for (const r of reads) {
     if (bound.has(r.name) || BUILTIN_FUNCTIONS.has(r.name) || called.has(r.name) || seen.has(r.name)) continue;
     seen.add(r.name);
-    out.push(unknownName(r, known, (name, hint) => `unknown variable $${name}${hint}: nothing binds it, so it would have no value for any message`));
+    // With no near name, `$lumens` is most likely a field of the message written as variables are.
+    const asField = (name: string) => ` (a field of the message is read without the $: ${name})`;
+    out.push(unknownName(r, known, (name, hint) => `unknown variable $${name}${hint || asField(name)}: nothing binds it, so it would have no value for any message`));
   }
   return out.sort((a, b) => a.index - b.index);
 }

@@ -534,6 +534,20 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assertProblems(r, [['gateway.yaml:17:20', /JSONata expression does not compile: The symbol ">" cannot be used as a unary operator/]]);
     });
 
+    it('says a field of the message written as a variable (`$lumens`) is read without the $', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(
+          ...base,
+          'routes:', //                                                     12
+          '  - name: in', //                                                13
+          '    from: { listener: api, path: /in }', //                      14
+          '    through: [{ filter: $lumens > 0 }]', //                      15: `$lumens` at column 25
+          '    to: { broker: local, topic: t }', //                         16
+        ),
+      });
+      assertProblems(r, [['gateway.yaml:15:25', /^JSONata expression does not compile: unknown variable \$lumens \(a field of the message is read without the \$: lumens\): nothing binds it/]]);
+    });
+
     it('says a target topic written as an expression (beside `key: $string(id)`) is a name, and how to compute it per message', async () => {
       const routes = (topic: string) => [
         'routes:', //                                                   12
