@@ -193,6 +193,22 @@ function describeValue(v: unknown, secret = false): string {
   return `${typeof v} ${String(v)}`;
 }
 
+/**
+ * `port: 8081` under `listeners:` at a listener's indentation, below `push:` whose key it meant to
+ * be: a listener (or broker) named `port` whose options are a number. Says so, naming the entry
+ * above, where it is written, whose key it most likely is; undefined for anything else.
+ */
+function outdentedKey(src: SourceDocument, path: PathPart[], data: unknown): string | undefined {
+  const [section, name] = path;
+  if (path.length !== 2 || (section !== 'brokers' && section !== 'listeners') || isPlainMap(data)) return undefined;
+  const names = Object.keys(((src.value as Record<string, unknown> | null)?.[section] ?? {}) as object);
+  const above = names[names.indexOf(String(name)) - 1];
+  if (above === undefined) return undefined;
+  const what = section === 'brokers' ? 'broker' : 'listener';
+  const { line } = src.locate([section, above], 'key');
+  return `: indented as a ${what}'s name, so it reads as a ${what} named '${String(name)}'; if it is a key of ${what} '${above}' (line ${line}), indent it as far as that ${what}'s other keys`;
+}
+
 function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistry, fragment: boolean): Diagnostic {
   const path = pathFromPointer(e.instancePath);
   // A fragment's own top level is not the config's: `version` or `admin` there is refused as not a fragment's.
@@ -278,6 +294,8 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
       if (path.length === 0 && e.data == null) return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: 'the config file is empty; it needs at least `version: 1`' };
       const t = (e.params as { type: string | string[] }).type;
       const expected = Array.isArray(t) ? t.join(' or ') : t;
+      const outdented = outdentedKey(src, path, e.data);
+      if (outdented) return { ...at(path, 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where} must be ${article(expected)}, got ${describeValue(e.data, isSecretPath(path))}${outdented}` };
       return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} must be ${article(expected)}, got ${describeValue(e.data, isSecretPath(path))}` };
     }
     case 'minLength':

@@ -480,11 +480,15 @@ function indentHint(code: string, text: string, line: number): string {
  */
 function firstSiblingLine(text: string, line: number): { line: number; indent: number } | undefined {
   const lines = text.split('\n');
-  const own = indentOf(lines[line - 1] ?? '');
+  const ownLine = lines[line - 1] ?? '';
+  const own = indentOf(ownLine);
+  // A key out of line with a list item's keys (`  - name: a` then `  from: ...`): the item's first
+  // key starts after its `- `, so that is the column to compare with. Not when the line is an item itself.
+  const keyIndent = /^\s*-\s/.test(ownLine) ? indentOf : (l: string) => indentOf(l) + (/^\s*-\s/.test(l) ? /^\s*-\s+/.exec(l)![0].length - indentOf(l) : 0);
   const content = (i: number) => lines[i]!.trim() !== '' && !lines[i]!.trimStart().startsWith('#');
   for (let i = line - 2; i >= 0; i--) {
-    if (!content(i) || indentOf(lines[i]!) >= own) continue;
-    for (let j = i + 1; j < line - 1; j++) if (content(j)) return indentOf(lines[j]!) === own ? undefined : { line: j + 1, indent: indentOf(lines[j]!) };
+    if (!content(i) || keyIndent(lines[i]!) >= own) continue;
+    for (let j = i + 1; j < line - 1; j++) if (content(j)) return keyIndent(lines[j]!) === own ? undefined : { line: j + 1, indent: keyIndent(lines[j]!) };
     return undefined;
   }
   return undefined;

@@ -103,6 +103,24 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assertProblems(r, [['gateway.yaml:7:4', /YAML syntax error: All mapping items must start at the same column \(this key starts at column 4, the first key of its map, on line 4, at column 5/]]);
     });
 
+    it("points at a key indented less than its list item's keys, naming the column after the item's `- `", async () => {
+      const r = await validate({ 'gateway.yaml': yaml(...base, 'routes:', '  - name: in', '    from: { listener: api, path: /in }', '  to: { broker: local, topic: t }') });
+      assertProblems(r, [['gateway.yaml:15:3', /YAML syntax error: All mapping items must start at the same column \(this key starts at column 3, the first key of its map, on line 13, at column 5/]]);
+    });
+
+    it("says a listener's or broker's key indented as far as the names reads as an entry of its own, naming the entry above", async () => {
+      const r = await validate({ 'gateway.yaml': yaml('version: 1', 'brokers:', '  local:', '    kind: memory', '  retain: 10', 'listeners:', '  api:', '    kind: http', '  port: 0') });
+      const hint = (what: string, name: string, above: string, line: number) =>
+        new RegExp(
+          `^${what}s\\.${name} must be a map, got number \\d+: indented as a ${what}'s name, so it reads as a ${what} named '${name}'; if it is a key of ${what} '${above}' \\(line ${line}\\), indent it`,
+        );
+      assertProblems(r, [
+        ['gateway.yaml:5:3', hint('broker', 'retain', 'local', 3)],
+        ['gateway.yaml:7:3', /listeners\.api is missing required key 'port'/],
+        ['gateway.yaml:9:3', hint('listener', 'port', 'api', 7)],
+      ]);
+    });
+
     it('points at a tab used as indentation', async () => {
       const r = await validate({ 'gateway.yaml': yaml('version: 1', 'listeners:', '\tapi: {}') });
       assertProblems(r, [['gateway.yaml:3:1', /YAML syntax error: Tabs are not allowed as indentation/]]);
