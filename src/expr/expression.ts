@@ -163,6 +163,19 @@ function outOfStack(err: unknown): boolean {
 
 const TOO_DEEP = 'the expression nests too deeply to be read (JavaScript ran out of stack): write it flatter, or bind parts to variables with :=';
 
+/**
+ * JavaScript's `==`, `&&`, `||` and `!` where JSONata's parser stopped: what a newcomer writes
+ * first, and JSONata's words for them ("cannot be used as a unary operator") do not say so.
+ */
+function javascriptOperatorHint(source: string, position: number): string {
+  const near = source.slice(Math.max(0, position - 2), position + 2);
+  if (near.includes('==')) return ' (JSONata compares with one =: `lumens = 0`; != is not equal)';
+  if (near.includes('&&')) return ' (JSONata\'s "and" is the word: `a > 0 and b > 0`; & joins strings)';
+  if (near.includes('||')) return ' (JSONata\'s "or" is the word: `a > 0 or b > 0`)';
+  if (/!(?!=)/.test(near)) return ' (JSONata negates with $not(...): `$not(bright)`; != is not equal)';
+  return '';
+}
+
 function compileChecked(source: string, limits: ExpressionLimits, origin: ExpressionOrigin | undefined): Expression {
   let compiled: jsonataModule.Expression;
   try {
@@ -174,7 +187,8 @@ function compileChecked(source: string, limits: ExpressionLimits, origin: Expres
   } catch (err) {
     if (outOfStack(err)) throw err; // said by compileExpression
     const e = err as JsonataError;
-    throw new ExpressionSyntaxError(e.message ?? String(err), Math.max(0, (e.position ?? 1) - 1));
+    const position = Math.max(0, (e.position ?? 1) - 1);
+    throw new ExpressionSyntaxError(`${e.message ?? String(err)}${javascriptOperatorHint(source, position)}`, position);
   }
   const maxResultBytes = limits.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES;
   checkTree(source, compiled.ast(), GATEWAY_VARIABLES, maxResultBytes, limits);

@@ -552,6 +552,28 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assertProblems(r, [['gateway.yaml:17:20', /JSONata expression does not compile: The symbol ">" cannot be used as a unary operator/]]);
     });
 
+    it("says JSONata's words for JavaScript's ==, &&, || and !", async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(
+          ...base,
+          'chains:', //                                      12
+          '  main:', //                                      13
+          '    - filter: lumens == 0', //                    14: the second '=' at column 23
+          '    - filter: lumens > 0 && id > 1', //           15: the second '&' at column 27
+          '    - filter: lumens > 0 || id > 1', //           16: the second '|' at column 26
+          "    - filter: '!bright'", //                      17: '!' at column 16
+          'routes:', //                                      18
+          '  - { name: in, from: { listener: api, path: /in }, through: main, to: { broker: local, topic: t } }', // 19
+        ),
+      });
+      assertProblems(r, [
+        ['gateway.yaml:14:23', /does not compile: .* \(JSONata compares with one =: `lumens = 0`; != is not equal\)$/],
+        ['gateway.yaml:15:27', /does not compile: .* \(JSONata's "and" is the word: `a > 0 and b > 0`; & joins strings\)$/],
+        ['gateway.yaml:16:26', /does not compile: .* \(JSONata's "or" is the word: `a > 0 or b > 0`\)$/],
+        ['gateway.yaml:17:16', /does not compile: .* \(JSONata negates with \$not\(\.\.\.\): `\$not\(bright\)`; != is not equal\)$/],
+      ]);
+    });
+
     it('says a field of the message written as a variable (`$lumens`) is read without the $', async () => {
       const r = await validate({
         'gateway.yaml': yaml(
