@@ -70,7 +70,7 @@ routes:
     to:
       - { listener: push, path: /ws/light }
       - { listener: api, path: /light/stream }
-  - name: light-hook                     # (4) the topic → a webhook, retried until it says 2xx
+  - name: light-hook                     # (4) the topic → a webhook (retried with backoff)
     from: { broker: kafka, topic: light.measured }
     to:
       http:
