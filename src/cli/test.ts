@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { formatDiagnostic, formatPath, type Diagnostic } from '../config/diagnostics.js';
-import type { Env } from '../config/source.js';
+import { DEFAULT_CONFIG_FILE, readSource, type Env } from '../config/source.js';
 import { didYouMean } from '../config/suggest.js';
 import { defaultRegistry } from '../kinds/index.js';
 import { loadPlan } from '../plan/compile.js';
@@ -81,8 +81,15 @@ export async function testCommand(config: string | undefined, testFiles: string[
     return 2;
   };
   const usageError = (diagnostics: readonly Diagnostic[], head: string[] = []) => cannotRun([...head, ...diagnostics.map(formatDiagnostic)]);
-  const files = testFiles.length > 0 ? testFiles : [testFileBeside(config ?? 'gateway.yaml')];
-  if (testFiles.length === 0 && !existsSync(files[0]!)) return cannotRun([`eventgate: no tests: name test files, or put them in ${files[0]} (beside the config)`]);
+  const files = testFiles.length > 0 ? testFiles : [testFileBeside(config ?? DEFAULT_CONFIG_FILE)];
+  if (testFiles.length === 0 && !existsSync(files[0]!)) {
+    // A config that is not there (a mistyped -c) has no tests beside it either: say what is missing, as a named test file's run does.
+    const configFile = config ?? DEFAULT_CONFIG_FILE;
+    const unreadable: Diagnostic[] = [];
+    if (!existsSync(configFile)) readSource(configFile, env, unreadable);
+    if (unreadable.length > 0) return usageError(unreadable, [`eventgate: the config ${configFile} is invalid, so its tests cannot run:`]);
+    return cannotRun([`eventgate: no tests: name test files, or put them in ${files[0]} (beside the config)`]);
+  }
   const problems: Diagnostic[] = [];
   const loaded: TestFile[] = [];
   for (const f of files) {

@@ -553,6 +553,12 @@ describe('eventgate test', () => {
     const none = await runCliInProcess(['test', '-c', 'gateway.yaml'], { cwd: tempFiles({ 'gateway.yaml': config }) });
     assert.equal(none.code, 2);
     assert.match(none.stderr, /no tests: name test files, or put them in gateway\.tests\.yaml/);
+    // A -c naming no file (a typo) is said as such, not as a config without tests beside it.
+    const mistyped = await runCliInProcess(['test', '-c', 'gatway.yaml'], { cwd: tempFiles({ 'gateway.yaml': config }) });
+    assert.deepEqual(
+      [mistyped.code, mistyped.stderr],
+      [2, 'eventgate: the config gatway.yaml is invalid, so its tests cannot run:\ngatway.yaml:1:1: cannot read config file: no such file (ENOENT)\n'],
+    );
 
     const unknownRoute = await runCliInProcess(['test', 'orders.tests.yaml', 'more.tests.yaml'], {
       cwd: tempFiles({
@@ -570,7 +576,7 @@ describe('eventgate test', () => {
         "more.tests.yaml:4:12: test 'an order takes its id from the path and its author from the principal' names route 'ordrs', which gateway.yaml does not define (did you mean 'orders'?); defined routes: orders\n",
     );
     assert.equal(unknownRoute.stdout, '');
-    for (const r of [broken, badTests, badExpectations, badAnswers, none, unknownRoute]) noStackTrace(r);
+    for (const r of [broken, badTests, badExpectations, badAnswers, none, mistyped, unknownRoute]) noStackTrace(r);
   });
 
   it('validate checks a test file as config tests: the file, its config and the routes it names', async () => {
