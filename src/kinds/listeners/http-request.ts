@@ -132,8 +132,12 @@ export function conflictingContentTypes(rawHeaders: readonly string[]): Problem 
   return undefined;
 }
 
-/** A parameter of a media type (RFC 9110 §5.6.6): its name, `=`, a token or a quoted string. */
-const MEDIA_PARAMETER = /;\s*([^\s;=]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)/gy;
+/**
+ * A parameter of a media type (RFC 9110 §5.6.6): its name, `=`, a token or a quoted string; or
+ * none, as `parameters = *( OWS ";" OWS [ parameter ] )` allows (`application/json;`, which the
+ * single line's reader takes too).
+ */
+const MEDIA_PARAMETER = /;\s*(?:([^\s;=]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*))?/gy;
 
 /**
  * Whether two Content-Type values (trimmed, lower-cased) name one media type with the same
@@ -157,12 +161,13 @@ function parsedMediaType(value: string): string | undefined {
   let at = semi === -1 ? value.length : semi;
   MEDIA_PARAMETER.lastIndex = at;
   for (let m = MEDIA_PARAMETER.exec(value); m !== null; m = MEDIA_PARAMETER.exec(value)) {
+    at = MEDIA_PARAMETER.lastIndex;
+    if (m[1] === undefined) continue;
     const raw = m[2]!.trim();
     const v = raw.startsWith('"') ? raw.slice(1, -1).replace(/\\(.)/g, '$1') : raw;
     // Twice the same name: no one value to compare.
     if (params.has(m[1]!)) return undefined;
     params.set(m[1]!, v);
-    at = MEDIA_PARAMETER.lastIndex;
   }
   if (value.slice(at).trim() !== '') return undefined;
   if (isJsonMedia(type) && !params.has('charset')) params.set('charset', 'utf-8');
