@@ -3,12 +3,12 @@ import { createHash, generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import { setTimeout as delay } from 'node:timers/promises';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { exportJWK, SignJWT } from 'jose';
 import { post, WsClient } from '../helpers/clients.js';
 import { parseReplies, rawHttp, rawHttpText } from '../helpers/raw-http.js';
-import { runCli, type StartOptions, tempFiles, useGateway } from '../helpers/gateway.js';
+import { eventually, runCli, type StartOptions, tempFiles, useGateway } from '../helpers/gateway.js';
 
 const ALICE_KEY = 'alice-key-5f1c2a9e7d3b';
 const BOB_KEY = 'bob-key-0123456789abcdef';
@@ -221,6 +221,10 @@ routes:
   - name: jwt-jwks-slow
     from: {listener: api, path: /jwks-slow}
     through: [{auth: {jwt: {jwksUrl: "http://127.0.0.1:${jwksPort}/slow.json", jwksCacheMaxAgeMs: 1000}}}]
+    to: {broker: local, topic: failing}
+  - name: jwt-jwks-held
+    from: {listener: api, path: /jwks-held}
+    through: [{auth: {jwt: {jwksUrl: "http://127.0.0.1:${jwksPort}/held-forward.json"}}}]
     to: {broker: local, topic: failing}
   - name: jwt-jwks-stale-forward
     from: {broker: local, topic: out}
@@ -605,6 +609,27 @@ routes:
       const other = post(gw.url('api', '/jwks-slow'), {}, { authorization: `Bearer ${await rs({ sub: 'x' }, 'rotated-3')}` });
       releaseSlow();
       assert.equal((await other).status, 401);
+    });
+
+    it('a client gone while its key set is fetched leaves no request in flight (the head was admitted, the body never came)', async () => {
+      let release!: () => void;
+      heldRelease = new Promise<void>((r) => (release = r));
+      const asked = new Promise<void>((r) => (onHeldAsked = r));
+      const apiInFlight = async () => ((await gw.status()).listeners as { name: string; inFlight: number }[]).find((l) => l.name === 'api')!.inFlight;
+      const token = await rs({ sub: 'x' }, 'remote-1');
+      const socket = connect(gw.port('api'), '127.0.0.1');
+      socket.on('error', () => undefined);
+      socket.write(`POST /jwks-held HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{"n": `);
+      await asked;
+      socket.destroy();
+      await once(socket, 'close');
+      release();
+      // Old: the admitted request went on to read a body whose end had passed unheard, in flight for good (a shutdown waited out drainTimeoutMs for it).
+      await eventually(async () => assert.equal(await apiInFlight(), 0));
+      heldRelease = Promise.resolve();
+      onHeldAsked = () => undefined;
+      // The key set is in: a client that stays is served.
+      assert.equal((await post(gw.url('api', '/jwks-held'), { n: 1 }, { authorization: `Bearer ${token}` })).status, 200);
     });
 
     it("a forward target's auth, too: keeps the keys it had while the JWKS URL fails, warns as its route, and keeps them through a reload that rebuilds the route", async () => {

@@ -535,6 +535,9 @@ export class HttpListener implements ListenerRuntime {
     admitted.then(
       (refusal) => {
         if (refusal) return this.refuseUnauthenticated(res, refusal);
+        // A client gone while its credentials were checked: its request ended unread, and no 'end'
+        // or 'error' would reach readBody's listeners now, so the request would stay in flight for good.
+        if (req.destroyed) return this.failed(req, res, Object.assign(new Error('aborted'), { code: 'ECONNRESET' }));
         // The drain may have begun while the credentials were checked (a key set being fetched).
         if (this.draining) return this.refuseDraining(res);
         try {
