@@ -630,10 +630,11 @@ export interface RouteEntry {
   /**
    * An HTTP request judged from its head by the auth steps the chain begins with, before its body
    * is read: the refusal to answer, recorded as the route's (`head`: the message without its
-   * value), or undefined once admitted; undefined (no promise) when the chain begins otherwise.
-   * Handle the message with `ctx.request === req` so the steps verify nothing again.
+   * value), or undefined once admitted; absent when the chain begins otherwise (a route without
+   * it costs its requests nothing). Handle the message with `ctx.request === req` so the steps
+   * verify nothing again.
    */
-  admitHead?(req: RequestMeta, head: () => Message): Promise<Problem | undefined> | undefined;
+  readonly admitHead?: (req: RequestMeta, head: () => Message) => Promise<Problem | undefined>;
 }
 
 /**

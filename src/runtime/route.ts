@@ -151,6 +151,16 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   private readonly gates: readonly Gate[];
   /** The auth steps the chain begins with, which judge an HTTP request from its head (admitHead). */
   private readonly headGates: readonly Gate[];
+  /**
+   * An HTTP publish request judged from its head, before its body is read, by the auth steps the
+   * chain begins with; absent when it begins with another step (its auth, if any, judges the
+   * message in turn), so the listener builds nothing for it on such a route. Admitted, the steps
+   * remember their verdict for `req` (their cache per request), so the chain run with
+   * `ctx.request === req` verifies nothing again and binds `$principal` / `$claims` from it.
+   * Refused, the refusal is recorded as the chain's would be (counted, logged, tapped: `head` is
+   * the message without a value, its body never read) and returned for the answer.
+   */
+  readonly admitHead: ((req: RequestMeta, head: () => Message) => Promise<Problem | undefined>) | undefined;
   /** The chain's check of a value's bytes, when every step has one and the route has no targets (recordBytesCheck). */
   private readonly byteCheck: RecordBytesCheck | undefined;
   /** Identities of the step state this route holds (see StepStateStore). */
@@ -240,6 +250,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     this.gates = this.steps.filter((s): s is CompiledStep & Gate => s.admit !== undefined);
     const leading = this.steps.findIndex((s) => s.admit === undefined);
     this.headGates = this.steps.slice(0, leading === -1 ? this.steps.length : leading) as (CompiledStep & Gate)[];
+    this.admitHead = this.headGates.length === 0 ? undefined : (req, head) => this.judgeHead(req, head);
     // Only a chain of steps that all judge bytes can skip decoding: a step without acceptsBytes may
     // change the message or read what earlier ones left on the context (`$message`).
     const byteChecks = this.steps.map((s) => s.acceptsBytes?.bind(s));
@@ -722,17 +733,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     return admitThrough(this.gates, req);
   }
 
-  /**
-   * An HTTP publish request judged from its head, before its body is read, by the auth steps the
-   * chain begins with; undefined when it begins with another step (its auth, if any, judges the
-   * message in turn). Admitted, the steps remember their verdict for `req` (their cache per
-   * request), so the chain run with `ctx.request === req` verifies nothing again and binds
-   * `$principal` / `$claims` from it. Refused, the refusal is recorded as the chain's would be
-   * (counted, logged, tapped: `head` is the message without a value, its body never read) and
-   * returned for the answer.
-   */
-  admitHead(req: RequestMeta, head: () => Message): Promise<Problem | undefined> | undefined {
-    if (this.headGates.length === 0) return undefined;
+  private judgeHead(req: RequestMeta, head: () => Message): Promise<Problem | undefined> {
     const startedAt = performance.now();
     return admitThrough(this.headGates, req).then((admission) => {
       if (admission.ok) return undefined;

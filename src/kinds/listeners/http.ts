@@ -529,7 +529,8 @@ export class HttpListener implements ListenerRuntime {
     const request: RequestMeta = { headers: req.headers, query, remoteAddress: req.socket.remoteAddress };
     // A chain that begins with `auth` judges the client from the head, as a WebSocket handshake is
     // judged: a client without credentials gets its 401 before anything of its body is read or
-    // judged (its type, coding, size, JSON), and no second verification when the chain runs.
+    // judged (its type, coding, size, JSON), and no second verification when the chain runs. On a
+    // route whose chain begins otherwise admitHead is absent, and nothing of this is built.
     const admitted = route.admitHead?.(request, () => requestMessage(null, forwardedHeaders(req.headers, req.rawHeaders)));
     if (admitted === undefined) return this.serveBody(req, res, route, params, request);
     admitted.then(
