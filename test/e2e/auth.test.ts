@@ -83,6 +83,8 @@ describe('auth step', () => {
     for (const answer of slowWaiting.splice(0)) answer();
   };
   let jwksBase = '';
+  /** What the JWKS server took as a webhook endpoint (any POST): the route jwt-jwks-held's deliveries. */
+  const hooked: { url: string; body: string }[] = [];
   let out: WsClient;
   let yaml: string;
   let options: StartOptions;
@@ -94,6 +96,14 @@ describe('auth step', () => {
       { ...(await exportJWK(ec.publicKey)), kid: 'shared-1', alg: 'ES256' },
     ];
     jwks = createServer((req, res) => {
+      if (req.method === 'POST') {
+        let body = '';
+        req.setEncoding('utf8').on('data', (d: string) => (body += d));
+        return void req.on('end', () => {
+          hooked.push({ url: req.url ?? '', body });
+          res.end();
+        });
+      }
       if (req.url === '/stale-forward.json') {
         forwardFetches++;
         if (!forwardUp) {
@@ -225,7 +235,7 @@ routes:
   - name: jwt-jwks-held
     from: {listener: api, path: /jwks-held}
     through: [{auth: {jwt: {jwksUrl: "http://127.0.0.1:${jwksPort}/held-forward.json"}}}]
-    to: {broker: local, topic: failing}
+    to: {http: {url: "http://127.0.0.1:${jwksPort}/hook", retry: {attempts: 1}}}
   - name: jwt-jwks-stale-forward
     from: {broker: local, topic: out}
     to: {listener: push, path: /ws/stale-feed, auth: {jwt: {jwksUrl: "http://127.0.0.1:${jwksPort}/stale-forward.json", jwksCacheMaxAgeMs: 1000, query: access_token}}}
@@ -611,25 +621,32 @@ routes:
       assert.equal((await other).status, 401);
     });
 
-    it('a client gone while its key set is fetched leaves no request in flight (the head was admitted, the body never came)', async () => {
+    it('a request whose key set is fetched: its client gone leaves none in flight; a reload that replaced its route meanwhile hands it to the new route', async () => {
       let release!: () => void;
       heldRelease = new Promise<void>((r) => (release = r));
       const asked = new Promise<void>((r) => (onHeldAsked = r));
       const apiInFlight = async () => ((await gw.status()).listeners as { name: string; inFlight: number }[]).find((l) => l.name === 'api')!.inFlight;
       const token = await rs({ sub: 'x' }, 'remote-1');
-      const socket = connect(gw.port('api'), '127.0.0.1');
-      socket.on('error', () => undefined);
-      socket.write(`POST /jwks-held HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{"n": `);
+      const head = (length: number) => `POST /jwks-held HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${length}\r\n\r\n`;
+      const staying = post(gw.url('api', '/jwks-held'), { n: 1 }, { authorization: `Bearer ${token}` });
       await asked;
-      socket.destroy();
-      await once(socket, 'close');
+      // A client whose head waits on the same fetch, and which leaves before it sends its body.
+      const leaving = connect(gw.port('api'), '127.0.0.1');
+      leaving.on('error', () => undefined);
+      leaving.write(`${head(50)}{"n": `);
+      await eventually(async () => assert.equal(await apiInFlight(), 2));
+      leaving.destroy();
+      await once(leaving, 'close');
+      // The route rebuilt (its webhook's URL) while the verdict is awaited.
+      assert.equal((await gw.reconfigure(yaml.replace(`${jwksBase}/hook"`, `${jwksBase}/hook?reloaded"`))).msg, 'config reloaded');
       release();
-      // Old: the admitted request went on to read a body whose end had passed unheard, in flight for good (a shutdown waited out drainTimeoutMs for it).
+      // Old: the route the reload had replaced took it, to the old URL; the client that left stayed in flight for good.
+      const answer = await staying;
+      assert.equal(answer.status, 200, answer.text);
+      assert.deepEqual(hooked, [{ url: '/hook?reloaded', body: '{"n":1}' }]);
       await eventually(async () => assert.equal(await apiInFlight(), 0));
       heldRelease = Promise.resolve();
       onHeldAsked = () => undefined;
-      // The key set is in: a client that stays is served.
-      assert.equal((await post(gw.url('api', '/jwks-held'), { n: 1 }, { authorization: `Bearer ${token}` })).status, 200);
     });
 
     it("a forward target's auth, too: keeps the keys it had while the JWKS URL fails, warns as its route, and keeps them through a reload that rebuilds the route", async () => {

@@ -542,6 +542,10 @@ export class HttpListener implements ListenerRuntime {
         // The drain may have begun while the credentials were checked (a key set being fetched).
         if (this.draining) return this.refuseDraining(res);
         try {
+          // So may a reload that replaced the route: the request starts over with what is on its path
+          // now, as a WebSocket handshake is judged again. The replaced route would send it to its old
+          // targets after the reload was done, or through ones it closed: it had no message in hand to wait for.
+          if (this.publishRoute(pathname) !== route) return this.serve(req, res);
           this.serveBody(req, res, route, params, request);
         } catch (err) {
           this.failed(req, res, err);
@@ -609,6 +613,11 @@ export class HttpListener implements ListenerRuntime {
   private refuseDraining(res: ServerResponse): void {
     if (unsent(res.req.socket as HttpSocket).at(-1) === res) res.setHeader('connection', 'close');
     this.refuse(res, stoppingProblem(this.stopReason, 'retry'));
+  }
+
+  /** The route publishing on `pathname` now, if any. */
+  private publishRoute(pathname: string): RouteEntry | undefined {
+    return this.staticPublish.get(pathname) ?? (this.router.find('POST', pathname)?.store as { route: RouteEntry } | undefined)?.route;
   }
 
   /** Whether `GET pathname` is an event stream; asked only off the publish path, which stays one lookup. */
