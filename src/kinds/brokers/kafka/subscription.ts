@@ -87,6 +87,8 @@ export class KafkaSubscription {
   /** The partitions the group gave this member at its last join. */
   private assigned = new Set<number>();
   private lastLagAsk = 0;
+  /** An ask of the partitions' offsets is out: the next waits for its answer (a cluster slower than STALLED_LAG_ASK_MS would have them pile up). */
+  private askingLag = false;
   /**
    * Per partition: the commit past a transaction marker fetched alone, while kafkajs may still
    * retry it (it never rejects). The partition's next batch waits for it: a retry landing after a
@@ -173,30 +175,36 @@ export class KafkaSubscription {
    * While the route retries a record, the member fetches nothing more (kafkajs' fetcher waits for
    * its batches), so the high watermarks of the last fetch would stand for as long as the target is
    * down: lag read 1 where 8 records waited (spec-checklist 1891). Once a record has been in hand
-   * 3 s, at each heartbeat (at most once a second) the cluster is asked: every assigned partition's end, and the group's commit where
-   * this member has handled nothing of a partition since it joined (without one, the partition's
-   * first offset when the route starts there; else it stays unreported).
+   * 3 s, at each heartbeat (at most once a second, one ask at a time) the cluster is asked: every
+   * assigned partition's end, and the group's commit where this member has handled nothing of a
+   * partition since it joined (without one, the partition's first offset when the route starts
+   * there; else it stays unreported).
    */
   private askLag(): void {
     const ask = this.askOffsets;
-    if (!ask || this.stopping || Date.now() - this.lastLagAsk < STALLED_LAG_ASK_MS) return;
+    if (!ask || this.stopping || this.askingLag || Date.now() - this.lastLagAsk < STALLED_LAG_ASK_MS) return;
     this.lastLagAsk = Date.now();
+    this.askingLag = true;
     const assigned = this.assigned;
-    void ask(this.spec.group, this.spec.topic).then(
-      ({ ends, committed }) => {
-        if (this.stopping || assigned !== this.assigned) return;
-        for (const partition of assigned) {
-          const end = ends.get(partition);
-          if (end === undefined) continue;
-          const position = this.positions.get(partition) ?? committed.get(partition) ?? (this.fromBeginning ? end.low : undefined);
-          if (position === undefined) continue;
-          const known = this.highWatermarks.get(partition);
-          if (known === undefined || end.high > known) this.highWatermarks.set(partition, end.high);
-          this.noteLag(partition, position);
-        }
-      },
-      (err: Error) => this.log.debug({ err: err.message }, "asking the partitions' offsets for the lag failed"),
-    );
+    void ask(this.spec.group, this.spec.topic)
+      .then(
+        ({ ends, committed }) => {
+          if (this.stopping || assigned !== this.assigned) return;
+          for (const partition of assigned) {
+            const end = ends.get(partition);
+            if (end === undefined) continue;
+            const position = this.positions.get(partition) ?? committed.get(partition) ?? (this.fromBeginning ? end.low : undefined);
+            if (position === undefined) continue;
+            const known = this.highWatermarks.get(partition);
+            if (known === undefined || end.high > known) this.highWatermarks.set(partition, end.high);
+            this.noteLag(partition, position);
+          }
+        },
+        (err: Error) => this.log.debug({ err: err.message }, "asking the partitions' offsets for the lag failed"),
+      )
+      .finally(() => {
+        this.askingLag = false;
+      });
   }
 
   async stop(): Promise<void> {
