@@ -36,6 +36,8 @@ export class KafkaBroker implements BrokerRuntime {
   private admin: Admin;
   private adminTimeoutMs: number;
   private adminConnected = false;
+  /** The brokers the cluster named at the probe's last answer (`host:port`): a round that met one of them down asks the others. */
+  private knownBrokers: readonly string[] = [];
   private readonly base: KafkaConfig;
   private state: { ready: boolean; detail: string } = { ready: false, detail: 'connecting' };
   private readonly firstConnection = new FirstConnection();
@@ -199,9 +201,16 @@ export class KafkaBroker implements BrokerRuntime {
         // describeCluster asks for every topic's metadata, and kafkajs throws on the first topic or
         // partition error in the answer (a partition whose leader is offline, a topic being deleted):
         // a cluster that answered is reachable, whatever one of its topics says.
-        await this.admin.describeCluster().catch((err: unknown) => {
-          if (!answeredWithError(err)) throw err;
+        const cluster = await this.admin.describeCluster().catch(async (err: unknown) => {
+          if (answeredWithError(err)) return undefined;
+          // kafkajs sends the request to a broker of its metadata drawn at random, and fails when it
+          // cannot connect to that one: while one broker of three was down, a third of the rounds
+          // failed and every instance's /readyz flapped (spec-checklist 2066). The cluster answers
+          // when any of its brokers does.
+          if (await this.anyBrokerAnswers()) return undefined;
+          throw err;
         });
+        if (cluster) this.knownBrokers = cluster.brokers.map(({ host, port }) => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`));
         this.markReady();
       } catch (err) {
         this.markDown((err as Error).message);
@@ -210,6 +219,27 @@ export class KafkaBroker implements BrokerRuntime {
       }
     })().finally(() => (this.probing = undefined));
     return this.probing;
+  }
+
+  /**
+   * Whether any broker the cluster last named, or a bootstrap server, takes a connection of its own
+   * (kafkajs' connect asks it its ApiVersions, and authenticates): asked in turn, each by a client
+   * of its own that asks nothing else.
+   */
+  private async anyBrokerAnswers(): Promise<boolean> {
+    for (const address of new Set([...this.knownBrokers, ...this.settings.brokers])) {
+      if (this.stopped) return false;
+      const one = new Kafka({ ...this.base, brokers: [address], requestTimeout: this.adminTimeoutMs, retry: { retries: 0 } }).admin({ retry: { retries: 0 } });
+      try {
+        await one.connect();
+        return true;
+      } catch {
+        // Down too: the next.
+      } finally {
+        await one.disconnect().catch(() => undefined);
+      }
+    }
+    return false;
   }
 
   private markReady(): void {
