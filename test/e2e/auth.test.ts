@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash, generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
+import { connect as connectH2 } from 'node:http2';
 import { setTimeout as delay } from 'node:timers/promises';
 import { type AddressInfo, connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
@@ -9,6 +10,7 @@ import { exportJWK, SignJWT } from 'jose';
 import { post, WsClient } from '../helpers/clients.js';
 import { parseReplies, rawHttp, rawHttpText } from '../helpers/raw-http.js';
 import { eventually, runCli, type StartOptions, tempFiles, useGateway } from '../helpers/gateway.js';
+import { makeCertificates } from '../helpers/certificates.js';
 
 const ALICE_KEY = 'alice-key-5f1c2a9e7d3b';
 const BOB_KEY = 'bob-key-0123456789abcdef';
@@ -62,6 +64,7 @@ function keysFile(keys: Record<string, string>): string {
 }
 
 describe('auth step', () => {
+  const certs = makeCertificates();
   let jwks: Server;
   /** /failing.json answers 500 while `failing`; when it was asked. */
   let failing = true;
@@ -167,6 +170,7 @@ brokers:
 listeners:
   api: {kind: http, port: 0}
   push: {kind: websocket, port: 0}
+  h2: {kind: http, port: 0, http2: true, requestTimeoutMs: 300, headersTimeoutMs: 300, tls: {cert: certs/server.pem, key: certs/server-key.pem}}
 chains:
   who:
     - transform: '{"who": $principal, "tenant": $claims.tenant, "body": $, "key": $query.key}'
@@ -236,6 +240,10 @@ routes:
     from: {listener: api, path: /jwks-held}
     through: [{auth: {jwt: {jwksUrl: "http://127.0.0.1:${jwksPort}/held-forward.json"}}}]
     to: {http: {url: "http://127.0.0.1:${jwksPort}/hook", retry: {attempts: 1}}}
+  - name: jwt-jwks-held-h2
+    from: {listener: h2, path: /jwks-held}
+    through: [{auth: {jwt: {jwksUrl: "http://127.0.0.1:${jwksPort}/held-forward.json"}}}]
+    to: {broker: local, topic: held-h2}
   - name: jwt-jwks-stale-forward
     from: {broker: local, topic: out}
     to: {listener: push, path: /ws/stale-feed, auth: {jwt: {jwksUrl: "http://127.0.0.1:${jwksPort}/stale-forward.json", jwksCacheMaxAgeMs: 1000, query: access_token}}}
@@ -273,6 +281,8 @@ routes:
         'keys.yaml': keysFile({ dave: 'dave-key-00112233445566' }),
         'keys/ec.pem': ec.publicKey.export({ type: 'spki', format: 'pem' }) as string,
         'keys/jwks.json': JSON.stringify({ keys: [thirdJwk, ecJwk] }),
+        'certs/server.pem': certs.a.cert,
+        'certs/server-key.pem': certs.a.key,
       },
     };
   });
@@ -647,6 +657,40 @@ routes:
       await eventually(async () => assert.equal(await apiInFlight(), 0));
       heldRelease = Promise.resolve();
       onHeldAsked = () => undefined;
+    });
+
+    it('an HTTP/2 request whose body is still arriving when requestTimeoutMs passes during its key-set fetch is answered 408 once admitted', async () => {
+      let release!: () => void;
+      heldRelease = new Promise<void>((r) => (release = r));
+      const asked = new Promise<void>((r) => (onHeldAsked = r));
+      const session = connectH2(`https://127.0.0.1:${gw.port('h2')}`, { ca: certs.a.cert });
+      session.on('error', () => undefined);
+      try {
+        const stream = session.request({ ':method': 'POST', ':path': '/jwks-held', authorization: `Bearer ${await rs({ sub: 'x' }, 'remote-1')}`, 'content-type': 'application/json' });
+        stream.write('{"n": ');
+        await asked;
+        // Past the listener's requestTimeoutMs (300 ms) with the body unfinished and the verdict awaited.
+        await delay(900);
+        release();
+        stream.end('1}');
+        const [head] = (await once(stream, 'response')) as [Record<string, unknown>];
+        let text = '';
+        stream.setEncoding('utf8').on('data', (c: string) => (text += c));
+        await once(stream, 'close');
+        // Old: no time bound once the verdict came; the body was taken (200), as late as the client liked.
+        assert.equal(head[':status'], 408, text);
+        assert.equal(JSON.parse(text).code, 'EG_REQUEST_TIMEOUT');
+        // A request sent whole gets its 200 on the same connection, the keys in hand now.
+        const whole = session.request({ ':method': 'POST', ':path': '/jwks-held', authorization: `Bearer ${await rs({ sub: 'y' }, 'remote-1')}`, 'content-type': 'application/json' });
+        whole.end('{"n": 2}');
+        const [wholeHead] = (await once(whole, 'response')) as [Record<string, unknown>];
+        whole.resume();
+        assert.equal(wholeHead[':status'], 200);
+      } finally {
+        session.close();
+        heldRelease = Promise.resolve();
+        onHeldAsked = () => undefined;
+      }
     });
 
     it("a forward target's auth, too: keeps the keys it had while the JWKS URL fails, warns as its route, and keeps them through a reload that rebuilds the route", async () => {

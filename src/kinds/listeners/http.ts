@@ -1,5 +1,5 @@
 import { ServerResponse, type IncomingMessage, type Server } from 'node:http';
-import type { Http2Session, ServerHttp2Session } from 'node:http2';
+import type { Http2ServerRequest, Http2Session, ServerHttp2Session } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Server as TlsServer, type TLSSocket } from 'node:tls';
@@ -428,11 +428,23 @@ export class HttpListener implements ListenerRuntime {
    */
   private streamTimedOut(req: ReadingRequest): void {
     const p = req[PENDING];
-    if (p === undefined || p.settled || p.res.headersSent) return;
+    if (p === undefined) {
+      // Not read yet: its verdict is awaited (a key set being fetched). HTTP/1.1's timeout answers
+      // such a request 408; this one gets it once admitted (a refusal comes first), unless the
+      // client had sent it all (END_STREAM) in time. The timer does not fire again.
+      if (!(req as unknown as Http2ServerRequest).stream.state.remoteClose) (req as TimedOutRequest)[TIMED_OUT] = true;
+      return;
+    }
+    if (p.settled || p.res.headersSent) return;
     p.settled = true;
+    this.bodyTimedOut(req, p.res);
+  }
+
+  /** A body not received in time on HTTP/2: what still arrives is discarded, and the answer is 408. */
+  private bodyTimedOut(req: IncomingMessage, res: ServerResponse): void {
     req.removeListener('data', onBodyData);
     req.resume();
-    this.refuse(p.res, problem('EG_REQUEST_TIMEOUT', 'the request was not received in time'));
+    this.refuse(res, problem('EG_REQUEST_TIMEOUT', 'the request was not received in time'));
   }
 
   /**
@@ -541,6 +553,7 @@ export class HttpListener implements ListenerRuntime {
         if (req.destroyed) return this.failed(req, res, Object.assign(new Error('aborted'), { code: 'ECONNRESET' }));
         // The drain may have begun while the credentials were checked (a key set being fetched).
         if (this.draining) return this.refuseDraining(res);
+        if ((req as TimedOutRequest)[TIMED_OUT]) return this.bodyTimedOut(req, res);
         try {
           // So may a reload that replaced the route: the request starts over with what is on its path
           // now, as a WebSocket handshake is judged again. The replaced route would send it to its old
@@ -1008,6 +1021,9 @@ interface PendingBody {
 
 const PENDING = Symbol('eventgate.pendingBody');
 type ReadingRequest = IncomingMessage & { [PENDING]: PendingBody };
+/** An HTTP/2 request whose requestTimeoutMs passed while its verdict was awaited, its body still arriving (streamTimedOut). */
+const TIMED_OUT = Symbol('eventgate.timedOut');
+type TimedOutRequest = IncomingMessage & { [TIMED_OUT]?: true };
 
 /**
  * Reads at most `p.max` bytes, then calls the listener's bodyRead() once: with the body, or with
