@@ -461,7 +461,7 @@ describe('HTTP publish (spec §4)', () => {
 
     it('refuses Content-Type lines that disagree (400): node took the first, publishing JSON as the string of text/plain; a repeated one passes', async () => {
       const out = await listen('/out/text');
-      const twoTypes = (a: string, b: string, n: number) => `POST /text HTTP/1.1\r\nHost: gw\r\nContent-Type: ${a}\r\ncontent-type: ${b}\r\nContent-Length: 8\r\n\r\n{"n": ${n}}`;
+      const twoTypes = (a: string, b: string, n: number) => `POST /text HTTP/1.1\r\nHost: gw\r\nContent-Type: ${a}\r\ncontent-type: ${b}\r\nContent-Length: ${String(n).length + 7}\r\n\r\n{"n": ${n}}`;
       const replies = parseReplies(
         await rawHttpText(
           gw.port('api'),
@@ -472,15 +472,20 @@ describe('HTTP publish (spec §4)', () => {
             twoTypes('application/json', 'application/json; charset=utf-8', 4) +
             twoTypes('application/json;charset=UTF-8', 'application/json ; charset="utf-8"', 5) +
             twoTypes('application/json; charset=utf-8', 'application/json; charset=iso-8859-1', 6) +
+            // The charset as the gateway reads the body: text/plain without one is read as UTF-8,
+            // and utf8 (or us-ascii) reads as utf-8 does (before, each a 400 though either line alone passed).
             twoTypes('text/plain; charset=utf-8', 'text/plain', 7) +
             // Empty parameters (RFC 9110 §5.6.6 allows them; one such line alone is taken): before, a 400.
             twoTypes('application/json;', 'application/json; charset=utf-8;', 8) +
+            twoTypes('application/json; charset=utf8', 'application/json; charset=utf-8', 9) +
+            twoTypes('text/plain; charset=UTF8', 'text/plain; charset=us-ascii', 10) +
+            twoTypes('text/plain; charset=utf-8', 'text/plain; charset=utf-16', 11) +
             rawPost('/text', { n: 3 }).replace('\r\n\r\n', '\r\nConnection: close\r\n\r\n'),
         ),
       );
       assert.deepEqual(
         replies.map((r) => r.status),
-        [400, 200, 200, 200, 400, 400, 200, 200],
+        [400, 200, 200, 200, 400, 200, 200, 200, 200, 400, 200],
       );
       assert.equal(JSON.parse(replies[0]!.body).code, 'EG_BAD_REQUEST');
       assert.match(replies[0]!.body, /Content-Type headers that disagree \('text\/plain', 'application\/json'\)/);
@@ -488,7 +493,10 @@ describe('HTTP publish (spec §4)', () => {
       assert.deepEqual(await out.next(), { n: 2 });
       assert.deepEqual(await out.next(), { n: 4 });
       assert.deepEqual(await out.next(), { n: 5 });
+      assert.deepEqual(await out.next(), '{"n": 7}');
       assert.deepEqual(await out.next(), { n: 8 });
+      assert.deepEqual(await out.next(), { n: 9 });
+      assert.deepEqual(await out.next(), '{"n": 10}');
       assert.deepEqual(await out.next(), { n: 3 });
     });
 

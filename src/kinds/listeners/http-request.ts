@@ -142,9 +142,9 @@ const MEDIA_PARAMETER = /;\s*(?:([^\s;=]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*))?/gy;
 /**
  * Whether two Content-Type values (trimmed, lower-cased) name one media type with the same
  * parameters (RFC 9110 §8.3.1): spaces around `;` and `=`, quoting and the order of parameters
- * do not matter, and a JSON type's missing charset is its only one, UTF-8 (RFC 8259 §8.1). The
- * values were lower-cased whole, so a parameter's case (a boundary's) is not told apart: no body
- * the gateway reads has such a parameter.
+ * do not matter, and neither does a charset the body is read as UTF-8 in, given or not (JSON:
+ * RFC 8259 §8.1; text/plain: refusedCharset). The values were lower-cased whole, so a
+ * parameter's case (a boundary's) is not told apart: no body the gateway reads has such a parameter.
  */
 function sameMediaType(a: string, b: string): boolean {
   const x = parsedMediaType(a);
@@ -170,7 +170,10 @@ function parsedMediaType(value: string): string | undefined {
     params.set(m[1]!, v);
   }
   if (value.slice(at).trim() !== '') return undefined;
-  if (isJsonMedia(type) && !params.has('charset')) params.set('charset', 'utf-8');
+  // The charset as the gateway reads the body: JSON, and text/plain without one or in a charset
+  // whose bytes read as UTF-8 unchanged (utf8, us-ascii), are read as UTF-8; lines saying so agree.
+  const charset = params.get('charset');
+  if (charset === undefined ? isJsonMedia(type) || type === 'text/plain' : UTF8_CHARSETS.has(charset)) params.set('charset', 'utf-8');
   return `${type}${[...params]
     .sort(([p], [q]) => (p < q ? -1 : p > q ? 1 : 0))
     .map(([k, v]) => `;${k}=${v}`)
