@@ -1,10 +1,20 @@
 /** "Did you mean" hints for misspelt keys and names. */
+
+/**
+ * Informal spellings of a word no edit distance reaches without hinting noise elsewhere (`thru` is
+ * three edits from `through`, past a four-letter word's two): hinted wherever their word is a candidate.
+ */
+const INFORMAL_SPELLINGS: Readonly<Record<string, string>> = { thru: 'through' };
+
 /** `maxDistance`: the most edits a hint may be away, by default about one per three characters (at least 2). */
 export function closest(word: string, candidates: Iterable<string>, maxDistance = Math.max(2, Math.floor(word.length / 3))): string | undefined {
+  const lower = word.toLowerCase();
+  const formal = Object.hasOwn(INFORMAL_SPELLINGS, lower) ? INFORMAL_SPELLINGS[lower] : undefined;
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const candidate of candidates) {
-    const d = editDistance(word.toLowerCase(), candidate.toLowerCase());
+    if (formal !== undefined && candidate.toLowerCase() === formal) return candidate;
+    const d = editDistance(lower, candidate.toLowerCase());
     if (d < bestDistance) {
       bestDistance = d;
       best = candidate;

@@ -65,7 +65,7 @@ describe('include: config fragments', () => {
     // A schema problem in a fragment's route names the route as written there, with its index in that file.
     const misspelt = tempFiles({ 'gateway.yaml': root, 'shared.yaml': shared, 'teams/a.yaml': teamA('x > 1').replace('    through: a-chain', '    thru: a-chain') });
     const s = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: misspelt });
-    assert.match(s.stdout, /^teams\/a\.yaml:7:5: unknown key 'thru' in routes\[0\] \(route 'a-in'\); expected one of/m, s.stdout);
+    assert.match(s.stdout, /^teams\/a\.yaml:7:5: unknown key 'thru' in routes\[0\] \(route 'a-in'\) \(did you mean 'through'\?\); expected one of/m, s.stdout);
     const good = tempFiles({ 'gateway.yaml': root, 'shared.yaml': shared, 'teams/a.yaml': teamA('x > 1') });
     assert.equal((await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: good })).stdout, 'ok\n');
   });

@@ -267,6 +267,13 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       const r = await validate({ 'gateway.yaml': yaml(...base, 'routes:', '  - name: in', '    from: { listener: api, path: /in }', '    to: { broker: local, topik: t }') });
       assertProblems(r, [['gateway.yaml:15:26', /unknown key 'topik' in routes\[0\]\.to \(did you mean 'topic'\?\)/]]);
     });
+
+    it("hints 'through' for `thru`, an informal spelling three edits away, and still lists the keys", async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(...base, 'routes:', '  - name: in', '    from: { listener: api, path: /in }', '    thru: [{ transform: $ }]', '    to: { broker: local, topic: t }'),
+      });
+      assertProblems(r, [['gateway.yaml:15:5', /^unknown key 'thru' in routes\[0\] \(did you mean 'through'\?\); expected one of: .*through/]]);
+    });
   });
 
   describe('wrong types', () => {
