@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
@@ -19,6 +20,11 @@ describe('kind: nats, a server that stops answering without closing the connecti
   const freeze = (on: boolean) => {
     process.kill(-nats.pid()!, on ? 'SIGSTOP' : 'SIGCONT');
     frozen = on;
+  };
+  /** Every thread of nats-server stopped (state T): kill() only queues the signal, and a loaded machine once let a publish through after it (spec-checklist 1733). */
+  const stopped = () => {
+    const pid = nats.pid()!;
+    return readdirSync(`/proc/${pid}/task`).every((t) => /^T/.test(readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8').split(') ').at(-1)!));
   };
   before(async () => {
     nats = await startNats();
@@ -58,6 +64,7 @@ routes:
       const acked = [0];
 
       freeze(true);
+      await eventually(() => assert.ok(stopped(), 'nats-server stopped'), 5000, 10);
       const from = gw.logs.length;
       const during = await post(gw.url('api', '/in'), { i: 1 });
       assert.equal(during.status, 503, during.text);
