@@ -555,18 +555,24 @@ routes:
   it("two instances of a rolling update that changes a JetStream route's subject (one group): the old one leaves the consumer to the new one, so the new subject loses nothing; once the new one stops, the old one takes it back", async () => {
     const oldHook = await WebhookReceiver.start();
     const newHook = await WebhookReceiver.start();
-    const routeConfig = (topic: string, url: string) => `
+    // The old instance's consumer deletes reach nats-server 1 s late, and the test deletes the
+    // consumer meanwhile: as a third instance taking it back at the same moment would (2065).
+    let deletedMeanwhile: Promise<unknown> | undefined;
+    const proxy = await TcpProxy.start(nats.port, {
+      toServer: () => delayNatsFrames('$JS.API.CONSUMER.DELETE.', 1000, () => (deletedMeanwhile = peer.jsApi('$JS.API.CONSUMER.DELETE.ROLL.rollers', {}))),
+    });
+    const routeConfig = (topic: string, url: string, server = nats.url) => `
 version: 1
 admin: { port: 0 }
 brokers:
-  nats: { kind: nats, servers: ${nats.url}, streams: { ROLL: { subjects: ["roll.>"] } } }
+  nats: { kind: nats, servers: "${server}", streams: { ROLL: { subjects: ["roll.>"] } } }
 routes:
   - name: rolled
     from: { broker: nats, topic: ${topic}, group: rollers }
     to: { http: { url: "${url}/rolled" } }
 `;
     const idsOf = (hook: WebhookReceiver) => hook.requests.map((r) => (JSON.parse(r.body) as { i: number }).i);
-    const before = await startGateway(routeConfig('roll.a', oldHook.url));
+    const before = await startGateway(routeConfig('roll.a', oldHook.url, `nats://127.0.0.1:${proxy.port}`));
     let after: RunningGateway | undefined;
     try {
       await before.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'rolled', 15000);
@@ -595,6 +601,16 @@ routes:
       await after.stop();
       await before.waitForLog((l) => l.msg.startsWith('no instance reads the group'), 30000, from);
       await before.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'rolled', 15000, from);
+      assert.equal(((await deletedMeanwhile) as { success: boolean }).success, true);
+      assert.equal((await readyz(before)).status, 200);
+      // The consumer made again by the new instance under the old one's read, and found gone by the
+      // old one's take-back: each said as what it is (2061), neither a failure that waits out a
+      // backoff, not ready meanwhile for a stale reason (2065).
+      assert.equal(before.logs.filter((l) => l.msg.startsWith("the group's consumer reads another subject")).length, 1);
+      assert.deepEqual(
+        before.logs.filter((l) => l.msg.startsWith('nats consumer stopped')),
+        [],
+      );
       const had = oldHook.requests.length;
       for (let i = 200; i < 205; i++) await peer.jsPublish('roll.a', JSON.stringify({ i }));
       await oldHook.received(had + 5, 15000);
@@ -604,6 +620,7 @@ routes:
       await before.stop();
       await oldHook.stop();
       await newHook.stop();
+      await proxy.stop();
     }
   });
 

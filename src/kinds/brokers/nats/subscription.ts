@@ -341,6 +341,13 @@ export class NatsSubscription {
         const detail = notFoundOn('stream', stream, this.broker.name, failure.message);
         this.streamMissing.missing(detail, wait);
         this.broker.streamGone(stream, detail);
+      } else if (failure && this.hadConsumer && /consumer deleted/i.test(failure.message)) {
+        // Deleted under the read. Made again for another subject by another instance (a rolling
+        // update), it is no failure: the next round says what it is (ReadElsewhere). Looked at
+        // after the wait, by which that instance has made it again.
+        await sleep(wait);
+        if (!(await this.readsAnotherSubject(jsm, stream, name))) this.log.warn({ err: failure.message }, 'nats consumer stopped; starting it again');
+        continue;
       } else if (failure) this.log.warn({ err: failure.message, retryInMs: wait }, 'nats consumer stopped; starting it again');
       await sleep(wait);
     }
@@ -362,7 +369,12 @@ export class NatsSubscription {
       // The route's subject changed. nats-server 2.9 accepts a new filter_subject in place but
       // then steps over the messages published after it (5 of 5 lost): recreate the consumer,
       // starting right after the last message it had acknowledged.
-      await jsm.consumers.delete(stream, name);
+      // Already gone: another waiting instance takes it back at the same moment (both make it
+      // again alike). A failure here left this route waiting out its grown backoff, not ready
+      // for a reason no longer true (2065).
+      await jsm.consumers.delete(stream, name).catch((err: Error) => {
+        if (!/consumer not found/i.test(err.message)) throw err;
+      });
       start = { deliver_policy: lib.DeliverPolicy.StartSequence, opt_start_seq: resumeSeq(existing) };
       this.log.info(
         { stream, consumer: name, was: existing.config.filter_subject, subject: this.spec.topic, fromSeq: start.opt_start_seq },
@@ -402,6 +414,12 @@ export class NatsSubscription {
       max_ack_pending: this.settings.prefetch * MAX_ACK_PENDING_WINDOWS,
     });
     this.hadConsumer = true;
+  }
+
+  /** Whether the group's consumer, which this route read, reads another subject now (made again by another instance). */
+  private async readsAnotherSubject(jsm: JetStreamManager, stream: string, name: string): Promise<boolean> {
+    const existing = await consumerInfo(jsm, stream, name).catch(() => undefined);
+    return existing !== undefined && existing.config.filter_subject !== this.spec.topic;
   }
 
   /**
