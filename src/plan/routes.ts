@@ -41,6 +41,9 @@ export function compileRoutes(
       const firstFile = ctx.fileOf(['routes', first]);
       const where = firstFile === ctx.fileOf(at) ? `line ${line}` : `${firstFile}:${line}`;
       ctx.report([...at, 'name'], 'EG_CONFIG_CONFLICT', `route name '${raw.name}' is already used by the route at ${where}; route names must be unique`);
+      // Its own problems too, in the same pass (1913). It claims no path or group: the renaming
+      // that fixes it may well be a copy's, whose path or group is about to change too.
+      compileRoute(ctx, steps, raw, at, brokers, listeners, chains, unbound);
       return;
     }
     names.set(raw.name, i);

@@ -1370,9 +1370,18 @@ describe('eventgate validate', { concurrency: 4 }, () => {
           '  - name: in',
           '    from: { listener: api, path: /b }',
           '    to: { broker: local, topic: t }',
+          '  - name: in',
+          '    from: { listener: api, path: /a }',
+          '    to: { broker: nope, topic: t }',
         ),
       });
-      assertProblems(r, [['gateway.yaml:16:11', /route name 'in' is already used by the route at line 13; route names must be unique/]]);
+      // A repeat's own problems are said in the same pass (1913), but not the path it shares with
+      // the first: a copy renamed is often given its own path too.
+      assertProblems(r, [
+        ['gateway.yaml:16:11', /route name 'in' is already used by the route at line 13; route names must be unique/],
+        ['gateway.yaml:19:11', /route name 'in' is already used by the route at line 13; route names must be unique/],
+        ['gateway.yaml:21:19', /broker 'nope' is not defined; defined brokers: local/],
+      ]);
     });
 
     it('points at a second route on the same listener path', async () => {
