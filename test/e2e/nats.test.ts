@@ -611,6 +611,7 @@ routes:
         before.logs.filter((l) => l.msg.startsWith('nats consumer stopped')),
         [],
       );
+      assert.equal((await scrape(before.adminUrl)).value('eventgate_nats_consumer_errors_total', { broker: 'nats', route: 'rolled' }) ?? 0, 0);
       const had = oldHook.requests.length;
       for (let i = 200; i < 205; i++) await peer.jsPublish('roll.a', JSON.stringify({ i }));
       await oldHook.received(had + 5, 15000);

@@ -325,7 +325,8 @@ export class NatsSubscription {
       } catch (err) {
         await window.idle();
         if (!this.stopping) {
-          if (!(err instanceof ReadElsewhere)) this.telemetry?.consumerError(this.spec.route);
+          // Deleted under the read: counted below once it is known not to be another instance's doing.
+          if (!(err instanceof ReadElsewhere) && !this.deletedUnderRead(err as Error)) this.telemetry?.consumerError(this.spec.route);
           failure = err as Error;
         }
       }
@@ -341,12 +342,15 @@ export class NatsSubscription {
         const detail = notFoundOn('stream', stream, this.broker.name, failure.message);
         this.streamMissing.missing(detail, wait);
         this.broker.streamGone(stream, detail);
-      } else if (failure && this.hadConsumer && /consumer deleted/i.test(failure.message)) {
-        // Deleted under the read. Made again for another subject by another instance (a rolling
-        // update), it is no failure: the next round says what it is (ReadElsewhere). Looked at
-        // after the wait, by which that instance has made it again.
+      } else if (failure && this.deletedUnderRead(failure)) {
+        // Made again for another subject by another instance (a rolling update), it is no failure:
+        // the next round says what it is (ReadElsewhere). Looked at after the wait, by which that
+        // instance has made it again.
         await sleep(wait);
-        if (!(await this.readsAnotherSubject(jsm, stream, name))) this.log.warn({ err: failure.message }, 'nats consumer stopped; starting it again');
+        if (!(await this.readsAnotherSubject(jsm, stream, name))) {
+          this.telemetry?.consumerError(this.spec.route);
+          this.log.warn({ err: failure.message }, 'nats consumer stopped; starting it again');
+        }
         continue;
       } else if (failure) this.log.warn({ err: failure.message, retryInMs: wait }, 'nats consumer stopped; starting it again');
       await sleep(wait);
@@ -414,6 +418,11 @@ export class NatsSubscription {
       max_ack_pending: this.settings.prefetch * MAX_ACK_PENDING_WINDOWS,
     });
     this.hadConsumer = true;
+  }
+
+  /** Whether the read ended because the consumer this route made or took was deleted on the server. */
+  private deletedUnderRead(failure: Error): boolean {
+    return this.hadConsumer && /consumer deleted/i.test(failure.message);
   }
 
   /** Whether the group's consumer, which this route read, reads another subject now (made again by another instance). */
