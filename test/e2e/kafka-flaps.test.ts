@@ -25,8 +25,8 @@ describe('a broker that goes down and up under load', () => {
     await kafka.createTopic(input, 6);
     await kafka.createTopic(copy, 6);
   });
-  const gw = useGateway(
-    () => `
+  /** The suite's config; a new `ackTimeoutMs` (the probe's request timeout) makes the probe's client again. */
+  const config = (ackTimeoutMs = 2000) => `
 version: 1
 admin: { port: 0 }
 brokers:
@@ -35,7 +35,7 @@ brokers:
     brokers: ${kafka.bootstrap}
     connectionTimeoutMs: 500
     healthCheckIntervalMs: 200
-    producer: { ackTimeoutMs: 2000, lingerMs: 2 }
+    producer: { ackTimeoutMs: ${ackTimeoutMs}, lingerMs: 2 }
     consumer: ${kafka.consumerYaml}
 listeners:
   api: { kind: http, port: 0 }
@@ -46,8 +46,10 @@ routes:
   - name: copy
     from: { broker: kafka, topic: ${input} }
     to: { broker: kafka, topic: ${copy}, key: $key }
-`,
-  );
+`;
+  const gw = useGateway(() => config());
+  /** The kafka broker as /admin/status tells it. */
+  const broker = async () => ((await gw.status()).brokers as { name: string; ready: boolean; detail: string }[]).find((b) => b.name === 'kafka')!;
   before(async () => {
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'copy', 30000);
   });
@@ -117,7 +119,6 @@ routes:
 
   it('stays ready while one broker of the cluster is down: a probe round that meets it asks the others (2066)', async (t) => {
     if (!kafka.canInjectOutages) return t.diagnostic('KAFKA_BROKERS is set: a broker of a real cluster cannot be taken down from here');
-    const broker = async () => ((await gw.status()).brokers as { name: string; ready: boolean; detail: string }[]).find((b) => b.name === 'kafka')!;
     await eventually(async () => assert.equal((await broker()).ready, true), 20000);
     const from = gw.logs.length;
     await kafka.down(3);
@@ -132,6 +133,31 @@ routes:
       }
     } finally {
       await kafka.up(3);
+    }
+    assert.deepEqual(notReady, []);
+    assert.deepEqual(
+      gw.logs.slice(from).filter((l) => l.msg === 'kafka broker unreachable'),
+      [],
+    );
+  });
+
+  it('stays ready when the probe connects again through a bootstrap server that is down (2100)', async (t) => {
+    if (!kafka.canInjectOutages) return t.diagnostic('KAFKA_BROKERS is set: a broker of a real cluster cannot be taken down from here');
+    await eventually(async () => assert.equal((await broker()).ready, true), 20000);
+    const from = gw.logs.length;
+    // The first bootstrap server: a new probe client connects through it first.
+    await kafka.down(1);
+    const notReady: string[] = [];
+    try {
+      // A new ackTimeoutMs makes the probe's client again at its next round.
+      assert.equal((await gw.reconfigure(config(2500))).msg, 'config reloaded');
+      for (let i = 0; i < 10; i++) {
+        const b = await broker();
+        if (!b.ready) notReady.push(b.detail);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    } finally {
+      await kafka.up(1);
     }
     assert.deepEqual(notReady, []);
     assert.deepEqual(

@@ -39,7 +39,7 @@ const options = kindOptions('kafka', {
   healthCheckIntervalMs: ms(
     2000,
     50,
-    'How often the cluster is asked for its metadata to tell /readyz whether it is reachable (a cluster that answers is, even when one of its topics reports an error, such as a partition whose leader is offline; and one whose broker the request went to is down is asked through the others in turn: docs/scaling.md, Readiness).',
+    'How often the cluster is asked for its metadata to tell /readyz whether it is reachable (a cluster that answers is, even when one of its topics reports an error, such as a partition whose leader is offline; and one whose broker the request went to, or the probe reconnected through, is down is asked through all its brokers at once: docs/scaling.md, Readiness).',
   ),
   producer: Type.Optional(
     Type.Object(

@@ -193,20 +193,15 @@ export class KafkaBroker implements BrokerRuntime {
           this.adminTimeoutMs = timeout;
           this.admin = this.newAdmin();
         }
-        if (!this.adminConnected) {
-          await this.admin.connect();
-          this.adminConnected = true;
-        }
-        if (this.stopped) return void (await this.admin.disconnect());
         // describeCluster asks for every topic's metadata, and kafkajs throws on the first topic or
         // partition error in the answer (a partition whose leader is offline, a topic being deleted):
         // a cluster that answered is reachable, whatever one of its topics says.
-        const cluster = await this.admin.describeCluster().catch(async (err: unknown) => {
+        const cluster = await this.askCluster().catch(async (err: unknown) => {
           if (answeredWithError(err)) return undefined;
-          // kafkajs sends the request to a broker of its metadata drawn at random, and fails when it
-          // cannot connect to that one: while one broker of three was down, a third of the rounds
-          // failed and every instance's /readyz flapped (spec-checklist 2066). The cluster answers
-          // when any of its brokers does.
+          // kafkajs sends the request to a broker of its metadata drawn at random, and (re)connects
+          // through the next bootstrap server in the list: either can be a broker that is down. While
+          // one broker of three was down, a third of the rounds failed and every instance's /readyz
+          // flapped (spec-checklist 2066, 2100). The cluster answers when any of its brokers does.
           if (await this.anyBrokerAnswers()) return undefined;
           throw err;
         });
@@ -221,25 +216,38 @@ export class KafkaBroker implements BrokerRuntime {
     return this.probing;
   }
 
+  /** The probe's request, through its client (connected again after a failed round). Undefined once stopped. */
+  private async askCluster(): Promise<Awaited<ReturnType<Admin['describeCluster']>> | undefined> {
+    if (!this.adminConnected) {
+      await this.admin.connect();
+      this.adminConnected = true;
+    }
+    if (this.stopped) return void (await this.admin.disconnect());
+    return this.admin.describeCluster();
+  }
+
   /**
    * Whether any broker the cluster last named, or a bootstrap server, takes a connection of its own
-   * (kafkajs' connect asks it its ApiVersions, and authenticates): asked in turn, each by a client
-   * of its own that asks nothing else.
+   * (kafkajs' connect asks it its ApiVersions, and authenticates), each by a client of its own that
+   * asks nothing else. All at once: asked in turn, brokers that drop packets (no refusal) would each
+   * add connectionTimeoutMs, and a cluster wholly out of reach would be told several rounds late.
    */
   private async anyBrokerAnswers(): Promise<boolean> {
-    for (const address of new Set([...this.knownBrokers, ...this.settings.brokers])) {
-      if (this.stopped) return false;
-      const one = new Kafka({ ...this.base, brokers: [address], requestTimeout: this.adminTimeoutMs, retry: { retries: 0 } }).admin({ retry: { retries: 0 } });
-      try {
-        await one.connect();
-        return true;
-      } catch {
-        // Down too: the next.
-      } finally {
-        await one.disconnect().catch(() => undefined);
-      }
+    if (this.stopped) return false;
+    const addresses = [...new Set([...this.knownBrokers, ...this.settings.brokers])];
+    return (await Promise.all(addresses.map((address) => this.brokerAnswers(address)))).includes(true);
+  }
+
+  private async brokerAnswers(address: string): Promise<boolean> {
+    const one = new Kafka({ ...this.base, brokers: [address], requestTimeout: this.adminTimeoutMs, retry: { retries: 0 } }).admin({ retry: { retries: 0 } });
+    try {
+      await one.connect();
+      return true;
+    } catch {
+      return false;
+    } finally {
+      await one.disconnect().catch(() => undefined);
     }
-    return false;
   }
 
   private markReady(): void {

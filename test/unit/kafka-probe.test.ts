@@ -1,0 +1,76 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import type { KafkaSettings } from '../../src/kinds/brokers/kafka.js';
+import { KafkaBroker } from '../../src/kinds/brokers/kafka/broker.js';
+import { createLogger } from '../../src/log.js';
+import { eventually } from '../helpers/gateway.js';
+
+/**
+ * The Kafka health probe's fallback (anyBrokerAnswers), driven on a broker that is built and not
+ * started (no producer connecting beside it), against servers that take connections and never
+ * answer: a broker dropping packets looks the same to it, each asks waits out a timeout.
+ */
+describe('kafka health probe: asking the other brokers', () => {
+  const servers: Server[] = [];
+  const sockets = new Set<Socket>();
+  /** Connections each server holds now. */
+  const open: number[] = [];
+  let mostServersAtOnce = 0;
+
+  before(async () => {
+    for (let i = 0; i < 4; i++) {
+      open.push(0);
+      const server = createServer((socket) => {
+        sockets.add(socket);
+        open[i]!++;
+        mostServersAtOnce = Math.max(mostServersAtOnce, open.filter((n) => n > 0).length);
+        socket.on('close', () => open[i]!--);
+        socket.on('error', () => undefined);
+        // Reads (and drops) what comes, so the client's end is seen and closes the socket here too.
+        socket.resume();
+      });
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      servers.push(server);
+    }
+  });
+  after(async () => {
+    for (const socket of sockets) socket.destroy();
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  });
+
+  it('asks every broker at once, and leaves no connection open (2101)', async () => {
+    const settings: KafkaSettings = {
+      brokers: servers.map((s) => `127.0.0.1:${(s.address() as AddressInfo).port}`),
+      clientId: 'probe-test',
+      ssl: false,
+      sasl: undefined,
+      connectionTimeoutMs: 500,
+      healthCheckIntervalMs: 2000,
+      // The probe's request timeout (at least 1 s): how long each server is waited for.
+      producer: { acks: 'all', lingerMs: 0, maxBatchRecords: 1000, maxBatchBytes: 1000000, compression: 'none', idempotent: false, ackTimeoutMs: 1000 },
+      consumer: {
+        sessionTimeoutMs: 30000,
+        heartbeatIntervalMs: 3000,
+        rebalanceTimeoutMs: 60000,
+        maxWaitMs: 1000,
+        partitionsConsumedConcurrently: 1,
+        commitIntervalMs: 1000,
+        maxBatchBytes: 64 << 20,
+        startFrom: undefined,
+      },
+    };
+    const broker = new KafkaBroker('silent', settings, { logger: createLogger('silent') });
+    try {
+      const asking = (broker as unknown as { anyBrokerAnswers(): Promise<boolean> }).anyBrokerAnswers();
+      // In turn, each server would hold the one connection alone until its request timeout.
+      await eventually(() => assert.equal(mostServersAtOnce, 4, 'the four servers held a connection at once'), 10000);
+      assert.equal(await asking, false, 'none answered');
+      await eventually(() => assert.deepEqual(open, [0, 0, 0, 0], 'every connection closed'), 10000);
+    } finally {
+      await broker.stop();
+    }
+  });
+});
