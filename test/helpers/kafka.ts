@@ -11,6 +11,7 @@ import { createRequire } from 'node:module';
 import type kafkajsModule from 'kafkajs';
 
 type Kafka = InstanceType<typeof kafkajsModule.Kafka>;
+import type { KafkaSettings } from '../../src/kinds/brokers/kafka.js';
 import { eventually, repoRoot } from './gateway.js';
 import { killOnExit } from './reaper.js';
 
@@ -564,4 +565,28 @@ export class KeyedStream {
       assert.deepEqual(of(delivered), of(input), `records of key k${k} in the order of ${what}`);
     }
   }
+}
+
+/** A kafka broker's compiled settings with the defaults, for tests that build its parts directly; `bootstrap` comma-separated. */
+export function kafkaSettings(bootstrap: string, producer: Partial<KafkaSettings['producer']> = {}, more: Partial<KafkaSettings> = {}): KafkaSettings {
+  return {
+    brokers: bootstrap.split(','),
+    clientId: 'eventgate-tests',
+    ssl: false,
+    sasl: undefined,
+    connectionTimeoutMs: 3000,
+    healthCheckIntervalMs: 2000,
+    producer: { acks: 'all', lingerMs: 0, maxBatchRecords: 1000, maxBatchBytes: 1000000, compression: 'none', idempotent: false, ackTimeoutMs: 5000, ...producer },
+    consumer: {
+      sessionTimeoutMs: 30000,
+      heartbeatIntervalMs: 3000,
+      rebalanceTimeoutMs: 60000,
+      maxWaitMs: 1000,
+      partitionsConsumedConcurrently: 1,
+      commitIntervalMs: 1000,
+      maxBatchBytes: 64 << 20,
+      startFrom: undefined,
+    },
+    ...more,
+  };
 }

@@ -2,15 +2,15 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import type { KafkaSettings } from '../../src/kinds/brokers/kafka.js';
 import { KafkaBroker } from '../../src/kinds/brokers/kafka/broker.js';
 import { createLogger } from '../../src/log.js';
 import { eventually } from '../helpers/gateway.js';
+import { kafkaSettings } from '../helpers/kafka.js';
 
 /**
  * The Kafka health probe's fallback (anyBrokerAnswers), driven on a broker that is built and not
  * started (no producer connecting beside it), against servers that take connections and never
- * answer: a broker dropping packets looks the same to it, each asks waits out a timeout.
+ * answer: a broker dropping packets looks the same to it, each ask waits out a timeout.
  */
 describe('kafka health probe: asking the other brokers', () => {
   const servers: Server[] = [];
@@ -42,26 +42,9 @@ describe('kafka health probe: asking the other brokers', () => {
   });
 
   it('asks every broker at once, and leaves no connection open (2101)', async () => {
-    const settings: KafkaSettings = {
-      brokers: servers.map((s) => `127.0.0.1:${(s.address() as AddressInfo).port}`),
-      clientId: 'probe-test',
-      ssl: false,
-      sasl: undefined,
-      connectionTimeoutMs: 500,
-      healthCheckIntervalMs: 2000,
-      // The probe's request timeout (at least 1 s): how long each server is waited for.
-      producer: { acks: 'all', lingerMs: 0, maxBatchRecords: 1000, maxBatchBytes: 1000000, compression: 'none', idempotent: false, ackTimeoutMs: 1000 },
-      consumer: {
-        sessionTimeoutMs: 30000,
-        heartbeatIntervalMs: 3000,
-        rebalanceTimeoutMs: 60000,
-        maxWaitMs: 1000,
-        partitionsConsumedConcurrently: 1,
-        commitIntervalMs: 1000,
-        maxBatchBytes: 64 << 20,
-        startFrom: undefined,
-      },
-    };
+    // The probe's request timeout (ackTimeoutMs, at least 1 s): how long each server is waited for.
+    const addresses = servers.map((s) => `127.0.0.1:${(s.address() as AddressInfo).port}`);
+    const settings = kafkaSettings(addresses.join(','), { ackTimeoutMs: 1000 }, { connectionTimeoutMs: 500 });
     const broker = new KafkaBroker('silent', settings, { logger: createLogger('silent') });
     try {
       const asking = (broker as unknown as { anyBrokerAnswers(): Promise<boolean> }).anyBrokerAnswers();

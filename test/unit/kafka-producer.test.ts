@@ -6,35 +6,13 @@ import type { KafkaSettings } from '../../src/kinds/brokers/kafka.js';
 import { clientConfig } from '../../src/kinds/brokers/kafka/clients.js';
 import { RecordProducer } from '../../src/kinds/brokers/kafka/producer.js';
 import { createLogger } from '../../src/log.js';
-import { kcatConsumeAll, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { kafkaSettings, kcatConsumeAll, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 
 /**
  * RecordProducer driven directly against librdkafka's mock cluster: which records its batches
  * gather when publishes arrive in one event-loop turn, read back from the topic with kcat.
  */
 const { Partitioners } = kafkajs;
-
-function settings(bootstrap: string, producer: Partial<KafkaSettings['producer']>): KafkaSettings {
-  return {
-    brokers: bootstrap.split(','),
-    clientId: 'producer-test',
-    ssl: false,
-    sasl: undefined,
-    connectionTimeoutMs: 3000,
-    healthCheckIntervalMs: 2000,
-    producer: { acks: 'all', lingerMs: 0, maxBatchRecords: 1000, maxBatchBytes: 1000000, compression: 'none', idempotent: false, ackTimeoutMs: 5000, ...producer },
-    consumer: {
-      sessionTimeoutMs: 30000,
-      heartbeatIntervalMs: 3000,
-      rebalanceTimeoutMs: 60000,
-      maxWaitMs: 1000,
-      partitionsConsumedConcurrently: 1,
-      commitIntervalMs: 1000,
-      maxBatchBytes: 64 << 20,
-      startFrom: undefined,
-    },
-  };
-}
 
 function producerFor(s: KafkaSettings): RecordProducer {
   const log = createLogger('silent');
@@ -62,7 +40,7 @@ describe('RecordProducer batches', () => {
   it('stops a batch at the first record of a partition that does not fit maxBatchBytes: a smaller later record of that partition does not overtake it', async () => {
     const topic = kafka.topic('full');
     await kafka.createTopic(topic, 2);
-    const producer = producerFor(settings(kafka.bootstrap, { maxBatchBytes: 1000 }));
+    const producer = producerFor(kafkaSettings(kafka.bootstrap, { maxBatchBytes: 1000 }));
     producer.start();
     try {
       const [a, b] = [keyFor(0, 2, 'a'), keyFor(1, 2, 'b')];
