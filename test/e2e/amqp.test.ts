@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { createServer, type AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { publishThroughOutage, readyz } from '../helpers/outage.js';
+import { freezeProcess, publishThroughOutage, readyz } from '../helpers/outage.js';
 import { scrape } from '../helpers/prometheus.js';
 import { eventually, startGateway, useGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
@@ -480,7 +480,7 @@ routes:
     await pikaDeclareQueue(rabbit, 'frozen-seen', 'amq.topic', 'orders.frozen.*');
     // RabbitMQ stopped (SIGSTOP, its whole process group): the connection stays up, the publishes are written, no confirm comes.
     const pgid = rabbit.pid()!;
-    process.kill(-pgid, 'SIGSTOP');
+    await freezeProcess(pgid);
     // Resumed once every publish was answered, or (publishes the deadline never answered) after three deadlines: they then get 200s, and the test fails rather than hangs.
     const resume = () => {
       clearTimeout(bound);

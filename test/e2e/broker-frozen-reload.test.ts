@@ -5,6 +5,7 @@ import { mosquittoPub, pikaPublish } from '../helpers/peers.js';
 import { startMosquitto, startRabbit, type MessageServer, type RabbitServer } from '../helpers/servers.js';
 import { scrape } from '../helpers/prometheus.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+import { freezeProcess } from '../helpers/outage.js';
 
 /**
  * A reload that stops consume routes (here: it replaces the broker) while the server has stopped
@@ -20,16 +21,17 @@ for (const kind of ['mqtt', 'amqp'] as const) {
     let server: MessageServer;
     let receiver: WebhookReceiver;
     let frozen = false;
-    const freeze = (on: boolean) => {
-      process.kill(-server.pid()!, on ? 'SIGSTOP' : 'SIGCONT');
+    const freeze = async (on: boolean) => {
       frozen = on;
+      if (on) await freezeProcess(server.pid()!);
+      else process.kill(-server.pid()!, 'SIGCONT');
     };
     before(async () => {
       server = kind === 'mqtt' ? await startMosquitto() : await startRabbit();
       receiver = await WebhookReceiver.start();
     });
     after(async () => {
-      if (frozen) freeze(false);
+      if (frozen) await freeze(false);
       await receiver?.stop();
       await server?.stop();
     });
@@ -68,7 +70,7 @@ routes:
         await eventually(async () => assert.doesNotMatch(await rabbit.ctl('list_queues', '-q', '-p', rabbit.vhost, 'messages_unacknowledged'), /[1-9]/), 15000, 100);
       }
 
-      freeze(true);
+      await freeze(true);
       const from = gw.logs.length;
       gw.write('gateway.yaml', config(1500));
       // Bounded wait, well past the new broker's connect wait (5 s) and the old one's stops (1 s each).
@@ -80,7 +82,7 @@ routes:
       gw.write('gateway.yaml', config(2000));
       await gw.waitForLog((l) => l.msg === 'config reloaded', 25000, second);
 
-      freeze(false);
+      await freeze(false);
       await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 60000, second);
       await publish('{"n":2}');
       const got = await receiver.received(2, 30000);
@@ -97,12 +99,12 @@ routes:
       await gw.waitForLog((l) => l.msg === 'config reloaded', 25000, start);
       await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 60000, start);
       const before = receiver.requests.length;
-      freeze(true);
+      await freeze(true);
       const from = gw.logs.length;
       gw.write('gateway.yaml', config(2500, '/relay-again'));
       await gw.waitForLog((l) => l.msg === 'config reloaded', 25000, from);
 
-      freeze(false);
+      await freeze(false);
       // The rebuilt route asks the same of the broker and takes its connection (mqtt) or channel
       // (amqp) over (point 128): nothing to close while the server is frozen, nor to subscribe again once it answers.
       assert.ok(gw.logs.slice(from).some((l) => l.msg === 'subscription handed over to the rebuilt route' && l.route === 'relay'));

@@ -7,6 +7,7 @@ import { MosquittoPubStream, MosquittoSub, pikaConsume, pikaDeclareQueue, pikaPu
 import { startMosquittoLogged, type LoggedMosquitto, startNats, type MessageServer } from '../helpers/servers.js';
 import { sharedRabbit, type SharedRabbit } from '../helpers/shared-rabbit.js';
 import { everyOnceInOrder, WebhookReceiver } from '../helpers/webhook-receiver.js';
+import { freezeProcess } from '../helpers/outage.js';
 
 /**
  * Points 280-283 of docs/spec-checklist.md: a reload that changes only a broker key read per
@@ -45,7 +46,7 @@ async function reloadTimeouts(gw: GatewayFixture, config: (ackTimeoutMs: number)
 
 /** A publish to each of `urls` while the server is frozen (`kill -STOP`: no acknowledgement comes) answers 503 naming `ms`, the deadline in force. */
 async function timesOutAt(server: MessageServer, urls: string[], ms: number): Promise<void> {
-  process.kill(-server.pid()!, 'SIGSTOP');
+  await freezeProcess(server.pid()!);
   try {
     for (const reply of await Promise.all(urls.map((url) => post(url, { frozen: true })))) {
       assert.equal(reply.status, 503, reply.text);

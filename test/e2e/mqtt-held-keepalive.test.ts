@@ -6,6 +6,7 @@ import { MosquittoPubStream, mosquittoPub } from '../helpers/peers.js';
 import { startMosquitto, type MessageServer } from '../helpers/servers.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 import { fetch } from '../helpers/http.js';
+import { freezeProcess } from '../helpers/outage.js';
 
 /** keepaliveSeconds of the gateway's broker: mqtt.js pings after 1 × it idle and gives the connection up at 1.5 × it without a packet read (2 s leaves a PINGRESP 1 s on a busy machine). */
 const KEEPALIVE_S = 2;
@@ -221,7 +222,7 @@ routes:
     await eventually(async () => assert.equal(await lag(), 101), 10000, 50);
     const from = gw.logs.length;
     const pgid = mqtt.pid()!;
-    process.kill(-pgid, 'SIGSTOP');
+    await freezeProcess(pgid);
     try {
       // A check 1.5 keepalives after the keepalive last started over, then connectTimeoutMs for the server's answer; twice that, for a busy machine.
       const noticeWithinMs = 2 * (KEEPALIVE_S * 1500 + CONNECT_TIMEOUT_MS);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
-import { readyz } from '../helpers/outage.js';
+import { freezeProcess, readyz } from '../helpers/outage.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { MosquittoSub } from '../helpers/peers.js';
 import { startMosquitto, type MessageServer } from '../helpers/servers.js';
@@ -70,7 +70,7 @@ routes:
 
   it('answers 503 once ackTimeoutMs passed without an acknowledgement, ignores the acknowledgements that come late, and goes on publishing', async () => {
     // mosquitto stopped (SIGSTOP): the connection stays up, the publishes are written, no acknowledgement comes.
-    process.kill(mqtt.pid()!, 'SIGSTOP');
+    await freezeProcess(mqtt.pid()!, false);
     let answers: Awaited<ReturnType<typeof post>>[];
     try {
       answers = await Promise.all(Array.from({ length: 30 }, (_, i) => post(gw.url('api', `/to/open/${i % 3 ? 'one' : 'two'}`), { late: i })));

@@ -7,6 +7,7 @@ import { eventually, useGateway } from '../helpers/gateway.js';
 import { MosquittoPubStream, MosquittoSub, mosquittoPub } from '../helpers/peers.js';
 import { startMosquitto, type MessageServer } from '../helpers/servers.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+import { freezeProcess } from '../helpers/outage.js';
 
 const run = promisify(execFile);
 
@@ -164,7 +165,7 @@ ${routes}`;
     let line = await gw.reconfigure(config(kept + route('stranded', 'removed/stranded', 'stranded')));
     assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'stranded', 15000, gw.logs.indexOf(line));
-    process.kill(-mqtt.pid()!, 'SIGSTOP');
+    await freezeProcess(mqtt.pid()!);
     try {
       const from = gw.logs.length;
       gw.write('gateway.yaml', config(kept));

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { publishThroughOutage, readyz } from '../helpers/outage.js';
+import { freezeProcess, publishThroughOutage, readyz } from '../helpers/outage.js';
 import { scrape, scrapeUntil } from '../helpers/prometheus.js';
 import { eventually, startGateway, useGateway, type RunningGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
@@ -723,7 +723,7 @@ routes:
     const late = await startGateway(head + route('first', 'ready.first'));
     await late.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'first', 15000);
     // nats-server stopped (SIGSTOP) while a reload adds a route: its SUB waits in the socket, unread.
-    process.kill(nats.pid()!, 'SIGSTOP');
+    await freezeProcess(nats.pid()!, false);
     try {
       const from = late.logs.length;
       assert.equal((await late.reconfigure(head + route('first', 'ready.first') + route('added', 'ready.added'))).msg, 'config reloaded');

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
 import type { HttpReply } from './clients.js';
 import type { RunningGateway } from './gateway.js';
 import { fetch } from './http.js';
@@ -40,4 +41,55 @@ export async function publishThroughOutage(
   await stopped;
   assert.ok(refused > 0, 'some publishes were refused during the outage');
   return { acked, refused };
+}
+
+/**
+ * Stops a server with SIGSTOP (its whole process group unless `group` is false) and returns once
+ * every thread of those processes is stopped: kill() only queues the signal, and on a loaded
+ * machine a server answered a request sent right after it (spec-checklist 1733). Resume it with
+ * `process.kill(-pid, 'SIGCONT')` (or `pid`).
+ */
+export async function freezeProcess(pid: number, group = true): Promise<void> {
+  process.kill(group ? -pid : pid, 'SIGSTOP');
+  const pids = group ? processesOfGroup(pid) : [pid];
+  const deadline = Date.now() + 5000;
+  while (!pids.every(allThreadsStopped)) {
+    if (Date.now() > deadline) assert.fail(`process ${pid} did not stop within 5 s of SIGSTOP`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** The processes of process group `pgid` (field 5 of /proc/<pid>/stat). */
+function processesOfGroup(pgid: number): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const fields = readStat(`/proc/${entry}/stat`);
+    if (fields !== undefined && Number(fields[2]) === pgid) pids.push(Number(entry));
+  }
+  return pids;
+}
+
+/** Every thread of `pid` in state T (stopped); a process gone since counts as stopped. */
+function allThreadsStopped(pid: number): boolean {
+  let threads: string[];
+  try {
+    threads = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return true;
+  }
+  return threads.every((t) => {
+    const state = readStat(`/proc/${pid}/task/${t}/stat`)?.[0];
+    return state === undefined || state === 'T' || state === 't';
+  });
+}
+
+/** The fields of a /proc stat line after the command's `(...)`: state first. */
+function readStat(file: string): string[] | undefined {
+  try {
+    const text = readFileSync(file, 'utf8');
+    return text.slice(text.lastIndexOf(') ') + 2).split(' ');
+  } catch {
+    return undefined;
+  }
 }
