@@ -11,7 +11,7 @@ import { createRequire } from 'node:module';
 import type kafkajsModule from 'kafkajs';
 
 type Kafka = InstanceType<typeof kafkajsModule.Kafka>;
-import type { KafkaSettings } from '../../src/kinds/brokers/kafka.js';
+import { CONSUMER_DEFAULTS, PRODUCER_DEFAULTS, type KafkaSettings } from '../../src/kinds/brokers/kafka.js';
 import { eventually, repoRoot } from './gateway.js';
 import { killOnExit } from './reaper.js';
 
@@ -576,17 +576,8 @@ export function kafkaSettings(bootstrap: string, producer: Partial<KafkaSettings
     sasl: undefined,
     connectionTimeoutMs: 3000,
     healthCheckIntervalMs: 2000,
-    producer: { acks: 'all', lingerMs: 0, maxBatchRecords: 1000, maxBatchBytes: 1000000, compression: 'none', idempotent: false, ackTimeoutMs: 5000, ...producer },
-    consumer: {
-      sessionTimeoutMs: 30000,
-      heartbeatIntervalMs: 3000,
-      rebalanceTimeoutMs: 60000,
-      maxWaitMs: 1000,
-      partitionsConsumedConcurrently: 1,
-      commitIntervalMs: 1000,
-      maxBatchBytes: 64 << 20,
-      startFrom: undefined,
-    },
+    producer: { ...PRODUCER_DEFAULTS, ...producer },
+    consumer: { ...CONSUMER_DEFAULTS, startFrom: undefined },
     ...more,
   };
 }

@@ -149,8 +149,9 @@ export interface KafkaSettings {
   consumer: Required<Omit<NonNullable<KafkaOptions['consumer']>, 'startFrom' | 'fromBeginning'>> & { startFrom: StartFrom | undefined };
 }
 
-const PRODUCER_DEFAULTS: KafkaSettings['producer'] = { acks: 'all', lingerMs: 0, maxBatchRecords: 1000, maxBatchBytes: 1000000, compression: 'none', idempotent: false, ackTimeoutMs: 5000 };
-const CONSUMER_DEFAULTS: Omit<KafkaSettings['consumer'], 'startFrom'> = {
+/** What a kafka broker's producer and consumer keys are when left out (exported for tests that build a broker's parts). */
+export const PRODUCER_DEFAULTS: KafkaSettings['producer'] = { acks: 'all', lingerMs: 0, maxBatchRecords: 1000, maxBatchBytes: 1000000, compression: 'none', idempotent: false, ackTimeoutMs: 5000 };
+export const CONSUMER_DEFAULTS: Omit<KafkaSettings['consumer'], 'startFrom'> = {
   sessionTimeoutMs: 30000,
   heartbeatIntervalMs: 3000,
   rebalanceTimeoutMs: 60000,
