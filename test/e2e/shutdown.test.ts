@@ -79,6 +79,13 @@ routes:
 `;
 
 /** A POST whose body is held back: it stays in flight until `finish()` sends the rest. `ca`: over HTTPS, trusting it. */
+/** The messages of `logs` from `from` on, for an assertion's message. */
+const said = (logs: readonly { msg: string }[], from = 0): string =>
+  logs
+    .slice(from)
+    .map((l) => l.msg)
+    .join('; ');
+
 function slowPost(url: string, n: number, ca?: string): { req: ClientRequest; finish(): void; reply: Promise<{ status: number; body: any }> } {
   let req!: ClientRequest;
   const reply = new Promise<{ status: number; body: any }>((resolve, reject) => {
@@ -653,7 +660,7 @@ routes:
     await g.waitForLog((l) => l.msg === 'shutting down: draining', 10000, from);
     await new Promise((r) => setTimeout(r, 600));
     process.kill(g.process.pid!, 'SIGINT');
-    assert.deepEqual(await exited, { code: 1, signal: null }, g.logs.map((l) => l.msg).join('; '));
+    assert.deepEqual(await exited, { code: 1, signal: null }, said(g.logs));
     assert.ok(g.logs.some((l) => l.msg.startsWith('second Ctrl-C')));
   });
 
@@ -709,23 +716,11 @@ routes:
           ),
         10000,
       );
-      assert.ok(
-        !gw.logs.slice(from).some((l) => l.msg === 'config reloaded' || l.msg === 'gateway ready'),
-        gw.logs
-          .slice(from)
-          .map((l) => l.msg)
-          .join('; '),
-      );
+      assert.ok(!gw.logs.slice(from).some((l) => l.msg === 'config reloaded' || l.msg === 'gateway ready'), said(gw.logs, from));
       target.release();
       assert.deepEqual(await exited, { code: 0, signal: null });
       // Applied under the drain (it could not be dropped once swapped in), but never announced as ready.
-      assert.ok(
-        !gw.logs.slice(from).some((l) => l.msg === 'gateway ready'),
-        gw.logs
-          .slice(from)
-          .map((l) => l.msg)
-          .join('; '),
-      );
+      assert.ok(!gw.logs.slice(from).some((l) => l.msg === 'gateway ready'), said(gw.logs, from));
     } finally {
       await target.stop();
     }
@@ -753,20 +748,11 @@ routes:
       const exitedAt = Date.now();
       // The hand-over's own wait (5 s) would end at this; the drain's budget (1 s from the signal, after the hand-over began) well before it.
       const handOverEnds = Date.parse(String(handOver.time)) + 5000;
-      assert.ok(
-        exitedAt < handOverEnds,
-        `exited ${exitedAt - handOverEnds} ms after the hand-over's wait would end: ${gw.logs
-          .slice(from)
-          .map((l) => l.msg)
-          .join('; ')}`,
-      );
+      assert.ok(exitedAt < handOverEnds, `exited ${exitedAt - handOverEnds} ms after the hand-over's wait would end: ${said(gw.logs, from)}`);
       // The held message was not delivered (its webhook never answered), so nothing acknowledged it: the memory topic says it is lost with the process.
       assert.ok(
         gw.logs.slice(from).some((l) => l.msg.startsWith('message lost with the process') || l.msg.startsWith('memory topic messages not delivered')),
-        gw.logs
-          .slice(from)
-          .map((l) => l.msg)
-          .join('; '),
+        said(gw.logs, from),
       );
     } finally {
       await target.stop();
@@ -781,7 +767,7 @@ routes:
       await eventually(() => assert.equal(target.bodies.length, 1));
       assert.deepEqual(await gw.stop('SIGTERM'), { code: 0, signal: null });
       const lost = gw.logs.find((l) => l.msg.startsWith('memory topic messages not delivered'));
-      assert.ok(lost, gw.logs.map((l) => l.msg).join('; '));
+      assert.ok(lost, said(gw.logs));
       // The one in hand and the four behind it.
       assert.deepEqual([lost.level, lost.route, lost.topic, lost.messages], ['warn', 'out', 'events', 5]);
       // The one in hand is not "delivered again": nothing holds it once the process is gone. The
@@ -790,7 +776,7 @@ routes:
       const stuck = gw.logs.find((l) => l.msg.startsWith('consumer did not stop within drainTimeoutMs'));
       if (stuck) assert.deepEqual([stuck.route, stuck.inFlight, stuck.msg], ['out', 1, 'consumer did not stop within drainTimeoutMs; the memory topic messages in hand are lost with the process']);
       // Nor is it "given back" (true of a reload, where the topic lives on): its own line says it is lost, and which it is.
-      assert.ok(!gw.logs.some((l) => l.msg.startsWith('message given back')), gw.logs.map((l) => l.msg).join('; '));
+      assert.ok(!gw.logs.some((l) => l.msg.startsWith('message given back')), said(gw.logs));
       const gone = gw.logs.filter((l) => l.msg.startsWith('message lost with the process'));
       assert.deepEqual(
         gone.map((l) => [l.level, l.route, l.topic, l.offset, l.msg]),
