@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { appendCommitMarker, endOffsets, startKafka, type KafkaCluster } from '../helpers/kafka.js';
-import { openStream, splitId, sseKafkaConfig, untagged, useSseKafka } from '../helpers/sse.js';
+import { openStream, splitId, sseKafkaConfig, untagged, useSseKafka, OTHER_SOURCE_REASON } from '../helpers/sse.js';
 import { fetch } from '../helpers/http.js';
 
 describe('Server-Sent Events from a Kafka topic', () => {
@@ -90,7 +90,7 @@ describe('Server-Sent Events from a Kafka topic', () => {
       assert.deepEqual(JSON.parse(notice!.data), {
         resumed: true,
         gap: true,
-        reason: "Last-Event-ID is of another source than this stream's (another topic or stream, or this route's before a reload changed it); resuming from the oldest retained event",
+        reason: OTHER_SOURCE_REASON,
       });
       assert.deepEqual(
         replayed.map((e) => JSON.parse(e.data).n),

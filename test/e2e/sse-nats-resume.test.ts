@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
-import { openStream, splitId, type SseEvent, untagged } from '../helpers/sse.js';
+import { openStream, splitId, type SseEvent, untagged, OTHER_SOURCE_REASON } from '../helpers/sse.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
 
 /**
@@ -161,7 +161,7 @@ routes:
       assert.deepEqual(JSON.parse(notice!.data), {
         resumed: true,
         gap: true,
-        reason: "Last-Event-ID is of another source than this stream's (another topic or stream, or this route's before a reload changed it); resuming from the oldest retained event",
+        reason: OTHER_SOURCE_REASON,
       });
       const [movedTag] = splitId(replayed[0]!.id).tags;
       assert.notEqual(movedTag, splitId(madeId).tags[0]);

@@ -5,7 +5,7 @@ import { connect, type Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { scrape } from '../helpers/prometheus.js';
-import { openStream, parseEvents, splitId, untagged } from '../helpers/sse.js';
+import { openStream, parseEvents, splitId, untagged, OTHER_SOURCE_REASON } from '../helpers/sse.js';
 
 /** `curl -N`: an event-stream client that is not a browser. */
 function curl(url: string, headers: string[] = []): { child: ChildProcess; text: () => string } {
@@ -647,15 +647,14 @@ ${extra}`;
       await publish(701);
       const seen = (i: number) => resumes[i]!.events().map((e) => (e.event === undefined ? [e.id, JSON.parse(e.data).n] : [e.event, JSON.parse(e.data)]));
       const south = (offsets: number[], id = (o: number) => `${southTag}~0:${o}`) => offsets.map((o) => [id(o), o + 11]);
-      const otherSource = "Last-Event-ID is of another source than this stream's (another topic or stream, or this route's before a reload changed it); resuming from the oldest retained event";
       await eventually(() => {
         // An id of north on a route that reads south: south from its oldest event, said so.
-        assert.deepEqual(seen(0), [['eventgate.resume', { resumed: true, gap: true, reason: otherSource }], ...south([0, 1, 2, 3, 4, 5, 6])]);
+        assert.deepEqual(seen(0), [['eventgate.resume', { resumed: true, gap: true, reason: OTHER_SOURCE_REASON }], ...south([0, 1, 2, 3, 4, 5, 6])]);
         // An id without a tag (a client's from before tags) is read as a position of south, as it always was.
         assert.deepEqual(seen(1), south([3, 4, 5, 6]));
         // In a composite id, per route: compass from south's oldest event, ticks after the id's position.
         assert.deepEqual(seen(2), [
-          ['eventgate.resume', { resumed: true, gap: true, reason: `route compass: ${otherSource}` }],
+          ['eventgate.resume', { resumed: true, gap: true, reason: `route compass: ${OTHER_SOURCE_REASON}` }],
           ...south([0, 1, 2, 3, 4, 5, 6], (o) => `compass=${southTag}~0:${o};compass-ticks=${ticksTag}~0:${tick}`),
           [`compass=${southTag}~0:6;compass-ticks=${ticksTag}~0:${Number(tick) + 1}`, 701],
         ]);

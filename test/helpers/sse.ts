@@ -8,6 +8,10 @@ export interface SseEvent {
   data: string;
 }
 
+/** The `reason` of the `eventgate.resume` notice for an id of another source (a reload changed the route's topic). */
+export const OTHER_SOURCE_REASON =
+  "Last-Event-ID is of another source than this stream's (another topic or stream, or this route's before a reload changed it); resuming from the oldest retained event";
+
 /** The tag of an event id's source (docs/http-edge.md, "Server-Sent Events"): four base64url characters. */
 export const SOURCE_TAG = /^[A-Za-z0-9_-]{4}$/;
 
