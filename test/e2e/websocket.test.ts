@@ -10,11 +10,14 @@ import { openStream } from '../helpers/sse.js';
 import { conforms } from '../helpers/wire-formats.js';
 import { fetch } from '../helpers/http.js';
 import { HeldTarget } from '../helpers/held-target.js';
+import { CLOSE_UNANSWERED } from '../../src/kinds/listeners/websocket.js';
 
 // `retiring`: the webhook of a route a test's reload removes (the config without it when undefined).
 const config = (held: string, retiring?: string) => `
 version: 1
 admin: { port: 0 }
+# debug: the close frames a client left unanswered (cut at the grace) are said only there.
+log: { level: debug }
 brokers:
   local: { kind: memory }
 listeners:
@@ -118,6 +121,8 @@ describe('WebSocket (spec §5)', () => {
     await retiring.stop();
   });
   const gw = useGateway(() => config(held.url, retiring.url));
+  /** The clients of `path` cut at the close grace since log line `from` (they never answered the close frame, or were not read). */
+  const cutAtGrace = (from: number, path: string) => gw.logs.slice(from).filter((l) => l.msg === CLOSE_UNANSWERED && l.path === path);
   const connect = async (path: string) => {
     const c = await WsClient.connect(gw.url('push', path, 'ws'));
     clients.push(c);
@@ -671,11 +676,12 @@ describe('WebSocket (spec §5)', () => {
       // The slow client reads what was buffered for it, then the close frame, and answers it as
       // browsers do: the gateway reads that answer and ends the connection. (It read nothing more
       // from it and cut it only at the 5 s grace's end, a browser's `close` event waiting till
-      // then: the wait below, shorter than the grace, ran out.)
+      // then, which the gateway says at debug.)
       slow.resume();
       assert.deepEqual(await slow.waitCloseFrame(), { code: 1013, reason: 'client too slow' });
       slow.socket.write(RawWsClient.closeFrame(1013));
-      await slow.waitEnd(4000);
+      await slow.waitEnd();
+      assert.deepEqual(cutAtGrace(from, '/bulk'), [], 'the gateway read the close frame rather than cut the connection at the grace');
       assert.ok(slow.texts.length < sent, 'the slow client missed messages rather than blocking anyone');
     });
 
@@ -705,7 +711,8 @@ describe('WebSocket (spec §5)', () => {
           [['ack', 1]],
         );
         slow.socket.write(RawWsClient.closeFrame(1013));
-        await slow.waitEnd(4000);
+        await slow.waitEnd();
+        assert.deepEqual(cutAtGrace(logged, '/held-chat'), [], 'the gateway read the close frame rather than cut the connection at the grace');
         // Frame 2, unanswered, was not published.
         assert.deepEqual(held.bodies.slice(from), ['{"n":1}']);
       } finally {

@@ -972,6 +972,9 @@ function refuse(socket: Duplex, p: Problem): void {
   answerAndCloseLingering(socket as Socket, rawResponse(p));
 }
 
+/** Said (at debug) of a client cut at the grace's end: it never answered the close frame, or was not read. */
+export const CLOSE_UNANSWERED = 'client did not answer the close frame within the grace; connection cut';
+
 /**
  * Close politely, after what was forwarded to it; a client that does not answer the close
  * handshake within `graceMs` is cut off (which drops whatever it had not read yet, the close frame
@@ -984,6 +987,7 @@ function closeClient(c: Client, code: number, reason: string, graceMs = 1000): P
   c.paced?.handOver();
   return new Promise((resolve) => {
     const timer = setTimeout(() => {
+      c.listener.env.logger.debug({ listener: c.listener.name, path: c.path, remote: c.remoteAddress, code, graceMs }, CLOSE_UNANSWERED);
       ws.terminate();
       resolve();
     }, graceMs);
