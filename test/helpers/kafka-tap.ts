@@ -11,6 +11,8 @@ export interface TappedBatch {
   /** Bits 0-2 of the batch's attributes: 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd. */
   codec: number;
   records: number;
+  /** Bytes of its records section (after the 61 of the batch header; compressed when `codec` is not 0). */
+  recordBytes: number;
 }
 
 /** One Produce request a client sent through the tap. */
@@ -120,7 +122,15 @@ export class KafkaTap {
             acks: req.acks,
             timeoutMs: req.timeoutMs,
             batches: req.topics.flatMap((t) =>
-              t.partitions.flatMap((p) => splitBatches(p.records ?? Buffer.alloc(0)).map((b) => ({ topic: t.name, partition: p.index, codec: compressionOf(b.attributes), records: b.recordCount }))),
+              t.partitions.flatMap((p) =>
+                splitBatches(p.records ?? Buffer.alloc(0)).map((b) => ({
+                  topic: t.name,
+                  partition: p.index,
+                  codec: compressionOf(b.attributes),
+                  records: b.recordCount,
+                  recordBytes: b.recordsSection.length,
+                })),
+              ),
             ),
           });
         } else if (header.apiKey === ApiKey.Metadata && new Reader(body, header.bodyOffset).int32() <= 0) this.probes++;

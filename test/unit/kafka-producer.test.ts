@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import kafkajs from 'kafkajs';
-import type { Message } from '../../src/core/message.js';
+import { ORIGINAL, type Message } from '../../src/core/message.js';
 import type { KafkaSettings } from '../../src/kinds/brokers/kafka.js';
 import { clientConfig } from '../../src/kinds/brokers/kafka/clients.js';
 import { RecordProducer } from '../../src/kinds/brokers/kafka/producer.js';
 import { createLogger } from '../../src/log.js';
 import { kafkaSettings, kcatConsumeAll, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { KafkaTap } from '../helpers/kafka-tap.js';
 
 /**
  * RecordProducer driven directly against librdkafka's mock cluster: which records its batches
@@ -72,6 +73,40 @@ describe('RecordProducer batches', () => {
       );
     } finally {
       await producer.stop();
+    }
+  });
+
+  it('counts a record as its batch holds it, framing and each value of a repeated header included: small records do not take a batch past maxBatchBytes', async () => {
+    // A cluster refuses a batch over its message.max.bytes with every record in it; the mock takes
+    // any size, so the tap reads what the producer sends. 600 records of a 9-byte value and a
+    // header with two values, lingering together: counting the data alone (9 + 1 + 1 + 1 bytes
+    // each) put all 600, 15 KB of records, in one batch for a limit of 10 KB.
+    const tap = await KafkaTap.start(kafka.bootstrap);
+    const topic = kafka.topic('framed');
+    await kafka.createTopic(topic, 1);
+    const maxBatchBytes = 10_000;
+    const producer = producerFor(kafkaSettings(tap.bootstrap, { maxBatchBytes, maxBatchRecords: 100_000, lingerMs: 200 }));
+    producer.start();
+    try {
+      await producer.publish(topic, message('k', 'first'));
+      const seen = tap.produces.length;
+      // A consumed record copied as it was: header h twice (core/message.ts, OriginalRecord).
+      const copied = (n: number): Message => {
+        const value = { n };
+        const original = { value: Buffer.from(JSON.stringify(value)), key: null, headers: { h: [Buffer.from('a'), Buffer.from('b')] }, decoded: { value, key: null, headers: { h: 'b' } } };
+        return { ...message('', value), key: null, headers: { h: 'b' }, [ORIGINAL]: original };
+      };
+      await Promise.all(Array.from({ length: 600 }, (_, n) => producer.publish(topic, copied(100 + n))));
+      const batches = tap.producesTo(topic, seen).flatMap((p) => p.batches);
+      assert.equal(
+        batches.reduce((sum, b) => sum + b.records, 0),
+        600,
+      );
+      for (const b of batches) assert.ok(b.recordBytes <= maxBatchBytes, `a batch of ${b.records} records holds ${b.recordBytes} bytes of them, over maxBatchBytes ${maxBatchBytes}`);
+      assert.deepEqual(tap.problems, []);
+    } finally {
+      await producer.stop();
+      await tap.stop();
     }
   });
 });

@@ -61,7 +61,7 @@ const options = kindOptions('kafka', {
         maxBatchBytes: ms(
           1000000,
           1024,
-          "Most bytes of keys, values and headers in one produce request. A cluster refuses a partition's record batch over its `message.max.bytes` (1 MiB by default) with every record in it, so records gathered under load are sent in several requests rather than one the cluster refuses; a record larger than this goes alone. Raise it with the cluster's limit, lower it for topics with a smaller `max.message.bytes`.",
+          "Most bytes of records in one produce request, counted as a record batch holds them before compression: keys, values, headers (a repeated name once per value) and each record's framing (their lengths, its attributes and offset and time deltas, up to about 20 bytes a record, which small records are mostly made of). A cluster refuses a partition's record batch over its `message.max.bytes` (1 MiB by default) with every record in it, so records gathered under load are sent in several requests rather than one the cluster refuses; a record larger than this goes alone. Raise it with the cluster's limit, lower it for topics with a smaller `max.message.bytes`.",
         ),
         compression: Type.Optional(
           oneOfStrings(CODECS, {

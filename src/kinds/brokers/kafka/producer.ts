@@ -753,21 +753,43 @@ function refusalOf(err: Error): ((topic: string) => Problem) | undefined {
   return undefined;
 }
 
-/** What a record adds to a batch, as producer.maxBatchBytes counts it: its key, value and headers (names and values). */
+/**
+ * What a record adds to a batch, as producer.maxBatchBytes counts it: its bytes in the record batch
+ * (Kafka's record format v2), which a cluster's message.max.bytes bounds: key, value, each header's
+ * name and value (a name repeated per value), and each field's length. Small records are mostly
+ * framing: counting their data alone let a batch of many of them pass maxBatchBytes twice over.
+ * The deltas are not known before the batch is: the most they take is counted (a copied record
+ * keeps its own timestamp, which may be far from the batch's first).
+ */
 function recordBytes(record: KafkaRecord): number {
-  let bytes = size(record.key) + size(record.value);
-  const headers = record.headers;
-  if (headers) {
-    for (const name in headers) {
-      const v = headers[name];
-      bytes += name.length + (Array.isArray(v) ? v.reduce((sum: number, one) => sum + size(one), 0) : size(v as Buffer | string | undefined));
+  let body = RECORD_FIXED_BYTES + lengthAndBytes(record.key) + lengthAndBytes(record.value);
+  let headers = 0;
+  for (const name in record.headers ?? {}) {
+    const v = record.headers![name];
+    for (const one of Array.isArray(v) ? v : [v]) {
+      body += lengthAndBytes(name) + lengthAndBytes(one as Buffer | string | undefined);
+      headers++;
     }
   }
-  return bytes;
+  body += varintBytes(headers);
+  return varintBytes(body) + body;
 }
 
-function size(v: Buffer | string | null | undefined): number {
-  return v === null || v === undefined ? 0 : typeof v === 'string' ? Buffer.byteLength(v) : v.length;
+/** attributes (1), timestampDelta (a varlong: at most 10), offsetDelta (a varint: at most 5). */
+const RECORD_FIXED_BYTES = 1 + 10 + 5;
+
+/** A field with its varint length before it (-1 for null). */
+function lengthAndBytes(v: Buffer | string | null | undefined): number {
+  const n = v === null || v === undefined ? -1 : typeof v === 'string' ? Buffer.byteLength(v) : v.length;
+  return varintBytes(n) + Math.max(n, 0);
+}
+
+/** The bytes of a zig-zag varint. */
+function varintBytes(n: number): number {
+  let u = n >= 0 ? n * 2 : -n * 2 - 1;
+  let bytes = 1;
+  while (u >= 0x80) (u = Math.floor(u / 0x80)), bytes++;
+  return bytes;
 }
 
 /** False when the publish was already answered (its ack timeout fired first): its late outcome is told instead. */
