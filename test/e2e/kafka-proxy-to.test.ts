@@ -336,6 +336,32 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
     for (const l of failed) assert.equal(l.records, 2, JSON.stringify(l));
   });
 
+  it('a batch with an invalid record and an ungoverned topic: the ungoverned records are written, the governed ones refused', async () => {
+    // kafkajs sends one request per broker with every topic of the batch (one broker here). Before,
+    // the invalid record refused the whole request, the topic no route names with it (spec §2:
+    // other topics pass through unchanged).
+    const producer = client().producer();
+    await producer.connect();
+    try {
+      const err = await producer
+        .sendBatch({
+          topicMessages: [
+            { topic: t.orders, messages: [{ value: ORDER(61) }, { value: JSON.stringify({ id: 62, total: 'lots' }) }] },
+            { topic: t.free, messages: [{ value: 'beside an invalid record' }] },
+          ],
+        })
+        .then(
+          () => undefined,
+          (e) => failure(e),
+        );
+      assert.equal(err?.type, 'INVALID_RECORD', String(err));
+    } finally {
+      await producer.disconnect();
+    }
+    assert.ok((await values(kafka.bootstrap, t.free)).includes('beside an invalid record'), 'the record of the topic no route names was not written');
+    for (const topic of [t.copy, t.orders]) assert.ok(!(await values(kafka.bootstrap, topic)).includes(ORDER(61)), `a record of the refused topic is in ${topic}`);
+  });
+
   it('a fan-out that one target failed is a retriable error that says the others took the record', async () => {
     hook.respond = (_r, res) => res.writeHead(503).end('busy');
     const producer = client().producer();

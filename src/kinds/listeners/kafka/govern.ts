@@ -1,7 +1,8 @@
 /**
  * What a kafka listener's routes do to a Produce request: every record of a governed topic goes
- * through its route's chain. Any record the chain refuses refuses the whole request with
- * INVALID_RECORD (nothing is forwarded, so a client never has to guess which records landed);
+ * through its route's chain. Any record the chain refuses refuses every governed topic of the
+ * request with INVALID_RECORD (nothing of them is forwarded, so a client never has to guess which
+ * of them landed), while topics no route names still go upstream;
  * records the chain changed (a validation tag, a transform, edited headers) are written back into
  * their batch, which is rebuilt with the same codec, record count and producer fields; batches
  * with no change, and topics no route names, go on as the client's own bytes. The records'
@@ -166,8 +167,24 @@ export function governProduce(header: RequestHeader, body: Buffer, ctx: GovernCo
       for (const { route, records } of checked) route.settleRecords?.(records, notWritten);
       const code = unavailableOnly ? ErrorCode.NOT_ENOUGH_REPLICAS : ErrorCode.INVALID_RECORD;
       if (first) ctx.refused?.({ ...first, remoteAddress: ctx.remoteAddress, error: errorName(code), acks: req.acks });
-      const response = writeProduceError(header, req, code, refused, 'not written: another record of this produce request was refused');
-      return { respond: req.acks === 0 ? null : response };
+      const fallback = 'not written: another record of this produce request was refused';
+      // Topics no route names pass through unchanged (spec §2), whatever a governed topic beside
+      // them in the request did: a client sends what it has for every topic of a broker in one
+      // request, and an invalid record of one topic must not fail another's. They go upstream
+      // alone; every governed partition is answered here, refused (nothing of them is written).
+      const governed = new Set(routed.map((r) => r.topic));
+      const free = req.topics.filter((t) => !governed.has(t.name));
+      if (free.length === 0) return { respond: req.acks === 0 ? null : writeProduceError(header, req, code, refused, fallback) };
+      const own: OwnTopicAnswer[] = req.topics
+        .filter((t) => governed.has(t.name))
+        .map((t) => ({
+          name: t.name,
+          partitions: t.partitions.map((p) => {
+            const e = refused.get(`${t.name}\0${p.index}`);
+            return { index: p.index, errorCode: code, recordErrors: e?.recordErrors ?? [], message: e?.message ?? fallback };
+          }),
+        }));
+      return { forward: writeProduceRequest(body, header, { ...req, topics: free }), acks: req.acks, pending: undefined, own: Promise.resolve(own) };
     }
     const upstreamChecked = checked.filter((c) => !c.route.delivers);
     const pending = upstreamChecked.length > 0 ? new PendingRecords(upstreamChecked, ctx.broker) : undefined;
