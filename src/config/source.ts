@@ -446,13 +446,31 @@ function escapeWidth(c: string | undefined): number {
 
 /**
  * `{ port: ${PORT} }` is not YAML: `{` and `}` are flow indicators, so an unquoted variable
- * cannot sit inside a flow map or list. A common stumble, so say how to write it.
+ * cannot sit inside a flow map or list. A common stumble, so say how to write it; a quoted one
+ * (`[{transform: "${X}"}]`) is fine, and the error is something else.
  */
 function flowVariableHint(text: string, line: number): string {
   const lineText = text.split('\n')[line - 1] ?? '';
-  const at = lineText.indexOf('${');
-  if (at === -1 || !/[[{]/.test(lineText.slice(0, at))) return '';
+  if (!unquotedVariableInFlow(lineText)) return '';
   return ' (an unquoted ${VAR} cannot appear inside { } or [ ]: quote it, or write that map in block style to keep a number a number)';
+}
+
+/** Whether `lineText` has a `${` outside quotes after a `[` or `{` outside quotes. */
+function unquotedVariableInFlow(lineText: string): boolean {
+  let quote: string | undefined;
+  let inFlow = false;
+  for (let i = 0; i < lineText.length; i++) {
+    const c = lineText[i];
+    if (quote === '"' && c === '\\') i++;
+    else if (quote !== undefined) {
+      if (c === quote) quote = undefined;
+    } else if ((c === '"' || c === "'") && (i === 0 || ' \t[{,:'.includes(lineText[i - 1]!)))
+      quote = c; // a quote within a plain scalar (it's) is text
+    else if (c === '[' || c === '{') inFlow = true;
+    else if (c === '#' && (i === 0 || lineText[i - 1] === ' ')) return false;
+    else if (inFlow && c === '$' && lineText[i + 1] === '{') return true;
+  }
+  return false;
 }
 
 /**

@@ -41,6 +41,12 @@ describe('hot reload (spec §6): config changes', () => {
     assert.equal(typeof status.lastReloadError.diagnostics[0].line, 'number');
     assert.equal(typeof status.lastReloadError.diagnostics[0].column, 'number');
 
+    // A `${VAR}` quoted inside a flow map is fine YAML: the error on its line is another, and the
+    // log does not tell the operator to quote what is quoted (it did, for any `${` after a `{`).
+    const quoted = await gw.reconfigure(pipelineConfig('{"v": 2}').replace('routes:', 'routes:\n  - {name: "${R:-r}", from: ]}'));
+    assert.equal(quoted.msg, 'reload rejected; the running config keeps serving');
+    assert.match(String(quoted.diagnostic), /gateway\.yaml:8:29: YAML syntax error: [^(]*$/);
+
     const fixed = await gw.reconfigure(pipelineConfig('{"v": 3}'));
     assert.equal(fixed.msg, 'config reloaded');
     assert.deepEqual(await roundTrip(client, 2), { v: 3 });
