@@ -125,8 +125,8 @@ export async function planCommand(o: PlanOptions): Promise<number> {
   const disconnected: Disconnect[] = [];
   if (before) {
     // A running gateway's routes come without their targets (planFromFingerprint): its paths are the fingerprint's.
-    const oldPaths = running ? new Map(running.listeners.map((l) => [l.name, new Set(l.paths)])) : listenerPaths(before.routes.values());
-    const newPaths = listenerPaths(next.plan.routes.values());
+    const oldPaths = running ? new Map(running.listeners.map((l) => [l.name, new Set(l.paths)])) : listenerPaths(before, registry);
+    const newPaths = listenerPaths(next.plan, registry);
     for (const [name, l] of before.listeners) {
       // A new tls.ca applied in place cuts off the connections of the clients it no longer trusts
       // (any kind: publishers and kafka producers too); which ones, only their certificates say.

@@ -815,6 +815,12 @@ export interface ListenerKind<O = unknown, C = O> {
   acceptsPublish: boolean;
   /** Whether its routes may set `ack: true`: its clients get no answer per message without it (websocket). */
   acksFrames?: boolean;
+  /**
+   * Whether a client publishing on a route's path stays connected to it (a WebSocket), so a reload
+   * that removes the path cuts it off; without it, publishing is a request that ends with its
+   * answer (HTTP), and only forward targets' paths (event streams) hold clients.
+   */
+  publishersStay?: boolean;
   /** Options whose change needs a new socket; others are applied in place by reconfigure(). */
   socketOptions: readonly string[];
   /**

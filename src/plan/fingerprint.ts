@@ -19,7 +19,7 @@ export interface PlanFingerprint {
   log?: string;
   /** `replaceKey`: a hash of the options a reload cannot apply in place (ComponentPlan.replaceKey). */
   brokers: { name: string; kind: string; key: string; replaceKey?: string }[];
-  /** `trust`: a hash of the CA bundle trusted for client certificates, null without one (absent from a gateway of an earlier version). */
+  /** `paths`: those clients stay connected on (listenerPaths()); `trust`: a hash of the CA bundle trusted for client certificates, null without one (absent from a gateway of an earlier version). */
   listeners: { name: string; kind: string; key: string; socketKey: string; paths: string[]; trust?: string | null }[];
   /**
    * `group`: the consumer group of a route that reads a broker (consumerGroup()); `subscription`:
@@ -33,12 +33,17 @@ export interface PlanFingerprint {
 
 const digest = (key: string) => hash(key).slice(0, 16);
 
-/** Paths each listener serves: publish routes' paths and forward targets' paths. */
-export function listenerPaths(routes: Iterable<RoutePlan>): Map<string, Set<string>> {
+/**
+ * The paths of each listener that clients stay connected on: forward targets' paths, and publish
+ * routes' paths on a listener whose publishers stay connected (WebSocket, not HTTP: an HTTP request
+ * ends with its answer, and a keep-alive connection is the listener's, not a path's).
+ */
+export function listenerPaths(plan: Plan, registry: KindRegistry): Map<string, Set<string>> {
   const paths = new Map<string, Set<string>>();
   const add = (listener: string, path: string) => paths.set(listener, (paths.get(listener) ?? new Set()).add(path));
-  for (const r of routes) {
-    if (r.from.type === 'listener') add(r.from.listener, r.from.path);
+  const publishersStay = (listener: string) => registry.listeners.get(plan.listeners.get(listener)?.kind ?? '')?.publishersStay === true;
+  for (const r of plan.routes.values()) {
+    if (r.from.type === 'listener' && publishersStay(r.from.listener)) add(r.from.listener, r.from.path);
     for (const t of r.to) if (t.type === 'listener') add(t.listener, t.path);
   }
   return paths;
@@ -51,7 +56,7 @@ export function listenerTrust(l: ListenerPlan): string | null {
 
 /** `registry`: for each route's subscription key, what its broker kind's hand-over takes (subscriptionKey()). */
 export function planFingerprint(plan: Plan, registry: KindRegistry): PlanFingerprint {
-  const paths = listenerPaths(plan.routes.values());
+  const paths = listenerPaths(plan, registry);
   return {
     version: plan.version,
     admin: plan.admin ? { key: digest(plan.admin.key), config: digest(canonical(plan.admin)) } : null,

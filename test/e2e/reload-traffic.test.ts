@@ -2,6 +2,9 @@ import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { createServer, type Server } from 'node:net';
 import { once } from 'node:events';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { runCliInProcess } from '../helpers/cli.js';
 import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { eventually, type LogLine } from '../helpers/gateway.js';
@@ -90,6 +93,15 @@ ${paths.map((p) => `  - name: to-${p}\n    from: { listener: api, path: /in/${p}
     const gw = await f.gw.start(two(['a', 'b']));
     const a = await connect('/a');
     const b = await connect('/b');
+    // plan names the websocket path only: an HTTP publish path holds no client (a keep-alive
+    // connection is the listener's, and stays); it said `listener api/in/b` too.
+    writeFileSync(join(gw.dir, 'next.yaml'), two(['a']));
+    const plan = await runCliInProcess(['plan', '-c', join(gw.dir, 'next.yaml'), '--from', gw.configFile]);
+    assert.deepEqual(
+      plan.stdout.split('\n').filter((l) => l.startsWith('clients disconnected')),
+      ['clients disconnected: listener push/b: no route serves this path any more'],
+      plan.stdout,
+    );
     await gw.reconfigure(two(['a']));
     assert.equal((await b.waitClose()).code, 1001);
     assert.equal((await post(gw.url('api', '/in/a'), { still: 'here' })).status, 200);

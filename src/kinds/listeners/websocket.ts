@@ -1023,6 +1023,7 @@ export const websocketListener = defineListener({
   options,
   acceptsPublish: true,
   acksFrames: true,
+  publishersStay: true,
   acceptsForward: true,
   socketOptions: ['port', 'host', 'tls'],
   // Paths with parameters are routed as the http listener routes them: the same checks.
