@@ -886,7 +886,7 @@ routes:
     );
   });
 
-  it('point at key material that cannot be used: a keys file that is no YAML (in that file), a key that is no string, an RSA algorithm for a secret, a public key or key set that holds none, algorithms no key verifies', async () => {
+  it('point at key material that cannot be used: a keys file that is no YAML and a key set file that is no JSON (in that file), a key that is no string, an RSA algorithm for a secret, a public key or key set that holds none, algorithms no key verifies', async () => {
     const dir = tempFiles({
       'gateway.yaml': `version: 1
 brokers: {local: {kind: memory}}
@@ -936,12 +936,18 @@ routes:
     from: {listener: api, path: /k}
     through: [{auth: {jwt: {jwksUrl: "https://idp:s3cret-pass@idp.test/jwks.json"}}}]
     to: {broker: local, topic: t}
+  - name: key-set-cut-short
+    from: {listener: api, path: /l}
+    through: [{auth: {jwt: {jwksFile: jwks-cut.json}}}]
+    to: {broker: local, topic: t}
 `,
       'rsa.pem': rsa.publicKey.export({ type: 'spki', format: 'pem' }) as string,
       'keys.yaml': 'alice: [unclosed\n',
       'numbers.yaml': 'alice: 1234567890123456789\n',
       'key.pem': '-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n',
       'jwks.json': '{"keys": [{"kty": "PGP", "kid": "k1"}]}\n',
+      // Written half (an editor's save, or a reload that read the file while it was being written).
+      'jwks-cut.json': '{"keys": [\n  {"kty": "EC", "crv": "P-256",\n',
       // Keys of a known type that jose never picks to verify a token (an identity provider's encryption keys).
       'jwks-enc.json': `${JSON.stringify({
         keys: [
@@ -967,6 +973,8 @@ routes:
       'gateway.yaml:43:39: \'jwks-enc.json\' holds no key to verify tokens with: its keys are marked for another use (a "use" other than "sig", or "key_ops" without "verify")',
       'gateway.yaml:47:38: jwksUrl must not hold a user or password (user:password@): a key set is public, and the fetch would be refused, every token 503',
       // In the keys file itself, at the place it stops being YAML, without quoting its lines (they hold keys).
+      // So is a key set's JSON (it was `gateway.yaml:51:39: 'jwks-cut.json' is not a JSON Web Key Set: ... at position 43`).
+      'jwks-cut.json:3:1: JSON syntax error: Expected double-quoted property name',
       'keys.yaml:2:1: YAML syntax error: Flow sequence in block collection must be sufficiently indented and end with a ]',
     ]);
     assert.equal(r.stdout.includes('unclosed'), false);

@@ -87,7 +87,8 @@ const jwtOptions = Type.Object(
     jwksFile: Type.Optional(
       Type.String({
         minLength: 1,
-        description: 'JSON Web Key Set file; watched. A set with no key of a type that verifies tokens (kty RSA, EC, OKP or oct) is refused at load, not left to refuse every token.',
+        description:
+          'JSON Web Key Set file; watched. A JSON syntax error in a `.json` one is reported at its line and column there. A set with no key of a type that verifies tokens (kty RSA, EC, OKP or oct) is refused at load, not left to refuse every token.',
       }),
     ),
     jwksUrl: Type.Optional(
@@ -225,6 +226,17 @@ function authenticator(verifier: Verifier): CompiledStep {
   };
 }
 
+/**
+ * A JWKS file's content; undefined when it cannot be read or is no JSON (reported). A `.json` one
+ * is parsed keeping positions, so a syntax error (a hand edit cut short, a reload reading a file
+ * being written) is reported at its line and column in that file, as a schema file's is.
+ */
+function readKeySet(file: string, ctx: StepCompileContext): unknown {
+  if (ctx.readDocument && /\.json$/i.test(file)) return ctx.readDocument(file, ['jwt', 'jwksFile'])?.value;
+  const text = ctx.readFile(file, ['jwt', 'jwksFile']);
+  return text === undefined ? undefined : JSON.parse(text);
+}
+
 // ---- apiKey --------------------------------------------------------------------------------
 
 function apiKeyVerifier(o: ApiKeyOptions, ctx: StepCompileContext): Verifier | undefined {
@@ -354,11 +366,10 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
     }
     algorithms ??= own;
   } else if (o.jwksFile !== undefined) {
-    const text = ctx.readFile(o.jwksFile, ['jwt', 'jwksFile']);
-    if (text === undefined) return undefined;
     let set: { keys?: unknown };
     try {
-      set = JSON.parse(text);
+      set = readKeySet(o.jwksFile, ctx) as { keys?: unknown };
+      if (set === undefined) return undefined;
       key = jose().createLocalJWKSet(set as Parameters<ReturnType<typeof jose>['createLocalJWKSet']>[0]);
     } catch (err) {
       ctx.report(['jwt', 'jwksFile'], 'EG_CONFIG_FILE', `'${o.jwksFile}' is not a JSON Web Key Set: ${(err as Error).message}`);
