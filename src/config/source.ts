@@ -47,14 +47,15 @@ export const DEFAULT_CONFIG_FILE = 'gateway.yaml';
 /**
  * Reads and parses the config file. `bytes` is what was read (undefined when the file could not
  * be read), so a file watcher can tell later whether the file still holds what was loaded.
+ * `reload`: a running gateway reads the file it was started with again (the file gone is an edit, not a missing -c).
  */
-export function readSource(file: string, env: Env, diagnostics: Diagnostic[]): { source: SourceDocument | undefined; bytes: Buffer | undefined } {
+export function readSource(file: string, env: Env, diagnostics: Diagnostic[], reload = false): { source: SourceDocument | undefined; bytes: Buffer | undefined } {
   let bytes: Buffer;
   try {
     bytes = readFileSync(file);
   } catch (err) {
     // `eventgate run` in a directory without the default ./gateway.yaml: say how to name one.
-    const hint = file === DEFAULT_CONFIG_FILE && (err as NodeJS.ErrnoException).code === 'ENOENT' ? ` (no ${DEFAULT_CONFIG_FILE} in ${process.cwd()}: name the config with -c FILE)` : '';
+    const hint = !reload && file === DEFAULT_CONFIG_FILE && (err as NodeJS.ErrnoException).code === 'ENOENT' ? ` (no ${DEFAULT_CONFIG_FILE} in ${process.cwd()}: name the config with -c FILE)` : '';
     diagnostics.push({ file, line: 1, column: 1, code: 'EG_CONFIG_FILE', path: '', message: `cannot read config file: ${describeFsError(err)}${hint}` });
     return { source: undefined, bytes: undefined };
   }

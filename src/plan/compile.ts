@@ -37,6 +37,8 @@ export interface LoadOptions {
    * path, with the hash of what was read: watched, and part of the plan's version like the config's files.
    */
   extraFiles?: ReadonlyMap<string, string>;
+  /** A running gateway's reload: the config file's errors are those of an edit (readSource). */
+  reload?: boolean;
 }
 
 export interface LoadResult {
@@ -68,7 +70,7 @@ export interface LoadResult {
 export async function loadPlan(file: string, options: LoadOptions): Promise<LoadResult> {
   const configFile = resolve(file);
   const diagnostics: Diagnostic[] = [];
-  const { source: root, bytes } = readSource(file, options.env, diagnostics);
+  const { source: root, bytes } = readSource(file, options.env, diagnostics, options.reload);
   const configSeen = new Map([[configFile, bytes ? hash(bytes) : 'missing'], ...(options.extraFiles ?? [])]);
   if (!root) return { plan: undefined, diagnostics, files: [...configSeen.keys()], seen: configSeen };
   const notConfig = asyncApiDocument(root, file);

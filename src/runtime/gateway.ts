@@ -194,7 +194,7 @@ export class Gateway {
         seen: vars.files,
       };
     }
-    return loadPlan(this.options.configFile, { registry: this.options.registry, env: vars?.env ?? this.options.env, overrides, extraFiles: vars?.files });
+    return loadPlan(this.options.configFile, { registry: this.options.registry, env: vars?.env ?? this.options.env, overrides, extraFiles: vars?.files, reload: this.plan !== undefined });
   }
 
   /** What is valid but probably not meant (a route feeding the topic it reads), once per config that takes effect. */

@@ -54,6 +54,8 @@ describe('hot reload (spec §6): following files', () => {
         publish(dir, undefined);
         symlinkSync('..data/gateway.yaml', join(dir, 'gateway.yaml'));
       },
+      // Named as a pod's command names it, relative to its working directory (the last -c counts).
+      args: ['-c', 'gateway.yaml'],
     });
     const client = await connect();
     assert.deepEqual(await roundTrip(client, 1), { v: 1 });
@@ -63,6 +65,17 @@ describe('hot reload (spec §6): following files', () => {
       await gw.waitForLog(reloaded, 10000, from);
       assert.deepEqual(await roundTrip(client, v), { v });
     }
+    // A ConfigMap that no longer has the key: the link dangles. Said as the edit it is, without
+    // the first start's advice to name the config with -c, which it was.
+    const from = gw.logs.length;
+    publish(gw.dir, undefined);
+    const rejected = await gw.waitForLog((l) => l.msg === 'reload rejected; the running config keeps serving', 10000, from);
+    assert.equal(rejected.diagnostic, 'gateway.yaml:1:1: cannot read config file: no such file (ENOENT)');
+    assert.deepEqual(await roundTrip(client, 4), { v: 3 });
+    const fixed = gw.logs.length;
+    publish(gw.dir, pipelineConfig('{"v": 5}'));
+    await gw.waitForLog(reloaded, 10000, fixed);
+    assert.deepEqual(await roundTrip(client, 5), { v: 5 });
   });
 
   it('applies each edit on its own while another file in the config directory is written all the time (a log beside it)', async () => {
