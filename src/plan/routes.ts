@@ -31,22 +31,36 @@ export function compileRoutes(
   /** broker + a group's consumer on its server (BrokerKind.sharedConsumer) → the first route reading through it. */
   const consumers = new Map<string, { route: string; topic: string }>();
   const unbound = new UnboundReads();
+  const written = (ctx.src.value as { routes?: unknown } | undefined)?.routes;
+  /** Says a second use of a route name; false when the name is new (now taken). */
+  const repeats = (name: string, at: PathPart[]): boolean => {
+    const first = names.get(name);
+    if (first === undefined) {
+      names.set(name, at[1] as number);
+      return false;
+    }
+    // Where the first is written, not its index: with fragments merged in, an index counts routes of other files.
+    const { line } = ctx.src.locate(['routes', first, 'name'], 'value');
+    const firstFile = ctx.fileOf(['routes', first]);
+    const where = firstFile === ctx.fileOf(at) ? `line ${line}` : `${firstFile}:${line}`;
+    ctx.report([...at, 'name'], 'EG_CONFIG_CONFLICT', `route name '${name}' is already used by the route at ${where}; route names must be unique`);
+    return true;
+  };
   raws.forEach((raw, i) => {
-    if (raw === undefined) return; // left out: invalid itself
     const at: PathPart[] = ['routes', i];
-    const first = names.get(raw.name);
-    if (first !== undefined) {
-      // Where the first is written, not its index: with fragments merged in, an index counts routes of other files.
-      const { line } = ctx.src.locate(['routes', first, 'name'], 'value');
-      const firstFile = ctx.fileOf(['routes', first]);
-      const where = firstFile === ctx.fileOf(at) ? `line ${line}` : `${firstFile}:${line}`;
-      ctx.report([...at, 'name'], 'EG_CONFIG_CONFLICT', `route name '${raw.name}' is already used by the route at ${where}; route names must be unique`);
+    if (raw === undefined) {
+      // Left out for a schema error of its own: its name, as written, still takes or repeats one,
+      // so a later route of that name is said in the same pass (spec-checklist 2124).
+      const name = Array.isArray(written) ? (written[i] as { name?: unknown } | null | undefined)?.name : undefined;
+      if (typeof name === 'string') repeats(name, at);
+      return;
+    }
+    if (repeats(raw.name, at)) {
       // Its own problems too, in the same pass (1913). It claims no path or group: the renaming
       // that fixes it may well be a copy's, whose path or group is about to change too.
       compileRoute(ctx, steps, raw, at, brokers, listeners, chains, unbound);
       return;
     }
-    names.set(raw.name, i);
     // A route with a problem elsewhere (a broken step, an unknown broker) still claims its path
     // when that is sound, so a second route on it is reported in the same pass (spec-checklist 663).
     const claim: RouteClaim = {};

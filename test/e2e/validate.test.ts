@@ -1384,6 +1384,35 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       ]);
     });
 
+    // A route left out for a schema error of its own still holds its name: the later route of that
+    // name is said in the same pass, not once the first is fixed (spec-checklist 2124).
+    it('points at the second use of a route name whose first use has a schema error', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(
+          ...base,
+          'routes:',
+          '  - name: in',
+          '    from: { listener: api, path: /a }',
+          '    to: { broker: local, topic: t }',
+          '    retries: many',
+          '  - name: in',
+          '    from: { listener: api, path: /b }',
+          '    to: { broker: local, topic: t }',
+          '  - name: in',
+          '    from: { listener: api, path: /c }',
+          '    to: { broker: local, topic: t }',
+          '    retries: 3',
+        ),
+      });
+      // The third, left out too, is said as a repeat as well.
+      assertProblems(r, [
+        ['gateway.yaml:16:5', /unknown key 'retries' in routes\[0\]/],
+        ['gateway.yaml:17:11', /route name 'in' is already used by the route at line 13; route names must be unique/],
+        ['gateway.yaml:20:11', /route name 'in' is already used by the route at line 13; route names must be unique/],
+        ['gateway.yaml:23:5', /unknown key 'retries' in routes\[2\]/],
+      ]);
+    });
+
     it('points at a second route on the same listener path', async () => {
       const r = await validate({
         'gateway.yaml': yaml(
