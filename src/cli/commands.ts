@@ -1,6 +1,6 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
-import { formatDiagnostic } from '../config/diagnostics.js';
+import { configUnreadable, formatDiagnostic } from '../config/diagnostics.js';
 import { buildConfigSchema } from '../config/schema.js';
 import { redact } from '../config/secrets.js';
 import { didYouMean } from '../config/suggest.js';
@@ -231,7 +231,8 @@ async function run(file: string, env: Env, varsFiles: readonly string[]): Promis
   releaseAfterStart();
   if (!loaded.plan) {
     loaded.diagnostics = redact(loaded.diagnostics, loaded.secrets ?? new Set());
-    for (const d of loaded.diagnostics) logger.error({ diagnostic: formatDiagnostic(d), code: d.code }, 'config is invalid');
+    const problem = configUnreadable(loaded.diagnostics) ? 'cannot read the config file' : 'config is invalid';
+    for (const d of loaded.diagnostics) logger.error({ diagnostic: formatDiagnostic(d), code: d.code }, problem);
     for (const d of loaded.diagnostics) process.stderr.write(`${formatDiagnostic(d)}\n`);
     if (loaded.diagnostics.length === 0) {
       // A valid config that could not be put in place (a port taken): the log says why, as stderr does.

@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { basename, dirname, extname, join, resolve } from 'node:path';
-import { formatDiagnostic, formatPath, type Diagnostic } from '../config/diagnostics.js';
+import { configUnreadable, formatDiagnostic, formatPath, type Diagnostic } from '../config/diagnostics.js';
 import { DEFAULT_CONFIG_FILE, readSource, type Env } from '../config/source.js';
 import { didYouMean } from '../config/suggest.js';
 import { defaultRegistry } from '../kinds/index.js';
@@ -87,7 +87,7 @@ export async function testCommand(config: string | undefined, testFiles: string[
     const configFile = config ?? DEFAULT_CONFIG_FILE;
     const unreadable: Diagnostic[] = [];
     if (!existsSync(configFile)) readSource(configFile, env, unreadable);
-    if (unreadable.length > 0) return usageError(unreadable, [`eventgate: the config ${configFile} is invalid, so its tests cannot run:`]);
+    if (unreadable.length > 0) return usageError(unreadable);
     return cannotRun([`eventgate: no tests: name test files, or put them in ${files[0]} (beside the config)`]);
   }
   const problems: Diagnostic[] = [];
@@ -117,7 +117,9 @@ export async function testCommand(config: string | undefined, testFiles: string[
       // The config validator is loaded: the tests' expressions may run long enough to want TurboFan.
       releaseAfterStart();
       plans.set(resolve(file), load);
-      if (!load.plan) cannot.push(`eventgate: the config ${file} is invalid, so its tests cannot run:`, ...load.diagnostics.map(formatDiagnostic));
+      // A file that cannot be read is said alone, as `validate` and `run` say it: nothing in it is invalid.
+      if (!load.plan && !configUnreadable(load.diagnostics)) cannot.push(`eventgate: the config ${file} is invalid, so its tests cannot run:`);
+      if (!load.plan) cannot.push(...load.diagnostics.map(formatDiagnostic));
     }
     if (!load.plan) continue;
     const unknown = unknownRoutes(t, load.plan, file);

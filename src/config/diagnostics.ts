@@ -27,3 +27,11 @@ export function formatPath(path: readonly (string | number)[]): string {
 export function escapeControls(text: string): string {
   return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
+
+/**
+ * The config file itself could not be read (missing, a directory, no permission): nothing in it
+ * is invalid, so the CLI says that line alone rather than "the config is invalid" (spec-checklist 2108).
+ */
+export function configUnreadable(diagnostics: readonly Diagnostic[]): boolean {
+  return diagnostics.length === 1 && diagnostics[0]!.code === 'EG_CONFIG_FILE' && diagnostics[0]!.path === '';
+}

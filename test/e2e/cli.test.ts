@@ -98,6 +98,15 @@ describe('eventgate run: a first load that fails (spec §1)', () => {
     const r = await runCli(['run', '-c', 'missing.yaml'], { cwd: dir });
     assert.equal(r.code, 1);
     assert.match(r.stderr, /missing\.yaml:1:1: cannot read config file: no such file \(ENOENT\)/);
+    // Logged as what it is, as `validate` and `test` say it: a file that cannot be read, not an invalid config (2108).
+    const logged = r.stdout
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { level: string; msg: string; diagnostic?: string });
+    assert.deepEqual(
+      logged.filter((l) => l.level === 'error').map((l) => [l.msg, l.diagnostic]),
+      [['cannot read the config file', 'missing.yaml:1:1: cannot read config file: no such file (ENOENT)']],
+    );
     // Without -c, in a directory without ./gateway.yaml (a newcomer's `npx eventgate run`): how to name one.
     const unnamed = await runCli(['validate'], { cwd: dir });
     assert.equal(unnamed.code, 1);

@@ -553,12 +553,13 @@ describe('eventgate test', () => {
     const none = await runCliInProcess(['test', '-c', 'gateway.yaml'], { cwd: tempFiles({ 'gateway.yaml': config }) });
     assert.equal(none.code, 2);
     assert.match(none.stderr, /no tests: name test files, or put them in gateway\.tests\.yaml/);
-    // A -c naming no file (a typo) is said as such, not as a config without tests beside it.
+    // A -c naming no file (a typo) is said as such, not as a config without tests beside it, and
+    // alone, as `validate` and `run` say it: nothing in a file that cannot be read is invalid (2108).
     const mistyped = await runCliInProcess(['test', '-c', 'gatway.yaml'], { cwd: tempFiles({ 'gateway.yaml': config }) });
-    assert.deepEqual(
-      [mistyped.code, mistyped.stderr],
-      [2, 'eventgate: the config gatway.yaml is invalid, so its tests cannot run:\ngatway.yaml:1:1: cannot read config file: no such file (ENOENT)\n'],
-    );
+    assert.deepEqual([mistyped.code, mistyped.stderr], [2, 'gatway.yaml:1:1: cannot read config file: no such file (ENOENT)\n']);
+    // The same with a test file named (the config read to run it).
+    const named = await runCliInProcess(['test', '-c', 'gatway.yaml', 'orders.tests.yaml'], { cwd: tempFiles({ 'orders.tests.yaml': 'tests: []\n' }) });
+    assert.deepEqual([named.code, named.stderr], [2, 'gatway.yaml:1:1: cannot read config file: no such file (ENOENT)\n']);
 
     const unknownRoute = await runCliInProcess(['test', 'orders.tests.yaml', 'more.tests.yaml'], {
       cwd: tempFiles({
