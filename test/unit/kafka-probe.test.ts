@@ -56,4 +56,17 @@ describe('kafka health probe: asking the other brokers', () => {
       await broker.stop();
     }
   });
+
+  it('closes the asks in flight at stop, not when their request timeout ends (2103)', async () => {
+    // A request timeout (ackTimeoutMs) of a minute: each ask, unanswered, would hold its socket that long.
+    const addresses = servers.map((s) => `127.0.0.1:${(s.address() as AddressInfo).port}`);
+    const settings = kafkaSettings(addresses.join(','), { ackTimeoutMs: 60000 }, { connectionTimeoutMs: 500 });
+    const broker = new KafkaBroker('silent', settings, { logger: createLogger('silent') });
+    const asking = (broker as unknown as { anyBrokerAnswers(): Promise<boolean> }).anyBrokerAnswers();
+    await eventually(() => assert.deepEqual(open, [1, 1, 1, 1], 'each server holds an ask'), 10000);
+    await broker.stop();
+    // Every server sees its connection end (an ask left alone would hold it a minute), and the asks settle.
+    await eventually(() => assert.deepEqual(open, [0, 0, 0, 0], 'no connection left after stop'), 10000);
+    assert.equal(await asking, false);
+  });
 });

@@ -5,7 +5,7 @@ import type { Delivery, Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerSpanFacts, BrokerTelemetry, ConsumerLag, Health, Retained, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { KAFKA_PORTS, serverAddressOf } from '../server-url.js';
 import type { KafkaSettings } from '../kafka.js';
-import { clientConfig } from './clients.js';
+import { clientConfig, HeldSockets } from './clients.js';
 import { sleep } from '../../../core/within.js';
 import { RecordProducer } from './producer.js';
 import { RetainedReader } from './replay.js';
@@ -41,6 +41,9 @@ export class KafkaBroker implements BrokerRuntime {
   private readonly base: KafkaConfig;
   private state: { ready: boolean; detail: string } = { ready: false, detail: 'connecting' };
   private readonly firstConnection = new FirstConnection();
+  /** The sockets of the probe's client and of its asks (anyBrokerAnswers), closed at stop: a stopped broker holds none (spec-checklist 2103). */
+  private readonly probeSockets = new HeldSockets();
+  private readonly askSockets = new HeldSockets();
   private probeTimer: NodeJS.Timeout | undefined;
   private probing: Promise<void> | undefined;
   private stopped = false;
@@ -77,7 +80,7 @@ export class KafkaBroker implements BrokerRuntime {
   }
 
   private newAdmin(): Admin {
-    return new Kafka({ ...this.base, requestTimeout: this.adminTimeoutMs, retry: { retries: 0 } }).admin({ retry: { retries: 0 } });
+    return new Kafka({ ...this.base, requestTimeout: this.adminTimeoutMs, retry: { retries: 0 }, socketFactory: this.probeSockets.factory }).admin({ retry: { retries: 0 } });
   }
 
   /** Never fails: an unreachable cluster makes the broker not ready, and it keeps trying. */
@@ -98,8 +101,11 @@ export class KafkaBroker implements BrokerRuntime {
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.probeTimer);
+    // An ask waiting on a silent server would hold its socket up to the request timeout: its answer no longer matters.
+    this.askSockets.closeAll('the broker is stopping');
     await Promise.allSettled([...this.subscriptions].map((s) => s.stop()));
-    const admin = Promise.race([this.admin.disconnect().catch(() => undefined), sleep(this.settings.connectionTimeoutMs)]);
+    // The probe's client is let go gracefully, within a bound; what it still holds then (a request in flight) is cut.
+    const admin = Promise.race([this.admin.disconnect().catch(() => undefined), sleep(this.settings.connectionTimeoutMs)]).then(() => this.probeSockets.closeAll('the broker is stopping'));
     await Promise.all([this.producer.stop(), admin, this.retainedReader.stop()]);
   }
 
@@ -239,7 +245,9 @@ export class KafkaBroker implements BrokerRuntime {
   }
 
   private async brokerAnswers(address: string): Promise<boolean> {
-    const one = new Kafka({ ...this.base, brokers: [address], requestTimeout: this.adminTimeoutMs, retry: { retries: 0 } }).admin({ retry: { retries: 0 } });
+    const one = new Kafka({ ...this.base, brokers: [address], requestTimeout: this.adminTimeoutMs, retry: { retries: 0 }, socketFactory: this.askSockets.factory }).admin({
+      retry: { retries: 0 },
+    });
     try {
       await one.connect();
       return true;
