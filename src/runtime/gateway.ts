@@ -309,7 +309,11 @@ export class Gateway {
             drainMs,
           )
         : undefined;
-      if (restore && restore.result !== 'applied') {
+      if (restore?.result === 'rejected' && restore.shuttingDown) {
+        // A shutdown began: what the failed reload stopped would only be stopped again (spec-checklist 1984).
+        reason += '; the gateway is shutting down, so the running config is not restored';
+        this.logger.info({ lost: outcome.lost }, "stopping: the failed reload's components are not restored");
+      } else if (restore && restore.result !== 'applied') {
         reason += `; restoring the running config failed too: ${restore.reason}`;
         this.logger.error({ err: restore.reason, lost: outcome.lost }, 'could not restore the components the failed reload had stopped');
       }

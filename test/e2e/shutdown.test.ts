@@ -13,7 +13,7 @@ import { post, WsClient } from '../helpers/clients.js';
 import { eventually, type RunningGateway, useGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
 import { makeCertificates } from '../helpers/certificates.js';
-import { freePort } from '../helpers/ports.js';
+import { freePort, holdPort } from '../helpers/ports.js';
 import { scrape } from '../helpers/prometheus.js';
 import { idleConnection, parseReply, rawPost } from '../helpers/raw-http.js';
 import { openStream } from '../helpers/sse.js';
@@ -634,6 +634,53 @@ routes:
     assert.equal(body.detail, 'listener replaced by a reload; the request did not finish within drainTimeoutMs (300 ms): its body had not all arrived, so nothing of it was published');
     const s = await scrape(g.adminUrl);
     assert.equal(s.value('eventgate_http_requests_total', { listener: 'api', status: '503' }), 1);
+  });
+
+  // A reload moving the listener to a socket another process holds part of is rolled back, and what
+  // it stopped is restored, except when a shutdown began meanwhile: then nothing needs restoring,
+  // and that is no error (spec-checklist 1984).
+  it('on SIGTERM while a reload that will roll back waits for its old listener, says at info that nothing is restored, and exits 0', async () => {
+    const port = await freePort('127.0.0.1');
+    const on = (host: string) => `
+version: 1
+admin: { port: 0, drainTimeoutMs: 5000 }
+brokers:
+  local: { kind: memory }
+listeners:
+  api: { kind: http, port: ${port}, host: ${host} }
+routes:
+  - name: in
+    from: { listener: api, path: /in }
+    to: { broker: local, topic: t }
+`;
+    const g = await gw.start(on('127.0.0.1'));
+    const holder = await holdPort('127.0.0.2', port);
+    try {
+      const stuck = slowPost(g.url('api', '/in'), 1);
+      await waitInFlight(g, 1);
+      const from = g.logs.length;
+      // 0.0.0.0:<port> cannot bind beside the holder: the old socket is closed first, then the reload waits for the request in flight.
+      g.write('gateway.yaml', on('0.0.0.0'));
+      await eventually(
+        () =>
+          new Promise<void>((resolve, reject) => {
+            const c = connect(port, '127.0.0.1');
+            c.on('connect', () => (c.destroy(), reject(new Error('the old listener still accepts'))));
+            c.on('error', () => resolve());
+          }),
+        10000,
+      );
+      const exited = g.stop('SIGTERM');
+      await g.waitForLog((l) => l.msg === 'shutting down: draining', 10000, from);
+      stuck.finish();
+      assert.equal((await stuck.reply).status, 200);
+      assert.deepEqual(await exited, { code: 0, signal: null });
+      const notRestored = g.logs.slice(from).find((l) => l.msg === "stopping: the failed reload's components are not restored");
+      assert.equal(notRestored?.level, 'info', said(g.logs, from));
+      assert.ok(!g.logs.slice(from).some((l) => l.msg === 'could not restore the components the failed reload had stopped'), said(g.logs, from));
+    } finally {
+      await holder.release();
+    }
   });
 
   it('keeps draining through a repeated SIGTERM: the request in flight gets 200, the exit is 0', async () => {
