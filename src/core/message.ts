@@ -11,6 +11,8 @@ export interface Message {
   timestamp: number;
   /** The record's bytes, when the message was read from a broker that has them (see OriginalRecord). */
   [ORIGINAL]?: OriginalRecord;
+  /** Set on an HTTP request refused from its head: its body was never read, so `value` stands for nothing. */
+  [BODY_NOT_READ]?: true;
 }
 
 /**
@@ -28,6 +30,17 @@ export function offsetText(n: number): string {
  * carry it along, while JSON, logs, the tap and expressions never see it.
  */
 export const ORIGINAL: unique symbol = Symbol('eventgate.original');
+
+/** Marks a request's message made from its head alone (judged by auth before its body was read). */
+export const BODY_NOT_READ: unique symbol = Symbol('eventgate.bodyNotRead');
+
+/**
+ * The value as the tap and `log.payloads` show it: a request refused from its head has none, and
+ * says so (`bodyNotRead`), rather than a `null` a client could have sent (spec-checklist 1849).
+ */
+export function shownValue(m: Message): { value: unknown } | { bodyNotRead: true } {
+  return m[BODY_NOT_READ] ? { bodyNotRead: true } : { value: m.value };
+}
 
 /**
  * A consumed record as it was on the wire, and what the message was made of it. A field of the

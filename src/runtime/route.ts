@@ -34,7 +34,7 @@ import { askedSubscription, renamedForward } from '../plan/subscription.js';
 import { RouteStats } from '../telemetry/metrics.js';
 import { redact } from '../config/secrets.js';
 import type { TapChannel } from '../telemetry/tap.js';
-import { headersWith, hugeNumberAt, hugeNumberText, newHeaders, type Delivery, type Message, type MessageContext, type RequestMeta } from '../core/message.js';
+import { BODY_NOT_READ, headersWith, hugeNumberAt, hugeNumberText, newHeaders, shownValue, type Delivery, type Message, type MessageContext, type RequestMeta } from '../core/message.js';
 import { isStop, type Outcome } from '../core/outcome.js';
 import { Backoff, pause } from '../core/backoff.js';
 import { deadletterMessage, type DeadletterCause } from '../core/deadletter.js';
@@ -643,7 +643,9 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   private observable(m: Message): Message {
     const clean = this.withoutCredentials(m);
     const secrets = this.deps.redaction?.secrets;
-    return secrets && secrets.size > 0 ? redact(clean, secrets) : clean;
+    const shown = secrets && secrets.size > 0 ? redact(clean, secrets) : clean;
+    // redact copies the entries only: the mark of a message made from a request's head is carried by hand.
+    return m[BODY_NOT_READ] && !shown[BODY_NOT_READ] ? { ...shown, [BODY_NOT_READ]: true } : shown;
   }
 
   /** What a dead-letter topic receives: the message without credential headers (the auth step may not have run yet). */
@@ -692,7 +694,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       if (p.errors) line.errors = p.errors;
     }
     if (msg.topic !== null) Object.assign(line, { topic: msg.topic, partition: msg.partition, offset: msg.offset });
-    if (this.deps.logOptions?.payloads) line.message = { key: msg.key, headers: msg.headers, value: msg.value };
+    if (this.deps.logOptions?.payloads) line.message = { key: msg.key, headers: msg.headers, ...shownValue(msg) };
     logger[level](
       line,
       lost

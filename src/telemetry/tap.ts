@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import type * as Ws from 'ws';
 import type { WebSocket } from 'ws';
 import { bundled } from '../core/bundled.js';
-import type { Message } from '../core/message.js';
+import { shownValue, type Message } from '../core/message.js';
 import type { Outcome } from '../core/outcome.js';
 
 const { WebSocketServer } = bundled<typeof Ws>('ws');
@@ -160,7 +160,7 @@ function tapFrame(event: Record<string, unknown>): string {
 }
 
 function view(m: Message): Record<string, unknown> {
-  return { key: m.key, headers: m.headers, value: m.value, topic: m.topic, partition: m.partition, offset: m.offset, timestamp: m.timestamp };
+  return { key: m.key, headers: m.headers, ...shownValue(m), topic: m.topic, partition: m.partition, offset: m.offset, timestamp: m.timestamp };
 }
 
 /** Every route's tap channel, owned by the gateway so channels outlive admin server restarts and route rebuilds. */

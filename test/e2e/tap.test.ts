@@ -6,6 +6,7 @@ import { rawHttp } from '../helpers/raw-http.js';
 import { fetch } from '../helpers/http.js';
 
 const TOKEN = 'tap-token-1234';
+const KEY = 'tap-key-5678-90ab-cdef';
 const SCHEMA = '{ type: object, required: [qty], properties: { qty: { type: integer, minimum: 1 } } }';
 
 const config = (tap: string, extraRoute = true) => `
@@ -38,6 +39,11 @@ routes:
     from: { broker: local, topic: hooked }
     to: { http: { url: 'http://127.0.0.1:1/refused', retry: { attempts: 1 } } }
     deadletter: { broker: local, topic: hook-dlq }
+  - name: keyed
+    from: { listener: api, path: /keyed }
+    through:
+      - auth: { apiKey: { keys: { alice: ${KEY} } } }
+    to: { broker: local, topic: keyed }
 ${
   extraRoute
     ? `  - name: busy
@@ -126,6 +132,24 @@ describe('live tap (GET /admin/tap?route=...)', () => {
     assert.equal(invalid.status, 400);
     assert.deepEqual(invalid.errors, ['/qty: must be >= 1']);
     assert.equal(invalid.problem.code, 'EG_INVALID_MESSAGE');
+    tap.close();
+  });
+
+  // Refused from its head (auth before the body is read), a request has no value to show: the
+  // frame says its body was not read, not `value: null`, which a client may send (spec-checklist 1849).
+  it('shows a request refused from its head without a value, saying its body was not read', async () => {
+    const tap = await openTap('keyed');
+    assert.equal((await post(gw.url('api', '/keyed'), { qty: 1 })).status, 401);
+    assert.equal((await post(gw.url('api', '/keyed'), null, { 'x-api-key': KEY })).status, 200);
+    const refused = await tap.next();
+    assert.deepEqual([refused.outcome, refused.status, refused.problem.code], ['rejected', 401, 'EG_UNAUTHORIZED']);
+    assert.ok(!('value' in refused.message), JSON.stringify(refused.message));
+    assert.equal(refused.message.bodyNotRead, true);
+    // A body of `null` that was read is shown as the value it is.
+    const delivered = await tap.next();
+    assert.equal(delivered.outcome, 'delivered');
+    assert.ok('value' in delivered.message && delivered.message.value === null, JSON.stringify(delivered.message));
+    assert.ok(!('bodyNotRead' in delivered.message));
     tap.close();
   });
 

@@ -5,7 +5,7 @@
  * route sees exactly what the running listener would hand the route.
  */
 import { problem, type Problem } from '../../core/errors.js';
-import { isJsonMedia, newHeaders, type Message, type MessageContext } from '../../core/message.js';
+import { BODY_NOT_READ, isJsonMedia, newHeaders, type Message, type MessageContext } from '../../core/message.js';
 import type { Outcome } from '../../core/outcome.js';
 import { decodeBinary, decodeStructured, structuredProblem, type HttpMode } from '../../codecs/cloudevents.js';
 
@@ -246,4 +246,9 @@ export async function handleBatch(route: { handle(msg: Message, ctx: MessageCont
 /** A message from a request: no key, no position. */
 export function requestMessage(value: unknown, headers: Record<string, string>): Message {
   return { value, key: null, headers, topic: null, partition: null, offset: null, timestamp: Date.now() };
+}
+
+/** A request's message from its head alone, for an auth that judges it before its body is read. */
+export function headMessage(headers: Record<string, string>): Message {
+  return { ...requestMessage(null, headers), [BODY_NOT_READ]: true };
 }

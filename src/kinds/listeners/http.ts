@@ -31,7 +31,7 @@ import {
 import { defineListener, kindOptions, Type, type Static } from '../define.js';
 import { boundAddress, listen } from './bind.js';
 import { decodeBatch, httpMode } from '../../codecs/cloudevents.js';
-import { conflictingContentTypes, decodeEvent, forwardedHeaders, handleBatch, refusedMediaType, requestMessage } from './http-request.js';
+import { conflictingContentTypes, decodeEvent, forwardedHeaders, handleBatch, headMessage, refusedMediaType, requestMessage } from './http-request.js';
 import type { Admission, Gate, ReplaySource, Target } from '../contracts.js';
 import { SSE_DEFAULTS, STREAM_HEADERS, SseStreams, wantsEventStream, type SseFormat } from './sse.js';
 import { bundled } from '../../core/bundled.js';
@@ -543,7 +543,7 @@ export class HttpListener implements ListenerRuntime {
     // judged: a client without credentials gets its 401 before anything of its body is read or
     // judged (its type, coding, size, JSON), and no second verification when the chain runs. On a
     // route whose chain begins otherwise admitHead is absent, and nothing of this is built.
-    const admitted = route.admitHead?.(request, () => requestMessage(null, forwardedHeaders(req.headers, req.rawHeaders)));
+    const admitted = route.admitHead?.(request, () => headMessage(forwardedHeaders(req.headers, req.rawHeaders)));
     if (admitted === undefined) return this.serveBody(req, res, route, params, request);
     admitted.then(
       (refusal) => {
