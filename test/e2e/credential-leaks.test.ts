@@ -31,6 +31,11 @@ routes:
       - headers: { set: { x-upstream: '"${'$'}{UPSTREAM}"' } }
     to: { broker: local, topic: sensors }
     deadletter: { broker: local, topic: sensors-dlq }
+  - name: sensors-head
+    from: { listener: api, path: /sensors-head }
+    through:
+      - auth: { apiKey: { header: x-sensor-key, keys: { fleet: "${KEY}" } } }
+    to: { broker: local, topic: sensors }
   - name: dlq-out
     from: { broker: local, topic: sensors-dlq }
     to: { listener: push, path: /dlq, format: envelope }
@@ -70,6 +75,11 @@ describe('credentials never reach an observer', () => {
       lines.every((l) => (l as any).message !== undefined),
       'payloads are logged',
     );
+    // Refused from its head (its auth comes first), a request's body was never read: the line says so, with no value (spec-checklist 1849).
+    assert.equal((await post(gw.url('api', '/sensors-head'), { n: 1 }, { 'x-sensor-key': `${KEY}-nope` })).status, 401);
+    const head = (await gw.waitForLog((l) => l.msg === 'message rejected' && l.route === 'sensors-head', 10000, from)) as unknown as { message: Record<string, unknown> };
+    assert.equal(head.message.bodyNotRead, true, JSON.stringify(head.message));
+    assert.ok(!('value' in head.message), JSON.stringify(head.message));
     const text = JSON.stringify(gw.logs.slice(from));
     assert.ok(!text.includes(KEY), `no key in the log: ${text}`);
   });
