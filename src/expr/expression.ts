@@ -479,7 +479,7 @@ function describeFailure(e: JsonataError, limits: ExpressionLimits): string {
   // JSONata's wrapper writes the inner message as JSON, in its own words for the time box and depth.
   const inner = (e as { error?: JsonataError }).error;
   if (e.code === 'D3121' && inner) return `the text given to $eval failed: ${describeFailure(inner, limits)}`;
-  if (e.code === 'D3120' && inner) return `the text given to $eval does not compile: ${inner.message ?? String(inner)}`;
+  if (e.code === 'D3120' && inner) return `the text given to $eval does not compile: ${outOfStack(inner) ? TOO_DEEP : (inner.message ?? String(inner))}`;
   if (e.code === 'D1012') return `expression ran longer than ${limits.timeoutMs} ms and was stopped`;
   if (e.code === 'D1011') return `expression recursed deeper than ${limits.maxDepth} levels and was stopped`;
   // JSONata writes the number into its message as JSON does, so Infinity read "Number out of range: null".

@@ -309,6 +309,11 @@ describe('$eval', () => {
     assert.equal(await failure('($f := function($n){ $f($n + 1) }; $f(1))'), 'the text given to $eval failed: expression ran longer than 100 ms and was stopped');
     assert.equal(await failure('$error("no")'), 'the text given to $eval failed: no');
     assert.equal(await failure('$eval("(")'), 'the text given to $eval does not compile: Expected ")" before end of expression');
+    // A client's text nested past JavaScript's stack: said as such a config expression is, not in V8's words.
+    assert.equal(
+      await failure(`${'('.repeat(20_000)}1${')'.repeat(20_000)}`),
+      'the text given to $eval does not compile: the expression nests too deeply to be read (JavaScript ran out of stack): write it flatter, or bind parts to variables with :=',
+    );
   });
 });
 
