@@ -11,7 +11,7 @@
  */
 
 import { BUILTIN_SIGNATURES } from './functions.js';
-import { type AstNode, builtIn, isOwnValue, type JsonataFactory, type LiteralProblem, literalStart } from './checked-functions.js';
+import { type AstNode, type BuiltIn, builtIn, isOwnValue, type JsonataFactory, type LiteralProblem, literalStart } from './checked-functions.js';
 
 /** An argument whose value the expression does not write out: one of each type JSONata tells apart (`m` for no value). */
 const ANY_VALUE: readonly unknown[] = ['', 0, false, null, [], {}, () => undefined, undefined];
@@ -162,4 +162,81 @@ export function literalArgumentTypeProblem(jsonata: JsonataFactory, source: stri
   };
   walk(ast);
   return found.sort((a, b) => a.index - b.index)[0];
+}
+
+/** A JSONata function value, as `registerFunction` binds one. */
+interface FunctionValue {
+  _jsonata_function: true;
+  implementation: BuiltIn['implementation'];
+  signature: NonNullable<BuiltIn['signature']>;
+}
+
+/** "a number", "no value" (a path that matched nothing). */
+function describedValue(value: unknown): string {
+  return value === undefined ? 'no value' : article(typeOf(value));
+}
+
+/**
+ * `name` with a signature check whose refusals name the argument the message got wrong. JSONata
+ * counts from the wrong end when a `-` argument (left to the context) shifts the others:
+ * `$substring(id, 0, 3)` of a number id failed with "Argument 3 of function substring does not
+ * match function signature", `$fromMillis(ts)` of a string ts with "Context value is not a
+ * compatible type with argument 1", `$pad(n, 5)` of a number "Argument 2". The argument is the
+ * first one that, given a value of another type, makes the call pass; when none does alone, JSONata's
+ * words stand. T0412 (an array's items) already names its argument.
+ */
+export function withArgumentRefusals(name: string, implementation: BuiltIn['implementation'], signature: NonNullable<BuiltIn['signature']>): FunctionValue {
+  const passes = (args: unknown[], context: unknown): boolean => {
+    try {
+      signature.validate(args, context);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const refusedArgument = (args: unknown[], context: unknown): number | undefined => {
+    for (let i = 0; i < args.length; i++) {
+      const tried = [...args];
+      for (const v of ANY_VALUE) {
+        if (typeOf(v) === typeOf(args[i])) continue;
+        tried[i] = v;
+        if (passes(tried, context)) return i;
+      }
+    }
+    return undefined;
+  };
+  return {
+    _jsonata_function: true,
+    implementation,
+    signature: {
+      definition: signature.definition,
+      validate(args, context) {
+        try {
+          return signature.validate(args, context);
+        } catch (err) {
+          const code = (err as { code?: string }).code;
+          const i = code === 'T0410' || code === 'T0411' ? refusedArgument(args, context) : undefined;
+          // JSONata writes its own text over the message of its codes: describeFailure says this one.
+          if (i !== undefined)
+            (err as { refusedArgument?: string }).refusedArgument = `$${name} does not take ${describedValue(args[i])} as argument ${i + 1} (its signature is ${signature.definition})`;
+          throw err;
+        }
+      },
+    },
+  };
+}
+
+/** The built-in functions `ast` calls by name, but for those it binds itself (`rebound`). */
+export function calledBuiltIns(ast: unknown, rebound: ReadonlySet<string>): Set<string> {
+  const names = new Set<string>();
+  const walk = (node: unknown): void => {
+    if (Array.isArray(node)) return node.forEach(walk);
+    if (node === null || typeof node !== 'object') return;
+    const n = node as AstNode;
+    const procedure = n.type === 'function' ? n.procedure : undefined;
+    if (procedure?.type === 'variable' && Object.hasOwn(BUILTIN_SIGNATURES, procedure.value as string) && !rebound.has(procedure.value as string)) names.add(procedure.value as string);
+    for (const v of Object.values(n)) if (v !== null && typeof v === 'object') walk(v);
+  };
+  walk(ast);
+  return names;
 }

@@ -2,8 +2,8 @@ import { createRequire } from 'node:module';
 import type jsonataModule from 'jsonata';
 import { compileFastPath, FALLBACK } from './fast-path.js';
 import { boundNames, SIFT_NEEDS_FUNCTION, siftWithoutFunction, unknownFunctionCalls, unknownVariables, type VariableRead, variableReads, wrongArgumentCounts } from './functions.js';
-import { literalArgumentTypeProblem } from './argument-types.js';
-import { type AstNode, CHECKED_SIGNATURES, checkedFunctions, isOwnValue, literalCallProblems, literalStart } from './checked-functions.js';
+import { calledBuiltIns, literalArgumentTypeProblem, withArgumentRefusals } from './argument-types.js';
+import { type AstNode, type BuiltIn, builtIn, CHECKED_SIGNATURES, checkedFunctions, isOwnValue, literalCallProblems, literalStart } from './checked-functions.js';
 import { EVAL_SIGNATURE, evalOnce } from './eval-once.js';
 import { type InputField, inputFields } from './input-fields.js';
 import { compileLinear, DEFAULT_MAX_REGEX_INPUT, linearRegexEngine, regexLiterals } from './regex.js';
@@ -199,20 +199,29 @@ function compileChecked(source: string, limits: ExpressionLimits, origin: Expres
   // read the AST as JSONata wrote it; an expression without `..` or `$eval` is left as it was.
   const ranges = boundRanges(compiled.ast());
   // `&` reads bytes as base64, as $string does (bytes-text.ts); after the fast path, which leaves bytes to JSONata.
-  const concats = concatOperandsToText(compiled.ast(), boundNames(compiled.ast(), []));
+  const bound = boundNames(compiled.ast(), []);
+  const concats = concatOperandsToText(compiled.ast(), bound);
   const evals = namesEval(compiled.ast());
   if (ranges || evals) compiled.registerFunction(RANGE_FUNCTION, boundedRange(maxResultBytes));
   if (concats || evals) compiled.registerFunction(TEXT_FUNCTION, textOf);
   const entry = yieldingEntry(limits.timeoutMs);
   // `$eval` parses its text when it runs: its ranges and `&`s are changed as each node is entered.
   compiled.assign(EVALUATE_ENTRY as unknown as string, evals ? (expr: object, input: unknown, env: { base: object }) => (rangeToCall(expr), concatToText(expr), entry(expr, input, env)) : entry);
-  compiled.registerFunction('pad', boundedPad(maxResultBytes), '<s-ns?:s>');
+  const pad = boundedPad(maxResultBytes) as BuiltIn['implementation'];
+  compiled.registerFunction('pad', pad, '<s-ns?:s>');
   compiled.registerFunction('string', stringWithBytes, '<x-b?:s>');
   checkedNow ??= checkedFunctions(jsonata);
   compiled.registerFunction('fromMillis', checkedNow.fromMillis, CHECKED_SIGNATURES.fromMillis);
   compiled.registerFunction('formatNumber', checkedNow.formatNumber, CHECKED_SIGNATURES.formatNumber);
   compiled.registerFunction('now', checkedNow.now, CHECKED_SIGNATURES.now);
   if (evals) compiled.registerFunction('eval', (ownEval ??= evalOnce(jsonata)), EVAL_SIGNATURE);
+  // The built-ins it calls name the argument a message got wrong (argument-types.ts). The gateway's
+  // own above have JSONata's signatures, so theirs are JSONata's too.
+  const own: Record<string, BuiltIn['implementation']> = { pad, string: stringWithBytes as BuiltIn['implementation'], ...checkedNow, ...(evals ? { eval: ownEval! } : {}) };
+  for (const name of calledBuiltIns(compiled.ast(), bound)) {
+    const { implementation, signature } = builtIn(jsonata, name);
+    if (signature) compiled.assign(name, withArgumentRefusals(name, own[name] ?? implementation, signature));
+  }
   const failedAt = failurePlaces(source, origin);
   const where = failedAt(undefined);
   return {
@@ -480,6 +489,8 @@ function describeFailure(e: JsonataError, limits: ExpressionLimits): string {
   const inner = (e as { error?: JsonataError }).error;
   if (e.code === 'D3121' && inner) return `the text given to $eval failed: ${describeFailure(inner, limits)}`;
   if (e.code === 'D3120' && inner) return `the text given to $eval does not compile: ${outOfStack(inner) ? TOO_DEEP : (inner.message ?? String(inner))}`;
+  const refusedArgument = (e as { refusedArgument?: string }).refusedArgument;
+  if (refusedArgument !== undefined) return refusedArgument; // withArgumentRefusals
   if (e.code === 'D1012') return `expression ran longer than ${limits.timeoutMs} ms and was stopped`;
   if (e.code === 'D1011') return `expression recursed deeper than ${limits.maxDepth} levels and was stopped`;
   // JSONata writes the number into its message as JSON does, so Infinity read "Number out of range: null".

@@ -220,6 +220,34 @@ describe('calls of a JSONata function with a literal argument of a type its sign
   });
 });
 
+describe("calls a message's value makes JSONata refuse", () => {
+  it('name the argument the message got wrong, where JSONata counted from the wrong end or blamed the context', async () => {
+    const refused = (src: string, input: unknown) =>
+      compileExpression(src)
+        .evaluate(input, {})
+        .then(
+          () => assert.fail(`${src} should fail`),
+          (e: Error) => e.message,
+        );
+    // JSONata: "Argument 3 of function "substring" does not match function signature".
+    assert.equal(await refused('$substring(id, 0, 3)', { id: 12345 }), '$substring does not take a number as argument 1 (its signature is <s-nn?:s>)');
+    // JSONata: "Context value is not a compatible type with argument 1 of function "fromMillis"".
+    assert.equal(await refused('$fromMillis(ts, "[Y]")', { ts: '2026' }), '$fromMillis does not take a string as argument 1 (its signature is <n-s?s?:s>)');
+    // JSONata: "Argument 2 of function "pad" ...", and of formatNumber: the gateway's own functions too.
+    assert.equal(await refused('$pad(n, 5)', { n: 1 }), '$pad does not take a number as argument 1 (its signature is <s-ns?:s>)');
+    assert.equal(await refused('$formatNumber(s, "#0")', { s: '1' }), '$formatNumber does not take a string as argument 1 (its signature is <n-so?:s>)');
+    assert.equal(await refused('n ~> $uppercase()', { n: 1 }), '$uppercase does not take a number as argument 1 (its signature is <s-:s>)');
+    // What JSONata says right stays in its words: the context refused, an array's items.
+    assert.equal(await refused('$uppercase()', 1), 'Context value is not a compatible type with argument 1 of function "uppercase"');
+    assert.equal(await refused('$join(a, ",")', { a: [1, 2] }), 'Argument 1 of function "join" must be an array of "strings"');
+    // Calls that pass run as before, a function the expression binds itself is its own, and a
+    // built-in passed as a value still works.
+    assert.equal(await compileExpression('$substring(id, 0, 3) & $pad("a", 2) & $formatNumber(1, "#0")').evaluate({ id: 'abcdef' }, {}), 'abca 1');
+    assert.equal(await compileExpression('($substring := function($s) { $s * 2 }; $substring(4))').evaluate({}, {}), 8);
+    assert.deepEqual(await compileExpression('$map(xs, $uppercase) ~> $join(",") ~> $uppercase()').evaluate({ xs: ['a', 'b'] }, {}), 'A,B');
+  });
+});
+
 describe('variables nothing binds', () => {
   it("accepts the gateway's variables and what the expression binds; names the others where they are read", () => {
     const unbound = (src: string) => unknownVariables(jsonata(src).ast(), ['headers', 'path', 'ce']).map((c) => [c.name, c.index, c.message]);
