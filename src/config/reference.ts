@@ -294,7 +294,7 @@ log:
 | key | default | meaning |
 |---|---|---|
 | \`timeoutMs\` | \`1000\` | an evaluation running longer fails its message only (HTTP 500; dead-letter on consume routes); at most 60000. Counted while it runs: it yields to other work every 10 ms, and the time it then waits for its turn (other messages' evaluations, a busy event loop) is not counted |
-| \`maxDepth\` | \`500\` | an evaluation recursing deeper fails its message only; at most 10000 |
+| \`maxDepth\` | \`500\` | an evaluation recursing deeper fails its message only; at most 10000. The depth is JSONata's nesting of evaluations, not of calls: a function calling itself takes about three levels a call (\`$f := function($x) { $x <= 0 ? 0 : 1 + $f($x - 1) }\` goes about 160 calls deep at 500), a call in tail position (\`$f($x - 1, $acc + 1)\`, its result returned as it is) none |
 | \`maxRegexInput\` | \`32768\` | longest string one regular-expression call (\`$match\`, \`$contains\`, \`$replace\`, \`$split\` with a regex) searches; a longer one fails its message; at most 1048576 |
 | \`maxResultBytes\` | \`16777216\` | largest result of one evaluation (a \`transform\`'s new value, a header, a key, a topic), in estimated memory (2 bytes per character, 72 per array or object); a larger one fails its message only (HTTP 500 \`EG_EXPRESSION_FAILED\`; dead-letter on consume routes) before it is sent anywhere; a \`$pad\` to a width past it fails before it makes the string, and so does a range (\`[1..n]\`, 16 bytes a number and 72 an array) that would take the ranges of its evaluation past it, all counted together so that nested ones (\`[1..$$.n].[1..$$.n]\`) cannot multiply; a range of two numbers larger than it (\`[1..10000000]\`) is a config error at its \`..\`; at least 1024, at most 1 GiB |
 
@@ -360,7 +360,11 @@ of bytes (a binary CloudEvent's data that is neither JSON nor text) is bytes to 
 and \`{"data": $}\` carry them on (written as base64 wherever JSON is written), \`$string($)\` is their
 base64 text, and so is a header, key or CloudEvent attribute an expression gives them for, and
 what \`&\` joins (\`"raw:" & $\` is \`raw:3q2+7w==\`); the other string functions refuse them
-(\`$length($)\`: a signature error), so give them \`$string($)\`.
+(\`$length($)\`: a signature error), so give them \`$string($)\`. Numbers are doubles to an
+expression: an integer past 2^53 in a message is read rounded (\`$string(id)\` of
+\`9007199254740993\` is \`"9007199254740992"\`, and a transform writes the rounded number), while a
+value no step changed goes on as its producer wrote it; carry such ids as strings. JSONata has no
+\`$uuid()\`: a \`cloudevent\` step gives a message it wraps a new UUID as its \`id\`.
 
 An expression that fails on a message fails that message only: one that raises an error (\`$error("...")\`,
 a type error such as \`"a" + 1\`), runs past \`timeoutMs\` or \`maxDepth\`, or yields a result JSON
@@ -372,7 +376,10 @@ failed when JSONata says which, as for an expression that does not compile, on i
 block scalar; else \`gateway.yaml:LINE\`, the line of its key; what failed is cut at 1024 characters,
 saying how many more there were, so \`$error("bad: " & $string($))\` does not copy a whole body into
 the answer, the log and a dead letter's \`_eventgate_error\`; a failure inside the text given to
-\`$eval\` is said as it would be outside it, \`the text given to $eval failed: ...\`), a WebSocket
+\`$eval\` is said as it would be outside it, \`the text given to $eval failed: ...\`; a call given a
+value of a type its signature does not take names the argument, \`$substring does not take a number
+as argument 1 (its signature is <s-nn?:s>)\` for \`$substring(id, 0, 3)\` of a number \`id\`, where
+JSONata's own words counted from the wrong end, "Argument 3", or blamed the context), a WebSocket
 client gets an error frame with status 500, and a consume route sends the message to its
 \`deadletter\` target at once (without one it is dropped, with an error in the log): retrying would
 fail the same way. A failing step sends the message nowhere; a failing \`key\` or \`topic\`
