@@ -174,7 +174,37 @@ function routeWarnings(ctx: CompileContext, plan: Plan): Diagnostic[] {
     const read = broker && ctx.registry.brokers.get(broker.kind)?.topicsRead?.(from, broker.options);
     return read && !read.literal && !read.unknown ? (topic: string) => read.matches(topic) : undefined;
   };
-  return [...feedbackLoops(routes, readsTopic).map((loop) => at(loop.path, 'EG_CONFIG_FEEDBACK_LOOP', loop.message)), ...reads, ...forwardParameterWarnings(ctx, plan, routes, at)];
+  return [
+    ...feedbackLoops(routes, readsTopic).map((loop) => at(loop.path, 'EG_CONFIG_FEEDBACK_LOOP', loop.message)),
+    ...reads,
+    ...forwardParameterWarnings(ctx, plan, routes, at),
+    ...untaggedWebhookWarnings(routes, at),
+  ];
+}
+
+/** The header a `tag` validate step gives an invalid message (docs/asyncapi.md). */
+const VALIDATION_ERROR_HEADER = '_asyncapi_eg_validation_error';
+
+/**
+ * A webhook target of a route whose validate step tags invalid messages (`onInvalid: tag`, the
+ * one that lets them on) and that does not send the tag: a webhook sends only the headers it
+ * computes, so the endpoint got tagged messages with nothing telling them from valid ones. One
+ * header of the target reading it (`$headers._asyncapi_eg_validation_error`) is enough.
+ */
+function untaggedWebhookWarnings(routes: { route: RoutePlan; index: number; toIsList: boolean }[], at: (path: PathPart[], code: string, message: string) => Diagnostic): Diagnostic[] {
+  return routes.flatMap(({ route, index, toIsList }) => {
+    if (!route.steps.some((s) => s.kind === 'validate' && s.stopsInvalid === false)) return [];
+    return route.to.flatMap((t, j) => {
+      if (t.type !== 'http' || t.webhook.headers.some(([, e]) => e.source.includes(VALIDATION_ERROR_HEADER))) return [];
+      return [
+        at(
+          ['routes', index, 'to', ...(toIsList ? [j] : []), 'http'],
+          'EG_CONFIG_TAG_NOT_SENT',
+          `route '${route.name}' tags invalid messages (onInvalid: tag), but this webhook sends only the headers it computes, so its endpoint cannot tell them from valid ones: add headers: {${VALIDATION_ERROR_HEADER}: $headers.${VALIDATION_ERROR_HEADER}}`,
+        ),
+      ];
+    });
+  });
 }
 
 /**

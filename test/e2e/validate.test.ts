@@ -1107,6 +1107,36 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assert.equal(r.stderr, '');
     });
 
+    // A webhook sends only the headers it computes: a tagged message reached it untold (asyncapi.md).
+    it('warns at a webhook of a route that tags invalid messages when the webhook does not send the tag', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(
+          'version: 1', //                                                                                                        1
+          'listeners: { api: { kind: http, port: 8080 } }', //                                                                    2
+          'brokers: { local: { kind: memory } }', //                                                                               3
+          'chains: { tagging: [{ validate: { schema: { type: object, required: [id] }, onInvalid: tag } }] }', //                   4
+          'routes:', //                                                                                                            5
+          '  - name: untold', //                                                                                                   6
+          '    from: { listener: api, path: /a }', //                                                                              7
+          '    through: tagging', //                                                                                               8
+          '    to: [{ broker: local, topic: t }, { http: { url: "http://127.0.0.1:9/a" } }]', //                                   9
+          '  - name: told', //                                                                                                     10
+          '    from: { listener: api, path: /b }', //                                                                              11
+          '    through: tagging', //                                                                                               12
+          '    to: { http: { url: "http://127.0.0.1:9/b", headers: { x-invalid: $headers._asyncapi_eg_validation_error } } }', //  13
+          '  - name: refused', //                                                                                                  14
+          '    from: { listener: api, path: /c }', //                                                                              15
+          '    through: [{ validate: { schema: { type: object, required: [id] } } }]', //                                        16: reject
+          '    to: { http: { url: "http://127.0.0.1:9/c" } }', //                                                                  17
+        ),
+      });
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.equal(r.stdout, 'ok\n');
+      assert.deepEqual(r.stderr.trimEnd().split('\n'), [
+        "gateway.yaml:9:47: warning: route 'untold' tags invalid messages (onInvalid: tag), but this webhook sends only the headers it computes, so its endpoint cannot tell them from valid ones: add headers: {_asyncapi_eg_validation_error: $headers._asyncapi_eg_validation_error}",
+      ]);
+    });
+
     // Before, only a topic of the same name counted: a route copying MQTT `#` to `copies` of the
     // same server (mosquitto sends its own output back to it, for ever) was said to be fine.
     it('follows the wildcard filters routes read (MQTT, NATS, AMQP patterns), not a queue whose bindings it does not know', async () => {
