@@ -237,6 +237,7 @@ describe("calls a message's value makes JSONata refuse", () => {
     assert.equal(await refused('$pad(n, 5)', { n: 1 }), '$pad does not take a number as argument 1 (its signature is <s-ns?:s>)');
     assert.equal(await refused('$formatNumber(s, "#0")', { s: '1' }), '$formatNumber does not take a string as argument 1 (its signature is <n-so?:s>)');
     assert.equal(await refused('n ~> $uppercase()', { n: 1 }), '$uppercase does not take a number as argument 1 (its signature is <s-:s>)');
+    assert.equal(await refused('$substring(s, from)', { s: 'abc', from: '1' }), '$substring does not take a string as argument 2 (its signature is <s-nn?:s>)');
     // What JSONata says right stays in its words: the context refused, an array's items.
     assert.equal(await refused('$uppercase()', 1), 'Context value is not a compatible type with argument 1 of function "uppercase"');
     assert.equal(await refused('$join(a, ",")', { a: [1, 2] }), 'Argument 1 of function "join" must be an array of "strings"');
