@@ -552,7 +552,7 @@ routes:
     }
   });
 
-  it("two instances of a rolling update that changes a JetStream route's subject (one group): the old one leaves the consumer to the new one, so the new subject loses nothing; once the new one stops, the old one takes it back", async () => {
+  it("two instances of a rolling update that changes a JetStream route's subject (one group): the new one's consumer starts no later than where the stream ended when it started, and the old one leaves the consumer to it, so the new subject loses nothing; once the new one stops, the old one takes it back", async () => {
     const oldHook = await WebhookReceiver.start();
     const newHook = await WebhookReceiver.start();
     // The old instance's consumer deletes reach nats-server 1 s late, and the test deletes the
@@ -561,6 +561,13 @@ routes:
     const proxy = await TcpProxy.start(nats.port, {
       toServer: () => delayNatsFrames('$JS.API.CONSUMER.DELETE.', 1000, () => (deletedMeanwhile = peer.jsApi('$JS.API.CONSUMER.DELETE.ROLL.rollers', {}))),
     });
+    // The new instance's look at the consumer, before it makes it again for its subject, waits
+    // until the old instance has read on past messages of the new subject published meanwhile (2060).
+    let releaseRecreation!: () => void;
+    const recreationReleased = new Promise<void>((r) => (releaseRecreation = r));
+    let recreationHeld!: () => void;
+    const recreationWaits = new Promise<void>((r) => (recreationHeld = r));
+    const newProxy = await TcpProxy.start(nats.port, { toServer: () => delayNatsFrames('$JS.API.CONSUMER.INFO.', recreationReleased, () => recreationHeld()) });
     const routeConfig = (topic: string, url: string, server = nats.url) => `
 version: 1
 admin: { port: 0 }
@@ -578,21 +585,29 @@ routes:
       await before.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'rolled', 15000);
       for (let i = 0; i < 5; i++) await peer.jsPublish('roll.a', JSON.stringify({ i }));
       await oldHook.received(5, 15000);
-      after = await startGateway(routeConfig('roll.b', newHook.url));
+      after = await startGateway(routeConfig('roll.b', newHook.url, `nats://127.0.0.1:${newProxy.port}`));
+      await recreationWaits;
+      // Published after the new instance started and before the old one's last acknowledgement:
+      // the recreated consumer started after that, and these 5 were lost (2060).
+      for (let i = 0; i < 5; i++) await peer.jsPublish('roll.b', JSON.stringify({ i }));
+      let lastOld = 0;
+      for (let i = 0; i < 5; i++) lastOld = (await peer.jsPublish('roll.a', JSON.stringify({ i: 90 + i }))).seq;
+      await eventually(async () => assert.ok(((await peer.jsApi('$JS.API.CONSUMER.INFO.ROLL.rollers', {})) as { ack_floor: { stream_seq: number } }).ack_floor.stream_seq >= lastOld), 15000, 50);
+      releaseRecreation();
       await after.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'rolled', 15000);
       // Both instances run, as in a rolling update, while messages come to both subjects.
-      for (let i = 0; i < 40; i++) {
+      for (let i = 5; i < 45; i++) {
         await peer.jsPublish('roll.a', JSON.stringify({ i: 100 + i }));
         await peer.jsPublish('roll.b', JSON.stringify({ i }));
         await new Promise((r) => setTimeout(r, 20));
       }
-      await newHook.received(40, 15000);
+      await newHook.received(45, 15000);
       await before.waitForLog((l) => l.msg.startsWith("the group's consumer reads another subject"), 15000);
       // Whatever would come twice would have come by now; wait out a little more.
       await new Promise((r) => setTimeout(r, 1000));
       assert.deepEqual(
         idsOf(newHook),
-        Array.from({ length: 40 }, (_, i) => i),
+        Array.from({ length: 45 }, (_, i) => i),
       );
       const recreations = (gw: RunningGateway) => gw.logs.filter((l) => l.msg.startsWith('the route reads another subject')).length;
       assert.deepEqual([recreations(before), recreations(after)], [0, 1]);
@@ -622,6 +637,7 @@ routes:
       await oldHook.stop();
       await newHook.stop();
       await proxy.stop();
+      await newProxy.stop();
     }
   });
 

@@ -519,9 +519,9 @@ export class RawNats {
 /**
  * For a TcpProxy between a NATS client and the server (`toServer`): passes the client's protocol
  * as it comes, except its PUB and HPUB frames to a subject beginning with `prefix`, which reach the
- * server `delayMs` later, in their order (`held` is called as each is held).
+ * server `delay` ms later, or once `delay` resolves, in their order (`held` is called as each is held).
  */
-export function delayNatsFrames(prefix: string, delayMs: number, held?: (subject: string) => void): Transform {
+export function delayNatsFrames(prefix: string, delay: number | Promise<unknown>, held?: (subject: string) => void): Transform {
   let pending = Buffer.alloc(0);
   return new Transform({
     transform(chunk: Buffer, _enc, done) {
@@ -537,7 +537,8 @@ export function delayNatsFrames(prefix: string, delayMs: number, held?: (subject
         const frame = pending.subarray(0, eol + 2 + size);
         pending = pending.subarray(eol + 2 + size);
         if (size > 0 && subject!.startsWith(prefix)) {
-          setTimeout(() => this.push(frame), delayMs).unref();
+          if (typeof delay === 'number') setTimeout(() => this.push(frame), delay).unref();
+          else void delay.then(() => this.push(frame));
           held?.(subject!);
         } else this.push(frame);
       }

@@ -18,7 +18,7 @@ import { sleep } from '../../../core/within.js';
 import { MissingTopology, notFoundOn } from '../missing-topology.js';
 import { coreMessage, consumedHeaders, streamMessage, type ConsumedHeaders } from './consumed.js';
 import { lib } from './lib.js';
-import { consumerName, streamFor } from './subjects.js';
+import { consumerName, streamFor, subjectsOverlap } from './subjects.js';
 
 /** What a subscription needs of its broker: the streams the broker declared, and their state. */
 export interface StreamHost {
@@ -93,6 +93,8 @@ export class NatsSubscription {
   private turn = 0;
   /** This route made or took its group's consumer for its subject: a subject found changed since is another instance's config (putConsumer). */
   private hadConsumer = false;
+  /** The stream's last sequence when this route first read it (and the stream's creation): where a consumer it makes again for its new subject starts at the latest (recreatedFrom). */
+  private startedAt: { created: string; lastSeq: number } | undefined;
   /** While the group's consumer reads another instance's subject: why this route waits, and what the consumer last showed of its reader, since when. */
   private elsewhere: { detail: string; seen: string; since: number } | undefined;
 
@@ -248,8 +250,9 @@ export class NatsSubscription {
       }
       try {
         // The stream may have been made again since the broker declared it (its messages numbered from 1 again).
-        const created = (await jsm.streams.info(stream)).created;
+        const { created, state } = await jsm.streams.info(stream);
         this.broker.streamSeen(stream, created);
+        if (this.startedAt?.created !== created) this.startedAt = { created, lastSeq: state.last_seq };
         // Sequences the old stream's messages had are the new one's too: a redelivered copy of a
         // message never handled here (its pull lost with a connection) was acknowledged unread.
         if (created !== this.handledOf) this.handled.clear();
@@ -379,10 +382,11 @@ export class NatsSubscription {
       await jsm.consumers.delete(stream, name).catch((err: Error) => {
         if (!/consumer not found/i.test(err.message)) throw err;
       });
-      start = { deliver_policy: lib.DeliverPolicy.StartSequence, opt_start_seq: resumeSeq(existing) };
+      const fromSeq = this.recreatedFrom(existing);
+      start = { deliver_policy: lib.DeliverPolicy.StartSequence, opt_start_seq: fromSeq };
       this.log.info(
-        { stream, consumer: name, was: existing.config.filter_subject, subject: this.spec.topic, fromSeq: start.opt_start_seq },
-        'the route reads another subject: consumer recreated, going on after the last message it acknowledged',
+        { stream, consumer: name, was: existing.config.filter_subject, subject: this.spec.topic, fromSeq, afterAcknowledged: resumeSeq(existing) },
+        'the route reads another subject: consumer recreated, going on after the last message it acknowledged, or from where the stream ended when this route started if that is earlier',
       );
     } else if (!existing && this.handled.oldest() !== undefined) {
       // This route read the consumer, which is gone now (deleted on the server). Made again at
@@ -418,6 +422,24 @@ export class NatsSubscription {
       max_ack_pending: this.settings.prefetch * MAX_ACK_PENDING_WINDOWS,
     });
     this.hadConsumer = true;
+  }
+
+  /**
+   * Where the group's consumer, made again for this route's subject, starts: after the last
+   * message it acknowledged (resumeSeq). In a rolling update the instances still on the old
+   * subject move that floor on as they read, past the new subject's messages published meanwhile
+   * (by the instances already on the new config), which no consumer of the group read: 6 of 6 were
+   * lost (2060). So a route that never had the consumer (its subject is another config's) starts
+   * no later than after the stream's last message when it started: every message of its subject
+   * published since comes, none twice (the old consumer's filter took none of them). Not so for a
+   * route taking the consumer back (it read its subject up to the floor itself), nor for a subject
+   * that shares messages with the old one (those up to the floor were read).
+   */
+  private recreatedFrom(existing: ConsumerInfo): number {
+    const afterAcknowledged = resumeSeq(existing);
+    const theirs = existing.config.filter_subject;
+    if (this.hadConsumer || this.startedAt === undefined || !theirs || subjectsOverlap(theirs, this.spec.topic) !== undefined) return afterAcknowledged;
+    return Math.min(afterAcknowledged, this.startedAt.lastSeq + 1);
   }
 
   /** Whether the read ended because the consumer this route made or took was deleted on the server. */
