@@ -1,6 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { connect } from 'node:net';
+import { createRequire } from 'node:module';
+import type { WebSocketServer as WsServer } from 'ws';
 import { eventually, startGateway, useGateway } from '../helpers/gateway.js';
 import { MosquittoPubStream, mosquittoPub } from '../helpers/peers.js';
 import { startMosquitto, type MessageServer } from '../helpers/servers.js';
@@ -115,15 +119,57 @@ routes:
  * PUBLISHes per PUBACK once a held message is acknowledged, and those were delivered again:
  * point 1560).
  */
+// ws is CommonJS: required, as test/helpers/clients.ts does.
+const { WebSocketServer } = createRequire(import.meta.url)('ws') as { WebSocketServer: typeof WsServer };
+
+/**
+ * MQTT over WebSocket in front of mosquitto's TCP port, as a reverse proxy would be. `gone`: the
+ * server behind it gone without a FIN, as a proxy sees it: new upgrades are answered 502, and the
+ * tunnels it has pass nothing on.
+ */
+async function startWebSocketProxy(mqttPort: number): Promise<{ url: string; gone: boolean; stop(): Promise<void> }> {
+  const server: Server = createServer();
+  const wss = new WebSocketServer({ noServer: true });
+  const proxy = {
+    url: '',
+    gone: false,
+    stop: async () => {
+      for (const ws of wss.clients) ws.terminate();
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    },
+  };
+  server.on('upgrade', (req, socket, head) => {
+    if (proxy.gone) {
+      socket.end('HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      const tcp = connect(mqttPort, '127.0.0.1');
+      ws.on('message', (data: Buffer) => proxy.gone || tcp.write(data));
+      tcp.on('data', (data) => proxy.gone || ws.send(data));
+      ws.on('close', () => tcp.destroy());
+      tcp.on('close', () => ws.terminate());
+      ws.on('error', () => tcp.destroy());
+      tcp.on('error', () => ws.terminate());
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  proxy.url = `ws://127.0.0.1:${(server.address() as { port: number }).port}`;
+  return proxy;
+}
+
 describe('mqtt: QoS 0 messages behind a held message', () => {
   let mqtt: MessageServer;
   let hook: WebhookReceiver;
+  let wsProxy: Awaited<ReturnType<typeof startWebSocketProxy>>;
   let failing = true;
   const delivered: string[] = [];
   let refused = 0;
 
   before(async () => {
     [mqtt, hook] = await Promise.all([startMosquitto(), WebhookReceiver.start()]);
+    wsProxy = await startWebSocketProxy(mqtt.port);
     hook.respond = (r, res) => {
       if (failing) refused++;
       else delivered.push(r.body);
@@ -132,7 +178,7 @@ describe('mqtt: QoS 0 messages behind a held message', () => {
     };
   });
   after(async () => {
-    await Promise.all([mqtt?.stop(), hook?.stop()]);
+    await Promise.all([mqtt?.stop(), hook?.stop(), wsProxy?.stop()]);
   });
 
   const gw = useGateway(
@@ -141,6 +187,7 @@ version: 1
 admin: { port: 0 }
 brokers:
   devices: { kind: mqtt, url: ${mqtt.url}, clientId: eg-held-q0-${process.pid}, reconnectPeriodMs: 100, keepaliveSeconds: ${KEEPALIVE_S}, connectTimeoutMs: ${CONNECT_TIMEOUT_MS} }
+  proxied: { kind: mqtt, url: ${wsProxy.url}, clientId: eg-held-ws-${process.pid}, reconnectPeriodMs: 100, keepaliveSeconds: ${KEEPALIVE_S}, connectTimeoutMs: ${CONNECT_TIMEOUT_MS} }
 routes:
   - name: held
     from: { broker: devices, topic: held/in, qos: 0 }
@@ -149,13 +196,17 @@ routes:
   - name: held-alive
     from: { broker: devices, topic: held/other, qos: 1 }
     to: { http: { url: "${hook.url}/other" } }
+  # Through a reverse proxy speaking MQTT over WebSocket.
+  - name: held-proxied
+    from: { broker: proxied, topic: held/proxied, qos: 0 }
+    to: { http: { url: "${hook.url}/held-proxied", retry: { attempts: 1 }, concurrency: 1 } }
 `,
   );
 
   /** The route's lag: the messages it has in hand. */
-  const lag = async (): Promise<number> => {
+  const lag = async (route = 'held'): Promise<number> => {
     const text = await (await fetch(`${gw.adminUrl}/metrics`)).text();
-    const line = text.split('\n').find((l) => l.startsWith('eventgate_mqtt_consumer_lag{') && l.includes('route="held"'));
+    const line = text.split('\n').find((l) => l.startsWith('eventgate_mqtt_consumer_lag{') && l.includes(`route="${route}"`));
     return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
   };
 
@@ -236,6 +287,37 @@ routes:
     // QoS 0 messages in the frozen connection's socket are the server's to lose; one published now arrives.
     await mosquittoPub(mqtt, 'held/in', '{"f":"after"}', { qos: 0 });
     await eventually(() => assert.ok(delivered.includes('{"f":"after"}'), delivered.slice(-3).join(' ')), 30000, 50);
+  });
+
+  /**
+   * The same through a `ws://` url whose reverse proxy answers the probe's upgrade 502 (the server
+   * behind it gone): the probe's connection failed, so the route's connection is given up. Before,
+   * mqtt.js closed the probe at the 502 and the close counted as the server's answer: the
+   * connection was kept for as long as the hold lasted (1982).
+   */
+  it('gives its connection up when the reverse proxy of its ws:// url answers the probe 502 while the route holds its reading', async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'held-proxied', 30000);
+    failing = true;
+    refused = 0;
+    const pub = MosquittoPubStream.start(mqtt, 'held/proxied', 0);
+    pub.write(Array.from({ length: 150 }, (_, i) => `{"p":${i}}`));
+    await pub.end();
+    await eventually(async () => assert.equal(await lag('held-proxied'), 101), 10000, 50);
+    const from = gw.logs.length;
+    wsProxy.gone = true;
+    try {
+      const noticeWithinMs = 2 * (KEEPALIVE_S * 1500 + CONNECT_TIMEOUT_MS);
+      await eventually(() => assert.ok(gw.logs.slice(from).some((l) => l.msg === 'mqtt connection lost; reconnecting' && l.connection === 'route held-proxied')), noticeWithinMs, 100);
+      assert.ok(
+        gw.logs.slice(from).some((l) => l.msg === 'mqtt server did not answer a connection of its own while the route held its reading; giving the connection up' && l.route === 'held-proxied'),
+      );
+    } finally {
+      wsProxy.gone = false;
+    }
+    failing = false;
+    await eventually(async () => assert.equal((await fetch(`${gw.adminUrl}/readyz`)).status, 200), 30000, 100);
+    await mosquittoPub(mqtt, 'held/proxied', '{"p":"after"}', { qos: 0 });
+    await eventually(() => assert.ok(delivered.includes('{"p":"after"}'), delivered.slice(-3).join(' ')), 30000, 50);
   });
 });
 

@@ -197,13 +197,18 @@ export function keepWhileReading(client: MqttClient, reading: () => { read: numb
  * (MQTT 5 and 3.1.1 allow it with a clean session): any id of ours could be another client's (a
  * route named `<route>-alive` had `<route's id>-alive`), whose connection the server would close
  * and whose session a clean start would discard. A server that refuses an empty id answers too.
+ * Over WebSocket (`ws://`, `wss://`), an HTTP answer to the upgrade other than 101 is not the
+ * server's: a reverse proxy answers 502 once the server behind it is gone (1982).
  */
 export function serverAnswers(lib: MqttLib, settings: MqttSettings): Promise<boolean> {
   const timeoutMs = settings.connectTimeoutMs;
   return new Promise((resolve) => {
     const probe = lib.connect(settings.url, { ...clientOptions(settings, '', false), reconnectPeriod: 0, connectTimeout: timeoutMs, keepalive: 0, properties: undefined });
     const timer = setTimeout(() => done(false), timeoutMs);
+    let settled = false;
     const done = (answered: boolean) => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
       probe.removeAllListeners();
       // Errors of the probe's last moments say nothing more.
@@ -217,8 +222,17 @@ export function serverAnswers(lib: MqttLib, settings: MqttSettings): Promise<boo
       done(!unreachable);
     });
     probe.once('close', () => done(true));
+    // mqtt.js drops its WebSocket stream's errors that have no code, as `ws`'s refused upgrade
+    // has, and then closes: read as the server closing the connection, that kept a held route's
+    // connection through a proxy whose server was gone.
+    probe.stream?.once('error', (err: Error) => {
+      if (UPGRADE_REFUSED.test(err.message)) done(false);
+    });
   });
 }
+
+/** What `ws` says when a WebSocket upgrade is answered with an HTTP status other than 101. */
+const UPGRADE_REFUSED = /^Unexpected server response: \d+/;
 
 /**
  * A connection's options. `receiveMaximum` (a consume route's, MQTT 5): the QoS 1 and 2 messages
