@@ -641,6 +641,73 @@ routes:
     }
   });
 
+  it("a route waiting for another instance's reader that finds the group's consumer gone reads the one another waiting instance makes again, not one of its own", async () => {
+    const hook = await WebhookReceiver.start();
+    // While `infoGate` is set, the gateway's consumer INFO requests wait for it: the test deletes
+    // the consumer between the route's looks at it, as another waiting instance's take-back would.
+    let infoGate: Promise<void> | undefined;
+    let infoHeld: (() => void) | undefined;
+    const proxy = await TcpProxy.start(nats.port, {
+      toServer: () =>
+        delayNatsFrames(
+          '$JS.API.CONSUMER.INFO.',
+          () => infoGate,
+          () => infoHeld?.(),
+        ),
+    });
+    const gw2 = await startGateway(`
+version: 1
+admin: { port: 0 }
+brokers:
+  nats: { kind: nats, servers: "nats://127.0.0.1:${proxy.port}", streams: { TAKE: { subjects: ["take.>"] } } }
+routes:
+  - name: taken
+    from: { broker: nats, topic: take.a, group: takers }
+    to: { http: { url: "${hook.url}/taken" } }
+`);
+    const makeConsumer = (subject: string, fromSeq: number) =>
+      peer.jsApi('$JS.API.CONSUMER.DURABLE.CREATE.TAKE.takers', {
+        stream_name: 'TAKE',
+        config: { durable_name: 'takers', filter_subject: subject, ack_policy: 'explicit', deliver_policy: 'by_start_sequence', opt_start_seq: fromSeq },
+      }) as Promise<{ error?: { description: string } }>;
+    try {
+      await gw2.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'taken', 15000);
+      for (let i = 0; i < 3; i++) await peer.jsPublish('take.a', JSON.stringify({ i }));
+      await hook.received(3, 15000);
+      // An instance on another config makes the consumer again for its subject: the route waits.
+      await peer.jsApi('$JS.API.CONSUMER.DELETE.TAKE.takers', {});
+      assert.equal((await makeConsumer('take.b', 4)).error, undefined);
+      await gw2.waitForLog((l) => l.msg.startsWith("the group's consumer reads another subject"), 15000);
+      // Another waiting instance takes it back: its delete comes while the route looks, its add after.
+      let release!: () => void;
+      infoGate = new Promise<void>((r) => (release = r));
+      await new Promise<void>((r) => (infoHeld = r));
+      infoGate = undefined;
+      const from = gw2.logs.length;
+      await peer.jsApi('$JS.API.CONSUMER.DELETE.TAKE.takers', {});
+      release();
+      // The route's look has found it gone by then (its answer comes in well under that).
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal((await makeConsumer('take.a', 4)).error, undefined);
+      await gw2.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'taken', 15000, from);
+      assert.deepEqual(
+        gw2.logs.slice(from).filter((l) => l.msg.startsWith("the route's consumer was deleted on the server") || l.msg.startsWith('nats consumer stopped')),
+        [],
+      );
+      for (let i = 3; i < 6; i++) await peer.jsPublish('take.a', JSON.stringify({ i }));
+      await hook.received(6, 15000);
+      await eventually(async () => assert.deepEqual(await consumerInfo(peer, 'TAKE', 'takers').then((c) => [c.num_pending, c.num_ack_pending]), [0, 0]), 15000, 100);
+      assert.deepEqual(
+        hook.requests.map((r) => (JSON.parse(r.body) as { i: number }).i),
+        [0, 1, 2, 3, 4, 5],
+      );
+    } finally {
+      await gw2.stop();
+      await hook.stop();
+      await proxy.stop();
+    }
+  });
+
   it('exits on SIGTERM that comes while a JetStream route sets its consumer up', async () => {
     // The gateway's consumer INFO requests reach nats-server 3 s late: the SIGTERM comes while the
     // route waits for the first, and the route has its consumer's read open only after that.

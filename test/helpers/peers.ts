@@ -520,8 +520,9 @@ export class RawNats {
  * For a TcpProxy between a NATS client and the server (`toServer`): passes the client's protocol
  * as it comes, except its PUB and HPUB frames to a subject beginning with `prefix`, which reach the
  * server `delay` ms later, or once `delay` resolves, in their order (`held` is called as each is held).
+ * A function `delay` is asked per frame; undefined passes the frame at once.
  */
-export function delayNatsFrames(prefix: string, delay: number | Promise<unknown>, held?: (subject: string) => void): Transform {
+export function delayNatsFrames(prefix: string, delay: number | Promise<unknown> | (() => number | Promise<unknown> | undefined), held?: (subject: string) => void): Transform {
   let pending = Buffer.alloc(0);
   return new Transform({
     transform(chunk: Buffer, _enc, done) {
@@ -536,9 +537,10 @@ export function delayNatsFrames(prefix: string, delay: number | Promise<unknown>
         if (pending.length < eol + 2 + size) break;
         const frame = pending.subarray(0, eol + 2 + size);
         pending = pending.subarray(eol + 2 + size);
-        if (size > 0 && subject!.startsWith(prefix)) {
-          if (typeof delay === 'number') setTimeout(() => this.push(frame), delay).unref();
-          else void delay.then(() => this.push(frame));
+        const wait = size > 0 && subject!.startsWith(prefix) ? (typeof delay === 'function' ? delay() : delay) : undefined;
+        if (wait !== undefined) {
+          if (typeof wait === 'number') setTimeout(() => this.push(frame), wait).unref();
+          else void wait.then(() => this.push(frame));
           held?.(subject!);
         } else this.push(frame);
       }

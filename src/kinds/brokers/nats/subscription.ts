@@ -58,6 +58,12 @@ const MAX_ACK_PENDING_WINDOWS = 10;
  */
 const UNREAD_FOR_MS = 5000;
 
+/**
+ * How long a route waiting for another instance's reader, finding the group's consumer gone, gives
+ * another waiting instance to make it again (its take-back deletes, then adds: one round trip).
+ */
+const TAKE_BACK_ADDS_WITHIN_MS = 1000;
+
 /** The group's consumer reads another subject, made again for it by another instance (putConsumer). */
 class ReadElsewhere extends Error {}
 
@@ -369,7 +375,16 @@ export class NatsSubscription {
     // A new consumer starts at the stream's oldest message unless the route wants live ones only (as Kafka groups do).
     const startFrom = this.spec.startFrom ?? this.spec.defaultStartFrom ?? 'earliest';
     const wanted = startFrom === 'latest' ? lib.DeliverPolicy.New : lib.DeliverPolicy.All;
-    const existing = await consumerInfo(jsm, stream, name);
+    let existing = await consumerInfo(jsm, stream, name);
+    if (!existing && this.elsewhere !== undefined) {
+      // Gone while this route waited for another instance's reader: another waiting instance is
+      // taking it back, between its delete and its add. Made again here from the oldest message
+      // this route remembers handling, it was refused that instance's add (`start sequence can not
+      // be updated`, which then waited out its backoff) and delivered again what that instance
+      // had handled (3 of 9 take-backs with three instances, 2122). Looked at again first.
+      await this.sleepUnlessWoken(TAKE_BACK_ADDS_WITHIN_MS);
+      existing = await consumerInfo(jsm, stream, name);
+    }
     let start: Partial<ConsumerConfig> = { deliver_policy: wanted };
     if (existing && existing.config.filter_subject !== this.spec.topic && this.hadConsumer) this.leaveToOtherReader(existing, stream, name);
     if (existing && existing.config.filter_subject !== this.spec.topic) {
