@@ -378,10 +378,10 @@ export class NatsSubscription {
     let existing = await consumerInfo(jsm, stream, name);
     if (!existing && this.elsewhere !== undefined) {
       // Gone while this route waited for another instance's reader: another waiting instance is
-      // taking it back, between its delete and its add. Made again here from the oldest message
-      // this route remembers handling, it was refused that instance's add (`start sequence can not
-      // be updated`, which then waited out its backoff) and delivered again what that instance
-      // had handled (3 of 9 take-backs with three instances, 2122). Looked at again first.
+      // taking it back, between its delete and its add. Made here from the oldest message this
+      // route remembers handling, it had that instance's add refused (`start sequence can not be
+      // updated`: a 5 s backoff) and delivered again what that instance had handled (5 of 20
+      // take-backs with three instances, 5 messages twice in one: 2163). Looked at again first.
       await this.sleepUnlessWoken(TAKE_BACK_ADDS_WITHIN_MS);
       existing = await consumerInfo(jsm, stream, name);
     }
