@@ -111,6 +111,11 @@ const CONSUME_ATTEMPTS = 5;
 /** A target's refusals of the message for what it is (its headers, its size): the client's problem, logged at debug (logOutcome). */
 const MESSAGES_OWN_FAULT: ReadonlySet<string> = new Set(['EG_INVALID_MESSAGE', 'EG_PAYLOAD_TOO_LARGE']);
 
+/** A consumed message the route's stop gave back to its broker, uncommitted: whoever consumes next has it. */
+const GIVEN_BACK = 'message given back uncommitted: the route stopped before its targets accepted it';
+/** The same at a shutdown, from a memory topic: nothing has it next (docs/scaling.md, "The memory broker"). */
+const LOST_WITH_PROCESS = 'message lost with the process: the gateway shut down before its targets accepted it, and its memory topic does not outlive the process';
+
 /** A consumed message its route keeps retrying: it has no dead-letter target, or that target does not take it either (in /admin/status). */
 export interface StalledMessage {
   topic: string | null;
@@ -695,14 +700,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     }
     if (msg.topic !== null) Object.assign(line, { topic: msg.topic, partition: msg.partition, offset: msg.offset });
     if (this.deps.logOptions?.payloads) line.message = { key: msg.key, headers: msg.headers, ...shownValue(msg) };
-    logger[level](
-      line,
-      lost
-        ? 'message lost with the process: the gateway shut down before its targets accepted it, and its memory topic does not outlive the process'
-        : givenBack
-          ? 'message given back uncommitted: the route stopped before its targets accepted it'
-          : `message ${outcome.outcome}`,
-    );
+    logger[level](line, lost ? LOST_WITH_PROCESS : givenBack ? GIVEN_BACK : `message ${outcome.outcome}`);
   }
 
   /**
@@ -1145,8 +1143,24 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       // eventgate_<kind>_consumer_errors_total{broker,route}: a consumed message its route could not deliver yet.
       this.consumerTelemetry?.consumerError(this.name);
       await pause(backoff.delay(), this.stopped);
-      if (this.stopping) throw new Error(`route '${this.name}' stopped before its targets accepted the message`);
+      if (this.stopping) {
+        this.stoppedBetweenTries(msg, p);
+        throw new Error(`route '${this.name}' stopped before its targets accepted the message`);
+      }
     }
+  }
+
+  /**
+   * A consumed message whose route stopped while it waited for its next try: no try is cut short
+   * to say so (logOutcome's given-back and lost lines), so it is said here, with the last try's
+   * failure. Without it a memory topic's message in backoff at a shutdown went without its line.
+   */
+  private stoppedBetweenTries(msg: Message, p: Problem): void {
+    const lost = this.lostWithProcess;
+    this.deps.logger[lost ? 'warn' : 'info'](
+      { route: this.name, outcome: 'failed', traceId: traceIdOf(msg.headers), code: p.code, detail: p.detail, topic: msg.topic, partition: msg.partition, offset: msg.offset },
+      lost ? LOST_WITH_PROCESS : GIVEN_BACK,
+    );
   }
 
   /**

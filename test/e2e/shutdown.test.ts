@@ -12,6 +12,7 @@ import { exportJWK, SignJWT } from 'jose';
 import { post, WsClient } from '../helpers/clients.js';
 import { eventually, type RunningGateway, useGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 import { makeCertificates } from '../helpers/certificates.js';
 import { freePort, holdPort } from '../helpers/ports.js';
 import { scrape } from '../helpers/prometheus.js';
@@ -828,6 +829,32 @@ routes:
       assert.deepEqual(
         gone.map((l) => [l.level, l.route, l.topic, l.offset, l.msg]),
         [['warn', 'out', 'events', '0', 'message lost with the process: the gateway shut down before its targets accepted it, and its memory topic does not outlive the process']],
+      );
+    } finally {
+      await target.stop();
+    }
+  });
+
+  // A message whose webhook keeps answering 500 waits between the route's tries: stopped there, it
+  // had no try to be cut short, so the shutdown said only the topic's count, not which message was
+  // lost (walk-ops4, spec-checklist 2262).
+  it('says which memory topic message it lost at SIGTERM while the route waited to try it again', async () => {
+    const target = await WebhookReceiver.start();
+    target.respond = (_r, res) => {
+      res.statusCode = 500;
+      res.end();
+    };
+    try {
+      await gw.start(memoryToWebhook(target.url, 300).replace('concurrency: 1', 'concurrency: 1, retry: { attempts: 1 }'));
+      assert.equal((await post(gw.url('api', '/in'), { n: 0 })).status, 200);
+      // Its fifth try failed: the route now waits seconds before the next.
+      await gw.waitForLog((l) => l.msg.startsWith('message not consumed; retrying it'), 15000);
+      assert.deepEqual(await gw.stop('SIGTERM'), { code: 0, signal: null });
+      const gone = gw.logs.filter((l) => l.msg.startsWith('message lost with the process') || l.msg.startsWith('message given back'));
+      assert.deepEqual(
+        gone.map((l) => [l.level, l.route, l.topic, l.offset, l.code]),
+        [['warn', 'out', 'events', '0', 'EG_WEBHOOK_FAILED']],
+        said(gw.logs),
       );
     } finally {
       await target.stop();
