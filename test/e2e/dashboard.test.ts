@@ -28,6 +28,9 @@ routes:
   - name: orders-out
     from: { broker: local, topic: orders }
     to: { listener: push, path: /ws/orders, format: envelope }
+  - name: orders-hook
+    from: { listener: api, path: /hook }
+    to: [{ http: { url: "http://crm:pw@127.0.0.1:9/orders?key=k" } }, { broker: local, topic: hooked }]
 `;
 
 describe('admin dashboard (GET /) in headless Chromium', () => {
@@ -78,6 +81,8 @@ describe('admin dashboard (GET /) in headless Chromium', () => {
     assert.equal(await page.isVisible('#login'), false);
     await waitForText(cell('orders-in', 'received'), '0');
     assert.ok(await page.isVisible('tr[data-route="orders-out"]'));
+    // A webhook target is named by its endpoint, as /admin/status names it (it read "undefined undefined": spec-checklist 2263).
+    assert.equal(await page.textContent('tr[data-route="orders-hook"] .route-path'), 'api /hook → http://127.0.0.1:9/orders, local/hooked');
     assert.match((await page.textContent('#listeners'))!, /api.*http.*bound/s);
     assert.match((await page.textContent('#listeners'))!, /push.*websocket.*bound/s);
     assert.match((await page.textContent('#brokers'))!, /local.*memory.*connected/s);
