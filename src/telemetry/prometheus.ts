@@ -277,6 +277,7 @@ const CONSUMER_ERRORS_OF_KIND: Record<string, string> = {
   memory: "; also each message a route's group never read because the topic's retention dropped it first (the route fell behind its publishers; not retried)",
   nats: '; also each core-subject message dropped because its route was corePendingBytes behind (not retried)',
   mqtt: '; also each subscription the server refused in its SUBACK (asked again)',
+  kafka: '; also each partition whose group offset the cluster answered out of range (read on from startFrom: the records between are not delivered)',
 };
 
 type LatencyValue = MetricValueWithName<'route' | 'le'>;
