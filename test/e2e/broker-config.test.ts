@@ -632,6 +632,47 @@ describe('an amqp route reading a routing key one typo off a queue', () => {
     assert.equal(json.code, 0, json.stdout + json.stderr);
     assert.match(json.stderr, /gateway\.yaml:6:46: warning: route 'typo'/);
   });
+
+  /**
+   * A fanout exchange routes every message to every bound queue, and a headers exchange by binding
+   * arguments the config cannot give (a binding without them matches everything): a routing-key
+   * pattern or binding key there filtered nothing, and validate said `ok` (seen on RabbitMQ 3.10: a
+   * queue bound to a fanout exchange with `anything` got a publish with key `whatever`). Now a
+   * warning at each, none for `#`, `''`, or a key on a topic exchange. RabbitMQ's own exchanges
+   * (`amq.headers`) have their type whatever the config says: the feedback-loop check took
+   * `amq.headers` as a topic exchange, and missed the loop of route `back`.
+   */
+  it('warns of a routing key a fanout or headers exchange does not route by', async () => {
+    const dir = tempFiles({
+      'gateway.yaml': [
+        'version: 1',
+        'brokers:',
+        '  fx: { kind: amqp, url: "amqp://127.0.0.1", exchange: { name: fx, type: fanout }, queues: { q1: { bindings: [orders.eu, ""] } } }',
+        '  hd: { kind: amqp, url: "amqp://127.0.0.1", exchange: amq.headers, queues: { q2: { bindings: [{ exchange: amq.topic, routingKey: a.b }] } } }',
+        '  m: { kind: memory }',
+        'routes:',
+        '  - { name: eu, from: { broker: fx, topic: orders.eu }, to: { broker: m, topic: a } }',
+        '  - { name: every, from: { broker: fx, topic: "#" }, to: { broker: m, topic: a } }',
+        '  - { name: h, from: { broker: hd, topic: "orders.*" }, to: { broker: m, topic: a } }',
+        // amq.headers is a headers exchange whatever `type` says: this route reads what it writes.
+        '  - { name: back, from: { broker: hd, topic: "orders.#" }, to: { broker: hd, topic: audit } }',
+        '',
+      ].join('\n'),
+    });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(r.stdout.trim(), 'ok');
+    const fanout = "exchange 'fx' is a fanout exchange, which routes every message to every queue bound to it whatever the routing key";
+    const headers =
+      "exchange 'amq.headers' is a headers exchange, which routes by binding arguments (x-match and header values) that the gateway's bindings do not carry, and a binding without them matches every message whatever the routing key";
+    assert.deepEqual(r.stderr.trim().split('\n'), [
+      `gateway.yaml:3:111: warning: queue 'q1' gets every message published to exchange 'fx', not only those with routing key 'orders.eu': ${fanout}`,
+      `gateway.yaml:7:44: warning: route 'eu': gets every message published to exchange 'fx', not only those with routing key 'orders.eu': ${fanout} (filter on $topic, or use a topic or direct exchange)`,
+      `gateway.yaml:9:43: warning: route 'h': gets every message published to exchange 'amq.headers', not only those with routing key 'orders.*': ${headers} (filter on $topic, or use a topic or direct exchange)`,
+      `gateway.yaml:10:46: warning: route 'back': gets every message published to exchange 'amq.headers', not only those with routing key 'orders.#': ${headers} (filter on $topic, or use a topic or direct exchange)`,
+      "gateway.yaml:10:64: warning: route 'back' writes topic 'audit' of broker 'hd', which the topic it reads ('orders.#') matches, and has no filter: every message goes round for ever (add a filter step that ends the loop, or write another topic)",
+    ]);
+  });
 });
 
 /**

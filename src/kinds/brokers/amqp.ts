@@ -7,7 +7,7 @@ import { checkServerUrl, hostEndsEarly } from './server-url.js';
 import { urlParameterProblems } from './amqp/url-parameters.js';
 import { whenUsed } from '../when-used.js';
 import { onlyInPlaceChanged } from './in-place.js';
-import { bindingMatches } from './amqp/bindings.js';
+import { bindingMatches, exchangeTypeOf, keyIgnoredBy } from './amqp/bindings.js';
 import { closest } from '../../config/suggest.js';
 import { DEFAULT_EXCHANGE_BINDING, overShortString, queueNameProblem, reservedNameProblem, routingKeyProblem } from './amqp/routing-keys.js';
 
@@ -71,7 +71,13 @@ const options = kindOptions('amqp', {
               description:
                 'Exchange name (`""` is the default exchange: the routing key is a queue name; RabbitMQ binds each queue to it by its name and refuses other bindings, so with it a binding in `queues`, or a consume route whose `from.topic` is a routing-key pattern rather than a queue of `queues`, is a config error at its line).',
             }),
-            type: Type.Optional(oneOfStrings(['topic', 'direct', 'fanout', 'headers'], { default: 'topic', description: 'Exchange type, when the gateway declares it.' })),
+            type: Type.Optional(
+              oneOfStrings(['topic', 'direct', 'fanout', 'headers'], {
+                default: 'topic',
+                description:
+                  "Exchange type, when the gateway declares it (RabbitMQ's own exchanges, `amq.fanout`, `amq.headers`, ..., have theirs whatever it says). A `fanout` exchange routes every message to every queue bound to it, and a `headers` exchange by binding arguments, which the bindings here cannot carry (a binding without them matches every message): on either, binding keys and a route's routing-key pattern filter nothing, so each queue and route gets every message published there; validate warns of such a key (EG_CONFIG_SUSPICIOUS_TOPIC). Filter on `$topic`, or use a `topic` or `direct` exchange.",
+              }),
+            ),
             declare: Type.Optional(
               Type.Boolean({
                 default: true,
@@ -198,6 +204,12 @@ function compileAmqp(o: AmqpOptions, ctx: BrokerCompileContext): AmqpSettings | 
         );
         ok = false;
       }
+      const routingKey = typeof b === 'string' ? b : b.routingKey;
+      const ignored = keyIgnoredBy(on === ex.name ? ex : { name: on }, routingKey);
+      if (ignored) {
+        const at = typeof b === 'string' ? ['queues', name, 'bindings', i] : ['queues', name, 'bindings', i, 'routingKey'];
+        ctx.warn(at, 'EG_CONFIG_SUSPICIOUS_TOPIC', `queue '${name}' gets every message published to exchange '${on}', not only those with routing key '${routingKey}': ${ignored}`);
+      }
       if (typeof b === 'string') return checkLength(['queues', name, 'bindings', i], 'the binding key', b);
       checkLength(['queues', name, 'bindings', i, 'routingKey'], 'the binding key', b.routingKey);
       checkLength(['queues', name, 'bindings', i, 'exchange'], 'the exchange name', b.exchange);
@@ -238,7 +250,7 @@ function compileAmqp(o: AmqpOptions, ctx: BrokerCompileContext): AmqpSettings | 
  * routing-key pattern, the keys the exchange routes by it.
  */
 function amqpTopicsRead(from: string, o: AmqpSettings): { matches(key: string): boolean; literal: boolean; what: string; unknown?: boolean } {
-  const type = o.exchange.type;
+  const type = exchangeTypeOf(o.exchange);
   const queue = Object.hasOwn(o.queues, from) ? o.queues[from]! : undefined;
   if (queue === undefined) {
     const literal = type === 'direct' || (type === 'topic' && !/(^|\.)[*#](\.|$)/.test(from));
@@ -290,9 +302,13 @@ export const amqpBroker = defineBroker({
   topicsRead: amqpTopicsRead,
   // A name one typo off a queue of `queues` is a routing key to the config, and reads nothing of that queue.
   readWarning: (from, o) => {
-    const queue = Object.hasOwn(o.queues, from) || /[*#]/.test(from) ? undefined : closest(from, Object.keys(o.queues));
-    if (queue === undefined) return undefined;
-    return `'${from}' is not a queue of this broker's queues (did you mean '${queue}'?): the route reads it as a routing key, through a queue of its own bound to exchange '${o.exchange.name}', and gets nothing of queue '${queue}'`;
+    if (Object.hasOwn(o.queues, from)) return undefined;
+    const queue = /[*#]/.test(from) ? undefined : closest(from, Object.keys(o.queues));
+    if (queue !== undefined)
+      return `'${from}' is not a queue of this broker's queues (did you mean '${queue}'?): the route reads it as a routing key, through a queue of its own bound to exchange '${o.exchange.name}', and gets nothing of queue '${queue}'`;
+    // A pattern a fanout or headers exchange does not route by: the route gets everything published there.
+    const ignored = keyIgnoredBy(o.exchange, from);
+    return ignored && `gets every message published to exchange '${o.exchange.name}', not only those with routing key '${from}': ${ignored} (filter on $topic, or use a topic or direct exchange)`;
   },
   canReconfigure: (before, after) => onlyInPlaceChanged(before, after, IN_PLACE),
   inPlaceOptions: IN_PLACE,

@@ -84,6 +84,40 @@ export async function unbindLeft(conn: ChannelModel, server: string, queue: stri
   }
 }
 
+export type ExchangeType = 'topic' | 'direct' | 'fanout' | 'headers';
+
+/** The type RabbitMQ's own exchanges have whatever the config says; others are as declared (`topic` unless said). */
+export function exchangeTypeOf(exchange: { name: string; type?: ExchangeType }): ExchangeType {
+  switch (exchange.name) {
+    case 'amq.direct':
+      return 'direct';
+    case 'amq.fanout':
+      return 'fanout';
+    case 'amq.headers':
+    case 'amq.match':
+      return 'headers';
+    case 'amq.topic':
+      return 'topic';
+    default:
+      return exchange.type ?? 'topic';
+  }
+}
+
+/**
+ * Why a binding key or routing-key pattern `key` on `exchange` is no filter, or undefined: a fanout
+ * exchange routes every message to every queue bound to it, and a headers exchange routes by binding
+ * arguments, which the config's bindings do not carry (one without them matches every message).
+ * `#` and `''` say "everything" already.
+ */
+export function keyIgnoredBy(exchange: { name: string; type?: ExchangeType }, key: string): string | undefined {
+  const type = exchangeTypeOf(exchange);
+  if (key === '' || key === '#') return undefined;
+  if (type === 'fanout') return `exchange '${exchange.name}' is a fanout exchange, which routes every message to every queue bound to it whatever the routing key`;
+  if (type === 'headers')
+    return `exchange '${exchange.name}' is a headers exchange, which routes by binding arguments (x-match and header values) that the gateway's bindings do not carry, and a binding without them matches every message whatever the routing key`;
+  return undefined;
+}
+
 /**
  * Whether a binding with `pattern` on an exchange of `type` routes a message with routing key
  * `key`, as RabbitMQ decides it: a topic pattern's `*` is one word, `#` zero or more (words are
@@ -91,7 +125,7 @@ export async function unbindLeft(conn: ChannelModel, server: string, queue: stri
  * headers does not look at the key, and a binding without arguments (the only kind the config
  * declares) matches every message.
  */
-export function bindingMatches(type: 'topic' | 'direct' | 'fanout' | 'headers', pattern: string, key: string): boolean {
+export function bindingMatches(type: ExchangeType, pattern: string, key: string): boolean {
   if (type === 'fanout' || type === 'headers') return true;
   if (type === 'direct') return pattern === key;
   return topicMatches(words(pattern), words(key));

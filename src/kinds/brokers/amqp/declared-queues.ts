@@ -2,7 +2,7 @@ import type { Channel, ChannelModel } from 'amqplib';
 import type { Logger } from '../../../log.js';
 import type { AmqpQueue, AmqpSettings } from '../amqp.js';
 import { reconnectBackoff, type Backoff } from '../../../core/backoff.js';
-import { type Binding, bindingMatches } from './bindings.js';
+import { type Binding, bindingMatches, exchangeTypeOf } from './bindings.js';
 import { declaredOtherwise } from './connection.js';
 
 /** Declares a queue of `queues` (durable or not, with its arguments and dead-letter exchange) and binds it, as the broker does at connect. */
@@ -15,23 +15,6 @@ export async function declareQueue(ch: Channel, name: string, q: AmqpQueue, s: A
 
 export function declaredBindings(q: AmqpQueue, s: AmqpSettings): Binding[] {
   return q.bindings.map((b) => ({ exchange: b.exchange ?? s.exchange.name, routingKey: b.routingKey }));
-}
-
-/** The type RabbitMQ's own exchanges have whatever the config says; others are as declared (`topic` unless said). */
-function exchangeType(s: AmqpSettings): AmqpSettings['exchange']['type'] {
-  switch (s.exchange.name) {
-    case 'amq.direct':
-      return 'direct';
-    case 'amq.fanout':
-      return 'fanout';
-    case 'amq.headers':
-    case 'amq.match':
-      return 'headers';
-    case 'amq.topic':
-      return 'topic';
-    default:
-      return s.exchange.type;
-  }
 }
 
 /** Per queue: the re-declare in flight, when the next may start after a refusal, and up to which publish the last one was too late. */
@@ -143,7 +126,7 @@ export class DeclaredQueues {
    * again after that publish was sent. The publish itself stays refused: it reached no queue.
    */
   unroutable(conn: ChannelModel, exchange: string, key: string, n: number): void {
-    const type = exchangeType(this.settings);
+    const type = exchangeTypeOf(this.settings.exchange);
     for (const [queue, q] of Object.entries(this.settings.queues)) {
       if (!q.declare) continue;
       // The default exchange routes a key to the queue of that name, bound or not.
