@@ -162,15 +162,17 @@ function routeWarnings(ctx: CompileContext, plan: Plan): Diagnostic[] {
     const { line, column } = ctx.src.locate(path, 'value');
     return { file: ctx.fileOf(path), line, column, code, path: formatPath(path), message };
   };
+  // A broker whose compile failed has its options as written, which these hooks do not read.
+  const compiledBroker = (name: string) => (ctx.uncompiledBrokers.has(name) ? undefined : plan.brokers.get(name));
   const reads = routes.flatMap(({ route, index: i }) => {
     if (route.from.type !== 'broker') return [];
-    const broker = plan.brokers.get(route.from.broker);
+    const broker = compiledBroker(route.from.broker);
     const warning = broker && ctx.registry.brokers.get(broker.kind)?.readWarning?.(route.from.topic, broker.options);
     return warning ? [at(['routes', i, 'from', 'topic'], 'EG_CONFIG_SUSPICIOUS_TOPIC', `route '${route.name}': ${warning}`)] : [];
   });
   // What a route's filter reads, as its broker kind matches topics (MQTT `+` `#`, NATS `*` `>`, AMQP patterns).
   const readsTopic = (name: string, from: string) => {
-    const broker = plan.brokers.get(name);
+    const broker = compiledBroker(name);
     const read = broker && ctx.registry.brokers.get(broker.kind)?.topicsRead?.(from, broker.options);
     return read && !read.literal && !read.unknown ? (topic: string) => read.matches(topic) : undefined;
   };

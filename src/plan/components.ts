@@ -19,6 +19,7 @@ export function compileBrokers(ctx: CompileContext): Map<string, ComponentPlan> 
       readFile: ctx.fileReader(at, files),
     };
     const compiled = kind.compile ? kind.compile(options, kindCtx) : options;
+    if (compiled === undefined) ctx.uncompiledBrokers.add(name);
     // A referenced file (a CA, a client certificate) that changed replaces the broker like an option would.
     const key = files.length === 0 ? canonical(options) : canonical({ options, files: ctx.fileKeys(files) });
     // The options as written (not compiled: a default such as mqtt's hostname-based clientId would differ between machines).

@@ -32,6 +32,12 @@ export class CompileContext {
   readonly limits: ExpressionLimits;
   /** Parts left out because they are invalid themselves (see pruneInvalid): references to them are not reported again. */
   readonly hidden: Hidden;
+  /**
+   * Brokers whose kind's compile found problems: the plan holds their options as written, not the
+   * settings the kind's hooks that read compiled settings take (topicsRead, readWarning), so those
+   * are not asked of them (an amqp broker's missing `exchange` crashed validate).
+   */
+  readonly uncompiledBrokers = new Set<string>();
   private readonly schemas = new JsonSchemaCompiler();
   /** Data files read with readDocument, by the name the config used. */
   private readonly documents = new Map<string, SourceDocument>();

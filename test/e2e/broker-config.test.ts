@@ -676,6 +676,51 @@ describe('an amqp route reading a routing key one typo off a queue', () => {
 });
 
 /**
+ * Queue arguments RabbitMQ checks at every declare: one it refuses (406 PRECONDITION_FAILED -
+ * invalid arg) left the queue undeclared and its routes waiting, `queue 'Q' on broker 'B' is not as
+ * declared` in /readyz, though no queue was on the server (seen on RabbitMQ 3.10 with each value
+ * below). Now config errors at the argument. And an amqp broker with an error of its own, read by a
+ * route, crashed validate (`Cannot read properties of undefined (reading 'type')`): the feedback-loop
+ * check read its options as written as compiled settings.
+ */
+describe('amqp queue arguments RabbitMQ would refuse', () => {
+  it('are config errors at the argument, and a broker with an error of its own does not crash validate', async () => {
+    const dir = tempFiles({
+      'gateway.yaml': [
+        'version: 1',
+        'brokers:',
+        '  rb:',
+        '    kind: amqp',
+        '    url: "amqp://127.0.0.1"',
+        '    queues:',
+        '      q1: { arguments: { x-message-ttl: 1.5, x-max-length: -1, x-max-length-bytes: "10", x-expires: 0 } }',
+        '      q2: { arguments: { x-overflow: reject, x-queue-type: quorom, x-max-priority: 300, x-single-active-consumer: "true" } }',
+        '      q3: { durable: false, arguments: { x-queue-type: quorum, x-overflow: reject-publish-dlx, x-delivery-limit: 2, x-custom: [1] } }',
+        '      q4: { arguments: { x-message-ttl: 0, x-queue-mode: lazy, x-dead-letter-routing-key: dead } }',
+        '  m: { kind: memory }',
+        'routes:',
+        '  - { name: r, from: { broker: rb, topic: "orders.*" }, to: { broker: m, topic: a } }',
+        '',
+      ].join('\n'),
+    });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const refused = (name: string) => `RabbitMQ refuses to declare the queue (406 PRECONDITION_FAILED - invalid arg '${name}')`;
+    assert.deepEqual(r.stdout.trim().split('\n'), [
+      `gateway.yaml:7:41: queue 'q1': x-message-ttl must be a whole number, 0 or more, not 1.5: ${refused('x-message-ttl')}`,
+      `gateway.yaml:7:60: queue 'q1': x-max-length must be a whole number, 0 or more, not -1: ${refused('x-max-length')}`,
+      `gateway.yaml:7:84: queue 'q1': x-max-length-bytes must be a whole number, 0 or more, not the string "10": ${refused('x-max-length-bytes')}; write it without quotes`,
+      `gateway.yaml:7:101: queue 'q1': x-expires must be a whole number, 1 or more, not 0: ${refused('x-expires')}`,
+      `gateway.yaml:8:38: queue 'q2': x-overflow must be one of drop-head, reject-publish, reject-publish-dlx, not "reject": ${refused('x-overflow')}`,
+      `gateway.yaml:8:60: queue 'q2': x-queue-type must be one of classic, quorum, stream, not "quorom" (did you mean 'quorum'?): ${refused('x-queue-type')}`,
+      `gateway.yaml:8:84: queue 'q2': x-max-priority must be a whole number from 0 to 255, not 300: ${refused('x-max-priority')}`,
+      `gateway.yaml:8:115: queue 'q2': x-single-active-consumer must be a boolean, not "true": ${refused('x-single-active-consumer')}; write it without quotes`,
+      "gateway.yaml:9:22: queue 'q3': a quorum queue is always durable: RabbitMQ refuses to declare one with durable: false (406 PRECONDITION_FAILED - invalid property 'non-durable')",
+    ]);
+  });
+});
+
+/**
  * A broker whose own options fail the schema (`qos: 7`) is left out of the compile; the topics the
  * routes gave it went unchecked in that pass (a `to` with a wildcard was reported only once `qos`
  * was fixed). Now checked in the same pass, on every kind, from a route's `from`, `to` and
