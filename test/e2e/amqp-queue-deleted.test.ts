@@ -422,6 +422,8 @@ brokers:
     url: ${rabbit.url}
     queues:
       inequivalent: { bindings: ["ineq.*"], arguments: { x-max-length: 10 } }
+      # An argument only quorum queues take: RabbitMQ refuses the classic queue, which it does not have.
+      type-refused: { bindings: ["tref.*"], arguments: { x-delivery-limit: 2 } }
   restricted:
     kind: amqp
     url: ${rabbit.url.replace('guest:guest@', `${restricted}:pw@`)}
@@ -430,14 +432,27 @@ brokers:
 routes:
   - { name: post-ineq, from: { listener: api, path: /ineq }, to: { broker: other-args, topic: ineq.new } }
   - { name: inequivalent, from: { broker: other-args, topic: inequivalent }, to: { http: { url: "${receiver.url}/ineq" } } }
+  - { name: type-refused, from: { broker: other-args, topic: type-refused }, to: { http: { url: "${receiver.url}/tref" } } }
 `);
     try {
       await gw.waitForLog((l) => l.broker === 'restricted' && l.msg === 'amqp connect failed; retrying', 30000);
       const waiting = await gw.waitForLog((l) => l.route === 'inequivalent' && /not as declared on the server; waiting for it/.test(String(l.msg)), 30000);
       assert.equal(waiting.msg, "amqp queue 'inequivalent' not as declared on the server; waiting for it (tried again with backoff)");
+      // A queue the server does not have is not said to be on it otherwise.
+      const refused = await gw.waitForLog((l) => l.route === 'type-refused' && /on the server; waiting for it/.test(String(l.msg)), 30000);
+      assert.equal(refused.msg, "amqp queue 'type-refused' refused as declared on the server; waiting for it (tried again with backoff)");
+      assert.match(String(refused.detail), /^queue 'type-refused' on broker 'other-args' is refused as declared: 406 PRECONDITION_FAILED - invalid arg 'x-delivery-limit'/);
+      assert.equal(
+        gw.logs.find((l) => l.broker === 'other-args' && l.queue === 'type-refused')?.msg,
+        "amqp queue 'type-refused' was refused as declared (an argument or property the server does not take for it); the routes that read it wait (declaring it again with backoff), publishes and other routes go on",
+      );
       const probe = await readyz(gw);
       assert.equal(probe.status, 503);
-      assert.deepEqual([...probe.body.reasons].sort(), ['broker restricted: topology not ready', "route inequivalent: queue 'inequivalent' on broker 'other-args' is not as declared"]);
+      assert.deepEqual([...probe.body.reasons].sort(), [
+        'broker restricted: topology not ready',
+        "route inequivalent: queue 'inequivalent' on broker 'other-args' is not as declared",
+        "route type-refused: queue 'type-refused' on broker 'other-args' is refused as declared",
+      ]);
       const status = await gw.status();
       const brokers = status.brokers as { name: string; ready: boolean; detail: string }[];
       assert.equal(brokers.find((b) => b.name === 'other-args')!.ready, true);

@@ -20,7 +20,7 @@ import { installTableDecoder, TYPED_FIELDS } from './field-table.js';
 import type { WithTypedFields } from './consumed.js';
 import { routingKeyProblem } from './routing-keys.js';
 import { DeclaredQueues, declaredBindings, declareQueue } from './declared-queues.js';
-import { channelClosedByServer, closedByServer, connectFailure, declaredOtherwise, dropConnection, refusedOnChannel, socketOf } from './connection.js';
+import { channelClosedByServer, closedByServer, connectFailure, declaredOtherwise, declaredOtherwiseState, dropConnection, refusedOnChannel, socketOf } from './connection.js';
 import { AmqpSubscription } from './subscription.js';
 
 /** The reply code of a channel.close for a resource the user may not use. */
@@ -369,7 +369,7 @@ export class AmqpBroker implements BrokerRuntime {
       for (const [queue, words] of otherwise)
         this.log.warn(
           { queue, err: words },
-          `amqp queue '${queue}' is on the server otherwise than declared; the routes that read it wait (declaring it again with backoff), publishes and other routes go on`,
+          `amqp queue '${queue}' ${declaredOtherwiseState(words) === 'refused as declared' ? 'was refused as declared (an argument or property the server does not take for it)' : 'is on the server otherwise than declared'}; the routes that read it wait (declaring it again with backoff), publishes and other routes go on`,
         );
       // Every declared queue is there and bound again: a route's re-declare that failed half-way is made good.
       this.declaredQueues.declaredAll(otherwise);

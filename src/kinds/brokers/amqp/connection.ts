@@ -67,6 +67,16 @@ export function declaredOtherwise(err: unknown): string | undefined {
   return said ? (replyText(said[1]!) ?? err.message) : undefined;
 }
 
+/**
+ * How the server's words of declaredOtherwise() read as the state of the queue: a 406 is also the
+ * answer to arguments the server does not take for the queue at all (`invalid arg 'x-delivery-limit'
+ * ... of queue type rabbit_classic_queue`, `invalid property 'non-durable'`), when there is no queue
+ * on the server to differ from.
+ */
+export function declaredOtherwiseState(words: string): 'refused as declared' | 'not as declared' {
+  return /PRECONDITION_FAILED - invalid (?:arg|property) /.test(words) ? 'refused as declared' : 'not as declared';
+}
+
 /** amqplib's `530 (NOT-ALLOWED) with message "NOT_ALLOWED - ..."` as `530 NOT_ALLOWED - ...`. */
 function replyText(close: string): string | undefined {
   const said = /^(\d+) \(([A-Z-]+)\) with message "(.*)"$/s.exec(close);

@@ -14,7 +14,7 @@ import { type Binding, leaveBindings, serverOf, unbindLeft } from './bindings.js
 import { within } from '../../../core/within.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
 import { toMessage } from './consumed.js';
-import { declaredOtherwise, dropConnection } from './connection.js';
+import { declaredOtherwise, declaredOtherwiseState, dropConnection } from './connection.js';
 import { MissingTopology, notFoundOn } from '../missing-topology.js';
 import type { DeclaredQueues } from './declared-queues.js';
 
@@ -112,9 +112,10 @@ export class AmqpSubscription {
       this.telemetry?.consumerError(this.spec.route);
       const wait = this.backoff.delay();
       if (err instanceof QueueMissing) this.queueMissing.missing(notFoundOn('queue', this.spec.topic, this.broker, err.message), wait);
-      else if (err instanceof QueueOtherwise)
-        this.queueMissing.missing(`queue '${this.spec.topic}' on broker '${this.broker}' is not as declared: ${err.message}`, wait, 'not as declared on the server');
-      else {
+      else if (err instanceof QueueOtherwise) {
+        const state = declaredOtherwiseState(err.message);
+        this.queueMissing.missing(`queue '${this.spec.topic}' on broker '${this.broker}' is ${state}: ${err.message}`, wait, `${state} on the server`);
+      } else {
         this.startProblem = err.message;
         this.log.error({ err: err.message, retryInMs: wait }, 'amqp consumer could not start; retrying');
       }
