@@ -8,8 +8,31 @@ import { TLSSocket } from 'node:tls';
  * credentials, certificates or the URL, not the network. Else `unreachable`. /readyz shows the part
  * before the colon; the error's own words follow it.
  */
-export function notConnectedDetail(why: string, refused: 'login' | 'tls' | undefined): string {
-  return `${refused === undefined ? 'unreachable' : `${refused} refused`}: ${why}`;
+export function notConnectedDetail(why: string, refused: 'login' | 'tls' | undefined, err?: unknown): string {
+  return `${refused === undefined ? 'unreachable' : `${refused} refused`}: ${why}${refused === 'tls' ? brokerTlsHint(err) : ''}`;
+}
+
+/** Certificate chains node could not trace to a CA it trusts: trusting the server's CA is the fix. */
+export const UNTRUSTED_CHAIN: ReadonlySet<string> = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_UNTRUSTED',
+]);
+
+/**
+ * Where a broker's failed handshake's fix is, when node's code says: node's words
+ * (`self-signed certificate`) named the cause but not the broker's option that fixes it. None for an
+ * expired certificate (node says so) or a refused client certificate (the server's alert).
+ */
+function brokerTlsHint(err: unknown): string {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  if (typeof code !== 'string') return '';
+  if (UNTRUSTED_CHAIN.has(code)) return "; trust the server's CA with the broker's tls.ca";
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID' || code === 'HOSTNAME_MISMATCH') return '; the certificate is not for the host the broker connects to';
+  return '';
 }
 
 /** OpenSSL's certificate verification codes as node gives them (`SELF_SIGNED_CERT_IN_CHAIN`, `UNABLE_TO_VERIFY_LEAF_SIGNATURE`, ...), node's own (`ERR_TLS_CERT_ALTNAME_INVALID`) and handshake alerts (`ERR_SSL_TLSV1_ALERT_UNKNOWN_CA`). */

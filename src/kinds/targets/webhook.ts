@@ -23,7 +23,7 @@ import {
   type Message,
   type MessageContext,
 } from '../../core/message.js';
-import { isTlsFailure } from '../brokers/not-connected.js';
+import { isTlsFailure, UNTRUSTED_CHAIN } from '../brokers/not-connected.js';
 import type { KindDoc, Target } from '../contracts.js';
 import { mapOf, oneOf, oneOfStrings, type Static, stringMatching, Type } from '../define.js';
 import { HttpClient, TIMED_OUT, type AnswerListener, type ClientAnswer, type ClientRequest, type Exchange, type RequestSender } from './webhook-client.js';
@@ -550,16 +550,6 @@ function unanswered(display: string, err: (Error & { code?: string }) | undefine
   if (isTlsFailure(err)) return `${display} could not be reached: the TLS handshake failed (${code}: ${tlsReason(err!)})${tlsHint(code!)}`;
   return `${display} could not be reached: ${code ?? err?.message}`;
 }
-
-/** Certificate chains the gateway could not trace to a CA it trusts: trusting the endpoint's CA is the fix. */
-const UNTRUSTED_CHAIN = new Set([
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_GET_ISSUER_CERT',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'CERT_UNTRUSTED',
-]);
 
 /**
  * Where a failed handshake's fix is, when the code says: trusting the endpoint's CA, or naming a host its

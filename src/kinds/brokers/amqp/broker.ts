@@ -401,7 +401,9 @@ export class AmqpBroker implements BrokerRuntime {
         // not, a queue it has with other arguments, a name it keeps for itself): it is there and
         // took the login, the topology is not right. Else the connection itself failed.
         detail:
-          /NOT.FOUND/.test(why) || refusedOnChannel(err) ? `topology not ready: ${why}` : ((refused === undefined ? closedByServer(err, this.vhost) : undefined) ?? notConnectedDetail(why, refused)),
+          /NOT.FOUND/.test(why) || refusedOnChannel(err)
+            ? `topology not ready: ${why}`
+            : ((refused === undefined ? closedByServer(err, this.vhost) : undefined) ?? notConnectedDetail(why, refused, err)),
       };
       const wait = this.backoff.delay();
       if (why !== this.loggedFailure) this.log.warn({ err: why, retryInMs: wait }, 'amqp connect failed; retrying');

@@ -73,7 +73,7 @@ export class Link {
       if (err instanceof AcknowledgedByRoute) return;
       const plain = closedInHandshake(client.stream, err);
       const why = plain ? closedInHandshakeReason(err) : err.message;
-      const detail = notConnectedDetail(why, LOGIN_REFUSED.has((err as { code?: unknown }).code) ? 'login' : isTlsFailure(err) || plain ? 'tls' : undefined);
+      const detail = notConnectedDetail(why, LOGIN_REFUSED.has((err as { code?: unknown }).code) ? 'login' : isTlsFailure(err) || plain ? 'tls' : undefined, err);
       // Once per reason, not once per attempt: a wrong password is retried every reconnectPeriodMs.
       if (!this.ready && !this.told.has(detail)) {
         // Bounded, should reasons carry changing words (addresses of a name that resolves to many).

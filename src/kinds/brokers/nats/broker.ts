@@ -159,7 +159,7 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
         // nats.js gives up on a first connect the server refused (a wrong password): try again, as after a loss.
         const wait = backoff.delay();
         const why = tlsNotOffered(err) ? 'the server does not offer TLS, which the broker requires (its `tls`, or a tls:// server)' : (err as Error).message;
-        this.state = { ready: false, detail: notConnectedDetail(why, isLoginRefusal(err) ? 'login' : isTlsFailure(err) || tlsNotOffered(err) ? 'tls' : undefined) };
+        this.state = { ready: false, detail: notConnectedDetail(why, isLoginRefusal(err) ? 'login' : isTlsFailure(err) || tlsNotOffered(err) ? 'tls' : undefined, err) };
         if (why !== logged) this.log.warn({ err: why, retryInMs: wait }, 'nats connect failed; retrying');
         logged = why;
         await sleep(wait);
