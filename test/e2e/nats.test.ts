@@ -679,16 +679,23 @@ routes:
       assert.equal((await makeConsumer('take.b', 4)).error, undefined);
       await gw2.waitForLog((l) => l.msg.startsWith("the group's consumer reads another subject"), 15000);
       // Another waiting instance takes it back: its delete comes while the route looks, its add after.
+      // Held at the proxy, not timed: the route's next look (after its wait; without the wait, the
+      // read of the consumer it made itself at once) waits until that add is done, however slow
+      // the machine (a 300 ms pause against the 1 s wait passed without the gone consumer seen,
+      // or failed, as the machine's speed had it).
       let release!: () => void;
       infoGate = new Promise<void>((r) => (release = r));
       await new Promise<void>((r) => (infoHeld = r));
-      infoGate = undefined;
+      let releaseNext!: () => void;
+      infoGate = new Promise<void>((r) => (releaseNext = r));
+      const nextLook = new Promise<void>((r) => (infoHeld = r));
       const from = gw2.logs.length;
       await peer.jsApi('$JS.API.CONSUMER.DELETE.TAKE.takers', {});
       release();
-      // The route's look has found it gone by then (its answer comes in well under that).
-      await new Promise((r) => setTimeout(r, 300));
+      await nextLook;
+      infoGate = undefined;
       assert.equal((await makeConsumer('take.a', 4)).error, undefined);
+      releaseNext();
       await gw2.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'taken', 15000, from);
       assert.deepEqual(
         gw2.logs.slice(from).filter((l) => l.msg.startsWith("the route's consumer was deleted on the server") || l.msg.startsWith('nats consumer stopped')),
@@ -701,6 +708,24 @@ routes:
         hook.requests.map((r) => (JSON.parse(r.body) as { i: number }).i),
         [0, 1, 2, 3, 4, 5],
       );
+      // Waiting again, the route stops (SIGTERM) after finding the consumer gone: it makes none of
+      // its own, which would have the other instance's add refused (it made one after its wait,
+      // woken by the stop, or at its end).
+      const again = gw2.logs.length;
+      await peer.jsApi('$JS.API.CONSUMER.DELETE.TAKE.takers', {});
+      assert.equal((await makeConsumer('take.b', 7)).error, undefined);
+      await gw2.waitForLog((l) => l.msg.startsWith("the group's consumer reads another subject"), 15000, again);
+      let releaseLast!: () => void;
+      infoGate = new Promise<void>((r) => (releaseLast = r));
+      await new Promise<void>((r) => (infoHeld = r));
+      infoGate = undefined;
+      await peer.jsApi('$JS.API.CONSUMER.DELETE.TAKE.takers', {});
+      const exited = gw2.stop();
+      await gw2.waitForLog((l) => l.msg.startsWith('shutting down'), 15000, again);
+      releaseLast();
+      assert.deepEqual(await exited, { code: 0, signal: null });
+      const left = (await peer.jsApi('$JS.API.CONSUMER.INFO.TAKE.takers', {})) as { error?: { code: number } };
+      assert.equal(left.error?.code, 404, JSON.stringify(left));
     } finally {
       await gw2.stop();
       await hook.stop();

@@ -264,6 +264,7 @@ export class NatsSubscription {
         if (created !== this.handledOf) this.handled.clear();
         this.handledOf = created;
         await this.putConsumer(jsm, stream, name);
+        if (this.stopping) return; // putConsumer left the consumer as it was
         const consumer = await nc.jetstream().consumers.get(stream, name);
         // abort_on_missing_resource: a consumer (or its stream) deleted on the server ends the read,
         // and the loop makes it again; without it the client pulled a deleted consumer for ever, the
@@ -376,7 +377,7 @@ export class NatsSubscription {
     const startFrom = this.spec.startFrom ?? this.spec.defaultStartFrom ?? 'earliest';
     const wanted = startFrom === 'latest' ? lib.DeliverPolicy.New : lib.DeliverPolicy.All;
     let existing = await consumerInfo(jsm, stream, name);
-    if (!existing && this.elsewhere !== undefined) {
+    if (!existing && this.elsewhere !== undefined && !this.stopping) {
       // Gone while this route waited for another instance's reader: another waiting instance is
       // taking it back, between its delete and its add. Made here from the oldest message this
       // route remembers handling, it had that instance's add refused (`start sequence can not be
@@ -385,6 +386,9 @@ export class NatsSubscription {
       await this.sleepUnlessWoken(TAKE_BACK_ADDS_WITHIN_MS);
       existing = await consumerInfo(jsm, stream, name);
     }
+    // A stopping route reads nothing: a consumer it deleted or made now is one another instance
+    // finds changed under it (a stop woke the wait above, and its add refused that take-back's).
+    if (this.stopping) return;
     let start: Partial<ConsumerConfig> = { deliver_policy: wanted };
     if (existing && existing.config.filter_subject !== this.spec.topic && this.hadConsumer) this.leaveToOtherReader(existing, stream, name);
     if (existing && existing.config.filter_subject !== this.spec.topic) {
