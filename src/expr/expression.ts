@@ -157,6 +157,13 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
   }
 }
 
+/**
+ * The built-ins JSONata binds per expression, reading that expression's evaluation time:
+ * builtIn's are a probe expression's, whose time stopped at the probe's one evaluation (`$millis()`
+ * wrapped with them gave the same number for ever). `$now` is the gateway's own (checkedFunctions).
+ */
+const BOUND_PER_EXPRESSION: ReadonlySet<string> = new Set(['millis', 'now']);
+
 function outOfStack(err: unknown): boolean {
   return err instanceof RangeError && err.message === 'Maximum call stack size exceeded';
 }
@@ -219,6 +226,7 @@ function compileChecked(source: string, limits: ExpressionLimits, origin: Expres
   // own above have JSONata's signatures, so theirs are JSONata's too.
   const own: Record<string, BuiltIn['implementation']> = { pad, string: stringWithBytes as BuiltIn['implementation'], ...checkedNow, ...(evals ? { eval: ownEval! } : {}) };
   for (const name of calledBuiltIns(compiled.ast(), bound)) {
+    if (BOUND_PER_EXPRESSION.has(name) && !own[name]) continue;
     const { implementation, signature } = builtIn(jsonata, name);
     if (signature) compiled.assign(name, withArgumentRefusals(name, own[name] ?? implementation, signature));
   }

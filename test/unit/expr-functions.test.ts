@@ -247,6 +247,15 @@ describe("calls a message's value makes JSONata refuse", () => {
     assert.equal(await compileExpression('($substring := function($s) { $s * 2 }; $substring(4))').evaluate({}, {}), 8);
     assert.deepEqual(await compileExpression('$map(xs, $uppercase) ~> $join(",") ~> $uppercase()').evaluate({ xs: ['a', 'b'] }, {}), 'A,B');
   });
+
+  it("leaves $millis() the evaluation's time, not a time fixed at the first compile", async () => {
+    const millis = compileExpression('$millis()');
+    const compiled = Date.now();
+    while (Date.now() <= compiled + 1) await new Promise((r) => setTimeout(r, 2));
+    const before = Date.now();
+    const at = (await millis.evaluate({}, {})) as number;
+    assert.ok(at >= before && at <= Date.now(), `$millis() gave ${at}, evaluated after ${before}`);
+  });
 });
 
 describe('variables nothing binds', () => {
