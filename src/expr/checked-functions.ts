@@ -112,6 +112,8 @@ let builtIns: Map<string, BuiltIn> | undefined;
 /**
  * JSONata's own function `name`. Its static frame is not exported; the frame of an evaluation
  * reaches it, and the entry hook is given that frame synchronously, before evaluate() first awaits.
+ * `$now` and `$millis` are bound per expression, not in that frame: these are the probe's, whose
+ * time stopped at its evaluation.
  */
 export function builtIn(jsonata: JsonataFactory, name: string): BuiltIn {
   if (!builtIns) {
