@@ -1,6 +1,7 @@
 import { formatDiagnostic, type Diagnostic } from '../config/diagnostics.js';
 import type { Env } from '../config/source.js';
 import { defaultRegistry } from '../kinds/index.js';
+import type { KindRegistry } from '../kinds/registry.js';
 import { loadPlan } from '../plan/compile.js';
 import { diffPlans, summarize, type ChangeSummary as ComponentDiff } from '../plan/diff.js';
 import { consumerGroup, listenerPaths, listenerTrust, planFingerprint, planFromFingerprint, renamedForwardDigest, subscriptionKey, type PlanFingerprint } from '../plan/fingerprint.js';
@@ -125,7 +126,7 @@ export async function planCommand(o: PlanOptions): Promise<number> {
   const disconnected: Disconnect[] = [];
   if (before) {
     // A running gateway's routes come without their targets (planFromFingerprint): its paths are the fingerprint's.
-    const oldPaths = running ? new Map(running.listeners.map((l) => [l.name, new Set(l.paths)])) : listenerPaths(before, registry);
+    const oldPaths = running ? runningPaths(running, registry) : listenerPaths(before, registry);
     const newPaths = listenerPaths(next.plan, registry);
     for (const [name, l] of before.listeners) {
       // A new tls.ca applied in place cuts off the connections of the clients it no longer trusts
@@ -260,6 +261,20 @@ export async function planCommand(o: PlanOptions): Promise<number> {
 function comparableWith(running: PlanFingerprint, next: PlanFingerprint): PlanFingerprint {
   const admin = next.admin && running.admin?.config === undefined ? { key: next.admin.key } : next.admin;
   return { ...next, admin };
+}
+
+/**
+ * The paths clients stay connected on in a running gateway, as its fingerprint names them. One
+ * older than this CLI (no `heldPaths`) named its HTTP publish paths too, which hold no client
+ * (publishersStay): each was said to lose its clients though the new config served it as before.
+ * A path it both streamed (a forward target) and took publishes on is taken for a publish path.
+ */
+function runningPaths(running: PlanFingerprint, registry: KindRegistry): Map<string, Set<string>> {
+  const publishPath = (listener: { name: string; kind: string }, path: string) =>
+    running.heldPaths !== true &&
+    registry.listeners.get(listener.kind)?.publishersStay !== true &&
+    running.routes.some((r) => r.from.type === 'listener' && r.from.listener === listener.name && r.from.path === path);
+  return new Map(running.listeners.map((l) => [l.name, new Set(l.paths.filter((p) => !publishPath(l, p)))]));
 }
 
 async function fetchRunning(url: string, token: string | undefined, tokenFrom: string): Promise<{ fingerprint: PlanFingerprint | null } | { error: string }> {

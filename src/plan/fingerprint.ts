@@ -21,6 +21,8 @@ export interface PlanFingerprint {
   brokers: { name: string; kind: string; key: string; replaceKey?: string }[];
   /** `paths`: those clients stay connected on (listenerPaths()); `trust`: a hash of the CA bundle trusted for client certificates, null without one (absent from a gateway of an earlier version). */
   listeners: { name: string; kind: string; key: string; socketKey: string; paths: string[]; trust?: string | null }[];
+  /** Set: `paths` are those clients stay connected on. Absent from a gateway older than the forty-fourth session, whose `paths` held its HTTP publish paths too. */
+  heldPaths?: true;
   /**
    * `group`: the consumer group of a route that reads a broker (consumerGroup()); `subscription`:
    * a hash of what it asks of that broker (subscriptionKey()), which tells `plan` whether a
@@ -70,6 +72,7 @@ export function planFingerprint(plan: Plan, registry: KindRegistry): PlanFingerp
       paths: [...(paths.get(l.name) ?? [])].sort(),
       trust: listenerTrust(l),
     })),
+    heldPaths: true,
     routes: [...plan.routes.values()].map((r) => ({
       name: r.name,
       key: digest(r.key),

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { makeCertificates } from '../helpers/certificates.js';
@@ -484,6 +485,25 @@ describe('eventgate plan --admin URL against a running gateway', () => {
       assert.deepEqual(JSON.parse(leave.stdout).groups, [{ route: 'out', broker: 'local', topic: 't', group: 'eventgate-out-<instance>', change: 'leave' }]);
       // Its forward path goes with it, and so do its clients: the running routes come without their targets, the fingerprint names the paths.
       assert.deepEqual(JSON.parse(leave.stdout).disconnected, [{ listener: 'push', path: '/ws', reason: 'no route serves this path any more' }]);
+
+      // A gateway older than this CLI listed its HTTP publish paths with the paths clients stay
+      // on (its fingerprint as this one's, without heldPaths): an unchanged /in lost no client.
+      const fingerprint = (await (await fetch(`${gw.adminUrl}/admin/plan`, { headers: { authorization: `Bearer ${token[1]}` } })).json()) as {
+        heldPaths?: true;
+        listeners: { name: string; paths: string[] }[];
+      };
+      assert.equal(fingerprint.heldPaths, true);
+      delete fingerprint.heldPaths;
+      fingerprint.listeners.find((l) => l.name === 'api')!.paths = ['/in'];
+      const older = createHttpServer((_req, res) => res.setHeader('content-type', 'application/json').end(JSON.stringify(fingerprint)));
+      await new Promise<void>((r) => older.listen(0, '127.0.0.1', r));
+      try {
+        const olderUrl = `http://127.0.0.1:${(older.address() as AddressInfo).port}`;
+        const kept = await runCliInProcess(['plan', '-c', gw.configFile, '--admin', olderUrl, '--format', 'json']);
+        assert.deepEqual(JSON.parse(kept.stdout).disconnected, [], kept.stdout);
+      } finally {
+        older.close();
+      }
 
       // Apply the filter change only: afterwards the plan for that config is empty.
       await gw.reconfigure(base('a > 2'));
