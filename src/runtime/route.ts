@@ -1157,10 +1157,22 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    */
   private stoppedBetweenTries(msg: Message, p: Problem): void {
     const lost = this.lostWithProcess;
-    this.deps.logger[lost ? 'warn' : 'info'](
-      { route: this.name, outcome: 'failed', traceId: traceIdOf(msg.headers), code: p.code, detail: p.detail, topic: msg.topic, partition: msg.partition, offset: msg.offset },
-      lost ? LOST_WITH_PROCESS : GIVEN_BACK,
-    );
+    const line: Record<string, unknown> = {
+      route: this.name,
+      outcome: 'failed',
+      traceId: traceIdOf(msg.headers),
+      code: p.code,
+      detail: p.detail,
+      topic: msg.topic,
+      partition: msg.partition,
+      offset: msg.offset,
+    };
+    // As logOutcome's lines have it: with log.payloads, a message lost with the process is still in the log.
+    if (this.deps.logOptions?.payloads) {
+      const shown = this.observable(msg);
+      line.message = { key: shown.key, headers: shown.headers, ...shownValue(shown) };
+    }
+    this.deps.logger[lost ? 'warn' : 'info'](line, lost ? LOST_WITH_PROCESS : GIVEN_BACK);
   }
 
   /**
