@@ -9,7 +9,9 @@ import { closest } from '../../../config/suggest.js';
  * (`invalid_overflow`), `x-single-active-consumer: "yes"`, a quorum queue with `durable: false`
  * (`invalid property 'non-durable'`). Which arguments a queue type takes (`x-delivery-limit` on a
  * quorum queue only, `x-max-priority` on a classic one) changes between RabbitMQ versions, so that
- * is left to the server.
+ * is left to the server. Only arguments whose values the server checks are here: `x-delivery-limit`
+ * is not one (RabbitMQ 3.10 declares a quorum queue with `-1`, `"5"` or `1.5`, and 4.x documents
+ * `-1` as the way to turn its default limit of 20 off).
  */
 
 type Rule = { integer: { min: number; max?: number } } | { oneOf: readonly string[] } | { type: 'boolean' | 'string' };
@@ -19,7 +21,6 @@ const RULES: Record<string, Rule> = {
   'x-expires': { integer: { min: 1 } },
   'x-max-length': { integer: { min: 0 } },
   'x-max-length-bytes': { integer: { min: 0 } },
-  'x-delivery-limit': { integer: { min: 0 } },
   'x-max-priority': { integer: { min: 0, max: 255 } },
   'x-overflow': { oneOf: ['drop-head', 'reject-publish', 'reject-publish-dlx'] },
   'x-queue-type': { oneOf: ['classic', 'quorum', 'stream'] },
