@@ -640,7 +640,8 @@ describe('an amqp route reading a routing key one typo off a queue', () => {
    * queue bound to a fanout exchange with `anything` got a publish with key `whatever`). Now a
    * warning at each, none for `#`, `''`, or a key on a topic exchange. RabbitMQ's own exchanges
    * (`amq.headers`) have their type whatever the config says: the feedback-loop check took
-   * `amq.headers` as a topic exchange, and missed the loop of route `back`.
+   * `amq.headers` as a topic exchange, and missed the loop of route `back`; and the warning took
+   * `amq.rabbitmq.trace` (the firehose's topic exchange) as the `fanout` the config said.
    */
   it('warns of a routing key a fanout or headers exchange does not route by', async () => {
     const dir = tempFiles({
@@ -649,6 +650,8 @@ describe('an amqp route reading a routing key one typo off a queue', () => {
         'brokers:',
         '  fx: { kind: amqp, url: "amqp://127.0.0.1", exchange: { name: fx, type: fanout }, queues: { q1: { bindings: [orders.eu, ""] } } }',
         '  hd: { kind: amqp, url: "amqp://127.0.0.1", exchange: amq.headers, queues: { q2: { bindings: [{ exchange: amq.topic, routingKey: a.b }] } } }',
+        // The firehose's exchange is a topic one whatever `type` says: its pattern filters.
+        '  tr: { kind: amqp, url: "amqp://127.0.0.1", exchange: { name: amq.rabbitmq.trace, type: fanout } }',
         '  m: { kind: memory }',
         'routes:',
         '  - { name: eu, from: { broker: fx, topic: orders.eu }, to: { broker: m, topic: a } }',
@@ -656,6 +659,7 @@ describe('an amqp route reading a routing key one typo off a queue', () => {
         '  - { name: h, from: { broker: hd, topic: "orders.*" }, to: { broker: m, topic: a } }',
         // amq.headers is a headers exchange whatever `type` says: this route reads what it writes.
         '  - { name: back, from: { broker: hd, topic: "orders.#" }, to: { broker: hd, topic: audit } }',
+        '  - { name: firehose, from: { broker: tr, topic: "publish.#" }, to: { broker: m, topic: a } }',
         '',
       ].join('\n'),
     });
@@ -667,10 +671,10 @@ describe('an amqp route reading a routing key one typo off a queue', () => {
       "exchange 'amq.headers' is a headers exchange, which routes by binding arguments (x-match and header values) that the gateway's bindings do not carry, and a binding without them matches every message whatever the routing key";
     assert.deepEqual(r.stderr.trim().split('\n'), [
       `gateway.yaml:3:111: warning: queue 'q1' gets every message published to exchange 'fx', not only those with routing key 'orders.eu': ${fanout}`,
-      `gateway.yaml:7:44: warning: route 'eu': gets every message published to exchange 'fx', not only those with routing key 'orders.eu': ${fanout} (filter on $topic, or use a topic or direct exchange)`,
-      `gateway.yaml:9:43: warning: route 'h': gets every message published to exchange 'amq.headers', not only those with routing key 'orders.*': ${headers} (filter on $topic, or use a topic or direct exchange)`,
-      `gateway.yaml:10:46: warning: route 'back': gets every message published to exchange 'amq.headers', not only those with routing key 'orders.#': ${headers} (filter on $topic, or use a topic or direct exchange)`,
-      "gateway.yaml:10:64: warning: route 'back' writes topic 'audit' of broker 'hd', which the topic it reads ('orders.#') matches, and has no filter: every message goes round for ever (add a filter step that ends the loop, or write another topic)",
+      `gateway.yaml:8:44: warning: route 'eu': gets every message published to exchange 'fx', not only those with routing key 'orders.eu': ${fanout} (filter on $topic, or use a topic or direct exchange)`,
+      `gateway.yaml:10:43: warning: route 'h': gets every message published to exchange 'amq.headers', not only those with routing key 'orders.*': ${headers} (filter on $topic, or use a topic or direct exchange)`,
+      `gateway.yaml:11:46: warning: route 'back': gets every message published to exchange 'amq.headers', not only those with routing key 'orders.#': ${headers} (filter on $topic, or use a topic or direct exchange)`,
+      "gateway.yaml:11:64: warning: route 'back' writes topic 'audit' of broker 'hd', which the topic it reads ('orders.#') matches, and has no filter: every message goes round for ever (add a filter step that ends the loop, or write another topic)",
     ]);
   });
 });

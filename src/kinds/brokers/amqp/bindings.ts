@@ -86,21 +86,22 @@ export async function unbindLeft(conn: ChannelModel, server: string, queue: stri
 
 export type ExchangeType = 'topic' | 'direct' | 'fanout' | 'headers';
 
-/** The type RabbitMQ's own exchanges have whatever the config says; others are as declared (`topic` unless said). */
+/**
+ * RabbitMQ's own exchanges, with the type each has whatever a config says (the gateway never
+ * declares them). `amq.rabbitmq.trace` is the firehose's topic exchange (`publish.#`, `deliver.#`).
+ */
+export const RABBITMQ_EXCHANGES: Readonly<Record<string, ExchangeType>> = {
+  'amq.direct': 'direct',
+  'amq.fanout': 'fanout',
+  'amq.headers': 'headers',
+  'amq.match': 'headers',
+  'amq.topic': 'topic',
+  'amq.rabbitmq.trace': 'topic',
+};
+
+/** The type an exchange routes by: RabbitMQ's own have theirs; others are as declared (`topic` unless said). */
 export function exchangeTypeOf(exchange: { name: string; type?: ExchangeType }): ExchangeType {
-  switch (exchange.name) {
-    case 'amq.direct':
-      return 'direct';
-    case 'amq.fanout':
-      return 'fanout';
-    case 'amq.headers':
-    case 'amq.match':
-      return 'headers';
-    case 'amq.topic':
-      return 'topic';
-    default:
-      return exchange.type ?? 'topic';
-  }
+  return Object.hasOwn(RABBITMQ_EXCHANGES, exchange.name) ? RABBITMQ_EXCHANGES[exchange.name]! : (exchange.type ?? 'topic');
 }
 
 /**

@@ -1,3 +1,5 @@
+import { RABBITMQ_EXCHANGES } from './bindings.js';
+
 /**
  * What an AMQP 0-9-1 routing key may be: a short string, at most 255 bytes, as are the queue names
  * and binding patterns a consume route's `from.topic` names, and the exchange and queue names of
@@ -32,7 +34,7 @@ export function queueNameProblem(group: string): string | undefined {
  * declare an exchange or queue by such a name (403 ACCESS_REFUSED), so a broker naming one never
  * became ready. Server-named queues (`amq.gen-...`) exist, but only the server makes them.
  */
-const BUILT_IN_EXCHANGES = ['amq.direct', 'amq.fanout', 'amq.headers', 'amq.match', 'amq.topic', 'amq.rabbitmq.trace'];
+const BUILT_IN_EXCHANGES = Object.keys(RABBITMQ_EXCHANGES);
 
 /** Why an exchange, or a queue the gateway declares, cannot have `name` on RabbitMQ, or undefined. */
 export function reservedNameProblem(name: string, what: 'exchange' | 'queue'): string | undefined {
