@@ -683,9 +683,10 @@ describe('an amqp route reading a routing key one typo off a queue', () => {
  * Queue arguments RabbitMQ checks at every declare: one it refuses (406 PRECONDITION_FAILED -
  * invalid arg) left the queue undeclared and its routes waiting, `queue 'Q' on broker 'B' is not as
  * declared` in /readyz, though no queue was on the server (seen on RabbitMQ 3.10 with each value
- * below). Now config errors at the argument. And an amqp broker with an error of its own, read by a
- * route, crashed validate (`Cannot read properties of undefined (reading 'type')`): the feedback-loop
- * check read its options as written as compiled settings.
+ * below, and with q4's dead-letter routing key on a queue with no dead-letter exchange,
+ * `routing_key_but_no_dlx_defined`). Now config errors at the argument. And an amqp broker with an
+ * error of its own, read by a route, crashed validate (`Cannot read properties of undefined
+ * (reading 'type')`): the feedback-loop check read its options as written as compiled settings.
  */
 describe('amqp queue arguments RabbitMQ would refuse', () => {
   it('are config errors at the argument, and a broker with an error of its own does not crash validate', async () => {
@@ -702,6 +703,7 @@ describe('amqp queue arguments RabbitMQ would refuse', () => {
         // x-delivery-limit -1 turns RabbitMQ 4's default limit off; 3.10 declares it too: not an error.
         '      q3: { durable: false, arguments: { x-queue-type: quorum, x-overflow: reject-publish-dlx, x-delivery-limit: -1, x-custom: [1] } }',
         '      q4: { arguments: { x-message-ttl: 0, x-queue-mode: lazy, x-dead-letter-routing-key: dead } }',
+        '      q5: { deadLetterExchange: dlx, arguments: { x-dead-letter-routing-key: dead } }',
         '  m: { kind: memory }',
         'routes:',
         '  - { name: r, from: { broker: rb, topic: "orders.*" }, to: { broker: m, topic: a } }',
@@ -721,6 +723,7 @@ describe('amqp queue arguments RabbitMQ would refuse', () => {
       `gateway.yaml:8:84: queue 'q2': x-max-priority must be a whole number from 0 to 255, not 300: ${refused('x-max-priority')}`,
       `gateway.yaml:8:115: queue 'q2': x-single-active-consumer must be a boolean, not "true": ${refused('x-single-active-consumer')}; write it without quotes`,
       "gateway.yaml:9:22: queue 'q3': a quorum queue is always durable: RabbitMQ refuses to declare one with durable: false (406 PRECONDITION_FAILED - invalid property 'non-durable')",
+      "gateway.yaml:10:91: queue 'q4': x-dead-letter-routing-key needs a dead-letter exchange to route by (the queue's deadLetterExchange, or x-dead-letter-exchange): RabbitMQ refuses to declare the queue without one (406 PRECONDITION_FAILED - invalid arg 'x-dead-letter-routing-key')",
     ]);
   });
 });

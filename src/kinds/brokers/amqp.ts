@@ -8,7 +8,7 @@ import { urlParameterProblems } from './amqp/url-parameters.js';
 import { whenUsed } from '../when-used.js';
 import { onlyInPlaceChanged } from './in-place.js';
 import { bindingMatches, exchangeTypeOf, keyIgnoredBy } from './amqp/bindings.js';
-import { nonDurableProblem, queueArgumentProblem } from './amqp/queue-arguments.js';
+import { deadLetterRoutingKeyProblem, nonDurableProblem, queueArgumentProblem } from './amqp/queue-arguments.js';
 import { closest } from '../../config/suggest.js';
 import { DEFAULT_EXCHANGE_BINDING, overShortString, queueNameProblem, reservedNameProblem, routingKeyProblem } from './amqp/routing-keys.js';
 
@@ -48,7 +48,7 @@ const queue = Type.Object(
     arguments: Type.Optional(
       Type.Record(Type.String(), Type.Unknown(), {
         description:
-          "Further queue arguments (`x-message-ttl`, `x-queue-type`, ...). A value RabbitMQ refuses whatever the queue (`x-max-length` not a whole number of 0 or more, `\"2\"` in quotes included; `x-expires` 0; `x-max-priority` over 255; `x-overflow` other than `drop-head`, `reject-publish`, `reject-publish-dlx`; `x-queue-type` other than `classic`, `quorum`, `stream`; `x-queue-mode` other than `default`, `lazy`; `x-single-active-consumer` not a boolean), and a `quorum` or `stream` queue with `durable: false`, is a config error at its line; which arguments a queue type takes (`x-delivery-limit` on quorum queues, `x-max-priority` on classic ones) is left to the server: the routes that read such a queue are not ready (`queue 'Q' on broker 'B' is refused as declared` in /readyz, the server's `406 PRECONDITION_FAILED - invalid arg ...` in /admin/status) and declare it again with backoff until a reload puts it right. RabbitMQ keeps a queue's arguments: other ones for a queue it has (a config, or a reload, that changes them) are refused, 406 PRECONDITION_FAILED: the routes that read the queue are not ready (`queue 'Q' on broker 'B' is not as declared`, the server's words in /admin/status) and declare it again with backoff until the queue is deleted on the server or the config aligned again; the broker's publishes (into the queue the server has) and its other routes go on.",
+          "Further queue arguments (`x-message-ttl`, `x-queue-type`, ...). A value RabbitMQ refuses whatever the queue (`x-max-length` not a whole number of 0 or more, `\"2\"` in quotes included; `x-expires` 0; `x-max-priority` over 255; `x-overflow` other than `drop-head`, `reject-publish`, `reject-publish-dlx`; `x-queue-type` other than `classic`, `quorum`, `stream`; `x-queue-mode` other than `default`, `lazy`; `x-single-active-consumer` not a boolean; `x-dead-letter-routing-key` on a queue with no dead-letter exchange), and a `quorum` or `stream` queue with `durable: false`, is a config error at its line (`x-delivery-limit` is not checked: RabbitMQ takes any value, and 4.x reads `-1` as no limit); which arguments a queue type takes (`x-delivery-limit` on quorum queues, `x-max-priority` on classic ones) is left to the server: the routes that read such a queue are not ready (`queue 'Q' on broker 'B' is refused as declared` in /readyz, the server's `406 PRECONDITION_FAILED - invalid arg ...` in /admin/status) and declare it again with backoff until a reload puts it right. RabbitMQ keeps a queue's arguments: other ones for a queue it has (a config, or a reload, that changes them) are refused, 406 PRECONDITION_FAILED: the routes that read the queue are not ready (`queue 'Q' on broker 'B' is not as declared`, the server's words in /admin/status) and declare it again with backoff until the queue is deleted on the server or the config aligned again; the broker's publishes (into the queue the server has) and its other routes go on.",
       }),
     ),
   },
@@ -221,6 +221,11 @@ function compileAmqp(o: AmqpOptions, ctx: BrokerCompileContext): AmqpSettings | 
         const why = queueArgumentProblem(arg, value);
         if (why === undefined) continue;
         ctx.report(['queues', name, 'arguments', arg], 'EG_CONFIG_SCHEMA', `queue '${name}': ${why}`);
+        ok = false;
+      }
+      const orphanKey = deadLetterRoutingKeyProblem(q.arguments ?? {}, q.deadLetterExchange);
+      if (orphanKey) {
+        ctx.report(['queues', name, 'arguments', 'x-dead-letter-routing-key'], 'EG_CONFIG_SCHEMA', `queue '${name}': ${orphanKey}`);
         ok = false;
       }
       const nonDurable = nonDurableProblem(q.arguments?.['x-queue-type'], q.durable ?? true);

@@ -54,6 +54,15 @@ export function queueArgumentProblem(name: string, value: unknown): string | und
   return `${name} must be a ${rule.type}, not ${shown(value)}: ${refused}${rule.type === 'boolean' && (value === 'true' || value === 'false') ? '; write it without quotes' : ''}`;
 }
 
+/**
+ * Why `x-dead-letter-routing-key` cannot be declared, or undefined: RabbitMQ refuses one on a queue
+ * with no dead-letter exchange (`routing_key_but_no_dlx_defined`, classic and quorum queues alike).
+ */
+export function deadLetterRoutingKeyProblem(args: Record<string, unknown>, deadLetterExchange: string | undefined): string | undefined {
+  if (!Object.hasOwn(args, 'x-dead-letter-routing-key') || deadLetterExchange !== undefined || Object.hasOwn(args, 'x-dead-letter-exchange')) return undefined;
+  return "x-dead-letter-routing-key needs a dead-letter exchange to route by (the queue's deadLetterExchange, or x-dead-letter-exchange): RabbitMQ refuses to declare the queue without one (406 PRECONDITION_FAILED - invalid arg 'x-dead-letter-routing-key')";
+}
+
 /** Why a queue of type `x-queue-type` cannot be `durable: false`, or undefined. */
 export function nonDurableProblem(queueType: unknown, durable: boolean): string | undefined {
   if (durable || (queueType !== 'quorum' && queueType !== 'stream')) return undefined;
