@@ -86,8 +86,10 @@ async function assertExactlyOnce(bootstrap: string, topic: string, answers: Map<
 
 describe('Kafka produce faults: each HTTP request gets the outcome of its own records', () => {
   let kafka: KafkaCluster;
-  const t = { spread: '', moved: '', shared: '', stuck: '', missing: '', present: '', absent: '', arrived: '', ipv6: '', gone: '', goneDlq: '' };
+  const t = { spread: '', moved: '', shared: '', stuck: '', missing: '', present: '', absent: '', arrived: '', ipv6: '', gone: '', goneDlq: '', cold: '' };
   let v6: TcpProxy | undefined;
+  /** Broker `cold`'s only bootstrap server: refusing connections when the gateway starts (a cluster down), until its case lets them through. */
+  let gate: TcpProxy | undefined;
 
   before(async () => {
     kafka = await startKafka({ brokers: 3 });
@@ -104,6 +106,10 @@ describe('Kafka produce faults: each HTTP request gets the outcome of its own re
     if (kafka.canInjectOutages) for (const topic of [t.gone, t.goneDlq]) await kafka.hideTopic(topic);
     // Broker `v6` is bootstrapped over IPv6 ([::1]:port in front of the cluster's first broker); without ::1 its case fails.
     if (kafka.canInjectOutages) v6 = await TcpProxy.start(Number(kafka.bootstrap.split(',')[0]!.split(':')[1]), { host: '::1' }).catch(() => undefined);
+    if (kafka.canInjectOutages) {
+      gate = await TcpProxy.start(Number(kafka.bootstrap.split(',')[0]!.split(':')[1]));
+      gate.refuse();
+    }
     // Both partitions on one broker: their records share a produce request.
     for (const topic of [t.shared, t.stuck]) {
       await kafka.createTopic(topic, 2);
@@ -134,6 +140,11 @@ brokers:
     kind: kafka
     brokers: "[::1%lo]:${v6?.port ?? 9}"
     producer: { ackTimeoutMs: 2000 }
+  cold:
+    kind: kafka
+    brokers: "127.0.0.1:${gate?.port ?? 9}"
+    connectionTimeoutMs: 500
+    producer: { ackTimeoutMs: 2000 }
 listeners:
   api: { kind: http, port: 0 }
 routes:
@@ -158,6 +169,9 @@ routes:
   - name: ipv6-zone
     from: { listener: api, path: /ipv6-zone }
     to: { broker: v6zone, topic: ${t.ipv6} }
+  - name: cold
+    from: { listener: api, path: /cold }
+    to: { broker: cold, topic: ${t.cold} }
   - name: park
     from: { listener: api, path: /park }
     to: { broker: local, topic: parked }
@@ -173,6 +187,7 @@ routes:
   );
   after(async () => {
     await v6?.stop();
+    await gate?.stop();
     await kafka?.stop();
   });
 
@@ -419,6 +434,29 @@ routes:
     assert.deepEqual(
       records.map((r) => JSON.parse(r.value!).n),
       [2],
+    );
+  });
+
+  it('refuses a publish at once while the producer has never connected (the cluster down at the start): nothing refused is written once it is up, and later publishes are 200', async (t2) => {
+    if (!kafka.canInjectOutages) return t2.diagnostic('KAFKA_BROKERS is set: no proxy in front of a real cluster from here');
+    const cold = async () => ((await gw.status()).brokers as { name: string; ready: boolean; detail?: string }[]).find((b) => b.name === 'cold')!;
+    await eventually(async () => assert.match((await cold()).detail ?? '', /^unreachable: /), 20000);
+    const refused = await Promise.all([1, 2, 3].map((n) => post(gw.url('api', '/cold'), { n })));
+    for (const r of refused) {
+      assert.equal(r.status, 503, r.text);
+      assert.equal(r.body.code, 'EG_BROKER_UNAVAILABLE');
+      // Never handed to kafkajs: not the ambiguous "may still have reached it" of a record sent and not acknowledged.
+      assert.match(r.body.detail, /^broker 'cold' did not acknowledge the message: broker 'cold' is not connected \(unreachable: /);
+      assert.doesNotMatch(r.body.detail, /may still have reached it/);
+    }
+    gate!.release();
+    await eventually(async () => assert.equal((await cold()).ready, true), 20000);
+    const accepted = await within(10000, post(gw.url('api', '/cold'), { n: 4 }));
+    assert.equal(accepted.status, 200, accepted.text);
+    const records = await kcatConsumeAll(kafka.bootstrap, t.cold);
+    assert.deepEqual(
+      records.map((r) => JSON.parse(r.value!).n),
+      [4],
     );
   });
 

@@ -31,6 +31,8 @@ export class TcpProxy {
   private readonly sockets = new Set<Socket>();
   private readonly links = new Set<Link>();
   private held: (() => void)[] | undefined;
+  /** refuse(): new connections are closed at once. */
+  private refusing = false;
   /** Each connection's way back (upstream → client), for holdReplies(). */
   private readonly replies = new Map<Socket, Socket>();
   private constructor(private readonly server: Server) {}
@@ -46,6 +48,7 @@ export class TcpProxy {
       proxy.sockets.add(client);
       client.on('close', () => proxy.sockets.delete(client));
       client.on('error', () => client.destroy());
+      if (proxy.refusing) return client.destroy();
       client.pause();
       const go = () => {
         if (client.destroyed) return;
@@ -110,7 +113,13 @@ export class TcpProxy {
     for (const s of this.sockets) s.destroy();
   }
 
+  /** Closes every new connection at once, as a server that is down would, until release(). */
+  refuse(): void {
+    this.refusing = true;
+  }
+
   release(): void {
+    this.refusing = false;
     const held = this.held ?? [];
     this.held = undefined;
     for (const go of held) go();

@@ -17,7 +17,7 @@ const { Partitioners } = kafkajs;
 
 function producerFor(s: KafkaSettings): RecordProducer {
   const log = createLogger('silent');
-  return new RecordProducer('k', clientConfig(s, log), s, log, undefined, { acknowledged() {}, failed() {} });
+  return new RecordProducer('k', clientConfig(s, log), s, log, undefined, { acknowledged() {}, failed() {}, unreachable: () => undefined });
 }
 
 const message = (key: string, value: unknown): Message => ({ key, value, headers: {}, topic: null, partition: null, offset: null, timestamp: -1 });

@@ -70,6 +70,7 @@ export class KafkaBroker implements BrokerRuntime {
     this.producer = new RecordProducer(name, base, settings, this.log, this.telemetry, {
       acknowledged: () => this.markReady(),
       failed: () => void this.probe(),
+      unreachable: () => (this.state.ready || this.state.detail === 'connecting' ? undefined : this.state.detail),
     });
     // Consumers keep kafkajs' patient retries; the probe asks once and reports.
     this.consumerClient = new Kafka({ ...base, retry: { initialRetryTime: 300, maxRetryTime: MAX_BACKOFF_MS, retries: 10 } });
@@ -213,6 +214,8 @@ export class KafkaBroker implements BrokerRuntime {
         });
         if (cluster) this.knownBrokers = cluster.brokers.map(({ host, port }) => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`));
         this.markReady();
+        // A producer whose connect gave up (the cluster was down) connects again now that it answers.
+        this.producer.start();
       } catch (err) {
         this.markDown((err as Error).message);
         if (this.adminConnected) await this.admin.disconnect().catch(() => undefined);
@@ -270,6 +273,7 @@ export class KafkaBroker implements BrokerRuntime {
     // Logged once per outage (and once when the first attempt fails), not at every probe.
     const news = this.state.ready || this.state.detail === 'connecting';
     this.state = { ready: false, detail: `unreachable: ${reason}` };
+    this.producer.refuseUnsent(this.state.detail);
     if (news) this.log.warn({ brokers: this.settings.brokers, err: reason }, 'kafka broker unreachable');
   }
 }

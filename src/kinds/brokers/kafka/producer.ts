@@ -6,7 +6,7 @@ import { ORIGINAL, sentHeaders, newHeaders, valuePayload, type Delivery, type Me
 import type { BrokerTelemetry } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { sleep } from '../../../core/within.js';
-import { AckDeadlines, LateWrite, Refused, type AckTimeout, type Deadline } from '../acknowledgement.js';
+import { AckDeadlines, LateWrite, NotConnected, Refused, type AckTimeout, type Deadline } from '../acknowledgement.js';
 import { problem, type Problem } from '../../../core/errors.js';
 import { type LeaderGroup, LeaderMoved, leaderMoved, leaderOf, TopicMissing, unknownTopic } from './leaders.js';
 import { lateAnswerMs, produceError } from './produce-request.js';
@@ -63,10 +63,12 @@ interface Pending {
 /** The records of the partitions that did not take theirs, per "topic/partition", in batch order, with the partition's error code. */
 type NotTaken = Map<string, { records: Pending[]; code: number }>;
 
-/** What the producer tells its broker: a produce request went through, or the cluster may be down. */
+/** What the producer tells its broker (a produce request went through, or the cluster may be down), and asks of it. */
 export interface ProducerEvents {
   acknowledged(): void;
   failed(): void;
+  /** Why the cluster is out of reach, when the broker's probe found it so (else undefined: connecting, or reachable). */
+  unreachable(): string | undefined;
 }
 
 /**
@@ -86,6 +88,8 @@ export class RecordProducer {
   private readonly missing = new Set<string>();
   private producerConnect: Promise<void> | undefined;
   private producerConnected = false;
+  /** The queue waits for the producer's connect (kick): records are handed to kafkajs only once it is connected. */
+  private awaitingConnect = false;
   private queue: Pending[] = [];
   /** Bytes of the records queued (Pending.bytes): a batch holds at most producer.maxBatchBytes of them. */
   private queuedBytes = 0;
@@ -164,8 +168,12 @@ export class RecordProducer {
     }));
   }
 
-  /** Connects in the background; publishing before that just waits for it. */
+  /**
+   * Connects in the background (again, after a connect that gave up). Until it is connected a
+   * publish waits for it, or is refused at once while the cluster is known to be out of reach.
+   */
   start(): void {
+    if (this.stopped) return;
     void this.ensureProducer().catch(() => undefined);
   }
 
@@ -219,6 +227,17 @@ export class RecordProducer {
 
   publish(topic: string, msg: Message): Promise<Delivery> {
     if (this.stopped) return Promise.reject(new Error(`broker '${this.broker}' is stopped`));
+    if (!this.producerConnected) {
+      // Never handed to kafkajs while its producer is not connected, so a refusal is final: nothing
+      // of it can be written after the 503 (spec-checklist 2276). Refused at once when the cluster
+      // is known to be out of reach; otherwise it waits here for the connect under way.
+      void this.ensureProducer().catch(() => undefined);
+      const down = this.events.unreachable();
+      if (down !== undefined) {
+        this.telemetry?.producerError();
+        return Promise.reject(new NotConnected(this.broker, down));
+      }
+    }
     return new Promise<Delivery>((resolve, reject) => {
       const original = msg[ORIGINAL];
       const record: Routed = {
@@ -234,6 +253,12 @@ export class RecordProducer {
       };
       const deadline = this.deadlines.add((err: AckTimeout) => {
         const send = record[GROUP];
+        if (send === undefined && !this.producerConnected) {
+          // Still waiting here for the producer's connect: never handed over, so nothing may have reached the cluster.
+          this.telemetry?.producerError();
+          reject(new NotConnected(this.broker, this.events.unreachable() ?? 'connecting'));
+          return;
+        }
         if (send !== undefined) send.unanswered--;
         // Its produce request may still be answered (kafkajs' request timeout, lateAnswerMs).
         err.late = pending.late = new LateWrite(this.stuckMs());
@@ -270,7 +295,25 @@ export class RecordProducer {
    * and batches that grow with the load.
    */
   private kick(): void {
-    if (this.scheduled || this.queue.length === 0 || !this.laneFree()) return;
+    if (this.scheduled || this.queue.length === 0) return;
+    if (!this.producerConnected) {
+      // Nothing goes to kafkajs before its producer is connected: a send while its connect() is
+      // under way would be queued inside kafkajs, out of the deadlines' reach.
+      if (this.awaitingConnect) return;
+      this.awaitingConnect = true;
+      this.ensureProducer().then(
+        () => {
+          this.awaitingConnect = false;
+          this.kick();
+        },
+        (err: Error) => {
+          this.awaitingConnect = false;
+          this.refuseUnsent(err.message);
+        },
+      );
+      return;
+    }
+    if (!this.laneFree()) return;
     this.scheduled = true;
     const linger = this.settings.producer.lingerMs;
     const wait = linger > 0 ? linger - (performance.now() - this.queue[0]!.at) : 0;
@@ -683,6 +726,19 @@ export class RecordProducer {
     const failure = refusal && batch.length === 1 ? new Refused(refusal(batch[0]!.topic)) : e;
     for (const p of batch) if (settle(p, undefined, failure)) this.telemetry?.producerError();
     if (failure === e) this.events.failed();
+  }
+
+  /**
+   * Refuses every publish still waiting for the producer's first connect (none was handed to
+   * kafkajs): the connect failed, or the broker's probe found the cluster out of reach.
+   */
+  refuseUnsent(detail: string): void {
+    if (this.producerConnected || this.queue.length === 0) return;
+    const unsent = this.queue;
+    this.queue = [];
+    this.queuedBytes = 0;
+    for (const p of unsent) if (settle(p, undefined, new NotConnected(this.broker, detail))) this.telemetry?.producerError();
+    this.settleIdle();
   }
 
   private ensureProducer(): Promise<void> {
