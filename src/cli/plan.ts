@@ -1,4 +1,4 @@
-import { formatDiagnostic, type Diagnostic } from '../config/diagnostics.js';
+import { configUnreadable, formatDiagnostic, type Diagnostic } from '../config/diagnostics.js';
 import type { Env } from '../config/source.js';
 import { defaultRegistry } from '../kinds/index.js';
 import type { KindRegistry } from '../kinds/registry.js';
@@ -85,7 +85,9 @@ export async function planCommand(o: PlanOptions): Promise<number> {
   for (const w of next.warnings ?? []) o.io.stderr(`${formatDiagnostic({ ...w, message: `warning: ${w.message}` })}\n`);
   const invalidNew = (from: string | null) => {
     const report: PlanReport = { valid: false, changes: false, config: o.config, against, version: { from, to: null }, errors: next.diagnostics.map(toError) };
-    write(o.io, o.format, report);
+    // A file that cannot be read is said alone, as `validate`, `test` and `run` say it: nothing in it is invalid.
+    if (o.format === 'text' && configUnreadable(next.diagnostics)) o.io.stdout(`${formatDiagnostic(next.diagnostics[0]!)}\n`);
+    else write(o.io, o.format, report);
     return 1;
   };
 

@@ -385,6 +385,10 @@ describe('eventgate plan --from OLD', () => {
     const missing = await runCliInProcess(['plan', '-c', 'new.yaml', '--from', 'nope.yaml'], { cwd: dir });
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /nope\.yaml:1:1: cannot read config file/);
+    // A NEW that cannot be read is said alone, as validate says it: nothing in it is invalid.
+    const unreadable = await runCliInProcess(['plan', '-c', 'nope.yaml'], { cwd: dir });
+    assert.equal(unreadable.code, 1);
+    assert.equal(unreadable.stdout, 'nope.yaml:1:1: cannot read config file: no such file (ENOENT)\n');
     const typo = await runCli(['plan', '-c', 'new.yaml', '--form', 'old.yaml'], { cwd: dir });
     assert.equal(typo.code, 1);
     assert.match(typo.stderr, /^eventgate: unknown option '--form' \(did you mean '--from'\?\); 'plan' takes --config, --from, --admin, --token, --format, --vars-file\n/);
