@@ -640,10 +640,11 @@ function syntaxProblem(file: string, line: number, column: number, message: stri
 /**
  * A referenced JSON or YAML data file (a JSON Schema, an AsyncAPI document), parsed with
  * positions so problems inside it point into it. No `${VAR}` substitution: `${` is ordinary
- * text there. JSON files get JSON's own error messages, which name what was expected.
+ * text there. JSON files (`.json`, or `json` for one read as JSON whatever its name) get JSON's
+ * own error messages, which name what was expected.
  */
-export function parseDataFile(file: string, text: string, diagnostics: Diagnostic[]): SourceDocument | undefined {
-  if (/\.json$/i.test(file)) {
+export function parseDataFile(file: string, text: string, diagnostics: Diagnostic[], json = /\.json$/i.test(file)): SourceDocument | undefined {
+  if (json) {
     const problem = jsonSyntaxProblem(text);
     if (problem) {
       diagnostics.push(syntaxProblem(file, problem.line, problem.column, `JSON syntax error: ${problem.message}`));

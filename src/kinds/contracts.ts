@@ -40,8 +40,9 @@ export interface StepCompileContext {
    * reload), keeping positions so later problems can point into it. Undefined when it cannot be
    * read or parsed (already reported, at the position of the syntax error in the file).
    * Optional so contexts built by hand (unit tests) need not provide it; the compiler always does.
+   * `json`: parsed as JSON whatever the file's name (by default only a `.json` one is).
    */
-  readDocument?(file: string, relPath: readonly PathPart[]): { value: unknown } | undefined;
+  readDocument?(file: string, relPath: readonly PathPart[], options?: { json?: boolean }): { value: unknown } | undefined;
   /** Check that a broker name exists. */
   checkBroker(name: string, relPath: readonly PathPart[]): boolean;
   /** Check that broker `broker` (which exists) can publish to `topic` as it is (BrokerKind.topicProblem); reported at relPath when not. */

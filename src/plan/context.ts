@@ -263,7 +263,7 @@ export class CompileContext {
    * problems. One a schema's `$ref` names (`site`) that cannot be read is reported at that `$ref`
    * (in a schema file, or in the config for an inline schema), not at the line naming the schema.
    */
-  readDocument(abs: string, asWritten: string, at: PathPart[], site?: RefSite): { value: unknown } | undefined {
+  readDocument(abs: string, asWritten: string, at: PathPart[], site?: RefSite, json?: boolean): { value: unknown } | undefined {
     const known = this.documents.get(asWritten);
     if (known) return { value: known.value };
     let text: string | undefined;
@@ -284,7 +284,7 @@ export class CompileContext {
       }
     } else text = this.readFile(abs, asWritten, at);
     if (text === undefined) return undefined;
-    const doc = parseDataFile(this.display(abs), text, this.diagnostics);
+    const doc = parseDataFile(this.display(abs), text, this.diagnostics, json);
     if (!doc) return undefined;
     this.documents.set(asWritten, doc);
     return { value: doc.value };

@@ -73,10 +73,10 @@ export class StepCompiler {
           return ctx.readDocument(abs, name, [...stepAt, ...rel], site);
         }),
       readFile: ctx.fileReader(stepAt, files),
-      readDocument: (file, rel) => {
+      readDocument: (file, rel, options) => {
         const abs = resolve(ctx.dir, file);
         files.push(abs);
-        return ctx.readDocument(abs, file, [...stepAt, ...rel]);
+        return ctx.readDocument(abs, file, [...stepAt, ...rel], undefined, options?.json);
       },
       checkBroker: (name, rel) => {
         if (ctx.config.brokers?.[name]) return true;

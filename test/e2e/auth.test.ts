@@ -940,6 +940,10 @@ routes:
     from: {listener: api, path: /l}
     through: [{auth: {jwt: {jwksFile: jwks-cut.json}}}]
     to: {broker: local, topic: t}
+  - name: key-set-cut-short-named-otherwise
+    from: {listener: api, path: /m}
+    through: [{auth: {jwt: {jwksFile: keys.jwks}}}]
+    to: {broker: local, topic: t}
 `,
       'rsa.pem': rsa.publicKey.export({ type: 'spki', format: 'pem' }) as string,
       'keys.yaml': 'alice: [unclosed\n',
@@ -948,6 +952,7 @@ routes:
       'jwks.json': '{"keys": [{"kty": "PGP", "kid": "k1"}]}\n',
       // Written half (an editor's save, or a reload that read the file while it was being written).
       'jwks-cut.json': '{"keys": [\n  {"kty": "EC", "crv": "P-256",\n',
+      'keys.jwks': '{"keys": [\n  {"kty": "EC", "crv": "P-256",\n',
       // Keys of a known type that jose never picks to verify a token (an identity provider's encryption keys).
       'jwks-enc.json': `${JSON.stringify({
         keys: [
@@ -975,6 +980,8 @@ routes:
       // In the keys file itself, at the place it stops being YAML, without quoting its lines (they hold keys).
       // So is a key set's JSON (it was `gateway.yaml:51:39: 'jwks-cut.json' is not a JSON Web Key Set: ... at position 43`).
       'jwks-cut.json:3:1: JSON syntax error: Expected double-quoted property name',
+      // Whatever its name (it was `gateway.yaml:55:39: 'keys.jwks' is not a JSON Web Key Set: ...`).
+      'keys.jwks:3:1: JSON syntax error: Expected double-quoted property name',
       'keys.yaml:2:1: YAML syntax error: Flow sequence in block collection must be sufficiently indented and end with a ]',
     ]);
     assert.equal(r.stdout.includes('unclosed'), false);

@@ -88,7 +88,7 @@ const jwtOptions = Type.Object(
       Type.String({
         minLength: 1,
         description:
-          'JSON Web Key Set file; watched. A JSON syntax error in a `.json` one is reported at its line and column there. A set with no key of a type that verifies tokens (kty RSA, EC, OKP or oct) is refused at load, not left to refuse every token.',
+          'JSON Web Key Set file; watched. Read as JSON whatever its name: a syntax error is reported at its line and column there. A set with no key of a type that verifies tokens (kty RSA, EC, OKP or oct) is refused at load, not left to refuse every token.',
       }),
     ),
     jwksUrl: Type.Optional(
@@ -227,12 +227,13 @@ function authenticator(verifier: Verifier): CompiledStep {
 }
 
 /**
- * A JWKS file's content; undefined when it cannot be read or is no JSON (reported). A `.json` one
- * is parsed keeping positions, so a syntax error (a hand edit cut short, a reload reading a file
- * being written) is reported at its line and column in that file, as a schema file's is.
+ * A JWKS file's content; undefined when it cannot be read or is no JSON (reported). Parsed as JSON
+ * whatever its name (`keys.jwks`, `jwks` from a ConfigMap key), keeping positions, so a syntax
+ * error (a hand edit cut short, a reload reading a file being written) is reported at its line and
+ * column in that file, as a schema file's is.
  */
 function readKeySet(file: string, ctx: StepCompileContext): unknown {
-  if (ctx.readDocument && /\.json$/i.test(file)) return ctx.readDocument(file, ['jwt', 'jwksFile'])?.value;
+  if (ctx.readDocument) return ctx.readDocument(file, ['jwt', 'jwksFile'], { json: true })?.value;
   const text = ctx.readFile(file, ['jwt', 'jwksFile']);
   return text === undefined ? undefined : JSON.parse(text);
 }
