@@ -35,7 +35,7 @@ export function lookup(documents: readonly AsyncApiDocument[], ref: AsyncApiRef)
     }
     const m = found[0]!;
     const channels = new Set(found.flatMap((x) => x.channels));
-    return unsupported([m]) ?? { ok: true, matches: [{ message: m, id: m.ids[0] ?? null, channel: channels.size === 1 ? [...channels][0]! : null }] };
+    return unsupported([m], id) ?? { ok: true, matches: [{ message: m, id: m.ids[0] ?? null, channel: channels.size === 1 ? [...channels][0]! : null }] };
   }
   const name = ref.channel;
   const all = documents.flatMap((d) => d.channels.map((channel) => ({ channel, file: basename(d.file) })));
@@ -70,12 +70,14 @@ function sameContract(found: readonly AsyncApiMessage[]): boolean {
   return found.every((m) => contract(m) === first);
 }
 
-function unsupported(messages: readonly AsyncApiMessage[]): LookupResult | undefined {
+/** A message whose payload eventgate cannot check; `asked`: the id the step named it by (its messageId, say), named so rather than by its preferred id. */
+function unsupported(messages: readonly AsyncApiMessage[], asked?: string): LookupResult | undefined {
   const m = messages.find((x) => x.unsupportedFormat !== undefined);
   if (!m) return undefined;
+  const id = asked ?? m.ids[0];
   return {
     ok: false,
-    message: `AsyncAPI message ${m.ids[0] ? `'${m.ids[0]}'` : `of channel '${m.channels[0]}'`} has a payload in schema format '${m.unsupportedFormat}', which eventgate cannot validate (supported: JSON Schema / AsyncAPI Schema, and Avro)`,
+    message: `AsyncAPI message ${id ? `'${id}'` : `of channel '${m.channels[0]}'`} has a payload in schema format '${m.unsupportedFormat}', which eventgate cannot validate (supported: JSON Schema / AsyncAPI Schema, and Avro)`,
   };
 }
 

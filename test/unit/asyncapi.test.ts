@@ -300,6 +300,13 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     assert.equal(diagnostics.length, 1);
     assert.equal(diagnostics[0]!.line, 11);
     assert.match(diagnostics[0]!.message, /AsyncAPI message 'proto' has a payload in schema format 'application\/vnd\.google\.protobuf;version=3', which eventgate cannot validate/);
+    // Named as the step wrote it (its messageId), not by its components key `Proto` (spec-checklist 2218).
+    const keyed = `asyncapi: 2.6.0\ninfo: {title: t, version: '1'}\nchannels:\n  c:\n    publish:\n      message: {$ref: '#/components/messages/Proto'}\ncomponents:\n  messages:\n    Proto:\n      messageId: proto\n      schemaFormat: application/vnd.google.protobuf;version=3\n      payload: 'message Point { int32 x = 1; }'\n`;
+    const byMessageId = await load({ 'gateway.yaml': config(['{message: proto}']), 'streetlights.yaml': keyed });
+    assert.deepEqual(
+      byMessageId.diagnostics.map((d) => d.message.split(' has ')[0]),
+      ["AsyncAPI message 'proto'"],
+    );
   });
 
   it('validates against a recursive payload schema', async () => {
