@@ -454,6 +454,15 @@ export interface BrokerRuntime {
   /** The handler's promise settles when every target accepted the message; only then is it committed. */
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription;
   /**
+   * Consume route `route` is about to read `topic` (a new route, or one whose source a reload
+   * changed): called before the listeners take the new config (runtime/transition.ts), for a broker
+   * whose first read of a source depends on where the source ended then (nats: a JetStream
+   * consumer made again for a new subject starts no later than that), so the instance's own
+   * publishes after the swap come after it. Never rejects; a broker that cannot look now lets the
+   * route look when it starts.
+   */
+  markSourceEnd?(route: string, topic: string): Promise<void>;
+  /**
    * The messages the broker still retains on `topic` after the given offsets (per partition; a
    * partition not named is read from its oldest message), up to its current end. Brokers that
    * cannot read back omit it.

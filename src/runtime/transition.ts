@@ -119,6 +119,7 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
     // routes, and at startup /readyz tells when they are connected.)
     const successors = t.brokers.filter((c) => c.op === 'replace' && live.brokers.get(c.name)?.health().ready).map((c) => built.brokers.get(c.name)!);
     await connected(successors, BROKER_CONNECT_WAIT_MS, env);
+    await markSourceEnds(t, (name) => built.brokers.get(name) ?? live.brokers.get(name));
     for (const c of t.listeners) {
       if ((c.op !== 'add' && c.op !== 'replace') || listenerTakeovers.includes(c as never)) continue;
       const l = env.registry.listeners.get(c.after.kind)!.create(c.name, c.after.options, env.runtime);
@@ -256,6 +257,24 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
 export function restoreTransition(running: Plan, lost: Lost, diff: (before: Plan, after: Plan) => Transition): Transition {
   const without: Plan = { ...running, listeners: new Map([...running.listeners].filter(([name]) => !lost.listeners.includes(name))), admin: lost.admin ? undefined : running.admin };
   return diff(without, running);
+}
+
+/**
+ * Lets the brokers of the consume routes that start reading a source (added, or their `from`
+ * changed) look at where it ends before the listeners take the new config (BrokerRuntime.markSourceEnd):
+ * one round trip per such route, at once; a route reading what it read before needs none.
+ */
+async function markSourceEnds(t: Transition, brokerOf: (name: string) => BrokerRuntime | undefined): Promise<void> {
+  const looks: Promise<void>[] = [];
+  for (const c of t.routes) {
+    if (c.op !== 'add' && c.op !== 'replace') continue;
+    const from = c.after.from;
+    if (from.type !== 'broker') continue;
+    if (c.op === 'replace' && c.before.from.type === 'broker' && c.before.from.broker === from.broker && c.before.from.topic === from.topic) continue;
+    const look = brokerOf(from.broker)?.markSourceEnd?.(c.name, from.topic);
+    if (look) looks.push(look);
+  }
+  await Promise.all(looks);
 }
 
 /** Resolves once every broker is ready, or after `ms` (naming those still not connected), or at shutdown. */

@@ -641,6 +641,78 @@ routes:
     }
   });
 
+  it("an instance reloaded in a rolling update that changes a JetStream route's subject delivers its own publishes to the new subject made while its old route stopped (the stream's end read before the swap)", async () => {
+    const oldHook = await WebhookReceiver.start();
+    const newHook = await WebhookReceiver.start();
+    // The reloading instance's old route holds a message at this webhook: the reload's swap is made
+    // (the new publish path answers), and its new route waits for the old one to stop.
+    const heldHook = await WebhookReceiver.start();
+    let releaseHeld!: () => void;
+    const heldReleased = new Promise<void>((r) => (releaseHeld = r));
+    heldHook.respond = (_r, res) => void heldReleased.then(() => res.end('ok'));
+    const routeConfig = (topic: string, url: string, publish = '') => `
+version: 1
+admin: { port: 0 }
+brokers:
+  nats: { kind: nats, servers: "${nats.url}", streams: { SWAP: { subjects: ["swap.>"] } } }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - name: swapped
+    from: { broker: nats, topic: ${topic}, group: swappers }
+    to: { http: { url: "${url}/swapped" } }
+${publish}`;
+    const publishRoute = `  - name: publish-b
+    from: { listener: api, path: /b }
+    to: { broker: nats, topic: swap.b }
+`;
+    const idsOf = (hook: WebhookReceiver) => hook.requests.map((r) => (JSON.parse(r.body) as { i: number }).i);
+    const reloading = await startGateway(routeConfig('swap.a', heldHook.url));
+    let other: RunningGateway | undefined;
+    try {
+      await reloading.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'swapped', 15000);
+      await peer.jsPublish('swap.a', JSON.stringify({ i: -1 }));
+      await heldHook.received(1, 15000);
+      other = await startGateway(routeConfig('swap.a', oldHook.url));
+      await other.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'swapped', 15000);
+      const applied = reloading.reconfigure(routeConfig('swap.b', newHook.url, publishRoute), undefined, { whole: true });
+      // The swap is made once the new path answers; the new route starts once the old one stopped.
+      const first = await eventually(async () => {
+        const r = await post(reloading.url('api', '/b'), { i: 0 });
+        assert.equal(r.status, 200, r.text);
+        return r;
+      }, 15000);
+      assert.equal(first.status, 200);
+      for (let i = 1; i < 5; i++) assert.equal((await post(reloading.url('api', '/b'), { i })).status, 200);
+      // The instance still on the old subject acknowledges past them; the held message keeps the floor until it is let go.
+      let lastOld = 0;
+      for (let i = 0; i < 5; i++) lastOld = (await peer.jsPublish('swap.a', JSON.stringify({ i: 90 + i }))).seq;
+      await oldHook.received(5, 15000);
+      await eventually(
+        async () => {
+          const info = (await peer.jsApi('$JS.API.CONSUMER.INFO.SWAP.swappers', {})) as { delivered: { stream_seq: number }; num_ack_pending: number };
+          assert.ok(info.delivered.stream_seq >= lastOld && info.num_ack_pending === 1, JSON.stringify(info));
+        },
+        15000,
+        50,
+      );
+      releaseHeld();
+      await applied;
+      await reloading.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'swapped' && l.subject === 'swap.b', 15000);
+      assert.equal((await post(reloading.url('api', '/b'), { i: 5 })).status, 200);
+      await eventually(() => assert.ok(idsOf(newHook).includes(5), JSON.stringify(idsOf(newHook))), 15000);
+      // Published after the swap and before the old instance's last acknowledgement: they were skipped (2162).
+      assert.deepEqual(idsOf(newHook), [0, 1, 2, 3, 4, 5]);
+    } finally {
+      releaseHeld();
+      await other?.stop();
+      await reloading.stop();
+      await oldHook.stop();
+      await newHook.stop();
+      await heldHook.stop();
+    }
+  });
+
   it("a route waiting for another instance's reader that finds the group's consumer gone reads the one another waiting instance makes again, not one of its own", async () => {
     const hook = await WebhookReceiver.start();
     // While `infoGate` is set, the gateway's consumer INFO requests wait for it: the test deletes

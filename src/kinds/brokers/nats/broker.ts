@@ -121,6 +121,8 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
    * consumed message's identity, since a stream deleted and made again numbers its messages from 1 again.
    */
   private readonly streamCreated = new Map<string, string>();
+  /** Per consume route, the end of the stream of the topic it is about to read, looked at before a reload's swap (markSourceEnd). */
+  private readonly sourceEnds = new Map<string, { topic: string; created: string; lastSeq: number }>();
 
   /** The first of `servers`: nats.js tries them in random order unless told not to, so the first is the config's, not the one connected to. */
   get spanFacts(): BrokerSpanFacts {
@@ -292,6 +294,33 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
   /** The JetStream manager, once the server answered for it. */
   streamManager(): JetStreamManager | undefined {
     return this.jsm;
+  }
+
+  /**
+   * The stream's end as a reload's look found it before its listeners took the new config
+   * (markSourceEnd), for the route's first read of `topic`: taken once, and only for the stream as
+   * it was then (`created`).
+   */
+  takeSourceEnd(route: string, topic: string, created: string): number | undefined {
+    const mark = this.sourceEnds.get(route);
+    if (mark === undefined || mark.topic !== topic) return undefined;
+    this.sourceEnds.delete(route);
+    return mark.created === created ? mark.lastSeq : undefined;
+  }
+
+  async markSourceEnd(route: string, topic: string): Promise<void> {
+    const stream = this.streamOf(topic);
+    const jsm = this.jsm;
+    this.sourceEnds.delete(route);
+    // Core NATS delivers only what comes after a subscription; a broker not connected (or its stream not declared) leaves the look to the route.
+    if (stream === null || jsm === undefined || !this.state.ready || this.streamProblem(stream) !== undefined) return;
+    try {
+      // Bounded by the JetStream manager's timeout (ackTimeoutMs).
+      const { created, state } = await jsm.streams.info(stream);
+      this.sourceEnds.set(route, { topic, created, lastSeq: state.last_seq });
+    } catch (err) {
+      this.log.debug({ route, stream, err: (err as Error).message }, "could not look at the stream's end before the swap; the route looks when it starts");
+    }
   }
 
   /** Connected to a server now (not reconnecting, not closed). */

@@ -28,6 +28,7 @@ export interface StreamHost {
   streamManager(): JetStreamManager | undefined;
   streamSeen(name: string, created: string): void;
   streamGone(name: string, detail: string): void;
+  takeSourceEnd(route: string, topic: string, created: string): number | undefined;
 }
 
 /** What a core message waiting for its route costs beyond its payload (measured: ~300 bytes), counted against `corePendingBytes`. */
@@ -258,7 +259,11 @@ export class NatsSubscription {
         // The stream may have been made again since the broker declared it (its messages numbered from 1 again).
         const { created, state } = await jsm.streams.info(stream);
         this.broker.streamSeen(stream, created);
-        if (this.startedAt?.created !== created) this.startedAt = { created, lastSeq: state.last_seq };
+        if (this.startedAt?.created !== created) {
+          // Looked at before the reload's swap, when it did (markSourceEnd): the instance's own publishes since come after it (spec-checklist 2162).
+          const before = this.broker.takeSourceEnd(this.spec.route, this.spec.topic, created);
+          this.startedAt = { created, lastSeq: Math.min(state.last_seq, before ?? Number.POSITIVE_INFINITY) };
+        }
         // Sequences the old stream's messages had are the new one's too: a redelivered copy of a
         // message never handled here (its pull lost with a connection) was acknowledged unread.
         if (created !== this.handledOf) this.handled.clear();
