@@ -24,8 +24,8 @@ export type CloudEventAttributes = Record<string, string>;
 const REQUIRED = ['specversion', 'id', 'source', 'type'] as const;
 /** Attribute names: lower-case letters and digits (spec §3.1.1 "Attribute Naming Convention"). */
 const ATTRIBUTE_NAME = /^[a-z0-9]{1,20}$/;
-/** RFC 3339 date-time, as `time` must be. */
-const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
+/** RFC 3339 date-time (section 5.6), as `time` must be; its numbers' ranges are checked by isRfc3339. */
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:[Zz]|[+-](\d{2}):(\d{2}))$/;
 /** RFC 2046 media type with optional parameters. */
 const MEDIA_TYPE = /^[A-Za-z0-9!#$&^_.+-]+\/[A-Za-z0-9!#$&^_.+-]+(\s*;.*)?$/;
 /** Standard base64 with padding (RFC 4648 §4), as `data_base64` holds binary data. */
@@ -64,16 +64,16 @@ export function attributeErrors(attrs: Readonly<Record<string, unknown>>, at = '
   }
   if (typeof attrs.specversion === 'string' && attrs.specversion !== '1.0') bad('specversion', `is '${attrs.specversion}'; only CloudEvents 1.0 is supported`);
   if (typeof attrs.source === 'string' && /\s/.test(attrs.source)) bad('source', 'must be a URI-reference (no spaces)');
-  const optional: Record<string, [RegExp, string]> = {
-    time: [RFC3339, 'must be an RFC 3339 timestamp such as 2026-12-01T17:00:00Z'],
-    datacontenttype: [MEDIA_TYPE, 'must be a media type such as application/json'],
-    dataschema: [ABSOLUTE_URI, 'must be an absolute URI'],
-    subject: [/^.+$/s, 'must be a non-empty string'],
+  const optional: Record<string, [(v: string) => boolean, string]> = {
+    time: [isRfc3339, 'must be an RFC 3339 timestamp such as 2026-12-01T17:00:00Z'],
+    datacontenttype: [(v) => MEDIA_TYPE.test(v), 'must be a media type such as application/json'],
+    dataschema: [(v) => ABSOLUTE_URI.test(v), 'must be an absolute URI'],
+    subject: [(v) => v !== '', 'must be a non-empty string'],
   };
-  for (const [name, [pattern, why]] of Object.entries(optional)) {
+  for (const [name, [valid, why]] of Object.entries(optional)) {
     const v = attrs[name];
     if (v === undefined) continue;
-    if (typeof v !== 'string' || !pattern.test(v)) bad(name, why);
+    if (typeof v !== 'string' || !valid(v)) bad(name, why);
   }
   for (const name of Object.keys(attrs)) {
     if (!ATTRIBUTE_NAME.test(name)) bad(name, 'is not a valid attribute name (lower-case letters and digits, at most 20)');
@@ -84,6 +84,21 @@ export function attributeErrors(attrs: Readonly<Record<string, unknown>>, at = '
     else if (typeof attrs[name] === 'string' && DISALLOWED_CHARS.test(attrs[name] as string)) bad(name, 'must not contain control characters or lone surrogates (a CloudEvents String)');
   }
   return errors;
+}
+
+/**
+ * Whether `v` is an RFC 3339 date-time: its shape, and each number within its range (section 5.7:
+ * months 1 to 12, the days of the month, hours to 23, a leap second's 60). The shape alone let
+ * `2026-13-45T99:99:99Z` through with a 200, to consumers whose own date parsers then fail on it.
+ */
+function isRfc3339(v: string): boolean {
+  const m = RFC3339.exec(v);
+  if (m === null) return false;
+  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [number, number, number, number, number, number];
+  const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
+  const daysInMonth = month === 2 ? (leap ? 29 : 28) : [4, 6, 9, 11].includes(month) ? 30 : 31;
+  if (month < 1 || month > 12 || day < 1 || day > daysInMonth || hour > 23 || minute > 59 || second > 60) return false;
+  return m[7] === undefined || (Number(m[7]) <= 23 && Number(m[8]) <= 59);
 }
 
 function isScalar(v: unknown): boolean {

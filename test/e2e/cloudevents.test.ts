@@ -130,6 +130,12 @@ routes:
         '{"orderId":1}',
         "'time' must be an RFC 3339 timestamp",
       ],
+      // RFC 3339 (section 5.7) bounds each number: a date-time of that shape but no such day or hour is no timestamp.
+      ...['2026-13-01T10:00:00Z', '2026-02-29T10:00:00Z', '2026-12-01T24:00:00Z', '2026-12-01T10:00:00+25:00'].map((time): [Record<string, string>, string, string] => [
+        { 'ce-specversion': '1.0', 'ce-id': 'x', 'ce-source': '/s', 'ce-type': 't', 'ce-time': time, 'content-type': 'application/json' },
+        '{"orderId":1}',
+        "'time' must be an RFC 3339 timestamp",
+      ]),
       [{ 'ce-specversion': '0.3', 'ce-id': 'x', 'ce-source': '/s', 'ce-type': 't', 'content-type': 'application/json' }, '{"orderId":1}', "'specversion' is '0.3'"],
       // A header value percent-encoded (CloudEvents HTTP binding §3.1.3.2) whose bytes stop mid-character, or are no escape at all.
       [
