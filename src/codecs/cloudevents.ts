@@ -388,3 +388,54 @@ export function fromAmqpHeaders(headers: Record<string, string>): Record<string,
   if (out['content-type'] === undefined && type !== undefined) out['content-type'] = type;
   return out;
 }
+
+// ---- NATS binding (https://github.com/cloudevents/spec/blob/main/cloudevents/bindings/nats-protocol-binding.md)
+//
+// Binary mode (NATS 2.2 headers) names each attribute `ce-<name>`, datacontenttype as
+// `ce-datacontenttype`, values percent-encoded as the HTTP binding's; header names are
+// case-insensitive. The gateway itself publishes `ce_` headers and `content-type`, as Kafka's binding.
+
+/** An attribute as the NATS binding names it (in any case): `ce-` and its name. */
+const NATS_ATTRIBUTE = /^ce-([a-z0-9]+)$/i;
+
+/**
+ * The headers of a message consumed over NATS: a binary-mode CloudEvent in the NATS binding's
+ * names (a `ce-specversion` header in any case, and no `ce_specversion`) gets them as `ce_<name>`
+ * headers, percent-decoded (a value that does not decode is kept as it came), its
+ * `ce-datacontenttype` the content type when the message has none; other headers stay. `headers`
+ * is the caller's own: it may be returned, changed.
+ */
+export function fromNatsHeaders(headers: Record<string, string>): Record<string, string> {
+  if (headers[CE_SPECVERSION] !== undefined || !hasNatsSpecversion(headers)) return headers;
+  const out = newHeaders();
+  let type: string | undefined;
+  for (const name in headers) {
+    const attribute = NATS_ATTRIBUTE.exec(name)?.[1]?.toLowerCase();
+    if (attribute === undefined) {
+      out[name] = headers[name]!;
+      continue;
+    }
+    const v = natsAttributeValue(headers[name]!);
+    if (attribute === 'datacontenttype') type = v;
+    else out[CE_HEADER_PREFIX + attribute] = v;
+  }
+  if (out['content-type'] === undefined && type !== undefined) out['content-type'] = type;
+  return out;
+}
+
+function hasNatsSpecversion(headers: Readonly<Record<string, string>>): boolean {
+  if (headers['ce-specversion'] !== undefined) return true;
+  // Go's client writes names as HTTP does (`Ce-Specversion`); most messages have no such header, and a short loop says so.
+  for (const name in headers) if (name.length === 14 && name.toLowerCase() === 'ce-specversion') return true;
+  return false;
+}
+
+/** A NATS header's attribute value: a double-quoted string unquoted (older binding versions), then one round of percent-decoding. */
+function natsAttributeValue(raw: string): string {
+  const v = raw.length >= 2 && raw.startsWith('"') && raw.endsWith('"') ? raw.slice(1, -1).replace(/\\(.)/g, '$1') : raw;
+  try {
+    return decodeURIComponent(v);
+  } catch {
+    return v;
+  }
+}

@@ -219,6 +219,31 @@ routes:
       const next = await feed.next(10000);
       assert.equal(next.topic, 'chat.room2');
       assert.equal(next.headers.lang, 'en');
+      // A binary-mode CloudEvent as the NATS protocol binding carries it (§3.1.3): `ce-<name>`
+      // headers, names in any case (Go writes `Ce-Id`), values percent-encoded, datacontenttype
+      // among them. It was a plain message: no `ce` in the envelope, `$ce` undefined to steps.
+      peer.publish('chat.room3', '{"text":"an event"}', {
+        'ce-specversion': '1.0',
+        'Ce-Id': 'n-1',
+        'ce-source': '/chat',
+        'ce-type': 'chat.said',
+        'ce-subject': 'caf%C3%A9 au lait',
+        'ce-time': '2026-12-01T17:00:00Z',
+        'ce-datacontenttype': 'application/json',
+        lang: 'fr',
+      });
+      const event = await feed.next(10000);
+      assert.deepEqual(event.value, { text: 'an event' });
+      assert.deepEqual(event.ce, {
+        specversion: '1.0',
+        id: 'n-1',
+        source: '/chat',
+        type: 'chat.said',
+        subject: 'café au lait',
+        time: '2026-12-01T17:00:00Z',
+        datacontenttype: 'application/json',
+      });
+      assert.equal(event.headers.lang, 'fr');
     } finally {
       chat.close();
       feed.close();

@@ -5,6 +5,7 @@
  */
 
 import type { JsMsg, Msg, MsgHdrs } from 'nats';
+import { fromNatsHeaders } from '../../../codecs/cloudevents.js';
 import { offsetText, payloadMessage, type Message } from '../../../core/message.js';
 import { repeatedHeaders, singleValued } from '../acknowledgement.js';
 
@@ -48,7 +49,8 @@ export interface ConsumedHeaders {
 
 function readHeaders(entries: [string, string[]][]): ConsumedHeaders {
   const headers = caseFree(singleValued(entries));
-  return { headers, repeated: repeatedHeaders(entries, headers) };
+  // A binary-mode CloudEvent in the NATS binding's `ce-<name>` headers, as the gateway's `ce_<name>`.
+  return { headers: fromNatsHeaders(headers), repeated: repeatedHeaders(entries, headers) };
 }
 
 /** A header block's `name: value` lines, as the client reads them but taking any name. */
