@@ -190,7 +190,10 @@ export interface DecodedEvent {
  */
 export function decodeStructured(body: unknown, headers: Readonly<Record<string, string>>, at = ''): { ok: true; event: DecodedEvent } | { ok: false; errors: string[] } {
   if (body === null || typeof body !== 'object' || Array.isArray(body)) return { ok: false, errors: [`${at}a structured CloudEvent must be a JSON object`] };
-  const { data, data_base64: base64, ...attrs } = body as Record<string, unknown>;
+  const { data, data_base64: base64, ...given } = body as Record<string, unknown>;
+  // An attribute whose value is null is unset (JSON format §2.2: `"subject": null` is the spec's
+  // own example); a 400 refused such events. fromEntries keeps a `__proto__` member an attribute.
+  const attrs = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== null));
   const errors = attributeErrors(attrs, at);
   // Binary data (JSON format §3.1.2) becomes the bytes it encodes: the message's value is a Buffer.
   let bytes: Buffer | undefined;

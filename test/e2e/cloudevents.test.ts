@@ -110,7 +110,8 @@ routes:
     const one = HTTP.structured(new CloudEvent({ id: 's-1', source: '/s', type: 'order.placed', data: { orderId: 2 } }));
     let res = await fetch(gw.url('api', '/events'), { method: 'POST', headers: one.headers as Record<string, string>, body: one.body as string });
     assert.equal(res.status, 200, await res.clone().text());
-    const batch = [1, 2, 3].map((n) => ({ specversion: '1.0', id: `b-${n}`, source: '/batch', type: 'order.placed', data: { orderId: 10 + n } }));
+    // An attribute given as null is unset (JSON format §2.2, whose examples have `"subject": null`, `"unsetextension": null`).
+    const batch = [1, 2, 3].map((n) => ({ specversion: '1.0', id: `b-${n}`, source: '/batch', type: 'order.placed', subject: null, unsetextension: null, data: { orderId: 10 + n } }));
     res = await fetch(gw.url('api', '/events'), { method: 'POST', headers: { 'content-type': 'application/cloudevents-batch+json' }, body: JSON.stringify(batch) });
     assert.equal(res.status, 200);
     const answer = (await res.json()) as { deliveries: unknown[] };
@@ -120,6 +121,18 @@ routes:
       got.slice(before).map((r) => r.headers['ce-id']),
       ['s-1', 'b-1', 'b-2', 'b-3'],
     );
+    assert.deepEqual(
+      got.slice(before + 1).map((r) => [r.headers['ce-subject'], r.headers['ce-unsetextension']]),
+      [
+        [undefined, undefined],
+        [undefined, undefined],
+        [undefined, undefined],
+      ],
+    );
+    // A required attribute given as null is missing.
+    res = await fetch(gw.url('api', '/events'), { method: 'POST', headers: { 'content-type': 'application/cloudevents+json' }, body: JSON.stringify({ ...batch[0], id: null }) });
+    assert.equal(res.status, 400);
+    assert.deepEqual(((await res.json()) as { errors: string[] }).errors, ["'id' is missing (a required CloudEvents attribute)"]);
   });
 
   it('answers 400 naming the attribute that is missing or malformed', async () => {
