@@ -289,6 +289,12 @@ export function fromConsumedRecord(msg: Message): Message {
   return r.ok ? { ...msg, headers: r.event.headers, value: r.event.value } : msg;
 }
 
+/** A CloudEvent message's data as binaryData reads it (a message the `cloudevent` step just wrapped). */
+export function eventData(msg: Message): Message {
+  const ct = msg.headers['content-type'];
+  return ct === undefined || ct === 'application/json' ? msg : binaryData(msg, ct);
+}
+
 /**
  * A binary-mode event's data as the HTTP listener takes it: JSON for a JSON media type, a string
  * for text/plain, otherwise the bytes. A broker client reads every record value as UTF-8 (JSON

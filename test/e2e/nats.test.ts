@@ -76,6 +76,11 @@ routes:
   - name: chat-out
     from: { broker: nats, topic: "chat.>" }
     to: { listener: ws, path: /chat-feed, format: envelope }
+  - name: wrapped
+    from: { broker: nats, topic: wrap.in }
+    through:
+      - cloudevent: { source: /nats, type: wrapped }
+    to: { listener: ws, path: /wrapped, format: cloudevent }
   - name: hooked
     from: { broker: nats, topic: conc.in }
     to: { http: { url: "${hook.url}/in", headers: { x-key: $headers.k }, ${ORDERED} } }
@@ -89,6 +94,7 @@ routes:
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'chat-out', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'bytes', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'hooked', 15000);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'wrapped', 15000);
     peer = await RawNats.connect(nats);
   });
   after(async () => {
@@ -202,6 +208,32 @@ routes:
       got.map((m) => m.bytes.toString('hex')),
       [notUtf8.toString('hex'), spaced.toString('hex')],
     );
+  });
+
+  it('wraps a plain message into a CloudEvent whose datacontenttype is the content type it came with, bytes as bytes', async () => {
+    const feed = await WsClient.connect(gw.url('ws', '/wrapped', 'ws'));
+    try {
+      // Before, the step took only the value's kind: XML was `text/plain`, and these bytes a lossy UTF-8 string under `text/plain`.
+      const bytes = Buffer.from([0x00, 0xff, 0x01, 0x80]);
+      peer.publish('wrap.in', '<order id="1"/>', { 'content-type': 'application/xml' });
+      peer.publish('wrap.in', bytes, { 'content-type': 'application/octet-stream' });
+      peer.publish('wrap.in', 'just text');
+      peer.publish('wrap.in', '{"n":1}', { 'content-type': 'application/vnd.shop+json' });
+      const got = [await feed.next(10000), await feed.next(10000), await feed.next(10000), await feed.next(10000)];
+      assert.deepEqual(
+        got.map((e) => [e.specversion, e.source, e.type, e.datacontenttype, e.data, e.data_base64]),
+        [
+          // Data of a type that is neither JSON nor text/plain is its bytes, as a consumed binary-mode event's (http-edge.md).
+          ['1.0', '/nats', 'wrapped', 'application/xml', undefined, Buffer.from('<order id="1"/>').toString('base64')],
+          ['1.0', '/nats', 'wrapped', 'application/octet-stream', undefined, bytes.toString('base64')],
+          ['1.0', '/nats', 'wrapped', 'text/plain', 'just text', undefined],
+          ['1.0', '/nats', 'wrapped', 'application/vnd.shop+json', { n: 1 }, undefined],
+        ],
+      );
+      assert.equal(new Set(got.map((e) => e.id)).size, 4, 'each wrapped message has an id of its own');
+    } finally {
+      feed.close();
+    }
   });
 
   it('bridges WebSocket and NATS both ways', async () => {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { attributeErrors, attributesOf, structuredProblem, withAttributes } from '../../codecs/cloudevents.js';
+import { attributeErrors, attributesOf, eventData, structuredProblem, withAttributes } from '../../codecs/cloudevents.js';
 import { bindingsFor, evaluateThen, expressionProblem } from '../../expr/expression.js';
-import { resultText, type Message } from '../../core/message.js';
+import { isJsonMediaType, resultText, type Message } from '../../core/message.js';
 import type { StepStop } from '../../core/outcome.js';
 import type { StepResult } from '../contracts.js';
 import { compileExpressionMap, defineStep, mapOf, Type } from '../define.js';
@@ -34,7 +34,7 @@ export const cloudeventStep = defineStep({
   ),
   doc: {
     summary:
-      "Makes each message a [CloudEvent](https://cloudevents.io) or rewrites its attributes. A plain message is wrapped: its value becomes the event data, `id` is a new UUID, `time` is now, `specversion` is `1.0`, `datacontenttype` `application/json` (`text/plain` for a string), and `source` and `type` are the step's; a message that already is a CloudEvent keeps its attributes. Then `set` (JSONata per attribute or extension, evaluated on the value with `$ce` bound to the attributes so far) rewrites attributes of every message, and `remove` drops optional attributes or extensions. A message left without a required attribute, or with a malformed one, is `invalid` (400 `EG_CLOUDEVENT_INVALID`). Attributes travel as the message's `ce_<name>` headers (the CloudEvents Kafka binding), so Kafka targets carry them in binary mode.",
+      "Makes each message a [CloudEvent](https://cloudevents.io) or rewrites its attributes. A plain message is wrapped: its value becomes the event data, `id` is a new UUID, `time` is now, `specversion` is `1.0`, `datacontenttype` the content type the message came with where that fits its value (else `application/json`, `text/plain` for a string, `application/octet-stream` for bytes; data of a type neither JSON nor `text/plain` is then its bytes, as a consumed binary-mode event's), and `source` and `type` are the step's; a message that already is a CloudEvent keeps its attributes. Then `set` (JSONata per attribute or extension, evaluated on the value with `$ce` bound to the attributes so far) rewrites attributes of every message, and `remove` drops optional attributes or extensions. A message left without a required attribute, or with a malformed one, is `invalid` (400 `EG_CLOUDEVENT_INVALID`). Attributes travel as the message's `ce_<name>` headers (the CloudEvents Kafka binding), so Kafka targets carry them in binary mode.",
     example:
       'chains:\n  as-cloudevent:\n    - cloudevent:\n        source: /shop/orders\n        type: com.example.order.placed\n        set:\n          subject: $string(orderId)\n          tenant: $headers."x-tenant"',
   },
@@ -50,12 +50,15 @@ export const cloudeventStep = defineStep({
       // The value is the event's data, as it came: the attributes are headers (a validate step after it still checks what the client sent).
       keepsValue: true,
       run(msg, mctx) {
-        const attrs: Record<string, unknown> = attributesOf(msg.headers) ?? { ...wrap(msg), ...fixed };
+        const given = attributesOf(msg.headers);
+        const attrs: Record<string, unknown> = given ?? { ...wrap(msg), ...fixed };
         for (const name of remove) delete attrs[name];
         const done = (): StepResult => {
           const errors = attributeErrors(attrs);
           if (errors.length > 0) return { stop: 'invalid', problem: structuredProblem(errors) };
-          return { ...msg, headers: withAttributes(msg.headers, attrs) };
+          const event = { ...msg, headers: withAttributes(msg.headers, attrs) };
+          // A wrapped message's data as a consumed binary-mode event's: bytes its content type says are not text are its bytes again.
+          return given === undefined ? eventData(event) : event;
         };
         if (set.length === 0) return done();
         const bindings = { ...bindingsFor(msg, mctx), ce: attrs };
@@ -88,6 +91,20 @@ function wrap(msg: Message): Record<string, unknown> {
     specversion: '1.0',
     id: randomUUID(),
     time: new Date().toISOString(),
-    datacontenttype: typeof msg.value === 'string' ? 'text/plain' : 'application/json',
+    datacontenttype: dataContentType(msg),
   };
+}
+
+/**
+ * What a wrapped message's data is: the content type it came with where that fits its value (a
+ * record's `application/xml` text, `application/octet-stream` bytes, `application/vnd.x+json`),
+ * else what its value is. Taking only the value's kind made XML `text/plain`, and bytes
+ * `text/plain` or `application/json`, so a consumer read them as what they were not.
+ */
+function dataContentType(msg: Message): string {
+  const given = msg.headers['content-type'];
+  const json = isJsonMediaType(given);
+  const text = typeof msg.value === 'string' || Buffer.isBuffer(msg.value);
+  if (given !== undefined && (json ? !Buffer.isBuffer(msg.value) : text)) return given;
+  return Buffer.isBuffer(msg.value) ? 'application/octet-stream' : typeof msg.value === 'string' ? 'text/plain' : 'application/json';
 }
