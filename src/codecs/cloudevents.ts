@@ -148,7 +148,7 @@ export function decodeBinary(headers: Readonly<Record<string, string>>, rawHeade
     }
     const attr = name.slice(3);
     try {
-      attrs[attr] = decodeURIComponent(headers[name]!);
+      attrs[attr] = decodeURIComponent(unquoted(headers[name]!));
     } catch {
       errors.push(`'${attr}' is not valid percent-encoded UTF-8`);
     }
@@ -157,6 +157,15 @@ export function decodeBinary(headers: Readonly<Record<string, string>>, rawHeade
   errors.push(...attributeErrors(attrs));
   if (errors.length > 0) return { ok: false, problem: invalid(errors) };
   return { ok: true, headers: withAttributes(rest, attrs) };
+}
+
+/**
+ * A header value with the quoting of an RFC 7230 quoted-string (§3.2.6) undone, which the HTTP and
+ * NATS bindings (§3.1.3.2) say a receiver MUST do before percent-decoding: earlier versions of them
+ * had senders quote values with spaces, so `"order 1"` kept its quotes as part of the attribute.
+ */
+function unquoted(v: string): string {
+  return v.length >= 2 && v.charCodeAt(0) === 0x22 && v.charCodeAt(v.length - 1) === 0x22 ? v.slice(1, -1).replace(/\\(.)/g, '$1') : v;
 }
 
 /**
@@ -441,7 +450,7 @@ function hasNatsSpecversion(headers: Readonly<Record<string, string>>): boolean 
 
 /** A NATS header's attribute value: a double-quoted string unquoted (older binding versions), then one round of percent-decoding. */
 function natsAttributeValue(raw: string): string {
-  const v = raw.length >= 2 && raw.startsWith('"') && raw.endsWith('"') ? raw.slice(1, -1).replace(/\\(.)/g, '$1') : raw;
+  const v = unquoted(raw);
   try {
     return decodeURIComponent(v);
   } catch {

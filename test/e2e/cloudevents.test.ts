@@ -105,6 +105,16 @@ routes:
     assert.deepEqual([event.id, event.source, event.type, event.data ?? null], ['ping-1', '/monitor', 'heartbeat', null]);
   });
 
+  it('unquotes a double-quoted attribute header before percent-decoding it, as the HTTP binding says (§3.1.3.2)', async () => {
+    const before = structuredOut.requests.length;
+    // Earlier versions of the binding quoted values with spaces; the quotes were kept as part of the attribute.
+    const headers = { 'ce-specversion': '1.0', 'ce-id': 'q-1', 'ce-source': '/s', 'ce-type': 't', 'ce-subject': '"order 1 \\"big\\" caf%C3%A9"', 'content-type': 'application/json' };
+    const res = await fetch(gw.url('api', '/events'), { method: 'POST', headers, body: '{"orderId":5}' });
+    assert.equal(res.status, 200, await res.clone().text());
+    const [out] = (await structuredOut.received(before + 1)).slice(before);
+    assert.equal((JSON.parse(out!.body) as { subject: string }).subject, 'order 1 "big" café');
+  });
+
   it('accepts structured mode, and batches as one request delivered in order', async () => {
     const before = binaryOut.requests.length;
     const one = HTTP.structured(new CloudEvent({ id: 's-1', source: '/s', type: 'order.placed', data: { orderId: 2 } }));

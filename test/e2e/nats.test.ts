@@ -258,7 +258,7 @@ routes:
         'ce-specversion': '1.0',
         'Ce-Id': 'n-1',
         'ce-source': '/chat',
-        'ce-type': 'chat.said',
+        'ce-type': '"chat.said"', // a quoted-string, as earlier binding versions allowed: unquoted
         'ce-subject': 'caf%C3%A9 au lait',
         'ce-time': '2026-12-01T17:00:00Z',
         'ce-datacontenttype': 'application/json',
