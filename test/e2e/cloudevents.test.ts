@@ -71,6 +71,8 @@ routes:
       dataschema: 'https://example.com/order.json',
       tenant: 'acme',
       priority: '3',
+      // Longer than the 20 characters names SHOULD NOT exceed, which the SDK sends: it was a 400.
+      comexampletenantregion: 'eu-west',
       data: { orderId: 1 },
     });
     const { headers, body } = HTTP.binary(sent);
@@ -80,7 +82,7 @@ routes:
     const [structured] = await structuredOut.received(1);
     assert.equal(structured!.headers['content-type'], 'application/cloudevents+json');
     for (const got of [sdkEvent(binary!), sdkEvent(structured!)]) {
-      for (const attr of ['id', 'source', 'type', 'subject', 'time', 'dataschema', 'specversion', 'tenant', 'priority'] as const) {
+      for (const attr of ['id', 'source', 'type', 'subject', 'time', 'dataschema', 'specversion', 'tenant', 'priority', 'comexampletenantregion'] as const) {
         assert.equal(String((got as unknown as Record<string, unknown>)[attr]), String((sent as unknown as Record<string, unknown>)[attr]), attr);
       }
       assert.deepEqual(got.data, { orderId: 1 });

@@ -27,7 +27,8 @@ export const cloudeventStep = defineStep({
         }),
       ),
       remove: Type.Optional(
-        Type.Array(Type.Unsafe<string>({ type: 'string', pattern: '^[a-z0-9]{1,20}$', not: { enum: [...REQUIRED] } }), { description: 'Optional attributes or extensions to drop.' }),
+        // Any name an event can have (longer than 20 too): `set` names are the ones this gateway gives, kept to the spec's advice.
+        Type.Array(Type.Unsafe<string>({ type: 'string', pattern: '^[a-z0-9]+$', not: { enum: [...REQUIRED] } }), { description: 'Optional attributes or extensions to drop.' }),
       ),
     },
     { additionalProperties: false, minProperties: 1 },
