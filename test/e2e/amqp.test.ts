@@ -351,10 +351,18 @@ brokers:
     try {
       const event = { specversion: '1.0', id: 'p-1', source: '/pika', type: 'com.example.goal', tenant: 'acme', data: { goal: 2 } };
       // Binary mode as the CloudEvents SDK's Spring AMQP converter and AMQP 1.0 publishers to RabbitMQ send it.
+      // `time` as the binding's AMQP timestamp (2025-12-01T17:00:00Z), which was read as its seconds.
       const binary = (sep: string, id: string) => ({
         body: '{"goal":3}',
         contentType: 'application/json',
-        headers: { [`cloudEvents${sep}specversion`]: '1.0', [`cloudEvents${sep}id`]: id, [`cloudEvents${sep}source`]: '/spring', [`cloudEvents${sep}type`]: 'com.example.goal', match: 'm2' },
+        headers: {
+          [`cloudEvents${sep}specversion`]: '1.0',
+          [`cloudEvents${sep}id`]: id,
+          [`cloudEvents${sep}source`]: '/spring',
+          [`cloudEvents${sep}type`]: 'com.example.goal',
+          [`cloudEvents${sep}time`]: { $timestamp: 1764608400 },
+          match: 'm2',
+        },
       });
       await pikaPublish(rabbit, 'amq.topic', 'live.events', [{ body: JSON.stringify(event), contentType: 'application/cloudevents+json' }, binary('_', 'b-1'), binary(':', 'b-2')]);
       const frame = await client.next(15000);
@@ -364,7 +372,7 @@ brokers:
       for (const id of ['b-1', 'b-2']) {
         const next = await client.next(15000);
         assert.deepEqual(next.value, { goal: 3 });
-        assert.deepEqual(next.ce, { specversion: '1.0', id, source: '/spring', type: 'com.example.goal', datacontenttype: 'application/json' });
+        assert.deepEqual(next.ce, { specversion: '1.0', id, source: '/spring', type: 'com.example.goal', time: '2025-12-01T17:00:00Z', datacontenttype: 'application/json' });
         assert.equal(next.headers.match, 'm2');
       }
     } finally {
