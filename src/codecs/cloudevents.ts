@@ -215,6 +215,12 @@ export function decodeStructured(body: unknown, headers: Readonly<Record<string,
     else if (typeof base64 !== 'string' || !BASE64.test(base64)) errors.push(`${at}'data_base64' must be a base64 string (RFC 4648)`);
     else bytes = Buffer.from(base64, 'base64');
   }
+  // JSON format §3.1.1: data of a type that is not JSON is its text; `{"a":1}` said to be
+  // application/xml went on as a body no XML reader takes, and as structured `data` no writer may give.
+  const type = attrs.datacontenttype;
+  if (data !== undefined && data !== null && typeof data !== 'string' && typeof type === 'string' && !isJsonMediaType(type)) {
+    errors.push(`${at}'data' must be a string for a datacontenttype that is not JSON (${type}); send JSON data as application/json, bytes as data_base64`);
+  }
   if (errors.length > 0) return { ok: false, errors };
   const rest = newHeaders();
   for (const name in headers) if (name !== 'content-type' && !name.startsWith('ce-')) rest[name] = headers[name]!;

@@ -181,6 +181,12 @@ routes:
         "'__proto__' is not a valid attribute name",
       ],
       [{ 'content-type': 'application/cloudevents+json' }, JSON.stringify({ specversion: '1.0', id: 'x', type: 't', data: {} }), "'source' is missing"],
+      // JSON format §3.1.1: data of a type that is not JSON is a string (its text); an object went on as an XML body.
+      [
+        { 'content-type': 'application/cloudevents+json' },
+        JSON.stringify({ specversion: '1.0', id: 'x', source: '/s', type: 't', datacontenttype: 'application/xml', data: { orderId: 1 } }),
+        "'data' must be a string for a datacontenttype that is not JSON (application/xml)",
+      ],
       [
         { 'content-type': 'application/cloudevents-batch+json' },
         JSON.stringify([
