@@ -485,7 +485,8 @@ a consume route retries the message to the targets that failed only.
   also carry their attributes as \`ce\`.
 - \`cloudevents: binary|structured\` (broker targets): how CloudEvent messages are written. A
   message is a CloudEvent when it came in as one (HTTP binary, structured or batched mode; a
-  broker message with \`ce_\` headers — on MQTT 5, a \`specversion\` user property — or
+  broker message with \`ce_\` headers — on MQTT 5, a \`specversion\` user property; on AMQP, also
+  \`cloudEvents_\` headers; on NATS, also \`ce-\` headers, as those protocols' CloudEvents bindings name them — or
   \`content-type: application/cloudevents+json\`) or a \`cloudevent\` step made it one.
   \`binary\` (default, the CloudEvents Kafka binding's default too) writes the attributes as
   \`ce_<name>\` headers, \`datacontenttype\` as \`content-type\`, and the data as the value (MQTT 5 as its CloudEvents binding says: the
