@@ -266,6 +266,21 @@ ${extra}`;
       ),
     );
     stray.child.kill();
+
+    // A tagged one-route id names its source: what /ticks sent for 502 (a page that copied it, or
+    // what /mixed sent before a reload added its second route) resumes the route reading ticks
+    // after it; the tocks route, which it does not name, from its oldest, as in a composite id.
+    const copied = curl(gw.url('api', '/mixed'), [`Last-Event-ID: ${ticksTag}~0:${tick502}`]);
+    await eventually(() => assert.equal(parseEvents(copied.text()).length, 4));
+    const tick505 = await publish(505);
+    await eventually(() => assert.equal(parseEvents(copied.text()).length, 5));
+    const fromCopy = parseEvents(copied.text());
+    copied.child.kill();
+    assert.deepEqual(
+      fromCopy.map((e) => JSON.parse(e.data)),
+      [{ n: 503 }, { n: 504 }, { m: 1 }, { m: 2 }, { n: 505 }],
+    );
+    assert.equal(fromCopy[4]!.id, `mixed-ticks=${ticksTag}~0:${tick505};${mixedTocks}=${tocksTag}~0:${Number(tock1) + 1}`);
   });
 
   it("fills a stream path's parameters from the message's own path parameters: a room per value, exactly (a/b is a room of its own), every room for a message without them", async () => {

@@ -257,11 +257,18 @@ export class SseStreams {
       const gone = [...named.keys()].filter((route) => !sources.has(route));
       return from.size > 0 ? { from, gone } : undefined;
     }
-    // A one-route id on a path several routes feed could be read as any route's positions.
-    if (this.shared.has(path)) return undefined;
     const seen = parseId(lastId);
+    if (!seen) return undefined;
+    if (this.shared.has(path)) {
+      // A one-route id on a path several routes feed (sent before a reload added a route, or
+      // copied from another path): its tag names the routes reading its source, which resume after
+      // it; the others are not named, as in a composite id. Without a tag it could be any route's.
+      if (seen.tag === undefined) return undefined;
+      const from: SourcePositions = new Map([...sources].filter(([, source]) => sourceTag(source.sourceKey) === seen.tag).map(([route]) => [route, seen]));
+      return from.size > 0 ? { from, gone: [] } : undefined;
+    }
     const [route] = sources.keys();
-    return seen && route !== undefined ? { from: new Map([[route, seen]]), gone: [] } : undefined;
+    return route !== undefined ? { from: new Map([[route, seen]]), gone: [] } : undefined;
   }
 
   /**
