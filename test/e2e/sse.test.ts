@@ -557,22 +557,40 @@ ${extra}`;
     c.child.kill();
   });
 
-  it('resumes a composite id after a reload removed one of its routes, and names the route left out', async () => {
+  it('resumes a composite id after a reload renamed one of its routes (by its source) or removed one, and names the route left out', async () => {
     const c = curl(gw.url('api', '/mixed'));
     await eventually(() => assert.match(c.text(), /^retry: \d+/));
-    const tick = await publish(600);
+    await publish(600);
     await eventually(() => assert.equal(parseEvents(c.text()).length, 1));
     const [seen] = parseEvents(c.text());
     c.child.kill();
     assert.match(untagged(seen!.id), new RegExp(`^mixed-ticks=0:\\d+;${mixedTocks}=0:\\d+$`));
+    const tocksPosition = untagged(seen!.id).split(';')[1];
 
-    // The long-named tocks route is removed: /mixed is fed by mixed-ticks alone, whose ids carry no route names.
-    const line = await gw.reconfigure(config().replace(mixedTocksRoute, ''));
-    assert.equal(line.msg, 'config reloaded');
-    await publish(601);
-    const again = curl(gw.url('api', '/mixed'), [`Last-Event-ID: ${seen!.id}`]);
-    await eventually(() => assert.equal(parseEvents(again.text()).length, 2));
+    // A reload renames mixed-ticks: the route reading ticks now takes the positions the id gives
+    // the renamed one (same source, same tag), rather than replaying ticks from the oldest.
+    const renamed = config().replace('- name: mixed-ticks\n', '- name: mixed-ticks-renamed\n');
+    assert.equal((await gw.reconfigure(renamed)).msg, 'config reloaded');
+    const tick601 = await publish(601);
+    const moved = curl(gw.url('api', '/mixed'), [`Last-Event-ID: ${seen!.id}`]);
+    await eventually(() => assert.equal(parseEvents(moved.text()).length, 1));
     await publish(602);
+    await eventually(() => assert.equal(parseEvents(moved.text()).length, 2));
+    const afterRename = parseEvents(moved.text());
+    moved.child.kill();
+    assert.deepEqual(
+      afterRename.map((e) => JSON.parse(e.data).n),
+      [601, 602],
+    );
+    assert.equal(untagged(afterRename[0]!.id), `mixed-ticks-renamed=0:${tick601};${tocksPosition}`);
+
+    // The long-named tocks route is removed: /mixed is fed by the ticks route alone, whose ids carry no route names.
+    const line = await gw.reconfigure(renamed.replace(mixedTocksRoute, ''));
+    assert.equal(line.msg, 'config reloaded');
+    const tick603 = await publish(603);
+    const again = curl(gw.url('api', '/mixed'), [`Last-Event-ID: ${afterRename[1]!.id}`]);
+    await eventually(() => assert.equal(parseEvents(again.text()).length, 2));
+    await publish(604);
     await eventually(() => assert.equal(parseEvents(again.text()).length, 3));
     const [notice, ...events] = parseEvents(again.text());
     again.child.kill();
@@ -581,9 +599,9 @@ ${extra}`;
     // After the id's position, each once, then live; ids in the one-route form again.
     assert.deepEqual(
       events.map((e) => JSON.parse(e.data).n),
-      [601, 602],
+      [603, 604],
     );
-    assert.equal(events[0]!.id, `${splitId(seen!.id).tags[0]}~0:${Number(tick) + 1}`);
+    assert.equal(events[0]!.id, `${splitId(seen!.id).tags[0]}~0:${tick603}`);
   });
 
   it("reads an id of the topic a reload moved a route from as another source's: from the oldest retained event, said so, alone and in a composite id; an id without a tag as before", async () => {

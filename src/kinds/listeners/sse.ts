@@ -254,7 +254,16 @@ export class SseStreams {
     if (named) {
       // A composite id stays usable across a reload that removes some of its routes (even down to one).
       const from: SourcePositions = new Map([...named].filter(([route]) => sources.has(route)));
-      const gone = [...named.keys()].filter((route) => !sources.has(route));
+      let gone = [...named.keys()].filter((route) => !sources.has(route));
+      // A route the id does not name that reads the source of one it names that is gone (a reload
+      // renamed it) resumes after that one's positions rather than replaying what the client saw.
+      for (const [route, source] of sources) {
+        const tag = sourceTag(source.sourceKey);
+        const renamed = from.has(route) || tag === undefined ? undefined : gone.find((old) => named.get(old)!.tag === tag);
+        if (renamed === undefined) continue;
+        from.set(route, named.get(renamed)!);
+        gone = gone.filter((old) => old !== renamed);
+      }
       return from.size > 0 ? { from, gone } : undefined;
     }
     const seen = parseId(lastId);
