@@ -256,6 +256,16 @@ export class MemoryBroker implements BrokerRuntime {
     return { ready: true };
   }
 
+  /**
+   * Offsets are numbered anew in each life of this broker (a restart, another instance): an
+   * event-stream id of another life is another source's, not positions to read after, which
+   * skipped, without a word, what the topic holds up to them. (A topic a route reads is never
+   * evicted, so within one life its offsets go on.)
+   */
+  positionScope(): string {
+    return this.incarnation;
+  }
+
   /** A consumed message's identity: its topic's incarnation (this broker's life, the topic's) and its offset. */
   sourceIdentity(msg: Message): string | undefined {
     const topic = msg.topic === null ? undefined : this.topics.get(msg.topic);
