@@ -1318,7 +1318,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
 
 /**
  * ReplaySource.sourceKey of a route: its source broker's kind and name, the topic, and what else
- * numbers the positions (a JetStream subject's stream). Undefined for a route from a listener or
+ * numbers the positions (a JetStream subject's stream, a memory broker's life). Undefined for a route from a listener or
  * from a broker that keeps no positions (MQTT, AMQP).
  */
 function sourceKeyOf(plan: RoutePlan, brokers: ReadonlyMap<string, BrokerRuntime>): string | undefined {
