@@ -1,4 +1,4 @@
-import { TLSSocket } from 'node:tls';
+import { UNTRUSTED_CHAIN } from '../tls-failures.js';
 
 /**
  * What /readyz and a 503 say of a broker that cannot connect: `login refused` when the server
@@ -12,16 +12,6 @@ export function notConnectedDetail(why: string, refused: 'login' | 'tls' | undef
   return `${refused === undefined ? 'unreachable' : `${refused} refused`}: ${why}${refused === 'tls' ? brokerTlsHint(err) : ''}`;
 }
 
-/** Certificate chains node could not trace to a CA it trusts: trusting the server's CA is the fix. */
-export const UNTRUSTED_CHAIN: ReadonlySet<string> = new Set([
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_GET_ISSUER_CERT',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'CERT_UNTRUSTED',
-]);
-
 /**
  * Where a broker's failed handshake's fix is, when node's code says: node's words
  * (`self-signed certificate`) named the cause but not the broker's option that fixes it. None for an
@@ -33,41 +23,4 @@ function brokerTlsHint(err: unknown): string {
   if (UNTRUSTED_CHAIN.has(code)) return "; trust the server's CA with the broker's tls.ca";
   if (code === 'ERR_TLS_CERT_ALTNAME_INVALID' || code === 'HOSTNAME_MISMATCH') return '; the certificate is not for the host the broker connects to';
   return '';
-}
-
-/** OpenSSL's certificate verification codes as node gives them (`SELF_SIGNED_CERT_IN_CHAIN`, `UNABLE_TO_VERIFY_LEAF_SIGNATURE`, ...), node's own (`ERR_TLS_CERT_ALTNAME_INVALID`) and handshake alerts (`ERR_SSL_TLSV1_ALERT_UNKNOWN_CA`). */
-const TLS_CODE = /CERT|CRL|SIGNATURE|^INVALID_CA$|^INVALID_PURPOSE$|^PATH_LENGTH_EXCEEDED$|^HOSTNAME_MISMATCH$|^ERR_SSL_|^ERR_TLS_/;
-
-/** Whether `err` is a TLS failure: the server's certificate not trusted or not for its name, or ours refused. */
-export function isTlsFailure(err: unknown): boolean {
-  const code = (err as { code?: unknown } | undefined)?.code;
-  return typeof code === 'string' && TLS_CODE.test(code);
-}
-
-/** TLS sockets whose TCP connection is made and whose handshake is not done yet. */
-const inHandshake = new WeakSet<TLSSocket>();
-
-/** Follows `socket`'s TLS handshake, for closedInHandshake(); any other stream is returned as it is. */
-export function followTlsHandshake<S>(socket: S): S {
-  if (socket instanceof TLSSocket) {
-    socket.once('connect', () => inHandshake.add(socket));
-    socket.once('secureConnect', () => inHandshake.delete(socket));
-  }
-  return socket;
-}
-
-/**
- * Whether `err` is the server closing a followed TLS socket after accepting its TCP connection and
- * before the handshake was done: a server that does not speak TLS on that port (mosquitto resets a
- * connection that opens with a ClientHello, and node says only `read ECONNRESET`). The server is
- * there; what is wrong is the scheme or the port.
- */
-export function closedInHandshake(socket: unknown, err: unknown): boolean {
-  const code = (err as { code?: unknown } | undefined)?.code;
-  return socket instanceof TLSSocket && inHandshake.has(socket) && (code === 'ECONNRESET' || code === 'EPIPE');
-}
-
-/** What a broker says of a connection closedInHandshake(), with node's own words (`err`) after it. */
-export function closedInHandshakeReason(err: Error): string {
-  return `the server closed the connection in the TLS handshake (${err.message}): it does not seem to speak TLS on this port (a TLS scheme or \`tls\` pointed at a plain port?)`;
 }

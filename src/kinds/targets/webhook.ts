@@ -23,7 +23,7 @@ import {
   type Message,
   type MessageContext,
 } from '../../core/message.js';
-import { isTlsFailure, UNTRUSTED_CHAIN } from '../brokers/not-connected.js';
+import { isTlsFailure, UNTRUSTED_CHAIN } from '../tls-failures.js';
 import type { KindDoc, Target } from '../contracts.js';
 import { mapOf, oneOf, oneOfStrings, type Static, stringMatching, Type } from '../define.js';
 import { HttpClient, TIMED_OUT, type AnswerListener, type ClientAnswer, type ClientRequest, type Exchange, type RequestSender } from './webhook-client.js';

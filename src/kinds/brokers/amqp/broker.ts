@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { isTlsFailure, notConnectedDetail } from '../not-connected.js';
+import { notConnectedDetail } from '../not-connected.js';
+import { isTlsFailure } from '../../tls-failures.js';
 import type { ChannelModel, ConsumeMessage } from 'amqplib';
 import type { Logger } from '../../../log.js';
 import { payloadContentEncoding, payloadContentType, valuePayload, type Delivery, type Message } from '../../../core/message.js';

@@ -7,7 +7,8 @@ import type { IClientOptions, MqttClient } from 'mqtt';
 import type { Logger } from '../../../log.js';
 import { within } from '../../../core/within.js';
 import type { MqttSettings } from '../mqtt.js';
-import { closedInHandshake, closedInHandshakeReason, followTlsHandshake, isTlsFailure, notConnectedDetail } from '../not-connected.js';
+import { notConnectedDetail } from '../not-connected.js';
+import { closedInHandshake, closedInHandshakeReason, followTlsHandshake, isTlsFailure } from '../../tls-failures.js';
 import { resetGivenUp } from '../given-up.js';
 
 /** The client library, loaded when the first mqtt broker starts (commands that start none, such as validate, never load it). */
