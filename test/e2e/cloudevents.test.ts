@@ -109,12 +109,16 @@ routes:
 
   it('unquotes a double-quoted attribute header before percent-decoding it, as the HTTP binding says (§3.1.3.2)', async () => {
     const before = structuredOut.requests.length;
+    const binaryBefore = binaryOut.requests.length;
     // Earlier versions of the binding quoted values with spaces; the quotes were kept as part of the attribute.
     const headers = { 'ce-specversion': '1.0', 'ce-id': 'q-1', 'ce-source': '/s', 'ce-type': 't', 'ce-subject': '"order 1 \\"big\\" caf%C3%A9"', 'content-type': 'application/json' };
     const res = await fetch(gw.url('api', '/events'), { method: 'POST', headers, body: '{"orderId":5}' });
     assert.equal(res.status, 200, await res.clone().text());
     const [out] = (await structuredOut.received(before + 1)).slice(before);
     assert.equal((JSON.parse(out!.body) as { subject: string }).subject, 'order 1 "big" café');
+    // Its binary copy too, before the next test counts that endpoint's requests from here.
+    const [binary] = (await binaryOut.received(binaryBefore + 1)).slice(binaryBefore);
+    assert.equal(decodeURIComponent(binary!.headers['ce-subject'] as string), 'order 1 "big" café');
   });
 
   it('accepts structured mode, and batches as one request delivered in order', async () => {
