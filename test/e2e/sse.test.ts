@@ -64,10 +64,10 @@ function httpChunks(raw: string): string[] {
   return chunks;
 }
 
-/** A route name past 200 characters (any length is a valid name): its positions must still resume from a composite id. */
 /** An id the file's first gateway sent (set by its first test): one of another instance to the gateway of the last describe. */
 let firstGatewayId: string | undefined;
 
+/** A route name past 200 characters (any length is a valid name): its positions must still resume from a composite id. */
 const mixedTocks = `mixed-tocks-${'long'.repeat(50)}`;
 /** Its route's lines in the config, to remove it by a reload. */
 const mixedTocksRoute = new RegExp(` {2}- name: ${mixedTocks}\\n( {4}.*\\n){2}`);
