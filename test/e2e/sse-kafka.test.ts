@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { appendCommitMarker, endOffsets, startKafka, type KafkaCluster } from '../helpers/kafka.js';
-import { openStream, splitId, sseKafkaConfig, untagged, useSseKafka, OTHER_SOURCE_REASON } from '../helpers/sse.js';
+import { openStream, splitId, sseKafkaConfig, untagged, useSseKafka, assertOtherSourceNotice } from '../helpers/sse.js';
 import { fetch } from '../helpers/http.js';
 
 describe('Server-Sent Events from a Kafka topic', () => {
@@ -86,12 +86,7 @@ describe('Server-Sent Events from a Kafka topic', () => {
     try {
       await eventually(() => assert.equal(resumed.events().length, 1 + ns.length), 20000);
       const [notice, ...replayed] = resumed.events();
-      assert.equal(notice!.event, 'eventgate.resume');
-      assert.deepEqual(JSON.parse(notice!.data), {
-        resumed: true,
-        gap: true,
-        reason: OTHER_SOURCE_REASON,
-      });
+      assertOtherSourceNotice(notice);
       assert.deepEqual(
         replayed.map((e) => JSON.parse(e.data).n),
         ns,

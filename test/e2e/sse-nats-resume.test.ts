@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
-import { openStream, splitId, type SseEvent, untagged, OTHER_SOURCE_REASON } from '../helpers/sse.js';
+import { openStream, splitId, type SseEvent, untagged, assertOtherSourceNotice } from '../helpers/sse.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
 
 /**
@@ -157,12 +157,7 @@ routes:
     try {
       await eventually(() => assert.equal(resumed.events().length, 3), 10_000);
       const [notice, ...replayed] = resumed.events();
-      assert.equal(notice!.event, 'eventgate.resume');
-      assert.deepEqual(JSON.parse(notice!.data), {
-        resumed: true,
-        gap: true,
-        reason: OTHER_SOURCE_REASON,
-      });
+      assertOtherSourceNotice(notice);
       const [movedTag] = splitId(replayed[0]!.id).tags;
       assert.notEqual(movedTag, splitId(madeId).tags[0]);
       assert.deepEqual(

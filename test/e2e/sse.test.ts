@@ -5,7 +5,7 @@ import { connect, type Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { scrape } from '../helpers/prometheus.js';
-import { openStream, parseEvents, splitId, untagged, OTHER_SOURCE_REASON } from '../helpers/sse.js';
+import { assertOtherSourceNotice, openStream, parseEvents, splitId, untagged, OTHER_SOURCE_REASON } from '../helpers/sse.js';
 
 /** `curl -N`: an event-stream client that is not a browser. */
 function curl(url: string, headers: string[] = []): { child: ChildProcess; text: () => string } {
@@ -786,7 +786,7 @@ ${withApi ? '  - name: stream\n    from: { broker: local, topic: ticks }\n    to
     await eventually(() => assert.equal(parseEvents(elsewhere.text()).length, 2));
     elsewhere.child.kill();
     const [notice, replayed] = parseEvents(elsewhere.text());
-    assert.deepEqual(JSON.parse(notice!.data), { resumed: true, gap: true, reason: OTHER_SOURCE_REASON });
+    assertOtherSourceNotice(notice);
     assert.deepEqual(JSON.parse(replayed!.data), { n: 1 });
     assert.notEqual(splitId(replayed!.id).tags[0], splitId(firstGatewayId).tags[0]);
     const ended = once(stream.child, 'exit');

@@ -12,6 +12,12 @@ export interface SseEvent {
 export const OTHER_SOURCE_REASON =
   "Last-Event-ID is of another source than this stream's (another topic or stream, or this route's before a reload changed it); resuming from the oldest retained event";
 
+/** Asserts `notice` is the `eventgate.resume` notice of an id of another source: resumed from the oldest retained event, with a gap. */
+export function assertOtherSourceNotice(notice: SseEvent | undefined): void {
+  assert.equal(notice?.event, 'eventgate.resume');
+  assert.deepEqual(JSON.parse(notice.data), { resumed: true, gap: true, reason: OTHER_SOURCE_REASON });
+}
+
 /** The tag of an event id's source (docs/http-edge.md, "Server-Sent Events"): four base64url characters. */
 export const SOURCE_TAG = /^[A-Za-z0-9_-]{4}$/;
 
