@@ -29,6 +29,11 @@ export type StepStop =
   | { stop: 'rejected'; problem: Problem }
   | { stop: 'failed'; problem: Problem };
 
+/** The label of an outcome as the metrics, the tap and `eventgate test` show it (`tagged` is a delivery with the validation-error header). */
+export function outcomeLabel(outcome: Outcome): string {
+  return outcome.outcome === 'delivered' && outcome.tagged ? 'tagged' : outcome.outcome;
+}
+
 export function isStop(r: Message | StepStop): r is StepStop {
   return (r as StepStop).stop !== undefined;
 }

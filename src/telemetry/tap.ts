@@ -4,7 +4,7 @@ import type * as Ws from 'ws';
 import type { WebSocket } from 'ws';
 import { bundled } from '../core/bundled.js';
 import { shownValue, type Message } from '../core/message.js';
-import type { Outcome } from '../core/outcome.js';
+import { outcomeLabel, type Outcome } from '../core/outcome.js';
 
 const { WebSocketServer } = bundled<typeof Ws>('ws');
 
@@ -93,11 +93,6 @@ export class TapChannel {
     this.active = false;
     return Promise.all(all.map((ws) => closeSocket(ws, code, reason))).then(() => undefined);
   }
-}
-
-/** The label of an outcome as the metrics and the tap show it (`tagged` is a delivery with the validation-error header). */
-function outcomeLabel(outcome: Outcome): string {
-  return outcome.outcome === 'delivered' && outcome.tagged ? 'tagged' : outcome.outcome;
 }
 
 /**

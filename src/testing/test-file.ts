@@ -19,7 +19,7 @@ import { compileExpression } from '../expr/expression.js';
  *       input: { value: {id: 1, lumens: 800}, key: ..., headers: {...}, path: /light, query: {...}, principal: alice, claims: {...}, topic: ... }
  *       answers: { https://crm.example.com/hooks: 503 }   # what http targets' endpoints answer (else 200): a status, { status, retryAfter, location, body }, { error: refused | timeout }; none is called
  *       expect:
- *         outcome: delivered        # delivered | filtered | invalid | rejected | failed | deadlettered
+ *         outcome: delivered        # delivered | tagged | filtered | invalid | rejected | failed | deadlettered
  *         status: 400               # the HTTP status of a problem (invalid, rejected, failed)
  *         error: <regex>            # matched against the problem detail and errors (dead-letter, tag errors)
  *         delivered: 2              # a CloudEvents batch input: how many of its events were delivered
@@ -104,7 +104,7 @@ export interface TestFile {
   tests: TestCase[];
 }
 
-const OUTCOMES = ['delivered', 'filtered', 'invalid', 'rejected', 'failed', 'deadlettered'];
+const OUTCOMES = ['delivered', 'tagged', 'filtered', 'invalid', 'rejected', 'failed', 'deadlettered'];
 const TEST_KEYS = ['name', 'route', 'input', 'answers', 'expect'];
 const REQUIRED_TEST_KEYS = ['name', 'route', 'input', 'expect'];
 const INPUT_KEYS = ['value', 'key', 'headers', 'path', 'query', 'principal', 'claims', 'topic'];

@@ -403,6 +403,40 @@ describe('eventgate test', () => {
     );
   });
 
+  it('outcome tagged: a message a tag step let through, as the tap and the metrics name it; delivered holds for it too (2552)', async () => {
+    const audited = yaml(
+      'version: 1',
+      'brokers: { local: { kind: memory } }',
+      'listeners: { api: { kind: http, port: 0 } }',
+      'routes:',
+      '  - name: audit',
+      '    from: { listener: api, path: /audit }',
+      '    through: [ { validate: { schema: { type: object, required: [n] }, onInvalid: tag } } ]',
+      '    to: { broker: local, topic: audit }',
+    );
+    const cases = yaml(
+      'tests:', //                                                          1
+      '  - name: a message without n is tagged', //                         2
+      '    route: audit', //                                                3
+      '    input: { path: /audit, value: { m: 1 } }', //                     4
+      '    expect: { outcome: tagged, error: "required property \'n\'", to: [ { topic: audit, value: { m: 1 } } ] }', // 5
+      '  - name: a tagged message is delivered too', //                     6
+      '    route: audit', //                                                7
+      '    input: { path: /audit, value: { m: 1 } }', //                     8
+      '    expect: { outcome: delivered }', //                               9
+      '  - name: a valid message is not tagged', //                         10
+      '    route: audit', //                                                11
+      '    input: { path: /audit, value: { n: 1 } }', //                     12
+      '    expect: { outcome: tagged }', //                                  13
+    );
+    const r = await runCliInProcess(['test', '-c', 'gateway.yaml', 'audit.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': audited, 'audit.tests.yaml': cases }) });
+    noStackTrace(r);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /^1 of 3 tests failed$/m);
+    assert.match(r.stdout, /audit\.tests\.yaml:13: outcome\n\s+- expected: tagged\n\s+\+ actual: {3}delivered\n/);
+    assert.doesNotMatch(r.stdout, /audit\.tests\.yaml:(5|9):/);
+  });
+
   it('--format junit writes JUnit XML with the failure and its location', async () => {
     const wrong = tests.replace('status: 401', 'status: 403');
     const dir = tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': wrong });
@@ -464,7 +498,7 @@ describe('eventgate test', () => {
       cwd: tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests.replace('    expect: { outcome: rejected', '    expect: { outcome: rejectd') }),
     });
     assert.equal(badOutcome.code, 2);
-    assert.match(badOutcome.stderr, /orders\.tests\.yaml:28:\d+: 'outcome' must be one of: delivered, filtered, invalid, rejected, failed, deadlettered \(did you mean 'rejected'\?\)/);
+    assert.match(badOutcome.stderr, /orders\.tests\.yaml:28:\d+: 'outcome' must be one of: delivered, tagged, filtered, invalid, rejected, failed, deadlettered \(did you mean 'rejected'\?\)/);
 
     // A test file is read as a config is: UTF-16 (PowerShell 5's `>` writes it) said as such, not
     // "needs a list under 'tests:'"; a Latin-1 byte at its place, not read as U+FFFD.
