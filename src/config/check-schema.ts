@@ -232,7 +232,12 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
     case 'pattern': {
       // A string made with stringMatching() names what it must be in its title.
       const what = (e.parentSchema as { title?: string } | undefined)?.title;
-      return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: what ? `${where} must be ${what}, got ${describeValue(e.data, isSecretPath(path))}` : `${where} ${e.message ?? e.keyword}` };
+      const secret = isSecretPath(path);
+      return {
+        ...at(path),
+        code: 'EG_CONFIG_SCHEMA',
+        message: what ? `${where} must be ${what}, got ${describeValue(e.data, secret)}${secret ? '' : schemeHint(what, e.data)}` : `${where} ${e.message ?? e.keyword}`,
+      };
     }
     case 'propertyNames': {
       const name = (e.params as { propertyName: string }).propertyName;
@@ -344,4 +349,11 @@ function stepKinds(e: ErrorObject, registry: KindRegistry): string[] | undefined
 function article(t: string): string {
   const nouns: Record<string, string> = { object: 'a map', array: 'a list', string: 'a string', integer: 'an integer', number: 'a number', boolean: 'true or false', null: 'null' };
   return nouns[t] ?? t;
+}
+
+/** `hooks.example.com/orders` where a URL must be: say to write the scheme, which newcomers leave out (the value is not repeated: it may hold a password). */
+function schemeHint(what: string, value: unknown): string {
+  if (!/\bURL\b|\borigin\b/.test(what) || typeof value !== 'string' || value === '' || /^[a-z][a-z0-9+.-]*:\/\//i.test(value) || /\s/.test(value)) return '';
+  const scheme = /^(localhost|127\.|\[::1\])/.test(value) ? 'http' : 'https';
+  return ` (a URL starts with its scheme: write ${scheme}:// before it)`;
 }

@@ -201,7 +201,7 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
             type: 'array',
             minItems: 1,
             description: 'Origins (`https://host[:port]`) remote `$ref`s may point to; any other is refused. Redirects are not followed.',
-            items: { type: 'string', pattern: '^https?://[^/?#]+$' },
+            items: { type: 'string', pattern: '^https?://[^/?#]+$', title: 'an origin (https://host[:port], no path)' },
           },
           timeoutMs: { type: 'integer', minimum: 1, maximum: 60_000, default: 5000, description: 'Longest a remote document may take to arrive; the document fails to load after it.' },
           maxBytes: { type: 'integer', minimum: 1, maximum: 4_194_304, default: 1_048_576, description: 'Largest remote document accepted.' },

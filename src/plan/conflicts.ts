@@ -83,9 +83,14 @@ export function findConflicts(plan: {
     const writers = [...new Set([...written].filter((w) => w.startsWith(`${from.broker}\0`)).map((w) => w.split('\0')[1]!))];
     // `topic: $string(id)` beside `key: $string(id)`: the reason no route writes the topic, said here since warnings wait for a valid config.
     const asExpression = writers.find(readsAsExpression);
+    // `from: {broker}` and `to: {listener, path}` in a config where no route writes the broker: a route meant to publish what clients send, the two swapped.
+    const forward = writers.length === 0 && route.to.length === 1 && route.to[0]!.type === 'listener' ? route.to[0] : undefined;
+    const swapped = forward
+      ? `; if clients are meant to send to ${forward.path}, from and to are swapped: write from: {listener: ${forward.listener}, path: ${forward.path}} and to: {broker: ${from.broker}, topic: ${from.topic}}`
+      : '';
     out.push({
       path: ['routes', index, 'from', 'topic'],
-      message: `route '${route.name}' can never receive a message: '${from.broker}' is a ${broker.kind} broker, whose topics only this gateway's routes write to, and no route writes to topic '${from.topic}'${writers.length ? ` (routes write to: ${writers.join(', ')})` : ''}${asExpression === undefined ? '' : `; '${asExpression}' is a name, as written, not an expression: ${computedTopicHint(asExpression)}`}`,
+      message: `route '${route.name}' can never receive a message: '${from.broker}' is a ${broker.kind} broker, whose topics only this gateway's routes write to, and no route writes to topic '${from.topic}'${writers.length ? ` (routes write to: ${writers.join(', ')})` : ''}${asExpression === undefined ? '' : `; '${asExpression}' is a name, as written, not an expression: ${computedTopicHint(asExpression)}`}${swapped}`,
     });
   }
   return out;

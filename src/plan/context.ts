@@ -1,5 +1,5 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { basename, dirname, join, relative, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { SchemaCheck } from '../kinds/contracts.js';
 import { escapeControls, formatPath, type Diagnostic } from '../config/diagnostics.js';
 import type { Hidden, Pruned } from '../config/prune.js';
@@ -212,7 +212,7 @@ export class CompileContext {
     try {
       return this.readText(abs);
     } catch (err) {
-      this.report(at, 'EG_CONFIG_FILE', `cannot read '${asWritten}' (${abs}): ${describeFsError(err)}${nearbyFileHint(err, abs, asWritten)}`);
+      this.report(at, 'EG_CONFIG_FILE', `cannot read '${asWritten}' (${abs}): ${describeFsError(err)}${nearbyFileHint(err, abs, asWritten, this.dir)}`);
       return undefined;
     }
   }
@@ -375,8 +375,10 @@ export function aKind(kind: string): string {
 }
 
 /** ` (did you mean 'schemas/light-measured.json'?)` for a file named with a typo, from the files beside where it was looked for. */
-function nearbyFileHint(err: unknown, abs: string, asWritten: string): string {
+function nearbyFileHint(err: unknown, abs: string, asWritten: string, configDir: string): string {
   if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return '';
+  const fromConfigDir = pathFromConfigDir(asWritten, configDir);
+  if (fromConfigDir !== undefined) return ` (paths are relative to the config file's directory, not to the working directory: did you mean '${fromConfigDir}'?)`;
   let names: string[];
   try {
     names = readdirSync(dirname(abs));
@@ -385,4 +387,25 @@ function nearbyFileHint(err: unknown, abs: string, asWritten: string): string {
   }
   const hit = closest(basename(abs), names);
   return hit === undefined ? '' : ` (did you mean '${join(dirname(asWritten), hit)}'?)`;
+}
+
+/**
+ * `examples/schemas/light.json` written in `examples/gateway.yaml`, as the path reads from the
+ * directory `eventgate` was run in: the path from the config's directory (`schemas/light.json`)
+ * when the written one starts with the directories the config is in and that file exists.
+ */
+function pathFromConfigDir(asWritten: string, configDir: string): string | undefined {
+  if (isAbsolute(asWritten)) return undefined;
+  const parts = asWritten.split(/[\\/]/).filter((p) => p !== '.' && p !== '');
+  const dirParts = configDir.split(sep);
+  for (let k = Math.min(parts.length - 1, dirParts.length); k >= 1; k--) {
+    if (parts.slice(0, k).join('/') !== dirParts.slice(-k).join('/')) continue;
+    const candidate = parts.slice(k).join('/');
+    try {
+      if (statSync(resolve(configDir, candidate)).isFile()) return candidate;
+    } catch {
+      // not there either
+    }
+  }
+  return undefined;
 }

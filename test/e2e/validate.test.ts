@@ -424,12 +424,24 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       );
       assertProblems(r, [
         ['gateway.yaml:16:22', /^routes\[0\]\.to\[0\]\.http\.url must be an http\(s\) URL \(http:\/\/host\[:port\]\/path, port 1–65535\), got string "ftp:\/\/files\.example\.com\/in"$/],
-        ['gateway.yaml:17:22', /^routes\[0\]\.to\[1\]\.http\.url must be an http\(s\) URL \(http:\/\/host\[:port\]\/path, port 1–65535\), got string "localhost:8080\/hook"$/],
+        // A URL without its scheme is told to add it (not repeating the value, which may hold a password).
+        [
+          'gateway.yaml:17:22',
+          /^routes\[0\]\.to\[1\]\.http\.url must be an http\(s\) URL \(http:\/\/host\[:port\]\/path, port 1–65535\), got string "localhost:8080\/hook" \(a URL starts with its scheme: write http:\/\/ before it\)$/,
+        ],
         ['gateway.yaml:19:22', /^routes\[0\]\.to\[3\]\.http\.url must be an http\(s\) URL \(http:\/\/host\[:port\]\/path, port 1–65535\), got string "http:\/\/127\.0\.0\.1:0\/in"$/],
         ['gateway.yaml:20:22', /^routes\[0\]\.to\[4\]\.http\.url must be an http\(s\) URL \(http:\/\/host\[:port\]\/path, port 1–65535\), got string "http:\/\/127\.0\.0\.1:65536\/in"$/],
         // Such a name failed every message at run time, blaming the value's characters.
         ['gateway.yaml:23:73', /^routes\[0\]\.to\[7\]\.http\.headers: key 'x bad' must be an HTTP header name \(.*no spaces or colons\)$/],
         ['gateway.yaml:23:89', /^routes\[0\]\.to\[7\]\.http\.headers: key 'x:colon' must be an HTTP header name/],
+      ]);
+      // A key set's URL the same way, in words rather than as the pattern "^https?://".
+      const jwks = await validate({ 'gateway.yaml': route('    through:', '      - auth: { jwt: { jwksUrl: "login.example.com/jwks.json" } }', '    to: { broker: local, topic: t }') });
+      assertProblems(jwks, [
+        [
+          'gateway.yaml:16:33',
+          /^routes\[0\]\.through\[0\]\.auth\.jwt\.jwksUrl must be an https URL \(https:\/\/host\/path; http only on a loopback host\), got string "login\.example\.com\/jwks\.json" \(a URL starts with its scheme: write https:\/\/ before it\)$/,
+        ],
       ]);
     });
 
@@ -1167,6 +1179,75 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       ]);
     });
 
+    // A newcomer writes the wildcards of the broker they know: `plant.*.temperature` on MQTT is one
+    // topic of that name to the server, and the route read nothing, with nothing said.
+    it("says a topic filter written in another broker kind's wildcard syntax, with the filter in the kind's own", async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(
+          'version: 1', //                                                                                      1
+          'brokers:', //                                                                                        2
+          '  mq: { kind: mqtt, url: "mqtt://127.0.0.1:1883" }', //                                               3
+          '  nt: { kind: nats, servers: "nats://127.0.0.1:4222" }', //                                           4
+          '  rb: { kind: amqp, url: "amqp://127.0.0.1:5672" }', //                                               5
+          'listeners:', //                                                                                      6
+          '  push: { kind: websocket, port: 0 }', //                                                            7
+          'routes:', //                                                                                         8
+          '  - { name: m1, from: { broker: mq, topic: "plant.*.temperature" }, to: { listener: push, path: /a } }', // 9
+          '  - { name: m2, from: { broker: mq, topic: "plant/*/temperature" }, to: { listener: push, path: /b } }', // 10
+          '  - { name: n1, from: { broker: nt, topic: "plant/+/temperature" }, to: { listener: push, path: /c } }', // 11
+          '  - { name: n2, from: { broker: nt, topic: "plant.#" }, to: { listener: push, path: /d } }', //             12
+          '  - { name: r1, from: { broker: rb, topic: "plant/+/temperature" }, to: { listener: push, path: /e } }', // 13
+          '  - { name: r2, from: { broker: rb, topic: "plant.>" }, to: { listener: push, path: /f } }', //             14
+          // Each kind's own wildcards, and names that only hold such characters, are left alone.
+          '  - { name: ok1, from: { broker: mq, topic: "plant/+/temp.c" }, to: { listener: push, path: /g } }', //    15
+          '  - { name: ok2, from: { broker: nt, topic: "plant.*.x/y" }, to: { listener: push, path: /h } }', //       16
+          '  - { name: ok3, from: { broker: rb, topic: "plant.#" }, to: { listener: push, path: /i } }', //           17
+          '  - { name: ok4, from: { broker: mq, topic: "a*b/c" }, to: { listener: push, path: /j } }', //             18
+        ),
+      });
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      const warning = (at: string, route: string, filter: string, kind: string, name: string, syntax: string, meant: string) =>
+        `gateway.yaml:${at}: warning: route '${route}': '${filter}' is written in another broker's wildcard syntax: ${kind} reads it as the one ${name} of that name, and nothing else; its wildcards are ${syntax} (did you mean '${meant}'?)`;
+      const mqtt = "'+' (one level) and '#' (every level below), between '/'";
+      const nats = "'*' (one level) and '>' (every level below), between '.'";
+      const amqp = "'*' (one level) and '#' (every level below), between '.'";
+      assert.deepEqual(r.stderr.trimEnd().split('\n'), [
+        warning('9:44', 'm1', 'plant.*.temperature', 'MQTT', 'topic', mqtt, 'plant/+/temperature'),
+        warning('10:44', 'm2', 'plant/*/temperature', 'MQTT', 'topic', mqtt, 'plant/+/temperature'),
+        warning('11:44', 'n1', 'plant/+/temperature', 'NATS', 'subject', nats, 'plant.*.temperature'),
+        warning('12:44', 'n2', 'plant.#', 'NATS', 'subject', nats, 'plant.>'),
+        warning('13:44', 'r1', 'plant/+/temperature', 'AMQP', 'routing key', amqp, 'plant.*.temperature'),
+        warning('14:44', 'r2', 'plant.>', 'AMQP', 'routing key', amqp, 'plant.#'),
+      ]);
+      // MQTT refuses `plant.#` (its `#` is a whole level): the error names the filter meant.
+      const refused = await validate({
+        'gateway.yaml': yaml(
+          'version: 1',
+          'brokers:',
+          '  mq: { kind: mqtt, url: "mqtt://127.0.0.1:1883" }',
+          'routes:',
+          '  - { name: m, from: { broker: mq, topic: "plant.#" }, to: { broker: mq, topic: out } }',
+        ),
+      });
+      assertProblems(refused, [
+        ['gateway.yaml:5:43', /^'plant\.#' cannot be a topic of mqtt broker 'mq': '#' must be a whole level, and the last one \(MQTT's levels are separated by '\/': did you mean 'plant\/#'\?\)$/],
+      ]);
+    });
+
+    // `from` and `to` swapped (the broker as source, the publish path as target) left a newcomer
+    // with "no route writes to topic" and no word of the likelier cause.
+    it('says from and to look swapped when a route forwards a memory topic nothing writes to a path', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(...base, 'routes:', '  - name: light-in', '    from: { broker: local, topic: light }', '    to: { listener: api, path: /light }'),
+      });
+      assertProblems(r, [
+        [
+          'gateway.yaml:14:35',
+          /^route 'light-in' can never receive a message: .*no route writes to topic 'light'; if clients are meant to send to \/light, from and to are swapped: write from: \{listener: api, path: \/light\} and to: \{broker: local, topic: light\}$/,
+        ],
+      ]);
+    });
+
     // Routes that each write the others' topics hold n! loops: the search took 10 s for nine, the
     // compile of a validate or a reload with it, and warned of every one (hundreds).
     it('stops looking after 20 loops among routes that feed each other densely, and says so', async () => {
@@ -1368,6 +1449,17 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         'gateway.yaml': yaml(...base, 'chains:', '  main:', '    - validate:', '        schema: schemas/ligth.json'),
       });
       assertProblems(typo, [['gateway.yaml:15:17', /cannot read 'schemas\/ligth\.json' .*no such file \(ENOENT\) \(did you mean 'schemas\/light\.json'\?\)$/]]);
+      // A path written from the directory eventgate runs in, not from the config's: told the path from there.
+      const dir = tempFiles({
+        'conf/schemas/light.json': '{"type": "object"}',
+        'conf/gateway.yaml': yaml(...base, 'chains:', '  main:', '    - validate:', '        schema: conf/schemas/light.json'),
+      });
+      const fromCwd = await runCliInProcess(['validate', '-c', 'conf/gateway.yaml'], { cwd: dir });
+      assert.equal(fromCwd.code, 1, fromCwd.stdout + fromCwd.stderr);
+      assert.match(
+        fromCwd.stdout,
+        /^conf\/gateway\.yaml:15:17: cannot read 'conf\/schemas\/light\.json' .*no such file \(ENOENT\) \(paths are relative to the config file's directory, not to the working directory: did you mean 'schemas\/light\.json'\?\)\n$/,
+      );
     });
 
     it('says a route path must start with "/", in words rather than as a pattern', async () => {

@@ -7,6 +7,7 @@ import { checkServerUrl, hostEndsEarly } from './server-url.js';
 import { urlParameterProblems } from './amqp/url-parameters.js';
 import { whenUsed } from '../when-used.js';
 import { onlyInPlaceChanged } from './in-place.js';
+import { AMQP_WILDCARDS, foreignWildcardHint } from './foreign-wildcards.js';
 import { bindingMatches, exchangeTypeOf, keyIgnoredBy } from './amqp/bindings.js';
 import { deadLetterRoutingKeyProblem, nonDurableProblem, queueArgumentProblem } from './amqp/queue-arguments.js';
 import { closest } from '../../config/suggest.js';
@@ -322,6 +323,8 @@ export const amqpBroker = defineBroker({
   // A name one typo off a queue of `queues` is a routing key to the config, and reads nothing of that queue.
   readWarning: (from, o) => {
     if (Object.hasOwn(o.queues, from)) return undefined;
+    const foreign = foreignWildcardHint(from, AMQP_WILDCARDS, 'AMQP', 'routing key');
+    if (foreign !== undefined) return foreign;
     const queue = /[*#]/.test(from) ? undefined : closest(from, Object.keys(o.queues));
     if (queue !== undefined)
       return `'${from}' is not a queue of this broker's queues (did you mean '${queue}'?): the route reads it as a routing key, through a queue of its own bound to exchange '${o.exchange.name}', and gets nothing of queue '${queue}'`;

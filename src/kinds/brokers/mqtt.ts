@@ -2,6 +2,7 @@ import { filterProblem, publishTopicProblem, sharable, shareNameProblem, subscri
 import { hostname } from 'node:os';
 import type { ConnectionOptions } from 'node:tls';
 import type { BrokerCompileContext, Qos } from '../contracts.js';
+import { foreignWildcardFilter, foreignWildcardHint, MQTT_WILDCARDS } from './foreign-wildcards.js';
 import { defineBroker, kindOptions, mapOf, qosSchema, Type, type Static } from '../define.js';
 import type { MqttBroker } from './mqtt/broker.js';
 import { compileTls, TLS_OPTIONS } from './tls.js';
@@ -192,12 +193,18 @@ export const mqttBroker = defineBroker({
       'brokers:\n  devices:\n    kind: mqtt\n    url: mqtt://mosquitto:1883\n    clientId: eventgate-${HOSTNAME:-local}   # one per instance; containers set HOSTNAME, shells do not export it\n    username: gateway\n    password: "${MQTT_PASSWORD}"\n    qos: 1\n    qosByTopic: { "telemetry/#": 0 }\n    ackTimeoutMs: 5000\nroutes:\n  - name: temperatures\n    from: { broker: devices, topic: "sensors/+/temperature" }\n    through:\n      - transform: \'{"sensor": $split($topic, "/")[1], "celsius": value}\'\n    to: { broker: kafka, topic: temperatures }',
   },
   compile: compileMqtt,
-  topicProblem: (topic, use) => (use === 'publish' ? publishTopicProblem(topic) : subscribeTopicProblem(topic)),
+  topicProblem: (topic, use) => {
+    if (use === 'publish') return publishTopicProblem(topic);
+    const problem = subscribeTopicProblem(topic);
+    const meant = problem && foreignWildcardFilter(topic, MQTT_WILDCARDS);
+    return meant ? `${problem} (MQTT's levels are separated by '/': did you mean '${meant}'?)` : problem;
+  },
   // A group is the share name of a shared subscription, unless the broker subscribes plainly.
   groupProblem: (group, topic, o) => (o.sharedSubscriptions === false || !sharable(topic) ? undefined : shareNameProblem(group)),
   takesQos: true,
   // A filter's messages come with their own topics (`$topic`), the ones it matches.
   topicsRead: (filter) => ({ matches: (topic) => topicMatches(filter, topic), literal: !/[+#]/.test(filter), what: `a topic matching ${filter}` }),
+  readWarning: (from) => foreignWildcardHint(from, MQTT_WILDCARDS, 'MQTT', 'topic'),
   keyless: 'a `key` would be dropped (carry it in a header instead: `headers: {set: {key: ...}}`, an MQTT 5 user property)',
   canReconfigure: (before, after) => onlyInPlaceChanged(before, after, IN_PLACE),
   inPlaceOptions: IN_PLACE,

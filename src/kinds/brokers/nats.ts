@@ -1,5 +1,6 @@
 import { consumerName, NOT_A_FILTER, publishSubjectProblem, subjectCovers, subjectFilterProblem, subjectsOverlap } from './nats/subjects.js';
 import type { BrokerCompileContext } from '../contracts.js';
+import { foreignWildcardHint, NATS_WILDCARDS } from './foreign-wildcards.js';
 import { defineBroker, kindOptions, mapOf, oneOf, oneOfStrings, Type, type Static } from '../define.js';
 import type { NatsBroker } from './nats/broker.js';
 import { compileTls, TLS_OPTIONS } from './tls.js';
@@ -277,6 +278,7 @@ export const natsBroker = defineBroker({
   },
   // A filter's messages come with their own subjects (`$topic`), the ones it covers.
   topicsRead: (filter) => ({ matches: (subject) => subjectCovers(filter, subject), literal: !filter.split('.').some((t) => t === '*' || t === '>'), what: `a subject matching ${filter}` }),
+  readWarning: (from) => foreignWildcardHint(from, NATS_WILDCARDS, 'NATS', 'subject'),
   keyless: 'a `key` would be dropped (carry it in a header instead: `headers: {set: {key: ...}}`)',
   canReconfigure: (before, after) => onlyInPlaceChanged(before, after, IN_PLACE),
   inPlaceOptions: IN_PLACE,

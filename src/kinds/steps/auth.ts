@@ -6,7 +6,7 @@ import { problem, type Problem } from '../../core/errors.js';
 import type { Identity, Message, MessageContext, RequestMeta } from '../../core/message.js';
 import type { StepStop } from '../../core/outcome.js';
 import type { Admission, CompiledStep, StepCompileContext, StepRouteContext } from '../contracts.js';
-import { defineStep, exactlyOne, mapOf, oneOf, Type, type Static, type TSchema } from '../define.js';
+import { defineStep, exactlyOne, mapOf, oneOf, stringMatching, Type, type Static, type TSchema } from '../define.js';
 
 type ClaimValue = string | number | boolean;
 
@@ -92,8 +92,7 @@ const jwtOptions = Type.Object(
       }),
     ),
     jwksUrl: Type.Optional(
-      Type.String({
-        pattern: '^https?://',
+      stringMatching('^https?://', 'an https URL (https://host/path; http only on a loopback host)', {
         description:
           'JSON Web Key Set URL (https, or http on a loopback host; no `user:password@`); cached for `jwksCacheMaxAgeMs`, refetched for unknown key ids at most every 30 s. While it cannot be fetched (tried again at most every 2 s, each failure a warning), tokens are verified with the last key set it gave; a token none of those keys verifies, or any token before a first fetch succeeded, answers 503.',
       }),
