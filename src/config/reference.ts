@@ -161,7 +161,7 @@ the config) unless its own name says \`.tests.\`.
 End a glob with the extension (\`teams/*.yaml\`): a bare \`*\` also takes the files editors leave
 beside the one being edited (vim's backup \`orders.yaml~\` during a save, emacs's autosave
 \`#orders.yaml#\` while a buffer is unsaved), and a reload that reads one finds the same names
-defined twice and is refused (spec-checklist 758).
+defined twice and is refused.
 A glob that matches no file yet is valid, so a directory that teams fill later can be included
 before its first fragment; the directory itself must exist. The config file itself, matched by a
 glob beside it (\`include: ['*.yaml']\`), is left out, and a file two entries match is read once.
