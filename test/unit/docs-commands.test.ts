@@ -44,6 +44,24 @@ function userPages(): string[] {
   ];
 }
 
+describe('the pages a user reads', () => {
+  // They are read by people who never saw docs/spec-checklist.md or the sessions that wrote it:
+  // "(spec-checklist 758)" or "before the fortieth session" told them nothing.
+  it('cite no checklist point and no session of the project', () => {
+    const forContributors = new Set(['docs/spec-checklist.md', 'docs/testing.md', 'docs/performance.md', 'docs/architecture.md']);
+    const problems: string[] = [];
+    for (const page of userPages().filter((p) => !forContributors.has(p))) {
+      readFileSync(join(repoRoot, page), 'utf8')
+        .split('\n')
+        .forEach((line, i) => {
+          const cited = /spec-checklist|\(points? \d+|\b[a-z]+-?(?:first|second|third|[a-z]+th) session\b/i.exec(line);
+          if (cited) problems.push(`${page}:${i + 1}: ${cited[0]}`);
+        });
+    }
+    assert.deepEqual(problems, []);
+  });
+});
+
 describe('the YAML examples of README.md and docs/', () => {
   // Readers paste these into gateway.yaml: one that is not even YAML fails before eventgate sees it
   // (an unquoted ${VAR} inside {...} is the usual slip: YAML reads the { as a nested map).
