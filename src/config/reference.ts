@@ -430,7 +430,11 @@ a consume route retries the message to the targets that failed only.
   whose only targets are forwards (websocket or event stream) defaults to a per-instance group
   (\`eventgate-<route>-<instance id>\`, instance id from \`EVENTGATE_INSTANCE_ID\` or host-pid), so
   every instance's clients see every message. A consumed message is committed only after every
-  target accepted it.
+  target accepted it. Wildcards are the broker kind's own: MQTT \`sensors/+/temp\` and
+  \`sensors/#\`, NATS \`sensors.*.temp\` and \`sensors.>\`, AMQP routing-key patterns
+  \`sensors.*.temp\` and \`sensors.#\`; Kafka takes none (a route per topic). A filter written in
+  another kind's syntax (\`sensors.*.temp\` on MQTT) is one topic of that very name to the server:
+  validate warns of it with the filter in the kind's own (\`EG_CONFIG_SUSPICIOUS_TOPIC\`).
 - \`qos: 0|1|2\` (mqtt brokers only; another kind refuses it at its line): the QoS of this route's
   subscription, before the broker's \`qosByTopic\` and \`qos\`. Routes on one filter may differ:
   \`{broker: devices, topic: "sensors/#", qos: 0}\` takes what comes while it runs, and the server
