@@ -221,7 +221,19 @@ export interface ListenerTelemetry {
   slowClientDisconnected(): void;
   /** A websocket client that had not answered the last ping by the next was cut off (`eventgate_websocket_ping_timeouts_total{listener}`). */
   pingTimedOut(): void;
+  /**
+   * A websocket client sent a frame that fails the connection, closed with `code`
+   * (`eventgate_websocket_frame_failures_total{listener,code}`): WS_FRAME_FAILURE_CODES.
+   */
+  frameFailure(code: WsFrameFailureCode): void;
 }
+
+/**
+ * The close codes of a frame that fails a websocket connection (ws's frame parser): a protocol
+ * error, a text frame not UTF-8, a message in too many fragments, a frame over maxPayloadBytes.
+ */
+export const WS_FRAME_FAILURE_CODES = [1002, 1007, 1008, 1009] as const;
+export type WsFrameFailureCode = (typeof WS_FRAME_FAILURE_CODES)[number];
 
 /** Why a kafka listener closed a client's connection: the `reason` label, a fixed set (the log line names the detail). */
 export const KAFKA_CLOSE_REASONS = ['bad_request', 'upstream'] as const;

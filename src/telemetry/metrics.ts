@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import type { WebhookCounters, WebhookResult } from '../kinds/targets/webhook.js';
-import type { BrokerRuntime, BrokerTelemetry, KafkaCloseReason, ListenerRuntime, ListenerTelemetry, Telemetry } from '../kinds/contracts.js';
+import type { BrokerRuntime, BrokerTelemetry, KafkaCloseReason, ListenerRuntime, ListenerTelemetry, Telemetry, WsFrameFailureCode } from '../kinds/contracts.js';
 import type { Outcome } from '../core/outcome.js';
 import type { Prometheus } from './prometheus.js';
 
@@ -117,6 +117,11 @@ export class ListenerStats implements ListenerTelemetry {
   pingTimedOut(): void {
     this.pingTimeouts++;
   }
+  /** Websocket clients closed for a frame that fails the connection, by close code. */
+  readonly frameFailures: Record<WsFrameFailureCode, number> = { 1002: 0, 1007: 0, 1008: 0, 1009: 0 };
+  frameFailure(code: WsFrameFailureCode): void {
+    this.frameFailures[code]++;
+  }
 }
 
 export class BrokerStats implements BrokerTelemetry {
@@ -161,6 +166,7 @@ export interface StatsSnapshot {
       connectionsDropped: number;
       slowClientsDisconnected?: number;
       pingTimeouts?: number;
+      frameFailures?: Record<WsFrameFailureCode, number>;
       closed?: Record<KafkaCloseReason, number>;
     }
   >;
@@ -304,7 +310,10 @@ export class GatewayMetrics implements Telemetry {
       const entry: StatsSnapshot['listeners'][string] = { kind: l.kind, connectionsDropped: stats?.connectionsDropped ?? 0 };
       if (l.connections) entry.clients = l.connections();
       if (l.kind === 'http' || l.kind === 'websocket') entry.slowClientsDisconnected = stats?.slowClientsDisconnected ?? 0;
-      if (l.kind === 'websocket') entry.pingTimeouts = stats?.pingTimeouts ?? 0;
+      if (l.kind === 'websocket') {
+        entry.pingTimeouts = stats?.pingTimeouts ?? 0;
+        entry.frameFailures = { ...(stats?.frameFailures ?? { 1002: 0, 1007: 0, 1008: 0, 1009: 0 }) };
+      }
       if (l.kind === 'kafka') entry.closed = { ...(stats?.kafkaClosed ?? { bad_request: 0, upstream: 0 }) };
       if (stats) {
         // HTTP answers by status (a websocket listener's: its refused handshakes), and a websocket listener's error frames.

@@ -1,7 +1,7 @@
 import type * as PromClient from 'prom-client';
 import type { LabelValues, MetricObjectWithValues, MetricValueWithName } from 'prom-client';
 import { bundled } from '../core/bundled.js';
-import { KAFKA_CLOSE_REASONS } from '../kinds/contracts.js';
+import { KAFKA_CLOSE_REASONS, WS_FRAME_FAILURE_CODES } from '../kinds/contracts.js';
 import { LATENCY_BUCKETS, OUTCOME_LABELS, type BrokerStats, type ListenerStats, type MetricsSource, type RouteStats } from './metrics.js';
 
 const { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } = bundled<typeof PromClient>('prom-client');
@@ -164,6 +164,21 @@ export class Prometheus {
         this.reset();
         // Each websocket listener's series exists from the start, at 0.
         for (const [listener, l] of source.listeners) if (l.kind === 'websocket') this.inc({ listener }, listenerStats.get(listener)?.pingTimeouts ?? 0);
+      },
+    });
+    new Counter({
+      name: 'eventgate_websocket_frame_failures_total',
+      help: 'WebSocket clients closed for a frame that fails the connection, by close code: 1002 a protocol error, 1007 a text frame not UTF-8, 1008 a message in too many fragments, 1009 a frame over maxPayloadBytes.',
+      labelNames: ['listener', 'code'],
+      registers,
+      collect() {
+        this.reset();
+        // Each websocket listener's series exist from the start, at 0, one per code.
+        for (const [listener, l] of source.listeners) {
+          if (l.kind !== 'websocket') continue;
+          const counts = listenerStats.get(listener)?.frameFailures;
+          for (const code of WS_FRAME_FAILURE_CODES) this.inc({ listener, code }, counts?.[code] ?? 0);
+        }
       },
     });
     new Counter({

@@ -378,7 +378,13 @@ describe('WebSocket (spec §5)', () => {
       );
     });
 
-    it('closes with 1009 a connection that sends a frame over maxPayloadBytes, with 1007 one that sends a text frame not UTF-8 and with 1002 one that breaks the protocol, saying why, after answering the frames before it', async () => {
+    it('closes with 1009 a connection that sends a frame over maxPayloadBytes, with 1007 one that sends a text frame not UTF-8, with 1008 a message in too many fragments and with 1002 one that breaks the protocol, saying why, after answering the frames before it, counted and logged', async () => {
+      const failures = async () => {
+        const m = await scrape(gw.adminUrl);
+        return Object.fromEntries([1002, 1007, 1008, 1009].map((code) => [code, m.value('eventgate_websocket_frame_failures_total', { listener: 'push', code: String(code) })]));
+      };
+      const before = await failures();
+      const logFrom = gw.logs.length;
       const c = await connect('/publish');
       c.send({ n: 1, pad: 'x'.repeat(2000) });
       // The close frame says why (ws closes with a bare code).
@@ -392,9 +398,12 @@ describe('WebSocket (spec §5)', () => {
       const notUtf8 = Buffer.concat([Buffer.from([0x81, 0x80 | 2, ...mask]), masked(Buffer.from([0xc3, 0x28]))]);
       // A frame a client must not send at all (unmasked, RFC 6455 §5.1): 1002, ws's words as the reason.
       const unmasked = Buffer.from([0x81, 2, 0x7b, 0x7d]);
+      // A text message begun (FIN clear) and continued in 16384 empty fragments: one more than ws takes (1008).
+      const fragmented = Buffer.concat([Buffer.from([0x01, 0x80, ...mask]), Buffer.alloc(16384 * 6).fill(Buffer.from([0x00, 0x80, ...mask]))]);
       for (const [breaker, code, reason] of [
         [over, 1009, 'a frame over maxPayloadBytes (1024 bytes)'],
         [notUtf8, 1007, 'Invalid WebSocket frame: invalid UTF-8 sequence'],
+        [fragmented, 1008, 'a message in more than 16384 fragments'],
         [unmasked, 1002, 'Invalid WebSocket frame: MASK must be set'],
       ] as const) {
         const raw = await RawWsClient.connect(gw.url('push', '/publish', 'ws'));
@@ -413,6 +422,19 @@ describe('WebSocket (spec §5)', () => {
         assert.equal(answers[1].status, 400);
         raw.destroy();
       }
+      // The page sees only the close: the operator sees each failure counted by code, and logged.
+      assert.deepEqual(await failures(), { 1002: before[1002]! + 1, 1007: before[1007]! + 1, 1008: before[1008]! + 1, 1009: before[1009]! + 2 });
+      const said = gw.logs.slice(logFrom).filter((l) => l.msg === 'client sent a frame that fails the connection; disconnecting');
+      assert.deepEqual(
+        said.map((l) => [l.code, l.reason]),
+        [
+          [1009, 'a frame over maxPayloadBytes (1024 bytes)'],
+          [1009, 'a frame over maxPayloadBytes (1024 bytes)'],
+          [1007, 'Invalid WebSocket frame: invalid UTF-8 sequence'],
+          [1008, 'a message in more than 16384 fragments'],
+          [1002, 'Invalid WebSocket frame: MASK must be set'],
+        ],
+      );
     });
 
     it('closes the clients of a path a reload removed with 1001 only once the frames they sent are answered: the one in hand by its route, those behind it 404 not published', async () => {
