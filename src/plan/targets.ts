@@ -108,7 +108,10 @@ function compileWebhook(ctx: CompileContext, o: WebhookOptions, at: PathPart[]):
     if (expr) headers.push([name, expr]);
   }
   const orderBy = o.orderBy === undefined ? undefined : ctx.expression(o.orderBy, [...at, 'orderBy']);
-  if (ctx.diagnostics.length > before) return undefined;
+  const secret = o.signature ? signatureKey(o.signature.secret) : undefined;
+  // The secret itself is never quoted: it may have come from ${VAR}.
+  if (secret && !Buffer.isBuffer(secret)) ctx.report([...at, 'signature', 'secret'], 'EG_CONFIG_SCHEMA', `signature.secret ${secret.invalid}`);
+  if (ctx.diagnostics.length > before || (secret && !Buffer.isBuffer(secret))) return undefined;
   return {
     url,
     urlExpr,
@@ -121,7 +124,7 @@ function compileWebhook(ctx: CompileContext, o: WebhookOptions, at: PathPart[]):
     concurrency: o.concurrency ?? WEBHOOK_DEFAULTS.concurrency,
     orderBy,
     cloudevents: o.cloudevents ?? WEBHOOK_DEFAULTS.cloudevents,
-    secret: o.signature ? signatureKey(o.signature.secret) : undefined,
+    secret,
   };
 }
 

@@ -184,6 +184,22 @@ routes:
     hook.respond = (_r, res) => res.end('ok');
   });
 
+  // A `whsec_` secret node's decoder half read signed with an empty key (anyone could sign) or with
+  // another key than the endpoint's Standard Webhooks library decodes: config errors, the secret never quoted.
+  it('refuses a signature.secret of whsec_ and anything but padded base64, at its line, without quoting it', async () => {
+    const secrets = ['whsec_', 'whsec_!!!!', 'whsec_c2VjcmV0LXNlY3JldA', 'whsec_c2VjcmV0-_-_'];
+    const routes = secrets.map((s, i) => `  - { name: s${i}, from: { listener: api, path: /s${i} }, to: { http: { url: "http://127.0.0.1:1/x", signature: { secret: "${s}" } } } }`);
+    const good = `  - { name: good, from: { listener: api, path: /good }, to: { http: { url: "http://127.0.0.1:1/x", signature: { secret: "${SECRET}" } } } }`;
+    writeFileSync(join(gw.dir, 'secrets.yaml'), ['version: 1', 'listeners: { api: { kind: http, port: 0 } }', 'routes:', ...routes, good, ''].join('\n'));
+    const r = await runCliInProcess(['validate', '-c', 'secrets.yaml'], { cwd: gw.dir });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    assert.match(lines[0]!, /^secrets\.yaml:4:\d+: signature\.secret is 'whsec_' with nothing after it: the signing key would be empty/);
+    for (const [i, line] of lines.slice(1).entries()) assert.match(line, new RegExp(`^secrets\\.yaml:${5 + i}:\\d+: signature\\.secret starts with 'whsec_' but what follows is not base64 `));
+    assert.equal(lines.length, 4, r.stdout);
+    for (const s of secrets.slice(1)) assert.ok(!r.stdout.includes(s.slice(6)), r.stdout);
+  });
+
   // docs/http-edge.md, "What is sent": the value as JSON, a string value as text. The request's
   // content-type is the body's, not the one the message arrived with before a step changed it.
   it('sends a value a step turned into a string as text/plain, and one it turned into an object as application/json', async () => {
