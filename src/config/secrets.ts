@@ -49,6 +49,17 @@ export function secretValues(config: unknown, fromEnv: ReadonlySet<string>, envV
   const walk = (v: unknown, path: (string | number)[], underSecretKey: boolean) => {
     if (typeof v === 'string') {
       if (v !== '' && (underSecretKey || (fromEnv.has(formatPath(path)) && !plain(v)))) out.add(v);
+      // A webhook URL's `user:password@`, written in the file or not, is sent as Basic
+      // credentials: an endpoint whose refusal echoes its Authorization header put them in the
+      // client's 502, the log and the dead letter, which knew only the URL's own text.
+      const url = /^https?:\/\/[^/?#]*@/i.test(v) ? parsedUrl(v) : undefined;
+      if (url && (url.username !== '' || url.password !== '')) {
+        const credentials = userinfoOf(url);
+        out.add(credentials.base64);
+        // The password; or the user alone, which is the key where a service takes one as the user (`https://sk_live_...@api...`).
+        const secret = url.password !== '' ? credentials.password : credentials.user;
+        if (secret !== '' && !plain(secret)) out.add(secret);
+      }
       return;
     }
     if (Array.isArray(v)) {
@@ -68,6 +79,31 @@ export function secretValues(config: unknown, fromEnv: ReadonlySet<string>, envV
  */
 export function shownEndpoint(url: string): string {
   return shownUrl(url) ?? url;
+}
+
+/**
+ * The user and password of a URL's `user:password@`, percent-decoded (as curl and node:http read
+ * them), and the base64 of `user:password` that HTTP Basic authentication sends.
+ */
+export function userinfoOf(url: URL): { user: string; password: string; base64: string } {
+  const decoded = (part: string) => {
+    try {
+      return decodeURIComponent(part);
+    } catch {
+      return part;
+    }
+  };
+  const user = decoded(url.username);
+  const password = decoded(url.password);
+  return { user, password, base64: Buffer.from(`${user}:${password}`).toString('base64') };
+}
+
+function parsedUrl(v: string): URL | undefined {
+  try {
+    return new URL(v);
+  } catch {
+    return undefined;
+  }
 }
 
 /** `scheme://host[:port]/path` of an http(s) URL, as the gateway names an endpoint; undefined for anything else. */

@@ -16,6 +16,8 @@ import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 const PATH_TOKEN = 'T00000000-B00000000-XXXXXXXXXXXXXXXXXXXXXXXX';
 const URL_TOKEN = 'hook-url-token-5f1c2a9e7d3b';
 const KAFKA_HOST = 'kafka-0.eventgate-secret-cluster.invalid';
+const BASIC_PASSWORD = 'basic-pass-from-env-91c4';
+const LITERAL_PASSWORD = 'literal-pass-in-file-3e7a';
 
 describe('answers, logs and dead-letter records never show a secret from the config', () => {
   let hook: WebhookReceiver;
@@ -23,6 +25,8 @@ describe('answers, logs and dead-letter records never show a secret from the con
     hook = await WebhookReceiver.start();
     // Accepts /ok/…; anything else is a hook it does not know, answered (as real services do) with the path.
     hook.respond = (r, res) => {
+      // Some services echo the credentials they refused.
+      if (r.url === '/echo') return void res.writeHead(401).end(`refused ${r.headers.authorization}`);
       res.statusCode = r.url.startsWith('/ok/') ? 200 : 500;
       res.end(r.url.startsWith('/ok/') ? 'ok' : `no such hook: ${r.url}`);
     };
@@ -60,8 +64,14 @@ routes:
   - name: to-kafka
     from: {listener: api, path: /kafka}
     to: {broker: kafka, topic: t}
+  - name: basic-from-env
+    from: {listener: api, path: /basic-env}
+    to: {http: {url: "${hook.url.replace('//', '//partner:${BASIC_PASSWORD}@')}/echo"}}
+  - name: basic-literal
+    from: {listener: api, path: /basic-literal}
+    to: {http: {url: "${hook.url.replace('//', `//partner:${LITERAL_PASSWORD}@`)}/echo"}}
 `,
-    () => ({ env: { OK_HOOK: `${hook.url}/ok/${URL_TOKEN}?v=1`, PATH_TOKEN, KAFKA_BROKERS: `${KAFKA_HOST}:9092` } }),
+    () => ({ env: { OK_HOOK: `${hook.url}/ok/${URL_TOKEN}?v=1`, PATH_TOKEN, KAFKA_BROKERS: `${KAFKA_HOST}:9092`, BASIC_PASSWORD } }),
   );
 
   it("a broker's unreachable address from ${KAFKA_BROKERS} is not in the 503 a client gets", async () => {
@@ -94,6 +104,27 @@ routes:
     assert.equal(r.body.detail, '[redacted] answered 500: no such hook: /services/[redacted]');
     const line = await gw.waitForLog((l) => l.msg === 'message failed' && l.route === 'token-in-path');
     assert.ok(!JSON.stringify(line).includes(PATH_TOKEN), JSON.stringify(line));
+  });
+
+  // The gateway makes the Basic credentials itself from the URL's `user:password@` (in the file or
+  // from ${VAR}): an endpoint echoing them in its refusal put them in the 502, the log and dead letters.
+  it("a URL's user:password is not shown in the Basic credentials an endpoint's refusal echoes", async () => {
+    for (const [path, password] of [
+      ['/basic-env', BASIC_PASSWORD],
+      ['/basic-literal', LITERAL_PASSWORD],
+    ] as const) {
+      const r = await post(gw.url('api', path), { n: 5 });
+      assert.equal(r.status, 502);
+      assert.match(r.body.detail as string, /answered 401: refused Basic \[redacted\]$/);
+      const base64 = Buffer.from(`partner:${password}`).toString('base64');
+      assert.ok(
+        hook.requests.some((q) => q.headers.authorization === `Basic ${base64}`),
+        'the endpoint got the credentials',
+      );
+      const route = path === '/basic-env' ? 'basic-from-env' : 'basic-literal';
+      const line = await gw.waitForLog((l) => l.msg === 'message failed' && l.route === route);
+      for (const shown of [r.text, JSON.stringify(line)]) assert.ok(!shown.includes(base64) && !shown.includes(password), shown);
+    }
   });
 
   it("a retried delivery's debug line does not quote it", async () => {

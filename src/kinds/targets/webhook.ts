@@ -10,6 +10,7 @@ import { createHash, createHmac, randomUUID } from 'node:crypto';
 import { binaryHttpHeaders, CE_SPECVERSION, STRUCTURED_TYPE, toStructured } from '../../codecs/cloudevents.js';
 import { problem, type Problem } from '../../core/errors.js';
 import { bindingsFor, evaluateNow, evaluateThen, expressionProblem, expressionResultProblem, NOT_SYNC, type Expression } from '../../expr/expression.js';
+import { userinfoOf } from '../../config/secrets.js';
 import type { Logger } from '../../log.js';
 import { captured, newPromise } from '../../core/captured-promise.js';
 import {
@@ -675,14 +676,7 @@ function endpointOf(url: URL): Endpoint {
  */
 function basicAuth(url: URL): string | undefined {
   if (url.username === '' && url.password === '') return undefined;
-  const decoded = (part: string) => {
-    try {
-      return decodeURIComponent(part);
-    } catch {
-      return part;
-    }
-  };
-  return `Basic ${Buffer.from(`${decoded(url.username)}:${decoded(url.password)}`).toString('base64')}`;
+  return `Basic ${userinfoOf(url).base64}`;
 }
 
 /** What the HTTP client sends (the same object for every try), and the endpoint as logs and answers name it. */
