@@ -264,9 +264,14 @@ export function binaryHttpHeaders(headers: Readonly<Record<string, string>>): Re
   for (const name in headers) {
     if (!name.startsWith(CE_HEADER_PREFIX)) continue;
     const v = headers[name]!;
-    out[`ce-${name.slice(CE_HEADER_PREFIX.length)}`] = NEEDS_ENCODING.test(v) ? percentEncode(v) : v;
+    out[`ce-${name.slice(CE_HEADER_PREFIX.length)}`] = httpAttributeValue(v);
   }
   return out;
+}
+
+/** An attribute's value as an HTTP header carries it: printable ASCII as it is, anything else (and `%`, `"`) percent-encoded. */
+export function httpAttributeValue(v: string): string {
+  return NEEDS_ENCODING.test(v) ? percentEncode(v) : v;
 }
 
 function percentEncode(v: string): string {

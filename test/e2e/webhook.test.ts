@@ -184,6 +184,20 @@ routes:
     hook.respond = (_r, res) => res.end('ok');
   });
 
+  // Receivers read a header's bytes beyond ASCII as Latin-1 (node, Python's http.server): a
+  // CloudEvent id of `ordé 1` went out as its UTF-8 bytes, signed as such, and verified nowhere.
+  it("signs a CloudEvent's id beyond ASCII as its ce-id header carries it, percent-encoded, so a receiver verifies it", async () => {
+    const utf8 = (s: string) => Buffer.from(s, 'utf8').toString('latin1');
+    const ce = { 'ce-specversion': '1.0', 'ce-id': utf8('ordé 1'), 'ce-source': '/shop', 'ce-type': 'order.placed' };
+    const before = hook.requests.length;
+    const res = await post('/direct/ce', { orderId: 8 }, ce);
+    assert.equal(res.status, 200, await res.text());
+    const r = hook.requests.slice(before).find((q) => q.url === '/direct/ce')!;
+    assert.equal(r.headers['ce-id'], 'ord%C3%A9%201');
+    assert.equal(r.headers['webhook-id'], r.headers['ce-id']);
+    assert.deepEqual(new Webhook(SECRET).verify(r.body, r.headers as Record<string, string>), { orderId: 8 });
+  });
+
   // A `whsec_` secret node's decoder half read signed with an empty key (anyone could sign) or with
   // another key than the endpoint's Standard Webhooks library decodes: config errors, the secret never quoted.
   it('refuses a signature.secret of whsec_ and anything but padded base64, at its line, without quoting it', async () => {

@@ -7,7 +7,7 @@
  * route does not retry again, and that consume routes send to their `deadletter` target.
  */
 import { createHash, createHmac, randomUUID } from 'node:crypto';
-import { binaryHttpHeaders, CE_SPECVERSION, STRUCTURED_TYPE, toStructured } from '../../codecs/cloudevents.js';
+import { binaryHttpHeaders, CE_SPECVERSION, httpAttributeValue, STRUCTURED_TYPE, toStructured } from '../../codecs/cloudevents.js';
 import { problem, type Problem } from '../../core/errors.js';
 import { bindingsFor, evaluateNow, evaluateThen, expressionProblem, expressionResultProblem, NOT_SYNC, type Expression } from '../../expr/expression.js';
 import { userinfoOf } from '../../config/secrets.js';
@@ -420,7 +420,10 @@ export class WebhookTarget implements Target {
     if (this.plan.secret) {
       // Standard Webhooks: the id stays the same across retries, so receivers can deduplicate
       // (resign() gives a retry its own timestamp; these three headers stay last for it).
-      const id = msg.headers.ce_id ?? webhookIdOf(`${ctx.source ?? (ctx.deliveryId ??= randomUUID())}:${this.place}`);
+      // A CloudEvent's id as its ce-id header carries it: a header's bytes beyond ASCII are read as
+      // Latin-1 by receivers (node, Python), so an id signed as UTF-8 verified nowhere.
+      const ceId = msg.headers.ce_id;
+      const id = ceId !== undefined ? httpAttributeValue(ceId) : webhookIdOf(`${ctx.source ?? (ctx.deliveryId ??= randomUUID())}:${this.place}`);
       const timestamp = Math.floor(Date.now() / 1000);
       const signature = createHmac('sha256', this.plan.secret).update(`${id}.${timestamp}.`).update(bytes).digest('base64');
       headers.push('webhook-id', id, 'webhook-timestamp', String(timestamp), 'webhook-signature', `v1,${signature}`);
