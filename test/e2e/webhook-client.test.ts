@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { createServer as createTcpServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
-import { createServer as createTlsServer } from 'node:tls';
+import { createServer as createTlsServer, type TlsOptions } from 'node:tls';
 import { makeCertificates } from '../helpers/certificates.js';
 import { tempFiles, useGateway } from '../helpers/gateway.js';
 import { fetch } from '../helpers/http.js';
@@ -37,7 +37,7 @@ class RawEndpoint {
   idleCloseMs: number | undefined;
   private constructor(private readonly server: Server) {}
 
-  static async start(tls?: { cert: string; key: string }): Promise<RawEndpoint> {
+  static async start(tls?: TlsOptions): Promise<RawEndpoint> {
     let e!: RawEndpoint;
     const onSocket = (socket: Socket) => {
       const id = ++e.connections;
@@ -98,6 +98,8 @@ describe("webhook targets' HTTP client, against an endpoint on raw sockets", () 
   /** An HTTP/2-only endpoint (node:http2 without allowHTTP1), whose certificate the gateway trusts. */
   let h2only: Http2SecureServer;
   let idle: RawEndpoint;
+  /** Asks for a client certificate of the CA (mutual TLS), which webhook targets do not present. */
+  let mutual: RawEndpoint;
   const certs = makeCertificates();
   // The gateway trusts certificate a and the CA (as an operator's NODE_EXTRA_CA_CERTS would), not b.
   const trusted = join(tempFiles({ 'trusted.pem': certs.a.cert + certs.ca.cert }), 'trusted.pem');
@@ -112,6 +114,7 @@ describe("webhook targets' HTTP client, against an endpoint on raw sockets", () 
     await once(h2only, 'listening');
     idle = await RawEndpoint.start();
     idle.idleCloseMs = 100;
+    mutual = await RawEndpoint.start({ ...certs.a, ca: certs.ca.cert, requestCert: true, rejectUnauthorized: true });
   });
   const gw = useGateway(
     () => `
@@ -154,6 +157,9 @@ routes:
   - name: h2only
     from: { listener: api, path: /h2only }
     to: { http: { url: "https://127.0.0.1:${(h2only.address() as AddressInfo).port}/hook", retry: { attempts: 1 } } }
+  - name: mutual
+    from: { listener: api, path: /mutual }
+    to: { http: { url: "https://127.0.0.1:${mutual.port}/hook", retry: { attempts: 2, backoffMs: 10 } } }
   - name: idle-closing
     from: { listener: api, path: /idle-closing }
     to: { http: { url: "http://127.0.0.1:${idle.port}/hook", retry: { attempts: 1 }, concurrency: 1 } }
@@ -161,7 +167,7 @@ routes:
     () => ({ env: { NODE_EXTRA_CA_CERTS: trusted } }),
   );
   after(async () => {
-    await Promise.all([raw?.stop(), secure?.stop(), untrusted?.stop(), misnamed?.stop(), idle?.stop(), new Promise((r) => (h2only ? h2only.close(r) : r(undefined)))]);
+    await Promise.all([raw?.stop(), secure?.stop(), untrusted?.stop(), misnamed?.stop(), idle?.stop(), mutual?.stop(), new Promise((r) => (h2only ? h2only.close(r) : r(undefined)))]);
   });
 
   const post = async (path: string, body: unknown) => {
@@ -369,5 +375,15 @@ routes:
       h2.body.detail!,
       /could not be reached: the TLS handshake failed \(ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL: tlsv1 alert no application protocol\); webhook requests are HTTP\/1\.1, which the endpoint does not take \(an HTTP\/2-only server\)$/,
     );
+    // Mutual TLS over TLS 1.3: the endpoint refuses the connection after the client's handshake
+    // ended and the request went out; that read as `other side closed ...; the message may still
+    // have reached it`, where the endpoint never read it and says why in its alert.
+    const mtls = await post('/mutual', { n: 1 });
+    assert.equal(mtls.status, 502);
+    assert.match(
+      mtls.body.detail!,
+      /could not be reached: the TLS handshake failed \(ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED: tlsv13 alert certificate required\); the endpoint requires a client certificate \(mutual TLS\), which webhook targets do not present \(after 2 tries\)$/,
+    );
+    assert.equal(mutual.seen.length, 0);
   });
 });

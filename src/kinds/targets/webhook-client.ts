@@ -8,11 +8,45 @@
  * `Retry-After` header and, for a failure, the beginning of the body; a 2xx body is read and
  * dropped so the connection can be reused.
  */
-import type { Dispatcher } from 'undici';
+import { TLSSocket } from 'node:tls';
+import type { buildConnector, Dispatcher } from 'undici';
 import { whenUsed } from '../when-used.js';
 
 /** undici is loaded with the first webhook target: a gateway without one pays neither its memory nor its start-up time. */
 const undici = whenUsed<typeof import('undici')>(import.meta.url, 'undici');
+
+/**
+ * The TLS alert an endpoint sent on a connection still open, by the connection's local address and
+ * port. Over TLS 1.3 the client's handshake ends before the server has judged its certificate, so an
+ * endpoint that requires one (mutual TLS, which webhook targets do not speak) refuses the connection
+ * after the request went out: the socket has the alert (`ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED`)
+ * first, but undici fails the request with its own `other side closed`, which read as an endpoint
+ * that closed the connection and may have taken the message.
+ */
+const tlsAlerts = new Map<string, Error>();
+let baseConnector: buildConnector.connector | undefined;
+
+/** undici's own connector (its defaults), noting the TLS alerts of each connection (tlsAlerts). */
+const connect: buildConnector.connector = (options, callback) => {
+  baseConnector ??= undici().buildConnector({});
+  baseConnector(options, (err, socket) => {
+    if (socket instanceof TLSSocket) {
+      const key = `${socket.localAddress}:${socket.localPort}`;
+      socket.on('error', (e: Error & { code?: string }) => {
+        if (e.code?.startsWith('ERR_SSL_') && !tlsAlerts.has(key)) tlsAlerts.set(key, e);
+      });
+      // After the request's own error, which undici gives before the socket's close.
+      socket.once('close', () => setImmediate(() => tlsAlerts.delete(key)));
+    }
+    (callback as (err: Error | null, socket: unknown) => void)(err, socket);
+  });
+};
+
+/** The TLS alert behind undici's `other side closed` (or a reset), when the endpoint sent one. */
+function tlsAlertBehind(err: Error & { code?: string; socket?: { localAddress?: string; localPort?: number } }): Error | undefined {
+  if (tlsAlerts.size === 0 || !CLOSED_UNANSWERED.has(err.code!) || err.socket === undefined) return undefined;
+  return tlsAlerts.get(`${err.socket.localAddress}:${err.socket.localPort}`);
+}
 
 /**
  * A request as the target prepared it: header names in lower case, values checked. It is also
@@ -112,7 +146,7 @@ export class HttpClient implements RequestSender {
   request(req: ClientRequest, listener: AnswerListener, ticket: number, lane: number): Exchange {
     if (req.origin !== this.origin) {
       const handler = new AnswerHandler(listener, ticket, undefined, lane);
-      (this.agent ??= new (undici().Agent)({ connections: this.connections, pipelining: 1 })).dispatch(req, handler);
+      (this.agent ??= new (undici().Agent)({ connections: this.connections, pipelining: 1, connect })).dispatch(req, handler);
       return handler;
     }
     const handler = new AnswerHandler(listener, ticket, this, lane, req);
@@ -124,7 +158,7 @@ export class HttpClient implements RequestSender {
   dispatch(req: ClientRequest, handler: Dispatcher.DispatchHandler, lane: number): void {
     let client = this.clients[lane];
     if (client === undefined) {
-      client = this.clients[lane] = new (undici().Client)(this.origin!, { pipelining: 1 });
+      client = this.clients[lane] = new (undici().Client)(this.origin!, { pipelining: 1, connect });
       client.on('connect', () => {
         if (this.clients[lane] === client) this.served[lane] = 0;
       });
@@ -221,7 +255,9 @@ class AnswerHandler implements Dispatcher.DispatchHandler, ClientAnswer, Exchang
   onError(err: Error): void {
     if (this.over) return;
     this.client?.failed(this.lane);
-    if (this.status === 0 && this.reused && !this.resent && CLOSED_UNANSWERED.has((err as { code?: string }).code!)) {
+    const alert = this.status === 0 ? tlsAlertBehind(err) : undefined;
+    if (alert) err = alert;
+    else if (this.status === 0 && this.reused && !this.resent && CLOSED_UNANSWERED.has((err as { code?: string }).code!)) {
       // The receiver closed the kept-alive connection as this request went out on it (an idle
       // timeout shorter than ours, not announced): it crossed the close unread. Sent once more, on a
       // new connection, and not counted as a try, as Go's net/http does (errServerClosedIdle).

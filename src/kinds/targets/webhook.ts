@@ -488,7 +488,8 @@ export class WebhookTarget implements Target {
     // Once the timer ended this try (and the slot went on to another), an aborted request does not call back; be sure anyway.
     if (ticket !== flight.tries || slot === undefined || slot.flight !== flight) return;
     if (err === TIMED_OUT) return this.expire(slot, flight);
-    if (answer === undefined && flight.exchange?.sent) flight.mayHaveReached = true;
+    // A TLS alert (the endpoint refused our certificate, or the lack of one, after a TLS 1.3 handshake) is a refusal before any request was read.
+    if (answer === undefined && flight.exchange?.sent && !isTlsFailure(err)) flight.mayHaveReached = true;
     slot.flight = undefined;
     flight.slot = undefined;
     flight.exchange = undefined;
@@ -571,6 +572,7 @@ function tlsHint(code: string): string {
   if (code === 'ERR_TLS_CERT_ALTNAME_INVALID' || code === 'HOSTNAME_MISMATCH') return '; the certificate is not for the host the url names';
   if (code === 'ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL') return '; webhook requests are HTTP/1.1, which the endpoint does not take (an HTTP/2-only server)';
   if (code === 'ERR_SSL_WRONG_VERSION_NUMBER') return '; the port answered without TLS: is it an http:// endpoint?';
+  if (code === 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED') return '; the endpoint requires a client certificate (mutual TLS), which webhook targets do not present';
   return '';
 }
 
