@@ -159,7 +159,11 @@ function compileRoute(
   // from (the schema guarantees a listener with a path, or a broker with a topic)
   let from: SourcePlan | undefined;
   const f = raw.from;
-  if ('listener' in f && routesByTopic(ctx, f.listener, listeners)) {
+  // A listener's kind says whether its routes name a path or a topic and need a `to`: of one not
+  // defined (or left out for its own problems) only that is said, not guesses from another kind.
+  const listenerUnknown = 'listener' in f && !listeners.has(f.listener);
+  if ('listener' in f && listenerUnknown) checkListener(f.listener, [...at, 'from', 'listener']);
+  else if ('listener' in f && routesByTopic(ctx, f.listener, listeners)) {
     // A kafka listener: the route governs what its clients produce to a topic.
     if (f.path !== undefined)
       ctx.report([...at, 'from', 'path'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': listener '${f.listener}' takes Kafka clients, so the route names a 'topic', not a 'path'`, 'key');
@@ -279,7 +283,7 @@ function compileRoute(
         `route '${raw.name}' is on kafka listener '${f.listener}' and has no 'to': a record cannot leave a produce request that goes on upstream without breaking the producer's sequence numbers, so there is no dead-letter target; use onInvalid: reject or tag, or give the route a 'to'`,
         'key',
       );
-  } else if (raw.to === undefined) {
+  } else if (raw.to === undefined && !listenerUnknown) {
     ctx.report(at, 'EG_CONFIG_SCHEMA', `route '${raw.name}' needs a 'to' (a target, or a list of them)`, 'key');
   }
   const targetFiles: string[] = [];

@@ -471,7 +471,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
   });
 
   describe('references to things that do not exist', () => {
-    it('points at each missing chain, listener and broker, with a did-you-mean, and at ack: true on routes not from a websocket listener', async () => {
+    it('points at each missing chain, listener and broker, with a did-you-mean (a listener a route names with a topic too, alone: not a `to` its kind may need), and at ack: true on routes not from a websocket listener', async () => {
       const r = await validate({
         'gateway.yaml': yaml(
           ...base,
@@ -498,6 +498,9 @@ describe('eventgate validate', { concurrency: 4 }, () => {
           '    from: { broker: local, topic: t }', //        31
           '    ack: true', //                                32
           '    to: { broker: local, topic: u }', //          33
+          // A kafka listener renamed, its route not: the listener is missing, not the route's `to`.
+          '  - name: governed', //                           34
+          '    from: { listener: kafka-in, topic: t }', //   35
         ),
       });
       assertProblems(r, [
@@ -508,6 +511,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         ['gateway.yaml:24:21', /listener 'psuh' is not defined \(did you mean 'push'\?\)/],
         ['gateway.yaml:28:5', /^route 'acked-http': 'ack' is for routes from a websocket listener \(an answer per frame\); an http listener answers every message anyway$/],
         ['gateway.yaml:32:5', /^route 'acked-broker': 'ack' is for routes from a websocket listener \(an answer per frame\); a route from a broker acknowledges each message/],
+        ['gateway.yaml:35:23', /^listener 'kafka-in' is not defined; defined listeners: api, push$/],
       ]);
     });
 
