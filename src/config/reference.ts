@@ -16,9 +16,17 @@ One YAML document, in UTF-8 (a byte order mark is skipped; a file in UTF-16 or U
 Notepad's "Unicode" and PowerShell 5's \`>\` write, is an error that says so, and so is a byte
 that is not UTF-8, at its place; included fragments, test files, schemas and AsyncAPI documents
 alike). Every key is listed here with its default and meaning, and examples show
-the common ones in place; \`eventgate schema\` prints the
-same rules as JSON Schema (\`gateway.schema.json\`; start a config with
+the common ones in place; \`eventgate schema\` prints, as JSON Schema, the rules a value
+follows by itself (\`gateway.schema.json\`; start a config with
 \`# yaml-language-server: $schema=./gateway.schema.json\` for editor completion).
+The schema never refuses a config \`eventgate validate\` accepts, but it is looser: what needs
+more than the value is checked by \`validate\` (and \`run\`) alone. That is every name that
+points elsewhere (a route's broker, listener or chain, an AsyncAPI message), the files a config
+names, JSONata expressions and inline JSON Schemas, what a listener's or broker's kind decides
+(whether a route from a listener names a \`path\` or a \`topic\` and needs a \`to\`, a topic
+its broker's server would refuse), the form of a Kafka broker address or an MQTT or NATS
+server, AMQP bindings and queue arguments, an API key's length, ports and paths two components
+claim, and \`\${VAR}\` values, which the schema takes before they are replaced.
 Unknown keys are errors, with a "did you mean" hint where one fits. YAML anchors, aliases and
 merge keys share settings (\`api2: {<<: *http, port: 8081}\`); a problem in a merged key is
 reported where it is written and at the map that merges it. \`eventgate validate\`
