@@ -146,6 +146,8 @@ export async function planCommand(o: PlanOptions): Promise<number> {
       else for (const p of oldPaths.get(name) ?? []) if (!stillServed(p, newPaths.get(name))) disconnected.push({ listener: name, path: p, reason: 'no route serves this path any more' });
     }
   }
+  // By listener and path, as the component lists are by name (diff.ts summarize), not in the config's order.
+  disconnected.sort((a, b) => byText(a.listener, b.listener) || byText(a.path ?? '', b.path ?? ''));
   const groups: Rejoin[] = [];
   const groupOf = (p: Plan, route: string) => {
     const r = p.routes.get(route)!;
@@ -394,4 +396,9 @@ function stillServed(path: string, paths: ReadonlySet<string> | undefined): bool
   if (!paths) return false;
   if (paths.has(path)) return true;
   return /[:*]/.test(path) && [...paths].some((p) => /[:*]/.test(p) && sameRoutePath(p, path));
+}
+
+/** Code point order, whatever the locale. */
+function byText(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }

@@ -50,7 +50,15 @@ export interface ChangeSummary {
   keep: string[];
 }
 
-/** A transition as name lists (the shape of `eventgate plan --format json`). */
+/** Names in code point order, whatever the locale: a plan lists them so, and CI can diff two plans' output. */
+function sorted(names: string[]): string[] {
+  return names.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/**
+ * A transition as name lists (the shape of `eventgate plan --format json`), each sorted by name:
+ * the order of entries in the config is no change, so it does not show in a plan either.
+ */
 export function summarize(t: Transition): {
   brokers: ChangeSummary & { reconfigure: string[] };
   listeners: ChangeSummary & { rebind: string[] };
@@ -58,15 +66,15 @@ export function summarize(t: Transition): {
   admin: 'keep' | 'start' | 'restart' | 'reconfigure' | 'stop';
 } {
   const lists = <P>(changes: readonly Change<P>[]): ChangeSummary => ({
-    add: named(changes, 'add'),
-    change: changes.filter((c) => c.op === 'reconfigure' || c.op === 'replace').map((c) => c.name),
-    remove: named(changes, 'remove'),
-    keep: named(changes, 'keep'),
+    add: sorted(named(changes, 'add')),
+    change: sorted(changes.filter((c) => c.op === 'reconfigure' || c.op === 'replace').map((c) => c.name)),
+    remove: sorted(named(changes, 'remove')),
+    keep: sorted(named(changes, 'keep')),
   });
   const admin = t.admin === undefined ? 'keep' : ({ add: 'start', remove: 'stop', replace: 'restart', keep: 'keep', reconfigure: 'reconfigure' } as const)[t.admin.op];
   return {
-    brokers: { ...lists(t.brokers), reconfigure: named(t.brokers, 'reconfigure') },
-    listeners: { ...lists(t.listeners), rebind: named(t.listeners, 'replace') },
+    brokers: { ...lists(t.brokers), reconfigure: sorted(named(t.brokers, 'reconfigure')) },
+    listeners: { ...lists(t.listeners), rebind: sorted(named(t.listeners, 'replace')) },
     routes: lists(t.routes),
     admin,
   };

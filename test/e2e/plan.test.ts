@@ -152,6 +152,39 @@ describe('eventgate plan --from OLD', () => {
     assert.deepEqual(JSON.parse(moved.stdout).disconnected, [{ listener: 'push', path: '/ws/:room', reason: 'no route serves this path any more' }]);
   });
 
+  it('lists every change by name, not in the order of the config, so two plans of the same change read the same (CI diffs them)', async () => {
+    const forward = (name: string, path: string) => [`  - name: ${name}`, '    from: { broker: local, topic: t }', `    to: { listener: push, path: ${path} }`];
+    const routes = (names: string[]) => names.flatMap((n) => [`  - name: ${n}`, `    from: { listener: api, path: /${n} }`, '    to: { broker: local, topic: t }']);
+    const config = (...lines: string[]) =>
+      yaml('version: 1', 'brokers: { local: { kind: memory } }', 'listeners:', '  api: { kind: http, port: 0 }', '  push: { kind: websocket, port: 0 }', 'routes:', ...lines);
+    const dir = tempFiles({
+      'old.yaml': config(...routes(['zeta', 'mu', 'alpha']), ...forward('to-z', '/ws/z'), ...forward('to-a', '/ws/a')),
+      // The same change, its routes written in two orders: two added, one removed, two forward paths gone.
+      'new.yaml': config(...routes(['zz', 'mu', 'alpha', 'bb'])),
+      'reordered.yaml': config(...routes(['bb', 'alpha', 'zz', 'mu'])),
+    });
+    const plans = await Promise.all(['new.yaml', 'reordered.yaml'].map((c) => runCliInProcess(['plan', '-c', c, '--from', 'old.yaml'], { cwd: dir })));
+    for (const p of plans) assert.equal(p.code, 2, p.stdout + p.stderr);
+    const body = (text: string) => text.split('\n').slice(1).join('\n');
+    assert.equal(body(plans[1]!.stdout), body(plans[0]!.stdout));
+    assert.deepEqual(plans[0]!.stdout.split('\n').slice(1, -1), [
+      '  + route bb',
+      '  + route zz',
+      '  - route to-a',
+      '  - route to-z',
+      '  - route zeta',
+      '  = 5 kept (local, api, push, alpha, mu)',
+      'clients disconnected: listener push/ws/a: no route serves this path any more',
+      'clients disconnected: listener push/ws/z: no route serves this path any more',
+      'consumer group leaves: eventgate-to-a-<instance> (route to-a, local/t)',
+      'consumer group leaves: eventgate-to-z-<instance> (route to-z, local/t)',
+    ]);
+    const json = await Promise.all(['new.yaml', 'reordered.yaml'].map((c) => runCliInProcess(['plan', '-c', c, '--from', 'old.yaml', '--format', 'json'], { cwd: dir })));
+    // All but the file's name and version (its hash: the two files differ) is the same.
+    const same = (stdout: string) => ({ ...JSON.parse(stdout), config: '', version: null });
+    assert.deepEqual(same(json[1]!.stdout), same(json[0]!.stdout));
+  });
+
   it("names a rebuilt route's group as rejoining only when what it asks of its broker changes", async () => {
     const asked = (from: string) => base('a > 1').replace('    from: { broker: local, topic: t }\n    to: { listener: push', `    from: ${from}\n    to: { listener: push`);
     const dir = tempFiles({
@@ -282,9 +315,9 @@ describe('eventgate plan --from OLD', () => {
     // reads the whole topic again (startFrom defaults to earliest for a route with a broker target).
     assert.deepEqual(await joins('new.yaml'), [
       'consumer group joins: eventgate-mirror (route mirror, k/orders): a new group: it starts at the oldest record kept, so what eventgate-copy handled is delivered again; to go on from where eventgate-copy is, give the route group: eventgate-copy',
-      'consumer group joins: eventgate-mirror-js (route mirror-js, bus/orders.created): a new group: it starts at the oldest record kept, so what eventgate-copy-js handled is delivered again; to go on from where eventgate-copy-js is, give the route group: eventgate-copy-js',
       // Core NATS keeps nothing: a new group gets what is published from then on, as the old one did.
       'consumer group joins: eventgate-mirror-core (route mirror-core, bus/audit.x)',
+      'consumer group joins: eventgate-mirror-js (route mirror-js, bus/orders.created): a new group: it starts at the oldest record kept, so what eventgate-copy-js handled is delivered again; to go on from where eventgate-copy-js is, give the route group: eventgate-copy-js',
     ]);
     assert.match(
       (await joins('latest.yaml'))[0]!,
