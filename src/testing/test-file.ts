@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
 import { formatPath, type Diagnostic } from '../config/diagnostics.js';
 import { decodeUtf8, describeFsError, parseSource, type PathPart } from '../config/source.js';
-import { didYouMean } from '../config/suggest.js';
+import { closest, didYouMean } from '../config/suggest.js';
 import { BATCH_TYPE } from '../codecs/cloudevents.js';
 import { mediaTypeOf } from '../core/message.js';
 import { compileExpression } from '../expr/expression.js';
@@ -151,7 +151,7 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
     const at: PathPart[] = ['tests', i];
     if (!isMap(raw)) return report(at, 'a test must be a map with name, route, input and expect');
     unknownKeys(raw, TEST_KEYS, at, report);
-    for (const k of REQUIRED_TEST_KEYS) if (raw[k] === undefined) report(at, `test is missing '${k}'`, 'key');
+    for (const k of REQUIRED_TEST_KEYS) if (raw[k] === undefined && !misspeltAs(raw, TEST_KEYS, k)) report(at, `test is missing '${k}'`, 'key');
     if (raw.name !== undefined && typeof raw.name !== 'string') report([...at, 'name'], "'name' must be a string");
     if (raw.route !== undefined && typeof raw.route !== 'string') report([...at, 'route'], "'route' must be a route name");
     const input = raw.input;
@@ -183,8 +183,9 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
     if (expect !== undefined && !isMap(expect)) report([...at, 'expect'], "'expect' must be a map (outcome, status, error, delivered, to)");
     if (isMap(expect)) {
       unknownKeys(expect, EXPECT_KEYS, [...at, 'expect'], report);
-      if (expect.outcome === undefined) report([...at, 'expect'], `'expect' is missing 'outcome' (one of: ${OUTCOMES.join(', ')})`, 'key');
-      else if (!OUTCOMES.includes(String(expect.outcome))) report([...at, 'expect', 'outcome'], `'outcome' must be one of: ${OUTCOMES.join(', ')}${didYouMean(String(expect.outcome), OUTCOMES)}`);
+      if (expect.outcome === undefined) {
+        if (!misspeltAs(expect, EXPECT_KEYS, 'outcome')) report([...at, 'expect'], `'expect' is missing 'outcome' (one of: ${OUTCOMES.join(', ')})`, 'key');
+      } else if (!OUTCOMES.includes(String(expect.outcome))) report([...at, 'expect', 'outcome'], `'outcome' must be one of: ${OUTCOMES.join(', ')}${didYouMean(String(expect.outcome), OUTCOMES)}`);
       if (expect.status !== undefined && !Number.isInteger(expect.status)) report([...at, 'expect', 'status'], "'status' must be an HTTP status code");
       if (expect.delivered !== undefined) {
         if (!Number.isInteger(expect.delivered) || (expect.delivered as number) < 0) report([...at, 'expect', 'delivered'], "'delivered' must be a number of events (0 or more)");
@@ -260,7 +261,11 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
       },
     });
   });
-  if (diagnostics.length > problems) return undefined;
+  // In the order of the file, as a config's problems are printed (the checks above go key by key).
+  if (diagnostics.length > problems) {
+    diagnostics.push(...diagnostics.splice(problems).sort((a, b) => a.line - b.line || a.column - b.column));
+    return undefined;
+  }
   // Relative to the test file, as `eventgate test` and `eventgate validate` both take it.
   const config = typeof doc.config === 'string' ? (isAbsolute(doc.config) ? doc.config : join(dirname(file), doc.config)) : undefined;
   return { file, config, tests };
@@ -341,7 +346,12 @@ function regexProblem(pattern: string): string | undefined {
 }
 
 function unknownKeys(map: Record<string, unknown>, allowed: string[], at: PathPart[], report: (path: PathPart[], message: string, which?: 'key' | 'value') => void): void {
-  for (const k of Object.keys(map)) if (!allowed.includes(k)) report([...at, k], `unknown key '${k}'; expected one of: ${allowed.join(', ')}`, 'key');
+  for (const k of Object.keys(map)) if (!allowed.includes(k)) report([...at, k], `unknown key '${k}'${didYouMean(k, allowed)}; expected one of: ${allowed.join(', ')}`, 'key');
+}
+
+/** Whether `map` has an unknown key that is a near spelling of `key`: that key's own error says it, not a second one saying `key` is missing (as a config's do). */
+function misspeltAs(map: Record<string, unknown>, allowed: string[], key: string): boolean {
+  return Object.keys(map).some((k) => !allowed.includes(k) && closest(k, allowed) === key);
 }
 
 /** Whether a test's input is a CloudEvents batch request (its content-type, parameters aside). */

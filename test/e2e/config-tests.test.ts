@@ -492,7 +492,8 @@ describe('eventgate test', () => {
       cwd: tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests.replace('    expect: { outcome: rejected', '    expcet: { outcome: rejected') }),
     });
     assert.equal(badTests.code, 2);
-    assert.match(badTests.stderr, /orders\.tests\.yaml:28:5: unknown key 'expcet'; expected one of: name, route, input, answers, expect$/m);
+    // With the key meant, as a config's unknown keys are, and not also "test is missing 'expect'".
+    assert.match(badTests.stderr, /^orders\.tests\.yaml:28:5: unknown key 'expcet' \(did you mean 'expect'\?\); expected one of: name, route, input, answers, expect\n$/);
     // A misspelt outcome is named with the one meant, as a misspelt config value is.
     const badOutcome = await runCliInProcess(['test', '-c', 'gateway.yaml', 'orders.tests.yaml'], {
       cwd: tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests.replace('    expect: { outcome: rejected', '    expect: { outcome: rejectd') }),
@@ -570,8 +571,9 @@ describe('eventgate test', () => {
         'orders.tests.yaml:30:40: a status is a number: write it without quotes: 503',
         // The map forms (1290): checked where written, as the number form is.
         "orders.tests.yaml:31:43: 'error' must be one of: refused, timeout (a refused connection, no answer within the target's timeoutMs) (did you mean 'refused'?)",
-        "orders.tests.yaml:32:66: unknown key 'wait'; expected one of: status, retryAfter, location, body, error",
+        // In the file's order, as a config's problems are (before: the unknown key first).
         "orders.tests.yaml:32:61: 'retryAfter' is a number of seconds: write it without quotes: 5",
+        "orders.tests.yaml:32:66: unknown key 'wait'; expected one of: status, retryAfter, location, body, error",
         "orders.tests.yaml:33:52: 'status' goes with an answer; { error: timeout } stands for none",
         "orders.tests.yaml:34:34: an answer needs 'status' (or 'error': refused or timeout, for none)",
         "orders.tests.yaml:34:48: 'retryAfter' is the seconds the endpoint's Retry-After header asks the target to wait (0 or more), not -1",
@@ -639,16 +641,18 @@ describe('eventgate test', () => {
       },
     ]);
 
+    // Test 3 without its route (a key missing, said at the test's line) and with `expect` misspelt: in the file's order.
+    const withoutRoute = tests.replace('    route: orders\n    input: { path: /orders/1, value: { qty: 1 } }', '    input: { path: /orders/1, value: { qty: 1 } }');
     const badTests = await runCliInProcess(['validate', '-c', 'orders.tests.yaml', '--format', 'json'], {
-      cwd: tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests.replace('    expect: { outcome: rejected', '    expcet: { outcome: rejected') }),
+      cwd: tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': withoutRoute.replace('    expect: { outcome: rejected', '    expcet: { outcome: rejected') }),
     });
     assert.equal(badTests.code, 1);
     const problems = JSON.parse(badTests.stdout) as { file: string; line: number; column: number; message: string; path: string; code: string }[];
     assert.deepEqual(
       problems.map((p) => [`${p.file}:${p.line}:${p.column}`, p.path, p.code, p.message.split(';')[0]]),
       [
-        ['orders.tests.yaml:28:5', 'tests[2].expcet', 'EG_TEST_FILE', "unknown key 'expcet'"],
-        ['orders.tests.yaml:25:5', 'tests[2]', 'EG_TEST_FILE', "test is missing 'expect'"],
+        ['orders.tests.yaml:25:5', 'tests[2]', 'EG_TEST_FILE', "test is missing 'route'"],
+        ['orders.tests.yaml:27:5', 'tests[2].expcet', 'EG_TEST_FILE', "unknown key 'expcet' (did you mean 'expect'?)"],
       ],
     );
 
