@@ -163,7 +163,9 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
       const mid = `${r.name}-forward`;
       // What the route forwards passed every validate step after its last transform that stops
       // what it does not accept: those steps' messages are what clients receive.
-      const forwarded = t.format === 'envelope' ? undefined : messagesOf(guaranteed(r.steps), id, mid, r.name);
+      // Clients get the value itself only with `format: value`: an envelope or a structured CloudEvent wraps it.
+      const forwarded = t.format === 'value' ? messagesOf(guaranteed(r.steps), id, mid, r.name) : undefined;
+      const payloadAt = `#/channels/${escapePointer(id)}/messages/${escapePointer(mid)}/payload`;
       for (const [key, m] of forwarded ?? []) channel.messages[key] = m;
       if (!forwarded)
         channel.messages[mid] =
@@ -172,9 +174,16 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
                 name: mid,
                 contentType: 'application/json',
                 summary: `What route '${r.name}' forwards, in an envelope.`,
-                payload: payloadSchema(envelopeSchema, `#/channels/${escapePointer(id)}/messages/${escapePointer(mid)}/payload`),
+                payload: payloadSchema(envelopeSchema, payloadAt),
               }
-            : { name: mid, contentType: 'application/json', summary: `What route '${r.name}' forwards: the message value.` };
+            : t.format === 'cloudevent'
+              ? {
+                  name: mid,
+                  contentType: 'application/cloudevents+json',
+                  summary: `What route '${r.name}' forwards, as a structured CloudEvent; a message that is no CloudEvent, in an envelope.`,
+                  payload: { oneOf: [STRUCTURED_CLOUDEVENT, payloadSchema(envelopeSchema, `${payloadAt}/oneOf/1`)] },
+                }
+              : { name: mid, contentType: 'application/json', summary: `What route '${r.name}' forwards: the message value.` };
       operations[`${r.name}-forward-${id}`] = {
         action: 'send',
         title: `route ${r.name} → ${t.listener}${t.path}`,
@@ -250,6 +259,21 @@ function needsDraft(parts: readonly Accepted[]): keyof typeof DRAFT_FORMATS | un
  * `#/$defs/node`) would resolve against the AsyncAPI document's root there, not the schema's, so
  * it is rebased onto `at` and a recursive or `$defs`-using schema stays valid.
  */
+/** A forward's frame with `format: cloudevent` (src/codecs/cloudevents.ts): the event's attributes, and its value as `data`. */
+const STRUCTURED_CLOUDEVENT = {
+  type: 'object',
+  description: 'A structured CloudEvent (JSON format): its context attributes, and the message value as `data` (`data_base64` for bytes).',
+  required: ['specversion', 'id', 'source', 'type'],
+  properties: {
+    specversion: { const: '1.0' },
+    id: { type: 'string', minLength: 1 },
+    source: { type: 'string', minLength: 1 },
+    type: { type: 'string', minLength: 1 },
+    data: {},
+    data_base64: { type: 'string' },
+  },
+};
+
 function payloadSchema(schema: unknown, at: string): unknown {
   if (schema === null || typeof schema !== 'object' || Array.isArray(schema)) return schema;
   const { $schema: _s, $id: _i, ...rest } = schema as Json;

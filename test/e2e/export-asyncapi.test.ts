@@ -78,6 +78,11 @@ describe('eventgate export asyncapi', () => {
         '      - validate: { schema: { type: object, required: [y] }, onInvalid: deadletter, deadletter: { broker: local, topic: dl } }',
         '      - validate: { schema: { type: object, required: [z] }, onInvalid: tag }',
         '    to: { listener: push, path: /ws/checked }',
+        // A structured CloudEvent is what its clients get, not the value its validate step checks.
+        '  - name: ce-ws',
+        '    from: { broker: local, topic: orders }',
+        '    through: [{ validate: { schema: { type: object, required: [x] } } }]',
+        '    to: { listener: push, path: /ws/ce, format: cloudevent }',
         '  - name: tagged-ws',
         '    from: { broker: local, topic: orders }',
         '    through: [{ validate: { schema: { type: object, required: [x] }, onInvalid: tag } }]',
@@ -125,6 +130,10 @@ describe('eventgate export asyncapi', () => {
     assert.deepEqual(doc.channels['push-ws-checked'].messages['checked-ws-forward'].payload, { type: 'object', required: ['y'] });
     assert.deepEqual(doc.operations['checked-ws-forward-push-ws-checked'].messages, [{ $ref: '#/channels/push-ws-checked/messages/checked-ws-forward' }]);
     assert.equal(doc.channels['push-ws-tagged'].messages['tagged-ws-forward'].payload, undefined);
+    const ce = doc.channels['push-ws-ce'].messages['ce-ws-forward'];
+    assert.equal(ce.contentType, 'application/cloudevents+json');
+    assert.deepEqual(ce.payload.oneOf[0].required, ['specversion', 'id', 'source', 'type']);
+    assert.deepEqual(ce.payload.oneOf[1].required.sort(), ['headers', 'key', 'offset', 'partition', 'timestamp', 'topic', 'value'].sort());
     assert.deepEqual(doc.channels['api-lenient'].messages.lenient.payload, { type: 'object', required: ['l'] });
     assert.equal(
       doc.operations.lenient.description,
