@@ -115,4 +115,31 @@ routes:
     await second.stop('SIGTERM');
     assert.deepEqual(await committedOffsets(kafka.bootstrap, group, topic), { 0: '11' });
   });
+
+  // A coordinator that moved (a broker restarted) answers a commit NOT_COORDINATOR. kafkajs took that
+  // for a rebalance: the member joined its group again and the records handled since its last
+  // commit came again. The commit now goes to the coordinator looked up again (spec-checklist 2460).
+  it('sends a commit answered NOT_COORDINATOR again to the group coordinator found again: no rejoin, nothing delivered twice', async (tc) => {
+    if (!kafka.canInjectOutages) return tc.diagnostic('KAFKA_BROKERS is set: a real cluster cannot be made to refuse a commit from here');
+    const topic = kafka.topic('coordinator');
+    const group = kafka.topic('coordinator-group');
+    await kafka.createTopic(topic, 1);
+    hook.reset();
+    hook.onArrival = (h) => h.res.end();
+    await kcatProduce(kafka.bootstrap, topic, records(0, 5, 5));
+    const gw = await gateway(topic, group, 'concurrency: 4');
+    await eventually(async () => assert.deepEqual(await committedOffsets(kafka.bootstrap, group, topic), { 0: '5' }), 20000, 200);
+    await kafka.failRequests(8, 1, 16); // the next OffsetCommit: NOT_COORDINATOR
+    await kcatProduce(kafka.bootstrap, topic, records(5, 5, 5));
+    await eventually(async () => assert.deepEqual(await committedOffsets(kafka.bootstrap, group, topic), { 0: '10' }), 20000, 200);
+    await kcatProduce(kafka.bootstrap, topic, [{ key: 'sentinel', value: '{"n":10}' }]);
+    await eventually(() => assert.ok(hook.arrivals.some((a) => a.n === 10)), 20000);
+    assert.deepEqual(
+      hook.arrivals.map((a) => a.n).sort((a, b) => a - b),
+      Array.from({ length: 11 }, (_, i) => i),
+      'each record once',
+    );
+    assert.ok(!gw.logs.some((l) => /re-joining/.test(l.msg)), 'the member kept its place in the group');
+    await gw.stop('SIGTERM');
+  });
 });

@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import type * as KafkaJS from 'kafkajs';
 import { hostAndPort } from './address.js';
 import { unknownTopic } from './leaders.js';
+import { sleep } from '../../../core/within.js';
 
 const require = createRequire(import.meta.url);
 
@@ -18,6 +19,7 @@ const REQUEST_QUEUE = 'kafkajs/src/network/requestQueue';
 const RUNNER = 'kafkajs/src/consumer/runner';
 const CONSUMER_GROUP = 'kafkajs/src/consumer/consumerGroup';
 const POOL_BUILDER = 'kafkajs/src/cluster/connectionPoolBuilder';
+const OFFSET_MANAGER = 'kafkajs/src/consumer/offsetManager';
 /** kafkajs' wait before it looks again at requests held back by its in-flight limit (requestQueue/index.js). */
 const CHECK_PENDING_REQUESTS_INTERVAL = 10;
 
@@ -195,6 +197,41 @@ function offsetResetTold(recover: ConsumerGroup['recoverFromOffsetOutOfRange']):
   };
 }
 
+/** What of kafkajs' offset manager the fix below reads and sets (2.2.4, pinned: src/consumer/offsetManager/index.js). */
+interface OffsetManager {
+  groupId: string;
+  coordinator: unknown;
+  cluster: { findGroupCoordinator(args: { groupId: string }): Promise<unknown> };
+  commitOffsets(offsets?: unknown): Promise<void>;
+}
+
+/** Tries of one commit the broker answers NOT_COORDINATOR (16): the group's coordinator is looked up again before each next one. */
+const COMMIT_COORDINATOR_TRIES = 3;
+const COMMIT_COORDINATOR_WAIT_MS = 200;
+
+/**
+ * kafkajs 2.2.4's commit that finds its group's coordinator again when the broker it asked answers
+ * NOT_COORDINATOR (the coordinator moved: a broker restarted, the offsets topic's leader moved).
+ * kafkajs only refreshed its metadata and threw, which it reads as a rebalance: the member joined
+ * its group again and every record handled since the last commit was delivered again (a second's
+ * worth per route at each coordinator move, spec-checklist 2460). Kafka's own clients look the
+ * coordinator up and send the commit again, keeping the membership; so does this, a few times.
+ * Any other failure, or the last try's, is thrown as before.
+ */
+function commitToMovedCoordinator(commit: OffsetManager['commitOffsets']): OffsetManager['commitOffsets'] {
+  return async function (this: OffsetManager, offsets) {
+    for (let tries = 1; ; tries++) {
+      try {
+        return await commit.call(this, offsets);
+      } catch (e) {
+        if ((e as { type?: unknown }).type !== 'NOT_COORDINATOR_FOR_GROUP' || tries >= COMMIT_COORDINATOR_TRIES) throw e;
+        await sleep(COMMIT_COORDINATOR_WAIT_MS * tries);
+        this.coordinator = await this.cluster.findGroupCoordinator({ groupId: this.groupId });
+      }
+    }
+  };
+}
+
 /** What kafkajs' clusters build their connections to a broker with (2.2.4, pinned: src/cluster/connectionPoolBuilder.js). */
 type PoolBuilder = (options: { brokers: unknown } & Record<string, unknown>) => {
   build(destination?: { host?: string; port?: number; rack?: string }): Promise<unknown>;
@@ -230,7 +267,7 @@ export let groupingReplaced = false;
 
 /**
  * kafkajs as every module of the gateway loads it: its connections take the timer fix above and
- * their bootstrap servers' reading, its consumers the fix of their stop and of a deleted topic and the word of an offset reset, and its producer the grouping, which must be in the module cache before kafkajs' producer module
+ * their bootstrap servers' reading, its consumers the fix of their stop, of a deleted topic and of a moved coordinator's commit and the word of an offset reset, and its producer the grouping, which must be in the module cache before kafkajs' producer module
  * reads it (once, as it loads). So
  * kafkajs is loaded here and only here; elsewhere only its types are imported.
  */
@@ -245,6 +282,8 @@ function load(): typeof KafkaJS {
   const group = (require(CONSUMER_GROUP) as { prototype: ConsumerGroup }).prototype;
   group.recoverFromFetch = topicGoneOnFetch(group.recoverFromFetch);
   group.recoverFromOffsetOutOfRange = offsetResetTold(group.recoverFromOffsetOutOfRange);
+  const offsets = (require(OFFSET_MANAGER) as { prototype: OffsetManager }).prototype;
+  offsets.commitOffsets = commitToMovedCoordinator(offsets.commitOffsets);
   // Read by kafkajs' cluster module as it loads, like the grouping.
   const pool = require.resolve(POOL_BUILDER);
   const builder = require(pool) as PoolBuilder;
