@@ -142,4 +142,31 @@ routes:
     assert.ok(!gw.logs.some((l) => /re-joining/.test(l.msg)), 'the member kept its place in the group');
     await gw.stop('SIGTERM');
   });
+
+  // The loops committed only between records: a record retried for as long as its target failed
+  // held back the commit of every record done before it (delivered, filtered or dead-lettered),
+  // which a crash or a rebalance then delivered again (spec-checklist 2461).
+  it('commits the records done before one that is retried while it is retried, and never past it', async () => {
+    const topic = kafka.topic('retried');
+    const group = kafka.topic('retried-group');
+    await kafka.createTopic(topic, 1);
+    hook.reset();
+    let refusing = true;
+    hook.onArrival = (h) => {
+      if (h.n === 5 && refusing) h.res.statusCode = 503;
+      h.res.end();
+    };
+    await kcatProduce(kafka.bootstrap, topic, records(0, 10, 10), { lingerMs: 1000 });
+    for (const concurrency of [1, 4]) {
+      const gw = await gateway(topic, group, `concurrency: ${concurrency}, retry: { attempts: 2, backoffMs: 10 }`);
+      await eventually(() => assert.ok(hook.arrivals.filter((a) => a.n === 5).length >= 3), 20000);
+      await eventually(async () => assert.deepEqual(await committedOffsets(kafka.bootstrap, group, topic), { 0: '5' }), 20000, 200);
+      await gw.stop('SIGTERM');
+    }
+    refusing = false;
+    const gw = await gateway(topic, group, 'concurrency: 4');
+    await eventually(async () => assert.deepEqual(await committedOffsets(kafka.bootstrap, group, topic), { 0: '10' }), 20000, 200);
+    await gw.stop('SIGTERM');
+    assert.ok(!hook.arrivals.some((a, i) => a.n < 5 && hook.arrivals.findIndex((b) => b.n === a.n) !== i), 'records before the retried one came once');
+  });
 });

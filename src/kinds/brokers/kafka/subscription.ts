@@ -89,6 +89,8 @@ export class KafkaSubscription {
   private lastLagAsk = 0;
   /** An ask of the partitions' offsets is out: the next waits for its answer (a cluster slower than STALLED_LAG_ASK_MS would have them pile up). */
   private askingLag = false;
+  /** A commit made while a record is in hand (commitHandled) is out: the next beat makes none. */
+  private committing = false;
   /**
    * Per partition: the commit past a transaction marker fetched alone, while kafkajs may still
    * retry it (it never rejects). The partition's next batch waits for it: a retry landing after a
@@ -406,6 +408,7 @@ export class KafkaSubscription {
   private async handleBatch(payload: EachBatchPayload): Promise<void> {
     const { batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale, pause } = payload;
     const { topic, partition } = batch;
+    const member: Membership = { heartbeat, commit: () => commitOffsetsIfNecessary() };
     this.highWatermarks.set(partition, BigInt(batch.highWatermark));
     const marker = this.markerCommits.get(partition);
     if (marker) await this.beatingUntil(marker, heartbeat);
@@ -415,7 +418,7 @@ export class KafkaSubscription {
       const offset = BigInt(message.offset);
       this.noteLag(partition, offset);
       const broken = undecodable(message);
-      const handled = broken ? await this.undecodable(batch, message, broken, heartbeat) : await this.each(topic, partition, message, heartbeat);
+      const handled = broken ? await this.undecodable(batch, message, broken, member) : await this.each(topic, partition, message, member);
       if (handled === 'halt') {
         pause();
         return;
@@ -439,6 +442,7 @@ export class KafkaSubscription {
    */
   private async handleBatchWindowed({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale, pause }: EachBatchPayload): Promise<void> {
     const { topic, partition } = batch;
+    const member: Membership = { heartbeat, commit: () => commitOffsetsIfNecessary() };
     let window = new InFlightWindow<string>(this.spec.inFlight ?? 1);
     let turn = this.turn;
     let orderKeys = this.spec.orderKeys;
@@ -464,7 +468,7 @@ export class KafkaSubscription {
           await window.idle();
           await commit();
           if (!going()) break;
-          const handled = await this.undecodable(batch, message, broken, heartbeat);
+          const handled = await this.undecodable(batch, message, broken, member);
           if (handled === 'halt') {
             pause();
             return;
@@ -490,7 +494,7 @@ export class KafkaSubscription {
           keys,
           () =>
             this.persist(
-              heartbeat,
+              member,
               () => this.handler(msg),
               (err, retryInMs) => this.log.error({ partition, offset: message.offset, err: err.message, retryInMs }, 'record not consumed; retrying it'),
             ),
@@ -514,10 +518,10 @@ export class KafkaSubscription {
   }
 
   /** Retries the record until the handler takes it; false when the member stops first (left uncommitted). */
-  private async each(topic: string, partition: number, message: KafkaMessage, heartbeat: () => Promise<void>): Promise<boolean> {
+  private async each(topic: string, partition: number, message: KafkaMessage, member: Membership): Promise<boolean> {
     const msg = toMessage(topic, partition, message);
     return this.persist(
-      heartbeat,
+      member,
       () => this.handler(msg),
       (err, retryInMs) => this.log.error({ partition, offset: message.offset, err: err.message, retryInMs }, 'record not consumed; retrying it'),
     );
@@ -528,7 +532,7 @@ export class KafkaSubscription {
    * the raw batch to the route's dead-letter topic; the others only move the offset past it. With
    * no dead-letter topic the partition halts here, loudly, and nothing of the batch is committed.
    */
-  private async undecodable(batch: Batch, message: KafkaMessage, broken: UndecodableRecord, heartbeat: () => Promise<void>): Promise<boolean | 'halt'> {
+  private async undecodable(batch: Batch, message: KafkaMessage, broken: UndecodableRecord, member: Membership): Promise<boolean | 'halt'> {
     const { topic, partition } = batch;
     if (!this.spec.undecodable) {
       const detail = `partition ${partition} of ${topic} stopped at offset ${message.offset}: a record batch there cannot be decoded (${broken.reason}); give the route a deadletter topic to move past it`;
@@ -544,7 +548,7 @@ export class KafkaSubscription {
     const raw = { topic, partition, offset: message.offset, lastOffset: batch.lastOffset(), timestamp: Number(message.timestamp), reason: broken.reason, bytes: broken.batch };
     let dropped = false;
     const sent = await this.persist(
-      heartbeat,
+      member,
       async () => {
         // The route's at each try: a reload's rebuilt route takes the subscription over with its own (handOver).
         const deadletter = this.spec.undecodable;
@@ -558,18 +562,36 @@ export class KafkaSubscription {
       (err, retryInMs) => this.log.error({ partition, offset: message.offset, err: err.message, retryInMs }, 'undecodable record batch not dead-lettered; retrying'),
     );
     // Handed over to a rebuilt route without a dead-letter topic while retrying: the partition halts here.
-    return sent && dropped ? this.undecodable(batch, message, broken, heartbeat) : sent;
+    return sent && dropped ? this.undecodable(batch, message, broken, member) : sent;
   }
 
   /**
-   * Runs `attempt` until it resolves, heartbeating meanwhile; false when the member stops or loses
+   * While a record is in hand, the records handled before it (and those of other partitions) are
+   * committed as kafkajs' interval says, one commit at a time. The loops commit only between
+   * records, so a record retried for as long as its target was down held back the commit of those
+   * done before it: filtered, dead-lettered and delivered ones came again after a crash or a
+   * rebalance, and Kafka's tools counted them as lag (spec-checklist 2461).
+   */
+  private commitHandled(member: Membership): void {
+    if (this.committing || this.stopping) return;
+    this.committing = true;
+    void member
+      .commit()
+      .catch((err: Error) => this.log.debug({ err: err.message }, 'commit while a record is in hand failed; the next one covers it'))
+      .finally(() => {
+        this.committing = false;
+      });
+  }
+
+  /**
+   * Runs `attempt` until it resolves, heartbeating and committing what is done meanwhile; false when the member stops or loses
    * the partition first. The route retries deliveries itself (core/backoff.ts) and rejects only
    * when it stops with the record in hand — a give-back, by which time this member is stopping
    * (not counted as an error, not retried) or handed over to a rebuilt route (which takes it at once). What is retried here, by the
    * same policy, is the one attempt the route does not retry: sending an undecodable batch to the
    * dead-letter topic (docs/architecture.md, "Retries and dead-lettering").
    */
-  private async persist(heartbeat: () => Promise<void>, attempt: () => Promise<void>, failed: (err: Error, retryInMs: number) => void): Promise<boolean> {
+  private async persist(member: Membership, attempt: () => Promise<void>, failed: (err: Error, retryInMs: number) => void): Promise<boolean> {
     const backoff = new Backoff();
     for (;;) {
       let wait = 0;
@@ -577,7 +599,8 @@ export class KafkaSubscription {
       // A handler may take long (targets retrying with backoff): keep the membership alive meanwhile.
       const since = Date.now();
       const beat = setInterval(() => {
-        void heartbeat().catch(() => undefined);
+        void member.heartbeat().catch(() => undefined);
+        this.commitHandled(member);
         // A record in hand this long (its targets retried): the partitions' lag comes from the cluster meanwhile.
         if (Date.now() - since >= STALLED_LAG_AFTER_MS) this.askLag();
       }, this.settings.consumer.heartbeatIntervalMs);
@@ -600,9 +623,15 @@ export class KafkaSubscription {
       await pause(wait, this.stopped);
       if (this.stopping) return false;
       // Throws when the group rebalances: the record stays uncommitted for whoever gets the partition.
-      await heartbeat();
+      await member.heartbeat();
     }
   }
+}
+
+/** What a record in hand keeps alive while it is handled: the membership, and the commit of the records done before it. */
+interface Membership {
+  heartbeat: () => Promise<void>;
+  commit: () => Promise<void>;
 }
 
 /** The calls in progress of one handler (KafkaSubscription.handOver waits for its predecessor's to end). */
