@@ -184,9 +184,22 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     const r = running?.routes.find((x) => x.name === name);
     return r?.renamedForward !== undefined && askedSubscription(next.plan!.routes.get(name)!, '')?.perInstance ? r.group : undefined;
   };
+  // A changed route reading the same topic in another group (`group:` written, changed or removed)
+  // leaves its group and joins one that does not go on from it: said below as for a renamed route.
+  const groupBefore = (name: string) => {
+    const r = running?.routes.find((x) => x.name === name);
+    if (r) return r.from.type === 'broker' && r.group !== undefined ? { route: name, broker: r.from.broker, topic: r.from.topic, group: r.group } : undefined;
+    return before?.routes.has(name) ? groupOf(before, name) : undefined;
+  };
   for (const name of diff.routes.change) {
     const g = groupOf(next.plan, name);
-    if (g && !takenOver(name)) groups.push({ ...g, group: runningGroup(name) ?? g.group, change: 'rejoin' });
+    if (!g || takenOver(name)) continue;
+    const group = runningGroup(name) ?? g.group;
+    const was = groupBefore(name);
+    if (was && was.broker === g.broker && was.topic === g.topic && was.group !== group) {
+      const left = registry.brokers.get(next.plan.brokers.get(g.broker)?.kind ?? '')?.leftGroup;
+      groups.push({ ...g, group, change: 'join' }, { ...was, change: 'leave', ...(left ? { left } : {}) });
+    } else groups.push({ ...g, group, change: 'rejoin' });
   }
   // A renamed route is a removal beside an addition: its old group is left as well.
   for (const name of diff.routes.remove) {
@@ -220,20 +233,23 @@ export async function planCommand(o: PlanOptions): Promise<number> {
   // What is left is a renamed route reading the same topic in a new group: on Kafka or a JetStream
   // stream that group starts where `startFrom` says, not where the old one was (a route with broker
   // or webhook targets reads everything kept again), which the operator must know before the reload.
+  const newGroupStarts = (join: Rejoin, asked: NonNullable<ReturnType<typeof askedSubscription>>, left: string, named: boolean) => {
+    const broker = next.plan!.brokers.get(join.broker);
+    const start = broker && registry.brokers.get(broker.kind)?.newGroupStart?.(join.topic, asked, broker.options as never);
+    if (!start) return;
+    const carry = named ? `; to go on from where ${left} is, give the route group: ${left}` : '';
+    join.starts =
+      start === 'earliest'
+        ? `a new group: it starts at the oldest record kept, so what ${left} handled is delivered again${carry}`
+        : `a new group: it starts after the newest record, so what is published before it joins is not delivered to it${carry}`;
+  };
   for (const join of groups.filter((g) => g.change === 'join')) {
     const leave = groups.find((g) => g.change === 'leave' && g.broker === join.broker && g.topic === join.topic);
-    const broker = next.plan.brokers.get(join.broker);
     const asked = askedSubscription(next.plan.routes.get(join.route)!, '');
     // A forward route's new per-instance group is what its every start makes: nothing to say.
     if (!leave || !asked || asked.perInstance) continue;
-    const start = broker && registry.brokers.get(broker.kind)?.newGroupStart?.(join.topic, asked, broker.options as never);
-    if (!start) continue;
     // A per-instance group left behind (`eventgate-r-<instance>`) has no name to write as `group:`.
-    const carry = keyBefore(leave.route) === undefined ? `; to go on from where ${leave.group} is, give the route group: ${leave.group}` : '';
-    join.starts =
-      start === 'earliest'
-        ? `a new group: it starts at the oldest record kept, so what ${leave.group} handled is delivered again${carry}`
-        : `a new group: it starts after the newest record, so what is published before it joins is not delivered to it${carry}`;
+    newGroupStarts(join, asked, leave.group, keyBefore(leave.route) === undefined);
   }
 
   // A first start has no log settings to change; otherwise a new log level is a change a reload makes.

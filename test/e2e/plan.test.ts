@@ -305,7 +305,7 @@ describe('eventgate plan --from OLD', () => {
         '    from: { broker: bus, topic: audit.x }',
         '    to: { broker: k, topic: orders-copy }',
       );
-    const dir = tempFiles({ 'old.yaml': copy('copy'), 'new.yaml': copy('mirror'), 'latest.yaml': copy('mirror', ', startFrom: latest') });
+    const dir = tempFiles({ 'old.yaml': copy('copy'), 'new.yaml': copy('mirror'), 'latest.yaml': copy('mirror', ', startFrom: latest'), 'group.yaml': copy('copy', ', group: g2') });
     const joins = async (config: string) => {
       const r = await runCliInProcess(['plan', '-c', config, '--from', 'old.yaml'], { cwd: dir });
       assert.equal(r.code, 2, r.stdout + r.stderr);
@@ -325,6 +325,10 @@ describe('eventgate plan --from OLD', () => {
     );
     const json = JSON.parse((await runCliInProcess(['plan', '-c', 'new.yaml', '--from', 'old.yaml', '--format', 'json'], { cwd: dir })).stdout);
     assert.match(json.groups.find((g: { group: string }) => g.group === 'eventgate-mirror').starts, /^a new group: it starts at the oldest record kept/);
+    // The same route given another group by a reload (spec-checklist 2462). Before: "rejoins: g2 (route copy, k/orders)" and nothing more.
+    assert.deepEqual(await joins('group.yaml'), [
+      'consumer group joins: g2 (route copy, k/orders): a new group: it starts at the oldest record kept, so what eventgate-copy handled is delivered again; to go on from where eventgate-copy is, give the route group: eventgate-copy',
+    ]);
     // A forward route's group is one per instance, which no `group:` can name (review-s41). Before:
     // "..., give the route group: eventgate-feed-<instance>" for both.
     const feed = (route: string, from: string, to: string) =>
