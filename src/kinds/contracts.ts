@@ -254,6 +254,8 @@ export interface BrokerTelemetry {
   consumerError(route?: string, count?: number): void;
   /** A route's consumer crashed and is being started again (`eventgate_<kind>_consumer_crashes_total{broker,route}`). */
   consumerCrash(route: string): void;
+  /** A route's member joined its group again without a restart: a rebalance (`eventgate_kafka_consumer_rejoins_total{broker,route}`). */
+  consumerRejoin(route: string): void;
 }
 
 /** How far one consumer (a route's group) is behind the end of one partition, in messages. */

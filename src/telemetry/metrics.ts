@@ -139,9 +139,13 @@ export class BrokerStats implements BrokerTelemetry {
   consumerCrash(route: string): void {
     this.consumerCrashes.set(route, (this.consumerCrashes.get(route) ?? 0) + 1);
   }
+  readonly consumerRejoins = new Map<string, number>();
+  consumerRejoin(route: string): void {
+    this.consumerRejoins.set(route, (this.consumerRejoins.get(route) ?? 0) + 1);
+  }
   /** Drops the counts of routes no longer in `routes`, keeping the broker's own (''). */
   forgetRoutes(routes: ReadonlySet<string>): void {
-    for (const counts of [this.consumerErrors, this.consumerCrashes]) for (const route of counts.keys()) if (route !== '' && !routes.has(route)) counts.delete(route);
+    for (const counts of [this.consumerErrors, this.consumerCrashes, this.consumerRejoins]) for (const route of counts.keys()) if (route !== '' && !routes.has(route)) counts.delete(route);
   }
 }
 

@@ -232,7 +232,7 @@ export class Prometheus {
     collectDefaultMetrics({ register: this.registry });
   }
 
-  /** `eventgate_<kind>_consumer_lag`, `..._producer_errors_total`, `..._consumer_errors_total` for one broker kind. */
+  /** `eventgate_<kind>_consumer_lag`, `..._producer_errors_total`, `..._consumer_errors_total`, `..._consumer_crashes_total` for one broker kind (and Kafka's `..._consumer_rejoins_total`). */
   brokerFamilies(kind: string): void {
     const prefix = `eventgate_${kind.replace(/[^A-Za-z0-9_]/g, '_')}`;
     const registers = [this.registry];
@@ -278,6 +278,18 @@ export class Prometheus {
       collect() {
         this.reset();
         for (const [broker, s] of brokerStats) if (s.kind === kind) for (const [route, n] of s.consumerCrashes) this.inc({ broker, route }, n);
+      },
+    });
+    // Only Kafka's consumers are members of groups the cluster rebalances.
+    if (kind !== 'kafka') return;
+    new Counter({
+      name: 'eventgate_kafka_consumer_rejoins_total',
+      help: "Times a route's member joined its consumer group again without a restart: a rebalance (a member came or went, a commit or heartbeat refused, the cluster dropped this member).",
+      labelNames: ['broker', 'route'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [broker, s] of brokerStats) if (s.kind === kind) for (const [route, n] of s.consumerRejoins) this.inc({ broker, route }, n);
       },
     });
   }

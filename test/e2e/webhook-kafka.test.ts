@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
 import { committedOffsets, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { answerSideBySide, arrivedSideBySide, SlowEndpoint } from '../helpers/slow-endpoint.js';
+import { fetch } from '../helpers/http.js';
 
 const records = (from: number, n: number, keys: number) => Array.from({ length: n }, (_, i) => ({ key: `k${(from + i) % keys}`, value: JSON.stringify({ n: from + i }) }));
 
@@ -15,6 +16,7 @@ describe('webhook targets of Kafka consume routes: several records of a partitio
   const gateway = async (topic: string, group: string, http: string) => {
     const gw = await startGateway(`
 version: 1
+admin: { port: 0 }
 brokers:
   kafka:
     kind: kafka
@@ -168,5 +170,32 @@ routes:
     await eventually(async () => assert.deepEqual(await committedOffsets(kafka.bootstrap, group, topic), { 0: '10' }), 20000, 200);
     await gw.stop('SIGTERM');
     assert.ok(!hook.arrivals.some((a, i) => a.n < 5 && hook.arrivals.findIndex((b) => b.n === a.n) !== i), 'records before the retried one came once');
+  });
+
+  // A rebalance was told only by kafkajs' warning: no metric moved, so an alert could not count the
+  // rejoins a coordinator's faults or a flapping member cause (spec-checklist 2464).
+  it('counts each time the member joins its group again in eventgate_kafka_consumer_rejoins_total', async (tc) => {
+    if (!kafka.canInjectOutages) return tc.diagnostic('KAFKA_BROKERS is set: a real cluster cannot be made to refuse a heartbeat from here');
+    const topic = kafka.topic('rejoin');
+    const group = kafka.topic('rejoin-group');
+    await kafka.createTopic(topic, 1);
+    hook.reset();
+    hook.onArrival = (h) => h.res.end();
+    const gw = await gateway(topic, group, 'concurrency: 1');
+    const rejoins = async () => /^eventgate_kafka_consumer_rejoins_total\{broker="kafka",route="hook"\} (\d+)$/m.exec(await (await fetch(`${gw.adminUrl}/metrics`)).text())?.[1];
+    assert.equal(await rejoins(), undefined, 'no rejoin counted for the first join');
+    await kafka.failRequests(12, 1, 27); // the next Heartbeat: REBALANCE_IN_PROGRESS
+    await gw.waitForLog((l) => /re-joining/.test(l.msg), 20000);
+    await eventually(async () => assert.equal(await rejoins(), '1'), 20000, 200);
+    await kcatProduce(kafka.bootstrap, topic, [{ key: 'k', value: '{"n":1}' }]);
+    await eventually(
+      () =>
+        assert.deepEqual(
+          hook.arrivals.map((a) => a.n),
+          [1],
+        ),
+      20000,
+    );
+    await gw.stop('SIGTERM');
   });
 });

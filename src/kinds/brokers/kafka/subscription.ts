@@ -320,11 +320,15 @@ export class KafkaSubscription {
       retry: { initialRetryTime: 300, maxRetryTime: MAX_RETRY_BACKOFF_MS, retries: 10, restartOnFailure: async () => false },
     });
     let joined = false;
+    let joinedOnce = false;
     this.joining = true;
     consumer.on(consumer.events.REBALANCING, () => {
       this.joining = true;
     });
     consumer.on(consumer.events.GROUP_JOIN, (e) => {
+      // The consumer's first join is its start; each later one a rebalance the member went through.
+      if (joinedOnce) this.telemetry?.consumerRejoin(this.spec.route);
+      joinedOnce = true;
       joined = true;
       this.memberId = e.payload.memberId;
       // Lag and halted partitions are reported for the partitions this member holds now.
