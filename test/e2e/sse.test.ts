@@ -64,9 +64,6 @@ function httpChunks(raw: string): string[] {
   return chunks;
 }
 
-/** An id the file's first gateway sent (set by its first test): one of another instance to the gateway of the last describe. */
-let firstGatewayId: string | undefined;
-
 /** A route name past 200 characters (any length is a valid name): its positions must still resume from a composite id. */
 const mixedTocks = `mixed-tocks-${'long'.repeat(50)}`;
 /** Its route's lines in the config, to remove it by a reload. */
@@ -138,7 +135,6 @@ ${extra}`;
     assert.equal(positions, `0:${offset}`);
     assert.equal(events[0]!.id!.length, 5 + positions.length);
     assert.equal(events[1]!.id, `${tags[0]}~0:${Number(offset) + 1}`);
-    firstGatewayId = events[0]!.id;
     await eventually(() => assert.match(c.text(), /: heartbeat\n\n/));
     // A CloudEvent's type names its event, except in the gateway's own `eventgate.` namespace: no
     // publisher can forge the notices a page acts on (end the stream, say what a resume skipped).
@@ -778,17 +774,25 @@ ${withApi ? '  - name: stream\n    from: { broker: local, topic: ticks }\n    to
         [{ n: 1 }],
       ),
     );
-    // A browser that streamed from another instance (the file's first gateway: the same memory
-    // broker and topic names) reconnects here with its last id (`0:0` there): offsets of that
-    // broker's life, not of this one's. Read as positions here, it skipped n 1 without a word.
-    assert.ok(firstGatewayId, "set by the file's first test");
-    const elsewhere = curl(gw.url('api', '/ticks'), [`Last-Event-ID: ${firstGatewayId}`]);
+    // A browser that streamed from another instance (the same memory broker and topic names)
+    // reconnects here with its last id, `0:0` there too: offsets of that broker's life, not of
+    // this one's. Read as positions here, it skipped n 1 without a word. A broker's life is random,
+    // so that instance's tag is another than this one's (unit/memory-broker: another life, another
+    // identity); the id is this gateway's own first with another tag.
+    const [mine] = parseEvents(stream.text());
+    const {
+      tags: [tag],
+      positions,
+    } = splitId(mine!.id);
+    assert.equal(positions, '0:0', "n 1 is this broker's first event");
+    const otherTag = tag === 'AAAA' ? 'BBBB' : 'AAAA';
+    const elsewhere = curl(gw.url('api', '/ticks'), [`Last-Event-ID: ${otherTag}~0:0`]);
     await eventually(() => assert.equal(parseEvents(elsewhere.text()).length, 2));
     elsewhere.child.kill();
     const [notice, replayed] = parseEvents(elsewhere.text());
     assertOtherSourceNotice(notice);
     assert.deepEqual(JSON.parse(replayed!.data), { n: 1 });
-    assert.notEqual(splitId(replayed!.id).tags[0], splitId(firstGatewayId).tags[0]);
+    assert.equal(replayed!.id, mine!.id, 'the replayed event carries the id this instance gave it');
     const ended = once(stream.child, 'exit');
 
     const line = await gw.reconfigure(config(false));
