@@ -294,6 +294,57 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     ]);
   });
 
+  it('lists the errors of the branch a discriminated oneOf value names by its tag, every branch when it names none (spec-checklist 2218)', async () => {
+    const doc = [
+      'asyncapi: 3.0.0',
+      "info: {title: t, version: '1'}",
+      'channels:',
+      '  pets:',
+      '    messages:',
+      "      pet: {payload: {$ref: '#/components/schemas/Pet'}}",
+      '      owner:',
+      '        payload:',
+      '          type: object',
+      '          properties:',
+      '            pet:',
+      '              discriminator: kind',
+      '              oneOf:',
+      "                - allOf: [{$ref: '#/components/schemas/Named'}, {required: [fins], properties: {kind: {const: fish}, fins: {type: integer}}}]",
+      "                - allOf: [{$ref: '#/components/schemas/Named'}, {properties: {kind: {enum: [snake, lizard]}, legs: {type: integer, maximum: 4}}}]",
+      'components:',
+      '  schemas:',
+      '    Pet:',
+      '      discriminator: petType',
+      "      oneOf: [{$ref: '#/components/schemas/Cat'}, {$ref: '#/components/schemas/Dog'}]",
+      '    Cat: {type: object, required: [petType, meows], properties: {petType: {const: Cat}, meows: {type: boolean}}}',
+      '    Dog: {type: object, required: [petType], properties: {petType: {const: Dog}, barks: {type: integer, minimum: 0}}}',
+      '    Named: {type: object, required: [name], properties: {name: {type: string}}}',
+      '',
+    ].join('\n');
+    const plan = await loadOk({ 'gateway.yaml': config(['{message: pet}', '{message: owner}', '{message: pet, onInvalid: tag}']), 'streetlights.yaml': doc });
+    const errors = async (route: string, value: unknown) => ((await validateWith(plan, route, value)).result as { problem: { errors: string[]; detail: string } }).problem;
+    // The value says it is a Dog: the Cat branch's errors, and the oneOf's own, are not its.
+    assert.deepEqual((await errors('r0', { petType: 'Dog', barks: -1 })).errors, ['/barks: must be >= 0']);
+    assert.deepEqual((await errors('r0', { petType: 'Cat', barks: 1 })).errors, [": must have required property 'meows'"]);
+    assert.match((await errors('r0', { petType: 'Dog', barks: -1 })).detail, /\(1 error\)/);
+    // A tag no branch names, or none: every branch's errors, as before.
+    const every = [
+      ": must have required property 'meows'",
+      '/petType: must be equal to constant "Cat"',
+      '/petType: must be equal to constant "Dog"',
+      '/barks: must be >= 0',
+      ': must match exactly one schema in oneOf',
+    ];
+    assert.deepEqual((await errors('r0', { petType: 'Bird', barks: -1 })).errors, every);
+    assert.deepEqual((await errors('r0', { barks: -1 })).errors.length, 5);
+    // Below the root, with branches made by allOf and a tag of an enum.
+    assert.deepEqual((await errors('r1', { pet: { kind: 'lizard', name: 1, legs: 6 } })).errors, ['/pet/name: must be string', '/pet/legs: must be <= 4']);
+    assert.deepEqual((await errors('r1', { pet: { kind: 'fish', name: 'x' } })).errors, ["/pet: must have required property 'fins'"]);
+    // The tag the header carries says the same.
+    const tagged = (await validateWith(plan, 'r2', { petType: 'Dog', barks: -1 })).result as Message;
+    assert.deepEqual(JSON.parse(tagged.headers._asyncapi_eg_validation_error!).errors, ['/barks: must be >= 0']);
+  });
+
   it('refuses a payload in a schema format it cannot validate, naming the message', async () => {
     const doc = `asyncapi: 2.6.0\ninfo: {title: t, version: '1'}\nchannels:\n  c:\n    publish:\n      message:\n        messageId: proto\n        schemaFormat: application/vnd.google.protobuf;version=3\n        payload: 'message Point { int32 x = 1; }'\n`;
     const { diagnostics } = await load({ 'gateway.yaml': config(['{message: proto}']), 'streetlights.yaml': doc });
