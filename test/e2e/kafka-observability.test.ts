@@ -163,6 +163,27 @@ routes:
     client.close();
   });
 
+  // kafkajs commits at a batch's end once, and when that commit failed (a coordinator busy loading,
+  // say) nothing committed the partition again until another record came: on a quiet partition the
+  // group's offset stayed before a handled record (lag 1 to Kafka's tools, the record delivered
+  // again after a restart or a rebalance).
+  it("commits a handled record whose commit at its batch's end failed once, without another record coming", async (tc) => {
+    if (!kafka.canInjectOutages) return tc.diagnostic('KAFKA_BROKERS is set: a real cluster cannot be made to refuse a commit from here');
+    const client = await WsClient.connect(gw.url('ws', '/txn', 'ws'));
+    const group = (await kafka.groups()).find((g) => g.startsWith('eventgate-txn-'));
+    assert.ok(group, 'the txn route has a group');
+    // Every record of the partition committed (none yet: no offset): the next OffsetCommit of any group is the next record's.
+    const start = (await endOffsets(kafka.bootstrap, t.txn))[0];
+    await eventually(async () => assert.equal((await committedOffsets(kafka.bootstrap, group, t.txn))[0], start === '0' ? '-1' : start), 20000, 100);
+    await kafka.failRequests(8, 1, 14); // COORDINATOR_LOAD_IN_PROGRESS
+    await kcatProduce(kafka.bootstrap, t.txn, [{ value: '{"n":6}' }]);
+    assert.deepEqual(await client.next(15000), { n: 6 });
+    const end = (await endOffsets(kafka.bootstrap, t.txn))[0];
+    await eventually(async () => assert.equal((await committedOffsets(kafka.bootstrap, group, t.txn))[0], end), 20000, 200);
+    assert.equal(client.frames.length, 0, `nothing else was forwarded: ${client.frames.join(' ')}`);
+    client.close();
+  });
+
   // kafkajs commits a marker-only batch itself once its commit interval has passed since the last
   // commit, and does not retry that commit: when it failed, the batch's end never came, nor the
   // gateway's commit there. The group stayed before the marker (lag 1) until another record came.

@@ -35,6 +35,11 @@ const FIRST_RESTART_MS = 500;
 const MAX_RESTART_MS = 30000;
 /** A route whose topic does not exist yet looks again at least this often: creating it is an operator's minute, and a Metadata request is cheap. */
 const MAX_MISSING_TOPIC_LOOK_MS = 5000;
+/** Tries of the commit of a batch's handled records that fails retriably (300 ms, then doubling: about 9 s in all). */
+const HANDLED_COMMIT_TRIES = 5;
+const FIRST_HANDLED_COMMIT_RETRY_MS = 300;
+/** kafkajs' errors of a group rebalancing (its isRebalancing): kafkajs rejoins on them, and a commit waits for nothing. */
+const REBALANCING = new Set(['REBALANCE_IN_PROGRESS', 'NOT_COORDINATOR_FOR_GROUP', 'ILLEGAL_GENERATION']);
 
 /**
  * One route's consumer group member. Records of a partition are handled one after the other, and
@@ -89,7 +94,7 @@ export class KafkaSubscription {
   private lastLagAsk = 0;
   /** An ask of the partitions' offsets is out: the next waits for its answer (a cluster slower than STALLED_LAG_ASK_MS would have them pile up). */
   private askingLag = false;
-  /** A commit made while a record is in hand (commitHandled) is out: the next beat makes none. */
+  /** A commit made while a record is in hand (commitDoneWhileInHand) is out: the next beat makes none. */
   private committing = false;
   /**
    * Per partition: the commit past a transaction marker fetched alone, while kafkajs may still
@@ -436,6 +441,39 @@ export class KafkaSubscription {
     // Every record handed over is done; records after them that kafkajs kept back (a transaction's
     // marker) are resolved with the last one, so the partition is read to the batch's last offset.
     this.noteLag(partition, BigInt(batch.lastOffset()) + 1n);
+    await this.commitHandled(payload);
+  }
+
+  /**
+   * Commits what the batch handled and kafkajs has not committed yet. kafkajs commits it at the
+   * batch's end once and never again when that commit fails (a coordinator busy loading, say): on
+   * a quiet partition the group's offset stayed before handled records (lag to Kafka's tools, the
+   * records delivered again after a restart or a rebalance) until another record came. Here a
+   * retriable failure is tried again, the membership kept alive between tries; a rebalance, a stop
+   * or the last try leaves it to kafkajs' own commit at the batch's end, as before.
+   */
+  private async commitHandled({ batch, uncommittedOffsets, commitOffsetsIfNecessary, heartbeat, isRunning, isStale }: EachBatchPayload): Promise<void> {
+    const { topic, partition } = batch;
+    for (let attempt = 1; ; attempt++) {
+      // kafkajs keeps its offsets by partition as object keys: a partition here is its number's text.
+      const offset = uncommittedOffsets()
+        .topics.find((t) => t.topic === topic)
+        ?.partitions.find((p) => String(p.partition) === String(partition))?.offset;
+      if (offset === undefined) return;
+      try {
+        await commitOffsetsIfNecessary({ topics: [{ topic, partitions: [{ partition, offset }] }] });
+        return;
+      } catch (err) {
+        const e = err as Error & { retriable?: boolean; type?: string };
+        const last = !e.retriable || REBALANCING.has(e.type ?? '') || attempt === HANDLED_COMMIT_TRIES || !isRunning() || isStale() || this.stopping;
+        this.log.debug({ partition, offset, err: e.message, attempt }, last ? 'commit of handled records failed; the next commit covers it' : 'commit of handled records failed; trying again');
+        if (last) return;
+      }
+      await pause(FIRST_HANDLED_COMMIT_RETRY_MS * 2 ** (attempt - 1), this.stopped);
+      if (this.stopping) return;
+      // Throws while the group rebalances: the batch ends there, and kafkajs rejoins.
+      await heartbeat();
+    }
   }
 
   /**
@@ -444,7 +482,8 @@ export class KafkaSubscription {
    * an order key one after the other. A batch that cannot be decoded waits until the window is
    * empty and is then handled alone, as in the one-at-a-time loop.
    */
-  private async handleBatchWindowed({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale, pause }: EachBatchPayload): Promise<void> {
+  private async handleBatchWindowed(payload: EachBatchPayload): Promise<void> {
+    const { batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale, pause } = payload;
     const { topic, partition } = batch;
     const member: Membership = { heartbeat, commit: () => commitOffsetsIfNecessary() };
     let window = new InFlightWindow<string>(this.spec.inFlight ?? 1);
@@ -509,6 +548,7 @@ export class KafkaSubscription {
       await window.idle();
     }
     await commit().catch(() => undefined);
+    if (going()) await this.commitHandled(payload);
   }
 
   /** Waits for `done` (or the stop), keeping the membership alive meanwhile. */
@@ -576,7 +616,7 @@ export class KafkaSubscription {
    * done before it: filtered, dead-lettered and delivered ones came again after a crash or a
    * rebalance, and Kafka's tools counted them as lag (spec-checklist 2461).
    */
-  private commitHandled(member: Membership): void {
+  private commitDoneWhileInHand(member: Membership): void {
     if (this.committing || this.stopping) return;
     this.committing = true;
     void member
@@ -604,7 +644,7 @@ export class KafkaSubscription {
       const since = Date.now();
       const beat = setInterval(() => {
         void member.heartbeat().catch(() => undefined);
-        this.commitHandled(member);
+        this.commitDoneWhileInHand(member);
         // A record in hand this long (its targets retried): the partitions' lag comes from the cluster meanwhile.
         if (Date.now() - since >= STALLED_LAG_AFTER_MS) this.askLag();
       }, this.settings.consumer.heartbeatIntervalMs);
