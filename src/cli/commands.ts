@@ -156,7 +156,8 @@ async function validate(file: string, format: 'text' | 'json', env: Env, io: Cli
   const tests = await import('./test.js');
   const loaded = tests.isTestFileName(file) ? { diagnostics: await tests.checkTestFile(file, env), warnings: [] } : await loadPlan(file, { registry: defaultRegistry(), env });
   const { diagnostics } = loaded;
-  // Warnings leave the config valid: stdout stays `ok` / the array of problems, they go to stderr.
+  // Warnings leave the config valid: stdout stays `ok` / the array of problems, they go to stderr
+  // (an invalid config's too, those of its parts sound enough to compile: spec-checklist 2016).
   for (const w of loaded.warnings ?? []) io.stderr(`${formatDiagnostic({ ...w, message: `warning: ${w.message}` })}\n`);
   if (format === 'json') {
     io.stdout(

@@ -81,7 +81,7 @@ export async function planCommand(o: PlanOptions): Promise<number> {
   // NEW is loaded first: when it is invalid, its problems are the answer (exit 1), whether or not
   // OLD could be read or the admin API reached — they are what the author of the change must fix.
   const next = await loadPlan(o.config, { registry, env: o.env, extraFiles: o.varsFiles });
-  // Warnings of a valid NEW (a feedback loop, a suspicious topic) on stderr, as validate prints them: a reviewer of the plan sees them too.
+  // Warnings of NEW (a feedback loop, a suspicious topic; an invalid one's too) on stderr, as validate prints them: a reviewer of the plan sees them too.
   for (const w of next.warnings ?? []) o.io.stderr(`${formatDiagnostic({ ...w, message: `warning: ${w.message}` })}\n`);
   const invalidNew = (from: string | null) => {
     const report: PlanReport = { valid: false, changes: false, config: o.config, against, version: { from, to: null }, errors: next.diagnostics.map(toError) };

@@ -54,7 +54,9 @@ export interface LoadResult {
   seen: Map<string, string>;
   /**
    * Things that are valid but probably not meant (a route that feeds the topic it reads): `eventgate
-   * validate` prints them on stderr and still says ok; `run` logs them. Empty when the config is invalid.
+   * validate` prints them on stderr and still says ok; `run` logs them. An invalid config has those
+   * of its sound parts (validate prints them beside its errors, as eslint and terraform do: a
+   * warning may say what an error's cause is); none when its errors left nothing to compile.
    */
   warnings?: Diagnostic[];
   /** Secret strings of the loaded file (see secretValues), also when it was rejected: its diagnostics are redacted with them. */
@@ -106,11 +108,12 @@ export async function loadPlan(file: string, options: LoadOptions): Promise<Load
   const files = [...ctx.files.keys()];
   const seen = new Map(ctx.files);
   diagnostics.push(...ctx.diagnostics);
-  if (diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(pathsInOwnFiles(diagnostics, included)), files, seen, secrets };
+  const warned = sortDiagnostics(pathsInOwnFiles(warnings, included));
+  if (diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(pathsInOwnFiles(diagnostics, included)), warnings: warned, files, seen, secrets };
   return {
     plan,
     diagnostics: [],
-    warnings: sortDiagnostics(pathsInOwnFiles(warnings, included)),
+    warnings: warned,
     files,
     seen,
     secrets,

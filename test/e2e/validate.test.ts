@@ -629,10 +629,22 @@ describe('eventgate validate', { concurrency: 4 }, () => {
           new RegExp(`no route writes to topic 't' \\(routes write to: \\$strng\\(id\\)\\); '\\$strng\\(id\\)' is a name, as written, not an expression: ${literally(hint('$strng(id)'))}$`),
         ],
       ]);
+      // And the writer's topic is warned of at its own line, as in a valid config (spec-checklist 2016).
+      assert.equal(memory.stderr, `gateway.yaml:15:33: warning: topic '$strng(id)' is taken as a name, as written, not as an expression: ${hint('$strng(id)')}\n`);
       // Nothing reads it: valid, with a warning.
       const unread = await validate({ 'gateway.yaml': yaml(...base, ...routes('$topic')) });
       assert.equal(unread.code, 0, unread.stdout);
       assert.equal(unread.stderr, `gateway.yaml:15:33: warning: topic '$topic' is taken as a name, as written, not as an expression: ${hint('$topic')}\n`);
+      // Beside an error elsewhere, an expression's or the schema's, the warning is printed too, as
+      // eslint and terraform validate print both: errors on stdout (exit 1), warnings on stderr (spec-checklist 2016).
+      for (const [bad, at, error] of [
+        ['through: [{ filter: $lumens > 0 }], to: { broker: local, topic: t } }', 'gateway.yaml:16:75', /unknown variable \$lumens/],
+        ['to: { broker: local, topic: t }, bogus: 1 }', 'gateway.yaml:16:88', /bogus/],
+      ] as const) {
+        const both = await validate({ 'gateway.yaml': yaml(...base, ...routes('$topic'), `  - { name: bad, from: { listener: api, path: /bad }, ${bad}`) }); // 16
+        assertProblems(both, [[at, error]]);
+        assert.equal(both.stderr, unread.stderr);
+      }
       // A Kafka topic cannot be so named: the error says what was meant.
       const kafka = await validate({ 'gateway.yaml': yaml(...base.map((l) => (l === '    kind: memory' ? '    kind: kafka\n    brokers: [localhost:9092]' : l)), ...routes(`'"orders." & region'`)) });
       assertProblems(kafka, [['gateway.yaml:16:33', new RegExp(`'"orders\\." & region' cannot be a topic of kafka broker 'local': .* \\(${literally(hint(`"orders." & region`))}\\)$`)]]);
