@@ -109,8 +109,8 @@ function isScalar(v: unknown): boolean {
   return typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v));
 }
 
-function invalid(errors: string[]): Problem {
-  return problem('EG_CLOUDEVENT_INVALID', errors.length === 1 ? `not a valid CloudEvent: ${errors[0]}` : `not a valid CloudEvent: ${errors.length} problems`, { errors });
+function invalid(errors: string[], detail?: string): Problem {
+  return problem('EG_CLOUDEVENT_INVALID', detail ?? (errors.length === 1 ? `not a valid CloudEvent: ${errors[0]}` : `not a valid CloudEvent: ${errors.length} problems`), { errors });
 }
 
 /** The headers of a message carrying `attrs` (and the headers it had that are not attributes). */
@@ -243,8 +243,9 @@ export function decodeBatch(body: unknown, headers: Readonly<Record<string, stri
   return { ok: true, events };
 }
 
-export function structuredProblem(errors: string[]): Problem {
-  return invalid(errors);
+/** The 400 `EG_CLOUDEVENT_INVALID` of `errors`; `detail` replaces the summary made of them. */
+export function structuredProblem(errors: string[], detail?: string): Problem {
+  return invalid(errors, detail);
 }
 
 /** The structured JSON form of a CloudEvent message: its attributes and its value as `data`, or binary data (a Buffer) as `data_base64`. */

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { request } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { CloudEvent, HTTP } from 'cloudevents';
@@ -53,6 +54,25 @@ routes:
           type: com.example.order.placed
           set: { subject: $string(orderId), tenant: $headers."x-tenant" }
     to: { broker: local, topic: events }
+  - name: events-only
+    from: { listener: api, path: /events-only }
+    through: [{ cloudevent: { require: true } }]
+    to: { broker: local, topic: maybe-events }
+  - name: events-only-ws
+    from: { listener: ws, path: /events-only }
+    through: [{ cloudevent: { require: true } }]
+    to: { broker: local, topic: maybe-events }
+  - name: any-message
+    from: { listener: api, path: /any }
+    to: { broker: local, topic: maybe-events }
+  - name: events-only-consumed
+    from: { broker: local, topic: maybe-events }
+    through: [{ cloudevent: { require: true } }]
+    to: { listener: ws, path: /events-only, format: cloudevent }
+    deadletter: { broker: local, topic: not-events }
+  - name: not-events
+    from: { broker: local, topic: not-events }
+    to: { listener: ws, path: /not-events, format: envelope }
 `,
   );
   after(async () => {
@@ -236,6 +256,48 @@ routes:
     res = await fetch(gw.url('api', '/events'), { method: 'POST', headers: bad.headers as Record<string, string>, body: bad.body as string });
     assert.equal(res.status, 400);
     assert.equal(((await res.json()) as { code: string }).code, 'EG_INVALID_MESSAGE');
+  });
+
+  it('refuses a plain message where the route requires a CloudEvent: 400 over HTTP, an error frame over WebSocket, dead-lettered when consumed', async () => {
+    const out = await WsClient.connect(gw.url('ws', '/events-only', 'ws'));
+    const dead = await WsClient.connect(gw.url('ws', '/not-events', 'ws'));
+    const missing = ['specversion', 'id', 'source', 'type'].map((a) => `'${a}' is missing (a required CloudEvents attribute)`);
+    // HTTP, by curl: plain JSON is a 400 naming what is missing; the SDK's binary and structured events pass.
+    const curled = await new Promise<string>((resolve, reject) =>
+      execFile('curl', ['-s', '-w', '\n%{http_code}', '-H', 'content-type: application/json', '--data-binary', '{"orderId":1}', gw.url('api', '/events-only')], (err, stdout) =>
+        err ? reject(err) : resolve(stdout),
+      ),
+    );
+    const [body, status] = curled.split('\n');
+    assert.equal(status, '400');
+    const p = JSON.parse(body!) as { code: string; detail: string; errors: string[] };
+    assert.equal(p.code, 'EG_CLOUDEVENT_INVALID');
+    assert.match(p.detail, /^this route takes CloudEvents only, and the message is none/);
+    assert.deepEqual(p.errors, missing);
+    for (const [mode, id] of [
+      [HTTP.binary, 'req-1'],
+      [HTTP.structured, 'req-2'],
+    ] as const) {
+      const m = mode(new CloudEvent({ id, source: '/s', type: 'order.placed', data: { orderId: 1 } }));
+      const res = await fetch(gw.url('api', '/events-only'), { method: 'POST', headers: m.headers as Record<string, string>, body: m.body as string });
+      assert.equal(res.status, 200, id);
+    }
+    // WebSocket: the listener's refusal frame, the connection kept.
+    const ws = await WsClient.connect(gw.url('ws', '/events-only', 'ws'));
+    ws.send({ orderId: 2 });
+    const refusal = await ws.next();
+    assert.deepEqual({ type: refusal.type, status: refusal.status, code: refusal.code, errors: refusal.errors }, { type: 'error', status: 400, code: 'EG_CLOUDEVENT_INVALID', errors: missing });
+    // Consumed: a plain message goes to the route's dead-letter topic, an event on; the two events posted above first.
+    assert.deepEqual([(await out.next()).id, (await out.next()).id], ['req-1', 'req-2']);
+    assert.equal((await fetch(gw.url('api', '/any'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"orderId":3}' })).status, 200);
+    const last = HTTP.binary(new CloudEvent({ id: 'req-3', source: '/s', type: 'order.placed', data: { orderId: 4 } }));
+    assert.equal((await fetch(gw.url('api', '/any'), { method: 'POST', headers: last.headers as Record<string, string>, body: last.body as string })).status, 200);
+    const letter = await dead.next();
+    assert.deepEqual(letter.value, { orderId: 3 });
+    const error = JSON.parse(letter.headers._eventgate_error) as { route: string; code: string; errors: string[] };
+    assert.deepEqual({ route: error.route, code: error.code, errors: error.errors }, { route: 'events-only-consumed', code: 'EG_CLOUDEVENT_INVALID', errors: missing });
+    assert.equal((await out.next()).id, 'req-3');
+    for (const c of [out, dead, ws]) c.ws.close();
   });
 
   it('wraps plain JSON into a CloudEvent with a generated id, the configured source and type, and the time', async () => {

@@ -384,6 +384,20 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         ['gateway.yaml:16:33', /^routes\[0\]\.to\.topic has the wrong shape \(number 7\): expected topic name/],
       ]);
     });
+
+    it("points at a cloudevent step's source or type beside require: true, which wraps nothing they could name (2395)", async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(
+          ...base,
+          'routes:',
+          '  - name: in',
+          '    from: { listener: api, path: /in }',
+          '    through: [ { cloudevent: { require: true, type: t.x } } ]',
+          '    to: { broker: local, topic: t }',
+        ),
+      });
+      assertProblems(r, [['gateway.yaml:15:53', /^'type' is for plain messages this step wraps, and with 'require: true' it wraps none: remove it$/]]);
+    });
   });
 
   describe('target shapes (stated in the schema)', () => {

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { attributeErrors, attributesOf, eventData, structuredProblem, withAttributes } from '../../codecs/cloudevents.js';
 import { bindingsFor, evaluateThen, expressionProblem } from '../../expr/expression.js';
 import { isJsonMediaType, resultText, type Message } from '../../core/message.js';
+import type { Problem } from '../../core/errors.js';
 import type { StepStop } from '../../core/outcome.js';
 import type { StepResult } from '../contracts.js';
 import { compileExpressionMap, defineStep, mapOf, Type } from '../define.js';
@@ -18,6 +19,13 @@ export const cloudeventStep = defineStep({
   kind: 'cloudevent',
   options: Type.Object(
     {
+      require: Type.Optional(
+        Type.Boolean({
+          default: false,
+          description:
+            'Refuse a plain message instead of wrapping it: it is `invalid` (400 `EG_CLOUDEVENT_INVALID` naming the missing attributes to an HTTP client, an error frame to a WebSocket one, dead-lettered or dropped by a consume route). `source` and `type` then have nothing to wrap and are a config error.',
+        }),
+      ),
       source: Type.Optional(Type.String({ minLength: 1, description: 'The `source` attribute (a URI-reference) of plain messages this step wraps.' })),
       type: Type.Optional(Type.String({ minLength: 1, description: 'The `type` attribute of plain messages this step wraps.' })),
       set: Type.Optional(
@@ -35,13 +43,18 @@ export const cloudeventStep = defineStep({
   ),
   doc: {
     summary:
-      "Makes each message a [CloudEvent](https://cloudevents.io) or rewrites its attributes. A plain message is wrapped: its value becomes the event data, `id` is a new UUID, `time` is now, `specversion` is `1.0`, `datacontenttype` the content type the message came with where that fits its value (else `application/json`, `text/plain` for a string, `application/octet-stream` for bytes; data of a type neither JSON nor `text/plain` is then its bytes, as a consumed binary-mode event's), and `source` and `type` are the step's; a message that already is a CloudEvent keeps its attributes. Then `set` (JSONata per attribute or extension, evaluated on the value with `$ce` bound to the attributes so far) rewrites attributes of every message, and `remove` drops optional attributes or extensions. A message left without a required attribute, or with a malformed one, is `invalid` (400 `EG_CLOUDEVENT_INVALID`). Attributes travel as the message's `ce_<name>` headers (the CloudEvents Kafka binding), so Kafka targets carry them in binary mode.",
+      "Makes each message a [CloudEvent](https://cloudevents.io) or rewrites its attributes. A plain message is wrapped: its value becomes the event data, `id` is a new UUID, `time` is now, `specversion` is `1.0`, `datacontenttype` the content type the message came with where that fits its value (else `application/json`, `text/plain` for a string, `application/octet-stream` for bytes; data of a type neither JSON nor `text/plain` is then its bytes, as a consumed binary-mode event's), and `source` and `type` are the step's; a message that already is a CloudEvent keeps its attributes. With `require: true` a plain message is refused instead, as `invalid` (400 `EG_CLOUDEVENT_INVALID` naming the missing attributes; an error frame to a WebSocket client; a consume route dead-letters or drops it), so a route takes CloudEvents only (as a Knative broker's ingress does). Then `set` (JSONata per attribute or extension, evaluated on the value with `$ce` bound to the attributes so far) rewrites attributes of every message, and `remove` drops optional attributes or extensions. A message left without a required attribute, or with a malformed one, is `invalid` (400 `EG_CLOUDEVENT_INVALID`). Attributes travel as the message's `ce_<name>` headers (the CloudEvents Kafka binding), so Kafka targets carry them in binary mode.",
     example:
-      'chains:\n  as-cloudevent:\n    - cloudevent:\n        source: /shop/orders\n        type: com.example.order.placed\n        set:\n          subject: $string(orderId)\n          tenant: $headers."x-tenant"',
+      'chains:\n  as-cloudevent:\n    - cloudevent:\n        source: /shop/orders\n        type: com.example.order.placed\n        set:\n          subject: $string(orderId)\n          tenant: $headers."x-tenant"\n  events-only:\n    - cloudevent: { require: true }',
   },
   compile(options, ctx) {
     const set = compileExpressionMap(ctx, 'set', options.set);
     if (!set) return undefined;
+    if (options.require === true) {
+      const wraps = (['source', 'type'] as const).filter((k) => options[k] !== undefined);
+      for (const k of wraps) ctx.report([k], 'EG_CONFIG_SCHEMA', `'${k}' is for plain messages this step wraps, and with 'require: true' it wraps none: remove it`);
+      if (wraps.length > 0) return undefined;
+    }
     const fixed: Record<string, string> = {};
     if (options.source !== undefined) fixed.source = options.source;
     if (options.type !== undefined) fixed.type = options.type;
@@ -52,6 +65,7 @@ export const cloudeventStep = defineStep({
       keepsValue: true,
       run(msg, mctx) {
         const given = attributesOf(msg.headers);
+        if (given === undefined && options.require === true) return { stop: 'invalid', problem: notACloudEvent() };
         const attrs: Record<string, unknown> = given ?? { ...wrap(msg), ...fixed };
         for (const name of remove) delete attrs[name];
         const done = (): StepResult => {
@@ -85,6 +99,18 @@ export const cloudeventStep = defineStep({
     };
   },
 });
+
+/**
+ * What a `require: true` step answers a plain message: the attributes a CloudEvent needs, each
+ * named, and how a client sends them (Knative's broker ingress refuses such a request the same way).
+ */
+function notACloudEvent(): Problem {
+  // A new object each time: a route's failure paths add to the problem they are given.
+  return structuredProblem(
+    [...REQUIRED].map((name) => `'${name}' is missing (a required CloudEvents attribute)`),
+    'this route takes CloudEvents only, and the message is none: send its attributes as ce-* headers (binary mode) or the event as application/cloudevents+json (structured mode)',
+  );
+}
 
 /** The attributes a plain message gets when it becomes a CloudEvent. */
 function wrap(msg: Message): Record<string, unknown> {
