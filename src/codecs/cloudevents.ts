@@ -302,14 +302,22 @@ export function toStructuredMessage(msg: Message): Message {
  * Structured mode (`content-type: application/cloudevents+json`) is decoded; a structured record
  * that is not a valid event stays as it is (its value is the JSON it holds), so a validate step
  * can still see it. Binary mode keeps its data as the HTTP listener takes a binary-mode body
- * (see binaryData).
+ * (see binaryData). `structuredByAgreement` (a route's `from.cloudevents: structured`): a record
+ * with no content type, or a JSON one, that is no binary-mode event is decoded as structured too.
  */
-export function fromConsumedRecord(msg: Message): Message {
+export function fromConsumedRecord(msg: Message, structuredByAgreement = false): Message {
   const ct = msg.headers['content-type'];
+  // By agreement (`from.cloudevents: structured`; MQTT 3.1.1 has no content type to say so): a JSON payload that is no binary-mode event is read as a structured one.
+  if (structuredByAgreement && msg.headers[CE_SPECVERSION] === undefined && (ct === undefined || isJsonMediaType(ct))) return structuredEvent(msg);
   // Neither structured mode nor binary data: the usual record is passed over without lower-casing its type.
   if (ct === undefined || ct === 'application/json') return msg;
   if (msg.headers[CE_SPECVERSION] !== undefined) return binaryData(msg, ct);
   if (!ct.toLowerCase().startsWith(STRUCTURED_TYPE)) return msg;
+  return structuredEvent(msg);
+}
+
+/** A structured-mode message as the event it holds; one whose value is no valid event stays as it is. */
+function structuredEvent(msg: Message): Message {
   const r = decodeStructured(msg.value, msg.headers);
   return r.ok ? { ...msg, headers: r.event.headers, value: r.event.value } : msg;
 }

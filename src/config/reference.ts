@@ -423,7 +423,7 @@ a consume route retries the message to the targets that failed only.
 | key | required | meaning |
 |---|---|---|
 | \`name\` | yes | unique; letters, digits, \`.\`, \`_\`, \`-\` |
-| \`from\` | yes | \`{listener, path}\` (HTTP POST bodies or WebSocket frames on that path), \`{listener, topic}\` on a kafka listener (what Kafka clients produce to that topic) or \`{broker, topic, group?, startFrom?, qos?}\` |
+| \`from\` | yes | \`{listener, path}\` (HTTP POST bodies or WebSocket frames on that path), \`{listener, topic}\` on a kafka listener (what Kafka clients produce to that topic) or \`{broker, topic, group?, startFrom?, qos?, cloudevents?}\` |
 | \`through\` | no | a chain name, or a list of chain names and inline steps |
 | \`to\` | yes (no on a kafka listener) | one target or a list: \`{broker, topic, key?, cloudevents?, qos?}\`, \`{listener, path, format?, auth?}\` or \`{http: {url, ...}}\` (a webhook). On a route from a kafka listener, optional: without it records go on to the topic upstream; with it they go to the targets instead |
 | \`deadletter\` | no | \`{broker, topic, qos?}\`: where messages go that cannot pass (validate with \`onInvalid: deadletter\`; consume routes' failures) |
@@ -449,6 +449,14 @@ a consume route retries the message to the targets that failed only.
   keeps nothing for it while it is away; another route at \`qos: 1\` on the same filter gets what
   was published at QoS 1 or 2 while the gateway was down. A reload that changes it subscribes the
   route's session again at the new QoS.
+- \`cloudevents: structured\` (broker sources): what the route consumes is CloudEvents in
+  structured mode by agreement, as the CloudEvents MQTT binding says of MQTT 3.1.1, which has no
+  content type to tell it: a message that is no binary-mode event and has no \`content-type\`, or a
+  JSON one, is read as the JSON event it holds (\`$ce\` its attributes, its \`data\` the value), as
+  a message with \`content-type: application/cloudevents+json\` always is. A payload that is no valid
+  event stays the plain message it was; add \`cloudevent: {require: true}\` to refuse it.
+  \`{broker: legacy, topic: "sensors/#", cloudevents: structured}\` (\`legacy\` an mqtt broker with
+  \`protocolVersion: 4\`). Without it, only a message's headers say it is an event.
 
 ### to
 

@@ -345,7 +345,7 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
               // A listener route names a `path`, or a `topic` on a kafka listener: which one the compiler checks, by the listener's kind.
               dependentRequired: { broker: ['topic'] },
               dependentSchemas: {
-                listener: forbidKeys(['group', 'qos'], "{keys} belong{s} with 'from.broker', not 'from.listener'"),
+                listener: forbidKeys(['group', 'qos', 'cloudevents'], "{keys} belong{s} with 'from.broker', not 'from.listener'"),
                 broker: forbidKeys(['path'], "'path' belongs with 'from.listener', not 'from.broker'"),
               },
               properties: {
@@ -360,6 +360,11 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
                     "Where partitions without a committed offset start: the oldest retained record, or new records only. Default on Kafka and JetStream: `earliest` when a target is a broker or a webhook (no record skipped), `latest` when every target is a forward (websocket or event stream); memory topics: `latest`. A kafka broker's `consumer.startFrom` sets it for all its routes.",
                 },
                 fromBeginning: { type: 'boolean', description: 'Older spelling of `startFrom`: true is `earliest`, false `latest`.' },
+                cloudevents: {
+                  enum: ['structured'],
+                  description:
+                    "The agreement that what this route consumes is CloudEvents in structured mode whatever its headers say (the CloudEvents MQTT binding's way for MQTT 3.1.1, which has no content type: receivers know by agreement): a message that is no binary-mode event and has no content type, or a JSON one, is read as the JSON event it holds (`$ce` its attributes, its `data` the value), as one with `content-type: application/cloudevents+json` always is. A payload that is no valid event stays the plain message it is (add `cloudevent: {require: true}` to refuse it). Without the key, only the headers tell an event.",
+                },
                 qos: routeQos(
                   "of this route's subscription: what the server sends it at most (a message comes at the lower of its publisher's QoS and this one); at 0 the server keeps nothing for the route while it is away, even in a persistent session",
                 ),

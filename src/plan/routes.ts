@@ -189,7 +189,15 @@ function compileRoute(
     (f.qos === undefined || ctx.checkQos(f.broker, [...at, 'from', 'qos']))
   ) {
     const startFrom = f.startFrom ?? (f.fromBeginning === undefined ? undefined : f.fromBeginning ? 'earliest' : 'latest');
-    from = { type: 'broker', broker: f.broker, topic: f.topic, group: f.group, startFrom, ...(f.qos === undefined ? {} : { qos: f.qos }) };
+    from = {
+      type: 'broker',
+      broker: f.broker,
+      topic: f.topic,
+      group: f.group,
+      startFrom,
+      ...(f.qos === undefined ? {} : { qos: f.qos }),
+      ...(f.cloudevents === 'structured' ? { structured: true } : {}),
+    };
   }
 
   // `ack` gives a websocket client an answer per frame; every other source answers or acknowledges

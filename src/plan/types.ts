@@ -59,8 +59,11 @@ export interface ListenerPlan extends ComponentPlan {
 
 export type SourcePlan =
   | { type: 'listener'; listener: string; path: string }
-  /** `groupless`: the broker reads the topic with no consumer group (BrokerKind.readsWithoutGroup). */
-  | { type: 'broker'; broker: string; topic: string; group: string | undefined; startFrom: StartFrom | undefined; qos?: Qos; groupless?: true };
+  /**
+   * `groupless`: the broker reads the topic with no consumer group (BrokerKind.readsWithoutGroup).
+   * `structured`: what it reads is a structured CloudEvent by agreement (`from.cloudevents: structured`).
+   */
+  | { type: 'broker'; broker: string; topic: string; group: string | undefined; startFrom: StartFrom | undefined; qos?: Qos; groupless?: true; structured?: true };
 
 export type TargetPlan =
   /** `topic` is the name, or the expression's source when `topicExpr` computes it per message. */

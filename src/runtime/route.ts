@@ -906,7 +906,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const group = perInstance && this.groupTakenOver !== undefined ? this.groupTakenOver : asked.group;
     const undecodable = asked.deadletter ? (raw: UndecodableBatch) => (this.connecting ? this.onceConnected(() => this.deadletterUndecodable(raw)) : this.deadletterUndecodable(raw)) : undefined;
     const ordered = this.webhooks.filter((w) => w.ordered);
-    const orderKeys = asked.ordered ? (msg: Message) => this.orderKeys(fromConsumedRecord(msg), ordered) : undefined;
+    const orderKeys = asked.ordered ? (msg: Message) => this.orderKeys(this.asConsumed(msg), ordered) : undefined;
     return { broker: this.deps.brokers.get(name)!, spec: { topic, group, route: this.name, startFrom, defaultStartFrom, perInstance, undecodable, inFlight, orderKeys, qos } };
   }
 
@@ -918,7 +918,12 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   }
 
   /** The handler the route's subscription calls with each message. */
-  private readonly consumer = (msg: Message): Promise<void> => this.consume(fromConsumedRecord(msg));
+  private readonly consumer = (msg: Message): Promise<void> => this.consume(this.asConsumed(msg));
+
+  /** A consumed message as the CloudEvent it is, by its headers or by the route's agreement (`from.cloudevents: structured`). */
+  private asConsumed(msg: Message): Message {
+    return fromConsumedRecord(msg, this.plan.from.type === 'broker' && this.plan.from.structured === true);
+  }
 
   /**
    * Whether a broker this route writes to takes message ids (BrokerRuntime.takesMessageIds): a
@@ -995,7 +1000,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const { messages, gap, forget } = await broker.retained(from.topic, after);
     const out: Message[] = [];
     for (const m of messages) {
-      const consumed = fromConsumedRecord(m);
+      const consumed = this.asConsumed(m);
       // Left out as the live stream leaves it out (check()): its clients would get null for the number.
       if (this.readsValues && hugeNumberProblem(consumed.value)) continue;
       const r = await runChain(this.steps, this.validates ? this.withoutClientTag(consumed) : consumed, { route: this.name });

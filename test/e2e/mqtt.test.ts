@@ -94,6 +94,9 @@ routes:
   - name: ce-legacy
     from: { listener: api, path: /ce/legacy }
     to: { broker: legacy, topic: ce/legacy, cloudevents: structured }
+  - name: ce-legacy-in
+    from: { broker: legacy, topic: ce/legacy/in, cloudevents: structured }
+    to: { listener: ws, path: /ce-legacy, format: envelope }
   - name: hooked
     from: { broker: devices, topic: conc/in, qos: 2 }
     to: { http: { url: "${hook.url}/in", headers: { x-key: k }, ${hookOptions} } }
@@ -108,6 +111,7 @@ routes:
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'live', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'bytes', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'ce-in', 15000);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'ce-legacy-in', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'server-topics', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'hooked', 15000);
   });
@@ -225,6 +229,22 @@ routes:
       assert.deepEqual([read.id, read.type, read.tenant, read.data], ['l-1', 'com.example.legacy', 'acme', { n: 3 }]);
     } finally {
       sub.stop();
+    }
+  });
+
+  it('reads a structured event from an MQTT 3.1.1 publisher as the event it is, by the route’s agreement (from.cloudevents: structured); a plain payload stays plain', async () => {
+    const ws = await WsClient.connect(gw.url('ws', '/ce-legacy', 'ws'));
+    try {
+      const event = { specversion: '1.0', id: 'l-in-1', source: '/sensors', type: 'com.example.reading', tenant: 'acme', data: { celsius: 21.5 } };
+      await mosquittoPub(mqtt, 'ce/legacy/in', JSON.stringify(event), { protocol: 'mqttv311' });
+      await mosquittoPub(mqtt, 'ce/legacy/in', '{"celsius":3}', { protocol: 'mqttv311' });
+      const got = await ws.next();
+      assert.deepEqual(got.ce, { specversion: '1.0', id: 'l-in-1', source: '/sensors', type: 'com.example.reading', tenant: 'acme', datacontenttype: 'application/json' });
+      assert.deepEqual(got.value, { celsius: 21.5 });
+      const plain = await ws.next();
+      assert.deepEqual([plain.ce, plain.value], [undefined, { celsius: 3 }]);
+    } finally {
+      ws.ws.close();
     }
   });
 

@@ -39,10 +39,10 @@ export async function mosquittoPub(
   server: MessageServer,
   topic: string,
   payload: string | Buffer,
-  options: { qos?: 0 | 1 | 2; userProperties?: Record<string, string | string[]>; contentType?: string; retain?: boolean } = {},
+  options: { qos?: 0 | 1 | 2; userProperties?: Record<string, string | string[]>; contentType?: string; retain?: boolean; protocol?: 'mqttv5' | 'mqttv311' } = {},
 ): Promise<void> {
   const message = typeof payload === 'string' ? ['-m', payload] : ['-s'];
-  const args = ['-h', server.host, '-p', String(server.port), '-V', 'mqttv5', '-t', topic, ...message, '-q', String(options.qos ?? 1)];
+  const args = ['-h', server.host, '-p', String(server.port), '-V', options.protocol ?? 'mqttv5', '-t', topic, ...message, '-q', String(options.qos ?? 1)];
   if (options.retain) args.push('-r');
   // A list: the property once per value (MQTT 5 allows a name to repeat).
   for (const [k, v] of Object.entries(options.userProperties ?? {})) for (const one of [v].flat()) args.push('-D', 'publish', 'user-property', k, one);

@@ -77,25 +77,33 @@ function plain(v: unknown): unknown {
 const PROPERTY_NAMES = Object.keys(PROPERTY_HEADERS) as (keyof typeof PROPERTY_HEADERS)[];
 
 /** The AMQP binding's names of the `time` attribute (its `cloudEvents_` prefix, and `cloudEvents:` before v1.0.2). */
-const TIME_ATTRIBUTES = ['cloudEvents_time', 'cloudEvents:time'];
+const TIME_ATTRIBUTES = new Set(['cloudEvents_time', 'cloudEvents:time']);
+/** An attribute in the AMQP binding's names. */
+const BINDING_ATTRIBUTE = /^cloudEvents[_:]/;
 
 /**
- * A binary-mode CloudEvent's `time` sent as an AMQP timestamp (the binding's type for it, which a
- * receiver MUST read as well as the string form) as its RFC 3339 text: as the timestamp's seconds
- * it was `$ce.time` "1764608400", and a webhook's `ce-time` no CloudEvents reader takes.
+ * A binary-mode CloudEvent's attributes sent in the AMQP types the binding maps CloudEvents types
+ * to, as their canonical strings (CloudEvents, "Type System"), which a receiver MUST read as well
+ * as the string form: `time` as an AMQP timestamp its RFC 3339 text (as the timestamp's seconds it
+ * was `$ce.time` "1764608400", and a webhook's `ce-time` no CloudEvents reader takes); a Binary
+ * attribute (AMQP binary) its base64 text (read as UTF-8, bytes that are no text were lost).
  */
-function attributeTimes(headers: Record<string, string>, table: Readonly<Record<string, unknown>> | undefined): void {
-  for (const name of TIME_ATTRIBUTES) {
-    const v = table?.[name] as { '!'?: unknown; value?: unknown } | undefined;
-    if (v === undefined || v === null || typeof v !== 'object' || v['!'] !== 'timestamp') continue;
-    const ms = consumedTime(v.value);
-    if (ms !== undefined) headers[name] = new Date(ms).toISOString().replace('.000Z', 'Z');
+function attributeValues(headers: Record<string, string>, table: Readonly<Record<string, unknown>> | undefined): void {
+  if (table === undefined) return;
+  for (const name in table) {
+    if (!BINDING_ATTRIBUTE.test(name)) continue;
+    const v = table[name] as { '!'?: unknown; value?: unknown } | undefined;
+    if (Buffer.isBuffer(v)) headers[name] = v.toString('base64');
+    else if (TIME_ATTRIBUTES.has(name) && v !== undefined && v !== null && typeof v === 'object' && v['!'] === 'timestamp') {
+      const ms = consumedTime(v.value);
+      if (ms !== undefined) headers[name] = new Date(ms).toISOString().replace('.000Z', 'Z');
+    }
   }
 }
 
 export function toMessage(m: ConsumeMessage): Message {
   const headers = headerStrings(m.properties.headers);
-  attributeTimes(headers, m.properties.headers);
+  attributeValues(headers, m.properties.headers);
   // The content_type property is the message's content type (a structured CloudEvent's
   // application/cloudevents+json); a `content-type` header, as earlier eventgate versions sent it, wins.
   const contentType = m.properties.contentType as unknown;
