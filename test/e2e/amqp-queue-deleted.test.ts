@@ -53,7 +53,16 @@ brokers:
       orders: { bindings: ["orders.*"], arguments: { x-max-length: 1000 } }
       outside: { declare: false }
       unread: { bindings: ["unread.*.x", "other.#"], arguments: { x-max-length: 1000 } }
+  regional:
+    kind: amqp
+    url: ${rabbit.url}
+    exchange: { name: eg-regions, type: headers }
+    queues:
+      eu-orders: { bindings: [{ arguments: { region: eu, tier: gold } }, { arguments: { x-match: any, region: eu-west, country: ie } }] }
+      us-orders: { bindings: [{ arguments: { region: us } }] }
 routes:
+  - { name: post-regional, from: { listener: api, path: /regional }, to: { broker: regional, topic: any.key } }
+  - { name: eu-orders, from: { broker: regional, topic: eu-orders }, to: { http: { url: "${receiver.url}/eu" } } }
   - { name: post-orders, from: { listener: api, path: /orders }, to: { broker: rabbit, topic: orders.new } }
   - { name: post-events, from: { listener: api, path: /events }, to: { broker: rabbit, topic: events.new } }
   - { name: post-outside, from: { listener: api, path: /outside }, to: { broker: rabbit, topic: outside.new } }
@@ -153,6 +162,45 @@ routes:
     const queues = await rabbit.ctl('list_queues', '-q', '-p', rabbit.vhost, 'name', 'arguments');
     assert.match(queues, /^unread\s+\[\{"x-max-length",1000\}\]$/m, queues);
     assert.equal((await readyz(gw)).status, 200);
+  });
+
+  it("a headers exchange routes by the bindings' arguments: only matching messages reach the route; a deleted queue is declared again only for a returned publish its arguments match (2192)", async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'eu-orders', 30000);
+    // A pika publisher's headers: all of region eu and tier gold, or any of region eu-west and country ie (strings: a number 1 is not "1").
+    const sent = [
+      { i: 1, headers: { region: 'eu', tier: 'gold' } },
+      { i: 2, headers: { region: 'eu' } },
+      { i: 3, headers: { region: 'us', tier: 'gold' } },
+      { i: 4, headers: { country: 'ie' } },
+      { i: 5, headers: { region: 'eu-west', country: 'fr' } },
+      { i: 6, headers: {} },
+      { i: 7, headers: { region: 'eu', tier: 'silver' } },
+      { i: 8, headers: { region: 'us' } },
+    ];
+    await pikaPublish(
+      rabbit,
+      'eg-regions',
+      'ignored.key',
+      sent.map(({ i, headers }) => ({ body: JSON.stringify({ i }), headers })),
+    );
+    // The gateway's own publishes (HTTP headers as AMQP string headers), the last one the sentinel.
+    assert.equal((await post(gw.url('api', '/regional'), { i: 9 }, { region: 'eu', tier: 'gold' })).status, 200);
+    await eventually(() => assert.deepEqual(arrived('/eu'), [1, 4, 5, 9]), 15000, 50);
+    assert.equal(await pikaQueueDepth(rabbit, 'us-orders'), 2); // 3 and 8
+    // us-orders, which no route reads, deleted: a publish for no binding comes back and declares nothing again; one its arguments match declares it.
+    await pikaDeleteQueue(rabbit, 'us-orders');
+    const from = gw.logs.length;
+    const stray = await post(gw.url('api', '/regional'), { i: 10 }, { region: 'apac' });
+    assert.equal(stray.status, 503, stray.text);
+    let n = 11;
+    await eventually(async () => assert.equal((await post(gw.url('api', '/regional'), { i: n++ }, { region: 'us' })).status, 200), 20000, 50);
+    const declared = gw.logs.slice(from).filter((l) => /^amqp queue '.*' was deleted on the server/.test(String(l.msg)));
+    assert.deepEqual(
+      declared.map((l) => [l.msg, l.bindings]),
+      [["amqp queue 'us-orders' was deleted on the server; declared again with its arguments and bindings", [{ exchange: 'eg-regions', routingKey: '', arguments: { region: 'us' } }]]],
+    );
+    const bindings = await rabbit.ctl('list_bindings', '-q', '-p', rabbit.vhost, 'source_name', 'destination_name', 'arguments');
+    assert.match(bindings, /^eg-regions\s+us-orders\s+\[\{"region","us"\}\]$/m, bindings);
   });
 
   it('a re-declare the server refuses (the queue made again with other arguments) is logged, the publishes stay 503, and a later one goes through once it can', async () => {

@@ -668,14 +668,52 @@ describe('an amqp route reading a routing key one typo off a queue', () => {
     assert.equal(r.stdout.trim(), 'ok');
     const fanout = "exchange 'fx' is a fanout exchange, which routes every message to every queue bound to it whatever the routing key";
     const headers =
-      "exchange 'amq.headers' is a headers exchange, which routes by binding arguments (x-match and header values) that the gateway's bindings do not carry, and a binding without them matches every message whatever the routing key";
+      "exchange 'amq.headers' is a headers exchange, which routes by a binding's arguments (x-match and header values), never by the routing key, and a binding without arguments matches every message";
+    const instead = "read a queue of queues bound with 'arguments', filter on $topic, or use a topic or direct exchange";
     assert.deepEqual(r.stderr.trim().split('\n'), [
       `gateway.yaml:3:111: warning: queue 'q1' gets every message published to exchange 'fx', not only those with routing key 'orders.eu': ${fanout}`,
       `gateway.yaml:8:44: warning: route 'eu': gets every message published to exchange 'fx', not only those with routing key 'orders.eu': ${fanout} (filter on $topic, or use a topic or direct exchange)`,
-      `gateway.yaml:10:43: warning: route 'h': gets every message published to exchange 'amq.headers', not only those with routing key 'orders.*': ${headers} (filter on $topic, or use a topic or direct exchange)`,
-      `gateway.yaml:11:46: warning: route 'back': gets every message published to exchange 'amq.headers', not only those with routing key 'orders.#': ${headers} (filter on $topic, or use a topic or direct exchange)`,
+      `gateway.yaml:10:43: warning: route 'h': gets every message published to exchange 'amq.headers', not only those with routing key 'orders.*': ${headers} (${instead})`,
+      `gateway.yaml:11:46: warning: route 'back': gets every message published to exchange 'amq.headers', not only those with routing key 'orders.#': ${headers} (${instead})`,
       "gateway.yaml:11:64: warning: route 'back' writes topic 'audit' of broker 'hd', which the topic it reads ('orders.#') matches, and has no filter: every message goes round for ever (add a filter step that ends the loop, or write another topic)",
     ]);
+  });
+
+  it('takes binding arguments on a headers exchange only, an x-match RabbitMQ knows, and a binding of a routing key or arguments (2192)', async () => {
+    const dir = tempFiles({
+      'gateway.yaml': [
+        'version: 1',
+        'brokers:',
+        '  hx: { kind: amqp, url: "amqp://127.0.0.1", exchange: { name: hx, type: headers }, queues: { eu: { bindings: [{ arguments: { region: eu } }] } } }',
+        '  tx:',
+        '    kind: amqp',
+        '    url: "amqp://127.0.0.1"',
+        '    exchange: { name: tx, type: topic }',
+        '    queues:',
+        '      q: { bindings: [{ routingKey: "a.*", arguments: { region: eu } }, { exchange: other }] }',
+        'routes:',
+        '  - { name: r, from: { broker: hx, topic: eu }, to: { broker: tx, topic: a.b } }',
+        '',
+      ].join('\n'),
+      // Valid: a binding to RabbitMQ's own headers exchange, whose routing key is read by nothing.
+      'warn.yaml': 'version: 1\nbrokers:\n  hx: { kind: amqp, url: "amqp://127.0.0.1", queues: { q: { bindings: [{ exchange: amq.match, routingKey: a.b, arguments: { x-match: any, n: 1 } }] } } }\n',
+      'bad-match.yaml': 'version: 1\nbrokers:\n  hx: { kind: amqp, url: "amqp://127.0.0.1", exchange: amq.headers, queues: { q: { bindings: [{ arguments: { x-match: some } }] } } }\n',
+    });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.deepEqual(r.stdout.trim().split('\n'), [
+      "gateway.yaml:9:55: exchange 'tx' is a topic exchange, which routes by the routing key and ignores binding arguments (RabbitMQ reads them on a headers exchange only): bind to a headers exchange, or filter with the routingKey",
+      "gateway.yaml:9:73: a binding needs a 'routingKey', or 'arguments' on a headers exchange",
+    ]);
+    const warned = await runCliInProcess(['validate', '-c', 'warn.yaml'], { cwd: dir });
+    assert.equal(warned.code, 0, warned.stdout + warned.stderr);
+    assert.equal(
+      warned.stderr.trim(),
+      "warn.yaml:3:107: warning: queue 'q' is bound to exchange 'amq.match' by its arguments alone: routing key 'a.b' chooses nothing: exchange 'amq.match' is a headers exchange, which routes by a binding's arguments (x-match and header values), never by the routing key, and a binding without arguments matches every message",
+    );
+    const bad = await runCliInProcess(['validate', '-c', 'bad-match.yaml'], { cwd: dir });
+    assert.equal(bad.code, 1);
+    assert.equal(bad.stdout.trim(), 'bad-match.yaml:3:119: brokers.hx.queues.q.bindings[0].arguments.x-match must be one of "all", "any", "all-with-x", "any-with-x", got string "some"');
   });
 });
 

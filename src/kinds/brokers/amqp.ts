@@ -8,7 +8,7 @@ import { urlParameterProblems } from './amqp/url-parameters.js';
 import { whenUsed } from '../when-used.js';
 import { onlyInPlaceChanged } from './in-place.js';
 import { AMQP_WILDCARDS, foreignWildcardHint } from './foreign-wildcards.js';
-import { bindingMatches, exchangeTypeOf, keyIgnoredBy } from './amqp/bindings.js';
+import { type BindingArgument, bindingMatches, type ExchangeType, exchangeTypeOf, keyIgnoredBy, RABBITMQ_EXCHANGES, X_MATCH } from './amqp/bindings.js';
 import { deadLetterRoutingKeyProblem, nonDurableProblem, queueArgumentProblem } from './amqp/queue-arguments.js';
 import { closest } from '../../config/suggest.js';
 import { DEFAULT_EXCHANGE_BINDING, overShortString, queueNameProblem, reservedNameProblem, routingKeyProblem } from './amqp/routing-keys.js';
@@ -21,12 +21,29 @@ const binding = oneOf(
     Type.Object(
       {
         exchange: Type.Optional(Type.String({ description: "Exchange to bind to (default: the broker's exchange)." })),
-        routingKey: Type.String({ description: 'Routing key or pattern.' }),
+        routingKey: Type.Optional(Type.String({ description: 'Routing key or pattern (needed unless the binding has `arguments`; a headers exchange does not read it).' })),
+        arguments: Type.Optional(
+          Type.Object(
+            {
+              'x-match': Type.Optional(
+                oneOfStrings(X_MATCH, {
+                  default: 'all',
+                  description: 'Whether a message needs every header named here (`all`) or one of them (`any`); `all-with-x` and `any-with-x` (RabbitMQ 3.10+) match `x-` headers too.',
+                }),
+              ),
+            },
+            {
+              additionalProperties: Type.Union([Type.String(), Type.Number(), Type.Boolean()]),
+              description:
+                "Headers exchanges: the header values this binding routes by (`{x-match: any, region: eu, priority: 1}`), as RabbitMQ matches them: by type and value, so write a string for what the gateway publishes (its headers are strings) and a number or boolean for what a publisher sends typed. A message to the exchange reaches the queue when it has every one of these headers (`x-match: all`, the default) or any one (`any`). Only on a headers exchange (the broker's with `type: headers`, `amq.headers`, `amq.match`, or one the gateway does not declare); on an exchange of another type RabbitMQ ignores them, and the config says so at the line.",
+            },
+          ),
+        ),
       },
       { additionalProperties: false },
     ),
   ],
-  { description: "A routing key on the broker's exchange, or `{exchange, routingKey}`." },
+  { description: "A routing key on the broker's exchange, or `{exchange, routingKey, arguments}`." },
 );
 
 const queue = Type.Object(
@@ -39,7 +56,12 @@ const queue = Type.Object(
       }),
     ),
     durable: Type.Optional(Type.Boolean({ default: true, description: 'The queue survives a server restart.' })),
-    bindings: Type.Optional(Type.Array(binding, { description: "Bindings of the queue: routing keys (patterns for a topic exchange) on the broker's exchange, or `{exchange, routingKey}`." })),
+    bindings: Type.Optional(
+      Type.Array(binding, {
+        description:
+          "Bindings of the queue: routing keys (patterns for a topic exchange) on the broker's exchange, or `{exchange, routingKey}`; on a headers exchange `{exchange, arguments: {x-match: all|any, <header>: <value>, ...}}`: a message reaches the queue when it has every header named (`x-match: all`, the default) or any one (`any`; `all-with-x`, `any-with-x` match `x-` headers too, RabbitMQ 3.10+), each of equal type and value as RabbitMQ compares them (the gateway publishes headers as strings, so write `region: eu`, `priority: \"1\"` for its publishes; a number or boolean matches a publisher's typed header). `arguments` on an exchange the config knows is no headers one (the broker's declared `topic`, `direct` or `fanout` exchange, `amq.topic`, ...) is a config error at its line: RabbitMQ ignores them there. A binding needs a `routingKey` or `arguments`. A publish that comes back unroutable declares again the queues whose bindings its routing key, or on a headers exchange its headers, match (see `declare`).",
+      }),
+    ),
     deadLetterExchange: Type.Optional(
       Type.String({
         description:
@@ -77,7 +99,7 @@ const options = kindOptions('amqp', {
               oneOfStrings(['topic', 'direct', 'fanout', 'headers'], {
                 default: 'topic',
                 description:
-                  "Exchange type, when the gateway declares it (RabbitMQ's own exchanges, `amq.fanout`, `amq.headers`, ..., have theirs whatever it says). A `fanout` exchange routes every message to every queue bound to it, and a `headers` exchange by binding arguments, which the bindings here cannot carry (a binding without them matches every message): on either, binding keys and a route's routing-key pattern filter nothing, so each queue and route gets every message published there; validate warns of such a key (EG_CONFIG_SUSPICIOUS_TOPIC). Filter on `$topic`, or use a `topic` or `direct` exchange.",
+                  "Exchange type, when the gateway declares it (RabbitMQ's own exchanges, `amq.fanout`, `amq.headers`, ..., have theirs whatever it says). A `fanout` exchange routes every message to every queue bound to it, and a `headers` exchange by the header values of a binding's `arguments` (`queues.<name>.bindings: [{arguments: {x-match: all, region: eu}}]`; a binding without them matches every message): on either, binding keys and a route's routing-key pattern filter nothing, so a route reading a pattern there gets every message published there; validate warns of such a key (EG_CONFIG_SUSPICIOUS_TOPIC). Filter on `$topic`, bind a queue of `queues` with `arguments` on a headers exchange, or use a `topic` or `direct` exchange.",
               }),
             ),
             declare: Type.Optional(
@@ -136,7 +158,7 @@ type AmqpOptions = Static<typeof options>;
 export interface AmqpQueue {
   declare: boolean;
   durable: boolean;
-  bindings: { exchange?: string; routingKey: string }[];
+  bindings: { exchange?: string; routingKey: string; arguments?: Record<string, BindingArgument> }[];
   deadLetterExchange: string | undefined;
   arguments: Record<string, unknown>;
 }
@@ -206,11 +228,16 @@ function compileAmqp(o: AmqpOptions, ctx: BrokerCompileContext): AmqpSettings | 
         );
         ok = false;
       }
-      const routingKey = typeof b === 'string' ? b : b.routingKey;
+      if (typeof b === 'object' && !bindingArgumentsFit(b, on === ex.name ? { ...ex, declare: ex.declare ?? true } : { name: on }, ['queues', name, 'bindings', i], ctx)) ok = false;
+      const routingKey = typeof b === 'string' ? b : (b.routingKey ?? '');
       const ignored = keyIgnoredBy(on === ex.name ? ex : { name: on }, routingKey);
       if (ignored) {
         const at = typeof b === 'string' ? ['queues', name, 'bindings', i] : ['queues', name, 'bindings', i, 'routingKey'];
-        ctx.warn(at, 'EG_CONFIG_SUSPICIOUS_TOPIC', `queue '${name}' gets every message published to exchange '${on}', not only those with routing key '${routingKey}': ${ignored}`);
+        const gets =
+          typeof b === 'object' && b.arguments !== undefined
+            ? `is bound to exchange '${on}' by its arguments alone: routing key '${routingKey}' chooses nothing`
+            : `gets every message published to exchange '${on}', not only those with routing key '${routingKey}'`;
+        ctx.warn(at, 'EG_CONFIG_SUSPICIOUS_TOPIC', `queue '${name}' ${gets}: ${ignored}`);
       }
       if (typeof b === 'string') return checkLength(['queues', name, 'bindings', i], 'the binding key', b);
       checkLength(['queues', name, 'bindings', i, 'routingKey'], 'the binding key', b.routingKey);
@@ -242,7 +269,7 @@ function compileAmqp(o: AmqpOptions, ctx: BrokerCompileContext): AmqpSettings | 
     queues[name] = {
       declare,
       durable: q.durable ?? true,
-      bindings: (q.bindings ?? []).map((b) => (typeof b === 'string' ? { routingKey: b } : b)),
+      bindings: (q.bindings ?? []).map((b) => (typeof b === 'string' ? { routingKey: b } : { ...b, routingKey: b.routingKey ?? '' })),
       deadLetterExchange: q.deadLetterExchange,
       arguments: q.arguments ?? {},
     };
@@ -274,12 +301,42 @@ function amqpTopicsRead(from: string, o: AmqpSettings): { matches(key: string): 
   const queue = Object.hasOwn(o.queues, from) ? o.queues[from]! : undefined;
   if (queue === undefined) {
     const literal = type === 'direct' || (type === 'topic' && !/(^|\.)[*#](\.|$)/.test(from));
-    return { matches: (key) => bindingMatches(type, from, key), literal, what: `a routing key the ${type} exchange '${o.exchange.name}' routes by ${from}` };
+    return { matches: (key) => bindingMatches(type, { routingKey: from }, key), literal, what: `a routing key the ${type} exchange '${o.exchange.name}' routes by ${from}` };
   }
   const known = queue.declare && queue.bindings.length > 0 && queue.bindings.every((b) => b.exchange === undefined || b.exchange === o.exchange.name);
   if (!known) return { matches: () => true, literal: false, what: `the routing key of a message on queue '${from}'`, unknown: true };
   const keys = queue.bindings.map((b) => b.routingKey).join(', ');
-  return { matches: (key) => queue.bindings.some((b) => bindingMatches(type, b.routingKey, key)), literal: false, what: `a routing key queue '${from}' is bound for (${keys})` };
+  return { matches: (key) => queue.bindings.some((b) => bindingMatches(type, b, key)), literal: false, what: `a routing key queue '${from}' is bound for (${keys})` };
+}
+
+/**
+ * Whether a `{exchange, routingKey, arguments}` binding is whole: a routing key or arguments (a
+ * binding of neither would bind the key `""`, which only a headers or fanout exchange makes
+ * anything of), and arguments only where the exchange routes by them. RabbitMQ takes arguments on a
+ * binding to any exchange and ignores them on all but a headers one, so a topic exchange's queue
+ * got every message its key matched, whatever the arguments said. The type is known for the
+ * broker's own exchange and RabbitMQ's; another exchange is the server's to say.
+ */
+function bindingArgumentsFit(
+  b: { exchange?: string; routingKey?: string; arguments?: Record<string, unknown> },
+  exchange: { name: string; type?: ExchangeType; declare?: boolean },
+  at: (string | number)[],
+  ctx: BrokerCompileContext,
+): boolean {
+  if (b.routingKey === undefined && b.arguments === undefined) {
+    ctx.report(at, 'EG_CONFIG_SCHEMA', "a binding needs a 'routingKey', or 'arguments' on a headers exchange");
+    return false;
+  }
+  // The broker's exchange as the gateway declares it (`topic` unless said), or RabbitMQ's own; one that must exist has the server's type.
+  const known = Object.hasOwn(RABBITMQ_EXCHANGES, exchange.name) || (exchange.declare !== undefined && (exchange.type !== undefined || exchange.declare));
+  const type = exchangeTypeOf(exchange);
+  if (b.arguments === undefined || !known || type === 'headers') return true;
+  ctx.report(
+    [...at, 'arguments'],
+    'EG_CONFIG_SCHEMA',
+    `exchange '${exchange.name}' is a ${type} exchange, which routes by the routing key and ignores binding arguments (RabbitMQ reads them on a headers exchange only): bind to a headers exchange, or filter with the routingKey`,
+  );
+  return false;
 }
 
 /**
@@ -330,7 +387,11 @@ export const amqpBroker = defineBroker({
       return `'${from}' is not a queue of this broker's queues (did you mean '${queue}'?): the route reads it as a routing key, through a queue of its own bound to exchange '${o.exchange.name}', and gets nothing of queue '${queue}'`;
     // A pattern a fanout or headers exchange does not route by: the route gets everything published there.
     const ignored = keyIgnoredBy(o.exchange, from);
-    return ignored && `gets every message published to exchange '${o.exchange.name}', not only those with routing key '${from}': ${ignored} (filter on $topic, or use a topic or direct exchange)`;
+    const instead =
+      exchangeTypeOf(o.exchange) === 'headers'
+        ? "read a queue of queues bound with 'arguments', filter on $topic, or use a topic or direct exchange"
+        : 'filter on $topic, or use a topic or direct exchange';
+    return ignored && `gets every message published to exchange '${o.exchange.name}', not only those with routing key '${from}': ${ignored} (${instead})`;
   },
   canReconfigure: (before, after) => onlyInPlaceChanged(before, after, IN_PLACE),
   inPlaceOptions: IN_PLACE,

@@ -2,13 +2,26 @@ import { unescape as unescapeQuery } from 'node:querystring';
 import type { Channel, ChannelModel } from 'amqplib';
 import type { Logger } from '../../../log.js';
 
-/** A queue's binding: an exchange and a routing key (a pattern on a topic exchange). */
+/** A header value a headers-exchange binding matches (`arguments`): a string, a number or a boolean, matched by type and value. */
+export type BindingArgument = string | number | boolean;
+
+/** How a headers-exchange binding matches (`x-match`): every header or any one; `-with-x` counts `x-` headers too (RabbitMQ 3.10+). */
+export const X_MATCH = ['all', 'any', 'all-with-x', 'any-with-x'] as const;
+
+/** A queue's binding: an exchange and a routing key (a pattern on a topic exchange), and the arguments a headers exchange routes by. */
 export interface Binding {
   exchange: string;
   routingKey: string;
+  arguments?: Readonly<Record<string, BindingArgument>>;
 }
 
-const sameBinding = (a: Binding, b: Binding) => a.exchange === b.exchange && a.routingKey === b.routingKey;
+/** RabbitMQ tells bindings apart by their arguments too: unbinding one needs the same arguments. */
+const sameBinding = (a: Binding, b: Binding) => a.exchange === b.exchange && a.routingKey === b.routingKey && sameArguments(a.arguments, b.arguments);
+
+function sameArguments(a: Binding['arguments'], b: Binding['arguments']): boolean {
+  const ak = Object.keys(a ?? {});
+  return ak.length === Object.keys(b ?? {}).length && ak.every((k) => b !== undefined && Object.hasOwn(b, k) && b[k] === a![k]);
+}
 
 /**
  * The server and virtual host a URL names, as amqplib reads it (default port, `/` for no vhost),
@@ -71,7 +84,7 @@ export async function unbindLeft(conn: ChannelModel, server: string, queue: stri
     try {
       ch = await conn.createChannel();
       ch.on('error', () => undefined);
-      await ch.unbindQueue(queue, b.exchange, b.routingKey);
+      await ch.unbindQueue(queue, b.exchange, b.routingKey, b.arguments);
       log.info({ queue, exchange: b.exchange, routingKey: b.routingKey }, 'amqp queue unbound from a binding a reload dropped');
     } catch (err) {
       log.warn(
@@ -115,21 +128,44 @@ export function keyIgnoredBy(exchange: { name: string; type?: ExchangeType }, ke
   if (key === '' || key === '#') return undefined;
   if (type === 'fanout') return `exchange '${exchange.name}' is a fanout exchange, which routes every message to every queue bound to it whatever the routing key`;
   if (type === 'headers')
-    return `exchange '${exchange.name}' is a headers exchange, which routes by binding arguments (x-match and header values) that the gateway's bindings do not carry, and a binding without them matches every message whatever the routing key`;
+    return `exchange '${exchange.name}' is a headers exchange, which routes by a binding's arguments (x-match and header values), never by the routing key, and a binding without arguments matches every message`;
   return undefined;
 }
 
 /**
- * Whether a binding with `pattern` on an exchange of `type` routes a message with routing key
- * `key`, as RabbitMQ decides it: a topic pattern's `*` is one word, `#` zero or more (words are
- * separated by `.`; an empty key has none); direct compares the keys; fanout routes everything;
- * headers does not look at the key, and a binding without arguments (the only kind the config
- * declares) matches every message.
+ * Whether `binding` on an exchange of `type` routes a message with routing key `key` and AMQP
+ * headers `headers`, as RabbitMQ decides it: a topic pattern's `*` is one word, `#` zero or more
+ * (words are separated by `.`; an empty key has none); direct compares the keys; fanout routes
+ * everything; headers does not look at the key but at the binding's arguments (headersMatch; one
+ * without arguments matches every message). `headers` undefined: not known (the config's checks,
+ * before any message), so a headers binding may route any message.
  */
-export function bindingMatches(type: ExchangeType, pattern: string, key: string): boolean {
-  if (type === 'fanout' || type === 'headers') return true;
-  if (type === 'direct') return pattern === key;
-  return topicMatches(words(pattern), words(key));
+export function bindingMatches(type: ExchangeType, binding: Pick<Binding, 'routingKey' | 'arguments'>, key: string, headers?: Readonly<Record<string, unknown>>): boolean {
+  if (type === 'fanout') return true;
+  if (type === 'headers') return headers === undefined || binding.arguments === undefined || headersMatch(binding.arguments, headers);
+  if (type === 'direct') return binding.routingKey === key;
+  return topicMatches(words(binding.routingKey), words(key));
+}
+
+/**
+ * RabbitMQ's headers exchange: `x-match: all` (the default) routes a message that has every other
+ * argument as a header of equal type and value, `any` one that has at least one; arguments named
+ * `x-...` are not matched, unless `x-match` is `all-with-x` or `any-with-x`. amqplib reads a
+ * header's string as a string, its integers and floats as numbers, its booleans as booleans (bytes,
+ * a Buffer, never equal a string, as on the server).
+ */
+export function headersMatch(args: Readonly<Record<string, BindingArgument>>, headers: Readonly<Record<string, unknown>>): boolean {
+  const mode = typeof args['x-match'] === 'string' ? args['x-match'] : 'all';
+  const withX = mode.endsWith('-with-x');
+  const any = mode.startsWith('any');
+  let matched = 0;
+  let asked = 0;
+  for (const name of Object.keys(args)) {
+    if (name === 'x-match' || (!withX && name.startsWith('x-'))) continue;
+    asked++;
+    if (Object.hasOwn(headers, name) && headers[name] === args[name]) matched++;
+  }
+  return any ? matched > 0 : matched === asked;
 }
 
 const words = (text: string): string[] => (text === '' ? [] : text.split('.'));

@@ -451,7 +451,7 @@ export class AmqpBroker implements BrokerRuntime {
       if (!c) return;
       c.settle(new Unroutable(this.name, c.exchange, c.key));
       // A declared queue whose binding matches the key was deleted on the server, perhaps one no route reads (nothing else would notice before a reconnect).
-      if (this.connection === conn && !this.stopped) this.declaredQueues.unroutable(conn, c.exchange, c.key, c.n);
+      if (this.connection === conn && !this.stopped) this.declaredQueues.unroutable(conn, c.exchange, c.key, m.properties.headers ?? {}, c.n);
     });
     channel.on('close', () => {
       if (this.connection !== conn || this.stopped) return;

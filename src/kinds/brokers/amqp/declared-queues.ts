@@ -10,11 +10,11 @@ export async function declareQueue(ch: Channel, name: string, q: AmqpQueue, s: A
   const args: Record<string, unknown> = { ...q.arguments };
   if (q.deadLetterExchange !== undefined) args['x-dead-letter-exchange'] = q.deadLetterExchange;
   await ch.assertQueue(name, { durable: q.durable, arguments: args });
-  for (const b of declaredBindings(q, s)) await ch.bindQueue(name, b.exchange, b.routingKey);
+  for (const b of declaredBindings(q, s)) await ch.bindQueue(name, b.exchange, b.routingKey, b.arguments);
 }
 
 export function declaredBindings(q: AmqpQueue, s: AmqpSettings): Binding[] {
-  return q.bindings.map((b) => ({ exchange: b.exchange ?? s.exchange.name, routingKey: b.routingKey }));
+  return q.bindings.map((b) => ({ exchange: b.exchange ?? s.exchange.name, routingKey: b.routingKey, ...(b.arguments === undefined ? {} : { arguments: b.arguments }) }));
 }
 
 /** Per queue: the re-declare in flight, when the next may start after a refusal, and up to which publish the last one was too late. */
@@ -120,17 +120,18 @@ export class DeclaredQueues {
   }
 
   /**
-   * The server returned publish number `n` (routing key `key` on `exchange`) as unroutable: the
+   * The server returned publish number `n` (routing key `key` and AMQP headers `headers` on
+   * `exchange`; a headers exchange routes by those) as unroutable: the
    * declared queues with a binding that matches it on that exchange are gone (or lost that binding),
    * and are declared again, unless one is in flight, backing off after a refusal, or was declared
    * again after that publish was sent. The publish itself stays refused: it reached no queue.
    */
-  unroutable(conn: ChannelModel, exchange: string, key: string, n: number): void {
+  unroutable(conn: ChannelModel, exchange: string, key: string, headers: Readonly<Record<string, unknown>>, n: number): void {
     const type = exchangeTypeOf(this.settings.exchange);
     for (const [queue, q] of Object.entries(this.settings.queues)) {
       if (!q.declare) continue;
       // The default exchange routes a key to the queue of that name, bound or not.
-      const matched = exchange === '' ? queue === key : declaredBindings(q, this.settings).some((b) => b.exchange === exchange && bindingMatches(type, b.routingKey, key));
+      const matched = exchange === '' ? queue === key : declaredBindings(q, this.settings).some((b) => b.exchange === exchange && bindingMatches(type, b, key, headers));
       if (!matched) continue;
       const state = this.stateOf(queue);
       if (state.inFlight || n <= state.coveredUpTo || Date.now() < state.notBefore) continue;
