@@ -363,6 +363,8 @@ brokers:
           [`cloudEvents${sep}time`]: { $timestamp: 1764608400 },
           // A Binary extension as the binding's AMQP binary: its canonical string is base64, and these bytes are no UTF-8.
           [`cloudEvents${sep}token`]: { $bytes: Buffer.from([0xff, 0x00, 0x9c]).toString('base64') },
+          // The spec's own attributes have no Binary type: bytes for one are its text, as before.
+          [`cloudEvents${sep}subject`]: { $bytes: Buffer.from('goal-3').toString('base64') },
           match: 'm2',
         },
       });
@@ -374,7 +376,16 @@ brokers:
       for (const id of ['b-1', 'b-2']) {
         const next = await client.next(15000);
         assert.deepEqual(next.value, { goal: 3 });
-        assert.deepEqual(next.ce, { specversion: '1.0', id, source: '/spring', type: 'com.example.goal', time: '2025-12-01T17:00:00Z', token: '/wCc', datacontenttype: 'application/json' });
+        assert.deepEqual(next.ce, {
+          specversion: '1.0',
+          id,
+          source: '/spring',
+          type: 'com.example.goal',
+          time: '2025-12-01T17:00:00Z',
+          subject: 'goal-3',
+          token: '/wCc',
+          datacontenttype: 'application/json',
+        });
         assert.equal(next.headers.match, 'm2');
       }
     } finally {

@@ -78,23 +78,28 @@ const PROPERTY_NAMES = Object.keys(PROPERTY_HEADERS) as (keyof typeof PROPERTY_H
 
 /** The AMQP binding's names of the `time` attribute (its `cloudEvents_` prefix, and `cloudEvents:` before v1.0.2). */
 const TIME_ATTRIBUTES = new Set(['cloudEvents_time', 'cloudEvents:time']);
-/** An attribute in the AMQP binding's names. */
-const BINDING_ATTRIBUTE = /^cloudEvents[_:]/;
+/** An attribute in the AMQP binding's names, and the name it has. */
+const BINDING_ATTRIBUTE = /^cloudEvents[_:](.*)$/;
+/** The spec's own attributes: none is of the Binary type, so bytes sent for one are its text (UTF-8), not base64. */
+const CORE_ATTRIBUTES = new Set(['specversion', 'id', 'source', 'type', 'datacontenttype', 'dataschema', 'subject', 'time']);
 
 /**
  * A binary-mode CloudEvent's attributes sent in the AMQP types the binding maps CloudEvents types
  * to, as their canonical strings (CloudEvents, "Type System"), which a receiver MUST read as well
  * as the string form: `time` as an AMQP timestamp its RFC 3339 text (as the timestamp's seconds it
- * was `$ce.time` "1764608400", and a webhook's `ce-time` no CloudEvents reader takes); a Binary
- * attribute (AMQP binary) its base64 text (read as UTF-8, bytes that are no text were lost).
+ * was `$ce.time` "1764608400", and a webhook's `ce-time` no CloudEvents reader takes); an
+ * extension sent as AMQP binary (a Binary attribute) its base64 text (read as UTF-8, bytes that are
+ * no text were lost). The spec's own attributes have no Binary type: bytes for one stay its text.
  */
 function attributeValues(headers: Record<string, string>, table: Readonly<Record<string, unknown>> | undefined): void {
   if (table === undefined) return;
   for (const name in table) {
-    if (!BINDING_ATTRIBUTE.test(name)) continue;
+    const attribute = BINDING_ATTRIBUTE.exec(name)?.[1];
+    if (attribute === undefined) continue;
     const v = table[name] as { '!'?: unknown; value?: unknown } | undefined;
-    if (Buffer.isBuffer(v)) headers[name] = v.toString('base64');
-    else if (TIME_ATTRIBUTES.has(name) && v !== undefined && v !== null && typeof v === 'object' && v['!'] === 'timestamp') {
+    if (Buffer.isBuffer(v)) {
+      if (!CORE_ATTRIBUTES.has(attribute)) headers[name] = v.toString('base64');
+    } else if (TIME_ATTRIBUTES.has(name) && v !== undefined && v !== null && typeof v === 'object' && v['!'] === 'timestamp') {
       const ms = consumedTime(v.value);
       if (ms !== undefined) headers[name] = new Date(ms).toISOString().replace('.000Z', 'Z');
     }
