@@ -203,6 +203,23 @@ routes:
     assert.match(bindings, /^eg-regions\s+us-orders\s+\[\{"region","us"\}\]$/m, bindings);
   });
 
+  it("a reload that changes a headers binding's arguments unbinds the old ones: RabbitMQ tells bindings apart by them (2192)", async () => {
+    const original = readFileSync(gw.configFile, 'utf8');
+    const changed = original.replace('us-orders: { bindings: [{ arguments: { region: us } }] }', 'us-orders: { bindings: [{ arguments: { region: ca } }] }');
+    assert.notEqual(changed, original);
+    const from = gw.logs.length;
+    assert.equal((await gw.reconfigure(changed, undefined, { whole: true })).msg, 'config reloaded');
+    const unbound = await gw.waitForLog((l) => l.msg === 'amqp queue unbound from a binding a reload dropped' && l.queue === 'us-orders', 15000, from);
+    assert.deepEqual([unbound.exchange, unbound.routingKey, unbound.arguments], ['eg-regions', '', { region: 'us' }]);
+    const depth = await pikaQueueDepth(rabbit, 'us-orders');
+    const us = await post(gw.url('api', '/regional'), { i: 100 }, { region: 'us' });
+    assert.equal(us.status, 503, us.text); // bound for nothing now
+    assert.equal((await post(gw.url('api', '/regional'), { i: 101 }, { region: 'ca' })).status, 200);
+    assert.equal(await pikaQueueDepth(rabbit, 'us-orders'), depth + 1);
+    const bindings = await rabbit.ctl('list_bindings', '-q', '-p', rabbit.vhost, 'source_name', 'destination_name', 'arguments');
+    assert.doesNotMatch(bindings, /^eg-regions\s+us-orders\s+\[\{"region","us"\}\]$/m, bindings);
+  });
+
   it('a re-declare the server refuses (the queue made again with other arguments) is logged, the publishes stay 503, and a later one goes through once it can', async () => {
     await pikaDeleteQueue(rabbit, 'unread');
     // Plain: the config asks for x-max-length, so declaring it again is refused (406 PRECONDITION_FAILED), and nothing binds it.

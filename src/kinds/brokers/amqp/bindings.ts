@@ -85,7 +85,7 @@ export async function unbindLeft(conn: ChannelModel, server: string, queue: stri
       ch = await conn.createChannel();
       ch.on('error', () => undefined);
       await ch.unbindQueue(queue, b.exchange, b.routingKey, b.arguments);
-      log.info({ queue, exchange: b.exchange, routingKey: b.routingKey }, 'amqp queue unbound from a binding a reload dropped');
+      log.info({ queue, exchange: b.exchange, routingKey: b.routingKey, ...(b.arguments === undefined ? {} : { arguments: b.arguments }) }, 'amqp queue unbound from a binding a reload dropped');
     } catch (err) {
       log.warn(
         { queue, exchange: b.exchange, routingKey: b.routingKey, err: (err as Error).message },
