@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
 import { createServer, type ServerResponse } from 'node:http';
@@ -13,6 +14,7 @@ import { eventually, useGateway } from '../helpers/gateway.js';
 import { WebhookReceiver, type Received } from '../helpers/webhook-receiver.js';
 import { conforms } from '../helpers/wire-formats.js';
 import { fetch } from '../helpers/http.js';
+import { signatureKey } from '../../src/kinds/targets/webhook.js';
 
 const SECRET = `whsec_${Buffer.from('a secret of thirty-two bytes, ok').toString('base64')}`;
 
@@ -200,18 +202,28 @@ routes:
 
   // A `whsec_` secret node's decoder half read signed with an empty key (anyone could sign) or with
   // another key than the endpoint's Standard Webhooks library decodes: config errors, the secret never quoted.
-  it('refuses a signature.secret of whsec_ and anything but padded base64, at its line, without quoting it', async () => {
-    const secrets = ['whsec_', 'whsec_!!!!', 'whsec_c2VjcmV0LXNlY3JldA', 'whsec_c2VjcmV0-_-_'];
+  it('refuses a signature.secret of whsec_ and anything but standard base64, at its line, without quoting it', async () => {
+    // base64url, a wrong '=', a length no base64 has.
+    const secrets = ['whsec_', 'whsec_!!!!', 'whsec_c2VjcmV0-_-_', 'whsec_c2VjcmV0LXNlY3JldA=', 'whsec_c2VjcmV0L'];
     const routes = secrets.map((s, i) => `  - { name: s${i}, from: { listener: api, path: /s${i} }, to: { http: { url: "http://127.0.0.1:1/x", signature: { secret: "${s}" } } } }`);
-    const good = `  - { name: good, from: { listener: api, path: /good }, to: { http: { url: "http://127.0.0.1:1/x", signature: { secret: "${SECRET}" } } } }`;
-    writeFileSync(join(gw.dir, 'secrets.yaml'), ['version: 1', 'listeners: { api: { kind: http, port: 0 } }', 'routes:', ...routes, good, ''].join('\n'));
+    // Unpadded is taken: Java's and PHP's Standard Webhooks libraries decode it as the padded form.
+    const good = [SECRET, 'whsec_c2VjcmV0LXNlY3JldA', 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'].map(
+      (s, i) => `  - { name: good${i}, from: { listener: api, path: /good${i} }, to: { http: { url: "http://127.0.0.1:1/x", signature: { secret: "${s}" } } } }`,
+    );
+    writeFileSync(join(gw.dir, 'secrets.yaml'), ['version: 1', 'listeners: { api: { kind: http, port: 0 } }', 'routes:', ...routes, ...good, ''].join('\n'));
     const r = await runCliInProcess(['validate', '-c', 'secrets.yaml'], { cwd: gw.dir });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     const lines = r.stdout.trim().split('\n');
     assert.match(lines[0]!, /^secrets\.yaml:4:\d+: signature\.secret is 'whsec_' with nothing after it: the signing key would be empty/);
     for (const [i, line] of lines.slice(1).entries()) assert.match(line, new RegExp(`^secrets\\.yaml:${5 + i}:\\d+: signature\\.secret starts with 'whsec_' but what follows is not base64 `));
-    assert.equal(lines.length, 4, r.stdout);
+    assert.equal(lines.length, secrets.length, r.stdout);
     for (const s of secrets.slice(1)) assert.ok(!r.stdout.includes(s.slice(6)), r.stdout);
+    // The unpadded secret's key is the padded one's; the spec's test vector signs as its libraries do.
+    assert.deepEqual(signatureKey('whsec_c2VjcmV0LXNlY3JldA'), signatureKey('whsec_c2VjcmV0LXNlY3JldA=='));
+    const spec = new Webhook('whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw').sign('msg_p5jXN8AQM9LWM0D4loKWxJek', new Date(1614265330 * 1000), '{"test": 2432232314}');
+    assert.equal(spec, 'v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=');
+    const key = signatureKey('whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw') as Buffer;
+    assert.equal(`v1,${createHmac('sha256', key).update('msg_p5jXN8AQM9LWM0D4loKWxJek.1614265330.{"test": 2432232314}').digest('base64')}`, spec);
   });
 
   // docs/http-edge.md, "What is sent": the value as JSON, a string value as text. The request's

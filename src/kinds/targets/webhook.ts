@@ -132,7 +132,7 @@ export const webhookOptions = Type.Object(
           secret: Type.String({
             minLength: 1,
             description:
-              '`whsec_<base64>` (standard base64, padded with `=`: anything else after `whsec_` is a config error) or any other string, used as its UTF-8 bytes — usually `${WEBHOOK_SECRET}`.',
+              '`whsec_<base64>` (standard base64, padded with `=` or not: anything else after `whsec_` is a config error) or any other string, used as its UTF-8 bytes — usually `${WEBHOOK_SECRET}`.',
           }),
         },
         { additionalProperties: false, description: 'Sign requests as Standard Webhooks does (webhook-id, webhook-timestamp, webhook-signature headers).' },
@@ -799,23 +799,27 @@ function webhookIdOf(source: string): string {
   return `msg_${createHash('sha256').update(source).digest('base64url').slice(0, 32)}`;
 }
 
-/** Standard base64, padded: what the Standard Webhooks libraries (Python's base64.b64decode, JS @stablelib/base64) decode a `whsec_` secret as. */
-const PADDED_BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+/**
+ * Standard base64, its `=` padding correct or left out: what the Standard Webhooks libraries decode
+ * a `whsec_` secret as. Padded, every one takes it; unpadded, Java's and PHP's take it as the same
+ * bytes (Python's, JS's and Go's refuse it, so no library reads another key from it).
+ */
+const STANDARD_BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?$/;
 
 /**
  * The HMAC key of a `signature.secret`: Standard Webhooks secrets are `whsec_` + base64, any other
- * string is used as its UTF-8 bytes. A `whsec_` secret that is not padded standard base64 is a reason,
+ * string is used as its UTF-8 bytes. A `whsec_` secret that is not standard base64 is a reason,
  * not a key: node's decoder skips what it cannot read, so `whsec_` alone or `whsec_!!!!` signed
- * with an empty key (a signature anyone can make) and `-`, `_` or a missing `=` gave another key
+ * with an empty key (a signature anyone can make), and `-`, `_` or a wrong `=` gave another key
  * than the endpoint's library decodes (or one it refuses).
  */
 export function signatureKey(secret: string): Buffer | { invalid: string } {
   if (!secret.startsWith('whsec_')) return Buffer.from(secret, 'utf8');
   const encoded = secret.slice(6);
   if (encoded === '') return { invalid: "is 'whsec_' with nothing after it: the signing key would be empty, and anyone could sign" };
-  if (!PADDED_BASE64.test(encoded)) {
+  if (!STANDARD_BASE64.test(encoded)) {
     return {
-      invalid: `starts with 'whsec_' but what follows is not base64 (A-Z, a-z, 0-9, '+' and '/', padded with '=' to a multiple of 4 characters), which the endpoint's Standard Webhooks library decodes it as; give 'whsec_' and the key's base64, or a secret without the prefix (used as its bytes)`,
+      invalid: `starts with 'whsec_' but what follows is not base64 (A-Z, a-z, 0-9, '+' and '/', padded with '=' to a multiple of 4 characters or not padded), which the endpoint's Standard Webhooks library decodes it as; give 'whsec_' and the key's base64, or a secret without the prefix (used as its bytes)`,
     };
   }
   return Buffer.from(encoded, 'base64');
