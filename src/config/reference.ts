@@ -440,7 +440,7 @@ a consume route retries the message to the targets that failed only.
   every instance's clients see every message. A consumed message is committed only after every
   target accepted it. Wildcards are the broker kind's own: MQTT \`sensors/+/temp\` and
   \`sensors/#\`, NATS \`sensors.*.temp\` and \`sensors.>\`, AMQP routing-key patterns
-  \`sensors.*.temp\` and \`sensors.#\`; Kafka takes none (a route per topic). A filter written in
+  \`sensors.*.temp\` and \`sensors.#\` (on a topic exchange); Kafka takes none (a route per topic). A filter written in
   another kind's syntax (\`sensors.*.temp\` on MQTT) is one topic of that very name to the server:
   validate warns of it with the filter in the kind's own (\`EG_CONFIG_SUSPICIOUS_TOPIC\`).
 - \`qos: 0|1|2\` (mqtt brokers only; another kind refuses it at its line): the QoS of this route's

@@ -1249,6 +1249,25 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         warning('13:44', 'r1', 'plant/+/temperature', 'AMQP', 'routing key', amqp, 'plant.*.temperature'),
         warning('14:44', 'r2', 'plant.>', 'AMQP', 'routing key', amqp, 'plant.#'),
       ]);
+      // Only a topic exchange has wildcards: a direct exchange takes `plant/+/temperature` as the key it is
+      // (`plant.*.temperature` would be one key too), and a fanout exchange's route gets every message.
+      const exchanges = await validate({
+        'gateway.yaml': yaml(
+          'version: 1',
+          'brokers:',
+          '  di: { kind: amqp, url: "amqp://127.0.0.1:5672", exchange: { name: keyed, type: direct } }',
+          '  fo: { kind: amqp, url: "amqp://127.0.0.1:5672", exchange: { name: all, type: fanout } }',
+          'listeners:',
+          '  push: { kind: websocket, port: 0 }',
+          'routes:',
+          '  - { name: d, from: { broker: di, topic: "plant/+/temperature" }, to: { listener: push, path: /d } }',
+          '  - { name: f, from: { broker: fo, topic: "plant/+/temperature" }, to: { listener: push, path: /f } }',
+        ),
+      });
+      assert.equal(exchanges.code, 0, exchanges.stdout + exchanges.stderr);
+      assert.deepEqual(exchanges.stderr.trimEnd().split('\n'), [
+        "gateway.yaml:9:43: warning: route 'f': gets every message published to exchange 'all', not only those with routing key 'plant/+/temperature': exchange 'all' is a fanout exchange, which routes every message to every queue bound to it whatever the routing key (filter on $topic, or use a topic or direct exchange)",
+      ]);
       // MQTT refuses `plant.#` (its `#` is a whole level): the error names the filter meant.
       const refused = await validate({
         'gateway.yaml': yaml(

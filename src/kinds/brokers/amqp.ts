@@ -380,7 +380,8 @@ export const amqpBroker = defineBroker({
   // A name one typo off a queue of `queues` is a routing key to the config, and reads nothing of that queue.
   readWarning: (from, o) => {
     if (Object.hasOwn(o.queues, from)) return undefined;
-    const foreign = foreignWildcardHint(from, AMQP_WILDCARDS, 'AMQP', 'routing key');
+    // Only a topic exchange has wildcards: a direct one takes every pattern as one key, a fanout or headers one ignores it (below).
+    const foreign = exchangeTypeOf(o.exchange) === 'topic' ? foreignWildcardHint(from, AMQP_WILDCARDS, 'AMQP', 'routing key') : undefined;
     if (foreign !== undefined) return foreign;
     const queue = /[*#]/.test(from) ? undefined : closest(from, Object.keys(o.queues));
     if (queue !== undefined)
