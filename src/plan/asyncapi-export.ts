@@ -253,12 +253,6 @@ function needsDraft(parts: readonly Accepted[]): keyof typeof DRAFT_FORMATS | un
   return draft;
 }
 
-/**
- * A payload as AsyncAPI's default schema format takes it: its own `$schema`/`$id` would be read as
- * a dialect switch. `at` is where it is put in the document: a local `$ref` of the schema (`#`,
- * `#/$defs/node`) would resolve against the AsyncAPI document's root there, not the schema's, so
- * it is rebased onto `at` and a recursive or `$defs`-using schema stays valid.
- */
 /** A forward's frame with `format: cloudevent` (src/codecs/cloudevents.ts): the event's attributes, and its value as `data`. */
 const STRUCTURED_CLOUDEVENT = {
   type: 'object',
@@ -274,6 +268,12 @@ const STRUCTURED_CLOUDEVENT = {
   },
 };
 
+/**
+ * A payload as AsyncAPI's default schema format takes it: its own `$schema`/`$id` would be read as
+ * a dialect switch. `at` is where it is put in the document: a local `$ref` of the schema (`#`,
+ * `#/$defs/node`) would resolve against the AsyncAPI document's root there, not the schema's, so
+ * it is rebased onto `at` and a recursive or `$defs`-using schema stays valid.
+ */
 function payloadSchema(schema: unknown, at: string): unknown {
   if (schema === null || typeof schema !== 'object' || Array.isArray(schema)) return schema;
   const { $schema: _s, $id: _i, ...rest } = schema as Json;
