@@ -3,7 +3,7 @@ import type { Env } from '../config/source.js';
 import { defaultRegistry } from '../kinds/index.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import { loadPlan } from '../plan/compile.js';
-import { diffPlans, summarize, type ChangeSummary as ComponentDiff } from '../plan/diff.js';
+import { byCodePoint, diffPlans, summarize, type ChangeSummary as ComponentDiff } from '../plan/diff.js';
 import { consumerGroup, listenerPaths, listenerTrust, planFingerprint, planFromFingerprint, renamedForwardDigest, subscriptionKey, type PlanFingerprint } from '../plan/fingerprint.js';
 import { askedSubscription, handOverTakes } from '../plan/subscription.js';
 import { consumerGroupName } from '../plan/consumer-group.js';
@@ -147,7 +147,7 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     }
   }
   // By listener and path, as the component lists are by name (diff.ts summarize), not in the config's order.
-  disconnected.sort((a, b) => byText(a.listener, b.listener) || byText(a.path ?? '', b.path ?? ''));
+  disconnected.sort((a, b) => byCodePoint(a.listener, b.listener) || byCodePoint(a.path ?? '', b.path ?? ''));
   const groups: Rejoin[] = [];
   const groupOf = (p: Plan, route: string) => {
     const r = p.routes.get(route)!;
@@ -412,9 +412,4 @@ function stillServed(path: string, paths: ReadonlySet<string> | undefined): bool
   if (!paths) return false;
   if (paths.has(path)) return true;
   return /[:*]/.test(path) && [...paths].some((p) => /[:*]/.test(p) && sameRoutePath(p, path));
-}
-
-/** Code point order, whatever the locale. */
-function byText(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
 }

@@ -50,9 +50,13 @@ export interface ChangeSummary {
   keep: string[];
 }
 
-/** Names in code point order, whatever the locale: a plan lists them so, and CI can diff two plans' output. */
+/** Code point order, whatever the locale: a plan lists names so, and CI can diff two plans' output. */
+export function byCodePoint(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
 function sorted(names: string[]): string[] {
-  return names.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  return names.sort(byCodePoint);
 }
 
 /**
