@@ -353,7 +353,12 @@ function article(t: string): string {
 
 /** `hooks.example.com/orders` where a URL must be: say to write the scheme, which newcomers leave out (the value is not repeated: it may hold a password). */
 function schemeHint(what: string, value: unknown): string {
-  if (!/\bURL\b|\borigin\b/.test(what) || typeof value !== 'string' || value === '' || /^[a-z][a-z0-9+.-]*:\/\//i.test(value) || /\s/.test(value)) return '';
+  if (!/\bURL\b|\borigin\b/.test(what) || typeof value !== 'string' || value === '' || /\s/.test(value)) return '';
+  // `http:/host`, `https:host`, `http//host`: the scheme is there, its `://` is not (`https://` before it would make it worse).
+  const misspelt = /^(https?)(:\/?(?!\/)|\/\/)/i.exec(value);
+  if (misspelt) return ` (the scheme is written ${misspelt[1]!.toLowerCase()}://, colon and two slashes)`;
+  // Some scheme (`ftp://`, `mailto:`) rather than none: the message says which ones are taken. `host:8080` is a port.
+  if (/^[a-z][a-z0-9+.-]*:(?!\d)/i.test(value)) return '';
   const scheme = /^(localhost|127\.|\[::1\])/.test(value) ? 'http' : 'https';
   return ` (a URL starts with its scheme: write ${scheme}:// before it)`;
 }

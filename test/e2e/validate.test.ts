@@ -432,6 +432,9 @@ describe('eventgate validate', { concurrency: 4 }, () => {
             '      - http: { url: "http://127.0.0.1:/in" }',
             '      - http: { url: "http://127.0.0.1:08080/in" }',
             `      - http: { url: "http://127.0.0.1:1/in", headers: { x-fine: '"a"', "x bad": '"b"', "x:colon": '"c"' } }`,
+            '      - http: { url: "http:/127.0.0.1:1/in" }',
+            '      - http: { url: "https:hooks.example.com/in" }',
+            '      - http: { url: "http//hooks.example.com/in" }',
           ),
         },
         { env: { HOOK_URL: 'localhost:8080/hook', TENANT: 'acme' } },
@@ -448,6 +451,13 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         // Such a name failed every message at run time, blaming the value's characters.
         ['gateway.yaml:23:73', /^routes\[0\]\.to\[7\]\.http\.headers: key 'x bad' must be an HTTP header name \(.*no spaces or colons\)$/],
         ['gateway.yaml:23:89', /^routes\[0\]\.to\[7\]\.http\.headers: key 'x:colon' must be an HTTP header name/],
+        // A scheme without its `://` is told how it is written, not to put another before it.
+        ['gateway.yaml:24:22', /^routes\[0\]\.to\[8\]\.http\.url must be an http\(s\) URL .*, got string "http:\/127\.0\.0\.1:1\/in" \(the scheme is written http:\/\/, colon and two slashes\)$/],
+        ['gateway.yaml:25:22', /^routes\[0\]\.to\[9\]\.http\.url must be an http\(s\) URL .*, got string "https:hooks\.example\.com\/in" \(the scheme is written https:\/\/, colon and two slashes\)$/],
+        [
+          'gateway.yaml:26:22',
+          /^routes\[0\]\.to\[10\]\.http\.url must be an http\(s\) URL .*, got string "http\/\/hooks\.example\.com\/in" \(the scheme is written http:\/\/, colon and two slashes\)$/,
+        ],
       ]);
       // A key set's URL the same way, in words rather than as the pattern "^https?://".
       const jwks = await validate({ 'gateway.yaml': route('    through:', '      - auth: { jwt: { jwksUrl: "login.example.com/jwks.json" } }', '    to: { broker: local, topic: t }') });
