@@ -1284,12 +1284,19 @@ describe('eventgate validate', { concurrency: 4 }, () => {
           'version: 1',
           'brokers:',
           '  mq: { kind: mqtt, url: "mqtt://127.0.0.1:1883" }',
+          '  nt: { kind: nats, servers: "nats://127.0.0.1:4222" }',
           'routes:',
           '  - { name: m, from: { broker: mq, topic: "plant.#" }, to: { broker: mq, topic: out } }',
+          // So does NATS `plant/*/temperature` (its `*` is a whole token).
+          '  - { name: n, from: { broker: nt, topic: "plant/*/temperature" }, to: { broker: nt, topic: out } }',
         ),
       });
       assertProblems(refused, [
-        ['gateway.yaml:5:43', /^'plant\.#' cannot be a topic of mqtt broker 'mq': '#' must be a whole level, and the last one \(MQTT's levels are separated by '\/': did you mean 'plant\/#'\?\)$/],
+        ['gateway.yaml:6:43', /^'plant\.#' cannot be a topic of mqtt broker 'mq': '#' must be a whole level, and the last one \(MQTT's levels are separated by '\/': did you mean 'plant\/#'\?\)$/],
+        [
+          'gateway.yaml:7:43',
+          /^'plant\/\*\/temperature' cannot be a topic of nats broker 'nt': a NATS subject is .* \(NATS's levels are separated by '\.': did you mean 'plant\.\*\.temperature'\?\)$/,
+        ],
       ]);
     });
 

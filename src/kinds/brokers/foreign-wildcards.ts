@@ -41,3 +41,9 @@ export function foreignWildcardHint(filter: string, syntax: WildcardSyntax, kind
   if (meant === undefined) return undefined;
   return `'${filter}' is written in another broker's wildcard syntax: ${kind} reads it as the one ${name} of that name, and nothing else; its wildcards are '${syntax.one}' (one level) and '${syntax.rest}' (every level below), between '${syntax.separator}' (did you mean '${meant}'?)`;
 }
+
+/** A filter the kind refuses (`problem`) that reads as another kind's: the problem, with the filter meant in the kind's own syntax. */
+export function withForeignWildcardHint(problem: string | undefined, filter: string, syntax: WildcardSyntax, kind: string): string | undefined {
+  const meant = problem && foreignWildcardFilter(filter, syntax);
+  return meant ? `${problem} (${kind}'s levels are separated by '${syntax.separator}': did you mean '${meant}'?)` : problem;
+}

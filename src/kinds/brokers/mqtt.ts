@@ -2,7 +2,7 @@ import { filterProblem, publishTopicProblem, sharable, shareNameProblem, subscri
 import { hostname } from 'node:os';
 import type { ConnectionOptions } from 'node:tls';
 import type { BrokerCompileContext, Qos } from '../contracts.js';
-import { foreignWildcardFilter, foreignWildcardHint, MQTT_WILDCARDS } from './foreign-wildcards.js';
+import { foreignWildcardHint, MQTT_WILDCARDS, withForeignWildcardHint } from './foreign-wildcards.js';
 import { defineBroker, kindOptions, mapOf, qosSchema, Type, type Static } from '../define.js';
 import type { MqttBroker } from './mqtt/broker.js';
 import { compileTls, TLS_OPTIONS } from './tls.js';
@@ -193,12 +193,7 @@ export const mqttBroker = defineBroker({
       'brokers:\n  devices:\n    kind: mqtt\n    url: mqtt://mosquitto:1883\n    clientId: eventgate-${HOSTNAME:-local}   # one per instance; containers set HOSTNAME, shells do not export it\n    username: gateway\n    password: "${MQTT_PASSWORD}"\n    qos: 1\n    qosByTopic: { "telemetry/#": 0 }\n    ackTimeoutMs: 5000\nroutes:\n  - name: temperatures\n    from: { broker: devices, topic: "sensors/+/temperature" }\n    through:\n      - transform: \'{"sensor": $split($topic, "/")[1], "celsius": value}\'\n    to: { broker: kafka, topic: temperatures }',
   },
   compile: compileMqtt,
-  topicProblem: (topic, use) => {
-    if (use === 'publish') return publishTopicProblem(topic);
-    const problem = subscribeTopicProblem(topic);
-    const meant = problem && foreignWildcardFilter(topic, MQTT_WILDCARDS);
-    return meant ? `${problem} (MQTT's levels are separated by '/': did you mean '${meant}'?)` : problem;
-  },
+  topicProblem: (topic, use) => (use === 'publish' ? publishTopicProblem(topic) : withForeignWildcardHint(subscribeTopicProblem(topic), topic, MQTT_WILDCARDS, 'MQTT')),
   // A group is the share name of a shared subscription, unless the broker subscribes plainly.
   groupProblem: (group, topic, o) => (o.sharedSubscriptions === false || !sharable(topic) ? undefined : shareNameProblem(group)),
   takesQos: true,

@@ -1,6 +1,6 @@
 import { consumerName, NOT_A_FILTER, publishSubjectProblem, subjectCovers, subjectFilterProblem, subjectsOverlap } from './nats/subjects.js';
 import type { BrokerCompileContext } from '../contracts.js';
-import { foreignWildcardHint, NATS_WILDCARDS } from './foreign-wildcards.js';
+import { foreignWildcardHint, NATS_WILDCARDS, withForeignWildcardHint } from './foreign-wildcards.js';
 import { defineBroker, kindOptions, mapOf, oneOf, oneOfStrings, Type, type Static } from '../define.js';
 import type { NatsBroker } from './nats/broker.js';
 import { compileTls, TLS_OPTIONS } from './tls.js';
@@ -262,7 +262,7 @@ export const natsBroker = defineBroker({
       'brokers:\n  nats:\n    kind: nats\n    servers: ${NATS_URL}              # "nats://a:4222,nats://b:4222" is split at the commas\n    streams:\n      ORDERS: { subjects: ["orders.>"], maxAgeMs: 604800000 }\nroutes:\n  - name: order-events\n    from: { broker: nats, topic: "orders.*" }        # JetStream: stream ORDERS holds orders.>\n    to: { listener: ws, path: /orders }\n  - name: presence\n    from: { listener: api, path: /presence }\n    to: { broker: nats, topic: presence.online }     # core NATS: at most once',
   },
   compile: compileNats,
-  topicProblem: (topic, use) => (use === 'publish' ? publishSubjectProblem(topic) : subjectFilterProblem(topic)),
+  topicProblem: (topic, use) => (use === 'publish' ? publishSubjectProblem(topic) : withForeignWildcardHint(subjectFilterProblem(topic), topic, NATS_WILDCARDS, 'NATS')),
   // A durable JetStream consumer reads the stream from its start position; a core subject has nothing kept.
   newGroupStart: (topic, asked, o) =>
     Object.values(o.streams ?? {}).some((s) => s.subjects.some((p) => subjectCovers(p, topic))) ? (asked.startFrom ?? asked.defaultStartFrom ?? 'earliest') : undefined,
