@@ -381,7 +381,10 @@ function nearbyFileHint(err: unknown, abs: string, asWritten: string, configDir:
   if (fromConfigDir !== undefined) return ` (paths are relative to the config file's directory, not to the working directory: did you mean '${fromConfigDir}'?)`;
   let names: string[];
   try {
-    names = readdirSync(dirname(abs));
+    // Files only (a Kubernetes ConfigMap's are symlinks): a directory of a near name is no file to read.
+    names = readdirSync(dirname(abs), { withFileTypes: true })
+      .filter((e) => e.isFile() || (e.isSymbolicLink() && isFile(join(dirname(abs), e.name))))
+      .map((e) => e.name);
   } catch {
     return '';
   }
@@ -401,11 +404,15 @@ function pathFromConfigDir(asWritten: string, configDir: string): string | undef
   for (let k = Math.min(parts.length - 1, dirParts.length); k >= 1; k--) {
     if (parts.slice(0, k).join('/') !== dirParts.slice(-k).join('/')) continue;
     const candidate = parts.slice(k).join('/');
-    try {
-      if (statSync(resolve(configDir, candidate)).isFile()) return candidate;
-    } catch {
-      // not there either
-    }
+    if (isFile(resolve(configDir, candidate))) return candidate;
   }
   return undefined;
+}
+
+function isFile(path: string): boolean {
+  try {
+    return statSync(path).isFile();
+  } catch {
+    return false;
+  }
 }

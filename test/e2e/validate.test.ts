@@ -1515,6 +1515,12 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         'gateway.yaml': yaml(...base, 'chains:', '  main:', '    - validate:', '        schema: schemas/ligth.json'),
       });
       assertProblems(typo, [['gateway.yaml:15:17', /cannot read 'schemas\/ligth\.json' .*no such file \(ENOENT\) \(did you mean 'schemas\/light\.json'\?\)$/]]);
+      // A directory of a near name is not one (before: "did you mean 'schemas/orders'?", which cannot be read).
+      const nearDirectory = await validate({
+        'schemas/orders/line.json': '{"type": "object"}',
+        'gateway.yaml': yaml(...base, 'chains:', '  main:', '    - validate:', '        schema: schemas/order'),
+      });
+      assertProblems(nearDirectory, [['gateway.yaml:15:17', /cannot read 'schemas\/order' .*no such file \(ENOENT\)$/]]);
       // A path written from the directory eventgate runs in, not from the config's: told the path from there.
       const dir = tempFiles({
         'conf/schemas/light.json': '{"type": "object"}',
