@@ -16,8 +16,8 @@ import { whenUsed } from '../when-used.js';
 const undici = whenUsed<typeof import('undici')>(import.meta.url, 'undici');
 
 /**
- * The TLS alert an endpoint sent on a connection still open, by the connection's local address and
- * port. Over TLS 1.3 the client's handshake ends before the server has judged its certificate, so an
+ * The TLS alert an endpoint sent on a connection still open, by the connection's addresses and
+ * ports (connectionKey). Over TLS 1.3 the client's handshake ends before the server has judged its certificate, so an
  * endpoint that requires one (mutual TLS, which webhook targets do not speak) refuses the connection
  * after the request went out: the socket has the alert (`ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED`)
  * first, but undici fails the request with its own `other side closed`, which read as an endpoint
@@ -31,7 +31,7 @@ const connect: buildConnector.connector = (options, callback) => {
   baseConnector ??= undici().buildConnector({});
   baseConnector(options, (err, socket) => {
     if (socket instanceof TLSSocket) {
-      const key = `${socket.localAddress}:${socket.localPort}`;
+      const key = connectionKey(socket);
       socket.on('error', (e: Error & { code?: string }) => {
         if (e.code?.startsWith('ERR_SSL_') && !tlsAlerts.has(key)) tlsAlerts.set(key, e);
       });
@@ -42,10 +42,27 @@ const connect: buildConnector.connector = (options, callback) => {
   });
 };
 
+interface SocketEnds {
+  localAddress?: string;
+  localPort?: number;
+  remoteAddress?: string;
+  remotePort?: number;
+}
+
+/**
+ * One connection's key, from the socket or from the copy of its ends undici's error carries. Both
+ * ends: Linux may give one local port to two connections to different endpoints at once, and one
+ * endpoint's alert would be told of the other's failure. Reading them at connect also keeps them
+ * on the socket (node caches them) for undici's copy after the close.
+ */
+function connectionKey(s: SocketEnds): string {
+  return `${s.localAddress}:${s.localPort}>${s.remoteAddress}:${s.remotePort}`;
+}
+
 /** The TLS alert behind undici's `other side closed` (or a reset), when the endpoint sent one. */
-function tlsAlertBehind(err: Error & { code?: string; socket?: { localAddress?: string; localPort?: number } }): Error | undefined {
+function tlsAlertBehind(err: Error & { code?: string; socket?: SocketEnds }): Error | undefined {
   if (tlsAlerts.size === 0 || !CLOSED_UNANSWERED.has(err.code!) || err.socket === undefined) return undefined;
-  return tlsAlerts.get(`${err.socket.localAddress}:${err.socket.localPort}`);
+  return tlsAlerts.get(connectionKey(err.socket));
 }
 
 /**
