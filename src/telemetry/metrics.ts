@@ -1,6 +1,15 @@
 import { createRequire } from 'node:module';
 import type { WebhookCounters, WebhookResult } from '../kinds/targets/webhook.js';
-import type { BrokerRuntime, BrokerTelemetry, KafkaCloseReason, ListenerRuntime, ListenerTelemetry, Telemetry, WsFrameFailureCode } from '../kinds/contracts.js';
+import {
+  WS_FRAME_FAILURE_CODES,
+  type BrokerRuntime,
+  type BrokerTelemetry,
+  type KafkaCloseReason,
+  type ListenerRuntime,
+  type ListenerTelemetry,
+  type Telemetry,
+  type WsFrameFailureCode,
+} from '../kinds/contracts.js';
 import type { Outcome } from '../core/outcome.js';
 import type { Prometheus } from './prometheus.js';
 
@@ -118,7 +127,7 @@ export class ListenerStats implements ListenerTelemetry {
     this.pingTimeouts++;
   }
   /** Websocket clients closed for a frame that fails the connection, by close code. */
-  readonly frameFailures: Record<WsFrameFailureCode, number> = { 1002: 0, 1007: 0, 1008: 0, 1009: 0 };
+  readonly frameFailures = noFrameFailures();
   frameFailure(code: WsFrameFailureCode): void {
     this.frameFailures[code]++;
   }
@@ -316,7 +325,7 @@ export class GatewayMetrics implements Telemetry {
       if (l.kind === 'http' || l.kind === 'websocket') entry.slowClientsDisconnected = stats?.slowClientsDisconnected ?? 0;
       if (l.kind === 'websocket') {
         entry.pingTimeouts = stats?.pingTimeouts ?? 0;
-        entry.frameFailures = { ...(stats?.frameFailures ?? { 1002: 0, 1007: 0, 1008: 0, 1009: 0 }) };
+        entry.frameFailures = { ...(stats?.frameFailures ?? noFrameFailures()) };
       }
       if (l.kind === 'kafka') entry.closed = { ...(stats?.kafkaClosed ?? { bad_request: 0, upstream: 0 }) };
       if (stats) {
@@ -350,4 +359,9 @@ export class GatewayMetrics implements Telemetry {
 function prune<T>(map: Map<string, T>, keep: Iterable<string>): void {
   const names = new Set(keep);
   for (const name of map.keys()) if (!names.has(name)) map.delete(name);
+}
+
+/** Each frame-failure close code at 0 (the counters exist from the start). */
+function noFrameFailures(): Record<WsFrameFailureCode, number> {
+  return Object.fromEntries(WS_FRAME_FAILURE_CODES.map((code) => [code, 0])) as Record<WsFrameFailureCode, number>;
 }
