@@ -345,6 +345,22 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     assert.deepEqual(JSON.parse(tagged.headers._asyncapi_eg_validation_error!).errors, ['/barks: must be >= 0']);
   });
 
+  it("keeps what a discriminated oneOf's tag cannot cut to: a child's errors in a recursive schema, two branches matched", async () => {
+    const doc = "asyncapi: 3.0.0\ninfo: {title: t, version: '1'}\nchannels: {}\n";
+    const pet = (tag: string, extra: string) => `{type: object, required: [petType], properties: {petType: {const: ${tag}}, ${extra}, kids: {type: array, items: {$ref: '#'}}}}`;
+    const plan = await loadOk({
+      'gateway.yaml': config(['{schema: pets.yaml}', '{schema: loose.yaml}']),
+      'streetlights.yaml': doc,
+      'pets.yaml': `discriminator: petType\noneOf:\n  - ${pet('Cat', 'meows: {type: boolean}')}\n  - ${pet('Dog', 'barks: {type: integer, minimum: 0}')}\n`,
+      'loose.yaml': 'discriminator: petType\noneOf:\n  - {properties: {petType: {const: Dog}}}\n  - {properties: {name: {type: string}}}\n',
+    });
+    const errors = async (route: string, value: unknown) => ((await validateWith(plan, route, value)).result as { problem: { errors: string[] } }).problem.errors;
+    // A Dog whose kid is a Cat: the kid's errors are cut by the kid's tag, not the Dog's (they were all cut: no error listed).
+    assert.deepEqual([...new Set(await errors('r0', { petType: 'Dog', barks: -1, kids: [{ petType: 'Cat', meows: 1 }] }))], ['/kids/0/meows: must be boolean', '/barks: must be >= 0']);
+    // The tagged branch matched, and so did another: that is the error (it was cut, leaving none).
+    assert.deepEqual(await errors('r1', { petType: 'Dog', name: 'Rex' }), [': must match exactly one schema in oneOf']);
+  });
+
   it('refuses a payload in a schema format it cannot validate, naming the message', async () => {
     const doc = `asyncapi: 2.6.0\ninfo: {title: t, version: '1'}\nchannels:\n  c:\n    publish:\n      message:\n        messageId: proto\n        schemaFormat: application/vnd.google.protobuf;version=3\n        payload: 'message Point { int32 x = 1; }'\n`;
     const { diagnostics } = await load({ 'gateway.yaml': config(['{message: proto}']), 'streetlights.yaml': doc });

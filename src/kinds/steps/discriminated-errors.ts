@@ -5,12 +5,36 @@ import type { ErrorObject } from 'ajv';
  * OpenAPI's `{propertyName}`), cut to the branch the value's tag names: `{"petType": "Dog",
  * "barks": -1}` is told `/barks: must be >= 0`, not also the Cat branch's errors and the `oneOf`'s
  * own. A branch names a tag by the `const` (or an `enum` holding it) of the tag's property, in
- * the branch or in one of its `allOf`. A tag no branch names, a value without one, or a branch
- * ajv reached through another file's `$ref` leaves every error (ajv's own `discriminator` option
- * would refuse such schemas instead, and takes no AsyncAPI form). Errors are ajv's, with `allErrors`.
+ * the branch or in one of its `allOf`. A tag no branch names, a value without one, a tagged
+ * branch with no error under the `oneOf`'s schemaPath (it passed, and another branch too; or its
+ * errors are a `$ref`'s, reported at the schema referred to) leaves every error (ajv's own
+ * `discriminator` option would refuse such schemas instead, and takes no AsyncAPI form). Errors
+ * are ajv's, with `allErrors`; a child's in a recursive schema are cut by the child's own tag.
  */
 export function narrowToTaggedBranch(errors: ErrorObject[], schema: unknown, value: unknown): ErrorObject[] {
-  let out = errors;
+  const evaluations = taggedEvaluations(errors, schema, value);
+  if (evaluations.size === 0) return errors;
+  const judged = errors.map((x) => ({ x, owners: ownersOf(x, evaluations) }));
+  // A tag's branch whose errors all lie elsewhere (another file's or a `$ref`'s schemaPath), or
+  // that passed (a oneOf that other branches matched too): nothing to cut to, every error stays.
+  for (const { owners } of judged) for (const { evaluation, branch } of owners) if (evaluation.named.includes(branch)) evaluation.cut = true;
+  return judged
+    .filter(({ x, owners }) => {
+      if ((x.keyword === 'oneOf' || x.keyword === 'anyOf') && evaluations.get(x.schemaPath)?.get(x.instancePath)?.cut) return false;
+      return !owners.some(({ evaluation, branch }) => evaluation.cut && !evaluation.named.includes(branch));
+    })
+    .map(({ x }) => x);
+}
+
+/** One failed `oneOf`/`anyOf` of a discriminated schema, for one value: the branches its tag names (none: every error stays). */
+interface Evaluation {
+  named: number[];
+  cut: boolean;
+}
+
+/** The failed discriminated `oneOf`/`anyOf`s, by schemaPath, then by the instancePath of the value each judged. */
+function taggedEvaluations(errors: ErrorObject[], schema: unknown, value: unknown): Map<string, Map<string, Evaluation>> {
+  const out = new Map<string, Map<string, Evaluation>>();
   for (const e of errors) {
     if (e.keyword !== 'oneOf' && e.keyword !== 'anyOf') continue;
     const parent = at(schema, e.schemaPath.slice(0, -e.keyword.length - 1));
@@ -18,19 +42,39 @@ export function narrowToTaggedBranch(errors: ErrorObject[], schema: unknown, val
     const branches = parent?.[e.keyword];
     if (property === undefined || !Array.isArray(branches)) continue;
     const data = dataAt(value, e.instancePath);
-    if (typeof data !== 'object' || data === null || !Object.hasOwn(data, property)) continue;
-    const tag = (data as Record<string, unknown>)[property];
-    const named = branches.flatMap((b, i) => (namesTag(b, property, tag, schema) ? [i] : []));
-    if (named.length === 0) continue;
-    const prefix = `${e.schemaPath}/`;
-    out = out.filter((x) => {
-      if (x === e) return false;
-      if (!x.schemaPath.startsWith(prefix)) return true;
-      const branch = Number(x.schemaPath.slice(prefix.length).split('/')[0]);
-      return named.includes(branch);
-    });
+    const tagged = typeof data === 'object' && data !== null && Object.hasOwn(data, property);
+    const tag = tagged ? (data as Record<string, unknown>)[property] : undefined;
+    const named = tagged ? branches.flatMap((b, i) => (namesTag(b, property, tag, schema) ? [i] : [])) : [];
+    let byValue = out.get(e.schemaPath);
+    if (byValue === undefined) out.set(e.schemaPath, (byValue = new Map()));
+    byValue.set(e.instancePath, { named, cut: false });
   }
   return out;
+}
+
+/**
+ * The evaluations an error is a branch's error of, and which branch: its schemaPath is under the
+ * `oneOf`'s, and of those the evaluation is the one of the nearest value holding it. A recursive
+ * schema (`children: {items: {$ref: '#'}}`) reports a child's branch errors under the same
+ * schemaPath as its parent's: they are the child's to cut, by the child's tag.
+ */
+function ownersOf(x: ErrorObject, evaluations: Map<string, Map<string, Evaluation>>): { evaluation: Evaluation; branch: number }[] {
+  const out: { evaluation: Evaluation; branch: number }[] = [];
+  for (const [schemaPath, byValue] of evaluations) {
+    const prefix = `${schemaPath}/`;
+    if (!x.schemaPath.startsWith(prefix)) continue;
+    const evaluation = nearest(byValue, x.instancePath);
+    if (evaluation !== undefined) out.push({ evaluation, branch: Number(x.schemaPath.slice(prefix.length).split('/')[0]) });
+  }
+  return out;
+}
+
+/** The evaluation of `instancePath` or of the nearest value holding it. */
+function nearest(byValue: Map<string, Evaluation>, instancePath: string): Evaluation | undefined {
+  for (let p = instancePath; ; p = p.slice(0, p.lastIndexOf('/'))) {
+    const found = byValue.get(p);
+    if (found !== undefined || p === '') return found;
+  }
 }
 
 type Schema = Record<string, unknown>;
