@@ -9,7 +9,8 @@
  * resolved from that place, which makes it a cycle like a local one.
  */
 import { parse } from '../config/yaml.js';
-import { checkRef, pointerKeys, type RefPolicy } from './refs.js';
+import { pointerKeys } from '../core/json-pointer.js';
+import { checkRef, type RefPolicy } from './refs.js';
 
 type Node = Record<string, unknown>;
 

@@ -7,7 +7,7 @@
 import { dirname, resolve } from 'node:path';
 import type { Diagnostic } from '../config/diagnostics.js';
 import { parseDataFile, type PathPart, type SourceDocument } from '../config/source.js';
-import { pointerKeys } from './refs.js';
+import { pointerKeys } from '../core/json-pointer.js';
 
 /** A `$ref` chain longer than this is a cycle (the parser refuses cycles; this stays bounded anyway). */
 const MAX_REFS = 256;

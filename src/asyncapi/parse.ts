@@ -11,7 +11,8 @@ import { avroToJsonSchema } from './avro.js';
 import { hash } from '../core/canonical.js';
 import { linkCircularRefs } from './circular-refs.js';
 import type { AsyncApiChannel, AsyncApiDocument, AsyncApiMessage, ParsedAsyncApi } from './document.js';
-import { checkDocument, type CycleSite, displayPath, fetchRemote, localReadAllowed, pointerKeys, pointerOf, refCycle, remoteAllowed, type RefPolicy, type RefProblem, type RefSite } from './refs.js';
+import { pointerKeys, pointerOf } from '../core/json-pointer.js';
+import { checkDocument, type CycleSite, displayPath, fetchRemote, localReadAllowed, refCycle, remoteAllowed, type RefPolicy, type RefProblem, type RefSite } from './refs.js';
 import { type ParserSpectral, spectralAsInstalled, useBuildTimeStructureValidators } from './structure-validators.js';
 
 /* The part of @asyncapi/parser used here (typed loosely: its typings pull in Spectral's). */

@@ -9,6 +9,7 @@
 import { realpathSync } from 'node:fs';
 import { dirname, isAbsolute, relative, resolve, sep } from 'node:path';
 import { jsonSyntaxProblem } from '../config/json-syntax.js';
+import { pointerKeys, pointerOf } from '../core/json-pointer.js';
 import { isPair, isScalar, isSeq, LineCounter, parseDocument, visit } from '../config/yaml.js';
 
 /** `asyncapiRemoteRefs` in gateway.yaml. */
@@ -442,25 +443,6 @@ function cyclePath(edges: readonly number[][], component: readonly number[], fro
   const path: number[] = [];
   for (let k: number | undefined = to; k !== undefined && k !== -1; k = previous.get(k)) path.unshift(k);
   return path;
-}
-
-/** A JSON pointer of keys (RFC 6901). */
-export function pointerOf(keys: readonly (string | number)[]): string {
-  return keys.map((k) => `/${String(k).replace(/~/g, '~0').replace(/\//g, '~1')}`).join('');
-}
-
-/** The keys of a JSON pointer (`/components/schemas/a`, URI-decoded as in a $ref), or undefined. */
-export function pointerKeys(ptr: string): string[] | undefined {
-  if (ptr === '') return [];
-  if (!ptr.startsWith('/')) return undefined;
-  try {
-    return ptr
-      .slice(1)
-      .split('/')
-      .map((raw) => decodeURIComponent(raw).replace(/~1/g, '/').replace(/~0/g, '~'));
-  } catch {
-    return undefined;
-  }
 }
 
 /** What an `asyncapi` value that is no version string is, in words (`written`: as the document spells it). */

@@ -1,4 +1,5 @@
 import type { ErrorObject } from 'ajv';
+import { pointerKeys } from '../../core/json-pointer.js';
 
 /**
  * The errors of a `oneOf`/`anyOf` with a `discriminator` (AsyncAPI's, a property name, or
@@ -103,15 +104,10 @@ const same = (a: unknown, b: unknown) => a === b || (typeof a === 'object' && a 
 
 /** The schema at an ajv `schemaPath` of the root schema (`#/properties/pet`); undefined for another file's. */
 function at(root: unknown, schemaPath: string): Schema | undefined {
-  if (!schemaPath.startsWith('#')) return undefined;
+  const keys = schemaPath.startsWith('#') ? pointerKeys(schemaPath.slice(1)) : undefined;
+  if (keys === undefined) return undefined;
   let node = root;
-  for (const raw of schemaPath.slice(1).split('/').slice(1)) {
-    let key: string;
-    try {
-      key = decodeURIComponent(raw).replace(/~1/g, '/').replace(/~0/g, '~');
-    } catch {
-      return undefined;
-    }
+  for (const key of keys) {
     if (typeof node !== 'object' || node === null || !Object.hasOwn(node, key)) return undefined;
     node = (node as Schema)[key];
   }
