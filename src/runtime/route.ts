@@ -920,8 +920,11 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   /** The handler the route's subscription calls with each message. */
   private readonly consumer = (msg: Message): Promise<void> => this.consume(this.asConsumed(msg));
 
-  /** A consumed message as the CloudEvent it is, by its headers or by the route's agreement (`from.cloudevents: structured`). */
-  private asConsumed(msg: Message): Message {
+  /**
+   * A consumed message as the CloudEvent it is, by its headers or by the route's agreement
+   * (`from.cloudevents: structured`). Public for `eventgate test`, which reads a consume route's input so.
+   */
+  asConsumed(msg: Message): Message {
     return fromConsumedRecord(msg, this.plan.from.type === 'broker' && this.plan.from.structured === true);
   }
 

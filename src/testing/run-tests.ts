@@ -3,12 +3,13 @@ import FindMyWay from 'find-my-way';
 import pino from 'pino';
 import { redact } from '../config/secrets.js';
 import { compileExpression, truthy } from '../expr/expression.js';
-import { attributesOf, decodeBatch, httpMode, toStructured } from '../codecs/cloudevents.js';
+import { attributesOf, decodeBatch, fromAmqpHeaders, fromMqttProperties, fromNatsHeaders, httpMode, toStructured } from '../codecs/cloudevents.js';
 import { decodeEvent, forwardedHeaders, handleBatch, refusedMediaType, requestMessage } from '../kinds/listeners/http-request.js';
+import { caseFree } from '../kinds/brokers/nats/consumed.js';
 import { filledPath } from '../kinds/listeners/route-paths.js';
 import { parseQuery as queryOf } from '../kinds/listeners/transport.js';
 import type { Problem } from '../core/errors.js';
-import { isJsonMedia, mediaTypeOf } from '../core/message.js';
+import { isJsonMedia, mediaTypeOf, ORIGINAL, payloadOriginal } from '../core/message.js';
 import type { BrokerRuntime, CompiledStep, ListenerRuntime, Target } from '../kinds/contracts.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import type { Plan, RoutePlan } from '../plan/types.js';
@@ -161,8 +162,10 @@ async function runUnredacted(plan: Plan, test: TestCase, registry: KindRegistry)
   } else if (listenerKind === 'websocket') {
     // A frame's message carries no headers of the handshake (only its trace context); they are for auth and ratelimit steps.
     headers = {};
+  } else if (from.type === 'broker') {
+    headers = consumedHeaders(plan.brokers.get(from.broker)?.kind, headers);
   }
-  const msg: Message = {
+  const given: Message = {
     value,
     key: test.input.key,
     headers,
@@ -171,6 +174,12 @@ async function runUnredacted(plan: Plan, test: TestCase, registry: KindRegistry)
     offset: from.type === 'broker' ? '0' : null,
     timestamp: Date.now(),
   };
+  // A string stands for a payload's UTF-8 bytes, as a broker's consumer read them: a binary-mode
+  // event's data of a type neither JSON nor text/plain is then those bytes (asConsumed). A memory
+  // topic's message has no bytes, only the value it was published with.
+  if (from.type === 'broker' && typeof value === 'string' && plan.brokers.get(from.broker)?.kind !== 'memory') given[ORIGINAL] = payloadOriginal(Buffer.from(value, 'utf8'), value, headers);
+  // A consumed message as the running route reads it (an application/cloudevents+json record, `from.cloudevents: structured`).
+  const msg = from.type === 'broker' ? route.asConsumed(given) : given;
   const ctx: MessageContext =
     from.type === 'listener' && upstream === undefined
       ? { route: test.route, path: params, query: test.input.query, remoteAddress: '127.0.0.1', request: { headers: lowerHeaders, query: test.input.query, remoteAddress: '127.0.0.1' } }
@@ -190,6 +199,21 @@ async function runUnredacted(plan: Plan, test: TestCase, registry: KindRegistry)
     outputs.push({ broker: upstream, topic: from.type === 'listener' ? from.path : '', key: msg.key, headers: { ...out.headers }, value: out.value });
   }
   return finish(test, outcome, outputs, started, endpoints);
+}
+
+/**
+ * The headers of a message a consume route reads, as its broker's consumer reads them off the
+ * wire (amqp/consumed.ts, nats/consumed.ts, mqtt/subscription.ts): a binary-mode CloudEvent in its
+ * binding's names (`cloudEvents_*` or `cloudEvents:*`, `ce-*`, MQTT 5 user properties named as
+ * attributes) becomes the `ce_*` headers the gateway carries. Kafka's binding names are the
+ * gateway's own, and a memory topic keeps headers as they were published.
+ */
+function consumedHeaders(kind: string | undefined, headers: Record<string, string>): Record<string, string> {
+  if (kind === 'amqp') return fromAmqpHeaders({ ...headers });
+  if (kind === 'nats') return fromNatsHeaders(caseFree({ ...headers }));
+  // The test's `content-type` stands for the PUBLISH packet's Content Type property.
+  if (kind === 'mqtt') return fromMqttProperties({ ...headers }, headers['content-type']);
+  return headers;
 }
 
 /**

@@ -346,6 +346,111 @@ describe('eventgate test', () => {
     assert.match(r.stdout, /^8 of 24 tests failed$/m);
   });
 
+  it("reads a consume route's input as the running route reads a consumed message: structured records, each binding's binary-mode names, from.cloudevents: structured, cloudevent require (2720)", async () => {
+    // Before: the test's message reached the chain as written: a structured record or a binding's
+    // binary-mode headers (amqp cloudEvents:*, nats ce-*, mqtt unprefixed user properties) were no
+    // CloudEvent ($ce null), so `require: true` refused them and transforms read the event as data.
+    const shape = '      - transform: \'{"id": $ce.id, "type": $ce.type, "data": $}\'';
+    const dir = tempFiles({
+      'gateway.yaml': yaml(
+        'version: 1',
+        'brokers:',
+        '  kf: { kind: kafka, brokers: ["127.0.0.1:9"] }',
+        '  mq: { kind: mqtt, url: "mqtt://127.0.0.1:1883" }',
+        '  nt: { kind: nats, servers: "nats://127.0.0.1:4222" }',
+        '  rb: { kind: amqp, url: "amqp://127.0.0.1", exchange: { name: ev, type: topic } }',
+        '  mem: { kind: memory }',
+        'routes:',
+        '  - name: kin',
+        '    from: { broker: kf, topic: in }',
+        '    through:',
+        '      - cloudevent: { require: true }',
+        shape,
+        '    to: { broker: mem, topic: out }',
+        '    deadletter: { broker: mem, topic: dead }',
+        '  - name: kraw',
+        '    from: { broker: kf, topic: raw }',
+        '    through: [ { transform: \'{"kind": $type($)}\' } ]',
+        '    to: { broker: mem, topic: out }',
+        '  - name: kdrop',
+        '    from: { broker: kf, topic: in2 }',
+        '    through: [ { cloudevent: { require: true } } ]',
+        '    to: { broker: mem, topic: out }',
+        '  - name: legacy',
+        '    from: { broker: mq, topic: "legacy/#", cloudevents: structured }',
+        '    through:',
+        shape,
+        '    to: { broker: mem, topic: out }',
+        '  - name: min',
+        '    from: { broker: mq, topic: m/in }',
+        '    through:',
+        shape,
+        '    to: { broker: mem, topic: out }',
+        '  - name: nin',
+        '    from: { broker: nt, topic: n.in }',
+        '    through:',
+        shape,
+        '    to: { broker: mem, topic: out }',
+        '  - name: ain',
+        '    from: { broker: rb, topic: "ce.*" }',
+        '    through:',
+        shape,
+        '    to: { broker: mem, topic: out }',
+      ),
+      'gateway.tests.yaml': yaml(
+        'tests:',
+        '  - name: a structured record',
+        '    route: kin',
+        "    input: { headers: { content-type: application/cloudevents+json }, value: { specversion: '1.0', id: k-1, source: /s, type: t, data: { n: 1 } } }",
+        '    expect: { outcome: delivered, to: [ { topic: out, headers: { ce_id: k-1, ce_source: /s }, value: { id: k-1, type: t, data: { n: 1 } } } ] }',
+        '  - name: a plain record refused by require, dead-lettered',
+        '    route: kin',
+        '    input: { value: { n: 2 } }',
+        '    expect: { outcome: deadlettered, status: 400, error: "\'id\' is missing", to: [ { topic: dead, value: { n: 2 } } ] }',
+        '  - name: a plain record refused by require, dropped (no deadletter)',
+        '    route: kdrop',
+        '    input: { value: { n: 3 } }',
+        '    expect: { outcome: invalid, status: 400, error: "\'id\' is missing", to: [] }',
+        '  - name: mqtt structured by agreement',
+        '    route: legacy',
+        "    input: { topic: legacy/a, value: { specversion: '1.0', id: l-1, source: /s, type: t, data: { n: 4 } } }",
+        '    expect: { outcome: delivered, to: [ { value: { id: l-1, type: t, data: { n: 4 } } } ] }',
+        '  - name: mqtt 5 binary mode, unprefixed user properties',
+        '    route: min',
+        "    input: { headers: { specversion: '1.0', id: m-1, source: /s, type: t, traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01 }, value: { n: 5 } }",
+        '    expect: { outcome: delivered, to: [ { headers: { ce_id: m-1, id: null }, value: { id: m-1, type: t, data: { n: 5 } } } ] }',
+        '  - name: nats binary mode, ce- headers',
+        '    route: nin',
+        "    input: { headers: { Ce-Specversion: '1.0', ce-id: n%2D1, ce-source: /s, ce-type: t }, value: { n: 6 } }",
+        '    expect: { outcome: delivered, to: [ { headers: { ce_id: n-1 }, value: { id: n-1, type: t, data: { n: 6 } } } ] }',
+        '  - name: nats structured, Content-Type as Go writes it',
+        '    route: nin',
+        "    input: { headers: { Content-Type: application/cloudevents+json }, value: { specversion: '1.0', id: n-2, source: /s, type: t, data: { n: 8 } } }",
+        '    expect: { outcome: delivered, to: [ { value: { id: n-2, type: t, data: { n: 8 } } } ] }',
+        '  - name: amqp binary mode, cloudEvents headers',
+        '    route: ain',
+        "    input: { topic: ce.x, headers: { 'cloudEvents:specversion': '1.0', 'cloudEvents:id': a-1, cloudEvents_source: /s, cloudEvents_type: t, cloudEvents_datacontenttype: application/json }, value: { n: 7 } }",
+        '    expect: { outcome: delivered, to: [ { headers: { ce_id: a-1, content-type: application/json }, value: { id: a-1, type: t, data: { n: 7 } } } ] }',
+        '  - name: a binary-mode event of a type neither JSON nor text is its bytes',
+        '    route: kraw',
+        "    input: { headers: { ce_specversion: '1.0', ce_id: r-1, ce_source: /s, ce_type: t, content-type: application/octet-stream }, value: ab }",
+        '    expect: { outcome: delivered, to: [ { value: { kind: object } } ] }',
+        '  - name: a text/plain event is its text',
+        '    route: kraw',
+        "    input: { headers: { ce_specversion: '1.0', ce_id: r-2, ce_source: /s, ce_type: t, content-type: text/plain }, value: ab }",
+        '    expect: { outcome: delivered, to: [ { value: { kind: string } } ] }',
+        '  - name: an mqtt message without the agreement is plain',
+        '    route: min',
+        "    input: { value: { specversion: '1.0', id: p-1, source: /s, type: t } }",
+        "    expect: { outcome: delivered, to: [ { value: { data: { specversion: '1.0', id: p-1, source: /s, type: t } } } ] }",
+      ),
+    });
+    const r = await runCliInProcess(['test', '-c', 'gateway.yaml'], { cwd: dir });
+    noStackTrace(r);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /^11 tests passed$/m);
+  });
+
   it("a failed expectation shows the route's output with the config's secrets redacted, as the gateway's log does", async () => {
     const token = 'hook-token-5f2a9c7e1b';
     const dir = tempFiles({

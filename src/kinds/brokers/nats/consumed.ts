@@ -68,7 +68,8 @@ function looseHeaders(block: string): [string, string[]][] {
   return [...out];
 }
 
-function caseFree(out: Record<string, string>): Record<string, string> {
+/** `Content-Type` and `Content-Encoding` in any case, as Go's client writes them, under their lower-case names; `out` is changed. Also what `eventgate test` reads a nats route's input headers with. */
+export function caseFree(out: Record<string, string>): Record<string, string> {
   for (const name of Object.keys(out)) {
     // Most names are neither: no lower-case copy made for them (this runs for every consumed message).
     if (!CASE_FREE_LENGTHS.has(name.length)) continue;
