@@ -108,7 +108,7 @@ function notACloudEvent(): Problem {
   // A new object each time: a route's failure paths add to the problem they are given.
   return structuredProblem(
     [...REQUIRED].map((name) => `'${name}' is missing (a required CloudEvents attribute)`),
-    'this route takes CloudEvents only, and the message is none: send its attributes as ce-* headers (binary mode) or the event as application/cloudevents+json (structured mode)',
+    'this route takes CloudEvents only, and the message is none: send its attributes as headers in binary mode (ce-* over HTTP, ce_* on Kafka, as the protocol binding names them) or the event as application/cloudevents+json (structured mode)',
   );
 }
 
