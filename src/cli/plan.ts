@@ -243,8 +243,19 @@ export async function planCommand(o: PlanOptions): Promise<number> {
         ? `a new group: it starts at the oldest record kept, so what ${left} handled is delivered again${carry}`
         : `a new group: it starts after the newest record, so what is published before it joins is not delivered to it${carry}`;
   };
-  for (const join of groups.filter((g) => g.change === 'join')) {
-    const leave = groups.find((g) => g.change === 'leave' && g.broker === join.broker && g.topic === join.topic);
+  // Each join is told of one leave: its own route's (another group given), else a renamed route's
+  // not told already; two routes of one topic changing groups each name their own old one.
+  const told = new Set<Rejoin>();
+  const leaves = groups.filter((g) => g.change === 'leave');
+  const joins = groups.filter((g) => g.change === 'join');
+  const leaveOf = (join: Rejoin) => {
+    const sameTopic = leaves.filter((g) => g.broker === join.broker && g.topic === join.topic && !told.has(g));
+    const leave = sameTopic.find((g) => g.route === join.route) ?? sameTopic.find((g) => !joins.some((j) => j.route === g.route));
+    if (leave) told.add(leave);
+    return leave;
+  };
+  for (const join of joins) {
+    const leave = leaveOf(join);
     const asked = askedSubscription(next.plan.routes.get(join.route)!, '');
     // A forward route's new per-instance group is what its every start makes: nothing to say.
     if (!leave || !asked || asked.perInstance) continue;

@@ -329,6 +329,27 @@ describe('eventgate plan --from OLD', () => {
     assert.deepEqual(await joins('group.yaml'), [
       'consumer group joins: g2 (route copy, k/orders): a new group: it starts at the oldest record kept, so what eventgate-copy handled is delivered again; to go on from where eventgate-copy is, give the route group: eventgate-copy',
     ]);
+    // Two routes of one topic each given another group: each names its own old group. Before: both
+    // named the first route's (spec-checklist 2661).
+    const two = (a: string, b: string) =>
+      yaml(
+        'version: 1',
+        'brokers:',
+        '  k: { kind: kafka, brokers: ["127.0.0.1:1"] }',
+        'routes:',
+        `  - { name: a, from: { broker: k, topic: orders, group: ${a} }, to: { broker: k, topic: orders-a } }`,
+        `  - { name: b, from: { broker: k, topic: orders, group: ${b} }, to: { broker: k, topic: orders-b } }`,
+      );
+    const both = tempFiles({ 'old.yaml': two('ga', 'gb'), 'new.yaml': two('ga2', 'gb2') });
+    const r = await runCliInProcess(['plan', '-c', 'new.yaml', '--from', 'old.yaml'], { cwd: both });
+    assert.deepEqual(
+      r.stdout.split('\n').filter((l) => l.startsWith('consumer group joins')),
+      [
+        'consumer group joins: ga2 (route a, k/orders): a new group: it starts at the oldest record kept, so what ga handled is delivered again; to go on from where ga is, give the route group: ga',
+        'consumer group joins: gb2 (route b, k/orders): a new group: it starts at the oldest record kept, so what gb handled is delivered again; to go on from where gb is, give the route group: gb',
+      ],
+      r.stdout + r.stderr,
+    );
     // A forward route's group is one per instance, which no `group:` can name (review-s41). Before:
     // "..., give the route group: eventgate-feed-<instance>" for both.
     const feed = (route: string, from: string, to: string) =>
