@@ -255,10 +255,11 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     return leave;
   };
   for (const join of joins) {
-    const leave = leaveOf(join);
     const asked = askedSubscription(next.plan.routes.get(join.route)!, '');
     // A forward route's new per-instance group is what its every start makes: nothing to say.
-    if (!leave || !asked || asked.perInstance) continue;
+    if (!asked || asked.perInstance) continue;
+    const leave = leaveOf(join);
+    if (!leave) continue;
     // A per-instance group left behind (`eventgate-r-<instance>`) has no name to write as `group:`.
     newGroupStarts(join, asked, leave.group, keyBefore(leave.route) === undefined);
   }
