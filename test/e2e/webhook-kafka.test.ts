@@ -224,4 +224,23 @@ routes:
     await eventually(async () => assert.deepEqual(await committedOffsets(kafka.bootstrap, group, topic), { 0: '3' }), 20000, 200);
     await gw.stop('SIGTERM');
   });
+
+  // A commit kafkajs' interval asks for between records (here after each, commitIntervalMs: 0; by
+  // default a quiet partition's first record after a second) threw when it failed: the batch ended
+  // there, kafkajs tried once more at once and then never, and the batch's end (commitHandled)
+  // never came. A quiet partition stayed uncommitted while the coordinator loaded (spec-checklist 2663).
+  it('commits a record whose commit between records failed twice, without another record coming', async () => {
+    const topic = kafka.topic('refused-record-commit');
+    const group = kafka.topic('refused-record-commit-group');
+    await kafka.createTopic(topic, 1);
+    hook.reset();
+    hook.onArrival = (h) => h.res.end();
+    const gw = await gateway(topic, group, 'concurrency: 1', kafka.consumerYaml.replace(/ }$/, ', commitIntervalMs: 0 }'));
+    await kafka.failRequests(8, 2, 14); // the next two OffsetCommits: COORDINATOR_LOAD_IN_PROGRESS
+    await kcatProduce(kafka.bootstrap, topic, records(0, 1, 1));
+    await eventually(() => assert.equal(hook.arrivals.length, 1));
+    await eventually(async () => assert.deepEqual(await committedOffsets(kafka.bootstrap, group, topic), { 0: '1' }), 20000, 200);
+    await gw.stop('SIGTERM');
+    assert.equal(hook.arrivals.length, 1, 'delivered once');
+  });
 });

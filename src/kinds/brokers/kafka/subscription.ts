@@ -436,7 +436,7 @@ export class KafkaSubscription {
       resolveOffset(message.offset);
       this.noteLag(partition, offset + 1n);
       await heartbeat();
-      await commitOffsetsIfNecessary();
+      await this.commitIfDue(commitOffsetsIfNecessary, partition);
     }
     // Every record handed over is done; records after them that kafkajs kept back (a transaction's
     // marker) are resolved with the last one, so the partition is read to the batch's last offset.
@@ -464,8 +464,8 @@ export class KafkaSubscription {
         await commitOffsetsIfNecessary({ topics: [{ topic, partitions: [{ partition, offset }] }] });
         return;
       } catch (err) {
-        const e = err as Error & { retriable?: boolean; type?: string };
-        const last = !e.retriable || REBALANCING.has(e.type ?? '') || attempt === HANDLED_COMMIT_TRIES || !isRunning() || isStale() || this.stopping;
+        const e = err as Error;
+        const last = !retriableCommitFailure(e) || attempt === HANDLED_COMMIT_TRIES || !isRunning() || isStale() || this.stopping;
         this.log.debug({ partition, offset, err: e.message, attempt }, last ? 'commit of handled records failed; the next commit covers it' : 'commit of handled records failed; trying again');
         if (last) return;
       }
@@ -473,6 +473,21 @@ export class KafkaSubscription {
       if (this.stopping) return;
       // Throws while the group rebalances: the batch ends there, and kafkajs rejoins.
       await heartbeat();
+    }
+  }
+
+  /**
+   * The commit kafkajs' interval asks for between records. A retriable failure (a coordinator
+   * still loading) is left to the next one and to the batch's end (commitHandled): thrown, it ended
+   * the batch, kafkajs tried the commit once more at once and never again, and a quiet partition
+   * stayed uncommitted. A rebalance, or a failure not retriable, is thrown as before: kafkajs rejoins.
+   */
+  private async commitIfDue(commitOffsetsIfNecessary: () => Promise<void>, partition: number): Promise<void> {
+    try {
+      await commitOffsetsIfNecessary();
+    } catch (err) {
+      if (!retriableCommitFailure(err as Error)) throw err;
+      this.log.debug({ partition, err: (err as Error).message }, "commit between records failed; the next one or the batch's end covers it");
     }
   }
 
@@ -499,7 +514,7 @@ export class KafkaSubscription {
     };
     const commit = async () => {
       await heartbeat();
-      await commitOffsetsIfNecessary();
+      await this.commitIfDue(commitOffsetsIfNecessary, partition);
     };
     try {
       for (const message of batch.messages) {
@@ -670,6 +685,11 @@ export class KafkaSubscription {
       await member.heartbeat();
     }
   }
+}
+
+/** A commit's failure worth trying again without a rejoin: retriable, and not one of a group rebalancing. */
+function retriableCommitFailure(e: Error & { retriable?: boolean; type?: string }): boolean {
+  return e.retriable === true && !REBALANCING.has(e.type ?? '');
 }
 
 /** What a record in hand keeps alive while it is handled: the membership, and the commit of the records done before it. */
