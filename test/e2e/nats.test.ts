@@ -2,12 +2,12 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { freezeProcess, publishThroughOutage, readyz } from '../helpers/outage.js';
-import { scrape, scrapeUntil } from '../helpers/prometheus.js';
+import { scrape, scrapeUntil, type Scrape } from '../helpers/prometheus.js';
 import { eventually, startGateway, useGateway, type RunningGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
 import { answerSideBySide, arrivedSideBySide, SlowEndpoint } from '../helpers/slow-endpoint.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
-import { delayJetStreamAcks, delayNatsFrames, RawNats } from '../helpers/peers.js';
+import { delayJetStreamAcks, delayNatsFrames, RawNats, type NatsReceived } from '../helpers/peers.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 
@@ -46,6 +46,7 @@ brokers:
       ORDERS: { subjects: ["orders.>"], maxAgeMs: 3600000, duplicateWindowMs: 30000 }
       SCRATCH: { subjects: ["scratch.>"] }
       CONC: { subjects: ["conc.>"] }
+      SHAREDLAG: { subjects: ["sharedlag.>"] }
 listeners:
   api: { kind: http, port: 0 }
   ws: { kind: websocket, port: 0 }
@@ -84,6 +85,9 @@ routes:
   - name: hooked
     from: { broker: nats, topic: conc.in }
     to: { http: { url: "${hook.url}/in", headers: { x-key: $headers.k }, ${ORDERED} } }
+  # Two readers of one group's consumer, as two instances are.
+  - { name: shared-a, from: { broker: nats, topic: sharedlag.in, group: sharedlag }, to: { broker: nats, topic: sharedlag-out.a } }
+  - { name: shared-b, from: { broker: nats, topic: sharedlag.in, group: sharedlag }, to: { broker: nats, topic: sharedlag-out.b } }
 `;
   });
   // Registered after the before() that starts nats-server, so the config can name it.
@@ -195,6 +199,25 @@ routes:
     assert.deepEqual(JSON.parse(m!.payload), { subject: 'orders.us.created', order: { id: 2 }, by: 'raw-client' });
     // Its consumer's lag, like a Kafka group's: nothing left once the message is acknowledged.
     await scrapeUntil(gw.adminUrl, (s) => s.value('eventgate_nats_consumer_lag', { route: 'audit', topic: 'orders.*.created', partition: '0' }) === 0, 10000);
+  });
+
+  // A route's lag was the consumer's undelivered count as of the route's own last delivery: what
+  // was left then went to the other reader, and one route said 1 or more for as long as nothing
+  // more came to it (walked with two instances: 1 after all 1,500 messages were delivered).
+  it('brings the lag of every reader of a JetStream consumer a group shares back to 0 once every message was taken', async () => {
+    await Promise.all(['shared-a', 'shared-b'].map((route) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, 15000)));
+    const sid = await peer.subscribe('sharedlag-out.*');
+    let sent = 0;
+    let taken: NatsReceived[] = [];
+    // Until each reader took some (a route that took none has no lag yet).
+    await eventually(async () => {
+      await Promise.all(Array.from({ length: 10 }, () => peer.jsPublish('sharedlag.in', JSON.stringify({ n: sent++ }))));
+      taken = await peer.take(sid, sent);
+      assert.deepEqual(new Set(taken.map((m) => m.subject)), new Set(['sharedlag-out.a', 'sharedlag-out.b']));
+    }, 15000);
+    assert.equal(new Set(taken.map((m) => JSON.parse(m.payload).n)).size, sent);
+    const lag = (s: Scrape, route: string) => s.value('eventgate_nats_consumer_lag', { route, topic: 'sharedlag.in', partition: '0' });
+    await scrapeUntil(gw.adminUrl, (s) => lag(s, 'shared-a') === 0 && lag(s, 'shared-b') === 0, 10000);
   });
 
   it('relays a consumed payload byte for byte: bytes that are not UTF-8, and JSON as it was written', async () => {

@@ -65,6 +65,9 @@ const UNREAD_FOR_MS = 5000;
  */
 const TAKE_BACK_ADDS_WITHIN_MS = 1000;
 
+/** How long a JetStream route is done with every message it had before it asks its consumer for the lag (lookAtLagWhenQuiet). */
+const LAG_LOOK_AFTER_MS = 1000;
+
 /** The group's consumer reads another subject, made again for it by another instance (putConsumer). */
 class ReadElsewhere extends Error {}
 
@@ -84,6 +87,9 @@ export class NatsSubscription {
   private stoppedNow!: () => void;
   /** Messages the JetStream consumer has not delivered yet, plus the one in hand; unknown for core subscriptions. */
   lag: number | undefined;
+  /** JetStream messages this route took into hand: a look at the lag meant for a quiet route is dropped once one more came. */
+  private deliveries = 0;
+  private lagLook: NodeJS.Timeout | undefined;
   /** Stream sequences of the JetStream messages this route acknowledged lately, to know a redelivered copy. */
   private readonly handled = new RecentSet(10_000);
   /** When the stream whose sequences `handled` holds was created. */
@@ -317,6 +323,7 @@ export class NatsSubscription {
           if (this.stopping) continue;
           pending = m.info.pending;
           this.lag = pending + inHand.size + 1;
+          this.deliveries++;
           const orderKeys = window.capacity > 1 ? this.spec.orderKeys : undefined;
           const keys = orderKeys ? await Promise.resolve(orderKeys(streamMessage(m))).catch(() => NO_KEYS) : NO_KEYS;
           let settle!: (taken: boolean) => void;
@@ -329,6 +336,7 @@ export class NatsSubscription {
                 inHand.delete(m.seq);
                 // Acknowledged out of order: what is left is the latest count plus those still in hand.
                 this.lag = pending + inHand.size;
+                if (inHand.size === 0) this.lookAtLagWhenQuiet(jsm, stream, name, inHand);
                 settle(taken);
                 return taken;
               }),
@@ -377,6 +385,30 @@ export class NatsSubscription {
    * startFrom says; an existing one goes on from where it is, or, when the route's subject changed,
    * is made again from after the last message it acknowledged.
    */
+  /**
+   * A delivery tells the consumer's undelivered count as of that delivery. Where several readers
+   * share the consumer (instances, or routes of one group) what was left then may have gone to
+   * another, and the route's lag stayed there for as long as no message came to it (1 on one
+   * instance of two after every message was delivered). So a route done with every message it
+   * had asks the consumer itself, once, when no other message came within LAG_LOOK_AFTER_MS.
+   */
+  private lookAtLagWhenQuiet(jsm: JetStreamManager, stream: string, name: string, inHand: ReadonlyMap<number, unknown>): void {
+    clearTimeout(this.lagLook);
+    const seen = this.deliveries;
+    const current = () => !this.stopping && this.deliveries === seen;
+    this.lagLook = setTimeout(() => {
+      if (!current()) return;
+      jsm.consumers.info(stream, name).then(
+        (info) => {
+          if (current()) this.lag = info.num_pending + inHand.size;
+        },
+        // Not answered (the connection lost, the consumer deleted): the read finds out for itself; the lag stays as it was.
+        () => undefined,
+      );
+    }, LAG_LOOK_AFTER_MS);
+    this.lagLook.unref();
+  }
+
   private async putConsumer(jsm: JetStreamManager, stream: string, name: string): Promise<void> {
     // A new consumer starts at the stream's oldest message unless the route wants live ones only (as Kafka groups do).
     const startFrom = this.spec.startFrom ?? this.spec.defaultStartFrom ?? 'earliest';
@@ -641,6 +673,7 @@ export class NatsSubscription {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    clearTimeout(this.lagLook);
     this.stoppedNow();
     this.close?.();
     this.wake?.();
