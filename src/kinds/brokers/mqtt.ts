@@ -72,7 +72,7 @@ const options = kindOptions('mqtt', {
     Type.Boolean({
       default: true,
       description:
-        'Consume routes of one group share messages across instances through `$share/<group>/<filter>`. mosquitto 2.0 restores a session after its own restart without its shared subscriptions, and drops what is published before the route subscribes again; `false` (a plain subscription, restored with the session) avoids that where one instance reads a topic (docs/scaling.md).',
+        'Consume routes of one group share messages across instances through `$share/<group>/<filter>`. mosquitto 2.0 restores a session after its own restart without its shared subscriptions, and drops what is published before the route subscribes again; `false` (a plain subscription, restored with the session) avoids that where one instance reads a topic (docs/scaling.md). Shared subscriptions belong to MQTT 5: mosquitto shares over MQTT 3.1.1 (`protocolVersion: 4`) too, but a 3.1.1 server without them takes `$share/<group>/<filter>` for a plain filter that no publish matches, so the route is ready and receives nothing (the MQTT listener of nats-server 2.9): set `false` there, with one instance reading the topic (each instance would get every message).',
     }),
   ),
   // The CONNECT packet carries it in two bytes.
