@@ -381,11 +381,6 @@ export class NatsSubscription {
   }
 
   /**
-   * Creates the route's consumer on `stream`, or updates it. A new one starts where the route's
-   * startFrom says; an existing one goes on from where it is, or, when the route's subject changed,
-   * is made again from after the last message it acknowledged.
-   */
-  /**
    * A delivery tells the consumer's undelivered count as of that delivery. Where several readers
    * share the consumer (instances, or routes of one group) what was left then may have gone to
    * another, and the route's lag stayed there for as long as no message came to it (1 on one
@@ -409,6 +404,11 @@ export class NatsSubscription {
     this.lagLook.unref();
   }
 
+  /**
+   * Creates the route's consumer on `stream`, or updates it. A new one starts where the route's
+   * startFrom says; an existing one goes on from where it is, or, when the route's subject changed,
+   * is made again from after the last message it acknowledged.
+   */
   private async putConsumer(jsm: JetStreamManager, stream: string, name: string): Promise<void> {
     // A new consumer starts at the stream's oldest message unless the route wants live ones only (as Kafka groups do).
     const startFrom = this.spec.startFrom ?? this.spec.defaultStartFrom ?? 'earliest';
