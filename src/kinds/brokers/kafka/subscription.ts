@@ -470,7 +470,8 @@ export class KafkaSubscription {
         if (last) return;
       }
       await pause(FIRST_HANDLED_COMMIT_RETRY_MS * 2 ** (attempt - 1), this.stopped);
-      if (this.stopping) return;
+      // A stop kafkajs began itself meanwhile (another partition's loop crashed): no more tries to hold its restart up.
+      if (this.stopping || !isRunning() || isStale()) return;
       // Throws while the group rebalances: the batch ends there, and kafkajs rejoins.
       await heartbeat();
     }
