@@ -95,6 +95,54 @@ function packets(socket: Socket, each: (packet: Buffer) => void): void {
   });
 }
 
+/**
+ * A TCP proxy in front of an MQTT 5 server that adds Shared Subscription Available = 0 (property
+ * 0x2A) to each CONNACK it passes on, as a server without shared subscriptions announces it (no
+ * installed server does); everything else passes as it is. cut() closes every connection.
+ */
+class UnsharedConnack {
+  private readonly sockets = new Set<Socket>();
+  private constructor(private readonly server: Server) {}
+  static async start(target: MessageServer): Promise<UnsharedConnack> {
+    const server = createServer();
+    const proxy = new UnsharedConnack(server);
+    server.on('connection', (client) => {
+      const upstream = connect(target.port, target.host);
+      for (const s of [client, upstream]) {
+        proxy.sockets.add(s);
+        s.on('error', () => s.destroy());
+        s.on('close', () => (proxy.sockets.delete(s), client.destroy(), upstream.destroy()));
+      }
+      client.on('data', (chunk: Buffer) => upstream.write(chunk));
+      packets(upstream, (p) => client.write(p[0] === CONNACK ? withoutSharing(p) : p));
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    return proxy;
+  }
+  get url(): string {
+    return `mqtt://127.0.0.1:${(this.server.address() as { port: number }).port}`;
+  }
+  cut(): void {
+    for (const s of this.sockets) s.destroy();
+  }
+  async stop(): Promise<void> {
+    this.cut();
+    await new Promise((r) => this.server.close(r));
+  }
+}
+
+const CONNACK = 0x20;
+
+/** An MQTT 5 CONNACK (mosquitto's: lengths under 128) with Shared Subscription Available 0 appended to its properties. */
+function withoutSharing(connack: Buffer): Buffer {
+  assert.ok(connack[1]! < 126 && connack[4]! < 126, 'a CONNACK whose lengths take more than one byte');
+  const out = Buffer.concat([connack, Buffer.from([0x2a, 0x00])]);
+  out[1] = connack[1]! + 2;
+  out[4] = connack[4]! + 2;
+  return out;
+}
+
 describe('kind: mqtt, QoS per route (issue #17: "QoS per route (0/1/2)"), against mosquitto', () => {
   let mqtt: MessageServer;
   before(async () => {
@@ -171,6 +219,45 @@ routes:
       assert.equal(r.body.deliveries[0].topic, 'out/exactly');
     } finally {
       await hold.stop();
+    }
+  });
+
+  it('keeps a shared route on an MQTT 5 server whose CONNACK says Shared Subscription Available 0 not ready, naming sharedSubscriptions: false, said once at warn; a plain one reads on', async () => {
+    const proxy = await UnsharedConnack.start(mqtt);
+    try {
+      await gw.start(`
+version: 1
+admin: { port: 0 }
+brokers:
+  unshared: { kind: mqtt, url: "${proxy.url}", clientId: eg-unshared-${process.pid}, qos: 1, reconnectPeriodMs: 200 }
+  mem: { kind: memory }
+routes:
+  - { name: shared, from: { broker: unshared, topic: "in/shared", group: g }, to: { broker: mem, topic: shared } }
+  - { name: own, from: { broker: unshared, topic: "$SYS/broker/uptime" }, to: { broker: mem, topic: own } }
+`);
+      const unshared =
+        "route shared: the server has no shared subscriptions (its CONNACK says Shared Subscription Available 0), so the route does not subscribe to '$share/g/in/shared'; set `sharedSubscriptions` to `false` on the broker (a plain subscription, so every instance reads every message; run one)";
+      // A filter of the server's own topics is subscribed plainly: granted on that server.
+      await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'own', 15000);
+      await eventually(async () => {
+        const r = await readyz(gw);
+        assert.equal(r.status, 503, JSON.stringify(r.body));
+        assert.deepEqual(r.body.reasons, [unshared]);
+      }, 15000);
+      // Each connect counts it; said once.
+      const counted = async () => (await scrape(gw.adminUrl)).value('eventgate_mqtt_consumer_errors_total', { broker: 'unshared', route: 'shared' }) ?? 0;
+      const before1 = await counted();
+      proxy.cut();
+      await eventually(async () => assert.ok((await counted()) > before1), 15000, 200);
+      assert.deepEqual((await readyz(gw)).body.reasons, [unshared]);
+      const said = gw.logs.filter((l) => l.route === 'shared' && /no shared subscriptions/.test(l.msg));
+      assert.deepEqual(
+        said.map((l) => l.level),
+        ['warn'],
+      );
+      assert.equal(gw.logs.filter((l) => l.msg === 'consumer ready' && l.route === 'shared').length, 0);
+    } finally {
+      await proxy.stop();
     }
   });
 });

@@ -16,6 +16,7 @@ import type { MqttSettings } from '../mqtt.js';
 import { acknowledgement, PUBACK, PUBREC } from './acks.js';
 import { ACKNOWLEDGED_BY_ROUTE, clientOptions, disconnect, keepWhileReading, Link, serverAnswers, type MqttLib } from './connection.js';
 import { countLive, leftSessions } from './sessions.js';
+import { SHARED_SUBSCRIPTIONS_NOT_SUPPORTED, sharingUnavailable, UNSHARED_FIX, type ConnackProperties } from './shared-subscriptions.js';
 import { qosFor, sharable } from './topics.js';
 
 /**
@@ -118,7 +119,8 @@ export class MqttSubscription {
    * SUBACK grants it: the route is not ready meanwhile (/readyz). It asks again on the same
    * connection by the reconnect policy (an ACL put right on the server needs no reconnect), and at
    * each reconnect; a reload that changes the route's subscription subscribes afresh (one that
-   * takes it over, handOver, keeps asking here).
+   * takes it over, handOver, keeps asking here). Also why it did not ask: a server whose CONNACK
+   * says it has no shared subscriptions (sharingUnavailable), until a connect says otherwise.
    */
   private refused: string | undefined;
   private readonly refusedBackoff = reconnectBackoff();
@@ -165,7 +167,7 @@ export class MqttSubscription {
       clearTimeout(this.retryTimer);
       this.retryTimer = undefined;
     });
-    client.on('connect', (connack) => this.connected(connack.sessionPresent));
+    client.on('connect', (connack) => this.connected(connack.sessionPresent, connack));
     // mqtt.js honours the `customHandleAcks` option for MQTT 5 only, but reads it from `options` at
     // each packet; set here it applies on MQTT 3.1.1 connections too. Answered with an error, mqtt.js
     // sends no PUBACK or PUBREC (nor stores a QoS 2 message) and reads on: the route acknowledges.
@@ -183,9 +185,10 @@ export class MqttSubscription {
   /**
    * Each connect. Subscribes every time, even when the server kept the session: a server restart
    * may restore a session without its shared subscriptions (mosquitto does), and subscribing again
-   * is harmless. A connection emptying a session left by a reload unsubscribes it instead.
+   * is harmless. A connection emptying a session left by a reload unsubscribes it instead. A server
+   * whose CONNACK says it has no shared subscriptions is not asked for one (it would refuse it).
    */
-  private connected(sessionPresent: boolean): void {
+  private connected(sessionPresent: boolean, connack: ConnackProperties): void {
     const client = this.link.client;
     const filter = this.filter;
     // A new session: the server will send nothing again, so nothing it sends is a repeat, nor will
@@ -202,6 +205,13 @@ export class MqttSubscription {
         if (err) this.log.warn({ err: err.message, filter, session: adopted }, 'mqtt unsubscribe of a session left by a reload refused');
         else this.log.info({ filter, session: adopted }, 'mqtt session left by a reload unsubscribed; taking what the server still holds for it');
       });
+      return;
+    }
+    const unshared = sharingUnavailable(connack, filter);
+    if (unshared !== undefined) {
+      this.telemetry?.consumerError(this.spec.route);
+      if (unshared !== this.refused) this.log.warn({ filter }, `mqtt consume route not subscribed: ${unshared}`);
+      this.refused = unshared;
       return;
     }
     this.subscribe();
@@ -241,7 +251,8 @@ export class MqttSubscription {
     this.telemetry?.consumerError(this.spec.route);
     // MQTT 3.1.1 has one refusal code, 0x80 "Failure"; MQTT 5 names each.
     const name = this.settings.protocolVersion === 4 ? 'Failure' : (this.lib.ReasonCodes[code as keyof typeof this.lib.ReasonCodes] ?? 'unknown reason');
-    const detail = `the server refused the subscription to '${filter}' (SUBACK reason code 0x${code.toString(16)}, ${name}); asking again`;
+    const fix = code === SHARED_SUBSCRIPTIONS_NOT_SUPPORTED ? `; ${UNSHARED_FIX}` : '';
+    const detail = `the server refused the subscription to '${filter}' (SUBACK reason code 0x${code.toString(16)}, ${name}); asking again${fix}`;
     if (detail !== this.refused)
       this.log.error({ filter, reasonCode: code, reason: name }, `mqtt subscription refused by the server: 0x${code.toString(16)} ${name}; the route receives nothing until it is granted`);
     this.refused = detail;
@@ -252,7 +263,7 @@ export class MqttSubscription {
     }, this.refusedBackoff.delay());
   }
 
-  /** Not ready while the server refuses the subscription. */
+  /** Not ready while the server refuses the subscription, or has no shared subscriptions for it. */
   health(): Health {
     return this.refused === undefined ? { ready: true } : { ready: false, detail: this.refused };
   }
