@@ -419,6 +419,11 @@ each survivor to every target (fan-out). Delivery is answered only after every t
 acknowledged. When a target fails, the answer still waits for the others, and the problem's
 \`deliveries\` lists those that took the message (a client that retries sends it to them again);
 a consume route retries the message to the targets that failed only.
+A broker target's delivery is \`{"broker","topic","partition","offset"}\`: the record's partition and
+offset on Kafka; partition \`0\` and the message's number in the topic on a memory broker, its
+stream sequence on a JetStream subject;
+MQTT, AMQP and core NATS keep no position, so theirs is partition \`0\`, offset \`"-1"\` (as a
+Kafka publish with \`acks: none\`). A webhook's is \`{"endpoint","status","attempts"}\`.
 
 | key | required | meaning |
 |---|---|---|
