@@ -145,6 +145,44 @@ routes:
     await gw.stop('SIGTERM');
   });
 
+  // The coordinator look-up after such an answer was kafkajs' own, retried (10 tries inside 10) within
+  // the batch, without heartbeats: the partition's loop stood still for as long as no coordinator
+  // was found, and a failed look-up threw its own error, not the NOT_COORDINATOR kafkajs rejoins on.
+  // It is now asked once per try, and a failed one throws the NOT_COORDINATOR answer: the batch ends,
+  // the commit is sent again (or the member rejoins) and the next records come while the look-up
+  // still fails (spec-checklist 2669, 2740).
+  it('goes on when the coordinator cannot be found after a commit answered NOT_COORDINATOR: every record delivered, no crash', async (tc) => {
+    if (!kafka.canInjectOutages) return tc.diagnostic('KAFKA_BROKERS is set: a real cluster cannot be made to refuse a commit from here');
+    const topic = kafka.topic('coordinator-lost');
+    const group = kafka.topic('coordinator-lost-group');
+    await kafka.createTopic(topic, 1);
+    hook.reset();
+    hook.onArrival = (h) => h.res.end();
+    await kcatProduce(kafka.bootstrap, topic, records(0, 5, 5));
+    const gw = await gateway(topic, group, 'concurrency: 4');
+    await eventually(async () => assert.deepEqual(await committedOffsets(kafka.bootstrap, group, topic), { 0: '5' }), 20000, 200);
+    try {
+      await kafka.failRequests(10, 1000, 15); // every FindCoordinator: COORDINATOR_NOT_AVAILABLE, until cleared
+      await kafka.failRequests(8, 1, 16); // the next OffsetCommit: NOT_COORDINATOR
+      await kcatProduce(kafka.bootstrap, topic, records(5, 5, 5));
+      await eventually(() => assert.ok(hook.arrivals.some((a) => a.n === 9)), 20000);
+      // Asked while no coordinator can be found: the loop did not stay in the commit's look-up.
+      await kcatProduce(kafka.bootstrap, topic, [{ key: 'sentinel', value: '{"n":10}' }]);
+      await eventually(() => assert.ok(hook.arrivals.some((a) => a.n === 10)), 20000);
+    } finally {
+      await kafka.clearFailures(10);
+    }
+    await eventually(async () => assert.deepEqual(await committedOffsets(kafka.bootstrap, group, topic), { 0: '11' }), 20000, 200);
+    // Records since the last commit may come again at a rejoin (docs/scaling.md); none is lost.
+    assert.deepEqual(
+      [...new Set(hook.arrivals.map((a) => a.n))].sort((a, b) => a - b),
+      Array.from({ length: 11 }, (_, i) => i),
+      'every record delivered',
+    );
+    assert.ok(!gw.logs.some((l) => /consumer crashed/.test(l.msg)), 'the consumer never crashed');
+    await gw.stop('SIGTERM');
+  });
+
   // The loops committed only between records: a record retried for as long as its target failed
   // held back the commit of every record done before it (delivered, filtered or dead-lettered),
   // which a crash or a rebalance then delivered again (spec-checklist 2461).

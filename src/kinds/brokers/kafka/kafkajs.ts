@@ -201,8 +201,43 @@ function offsetResetTold(recover: ConsumerGroup['recoverFromOffsetOutOfRange']):
 interface OffsetManager {
   groupId: string;
   coordinator: unknown;
-  cluster: { findGroupCoordinator(args: { groupId: string }): Promise<unknown> };
+  cluster: CoordinatorCluster;
   commitOffsets(offsets?: unknown): Promise<void>;
+}
+
+/** What of kafkajs' Cluster a single coordinator look-up uses (2.2.4, pinned: src/cluster/index.js, brokerPool.js). */
+interface CoordinatorCluster {
+  brokerPool: {
+    /** Calls `callback` with each known broker in turn until one answers; null when none did. */
+    withBroker(callback: (args: { broker: CoordinatorAsker }) => Promise<FoundCoordinator>): Promise<FoundCoordinator | null>;
+  };
+  findBroker(args: { nodeId: number }): Promise<unknown>;
+}
+
+interface FoundCoordinator {
+  coordinator: { nodeId: number };
+}
+interface CoordinatorAsker {
+  /** One FindCoordinator request, not retried; throws the broker's error answer. */
+  findGroupCoordinator(args: { groupId: string; coordinatorType: number }): Promise<FoundCoordinator>;
+}
+
+/** Kafka's FindCoordinator key type of a consumer group. */
+const GROUP_COORDINATOR = 0;
+
+/**
+ * The group's coordinator, asked once (one FindCoordinator to each known broker until one answers),
+ * or undefined when none could say. kafkajs' `cluster.findGroupCoordinator` retries with the
+ * consumer's retry (10 tries, nested in another 10), which inside a batch holds its heartbeats
+ * back for as long as the coordinator is not available (spec-checklist 2669).
+ */
+async function coordinatorAskedOnce(cluster: CoordinatorCluster, groupId: string): Promise<unknown> {
+  try {
+    const found = await cluster.brokerPool.withBroker(({ broker }) => broker.findGroupCoordinator({ groupId, coordinatorType: GROUP_COORDINATOR }));
+    return found === null ? undefined : await cluster.findBroker({ nodeId: found.coordinator.nodeId });
+  } catch {
+    return undefined;
+  }
 }
 
 /** Tries of one commit the broker answers NOT_COORDINATOR (16): the group's coordinator is looked up again before each next one. */
@@ -215,8 +250,9 @@ const COMMIT_COORDINATOR_WAIT_MS = 200;
  * kafkajs only refreshed its metadata and threw, which it reads as a rebalance: the member joined
  * its group again and every record handled since the last commit was delivered again (a second's
  * worth per route at each coordinator move, spec-checklist 2460). Kafka's own clients look the
- * coordinator up and send the commit again, keeping the membership; so does this, a few times.
- * Any other failure, or the last try's, is thrown as before.
+ * coordinator up and send the commit again, keeping the membership; so does this, a few times,
+ * asking for the coordinator once before each. Any other failure, the last try's, or a look-up that
+ * found no coordinator throws the NOT_COORDINATOR answer as before, which kafkajs rejoins on.
  */
 function commitToMovedCoordinator(commit: OffsetManager['commitOffsets']): OffsetManager['commitOffsets'] {
   return async function (this: OffsetManager, offsets) {
@@ -226,7 +262,9 @@ function commitToMovedCoordinator(commit: OffsetManager['commitOffsets']): Offse
       } catch (e) {
         if ((e as { type?: unknown }).type !== 'NOT_COORDINATOR_FOR_GROUP' || tries >= COMMIT_COORDINATOR_TRIES) throw e;
         await sleep(COMMIT_COORDINATOR_WAIT_MS * tries);
-        this.coordinator = await this.cluster.findGroupCoordinator({ groupId: this.groupId });
+        const coordinator = await coordinatorAskedOnce(this.cluster, this.groupId);
+        if (coordinator === undefined) throw e;
+        this.coordinator = coordinator;
       }
     }
   };
