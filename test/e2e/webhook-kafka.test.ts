@@ -220,7 +220,7 @@ routes:
 
   // A rebalance was told only by kafkajs' warning: no metric moved, so an alert could not count the
   // rejoins a coordinator's faults or a flapping member cause (spec-checklist 2464).
-  it('counts each time the member joins its group again in eventgate_kafka_consumer_rejoins_total', async (tc) => {
+  it('counts each time the member joins its group again in eventgate_kafka_consumer_rejoins_total, and a heartbeat answered NOT_COORDINATOR is none', async (tc) => {
     if (!kafka.canInjectOutages) return tc.diagnostic('KAFKA_BROKERS is set: a real cluster cannot be made to refuse a heartbeat from here');
     const topic = kafka.topic('rejoin');
     const group = kafka.topic('rejoin-group');
@@ -230,8 +230,12 @@ routes:
     const gw = await gateway(topic, group, 'concurrency: 1');
     const rejoins = async () => /^eventgate_kafka_consumer_rejoins_total\{broker="kafka",route="hook"\} (\d+)$/m.exec(await (await fetch(`${gw.adminUrl}/metrics`)).text())?.[1];
     assert.equal(await rejoins(), undefined, 'no rejoin counted for the first join');
-    await kafka.failRequests(12, 1, 27); // the next Heartbeat: REBALANCE_IN_PROGRESS
-    await gw.waitForLog((l) => /re-joining/.test(l.msg), 20000);
+    // A Heartbeat answered NOT_COORDINATOR finds the coordinator again and beats again: no rejoin
+    // (spec-checklist 2471, 2741). The REBALANCE_IN_PROGRESS after it is answered to that second beat.
+    await kafka.failRequests(12, 1, 16); // the next Heartbeat: NOT_COORDINATOR
+    await kafka.failRequests(12, 1, 27); // the one after: REBALANCE_IN_PROGRESS
+    const rejoined = await gw.waitForLog((l) => /re-joining/.test(l.msg), 20000);
+    assert.match(String(rejoined.error), /rebalanc/i, 'the first rejoin was for REBALANCE_IN_PROGRESS, not for NOT_COORDINATOR');
     await eventually(async () => assert.equal(await rejoins(), '1'), 20000, 200);
     await kcatProduce(kafka.bootstrap, topic, [{ key: 'k', value: '{"n":1}' }]);
     await eventually(

@@ -270,6 +270,39 @@ function commitToMovedCoordinator(commit: OffsetManager['commitOffsets']): Offse
   };
 }
 
+/** What of kafkajs' consumer group the fix below reads and sets (2.2.4, pinned: src/consumer/consumerGroup.js). */
+interface HeartbeatingGroup {
+  groupId: string;
+  coordinator: unknown;
+  cluster: CoordinatorCluster;
+  /** Undefined until the member's first sync. */
+  offsetManager: { coordinator: unknown } | undefined;
+  heartbeat(args: { interval: number }): Promise<void>;
+}
+
+/**
+ * kafkajs 2.2.4's heartbeat that finds its group's coordinator again when the broker it asked
+ * answers NOT_COORDINATOR, as the commit above does. kafkajs read that answer as a rebalance: the
+ * member committed and joined its group again, and a group's leader joining again rebalances the
+ * whole group on a real cluster (spec-checklist 2471). Kafka's own clients look the coordinator up
+ * and go on. Here it is asked once and the heartbeat sent again; a look-up that found none, or any
+ * other failure, throws as before (kafkajs rejoins).
+ */
+function heartbeatToMovedCoordinator(heartbeat: HeartbeatingGroup['heartbeat']): HeartbeatingGroup['heartbeat'] {
+  return async function (this: HeartbeatingGroup, args) {
+    try {
+      return await heartbeat.call(this, args);
+    } catch (e) {
+      if ((e as { type?: unknown }).type !== 'NOT_COORDINATOR_FOR_GROUP') throw e;
+      const coordinator = await coordinatorAskedOnce(this.cluster, this.groupId);
+      if (coordinator === undefined) throw e;
+      this.coordinator = coordinator;
+      if (this.offsetManager) this.offsetManager.coordinator = coordinator;
+      return await heartbeat.call(this, args);
+    }
+  };
+}
+
 /** What kafkajs' clusters build their connections to a broker with (2.2.4, pinned: src/cluster/connectionPoolBuilder.js). */
 type PoolBuilder = (options: { brokers: unknown } & Record<string, unknown>) => {
   build(destination?: { host?: string; port?: number; rack?: string }): Promise<unknown>;
@@ -305,7 +338,7 @@ export let groupingReplaced = false;
 
 /**
  * kafkajs as every module of the gateway loads it: its connections take the timer fix above and
- * their bootstrap servers' reading, its consumers the fix of their stop, of a deleted topic and of a moved coordinator's commit and the word of an offset reset, and its producer the grouping, which must be in the module cache before kafkajs' producer module
+ * their bootstrap servers' reading, its consumers the fix of their stop, of a deleted topic and of a moved coordinator's commit and heartbeat and the word of an offset reset, and its producer the grouping, which must be in the module cache before kafkajs' producer module
  * reads it (once, as it loads). So
  * kafkajs is loaded here and only here; elsewhere only its types are imported.
  */
@@ -322,6 +355,8 @@ function load(): typeof KafkaJS {
   group.recoverFromOffsetOutOfRange = offsetResetTold(group.recoverFromOffsetOutOfRange);
   const offsets = (require(OFFSET_MANAGER) as { prototype: OffsetManager }).prototype;
   offsets.commitOffsets = commitToMovedCoordinator(offsets.commitOffsets);
+  const heartbeating = (require(CONSUMER_GROUP) as { prototype: HeartbeatingGroup }).prototype;
+  heartbeating.heartbeat = heartbeatToMovedCoordinator(heartbeating.heartbeat);
   // Read by kafkajs' cluster module as it loads, like the grouping.
   const pool = require.resolve(POOL_BUILDER);
   const builder = require(pool) as PoolBuilder;
