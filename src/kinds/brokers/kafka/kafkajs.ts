@@ -208,7 +208,11 @@ interface OffsetManager {
 /** What of kafkajs' Cluster a single coordinator look-up uses (2.2.4, pinned: src/cluster/index.js, brokerPool.js). */
 interface CoordinatorCluster {
   brokerPool: {
-    /** Calls `callback` with each known broker in turn until one answers; null when none did. */
+    /**
+     * Connects to each known broker in a random order and calls `callback` with it until one
+     * answers; null when none did. It throws at the first broker it cannot connect to (its
+     * findBroker is outside its try): one refusal or connectionTimeout, not one per broker.
+     */
     withBroker(callback: (args: { broker: CoordinatorAsker }) => Promise<FoundCoordinator>): Promise<FoundCoordinator | null>;
   };
   findBroker(args: { nodeId: number }): Promise<unknown>;
@@ -226,10 +230,12 @@ interface CoordinatorAsker {
 const GROUP_COORDINATOR = 0;
 
 /**
- * The group's coordinator, asked once (one FindCoordinator to each known broker until one answers),
- * or undefined when none could say. kafkajs' `cluster.findGroupCoordinator` retries with the
- * consumer's retry (10 tries, nested in another 10), which inside a batch holds its heartbeats
- * back for as long as the coordinator is not available (spec-checklist 2669).
+ * The group's coordinator, asked once (one FindCoordinator to each known broker until one answers,
+ * stopping at the first broker that cannot be reached: withBroker above), or undefined when none
+ * could say; the caller then throws the NOT_COORDINATOR answer, as kafkajs alone did. kafkajs'
+ * `cluster.findGroupCoordinator` retries with the consumer's retry (10 tries, nested in another
+ * 10), which inside a batch holds its heartbeats back for as long as the coordinator is not
+ * available (spec-checklist 2669).
  */
 async function coordinatorAskedOnce(cluster: CoordinatorCluster, groupId: string): Promise<unknown> {
   try {
