@@ -97,10 +97,12 @@ function packets(socket: Socket, each: (packet: Buffer) => void): void {
 
 /**
  * A TCP proxy in front of an MQTT 5 server that adds Shared Subscription Available = 0 (property
- * 0x2A) to each CONNACK it passes on, as a server without shared subscriptions announces it (no
- * installed server does); everything else passes as it is. cut() closes every connection.
+ * 0x2A) to each CONNACK it passes on while `unshared`, as a server without shared subscriptions
+ * announces it (no installed server does); everything else passes as it is. cut() closes every
+ * connection.
  */
 class UnsharedConnack {
+  unshared = true;
   private readonly sockets = new Set<Socket>();
   private constructor(private readonly server: Server) {}
   static async start(target: MessageServer): Promise<UnsharedConnack> {
@@ -114,7 +116,7 @@ class UnsharedConnack {
         s.on('close', () => (proxy.sockets.delete(s), client.destroy(), upstream.destroy()));
       }
       client.on('data', (chunk: Buffer) => upstream.write(chunk));
-      packets(upstream, (p) => client.write(p[0] === CONNACK ? withoutSharing(p) : p));
+      packets(upstream, (p) => client.write(p[0] === CONNACK && proxy.unshared ? withoutSharing(p) : p));
     });
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
@@ -222,7 +224,7 @@ routes:
     }
   });
 
-  it('keeps a shared route on an MQTT 5 server whose CONNACK says Shared Subscription Available 0 not ready, naming sharedSubscriptions: false, said once at warn; a plain one reads on', async () => {
+  it('keeps a shared route on an MQTT 5 server whose CONNACK says Shared Subscription Available 0 not ready, naming sharedSubscriptions: false, said once at warn, until a connect says available; a plain one reads on', async () => {
     const proxy = await UnsharedConnack.start(mqtt);
     try {
       await gw.start(`
@@ -256,6 +258,12 @@ routes:
         ['warn'],
       );
       assert.equal(gw.logs.filter((l) => l.msg === 'consumer ready' && l.route === 'shared').length, 0);
+      // A server that now says it has them (no property: available) gets the subscription at the
+      // next connect, and the route is ready again (spec-checklist 2802).
+      proxy.unshared = false;
+      proxy.cut();
+      await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'shared', 15000);
+      await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000);
     } finally {
       await proxy.stop();
     }
