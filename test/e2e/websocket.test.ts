@@ -636,6 +636,31 @@ describe('WebSocket (spec §5)', () => {
       );
     });
 
+    it("pings every client of a path more than one turn's worth of pings long: a silent client behind 1,200 answering ones is cut, the answering ones stay", async () => {
+      // Pings go out 500 a turn (a sweep of thousands in one turn held forwarded messages back):
+      // the silent client, connected last, is in the sweep's third slice.
+      const timeouts = async () => (await scrape(gw.adminUrl)).value('eventgate_websocket_ping_timeouts_total', { listener: 'lively' });
+      const timeoutsBefore = await timeouts();
+      const crowd: WebSocket[] = [];
+      try {
+        for (let i = 0; i < 1200; i += 100) {
+          const batch = Array.from({ length: 100 }, () => new WebSocket(gw.url('lively', '/idle', 'ws')));
+          await Promise.all(batch.map((ws) => once(ws, 'open')));
+          crowd.push(...batch);
+        }
+        let pinged = 0;
+        for (const ws of crowd) ws.once('ping', () => pinged++);
+        const silent = await RawWsClient.connect(gw.url('lively', '/idle', 'ws'));
+        await silent.waitEnd(30000);
+        assert.ok(silent.pings >= 1, 'the silent client was pinged before it was cut off');
+        assert.equal(pinged, crowd.length, 'every answering client was pinged');
+        assert.equal(await timeouts(), timeoutsBefore! + 1);
+        assert.deepEqual(crowd.filter((ws) => ws.readyState !== WebSocket.OPEN).length, 0, 'no answering client was cut off');
+      } finally {
+        for (const ws of crowd) ws.terminate();
+      }
+    });
+
     it('answers a client that offers subprotocols with the first one, as browsers need', async () => {
       const offered = new WebSocket(gw.url('push', '/frames', 'ws'), ['eventgate.v1', 'json']);
       await once(offered, 'open');
