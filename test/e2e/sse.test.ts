@@ -157,6 +157,28 @@ ${extra}`;
     c.child.kill();
   });
 
+  it("sends heartbeats to every stream of a path more than one turn's worth of writes long (1,200 streams)", async () => {
+    // Heartbeats go out 500 streams a turn (thousands in one turn held events back): every stream gets one.
+    const { port } = new URL(gw.url('api', '/ticks'));
+    const streams: { socket: Socket; text: string }[] = [];
+    try {
+      for (let i = 0; i < 1200; i += 100) {
+        const batch = Array.from({ length: 100 }, () => {
+          const stream = { socket: connect(Number(port), '127.0.0.1'), text: '' };
+          stream.socket.setEncoding('utf8').on('data', (chunk: string) => (stream.text += chunk));
+          stream.socket.write(`GET /ticks HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAccept: text/event-stream\r\n\r\n`);
+          return stream;
+        });
+        await Promise.all(batch.map((s) => once(s.socket, 'connect')));
+        streams.push(...batch);
+      }
+      await eventually(() => assert.equal(streams.filter((s) => s.text.includes(': heartbeat\n\n')).length, streams.length), 30000);
+      assert.ok(streams.every((s) => s.text.startsWith('HTTP/1.1 200 ')));
+    } finally {
+      for (const s of streams) s.socket.destroy();
+    }
+  });
+
   it('resumes after Last-Event-ID from the broker retention, through the chain, with no gap and no duplicate', async () => {
     const first = await publish(10);
     for (const n of [11, 12, 13, 14]) await publish(n);

@@ -24,6 +24,7 @@ import type { Gate, ReplaySource, Target } from '../contracts.js';
 import { PathBatch, type BatchClient } from './write-batch.js';
 import { PacedWriter, SLICE_BYTES } from './paced-write.js';
 import { pathParameters, sameRoutePath } from './route-paths.js';
+import { SlicedSweep } from '../../core/sliced-sweep.js';
 import { beyond, copyPositions, formatId, formatSources, OTHER_SOURCE, parseId, parseSources, positionsOf, type Seen, type SourcePositions, sourceTag } from './sse-ids.js';
 
 export type SseFormat = 'value' | 'envelope' | 'cloudevent';
@@ -145,6 +146,10 @@ export class SseStreams {
   private shared: ReadonlySet<string> = new Set();
   private heartbeat: NodeJS.Timeout | undefined;
   private static readonly HEARTBEAT = Buffer.from(': heartbeat\n\n');
+  /** Writes the heartbeats a slice of clients per turn (a write each: thousands in one turn held events back). */
+  private readonly heartbeats = new SlicedSweep<SseClient>((c) => {
+    if (!c.held) this.write(c, SseStreams.HEARTBEAT);
+  });
   /** Clients cut off for reading too slowly, since the listener started (for status and tests). */
   slowClientsClosed = 0;
 
@@ -416,17 +421,13 @@ export class SseStreams {
   private startHeartbeat(): void {
     if (this.heartbeat) return;
     this.heartbeat = setInterval(() => {
-      let any = false;
-      for (const s of this.paths.values()) {
-        for (const c of s.clients) {
-          any = true;
-          if (!c.held) this.write(c, SseStreams.HEARTBEAT);
-        }
-      }
-      if (!any) {
+      if (this.heartbeats.running) return;
+      const clients = [...this.paths.values()].flatMap((s) => [...s.clients]);
+      if (clients.length === 0) {
         clearInterval(this.heartbeat);
         this.heartbeat = undefined;
       }
+      this.heartbeats.start(clients);
     }, this.options.heartbeatMs);
     this.heartbeat.unref();
   }
@@ -645,6 +646,7 @@ export class SseStreams {
     this.paths.clear();
     if (this.heartbeat) clearInterval(this.heartbeat);
     this.heartbeat = undefined;
+    this.heartbeats.stop();
   }
 }
 

@@ -51,6 +51,7 @@ import { canWriteRaw, textFrame, writeFrames } from './ws-frames.js';
 import { pathParameters, RoutePathClaims, routePathProblem, sameRoutePath } from './route-paths.js';
 import { ForwardRooms, type RoomClient, type RoomMember } from './ws-rooms.js';
 import { allowsOrigin, originList } from './cors.js';
+import { SlicedSweep } from '../../core/sliced-sweep.js';
 
 const { WebSocketServer, WebSocket: WsSocket } = bundled<typeof Ws>('ws');
 const FindMyWay = bundled<typeof FindMyWayModule>('find-my-way');
@@ -63,12 +64,6 @@ const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
 const DEFAULT_MAX_BUFFERED = 1024 * 1024;
 const DEFAULT_MAX_PENDING = 64;
 const DEFAULT_PING_INTERVAL = 30_000;
-/**
- * Clients pinged per event-loop turn. A ping costs ~22 µs (a write each); pinging 5,000 clients in
- * one turn held every forwarded message back ~110 ms, at each interval. A slice of 500 holds the
- * loop ~11 ms, and messages go out between slices.
- */
-const PINGS_PER_TURN = 500;
 
 const options = kindOptions('websocket', {
   ...transportOptions,
@@ -300,8 +295,8 @@ export class WebSocketListener implements ListenerRuntime {
   private readonly telemetry: ListenerTelemetry | undefined;
   /** Pings every client each pingIntervalMs. */
   private pinger: NodeJS.Timeout | undefined;
-  /** The next slice of a ping sweep still going (pingAll). */
-  private pingSweep: NodeJS.Immediate | undefined;
+  /** Pings the clients a slice per turn (pingAll). */
+  private readonly pingSweep = new SlicedSweep<Client>((c) => this.ping(c));
   /** The lines of frameFailed(): one per client address and close code each FLOOD_LOG_INTERVAL_MS at most, with the count. */
   private readonly frameFailureLog: RateLimitedWarning<FrameFailure>;
 
@@ -363,8 +358,7 @@ export class WebSocketListener implements ListenerRuntime {
       this.stopReason = reason;
       this.drainMs = drainMs;
       clearInterval(this.pinger);
-      clearImmediate(this.pingSweep);
-      this.pingSweep = undefined;
+      this.pingSweep.stop();
       // Not server.close(): it closes the idle connections too, and a handshake sent on one kept
       // after a 426 met a closed connection instead of its 503 (point 715); stop() closes them.
       this.closed = new Promise<void>((resolve) => stopAccepting(this.server, resolve));
@@ -755,8 +749,7 @@ export class WebSocketListener implements ListenerRuntime {
   private schedulePings(): void {
     clearInterval(this.pinger);
     this.pinger = undefined;
-    clearImmediate(this.pingSweep);
-    this.pingSweep = undefined;
+    this.pingSweep.stop();
     const every = this.options.pingIntervalMs ?? DEFAULT_PING_INTERVAL;
     if (every > 0) this.pinger = setInterval(() => this.pingAll(), every).unref();
   }
@@ -772,25 +765,14 @@ export class WebSocketListener implements ListenerRuntime {
   }
 
   /**
-   * Pings every client, PINGS_PER_TURN of them per event-loop turn; one that did not answer the
+   * Pings every client, a slice per event-loop turn (SlicedSweep); one that did not answer the
    * previous ping is cut off (no close frame: it is not listening), which frees its connection (and
-   * its place under maxConnections). A sweep still going when the interval comes round again (tens
-   * of thousands of clients, a short interval) goes on; the interval's sweep is skipped.
+   * its place under maxConnections). The clients as the sweep starts, each visited once: one moved
+   * to another path by a reload meanwhile (respell) would be met again in its new set, and cut off
+   * for not having answered the ping of a moment before.
    */
   private pingAll(): void {
-    if (this.pingSweep !== undefined) return;
-    // The clients as the sweep starts, each visited once: one moved to another path by a reload
-    // meanwhile (respell) would be met again in its new set, and cut off for not having answered
-    // the ping of a moment before. One that joins meanwhile is pinged by the next sweep.
-    const clients = [...this.clients.values()].flatMap((set) => [...set]);
-    let at = 0;
-    const slice = () => {
-      this.pingSweep = undefined;
-      const end = Math.min(at + PINGS_PER_TURN, clients.length);
-      while (at < end) this.ping(clients[at++]!);
-      if (at < clients.length) this.pingSweep = setImmediate(slice);
-    };
-    slice();
+    if (!this.pingSweep.running) this.pingSweep.start([...this.clients.values()].flatMap((set) => [...set]));
   }
 
   private ping(c: Client): void {
