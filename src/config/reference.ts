@@ -528,7 +528,9 @@ Kafka publish with \`acks: none\`). A webhook's is \`{"endpoint","status","attem
 - On a route \`from: {listener: <kafka listener>, topic: T}\`, \`to\` is optional. Without it the
   records a Kafka client produces to T go on to T upstream; with it they go to the targets
   **instead** (any target above), and the client is answered NONE with offset -1 once every target
-  acknowledged every record, or a retriable error (NOT_ENOUGH_REPLICAS) when one did not. Keep T
+  acknowledged every record, a retriable error (NOT_ENOUGH_REPLICAS) when one did not, or the
+  error Kafka gives a record no retry can pass (MESSAGE_TOO_LARGE, INVALID_RECORD) when a target
+  refused one so (an HTTP client's 413 or 400). Keep T
   upstream too by listing \`{broker: <the listener's upstream>, topic: T}\` as a target (written by
   the gateway's producer, not byte for byte). Such routes may also \`filter\` and dead-letter;
   transactional producers are refused (docs/kafka-proxy.md, "Routes with \`to\`"):

@@ -79,6 +79,20 @@ export function problemType(code: ErrorCode): string {
   return `urn:eventgate:problem:${code}`;
 }
 
+/** A webhook target's failure after its own retries (it may pass later, but not by retrying at once). */
+export function retriedByWebhook(p: Problem): boolean {
+  return p.code === 'EG_WEBHOOK_FAILED' || p.code === 'EG_WEBHOOK_TIMEOUT';
+}
+
+/**
+ * A failure a later try may not meet: a broker that did not acknowledge (503), a webhook that
+ * failed. Any other failure (a record a broker refused as too large or invalid, a webhook's final
+ * refusal, a failed expression) meets every try the same way.
+ */
+export function mayPassLater(p: Problem): boolean {
+  return p.status === 503 || retriedByWebhook(p);
+}
+
 /** An RFC 9457 problem as eventgate sends it over HTTP (and, reshaped, as a WebSocket error frame). */
 export interface Problem {
   code: ErrorCode;

@@ -1,4 +1,4 @@
-import { problem, type Problem } from '../core/errors.js';
+import { mayPassLater, problem, retriedByWebhook, type Problem } from '../core/errors.js';
 import {
   admitThrough,
   noReadBack,
@@ -1437,16 +1437,6 @@ function consumed(o: Outcome): o is Extract<Outcome, { outcome: 'delivered' | 'f
 const NO_DELIVERIES: Delivery[] = Object.freeze([]) as unknown as Delivery[];
 /** A record a chain let through as it came (checkRecord): shared, since nothing in it is per record. */
 const PASSED_UNCHANGED: Outcome = Object.freeze({ outcome: 'delivered', deliveries: NO_DELIVERIES, tagged: false });
-
-/** A webhook target's failure after its own retries (it may pass later, but not by retrying at once). */
-function retriedByWebhook(p: Problem): boolean {
-  return p.code === 'EG_WEBHOOK_FAILED' || p.code === 'EG_WEBHOOK_TIMEOUT';
-}
-
-/** A failure a later try may not meet: a broker that did not acknowledge (503), a webhook that failed. */
-function mayPassLater(p: Problem): boolean {
-  return p.status === 503 || retriedByWebhook(p);
-}
 
 /** A failure a consume route with a `deadletter` sends there at its first try: it cannot pass, or a webhook target's own tries are spent. */
 function deadletteredAtOnce(p: Problem): boolean {

@@ -291,6 +291,36 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
     }
   });
 
+  it('a record a target refuses for good is answered as Kafka answers it, which no client retries: MESSAGE_TOO_LARGE, INVALID_RECORD', async () => {
+    // The cluster refuses the route's copy as over its message.max.bytes (413 to an HTTP client).
+    await kafka.failRequests(0, 5, 10);
+    try {
+      const batch = recordBatch({ attributes: 0, key: null, value: Buffer.from(JSON.stringify({ keep: true, id: 60, total: 1 })) });
+      const answer = await produceRaw(proxy, { version: 8, transactionalId: null, topic: t.picky, partition: 0, batch });
+      assert.equal(answer.errorCode, 10, JSON.stringify(answer)); // MESSAGE_TOO_LARGE, as Kafka answers it
+      assert.match(answer.errorMessage ?? '', /^route 'picky': the Kafka cluster refused the record as larger than it accepts/);
+    } finally {
+      await kafka.clearFailures(0);
+    }
+    // A webhook that refuses the record (a 4xx): refused for good, so a client with retries sends it once.
+    hook.respond = (_r, res) => res.writeHead(422).end('not an order we take');
+    const producer = client(3).producer();
+    await producer.connect();
+    try {
+      const before = hook.requests.length;
+      const err = await producer.send({ topic: t.hooked, messages: [{ value: ORDER(61) }] }).then(
+        () => undefined,
+        (e) => failure(e),
+      );
+      assert.equal(err?.type, 'INVALID_RECORD', String(err));
+      assert.equal(err?.retriable, false);
+      assert.equal(hook.requests.length - before, 1, 'the client sent the refused record again');
+    } finally {
+      hook.respond = (_r, res) => res.end('ok');
+      await producer.disconnect();
+    }
+  });
+
   it('a record whose dead-letter topic does not acknowledge makes the request retriable, not refused for good', async () => {
     const r = await kcatProduceLines(proxy, t.strict, [ORDER(56), JSON.stringify({ id: 57, total: 'lots' })], ['linger.ms=200']);
     assert.match(r.stderr, /Not enough in-sync replicas/);

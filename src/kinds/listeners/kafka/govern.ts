@@ -42,7 +42,7 @@ import {
   type RequestHeader,
 } from '../../../codecs/kafka-protocol/messages.js';
 import type { CheckedRecords, RecordsAnswer, RouteEntry } from '../../contracts.js';
-import { problem, type Problem } from '../../../core/errors.js';
+import { mayPassLater, problem, type Problem } from '../../../core/errors.js';
 import { decodeValueBytes, encodeValue, type Message, type MessageContext } from '../../../core/message.js';
 import type { Outcome } from '../../../core/outcome.js';
 import { isValidationTagName, VALIDATION_ERROR_HEADER } from '../../steps/validate.js';
@@ -257,10 +257,14 @@ function deliver(delivering: readonly Routed[], checked: readonly Checked[], ctx
 
 /**
  * One partition's records to the route's targets. NONE when every record went where the route
- * sends it (delivered, filtered or dead-lettered). Otherwise a retriable error, as an HTTP client
- * gets 503 for a broker that did not acknowledge: NOT_ENOUGH_REPLICAS when no target took any record
- * of the partition, NOT_ENOUGH_REPLICAS_AFTER_APPEND when some did (the client's retry sends
- * those records to them again, as an HTTP client's retry does).
+ * sends it (delivered, filtered or dead-lettered). Otherwise, when a try later may pass (a broker
+ * that did not acknowledge, a webhook that failed: an HTTP client gets 503 or 502), a retriable
+ * error: NOT_ENOUGH_REPLICAS when no target took any record of the partition,
+ * NOT_ENOUGH_REPLICAS_AFTER_APPEND when some did (the client's retry sends those records to them
+ * again, as an HTTP client's retry does). A failure no retry can pass (a target that refused a
+ * record as too large, HTTP 413, or as invalid, a webhook's final refusal, a failed expression) is
+ * answered as Kafka answers such a record, MESSAGE_TOO_LARGE or INVALID_RECORD, which clients do
+ * not retry: told a retriable error, they sent the record again until their delivery timeout.
  */
 function deliverSet(route: RouteEntry, set: CheckedRecords, ctx: GovernContext): OwnPartitionAnswer | Promise<OwnPartitionAnswer> {
   const mctx = context(route, ctx);
@@ -275,6 +279,7 @@ function deliverSet(route: RouteEntry, set: CheckedRecords, ctx: GovernContext):
   const answer = (outcomes: Outcome[]): OwnPartitionAnswer => {
     route.settleRecords?.({ ...set, outcomes }, { written: 'targets' });
     let failed: Problem | undefined;
+    let final: Problem | undefined;
     let failures = 0;
     let took = false;
     for (const o of outcomes) {
@@ -282,11 +287,14 @@ function deliverSet(route: RouteEntry, set: CheckedRecords, ctx: GovernContext):
       else if (o.outcome === 'failed') {
         failures++;
         failed ??= o.problem;
+        if (!mayPassLater(o.problem)) final ??= o.problem;
         if (o.problem.took?.some((d) => d !== undefined)) took = true;
       }
     }
     if (failed === undefined) return { index: set.partition, errorCode: ErrorCode.NONE, message: null };
     const more = failures > 1 ? ` (and ${failures - 1} more records)` : '';
+    // One record no retry can pass fails every retry of the partition's records: say so, not "try again".
+    if (final) return { index: set.partition, errorCode: final.status === 413 ? ErrorCode.MESSAGE_TOO_LARGE : ErrorCode.INVALID_RECORD, message: `route '${route.name}': ${final.detail}${more}` };
     const again = took ? '; records the targets took are sent to them again if the client retries' : '';
     return {
       index: set.partition,
