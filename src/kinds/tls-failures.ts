@@ -24,6 +24,23 @@ export function isTlsFailure(err: unknown): boolean {
   return typeof code === 'string' && TLS_CODE.test(code);
 }
 
+/**
+ * OpenSSL's own words for an `ERR_SSL_*` failure (`tlsv1 alert no application protocol`), which node
+ * gives as the error's `reason`; its message wraps them in a line of OpenSSL internals (`807CE93D417F0000:error:0A000460:SSL routines:ssl3_read_bytes:...:../deps/openssl/openssl/ssl/record/rec_layer_s3.c:1601:SSL alert number 120`).
+ */
+export function tlsReason(err: Error & { code?: string; reason?: unknown }): string {
+  return err.code?.startsWith('ERR_SSL_') && typeof err.reason === 'string' ? err.reason : err.message;
+}
+
+/**
+ * A broker's words for a failed connection: OpenSSL's own for an `ERR_SSL_*` failure, with node's
+ * code after them; node's message for the others (`certificate has expired`).
+ */
+export function brokerTlsWords(err: Error): string {
+  const reason = tlsReason(err as Error & { code?: string });
+  return reason === err.message ? err.message : `${reason} (${(err as { code?: unknown }).code})`;
+}
+
 /** TLS sockets whose TCP connection is made and whose handshake is not done yet. */
 const inHandshake = new WeakSet<TLSSocket>();
 

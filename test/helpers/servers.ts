@@ -1,7 +1,7 @@
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { chmodSync, chownSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -274,13 +274,15 @@ export function startMosquittoWithUsers(users: Record<string, string>): Promise<
 
 /**
  * mosquitto as startMosquitto's, its listener speaking TLS only with `cert` (a server certificate
- * for 127.0.0.1, its own CA: the readiness probe trusts it). `url` is then `mqtts://`.
+ * for 127.0.0.1, its own CA: the readiness probe trusts it). `url` is then `mqtts://`. `mutual`:
+ * clients must present a certificate `mutual.ca` signed (`require_certificate`); the probe presents
+ * `mutual.client`.
  */
-export function startMosquittoTls(cert: { certFile: string; keyFile: string }): Promise<MessageServer> {
+export function startMosquittoTls(cert: { certFile: string; keyFile: string }, mutual?: { ca: { certFile: string }; client: { certFile: string; keyFile: string } }): Promise<MessageServer> {
   return onFreshPorts(async () => {
     const server = await startMosquittoOnce(undefined, async () => ({
-      lines: ['allow_anonymous true', `certfile ${cert.certFile}`, `keyfile ${cert.keyFile}`],
-      login: ['--cafile', cert.certFile],
+      lines: ['allow_anonymous true', `certfile ${cert.certFile}`, `keyfile ${cert.keyFile}`, ...(mutual ? [`cafile ${mutual.ca.certFile}`, 'require_certificate true'] : [])],
+      login: ['--cafile', cert.certFile, ...(mutual ? ['--cert', mutual.client.certFile, '--key', mutual.client.keyFile] : [])],
     }));
     return { ...server, url: server.url.replace(/^mqtt:/, 'mqtts:') };
   });
@@ -356,15 +358,17 @@ export function startNatsWithUsers(users: Record<string, string>, denyPublish: s
 /**
  * nats-server as startNats's, offering TLS with `cert` (a server certificate for 127.0.0.1) and
  * taking plain clients too (`allow_non_tls`: the readiness probe speaks the text protocol). A
- * client that asks for TLS (`tls://`, or TLS options) gets it.
+ * client that asks for TLS (`tls://`, or TLS options) gets it; with `clientCa`, only when it
+ * presents a certificate that CA signed (`verify: true`, mutual TLS).
  */
-export function startNatsTls(cert: { certFile: string; keyFile: string }): Promise<MessageServer> {
+export function startNatsTls(cert: { certFile: string; keyFile: string }, clientCa?: { certFile: string }): Promise<MessageServer> {
   return onFreshPorts(async () => {
     const dir = tempDir('eventgate-nats');
     const conf = join(dir, 'nats.conf');
+    const mutual = clientCa ? `, ca_file: ${JSON.stringify(clientCa.certFile)}, verify: true` : '';
     writeFileSync(
       conf,
-      `jetstream { store_dir: ${JSON.stringify(join(dir, 'jetstream'))} }\ntls { cert_file: ${JSON.stringify(cert.certFile)}, key_file: ${JSON.stringify(cert.keyFile)} }\nallow_non_tls: true\n`,
+      `jetstream { store_dir: ${JSON.stringify(join(dir, 'jetstream'))} }\ntls { cert_file: ${JSON.stringify(cert.certFile)}, key_file: ${JSON.stringify(cert.keyFile)}${mutual} }\nallow_non_tls: true\n`,
     );
     const server = await startNatsOnce(dir, conf);
     return { ...server, url: server.url.replace(/^nats:/, 'tls:') };
@@ -458,6 +462,8 @@ export interface RabbitServer extends MessageServer {
   vhost: string;
   /** How `rabbitmqctl` reaches the node, for another process (the run's shared server, `sharedRabbit`). */
   node: RabbitNode;
+  /** `amqps://` to the TLS listener, with guest's credentials (only with `RabbitOptions.tls`). */
+  tlsUrl?: string;
 }
 
 /** A RabbitMQ node as `rabbitmqctl` reaches it: its name, the Erlang cookie's home, its epmd, the user it runs as. */
@@ -472,6 +478,12 @@ export interface RabbitNode {
 
 export interface RabbitOptions {
   advancedConfig?: string;
+  /**
+   * A TLS listener besides the plain one (the readiness probe's), at `RabbitServer.tlsUrl`:
+   * `cert`, a server certificate for 127.0.0.1; `ca`, a CA whose client certificates it requires
+   * (mutual TLS: `fail_if_no_peer_cert`).
+   */
+  tls?: { cert: { certFile: string; keyFile: string }; ca?: { certFile: string } };
   vhosts?: string[];
   users?: RabbitUser[];
 }
@@ -527,13 +539,22 @@ function rabbitDefinitions(vhosts: string[], users: RabbitUser[]): string {
 async function startRabbitOnce(options: RabbitOptions): Promise<RabbitServer> {
   const dir = tempDir('eventgate-rabbitmq');
   if (options.advancedConfig) writeFileSync(join(dir, 'advanced.config'), options.advancedConfig);
+  const conf: string[] = [];
   if (options.vhosts?.length || options.users?.length) {
     writeFileSync(join(dir, 'definitions.json'), rabbitDefinitions(options.vhosts ?? [], options.users ?? []));
-    writeFileSync(join(dir, 'rabbitmq.conf'), `load_definitions = ${join(dir, 'definitions.json')}\n`);
+    conf.push(`load_definitions = ${join(dir, 'definitions.json')}`);
   }
   const ports = new Set<number>();
-  while (ports.size < 3) ports.add(await freePort());
-  const [port, distPort, epmdPort] = [...ports] as [number, number, number];
+  while (ports.size < (options.tls ? 4 : 3)) ports.add(await freePort());
+  const [port, distPort, epmdPort, tlsPort] = [...ports] as [number, number, number, number | undefined];
+  if (options.tls) {
+    // Copies in the node's directory: run as root, the node is the rabbitmq user, who may not read the tests' temp files.
+    const copy = (file: string, as: string) => (writeFileSync(join(dir, as), readFileSync(file)), join(dir, as));
+    const { cert, ca } = options.tls;
+    conf.push(`listeners.ssl.default = 127.0.0.1:${tlsPort}`, `ssl_options.certfile = ${copy(cert.certFile, 'tls-cert.pem')}`, `ssl_options.keyfile = ${copy(cert.keyFile, 'tls-key.pem')}`);
+    if (ca) conf.push(`ssl_options.cacertfile = ${copy(ca.certFile, 'tls-ca.pem')}`, 'ssl_options.verify = verify_peer', 'ssl_options.fail_if_no_peer_cert = true');
+  }
+  if (conf.length > 0) writeFileSync(join(dir, 'rabbitmq.conf'), `${conf.join('\n')}\n`);
   const name = `eventgate-${process.pid}-${port}`;
   const asRoot = process.getuid?.() === 0;
   const cookie = join(dir, '.erlang.cookie');
@@ -545,6 +566,7 @@ async function startRabbitOnce(options: RabbitOptions): Promise<RabbitServer> {
     runAs = { uid: id('-u'), gid: id('-g') };
     chownSync(dir, runAs.uid, runAs.gid);
     chownSync(cookie, runAs.uid, runAs.gid);
+    for (const file of ['tls-cert.pem', 'tls-key.pem', 'tls-ca.pem']) if (existsSync(join(dir, file))) chownSync(join(dir, file), runAs.uid, runAs.gid);
   }
   const node: RabbitNode = { port, nodeName: `${name}@localhost`, home: dir, epmdPort, runAs };
   const env: NodeJS.ProcessEnv = {
@@ -580,5 +602,5 @@ async function startRabbitOnce(options: RabbitOptions): Promise<RabbitServer> {
     throw err;
   }
   process.once('exit', killEpmd);
-  return { ...serverOf(proc, url, port, dir, killEpmd), ctl: rabbitCtl(node), vhost: '/', node };
+  return { ...serverOf(proc, url, port, dir, killEpmd), ctl: rabbitCtl(node), vhost: '/', node, ...(tlsPort ? { tlsUrl: `amqps://guest:guest@127.0.0.1:${tlsPort}` } : {}) };
 }

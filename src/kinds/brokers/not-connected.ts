@@ -14,13 +14,19 @@ export function notConnectedDetail(why: string, refused: 'login' | 'tls' | undef
 
 /**
  * Where a broker's failed handshake's fix is, when node's code says: node's words
- * (`self-signed certificate`) named the cause but not the broker's option that fixes it. None for an
- * expired certificate (node says so) or a refused client certificate (the server's alert).
+ * (`self-signed certificate`) named the cause but not the broker's option that fixes it, and the
+ * server's alerts (`tlsv13 alert certificate required`) name neither. None for an expired
+ * certificate (node says so).
  */
 function brokerTlsHint(err: unknown): string {
   const code = (err as { code?: unknown } | undefined)?.code;
   if (typeof code !== 'string') return '';
   if (UNTRUSTED_CHAIN.has(code)) return "; trust the server's CA with the broker's tls.ca";
   if (code === 'ERR_TLS_CERT_ALTNAME_INVALID' || code === 'HOSTNAME_MISMATCH') return '; the certificate is not for the host the broker connects to';
+  if (code === 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED') return "; the server requires a client certificate (mutual TLS): give one with the broker's tls.cert and tls.key";
+  // What a Go server (nats-server) says both for a client certificate it refuses and for none given.
+  if (code === 'ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE') return "; the server refused the client certificate, or requires one (mutual TLS): check the broker's tls.cert and tls.key";
+  if (code === 'ERR_SSL_TLSV1_ALERT_UNKNOWN_CA') return "; the server does not trust the CA of the broker's client certificate (tls.cert)";
+  if (code === 'ERR_SSL_WRONG_VERSION_NUMBER') return '; the port does not speak TLS (a TLS scheme or `tls` pointed at a plain port?)';
   return '';
 }

@@ -24,7 +24,7 @@ import {
   type Message,
   type MessageContext,
 } from '../../core/message.js';
-import { isTlsFailure, UNTRUSTED_CHAIN } from '../tls-failures.js';
+import { isTlsFailure, tlsReason, UNTRUSTED_CHAIN } from '../tls-failures.js';
 import type { KindDoc, Target } from '../contracts.js';
 import { mapOf, oneOf, oneOfStrings, type Static, stringMatching, Type } from '../define.js';
 import { HttpClient, TIMED_OUT, type AnswerListener, type ClientAnswer, type ClientRequest, type Exchange, type RequestSender } from './webhook-client.js';
@@ -574,14 +574,6 @@ function tlsHint(code: string): string {
   if (code === 'ERR_SSL_WRONG_VERSION_NUMBER') return '; the port answered without TLS: is it an http:// endpoint?';
   if (code === 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED') return '; the endpoint requires a client certificate (mutual TLS), which webhook targets do not present';
   return '';
-}
-
-/**
- * OpenSSL's own words for an `ERR_SSL_*` failure (`tlsv1 alert no application protocol`), which node
- * gives as the error's `reason`; its message wraps them in a line of OpenSSL internals (`807CE93D417F0000:error:0A000460:SSL routines:ssl3_read_bytes:...:../deps/openssl/openssl/ssl/record/rec_layer_s3.c:1601:SSL alert number 120`).
- */
-function tlsReason(err: Error & { code?: string; reason?: unknown }): string {
-  return err.code?.startsWith('ERR_SSL_') && typeof err.reason === 'string' ? err.reason : err.message;
 }
 
 /**

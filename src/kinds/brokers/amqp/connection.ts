@@ -5,6 +5,7 @@
 
 import type { ChannelModel } from 'amqplib';
 import type { AmqpSettings } from '../amqp.js';
+import { brokerTlsWords } from '../../tls-failures.js';
 
 /**
  * Why a connect failed, in words. amqplib's `connect ETIMEDOUT` is its own: nothing came back
@@ -13,7 +14,7 @@ import type { AmqpSettings } from '../amqp.js';
  * it on every retry, and read as a network timeout it sent people looking in the wrong place.
  */
 export function connectFailure(err: Error, settings: AmqpSettings): string {
-  if (err.message !== 'connect ETIMEDOUT') return err.message;
+  if (err.message !== 'connect ETIMEDOUT') return brokerTlsWords(err);
   let where = 'the server';
   try {
     where = new URL(settings.url).host || where;

@@ -8,7 +8,7 @@ import type { Logger } from '../../../log.js';
 import { within } from '../../../core/within.js';
 import type { MqttSettings } from '../mqtt.js';
 import { notConnectedDetail } from '../not-connected.js';
-import { closedInHandshake, closedInHandshakeReason, followTlsHandshake, isTlsFailure } from '../../tls-failures.js';
+import { brokerTlsWords, closedInHandshake, closedInHandshakeReason, followTlsHandshake, isTlsFailure } from '../../tls-failures.js';
 import { resetGivenUp } from '../given-up.js';
 
 /** The client library, loaded when the first mqtt broker starts (commands that start none, such as validate, never load it). */
@@ -73,7 +73,7 @@ export class Link {
       // A message whose acknowledgement the route sends itself (MqttSubscription) says nothing about the connection.
       if (err instanceof AcknowledgedByRoute) return;
       const plain = closedInHandshake(client.stream, err);
-      const why = plain ? closedInHandshakeReason(err) : err.message;
+      const why = plain ? closedInHandshakeReason(err) : brokerTlsWords(err);
       const detail = notConnectedDetail(why, LOGIN_REFUSED.has((err as { code?: unknown }).code) ? 'login' : isTlsFailure(err) || plain ? 'tls' : undefined, err);
       // Once per reason, not once per attempt: a wrong password is retried every reconnectPeriodMs.
       if (!this.ready && !this.told.has(detail)) {

@@ -23,7 +23,7 @@ import { coalesceWrites } from '../coalesce.js';
 import { FirstConnection } from '../first-connection.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
 import { notConnectedDetail } from '../not-connected.js';
-import { isTlsFailure } from '../../tls-failures.js';
+import { brokerTlsWords, isTlsFailure } from '../../tls-failures.js';
 import { publishSubjectProblem, streamFor } from './subjects.js';
 import { MSG_ID, msgIdChange, type MsgIdChange } from './msg-id.js';
 import { MissingTopology, notFoundOn } from '../missing-topology.js';
@@ -32,6 +32,7 @@ import { streamMessage } from './consumed.js';
 import { lib, loadNats, resetWhenGivenUp } from './lib.js';
 import { NatsSubscription, type StreamHost } from './subscription.js';
 import { sleep } from '../../../core/within.js';
+import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 
 /**
  * A message over the server's `max_payload` (1 MiB by default), which the client refuses before it
@@ -49,6 +50,18 @@ function tooLargeFor(nc: NatsConnection, err: Error, bytes: number): Refused | u
 function isLoginRefusal(err: unknown): boolean {
   const code = typeof err === 'string' ? err : (err as { code?: unknown })?.code;
   return code === lib.ErrorCode.AuthorizationViolation || code === lib.ErrorCode.AuthenticationExpired || /authorization violation/i.test(String((err as Error)?.message ?? ''));
+}
+
+/**
+ * Checks a server's certificate against the address the connection went to when nats.js gives no
+ * name: it sends none for a server named by its IP address (`tls://10.0.0.5:4222`), and node then
+ * checked the certificate against `localhost`, refusing one made for the address (`Host: localhost.
+ * is not in the cert's altnames: IP Address:10.0.0.5`) and taking any for `localhost`. Node calls
+ * it on the options of its TLS connection, which hold nats.js' TCP socket.
+ */
+function checkServerAddress(this: { servername?: string; host?: string; socket?: { remoteAddress?: string } } | undefined, host: string, cert: PeerCertificate): Error | undefined {
+  const address = this?.servername || this?.host ? undefined : this?.socket?.remoteAddress;
+  return checkServerIdentity(address ?? host, cert);
 }
 
 /** nats.js refusing a server whose INFO offers no TLS while the connection asks for it (its error says only `tls`). */
@@ -161,8 +174,16 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
         if (this.stopped) return;
         // nats.js gives up on a first connect the server refused (a wrong password): try again, as after a loss.
         const wait = backoff.delay();
-        const why = tlsNotOffered(err) ? 'the server does not offer TLS, which the broker requires (its `tls`, or a tls:// server)' : (err as Error).message;
-        this.state = { ready: false, detail: notConnectedDetail(why, isLoginRefusal(err) ? 'login' : isTlsFailure(err) || tlsNotOffered(err) ? 'tls' : undefined, err) };
+        // nats-server resets a TLS connection whose client certificate it refuses (or did not get):
+        // when the reset reaches the client before the alert, node says only ECONNRESET (or EPIPE).
+        const code = (err as { code?: unknown }).code;
+        const resetInTlsConnect = this.settings.tls !== undefined && (code === 'ECONNRESET' || code === 'EPIPE');
+        const why = tlsNotOffered(err)
+          ? 'the server does not offer TLS, which the broker requires (its `tls`, or a tls:// server)'
+          : resetInTlsConnect
+            ? `the server reset the connection in the TLS connect (${(err as Error).message}), as nats-server does for a client certificate it does not trust or did not get (mutual TLS): check the broker's tls.cert and tls.key`
+            : brokerTlsWords(err as Error);
+        this.state = { ready: false, detail: notConnectedDetail(why, isLoginRefusal(err) ? 'login' : isTlsFailure(err) || tlsNotOffered(err) || resetInTlsConnect ? 'tls' : undefined, err) };
         if (why !== logged) this.log.warn({ err: why, retryInMs: wait }, 'nats connect failed; retrying');
         logged = why;
         await sleep(wait);
@@ -199,7 +220,8 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
       user: s.user,
       pass: s.password,
       token: s.token,
-      tls: s.tls ?? undefined,
+      // A node TLS option nats.js passes on (its type lists only its own).
+      tls: s.tls ? ({ ...s.tls, checkServerIdentity: checkServerAddress } as typeof s.tls) : undefined,
       timeout: s.connectTimeoutMs,
       reconnect: true,
       maxReconnectAttempts: -1,

@@ -8,7 +8,35 @@ type NatsLib = typeof import('nats');
 export let lib!: NatsLib;
 
 export async function loadNats(): Promise<void> {
-  lib ??= await import('nats');
+  if (lib) return;
+  lib = await import('nats');
+  failConnectWhenClosed((await import('nats/lib/nats-base-client/protocol.js' as string)) as { ProtocolHandler?: { prototype: ConnectingHandler } });
+}
+
+/** nats.js's protocol handler while a connection is made: `connectError` fails the connect that waits for the server's first PONG. */
+interface ConnectingHandler {
+  connectError?: (err: unknown) => void;
+  disconnected(err: unknown): Promise<void>;
+}
+
+/**
+ * Makes a connection that the server closed with an error before its first PONG fail with that
+ * error. nats.js left such a connect waiting for the PONG until its timeout: a server that requires
+ * a client certificate (nats-server's `tls { verify: true }`) ends a TLS 1.3 connection after the
+ * client's handshake is done, with an alert (`certificate required`), and the broker said only
+ * `unreachable: TIMEOUT`, after connectTimeoutMs. Left as it is when this nats.js has no such handler.
+ */
+function failConnectWhenClosed(protocol: { ProtocolHandler?: { prototype: ConnectingHandler } }): void {
+  const proto = protocol.ProtocolHandler?.prototype;
+  if (typeof proto?.disconnected !== 'function') return;
+  const disconnected = proto.disconnected;
+  proto.disconnected = function (this: ConnectingHandler, err: unknown) {
+    if (err instanceof Error && this.connectError) {
+      this.connectError(err);
+      return Promise.resolve();
+    }
+    return disconnected.call(this, err);
+  };
 }
 
 /** nats.js's protocol handler (a private field of the connection): `disconnect()` is how its liveness check gives a connection up. */
