@@ -372,6 +372,37 @@ routes:
   });
 });
 
+/**
+ * A JetStream route reads a stream's subjects through a durable consumer only when its filter is
+ * inside one stream. One that reaches into a stream without being inside it (`orders.>` beside a
+ * stream of `orders.*`) validated silently and read everything as core NATS, at most once, the
+ * stream's stored messages not through it.
+ */
+describe('a nats route whose subject filter reaches into a stream without being inside it', () => {
+  it('is a warning at its from.topic; filters inside a stream, and core ones beside it, are not', async () => {
+    const hook = 'to: { http: { url: "http://127.0.0.1:9/a" } }';
+    const dir = tempFiles({
+      'gateway.yaml': `version: 1
+brokers:
+  nt: { kind: nats, servers: "tls://127.0.0.1:4222", streams: { ORD: { subjects: ["orders.*", "ev.>"] } } }
+routes:
+  - { name: inside, from: { broker: nt, topic: "orders.*" }, ${hook} }
+  - { name: deeper, from: { broker: nt, topic: "ev.a.*.c" }, ${hook} }
+  - { name: core, from: { broker: nt, topic: "orders.eu.*" }, ${hook} }
+  - { name: wide, from: { broker: nt, topic: "orders.>" }, ${hook} }
+  - { name: all, from: { broker: nt, topic: ">" }, ${hook} }
+`,
+    });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const rest = 'without being inside it: the route reads it all as core NATS, at most once and only while connected, not through a durable consumer of the stream';
+    assert.deepEqual(r.stderr.trim().split('\n'), [
+      `gateway.yaml:8:46: warning: route 'wide': 'orders.>' reaches into stream 'ORD' (its subject 'orders.*') ${rest}; read 'orders.*' in a route of its own, or make the stream hold all of 'orders.>'`,
+      `gateway.yaml:9:45: warning: route 'all': '>' reaches into stream 'ORD' (its subject 'orders.*') ${rest}; read 'orders.*' in a route of its own, or make the stream hold all of '>'`,
+    ]);
+  });
+});
+
 describe('an mqtt route whose group cannot be a share name', () => {
   const config = `version: 1
 brokers:

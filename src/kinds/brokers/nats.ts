@@ -278,7 +278,7 @@ export const natsBroker = defineBroker({
   },
   // A filter's messages come with their own subjects (`$topic`), the ones it covers.
   topicsRead: (filter) => ({ matches: (subject) => subjectCovers(filter, subject), literal: !filter.split('.').some((t) => t === '*' || t === '>'), what: `a subject matching ${filter}` }),
-  readWarning: (from) => foreignWildcardHint(from, NATS_WILDCARDS, 'NATS', 'subject'),
+  readWarning: (from, o) => foreignWildcardHint(from, NATS_WILDCARDS, 'NATS', 'subject') ?? partlyInStream(from, o),
   keyless: 'a `key` would be dropped (carry it in a header instead: `headers: {set: {key: ...}}`)',
   canReconfigure: (before, after) => onlyInPlaceChanged(before, after, IN_PLACE),
   inPlaceOptions: IN_PLACE,
@@ -287,5 +287,20 @@ export const natsBroker = defineBroker({
   handOverTakes: ['inFlight', 'ordered', 'deadletter'],
   create: (name, settings, env) => new (runtime().NatsBroker)(name, settings, env),
 });
+
+/**
+ * A filter that reaches into a stream without being inside one (`orders.>` beside a stream of
+ * `orders.*`): such a route is core NATS, at most once, for the stream's subjects too, where a
+ * reader of the stream expects its stored messages and a durable consumer.
+ */
+function partlyInStream(from: string, o: NatsSettings): string | undefined {
+  if (subjectFilterProblem(from) || Object.values(o.streams).some((s) => s.subjects.some((p) => subjectCovers(p, from)))) return undefined;
+  for (const [name, stream] of Object.entries(o.streams))
+    for (const p of stream.subjects) {
+      if (!subjectFilterProblem(p) && subjectsOverlap(p, from) !== undefined)
+        return `'${from}' reaches into stream '${name}' (its subject '${p}') without being inside it: the route reads it all as core NATS, at most once and only while connected, not through a durable consumer of the stream; read '${p}' in a route of its own, or make the stream hold all of '${from}'`;
+    }
+  return undefined;
+}
 
 const runtime = whenUsed<{ NatsBroker: typeof NatsBroker }>(import.meta.url, './nats/broker.js');
