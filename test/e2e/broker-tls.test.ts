@@ -198,7 +198,7 @@ brokers:
   mc: { kind: mqtt, url: ${mqtt.url}, clientId: eg-mc-${process.pid}, tls: { ca: server.pem, cert: client.pem, key: client-key.pem } }
   mn: { kind: mqtt, url: ${mqtt.url}, clientId: eg-mn-${process.pid}, tls: { ca: server.pem } }
   mo: { kind: mqtt, url: ${mqtt.url}, clientId: eg-mo-${process.pid}, tls: { ca: server.pem, cert: server.pem, key: server-key.pem } }
-  nc: { kind: nats, servers: ${nats.url}, tls: { ca: server.pem, cert: client.pem, key: client-key.pem } }
+  nc: { kind: nats, servers: ${nats.url}, tls: { ca: server.pem, cert: client.pem, key: locked-key.pem, passphrase: ${passphrase} } }
   nn: { kind: nats, servers: ${nats.url}, tls: { ca: server.pem } }
   rc: { kind: amqp, url: "${rabbit.tlsUrl}", tls: { ca: server.pem, cert: client.pem, key: locked-key.pem, passphrase: ${passphrase} }, queues: { tls-in: { bindings: [tls.out] } } }
   rn: { kind: amqp, url: "${rabbit.tlsUrl}", tls: { ca: server.pem } }

@@ -68,14 +68,18 @@ const options = kindOptions('nats', {
   token: Type.Optional(Type.String({ description: 'Authentication token (instead of user and password).' })),
   tls: Type.Optional(
     Type.Object(
-      { ca: TLS_OPTIONS.properties.ca, cert: TLS_OPTIONS.properties.cert, key: TLS_OPTIONS.properties.key },
-      { additionalProperties: false, description: 'TLS: `{ca, cert, key}`, PEM files relative to this config.' },
+      { ca: TLS_OPTIONS.properties.ca, cert: TLS_OPTIONS.properties.cert, key: TLS_OPTIONS.properties.key, passphrase: TLS_OPTIONS.properties.passphrase },
+      {
+        additionalProperties: false,
+        description:
+          "TLS: `{ca, cert, key, passphrase}`, PEM files relative to this config (watched: a new certificate reconnects the broker). A server's certificate is checked against the server's name, or its IP address for one given as an address (`tls://10.0.0.5:4222`).",
+      },
     ),
   ),
   streams: Type.Optional(
     mapOf(stream, {
       description:
-        'JetStream streams, by name: subjects inside one are published with a stored acknowledgement and consumed through durable consumers (at least once); other subjects are core NATS (at most once).',
+        "JetStream streams, by name: subjects inside one are published with a stored acknowledgement and consumed through durable consumers (at least once); other subjects are core NATS (at most once). A consume route's `from.topic` is JetStream's when one stream's subjects hold all of it (`orders.*` or `orders.eu` in a stream of `orders.*`); a filter that only reaches into a stream (`orders.>` beside a stream of `orders.*`) is read as core NATS, the stream's subjects too, and is a validate warning (EG_CONFIG_SUSPICIOUS_TOPIC).",
     }),
   ),
   prefetch: int(
@@ -128,7 +132,7 @@ export interface NatsSettings {
   password: string | undefined;
   token: string | undefined;
   /** PEM text (nats.js takes `ca`, `cert`, `key` as text). */
-  tls: { ca?: string; cert?: string; key?: string } | undefined;
+  tls: { ca?: string; cert?: string; key?: string; passphrase?: string } | undefined;
   streams: Record<string, NatsStream>;
   prefetch: number;
   corePendingBytes: number;
@@ -240,7 +244,7 @@ function compileNats(o: NatsOptions, ctx: BrokerCompileContext): NatsSettings | 
     user: o.user,
     password: o.password,
     token: o.token,
-    tls: tls ? { ca: tls.ca as string | undefined, cert: tls.cert as string | undefined, key: tls.key as string | undefined } : tlsScheme ? {} : undefined,
+    tls: tls ? { ca: tls.ca as string | undefined, cert: tls.cert as string | undefined, key: tls.key as string | undefined, passphrase: tls.passphrase } : tlsScheme ? {} : undefined,
     streams,
     prefetch: o.prefetch ?? 20,
     corePendingBytes: o.corePendingBytes ?? 33554432,
