@@ -28,8 +28,9 @@ export function isTlsFailure(err: unknown): boolean {
  * OpenSSL's own words for an `ERR_SSL_*` failure (`tlsv1 alert no application protocol`), which node
  * gives as the error's `reason`; its message wraps them in a line of OpenSSL internals (`807CE93D417F0000:error:0A000460:SSL routines:ssl3_read_bytes:...:../deps/openssl/openssl/ssl/record/rec_layer_s3.c:1601:SSL alert number 120`).
  */
-export function tlsReason(err: Error & { code?: string; reason?: unknown }): string {
-  return err.code?.startsWith('ERR_SSL_') && typeof err.reason === 'string' ? err.reason : err.message;
+export function tlsReason(err: Error & { code?: unknown; reason?: unknown }): string {
+  // Not every error's code is node's string: an MQTT refusal's is its reason code (a number).
+  return typeof err.code === 'string' && err.code.startsWith('ERR_SSL_') && typeof err.reason === 'string' ? err.reason : err.message;
 }
 
 /**
@@ -37,7 +38,7 @@ export function tlsReason(err: Error & { code?: string; reason?: unknown }): str
  * code after them; node's message for the others (`certificate has expired`).
  */
 export function brokerTlsWords(err: Error): string {
-  const reason = tlsReason(err as Error & { code?: string });
+  const reason = tlsReason(err);
   return reason === err.message ? err.message : `${reason} (${(err as { code?: unknown }).code})`;
 }
 
