@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { useGateway } from '../helpers/gateway.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
+import { fetch } from '../helpers/http.js';
 import { RawNats } from '../helpers/peers.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
@@ -16,13 +17,21 @@ describe('kind: nats, consume routes a reload adds or rebuilds while the server 
   before(async () => {
     nats = await startNats();
     receiver = await WebhookReceiver.start();
+    // A stream made elsewhere that takes one consumer: the server refuses a second group's.
+    const peer = await RawNats.connect(nats);
+    try {
+      const made = await peer.jsApi('$JS.API.STREAM.CREATE.LIMITED', { name: 'LIMITED', subjects: ['limited.>'], max_consumers: 1 });
+      assert.equal(made.error, undefined, JSON.stringify(made));
+    } finally {
+      peer.close();
+    }
   });
   after(async () => {
     await receiver?.stop();
     await nats?.stop();
   });
 
-  const config = (changed: boolean) => `
+  const config = (changed: boolean, second = false) => `
 version: 1
 admin: { port: 0 }
 brokers:
@@ -33,7 +42,19 @@ brokers:
     ackTimeoutMs: 1000
     streams:
       EVENTS: { subjects: ["events.>"] }
+      LIMITED: { subjects: ["limited.>"], declare: false }
 routes:
+  - name: first
+    from: { broker: nats, topic: limited.a, group: lim-first }
+    to: { http: { url: "${receiver.url}/first" } }
+${
+  second
+    ? `  - name: second
+    from: { broker: nats, topic: limited.a, group: lim-second }
+    to: { http: { url: "${receiver.url}/second" } }
+`
+    : ''
+}
   - name: kept
     from: { broker: nats, topic: events.kept }
     to: { http: { url: "${receiver.url}/kept" } }
@@ -76,5 +97,43 @@ ${
     const got = await receiver.received(3, 30000);
     assert.deepEqual(got.map((r) => r.url).sort(), ['/added', '/kept', '/rebuilt']);
     assert.deepEqual(JSON.parse(got.find((r) => r.url === '/rebuilt')!.body), { subject: 'rebuilt', config: 'new' });
+  });
+
+  it('a route a reload adds whose consumer the server refuses is not ready, saying why in /readyz, /admin/status and the log, and consumes once the server takes it', async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'first', 30000);
+    const from = gw.logs.length;
+    assert.equal((await gw.reconfigure(config(true, true), undefined, { whole: true })).msg, 'config reloaded');
+    const refused = await gw.waitForLog((l) => l.msg === 'nats consumer could not start; retrying' && l.route === 'second', 15000, from);
+    assert.equal(refused.level, 'error');
+    assert.match(String(refused.err), /maximum consumers limit reached/);
+    // Before, the route said ready (and /readyz 200) while it consumed nothing.
+    const status = await gw.status();
+    assert.deepEqual(status.routes.find((r: { name: string }) => r.name === 'second').consumer, { ready: false, detail: `consumer could not start, retrying: ${refused.err}` });
+    assert.equal(status.routes.find((r: { name: string }) => r.name === 'first').consumer.ready, true);
+    const ready = await fetch(`${gw.adminUrl}/readyz`);
+    assert.equal(ready.status, 503);
+    assert.deepEqual((await ready.json()).reasons, ['route second: consumer could not start, retrying']);
+
+    // The first group's consumer deleted (its route removed): the second's is made, and it reads.
+    assert.equal((await gw.reconfigure(config(true, true).replace(/  - name: first\n(    .*\n){2}/, ''), undefined, { whole: true })).msg, 'config reloaded');
+    const peer = await RawNats.connect(nats);
+    try {
+      const deleted = await peer.jsApi('$JS.API.CONSUMER.DELETE.LIMITED.lim-first', {});
+      assert.equal(deleted.success, true, JSON.stringify(deleted));
+      await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'second', 15000, from);
+      await peer.jsPublish('limited.a', JSON.stringify({ n: 1 }));
+    } finally {
+      peer.close();
+    }
+    await eventually(
+      () =>
+        assert.deepEqual(
+          receiver.requests.filter((r) => r.url === '/second').map((r) => r.body),
+          ['{"n":1}'],
+        ),
+      15000,
+      50,
+    );
+    assert.equal((await fetch(`${gw.adminUrl}/readyz`)).status, 200);
   });
 });

@@ -124,10 +124,20 @@ export class NatsSubscription {
     this.streamMissing = new MissingTopology(log, `nats stream '${streamFor(settings, spec.topic)?.[0] ?? spec.topic}'`);
   }
 
-  /** Not ready while the stream it reads is missing, or its group's consumer reads another instance's subject; the connection's state is the broker's. */
+  /** Why the last try to start reading failed (the server refused the consumer or the read); undefined once it reads. */
+  private startProblem: string | undefined;
+
+  /**
+   * Not ready while the stream it reads is missing, its group's consumer reads another instance's
+   * subject, or the server refuses the route's consumer (`maximum consumers limit reached`); the
+   * connection's state is the broker's.
+   */
   health(): Health {
     const elsewhere = this.elsewhere?.detail;
-    return elsewhere === undefined ? this.streamMissing.health() : { ready: false, detail: elsewhere };
+    if (elsewhere !== undefined) return { ready: false, detail: elsewhere };
+    const missing = this.streamMissing.health();
+    if (!missing.ready || this.startProblem === undefined) return missing;
+    return { ready: false, detail: `consumer could not start, retrying: ${this.startProblem}` };
   }
 
   /** The broker has stream `name` now: a route waiting for it tries at once. */
@@ -226,6 +236,8 @@ export class NatsSubscription {
     const backoff = reconnectBackoff();
     while (!this.stopping) {
       let failure: Error | undefined;
+      /** The read began ("consumer ready"): a failure after it stopped a consumer that ran. */
+      let reading = false;
       /** The message this read acknowledged last: its acknowledgement is confirmed on stop (settle). */
       let lastAcked: JsMsg | undefined;
       /** Every message this read holds unacknowledged (in hand, waiting for its key or for room, given back), by stream sequence: its latest copy, given back in order on stop (settle). */
@@ -290,6 +302,8 @@ export class NatsSubscription {
         }
         this.streamMissing.found();
         this.elsewhere = undefined;
+        this.startProblem = undefined;
+        reading = true;
         this.log.info({ stream, consumer: name, subject: this.spec.topic }, 'consumer ready');
         backoff.reset();
         for await (const m of messages) {
@@ -375,6 +389,11 @@ export class NatsSubscription {
           this.log.warn({ err: failure.message }, 'nats consumer stopped; starting it again');
         }
         continue;
+      } else if (failure && !reading) {
+        // Refused before it read (a consumer over the stream's max_consumers, ...): the route is
+        // not ready until a try succeeds, as an amqp consumer the server refuses is.
+        this.startProblem = failure.message;
+        this.log.error({ err: failure.message, retryInMs: wait }, 'nats consumer could not start; retrying');
       } else if (failure) this.log.warn({ err: failure.message, retryInMs: wait }, 'nats consumer stopped; starting it again');
       await sleep(wait);
     }
