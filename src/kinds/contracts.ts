@@ -439,6 +439,13 @@ export interface BrokerRuntime {
   reconfigure(options: unknown): void;
   health(): Health;
   /**
+   * Why the server refuses what this broker's options ask of it, while it does: it answered (the
+   * login taken) and refused, as RabbitMQ refuses an exchange declared with another type than it
+   * has (406). Not an outage, which the broker waits out: a reload does not replace a connected
+   * broker with one so refused (src/runtime/transition.ts).
+   */
+  refusal?(): string | undefined;
+  /**
    * `true` once the broker has made its first connection (and can take publishes: for NATS, its
    * streams declared), else a promise that resolves when it does, pending for as long as it does
    * not. A consume route waits for it before it tries a message, so a broker still connecting at

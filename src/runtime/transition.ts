@@ -119,6 +119,10 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
     // routes, and at startup /readyz tells when they are connected.)
     const successors = t.brokers.filter((c) => c.op === 'replace' && live.brokers.get(c.name)?.health().ready).map((c) => built.brokers.get(c.name)!);
     await connected(successors, BROKER_CONNECT_WAIT_MS, env);
+    // A server that refused what the new options ask (not one away) would take a working broker
+    // down for good: the running one stays, and the reload says why.
+    const refused = successors.find((b) => b.refusal?.() !== undefined);
+    if (refused) throw new StartFailure(['brokers', refused.name], `broker '${refused.name}': the server refused what its new options declare: ${refused.refusal!()}`);
     await markSourceEnds(t, (name) => built.brokers.get(name) ?? live.brokers.get(name));
     for (const c of t.listeners) {
       if ((c.op !== 'add' && c.op !== 'replace') || listenerTakeovers.includes(c as never)) continue;
@@ -283,12 +287,12 @@ async function connected(brokers: BrokerRuntime[], ms: number, env: TransitionEn
   let waiting = brokers.filter((b) => !b.health().ready);
   if (waiting.length > 0) env.logger.info({ brokers: waiting.map((b) => b.name) }, 'waiting for the new broker connections before the swap');
   const started = Date.now();
-  while (waiting.length > 0 && Date.now() < deadline && !env.stopping() && !env.superseded()) {
+  while (waiting.length > 0 && Date.now() < deadline && !env.stopping() && !env.superseded() && !waiting.some((b) => b.refusal?.() !== undefined)) {
     await new Promise((r) => setTimeout(r, 10));
     waiting = waiting.filter((b) => !b.health().ready);
   }
   // A shutdown ends the wait early, and the reload does not go on (applyTransition).
-  if (env.stopping()) return;
+  if (env.stopping() || waiting.some((b) => b.refusal?.() !== undefined)) return;
   const why =
     env.superseded() && waiting.length > 0
       ? 'new broker not connected yet; a newer change is waiting, so the reload goes on and it keeps trying'

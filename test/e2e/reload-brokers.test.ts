@@ -5,6 +5,7 @@ import { post, WsClient } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { MosquittoSub, RawNats } from '../helpers/peers.js';
 import { freePort, startMosquitto, startNats, type MessageServer } from '../helpers/servers.js';
+import { sharedRabbit, type SharedRabbit } from '../helpers/shared-rabbit.js';
 
 /**
  * A reload that changes a broker's settings replaces the broker: a new connection, which the
@@ -15,11 +16,12 @@ import { freePort, startMosquitto, startNats, type MessageServer } from '../help
 describe('hot reload: a broker replaced under load', () => {
   let mqtt: MessageServer;
   let nats: MessageServer;
+  let rabbit: SharedRabbit;
   before(async () => {
-    [mqtt, nats] = await Promise.all([startMosquitto(), startNats()]);
+    [mqtt, nats, rabbit] = await Promise.all([startMosquitto(), startNats(), sharedRabbit()]);
   });
   after(async () => {
-    await Promise.all([mqtt?.stop(), nats?.stop()]);
+    await Promise.all([mqtt?.stop(), nats?.stop(), rabbit?.stop()]);
   });
 
   // connectTimeoutMs, a connection's: each change replaces the brokers (ackTimeoutMs, read per publish, is applied in place).
@@ -161,6 +163,33 @@ routes:
       againClient.close();
       peer.close();
     }
+    assert.equal((await gw.reconfigure(config(5000), undefined, { whole: true })).msg, 'config reloaded');
+  });
+
+  it('keeps the running amqp broker when the server refuses what its new options declare (another exchange type), and says why at its line', async () => {
+    const exchange = `eg-refused-${process.pid}`;
+    const withRabbit = (type: string) =>
+      `${config(5000).replace('brokers:\n', `brokers:\n  rabbit: { kind: amqp, url: ${rabbit.url}, exchange: { name: ${exchange}, type: ${type} }, mandatory: false }\n`)}  - name: to-rabbit\n    from: { listener: api, path: /rabbit }\n    to: { broker: rabbit, topic: any }\n`;
+    assert.equal((await gw.reconfigure(withRabbit('topic'), undefined, { whole: true })).msg, 'config reloaded');
+    await eventually(async () => assert.equal((await post(gw.url('api', '/rabbit'), { n: 1 })).status, 200), 20000);
+    const version = (await gw.status()).version;
+    // RabbitMQ has the exchange as a topic one: declaring it direct is refused (406 PRECONDITION_FAILED).
+    const line = await gw.reconfigure(withRabbit('direct'), undefined, { whole: true });
+    // Before, the reload waited 5 s for the new broker, went on without it, and every publish was 503 from then on.
+    assert.equal(line.msg, 'reload rejected; the running config keeps serving', JSON.stringify(line));
+    assert.match(
+      String(line.diagnostic),
+      /gateway\.yaml:5:3: could not start broker 'rabbit': the server refused what its new options declare: .*PRECONDITION_FAILED - inequivalent arg 'type' for exchange/,
+    );
+    assert.equal((await post(gw.url('api', '/rabbit'), { n: 2 })).status, 200);
+    const status = await gw.status();
+    assert.equal(status.version, version);
+    assert.equal(status.lastReloadError.diagnostics[0].code, 'EG_START_FAILED');
+    assert.equal(status.lastReloadError.diagnostics[0].path, 'brokers.rabbit');
+    assert.deepEqual(
+      status.brokers.find((b: { name: string }) => b.name === 'rabbit'),
+      { name: 'rabbit', kind: 'amqp', ready: true },
+    );
     assert.equal((await gw.reconfigure(config(5000), undefined, { whole: true })).msg, 'config reloaded');
   });
 

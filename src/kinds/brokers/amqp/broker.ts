@@ -327,6 +327,13 @@ export class AmqpBroker implements BrokerRuntime {
     return this.state;
   }
 
+  /** The server refused a declare at the last connect (not a missing exchange or queue: those may come). */
+  private refused: string | undefined;
+
+  refusal(): string | undefined {
+    return this.refused;
+  }
+
   /** The first time the connection was open with the topology declared and the publish channel ready. */
   connectedOnce(until: Promise<unknown>): true | Promise<void> {
     return this.firstConnection.when(until);
@@ -388,6 +395,7 @@ export class AmqpBroker implements BrokerRuntime {
       this.publisher = publisher;
       this.backoff.reset();
       this.loggedFailure = undefined;
+      this.refused = undefined;
       this.state = { ready: true };
       this.firstConnection.connected();
       this.log.info('amqp connected');
@@ -406,6 +414,7 @@ export class AmqpBroker implements BrokerRuntime {
             ? `topology not ready: ${why}`
             : ((refused === undefined ? closedByServer(err, this.vhost) : undefined) ?? notConnectedDetail(why, refused, err)),
       };
+      this.refused = refusedOnChannel(err) && !/NOT.FOUND/.test(why) ? why : undefined;
       const wait = this.backoff.delay();
       if (why !== this.loggedFailure) this.log.warn({ err: why, retryInMs: wait }, 'amqp connect failed; retrying');
       this.loggedFailure = why;
