@@ -439,10 +439,10 @@ export interface BrokerRuntime {
   reconfigure(options: unknown): void;
   health(): Health;
   /**
-   * Why the server refuses what this broker's options ask of it, while it does: it answered (the
-   * login taken) and refused, as RabbitMQ refuses an exchange declared with another type than it
-   * has (406). Not an outage, which the broker waits out: a reload does not replace a connected
-   * broker with one so refused (src/runtime/transition.ts).
+   * Why the server refuses what this broker's options ask of it, while it does: it answered and
+   * refused, as RabbitMQ refuses a login with other credentials (403) or an exchange declared with
+   * another type than it has (406). Not an outage, which the broker waits out: a reload does not
+   * replace a connected broker with one so refused (src/runtime/transition.ts).
    */
   refusal?(): string | undefined;
   /**

@@ -168,8 +168,8 @@ routes:
 
   it('keeps the running amqp broker when the server refuses what its new options declare (another exchange type), and says why at its line', async () => {
     const exchange = `eg-refused-${process.pid}`;
-    const withRabbit = (type: string) =>
-      `${config(5000).replace('brokers:\n', `brokers:\n  rabbit: { kind: amqp, url: ${rabbit.url}, exchange: { name: ${exchange}, type: ${type} }, mandatory: false }\n`)}  - name: to-rabbit\n    from: { listener: api, path: /rabbit }\n    to: { broker: rabbit, topic: any }\n`;
+    const withRabbit = (type: string, url = rabbit.url) =>
+      `${config(5000).replace('brokers:\n', `brokers:\n  rabbit: { kind: amqp, url: ${url}, exchange: { name: ${exchange}, type: ${type} }, mandatory: false }\n`)}  - name: to-rabbit\n    from: { listener: api, path: /rabbit }\n    to: { broker: rabbit, topic: any }\n`;
     assert.equal((await gw.reconfigure(withRabbit('topic'), undefined, { whole: true })).msg, 'config reloaded');
     await eventually(async () => assert.equal((await post(gw.url('api', '/rabbit'), { n: 1 })).status, 200), 20000);
     const version = (await gw.status()).version;
@@ -190,6 +190,11 @@ routes:
       status.brokers.find((b: { name: string }) => b.name === 'rabbit'),
       { name: 'rabbit', kind: 'amqp', ready: true },
     );
+    // So is a login the server refuses (credentials changed in the config before on the server).
+    const login = await gw.reconfigure(withRabbit('topic', rabbit.userUrl.replace(`:${rabbit.user}@`, ':not-the-password@')), undefined, { whole: true });
+    assert.equal(login.msg, 'reload rejected; the running config keeps serving', JSON.stringify(login));
+    assert.match(String(login.diagnostic), /could not start broker 'rabbit': the server refused what its new options declare: .*ACCESS.REFUSED/);
+    assert.equal((await post(gw.url('api', '/rabbit'), { n: 3 })).status, 200);
     assert.equal((await gw.reconfigure(config(5000), undefined, { whole: true })).msg, 'config reloaded');
   });
 

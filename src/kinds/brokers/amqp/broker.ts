@@ -327,7 +327,7 @@ export class AmqpBroker implements BrokerRuntime {
     return this.state;
   }
 
-  /** The server refused a declare at the last connect (not a missing exchange or queue: those may come). */
+  /** The server refused the login or a declare at the last connect (not a missing exchange or queue: those may come). */
   private refused: string | undefined;
 
   refusal(): string | undefined {
@@ -414,7 +414,7 @@ export class AmqpBroker implements BrokerRuntime {
             ? `topology not ready: ${why}`
             : ((refused === undefined ? closedByServer(err, this.vhost) : undefined) ?? notConnectedDetail(why, refused, err)),
       };
-      this.refused = refusedOnChannel(err) && !/NOT.FOUND/.test(why) ? why : undefined;
+      this.refused = refused === 'login' || (refusedOnChannel(err) && !/NOT.FOUND/.test(why)) ? why : undefined;
       const wait = this.backoff.delay();
       if (why !== this.loggedFailure) this.log.warn({ err: why, retryInMs: wait }, 'amqp connect failed; retrying');
       this.loggedFailure = why;
