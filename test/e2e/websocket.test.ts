@@ -661,11 +661,22 @@ describe('WebSocket (spec §5)', () => {
       }
     });
 
-    it('answers a client that offers subprotocols with the first one, as browsers need', async () => {
+    it('answers a client that offers subprotocols with the first one, as browsers need, but never a CloudEvents one it does not speak', async () => {
       const offered = new WebSocket(gw.url('push', '/frames', 'ws'), ['eventgate.v1', 'json']);
       await once(offered, 'open');
       assert.equal(offered.protocol, 'eventgate.v1');
       offered.close();
+      // The CloudEvents WebSocket binding's subprotocols say every frame is an event in that format,
+      // both ways; the gateway's frames are not. Before, `cloudevents.json` first was agreed to.
+      const alsoPlain = new WebSocket(gw.url('push', '/frames', 'ws'), ['cloudevents.json', 'cloudevents.avro', 'json']);
+      await once(alsoPlain, 'open');
+      assert.equal(alsoPlain.protocol, 'json');
+      alsoPlain.close();
+      // Offering only CloudEvents subprotocols: answered with none (the binding's answer for a
+      // server that speaks none of them), which the client's library refuses, as RFC 6455 says.
+      const onlyEvents = new WebSocket(gw.url('push', '/frames', 'ws'), ['cloudevents.json']);
+      const [err] = (await once(onlyEvents, 'error')) as [Error];
+      assert.match(err.message, /Server sent no subprotocol/);
     });
 
     it('answers a plain HTTP request with 426 Upgrade Required, as problem+json', async () => {

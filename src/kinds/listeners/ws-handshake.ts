@@ -32,3 +32,20 @@ export function malformedHandshake(req: IncomingMessage): Problem | undefined {
   }
   return undefined;
 }
+
+const CLOUDEVENTS_SUBPROTOCOL_PREFIX = 'cloudevents.';
+
+/**
+ * The subprotocol a client's handshake is answered with: the first it offers, so browsers (which
+ * refuse a connection that names none of theirs) connect, except the CloudEvents WebSocket
+ * binding's (`cloudevents.json`, `.avro`, `.proto`). Naming one of those would tell the client
+ * every frame is a structured event, both ways, and the gateway's frames are its own JSON (acks,
+ * error frames, each forward's `format`); a client offering only those gets no subprotocol, the
+ * binding's answer for one the server does not speak, and its library fails the connection.
+ */
+export function chosenSubprotocol(offered: ReadonlySet<string>): string | false {
+  for (const protocol of offered) {
+    if (!protocol.toLowerCase().startsWith(CLOUDEVENTS_SUBPROTOCOL_PREFIX)) return protocol;
+  }
+  return false;
+}
