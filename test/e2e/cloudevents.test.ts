@@ -115,8 +115,9 @@ routes:
     watcher.close();
   });
 
-  it('takes a binary-mode event without data (the SDK sends no body), as a structured one without data', async () => {
+  it('takes a binary-mode event without data (the SDK sends no body), as a structured one without data, and sends one without a body', async () => {
     const before = structuredOut.requests.length;
+    const binaryBefore = binaryOut.requests.length;
     // Before, a 400 EG_BAD_JSON: the empty body was read as JSON.
     const ping = HTTP.binary(new CloudEvent({ id: 'ping-1', source: '/monitor', type: 'heartbeat' }));
     assert.equal(ping.body, undefined);
@@ -125,6 +126,27 @@ routes:
     const [out] = (await structuredOut.received(before + 1)).slice(before);
     const event = JSON.parse(out!.body) as Record<string, unknown>;
     assert.deepEqual([event.id, event.source, event.type, event.data ?? null], ['ping-1', '/monitor', 'heartbeat', null]);
+    // A structured event with a datacontenttype and no data.
+    // Structured events with a datacontenttype and no data, and with neither.
+    const typed = { specversion: '1.0', id: 'ping-2', source: '/monitor', type: 'heartbeat', datacontenttype: 'text/plain' };
+    const bare = { specversion: '1.0', id: 'ping-3', source: '/monitor', type: 'heartbeat' };
+    for (const e of [typed, bare]) {
+      const r = await fetch(gw.url('api', '/pings'), { method: 'POST', headers: { 'content-type': 'application/cloudevents+json' }, body: JSON.stringify(e) });
+      assert.equal(r.status, 200, await r.clone().text());
+    }
+    // In binary mode none has a body (HTTP binding §3.1.1: the body is the data, and there is
+    // none); the content-type is each one's datacontenttype (the SDK sends its default JSON type
+    // with no data), and none without one. Before, every body was `null`: the text "null" under
+    // text/plain, and JSON null data under an application/json the third never had.
+    const binary = (await binaryOut.received(binaryBefore + 3)).slice(binaryBefore);
+    assert.deepEqual(
+      binary.map((r) => [r.headers['ce-id'], r.headers['content-type'], r.headers['content-length'], r.body]),
+      [
+        ['ping-1', 'application/json; charset=utf-8', '0', ''],
+        ['ping-2', 'text/plain', '0', ''],
+        ['ping-3', undefined, '0', ''],
+      ],
+    );
   });
 
   it('unquotes a double-quoted attribute header before percent-decoding it, as the HTTP binding says (§3.1.3.2)', async () => {

@@ -383,6 +383,15 @@ export class WebhookTarget implements Target {
     if (isEvent && this.plan.cloudevents === 'structured') {
       body = JSON.stringify(toStructured(msg));
       headers.push('content-type', STRUCTURED_TYPE);
+    } else if (isEvent && msg.value === null) {
+      // An event without data (a null value, as the structured form leaves `data` out for it) has
+      // no body in binary mode, as the SDKs send it and the http listener reads it; the body `null`
+      // was data the event never had (the text "null" under text/plain), and the content-type a
+      // datacontenttype it never had.
+      body = '';
+      for (const [name, value] of Object.entries(binaryHttpHeaders(msg.headers))) headers.push(name.toLowerCase(), String(value));
+      const type = msg.headers['content-type'];
+      if (type !== undefined) headers.push('content-type', type);
     } else {
       // Binary data (a structured event's data_base64) goes as the bytes it is, and so does a
       // consumed record no step changed (core/message.ts, valuePayload).
