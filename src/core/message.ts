@@ -229,6 +229,10 @@ export function valuePayload(msg: Message): Buffer | string {
   // a string with a JSON type is a JSON string. As bare text, "hello" was no JSON at all (the SDK's
   // Kafka binding failed on it) and "123" came back from the topic as the number 123.
   if (typeof msg.value === 'string' && msg.headers.ce_specversion !== undefined && isJsonMediaType(msg.headers['content-type'])) return JSON.stringify(msg.value);
+  // A CloudEvent without data whose datacontenttype is not JSON has no payload: `null` was the
+  // text "null" to every reader of that type. (With a JSON type, or none, `null` reads back as no
+  // data, where an empty payload would read back as the string "".)
+  if (msg.value === null && msg.headers.ce_specversion !== undefined && msg.headers['content-type'] !== undefined && !isJsonMediaType(msg.headers['content-type'])) return '';
   return encodeValue(msg.value ?? null);
 }
 

@@ -45,6 +45,16 @@ describe('valuePayload: what every broker and webhook target writes for a value'
     assert.equal(valuePayload({ ...event('application/json'), headers: { 'content-type': 'application/json' } }), '123', "a plain message's string goes as text, as documented");
   });
 
+  it('writes no payload for a CloudEvent without data of a type that is not JSON; JSON null for one of a JSON type or none', () => {
+    const event = (headers: Record<string, string>): Message => ({ value: null, key: null, headers: { ce_specversion: '1.0', ...headers }, topic: null, partition: null, offset: null, timestamp: 0 });
+    // Before, `null`: a broker's reader of text/plain got the text "null", data the event never had.
+    assert.equal(valuePayload(event({ 'content-type': 'text/plain' })), '');
+    assert.equal(valuePayload(event({ 'content-type': 'application/octet-stream' })), '');
+    assert.equal(valuePayload(event({ 'content-type': 'application/json' })), 'null');
+    assert.equal(valuePayload(event({})), 'null');
+    assert.equal(valuePayload({ ...event({}), headers: { 'content-type': 'text/plain' } }), 'null', 'a plain message is not an event');
+  });
+
   it('writes raw bytes as they are, never as the JSON of a Buffer', () => {
     const bytes = Buffer.from([0, 1, 2, 255]);
     const msg: Message = { value: bytes, key: null, headers: {}, topic: null, partition: null, offset: null, timestamp: 0 };
