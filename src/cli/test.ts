@@ -46,23 +46,34 @@ export async function checkTestFile(file: string, env: Env): Promise<Diagnostic[
   const config = t.config ?? configOfTestFile(file);
   const { plan, diagnostics } = await loadPlan(config, { registry: defaultRegistry(), env });
   problems.push(...diagnostics);
-  if (plan) problems.push(...unknownRoutes(t, plan, config));
+  if (plan) problems.push(...planProblems(t, plan, config));
   return problems;
 }
 
-/** A test naming a route the config lacks cannot run: a problem of its test file, for `validate` and `test` alike. */
-function unknownRoutes(t: TestFile, plan: Plan, config: string): Diagnostic[] {
+/**
+ * What makes a test of the file one that cannot run against the config, for `validate` and `test`
+ * alike: a route the config lacks, or headers given to a consume route whose broker's messages
+ * carry none (BrokerKind.headerless: MQTT 3.1.1), which would test what never happens.
+ */
+function planProblems(t: TestFile, plan: Plan, config: string): Diagnostic[] {
+  const registry = defaultRegistry();
+  const problems: Diagnostic[] = [];
   // t.tests holds every test of the file, in its order (a file with a problem yields none), so i is the test's index there.
-  return t.tests
-    .map((test, i) => ({ test, i }))
-    .filter(({ test }) => !plan.routes.has(test.route))
-    .map(({ test, i }) => ({
-      file: t.file,
-      ...test.routeAt,
-      code: 'EG_TEST_FILE',
-      path: formatPath(['tests', i, 'route']),
-      message: `test '${test.name}' names route '${test.route}', which ${config} does not define${didYouMean(test.route, plan.routes.keys())}; defined routes: ${[...plan.routes.keys()].join(', ')}`,
-    }));
+  t.tests.forEach((test, i) => {
+    const route = plan.routes.get(test.route);
+    if (!route) {
+      const message = `test '${test.name}' names route '${test.route}', which ${config} does not define${didYouMean(test.route, plan.routes.keys())}; defined routes: ${[...plan.routes.keys()].join(', ')}`;
+      problems.push({ file: t.file, ...test.routeAt, code: 'EG_TEST_FILE', path: formatPath(['tests', i, 'route']), message });
+      return;
+    }
+    if (route.from.type !== 'broker' || Object.keys(test.input.headers).length === 0) return;
+    const broker = plan.brokers.get(route.from.broker);
+    const why = broker && registry.brokers.get(broker.kind)?.headerless?.(broker.options);
+    if (why === undefined) return;
+    const message = `route '${test.route}' reads broker '${route.from.broker}', whose messages carry no headers (${why}): the running route never gets input.headers (leave them out)`;
+    problems.push({ file: t.file, ...test.input.place('headers'), code: 'EG_TEST_FILE', path: formatPath(['tests', i, 'input', 'headers']), message });
+  });
+  return problems;
 }
 
 /**
@@ -105,7 +116,7 @@ export async function testCommand(config: string | undefined, testFiles: string[
   const [{ runTest }, { junitReport, textReport }] = await Promise.all([import('../testing/run-tests.js'), import('../testing/report.js')]);
   const plans = new Map<string, Awaited<ReturnType<typeof loadPlan>>>();
   const registry = defaultRegistry();
-  // Every test file's problems in one pass (each invalid config once, every unknown route of every
+  // Every test file's problems in one pass (each invalid config once, every unknown route and headerless input of every
   // file), as `validate` reports a file's, before any test runs: a CI run shows them all at once.
   const cannot: string[] = [];
   const runnable: { t: TestFile; plan: Plan }[] = [];
@@ -122,8 +133,8 @@ export async function testCommand(config: string | undefined, testFiles: string[
       if (!load.plan) cannot.push(...load.diagnostics.map(formatDiagnostic));
     }
     if (!load.plan) continue;
-    const unknown = unknownRoutes(t, load.plan, file);
-    if (unknown.length > 0) cannot.push(...unknown.map(formatDiagnostic));
+    const unrunnable = planProblems(t, load.plan, file);
+    if (unrunnable.length > 0) cannot.push(...unrunnable.map(formatDiagnostic));
     else runnable.push({ t, plan: load.plan });
   }
   if (cannot.length > 0) return cannotRun(cannot);

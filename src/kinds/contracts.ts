@@ -597,6 +597,21 @@ export interface BrokerKind<O = unknown, C = O> {
    */
   topicsRead?(from: string, options: C): { matches(topic: string): boolean; literal: boolean; what: string; unknown?: boolean } | undefined;
   /**
+   * A consumed message's headers as this kind's consumer reads them off the wire, from the string
+   * headers a test gives a consume route (`eventgate test`'s `input.headers`): a binary-mode
+   * CloudEvent in the kind's binding names (AMQP `cloudEvents_*`, NATS `ce-*`, MQTT 5 user
+   * properties named as attributes) becomes the `ce_*` headers the gateway carries. Without it,
+   * the headers as given (Kafka's binding names are the gateway's own; a memory topic keeps what
+   * was published).
+   */
+  consumedHeaders?(given: Readonly<Record<string, string>>, options: C): Record<string, string>;
+  /**
+   * Why messages this broker's consume routes read carry no headers at all (MQTT 3.1.1 has no
+   * properties), or undefined: a test giving such a route `input.headers` tests what never
+   * happens, a test-file error.
+   */
+  headerless?(options: C): string | undefined;
+  /**
    * A warning, not an error, about a route reading `from` (`from.topic` as the config names it)
    * that the config allows but that most likely says something else than meant (an amqp routing key
    * one letter off a queue of `queues`), or undefined.

@@ -3,13 +3,12 @@ import FindMyWay from 'find-my-way';
 import pino from 'pino';
 import { redact } from '../config/secrets.js';
 import { compileExpression, truthy } from '../expr/expression.js';
-import { attributesOf, decodeBatch, fromAmqpHeaders, fromMqttProperties, fromNatsHeaders, httpMode, toStructured } from '../codecs/cloudevents.js';
+import { attributesOf, decodeBatch, httpMode, toStructured } from '../codecs/cloudevents.js';
 import { decodeEvent, forwardedHeaders, handleBatch, refusedMediaType, requestMessage } from '../kinds/listeners/http-request.js';
-import { caseFree } from '../kinds/brokers/nats/consumed.js';
 import { filledPath } from '../kinds/listeners/route-paths.js';
 import { parseQuery as queryOf } from '../kinds/listeners/transport.js';
 import type { Problem } from '../core/errors.js';
-import { isJsonMedia, mediaTypeOf, ORIGINAL, payloadOriginal } from '../core/message.js';
+import { decodeValueBytes, isEncoded, isJsonMedia, mediaTypeOf, ORIGINAL, payloadOriginal } from '../core/message.js';
 import type { BrokerRuntime, CompiledStep, ListenerRuntime, Target } from '../kinds/contracts.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import type { Plan, RoutePlan } from '../plan/types.js';
@@ -147,6 +146,14 @@ async function runUnredacted(plan: Plan, test: TestCase, registry: KindRegistry)
     const source = from.type === 'broker' ? `reads broker '${from.broker}', whose messages have no key` : 'takes requests, which have no key';
     return fail('input.key', `no key: route '${test.route}' ${source} (leave input.key out)`, show(test.input.key), test.input.at('key'));
   }
+  // Bytes are a broker's payload: a request's body or a frame is written as input.value.
+  if (test.input.bytes !== undefined && from.type !== 'broker')
+    return fail(
+      'input.valueBase64',
+      `input.value: route '${test.route}' takes requests, whose body a test writes as input.value (valueBase64 is a consumed message's bytes)`,
+      '(bytes)',
+      test.input.at('valueBase64'),
+    );
   const lowerHeaders = Object.fromEntries(Object.entries(test.input.headers).map(([k, v]) => [k.toLowerCase(), v]));
   let headers = test.input.headers;
   let value = test.input.value;
@@ -163,7 +170,10 @@ async function runUnredacted(plan: Plan, test: TestCase, registry: KindRegistry)
     // A frame's message carries no headers of the handshake (only its trace context); they are for auth and ratelimit steps.
     headers = {};
   } else if (from.type === 'broker') {
-    headers = consumedHeaders(plan.brokers.get(from.broker)?.kind, headers);
+    // As the broker's consumer reads them off the wire (BrokerKind.consumedHeaders).
+    const broker = plan.brokers.get(from.broker);
+    const read = broker && registry.brokers.get(broker.kind)?.consumedHeaders;
+    if (read) headers = read(headers, broker.options);
   }
   const given: Message = {
     value,
@@ -176,8 +186,14 @@ async function runUnredacted(plan: Plan, test: TestCase, registry: KindRegistry)
   };
   // A string stands for a payload's UTF-8 bytes, as a broker's consumer read them: a binary-mode
   // event's data of a type neither JSON nor text/plain is then those bytes (asConsumed). A memory
-  // topic's message has no bytes, only the value it was published with.
-  if (from.type === 'broker' && typeof value === 'string' && plan.brokers.get(from.broker)?.kind !== 'memory') given[ORIGINAL] = payloadOriginal(Buffer.from(value, 'utf8'), value, headers);
+  // topic's message (BrokerKind.inProcess) has no bytes, only the value it was published with: given as bytes, it is bytes.
+  const bytes = test.input.bytes;
+  const inProcess = from.type === 'broker' && registry.brokers.get(plan.brokers.get(from.broker)?.kind ?? '')?.inProcess === true;
+  if (bytes !== undefined) {
+    // As the consumers read a payload (payloadMessage): a compressed one stays its bytes, others are UTF-8 text or JSON.
+    given.value = inProcess ? bytes : isEncoded(headers) ? bytes : decodeValueBytes(bytes, 0, bytes.length);
+    if (!inProcess) given[ORIGINAL] = payloadOriginal(bytes, given.value, headers);
+  } else if (from.type === 'broker' && typeof value === 'string' && !inProcess) given[ORIGINAL] = payloadOriginal(Buffer.from(value, 'utf8'), value, headers);
   // A consumed message as the running route reads it (an application/cloudevents+json record, `from.cloudevents: structured`).
   const msg = from.type === 'broker' ? route.asConsumed(given) : given;
   const ctx: MessageContext =
@@ -199,21 +215,6 @@ async function runUnredacted(plan: Plan, test: TestCase, registry: KindRegistry)
     outputs.push({ broker: upstream, topic: from.type === 'listener' ? from.path : '', key: msg.key, headers: { ...out.headers }, value: out.value });
   }
   return finish(test, outcome, outputs, started, endpoints);
-}
-
-/**
- * The headers of a message a consume route reads, as its broker's consumer reads them off the
- * wire (amqp/consumed.ts, nats/consumed.ts, mqtt/subscription.ts): a binary-mode CloudEvent in its
- * binding's names (`cloudEvents_*` or `cloudEvents:*`, `ce-*`, MQTT 5 user properties named as
- * attributes) becomes the `ce_*` headers the gateway carries. Kafka's binding names are the
- * gateway's own, and a memory topic keeps headers as they were published.
- */
-function consumedHeaders(kind: string | undefined, headers: Record<string, string>): Record<string, string> {
-  if (kind === 'amqp') return fromAmqpHeaders({ ...headers });
-  if (kind === 'nats') return fromNatsHeaders(caseFree({ ...headers }));
-  // The test's `content-type` stands for the PUBLISH packet's Content Type property.
-  if (kind === 'mqtt') return fromMqttProperties({ ...headers }, headers['content-type']);
-  return headers;
 }
 
 /**

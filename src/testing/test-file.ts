@@ -17,6 +17,7 @@ import { compileExpression } from '../expr/expression.js';
  *     - name: bright lights are published
  *       route: light-in
  *       input: { value: {id: 1, lumens: 800}, key: ..., headers: {...}, path: /light, query: {...}, principal: alice, claims: {...}, topic: ... }
+ *       # or, for a consume route's payload that is no UTF-8 text, valueBase64: <its bytes in base64> instead of value
  *       answers: { https://crm.example.com/hooks: 503 }   # what http targets' endpoints answer (else 200): a status, { status, retryAfter, location, body }, { error: refused | timeout }; none is called
  *       expect:
  *         outcome: delivered        # delivered | tagged | filtered | invalid | rejected | failed | deadlettered
@@ -29,6 +30,8 @@ import { compileExpression } from '../expr/expression.js';
  */
 export interface TestInput {
   value: unknown;
+  /** A consume route's payload as bytes (`valueBase64`), for one that is no UTF-8 text (binary Avro, protobuf, gzip); `value` is then null. */
+  bytes: Buffer | undefined;
   key: string | null;
   headers: Record<string, string>;
   /** The request path (matched against the route's path for $path), or $path itself. */
@@ -40,6 +43,8 @@ export interface TestInput {
   topic: string | undefined;
   /** Where each input field is written, for failure messages. */
   at: (field: string) => number;
+  /** Where an input field's key is written, for a test-file problem the config shows (headers a route never gets). */
+  place: (field: string) => { line: number; column: number };
 }
 
 export interface ExpectedOutput {
@@ -107,7 +112,7 @@ export interface TestFile {
 const OUTCOMES = ['delivered', 'tagged', 'filtered', 'invalid', 'rejected', 'failed', 'deadlettered'];
 const TEST_KEYS = ['name', 'route', 'input', 'answers', 'expect'];
 const REQUIRED_TEST_KEYS = ['name', 'route', 'input', 'expect'];
-const INPUT_KEYS = ['value', 'key', 'headers', 'path', 'query', 'principal', 'claims', 'topic'];
+const INPUT_KEYS = ['value', 'valueBase64', 'key', 'headers', 'path', 'query', 'principal', 'claims', 'topic'];
 const EXPECT_KEYS = ['outcome', 'status', 'error', 'delivered', 'to'];
 const OUTPUT_KEYS = ['broker', 'topic', 'listener', 'path', 'url', 'method', 'key', 'headers', 'value', 'condition'];
 /** The methods an http target sends with (its `method`). */
@@ -155,7 +160,7 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
     if (raw.name !== undefined && typeof raw.name !== 'string') report([...at, 'name'], "'name' must be a string");
     if (raw.route !== undefined && typeof raw.route !== 'string') report([...at, 'route'], "'route' must be a route name");
     const input = raw.input;
-    if (input !== undefined && !isMap(input)) report([...at, 'input'], "'input' must be a map (value, key, headers, path, query, principal, claims, topic)");
+    if (input !== undefined && !isMap(input)) report([...at, 'input'], "'input' must be a map (value or valueBase64, key, headers, path, query, principal, claims, topic)");
     if (isMap(input)) {
       unknownKeys(input, INPUT_KEYS, [...at, 'input'], report);
       if (input.headers !== undefined && !isStringMap(input.headers)) report([...at, 'input', 'headers'], "'headers' must map names to strings");
@@ -164,6 +169,14 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
       if (input.query !== undefined && !(isMap(input.query) && Object.values(input.query).every((v) => typeof v === 'string' || (Array.isArray(v) && v.every((x) => typeof x === 'string')))))
         report([...at, 'input', 'query'], "'query' must map names to strings (quote numbers: '10'), or to lists of strings for a repeated parameter");
       if (input.topic !== undefined && typeof input.topic !== 'string') report([...at, 'input', 'topic'], "'topic' must be a topic name");
+      if (input.valueBase64 !== undefined) {
+        if (input.value !== undefined) report([...at, 'input', 'valueBase64'], "give 'value' or 'valueBase64', not both: they are the one payload, as JSON or text, or as its bytes", 'key');
+        else if (base64Bytes(input.valueBase64) === undefined)
+          report(
+            [...at, 'input', 'valueBase64'],
+            "'valueBase64' must be bytes in base64 (A-Z a-z 0-9 + /, padded with = to a multiple of 4 characters; line breaks are ignored), as `base64` writes them",
+          );
+      }
       if (input.path !== undefined && typeof input.path !== 'string' && !isStringMap(input.path))
         report([...at, 'input', 'path'], "'path' must be the request path (/orders/7) or a map of path parameters");
     }
@@ -236,6 +249,7 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
       routeAt: src.locate([...at, 'route'], 'value'),
       input: {
         value: inp.value ?? null,
+        bytes: inp.valueBase64 === undefined ? undefined : base64Bytes(inp.valueBase64),
         key: (inp.key as string | null | undefined) ?? null,
         headers: (inp.headers as Record<string, string> | undefined) ?? {},
         path: inp.path as TestInput['path'],
@@ -244,6 +258,7 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
         claims: inp.claims as Record<string, unknown> | undefined,
         topic: inp.topic as string | undefined,
         at: (field: string) => lineOf([...at, 'input', field]),
+        place: (field: string) => src.locate([...at, 'input', field], 'key'),
       },
       answers,
       expect: {
@@ -334,6 +349,14 @@ export function requestUrl(text: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** The bytes a base64 text (RFC 4648 §4, line breaks and spaces aside) stands for, or undefined when it is none: Buffer.from would skip what is not base64 without a word. */
+function base64Bytes(text: unknown): Buffer | undefined {
+  if (typeof text !== 'string') return undefined;
+  const compact = text.replace(/\s+/g, '');
+  if (!/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(compact)) return undefined;
+  return Buffer.from(compact, 'base64');
 }
 
 function regexProblem(pattern: string): string | undefined {

@@ -11,6 +11,7 @@ import { AMQP_WILDCARDS, foreignWildcardHint } from './foreign-wildcards.js';
 import { type BindingArgument, bindingMatches, type ExchangeType, exchangeTypeOf, keyIgnoredBy, RABBITMQ_EXCHANGES, X_MATCH } from './amqp/bindings.js';
 import { deadLetterRoutingKeyProblem, nonDurableProblem, queueArgumentProblem } from './amqp/queue-arguments.js';
 import { closest } from '../../config/suggest.js';
+import { fromAmqpHeaders } from '../../codecs/cloudevents.js';
 import { DEFAULT_EXCHANGE_BINDING, overShortString, queueNameProblem, reservedNameProblem, routingKeyProblem } from './amqp/routing-keys.js';
 
 const int = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
@@ -394,6 +395,8 @@ export const amqpBroker = defineBroker({
         : 'filter on $topic, or use a topic or direct exchange';
     return ignored && `gets every message published to exchange '${o.exchange.name}', not only those with routing key '${from}': ${ignored} (${instead})`;
   },
+  // As amqp/consumed.ts reads a delivery's (a test's `content-type` stands for the content_type property, or a header so named).
+  consumedHeaders: (given) => fromAmqpHeaders({ ...given }),
   canReconfigure: (before, after) => onlyInPlaceChanged(before, after, IN_PLACE),
   inPlaceOptions: IN_PLACE,
   // Its subscriptions never read a route's dead-letter closure, window or order keys (one message

@@ -10,6 +10,7 @@ import { unescape as unescapeQuery } from 'node:querystring';
 import { checkServerUrl } from './server-url.js';
 import { whenUsed } from '../when-used.js';
 import { onlyInPlaceChanged } from './in-place.js';
+import { fromMqttProperties } from '../../codecs/cloudevents.js';
 
 const int = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
 
@@ -201,6 +202,9 @@ export const mqttBroker = defineBroker({
   topicsRead: (filter) => ({ matches: (topic) => topicMatches(filter, topic), literal: !/[+#]/.test(filter), what: `a topic matching ${filter}` }),
   readWarning: (from) => foreignWildcardHint(from, MQTT_WILDCARDS, 'MQTT', 'topic'),
   keyless: 'a `key` would be dropped (carry it in a header instead: `headers: {set: {key: ...}}`, an MQTT 5 user property)',
+  // As mqtt/subscription.ts reads a PUBLISH: user properties, and a test's `content-type` as the Content Type property.
+  consumedHeaders: (given) => fromMqttProperties({ ...given }, given['content-type']),
+  headerless: (o) => (o.protocolVersion === 4 ? 'MQTT 3.1.1 (protocolVersion: 4) has no properties: no user properties, no Content Type' : undefined),
   canReconfigure: (before, after) => onlyInPlaceChanged(before, after, IN_PLACE),
   inPlaceOptions: IN_PLACE,
   // Its subscriptions never read a route's dead-letter closure, window or order keys (one message

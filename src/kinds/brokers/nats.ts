@@ -8,6 +8,7 @@ import { serverUrlProblem, shownServerUrl } from './server-url.js';
 import { whenUsed } from '../when-used.js';
 import { escapeControls } from '../../config/diagnostics.js';
 import { onlyInPlaceChanged } from './in-place.js';
+import { headersRead } from './nats/consumed.js';
 
 const int = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
 
@@ -283,6 +284,7 @@ export const natsBroker = defineBroker({
   // A filter's messages come with their own subjects (`$topic`), the ones it covers.
   topicsRead: (filter) => ({ matches: (subject) => subjectCovers(filter, subject), literal: !filter.split('.').some((t) => t === '*' || t === '>'), what: `a subject matching ${filter}` }),
   readWarning: (from, o) => foreignWildcardHint(from, NATS_WILDCARDS, 'NATS', 'subject') ?? partlyInStream(from, o),
+  consumedHeaders: headersRead,
   keyless: 'a `key` would be dropped (carry it in a header instead: `headers: {set: {key: ...}}`)',
   canReconfigure: (before, after) => onlyInPlaceChanged(before, after, IN_PLACE),
   inPlaceOptions: IN_PLACE,

@@ -53,6 +53,11 @@ function readHeaders(entries: [string, string[]][]): ConsumedHeaders {
   return { headers: fromNatsHeaders(headers), repeated: repeatedHeaders(entries, headers) };
 }
 
+/** Headers of one value each (a test's `input.headers`) as readHeaders makes them of a message's. */
+export function headersRead(given: Readonly<Record<string, string>>): Record<string, string> {
+  return fromNatsHeaders(caseFree({ ...given }));
+}
+
 /** A header block's `name: value` lines, as the client reads them but taking any name. */
 function looseHeaders(block: string): [string, string[]][] {
   const out = new Map<string, string[]>();
@@ -69,7 +74,7 @@ function looseHeaders(block: string): [string, string[]][] {
 }
 
 /** `Content-Type` and `Content-Encoding` in any case, as Go's client writes them, under their lower-case names; `out` is changed. Also what `eventgate test` reads a nats route's input headers with. */
-export function caseFree(out: Record<string, string>): Record<string, string> {
+function caseFree(out: Record<string, string>): Record<string, string> {
   for (const name of Object.keys(out)) {
     // Most names are neither: no lower-case copy made for them (this runs for every consumed message).
     if (!CASE_FREE_LENGTHS.has(name.length)) continue;
