@@ -45,6 +45,13 @@ interface Rejoin {
   starts?: string;
 }
 
+/** A binding a changed broker makes or drops on its server (BrokerKind.bindingChanges). */
+interface BindingChange {
+  broker: string;
+  change: 'bind' | 'unbind';
+  binding: string;
+}
+
 /** What `eventgate plan --format json` prints (a bot comments it on a pull request). */
 export interface PlanReport {
   valid: boolean;
@@ -60,6 +67,8 @@ export interface PlanReport {
   log?: 'keep' | 'change';
   disconnected?: Disconnect[];
   groups?: Rejoin[];
+  /** Against a config file only: a running gateway's fingerprint has no broker options to compare. */
+  bindings?: BindingChange[];
   errors: { file: string; line: number; column: number; message: string; path: string; code: string }[];
 }
 
@@ -264,6 +273,19 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     newGroupStarts(join, asked, leave.group, keyBefore(leave.route) === undefined);
   }
 
+  // What changed brokers bind and unbind on their servers (amqp queue bindings): new ones first, then
+  // the dropped ones, as the broker does it. Only OLD as a file has the options to compare.
+  const bindings: BindingChange[] = [];
+  if (before && !running) {
+    for (const name of diff.brokers.change) {
+      const was = before.brokers.get(name)!;
+      const now = next.plan.brokers.get(name)!;
+      if (was.kind !== now.kind) continue;
+      const changes = registry.brokers.get(now.kind)?.bindingChanges?.(was.options as never, now.options as never);
+      for (const binding of changes?.bind ?? []) bindings.push({ broker: name, change: 'bind', binding });
+      for (const binding of changes?.unbind ?? []) bindings.push({ broker: name, change: 'unbind', binding });
+    }
+  }
   // A first start has no log settings to change; otherwise a new log level is a change a reload makes.
   const log = before !== undefined && logBefore !== undefined && logBefore !== planFingerprint(next.plan, registry).log ? 'change' : 'keep';
   const changes = [diff.brokers, diff.listeners, diff.routes].some((d) => d.add.length + d.change.length + d.remove.length > 0) || diff.admin !== 'keep' || log !== 'keep';
@@ -280,6 +302,7 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     log,
     disconnected,
     groups,
+    ...(bindings.length > 0 ? { bindings } : {}),
     errors: [],
   };
   write(o.io, o.format, report);
@@ -412,6 +435,8 @@ function text(r: PlanReport): string {
     lines.push(
       `consumer group ${g.change === 'join' ? 'joins' : g.change === 'rejoin' ? 'rejoins' : 'leaves'}: ${g.group} (route ${g.route}, ${g.broker}/${g.topic})${g.left ? `: ${g.left}` : ''}${g.starts ? `: ${g.starts}` : ''}`,
     );
+  for (const b of r.bindings ?? [])
+    lines.push(b.change === 'bind' ? `binding made: broker ${b.broker}: ${b.binding}` : `binding dropped: broker ${b.broker}: ${b.binding} (unbound once the new bindings are in place)`);
   return `${lines.join('\n')}\n`;
 }
 

@@ -622,6 +622,13 @@ export interface BrokerKind<O = unknown, C = O> {
    * `key` would be computed and then dropped, so the config refuses it at its line instead.
    */
   keyless?: string;
+  /**
+   * What a reload from `before` to `after` changes of the bindings this broker makes on its server
+   * for itself, apart from its routes' subscriptions (amqp: the bindings of the queues it declares,
+   * where other arguments make another binding): `bind` the new ones, `unbind` those it drops once
+   * the new are in place, each in words. `eventgate plan` lists them.
+   */
+  bindingChanges?(before: C, after: C): { bind: string[]; unbind: string[] };
   /** Whether a running broker can take `after` through reconfigure() instead of being replaced. */
   canReconfigure(before: C, after: C): boolean;
   /**

@@ -729,6 +729,27 @@ describe('an amqp route reading a routing key one typo off a queue', () => {
       // Valid: a binding to RabbitMQ's own headers exchange, whose routing key is read by nothing.
       'warn.yaml': 'version: 1\nbrokers:\n  hx: { kind: amqp, url: "amqp://127.0.0.1", queues: { q: { bindings: [{ exchange: amq.match, routingKey: a.b, arguments: { x-match: any, n: 1 } }] } } }\n',
       'bad-match.yaml': 'version: 1\nbrokers:\n  hx: { kind: amqp, url: "amqp://127.0.0.1", exchange: amq.headers, queues: { q: { bindings: [{ arguments: { x-match: some } }] } } }\n',
+      // Filters nothing, or nothing passes, or one key where a pattern was meant (2450, 2610).
+      'suspicious.yaml': [
+        'version: 1',
+        'brokers:',
+        '  mq: { kind: mqtt, url: "mqtt://127.0.0.1:1883", qosByTopic: { "plant.*.temp": 2, "a/+/b": 0 } }',
+        '  rd: { kind: amqp, url: "amqp://127.0.0.1", exchange: { name: ev, type: direct }, queues: { q1: { bindings: ["orders.*", plain] } } }',
+        '  rt: { kind: amqp, url: "amqp://127.0.0.1", exchange: { name: ev2, type: topic }, queues: { q2: { bindings: ["orders/+", "orders.*"] } } }',
+        '  rh:',
+        '    kind: amqp',
+        '    url: "amqp://127.0.0.1"',
+        '    exchange: { name: evh, type: headers }',
+        '    queues:',
+        '      q3: { bindings: [{ arguments: { x-match: all } }] }',
+        '      q4: { bindings: [{ arguments: { x-match: any, x-region: eu } }] }',
+        '      q5: { bindings: [{ arguments: { region: eu } }, { arguments: { x-match: any-with-x, x-region: eu } }] }',
+        '  mem: { kind: memory }',
+        'routes:',
+        '  - { name: d, from: { broker: rd, topic: "orders.#" }, to: { broker: mem, topic: o } }',
+        '  - { name: d2, from: { broker: rd, topic: orders }, to: { broker: mem, topic: o } }',
+        '',
+      ].join('\n'),
     });
     const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(r.code, 1, r.stdout + r.stderr);
@@ -742,6 +763,20 @@ describe('an amqp route reading a routing key one typo off a queue', () => {
       warned.stderr.trim(),
       "warn.yaml:3:107: warning: queue 'q' is bound to exchange 'amq.match' by its arguments alone: routing key 'a.b' chooses nothing: exchange 'amq.match' is a headers exchange, which routes by a binding's arguments (x-match and header values), never by the routing key, and a binding without arguments matches every message",
     );
+    const suspicious = await runCliInProcess(['validate', '-c', 'suspicious.yaml'], { cwd: dir });
+    assert.equal(suspicious.code, 0, suspicious.stdout + suspicious.stderr);
+    const foreign = (filter: string, kind: string, name: string, one: string, separator: string, meant: string) =>
+      `'${filter}' is written in another broker's wildcard syntax: ${kind} reads it as the one ${name} of that name, and nothing else; its wildcards are '${one}' (one level) and '#' (every level below), between '${separator}' (did you mean '${meant}'?)`;
+    const direct = (key: string) =>
+      `'${key}' is written as a pattern, but exchange 'ev' is a direct exchange, which compares whole routing keys: it matches only messages published with the routing key '${key}', its '*' and '#' as they are (use a topic exchange for patterns)`;
+    assert.deepEqual(suspicious.stderr.trim().split('\n'), [
+      `suspicious.yaml:3:81: warning: qosByTopic: ${foreign('plant.*.temp', 'MQTT', 'topic', '+', '/', 'plant/+/temp')}`,
+      `suspicious.yaml:4:111: warning: queue 'q1': ${direct('orders.*')}`,
+      `suspicious.yaml:5:111: warning: queue 'q2': ${foreign('orders/+', 'AMQP', 'routing key', '*', '.', 'orders.*')}`,
+      "suspicious.yaml:11:37: warning: queue 'q3' is bound to headers exchange 'evh' by arguments naming no header to match ({x-match: all}): it gets every message published there; name the headers and values it is for (region: eu)",
+      "suspicious.yaml:12:37: warning: queue 'q4' is bound to headers exchange 'evh' by arguments naming no header to match ({x-match: any, x-region: eu}): it gets no message published there; name the headers and values it is for (region: eu)",
+      `suspicious.yaml:16:43: warning: route 'd': ${direct('orders.#')}`,
+    ]);
     const bad = await runCliInProcess(['validate', '-c', 'bad-match.yaml'], { cwd: dir });
     assert.equal(bad.code, 1);
     assert.equal(bad.stdout.trim(), 'bad-match.yaml:3:119: brokers.hx.queues.q.bindings[0].arguments.x-match must be one of "all", "any", "all-with-x", "any-with-x", got string "some"');

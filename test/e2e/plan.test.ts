@@ -260,6 +260,34 @@ describe('eventgate plan --from OLD', () => {
       kept.stdout.split('\n').filter((l) => l.startsWith('consumer group')),
       ['consumer group rejoins: eventgate-rk (route rk2, rabbit/orders.*)'],
     );
+
+    // A headers binding's arguments changed: another binding to RabbitMQ, made before the old one is
+    // unbound (2450; before, only "broker rabbit (replaced)"). Arguments written in another order are the same binding.
+    const headersBinding = (args: string) => amqpRoutes('true', 'rk').replace('bindings: [orders.*]', `bindings: [orders.*, { exchange: amq.headers, arguments: { ${args} } }]`);
+    const rebound = tempFiles({
+      'old.yaml': headersBinding('x-match: all, region: eu'),
+      'new.yaml': headersBinding('x-match: all, region: us'),
+      'same.yaml': headersBinding('region: eu, x-match: all'),
+    });
+    const bindings = await runCliInProcess(['plan', '-c', 'new.yaml', '--from', 'old.yaml'], { cwd: rebound });
+    assert.equal(bindings.code, 2, bindings.stdout + bindings.stderr);
+    assert.deepEqual(
+      bindings.stdout.split('\n').filter((l) => l.startsWith('binding ')),
+      [
+        `binding made: broker rabbit: queue 'billing' on exchange 'amq.headers', arguments {region: "us", x-match: "all"}`,
+        `binding dropped: broker rabbit: queue 'billing' on exchange 'amq.headers', arguments {region: "eu", x-match: "all"} (unbound once the new bindings are in place)`,
+      ],
+    );
+    const bindingsJson = JSON.parse((await runCliInProcess(['plan', '-c', 'new.yaml', '--from', 'old.yaml', '--format', 'json'], { cwd: rebound })).stdout);
+    assert.deepEqual(
+      bindingsJson.bindings.map((b: { broker: string; change: string }) => [b.broker, b.change]),
+      [
+        ['rabbit', 'bind'],
+        ['rabbit', 'unbind'],
+      ],
+    );
+    const reordered = await runCliInProcess(['plan', '-c', 'same.yaml', '--from', 'old.yaml'], { cwd: rebound });
+    assert.doesNotMatch(reordered.stdout, /^binding /m);
   });
 
   it('names no group for a forward route renamed without a group: the renamed route takes its subscription over', async () => {

@@ -8,7 +8,7 @@ import { urlParameterProblems } from './amqp/url-parameters.js';
 import { whenUsed } from '../when-used.js';
 import { onlyInPlaceChanged } from './in-place.js';
 import { AMQP_WILDCARDS, foreignWildcardHint } from './foreign-wildcards.js';
-import { type BindingArgument, bindingMatches, type ExchangeType, exchangeTypeOf, keyIgnoredBy, RABBITMQ_EXCHANGES, X_MATCH } from './amqp/bindings.js';
+import { type BindingArgument, bindingMatches, directPatternHint, type ExchangeType, exchangeTypeOf, keyIgnoredBy, RABBITMQ_EXCHANGES, routesWithoutHeaders, X_MATCH } from './amqp/bindings.js';
 import { deadLetterRoutingKeyProblem, nonDurableProblem, queueArgumentProblem } from './amqp/queue-arguments.js';
 import { closest } from '../../config/suggest.js';
 import { fromAmqpHeaders } from '../../codecs/cloudevents.js';
@@ -60,7 +60,7 @@ const queue = Type.Object(
     bindings: Type.Optional(
       Type.Array(binding, {
         description:
-          "Bindings of the queue: routing keys (patterns for a topic exchange) on the broker's exchange, or `{exchange, routingKey}`; on a headers exchange `{exchange, arguments: {x-match: all|any, <header>: <value>, ...}}`: a message reaches the queue when it has every header named (`x-match: all`, the default) or any one (`any`; `all-with-x`, `any-with-x` match `x-` headers too, RabbitMQ 3.10+), each of equal type and value as RabbitMQ compares them (the gateway publishes headers as strings, so write `region: eu`, `priority: \"1\"` for its publishes; a number or boolean matches a publisher's typed header). `arguments` on an exchange the config knows is no headers one (the broker's declared `topic`, `direct` or `fanout` exchange, `amq.topic`, ...) is a config error at its line: RabbitMQ ignores them there. A binding needs a `routingKey` or `arguments`. A publish that comes back unroutable declares again the queues whose bindings its routing key, or on a headers exchange its headers, match (see `declare`).",
+          "Bindings of the queue: routing keys (patterns for a topic exchange) on the broker's exchange, or `{exchange, routingKey}`; on a headers exchange `{exchange, arguments: {x-match: all|any, <header>: <value>, ...}}`: a message reaches the queue when it has every header named (`x-match: all`, the default) or any one (`any`; `all-with-x`, `any-with-x` match `x-` headers too, RabbitMQ 3.10+), each of equal type and value as RabbitMQ compares them (the gateway publishes headers as strings, so write `region: eu`, `priority: \"1\"` for its publishes; a number or boolean matches a publisher's typed header). `arguments` on an exchange the config knows is no headers one (the broker's declared `topic`, `direct` or `fanout` exchange, `amq.topic`, ...) is a config error at its line: RabbitMQ ignores them there. A binding needs a `routingKey` or `arguments`. validate warns (EG_CONFIG_SUSPICIOUS_TOPIC) of arguments on a headers exchange naming no header to match (`{x-match: all}` alone matches every message, `any` none; `x-` names count only with `all-with-x` or `any-with-x`), of a binding key written in another broker's wildcard syntax (`orders/+` on a topic exchange: did you mean `orders.*`?), and of a pattern on a direct exchange, which takes `orders.*` as one literal key. `eventgate plan` lists the bindings a reload makes and drops (docs/scaling.md). A publish that comes back unroutable declares again the queues whose bindings its routing key, or on a headers exchange its headers, match (see `declare`).",
       }),
     ),
     deadLetterExchange: Type.Optional(
@@ -100,7 +100,7 @@ const options = kindOptions('amqp', {
               oneOfStrings(['topic', 'direct', 'fanout', 'headers'], {
                 default: 'topic',
                 description:
-                  "Exchange type, when the gateway declares it (RabbitMQ's own exchanges, `amq.fanout`, `amq.headers`, ..., have theirs whatever it says). A `fanout` exchange routes every message to every queue bound to it, and a `headers` exchange by the header values of a binding's `arguments` (`queues.<name>.bindings: [{arguments: {x-match: all, region: eu}}]`; a binding without them matches every message): on either, binding keys and a route's routing-key pattern filter nothing, so a route reading a pattern there gets every message published there; validate warns of such a key (EG_CONFIG_SUSPICIOUS_TOPIC). Filter on `$topic`, bind a queue of `queues` with `arguments` on a headers exchange, or use a `topic` or `direct` exchange.",
+                  "Exchange type, when the gateway declares it (RabbitMQ's own exchanges, `amq.fanout`, `amq.headers`, ..., have theirs whatever it says). A `fanout` exchange routes every message to every queue bound to it, and a `headers` exchange by the header values of a binding's `arguments` (`queues.<name>.bindings: [{arguments: {x-match: all, region: eu}}]`; a binding without them matches every message): on either, binding keys and a route's routing-key pattern filter nothing, so a route reading a pattern there gets every message published there; validate warns of such a key (EG_CONFIG_SUSPICIOUS_TOPIC), and of a route's routing key or a binding key written as a pattern (`orders.*`, `#`) on a `direct` exchange, which compares whole keys and takes it as one literal key. Filter on `$topic`, bind a queue of `queues` with `arguments` on a headers exchange, or use a `topic` or `direct` exchange.",
               }),
             ),
             declare: Type.Optional(
@@ -231,14 +231,31 @@ function compileAmqp(o: AmqpOptions, ctx: BrokerCompileContext): AmqpSettings | 
       }
       if (typeof b === 'object' && !bindingArgumentsFit(b, on === ex.name ? { ...ex, declare: ex.declare ?? true } : { name: on }, ['queues', name, 'bindings', i], ctx)) ok = false;
       const routingKey = typeof b === 'string' ? b : (b.routingKey ?? '');
-      const ignored = keyIgnoredBy(on === ex.name ? ex : { name: on }, routingKey);
+      const exchange = on === ex.name ? ex : { name: on };
+      const keyAt = typeof b === 'string' ? ['queues', name, 'bindings', i] : ['queues', name, 'bindings', i, 'routingKey'];
+      const ignored = keyIgnoredBy(exchange, routingKey);
       if (ignored) {
-        const at = typeof b === 'string' ? ['queues', name, 'bindings', i] : ['queues', name, 'bindings', i, 'routingKey'];
         const gets =
           typeof b === 'object' && b.arguments !== undefined
             ? `is bound to exchange '${on}' by its arguments alone: routing key '${routingKey}' chooses nothing`
             : `gets every message published to exchange '${on}', not only those with routing key '${routingKey}'`;
-        ctx.warn(at, 'EG_CONFIG_SUSPICIOUS_TOPIC', `queue '${name}' ${gets}: ${ignored}`);
+        ctx.warn(keyAt, 'EG_CONFIG_SUSPICIOUS_TOPIC', `queue '${name}' ${gets}: ${ignored}`);
+      }
+      // A binding key is a filter as a route's routing key is (readWarning): written in another kind's syntax, or as a pattern a direct exchange takes as one key.
+      const type = exchangeTypeOf(exchange);
+      const keyHint = type === 'topic' ? foreignWildcardHint(routingKey, AMQP_WILDCARDS, 'AMQP', 'routing key') : type === 'direct' ? directPatternHint(routingKey, on) : undefined;
+      if (keyHint) ctx.warn(keyAt, 'EG_CONFIG_SUSPICIOUS_TOPIC', `queue '${name}': ${keyHint}`);
+      // Arguments naming no header filter nothing (x-match all: every message) or shut the queue off (any: none).
+      const routes = typeof b === 'object' && b.arguments !== undefined && type === 'headers' ? routesWithoutHeaders(b.arguments) : undefined;
+      if (routes && typeof b === 'object') {
+        const written = Object.entries(b.arguments ?? {})
+          .map(([k, v]) => `${k}: ${v}`)
+          .join(', ');
+        ctx.warn(
+          ['queues', name, 'bindings', i, 'arguments'],
+          'EG_CONFIG_SUSPICIOUS_TOPIC',
+          `queue '${name}' is bound to headers exchange '${on}' by arguments naming no header to match ({${written}}): it gets ${routes} message published there; name the headers and values it is for (region: eu)`,
+        );
       }
       if (typeof b === 'string') return checkLength(['queues', name, 'bindings', i], 'the binding key', b);
       checkLength(['queues', name, 'bindings', i, 'routingKey'], 'the binding key', b.routingKey);
@@ -341,6 +358,27 @@ function bindingArgumentsFit(
 }
 
 /**
+ * The bindings of the queues a broker declares, in words: what RabbitMQ tells one binding from
+ * another by (queue, exchange, routing key, arguments, in any order), so a changed argument is one
+ * binding dropped and another made.
+ */
+function declaredBindings(o: AmqpSettings): Set<string> {
+  const out = new Set<string>();
+  for (const [queue, q] of Object.entries(o.queues)) {
+    if (!q.declare) continue;
+    for (const b of q.bindings) {
+      const args = Object.entries(b.arguments ?? {}).sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0));
+      const by = [
+        ...(b.routingKey !== '' || args.length === 0 ? [`routing key '${b.routingKey}'`] : []),
+        ...(args.length > 0 ? [`arguments {${args.map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join(', ')}}`] : []),
+      ];
+      out.add(`queue '${queue}' on exchange '${b.exchange ?? o.exchange.name}', ${by.join(', ')}`);
+    }
+  }
+  return out;
+}
+
+/**
  * A consume route on a broker whose exchange is the default one (`""`) reads a queue of `queues`:
  * a routing-key pattern would bind a queue of the route's own to that exchange, which RabbitMQ
  * refuses, so the route never started.
@@ -382,7 +420,8 @@ export const amqpBroker = defineBroker({
   readWarning: (from, o) => {
     if (Object.hasOwn(o.queues, from)) return undefined;
     // Only a topic exchange has wildcards: a direct one takes every pattern as one key, a fanout or headers one ignores it (below).
-    const foreign = exchangeTypeOf(o.exchange) === 'topic' ? foreignWildcardHint(from, AMQP_WILDCARDS, 'AMQP', 'routing key') : undefined;
+    const type = exchangeTypeOf(o.exchange);
+    const foreign = type === 'topic' ? foreignWildcardHint(from, AMQP_WILDCARDS, 'AMQP', 'routing key') : type === 'direct' ? directPatternHint(from, o.exchange.name) : undefined;
     if (foreign !== undefined) return foreign;
     const queue = /[*#]/.test(from) ? undefined : closest(from, Object.keys(o.queues));
     if (queue !== undefined)
@@ -397,6 +436,11 @@ export const amqpBroker = defineBroker({
   },
   // As amqp/consumed.ts reads a delivery's (a test's `content-type` stands for the content_type property, or a header so named).
   consumedHeaders: (given) => fromAmqpHeaders({ ...given }),
+  bindingChanges: (before, after) => {
+    const was = declaredBindings(before);
+    const now = declaredBindings(after);
+    return { bind: [...now].filter((b) => !was.has(b)), unbind: [...was].filter((b) => !now.has(b)) };
+  },
   canReconfigure: (before, after) => onlyInPlaceChanged(before, after, IN_PLACE),
   inPlaceOptions: IN_PLACE,
   // Its subscriptions never read a route's dead-letter closure, window or order keys (one message

@@ -43,7 +43,7 @@ const options = kindOptions('mqtt', {
   qosByTopic: Type.Optional(
     mapOf(qosSchema(), {
       description:
-        'QoS per topic filter (`+` and `#` allowed), first match wins, e.g. `{"telemetry/#": 0}`; other topics use `qos`. A consume route\'s filter is matched as written (`sensors/+` against `sensors/#`); a route\'s own `qos` comes first.',
+        "QoS per topic filter (`+` and `#` allowed), first match wins, e.g. `{\"telemetry/#\": 0}`; other topics use `qos`. A filter written in another broker's wildcard syntax (`plant.*.temp`) matches only the topic of that name and is warned of at validate, as a route's `from.topic` is (EG_CONFIG_SUSPICIOUS_TOPIC). A consume route's filter is matched as written (`sensors/+` against `sensors/#`); a route's own `qos` comes first.",
     }),
   ),
   retain: Type.Optional(
@@ -159,6 +159,9 @@ function compileMqtt(o: MqttOptions, ctx: BrokerCompileContext): MqttSettings | 
       ctx.report(['qosByTopic', filter], 'EG_CONFIG_SCHEMA', `'${filter}' is not an MQTT topic filter: ${why}`);
       ok = false;
     }
+    // A filter as a route's topic is one (readWarning): in another kind's syntax it matches only the topic of its own name.
+    const foreign = why ? undefined : foreignWildcardHint(filter, MQTT_WILDCARDS, 'MQTT', 'topic');
+    if (foreign) ctx.warn(['qosByTopic', filter], 'EG_CONFIG_SUSPICIOUS_TOPIC', `qosByTopic: ${foreign}`);
     qosByTopic.push([filter, qos]);
   }
   const tls = compileTls(o.tls, ctx);

@@ -155,17 +155,44 @@ export function bindingMatches(type: ExchangeType, binding: Pick<Binding, 'routi
  * a Buffer, never equal a string, as on the server).
  */
 export function headersMatch(args: Readonly<Record<string, BindingArgument>>, headers: Readonly<Record<string, unknown>>): boolean {
-  const mode = typeof args['x-match'] === 'string' ? args['x-match'] : 'all';
-  const withX = mode.endsWith('-with-x');
-  const any = mode.startsWith('any');
+  const { any, compared } = matchMode(args);
   let matched = 0;
   let asked = 0;
   for (const name of Object.keys(args)) {
-    if (name === 'x-match' || (!withX && name.startsWith('x-'))) continue;
+    if (!compared(name)) continue;
     asked++;
     if (Object.hasOwn(headers, name) && headers[name] === args[name]) matched++;
   }
   return any ? matched > 0 : matched === asked;
+}
+
+/**
+ * What a headers-exchange binding routes when its arguments name no header it compares (only
+ * `x-match`, or `x-` names that `all` and `any` skip): `every` message (`all`: each of none is
+ * there) or `no` message (`any`: none of none is). Undefined when it compares a header.
+ */
+export function routesWithoutHeaders(args: Readonly<Record<string, BindingArgument>>): 'every' | 'no' | undefined {
+  const { any, compared } = matchMode(args);
+  if (Object.keys(args).some(compared)) return undefined;
+  return any ? 'no' : 'every';
+}
+
+/** A binding's `x-match` (`all` unless said): whether any header is enough, and which arguments are headers to compare. */
+function matchMode(args: Readonly<Record<string, BindingArgument>>): { any: boolean; compared: (name: string) => boolean } {
+  const mode = typeof args['x-match'] === 'string' ? args['x-match'] : 'all';
+  const withX = mode.endsWith('-with-x');
+  return { any: mode.startsWith('any'), compared: (name) => name !== 'x-match' && (withX || !name.startsWith('x-')) };
+}
+
+/** Whether a routing key is written as a pattern (a `*` or `#` word), which a direct exchange matches as the one key of that name. */
+export function isPattern(key: string): boolean {
+  return key.split('.').some((w) => w === '*' || w === '#');
+}
+
+/** The warning for a pattern on a direct exchange (isPattern), or undefined. */
+export function directPatternHint(key: string, exchange: string): string | undefined {
+  if (!isPattern(key)) return undefined;
+  return `'${key}' is written as a pattern, but exchange '${exchange}' is a direct exchange, which compares whole routing keys: it matches only messages published with the routing key '${key}', its '*' and '#' as they are (use a topic exchange for patterns)`;
 }
 
 const words = (text: string): string[] => (text === '' ? [] : text.split('.'));
