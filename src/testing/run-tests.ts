@@ -150,7 +150,7 @@ async function runUnredacted(plan: Plan, test: TestCase, registry: KindRegistry)
   if (test.input.bytes !== undefined && from.type !== 'broker')
     return fail(
       'input.valueBase64',
-      `input.value: route '${test.route}' takes requests, whose body a test writes as input.value (valueBase64 is a consumed message's bytes)`,
+      `input.value: route '${test.route}' reads listener '${from.listener}', whose messages a test writes as input.value (valueBase64 is the payload of a message consumed from a broker)`,
       '(bytes)',
       test.input.at('valueBase64'),
     );

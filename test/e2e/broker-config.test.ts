@@ -744,6 +744,7 @@ describe('an amqp route reading a routing key one typo off a queue', () => {
         '      q3: { bindings: [{ arguments: { x-match: all } }] }',
         '      q4: { bindings: [{ arguments: { x-match: any, x-region: eu } }] }',
         '      q5: { bindings: [{ arguments: { region: eu } }, { arguments: { x-match: any-with-x, x-region: eu } }] }',
+        '  nt: { kind: nats, servers: "nats://127.0.0.1:4222", streams: { PLANT: { subjects: ["plant/+/temp", "orders.>"] } } }',
         '  mem: { kind: memory }',
         'routes:',
         '  - { name: d, from: { broker: rd, topic: "orders.#" }, to: { broker: mem, topic: o } }',
@@ -775,7 +776,8 @@ describe('an amqp route reading a routing key one typo off a queue', () => {
       `suspicious.yaml:5:111: warning: queue 'q2': ${foreign('orders/+', 'AMQP', 'routing key', '*', '.', 'orders.*')}`,
       "suspicious.yaml:11:37: warning: queue 'q3' is bound to headers exchange 'evh' by arguments naming no header to match ({x-match: all}): it gets every message published there; name the headers and values it is for (region: eu)",
       "suspicious.yaml:12:37: warning: queue 'q4' is bound to headers exchange 'evh' by arguments naming no header to match ({x-match: any, x-region: eu}): it gets no message published there; name the headers and values it is for (region: eu)",
-      `suspicious.yaml:16:43: warning: route 'd': ${direct('orders.#')}`,
+      `suspicious.yaml:14:86: warning: stream 'PLANT': ${foreign('plant/+/temp', 'NATS', 'subject', '*', '.', 'plant.*.temp').replace("'#' (every", "'>' (every")}`,
+      `suspicious.yaml:17:43: warning: route 'd': ${direct('orders.#')}`,
     ]);
     const bad = await runCliInProcess(['validate', '-c', 'bad-match.yaml'], { cwd: dir });
     assert.equal(bad.code, 1);

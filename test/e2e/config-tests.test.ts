@@ -190,7 +190,7 @@ describe('eventgate test', () => {
     assert.match(r.stdout, /keyed\.tests\.yaml:5: input\.key\n\s+- expected: no key: route 'orders' takes requests, which have no key \(leave input\.key out\)\n\s+\+ actual: {3}"k1"\n/);
     assert.match(
       r.stdout,
-      /keyed\.tests\.yaml:9: input\.valueBase64\n\s+- expected: input\.value: route 'orders' takes requests, whose body a test writes as input\.value \(valueBase64 is a consumed message's bytes\)\n/,
+      /keyed\.tests\.yaml:9: input\.valueBase64\n\s+- expected: input\.value: route 'orders' reads listener 'api', whose messages a test writes as input\.value \(valueBase64 is the payload of a message consumed from a broker\)\n/,
     );
   });
 

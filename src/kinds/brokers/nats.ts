@@ -20,7 +20,7 @@ const stream = Type.Object(
     subjects: Type.Array(Type.String({ minLength: 1 }), {
       minItems: 1,
       description:
-        'Subjects the stream stores (wildcards `*` and `>` allowed). No subject may overlap another of this stream or of another stream of the broker (`orders.>` and `orders.eu.*`, `a.*.x` and `a.b.*`): nats-server refuses to create such a stream, so it is a config error at its line.',
+        "Subjects the stream stores (wildcards `*` and `>` allowed). No subject may overlap another of this stream or of another stream of the broker (`orders.>` and `orders.eu.*`, `a.*.x` and `a.b.*`): nats-server refuses to create such a stream, so it is a config error at its line. One written in another broker's wildcard syntax (`plant/+/temp`) stores only the subject of that name and is warned of at validate (EG_CONFIG_SUSPICIOUS_TOPIC), as a route's `from.topic` is.",
     }),
     declare: Type.Optional(
       Type.Boolean({
@@ -204,7 +204,11 @@ function compileNats(o: NatsOptions, ctx: BrokerCompileContext): NatsSettings | 
         const why = problem === NOT_A_FILTER ? "dot-separated tokens, '*' a whole token, '>' only the last" : problem;
         ctx.report(['streams', name, 'subjects', i], 'EG_CONFIG_SCHEMA', `'${escapeControls(subject)}' is not a NATS subject: ${why}`);
         ok = false;
+        return;
       }
+      // A stream's subject is a filter as a route's is (readWarning): in another kind's syntax it stores only the subject of its own name.
+      const foreign = foreignWildcardHint(subject, NATS_WILDCARDS, 'NATS', 'subject');
+      if (foreign) ctx.warn(['streams', name, 'subjects', i], 'EG_CONFIG_SUSPICIOUS_TOPIC', `stream '${name}': ${foreign}`);
     });
     // nats-server refuses such a stream ("duplicates window can not be larger then max age") at connect: said here, at its line.
     if (st.duplicateWindowMs !== undefined && st.maxAgeMs !== undefined && st.duplicateWindowMs > st.maxAgeMs) {
