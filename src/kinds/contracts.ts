@@ -68,8 +68,10 @@ export type SchemaCheck = ValidateFunction & {
   /** True when the value `buf[start, end)` decodes to (decodeValueBytes) certainly passes; false when it does not or it cannot tell. */
   acceptsBytes?: (buf: Buffer, start: number, end: number) => boolean;
   /**
-   * The schema with the files its `$ref`s reach put under its `$defs` and those `$ref`s pointed
-   * there: one document that stands alone (what `export asyncapi` writes). Absent when it names no file.
+   * The schema as written (`schema` is what ajv compiled, whose schemaPaths its errors name: with a
+   * discriminated oneOf's `$ref` branches in place), with the files its `$ref`s reach put under
+   * its `$defs` and those `$ref`s pointed there: one document that stands alone (what `export
+   * asyncapi` writes). Absent when that is `schema` itself.
    */
   bundled?: object;
 };

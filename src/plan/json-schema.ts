@@ -4,6 +4,7 @@ import { pathFromPointer, type PathPart } from '../config/source.js';
 import { enumHint } from '../config/suggest.js';
 import type { SchemaCheck } from '../kinds/contracts.js';
 import { isDateTime } from './date-time.js';
+import { inlineDiscriminatedBranches } from './discriminated-branches.js';
 import { compileBytesCheck } from './json-bytes.js';
 import { schemaTypos } from './json-schema-typos.js';
 
@@ -97,13 +98,16 @@ export class JsonSchemaCompiler {
       // from c.json), so the file was not found.
       ajv.addSchema({ [idKey]: other.url, ...(other.value as object) }, other.url);
     }
-    const root = files ? { ...schema, [idKey]: files.url } : schema;
+    // ajv's errors are said at the schemaPaths of what it compiled: a discriminated oneOf's `$ref`
+    // branches are put in place, so that their errors can be cut to the tagged branch's.
+    const root = inlineDiscriminatedBranches(files ? { ...schema, [idKey]: files.url } : schema, idKey);
     try {
       const validate: SchemaCheck = compileOn(ajv, root, () => (ownId ? undefined : newAjv(which, { addUsedSchema: true })));
       // Schemas in the subset json-bytes.ts reads can also be checked on a value's bytes.
       // (Not draft-04's: its boolean `exclusiveMaximum` means what the bytes check does not read.)
       if (which !== '04') validate.acceptsBytes ??= compileBytesCheck(schema);
       if (files && others.length > 0) validate.bundled = bundle(schema, files.url, others);
+      else if (root !== schema) validate.bundled = schema;
       validate.draft = which;
       return { validate, problems: [] };
     } catch (err) {
@@ -121,7 +125,7 @@ export class JsonSchemaCompiler {
       return { validate: undefined, problems: [inOther ? { ...problem, file: inOther.name } : problem] };
     } finally {
       // The compiled function keeps what it needs; the shared instance's cache must not keep every reload's schemas.
-      if (!ownId) ajv.removeSchema(schema);
+      if (!ownId) ajv.removeSchema(root);
     }
   }
 

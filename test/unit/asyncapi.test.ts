@@ -361,6 +361,35 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     assert.deepEqual(await errors('r1', { petType: 'Dog', name: 'Rex' }), [': must match exactly one schema in oneOf']);
   });
 
+  it("cuts a discriminated oneOf's errors to its tagged branch when the branches are $refs in a schema file (spec-checklist 2687)", async () => {
+    const doc = "asyncapi: 3.0.0\ninfo: {title: t, version: '1'}\nchannels: {}\n";
+    const pets = [
+      'type: object',
+      'properties:',
+      '  pet:',
+      '    discriminator: petType',
+      "    oneOf: [{$ref: '#/$defs/Cat'}, {$ref: '#/$defs/Dog', description: a dog}]",
+      '  kin: {$ref: "#/$defs/Dog"}',
+      '$defs:',
+      '  Cat: {type: object, required: [petType, meows], properties: {petType: {const: Cat}, meows: {type: boolean}}}',
+      '  Dog: {$ref: "#/$defs/Hound"}',
+      '  Hound: {type: object, required: [petType], properties: {petType: {const: Dog}, barks: {type: integer, minimum: 0}}}',
+      '',
+    ].join('\n');
+    const plan = await loadOk({ 'gateway.yaml': config(['{schema: pets.yaml}', '{schema: pets.yaml, onInvalid: tag}']), 'streetlights.yaml': doc, 'pets.yaml': pets });
+    const errors = async (value: unknown) => ((await validateWith(plan, 'r0', value)).result as { problem: { errors: string[] } }).problem.errors;
+    // The Dog's error only (every branch's, and the oneOf's own, were listed); a $ref outside the oneOf is checked as before.
+    assert.deepEqual(await errors({ pet: { petType: 'Dog', barks: -1 }, kin: { petType: 'Dog', barks: -2 } }), ['/pet/barks: must be >= 0', '/kin/barks: must be >= 0']);
+    assert.deepEqual(await errors({ pet: { petType: 'Cat', meows: 1 } }), ['/pet/meows: must be boolean']);
+    // A tag no branch names still lists every branch's errors.
+    assert.equal((await errors({ pet: { petType: 'Bird', barks: -1 } })).length, 5);
+    assert.equal(isStop((await validateWith(plan, 'r0', { pet: { petType: 'Dog', barks: 3 } })).result), false);
+    const tagged = (await validateWith(plan, 'r1', { pet: { petType: 'Dog', barks: -1 } })).result as Message;
+    assert.deepEqual(JSON.parse(tagged.headers._asyncapi_eg_validation_error!).errors, ['/pet/barks: must be >= 0']);
+    // What the export writes is the schema as written, its $refs kept.
+    assert.deepEqual((plan.routes.get('r0')!.steps[0]!.accepts![0]!.schema as { properties: { pet: { oneOf: unknown[] } } }).properties.pet.oneOf[0], { $ref: '#/$defs/Cat' });
+  });
+
   it('refuses a payload in a schema format it cannot validate, naming the message', async () => {
     const doc = `asyncapi: 2.6.0\ninfo: {title: t, version: '1'}\nchannels:\n  c:\n    publish:\n      message:\n        messageId: proto\n        schemaFormat: application/vnd.google.protobuf;version=3\n        payload: 'message Point { int32 x = 1; }'\n`;
     const { diagnostics } = await load({ 'gateway.yaml': config(['{message: proto}']), 'streetlights.yaml': doc });

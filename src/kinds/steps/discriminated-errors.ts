@@ -8,7 +8,8 @@ import { pointerKeys } from '../../core/json-pointer.js';
  * own. A branch names a tag by the `const` (or an `enum` holding it) of the tag's property, in
  * the branch or in one of its `allOf`. A tag no branch names, a value without one, a tagged
  * branch with no error under the `oneOf`'s schemaPath (it passed, and another branch too; or its
- * errors are a `$ref`'s, reported at the schema referred to) leaves every error (ajv's own
+ * errors are a `$ref`'s, reported at the schema referred to: a branch that is a `$ref` within the
+ * schema is compiled in place, src/plan/discriminated-branches.ts, one to another file is not) leaves every error (ajv's own
  * `discriminator` option would refuse such schemas instead, and takes no AsyncAPI form). Errors
  * are ajv's, with `allErrors`; a child's in a recursive schema are cut by the child's own tag.
  */
