@@ -13,6 +13,9 @@ import { scrape } from '../helpers/prometheus.js';
 const { Kafka, logLevel, CompressionTypes } = kafkajs;
 
 const ORDER_SCHEMA = '{ type: object, required: [id, total], properties: { id: { type: integer }, total: { type: number } } }';
+/** A discriminated oneOf whose branches are $refs: an invalid Dog's errors are the Dog branch's only (spec-checklist 2423, 2687). */
+const PET_SCHEMA =
+  '{ discriminator: petType, oneOf: [{ $ref: "#/$defs/Cat" }, { $ref: "#/$defs/Dog" }], $defs: { Cat: { type: object, required: [petType, meows], properties: { petType: { const: Cat }, meows: { type: boolean } } }, Dog: { type: object, required: [petType], properties: { petType: { const: Dog }, barks: { type: integer, minimum: 0 } } } } }';
 const VALID = (id: number) => JSON.stringify({ id, total: 12.5 });
 const INVALID = (id: number) => JSON.stringify({ id, total: 'lots' });
 
@@ -51,7 +54,7 @@ const values = async (bootstrap: string, topic: string) => (await kcatConsumeAll
 describe('kafka listener: Kafka clients produce and consume through the gateway', () => {
   let kafka: KafkaCluster;
   let proxy: string;
-  const t = { orders: '', tagged: '', free: '', idem: '', reload: '', shaped: '', stream: '', big: '' };
+  const t = { orders: '', tagged: '', free: '', idem: '', reload: '', shaped: '', stream: '', big: '', pets: '' };
 
   const config = (reloadMode: 'reject' | 'tag') => `
 version: 1
@@ -70,6 +73,9 @@ routes:
   - name: tagged-in
     from: { listener: kafka-in, topic: ${t.tagged} }
     through: [ { validate: { schema: ${ORDER_SCHEMA}, onInvalid: tag } } ]
+  - name: pets-in
+    from: { listener: kafka-in, topic: ${t.pets} }
+    through: [ { validate: { schema: ${PET_SCHEMA}, onInvalid: tag } } ]
   - name: idempotent-in
     from: { listener: kafka-in, topic: ${t.idem} }
     through: [ { validate: { schema: ${ORDER_SCHEMA}, onInvalid: tag } } ]
@@ -223,6 +229,17 @@ routes:
       assert.match(JSON.parse(at(INVALID(221))._asyncapi_eg_validation_error!).errors.join(), /total/);
       // A batch whose records all pass is rebuilt for it too (1363); it went on as the client wrote it.
       assert.deepEqual(tags(at(VALID(223))), []);
+    });
+
+    it("tags a record with its discriminated oneOf's tagged branch's errors only, the branches being $refs (spec-checklist 2427, 2687)", async () => {
+      const dog = JSON.stringify({ petType: 'Dog', barks: -1 });
+      const cat = JSON.stringify({ petType: 'Cat', meows: true });
+      const r = await kcatProduceLines(proxy, t.pets, [dog, cat], ['linger.ms=50']);
+      assert.equal(r.code, 0, r.stderr);
+      const got = await kcatConsumeAll(kafka.bootstrap, t.pets);
+      const at = (value: string) => got.find((g) => g.value === value)!.headers;
+      assert.deepEqual(JSON.parse(at(dog)._asyncapi_eg_validation_error!).errors, ['/barks: must be >= 0']);
+      assert.equal(at(cat)._asyncapi_eg_validation_error, undefined);
     });
   });
 
