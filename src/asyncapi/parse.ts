@@ -73,6 +73,47 @@ function asyncApiParser(): Parser {
 const ERROR = 0;
 const SUMMARIES = [/must match "(then|else)" schema$/, /must match a schema in anyOf$/, /must match exactly one schema in oneOf$/, /must have required property "oneOf"$/];
 
+/** A 2.x Message Object's fields: a `{oneOf: [...]}` message refuses each of them. */
+const MESSAGE_FIELDS = new Set([
+  'messageId',
+  'headers',
+  'payload',
+  'correlationId',
+  'schemaFormat',
+  'contentType',
+  'name',
+  'title',
+  'summary',
+  'description',
+  'tags',
+  'externalDocs',
+  'bindings',
+  'examples',
+  'traits',
+]);
+
+/**
+ * An error of the branch a 2.x message did not take: a message is a Message Object or a `{oneOf:
+ * [...]}` of them, and the parser lists the other shape's refusals beside the real error. A message
+ * object's with an error of its own gets `Property "payload" is not expected to be here` for each of
+ * its fields (with `must have required property "oneOf"`; a field holding a `$ref` said where the
+ * `$ref` leads, another file's 1:1), and a `oneOf` whose message has an error gets `Property "oneOf" is not
+ * expected to be here`: both sent readers to keys that are right.
+ */
+function isMessageBranchNoise(d: ParserDiagnostic, errors: readonly ParserDiagnostic[], messageIdField: boolean): boolean {
+  const key = /^Property "(.+)" is not expected to be here$/.exec(d.message)?.[1];
+  if (key === undefined || (key === 'messageId' && !messageIdField)) return false;
+  const parent = d.path.slice(0, -1);
+  if (key === 'oneOf') return d.path[d.path.length - 1] === 'oneOf' && parent[parent.length - 1] === 'message';
+  if (!MESSAGE_FIELDS.has(key) && !key.startsWith('x-')) return false;
+  const wantsOneOf = (at: readonly (string | number)[]) =>
+    errors.some((e) => /must have required property "oneOf"$/.test(e.message) && e.path.length === at.length && e.path.every((k, i) => k === at[i]));
+  // Said where a field's `$ref` leads (the root of another file, a place in the document): the
+  // field is not in the path.
+  if (d.path[d.path.length - 1] !== key) return errors.some((e) => /must have required property "oneOf"$/.test(e.message));
+  return wantsOneOf(parent);
+}
+
 /**
  * What a refused `$ref` resolves to. The parser falls back to its own readers (which read any
  * file and fetch any URL) when ours throws, so a refusal must not throw: it is recorded, the
@@ -182,7 +223,11 @@ export async function parseDocument(file: string, text: string, read: (absPath: 
   // A YAML syntax error makes the parser also report the half-read structure as invalid; the syntax error is the news.
   const syntax = errors.filter((d) => d.code === 'parser');
   // The AsyncAPI JSON Schema reports every failed branch of its if/then and oneOf besides the specific error.
-  const specific = errors.filter((d) => !SUMMARIES.some((re) => re.test(d.message)));
+  const summarised = errors.filter((d) => !SUMMARIES.some((re) => re.test(d.message)));
+  // `messageId` is a Message Object field from 2.4 on: before, the message object refuses it too.
+  const messageIdField = !/^\s*["']?asyncapi["']?\s*:\s*["']?2\.[0-3]\./m.test(text);
+  const unbranched = summarised.filter((d) => !isMessageBranchNoise(d, errors, messageIdField));
+  const specific = unbranched.length > 0 ? unbranched : summarised;
   const problems = (syntax.length > 0 ? syntax : specific.length > 0 ? specific : errors).map(
     (d) =>
       danglingRef(d, cycleSites, policy) ??

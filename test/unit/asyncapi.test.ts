@@ -448,6 +448,40 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     );
   });
 
+  it("says a 2.x message's error without the refusals of the shape the message did not take (spec-checklist 2553)", async () => {
+    const doc = (version: string, extra: string) =>
+      [
+        `asyncapi: ${version}`,
+        "info: {title: t, version: '1'}",
+        'channels:',
+        '  lights:',
+        '    subscribe:',
+        "      message: {oneOf: [{$ref: '#/components/messages/measured'}, {$ref: 'more.yaml#/dimmed'}]}",
+        'components:',
+        '  messages:',
+        '    measured:',
+        '      name: measured',
+        extra,
+        "      payload: {$ref: '#/components/schemas/light'}",
+        '  schemas:',
+        '    light: {type: object}',
+        '',
+      ].join('\n');
+    const problems = async (version: string, extra: string, more = 'dimmed:\n  name: dimmed\n  payload: {type: integer}\n') =>
+      (await load({ 'gateway.yaml': config(['{message: measured}']), 'streetlights.yaml': doc(version, extra), 'more.yaml': more })).diagnostics.map(
+        (d) => `${d.file.slice(d.file.lastIndexOf('/') + 1)}:${d.line}:${d.column}: ${d.message}`,
+      );
+    // Each field of the message (and the channel's oneOf) was also said "not expected": the {oneOf} shape's refusals.
+    assert.deepEqual(await problems('2.6.0', '      summary: {a: 1}'), ['streetlights.yaml:11:15: AsyncAPI: "summary" property type must be string']);
+    assert.deepEqual(await problems('2.6.0', '      summery: x'), ['streetlights.yaml:11:16: AsyncAPI: Property "summery" is not expected to be here']);
+    assert.deepEqual(await problems('2.6.0', '      title: t', 'dimmed:\n  name: dimmed\n  payload: {type: integer, minimum: zero}\n'), [
+      'more.yaml:3:37: AsyncAPI: "minimum" property type must be number',
+      'more.yaml:3:37: AsyncAPI: must be number',
+    ]);
+    // Before 2.4 `messageId` is no field of a message: that is the error, said once.
+    assert.deepEqual(await problems('2.2.0', '      messageId: m'), ['streetlights.yaml:11:18: AsyncAPI: Property "messageId" is not expected to be here']);
+  });
+
   it('reports a $ref to a missing file at the $ref, and watches the missing file so creating it is noticed', async () => {
     const { diagnostics, files, dir } = await load({ 'gateway.yaml': config(['{message: lightMeasured}']), 'streetlights.yaml': documentOf['3.0'] });
     assert.equal(diagnostics.length, 1);
