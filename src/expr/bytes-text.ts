@@ -9,16 +9,21 @@
  * data: `$string($)`, `$string({"data": $})`) are their base64 text, as a forward, an envelope or a
  * header writes them, rather than Buffer's own JSON `{"type":"Buffer","data":[1,2,255]}`.
  */
-export function stringWithBytes(arg: unknown, prettify = false): string | undefined {
+export function stringWithBytes(arg: unknown, prettify = false, timeoutMs = 0): string | undefined {
   if (arg === undefined) return undefined;
   if (typeof arg === 'string') return arg;
   if (Buffer.isBuffer(arg)) return arg.toString('base64');
   if (isFunctionValue(arg)) return '';
   if (typeof arg === 'number' && !Number.isFinite(arg)) throw { code: 'D3001', value: arg };
   const value = Array.isArray(arg) && (arg as { outerWrapper?: boolean }).outerWrapper ? arg[0] : arg;
+  const start = timeoutMs > 0 ? performance.now() : 0;
+  let values = 0;
   return JSON.stringify(
     value,
     function (this: Record<string, unknown>, key: string, v: unknown) {
+      // One call for the whole value, which the evaluation's time box (checked between its steps)
+      // cannot stop: `$string([1..1000000])` held the event loop 1.5-6 s. JSONata's code for it.
+      if (timeoutMs > 0 && ++values % TIME_CHECK_EVERY === 0 && performance.now() - start > timeoutMs) throw { code: 'D1012', value: timeoutMs };
       // `v` is after toJSON: the bytes are the value as it was.
       const raw = this[key];
       if (Buffer.isBuffer(raw)) return raw.toString('base64');
@@ -32,6 +37,17 @@ export function stringWithBytes(arg: unknown, prettify = false): string | undefi
     },
     prettify ? 2 : 0,
   );
+}
+
+/** Values written between looks at the clock: a look costs ~50 ns, 4096 values ~1 ms. */
+const TIME_CHECK_EVERY = 4096;
+
+/** `$string` and the `&` operator's text, held to an expression's `timeoutMs` (0: unbounded). */
+export function timeBoxedText(timeoutMs: number): { string: (arg: unknown, prettify?: boolean) => string | undefined; text: (value: unknown) => string | undefined } {
+  return {
+    string: (arg, prettify = false) => stringWithBytes(arg, prettify, timeoutMs),
+    text: (value) => textOf(value, timeoutMs),
+  };
 }
 
 export function isFunctionValue(v: unknown): boolean {
@@ -51,8 +67,8 @@ interface JsonataFunction {
 export const TEXT_FUNCTION = '&';
 
 /** The function `&`'s operands are passed through: JSONata's string of the value, bytes as base64. */
-export function textOf(value: unknown): string | undefined {
-  return value === undefined ? undefined : stringWithBytes(value);
+export function textOf(value: unknown, timeoutMs = 0): string | undefined {
+  return value === undefined ? undefined : stringWithBytes(value, false, timeoutMs);
 }
 
 interface AstNode {

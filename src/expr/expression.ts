@@ -12,7 +12,7 @@ import type { Message, MessageContext } from '../core/message.js';
 import { attributesOf, CE_SPECVERSION } from '../codecs/cloudevents.js';
 import { approxValueBytes, sizeText } from '../core/heap-size.js';
 import { boundedRange, boundRanges, namesEval, oversizedRange, RANGE_FUNCTION, rangeToCall } from './range.js';
-import { concatOperandsToText, concatToText, stringWithBytes, TEXT_FUNCTION, textOf } from './bytes-text.js';
+import { concatOperandsToText, concatToText, TEXT_FUNCTION, timeBoxedText } from './bytes-text.js';
 
 /** Bounds applied to every evaluation so one runaway expression fails only its own message. */
 export interface ExpressionLimits {
@@ -210,13 +210,14 @@ function compileChecked(source: string, limits: ExpressionLimits, origin: Expres
   const concats = concatOperandsToText(compiled.ast(), bound);
   const evals = namesEval(compiled.ast());
   if (ranges || evals) compiled.registerFunction(RANGE_FUNCTION, boundedRange(maxResultBytes));
-  if (concats || evals) compiled.registerFunction(TEXT_FUNCTION, textOf);
+  const text = timeBoxedText(limits.timeoutMs);
+  if (concats || evals) compiled.registerFunction(TEXT_FUNCTION, text.text);
   const entry = yieldingEntry(limits.timeoutMs);
   // `$eval` parses its text when it runs: its ranges and `&`s are changed as each node is entered.
   compiled.assign(EVALUATE_ENTRY as unknown as string, evals ? (expr: object, input: unknown, env: { base: object }) => (rangeToCall(expr), concatToText(expr), entry(expr, input, env)) : entry);
   const pad = boundedPad(maxResultBytes) as BuiltIn['implementation'];
   compiled.registerFunction('pad', pad, '<s-ns?:s>');
-  compiled.registerFunction('string', stringWithBytes, '<x-b?:s>');
+  compiled.registerFunction('string', text.string, '<x-b?:s>');
   checkedNow ??= checkedFunctions(jsonata);
   compiled.registerFunction('fromMillis', checkedNow.fromMillis, CHECKED_SIGNATURES.fromMillis);
   compiled.registerFunction('formatNumber', checkedNow.formatNumber, CHECKED_SIGNATURES.formatNumber);
@@ -224,7 +225,7 @@ function compileChecked(source: string, limits: ExpressionLimits, origin: Expres
   if (evals) compiled.registerFunction('eval', (ownEval ??= evalOnce(jsonata)), EVAL_SIGNATURE);
   // The built-ins it calls name the argument a message got wrong (argument-types.ts). The gateway's
   // own above have JSONata's signatures, so theirs are JSONata's too.
-  const own: Record<string, BuiltIn['implementation']> = { pad, string: stringWithBytes as BuiltIn['implementation'], ...checkedNow, ...(evals ? { eval: ownEval! } : {}) };
+  const own: Record<string, BuiltIn['implementation']> = { pad, string: text.string as BuiltIn['implementation'], ...checkedNow, ...(evals ? { eval: ownEval! } : {}) };
   for (const name of calledBuiltIns(compiled.ast(), bound)) {
     if (BOUND_PER_EXPRESSION.has(name) && !own[name]) continue;
     const { implementation, signature } = builtIn(jsonata, name);

@@ -89,6 +89,25 @@ describe('ranges held to expressions.maxResultBytes before they are made', () =>
     assert.equal(await compileExpression('$count($eval("[1.." & n & "]"))', limits).evaluate({ n: 1000 }, {}), 1000);
   });
 
+  it("stops a $string or & of a large value at timeoutMs: it is one call, which the time box between an evaluation's steps did not stop", async () => {
+    // ~1 s of JSON.stringify on an idle machine (6 s on a busy one), held to 20 ms.
+    const xs = Array.from({ length: 1_000_000 }, (_, i) => i + 0.5);
+    const boxed = { ...defaultExpressionLimits, timeoutMs: 20 };
+    for (const source of ['$string(xs)', '$string({"xs": xs})', 'xs & ""', '$eval("$string(xs)")']) {
+      const err = await compileExpression(source, boxed)
+        .evaluate({ xs }, {})
+        .then(
+          () => assert.fail(`${source} ran to its end`),
+          (e: unknown) => e,
+        );
+      assert.ok(err instanceof ExpressionEvaluationError, source);
+      assert.match(err.message, /expression ran longer than 20 ms and was stopped/, source);
+    }
+    // Unbounded (timeoutMs: 0), and within the box, it is JSONata's text.
+    assert.equal((await compileExpression('$string(xs)', { ...boxed, timeoutMs: 0, maxResultBytes: 1 << 30 }).evaluate({ xs }, {})) as string, JSON.stringify(xs));
+    assert.equal(await compileExpression('$string(xs)', boxed).evaluate({ xs: [1, 2.5] }, {}), '[1,2.5]');
+  });
+
   it('bounds the ranges of one evaluation together, so ranges nested in a path cannot multiply past it, and evaluations apart', async () => {
     // 64 KiB: 4091 numbers. Each range here is under it; [1..1000000].[1..1000000] (each under the
     // default bound) reached ~930 MB before the time box stopped it.
