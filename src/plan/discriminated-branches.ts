@@ -11,45 +11,66 @@ const PLACE_BOUND = new Set(['$id', '$anchor', '$dynamicAnchor', '$recursiveAnch
 
 type Schema = Record<string, unknown>;
 
+/** The schema's own URL and the files its `$ref`s reach, as json-schema.ts compiles them. */
+interface Files {
+  url: string;
+  others: readonly { url: string; value: unknown }[];
+}
+
 /**
  * The schema as ajv is to compile it: each branch of a discriminated `oneOf`/`anyOf` that is a
- * bare `$ref` within the schema (`oneOf: [{$ref: '#/$defs/Cat'}, ...]`) replaced by a copy of the
- * schema it refers to. ajv reports a `$ref`'s errors at the schema referred to, where
+ * bare `$ref` (`oneOf: [{$ref: '#/$defs/Cat'}, {$ref: 'dog.yaml'}]`), and each bare `$ref` below
+ * such a branch (`name: {$ref: 'names.yaml#/$defs/name'}`), replaced by a copy of the schema it
+ * refers to, a copy from another file with its `$ref`s made absolute (that file's URL, under
+ * which ajv has it). ajv reports a `$ref`'s errors at the schema referred to, where
  * discriminated-errors.ts cannot tell one branch's from another's; in place they are under the
  * branch's schemaPath, and a value's tag cuts them. The checks are the same (a `$ref` applies its
- * schema in place). Left as written: `$ref`s to other files and to the root, targets with an
- * `$id`, anchor or dynamic reference in them, and schemas with an `$id` below the root (a `#`
- * there means another resource). Returns `schema` itself when nothing is replaced.
+ * schema in place). Left as written: `$ref`s to the root and those that recur (a `$ref` to a
+ * place being copied), targets with an `$id`, anchor or dynamic reference in them, and schemas with an `$id` below the root (a `#` there means another
+ * resource). Returns `schema` itself when nothing is replaced.
  */
-export function inlineDiscriminatedBranches(schema: object, idKey: '$id' | 'id'): object {
-  if (!hasInlinableBranch(schema) || hasInnerId(schema, idKey)) return schema;
+export function inlineDiscriminatedBranches(schema: object, idKey: '$id' | 'id', files?: Files): object {
+  if (!hasDiscriminatedBranch(schema) || hasInnerId(schema, idKey)) return schema;
   const out = structuredClone(schema) as Schema;
   const seen = new Set<object>();
-  const walk = (node: unknown, chain: readonly string[]): void => {
+  let visits = 0;
+  // `inBranch`: below a discriminated branch, where a bare `$ref` is put in place too (its errors
+  // are the branch's); one the chain of places being copied already holds stays (a recursion).
+  const place = (value: unknown, chain: readonly string[], inBranch: boolean): unknown => {
+    const ref = inBranch && visits < MAX_VISITS ? bareRef(value) : undefined;
+    const found = ref === undefined ? undefined : resolve(schema, ref, files);
+    if (found === undefined || chain.includes(found.at) || boundToPlace(found.target)) {
+      visit(value, chain, inBranch);
+      return value;
+    }
+    const { $schema: _s, ...copy } = structuredClone(found.target);
+    const placed = found.url === undefined ? copy : absoluteRefs(copy, found.url);
+    visit(placed, [...chain, found.at], true);
+    return placed;
+  };
+  const visit = (node: unknown, chain: readonly string[], inBranch: boolean): void => {
     if (typeof node !== 'object' || node === null || seen.has(node)) return;
     seen.add(node);
+    visits++;
     if (Array.isArray(node)) {
-      for (const item of node) walk(item, chain);
+      node.forEach((item, i) => {
+        node[i] = place(item, chain, inBranch);
+      });
       return;
     }
     const s = node as Schema;
     const keyword = discriminated(s);
-    if (keyword !== undefined) {
-      const branches = s[keyword] as unknown[];
-      branches.forEach((branch, i) => {
-        const ref = bareLocalRef(branch);
-        if (ref === undefined || chain.includes(ref)) return;
-        const target = resolve(schema, ref);
-        if (target === undefined || boundToPlace(target)) return;
-        branches[i] = structuredClone(target);
-        walk(branches[i], [...chain, ref]);
-      });
+    for (const [k, v] of Object.entries(s)) {
+      if (DATA_KEYWORDS.has(k) || (inBranch && (k === '$defs' || k === 'definitions'))) continue;
+      s[k] = k === keyword ? (v as unknown[]).map((branch) => place(branch, chain, true)) : place(v, chain, inBranch);
     }
-    for (const [k, v] of Object.entries(s)) if (!DATA_KEYWORDS.has(k)) walk(v, chain);
   };
-  walk(out, []);
+  visit(out, [], false);
   return out;
 }
+
+/** Schema objects looked at before no more `$ref`s are put in place: a schema whose `$ref`s share parts would grow with each copy. */
+const MAX_VISITS = 20_000;
 
 /** `oneOf` or `anyOf` when the schema has a discriminator beside one. */
 function discriminated(s: Schema): 'oneOf' | 'anyOf' | undefined {
@@ -59,33 +80,74 @@ function discriminated(s: Schema): 'oneOf' | 'anyOf' | undefined {
   return Array.isArray(s.oneOf) ? 'oneOf' : Array.isArray(s.anyOf) ? 'anyOf' : undefined;
 }
 
-/** The `$ref` of a branch that is only a `$ref` to a place in this schema below its root (`#/$defs/Cat`). */
-function bareLocalRef(branch: unknown): string | undefined {
+/** The `$ref` of a branch that is only a `$ref` (annotations beside it allowed), not to the root. */
+function bareRef(branch: unknown): string | undefined {
   if (typeof branch !== 'object' || branch === null || Array.isArray(branch)) return undefined;
   const ref = (branch as Schema).$ref;
-  if (typeof ref !== 'string' || !ref.startsWith('#/')) return undefined;
+  if (typeof ref !== 'string' || ref === '' || ref === '#') return undefined;
   return Object.keys(branch).every((k) => ANNOTATIONS.has(k) || k.startsWith('x-')) ? ref : undefined;
 }
 
-/** The schema a local `$ref` names, following a target that is itself a bare local `$ref`. */
-function resolve(root: object, ref: string, depth = 0): Schema | undefined {
-  const keys = pointerKeys(ref.slice(1));
-  if (keys === undefined || depth > 8) return undefined;
-  let node: unknown = root;
+/**
+ * The schema a branch's `$ref` names (`at`: where, as an absolute reference), and the URL of the
+ * file holding it when that is another file (`url`); a target that is itself a bare `$ref` is
+ * followed. A `$ref` in the schema is local (`#/...`) or, with `files`, resolved against its URL;
+ * one in a copy from another file is absolute already.
+ */
+function resolve(root: object, ref: string, files: Files | undefined, depth = 0): { target: Schema; at: string; url?: string } | undefined {
+  if (depth > 8) return undefined;
+  let url: string | undefined;
+  let pointer: string;
+  if (ref.startsWith('#')) pointer = ref.slice(1);
+  else {
+    if (files === undefined) return undefined;
+    let target: URL;
+    try {
+      target = new URL(ref, files.url);
+    } catch {
+      return undefined;
+    }
+    pointer = decodeURIComponent(target.hash.slice(1));
+    target.hash = '';
+    url = target.href === files.url ? undefined : target.href;
+  }
+  const document = url === undefined ? root : files?.others.find((o) => o.url === url)?.value;
+  const keys = pointerKeys(pointer);
+  if (document === undefined || keys === undefined || (url === undefined && keys.length === 0)) return undefined;
+  let node: unknown = document;
   for (const key of keys) {
     if (typeof node !== 'object' || node === null || !Object.hasOwn(node, key)) return undefined;
     node = (node as Schema)[key];
   }
   if (typeof node !== 'object' || node === null || Array.isArray(node)) return undefined;
-  const next = bareLocalRef(node);
-  return next === undefined ? (node as Schema) : resolve(root, next, depth + 1);
+  const next = bareRef(node);
+  if (next !== undefined) return resolve(root, url === undefined ? next : new URL(next, url).href, files, depth + 1);
+  return { target: node as Schema, at: `${url ?? files?.url ?? ''}#${pointer}`, url };
 }
 
-function hasInlinableBranch(schema: object): boolean {
-  return some(schema, (s) => {
-    const keyword = discriminated(s);
-    return keyword !== undefined && (s[keyword] as unknown[]).some((b) => bareLocalRef(b) !== undefined);
-  });
+/** `value` with each `$ref` in it resolved against `url`, the file it was copied from. */
+function absoluteRefs(value: unknown, url: string): Schema {
+  const rewrite = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(rewrite);
+    if (typeof v !== 'object' || v === null) return v;
+    return Object.fromEntries(
+      Object.entries(v).map(([k, x]) => {
+        if (k === '$ref' && typeof x === 'string') {
+          try {
+            return [k, new URL(x, url).href];
+          } catch {
+            return [k, x];
+          }
+        }
+        return [k, DATA_KEYWORDS.has(k) ? x : rewrite(x)];
+      }),
+    );
+  };
+  return rewrite(value) as Schema;
+}
+
+function hasDiscriminatedBranch(schema: object): boolean {
+  return some(schema, (s) => discriminated(s) !== undefined);
 }
 
 function boundToPlace(target: Schema): boolean {

@@ -100,7 +100,7 @@ export class JsonSchemaCompiler {
     }
     // ajv's errors are said at the schemaPaths of what it compiled: a discriminated oneOf's `$ref`
     // branches are put in place, so that their errors can be cut to the tagged branch's.
-    const root = inlineDiscriminatedBranches(files ? { ...schema, [idKey]: files.url } : schema, idKey);
+    const root = inlineDiscriminatedBranches(files ? { ...schema, [idKey]: files.url } : schema, idKey, files);
     try {
       const validate: SchemaCheck = compileOn(ajv, root, () => (ownId ? undefined : newAjv(which, { addUsedSchema: true })));
       // Schemas in the subset json-bytes.ts reads can also be checked on a value's bytes.

@@ -361,7 +361,7 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     assert.deepEqual(await errors('r1', { petType: 'Dog', name: 'Rex' }), [': must match exactly one schema in oneOf']);
   });
 
-  it("cuts a discriminated oneOf's errors to its tagged branch when the branches are $refs in a schema file (spec-checklist 2687)", async () => {
+  it("cuts a discriminated oneOf's errors to its tagged branch when the branches are $refs in a schema file or to other files (spec-checklist 2687)", async () => {
     const doc = "asyncapi: 3.0.0\ninfo: {title: t, version: '1'}\nchannels: {}\n";
     const pets = [
       'type: object',
@@ -376,7 +376,17 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
       '  Hound: {type: object, required: [petType], properties: {petType: {const: Dog}, barks: {type: integer, minimum: 0}}}',
       '',
     ].join('\n');
-    const plan = await loadOk({ 'gateway.yaml': config(['{schema: pets.yaml}', '{schema: pets.yaml, onInvalid: tag}']), 'streetlights.yaml': doc, 'pets.yaml': pets });
+    const plan = await loadOk({
+      'gateway.yaml': config(['{schema: pets.yaml}', '{schema: pets.yaml, onInvalid: tag}', '{schema: filed.yaml}']),
+      'streetlights.yaml': doc,
+      'pets.yaml': pets,
+      // Branches in other files, whose own $refs are relative to them.
+      'filed.yaml': "discriminator: petType\noneOf: [{$ref: 'animals/cat.yaml'}, {$ref: 'animals/dog.yaml#/$defs/Dog'}]\n",
+      'animals/cat.yaml': "$schema: https://json-schema.org/draft/2020-12/schema\ntype: object\nrequired: [petType]\nproperties: {petType: {const: Cat}, name: {$ref: 'names.yaml#/$defs/name'}}\n",
+      'animals/dog.yaml':
+        "$defs:\n  Dog: {type: object, required: [petType], properties: {petType: {const: Dog}, name: {$ref: 'names.yaml#/$defs/name'}, barks: {$ref: '#/$defs/count'}}}\n  count: {type: integer, minimum: 0}\n",
+      'animals/names.yaml': '$defs: {name: {type: string, minLength: 2}}\n',
+    });
     const errors = async (value: unknown) => ((await validateWith(plan, 'r0', value)).result as { problem: { errors: string[] } }).problem.errors;
     // The Dog's error only (every branch's, and the oneOf's own, were listed); a $ref outside the oneOf is checked as before.
     assert.deepEqual(await errors({ pet: { petType: 'Dog', barks: -1 }, kin: { petType: 'Dog', barks: -2 } }), ['/pet/barks: must be >= 0', '/kin/barks: must be >= 0']);
@@ -386,6 +396,10 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     assert.equal(isStop((await validateWith(plan, 'r0', { pet: { petType: 'Dog', barks: 3 } })).result), false);
     const tagged = (await validateWith(plan, 'r1', { pet: { petType: 'Dog', barks: -1 } })).result as Message;
     assert.deepEqual(JSON.parse(tagged.headers._asyncapi_eg_validation_error!).errors, ['/pet/barks: must be >= 0']);
+    const filed = async (value: unknown) => ((await validateWith(plan, 'r2', value)).result as { problem: { errors: string[] } }).problem.errors;
+    assert.deepEqual(await filed({ petType: 'Dog', name: 'x', barks: -1 }), ['/name: must NOT have fewer than 2 characters', '/barks: must be >= 0']);
+    assert.deepEqual(await filed({ petType: 'Cat', name: 'x' }), ['/name: must NOT have fewer than 2 characters']);
+    assert.equal(isStop((await validateWith(plan, 'r2', { petType: 'Dog', name: 'Rex', barks: 2 })).result), false);
     // What the export writes is the schema as written, its $refs kept.
     assert.deepEqual((plan.routes.get('r0')!.steps[0]!.accepts![0]!.schema as { properties: { pet: { oneOf: unknown[] } } }).properties.pet.oneOf[0], { $ref: '#/$defs/Cat' });
   });
