@@ -371,7 +371,7 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
       "    oneOf: [{$ref: '#/$defs/Cat'}, {$ref: '#/$defs/Dog', description: a dog}]",
       '  kin: {$ref: "#/$defs/Dog"}',
       '$defs:',
-      '  Cat: {type: object, required: [petType, meows], properties: {petType: {const: Cat}, meows: {type: boolean}}}',
+      "  Cat: {type: object, required: [petType, meows], properties: {petType: {const: Cat}, meows: {type: boolean}, kids: {type: array, items: {$ref: '#/properties/pet'}}}}",
       '  Dog: {$ref: "#/$defs/Hound"}',
       '  Hound: {type: object, required: [petType], properties: {petType: {const: Dog}, barks: {type: integer, minimum: 0}}}',
       '',
@@ -391,6 +391,14 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     // The Dog's error only (every branch's, and the oneOf's own, were listed); a $ref outside the oneOf is checked as before.
     assert.deepEqual(await errors({ pet: { petType: 'Dog', barks: -1 }, kin: { petType: 'Dog', barks: -2 } }), ['/pet/barks: must be >= 0', '/kin/barks: must be >= 0']);
     assert.deepEqual(await errors({ pet: { petType: 'Cat', meows: 1 } }), ['/pet/meows: must be boolean']);
+    // A kid, through a $ref that recurs (left a $ref): its errors all listed, as before; the pet's cut.
+    assert.deepEqual(await errors({ pet: { petType: 'Cat', meows: 1, kids: [{ petType: 'Dog', barks: -1 }] } }), [
+      '/pet/meows: must be boolean',
+      "/pet/kids/0: must have required property 'meows'",
+      '/pet/kids/0/petType: must be equal to constant "Cat"',
+      '/pet/kids/0/barks: must be >= 0',
+      '/pet/kids/0: must match exactly one schema in oneOf',
+    ]);
     // A tag no branch names still lists every branch's errors.
     assert.equal((await errors({ pet: { petType: 'Bird', barks: -1 } })).length, 5);
     assert.equal(isStop((await validateWith(plan, 'r0', { pet: { petType: 'Dog', barks: 3 } })).result), false);

@@ -8,9 +8,10 @@ import { pointerKeys } from '../../core/json-pointer.js';
  * own. A branch names a tag by the `const` (or an `enum` holding it) of the tag's property, in
  * the branch or in one of its `allOf`. A tag no branch names, a value without one, a tagged
  * branch with no error under the `oneOf`'s schemaPath (it passed, and another branch too; or its
- * errors are a `$ref`'s, reported at the schema referred to: a branch that is a `$ref` within the
- * schema is compiled in place, src/plan/discriminated-branches.ts, one to another file is not) leaves every error (ajv's own
- * `discriminator` option would refuse such schemas instead, and takes no AsyncAPI form). Errors
+ * errors are a `$ref`'s, reported at the schema referred to), and a branch that is still a `$ref`
+ * (the compiler puts them in place, src/plan/discriminated-branches.ts, except a recursion),
+ * leave every error (ajv's own `discriminator` option would refuse such schemas instead, and
+ * takes no AsyncAPI form). Errors
  * are ajv's, with `allErrors`; a child's in a recursive schema are cut by the child's own tag.
  */
 export function narrowToTaggedBranch(errors: ErrorObject[], schema: unknown, value: unknown): ErrorObject[] {
@@ -46,7 +47,10 @@ function taggedEvaluations(errors: ErrorObject[], schema: unknown, value: unknow
     const data = dataAt(value, e.instancePath);
     const tagged = typeof data === 'object' && data !== null && Object.hasOwn(data, property);
     const tag = tagged ? (data as Record<string, unknown>)[property] : undefined;
-    const named = tagged ? branches.flatMap((b, i) => (namesTag(b, property, tag, schema) ? [i] : [])) : [];
+    // A branch still a `$ref` (a recursion, or one the compiler did not put in place) has its
+    // errors at the schema it names, where they cannot be told from another branch's: none is cut.
+    const placed = branches.every((b) => typeof b !== 'object' || b === null || !Object.hasOwn(b, '$ref'));
+    const named = tagged && placed ? branches.flatMap((b, i) => (namesTag(b, property, tag, schema) ? [i] : [])) : [];
     let byValue = out.get(e.schemaPath);
     if (byValue === undefined) out.set(e.schemaPath, (byValue = new Map()));
     byValue.set(e.instancePath, { named, cut: false });
