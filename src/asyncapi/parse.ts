@@ -231,7 +231,8 @@ export async function parseDocument(file: string, text: string, read: (absPath: 
   const problems = (syntax.length > 0 ? syntax : specific.length > 0 ? specific : errors).map(
     (d) =>
       danglingRef(d, cycleSites, policy) ??
-      unreadableRef(d, sites, policy) ?? {
+      unreadableRef(d, sites, policy) ??
+      misspeltRefHolder(d, sites, policy) ?? {
         file: d.source ?? file,
         line: d.range.start.line + 1,
         column: Math.max(1, d.range.start.character + 1), // the parser says -1 when it has no place
@@ -282,6 +283,19 @@ function unreadableRef(d: ParserDiagnostic, sites: ReadonlyMap<string, RefSite>,
   if (!m || d.range.start.line > 0) return undefined;
   const site = sites.get(m[2]!);
   return site && { file: site.file, line: site.line, column: site.column, path: site.path, message: readableMessage(d.message, policy) };
+}
+
+/**
+ * A field the document's schema does not have, holding a `$ref` to another file (`paylod: {$ref:
+ * x.yaml}`): the parser says it at 1:1 of that file, with no path. Said at the `$ref`, when the
+ * first `$ref` to that file is the one under that field.
+ */
+function misspeltRefHolder(d: ParserDiagnostic, sites: ReadonlyMap<string, RefSite>, policy: RefPolicy): RefProblem | undefined {
+  const key = /^Property "(.+)" is not expected to be here$/.exec(d.message)?.[1];
+  if (key === undefined || d.path.length > 0 || d.source === undefined) return undefined;
+  const site = sites.get(d.source);
+  if (site === undefined || site.path[site.path.length - 2] !== key) return undefined;
+  return { file: site.file, line: site.line, column: site.column, path: site.path, message: readableMessage(d.message, policy) };
 }
 
 /** A `$ref` whose place is not in its document, said at the `$ref`. */

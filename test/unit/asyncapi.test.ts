@@ -500,6 +500,18 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
       'more.yaml:3:37: AsyncAPI: "minimum" property type must be number',
       'more.yaml:3:37: AsyncAPI: must be number',
     ]);
+    // A misspelt field holding a $ref to a file was said at that file's 1:1: now at the $ref.
+    const misspelt = doc('2.6.0', "      paylod: {$ref: 'light.yaml'}").replace("      payload: {$ref: '#/components/schemas/light'}\n", '');
+    const { diagnostics: atRef } = await load({
+      'gateway.yaml': config(['{message: measured}']),
+      'streetlights.yaml': misspelt,
+      'more.yaml': 'dimmed: {payload: {type: integer}}\n',
+      'light.yaml': 'type: object\n',
+    });
+    assert.deepEqual(
+      atRef.map((d) => `${d.file.slice(d.file.lastIndexOf('/') + 1)}:${d.line}:${d.column}: ${d.message}`),
+      ['streetlights.yaml:11:22: AsyncAPI: Property "paylod" is not expected to be here'],
+    );
     // Before 2.4 `messageId` is no field of a message: that is the error, said once.
     assert.deepEqual(await problems('2.2.0', '      messageId: m'), ['streetlights.yaml:11:18: AsyncAPI: Property "messageId" is not expected to be here']);
   });
