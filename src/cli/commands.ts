@@ -183,7 +183,7 @@ async function run(file: string, env: Env, varsFiles: readonly string[]): Promis
   process.on('uncaughtException', (err) => logger.error({ err: { message: err.message, stack: err.stack } }, 'uncaught exception (please report this bug)'));
   process.on('unhandledRejection', (err) => logger.error({ err: { message: (err as Error)?.message ?? String(err) } }, 'unhandled rejection (please report this bug)'));
   // --vars-file values are read again at every reload (and the files watched), as the config's own files are.
-  const readEnv = varsFiles.length > 0 ? () => loadEnv(varsFiles) : undefined;
+  const readEnv = varsFiles.length > 0 ? () => loadEnv(varsFiles, process.env, { reload: true }) : undefined;
   const gateway = new Gateway({ configFile: file, registry: defaultRegistry(), env, readEnv, logger, admin: createAdminServer });
   // Signals are handled from the first moment: a SIGHUP or SIGTERM that arrives while the first
   // config loads must not kill the process with the default action (and lose in-flight work).

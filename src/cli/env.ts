@@ -1,6 +1,6 @@
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseEnv } from 'node:util';
+import { readConfigFile } from '../config/read-file.js';
 import { decodeUtf8, describeFsError, type Env } from '../config/source.js';
 import { hash } from '../core/canonical.js';
 
@@ -26,13 +26,14 @@ export interface VarsFileError {
  * stand-ins instead of the deployment's secrets). Later files fill in after earlier ones. `run`
  * reads the files again at every reload and watches them, as it does the config's own files.
  */
-export function loadEnv(files: readonly string[], environment: NodeJS.ProcessEnv = process.env): LoadedEnv {
+export function loadEnv(files: readonly string[], environment: NodeJS.ProcessEnv = process.env, options: { reload?: boolean } = {}): LoadedEnv {
   const fromFiles: Record<string, string> = {};
   const read = new Map<string, string>();
   for (const file of files) {
     let bytes: Buffer;
     try {
-      bytes = readFileSync(file);
+      // A named pipe (`--vars-file <(vault ...)`) only at start: a reload's read of one would wait for good.
+      bytes = readConfigFile(file, { pipe: !options.reload });
     } catch (err) {
       read.set(resolve(file), 'missing');
       const message = `cannot read --vars-file '${file}': ${describeFsError(err)}`;

@@ -161,7 +161,7 @@ export function resolveIncludes(root: SourceDocument, configFile: string, env: E
       if (seen.has(file)) continue;
       seen.add(file);
       const before = diagnostics.length;
-      const { source, bytes } = read(shown(file), env, diagnostics);
+      const { source, bytes } = read(shown(file), env, diagnostics, { fragment: true });
       files.set(file, bytes ? hash(bytes) : 'missing');
       if (!source) {
         // Unreadable: say so at the include line (the fragment's own file has no line to point at).

@@ -15,7 +15,11 @@ export function renderConfigReference(registry: KindRegistry): string {
 One YAML document, in UTF-8 (a byte order mark is skipped; a file in UTF-16 or UTF-32, as
 Notepad's "Unicode" and PowerShell 5's \`>\` write, is an error that says so, and so is a byte
 that is not UTF-8, at its place; included fragments, test files, schemas and AsyncAPI documents
-alike). Every key is listed here with its default and meaning, and examples show
+alike). Each file read for the config (the config, included fragments, \`--vars-file\` files and
+every file the config names: schemas, key sets, keys, certificates) must be a regular file of at
+most 16 MiB: a larger one, a directory, a device or a named pipe is an error at the line naming
+it, and is not read (a named pipe only as the config or a \`--vars-file\` named on the command
+line, \`-c <(envsubst < gateway.yaml)\`, and not again at a reload). Every key is listed here with its default and meaning, and examples show
 the common ones in place; \`eventgate schema\` prints, as JSON Schema, the rules a value
 follows by itself (\`gateway.schema.json\`; start a config with
 \`# yaml-language-server: $schema=./gateway.schema.json\` for editor completion).

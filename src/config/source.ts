@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isAlias, isMap, isPair, isScalar, isSeq, visit, type Document, type Node as YamlNode, type Scalar } from './yaml.js';
 import { formatPath, type Diagnostic } from './diagnostics.js';
 import { expandVariables, type Env } from './variables.js';
 import { jsonSyntaxProblem } from './json-syntax.js';
+import { readConfigFile } from './read-file.js';
 
 export type PathPart = string | number;
 
@@ -48,11 +48,19 @@ export const DEFAULT_CONFIG_FILE = 'gateway.yaml';
  * Reads and parses the config file. `bytes` is what was read (undefined when the file could not
  * be read), so a file watcher can tell later whether the file still holds what was loaded.
  * `reload`: a running gateway reads the file it was started with again (the file gone is an edit, not a missing -c).
+ * `fragment`: an included file, which the command line did not name.
  */
-export function readSource(file: string, env: Env, diagnostics: Diagnostic[], reload = false): { source: SourceDocument | undefined; bytes: Buffer | undefined } {
+export function readSource(
+  file: string,
+  env: Env,
+  diagnostics: Diagnostic[],
+  options: { reload?: boolean; fragment?: boolean } = {},
+): { source: SourceDocument | undefined; bytes: Buffer | undefined } {
+  const reload = options.reload ?? false;
   let bytes: Buffer;
   try {
-    bytes = readFileSync(file);
+    // A named pipe only when named on the command line: a reload's read of one would wait for good.
+    bytes = readConfigFile(file, { pipe: !reload && !options.fragment });
   } catch (err) {
     // `eventgate run` in a directory without the default ./gateway.yaml: say how to name one.
     const hint = !reload && file === DEFAULT_CONFIG_FILE && (err as NodeJS.ErrnoException).code === 'ENOENT' ? ` (no ${DEFAULT_CONFIG_FILE} in ${process.cwd()}: name the config with -c FILE)` : '';

@@ -72,7 +72,7 @@ export interface LoadResult {
 export async function loadPlan(file: string, options: LoadOptions): Promise<LoadResult> {
   const configFile = resolve(file);
   const diagnostics: Diagnostic[] = [];
-  const { source: root, bytes } = readSource(file, options.env, diagnostics, options.reload);
+  const { source: root, bytes } = readSource(file, options.env, diagnostics, { reload: options.reload });
   const configSeen = new Map([[configFile, bytes ? hash(bytes) : 'missing'], ...(options.extraFiles ?? [])]);
   if (!root) return { plan: undefined, diagnostics, files: [...configSeen.keys()], seen: configSeen };
   const notConfig = asyncApiDocument(root, file);

@@ -1,8 +1,9 @@
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { SchemaCheck } from '../kinds/contracts.js';
 import { escapeControls, formatPath, type Diagnostic } from '../config/diagnostics.js';
 import type { Hidden, Pruned } from '../config/prune.js';
+import { readConfigFile } from '../config/read-file.js';
 import { decodeUtf8, describeFsError, parseDataFile, type PathPart, type SourceDocument } from '../config/source.js';
 import { closest, didYouMean } from '../config/suggest.js';
 import { hash } from '../core/canonical.js';
@@ -221,7 +222,7 @@ export class CompileContext {
   readText(abs: string): string {
     try {
       const override = this.overrides?.get(abs);
-      const bytes = override === undefined ? readFileSync(abs) : Buffer.from(override);
+      const bytes = override === undefined ? readConfigFile(abs) : Buffer.from(override);
       this.files.set(abs, hash(bytes));
       const text = decodeUtf8(bytes);
       if (typeof text !== 'string') throw new Error(`${text.message.replace(' here ', ` at line ${text.line}, column ${text.column} `)}`);

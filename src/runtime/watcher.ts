@@ -2,6 +2,7 @@ import { lstatSync, readFileSync, realpathSync, statSync, watch as watchDir, typ
 import { basename, dirname, join } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import { hash } from '../core/canonical.js';
+import { MAX_CONFIG_FILE_BYTES } from '../config/read-file.js';
 import { globFingerprint, globMatches, isGlob } from '../config/include.js';
 
 export interface WatchTiming {
@@ -381,6 +382,10 @@ function contentHash(file: string): string {
   // An `include:` glob: its value is the list of files it matches, so a new match is a change.
   if (isGlob(file)) return globFingerprint(file);
   try {
+    // Only a regular file is read (a named pipe would hold the gateway's thread for good): a
+    // special or oversized one is told apart by its stat, and the reload's own read refuses it.
+    const st = statSync(file);
+    if (!st.isFile() || st.size > MAX_CONFIG_FILE_BYTES) return `unread: ${st.mode} ${st.size} ${st.mtimeMs}`;
     return hash(readFileSync(file));
   } catch {
     return 'missing';

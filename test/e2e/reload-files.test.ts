@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { appendFileSync, mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { join } from 'node:path';
@@ -206,6 +207,30 @@ describe('hot reload (spec §6): following files', () => {
     await gw.waitForLog(reloaded, 10000, from);
     assert.deepEqual(await roundTrip(client, 50), { n: 50 });
     assert.equal(client.closed, undefined);
+  });
+
+  // A named pipe nobody writes (or a device) in place of a file the config names: reading it would
+  // hold the gateway's thread for good, its /healthz and every route with it.
+  it('refuses the reload of a schema file replaced by a named pipe, without reading the pipe, and keeps serving', async () => {
+    const gw = await f.gw.start(pipelineConfig('$', { schema: 'schemas/n.json' }), { files: { 'schemas/n.json': schema(10) } });
+    const client = await connect();
+    let from = gw.logs.length;
+    execFileSync('mkfifo', [join(gw.dir, 'schemas/pipe')]);
+    renameSync(join(gw.dir, 'schemas/pipe'), join(gw.dir, 'schemas/n.json'));
+    const rejected = await gw.waitForLog((l) => l.msg.startsWith('reload rejected'), 10000, from);
+    assert.match(
+      String(rejected.diagnostic),
+      /gateway\.yaml:11:29: cannot read 'schemas\/n\.json' \(\/.*\/schemas\/n\.json\): 'n\.json' is not a regular file \(a named pipe: reading it could block or never end\)$/,
+    );
+    assert.equal((await fetch(`${gw.adminUrl}/healthz`)).status, 200);
+    assert.equal((await post(gw.url('api', '/in'), { n: 11 })).status, 400, 'the schema in force still applies');
+    assert.deepEqual(await roundTrip(client, 10), { n: 10 });
+
+    from = gw.logs.length;
+    rmSync(join(gw.dir, 'schemas/n.json'));
+    writeFileSync(join(gw.dir, 'schemas/n.json'), schema(100));
+    await gw.waitForLog(reloaded, 10000, from);
+    assert.deepEqual(await roundTrip(client, 50), { n: 50 });
   });
 
   it('reports a broken schema file with its own file:line:col and keeps serving', async () => {

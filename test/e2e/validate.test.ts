@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { runCliInProcess } from '../helpers/cli.js';
@@ -1493,6 +1494,23 @@ describe('eventgate validate', { concurrency: 4 }, () => {
   });
 
   describe('files, names and paths', () => {
+    // Every file is read whole on the gateway's thread: a device never ends, a named pipe nobody
+    // writes never answers (an include of one held validate for good), and a huge file took tens of seconds and gigabytes.
+    it('refuses a referenced file that is a device, a named pipe or larger than 16 MiB, at the line naming it, without reading it', async () => {
+      const dir = tempFiles({
+        'schemas/huge.json': `{"type": "object", "description": "${'x'.repeat(16 * 1024 * 1024)}"}`,
+        'gateway.yaml': yaml(...base, 'include: [teams/pipe.yaml]', 'chains:', '  main:', '    - validate: { schema: schemas/huge.json }', '    - auth: { jwt: { jwksFile: /dev/zero } }'),
+      });
+      mkdirSync(join(dir, 'teams'));
+      execFileSync('mkfifo', [join(dir, 'teams/pipe.yaml')]);
+      const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+      assertProblems({ ...r, lines: r.stdout.split('\n').filter((l) => l !== '') }, [
+        ['gateway.yaml:12:11', /^cannot read included file '.*teams\/pipe\.yaml': 'pipe\.yaml' is not a regular file \(a named pipe: reading it could block or never end\)$/],
+        ['gateway.yaml:15:27', /^cannot read 'schemas\/huge\.json' \(.*\): 'huge\.json' has 16777253 bytes; at most 16777216 are accepted$/],
+        ['gateway.yaml:16:32', /^cannot read '\/dev\/zero' \(\/dev\/zero\): 'zero' is not a regular file \(a device: reading it could block or never end\)$/],
+      ]);
+    });
+
     it('points at a referenced file that does not exist', async () => {
       const r = await validate({
         'gateway.yaml': yaml(
