@@ -338,6 +338,14 @@ async function fetchRunning(url: string, token: string | undefined, tokenFrom: s
   const base = URL.canParse(url) ? new URL(url) : undefined;
   if (!base || !/^https?:$/.test(base.protocol) || !base.host) return { error: `--admin wants the admin API's URL, http://HOST:PORT of admin.port (https:// through a TLS proxy), got '${url}'` };
   const endpoint = `${url.replace(/\/+$/, '')}/admin/plan`;
+  // A header cannot carry it: fetch would fail before connecting, which read as "cannot reach".
+  const unsendable = token === undefined ? -1 : token.search(/[\u0000-\u0008\u000a-\u001f\u007f]|[^\u0000-\u00ff]/u);
+  if (unsendable >= 0) {
+    const code = token!.codePointAt(unsendable)!;
+    return {
+      error: `the token from ${tokenFrom} holds ${code < 0x20 || code === 0x7f ? 'a control character' : 'a character beyond Latin-1'} (U+${code.toString(16).toUpperCase().padStart(4, '0')} at position ${unsendable + 1}), which an HTTP header cannot carry: it is not admin.token`,
+    };
+  }
   try {
     res = await fetch(endpoint, { headers: token ? { authorization: `Bearer ${token}` } : {}, signal: AbortSignal.timeout(10_000) });
   } catch (err) {

@@ -548,6 +548,16 @@ describe('eventgate plan --admin URL against a running gateway', () => {
       assert.equal(fromEnv.code, 2, fromEnv.stdout + fromEnv.stderr);
       const wrongEnv = await runCliInProcess(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl], { cwd: dir, env: { EVENTGATE_ADMIN_TOKEN: 'not-the-token' } });
       assert.match(wrongEnv.stderr, /refused the token given with EVENTGATE_ADMIN_TOKEN: it is not admin\.token \(401\)/);
+      // A token no header can carry (a pasted line break, an emoji) was told "cannot reach the admin API: UND_ERR_INVALID_ARG".
+      const lineBreak = await runCliInProcess(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl], { cwd: dir, env: { EVENTGATE_ADMIN_TOKEN: 'plan-test-token-0123456789\n' } });
+      assert.equal(lineBreak.code, 1);
+      assert.match(
+        lineBreak.stderr,
+        /^eventgate: the token from EVENTGATE_ADMIN_TOKEN holds a control character \(U\+000A at position 27\), which an HTTP header cannot carry: it is not admin\.token\n$/,
+      );
+      const emoji = await runCliInProcess(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl, '--token', 'tok\u{1f600}'], { cwd: dir });
+      assert.equal(emoji.code, 1);
+      assert.match(emoji.stderr, /the token from --token holds a character beyond Latin-1 \(U\+1F600 at position 4\)/);
       // A wrong token is named as such (it was answered 'pass --token', which it had been).
       const wrong = await runCliInProcess(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl, '--token', 'not-the-token', '--format', 'json'], { cwd: dir });
       assert.equal(wrong.code, 1);
