@@ -177,6 +177,20 @@ export function checkDocument(
   }
   visit(doc, {
     Pair(_key, pair, path) {
+      if (isPair(pair) && isScalar(pair.key) && pair.key.value === '__proto__') {
+        // The parser copies maps by assignment: this key set the copy's prototype, and it failed
+        // with Immer's "produce can only be called on things that are draftable ... Got '[object Object]'".
+        const { line, column } = pos(pair.key.range?.[0]);
+        const keys = [...path.filter(isPair).map((p) => (isScalar(p.key) ? String(p.key.value) : '?')), '__proto__'];
+        problems.push({
+          file,
+          line,
+          column,
+          path: keys,
+          message: `a \`__proto__\` key (at /${keys.map((k) => k.replace(/~/g, '~0').replace(/\//g, '~1')).join('/')}) cannot be read: the AsyncAPI parser would take it for the object's prototype; rename it`,
+        });
+        return;
+      }
       if (v2 && isPair(pair) && isScalar(pair.key) && pair.key.value === 'message' && (pair.value === null || (isScalar(pair.value) && pair.value.value === null))) {
         // The parser's 2.x rules take every `message` key below a channel's operation (even one inside
         // a message's example or summary, once $refs are inlined) for a message and read its

@@ -185,14 +185,21 @@ describe('eventgate validate with AsyncAPI documents', () => {
     }
   });
 
-  it('says a $ref that is not a string, or an empty 2.x message, is one, at it, never the TypeError the parser throws', async () => {
+  it('says a $ref that is not a string, an empty 2.x message, or a `__proto__` key is one, at it, never the TypeError the parser throws', async () => {
     const gateway = config.replace('lightMesured', 'lightMeasured').replace('lightCommand\n', 'lightCommands\n');
     const ref = streetlights30.replace("$ref: '#/channels/lightingMeasured'", '$ref: []');
     const refLine = ref.split('\n').findIndex((l) => l.includes('$ref: []')) + 1;
     const empty = streetlights26.replace("      message:\n        $ref: '#/components/messages/lightMeasured'\n", '      message:\n');
+    // A `__proto__` key (fuzzed): the parser failed with Immer's "... Got '[object Object]'" at 1:1.
+    const proto = streetlights26.replace('      name: lightMeasured\n', '      name: lightMeasured\n      x-meta: {__proto__: {a: 1}}\n');
+    const protoLine = proto.split('\n').findIndex((l) => l.includes('__proto__')) + 1;
     const cases: [string, string][] = [
       [ref, `streetlights.yaml:${refLine}:${ref.split('\n')[refLine - 1]!.indexOf('[') + 1}: AsyncAPI: $ref must be a string: a path or URL, and a JSON pointer after #\n`],
       [empty, 'streetlights.yaml:8:15: AsyncAPI: the message at /channels/light~1measured/publish/message is empty; write the message (or a $ref to one)\n'],
+      [
+        proto,
+        `streetlights.yaml:${protoLine}:16: AsyncAPI: a \`__proto__\` key (at /components/messages/lightMeasured/x-meta/__proto__) cannot be read: the AsyncAPI parser would take it for the object's prototype; rename it\n`,
+      ],
     ];
     for (const [document, expected] of cases) {
       const dir = tempFiles({ 'gateway.yaml': gateway, 'streetlights.yaml': document, 'schemas/light-measured.yaml': lightMeasuredPayload });
