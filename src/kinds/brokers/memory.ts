@@ -46,7 +46,7 @@ const options = kindOptions('memory', {
       minimum: 1,
       default: DEFAULT_MAX_TOPICS,
       description:
-        'Topics this broker may hold. A new topic over it (a topic expression names one per message) replaces the oldest topic no route reads, with a warning; when every topic is read, the publish fails (503).',
+        'Topics this broker may hold. A new topic over it (a topic expression names one per message) replaces the oldest topic no route reads, with a warning (`memory topic no route reads was dropped to make room for a new one (maxTopics)`: the first at once, then at most one line every 10 s, `topics` counting the topics it stands for and `dropped` their messages, so a client naming a new topic per request does not write a line per request); when every topic is read, the publish fails (503).',
     }),
   ),
 });
@@ -200,6 +200,20 @@ export class MemoryBroker implements BrokerRuntime {
   private topicsMade = 0;
   /** settle() waiting for the groups to move on: told after each message a group settles. */
   private progressWaiters: (() => void)[] = [];
+  /** Messages of the topics evicted since the last eviction line (evictTopic). */
+  private messagesEvicted = 0;
+  /**
+   * One line per eviction at maxTopics would let a client naming a new topic per request (a topic
+   * expression reading its input) write a warning per request: the flood warnings' bound instead,
+   * `topics` counting the evictions a line stands for, `dropped` their retained messages.
+   */
+  private readonly topicEvicted = new RateLimitedWarning<{ topic: string; for: string }>(FLOOD_LOG_INTERVAL_MS, (last, count) => {
+    this.env.logger.warn(
+      { broker: this.name, topic: last.topic, for: last.for, topics: count, dropped: this.messagesEvicted, maxTopics: this.maxTopics, intervalMs: FLOOD_LOG_INTERVAL_MS },
+      'memory topic no route reads was dropped to make room for a new one (maxTopics)',
+    );
+    this.messagesEvicted = 0;
+  });
 
   constructor(
     readonly name: string,
@@ -217,6 +231,7 @@ export class MemoryBroker implements BrokerRuntime {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.topicEvicted.close();
     const inFlight: Promise<void>[] = [];
     for (const t of this.topics.values())
       for (const g of t.groups.values()) {
@@ -406,10 +421,8 @@ export class MemoryBroker implements BrokerRuntime {
       if (t.groups.size > 0) continue;
       this.topics.delete(t.name);
       this.bytes -= t.bytes;
-      this.env.logger.warn(
-        { broker: this.name, topic: t.name, dropped: t.size, for: wanted, maxTopics: this.maxTopics },
-        'memory topic no route reads was dropped to make room for a new one (maxTopics)',
-      );
+      this.messagesEvicted += t.size;
+      this.topicEvicted.occurred({ topic: t.name, for: wanted });
       return;
     }
     // A publish the broker refused (503), counted as any broker's (eventgate_memory_producer_errors_total).
