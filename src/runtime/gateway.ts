@@ -333,7 +333,12 @@ export class Gateway {
     this.logOptions.payloads = next.log.payloads;
     this.redaction.secrets = next.secretValues ?? new Set();
     this.metrics.setVersion(next.version);
-    this.metrics.retain({ routes: next.routes.keys(), listeners: next.listeners.keys(), brokers: next.brokers.keys() });
+    this.metrics.retain({
+      routes: next.routes.keys(),
+      listeners: next.listeners.keys(),
+      brokers: next.brokers.keys(),
+      consumers: [...next.routes.values()].flatMap((r) => (r.from.type === 'broker' ? [{ route: r.name, broker: r.from.broker }] : [])),
+    });
     this.tap.retain(next.routes.keys());
     this.tap.configure(next.admin?.tap);
     // Applied as a shutdown began (past the point where it could be dropped): not ready, draining.

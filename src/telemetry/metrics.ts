@@ -152,6 +152,15 @@ export class BrokerStats implements BrokerTelemetry {
   consumerRejoin(route: string): void {
     this.consumerRejoins.set(route, (this.consumerRejoins.get(route) ?? 0) + 1);
   }
+  /**
+   * A route consumes from this broker: its per-route series exist from then on, at 0, so that the
+   * first error, crash or rejoin is an increase Prometheus sees (a series born at 1 is not one to
+   * `rate()` or `increase()`), as the other counters' series exist from the start.
+   */
+  consumes(route: string): void {
+    const counts = this.kind === 'kafka' ? [this.consumerErrors, this.consumerCrashes, this.consumerRejoins] : [this.consumerErrors, this.consumerCrashes];
+    for (const c of counts) if (!c.has(route)) c.set(route, 0);
+  }
   /** Drops the counts of routes no longer in `routes`, keeping the broker's own (''). */
   forgetRoutes(routes: ReadonlySet<string>): void {
     for (const counts of [this.consumerErrors, this.consumerCrashes, this.consumerRejoins]) for (const route of counts.keys()) if (route !== '' && !routes.has(route)) counts.delete(route);
@@ -290,13 +299,14 @@ export class GatewayMetrics implements Telemetry {
   }
 
   /** Forgets the series of components a reload removed (a component added again starts from zero). */
-  retain(names: { routes: Iterable<string>; listeners: Iterable<string>; brokers: Iterable<string> }): void {
+  retain(names: { routes: Iterable<string>; listeners: Iterable<string>; brokers: Iterable<string>; consumers?: Iterable<{ route: string; broker: string }> }): void {
     const routes = new Set(names.routes);
     prune(this.routes, routes);
     prune(this.listenerStats, names.listeners);
     prune(this.brokerStats, names.brokers);
     // A kept broker's per-route series go with their route ('' is the broker's own, no route's).
     for (const s of this.brokerStats.values()) s.forgetRoutes(routes);
+    for (const { route, broker } of names.consumers ?? []) this.brokerStats.get(broker)?.consumes(route);
   }
 
   get contentType(): string {

@@ -160,6 +160,10 @@ describe('GET /metrics', () => {
     assert.equal(s.types.get('eventgate_memory_consumer_lag'), 'gauge');
     assert.deepEqual(s.series('eventgate_memory_consumer_lag'), [{ labels: { route: 'fanout', topic: 'mixed', partition: '0' }, value: 0 }]);
     assert.equal(s.value('eventgate_memory_producer_errors_total', { broker: 'local' }), 0);
+    // A consume route's per-route counters exist from its start, at 0: a series born at its first
+    // error is no increase to rate() or increase(), so a one-off burst went unseen by the alerts.
+    assert.deepEqual(s.series('eventgate_memory_consumer_errors_total'), [{ labels: { broker: 'local', route: 'fanout' }, value: 0 }]);
+    assert.deepEqual(s.series('eventgate_memory_consumer_crashes_total'), [{ labels: { broker: 'local', route: 'fanout' }, value: 0 }]);
     // Every broker kind's families exist (without series) whatever the config, so alerts and dashboards can rely on them.
     assert.equal(s.types.get('eventgate_kafka_consumer_lag'), 'gauge');
     assert.deepEqual(s.series('eventgate_kafka_consumer_lag'), []);
