@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module';
-import type { WebhookCounters, WebhookResult } from '../kinds/targets/webhook.js';
+import { WEBHOOK_RESULTS, type WebhookCounters, type WebhookResult } from '../kinds/targets/webhook.js';
 import {
   WS_FRAME_FAILURE_CODES,
   type BrokerRuntime,
@@ -42,6 +42,10 @@ export class RouteStats {
   /** Answers of this route's webhook targets, per result (every try counts). */
   readonly webhookAnswers = new Map<WebhookResult, number>();
   readonly webhook: WebhookCounters = { answered: (r) => void this.webhookAnswers.set(r, (this.webhookAnswers.get(r) ?? 0) + 1) };
+  /** The route has a webhook target: each result's series exists from then on, at 0 (a series born at its first 5xx is no increase to rate()). */
+  sendsToWebhooks(): void {
+    for (const r of WEBHOOK_RESULTS) if (!this.webhookAnswers.has(r)) this.webhookAnswers.set(r, 0);
+  }
   /** Count per latency bucket (not cumulative); the last slot is +Inf. */
   readonly latencyBuckets = new Float64Array(LATENCY_BUCKETS.length + 1);
   latencySum = 0;

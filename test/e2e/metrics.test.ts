@@ -49,6 +49,9 @@ routes:
     through:
       - validate: { schema: ${SCHEMA} }
     to: { broker: local, topic: ws-in }
+  - name: hooked
+    from: { listener: api, path: /hooked }
+    to: { http: { url: 'http://127.0.0.1:9/hook' } }
 `;
 
 /** Writes `head` on a new connection and reads until the server closes it. */
@@ -164,6 +167,11 @@ describe('GET /metrics', () => {
     // error is no increase to rate() or increase(), so a one-off burst went unseen by the alerts.
     assert.deepEqual(s.series('eventgate_memory_consumer_errors_total'), [{ labels: { broker: 'local', route: 'fanout' }, value: 0 }]);
     assert.deepEqual(s.series('eventgate_memory_consumer_crashes_total'), [{ labels: { broker: 'local', route: 'fanout' }, value: 0 }]);
+    // So does each result of a route's webhook requests (none sent yet).
+    assert.deepEqual(
+      s.series('eventgate_webhook_requests_total'),
+      ['2xx', '3xx', '4xx', '5xx', 'timeout', 'connection'].map((result) => ({ labels: { route: 'hooked', result }, value: 0 })),
+    );
     // Every broker kind's families exist (without series) whatever the config, so alerts and dashboards can rely on them.
     assert.equal(s.types.get('eventgate_kafka_consumer_lag'), 'gauge');
     assert.deepEqual(s.series('eventgate_kafka_consumer_lag'), []);

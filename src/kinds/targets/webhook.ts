@@ -159,7 +159,8 @@ export const webhookDoc: KindDoc = {
 export interface WebhookCounters {
   answered(result: WebhookResult): void;
 }
-export type WebhookResult = '2xx' | '3xx' | '4xx' | '5xx' | 'timeout' | 'connection';
+export const WEBHOOK_RESULTS = ['2xx', '3xx', '4xx', '5xx', 'timeout', 'connection'] as const;
+export type WebhookResult = (typeof WEBHOOK_RESULTS)[number];
 
 /** How one try ended. */
 type Attempt = { ok: true; status: number } | { ok: false; retry: boolean; retryAfterMs?: number; problem: Problem; result: WebhookResult };
