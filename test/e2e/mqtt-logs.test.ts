@@ -54,6 +54,24 @@ ${consume ? '  - { name: sensors, from: { broker: mq, topic: sensors/# }, to: { 
         .sort(),
       ['publish', 'route sensors'],
     );
+    // A server that keeps restarting (up a few seconds each time) is an outage each time, told as
+    // one: three connections in a row that ended soon after they began were taken for another
+    // client taking the client id, though connects were refused in between (the server was down).
+    for (let outage = 0; outage < 3; outage++) {
+      const before = gw.logs.length;
+      await mqtt.down();
+      try {
+        await gw.waitForLog((l) => l.msg === 'mqtt connect failed; retrying' && l.connection === 'publish', 15000, before);
+      } finally {
+        await mqtt.up();
+      }
+      await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'sensors', 15000, before);
+      await gw.waitForLog((l) => l.msg === 'mqtt connected' && l.connection === 'publish', 15000, before);
+    }
+    assert.deepEqual(
+      gw.logs.filter((l) => l.msg.startsWith('the server keeps closing this mqtt connection')),
+      [],
+    );
   });
 
   it('does not warn of a lost connection when a reload removes a route or SIGTERM stops the gateway', async () => {

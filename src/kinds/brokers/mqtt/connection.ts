@@ -41,6 +41,12 @@ const LOGIN_REFUSED = new Set<unknown>([4, 5, 0x86, 0x87, 0x8a, 0x8c]);
  */
 const TAKEN_OVER_TIMES = 3;
 const takenOverWithinMs = (reconnectPeriodMs: number) => Math.max(5000, 5 * reconnectPeriodMs);
+/**
+ * Connect failures that say no server took the connection at all. Another client taking our client
+ * id lets every reconnect through; a server that is down, restarting or crash-looping refuses some,
+ * so one of these between two short connections means an outage, not a take-over.
+ */
+const NOT_ACCEPTED = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN']);
 
 /** A connection's state, as /readyz reports it. */
 export class Link {
@@ -72,6 +78,7 @@ export class Link {
     client.on('error', (err) => {
       // A message whose acknowledgement the route sends itself (MqttSubscription) says nothing about the connection.
       if (err instanceof AcknowledgedByRoute) return;
+      if (!this.ready && NOT_ACCEPTED.has((err as { code?: string }).code ?? '')) this.shortLived = 0;
       const plain = closedInHandshake(client.stream, err);
       const why = plain ? closedInHandshakeReason(err) : brokerTlsWords(err);
       const detail = notConnectedDetail(why, LOGIN_REFUSED.has((err as { code?: unknown }).code) ? 'login' : isTlsFailure(err) || plain ? 'tls' : undefined, err);
