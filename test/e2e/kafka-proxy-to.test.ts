@@ -319,6 +319,16 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
       hook.respond = (_r, res) => res.end('ok');
       await producer.disconnect();
     }
+    // Beside a record the webhook took: the client reports both failed, so the answer says it was delivered.
+    hook.respond = (r, res) => (r.body.includes('"id":63') ? res.writeHead(422).end('not an order we take') : res.end('ok'));
+    try {
+      const batch = recordBatch({ attributes: 0, key: null, value: [Buffer.from(ORDER(62)), Buffer.from(ORDER(63))] });
+      const answer = await produceRaw(proxy, { version: 8, transactionalId: null, topic: t.hooked, partition: 0, batch });
+      assert.equal(answer.errorCode, 87, JSON.stringify(answer)); // INVALID_RECORD
+      assert.match(answer.errorMessage ?? '', /; records the targets took are delivered all the same \(sending them again delivers them again\)$/);
+    } finally {
+      hook.respond = (_r, res) => res.end('ok');
+    }
   });
 
   it('a record whose dead-letter topic does not acknowledge makes the request retriable, not refused for good', async () => {

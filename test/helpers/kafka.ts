@@ -377,10 +377,11 @@ export async function appendCommitMarker(broker: string, topic: string, partitio
 }
 
 /**
- * A record batch (magic 2) of one record, framed here byte by byte: `attributes` (0x10
- * transactional, 0x20 control), the producer fields a transactional producer sets, or -1.
+ * A record batch (magic 2) of one record (or one per value of `values`, each with `key`), framed
+ * here byte by byte: `attributes` (0x10 transactional, 0x20 control), the producer fields a
+ * transactional producer sets, or -1.
  */
-export function recordBatch(o: { attributes: number; key: Buffer | null; value: Buffer; producerId?: bigint; producerEpoch?: number; baseSequence?: number }): Buffer {
+export function recordBatch(o: { attributes: number; key: Buffer | null; value: Buffer | Buffer[]; producerId?: bigint; producerEpoch?: number; baseSequence?: number }): Buffer {
   const varint = (n: number) => {
     let z = n >= 0 ? n * 2 : -n * 2 - 1;
     const out: number[] = [];
@@ -392,18 +393,23 @@ export function recordBatch(o: { attributes: number; key: Buffer | null; value: 
     return Buffer.from(out);
   };
   const key = o.key === null ? varint(-1) : Buffer.concat([varint(o.key.length), o.key]);
-  const body = Buffer.concat([Buffer.from([0]), varint(0), varint(0), key, varint(o.value.length), o.value, varint(0)]);
-  const record = Buffer.concat([varint(body.length), body]);
+  const values = Array.isArray(o.value) ? o.value : [o.value];
+  const record = Buffer.concat(
+    values.map((value, i) => {
+      const body = Buffer.concat([Buffer.from([0]), varint(0), varint(i), key, varint(value.length), value, varint(0)]);
+      return Buffer.concat([varint(body.length), body]);
+    }),
+  );
   const afterCrc = Buffer.alloc(2 + 4 + 8 + 8 + 8 + 2 + 4 + 4);
   let at = afterCrc.writeInt16BE(o.attributes, 0);
-  at = afterCrc.writeInt32BE(0, at); // lastOffsetDelta
+  at = afterCrc.writeInt32BE(values.length - 1, at); // lastOffsetDelta
   const now = BigInt(Date.now());
   at = afterCrc.writeBigInt64BE(now, at);
   at = afterCrc.writeBigInt64BE(now, at);
   at = afterCrc.writeBigInt64BE(o.producerId ?? -1n, at);
   at = afterCrc.writeInt16BE(o.producerEpoch ?? -1, at);
   at = afterCrc.writeInt32BE(o.baseSequence ?? -1, at);
-  afterCrc.writeInt32BE(1, at); // records
+  afterCrc.writeInt32BE(values.length, at); // records
   const crcd = Buffer.concat([afterCrc, record]);
   const head = Buffer.alloc(8 + 4 + 4 + 1 + 4);
   head.writeBigInt64BE(0n, 0);

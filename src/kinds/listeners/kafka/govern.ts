@@ -293,8 +293,12 @@ function deliverSet(route: RouteEntry, set: CheckedRecords, ctx: GovernContext):
     }
     if (failed === undefined) return { index: set.partition, errorCode: ErrorCode.NONE, message: null };
     const more = failures > 1 ? ` (and ${failures - 1} more records)` : '';
-    // One record no retry can pass fails every retry of the partition's records: say so, not "try again".
-    if (final) return { index: set.partition, errorCode: final.status === 413 ? ErrorCode.MESSAGE_TOO_LARGE : ErrorCode.INVALID_RECORD, message: `route '${route.name}': ${final.detail}${more}` };
+    // One record no retry can pass fails every retry of the partition's records: say so, not "try
+    // again". The client reports every record of the partition failed: say which were delivered.
+    if (final) {
+      const delivered = took ? '; records the targets took are delivered all the same (sending them again delivers them again)' : '';
+      return { index: set.partition, errorCode: final.status === 413 ? ErrorCode.MESSAGE_TOO_LARGE : ErrorCode.INVALID_RECORD, message: `route '${route.name}': ${final.detail}${more}${delivered}` };
+    }
     const again = took ? '; records the targets took are sent to them again if the client retries' : '';
     return {
       index: set.partition,
