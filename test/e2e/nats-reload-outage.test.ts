@@ -87,6 +87,12 @@ ${
     const got = await receiver.received(3, 30000);
     assert.deepEqual(got.map((r) => r.url).sort(), ['/added', '/kept', '/rebuilt']);
     assert.deepEqual(JSON.parse(got.find((r) => r.url === '/rebuilt')!.body), { subject: 'rebuilt', config: 'new' });
+    // The added route's tries while the server was away failed for the outage, which the broker
+    // reports: no consumer the server refused (an error line, and a reason of the route's own).
+    assert.deepEqual(
+      gw.logs.slice(reloadFrom).filter((l) => l.msg === 'nats consumer could not start; retrying'),
+      [],
+    );
   });
 
   it('a route a reload adds whose consumer the server refuses is not ready, saying why in /readyz, /admin/status and the log, and consumes once the server takes it', async () => {

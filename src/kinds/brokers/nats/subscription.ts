@@ -238,6 +238,8 @@ export class NatsSubscription {
       let failure: Error | undefined;
       /** The read began ("consumer ready"): a failure after it stopped a consumer that ran. */
       let reading = false;
+      /** Connected as the try began: a try that met an outage failed for it (the broker says so), not for the consumer. */
+      const connectedAtStart = this.broker.connected();
       /** The message this read acknowledged last: its acknowledgement is confirmed on stop (settle). */
       let lastAcked: JsMsg | undefined;
       /** Every message this read holds unacknowledged (in hand, waiting for its key or for room, given back), by stream sequence: its latest copy, given back in order on stop (settle). */
@@ -389,7 +391,7 @@ export class NatsSubscription {
           this.log.warn({ err: failure.message }, 'nats consumer stopped; starting it again');
         }
         continue;
-      } else if (failure && !reading) {
+      } else if (failure && !reading && connectedAtStart && this.broker.connected()) {
         // Refused before it read (a consumer over the stream's max_consumers, ...): the route is
         // not ready until a try succeeds, as an amqp consumer the server refuses is.
         this.startProblem = failure.message;
