@@ -117,6 +117,26 @@ routes:
     assert.deepEqual(stored && { subject: stored.subject, value: JSON.parse(stored.data) }, { subject: 'orders.eu.created', value: { id: 1 } });
   });
 
+  // nats-server 2.9 reads these headers by their exact spelling, and an HTTP client's arrive in
+  // lower case: the server ignored them and stored every message, 200 (spec-checklist 2980).
+  it("holds an HTTP client's Nats-Expected-* headers to what the stream has: a publish whose expectation does not hold is refused, 400, and not stored", async () => {
+    const first = await post(gw.url('api', '/orders/expect'), { n: 1 });
+    assert.equal(first.status, 200, first.text);
+    const seq = first.body.deliveries[0].offset as string;
+    const held = await post(gw.url('api', '/orders/expect'), { n: 2 }, { 'Nats-Expected-Last-Subject-Sequence': seq, 'Nats-Expected-Stream': 'ORDERS' });
+    assert.equal(held.status, 200, held.text);
+    const last = held.body.deliveries[0].offset as string;
+    const stale = await post(gw.url('api', '/orders/expect'), { n: 3 }, { 'Nats-Expected-Last-Subject-Sequence': seq });
+    assert.equal(stale.status, 400, stale.text);
+    assert.equal(stale.body.code, 'EG_INVALID_MESSAGE');
+    assert.equal(stale.body.detail, `JetStream refused the message: its Nats-Expected-Last-Sequence or Nats-Expected-Last-Subject-Sequence header does not hold (wrong last sequence: ${last})`);
+    const other = await post(gw.url('api', '/orders/expect'), { n: 4 }, { 'nats-expected-stream': 'INVOICES' });
+    assert.equal(other.status, 400, other.text);
+    assert.match(other.body.detail, /its Nats-Expected-Stream header does not hold \(expected stream does not match\)/);
+    const info = (await peer.jsApi('$JS.API.STREAM.INFO.ORDERS', {})) as { state: { last_seq: number } };
+    assert.equal(info.state.last_seq, Number(last), 'the refused publishes were not stored');
+  });
+
   // nats-server closed the connection for its protocol line (`Maximum Control Line Exceeded`):
   // that publish and every other in flight 503, every route's subscription lost, at each retry.
   it('refuses a computed subject longer than the protocol line nats-server takes, before sending it: the connection kept', async () => {

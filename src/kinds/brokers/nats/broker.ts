@@ -25,6 +25,7 @@ import { reconnectBackoff } from '../../../core/backoff.js';
 import { notConnectedDetail } from '../not-connected.js';
 import { brokerTlsWords, isTlsFailure } from '../../tls-failures.js';
 import { publishSubjectProblem, streamFor } from './subjects.js';
+import { expectationHeaderName } from './expected-headers.js';
 import { MSG_ID, msgIdChange, type MsgIdChange } from './msg-id.js';
 import { MissingTopology, notFoundOn } from '../missing-topology.js';
 import { readStream } from './replay.js';
@@ -74,12 +75,12 @@ function permissionRefusal(subject: string): Error {
   return new Error(`the NATS server refused it: Permissions Violation for Publish to "${subject}" (the broker's user may not publish to this subject)`);
 }
 
-/** The message's headers as NATS headers; with `Nats-Msg-Id` changed as `msgId` says. */
+/** The message's headers as NATS headers; with `Nats-Msg-Id` changed as `msgId` says, and JetStream's expectation headers spelled as nats-server reads them. */
 function toHeaders(h: Readonly<Record<string, string>>, msgId?: MsgIdChange): MsgHdrs | undefined {
   const names = Object.keys(h);
   if (names.length === 0 && msgId?.id === undefined) return undefined;
   const out = lib.headers();
-  for (const n of names) if (n !== msgId?.replaces) out.set(n, h[n]!);
+  for (const n of names) if (n !== msgId?.replaces) out.set(expectationHeaderName(n) ?? n, h[n]!);
   if (msgId?.id !== undefined) out.set(MSG_ID, msgId.id);
   return out;
 }

@@ -2,6 +2,7 @@ import type { Msg, MsgHdrs, NatsConnection } from 'nats';
 import { offsetText } from '../../../core/message.js';
 import { AckDeadlines, LateWrite, LostUnacknowledged } from '../acknowledgement.js';
 import { coalesceWrites } from '../coalesce.js';
+import { unmetExpectation } from './expected-headers.js';
 
 interface Pending {
   subject: string;
@@ -131,8 +132,8 @@ function pubAck(m: Msg, subject: string): number | Error {
   // The server answers 503 (no responders) when no stream takes the subject.
   if (m.headers?.code === 503) return new Error(`no JetStream stream stores subject '${subject}'`);
   try {
-    const ack = JSON.parse(Buffer.from(m.data).toString('utf8')) as { stream?: string; seq?: number; error?: { description?: string; code?: number } };
-    if (ack.error) return new Error(`JetStream refused the message: ${ack.error.description ?? JSON.stringify(ack.error)}`);
+    const ack = JSON.parse(Buffer.from(m.data).toString('utf8')) as { stream?: string; seq?: number; error?: { description?: string; code?: number; err_code?: number } };
+    if (ack.error) return unmetExpectation(ack.error) ?? new Error(`JetStream refused the message: ${ack.error.description ?? JSON.stringify(ack.error)}`);
     if (typeof ack.seq !== 'number' || !ack.stream) return new Error('JetStream answered without a stream sequence');
     return ack.seq;
   } catch {
