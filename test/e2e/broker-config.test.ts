@@ -710,6 +710,28 @@ describe('an amqp route reading a routing key one typo off a queue', () => {
     ]);
   });
 
+  // Seen on RabbitMQ 3.10: a message published to the stream while the gateway was stopped never
+  // reached the route after its restart, which went on with the next (spec-checklist 2981).
+  it('warns of a route reading a stream queue, which RabbitMQ keeps no position of', async () => {
+    const dir = tempFiles({
+      'gateway.yaml': [
+        'version: 1',
+        'brokers:',
+        '  r: { kind: amqp, url: "amqp://127.0.0.1", queues: { s: { bindings: [a.*], arguments: { x-queue-type: stream } }, q: { bindings: [a.*], arguments: { x-queue-type: quorum } } } }',
+        '  m: { kind: memory }',
+        'routes:',
+        '  - { name: s, from: { broker: r, topic: s }, to: { broker: m, topic: a } }',
+        '  - { name: q, from: { broker: r, topic: q }, to: { broker: m, topic: a } }',
+        '',
+      ].join('\n'),
+    });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.deepEqual(r.stderr.trim().split('\n'), [
+      "gateway.yaml:6:42: warning: route 's': queue 's' is a stream (x-queue-type: stream), for which RabbitMQ keeps no position of an AMQP 0-9-1 consumer: the route reads from the stream's end each time it subscribes (a start, a reconnect), and what was published while it was not subscribed never reaches it; read a quorum or classic queue bound for the same keys",
+    ]);
+  });
+
   it('takes binding arguments on a headers exchange only, an x-match RabbitMQ knows, and a binding of a routing key or arguments (2192)', async () => {
     const dir = tempFiles({
       'gateway.yaml': [
