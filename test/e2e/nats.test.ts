@@ -1157,8 +1157,7 @@ describe('kind: nats, a stream that must exist (declare: false) and does not yet
     nats = await startNats();
     peer = await RawNats.connect(nats);
   });
-  const gw = useGateway(
-    () => `
+  const config = (more = { streams: '', routes: '' }) => `
 version: 1
 admin: { port: 0 }
 brokers:
@@ -1167,15 +1166,15 @@ brokers:
     servers: ${nats.url}
     ackTimeoutMs: ${ACK_TIMEOUT_MS}
     streams:
-      EVENTS: { subjects: ["events.>"], declare: false }
+      EVENTS: { subjects: ["events.>"], declare: false }${more.streams}
 listeners:
   api: { kind: http, port: 0 }
 routes:
   - name: events
     from: { listener: api, path: /events }
-    to: { broker: nats, topic: events.one }
-`,
-  );
+    to: { broker: nats, topic: events.one }${more.routes}
+`;
+  const gw = useGateway(() => config());
   after(async () => {
     peer?.close();
     await nats?.stop();
@@ -1205,5 +1204,36 @@ routes:
     const stored = await post(gw.url('api', '/events'), { n: 2 });
     assert.equal(stored.status, 200, JSON.stringify(stored.body));
     assert.deepEqual(await peer.storedMessage('EVENTS', 1), { subject: 'events.one', data: '{"n":2}' });
+  });
+
+  // A work-queue stream (an operator's) takes one consumer per subject: the second group's was
+  // refused at every try, and the route read nothing while /readyz said ready (spec-checklist 2985).
+  it("is not ready while the server refuses a route's consumer, saying why: a work-queue stream takes one consumer per subject", async () => {
+    const inbox = `_INBOX.wq.${Math.random().toString(36).slice(2)}`;
+    const created = await peer.subscribe(inbox);
+    peer.publish('$JS.API.STREAM.CREATE.WQ', JSON.stringify({ name: 'WQ', subjects: ['wq.>'], retention: 'workqueue', storage: 'memory' }), {}, inbox);
+    assert.doesNotMatch((await peer.take(created, 1))[0]!.payload, /"error"/);
+    const out = await peer.subscribe('wq-out.>');
+    const both = `
+  - { name: wq-a, from: { broker: nats, topic: wq.x, group: wq-a }, to: { broker: nats, topic: wq-out.a } }
+  - { name: wq-b, from: { broker: nats, topic: wq.x, group: wq-b }, to: { broker: nats, topic: wq-out.b } }`;
+    await gw.reconfigure(config({ streams: '\n      WQ: { subjects: ["wq.>"], declare: false }', routes: both }));
+    const refused = await eventually(async () => {
+      const r = await readyz(gw);
+      assert.equal(r.status, 503, JSON.stringify(r.body));
+      return r.body;
+    }, 15000);
+    // One of the two made its consumer first; the other is refused.
+    const second = /^route wq-(a|b):/.exec(String(refused.reasons))?.[1];
+    const first = second === 'a' ? 'b' : 'a';
+    assert.deepEqual(refused.reasons, [`route wq-${second}: consumer could not start, retrying`]);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === `wq-${first}`, 15000);
+    const route = (await gw.status()).routes.find((r: { name: string }) => r.name === `wq-${second}`);
+    assert.match(JSON.stringify(route), /filtered consumer not unique on workqueue stream/);
+    await peer.jsPublish('wq.x', '{"n":1}');
+    assert.equal((await peer.take(out, 1))[0]!.subject, `wq-out.${first}`);
+    // Back to the config without them: ready again.
+    await gw.reconfigure(config());
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000);
   });
 });

@@ -110,7 +110,6 @@ export class NatsSubscription {
   private startedAt: { created: string; lastSeq: number } | undefined;
   /** While the group's consumer reads another instance's subject: why this route waits, and what the consumer last showed of its reader, since when. */
   private elsewhere: { detail: string; seen: string; since: number } | undefined;
-
   constructor(
     private readonly broker: StreamHost,
     private settings: NatsSettings,
@@ -124,7 +123,12 @@ export class NatsSubscription {
     this.streamMissing = new MissingTopology(log, `nats stream '${streamFor(settings, spec.topic)?.[0] ?? spec.topic}'`);
   }
 
-  /** Why the last try to start reading failed (the server refused the consumer or the read); undefined once it reads. */
+  /**
+   * Why the last try to start reading failed while connected: the server refused the consumer or
+   * the read (`maximum consumers limit reached`; a work-queue stream takes one consumer per
+   * subject: `filtered consumer not unique on workqueue stream`). The route reads nothing
+   * meanwhile, and said ready it would hide that. Undefined once it reads.
+   */
   private startProblem: string | undefined;
 
   /**
