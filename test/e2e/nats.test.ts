@@ -1236,4 +1236,18 @@ routes:
     await gw.reconfigure(config());
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000);
   });
+
+  // The log said `nats stream 'MEM' not found` of a stream that was there (spec-checklist 2992).
+  it('says a declared stream the server refuses to update as declared is not ready, not that it is not found', async () => {
+    const inbox = `_INBOX.mem.${Math.random().toString(36).slice(2)}`;
+    const created = await peer.subscribe(inbox);
+    peer.publish('$JS.API.STREAM.CREATE.MEM', JSON.stringify({ name: 'MEM', subjects: ['mem.>'], storage: 'memory' }), {}, inbox);
+    assert.doesNotMatch((await peer.take(created, 1))[0]!.payload, /"error"/);
+    const from = gw.logs.length;
+    await gw.reconfigure(config({ streams: '\n      MEM: { subjects: ["mem.>"] }', routes: '' }));
+    const warned = await gw.waitForLog((l) => /^nats stream 'MEM' /.test(l.msg), 15000, from);
+    assert.equal(warned.msg, "nats stream 'MEM' not ready; waiting for it (tried again with backoff)");
+    assert.equal(warned.detail, "stream 'MEM' not ready on broker 'nats': stream configuration update can not change storage type");
+    await gw.reconfigure(config());
+  });
 });

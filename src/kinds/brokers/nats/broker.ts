@@ -254,7 +254,7 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
         (err as { code?: string }).code === '503'
           ? 'JetStream is not enabled on the server (nothing answers its API: nats-server -js, or a jetstream block in its config)'
           : `JetStream did not answer: ${(err as Error).message}`;
-      for (const [name, st] of waiting) st.missing(`stream '${name}' not ready on broker '${this.name}': ${why}`, retryInMs);
+      for (const [name, st] of waiting) st.missing(`stream '${name}' not ready on broker '${this.name}': ${why}`, retryInMs, 'not ready');
       return;
     }
     for (const [name, st] of waiting) {
@@ -265,7 +265,9 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
         for (const sub of this.subscriptions) sub.streamFound(name);
       } catch (err) {
         const why = (err as Error).message;
-        st.missing(/stream not found/i.test(why) ? notFoundOn('stream', name, this.name, why) : `stream '${name}' not ready on broker '${this.name}': ${why}`, retryInMs);
+        // A stream the server refuses to create or update as declared is there, or may be: not "not found".
+        if (/stream not found/i.test(why)) st.missing(notFoundOn('stream', name, this.name, why), retryInMs);
+        else st.missing(`stream '${name}' not ready on broker '${this.name}': ${why}`, retryInMs, 'not ready');
       }
     }
   }
