@@ -27,50 +27,72 @@ interface Files {
  * branch's schemaPath, and a value's tag cuts them. The checks are the same (a `$ref` applies its
  * schema in place). Left as written: `$ref`s to the root and those that recur (a `$ref` to a
  * place being copied), targets with an `$id`, anchor or dynamic reference in them, and schemas with an `$id` below the root (a `#` there means another
- * resource). Returns `schema` itself when nothing is replaced.
+ * resource), and `$ref`s below a branch once the copies hold as many schema objects as the schema
+ * itself (plus COPY_ALLOWANCE). Returns `schema` itself when nothing is replaced.
  */
 export function inlineDiscriminatedBranches(schema: object, idKey: '$id' | 'id', files?: Files): object {
   if (!hasDiscriminatedBranch(schema) || hasInnerId(schema, idKey)) return schema;
   const out = structuredClone(schema) as Schema;
   const seen = new Set<object>();
-  let visits = 0;
-  // `inBranch`: below a discriminated branch, where a bare `$ref` is put in place too (its errors
-  // are the branch's); one the chain of places being copied already holds stays (a recursion).
-  const place = (value: unknown, chain: readonly string[], inBranch: boolean): unknown => {
-    const ref = inBranch && visits < MAX_VISITS ? bareRef(value) : undefined;
+  // Copies share nothing, so a schema whose `$ref`s share parts grows with each copy (a `$ref`
+  // used by three properties of a type used by three ...): ajv then compiles each copy's code,
+  // and one function too large for V8 to optimise checks every message. Copies may add up to
+  // as much as the schema as written: its branches fit, `$ref`s below them as long as they do.
+  let budget = COPY_ALLOWANCE + (objects(schema) + (files?.others.reduce((n, o) => n + objects(o.value), 0) ?? 0));
+  // The value to put at a place, and the chain of places copied into it; `inBranch`: below a
+  // discriminated branch, where a bare `$ref` is put in place too (its errors are the branch's);
+  // one the chain already holds stays (a recursion).
+  const place = (value: unknown, chain: readonly string[], inBranch: boolean): { value: unknown; chain: readonly string[] } => {
+    const ref = inBranch ? bareRef(value) : undefined;
     const found = ref === undefined ? undefined : resolve(schema, ref, files);
-    if (found === undefined || chain.includes(found.at) || boundToPlace(found.target)) {
-      visit(value, chain, inBranch);
-      return value;
-    }
+    if (found === undefined || chain.includes(found.at) || boundToPlace(found.target)) return { value, chain };
+    const size = objects(found.target);
+    if (size > budget) return { value, chain };
+    budget -= size;
     const { $schema: _s, ...copy } = structuredClone(found.target);
-    const placed = found.url === undefined ? copy : absoluteRefs(copy, found.url);
-    visit(placed, [...chain, found.at], true);
-    return placed;
+    return { value: found.url === undefined ? copy : absoluteRefs(copy, found.url), chain: [...chain, found.at] };
   };
+  // A node's places are all filled before anything below them is: a oneOf's branches are copied
+  // before the `$ref`s inside the first of them can use up the allowance.
   const visit = (node: unknown, chain: readonly string[], inBranch: boolean): void => {
     if (typeof node !== 'object' || node === null || seen.has(node)) return;
     seen.add(node);
-    visits++;
+    const below: { value: unknown; chain: readonly string[]; inBranch: boolean }[] = [];
+    const fill = (v: unknown, branch: boolean) => {
+      const placed = place(v, chain, branch);
+      below.push({ ...placed, inBranch: branch });
+      return placed.value;
+    };
     if (Array.isArray(node)) {
       node.forEach((item, i) => {
-        node[i] = place(item, chain, inBranch);
+        node[i] = fill(item, inBranch);
       });
-      return;
+    } else {
+      const s = node as Schema;
+      const keyword = discriminated(s);
+      for (const [k, v] of Object.entries(s)) {
+        if (DATA_KEYWORDS.has(k) || (inBranch && (k === '$defs' || k === 'definitions'))) continue;
+        s[k] = k === keyword ? (v as unknown[]).map((branch) => fill(branch, true)) : fill(v, inBranch);
+      }
     }
-    const s = node as Schema;
-    const keyword = discriminated(s);
-    for (const [k, v] of Object.entries(s)) {
-      if (DATA_KEYWORDS.has(k) || (inBranch && (k === '$defs' || k === 'definitions'))) continue;
-      s[k] = k === keyword ? (v as unknown[]).map((branch) => place(branch, chain, true)) : place(v, chain, inBranch);
-    }
+    for (const b of below) visit(b.value, b.chain, b.inBranch);
   };
   visit(out, [], false);
   return out;
 }
 
-/** Schema objects looked at before no more `$ref`s are put in place: a schema whose `$ref`s share parts would grow with each copy. */
-const MAX_VISITS = 20_000;
+/** Schema objects copies may add beside the schema's own count: a small schema's `$ref`s to shared types (money, address). */
+const COPY_ALLOWANCE = 100;
+
+/** The schema objects in `value` (data keywords' values not counted). */
+function objects(value: unknown): number {
+  let n = 0;
+  some(value, () => {
+    n++;
+    return false;
+  });
+  return n;
+}
 
 /** `oneOf` or `anyOf` when the schema has a discriminator beside one. */
 function discriminated(s: Schema): 'oneOf' | 'anyOf' | undefined {
