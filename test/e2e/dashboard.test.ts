@@ -7,6 +7,7 @@ import { openBrowserPage, type BrowserPage } from '../helpers/browser.js';
 import { post, WsClient } from '../helpers/clients.js';
 import { repoRoot, useGateway } from '../helpers/gateway.js';
 import { fetch } from '../helpers/http.js';
+import { openStream } from '../helpers/sse.js';
 
 const TOKEN = 'dashboard-token-42';
 const CONFIG = `
@@ -28,6 +29,9 @@ routes:
   - name: orders-out
     from: { broker: local, topic: orders }
     to: { listener: push, path: /ws/orders, format: envelope }
+  - name: orders-stream
+    from: { broker: local, topic: orders }
+    to: { listener: api, path: /orders/stream }
   - name: orders-hook
     from: { listener: api, path: /hook }
     to: [{ http: { url: "http://crm:pw@127.0.0.1:9/orders?key=k" } }, { broker: local, topic: hooked }]
@@ -103,6 +107,19 @@ describe('admin dashboard (GET /) in headless Chromium', () => {
     await waitForText(cell('orders-in', 'invalid'), '1');
     await waitForText(cell('orders-out', 'delivered'), '3');
     await waitForText('#card-clients', '1');
+    // An http listener's `clients` in /admin/stats are its event streams: the card counted them as
+    // WebSocket clients (1 client and 2 streams showed 3). Read with sse.js' openStream, whose
+    // fetch gives the body as it comes and is aborted by close(); the helpers' fetch reads a body
+    // to its end, which an event stream never reaches, so a case awaiting it hung.
+    const streams = [await openStream(gw.url('api', '/orders/stream')), await openStream(gw.url('api', '/orders/stream'))];
+    try {
+      // The listener row and the cards are drawn from the same poll.
+      await waitForText('#listeners tr[data-key="api"] td[data-col="clients"]', '2');
+      assert.equal(await page.textContent('#card-clients'), '1');
+      assert.equal(await page.textContent('#card-streams'), 'and 2 event streams');
+    } finally {
+      for (const s of streams) s.close();
+    }
     client.close();
   });
 
