@@ -12,6 +12,7 @@ import { type CliIo, processIo } from './io.js';
 import { takeEarlySignals } from './early-signals.js';
 import { releaseAfterStart } from './startup-hold.js';
 import { COMMAND_NAMES, commandArgs, commandOptions, commandUsage, USAGE } from './usage.js';
+import { instanceIdProblem } from '../runtime/instance-id.js';
 
 /** A second SIGINT sooner than this after the first is the same Ctrl-C, delivered twice. */
 const REPEATED_CTRL_C_MS = 500;
@@ -103,8 +104,14 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     if (foreign !== undefined) return await usageError(io, command, `'${command}' does not take --${foreign}`, values);
   }
   switch (command) {
-    case 'run':
+    case 'run': {
+      const problem = instanceIdProblem(env);
+      if (problem !== undefined) {
+        io.stderr(`eventgate: ${problem}\n`);
+        return 1;
+      }
       return run(values.config ?? DEFAULT_CONFIG_FILE, env, values['vars-file'] ?? []);
+    }
     case 'validate':
       if (values.format !== 'text' && values.format !== 'json') {
         io.stderr(`eventgate: --format must be text or json, got '${values.format}'\n`);

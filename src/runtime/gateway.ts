@@ -1,6 +1,5 @@
 import { within } from '../core/within.js';
 import { flushPendingWarnings } from '../core/rate-limited-warning.js';
-import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { formatDiagnostic, formatPath, type Diagnostic } from '../config/diagnostics.js';
 import type { Env, PathPart } from '../config/source.js';
@@ -19,6 +18,7 @@ import { RouteRuntime } from './route.js';
 import { applyTransition, restoreTransition, type AdminComponent, type Components, type TransitionEnv } from './transition.js';
 import { StepStateStore } from './step-state.js';
 import { ConfigWatcher } from './watcher.js';
+import { instanceId } from './instance-id.js';
 
 export interface GatewayOptions {
   configFile: string;
@@ -101,7 +101,7 @@ export class Gateway {
   private readonly runtimeEnv: RuntimeEnv;
 
   constructor(private readonly options: GatewayOptions) {
-    this.instanceId = options.env.EVENTGATE_INSTANCE_ID || `${hostname()}-${process.pid}`;
+    this.instanceId = instanceId(options.env);
     this.metrics = new GatewayMetrics(this, options.registry.brokers.keys());
     this.runtimeEnv = { logger: options.logger, telemetry: this.metrics };
     this.transitionEnv = {

@@ -4,7 +4,7 @@ import { appendFileSync, cpSync, readFileSync, rmSync, statSync, utimesSync, wri
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { pathToFileURL } from 'node:url';
-import { repoRoot, runCli, tempFiles } from '../helpers/gateway.js';
+import { repoRoot, runCli, startGateway, tempFiles } from '../helpers/gateway.js';
 import { tempDir } from '../helpers/reaper.js';
 
 /**
@@ -109,6 +109,44 @@ describe('CLI start-up: each command loads only the modules it uses', { concurre
       assert.deepEqual([...r.loaded].sort(), LAUNCH, `modules loaded:\n${r.loaded.join('\n')}`);
     });
   }
+
+  it('refuses at start an EVENTGATE_INSTANCE_ID that brokers would not all take in client ids and group names, naming the variable', async () => {
+    const yaml = 'version: 1\nadmin: { port: 0 }\nbrokers:\n  local: { kind: memory }\nroutes: []\n';
+    const allowed = "it names this instance in per-instance consumer groups, queue names and MQTT client ids, so it takes 1 to 64 letters (A-Z, a-z), digits, '.', '_' and '-'";
+    const refused: [string, string][] = [
+      ['web 0', 'EVENTGATE_INSTANCE_ID "web 0" has " " at character 4'],
+      ['web-0\n', 'EVENTGATE_INSTANCE_ID "web-0\\n" has "\\n" at character 6'],
+      ['x'.repeat(5000), 'EVENTGATE_INSTANCE_ID is 5000 characters long'],
+      ['web/0', 'EVENTGATE_INSTANCE_ID "web/0" has "/" at character 4'],
+      ['wéb', 'EVENTGATE_INSTANCE_ID "wéb" has "é" at character 2'],
+    ];
+    for (const [id, said] of refused) {
+      // It used to start, the id going as it was into client ids, consumer groups and queue names.
+      const gw = await startGateway(yaml, { env: { EVENTGATE_INSTANCE_ID: id }, waitReady: false });
+      const outcome = await gw
+        .waitForLog((l) => l.msg === 'gateway ready')
+        .then(
+          () => 'started',
+          () => 'exited',
+        );
+      const { code } = await gw.stop();
+      assert.equal(outcome, 'exited', `${JSON.stringify(id.slice(0, 20))} was taken`);
+      assert.equal(code, 1);
+      assert.equal(gw.stderr(), `eventgate: ${said}: ${allowed}\n`);
+    }
+    // A pod or host name is taken, and shown in /admin/status; an empty one is unset (`<hostname>-<pid>`).
+    for (const [id, shown] of [
+      ['web-0.eu_1', /^web-0\.eu_1$/],
+      ['', /-\d+$/],
+    ] as const) {
+      const gw = await startGateway(yaml, { env: { EVENTGATE_INSTANCE_ID: id } });
+      try {
+        assert.match((await gw.status()).instanceId, shown);
+      } finally {
+        await gw.stop();
+      }
+    }
+  });
 
   it('loads the modules themselves once an input of the bundle changed after it was written (a tsc without npm run build)', () => {
     // A copy of dist/ (the real one is left alone: the suite's other CLI calls use it meanwhile).
