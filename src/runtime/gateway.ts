@@ -334,10 +334,9 @@ export class Gateway {
     this.redaction.secrets = next.secretValues ?? new Set();
     this.metrics.setVersion(next.version);
     this.metrics.retain({
-      routes: next.routes.keys(),
+      routes: [...next.routes.values()].map((r) => ({ name: r.name, reads: r.from.type === 'broker' ? r.from.broker : undefined, webhooks: r.to.some((t) => t.type === 'http') })),
       listeners: next.listeners.keys(),
       brokers: next.brokers.keys(),
-      consumers: [...next.routes.values()].flatMap((r) => (r.from.type === 'broker' ? [{ route: r.name, broker: r.from.broker }] : [])),
     });
     this.tap.retain(next.routes.keys());
     this.tap.configure(next.admin?.tap);

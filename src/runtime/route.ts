@@ -308,7 +308,6 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     if (t.type === 'http') {
       const webhook = new WebhookTarget(t.webhook, this.stats.webhook, this.deps.logger, this.name, index, (text) => this.shown(text), this.deps.webhookSender);
       this.webhooks.push(webhook);
-      this.stats.sendsToWebhooks();
       return webhook;
     }
     const broker = this.deps.brokers.get(t.broker)!;

@@ -42,9 +42,14 @@ export class RouteStats {
   /** Answers of this route's webhook targets, per result (every try counts). */
   readonly webhookAnswers = new Map<WebhookResult, number>();
   readonly webhook: WebhookCounters = { answered: (r) => void this.webhookAnswers.set(r, (this.webhookAnswers.get(r) ?? 0) + 1) };
-  /** The route has a webhook target: each result's series exists from then on, at 0 (a series born at its first 5xx is no increase to rate()). */
-  sendsToWebhooks(): void {
-    for (const r of WEBHOOK_RESULTS) if (!this.webhookAnswers.has(r)) this.webhookAnswers.set(r, 0);
+  /**
+   * Whether the route has a webhook target (GatewayMetrics.retain): with one, each result's series
+   * exists from then on, at 0 (a series born at its first 5xx is no increase to rate()); without,
+   * a reload took its webhook away and its series go (zeros left would say it has one).
+   */
+  sendsToWebhooks(yes: boolean): void {
+    if (!yes) this.webhookAnswers.clear();
+    else for (const r of WEBHOOK_RESULTS) if (!this.webhookAnswers.has(r)) this.webhookAnswers.set(r, 0);
   }
   /** Count per latency bucket (not cumulative); the last slot is +Inf. */
   readonly latencyBuckets = new Float64Array(LATENCY_BUCKETS.length + 1);
@@ -157,18 +162,27 @@ export class BrokerStats implements BrokerTelemetry {
     this.consumerRejoins.set(route, (this.consumerRejoins.get(route) ?? 0) + 1);
   }
   /**
-   * A route consumes from this broker: its per-route series exist from then on, at 0, so that the
-   * first error, crash or rejoin is an increase Prometheus sees (a series born at 1 is not one to
-   * `rate()` or `increase()`), as the other counters' series exist from the start.
+   * The routes that consume from this broker now (GatewayMetrics.retain). Their per-route series
+   * exist from then on, at 0, so that the first error, crash or rejoin is an increase Prometheus
+   * sees (a series born at 1 is not one to `rate()` or `increase()`), as the other counters'
+   * series exist from the start. Those of any other route go, the broker's own ('') kept: a route
+   * removed, or one that reads another broker now or a listener (its zeros here would be stale).
    */
-  consumes(route: string): void {
-    const counts = this.kind === 'kafka' ? [this.consumerErrors, this.consumerCrashes, this.consumerRejoins] : [this.consumerErrors, this.consumerCrashes];
-    for (const c of counts) if (!c.has(route)) c.set(route, 0);
+  readBy(routes: ReadonlySet<string>): void {
+    const all = [this.consumerErrors, this.consumerCrashes, this.consumerRejoins];
+    for (const counts of all) for (const route of counts.keys()) if (route !== '' && !routes.has(route)) counts.delete(route);
+    const counted = this.kind === 'kafka' ? all : [this.consumerErrors, this.consumerCrashes];
+    for (const route of routes) for (const c of counted) if (!c.has(route)) c.set(route, 0);
   }
-  /** Drops the counts of routes no longer in `routes`, keeping the broker's own (''). */
-  forgetRoutes(routes: ReadonlySet<string>): void {
-    for (const counts of [this.consumerErrors, this.consumerCrashes, this.consumerRejoins]) for (const route of counts.keys()) if (route !== '' && !routes.has(route)) counts.delete(route);
-  }
+}
+
+/** A route of the config applied, as GatewayMetrics.retain keeps its series. */
+export interface RetainedRoute {
+  name: string;
+  /** The broker a consume route reads; undefined for a route from a listener. */
+  reads: string | undefined;
+  /** It has a webhook target. */
+  webhooks: boolean;
 }
 
 /** What the metrics read from the running gateway at scrape time. */
@@ -302,15 +316,27 @@ export class GatewayMetrics implements Telemetry {
     this.lastReloadOk = false;
   }
 
-  /** Forgets the series of components a reload removed (a component added again starts from zero). */
-  retain(names: { routes: Iterable<string>; listeners: Iterable<string>; brokers: Iterable<string>; consumers?: Iterable<{ route: string; broker: string }> }): void {
-    const routes = new Set(names.routes);
-    prune(this.routes, routes);
+  /**
+   * Forgets the series of components a reload removed (a component added again starts from zero),
+   * and makes each route's per-broker and webhook series those of the config applied.
+   */
+  retain(names: { routes: Iterable<RetainedRoute>; listeners: Iterable<string>; brokers: Iterable<string> }): void {
+    const routes = [...names.routes];
+    prune(
+      this.routes,
+      routes.map((r) => r.name),
+    );
     prune(this.listenerStats, names.listeners);
     prune(this.brokerStats, names.brokers);
-    // A kept broker's per-route series go with their route ('' is the broker's own, no route's).
-    for (const s of this.brokerStats.values()) s.forgetRoutes(routes);
-    for (const { route, broker } of names.consumers ?? []) this.brokerStats.get(broker)?.consumes(route);
+    const readers = new Map<string, Set<string>>();
+    for (const r of routes) {
+      this.route(r.name).sendsToWebhooks(r.webhooks);
+      if (r.reads === undefined) continue;
+      const of = readers.get(r.reads);
+      if (of) of.add(r.name);
+      else readers.set(r.reads, new Set([r.name]));
+    }
+    for (const [broker, s] of this.brokerStats) s.readBy(readers.get(broker) ?? new Set());
   }
 
   get contentType(): string {

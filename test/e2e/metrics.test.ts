@@ -201,7 +201,12 @@ describe('GET /metrics', () => {
       '  - name: extra\n    from: { listener: api, path: /extra }\n    to: { broker: local, topic: extra }',
       '  - name: extra-hook\n    from: { broker: local, topic: extra }\n    to: { http: { url: "http://127.0.0.1:9/refused", retry: { attempts: 1 } } }',
     ].join('\n');
-    const applied = await gw.reconfigure(CONFIG.replace('mixed }\n  - name: tagging', `mixed }\n${extra}\n  - name: tagging`));
+    // `mixed` and `fanout` move to another broker, and `hooked` sends to a broker instead of its webhook.
+    const moved = CONFIG.replace('mixed }\n  - name: tagging', `mixed }\n${extra}\n  - name: tagging`)
+      .replace('local: { kind: memory }', 'local: { kind: memory }\n  other: { kind: memory }')
+      .replaceAll('broker: local, topic: mixed }', 'broker: other, topic: mixed }')
+      .replace("to: { http: { url: 'http://127.0.0.1:9/hook' } }", 'to: { broker: local, topic: hooked }');
+    const applied = await gw.reconfigure(moved);
     assert.equal(applied.msg, 'config reloaded');
     const version1 = (await gw.status()).version as string;
     assert.notEqual(version1, version0);
@@ -212,6 +217,13 @@ describe('GET /metrics', () => {
     // The new route starts at zero; the kept routes keep their counts.
     assert.equal(s.value('eventgate_route_messages_total', { route: 'extra', outcome: 'received' }), 0);
     assert.equal(s.value('eventgate_route_messages_total', { route: 'mixed', outcome: 'received' }), 8);
+    // A moved route's series are those of the broker it reads now, and no webhook's once it has none.
+    const fanoutErrors = (x: Scrape) => x.series('eventgate_memory_consumer_errors_total').filter((e) => e.labels.route === 'fanout');
+    assert.deepEqual(fanoutErrors(s), [{ labels: { broker: 'other', route: 'fanout' }, value: 0 }]);
+    assert.deepEqual(
+      s.series('eventgate_webhook_requests_total').filter((e) => e.labels.route === 'hooked'),
+      [],
+    );
     assert.equal((await post(gw.url('api', '/extra'), { n: 1 })).status, 200);
     await scrapeUntil(gw.adminUrl, (x) => (x.value('eventgate_memory_consumer_errors_total', { broker: 'local', route: 'extra-hook' }) ?? 0) > 0);
 
@@ -228,6 +240,8 @@ describe('GET /metrics', () => {
     assert.equal(s.value('eventgate_config_reloads_total', { result: 'success' }), 2);
     assert.equal(s.value('eventgate_config_last_reload_successful'), 1);
     assert.equal(s.value('eventgate_route_messages_total', { route: 'extra', outcome: 'received' }), undefined);
+    assert.deepEqual(fanoutErrors(s), [{ labels: { broker: 'local', route: 'fanout' }, value: 0 }]);
+    assert.equal(s.series('eventgate_webhook_requests_total').filter((e) => e.labels.route === 'hooked').length, 6);
     // So do the series a kept broker counts per route: nothing names a removed route any more.
     assert.deepEqual(
       s.text.split('\n').filter((l) => l.includes('extra')),
