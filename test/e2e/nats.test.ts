@@ -133,6 +133,10 @@ routes:
     const other = await post(gw.url('api', '/orders/expect'), { n: 4 }, { 'nats-expected-stream': 'INVOICES' });
     assert.equal(other.status, 400, other.text);
     assert.match(other.body.detail, /its Nats-Expected-Stream header does not hold \(expected stream does not match\)/);
+    // Nats-Rollup too (read by that spelling only): ORDERS allows no rollups, so the server refuses it.
+    const rollup = await post(gw.url('api', '/orders/expect'), { n: 5 }, { 'nats-rollup': 'sub' });
+    assert.equal(rollup.status, 400, rollup.text);
+    assert.equal(rollup.body.detail, 'JetStream refused the message: its Nats-Rollup header asks a rollup the stream does not allow (allow_rollup_hdrs) (rollup not permitted)');
     const info = (await peer.jsApi('$JS.API.STREAM.INFO.ORDERS', {})) as { state: { last_seq: number } };
     assert.equal(info.state.last_seq, Number(last), 'the refused publishes were not stored');
   });

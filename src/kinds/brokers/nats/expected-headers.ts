@@ -2,34 +2,39 @@ import { problem } from '../../../core/errors.js';
 import { Refused } from '../acknowledgement.js';
 
 /**
- * The headers by which a JetStream publish states what it expects of the stream (optimistic
- * concurrency: `Nats-Expected-Last-Sequence: 41` is stored only if the stream's last message is
- * 41). nats-server 2.9 reads these exact spellings only, and an HTTP client's header names arrive
- * in lower case: sent so, the server ignored them and stored the message (a 2xx for a publish its
- * client meant to be refused). By their lower-case name, the spelling the server reads.
+ * The headers by which a JetStream publish asks something of the stream: what it expects of it
+ * (optimistic concurrency: `Nats-Expected-Last-Sequence: 41` is stored only if the stream's last
+ * message is 41), and `Nats-Rollup` (`sub`: the message replaces its subject's earlier ones).
+ * nats-server 2.9 reads these exact spellings only, and an HTTP client's header names arrive in
+ * lower case: sent so, the server ignored them and stored the message as a plain one (a 2xx for a
+ * publish its client meant to be refused, or a rollup that never happened). By their lower-case
+ * name, the spelling the server reads. (`Nats-Msg-Id` is msg-id.ts's.)
  */
-const EXPECTED = new Map(['Nats-Expected-Stream', 'Nats-Expected-Last-Msg-Id', 'Nats-Expected-Last-Sequence', 'Nats-Expected-Last-Subject-Sequence'].map((n) => [n.toLowerCase(), n]));
+const SPELLED = new Map(['Nats-Expected-Stream', 'Nats-Expected-Last-Msg-Id', 'Nats-Expected-Last-Sequence', 'Nats-Expected-Last-Subject-Sequence', 'Nats-Rollup'].map((n) => [n.toLowerCase(), n]));
+const SHORTEST = Math.min(...[...SPELLED.values()].map((n) => n.length));
+const LONGEST = Math.max(...[...SPELLED.values()].map((n) => n.length));
 
-/** The name nats-server reads for header `name`, when it is one of the expectation headers in another case; else undefined. */
+/** The name nats-server reads for header `name`, when it is one of the JetStream headers above in another case; else undefined. */
 export function expectationHeaderName(name: string): string | undefined {
-  const canonical = name.length >= 20 && name.length <= 35 ? EXPECTED.get(name.toLowerCase()) : undefined;
+  const canonical = name.length >= SHORTEST && name.length <= LONGEST ? SPELLED.get(name.toLowerCase()) : undefined;
   return canonical === name ? undefined : canonical;
 }
 
-/** JetStream's `err_code`s for a publish whose expectation headers do not hold (nats-server's errors.json). */
+/** JetStream's `err_code`s for a publish whose headers ask what the stream refuses (nats-server's errors.json). */
 const UNMET: Record<number, string> = {
-  10060: 'Nats-Expected-Stream',
-  10070: 'Nats-Expected-Last-Msg-Id',
-  10071: 'Nats-Expected-Last-Sequence or Nats-Expected-Last-Subject-Sequence',
+  10060: 'its Nats-Expected-Stream header does not hold',
+  10070: 'its Nats-Expected-Last-Msg-Id header does not hold',
+  10071: 'its Nats-Expected-Last-Sequence or Nats-Expected-Last-Subject-Sequence header does not hold',
+  10111: 'its Nats-Rollup header asks a rollup the stream does not allow (allow_rollup_hdrs)',
 };
 
 /**
- * A PubAck error saying the message's expectation headers do not hold: the message's problem
+ * A PubAck error saying the message's headers ask what the stream refuses: the message's problem
  * (400), which sending it again unchanged cannot help, so a consume route dead-letters it; else
  * undefined.
  */
 export function unmetExpectation(error: { err_code?: number; description?: string }): Refused | undefined {
-  const header = error.err_code === undefined ? undefined : UNMET[error.err_code];
-  if (header === undefined) return undefined;
-  return new Refused(problem('EG_INVALID_MESSAGE', `JetStream refused the message: its ${header} header does not hold (${error.description ?? `err_code ${error.err_code}`})`));
+  const what = error.err_code === undefined ? undefined : UNMET[error.err_code];
+  if (what === undefined) return undefined;
+  return new Refused(problem('EG_INVALID_MESSAGE', `JetStream refused the message: ${what} (${error.description ?? `err_code ${error.err_code}`})`));
 }
