@@ -19,7 +19,9 @@ alike). Each file read for the config (the config, included fragments, \`--vars-
 every file the config names: schemas, key sets, keys, certificates) must be a regular file of at
 most 16 MiB: a larger one, a directory, a device or a named pipe is an error at the line naming
 it, and is not read (a named pipe only as the config or a \`--vars-file\` named on the command
-line, \`-c <(envsubst < gateway.yaml)\`, and not again at a reload; the files such a config names are then found relative to \`/dev/fd\`, so it names them by absolute path). Every key is listed here with its default and meaning, and examples show
+line, \`-c <(envsubst < gateway.yaml)\`, and not again at a reload; that one is read up to
+the same 16 MiB and refused past it, and the files it names are found relative to \`/dev/fd\`, so
+it names them by absolute path). Every key is listed here with its default and meaning, and examples show
 the common ones in place; \`eventgate schema\` prints, as JSON Schema, the rules a value
 follows by itself (\`gateway.schema.json\`; start a config with
 \`# yaml-language-server: $schema=./gateway.schema.json\` for editor completion).

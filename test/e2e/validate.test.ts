@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { runCliInProcess } from '../helpers/cli.js';
@@ -1509,6 +1510,21 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         ['gateway.yaml:15:27', /^cannot read 'schemas\/huge\.json' \(.*\): 'huge\.json' has 16777253 bytes; at most 16777216 are accepted$/],
         ['gateway.yaml:16:32', /^cannot read '\/dev\/zero' \(\/dev\/zero\): 'zero' is not a regular file \(a device: reading it could block or never end\)$/],
       ]);
+      // A named pipe is let through for -c and --vars-file (`-c <(envsubst < gateway.yaml)`), held to the
+      // same bound: read to one byte past it and refused (before: read whole, however long).
+      const big = join(dir, 'big.yaml');
+      for (const args of [
+        ['-c', 'big.yaml'],
+        ['-c', 'gateway.yaml', '--vars-file', 'big.yaml'],
+      ]) {
+        execFileSync('mkfifo', [big]);
+        const writer = spawn('sh', ['-c', `yes '# a comment line' | head -c ${17 * 1024 * 1024} > big.yaml`], { cwd: dir, stdio: 'ignore' });
+        const piped = await runCliInProcess(['validate', ...args], { cwd: dir });
+        await once(writer, 'close');
+        rmSync(big);
+        assert.equal(piped.code, 1, piped.stdout + piped.stderr);
+        assert.match(piped.stdout + piped.stderr, /'big\.yaml' has more than 16777216 bytes; at most 16777216 are accepted/);
+      }
     });
 
     it('points at a referenced file that does not exist', async () => {
