@@ -139,6 +139,28 @@ routes:
     assert.equal(rollup.body.detail, 'JetStream refused the message: its Nats-Rollup header asks a rollup the stream does not allow (allow_rollup_hdrs) (rollup not permitted)');
     const info = (await peer.jsApi('$JS.API.STREAM.INFO.ORDERS', {})) as { state: { last_seq: number } };
     assert.equal(info.state.last_seq, Number(last), 'the refused publishes were not stored');
+    // A rollup value nats-server does not know got no answer at all from a stream that allows
+    // rollups (a 503 at ackTimeoutMs, retried for ever by a consume route): refused before it is sent.
+    const { config } = (await peer.jsApi('$JS.API.STREAM.INFO.ORDERS', {})) as { config: Record<string, unknown> };
+    assert.equal((await peer.jsApi('$JS.API.STREAM.UPDATE.ORDERS', { ...config, allow_rollup_hdrs: true })).error, undefined);
+    try {
+      const unknown = await post(gw.url('api', '/orders/expect'), { n: 6 }, { 'nats-rollup': 'subject' });
+      assert.equal(unknown.status, 400, unknown.text);
+      assert.equal(unknown.body.code, 'EG_INVALID_MESSAGE');
+      assert.equal(
+        unknown.body.detail,
+        `broker 'nats' cannot carry the message's headers: header "nats-rollup": nats-server takes a Nats-Rollup of \`sub\` or \`all\` only, not "subject" (it answers no other value)`,
+      );
+      // The values it takes, in any case, go (a real rollup: the subject keeps only this message).
+      const rolled = await post(gw.url('api', '/orders/expect'), { n: 7 }, { 'Nats-Rollup': 'SUB' });
+      assert.equal(rolled.status, 200, rolled.text);
+      const after = (await peer.jsApi('$JS.API.STREAM.INFO.ORDERS', { subjects_filter: 'orders.expect.created' })) as { state: { last_seq: number; subjects: Record<string, number> } };
+      assert.equal(after.state.last_seq, Number(last) + 1, 'only the rollup was stored');
+      assert.deepEqual(after.state.subjects, { 'orders.expect.created': 1 });
+    } finally {
+      const restored = await peer.jsApi('$JS.API.STREAM.UPDATE.ORDERS', config);
+      assert.equal(restored.config?.allow_rollup_hdrs, false, JSON.stringify(restored));
+    }
   });
 
   // nats-server closed the connection for its protocol line (`Maximum Control Line Exceeded`):

@@ -25,7 +25,7 @@ import { reconnectBackoff } from '../../../core/backoff.js';
 import { notConnectedDetail } from '../not-connected.js';
 import { brokerTlsWords, isTlsFailure } from '../../tls-failures.js';
 import { publishSubjectProblem, streamFor } from './subjects.js';
-import { expectationHeaderName } from './expected-headers.js';
+import { expectationHeaderName, rollupProblem } from './expected-headers.js';
 import { MSG_ID, msgIdChange, type MsgIdChange } from './msg-id.js';
 import { MissingTopology, notFoundOn } from '../missing-topology.js';
 import { readStream } from './replay.js';
@@ -456,7 +456,7 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
     // The NATS header block is MIME-style text: names of printable ASCII without ':', values on one line.
     if (!/^[!-9;-~]+$/.test(name)) return 'a NATS header name is printable ASCII (no space, no colon), and not empty';
     if (/[\r\n]/.test(value)) return 'a NATS header value cannot hold CR or LF';
-    return undefined;
+    return rollupProblem(name, value);
   }
 
   publish(topic: string, msg: Message, options?: PublishOptions): Promise<Delivery> {

@@ -20,6 +20,21 @@ export function expectationHeaderName(name: string): string | undefined {
   return canonical === name ? undefined : canonical;
 }
 
+const ROLLUP = 'nats-rollup';
+
+/**
+ * Why a `Nats-Rollup` header (any case) cannot go to nats-server, or undefined. The server takes
+ * `sub` and `all` in any case (and an empty value as none); any other value on a stream that
+ * allows rollups gets no answer at all from nats-server 2.9 (the publish would wait out
+ * `ackTimeoutMs`, a 503 retried for ever), and on one that does not it is refused anyway.
+ */
+export function rollupProblem(name: string, value: string): string | undefined {
+  if (name.length !== ROLLUP.length || name.toLowerCase() !== ROLLUP) return undefined;
+  const v = value.toLowerCase();
+  if (v === '' || v === 'sub' || v === 'all') return undefined;
+  return `nats-server takes a Nats-Rollup of \`sub\` or \`all\` only, not ${JSON.stringify(value.length > 64 ? `${value.slice(0, 61)}...` : value)} (it answers no other value)`;
+}
+
 /** JetStream's `err_code`s for a publish whose headers ask what the stream refuses (nats-server's errors.json). */
 const UNMET: Record<number, string> = {
   10060: 'its Nats-Expected-Stream header does not hold',
