@@ -283,12 +283,23 @@ export class Gateway {
    * every new piece is built and bound; a commit that fails is rolled back, and what it had
    * stopped is brought back by the same code.
    */
+  /** The series of the config `plan`: those of components and routes it does not have go. */
+  private retainMetrics(plan: Plan): void {
+    this.metrics.retain({
+      routes: [...plan.routes.values()].map((r) => ({ name: r.name, reads: r.from.type === 'broker' ? r.from.broker : undefined, webhooks: r.to.some((t) => t.type === 'http') })),
+      listeners: plan.listeners.keys(),
+      brokers: plan.brokers.values(),
+    });
+  }
+
   async apply(next: Plan, locate?: LoadResult['locate']): Promise<ReloadResult> {
     this.applied = true;
     const prev = this.plan;
     const registry = this.options.registry;
     const drainMs = next.admin?.drainTimeoutMs ?? 10000;
     const outcome = await applyTransition(this.live, diffPlans(prev, next, registry), this.transitionEnv, drainMs);
+    // What the failed build made counted apart (a new broker's zeros, one of another kind): the running config's series stay.
+    if (outcome.result !== 'applied' && prev) this.retainMetrics(prev);
     // A socket that cannot bind is no fault of the file's syntax, but the file says where that listener is.
     const startDiagnostics = (o: { reason: string; at?: readonly PathPart[] }): Diagnostic[] =>
       o.at && locate ? [{ ...locate(o.at), code: 'EG_START_FAILED', path: formatPath(o.at), message: `could not start ${o.reason}` }] : [];
@@ -333,11 +344,7 @@ export class Gateway {
     this.logOptions.payloads = next.log.payloads;
     this.redaction.secrets = next.secretValues ?? new Set();
     this.metrics.setVersion(next.version);
-    this.metrics.retain({
-      routes: [...next.routes.values()].map((r) => ({ name: r.name, reads: r.from.type === 'broker' ? r.from.broker : undefined, webhooks: r.to.some((t) => t.type === 'http') })),
-      listeners: next.listeners.keys(),
-      brokers: next.brokers.keys(),
-    });
+    this.retainMetrics(next);
     this.tap.retain(next.routes.keys());
     this.tap.configure(next.admin?.tap);
     // Applied as a shutdown began (past the point where it could be dropped): not ready, draining.

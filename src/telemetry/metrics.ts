@@ -225,6 +225,13 @@ export class GatewayMetrics implements Telemetry {
   private readonly routes = new Map<string, RouteStats>();
   private readonly listenerStats = new Map<string, ListenerStats>();
   private readonly brokerStats = new Map<string, BrokerStats>();
+  /**
+   * A reload's broker of another kind than the running one of its name: it counts here until its
+   * config is applied (retain), so that a reload rejected or rolled back leaves the running
+   * broker's counters in place (they were replaced at the build, and the running broker, which
+   * keeps its handle, then counted into nothing).
+   */
+  private readonly otherKind = new Map<string, BrokerStats>();
   private readonly reloads = { success: 0, failure: 0, rolledBack: 0 };
   /** New connections the admin server closed at its maxConnections (it is not a listener: a series of its own). */
   private adminDropped = 0;
@@ -281,7 +288,12 @@ export class GatewayMetrics implements Telemetry {
 
   broker(name: string, kind: string): BrokerTelemetry {
     let s = this.brokerStats.get(name);
-    if (!s || s.kind !== kind) this.brokerStats.set(name, (s = new BrokerStats(kind)));
+    if (!s) this.brokerStats.set(name, (s = new BrokerStats(kind)));
+    else if (s.kind !== kind) {
+      const other = this.otherKind.get(name);
+      if (other?.kind === kind) s = other;
+      else this.otherKind.set(name, (s = new BrokerStats(kind)));
+    }
     if (!this.brokerKinds.has(kind)) {
       this.brokerKinds.add(kind);
       this.prom?.brokerFamilies(kind);
@@ -318,16 +330,26 @@ export class GatewayMetrics implements Telemetry {
 
   /**
    * Forgets the series of components a reload removed (a component added again starts from zero),
-   * and makes each route's per-broker and webhook series those of the config applied.
+   * and makes each route's per-broker and webhook series those of the config applied. Called with
+   * the running config again after a reload that failed: what its build added goes.
    */
-  retain(names: { routes: Iterable<RetainedRoute>; listeners: Iterable<string>; brokers: Iterable<string> }): void {
+  retain(names: { routes: Iterable<RetainedRoute>; listeners: Iterable<string>; brokers: Iterable<{ name: string; kind: string }> }): void {
     const routes = [...names.routes];
     prune(
       this.routes,
       routes.map((r) => r.name),
     );
     prune(this.listenerStats, names.listeners);
-    prune(this.brokerStats, names.brokers);
+    const brokers = [...names.brokers];
+    for (const { name, kind } of brokers) {
+      const other = this.otherKind.get(name);
+      if (other?.kind === kind) this.brokerStats.set(name, other);
+    }
+    this.otherKind.clear();
+    prune(
+      this.brokerStats,
+      brokers.map((b) => b.name),
+    );
     const readers = new Map<string, Set<string>>();
     for (const r of routes) {
       this.route(r.name).sendsToWebhooks(r.webhooks);

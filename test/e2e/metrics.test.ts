@@ -234,6 +234,22 @@ describe('GET /metrics', () => {
     assert.equal(s.value('eventgate_config_last_reload_successful'), 0);
     assert.deepEqual(s.series('eventgate_config_info'), [{ labels: { version: version1 }, value: 1 }]);
 
+    // A reload that fails at its build (a listener on a port in use) after building a broker: no series of that broker stay.
+    const ghost = CONFIG.replace('local: { kind: memory }', 'local: { kind: memory }\n  ghost: { kind: memory }')
+      .replace('  push: { kind: websocket, port: 0 }', `  push: { kind: websocket, port: 0 }\n  busy: { kind: http, port: ${gw.port('api')} }`)
+      .replace(
+        'routes:\n',
+        'routes:\n  - name: ghost-writer\n    from: { listener: api, path: /ghost }\n    to: { broker: ghost, topic: t }\n  - name: ghost-reader\n    from: { broker: ghost, topic: t }\n    to: { broker: local, topic: u }\n',
+      );
+    const ghostReload = await gw.reconfigure(ghost);
+    assert.match(ghostReload.msg, /^reload rejected/);
+    s = await scrape(gw.adminUrl);
+    assert.equal(s.value('eventgate_config_reloads_total', { result: 'failure' }), 2);
+    assert.deepEqual(
+      s.text.split('\n').filter((l) => l.includes('ghost')),
+      [],
+    );
+
     // Back to the first config: the removed route's series go away.
     await gw.reconfigure(CONFIG);
     s = await scrape(gw.adminUrl);
@@ -263,7 +279,7 @@ describe('GET /metrics', () => {
     assert.equal(stats.listeners.push.slowClientsDisconnected, 0);
     assert.equal(stats.brokerErrors.local.crashes, 0);
     assert.deepEqual(stats.consumerLag, [{ broker: 'local', kind: 'memory', route: 'fanout', topic: 'mixed', partition: 0, lag: 0 }]);
-    assert.deepEqual(stats.reloads, { success: 2, failure: 1, rolledBack: 0 });
+    assert.deepEqual(stats.reloads, { success: 2, failure: 2, rolledBack: 0 });
   });
 
   it('counts the error frames of a WebSocket listener by status, also for frames no route saw', async () => {

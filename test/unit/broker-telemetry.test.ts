@@ -81,6 +81,29 @@ describe('broker telemetry (memory broker)', () => {
     await broker.stop();
   });
 
+  it("keeps the running broker's counters while a reload builds one of another kind under its name, until that config is applied", async () => {
+    const { broker, metrics } = setup();
+    const running = metrics.broker('local', 'memory'); // the handle the running broker bound at its creation
+    const retain = (kind: string) => metrics.retain({ routes: [], listeners: [], brokers: [{ name: 'local', kind }] });
+    // A reload builds `local` as a nats broker (it binds its handle at creation), and fails: the running memory broker goes on counting.
+    const built = metrics.broker('local', 'nats');
+    retain('memory');
+    running.producerError();
+    let s = parsePrometheus(await metrics.text());
+    assert.equal(s.value('eventgate_memory_producer_errors_total', { broker: 'local' }), 1);
+    assert.deepEqual(s.series('eventgate_nats_producer_errors_total'), []);
+    assert.deepEqual(metrics.snapshot().brokerErrors, { local: { kind: 'memory', producer: 1, consumer: 0, crashes: 0 } });
+    // Built again and applied: its own counters from then on, counted from its build.
+    const next = metrics.broker('local', 'nats');
+    assert.notEqual(next, built);
+    next.producerError();
+    retain('nats');
+    s = parsePrometheus(await metrics.text());
+    assert.equal(s.value('eventgate_nats_producer_errors_total', { broker: 'local' }), 1);
+    assert.deepEqual(s.series('eventgate_memory_producer_errors_total'), []);
+    await broker.stop();
+  });
+
   it('registers the metric families of a broker kind it first sees when a broker of that kind reports', async () => {
     const metrics = new GatewayMetrics({ brokers: new Map(), listeners: new Map(), readiness: () => ({ ready: true }) }, []);
     metrics.broker('edge', 'kafka').producerError();
