@@ -332,6 +332,12 @@ export interface PublishOptions {
    * duplicate of it.
    */
   readonly replacesOwnId?: boolean;
+  /**
+   * A dead-letter write, to brokers with `takesMessageIds`: what the message asks of the stream it
+   * was meant for (JetStream's `Nats-Expected-*`, `Nats-Rollup`) is carried, not asked of the
+   * dead-letter topic's, which would refuse the copy for the very reason it is dead-lettered.
+   */
+  readonly deadletter?: boolean;
 }
 
 export type StartFrom = 'earliest' | 'latest';

@@ -829,7 +829,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     // named by that id: sent as it is, a stream that holds the message already (a target of the
     // same fan-out stored it) dropped the dead-letter copy as a duplicate (spec-checklist 121).
     const id = source ?? publishedIdentity(this.name, msg.headers);
-    return to.broker.publish(to.topic, out, id === undefined ? to.options : deadletterIdOptions(to.options, id));
+    return to.broker.publish(to.topic, out, id === undefined ? { qos: to.options?.qos, deadletter: true } : deadletterIdOptions(to.options, id));
   }
 
   private deliver(m: Message, ctx: MessageContext): Outcome | Later {
@@ -1381,7 +1381,7 @@ export function runChain(steps: readonly CompiledStep[], msg: Message, ctx: Mess
  * from (or a target wrote it to) dropped the dead-letter copy as a duplicate, and the message was lost.
  */
 function deadletterIdOptions(options: PublishOptions | undefined, source: string): PublishOptions {
-  return { qos: options?.qos, messageId: `${source}:deadletter`, replacesOwnId: true };
+  return { qos: options?.qos, messageId: `${source}:deadletter`, replacesOwnId: true, deadletter: true };
 }
 
 function deliveredOutcome(deliveries: Delivery[], m: Message, tags: readonly string[] | undefined): Outcome {

@@ -68,6 +68,10 @@ routes:
     through:
       - transform: '{"subject": $topic, "order": $, "by": $headers."x-user"}'
     to: { broker: nats, topic: audit.orders }
+  - name: stamped
+    from: { broker: nats, topic: stamp.in }
+    to: { broker: nats, topic: orders.stamp.copy }
+    deadletter: { broker: nats, topic: orders.stamp.dead }
   - name: bytes
     from: { broker: nats, topic: bytes.in }
     to: { broker: nats, topic: bytes.out }
@@ -97,6 +101,7 @@ routes:
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'audit', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'chat-out', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'bytes', 15000);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'stamped', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'hooked', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'wrapped', 15000);
     peer = await RawNats.connect(nats);
@@ -161,6 +166,18 @@ routes:
       const restored = await peer.jsApi('$JS.API.STREAM.UPDATE.ORDERS', config);
       assert.equal(restored.config?.allow_rollup_hdrs, false, JSON.stringify(restored));
     }
+    // A consume route dead-letters such a message; the copy carries the header without asking it
+    // of the dead-letter topic's stream (asked there too, it was refused again and dropped).
+    peer.publish('stamp.in', '{"n":6}', { 'Nats-Expected-Stream': 'INVOICES' });
+    const dead = await eventually(async () => {
+      const got = (await peer.jsApi('$JS.API.STREAM.MSG.GET.ORDERS', { last_by_subj: 'orders.stamp.dead' })) as { message?: { data: string; hdrs: string } };
+      assert.ok(got.message, JSON.stringify(got));
+      return got.message;
+    }, 10000);
+    assert.equal(Buffer.from(dead.data, 'base64').toString(), '{"n":6}');
+    const deadHeaders = Buffer.from(dead.hdrs, 'base64').toString();
+    assert.match(deadHeaders, /\r\nnats-expected-stream: INVOICES\r\n/);
+    assert.match(deadHeaders, /its Nats-Expected-Stream header does not hold/);
   });
 
   // nats-server closed the connection for its protocol line (`Maximum Control Line Exceeded`):

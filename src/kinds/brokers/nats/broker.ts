@@ -25,7 +25,7 @@ import { reconnectBackoff } from '../../../core/backoff.js';
 import { notConnectedDetail } from '../not-connected.js';
 import { brokerTlsWords, isTlsFailure } from '../../tls-failures.js';
 import { publishSubjectProblem, streamFor } from './subjects.js';
-import { expectationHeaderName, rollupProblem } from './expected-headers.js';
+import { expectationHeaderName, inertExpectationName, rollupProblem } from './expected-headers.js';
 import { MSG_ID, msgIdChange, type MsgIdChange } from './msg-id.js';
 import { MissingTopology, notFoundOn } from '../missing-topology.js';
 import { readStream } from './replay.js';
@@ -75,12 +75,15 @@ function permissionRefusal(subject: string): Error {
   return new Error(`the NATS server refused it: Permissions Violation for Publish to "${subject}" (the broker's user may not publish to this subject)`);
 }
 
-/** The message's headers as NATS headers; with `Nats-Msg-Id` changed as `msgId` says, and JetStream's expectation headers spelled as nats-server reads them. */
-function toHeaders(h: Readonly<Record<string, string>>, msgId?: MsgIdChange): MsgHdrs | undefined {
+/**
+ * The message's headers as NATS headers; with `Nats-Msg-Id` changed as `msgId` says, and JetStream's
+ * expectation headers spelled as nats-server reads them, or, on a dead-letter write, as it ignores them.
+ */
+function toHeaders(h: Readonly<Record<string, string>>, msgId?: MsgIdChange, deadletter = false): MsgHdrs | undefined {
   const names = Object.keys(h);
   if (names.length === 0 && msgId?.id === undefined) return undefined;
   const out = lib.headers();
-  for (const n of names) if (n !== msgId?.replaces) out.set(expectationHeaderName(n) ?? n, h[n]!);
+  for (const n of names) if (n !== msgId?.replaces) out.set((deadletter ? inertExpectationName(n) : expectationHeaderName(n)) ?? n, h[n]!);
   if (msgId?.id !== undefined) out.set(MSG_ID, msgId.id);
   return out;
 }
@@ -479,7 +482,7 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
     const sent = sentHeaders(msg);
     if (stream !== null) {
       // A consumed message's id (on a consume route), for the stream to drop a copy written again.
-      const headers = toHeaders(sent, msgIdChange(sent, options?.messageId, topic, options?.replacesOwnId));
+      const headers = toHeaders(sent, msgIdChange(sent, options?.messageId, topic, options?.replacesOwnId), options?.deadletter);
       return this.js!.publish(topic, data, headers).then(
         (seq): Delivery => ({ broker: this.name, topic, partition: 0, offset: offsetText(seq) }),
         (err: Error) => {

@@ -35,6 +35,16 @@ export function rollupProblem(name: string, value: string): string | undefined {
   return `nats-server takes a Nats-Rollup of \`sub\` or \`all\` only, not ${JSON.stringify(value.length > 64 ? `${value.slice(0, 61)}...` : value)} (it answers no other value)`;
 }
 
+/**
+ * On a dead-letter write, the name under which nats-server ignores header `name`, when it is one of
+ * the JetStream headers above in the spelling the server reads; else undefined. The message is
+ * dead-lettered because the stream it was meant for refused what they ask: asked of the
+ * dead-letter topic's stream too, the copy was refused again, and the message dropped.
+ */
+export function inertExpectationName(name: string): string | undefined {
+  return SPELLED.get(name.toLowerCase()) === name ? name.toLowerCase() : undefined;
+}
+
 /** JetStream's `err_code`s for a publish whose headers ask what the stream refuses (nats-server's errors.json). */
 const UNMET: Record<number, string> = {
   10060: 'its Nats-Expected-Stream header does not hold',
