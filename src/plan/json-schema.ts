@@ -25,11 +25,6 @@ export interface SchemaFile {
 }
 
 /**
- * Compiles user JSON Schemas (draft-04, draft-07, 2019-09, 2020-12 by `$schema`; 2020-12 unless told) with
- * formats. A schema that breaks the meta-schema is reported per offending keyword, so the
- * diagnostic can point at it rather than at the whole schema.
- */
-/**
  * One ajv per draft for the whole process, not per config load: a new instance compiles the
  * draft's meta-schema before it can check a schema, which was most of a reload's time on the event
  * loop (~50-80 ms on a busy machine for a config with one small schema). What a compile leaves in
@@ -39,6 +34,11 @@ const sharedAjvs = new Map<string, Ajv>();
 
 const KNOWN_DRAFTS = 'http://json-schema.org/draft-04/schema#, http://json-schema.org/draft-07/schema#, https://json-schema.org/draft/2019-09/schema, https://json-schema.org/draft/2020-12/schema';
 
+/**
+ * Compiles user JSON Schemas (draft-04, draft-07, 2019-09, 2020-12 by `$schema`; 2020-12 unless told) with
+ * formats. A schema that breaks the meta-schema is reported per offending keyword, so the
+ * diagnostic can point at it rather than at the whole schema.
+ */
 export class JsonSchemaCompiler {
   private readonly ajvs = sharedAjvs;
 

@@ -278,11 +278,6 @@ export class Gateway {
     return result;
   }
 
-  /**
-   * Applies a plan as a transaction (src/runtime/transition.ts): nothing live is touched until
-   * every new piece is built and bound; a commit that fails is rolled back, and what it had
-   * stopped is brought back by the same code.
-   */
   /** The series of the config `plan`: those of components and routes it does not have go. */
   private retainMetrics(plan: Plan): void {
     this.metrics.retain({
@@ -292,6 +287,11 @@ export class Gateway {
     });
   }
 
+  /**
+   * Applies a plan as a transaction (src/runtime/transition.ts): nothing live is touched until
+   * every new piece is built and bound; a commit that fails is rolled back, and what it had
+   * stopped is brought back by the same code.
+   */
   async apply(next: Plan, locate?: LoadResult['locate']): Promise<ReloadResult> {
     this.applied = true;
     const prev = this.plan;

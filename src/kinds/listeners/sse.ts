@@ -651,10 +651,6 @@ export class SseStreams {
 }
 
 /**
- * Where a slice of events starting at `from` ends when paced (paced-write.ts): after the last
- * whole event within SLICE_BYTES, or after the one event that is larger.
- */
-/**
  * The values a message carries of a forward path's parameters `names` (its own path parameters
  * of those names), positionally; undefined when it carries none of them (every stream of the path).
  */
@@ -676,6 +672,10 @@ function inRoom(c: SseClient, wanted: readonly (string | undefined)[]): boolean 
   return true;
 }
 
+/**
+ * Where a slice of events starting at `from` ends when paced (paced-write.ts): after the last
+ * whole event within SLICE_BYTES, or after the one event that is larger.
+ */
 function eventsEnd(bytes: Buffer, from: number): number {
   const max = from + SLICE_BYTES;
   if (max >= bytes.length) return bytes.length;
