@@ -34,6 +34,11 @@ const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?
 const MEDIA_TYPE = /^[A-Za-z0-9!#$&^_.+-]+\/[A-Za-z0-9!#$&^_.+-]+(\s*;.*)?$/;
 /** Standard base64 with padding (RFC 4648 §4), as `data_base64` holds binary data. */
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/** Whether `text` is standard base64 with padding (RFC 4648 §4): Buffer.from would skip what is not, without a word. */
+export function isPaddedBase64(text: string): boolean {
+  return BASE64.test(text);
+}
 /** Absolute URI (RFC 3986 scheme ':' ...), as `dataschema` must be. */
 const ABSOLUTE_URI = /^[A-Za-z][A-Za-z0-9+.-]*:[^\s]*$/;
 

@@ -3,7 +3,7 @@ import { dirname, isAbsolute, join } from 'node:path';
 import { formatPath, type Diagnostic } from '../config/diagnostics.js';
 import { decodeUtf8, describeFsError, parseSource, type PathPart } from '../config/source.js';
 import { closest, didYouMean } from '../config/suggest.js';
-import { BATCH_TYPE } from '../codecs/cloudevents.js';
+import { BATCH_TYPE, isPaddedBase64 } from '../codecs/cloudevents.js';
 import { mediaTypeOf } from '../core/message.js';
 import { compileExpression } from '../expr/expression.js';
 
@@ -355,7 +355,7 @@ export function requestUrl(text: string): string | undefined {
 function base64Bytes(text: unknown): Buffer | undefined {
   if (typeof text !== 'string') return undefined;
   const compact = text.replace(/\s+/g, '');
-  if (!/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(compact)) return undefined;
+  if (!isPaddedBase64(compact)) return undefined;
   return Buffer.from(compact, 'base64');
 }
 

@@ -8,7 +8,18 @@ import { urlParameterProblems } from './amqp/url-parameters.js';
 import { whenUsed } from '../when-used.js';
 import { onlyInPlaceChanged } from './in-place.js';
 import { AMQP_WILDCARDS, foreignWildcardHint } from './foreign-wildcards.js';
-import { type BindingArgument, bindingMatches, directPatternHint, type ExchangeType, exchangeTypeOf, keyIgnoredBy, RABBITMQ_EXCHANGES, routesWithoutHeaders, X_MATCH } from './amqp/bindings.js';
+import {
+  type BindingArgument,
+  bindingMatches,
+  directPatternHint,
+  type ExchangeType,
+  exchangeTypeOf,
+  isPattern,
+  keyIgnoredBy,
+  RABBITMQ_EXCHANGES,
+  routesWithoutHeaders,
+  X_MATCH,
+} from './amqp/bindings.js';
 import { deadLetterRoutingKeyProblem, nonDurableProblem, queueArgumentProblem } from './amqp/queue-arguments.js';
 import { closest } from '../../config/suggest.js';
 import { fromAmqpHeaders } from '../../codecs/cloudevents.js';
@@ -318,7 +329,7 @@ function amqpTopicsRead(from: string, o: AmqpSettings): { matches(key: string): 
   const type = exchangeTypeOf(o.exchange);
   const queue = Object.hasOwn(o.queues, from) ? o.queues[from]! : undefined;
   if (queue === undefined) {
-    const literal = type === 'direct' || (type === 'topic' && !/(^|\.)[*#](\.|$)/.test(from));
+    const literal = type === 'direct' || (type === 'topic' && !isPattern(from));
     return { matches: (key) => bindingMatches(type, { routingKey: from }, key), literal, what: `a routing key the ${type} exchange '${o.exchange.name}' routes by ${from}` };
   }
   const known = queue.declare && queue.bindings.length > 0 && queue.bindings.every((b) => b.exchange === undefined || b.exchange === o.exchange.name);
