@@ -1,6 +1,6 @@
-import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
 import { formatPath, type Diagnostic } from '../config/diagnostics.js';
+import { readConfigFile } from '../config/read-file.js';
 import { decodeUtf8, describeFsError, parseSource, type PathPart } from '../config/source.js';
 import { closest, didYouMean } from '../config/suggest.js';
 import { BATCH_TYPE, isPaddedBase64 } from '../codecs/cloudevents.js';
@@ -124,7 +124,8 @@ const ANSWERS_SHAPE =
 export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile | undefined {
   let bytes: Buffer;
   try {
-    bytes = readFileSync(file);
+    // As a config file is read (a regular file of at most 16 MiB, or a pipe: one is named on the command line).
+    bytes = readConfigFile(file, { pipe: true });
   } catch (err) {
     diagnostics.push({ file, line: 1, column: 1, code: 'EG_CONFIG_FILE', path: '', message: `cannot read test file: ${describeFsError(err)}` });
     return undefined;

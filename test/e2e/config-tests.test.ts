@@ -775,6 +775,11 @@ describe('eventgate test', () => {
     // The same with a test file named (the config read to run it).
     const named = await runCliInProcess(['test', '-c', 'gatway.yaml', 'orders.tests.yaml'], { cwd: tempFiles({ 'orders.tests.yaml': 'tests: []\n' }) });
     assert.deepEqual([named.code, named.stderr], [2, 'gatway.yaml:1:1: cannot read config file: no such file (ENOENT)\n']);
+    // A test file is read as a config file is: a device (or a file over 16 MiB) is refused, not read
+    // until memory runs out (`eventgate test /dev/zero` read forever).
+    const device = await runCliInProcess(['test', '-c', 'gateway.yaml', '/dev/zero'], { cwd: tempFiles({ 'gateway.yaml': config }) });
+    assert.equal(device.code, 2, device.stdout + device.stderr);
+    assert.match(device.stdout + device.stderr, /\/dev\/zero:1:1: cannot read test file: 'zero' is not a regular file \(a device: reading it could block or never end\)/);
 
     const unknownRoute = await runCliInProcess(['test', 'orders.tests.yaml', 'more.tests.yaml'], {
       cwd: tempFiles({
