@@ -9,7 +9,7 @@
  * resolved from that place, which makes it a cycle like a local one.
  */
 import { parse } from '../config/yaml.js';
-import { pointerKeys } from '../core/json-pointer.js';
+import { pointerKeys, pointerOf } from '../core/json-pointer.js';
 import { checkRef, type RefPolicy } from './refs.js';
 
 type Node = Record<string, unknown>;
@@ -148,7 +148,7 @@ function placeOf(ref: string, from: string, policy: RefPolicy): { file: string; 
 }
 
 function placeKey(file: string, keys: readonly string[]): string {
-  return `${file}#${keys.map((k) => `/${k.replace(/~/g, '~0').replace(/\//g, '~1')}`).join('')}`;
+  return `${file}#${pointerOf(keys)}`;
 }
 
 function at(root: unknown, keys: readonly string[]): unknown {

@@ -170,7 +170,7 @@ export function checkDocument(
       const { line, column } = pos(node?.range?.[0]);
       problems.push({
         ...at(line, column, empty),
-        message: `the message at /${empty.map((p) => String(p).replace(/~/g, '~0').replace(/\//g, '~1')).join('/')} is empty; write the message (or a $ref to one)`,
+        message: `the message at ${pointerOf(empty)} is empty; write the message (or a $ref to one)`,
       });
       return { problems, targets };
     }
@@ -187,7 +187,7 @@ export function checkDocument(
           line,
           column,
           path: keys,
-          message: `a \`__proto__\` key (at /${keys.map((k) => k.replace(/~/g, '~0').replace(/\//g, '~1')).join('/')}) cannot be read: the AsyncAPI parser would take it for the object's prototype; rename it`,
+          message: `a \`__proto__\` key (at ${pointerOf(keys)}) cannot be read: the AsyncAPI parser would take it for the object's prototype; rename it`,
         });
         return;
       }
@@ -202,7 +202,7 @@ export function checkDocument(
           line,
           column,
           path: keys,
-          message: `\`message\` is null at /${keys.map((k) => k.replace(/~/g, '~0').replace(/\//g, '~1')).join('/')}: the AsyncAPI parser's 2.x rules read every \`message\` key under a channel's operation (examples and $ref'd parts included) as a message and cannot read a null one; give it a value, or leave the key out`,
+          message: `\`message\` is null at ${pointerOf(keys)}: the AsyncAPI parser's 2.x rules read every \`message\` key under a channel's operation (examples and $ref'd parts included) as a message and cannot read a null one; give it a value, or leave the key out`,
         });
         return;
       }
