@@ -248,6 +248,18 @@ export function decodeBatch(body: unknown, headers: Readonly<Record<string, stri
   return { ok: true, events };
 }
 
+/**
+ * A WebSocket frame read as a structured event by its route's agreement (`from.cloudevents:
+ * structured`): `value` the frame's JSON, `headers` what its message carries besides (the trace
+ * context). The WebSocket binding sends one event per message and has no batch format, so an
+ * array is told so, not only that it is no object.
+ */
+export function decodeFrameEvent(value: unknown, headers: Readonly<Record<string, string>>): { ok: true; headers: Record<string, string>; value: unknown } | { ok: false; problem: Problem } {
+  if (Array.isArray(value)) return { ok: false, problem: invalid(['a frame holds one structured CloudEvent, not a batch (a JSON array): send each event in a frame of its own']) };
+  const r = decodeStructured(value, headers);
+  return r.ok ? { ok: true, headers: r.event.headers, value: r.event.value } : { ok: false, problem: invalid(r.errors) };
+}
+
 /** The 400 `EG_CLOUDEVENT_INVALID` of `errors`; `detail` replaces the summary made of them. */
 export function structuredProblem(errors: string[], detail?: string): Problem {
   return invalid(errors, detail);

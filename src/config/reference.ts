@@ -434,7 +434,7 @@ Kafka publish with \`acks: none\`). A webhook's is \`{"endpoint","status","attem
 | key | required | meaning |
 |---|---|---|
 | \`name\` | yes | unique; letters, digits, \`.\`, \`_\`, \`-\` |
-| \`from\` | yes | \`{listener, path}\` (HTTP POST bodies or WebSocket frames on that path), \`{listener, topic}\` on a kafka listener (what Kafka clients produce to that topic) or \`{broker, topic, group?, startFrom?, qos?, cloudevents?}\` |
+| \`from\` | yes | \`{listener, path}\` (HTTP POST bodies or WebSocket frames on that path; a websocket listener's also \`cloudevents?\`), \`{listener, topic}\` on a kafka listener (what Kafka clients produce to that topic) or \`{broker, topic, group?, startFrom?, qos?, cloudevents?}\` |
 | \`through\` | no | a chain name, or a list of chain names and inline steps |
 | \`to\` | yes (no on a kafka listener) | one target or a list: \`{broker, topic, key?, cloudevents?, qos?}\`, \`{listener, path, format?, auth?}\` or \`{http: {url, ...}}\` (a webhook). On a route from a kafka listener, optional: without it records go on to the topic upstream; with it they go to the targets instead |
 | \`deadletter\` | no | \`{broker, topic, qos?}\`: where messages go that cannot pass (validate with \`onInvalid: deadletter\`; consume routes' failures) |
@@ -468,6 +468,21 @@ Kafka publish with \`acks: none\`). A webhook's is \`{"endpoint","status","attem
   event stays the plain message it was; add \`cloudevent: {require: true}\` to refuse it.
   \`{broker: legacy, topic: "sensors/#", cloudevents: structured}\` (\`legacy\` an mqtt broker with
   \`protocolVersion: 4\`). Without it, only a message's headers say it is an event.
+- \`cloudevents: structured\` (websocket listener sources): every text frame the route's clients
+  send is one structured CloudEvent in the JSON format (the CloudEvents WebSocket binding's
+  structured mode; it has no batch format, so a JSON array is refused), read as an http listener
+  reads an \`application/cloudevents+json\` body: the attributes become the message's (\`$ce\`,
+  \`ce_<name>\` headers, so broker targets' binary mode and webhooks carry them), \`data\` (or
+  \`data_base64\`, as bytes) the value. A frame that is no valid event is answered with an
+  \`EG_CLOUDEVENT_INVALID\` error frame naming each attribute (\`frame\`: its number), is not
+  published, and the connection stays open; acks are as on any route. A binary frame is refused
+  (415), as on every websocket route: the binding sends the JSON format in text frames. The
+  handshake still never agrees to the \`cloudevents.json\` subprotocol (acks and error frames are
+  no events): a client offers another one, or none. \`{listener: ws, path: /events, cloudevents:
+  structured}\`. Without it, a frame is a plain message, and \`cloudevent: {require: true}\` refuses
+  it. On an http listener the key is a config error (a request says itself that it is an event: \`ce-*\`
+  headers or \`content-type: application/cloudevents+json\`), as on a kafka listener (a record's
+  \`ce_\` headers) and on listener targets (they choose with \`format\`).
 
 ### to
 

@@ -345,7 +345,8 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
               // A listener route names a `path`, or a `topic` on a kafka listener: which one the compiler checks, by the listener's kind.
               dependentRequired: { broker: ['topic'] },
               dependentSchemas: {
-                listener: forbidKeys(['group', 'qos', 'cloudevents'], "{keys} belong{s} with 'from.broker', not 'from.listener'"),
+                // `cloudevents` is for broker sources and websocket listeners: the compiler checks the listener's kind (routes.ts).
+                listener: forbidKeys(['group', 'qos'], "{keys} belong{s} with 'from.broker', not 'from.listener'"),
                 broker: forbidKeys(['path'], "'path' belongs with 'from.listener', not 'from.broker'"),
               },
               properties: {
@@ -363,7 +364,7 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
                 cloudevents: {
                   enum: ['structured'],
                   description:
-                    "The agreement that what this route consumes is CloudEvents in structured mode whatever its headers say (the CloudEvents MQTT binding's way for MQTT 3.1.1, which has no content type: receivers know by agreement): a message that is no binary-mode event and has no content type, or a JSON one, is read as the JSON event it holds (`$ce` its attributes, its `data` the value), as one with `content-type: application/cloudevents+json` always is. A payload that is no valid event stays the plain message it is (add `cloudevent: {require: true}` to refuse it). Without the key, only the headers tell an event.",
+                    "The agreement that what this route reads is CloudEvents in structured mode whatever its headers say (the CloudEvents MQTT binding's way for MQTT 3.1.1, which has no content type: receivers know by agreement). From a broker: a message that is no binary-mode event and has no content type, or a JSON one, is read as the JSON event it holds (`$ce` its attributes, its `data` the value), as one with `content-type: application/cloudevents+json` always is; a payload that is no valid event stays the plain message it is (add `cloudevent: {require: true}` to refuse it). From a websocket listener: every text frame is one structured JSON event (the CloudEvents WebSocket binding's JSON format; a batch array is not taken), read as an http listener reads an `application/cloudevents+json` body; a frame that is no valid event gets an `EG_CLOUDEVENT_INVALID` error frame naming each attribute, and is not published. The handshake still never agrees to the binding's `cloudevents.json` subprotocol: acks and error frames are not events. An http listener tells an event by its request (`ce-*` headers, the content type) and refuses the key. Without the key, only the headers tell an event, and a websocket frame is a plain message.",
                 },
                 qos: routeQos(
                   "of this route's subscription: what the server sends it at most (a message comes at the lower of its publisher's QoS and this one); at 0 the server keeps nothing for the route while it is away, even in a persistent session",

@@ -654,8 +654,11 @@ export interface BrokerKind<O = unknown, C = O> {
 /** A route as a listener sees it: something that turns a message into an outcome. */
 export interface RouteEntry {
   readonly name: string;
-  /** Route options a listener honours (e.g. `ack` on WebSocket publish routes). */
-  readonly options: { ack: boolean };
+  /**
+   * Route options a listener honours: `ack` on WebSocket publish routes; `structured`, each
+   * message a client sends is a structured CloudEvent by agreement (`from.cloudevents: structured`).
+   */
+  readonly options: { ack: boolean; structured: boolean };
   /** The route has targets (`to`): a kafka listener sends its records there, with deliverRecord(), instead of upstream. */
   readonly delivers?: boolean;
   /**
@@ -877,6 +880,14 @@ export interface ListenerKind<O = unknown, C = O> {
   acceptsPublish: boolean;
   /** Whether its routes may set `ack: true`: its clients get no answer per message without it (websocket). */
   acksFrames?: boolean;
+  /**
+   * Whether its routes may set `from.cloudevents: structured`: nothing in what its clients send
+   * says it is a CloudEvent, so only an agreement can (websocket frames; an http request says so
+   * by its content type).
+   */
+  eventsByAgreement?: boolean;
+  /** How a message of a kind without eventsByAgreement says itself that it is a CloudEvent: the reason a route's `from.cloudevents` is refused. */
+  eventsTold?: string;
   /**
    * Whether a client publishing on a route's path stays connected to it (a WebSocket), so a reload
    * that removes the path cuts it off; without it, publishing is a request that ends with its

@@ -139,6 +139,12 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
       // others too, marked as failing; the operation says so rather than listing them as sound
       // (AsyncAPI 3: every message an operation processes is valid against one of its messages).
       const notes = [
+        // The payloads below are what the steps see: the event's data (AsyncAPI has no way to say "the data of a structured event").
+        ...(r.from.structured
+          ? [
+              `Clients send each message as a structured CloudEvent in the JSON format, one per text frame (route '${r.name}' reads frames so: from.cloudevents: structured); the messages here describe its data, and a frame that is no valid event is refused.`,
+            ]
+          : []),
         ...(tags
           ? [
               `Route '${r.name}' also takes a message that fails these (onInvalid: tag): it goes on to the route's targets with the header ${VALIDATION_ERROR_HEADER} saying why. Send messages that pass.`,

@@ -32,7 +32,9 @@ export type RawTarget =
 export interface RawRoute {
   name: string;
   /** The schema guarantees a listener, or a broker with a topic; the compiler checks a listener's path or topic by its kind. */
-  from: { listener: string; path?: string; topic?: string } | { broker: string; topic: string; group?: string; startFrom?: StartFrom; fromBeginning?: boolean; qos?: Qos; cloudevents?: 'structured' };
+  from:
+    | { listener: string; path?: string; topic?: string; cloudevents?: 'structured' }
+    | { broker: string; topic: string; group?: string; startFrom?: StartFrom; fromBeginning?: boolean; qos?: Qos; cloudevents?: 'structured' };
   through?: string | (string | RawStep)[];
   /** Required, except on routes from a listener that routes by topic (kafka), where records go on upstream. */
   to?: RawTarget | RawTarget[];

@@ -162,6 +162,18 @@ function compileRoute(
   // A listener's kind says whether its routes name a path or a topic and need a `to`: of one not
   // defined (or left out for its own problems) only that is said, not guesses from another kind.
   const listenerUnknown = 'listener' in f && !listeners.has(f.listener);
+  // `from.cloudevents: structured` is an agreement, for sources whose messages cannot say they are
+  // events: a broker's (MQTT 3.1.1 has no content type), a websocket frame. Other listeners' can.
+  const agreedKind = 'listener' in f && f.cloudevents !== undefined && !listenerUnknown ? ctx.registry.listeners.get(listeners.get(f.listener)!.kind) : undefined;
+  const agreementRefused = agreedKind !== undefined && !agreedKind.eventsByAgreement;
+  if (agreementRefused && 'listener' in f) {
+    ctx.report(
+      [...at, 'from', 'cloudevents'],
+      'EG_CONFIG_SCHEMA',
+      `route '${raw.name}': 'cloudevents' (the agreement that every message is a structured CloudEvent) is for routes from a broker or a websocket listener; ${aKind(agreedKind.kind)} listener '${f.listener}' takes none${agreedKind.eventsTold ? `: ${agreedKind.eventsTold}` : ''}`,
+      'key',
+    );
+  }
   if ('listener' in f && listenerUnknown) checkListener(f.listener, [...at, 'from', 'listener']);
   else if ('listener' in f && routesByTopic(ctx, f.listener, listeners)) {
     // A kafka listener: the route governs what its clients produce to a topic.
@@ -181,7 +193,7 @@ function compileRoute(
     else if (checkListener(f.listener, [...at, 'from', 'listener'])) {
       const kind = ctx.registry.listeners.get(listeners.get(f.listener)!.kind)!;
       if (!kind.acceptsPublish) ctx.report([...at, 'from', 'listener'], 'EG_CONFIG_REF', `listener '${f.listener}' (${kind.kind}) does not accept messages from clients`);
-      else from = { type: 'listener', listener: f.listener, path: f.path };
+      else from = { type: 'listener', listener: f.listener, path: f.path, ...(f.cloudevents === 'structured' ? { structured: true } : {}) };
     }
   } else if (
     checkBroker(f.broker, [...at, 'from', 'broker'], [f.topic, 'consume', [...at, 'from', 'topic']]) &&

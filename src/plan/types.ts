@@ -58,7 +58,8 @@ export interface ListenerPlan extends ComponentPlan {
 }
 
 export type SourcePlan =
-  | { type: 'listener'; listener: string; path: string }
+  /** `structured`: each message its clients send is a structured CloudEvent by agreement (`from.cloudevents: structured`, websocket listeners). */
+  | { type: 'listener'; listener: string; path: string; structured?: true }
   /**
    * `groupless`: the broker reads the topic with no consumer group (BrokerKind.readsWithoutGroup).
    * `structured`: what it reads is a structured CloudEvent by agreement (`from.cloudevents: structured`).

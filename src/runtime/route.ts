@@ -142,7 +142,7 @@ interface FailedRecords {
  */
 export class RouteRuntime implements RouteEntry, ReplaySource {
   readonly name: string;
-  readonly options: { ack: boolean };
+  readonly options: { ack: boolean; structured: boolean };
   readonly delivers: boolean;
   readonly validates: boolean;
   /**
@@ -235,7 +235,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     private readonly deps: RouteDeps,
   ) {
     this.name = plan.name;
-    this.options = { ack: plan.ack };
+    this.options = { ack: plan.ack, structured: plan.from.type === 'listener' && plan.from.structured === true };
     const stateIds: string[] = [];
     const forRoute = (step: CompiledStep, id: string): CompiledStep => {
       if (!step.forRoute) return step;

@@ -3,7 +3,7 @@ import FindMyWay from 'find-my-way';
 import pino from 'pino';
 import { redact } from '../config/secrets.js';
 import { compileExpression, truthy } from '../expr/expression.js';
-import { attributesOf, decodeBatch, httpMode, toStructured } from '../codecs/cloudevents.js';
+import { attributesOf, decodeBatch, decodeFrameEvent, httpMode, toStructured } from '../codecs/cloudevents.js';
 import { decodeEvent, forwardedHeaders, handleBatch, refusedMediaType, requestMessage } from '../kinds/listeners/http-request.js';
 import { filledPath } from '../kinds/listeners/route-paths.js';
 import { parseQuery as queryOf } from '../kinds/listeners/transport.js';
@@ -169,6 +169,12 @@ async function runUnredacted(plan: Plan, test: TestCase, registry: KindRegistry)
   } else if (listenerKind === 'websocket') {
     // A frame's message carries no headers of the handshake (only its trace context); they are for auth and ratelimit steps.
     headers = {};
+    // A route whose frames are structured CloudEvents by agreement reads the frame as the listener does.
+    if (from.type === 'listener' && from.structured) {
+      const event = decodeFrameEvent(value, headers);
+      if (!event.ok) return finish(test, { outcome: 'invalid', problem: event.problem }, [], started, endpoints);
+      ({ headers, value } = event);
+    }
   } else if (from.type === 'broker') {
     // As the broker's consumer reads them off the wire (BrokerKind.consumedHeaders).
     const broker = plan.brokers.get(from.broker);

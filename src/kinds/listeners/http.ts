@@ -1072,6 +1072,7 @@ const EMPTY = Buffer.alloc(0);
 export const httpListener = defineListener({
   options,
   acceptsPublish: true,
+  eventsTold: 'a request says itself that it is an event, with `ce-*` headers (binary mode) or content-type application/cloudevents+json (structured mode)',
   acceptsForward: true,
   socketOptions: ['port', 'host', 'tls', 'http2'],
   // The router decides: it refuses a second path that matches the same requests.

@@ -111,6 +111,7 @@ function stepProblem(step: CompiledStep, route: { to: boolean }): string | undef
 export const kafkaListener = defineListener({
   options,
   acceptsPublish: true,
+  eventsTold: "a record is a CloudEvent by its own headers (`ce_` attributes, the Kafka binding's binary mode) and goes on as its producer wrote it",
   acceptsForward: false,
   routesBy: 'topic',
   // Broker ports follow `port` (port + 1 + n) and `brokerPorts`: changing either rebinds them all.
