@@ -10,8 +10,13 @@ export interface Diagnostic {
   message: string;
 }
 
+/**
+ * One line, whatever the problem quotes: a name, key or path written with a line break in quotes
+ * (`"me\nm"`) is escaped, so `validate` prints one line per problem (spec §1) and a CI job that
+ * reads them line by line gets each whole.
+ */
 export function formatDiagnostic(d: Diagnostic): string {
-  return `${d.file}:${d.line}:${d.column}: ${d.message}`;
+  return escapeControls(`${d.file}:${d.line}:${d.column}: ${d.message}`);
 }
 
 export function formatPath(path: readonly (string | number)[]): string {
@@ -23,9 +28,13 @@ export function formatPath(path: readonly (string | number)[]): string {
   return out;
 }
 
-/** Control characters (a NUL from "\0" in a double-quoted scalar) as their escapes: a diagnostic quoting a value writes none to the terminal. */
+/**
+ * Control characters (a NUL from "\0" in a double-quoted scalar) and the Unicode line and paragraph
+ * separators as their escapes: a diagnostic quoting a value writes none to the terminal, nor a line
+ * break a reader splits on.
+ */
 export function escapeControls(text: string): string {
-  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /**

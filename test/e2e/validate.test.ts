@@ -1868,6 +1868,39 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       ]);
     });
 
+    it('prints one line per problem when what it quotes holds a line break, escaped (spec §1)', async () => {
+      const r = await validate(
+        {
+          'gateway.yaml': yaml(
+            'version: 1', //                                               1
+            'include: ["frag\\nment.yaml"]', //                            2
+            '"bro\\u2028kers": {}', //                                     3
+            'brokers:', //                                                 4
+            '  "me\\nm": { kind: memory }', //                             5
+            'listeners:', //                                               6
+            '  api: { kind: http, port: 0 }', //                           7
+            'routes:', //                                                  8
+            '  - name: r', //                                              9
+            '    from: { listener: api, path: /r }', //                    10
+            '    through: "c\\rd"', //                                     11
+            '    to: { broker: mem, topic: t }', //                        12
+          ),
+        },
+        { process: true },
+      );
+      // Before: the broker's and the chain's names, the include and the key broke their lines in
+      // two, nine lines for four problems.
+      assertProblems(r, [
+        ['gateway.yaml:2:11', /^cannot read included file 'frag\\u000ament\.yaml': no such file \(ENOENT\)$/],
+        ['gateway.yaml:3:1', /^unknown key 'bro\\u2028kers' in the config \(did you mean 'brokers'\?\)/],
+        ['gateway.yaml:11:14', /^chain 'c\\u000dd' is not defined/],
+        ['gateway.yaml:12:19', /^broker 'mem' is not defined \(did you mean 'me\\u000am'\?\); defined brokers: me\\u000am$/],
+      ]);
+      // The JSON format keeps the message as it is: JSON escapes it itself.
+      const json = await validate({ 'gateway.yaml': yaml('version: 1', '"a\\nb": 1') }, { format: 'json' });
+      assert.match(JSON.parse(json.stdout)[0].message, /^unknown key 'a\nb' in the config/);
+    });
+
     it('prints a JSON array of {file,line,column,message,path} with --format json and exits 1', async () => {
       const r = await validate({ 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '    prot: 8080') }, { format: 'json', process: true });
       assert.equal(r.code, 1);
