@@ -232,6 +232,10 @@ async function run(file: string, env: Env, varsFiles: readonly string[]): Promis
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  // node answers SIGUSR1 by opening its inspector on 127.0.0.1:9229, which runs any code a local
+  // process sends it, as this one; log rotation scripts send it to servers that reopen their logs
+  // on it (nginx). A handler of our own keeps the inspector closed (`node --inspect` opens it on purpose).
+  process.on('SIGUSR1', () => logger.warn({ signal: 'SIGUSR1' }, 'signal ignored: eventgate reloads on SIGHUP and drains on SIGTERM or SIGINT (the node inspector SIGUSR1 would open stays closed)'));
   // The signals that came while the modules loaded, now that they have their handlers.
   for (const signal of takeEarlySignals()) process.emit(signal, signal);
 

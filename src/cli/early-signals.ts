@@ -3,9 +3,10 @@
  * reloads, SIGINT/SIGTERM drain and exit 0). While the CLI's modules load — a few hundred ms on a
  * busy machine — their default action would end the process, SIGHUP's included. bin/eventgate.js
  * catches them first thing; run() takes over the ones that came meanwhile once its own handlers
- * are in place (src/cli/commands.ts).
+ * are in place (src/cli/commands.ts). SIGUSR1 too: node's own answer to it opens the inspector
+ * (code execution for any local process that connects), which run() never lets it do.
  */
-const SIGNALS = ['SIGHUP', 'SIGINT', 'SIGTERM'] as const;
+const SIGNALS = ['SIGHUP', 'SIGINT', 'SIGTERM', 'SIGUSR1'] as const;
 
 const caught: NodeJS.Signals[] = [];
 const remember = (signal: NodeJS.Signals) => {

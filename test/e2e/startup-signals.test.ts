@@ -27,15 +27,17 @@ async function startHeld(dir: string, name: string) {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';
+  let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+  child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
   const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
   await eventually(() => assert.ok(existsSync(held), 'the CLI reached its main module'), 20000);
   const logs = () =>
     stdout
       .split('\n')
       .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as { msg: string; reason?: string });
-  return { child, exited, logs, release: () => writeFileSync(go, '') };
+      .map((l) => JSON.parse(l) as { msg: string; reason?: string; signal?: string; listeners?: Record<string, number> });
+  return { child, exited, logs, stderr: () => stderr, release: () => writeFileSync(go, '') };
 }
 
 describe('signals while eventgate run starts (spec §1)', () => {
@@ -65,5 +67,26 @@ describe('signals while eventgate run starts (spec §1)', () => {
     const msgs = g.logs().map((l) => l.msg);
     assert.ok(!msgs.includes('gateway ready'), `nothing was started: ${msgs.join(' | ')}`);
     assert.equal(msgs.at(-1), 'shutdown complete');
+  });
+
+  it('keeps the node inspector closed on SIGUSR1, while it loads and once it runs, and goes on serving', async () => {
+    const g = await startHeld(tempFiles({ 'gateway.yaml': config }), 'usr1');
+    g.child.kill('SIGUSR1');
+    g.release();
+    const ready = await eventually(() => {
+      const line = g.logs().find((l) => l.msg === 'gateway ready');
+      assert.ok(line, JSON.stringify(g.logs()));
+      return line;
+    }, 20000);
+    g.child.kill('SIGUSR1');
+    const ignored = (l: { msg: string; signal?: string }) => l.signal === 'SIGUSR1' && l.msg.startsWith('signal ignored');
+    await eventually(() => assert.equal(g.logs().filter(ignored).length, 2, JSON.stringify(g.logs())), 20000);
+    // Before: node's own answer, "Debugger listening on ws://127.0.0.1:9229/..." on stderr and
+    // that port open to any local process.
+    assert.doesNotMatch(g.stderr(), /Debugger listening/);
+    const res = await fetch(`http://127.0.0.1:${ready.listeners!.api}/in`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"a":1}' });
+    assert.equal(res.status, 200);
+    g.child.kill('SIGTERM');
+    assert.deepEqual(await g.exited, [0, null]);
   });
 });
