@@ -254,7 +254,10 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
       const allowed = Object.keys(((e.parentSchema as { properties?: object }).properties ?? {}) as object);
       const isStep = stepKinds(e, registry) !== undefined;
       const what = isStep ? `unknown step '${key}'` : `unknown key '${key}' in ${where}`;
-      return { ...at([...path, key], 'key'), code: 'EG_CONFIG_UNKNOWN_KEY', message: `${what}${didYouMean(key, allowed)}; expected one of: ${allowed.join(', ')}` };
+      // A key other tools have and this object has not says why (the schema's `x-absentKeys`), rather than a near miss.
+      const absent = (e.parentSchema as { 'x-absentKeys'?: Record<string, string> } | undefined)?.['x-absentKeys'];
+      const hint = absent !== undefined && Object.hasOwn(absent, key) ? `: ${absent[key]}` : didYouMean(key, allowed);
+      return { ...at([...path, key], 'key'), code: 'EG_CONFIG_UNKNOWN_KEY', message: `${what}${hint}; expected one of: ${allowed.join(', ')}` };
     }
     case 'required': {
       const key = (e.params as { missingProperty: string }).missingProperty;

@@ -251,7 +251,7 @@ asyncapiParser:
 | key | default | meaning |
 |---|---|---|
 | \`port\` | (required) | TCP port of the admin API (0: any free port) |
-| \`host\` | \`127.0.0.1\` | bind address; keep it private unless \`token\` is set |
+| \`host\` | \`127.0.0.1\` | bind address; the admin server serves plain HTTP (no \`tls\`), so bound beyond loopback, set \`token\` and keep it on a private network or behind a TLS-terminating proxy: the token crosses the network in clear |
 | \`token\` | none | when set, every admin endpoint but \`/healthz\` and \`/readyz\` needs \`Authorization: Bearer <token>\`; shorter than 16 characters is a warning (\`EG_CONFIG_WEAK_TOKEN\`); a client address that sends 10 wrong tokens within a minute gets 429 with \`Retry-After\` until the minute ends (docs/security.md) |
 | \`allowedHosts\` | \`[]\` | host names the admin API answers to besides loopback names and \`host\` (DNS-rebinding guard; \`/healthz\`, \`/readyz\` and requests bearing the token in \`Authorization\` answer any Host) |
 | \`drainTimeoutMs\` | \`10000\` | how long shutdown (and a reload that replaces a component) waits for in-flight messages |

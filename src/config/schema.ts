@@ -17,7 +17,7 @@ export interface ConfigSchemaOptions {
    * schema editors see, where `port: ${HTTP_PORT:-8080}` is written before substitution. The
    * loader checks the substituted document against the strict schema (false), so a wrong value
    * gets the type's own message. The editors' schema also keeps to standard keywords
-   * (standardKeywords below); the loader's own may use ajv's `discriminator` and `x-aliases`.
+   * (standardKeywords below); the loader's own may use ajv's `discriminator`, `x-aliases` and `x-absentKeys`.
    */
   acceptVariables?: boolean;
 }
@@ -36,7 +36,7 @@ export function buildConfigSchema(registry: KindRegistry, options: ConfigSchemaO
  * The published document must compile in any JSON Schema 2020-12 validator as it comes: ajv, with
  * its default (strict) options, refuses the OpenAPI `discriminator` keyword ("unknown keyword")
  * and warns about `type: [a, b]`. So the editors' schema leaves out the one, and the loader's
- * `x-aliases` (both only make the loader's own messages sharper), and writes the other as an `anyOf`; it accepts the same documents.
+ * `x-aliases` and `x-absentKeys` (all only make the loader's own messages sharper), and writes the other as an `anyOf`; it accepts the same documents.
  */
 function standardKeywords(root: JsonSchema): JsonSchema {
   const walk = (node: unknown): unknown => {
@@ -45,8 +45,9 @@ function standardKeywords(root: JsonSchema): JsonSchema {
     const out: JsonSchema = {};
     for (const [k, v] of Object.entries(node)) {
       if (k === 'discriminator' && v !== null && typeof v === 'object' && 'propertyName' in v) continue;
-      // The loader's hint for another tool's spelling of an enum value (suggest.ts enumHint), no keyword of JSON Schema's.
-      if (k === 'x-aliases') continue;
+      // The loader's hints for another tool's spelling of an enum value (suggest.ts enumHint) and for
+      // a key other tools have and this object has not (check-schema.ts), no keywords of JSON Schema's.
+      if (k === 'x-aliases' || k === 'x-absentKeys') continue;
       out[k] = walk(v);
     }
     if (Array.isArray(out.type) && out.type.every((t) => typeof t === 'string')) {
@@ -232,10 +233,19 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
         type: 'object',
         description: 'The admin server: /healthz, /readyz, /metrics, /admin/status, the tap and the dashboard.',
         additionalProperties: false,
+        // Keys other servers' admin APIs have (Kong's admin_listen ssl, Redpanda Connect's http.cert_file), said as such, not "did you mean 'tap'?".
+        'x-absentKeys': {
+          tls: 'the admin server serves plain HTTP, so its token crosses the network in clear: keep `host` on loopback (the default) or a private network, and reach it from elsewhere through a TLS-terminating proxy or `kubectl port-forward`',
+        },
         required: ['port'],
         properties: {
           port: { type: 'integer', minimum: 0, maximum: 65535, description: 'TCP port of the admin server (0: any free port).' },
-          host: { type: 'string', default: '127.0.0.1', description: 'Interface to bind; the default keeps the admin server local.' },
+          host: {
+            type: 'string',
+            default: '127.0.0.1',
+            description:
+              'Interface to bind; the default keeps the admin server local. It serves plain HTTP (no TLS): bound elsewhere, keep it on a private network or behind a TLS-terminating proxy, since the token crosses the network in clear.',
+          },
           token: {
             type: 'string',
             minLength: 1,

@@ -276,6 +276,20 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       });
       assertProblems(r, [['gateway.yaml:15:5', /^unknown key 'thru' in routes\[0\] \(did you mean 'through'\?\); expected one of: .*through/]]);
     });
+
+    it('says the admin server serves plain HTTP for `admin.tls`, not "did you mean \'tap\'?"', async () => {
+      const r = await validate({ 'gateway.yaml': yaml(...base, 'admin:', '  port: 0', '  tls: { cert: c.pem, key: k.pem }') });
+      // Before: "unknown key 'tls' in admin (did you mean 'tap'?)", two edits from three letters.
+      assertProblems(r, [
+        [
+          'gateway.yaml:14:3',
+          /^unknown key 'tls' in admin: the admin server serves plain HTTP, so its token crosses the network in clear: .*TLS-terminating proxy.*; expected one of: port, host, token/,
+        ],
+      ]);
+      // The editors' schema (gateway.schema.json) carries no such keyword: it is the loader's.
+      const schema = JSON.parse((await runCliInProcess(['schema'])).stdout) as { properties: { admin: Record<string, unknown> } };
+      assert.equal(schema.properties.admin['x-absentKeys'], undefined);
+    });
   });
 
   describe('wrong types', () => {
