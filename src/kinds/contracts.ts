@@ -137,6 +137,13 @@ export interface StepRouteContext {
   warn(fields: Record<string, unknown>, message: string): void;
 }
 
+/** A place a client presents a credential: a header or query parameter holding an API key or a JWT (a JWT's header is `authorization`, as `Bearer <token>`). */
+export interface Credential {
+  in: 'header' | 'query';
+  name: string;
+  token: 'apiKey' | 'JWT';
+}
+
 export interface CompiledStep {
   readonly kind: string;
   /** Brokers the step may send to (dead-letter targets): the route keeps a reference to them. */
@@ -175,6 +182,8 @@ export interface CompiledStep {
   readonly needsClient?: boolean;
   /** Request headers the step reads credentials from (auth): never shown to anything observing the route (tap, logs, dead-letter copies). */
   readonly credentialHeaders?: readonly string[];
+  /** Where a client may present the credential the step checks (auth), any one of them: `eventgate export asyncapi` writes them as the operation's security schemes. */
+  readonly credentials?: readonly Credential[];
   /** Stateful steps: the step as one route runs it, holding state from `rt`. */
   forRoute?(rt: StepRouteContext): CompiledStep;
 }

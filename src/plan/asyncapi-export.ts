@@ -1,6 +1,6 @@
 import { canonical } from '../core/canonical.js';
 import { shownEndpoint } from '../config/secrets.js';
-import type { CompiledStep } from '../kinds/contracts.js';
+import type { CompiledStep, Credential } from '../kinds/contracts.js';
 import { VALIDATION_ERROR_HEADER } from '../kinds/steps/validate.js';
 import { JsonSchemaCompiler } from './json-schema.js';
 import type { Plan, TargetPlan } from './types.js';
@@ -34,6 +34,32 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
   }
   const channels: Json = {};
   const operations: Json = {};
+  const securitySchemes: Record<string, Json> = {};
+  /**
+   * An operation's `security`: where a client of it presents its credential (an `auth` step's, or
+   * a forward target's `auth`), each a scheme in components; AsyncAPI reads the list as
+   * alternatives, as the step does (a header or a query parameter).
+   */
+  const securityOf = (credentials: readonly Credential[] | undefined) => {
+    if (credentials === undefined || credentials.length === 0) return {};
+    const refs = credentials.map((c) => {
+      const scheme: Json =
+        c.token === 'JWT' && c.in === 'header'
+          ? { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'A JWT in `Authorization: Bearer <token>` (an `auth` step with `jwt`).' }
+          : {
+              type: 'httpApiKey',
+              in: c.in,
+              name: c.name,
+              description: `${c.token === 'JWT' ? 'A JWT' : 'An API key'} in the \`${c.name}\` ${c.in === 'header' ? 'header' : 'query parameter'} (an \`auth\` step with \`${c.token === 'JWT' ? 'jwt' : 'apiKey'}\`).`,
+            };
+      const base = c.token === 'JWT' && c.in === 'header' ? 'jwt-bearer' : `${c.token}-${c.in}-${c.name.replace(/[^A-Za-z0-9._-]/g, '_')}`;
+      let key = base;
+      for (let n = 2; securitySchemes[key] !== undefined && canonical(securitySchemes[key]) !== canonical(scheme); n++) key = `${base}-${n}`;
+      securitySchemes[key] = scheme;
+      return { $ref: `#/components/securitySchemes/${escapePointer(key)}` };
+    });
+    return { security: refs };
+  };
   const sharedMessages: Record<string, { name: string; contentType: string; payload: unknown }> = {};
   const channelFor = (listener: string, path: string) => {
     const id = channelId(listener, path);
@@ -161,6 +187,8 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
         channel: { $ref: `#/channels/${escapePointer(id)}` },
         messages: messages.map(([mid]) => ({ $ref: `#/channels/${escapePointer(id)}/messages/${escapePointer(mid)}` })),
         ...(notes.length > 0 ? { description: notes.join(' ') } : {}),
+        // The first auth step's: a second one checks the same client again, which AsyncAPI's list of alternatives cannot say.
+        ...securityOf(r.steps.find((s) => s.credentials)?.credentials),
       };
     }
     for (const t of r.to) {
@@ -196,6 +224,7 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
         summary: `The gateway pushes what route '${r.name}' forwards to every client connected on ${t.path}.`,
         channel: { $ref: `#/channels/${escapePointer(id)}` },
         messages: (forwarded?.map(([key]) => key) ?? [mid]).map((key) => ({ $ref: `#/channels/${escapePointer(id)}/messages/${escapePointer(key)}` })),
+        ...securityOf(t.auth?.credentials),
       };
     }
   }
@@ -210,7 +239,14 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
     servers: Object.fromEntries(Object.entries(servers).filter(([name]) => used.has(name))),
     channels,
     operations,
-    ...(Object.keys(sharedMessages).length > 0 ? { components: { messages: sharedMessages } } : {}),
+    ...(Object.keys(sharedMessages).length > 0 || Object.keys(securitySchemes).length > 0
+      ? {
+          components: {
+            ...(Object.keys(sharedMessages).length > 0 ? { messages: sharedMessages } : {}),
+            ...(Object.keys(securitySchemes).length > 0 ? { securitySchemes } : {}),
+          },
+        }
+      : {}),
   };
 }
 

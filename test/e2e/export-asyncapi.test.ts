@@ -144,6 +144,65 @@ describe('eventgate export asyncapi', () => {
     for (const secret of ['password-in-export-url', 'key-in-export-query']) assert.equal(r.stdout.includes(secret), false, `${secret} exported`);
   });
 
+  it("says where each operation's clients present their credentials: an auth step's, a forward target's, as security schemes", async () => {
+    const dir = tempFiles({
+      'gateway.yaml': yaml(
+        'version: 1',
+        'brokers: { local: { kind: memory } }',
+        'listeners: { api: { kind: http, port: 0 }, push: { kind: websocket, port: 0 } }',
+        'chains:',
+        '  keyed: [ { auth: { apiKey: { keys: { fleet: fleet-key-0123456789 } } } } ]',
+        'routes:',
+        '  - name: keyed-a',
+        '    from: { listener: api, path: /a }',
+        '    through: [ keyed, { ratelimit: { rate: 5, key: $principal } } ]',
+        '    to: { broker: local, topic: t }',
+        '  - name: keyed-b',
+        '    from: { listener: api, path: /b }',
+        '    through: keyed',
+        '    to: { broker: local, topic: t }',
+        '  - name: tokens',
+        '    from: { listener: push, path: /in }',
+        '    through: [ { validate: { schema: { type: object } } }, { auth: { jwt: { secret: a-secret-of-32-characters-or-more!, query: access_token } } } ]',
+        '    to: { broker: local, topic: t }',
+        '  - name: open',
+        '    from: { listener: api, path: /open }',
+        '    to: { broker: local, topic: t }',
+        '  - name: out',
+        '    from: { broker: local, topic: t }',
+        '    to: { listener: push, path: /out, auth: { apiKey: { query: key, keys: { page: page-key-0123456789 } } } }',
+      ),
+    });
+    const r = await runCliInProcess(['export', 'asyncapi'], { cwd: dir });
+    assert.equal(r.code, 0, r.stderr);
+    const { document, errors } = await parseAsyncApi(r.stdout);
+    assert.deepEqual(errors, []);
+    const doc = parse(r.stdout);
+    // Before: no `security` and no scheme: a client made from the export got 401s it had no word of.
+    assert.deepEqual(doc.components.securitySchemes, {
+      'apiKey-header-x-api-key': { type: 'httpApiKey', in: 'header', name: 'x-api-key', description: 'An API key in the `x-api-key` header (an `auth` step with `apiKey`).' },
+      'jwt-bearer': { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'A JWT in `Authorization: Bearer <token>` (an `auth` step with `jwt`).' },
+      'JWT-query-access_token': { type: 'httpApiKey', in: 'query', name: 'access_token', description: 'A JWT in the `access_token` query parameter (an `auth` step with `jwt`).' },
+      'apiKey-query-key': { type: 'httpApiKey', in: 'query', name: 'key', description: 'An API key in the `key` query parameter (an `auth` step with `apiKey`).' },
+    });
+    const ref = (key: string) => ({ $ref: `#/components/securitySchemes/${key}` });
+    assert.deepEqual(doc.operations['keyed-a'].security, [ref('apiKey-header-x-api-key')]);
+    assert.deepEqual(doc.operations['keyed-b'].security, [ref('apiKey-header-x-api-key')]);
+    assert.deepEqual(doc.operations.tokens.security, [ref('jwt-bearer'), ref('JWT-query-access_token')]);
+    assert.equal(doc.operations.open.security, undefined);
+    assert.deepEqual(doc.operations['out-forward-push-out'].security, [ref('apiKey-query-key')]);
+    // As the AsyncAPI parser reads them, and no key of a keys map is in the export.
+    assert.deepEqual(
+      document!
+        .operations()
+        .get('tokens')!
+        .security()
+        .map((requirements) => requirements.all().map((s) => s.scheme().type())),
+      [['http'], ['httpApiKey']],
+    );
+    for (const secret of ['fleet-key-0123456789', 'page-key-0123456789', 'a-secret-of-32']) assert.equal(r.stdout.includes(secret), false, `${secret} exported`);
+  });
+
   it('keeps the local $refs of a schema ($defs, "#") and of an AsyncAPI message (components) pointing into the payload, and brings in the files a schema refers to', async () => {
     // Embedded in the exported document, "#/..." would resolve against the AsyncAPI document's root.
     const dir = tempFiles({

@@ -5,7 +5,7 @@ import { parse as parseYaml } from '../../config/yaml.js';
 import { problem, type Problem } from '../../core/errors.js';
 import type { Identity, Message, MessageContext, RequestMeta } from '../../core/message.js';
 import type { StepStop } from '../../core/outcome.js';
-import type { Admission, CompiledStep, StepCompileContext, StepRouteContext } from '../contracts.js';
+import type { Admission, CompiledStep, Credential, StepCompileContext, StepRouteContext } from '../contracts.js';
 import { defineStep, exactlyOne, mapOf, oneOf, stringMatching, Type, type Static, type TSchema } from '../define.js';
 
 type ClaimValue = string | number | boolean;
@@ -178,9 +178,19 @@ export const authStep = defineStep({
   compile(options, ctx) {
     const verifier = options.apiKey ? apiKeyVerifier(options.apiKey, ctx) : options.jwt ? jwtVerifier(options.jwt, ctx) : undefined;
     if (!verifier) return undefined;
-    return authenticator(verifier);
+    return authenticator(verifier, credentialsOf(options));
   },
 });
+
+/** Where the options have a client present its credential, as the verifiers read it: a header, a query parameter, or both. */
+function credentialsOf(o: AuthOptions): Credential[] {
+  if (o.jwt) return [{ in: 'header', name: 'authorization', token: 'JWT' }, ...(o.jwt.query === undefined ? [] : [{ in: 'query' as const, name: o.jwt.query, token: 'JWT' as const }])];
+  const header = o.apiKey?.header ?? (o.apiKey?.query === undefined ? DEFAULT_API_KEY_HEADER : undefined);
+  return [
+    ...(header === undefined ? [] : [{ in: 'header' as const, name: header.toLowerCase(), token: 'apiKey' as const }]),
+    ...(o.apiKey?.query === undefined ? [] : [{ in: 'query' as const, name: o.apiKey.query, token: 'apiKey' as const }]),
+  ];
+}
 
 /**
  * The compiled step. Verdicts are cached per request object, so a WebSocket client's handshake
@@ -188,7 +198,7 @@ export const authStep = defineStep({
  * which its frames are refused. A reload compiles a new step with an empty cache, so changed
  * keys apply to connected clients from their next frame.
  */
-function authenticator(verifier: Verifier): CompiledStep {
+function authenticator(verifier: Verifier, credentials: readonly Credential[]): CompiledStep {
   const verdicts = new WeakMap<RequestMeta, Verdict & { ok: true }>();
   const check = (req: RequestMeta): Verdict | Promise<Verdict> => {
     const cached = verdicts.get(req);
@@ -212,6 +222,7 @@ function authenticator(verifier: Verifier): CompiledStep {
     needsClient: true,
     binds: ['principal', 'claims'],
     credentialHeaders: verifier.headers,
+    credentials,
     run(msg, ctx) {
       if (!ctx.request) return { stop: 'rejected', problem: problem('EG_UNAUTHORIZED', 'this message did not come from a client request, so it carries no credentials') };
       const v = check(ctx.request);
@@ -221,7 +232,7 @@ function authenticator(verifier: Verifier): CompiledStep {
       const verdict = await check(req);
       return verdict.ok ? { ok: true, identity: verdict.identity, ...(Number.isFinite(verdict.until) ? { until: verdict.until } : {}) } : verdict;
     },
-    ...(verifier.forRoute ? { forRoute: (rt: StepRouteContext) => authenticator(verifier.forRoute!(rt)) } : {}),
+    ...(verifier.forRoute ? { forRoute: (rt: StepRouteContext) => authenticator(verifier.forRoute!(rt), credentials) } : {}),
   };
 }
 
