@@ -200,7 +200,8 @@ async function run(file: string, env: Env, varsFiles: readonly string[]): Promis
   let exit: (code: number) => void = () => undefined;
   const exited = new Promise<number>((resolve) => (exit = resolve));
   process.on('SIGHUP', () => {
-    if (started) void gateway.reload('SIGHUP');
+    // Once a shutdown began (maybe before the first load had ended), the gateway says it reloads nothing.
+    if (started || signalled) void gateway.reload('SIGHUP');
     else hupWhileStarting = true;
   });
   const stop = (signal: string) => {

@@ -220,7 +220,11 @@ export class Gateway {
   }
 
   private async reloadOnce(reason: string): Promise<ReloadResult> {
-    if (this.stopping) return { result: 'rejected', reason: RELOAD_WHILE_STOPPING, diagnostics: [] };
+    if (this.stopping) {
+      // Said as for a reload the shutdown overtook (below): a SIGHUP during the drain was answered by nothing at all.
+      this.logger.info({ reason }, 'reload not applied: the gateway is shutting down');
+      return { result: 'rejected', reason: RELOAD_WHILE_STOPPING, diagnostics: [] };
+    }
     // The watcher counts the max-wait of edits it hears of meanwhile from here (src/runtime/watcher.ts, Debounce).
     const ended = this.watcher?.reloading();
     let result: ReloadResult | undefined;
