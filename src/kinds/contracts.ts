@@ -456,10 +456,13 @@ export interface BrokerRuntime {
   reconfigure(options: unknown): void;
   health(): Health;
   /**
-   * Why the server refuses what this broker's options ask of it, while it does: it answered and
-   * refused, as RabbitMQ refuses a login with other credentials (403) or an exchange declared with
-   * another type than it has (406). Not an outage, which the broker waits out: a reload does not
-   * replace a connected broker with one so refused (src/runtime/transition.ts).
+   * Why this broker's options are refused for good, while they are, in words that say who refused
+   * (`login refused: ...`): the server answered and refused, as RabbitMQ refuses a login with other
+   * credentials (403) or an exchange declared with another type than it has (406), an MQTT server a
+   * login or client id in its CONNACK, nats-server a login (`Authorization Violation`), or a TLS
+   * handshake failed on a certificate either side refused. Not an outage, which the broker waits
+   * out (no server, a timeout, a connection limit, a reset): a reload does not replace a connected
+   * broker with one so refused (src/runtime/transition.ts).
    */
   refusal?(): string | undefined;
   /**

@@ -122,7 +122,7 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
     // A server that refused what the new options ask (not one away) would take a working broker
     // down for good: the running one stays, and the reload says why.
     const refused = successors.find((b) => b.refusal?.() !== undefined);
-    if (refused) throw new StartFailure(['brokers', refused.name], `broker '${refused.name}': the server refused what its new options declare: ${refused.refusal!()}`);
+    if (refused) throw new StartFailure(['brokers', refused.name], `broker '${refused.name}': refused with its new options (the running one keeps serving): ${refused.refusal!()}`);
     await markSourceEnds(t, (name) => built.brokers.get(name) ?? live.brokers.get(name));
     for (const c of t.listeners) {
       if ((c.op !== 'add' && c.op !== 'replace') || listenerTakeovers.includes(c as never)) continue;

@@ -28,12 +28,12 @@ describe('kind: mqtt and nats, a server certificate the gateway does not trust',
     await Promise.all([mqtt?.stop(), nats?.stop(), plainNats?.stop(), plainMqtt?.stop()]);
   });
   const gw = useGateway();
-  const config = () => `
+  const config = (ntCa = 'ca.pem') => `
 version: 1
 admin: { port: 0 }
 brokers:
   mq: { kind: mqtt, url: ${mqtt.url}, clientId: eg-tls-${process.pid}, tls: { ca: ca.pem } }
-  nt: { kind: nats, servers: ${nats.url}, tls: { ca: ca.pem } }
+  nt: { kind: nats, servers: ${nats.url}, tls: { ca: ${ntCa} } }
   np: { kind: nats, servers: "tls://${plainNats.host}:${plainNats.port}" }
   mp: { kind: mqtt, url: "mqtts://${plainMqtt.host}:${plainMqtt.port}", clientId: eg-plain-${process.pid} }
 listeners:
@@ -87,6 +87,35 @@ routes:
       const reply = await post(gw.url('api', path), { n: 1 });
       assert.equal(reply.status, 200, reply.text);
     }
+  });
+
+  it('rejects at once a reload whose CA does not trust the server a connected broker talks to, and the running brokers serve on', async () => {
+    const rejected = 'reload rejected; the running config keeps serving';
+    const served = async () => {
+      for (const path of ['/m', '/n']) {
+        const reply = await post(gw.url('api', path), { n: 2 });
+        assert.equal(reply.status, 200, reply.text);
+      }
+    };
+    await gw.start(config(), { files: { 'ca.pem': certs.a.cert } });
+    await eventually(served, 20000, 100);
+    // nats alone, its CA another file. Before, the reload waited 5 s, went on, and the broker was
+    // down (`tls refused`) from then on.
+    gw.write('other-ca.pem', certs.b.cert);
+    const nats = await gw.reconfigure(config('other-ca.pem'), undefined, { whole: true });
+    assert.equal(nats.msg, rejected, JSON.stringify(nats));
+    assert.match(
+      String(nats.diagnostic),
+      /gateway\.yaml:6:3: could not start broker 'nt': refused with its new options \(the running one keeps serving\): tls refused: self-signed certificate; trust the server's CA with the broker's tls\.ca$/,
+    );
+    await served();
+    // Both, the CA file they share edited.
+    const both = await gw.reconfigure(certs.b.cert, 'ca.pem', { whole: true });
+    assert.equal(both.msg, rejected, JSON.stringify(both));
+    assert.match(String(both.diagnostic), /could not start broker '(mq|nt)': refused with its new options \(the running one keeps serving\): tls refused: self-signed certificate/);
+    await served();
+    const probe = await readyz(gw);
+    assert.deepEqual([...probe.body.reasons].sort(), ['broker mp: tls refused', 'broker np: tls refused']);
   });
 });
 
@@ -191,16 +220,17 @@ describe('kind: mqtt, nats and amqp, servers that require a client certificate',
   const gw = useGateway();
   // The client key encrypted: its passphrase is a secret no log line may hold.
   const passphrase = `key-pass-${process.pid}`;
-  const config = () => `
+  // `own`: mc's and rc's client certificate and key the server's own (which its CA did not sign).
+  const config = (own: { mc?: boolean; rc?: boolean } = {}) => `
 version: 1
 admin: { port: 0 }
 brokers:
-  mc: { kind: mqtt, url: ${mqtt.url}, clientId: eg-mc-${process.pid}, tls: { ca: server.pem, cert: client.pem, key: client-key.pem } }
+  mc: { kind: mqtt, url: ${mqtt.url}, clientId: eg-mc-${process.pid}, tls: { ca: server.pem, ${own.mc ? 'cert: server.pem, key: server-key.pem' : 'cert: client.pem, key: client-key.pem'} } }
   mn: { kind: mqtt, url: ${mqtt.url}, clientId: eg-mn-${process.pid}, tls: { ca: server.pem } }
   mo: { kind: mqtt, url: ${mqtt.url}, clientId: eg-mo-${process.pid}, tls: { ca: server.pem, cert: server.pem, key: server-key.pem } }
   nc: { kind: nats, servers: ${nats.url}, tls: { ca: server.pem, cert: client.pem, key: locked-key.pem, passphrase: ${passphrase} } }
   nn: { kind: nats, servers: ${nats.url}, tls: { ca: server.pem } }
-  rc: { kind: amqp, url: "${rabbit.tlsUrl}", tls: { ca: server.pem, cert: client.pem, key: locked-key.pem, passphrase: ${passphrase} }, queues: { tls-in: { bindings: [tls.out] } } }
+  rc: { kind: amqp, url: "${rabbit.tlsUrl}", tls: { ca: server.pem, ${own.rc ? 'cert: server.pem, key: server-key.pem' : `cert: client.pem, key: locked-key.pem, passphrase: ${passphrase}`} }, queues: { tls-in: { bindings: [tls.out] } } }
   rn: { kind: amqp, url: "${rabbit.tlsUrl}", tls: { ca: server.pem } }
   ro: { kind: amqp, url: "${rabbit.tlsUrl}", tls: { ca: server.pem, cert: server.pem, key: server-key.pem } }
   rp: { kind: amqp, url: "${rabbit.url.replace(/^amqp:/, 'amqps:')}", tls: { ca: server.pem } }
@@ -211,16 +241,16 @@ ${['mc', 'mn', 'mo'].map((b) => `  - { name: ${b}, from: { listener: api, path: 
 ${['nc', 'nn', 'rc', 'rn', 'ro', 'rp'].map((b) => `  - { name: ${b}, from: { listener: api, path: /${b} }, to: { broker: ${b}, topic: tls.out } }`).join('\n')}
 `;
 
+  const files = () => ({
+    'server.pem': certs.a.cert,
+    'server-key.pem': certs.a.key,
+    'client.pem': certs.client.cert,
+    'client-key.pem': certs.client.key,
+    'locked-key.pem': String(createPrivateKey(certs.client.key).export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase })),
+  });
+
   it('publish with the certificate; without one, or with one the server does not trust, say "tls refused" and the fix, in words, not OpenSSL internals; no passphrase in the log', async () => {
-    await gw.start(config(), {
-      files: {
-        'server.pem': certs.a.cert,
-        'server-key.pem': certs.a.key,
-        'client.pem': certs.client.cert,
-        'client-key.pem': certs.client.key,
-        'locked-key.pem': String(createPrivateKey(certs.client.key).export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase })),
-      },
-    });
+    await gw.start(config(), { files: files() });
     const refused = ['mn', 'mo', 'nn', 'rn', 'ro', 'rp'];
     await eventually(
       async () => {
@@ -265,5 +295,34 @@ ${['nc', 'nn', 'rc', 'rn', 'ro', 'rp'].map((b) => `  - { name: ${b}, from: { lis
     const log = gw.logs.map((l) => JSON.stringify(l)).join('\n') + gw.stderr();
     assert.doesNotMatch(log, new RegExp(passphrase));
     assert.doesNotMatch(log, /SSL routines|PRIVATE KEY/);
+  });
+
+  it('rejects at once a reload giving a connected mqtt or amqp broker a client certificate the server refuses, and the running broker serves on', async () => {
+    const rejected = 'reload rejected; the running config keeps serving';
+    await gw.start(config(), { files: files() });
+    await eventually(
+      async () => {
+        for (const path of ['/mc', '/rc']) assert.equal((await post(gw.url('api', path), { n: 1 })).status, 200);
+      },
+      20000,
+      100,
+    );
+    // Before, each reload waited 5 s, went on, and the broker was down (`tls refused`) from then on.
+    const mc = await gw.reconfigure(config({ mc: true }), undefined, { whole: true });
+    assert.equal(mc.msg, rejected, JSON.stringify(mc));
+    assert.match(
+      String(mc.diagnostic),
+      /gateway\.yaml:5:3: could not start broker 'mc': refused with its new options \(the running one keeps serving\): tls refused: tlsv1 alert unknown ca \(ERR_SSL_TLSV1_ALERT_UNKNOWN_CA\); the server does not trust the CA of the broker's client certificate \(tls\.cert\)$/,
+    );
+    const rc = await gw.reconfigure(config({ rc: true }), undefined, { whole: true });
+    assert.equal(rc.msg, rejected, JSON.stringify(rc));
+    assert.match(
+      String(rc.diagnostic),
+      /gateway\.yaml:10:3: could not start broker 'rc': refused with its new options \(the running one keeps serving\): tls refused: sslv3 alert bad certificate \(ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE\); the server refused the client certificate/,
+    );
+    for (const path of ['/mc', '/rc']) {
+      const reply = await post(gw.url('api', path), { n: 2 });
+      assert.equal(reply.status, 200, reply.text);
+    }
   });
 });

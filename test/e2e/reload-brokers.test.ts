@@ -179,7 +179,7 @@ routes:
     assert.equal(line.msg, 'reload rejected; the running config keeps serving', JSON.stringify(line));
     assert.match(
       String(line.diagnostic),
-      /gateway\.yaml:5:3: could not start broker 'rabbit': the server refused what its new options declare: .*PRECONDITION_FAILED - inequivalent arg 'type' for exchange/,
+      /gateway\.yaml:5:3: could not start broker 'rabbit': refused with its new options \(the running one keeps serving\): the server refused a declare: .*PRECONDITION_FAILED - inequivalent arg 'type' for exchange/,
     );
     assert.equal((await post(gw.url('api', '/rabbit'), { n: 2 })).status, 200);
     const status = await gw.status();
@@ -193,7 +193,7 @@ routes:
     // So is a login the server refuses (credentials changed in the config before on the server).
     const login = await gw.reconfigure(withRabbit('topic', rabbit.userUrl.replace(`:${rabbit.user}@`, ':not-the-password@')), undefined, { whole: true });
     assert.equal(login.msg, 'reload rejected; the running config keeps serving', JSON.stringify(login));
-    assert.match(String(login.diagnostic), /could not start broker 'rabbit': the server refused what its new options declare: .*ACCESS.REFUSED/);
+    assert.match(String(login.diagnostic), /could not start broker 'rabbit': refused with its new options \(the running one keeps serving\): login refused: .*ACCESS.REFUSED/);
     assert.equal((await post(gw.url('api', '/rabbit'), { n: 3 })).status, 200);
     assert.equal((await gw.reconfigure(config(5000), undefined, { whole: true })).msg, 'config reloaded');
   });

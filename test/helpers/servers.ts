@@ -247,9 +247,10 @@ function hangUp(server: MessageServer): void {
 
 /**
  * mosquitto as startMosquitto's, but with no anonymous access: only `users` (name → password)
- * log in, the first of them being the one the readiness probe uses.
+ * log in, the first of them being the one the readiness probe uses. `clientIdPrefix`: only client
+ * ids that start with it log in (`clientid_prefixes`; the server answers others "not authorised").
  */
-export function startMosquittoWithUsers(users: Record<string, string>): Promise<ServerWithUsers> {
+export function startMosquittoWithUsers(users: Record<string, string>, options: { clientIdPrefix?: string } = {}): Promise<ServerWithUsers> {
   return onFreshPorts(async () => {
     const [probeUser, probePass] = Object.entries(users)[0]!;
     const passwords = { file: '' };
@@ -260,7 +261,11 @@ export function startMosquittoWithUsers(users: Record<string, string>): Promise<
     const server = await startMosquittoOnce(undefined, async (dir) => {
       passwords.file = join(dir, 'passwords');
       await write(users);
-      return { lines: ['allow_anonymous false', `password_file ${passwords.file}`], login: ['-u', probeUser, '-P', probePass] };
+      const prefix = options.clientIdPrefix;
+      return {
+        lines: ['allow_anonymous false', `password_file ${passwords.file}`, ...(prefix === undefined ? [] : [`clientid_prefixes ${prefix}`])],
+        login: ['-u', probeUser, '-P', probePass, ...(prefix === undefined ? [] : ['-i', `${prefix}probe`])],
+      };
     });
     return {
       ...server,
@@ -327,18 +332,20 @@ export function startNats(): Promise<MessageServer> {
  * nats-server as startNats's, but only `users` (name → password) may connect, the first of them
  * being the one the readiness probe uses. `setUsers` while the server is down takes effect at `up()`.
  * `denyPublish`: subjects no user may publish to (the server answers such a publish `-ERR
- * 'Permissions Violation ...'` and drops it).
+ * 'Permissions Violation ...'` and drops it). `maxConnections`: the server answers a connection
+ * past that many `-ERR 'maximum connections exceeded'` and closes it.
  */
-export function startNatsWithUsers(users: Record<string, string>, denyPublish: string[] = []): Promise<ServerWithUsers> {
+export function startNatsWithUsers(users: Record<string, string>, denyPublish: string[] = [], options: { maxConnections?: number } = {}): Promise<ServerWithUsers> {
   return onFreshPorts(async () => {
     const dir = tempDir('eventgate-nats');
     const conf = join(dir, 'nats.conf');
     const permissions = denyPublish.length > 0 ? `, permissions: { publish: { deny: ${JSON.stringify(denyPublish)} } }` : '';
+    const limit = options.maxConnections === undefined ? '' : `max_connections: ${options.maxConnections}\n`;
     // JetStream in the file, not as flags: a reload (SIGHUP) of a file without it shuts JetStream down.
     const write = (all: Record<string, string>) =>
       writeFileSync(
         conf,
-        `jetstream { store_dir: ${JSON.stringify(join(dir, 'jetstream'))} }\nauthorization { users = [\n${Object.entries(all)
+        `jetstream { store_dir: ${JSON.stringify(join(dir, 'jetstream'))} }\n${limit}authorization { users = [\n${Object.entries(all)
           .map(([user, password]) => `  { user: ${JSON.stringify(user)}, password: ${JSON.stringify(password)}${permissions} }\n`)
           .join('')}] }\n`,
       );

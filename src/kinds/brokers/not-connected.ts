@@ -2,13 +2,13 @@ import { UNTRUSTED_CHAIN } from '../tls-failures.js';
 
 /**
  * What /readyz and a 503 say of a broker that cannot connect: `login refused` when the server
- * turned the gateway's credentials down, `tls refused` when a TLS handshake failed (the server's
+ * turned the gateway's credentials down (`client id refused`: its MQTT client id), `tls refused` when a TLS handshake failed (the server's
  * certificate not trusted or not for that name, or ours refused, or the server closed the
  * connection in the handshake: closedInHandshake): the server is there, and the fix is in
  * credentials, certificates or the URL, not the network. Else `unreachable`. /readyz shows the part
  * before the colon; the error's own words follow it.
  */
-export function notConnectedDetail(why: string, refused: 'login' | 'tls' | undefined, err?: unknown): string {
+export function notConnectedDetail(why: string, refused: 'login' | 'client id' | 'tls' | undefined, err?: unknown): string {
   return `${refused === undefined ? 'unreachable' : `${refused} refused`}: ${why}${refused === 'tls' ? brokerTlsHint(err) : ''}`;
 }
 

@@ -327,7 +327,7 @@ export class AmqpBroker implements BrokerRuntime {
     return this.state;
   }
 
-  /** The server refused the login or a declare at the last connect (not a missing exchange or queue: those may come). */
+  /** The server refused the login, a TLS handshake or a declare at the last connect (not a missing exchange or queue: those may come). */
   private refused: string | undefined;
 
   refusal(): string | undefined {
@@ -404,17 +404,14 @@ export class AmqpBroker implements BrokerRuntime {
       this.topologyOn = undefined;
       const why = connectFailure(err as Error, this.settings);
       const refused = /ACCESS.REFUSED/.test(why) ? 'login' : isTlsFailure(err) ? 'tls' : undefined;
-      this.state = {
-        ready: false,
-        // The server refused a declare or check (an exchange or queue that must exist and does
-        // not, a queue it has with other arguments, a name it keeps for itself): it is there and
-        // took the login, the topology is not right. Else the connection itself failed.
-        detail:
-          /NOT.FOUND/.test(why) || refusedOnChannel(err)
-            ? `topology not ready: ${why}`
-            : ((refused === undefined ? closedByServer(err, this.vhost) : undefined) ?? notConnectedDetail(why, refused, err)),
-      };
-      this.refused = refused === 'login' || (refusedOnChannel(err) && !/NOT.FOUND/.test(why)) ? why : undefined;
+      // The server refused a declare or check (an exchange or queue that must exist and does
+      // not, a queue it has with other arguments, a name it keeps for itself): it is there and
+      // took the login, the topology is not right. Else the connection itself failed.
+      const onChannel = /NOT.FOUND/.test(why) || refusedOnChannel(err);
+      const detail = onChannel ? `topology not ready: ${why}` : ((refused === undefined ? closedByServer(err, this.vhost) : undefined) ?? notConnectedDetail(why, refused, err));
+      this.state = { ready: false, detail };
+      // For good: a login or TLS handshake turned down, a declare refused (not a missing exchange, which may come).
+      this.refused = /NOT.FOUND/.test(why) ? undefined : refusedOnChannel(err) ? `the server refused a declare: ${why}` : refused !== undefined ? detail : undefined;
       const wait = this.backoff.delay();
       if (why !== this.loggedFailure) this.log.warn({ err: why, retryInMs: wait }, 'amqp connect failed; retrying');
       this.loggedFailure = why;

@@ -156,6 +156,11 @@ export class MqttBroker implements BrokerRuntime {
     void endLeftSessions(lib, this.settings, this.log);
   }
 
+  /** The server refused the publish connection's last try for good (its login, its client id, a TLS handshake): Link.refused. */
+  refusal(): string | undefined {
+    return this.publisher?.refused;
+  }
+
   connectedOnce(until: Promise<unknown>): true | Promise<void> {
     return this.firstConnection.when(until);
   }

@@ -33,6 +33,23 @@ export const ACKNOWLEDGED_BY_ROUTE = new AcknowledgedByRoute();
 
 /** CONNACK codes that turn the login down: 3.1.1's bad user name or password and not authorized; MQTT 5's the same, banned, and bad authentication method. */
 const LOGIN_REFUSED = new Set<unknown>([4, 5, 0x86, 0x87, 0x8a, 0x8c]);
+/** CONNACK codes that turn the client id down: 3.1.1's identifier rejected, MQTT 5's client identifier not valid. */
+const CLIENT_ID_REFUSED = new Set<unknown>([2, 0x85]);
+
+/**
+ * What a failed connect says of who refused it: the server turning down the login or the client
+ * id in its CONNACK, or a TLS handshake that failed (a certificate either side refused, a port that
+ * does not speak TLS: `plain`, closedInHandshake). Undefined for the rest, which may pass on their
+ * own: no server there, a timeout, the connection closed, and the CONNACKs of a server that is
+ * there but cannot take the client now (3.1.1's 3 server unavailable; MQTT 5's 0x88 server
+ * unavailable, 0x89 busy, 0x97 quota exceeded, 0x9F connection rate exceeded).
+ */
+export function refusedBy(err: unknown, plain: boolean): 'login' | 'client id' | 'tls' | undefined {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  if (LOGIN_REFUSED.has(code)) return 'login';
+  if (CLIENT_ID_REFUSED.has(code)) return 'client id';
+  return isTlsFailure(err) || plain ? 'tls' : undefined;
+}
 
 /**
  * Connections the server closed this soon after accepting them, this many times in a row, look
@@ -56,6 +73,13 @@ export class Link {
   /** Connections in a row that the server closed soon after accepting them (TAKEN_OVER_TIMES). */
   private shortLived = 0;
   /**
+   * Why the server refused the last try, while it does (refusedBy: a login, a client id or a TLS
+   * handshake turned down), in /readyz's words; undefined once a try connects or fails otherwise.
+   */
+  refused: string | undefined;
+  /** An error came since the last close: a close without one (a server that closes the connection before its CONNACK) is a try that failed otherwise. */
+  private erred = false;
+  /**
    * The reasons told since the last connect. Not only the last one: a server of another protocol
    * fails each try twice (mqtt.js cannot parse its answer, then the server resets the socket), and
    * two reasons in turn were two warnings every reconnectPeriodMs for as long as it lasted.
@@ -71,6 +95,7 @@ export class Link {
     client.on('connect', () => {
       if (!this.ready && this.shortLived < TAKEN_OVER_TIMES) log.info({ connection: what }, 'mqtt connected');
       this.ready = true;
+      this.refused = undefined;
       this.told.clear();
       this.detail = 'connected';
       this.connectedAt = Date.now();
@@ -81,7 +106,11 @@ export class Link {
       if (!this.ready && NOT_ACCEPTED.has((err as { code?: string }).code ?? '')) this.shortLived = 0;
       const plain = closedInHandshake(client.stream, err);
       const why = plain ? closedInHandshakeReason(err) : brokerTlsWords(err);
-      const detail = notConnectedDetail(why, LOGIN_REFUSED.has((err as { code?: unknown }).code) ? 'login' : isTlsFailure(err) || plain ? 'tls' : undefined, err);
+      this.erred = true;
+      const refused = refusedBy(err, plain);
+      const detail = notConnectedDetail(why, refused, err);
+      // Not a closed handshake: a proxy before a server that is down closes it too (may pass).
+      this.refused = refused !== undefined && !plain ? detail : undefined;
       // Once per reason, not once per attempt: a wrong password is retried every reconnectPeriodMs.
       if (!this.ready && !this.told.has(detail)) {
         // Bounded, should reasons carry changing words (addresses of a name that resolves to many).
@@ -107,6 +136,8 @@ export class Link {
       this.ready = false;
     };
     client.on('close', () => {
+      if (!this.erred) this.refused = undefined;
+      this.erred = false;
       lost();
       if (this.detail === 'connected')
         this.detail =

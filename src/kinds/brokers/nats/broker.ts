@@ -187,7 +187,10 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
           : resetInTlsConnect
             ? `the server reset the connection in the TLS connect (${(err as Error).message}), as nats-server does for a client certificate it does not trust or did not get (mutual TLS): check the broker's tls.cert and tls.key`
             : brokerTlsWords(err as Error);
-        this.state = { ready: false, detail: notConnectedDetail(why, isLoginRefusal(err) ? 'login' : isTlsFailure(err) || tlsNotOffered(err) || resetInTlsConnect ? 'tls' : undefined, err) };
+        const detail = notConnectedDetail(why, isLoginRefusal(err) ? 'login' : isTlsFailure(err) || tlsNotOffered(err) || resetInTlsConnect ? 'tls' : undefined, err);
+        this.state = { ready: false, detail };
+        // A reset is not read as a refusal for good: a proxy whose server is down resets too.
+        this.refused = isLoginRefusal(err) || isTlsFailure(err) || tlsNotOffered(err) ? detail : undefined;
         if (why !== logged) this.log.warn({ err: why, retryInMs: wait }, 'nats connect failed; retrying');
         logged = why;
         await sleep(wait);
@@ -199,6 +202,7 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
       return;
     }
     this.nc = nc;
+    this.refused = undefined;
     // Before any ping is due: what it had written on a connection given up must not reach the server after its 503.
     if (!resetWhenGivenUp(nc))
       this.log.warn('this nats.js has no protocol handler to hook: a connection given up for liveness is closed, not reset (docs/scaling.md, "A connection the gateway gives up is reset")');
@@ -214,6 +218,13 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
     this.log.info('nats connected');
     for (const sub of this.subscriptions) sub.attach(nc);
     this.recheckLater(nc, wait);
+  }
+
+  /** Why the server refused the first connect's last try for good (the login, a TLS handshake), while it does. */
+  private refused: string | undefined;
+
+  refusal(): string | undefined {
+    return this.refused;
   }
 
   private connect(): Promise<NatsConnection> {

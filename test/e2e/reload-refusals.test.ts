@@ -1,0 +1,107 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { post } from '../helpers/clients.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
+import { RawNats } from '../helpers/peers.js';
+import { startMosquittoWithUsers, startNatsWithUsers, type ServerWithUsers } from '../helpers/servers.js';
+
+const REJECTED = 'reload rejected; the running config keeps serving';
+
+/**
+ * A reload that replaces a connected mqtt or nats broker with one the server refuses for good (its
+ * login, its client id) is rejected at once, the running broker serving on: it used to wait 5 s
+ * as for a server away, swap the refused broker in, and answer every publish of it 503 from then
+ * on. A refusal that may pass (a connection limit) still goes on after the wait.
+ */
+describe('hot reload: a replacing mqtt or nats broker the server refuses', () => {
+  let mqtt: ServerWithUsers;
+  let nats: ServerWithUsers;
+  before(async () => {
+    // Two connections at most: the gateway's and, for the connection limit, the test's own.
+    [mqtt, nats] = await Promise.all([startMosquittoWithUsers({ gateway: 'secret' }, { clientIdPrefix: 'eg-' }), startNatsWithUsers({ gateway: 'secret' }, [], { maxConnections: 2 })]);
+  });
+  after(async () => {
+    await Promise.all([mqtt?.stop(), nats?.stop()]);
+  });
+
+  type Options = Record<string, string | number>;
+  const flow = (o: Options) =>
+    `{ ${Object.entries(o)
+      .map(([k, v]) => `${k}: ${v}`)
+      .join(', ')} }`;
+  /** The brokers' options, with `o`'s in place of theirs. */
+  const config = (o: { mqtt?: Options; nats?: Options } = {}) => `
+version: 1
+admin: { port: 0, drainTimeoutMs: 500 }
+brokers:
+  mq: ${flow({ kind: 'mqtt', url: mqtt.url, clientId: `eg-refusals-${process.pid}`, username: 'gateway', password: 'secret', qos: 1, ...o.mqtt })}
+  nt: ${flow({ kind: 'nats', servers: nats.url, user: 'gateway', password: 'secret', ...o.nats })}
+listeners:
+  api: { kind: http, port: 0, host: 127.0.0.1 }
+routes:
+  - { name: to-mqtt, from: { listener: api, path: /mqtt }, to: { broker: mq, topic: refusals/in } }
+  - { name: to-nats, from: { listener: api, path: /nats }, to: { broker: nt, topic: refusals.in } }
+`;
+  const gw = useGateway(() => config());
+
+  /** Reloads `yaml`, which the server refuses for `broker` (at its line, with `words`); the running broker keeps serving. */
+  const refused = async (yaml: string, broker: string, line: number, words: RegExp) => {
+    const version = (await gw.status()).version;
+    const from = gw.logs.length;
+    const reload = await gw.reconfigure(yaml, undefined, { whole: true });
+    // Before, the reload waited 5 s, went on without the new broker, and answered 503 from then on.
+    assert.equal(reload.msg, REJECTED, JSON.stringify(reload));
+    assert.match(
+      String(reload.diagnostic),
+      new RegExp(`/gateway\\.yaml:${line}:3: could not start broker '${broker}': refused with its new options \\(the running one keeps serving\\): ${words.source}`),
+    );
+    assert.ok(!gw.logs.slice(from).some((l) => l.msg.startsWith('new broker not connected yet')), 'waited for the refused broker');
+    for (const path of ['/mqtt', '/nats']) {
+      const reply = await post(gw.url('api', path), { path });
+      assert.equal(reply.status, 200, reply.text);
+    }
+    const status = await gw.status();
+    assert.equal(status.version, version);
+    assert.equal(status.lastReloadError.diagnostics[0].code, 'EG_START_FAILED');
+    assert.equal(status.lastReloadError.diagnostics[0].path, `brokers.${broker}`);
+    assert.deepEqual(
+      status.brokers.map((b: { name: string; ready: boolean }) => [b.name, b.ready]),
+      [
+        ['mq', true],
+        ['nt', true],
+      ],
+    );
+  };
+
+  it('mqtt: a password or client id the server refuses (MQTT 3.1.1 and 5) rejects the reload at once with the CONNACK, and the running broker serves on', async () => {
+    await eventually(async () => assert.equal((await post(gw.url('api', '/mqtt'), { warmup: true })).status, 200), 15000);
+    // mosquitto answers 3.1.1's "not authorised" (5) for a wrong password and for a client id outside its clientid_prefixes.
+    await refused(config({ mqtt: { password: 'not-the-password' } }), 'mq', 5, /login refused: Connection refused: Not authorized/);
+    await refused(config({ mqtt: { clientId: 'other-refusals' } }), 'mq', 5, /login refused: Connection refused: Not authorized/);
+    // MQTT 5: 0x87 not authorized.
+    await refused(config({ mqtt: { password: 'not-the-password', protocolVersion: 5 } }), 'mq', 5, /login refused: Connection refused: Not authorized/);
+    // What the server takes is applied as before.
+    assert.equal((await gw.reconfigure(config({ mqtt: { protocolVersion: 5 } }), undefined, { whole: true })).msg, 'config reloaded');
+    assert.equal((await post(gw.url('api', '/mqtt'), { n: 1 })).status, 200);
+    assert.equal((await gw.reconfigure(config(), undefined, { whole: true })).msg, 'config reloaded');
+  });
+
+  it('nats: a login the server refuses rejects the reload at once with its words; its connection limit does not (the reload goes on, and the broker connects once the old one has left)', async () => {
+    await eventually(async () => assert.equal((await post(gw.url('api', '/nats'), { warmup: true })).status, 200), 15000);
+    await refused(config({ nats: { password: 'not-the-password' } }), 'nt', 6, /login refused: 'Authorization Violation'/);
+    // The test's own connection takes the server's second place: the new broker's is one too many.
+    const peer = await RawNats.connect(nats, { user: 'gateway', pass: 'secret' });
+    try {
+      const from = gw.logs.length;
+      const reload = await gw.reconfigure(config({ nats: { connectTimeoutMs: 4000 } }), undefined, { whole: true });
+      assert.equal(reload.msg, 'config reloaded', JSON.stringify(reload));
+      const waited = gw.logs.slice(from).find((l) => l.msg === 'new broker not connected yet; the reload goes on and it keeps trying');
+      // nats.js says `maximum connections exceeded`, or the EPIPE of its CONNECT when the server's close came first.
+      assert.equal(waited?.broker, 'nt', JSON.stringify(waited));
+      // The old broker's connection is gone with it: the new one connects on its next try.
+      await eventually(async () => assert.equal((await post(gw.url('api', '/nats'), { n: 1 })).status, 200), 20000);
+    } finally {
+      peer.close();
+    }
+  });
+});
