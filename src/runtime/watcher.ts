@@ -1,8 +1,8 @@
-import { lstatSync, readFileSync, realpathSync, statSync, watch as watchDir, type FSWatcher as DirWatcher } from 'node:fs';
+import { lstatSync, realpathSync, statSync, watch as watchDir, type FSWatcher as DirWatcher } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import { hash } from '../core/canonical.js';
-import { MAX_CONFIG_FILE_BYTES } from '../config/read-file.js';
+import { readConfigFile } from '../config/read-file.js';
 import { globFingerprint, globMatches, isGlob } from '../config/include.js';
 
 export interface WatchTiming {
@@ -378,16 +378,23 @@ function symlinkTarget(file: string): string | undefined {
   }
 }
 
+/**
+ * What a watched file holds, to tell a change: read as the reload reads it (readConfigFile: a
+ * regular file, up to its bound, through one descriptor, so a path swapped for a named pipe or a
+ * file grown past the bound after its check is refused, not read). One refused is told apart by its
+ * stat, and the reload's own read says why it refuses it.
+ */
 function contentHash(file: string): string {
   // An `include:` glob: its value is the list of files it matches, so a new match is a change.
   if (isGlob(file)) return globFingerprint(file);
   try {
-    // Only a regular file is read (a named pipe would hold the gateway's thread for good): a
-    // special or oversized one is told apart by its stat, and the reload's own read refuses it.
-    const st = statSync(file);
-    if (!st.isFile() || st.size > MAX_CONFIG_FILE_BYTES) return `unread: ${st.mode} ${st.size} ${st.mtimeMs}`;
-    return hash(readFileSync(file));
+    return hash(readConfigFile(file));
   } catch {
-    return 'missing';
+    try {
+      const st = statSync(file);
+      return `unread: ${st.mode} ${st.size} ${st.mtimeMs}`;
+    } catch {
+      return 'missing';
+    }
   }
 }

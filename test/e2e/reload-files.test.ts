@@ -233,6 +233,27 @@ describe('hot reload (spec §6): following files', () => {
     assert.deepEqual(await roundTrip(client, 50), { n: 50 });
   });
 
+  // The watcher reads a file as the reload does (one descriptor, at most 16 MiB): grown past that,
+  // it is told apart by its stat, never read whole on the thread that serves traffic.
+  it('refuses the reload of a schema file grown past 16 MiB, says why, and keeps serving', async () => {
+    const gw = await f.gw.start(pipelineConfig('$', { schema: 'schemas/n.json' }), { files: { 'schemas/n.json': schema(10) } });
+    const client = await connect();
+    let from = gw.logs.length;
+    const text = schema(100);
+    appendFileSync(join(gw.dir, 'schemas/n.json'), ' '.repeat(16 * 1024 * 1024 + 1 - schema(10).length));
+    const rejected = await gw.waitForLog((l) => l.msg.startsWith('reload rejected'), 10000, from);
+    assert.match(String(rejected.diagnostic), /gateway\.yaml:11:29: cannot read 'schemas\/n\.json' \(\/.*\/schemas\/n\.json\): 'n\.json' has 16777217 bytes; at most 16777216 are accepted$/);
+    assert.equal((await fetch(`${gw.adminUrl}/healthz`)).status, 200);
+    assert.equal((await post(gw.url('api', '/in'), { n: 11 })).status, 400, 'the schema in force still applies');
+    assert.deepEqual(await roundTrip(client, 10), { n: 10 });
+
+    from = gw.logs.length;
+    writeFileSync(join(gw.dir, 'schemas/n.json.next'), text);
+    renameSync(join(gw.dir, 'schemas/n.json.next'), join(gw.dir, 'schemas/n.json'));
+    await gw.waitForLog(reloaded, 10000, from);
+    assert.deepEqual(await roundTrip(client, 50), { n: 50 });
+  });
+
   it('reports a broken schema file with its own file:line:col and keeps serving', async () => {
     const gw = await f.gw.start(pipelineConfig('$', { schema: 'schemas/n.json' }), { files: { 'schemas/n.json': '{"type": "object"}' } });
     const client = await connect();
