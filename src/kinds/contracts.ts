@@ -466,6 +466,18 @@ export interface BrokerRuntime {
    */
   refusal?(): string | undefined;
   /**
+   * A reload builds this broker beside the running config (called before start()): until commit(),
+   * it changes nothing on the server that would route what the running config publishes otherwise
+   * (amqp: its queues are declared without their bindings), so a reload rejected meanwhile leaves
+   * the running config's answers as they were.
+   */
+  holdUntilCommit?(): void;
+  /**
+   * The reload that built this broker commits, before the routes move to it: what holdUntilCommit
+   * held is done now. Never rejects: what fails is the broker's to retry, as at a connect.
+   */
+  commit?(): Promise<void>;
+  /**
    * `true` once the broker has made its first connection (and can take publishes: for NATS, its
    * streams declared), else a promise that resolves when it does, pending for as long as it does
    * not. A consume route waits for it before it tries a message, so a broker still connecting at

@@ -112,6 +112,8 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
       // A client library that throws on options the config checks let through is this broker's failure, said at its place.
       const b = await startOrFail({ start: async () => env.registry.brokers.get(c.after.kind)!.create(c.name, c.after.options, env.runtime) }, ['brokers', c.name], `broker '${c.name}'`);
       built.brokers.set(c.name, b);
+      // Beside a running config, what would change its routing on the server waits for the commit.
+      if (t.before) b.holdUntilCommit?.();
       await startOrFail(b, ['brokers', c.name], `broker '${c.name}'`);
     }
     // Routes move to a replaced broker at the commit: one still connecting would answer their
@@ -168,6 +170,7 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
   }
 
   // --- commit, part that cannot fail.
+  await Promise.all([...built.brokers.values()].map((b) => b.commit?.()));
   for (const c of t.brokers) if (c.op === 'reconfigure') live.brokers.get(c.name)!.reconfigure(c.after.options);
   for (const c of t.listeners) if (c.op === 'reconfigure') live.listeners.get(c.name)!.reconfigure(c.after.options);
   const old = {

@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { renameSync } from 'node:fs';
+import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { runCliInProcess } from '../helpers/cli.js';
 import { post, WsClient } from '../helpers/clients.js';
@@ -195,6 +198,63 @@ routes:
     assert.equal(login.msg, 'reload rejected; the running config keeps serving', JSON.stringify(login));
     assert.match(String(login.diagnostic), /could not start broker 'rabbit': refused with its new options \(the running one keeps serving\): login refused: .*ACCESS.REFUSED/);
     assert.equal((await post(gw.url('api', '/rabbit'), { n: 3 })).status, 200);
+    assert.equal((await gw.reconfigure(config(5000), undefined, { whole: true })).msg, 'config reloaded');
+  });
+
+  it("routes nothing through a new amqp binding while a reload that is then rejected builds: the running config's answers hold", async () => {
+    const exchange = `eg-held-${process.pid}`;
+    const queue = `eg-held-${process.pid}`;
+    // A server that takes the TCP connection and never answers: the reload waits its 5 s for `hold`.
+    const silent: Socket[] = [];
+    const silentServer = createServer((socket) => silent.push(socket));
+    // A port another process holds: the reload is rejected at the listener `taken`, after the wait.
+    const holder = createServer();
+    await Promise.all([new Promise<void>((r) => silentServer.listen(0, '127.0.0.1', r)), new Promise<void>((r) => holder.listen(0, '127.0.0.1', r))]);
+    const portOf = (server: Server) => (server.address() as AddressInfo).port;
+    const withHeld = (regions: string[], held?: { holdUrl: string; takenPort: number }) =>
+      `${config(5000)
+        .replace(
+          'brokers:\n',
+          `brokers:\n  rabbit: { kind: amqp, url: ${rabbit.url}, exchange: { name: ${exchange}, type: topic }, queues: { ${queue}: { bindings: [${regions.map((r) => `region.${r}`).join(', ')}] } } }\n  hold: { kind: amqp, url: ${held?.holdUrl ?? rabbit.url}, connectTimeoutMs: 60000 }\n`,
+        )
+        .replace(
+          'listeners:\n',
+          `listeners:\n${held ? `  taken: { kind: http, port: ${held.takenPort}, host: 127.0.0.1 }\n` : ''}`,
+        )}  - name: to-ca\n    from: { listener: api, path: /ca }\n    to: { broker: rabbit, topic: region.ca }\n  - name: to-hold\n    from: { listener: api, path: /hold }\n    to: { broker: hold, topic: any }\n`;
+    try {
+      assert.equal((await gw.reconfigure(withHeld(['us']), undefined, { whole: true })).msg, 'config reloaded');
+      // No binding for region.ca: RabbitMQ returns the message (mandatory), 503.
+      await eventually(async () => {
+        const brokers = (await gw.status()).brokers as { name: string; ready: boolean }[];
+        assert.ok(
+          brokers.filter((b) => b.name === 'rabbit' || b.name === 'hold').every((b) => b.ready),
+          JSON.stringify(brokers),
+        );
+        const unbound = await post(gw.url('api', '/ca'), { n: 0 });
+        assert.equal(unbound.status, 503);
+        assert.match(unbound.body.detail, /no queue is bound to exchange 'eg-held-\d+' for routing key 'region\.ca'/);
+      }, 20000);
+      const from = gw.logs.length;
+      gw.write('gateway.yaml.next', withHeld(['us', 'ca'], { holdUrl: `amqp://guest:guest@127.0.0.1:${portOf(silentServer)}`, takenPort: portOf(holder) }));
+      renameSync(join(gw.dir, 'gateway.yaml.next'), join(gw.dir, 'gateway.yaml'));
+      // The reload waits for `hold`, its new `rabbit` connected beside the running one.
+      const waiting = await gw.waitForLog((l) => l.msg === 'waiting for the new broker connections before the swap', 10000, from);
+      await gw.waitForLog((l) => l.msg === 'amqp connected' && l.broker === 'rabbit', 10000, gw.logs.indexOf(waiting));
+      // Before, the new broker had bound region.ca already: this publish went into the queue (200).
+      const meanwhile = await post(gw.url('api', '/ca'), { n: 1 });
+      assert.equal(meanwhile.status, 503, meanwhile.text);
+      assert.match(meanwhile.body.detail, /no queue is bound/);
+      const rejected = await gw.waitForLog((l) => l.msg.startsWith('reload rejected') || l.msg === 'config reloaded', 20000, from);
+      assert.equal(rejected.msg, 'reload rejected; the running config keeps serving', JSON.stringify(rejected));
+      assert.match(String(rejected.diagnostic), /could not start listener 'taken'/);
+      assert.equal((await post(gw.url('api', '/ca'), { n: 2 })).status, 503);
+      // Applied, the binding is made before the routes move to the new broker.
+      assert.equal((await gw.reconfigure(withHeld(['us', 'ca']), undefined, { whole: true })).msg, 'config reloaded');
+      assert.equal((await post(gw.url('api', '/ca'), { n: 3 })).status, 200);
+    } finally {
+      for (const socket of silent) socket.destroy();
+      await Promise.all([new Promise((r) => silentServer.close(r)), new Promise((r) => holder.close(r))]);
+    }
     assert.equal((await gw.reconfigure(config(5000), undefined, { whole: true })).msg, 'config reloaded');
   });
 

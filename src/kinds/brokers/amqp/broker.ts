@@ -20,7 +20,7 @@ import { FirstConnection } from '../first-connection.js';
 import { installTableDecoder, TYPED_FIELDS } from './field-table.js';
 import type { WithTypedFields } from './consumed.js';
 import { routingKeyProblem } from './routing-keys.js';
-import { DeclaredQueues, declaredBindings, declareQueue } from './declared-queues.js';
+import { bindQueue, DeclaredQueues, declaredBindings, declareQueue } from './declared-queues.js';
 import { channelClosedByServer, closedByServer, connectFailure, declaredOtherwise, declaredOtherwiseState, dropConnection, refusedOnChannel, socketOf } from './connection.js';
 import { AmqpSubscription } from './subscription.js';
 
@@ -327,6 +327,60 @@ export class AmqpBroker implements BrokerRuntime {
     return this.state;
   }
 
+  /** Set by holdUntilCommit() until commit(): the queues of `queues` are declared without their bindings. */
+  private held = false;
+  /** While held, the queues the last connect found on the server otherwise (not declared, so not to be bound at the commit). */
+  private heldOtherwise: ReadonlyMap<string, string> | undefined;
+
+  holdUntilCommit(): void {
+    this.held = true;
+  }
+
+  /**
+   * The reload that built this broker commits: its queues' bindings go on the server now, before
+   * the routes move to it, and what the replaced broker left on them goes once they are in place.
+   * Held, a binding such as `ca` beside the running broker's `us` routed a publish the running
+   * config answers 503 (unroutable) into the queue while the reload built, and kept it there when
+   * the reload was then rejected. Not connected yet: its connect binds them. A binding refused
+   * here (its exchange missing), or not answered within connectTimeoutMs (the reload waits for
+   * it), is retried as at a connect: the connection is made again.
+   */
+  async commit(): Promise<void> {
+    if (!this.held) return;
+    this.held = false;
+    const conn = this.topologyOn;
+    const otherwise = this.heldOtherwise;
+    this.heldOtherwise = undefined;
+    if (conn === undefined || otherwise === undefined || this.stopped) return;
+    let failure: string | undefined;
+    const binding = this.bindHeld(conn, otherwise).catch((err: Error) => {
+      failure = err.message;
+    });
+    if ((await within(binding, this.settings.connectTimeoutMs)) === 'late') failure = `not answered within connectTimeoutMs (${this.settings.connectTimeoutMs} ms)`;
+    if (failure === undefined) return;
+    this.log.warn({ err: failure }, "amqp bindings not made at the reload's commit; connecting again to declare the topology");
+    dropConnection(conn);
+  }
+
+  /** Binds the declared queues a held connect left unbound (all but those the server has `otherwise`), then as bindingsInPlace. */
+  private async bindHeld(conn: ChannelModel, otherwise: ReadonlyMap<string, string>): Promise<void> {
+    const ch = await conn.createChannel();
+    // A refusal is bindQueue's rejection; unheard, amqplib's 'error' event would close the connection.
+    ch.on('error', () => undefined);
+    try {
+      for (const [name, q] of Object.entries(this.settings.queues)) if (q.declare && !otherwise.has(name)) await bindQueue(ch, name, q, this.settings);
+    } finally {
+      await ch.close().catch(() => undefined);
+    }
+    await this.bindingsInPlace(conn);
+  }
+
+  /** What a replaced broker of this process left on the declared queues goes, now that their bindings are in place. */
+  private async bindingsInPlace(conn: ChannelModel): Promise<void> {
+    await Promise.all(Object.keys(this.settings.queues).map((q) => (this.declares(q) ? unbindLeft(conn, this.server, q, keptBindings(this.server, q), this.log) : undefined)));
+    await this.unbindUndeclared(conn);
+  }
+
   /** The server refused the login, a TLS handshake or a declare at the last connect (not a missing exchange or queue: those may come). */
   private refused: string | undefined;
 
@@ -373,7 +427,9 @@ export class AmqpBroker implements BrokerRuntime {
         this.blockedFor = undefined;
         if (this.connection === conn) this.state = { ready: true };
       });
-      const otherwise = await declareTopology(conn, this.settings);
+      // Held (a reload builds this broker beside the running one): the queues without their bindings, until commit().
+      const bind = !this.held;
+      const otherwise = await declareTopology(conn, this.settings, bind);
       for (const [queue, words] of otherwise)
         this.log.warn(
           { queue, err: words },
@@ -383,9 +439,10 @@ export class AmqpBroker implements BrokerRuntime {
       this.declaredQueues.declaredAll(otherwise);
       this.topologyOn = conn;
       this.declaredOnce = true;
-      // What a replaced broker of this process left on these queues goes now that the new bindings are in place.
-      await Promise.all(Object.keys(this.settings.queues).map((q) => (this.declares(q) ? unbindLeft(conn, this.server, q, keptBindings(this.server, q), this.log) : undefined)));
-      await this.unbindUndeclared(conn);
+      if (bind) await this.bindingsInPlace(conn);
+      // The reload committed while the queues were declared: their bindings now.
+      else if (!this.held) await this.bindHeld(conn, otherwise);
+      else this.heldOtherwise = otherwise;
       const publisher = await this.openPublisher(conn);
       if (this.stopped) {
         await conn.close().catch(() => undefined);
@@ -628,13 +685,14 @@ export class AmqpBroker implements BrokerRuntime {
 }
 
 /**
- * The exchange (unless built in) and the queues the config declares, with their bindings. Resolves
+ * The exchange (unless built in) and the queues the config declares, with their bindings unless
+ * `bind` is false (a broker a reload builds: AmqpBroker.commit binds them). Resolves
  * with the queues the server has otherwise (406 PRECONDITION_FAILED: other arguments, as after a
  * reload that changed them), in the server's words: like a missing `declare: false` queue, such a
  * queue stops only the routes that read it. It took the whole broker down before, every publish
  * 503, until the queue was deleted or the config put back.
  */
-async function declareTopology(conn: ChannelModel, s: AmqpSettings): Promise<Map<string, string>> {
+async function declareTopology(conn: ChannelModel, s: AmqpSettings, bind: boolean): Promise<Map<string, string>> {
   const otherwise = new Map<string, string>();
   // A refusal is the failing call's rejection; unheard, amqplib's 'error' event would close the connection.
   const declaring = async () => (await conn.createChannel()).on('error', () => undefined);
@@ -651,7 +709,7 @@ async function declareTopology(conn: ChannelModel, s: AmqpSettings): Promise<Map
     for (const [name, q] of Object.entries(s.queues)) {
       if (!q.declare) continue;
       try {
-        await declareQueue(ch, name, q, s);
+        await declareQueue(ch, name, q, s, bind);
       } catch (err) {
         const words = declaredOtherwise(err);
         if (words === undefined) throw err;

@@ -6,10 +6,15 @@ import { type Binding, bindingMatches, exchangeTypeOf } from './bindings.js';
 import { declaredOtherwise } from './connection.js';
 
 /** Declares a queue of `queues` (durable or not, with its arguments and dead-letter exchange) and binds it, as the broker does at connect. */
-export async function declareQueue(ch: Channel, name: string, q: AmqpQueue, s: AmqpSettings): Promise<void> {
+export async function declareQueue(ch: Channel, name: string, q: AmqpQueue, s: AmqpSettings, bind = true): Promise<void> {
   const args: Record<string, unknown> = { ...q.arguments };
   if (q.deadLetterExchange !== undefined) args['x-dead-letter-exchange'] = q.deadLetterExchange;
   await ch.assertQueue(name, { durable: q.durable, arguments: args });
+  if (bind) await bindQueue(ch, name, q, s);
+}
+
+/** Binds a queue of `queues` as the config says (a binding it has already is left as it is). */
+export async function bindQueue(ch: Channel, name: string, q: AmqpQueue, s: AmqpSettings): Promise<void> {
   for (const b of declaredBindings(q, s)) await ch.bindQueue(name, b.exchange, b.routingKey, b.arguments);
 }
 
