@@ -122,8 +122,9 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
     const successors = t.brokers.filter((c) => c.op === 'replace' && live.brokers.get(c.name)?.health().ready).map((c) => built.brokers.get(c.name)!);
     await connected(successors, BROKER_CONNECT_WAIT_MS, env);
     // A server that refused what the new options ask (not one away) would take a working broker
-    // down for good: the running one stays, and the reload says why.
-    const refused = successors.find((b) => b.refusal?.() !== undefined);
+    // down for good: the running one stays, and the reload says why. One refused as its
+    // predecessor is (a nats stream the server refuses to both) changes nothing for the worse.
+    const refused = successors.find((b) => b.refusal?.() !== undefined && live.brokers.get(b.name)!.refusal?.() === undefined);
     if (refused) throw new StartFailure(['brokers', refused.name], `broker '${refused.name}': refused with its new options (the running one keeps serving): ${refused.refusal!()}`);
     await markSourceEnds(t, (name) => built.brokers.get(name) ?? live.brokers.get(name));
     for (const c of t.listeners) {

@@ -1281,16 +1281,25 @@ routes:
   });
 
   // The log said `nats stream 'MEM' not found` of a stream that was there (spec-checklist 2992).
-  it('says a declared stream the server refuses to update as declared is not ready, not that it is not found', async () => {
+  it('says a declared stream the server refuses to update as declared is not ready, not that it is not found; a reload that declares it so is rejected at once', async () => {
     const inbox = `_INBOX.mem.${Math.random().toString(36).slice(2)}`;
     const created = await peer.subscribe(inbox);
     peer.publish('$JS.API.STREAM.CREATE.MEM', JSON.stringify({ name: 'MEM', subjects: ['mem.>'], storage: 'memory' }), {}, inbox);
     assert.doesNotMatch((await peer.take(created, 1))[0]!.payload, /"error"/);
     const from = gw.logs.length;
-    await gw.reconfigure(config({ streams: '\n      MEM: { subjects: ["mem.>"] }', routes: '' }));
+    const line = await gw.reconfigure(config({ streams: '\n      MEM: { subjects: ["mem.>"] }', routes: '' }));
+    // The running broker has no such stream: the reload does not swap in one the server refuses it to.
+    assert.equal(line.msg, 'reload rejected; the running config keeps serving', JSON.stringify(line));
+    assert.match(
+      String(line.diagnostic),
+      /could not start broker 'nats': refused with its new options \(the running one keeps serving\): the server refused stream 'MEM' as declared: stream configuration update can not change storage type$/,
+    );
     const warned = await gw.waitForLog((l) => /^nats stream 'MEM' /.test(l.msg), 15000, from);
     assert.equal(warned.msg, "nats stream 'MEM' not ready; waiting for it (tried again with backoff)");
     assert.equal(warned.detail, "stream 'MEM' not ready on broker 'nats': stream configuration update can not change storage type");
-    await gw.reconfigure(config());
+    // The running config is config() still: the file put back changes nothing.
+    const back = gw.logs.length;
+    gw.write('gateway.yaml', config());
+    await gw.waitForLog((l) => l.msg === 'config unchanged', 15000, back);
   });
 });

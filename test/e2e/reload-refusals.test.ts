@@ -9,7 +9,7 @@ const REJECTED = 'reload rejected; the running config keeps serving';
 
 /**
  * A reload that replaces a connected mqtt or nats broker with one the server refuses for good (its
- * login, its client id) is rejected at once, the running broker serving on: it used to wait 5 s
+ * login, its client id, a JetStream stream as declared) is rejected at once, the running broker serving on: it used to wait 5 s
  * as for a server away, swap the refused broker in, and answer every publish of it 503 from then
  * on. A refusal that may pass (a connection limit) still goes on after the wait.
  */
@@ -17,8 +17,8 @@ describe('hot reload: a replacing mqtt or nats broker the server refuses', () =>
   let mqtt: ServerWithUsers;
   let nats: ServerWithUsers;
   before(async () => {
-    // Two connections at most: the gateway's and, for the connection limit, the test's own.
-    [mqtt, nats] = await Promise.all([startMosquittoWithUsers({ gateway: 'secret' }, { clientIdPrefix: 'eg-' }), startNatsWithUsers({ gateway: 'secret' }, [], { maxConnections: 2 })]);
+    // Three connections at most: two gateways' and one more (a reload's new broker), or the test's own.
+    [mqtt, nats] = await Promise.all([startMosquittoWithUsers({ gateway: 'secret' }, { clientIdPrefix: 'eg-' }), startNatsWithUsers({ gateway: 'secret' }, [], { maxConnections: 3 })]);
   });
   after(async () => {
     await Promise.all([mqtt?.stop(), nats?.stop()]);
@@ -35,7 +35,7 @@ version: 1
 admin: { port: 0, drainTimeoutMs: 500 }
 brokers:
   mq: ${flow({ kind: 'mqtt', url: mqtt.url, clientId: `eg-refusals-${process.pid}`, username: 'gateway', password: 'secret', qos: 1, ...o.mqtt })}
-  nt: ${flow({ kind: 'nats', servers: nats.url, user: 'gateway', password: 'secret', ...o.nats })}
+  nt: ${flow({ kind: 'nats', servers: nats.url, user: 'gateway', password: 'secret', streams: '{ REFUSALS: { subjects: ["refusals.>"] } }', ...o.nats })}
 listeners:
   api: { kind: http, port: 0, host: 127.0.0.1 }
 routes:
@@ -43,6 +43,8 @@ routes:
   - { name: to-nats, from: { listener: api, path: /nats }, to: { broker: nt, topic: refusals.in } }
 `;
   const gw = useGateway(() => config());
+  /** A second gateway, started by the test that needs it. */
+  const other = useGateway();
 
   /** Reloads `yaml`, which the server refuses for `broker` (at its line, with `words`); the running broker keeps serving. */
   const refused = async (yaml: string, broker: string, line: number, words: RegExp) => {
@@ -86,11 +88,18 @@ routes:
     assert.equal((await gw.reconfigure(config(), undefined, { whole: true })).msg, 'config reloaded');
   });
 
-  it('nats: a login the server refuses rejects the reload at once with its words; its connection limit does not (the reload goes on, and the broker connects once the old one has left)', async () => {
+  it('nats: a login or a stream the server refuses rejects the reload at once with its words; its connection limit does not (the reload goes on, and the broker connects once the old one has left)', async () => {
     await eventually(async () => assert.equal((await post(gw.url('api', '/nats'), { warmup: true })).status, 200), 15000);
     await refused(config({ nats: { password: 'not-the-password' } }), 'nt', 6, /login refused: 'Authorization Violation'/);
-    // The test's own connection takes the server's second place: the new broker's is one too many.
-    const peer = await RawNats.connect(nats, { user: 'gateway', pass: 'secret' });
+    // A stream the server has as file storage, declared in memory: JetStream refuses the update (10052).
+    await refused(
+      config({ nats: { streams: '{ REFUSALS: { subjects: ["refusals.>"], storage: memory } }' } }),
+      'nt',
+      6,
+      /the server refused stream 'REFUSALS' as declared: stream configuration update can not change storage type/,
+    );
+    // The test's own connections take the server's last two places: the new broker's is one too many.
+    const peers = [await RawNats.connect(nats, { user: 'gateway', pass: 'secret' }), await RawNats.connect(nats, { user: 'gateway', pass: 'secret' })];
     try {
       const from = gw.logs.length;
       const reload = await gw.reconfigure(config({ nats: { connectTimeoutMs: 4000 } }), undefined, { whole: true });
@@ -101,7 +110,17 @@ routes:
       // The old broker's connection is gone with it: the new one connects on its next try.
       await eventually(async () => assert.equal((await post(gw.url('api', '/nats'), { n: 1 })).status, 200), 20000);
     } finally {
-      peer.close();
+      for (const peer of peers) peer.close();
     }
+  });
+
+  it('nats: a reload of a broker whose stream the server refuses already, refused the same way, is applied', async () => {
+    const ownId = { clientId: `eg-other-${process.pid}` };
+    const refusedStream = { streams: '{ REFUSALS: { subjects: ["refusals.>"], storage: memory } }' };
+    await other.start(config({ mqtt: ownId, nats: refusedStream }));
+    await eventually(async () => assert.match((await post(other.url('api', '/nats'), { n: 0 })).text, /stream configuration update can not change storage type/), 15000);
+    // Nothing is made worse: before the running broker was weighed, this was rejected as a refusal.
+    const reload = await other.reconfigure(config({ mqtt: ownId, nats: { ...refusedStream, pingIntervalMs: 30000 } }), undefined, { whole: true });
+    assert.equal(reload.msg, 'config reloaded', JSON.stringify(reload));
   });
 });

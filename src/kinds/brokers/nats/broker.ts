@@ -222,9 +222,11 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
 
   /** Why the server refused the first connect's last try for good (the login, a TLS handshake), while it does. */
   private refused: string | undefined;
+  /** Streams of `streams` whose declare the server refused as declared at the last try (refusesStream), with its words. */
+  private readonly streamRefusals = new Map<string, string>();
 
   refusal(): string | undefined {
-    return this.refused;
+    return this.refused ?? this.streamRefusals.values().next().value;
   }
 
   private connect(): Promise<NatsConnection> {
@@ -275,10 +277,13 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
       if (this.stopped) return;
       try {
         this.streamCreated.set(name, await declareStream(this.jsm, name, this.settings.streams[name]!));
+        this.streamRefusals.delete(name);
         st.found();
         for (const sub of this.subscriptions) sub.streamFound(name);
       } catch (err) {
         const why = (err as Error).message;
+        if (this.settings.streams[name]!.declare && refusesStream(err)) this.streamRefusals.set(name, `the server refused stream '${name}' as declared: ${why}`);
+        else this.streamRefusals.delete(name);
         // A stream the server refuses to create or update as declared is there, or may be: not "not found".
         if (/stream not found/i.test(why)) st.missing(notFoundOn('stream', name, this.name, why), retryInMs);
         else st.missing(`stream '${name}' not ready on broker '${this.name}': ${why}`, retryInMs, 'not ready');
@@ -602,6 +607,23 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
 }
 
 /** Declares stream `name` (or checks it exists): when the server created it. */
+/**
+ * JetStream API errors for limits that may free up (nats-server's errors.json): insufficient
+ * resources (10023), the account's streams limit (10027), memory or storage exhausted (10028, 10047).
+ */
+const STREAM_LIMITS = new Set([10023, 10027, 10028, 10047]);
+
+/**
+ * Whether a stream's declare failed because the server refuses the stream as declared (an answer
+ * of its JetStream API: a storage type it cannot change, subjects another stream has, replicas a
+ * single server cannot keep), not for what may pass (no answer, a limit reached, a stream not
+ * there yet).
+ */
+function refusesStream(err: unknown): boolean {
+  const api = (err as { api_error?: { code?: number; err_code?: number } }).api_error;
+  return api !== undefined && (api.code === 400 || api.code === 500) && !STREAM_LIMITS.has(api.err_code ?? 0);
+}
+
 async function declareStream(jsm: JetStreamManager, name: string, st: NatsStream): Promise<string> {
   if (!st.declare) return (await jsm.streams.info(name)).created;
   const config: Partial<StreamConfig> = { name, subjects: st.subjects, storage: st.storage as StreamConfig['storage'] };
