@@ -54,7 +54,7 @@ const values = async (bootstrap: string, topic: string) => (await kcatConsumeAll
 describe('kafka listener: Kafka clients produce and consume through the gateway', () => {
   let kafka: KafkaCluster;
   let proxy: string;
-  const t = { orders: '', tagged: '', free: '', idem: '', reload: '', shaped: '', stream: '', big: '', pets: '' };
+  const t = { orders: '', tagged: '', taggedThen: '', free: '', idem: '', reload: '', shaped: '', stream: '', big: '', pets: '' };
 
   const config = (reloadMode: 'reject' | 'tag') => `
 version: 1
@@ -73,6 +73,12 @@ routes:
   - name: tagged-in
     from: { listener: kafka-in, topic: ${t.tagged} }
     through: [ { validate: { schema: ${ORDER_SCHEMA}, onInvalid: tag } } ]
+  - name: tagged-then-in
+    from: { listener: kafka-in, topic: ${t.taggedThen} }
+    through:
+      - validate: { schema: ${ORDER_SCHEMA}, onInvalid: tag }
+      # No fast path: the chain awaits JSONata for each record, the next records' chains begun meanwhile.
+      - transform: '$merge([$, {"checked": true}])'
   - name: pets-in
     from: { listener: kafka-in, topic: ${t.pets} }
     through: [ { validate: { schema: ${PET_SCHEMA}, onInvalid: tag } } ]
@@ -93,7 +99,7 @@ routes:
     kafka = await startKafka({ brokers: 3 });
     for (const k of Object.keys(t) as (keyof typeof t)[]) {
       t[k] = kafka.topic(k);
-      await kafka.createTopic(t[k], k === 'idem' ? 1 : 3);
+      await kafka.createTopic(t[k], k === 'idem' || k === 'taggedThen' ? 1 : 3);
     }
   });
   // Registered after the before() that starts the cluster, so the config can name its topics.
@@ -229,6 +235,24 @@ routes:
       assert.match(JSON.parse(at(INVALID(221))._asyncapi_eg_validation_error!).errors.join(), /total/);
       // A batch whose records all pass is rebuilt for it too (1363); it went on as the client wrote it.
       assert.deepEqual(tags(at(VALID(223))), []);
+    });
+
+    it('keeps the tag of each invalid record of a batch when a later step of the chain awaits (a context per record)', async () => {
+      // One partition, one batch (linger): invalid records before and between valid ones.
+      const sent = [INVALID(230), VALID(231), INVALID(232), VALID(233)];
+      const r = await kcatProduceLines(proxy, t.taggedThen, sent, ['linger.ms=50']);
+      assert.equal(r.code, 0, r.stderr);
+      const got = await kcatConsumeAll(kafka.bootstrap, t.taggedThen);
+      assert.deepEqual(
+        got.map((g) => [JSON.parse(g.value!).id, JSON.parse(g.value!).checked, g.headers._asyncapi_eg_validation_error !== undefined]),
+        [
+          [230, true, true],
+          [231, true, false],
+          [232, true, true],
+          [233, true, false],
+        ],
+      );
+      assert.deepEqual(JSON.parse(got[0]!.headers._asyncapi_eg_validation_error!).errors, ['/total: must be number']);
     });
 
     it("tags a record with its discriminated oneOf's tagged branch's errors only, the branches being $refs (spec-checklist 2427, 2687)", async () => {

@@ -341,8 +341,6 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
         recordErrors.push({ index: 0, message: `cannot read the batch: ${(err as Error).message}` });
         return undefined;
       }
-      // One context for the batch: what a step wrote on it for the previous record is cleared.
-      const mctx = context(route, ctx);
       const baseTimestamp = Number(batch.baseTimestamp);
       // Records judged from their value's bytes have no message (their places stay holes). Their
       // outcome, the check's `passed`, is written into `pending` only up to a record judged as a
@@ -372,7 +370,9 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
           while (pending.length < i) pending.push(bytes!.passed);
           const m = messageAt(cur, data, baseTimestamp, topic, p.index);
           messages[i] = m;
-          mctx.tagged = undefined;
+          // A context per record: a step writes on it (a validate step's tag errors, `$message`),
+          // and a chain that awaits goes on after the next records' chains began.
+          const mctx = context(route, ctx);
           const o = route.checkRecord ? route.checkRecord(m, mctx) : route.handle(m, mctx);
           if (o instanceof Promise) waits = true;
           pending.push(o);
