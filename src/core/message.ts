@@ -103,15 +103,17 @@ export interface MessageContext {
    */
   took?: readonly (Delivery | undefined)[];
   /**
-   * On a consume route whose targets take message ids: the route's name and the consumed
-   * message's identity in its source (BrokerRuntime.sourceIdentity), the same on every try and
-   * every redelivery of that message. Broker targets make their `PublishOptions.messageId` of it.
+   * On a consume route that names what it writes after it (targets that take message ids, a signed
+   * webhook, a cloudevent step that wraps): the route's name and the consumed message's identity
+   * in its source (BrokerRuntime.sourceIdentity), the same on every try and every redelivery of
+   * that message. Broker targets make their `PublishOptions.messageId` of it.
    */
   source?: string;
   /**
-   * Drawn by a signed webhook target for a message without `source` (from a listener, MQTT, AMQP, a
-   * core NATS subject) on its first request: its `webhook-id` is made of it, so the consume route's
-   * own retries of the message send the same id (a receiver that took it and answered late can tell).
+   * Drawn for a message without `source` (from a listener, MQTT, AMQP, a core NATS subject) by the
+   * first that names it: a cloudevent step's wrap (its `id`), a signed webhook target's first
+   * request (its `webhook-id`). The consume route's own retries of the message keep it, so they
+   * send the same id (a receiver that took it and answered late can tell).
    */
   deliveryId?: string;
   /**

@@ -166,6 +166,12 @@ export interface CompiledStep {
   readonly binds?: readonly string[];
   /** The step never changes a message's value (it may drop, divert or tag it): validate steps after it still check what the client sent. */
   readonly keepsValue?: boolean;
+  /**
+   * The step gives the messages it makes an id (a cloudevent step's wrap): a consume route then
+   * puts the consumed message's identity in its source on the context (MessageContext.source),
+   * so every try, redelivery and replay of one message is named alike.
+   */
+  readonly namesMessages?: boolean;
   run(msg: Message, ctx: MessageContext): StepResult | Promise<StepResult>;
   /**
    * True when a message whose value is decoded from `buf[start, end)` (decodeValueBytes), whatever

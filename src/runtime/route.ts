@@ -914,7 +914,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   private prepareConsuming(broker: BrokerRuntime): void {
     this.consumerTelemetry = this.deps.metrics?.broker?.(broker.name, broker.kind);
     this.connecting = this.firstConnections();
-    this.sourceIdentity = this.writesWithIds() ? broker.sourceIdentity?.bind(broker) : undefined;
+    this.sourceIdentity = this.namesBySource() ? broker.sourceIdentity?.bind(broker) : undefined;
   }
 
   /** The handler the route's subscription calls with each message. */
@@ -929,16 +929,17 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   }
 
   /**
-   * Whether a broker this route writes to takes message ids (BrokerRuntime.takesMessageIds): a
-   * broker target, the route's `deadletter`, a validate step's dead-letter topic. Only then does
-   * a consumed message's identity cost anything (a string per message, consume()).
+   * Whether the route names what it writes after a consumed message's identity in its source: a
+   * broker it writes to takes message ids (BrokerRuntime.takesMessageIds: a broker target, the
+   * route's `deadletter`, a validate step's dead-letter topic), a signed webhook's `webhook-id`, a
+   * step's (CompiledStep.namesMessages: a CloudEvent's `id`). Only then does that identity cost
+   * anything (a string per message, consume()).
    */
-  private writesWithIds(): boolean {
+  private namesBySource(): boolean {
     const takesIds = (name: string) => this.deps.brokers.get(name)?.takesMessageIds === true;
-    // A signed webhook's `webhook-id` is made of it too.
     if (this.idTakingTargets() > 0 || this.webhooks.some((w) => w.signs)) return true;
     if (this.plan.deadletter && takesIds(this.plan.deadletter.broker)) return true;
-    return this.steps.some((s) => s.brokers?.some(takesIds));
+    return this.steps.some((s) => s.namesMessages === true || s.brokers?.some(takesIds));
   }
 
   /**
@@ -1006,7 +1007,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       const consumed = this.asConsumed(m);
       // Left out as the live stream leaves it out (check()): its clients would get null for the number.
       if (this.readsValues && hugeNumberProblem(consumed.value)) continue;
-      const r = await runChain(this.steps, this.validates ? this.withoutClientTag(consumed) : consumed, { route: this.name });
+      // Named by its identity in its source as the live stream named it (a wrapped CloudEvent's id).
+      const r = await runChain(this.steps, this.validates ? this.withoutClientTag(consumed) : consumed, { route: this.name, source: this.sourceOf(consumed) });
       if (!isStop(r)) out.push(r);
     }
     return { messages: out, gap, forget };
@@ -1116,14 +1118,17 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   /** consume()'s retries, from a first outcome that did not settle the message: each failure goes on, dead-letters, drops or stalls. */
   private async consumeUntilSettled(msg: Message, ctx: MessageContext, first: Outcome, startedAt: number, stalled: (attempt: number, why: Pick<Problem, 'code' | 'detail'>) => void): Promise<void> {
     const backoff = new Backoff();
-    let retryCtx = ctx;
+    /** The context of the try just made: the first's, then each retry's own (nextTry). */
+    let tried = ctx;
+    let took: Problem['took'];
     for (let attempt = 1; ; attempt++) {
+      if (attempt > 1) tried = nextTry(tried, took);
       // Each try settles once its writes still out past their ack deadline answered (settledLate()), so none is written twice.
-      const outcome = attempt === 1 ? first : await this.check(msg, retryCtx, 'retry');
+      const outcome = attempt === 1 ? first : await this.check(msg, tried, 'retry');
       if (consumed(outcome)) return;
       const p = outcome.problem;
       // Targets of a fan-out that took the message are not sent it again (everyTarget).
-      if (p.took) retryCtx = { ...ctx, took: p.took };
+      if (p.took) took = p.took;
       // A webhook target retried on its own: what failed on its last try may pass later, but not by
       // retrying here at once (deadletteredAtOnce).
       const retryable = mayPassLater(p);
@@ -1132,8 +1137,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       // whoever consumes next, never dead-lettered for the route's own stop.
       if (retryable && this.stopping) throw new Error(`route '${this.name}' stopped before its targets accepted the message`);
       if (this.deadletter && (deadletteredAtOnce(p) || attempt >= CONSUME_ATTEMPTS)) {
-        // The last try's span (retryCtx.span) is the dead-letter write's parent.
-        const refused = await this.deadletterConsumed(this.deadletter, msg, p, retryCtx, startedAt);
+        // The last try's span (tried.span) is the dead-letter write's parent.
+        const refused = await this.deadletterConsumed(this.deadletter, msg, p, tried, startedAt);
         if (refused === undefined) return;
         // Neither its targets nor its dead-letter target take it: it holds up its partition as a
         // message of a route without one does, and is shown so.
@@ -1425,6 +1430,17 @@ function outcomeOf(o: Outcome | Promise<Outcome> | Later): Outcome | Promise<Out
 }
 
 const CONSUMED: Promise<void> = Promise.resolve();
+
+/**
+ * The context of a consumed message's next try: what stays the message's own across its tries
+ * (its route, its identity in its source, an id drawn for it, what its targets took so far), and
+ * none of what the last try's steps and span wrote on it: a validate step's tag errors there were
+ * listed again by the next try's (once more on every retry), and `$message` is the next try's to say.
+ */
+function nextTry(last: MessageContext, took: Problem['took']): MessageContext {
+  const { tagged: _tagged, asyncapi: _asyncapi, span: _span, took: _took, ...kept } = last;
+  return took === undefined ? kept : { ...kept, took };
+}
 
 /** Which try of a consumed message check() runs: its first (consume()) or a retry (consumeUntilSettled()). */
 type Consuming = 'first' | 'retry';

@@ -1,7 +1,7 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { attributeErrors, attributesOf, eventData, structuredProblem, withAttributes } from '../../codecs/cloudevents.js';
 import { bindingsFor, evaluateThen, expressionProblem } from '../../expr/expression.js';
-import { isJsonMediaType, resultText, type Message } from '../../core/message.js';
+import { isJsonMediaType, resultText, type Message, type MessageContext } from '../../core/message.js';
 import type { Problem } from '../../core/errors.js';
 import type { StepStop } from '../../core/outcome.js';
 import type { StepResult } from '../contracts.js';
@@ -12,7 +12,7 @@ const REQUIRED = new Set(['specversion', 'id', 'source', 'type']);
 
 /**
  * Makes the message a CloudEvent, or rewrites the attributes of one. A plain message is wrapped:
- * its value becomes the data, `id` a new UUID, `time` now, `specversion` 1.0, `source` and `type`
+ * its value becomes the data, `id` a UUID (eventId), `time` now, `specversion` 1.0, `source` and `type`
  * the step's; `set` and `remove` then apply to every message, wrapped or not.
  */
 export const cloudeventStep = defineStep({
@@ -43,7 +43,7 @@ export const cloudeventStep = defineStep({
   ),
   doc: {
     summary:
-      "Makes each message a [CloudEvent](https://cloudevents.io) or rewrites its attributes. A plain message is wrapped: its value becomes the event data, `id` is a new UUID, `time` is now, `specversion` is `1.0`, `datacontenttype` the content type the message came with where that fits its value (else `application/json`, `text/plain` for a string, `application/octet-stream` for bytes; data of a type neither JSON nor `text/plain` is then its bytes, as a consumed binary-mode event's), and `source` and `type` are the step's; a message that already is a CloudEvent keeps its attributes. With `require: true` a plain message is refused instead, as `invalid` (400 `EG_CLOUDEVENT_INVALID` naming the missing attributes; an error frame to a WebSocket client; a consume route dead-letters or drops it), so a route takes CloudEvents only (as a Knative broker's ingress does). Then `set` (JSONata per attribute or extension, evaluated on the value with `$ce` bound to the attributes so far) rewrites attributes of every message, and `remove` drops optional attributes or extensions. A message left without a required attribute, or with a malformed one, is `invalid` (400 `EG_CLOUDEVENT_INVALID`). Attributes travel as the message's `ce_<name>` headers (the CloudEvents Kafka binding), so Kafka targets carry them in binary mode.",
+      "Makes each message a [CloudEvent](https://cloudevents.io) or rewrites its attributes. A plain message is wrapped: its value becomes the event data, `id` is a UUID (the same on every try of one message, which a consume route's retries run the chain for again; for a message consumed from Kafka, a JetStream subject or a memory topic, made of its place there, so a redelivery and an event stream's replay carry it too: a receiver deduplicating by `source` and `id` tells them), `time` is now (the try's), `specversion` is `1.0`, `datacontenttype` the content type the message came with where that fits its value (else `application/json`, `text/plain` for a string, `application/octet-stream` for bytes; data of a type neither JSON nor `text/plain` is then its bytes, as a consumed binary-mode event's), and `source` and `type` are the step's; a message that already is a CloudEvent keeps its attributes. With `require: true` a plain message is refused instead, as `invalid` (400 `EG_CLOUDEVENT_INVALID` naming the missing attributes; an error frame to a WebSocket client; a consume route dead-letters or drops it), so a route takes CloudEvents only (as a Knative broker's ingress does). Then `set` (JSONata per attribute or extension, evaluated on the value with `$ce` bound to the attributes so far) rewrites attributes of every message, and `remove` drops optional attributes or extensions. A message left without a required attribute, or with a malformed one, is `invalid` (400 `EG_CLOUDEVENT_INVALID`). Attributes travel as the message's `ce_<name>` headers (the CloudEvents Kafka binding), so Kafka targets carry them in binary mode.",
     example:
       'chains:\n  as-cloudevent:\n    - cloudevent:\n        source: /shop/orders\n        type: com.example.order.placed\n        set:\n          subject: $string(orderId)\n          tenant: $headers."x-tenant"\n  events-only:\n    - cloudevent: { require: true }',
   },
@@ -63,10 +63,12 @@ export const cloudeventStep = defineStep({
       kind: 'cloudevent',
       // The value is the event's data, as it came: the attributes are headers (a validate step after it still checks what the client sent).
       keepsValue: true,
+      // A wrapped message's id is its source's name for it where there is one (eventId).
+      namesMessages: options.require !== true,
       run(msg, mctx) {
         const given = attributesOf(msg.headers);
         if (given === undefined && options.require === true) return { stop: 'invalid', problem: notACloudEvent() };
-        const attrs: Record<string, unknown> = given ?? { ...wrap(msg), ...fixed };
+        const attrs: Record<string, unknown> = given ?? { ...wrap(msg, mctx), ...fixed };
         for (const name of remove) delete attrs[name];
         const done = (): StepResult => {
           const errors = attributeErrors(attrs);
@@ -113,13 +115,31 @@ function notACloudEvent(): Problem {
 }
 
 /** The attributes a plain message gets when it becomes a CloudEvent. */
-function wrap(msg: Message): Record<string, unknown> {
+function wrap(msg: Message, ctx: MessageContext): Record<string, unknown> {
   return {
     specversion: '1.0',
-    id: randomUUID(),
+    id: eventId(ctx),
     time: new Date().toISOString(),
     datacontenttype: dataContentType(msg),
   };
+}
+
+/**
+ * A wrapped message's `id`, the same for every try of one message: a consume route runs its chain
+ * again for each retry, and a new UUID each time made one message several events to a receiver
+ * deduplicating by `source` and `id` (and a signed webhook's `webhook-id`, which is the event's id).
+ * A consumed message its source names (MessageContext.source: a Kafka record, a JetStream message,
+ * a memory topic's) has a UUID made of that name, also the same on a redelivery and an event
+ * stream's replay; any other a UUID drawn once (MessageContext.deliveryId), kept for the retries.
+ */
+function eventId(ctx: MessageContext): string {
+  if (ctx.source === undefined) return (ctx.deliveryId ??= randomUUID());
+  // RFC 9562 version 8 (its bits the application's): the first 128 bits of a SHA-256 of the name.
+  const b = createHash('sha256').update(`${ctx.source}:cloudevent`).digest();
+  b[6] = (b[6]! & 0x0f) | 0x80;
+  b[8] = (b[8]! & 0x3f) | 0x80;
+  const h = b.toString('hex', 0, 16);
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
 /**
