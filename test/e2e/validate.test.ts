@@ -414,6 +414,25 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       });
       assertProblems(r, [['gateway.yaml:15:53', /^'type' is for plain messages this step wraps, and with 'require: true' it wraps none: remove it$/]]);
     });
+
+    it('says a cloudevent step\'s remove names a required attribute, not ajv\'s "must NOT be valid"', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(
+          ...base,
+          'routes:',
+          '  - name: in',
+          '    from: { listener: api, path: /in }',
+          '    through: [ { cloudevent: { remove: [tenant, id] } } ]',
+          '    to: { broker: local, topic: t }',
+        ),
+      });
+      assertProblems(r, [
+        [
+          'gateway.yaml:15:49',
+          /^routes\[0\]\.through\[0\]\.cloudevent\.remove\[1\]: is a required CloudEvents attribute \(specversion, id, source, type\), which no event goes without: list only optional attributes or extensions$/,
+        ],
+      ]);
+    });
   });
 
   describe('target shapes (stated in the schema)', () => {

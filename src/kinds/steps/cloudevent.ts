@@ -5,7 +5,7 @@ import { isJsonMediaType, resultText, type Message, type MessageContext } from '
 import type { Problem } from '../../core/errors.js';
 import type { StepStop } from '../../core/outcome.js';
 import type { StepResult } from '../contracts.js';
-import { compileExpressionMap, defineStep, mapOf, Type } from '../define.js';
+import { compileExpressionMap, defineStep, mapOf, Type, withMessage } from '../define.js';
 
 /** Attributes a step may not remove: without them the message is no CloudEvent. */
 const REQUIRED = new Set(['specversion', 'id', 'source', 'type']);
@@ -36,7 +36,20 @@ export const cloudeventStep = defineStep({
       ),
       remove: Type.Optional(
         // Any name an event can have (longer than 20 too): `set` names are the ones this gateway gives, kept to the spec's advice.
-        Type.Array(Type.Unsafe<string>({ type: 'string', pattern: '^[a-z0-9]+$', not: { enum: [...REQUIRED] } }), { description: 'Optional attributes or extensions to drop.' }),
+        Type.Array(
+          Type.Unsafe<string>({
+            type: 'string',
+            pattern: '^[a-z0-9]+$',
+            // The config check says this rather than ajv's "must NOT be valid".
+            allOf: [
+              withMessage(
+                { not: { enum: [...REQUIRED] } },
+                `is a required CloudEvents attribute (${[...REQUIRED].join(', ')}), which no event goes without: list only optional attributes or extensions`,
+              ),
+            ],
+          }),
+          { description: 'Optional attributes or extensions to drop.' },
+        ),
       ),
     },
     { additionalProperties: false, minProperties: 1 },
