@@ -5,6 +5,7 @@
  * embedder choose the engine; eventgate gives it RE2 (re2js, pure JavaScript), whose matching time
  * is linear in the input, and bounds the input a regex call may be given, so one call's cost is
  * bounded too. RE2 has no backreferences or lookaround: such a pattern is a config error.
+ * A JSON Schema's `pattern` runs on client data too, in a validate step (schemaPattern).
  */
 import { createRequire } from 'node:module';
 import type { RE2JS } from 're2js';
@@ -81,4 +82,112 @@ export function regexLiterals(ast: unknown): { re: RegExp; position: number }[] 
   };
   walk(ast);
   return out;
+}
+
+/**
+ * The longest string a JSON Schema pattern that cannot backtrack exponentially searches with
+ * JavaScript's engine: a quadratic one (`\s+$`) then takes at most half a millisecond, a cubic one
+ * (`^\d+\d+\d+$`) tens, where on a body's 30 000 characters `\s+$` held the event loop 3.5 s.
+ */
+const NATIVE_PATTERN_INPUT = 256;
+
+/** What JavaScript's `\s` matches (ECMA-262 WhiteSpace and LineTerminator), where RE2's is ASCII only. */
+const JS_SPACE = '\\t\\n\\v\\f\\r \\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff';
+
+/** What ajv's generated code calls of a pattern (`code.regExp`), and the key it caches it by. */
+export interface PatternTester {
+  test(s: string): boolean;
+  toString(): string;
+}
+
+/**
+ * A JSON Schema `pattern` (or `patternProperties` name) as a validate step runs it on client data:
+ * ajv's engine (`code.regExp`). JavaScript's engine backtracks, and `{"pattern": "^(a+)+$"}` held
+ * the event loop 6 s for a 26-character string (every client waiting). A pattern that can
+ * backtrack exponentially (a repeated group holding a quantifier or an alternation: `(a+)+`,
+ * `([a-z]+\.)+`, `(a|aa)*`) runs on RE2, in time linear in the string; any other on
+ * JavaScript's for strings up to NATIVE_PATTERN_INPUT characters (the common case, and ~20 times
+ * faster than re2js) and on RE2 for longer ones. Written so RE2 reads it as JavaScript does (`.`
+ * and `\s` as JavaScript's). A pattern RE2 cannot run (lookaround, a backreference) stays on
+ * JavaScript's engine: docs/security.md says so.
+ */
+export function schemaPattern(source: string, flags: string): PatternTester {
+  const native = new RegExp(source, flags);
+  // Compiled for RE2 when first needed (re2js loads then): most patterns only ever meet short strings.
+  let linear: RE2JS | null | undefined;
+  const search = (s: string) => {
+    linear ??= linearPattern(source) ?? null;
+    return linear === null ? native.test(s) : linear.matcher(s).find();
+  };
+  const text = native.toString();
+  if (backtracksExponentially(source)) return { test: search, toString: () => text };
+  return { test: (s) => (s.length <= NATIVE_PATTERN_INPUT ? native.test(s) : search(s)), toString: () => text };
+}
+// The name ajv's standalone code would call it by (never written: validate steps compile in process).
+schemaPattern.code = 'schemaPattern';
+
+/** `source` compiled for RE2 with JavaScript's meaning of `.` and `\s`; undefined when RE2 cannot run it. */
+function linearPattern(source: string): RE2JS | undefined {
+  let out = '';
+  let inClass = false;
+  for (let i = 0; i < source.length; i++) {
+    const c = source[i]!;
+    if (c === '\\') {
+      const next = source[i + 1] ?? '';
+      i++;
+      if (next === 's') out += inClass ? JS_SPACE : `[${JS_SPACE}]`;
+      else if (next === 'S' && !inClass) out += `[^${JS_SPACE}]`;
+      // A class holding \S has no RE2 spelling of JavaScript's meaning.
+      else if (next === 'S') return undefined;
+      else out += c + next;
+    } else if (inClass) {
+      if (c === ']') inClass = false;
+      out += c;
+    } else if (c === '[') {
+      // JavaScript's `[]` (nothing) and `[^]` (anything) are other classes to RE2.
+      if (source[i + 1] === ']' || source.startsWith('^]', i + 1)) return undefined;
+      inClass = true;
+      out += c;
+    } else out += c === '.' ? '[^\\n\\r\\u2028\\u2029]' : c;
+  }
+  try {
+    const R = engine();
+    return R.compile(R.translateRegExp(out));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether a backtracking engine can take exponential time on `source`: some group is repeated
+ * (`*`, `+`, `?`, `{...}` after it) and holds a quantifier or an alternation. Conservative: a
+ * pattern this takes for one only runs on RE2 (slower for short strings, the same answers).
+ */
+function backtracksExponentially(source: string): boolean {
+  const groups: { repeats: boolean }[] = [{ repeats: false }];
+  let inClass = false;
+  for (let i = 0; i < source.length; i++) {
+    const c = source[i]!;
+    if (c === '\\') {
+      i++;
+      continue;
+    }
+    if (inClass) {
+      if (c === ']') inClass = false;
+      continue;
+    }
+    const top = groups[groups.length - 1]!;
+    if (c === '[') inClass = true;
+    else if (c === '(') groups.push({ repeats: false });
+    else if (c === '|') top.repeats = true;
+    else if (c === '*' || c === '+' || c === '{' || (c === '?' && source[i - 1] !== '(')) top.repeats = true;
+    else if (c === ')' && groups.length > 1) {
+      const inner = groups.pop()!;
+      const quantified = /^[*+?{]/.test(source.slice(i + 1));
+      if (quantified && inner.repeats) return true;
+      // What the group holds is in its parent too: `((a+)b)+` repeats a quantifier.
+      if (inner.repeats) groups[groups.length - 1]!.repeats = true;
+    }
+  }
+  return false;
 }

@@ -1,4 +1,5 @@
 import type { Ajv, ErrorObject } from 'ajv';
+import { schemaPattern } from '../expr/regex.js';
 import { ajvModules } from '../core/ajv-modules.js';
 import { pathFromPointer, type PathPart } from '../config/source.js';
 import { enumHint } from '../config/suggest.js';
@@ -170,7 +171,8 @@ function newAjv(draft: string, { addUsedSchema = false, validateSchema = true } 
   // which is exact for cents up to about 10^8 and never accepts a tenth of a cent.
   // logger: false — ajv's warnings are free text on stderr; what they would say (an unknown format
   // or keyword) is a config error found by schemaTypos() instead.
-  const opts = { allErrors: true, strict: false, validateSchema, addUsedSchema, multipleOfPrecision: 6, logger: false } as const;
+  // code.regExp: `pattern` runs on client data; a backtracking engine alone let one string hold the event loop (schemaPattern).
+  const opts = { allErrors: true, strict: false, validateSchema, addUsedSchema, multipleOfPrecision: 6, logger: false, code: { regExp: schemaPattern } } as const;
   const ajv = new draftClass(opts) as Ajv;
   addFormats(ajv);
   // The same date-time, without a regex split and two capturing regexes per value (date-time.ts).
