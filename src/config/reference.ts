@@ -416,6 +416,39 @@ chains:
     - validate: { schema: schemas/order.json }
     - filter: total > 0
 \`\`\`
+
+Each step sees what the steps before it made of the message, so order matters:
+
+- a \`validate\` after a \`transform\` checks the transformed value, and its errors name fields of
+  that value, which the client never sent: validate what clients send before a transform (and
+  what you send after it, to catch the transform's own mistakes);
+- a \`filter\` before a \`validate\` drops messages before they are judged (\`filtered\`, not
+  \`invalid\`);
+- a header a \`headers\` step sets is in \`$headers\` for the steps after it and the targets, under
+  the name as the step spells it;
+- \`auth\` binds \`$principal\` and \`$claims\` for the steps after it only: a \`ratelimit\` keyed on
+  them comes after it (before it, every attempt counts against the client's address:
+  [security.md](security.md), "Rate limits");
+- a consume route runs the whole chain again for each try of a message whose target failed (a
+  wrapped CloudEvent keeps its \`id\`, a tag lists its errors once).
+
+What a step's stop becomes, by where the message came from (the \`outcome\` label is that of
+\`eventgate_route_messages_total\`, the tap and \`eventgate test\`):
+
+| the stop | HTTP publish | WebSocket publish | consume route (and event stream) | kafka listener | outcome |
+|---|---|---|---|---|---|
+| \`filter\` false | 200 \`{"deliveries":[],"filtered":true}\` | nothing (with \`ack: true\`, an ack with \`"filtered": true\`) | committed, sent nowhere | with \`to\` only: sent to no target | \`filtered\` |
+| \`validate\` \`reject\`; \`cloudevent\` \`require\` or a malformed attribute | 400 with \`errors\` | error frame, status 400 | to the route's \`deadletter\` at once, else dropped (an error in the log) | the produce request refused, \`INVALID_RECORD\` | \`invalid\` |
+| \`validate\` \`tag\` | 200 with \`"tagged": true\` | the ack says \`"tagged": true\` | delivered with the tag header | goes on with the tag header | \`tagged\` |
+| \`validate\` \`deadletter\` | 200 with \`"deadlettered": true\` and the \`errors\` | the ack says \`"deadlettered": true\` | written to the step's topic, committed | with \`to\` only: written to it | \`deadlettered\` |
+| \`auth\` refused, \`ratelimit\` over | 401 / 403 / 429 (\`Retry-After\`) | the handshake refused (401/403); a 429 error frame | a config error | a config error | \`rejected\` |
+| an expression fails (\`filter\`, \`transform\`, \`headers\`, \`cloudevent\` \`set\`, a \`ratelimit\` \`key\`); \`auth\`'s key set out of reach | 500 \`EG_EXPRESSION_FAILED\`; 503 \`EG_AUTH_UNAVAILABLE\` | error frame, status 500 (a key set out of reach: the handshake refused, 503) | to the route's \`deadletter\` at once, else dropped (an error in the log) | the produce request refused, \`INVALID_RECORD\` | \`failed\` |
+
+What the dead-letter topic receives differs too: a consume route that gives a message up sends it
+as it was consumed (what its steps made of it is not kept, so the topic can be fed to the route
+again), while \`validate\` with \`onInvalid: deadletter\` sends it as that step saw it — after the
+steps before it, a transform's value and a \`headers\` step's headers — with the tag header. Both
+carry \`_eventgate_error\` and never the client's credentials.
 `);
   for (const k of registry.steps.values()) out.push(kindSection(`${k.kind}`, k.doc, k.schema));
   out.push(`## routes

@@ -9,8 +9,9 @@ export const filterStep = defineStep({
   kind: 'filter',
   options: Type.String({ minLength: 1, description: 'JSONata expression; the message continues only when it is truthy.' }),
   doc: {
-    summary: 'Drops the message unless the JSONata expression is truthy (JSONata $boolean rules: empty string, array, object, 0, null and no result are false).',
-    example: 'filter: lumens > 0 and $headers."x-source" != "test"',
+    summary:
+      'Drops the message unless the JSONata expression is truthy (JSONata $boolean rules: empty string, array, object, 0, null and no result are false). A comparison with a field or header the message does not have is false, `!=` as much as `=`: `source != "test"` drops every message without a `source`; `$not(source = "test")` keeps them.',
+    example: 'filter: lumens > 0 and $not($headers."x-source" = "test")',
   },
   compile(source, ctx) {
     const expr = ctx.compileExpression(source, []);

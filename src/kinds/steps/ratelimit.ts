@@ -86,7 +86,7 @@ export const ratelimitStep = defineStep({
       'Token-bucket rate limit per client: each client may send `burst` messages at once and `rate` per `per` on average. Over the limit, HTTP answers 429 with `Retry-After` (seconds) and WebSocket clients get an error frame with status 429 and `retryAfter` (seconds). ' +
       'Every HTTP answer of the route carries the IETF RateLimit fields as draft 6 writes them (`RateLimit-Policy: <burst>;w=<seconds to refill it>`, `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`: seconds until the next token), as does a 429 error frame (`rateLimit`). ' +
       'Clients are told apart by IP address, or by the JSONata `key` (for example `$principal` after an `auth` step; when it has no result the IP is used). Behind a proxy, key on `$headers."x-forwarded-for"` only if the proxy sets that header. ' +
-      'Buckets are kept across reloads for as long as the route keeps this step unchanged. Each route has its own buckets, even when it uses the step through a shared chain. Only for routes from a listener.',
+      'Buckets are kept across reloads for as long as the route keeps this step unchanged. Each route has its own buckets, even when it uses the step through a shared chain, and each gateway process its own (docs/security.md). Only for routes from a listener.',
     example: 'ratelimit:\n  rate: 100\n  per: minute\n  burst: 20\n  key: $principal',
   },
   compile(options, ctx) {
