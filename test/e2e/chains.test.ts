@@ -56,6 +56,27 @@ routes:
     ws.close();
   });
 
+  it("judges each event of an HTTP CloudEvents batch by itself: a tag lists its own event's errors, and a valid event after a tagged one goes on untagged", async () => {
+    const ws = await WsClient.connect(gw.url('push', '/ws/out', 'ws'));
+    const event = (n: number, data: unknown) => ({ specversion: '1.0', id: `e-${n}`, source: '/walk', type: 'walk.batch', data });
+    const batch = [event(1, { qty: 0 }), event(2, { id: 2, qty: 1 }), event(3, { id: 3, qty: 0 })];
+    const r = await post(gw.url('api', '/two'), JSON.stringify(batch), { 'content-type': 'application/cloudevents-batch+json' });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.body.tagged, true);
+    const tags = [];
+    for (let i = 0; i < 3; i++) {
+      const got = await ws.next();
+      const tag = got.headers._asyncapi_eg_validation_error;
+      tags.push([got.headers.ce_id, tag === undefined ? undefined : JSON.parse(tag).errors]);
+    }
+    assert.deepEqual(tags, [
+      ['e-1', [": must have required property 'id'", '/qty: must be >= 1']],
+      ['e-2', undefined],
+      ['e-3', ['/qty: must be >= 1']],
+    ]);
+    ws.close();
+  });
+
   it('runs the steps of chains and inline steps in the order through lists them, a chain as often as it is named', async () => {
     const ws = await WsClient.connect(gw.url('push', '/ws/out', 'ws'));
     assert.equal((await post(gw.url('api', '/order'), {})).status, 200);

@@ -226,7 +226,12 @@ export function decodeEvent(
 export async function handleBatch(route: { handle(msg: Message, ctx: MessageContext): Promise<Outcome> }, msgs: Message[], ctx: MessageContext): Promise<{ outcome: Outcome; delivered: number }> {
   const deliveries: Outcome & { outcome: 'delivered' } = { outcome: 'delivered', deliveries: [], tagged: false };
   for (const [i, msg] of msgs.entries()) {
-    const outcome = await route.handle(msg, ctx);
+    // A context per event: its steps write on it (a validate step's tag errors, which the next
+    // event's tag listed as its own, `$message`), for that event alone.
+    const own: MessageContext = { ...ctx };
+    const outcome = await route.handle(msg, own);
+    // The answer says what the last event's steps want said in it (a ratelimit step's fields).
+    if (own.replyHeaders !== undefined) ctx.replyHeaders = own.replyHeaders;
     if (outcome.outcome === 'delivered' || outcome.outcome === 'deadlettered') deliveries.deliveries.push(...outcome.deliveries);
     if (outcome.outcome === 'delivered') deliveries.tagged ||= outcome.tagged;
     if (outcome.outcome === 'invalid' || outcome.outcome === 'rejected' || outcome.outcome === 'failed') {
