@@ -425,10 +425,13 @@ Each step sees what the steps before it made of the message, so order matters:
 - a \`filter\` before a \`validate\` drops messages before they are judged (\`filtered\`, not
   \`invalid\`);
 - a header a \`headers\` step sets is in \`$headers\` for the steps after it and the targets, under
-  the name as the step spells it;
+  the name as the step spells it (validate warns of a read in another case,
+  \`EG_CONFIG_HEADER_SPELLING\`);
 - \`auth\` binds \`$principal\` and \`$claims\` for the steps after it only: a \`ratelimit\` keyed on
   them comes after it (before it, every attempt counts against the client's address:
-  [security.md](security.md), "Rate limits");
+  [security.md](security.md), "Rate limits"); and the steps before \`auth\` answer clients without
+  credentials too: a \`validate\` before it tells them its errors (400), a \`filter\` answers 200
+  \`filtered\`. Put \`auth\` first unless that is meant;
 - a consume route runs the whole chain again for each try of a message whose target failed (a
   wrapped CloudEvent keeps its \`id\`, a tag lists its errors once).
 

@@ -83,6 +83,8 @@ export interface Expression {
   readonly inputFields: readonly InputField[];
   /** Where it reads the variables only some places bind (PLACE_VARIABLES: `$principal`, `$path.room`), for src/plan/variable-reads.ts. */
   readonly placeReads: readonly VariableRead[];
+  /** Where it reads a header by name (`$headers."x-tenant"`: `member` is the name), for src/plan/header-reads.ts. */
+  readonly headerReads: readonly VariableRead[];
   /**
    * The expression and its config line (`expression "v" at gateway.yaml:12`), for the log of a
    * message failed for what the expression gave (no value, not a topic) rather than by an error in it.
@@ -131,6 +133,7 @@ export const GATEWAY_VARIABLES = ['key', 'headers', 'topic', 'route', 'path', 'q
  * from anything but one; elsewhere they have no value.
  */
 export const PLACE_VARIABLES = ['principal', 'claims', 'message', 'channel', 'path', 'query'] as const;
+const HEADERS = ['headers'] as const;
 
 /**
  * Where an expression is written: `gateway.yaml:33`, or a function that gives that with no
@@ -238,6 +241,7 @@ function compileChecked(source: string, limits: ExpressionLimits, origin: Expres
     readsVariables,
     inputFields: fields,
     placeReads: variableReads(compiled.ast(), PLACE_VARIABLES),
+    headerReads: variableReads(compiled.ast(), HEADERS).filter((r) => r.member !== undefined),
     where,
     evaluateSync: fast
       ? (input, bindings) => {

@@ -172,6 +172,11 @@ export interface CompiledStep {
    * so every try, redelivery and replay of one message is named alike.
    */
   readonly namesMessages?: boolean;
+  /**
+   * Header names the step sets, spelled as the config does (a headers step's `set`): the steps
+   * after it and the targets read them by that spelling (src/plan/header-reads.ts).
+   */
+  readonly setsHeaders?: readonly string[];
   run(msg: Message, ctx: MessageContext): StepResult | Promise<StepResult>;
   /**
    * True when a message whose value is decoded from `buf[start, end)` (decodeValueBytes), whatever

@@ -6,6 +6,7 @@ import { aKind, type CompileContext, quoteTopic } from './context.js';
 import type { RawRoute } from './raw.js';
 import type { CompiledChainStep, StepCompiler } from './steps.js';
 import { warnUndeclaredFields } from './field-reads.js';
+import { warnHeaderSpelling } from './header-reads.js';
 import { type RequestPath, UnboundReads } from './variable-reads.js';
 import { compileTargets } from './targets.js';
 import type { ComponentPlan, ListenerPlan, RoutePlan, SourcePlan } from './types.js';
@@ -310,6 +311,7 @@ function compileRoute(
   const targetExpressions = ctx.expressions.length;
   const targets = compileTargets(ctx, stepCompiler, raw.to, at, { checkBroker, checkListener, checkTopic }, listeners, targetFiles);
   warnUndeclaredFields(ctx, steps, ctx.expressions.slice(targetExpressions));
+  warnHeaderSpelling(ctx, steps, ctx.expressions.slice(targetExpressions));
   unbound.note(raw.name, { request: requestPathOf(ctx, from, listeners) }, steps, ctx.expressions.slice(targetExpressions), stepsComplete);
   if (from?.type === 'broker') {
     // The group the route will consume as: its own, or the default from its name. A per-instance

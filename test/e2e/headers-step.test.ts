@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { useGateway } from '../helpers/gateway.js';
+import { runCliInProcess } from '../helpers/cli.js';
+import { tempFiles, useGateway } from '../helpers/gateway.js';
 
 describe('headers step: header names regardless of case', () => {
   const gw = useGateway(`version: 1
@@ -37,5 +38,38 @@ routes:
     assert.equal(headers['x-absent'], 'kept');
     assert.equal(headers['X-Absent'], undefined);
     ws.close();
+  });
+});
+
+describe('headers step: a header read in another case than a step before it sets it', () => {
+  it('warns where a later step or a target reads the header in another case, not where it is read as set or before the step sets it', async () => {
+    const dir = tempFiles({
+      'gateway.yaml': `version: 1
+brokers:
+  local: {kind: memory}
+listeners:
+  api: {kind: http, port: 0}
+routes:
+  - name: tenants
+    from: {listener: api, path: /tenants}
+    through:
+      - filter: $exists($headers."x-tenant")
+      - headers: {set: {X-Tenant: '$lowercase($headers."x-tenant")'}}
+      - filter: $headers."x-tenant" = "acme"
+      - filter: $headers."X-Tenant" = "acme"
+    to: {broker: local, topic: t, key: '$headers."X-TENANT"'}
+`,
+    });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'ok\n');
+    const lines = r.stderr.trim().split('\n');
+    assert.equal(lines.length, 2, r.stderr);
+    const said = (line: number, column: number, name: string) =>
+      new RegExp(
+        `^gateway\\.yaml:${line}:${column}: warning: header '${name}' is set as 'X-Tenant' by the headers step at gateway\\.yaml:11:9, which replaces it in any case with that spelling, so this reads no value wherever that step's expression has one; read \\$headers\\."X-Tenant"`,
+      );
+    assert.match(lines[0]!, said(12, 17, 'x-tenant'));
+    assert.match(lines[1]!, said(14, 41, 'X-TENANT'));
   });
 });

@@ -15,7 +15,7 @@ export const headersStep = defineStep({
   ),
   doc: {
     summary:
-      'Edits the message headers. `set` maps a header name to a JSONata expression (a string result is used as is, anything else as JSON; no result leaves the header unset); `remove` lists headers to drop. Removal runs first, so a header can be replaced. Names are matched regardless of case (HTTP and WebSocket request headers arrive in lower case; `remove: [X-Debug]` drops `x-debug`), and a header `set` replaces the same name in any case, spelled as in the config: the steps after it read it by that spelling (after `set: {X-Tenant: ...}`, `$headers."X-Tenant"`; `$headers."x-tenant"`, the client\'s, is gone).',
+      'Edits the message headers. `set` maps a header name to a JSONata expression (a string result is used as is, anything else as JSON; no result leaves the header unset); `remove` lists headers to drop. Removal runs first, so a header can be replaced. Names are matched regardless of case (HTTP and WebSocket request headers arrive in lower case; `remove: [X-Debug]` drops `x-debug`), and a header `set` replaces the same name in any case, spelled as in the config: the steps after it read it by that spelling (after `set: {X-Tenant: ...}`, `$headers."X-Tenant"`; `$headers."x-tenant"`, the client\'s, is gone: validate warns of such a read, `EG_CONFIG_HEADER_SPELLING`).',
     example: 'headers:\n  set:\n    ce-type: \'"io.example.light.measured"\'\n    x-room: $path.room\n  remove: [x-debug]',
   },
   compile(options, ctx) {
@@ -28,6 +28,7 @@ export const headersStep = defineStep({
     return {
       kind: 'headers',
       keepsValue: true,
+      setsHeaders: set.map(([name]) => name),
       run(msg, mctx) {
         const headers = copyHeaders(msg.headers);
         if (remove.size > 0) for (const k in headers) if (remove.has(k.toLowerCase())) delete headers[k];
