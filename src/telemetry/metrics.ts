@@ -211,7 +211,8 @@ export interface StatsSnapshot {
     }
   >;
   consumerLag: { broker: string; kind: string; route: string; topic: string; partition: number; lag: number }[];
-  brokerErrors: Record<string, { kind: string; producer: number; consumer: number; crashes: number }>;
+  /** Per broker; `rejoins` on kafka brokers only (the one kind with consumer groups it joins: eventgate_kafka_consumer_rejoins_total). */
+  brokerErrors: Record<string, { kind: string; producer: number; consumer: number; crashes: number; rejoins?: number }>;
   reloads: { success: number; failure: number; rolledBack: number };
 }
 
@@ -408,14 +409,19 @@ export class GatewayMetrics implements Telemetry {
     for (const [broker, b] of this.source.brokers) for (const l of b.consumerLag?.() ?? []) consumerLag.push({ broker, kind: b.kind, ...l });
     const brokerErrors: StatsSnapshot['brokerErrors'] = {};
     for (const [broker, s] of this.brokerStats) {
-      let consumer = 0;
-      for (const n of s.consumerErrors.values()) consumer += n;
-      let crashes = 0;
-      for (const n of s.consumerCrashes.values()) crashes += n;
-      brokerErrors[broker] = { kind: s.kind, producer: s.producerErrors, consumer, crashes };
+      const errors: StatsSnapshot['brokerErrors'][string] = { kind: s.kind, producer: s.producerErrors, consumer: total(s.consumerErrors), crashes: total(s.consumerCrashes) };
+      if (s.kind === 'kafka') errors.rejoins = total(s.consumerRejoins);
+      brokerErrors[broker] = errors;
     }
     return { at: Date.now(), routes, listeners, consumerLag, brokerErrors, reloads: { ...this.reloads } };
   }
+}
+
+/** The sum of a counter's per-route counts. */
+function total(counts: ReadonlyMap<string, number>): number {
+  let n = 0;
+  for (const c of counts.values()) n += c;
+  return n;
 }
 
 function prune<T>(map: Map<string, T>, keep: Iterable<string>): void {

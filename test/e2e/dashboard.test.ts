@@ -90,6 +90,9 @@ describe('admin dashboard (GET /) in headless Chromium', () => {
     assert.match((await page.textContent('#listeners'))!, /api.*http.*bound/s);
     assert.match((await page.textContent('#listeners'))!, /push.*websocket.*bound/s);
     assert.match((await page.textContent('#brokers'))!, /local.*memory.*connected/s);
+    // Consumer crashes beside the errors; group rejoins are a kafka broker's count only.
+    assert.equal(await page.textContent('#brokers tr[data-key="local"] td[data-col="crashes"]'), '0');
+    assert.equal(await page.textContent('#brokers tr[data-key="local"] td[data-col="rejoins"]'), '–');
     assert.match((await page.textContent('#lag'))!, /orders-out.*local \(memory\).*orders/s);
     assert.equal(await page.textContent('#ready'), 'ready', `title: ${await page.getAttribute('#ready', 'title')}`);
     const status = (await (await fetch(`${gw.adminUrl}/admin/status`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { version: string };

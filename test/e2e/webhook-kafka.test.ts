@@ -229,7 +229,10 @@ routes:
     hook.onArrival = (h) => h.res.end();
     const gw = await gateway(topic, group, 'concurrency: 1');
     const rejoins = async () => /^eventgate_kafka_consumer_rejoins_total\{broker="kafka",route="hook"\} (\d+)$/m.exec(await (await fetch(`${gw.adminUrl}/metrics`)).text())?.[1];
+    // /admin/stats (what the dashboard draws) has the broker's sum beside its errors and crashes.
+    const statsRejoins = async () => ((await (await fetch(`${gw.adminUrl}/admin/stats`)).json()) as { brokerErrors: Record<string, { rejoins?: number }> }).brokerErrors.kafka?.rejoins;
     assert.equal(await rejoins(), '0', 'no rejoin counted for the first join (the series exists from the start, at 0)');
+    assert.equal(await statsRejoins(), 0);
     // A Heartbeat answered NOT_COORDINATOR finds the coordinator again and beats again: no rejoin
     // (spec-checklist 2471, 2741). The REBALANCE_IN_PROGRESS after it is answered to that second beat.
     await kafka.failRequests(12, 1, 16); // the next Heartbeat: NOT_COORDINATOR
@@ -237,6 +240,7 @@ routes:
     const rejoined = await gw.waitForLog((l) => /re-joining/.test(l.msg), 20000);
     assert.match(String(rejoined.error), /rebalanc/i, 'the first rejoin was for REBALANCE_IN_PROGRESS, not for NOT_COORDINATOR');
     await eventually(async () => assert.equal(await rejoins(), '1'), 20000, 200);
+    assert.equal(await statsRejoins(), 1);
     await kcatProduce(kafka.bootstrap, topic, [{ key: 'k', value: '{"n":1}' }]);
     await eventually(
       () =>

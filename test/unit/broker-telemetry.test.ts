@@ -104,11 +104,17 @@ describe('broker telemetry (memory broker)', () => {
     await broker.stop();
   });
 
-  it('registers the metric families of a broker kind it first sees when a broker of that kind reports', async () => {
+  it('registers the metric families of a broker kind it first sees when a broker of that kind reports, and sums its rejoins in /admin/stats', async () => {
     const metrics = new GatewayMetrics({ brokers: new Map(), listeners: new Map(), readiness: () => ({ ready: true }) }, []);
-    metrics.broker('edge', 'kafka').producerError();
+    const edge = metrics.broker('edge', 'kafka');
+    edge.producerError();
+    edge.consumerRejoin('feed');
+    edge.consumerRejoin('feed');
     const s = parsePrometheus(await metrics.text());
     assert.equal(s.types.get('eventgate_kafka_consumer_lag'), 'gauge');
     assert.equal(s.value('eventgate_kafka_producer_errors_total', { broker: 'edge' }), 1);
+    assert.equal(s.value('eventgate_kafka_consumer_rejoins_total', { broker: 'edge', route: 'feed' }), 2);
+    // /admin/stats sums them per broker, as it does errors and crashes (kafka brokers only: no other kind rejoins a group).
+    assert.deepEqual(metrics.snapshot().brokerErrors, { edge: { kind: 'kafka', producer: 1, consumer: 0, crashes: 0, rejoins: 2 } });
   });
 });
