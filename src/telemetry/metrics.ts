@@ -142,24 +142,36 @@ export class ListenerStats implements ListenerTelemetry {
   }
 }
 
+/** The most names of retired routes a broker's counters remember (BrokerStats.retired), the oldest forgotten first. */
+const RETIRED_ROUTES_KEPT = 1000;
+
 export class BrokerStats implements BrokerTelemetry {
   producerErrors = 0;
   /** By route; '' when the broker could not tell which route. Error path only, so a Map is fine. */
   readonly consumerErrors = new Map<string, number>();
+  readonly consumerCrashes = new Map<string, number>();
+  readonly consumerRejoins = new Map<string, number>();
+  /** The routes reading this broker in the config applied last (readBy). */
+  private readers = new Set<string>();
+  /**
+   * Routes that read this broker once and no longer do (removed, renamed, or reading elsewhere
+   * now). Their series went when the reload that did so was applied, but their consumer may still
+   * count while it stops (a Kafka member past its stop's bound, a JetStream read ending): a count
+   * then would bring the series back, for good, with no route behind it. It goes nowhere instead.
+   */
+  private readonly retired = new Set<string>();
   constructor(readonly kind: string) {}
   producerError(): void {
     this.producerErrors++;
   }
   consumerError(route = '', count = 1): void {
-    this.consumerErrors.set(route, (this.consumerErrors.get(route) ?? 0) + count);
+    if (!this.retired.has(route)) this.consumerErrors.set(route, (this.consumerErrors.get(route) ?? 0) + count);
   }
-  readonly consumerCrashes = new Map<string, number>();
   consumerCrash(route: string): void {
-    this.consumerCrashes.set(route, (this.consumerCrashes.get(route) ?? 0) + 1);
+    if (!this.retired.has(route)) this.consumerCrashes.set(route, (this.consumerCrashes.get(route) ?? 0) + 1);
   }
-  readonly consumerRejoins = new Map<string, number>();
   consumerRejoin(route: string): void {
-    this.consumerRejoins.set(route, (this.consumerRejoins.get(route) ?? 0) + 1);
+    if (!this.retired.has(route)) this.consumerRejoins.set(route, (this.consumerRejoins.get(route) ?? 0) + 1);
   }
   /**
    * The routes that consume from this broker now (GatewayMetrics.retain). Their per-route series
@@ -167,8 +179,17 @@ export class BrokerStats implements BrokerTelemetry {
    * sees (a series born at 1 is not one to `rate()` or `increase()`), as the other counters'
    * series exist from the start. Those of any other route go, the broker's own ('') kept: a route
    * removed, or one that reads another broker now or a listener (its zeros here would be stale).
+   * A route that read it and does not now is retired: what its consumer counts while it stops is
+   * not counted (a route of that name reading it again counts from 0).
    */
   readBy(routes: ReadonlySet<string>): void {
+    for (const route of this.readers) if (!routes.has(route)) this.retired.add(route);
+    for (const route of routes) this.retired.delete(route);
+    for (const route of this.retired) {
+      if (this.retired.size <= RETIRED_ROUTES_KEPT) break;
+      this.retired.delete(route);
+    }
+    this.readers = new Set(routes);
     const all = [this.consumerErrors, this.consumerCrashes, this.consumerRejoins];
     for (const counts of all) for (const route of counts.keys()) if (route !== '' && !routes.has(route)) counts.delete(route);
     const counted = this.kind === 'kafka' ? all : [this.consumerErrors, this.consumerCrashes];

@@ -104,6 +104,37 @@ describe('broker telemetry (memory broker)', () => {
     await broker.stop();
   });
 
+  // A removed or renamed route's consumer may still count while it stops, after the reload's
+  // retain removed its series: the count brought `{route="old"}` back, with no route behind it,
+  // until the next reload (spec-checklist 3104).
+  it('counts nothing for a route a reload retired while its consumer still runs, and from 0 for a route of that name reading the broker again', async () => {
+    const { broker, metrics } = setup();
+    const retain = (...readers: string[]) =>
+      metrics.retain({ routes: readers.map((name) => ({ name, reads: 'local', webhooks: false })), listeners: [], brokers: [{ name: 'local', kind: 'memory' }] });
+    retain('old');
+    // The reload renamed `old` to `new`; the old route's subscription has not stopped yet.
+    retain('new');
+    let calls = 0;
+    let done!: () => void;
+    const finished = new Promise<void>((r) => (done = r));
+    const sub = broker.subscribe({ topic: 't', group: 'g', route: 'old' }, async () => {
+      if (++calls < 2) throw new Error('target down');
+      done();
+    });
+    await broker.publish('t', message('x'));
+    await finished;
+    let s = parsePrometheus(await metrics.text());
+    assert.deepEqual(s.series('eventgate_memory_consumer_errors_total'), [{ labels: { broker: 'local', route: 'new' }, value: 0 }]);
+    assert.deepEqual(metrics.snapshot().brokerErrors, { local: { kind: 'memory', producer: 0, consumer: 0, crashes: 0 } });
+    await sub.stop();
+    // Renamed back: `old` reads the broker again and counts, from 0.
+    retain('old');
+    metrics.broker('local', 'memory').consumerError('old');
+    s = parsePrometheus(await metrics.text());
+    assert.deepEqual(s.series('eventgate_memory_consumer_errors_total'), [{ labels: { broker: 'local', route: 'old' }, value: 1 }]);
+    await broker.stop();
+  });
+
   it('registers the metric families of a broker kind it first sees when a broker of that kind reports, and sums its rejoins in /admin/stats', async () => {
     const metrics = new GatewayMetrics({ brokers: new Map(), listeners: new Map(), readiness: () => ({ ready: true }) }, []);
     const edge = metrics.broker('edge', 'kafka');
