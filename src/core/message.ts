@@ -110,6 +110,12 @@ export interface MessageContext {
    */
   source?: string;
   /**
+   * On a consume route: the consumed message's headers as they came, which a step's changes leave
+   * alone. Broker targets and dead-letter writes compare with them what a broker takes as
+   * instructions for the publish (BrokerRuntime.publishInstruction): those still as consumed are not sent.
+   */
+  consumed?: Readonly<Record<string, string>>;
+  /**
    * Drawn for a message without `source` (from a listener, MQTT, AMQP, a core NATS subject) by the
    * first that names it: a cloudevent step's wrap (its `id`), a signed webhook target's first
    * request (its `webhook-id`). The consume route's own retries of the message keep it, so they

@@ -353,8 +353,8 @@ export interface PublishOptions {
    */
   readonly replacesOwnId?: boolean;
   /**
-   * A dead-letter write, to brokers with `takesMessageIds`: what the message asks of the stream it
-   * was meant for (JetStream's `Nats-Expected-*`, `Nats-Rollup`) is carried, not asked of the
+   * A dead-letter write, to brokers with `publishInstruction`: what the message asks of the stream
+   * it was meant for (JetStream's `Nats-Expected-*`, `Nats-Rollup`) is carried, not asked of the
    * dead-letter topic's, which would refuse the copy for the very reason it is dead-lettered.
    */
   readonly deadletter?: boolean;
@@ -548,6 +548,15 @@ export interface BrokerRuntime {
    */
   headerProblem?(name: string, value: string): string | undefined;
   /**
+   * Whether header `name` is an instruction to this broker's server about the publish that carries
+   * it rather than part of the message (JetStream's `Nats-Expected-*` and `Nats-Rollup`, in any
+   * case). A consume route's writes here (its broker targets, its dead-letter copies) leave out
+   * those it consumed, as they came: they asked something of the source's stream when the message
+   * was stored there, not of a copy. One a step of the route set is sent. Brokers that have it read
+   * `PublishOptions.deadletter`.
+   */
+  publishInstruction?(name: string): boolean;
+  /**
    * The lag of every subscription this broker serves, as last known. Called on each /metrics
    * scrape, so it must answer from memory (no network round trip): a broker that learns lag
    * asynchronously keeps the latest value per partition and returns it here.
@@ -654,6 +663,8 @@ export interface BrokerKind<O = unknown, C = O> {
    * happens, a test-file error.
    */
   headerless?(options: C): string | undefined;
+  /** BrokerRuntime.publishInstruction of this kind's brokers, for `eventgate test`'s recording of a consume route's writes. */
+  publishInstruction?(name: string): boolean;
   /**
    * A warning, not an error, about a route reading `from` (`from.topic` as the config names it)
    * that the config allows but that most likely says something else than meant (an amqp routing key

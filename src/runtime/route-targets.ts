@@ -5,7 +5,7 @@
  * (kinds/targets/webhook.ts) and listener forwards are built by their own modules.
  */
 import { problem, type Problem } from '../core/errors.js';
-import { headersWith, hugeNumberAt, hugeNumberText, resultText, type Delivery, type Message, type MessageContext } from '../core/message.js';
+import { copyHeaders, headersWith, hugeNumberAt, hugeNumberText, resultText, type Delivery, type Message, type MessageContext } from '../core/message.js';
 import type { Outcome } from '../core/outcome.js';
 import { bindingsFor, evaluateThen, expressionProblem, expressionResultProblem, type ExpressionEvaluationError } from '../expr/expression.js';
 import { toStructuredMessage } from '../codecs/cloudevents.js';
@@ -118,6 +118,24 @@ export function unavailable(broker: string, err: unknown): Problem {
   return problem('EG_BROKER_UNAVAILABLE', `broker '${broker}' did not acknowledge the message: ${(err as Error).message ?? String(err)}`);
 }
 
+/**
+ * `out` without the headers its broker takes as instructions for the publish (`instruction`:
+ * BrokerRuntime.publishInstruction) that it still carries as the consume route consumed them
+ * (`consumed`: MessageContext.consumed): they asked something of the source's stream when the
+ * message was stored there, and a copy asking it of its own stream was refused (a stale sequence)
+ * or rolled the copies up. One a step set or changed goes. The same message when there are none.
+ */
+export function withoutConsumedInstructions(out: Message, consumed: Readonly<Record<string, string>> | undefined, instruction: ((name: string) => boolean) | undefined): Message {
+  if (consumed === undefined || instruction === undefined) return out;
+  let headers: Record<string, string> | undefined;
+  for (const name in out.headers) {
+    if (consumed[name] !== out.headers[name] || !instruction(name)) continue;
+    headers ??= copyHeaders(out.headers);
+    delete headers[name];
+  }
+  return headers === undefined ? out : { ...out, headers };
+}
+
 /** The 400 for a message with a header its broker cannot carry (BrokerRuntime.headerProblem), or undefined. */
 function unpublishableHeader(broker: string, headerProblem: (name: string, value: string) => string | undefined, headers: Readonly<Record<string, string>>): Problem | undefined {
   for (const name in headers) {
@@ -157,9 +175,12 @@ export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { typ
     return ctx.source !== undefined ? { qos: t.qos, messageId: `${ctx.source}:${index}` } : options;
   };
   const headerProblem = broker.headerProblem?.bind(broker);
+  const instruction = broker.publishInstruction?.bind(broker);
   // The PRODUCER spans' names and constant attributes, made once per target (used only with an SDK).
   const sending = sendTemplate(broker, topicExpr ? undefined : t.topic);
-  const publish = (topic: string, out: Message, ctx: MessageContext): Delivery | Promise<Delivery> => {
+  const publish = (topic: string, sent: Message, ctx: MessageContext): Delivery | Promise<Delivery> => {
+    // Before the header check: an instruction left out is not one to refuse (a consumed `Nats-Rollup: x`).
+    const out = withoutConsumedInstructions(sent, ctx.consumed, instruction);
     if (headerProblem) {
       const refused = unpublishableHeader(broker.name, headerProblem, out.headers);
       if (refused) return Promise.reject(new TargetError(refused));

@@ -42,7 +42,7 @@ import { publishedIdentity } from '../kinds/brokers/nats/msg-id.js';
 import { Refused } from '../kinds/brokers/acknowledgement.js';
 import { FLOOD_LOG_INTERVAL_MS, RateLimitedWarning } from '../core/rate-limited-warning.js';
 import type { StepStateStore } from './step-state.js';
-import { brokerTarget, everyTarget, fanOutDetail, sendsInTurn, sent, targetFailed, unavailable } from './route-targets.js';
+import { brokerTarget, everyTarget, fanOutDetail, sendsInTurn, sent, targetFailed, unavailable, withoutConsumedInstructions } from './route-targets.js';
 import {
   consumedAttributes,
   endedWithWrite,
@@ -797,8 +797,10 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    * message id of its own when the dead-letter broker takes ids, so a message dead-lettered again
    * (a try whose PubAck was lost, a redelivery) is one message to the stream, not two.
    */
-  private sendToDeadletter(to: DeadletterTopic, msg: Message, cause: DeadletterCause, ctx: Pick<MessageContext, 'source' | 'span'>): Promise<Delivery> {
-    const out = deadletterMessage(this.withoutCredentials(msg), this.name, cause, to.broker.headerProblem?.bind(to.broker));
+  private sendToDeadletter(to: DeadletterTopic, msg: Message, cause: DeadletterCause, ctx: Pick<MessageContext, 'source' | 'span' | 'consumed'>): Promise<Delivery> {
+    // A consumed message's instructions to its source's stream are not the copy's (withoutConsumedInstructions).
+    const kept = withoutConsumedInstructions(this.withoutCredentials(msg), ctx.consumed, to.broker.publishInstruction?.bind(to.broker));
+    const out = deadletterMessage(kept, this.name, cause, to.broker.headerProblem?.bind(to.broker));
     // ctx.span is set only while an SDK records the route's span: the write is then a PRODUCER span as a target's is.
     const send = ctx.span === undefined ? undefined : startSendSpan(ctx.span, (to.sending ??= sendTemplate(to.broker, to.topic, true)), to.topic, out);
     if (send === undefined) {
@@ -824,7 +826,10 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   }
 
   private publishDeadletter(to: DeadletterTopic, msg: Message, out: Message, source: string | undefined): Promise<Delivery> {
-    if (to.broker.takesMessageIds !== true) return to.broker.publish(to.topic, out, to.options);
+    if (to.broker.takesMessageIds !== true) {
+      // A broker that reads instructions in headers is told it is a dead-letter write with or without ids (a nats broker with `messageIds: false`).
+      return to.broker.publish(to.topic, out, to.broker.publishInstruction ? { qos: to.options?.qos, deadletter: true } : to.options);
+    }
     // A message with no identity in its source (MQTT, AMQP, a core subject) but a publisher's id is
     // named by that id: sent as it is, a stream that holds the message already (a target of the
     // same fan-out stored it) dropped the dead-letter copy as a duplicate (spec-checklist 121).
@@ -1058,7 +1063,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   private consume(msg: Message): Promise<void> {
     if (this.connecting) return this.onceConnected(() => this.consume(msg));
     // Most messages pass at the first try: that costs one promise callback (check()'s), no retry state.
-    const ctx: MessageContext = { route: this.name, source: this.sourceOf(msg) };
+    const ctx: MessageContext = { route: this.name, source: this.sourceOf(msg), consumed: msg.headers };
     const first = this.check(msg, ctx, 'first');
     if (first instanceof Promise) return first as Promise<void>;
     const after = this.afterFirst(msg, ctx, first);

@@ -98,7 +98,7 @@ async function runUnredacted(plan: Plan, test: TestCase, registry: KindRegistry)
   if (!routePlan) return fail('route', `a route named '${test.route}'`, `the config's routes are: ${[...plan.routes.keys()].join(', ') || '(none)'}`);
 
   const outputs: Output[] = [];
-  const brokers = new Map<string, BrokerRuntime>([...plan.brokers.values()].map((b) => [b.name, recordingBroker(b.name, b.kind, outputs)]));
+  const brokers = new Map<string, BrokerRuntime>([...plan.brokers.values()].map((b) => [b.name, recordingBroker(b.name, b.kind, outputs, registry.brokers.get(b.kind)?.publishInstruction)]));
   const listeners = new Map<string, ListenerRuntime>([...plan.listeners.values()].map((l) => [l.name, recordingListener(l.name, l.kind, outputs)]));
   const endpoints = new RecordingEndpoints(test.answers, outputs);
 
@@ -205,7 +205,7 @@ async function runUnredacted(plan: Plan, test: TestCase, registry: KindRegistry)
   const ctx: MessageContext =
     from.type === 'listener' && upstream === undefined
       ? { route: test.route, path: params, query: test.input.query, remoteAddress: '127.0.0.1', request: { headers: lowerHeaders, query: test.input.query, remoteAddress: '127.0.0.1' } }
-      : { route: test.route, remoteAddress: from.type === 'listener' ? '127.0.0.1' : undefined };
+      : { route: test.route, remoteAddress: from.type === 'listener' ? '127.0.0.1' : undefined, consumed: from.type === 'broker' ? msg.headers : undefined };
   if (batch !== undefined) {
     const { outcome, delivered } = await handleBatch(route, batch, ctx);
     return finish(test, outcome, outputs, started, endpoints, delivered);
@@ -423,11 +423,13 @@ function show(v: unknown): string {
   return v === undefined ? '(nothing)' : JSON.stringify(v);
 }
 
-function recordingBroker(name: string, kind: string, outputs: Output[]): BrokerRuntime {
+function recordingBroker(name: string, kind: string, outputs: Output[], publishInstruction: BrokerRuntime['publishInstruction']): BrokerRuntime {
   let offset = 0;
   return {
     name,
     kind,
+    // A consume route's writes leave out the consumed message's instructions to its source's stream, as on the running gateway.
+    ...(publishInstruction && { publishInstruction }),
     start: async () => undefined,
     stop: async () => undefined,
     reconfigure: () => undefined,

@@ -355,6 +355,55 @@ describe('eventgate test', () => {
     assert.match(r.stdout, /^8 of 24 tests failed$/m);
   });
 
+  // The running gateway leaves a consumed message's JetStream instructions out of its NATS copies
+  // (spec-checklist 3107); the test's recording sent them on, so a test passed for output the gateway never writes.
+  it("records a consume route's NATS writes without the consumed Nats-Expected-* and Nats-Rollup headers, as the running gateway writes them, keeping one a step set", async () => {
+    const dir = tempFiles({
+      'gateway.yaml': yaml(
+        'version: 1',
+        'brokers:',
+        '  nt: { kind: nats, servers: "nats://127.0.0.1:4222", streams: { COPIES: { subjects: ["copies.>"] } } }',
+        '  mem: { kind: memory }',
+        'routes:',
+        '  - name: copy',
+        '    from: { broker: nt, topic: orders.in }',
+        '    to: [{ broker: nt, topic: copies.orders }, { broker: mem, topic: kept }]',
+        '  - name: latest',
+        '    from: { broker: nt, topic: orders.in }',
+        '    through: [ { headers: { set: { Nats-Rollup: \'"sub"\' } } } ]',
+        '    to: { broker: nt, topic: copies.latest }',
+        // Passed on deliberately: set under another spelling than the consumed one.
+        '  - name: relay',
+        '    from: { broker: nt, topic: orders.in }',
+        '    through: [ { headers: { set: { nats-expected-last-subject-sequence: \'$headers."Nats-Expected-Last-Subject-Sequence"\' } } } ]',
+        '    to: { broker: nt, topic: copies.relayed }',
+      ),
+      'gateway.tests.yaml': yaml(
+        'tests:',
+        "  - name: copied without the source stream's instructions",
+        '    route: copy',
+        '    input: { value: { n: 1 }, headers: { Nats-Expected-Last-Subject-Sequence: "41", nats-rollup: sub, Nats-Msg-Id: o-1, x-a: "1" } }',
+        '    expect:',
+        '      outcome: delivered',
+        '      to:',
+        '        - { topic: copies.orders, headers: { Nats-Expected-Last-Subject-Sequence: null, nats-rollup: null, Nats-Msg-Id: o-1, x-a: "1" } }',
+        '        - { topic: kept, headers: { Nats-Expected-Last-Subject-Sequence: "41", nats-rollup: sub } }',
+        "  - name: a step's own rollup is sent",
+        '    route: latest',
+        '    input: { value: { n: 2 }, headers: { Nats-Rollup: all } }',
+        '    expect: { outcome: delivered, to: [{ topic: copies.latest, headers: { Nats-Rollup: sub } }] }',
+        '  - name: passed on under another spelling',
+        '    route: relay',
+        '    input: { value: { n: 3 }, headers: { Nats-Expected-Last-Subject-Sequence: "41" } }',
+        '    expect: { outcome: delivered, to: [{ topic: copies.relayed, headers: { nats-expected-last-subject-sequence: "41" } }] }',
+      ),
+    });
+    const r = await runCliInProcess(['test', '-c', 'gateway.yaml'], { cwd: dir });
+    noStackTrace(r);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /^3 tests passed$/m);
+  });
+
   it("reads a consume route's input as the running route reads a consumed message: structured records, each binding's binary-mode names, from.cloudevents: structured, cloudevent require (2720)", async () => {
     // Before: the test's message reached the chain as written: a structured record or a binding's
     // binary-mode headers (amqp cloudEvents:*, nats ce-*, mqtt unprefixed user properties) were no

@@ -47,6 +47,13 @@ brokers:
       SCRATCH: { subjects: ["scratch.>"] }
       CONC: { subjects: ["conc.>"] }
       SHAREDLAG: { subjects: ["sharedlag.>"] }
+  # The same server without message ids: its dead-letter writes are told they are such all the same.
+  natsplain:
+    kind: nats
+    servers: ${nats.url}
+    messageIds: false
+    streams:
+      ORDERS: { subjects: ["orders.>"], declare: false }
 listeners:
   api: { kind: http, port: 0 }
   ws: { kind: websocket, port: 0 }
@@ -72,6 +79,23 @@ routes:
     from: { broker: nats, topic: stamp.in }
     to: { broker: nats, topic: orders.stamp.copy }
     deadletter: { broker: nats, topic: orders.stamp.dead }
+  - name: expect-dead
+    from: { listener: api, path: /expect-dead }
+    through:
+      - validate: { schema: { type: object, required: [n] }, onInvalid: deadletter }
+    to: { broker: natsplain, topic: orders.expect-dead.ok }
+    deadletter: { broker: natsplain, topic: orders.expect-dead.dead }
+  # A JetStream message's copy into another stream, and to WebSocket clients.
+  - name: copied
+    from: { broker: nats, topic: orders.copy.in }
+    to: [{ broker: nats, topic: scratch.copied }, { listener: ws, path: /copied, format: envelope }]
+    deadletter: { broker: nats, topic: scratch.copied.dead }
+  - name: rolled
+    from: { broker: nats, topic: roll.in }
+    through:
+      - validate: { schema: { type: object, required: [n] }, onInvalid: deadletter }
+    to: { broker: nats, topic: orders.roll.copy }
+    deadletter: { broker: nats, topic: orders.roll.dead }
   - name: bytes
     from: { broker: nats, topic: bytes.in }
     to: { broker: nats, topic: bytes.out }
@@ -102,6 +126,8 @@ routes:
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'chat-out', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'bytes', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'stamped', 15000);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'copied', 15000);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'rolled', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'hooked', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'wrapped', 15000);
     peer = await RawNats.connect(nats);
@@ -166,18 +192,84 @@ routes:
       const restored = await peer.jsApi('$JS.API.STREAM.UPDATE.ORDERS', config);
       assert.equal(restored.config?.allow_rollup_hdrs, false, JSON.stringify(restored));
     }
-    // A consume route dead-letters such a message; the copy carries the header without asking it
-    // of the dead-letter topic's stream (asked there too, it was refused again and dropped).
+    // A consume route's copy does not ask its stream what the consumed message asked of its source
+    // (before, ORDERS refused it, 400, and it was dead-lettered): it is stored, without the header.
     peer.publish('stamp.in', '{"n":6}', { 'Nats-Expected-Stream': 'INVOICES' });
-    const dead = await eventually(async () => {
-      const got = (await peer.jsApi('$JS.API.STREAM.MSG.GET.ORDERS', { last_by_subj: 'orders.stamp.dead' })) as { message?: { data: string; hdrs: string } };
+    const copy = await eventually(async () => {
+      const got = (await peer.jsApi('$JS.API.STREAM.MSG.GET.ORDERS', { last_by_subj: 'orders.stamp.copy' })) as { message?: { data: string; hdrs?: string } };
       assert.ok(got.message, JSON.stringify(got));
       return got.message;
     }, 10000);
-    assert.equal(Buffer.from(dead.data, 'base64').toString(), '{"n":6}');
-    const deadHeaders = Buffer.from(dead.hdrs, 'base64').toString();
+    assert.equal(Buffer.from(copy.data, 'base64').toString(), '{"n":6}');
+    assert.doesNotMatch(Buffer.from(copy.hdrs ?? '', 'base64').toString(), /nats-expected/i);
+    // An HTTP route's dead-letter copy carries its client's expectation without asking it of the
+    // dead-letter topic's stream, also through a broker without message ids (before, it was asked
+    // there as spelled, refused, and the request failed).
+    const invalid = await post(gw.url('api', '/expect-dead'), { m: 1 }, { 'Nats-Expected-Stream': 'INVOICES' });
+    assert.equal(invalid.status, 200, invalid.text);
+    assert.equal(invalid.body.deadlettered, true, invalid.text);
+    assert.equal(invalid.body.deliveries[0].topic, 'orders.expect-dead.dead', invalid.text);
+    const dead = (await peer.jsApi('$JS.API.STREAM.MSG.GET.ORDERS', { last_by_subj: 'orders.expect-dead.dead' })) as { message?: { data: string; hdrs: string } };
+    assert.ok(dead.message, JSON.stringify(dead));
+    assert.equal(Buffer.from(dead.message.data, 'base64').toString(), '{"m":1}');
+    const deadHeaders = Buffer.from(dead.message.hdrs, 'base64').toString();
     assert.match(deadHeaders, /\r\nnats-expected-stream: INVOICES\r\n/);
-    assert.match(deadHeaders, /its Nats-Expected-Stream header does not hold/);
+    assert.match(deadHeaders, /the message does not match its schema/);
+  });
+
+  // A consumed JetStream message's `Nats-Expected-*` were asked of its own stream when it was
+  // stored: a copy asked them of its stream, which refused it (another stream, another sequence),
+  // and every such message was dead-lettered (spec-checklist 3107).
+  it('copies a JetStream message stored with Nats-Expected-* headers into another stream without them; WebSocket clients still see every header, and Nats-Msg-Id stays', async () => {
+    const client = await WsClient.connect(gw.url('ws', '/copied', 'ws'));
+    try {
+      const first = await peer.jsPublish('orders.copy.in', '{"n":1}');
+      const headers = { 'Nats-Expected-Stream': 'ORDERS', 'Nats-Expected-Last-Subject-Sequence': String(first.seq), 'Nats-Msg-Id': 'copy-2' };
+      await peer.jsPublish('orders.copy.in', '{"n":2}', headers);
+      const copy = await eventually(async () => {
+        const got = (await peer.jsApi('$JS.API.STREAM.MSG.GET.SCRATCH', { last_by_subj: 'scratch.copied' })) as { message?: { data: string; hdrs?: string } };
+        assert.equal(got.message && Buffer.from(got.message.data, 'base64').toString(), '{"n":2}', JSON.stringify(got));
+        return got.message!;
+      }, 10000);
+      const copyHeaders = Buffer.from(copy.hdrs ?? '', 'base64').toString();
+      assert.doesNotMatch(copyHeaders, /nats-expected/i);
+      assert.match(copyHeaders, /\r\nNats-Msg-Id: copy-2\r\n/);
+      assert.deepEqual((await client.next(10000)).value, { n: 1 });
+      const seen = (await client.next(10000)) as { value: unknown; headers: Record<string, string> };
+      assert.deepEqual(seen.value, { n: 2 });
+      assert.deepEqual(Object.fromEntries(Object.entries(seen.headers).filter(([k]) => /^nats-/i.test(k))), headers);
+      const dead = (await peer.jsApi('$JS.API.STREAM.INFO.SCRATCH', { subjects_filter: 'scratch.copied.dead' })) as { state: { subjects?: Record<string, number> } };
+      assert.equal(dead.state.subjects, undefined, 'nothing was dead-lettered');
+    } finally {
+      client.close();
+    }
+  });
+
+  // A consumed `Nats-Rollup: sub` made every copy, and every dead letter before the dead-letter
+  // write spelled it in lower case, replace the earlier ones of its subject in a stream that allows
+  // rollups: only the last was kept (spec-checklist 3124).
+  it('keeps every copy and every dead letter of messages consumed with Nats-Rollup in a stream that allows rollups', async () => {
+    const { config } = (await peer.jsApi('$JS.API.STREAM.INFO.ORDERS', {})) as { config: Record<string, unknown> };
+    assert.equal((await peer.jsApi('$JS.API.STREAM.UPDATE.ORDERS', { ...config, allow_rollup_hdrs: true })).error, undefined);
+    try {
+      for (const value of ['{"n":1}', '{"bad":1}', '{"n":2}', '{"bad":2}']) peer.publish('roll.in', value, { 'Nats-Rollup': 'sub' });
+      await eventually(
+        async () => {
+          const info = (await peer.jsApi('$JS.API.STREAM.INFO.ORDERS', { subjects_filter: 'orders.roll.>' })) as { state: { subjects?: Record<string, number> } };
+          assert.deepEqual(info.state.subjects, { 'orders.roll.copy': 2, 'orders.roll.dead': 2 });
+        },
+        10000,
+        100,
+      );
+      const dead = (await peer.jsApi('$JS.API.STREAM.MSG.GET.ORDERS', { last_by_subj: 'orders.roll.dead' })) as { message: { data: string; hdrs: string } };
+      assert.equal(Buffer.from(dead.message.data, 'base64').toString(), '{"bad":2}');
+      const deadHeaders = Buffer.from(dead.message.hdrs, 'base64').toString();
+      assert.doesNotMatch(deadHeaders, /nats-rollup/i);
+      assert.match(deadHeaders, /the message does not match its schema/);
+    } finally {
+      const restored = await peer.jsApi('$JS.API.STREAM.UPDATE.ORDERS', config);
+      assert.equal(restored.config?.allow_rollup_hdrs, false, JSON.stringify(restored));
+    }
   });
 
   // nats-server closed the connection for its protocol line (`Maximum Control Line Exceeded`):

@@ -25,7 +25,7 @@ import { reconnectBackoff } from '../../../core/backoff.js';
 import { notConnectedDetail } from '../not-connected.js';
 import { brokerTlsWords, isTlsFailure } from '../../tls-failures.js';
 import { publishSubjectProblem, streamFor } from './subjects.js';
-import { expectationHeaderName, inertExpectationName, rollupProblem } from './expected-headers.js';
+import { expectationHeaderName, inertExpectationName, isPublishInstruction, rollupProblem } from './expected-headers.js';
 import { MSG_ID, msgIdChange, type MsgIdChange } from './msg-id.js';
 import { MissingTopology, notFoundOn } from '../missing-topology.js';
 import { readStream } from './replay.js';
@@ -476,6 +476,10 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
     if (!/^[!-9;-~]+$/.test(name)) return 'a NATS header name is printable ASCII (no space, no colon), and not empty';
     if (/[\r\n]/.test(value)) return 'a NATS header value cannot hold CR or LF';
     return rollupProblem(name, value);
+  }
+
+  publishInstruction(name: string): boolean {
+    return isPublishInstruction(name);
   }
 
   publish(topic: string, msg: Message, options?: PublishOptions): Promise<Delivery> {

@@ -14,6 +14,17 @@ const SPELLED = new Map(['Nats-Expected-Stream', 'Nats-Expected-Last-Msg-Id', 'N
 const SHORTEST = Math.min(...[...SPELLED.values()].map((n) => n.length));
 const LONGEST = Math.max(...[...SPELLED.values()].map((n) => n.length));
 
+/**
+ * Whether header `name` is one of the JetStream headers above, in any case (the broker's
+ * publishInstruction): a consume route's copy leaves out those it consumed, which asked something
+ * of the source's stream (a Go publisher's `Nats-Expected-Last-Subject-Sequence` held there, and
+ * was refused by the copy's stream). `Nats-Msg-Id` is not one: a copy with the same id is the
+ * duplicate a stream should drop.
+ */
+export function isPublishInstruction(name: string): boolean {
+  return name.length >= SHORTEST && name.length <= LONGEST && SPELLED.has(name.toLowerCase());
+}
+
 /** The name nats-server reads for header `name`, when it is one of the JetStream headers above in another case; else undefined. */
 export function expectationHeaderName(name: string): string | undefined {
   const canonical = name.length >= SHORTEST && name.length <= LONGEST ? SPELLED.get(name.toLowerCase()) : undefined;
