@@ -483,7 +483,7 @@ Kafka publish with \`acks: none\`). A webhook's is \`{"endpoint","status","attem
 - \`{broker: B, topic: T, group: G}\`: messages consumed from a topic. \`group\` defaults to
   \`eventgate-<route name>\`, shared by every gateway instance (each message handled once); a route
   whose only targets are forwards (websocket or event stream) defaults to a per-instance group
-  (\`eventgate-<route>-<instance id>\`, instance id from \`EVENTGATE_INSTANCE_ID\`, 1 to 64 letters, digits, \`.\`, \`_\` and \`-\`, or host-pid), so
+  (\`eventgate-<route>-<instance id>\`, instance id from \`EVENTGATE_INSTANCE_ID\`, 1 to 64 letters, digits, \`.\`, \`_\` and \`-\`, or \`<hostname>-<pid>\` held to the same), so
   every instance's clients see every message. A consumed message is committed only after every
   target accepted it. Wildcards are the broker kind's own: MQTT \`sensors/+/temp\` and
   \`sensors/#\`, NATS \`sensors.*.temp\` and \`sensors.>\`, AMQP routing-key patterns

@@ -317,6 +317,12 @@ export interface SubscribeSpec {
    */
   perInstance?: boolean;
   /**
+   * With `perInstance`: this instance's id, which `group` holds. A broker that makes a name of the
+   * group in fewer characters than the id may hold (a NATS consumer name) keeps ids it would make
+   * alike apart by it.
+   */
+  instanceId?: string;
+  /**
    * Where a record batch the broker cannot decode goes (the route's dead-letter target); resolves
    * once it is stored. Without it the broker stops consuming that partition and says so in health().
    */

@@ -912,7 +912,10 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const undecodable = asked.deadletter ? (raw: UndecodableBatch) => (this.connecting ? this.onceConnected(() => this.deadletterUndecodable(raw)) : this.deadletterUndecodable(raw)) : undefined;
     const ordered = this.webhooks.filter((w) => w.ordered);
     const orderKeys = asked.ordered ? (msg: Message) => this.orderKeys(this.asConsumed(msg), ordered) : undefined;
-    return { broker: this.deps.brokers.get(name)!, spec: { topic, group, route: this.name, startFrom, defaultStartFrom, perInstance, undecodable, inFlight, orderKeys, qos } };
+    return {
+      broker: this.deps.brokers.get(name)!,
+      spec: { topic, group, route: this.name, startFrom, defaultStartFrom, perInstance, instanceId: perInstance ? this.deps.instanceId : undefined, undecodable, inFlight, orderKeys, qos },
+    };
   }
 
   /** What a consume route sets up before its first message: its counters, the connections it waits for, message ids. */

@@ -5,6 +5,7 @@
  * the route would log that it is ready and receive nothing.
  */
 
+import { hash } from '../../../core/canonical.js';
 import type { NatsSettings, NatsStream } from '../nats.js';
 
 /**
@@ -94,8 +95,19 @@ export function subjectCovers(pattern: string, filter: string): boolean {
   return p.length === f.length;
 }
 
-/** A group's JetStream consumer name: no `.`, `*`, `>`, whitespace or path separators. */
-export const consumerName = (group: string) => group.replace(/[^A-Za-z0-9_-]/g, '_');
+/**
+ * A group's JetStream consumer name: no `.`, `*`, `>`, whitespace or path separators, so any
+ * character but letters, digits, `_` and `-` becomes `_`. `instanceId`: the id a per-instance group
+ * holds (SubscribeSpec.instanceId). As `.` and `_` both became `_`, instances `web.0` and `web_0`
+ * named one consumer, which they then shared, each getting part of the messages: an id holding a
+ * character other than letters, digits and `-` adds 10 hex digits of its hash, told apart from
+ * every other id's name (an id without such a character gives no `_` where it stands). An id of
+ * only those keeps the name it always had, so its consumer is not left behind by an upgrade.
+ */
+export function consumerName(group: string, instanceId?: string): string {
+  const name = group.replace(/[^A-Za-z0-9_-]/g, '_');
+  return instanceId === undefined || /^[A-Za-z0-9-]*$/.test(instanceId) ? name : `${name}-${hash(instanceId).slice(0, 10)}`;
+}
 
 /** The stream whose subjects hold every subject of `filter`, if any: messages there are JetStream's. */
 export function streamFor(settings: NatsSettings, filter: string): [string, NatsStream] | undefined {

@@ -236,7 +236,7 @@ export class NatsSubscription {
 
   /** Creates (or updates) the consumer, then reads it; starts over after anything that ends the read. */
   private async consumeStream(nc: NatsConnection, stream: string): Promise<void> {
-    const name = consumerName(this.spec.group);
+    const name = consumerName(this.spec.group, this.spec.instanceId);
     const backoff = reconnectBackoff();
     while (!this.stopping) {
       let failure: Error | undefined;
