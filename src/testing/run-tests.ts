@@ -8,7 +8,7 @@ import { decodeEvent, forwardedHeaders, handleBatch, refusedMediaType, requestMe
 import { filledPath } from '../kinds/listeners/route-paths.js';
 import { parseQuery as queryOf } from '../kinds/listeners/transport.js';
 import type { Problem } from '../core/errors.js';
-import { decodeValueBytes, isEncoded, isJsonMedia, mediaTypeOf, ORIGINAL, payloadOriginal } from '../core/message.js';
+import { decodeValueBytes, encodeValue, isEncoded, isJsonMedia, mediaTypeOf, ORIGINAL, payloadOriginal, valuePayload } from '../core/message.js';
 import type { BrokerRuntime, CompiledStep, ListenerRuntime, Target } from '../kinds/contracts.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import type { Plan, RoutePlan } from '../plan/types.js';
@@ -31,6 +31,8 @@ export interface Output {
   key: string | null;
   headers: Record<string, string>;
   value: unknown;
+  /** The payload's bytes as a broker target writes them, or as a kafka listener sends the record upstream (none: a tombstone): what an expected `valueBase64` is compared with. */
+  bytes?: Buffer;
 }
 
 export interface Mismatch {
@@ -146,11 +148,11 @@ async function runUnredacted(plan: Plan, test: TestCase, registry: KindRegistry)
     const source = from.type === 'broker' ? `reads broker '${from.broker}', whose messages have no key` : 'takes requests, which have no key';
     return fail('input.key', `no key: route '${test.route}' ${source} (leave input.key out)`, show(test.input.key), test.input.at('key'));
   }
-  // Bytes are a broker's payload: a request's body or a frame is written as input.value.
-  if (test.input.bytes !== undefined && from.type !== 'broker')
+  // Bytes are a broker's payload or a produced record's value: a request's body or a frame is written as input.value.
+  if (test.input.bytes !== undefined && from.type !== 'broker' && upstream === undefined)
     return fail(
       'input.valueBase64',
-      `input.value: route '${test.route}' reads listener '${from.listener}', whose messages a test writes as input.value (valueBase64 is the payload of a message consumed from a broker)`,
+      `input.value: route '${test.route}' reads listener '${from.listener}', whose messages a test writes as input.value (valueBase64 is the payload of a message consumed from a broker, or of a record produced to a kafka listener)`,
       '(bytes)',
       test.input.at('valueBase64'),
     );
@@ -195,7 +197,9 @@ async function runUnredacted(plan: Plan, test: TestCase, registry: KindRegistry)
   // topic's message (BrokerKind.inProcess) has no bytes, only the value it was published with: given as bytes, it is bytes.
   const bytes = test.input.bytes;
   const inProcess = from.type === 'broker' && registry.brokers.get(plan.brokers.get(from.broker)?.kind ?? '')?.inProcess === true;
-  if (bytes !== undefined) {
+  // A produced record's value, as the kafka listener reads it (JSON, else UTF-8 text).
+  if (bytes !== undefined && upstream !== undefined) given.value = decodeValueBytes(bytes, 0, bytes.length);
+  else if (bytes !== undefined) {
     // As the consumers read a payload (payloadMessage): a compressed one stays its bytes, others are UTF-8 text or JSON.
     given.value = inProcess ? bytes : isEncoded(headers) ? bytes : decodeValueBytes(bytes, 0, bytes.length);
     if (!inProcess) given[ORIGINAL] = payloadOriginal(bytes, given.value, headers);
@@ -216,9 +220,11 @@ async function runUnredacted(plan: Plan, test: TestCase, registry: KindRegistry)
   // With `to`, the record goes to the route's targets instead, as the proxy sends it.
   if (upstream !== undefined && route.delivers) outcome = await route.deliverRecord(msg, outcome, ctx);
   else if (upstream !== undefined && outcome.outcome === 'delivered') {
-    // The record as the proxy writes it: the chain's value and headers, the key as the client sent it.
+    // The record as the proxy writes it: the chain's value and headers, the key as the client sent it;
+    // the client's own bytes where the chain left the value (the test's, or its value's JSON).
     const out = outcome.message ?? msg;
-    outputs.push({ broker: upstream, topic: from.type === 'listener' ? from.path : '', key: msg.key, headers: { ...out.headers }, value: out.value });
+    const written = out.value === msg.value ? (bytes ?? encodedValue(msg.value)) : encodedValue(out.value);
+    outputs.push({ broker: upstream, topic: from.type === 'listener' ? from.path : '', key: msg.key, headers: { ...out.headers }, value: out.value, ...(written && { bytes: written }) });
   }
   return finish(test, outcome, outputs, started, endpoints);
 }
@@ -379,6 +385,17 @@ async function compareOutput(i: number, want: ExpectedOutput, got: Output): Prom
     if ((value ?? undefined) !== actual)
       out.push({ line: want.at('headers'), what: `${where}.headers.${name}`, expected: value === null ? '(absent)' : show(value), actual: actual === undefined ? '(absent)' : show(actual) });
   }
+  if (want.bytes !== undefined) {
+    const expected = `bytes ${want.bytes.toString('base64')} (in base64)`;
+    if (got.bytes === undefined)
+      out.push({
+        line: want.at('valueBase64'),
+        what: `${where}.valueBase64`,
+        expected,
+        actual: got.broker !== undefined ? 'no value (a tombstone)' : `${describeOutput(got)}: valueBase64 is what a broker target writes (write its value as value)`,
+      });
+    else if (!want.bytes.equals(got.bytes)) out.push({ line: want.at('valueBase64'), what: `${where}.valueBase64`, expected, actual: shownBytes(got.bytes) });
+  }
   // Bytes (a binary-mode event's data) are compared as their UTF-8 text, as the test wrote its input.
   const gotValue = Buffer.isBuffer(got.value) && typeof want.value === 'string' ? got.value.toString('utf8') : got.value;
   if ('value' in want && !isDeepStrictEqual(want.value, gotValue)) {
@@ -418,6 +435,17 @@ export function diff(expected: unknown, actual: unknown, at: string): { what: st
   return [{ what: at, expected: show(expected), actual: show(actual) }];
 }
 
+/** Bytes in base64, with their text when they are UTF-8. */
+function shownBytes(b: Buffer): string {
+  const text = Buffer.from(b.toString('utf8'), 'utf8').equals(b) ? `: ${JSON.stringify(b.toString('utf8'))}` : '';
+  return `bytes ${b.toString('base64')} (in base64)${text}`;
+}
+
+/** The bytes a kafka listener writes for a record value: none for null (a tombstone), else its JSON or text. */
+function encodedValue(value: unknown): Buffer | undefined {
+  return value === null ? undefined : Buffer.from(encodeValue(value), 'utf8');
+}
+
 function show(v: unknown): string {
   if (Buffer.isBuffer(v)) return `bytes ${JSON.stringify(v.toString('utf8'))}`;
   return v === undefined ? '(nothing)' : JSON.stringify(v);
@@ -435,7 +463,7 @@ function recordingBroker(name: string, kind: string, outputs: Output[], publishI
     reconfigure: () => undefined,
     health: () => ({ ready: true }),
     async publish(topic: string, msg: Message): Promise<Delivery> {
-      outputs.push({ broker: name, topic, key: msg.key, headers: { ...msg.headers }, value: msg.value });
+      outputs.push({ broker: name, topic, key: msg.key, headers: { ...msg.headers }, value: msg.value, bytes: Buffer.from(valuePayload(msg)) });
       return { broker: name, topic, partition: 0, offset: String(offset++) };
     },
     subscribe: () => ({ stop: async () => undefined }),

@@ -26,6 +26,7 @@ import { compileExpression } from '../expr/expression.js';
  *         delivered: 2              # a CloudEvents batch input: how many of its events were delivered
  *         to:                       # every output, in target order
  *           - { broker: local, topic: t, key: '1', headers: {...}, value: {...}, condition: <JSONata> }
+ *           - { broker: local, topic: raw, valueBase64: <the bytes the broker target writes, in base64> }
  *           - { url: https://crm.example.com/hooks, method: POST, headers: {...}, value: {...} }   # an http target's request
  */
 export interface TestInput {
@@ -58,6 +59,8 @@ export interface ExpectedOutput {
   key?: string | null;
   headers?: Record<string, string | null>;
   value?: unknown;
+  /** `valueBase64`: the bytes a broker target writes (valuePayload), or a kafka listener's record upstream, compared byte for byte. */
+  bytes?: Buffer;
   /** JSONata over the output value ($key, $headers, $topic bound): must be truthy. */
   condition?: string;
   /** Where each expectation is written, for failure messages. */
@@ -114,7 +117,8 @@ const TEST_KEYS = ['name', 'route', 'input', 'answers', 'expect'];
 const REQUIRED_TEST_KEYS = ['name', 'route', 'input', 'expect'];
 const INPUT_KEYS = ['value', 'valueBase64', 'key', 'headers', 'path', 'query', 'principal', 'claims', 'topic'];
 const EXPECT_KEYS = ['outcome', 'status', 'error', 'delivered', 'to'];
-const OUTPUT_KEYS = ['broker', 'topic', 'listener', 'path', 'url', 'method', 'key', 'headers', 'value', 'condition'];
+const OUTPUT_KEYS = ['broker', 'topic', 'listener', 'path', 'url', 'method', 'key', 'headers', 'value', 'valueBase64', 'condition'];
+const NOT_BASE64 = "'valueBase64' must be bytes in base64 (A-Z a-z 0-9 + /, padded with = to a multiple of 4 characters; line breaks are ignored), as `base64` writes them";
 /** The methods an http target sends with (its `method`). */
 const METHODS = ['POST', 'PUT', 'PATCH'];
 const ANSWERS_SHAPE =
@@ -172,11 +176,7 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
       if (input.topic !== undefined && typeof input.topic !== 'string') report([...at, 'input', 'topic'], "'topic' must be a topic name");
       if (input.valueBase64 !== undefined) {
         if (input.value !== undefined) report([...at, 'input', 'valueBase64'], "give 'value' or 'valueBase64', not both: they are the one payload, as JSON or text, or as its bytes", 'key');
-        else if (base64Bytes(input.valueBase64) === undefined)
-          report(
-            [...at, 'input', 'valueBase64'],
-            "'valueBase64' must be bytes in base64 (A-Z a-z 0-9 + /, padded with = to a multiple of 4 characters; line breaks are ignored), as `base64` writes them",
-          );
+        else if (base64Bytes(input.valueBase64) === undefined) report([...at, 'input', 'valueBase64'], NOT_BASE64);
       }
       if (input.path !== undefined && typeof input.path !== 'string' && !isStringMap(input.path))
         report([...at, 'input', 'path'], "'path' must be the request path (/orders/7) or a map of path parameters");
@@ -218,8 +218,10 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
       if (Array.isArray(expect.to)) {
         expect.to.forEach((o: unknown, j: number) => {
           const oAt: PathPart[] = [...at, 'expect', 'to', j];
-          if (!isMap(o)) return report(oAt, 'an output must be a map (broker/topic, listener/path or url/method, key, headers, value, condition)');
+          if (!isMap(o)) return report(oAt, 'an output must be a map (broker/topic, listener/path or url/method, key, headers, value or valueBase64, condition)');
           unknownKeys(o, OUTPUT_KEYS, oAt, report);
+          // Beside `value` it may be: the value the route made, and the bytes written of it.
+          if (o.valueBase64 !== undefined && base64Bytes(o.valueBase64) === undefined) report([...oAt, 'valueBase64'], NOT_BASE64);
           // Outputs carry keys and header values as strings: `key: 7` could never match the key '7'.
           for (const k of ['broker', 'topic', 'listener', 'path', 'url', 'method', 'condition']) if (o[k] !== undefined && typeof o[k] !== 'string') report([...oAt, k], `'${k}' must be a string`);
           if (typeof o.url === 'string' && requestUrl(o.url) === undefined) report([...oAt, 'url'], `'url' must be the http(s) URL an http target calls, not '${o.url}'`);
@@ -270,7 +272,12 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
         to: Array.isArray(exp.to)
           ? exp.to.map(
               (o: Record<string, unknown>, j: number) =>
-                ({ ...o, ...(typeof o.url === 'string' ? { url: requestUrl(o.url) } : {}), at: (field: string) => lineOf([...at, 'expect', 'to', j, field]) }) as ExpectedOutput,
+                ({
+                  ...o,
+                  ...(typeof o.url === 'string' ? { url: requestUrl(o.url) } : {}),
+                  ...(o.valueBase64 !== undefined ? { bytes: base64Bytes(o.valueBase64) } : {}),
+                  at: (field: string) => lineOf([...at, 'expect', 'to', j, field]),
+                }) as ExpectedOutput,
             )
           : undefined,
         at: (field: string) => lineOf([...at, 'expect', field]),

@@ -127,6 +127,85 @@ describe('eventgate test', () => {
     assert.match(r.stdout, /^5 tests passed$/m);
   });
 
+  // An output could be compared only as the UTF-8 reading of its bytes (bytes that are no UTF-8
+  // all read alike, U+FFFD), and a kafka listener's record could not be given as bytes (spec-checklist 2830).
+  it('compares an expected valueBase64 with the bytes a broker target writes, and takes valueBase64 records on a kafka-listener route', async () => {
+    const dir = tempFiles({
+      'gateway.yaml': yaml(
+        'version: 1',
+        'brokers:',
+        '  cluster: { kind: kafka, brokers: ["127.0.0.1:9"] }',
+        '  nt: { kind: nats, servers: "nats://127.0.0.1:4222" }',
+        'listeners:',
+        '  kafka-in: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 19998, advertisedHost: 127.0.0.1 }',
+        '  api: { kind: http, port: 0 }',
+        'routes:',
+        '  - name: copy',
+        '    from: { broker: cluster, topic: raw }',
+        '    to: { broker: nt, topic: raw.copy }',
+        '  - name: passed',
+        '    from: { listener: kafka-in, topic: raw }',
+        '  - name: marked',
+        '    from: { listener: kafka-in, topic: marked }',
+        '    through: [ { transform: \'{"n": n, "seen": true}\' } ]',
+        '  - name: hook',
+        '    from: { listener: api, path: /h }',
+        '    to: { http: { url: "http://127.0.0.1:1/h" } }',
+      ),
+      'gateway.tests.yaml': yaml(
+        'tests:',
+        '  - name: bytes that are no UTF-8 are copied as they came', // 2
+        '    route: copy',
+        '    input: { valueBase64: 3q2+7w== }',
+        '    expect: { outcome: delivered, to: [ { topic: raw.copy, valueBase64: 3q2+7w== } ] }',
+        '  - name: other bytes are not those', // 6
+        '    route: copy',
+        '    input: { valueBase64: 3q2+7w== }',
+        '    expect: { outcome: delivered, to: [ { topic: raw.copy, valueBase64: 3q2+7g== } ] }',
+        '  - name: a record of bytes goes on upstream as it came', // 10
+        '    route: passed',
+        '    input: { valueBase64: 3q2+7w== }',
+        '    expect: { outcome: delivered, to: [ { broker: cluster, topic: raw, valueBase64: 3q2+7w== } ] }',
+        '  - name: a record of JSON bytes keeps its spelling upstream, and is read as JSON', // 14
+        '    route: passed',
+        '    input: { valueBase64: eyAibiI6IDEgfQ== }',
+        '    expect: { outcome: delivered, to: [ { value: { n: 1 }, valueBase64: eyAibiI6IDEgfQ== } ] }',
+        '  - name: a record a step changed is written as its JSON', // 18
+        '    route: marked',
+        '    input: { valueBase64: eyAibiI6IDEgfQ== }',
+        '    expect: { outcome: delivered, to: [ { valueBase64: eyJuIjoxLCJzZWVuIjp0cnVlfQ== } ] }',
+        '  - name: a webhook request is no broker write', // 22
+        '    route: hook',
+        '    input: { value: { n: 1 } }',
+        '    expect: { outcome: delivered, to: [ { url: "http://127.0.0.1:1/h", valueBase64: eyJuIjoxfQ== } ] }',
+      ),
+    });
+    const r = await runCliInProcess(['test', '-c', 'gateway.yaml'], { cwd: dir });
+    noStackTrace(r);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const passed = [...r.stdout.matchAll(/^ok {4}\w+: (.+) \(gateway\.tests\.yaml:\d+\)$/gm)].map((m) => m[1]);
+    assert.deepEqual(passed, [
+      'bytes that are no UTF-8 are copied as they came',
+      'a record of bytes goes on upstream as it came',
+      'a record of JSON bytes keeps its spelling upstream, and is read as JSON',
+      'a record a step changed is written as its JSON',
+    ]);
+    assert.match(r.stdout, /^ {6}gateway\.tests\.yaml:9: to\[0\]\.valueBase64\n\s+- expected: bytes 3q2\+7g== \(in base64\)\n\s+\+ actual: +bytes 3q2\+7w== \(in base64\)$/m);
+    assert.match(
+      r.stdout,
+      /^ {6}gateway\.tests\.yaml:25: to\[0\]\.valueBase64\n\s+- expected: bytes eyJuIjoxfQ== \(in base64\)\n\s+\+ actual: +POST http:\/\/127\.0\.0\.1:1\/h: valueBase64 is what a broker target writes \(write its value as value\)$/m,
+    );
+
+    // Checked where it is written, as input.valueBase64 is.
+    writeFileSync(join(dir, 'bytes.tests.yaml'), yaml('tests:', '  - { name: not base64, route: copy, input: { valueBase64: YQ== }, expect: { outcome: delivered, to: [ { valueBase64: "YQ=" } ] } }'));
+    const bytes = await runCliInProcess(['test', '-c', 'gateway.yaml', 'bytes.tests.yaml'], { cwd: dir });
+    assert.equal(
+      bytes.stderr,
+      ["bytes.tests.yaml:2:119: 'valueBase64' must be bytes in base64 (A-Z a-z 0-9 + /, padded with = to a multiple of 4 characters; line breaks are ignored), as `base64` writes them", ''].join('\n'),
+    );
+    assert.equal(bytes.code, 2);
+  });
+
   it('runs the route in-process with path parameters, query, principal and real credentials', async () => {
     const dir = tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests });
     const r = await runCliInProcess(['test', 'orders.tests.yaml'], { cwd: dir });
@@ -190,7 +269,7 @@ describe('eventgate test', () => {
     assert.match(r.stdout, /keyed\.tests\.yaml:5: input\.key\n\s+- expected: no key: route 'orders' takes requests, which have no key \(leave input\.key out\)\n\s+\+ actual: {3}"k1"\n/);
     assert.match(
       r.stdout,
-      /keyed\.tests\.yaml:9: input\.valueBase64\n\s+- expected: input\.value: route 'orders' reads listener 'api', whose messages a test writes as input\.value \(valueBase64 is the payload of a message consumed from a broker\)\n/,
+      /keyed\.tests\.yaml:9: input\.valueBase64\n\s+- expected: input\.value: route 'orders' reads listener 'api', whose messages a test writes as input\.value \(valueBase64 is the payload of a message consumed from a broker, or of a record produced to a kafka listener\)\n/,
     );
   });
 
