@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { describe, it } from 'node:test';
-import kafkajs, { groupingReplaced, groupMessagesPerPartition, kafkajsGrouping } from '../../src/kinds/brokers/kafka/kafkajs.js';
+import kafkajs, { decodeRecord, groupingReplaced, groupMessagesPerPartition, kafkajsGrouping, kafkajsRecordDecoder } from '../../src/kinds/brokers/kafka/kafkajs.js';
 import { subscriptionRoundRobin } from '../../src/kinds/brokers/kafka/assigner.js';
 
 const require = createRequire(import.meta.url);
@@ -207,5 +207,135 @@ describe('the round-robin assigner of consume routes', () => {
     const ours = decoded(await subscriptionRoundRobin({ cluster: cluster({ a: 4, b: 2 }, added) } as never).assign({ members, topics: ['a'] }));
     assert.deepEqual(added, ['b']);
     assert.deepEqual(ours, { 'm-1': { a: [0, 2] }, 'm-3': { a: [1, 3] }, 'm-2': { b: [0, 1] } });
+  });
+});
+
+/** kafkajs' reader of protocol bytes (src/protocol/decoder.js), which its record decoder reads a record's fields with. */
+const Decoder = require('kafkajs/src/protocol/decoder') as new (buffer: Buffer) => { offset: number };
+
+/** A record's bytes after its length, as a batch holds them: the headers in the order given, null for none (key, value or a header's value). */
+function recordBytes(r: { timestampDelta?: number; offsetDelta?: number; key: string | null; value: string | null; headers: [string, string | null][] }): Buffer {
+  const varint = (n: number) => {
+    let z = n >= 0 ? n * 2 : -n * 2 - 1;
+    const out: number[] = [];
+    while (z >= 0x80) {
+      out.push((z & 0x7f) | 0x80);
+      z = Math.floor(z / 128);
+    }
+    out.push(z);
+    return Buffer.from(out);
+  };
+  const bytes = (v: string | null) => (v === null ? varint(-1) : Buffer.concat([varint(Buffer.byteLength(v)), Buffer.from(v)]));
+  return Buffer.concat([
+    Buffer.from([0]),
+    varint(r.timestampDelta ?? 0),
+    varint(r.offsetDelta ?? 0),
+    bytes(r.key),
+    bytes(r.value),
+    varint(r.headers.length),
+    ...r.headers.flatMap(([name, value]) => [bytes(name), bytes(value)]),
+  ]);
+}
+
+/**
+ * kafkajs' batch decoder reads each record with the gateway's decoder (kinds/brokers/kafka/kafkajs.ts),
+ * which gives what kafkajs' own gave, in time linear in the record's headers.
+ */
+describe("kafkajs' record decoder", () => {
+  const RECORD_DECODER = 'kafkajs/src/protocol/recordBatch/record/v0/decoder';
+  const CONTEXT = { firstOffset: '41', firstTimestamp: '1700000000000', magicByte: 2, timestampType: 0, maxTimestamp: '1700000000900' };
+
+  it('is the one kafkajs reads records with', () => {
+    assert.equal(require(RECORD_DECODER), decodeRecord);
+    assert.notEqual(kafkajsRecordDecoder, decodeRecord);
+  });
+
+  it("gives kafkajs' own result: offsets, timestamps (CreateTime, LogAppendTime), keys and values, headers once, repeated and without a value", () => {
+    const records: Parameters<typeof recordBytes>[0][] = [
+      { key: null, value: null, headers: [] },
+      { timestampDelta: 250, offsetDelta: 3, key: 'k', value: '{"n":1}', headers: [['a', '1']] },
+      {
+        key: '',
+        value: '',
+        headers: [
+          ['a', '1'],
+          ['b', ''],
+          ['a', '2'],
+        ],
+      },
+      {
+        key: 'k',
+        value: 'v',
+        headers: [
+          ['r', '1'],
+          ['r', '2'],
+          ['s', null],
+          ['r', '3'],
+          ['r', null],
+        ],
+      },
+      { key: 'k', value: 'v', headers: [['n', null]] },
+      {
+        key: 'k',
+        value: 'v',
+        headers: [
+          ['n', null],
+          ['n', null],
+        ],
+      },
+      {
+        key: 'k',
+        value: 'v',
+        headers: [
+          ['ünï', 'çödé'],
+          ['10', 'x'],
+          ['2', 'y'],
+        ],
+      },
+    ];
+    const contexts = [CONTEXT, { ...CONTEXT, timestampType: 1 }, { ...CONTEXT, isControlBatch: true }];
+    for (const record of records) {
+      for (const context of contexts) {
+        const bytes = recordBytes(record);
+        const ours = new Decoder(bytes);
+        const theirs = new Decoder(bytes);
+        assert.deepEqual(decodeRecord(ours as never, context), kafkajsRecordDecoder!(theirs as never, context), JSON.stringify({ record, context }));
+        assert.equal(ours.offset, bytes.length);
+      }
+    }
+  });
+
+  it("reads a header named after a member of Object's prototype as its value, and __proto__ as a header of its own", () => {
+    const decode = require(RECORD_DECODER) as typeof decodeRecord;
+    const bytes = recordBytes({
+      key: null,
+      value: 'v',
+      headers: [
+        ['toString', 't'],
+        ['constructor', 'c'],
+        ['hasOwnProperty', 'h'],
+        ['__proto__', 'p'],
+        ['valueOf', '1'],
+        ['valueOf', '2'],
+      ],
+    });
+    const { headers } = decode(new Decoder(bytes) as never, CONTEXT);
+    assert.deepEqual(Object.keys(headers), ['toString', 'constructor', 'hasOwnProperty', '__proto__', 'valueOf']);
+    assert.deepEqual(headers.toString, Buffer.from('t'));
+    assert.deepEqual(headers.constructor, Buffer.from('c'));
+    assert.deepEqual(headers.hasOwnProperty, Buffer.from('h'));
+    assert.deepEqual(Object.getOwnPropertyDescriptor(headers, '__proto__')?.value, Buffer.from('p'));
+    assert.equal(Object.getPrototypeOf(headers), Object.prototype);
+    assert.deepEqual(headers.valueOf, [Buffer.from('1'), Buffer.from('2')]);
+  });
+
+  // kafkajs' own took ~25 minutes of CPU for these (61 s for 8,000 headers, growing with their square): past the runner's 300 s bound.
+  it('reads a record of 100,000 headers, a name repeated 50,000 times among them', () => {
+    const headers: [string, string | null][] = [];
+    for (let i = 0; i < 50_000; i++) headers.push([`h${i}`, 'v'], ['r', String(i)]);
+    const decoded = (require(RECORD_DECODER) as typeof decodeRecord)(new Decoder(recordBytes({ key: null, value: 'v', headers })) as never, CONTEXT);
+    assert.equal(Object.keys(decoded.headers).length, 50_001);
+    assert.equal((decoded.headers.r as Buffer[]).length, 50_000);
+    assert.deepEqual((decoded.headers.r as Buffer[])[49_999], Buffer.from('49999'));
   });
 });

@@ -23,6 +23,69 @@ const OFFSET_MANAGER = 'kafkajs/src/consumer/offsetManager';
 /** kafkajs' wait before it looks again at requests held back by its in-flight limit (requestQueue/index.js). */
 const CHECK_PENDING_REQUESTS_INTERVAL = 10;
 
+const RECORD_DECODER = 'kafkajs/src/protocol/recordBatch/record/v0/decoder';
+
+/** What of kafkajs' Decoder (src/protocol/decoder.js) a record is read with. */
+interface RecordReader {
+  readInt8(): number;
+  readVarInt(): number;
+  readVarLong(): unknown;
+  /** Null for a length of -1. */
+  readVarIntBytes(): Buffer | null;
+  readVarIntString(): string | null;
+}
+
+/** What kafkajs' batch decoder (src/protocol/recordBatch/v0/decoder.js) hands each record's decoder. */
+interface RecordBatchContext {
+  firstOffset?: string;
+  firstTimestamp?: string;
+  magicByte?: number;
+  isControlBatch?: boolean;
+  timestampType?: number;
+  maxTimestamp?: string;
+}
+
+/** kafkajs' 64-bit integers (src/utils/long.js), with which it adds a record's deltas to its batch's first offset and timestamp. */
+const Long = require('kafkajs/src/utils/long') as { fromValue(v: unknown): { add(v: unknown): { toString(): string } } };
+/** A batch's `timestampType` when the cluster set its records' time (src/protocol/timestampTypes.js). */
+const LOG_APPEND_TIME = 1;
+type HeaderValue = Buffer | null | (Buffer | null)[];
+
+/**
+ * One record of a batch, as kafkajs 2.2.4's record decoder reads it and in its shape, in time
+ * linear in the headers. kafkajs gathered them with a reduce that spread the whole object into a
+ * new one for each header, the square of their number: a record of 8,000 headers (63 KB) held
+ * the event loop 61 s, and every route, listener and group member of the process with it (a 1 MB
+ * record holds hundreds of thousands). A name read once has its value, a repeated one the list of
+ * its values in order. Only a header's own value counts as a first one (kafkajs made `toString` or
+ * `constructor` a list of the prototype's function and the value), and `__proto__` is an own
+ * property, as kafkajs' spread made it.
+ */
+export function decodeRecord(decoder: RecordReader, batchContext: RecordBatchContext = {}) {
+  const { firstOffset, firstTimestamp, magicByte, isControlBatch = false, timestampType, maxTimestamp } = batchContext;
+  const attributes = decoder.readInt8();
+  const timestampDelta = decoder.readVarLong();
+  const timestamp = timestampType === LOG_APPEND_TIME && maxTimestamp ? maxTimestamp : Long.fromValue(firstTimestamp).add(timestampDelta).toString();
+  const offsetDelta = decoder.readVarInt();
+  const offset = Long.fromValue(firstOffset).add(offsetDelta).toString();
+  const key = decoder.readVarIntBytes();
+  const value = decoder.readVarIntBytes();
+  const headers: Record<string, HeaderValue> = {};
+  const count = decoder.readVarInt();
+  for (let i = 0; i < count; i++) {
+    const name = String(decoder.readVarIntString());
+    const v = decoder.readVarIntBytes();
+    const seen = Object.hasOwn(headers, name) ? headers[name]! : undefined;
+    if (seen === undefined) {
+      // An assignment to `__proto__` would set the object's prototype.
+      if (name === '__proto__') Object.defineProperty(headers, name, { value: v, writable: true, enumerable: true, configurable: true });
+      else headers[name] = v;
+    } else if (Array.isArray(seen)) seen.push(v);
+    else headers[name] = [seen, v];
+  }
+  return { magicByte, attributes, timestamp, offset, key, value, headers, isControlRecord: isControlBatch, batchContext };
+}
+
 /** What of kafkajs' per-connection request queue the fix below reads and sets (2.2.4, pinned). */
 interface RequestQueue {
   pending: unknown[];
@@ -337,6 +400,8 @@ function seedBrokersReadWhole(builder: PoolBuilder): PoolBuilder {
   };
 }
 
+/** kafkajs' own record decoder, which the gateway's replaces (kept for the test that compares the two). */
+export let kafkajsRecordDecoder: typeof decodeRecord | undefined;
 /** kafkajs' own grouping, which the gateway's replaces (kept for the test that compares the two). */
 export let kafkajsGrouping: Grouping | undefined;
 /** False when kafkajs' producer had been loaded before this module, with its own grouping. */
@@ -344,7 +409,7 @@ export let groupingReplaced = false;
 
 /**
  * kafkajs as every module of the gateway loads it: its connections take the timer fix above and
- * their bootstrap servers' reading, its consumers the fix of their stop, of a deleted topic and of a moved coordinator's commit and heartbeat and the word of an offset reset, and its producer the grouping, which must be in the module cache before kafkajs' producer module
+ * their bootstrap servers' reading, its consumers the fix of their stop, of a deleted topic and of a moved coordinator's commit and heartbeat and the word of an offset reset, its records' decoding the linear one, and its producer the grouping, which must be in the module cache before kafkajs' producer module
  * reads it (once, as it loads). So
  * kafkajs is loaded here and only here; elsewhere only its types are imported.
  */
@@ -367,6 +432,10 @@ function load(): typeof KafkaJS {
   const pool = require.resolve(POOL_BUILDER);
   const builder = require(pool) as PoolBuilder;
   require.cache[pool]!.exports = seedBrokersReadWhole(builder);
+  // Read by kafkajs' record batch decoder as it loads.
+  const records = require.resolve(RECORD_DECODER);
+  kafkajsRecordDecoder = require(records) as typeof decodeRecord;
+  require.cache[records]!.exports = decodeRecord;
   return require('kafkajs') as typeof KafkaJS;
 }
 
