@@ -367,9 +367,10 @@ names in \`$headers\` are as the message has them: HTTP and WebSocket clients' h
 case whatever case the client sent (\`$headers."x-source"\`); Kafka, MQTT, AMQP and NATS headers keep
 their producer's spelling. Kafka record headers, keys and values are bytes, and expressions, envelopes
 and event streams see them as text: read as UTF-8 (bytes that are not UTF-8 become U+FFFD), a header
-whose name the record repeats with its last value, an empty key or header as \`""\`, a tombstone's
-value and a missing key as \`null\`. A Kafka target still writes each of them as the record had it
-(every value of a repeated header, the bytes, the tombstone) wherever no step changed it. A value
+whose name the record repeats with its last value, an empty key or header and a header without a
+value (null) as \`""\`, a tombstone's value and a missing key as \`null\`. A Kafka target still
+writes each of them as the record had it (every value of a repeated header, the bytes, the
+tombstone, a header without a value) wherever no step changed it. A value
 of bytes (a binary CloudEvent's data that is neither JSON nor text) is bytes to an expression: \`$\`
 and \`{"data": $}\` carry them on (written as base64 wherever JSON is written), \`$string($)\` is their
 base64 text, and so is a header, key or CloudEvent attribute an expression gives them for, and

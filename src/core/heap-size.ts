@@ -17,7 +17,8 @@ export function approxMessageBytes(msg: Message): number {
   const original = msg[ORIGINAL];
   if (original) {
     total += (original.value?.length ?? 0) + (original.key?.length ?? 0) + CONTAINER_BYTES;
-    for (const v of Object.values(original.headers)) total += Buffer.isBuffer(v) ? v.length + SCALAR_BYTES : v.reduce((n, b) => n + b.length + SCALAR_BYTES, 0);
+    for (const v of Object.values(original.headers))
+      total += Array.isArray(v) ? v.reduce((n: number, b: Buffer | null) => n + (b?.length ?? 0) + SCALAR_BYTES, 0) : ((v as Buffer | null)?.length ?? 0) + SCALAR_BYTES;
   }
   return total;
 }

@@ -52,8 +52,8 @@ export function shownValue(m: Message): { value: unknown } | { bodyNotRead: true
 export interface OriginalRecord {
   value: Buffer | null;
   key: Buffer | null;
-  /** Header values by name; a name repeated in the record has all its values, in order. */
-  headers: Readonly<Record<string, Buffer | readonly Buffer[]>>;
+  /** Header values by name; a name repeated in the record has all its values, in order (null: a Kafka header without a value). */
+  headers: Readonly<Record<string, Buffer | null | readonly (Buffer | null)[]>>;
   /** What the message's value, key and headers were made of these bytes. */
   decoded: { value: unknown; key: string | null; headers: Readonly<Record<string, string>> };
 }
@@ -156,14 +156,19 @@ export function detachOriginal(original: OriginalRecord): OriginalRecord {
   const key = detached(original.key);
   let headers = original.headers;
   for (const _ in headers) {
-    const copies = newHeaders<Buffer | readonly Buffer[]>();
-    for (const [name, v] of Object.entries(original.headers)) copies[name] = Buffer.isBuffer(v) ? Buffer.from(v) : v.map((b) => Buffer.from(b));
+    const copies = newHeaders<Buffer | null | readonly (Buffer | null)[]>();
+    for (const [name, v] of Object.entries(original.headers)) copies[name] = Array.isArray(v) ? v.map(copied) : copied(v as Buffer | null);
     headers = copies;
     break;
   }
   // Nothing to copy (a body a client published: its own buffer, no raw headers): the record itself, which nobody changes.
   if (value === original.value && key === original.key && headers === original.headers) return original;
   return { value, key, headers, decoded: original.decoded };
+}
+
+/** A header's value copied; a Kafka header without one (null) stays so. */
+function copied(b: Buffer | null): Buffer | null {
+  return b === null ? null : Buffer.from(b);
 }
 
 /** A buffer about its own size (a client's request, a broker's packet) as it is; a slice of a larger one copied. */

@@ -707,13 +707,16 @@ interface HandlerTurn {
 
 export function toMessage(topic: string, partition: number, m: KafkaMessage): Message {
   const headers = newHeaders();
-  const rawHeaders = newHeaders<Buffer | Buffer[]>();
+  const rawHeaders = newHeaders<Buffer | null | (Buffer | null)[]>();
   if (m.headers) {
     for (const [name, v] of Object.entries(m.headers)) {
       if (v === undefined) continue;
       // A header repeated in the record: the last one wins, as in a map (the original keeps them all).
-      headers[name] = String(Array.isArray(v) ? v[v.length - 1] : v);
-      rawHeaders[name] = v as Buffer | Buffer[];
+      const last = Array.isArray(v) ? v[v.length - 1] : v;
+      // A header without a value (null, which kcat's `-H name` and Kafka's clients write) reads as
+      // empty, as the kafka listener reads it; the original keeps the null for a Kafka copy.
+      headers[name] = last === null || last === undefined ? '' : String(last);
+      rawHeaders[name] = v as Buffer | null | (Buffer | null)[];
     }
   }
   // A compressed value (content-encoding) is its bytes (core/message.ts, isEncoded).
