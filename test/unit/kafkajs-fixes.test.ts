@@ -1,7 +1,16 @@
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { describe, it } from 'node:test';
-import kafkajs, { decodeRecord, groupingReplaced, groupMessagesPerPartition, kafkajsGrouping, kafkajsRecordDecoder } from '../../src/kinds/brokers/kafka/kafkajs.js';
+import kafkajs, {
+  Batch,
+  decodeRecord,
+  filterAbortedMessages,
+  groupingReplaced,
+  groupMessagesPerPartition,
+  kafkajsAbortedFilter,
+  kafkajsGrouping,
+  kafkajsRecordDecoder,
+} from '../../src/kinds/brokers/kafka/kafkajs.js';
 import { subscriptionRoundRobin } from '../../src/kinds/brokers/kafka/assigner.js';
 
 const require = createRequire(import.meta.url);
@@ -237,6 +246,38 @@ function recordBytes(r: { timestampDelta?: number; offsetDelta?: number; key: st
   ]);
 }
 
+/** kafkajs' decoder of a record batch (src/protocol/recordBatch/v0/decoder.js), which reads its records with the record decoder it loaded. */
+const decodeBatch = require('kafkajs/src/protocol/recordBatch/v0/decoder') as (decoder: unknown) => Promise<{ records: { headers: Record<string, unknown> }[] }>;
+
+/** A record batch (magic 2, no codec) of records as recordBytes gives them; kafkajs checks no CRC, so it is left 0. */
+function batchBytes(records: Buffer[]): Buffer {
+  const varint = (n: number) => {
+    const out: number[] = [];
+    for (let z = n * 2; ; z = Math.floor(z / 128)) {
+      if (z < 0x80) {
+        out.push(z);
+        break;
+      }
+      out.push((z & 0x7f) | 0x80);
+    }
+    return Buffer.from(out);
+  };
+  const body = Buffer.concat(records.map((r) => Buffer.concat([varint(r.length), r])));
+  const head = Buffer.alloc(61);
+  head.writeBigInt64BE(0n, 0);
+  head.writeInt32BE(61 - 12 + body.length, 8);
+  head.writeInt32BE(-1, 12);
+  head.writeInt8(2, 16);
+  head.writeInt32BE(records.length - 1, 23);
+  head.writeBigInt64BE(1700000000000n, 27);
+  head.writeBigInt64BE(1700000000000n, 35);
+  head.writeBigInt64BE(-1n, 43);
+  head.writeInt16BE(-1, 51);
+  head.writeInt32BE(-1, 53);
+  head.writeInt32BE(records.length, 57);
+  return Buffer.concat([head, body]);
+}
+
 /**
  * kafkajs' batch decoder reads each record with the gateway's decoder (kinds/brokers/kafka/kafkajs.ts),
  * which gives what kafkajs' own gave, in time linear in the record's headers.
@@ -245,9 +286,12 @@ describe("kafkajs' record decoder", () => {
   const RECORD_DECODER = 'kafkajs/src/protocol/recordBatch/record/v0/decoder';
   const CONTEXT = { firstOffset: '41', firstTimestamp: '1700000000000', magicByte: 2, timestampType: 0, maxTimestamp: '1700000000900' };
 
-  it('is the one kafkajs reads records with', () => {
+  it('is the one kafkajs reads record batches with', async () => {
     assert.equal(require(RECORD_DECODER), decodeRecord);
     assert.notEqual(kafkajsRecordDecoder, decodeRecord);
+    // kafkajs' own took a single `toString` header for a repeat of Object.prototype.toString.
+    const { records } = await decodeBatch(new Decoder(batchBytes([recordBytes({ key: null, value: 'v', headers: [['toString', 't']] })])));
+    assert.deepEqual(records[0]!.headers.toString, Buffer.from('t'));
   });
 
   it("gives kafkajs' own result: offsets, timestamps (CreateTime, LogAppendTime), keys and values, headers once, repeated and without a value", () => {
@@ -337,5 +381,101 @@ describe("kafkajs' record decoder", () => {
     assert.equal(Object.keys(decoded.headers).length, 50_001);
     assert.equal((decoded.headers.r as Buffer[]).length, 50_000);
     assert.deepEqual((decoded.headers.r as Buffer[])[49_999], Buffer.from('49999'));
+  });
+});
+
+/** One fetched record as kafkajs' decoders make it, for its Batch: offset, key, and its batch's producer and flags. */
+function fetched(offset: number, producerId: string, o: { key?: string | Buffer; transactional?: boolean; marker?: 'abort' | 'commit' } = {}) {
+  const key = o.marker ? Buffer.from([0, 0, 0, o.marker === 'abort' ? 0 : 1]) : o.key === undefined ? null : Buffer.from(o.key);
+  return {
+    offset: String(offset),
+    key,
+    value: Buffer.from(`v${offset}`),
+    isControlRecord: o.marker !== undefined,
+    batchContext: { producerId, inTransaction: o.transactional ?? o.marker !== undefined },
+  };
+}
+
+/**
+ * kafkajs' Batch hands a read_committed consumer (every consume route's) the records of a fetch
+ * without those of aborted transactions, chosen as Kafka's own consumer chooses them. librdkafka's
+ * mock cluster lists no aborted transaction in a Fetch answer (docs/testing.md), so the records are
+ * made here as kafkajs' decoders make them and given to kafkajs' own Batch.
+ */
+describe("kafkajs' filter of aborted transactions", () => {
+  const offsetsOf = (partition: { messages: ReturnType<typeof fetched>[]; abortedTransactions: { producerId: string; firstOffset: string }[] }, from = '0') =>
+    new Batch('t', from, { partition: 0, highWatermark: '100', ...partition } as never).messages.map((m) => Number((m as unknown as { offset: string }).offset));
+
+  it('is the one kafkajs Batch filters with', () => {
+    assert.equal(require('kafkajs/src/consumer/filterAbortedMessages'), filterAbortedMessages);
+    assert.notEqual(kafkajsAbortedFilter, filterAbortedMessages);
+  });
+
+  it('skips the records of every transaction begun before the first record fetched (kafkajs took one per record and delivered the other)', () => {
+    // Producers 1 and 2 each began a transaction (offsets 0 and 1) that they aborted; the fetch starts at 2.
+    const messages = [fetched(2, '2', { transactional: true }), fetched(3, '1', { marker: 'abort' }), fetched(4, '2', { transactional: true }), fetched(5, '2', { marker: 'abort' }), fetched(6, '3')];
+    const abortedTransactions = [
+      { producerId: '1', firstOffset: '0' },
+      { producerId: '2', firstOffset: '1' },
+    ];
+    assert.deepEqual(offsetsOf({ messages, abortedTransactions }, '2'), [6]);
+  });
+
+  it('takes the aborted transactions by first offset, not in the order of their markers the broker lists them in', () => {
+    // Producer 1 began at 2 and aborted at 7; producer 2 began at 3 and aborted at 5, so the broker lists it first.
+    const messages = [
+      fetched(2, '1', { transactional: true }),
+      fetched(3, '2', { transactional: true }),
+      fetched(4, '1', { transactional: true }),
+      fetched(5, '2', { marker: 'abort' }),
+      fetched(6, '1', { transactional: true }),
+      fetched(7, '1', { marker: 'abort' }),
+      fetched(8, '3'),
+    ];
+    const abortedTransactions = [
+      { producerId: '2', firstOffset: '3' },
+      { producerId: '1', firstOffset: '2' },
+    ];
+    assert.deepEqual(offsetsOf({ messages, abortedTransactions }, '2'), [8]);
+  });
+
+  it('takes only a control record for an ABORT marker, not a record whose key is the four bytes 0 (an integer key 0)', () => {
+    const zero = Buffer.from([0, 0, 0, 0]);
+    const messages = [fetched(0, '1', { transactional: true, key: zero }), fetched(1, '1', { transactional: true, key: 'x' }), fetched(2, '1', { marker: 'abort' }), fetched(3, '1', { key: zero })];
+    assert.deepEqual(offsetsOf({ messages, abortedTransactions: [{ producerId: '1', firstOffset: '0' }] }), [3]);
+  });
+
+  it("gives kafkajs' own result where kafkajs chose right: committed and aborted transactions side by side, one producer's in turn, none aborted", () => {
+    const cases: { messages: ReturnType<typeof fetched>[]; abortedTransactions: { producerId: string; firstOffset: string }[] }[] = [
+      {
+        messages: [
+          fetched(0, '1', { transactional: true }),
+          fetched(1, '2', { transactional: true }),
+          fetched(2, '1', { marker: 'commit' }),
+          fetched(3, '2', { transactional: true }),
+          fetched(4, '2', { marker: 'abort' }),
+          fetched(5, '9'),
+        ],
+        abortedTransactions: [{ producerId: '2', firstOffset: '1' }],
+      },
+      {
+        messages: [
+          fetched(0, '1', { transactional: true }),
+          fetched(1, '1', { marker: 'abort' }),
+          fetched(2, '1', { transactional: true }),
+          fetched(3, '1', { marker: 'commit' }),
+          fetched(4, '1', { transactional: true }),
+          fetched(5, '1', { marker: 'abort' }),
+        ],
+        abortedTransactions: [
+          { producerId: '1', firstOffset: '0' },
+          { producerId: '1', firstOffset: '4' },
+        ],
+      },
+      { messages: [fetched(0, '1', { transactional: true }), fetched(1, '1', { marker: 'commit' }), fetched(2, '5')], abortedTransactions: [] },
+    ];
+    for (const c of cases) assert.deepEqual(filterAbortedMessages(c), kafkajsAbortedFilter!(c), JSON.stringify(c));
+    assert.deepEqual(offsetsOf(cases[0]!), [0, 5]);
+    assert.deepEqual(offsetsOf(cases[1]!), [2]);
   });
 });

@@ -86,6 +86,53 @@ export function decodeRecord(decoder: RecordReader, batchContext: RecordBatchCon
   return { magicByte, attributes, timestamp, offset, key, value, headers, isControlRecord: isControlBatch, batchContext };
 }
 
+const FILTER_ABORTED = 'kafkajs/src/consumer/filterAbortedMessages';
+
+/** A fetched record as kafkajs' Batch filters it (src/consumer/batch.js): its offset, key, and its batch's producer and flags. */
+interface FetchedRecord {
+  offset: string;
+  key: Buffer | null;
+  isControlRecord: boolean;
+  batchContext: { producerId: string; inTransaction: boolean };
+}
+
+/** A transaction of the fetched range that its producer aborted, as a Fetch response lists it. */
+interface AbortedTransaction {
+  producerId: string;
+  firstOffset: string;
+}
+
+/** A control record's type, the int16 after its key's version: 0 is ABORT (1 is COMMIT). */
+const ABORT = 0;
+
+/**
+ * The fetched records a read_committed consumer may see, as Kafka's own consumer chooses them
+ * (its Fetcher: aborted transactions by first offset, every one begun at or before a record's
+ * offset counting for it; a producer's records in a transaction skipped until its ABORT marker).
+ * kafkajs 2.2.4 took one aborted transaction per record, in the order the broker lists them (that
+ * of their markers), so a transaction begun before another but aborted after it, or two begun
+ * before the fetch's first record, had their records delivered; and it took any record whose key
+ * is the four bytes 0 (an integer key 0, as Java's IntegerSerializer writes it) for an ABORT
+ * marker, which delivered that record and the rest of its aborted transaction. Control records stay in
+ * (kafkajs' Batch drops them next and reads its last offset from them).
+ */
+export function filterAbortedMessages<M extends FetchedRecord>({ messages, abortedTransactions }: { messages: M[]; abortedTransactions?: AbortedTransaction[] | null }): M[] {
+  if (!abortedTransactions || abortedTransactions.length === 0) return messages;
+  const pending = [...abortedTransactions].sort((a, b) => (BigInt(a.firstOffset) < BigInt(b.firstOffset) ? -1 : BigInt(a.firstOffset) > BigInt(b.firstOffset) ? 1 : 0));
+  let next = 0;
+  const aborting = new Set<string>();
+  return messages.filter((message) => {
+    const offset = BigInt(message.offset);
+    while (next < pending.length && BigInt(pending[next]!.firstOffset) <= offset) aborting.add(pending[next++]!.producerId);
+    const { producerId, inTransaction } = message.batchContext;
+    if (message.isControlRecord) {
+      if (message.key !== null && message.key.length >= 4 && message.key.readInt16BE(2) === ABORT) aborting.delete(producerId);
+      return true;
+    }
+    return !(inTransaction && aborting.has(producerId));
+  });
+}
+
 /** What of kafkajs' per-connection request queue the fix below reads and sets (2.2.4, pinned). */
 interface RequestQueue {
   pending: unknown[];
@@ -400,6 +447,8 @@ function seedBrokersReadWhole(builder: PoolBuilder): PoolBuilder {
   };
 }
 
+/** kafkajs' own filter of aborted transactions' records, which the gateway's replaces (kept for the test that compares the two). */
+export let kafkajsAbortedFilter: typeof filterAbortedMessages | undefined;
 /** kafkajs' own record decoder, which the gateway's replaces (kept for the test that compares the two). */
 export let kafkajsRecordDecoder: typeof decodeRecord | undefined;
 /** kafkajs' own grouping, which the gateway's replaces (kept for the test that compares the two). */
@@ -409,11 +458,18 @@ export let groupingReplaced = false;
 
 /**
  * kafkajs as every module of the gateway loads it: its connections take the timer fix above and
- * their bootstrap servers' reading, its consumers the fix of their stop, of a deleted topic and of a moved coordinator's commit and heartbeat and the word of an offset reset, its records' decoding the linear one, and its producer the grouping, which must be in the module cache before kafkajs' producer module
+ * their bootstrap servers' reading, its consumers the fix of their stop, of a deleted topic and of a moved coordinator's commit and heartbeat and the word of an offset reset, its records' decoding the linear one and their filter of aborted transactions Kafka's, and its producer the grouping, which must be in the module cache before kafkajs' producer module
  * reads it (once, as it loads). So
  * kafkajs is loaded here and only here; elsewhere only its types are imported.
  */
 function load(): typeof KafkaJS {
+  // Read by kafkajs' Batch and record batch decoder as they load, which its consumer modules below load.
+  const aborted = require.resolve(FILTER_ABORTED);
+  kafkajsAbortedFilter = require(aborted) as typeof filterAbortedMessages;
+  require.cache[aborted]!.exports = filterAbortedMessages;
+  const records = require.resolve(RECORD_DECODER);
+  kafkajsRecordDecoder = require(records) as typeof decodeRecord;
+  require.cache[records]!.exports = decodeRecord;
   const path = require.resolve(GROUPING);
   groupingReplaced = require.cache[require.resolve('kafkajs/src/producer/sendMessages')] === undefined;
   kafkajsGrouping = require(path) as Grouping;
@@ -432,10 +488,6 @@ function load(): typeof KafkaJS {
   const pool = require.resolve(POOL_BUILDER);
   const builder = require(pool) as PoolBuilder;
   require.cache[pool]!.exports = seedBrokersReadWhole(builder);
-  // Read by kafkajs' record batch decoder as it loads.
-  const records = require.resolve(RECORD_DECODER);
-  kafkajsRecordDecoder = require(records) as typeof decodeRecord;
-  require.cache[records]!.exports = decodeRecord;
   return require('kafkajs') as typeof KafkaJS;
 }
 
