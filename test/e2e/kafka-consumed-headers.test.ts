@@ -4,6 +4,7 @@ import { WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
 import { committedOffsets, kcatConsume, runProcess, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
 import { scrape } from '../helpers/prometheus.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /** Headers a record may carry in thousands: Kafka bounds a record's size, not its header count. */
 const MANY = 20_000;
@@ -18,11 +19,14 @@ const MANY = 20_000;
 describe('Kafka headers without a value, named after Object members, and by the thousand', () => {
   let kafka: KafkaCluster;
   let ws: WsClient;
+  let hook: WebhookReceiver;
   const t = { src: '', copied: '', viaMemory: '' };
-  const routes = ['copy', 'to-memory', 'live'];
+  const routes = ['copy', 'to-memory', 'live', 'hook'];
+  const TRACESTATE = 'congo=t61rcWkgMzE,rojo=00f067aa0ba902b7';
 
   before(async () => {
     kafka = await startKafka({ brokers: 1 });
+    hook = await WebhookReceiver.start();
     for (const k of Object.keys(t) as (keyof typeof t)[]) {
       t[k] = kafka.topic(k);
       await kafka.createTopic(t[k], 1);
@@ -50,6 +54,9 @@ routes:
   - name: live
     from: { broker: kafka, topic: ${t.src}, startFrom: earliest }
     to: { listener: push, path: /live, format: envelope }
+  - name: hook
+    from: { broker: kafka, topic: ${t.src} }
+    to: { http: { url: "${hook.url}/records", concurrency: 1 } }
 `,
   );
   before(async () => {
@@ -68,11 +75,15 @@ routes:
     const headers = Object.fromEntries(Array.from({ length: MANY }, (_, i) => [`h${i}`, 'v']));
     await producer.send({ topic: t.src, messages: [{ partition: 0, key: 'b', value: '{"n":2}', headers }] });
     await producer.send({ topic: t.src, messages: [{ partition: 0, key: 'c', value: '{"n":3}' }] });
+    // A tracestate a webhook can carry, one of 20 KB (an endpoint's header limit is 8 to 16 KB), one with a control character.
+    const tracestates = [TRACESTATE, `big=${'a'.repeat(20_000)}`, 'ctl=a\x01b'];
+    await producer.send({ topic: t.src, messages: tracestates.map((tracestate, i) => ({ partition: 0, value: `{"n":${4 + i}}`, headers: { tracestate } })) });
     await producer.disconnect();
   });
   after(async () => {
     ws?.close();
     await kafka?.stop();
+    await hook?.stop();
   });
 
   it('reads a header without a value as "" and a name Object has as any other', async () => {
@@ -110,8 +121,20 @@ routes:
     }
   });
 
+  it('sends a webhook the tracestate of a record while it is one an endpoint can take, and the record without one that is not (over 512 characters, a control character)', async () => {
+    const got = await hook.received(6, 60000);
+    assert.deepEqual(
+      got.map((r) => r.body),
+      ['{"n":1}', '{"n":2}', '{"n":3}', '{"n":4}', '{"n":5}', '{"n":6}'],
+    );
+    assert.deepEqual(
+      got.slice(3).map((r) => r.headers.tracestate),
+      [TRACESTATE, undefined, undefined],
+    );
+  });
+
   it('commits past them, with no consumer error and no member dropped from its group meanwhile', async () => {
-    for (const route of ['copy', 'to-memory']) assert.deepEqual(await committedOffsets(kafka.bootstrap, `eventgate-${route}`, t.src), { 0: '3' }, route);
+    for (const route of ['copy', 'to-memory', 'hook']) assert.deepEqual(await committedOffsets(kafka.bootstrap, `eventgate-${route}`, t.src), { 0: '6' }, route);
     const s = await scrape(gw.adminUrl);
     for (const route of routes) {
       assert.equal(s.value('eventgate_kafka_consumer_errors_total', { broker: 'kafka', route }), 0, route);

@@ -150,7 +150,7 @@ export const NOT_WEBHOOK_KEYS = ['topic', 'key', 'path', 'format', 'auth', 'clou
 
 export const webhookDoc: KindDoc = {
   summary:
-    "Delivers each message to an HTTP endpoint. The body is the value as JSON (a string value as text); CloudEvent messages go in binary mode (`ce-*` headers) or, with `cloudevents: structured`, as `application/cloudevents+json`. Each request carries the message's `traceparent` and the `headers` the target computes. A 2xx answer is a delivery; timeouts, refused connections, 408, 429 (honouring `Retry-After`) and 5xx are retried with exponential backoff up to `retry.attempts`; other 4xx and 3xx are final (redirects are not followed: the detail names the `Location`). Only then does the route answer: an HTTP publish route answers 200 after the endpoint did (502/504 when the last try failed), and a consume route commits the message after a 2xx, or sends it to its `deadletter` target after the last try. Requests in flight are bounded by `concurrency` over reused keep-alive connections, and a consume route whose targets are all webhooks has that many messages of a partition in hand at once (Kafka and memory: offsets committed up to the first not yet done; AMQP and NATS JetStream: each message acknowledged by itself, at most `prefetch` in hand; MQTT: at most 20 in hand, each acknowledged once it and every message before it are done, in the order they came; not core NATS, one at a time; a reload that changes it applies once the messages in hand are done, the subscription kept: a Kafka member, an AMQP channel, a JetStream consumer's read, an MQTT connection); `orderBy` (e.g. `orderBy: $key`) delivers messages with the same value one at a time, in order, and others meanwhile. With `signature`, requests are signed as [Standard Webhooks](https://www.standardwebhooks.com) specifies. Every answer is counted in `eventgate_webhook_requests_total{route,result}`.",
+    "Delivers each message to an HTTP endpoint. The body is the value as JSON (a string value as text); CloudEvent messages go in binary mode (`ce-*` headers) or, with `cloudevents: structured`, as `application/cloudevents+json`. Each request carries the message's `traceparent` (and its `tracestate`, unless that is over 512 characters or not printable ASCII) and the `headers` the target computes. A 2xx answer is a delivery; timeouts, refused connections, 408, 429 (honouring `Retry-After`) and 5xx are retried with exponential backoff up to `retry.attempts`; other 4xx and 3xx are final (redirects are not followed: the detail names the `Location`). Only then does the route answer: an HTTP publish route answers 200 after the endpoint did (502/504 when the last try failed), and a consume route commits the message after a 2xx, or sends it to its `deadletter` target after the last try. Requests in flight are bounded by `concurrency` over reused keep-alive connections, and a consume route whose targets are all webhooks has that many messages of a partition in hand at once (Kafka and memory: offsets committed up to the first not yet done; AMQP and NATS JetStream: each message acknowledged by itself, at most `prefetch` in hand; MQTT: at most 20 in hand, each acknowledged once it and every message before it are done, in the order they came; not core NATS, one at a time; a reload that changes it applies once the messages in hand are done, the subscription kept: a Kafka member, an AMQP channel, a JetStream consumer's read, an MQTT connection); `orderBy` (e.g. `orderBy: $key`) delivers messages with the same value one at a time, in order, and others meanwhile. With `signature`, requests are signed as [Standard Webhooks](https://www.standardwebhooks.com) specifies. Every answer is counted in `eventgate_webhook_requests_total{route,result}`.",
   example:
     'routes:\n  - name: orders-to-crm\n    from: {broker: kafka, topic: orders}\n    to:\n      http:\n        url: https://crm.example.com/hooks/orders\n        headers: {authorization: \'"Bearer ${CRM_TOKEN}"\'}\n        timeoutMs: 5000\n        retry: {attempts: 5, backoffMs: 500}\n        concurrency: 32\n        orderBy: $key\n        signature: {secret: "${WEBHOOK_SECRET}"}   # quoted: inside {...} YAML needs it\n    deadletter: {broker: kafka, topic: orders-undeliverable}',
 };
@@ -406,7 +406,7 @@ export class WebhookTarget implements Target {
     const traceparent = msg.headers.traceparent;
     if (traceparent !== undefined) headers.push('traceparent', traceparent);
     const tracestate = msg.headers.tracestate;
-    if (tracestate !== undefined) headers.push('tracestate', tracestate);
+    if (tracestate !== undefined && PROPAGATED_TRACESTATE.test(tracestate)) headers.push('tracestate', tracestate);
     // Before the computed headers: an `authorization` among them replaces it.
     if (endpoint.authorization !== undefined) headers.push('authorization', endpoint.authorization);
     for (const [name, value] of computed) {
@@ -643,6 +643,13 @@ const NO_HEADERS: readonly [string, string][] = [];
 
 /** What is not a tab or printable ASCII in a header value: a control character, or one to send as UTF-8. */
 const NOT_PLAIN_HEADER_CHAR = /[^\t\x20-\x7e]/;
+/**
+ * A message's `tracestate` that a request carries on: W3C Trace Context's, printable ASCII, and at
+ * most the 512 characters OpenTelemetry's propagator reads (it ignores a longer one). Another, a
+ * header of a consumed record that anything may have written, is left out: sent, a 20 KB one was
+ * answered 431 and the message dropped, and one with a control character failed the message.
+ */
+const PROPAGATED_TRACESTATE = /^[\x20-\x7e]{1,512}$/;
 /** The control characters, which HTTP does not allow in a header value (a tab is allowed). */
 const HEADER_CONTROL_CHAR = /[\x00-\x08\x0a-\x1f\x7f]/;
 /** Control characters in a URL, which the WHATWG parser would drop (tab, CR, LF) or refuse in a host, rather than send. */
