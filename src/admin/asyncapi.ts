@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { basename, dirname, join, relative, resolve } from 'node:path';
-import { formatDiagnostic, type Diagnostic } from '../config/diagnostics.js';
+import { formatDiagnostic, formatWarning, type Diagnostic } from '../config/diagnostics.js';
 import { redact } from '../config/secrets.js';
 import { problem, problemBody, type Problem } from '../core/errors.js';
 import { hash } from '../core/canonical.js';
@@ -78,7 +78,7 @@ async function upload(gateway: AdminSource, target: AsyncApiPlan, text: string, 
     return sendRefusal(res, refusal(target, diagnostics), diagnostics, configFile);
   }
   // What `eventgate validate` prints on stderr for the config with this document (a field the new payload no longer declares): said in the answer too, not only in the log.
-  const warnings = relativeTo(configFile, redact(checked.warnings ?? [], secrets)).map((w) => formatDiagnostic({ ...w, message: `warning: ${w.message}` }));
+  const warnings = relativeTo(configFile, redact(checked.warnings ?? [], secrets)).map(formatWarning);
   if ((await readText(target.file)) !== before) {
     return sendProblem(
       res,

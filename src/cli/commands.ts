@@ -1,6 +1,6 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
-import { configUnreadable, formatDiagnostic } from '../config/diagnostics.js';
+import { configUnreadable, formatDiagnostic, formatWarning, reported } from '../config/diagnostics.js';
 import { buildConfigSchema } from '../config/schema.js';
 import { redact } from '../config/secrets.js';
 import { didYouMean } from '../config/suggest.js';
@@ -163,17 +163,13 @@ async function validate(file: string, format: 'text' | 'json', env: Env, io: Cli
   const tests = await import('./test.js');
   const loaded = tests.isTestFileName(file) ? { diagnostics: await tests.checkTestFile(file, env), warnings: [] } : await loadPlan(file, { registry: defaultRegistry(), env });
   const { diagnostics } = loaded;
-  // Warnings leave the config valid: stdout stays `ok` / the array of problems, they go to stderr
-  // (an invalid config's too, those of its parts sound enough to compile: spec-checklist 2016).
-  for (const w of loaded.warnings ?? []) io.stderr(`${formatDiagnostic({ ...w, message: `warning: ${w.message}` })}\n`);
+  const warnings = loaded.warnings ?? [];
+  // Warnings leave the config valid: stdout stays `ok` / the problems and they go to stderr,
+  // whatever the format (an invalid config's too, those of its parts sound enough to compile:
+  // spec-checklist 2016). The JSON array has them as well, after the errors, by `severity`.
+  for (const w of warnings) io.stderr(`${formatWarning(w)}\n`);
   if (format === 'json') {
-    io.stdout(
-      `${JSON.stringify(
-        diagnostics.map((d) => ({ file: d.file, line: d.line, column: d.column, message: d.message, path: d.path, code: d.code })),
-        null,
-        2,
-      )}\n`,
-    );
+    io.stdout(`${JSON.stringify([...diagnostics.map((d) => reported(d, 'error')), ...warnings.map((w) => reported(w, 'warning'))], null, 2)}\n`);
   } else if (diagnostics.length === 0) {
     io.stdout('ok\n');
   } else {

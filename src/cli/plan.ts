@@ -1,4 +1,4 @@
-import { configUnreadable, formatDiagnostic, type Diagnostic } from '../config/diagnostics.js';
+import { configUnreadable, formatDiagnostic, formatWarning, reported, type ReportedDiagnostic } from '../config/diagnostics.js';
 import type { Env } from '../config/source.js';
 import { defaultRegistry } from '../kinds/index.js';
 import type { KindRegistry } from '../kinds/registry.js';
@@ -69,7 +69,9 @@ export interface PlanReport {
   groups?: Rejoin[];
   /** Against a config file only: a running gateway's fingerprint has no broker options to compare. */
   bindings?: BindingChange[];
-  errors: { file: string; line: number; column: number; message: string; path: string; code: string }[];
+  errors: ReportedDiagnostic[];
+  /** NEW's warnings (also on stderr): a config that runs but most likely does not do what it says. */
+  warnings: ReportedDiagnostic[];
 }
 
 /**
@@ -81,7 +83,7 @@ export interface PlanReport {
  */
 export async function planCommand(o: PlanOptions): Promise<number> {
   if (o.format !== 'text' && o.format !== 'json') return usage(o.io, `--format must be text or json, got '${o.format}'`);
-  const notMade = (message: string, errors?: PlanReport['errors']) => planNotMade(o, message, errors);
+  const notMade = (message: string, errors?: PlanReport['errors'], warnings?: PlanReport['warnings']) => planNotMade(o, message, errors, warnings);
   if (o.from !== undefined && o.admin !== undefined) return notMade('give --from OLD or --admin URL, not both');
   if (o.token !== undefined && o.admin === undefined) return notMade('--token goes with --admin URL');
   const registry = defaultRegistry();
@@ -91,9 +93,10 @@ export async function planCommand(o: PlanOptions): Promise<number> {
   // OLD could be read or the admin API reached — they are what the author of the change must fix.
   const next = await loadPlan(o.config, { registry, env: o.env, extraFiles: o.varsFiles });
   // Warnings of NEW (a feedback loop, a suspicious topic; an invalid one's too) on stderr, as validate prints them: a reviewer of the plan sees them too.
-  for (const w of next.warnings ?? []) o.io.stderr(`${formatDiagnostic({ ...w, message: `warning: ${w.message}` })}\n`);
+  for (const w of next.warnings ?? []) o.io.stderr(`${formatWarning(w)}\n`);
+  const warnings = (next.warnings ?? []).map((w) => reported(w, 'warning'));
   const invalidNew = (from: string | null) => {
-    const report: PlanReport = { valid: false, changes: false, config: o.config, against, version: { from, to: null }, errors: next.diagnostics.map(toError) };
+    const report: PlanReport = { valid: false, changes: false, config: o.config, against, version: { from, to: null }, errors: next.diagnostics.map((d) => reported(d, 'error')), warnings };
     // A file that cannot be read is said alone, as `validate`, `test` and `run` say it: nothing in it is invalid.
     if (o.format === 'text' && configUnreadable(next.diagnostics)) o.io.stdout(`${formatDiagnostic(next.diagnostics[0]!)}\n`);
     else write(o.io, o.format, report);
@@ -109,7 +112,11 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     if (!old.plan) {
       if (!next.plan) return invalidNew(null);
       for (const d of old.diagnostics) o.io.stderr(`${formatDiagnostic(d)}\n`);
-      return notMade(`the old config ${o.from} is invalid, so there is nothing to compare with`, old.diagnostics.map(toError));
+      return notMade(
+        `the old config ${o.from} is invalid, so there is nothing to compare with`,
+        old.diagnostics.map((d) => reported(d, 'error')),
+        warnings,
+      );
     }
     before = old.plan;
     logBefore = planFingerprint(before, registry).log;
@@ -118,7 +125,7 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     const fetched = await fetchRunning(o.admin, o.token ?? (o.io.env.EVENTGATE_ADMIN_TOKEN || undefined), o.token !== undefined ? '--token' : 'EVENTGATE_ADMIN_TOKEN');
     if ('error' in fetched || fetched.fingerprint === null) {
       if (!next.plan) return invalidNew(null);
-      return notMade('error' in fetched ? fetched.error : `the gateway at ${o.admin} has no config loaded`);
+      return notMade('error' in fetched ? fetched.error : `the gateway at ${o.admin} has no config loaded`, undefined, warnings);
     }
     before = planFromFingerprint(fetched.fingerprint);
     clients = fetched.fingerprint.clients ?? {};
@@ -304,6 +311,7 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     groups,
     ...(bindings.length > 0 ? { bindings } : {}),
     errors: [],
+    warnings,
   };
   write(o.io, o.format, report);
   return changes ? 2 : 0;
@@ -371,10 +379,6 @@ async function fetchRunning(url: string, token: string | undefined, tokenFrom: s
   }
 }
 
-function toError(d: Diagnostic): PlanReport['errors'][number] {
-  return { file: d.file, line: d.line, column: d.column, message: d.message, path: d.path, code: d.code };
-}
-
 /** The plan could not be made: exit 1, never 2, which says "the reload changes something" (and CI jobs accept). */
 function usage(io: CliIo, message: string): number {
   io.stderr(`eventgate: ${message}\n`);
@@ -390,15 +394,15 @@ function againstOf(o: Pick<PlanOptions, 'from' | 'admin'>): PlanReport['against'
  * and, with `--format json`, as an invalid report on stdout too, so a job piping it into jq reads
  * a document rather than nothing. `errors` are OLD's problems, or one that is in no file (line 0).
  */
-function planNotMade(o: NotMadeOptions, message: string, errors?: PlanReport['errors']): number {
-  writeNotMade(o, message, errors);
+function planNotMade(o: NotMadeOptions, message: string, errors?: PlanReport['errors'], warnings?: PlanReport['warnings']): number {
+  writeNotMade(o, message, errors, warnings);
   return usage(o.io, message);
 }
 
 type NotMadeOptions = Pick<PlanOptions, 'config' | 'from' | 'admin' | 'format' | 'io'>;
 
 /** The report of a plan not made, on stdout when `--format json` asked for one (main.ts's usage errors too). */
-export function writeNotMade(o: NotMadeOptions, message: string, errors?: PlanReport['errors']): void {
+export function writeNotMade(o: NotMadeOptions, message: string, errors?: PlanReport['errors'], warnings: PlanReport['warnings'] = []): void {
   if (o.format === 'json') {
     const report: PlanReport = {
       valid: false,
@@ -406,7 +410,8 @@ export function writeNotMade(o: NotMadeOptions, message: string, errors?: PlanRe
       config: o.config,
       against: againstOf(o),
       version: { from: null, to: null },
-      errors: errors ?? [{ file: '', line: 0, column: 0, message, path: '', code: 'EG_PLAN_NOT_MADE' }],
+      errors: errors ?? [{ file: '', line: 0, column: 0, message, path: '', code: 'EG_PLAN_NOT_MADE', severity: 'error' }],
+      warnings,
     };
     write(o.io, 'json', report);
   }

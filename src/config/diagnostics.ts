@@ -19,6 +19,31 @@ export function formatDiagnostic(d: Diagnostic): string {
   return escapeControls(`${d.file}:${d.line}:${d.column}: ${d.message}`);
 }
 
+/**
+ * A warning's line (validate's and plan's stderr, an AsyncAPI upload's answer): its code at the
+ * end, as gcc puts its `[-Wflag]`, so a CI step can annotate or silence it by code while a
+ * pattern on `: warning: ` still matches.
+ */
+export function formatWarning(d: Diagnostic): string {
+  return `${formatDiagnostic({ ...d, message: `warning: ${d.message}` })} [${d.code}]`;
+}
+
+/** A diagnostic as `--format json` reports it: validate's array, plan's `errors` and `warnings`. */
+export interface ReportedDiagnostic {
+  file: string;
+  line: number;
+  column: number;
+  message: string;
+  path: string;
+  code: string;
+  /** Beside the errors of validate's array, its warnings (which leave the config valid). */
+  severity: 'error' | 'warning';
+}
+
+export function reported(d: Diagnostic, severity: ReportedDiagnostic['severity']): ReportedDiagnostic {
+  return { file: d.file, line: d.line, column: d.column, message: d.message, path: d.path, code: d.code, severity };
+}
+
 export function formatPath(path: readonly (string | number)[]): string {
   let out = '';
   for (const part of path) {

@@ -117,7 +117,7 @@ describe('uploaded AsyncAPI documents cannot read files or reach the network', (
       assert.equal(res.status, 200, JSON.stringify(body));
       assert.equal(body.result, 'applied');
       assert.deepEqual(body.warnings, [
-        "gateway.yaml:22:17: warning: 'level' is not a field of the message: no message the validate step at gateway.yaml:21:9 lets through has it (its schema allows no other properties), so this reads no value",
+        "gateway.yaml:22:17: warning: 'level' is not a field of the message: no message the validate step at gateway.yaml:21:9 lets through has it (its schema allows no other properties), so this reads no value [EG_CONFIG_UNDECLARED_FIELD]",
       ]);
     } finally {
       const back = await put(plain);

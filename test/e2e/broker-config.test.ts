@@ -397,8 +397,8 @@ routes:
     assert.equal(r.code, 0, r.stdout + r.stderr);
     const rest = 'without being inside it: the route reads it all as core NATS, at most once and only while connected, not through a durable consumer of the stream';
     assert.deepEqual(r.stderr.trim().split('\n'), [
-      `gateway.yaml:8:46: warning: route 'wide': 'orders.>' reaches into stream 'ORD' (its subject 'orders.*') ${rest}; read 'orders.*' in a route of its own, or make the stream hold all of 'orders.>'`,
-      `gateway.yaml:9:45: warning: route 'all': '>' reaches into stream 'ORD' (its subject 'orders.*') ${rest}; read 'orders.*' in a route of its own, or make the stream hold all of '>'`,
+      `gateway.yaml:8:46: warning: route 'wide': 'orders.>' reaches into stream 'ORD' (its subject 'orders.*') ${rest}; read 'orders.*' in a route of its own, or make the stream hold all of 'orders.>' [EG_CONFIG_SUSPICIOUS_TOPIC]`,
+      `gateway.yaml:9:45: warning: route 'all': '>' reaches into stream 'ORD' (its subject 'orders.*') ${rest}; read 'orders.*' in a route of its own, or make the stream hold all of '>' [EG_CONFIG_SUSPICIOUS_TOPIC]`,
     ]);
   });
 });
@@ -600,13 +600,13 @@ describe('server URLs whose port or host is not one', () => {
     assert.equal(ok.code, 0, ok.stdout + ok.stderr);
     const early = "a password holding '/', '?' or '#' ends the host early";
     assert.deepEqual(ok.stderr.trim().split('\n'), [
-      `gateway.yaml:3:26: warning: 'amqp://gateway:***@rabbitmq' has an '@' after its host 'gateway': ${early}, and the gateway would connect to 'gateway'; percent-encode them (%2F, %3F, %23), or ignore this if the '@' belongs to the path`,
-      `gateway.yaml:4:26: warning: 'amqp://gateway:***@rabbitmq/vhost' has an '@' after its host 'gateway': ${early}, and the gateway would connect to 'gateway'; percent-encode them (%2F, %3F, %23), or ignore this if the '@' belongs to the path`,
-      `gateway.yaml:5:26: warning: 'mqtt://gateway:***@mosquitto:1883' has an '@' after its host 'gateway': ${early}, and the gateway would connect to 'gateway'; percent-encode them (%2F, %3F, %23), or ignore this if the '@' belongs to the path`,
-      `gateway.yaml:6:26: warning: 'mqtts://gateway:***@mosquitto' has an '@' after its host 'gateway': ${early}, and the gateway would connect to 'gateway'; percent-encode them (%2F, %3F, %23), or ignore this if the '@' belongs to the path`,
-      `gateway.yaml:8:26: warning: 'amqp://***@eu' has an '@' after its host 'rabbitmq': ${early}, and the gateway would connect to 'rabbitmq'; percent-encode them (%2F, %3F, %23), or ignore this if the '@' belongs to the path`,
-      "gateway.yaml:9:26: warning: the URL parameter 'heartbeet' is not one the AMQP client reads (heartbeat, channelMax, frameMax, maxFrameSize, locale): it is ignored",
-      `gateway.yaml:10:26: warning: 'amqp://gateway:***@rabbitmq' has an '@' after its host 'gateway': ${early}, and the gateway would connect to 'gateway'; percent-encode them (%2F, %3F, %23), or ignore this if the '@' belongs to the path`,
+      `gateway.yaml:3:26: warning: 'amqp://gateway:***@rabbitmq' has an '@' after its host 'gateway': ${early}, and the gateway would connect to 'gateway'; percent-encode them (%2F, %3F, %23), or ignore this if the '@' belongs to the path [EG_CONFIG_SERVER_URL]`,
+      `gateway.yaml:4:26: warning: 'amqp://gateway:***@rabbitmq/vhost' has an '@' after its host 'gateway': ${early}, and the gateway would connect to 'gateway'; percent-encode them (%2F, %3F, %23), or ignore this if the '@' belongs to the path [EG_CONFIG_SERVER_URL]`,
+      `gateway.yaml:5:26: warning: 'mqtt://gateway:***@mosquitto:1883' has an '@' after its host 'gateway': ${early}, and the gateway would connect to 'gateway'; percent-encode them (%2F, %3F, %23), or ignore this if the '@' belongs to the path [EG_CONFIG_SERVER_URL]`,
+      `gateway.yaml:6:26: warning: 'mqtts://gateway:***@mosquitto' has an '@' after its host 'gateway': ${early}, and the gateway would connect to 'gateway'; percent-encode them (%2F, %3F, %23), or ignore this if the '@' belongs to the path [EG_CONFIG_SERVER_URL]`,
+      `gateway.yaml:8:26: warning: 'amqp://***@eu' has an '@' after its host 'rabbitmq': ${early}, and the gateway would connect to 'rabbitmq'; percent-encode them (%2F, %3F, %23), or ignore this if the '@' belongs to the path [EG_CONFIG_SERVER_URL]`,
+      "gateway.yaml:9:26: warning: the URL parameter 'heartbeet' is not one the AMQP client reads (heartbeat, channelMax, frameMax, maxFrameSize, locale): it is ignored [EG_CONFIG_SERVER_URL]",
+      `gateway.yaml:10:26: warning: 'amqp://gateway:***@rabbitmq' has an '@' after its host 'gateway': ${early}, and the gateway would connect to 'gateway'; percent-encode them (%2F, %3F, %23), or ignore this if the '@' belongs to the path [EG_CONFIG_SERVER_URL]`,
     ]);
     assert.doesNotMatch(ok.stdout + ok.stderr, /ab@|Zq\+w|4\?q|#x|Zq9/, 'a password quoted in a config warning');
     const refused = tempFiles({
@@ -657,7 +657,7 @@ describe('an amqp route reading a routing key one typo off a queue', () => {
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.equal(r.stdout.trim(), 'ok');
     assert.deepEqual(r.stderr.trim().split('\n'), [
-      "gateway.yaml:6:46: warning: route 'typo': 'billng' is not a queue of this broker's queues (did you mean 'billing'?): the route reads it as a routing key, through a queue of its own bound to exchange 'ev', and gets nothing of queue 'billing'",
+      "gateway.yaml:6:46: warning: route 'typo': 'billng' is not a queue of this broker's queues (did you mean 'billing'?): the route reads it as a routing key, through a queue of its own bound to exchange 'ev', and gets nothing of queue 'billing' [EG_CONFIG_SUSPICIOUS_TOPIC]",
     ]);
     const json = await runCli(['validate', '-c', 'gateway.yaml', '--format', 'json'], { cwd: dir });
     assert.equal(json.code, 0, json.stdout + json.stderr);
@@ -702,11 +702,11 @@ describe('an amqp route reading a routing key one typo off a queue', () => {
       "exchange 'amq.headers' is a headers exchange, which routes by a binding's arguments (x-match and header values), never by the routing key, and a binding without arguments matches every message";
     const instead = "read a queue of queues bound with 'arguments', filter on $topic, or use a topic or direct exchange";
     assert.deepEqual(r.stderr.trim().split('\n'), [
-      `gateway.yaml:3:111: warning: queue 'q1' gets every message published to exchange 'fx', not only those with routing key 'orders.eu': ${fanout}`,
-      `gateway.yaml:8:44: warning: route 'eu': gets every message published to exchange 'fx', not only those with routing key 'orders.eu': ${fanout} (filter on $topic, or use a topic or direct exchange)`,
-      `gateway.yaml:10:43: warning: route 'h': gets every message published to exchange 'amq.headers', not only those with routing key 'orders.*': ${headers} (${instead})`,
-      `gateway.yaml:11:46: warning: route 'back': gets every message published to exchange 'amq.headers', not only those with routing key 'orders.#': ${headers} (${instead})`,
-      "gateway.yaml:11:64: warning: route 'back' writes topic 'audit' of broker 'hd', which the topic it reads ('orders.#') matches, and has no filter: every message goes round for ever (add a filter step that ends the loop, or write another topic)",
+      `gateway.yaml:3:111: warning: queue 'q1' gets every message published to exchange 'fx', not only those with routing key 'orders.eu': ${fanout} [EG_CONFIG_SUSPICIOUS_TOPIC]`,
+      `gateway.yaml:8:44: warning: route 'eu': gets every message published to exchange 'fx', not only those with routing key 'orders.eu': ${fanout} (filter on $topic, or use a topic or direct exchange) [EG_CONFIG_SUSPICIOUS_TOPIC]`,
+      `gateway.yaml:10:43: warning: route 'h': gets every message published to exchange 'amq.headers', not only those with routing key 'orders.*': ${headers} (${instead}) [EG_CONFIG_SUSPICIOUS_TOPIC]`,
+      `gateway.yaml:11:46: warning: route 'back': gets every message published to exchange 'amq.headers', not only those with routing key 'orders.#': ${headers} (${instead}) [EG_CONFIG_SUSPICIOUS_TOPIC]`,
+      "gateway.yaml:11:64: warning: route 'back' writes topic 'audit' of broker 'hd', which the topic it reads ('orders.#') matches, and has no filter: every message goes round for ever (add a filter step that ends the loop, or write another topic) [EG_CONFIG_FEEDBACK_LOOP]",
     ]);
   });
 
@@ -728,7 +728,7 @@ describe('an amqp route reading a routing key one typo off a queue', () => {
     const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.deepEqual(r.stderr.trim().split('\n'), [
-      "gateway.yaml:6:42: warning: route 's': queue 's' is a stream (x-queue-type: stream), for which RabbitMQ keeps no position of an AMQP 0-9-1 consumer: the route reads from the stream's end each time it subscribes (a start, a reconnect), and what was published while it was not subscribed never reaches it; read a quorum or classic queue bound for the same keys",
+      "gateway.yaml:6:42: warning: route 's': queue 's' is a stream (x-queue-type: stream), for which RabbitMQ keeps no position of an AMQP 0-9-1 consumer: the route reads from the stream's end each time it subscribes (a start, a reconnect), and what was published while it was not subscribed never reaches it; read a quorum or classic queue bound for the same keys [EG_CONFIG_SUSPICIOUS_TOPIC]",
     ]);
   });
 
@@ -784,7 +784,7 @@ describe('an amqp route reading a routing key one typo off a queue', () => {
     assert.equal(warned.code, 0, warned.stdout + warned.stderr);
     assert.equal(
       warned.stderr.trim(),
-      "warn.yaml:3:107: warning: queue 'q' is bound to exchange 'amq.match' by its arguments alone: routing key 'a.b' chooses nothing: exchange 'amq.match' is a headers exchange, which routes by a binding's arguments (x-match and header values), never by the routing key, and a binding without arguments matches every message",
+      "warn.yaml:3:107: warning: queue 'q' is bound to exchange 'amq.match' by its arguments alone: routing key 'a.b' chooses nothing: exchange 'amq.match' is a headers exchange, which routes by a binding's arguments (x-match and header values), never by the routing key, and a binding without arguments matches every message [EG_CONFIG_SUSPICIOUS_TOPIC]",
     );
     const suspicious = await runCliInProcess(['validate', '-c', 'suspicious.yaml'], { cwd: dir });
     assert.equal(suspicious.code, 0, suspicious.stdout + suspicious.stderr);
@@ -793,13 +793,13 @@ describe('an amqp route reading a routing key one typo off a queue', () => {
     const direct = (key: string) =>
       `'${key}' is written as a pattern, but exchange 'ev' is a direct exchange, which compares whole routing keys: it matches only messages published with the routing key '${key}', its '*' and '#' as they are (use a topic exchange for patterns)`;
     assert.deepEqual(suspicious.stderr.trim().split('\n'), [
-      `suspicious.yaml:3:81: warning: qosByTopic: ${foreign('plant.*.temp', 'MQTT', 'topic', '+', '/', 'plant/+/temp')}`,
-      `suspicious.yaml:4:111: warning: queue 'q1': ${direct('orders.*')}`,
-      `suspicious.yaml:5:111: warning: queue 'q2': ${foreign('orders/+', 'AMQP', 'routing key', '*', '.', 'orders.*')}`,
-      "suspicious.yaml:11:37: warning: queue 'q3' is bound to headers exchange 'evh' by arguments naming no header to match ({x-match: all}): it gets every message published there; name the headers and values it is for (region: eu)",
-      "suspicious.yaml:12:37: warning: queue 'q4' is bound to headers exchange 'evh' by arguments naming no header to match ({x-match: any, x-region: eu}): it gets no message published there; name the headers and values it is for (region: eu)",
-      `suspicious.yaml:14:86: warning: stream 'PLANT': ${foreign('plant/+/temp', 'NATS', 'subject', '*', '.', 'plant.*.temp').replace("'#' (every", "'>' (every")}`,
-      `suspicious.yaml:17:43: warning: route 'd': ${direct('orders.#')}`,
+      `suspicious.yaml:3:81: warning: qosByTopic: ${foreign('plant.*.temp', 'MQTT', 'topic', '+', '/', 'plant/+/temp')} [EG_CONFIG_SUSPICIOUS_TOPIC]`,
+      `suspicious.yaml:4:111: warning: queue 'q1': ${direct('orders.*')} [EG_CONFIG_SUSPICIOUS_TOPIC]`,
+      `suspicious.yaml:5:111: warning: queue 'q2': ${foreign('orders/+', 'AMQP', 'routing key', '*', '.', 'orders.*')} [EG_CONFIG_SUSPICIOUS_TOPIC]`,
+      "suspicious.yaml:11:37: warning: queue 'q3' is bound to headers exchange 'evh' by arguments naming no header to match ({x-match: all}): it gets every message published there; name the headers and values it is for (region: eu) [EG_CONFIG_SUSPICIOUS_TOPIC]",
+      "suspicious.yaml:12:37: warning: queue 'q4' is bound to headers exchange 'evh' by arguments naming no header to match ({x-match: any, x-region: eu}): it gets no message published there; name the headers and values it is for (region: eu) [EG_CONFIG_SUSPICIOUS_TOPIC]",
+      `suspicious.yaml:14:86: warning: stream 'PLANT': ${foreign('plant/+/temp', 'NATS', 'subject', '*', '.', 'plant.*.temp').replace("'#' (every", "'>' (every")} [EG_CONFIG_SUSPICIOUS_TOPIC]`,
+      `suspicious.yaml:17:43: warning: route 'd': ${direct('orders.#')} [EG_CONFIG_SUSPICIOUS_TOPIC]`,
     ]);
     const bad = await runCliInProcess(['validate', '-c', 'bad-match.yaml'], { cwd: dir });
     assert.equal(bad.code, 1);

@@ -417,9 +417,31 @@ describe('eventgate plan --from OLD', () => {
       const r = await runCliInProcess(['plan', '-c', 'new.yaml', '--from', 'old.yaml', '--format', format], { cwd: dir });
       noStackTrace(r);
       assert.equal(r.code, 2, r.stdout + r.stderr);
-      assert.match(r.stderr, /^new\.yaml:17:9: warning: route 'again' writes topic 't' of broker 'local', the topic it reads, and has no filter/m);
-      if (format === 'json') assert.equal(JSON.parse(r.stdout).changes, true);
+      assert.match(r.stderr, /^new\.yaml:17:9: warning: route 'again' writes topic 't' of broker 'local', the topic it reads, and has no filter.* \[EG_CONFIG_FEEDBACK_LOOP\]$/m);
+      if (format === 'json') {
+        // Beside `errors`, as validate's JSON has them (a bot saw none before).
+        const report = JSON.parse(r.stdout);
+        assert.equal(report.changes, true);
+        assert.deepEqual(
+          report.warnings.map((w: { file: string; line: number; column: number; code: string; severity: string }) => `${w.file}:${w.line}:${w.column} ${w.code} ${w.severity}`),
+          ['new.yaml:17:9 EG_CONFIG_FEEDBACK_LOOP warning'],
+        );
+        assert.deepEqual(report.errors, []);
+      }
     }
+    // An invalid NEW's warnings beside its errors; a plan not made (OLD unreadable) keeps NEW's.
+    writeFileSync(join(dir, 'bad.yaml'), base('a > 1', '127.0.0.1', [...loop, '  - { name: bad, from: { listener: api, path: /bad }, to: { broker: nowhere, topic: t } }']));
+    const invalid = JSON.parse((await runCliInProcess(['plan', '-c', 'bad.yaml', '--from', 'old.yaml', '--format', 'json'], { cwd: dir })).stdout);
+    assert.deepEqual(
+      [...invalid.errors, ...invalid.warnings].map((d: { code: string; severity: string }) => `${d.severity} ${d.code}`),
+      ['error EG_CONFIG_REF', 'warning EG_CONFIG_FEEDBACK_LOOP'],
+    );
+    const notMade = JSON.parse((await runCliInProcess(['plan', '-c', 'new.yaml', '--from', 'missing.yaml', '--format', 'json'], { cwd: dir })).stdout);
+    assert.equal(notMade.valid, false);
+    assert.deepEqual(
+      notMade.warnings.map((w: { code: string }) => w.code),
+      ['EG_CONFIG_FEEDBACK_LOOP'],
+    );
   });
 
   it('exits 1 with every validation error when NEW is invalid', async () => {

@@ -689,11 +689,11 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         ],
       ]);
       // And the writer's topic is warned of at its own line, as in a valid config (spec-checklist 2016).
-      assert.equal(memory.stderr, `gateway.yaml:15:33: warning: topic '$strng(id)' is taken as a name, as written, not as an expression: ${hint('$strng(id)')}\n`);
+      assert.equal(memory.stderr, `gateway.yaml:15:33: warning: topic '$strng(id)' is taken as a name, as written, not as an expression: ${hint('$strng(id)')} [EG_CONFIG_SUSPICIOUS_TOPIC]\n`);
       // Nothing reads it: valid, with a warning.
       const unread = await validate({ 'gateway.yaml': yaml(...base, ...routes('$topic')) });
       assert.equal(unread.code, 0, unread.stdout);
-      assert.equal(unread.stderr, `gateway.yaml:15:33: warning: topic '$topic' is taken as a name, as written, not as an expression: ${hint('$topic')}\n`);
+      assert.equal(unread.stderr, `gateway.yaml:15:33: warning: topic '$topic' is taken as a name, as written, not as an expression: ${hint('$topic')} [EG_CONFIG_SUSPICIOUS_TOPIC]\n`);
       // Beside an error elsewhere, an expression's or the schema's, the warning is printed too, as
       // eslint and terraform validate print both: errors on stdout (exit 1), warnings on stderr (spec-checklist 2016).
       for (const [bad, at, error] of [
@@ -1087,14 +1087,14 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       const open = 'the schema of the validate step at gateway.yaml:14:7 does not declare it, and JSONata reads a missing field as no value';
       const closed = 'no message the validate step at gateway.yaml:24:9 lets through has it (its schema allows no other properties), so this reads no value';
       assert.deepEqual(r.stderr.trimEnd().split('\n'), [
-        `gateway.yaml:16:32: warning: 'streetlightI' is not a field of the message: ${open} (did you mean 'streetlightId'?)`,
-        `gateway.yaml:16:96: warning: 'Id' is not a field of the message: ${open} (did you mean 'id'?)`,
-        `gateway.yaml:17:43: warning: 'lumen' is not a field of the message: ${open} (did you mean 'lumens'?)`,
-        `gateway.yaml:20:113: warning: 'streetlightid' is not a field of the message: ${open} (did you mean 'streetlightId'?)`,
-        `gateway.yaml:25:31: warning: 'items' is not a field of the message: ${closed}`,
-        `gateway.yaml:25:54: warning: 'zz' is not a field of the message: ${closed}`,
-        `gateway.yaml:26:50: warning: 'levels' is not a field of the message: ${closed} (did you mean 'level'?)`,
-        `gateway.yaml:39:33: warning: 'levl' is not a field of the message: the schema of the validate step at gateway.yaml:38:9 does not declare it, and JSONata reads a missing field as no value (did you mean 'level'?)`,
+        `gateway.yaml:16:32: warning: 'streetlightI' is not a field of the message: ${open} (did you mean 'streetlightId'?) [EG_CONFIG_UNDECLARED_FIELD]`,
+        `gateway.yaml:16:96: warning: 'Id' is not a field of the message: ${open} (did you mean 'id'?) [EG_CONFIG_UNDECLARED_FIELD]`,
+        `gateway.yaml:17:43: warning: 'lumen' is not a field of the message: ${open} (did you mean 'lumens'?) [EG_CONFIG_UNDECLARED_FIELD]`,
+        `gateway.yaml:20:113: warning: 'streetlightid' is not a field of the message: ${open} (did you mean 'streetlightId'?) [EG_CONFIG_UNDECLARED_FIELD]`,
+        `gateway.yaml:25:31: warning: 'items' is not a field of the message: ${closed} [EG_CONFIG_UNDECLARED_FIELD]`,
+        `gateway.yaml:25:54: warning: 'zz' is not a field of the message: ${closed} [EG_CONFIG_UNDECLARED_FIELD]`,
+        `gateway.yaml:26:50: warning: 'levels' is not a field of the message: ${closed} (did you mean 'level'?) [EG_CONFIG_UNDECLARED_FIELD]`,
+        `gateway.yaml:39:33: warning: 'levl' is not a field of the message: the schema of the validate step at gateway.yaml:38:9 does not declare it, and JSONata reads a missing field as no value (did you mean 'level'?) [EG_CONFIG_UNDECLARED_FIELD]`,
       ]);
     });
     it('reads the fields of an allOf-composed schema, and goes on past a cloudevent step, which keeps the value (1595)', async () => {
@@ -1124,8 +1124,8 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assert.equal(r.code, 0, r.stdout + r.stderr);
       const open = 'the schema of the validate step at gateway.yaml:16:9 does not declare it, and JSONata reads a missing field as no value';
       assert.deepEqual(r.stderr.trimEnd().split('\n'), [
-        `gateway.yaml:18:17: warning: 'streetlightI' is not a field of the message: ${open} (did you mean 'streetlightId'?)`,
-        `gateway.yaml:19:50: warning: 'lumen' is not a field of the message: ${open} (did you mean 'lumens'?)`,
+        `gateway.yaml:18:17: warning: 'streetlightI' is not a field of the message: ${open} (did you mean 'streetlightId'?) [EG_CONFIG_UNDECLARED_FIELD]`,
+        `gateway.yaml:19:50: warning: 'lumen' is not a field of the message: ${open} (did you mean 'lumens'?) [EG_CONFIG_UNDECLARED_FIELD]`,
       ]);
     });
   });
@@ -1170,19 +1170,42 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       const warnings = r.stderr.trimEnd().split('\n');
       assert.equal(warnings.length, 5, r.stderr);
       assert.deepEqual(warnings.slice(2), [
-        "gateway.yaml:29:93: warning: route 'typo': forward path '/rooms/:r' names 'r', which the route's path '/room/:room' does not have (it has 'room'): each message goes to the clients of every value of 'r', not only of its own (a forward path's parameters are filled from the message's path parameters of the same names)",
-        "gateway.yaml:32:64: warning: route 'partial': forward path '/seats/:r/:seat' names 'seat', which the route's path '/seat/:r' does not have (it has 'r'): each message goes to the clients of every value of 'seat', not only of its own (a forward path's parameters are filled from the message's path parameters of the same names)",
-        "gateway.yaml:36:88: warning: route 'stream': forward path '/events/:b' names 'b', which the route's path '/s/:a' does not have (it has 'a'): each message goes to the clients of every value of 'b', not only of its own (a forward path's parameters are filled from the message's path parameters of the same names)",
+        "gateway.yaml:29:93: warning: route 'typo': forward path '/rooms/:r' names 'r', which the route's path '/room/:room' does not have (it has 'room'): each message goes to the clients of every value of 'r', not only of its own (a forward path's parameters are filled from the message's path parameters of the same names) [EG_CONFIG_FORWARD_PARAMETER]",
+        "gateway.yaml:32:64: warning: route 'partial': forward path '/seats/:r/:seat' names 'seat', which the route's path '/seat/:r' does not have (it has 'r'): each message goes to the clients of every value of 'seat', not only of its own (a forward path's parameters are filled from the message's path parameters of the same names) [EG_CONFIG_FORWARD_PARAMETER]",
+        "gateway.yaml:36:88: warning: route 'stream': forward path '/events/:b' names 'b', which the route's path '/s/:a' does not have (it has 'a'): each message goes to the clients of every value of 'b', not only of its own (a forward path's parameters are filled from the message's path parameters of the same names) [EG_CONFIG_FORWARD_PARAMETER]",
       ]);
       assert.match(warnings[0]!, /^gateway\.yaml:18:9: warning: route 'again' writes topic 't' of broker 'local', the topic it reads, and has no filter: every message goes round for ever/);
       assert.match(
         warnings[1]!,
         /^gateway\.yaml:22:9: warning: routes 'ping' \('t1' of broker 'local' to 't2' of broker 'local'\), 'pong' \('t2' of broker 'local' to 't1' of broker 'local'\) feed each other with no filter/,
       );
+      // The text line ends with the warning's code, so CI can annotate or silence it by code.
+      assert.match(warnings[0]!, / \[EG_CONFIG_FEEDBACK_LOOP\]$/);
+      // JSON gives CI the warnings too (it was `[]`, the warnings on stderr only): after the errors,
+      // told apart by `severity`, each with what an error has. stderr keeps its lines.
       const json = await validate({ 'gateway.yaml': yaml(...loops) }, { format: 'json' });
       assert.equal(json.code, 0);
-      assert.deepEqual(JSON.parse(json.stdout), []);
-      assert.match(json.stderr, /gateway\.yaml:18:9: warning: route 'again'/);
+      const reported = JSON.parse(json.stdout) as { file: string; line: number; column: number; code: string; path: string; message: string; severity: string }[];
+      assert.deepEqual(
+        reported.map(({ message: _, ...rest }) => rest),
+        [
+          { file: 'gateway.yaml', line: 18, column: 9, path: 'routes[1].to', code: 'EG_CONFIG_FEEDBACK_LOOP', severity: 'warning' },
+          { file: 'gateway.yaml', line: 22, column: 9, path: 'routes[2].to[0]', code: 'EG_CONFIG_FEEDBACK_LOOP', severity: 'warning' },
+        ],
+      );
+      // Each the warning the text line says.
+      assert.deepEqual(
+        reported.map((w) => `${w.file}:${w.line}:${w.column}: warning: ${w.message} [${w.code}]`),
+        warnings.slice(0, 2),
+      );
+      assert.equal(json.stderr, `${warnings.slice(0, 2).join('\n')}\n`);
+      // An invalid config's errors come first, its warnings after them.
+      const invalid = await validate({ 'gateway.yaml': yaml(...loops, '  - { name: bad, from: { listener: api, path: /bad }, to: { broker: nowhere, topic: t } }') }, { format: 'json' }); // 29
+      assert.equal(invalid.code, 1);
+      assert.deepEqual(
+        (JSON.parse(invalid.stdout) as typeof reported).map((d) => `${d.severity} ${d.line}:${d.column} ${d.code}`),
+        ['error 29:69 EG_CONFIG_REF', 'warning 18:9 EG_CONFIG_FEEDBACK_LOOP', 'warning 22:9 EG_CONFIG_FEEDBACK_LOOP'],
+      );
     });
 
     it('does not warn when a route of the loop has a filter', async () => {
@@ -1220,7 +1243,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assert.equal(r.code, 0, r.stdout + r.stderr);
       assert.equal(r.stdout, 'ok\n');
       assert.deepEqual(r.stderr.trimEnd().split('\n'), [
-        "gateway.yaml:9:47: warning: route 'untold' tags invalid messages (onInvalid: tag), but this webhook sends only the headers it computes, so its endpoint cannot tell them from valid ones: add headers: {_asyncapi_eg_validation_error: $headers._asyncapi_eg_validation_error}",
+        "gateway.yaml:9:47: warning: route 'untold' tags invalid messages (onInvalid: tag), but this webhook sends only the headers it computes, so its endpoint cannot tell them from valid ones: add headers: {_asyncapi_eg_validation_error: $headers._asyncapi_eg_validation_error} [EG_CONFIG_TAG_NOT_SENT]",
       ]);
     });
 
@@ -1247,10 +1270,10 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       });
       assert.equal(r.code, 0, r.stdout + r.stderr);
       assert.deepEqual(r.stderr.trimEnd().split('\n'), [
-        "gateway.yaml:7:59: warning: route 'mirror' writes topic 'copies' of broker 'mq', which the topic it reads ('#') matches, and has no filter: every message goes round for ever (add a filter step that ends the loop, or write another topic)",
-        "gateway.yaml:8:60: warning: routes 'up' ('s/+/in' of broker 'mq' to 'x/out' of broker 'mq'), 'down' ('x/+' of broker 'mq' to 's/1/in' of broker 'mq') feed each other with no filter: every message goes round for ever (add a filter step that ends the loop)",
-        "gateway.yaml:11:61: warning: route 'deeper' writes topic 'a.b.c' of broker 'nt', which the topic it reads ('a.>') matches, and has no filter: every message goes round for ever (add a filter step that ends the loop, or write another topic)",
-        "gateway.yaml:13:64: warning: route 'keys' writes topic 'orders.eu' of broker 'rb', which the topic it reads ('orders.#') matches, and has no filter: every message goes round for ever (add a filter step that ends the loop, or write another topic)",
+        "gateway.yaml:7:59: warning: route 'mirror' writes topic 'copies' of broker 'mq', which the topic it reads ('#') matches, and has no filter: every message goes round for ever (add a filter step that ends the loop, or write another topic) [EG_CONFIG_FEEDBACK_LOOP]",
+        "gateway.yaml:8:60: warning: routes 'up' ('s/+/in' of broker 'mq' to 'x/out' of broker 'mq'), 'down' ('x/+' of broker 'mq' to 's/1/in' of broker 'mq') feed each other with no filter: every message goes round for ever (add a filter step that ends the loop) [EG_CONFIG_FEEDBACK_LOOP]",
+        "gateway.yaml:11:61: warning: route 'deeper' writes topic 'a.b.c' of broker 'nt', which the topic it reads ('a.>') matches, and has no filter: every message goes round for ever (add a filter step that ends the loop, or write another topic) [EG_CONFIG_FEEDBACK_LOOP]",
+        "gateway.yaml:13:64: warning: route 'keys' writes topic 'orders.eu' of broker 'rb', which the topic it reads ('orders.#') matches, and has no filter: every message goes round for ever (add a filter step that ends the loop, or write another topic) [EG_CONFIG_FEEDBACK_LOOP]",
       ]);
     });
 
@@ -1282,7 +1305,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       });
       assert.equal(r.code, 0, r.stdout + r.stderr);
       const warning = (at: string, route: string, filter: string, kind: string, name: string, syntax: string, meant: string) =>
-        `gateway.yaml:${at}: warning: route '${route}': '${filter}' is written in another broker's wildcard syntax: ${kind} reads it as the one ${name} of that name, and nothing else; its wildcards are ${syntax} (did you mean '${meant}'?)`;
+        `gateway.yaml:${at}: warning: route '${route}': '${filter}' is written in another broker's wildcard syntax: ${kind} reads it as the one ${name} of that name, and nothing else; its wildcards are ${syntax} (did you mean '${meant}'?) [EG_CONFIG_SUSPICIOUS_TOPIC]`;
       const mqtt = "'+' (one level) and '#' (every level below), between '/'";
       const nats = "'*' (one level) and '>' (every level below), between '.'";
       const amqp = "'*' (one level) and '#' (every level below), between '.'";
@@ -1311,7 +1334,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       });
       assert.equal(exchanges.code, 0, exchanges.stdout + exchanges.stderr);
       assert.deepEqual(exchanges.stderr.trimEnd().split('\n'), [
-        "gateway.yaml:9:43: warning: route 'f': gets every message published to exchange 'all', not only those with routing key 'plant/+/temperature': exchange 'all' is a fanout exchange, which routes every message to every queue bound to it whatever the routing key (filter on $topic, or use a topic or direct exchange)",
+        "gateway.yaml:9:43: warning: route 'f': gets every message published to exchange 'all', not only those with routing key 'plant/+/temperature': exchange 'all' is a fanout exchange, which routes every message to every queue bound to it whatever the routing key (filter on $topic, or use a topic or direct exchange) [EG_CONFIG_SUSPICIOUS_TOPIC]",
       ]);
       // MQTT refuses `plant.#` (its `#` is a whole level): the error names the filter meant.
       const refused = await validate({
@@ -1368,7 +1391,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         warnings.every((w) => w.includes('feed each other with no filter')),
         r.stderr.slice(0, 2000),
       );
-      assert.match(warnings[19]!, /; the search for loops stopped here: the routes feed each other in too many ways to list them all, so look for more among them$/);
+      assert.match(warnings[19]!, /; the search for loops stopped here: the routes feed each other in too many ways to list them all, so look for more among them \[EG_CONFIG_FEEDBACK_LOOP\]$/);
     });
   });
 
@@ -1522,7 +1545,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assert.equal(short.stdout, 'ok\n');
       assert.equal(
         short.stderr,
-        'gateway.yaml:4:10: warning: admin.token is 3 characters long; a token shorter than 16 characters can be guessed by whoever reaches the admin port from enough addresses (each may try 10 a minute): use a random one of 32 or more, e.g. from `openssl rand -hex 32`\n',
+        'gateway.yaml:4:10: warning: admin.token is 3 characters long; a token shorter than 16 characters can be guessed by whoever reaches the admin port from enough addresses (each may try 10 a minute): use a random one of 32 or more, e.g. from `openssl rand -hex 32` [EG_CONFIG_WEAK_TOKEN]\n',
       );
     });
   });
