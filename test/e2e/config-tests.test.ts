@@ -649,7 +649,7 @@ describe('eventgate test', () => {
     assert.deepEqual([v4.code, v4.stderr, v4.stdout], [2, `v4.tests.yaml:4:14: ${why}\n`, '']);
     const validated = await runCliInProcess(['validate', '-c', 'v4.tests.yaml', '--format', 'json'], { cwd: dir });
     assert.equal(validated.code, 1, validated.stdout + validated.stderr);
-    assert.deepEqual(JSON.parse(validated.stdout), [{ file: 'v4.tests.yaml', line: 4, column: 14, message: why, path: 'tests[0].input.headers', code: 'EG_TEST_FILE' }]);
+    assert.deepEqual(JSON.parse(validated.stdout), [{ file: 'v4.tests.yaml', line: 4, column: 14, message: why, path: 'tests[0].input.headers', code: 'EG_TEST_FILE', severity: 'error' }]);
     for (const x of [v4, validated]) noStackTrace(x);
   });
 
@@ -950,6 +950,7 @@ describe('eventgate test', () => {
         message: "test 'no key is refused with 401' names route 'order', which gateway.yaml does not define (did you mean 'orders'?); defined routes: orders",
         path: 'tests[2].route',
         code: 'EG_TEST_FILE',
+        severity: 'error',
       },
     ]);
 
