@@ -34,10 +34,10 @@ const COMMANDS: Record<string, CommandUsage> = {
     synopsis: 'validate [-c FILE] [--format text|json]',
     summary: ['check a config without starting anything', '(a *.tests.yaml FILE: the tests, their config', 'and the routes they name)'],
     about:
-      'Checks a config without starting anything: YAML, keys and values, references, expressions, schemas and the files they read. Prints ok (exit 0) or one FILE:LINE:COL: message per problem (exit 1). A *.tests.yaml FILE: the tests, their config and the routes they name.',
+      'Checks a config without starting anything: YAML, keys and values, references, expressions, schemas and the files they read. Prints ok (exit 0) or one FILE:LINE:COL: message per problem (exit 1); warnings, which leave the config valid, go to stderr as FILE:LINE:COL: warning: message [EG_CODE]. A *.tests.yaml FILE: the tests, their config and the routes they name.',
     options: [
       ['-c, --config FILE', 'the config or config test file (default ./gateway.yaml)'],
-      ['--format text|json', 'text (default), or a JSON array of {file,line,column,message,path,code}'],
+      ['--format text|json', 'text (default), or a JSON array of the errors, then the warnings (severity)'],
       VARS_FILE,
     ],
     args: 1,
@@ -66,7 +66,7 @@ const COMMANDS: Record<string, CommandUsage> = {
       ['--from OLD', 'the config running now, as a file (without --from or --admin: all of NEW is new)'],
       ['--admin URL', "the running gateway's admin API (e.g. http://127.0.0.1:9090)"],
       ['--token T', 'the admin bearer token (also from EVENTGATE_ADMIN_TOKEN)'],
-      ['--format text|json', 'text (default), or a JSON document for CI'],
+      ['--format text|json', 'text (default), or a JSON document for CI (with errors and warnings)'],
       VARS_FILE,
     ],
     args: 1,

@@ -18,7 +18,7 @@ export const ErrorCodes = {
   EG_CONFIG_WEAK_TOKEN: { title: 'The admin token is short enough to guess (a warning)' },
   EG_CONFIG_SUSPICIOUS_TOPIC: { title: 'A route reads or writes a topic that most likely says something else than meant (a warning)' },
   EG_CONFIG_INSECURE_TLS: { title: "A broker's TLS accepts any server certificate (a warning)" },
-  EG_CONFIG_SERVER_URL: { title: "A broker URL has an '@' after its host: a password holding / ? or # ended the host early (a warning)" },
+  EG_CONFIG_SERVER_URL: { title: "A broker URL the client reads otherwise than meant: an '@' after its host, an AMQP parameter it ignores (a warning)" },
   EG_CONFIG_FORWARD_PARAMETER: { title: "A forward path names a parameter its route's path does not have (a warning)" },
   EG_CONFIG_TAG_NOT_SENT: { title: 'A webhook of a route that tags invalid messages does not send the tag header (a warning)' },
   EG_CONFIG_UNDECLARED_FIELD: { title: "An expression reads a field the schema of the route's validate step does not declare (a warning)" },
