@@ -1,4 +1,5 @@
 import { configUnreadable, formatDiagnostic, formatWarning, reported, type ReportedDiagnostic } from '../config/diagnostics.js';
+import { redact } from '../config/secrets.js';
 import type { Env } from '../config/source.js';
 import { defaultRegistry } from '../kinds/index.js';
 import type { KindRegistry } from '../kinds/registry.js';
@@ -45,11 +46,16 @@ interface Rejoin {
   starts?: string;
 }
 
-/** A binding a changed broker makes or drops on its server (BrokerKind.bindingChanges). */
+/**
+ * A binding a changed broker makes or drops on its server, or one a broker that goes or moves to
+ * another server leaves on the old one (BrokerKind.declaredBindings); `server` names the server a
+ * moved broker binds on, or the one a binding is left on.
+ */
 interface BindingChange {
   broker: string;
-  change: 'bind' | 'unbind';
+  change: 'bind' | 'unbind' | 'leave';
   binding: string;
+  server?: string;
 }
 
 /** What `eventgate plan --format json` prints (a bot comments it on a pull request). */
@@ -67,7 +73,6 @@ export interface PlanReport {
   log?: 'keep' | 'change';
   disconnected?: Disconnect[];
   groups?: Rejoin[];
-  /** Against a config file only: a running gateway's fingerprint has no broker options to compare. */
   bindings?: BindingChange[];
   errors: ReportedDiagnostic[];
   /** NEW's warnings (also on stderr): a config that runs but most likely does not do what it says. */
@@ -134,6 +139,10 @@ export async function planCommand(o: PlanOptions): Promise<number> {
   }
 
   if (!next.plan) return invalidNew(before?.version ?? null);
+  // The names the plan reports are shown without the configs' secrets (a `path: /in/${TENANT}`), as
+  // the running gateway serves its own (redactFingerprint): NEW's are compared with those redacted.
+  const secrets = new Set([...(next.secrets ?? []), ...(before?.secretValues ?? [])]);
+  const asServed = (name: string) => (running ? redact(name, next.secrets ?? new Set()) : name);
   // Against a running gateway only hashes are known: compare hashes with hashes (a changed broker
   // is reconfigured when the hashes of the options it cannot take in place agree).
   const after = running ? planFromFingerprint(comparableWith(running, planFingerprint(next.plan, registry))) : next.plan;
@@ -145,7 +154,7 @@ export async function planCommand(o: PlanOptions): Promise<number> {
   if (before) {
     // A running gateway's routes come without their targets (planFromFingerprint): its paths are the fingerprint's.
     const oldPaths = running ? runningPaths(running, registry) : listenerPaths(before, registry);
-    const newPaths = listenerPaths(next.plan, registry);
+    const newPaths = new Map([...listenerPaths(next.plan, registry)].map(([listener, paths]) => [listener, new Set([...paths].map(asServed))]));
     for (const [name, l] of before.listeners) {
       // A new tls.ca applied in place cuts off the connections of the clients it no longer trusts
       // (any kind: publishers and kafka producers too); which ones, only their certificates say.
@@ -181,7 +190,7 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     const g = groupOf(next.plan, name);
     if (!g) continue;
     let group = g.group;
-    for (let n = 2; askedSubscription(next.plan.routes.get(name)!, '')?.perInstance && held.has(group); n++) group = `${g.group}-${n}`;
+    for (let n = 2; askedSubscription(next.plan.routes.get(name)!, '')?.perInstance && held.has(asServed(group)); n++) group = `${g.group}-${n}`;
     groups.push({ ...g, group, change: 'join' });
   }
   // A rebuilt route that asks the same of the same broker instance (not replaced) takes the
@@ -212,7 +221,7 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     if (!g || takenOver(name)) continue;
     const group = runningGroup(name) ?? g.group;
     const was = groupBefore(name);
-    if (was && was.broker === g.broker && was.topic === g.topic && was.group !== group) {
+    if (was && was.broker === g.broker && was.topic === asServed(g.topic) && was.group !== asServed(group)) {
       const left = registry.brokers.get(next.plan.brokers.get(g.broker)?.kind ?? '')?.leftGroup;
       groups.push({ ...g, group, change: 'join' }, { ...was, change: 'leave', ...(left ? { left } : {}) });
     } else groups.push({ ...g, group, change: 'rejoin' });
@@ -280,19 +289,8 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     newGroupStarts(join, asked, leave.group, keyBefore(leave.route) === undefined);
   }
 
-  // What changed brokers bind and unbind on their servers (amqp queue bindings): new ones first, then
-  // the dropped ones, as the broker does it. Only OLD as a file has the options to compare.
-  const bindings: BindingChange[] = [];
-  if (before && !running) {
-    for (const name of diff.brokers.change) {
-      const was = before.brokers.get(name)!;
-      const now = next.plan.brokers.get(name)!;
-      if (was.kind !== now.kind) continue;
-      const changes = registry.brokers.get(now.kind)?.bindingChanges?.(was.options as never, now.options as never);
-      for (const binding of changes?.bind ?? []) bindings.push({ broker: name, change: 'bind', binding });
-      for (const binding of changes?.unbind ?? []) bindings.push({ broker: name, change: 'unbind', binding });
-    }
-  }
+  // What brokers bind, unbind and leave on their servers (amqp queue bindings), from OLD's options or the running fingerprint.
+  const bindings = before ? bindingChanges(running ?? planFingerprint(before, registry), planFingerprint(next.plan, registry), diff.brokers) : [];
   // A first start has no log settings to change; otherwise a new log level is a change a reload makes.
   const log = before !== undefined && logBefore !== undefined && logBefore !== planFingerprint(next.plan, registry).log ? 'change' : 'keep';
   const changes = [diff.brokers, diff.listeners, diff.routes].some((d) => d.add.length + d.change.length + d.remove.length > 0) || diff.admin !== 'keep' || log !== 'keep';
@@ -307,14 +305,45 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     routes: diff.routes,
     admin: diff.admin,
     log,
-    disconnected,
-    groups,
-    ...(bindings.length > 0 ? { bindings } : {}),
+    disconnected: redact(disconnected, secrets),
+    groups: redact(groups, secrets),
+    ...(bindings.length > 0 ? { bindings: redact(bindings, secrets) } : {}),
     errors: [],
     warnings,
   };
   write(o.io, o.format, report);
   return changes ? 2 : 0;
+}
+
+/**
+ * The bindings of the brokers a reload changes or removes, compared by hash (the running gateway's
+ * words have its secrets redacted): a changed broker binds the new ones first, then drops those it
+ * no longer has, as it does it. A broker that goes, changes kind or moves to another server leaves
+ * its bindings where they were, where no process of the gateway unbinds them (docs/scaling.md),
+ * unless a broker of NEW declares them there too; one that moves binds all of NEW's on the new one.
+ */
+function bindingChanges(before: PlanFingerprint, after: PlanFingerprint, brokers: ComponentDiff): BindingChange[] {
+  const out: BindingChange[] = [];
+  const declared = new Set(after.brokers.flatMap((b) => (b.bindings ?? []).map((x) => `${b.server?.key}\n${x.key}`)));
+  for (const name of [...brokers.change, ...brokers.remove].sort(byCodePoint)) {
+    const was = before.brokers.find((b) => b.name === name);
+    // A gateway older than this CLI serves no bindings: nothing is known of them.
+    if (was?.bindings === undefined) continue;
+    const now = after.brokers.find((b) => b.name === name && b.kind === was.kind);
+    const moved = now?.server !== undefined && was.server !== undefined && now.server.key !== was.server.key;
+    if (now && !moved) {
+      const had = new Set(was.bindings.map((x) => x.key));
+      const has = new Set(now.bindings?.map((x) => x.key));
+      for (const x of now.bindings ?? []) if (!had.has(x.key)) out.push({ broker: name, change: 'bind', binding: x.binding });
+      for (const x of was.bindings) if (!has.has(x.key)) out.push({ broker: name, change: 'unbind', binding: x.binding });
+      continue;
+    }
+    if (moved) for (const x of now.bindings ?? []) out.push({ broker: name, change: 'bind', binding: x.binding, server: now.server!.name });
+    for (const x of was.bindings) {
+      if (!declared.has(`${was.server?.key}\n${x.key}`)) out.push({ broker: name, change: 'leave', binding: x.binding, ...(was.server && { server: was.server.name }) });
+    }
+  }
+  return out;
 }
 
 /**
@@ -448,9 +477,14 @@ function text(r: PlanReport): string {
     lines.push(
       `consumer group ${g.change === 'join' ? 'joins' : g.change === 'rejoin' ? 'rejoins' : 'leaves'}: ${g.group} (route ${g.route}, ${g.broker}/${g.topic})${g.left ? `: ${g.left}` : ''}${g.starts ? `: ${g.starts}` : ''}`,
     );
-  for (const b of r.bindings ?? [])
-    lines.push(b.change === 'bind' ? `binding made: broker ${b.broker}: ${b.binding}` : `binding dropped: broker ${b.broker}: ${b.binding} (unbound once the new bindings are in place)`);
+  for (const b of r.bindings ?? []) lines.push(bindingLine(b));
   return `${lines.join('\n')}\n`;
+}
+
+function bindingLine(b: BindingChange): string {
+  if (b.change === 'bind') return `binding made: broker ${b.broker}: ${b.binding}${b.server ? ` (on ${b.server}, the server the broker moves to)` : ''}`;
+  if (b.change === 'unbind') return `binding dropped: broker ${b.broker}: ${b.binding} (unbound once the new bindings are in place)`;
+  return `binding left: broker ${b.broker}: ${b.binding} (stays on ${b.server ?? 'its server'}, which the broker no longer uses: nothing unbinds it there; remove it on the server once no instance needs it)`;
 }
 
 /**

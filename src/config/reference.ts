@@ -270,7 +270,7 @@ predecessor and the running config was restored, 503 \`EG_SHUTTING_DOWN\` during
 \`GET /\` (the dashboard page; it asks for the token itself; see docs/operations.md),
 \`GET /admin/asyncapi\` (the AsyncAPI documents in force), \`PUT /admin/asyncapi\` (replace one,
 checked first; see [asyncapi.md](asyncapi.md)) and \`GET /admin/plan\` (hashes of the running
-components, which \`eventgate plan --admin\` compares a new config with; see [gitops.md](gitops.md)). Every \`GET\` endpoint answers \`HEAD\` too (the same
+components and the names a plan reports, which \`eventgate plan --admin\` compares a new config with; see [gitops.md](gitops.md)). Every \`GET\` endpoint answers \`HEAD\` too (the same
 status and headers, no body), for monitors that probe with it; another method is a 405 with
 \`Allow\`. Nothing the admin API returns shows a secret:
 values from \`\${VAR}\` and under \`token\`, \`secret\`, \`password\`, \`passphrase\` or \`keys\` are

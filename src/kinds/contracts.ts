@@ -683,12 +683,18 @@ export interface BrokerKind<O = unknown, C = O> {
    */
   keyless?: string;
   /**
-   * What a reload from `before` to `after` changes of the bindings this broker makes on its server
-   * for itself, apart from its routes' subscriptions (amqp: the bindings of the queues it declares,
-   * where other arguments make another binding): `bind` the new ones, `unbind` those it drops once
-   * the new are in place, each in words. `eventgate plan` lists them.
+   * The bindings this broker makes on its server for itself, apart from its routes' subscriptions
+   * (amqp: the bindings of the queues it declares), each in words that tell one binding from
+   * another as the server does (other arguments: another binding; the same in another order: the
+   * same). `eventgate plan` lists those a reload makes, drops, and leaves on a server the broker
+   * no longer uses (the running gateway serves them in its fingerprint, PlanFingerprint).
    */
-  bindingChanges?(before: C, after: C): { bind: string[]; unbind: string[] };
+  declaredBindings?(options: C): string[];
+  /**
+   * The server (and namespace: an AMQP vhost) those bindings are on, without credentials: a
+   * broker moved to another server leaves its bindings on the old one, where nothing unbinds them.
+   */
+  bindingServer?(options: C): string;
   /** Whether a running broker can take `after` through reconfigure() instead of being replaced. */
   canReconfigure(before: C, after: C): boolean;
   /**

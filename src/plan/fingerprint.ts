@@ -1,5 +1,6 @@
 import { canonical, hash } from '../core/canonical.js';
-import type { ListenerPlan, Plan, RoutePlan, SourcePlan } from './types.js';
+import { redact } from '../config/secrets.js';
+import type { ComponentPlan, ListenerPlan, Plan, RoutePlan, SourcePlan } from './types.js';
 import { consumerGroupName } from './consumer-group.js';
 import type { HandOverChange } from '../kinds/contracts.js';
 import type { KindRegistry } from '../kinds/registry.js';
@@ -17,8 +18,11 @@ export interface PlanFingerprint {
   admin: { key: string; config?: string } | null;
   /** The `log` section, which a reload applies in place. */
   log?: string;
-  /** `replaceKey`: a hash of the options a reload cannot apply in place (ComponentPlan.replaceKey). */
-  brokers: { name: string; kind: string; key: string; replaceKey?: string }[];
+  /**
+   * `replaceKey`: a hash of the options a reload cannot apply in place (ComponentPlan.replaceKey).
+   * `bindings` and `server`: of a broker that binds on its server for itself (brokerBindings()).
+   */
+  brokers: ({ name: string; kind: string; key: string; replaceKey?: string } & BrokerBindings)[];
   /** `paths`: those clients stay connected on (listenerPaths()); `trust`: a hash of the CA bundle trusted for client certificates, null without one (absent from a gateway of an earlier version). */
   listeners: { name: string; kind: string; key: string; socketKey: string; paths: string[]; trust?: string | null }[];
   /** Set: `paths` are those clients stay connected on. Absent from a gateway older than the forty-fourth session, whose `paths` held its HTTP publish paths too. */
@@ -34,6 +38,26 @@ export interface PlanFingerprint {
 }
 
 const digest = (key: string) => hash(key).slice(0, 16);
+
+/**
+ * What a broker binds on its server for itself (BrokerKind.declaredBindings), for `plan` to list
+ * what a reload makes, drops and leaves there: each binding in words beside a hash of them, and the
+ * server they are on (bindingServer), its name beside a hash. The running gateway serves the words
+ * and the name with its secrets redacted (redactFingerprint), so they are compared by hash.
+ * Absent from a gateway older than this CLI, and for a kind that binds nothing itself.
+ */
+export interface BrokerBindings {
+  bindings?: { key: string; binding: string }[];
+  server?: { key: string; name: string };
+}
+
+function brokerBindings(b: ComponentPlan, registry: KindRegistry): BrokerBindings {
+  const kind = registry.brokers.get(b.kind);
+  const words = kind?.declaredBindings?.(b.options as never);
+  if (words === undefined) return {};
+  const server = kind!.bindingServer?.(b.options as never);
+  return { bindings: words.map((w) => ({ key: digest(w), binding: w })), ...(server !== undefined && { server: { key: digest(server), name: server } }) };
+}
 
 /**
  * The paths of each listener that clients stay connected on: forward targets' paths, and publish
@@ -63,7 +87,13 @@ export function planFingerprint(plan: Plan, registry: KindRegistry): PlanFingerp
     version: plan.version,
     admin: plan.admin ? { key: digest(plan.admin.key), config: digest(canonical(plan.admin)) } : null,
     log: digest(canonical(plan.log)),
-    brokers: [...plan.brokers.values()].map((b) => ({ name: b.name, kind: b.kind, key: digest(b.key), ...(b.replaceKey !== undefined && { replaceKey: digest(b.replaceKey) }) })),
+    brokers: [...plan.brokers.values()].map((b) => ({
+      name: b.name,
+      kind: b.kind,
+      key: digest(b.key),
+      ...(b.replaceKey !== undefined && { replaceKey: digest(b.replaceKey) }),
+      ...brokerBindings(b, registry),
+    })),
     listeners: [...plan.listeners.values()].map((l) => ({
       name: l.name,
       kind: l.kind,
@@ -82,6 +112,31 @@ export function planFingerprint(plan: Plan, registry: KindRegistry): PlanFingerp
       renamedForward: renamedForwardDigest(plan, r, registry),
       brokers: r.brokers,
       listeners: r.listeners,
+    })),
+  };
+}
+
+/**
+ * `fp` as the admin API serves it: the names a plan reports (routes' sources, groups, listeners'
+ * paths, brokers' bindings and servers) with `secrets` redacted, as every admin answer has them
+ * (a `path: /in/${TENANT}`); hashes and component names as they are. `eventgate plan --admin`
+ * redacts NEW's names with NEW's secrets before comparing them with these.
+ */
+export function redactFingerprint(fp: PlanFingerprint, secrets: ReadonlySet<string>): PlanFingerprint {
+  if (secrets.size === 0) return fp;
+  const text = (s: string) => redact(s, secrets);
+  return {
+    ...fp,
+    brokers: fp.brokers.map((b) => ({
+      ...b,
+      ...(b.bindings && { bindings: b.bindings.map((x) => ({ ...x, binding: text(x.binding) })) }),
+      ...(b.server && { server: { ...b.server, name: text(b.server.name) } }),
+    })),
+    listeners: fp.listeners.map((l) => ({ ...l, paths: l.paths.map(text) })),
+    routes: fp.routes.map((r) => ({
+      ...r,
+      from: r.from.type === 'listener' ? { ...r.from, path: text(r.from.path) } : { ...r.from, topic: text(r.from.topic), ...(r.from.group !== undefined && { group: text(r.from.group) }) },
+      ...(r.group !== undefined && { group: text(r.group) }),
     })),
   };
 }

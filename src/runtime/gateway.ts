@@ -8,7 +8,7 @@ import type { KindRegistry } from '../kinds/registry.js';
 import type { Logger } from '../log.js';
 import { keepParserThread } from '../asyncapi/parser-thread.js';
 import { loadPlan, type LoadResult } from '../plan/compile.js';
-import { planFingerprint, type PlanFingerprint } from '../plan/fingerprint.js';
+import { planFingerprint, redactFingerprint, type PlanFingerprint } from '../plan/fingerprint.js';
 import { diffPlans } from '../plan/diff.js';
 import type { AdminPlan, Plan } from '../plan/types.js';
 import { GatewayMetrics } from '../telemetry/metrics.js';
@@ -411,7 +411,8 @@ export class Gateway {
       const taken = this.routes.get(r.name)?.takenOverGroup();
       if (taken !== undefined) r.group = taken.replace(instance, '-<instance>');
     }
-    return { ...fp, clients };
+    // Never a secret in an admin answer: the names are served redacted, as /admin/status has them.
+    return { ...redactFingerprint(fp, this.plan.secretValues ?? new Set()), clients };
   }
 
   /** For /admin/status: never shows a secret, whichever way a config value reached it. */

@@ -659,6 +659,116 @@ describe('eventgate plan --admin URL against a running gateway', () => {
     assert.match(groups[1]!.left ?? '', /^its queue stays bound/);
   });
 
+  it('lists the bindings a changed broker makes and drops, and those a moved or removed broker leaves, from the running fingerprint as from a file, never with a secret', async () => {
+    // Before: against --admin only "broker rabbit (replaced)", whose fingerprint held no options; a
+    // broker moved to another server listed no binding line, from a file either.
+    const token = ['--token', 'plan-test-token-0123456789'];
+    const config = (region: string, url = 'amqp://127.0.0.1:1/') =>
+      amqpRoutes('true', 'rk').replace('bindings: [orders.*]', `bindings: [orders.*, { exchange: amq.headers, arguments: { x-match: all, region: ${region} } }]`).replace('amqp://127.0.0.1:1/', url);
+    const env = { REGION: 'region-from-a-secret' };
+    await gw.start(config('"${REGION}"'), { env });
+    const served = await (await fetch(`${gw.adminUrl}/admin/plan`, { headers: { authorization: `Bearer ${token[1]}` } })).text();
+    assert.doesNotMatch(served, /region-from-a-secret/);
+    assert.match(served, /arguments \{region: \\"\[redacted\]\\", x-match: \\"all\\"\}/);
+    const dir = tempFiles({
+      'old.yaml': config('"${REGION}"'),
+      'same.yaml': config('"${REGION}"'),
+      'region.yaml': config('us'),
+      'moved.yaml': config('"${REGION}"', 'amqp://user:pw@127.0.0.1:2/'),
+      'removed.yaml': yaml('version: 1', 'admin: { port: 0, token: plan-test-token-0123456789 }', 'brokers: { local: { kind: memory } }'),
+    });
+    const bindingLines = async (file: string, against: string[]) => {
+      const r = await runCliInProcess(['plan', '-c', file, ...against], { cwd: dir, env });
+      noStackTrace(r);
+      assert.doesNotMatch(r.stdout + r.stderr, /region-from-a-secret/);
+      return { code: r.code, lines: r.stdout.split('\n').filter((l) => l.startsWith('binding ')) };
+    };
+    const headers = (region: string) => `queue 'billing' on exchange 'amq.headers', arguments {region: "${region}", x-match: "all"}`;
+    const routingKey = "queue 'billing' on exchange 'amq.topic', routing key 'orders.*'";
+    const left = (server: string) => `(stays on ${server}, which the broker no longer uses: nothing unbinds it there; remove it on the server once no instance needs it)`;
+    for (const against of [
+      ['--admin', gw.adminUrl, ...token],
+      ['--from', 'old.yaml'],
+    ]) {
+      assert.deepEqual(await bindingLines('same.yaml', against), { code: 0, lines: [] }, against[0]);
+      assert.deepEqual(
+        await bindingLines('region.yaml', against),
+        {
+          code: 2,
+          lines: [`binding made: broker rabbit: ${headers('us')}`, `binding dropped: broker rabbit: ${headers('[redacted]')} (unbound once the new bindings are in place)`],
+        },
+        against[0],
+      );
+      assert.deepEqual(
+        await bindingLines('moved.yaml', against),
+        {
+          code: 2,
+          lines: [
+            `binding made: broker rabbit: ${routingKey} (on 127.0.0.1:2 vhost /, the server the broker moves to)`,
+            `binding made: broker rabbit: ${headers('[redacted]')} (on 127.0.0.1:2 vhost /, the server the broker moves to)`,
+            `binding left: broker rabbit: ${routingKey} ${left('127.0.0.1:1 vhost /')}`,
+            `binding left: broker rabbit: ${headers('[redacted]')} ${left('127.0.0.1:1 vhost /')}`,
+          ],
+        },
+        against[0],
+      );
+      assert.deepEqual(
+        await bindingLines('removed.yaml', against),
+        { code: 2, lines: [`binding left: broker rabbit: ${routingKey} ${left('127.0.0.1:1 vhost /')}`, `binding left: broker rabbit: ${headers('[redacted]')} ${left('127.0.0.1:1 vhost /')}`] },
+        against[0],
+      );
+    }
+    const json = JSON.parse((await runCliInProcess(['plan', '-c', 'moved.yaml', '--admin', gw.adminUrl, ...token, '--format', 'json'], { cwd: dir, env })).stdout);
+    assert.deepEqual(
+      json.bindings.map((b: { broker: string; change: string; server?: string }) => [b.broker, b.change, b.server]),
+      [
+        ['rabbit', 'bind', '127.0.0.1:2 vhost /'],
+        ['rabbit', 'bind', '127.0.0.1:2 vhost /'],
+        ['rabbit', 'leave', '127.0.0.1:1 vhost /'],
+        ['rabbit', 'leave', '127.0.0.1:1 vhost /'],
+      ],
+    );
+  });
+
+  it('serves the names of the running config without its secrets, as /admin/status does, and plans against them as against a file', async () => {
+    // Before, GET /admin/plan served a path and a topic from ${VAR} as they were, where /admin/status redacts them.
+    const token = ['--token', 'plan-test-token-0123456789'];
+    const env = { TENANT: 'tenant-from-a-secret', TOPIC: 'topic-from-a-secret' };
+    const secretNames = base('a > 1').replace('path: /in }', 'path: "/in/${TENANT}" }').replaceAll('topic: t }', 'topic: "${TOPIC}" }').replace('path: /ws }', 'path: "/ws/${TENANT}" }');
+    await gw.start(secretNames, { env });
+    const served = await (await fetch(`${gw.adminUrl}/admin/plan`, { headers: { authorization: `Bearer ${token[1]}` } })).text();
+    assert.doesNotMatch(served, /from-a-secret/);
+    // A value written with a ${VAR} in it is a secret as a whole.
+    assert.match(served, /"paths":\["\[redacted\]"\]/);
+    const dir = tempFiles({
+      'old.yaml': secretNames,
+      'same.yaml': secretNames,
+      'removed.yaml': secretNames.replace(/ {2}- name: out\n.*\n.*\n/, ''),
+      'regrouped.yaml': secretNames.replace('from: { broker: local, topic: "${TOPIC}" }', 'from: { broker: local, topic: "${TOPIC}", group: other }'),
+    });
+    for (const against of [
+      ['--admin', gw.adminUrl, ...token],
+      ['--from', 'old.yaml'],
+    ]) {
+      const same = await runCliInProcess(['plan', '-c', 'same.yaml', ...against, '--format', 'json'], { cwd: dir, env });
+      assert.equal(same.code, 0, same.stdout + same.stderr);
+      assert.deepEqual([JSON.parse(same.stdout).disconnected, JSON.parse(same.stdout).groups], [[], []], against[0]);
+      // Another group on the same topic: a join and a leave, the topic compared as the gateway serves it.
+      const regrouped = await runCliInProcess(['plan', '-c', 'regrouped.yaml', ...against, '--format', 'json'], { cwd: dir, env });
+      assert.deepEqual(
+        JSON.parse(regrouped.stdout).groups.map((g: { group: string; change: string; topic: string }) => `${g.change} ${g.group} ${g.topic}`),
+        ['join other [redacted]', 'leave eventgate-out-<instance> [redacted]'],
+        against[0],
+      );
+      const removed = await runCliInProcess(['plan', '-c', 'removed.yaml', ...against, '--format', 'json'], { cwd: dir, env });
+      assert.equal(removed.code, 2, removed.stdout + removed.stderr);
+      assert.doesNotMatch(removed.stdout, /from-a-secret/);
+      const report = JSON.parse(removed.stdout);
+      assert.deepEqual(report.disconnected, [{ listener: 'push', path: '[redacted]', reason: 'no route serves this path any more' }], against[0]);
+      assert.deepEqual(report.groups, [{ route: 'out', broker: 'local', topic: '[redacted]', group: 'eventgate-out-<instance>', change: 'leave' }], against[0]);
+    }
+  });
+
   // Point 286: only hashes of the running config are known, and every changed broker counted as
   // replaced, its routes rebuilt and their groups rejoining, where the reload reconfigures it in place.
   it('says a broker whose changed keys are all applied in place is reconfigured, its routes kept, from the running fingerprint', async () => {

@@ -18,6 +18,7 @@ import {
   keyIgnoredBy,
   RABBITMQ_EXCHANGES,
   routesWithoutHeaders,
+  serverOf,
   X_MATCH,
 } from './amqp/bindings.js';
 import { deadLetterRoutingKeyProblem, nonDurableProblem, queueArgumentProblem } from './amqp/queue-arguments.js';
@@ -373,7 +374,7 @@ function bindingArgumentsFit(
  * another by (queue, exchange, routing key, arguments, in any order), so a changed argument is one
  * binding dropped and another made.
  */
-function declaredBindings(o: AmqpSettings): Set<string> {
+function declaredBindings(o: AmqpSettings): string[] {
   const out = new Set<string>();
   for (const [queue, q] of Object.entries(o.queues)) {
     if (!q.declare) continue;
@@ -386,7 +387,7 @@ function declaredBindings(o: AmqpSettings): Set<string> {
       out.add(`queue '${queue}' on exchange '${b.exchange ?? o.exchange.name}', ${by.join(', ')}`);
     }
   }
-  return out;
+  return [...out];
 }
 
 /**
@@ -447,11 +448,9 @@ export const amqpBroker = defineBroker({
   },
   // As amqp/consumed.ts reads a delivery's (a test's `content-type` stands for the content_type property, or a header so named).
   consumedHeaders: (given) => fromAmqpHeaders({ ...given }),
-  bindingChanges: (before, after) => {
-    const was = declaredBindings(before);
-    const now = declaredBindings(after);
-    return { bind: [...now].filter((b) => !was.has(b)), unbind: [...was].filter((b) => !now.has(b)) };
-  },
+  declaredBindings,
+  // What the broker's bindings are remembered and unbound by (AmqpBroker.server): a changed password is the same server.
+  bindingServer: (o) => serverOf(o.url),
   canReconfigure: (before, after) => onlyInPlaceChanged(before, after, IN_PLACE),
   inPlaceOptions: IN_PLACE,
   // Its subscriptions never read a route's dead-letter closure, window or order keys (one message
