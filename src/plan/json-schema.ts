@@ -122,7 +122,9 @@ export class JsonSchemaCompiler {
       }
       const inOther = findRef(schema, ref) ? undefined : others.find((o) => findRef(o.value, ref));
       const path = findRef(inOther ? inOther.value : schema, ref) ?? [];
-      const problem = { path, message: `$ref '${ref}' points at nothing in this schema${others.length > 0 ? ' or the files it refers to' : ''}${unreadRef(ref)}` };
+      const id = (schema as Record<string, unknown>)[idKey];
+      const why = typeof id === 'string' && !files ? idBaseRef(ref, id, idKey) : unreadRef(ref);
+      const problem = { path, message: `$ref '${ref}' points at nothing in this schema${others.length > 0 ? ' or the files it refers to' : ''}${why}` };
       return { validate: undefined, problems: [inOther ? { ...problem, file: inOther.name } : problem] };
     } finally {
       // The compiled function keeps what it needs; the shared instance's cache must not keep every reload's schemas.
@@ -245,6 +247,16 @@ function unreadRef(ref: string): string {
     return ' (a file is read only by a path relative to the schema file naming it, or to the directory of the config for an inline schema)';
   }
   return '';
+}
+
+/**
+ * Why a relative `$ref` of a schema with an `$id` found no file (schemaFiles reads none for such
+ * a schema): it resolves against the id, as JSON Schema says, not against the file holding it.
+ */
+function idBaseRef(ref: string, id: string, idKey: string): string {
+  const location = ref.split('#')[0]!;
+  if (location === '' || /^[a-z][a-z0-9+.-]*:/i.test(location)) return unreadRef(ref);
+  return ` (it resolves against the schema's ${idKey} '${id}', not against its file, and no file is read for a schema with an ${idKey}: leave the ${idKey} out to have '${location}' read beside the schema file)`;
 }
 
 /** Path of the `$ref` whose value is `ref`, for pointing at it. */

@@ -887,6 +887,8 @@ describe('eventgate validate', { concurrency: 4 }, () => {
           // Point 782: a `$ref` by an absolute path or a URL says why it was not read.
           '    - validate: { schema: { properties: { a: { $ref: "/etc/defs.yaml" } } } }',
           '    - validate: { schema: { properties: { h: { $ref: "https://example.com/defs.json#/n" } } } }',
+          // A schema with an `$id`: its `$ref`s resolve against the id, so no file is read (said why: it was "points at nothing").
+          '    - validate: { schema: schemas/with-id.yaml }',
           ...route,
         ),
         'schemas/light.yaml': yaml('type: object', 'properties:', '  lumens:', '    $ref: "#/$defs/count"'),
@@ -905,6 +907,8 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         'schemas/via.yaml': yaml('properties:', '  r: {$ref: "parts/hub.yaml#/$defs/other"}'),
         'schemas/parts/hub.yaml': yaml('$defs:', '  item: {type: integer}', '  other: {$ref: "../leaf.yaml"}'),
         'schemas/leaf.yaml': yaml('items: {$ref: "parts/hub.yaml#/$defs/item"}'),
+        'schemas/with-id.yaml': yaml('$id: https://schemas.example.com/order.json', 'properties:', '  total: {$ref: "money.yaml"}'),
+        'schemas/money.yaml': yaml('type: number'),
       });
       assertProblems(r, [
         ['gateway.yaml:19:57', /^invalid JSON Schema at properties\.s\.pattern: Invalid regular expression: \/a\{2,1\}\/u: numbers out of order in \{\} quantifier$/],
@@ -924,6 +928,10 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         ['schemas/parts/re-kid.yaml:3:10', /^invalid JSON Schema at patternProperties\.\^\(x: Invalid regular expression: \/\^\(x\/u: Unterminated group$/],
         ['schemas/parts/typo-kid.yaml:3:13', /at properties\.n\.type: 'type' must be one of .*got "integr" \(did you mean 'integer'\?\)$/],
         ['schemas/re.yaml:4:14', /^invalid JSON Schema at properties\.x\.pattern: Invalid regular expression: \/\(\[\/u: Unterminated character class$/],
+        [
+          'schemas/with-id.yaml:3:17',
+          /\$ref 'money\.yaml' points at nothing in this schema \(it resolves against the schema's \$id 'https:\/\/schemas\.example\.com\/order\.json', not against its file, and no file is read for a schema with an \$id: leave the \$id out to have 'money\.yaml' read beside the schema file\)$/,
+        ],
       ]);
     });
   });
