@@ -1,5 +1,5 @@
 import { LineCounter, parseDocument, isAlias, isMap, isPair, isScalar, isSeq, visit, type Document, type Node as YamlNode, type Scalar } from './yaml.js';
-import { formatPath, type Diagnostic } from './diagnostics.js';
+import { escapeControls, formatPath, type Diagnostic } from './diagnostics.js';
 import { expandVariables, type Env } from './variables.js';
 import { jsonSyntaxProblem } from './json-syntax.js';
 import { readConfigFile } from './read-file.js';
@@ -257,10 +257,33 @@ function syntaxErrors(doc: Document, file: string, text: string, pos: PositionOf
         : e.code === 'RESOURCE_EXHAUSTION'
           ? // The parser ran out of stack ("Maximum call stack size exceeded"): say what in the file did it.
             'YAML error: the lists and maps here nest too deeply to be read (the parser ran out of stack); a config needs a handful of levels'
-          : `YAML syntax error: ${firstLine(e.message)}${flowVariableHint(text, line)}${indentHint(e.code, text, line)}`;
+          : `YAML syntax error: ${firstLine(e.message)}${e.code === 'DUPLICATE_KEY' ? duplicateKeyHint(doc, e.pos[0], pos) : ''}${flowVariableHint(text, line)}${indentHint(e.code, text, line)}`;
     out.push(syntaxProblem(file, line, column, message));
   }
   return out;
+}
+
+/**
+ * Which key a "Map keys must be unique" is about and where the map has it first: in a long file
+ * (a second `routes:` appended at the end, a key pasted twice) the other one is what to find.
+ */
+function duplicateKeyHint(doc: Document, at: number, pos: PositionOf): string {
+  let hint = '';
+  visit(doc, {
+    Map(_key, map) {
+      const i = map.items.findIndex((p) => (p.key as YamlNode | null)?.range?.[0] === at);
+      if (i < 0) return;
+      const key = map.items[i]!.key;
+      const first = isScalar(key) ? map.items.slice(0, i).find((p) => isScalar(p.key) && p.key.value === key.value) : undefined;
+      const firstAt = (first?.key as YamlNode | undefined)?.range?.[0];
+      if (isScalar(key) && firstAt !== undefined) {
+        const { line, column } = pos(firstAt);
+        hint = `: '${escapeControls(String(key.value))}' is written at ${line}:${column} too (remove one, or merge the two)`;
+      }
+      return visit.BREAK;
+    },
+  });
+  return hint;
 }
 
 /**

@@ -128,9 +128,12 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assertProblems(r, [['gateway.yaml:3:1', /YAML syntax error: Tabs are not allowed as indentation/]]);
     });
 
-    it('points at the second of two equal keys', async () => {
+    it('points at the second of two equal keys, naming the key and where the first is (block and flow maps)', async () => {
       const r = await validate({ 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '    port: 0', '    port: 1') });
-      assertProblems(r, [['gateway.yaml:6:5', /YAML syntax error: Map keys must be unique/]]);
+      // Before: "Map keys must be unique" alone; in a long file the other one is what to find.
+      assertProblems(r, [['gateway.yaml:6:5', /^YAML syntax error: Map keys must be unique: 'port' is written at 5:5 too \(remove one, or merge the two\)$/]]);
+      const appended = await validate({ 'gateway.yaml': yaml(...base, 'routes: []', 'brokers: { other: { kind: memory }, other: { kind: memory } }') });
+      assertProblems(appended, [['gateway.yaml:13:1', /^YAML syntax error: Map keys must be unique: 'brokers' is written at 2:1 too /]]);
     });
 
     it('points at an alias to an anchor that does not exist', async () => {
