@@ -1,6 +1,6 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
-import { configUnreadable, formatDiagnostic, formatWarning, reported } from '../config/diagnostics.js';
+import { configUnreadable, formatDiagnostic, formatWarning, reported, type Diagnostic, type ReportedDiagnostic } from '../config/diagnostics.js';
 import { buildConfigSchema } from '../config/schema.js';
 import { redact } from '../config/secrets.js';
 import { didYouMean } from '../config/suggest.js';
@@ -40,11 +40,11 @@ async function usageError(io: CliIo, command: string | undefined, message: strin
   return 1;
 }
 
-/** `--format json` promises a document on stdout, also when no plan could be made. */
-async function planNotMade(io: CliIo, values: Record<string, unknown>, message: string): Promise<void> {
+/** `--format json` promises a document on stdout, also when no plan could be made (`errors`: why, where a file says it). */
+async function planNotMade(io: CliIo, values: Record<string, unknown>, message: string, errors?: ReportedDiagnostic[]): Promise<void> {
   const text = (v: unknown) => (typeof v === 'string' ? v : undefined);
   if (values.format !== 'json') return;
-  (await import('./plan.js')).writeNotMade({ config: text(values.config) ?? DEFAULT_CONFIG_FILE, from: text(values.from), admin: text(values.admin), format: 'json', io }, message);
+  (await import('./plan.js')).writeNotMade({ config: text(values.config) ?? DEFAULT_CONFIG_FILE, from: text(values.from), admin: text(values.admin), format: 'json', io }, message, errors);
 }
 
 /** Runs the command `argv` names (without node and the script); resolves to the exit code. */
@@ -81,10 +81,15 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
   const loaded = loadEnv(values['vars-file'] ?? [], io.env);
   if ('error' in loaded) {
     io.stderr(`eventgate: ${loaded.error}\n`);
+    // A report a CI job reads is written all the same (validate's and plan's JSON, test's JUnit),
+    // with the problem at its place in the vars file, as a rejected reload reports it.
+    const problem: Diagnostic = { file: loaded.file, line: loaded.line, column: loaded.column, code: 'EG_CONFIG_FILE', path: '', message: loaded.message };
+    if (command === 'validate' && values.format === 'json') io.stdout(`${JSON.stringify([reported(problem, 'error')], null, 2)}\n`);
+    if (command === 'test' && values.format === 'junit') io.stdout((await import('../testing/report.js')).junitCannotRun([`eventgate: ${loaded.error}`]));
     // The config cannot be loaded without its variables: for run, validate and export that is a config that
     // does not load (1, spec §1), for test a config error (2); for plan 2 would say "the reload
     // changes something", so a plan not made is 1.
-    if (command === 'plan') await planNotMade(io, values, loaded.error);
+    if (command === 'plan') await planNotMade(io, values, loaded.error, [reported(problem, 'error')]);
     return command === 'run' || command === 'validate' || command === 'plan' || command === 'export' ? 1 : 2;
   }
   const { env } = loaded;

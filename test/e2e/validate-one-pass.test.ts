@@ -330,6 +330,32 @@ describe('${VAR} without the deployment environment', () => {
     }
   });
 
+  it("a --vars-file that cannot be used is in the report a CI job reads: validate's and plan's JSON at its place, test's JUnit", async () => {
+    // Before, stdout was empty: a job piping validate's JSON into jq annotated nothing, and a saved JUnit file was empty.
+    const dir = tempFiles({ 'gateway.yaml': yaml('version: 1', 'brokers:', '  local:', '    kind: memory', '    retain: ${RETAIN}'), 'ci.env': '# CI\nRETAIN 10\n' });
+    const error = {
+      file: 'ci.env',
+      line: 2,
+      column: 1,
+      message: 'expected NAME=value (or a # comment); a value with spaces is written NAME="a value"',
+      path: '',
+      code: 'EG_CONFIG_FILE',
+      severity: 'error',
+    };
+    const validated = await runCliInProcess(['validate', '-c', 'gateway.yaml', '--vars-file', 'ci.env', '--format', 'json'], { cwd: dir });
+    assert.equal(validated.code, 1);
+    assert.deepEqual(JSON.parse(validated.stdout), [error]);
+    const planned = await runCliInProcess(['plan', '-c', 'gateway.yaml', '--vars-file', 'ci.env', '--format', 'json'], { cwd: dir });
+    assert.equal(planned.code, 1);
+    assert.deepEqual(JSON.parse(planned.stdout).errors, [error]);
+    const tested = await runCliInProcess(['test', '-c', 'gateway.yaml', '--vars-file', 'nope.env', '--format', 'junit'], { cwd: dir });
+    assert.equal(tested.code, 2);
+    assert.match(
+      tested.stdout,
+      /<testcase classname="eventgate" name="the tests could not run" time="0\.000">\n\s+<error message="eventgate: cannot read --vars-file 'nope\.env': no such file \(ENOENT\)"/,
+    );
+  });
+
   it('examples/kafka.yaml validates in CI with an env file', async () => {
     const r = await runCli(['validate', '-c', 'examples/kafka.yaml', '--vars-file', 'examples/ci.env']);
     assert.equal(r.code, 0, r.stdout + r.stderr);
