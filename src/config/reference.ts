@@ -180,7 +180,9 @@ A glob that matches no file yet is valid, so a directory that teams fill later c
 before its first fragment; the directory itself must exist. The config file itself, matched by a
 glob beside it (\`include: ['*.yaml']\`), is left out, and a file two entries match is read once.
 Fragments cannot include further files. File paths inside a fragment (schemas, key files,
-certificates) are relative to the config file, as if written in it, not to the fragment.
+certificates) are relative to the config file, as if written in it, not to the fragment (one written
+from the fragment's directory, naming a file there, is told the path meant: `did you mean
+'teams/schemas/order.json'?`).
 
 \`\`\`yaml
 version: 1

@@ -213,7 +213,8 @@ export class CompileContext {
     try {
       return this.readText(abs);
     } catch (err) {
-      this.report(at, 'EG_CONFIG_FILE', `cannot read '${asWritten}' (${abs}): ${describeFsError(err)}${nearbyFileHint(err, abs, asWritten, this.dir)}`);
+      const hint = fromFragmentHint(err, asWritten, this.fileOf(at), this.dir) || nearbyFileHint(err, abs, asWritten, this.dir);
+      this.report(at, 'EG_CONFIG_FILE', `cannot read '${asWritten}' (${abs}): ${describeFsError(err)}${hint}`);
       return undefined;
     }
   }
@@ -391,6 +392,20 @@ function nearbyFileHint(err: unknown, abs: string, asWritten: string, configDir:
   }
   const hit = closest(basename(abs), names);
   return hit === undefined ? '' : ` (did you mean '${join(dirname(asWritten), hit)}'?)`;
+}
+
+/**
+ * A path an included file wrote from its own directory (`schemas/order.json` in teams/orders.yaml
+ * for teams/schemas/order.json): the path from the config's directory, which it is read from, when
+ * that file exists. `writtenIn` is the file as the config names it, from the working directory.
+ */
+function fromFragmentHint(err: unknown, asWritten: string, writtenIn: string, configDir: string): string {
+  if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || isAbsolute(asWritten)) return '';
+  const fragmentDir = dirname(resolve(writtenIn));
+  if (fragmentDir === configDir) return '';
+  const meant = resolve(fragmentDir, asWritten);
+  if (!isFile(meant)) return '';
+  return ` (paths in an included file are relative to the config file's directory, not to the included file's: did you mean '${relative(configDir, meant).split(sep).join('/')}'?)`;
 }
 
 /**

@@ -122,6 +122,18 @@ describe('include: config fragments', () => {
   // has to be live in (spec §6). They are checked by the build-time validator now, so loading such
   // a config compiles no schema (NODE_DEBUG=module lists every CommonJS module loaded). The
   // problems found stay the same (the tests above).
+  it("says a path a fragment wrote from its own directory, which is read from the config's, with the path meant", async () => {
+    // Before: "no such file (ENOENT)" alone, though the file was there, beside the fragment.
+    const fragment = yaml('routes:', '  - name: b', '    from: { listener: api, path: /b }', '    through: [ { validate: { schema: schemas/b.json } } ]', '    to: { broker: local, topic: t }');
+    const dir = tempFiles({ 'config/gateway.yaml': root, 'config/shared.yaml': shared, 'config/teams/b.yaml': fragment, 'config/teams/schemas/b.json': '{"type": "object"}' });
+    const r = await runCliInProcess(['validate', '-c', 'config/gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stdout,
+      /^config\/teams\/b\.yaml:4:38: cannot read 'schemas\/b\.json' \(.*\): no such file \(ENOENT\) \(paths in an included file are relative to the config file's directory, not to the included file's: did you mean 'teams\/schemas\/b\.json'\?\)\n$/,
+    );
+  });
+
   it('checks fragments without compiling a schema at run time', async () => {
     const dir = tempFiles({ 'gateway.yaml': root, 'shared.yaml': shared, 'teams/a.yaml': teamA('x > 1') });
     const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir, env: { NODE_DEBUG: 'module' } });
