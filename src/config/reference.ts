@@ -181,8 +181,8 @@ before its first fragment; the directory itself must exist. The config file itse
 glob beside it (\`include: ['*.yaml']\`), is left out, and a file two entries match is read once.
 Fragments cannot include further files. File paths inside a fragment (schemas, key files,
 certificates) are relative to the config file, as if written in it, not to the fragment (one written
-from the fragment's directory, naming a file there, is told the path meant: `did you mean
-'teams/schemas/order.json'?`).
+from the fragment's directory, naming a file there, is told the path meant: \`did you mean
+'teams/schemas/order.json'?\`).
 
 \`\`\`yaml
 version: 1
