@@ -304,7 +304,9 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
       const expected = Array.isArray(t) ? t.join(' or ') : t;
       const outdented = outdentedKey(src, path, e.data);
       if (outdented) return { ...at(path, 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where} must be ${article(expected)}, got ${describeValue(e.data, isSecretPath(path))}${outdented}` };
-      return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} must be ${article(expected)}, got ${describeValue(e.data, isSecretPath(path))}` };
+      // A value from a ${VAR} has its own hint (quotingHints, plan/compile.ts); a secret is not repeated.
+      const hint = isSecretPath(path) || src.fromEnv.has(formatPath(path)) ? '' : typeHint(Array.isArray(t) ? t : [t], e.data);
+      return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} must be ${article(expected)}, got ${describeValue(e.data, isSecretPath(path))}${hint}` };
     }
     case 'minLength':
     case 'maxLength': {
@@ -347,6 +349,29 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
 function stepKinds(e: ErrorObject, registry: KindRegistry): string[] | undefined {
   const props = Object.keys(((e.parentSchema as { properties?: object }).properties ?? {}) as object);
   return props.length > 0 && props.every((k) => registry.steps.has(k)) ? props : undefined;
+}
+
+/**
+ * A string where a number or boolean goes, that says one: quoted (`port: "8080"`, a quoted
+ * `"${PORT}"`), or written as YAML 1.1 wrote them (`yes`, `off`, `1_000`), which YAML 1.2, as the
+ * config is read, takes as strings.
+ */
+function typeHint(expected: readonly string[], data: unknown): string {
+  if (typeof data !== 'string') return '';
+  const text = data.trim();
+  if (expected.includes('boolean')) {
+    if (/^(true|false)$/.test(text)) return ` (write it without quotes: ${text})`;
+    const yaml11 = /^(y|yes|on|n|no|off)$/i.exec(text);
+    if (yaml11) return ` (YAML 1.1 read '${text}' as a boolean; the config is YAML 1.2, where it is a string: write ${/^(y|yes|on)$/i.test(text) ? 'true' : 'false'})`;
+  }
+  if (expected.includes('integer') || expected.includes('number')) {
+    const n = Number(text);
+    const fits = text !== '' && Number.isFinite(n) && !/^0[xob]/i.test(text) && (expected.includes('number') || Number.isInteger(n));
+    if (fits) return ` (write it without quotes: ${n})`;
+    const grouped = /^[-+]?\d{1,3}(_\d+)+$/.test(text) ? text.replace(/_/g, '') : undefined;
+    if (grouped !== undefined) return ` (YAML 1.2, as the config is read, has no '_' in numbers: write ${Number(grouped)})`;
+  }
+  return '';
 }
 
 function article(t: string): string {

@@ -296,6 +296,30 @@ describe('eventgate validate', { concurrency: 4 }, () => {
   });
 
   describe('wrong types', () => {
+    it('says how to write a number or boolean given quoted, or as YAML 1.1 wrote it', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(
+          'version: 1',
+          'brokers:',
+          '  local: { kind: memory, retain: "10" }', //                          3
+          '  rabbit: { kind: amqp, url: "amqp://localhost", mandatory: off }', // 4
+          '  more: { kind: memory, retain: 1_000 }', //                           5
+          'listeners:',
+          '  api: { kind: http, port: "8080", http2: "true", maxBodyBytes: "1.5" }', // 7
+        ),
+      });
+      // Before: "must be an integer, got string "10"" and no more.
+      assertProblems(r, [
+        ['gateway.yaml:3:34', /^brokers\.local\.retain must be an integer, got string "10" \(write it without quotes: 10\)$/],
+        ['gateway.yaml:4:61', /^brokers\.rabbit\.mandatory must be true or false, got string "off" \(YAML 1\.1 read 'off' as a boolean; the config is YAML 1\.2, where it is a string: write false\)$/],
+        ['gateway.yaml:5:33', /^brokers\.more\.retain must be an integer, got string "1_000" \(YAML 1\.2, as the config is read, has no '_' in numbers: write 1000\)$/],
+        ['gateway.yaml:7:28', /^listeners\.api\.port must be an integer, got string "8080" \(write it without quotes: 8080\)$/],
+        ['gateway.yaml:7:43', /^listeners\.api\.http2 must be true or false, got string "true" \(write it without quotes: true\)$/],
+        // Not an integer unquoted either: no hint.
+        ['gateway.yaml:7:65', /^listeners\.api\.maxBodyBytes must be an integer, got string "1\.5"$/],
+      ]);
+    });
+
     it('points at each value of the wrong type and says what was expected', async () => {
       const r = await validate({
         'gateway.yaml': yaml(
@@ -317,7 +341,8 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assertProblems(r, [
         ['gateway.yaml:5:11', /listeners\.api\.port must be an integer, got string "eighty"/],
         ['gateway.yaml:6:19', /listeners\.api\.maxBodyBytes must be an integer, got number 1\.5/],
-        ['gateway.yaml:10:10', /routes\[0\]\.ack must be true or false, got string "yes"/],
+        // YAML 1.1's boolean, a string to YAML 1.2: said so (it was the type error alone).
+        ['gateway.yaml:10:10', /routes\[0\]\.ack must be true or false, got string "yes" \(YAML 1\.1 read 'yes' as a boolean; the config is YAML 1\.2, where it is a string: write true\)$/],
         ['gateway.yaml:12:38', /^routes\[0\]\.through\[0\]\.validate\.schema must not be empty$/],
         ['gateway.yaml:12:71', /^routes\[0\]\.through\[1\]\.auth\.jwt\.secret must be at least 32 characters long$/],
       ]);
