@@ -536,8 +536,12 @@ describe('eventgate plan --from OLD', () => {
     notMade(/cannot reach the admin API at http:\/\/127\.0\.0\.1:1\/admin\/plan/)(await report(['--admin', 'http://127.0.0.1:1']));
     // Without its scheme the URL was one of scheme "localhost:": "cannot reach ...: unknown scheme".
     notMade(/^--admin wants the admin API's URL, http:\/\/HOST:PORT of admin\.port \(https:\/\/ through a TLS proxy\), got 'localhost:1'$/)(await report(['--admin', 'localhost:1']));
-    // Exit 1 here too (it was 2, which CI jobs accept as "changes").
-    notMade(/missing\.env/)(await report(['--vars-file', 'missing.env']));
+    // Exit 1 here too (it was 2, which CI jobs accept as "changes"), the problem at its place in the vars file (it was EG_PLAN_NOT_MADE at line 0).
+    const vars = await report(['--vars-file', 'missing.env']);
+    assert.deepEqual(
+      vars.errors.map((e: { file: string; line: number; column: number; code: string; message: string }) => [e.file, e.line, e.column, e.code, e.message]),
+      [['missing.env', 1, 1, 'EG_CONFIG_FILE', "cannot read --vars-file 'missing.env': no such file (ENOENT)"]],
+    );
   });
 });
 
