@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
-import { describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import kafkajs, {
   Batch,
   decodeRecord,
@@ -10,8 +10,12 @@ import kafkajs, {
   kafkajsAbortedFilter,
   kafkajsGrouping,
   kafkajsRecordDecoder,
+  readingCluster,
 } from '../../src/kinds/brokers/kafka/kafkajs.js';
 import { subscriptionRoundRobin } from '../../src/kinds/brokers/kafka/assigner.js';
+import { clientConfig } from '../../src/kinds/brokers/kafka/clients.js';
+import { createLogger } from '../../src/log.js';
+import { kafkaSettings, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 
 const require = createRequire(import.meta.url);
 /** kafkajs' queue of requests on one connection to a broker, with the gateway's fix (loaded after kinds/brokers/kafka/kafkajs.ts). */
@@ -176,6 +180,57 @@ describe("kafkajs' consumer runner", () => {
     await stopped;
     assert.equal(crash, undefined);
     assert.ok(lookedUpWhileStopping <= 2, `the fetchers went on after the stop: ${lookedUpWhileStopping} rounds`);
+  });
+});
+
+/**
+ * kafkajs' connections to a broker that went down, made as the gateway's clients make them
+ * (clientConfig): kafkajs ends and unrefs a connection's socket at every disconnect(), and
+ * BrokerPool.findBroker disconnects both connections of a broker (the fetch connection too) each
+ * time it fails to connect to it. node's unref() of a closed socket waits for a 'connect' that
+ * never comes, a listener per call: a consumer's fetch connection to a broker that stayed down
+ * piled them up, and at the eleventh node printed `MaxListenersExceededWarning: Possible
+ * EventEmitter memory leak detected. 11 connect listeners added to [Socket]` on the gateway's
+ * stderr (a Kafka broker down for 5 s under load, spec-checklist 3200).
+ */
+describe("kafkajs' connections to a broker that is down", () => {
+  let kafka: KafkaCluster;
+  before(async () => {
+    kafka = await startKafka({ brokers: 2 });
+  });
+  after(async () => {
+    await kafka?.stop();
+  });
+
+  it('adds nothing to a closed socket at each failed reconnect: no listener piles up, no warning on stderr', async () => {
+    const topic = kafka.topic('down');
+    await kafka.createTopic(topic, 2);
+    const cluster = readingCluster(new kafkajs.Kafka(clientConfig(kafkaSettings(kafka.bootstrap), createLogger('silent'))));
+    const warnings: Error[] = [];
+    const warned = (w: Error) => warnings.push(w);
+    process.on('warning', warned);
+    let leader: number | undefined;
+    try {
+      await cluster.connect();
+      await cluster.addTargetTopic(topic);
+      leader = cluster.findTopicPartitionMetadata(topic).find((p) => p.partitionId === 0)!.leader;
+      // A fetch opens the broker's fetch connection, as a consume route's member does.
+      const broker = await cluster.findBroker({ nodeId: leader });
+      await broker.fetch({ isolationLevel: 1, maxWaitTime: 0, minBytes: 0, maxBytes: 1024, topics: [{ topic, partitions: [{ partition: 0, fetchOffset: '0', maxBytes: 1024 }] }] });
+      await kafka.down(leader);
+      // Each look-up of the broker fails to connect, and disconnects its two connections again.
+      for (let i = 0; i < 15; i++) await assert.rejects(cluster.findBroker({ nodeId: leader }));
+      // Node emits the warning on the next tick.
+      await new Promise((r) => setImmediate(r));
+      assert.deepEqual(
+        warnings.map((w) => w.message),
+        [],
+      );
+    } finally {
+      process.off('warning', warned);
+      if (leader !== undefined) await kafka.up(leader);
+      await cluster.disconnect().catch(() => undefined);
+    }
   });
 });
 

@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module';
-import type { Socket } from 'node:net';
+import { Socket } from 'node:net';
 import kafkajs, { TopicGone } from './kafkajs.js';
 import type { ISocketFactory, KafkaConfig, LogEntry } from 'kafkajs';
 import type { Logger } from '../../../log.js';
@@ -9,7 +9,26 @@ import { encodeProduceRequestsHere } from './produce-request.js';
 
 const { logLevel } = kafkajs;
 const require = createRequire(import.meta.url);
-const defaultSocketFactory = (require('kafkajs/src/network/socketFactory') as () => ISocketFactory)();
+const kafkajsSocketFactory = (require('kafkajs/src/network/socketFactory') as () => ISocketFactory)();
+
+/**
+ * kafkajs' own sockets, whose unref() does nothing once they are closed. kafkajs' disconnect()
+ * ends and unrefs its connection's socket every time it is called, closed or not, and its broker
+ * pool disconnects both connections of a broker (the fetch connection too) at each failed connect
+ * while that broker is down. node's unref() of a socket without a handle waits for a 'connect'
+ * that a closed socket never has, one listener per call: a consume route's fetch connection to a
+ * broker down for seconds piled them up, and node printed `MaxListenersExceededWarning: Possible
+ * EventEmitter memory leak detected. 11 connect listeners added to [Socket]` on stderr (spec-checklist 3200).
+ */
+const socketFactory: ISocketFactory = (args) => {
+  const socket = kafkajsSocketFactory(args);
+  socket.unref = unrefUnlessClosed;
+  return socket;
+};
+
+function unrefUnlessClosed(this: Socket): Socket {
+  return this.destroyed ? this : Socket.prototype.unref.call(this);
+}
 
 // Every kafkajs client of the gateway reads and writes all five codecs, and encodes its produce requests with the project's codec.
 registerCodecs();
@@ -25,6 +44,7 @@ export function clientConfig(settings: KafkaSettings, logger: Logger): KafkaConf
     connectionTimeout: settings.connectionTimeoutMs,
     logLevel: logLevel.WARN,
     logCreator: kafkajsLogs(logger),
+    socketFactory,
   };
 }
 
@@ -56,9 +76,9 @@ export class HeldSockets {
   private readonly open = new Set<Socket>();
   private closed: Error | undefined;
 
-  /** kafkajs' own socket factory, each socket remembered until it closes (and refused once `closeAll` ran). */
+  /** The clients' socket factory, each socket remembered until it closes (and refused once `closeAll` ran). */
   readonly factory: ISocketFactory = (args) => {
-    const socket = defaultSocketFactory(args);
+    const socket = socketFactory(args);
     if (this.closed) {
       socket.destroy(this.closed);
       return socket;
