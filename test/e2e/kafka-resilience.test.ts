@@ -241,6 +241,18 @@ routes:
     );
     const health = (await gw.status()).routes.find((x: { name: string }) => x.name === 'flaky').consumer;
     assert.match(health.detail, /^consumer crashed, restarting in \d+ ms: .*(authoriz|Authoriz)/);
+    // Once the wait is over, the new consumer connects and joins the group (until the crashed
+    // member's session runs out, on the mock): /readyz says so, not a restart still to come.
+    const restarted = 'route flaky: consumer crashed and was started again, not consuming yet';
+    await eventually(
+      async () => {
+        const r = await readyz(gw);
+        assert.equal(r.status, 503);
+        assert.ok(r.body.reasons!.includes(restarted), JSON.stringify(r.body));
+      },
+      30000,
+      25,
+    );
 
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'flaky', 60000);
     await kcatProduce(kafka.bootstrap, src, [{ value: '{"after":"the crashes"}' }]);
