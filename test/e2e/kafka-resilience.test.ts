@@ -233,14 +233,22 @@ routes:
     to: { broker: kafka, topic: ${dst} }
 `);
     await gw.waitForLog((l) => l.msg === 'consumer crashed; starting a new one' && l.route === 'flaky', 20000);
-    const down = await readyz(gw);
-    assert.equal(down.status, 503);
-    assert.ok(
-      down.body.reasons!.some((r) => /^route flaky: consumer crashed, restarting in \d+ ms$/.test(r)),
-      JSON.stringify(down.body),
+    // Until the backoff's wait is over (0.5, 1, then 2 s: three joins are refused), /readyz and
+    // /admin/status say when it starts again.
+    await eventually(
+      async () => {
+        const down = await readyz(gw);
+        assert.equal(down.status, 503);
+        assert.ok(
+          down.body.reasons!.some((r) => /^route flaky: consumer crashed, restarting in \d+ ms$/.test(r)),
+          JSON.stringify(down.body),
+        );
+        const health = (await gw.status()).routes.find((x: { name: string }) => x.name === 'flaky').consumer;
+        assert.match(health.detail, /^consumer crashed, restarting in \d+ ms: .*(authoriz|Authoriz)/);
+      },
+      30000,
+      25,
     );
-    const health = (await gw.status()).routes.find((x: { name: string }) => x.name === 'flaky').consumer;
-    assert.match(health.detail, /^consumer crashed, restarting in \d+ ms: .*(authoriz|Authoriz)/);
     // Once the wait is over, the new consumer connects and joins the group (until the crashed
     // member's session runs out, on the mock): /readyz says so, not a restart still to come.
     const restarted = 'route flaky: consumer crashed and was started again, not consuming yet';
