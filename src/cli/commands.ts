@@ -20,6 +20,7 @@ const REPEATED_CTRL_C_MS = 500;
 const OPTIONS = {
   config: { type: 'string', short: 'c' },
   format: { type: 'string', default: 'text' },
+  warnings: { type: 'boolean' },
   'vars-file': { type: 'string', multiple: true, default: [] as string[] },
   from: { type: 'string' },
   admin: { type: 'string' },
@@ -122,7 +123,7 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
         io.stderr(`eventgate: --format must be text or json, got '${values.format}'\n`);
         return 2;
       }
-      return await validate(values.config ?? DEFAULT_CONFIG_FILE, values.format, env, io);
+      return await validate(values.config ?? DEFAULT_CONFIG_FILE, values.format, values.warnings === true, env, io);
     // The other commands are loaded when used, so `run` does not carry their code.
     case 'test':
       return await (await import('./test.js')).testCommand(values.config, positionals.slice(1), values.format!, env, io);
@@ -164,17 +165,22 @@ function unknownCommand(io: CliIo, command: string): number {
   return 2;
 }
 
-async function validate(file: string, format: 'text' | 'json', env: Env, io: CliIo): Promise<number> {
+/**
+ * `withWarnings` (`--warnings`) puts the warnings in the JSON array after the errors: by default it
+ * is the contract's array of problems (spec §1), which a config that is valid leaves empty.
+ */
+async function validate(file: string, format: 'text' | 'json', withWarnings: boolean, env: Env, io: CliIo): Promise<number> {
   const tests = await import('./test.js');
   const loaded = tests.isTestFileName(file) ? { diagnostics: await tests.checkTestFile(file, env), warnings: [] } : await loadPlan(file, { registry: defaultRegistry(), env });
   const { diagnostics } = loaded;
   const warnings = loaded.warnings ?? [];
   // Warnings leave the config valid: stdout stays `ok` / the problems and they go to stderr,
   // whatever the format (an invalid config's too, those of its parts sound enough to compile:
-  // spec-checklist 2016). The JSON array has them as well, after the errors, by `severity`.
+  // spec-checklist 2016). With --warnings the JSON array has them as well, after the errors.
   for (const w of warnings) io.stderr(`${formatWarning(w)}\n`);
   if (format === 'json') {
-    io.stdout(`${JSON.stringify([...diagnostics.map((d) => reported(d, 'error')), ...warnings.map((w) => reported(w, 'warning'))], null, 2)}\n`);
+    const listed = withWarnings ? warnings.map((w) => reported(w, 'warning')) : [];
+    io.stdout(`${JSON.stringify([...diagnostics.map((d) => reported(d, 'error')), ...listed], null, 2)}\n`);
   } else if (diagnostics.length === 0) {
     io.stdout('ok\n');
   } else {

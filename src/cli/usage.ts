@@ -31,13 +31,14 @@ const COMMANDS: Record<string, CommandUsage> = {
     example: 'eventgate run -c examples/gateway.yaml',
   },
   validate: {
-    synopsis: 'validate [-c FILE] [--format text|json]',
+    synopsis: 'validate [-c FILE] [--format text|json] [--warnings]',
     summary: ['check a config without starting anything', '(a *.tests.yaml FILE: the tests, their config', 'and the routes they name)'],
     about:
       'Checks a config without starting anything: YAML, keys and values, references, expressions, schemas and the files they read. Prints ok (exit 0) or one FILE:LINE:COL: message per problem (exit 1); warnings, which leave the config valid, go to stderr as FILE:LINE:COL: warning: message [EG_CODE]. A *.tests.yaml FILE: the tests, their config and the routes they name.',
     options: [
       ['-c, --config FILE', 'the config or config test file (default ./gateway.yaml)'],
-      ['--format text|json', 'text (default), or a JSON array of the errors, then the warnings (severity)'],
+      ['--format text|json', 'text (default), or a JSON array of the errors'],
+      ['--warnings', 'with --format json: the warnings too, after the errors (severity)'],
       VARS_FILE,
     ],
     args: 1,

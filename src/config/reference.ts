@@ -38,7 +38,7 @@ merge keys share settings (\`api2: {<<: *http, port: 8081}\`); a problem in a me
 reported where it is written and at the map that merges it. \`eventgate validate\`
 reports every problem as \`FILE:LINE:COL: message\`, and on stderr, as
 \`FILE:LINE:COL: warning: message [EG_CODE]\`, what is valid but likely a mistake (the config still
-validates, exit 0; \`--format json\` lists it after the errors, with \`severity: "warning"\`; \`run\` logs it): a route that writes the topic it reads, or routes that feed
+validates, exit 0; \`--format json --warnings\` lists it after the errors, with \`severity: "warning"\`; \`run\` logs it): a route that writes the topic it reads, or routes that feed
 each other round a cycle of topics (T1 to T2, T2 to T1), none with a filter step, so every
 message goes round for ever (a route reading a wildcard filter, MQTT \`#\`, NATS \`a.>\`, an AMQP
 pattern, reads every topic it matches: \`#\` copied to \`copies\` of the same MQTT server is one).

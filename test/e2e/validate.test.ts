@@ -32,9 +32,9 @@ interface Validated {
  * cases that check what only a process shows (its exit code and output as a shell sees them, a
  * process warning or a library's console output on its stderr).
  */
-async function validate(files: Record<string, string>, options: { env?: Record<string, string>; format?: 'text' | 'json'; process?: boolean } = {}): Promise<Validated> {
+async function validate(files: Record<string, string>, options: { env?: Record<string, string>; format?: 'text' | 'json'; warnings?: boolean; process?: boolean } = {}): Promise<Validated> {
   const dir = tempFiles(files);
-  const args = ['validate', '-c', 'gateway.yaml', ...(options.format ? ['--format', options.format] : [])];
+  const args = ['validate', '-c', 'gateway.yaml', ...(options.format ? ['--format', options.format] : []), ...(options.warnings ? ['--warnings'] : [])];
   const r = await (options.process ? runCli : runCliInProcess)(args, { cwd: dir, env: options.env });
   assert.doesNotMatch(r.stdout + r.stderr, /\n\s+at .+:\d+:\d+\)?\n/, 'never a stack trace');
   return { ...r, lines: r.stdout.split('\n').filter((l) => l !== '') };
@@ -1217,9 +1217,14 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       );
       // The text line ends with the warning's code, so CI can annotate or silence it by code.
       assert.match(warnings[0]!, / \[EG_CONFIG_FEEDBACK_LOOP\]$/);
-      // JSON gives CI the warnings too (it was `[]`, the warnings on stderr only): after the errors,
-      // told apart by `severity`, each with what an error has. stderr keeps its lines.
-      const json = await validate({ 'gateway.yaml': yaml(...loops) }, { format: 'json' });
+      // JSON is the contract's array of problems: a valid config's is empty, its warnings on stderr.
+      const plain = await validate({ 'gateway.yaml': yaml(...loops) }, { format: 'json' });
+      assert.equal(plain.code, 0);
+      assert.deepEqual(JSON.parse(plain.stdout), []);
+      assert.equal(plain.stderr, `${warnings.slice(0, 2).join('\n')}\n`);
+      // --warnings gives CI the warnings too: after the errors, told apart by `severity`, each with
+      // what an error has. stderr keeps its lines.
+      const json = await validate({ 'gateway.yaml': yaml(...loops) }, { format: 'json', warnings: true });
       assert.equal(json.code, 0);
       const reported = JSON.parse(json.stdout) as { file: string; line: number; column: number; code: string; path: string; message: string; severity: string }[];
       assert.deepEqual(
@@ -1236,7 +1241,10 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       );
       assert.equal(json.stderr, `${warnings.slice(0, 2).join('\n')}\n`);
       // An invalid config's errors come first, its warnings after them.
-      const invalid = await validate({ 'gateway.yaml': yaml(...loops, '  - { name: bad, from: { listener: api, path: /bad }, to: { broker: nowhere, topic: t } }') }, { format: 'json' }); // 29
+      const invalid = await validate(
+        { 'gateway.yaml': yaml(...loops, '  - { name: bad, from: { listener: api, path: /bad }, to: { broker: nowhere, topic: t } }') },
+        { format: 'json', warnings: true },
+      ); // 29
       assert.equal(invalid.code, 1);
       assert.deepEqual(
         (JSON.parse(invalid.stdout) as typeof reported).map((d) => `${d.severity} ${d.line}:${d.column} ${d.code}`),
