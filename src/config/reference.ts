@@ -316,7 +316,8 @@ log:
 
 A long evaluation gives the event loop a turn every 10 ms, so other traffic is answered while a
 runaway expression runs out its time (docs/security.md). Regular expressions run on RE2 (linear
-time, no backtracking): backreferences and lookaround are config errors. A reload that changes
+time, no backtracking): backreferences and lookaround are config errors. \`.\`, \`\\s\` and \`\\S\`
+match what they match in JavaScript, as JSONata documents; a few answers are RE2's (docs/security.md). A reload that changes
 these limits rebuilds every route, so the new limits apply to the next message.
 
 \`\`\`yaml

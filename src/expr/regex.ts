@@ -19,14 +19,18 @@ function engine(): typeof RE2JS {
 /** Longest string (UTF-16 code units) one regex call may search, unless `expressions.maxRegexInput` says otherwise. */
 export const DEFAULT_MAX_REGEX_INPUT = 32 * 1024;
 
-/** A JavaScript regex literal compiled for RE2, or why it cannot be. */
+/**
+ * A JavaScript regex literal compiled for RE2, or why it cannot be. Its `.`, `\s` and `\S` are
+ * given RE2 in JavaScript's meaning (jsMeaning), as JSONata documents them: RE2's alone took
+ * `/a.b/` to match `a\rb` and `/x\s$/` not to match `x` and a no-break space.
+ */
 export function compileLinear(re: RegExp): RE2JS {
   const R = engine();
   let flags = 0;
   if (re.flags.includes('i')) flags |= R.CASE_INSENSITIVE;
   if (re.flags.includes('m')) flags |= R.MULTILINE;
   if (re.flags.includes('s')) flags |= R.DOTALL;
-  return R.compile(R.translateRegExp(re.source), flags);
+  return R.compile(R.translateRegExp(jsMeaning(re.source, re.flags.includes('s')) ?? re.source), flags);
 }
 
 /** The RegExp-shaped engine class jsonata instantiates per evaluation (`new RegexEngine(literal)`; it sets lastIndex and calls exec). */
@@ -128,6 +132,22 @@ schemaPattern.code = 'schemaPattern';
 
 /** `source` compiled for RE2 with JavaScript's meaning of `.` and `\s`; undefined when RE2 cannot run it. */
 function linearPattern(source: string): RE2JS | undefined {
+  const translated = jsMeaning(source, false);
+  if (translated === undefined) return undefined;
+  try {
+    const R = engine();
+    return R.compile(R.translateRegExp(translated));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * `source` written so RE2 reads its `.` (unless `dotAll`), `\s` and `\S` as JavaScript does, where
+ * RE2's `.` excludes only `\n` and its `\s` is ASCII; undefined when it has no such spelling (a
+ * class holding `\S`, JavaScript's `[]` and `[^]`).
+ */
+function jsMeaning(source: string, dotAll: boolean): string | undefined {
   let out = '';
   let inClass = false;
   for (let i = 0; i < source.length; i++) {
@@ -148,14 +168,9 @@ function linearPattern(source: string): RE2JS | undefined {
       if (source[i + 1] === ']' || source.startsWith('^]', i + 1)) return undefined;
       inClass = true;
       out += c;
-    } else out += c === '.' ? '[^\\n\\r\\u2028\\u2029]' : c;
+    } else out += c === '.' && !dotAll ? '[^\\n\\r\\u2028\\u2029]' : c;
   }
-  try {
-    const R = engine();
-    return R.compile(R.translateRegExp(out));
-  } catch {
-    return undefined;
-  }
+  return out;
 }
 
 /**
