@@ -142,12 +142,14 @@ export class MqttBroker implements BrokerRuntime {
   /**
    * A reload changed only keys read per publish (`ackTimeoutMs`, `retain`: the kind's
    * canReconfigure): the next publish uses them. Publishes already out keep the deadline they
-   * were given, in the old AckDeadlines, whose timer runs until they are answered.
+   * were given, in the old AckDeadlines, whose timer runs until they are answered. The consume
+   * routes' waits on the server take the new `ackTimeoutMs` too (MqttSubscription.reconfigure).
    */
   reconfigure(options: unknown): void {
     const next = options as MqttSettings;
     if (next.ackTimeoutMs !== this.settings.ackTimeoutMs) this.deadlines = new AckDeadlines(next.ackTimeoutMs, this.name);
     this.settings = next;
+    for (const s of this.subscriptions) s.reconfigure(next);
   }
 
   /** A reload is done: sessions of consume routes it removed are ended (endLeftSessions). */

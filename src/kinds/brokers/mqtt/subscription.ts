@@ -69,7 +69,8 @@ interface Held {
  */
 export class MqttSubscription {
   readonly link: Link;
-  private readonly settings: MqttSettings;
+  /** The broker's settings; a reload that changes only keys applied in place hands the new ones over (reconfigure). */
+  private settings: MqttSettings;
   private readonly clientId: string;
   private readonly persistent: boolean;
   private readonly filter: string;
@@ -393,6 +394,17 @@ export class MqttSubscription {
         );
       this.adoptions.push(new MqttSubscription(this.lib, this.settings, this.spec, this.relay.current, this.log, this.telemetry, id));
     }
+  }
+
+  /**
+   * A reload changed only keys the broker applies in place (MqttBroker.reconfigure): this route's
+   * waits on the server as it leaves its group (the UNSUBACK, each round trip) take the new
+   * `ackTimeoutMs`, as the broker's next publish does. Before, they kept the value the route
+   * subscribed with, however long ago.
+   */
+  reconfigure(settings: MqttSettings): void {
+    this.settings = settings;
+    for (const a of this.adoptions) a.reconfigure(settings);
   }
 
   /**
