@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
-import { eventually, startGateway, useGateway } from '../helpers/gateway.js';
+import { eventually, startGateway, useGateway, withLogsOnFailure } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { pikaConsume, pikaDeclareExchange, pikaDeclareQueue, pikaDeleteExchange, pikaDeleteQueue, pikaPublish, pikaQueueDepth } from '../helpers/peers.js';
 import type { RabbitServer } from '../helpers/servers.js';
@@ -164,44 +164,63 @@ routes:
     assert.equal((await readyz(gw)).status, 200);
   });
 
-  it("a headers exchange routes by the bindings' arguments: only matching messages reach the route; a deleted queue is declared again only for a returned publish its arguments match (2192)", async () => {
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'eu-orders', 30000);
-    // A pika publisher's headers: all of region eu and tier gold, or any of region eu-west and country ie (strings: a number 1 is not "1").
-    const sent = [
-      { i: 1, headers: { region: 'eu', tier: 'gold' } },
-      { i: 2, headers: { region: 'eu' } },
-      { i: 3, headers: { region: 'us', tier: 'gold' } },
-      { i: 4, headers: { country: 'ie' } },
-      { i: 5, headers: { region: 'eu-west', country: 'fr' } },
-      { i: 6, headers: {} },
-      { i: 7, headers: { region: 'eu', tier: 'silver' } },
-      { i: 8, headers: { region: 'us' } },
-    ];
-    await pikaPublish(
-      rabbit,
-      'eg-regions',
-      'ignored.key',
-      sent.map(({ i, headers }) => ({ body: JSON.stringify({ i }), headers })),
-    );
-    // The gateway's own publishes (HTTP headers as AMQP string headers), the last one the sentinel.
-    assert.equal((await post(gw.url('api', '/regional'), { i: 9 }, { region: 'eu', tier: 'gold' })).status, 200);
-    await eventually(() => assert.deepEqual(arrived('/eu'), [1, 4, 5, 9]), 15000, 50);
-    assert.equal(await pikaQueueDepth(rabbit, 'us-orders'), 2); // 3 and 8
-    // us-orders, which no route reads, deleted: a publish for no binding comes back and declares nothing again; one its arguments match declares it.
-    await pikaDeleteQueue(rabbit, 'us-orders');
-    const from = gw.logs.length;
-    const stray = await post(gw.url('api', '/regional'), { i: 10 }, { region: 'apac' });
-    assert.equal(stray.status, 503, stray.text);
-    let n = 11;
-    await eventually(async () => assert.equal((await post(gw.url('api', '/regional'), { i: n++ }, { region: 'us' })).status, 200), 20000, 50);
-    const declared = gw.logs.slice(from).filter((l) => /^amqp queue '.*' was deleted on the server/.test(String(l.msg)));
-    assert.deepEqual(
-      declared.map((l) => [l.msg, l.bindings]),
-      [["amqp queue 'us-orders' was deleted on the server; declared again with its arguments and bindings", [{ exchange: 'eg-regions', routingKey: '', arguments: { region: 'us' } }]]],
-    );
-    const bindings = await rabbit.ctl('list_bindings', '-q', '-p', rabbit.vhost, 'source_name', 'destination_name', 'arguments');
-    assert.match(bindings, /^eg-regions\s+us-orders\s+\[\{"region","us"\}\]$/m, bindings);
-  });
+  it("a headers exchange routes by the bindings' arguments: only matching messages reach the route; a deleted queue is declared again only for a returned publish its arguments match (2192)", () =>
+    withLogsOnFailure(
+      () => [gw],
+      async () => {
+        await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'eu-orders', 30000);
+        // A pika publisher's headers: all of region eu and tier gold, or any of region eu-west and country ie (strings: a number 1 is not "1").
+        const sent = [
+          { i: 1, headers: { region: 'eu', tier: 'gold' } },
+          { i: 2, headers: { region: 'eu' } },
+          { i: 3, headers: { region: 'us', tier: 'gold' } },
+          { i: 4, headers: { country: 'ie' } },
+          { i: 5, headers: { region: 'eu-west', country: 'fr' } },
+          { i: 6, headers: {} },
+          { i: 7, headers: { region: 'eu', tier: 'silver' } },
+          { i: 8, headers: { region: 'us' } },
+        ];
+        await pikaPublish(
+          rabbit,
+          'eg-regions',
+          'ignored.key',
+          sent.map(({ i, headers }) => ({ body: JSON.stringify({ i }), headers })),
+        );
+        // The gateway's own publishes (HTTP headers as AMQP string headers), the last one the sentinel.
+        assert.equal((await post(gw.url('api', '/regional'), { i: 9 }, { region: 'eu', tier: 'gold' })).status, 200);
+        // Sorted: the route hands up to min(prefetch, concurrency) messages to its webhook at once, so 4 may arrive before 1.
+        await eventually(
+          () =>
+            assert.deepEqual(
+              arrived('/eu').sort((a, b) => a - b),
+              [1, 4, 5, 9],
+            ),
+          15000,
+          50,
+        );
+        assert.equal(await pikaQueueDepth(rabbit, 'us-orders'), 2); // 3 and 8
+        // us-orders, which no route reads, deleted: a publish for no binding comes back and declares nothing again; one its arguments match declares it.
+        await pikaDeleteQueue(rabbit, 'us-orders');
+        const from = gw.logs.length;
+        const stray = await post(gw.url('api', '/regional'), { i: 10 }, { region: 'apac' });
+        assert.equal(stray.status, 503, stray.text);
+        let n = 11;
+        await eventually(async () => assert.equal((await post(gw.url('api', '/regional'), { i: n++ }, { region: 'us' })).status, 200), 20000, 50);
+        // The 200 is no proof the line is in gw.logs yet: the re-declare logs once its channel closed, a round trip after the
+        // binding that routed the publish, and the line comes over another pipe than the answer.
+        const isDeclared = (l: { msg?: unknown }) => /^amqp queue '.*' was deleted on the server/.test(String(l.msg));
+        await gw.waitForLog(isDeclared, 15000, from);
+        // The 200 reached the queue: it holds that publish alone (the deletion took 3 and 8, the 503s reached no queue).
+        assert.equal(await pikaQueueDepth(rabbit, 'us-orders'), 1);
+        const declared = gw.logs.slice(from).filter(isDeclared);
+        assert.deepEqual(
+          declared.map((l) => [l.msg, l.bindings]),
+          [["amqp queue 'us-orders' was deleted on the server; declared again with its arguments and bindings", [{ exchange: 'eg-regions', routingKey: '', arguments: { region: 'us' } }]]],
+        );
+        const bindings = await rabbit.ctl('list_bindings', '-q', '-p', rabbit.vhost, 'source_name', 'destination_name', 'arguments');
+        assert.match(bindings, /^eg-regions\s+us-orders\s+\[\{"region","us"\}\]$/m, bindings);
+      },
+    ));
 
   it("a reload that changes a headers binding's arguments unbinds the old ones: RabbitMQ tells bindings apart by them (2192)", async () => {
     const original = readFileSync(gw.configFile, 'utf8');
