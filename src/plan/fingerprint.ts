@@ -186,6 +186,12 @@ export function consumerGroup(r: RoutePlan): string | undefined {
   return consumerGroupName(r.name, r.from, r.to, '<instance>');
 }
 
+/** A hash of renamedForwardKey(): equal ones, of a removed and an added route, are a forward route renamed (renamedForward()). */
+export function renamedForwardDigest(plan: Plan, r: RoutePlan, registry: KindRegistry): string | undefined {
+  const key = renamedForwardKey(r, handOverTakes(plan, r, registry));
+  return key === undefined ? undefined : digest(key);
+}
+
 /**
  * A hash of what a route reading a broker asks of it (askedSubscription()), less the differences
  * its broker kind's hand-over takes (`takes`, handOverTakes()), undefined for a route from a
@@ -193,12 +199,6 @@ export function consumerGroup(r: RoutePlan): string | undefined {
  * subscription over, with no group to join again. A CLI and a gateway of versions that disagree on
  * `takes` see different keys: plan then says "rejoins", never "kept" for a route that rejoins.
  */
-/** A hash of renamedForwardKey(): equal ones, of a removed and an added route, are a forward route renamed (renamedForward()). */
-export function renamedForwardDigest(plan: Plan, r: RoutePlan, registry: KindRegistry): string | undefined {
-  const key = renamedForwardKey(r, handOverTakes(plan, r, registry));
-  return key === undefined ? undefined : digest(key);
-}
-
 export function subscriptionKey(r: RoutePlan, takes: readonly HandOverChange[]): string | undefined {
   const asked = askedSubscription(r, '<instance>');
   return asked && digest(canonical(keptSubscription(asked, takes)));

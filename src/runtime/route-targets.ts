@@ -152,8 +152,7 @@ function unpublishableHeader(broker: string, headerProblem: (name: string, value
  * A broker topic as a route's target: the topic written in the config or computed per message, the
  * key expression, CloudEvents structured mode, and a message with a header the broker cannot carry
  * refused before it is sent. Publishes synchronously to brokers that can (publishNow: memory).
- */
-/**
+ *
  * `fanOutIds`: the route has more than one target that takes message ids. There a publisher's
  * `Nats-Msg-Id` (the same on every target) names each write with the target's place: sent as it
  * is, a stream holding two of the targets' subjects kept the first copy and dropped the others as

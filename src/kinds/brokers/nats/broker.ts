@@ -610,7 +610,6 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
   }
 }
 
-/** Declares stream `name` (or checks it exists): when the server created it. */
 /**
  * JetStream API errors for limits that may free up (nats-server's errors.json): insufficient
  * resources (10023), the account's streams limit (10027), memory or storage exhausted (10028, 10047).
@@ -628,6 +627,7 @@ function refusesStream(err: unknown): boolean {
   return api !== undefined && (api.code === 400 || api.code === 500) && !STREAM_LIMITS.has(api.err_code ?? 0);
 }
 
+/** Declares stream `name` (or checks it exists): when the server created it. */
 async function declareStream(jsm: JetStreamManager, name: string, st: NatsStream): Promise<string> {
   if (!st.declare) return (await jsm.streams.info(name)).created;
   const config: Partial<StreamConfig> = { name, subjects: st.subjects, storage: st.storage as StreamConfig['storage'] };
