@@ -22,6 +22,9 @@ const attr = (e: CloudEvent<unknown>, name: string) => (e as unknown as Record<s
 /** The structured JSON form of an event, as the SDK writes it: one frame. */
 const frameOf = (e: CloudEvent<unknown>) => HTTP.structured(e).body as string;
 
+/** An ack comes once every target took the frame's event (two webhooks and mosquitto): more than a frame's usual 5 s on a loaded machine. */
+const ACK_MS = 15000;
+
 const MISSING = ['specversion', 'id', 'source', 'type'].map((a) => `'${a}' is missing (a required CloudEvents attribute)`);
 
 describe('WebSocket frames read as structured CloudEvents (from.cloudevents: structured)', () => {
@@ -78,7 +81,7 @@ routes:
       const binaryBefore = binaryOut.requests.length;
       const structuredBefore = structuredOut.requests.length;
       ws.send(frameOf(sent));
-      const ack = await ws.next();
+      const ack = await ws.next(ACK_MS);
       assert.deepEqual([ack.type, ack.frame, ack.deliveries.length], ['ack', 1, 3]);
       const [binary] = (await binaryOut.received(binaryBefore + 1)).slice(binaryBefore);
       const [structured] = (await structuredOut.received(structuredBefore + 1)).slice(structuredBefore);
@@ -118,7 +121,7 @@ routes:
       const structuredBefore = structuredOut.requests.length;
       // The step's `set` finds no orderId in bytes: subject is left as it was (none).
       ws.send(frameOf(new CloudEvent({ id: 'b-1', source: '/cam', type: 'com.example.snapshot', datacontenttype: 'image/x-test', data: new Uint8Array(bytes) })));
-      assert.equal((await ws.next()).type, 'ack');
+      assert.equal((await ws.next(ACK_MS)).type, 'ack');
       const [binary] = (await binaryOut.received(binaryBefore + 1)).slice(binaryBefore);
       const [structured] = (await structuredOut.received(structuredBefore + 1)).slice(structuredBefore);
       assert.deepEqual([binary!.headers['ce-id'], binary!.headers['content-type']], ['b-1', 'image/x-test']);
@@ -161,7 +164,7 @@ routes:
       assert.match(binaryRefusal.detail, /send each CloudEvent in the JSON format, in a text frame/);
       // The connection is still open, and the next valid event is the first thing published since.
       ws.send(JSON.stringify(event));
-      assert.deepEqual([(await ws.next()).type, ws.closed], ['ack', undefined]);
+      assert.deepEqual([(await ws.next(ACK_MS)).type, ws.closed], ['ack', undefined]);
       const published = (await binaryOut.received(binaryBefore + 1)).slice(binaryBefore);
       assert.deepEqual(
         published.map((r) => r.headers['ce-id']),
@@ -178,7 +181,7 @@ routes:
       const event = { specversion: '1.0', id: 'p-1', source: '/shop', type: 'com.example.order.placed', data: { orderId: 3 } };
       const before = binaryOut.requests.length;
       ws.send(JSON.stringify(event));
-      assert.equal((await ws.next()).type, 'ack');
+      assert.equal((await ws.next(ACK_MS)).type, 'ack');
       const [r] = (await binaryOut.received(before + 1)).slice(before);
       assert.equal(r!.url, '/plain');
       assert.equal(r!.headers['ce-id'], undefined);

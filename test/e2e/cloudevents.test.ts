@@ -147,6 +147,13 @@ routes:
         ['ping-3', undefined, '0', ''],
       ],
     );
+    // Their structured copies too: the 200s came when the topic took the events, the copies go
+    // out later, and the next case counts that endpoint's requests from where this one ends.
+    const structured = (await structuredOut.received(before + 3)).slice(before);
+    assert.deepEqual(
+      structured.map((r) => (JSON.parse(r.body) as { id: string }).id),
+      ['ping-1', 'ping-2', 'ping-3'],
+    );
   });
 
   it('unquotes a double-quoted attribute header before percent-decoding it, as the HTTP binding says (§3.1.3.2)', async () => {
@@ -165,6 +172,7 @@ routes:
 
   it('accepts structured mode, and batches as one request delivered in order', async () => {
     const before = binaryOut.requests.length;
+    const structuredBefore = structuredOut.requests.length;
     const one = HTTP.structured(new CloudEvent({ id: 's-1', source: '/s', type: 'order.placed', data: { orderId: 2 } }));
     let res = await fetch(gw.url('api', '/events'), { method: 'POST', headers: one.headers as Record<string, string>, body: one.body as string });
     assert.equal(res.status, 200, await res.clone().text());
@@ -186,6 +194,11 @@ routes:
         [undefined, undefined],
         [undefined, undefined],
       ],
+    );
+    const structured = (await structuredOut.received(structuredBefore + 4)).slice(structuredBefore);
+    assert.deepEqual(
+      structured.map((r) => (JSON.parse(r.body) as { id: string }).id),
+      ['s-1', 'b-1', 'b-2', 'b-3'],
     );
     // A required attribute given as null is missing.
     res = await fetch(gw.url('api', '/events'), { method: 'POST', headers: { 'content-type': 'application/cloudevents+json' }, body: JSON.stringify({ ...batch[0], id: null }) });
@@ -324,6 +337,7 @@ routes:
 
   it('wraps plain JSON into a CloudEvent with a generated id, the configured source and type, and the time', async () => {
     const before = structuredOut.requests.length;
+    const binaryBefore = binaryOut.requests.length;
     const res = await fetch(gw.url('api', '/plain'), { method: 'POST', headers: { 'content-type': 'application/json', 'x-tenant': 'globex' }, body: JSON.stringify({ orderId: 42 }) });
     assert.equal(res.status, 200);
     const [r] = (await structuredOut.received(before + 1)).slice(before);
@@ -335,6 +349,9 @@ routes:
     assert.match(ev.id, /^[0-9a-f-]{36}$/);
     assert.ok(Math.abs(Date.parse(ev.time!) - Date.now()) < 60_000);
     assert.deepEqual(ev.data, { orderId: 42 });
+    // Its binary copy, the same event, so a case added after this one counts from here.
+    const [binary] = (await binaryOut.received(binaryBefore + 1)).slice(binaryBefore);
+    assert.equal(binary!.headers['ce-id'], ev.id);
   });
 });
 
