@@ -232,6 +232,34 @@ export class RecordCursor {
   }
 
   /**
+   * The current record's key, value and headers as bytes of their own: one copy of its fields
+   * (`data` may be a read buffer used again once the request is answered), the fields views of
+   * it. Headers by name, a repeated name with all its values in order, a header without a value
+   * null (OriginalRecord's shape).
+   */
+  ownBytes(): { key: Buffer | null; value: Buffer | null; headers: Record<string, Buffer | null | (Buffer | null)[]> } {
+    const data = this.data;
+    const from = this.keyStart >= 0 ? this.keyStart : this.valueStart >= 0 ? this.valueStart : this.headersStart;
+    const copy = Buffer.from(data.subarray(from, this.at));
+    const view = (start: number, end: number) => (start < 0 ? null : copy.subarray(start - from, end - from));
+    const headers = newHeaders<Buffer | null | (Buffer | null)[]>();
+    const saved = this.at;
+    this.at = this.headersStart;
+    for (let h = 0; h < this.headerCount; h++) {
+      const keyEnd = this.field();
+      const key = data.toString('utf8', keyEnd - this.lastLength, keyEnd);
+      const valueEnd = this.field();
+      const value = view(valueEnd < 0 ? -1 : valueEnd - this.lastLength, valueEnd);
+      const before = headers[key];
+      if (before === undefined) headers[key] = value;
+      else if (Array.isArray(before)) before.push(value);
+      else headers[key] = [before, value];
+    }
+    this.at = saved;
+    return { key: view(this.keyStart, this.keyEnd), value: view(this.valueStart, this.valueEnd), headers };
+  }
+
+  /**
    * Whether the current record has a header named `lowerName` (ASCII, lower case) in any case,
    * read from its bytes: a batch that must lose such a header is rebuilt, one without goes on as it is.
    */

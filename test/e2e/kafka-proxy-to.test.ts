@@ -26,7 +26,7 @@ describe('kafka listener: a route with `to` delivers its topic to its targets in
   let kafka: KafkaCluster;
   let hook: WebhookReceiver;
   let proxy: string;
-  const t = { orders: '', copy: '', free: '', hooked: '', fanned: '', fannedCopy: '', picky: '', picked: '', dlq: '', txn: '', strict: '' };
+  const t = { orders: '', copy: '', free: '', hooked: '', fanned: '', fannedCopy: '', picky: '', picked: '', dlq: '', txn: '', strict: '', raw: '', rawCopy: '' };
   const HOOK_TOKEN = 'tok-5f1d2a9c7e';
 
   const config = (ordersTo: boolean) => `
@@ -60,6 +60,9 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
   - name: txn
     from: { listener: kafka-in, topic: ${t.txn} }
     to: { listener: ws, path: /txn }
+  - name: raw
+    from: { listener: kafka-in, topic: ${t.raw} }
+    to: { broker: cluster, topic: ${t.rawCopy} }
   - name: strict
     from: { listener: kafka-in, topic: ${t.strict} }
     through: [ { validate: { schema: ${ORDER_SCHEMA}, onInvalid: deadletter } } ]
@@ -227,6 +230,40 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
     }
     await eventually(async () => assert.ok((await values(kafka.bootstrap, t.copy)).includes(ORDER(30))), 15000);
     assert.deepEqual(await values(kafka.bootstrap, t.orders), []);
+  });
+
+  it("copies each record's own bytes where no step changed them: binary values, JSON as its producer spelled it, repeated and binary headers", async () => {
+    const producer = client().producer();
+    await producer.connect();
+    const sent = [
+      { key: Buffer.from([0xc3, 0x28]), value: Buffer.from([0xde, 0xad, 0xbe, 0xef, 0x00, 0xff]), headers: { bin: Buffer.from([0xff, 0xfe]), seen: [Buffer.from('a'), Buffer.from('b')] } },
+      { key: null, value: Buffer.from('{ "id" : 7, "total" : 12.50, "big": 12345678901234567890 }'), headers: {} },
+    ];
+    try {
+      await producer.send({ topic: t.raw, acks: -1, messages: sent });
+    } finally {
+      await producer.disconnect();
+    }
+    // Read as bytes by a consumer of its own: kcat would show them as text.
+    const consumer = new Kafka({ brokers: kafka.bootstrap.split(','), logLevel: logLevel.NOTHING }).consumer({ groupId: `raw-${t.rawCopy}` });
+    await consumer.connect();
+    try {
+      await consumer.subscribe({ topic: t.rawCopy, fromBeginning: true });
+      const got: kafkajs.KafkaMessage[] = [];
+      await new Promise<void>((resolve) => {
+        void consumer.run({ eachMessage: async ({ message }) => void (got.push(message) === sent.length && resolve()) });
+      });
+      assert.deepEqual(
+        got.map((m) => [m.key && [...m.key], m.value && [...m.value]]),
+        sent.map((m) => [m.key && [...m.key], [...m.value]]),
+      );
+      // Before, each was written again from its decoded text: U+FFFD for every byte that is no UTF-8, and the JSON respelled (12.5, the big number rounded).
+      const headers = got[0]!.headers!;
+      assert.deepEqual([...(headers.bin as Buffer)], [0xff, 0xfe]);
+      assert.deepEqual((headers.seen as Buffer[]).map(String), ['a', 'b']);
+    } finally {
+      await consumer.disconnect();
+    }
   });
 
   it('kafkajs acks=0: no answer, the records are still delivered', async () => {

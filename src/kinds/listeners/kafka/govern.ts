@@ -43,7 +43,7 @@ import {
 } from '../../../codecs/kafka-protocol/messages.js';
 import type { CheckedRecords, RecordsAnswer, RouteEntry } from '../../contracts.js';
 import { mayPassLater, problem, type Problem } from '../../../core/errors.js';
-import { decodeValueBytes, encodeValue, type Message, type MessageContext } from '../../../core/message.js';
+import { decodeValueBytes, encodeValue, ORIGINAL, type Message, type MessageContext } from '../../../core/message.js';
 import type { Outcome } from '../../../core/outcome.js';
 import { isValidationTagName, VALIDATION_ERROR_HEADER } from '../../steps/validate.js';
 import type { RefusedRequest } from './refusal-log.js';
@@ -368,7 +368,7 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
           }
           const i = cur.index;
           while (pending.length < i) pending.push(bytes!.passed);
-          const m = messageAt(cur, data, baseTimestamp, topic, p.index);
+          const m = messageAt(cur, data, baseTimestamp, topic, p.index, route.delivers === true);
           messages[i] = m;
           // A context per record: a step writes on it (a validate step's tag errors, `$message`),
           // and a chain that awaits goes on after the next records' chains began.
@@ -487,19 +487,21 @@ const NOT_SENT: Outcome = { outcome: 'failed', problem: problem('EG_INTERNAL', '
 /**
  * The cursor's record as a message (spec §3): JSON value parsed, key and headers as UTF-8 strings
  * (the last of repeated names). Read straight from the records section, with no record object or
- * Buffer views in between.
+ * Buffer views in between. A route with `to` (`keepBytes`) writes the message to targets rather
+ * than the batch upstream: it keeps the record's bytes as the message's ORIGINAL, so a field no
+ * step changed is written as the producer wrote it (binary values, JSON's own spelling, repeated
+ * headers), as a consume route's copies are. Copies: `data` may be the connection's read buffer,
+ * used again once the request is answered, while a target may still hold the message (a send
+ * answered after its ack timeout).
  */
-function messageAt(cur: RecordCursor, data: Buffer, baseTimestamp: number, topic: string, partition: number): Message {
-  return {
-    value: cur.valueStart < 0 ? null : decodeValueBytes(data, cur.valueStart, cur.valueEnd),
-    key: cur.keyStart < 0 ? null : data.toString(undefined, cur.keyStart, cur.keyEnd),
-    // Steps never change a message in place (they return new ones), so records without headers share one object.
-    headers: cur.headerCount > 0 ? cur.headers() : NO_HEADERS,
-    topic,
-    partition,
-    offset: null,
-    timestamp: baseTimestamp + cur.timestampDelta,
-  };
+function messageAt(cur: RecordCursor, data: Buffer, baseTimestamp: number, topic: string, partition: number, keepBytes: boolean): Message {
+  const value = cur.valueStart < 0 ? null : decodeValueBytes(data, cur.valueStart, cur.valueEnd);
+  const key = cur.keyStart < 0 ? null : data.toString(undefined, cur.keyStart, cur.keyEnd);
+  // Steps never change a message in place (they return new ones), so records without headers share one object.
+  const headers = cur.headerCount > 0 ? cur.headers() : NO_HEADERS;
+  const m: Message = { value, key, headers, topic, partition, offset: null, timestamp: baseTimestamp + cur.timestampDelta };
+  if (keepBytes) m[ORIGINAL] = { ...cur.ownBytes(), decoded: { value, key, headers } };
+  return m;
 }
 
 /**
