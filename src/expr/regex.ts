@@ -26,6 +26,7 @@ export const DEFAULT_MAX_REGEX_INPUT = 32 * 1024;
  */
 export function compileLinear(re: RegExp): RE2JS {
   const R = engine();
+  if (hasNamedBackreference(re.source, re.flags)) throw new Error('invalid escape sequence: `\\k`: a named backreference');
   let flags = 0;
   if (re.flags.includes('i')) flags |= R.CASE_INSENSITIVE;
   if (re.flags.includes('m')) flags |= R.MULTILINE;
@@ -120,7 +121,7 @@ export function schemaPattern(source: string, flags: string): PatternTester {
   // Compiled for RE2 when first needed (re2js loads then): most patterns only ever meet short strings.
   let linear: RE2JS | null | undefined;
   const search = (s: string) => {
-    linear ??= linearPattern(source) ?? null;
+    linear ??= linearPattern(source, flags) ?? null;
     return linear === null ? native.test(s) : linear.matcher(s).find();
   };
   const text = native.toString();
@@ -131,8 +132,8 @@ export function schemaPattern(source: string, flags: string): PatternTester {
 schemaPattern.code = 'schemaPattern';
 
 /** `source` compiled for RE2 with JavaScript's meaning of `.` and `\s`; undefined when RE2 cannot run it. */
-function linearPattern(source: string): RE2JS | undefined {
-  const translated = jsMeaning(source, false);
+function linearPattern(source: string, flags: string): RE2JS | undefined {
+  const translated = hasNamedBackreference(source, flags) ? undefined : jsMeaning(source, false);
   if (translated === undefined) return undefined;
   try {
     const R = engine();
@@ -171,6 +172,27 @@ function jsMeaning(source: string, dotAll: boolean): string | undefined {
     } else out += c === '.' && !dotAll ? '[^\\n\\r\\u2028\\u2029]' : c;
   }
   return out;
+}
+
+/**
+ * Whether `source` holds a named backreference (`\k<q>`), which JavaScript reads as one with the
+ * `u` flag (a JSON Schema pattern's) or in a pattern with a named group. RE2 has none, and re2js'
+ * translation does not refuse it but makes it the letters `k<q>`: `^(?<q>["'])\w*\k<q>$` then
+ * matched none of the strings it was written for, with no error (a schema pattern on strings over
+ * NATIVE_PATTERN_INPUT characters, an expression's regex always).
+ */
+function hasNamedBackreference(source: string, flags: string): boolean {
+  if (!flags.includes('u') && !/\(\?<(?![=!])/.test(source)) return false;
+  let inClass = false;
+  for (let i = 0; i < source.length; i++) {
+    const c = source[i]!;
+    if (c === '\\') {
+      if (!inClass && source[i + 1] === 'k') return true;
+      i++;
+    } else if (inClass) inClass = c !== ']';
+    else if (c === '[') inClass = true;
+  }
+  return false;
 }
 
 /**

@@ -27,4 +27,12 @@ describe('regular expressions in expressions', () => {
       for (const s of inputs) assert.deepEqual(await ours.evaluate({ s }, {}), await js.evaluate({ s }), `${source} on ${JSON.stringify(s)}`);
     }
   });
+
+  it('refuses a named backreference as a config error, as a numbered one (RE2 has none)', () => {
+    // re2js' translation made `\k<q>` the letters `k<q>`: the expression compiled and matched other strings than written.
+    for (const source of ['$contains(s, /(?<q>a)\\k<q>/)', '$contains(s, /(a)\\1/)'])
+      assert.throws(() => compileExpression(source), /cannot run in linear time .*backreferences and lookaround are not supported/, source);
+    // Without a named group JavaScript reads `\k` as the letter k, as RE2 does.
+    assert.doesNotThrow(() => compileExpression('$contains(s, /\\k<q>/)'));
+  });
 });

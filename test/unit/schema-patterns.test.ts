@@ -28,6 +28,15 @@ describe('JSON Schema patterns (validate steps)', () => {
     assert.equal(check('a'.repeat(256)), true);
   });
 
+  it('takes a long string that matches a pattern with a named backreference, as a short one', () => {
+    // On RE2 (strings over 256 characters) the pattern was `^(?P<q>["'])\w*k<q>$`: a quoted name of 300 letters was invalid.
+    const check = new JsonSchemaCompiler().compile({ type: 'string', pattern: '^(?<q>["\'])\\w*\\k<q>$' }).validate!;
+    for (const n of [10, 300]) {
+      assert.equal(check(`"${'a'.repeat(n)}"`), true, `${n} letters in quotes`);
+      assert.equal(check(`"${'a'.repeat(n)}'`), false, `${n} letters, other quotes`);
+    }
+  });
+
   it('answers as JavaScript does, on short strings and on long ones (RE2 reads `.` and `\\s` as JavaScript does)', () => {
     const long = (s: string) => `${'-'.repeat(300)}${s}`;
     const cases: [pattern: string, inputs: string[]][] = [
@@ -43,6 +52,9 @@ describe('JSON Schema patterns (validate steps)', () => {
       ['^[^]+$', ['\n', long('\r')]],
       // RE2 has no lookaround: such a pattern stays on JavaScript's engine.
       ['^(?=.*\\d)[a-z\\d]+$', ['abc1', 'abc', long('1')]],
+      // Nor backreferences: re2js made `\k<q>` the letters `k<q>`, so a long string that closes its quote did not match.
+      ['^(?<q>["\'])\\w*\\k<q>$', ['"ab"', '"ab\'', `"${'a'.repeat(300)}"`, `'${'a'.repeat(300)}"`, `"${'a'.repeat(300)}k<q>`]],
+      ['^(\\w)\\w*\\1$', ['abca', 'abc', `a${'b'.repeat(300)}a`]],
     ];
     for (const [pattern, inputs] of cases) {
       const ours = schemaPattern(pattern, 'u');
