@@ -22,13 +22,24 @@ const LONGEST = Math.max(...[...SPELLED.values()].map((n) => n.length));
  * duplicate a stream should drop.
  */
 export function isPublishInstruction(name: string): boolean {
-  return name.length >= SHORTEST && name.length <= LONGEST && SPELLED.has(name.toLowerCase());
+  return spelledAs(name) !== undefined;
 }
 
 /** The name nats-server reads for header `name`, when it is one of the JetStream headers above in another case; else undefined. */
 export function expectationHeaderName(name: string): string | undefined {
-  const canonical = name.length >= SHORTEST && name.length <= LONGEST ? SPELLED.get(name.toLowerCase()) : undefined;
+  const canonical = spelledAs(name);
   return canonical === name ? undefined : canonical;
+}
+
+/**
+ * The spelling nats-server reads of header `name` (any case), when it is one of SPELLED. Asked of
+ * every header of every publish (and of a consume route's copies): a name of another length, or
+ * not starting `nats-` (every one of SPELLED does), is none without being lower-cased, which was
+ * most of what the check cost (half, for a message of six headers).
+ */
+function spelledAs(name: string): string | undefined {
+  if (name.length < SHORTEST || name.length > LONGEST || (name.charCodeAt(0) | 0x20) !== 0x6e || name.charCodeAt(4) !== 0x2d) return undefined;
+  return SPELLED.get(name.toLowerCase());
 }
 
 const ROLLUP = 'nats-rollup';
