@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { hash, randomUUID } from 'node:crypto';
 import { attributeErrors, attributesOf, eventData, structuredProblem, withAttributes } from '../../codecs/cloudevents.js';
 import { bindingsFor, evaluateThen, expressionProblem } from '../../expr/expression.js';
 import { isJsonMediaType, resultText, type Message, type MessageContext } from '../../core/message.js';
@@ -147,8 +147,9 @@ function wrap(msg: Message, ctx: MessageContext): Record<string, unknown> {
  */
 function eventId(ctx: MessageContext): string {
   if (ctx.source === undefined) return (ctx.deliveryId ??= randomUUID());
-  // RFC 9562 version 8 (its bits the application's): the first 128 bits of a SHA-256 of the name.
-  const b = createHash('sha256').update(`${ctx.source}:cloudevent`).digest();
+  // RFC 9562 version 8 (its bits the application's): the first 128 bits of a SHA-256 of the name,
+  // one-shot (a third cheaper than a Hash object per consumed message).
+  const b = hash('sha256', `${ctx.source}:cloudevent`, 'buffer');
   b[6] = (b[6]! & 0x0f) | 0x80;
   b[8] = (b[8]! & 0x3f) | 0x80;
   const h = b.toString('hex', 0, 16);
