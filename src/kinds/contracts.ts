@@ -241,6 +241,11 @@ export interface ListenerTelemetry {
    * event stream (`eventgate_slow_clients_disconnected_total{listener}`).
    */
   slowClientDisconnected(): void;
+  /**
+   * A websocket handshake was accepted (`eventgate_websocket_connections_total{listener}`): beside
+   * the clients gauge, its rate shows clients cut off and reconnecting, which the gauge hides.
+   */
+  clientConnected(): void;
   /** A websocket client that had not answered the last ping by the next was cut off (`eventgate_websocket_ping_timeouts_total{listener}`). */
   pingTimedOut(): void;
   /**

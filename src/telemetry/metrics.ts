@@ -130,6 +130,11 @@ export class ListenerStats implements ListenerTelemetry {
   slowClientDisconnected(): void {
     this.slowClientsDisconnected++;
   }
+  /** Websocket handshakes accepted (connections opened, reconnects included). */
+  connectionsAccepted = 0;
+  clientConnected(): void {
+    this.connectionsAccepted++;
+  }
   /** Websocket clients cut off for not answering a ping (a device asleep, a link gone). */
   pingTimeouts = 0;
   pingTimedOut(): void {
@@ -226,6 +231,7 @@ export interface StatsSnapshot {
       errorFrames?: Record<string, number>;
       connectionsDropped: number;
       slowClientsDisconnected?: number;
+      connectionsAccepted?: number;
       pingTimeouts?: number;
       frameFailures?: Record<WsFrameFailureCode, number>;
       closed?: Record<KafkaCloseReason, number>;
@@ -408,6 +414,7 @@ export class GatewayMetrics implements Telemetry {
       if (l.connections) entry.clients = l.connections();
       if (l.kind === 'http' || l.kind === 'websocket') entry.slowClientsDisconnected = stats?.slowClientsDisconnected ?? 0;
       if (l.kind === 'websocket') {
+        entry.connectionsAccepted = stats?.connectionsAccepted ?? 0;
         entry.pingTimeouts = stats?.pingTimeouts ?? 0;
         entry.frameFailures = { ...(stats?.frameFailures ?? noFrameFailures()) };
       }

@@ -156,6 +156,17 @@ export class Prometheus {
       },
     });
     new Counter({
+      name: 'eventgate_websocket_connections_total',
+      help: 'WebSocket handshakes a listener accepted (connections opened, reconnects included). Beside eventgate_websocket_clients, its rate shows clients cut off and reconnecting (a proxy closing idle connections sooner than pingIntervalMs, a page in a reconnect loop), which the gauge does not.',
+      labelNames: ['listener'],
+      registers,
+      collect() {
+        this.reset();
+        // Each websocket listener's series exists from the start, at 0.
+        for (const [listener, l] of source.listeners) if (l.kind === 'websocket') this.inc({ listener }, listenerStats.get(listener)?.connectionsAccepted ?? 0);
+      },
+    });
+    new Counter({
       name: 'eventgate_websocket_ping_timeouts_total',
       help: 'WebSocket clients cut off because they had not answered a ping by the next one (pingIntervalMs): a device asleep, a link gone without a close.',
       labelNames: ['listener'],

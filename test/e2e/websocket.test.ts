@@ -47,6 +47,7 @@ routes:
     to:
       - { listener: push, path: /frames }
       - { listener: push, path: /frames/envelope, format: envelope }
+      - { listener: push, path: /frames/reconnects }
   - name: bulk
     from: { listener: api, path: /bulk }
     to: { listener: push, path: /bulk }
@@ -573,6 +574,23 @@ describe('WebSocket (spec §5)', () => {
       assert.equal(await refused(), before + 2);
       const stats = (await (await fetch(`${gw.adminUrl}/admin/stats`)).json()) as { listeners: Record<string, { responses?: Record<string, number> }> };
       assert.equal(stats.listeners.push?.responses?.['404'], before + 2);
+    });
+
+    it('counts every accepted handshake, so a client cut off and reconnecting shows where the clients gauge stays flat', async () => {
+      const accepted = async () => (await scrape(gw.adminUrl)).value('eventgate_websocket_connections_total', { listener: 'push' });
+      const clients = async () => ((await gw.status()).listeners as { name: string; paths?: Record<string, number> }[]).find((l) => l.name === 'push')?.paths?.['/frames/reconnects'] ?? 0;
+      const before = await accepted();
+      assert.equal(typeof before, 'number');
+      const first = await connect('/frames/reconnects');
+      await eventually(async () => assert.equal(await clients(), 1));
+      // Cut without a close frame, as a proxy closing an idle connection does, and connected again.
+      first.ws.terminate();
+      await eventually(async () => assert.equal(await clients(), 0));
+      await connect('/frames/reconnects');
+      assert.equal(await clients(), 1);
+      assert.equal(await accepted(), before! + 2);
+      const stats = (await (await fetch(`${gw.adminUrl}/admin/stats`)).json()) as { listeners: Record<string, { connectionsAccepted?: number }> };
+      assert.equal(stats.listeners.push?.connectionsAccepted, before! + 2);
     });
 
     it('answers a malformed handshake on a route path as problem+json, like every other refusal', async () => {

@@ -876,6 +876,7 @@ export class WebSocketListener implements ListenerRuntime {
 
   private onConnection(ws: WebSocket, client: Client, until: number | undefined): void {
     client.ws = ws;
+    this.telemetry?.clientConnected();
     this.expireAt(client, until);
     let set = this.clients.get(client.path);
     if (!set) this.clients.set(client.path, (set = new Set()));
