@@ -234,6 +234,8 @@ export interface ListenerTelemetry {
    * `bad_request` for a request it could not read, `upstream` for a broker it could not reach or read.
    */
   kafkaConnectionClosed(reason: KafkaCloseReason): void;
+  /** A client ended a TLS handshake refusing the listener's certificate (`eventgate_listener_tls_certificate_refusals_total{listener}`). */
+  tlsCertificateRefused(): void;
   /** A new connection was closed because the listener was at its `maxConnections` (`eventgate_listener_connections_dropped_total{listener}`). */
   connectionDropped(): void;
   /**

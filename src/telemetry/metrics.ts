@@ -125,6 +125,11 @@ export class ListenerStats implements ListenerTelemetry {
   connectionDropped(): void {
     this.connectionsDropped++;
   }
+  /** TLS handshakes a client ended refusing the listener's certificate (http, websocket). */
+  tlsCertificateRefusals = 0;
+  tlsCertificateRefused(): void {
+    this.tlsCertificateRefusals++;
+  }
   /** Websocket clients and event streams disconnected over their send bound. */
   slowClientsDisconnected = 0;
   slowClientDisconnected(): void {
@@ -232,6 +237,7 @@ export interface StatsSnapshot {
       connectionsDropped: number;
       slowClientsDisconnected?: number;
       connectionsAccepted?: number;
+      tlsCertificateRefusals?: number;
       pingTimeouts?: number;
       frameFailures?: Record<WsFrameFailureCode, number>;
       closed?: Record<KafkaCloseReason, number>;
@@ -412,7 +418,10 @@ export class GatewayMetrics implements Telemetry {
       // The listener counters /metrics has, as its families list them (each from the start, at 0).
       const entry: StatsSnapshot['listeners'][string] = { kind: l.kind, connectionsDropped: stats?.connectionsDropped ?? 0 };
       if (l.connections) entry.clients = l.connections();
-      if (l.kind === 'http' || l.kind === 'websocket') entry.slowClientsDisconnected = stats?.slowClientsDisconnected ?? 0;
+      if (l.kind === 'http' || l.kind === 'websocket') {
+        entry.slowClientsDisconnected = stats?.slowClientsDisconnected ?? 0;
+        entry.tlsCertificateRefusals = stats?.tlsCertificateRefusals ?? 0;
+      }
       if (l.kind === 'websocket') {
         entry.connectionsAccepted = stats?.connectionsAccepted ?? 0;
         entry.pingTimeouts = stats?.pingTimeouts ?? 0;

@@ -145,6 +145,17 @@ export class Prometheus {
       },
     });
     new Counter({
+      name: 'eventgate_listener_tls_certificate_refusals_total',
+      help: "TLS handshakes a client ended because it refused the listener's certificate (a TLS alert: unknown CA, certificate unknown, bad, expired or revoked), per http and websocket listener: browsers that do not trust it, whose pages see only a failed connection.",
+      labelNames: ['listener'],
+      registers,
+      collect() {
+        this.reset();
+        // Every http and websocket listener's series exists from the start, at 0 (one without tls stays there).
+        for (const [listener, l] of source.listeners) if (l.kind === 'websocket' || l.kind === 'http') this.inc({ listener }, listenerStats.get(listener)?.tlsCertificateRefusals ?? 0);
+      },
+    });
+    new Counter({
       name: 'eventgate_slow_clients_disconnected_total',
       help: 'Clients disconnected for not reading, per listener: websocket clients over maxBufferedBytes (closed with 1013) and event streams over events.maxBufferedBytes.',
       labelNames: ['listener'],

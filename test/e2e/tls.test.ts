@@ -162,6 +162,36 @@ describe('TLS listeners', () => {
     assert.equal((await postTls(gw.port('secure'), '/in', '{}', trust)).status, 200);
   });
 
+  it("counts and says the handshakes of clients that refuse the listener's certificate (a page's browser that does not trust it sees only a failed connection), not those of clients that speak plain HTTP", async () => {
+    const refusals = async (listener: string) => {
+      const text = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+      const line = text.split('\n').find((l) => l.startsWith(`eventgate_listener_tls_certificate_refusals_total{listener="${listener}"}`));
+      return line === undefined ? undefined : Number(line.split(' ').pop());
+    };
+    const before = { wss: await refusals('wss'), secure: await refusals('secure') };
+    assert.equal(typeof before.wss, 'number');
+    // openssl verifying against no CA it was given: it ends the handshake with an "unknown CA" alert, as Chromium does with "certificate unknown".
+    const untrusting = (port: number) =>
+      new Promise<void>((resolve) => {
+        const s = spawn('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-verify_return_error'], { stdio: ['pipe', 'ignore', 'ignore'] });
+        s.stdin.end();
+        s.on('exit', () => resolve());
+      });
+    const from = gw.logs.length;
+    await untrusting(gw.port('wss'));
+    await untrusting(gw.port('wss'));
+    await untrusting(gw.port('secure'));
+    await assert.rejects(fetch(gw.url('wss', '/ws/out'), { method: 'GET' }));
+    const trusted = await WsClient.connect(gw.url('wss', '/ws/out', 'wss'), { ca: trust.ca });
+    trusted.close();
+    await eventually(async () => assert.deepEqual({ wss: await refusals('wss'), secure: await refusals('secure') }, { wss: before.wss! + 2, secure: before.secure! + 1 }));
+    const said = await gw.waitForLog((l) => l.listener === 'wss' && /refused the listener's TLS certificate/.test(l.msg), 5000, from);
+    assert.equal(said.level, 'warn');
+    assert.match(String(said.reason), /unknown ca/);
+    const stats = (await (await fetch(`${gw.adminUrl}/admin/stats`)).json()) as { listeners: Record<string, { tlsCertificateRefusals?: number }> };
+    assert.equal(stats.listeners.wss?.tlsCertificateRefusals, before.wss! + 2);
+  });
+
   it('requires a client certificate signed by `ca` (mutual TLS)', async () => {
     await assert.rejects(postTls(gw.port('mutual'), '/in', '{}', trust));
     const r = await postTls(gw.port('mutual'), '/in', '{}', { ...trust, cert: certs.client.cert, key: certs.client.key });

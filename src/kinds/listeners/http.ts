@@ -20,6 +20,7 @@ import {
   hostless,
   isHttp2,
   parseQuery,
+  refusesCertificate,
   rotateTls,
   stoppingProblem,
   stopAccepting,
@@ -170,6 +171,10 @@ export class HttpListener implements ListenerRuntime {
     );
     // createTransport logs these (rate-limited); the count is the listener's, as its answers are.
     this.server.on('drop', () => this.telemetry?.connectionDropped());
+    // A page whose browser does not trust the certificate sees only a failed connection: counted here (createTransport says it).
+    this.server.on('tlsClientError', (err: NodeJS.ErrnoException) => {
+      if (refusesCertificate(err)) this.telemetry?.tlsCertificateRefused();
+    });
     // `Expect: 100-continue` (curl sends it with a body over 1 MiB): node would send the 100 at once;
     // it goes out only once the body is to be read, so a request refused on its head alone (404,
     // 405, 413, 415, ...) is answered before the client uploads the body (RFC 9110 §10.1.1).

@@ -208,9 +208,31 @@ export function createTransport(listener: string, options: TransportOptions, han
   );
   server.on('drop', () => drops.occurred(undefined));
   server.on('close', () => drops.close());
-  // TLS handshake failures (a client that does not trust the certificate, or speaks plain HTTP) are the client's problem.
-  server.on('tlsClientError', (err: Error) => logger.debug({ listener, err: err.message }, 'TLS handshake failed'));
+  // Other TLS handshake failures (a client that speaks plain HTTP, a port scan) are the client's
+  // problem. One that refuses the certificate is most likely the listener's: said, rate-limited.
+  const refusals = new RateLimitedWarning<{ reason: string; remote: string | undefined }>(FLOOD_LOG_INTERVAL_MS, (last, refused) =>
+    logger.warn({ listener, ...last, refused, intervalMs: FLOOD_LOG_INTERVAL_MS }, "a client refused the listener's TLS certificate (does it trust its issuer, is the chain complete, has it expired?)"),
+  );
+  server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    if (!refusesCertificate(err)) return logger.debug({ listener, err: err.message }, 'TLS handshake failed');
+    refusals.occurred({ reason: (err as { reason?: string }).reason ?? err.code ?? err.message, remote: (socket as Socket | undefined)?.remoteAddress });
+  });
+  server.on('close', () => refusals.close());
   return server;
+}
+
+/**
+ * The TLS alerts by which a client ends a handshake because it does not accept the listener's
+ * certificate (a browser that does not trust a self-signed one or its issuer, a chain without its
+ * intermediate, an expired one): the client's page sees only a failed connection, so the listener
+ * says it and counts it (`eventgate_listener_tls_certificate_refusals_total`).
+ */
+const CERTIFICATE_REFUSED =
+  /^ERR_SSL_(?:SSLV3|TLSV1|TLSV13)_ALERT_(?:CERTIFICATE_UNKNOWN|UNKNOWN_CA|BAD_CERTIFICATE|CERTIFICATE_EXPIRED|CERTIFICATE_REVOKED|UNSUPPORTED_CERTIFICATE)$/;
+
+/** Whether a listener's `tlsClientError` is the client refusing the listener's certificate. */
+export function refusesCertificate(err: NodeJS.ErrnoException): boolean {
+  return typeof err.code === 'string' && CERTIFICATE_REFUSED.test(err.code);
 }
 
 /**

@@ -33,6 +33,7 @@ import {
   createTransport,
   parseQuery,
   rawResponse,
+  refusesCertificate,
   rotateTls,
   stopAccepting,
   stoppingProblem,
@@ -328,6 +329,10 @@ export class WebSocketListener implements ListenerRuntime {
     );
     // createTransport logs these (rate-limited); the count is the listener's.
     this.server.on('drop', () => this.telemetry?.connectionDropped());
+    // A page whose browser does not trust the certificate sees only a failed connection: counted here (createTransport says it).
+    this.server.on('tlsClientError', (err: NodeJS.ErrnoException) => {
+      if (refusesCertificate(err)) this.telemetry?.tlsCertificateRefused();
+    });
     // clientTracking off: ws would keep its own set of clients and a close handler per connection; the listener has its own.
     this.wss = new WebSocketServer({
       noServer: true,
