@@ -211,7 +211,10 @@ export function createTransport(listener: string, options: TransportOptions, han
   // Other TLS handshake failures (a client that speaks plain HTTP, a port scan) are the client's
   // problem. One that refuses the certificate is most likely the listener's: said, rate-limited.
   const refusals = new RateLimitedWarning<{ reason: string; remote: string | undefined }>(FLOOD_LOG_INTERVAL_MS, (last, refused) =>
-    logger.warn({ listener, ...last, refused, intervalMs: FLOOD_LOG_INTERVAL_MS }, "a client refused the listener's TLS certificate (does it trust its issuer, is the chain complete, has it expired?)"),
+    logger.warn(
+      { listener, ...last, refused, intervalMs: FLOOD_LOG_INTERVAL_MS },
+      "a client refused the listener's TLS certificate (does it trust its issuer, is the chain complete, has it expired?)",
+    ),
   );
   server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (!refusesCertificate(err)) return logger.debug({ listener, err: err.message }, 'TLS handshake failed');
@@ -227,8 +230,7 @@ export function createTransport(listener: string, options: TransportOptions, han
  * intermediate, an expired one): the client's page sees only a failed connection, so the listener
  * says it and counts it (`eventgate_listener_tls_certificate_refusals_total`).
  */
-const CERTIFICATE_REFUSED =
-  /^ERR_SSL_(?:SSLV3|TLSV1|TLSV13)_ALERT_(?:CERTIFICATE_UNKNOWN|UNKNOWN_CA|BAD_CERTIFICATE|CERTIFICATE_EXPIRED|CERTIFICATE_REVOKED|UNSUPPORTED_CERTIFICATE)$/;
+const CERTIFICATE_REFUSED = /^ERR_SSL_(?:SSLV3|TLSV1|TLSV13)_ALERT_(?:CERTIFICATE_UNKNOWN|UNKNOWN_CA|BAD_CERTIFICATE|CERTIFICATE_EXPIRED|CERTIFICATE_REVOKED|UNSUPPORTED_CERTIFICATE)$/;
 
 /** Whether a listener's `tlsClientError` is the client refusing the listener's certificate. */
 export function refusesCertificate(err: NodeJS.ErrnoException): boolean {
