@@ -228,6 +228,35 @@ export function keepWhileReading(client: MqttClient, reading: () => { read: numb
 }
 
 /**
+ * Waits for `answer`, the server's answer on `client` to something written there, for as long as
+ * the server is heard from: 'done' once `answer` settled, 'silent' once `ms` passed with no packet
+ * read on the connection. A busy server answers late but not silently: its answer comes behind the
+ * messages it sends first (a persistent session's backlog, read at the route's pace), and a wait
+ * that measured time gave up on it while those were still coming. Each packet read starts the wait
+ * over, as keepWhileReading lets a packet read answer for the keepalive. Not a PINGRESP: mqtt.js's
+ * keepalive has one every keepaliveSeconds, and a server that answered those and never `answer`
+ * would otherwise hold the caller for ever.
+ */
+export function whileHeard(client: MqttClient, answer: Promise<unknown>, ms: number): Promise<'done' | 'silent'> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => settle('silent'), ms);
+    const heard = (packet: { cmd: string }) => {
+      if (packet.cmd !== 'pingresp') timer.refresh();
+    };
+    const settle = (how: 'done' | 'silent') => {
+      clearTimeout(timer);
+      client.off('packetreceive', heard);
+      resolve(how);
+    };
+    client.on('packetreceive', heard);
+    answer.then(
+      () => settle('done'),
+      () => settle('done'),
+    );
+  });
+}
+
+/**
  * Whether the server of `settings` (its url, TLS and credentials) answers a connection of its own
  * within connectTimeoutMs: a CONNACK of any kind (a refused client id, credentials or connection
  * count is an answer too), or the server closing the connection, says it runs. No answer, or a connection the address refuses

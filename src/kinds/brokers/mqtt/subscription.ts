@@ -11,10 +11,9 @@ import type { BrokerTelemetry, Health, Qos, StopOptions, SubscribeSpec } from '.
 import { reconnectBackoff } from '../../../core/backoff.js';
 import { handOver, Relay, repeatedHeaders, singleValued } from '../acknowledgement.js';
 import { InFlightWindow } from '../../../core/in-flight-window.js';
-import { within } from '../../../core/within.js';
 import type { MqttSettings } from '../mqtt.js';
 import { acknowledgement, PUBACK, PUBREC } from './acks.js';
-import { ACKNOWLEDGED_BY_ROUTE, clientOptions, disconnect, keepWhileReading, Link, serverAnswers, type MqttLib } from './connection.js';
+import { ACKNOWLEDGED_BY_ROUTE, clientOptions, disconnect, keepWhileReading, Link, serverAnswers, whileHeard, type MqttLib } from './connection.js';
 import { countLive, leftSessions } from './sessions.js';
 import { SHARED_SUBSCRIPTIONS_NOT_SUPPORTED, sharingUnavailable, UNSHARED_FIX, type ConnackProperties } from './shared-subscriptions.js';
 import { qosFor, sharable } from './topics.js';
@@ -439,7 +438,9 @@ export class MqttSubscription {
     this.retiring = true;
     const unsubscribed = new Promise<Error | undefined>((resolve) => client.unsubscribe(filter, (err) => resolve(err ?? undefined)));
     // A server that stopped answering sends no UNSUBACK: the reload does not wait for its keepalive.
-    const refused = (await within(unsubscribed, this.settings.ackTimeoutMs)) === 'late' ? new Error(`no UNSUBACK within ackTimeoutMs (${this.settings.ackTimeoutMs} ms)`) : await unsubscribed;
+    // A busy one sends it behind the messages it sends first, each of which starts the wait over.
+    const ms = this.settings.ackTimeoutMs;
+    const refused = (await whileHeard(client, unsubscribed, ms)) === 'silent' ? new Error(`no UNSUBACK, and nothing else from the server, for ackTimeoutMs (${ms} ms)`) : await unsubscribed;
     if (refused) {
       this.log.warn({ err: refused.message, filter }, 'mqtt consume route a reload removed could not unsubscribe before it stops; its session is ended as it is');
       return false;
@@ -457,32 +458,29 @@ export class MqttSubscription {
 
   /**
    * A PINGREQ written behind everything the route wrote so far; true once a PINGRESP came, false if
-   * the connection closed first, or no answer came within `ackTimeoutMs` (a server that stopped
-   * answering would otherwise hold the reload until the keepalive gave the connection up). mqtt.js's
-   * own keepalive PINGREQ may be answered first: leaveGroup asks for two quiet round trips in a row,
-   * so one such early answer alone does not end it.
+   * the connection closed first, or the server sent nothing for `ackTimeoutMs` (a server that
+   * stopped answering would otherwise hold the reload until the keepalive gave the connection up;
+   * one still sending messages ahead of the PINGRESP is waited for, whileHeard). mqtt.js's own
+   * keepalive PINGREQ may be answered first: leaveGroup asks for two quiet round trips in a row, so
+   * one such early answer alone does not end it.
    */
-  private roundTrip(): Promise<boolean> {
+  private async roundTrip(): Promise<boolean> {
     const client = this.link.client;
     const stream = client.stream;
-    if (!client.connected || !stream?.writable) return Promise.resolve(false);
-    return new Promise((resolve) => {
-      const answered = (packet: { cmd: string }) => {
-        if (packet.cmd !== 'pingresp') return;
-        done(true);
-      };
-      const closed = () => done(false);
-      const timer = setTimeout(() => done(false), this.settings.ackTimeoutMs);
-      const done = (ok: boolean) => {
-        clearTimeout(timer);
-        client.off('packetreceive', answered);
-        client.off('close', closed);
-        resolve(ok);
-      };
-      client.on('packetreceive', answered);
-      client.on('close', closed);
-      stream.write(PINGREQ);
-    });
+    if (!client.connected || !stream?.writable) return false;
+    let done = (_ok: boolean) => undefined as void;
+    const outcome = new Promise<boolean>((resolve) => (done = resolve));
+    const answered = (packet: { cmd: string }) => {
+      if (packet.cmd === 'pingresp') done(true);
+    };
+    const closed = () => done(false);
+    client.on('packetreceive', answered);
+    client.on('close', closed);
+    stream.write(PINGREQ);
+    const heard = await whileHeard(client, outcome, this.settings.ackTimeoutMs);
+    client.off('packetreceive', answered);
+    client.off('close', closed);
+    return heard === 'done' && (await outcome);
   }
 
   async stop(options?: StopOptions): Promise<void> {
