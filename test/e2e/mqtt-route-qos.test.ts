@@ -6,7 +6,7 @@ import { post, type HttpReply } from '../helpers/clients.js';
 import { readyz } from '../helpers/outage.js';
 import { scrape } from '../helpers/prometheus.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
-import { MosquittoSub } from '../helpers/peers.js';
+import { MosquittoSub, mqttPackets } from '../helpers/peers.js';
 import { startMosquitto, startNatsMqtt, type MessageServer, type NatsMqttServer } from '../helpers/servers.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 
@@ -71,28 +71,9 @@ class PubcompHold {
   }
 }
 
-/** Calls `each` with every whole MQTT packet read from `socket` (fixed header, remaining length, body). */
+/** Calls `each` with every whole MQTT packet read from `socket`. */
 function packets(socket: Socket, each: (packet: Buffer) => void): void {
-  let buf = Buffer.alloc(0);
-  socket.on('data', (chunk: Buffer) => {
-    buf = Buffer.concat([buf, chunk]);
-    for (;;) {
-      let len = 0;
-      let p = 1;
-      let complete = false;
-      for (let mul = 1; p < buf.length && p <= 4; mul *= 128) {
-        const b = buf[p++]!;
-        len += (b & 0x7f) * mul;
-        if (b < 0x80) {
-          complete = true;
-          break;
-        }
-      }
-      if (!complete || buf.length < p + len) return;
-      each(buf.subarray(0, p + len));
-      buf = buf.subarray(p + len);
-    }
-  });
+  socket.on('data', mqttPackets(each));
 }
 
 /**

@@ -175,6 +175,51 @@ export class MosquittoSub {
   }
 }
 
+/**
+ * Splits an MQTT byte stream, fed chunk by chunk to what it returns, into whole packets (fixed
+ * header, remaining length, body), each given to `each` as it completes.
+ */
+export function mqttPackets(each: (packet: Buffer) => void): (chunk: Buffer) => void {
+  let buf = Buffer.alloc(0);
+  return (chunk) => {
+    buf = Buffer.concat([buf, chunk]);
+    for (;;) {
+      let len = 0;
+      let p = 1;
+      let complete = false;
+      for (let mul = 1; p < buf.length && p <= 4; mul *= 128) {
+        const b = buf[p++]!;
+        len += (b & 0x7f) * mul;
+        if (b < 0x80) {
+          complete = true;
+          break;
+        }
+      }
+      if (!complete || buf.length < p + len) return;
+      each(buf.subarray(0, p + len));
+      buf = buf.subarray(p + len);
+    }
+  };
+}
+
+/**
+ * For a TcpProxy between an MQTT client and server (`toClient` or `toServer`): passes the stream
+ * on packet by packet, each through `each`, which passes it (`pass`) at once, later, or never.
+ */
+export function mqttPacketGate(each: (packet: Buffer, pass: (packet: Buffer) => void) => void): Transform {
+  const gate = new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      split(chunk);
+      done();
+    },
+  });
+  const pass = (packet: Buffer) => {
+    if (!gate.destroyed) gate.push(packet);
+  };
+  const split = mqttPackets((packet) => each(packet, pass));
+  return gate;
+}
+
 // ---- AMQP: Python's pika (test/peers/amqp_peer.py) ---------------------------------------
 
 const PY = '/usr/bin/python3';

@@ -1,12 +1,17 @@
 import { once } from 'node:events';
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import type { Transform, Writable } from 'node:stream';
+import type { Readable, Transform, Writable } from 'node:stream';
 
-/** One proxied connection: the client's socket, the one to the server, and where the client's bytes go (the server's socket, or `toServer`'s stream in front of it). */
+/**
+ * One proxied connection: the client's socket, the one to the server, where the client's bytes go
+ * (the server's socket, or `toServer`'s stream in front of it) and where the server's come from
+ * (the server's socket, or `toClient`'s stream behind it).
+ */
 interface Link {
   client: Socket;
   upstream: Socket;
   into: Writable;
+  out: Readable;
   parted?: Parted;
 }
 
@@ -33,15 +38,16 @@ export class TcpProxy {
   private held: (() => void)[] | undefined;
   /** refuse(): new connections are closed at once. */
   private refusing = false;
-  /** Each connection's way back (upstream → client), for holdReplies(). */
-  private readonly replies = new Map<Socket, Socket>();
+  /** Each connection's way back (the server's bytes → client), for holdReplies(). */
+  private readonly replies = new Map<Readable, Socket>();
   private constructor(private readonly server: Server) {}
 
   /**
    * `toServer`: a stream each connection's client bytes pass through on their way to the server (one per connection).
+   * `toClient`: the same for the server's bytes on their way to the client.
    * `host`: the address it listens on (default 127.0.0.1; `::1` to stand for a server reached over IPv6).
    */
-  static async start(targetPort: number, options: { toServer?: () => Transform; host?: string } = {}): Promise<TcpProxy> {
+  static async start(targetPort: number, options: { toServer?: () => Transform; toClient?: () => Transform; host?: string } = {}): Promise<TcpProxy> {
     const server = createServer();
     const proxy = new TcpProxy(server);
     server.on('connection', (client) => {
@@ -54,7 +60,8 @@ export class TcpProxy {
         if (client.destroyed) return;
         const upstream = connect(targetPort, '127.0.0.1');
         const into = options.toServer ? options.toServer() : upstream;
-        const link: Link = { client, upstream, into };
+        const out = options.toClient ? upstream.pipe(options.toClient()) : upstream;
+        const link: Link = { client, upstream, into, out };
         proxy.sockets.add(upstream);
         proxy.links.add(link);
         // In a partition neither side learns of the other's close (heal() settles it).
@@ -70,9 +77,9 @@ export class TcpProxy {
         });
         if (into !== upstream) client.pipe(into).pipe(upstream);
         else client.pipe(upstream);
-        upstream.pipe(client);
-        proxy.replies.set(upstream, client);
-        upstream.on('close', () => proxy.replies.delete(upstream));
+        out.pipe(client);
+        proxy.replies.set(out, client);
+        upstream.on('close', () => proxy.replies.delete(out));
         client.resume();
       };
       if (proxy.held) proxy.held.push(go);
@@ -93,17 +100,17 @@ export class TcpProxy {
    * with data in flight does.
    */
   holdReplies(): void {
-    for (const [upstream, client] of this.replies) {
-      upstream.unpipe(client);
-      upstream.pause();
+    for (const [out, client] of this.replies) {
+      out.unpipe(client);
+      out.pause();
     }
   }
 
   /** Passes what the server sends again, what holdReplies() held first. */
   releaseReplies(): void {
-    for (const [upstream, client] of this.replies) {
-      upstream.pipe(client);
-      upstream.resume();
+    for (const [out, client] of this.replies) {
+      out.pipe(client);
+      out.resume();
     }
   }
 
@@ -144,19 +151,19 @@ export class TcpProxy {
     this.held ??= [];
     for (const link of this.links) {
       if (link.parted) continue;
-      const { client, upstream } = link;
+      const { client, out } = link;
       client.unpipe();
-      upstream.unpipe(client);
+      out.unpipe(client);
       const p: Parted = { toServer: [], fin: false, reset: false, toClient: [], serverClosed: false, stop: () => undefined };
       const fromClient = (b: Buffer) => p.toServer.push(b);
       const fromServer = (b: Buffer) => p.toClient.push(b);
       const fin = () => (p.fin = true);
       const reset = (err: NodeJS.ErrnoException) => (p.reset ||= err.code === 'ECONNRESET');
       client.on('data', fromClient).on('end', fin).on('error', reset).resume();
-      upstream.on('data', fromServer).resume();
+      out.on('data', fromServer).resume();
       p.stop = () => {
         client.off('data', fromClient).off('end', fin).off('error', reset);
-        upstream.off('data', fromServer);
+        out.off('data', fromServer);
       };
       link.parted = p;
     }
@@ -193,7 +200,7 @@ export class TcpProxy {
       if (!p) continue;
       p.stop();
       link.parted = undefined;
-      const { client, upstream, into } = link;
+      const { client, upstream, into, out } = link;
       if (p.reset || p.serverClosed) {
         // Nothing more reaches the server: the client's kernel dropped it, or the server is gone.
         if (!upstream.destroyed) upstream.resetAndDestroy();
@@ -207,7 +214,7 @@ export class TcpProxy {
       }
       for (const b of p.toClient) client.write(b);
       client.pipe(into);
-      upstream.pipe(client);
+      out.pipe(client);
     }
     this.release();
   }

@@ -1,0 +1,204 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { eventually, useGateway, withLogsOnFailure } from '../helpers/gateway.js';
+import { MosquittoPubStream, mqttPacketGate } from '../helpers/peers.js';
+import { startMosquitto, type MessageServer } from '../helpers/servers.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+
+/** MQTT control packet types (the fixed header's high nibble). */
+const UNSUBSCRIBE = 10;
+const UNSUBACK = 11;
+
+/** The deadline of the waits of a route leaving its group (its UNSUBACK, each PINGRESP). */
+const DEADLINE_MS = 2000;
+/** 'slow': the proxy passes one of the server's packets each PACE_MS, in order. */
+const PACE_MS = 150;
+
+/**
+ * What the proxy between the gateway and mosquitto does with the server's packets: pass them as
+ * they come; pass them one each PACE_MS, in order, so what the server sent last (the UNSUBACK)
+ * comes behind what it sent first (a session's backlog), as from a server busy sending a backlog;
+ * drop the UNSUBACK alone (the server answers pings, never the UNSUBSCRIBE); or, once the client
+ * unsubscribed, pass nothing more (true silence).
+ */
+type Mode = 'pass' | 'slow' | 'unsuback-never' | 'silent';
+
+/** One proxied connection: whether the client sent an UNSUBSCRIBE, and when the proxy last passed a packet of the server's. */
+interface Connection {
+  unsubscribed: boolean;
+  lastPassedAt: number;
+}
+
+/**
+ * A consume route a reload removes unsubscribes and takes what its persistent session still
+ * holds before the session is ended (mqtt-removed-route-session). Its waits for the server's
+ * answers (the UNSUBACK, each PINGRESP) were bounded by `ackTimeoutMs` from the moment it asked:
+ * a server busy sending the session's backlog, whose UNSUBACK came behind it later than that, had
+ * the route give up and stop as it was, the backlog ended with the session. The waits now start
+ * over at each packet read: only ackTimeoutMs of silence ends them.
+ */
+describe('hot reload: an MQTT consume route removed while the server is slow to answer', () => {
+  let mqtt: MessageServer;
+  let proxy: TcpProxy;
+  let webhook: WebhookReceiver;
+  let mode: Mode = 'pass';
+  /** 'slow': how many of the server's packets were waiting in the proxy ahead of the UNSUBACK. */
+  let aheadOfUnsuback: number | undefined;
+  /** 'silent': when the proxy last passed a packet on the connection it then silenced (the route's silence starts there). */
+  let silentSince: number | undefined;
+  const clientId = `eg-slow-leave-${process.pid}`;
+
+  before(async () => {
+    [mqtt, webhook] = await Promise.all([startMosquitto(), WebhookReceiver.start()]);
+    // The connection the proxy opens now: TcpProxy makes its two gates one after the other,
+    // toServer's first, so toClient's finds the state toServer's made.
+    let opening: Connection | undefined;
+    proxy = await TcpProxy.start(mqtt.port, {
+      toServer: () => {
+        const connection: Connection = { unsubscribed: false, lastPassedAt: 0 };
+        opening = connection;
+        return mqttPacketGate((packet, pass) => {
+          if (packet[0]! >> 4 === UNSUBSCRIBE) connection.unsubscribed = true;
+          pass(packet);
+        });
+      },
+      toClient: () => {
+        const connection = opening!;
+        const slow: Buffer[] = [];
+        let dripping: NodeJS.Timeout | undefined;
+        return mqttPacketGate((packet, pass) => {
+          const type = packet[0]! >> 4;
+          const passOn = (p: Buffer) => {
+            pass(p);
+            connection.lastPassedAt = Date.now();
+          };
+          if (mode === 'silent' && connection.unsubscribed) {
+            silentSince ??= connection.lastPassedAt;
+            return;
+          }
+          if (type === UNSUBACK && mode === 'unsuback-never') return;
+          if (mode !== 'slow' && slow.length === 0) return passOn(packet);
+          if (type === UNSUBACK) aheadOfUnsuback = slow.length;
+          slow.push(packet);
+          const drip = () => {
+            passOn(slow.shift()!);
+            dripping = slow.length > 0 ? setTimeout(drip, PACE_MS) : undefined;
+          };
+          dripping ??= setTimeout(drip, PACE_MS);
+        });
+      },
+    });
+  });
+  after(async () => {
+    await Promise.all([proxy?.stop(), mqtt?.stop(), webhook?.stop()]);
+  });
+
+  // `pinged`: keepalive every second, so mqtt.js's PINGREQs are answered well within DEADLINE_MS.
+  // `relay`: the memory topic `busy` to its webhook (see the first test); `kept` makes it a topic a route writes to.
+  const config = (routes: string) => `version: 1
+admin: {port: 0}
+brokers:
+  mqtt: {kind: mqtt, url: "mqtt://127.0.0.1:${proxy.port}", clientId: ${clientId}, qos: 1, ackTimeoutMs: ${DEADLINE_MS}, connectTimeoutMs: 2000}
+  pinged: {kind: mqtt, url: "mqtt://127.0.0.1:${proxy.port}", clientId: ${clientId}-pinged, qos: 1, ackTimeoutMs: ${DEADLINE_MS}, connectTimeoutMs: 2000, keepaliveSeconds: 1}
+  local: {kind: memory}
+routes:
+  - name: kept
+    from: {broker: mqtt, topic: slow/kept}
+    to: {broker: local, topic: busy}
+  - name: relay
+    from: {broker: local, topic: busy}
+    to: {http: {url: "${webhook.url}/busy"}}
+${routes}`;
+  const route = (name: string, broker = 'mqtt', to = `{http: {url: "${webhook.url}/${name}", concurrency: 1}}`) => `  - name: ${name}
+    from: {broker: ${broker}, topic: slow/${name}}
+    to: ${to}
+`;
+  const gw = useGateway(() => config(''));
+
+  /** Adds route `name` (`routed` says how), publishes `total` messages to its topic, and waits for `first` of them at the webhook. */
+  const backlog = async (name: string, total: number, first: number, routed = route(name)) => {
+    const line = await gw.reconfigure(config(routed));
+    assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === name, 15000, gw.logs.indexOf(line));
+    const pub = MosquittoPubStream.start(mqtt, `slow/${name}`, 1);
+    pub.write(Array.from({ length: total }, (_, n) => JSON.stringify({ n })));
+    await pub.end();
+    await eventually(() => assert.ok(delivered(name).length >= first, `${delivered(name).length} delivered`), 15000);
+  };
+  const delivered = (name: string) => webhook.requests.filter((r) => r.url === `/${name}`).map((r) => (JSON.parse(r.body) as { n: number }).n);
+  /** Removes every route but `kept` and `relay`, and waits for the removed route's session to be ended; the log lines from the reload on. */
+  const remove = async (name: string) => {
+    const from = gw.logs.length;
+    const line = await gw.reconfigure(config(''));
+    assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
+    await gw.waitForLog((l) => l.msg === 'mqtt session of a consume route a reload removed ended on the server' && String(l.session).endsWith(`-${name}`), 15000, from);
+    return gw.logs.slice(from);
+  };
+  const gaveUp = (logs: { msg: string }[]) => logs.find((l) => l.msg.startsWith('mqtt consume route a reload removed could not unsubscribe')) as { err?: string; time?: string } | undefined;
+  const SILENT = `no UNSUBACK, and nothing else from the server, for ackTimeoutMs (${DEADLINE_MS} ms)`;
+
+  it('waits for an UNSUBACK that comes behind the backlog, past ackTimeoutMs, and delivers the whole backlog once', () =>
+    withLogsOnFailure(
+      () => [gw],
+      async () => {
+        const total = 60;
+        mode = 'slow';
+        try {
+          // To a memory topic, not a webhook: a route that stops cuts its webhook tries in flight after
+          // 5 s (WEBHOOK_STOP_GRACE_MS), which a leave this long reaches, and the message then cut
+          // goes with the session (given back, never sent again): a loss of its own, not this one.
+          await backlog('busy', total, 3, route('busy', 'mqtt', '{broker: local, topic: busy}'));
+          const logs = await remove('busy');
+          assert.ok(
+            aheadOfUnsuback !== undefined && aheadOfUnsuback * PACE_MS > DEADLINE_MS,
+            `the UNSUBACK came behind ${aheadOfUnsuback} packets, ${PACE_MS} ms apart: past ackTimeoutMs (${DEADLINE_MS} ms)`,
+          );
+          const got = delivered('busy');
+          const missing = Array.from({ length: total }, (_, n) => n).filter((n) => !got.includes(n));
+          assert.deepEqual(missing, [], `${missing.length} of ${total} queued messages lost with the session`);
+          assert.equal(got.length, total, 'each delivered once');
+          assert.equal(gaveUp(logs), undefined, 'it did not give up on a server still sending');
+          assert.ok(logs.some((l) => l.msg.startsWith('mqtt consume route a reload removed unsubscribed')));
+        } finally {
+          mode = 'pass';
+        }
+      },
+    ));
+
+  it('gives up on a server that answers its keepalive pings but never the UNSUBSCRIBE', () =>
+    withLogsOnFailure(
+      () => [gw],
+      async () => {
+        await backlog('unanswered', 3, 3, route('unanswered', 'pinged'));
+        mode = 'unsuback-never';
+        try {
+          const logs = await remove('unanswered');
+          assert.equal(gaveUp(logs)?.err, SILENT);
+          assert.deepEqual(delivered('unanswered').sort(), [0, 1, 2]);
+        } finally {
+          mode = 'pass';
+        }
+      },
+    ));
+
+  it('gives up once the server is silent for ackTimeoutMs, counted from the last packet it sent, and the reload goes on', () =>
+    withLogsOnFailure(
+      () => [gw],
+      async () => {
+        await backlog('frozen', 3, 3);
+        mode = 'silent';
+        try {
+          const logs = await remove('frozen');
+          const line = gaveUp(logs);
+          assert.equal(line?.err, SILENT);
+          // Not earlier than ackTimeoutMs after the last packet the proxy passed on that connection (the route read it after).
+          assert.ok(silentSince !== undefined, 'the proxy silenced the connection');
+          const waited = Date.parse(String(line.time)) - silentSince;
+          assert.ok(waited >= DEADLINE_MS, `gave up ${waited} ms after the last packet`);
+        } finally {
+          mode = 'pass';
+        }
+      },
+    ));
+});
