@@ -91,7 +91,7 @@ const options = kindOptions('mqtt', {
   ackTimeoutMs: int(
     5000,
     1,
-    "A publish not acknowledged (PUBACK / PUBCOMP) by then fails: HTTP 503, retry for consume routes, which first wait for the late acknowledgement or the connection's loss (taken: not published again). Also how long a consume route a reload removes waits for each answer of the server as it leaves its group (its UNSUBACK, each PINGRESP) before it stops as it is, so a server that stopped answering does not hold the reload. A reload that changes it applies it in place to both, the running routes' waits included.",
+    "A publish not acknowledged (PUBACK / PUBCOMP) by then fails: HTTP 503, retry for consume routes, which first wait for the late acknowledgement or the connection's loss (taken: not published again). Also, for a consume route a reload removes, how long the server may send nothing while the route leaves its group: the route waits for each answer (its UNSUBACK, each PINGRESP) as long as the server sends something, each packet it reads starting the wait over (a busy server's answer comes behind the session's backlog), and stops as it is once nothing but keepalive PINGRESPs came for this long, so a server that stopped answering does not hold the reload. A reload that changes it applies it in place to both, the running routes' waits included.",
   ),
 });
 type MqttOptions = Static<typeof options>;
