@@ -10,8 +10,8 @@ import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 import { freezeProcess } from '../helpers/outage.js';
 
 const run = promisify(execFile);
-// ackTimeoutMs also bounds the waits of a route leaving its group (its UNSUBACK, each round trip): room enough that a
-// loaded machine's server, busy with ~1,000 messages a second, meets none of them; the frozen server's test reloads to DEADLINE_MS.
+// ackTimeoutMs also bounds the silence a route leaving its group waits out (for its UNSUBACK, each round trip; each packet
+// read starts it over): room enough that no pause of a loaded machine reaches it; the frozen server's test reloads to DEADLINE_MS.
 const ROOM_MS = 30_000;
 const DEADLINE_MS = 2000;
 
