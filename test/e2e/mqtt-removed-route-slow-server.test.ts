@@ -88,7 +88,7 @@ describe('hot reload: an MQTT consume route removed while the server is slow to 
             passOn(slow.shift()!);
             dripping = slow.length > 0 ? setTimeout(drip, PACE_MS) : undefined;
           };
-          dripping ??= setTimeout(drip, PACE_MS);
+          if (!dripping) dripping = setTimeout(drip, PACE_MS);
         });
       },
     });

@@ -468,7 +468,7 @@ export class MqttSubscription {
     const client = this.link.client;
     const stream = client.stream;
     if (!client.connected || !stream?.writable) return false;
-    let done = (_ok: boolean) => undefined as void;
+    let done!: (ok: boolean) => void;
     const outcome = new Promise<boolean>((resolve) => (done = resolve));
     const answered = (packet: { cmd: string }) => {
       if (packet.cmd === 'pingresp') done(true);
