@@ -39,7 +39,7 @@ export class RecordingEndpoints implements RequestSender {
       else listener.answered(ticket, undefined, { status: answer?.status ?? 200, retryAfter: answer?.retryAfter?.toString(), location: answer?.location, text: answer?.body ?? '' });
     });
     return {
-      status: 0,
+      answer: undefined,
       // A test's endpoint that does not answer got the request; a refused connection did not.
       sent: answer?.error !== 'refused',
       abort: () => {

@@ -115,14 +115,17 @@ export const TIMED_OUT: Error & { code?: string } = Object.assign(new Error('no 
 
 /** A request in flight; abort() ends it (its connection is closed) without a callback. */
 export interface Exchange {
-  /** The answer's status once its headers came, else 0. */
-  readonly status: number;
   /**
    * The request went out on a connection (undici's onConnect: a socket was open and the request
    * written to it), so an endpoint that then failed to answer may have taken it; before that (a
    * refused connection, DNS, TLS) it cannot have.
    */
   readonly sent: boolean;
+  /**
+   * The answer as far as it came: once its status line and headers did (a status), with the body
+   * kept so far; else undefined. A try cut by its timer is judged by it (its body stalled).
+   */
+  readonly answer: ClientAnswer | undefined;
   abort(): void;
 }
 
@@ -236,6 +239,17 @@ class AnswerHandler implements Dispatcher.DispatchHandler, ClientAnswer, Exchang
     return this.cut !== undefined;
   }
 
+  get answer(): ClientAnswer | undefined {
+    if (this.status === 0) return undefined;
+    this.keepText();
+    return this;
+  }
+
+  /** The failed answer's body kept so far, as text. */
+  private keepText(): void {
+    if (this.kept) this.text = Buffer.concat(this.kept).toString('utf8').slice(0, MAX_TEXT);
+  }
+
   onConnect(abort: (err: Error) => void): void {
     this.cut = abort;
     if (this.client !== undefined) this.reused = (this.client.served[this.lane] ?? 0) > 0;
@@ -265,7 +279,7 @@ class AnswerHandler implements Dispatcher.DispatchHandler, ClientAnswer, Exchang
     if (this.over) return;
     this.over = true;
     if (this.client !== undefined) this.client.served[this.lane] = (this.client.served[this.lane] ?? 0) + 1;
-    if (this.kept) this.text = Buffer.concat(this.kept).toString('utf8').slice(0, MAX_TEXT);
+    this.keepText();
     this.listener.answered(this.ticket, undefined, this);
   }
 
@@ -285,8 +299,10 @@ class AnswerHandler implements Dispatcher.DispatchHandler, ClientAnswer, Exchang
       return;
     }
     this.over = true;
-    // A 2xx status line is the endpoint's acceptance: a body cut short after it is no reason to send the message again.
-    if (this.status >= 200 && this.status < 300) this.listener.answered(this.ticket, undefined, this);
+    // The status line is the endpoint's word, whatever became of the body after it: a 2xx its
+    // acceptance (no reason to send the message again), a 410 its refusal, a 429 its ask to wait
+    // Retry-After. Taken as a closed connection, a refusal was retried and said to "may have reached it".
+    if (this.status >= 200) this.listener.answered(this.ticket, undefined, this.answer);
     else this.listener.answered(this.ticket, err, undefined);
   }
 

@@ -83,7 +83,8 @@ export const webhookOptions = Type.Object(
       Type.Integer({
         minimum: 1,
         default: WEBHOOK_DEFAULTS.timeoutMs,
-        description: 'Time one try may take, from sending to the end of the answer (a 2xx status line that came in time is a delivery, its body late or not).',
+        description:
+          'Time one try may take, from sending to the end of the answer. A status line that came in time decides the try, its body late or not: a 2xx is a delivery, a 4xx a refusal, a 429 or 5xx a retry (after its Retry-After).',
       }),
     ),
     retry: Type.Optional(
@@ -519,15 +520,17 @@ export class WebhookTarget implements Target {
     flight.slot = undefined;
     const exchange = flight.exchange;
     flight.exchange = undefined;
-    const status = exchange?.status ?? 0;
-    if (status === 0 && exchange?.sent) flight.mayHaveReached = true;
+    const answer = exchange?.answer;
+    if (answer === undefined && exchange?.sent) flight.mayHaveReached = true;
     exchange?.abort();
     this.release(slot);
-    if (status >= 200 && status < 300) {
-      // The endpoint accepted the message; only the body after its status line is late (stalled,
-      // endless). Retrying would deliver it twice and name a delivered message as failed.
-      this.counters?.answered('2xx');
-      return this.ended(flight, { ok: true, status });
+    if (answer !== undefined) {
+      // The endpoint answered in time; only the body after its status line is late (stalled,
+      // endless). The status decides: a 2xx is a delivery (retrying would deliver it twice), a 4xx
+      // a refusal, a 429 or 503 is retried after its Retry-After.
+      const a = classify(answer, flight.request.display);
+      this.counters?.answered(a.ok ? '2xx' : a.result);
+      return this.ended(flight, a);
     }
     this.counters?.answered('timeout');
     const display = flight.request.display;
