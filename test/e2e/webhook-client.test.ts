@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { createSecureServer, type Http2SecureServer } from 'node:http2';
+import { createSecureServer, createServer as createH2cServer, type Http2SecureServer, type Http2Server } from 'node:http2';
 import { join } from 'node:path';
 import { createServer as createTcpServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
@@ -97,6 +97,8 @@ describe("webhook targets' HTTP client, against an endpoint on raw sockets", () 
   let misnamed: RawEndpoint;
   /** An HTTP/2-only endpoint (node:http2 without allowHTTP1), whose certificate the gateway trusts. */
   let h2only: Http2SecureServer;
+  /** An HTTP/2-only endpoint without TLS (h2c: node:http2's createServer). */
+  let h2c: Http2Server;
   let idle: RawEndpoint;
   /** Asks for a client certificate of the CA (mutual TLS), which webhook targets do not present. */
   let mutual: RawEndpoint;
@@ -112,6 +114,9 @@ describe("webhook targets' HTTP client, against an endpoint on raw sockets", () 
     h2only = createSecureServer({ cert: certs.a.cert, key: certs.a.key }, (_req, res) => res.end());
     h2only.listen(0, '127.0.0.1');
     await once(h2only, 'listening');
+    h2c = createH2cServer((_req, res) => res.end());
+    h2c.listen(0, '127.0.0.1');
+    await once(h2c, 'listening');
     idle = await RawEndpoint.start();
     idle.idleCloseMs = 100;
     mutual = await RawEndpoint.start({ ...certs.a, ca: certs.ca.cert, requestCert: true, rejectUnauthorized: true });
@@ -157,6 +162,9 @@ routes:
   - name: h2only
     from: { listener: api, path: /h2only }
     to: { http: { url: "https://127.0.0.1:${(h2only.address() as AddressInfo).port}/hook", retry: { attempts: 1 } } }
+  - name: h2c
+    from: { listener: api, path: /h2c }
+    to: { http: { url: "http://127.0.0.1:${(h2c.address() as AddressInfo).port}/hook", retry: { attempts: 2, backoffMs: 10 } } }
   - name: mutual
     from: { listener: api, path: /mutual }
     to: { http: { url: "https://127.0.0.1:${mutual.port}/hook", retry: { attempts: 2, backoffMs: 10 } } }
@@ -167,7 +175,16 @@ routes:
     () => ({ env: { NODE_EXTRA_CA_CERTS: trusted } }),
   );
   after(async () => {
-    await Promise.all([raw?.stop(), secure?.stop(), untrusted?.stop(), misnamed?.stop(), idle?.stop(), mutual?.stop(), new Promise((r) => (h2only ? h2only.close(r) : r(undefined)))]);
+    await Promise.all([
+      raw?.stop(),
+      secure?.stop(),
+      untrusted?.stop(),
+      misnamed?.stop(),
+      idle?.stop(),
+      mutual?.stop(),
+      new Promise((r) => (h2only ? h2only.close(r) : r(undefined))),
+      new Promise((r) => (h2c ? h2c.close(r) : r(undefined))),
+    ]);
   });
 
   const post = async (path: string, body: unknown) => {
@@ -312,6 +329,16 @@ routes:
       assert.equal(raw.seen.length, from + 2);
       assert.ok(performance.now() - started >= 1000, `${path}: the second try waited the Retry-After`);
     }
+  });
+
+  it('says that an endpoint answering with an HTTP/2 frame takes only h2c, and not that it may have the message', async () => {
+    const r = await post('/h2c', { n: 1 });
+    assert.equal(r.status, 502);
+    assert.equal(r.body.code, 'EG_WEBHOOK_FAILED');
+    assert.match(
+      r.body.detail!,
+      /\/hook sent an answer the HTTP client could not read \(Response does not match the HTTP\/1\.1 protocol [^)]*\)\); that is an HTTP\/2 frame: the endpoint takes only HTTP\/2 without TLS \(h2c\), and webhook requests are HTTP\/1\.1, which it never read \(after 2 tries\)$/,
+    );
   });
 
   it('sends a request again, once, on a new connection when the kept-alive one it went out on was closed idle by the endpoint, not counting it as a try', async () => {

@@ -500,7 +500,8 @@ export class WebhookTarget implements Target {
     if (ticket !== flight.tries || slot === undefined || slot.flight !== flight) return;
     if (err === TIMED_OUT) return this.expire(slot, flight);
     // A TLS alert (the endpoint refused our certificate, or the lack of one, after a TLS 1.3 handshake) is a refusal before any request was read.
-    if (answer === undefined && flight.exchange?.sent && !isTlsFailure(err)) flight.mayHaveReached = true;
+    // So is an HTTP/2 frame: an h2c-only endpoint reads no HTTP/1.1 request.
+    if (answer === undefined && flight.exchange?.sent && !isTlsFailure(err) && !http2Answer(err)) flight.mayHaveReached = true;
     slot.flight = undefined;
     flight.slot = undefined;
     flight.exchange = undefined;
@@ -567,12 +568,27 @@ export class WebhookTarget implements Target {
 function unanswered(display: string, err: (Error & { code?: string }) | undefined): string {
   const code = err?.code;
   if (code === 'UND_ERR_SOCKET') return `${display} closed the connection before a complete answer (${code}: ${err!.message})`;
-  if (code?.startsWith('HPE_') || (code?.startsWith('UND_ERR_') && code !== 'UND_ERR_CONNECT_TIMEOUT')) return `${display} sent an answer the HTTP client could not read (${code}: ${err!.message})`;
+  if (code?.startsWith('HPE_') || (code?.startsWith('UND_ERR_') && code !== 'UND_ERR_CONNECT_TIMEOUT'))
+    return `${display} sent an answer the HTTP client could not read (${code}: ${err!.message})${http2Answer(err) ? H2C_HINT : ''}`;
   // undici's parser error for bytes that are no HTTP answer (`garbage`, an SSH banner) has no code: the endpoint was reached all the same.
-  if (err?.name === 'HTTPParserError') return `${display} sent an answer the HTTP client could not read (${err.message})`;
+  if (err?.name === 'HTTPParserError') return `${display} sent an answer the HTTP client could not read (${err.message})${http2Answer(err) ? H2C_HINT : ''}`;
   // A bare OpenSSL code (DEPTH_ZERO_SELF_SIGNED_CERT) did not say that the endpoint is there and where the fix is.
   if (isTlsFailure(err)) return `${display} could not be reached: the TLS handshake failed (${code}: ${tlsReason(err!)})${tlsHint(code!)}`;
   return `${display} could not be reached: ${code ?? err?.message}`;
+}
+
+/**
+ * The head of an HTTP/2 SETTINGS or GOAWAY frame on stream 0 (RFC 9113 §4.1: 3 bytes of length, the
+ * type, no flags, stream 0): what an endpoint that speaks only HTTP/2 without TLS (h2c, node:http2's
+ * createServer) answers an HTTP/1.1 request with, before closing. Its bytes as undici's parser error
+ * keeps them (`data`, as text: a length byte above 0x7f is one replacement character).
+ */
+const HTTP2_FRAME = /^\0\0[\s\S][\x04\x07]\0\0\0\0\0/;
+const H2C_HINT = '; that is an HTTP/2 frame: the endpoint takes only HTTP/2 without TLS (h2c), and webhook requests are HTTP/1.1, which it never read';
+
+/** The endpoint answered the request's HTTP/1.1 with HTTP/2 (h2c only): it read no request. */
+function http2Answer(err: (Error & { data?: unknown }) | undefined): boolean {
+  return err?.name === 'HTTPParserError' && typeof err.data === 'string' && HTTP2_FRAME.test(err.data);
 }
 
 /**
