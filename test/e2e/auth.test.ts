@@ -133,6 +133,13 @@ describe('auth step', () => {
         slowWaiting.push(answer);
         return;
       }
+      if (req.url === '/huge.json') {
+        // Another document than a key set: 2 MiB, streamed without a length.
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.write('{"keys": [');
+        for (let i = 0; i < 32; i++) res.write(' '.repeat(64 * 1024));
+        return res.end(']}');
+      }
       if (req.url === '/stale-forward-down.json') {
         res.writeHead(500);
         return res.end('identity provider down');
@@ -250,6 +257,10 @@ routes:
   - name: jwt-jwks-down
     from: {listener: api, path: /jwks-down}
     through: [{auth: {jwt: {jwksUrl: "http://127.0.0.1:9/jwks.json"}}}]
+    to: {broker: local, topic: out}
+  - name: jwt-jwks-huge
+    from: {listener: api, path: /jwks-huge}
+    through: [{auth: {jwt: {jwksUrl: "http://127.0.0.1:${jwksPort}/huge.json"}}}]
     to: {broker: local, topic: out}
   - name: ws-jwks-down
     from: {listener: push, path: /ws/jwks-down}
@@ -540,6 +551,16 @@ routes:
       assert.equal(stream.status, 503, await stream.text());
       const sse = await gw.waitForLog((l) => l.msg === 'event stream refused', 10_000, from);
       assert.match(String(sse.where), /^jwksUrl could not be fetched: it cannot be reached: /);
+    });
+
+    it('reads no more than 1 MiB of a JWKS URL that answers with more (another document): 503, saying so', async () => {
+      // It was read whole, as fast as it came, for the fetch's 5 s, and then called "did not answer".
+      const from = gw.logs.length;
+      const reply = await post(gw.url('api', '/jwks-huge'), {}, { authorization: `Bearer ${await rs({ sub: 'x' }, 'remote-1')}` });
+      assert.equal(reply.status, 503, reply.text);
+      assert.equal(reply.body.code, 'EG_AUTH_UNAVAILABLE');
+      const line = await gw.waitForLog((l) => l.route === 'jwt-jwks-huge' && l.level === 'warn', 10_000, from);
+      assert.equal(line.where, "jwksUrl could not be fetched: it answered with more than 1024 KiB, more than any key set holds (is jwksUrl the key set's own URL?); the rest was not read");
     });
 
     it('does not ask a failing JWKS URL again for every token: fetches after a failure are 2 s apart, then it recovers', async () => {

@@ -35,6 +35,12 @@ const KEY_SET_VERDICTS = new Set(['ERR_JWKS_NO_MATCHING_KEY', 'ERR_JWKS_MULTIPLE
 /** After a fetch of a JWKS URL failed, the next is not tried before this: tokens that need it meanwhile are 503. */
 const JWKS_RETRY_AFTER_FAILURE_MS = 2_000;
 const JWKS_TIMEOUT_MS = 5_000;
+/**
+ * The most of a jwksUrl's answer that is read: a provider's key set is a few KiB (a dozen RSA keys,
+ * about 10 KiB). A URL that names another document (a download, a stream) was read whole, as fast
+ * as it came, for the 5 s of the fetch (344 MB in one run), and then called "did not answer".
+ */
+const JWKS_MAX_BYTES = 1024 * 1024;
 
 /**
  * The outcome of checking one request's credentials. `until` bounds how long the answer may be
@@ -485,6 +491,29 @@ interface RemoteKeySet {
   warn: StepRouteContext['warn'] | undefined;
 }
 
+/** The answer's body as text (as `Response.text()` reads it), or undefined once it holds more than JWKS_MAX_BYTES: the rest is not read. */
+async function keySetText(res: Response): Promise<string | undefined> {
+  if (Number(res.headers.get('content-length')) > JWKS_MAX_BYTES) {
+    await res.body?.cancel();
+    return undefined;
+  }
+  if (res.body === null) return '';
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let bytes = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    bytes += value.byteLength;
+    if (bytes > JWKS_MAX_BYTES) {
+      await reader.cancel();
+      return undefined;
+    }
+    chunks.push(value);
+  }
+  return new TextDecoder().decode(Buffer.concat(chunks));
+}
+
 /**
  * jose's remote key set, whose fetches are spaced after a failure too, and whose last keys stay in
  * use while fetches fail. jose's cooldown starts only from a fetch that succeeded: while the URL
@@ -514,14 +543,18 @@ function remoteKeySet(url: URL, maxAgeMs: number): RemoteKeySet {
   const spacedFetch = async (input: string, init: RequestInit): Promise<Response> => {
     if (Date.now() - failedAt < JWKS_RETRY_AFTER_FAILURE_MS) throw new Error('the key set could not be fetched a moment ago');
     let res: Response;
-    let text: string;
+    let text: string | undefined;
     try {
       res = await fetch(input, init);
-      text = await res.text();
+      text = await keySetText(res);
     } catch (err) {
       const e = err as Error & { cause?: { code?: string; message?: string } };
       failed(init.signal?.aborted ? `it did not answer within ${JWKS_TIMEOUT_MS / 1000} s` : `it cannot be reached: ${e.cause?.code ?? e.cause?.message ?? e.message}`);
       throw err;
+    }
+    if (text === undefined) {
+      failed(`it answered with more than ${JWKS_MAX_BYTES / 1024} KiB, more than any key set holds (is jwksUrl the key set's own URL?); the rest was not read`);
+      throw new Error('the key set answer is too large');
     }
     if (res.status !== 200) {
       const location = res.headers.get('location');
