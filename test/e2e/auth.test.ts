@@ -532,15 +532,20 @@ routes:
       assert.match(expired.text, /the token has expired/);
     });
 
-    it('answers 503 when the JWKS URL cannot be reached, since the token was never judged', async () => {
+    /** A token posted to `path` is 503 (never judged), the client told only that it may retry; the route's warn line says why (`where`), returned. */
+    const unjudged = async (path: string, route: string): Promise<string> => {
       const from = gw.logs.length;
-      const reply = await post(gw.url('api', '/jwks-down'), {}, { authorization: `Bearer ${await rs({ sub: 'x' }, 'remote-1')}` });
+      const reply = await post(gw.url('api', path), {}, { authorization: `Bearer ${await rs({ sub: 'x' }, 'remote-1')}` });
       assert.equal(reply.status, 503, reply.text);
       assert.equal(reply.body.code, 'EG_AUTH_UNAVAILABLE');
+      assert.doesNotMatch(reply.text, /ECONNREFUSED|127\.0\.0\.1|KiB/);
+      return String((await gw.waitForLog((l) => l.route === route && l.level === 'warn', 10_000, from)).where);
+    };
+
+    it('answers 503 when the JWKS URL cannot be reached, since the token was never judged', async () => {
+      const from = gw.logs.length;
       // The operator learns why, at warn level; the client only that it may retry.
-      const line = await gw.waitForLog((l) => l.route === 'jwt-jwks-down' && l.level === 'warn', 10_000, from);
-      assert.match(String(line.where), /^jwksUrl could not be fetched: it cannot be reached: /);
-      assert.doesNotMatch(reply.text, /ECONNREFUSED|127\.0\.0\.1/);
+      assert.match(await unjudged('/jwks-down', 'jwt-jwks-down'), /^jwksUrl could not be fetched: it cannot be reached: /);
       // A WebSocket handshake and an event stream refused for it are logged as well.
       const token = await rs({ sub: 'x' }, 'remote-1');
       await assert.rejects(WsClient.connect(gw.url('push', `/ws/jwks-down?access_token=${token}`, 'ws')), (err: { statusCode?: number }) => err.statusCode === 503);
@@ -555,12 +560,10 @@ routes:
 
     it('reads no more than 1 MiB of a JWKS URL that answers with more (another document): 503, saying so', async () => {
       // It was read whole, as fast as it came, for the fetch's 5 s, and then called "did not answer".
-      const from = gw.logs.length;
-      const reply = await post(gw.url('api', '/jwks-huge'), {}, { authorization: `Bearer ${await rs({ sub: 'x' }, 'remote-1')}` });
-      assert.equal(reply.status, 503, reply.text);
-      assert.equal(reply.body.code, 'EG_AUTH_UNAVAILABLE');
-      const line = await gw.waitForLog((l) => l.route === 'jwt-jwks-huge' && l.level === 'warn', 10_000, from);
-      assert.equal(line.where, "jwksUrl could not be fetched: it answered with more than 1024 KiB, more than any key set holds (is jwksUrl the key set's own URL?); the rest was not read");
+      assert.equal(
+        await unjudged('/jwks-huge', 'jwt-jwks-huge'),
+        "jwksUrl could not be fetched: it answered with more than 1024 KiB, more than any key set holds (is jwksUrl the key set's own URL?); the rest was not read",
+      );
     });
 
     it('does not ask a failing JWKS URL again for every token: fetches after a failure are 2 s apart, then it recovers', async () => {
