@@ -1,5 +1,5 @@
 import { headerJson } from './header-json.js';
-import { newHeaders, type Message } from './message.js';
+import { EXPIRES_AT, newHeaders, type Message } from './message.js';
 
 /**
  * Header on every message sent to a dead-letter topic, whichever path sent it (a validate step
@@ -32,5 +32,8 @@ export function deadletterMessage(msg: Message, route: string, cause: Deadletter
   }
   const why = { ts: new Date().toISOString(), route, status: cause.status, code: cause.code, detail: cause.detail, errors: cause.errors, ...(dropped.length > 0 ? { droppedHeaders: dropped } : {}) };
   headers[DEADLETTER_HEADER] = headerJson(why);
-  return { ...msg, headers };
+  // A copy kept to be looked at does not expire as the message would have (EXPIRES_AT).
+  if (msg[EXPIRES_AT] === undefined) return { ...msg, headers };
+  const { [EXPIRES_AT]: _expired, ...kept } = msg;
+  return { ...kept, headers };
 }

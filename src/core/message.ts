@@ -13,6 +13,8 @@ export interface Message {
   [ORIGINAL]?: OriginalRecord;
   /** Set on an HTTP request refused from its head: its body was never read, so `value` stands for nothing. */
   [BODY_NOT_READ]?: true;
+  /** When its publisher said the message is of no use any more (EXPIRES_AT), in milliseconds since the epoch. */
+  [EXPIRES_AT]?: number;
 }
 
 /**
@@ -30,6 +32,13 @@ export function offsetText(n: number): string {
  * carry it along, while JSON, logs, the tap and expressions never see it.
  */
 export const ORIGINAL: unique symbol = Symbol('eventgate.original');
+
+/**
+ * A consumed message's expiry, as its publisher set it (MQTT 5's Message Expiry Interval, as the
+ * server still had it to run when it sent the message). A symbol, as ORIGINAL: steps' spreads carry
+ * it along to the targets, while expressions and the tap never see it.
+ */
+export const EXPIRES_AT: unique symbol = Symbol('eventgate.expiresAt');
 
 /** Marks a request's message made from its head alone (judged by auth before its body was read). */
 export const BODY_NOT_READ: unique symbol = Symbol('eventgate.bodyNotRead');

@@ -29,6 +29,8 @@ export interface MqttReceived {
   userProperties: Record<string, string>;
   /** The MQTT 5 Content Type property. */
   contentType: string | undefined;
+  /** The MQTT 5 Message Expiry Interval, in seconds, as the server sent it (what was left of it). */
+  messageExpiryInterval: number | undefined;
 }
 
 /**
@@ -39,7 +41,7 @@ export async function mosquittoPub(
   server: MessageServer,
   topic: string,
   payload: string | Buffer,
-  options: { qos?: 0 | 1 | 2; userProperties?: Record<string, string | string[]>; contentType?: string; retain?: boolean; protocol?: 'mqttv5' | 'mqttv311' } = {},
+  options: { qos?: 0 | 1 | 2; userProperties?: Record<string, string | string[]>; contentType?: string; retain?: boolean; protocol?: 'mqttv5' | 'mqttv311'; messageExpirySeconds?: number } = {},
 ): Promise<void> {
   const message = typeof payload === 'string' ? ['-m', payload] : ['-s'];
   const args = ['-h', server.host, '-p', String(server.port), '-V', options.protocol ?? 'mqttv5', '-t', topic, ...message, '-q', String(options.qos ?? 1)];
@@ -47,6 +49,7 @@ export async function mosquittoPub(
   // A list: the property once per value (MQTT 5 allows a name to repeat).
   for (const [k, v] of Object.entries(options.userProperties ?? {})) for (const one of [v].flat()) args.push('-D', 'publish', 'user-property', k, one);
   if (options.contentType !== undefined) args.push('-D', 'publish', 'content-type', options.contentType);
+  if (options.messageExpirySeconds !== undefined) args.push('-D', 'publish', 'message-expiry-interval', String(options.messageExpirySeconds));
   if (typeof payload === 'string') return void (await run('mosquitto_pub', args));
   const child = spawn('mosquitto_pub', args, { stdio: ['pipe', 'ignore', 'pipe'] });
   let err = '';
@@ -113,7 +116,12 @@ export class MosquittoSub {
       if (!line.startsWith('{')) return;
       // `%j<TAB>%x`: the JSON escapes any tab of its own, so the last one starts the hex payload.
       const tab = line.lastIndexOf('\t');
-      const j = JSON.parse(line.slice(0, tab)) as { topic: string; qos: number; payload: string; properties?: { 'user-properties'?: Record<string, string>; 'content-type'?: string } };
+      const j = JSON.parse(line.slice(0, tab)) as {
+        topic: string;
+        qos: number;
+        payload: string;
+        properties?: { 'user-properties'?: Record<string, string>; 'content-type'?: string; 'message-expiry-interval'?: number };
+      };
       sub.received.push({
         topic: j.topic,
         qos: j.qos,
@@ -121,6 +129,7 @@ export class MosquittoSub {
         bytes: Buffer.from(line.slice(tab + 1), 'hex'),
         userProperties: j.properties?.['user-properties'] ?? {},
         contentType: j.properties?.['content-type'],
+        messageExpiryInterval: j.properties?.['message-expiry-interval'],
       });
       for (const w of sub.waiters.splice(0)) w();
     });

@@ -1,8 +1,8 @@
 import type { IStore } from 'mqtt';
 import type { Logger } from '../../../log.js';
 import { captured, newPromise } from '../../../core/captured-promise.js';
-import { payloadContentType, sentHeaders, valuePayload, type Delivery, type Message } from '../../../core/message.js';
-import type { BrokerRuntime, BrokerSpanFacts, BrokerTelemetry, ConsumerLag, Health, PublishOptions, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
+import { EXPIRES_AT, payloadContentType, sentHeaders, valuePayload, type Delivery, type Message } from '../../../core/message.js';
+import type { BrokerRuntime, BrokerSpanFacts, BrokerTelemetry, ConsumerLag, Health, PublishOptions, Qos, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { MQTT_PORTS, serverAddressOf } from '../server-url.js';
 import { AckDeadlines, LateWrite, type AckTimeout, type Deadline, type Expiring, leavesOnStop, NotConnected, TopicDeliveries } from '../acknowledgement.js';
 import type { MqttSettings } from '../mqtt.js';
@@ -86,6 +86,8 @@ export class MqttBroker implements BrokerRuntime {
   private publishId: string | undefined;
   private out: MqttPublisher | undefined;
   private readonly subscriptions = new Set<MqttSubscription>();
+  /** Whether takenQos said once that the server's Maximum QoS lowers publishes. */
+  private loweredQos = false;
   private stopped = false;
   /** The publish connection's first CONNACK (each route's own connection is its subscription's business). */
   private readonly firstConnection = new FirstConnection();
@@ -197,6 +199,7 @@ export class MqttBroker implements BrokerRuntime {
     const promise = newPromise<Delivery>();
     const p = new Publish(this, topic, captured.resolve, captured.reject);
     p.deadline = this.deadlines.track(p);
+    p.expiresAt = msg[EXPIRES_AT];
     try {
       const payload = valuePayload(msg);
       // MQTT 5's Content Type names the payload as written: a type a step made stale is corrected.
@@ -208,11 +211,30 @@ export class MqttBroker implements BrokerRuntime {
         if (type !== own) headers = { ...headers, 'content-type': type };
       }
       // QoS 0 has no acknowledgement: it settles once written to the socket (at most once). The route target's own QoS comes first.
-      out.publish(topic, payload, options?.qos ?? qosFor(this.settings, topic), this.settings.retain, headers, p);
+      out.publish(topic, payload, this.takenQos(options?.qos ?? qosFor(this.settings, topic), out.maxQos), this.settings.retain, headers, p);
     } catch (err) {
       p.end(err as Error);
     }
     return promise;
+  }
+
+  /**
+   * The QoS a publish asked at `qos` goes at on a server whose Maximum QoS (its CONNACK) is `max`:
+   * QoS 2 at 1 on a server of QoS 1 (still acknowledged, at least once; warned of once), where sent
+   * at 2 the server cut the connection. Throws for QoS 1 or 2 on a server of QoS 0, which
+   * acknowledges nothing: a 2xx would stand for no acknowledgement.
+   */
+  private takenQos(qos: Qos, max: Qos): Qos {
+    if (qos <= max) return qos;
+    if (max === 0)
+      throw new Error(
+        `the server takes QoS 0 only (its CONNACK's Maximum QoS), and a QoS ${qos} publish needs its acknowledgement: publish at qos 0 or raise the server's maximum (mosquitto's max_qos)`,
+      );
+    if (!this.loweredQos) {
+      this.loweredQos = true;
+      this.log.warn({ qos, maximumQos: max }, `mqtt server takes QoS ${max} at most (its CONNACK's Maximum QoS): QoS ${qos} publishes go at QoS ${max}, acknowledged at least once`);
+    }
+    return max;
   }
 
   /**

@@ -5,6 +5,7 @@ import { problem } from '../../../core/errors.js';
 import { LostUnacknowledged, Refused } from '../acknowledgement.js';
 import { TurnBuffer } from '../turn-buffer.js';
 import { AckFramer, PUBACK, PUBREC } from './acks.js';
+import type { Qos } from '../../contracts.js';
 
 /** What mqtt.js keeps per packet id awaiting an acknowledgement (`MqttClient.outgoing`, public). */
 interface Outgoing {
@@ -27,6 +28,8 @@ export abstract class Flight implements Outgoing {
   released = false;
   /** The publisher whose window it holds a place in, until it ends. */
   holder: MqttPublisher | undefined;
+  /** When the message expires (Message's EXPIRES_AT), if its publisher said so: over MQTT 5 its Message Expiry Interval is what is left of it as it is encoded. */
+  expiresAt: number | undefined = undefined;
 
   /** Whether the publish was answered already (its deadline passed): a publish still waiting for the window is then dropped. */
   abstract readonly settled: boolean;
@@ -132,6 +135,12 @@ export class MqttPublisher {
    * consume route sent it again for ever.
    */
   private maxPacket = MAX_REMAINING + 5;
+  /**
+   * The highest QoS the server takes: its Maximum QoS (MQTT 5 CONNACK; mosquitto's `max_qos`), else
+   * 2. A publish above it made the server cut the connection (0x9B QoS not supported), failing
+   * every publish in flight on it, and a consume route sent it again for ever.
+   */
+  maxQos: Qos = 2;
   /** QoS 1 and 2 publishes sent and not ended (each Flight frees its place as it ends). */
   inflight = 0;
   /** Publishes waiting for a place in the window, oldest first. */
@@ -145,6 +154,7 @@ export class MqttPublisher {
     client.on('connect', (connack) => {
       this.window = connack.properties?.receiveMaximum ?? 20;
       this.maxPacket = connack.properties?.maximumPacketSize ?? MAX_REMAINING + 5;
+      this.maxQos = (connack.properties?.maximumQoS ?? 2) as Qos;
       this.readAcks(client.stream as unknown as NodeJS.EventEmitter);
     });
   }
@@ -249,8 +259,10 @@ export class MqttPublisher {
     let props = -1;
     // A CloudEvent goes in the MQTT binding's binary mode: its `ce_<attr>` headers as user properties named `<attr>`.
     const unprefixed = this.v5 && headers !== undefined && headers[CE_SPECVERSION] !== undefined;
+    // MQTT 5 §3.3.2.3.3: a message passed on carries what is left of its interval (at least 1 s: 0 would not be an expiry).
+    const expiry = this.v5 && flight.expiresAt !== undefined ? Math.max(1, Math.ceil((flight.expiresAt - Date.now()) / 1000)) : undefined;
     if (this.v5) {
-      props = 0;
+      props = expiry === undefined ? 0 : 5;
       if (headers) {
         for (const k in headers) {
           const kl = Buffer.byteLength(k);
@@ -274,6 +286,10 @@ export class MqttPublisher {
     if (qos > 0) at = buf.writeUInt16BE(id, at);
     if (props >= 0) {
       at = writeVarInt(buf, at, props);
+      if (expiry !== undefined) {
+        buf[at++] = 0x02; // Message Expiry Interval
+        at = buf.writeUInt32BE(expiry, at);
+      }
       if (headers) {
         for (const k in headers) {
           if (k === CONTENT_TYPE_HEADER) {

@@ -6,7 +6,7 @@
 import type { IPublishPacket } from 'mqtt';
 import type { Logger } from '../../../log.js';
 import { fromMqttProperties } from '../../../codecs/cloudevents.js';
-import { payloadMessage, type Message } from '../../../core/message.js';
+import { EXPIRES_AT, payloadMessage, type Message } from '../../../core/message.js';
 import type { BrokerTelemetry, Health, Qos, StopOptions, SubscribeSpec } from '../../contracts.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
 import { handOver, Relay, repeatedHeaders, singleValued } from '../acknowledgement.js';
@@ -510,12 +510,19 @@ const PINGREQ = Buffer.from([0xc0, 0]);
 /** A repeat's handling: nothing to do but acknowledge it in its turn. */
 const TAKEN = (): Promise<boolean> => Promise.resolve(true);
 
-/** A received PUBLISH as a message: its user properties and Content Type (MQTT 5) as headers, as the CloudEvents MQTT binding reads them (fromMqttProperties). */
+/**
+ * A received PUBLISH as a message: its user properties and Content Type (MQTT 5) as headers, as the
+ * CloudEvents MQTT binding reads them (fromMqttProperties); its Message Expiry Interval, the time the
+ * server said it had left, as when it expires (EXPIRES_AT), for an MQTT target to send on what is left.
+ */
 function toMessage(packet: IPublishPacket): Message {
   const props = packet.properties;
   const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
   const entries = props?.userProperties ? Object.entries(props.userProperties) : [];
   const headers = props ? fromMqttProperties(singleValued(entries), props.contentType) : {};
   const repeated = entries.length > 0 ? repeatedHeaders(entries, headers) : undefined;
-  return payloadMessage(payload, { headers, topic: packet.topic, partition: null, offset: null, timestamp: Date.now() }, repeated);
+  const now = Date.now();
+  const expiry = props?.messageExpiryInterval;
+  const fields = { headers, topic: packet.topic, partition: null, offset: null, timestamp: now };
+  return payloadMessage(payload, expiry === undefined ? fields : { ...fields, [EXPIRES_AT]: now + expiry * 1000 }, repeated);
 }
