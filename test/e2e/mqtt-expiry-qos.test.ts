@@ -7,12 +7,13 @@ import { MosquittoSub, mosquittoPub } from '../helpers/peers.js';
 import { startMosquitto, type MessageServer } from '../helpers/servers.js';
 
 /**
- * What an MQTT 5 server says of a message's life and of the QoS it takes, against the gateway:
+ * What an MQTT 5 server says of a message's life, of the QoS it takes and of retained messages, against the gateway:
  * - a consumed message's Message Expiry Interval goes on to an MQTT target as what is left of it
  *   (MQTT 5 §3.3.2.3.3, as a server passing a message on does); before, the copy never expired;
  * - a server's Maximum QoS (its CONNACK; mosquitto's `max_qos`) bounds the gateway's publishes;
  *   before, a QoS 2 publish to a server of QoS 1 made it cut the publish connection (0x9B), failing
- *   every publish in flight on it, and a consume route sent it again for ever.
+ *   every publish in flight on it, and a consume route sent it again for ever; so did a retained
+ *   publish to a server without retained messages (its CONNACK's Retain Available, 0x9A).
  */
 describe("kind: mqtt, a consumed message's expiry, against mosquitto", () => {
   let mqtt: MessageServer;
@@ -144,8 +145,9 @@ routes:
     }
   });
 
-  it('refuses a QoS 1 publish to a server of QoS 0 as 503 in words that say so', { timeout: 90_000 }, async () => {
-    const zero = await startMosquitto(undefined, ['max_qos 0']);
+  it('refuses a QoS 1 publish to a server of QoS 0, and a retained one to a server without retained messages, as 503s that say so; a publish it takes still goes', { timeout: 90_000 }, async () => {
+    const strict = await startMosquitto(undefined, ['max_qos 0', 'retain_available false']);
+    const out = await MosquittoSub.start(strict, 'mq/out/#', 0);
     try {
       await gw.start(`
 version: 1
@@ -153,18 +155,40 @@ admin: { port: 0 }
 listeners:
   web: { kind: http, port: 0 }
 brokers:
-  devices: { kind: mqtt, url: "${zero.url}", clientId: eg-maxqos0-${process.pid} }
+  plain: { kind: mqtt, url: "${strict.url}", clientId: eg-strict-${process.pid} }
+  retained: { kind: mqtt, url: "${strict.url}", clientId: eg-strict-retained-${process.pid}, retain: true, qos: 0 }
 routes:
   - name: one
     from: { listener: web, path: /one }
-    to: { broker: devices, topic: mq/out/one, qos: 1 }
+    to: { broker: plain, topic: mq/out/one, qos: 1 }
+  - name: zero
+    from: { listener: web, path: /zero }
+    to: { broker: plain, topic: mq/out/zero, qos: 0 }
+  - name: retained
+    from: { listener: web, path: /retained }
+    to: { broker: retained, topic: mq/out/retained }
 `);
-      const r = await fetch(gw.url('web', '/one'), { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' } });
-      const body = (await r.json()) as { detail: string };
-      assert.equal(r.status, 503);
-      assert.match(body.detail, /the server takes QoS 0 only \(its CONNACK's Maximum QoS\), and a QoS 1 publish needs its acknowledgement/);
+      await withLogsOnFailure(
+        () => [gw],
+        async () => {
+          const answers: Record<string, { status: number; detail?: string }> = {};
+          for (const path of ['/one', '/retained', '/zero']) {
+            const r = await fetch(gw.url('web', path), { method: 'POST', body: JSON.stringify({ path }), headers: { 'content-type': 'application/json' } });
+            answers[path] = { status: r.status, ...((await r.json()) as { detail?: string }) };
+          }
+          assert.equal(answers['/one']!.status, 503);
+          assert.match(answers['/one']!.detail!, /the server takes QoS 0 only \(its CONNACK's Maximum QoS\), and a QoS 1 publish needs its acknowledgement/);
+          assert.equal(answers['/retained']!.status, 503);
+          assert.match(answers['/retained']!.detail!, /the server keeps no retained messages \(its CONNACK's Retain Available is 0\)/);
+          assert.equal(answers['/zero']!.status, 200, JSON.stringify(answers));
+          const [got] = await out.take(1);
+          assert.equal(got!.topic, 'mq/out/zero');
+          assert.equal(gw.logs.filter((l) => l.msg === 'mqtt connection lost; reconnecting').length, 0, 'no connection was cut');
+        },
+      );
     } finally {
-      await zero.stop();
+      out.stop();
+      await strict.stop();
     }
   });
 });

@@ -210,6 +210,10 @@ export class MqttBroker implements BrokerRuntime {
         const type = payloadContentType(msg, payload, 'text/plain');
         if (type !== own) headers = { ...headers, 'content-type': type };
       }
+      if (this.settings.retain && !out.retainAvailable)
+        throw new Error(
+          "the server keeps no retained messages (its CONNACK's Retain Available is 0), and the broker publishes with `retain: true`: set `retain: false` or enable them on the server (mosquitto's retain_available)",
+        );
       // QoS 0 has no acknowledgement: it settles once written to the socket (at most once). The route target's own QoS comes first.
       out.publish(topic, payload, this.takenQos(options?.qos ?? qosFor(this.settings, topic), out.maxQos), this.settings.retain, headers, p);
     } catch (err) {

@@ -141,6 +141,8 @@ export class MqttPublisher {
    * every publish in flight on it, and a consume route sent it again for ever.
    */
   maxQos: Qos = 2;
+  /** Whether the server keeps retained messages (MQTT 5 CONNACK's Retain Available; mosquitto's `retain_available`): a retained publish to one that does not made it cut the connection (0x9A). */
+  retainAvailable = true;
   /** QoS 1 and 2 publishes sent and not ended (each Flight frees its place as it ends). */
   inflight = 0;
   /** Publishes waiting for a place in the window, oldest first. */
@@ -155,6 +157,7 @@ export class MqttPublisher {
       this.window = connack.properties?.receiveMaximum ?? 20;
       this.maxPacket = connack.properties?.maximumPacketSize ?? MAX_REMAINING + 5;
       this.maxQos = (connack.properties?.maximumQoS ?? 2) as Qos;
+      this.retainAvailable = connack.properties?.retainAvailable ?? true;
       this.readAcks(client.stream as unknown as NodeJS.EventEmitter);
     });
   }
