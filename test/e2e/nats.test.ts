@@ -1374,6 +1374,33 @@ routes:
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000);
   });
 
+  // An operator's max_deliver and backoff on the group's consumer were replaced by the route's
+  // without a word (nats-server 2.9 takes the update): now a warning says so (spec-checklist 3596).
+  it("warns that an operator's max_deliver and backoff on the group's consumer are replaced by the route's, which retries by itself", async () => {
+    const inbox = `_INBOX.ops.${Math.random().toString(36).slice(2)}`;
+    const answers = await peer.subscribe(inbox);
+    peer.publish('$JS.API.STREAM.CREATE.OPS', JSON.stringify({ name: 'OPS', subjects: ['ops.>'], storage: 'memory' }), {}, inbox);
+    const consumer = { durable_name: 'ops', filter_subject: 'ops.x', ack_policy: 'explicit', ack_wait: 1e9, max_deliver: 3, backoff: [1e9, 2e9] };
+    peer.publish('$JS.API.CONSUMER.DURABLE.CREATE.OPS.ops', JSON.stringify({ stream_name: 'OPS', config: consumer }), {}, inbox);
+    for (const answer of await peer.take(answers, 2)) assert.doesNotMatch(answer.payload, /"error"/, answer.payload);
+    const from = gw.logs.length;
+    await gw.reconfigure(
+      config({
+        streams: '\n      OPS: { subjects: ["ops.>"], declare: false }',
+        routes: '\n  - { name: ops, from: { broker: nats, topic: ops.x, group: ops }, to: { broker: nats, topic: ops-out.x } }',
+      }),
+    );
+    const warned = await gw.waitForLog((l) => l.route === 'ops' && typeof l.msg === 'string' && l.msg.startsWith("the consumer's max_deliver and backoff set on the server are replaced"), 15000, from);
+    assert.equal(warned.level, 'warn');
+    assert.equal(warned.maxDeliver, 3);
+    assert.deepEqual(warned.backoffMs, [1000, 2000]);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'ops', 15000, from);
+    const info = await peer.jsApi('$JS.API.CONSUMER.INFO.OPS.ops', {});
+    assert.equal(info.config.max_deliver, -1);
+    assert.equal(info.config.backoff, undefined);
+    await gw.reconfigure(config());
+  });
+
   // The log said `nats stream 'MEM' not found` of a stream that was there (spec-checklist 2992).
   it('says a declared stream the server refuses to update as declared is not ready, not that it is not found; a reload that declares it so is rejected at once', async () => {
     const inbox = `_INBOX.mem.${Math.random().toString(36).slice(2)}`;

@@ -96,6 +96,8 @@ export class NatsSubscription {
   private handledOf: string | undefined;
   /** Said once that an existing consumer keeps its own start (putConsumer). */
   private saidKept = false;
+  /** Whether sayReplaced warned that an operator's max_deliver or backoff on the consumer was replaced. */
+  private saidReplaced = false;
   /** The stream this route reads, while it is missing (or its broker could not declare it). */
   private readonly streamMissing: MissingTopology;
   /** Ends the wait for the stream early, when the broker finds it. */
@@ -490,6 +492,7 @@ export class NatsSubscription {
         this.log.info({ stream, consumer: name, startFrom, deliverPolicy: deliver_policy }, 'startFrom applies to a new consumer only: the existing consumer goes on from where it is');
       }
     }
+    if (existing) this.sayReplaced(existing, stream, name);
     await jsm.consumers.add(stream, {
       ...(this.spec.perInstance ? { name, inactive_threshold: lib.nanos(300_000) } : { durable_name: name }),
       filter_subject: this.spec.topic,
@@ -503,6 +506,22 @@ export class NatsSubscription {
       max_ack_pending: this.settings.prefetch * MAX_ACK_PENDING_WINDOWS,
     });
     this.hadConsumer = true;
+  }
+
+  /**
+   * An operator's delivery limit or backoff on the consumer (made beforehand under the group's
+   * name) is replaced by the add that follows: nats-server 2.9 takes the update without a word, and
+   * the route retries and dead-letters by itself. Said once, as a warning: the operator's settings
+   * are gone.
+   */
+  private sayReplaced(existing: ConsumerInfo, stream: string, name: string): void {
+    const { max_deliver: maxDeliver, backoff } = existing.config;
+    if (this.saidReplaced || ((maxDeliver === undefined || maxDeliver <= 0) && (backoff === undefined || backoff.length === 0))) return;
+    this.saidReplaced = true;
+    this.log.warn(
+      { stream, consumer: name, maxDeliver, backoffMs: backoff?.map((n) => n / 1e6) },
+      "the consumer's max_deliver and backoff set on the server are replaced by the route's (no delivery limit, no backoff): the route retries and dead-letters by itself",
+    );
   }
 
   /**
