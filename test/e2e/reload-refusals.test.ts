@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createServer, type AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
@@ -30,7 +31,7 @@ describe('hot reload: a replacing mqtt or nats broker the server refuses', () =>
       .map(([k, v]) => `${k}: ${v}`)
       .join(', ')} }`;
   /** The brokers' options, with `o`'s in place of theirs. */
-  const config = (o: { mqtt?: Options; nats?: Options } = {}) => `
+  const config = (o: { mqtt?: Options; nats?: Options; listeners?: string } = {}) => `
 version: 1
 admin: { port: 0, drainTimeoutMs: 500 }
 brokers:
@@ -38,6 +39,7 @@ brokers:
   nt: ${flow({ kind: 'nats', servers: nats.url, user: 'gateway', password: 'secret', streams: '{ REFUSALS: { subjects: ["refusals.>"] } }', ...o.nats })}
 listeners:
   api: { kind: http, port: 0, host: 127.0.0.1 }
+${o.listeners ?? ''}
 routes:
   - { name: to-mqtt, from: { listener: api, path: /mqtt }, to: { broker: mq, topic: refusals/in } }
   - { name: to-nats, from: { listener: api, path: /nats }, to: { broker: nt, topic: refusals.in } }
@@ -111,6 +113,36 @@ routes:
       await eventually(async () => assert.equal((await post(gw.url('api', '/nats'), { n: 1 })).status, 200), 20000);
     } finally {
       for (const peer of peers) peer.close();
+    }
+  });
+
+  it('nats: a stream a rejected reload changed on the server is put back as the running config declares it, and its publishes go on', async () => {
+    await eventually(async () => assert.equal((await post(gw.url('api', '/nats'), { warmup: true })).status, 200), 15000);
+    // The reload narrows the stream (the server takes that), then fails at a listener whose port another socket holds.
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    const peer = await RawNats.connect(nats, { user: 'gateway', pass: 'secret' });
+    try {
+      const taken = (holder.address() as AddressInfo).port;
+      const from = gw.logs.length;
+      const reload = await gw.reconfigure(
+        config({ nats: { streams: '{ REFUSALS: { subjects: ["refusals.other"] } }' }, listeners: `  taken: { kind: http, port: ${taken}, host: 127.0.0.1 }` }),
+        undefined,
+        { whole: true },
+      );
+      assert.equal(reload.msg, REJECTED, JSON.stringify(reload));
+      assert.match(String(reload.diagnostic), /could not start listener 'taken': cannot bind/);
+      // Before, the stream stayed narrowed: `no JetStream stream stores subject 'refusals.in'` (503) until the broker reconnected.
+      const reply = await post(gw.url('api', '/nats'), { n: 1 });
+      assert.equal(reply.status, 200, reply.text);
+      const { config: stream } = (await peer.jsApi('$JS.API.STREAM.INFO.REFUSALS', {})) as { config: { subjects: string[] } };
+      assert.deepEqual(stream.subjects, ['refusals.>']);
+      // Put back before the rejection is told: the built broker's stop waits for it.
+      const put = gw.logs.slice(from).find((l) => l.msg.startsWith('nats stream put back'));
+      assert.equal(put?.stream, 'REFUSALS', JSON.stringify(gw.logs.slice(from)));
+    } finally {
+      peer.close();
+      holder.close();
     }
   });
 

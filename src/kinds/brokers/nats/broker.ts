@@ -32,7 +32,7 @@ import { readStream } from './replay.js';
 import { streamMessage } from './consumed.js';
 import { lib, loadNats, resetWhenGivenUp } from './lib.js';
 import { NatsSubscription, type StreamHost } from './subscription.js';
-import { sleep } from '../../../core/within.js';
+import { sleep, within } from '../../../core/within.js';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 
 /**
@@ -260,6 +260,20 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
    * own: one missing or refused is that stream's problem (streamProblem()), not the broker's.
    */
   private async declareStreams(nc: NatsConnection, retryInMs: number): Promise<void> {
+    const run = this.declareStreamsNow(nc, retryInMs);
+    this.declaring = run;
+    try {
+      await run;
+    } finally {
+      if (this.declaring === run) this.declaring = undefined;
+    }
+  }
+
+  /** The declares under way: a stop waits for them, so an update it did not see is not left behind (restoreHeldStreams). */
+  private declaring: Promise<void> | undefined;
+
+  /** declareStreams' work, one run at a time. */
+  private async declareStreamsNow(nc: NatsConnection, retryInMs: number): Promise<void> {
     const waiting = [...this.streams].filter(([, st]) => st.detail !== undefined || !this.declared);
     if (waiting.length === 0) return;
     try {
@@ -276,7 +290,7 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
     for (const [name, st] of waiting) {
       if (this.stopped) return;
       try {
-        this.streamCreated.set(name, await declareStream(this.jsm, name, this.settings.streams[name]!));
+        this.streamCreated.set(name, await declareStream(this.jsm, name, this.settings.streams[name]!, (before) => this.updatedWhileHeld(name, before)));
         this.streamRefusals.delete(name);
         st.found();
         for (const sub of this.subscriptions) sub.streamFound(name);
@@ -412,10 +426,53 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
     this.log.error({ err: err?.message }, 'nats connection closed for good; reload the broker or restart the gateway');
   }
 
+  /** Set by holdUntilCommit() until commit(): a stream this broker updates is put back as it was when it stops uncommitted. */
+  private held = false;
+  /** While held, each stream this broker updated, with the config it had before (the running config's). */
+  private readonly heldBefore = new Map<string, StreamConfig>();
+
+  holdUntilCommit(): void {
+    this.held = true;
+  }
+
+  /** The reload that built this broker commits: the streams it updated stay as it declared them. */
+  async commit(): Promise<void> {
+    this.held = false;
+    this.heldBefore.clear();
+  }
+
+  private updatedWhileHeld(name: string, before: StreamConfig): void {
+    // The first update's: a retry's "before" is this broker's own.
+    if (this.held && !this.heldBefore.has(name)) this.heldBefore.set(name, before);
+  }
+
+  /**
+   * A reload that built this broker was rejected (or rolled back): the streams it updated go back
+   * to what they were, so the running config's publishes find them as it declared them. Without
+   * this, a stream the rejected config narrowed (`subjects: [orders.eu]` for `orders.>`) answered
+   * the running config's other subjects 503 (no stream stores them) until its broker reconnected.
+   */
+  private async restoreHeldStreams(): Promise<void> {
+    const jsm = this.jsm;
+    if (!this.held || this.heldBefore.size === 0 || jsm === undefined) return;
+    for (const [name, before] of this.heldBefore) {
+      const restored = jsm.streams.update(name, before).then(
+        () => this.log.info({ stream: name }, 'nats stream put back as the running config declares it (the reload that changed it was not applied)'),
+        (err: Error) =>
+          this.log.warn({ stream: name, err: err.message }, 'nats stream changed by a reload that was not applied could not be put back; the running broker declares it again at its next connect'),
+      );
+      if ((await within(restored, this.settings.ackTimeoutMs)) === 'late')
+        this.log.warn({ stream: name, waitedMs: this.settings.ackTimeoutMs }, 'nats stream changed by a reload that was not applied: putting it back was not answered in time');
+    }
+    this.heldBefore.clear();
+  }
+
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     clearTimeout(this.recheck);
+    if (this.declaring) await within(this.declaring, this.settings.ackTimeoutMs);
+    await this.restoreHeldStreams();
     await Promise.allSettled([...this.subscriptions].map((s) => s.stop()));
     // drain() flushes what was published and lets subscriptions finish.
     await Promise.race([this.nc?.drain().catch(() => undefined), new Promise((r) => setTimeout(r, this.settings.ackTimeoutMs).unref())]);
@@ -627,8 +684,8 @@ function refusesStream(err: unknown): boolean {
   return api !== undefined && (api.code === 400 || api.code === 500) && !STREAM_LIMITS.has(api.err_code ?? 0);
 }
 
-/** Declares stream `name` (or checks it exists): when the server created it. */
-async function declareStream(jsm: JetStreamManager, name: string, st: NatsStream): Promise<string> {
+/** Declares stream `name` (or checks it exists): when the server created it. `updated` is told the config an existing stream had before the server took the update. */
+async function declareStream(jsm: JetStreamManager, name: string, st: NatsStream, updated: (before: StreamConfig) => void): Promise<string> {
   if (!st.declare) return (await jsm.streams.info(name)).created;
   const config: Partial<StreamConfig> = { name, subjects: st.subjects, storage: st.storage as StreamConfig['storage'] };
   if (st.maxAgeMs) config.max_age = lib.nanos(st.maxAgeMs);
@@ -636,8 +693,10 @@ async function declareStream(jsm: JetStreamManager, name: string, st: NatsStream
   if (st.duplicateWindowMs) config.duplicate_window = lib.nanos(st.duplicateWindowMs);
   if (st.replicas) config.num_replicas = st.replicas;
   try {
-    await jsm.streams.info(name);
-    return (await jsm.streams.update(name, config)).created;
+    const before = (await jsm.streams.info(name)).config;
+    const after = await jsm.streams.update(name, config);
+    updated(before);
+    return after.created;
   } catch (err) {
     if (!/stream not found/i.test((err as Error).message)) throw err;
     return (await jsm.streams.add(config)).created;
