@@ -189,8 +189,9 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
             : brokerTlsWords(err as Error);
         const detail = notConnectedDetail(why, isLoginRefusal(err) ? 'login' : isTlsFailure(err) || tlsNotOffered(err) || resetInTlsConnect ? 'tls' : undefined, err);
         this.state = { ready: false, detail };
-        // A reset is not read as a refusal for good: a proxy whose server is down resets too.
-        this.refused = isLoginRefusal(err) || isTlsFailure(err) || tlsNotOffered(err) ? detail : undefined;
+        // A reset before our part of the handshake was done is not read as a refusal for good: a
+        // proxy whose server is down resets too. After it, the server refused our certificate.
+        this.refused = isLoginRefusal(err) || isTlsFailure(err) || tlsNotOffered(err) || (resetInTlsConnect && this.tlsAccepted) ? detail : undefined;
         if (why !== logged) this.log.warn({ err: why, retryInMs: wait }, 'nats connect failed; retrying');
         logged = why;
         await sleep(wait);
@@ -229,8 +230,26 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
     return this.refused ?? this.streamRefusals.values().next().value;
   }
 
+  /**
+   * The gateway took the server's certificate in the last first-connect try's TLS handshake, so
+   * its part of the handshake was done: a reset after that is the server refusing our side (its
+   * `verify` checks the client certificate after a TLS 1.3 client has finished), not a proxy
+   * before a server that is down (which resets before any handshake).
+   */
+  private tlsAccepted = false;
+
   private connect(): Promise<NatsConnection> {
     const s = this.settings;
+    this.tlsAccepted = false;
+    const accepted = () => {
+      this.tlsAccepted = true;
+    };
+    // Node calls it on the options of the TLS connection (checkServerAddress reads them), once the chain is trusted.
+    const checkServer = function (this: unknown, host: string, cert: PeerCertificate): Error | undefined {
+      const refused = checkServerAddress.call(this as ThisParameterType<typeof checkServerAddress>, host, cert);
+      if (refused === undefined) accepted();
+      return refused;
+    };
     return lib.connect({
       servers: s.servers,
       name: `eventgate ${this.name}`,
@@ -238,7 +257,7 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
       pass: s.password,
       token: s.token,
       // A node TLS option nats.js passes on (its type lists only its own).
-      tls: s.tls ? ({ ...s.tls, checkServerIdentity: checkServerAddress } as typeof s.tls) : undefined,
+      tls: s.tls ? ({ ...s.tls, checkServerIdentity: checkServer } as typeof s.tls) : undefined,
       timeout: s.connectTimeoutMs,
       reconnect: true,
       maxReconnectAttempts: -1,
