@@ -300,6 +300,9 @@ export interface Health {
   detail?: string;
 }
 
+/** A broker's health detail before its first try to connect is answered. */
+export const BROKER_CONNECTING = 'connecting';
+
 // ---- brokers -------------------------------------------------------------------------------
 
 export interface SubscribeSpec {
@@ -478,6 +481,7 @@ export interface BrokerRuntime {
   settle?(): Promise<void>;
   /** Apply changed options in place; only called when the kind's canReconfigure() said yes. */
   reconfigure(options: unknown): void;
+  /** Not ready with detail `connecting` (BROKER_CONNECTING) until its first try is answered: connected, refused or failed. */
   health(): Health;
   /**
    * Why this broker's options are refused for good, while they are, in words that say who refused

@@ -1,4 +1,4 @@
-import { type BrokerRuntime, type ListenerBindings, type ListenerRuntime, type ReplaySource, type RuntimeEnv, STOP_REASON } from '../kinds/contracts.js';
+import { type BrokerRuntime, type ListenerBindings, type ListenerRuntime, type ReplaySource, type RuntimeEnv, BROKER_CONNECTING, STOP_REASON } from '../kinds/contracts.js';
 import { BindError } from '../kinds/listeners/bind.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import type { Logger } from '../log.js';
@@ -291,7 +291,10 @@ async function connected(brokers: BrokerRuntime[], ms: number, env: TransitionEn
   let waiting = brokers.filter((b) => !b.health().ready);
   if (waiting.length > 0) env.logger.info({ brokers: waiting.map((b) => b.name) }, 'waiting for the new broker connections before the swap');
   const started = Date.now();
-  while (waiting.length > 0 && Date.now() < deadline && !env.stopping() && !env.superseded() && !waiting.some((b) => b.refusal?.() !== undefined)) {
+  // A newer change waiting ends the wait, but not before each new broker's first try is answered:
+  // one the server refuses (a login, a certificate) would otherwise be swapped in, down for good.
+  const superseded = () => env.superseded() && waiting.every((b) => b.health().detail !== BROKER_CONNECTING);
+  while (waiting.length > 0 && Date.now() < deadline && !env.stopping() && !superseded() && !waiting.some((b) => b.refusal?.() !== undefined)) {
     await new Promise((r) => setTimeout(r, 10));
     waiting = waiting.filter((b) => !b.health().ready);
   }

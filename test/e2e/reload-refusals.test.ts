@@ -1,9 +1,14 @@
 import assert from 'node:assert/strict';
+import { renameSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { Transform } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
+import { fetch } from '../helpers/http.js';
 import { RawNats } from '../helpers/peers.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { startMosquittoWithUsers, startNatsWithUsers, type ServerWithUsers } from '../helpers/servers.js';
 
 const REJECTED = 'reload rejected; the running config keeps serving';
@@ -88,6 +93,33 @@ routes:
     assert.equal((await gw.reconfigure(config({ mqtt: { protocolVersion: 5 } }), undefined, { whole: true })).msg, 'config reloaded');
     assert.equal((await post(gw.url('api', '/mqtt'), { n: 1 })).status, 200);
     assert.equal((await gw.reconfigure(config(), undefined, { whole: true })).msg, 'config reloaded');
+  });
+
+  it('mqtt: a newer reload asked for while a refused broker makes its first try does not swap it in', async () => {
+    await eventually(async () => assert.equal((await post(gw.url('api', '/mqtt'), { warmup: true })).status, 200), 15000);
+    // The new broker's server answers late (its bytes held 300 ms each way in), so its first try is still out when the newer reload is asked for.
+    const slow = await TcpProxy.start(mqtt.port, { toServer: () => new Transform({ transform: (chunk, _enc, done) => void setTimeout(() => done(null, chunk), 300) }) });
+    try {
+      const from = gw.logs.length;
+      gw.write('next.yaml', config({ mqtt: { url: `mqtt://127.0.0.1:${slow.port}`, password: 'not-the-password' } }));
+      renameSync(join(gw.dir, 'next.yaml'), gw.configFile);
+      await gw.waitForLog((l) => l.msg === 'waiting for the new broker connections before the swap', 15000, from);
+      // Before, a newer reload waiting ended the wait at once: the refused broker was swapped in,
+      // and every publish of it was 503 (`login refused`) from then on.
+      const reply = await fetch(`${gw.adminUrl}/admin/reload`, { method: 'POST' });
+      assert.equal(reply.status, 422, await reply.text());
+      const rejected = gw.logs.slice(from).filter((l) => l.msg === REJECTED);
+      assert.ok(rejected.length > 0 && rejected.every((l) => /refused with its new options \(the running one keeps serving\): login refused/.test(String(l.diagnostic))), JSON.stringify(rejected));
+      assert.ok(!gw.logs.slice(from).some((l) => l.msg === 'config reloaded'), 'a reload applied');
+      assert.equal((await post(gw.url('api', '/mqtt'), { n: 1 })).status, 200);
+      // The file as the running config has it again.
+      const back = gw.logs.length;
+      gw.write('next.yaml', config());
+      renameSync(join(gw.dir, 'next.yaml'), gw.configFile);
+      await gw.waitForLog((l) => l.msg === 'config unchanged', 15000, back);
+    } finally {
+      await slow.stop();
+    }
   });
 
   it('nats: a login or a stream the server refuses rejects the reload at once with its words; its connection limit does not (the reload goes on, and the broker connects once the old one has left)', async () => {

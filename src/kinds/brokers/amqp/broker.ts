@@ -5,6 +5,7 @@ import type { ChannelModel, ConsumeMessage } from 'amqplib';
 import type { Logger } from '../../../log.js';
 import { payloadContentEncoding, payloadContentType, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerSpanFacts, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
+import { BROKER_CONNECTING } from '../../contracts.js';
 import { AMQP_PORTS, serverAddressOf } from '../server-url.js';
 import { captured, newPromise } from '../../../core/captured-promise.js';
 import { AckDeadlines, BlockedByServer, LateWrite, type AckTimeout, type Deadline, type Expiring, LostUnacknowledged, leavesOnStop, NotConnected, TopicDeliveries } from '../acknowledgement.js';
@@ -111,7 +112,7 @@ export class AmqpBroker implements BrokerRuntime {
   private readonly telemetry: BrokerTelemetry | undefined;
   private connection: ChannelModel | undefined;
   private publisher: AmqpPublisher | undefined;
-  private state: Health = { ready: false, detail: 'connecting' };
+  private state: Health = { ready: false, detail: BROKER_CONNECTING };
   /** Why the server holds the current connection back (connection.blocked), until it says unblocked. */
   private blockedFor: string | undefined;
   private readonly firstConnection = new FirstConnection();

@@ -3,6 +3,7 @@ import type { Admin, KafkaConfig } from 'kafkajs';
 import type { Logger } from '../../../log.js';
 import type { Delivery, Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerSpanFacts, BrokerTelemetry, ConsumerLag, Health, Retained, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
+import { BROKER_CONNECTING } from '../../contracts.js';
 import { KAFKA_PORTS, serverAddressOf } from '../server-url.js';
 import type { KafkaSettings } from '../kafka.js';
 import { clientConfig, HeldSockets } from './clients.js';
@@ -39,7 +40,7 @@ export class KafkaBroker implements BrokerRuntime {
   /** The brokers the cluster named at the probe's last answer (`host:port`): a round that met one of them down asks the others. */
   private knownBrokers: readonly string[] = [];
   private readonly base: KafkaConfig;
-  private state: { ready: boolean; detail: string } = { ready: false, detail: 'connecting' };
+  private state: { ready: boolean; detail: string } = { ready: false, detail: BROKER_CONNECTING };
   private readonly firstConnection = new FirstConnection();
   /** The sockets of the probe's client and of its asks (anyBrokerAnswers), closed at stop: a stopped broker holds none (spec-checklist 2103). */
   private readonly probeSockets = new HeldSockets();

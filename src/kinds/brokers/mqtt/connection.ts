@@ -10,6 +10,7 @@ import type { MqttSettings } from '../mqtt.js';
 import { notConnectedDetail } from '../not-connected.js';
 import { brokerTlsWords, closedInHandshake, closedInHandshakeReason, followTlsHandshake, isTlsFailure } from '../../tls-failures.js';
 import { resetGivenUp } from '../given-up.js';
+import { BROKER_CONNECTING } from '../../contracts.js';
 
 /** The client library, loaded when the first mqtt broker starts (commands that start none, such as validate, never load it). */
 export type MqttLib = typeof import('mqtt');
@@ -68,7 +69,7 @@ const NOT_ACCEPTED = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ET
 /** A connection's state, as /readyz reports it. */
 export class Link {
   ready = false;
-  detail = 'connecting';
+  detail = BROKER_CONNECTING;
   private connectedAt = 0;
   /** Connections in a row that the server closed soon after accepting them (TAKEN_OVER_TIMES). */
   private shortLived = 0;

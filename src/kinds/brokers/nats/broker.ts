@@ -2,6 +2,7 @@ import type { JetStreamManager, MsgHdrs, NatsConnection, StreamConfig } from 'na
 import type { Logger } from '../../../log.js';
 import { offsetText, sentHeaders, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import {
+  BROKER_CONNECTING,
   noReadBack,
   type BrokerRuntime,
   type BrokerSpanFacts,
@@ -125,7 +126,7 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
   private readonly recheckBackoff = reconnectBackoff();
   /** Set once the streams are declared: from then on a route subscribing attaches at once, connected or not. */
   private declared = false;
-  private state: Health = { ready: false, detail: 'connecting' };
+  private state: Health = { ready: false, detail: BROKER_CONNECTING };
   private readonly firstConnection = new FirstConnection();
   private stopped = false;
   private readonly subscriptions = new Set<NatsSubscription>();
