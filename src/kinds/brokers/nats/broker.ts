@@ -704,7 +704,7 @@ function refusesStream(err: unknown): boolean {
   return api !== undefined && (api.code === 400 || api.code === 500) && !STREAM_LIMITS.has(api.err_code ?? 0);
 }
 
-/** Declares stream `name` (or checks it exists): when the server created it. `updated` is told the config an existing stream had before the server took the update. */
+/** Declares stream `name` (or checks it exists): when the server created it. `updated` is told the config an existing stream had before the server took an update that changed it. */
 async function declareStream(jsm: JetStreamManager, name: string, st: NatsStream, updated: (before: StreamConfig) => void): Promise<string> {
   if (!st.declare) return (await jsm.streams.info(name)).created;
   const config: Partial<StreamConfig> = { name, subjects: st.subjects, storage: st.storage as StreamConfig['storage'] };
@@ -715,7 +715,8 @@ async function declareStream(jsm: JetStreamManager, name: string, st: NatsStream
   try {
     const before = (await jsm.streams.info(name)).config;
     const after = await jsm.streams.update(name, config);
-    updated(before);
+    // The same config again (a broker rebuilt for another key) changed nothing to put back.
+    if (JSON.stringify(after.config) !== JSON.stringify(before)) updated(before);
     return after.created;
   } catch (err) {
     if (!/stream not found/i.test((err as Error).message)) throw err;
