@@ -496,8 +496,9 @@ export interface BrokerRuntime {
   /**
    * A reload builds this broker beside the running config (called before start()): until commit(),
    * it changes nothing on the server that would route what the running config publishes otherwise
-   * (amqp: its queues are declared without their bindings), so a reload rejected meanwhile leaves
-   * the running config's answers as they were.
+   * (amqp: its queues are declared without their bindings; nats: a stream it updated is put back
+   * when it stops uncommitted), so a reload rejected meanwhile leaves the running config's answers
+   * as they were.
    */
   holdUntilCommit?(): void;
   /**
