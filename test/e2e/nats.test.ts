@@ -140,6 +140,14 @@ routes:
     await nats?.stop();
   });
 
+  /**
+   * Waits until route `audit` has copied every order published so far (its consumer has none
+   * undelivered or unacknowledged, and it acknowledges a message once its copy was published): the
+   * tests before publish orders and do not wait for their copies, which a subscription to
+   * audit.orders made meanwhile would take for the ones it waits for.
+   */
+  const auditedSoFar = () => eventually(async () => assert.deepEqual(await consumerInfo(peer, 'ORDERS', 'eventgate-audit').then((c) => [c.num_ack_pending, c.num_pending]), [0, 0]), 15000, 100);
+
   it('answers 200 with the JetStream sequence once the stream stored the message; headers become NATS headers', async () => {
     const res = await post(gw.url('api', '/orders/eu'), { id: 1 }, { 'x-user': 'ana' });
     assert.equal(res.status, 200, res.text);
@@ -349,6 +357,7 @@ routes:
   });
 
   it('consumes a JetStream wildcard subject with $topic and $headers, and acknowledges it', async () => {
+    await auditedSoFar();
     const sid = await peer.subscribe('audit.orders');
     const ack = await peer.jsPublish('orders.us.created', '{"id":2}', { 'x-user': 'raw-client' });
     assert.equal(ack.stream, 'ORDERS');
@@ -463,6 +472,7 @@ routes:
   });
 
   it('makes its JetStream consumer again when it is deleted on the server, going on without handing the messages it handled again', async () => {
+    await auditedSoFar();
     const sid = await peer.subscribe('audit.orders');
     await peer.jsPublish('orders.eu.created', '{"id":30}');
     await peer.take(sid, 1);
