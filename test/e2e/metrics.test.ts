@@ -94,6 +94,8 @@ describe('GET /metrics', () => {
     // The consume route has forwarded the three delivered messages once the client has them.
     for (let i = 0; i < 3; i++) await receiver.next();
     receiver.close();
+    // Gone from the gauge before the next test counts the clients from 0.
+    await scrapeUntil(gw.adminUrl, (x) => x.value('eventgate_websocket_clients', { listener: 'push' }) === 0);
 
     const s = await scrape(gw.adminUrl);
     assert.match(s.contentType ?? '', /^text\/plain; version=0\.0\.4/);
