@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import WebSocket from 'ws';
 import { post, RawWsClient, WsClient } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
-import { scrape } from '../helpers/prometheus.js';
+import { memoryRoutesCaughtUp, scrape } from '../helpers/prometheus.js';
 import { rawHttp } from '../helpers/raw-http.js';
 import { openStream } from '../helpers/sse.js';
 import { conforms } from '../helpers/wire-formats.js';
@@ -129,18 +129,6 @@ describe('WebSocket (spec §5)', () => {
     clients.push(c);
     return c;
   };
-  let markers = 0;
-  /**
-   * Waits until `readers` (of /frames or /frames/envelope) are past what the tests before published
-   * to the topic: a publish is answered once the topic took it, and forwarded later, to the clients
-   * connected then. The forward keeps the topic's order: once a marker published now reached each
-   * reader, nothing published before it is still on its way.
-   */
-  const pastEarlierFrames = async (...readers: WsClient[]) => {
-    const marker = ++markers;
-    (await connect('/quiet')).send({ marker });
-    for (const r of readers) await r.nextWhere((f) => (f.topic === 'frames' ? f.value : f).marker === marker, 15000);
-  };
 
   describe('publish routes', () => {
     it('acks each delivered frame with the deliveries when the route has ack: true', async () => {
@@ -226,9 +214,10 @@ describe('WebSocket (spec §5)', () => {
     });
 
     it('sends nothing back for a delivered frame when the route has no ack', async () => {
+      // The tests before published to the topic: its forwards through it, none of that comes to the clients here.
+      await memoryRoutesCaughtUp(gw.adminUrl);
       const c = await connect('/quiet');
       const out = await connect('/frames');
-      await pastEarlierFrames(out);
       c.send({ n: 'anything goes' });
       assert.deepEqual(await out.next(), { n: 'anything goes' });
       // Frames are answered in order: the error frame for a sentinel that is not JSON is the first
@@ -251,8 +240,8 @@ describe('WebSocket (spec §5)', () => {
     });
 
     it('publishes the frames a client sent right before closing (as `websocat` does when its input ends)', async () => {
+      await memoryRoutesCaughtUp(gw.adminUrl);
       const out = await connect('/frames');
-      await pastEarlierFrames(out);
       for (const path of ['/quiet', '/publish']) {
         const publisher = await RawWsClient.connect(gw.url('push', path, 'ws'));
         // The frames and the close in one TCP write: the gateway reads the close before it handles the frames.
@@ -482,9 +471,9 @@ describe('WebSocket (spec §5)', () => {
 
   describe('forward routes', () => {
     it('pushes the value as the frame with format: value, and the envelope with format: envelope', async () => {
+      await memoryRoutesCaughtUp(gw.adminUrl);
       const value = await connect('/frames');
       const envelope = await connect('/frames/envelope');
-      await pastEarlierFrames(value, envelope);
       const publisher = await connect('/publish?unit=lux');
       publisher.send({ n: 42 });
       const ack = await publisher.next();
@@ -531,9 +520,9 @@ describe('WebSocket (spec §5)', () => {
     });
 
     it('forwards a JSON value no step changed as its producer wrote it (an integer past 2^53, 1.10), in frames and event streams, value and envelope alike', async () => {
+      await memoryRoutesCaughtUp(gw.adminUrl);
       const value = await connect('/frames');
       const envelope = await connect('/frames/envelope');
-      await pastEarlierFrames(value, envelope);
       const [stream, streamEnvelope] = await Promise.all(['/bytes/stream', '/bytes/stream/envelope'].map((p) => openStream(gw.url('api', p))));
       const written = '{"order":9007199254740993,"price":1.10}';
       // JSON.stringify of the parsed value wrote {"order":9007199254740992,"price":1.1}.
@@ -557,9 +546,9 @@ describe('WebSocket (spec §5)', () => {
     });
 
     it('pushes every message to every client on the path', async () => {
+      await memoryRoutesCaughtUp(gw.adminUrl);
       const a = await connect('/frames');
       const b = await connect('/frames');
-      await pastEarlierFrames(a, b);
       const publisher = await connect('/quiet');
       publisher.send({ n: 'to all' });
       assert.deepEqual(await a.next(), { n: 'to all' });
@@ -567,9 +556,9 @@ describe('WebSocket (spec §5)', () => {
     });
 
     it('delivers a burst (frames handled in one event-loop turn, written to each client together) complete and in order', async () => {
+      await memoryRoutesCaughtUp(gw.adminUrl);
       const a = await connect('/frames');
       const b = await connect('/frames');
-      await pastEarlierFrames(a, b);
       const publisher = await RawWsClient.connect(gw.url('push', '/quiet', 'ws'));
       // One TCP write with 100 frames: the gateway reads them in one turn and forwards them as one batch.
       publisher.socket.write(Buffer.concat(Array.from({ length: 100 }, (_, i) => RawWsClient.textFrame(JSON.stringify({ n: i })))));

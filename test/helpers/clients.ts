@@ -73,27 +73,6 @@ export class WsClient {
     return JSON.parse(await this.nextText(timeoutMs));
   }
 
-  /**
-   * The next frame (parsed as JSON) that `accepts` takes, passing over the frames before it: a
-   * forward delivers an earlier test's messages later than that test's answers, to every client
-   * of the path then connected, so the first frame a new client gets may be one of those.
-   */
-  async nextWhere(accepts: (frame: any) => boolean, timeoutMs = 5000): Promise<any> {
-    const deadline = Date.now() + timeoutMs;
-    const passed: string[] = [];
-    for (;;) {
-      let text: string;
-      try {
-        text = await this.nextText(Math.max(1, deadline - Date.now()));
-      } catch {
-        throw new Error(`timed out waiting for a frame it accepts; passed over: ${passed.join(' ') || 'none'}`);
-      }
-      const frame = JSON.parse(text);
-      if (accepts(frame)) return frame;
-      passed.push(text);
-    }
-  }
-
   nextText(timeoutMs = 5000): Promise<string> {
     const queued = this.frames.shift();
     if (queued !== undefined) return Promise.resolve(queued);

@@ -67,3 +67,13 @@ export async function scrapeUntil(adminUrl: string, check: (s: Scrape) => boolea
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/**
+ * Waits until every memory consume route is through its topic (`eventgate_memory_consumer_lag` 0:
+ * nothing undelivered, nothing in hand). A publish to a memory topic is answered once the topic
+ * took it, and a forward delivers it later, to the clients connected then: a test that reads what
+ * a new client gets first waits for this, or the client may get what the tests before published.
+ */
+export async function memoryRoutesCaughtUp(adminUrl: string, timeoutMs = 15000): Promise<void> {
+  await scrapeUntil(adminUrl, (s) => s.series('eventgate_memory_consumer_lag').every((l) => l.value === 0), timeoutMs);
+}
