@@ -17,6 +17,7 @@ import { WsClient } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
 import { fetch } from '../helpers/http.js';
+import { memoryRoutesCaughtUp } from '../helpers/prometheus.js';
 
 interface HttpsReply {
   status: number;
@@ -200,6 +201,8 @@ describe('TLS listeners', () => {
 
   it('cuts off the open connections of clients whose certificate a reload of `ca` no longer trusts', async () => {
     const mine = { ...trust, cert: certs.client.cert, key: certs.client.key };
+    // The tests before published to the topic: its forwards through it, none of that comes to the clients here.
+    await memoryRoutesCaughtUp(gw.adminUrl);
     const client = await WsClient.connect(gw.url('mutualWss', '/ws/out', 'wss'), mine);
     // A publisher whose frame is in hand (the webhook holds it) when the reload comes.
     const publisher = await WsClient.connect(gw.url('mutualWss', '/ws/held', 'wss'), mine);
@@ -261,6 +264,7 @@ describe('TLS listeners', () => {
 
   it('serves HTTP/2 to curl --http2 (a publish, an event stream, an error) and HTTP/1.1 to clients without h2, on one port', async () => {
     const port = gw.port('secure');
+    await memoryRoutesCaughtUp(gw.adminUrl);
     const session = connectH2(`https://127.0.0.1:${port}`, { ca: trust.ca });
     const events = h2Stream(session, '/events');
     assert.equal(await events.status, 200);
@@ -285,6 +289,7 @@ describe('TLS listeners', () => {
   });
 
   it('carries many event streams and requests at once on one HTTP/2 connection, resumes one with Last-Event-ID, and takes no pseudo-header for a header', async () => {
+    await memoryRoutesCaughtUp(gw.adminUrl);
     const session = connectH2(`https://127.0.0.1:${gw.port('secure')}`, { ca: trust.ca });
     const streams = Array.from({ length: 20 }, () => h2Stream(session, '/events'));
     const envelopes = h2Stream(session, '/envelopes');
@@ -313,6 +318,7 @@ describe('TLS listeners', () => {
   });
 
   it('bounds HTTP/2 requests as HTTP/1.1 ones (header count and size 431, body 413, time 408), publishes nothing of a stream the client resets, and closes a stream that does not read', async () => {
+    await memoryRoutesCaughtUp(gw.adminUrl);
     const session = connectH2(`https://127.0.0.1:${gw.port('secure')}`, { ca: trust.ca });
     // headersTimeoutMs (2 s), as on HTTP/1.1: a connection that sends no request is closed.
     const idle = connectH2(`https://127.0.0.1:${gw.port('secure')}`, { ca: trust.ca });
@@ -384,6 +390,7 @@ describe('TLS listeners', () => {
   });
 
   it('lets a browser page with 8 open event streams still POST to the same listener over HTTP/2, and get its message on every stream', async () => {
+    await memoryRoutesCaughtUp(gw.adminUrl);
     const browser = await openBrowserPage({ ignoreHTTPSErrors: true });
     try {
       const { page } = browser;
@@ -437,6 +444,7 @@ describe('TLS listeners', () => {
   });
   it('picks up a replaced certificate on reload without rebinding, keeping open connections', async () => {
     const port = gw.port('secure');
+    await memoryRoutesCaughtUp(gw.adminUrl);
     const client = await WsClient.connect(gw.url('wss', '/ws/out', 'wss'), { ca: trust.ca });
     // An HTTP/2 connection and its event stream, open across the rotation.
     const before = connectH2(`https://127.0.0.1:${port}`, { ca: trust.ca });
