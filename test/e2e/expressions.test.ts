@@ -211,14 +211,19 @@ routes:
 `);
 
   it('fails a transform that yields a function with 500 (it used to hang and crash the gateway)', async () => {
+    const out = await WsClient.connect(gw.url('push', '/ws/out', 'ws'));
     const r = await post(gw.url('api', '/lambda'), { n: 1 });
     assert.equal(r.status, 500, r.text);
     assert.equal(r.body.code, 'EG_EXPRESSION_FAILED');
     assert.equal(r.body.detail, 'transform failed: the result is not JSON: it holds a function at /');
     assert.equal((await post(gw.url('api', '/ratio'), { total: 3, count: 2 })).status, 200);
+    // Forwarded after the 200 (the topic's answer): taken here, not by the next test's client of /ws/out.
+    assert.deepEqual((await out.next()).value, { avg: 1.5 });
+    out.close();
   });
 
   it('fails a transform whose result is over expressions.maxResultBytes with 500 before it is sent, and keeps serving', async () => {
+    const out = await WsClient.connect(gw.url('push', '/ws/out', 'ws'));
     // $pad is refused before it makes the string: a 500-million-character one held the gateway for
     // minutes, and one padded with two characters to 10^8 ran its heap out (the process died).
     for (const [n, fill] of [
@@ -232,6 +237,8 @@ routes:
       assert.equal(r.body.detail, `transform failed: $pad to a width of ${n} would make a string larger than expressions.maxResultBytes (16.0 MiB)`);
     }
     assert.equal((await post(gw.url('api', '/huge'), { n: 1000 })).status, 200);
+    assert.equal((await out.next()).value, 'x'.repeat(1000));
+    out.close();
   });
 
   it('fails a range whose end a header sets past expressions.maxResultBytes before making it, and sends the ones under it', async () => {
