@@ -201,7 +201,7 @@ describe('TLS listeners', () => {
 
   it('cuts off the open connections of clients whose certificate a reload of `ca` no longer trusts', async () => {
     const mine = { ...trust, cert: certs.client.cert, key: certs.client.key };
-    // The tests before published to the topic: its forwards through it, none of that comes to the clients here.
+    // The tests before published to the topic: once its forwards are through it, none of that can reach the clients opened here.
     await memoryRoutesCaughtUp(gw.adminUrl);
     const client = await WsClient.connect(gw.url('mutualWss', '/ws/out', 'wss'), mine);
     // A publisher whose frame is in hand (the webhook holds it) when the reload comes.

@@ -214,7 +214,7 @@ describe('WebSocket (spec §5)', () => {
     });
 
     it('sends nothing back for a delivered frame when the route has no ack', async () => {
-      // The tests before published to the topic: its forwards through it, none of that comes to the clients here.
+      // The tests before published to the topic: once its forwards are through it, none of that can reach the clients opened here.
       await memoryRoutesCaughtUp(gw.adminUrl);
       const c = await connect('/quiet');
       const out = await connect('/frames');
