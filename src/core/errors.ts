@@ -63,6 +63,7 @@ export const ErrorCodes = {
   EG_KAFKA_ERROR: { status: 502, title: 'The Kafka cluster answered with an error' },
   // Consume routes: in the _eventgate_error header of a dead-lettered record, never in a response
   EG_UNDECODABLE_BATCH: { status: 422, title: 'Record batch cannot be decoded' },
+  EG_UNDECODABLE_RECORD: { status: 422, title: 'Record cannot be decoded' },
   // Admin API: POST /admin/reload (the body also carries the reload's own result and diagnostics)
   EG_RELOAD_REJECTED: { status: 422, title: 'Reload rejected: the running config keeps serving' },
   EG_RELOAD_ROLLED_BACK: { status: 409, title: 'Reload rolled back: the running config was restored' },

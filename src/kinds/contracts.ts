@@ -333,10 +333,10 @@ export interface SubscribeSpec {
    */
   instanceId?: string;
   /**
-   * Where a record batch the broker cannot decode goes (the route's dead-letter target); resolves
-   * once it is stored. Without it the broker stops consuming that partition and says so in health().
+   * Where a record batch or record the broker cannot decode goes (the route's dead-letter target);
+   * resolves once it is stored. Without it the broker stops consuming that partition and says so in health().
    */
-  undecodable?(raw: UndecodableBatch): Promise<void>;
+  undecodable?(raw: Undecodable): Promise<void>;
   /**
    * How many messages of one partition the handler may have in hand at once (default 1: one
    * after the other). Offsets are committed only up to the first message not yet handled.
@@ -378,16 +378,21 @@ export interface PublishOptions {
 
 export type StartFrom = 'earliest' | 'latest';
 
-/** A batch of records as the broker received it, which it could not decode (corrupt, unknown codec). */
-export interface UndecodableBatch {
+/**
+ * What the broker received and could not decode: a batch of records (corrupt, an unknown codec,
+ * decompressing past its bound), or one record of a batch (an impossible header count).
+ */
+export interface Undecodable {
+  unit: 'batch' | 'record';
   topic: string;
   partition: number;
-  /** First and last offset the batch covers. */
+  /** First and last offset the batch covers; a record's offset, both. */
   offset: string;
   lastOffset: string;
-  /** The batch's first timestamp, as its header says: the same each time the batch is fetched (its identity, sourceIdentity). */
+  /** The batch's first timestamp as its header says, or the record's: the same each time it is fetched (its identity, sourceIdentity). */
   timestamp: number;
   reason: string;
+  /** The batch, or the record as its batch holds it (its length first). */
   bytes: Buffer;
 }
 

@@ -21,7 +21,7 @@ import {
   type SubscribeSpec,
   type Subscription,
   type Target,
-  type UndecodableBatch,
+  type Undecodable,
 } from '../kinds/contracts.js';
 import { fromConsumedRecord } from '../codecs/cloudevents.js';
 import { withoutClientTag } from '../kinds/steps/validate.js';
@@ -909,7 +909,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     if (!asked) return undefined;
     const { broker: name, topic, startFrom, defaultStartFrom, perInstance, inFlight, qos } = asked;
     const group = perInstance && this.groupTakenOver !== undefined ? this.groupTakenOver : asked.group;
-    const undecodable = asked.deadletter ? (raw: UndecodableBatch) => (this.connecting ? this.onceConnected(() => this.deadletterUndecodable(raw)) : this.deadletterUndecodable(raw)) : undefined;
+    const undecodable = asked.deadletter ? (raw: Undecodable) => (this.connecting ? this.onceConnected(() => this.deadletterUndecodable(raw)) : this.deadletterUndecodable(raw)) : undefined;
     const ordered = this.webhooks.filter((w) => w.ordered);
     const orderKeys = asked.ordered ? (msg: Message) => this.orderKeys(this.asConsumed(msg), ordered) : undefined;
     return {
@@ -1033,12 +1033,12 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   }
 
   /**
-   * A record batch the broker could not decode goes to the dead-letter topic as the raw bytes it
-   * was, with the same error header as other dead-lettered messages and where it came from.
+   * A record batch or record the broker could not decode goes to the dead-letter topic as the raw
+   * bytes it was, with the same error header as other dead-lettered messages and where it came from.
    */
-  private async deadletterUndecodable(raw: UndecodableBatch): Promise<void> {
+  private async deadletterUndecodable(raw: Undecodable): Promise<void> {
     const source = { topic: raw.topic, partition: raw.partition, offset: raw.offset, lastOffset: raw.lastOffset };
-    const batch: Message = {
+    const undecoded: Message = {
       value: raw.bytes,
       key: null,
       headers: { [ROUTE_SOURCE_HEADER]: JSON.stringify(source) },
@@ -1048,10 +1048,14 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       timestamp: Date.now(),
     };
     const to = this.deadletter!;
-    // The batch's identity is its first record's (the batch's first offset and timestamp), as stable as any record's.
-    const identity = this.sourceOf({ ...batch, timestamp: raw.timestamp });
-    // No route span: a batch no route read has no trace to join (no PRODUCER span either).
-    await this.sendToDeadletter(to, batch, { status: 422, code: 'EG_UNDECODABLE_BATCH', detail: `a record batch could not be decoded: ${raw.reason}`, errors: [] }, { source: identity });
+    // A batch's identity is its first record's (the batch's first offset and timestamp), as stable as any record's.
+    const identity = this.sourceOf({ ...undecoded, timestamp: raw.timestamp });
+    const error =
+      raw.unit === 'batch'
+        ? { code: 'EG_UNDECODABLE_BATCH', detail: `a record batch could not be decoded: ${raw.reason}` }
+        : { code: 'EG_UNDECODABLE_RECORD', detail: `a record could not be decoded: ${raw.reason}` };
+    // No route span: bytes no route read have no trace to join (no PRODUCER span either).
+    await this.sendToDeadletter(to, undecoded, { status: 422, ...error, errors: [] }, { source: identity });
     this.stats.deadlettered++;
   }
 

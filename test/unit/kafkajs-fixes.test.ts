@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { after, before, describe, it } from 'node:test';
+import type { KafkaMessage } from 'kafkajs';
 import kafkajs, {
   Batch,
   decodeRecord,
@@ -13,6 +14,7 @@ import kafkajs, {
   readingCluster,
 } from '../../src/kinds/brokers/kafka/kafkajs.js';
 import { subscriptionRoundRobin } from '../../src/kinds/brokers/kafka/assigner.js';
+import { undecodable } from '../../src/kinds/brokers/kafka/stand-ins.js';
 import { clientConfig } from '../../src/kinds/brokers/kafka/clients.js';
 import { createLogger } from '../../src/log.js';
 import { kafkaSettings, startKafka, type KafkaCluster } from '../helpers/kafka.js';
@@ -278,7 +280,17 @@ describe('the round-robin assigner of consume routes', () => {
 const Decoder = require('kafkajs/src/protocol/decoder') as new (buffer: Buffer) => { offset: number };
 
 /** A record's bytes after its length, as a batch holds them: the headers in the order given, null for none (key, value or a header's value). */
-function recordBytes(r: { timestampDelta?: number; offsetDelta?: number; key: string | null; value: string | null; headers: [string, string | null][] }): Buffer {
+function recordBytes(r: {
+  timestampDelta?: number;
+  offsetDelta?: number;
+  key: string | null;
+  value: string | null;
+  headers: [string, string | null][];
+  /** The header count written, when not the number of `headers` (a record claiming more, or fewer). */
+  headerCount?: number;
+  /** Bytes after the headers, which no field holds. */
+  tail?: Buffer;
+}): Buffer {
   const varint = (n: number) => {
     let z = n >= 0 ? n * 2 : -n * 2 - 1;
     const out: number[] = [];
@@ -296,13 +308,14 @@ function recordBytes(r: { timestampDelta?: number; offsetDelta?: number; key: st
     varint(r.offsetDelta ?? 0),
     bytes(r.key),
     bytes(r.value),
-    varint(r.headers.length),
+    varint(r.headerCount ?? r.headers.length),
     ...r.headers.flatMap(([name, value]) => [bytes(name), bytes(value)]),
+    r.tail ?? Buffer.alloc(0),
   ]);
 }
 
 /** kafkajs' decoder of a record batch (src/protocol/recordBatch/v0/decoder.js), which reads its records with the record decoder it loaded. */
-const decodeBatch = require('kafkajs/src/protocol/recordBatch/v0/decoder') as (decoder: unknown) => Promise<{ records: { headers: Record<string, unknown> }[] }>;
+const decodeBatch = require('kafkajs/src/protocol/recordBatch/v0/decoder') as (decoder: unknown) => Promise<{ records: (KafkaMessage & { headers: Record<string, unknown> })[] }>;
 
 /** A record batch (magic 2, no codec) of records as recordBytes gives them; kafkajs checks no CRC, so it is left 0. */
 function batchBytes(records: Buffer[]): Buffer {
@@ -436,6 +449,81 @@ describe("kafkajs' record decoder", () => {
     assert.equal(Object.keys(decoded.headers).length, 50_001);
     assert.equal((decoded.headers.r as Buffer[]).length, 50_000);
     assert.deepEqual((decoded.headers.r as Buffer[])[49_999], Buffer.from('49999'));
+  });
+
+  /** The record's stand-in when `bytes` cannot be read: its offset and timestamp as read, its bytes as its batch holds them (its length first), and why. */
+  function standIn(bytes: Buffer, context: Record<string, unknown> = CONTEXT) {
+    const decoder = new Decoder(bytes);
+    const record = (require(RECORD_DECODER) as typeof decodeRecord)(decoder as never, context) as unknown as KafkaMessage;
+    return { record, broken: undecodable(record), read: decoder.offset };
+  }
+
+  /** `bytes` with its length before it, as a record batch holds a record. */
+  const framed = (bytes: Buffer) => batchBytes([bytes]).subarray(61);
+
+  // kafkajs' own (and the gateway's before) looked for 3,000,000 headers past the record's 10 bytes: 4.5 s and 3,000,000 Buffers named "".
+  it('takes a record claiming more headers than its bytes can hold (two each at least) for undecodable, without reading one', () => {
+    const bytes = recordBytes({ offsetDelta: 2, timestampDelta: 7, key: 'k', value: 'v', headers: [], headerCount: 3_000_000 });
+    const { record, broken, read } = standIn(bytes);
+    assert.deepEqual(broken, { unit: 'record', reason: 'it claims 3000000 headers in the 0 bytes after its value (a header takes 2 at least)', bytes: framed(bytes) });
+    assert.equal(record.offset, '43');
+    assert.equal(record.timestamp, '1700000000007');
+    assert.equal(record.key, null);
+    assert.equal(read, bytes.length, 'nothing read past the count');
+  });
+
+  // Near 2^31 kafkajs' loop would run out of heap and take the process with it.
+  it('takes the largest count a varint holds (2^31 - 1) for undecodable as well', () => {
+    const bytes = recordBytes({ key: null, value: 'v', headers: [['a', '1']], headerCount: 2 ** 31 - 1 });
+    const { broken } = standIn(bytes);
+    assert.equal(broken?.unit, 'record');
+    assert.match(broken!.reason, /^it claims 2147483647 headers in the 4 bytes after its value/);
+  });
+
+  it('reads as many headers as the bytes can hold, and takes one more for undecodable', () => {
+    // Three headers with an empty name and no value take two bytes each: six.
+    const three: [string, null][] = [
+      ['', null],
+      ['', null],
+      ['', null],
+    ];
+    const fits = standIn(recordBytes({ key: null, value: null, headers: three }));
+    assert.equal(fits.broken, undefined);
+    assert.deepEqual(fits.record.headers, { '': [null, null, null] });
+    const over = standIn(recordBytes({ key: null, value: null, headers: three, headerCount: 4 }));
+    assert.equal(over.broken?.reason, 'it claims 4 headers in the 6 bytes after its value (a header takes 2 at least)');
+  });
+
+  it('takes a header count below -1 for undecodable, and -1 for no headers as kafkajs does', () => {
+    const negative = recordBytes({ key: 'k', value: 'v', headers: [], headerCount: -2 });
+    assert.deepEqual(standIn(negative).broken, { unit: 'record', reason: 'its header count is -2', bytes: framed(negative) });
+    const none = recordBytes({ key: 'k', value: 'v', headers: [], headerCount: -1 });
+    assert.deepEqual(decodeRecord(new Decoder(none) as never, CONTEXT), kafkajsRecordDecoder!(new Decoder(none) as never, CONTEXT));
+    assert.equal(standIn(none).broken, undefined);
+  });
+
+  it('takes a record whose fields end before its end, or run past it, for undecodable (kafkajs delivered them cut or with a tail unread)', () => {
+    const tail = recordBytes({ key: 'k', value: 'v', headers: [['a', '1']], tail: Buffer.from('xyz') });
+    assert.equal(standIn(tail).broken?.reason, `it is ${tail.length} bytes long but its fields take ${tail.length - 3}`);
+    // A header's value claiming 9 bytes of the 1 there is.
+    const cut = Buffer.concat([recordBytes({ key: 'k', value: 'v', headers: [], headerCount: 1 }), Buffer.from([2, 0x61, 18, 0x31])]);
+    assert.equal(standIn(cut).broken?.reason, `it is ${cut.length} bytes long but its fields take ${cut.length + 8}`);
+  });
+
+  it("hands kafkajs' batch decoder the stand-in at the record's offset, between the batch's other records", async () => {
+    const bad = recordBytes({ offsetDelta: 1, key: null, value: 'bad', headers: [], headerCount: 1000 });
+    const batch = batchBytes([recordBytes({ key: null, value: 'before', headers: [['h', '1']] }), bad, recordBytes({ offsetDelta: 2, key: null, value: 'after', headers: [] })]);
+    const { records } = await decodeBatch(new Decoder(batch));
+    assert.deepEqual(
+      records.map((r) => [r.offset, undecodable(r)?.reason ?? String(r.value)]),
+      [
+        ['0', 'before'],
+        ['1', 'it claims 1000 headers in the 0 bytes after its value (a header takes 2 at least)'],
+        ['2', 'after'],
+      ],
+    );
+    assert.deepEqual(undecodable(records[1]!)?.bytes, framed(bad));
+    assert.equal(undecodable(records[0]!), undefined);
   });
 });
 

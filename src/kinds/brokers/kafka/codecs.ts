@@ -1,9 +1,8 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import kafkajs from './kafkajs.js';
-import type { KafkaMessage } from 'kafkajs';
 import { CODEC_IDS, compress, decompress, DEFAULT_MAX_DECOMPRESSED_BYTES, type CodecName } from '../../../codecs/compression.js';
+import { batchStandInHeaders } from './stand-ins.js';
 
 const { CompressionCodecs } = kafkajs;
 /** kafkajs' fetch decoder ends a partition's records quietly at this error (a truncated tail); its typings omit the message argument. */
@@ -23,7 +22,7 @@ const encodeRecord = require('kafkajs/src/protocol/recordBatch/record/v0') as (r
  * not fail the whole fetch: kafkajs would then stop every partition of that broker node, for ever.
  * Instead the codec answers with stand-in records, one per record the batch holds, that carry a
  * marker header only this process knows; the subscription sees them at the batch's offsets and
- * dead-letters the raw batch (or stops that partition). See undecodable() below.
+ * dead-letters the raw batch (or stops that partition): ./stand-ins.ts.
  */
 export function registerCodecs(): void {
   const table = CompressionCodecs as unknown as Record<number, () => unknown>;
@@ -114,23 +113,6 @@ export function newFetchBudget(): void {
   if (budget) budgets.enterWith(new DecodeBudget(budget.maxBatchBytes));
 }
 
-/** Header of stand-in records: random per process, so no record from a topic can pose as one. */
-const MARKER = `eventgate-undecodable-${randomBytes(8).toString('hex')}`;
-
-/** A record batch this process could not decode, as the subscription learns of it. */
-export interface UndecodableRecord {
-  reason: string;
-  /** The whole record batch as the cluster sent it; only on the batch's first stand-in. */
-  batch: Buffer | undefined;
-}
-
-/** The stand-in's story when `message` is one (see registerCodecs), else undefined. */
-export function undecodable(message: KafkaMessage): UndecodableRecord | undefined {
-  const reason = message.headers?.[MARKER];
-  if (reason === undefined) return undefined;
-  return { reason: String(reason), batch: message.value ?? undefined };
-}
-
 // Record batch v2 (magic 2) layout before the records: the compressed section kafkajs hands a
 // codec is the tail of the batch buffer, so the header sits right before it in the same memory.
 const HEADER_BYTES = 61;
@@ -155,7 +137,7 @@ function standIns(data: Buffer, reason: string, err: Error = new Error(reason)):
   const count = consistent ? batch.readInt32BE(AT_RECORD_COUNT) : -1;
   const lastOffsetDelta = consistent ? batch.readInt32BE(AT_LAST_OFFSET_DELTA) : -1;
   if (count < 1 || lastOffsetDelta < count - 1) throw err;
-  const headers = { [MARKER]: Buffer.from(reason) };
+  const headers = batchStandInHeaders(reason);
   const records: Buffer[] = [];
   for (let i = 0; i < count; i++) {
     const offsetDelta = i === count - 1 ? lastOffsetDelta : i;

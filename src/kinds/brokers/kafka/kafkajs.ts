@@ -2,7 +2,9 @@ import { createRequire } from 'node:module';
 import type * as KafkaJS from 'kafkajs';
 import { hostAndPort } from './address.js';
 import { unknownTopic } from './leaders.js';
+import { recordStandInHeaders } from './stand-ins.js';
 import { sleep } from '../../../core/within.js';
+import { Writer } from '../../../codecs/kafka-protocol/wire.js';
 
 const require = createRequire(import.meta.url);
 
@@ -33,6 +35,10 @@ interface RecordReader {
   /** Null for a length of -1. */
   readVarIntBytes(): Buffer | null;
   readVarIntString(): string | null;
+  /** The record's bytes (after its length), which reads past the end do not throw on: they read zeros and short slices. */
+  readonly buffer: Buffer;
+  /** Where the next read starts in `buffer`. */
+  readonly offset: number;
 }
 
 /** What kafkajs' batch decoder (src/protocol/recordBatch/v0/decoder.js) hands each record's decoder. */
@@ -60,6 +66,11 @@ type HeaderValue = Buffer | null | (Buffer | null)[];
  * its values in order. Only a header's own value counts as a first one (kafkajs made `toString` or
  * `constructor` a list of the prototype's function and the value), and `__proto__` is an own
  * property, as kafkajs' spread made it.
+ *
+ * A record that cannot be read comes back as a stand-in (./stand-ins.ts) at its offset, holding its
+ * bytes: a header count below -1, or more headers than the bytes left can hold (each takes two at
+ * least: a count near 2^31 looped that many times past the record's end and exhausted the heap),
+ * or fields that end before or past the record's end. Throwing instead would fail the whole fetch.
  */
 export function decodeRecord(decoder: RecordReader, batchContext: RecordBatchContext = {}) {
   const { firstOffset, firstTimestamp, magicByte, isControlBatch = false, timestampType, maxTimestamp } = batchContext;
@@ -72,7 +83,8 @@ export function decodeRecord(decoder: RecordReader, batchContext: RecordBatchCon
   const value = decoder.readVarIntBytes();
   const headers: Record<string, HeaderValue> = {};
   const count = decoder.readVarInt();
-  for (let i = 0; i < count; i++) {
+  let unreadable = impossibleHeaderCount(count, decoder.buffer.length - decoder.offset);
+  for (let i = 0; unreadable === undefined && i < count; i++) {
     const name = String(decoder.readVarIntString());
     const v = decoder.readVarIntBytes();
     const seen = Object.hasOwn(headers, name) ? headers[name]! : undefined;
@@ -83,8 +95,25 @@ export function decodeRecord(decoder: RecordReader, batchContext: RecordBatchCon
     } else if (Array.isArray(seen)) seen.push(v);
     else headers[name] = [seen, v];
   }
+  if (unreadable === undefined && decoder.offset !== decoder.buffer.length) unreadable = `it is ${decoder.buffer.length} bytes long but its fields take ${decoder.offset}`;
+  if (unreadable !== undefined) return standIn({ magicByte, attributes, timestamp, offset, isControlRecord: isControlBatch, batchContext }, decoder.buffer, unreadable);
   return { magicByte, attributes, timestamp, offset, key, value, headers, isControlRecord: isControlBatch, batchContext };
 }
+
+/** Why a record cannot hold `count` headers in the `left` bytes after its value (each takes two at least), or undefined when it can. -1 is none (kafkajs' null array). */
+function impossibleHeaderCount(count: number, left: number): string | undefined {
+  if (count < -1) return `its header count is ${count}`;
+  if (count > left / MIN_HEADER_BYTES) return `it claims ${count} headers in the ${left} bytes after its value (a header takes ${MIN_HEADER_BYTES} at least)`;
+  return undefined;
+}
+
+/** A record's stand-in: its offset, timestamp and attributes as read, no key, and as value the record as its batch holds it (its length first). */
+function standIn<R extends object>(record: R, bytes: Buffer, reason: string) {
+  return { ...record, key: null, value: new Writer().varint(bytes.length).raw(bytes).finish(), headers: recordStandInHeaders(reason) };
+}
+
+/** A header's name and value lengths, one byte each at the least (an empty name, a null value). */
+const MIN_HEADER_BYTES = 2;
 
 const FILTER_ABORTED = 'kafkajs/src/consumer/filterAbortedMessages';
 

@@ -5,7 +5,8 @@ import { FOREIGN_POSITIONS, namesNoPartitionOf, type Retained } from '../../cont
 import type { KafkaSettings } from '../kafka.js';
 import { Backoff } from '../../../core/backoff.js';
 import { sleep } from '../../../core/within.js';
-import { undecodable, withBatchBound } from './codecs.js';
+import { withBatchBound } from './codecs.js';
+import { undecodable } from './stand-ins.js';
 import { Batch, READ_COMMITTED, readingCluster, type FetchedBatch, type ReadingCluster } from './kafkajs.js';
 import { leaderOf, TopicMissing, unknownTopic } from './leaders.js';
 import { toMessage } from './subscription.js';

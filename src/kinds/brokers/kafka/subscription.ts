@@ -5,7 +5,8 @@ import { decodeValue, isEncoded, ORIGINAL, newHeaders, type Message } from '../.
 import type { BrokerTelemetry, ConsumerLag, Health, SubscribeSpec } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { sleep } from '../../../core/within.js';
-import { newFetchBudget, undecodable, withBatchBound, type UndecodableRecord } from './codecs.js';
+import { newFetchBudget, withBatchBound } from './codecs.js';
+import { undecodable, type StandIn } from './stand-ins.js';
 import { InFlightWindow } from '../../../core/in-flight-window.js';
 import { TopicMissing, unknownTopic } from './leaders.js';
 import { subscriptionRoundRobin } from './assigner.js';
@@ -592,14 +593,16 @@ export class KafkaSubscription {
   }
 
   /**
-   * A stand-in for a record of a batch no codec could decode. The batch's first stand-in carries
-   * the raw batch to the route's dead-letter topic; the others only move the offset past it. With
-   * no dead-letter topic the partition halts here, loudly, and nothing of the batch is committed.
+   * A stand-in for what could not be decoded: a record of a batch no codec could decode, or one
+   * record that cannot be read. A batch's first stand-in carries the raw batch to the route's
+   * dead-letter topic and the others only move the offset past it; a record's carries the record.
+   * With no dead-letter topic the partition halts here, loudly, and nothing from there is committed.
    */
-  private async undecodable(batch: Batch, message: KafkaMessage, broken: UndecodableRecord, member: Membership): Promise<boolean | 'halt'> {
+  private async undecodable(batch: Batch, message: KafkaMessage, broken: StandIn, member: Membership): Promise<boolean | 'halt'> {
     const { topic, partition } = batch;
+    const what = broken.unit === 'batch' ? 'record batch' : 'record';
     if (!this.spec.undecodable) {
-      const detail = `partition ${partition} of ${topic} stopped at offset ${message.offset}: a record batch there cannot be decoded (${broken.reason}); give the route a deadletter topic to move past it`;
+      const detail = `partition ${partition} of ${topic} stopped at offset ${message.offset}: a ${what} there cannot be decoded (${broken.reason}); give the route a deadletter topic to move past it`;
       if (!this.halted.has(partition)) {
         this.telemetry?.consumerError(this.spec.route);
         this.log.error({ partition, offset: message.offset, reason: broken.reason }, `consumer stopped on a partition: ${detail}`);
@@ -607,9 +610,10 @@ export class KafkaSubscription {
       this.halted.set(partition, detail);
       return 'halt';
     }
-    if (!broken.batch) return true;
-    // A stand-in's timestamp is the batch's first (its records' deltas are 0), as the cluster stored it.
-    const raw = { topic, partition, offset: message.offset, lastOffset: batch.lastOffset(), timestamp: Number(message.timestamp), reason: broken.reason, bytes: broken.batch };
+    if (!broken.bytes) return true;
+    // A batch's stand-in has the batch's first timestamp (its records' deltas are 0), as the cluster stored it; a record's its own.
+    const lastOffset = broken.unit === 'batch' ? batch.lastOffset() : message.offset;
+    const raw = { unit: broken.unit, topic, partition, offset: message.offset, lastOffset, timestamp: Number(message.timestamp), reason: broken.reason, bytes: broken.bytes };
     let dropped = false;
     const sent = await this.persist(
       member,
@@ -621,9 +625,9 @@ export class KafkaSubscription {
           return;
         }
         await deadletter(raw);
-        this.log.warn({ partition, offset: raw.offset, lastOffset: raw.lastOffset, reason: raw.reason }, 'undecodable record batch sent to the dead-letter topic');
+        this.log.warn({ partition, offset: raw.offset, lastOffset: raw.lastOffset, reason: raw.reason }, `undecodable ${what} sent to the dead-letter topic`);
       },
-      (err, retryInMs) => this.log.error({ partition, offset: message.offset, err: err.message, retryInMs }, 'undecodable record batch not dead-lettered; retrying'),
+      (err, retryInMs) => this.log.error({ partition, offset: message.offset, err: err.message, retryInMs }, `undecodable ${what} not dead-lettered; retrying`),
     );
     // Handed over to a rebuilt route without a dead-letter topic while retrying: the partition halts here.
     return sent && dropped ? this.undecodable(batch, message, broken, member) : sent;

@@ -1,0 +1,45 @@
+import { randomBytes } from 'node:crypto';
+import type { KafkaMessage } from 'kafkajs';
+
+/**
+ * Stand-in records: what kafkajs' decoding hands the consumer in place of records it cannot
+ * decode, so that the fetch goes on (a throw there fails the whole fetch response: every partition
+ * of that broker node) and the subscription, seeing one at its offset, dead-letters the raw bytes
+ * or halts that partition. A batch no codec can decompress stands in as one record per record it
+ * holds (codecs.ts); a record that cannot be read (its header count impossible, its fields past its
+ * end) as one record (kafkajs.ts' decodeRecord).
+ */
+
+/** Header of stand-in records: random per process, so no record from a topic can pose as one. */
+const BATCH_MARKER = `eventgate-undecodable-${randomBytes(8).toString('hex')}`;
+const RECORD_MARKER = `${BATCH_MARKER}-record`;
+
+/** What a stand-in stands for, as the subscription learns of it. */
+export interface StandIn {
+  /** A whole record batch (its records' stand-ins share it), or the one record at the stand-in's offset. */
+  unit: 'batch' | 'record';
+  reason: string;
+  /** The bytes as the cluster sent them: a batch's on its first stand-in only, a record's on its own. */
+  bytes: Buffer | undefined;
+}
+
+/** The headers of a batch's stand-ins. */
+export function batchStandInHeaders(reason: string): Record<string, Buffer> {
+  return { [BATCH_MARKER]: Buffer.from(reason) };
+}
+
+/** The headers of a record's stand-in. */
+export function recordStandInHeaders(reason: string): Record<string, Buffer> {
+  return { [RECORD_MARKER]: Buffer.from(reason) };
+}
+
+/** The stand-in's story when `message` is one, else undefined. */
+export function undecodable(message: KafkaMessage): StandIn | undefined {
+  const headers = message.headers;
+  if (headers === undefined) return undefined;
+  const batch = headers[BATCH_MARKER];
+  if (batch !== undefined) return { unit: 'batch', reason: String(batch), bytes: message.value ?? undefined };
+  const record = headers[RECORD_MARKER];
+  if (record !== undefined) return { unit: 'record', reason: String(record), bytes: message.value ?? undefined };
+  return undefined;
+}
