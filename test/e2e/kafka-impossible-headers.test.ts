@@ -1,0 +1,180 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { KafkaMessage } from 'kafkajs';
+import { batchCompression, encodeBatch, type KafkaRecord, type RecordHeader } from '../../src/codecs/record-batch.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
+import { committedOffsets, kcatConsume, produceRaw, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
+import { fetch } from '../helpers/http.js';
+
+/** Headers that write `count` as the record's header count and only `real` after it: what a damaged log or a hostile producer holds. */
+function claiming(count: number, real: RecordHeader[] = []): RecordHeader[] {
+  return { length: count, [Symbol.iterator]: () => real[Symbol.iterator]() } as unknown as RecordHeader[];
+}
+
+const record = (offsetDelta: number, value: string, headers: RecordHeader[] = []): KafkaRecord => ({
+  attributes: 0,
+  timestampDelta: offsetDelta,
+  offsetDelta,
+  key: null,
+  value: Buffer.from(value),
+  headers,
+});
+
+/** A batch of `records` (offset deltas 0, 1, ...) written with the gateway's own batch codec: no codec (0) or gzip (1). */
+function batch(records: KafkaRecord[], codec: 0 | 1 = 0): Promise<Buffer> {
+  const now = BigInt(Date.now());
+  return encodeBatch(
+    {
+      baseOffset: 0n,
+      partitionLeaderEpoch: -1,
+      magic: 2,
+      crc: 0,
+      attributes: codec,
+      lastOffsetDelta: records.length - 1,
+      baseTimestamp: now,
+      maxTimestamp: now + BigInt(records.length - 1),
+      producerId: -1n,
+      producerEpoch: -1,
+      baseSequence: -1,
+      recordCount: records.length,
+    },
+    records,
+    batchCompression,
+  );
+}
+
+/** The bytes a batch holds for `r`: its length, then its fields (the header count as it claims). */
+async function recordAsHeld(r: KafkaRecord): Promise<Buffer> {
+  const one = await batch([r]);
+  return one.subarray(61);
+}
+
+/** Sends `bytes` to partition `partition` of `topic` as it is, in a Produce request of its own: the mock cluster stores a batch without reading its records. */
+async function produce(kafka: KafkaCluster, topic: string, partition: number, bytes: Buffer): Promise<void> {
+  const { errorCode } = await produceRaw(kafka.bootstrap, { version: 3, transactionalId: null, topic, partition, batch: bytes });
+  assert.equal(errorCode, 0, 'the cluster took the batch');
+}
+
+async function produceTo(kafka: KafkaCluster, topic: string, partition: number, value: string): Promise<void> {
+  const producer = testClient(kafka.bootstrap).producer();
+  await producer.connect();
+  try {
+    await producer.send({ topic, messages: [{ partition, value }] });
+  } finally {
+    await producer.disconnect();
+  }
+}
+
+async function deadLetters(kafka: KafkaCluster, topic: string, count: number): Promise<KafkaMessage[]> {
+  const consumer = testClient(kafka.bootstrap).consumer({ groupId: kafka.topic('dlq-reader'), maxWaitTimeInMs: 100 });
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topic, fromBeginning: true });
+    const dead: KafkaMessage[] = [];
+    await new Promise<void>((resolve) => void consumer.run({ eachMessage: async ({ message }) => void (dead.push(message) === count && resolve()) }));
+    return dead;
+  } finally {
+    await consumer.disconnect();
+  }
+}
+
+/**
+ * Records that claim more headers than their bytes hold, or a header count below -1: a Kafka broker
+ * refuses them on produce, but librdkafka's mock cluster stores a batch as it is sent, as a damaged
+ * log would serve it. Each is one undecodable record: dead-lettered alone, or the partition halts at
+ * it; the batch's other records, the records after it and the other partitions go on.
+ */
+describe('Kafka records with impossible header counts', () => {
+  let kafka: KafkaCluster;
+  const t = { src: '', copied: '', dlq: '', strict: '', strictOut: '' };
+
+  before(async () => {
+    kafka = await startKafka({ brokers: 1 });
+    for (const k of Object.keys(t) as (keyof typeof t)[]) t[k] = kafka.topic(k);
+    for (const topic of Object.values(t)) await kafka.createTopic(topic, 2);
+  });
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+brokers:
+  kafka: { kind: kafka, brokers: "${kafka.bootstrap}", producer: { lingerMs: 1 }, consumer: ${kafka.consumerYaml} }
+routes:
+  - name: tolerant
+    from: { broker: kafka, topic: ${t.src} }
+    to: { broker: kafka, topic: ${t.copied} }
+    deadletter: { broker: kafka, topic: ${t.dlq} }
+  - name: strict
+    from: { broker: kafka, topic: ${t.strict} }
+    to: { broker: kafka, topic: ${t.strictOut} }
+`,
+  );
+  after(async () => {
+    await kafka?.stop();
+  });
+
+  it('dead-letters each such record alone, as its bytes, and copies the records around it and on the other partition', async () => {
+    const huge = record(1, 'claims 3,000,000 headers', claiming(3_000_000));
+    const negative = record(0, 'claims -2 headers', claiming(-2));
+    await produce(kafka, t.src, 0, await batch([record(0, '{"n":"before"}', [{ key: 'h', value: Buffer.from('1') }]), huge, record(2, '{"n":"after"}')]));
+    // A gzip batch: its records are read after decompressing, by the same decoder.
+    await produce(kafka, t.src, 0, await batch([negative, record(1, '{"n":"after gzip"}')], 1));
+    await produceTo(kafka, t.src, 1, '{"n":"other partition"}');
+
+    const copied = await kcatConsume(kafka.bootstrap, t.copied, 4, 30000);
+    const values = copied.map((r) => JSON.parse(r.value!).n);
+    assert.deepEqual(
+      values.filter((n) => n !== 'other partition'),
+      ['before', 'after', 'after gzip'],
+    );
+    assert.ok(values.includes('other partition'));
+    assert.equal(copied.find((r) => JSON.parse(r.value!).n === 'before')!.headers.h, '1');
+
+    const dead = await deadLetters(kafka, t.dlq, 2);
+    const bySource = new Map(dead.map((m) => [JSON.parse(String(m.headers!._eventgate_source)).offset as string, m]));
+    assert.deepEqual([...bySource.keys()].sort(), ['1', '3']);
+    const first = bySource.get('1')!;
+    assert.deepEqual(JSON.parse(String(first.headers!._eventgate_source)), { topic: t.src, partition: 0, offset: '1', lastOffset: '1' });
+    const error = JSON.parse(String(first.headers!._eventgate_error));
+    assert.equal(error.code, 'EG_UNDECODABLE_RECORD');
+    assert.equal(error.status, 422);
+    assert.equal(error.route, 'tolerant');
+    assert.match(error.detail, /^a record could not be decoded: it claims 3000000 headers in the 0 bytes after its value/);
+    // The value is the record as its batch holds it: its length, then its fields.
+    assert.deepEqual(first.value, await recordAsHeld(huge));
+    const second = bySource.get('3')!;
+    assert.equal(JSON.parse(String(second.headers!._eventgate_error)).detail, 'a record could not be decoded: its header count is -2');
+    assert.deepEqual(JSON.parse(String(second.headers!._eventgate_source)), { topic: t.src, partition: 0, offset: '3', lastOffset: '3' });
+
+    // Committed past both batches: the partition moved on.
+    await eventually(async () => assert.equal((await committedOffsets(kafka.bootstrap, 'eventgate-tolerant', t.src))[0], '5'), 15000, 200);
+    await gw.waitForLog((l) => l.msg === 'undecodable record sent to the dead-letter topic' && l.offset === '3', 15000);
+    const health = (await gw.status()).routes.find((r: { name: string }) => r.name === 'tolerant').consumer;
+    assert.deepEqual(health, { ready: true });
+  });
+
+  it('without a dead-letter topic, halts that partition at the record (the records before it delivered) and says so, while the other partition goes on', async () => {
+    await produce(kafka, t.strict, 0, await batch([record(0, '{"n":"before"}'), record(1, 'bad', claiming(1000)), record(2, '{"n":"stuck"}')]));
+    await produceTo(kafka, t.strict, 1, '{"n":"other partition"}');
+    const out = await kcatConsume(kafka.bootstrap, t.strictOut, 2, 30000);
+    assert.deepEqual(out.map((r) => JSON.parse(r.value!).n).sort(), ['before', 'other partition']);
+
+    const line = await gw.waitForLog((l) => l.msg.startsWith('consumer stopped on a partition') && l.route === 'strict', 15000);
+    assert.equal(line.level, 'error');
+    assert.equal(line.offset, '1');
+    const res = await fetch(`${gw.adminUrl}/readyz`);
+    assert.equal(res.status, 503);
+    const body = (await res.json()) as { reasons: string[] };
+    assert.ok(body.reasons.includes(`route strict: partition 0 of ${t.strict} stopped at offset 1`), JSON.stringify(body));
+    const health = (await gw.status()).routes.find((r: { name: string }) => r.name === 'strict').consumer;
+    assert.equal(
+      health.detail,
+      `partition 0 of ${t.strict} stopped at offset 1: a record there cannot be decoded (it claims 1000 headers in the 0 bytes after its value (a header takes 2 at least)); give the route a deadletter topic to move past it`,
+    );
+    // The record before it is committed, nothing from it on.
+    await eventually(async () => assert.equal((await committedOffsets(kafka.bootstrap, 'eventgate-strict', t.strict))[0], '1'), 15000, 200);
+    await produceTo(kafka, t.strict, 1, '{"n":"sentinel"}');
+    const later = await kcatConsume(kafka.bootstrap, t.strictOut, 3, 30000);
+    assert.deepEqual(later.map((r) => JSON.parse(r.value!).n).sort(), ['before', 'other partition', 'sentinel']);
+  });
+});
