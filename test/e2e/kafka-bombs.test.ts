@@ -273,7 +273,7 @@ routes:
     assert.equal(said.gap, true);
     assert.match(
       said.reason,
-      /^events in record batches the gateway cannot decode are left out: partition 0 from offset 1 \(gzip decompress failed: the records would decompress to more than the limit of 1048576 bytes\)$/,
+      /^events the gateway cannot decode are left out: partition 0, a batch from offset 1 \(gzip decompress failed: the records would decompress to more than the limit of 1048576 bytes\)$/,
     );
     assert.deepEqual(
       rest.map((e) => e.data),

@@ -115,7 +115,7 @@ class Replay {
   private readonly forget: number[] = [];
   private readonly messages: Message[] = [];
   private readonly undecoded: string[] = [];
-  /** Partitions whose last record read was a stand-in for an undecodable batch (one note per run of them). */
+  /** Partitions whose last record read was a stand-in for an undecodable batch (one note per run of them; a record's has its own). */
   private readonly inUndecodable = new Set<number>();
   private readonly wanted = new Map<number, Range>();
   /** The next offset to fetch of each partition not yet read to its end. */
@@ -144,12 +144,12 @@ class Replay {
     const ends = await this.retrying(() => this.offsets());
     this.plan(ends);
     while (this.position.size > 0) await this.round();
-    if (this.undecoded.length > 0) this.log.warn({ topic: this.topic, batches: this.undecoded }, 'replay left out record batches it cannot decode');
+    if (this.undecoded.length > 0) this.log.warn({ topic: this.topic, batches: this.undecoded }, 'replay left out records it cannot decode');
     const gaps = [
       this.ahead ? AHEAD : '',
       this.foreign ? FOREIGN_POSITIONS : '',
       this.truncated ? NO_LONGER_RETAINED : '',
-      this.undecoded.length > 0 ? `events in record batches the gateway cannot decode are left out: ${this.undecoded.join('; ')}` : '',
+      this.undecoded.length > 0 ? `events the gateway cannot decode are left out: ${this.undecoded.join('; ')}` : '',
     ];
     return { messages: this.messages, gap: gaps.filter(Boolean).join('; ') || undefined, forget: this.forget };
   }
@@ -264,9 +264,12 @@ class Replay {
       if (!broken) {
         this.inUndecodable.delete(partition);
         this.messages.push(toMessage(this.topic, partition, message));
+      } else if (broken.unit === 'record') {
+        this.inUndecodable.delete(partition);
+        this.undecoded.push(`partition ${partition}, the record at offset ${offset} (${broken.reason})`);
       } else if (!this.inUndecodable.has(partition)) {
         this.inUndecodable.add(partition);
-        this.undecoded.push(`partition ${partition} from offset ${offset} (${broken.reason})`);
+        this.undecoded.push(`partition ${partition}, a batch from offset ${offset} (${broken.reason})`);
       }
     }
     // Records kafkajs does not hand over still take offsets: a transaction's marker (the last offset
