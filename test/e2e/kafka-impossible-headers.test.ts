@@ -5,6 +5,7 @@ import { batchCompression, encodeBatch, type KafkaRecord, type RecordHeader } fr
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { committedOffsets, kcatConsume, produceRaw, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
 import { fetch } from '../helpers/http.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /** Headers that write `count` as the record's header count and only `real` after it: what a damaged log or a hostile producer holds. */
 function claiming(count: number, real: RecordHeader[] = []): RecordHeader[] {
@@ -86,10 +87,12 @@ async function deadLetters(kafka: KafkaCluster, topic: string, count: number): P
  */
 describe('Kafka records with impossible header counts', () => {
   let kafka: KafkaCluster;
-  const t = { src: '', copied: '', dlq: '', strict: '', strictOut: '' };
+  let hook: WebhookReceiver;
+  const t = { src: '', copied: '', dlq: '', hookDlq: '', strict: '', strictOut: '' };
 
   before(async () => {
     kafka = await startKafka({ brokers: 1 });
+    hook = await WebhookReceiver.start();
     for (const k of Object.keys(t) as (keyof typeof t)[]) t[k] = kafka.topic(k);
     for (const topic of Object.values(t)) await kafka.createTopic(topic, 2);
   });
@@ -104,12 +107,18 @@ routes:
     from: { broker: kafka, topic: ${t.src} }
     to: { broker: kafka, topic: ${t.copied} }
     deadletter: { broker: kafka, topic: ${t.dlq} }
+  # Several records of a partition in hand at once: the other consume loop.
+  - name: hooked
+    from: { broker: kafka, topic: ${t.src} }
+    to: { http: { url: "${hook.url}/records", concurrency: 4 } }
+    deadletter: { broker: kafka, topic: ${t.hookDlq} }
   - name: strict
     from: { broker: kafka, topic: ${t.strict} }
     to: { broker: kafka, topic: ${t.strictOut} }
 `,
   );
   after(async () => {
+    await hook?.stop();
     await kafka?.stop();
   });
 
@@ -151,6 +160,20 @@ routes:
     await gw.waitForLog((l) => l.msg === 'undecodable record sent to the dead-letter topic' && l.offset === '3', 15000);
     const health = (await gw.status()).routes.find((r: { name: string }) => r.name === 'tolerant').consumer;
     assert.deepEqual(health, { ready: true });
+
+    // The route with four records in hand: the same records delivered, the same two dead-lettered.
+    const posted = (await hook.received(4, 30000)).map((r) => JSON.parse(r.body).n);
+    assert.deepEqual(
+      posted.filter((n) => n !== 'other partition'),
+      ['before', 'after', 'after gzip'],
+    );
+    const hookDead = await deadLetters(kafka, t.hookDlq, 2);
+    assert.deepEqual(hookDead.map((m) => [JSON.parse(String(m.headers!._eventgate_source)).offset, JSON.parse(String(m.headers!._eventgate_error)).code]).sort(), [
+      ['1', 'EG_UNDECODABLE_RECORD'],
+      ['3', 'EG_UNDECODABLE_RECORD'],
+    ]);
+    await eventually(async () => assert.equal((await committedOffsets(kafka.bootstrap, 'eventgate-hooked', t.src))[0], '5'), 15000, 200);
+    assert.equal(hook.requests.length, 4);
   });
 
   it('without a dead-letter topic, halts that partition at the record (the records before it delivered) and says so, while the other partition goes on', async () => {
