@@ -163,10 +163,8 @@ routes:
 
     // The route with four records in hand: the same records delivered, the same two dead-lettered.
     const posted = (await hook.received(4, 30000)).map((r) => JSON.parse(r.body).n);
-    assert.deepEqual(
-      posted.filter((n) => n !== 'other partition'),
-      ['before', 'after', 'after gzip'],
-    );
+    // Four in hand at once, unordered: they may arrive in any order.
+    assert.deepEqual(posted.sort(), ['after', 'after gzip', 'before', 'other partition']);
     const hookDead = await deadLetters(kafka, t.hookDlq, 2);
     assert.deepEqual(hookDead.map((m) => [JSON.parse(String(m.headers!._eventgate_source)).offset, JSON.parse(String(m.headers!._eventgate_error)).code]).sort(), [
       ['1', 'EG_UNDECODABLE_RECORD'],
