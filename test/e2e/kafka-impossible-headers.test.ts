@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import type { KafkaMessage } from 'kafkajs';
 import { batchCompression, encodeBatch, type KafkaRecord, type RecordHeader } from '../../src/codecs/record-batch.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
-import { committedOffsets, kcatConsume, produceRaw, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
+import { committedOffsets, kcatConsume, produceRaw, produceTo, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
 import { fetch } from '../helpers/http.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
@@ -54,16 +54,6 @@ async function recordAsHeld(r: KafkaRecord): Promise<Buffer> {
 async function produce(kafka: KafkaCluster, topic: string, partition: number, bytes: Buffer): Promise<void> {
   const { errorCode } = await produceRaw(kafka.bootstrap, { version: 3, transactionalId: null, topic, partition, batch: bytes });
   assert.equal(errorCode, 0, 'the cluster took the batch');
-}
-
-async function produceTo(kafka: KafkaCluster, topic: string, partition: number, value: string): Promise<void> {
-  const producer = testClient(kafka.bootstrap).producer();
-  await producer.connect();
-  try {
-    await producer.send({ topic, messages: [{ partition, value }] });
-  } finally {
-    await producer.disconnect();
-  }
 }
 
 async function deadLetters(kafka: KafkaCluster, topic: string, count: number): Promise<KafkaMessage[]> {
@@ -128,7 +118,7 @@ routes:
     await produce(kafka, t.src, 0, await batch([record(0, '{"n":"before"}', [{ key: 'h', value: Buffer.from('1') }]), huge, record(2, '{"n":"after"}')]));
     // A gzip batch: its records are read after decompressing, by the same decoder.
     await produce(kafka, t.src, 0, await batch([negative, record(1, '{"n":"after gzip"}')], 1));
-    await produceTo(kafka, t.src, 1, '{"n":"other partition"}');
+    await produceTo(kafka.bootstrap, t.src, 1, '{"n":"other partition"}');
 
     const copied = await kcatConsume(kafka.bootstrap, t.copied, 4, 30000);
     const values = copied.map((r) => JSON.parse(r.value!).n);
@@ -176,7 +166,7 @@ routes:
 
   it('without a dead-letter topic, halts that partition at the record (the records before it delivered) and says so, while the other partition goes on', async () => {
     await produce(kafka, t.strict, 0, await batch([record(0, '{"n":"before"}'), record(1, 'bad', claiming(1000)), record(2, '{"n":"stuck"}')]));
-    await produceTo(kafka, t.strict, 1, '{"n":"other partition"}');
+    await produceTo(kafka.bootstrap, t.strict, 1, '{"n":"other partition"}');
     const out = await kcatConsume(kafka.bootstrap, t.strictOut, 2, 30000);
     assert.deepEqual(out.map((r) => JSON.parse(r.value!).n).sort(), ['before', 'other partition']);
 
@@ -194,7 +184,7 @@ routes:
     );
     // The record before it is committed, nothing from it on.
     await eventually(async () => assert.equal((await committedOffsets(kafka.bootstrap, 'eventgate-strict', t.strict))[0], '1'), 15000, 200);
-    await produceTo(kafka, t.strict, 1, '{"n":"sentinel"}');
+    await produceTo(kafka.bootstrap, t.strict, 1, '{"n":"sentinel"}');
     const later = await kcatConsume(kafka.bootstrap, t.strictOut, 3, 30000);
     assert.deepEqual(later.map((r) => JSON.parse(r.value!).n).sort(), ['before', 'other partition', 'sentinel']);
   });

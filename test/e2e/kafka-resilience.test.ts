@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import kafkajs from 'kafkajs';
 import { eventually, type RunningGateway, startGateway, useGateway } from '../helpers/gateway.js';
-import { committedOffsets, endOffsets, kcatConsume, kcatConsumeAll, kcatProduce, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
+import { committedOffsets, endOffsets, kcatConsume, kcatConsumeAll, kcatProduce, produceTo, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
 import { fetch } from '../helpers/http.js';
 
 const { CompressionCodecs, CompressionTypes } = kafkajs;
@@ -31,16 +31,6 @@ async function produceCorruptBatch(bootstrap: string, topic: string, partition: 
   await producer.connect();
   try {
     await producer.send({ topic, compression: codec, messages: Array.from({ length: records }, (_, i) => ({ partition, value: `lost ${i}` })) });
-  } finally {
-    await producer.disconnect();
-  }
-}
-
-async function produceTo(bootstrap: string, topic: string, partition: number, value: string): Promise<void> {
-  const producer = testClient(bootstrap).producer();
-  await producer.connect();
-  try {
-    await producer.send({ topic, messages: [{ partition, value }] });
   } finally {
     await producer.disconnect();
   }

@@ -359,6 +359,17 @@ export function runProcess(cmd: string, args: string[], input = '', timeoutMs = 
   });
 }
 
+/** Produces one record of `value` to `partition` of `topic` with a kafkajs producer of its own. */
+export async function produceTo(bootstrap: string, topic: string, partition: number, value: string): Promise<void> {
+  const producer = testClient(bootstrap).producer();
+  await producer.connect();
+  try {
+    await producer.send({ topic, messages: [{ partition, value }] });
+  } finally {
+    await producer.disconnect();
+  }
+}
+
 // ---- transaction markers: what a transactional producer leaves in a partition ------------------
 
 /**
