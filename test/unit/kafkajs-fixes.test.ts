@@ -525,6 +525,27 @@ describe("kafkajs' record decoder", () => {
     assert.deepEqual(undecodable(records[1]!)?.bytes, framed(bad));
     assert.equal(undecodable(records[0]!), undefined);
   });
+
+  // The subscription took kafkajs' Batch.lastOffset(): the last offset of the partition's whole
+  // fetch, which on a cluster (not the mock, which serves one batch per fetch) holds the batches after it.
+  it('gives a batch no codec can decode its own last offset, from its header, whatever the fetch holds after it', async () => {
+    const batch = batchBytes([
+      recordBytes({ key: null, value: 'a', headers: [] }),
+      recordBytes({ offsetDelta: 1, key: null, value: 'b', headers: [] }),
+      recordBytes({ offsetDelta: 2, key: null, value: 'c', headers: [] }),
+    ]);
+    batch.writeBigInt64BE(100n, 0);
+    batch.writeInt16BE(3, 21); // lz4, which these records are not
+    const { records } = await decodeBatch(new Decoder(batch));
+    assert.deepEqual(
+      records.map((r) => [r.offset, undecodable(r)?.unit, undecodable(r)?.lastOffset]),
+      [
+        ['100', 'batch', '102'],
+        ['101', 'batch', undefined],
+        ['102', 'batch', undefined],
+      ],
+    );
+  });
 });
 
 /** One fetched record as kafkajs' decoders make it, for its Batch: offset, key, and its batch's producer and flags. */

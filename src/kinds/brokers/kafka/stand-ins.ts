@@ -21,7 +21,13 @@ export interface StandIn {
   reason: string;
   /** The bytes as the cluster sent them: a batch's on its first stand-in only, a record's on its own. */
   bytes: Buffer | undefined;
+  /** With `bytes`: the last offset the batch covers, as its header says (a record's is its own offset). */
+  lastOffset?: string;
 }
+
+/** Where a v2 batch's header holds its first offset (int64) and its last offset's delta from it (int32). */
+const AT_FIRST_OFFSET = 0;
+const AT_LAST_OFFSET_DELTA = 23;
 
 /** The headers of a batch's stand-ins. */
 export function batchStandInHeaders(reason: string): Record<string, Buffer> {
@@ -38,7 +44,13 @@ export function undecodable(message: KafkaMessage): StandIn | undefined {
   const headers = message.headers;
   if (headers === undefined) return undefined;
   const batch = headers[BATCH_MARKER];
-  if (batch !== undefined) return { unit: 'batch', reason: String(batch), bytes: message.value ?? undefined };
+  if (batch !== undefined) {
+    const bytes = message.value ?? undefined;
+    // From the batch itself: kafkajs' Batch.lastOffset() is the last of the whole fetch, which on a
+    // cluster holds the batches after it too.
+    const lastOffset = bytes && String(bytes.readBigInt64BE(AT_FIRST_OFFSET) + BigInt(bytes.readInt32BE(AT_LAST_OFFSET_DELTA)));
+    return { unit: 'batch', reason: String(batch), bytes, lastOffset };
+  }
   const record = headers[RECORD_MARKER];
   if (record !== undefined) return { unit: 'record', reason: String(record), bytes: message.value ?? undefined };
   return undefined;

@@ -612,7 +612,7 @@ export class KafkaSubscription {
     }
     if (!broken.bytes) return true;
     // A batch's stand-in has the batch's first timestamp (its records' deltas are 0), as the cluster stored it; a record's its own.
-    const lastOffset = broken.unit === 'batch' ? batch.lastOffset() : message.offset;
+    const lastOffset = broken.lastOffset ?? message.offset;
     const raw = { unit: broken.unit, topic, partition, offset: message.offset, lastOffset, timestamp: Number(message.timestamp), reason: broken.reason, bytes: broken.bytes };
     let dropped = false;
     const sent = await this.persist(
