@@ -10,7 +10,7 @@ import type { KafkaMessage } from 'kafkajs';
  * end) as one record (kafkajs.ts' decodeRecord).
  */
 
-/** Header of stand-in records: random per process, so no record from a topic can pose as one. */
+/** Headers of a batch's and a record's stand-ins: random per process, so no record from a topic can pose as one. */
 const BATCH_MARKER = `eventgate-undecodable-${randomBytes(8).toString('hex')}`;
 const RECORD_MARKER = `${BATCH_MARKER}-record`;
 
@@ -25,7 +25,7 @@ export interface StandIn {
   lastOffset?: string;
 }
 
-/** Where a v2 batch's header holds its first offset (int64) and its last offset's delta from it (int32). */
+/** Where a v2 batch's header holds its first offset (int64) and its last offset's delta from it (int32), as in codecs.ts' layout. */
 const AT_FIRST_OFFSET = 0;
 const AT_LAST_OFFSET_DELTA = 23;
 
