@@ -127,6 +127,14 @@ export async function decodeRecords(batch: RawBatch, compression: BatchCompressi
   return readRecords(data, batch.recordCount);
 }
 
+/**
+ * A record's header count below 0: a Kafka broker refuses it on produce (Java's DefaultRecord:
+ * "Found invalid number of record headers"), so the listener does too, rather than read it as none.
+ */
+function negativeHeaderCount(record: number, count: number): ProtocolError {
+  return new ProtocolError(`record ${record} has a header count of ${count}`);
+}
+
 /** Shared by every record without headers (most of them): one array less per record. */
 const NO_HEADERS: RecordHeader[] = Object.freeze([]) as unknown as RecordHeader[];
 
@@ -146,6 +154,7 @@ export function readRecords(data: Buffer, count: number): KafkaRecord[] {
       headers: NO_HEADERS,
     };
     const headerCount = r.varint();
+    if (headerCount < 0) throw negativeHeaderCount(i, headerCount);
     if (headerCount > 0) record.headers = [];
     for (let h = 0; h < headerCount; h++) {
       const key = varBytes(r);
@@ -205,7 +214,8 @@ export class RecordCursor {
     this.valueEnd = this.field();
     this.valueStart = this.valueEnd < 0 ? -1 : this.valueEnd - this.lastLength;
     const headerCount = this.varint();
-    this.headerCount = Math.max(headerCount, 0);
+    if (headerCount < 0) throw negativeHeaderCount(i, headerCount);
+    this.headerCount = headerCount;
     this.headersStart = this.at;
     for (let h = 0; h < headerCount; h++) {
       if (this.field() < 0) throw new ProtocolError(`record ${i} has a header with a null key`);

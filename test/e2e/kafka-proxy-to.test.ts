@@ -7,6 +7,7 @@ import { WsClient } from '../helpers/clients.js';
 import { eventually, repoRoot, useGateway } from '../helpers/gateway.js';
 import { kcatConsumeAll, kcatProduce, kcatProduceLines, produceRaw, recordBatch, runProcess, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { reloaded } from '../helpers/pipeline.js';
+import { batchCompression, encodeBatch, type RecordHeader } from '../../src/codecs/record-batch.js';
 import { scrape } from '../helpers/prometheus.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
@@ -147,6 +148,34 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
     const got = await values(kafka.bootstrap, t.copy);
     assert.ok(got.includes(ORDER(13)), `copy has ${got}`);
     assert.ok(!got.includes(ORDER(17)), 'the corrupted record was delivered');
+  });
+
+  it('refuses a record whose header count is below 0 with INVALID_RECORD, as a Kafka broker does, rather than read it as no headers', async () => {
+    // Written with the gateway's own codec: a headers list whose length claims -1 and holds none.
+    const noHeaders = { length: -1, [Symbol.iterator]: () => [][Symbol.iterator]() } as unknown as RecordHeader[];
+    const now = BigInt(Date.now());
+    const batch = await encodeBatch(
+      {
+        baseOffset: 0n,
+        partitionLeaderEpoch: -1,
+        magic: 2,
+        crc: 0,
+        attributes: 0,
+        lastOffsetDelta: 0,
+        baseTimestamp: now,
+        maxTimestamp: now,
+        producerId: -1n,
+        producerEpoch: -1,
+        baseSequence: -1,
+        recordCount: 1,
+      },
+      [{ attributes: 0, timestampDelta: 0, offsetDelta: 0, key: null, value: Buffer.from(ORDER(14)), headers: noHeaders }],
+      batchCompression,
+    );
+    const answer = await produceRaw(proxy, { version: 8, transactionalId: null, topic: t.orders, partition: 0, batch });
+    assert.equal(answer.errorCode, 87, JSON.stringify(answer));
+    assert.match(answer.errorMessage ?? '', /route 'orders-out' refused record 0: cannot read the batch: record 0 has a header count of -1/);
+    assert.ok(!(await values(kafka.bootstrap, t.copy)).includes(ORDER(14)), 'the record was delivered');
   });
 
   it('passes the CRC check with every codec librdkafka (kcat) compresses with: the CRC covers the compressed bytes as the producer wrote them', async () => {

@@ -127,6 +127,14 @@ describe('record batches (Kafka RecordBatch v2)', () => {
     assert.throws(() => splitBatches(old), /message format v1 is not supported/);
   });
 
+  it('refuses a header count below 0 in readRecords and the cursor alike, as a Kafka broker does', () => {
+    const noHeaders = { length: -1, [Symbol.iterator]: () => [][Symbol.iterator]() } as unknown as KafkaRecord['headers'];
+    const data = writeRecords([{ attributes: 0, timestampDelta: 0, offsetDelta: 0, key: null, value: Buffer.from('{}'), headers: noHeaders }]);
+    assert.throws(() => readRecords(data, 1), /record 0 has a header count of -1/);
+    const cur = new RecordCursor(data, 1);
+    assert.throws(() => cur.next(), /record 0 has a header count of -1/);
+  });
+
   it('reads several batches in one records field', async () => {
     const two = Buffer.concat([fixture('kcat-none'), fixture('kafkajs-none')]);
     const batches = splitBatches(two);
