@@ -27,7 +27,7 @@ const stream = Type.Object(
       Type.Boolean({
         default: true,
         description:
-          "Create or update the stream at connect; false when it must exist already. A stream missing (or one the server refuses to create) stops only what uses it, tried again with backoff and logged once: the routes that read it are not ready (`route NAME: stream 'S' not found on broker 'B'` in /readyz) and start by themselves once it exists, consuming what it holds; publishes to its subjects answer 503 naming it. The broker stays ready: core subjects and other streams go on.",
+          "Create or update the stream at connect; false when it must exist already. A stream missing (or one the server refuses to create) stops only what uses it, tried again with backoff and logged once: the routes that read it are not ready (`route NAME: stream 'S' not found on broker 'B'` in /readyz) and start by themselves once it exists, consuming what it holds; publishes to its subjects answer 503 naming it. The broker stays ready: core subjects and other streams go on. An update sets what the config names and leaves the rest as the server has it, limits an operator set with `nats stream edit` included: a limit removed from the config (`maxMessages`, `maxAgeMs`, `duplicateWindowMs`, `replicas`) stays on the stream until it is changed there.",
       }),
     ),
     storage: Type.Optional(oneOfStrings(['file', 'memory'], { default: 'file', description: 'Where the server stores the stream.' })),
