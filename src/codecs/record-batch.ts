@@ -242,16 +242,13 @@ export class RecordCursor {
   }
 
   /**
-   * The current record's key, value and headers as bytes of their own: one copy of its fields
-   * (`data` may be a read buffer used again once the request is answered), the fields views of
-   * it. Headers by name, a repeated name with all its values in order, a header without a value
-   * null (OriginalRecord's shape).
+   * The current record's key, value and headers as views of `data` (no copy: the caller owns
+   * `data` for as long as the views live). Headers by name, a repeated name with all its values in
+   * order, a header without a value null (OriginalRecord's shape).
    */
-  ownBytes(): { key: Buffer | null; value: Buffer | null; headers: Record<string, Buffer | null | (Buffer | null)[]> } {
+  fieldBytes(): { key: Buffer | null; value: Buffer | null; headers: Record<string, Buffer | null | (Buffer | null)[]> } {
     const data = this.data;
-    const from = this.keyStart >= 0 ? this.keyStart : this.valueStart >= 0 ? this.valueStart : this.headersStart;
-    const copy = Buffer.from(data.subarray(from, this.at));
-    const view = (start: number, end: number) => (start < 0 ? null : copy.subarray(start - from, end - from));
+    const view = (start: number, end: number) => (start < 0 ? null : data.subarray(start, end));
     const headers = newHeaders<Buffer | null | (Buffer | null)[]>();
     const saved = this.at;
     this.at = this.headersStart;

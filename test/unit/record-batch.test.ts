@@ -164,6 +164,24 @@ describe('record batches (Kafka RecordBatch v2)', () => {
     assert.deepEqual(found, [false, false, true, false]);
   });
 
+  it("gives each record's key, value and headers as views of the section, repeated names in order, a header without a value null", () => {
+    const data = writeRecords([
+      { attributes: 0, timestampDelta: 0, offsetDelta: 0, key: Buffer.from([0xc3, 0x28]), value: Buffer.from([0xde, 0xad]), headers: [{ key: 'seen', value: Buffer.from('a') }, { key: 'none', value: null }, { key: 'seen', value: Buffer.from('b') }] },
+      { attributes: 0, timestampDelta: 1, offsetDelta: 1, key: null, value: null, headers: [] },
+    ]);
+    const cur = new RecordCursor(data, 2);
+    const got: ReturnType<RecordCursor['fieldBytes']>[] = [];
+    while (cur.next()) got.push(cur.fieldBytes());
+    const [first, second] = got as [(typeof got)[0], (typeof got)[0]];
+    assert.deepEqual([...first.key!], [0xc3, 0x28]);
+    assert.deepEqual([...first.value!], [0xde, 0xad]);
+    assert.deepEqual((first.headers.seen as Buffer[]).map(String), ['a', 'b']);
+    assert.equal(first.headers.none, null);
+    assert.deepEqual([second.key, second.value, Object.keys(second.headers)], [null, null, []]);
+    // Views, not copies: the caller makes the section its own once per batch (the kafka listener's govern).
+    assert.equal(first.value!.buffer, data.buffer);
+  });
+
   it('reads the same fields through a RecordCursor as through readRecords, and refuses the same bad sections', async () => {
     const records: KafkaRecord[] = [
       { attributes: 0, timestampDelta: 0, offsetDelta: 0, key: null, value: Buffer.from('{"id":1}'), headers: [] },

@@ -336,7 +336,12 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
       let data: Buffer;
       try {
         const codec = compressionOf(batch.attributes);
-        data = codec === 0 ? batch.recordsSection : await ctx.compression.decompress(codec, batch.recordsSection);
+        // A route with `to` keeps each record's bytes (messageAt) as views of `data`: memory of its
+        // own, copied once per batch, since the records section may be the connection's read buffer,
+        // used again once the request is answered, while a target may still hold a message (a send
+        // answered after its ack timeout). A decompressed section is the batch's own already.
+        if (codec !== 0) data = await ctx.compression.decompress(codec, batch.recordsSection);
+        else data = route.delivers ? Buffer.from(batch.recordsSection) : batch.recordsSection;
       } catch (err) {
         recordErrors.push({ index: 0, message: `cannot read the batch: ${(err as Error).message}` });
         return undefined;
@@ -490,9 +495,8 @@ const NOT_SENT: Outcome = { outcome: 'failed', problem: problem('EG_INTERNAL', '
  * Buffer views in between. A route with `to` (`keepBytes`) writes the message to targets rather
  * than the batch upstream: it keeps the record's bytes as the message's ORIGINAL, so a field no
  * step changed is written as the producer wrote it (binary values, JSON's own spelling, repeated
- * headers), as a consume route's copies are. Copies: `data` may be the connection's read buffer,
- * used again once the request is answered, while a target may still hold the message (a send
- * answered after its ack timeout).
+ * headers), as a consume route's copies are: views of `data`, which the caller made the batch's
+ * own (one copy per batch, not per record).
  */
 function messageAt(cur: RecordCursor, data: Buffer, baseTimestamp: number, topic: string, partition: number, keepBytes: boolean): Message {
   const value = cur.valueStart < 0 ? null : decodeValueBytes(data, cur.valueStart, cur.valueEnd);
@@ -500,7 +504,7 @@ function messageAt(cur: RecordCursor, data: Buffer, baseTimestamp: number, topic
   // Steps never change a message in place (they return new ones), so records without headers share one object.
   const headers = cur.headerCount > 0 ? cur.headers() : NO_HEADERS;
   const m: Message = { value, key, headers, topic, partition, offset: null, timestamp: baseTimestamp + cur.timestampDelta };
-  if (keepBytes) m[ORIGINAL] = { ...cur.ownBytes(), decoded: { value, key, headers } };
+  if (keepBytes) m[ORIGINAL] = { ...cur.fieldBytes(), decoded: { value, key, headers } };
   return m;
 }
 
