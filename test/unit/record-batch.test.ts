@@ -166,7 +166,18 @@ describe('record batches (Kafka RecordBatch v2)', () => {
 
   it("gives each record's key, value and headers as views of the section, repeated names in order, a header without a value null", () => {
     const data = writeRecords([
-      { attributes: 0, timestampDelta: 0, offsetDelta: 0, key: Buffer.from([0xc3, 0x28]), value: Buffer.from([0xde, 0xad]), headers: [{ key: 'seen', value: Buffer.from('a') }, { key: 'none', value: null }, { key: 'seen', value: Buffer.from('b') }] },
+      {
+        attributes: 0,
+        timestampDelta: 0,
+        offsetDelta: 0,
+        key: Buffer.from([0xc3, 0x28]),
+        value: Buffer.from([0xde, 0xad]),
+        headers: [
+          { key: 'seen', value: Buffer.from('a') },
+          { key: 'none', value: null },
+          { key: 'seen', value: Buffer.from('b') },
+        ],
+      },
       { attributes: 0, timestampDelta: 1, offsetDelta: 1, key: null, value: null, headers: [] },
     ]);
     const cur = new RecordCursor(data, 2);
