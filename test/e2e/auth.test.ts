@@ -140,6 +140,16 @@ describe('auth step', () => {
         for (let i = 0; i < 32; i++) res.write(' '.repeat(64 * 1024));
         return res.end(']}');
       }
+      if (req.url === '/huge-404.json') {
+        // A wrong path on a site whose error page is large: 2 MiB of it.
+        res.writeHead(404, { 'content-type': 'text/html' });
+        for (let i = 0; i < 32; i++) res.write(' '.repeat(64 * 1024));
+        return res.end('</html>');
+      }
+      if (req.url === '/empty-204.json') {
+        res.writeHead(204);
+        return res.end();
+      }
       if (req.url === '/stale-forward-down.json') {
         res.writeHead(500);
         return res.end('identity provider down');
@@ -261,6 +271,14 @@ routes:
   - name: jwt-jwks-huge
     from: {listener: api, path: /jwks-huge}
     through: [{auth: {jwt: {jwksUrl: "http://127.0.0.1:${jwksPort}/huge.json"}}}]
+    to: {broker: local, topic: out}
+  - name: jwt-jwks-huge-404
+    from: {listener: api, path: /jwks-huge-404}
+    through: [{auth: {jwt: {jwksUrl: "http://127.0.0.1:${jwksPort}/huge-404.json"}}}]
+    to: {broker: local, topic: out}
+  - name: jwt-jwks-204
+    from: {listener: api, path: /jwks-204}
+    through: [{auth: {jwt: {jwksUrl: "http://127.0.0.1:${jwksPort}/empty-204.json"}}}]
     to: {broker: local, topic: out}
   - name: ws-jwks-down
     from: {listener: push, path: /ws/jwks-down}
@@ -564,6 +582,12 @@ routes:
         await unjudged('/jwks-huge', 'jwt-jwks-huge'),
         "jwksUrl could not be fetched: it answered with more than 1024 KiB, more than any key set holds (is jwksUrl the key set's own URL?); the rest was not read",
       );
+    });
+
+    it('names the status of a JWKS URL that does not answer 200, without reading its body: a large error page, a 204', async () => {
+      // A 404's large page was said to be "more than 1024 KiB" (read first), and a 204 failed building its answer again.
+      assert.equal(await unjudged('/jwks-huge-404', 'jwt-jwks-huge-404'), 'jwksUrl could not be fetched: it answered 404');
+      assert.equal(await unjudged('/jwks-204', 'jwt-jwks-204'), 'jwksUrl could not be fetched: it answered 204');
     });
 
     it('does not ask a failing JWKS URL again for every token: fetches after a failure are 2 s apart, then it recovers', async () => {

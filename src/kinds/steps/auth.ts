@@ -546,20 +546,26 @@ function remoteKeySet(url: URL, maxAgeMs: number): RemoteKeySet {
     let text: string | undefined;
     try {
       res = await fetch(input, init);
-      text = await keySetText(res);
+      // Only a 200's body can be the key set: another answer's is not read (a large error page
+      // was said to be too large for a key set, when the status says what is wrong).
+      if (res.status === 200) text = await keySetText(res);
+      else await res.body?.cancel();
     } catch (err) {
       const e = err as Error & { cause?: { code?: string; message?: string } };
       failed(init.signal?.aborted ? `it did not answer within ${JWKS_TIMEOUT_MS / 1000} s` : `it cannot be reached: ${e.cause?.code ?? e.cause?.message ?? e.message}`);
       throw err;
     }
+    if (res.status !== 200) {
+      const location = res.headers.get('location');
+      failed(`it answered ${res.status}${location ? ` redirecting to ${location} (redirects are not followed: give jwksUrl as that URL)` : ''}`);
+      // No body: one is not allowed with a 204 or 304 (the Response constructor throws).
+      return new Response(null, { status: res.status });
+    }
     if (text === undefined) {
       failed(`it answered with more than ${JWKS_MAX_BYTES / 1024} KiB, more than any key set holds (is jwksUrl the key set's own URL?); the rest was not read`);
       throw new Error('the key set answer is too large');
     }
-    if (res.status !== 200) {
-      const location = res.headers.get('location');
-      failed(`it answered ${res.status}${location ? ` redirecting to ${location} (redirects are not followed: give jwksUrl as that URL)` : ''}`);
-    } else if (!isKeySet(text)) failed('it answered 200 with something that is not a JSON Web Key Set ({"keys": [...]})');
+    if (!isKeySet(text)) failed('it answered 200 with something that is not a JSON Web Key Set ({"keys": [...]})');
     else kept(text);
     return new Response(text, { status: res.status });
   };
