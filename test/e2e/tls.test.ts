@@ -95,7 +95,12 @@ function h2Request(session: ClientHttp2Session, headers: Record<string, string>,
 
 const fingerprintOf = (pem: string) => new X509Certificate(pem).fingerprint256;
 
-/** `held`: a webhook that answers nothing until released, so a frame on /ws/held stays in hand. */
+/**
+ * `held`: a webhook that answers nothing until released, so a frame on /ws/held stays in hand.
+ * Its try is held for as long as the test takes to reach the release (a `plan`, a reload), which
+ * on a loaded machine outlasted the default 10 s `timeoutMs`: the try was cut and tried again,
+ * and the ack said `attempts: 2`. So the hold is bounded by the test, not by a timer.
+ */
 const config = (slowHeadersMs: number, held: string) => `version: 1
 admin: {port: 0}
 brokers:
@@ -134,7 +139,7 @@ routes:
   - name: mutual-held
     from: {listener: mutualWss, path: /ws/held}
     ack: true
-    to: {http: {url: '${held}'}}
+    to: {http: {url: '${held}', timeoutMs: 3600000}}
 `;
 
 describe('TLS listeners', () => {
