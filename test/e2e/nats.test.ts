@@ -674,7 +674,7 @@ brokers:
 routes:
   - name: moved
     from: { broker: nats, topic: moved.in, group: movers, startFrom: ${startFrom} }
-    to: { http: { url: "${hook.url}/moved" } }
+    to: { http: { url: "${hook.url}/moved", concurrency: 1 } }
 `;
     const gw2 = await startGateway(routeConfig('earliest'));
     try {
@@ -690,10 +690,12 @@ routes:
       await hook.received(15, 15000);
       await gw2.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'moved', 15000, from);
       assert.equal((await readyz(gw2)).status, 200);
-      // Whatever would come twice would have come by now; wait out a little more.
-      await new Promise((r) => setTimeout(r, 1000));
+      // Every message acknowledged and none left: nothing can come again, so the list is final.
+      await eventually(async () => assert.deepEqual(await consumerInfo(peer, 'MOVED', 'movers').then((c) => [c.num_pending, c.num_ack_pending]), [0, 0]), 15000, 100);
       // A message the old route had pulled but not handled when the reload stopped it is given
       // back on the stop: the new route has it first, in order, never twice (docs/scaling.md).
+      // In order because the webhook sends one at a time (`concurrency: 1`): at the default 16
+      // the messages in hand go at once and may arrive in any order.
       assert.deepEqual(
         hook.requests.map((r) => (JSON.parse(r.body) as { i: number }).i),
         Array.from({ length: 15 }, (_, i) => i),
@@ -721,7 +723,7 @@ brokers:
 routes:
   - name: widened
     from: { broker: nats, topic: "${topic}", group: wideners }
-    to: { http: { url: "${hook.url}/widened" } }
+    to: { http: { url: "${hook.url}/widened", concurrency: 1 } }
 `;
     const gw2 = await startGateway(routeConfig('widened.a'));
     try {
@@ -741,8 +743,9 @@ routes:
       await gw2.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'widened', 15000, back);
       for (let i = 15; i < 20; i++) await peer.jsPublish('widened.a', JSON.stringify({ i }));
       await hook.received(20, 15000);
-      // Whatever would come twice would have come by now; wait out a little more.
-      await new Promise((r) => setTimeout(r, 1000));
+      // Every message acknowledged and none left: nothing can come again, so the list is final.
+      await eventually(async () => assert.deepEqual(await consumerInfo(peer, 'WIDENED', 'wideners').then((c) => [c.num_pending, c.num_ack_pending]), [0, 0]), 15000, 100);
+      // In order: the webhook sends one at a time (`concurrency: 1`; at the default 16, in any order).
       assert.deepEqual(
         hook.requests.map((r) => (JSON.parse(r.body) as { i: number }).i),
         Array.from({ length: 20 }, (_, i) => i),
@@ -823,7 +826,7 @@ brokers:
 routes:
   - name: rolled
     from: { broker: nats, topic: ${topic}, group: rollers }
-    to: { http: { url: "${url}/rolled" } }
+    to: { http: { url: "${url}/rolled", concurrency: 1 } }
 `;
     const idsOf = (hook: WebhookReceiver) => hook.requests.map((r) => (JSON.parse(r.body) as { i: number }).i);
     const before = await startGateway(routeConfig('roll.a', oldHook.url, `nats://127.0.0.1:${proxy.port}`));
@@ -852,6 +855,7 @@ routes:
       await before.waitForLog((l) => l.msg.startsWith("the group's consumer reads another subject"), 15000);
       // Whatever would come twice would have come by now; wait out a little more.
       await new Promise((r) => setTimeout(r, 1000));
+      // In order: the webhook sends one at a time (`concurrency: 1`; at the default 16, in any order).
       assert.deepEqual(
         idsOf(newHook),
         Array.from({ length: 45 }, (_, i) => i),
