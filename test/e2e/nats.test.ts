@@ -774,7 +774,7 @@ brokers:
 routes:
   - name: slowack
     from: { broker: nats, topic: "${topic}", group: slowackers }
-    to: { http: { url: "${hook.url}/slowack" } }
+    to: { http: { url: "${hook.url}/slowack", concurrency: 1 } }
 `;
     const gw2 = await startGateway(routeConfig('slowack.a'));
     try {
@@ -791,6 +791,7 @@ routes:
       await hook.received(10, 15000);
       // Once the consumer has nothing left to deliver or to be acknowledged, whatever came twice has come.
       await eventually(async () => assert.deepEqual(await consumerInfo(peer, 'SLOWACK', 'slowackers').then((c) => [c.num_pending, c.num_ack_pending]), [0, 0]), 15000, 100);
+      // In order: the webhook sends one at a time (`concurrency: 1`; at the default 16, in any order).
       assert.deepEqual(
         hook.requests.map((r) => (JSON.parse(r.body) as { i: number }).i),
         Array.from({ length: 10 }, (_, i) => i),
