@@ -185,7 +185,7 @@ routes:
       assert.deepEqual(await late.waitCloseFrame(), { code: 1008, reason: 'origin no longer allowed (a reload changed origins)' });
       late.socket.write(Buffer.concat([RawWsClient.textFrame('{"late":true}'), RawWsClient.closeFrame(1008)]));
       await late.waitEnd();
-      const open = new Promise((_, reject) => setTimeout(() => reject(new Error(`the stream of ${APP} is still open: ${appStream.text()}`)), 5000).unref());
+      const open = new Promise((_, reject) => setTimeout(() => reject(new Error(`the stream of ${APP} is still open: ${appStream.text()}`)), 15000).unref());
       await Promise.race([appStream.ended, open]);
       assert.deepEqual(
         appStream.events().map((e) => [e.event, JSON.parse(e.data)]),
