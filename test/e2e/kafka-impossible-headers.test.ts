@@ -1,16 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { KafkaMessage } from 'kafkajs';
-import { batchCompression, encodeBatch, type KafkaRecord, type RecordHeader } from '../../src/codecs/record-batch.js';
+import type { KafkaRecord, RecordHeader } from '../../src/codecs/record-batch.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
-import { committedOffsets, kcatConsume, produceRaw, produceTo, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
+import { claimingHeaders, committedOffsets, encodedBatch, kcatConsume, produceRaw, produceTo, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
 import { fetch } from '../helpers/http.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
-
-/** Headers that write `count` as the record's header count and only `real` after it: what a damaged log or a hostile producer holds. */
-function claiming(count: number, real: RecordHeader[] = []): RecordHeader[] {
-  return { length: count, [Symbol.iterator]: () => real[Symbol.iterator]() } as unknown as RecordHeader[];
-}
 
 const record = (offsetDelta: number, value: string, headers: RecordHeader[] = []): KafkaRecord => ({
   attributes: 0,
@@ -21,32 +16,9 @@ const record = (offsetDelta: number, value: string, headers: RecordHeader[] = []
   headers,
 });
 
-/** A batch of `records` (offset deltas 0, 1, ...) written with the gateway's own batch codec: no codec (0) or gzip (1). */
-function batch(records: KafkaRecord[], codec: 0 | 1 = 0): Promise<Buffer> {
-  const now = BigInt(Date.now());
-  return encodeBatch(
-    {
-      baseOffset: 0n,
-      partitionLeaderEpoch: -1,
-      magic: 2,
-      crc: 0,
-      attributes: codec,
-      lastOffsetDelta: records.length - 1,
-      baseTimestamp: now,
-      maxTimestamp: now + BigInt(records.length - 1),
-      producerId: -1n,
-      producerEpoch: -1,
-      baseSequence: -1,
-      recordCount: records.length,
-    },
-    records,
-    batchCompression,
-  );
-}
-
 /** The bytes a batch holds for `r`: its length, then its fields (the header count as it claims). */
 async function recordAsHeld(r: KafkaRecord): Promise<Buffer> {
-  const one = await batch([r]);
+  const one = await encodedBatch([r]);
   return one.subarray(61);
 }
 
@@ -115,11 +87,11 @@ routes:
   });
 
   it('dead-letters each such record alone, as its bytes, and copies the records around it and on the other partition', async () => {
-    const huge = record(1, 'claims 3,000,000 headers', claiming(3_000_000));
-    const negative = record(0, 'claims -2 headers', claiming(-2));
-    await produce(kafka, t.src, 0, await batch([record(0, '{"n":"before"}', [{ key: 'h', value: Buffer.from('1') }]), huge, record(2, '{"n":"after"}')]));
+    const huge = record(1, 'claims 3,000,000 headers', claimingHeaders(3_000_000));
+    const negative = record(0, 'claims -2 headers', claimingHeaders(-2));
+    await produce(kafka, t.src, 0, await encodedBatch([record(0, '{"n":"before"}', [{ key: 'h', value: Buffer.from('1') }]), huge, record(2, '{"n":"after"}')]));
     // A gzip batch: its records are read after decompressing, by the same decoder.
-    await produce(kafka, t.src, 0, await batch([negative, record(1, '{"n":"after gzip"}')], 1));
+    await produce(kafka, t.src, 0, await encodedBatch([negative, record(1, '{"n":"after gzip"}')], 1));
     await produceTo(kafka.bootstrap, t.src, 1, '{"n":"other partition"}');
 
     const copied = await kcatConsume(kafka.bootstrap, t.copied, 4, 30000);
@@ -167,7 +139,7 @@ routes:
   });
 
   it('without a dead-letter topic, halts that partition at the record (the records before it delivered) and says so, while the other partition goes on', async () => {
-    await produce(kafka, t.strict, 0, await batch([record(0, '{"n":"before"}'), record(1, 'bad', claiming(1000)), record(2, '{"n":"stuck"}')]));
+    await produce(kafka, t.strict, 0, await encodedBatch([record(0, '{"n":"before"}'), record(1, 'bad', claimingHeaders(1000)), record(2, '{"n":"stuck"}')]));
     await produceTo(kafka.bootstrap, t.strict, 1, '{"n":"other partition"}');
     const out = await kcatConsume(kafka.bootstrap, t.strictOut, 2, 30000);
     assert.deepEqual(out.map((r) => JSON.parse(r.value!).n).sort(), ['before', 'other partition']);

@@ -5,9 +5,8 @@ import { after, before, describe, it } from 'node:test';
 import kafkajs from 'kafkajs';
 import { WsClient } from '../helpers/clients.js';
 import { eventually, repoRoot, useGateway } from '../helpers/gateway.js';
-import { kcatConsumeAll, kcatProduce, kcatProduceLines, produceRaw, recordBatch, runProcess, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { claimingHeaders, encodedBatch, kcatConsumeAll, kcatProduce, kcatProduceLines, produceRaw, recordBatch, runProcess, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { reloaded } from '../helpers/pipeline.js';
-import { batchCompression, encodeBatch, type RecordHeader } from '../../src/codecs/record-batch.js';
 import { scrape } from '../helpers/prometheus.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
@@ -152,26 +151,7 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
 
   it('refuses a record whose header count is below 0 with INVALID_RECORD, as a Kafka broker does, rather than read it as no headers', async () => {
     // Written with the gateway's own codec: a headers list whose length claims -1 and holds none.
-    const noHeaders = { length: -1, [Symbol.iterator]: () => [][Symbol.iterator]() } as unknown as RecordHeader[];
-    const now = BigInt(Date.now());
-    const batch = await encodeBatch(
-      {
-        baseOffset: 0n,
-        partitionLeaderEpoch: -1,
-        magic: 2,
-        crc: 0,
-        attributes: 0,
-        lastOffsetDelta: 0,
-        baseTimestamp: now,
-        maxTimestamp: now,
-        producerId: -1n,
-        producerEpoch: -1,
-        baseSequence: -1,
-        recordCount: 1,
-      },
-      [{ attributes: 0, timestampDelta: 0, offsetDelta: 0, key: null, value: Buffer.from(ORDER(14)), headers: noHeaders }],
-      batchCompression,
-    );
+    const batch = await encodedBatch([{ attributes: 0, timestampDelta: 0, offsetDelta: 0, key: null, value: Buffer.from(ORDER(14)), headers: claimingHeaders(-1) }]);
     const answer = await produceRaw(proxy, { version: 8, transactionalId: null, topic: t.orders, partition: 0, batch });
     assert.equal(answer.errorCode, 87, JSON.stringify(answer));
     assert.match(answer.errorMessage ?? '', /route 'orders-out' refused record 0: cannot read the batch: record 0 has a header count of -1/);

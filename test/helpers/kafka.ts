@@ -12,6 +12,7 @@ import type kafkajsModule from 'kafkajs';
 
 type Kafka = InstanceType<typeof kafkajsModule.Kafka>;
 import { CONSUMER_DEFAULTS, PRODUCER_DEFAULTS, type KafkaSettings } from '../../src/kinds/brokers/kafka.js';
+import { batchCompression, encodeBatch, type KafkaRecord, type RecordHeader } from '../../src/codecs/record-batch.js';
 import { eventually, repoRoot } from './gateway.js';
 import { killOnExit } from './reaper.js';
 
@@ -385,6 +386,34 @@ export async function appendCommitMarker(broker: string, topic: string, partitio
   const batch = recordBatch({ attributes: 0x30, key: Buffer.from([0, 0, 0, 1]), value: Buffer.from([0, 0, 0, 0, 0, 0]) }); // transactional | control
   const { errorCode } = await produceRaw(broker, { version: 3, transactionalId: null, topic, partition, batch });
   if (errorCode !== 0) throw new Error(`the cluster refused the transaction marker: error ${errorCode}`);
+}
+
+/** Headers that write `count` as a record's header count and only `real` after it: what a damaged log or a hostile producer holds. */
+export function claimingHeaders(count: number, real: RecordHeader[] = []): RecordHeader[] {
+  return { length: count, [Symbol.iterator]: () => real[Symbol.iterator]() } as unknown as RecordHeader[];
+}
+
+/** A v2 batch of `records` (their offset deltas as given) written with the gateway's own batch codec: no codec (0) or gzip (1). */
+export function encodedBatch(records: KafkaRecord[], codec: 0 | 1 = 0): Promise<Buffer> {
+  const now = BigInt(Date.now());
+  return encodeBatch(
+    {
+      baseOffset: 0n,
+      partitionLeaderEpoch: -1,
+      magic: 2,
+      crc: 0,
+      attributes: codec,
+      lastOffsetDelta: records.length - 1,
+      baseTimestamp: now,
+      maxTimestamp: now + BigInt(records.length - 1),
+      producerId: -1n,
+      producerEpoch: -1,
+      baseSequence: -1,
+      recordCount: records.length,
+    },
+    records,
+    batchCompression,
+  );
 }
 
 /**
