@@ -158,6 +158,10 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
       const l = env.registry.listeners.get(c.after.kind)!.create(c.name, c.after.options, env.runtime);
       built.listeners.set(c.name, l);
       await startOrFail(l, ['listeners', c.name], `listener '${c.name}'`);
+      // Its port is served from here on: until the swap binds the new routes, the running ones
+      // answer on it (the next takeover's drain and the brokers' commit come between). Routes of
+      // another kind of listener speak another protocol: one whose kind changed waits unbound.
+      if (c.before.kind === c.after.kind) l.bind(bindingsFor(c.name, t.before!, live.routes));
     }
     if (adminTakeover) {
       lost.admin = true;
@@ -166,6 +170,11 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
       await startOrFail(built.admin, ['admin'], 'admin server');
     }
   } catch (err) {
+    // A listener that took its port over has served the running routes: its requests in flight
+    // finish there (as the old one's did at the takeover) before the restore binds the port again.
+    const served = listenerTakeovers.flatMap((c) => built.listeners.get(c.name) ?? []);
+    for (const l of served) built.listeners.delete(l.name);
+    await Promise.allSettled(served.map((l) => l.stop({ drainMs, reason: STOP_REASON.replace })));
     await undoBuild();
     return { result: 'rolled_back', reason: (err as Error).message, lost, at: (err as Partial<StartFailure>).at };
   }

@@ -394,6 +394,74 @@ export async function pikaQueueDepth(server: MessageServer, queue: string): Prom
   return Number(count);
 }
 
+/** A gate on an AMQP client's bytes (a TcpProxy's `toServer`): see amqpMethodGate. */
+export interface AmqpMethodGate {
+  /** One stream per proxied connection. */
+  stream(): Transform;
+  /** Resolves when a connection sent the method first (its frame and all after it are held from then). */
+  readonly reached: Promise<void>;
+  /** Passes what is held, and everything after it. */
+  release(): void;
+}
+
+/**
+ * Holds an AMQP client's frames from its first method `classId`.`methodId` on (queue.bind is 50.20),
+ * until release(): a server that stops answering at that point of the client's protocol.
+ */
+export function amqpMethodGate(classId: number, methodId: number): AmqpMethodGate {
+  let reach!: () => void;
+  const reached = new Promise<void>((resolve) => (reach = resolve));
+  let released = false;
+  const holding: (() => void)[] = [];
+  return {
+    reached,
+    release() {
+      released = true;
+      for (const pass of holding.splice(0)) pass();
+    },
+    stream() {
+      // The protocol header ("AMQP" 0 0 9 1), then frames: type, channel (2), size (4), payload, 0xCE.
+      let pending = Buffer.alloc(0);
+      let headerSeen = false;
+      let held: Buffer[] | undefined;
+      const gate: Transform = new Transform({
+        transform(chunk: Buffer, _enc, done) {
+          if (held) {
+            if (released) gate.push(chunk);
+            else held.push(chunk);
+            return done();
+          }
+          pending = Buffer.concat([pending, chunk]);
+          if (!headerSeen && pending.length >= 8) {
+            headerSeen = true;
+            gate.push(pending.subarray(0, 8));
+            pending = pending.subarray(8);
+          }
+          while (headerSeen && pending.length >= 7) {
+            const size = pending.readUInt32BE(3);
+            if (pending.length < 8 + size) break;
+            const frame = pending.subarray(0, 8 + size);
+            pending = pending.subarray(8 + size);
+            const method = frame[0] === 1 && size >= 4 && frame.readUInt16BE(7) === classId && frame.readUInt16BE(9) === methodId;
+            if (method && !released) {
+              held = [frame, pending];
+              pending = Buffer.alloc(0);
+              holding.push(() => {
+                for (const b of held!) if (!gate.destroyed) gate.push(b);
+              });
+              reach();
+              break;
+            }
+            gate.push(frame);
+          }
+          done();
+        },
+      });
+      return gate;
+    },
+  };
+}
+
 // ---- NATS: the text protocol over a raw socket ------------------------------------------
 
 export interface NatsReceived {
