@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
-import { amqpMethodGate, pikaConsume } from '../helpers/peers.js';
-import { freePort } from '../helpers/ports.js';
+import { HeldTarget } from '../helpers/held-target.js';
+import { amqpMethodGate, pikaConsume, pikaPublish, pikaQueueDepth } from '../helpers/peers.js';
+import { freePort, holdPort } from '../helpers/ports.js';
 import type { RabbitServer } from '../helpers/servers.js';
 import { sharedRabbit } from '../helpers/shared-rabbit.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
@@ -115,5 +116,114 @@ routes:
       received.filter((i) => i !== -1),
       [...served, 'last'],
     );
+  });
+
+  /**
+   * Two listeners taken over in one reload, `api` then `slow`: the old `slow` drains a request its
+   * held webhook target has not answered before `slow`'s new socket binds, all after `api`'s took
+   * its port. `api`'s new socket binds every address, the old one only 127.0.0.1: a request to
+   * 127.0.0.2 reaches the new socket alone.
+   */
+  const two = (host: string, ports: { api: number; slow: number }, targets: { api: string; slow: string }, added = '') => `version: 1
+admin: { port: 0, drainTimeoutMs: 60000 }
+brokers:
+  local: { kind: memory }${added}
+listeners:
+  api: { kind: http, port: ${ports.api}, host: ${host} }
+  slow: { kind: http, port: ${ports.slow}, host: ${host} }
+routes:
+  - name: in
+    from: { listener: api, path: /in }
+    through: [{ transform: '{"v": "${host}", "n": n}' }]
+    to: { broker: local, topic: t }
+  - name: api-held
+    from: { listener: api, path: /held }
+    to: { http: { url: "${targets.api}api", timeoutMs: 60000 } }
+  - name: slow-held
+    from: { listener: slow, path: /held }
+    to: { http: { url: "${targets.slow}slow", timeoutMs: 60000 } }
+`;
+
+  /** Resolves with the first answer of the new `api` socket (127.0.0.2 is refused until it binds). */
+  const newSocketAnswer = (apiPort: number, n: number) =>
+    eventually(async () => (await post(`http://127.0.0.2:${apiPort}/in`, { n }, { connection: 'close' })).status, 15000, 10);
+
+  it("serves a taken-over port with the running routes while the next listener's takeover drains", async () => {
+    const ports = { api: await freePort('127.0.0.1'), slow: await freePort('127.0.0.1') };
+    const targets = { api: await HeldTarget.start(), slow: await HeldTarget.start() };
+    const urls = { api: targets.api.url, slow: targets.slow.url };
+    try {
+      await gw.start(two('127.0.0.1', ports, urls));
+      targets.slow.release();
+      assert.equal((await post(`http://127.0.0.1:${ports.slow}/held`, { warm: 1 })).status, 200);
+      targets.slow.hold();
+      const held = post(`http://127.0.0.1:${ports.slow}/held`, { held: 1 });
+      await eventually(() => assert.equal(targets.slow.bodies.length, 2));
+      const reloaded = gw.reconfigure(two('0.0.0.0', ports, urls));
+      // The old `slow` cannot stop before its request is answered: the reload is between the two takeovers. Before, 404.
+      assert.equal(await newSocketAnswer(ports.api, 1), 200);
+      targets.slow.release();
+      assert.equal((await held).status, 200);
+      assert.equal((await reloaded).msg, 'config reloaded');
+      assert.equal((await post(`http://127.0.0.2:${ports.api}/in`, { n: 2 })).status, 200);
+    } finally {
+      await targets.api.stop();
+      await targets.slow.stop();
+    }
+  });
+
+  it('a rolled-back reload leaves the running pipeline serving: the taken-over socket drains what it served, and an added amqp broker bound nothing', async () => {
+    const ports = { api: await freePort('127.0.0.1'), slow: await freePort('127.0.0.1') };
+    const targets = { api: await HeldTarget.start(), slow: await HeldTarget.start() };
+    const urls = { api: targets.api.url, slow: targets.slow.url };
+    // Held by another process on 127.0.0.2: the new `slow` (every address) cannot bind, the reload rolls back.
+    const holder = await holdPort('127.0.0.2', ports.slow);
+    const added = `
+  rabbit:
+    kind: amqp
+    url: ${rabbit.url}
+    exchange: { name: amq.topic, type: topic }
+    queues:
+      rolledback: { bindings: [orders.rolledback] }`;
+    try {
+      await gw.start(two('127.0.0.1', ports, urls));
+      targets.slow.hold();
+      const slowHeld = post(`http://127.0.0.1:${ports.slow}/held`, { held: 'slow' });
+      await eventually(() => assert.equal(targets.slow.bodies.length, 1));
+      const rolledBack = gw.reconfigure(two('0.0.0.0', ports, urls, added));
+      assert.equal(await newSocketAnswer(ports.api, 1), 200);
+      // A request in flight on the new `api` socket, on the running route, when the rollback stops that socket.
+      const apiHeld = post(`http://127.0.0.2:${ports.api}/held`, { held: 'api' }, { connection: 'close' });
+      await eventually(() => assert.equal(targets.api.bodies.length, 1));
+      targets.slow.release();
+      assert.equal((await slowHeld).status, 200);
+      // The rollback stops the new socket (127.0.0.2 refused from then on) and waits for its request.
+      await eventually(
+        () =>
+          post(`http://127.0.0.2:${ports.api}/in`, { n: 2 }, { connection: 'close' }).then(
+            (r) => assert.fail(`answered ${r.status}`),
+            (err: Error & { cause?: { code?: string } }) => assert.equal(err.cause?.code, 'ECONNREFUSED'),
+          ),
+        15000,
+        10,
+      );
+      targets.api.release();
+      // Before, the rollback gave it up at once: 503, its message "may or may not have been delivered".
+      const apiAnswer = await apiHeld;
+      assert.equal(apiAnswer.status, 200, apiAnswer.text);
+      const line = await rolledBack;
+      assert.equal(line.msg, 'reload rolled back; the running config keeps serving', JSON.stringify(line));
+      assert.match(String(line.error), /listener 'slow'.*EADDRINUSE/);
+      // The old `api` is back on 127.0.0.1 with the running routes.
+      assert.equal((await post(`http://127.0.0.1:${ports.api}/in`, { n: 3 })).status, 200);
+      assert.equal((await gw.status()).lastReload.result, 'rolled_back');
+      // The added broker declared its queue without its binding, and never bound it: the commit comes after the takeovers.
+      await pikaPublish(rabbit, 'amq.topic', 'orders.rolledback', [{ body: '{"lost": false}' }]);
+      assert.equal(await pikaQueueDepth(rabbit, 'rolledback'), 0);
+    } finally {
+      await holder.release();
+      await targets.api.stop();
+      await targets.slow.stop();
+    }
   });
 });
