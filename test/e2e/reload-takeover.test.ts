@@ -158,7 +158,7 @@ routes:
       assert.equal((await post(`http://127.0.0.1:${ports.slow}/held`, { warm: 1 })).status, 200);
       targets.slow.hold();
       const held = post(`http://127.0.0.1:${ports.slow}/held`, { held: 1 });
-      await eventually(() => assert.equal(targets.slow.bodies.length, 2));
+      await eventually(() => assert.equal(targets.slow.bodies.length, 2), 15000);
       const reloaded = gw.reconfigure(two('0.0.0.0', ports, urls));
       // The old `slow` cannot stop before its request is answered: the reload is between the two takeovers. Before, 404.
       assert.equal(await newSocketAnswer(ports.api, 1), 200);
@@ -189,12 +189,12 @@ routes:
       await gw.start(two('127.0.0.1', ports, urls));
       targets.slow.hold();
       const slowHeld = post(`http://127.0.0.1:${ports.slow}/held`, { held: 'slow' });
-      await eventually(() => assert.equal(targets.slow.bodies.length, 1));
+      await eventually(() => assert.equal(targets.slow.bodies.length, 1), 15000);
       const rolledBack = gw.reconfigure(two('0.0.0.0', ports, urls, added));
       assert.equal(await newSocketAnswer(ports.api, 1), 200);
       // A request in flight on the new `api` socket, on the running route, when the rollback stops that socket.
       const apiHeld = post(`http://127.0.0.2:${ports.api}/held`, { held: 'api' }, { connection: 'close' });
-      await eventually(() => assert.equal(targets.api.bodies.length, 1));
+      await eventually(() => assert.equal(targets.api.bodies.length, 1), 15000);
       targets.slow.release();
       assert.equal((await slowHeld).status, 200);
       // The rollback stops the new socket (127.0.0.2 refused from then on) and waits for its request.
