@@ -145,8 +145,7 @@ routes:
 `;
 
   /** Resolves with the first answer of the new `api` socket (127.0.0.2 is refused until it binds). */
-  const newSocketAnswer = (apiPort: number, n: number) =>
-    eventually(async () => (await post(`http://127.0.0.2:${apiPort}/in`, { n }, { connection: 'close' })).status, 15000, 10);
+  const newSocketAnswer = (apiPort: number, n: number) => eventually(async () => (await post(`http://127.0.0.2:${apiPort}/in`, { n }, { connection: 'close' })).status, 15000, 10);
 
   it("serves a taken-over port with the running routes while the next listener's takeover drains", async () => {
     const ports = { api: await freePort('127.0.0.1'), slow: await freePort('127.0.0.1') };
