@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { post } from '../helpers/clients.js';
+import { post, WsClient } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
 import { amqpMethodGate, pikaConsume, pikaPublish, pikaQueueDepth } from '../helpers/peers.js';
@@ -8,6 +8,7 @@ import { freePort, holdPort } from '../helpers/ports.js';
 import type { RabbitServer } from '../helpers/servers.js';
 import { sharedRabbit } from '../helpers/shared-rabbit.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
  * A reload that takes a listener's port over (its socket is replaced on the same port: here its
@@ -82,6 +83,8 @@ routes:
     const orders = stream();
     try {
       const reloaded = gw.reconfigure(config('0.0.0.0', rabbit.url.replace(`:${rabbit.port}/`, `:${proxy.port}/`)));
+      // Awaited below; a case failing before then leaves it to reject at the gateway's stop.
+      reloaded.catch(() => undefined);
       await gate.reached;
       // The takeover is done (it comes before the commit): what the port answers now, the new socket does.
       const from = orders.answers.length;
@@ -159,6 +162,8 @@ routes:
       const held = post(`http://127.0.0.1:${ports.slow}/held`, { held: 1 });
       await eventually(() => assert.equal(targets.slow.bodies.length, 2), 15000);
       const reloaded = gw.reconfigure(two('0.0.0.0', ports, urls));
+      // Awaited below; a case failing before then leaves it to reject at the gateway's stop.
+      reloaded.catch(() => undefined);
       // The old `slow` cannot stop before its request is answered: the reload is between the two takeovers. Before, 404.
       assert.equal(await newSocketAnswer(ports.api, 1), 200);
       targets.slow.release();
@@ -190,6 +195,8 @@ routes:
       const slowHeld = post(`http://127.0.0.1:${ports.slow}/held`, { held: 'slow' });
       await eventually(() => assert.equal(targets.slow.bodies.length, 1), 15000);
       const rolledBack = gw.reconfigure(two('0.0.0.0', ports, urls, added));
+      // Awaited below; a case failing before then leaves it to reject at the gateway's stop.
+      rolledBack.catch(() => undefined);
       assert.equal(await newSocketAnswer(ports.api, 1), 200);
       // A request in flight on the new `api` socket, on the running route, when the rollback stops that socket.
       const apiHeld = post(`http://127.0.0.2:${ports.api}/held`, { held: 'api' }, { connection: 'close' });
@@ -223,6 +230,57 @@ routes:
       await holder.release();
       await targets.api.stop();
       await targets.slow.stop();
+    }
+  });
+
+  it('a websocket listener taken over serves its clients with the running route until the swap, then with the new one on the same connection', async () => {
+    const ports = { push: await freePort('127.0.0.1'), slow: await freePort('127.0.0.1') };
+    const held = await HeldTarget.start();
+    const receiver = await WebhookReceiver.start();
+    const ws = (host: string) => `version: 1
+admin: { port: 0, drainTimeoutMs: 60000 }
+listeners:
+  push: { kind: websocket, port: ${ports.push}, host: ${host} }
+  slow: { kind: http, port: ${ports.slow}, host: ${host} }
+routes:
+  - name: frames
+    from: { listener: push, path: /in }
+    ack: true
+    through: [{ transform: '{"v": "${host}", "n": n}' }]
+    to: { http: { url: "${receiver.url}/frames" } }
+  - name: slow-held
+    from: { listener: slow, path: /held }
+    to: { http: { url: "${held.url}slow", timeoutMs: 60000 } }
+`;
+    let client: WsClient | undefined;
+    try {
+      await gw.start(ws('127.0.0.1'));
+      const slowHeld = post(`http://127.0.0.1:${ports.slow}/held`, { held: 1 });
+      await eventually(() => assert.equal(held.bodies.length, 1), 15000);
+      const reloaded = gw.reconfigure(ws('0.0.0.0'));
+      // Awaited below; a case failing before then leaves it to reject at the gateway's stop.
+      reloaded.catch(() => undefined);
+      // Only the new socket takes 127.0.0.2; until `slow` has drained, the swap has not come. Before, its handshake was refused 404.
+      client = await eventually(() => WsClient.connect(`ws://127.0.0.2:${ports.push}/in`), 15000, 10);
+      client.send({ n: 1 });
+      assert.equal((await client.next(15000)).type, 'ack');
+      held.release();
+      assert.equal((await slowHeld).status, 200);
+      assert.equal((await reloaded).msg, 'config reloaded');
+      client.send({ n: 2 });
+      assert.equal((await client.next(15000)).type, 'ack');
+      assert.deepEqual(
+        receiver.requests.map((r) => JSON.parse(r.body)),
+        [
+          { v: '127.0.0.1', n: 1 },
+          { v: '0.0.0.0', n: 2 },
+        ],
+      );
+      assert.equal(client.closed, undefined, 'the client stayed connected through the swap');
+    } finally {
+      client?.ws.close();
+      await held.stop();
+      await receiver.stop();
     }
   });
 });
