@@ -88,8 +88,9 @@ async function startOrFail<T>(component: { start(): Promise<T> }, at: readonly P
  * 1. build — new brokers, listeners and the admin server are created and started (bound) before
  *    anything live is touched; a failure stops what was built: `rejected`.
  * 2. commit — a component whose new socket needs its predecessor's port takes it over (stop the
- *    old, bind the new; a listener serves the running routes until the swap). This can fail (another process took the port): everything new is stopped
- *    and the reload is `rolled_back`; the caller restores what was `lost` with a second
+ *    old, bind the new; a listener serves the running routes until the swap). This can fail
+ *    (another process took the port): everything new is stopped (a listener that took its port
+ *    over drains first) and the reload is `rolled_back`; the caller restores what was `lost` with a second
  *    transition (restoreTransition). After the takeovers nothing can fail: options are applied in
  *    place, the maps swapped, listeners bound to their new routes, consumers handed over.
  * 3. retire — routes, listeners and brokers that were replaced or removed drain and stop.
