@@ -257,6 +257,7 @@ asyncapiParser:
 | \`token\` | none | when set, every admin endpoint but \`/healthz\` and \`/readyz\` needs \`Authorization: Bearer <token>\`; shorter than 16 characters is a warning (\`EG_CONFIG_WEAK_TOKEN\`); a client address that sends 10 wrong tokens within a minute gets 429 with \`Retry-After\` until the minute ends (docs/security.md) |
 | \`allowedHosts\` | \`[]\` | host names the admin API answers to besides loopback names and \`host\` (DNS-rebinding guard; \`/healthz\`, \`/readyz\` and requests bearing the token in \`Authorization\` answer any Host) |
 | \`drainTimeoutMs\` | \`10000\` | how long shutdown (and a reload that replaces a component) waits for in-flight messages |
+| \`shutdownDelayMs\` | \`0\` | after SIGTERM, how long the listeners go on serving while \`/readyz\` answers 503, before the drain: time for a load balancer or Kubernetes to take the instance out of rotation (docs/scaling.md) |
 | \`tap.maxPerSecond\` | \`100\` | messages per route per second the live tap sends; the rest are counted in a \`skipped\` frame |
 
 Endpoints: \`GET /healthz\` (200 while the process runs), \`GET /readyz\` (200 when every listener

@@ -268,6 +268,13 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
             default: 10000,
             description: 'On SIGTERM, how long in-flight messages, and consumers committing what they handled, may take before the gateway exits anyway.',
           },
+          shutdownDelayMs: {
+            type: 'integer',
+            minimum: 0,
+            default: 0,
+            description:
+              'On SIGTERM, how long the gateway goes on serving as usual while /readyz answers 503 `shutting down` (and `eventgate_ready` is 0), before it stops accepting and drains (drainTimeoutMs). A load balancer that follows /readyz, or Kubernetes removing the pod from its Service, takes the instance out of rotation in that time, so a rolling update answers no client 503 `EG_SHUTTING_DOWN`. 0: the drain starts at once. Reloads are refused from the signal on; a second Ctrl-C still exits at once. Kubernetes: `terminationGracePeriodSeconds` above shutdownDelayMs plus drainTimeoutMs (docs/scaling.md, "Rolling updates behind a load balancer").',
+          },
           maxConnections: {
             type: 'integer',
             minimum: 1,

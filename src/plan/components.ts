@@ -83,6 +83,7 @@ export function compileAdmin(ctx: CompileContext): AdminPlan | undefined {
     host: c.host ?? '127.0.0.1',
     token: c.token,
     drainTimeoutMs: c.drainTimeoutMs ?? 10000,
+    shutdownDelayMs: c.shutdownDelayMs ?? 0,
     maxConnections: c.maxConnections ?? 10000,
     tap: { maxPerSecond: c.tap?.maxPerSecond ?? 100 },
     allowedHosts: c.allowedHosts ?? [],

@@ -10,7 +10,7 @@ export interface RawConfig {
   asyncapi?: string | string[];
   asyncapiRemoteRefs?: RemoteRefOptions;
   asyncapiParser?: Partial<ParserLimits>;
-  admin?: { port: number; host?: string; token?: string; drainTimeoutMs?: number; maxConnections?: number; tap?: { maxPerSecond?: number }; allowedHosts?: string[] };
+  admin?: { port: number; host?: string; token?: string; drainTimeoutMs?: number; shutdownDelayMs?: number; maxConnections?: number; tap?: { maxPerSecond?: number }; allowedHosts?: string[] };
   log?: { level?: string; payloads?: boolean };
   expressions?: Partial<ExpressionLimits>;
   brokers?: Record<string, { kind: string } & Record<string, unknown>>;

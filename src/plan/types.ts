@@ -29,6 +29,8 @@ export interface AdminPlan {
   host: string;
   token: string | undefined;
   drainTimeoutMs: number;
+  /** After SIGTERM, how long /readyz says 503 while the listeners still serve, before the drain. */
+  shutdownDelayMs: number;
   maxConnections: number;
   tap: { maxPerSecond: number };
   /** Host names (besides loopback ones and `host`) the admin API answers to. */

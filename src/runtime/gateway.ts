@@ -449,6 +449,14 @@ export class Gateway {
     this.stopping = true;
     // A first load in progress ends first (it starts nothing now): its config sets the drain timeout.
     await this.starting?.catch(() => undefined);
+    // Not ready at once (`stopping`), still serving for shutdownDelayMs: a load balancer or
+    // Kubernetes, which learn of the shutdown from /readyz (or an endpoint removal) some seconds
+    // late, stop sending before the listeners refuse, so clients get no 503 for a rolling update.
+    const delayMs = this.applied ? (this.plan?.admin?.shutdownDelayMs ?? 0) : 0;
+    if (delayMs > 0) {
+      this.logger.info({ shutdownDelayMs: delayMs }, 'shutting down: not ready, still serving for shutdownDelayMs');
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+    }
     const drainMs = this.plan?.admin?.drainTimeoutMs ?? 10000;
     // A first load that failed started nothing: its log ends with why, not with a drain of 10 s.
     if (this.applied) this.logger.info({ drainMs }, 'shutting down: draining');

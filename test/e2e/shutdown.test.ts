@@ -867,6 +867,33 @@ routes:
     }
   });
 
+  it('with shutdownDelayMs, says not ready at SIGTERM and goes on serving (new connections, requests, websockets) until the delay ends, then drains and exits 0', async () => {
+    // What a load balancer following /readyz, or Kubernetes removing the pod from its Service,
+    // needs to stop sending before the listeners refuse. The delay is long enough for the checks
+    // below on a loaded machine; the test waits for its end (the drain's log line), not for a time.
+    const g = await gw.start(config().replace('admin: { port: 0,', 'admin: { port: 0, shutdownDelayMs: 12000,'));
+    const out = await WsClient.connect(g.url('push', '/out', 'ws'));
+    const from = g.logs.length;
+    const exited = g.stop('SIGTERM');
+    await g.waitForLog((l) => l.msg === 'shutting down: not ready, still serving for shutdownDelayMs' && l.shutdownDelayMs === 12000, 10000, from);
+    const ready = await fetch(`${g.adminUrl}/readyz`);
+    assert.equal(ready.status, 503);
+    assert.deepEqual(((await ready.json()) as { reasons: string[] }).reasons, ['shutting down']);
+    assert.equal((await scrape(g.adminUrl)).value('eventgate_ready'), 0);
+    // Still serving: a new connection's request is delivered, a new websocket client connects.
+    const late = await post(g.url('api', '/in'), { n: 1 });
+    assert.equal(late.status, 200, JSON.stringify(late.body));
+    assert.equal((await out.next()).n, 1);
+    const newcomer = await WsClient.connect(g.url('push', '/out', 'ws'));
+    assert.ok(!g.logs.slice(from).some((l) => l.msg === 'shutting down: draining'), said(g.logs, from));
+    // Then the drain as without the delay: new connections refused, clients closed with 1001.
+    await g.waitForLog((l) => l.msg === 'shutting down: draining', 30000, from);
+    await assert.rejects(post(g.url('api', '/in'), { n: 2 }));
+    assert.equal((await out.waitClose()).code, 1001);
+    assert.equal((await newcomer.waitClose()).code, 1001);
+    assert.deepEqual(await exited, { code: 0, signal: null });
+  });
+
   it('exits 0 with no work in flight, and the listeners are gone afterwards', async () => {
     await gw.start(config());
     const port = gw.port('api');
