@@ -21,6 +21,7 @@ export function isoTime(now = Date.now()): string {
  * before an earlier one still waiting for a thread, or never. The gateway logs little on its
  * message path (failures, and debug lines when asked for), so this costs next to nothing.
  */
-export function createLogger(level: Level | 'silent' = 'info'): Logger {
-  return pino({ level, base: { service: 'eventgate' }, timestamp: () => isoTime(), formatters: { level: (label) => ({ level: label }) } }, destination({ dest: 1, sync: true }));
+export function createLogger(level: Level | 'silent' = 'info', instance?: string): Logger {
+  // `instance` (the instance id) on every line: logs of several instances, gathered in one place, tell whose each line is.
+  return pino({ level, base: { service: 'eventgate', ...(instance === undefined ? {} : { instance }) }, timestamp: () => isoTime(), formatters: { level: (label) => ({ level: label }) } }, destination({ dest: 1, sync: true }));
 }

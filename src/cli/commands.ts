@@ -12,7 +12,7 @@ import { type CliIo, processIo } from './io.js';
 import { takeEarlySignals } from './early-signals.js';
 import { releaseAfterStart } from './startup-hold.js';
 import { COMMAND_NAMES, commandArgs, commandOptions, commandUsage, USAGE } from './usage.js';
-import { instanceIdProblem } from '../runtime/instance-id.js';
+import { instanceId, instanceIdProblem } from '../runtime/instance-id.js';
 
 /** A second SIGINT sooner than this after the first is the same Ctrl-C, delivered twice. */
 const REPEATED_CTRL_C_MS = 500;
@@ -193,7 +193,7 @@ async function run(file: string, env: Env, varsFiles: readonly string[]): Promis
   // Loaded here, not at the top: validate, test, plan and export never use the runtime, the admin
   // server or the logger, and every module file is start-up time of each call (docs/testing.md).
   const [{ createLogger }, { createAdminServer }, { Gateway }] = await Promise.all([import('../log.js'), import('../admin/index.js'), import('../runtime/gateway.js')]);
-  const logger = createLogger('info');
+  const logger = createLogger('info', instanceId(env));
   process.on('uncaughtException', (err) => logger.error({ err: { message: err.message, stack: err.stack } }, 'uncaught exception (please report this bug)'));
   process.on('unhandledRejection', (err) => logger.error({ err: { message: (err as Error)?.message ?? String(err) } }, 'unhandled rejection (please report this bug)'));
   // --vars-file values are read again at every reload (and the files watched), as the config's own files are.

@@ -141,7 +141,10 @@ describe('CLI start-up: each command loads only the modules it uses', { concurre
     ] as const) {
       const gw = await startGateway(yaml, { env: { EVENTGATE_INSTANCE_ID: id } });
       try {
-        assert.match((await gw.status()).instanceId, shown);
+        const { instanceId } = await gw.status();
+        assert.match(instanceId, shown);
+        // Every log line names it, so the logs of several instances gathered in one place tell whose each line is.
+        assert.ok(gw.logs.length > 0 && gw.logs.every((l) => l.instance === instanceId), JSON.stringify(gw.logs.find((l) => l.instance !== instanceId)));
       } finally {
         await gw.stop();
       }
