@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
 import { checkSchema } from '../config/check-schema.js';
 import { formatPath, type Diagnostic } from '../config/diagnostics.js';
@@ -15,6 +16,7 @@ import { CompileContext } from './context.js';
 import { compileRoutes } from './routes.js';
 import { StepCompiler } from './steps.js';
 import type { Plan, RoutePlan } from './types.js';
+import { instanceId } from '../runtime/instance-id.js';
 
 /** Shorter admin tokens get a warning; as an apiKey step's keys must be. */
 const MIN_ADMIN_TOKEN_CHARS = 16;
@@ -82,6 +84,12 @@ export async function loadPlan(file: string, options: LoadOptions): Promise<Load
   for (const [f, h] of included?.files ?? []) configSeen.set(f, h);
   const src = included?.source ?? root;
   const secrets = secretValues(src.value, src.fromEnv, src.envValues);
+  // This instance's id and host name are no secrets: /admin/status and every log line show the id.
+  // Put in the config through ${EVENTGATE_INSTANCE_ID} or ${HOSTNAME} (an MQTT clientId must differ
+  // between instances), they were redacted like a password: /admin/status said `"instanceId":
+  // "[redacted]"`, and a per-instance group name in a detail `eventgate-live-[redacted]`.
+  secrets.delete(instanceId(options.env));
+  secrets.delete(hostname());
   // A value whose variable is missing was left unsubstituted: its schema error would only repeat the problem.
   const missingEnv = new Set(diagnostics.filter((d) => d.code === 'EG_CONFIG_ENV').map((d) => `${d.file}\0${d.path}`));
   const schemaProblems = [

@@ -151,6 +151,31 @@ describe('CLI start-up: each command loads only the modules it uses', { concurre
     }
   });
 
+  it('shows its instance id in /admin/status and the log when the config names it through ${EVENTGATE_INSTANCE_ID}: a per-instance value is no secret', async () => {
+    // As an MQTT clientId must differ between instances, configs put the instance's name in one;
+    // it was then redacted as a value from the environment: `"instanceId": "[redacted]"`.
+    const yaml = `version: 1
+admin: { port: 0 }
+brokers:
+  local: { kind: memory }
+listeners:
+  api: { kind: http, port: 0, host: 127.0.0.1 }
+routes:
+  - name: in
+    from: { listener: api, path: /in }
+    through:
+      - headers: { set: { x-instance: '"by-\${EVENTGATE_INSTANCE_ID}"' } }
+    to: { broker: local, topic: t }
+`;
+    const gw = await startGateway(yaml, { env: { EVENTGATE_INSTANCE_ID: 'web-0.eu_1' } });
+    try {
+      assert.equal((await gw.status()).instanceId, 'web-0.eu_1');
+      assert.ok(gw.logs.every((l) => l.instance === 'web-0.eu_1'));
+    } finally {
+      await gw.stop();
+    }
+  });
+
   it('loads the modules themselves once an input of the bundle changed after it was written (a tsc without npm run build)', () => {
     // A copy of dist/ (the real one is left alone: the suite's other CLI calls use it meanwhile).
     const dist = join(tempDir('eventgate-bundle'), 'dist');
