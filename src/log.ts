@@ -23,5 +23,8 @@ export function isoTime(now = Date.now()): string {
  */
 export function createLogger(level: Level | 'silent' = 'info', instance?: string): Logger {
   // `instance` (the instance id) on every line: logs of several instances, gathered in one place, tell whose each line is.
-  return pino({ level, base: { service: 'eventgate', ...(instance === undefined ? {} : { instance }) }, timestamp: () => isoTime(), formatters: { level: (label) => ({ level: label }) } }, destination({ dest: 1, sync: true }));
+  return pino(
+    { level, base: { service: 'eventgate', ...(instance === undefined ? {} : { instance }) }, timestamp: () => isoTime(), formatters: { level: (label) => ({ level: label }) } },
+    destination({ dest: 1, sync: true }),
+  );
 }

@@ -12,7 +12,7 @@ import { type CliIo, processIo } from './io.js';
 import { takeEarlySignals } from './early-signals.js';
 import { releaseAfterStart } from './startup-hold.js';
 import { COMMAND_NAMES, commandArgs, commandOptions, commandUsage, USAGE } from './usage.js';
-import { instanceId, instanceIdProblem } from '../runtime/instance-id.js';
+import { instanceId, instanceIdProblem } from '../config/instance-id.js';
 
 /** A second SIGINT sooner than this after the first is the same Ctrl-C, delivered twice. */
 const REPEATED_CTRL_C_MS = 500;

@@ -16,7 +16,7 @@ import { CompileContext } from './context.js';
 import { compileRoutes } from './routes.js';
 import { StepCompiler } from './steps.js';
 import type { Plan, RoutePlan } from './types.js';
-import { instanceId } from '../runtime/instance-id.js';
+import { instanceId } from '../config/instance-id.js';
 
 /** Shorter admin tokens get a warning; as an apiKey step's keys must be. */
 const MIN_ADMIN_TOKEN_CHARS = 16;

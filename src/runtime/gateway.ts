@@ -18,7 +18,7 @@ import { RouteRuntime } from './route.js';
 import { applyTransition, restoreTransition, type AdminComponent, type Components, type TransitionEnv } from './transition.js';
 import { StepStateStore } from './step-state.js';
 import { ConfigWatcher } from './watcher.js';
-import { instanceId } from './instance-id.js';
+import { instanceId } from '../config/instance-id.js';
 
 export interface GatewayOptions {
   configFile: string;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { consumerName } from '../../src/kinds/brokers/nats/subjects.js';
-import { defaultInstanceId, instanceIdProblem } from '../../src/runtime/instance-id.js';
+import { defaultInstanceId, instanceIdProblem } from '../../src/config/instance-id.js';
 
 describe('instance ids', () => {
   // The default `<hostname>-<pid>` was not held to what EVENTGATE_INSTANCE_ID takes (spec-checklist 2974, 3105).

@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import type { Env } from '../config/source.js';
+import type { Env } from './source.js';
 
 /** The most characters EVENTGATE_INSTANCE_ID takes: a DNS label (a pod or host name) fits. */
 export const MAX_INSTANCE_ID_LENGTH = 64;
