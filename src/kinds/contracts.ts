@@ -406,6 +406,14 @@ export interface StopOptions {
    * Absent at a shutdown and when a successor follows: the subscription keeps its place.
    */
   retire?: boolean;
+  /**
+   * Told by a subscription that goes on taking messages after stop() was called (an MQTT route a
+   * reload retires, leaving its group: mqtt/subscription.ts' leaveGroup): called within stop(),
+   * before its first wait, with what settles once it takes no more. The route gives slow webhook
+   * tries their grace from then on, not from the stop's call: a try cut while the leave still ran
+   * gave its message back to a session about to be ended.
+   */
+  taking?: (until: Promise<unknown>) => void;
 }
 
 export interface Subscription {

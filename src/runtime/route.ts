@@ -18,6 +18,7 @@ import {
   type RouteEntry,
   sameSubscription,
   type StepResult,
+  type StopOptions,
   type SubscribeSpec,
   type Subscription,
   type Target,
@@ -103,7 +104,8 @@ interface DeadletterTopic {
 
 /**
  * How long stopping a consume route waits for webhook endpoints to answer the tries in flight
- * before cutting them; never longer than the drain timeout the stop is given.
+ * before cutting them, from when its subscription takes no more messages (at once but for a
+ * retiring MQTT route's leave, StopOptions.taking); never longer than the drain timeout the stop is given.
  */
 const WEBHOOK_STOP_GRACE_MS = 5000;
 /** How often a consume route tries a message whose targets are unavailable before dead-lettering it. */
@@ -1281,7 +1283,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    */
   stopConsuming(drainMs: number, shutdown = false, retire = false): Promise<void> {
     if (shutdown && this.plan.from.type === 'broker' && this.deps.brokers.get(this.plan.from.broker)?.settle) this.lostWithProcess = true;
-    return this.stopConsumingWith(drainMs, () => this.subscription?.stop(retire ? { retire } : undefined));
+    return this.stopConsumingWith(drainMs, (taking) => this.subscription?.stop(retire ? { retire, taking } : { taking }));
   }
 
   /**
@@ -1312,16 +1314,31 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     return this.groupTakenOver !== undefined && askedSubscription(this.plan, this.deps.instanceId)?.perInstance ? this.groupTakenOver : undefined;
   }
 
-  /** stopConsuming() where `release` stops the subscription, or hands it over to a successor (takeOver). */
-  private async stopConsumingWith(drainMs: number, release: () => Promise<void> | undefined): Promise<void> {
+  /**
+   * stopConsuming() where `release` stops the subscription, or hands it over to a successor
+   * (takeOver); `release` passes `taking` on to a subscription that goes on taking messages as it
+   * stops (StopOptions.taking).
+   */
+  private async stopConsumingWith(drainMs: number, release: (taking: NonNullable<StopOptions['taking']>) => Promise<void> | undefined): Promise<void> {
     this.stopping = true;
     this.stop();
-    const stopped = release();
+    // Set by `release` (a closure's assignment, which the compiler's narrowing does not see).
+    let taking = undefined as Promise<unknown> | undefined;
+    const stopped = release((until) => (taking = until));
     // An endpoint slow to answer must not keep the consumer from committing what is done: after a
     // grace period (within the drain timeout) the webhook tries in flight are cut, and their
-    // messages given back (uncommitted, so delivered again by whoever consumes next).
-    const cut = this.webhooks.length > 0 ? setTimeout(() => this.close(), Math.min(WEBHOOK_STOP_GRACE_MS, drainMs)) : undefined;
+    // messages given back (uncommitted, so delivered again by whoever consumes next). Counted from
+    // when the subscription takes no more: a retiring MQTT route's leave takes its session's
+    // backlog first, and what it gave back then went with the session the reload ends.
+    let cut: NodeJS.Timeout | undefined;
+    let ended = false;
+    const grace = () => {
+      if (!ended && this.webhooks.length > 0) cut = setTimeout(() => this.close(), Math.min(WEBHOOK_STOP_GRACE_MS, drainMs));
+    };
+    if (taking) void taking.then(grace, grace);
+    else grace();
     await stopped;
+    ended = true;
     clearTimeout(cut);
     this.subscription = undefined;
   }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { eventually, useGateway, withLogsOnFailure } from '../helpers/gateway.js';
-import { MosquittoPubStream, mqttPacketGate } from '../helpers/peers.js';
+import { MosquittoPubStream, MosquittoSub, mqttPacketGate } from '../helpers/peers.js';
 import { startMosquitto, type MessageServer } from '../helpers/servers.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
@@ -201,6 +201,46 @@ ${routes}`;
           assert.ok(waited >= DEADLINE_MS, `gave up ${waited} ms after the last packet`);
         } finally {
           mode = 'pass';
+        }
+      },
+    ));
+
+  it('delivers the whole backlog to a slow webhook when the leave outlasts the grace given to webhook tries in flight', () =>
+    withLogsOnFailure(
+      () => [gw],
+      async () => {
+        // Every request answered 200 after SLOW_ANSWER_MS, one at a time (`concurrency: 1`): the
+        // route takes the backlog behind the UNSUBACK at that pace, so its leave lasts about
+        // total × SLOW_ANSWER_MS (12 s), well past the 5 s after which a stopping route cuts its
+        // webhook tries. Counted as answered, not as arrived: a try cut after it arrived is not a
+        // delivery the route knows of.
+        const SLOW_ANSWER_MS = 200;
+        const total = 60;
+        const answered: number[] = [];
+        const respond = webhook.respond;
+        webhook.respond = (r, res) => {
+          if (r.url !== '/webhooked') return respond(r, res);
+          setTimeout(() => {
+            res.end('ok', () => answered.push((JSON.parse(r.body) as { n: number }).n));
+          }, SLOW_ANSWER_MS);
+        };
+        // What mosquitto itself was given: every message of the backlog (straight, not through the proxy).
+        const watch = await MosquittoSub.start(mqtt, 'slow/webhooked', 1);
+        try {
+          await backlog('webhooked', total, 3);
+          const logs = await remove('webhooked');
+          assert.equal((await watch.take(total)).length, total);
+          assert.equal(gaveUp(logs), undefined, 'it unsubscribed');
+          // A try cut while the leave ran gave its message back to the session the reload then
+          // ended: never sent again, whether or not the receiver's answer got out before the cut.
+          const givenBack = logs.filter((l) => (l as { msg: string }).msg.startsWith('message given back'));
+          assert.deepEqual(givenBack, [], 'nothing given back to a session about to be ended');
+          const missing = Array.from({ length: total }, (_, n) => n).filter((n) => !answered.includes(n));
+          assert.deepEqual(missing, [], `${missing.length} of ${total} queued messages not delivered`);
+          assert.equal(delivered('webhooked').length, total, 'each sent once');
+        } finally {
+          watch.stop();
+          webhook.respond = respond;
         }
       },
     ));

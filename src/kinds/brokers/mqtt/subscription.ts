@@ -484,8 +484,11 @@ export class MqttSubscription {
   }
 
   async stop(options?: StopOptions): Promise<void> {
-    // Messages are still taken while a retiring route leaves its group: only then does it stop.
-    const unsubscribed = options?.retire === true && this.persistent && !this.adopted && !this.stopping && (await this.leaveGroup());
+    // Messages are still taken while a retiring route leaves its group: only then does it stop
+    // (and the route's grace for slow webhook tries begins, StopOptions.taking).
+    const leaving = options?.retire === true && this.persistent && !this.adopted && !this.stopping ? this.leaveGroup() : undefined;
+    if (leaving) options?.taking?.(leaving);
+    const unsubscribed = leaving !== undefined && (await leaving);
     this.stopping = true;
     clearTimeout(this.retryTimer);
     await Promise.allSettled(this.adoptions.map((a) => a.stop()));
