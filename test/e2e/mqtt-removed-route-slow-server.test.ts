@@ -15,6 +15,9 @@ const DEADLINE_MS = 2000;
 /** The `pinged` broker's keepalive and deadline: two PINGRESPs within each wait, and mqtt.js's 1.5 keepalives of room for a loaded machine. */
 const PINGED_KEEPALIVE_S = 2;
 const PINGED_DEADLINE_MS = 5000;
+/** The `held` broker's deadline, under the time its route's webhook takes to answer (HELD_ANSWER_MS). */
+const HELD_DEADLINE_MS = 500;
+const HELD_ANSWER_MS = 900;
 /** 'slow': the proxy passes one of the server's packets each PACE_MS, in order. */
 const PACE_MS = 150;
 
@@ -103,6 +106,7 @@ describe('hot reload: an MQTT consume route removed while the server is slow to 
 admin: {port: 0}
 brokers:
   mqtt: {kind: mqtt, url: "mqtt://127.0.0.1:${proxy.port}", clientId: ${clientId}, qos: 1, ackTimeoutMs: ${DEADLINE_MS}, connectTimeoutMs: 2000}
+  held: {kind: mqtt, url: "mqtt://127.0.0.1:${proxy.port}", clientId: ${clientId}-held, qos: 0, ackTimeoutMs: ${HELD_DEADLINE_MS}, connectTimeoutMs: 2000}
   pinged: {kind: mqtt, url: "mqtt://127.0.0.1:${proxy.port}", clientId: ${clientId}-pinged, qos: 1, ackTimeoutMs: ${PINGED_DEADLINE_MS}, connectTimeoutMs: 2000, keepaliveSeconds: ${PINGED_KEEPALIVE_S}}
   local: {kind: memory}
 routes:
@@ -240,6 +244,31 @@ ${routes}`;
           assert.equal(delivered('webhooked').length, total, 'each sent once');
         } finally {
           watch.stop();
+          webhook.respond = respond;
+        }
+      },
+    ));
+
+  it('does not take the silence it causes itself, holding its reading behind over 100 messages, for a server gone silent', () =>
+    withLogsOnFailure(
+      () => [gw],
+      async () => {
+        // QoS 0: no window bounds what mosquitto sends, so the route has more messages in hand
+        // than it lets mqtt.js read past (MAX_IN_HAND, 100), and reads one packet each time it
+        // finishes one. Its webhook answers every request after HELD_ANSWER_MS, 20 at a time
+        // (`concurrency: 20`), so nothing is read for longer than the broker's ackTimeoutMs at a
+        // stretch while the UNSUBACK waits behind what it holds.
+        const total = 160;
+        const respond = webhook.respond;
+        webhook.respond = (r, res) => (r.url === '/held' ? setTimeout(() => res.end('ok'), HELD_ANSWER_MS) : respond(r, res));
+        try {
+          await backlog('held', total, 1, route('held', 'held', `{http: {url: "${webhook.url}/held", concurrency: 20}}`));
+          const logs = await remove('held');
+          assert.equal(gaveUp(logs), undefined, 'it did not give up on a server whose packets it was not reading');
+          assert.ok(logs.some((l) => l.msg.startsWith('mqtt consume route a reload removed unsubscribed')));
+          const got = delivered('held');
+          assert.equal(new Set(got).size, total, `${total - new Set(got).size} of ${total} not delivered`);
+        } finally {
           webhook.respond = respond;
         }
       },

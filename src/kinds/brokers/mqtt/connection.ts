@@ -236,11 +236,16 @@ export function keepWhileReading(client: MqttClient, reading: () => { read: numb
  * that measured time gave up on it while those were still coming. Each packet read starts the wait
  * over, as keepWhileReading lets a packet read answer for the keepalive. Not a PINGRESP: mqtt.js's
  * keepalive has one every keepaliveSeconds, and a server that answered those and never `answer`
- * would otherwise hold the caller for ever.
+ * would otherwise hold the caller for ever. Nor is a silence the caller causes itself, holding
+ * mqtt.js's reading (`held()`, a route past MAX_IN_HAND messages in hand): while it holds, the
+ * packets are there unread, and keepWhileReading asks the server on a connection of its own.
  */
-export function whileHeard(client: MqttClient, answer: Promise<unknown>, ms: number): Promise<'done' | 'silent'> {
+export function whileHeard(client: MqttClient, answer: Promise<unknown>, ms: number, held: () => boolean = () => false): Promise<'done' | 'silent'> {
   return new Promise((resolve) => {
-    const timer = setTimeout(() => settle('silent'), ms);
+    const timer = setTimeout(function silent() {
+      if (held()) timer.refresh();
+      else settle('silent');
+    }, ms);
     const heard = (packet: { cmd: string }) => {
       if (packet.cmd !== 'pingresp') timer.refresh();
     };

@@ -313,6 +313,9 @@ export class MqttSubscription {
     return true;
   }
 
+  /** Whether the route holds mqtt.js's reading (MAX_IN_HAND): a leave's waits do not count that silence as the server's (whileHeard). */
+  private readonly holdsReading = (): boolean => this.readOn !== undefined;
+
   /** handOver's `stopping`, made once: an arrow made per message is named by the bundle (keepNames), a defineProperty each. */
   private readonly isStopping = (): boolean => this.stopping;
 
@@ -440,7 +443,7 @@ export class MqttSubscription {
     // A server that stopped answering sends no UNSUBACK: the reload does not wait for its keepalive.
     // A busy one sends it behind the messages it sends first, each of which starts the wait over.
     const ms = this.settings.ackTimeoutMs;
-    const refused = (await whileHeard(client, unsubscribed, ms)) === 'silent' ? new Error(`no UNSUBACK, and nothing else from the server, for ackTimeoutMs (${ms} ms)`) : await unsubscribed;
+    const refused = (await whileHeard(client, unsubscribed, ms, this.holdsReading)) === 'silent' ? new Error(`no UNSUBACK, and nothing else from the server, for ackTimeoutMs (${ms} ms)`) : await unsubscribed;
     if (refused) {
       this.log.warn({ err: refused.message, filter }, 'mqtt consume route a reload removed could not unsubscribe before it stops; its session is ended as it is');
       return false;
@@ -477,7 +480,7 @@ export class MqttSubscription {
     client.on('packetreceive', answered);
     client.on('close', closed);
     stream.write(PINGREQ);
-    const heard = await whileHeard(client, outcome, this.settings.ackTimeoutMs);
+    const heard = await whileHeard(client, outcome, this.settings.ackTimeoutMs, this.holdsReading);
     client.off('packetreceive', answered);
     client.off('close', closed);
     return heard === 'done' && (await outcome);
