@@ -443,7 +443,8 @@ export class MqttSubscription {
     // A server that stopped answering sends no UNSUBACK: the reload does not wait for its keepalive.
     // A busy one sends it behind the messages it sends first, each of which starts the wait over.
     const ms = this.settings.ackTimeoutMs;
-    const refused = (await whileHeard(client, unsubscribed, ms, this.holdsReading)) === 'silent' ? new Error(`no UNSUBACK, and nothing else from the server, for ackTimeoutMs (${ms} ms)`) : await unsubscribed;
+    const heard = await whileHeard(client, unsubscribed, ms, this.holdsReading);
+    const refused = heard === 'silent' ? new Error(`no UNSUBACK, and nothing else from the server, for ackTimeoutMs (${ms} ms)`) : await unsubscribed;
     if (refused) {
       this.log.warn({ err: refused.message, filter }, 'mqtt consume route a reload removed could not unsubscribe before it stops; its session is ended as it is');
       return false;
