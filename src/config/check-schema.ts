@@ -352,15 +352,16 @@ function stepKinds(e: ErrorObject, registry: KindRegistry): string[] | undefined
 }
 
 /**
- * A string where a number or boolean goes, that says one: quoted (`port: "8080"`, a quoted
- * `"${PORT}"`), or written as YAML 1.1 wrote them (`yes`, `off`, `1_000`), which YAML 1.2, as the
+ * A string where a number or boolean goes, that says one: quoted (`port: "8080"`, `"True"`, a
+ * quoted `"${PORT}"`), or written as YAML 1.1 wrote them (`yes`, `off`, `1_000`), which YAML 1.2, as the
  * config is read, takes as strings.
  */
 function typeHint(expected: readonly string[], data: unknown): string {
   if (typeof data !== 'string') return '';
   const text = data.trim();
   if (expected.includes('boolean')) {
-    if (/^(true|false)$/.test(text)) return ` (write it without quotes: ${text})`;
+    // YAML 1.2's core schema (and 1.1's) reads `True` and `FALSE` unquoted as booleans too.
+    if (/^(true|True|TRUE|false|False|FALSE)$/.test(text)) return ` (write it without quotes: ${text.toLowerCase()})`;
     const yaml11 = /^(y|yes|on|n|no|off)$/i.exec(text);
     if (yaml11) return ` (YAML 1.1 read '${text}' as a boolean; the config is YAML 1.2, where it is a string: write ${/^(y|yes|on)$/i.test(text) ? 'true' : 'false'})`;
   }

@@ -306,6 +306,8 @@ describe('eventgate validate', { concurrency: 4 }, () => {
           '  more: { kind: memory, retain: 1_000 }', //                           5
           'listeners:',
           '  api: { kind: http, port: "8080", http2: "true", maxBodyBytes: "1.5" }', // 7
+          '  web: { kind: http, port: 8081, http2: "True" }', //                      8
+          '  web2: { kind: http, port: 8082, http2: "FALSE" }', //                    9
         ),
       });
       // Before: "must be an integer, got string "10"" and no more.
@@ -317,6 +319,9 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         ['gateway.yaml:7:43', /^listeners\.api\.http2 must be true or false, got string "true" \(write it without quotes: true\)$/],
         // Not an integer unquoted either: no hint.
         ['gateway.yaml:7:65', /^listeners\.api\.maxBodyBytes must be an integer, got string "1\.5"$/],
+        // YAML 1.2's other spellings of a boolean, quoted: the same hint, in the usual spelling.
+        ['gateway.yaml:8:41', /^listeners\.web\.http2 must be true or false, got string "True" \(write it without quotes: true\)$/],
+        ['gateway.yaml:9:42', /^listeners\.web2\.http2 must be true or false, got string "FALSE" \(write it without quotes: false\)$/],
       ]);
     });
 
