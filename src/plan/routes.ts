@@ -30,7 +30,7 @@ export function compileRoutes(
   const claimed = new Map<string, { paths: PathClaims; route: Map<string, number> }>();
   const forwardAuth = new Map<string, { auth: string; route: string }>();
   /** broker + a group's consumer on its server (BrokerKind.sharedConsumer) → the first route reading through it. */
-  const consumers = new Map<string, { route: string; topic: string }>();
+  const consumers = new Map<string, { route: string; topic: string; group: string }>();
   const unbound = new UnboundReads();
   const written = (ctx.src.value as { routes?: unknown } | undefined)?.routes;
   /** Says a second use of a route name; false when the name is new (now taken). */
@@ -351,15 +351,16 @@ function compileRoute(
 
 /**
  * Whether a consume route's group, where its broker makes it one consumer for several topics (a
- * JetStream durable consumer, an amqp route queue), is read by no earlier route of another topic;
- * reported at the group (or the route's name, for the default group) when it is.
+ * JetStream durable consumer, an amqp route queue), is read by no earlier route of another topic,
+ * nor under another group that names the same consumer; reported at the group (or the route's
+ * name, for the default group) when it is.
  */
 function sharesConsumerWell(
   ctx: CompileContext,
   name: string,
   route: { from: SourcePlan; to: readonly { type: string }[] },
   at: PathPart[],
-  consumers: Map<string, { route: string; topic: string }>,
+  consumers: Map<string, { route: string; topic: string; group: string }>,
 ): boolean {
   const from = route.from;
   if (from.type !== 'broker' || from.groupless || groupPerInstance(from, route.to)) return true;
@@ -368,10 +369,22 @@ function sharesConsumerWell(
   if (shared === undefined) return true;
   const key = `${from.broker}\0${shared.name}`;
   const other = consumers.get(key);
-  if (other === undefined) consumers.set(key, { route: name, topic: from.topic });
-  if (other === undefined || other.topic === from.topic) return true;
+  if (other === undefined) consumers.set(key, { route: name, topic: from.topic, group });
+  if (other === undefined || (other.topic === from.topic && other.group === group)) return true;
+  const where = from.group === undefined ? [...at, 'name'] : [...at, 'from', 'group'];
+  if (other.topic === from.topic) {
+    // Two spellings of one consumer name (NATS: `a.b` and `a_b`, a name having no `.`): one group
+    // to the server, which the routes would split, where two groups each read every message.
+    // The names stay as they are: renaming would leave running consumers behind on an upgrade.
+    ctx.report(
+      where,
+      'EG_CONFIG_CONFLICT',
+      `route '${name}' reads ${quoteTopic(from.topic)} with group ${quoteTopic(group)}, as route '${other.route}' reads it with group ${quoteTopic(other.group)}: on broker '${from.broker}' both groups are ${shared.name}, so the two routes would split its messages instead of each reading all of them; give one of them a group that names another consumer`,
+    );
+    return false;
+  }
   ctx.report(
-    from.group === undefined ? [...at, 'name'] : [...at, 'from', 'group'],
+    where,
     'EG_CONFIG_CONFLICT',
     `route '${name}' reads ${quoteTopic(from.topic)} with group ${quoteTopic(group)}, as route '${other.route}' reads ${quoteTopic(other.topic)}: on broker '${from.broker}' that group is ${shared.name}, ${shared.clash}; give one of them another group`,
   );

@@ -373,6 +373,36 @@ routes:
 });
 
 /**
+ * A JetStream consumer's name has no `.`: groups `a.b` and `a_b` both name consumer `a_b`. Two
+ * routes reading one subject with them validated, and then split its messages through that one
+ * consumer, where two groups each read every message.
+ */
+describe('two routes reading one JetStream subject with groups that name one consumer', () => {
+  const hook = 'to: { http: { url: "http://127.0.0.1:9/a" } }';
+  const config = `version: 1
+brokers:
+  nats: { kind: nats, servers: "nats://127.0.0.1:4222", streams: { S: { subjects: ["s.>"] } } }
+routes:
+  - { name: dotted, from: { broker: nats, topic: s.a, group: a.b }, ${hook} }
+  - { name: underscored, from: { broker: nats, topic: s.a, group: a_b }, ${hook} }
+  - { name: x.y, from: { broker: nats, topic: s.a }, ${hook} }
+  - { name: x_y, from: { broker: nats, topic: s.a }, ${hook} }
+  - { name: core-dotted, from: { broker: nats, topic: core.a, group: c.d }, ${hook} }
+  - { name: core-underscored, from: { broker: nats, topic: core.a, group: c_d }, ${hook} }
+`;
+
+  it("is a config error at the second route's group (its name, for a default group), naming the other route; core subjects' queue groups are not", async () => {
+    const dir = tempFiles({ 'gateway.yaml': config });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.deepEqual(r.stdout.trim().split('\n'), [
+      "gateway.yaml:6:67: route 'underscored' reads 's.a' with group 'a_b', as route 'dotted' reads it with group 'a.b': on broker 'nats' both groups are JetStream consumer 'a_b' of stream 'S', so the two routes would split its messages instead of each reading all of them; give one of them a group that names another consumer",
+      "gateway.yaml:8:13: route 'x_y' reads 's.a' with group 'eventgate-x_y', as route 'x.y' reads it with group 'eventgate-x.y': on broker 'nats' both groups are JetStream consumer 'eventgate-x_y' of stream 'S', so the two routes would split its messages instead of each reading all of them; give one of them a group that names another consumer",
+    ]);
+  });
+});
+
+/**
  * A JetStream route reads a stream's subjects through a durable consumer only when its filter is
  * inside one stream. One that reaches into a stream without being inside it (`orders.>` beside a
  * stream of `orders.*`) validated silently and read everything as core NATS, at most once, the
