@@ -38,7 +38,7 @@ const COMMANDS: Record<string, CommandUsage> = {
     options: [
       ['-c, --config FILE', 'the config or config test file (default ./gateway.yaml)'],
       ['--format text|json', 'text (default), or a JSON array of the errors'],
-      ['--warnings', 'with --format json: the warnings too, after the errors (severity)'],
+      ['--warnings', 'with --format json (only): the warnings too, after the errors (severity)'],
       VARS_FILE,
     ],
     args: 1,

@@ -1227,6 +1227,14 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assert.equal(plain.code, 0);
       assert.deepEqual(JSON.parse(plain.stdout), []);
       assert.equal(plain.stderr, `${warnings.slice(0, 2).join('\n')}\n`);
+      // --warnings belongs to the JSON report: in text, where warnings go to stderr anyway, it did
+      // nothing and validated (exit 0); a usage error now, before the config is read.
+      const text = await validate({ 'gateway.yaml': yaml(...loops) }, { warnings: true });
+      assert.equal(text.code, 2, text.stdout + text.stderr);
+      assert.equal(text.stdout, '');
+      assert.match(text.stderr, /^eventgate: --warnings adds the warnings to --format json's array \(text prints them on stderr without it\): add --format json, or leave --warnings out\nusage: eventgate validate /);
+      const explicit = await validate({ 'gateway.yaml': yaml(...loops) }, { format: 'text', warnings: true });
+      assert.equal(explicit.code, 2, explicit.stdout + explicit.stderr);
       // --warnings gives CI the warnings too: after the errors, told apart by `severity`, each with
       // what an error has. stderr keeps its lines.
       const json = await validate({ 'gateway.yaml': yaml(...loops) }, { format: 'json', warnings: true });
