@@ -255,6 +255,23 @@ export interface ListenerTelemetry {
    * (`eventgate_websocket_frame_failures_total{listener,code}`): WS_FRAME_FAILURE_CODES.
    */
   frameFailure(code: WsFrameFailureCode): void;
+  /**
+   * A websocket connection closed, with the code ws reports (`eventgate_websocket_closes_total{listener,code}`):
+   * the code of the client's close frame, 1005 for one without a code, 1006 for none.
+   */
+  clientClosed(code: number): void;
+}
+
+/**
+ * The `code` label of a websocket close: RFC 6455's codes as themselves, the ones a client
+ * chooses (3000-4999, a library's or an application's) as `3xxx` and `4xxx`, any other as
+ * `other`, so a client cannot make a series per value it sends.
+ */
+export function wsCloseCodeLabel(code: number): string {
+  if (code >= 1000 && code <= 1015 && code !== 1004) return String(code);
+  if (code >= 3000 && code <= 3999) return '3xxx';
+  if (code >= 4000 && code <= 4999) return '4xxx';
+  return 'other';
 }
 
 /**

@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import { WEBHOOK_RESULTS, type WebhookCounters, type WebhookResult } from '../kinds/targets/webhook.js';
 import {
   WS_FRAME_FAILURE_CODES,
+  wsCloseCodeLabel,
   type BrokerRuntime,
   type BrokerTelemetry,
   type KafkaCloseReason,
@@ -150,6 +151,12 @@ export class ListenerStats implements ListenerTelemetry {
   frameFailure(code: WsFrameFailureCode): void {
     this.frameFailures[code]++;
   }
+  /** Websocket connections closed, by the `code` label of the close code ws reports (wsCloseCodeLabel: a bounded set). */
+  readonly closes = new Map<string, number>();
+  clientClosed(code: number): void {
+    const label = wsCloseCodeLabel(code);
+    this.closes.set(label, (this.closes.get(label) ?? 0) + 1);
+  }
 }
 
 /** The most names of retired routes a broker's counters remember (BrokerStats.retired), the oldest forgotten first. */
@@ -240,6 +247,7 @@ export interface StatsSnapshot {
       tlsCertificateRefusals?: number;
       pingTimeouts?: number;
       frameFailures?: Record<WsFrameFailureCode, number>;
+      closes?: Record<string, number>;
       closed?: Record<KafkaCloseReason, number>;
     }
   >;
@@ -426,6 +434,7 @@ export class GatewayMetrics implements Telemetry {
         entry.connectionsAccepted = stats?.connectionsAccepted ?? 0;
         entry.pingTimeouts = stats?.pingTimeouts ?? 0;
         entry.frameFailures = { ...(stats?.frameFailures ?? noFrameFailures()) };
+        entry.closes = Object.fromEntries(stats?.closes ?? []);
       }
       if (l.kind === 'kafka') entry.closed = { ...(stats?.kafkaClosed ?? { bad_request: 0, upstream: 0 }) };
       if (stats) {

@@ -204,6 +204,20 @@ export class Prometheus {
       },
     });
     new Counter({
+      name: 'eventgate_websocket_closes_total',
+      help: "WebSocket connections closed, per listener and the close code ws reports: the client's close frame's (1000 a page closing, 1001 going away, or the code of the gateway's own close it answers), 1005 a close frame without a code, 1006 none (a proxy's or the network's cut, a client gone, the gateway's ping timeouts); codes a client chooses counted as 3xxx and 4xxx.",
+      labelNames: ['listener', 'code'],
+      registers,
+      collect() {
+        this.reset();
+        // A series per code seen (a bounded set: wsCloseCodeLabel).
+        for (const [listener, l] of source.listeners) {
+          if (l.kind !== 'websocket') continue;
+          listenerStats.get(listener)?.closes.forEach((n, code) => this.inc({ listener, code }, n));
+        }
+      },
+    });
+    new Counter({
       name: 'eventgate_admin_connections_dropped_total',
       help: 'New connections the admin server (/metrics, /readyz, the admin API) closed at once because it had admin.maxConnections (10000 unless set) open.',
       registers,

@@ -600,6 +600,34 @@ describe('WebSocket (spec §5)', () => {
       assert.equal(stats.listeners.push?.connectionsAccepted, before! + 2);
     });
 
+    it('counts closes by the code ws reports, the codes a client chooses as 3xxx and 4xxx, so a page closing (1000) and a cut (1006) are told apart', async () => {
+      const codes = ['1000', '1001', '1005', '1006', '3xxx', '4xxx'];
+      const counts = async () => {
+        const metrics = await scrape(gw.adminUrl);
+        return Object.fromEntries(codes.map((code) => [code, metrics.value('eventgate_websocket_closes_total', { listener: 'push', code }) ?? 0]));
+      };
+      const before = await counts();
+      const closing: [string, (ws: WebSocket) => void][] = [
+        ['1000', (ws) => ws.close(1000)],
+        ['1001', (ws) => ws.close(1001, 'page hidden')],
+        // A close frame without a code, which ws reports as 1005.
+        ['1005', (ws) => ws.close()],
+        // No close frame at all, as a proxy or a network cuts a connection.
+        ['1006', (ws) => ws.terminate()],
+        ['3xxx', (ws) => ws.close(3003)],
+        ['4xxx', (ws) => ws.close(4001, 'logged out')],
+        ['4xxx', (ws) => ws.close(4999)],
+      ];
+      for (const [, close] of closing) close((await connect('/frames/reconnects')).ws);
+      const expected = Object.fromEntries(codes.map((code) => [code, before[code]! + closing.filter(([c]) => c === code).length]));
+      await eventually(async () => assert.deepEqual(await counts(), expected));
+      // A client's own code makes no series of its own: 3003, 4001, 4999 are in their buckets.
+      const text = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+      assert.doesNotMatch(text, /eventgate_websocket_closes_total\{[^}]*code="(3003|4001|4999)"/);
+      const stats = (await (await fetch(`${gw.adminUrl}/admin/stats`)).json()) as { listeners: Record<string, { closes?: Record<string, number> }> };
+      for (const code of codes) assert.equal(stats.listeners.push?.closes?.[code] ?? 0, expected[code], code);
+    });
+
     it('answers a malformed handshake on a route path as problem+json, like every other refusal', async () => {
       const handshake = (lines: string[], method = 'GET') => `${method} /frames HTTP/1.1\r\nHost: localhost\r\n${lines.map((l) => `${l}\r\n`).join('')}\r\n`;
       const upgrade = ['Upgrade: websocket', 'Connection: Upgrade'];

@@ -180,9 +180,9 @@ const clientOf = new WeakMap<WebSocket, Client>();
 /** What broke a connection, as ws's frame parser said it (its close frame's reason): kept off Client, which every idle connection holds. */
 const failureOf = new WeakMap<Client, string>();
 
-function onClientClose(this: WebSocket): void {
+function onClientClose(this: WebSocket, code: number): void {
   const c = clientOf.get(this);
-  if (c) c.listener.left(c);
+  if (c) c.listener.left(c, code);
 }
 
 function onClientError(this: WebSocket, err: Error): void {
@@ -895,8 +895,9 @@ export class WebSocketListener implements ListenerRuntime {
     ws.on('pong', onClientPong);
   }
 
-  /** The connection closed. */
-  left(client: Client): void {
+  /** The connection closed, with the code ws reports (the client's close frame's; 1005 none in it, 1006 no frame). */
+  left(client: Client, code: number): void {
+    this.telemetry?.clientClosed(code);
     clearTimeout(client.expiry);
     this.leave(client);
   }
