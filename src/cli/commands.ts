@@ -126,7 +126,7 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
       // Text prints the warnings on stderr whatever is asked: --warnings there did nothing, where
       // its asker meant them in the report (a usage error, exit 2, as for test's).
       if (values.warnings === true && values.format !== 'json')
-        return await usageError(io, command, '--warnings adds the warnings to --format json\'s array (text prints them on stderr without it): add --format json, or leave --warnings out', values);
+        return await usageError(io, command, "--warnings adds the warnings to --format json's array (text prints them on stderr without it): add --format json, or leave --warnings out", values);
       return await validate(values.config ?? DEFAULT_CONFIG_FILE, values.format, values.warnings === true, env, io);
     // The other commands are loaded when used, so `run` does not carry their code.
     case 'test':

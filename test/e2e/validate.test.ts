@@ -1232,7 +1232,10 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       const text = await validate({ 'gateway.yaml': yaml(...loops) }, { warnings: true });
       assert.equal(text.code, 2, text.stdout + text.stderr);
       assert.equal(text.stdout, '');
-      assert.match(text.stderr, /^eventgate: --warnings adds the warnings to --format json's array \(text prints them on stderr without it\): add --format json, or leave --warnings out\nusage: eventgate validate /);
+      assert.match(
+        text.stderr,
+        /^eventgate: --warnings adds the warnings to --format json's array \(text prints them on stderr without it\): add --format json, or leave --warnings out\nusage: eventgate validate /,
+      );
       const explicit = await validate({ 'gateway.yaml': yaml(...loops) }, { format: 'text', warnings: true });
       assert.equal(explicit.code, 2, explicit.stdout + explicit.stderr);
       // --warnings gives CI the warnings too: after the errors, told apart by `severity`, each with
