@@ -15,6 +15,8 @@ export interface Message {
   [BODY_NOT_READ]?: true;
   /** When its publisher said the message is of no use any more (EXPIRES_AT), in milliseconds since the epoch. */
   [EXPIRES_AT]?: number;
+  /** Headers a step set to the value the consumed message had for them (SET_AS_CONSUMED). */
+  [SET_AS_CONSUMED]?: ReadonlySet<string>;
 }
 
 /**
@@ -39,6 +41,14 @@ export const ORIGINAL: unique symbol = Symbol('eventgate.original');
  * it along to the targets, while expressions and the tap never see it.
  */
 export const EXPIRES_AT: unique symbol = Symbol('eventgate.expiresAt');
+
+/**
+ * The names (as spelled) of the headers a step set to the very value the consumed message came with
+ * (MessageContext.consumed): the route's own, sent, where a header as consumed is told apart from
+ * a step's by its value (withoutConsumedInstructions). Only those: a step's other headers differ
+ * from the consumed ones by their value. A symbol, as ORIGINAL: steps' spreads carry it along.
+ */
+export const SET_AS_CONSUMED: unique symbol = Symbol('eventgate.setAsConsumed');
 
 /** Marks a request's message made from its head alone (judged by auth before its body was read). */
 export const BODY_NOT_READ: unique symbol = Symbol('eventgate.bodyNotRead');

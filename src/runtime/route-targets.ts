@@ -5,7 +5,7 @@
  * (kinds/targets/webhook.ts) and listener forwards are built by their own modules.
  */
 import { problem, type Problem } from '../core/errors.js';
-import { copyHeaders, headersWith, hugeNumberAt, hugeNumberText, resultText, type Delivery, type Message, type MessageContext } from '../core/message.js';
+import { copyHeaders, headersWith, hugeNumberAt, hugeNumberText, resultText, SET_AS_CONSUMED, type Delivery, type Message, type MessageContext } from '../core/message.js';
 import type { Outcome } from '../core/outcome.js';
 import { bindingsFor, evaluateThen, expressionProblem, expressionResultProblem, type ExpressionEvaluationError } from '../expr/expression.js';
 import { toStructuredMessage } from '../codecs/cloudevents.js';
@@ -123,13 +123,14 @@ export function unavailable(broker: string, err: unknown): Problem {
  * BrokerRuntime.publishInstruction) that it still carries as the consume route consumed them
  * (`consumed`: MessageContext.consumed): they asked something of the source's stream when the
  * message was stored there, and a copy asking it of its own stream was refused (a stale sequence)
- * or rolled the copies up. One a step set or changed goes. The same message when there are none.
+ * or rolled the copies up. One a step set or changed goes, also set to the consumed value
+ * (SET_AS_CONSUMED). The same message when there are none.
  */
 export function withoutConsumedInstructions(out: Message, consumed: Readonly<Record<string, string>> | undefined, instruction: ((name: string) => boolean) | undefined): Message {
   if (consumed === undefined || instruction === undefined) return out;
   let headers: Record<string, string> | undefined;
   for (const name in out.headers) {
-    if (consumed[name] !== out.headers[name] || !instruction(name)) continue;
+    if (consumed[name] !== out.headers[name] || !instruction(name) || out[SET_AS_CONSUMED]?.has(name)) continue;
     headers ??= copyHeaders(out.headers);
     delete headers[name];
   }

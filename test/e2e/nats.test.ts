@@ -81,6 +81,12 @@ routes:
     from: { broker: nats, topic: stamp.in }
     to: { broker: nats, topic: orders.stamp.copy }
     deadletter: { broker: nats, topic: orders.stamp.dead }
+  # A step that asks of the copy's stream what the consumed message had asked of its own.
+  - name: restamped
+    from: { broker: nats, topic: restamp.in }
+    through:
+      - headers: { set: { Nats-Expected-Stream: '"ORDERS"' } }
+    to: { broker: nats, topic: orders.restamp.copy }
   - name: expect-dead
     from: { listener: api, path: /expect-dead }
     through:
@@ -128,6 +134,7 @@ routes:
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'chat-out', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'bytes', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'stamped', 15000);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'restamped', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'copied', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'rolled', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'hooked', 15000);
@@ -252,6 +259,23 @@ routes:
       assert.equal(dead.state.subjects, undefined, 'nothing was dead-lettered');
     } finally {
       client.close();
+    }
+  });
+
+  // The consumed header and the step's were told apart by their value alone: a step that set the
+  // value the message came with had its header dropped from the copy (spec-checklist 3609).
+  it('sends a Nats-Expected-* header a step sets, also to the value the consumed message had', async () => {
+    for (const [n, consumed] of [
+      [1, 'ORDERS'],
+      [2, 'INVOICES'],
+    ] as const) {
+      peer.publish('restamp.in', JSON.stringify({ n }), { 'Nats-Expected-Stream': consumed });
+      const copy = await eventually(async () => {
+        const got = (await peer.jsApi('$JS.API.STREAM.MSG.GET.ORDERS', { last_by_subj: 'orders.restamp.copy' })) as { message?: { data: string; hdrs?: string } };
+        assert.equal(got.message && Buffer.from(got.message.data, 'base64').toString(), JSON.stringify({ n }), JSON.stringify(got));
+        return got.message!;
+      }, 10000);
+      assert.match(Buffer.from(copy.hdrs ?? '', 'base64').toString(), /\r\nNats-Expected-Stream: ORDERS\r\n/, `consumed with ${consumed}`);
     }
   });
 

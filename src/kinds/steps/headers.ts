@@ -1,5 +1,5 @@
 import { bindingsFor, evaluateThen, expressionProblem } from '../../expr/expression.js';
-import { copyHeaders, resultText, withHeaders } from '../../core/message.js';
+import { copyHeaders, resultText, SET_AS_CONSUMED, withHeaders, type Message } from '../../core/message.js';
 import type { StepStop } from '../../core/outcome.js';
 import type { StepResult } from '../contracts.js';
 import { compileExpressionMap, defineStep, mapOf, Type } from '../define.js';
@@ -34,14 +34,19 @@ export const headersStep = defineStep({
         if (remove.size > 0) for (const k in headers) if (remove.has(k.toLowerCase())) delete headers[k];
         if (set.length === 0) return withHeaders(msg, headers);
         const bindings = bindingsFor(msg, mctx);
+        // Set to the value it was consumed with: marked, or it would be taken for the consumed one.
+        let asConsumed: Set<string> | undefined;
         const assign = (name: string, v: unknown): undefined => {
           if (v === undefined) return undefined;
           // The config's spelling replaces the header in whatever case the message had it.
           const lower = lowerSet.get(name)!;
           for (const k in headers) if (k !== name && k.toLowerCase() === lower) delete headers[k];
-          headers[name] = resultText(v, Buffer.isBuffer(msg.value));
+          const text = resultText(v, Buffer.isBuffer(msg.value));
+          headers[name] = text;
+          if (mctx.consumed?.[name] === text) (asConsumed ??= new Set(msg[SET_AS_CONSUMED])).add(name);
           return undefined;
         };
+        const done = (): Message => (asConsumed === undefined ? withHeaders(msg, headers) : { ...msg, headers, [SET_AS_CONSUMED]: asConsumed });
         // Synchronous while every expression has a fast path; from the first that has not, asynchronous.
         const apply = (from: number): StepResult | Promise<StepResult> => {
           for (let i = from; i < set.length; i++) {
@@ -55,7 +60,7 @@ export const headersStep = defineStep({
             );
             if (r instanceof Promise) return r.then((stop) => stop ?? apply(i + 1));
           }
-          return withHeaders(msg, headers);
+          return done();
         };
         return apply(0);
       },
