@@ -79,6 +79,9 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     io.stdout(`${USAGE}\n`);
     return 2;
   }
+  // Before the vars files are read: `--vars-file ''` is the same mistake as `-c ''`.
+  const empty = commandOptions(command) ? emptyArgument(parsed.tokens ?? []) : undefined;
+  if (empty !== undefined) return await usageError(io, command, empty, values);
   const loaded = loadEnv(values['vars-file'] ?? [], io.env);
   if ('error' in loaded) {
     io.stderr(`eventgate: ${loaded.error}\n`);
@@ -162,6 +165,19 @@ function help(io: CliIo, command: string | undefined): number {
   if (usage === undefined) return unknownCommand(io, command);
   io.stdout(`${usage}\n`);
   return 0;
+}
+
+/**
+ * An option or argument given as an empty string: what `-c "$CONFIG"` passes with CONFIG unset.
+ * Read as a file name it printed `:1:1: cannot read config file` (no FILE in FILE:LINE:COL);
+ * `-c` with no value at all is already a usage error, and this is the same mistake.
+ */
+function emptyArgument(tokens: NonNullable<ReturnType<typeof parseArgs>['tokens']>): string | undefined {
+  for (const t of tokens) {
+    if (t.kind === 'option' && t.value === '') return `${t.rawName} was given an empty value (is the variable that should hold it unset?)`;
+    if (t.kind === 'positional' && t.value === '') return 'an argument is an empty string (is the variable that should hold it unset?)';
+  }
+  return undefined;
 }
 
 function unknownCommand(io: CliIo, command: string): number {

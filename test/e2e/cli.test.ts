@@ -200,4 +200,28 @@ describe('eventgate: other commands', () => {
     assert.equal(from.code, 2);
     assert.match(from.stderr, /'validate' does not take --from/);
   });
+
+  it('refuses an empty file name (`-c "$CONFIG"` with CONFIG unset) as a usage error, never as a problem at ":1:1"', async () => {
+    const dir = tempFiles({ 'gateway.yaml': 'version: 1\n' });
+    // One process, for the exit code a shell sees; the rest in-process.
+    const run = await runCli(['run', '-c', ''], { cwd: dir });
+    assert.equal(run.code, 2);
+    assert.equal(run.stdout, '', 'nothing started, nothing logged');
+    assert.match(run.stderr, /^eventgate: -c was given an empty value \(is the variable that should hold it unset\?\)\nusage: eventgate run/);
+    const cases: [string[], number, RegExp][] = [
+      [['validate', '-c', ''], 2, /-c was given an empty value/],
+      [['validate', '--config='], 2, /--config was given an empty value/],
+      [['validate', '--vars-file', ''], 2, /--vars-file was given an empty value/],
+      [['export', 'asyncapi', '-c', ''], 2, /-c was given an empty value/],
+      [['test', '-c', 'gateway.yaml', ''], 2, /an argument is an empty string/],
+      // plan exits 1 for a plan not made: 2 would say the reload changes something.
+      [['plan', '-c', 'gateway.yaml', '--from', ''], 1, /--from was given an empty value/],
+    ];
+    for (const [args, code, message] of cases) {
+      const r = await runCliInProcess(args, { cwd: dir });
+      assert.equal(r.code, code, args.join(' '));
+      assert.match(r.stderr, message, args.join(' '));
+      assert.doesNotMatch(r.stdout + r.stderr, /^:1:1:|\s:1:1:/m, `${args.join(' ')}: no problem without its FILE`);
+    }
+  });
 });
