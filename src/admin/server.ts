@@ -179,7 +179,7 @@ export class AdminServer {
     const path = (req.url ?? '/').split('?')[0]!;
     // Probes are never refused, and never judge a token (so no failure counts there).
     const probe = PROBES.includes(path);
-    const refused = probe ? undefined : this.refusedClient(req);
+    const refused = probe ? undefined : (this.refusedClient(req) ?? ambiguousQuery(req.url ?? '/'));
     if (refused) return sendProblem(res, refused);
     const verdict = probe ? 'none' : this.tokenVerdict(req);
     const browser = this.browserCheck(req, !probe && verdict !== 'bearer');
@@ -204,7 +204,7 @@ export class AdminServer {
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy());
     const url = new URL(req.url ?? '/', 'http://admin');
-    const refused = this.refusedClient(req);
+    const refused = this.refusedClient(req) ?? ambiguousQuery(req.url ?? '/');
     if (refused) return refuseUpgrade(socket, refused);
     const verdict = this.tokenVerdict(req, url.searchParams.get('token'));
     const browser = this.browserCheck(req, verdict !== 'bearer');
@@ -290,6 +290,26 @@ export class AdminServer {
     if (lockedMs > 0) this.lockouts.occurred({ client: clientKey(address), retryAfterS: Math.ceil(lockedMs / 1000) });
     return 'none';
   }
+}
+
+/** The query parameters admin endpoints read (`?token=` on WebSocket endpoints: the tap); others ignore a query. */
+const READ_PARAMETERS: Record<string, string[]> = { '/admin/tap': ['route', 'token'], '/admin/asyncapi': ['file'] };
+
+/**
+ * A parameter the admin API reads given twice with different values (`?file=a.yaml&file=b.yaml`,
+ * a script that appended rather than replaced): reading the first would tap, show or replace
+ * what the caller may not have meant, so it is refused, as the listeners refuse Content-Type
+ * lines that disagree. The same value twice says one thing and passes.
+ */
+function ambiguousQuery(url: string): Problem | undefined {
+  const query = url.indexOf('?');
+  if (query < 0) return undefined;
+  const params = new URLSearchParams(url.slice(query + 1));
+  for (const name of READ_PARAMETERS[url.slice(0, query)] ?? []) {
+    const values = new Set(params.getAll(name));
+    if (values.size > 1) return problem('EG_BAD_REQUEST', `?${name}= is given ${params.getAll(name).length} times with different values; give it once`);
+  }
+  return undefined;
 }
 
 /** `broker kafka: unreachable: getaddrinfo ENOTFOUND kafka-0.internal` → `broker kafka: unreachable`. */

@@ -121,6 +121,14 @@ describe('AsyncAPI documents change validation live: edits on disk and uploads',
     const unknown = await put(alerts, '?file=other.yaml');
     assert.equal(unknown.status, 404);
     assert.match((await json(unknown)).detail, /'other\.yaml' is not one of the config's AsyncAPI documents: streetlights\.yaml, alerts\.yaml/);
+    // ?file= twice (a script that appended it rather than replaced it) says two things: which one
+    // is replaced is not for the gateway to guess. Nothing is written; the same name twice is one.
+    const twice = await put(alerts.replace('Alerts', 'Alerts twice'), '?file=streetlights.yaml&file=alerts.yaml');
+    assert.equal(twice.status, 400);
+    assert.equal(twice.headers.get('content-type'), 'application/problem+json');
+    assert.deepEqual([(await json(twice)).code, onDisk('streetlights.yaml'), onDisk('alerts.yaml')], ['EG_BAD_REQUEST', streetlightsWithMinimum(3), alerts]);
+    assert.equal((await fetch(`${gw.adminUrl}/admin/asyncapi?file=alerts.yaml&file=streetlights.yaml`, { headers: auth })).status, 400);
+    assert.equal(await (await fetch(`${gw.adminUrl}/admin/asyncapi?file=alerts.yaml&file=alerts.yaml`, { headers: auth })).text(), alerts);
   });
 
   it('PUT refuses a document that does not parse with 422 and its diagnostics, changing nothing', async () => {

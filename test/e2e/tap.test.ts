@@ -77,6 +77,13 @@ describe('live tap (GET /admin/tap?route=...)', () => {
     const auth = { headers: { authorization: `Bearer ${TOKEN}` } };
     await assert.rejects(WsClient.connect(tapUrl('route=nope'), auth), { statusCode: 404 });
     await assert.rejects(WsClient.connect(tapUrl(''), auth), { statusCode: 404 });
+    // A parameter given twice with different values is not guessed at: the first route, or the
+    // first token (the right one before a wrong one), would be taken silently.
+    await assert.rejects(WsClient.connect(tapUrl('route=orders&route=nope'), auth), { statusCode: 400 });
+    await assert.rejects(WsClient.connect(tapUrl(`route=orders&token=${TOKEN}&token=wrong`)), { statusCode: 400 });
+    const same = await WsClient.connect(tapUrl('route=orders&route=orders'), auth);
+    assert.equal((await same.next()).type, 'hello');
+    same.close();
     const plain = await fetch(`${gw.adminUrl}/admin/tap?route=orders`, auth);
     assert.equal(plain.status, 426);
     assert.equal(plain.headers.get('upgrade'), 'websocket');
