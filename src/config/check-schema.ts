@@ -292,12 +292,15 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
         message: `${where} must be one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}, got ${describeValue(e.data, isSecretPath(path))}${enumHint(e.data, allowed, (e.parentSchema as { 'x-aliases'?: Record<string, string> } | undefined)?.['x-aliases'])}`,
       };
     }
-    case 'const':
+    case 'const': {
+      // `version: "1"` is told to lose the quotes, as an enum's quoted number is.
+      const allowed = (e.params as { allowedValue: unknown }).allowedValue;
       return {
         ...at(path),
         code: 'EG_CONFIG_SCHEMA',
-        message: `${where} must be ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}, got ${describeValue(e.data, isSecretPath(path))}`,
+        message: `${where} must be ${JSON.stringify(allowed)}, got ${describeValue(e.data, isSecretPath(path))}${enumHint(e.data, [allowed])}`,
       };
+    }
     case 'type': {
       if (path.length === 0 && e.data == null) return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: 'the config file is empty; it needs at least `version: 1`' };
       const t = (e.params as { type: string | string[] }).type;

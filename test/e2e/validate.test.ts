@@ -325,6 +325,13 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       ]);
     });
 
+    it('says `version: "1"` is 1 without the quotes, the first line of every config', async () => {
+      // Before: "version must be 1, got string "1"", which reads as a riddle.
+      assertProblems(await validate({ 'gateway.yaml': 'version: "1"\n' }), [['gateway.yaml:1:10', /^version must be 1, got string "1" \(write it without quotes: 1\)$/]]);
+      // Another version is no quoting mistake: no hint.
+      assertProblems(await validate({ 'gateway.yaml': 'version: "2"\n' }), [['gateway.yaml:1:10', /^version must be 1, got string "2"$/]]);
+    });
+
     it('points at each value of the wrong type and says what was expected', async () => {
       const r = await validate({
         'gateway.yaml': yaml(
