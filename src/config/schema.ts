@@ -242,9 +242,11 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
           port: { type: 'integer', minimum: 0, maximum: 65535, description: 'TCP port of the admin server (0: any free port).' },
           host: {
             type: 'string',
+            // Node binds an empty host on every interface: `host: ${ADMIN_HOST:-}` left empty opened the admin API to the network.
+            minLength: 1,
             default: '127.0.0.1',
             description:
-              'Interface to bind; the default keeps the admin server local. It serves plain HTTP (no TLS): bound elsewhere, keep it on a private network or behind a TLS-terminating proxy, since the token crosses the network in clear.',
+              'Interface to bind; the default keeps the admin server local (an empty host, which would bind every interface, is refused: leave the key out). It serves plain HTTP (no TLS): bound elsewhere, keep it on a private network or behind a TLS-terminating proxy, since the token crosses the network in clear.',
           },
           token: {
             type: 'string',

@@ -360,6 +360,29 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       ]);
     });
 
+    it('refuses an empty host, which node binds on every interface (the admin API opened to the network)', async () => {
+      // `host: ${ADMIN_HOST:-}` with the variable unset: before, validate said ok and run bound
+      // the admin server (default 127.0.0.1) and the listeners on every interface.
+      const r = await validate({
+        'gateway.yaml': yaml(
+          'version: 1',
+          'admin: { port: 0, host: "${ADMIN_HOST:-}" }',
+          'brokers:',
+          '  k: { kind: kafka, brokers: ["localhost:9092"] }',
+          'listeners:',
+          '  api: { kind: http, port: 0, host: "" }', //                       6
+          '  push: { kind: websocket, port: 0, host: "" }', //                 7
+          '  proxy: { kind: kafka, upstream: k, port: 0, host: "" }', //       8
+        ),
+      });
+      assertProblems(r, [
+        ['gateway.yaml:2:25', /^admin\.host must not be empty$/],
+        ['gateway.yaml:6:37', /^listeners\.api\.host must not be empty$/],
+        ['gateway.yaml:7:43', /^listeners\.push\.host must not be empty$/],
+        ['gateway.yaml:8:53', /^listeners\.proxy\.host must not be empty$/],
+      ]);
+    });
+
     it('points at a millisecond duration longer than a timer can hold, also from a ${VAR}', async () => {
       // Node fires a timer of more than 2^31-1 ms after 1 ms: this drain would have ended at once.
       const r = await validate(

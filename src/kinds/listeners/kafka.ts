@@ -23,7 +23,7 @@ const DEFAULT_CONNECTIONS_MAX_IDLE_MS = 600_000;
 
 const options = kindOptions('kafka', {
   upstream: Type.String({ minLength: 1, description: "The broker (of kind kafka) whose cluster the listener fronts; the proxy reaches it with that broker's `brokers` and `ssl`." }),
-  host: Type.Optional(Type.String({ default: '0.0.0.0', description: 'Bind address of the bootstrap port and of every broker port.' })),
+  host: Type.Optional(Type.String({ minLength: 1, default: '0.0.0.0', description: 'Bind address of the bootstrap port and of every broker port (not empty: leave the key out).' })),
   port: Type.Integer({
     minimum: 0,
     maximum: 65535,

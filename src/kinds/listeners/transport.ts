@@ -75,7 +75,7 @@ export function tlsServerOption(description: string) {
 /** The options of every listener with a socket of its own (http, websocket): address, TLS and input bounds. */
 export const transportOptions = {
   port: Type.Integer({ minimum: 0, maximum: 65535, description: 'TCP port (0: any free port, see /admin/status).' }),
-  host: Type.Optional(Type.String({ default: '0.0.0.0', description: 'Bind address.' })),
+  host: Type.Optional(Type.String({ minLength: 1, default: '0.0.0.0', description: 'Bind address (an empty one, which node reads as every interface, is refused: leave the key out).' })),
   tls: tlsServerOption('Serve TLS (https/wss). Files are relative to gateway.yaml and watched: a renewed certificate is used for new connections without a restart.'),
   maxHeaderBytes: Type.Optional(
     Type.Integer({ minimum: 1024, maximum: 1024 * 1024, default: TRANSPORT_DEFAULTS.maxHeaderBytes, description: 'Largest request head (request line and headers); larger: 431.' }),
