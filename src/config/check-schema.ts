@@ -308,7 +308,7 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
       const outdented = outdentedKey(src, path, e.data);
       if (outdented) return { ...at(path, 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where} must be ${article(expected)}, got ${describeValue(e.data, isSecretPath(path))}${outdented}` };
       // A value from a ${VAR} has its own hint (quotingHints, plan/compile.ts); a secret is not repeated.
-      const hint = isSecretPath(path) || src.fromEnv.has(formatPath(path)) ? '' : typeHint(Array.isArray(t) ? t : [t], e.data);
+      const hint = isSecretPath(path) || src.fromEnv.has(formatPath(path)) ? '' : typeHint(Array.isArray(t) ? t : [t], e.data) || expressionTypeHint(e.parentSchema, path, e.data);
       return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} must be ${article(expected)}, got ${describeValue(e.data, isSecretPath(path))}${hint}` };
     }
     case 'minLength':
@@ -376,6 +376,19 @@ function typeHint(expected: readonly string[], data: unknown): string {
     if (grouped !== undefined) return ` (YAML 1.2, as the config is read, has no '_' in numbers: write ${Number(grouped)})`;
   }
   return '';
+}
+
+/**
+ * A JSONata expression written unquoted as YAML: `transform: {"id": orderId}` and `filter: [a, b]`
+ * are a YAML map and list, not the text of an expression. Say how to keep it text.
+ */
+function expressionTypeHint(schema: unknown, path: readonly PathPart[], data: unknown): string {
+  if (typeof data !== 'object' || data === null) return '';
+  const description = (schema as { description?: unknown } | undefined)?.description;
+  if (typeof description !== 'string' || !description.includes('JSONata')) return '';
+  const key = String(path[path.length - 1]);
+  const opener = Array.isArray(data) ? '[ is read as a YAML list' : '{ is read as a YAML map';
+  return ` (a value that starts with ${opener}, not as the text of a JSONata expression: quote the whole expression (\`${key}: '...'\`, a ' inside it written twice) or write it on the lines after \`${key}: |\`, indented)`;
 }
 
 function article(t: string): string {

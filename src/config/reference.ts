@@ -326,6 +326,20 @@ expressions:
   timeoutMs: 200
 \`\`\`
 
+An expression is a YAML string, and some of JSONata's characters are YAML's too: in a plain
+(unquoted) value a \`: \` starts a map (JSONata's condition \`a ? b : c\`, or \`"a: b"\` in it: a
+YAML error) and a \` #\` a comment (the rest of the line is dropped), and a value that starts
+with \`"\`, \`'\`, \`[\` or \`{\` is a quoted string, a list or a map, so
+\`filter: "on" = state\` and \`transform: {"id": orderId}\` are no expressions (\`validate\`
+says so, at the line). Write such an expression in single quotes (a \`'\` inside it doubled), or
+on the lines after \`|\`:
+
+\`\`\`yaml
+- filter: '"on" = state and (battery ? battery > 10 : true)'
+- transform: |
+    { "id": orderId, "total": $sum(items.price) }
+\`\`\`
+
 JSONata expressions see the message value as input and these variables: \`$key\`, \`$headers\`,
 \`$topic\`, \`$route\`, and for HTTP input and WebSocket frames \`$path\` (path parameters) and \`$query\`
 (query string of the request or of the WebSocket handshake; repeated keys become lists); after an \`auth\` step, \`$principal\` (who sent it) and

@@ -257,7 +257,7 @@ function syntaxErrors(doc: Document, file: string, text: string, pos: PositionOf
         : e.code === 'RESOURCE_EXHAUSTION'
           ? // The parser ran out of stack ("Maximum call stack size exceeded"): say what in the file did it.
             'YAML error: the lists and maps here nest too deeply to be read (the parser ran out of stack); a config needs a handful of levels'
-          : `YAML syntax error: ${firstLine(e.message)}${e.code === 'DUPLICATE_KEY' ? duplicateKeyHint(doc, e.pos[0], pos) : ''}${flowVariableHint(text, line)}${indentHint(e.code, text, line)}`;
+          : `YAML syntax error: ${firstLine(e.message)}${e.code === 'DUPLICATE_KEY' ? duplicateKeyHint(doc, e.pos[0], pos) : ''}${flowVariableHint(text, line)}${indentHint(e.code, text, line) || valueHint(e.code, text, line, reported)}`;
     out.push(syntaxProblem(file, line, column, message));
   }
   return out;
@@ -503,6 +503,70 @@ function unquotedVariableInFlow(lineText: string): boolean {
     else if (inFlow && c === '$' && lineText[i + 1] === '{') return true;
   }
   return false;
+}
+
+/**
+ * A value YAML cannot hold as written, most often a JSONata expression: `filter: x ? 1 : 2` (a
+ * `: ` in a plain value starts a map), `filter: "on" = state` (a value that opens with a quote,
+ * `[` or `{` ends where they close). The parser's words ("Nested mappings are not allowed in
+ * compact mappings", "Unexpected scalar at node end") name its grammar; say how to write the value.
+ */
+function valueHint(code: string, text: string, line: number, column: number): string {
+  if (code !== 'BLOCK_AS_IMPLICIT_KEY' && code !== 'UNEXPECTED_TOKEN') return '';
+  const m = /^(\s*(?:-\s+)*)([^\s#'"[{][^:#]*?):[ \t]+(?=\S)/.exec(lineAt(text, line));
+  if (!m) return '';
+  const key = m[2]!.trim();
+  const start = m[0].length + 1; // the value's column
+  const value = lineAt(text, line).slice(start - 1);
+  if (column < start || value.startsWith('#') || value.startsWith('|') || value.startsWith('>')) return '';
+  const opener = value[0]!;
+  const quoted = opener === "'" ? `\`${key}: "..."\`, a " or \\ inside it written \\" or \\\\` : `\`${key}: '...'\`, a ' inside it written twice`;
+  const rewrite = `quote the whole value (${quoted}) or write it on the lines after \`${key}: |\`, indented`;
+  const closed = closingEnd(value);
+  if (
+    closed !== undefined &&
+    (column >= start + closed || (code === 'BLOCK_AS_IMPLICIT_KEY' && column === start)) &&
+    value.slice(closed).trim() !== '' &&
+    !value.slice(closed).trimStart().startsWith('#')
+  ) {
+    const what = opener === '[' ? 'a [ is read as a YAML list, which ends at its ]' : opener === '{' ? 'a { is read as a YAML map, which ends at its }' : `a ${opener} ends at its closing ${opener}`;
+    return ` (the value of '${key}' starts with ${opener}, and a value that starts with ${what}, so the rest of the line cannot follow it; for text, such as a JSONata expression, ${rewrite})`;
+  }
+  if (closed !== undefined) return '';
+  const colon = /:(?=[ \t]|$)/.exec(value);
+  if (code !== 'BLOCK_AS_IMPLICIT_KEY' || column !== start || !colon) return '';
+  return ` (the value of '${key}' holds ': ' at column ${start + colon.index}, which YAML reads as the start of a map: ${rewrite})`;
+}
+
+/**
+ * Where a value that opens with a quote, `[` or `{` closes (the index after its closing
+ * character, within its own line), or undefined when it opens otherwise or does not close there.
+ */
+function closingEnd(value: string): number | undefined {
+  const opener = value[0];
+  if (opener === '"' || opener === "'") {
+    for (let i = 1; i < value.length; i++) {
+      if (opener === '"' && value[i] === '\\') i++;
+      else if (value[i] === opener) {
+        if (opener === "'" && value[i + 1] === "'") i++;
+        else return i + 1;
+      }
+    }
+    return undefined;
+  }
+  if (opener !== '[' && opener !== '{') return undefined;
+  let depth = 0;
+  let quote: string | undefined;
+  for (let i = 0; i < value.length; i++) {
+    const c = value[i]!;
+    if (quote === '"' && c === '\\') i++;
+    else if (quote !== undefined) {
+      if (c === quote) quote = undefined;
+    } else if (c === '"' || c === "'") quote = c;
+    else if (c === '[' || c === '{') depth++;
+    else if ((c === ']' || c === '}') && --depth === 0) return i + 1;
+  }
+  return undefined;
 }
 
 /**

@@ -123,6 +123,52 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       ]);
     });
 
+    it('says how to write a JSONata expression that YAML cannot hold as a plain value', async () => {
+      const steps = (...lines: string[]) => yaml(...base, 'chains:', '  main:', ...lines);
+      // Before: the parser's words alone ("Nested mappings are not allowed in compact mappings",
+      // "Unexpected scalar at node end"), which name YAML's grammar, not the `: ` or the quote.
+      const rewrite = (key: string) => literally(`quote the whole value (\`${key}: '...'\`, a ' inside it written twice) or write it on the lines after \`${key}: |\`, indented)`);
+      const ternary = await validate({ 'gateway.yaml': steps('    - filter: temperature > (battery ? 50 : 80)') });
+      assertProblems(ternary, [
+        [
+          'gateway.yaml:14:15',
+          new RegExp(
+            `^YAML syntax error: Nested mappings are not allowed in compact mappings \\(the value of 'filter' holds ': ' at column 43, which YAML reads as the start of a map: ${rewrite('filter')}$`,
+          ),
+        ],
+      ]);
+      const quoted = await validate({ 'gateway.yaml': steps('    - filter: "d1" = deviceId') });
+      assertProblems(quoted, [
+        [
+          'gateway.yaml:14:20',
+          new RegExp(
+            `^YAML syntax error: Unexpected scalar at node end \\(the value of 'filter' starts with ", and a value that starts with a " ends at its closing ", so the rest of the line cannot follow it; for text, such as a JSONata expression, ${rewrite('filter')}$`,
+          ),
+        ],
+      ]);
+      const list = await validate({ 'gateway.yaml': steps('    - filter: ["on", "auto"] = mode') });
+      assertProblems(list, [
+        [
+          'gateway.yaml:14:30',
+          /\(the value of 'filter' starts with \[, and a value that starts with a \[ is read as a YAML list, which ends at its \], so the rest of the line cannot follow it; for text/,
+        ],
+      ]);
+      // A map that is valid YAML is a schema error; the hint names the expression too.
+      const map = await validate({ 'gateway.yaml': steps('    - transform: {"device": deviceId}') });
+      assertProblems(map, [
+        [
+          'gateway.yaml:14:18',
+          /^chains\.main\[0\]\.transform must be a string, got a map \(a value that starts with \{ is read as a YAML map, not as the text of a JSONata expression: quote the whole expression \(`transform: '\.\.\.'`, a ' inside it written twice\) or write it on the lines after `transform: \|`, indented\)$/,
+        ],
+      ]);
+      // A flow map's own mistake inside its braces is not told to quote the map.
+      const flow = await validate({
+        'gateway.yaml': steps('    - filter: a', 'routes:', '  - name: in', '    from: { listener: api, path: /in }', '    through: main', '    to: { broker: local, topic: "t" x }'),
+      });
+      assert.equal(flow.code, 1);
+      assert.match(flow.stdout, /^gateway\.yaml:19:37: YAML syntax error: Unexpected scalar at node end\n$/);
+    });
+
     it('points at a tab used as indentation', async () => {
       const r = await validate({ 'gateway.yaml': yaml('version: 1', 'listeners:', '\tapi: {}') });
       assertProblems(r, [['gateway.yaml:3:1', /YAML syntax error: Tabs are not allowed as indentation/]]);

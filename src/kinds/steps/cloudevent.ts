@@ -29,7 +29,7 @@ export const cloudeventStep = defineStep({
       source: Type.Optional(Type.String({ minLength: 1, description: 'The `source` attribute (a URI-reference) of plain messages this step wraps.' })),
       type: Type.Optional(Type.String({ minLength: 1, description: 'The `type` attribute of plain messages this step wraps.' })),
       set: Type.Optional(
-        mapOf(Type.String({ minLength: 1 }), {
+        mapOf(Type.String({ minLength: 1, description: 'JSONata expression for the attribute value.' }), {
           propertyNames: { pattern: '^[a-z0-9]{1,20}$', title: 'an attribute name (1 to 20 lowercase letters or digits)' },
           description: 'Attribute or extension name → JSONata expression for its value (`$ce` holds the current attributes; no result: left as it was).',
         }),

@@ -8,7 +8,7 @@ export const headersStep = defineStep({
   kind: 'headers',
   options: Type.Object(
     {
-      set: Type.Optional(mapOf(Type.String({ minLength: 1 }), { description: 'Map of header name → JSONata expression for its value.' })),
+      set: Type.Optional(mapOf(Type.String({ minLength: 1, description: 'JSONata expression for the header value.' }), { description: 'Map of header name → JSONata expression for its value.' })),
       remove: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { description: 'List of header names to remove.' })),
     },
     { additionalProperties: false, minProperties: 1 },
