@@ -311,9 +311,31 @@ export class CompileContext {
     } catch (err) {
       if (!(err instanceof ExpressionSyntaxError)) throw err;
       const { line, column } = this.src.locateInValue(at, err.position);
-      this.diagnostics.push({ file: this.fileOf(at), line, column, code: 'EG_CONFIG_EXPRESSION', path: formatPath(at), message: `JSONata expression does not compile: ${err.message}` });
+      this.diagnostics.push({
+        file: this.fileOf(at),
+        line,
+        column,
+        code: 'EG_CONFIG_EXPRESSION',
+        path: formatPath(at),
+        message: `JSONata expression does not compile: ${err.message}${this.commentHint(source, at)}`,
+      });
       return undefined;
     }
+  }
+
+  /**
+   * `filter: $contains(text, " #urgent")`: in a plain YAML value ` #` starts a comment, whatever
+   * JSONata's quotes say, so JSONata was given the text before it. Say so, as the error it gives
+   * ("unterminated string literal") points at what is left, not at what YAML took away.
+   */
+  private commentHint(source: string, at: PathPart[]): string {
+    if (this.fileOf(at) !== this.src.file) return '';
+    const { line, column } = this.src.locate(at, 'value');
+    const rest = (this.src.text.split('\n')[line - 1] ?? '').slice(column - 1);
+    const comment = rest.search(/[ \t]#/);
+    if (comment < 0 || /^["'|>]/.test(rest) || rest.slice(0, comment).trimEnd() !== source) return '';
+    const key = String(at[at.length - 1]);
+    return ` (the rest of line ${line}, \`${rest.slice(comment).trim()}\`, is a YAML comment: in a plain value, \` #\` starts one. To keep it in the expression, quote the whole value, \`${key}: '...'\`, a ' inside it written twice, or write it on the lines after \`${key}: |\`)`;
   }
 
   /**

@@ -722,6 +722,33 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       ]);
     });
 
+    it('says a ` #` in a plain value cut the expression short as a YAML comment', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(
+          ...base,
+          'chains:', //                                             12
+          '  main:', //                                             13
+          '    - filter: $contains(tag, " #urgent")', //              14: YAML keeps `$contains(tag, "`
+          '    - filter: \'$contains(tag, " #urgent")\'', //          15: quoted: the whole expression
+          '    - filter: $contains(tag, "a") # a comment', //         16: a comment after a whole expression
+          'routes:', //                                             17
+          '  - name: in', //                                        18
+          '    from: { listener: api, path: /in }', //              19
+          '    through: main', //                                   20
+          '    to: { broker: local, topic: t }', //                 21
+        ),
+      });
+      // Before: the string-literal error alone, at what YAML left, with nothing about the `#`.
+      assertProblems(r, [
+        [
+          'gateway.yaml:14:30',
+          new RegExp(
+            `^JSONata expression does not compile: String literal must be terminated by a matching quote ${literally("(the rest of line 14, `#urgent\")`, is a YAML comment: in a plain value, ` #` starts one. To keep it in the expression, quote the whole value, `filter: '...'`, a ' inside it written twice, or write it on the lines after `filter: |`)")}$`,
+          ),
+        ],
+      ]);
+    });
+
     it('points at the line and column inside a block-scalar expression', async () => {
       const r = await validate({
         'gateway.yaml': yaml(
