@@ -118,7 +118,7 @@ unquoted \`\${VAR}\` inside a flow map or list (\`{ port: \${PORT} }\`): write t
 style. A variable that is not set and has no default is an error naming it, at its line and
 column. A default may itself hold references, read as shells and Docker Compose read them:
 \`\${PRIMARY:-\${FALLBACK:-localhost}}\` (a default's own variables must be set only when it is
-used). \`$\${VAR}\` is a literal \`\${VAR}\`. Anything else after \`\${\` (\`\${1X}\`, a
+used). \`$\${VAR}\` is a literal \`\${VAR}\`. Only the braced form is replaced: a value written as shells and Docker Compose also take a variable, \`password: $KAFKA_PASSWORD\`, is that text (\`validate\` warns of one, \`EG_CONFIG_SHELL_VARIABLE\`). Anything else after \`\${\` (\`\${1X}\`, a
 \`\${HOST\` never closed, a shell operator such as \`\${VAR:?message}\`) is an error at its place,
 not text left in the value. Values that came from the
 environment are treated as secrets: they never appear in \`/admin/status\`.

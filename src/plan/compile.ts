@@ -5,6 +5,7 @@ import { formatPath, type Diagnostic } from '../config/diagnostics.js';
 import { mergedPath, pathsInOwnFiles, resolveIncludes } from '../config/include.js';
 import { pruneInvalid } from '../config/prune.js';
 import { secretValues } from '../config/secrets.js';
+import { isSecretPath } from '../config/secrets.js';
 import { readSource, type Env, type PathPart, type SourceDocument } from '../config/source.js';
 import { hash } from '../core/canonical.js';
 import type { KindRegistry } from '../kinds/registry.js';
@@ -112,7 +113,7 @@ export async function loadPlan(file: string, options: LoadOptions): Promise<Load
   const asyncapi = new AsyncApiCatalog(ctx);
   await asyncapi.load();
   const plan = compile(ctx, asyncapi, secrets);
-  const warnings = [...ctx.warnings, ...routeWarnings(ctx, plan), ...adminWarnings(ctx)];
+  const warnings = [...ctx.warnings, ...routeWarnings(ctx, plan), ...adminWarnings(ctx), ...shellVariableWarnings(ctx)];
   const files = [...ctx.files.keys()];
   const seen = new Map(ctx.files);
   diagnostics.push(...ctx.diagnostics);
@@ -147,6 +148,31 @@ function asyncApiDocument(root: SourceDocument, file: string): Diagnostic | unde
     path: formatPath(['asyncapi']),
     message: `this is an AsyncAPI ${v.asyncapi} document, not a gateway config: name it in a gateway config's \`asyncapi:\` key, where validate checks it`,
   };
+}
+
+/**
+ * `password: $KAFKA_PASSWORD`, as Docker Compose and shells take it: eventgate replaces `${VAR}`
+ * only (a `$name` is JSONata's), so the value is that text, and a broker's login fails at run time
+ * with nothing said. A warning at each value that is a whole `$NAME` in capitals; one that came
+ * from the environment is the environment's value, not written so.
+ */
+function shellVariableWarnings(ctx: CompileContext): Diagnostic[] {
+  const out: Diagnostic[] = [];
+  const visit = (value: unknown, path: PathPart[]): void => {
+    if (typeof value === 'string') {
+      const m = /^\$([A-Z_][A-Z0-9_]*)$/.exec(value);
+      if (!m || ctx.src.fromEnv.has(formatPath(path))) return;
+      const { line, column } = ctx.src.locate(path, 'value');
+      // A password that happens to look so is not printed, nor named by what it holds.
+      const name = isSecretPath(path) ? 'VAR' : m[1]!;
+      const what = isSecretPath(path) ? 'this value, a `$` and capitals,' : `'${value}'`;
+      const message = `${what} is taken as it is written: eventgate replaces a variable written \`\${${name}}\`, with braces (as \`\${${name}:-default}\` with a default), not a shell's \`$${name}\``;
+      out.push({ file: ctx.fileOf(path), line, column, code: 'EG_CONFIG_SHELL_VARIABLE', path: formatPath(path), message });
+    } else if (Array.isArray(value)) value.forEach((v, i) => visit(v, [...path, i]));
+    else if (value !== null && typeof value === 'object') for (const [k, v] of Object.entries(value)) visit(v, [...path, k]);
+  };
+  visit(ctx.src.value, []);
+  return out;
 }
 
 /** An admin token short enough to guess (a warning: the contract sets no length, and configs in use may have one). */

@@ -722,6 +722,45 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       ]);
     });
 
+    it('warns of a value written as a shell variable, `$VAR`, which is taken as text', async () => {
+      const r = await validate(
+        {
+          'gateway.yaml': yaml(
+            'version: 1', //                                  1
+            'brokers:', //                                    2
+            '  kafka:', //                                    3
+            '    kind: kafka', //                             4
+            '    brokers: localhost:9092', //                 5
+            '    clientId: ${CLIENT}', //                     6: from the environment, "$NOT_A_VAR": not warned of
+            '    sasl:', //                                   7
+            '      mechanism: scram-sha-512', //              8
+            '      username: $KAFKA_USER', //                 9
+            '      password: $KAFKA_PASSWORD', //             10
+            'listeners:', //                                  11
+            '  api:', //                                      12
+            '    kind: http', //                              13
+            '    port: 0', //                                 14
+            'routes:', //                                     15
+            '  - name: in', //                                16
+            '    from: { listener: api, path: /in }', //      17
+            '    to: { broker: kafka, topic: t, key: $string(id) }', // 18: an expression's `$name` is JSONata's
+          ),
+        },
+        { env: { CLIENT: '$NOT_A_VAR' } },
+      );
+      // Before: valid, no word, and the login fails at run time with the user name `$KAFKA_USER`.
+      assert.equal(r.code, 0, r.stdout);
+      assert.equal(
+        r.stderr,
+        [
+          "gateway.yaml:9:17: warning: '$KAFKA_USER' is taken as it is written: eventgate replaces a variable written `${KAFKA_USER}`, with braces (as `${KAFKA_USER:-default}` with a default), not a shell's `$KAFKA_USER` [EG_CONFIG_SHELL_VARIABLE]",
+          // A password is neither printed nor named by what it holds.
+          "gateway.yaml:10:17: warning: this value, a `$` and capitals, is taken as it is written: eventgate replaces a variable written `${VAR}`, with braces (as `${VAR:-default}` with a default), not a shell's `$VAR` [EG_CONFIG_SHELL_VARIABLE]",
+          '',
+        ].join('\n'),
+      );
+    });
+
     it('says a ` #` in a plain value cut the expression short as a YAML comment', async () => {
       const r = await validate({
         'gateway.yaml': yaml(
