@@ -579,6 +579,29 @@ ${extra}`;
     c.child.kill();
   });
 
+  it('tells open streams a retryMs a reload changes (a retry: field alone, between events), as it tells new ones', async () => {
+    const c = curl(gw.url('api', '/ticks'));
+    const fresh = { child: undefined as ChildProcess | undefined };
+    try {
+      await eventually(() => assert.match(c.text(), /^retry: 2000\n\n/));
+      await publish(310);
+      await eventually(() => assert.equal(parseEvents(c.text()).length, 1));
+      const line = await gw.reconfigure(config().replace('heartbeatMs: 200,', 'heartbeatMs: 200, retryMs: 4321,'));
+      assert.equal(line.msg, 'config reloaded');
+      await publish(311);
+      // The stream is the one opened before the reload: the field came between its two events (heartbeats aside).
+      await eventually(() => assert.match(c.text().replaceAll(': heartbeat\n\n', ''), /\ndata: \{"n":310\}\n\nretry: 4321\n\nid: [^\n]+\ndata: \{"n":311\}\n\n$/));
+      assert.equal(c.child.exitCode, null);
+      const opened = curl(gw.url('api', '/ticks'));
+      fresh.child = opened.child;
+      await eventually(() => assert.match(opened.text(), /^retry: 4321\n\n/));
+    } finally {
+      c.child.kill();
+      fresh.child?.kill();
+      assert.equal((await gw.reconfigure(config())).msg, 'config reloaded');
+    }
+  });
+
   it('resumes a composite id after a reload renamed one of its routes (by its source) or removed one, and names the route left out', async () => {
     const c = curl(gw.url('api', '/mixed'));
     await eventually(() => assert.match(c.text(), /^retry: \d+/));

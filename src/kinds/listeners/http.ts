@@ -72,7 +72,13 @@ const options = kindOptions('http', {
               "Per-client bound on events written but not yet read; a client over it is disconnected (it reconnects and resumes; counted in `eventgate_slow_clients_disconnected_total`). Checked before each event, on what earlier event-loop turns left unread: the events of one turn go to all clients of a path as one shared buffer and count once written, so a burst larger than the bound does not cut off a client that keeps up. A resume's replay (and the live events held behind it) is written as fast as the client reads it, whatever its size; live events held meanwhile count against the bound.",
           }),
         ),
-        retryMs: Type.Optional(Type.Integer({ minimum: 0, default: SSE_DEFAULTS.retryMs, description: 'Reconnection delay sent to clients (`retry:`).' })),
+        retryMs: Type.Optional(
+          Type.Integer({
+            minimum: 0,
+            default: SSE_DEFAULTS.retryMs,
+            description: 'Reconnection delay sent to clients (`retry:`): at the start of each stream, and to the streams open when a reload changes it.',
+          }),
+        ),
       },
       { additionalProperties: false, description: 'Server-Sent Events streams on the paths routes forward to (see the summary).' },
     ),

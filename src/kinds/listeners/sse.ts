@@ -117,6 +117,11 @@ export function sseEvent(fields: { id?: string; event?: string; data: string }):
   return Buffer.from(`${text}\n`);
 }
 
+/** The `retry:` field on its own (the blank line after it dispatches nothing: it carries no data). */
+function retryField(ms: number): Buffer {
+  return Buffer.from(`retry: ${ms}\n\n`);
+}
+
 function oneLine(s: string): string {
   return s.replace(/[\r\n]/g, ' ');
 }
@@ -163,12 +168,30 @@ export class SseStreams {
 
   reconfigure(options: SseOptions): void {
     const beat = options.heartbeatMs !== this.options.heartbeatMs;
+    const retry = options.retryMs !== this.options.retryMs;
     this.options = options;
+    // Open streams are told the new delay too: it matters most for them (an operator raising it
+    // before a restart spreads the reconnects of the streams open now, not of later ones).
+    if (retry) this.tellRetry();
     if (beat && this.heartbeat) {
       clearInterval(this.heartbeat);
       this.heartbeat = undefined;
       this.startHeartbeat();
     }
+  }
+
+  /**
+   * Sends every open stream the `retry:` field alone, after what its path's batch holds for it.
+   * Not bounded as an event is: a client being replayed may be past the bound until it reads.
+   */
+  private tellRetry(): void {
+    const line = retryField(this.options.retryMs);
+    for (const s of this.paths.values())
+      for (const c of s.clients) {
+        if (c.res.destroyed || c.res.writableEnded) continue;
+        s.batch.flushClient(c);
+        c.out.write(line);
+      }
   }
 
   count(): number {
@@ -200,7 +223,7 @@ export class SseStreams {
     params: Readonly<Record<string, string | undefined>> = {},
   ): void {
     res.writeHead(200, STREAM_HEADERS);
-    res.write(`retry: ${this.options.retryMs}\n\n`);
+    res.write(retryField(this.options.retryMs));
     // Headers and the first bytes now, so the client's open event fires before the first message.
     res.flushHeaders();
     const client: SseClient = {
