@@ -214,6 +214,29 @@ ${extra}`;
     );
     q.child.kill();
     h.child.kill();
+    // An empty id is none, as EventSource has it (it sends no header then): an empty header leaves
+    // the query's id to resume from, and an empty query value streams from now, with no notice.
+    // Read as ids, each was "not a position of this stream" and streamed from now, the replay lost.
+    const emptyHeader = curl(gw.url('api', `/ticks?lastEventId=${encodeURIComponent(`0:${first}`)}`), ['Last-Event-ID;']);
+    const emptyQuery = curl(gw.url('api', '/ticks?lastEventId='));
+    try {
+      await eventually(() => assert.match(emptyQuery.text(), /^retry: \d+\n\n/));
+      await eventually(() =>
+        assert.deepEqual(
+          parseEvents(emptyHeader.text()).map((e) => [e.event, JSON.parse(e.data).n]),
+          [11, 12, 14, 15, 16].map((n) => [undefined, n]),
+        ),
+      );
+      await publish(17);
+      await eventually(() => assert.equal(parseEvents(emptyQuery.text()).length, 1));
+      assert.deepEqual(
+        parseEvents(emptyQuery.text()).map((e) => [e.event, JSON.parse(e.data).n]),
+        [[undefined, 17]],
+      );
+    } finally {
+      emptyHeader.child.kill();
+      emptyQuery.child.kill();
+    }
   });
 
   it('says so in an event when Last-Event-ID is older than what the broker retains, and starts at the oldest retained', async () => {

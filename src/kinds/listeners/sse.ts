@@ -258,7 +258,7 @@ export class SseStreams {
     // A new EventSource cannot send the header (a page reloaded; a new stream opened with a fresh
     // token after eventgate.end): it gives the id in the query. A browser's own reconnect sends the
     // header with its latest id, over the URL's older one.
-    const lastId = header(req, 'last-event-id') ?? queryId(admission.request.query);
+    const lastId = nonEmpty(header(req, 'last-event-id')) ?? nonEmpty(queryId(admission.request.query));
     if (lastId === undefined || !sources || sources.size === 0) return;
     const point = this.resumePoint(path, lastId, sources);
     if (point) {
@@ -716,6 +716,15 @@ function writeEvents(client: SseClient, events: Buffer): void {
 function header(req: IncomingMessage, name: string): string | undefined {
   const v = req.headers[name];
   return Array.isArray(v) ? v[0] : v;
+}
+
+/**
+ * An id, unless it is empty: an empty last event id is none (the HTML spec's EventSource sends no
+ * header then; clients that send it empty, and `?lastEventId=` with no value, mean the same).
+ * Read as an id, it was "not a position", and it hid the query's id.
+ */
+function nonEmpty(id: string | undefined): string | undefined {
+  return id === undefined || id.trim() === '' ? undefined : id;
 }
 
 /** `?lastEventId=` (or Mercure's `lastEventID`). */
