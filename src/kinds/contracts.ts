@@ -584,7 +584,8 @@ export interface BrokerRuntime {
    * What numbers the positions of the messages read from `topic`, besides the broker and the
    * topic: a JetStream subject's stream (an offset is its sequence; a subject moved to another
    * stream starts another count), a memory broker's life (its offsets begin again in each
-   * process). Part of ReplaySource.sourceKey.
+   * process). Part of ReplaySource.sourceKey. Undefined: the topic keeps no positions (a core
+   * NATS subject), and its route has no sourceKey.
    */
   positionScope?(topic: string): string | undefined;
   /** Why `topic` cannot be a topic of this broker, or undefined; asked of topics computed per message. */

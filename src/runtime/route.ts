@@ -1361,13 +1361,15 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
 /**
  * ReplaySource.sourceKey of a route: its source broker's kind and name, the topic, and what else
  * numbers the positions (a JetStream subject's stream, a memory broker's life). Undefined for a route from a listener or
- * from a broker that keeps no positions (MQTT, AMQP).
+ * from a broker or topic that keeps no positions (MQTT, AMQP, a core NATS subject).
  */
 function sourceKeyOf(plan: RoutePlan, brokers: ReadonlyMap<string, BrokerRuntime>): string | undefined {
   if (plan.from.type !== 'broker') return undefined;
   const broker = brokers.get(plan.from.broker);
   if (!broker?.retained) return undefined;
-  return JSON.stringify([broker.kind, broker.name, plan.from.topic, broker.positionScope?.(plan.from.topic) ?? null]);
+  const scope = broker.positionScope ? broker.positionScope(plan.from.topic) : null;
+  if (scope === undefined) return undefined;
+  return JSON.stringify([broker.kind, broker.name, plan.from.topic, scope]);
 }
 
 /**

@@ -42,6 +42,9 @@ routes:
   - name: core
     from: { broker: nats, topic: "core.>" }
     to: { listener: api, path: /mixed }
+  - name: core-only
+    from: { broker: nats, topic: "core.>" }
+    to: { listener: api, path: /core }
 `;
   const gw = useGateway(config);
 
@@ -141,6 +144,31 @@ routes:
       gap: true,
       reason: "route core: core NATS subject 'core.>' keeps no messages to read back: what it delivered while the client was away is not replayed",
     });
+  });
+
+  it('tells a client with an id of a stream, on a path a core subject alone feeds, only that the subject keeps nothing to read back', { timeout: 60_000 }, async () => {
+    // As after a reload that moved the route from a JetStream subject to a core one: the id is the stream's.
+    const first = await openStream(gw.url('api', '/made'));
+    await publish('made', 10);
+    await eventually(() => assert.equal(first.events().length, 1), 10_000);
+    first.close();
+    const resumed = await openStream(gw.url('api', '/core'), { 'last-event-id': first.events()[0]!.id! });
+    try {
+      const live = await post(gw.url('api', '/live'), { core: 2 });
+      assert.equal(live.status, 200, live.text);
+      await eventually(() => assert.equal(resumed.events().length, 2), 10_000);
+      const [notice, event] = resumed.events();
+      assert.equal(notice?.event, 'eventgate.resume');
+      // It said it resumed "from the oldest retained event" too, of a subject that retains none.
+      assert.deepEqual(JSON.parse(notice!.data), {
+        resumed: true,
+        gap: true,
+        reason: "core NATS subject 'core.>' keeps no messages to read back: what it delivered while the client was away is not replayed",
+      });
+      assert.deepEqual([event!.event, event!.id, JSON.parse(event!.data)], [undefined, undefined, { core: 2 }]);
+    } finally {
+      resumed.close();
+    }
   });
 
   it("reads an id of the subject a reload moved the route from as another source's: the new subject from its oldest stored event, said so", { timeout: 60_000 }, async () => {

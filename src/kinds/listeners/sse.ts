@@ -325,7 +325,9 @@ export class SseStreams {
       const tag = sourceTag(source.sourceKey);
       const given = after.get(route);
       // An id without a tag (of the old form) is read as positions of the source the route reads now.
-      if (given?.tag !== undefined && given.tag !== tag) foreign.add(route);
+      // A source without positions (MQTT, AMQP, core NATS: no tag) has none to be another's of: its
+      // notice is that it keeps nothing, not that it resumes "from the oldest retained event".
+      if (given?.tag !== undefined && tag !== undefined && given.tag !== tag) foreign.add(route);
       last.set(route, { tag, at: given && !foreign.has(route) ? new Map(given.at) : new Map() });
     }
     const format = this.state(client.path).format;
