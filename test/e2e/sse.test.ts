@@ -584,6 +584,20 @@ ${extra}`;
     await eventually(() => assert.match(c.text(), /^retry:/));
     // Clients of the earlier tests are gone once the gateway saw their connections close.
     await eventually(async () => assert.match(await (await fetch(`${gw.adminUrl}/metrics`)).text(), /eventgate_event_stream_clients\{listener="api"\} 1\n/));
+    // And where they are, in /admin/status (as a websocket listener's `paths`; a room path counts all its rooms).
+    const room = curl(gw.url('api', '/rooms/a'));
+    const status = async () => ((await gw.status()).listeners as { name: string; eventStreams: number; eventStreamPaths: Record<string, number> }[]).find((l) => l.name === 'api')!;
+    try {
+      await eventually(async () => {
+        const { eventStreams, eventStreamPaths } = await status();
+        assert.deepEqual([eventStreams, eventStreamPaths], [2, { '/ticks': 1, '/rooms/:room': 1 }]);
+      });
+    } catch (err) {
+      c.child.kill();
+      throw err;
+    } finally {
+      room.child.kill();
+    }
     const line = await gw.reconfigure(
       config(`  - name: unrelated
     from: { listener: api, path: /other }

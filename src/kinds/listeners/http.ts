@@ -376,7 +376,7 @@ export class HttpListener implements ListenerRuntime {
   }
 
   status() {
-    return { inFlight: this.inFlight, eventStreams: this.streams.count(), slowStreamsClosed: this.streams.slowClientsClosed };
+    return { inFlight: this.inFlight, eventStreams: this.streams.count(), eventStreamPaths: this.streams.countByPath(), slowStreamsClosed: this.streams.slowClientsClosed };
   }
 
   /**

@@ -200,6 +200,13 @@ export class SseStreams {
     return n;
   }
 
+  /** The open streams of each route path (as the config spells it: a path with parameters counts all its rooms), for status. */
+  countByPath(): Record<string, number> {
+    const paths: Record<string, number> = {};
+    for (const [path, s] of this.paths) if (s.clients.size > 0) paths[path] = s.clients.size;
+    return paths;
+  }
+
   private state(path: string): PathState {
     let s = this.paths.get(path);
     if (!s) {
