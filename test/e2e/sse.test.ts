@@ -111,6 +111,12 @@ routes:
   - name: room-announce
     from: { listener: api, path: /announce }
     to: { listener: api, path: /rooms/:room }
+  - name: formats-value
+    from: { broker: local, topic: ticks }
+    to: { listener: api, path: /formats, format: value }
+  - name: formats-envelope
+    from: { broker: local, topic: tocks }
+    to: { listener: api, path: /formats, format: envelope }
 ${extra}`;
   const gw = useGateway(config());
   const publish = async (n: number) => {
@@ -326,6 +332,52 @@ ${extra}`;
       [{ n: 503 }, { n: 504 }, { m: 1 }, { m: 2 }, { n: 505 }],
     );
     assert.equal(fromCopy[4]!.id, `mixed-ticks=${ticksTag}~0:${tick505};${mixedTocks}=${tocksTag}~0:${Number(tock1) + 1}`);
+  });
+
+  it('replays each route of a path in its own format, as it sent them live (a value and an envelope)', async () => {
+    const tock = async (m: number) => {
+      const res = await fetch(gw.url('api', '/tocks'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ m }) });
+      assert.equal(res.status, 200);
+    };
+    /** Each event as its route's format writes it: the value itself, or an envelope with the value inside. */
+    const shapes = (events: { data: string }[]) =>
+      events.map((e) => {
+        const data = JSON.parse(e.data) as { topic?: string; value?: unknown };
+        return data.topic === undefined ? ['value', data] : ['envelope', data.topic, data.value];
+      });
+    const live = await openStream(gw.url('api', '/formats'));
+    let resumed: Awaited<ReturnType<typeof openStream>> | undefined;
+    try {
+      await publish(900);
+      await eventually(() => assert.equal(live.events().length, 1));
+      await tock(900);
+      await eventually(() => assert.equal(live.events().length, 2));
+      const seen = live.events()[1]!.id!;
+      await publish(901);
+      await eventually(() => assert.equal(live.events().length, 3));
+      await tock(901);
+      await eventually(() => assert.equal(live.events().length, 4));
+      assert.deepEqual(shapes(live.events()), [
+        ['value', { n: 900 }],
+        ['envelope', 'tocks', { m: 900 }],
+        ['value', { n: 901 }],
+        ['envelope', 'tocks', { m: 901 }],
+      ]);
+      // Replayed route by route after the id both routes' positions are in: each in its route's format.
+      // (One path-wide format, the last route's, wrote n 901 as an envelope.)
+      resumed = await openStream(gw.url('api', '/formats'), { 'last-event-id': seen });
+      await eventually(() => assert.equal(resumed!.events().length, 2));
+      assert.deepEqual(
+        shapes(resumed.events()).sort((a, b) => String(a[0]).localeCompare(String(b[0]))),
+        [
+          ['envelope', 'tocks', { m: 901 }],
+          ['value', { n: 901 }],
+        ],
+      );
+    } finally {
+      live.close();
+      resumed?.close();
+    }
   });
 
   it("fills a stream path's parameters from the message's own path parameters: a room per value, exactly (a/b is a room of its own), every room for a message without them", async () => {

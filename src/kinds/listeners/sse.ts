@@ -105,7 +105,11 @@ interface PathState {
   batch: PathBatch<SseClient>;
   /** Latest offset delivered per source route and partition on this path, and of which source: the next event's id extends it. */
   positions: SourcePositions;
-  format: SseFormat;
+  /**
+   * Each route's `format` on this path, for its replayed events: routes feeding one path may differ
+   * (one path-wide format, the last route's, wrote every route's replayed events in it).
+   */
+  formats: Map<string, SseFormat>;
 }
 
 /** One SSE event as bytes. A value its producer wrote over several lines (valueJson keeps its JSON text) goes as several `data:` lines, which clients join with newlines again. */
@@ -211,7 +215,7 @@ export class SseStreams {
     let s = this.paths.get(path);
     if (!s) {
       const clients = new Set<SseClient>();
-      this.paths.set(path, (s = { clients, batch: new PathBatch(() => clients, writeEvents), positions: new Map(), format: 'value' }));
+      this.paths.set(path, (s = { clients, batch: new PathBatch(() => clients, writeEvents), positions: new Map(), formats: new Map() }));
     }
     return s;
   }
@@ -337,7 +341,7 @@ export class SseStreams {
       if (given?.tag !== undefined && tag !== undefined && given.tag !== tag) foreign.add(route);
       last.set(route, { tag, at: given && !foreign.has(route) ? new Map(given.at) : new Map() });
     }
-    const format = this.state(client.path).format;
+    const formats = this.state(client.path).formats;
     for (const [route, source] of sources) {
       const seen = last.get(route)!;
       const from = shared ? `route ${route}: ` : '';
@@ -351,7 +355,7 @@ export class SseStreams {
           if (!(await this.roomFor(client))) return;
           const pos = positionOf(message);
           if (pos) seen.at.set(pos.partition, pos.offset);
-          const { event, data } = payload(message, format);
+          const { event, data } = payload(message, formats.get(route) ?? 'value');
           this.write(client, sseEvent({ id: shared ? formatSources(last) : formatId(seen), event, data }));
         }
       } catch (err) {
@@ -470,7 +474,7 @@ export class SseStreams {
    */
   target(path: string, format: SseFormat, route: string, sourceKey: string | undefined): Target {
     const state = this.state(path);
-    state.format = format;
+    state.formats.set(route, format);
     const names = pathParameters(path);
     const tag = sourceTag(sourceKey);
     return {
@@ -568,6 +572,7 @@ export class SseStreams {
         s.batch.flush();
         const next = this.state(renamed);
         for (const [route, ps] of s.positions) if (!next.positions.has(route)) next.positions.set(route, ps);
+        for (const [route, f] of s.formats) if (!next.formats.has(route)) next.formats.set(route, f);
         for (const c of s.clients) {
           c.path = renamed;
           next.clients.add(c);
