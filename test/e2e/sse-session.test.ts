@@ -70,7 +70,9 @@ describe('event streams on guarded paths end with their credentials', () => {
   const gw = useGateway(config, { files: { 'keys.yaml': `bob: ${BOB}\ncarol: ${CAROL}\n` } });
 
   it('ends a stream when the JWT it was opened with expires; it receives nothing after', { timeout: 30_000 }, async () => {
-    const expiring = await stream(gw.url('api', '/by-token'), { authorization: `Bearer ${await token(3)}` });
+    // `exp` is in whole seconds: 6 leaves 5 to 6 s for the stream to open and get n 1 before it
+    // ends. With 3 (2 to 3 s), a loaded machine (load average 20) ended it first, and n 1 never came.
+    const expiring = await stream(gw.url('api', '/by-token'), { authorization: `Bearer ${await token(6)}` });
     const lasting = await stream(gw.url('api', '/by-token'), { authorization: `Bearer ${await token(3600)}` });
     assert.equal((await post(gw.url('api', '/in'), { n: 1 })).status, 200);
     await eventually(() => assert.deepEqual([expiring.values(), lasting.values()], [[{ n: 1 }], [{ n: 1 }]]));
