@@ -88,23 +88,7 @@ export function splitBatches(records: Buffer, { checkCrc = true }: { checkCrc?: 
     const end = at + 12 + batchLength;
     if (batchLength < BATCH_HEADER_BYTES - 12 || end > records.length) throw new ProtocolError(`record batch length ${batchLength} does not fit the ${records.length - at} bytes left`);
     const bytes = records.subarray(at, end);
-    const r = new Reader(bytes);
-    const baseOffset = r.int64();
-    r.skip(4); // batchLength, read above
-    const header: BatchHeader = {
-      baseOffset,
-      partitionLeaderEpoch: r.int32(),
-      magic: r.int8(),
-      crc: r.uint32(),
-      attributes: r.int16(),
-      lastOffsetDelta: r.int32(),
-      baseTimestamp: r.int64(),
-      maxTimestamp: r.int64(),
-      producerId: r.int64(),
-      producerEpoch: r.int16(),
-      baseSequence: r.int32(),
-      recordCount: r.int32(),
-    };
+    const header = readBatchHeader(bytes);
     if (header.magic !== 2) throw new ProtocolError(`message format v${header.magic} is not supported (only record batches, magic 2)`);
     const batch = { ...header, bytes, recordsSection: bytes.subarray(BATCH_HEADER_BYTES) };
     if (checkCrc) verifyCrc(batch);
@@ -112,6 +96,27 @@ export function splitBatches(records: Buffer, { checkCrc = true }: { checkCrc?: 
     at = end;
   }
   return out;
+}
+
+/** The fixed fields of the batch `bytes` begins with (at least BATCH_HEADER_BYTES long; its magic unchecked). */
+export function readBatchHeader(bytes: Buffer): BatchHeader {
+  const r = new Reader(bytes);
+  const baseOffset = r.int64();
+  r.skip(4); // batchLength, read by whoever found the batch's end
+  return {
+    baseOffset,
+    partitionLeaderEpoch: r.int32(),
+    magic: r.int8(),
+    crc: r.uint32(),
+    attributes: r.int16(),
+    lastOffsetDelta: r.int32(),
+    baseTimestamp: r.int64(),
+    maxTimestamp: r.int64(),
+    producerId: r.int64(),
+    producerEpoch: r.int16(),
+    baseSequence: r.int32(),
+    recordCount: r.int32(),
+  };
 }
 
 /** Throws ProtocolError when the batch's bytes do not match its CRC-32C. */
@@ -182,6 +187,11 @@ export class RecordCursor {
   keyEnd = -1;
   valueStart = -1;
   valueEnd = -1;
+  /** The current record's offset from its batch's base offset. */
+  offsetDelta = 0;
+  /** Where the current record's bytes (after its length) begin and end in `data`. */
+  recordStart = 0;
+  recordEnd = 0;
   /** Where the current record's first header starts, and how many it has. */
   headersStart = 0;
   headerCount = 0;
@@ -208,7 +218,7 @@ export class RecordCursor {
     if (this.at >= data.length) throw new ProtocolError(`truncated: needs 1 bytes at ${this.at}, has 0`);
     this.attributes = (data[this.at++]! << 24) >> 24;
     this.timestampDelta = this.varlong();
-    this.varint(); // offsetDelta
+    this.offsetDelta = this.varint();
     this.keyEnd = this.field();
     this.keyStart = this.keyEnd < 0 ? -1 : this.keyEnd - this.lastLength;
     this.valueEnd = this.field();
@@ -222,6 +232,37 @@ export class RecordCursor {
       this.field();
     }
     if (this.at !== end) throw new ProtocolError(`record ${i} is ${length} bytes long but its fields take ${this.at - (end - length)}`);
+    return true;
+  }
+
+  /**
+   * Moves to the next record reading only its frame: its length, attributes, timestamp and offset
+   * deltas (`recordStart`/`recordEnd` say where its bytes lie); its key, value and headers are the
+   * caller's to read (a consumer takes a record it cannot read for one record it cannot deliver).
+   * False after the last one. Throws ProtocolError when the records do not fill the section as the
+   * count says: fewer records than the count (the section ends first), more (bytes after the last),
+   * a record running past the section's end or too short for its deltas.
+   */
+  nextFrame(): boolean {
+    const data = this.data;
+    const i = ++this.index;
+    if (i >= this.count) {
+      if (this.at !== data.length) throw new ProtocolError(`${data.length - this.at} bytes after the last of ${this.count} records`);
+      return false;
+    }
+    if (this.at >= data.length) throw new ProtocolError(`the batch claims ${this.count} records but holds ${i}`);
+    const length = this.varint();
+    const end = this.at + length;
+    if (length < 0 || end > data.length) throw new ProtocolError(`record ${i} length ${length} runs past its batch`);
+    this.recordStart = this.at;
+    this.recordEnd = end;
+    if (length > 0) {
+      this.attributes = (data[this.at++]! << 24) >> 24;
+      this.timestampDelta = this.varlong();
+      this.offsetDelta = this.varint();
+    }
+    if (length === 0 || this.at > end) throw new ProtocolError(`record ${i} is ${length} bytes long, too short for its offset delta`);
+    this.at = end;
     return true;
   }
 

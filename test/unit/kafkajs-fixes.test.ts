@@ -8,7 +8,9 @@ import kafkajs, {
   filterAbortedMessages,
   groupingReplaced,
   groupMessagesPerPartition,
+  decodeBatch as gatewayBatchDecoder,
   kafkajsAbortedFilter,
+  kafkajsBatchDecoder,
   kafkajsGrouping,
   kafkajsRecordDecoder,
   readingCluster,
@@ -17,7 +19,8 @@ import { subscriptionRoundRobin } from '../../src/kinds/brokers/kafka/assigner.j
 import { undecodable } from '../../src/kinds/brokers/kafka/stand-ins.js';
 import { clientConfig } from '../../src/kinds/brokers/kafka/clients.js';
 import { createLogger } from '../../src/log.js';
-import { kafkaSettings, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { encodedBatch, kafkaSettings, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import type { KafkaRecord } from '../../src/codecs/record-batch.js';
 
 const require = createRequire(import.meta.url);
 /** kafkajs' queue of requests on one connection to a broker, with the gateway's fix (loaded after kinds/brokers/kafka/kafkajs.ts). */
@@ -537,12 +540,128 @@ describe("kafkajs' record decoder", () => {
     batch.writeBigInt64BE(100n, 0);
     batch.writeInt16BE(3, 21); // lz4, which these records are not
     const { records } = await decodeBatch(new Decoder(batch));
+    // One stand-in at the batch's first offset with its bytes, one at its last to move past it.
     assert.deepEqual(
       records.map((r) => [r.offset, undecodable(r)?.unit, undecodable(r)?.lastOffset]),
       [
         ['100', 'batch', '102'],
-        ['101', 'batch', undefined],
         ['102', 'batch', undefined],
+      ],
+    );
+  });
+});
+
+const record = (offsetDelta: number, value: string): KafkaRecord => ({ attributes: 0, timestampDelta: offsetDelta, offsetDelta, key: null, value: Buffer.from(value), headers: [] });
+
+/** kafkajs' decoder of a Fetch response's records field (v4 and later), which calls the batch decoder for each batch. */
+const decodeMessages = require('kafkajs/src/protocol/requests/fetch/v4/decodeMessages') as (decoder: unknown) => Promise<(KafkaMessage & { headers: Record<string, unknown> })[]>;
+
+/** A records field as a Fetch response holds it: its length, then the batches. */
+function recordsField(batches: Buffer[]): Buffer {
+  const body = Buffer.concat(batches);
+  const length = Buffer.alloc(4);
+  length.writeInt32BE(body.length);
+  return Buffer.concat([length, body]);
+}
+
+/**
+ * The batches of a fetch are read with the gateway's codec (src/codecs/record-batch.ts), which
+ * checks a batch's record count against its bytes and its records' offset deltas against its last;
+ * a batch that fails is stood in (dead-lettered, or its partition halts) and the fetch goes on.
+ */
+describe("kafkajs' record batch decoder", () => {
+  const plain = (n: number) => recordBytes({ offsetDelta: n, timestampDelta: n, key: null, value: `v${n}`, headers: [] });
+  /** A batch at base offset 10 of three records, then fields set as given. */
+  const damaged = (set: (batch: Buffer) => void, records = [plain(0), plain(1), plain(2)]) => {
+    const batch = batchBytes(records);
+    batch.writeBigInt64BE(10n, 0);
+    set(batch);
+    return batch;
+  };
+  const read = async (batch: Buffer) => (await decodeBatch(new Decoder(batch))).records.map((r) => [r.offset, undecodable(r)?.reason ?? String(r.value)]);
+
+  it('is the one kafkajs reads a fetch with, and gives what kafkajs gave for batches it read right', async () => {
+    assert.equal(decodeBatch, gatewayBatchDecoder);
+    assert.notEqual(kafkajsBatchDecoder, gatewayBatchDecoder);
+    const batches = [
+      damaged(() => undefined),
+      damaged((b) => b.writeInt16BE(0x08, 21)), // LogAppendTime
+      damaged((b) => b.writeInt16BE(0x10, 21)), // transactional
+      damaged((b) => b.writeInt16BE(0x30, 21), [recordBytes({ key: '\0\0\0\x01', value: '\0\0\0\0\0\0', headers: [] })]), // a COMMIT marker
+      damaged((b) => b.writeInt32BE(5, 23), [plain(0), plain(3), plain(5)]), // compacted: gaps between the deltas
+      await encodedBatch([record(0, 'gzip'), record(1, 'gzip too')], 1),
+      // A compacted batch that lost all its records keeps its header (and its offsets).
+      damaged((b) => (b.writeInt32BE(0, 57), b.writeInt32BE(2, 23)), []),
+    ];
+    for (const batch of batches) {
+      const ours = await gatewayBatchDecoder(new Decoder(batch) as never);
+      const theirs = await kafkajsBatchDecoder!(new Decoder(batch) as never);
+      assert.deepEqual(ours, theirs);
+    }
+  });
+
+  // kafkajs read an empty record past the end, whose first byte threw RangeError: the whole fetch failed, again at each try.
+  it('stands in a batch claiming more records than it holds, at its first and last offsets', async () => {
+    const batch = damaged((b) => b.writeInt32BE(4, 57));
+    assert.deepEqual(await read(batch), [
+      ['10', 'the batch claims 4 records but holds 3'],
+      ['12', 'the batch claims 4 records but holds 3'],
+    ]);
+    const [first, last] = (await decodeBatch(new Decoder(batch))).records;
+    assert.deepEqual(undecodable(first!), { unit: 'batch', reason: 'the batch claims 4 records but holds 3', bytes: batch, lastOffset: '12' });
+    assert.equal(undecodable(last!)?.bytes, undefined);
+  });
+
+  it('stands in a batch whose record runs past its end, or that holds bytes after its last record', async () => {
+    const past = damaged((b) => b.writeUInt8(40, 61 + 1 + plain(0).length)); // the second record's length
+    assert.deepEqual(await read(past), [
+      ['10', 'record 1 length 20 runs past its batch'],
+      ['12', 'record 1 length 20 runs past its batch'],
+    ]);
+    // A count of 2 leaves the third record unread: kafkajs delivered two and skipped it.
+    assert.deepEqual(await read(damaged((b) => b.writeInt32BE(2, 57))), [
+      ['10', `${1 + plain(2).length} bytes after the last of 2 records`],
+      ['12', `${1 + plain(2).length} bytes after the last of 2 records`],
+    ]);
+    assert.deepEqual(await read(damaged((b) => b.writeInt32BE(-1, 57))), [
+      ['10', 'record count -1 is negative'],
+      ['12', 'record count -1 is negative'],
+    ]);
+  });
+
+  // kafkajs put the record at the offset its delta said, past the batch, or before the record before it.
+  it("stands in a batch whose record's offset delta is past the batch's last, or does not rise", async () => {
+    assert.deepEqual(await read(damaged(() => undefined, [plain(0), plain(1), plain(7)])), [
+      ['10', "record 2's offset delta 7 is past the batch's last, 2"],
+      ['12', "record 2's offset delta 7 is past the batch's last, 2"],
+    ]);
+    assert.deepEqual(await read(damaged(() => undefined, [plain(0), plain(2), plain(1)])), [
+      ['10', "record 2's offset delta 1 does not follow the record before it (2)"],
+      ['12', "record 2's offset delta 1 does not follow the record before it (2)"],
+    ]);
+  });
+
+  it('reads a gzip batch by the same checks after decompressing it', async () => {
+    const batch = await encodedBatch([record(0, 'a'), record(1, 'b')], 1);
+    batch.writeInt32BE(3, 57);
+    batch.writeInt32BE(2, 23);
+    assert.deepEqual(await read(batch), [
+      ['0', 'the batch claims 3 records but holds 2'],
+      ['2', 'the batch claims 3 records but holds 2'],
+    ]);
+  });
+
+  it("goes on to the fetch's next batch after one stood in", async () => {
+    const next = damaged((b) => b.writeBigInt64BE(13n, 0));
+    const records = await decodeMessages(new Decoder(recordsField([damaged((b) => b.writeInt32BE(4, 57)), next])));
+    assert.deepEqual(
+      records.map((r) => [r.offset, undecodable(r)?.unit ?? String(r.value)]),
+      [
+        ['10', 'batch'],
+        ['12', 'batch'],
+        ['13', 'v0'],
+        ['14', 'v1'],
+        ['15', 'v2'],
       ],
     );
   });

@@ -1,17 +1,11 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { createRequire } from 'node:module';
 import kafkajs from './kafkajs.js';
 import { CODEC_IDS, compress, decompress, DEFAULT_MAX_DECOMPRESSED_BYTES, type CodecName } from '../../../codecs/compression.js';
-import { batchStandInHeaders } from './stand-ins.js';
+import { UndecodableBatch } from './stand-ins.js';
 
 const { CompressionCodecs } = kafkajs;
 /** kafkajs' fetch decoder ends a partition's records quietly at this error (a truncated tail); its typings omit the message argument. */
 const PartialFetch = kafkajs.KafkaJSPartialMessageError as unknown as new (message: string) => Error;
-const require = createRequire(import.meta.url);
-/** kafkajs' own record encoder (2.2.4, pinned): the exact inverse of the decoder that reads our stand-ins. */
-const encodeRecord = require('kafkajs/src/protocol/recordBatch/record/v0') as (r: { offsetDelta: number; key: Buffer | null; value: Buffer | null; headers: Record<string, Buffer> }) => {
-  buffer: Buffer;
-};
 
 /**
  * Installs the five codecs of src/codecs/compression.ts into kafkajs (a process-wide table), so
@@ -20,9 +14,9 @@ const encodeRecord = require('kafkajs/src/protocol/recordBatch/record/v0') as (r
  *
  * A batch that cannot be decompressed (corrupt, or codec ids 5-7 that Kafka does not define) must
  * not fail the whole fetch: kafkajs would then stop every partition of that broker node, for ever.
- * Instead the codec answers with stand-in records, one per record the batch holds, that carry a
- * marker header only this process knows; the subscription sees them at the batch's offsets and
- * dead-letters the raw batch (or stops that partition): ./stand-ins.ts.
+ * Instead the codec answers UndecodableBatch, and the batch decoder (kafkajs.ts' decodeBatch)
+ * hands the consumer stand-in records at the batch's offsets, with a marker header only this
+ * process knows; the subscription dead-letters the raw batch (or stops that partition): ./stand-ins.ts.
  */
 export function registerCodecs(): void {
   const table = CompressionCodecs as unknown as Record<number, () => unknown>;
@@ -39,7 +33,7 @@ export function registerCodecs(): void {
         } catch (err) {
           if (!allowance.first) budget.defer();
           // A batch over the bound (a decompression bomb) is undecodable like a corrupt one.
-          return standIns(data, (err as Error).message, err as Error);
+          throw new UndecodableBatch((err as Error).message);
         }
         budget.spent(records.length);
         return records;
@@ -49,7 +43,7 @@ export function registerCodecs(): void {
   for (const id of [5, 6, 7]) {
     table[id] = () => ({
       compress: () => Promise.reject(new Error(`codec id ${id} is not a Kafka codec`)),
-      decompress: async (data: Buffer) => standIns(data, `the batch names codec id ${id}, which Kafka does not define`),
+      decompress: () => Promise.reject(new UndecodableBatch(`the batch names codec id ${id}, which Kafka does not define`)),
     });
   }
 }
@@ -111,37 +105,4 @@ export function withBatchBound<T>(maxBytes: number, fn: () => T): T {
 export function newFetchBudget(): void {
   const budget = budgets.getStore();
   if (budget) budgets.enterWith(new DecodeBudget(budget.maxBatchBytes));
-}
-
-// Record batch v2 (magic 2) layout before the records: the compressed section kafkajs hands a
-// codec is the tail of the batch buffer, so the header sits right before it in the same memory.
-const HEADER_BYTES = 61;
-const AT_LENGTH = 8;
-const AT_MAGIC = 16;
-const AT_ATTRIBUTES = 21;
-const AT_LAST_OFFSET_DELTA = 23;
-const AT_RECORD_COUNT = 57;
-/** A batch's length field counts the bytes after it: the rest of the header and the records. */
-const AFTER_LENGTH = HEADER_BYTES - AT_LENGTH - 4;
-
-/**
- * Stand-in records for the batch whose compressed section is `data`: as many as the batch says it
- * holds, the first carrying the raw batch, the last at the batch's last offset so committing it
- * moves past the whole batch. When the header cannot be found and checked, the error goes to
- * kafkajs after all (the route's consumer then restarts with backoff and reports it).
- */
-function standIns(data: Buffer, reason: string, err: Error = new Error(reason)): Buffer {
-  if (data.byteOffset < HEADER_BYTES) throw err;
-  const batch = Buffer.from(data.buffer, data.byteOffset - HEADER_BYTES, HEADER_BYTES + data.length);
-  const consistent = batch.readInt8(AT_MAGIC) === 2 && batch.readInt32BE(AT_LENGTH) === AFTER_LENGTH + data.length && (batch.readInt16BE(AT_ATTRIBUTES) & 0x07) !== 0;
-  const count = consistent ? batch.readInt32BE(AT_RECORD_COUNT) : -1;
-  const lastOffsetDelta = consistent ? batch.readInt32BE(AT_LAST_OFFSET_DELTA) : -1;
-  if (count < 1 || lastOffsetDelta < count - 1) throw err;
-  const headers = batchStandInHeaders(reason);
-  const records: Buffer[] = [];
-  for (let i = 0; i < count; i++) {
-    const offsetDelta = i === count - 1 ? lastOffsetDelta : i;
-    records.push(encodeRecord({ offsetDelta, key: null, value: i === 0 ? Buffer.from(batch) : null, headers }).buffer);
-  }
-  return Buffer.concat(records);
 }

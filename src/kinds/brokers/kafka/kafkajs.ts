@@ -2,9 +2,10 @@ import { createRequire } from 'node:module';
 import type * as KafkaJS from 'kafkajs';
 import { hostAndPort } from './address.js';
 import { unknownTopic } from './leaders.js';
-import { recordStandInHeaders } from './stand-ins.js';
+import { batchStandInHeaders, recordStandInHeaders, UndecodableBatch } from './stand-ins.js';
 import { sleep } from '../../../core/within.js';
-import { Writer } from '../../../codecs/kafka-protocol/wire.js';
+import { BATCH_HEADER_BYTES, compressionOf, isControlBatch as controlBatch, readBatchHeader, RecordCursor } from '../../../codecs/record-batch.js';
+import { ProtocolError, Writer } from '../../../codecs/kafka-protocol/wire.js';
 
 const require = createRequire(import.meta.url);
 
@@ -26,6 +27,7 @@ const OFFSET_MANAGER = 'kafkajs/src/consumer/offsetManager';
 const CHECK_PENDING_REQUESTS_INTERVAL = 10;
 
 const RECORD_DECODER = 'kafkajs/src/protocol/recordBatch/record/v0/decoder';
+const BATCH_DECODER = 'kafkajs/src/protocol/recordBatch/v0/decoder';
 
 /** What of kafkajs' Decoder (src/protocol/decoder.js) a record is read with. */
 interface RecordReader {
@@ -114,6 +116,117 @@ function standIn<R extends object>(record: R, bytes: Buffer, reason: string) {
 
 /** A header's name and value lengths, one byte each at the least (an empty name, a null value). */
 const MIN_HEADER_BYTES = 2;
+
+/** What of kafkajs' Decoder (src/protocol/decoder.js) a fetch response's records are read from. */
+interface FetchReader {
+  readonly buffer: Buffer;
+  readonly offset: number;
+  forward(bytes: number): void;
+}
+
+const Decoder = require('kafkajs/src/protocol/decoder') as new (buffer: Buffer) => RecordReader;
+/** kafkajs' codec table lookup (src/protocol/message/compression), which codecs.ts fills. */
+const { lookupCodecByAttributes } = require('kafkajs/src/protocol/message/compression') as {
+  lookupCodecByAttributes(attributes: number): { decompress(data: Buffer): Promise<Buffer> } | null;
+};
+/** kafkajs' fetch decoder ends a partition's records quietly at this error: the tail of a fetch cut by its byte limit. */
+const { KafkaJSPartialMessageError } = require('kafkajs/src/errors') as { KafkaJSPartialMessageError: new (message: string) => Error };
+/** A batch's fields before its length field: its base offset (int64) and the length (int32). */
+const LOG_OVERHEAD = 12;
+const TRANSACTIONAL = 0x10;
+const TIMESTAMP_TYPE = 0x08;
+
+/**
+ * One record batch (magic 2) of a fetch response, in the shape kafkajs 2.2.4's batch decoder
+ * (src/protocol/recordBatch/v0/decoder.js) gives it, read with the gateway's codec
+ * (src/codecs/record-batch.ts, the kafka listener's). kafkajs trusted the batch's counts: a record
+ * count above the records the batch holds, or a record length past its end, read past the end and
+ * threw RangeError, failing the whole fetch (the consumer crashed and fetched it again, for ever);
+ * an offset delta was taken as read, putting a record (and its commit) at a wrong offset. Here the
+ * records must fill the section exactly as the count says, and their offset deltas rise and stay
+ * within the batch's `lastOffsetDelta`, as Kafka's own consumer checks them; a batch that fails,
+ * or that no codec can decompress (UndecodableBatch from codecs.ts), is handed over as stand-ins
+ * (./stand-ins.ts), the rest of the fetch going on. Each record is read by decodeRecord above,
+ * which stands in a record it cannot read on its own.
+ */
+export async function decodeBatch(fetchReader: FetchReader) {
+  const { buffer, offset: from } = fetchReader;
+  const length = buffer.length - from >= LOG_OVERHEAD ? buffer.readInt32BE(from + 8) : -1;
+  if (length < 0 || buffer.length - from - LOG_OVERHEAD < length) {
+    throw new KafkaJSPartialMessageError(`Tried to decode a partial record batch: remainingBytes(${buffer.length - from - LOG_OVERHEAD}) < recordBatchLength(${length})`);
+  }
+  fetchReader.forward(LOG_OVERHEAD + length);
+  const bytes = buffer.subarray(from, from + LOG_OVERHEAD + length);
+  // Shorter than a batch's header: nothing after it can be found (kafkajs read past it and threw).
+  if (bytes.length < BATCH_HEADER_BYTES) throw new ProtocolError(`a record batch of ${length} bytes is shorter than its header; the fetch cannot be read past it`);
+  const header = readBatchHeader(bytes);
+  // kafkajs' fetch decoder looks at the first batch's magic only; an older message after it cannot be read as a batch.
+  if (header.magic !== 2) throw new ProtocolError(`a message of format v${header.magic} follows record batches in one fetch; it is not read as one`);
+  const { attributes, lastOffsetDelta, recordCount } = header;
+  const context = {
+    firstOffset: String(header.baseOffset),
+    firstTimestamp: String(header.baseTimestamp),
+    partitionLeaderEpoch: header.partitionLeaderEpoch,
+    inTransaction: (attributes & TRANSACTIONAL) !== 0,
+    isControlBatch: controlBatch(attributes),
+    lastOffsetDelta,
+    producerId: String(header.producerId),
+    producerEpoch: header.producerEpoch,
+    firstSequence: header.baseSequence,
+    maxTimestamp: String(header.maxTimestamp),
+    timestampType: (attributes & TIMESTAMP_TYPE) !== 0 ? LOG_APPEND_TIME : 0,
+  };
+  const recordContext = { ...context, magicByte: header.magic };
+  let section = bytes.subarray(BATCH_HEADER_BYTES);
+  try {
+    if (compressionOf(attributes) !== 0) {
+      // kafkajs read a compressed batch claiming no records as none, without decompressing it.
+      if (recordCount === 0) return { ...context, records: [] };
+      const codec = lookupCodecByAttributes(attributes);
+      if (codec === null) throw new UndecodableBatch(`the batch names codec id ${compressionOf(attributes)}, which this consumer does not know`);
+      section = await codec.decompress(section);
+    }
+    const cursor = new RecordCursor(section, recordCount);
+    const records: ReturnType<typeof decodeRecord>[] = [];
+    let before = -1;
+    while (cursor.nextFrame()) {
+      const delta = cursor.offsetDelta;
+      if (delta > lastOffsetDelta) throw new ProtocolError(`record ${cursor.index}'s offset delta ${delta} is past the batch's last, ${lastOffsetDelta}`);
+      if (delta <= before) throw new ProtocolError(`record ${cursor.index}'s offset delta ${delta} does not follow the record before it (${before})`);
+      before = delta;
+      records.push(decodeRecord(new Decoder(section.subarray(cursor.recordStart, cursor.recordEnd)), recordContext));
+    }
+    return { ...context, records };
+  } catch (err) {
+    if (!(err instanceof UndecodableBatch) && !(err instanceof ProtocolError)) throw err;
+    return { ...context, records: batchStandIns(bytes, recordContext, err.message) };
+  }
+}
+
+/**
+ * A batch's stand-ins: one at its first offset carrying the batch as the cluster sent it (a copy:
+ * a dead-letter write may outlive the fetch), and one at its last offset, so that committing it
+ * moves past the whole batch. Not one per record the batch claims: the count may be what is wrong.
+ */
+function batchStandIns(bytes: Buffer, context: RecordBatchContext & { lastOffsetDelta: number }, reason: string) {
+  const headers = batchStandInHeaders(reason);
+  const timestamp = context.timestampType === LOG_APPEND_TIME ? context.maxTimestamp : context.firstTimestamp;
+  const at = (delta: number, value: Buffer | null) => ({
+    magicByte: context.magicByte,
+    attributes: 0,
+    timestamp,
+    offset: Long.fromValue(context.firstOffset).add(delta).toString(),
+    key: null,
+    value,
+    headers,
+    // Seen by the consumer whatever the batch was (kafkajs' Batch drops control records).
+    isControlRecord: false,
+    batchContext: context,
+  });
+  const standIns = [at(0, Buffer.from(bytes))];
+  if (context.lastOffsetDelta > 0) standIns.push(at(context.lastOffsetDelta, null));
+  return standIns;
+}
 
 const FILTER_ABORTED = 'kafkajs/src/consumer/filterAbortedMessages';
 
@@ -480,6 +593,8 @@ function seedBrokersReadWhole(builder: PoolBuilder): PoolBuilder {
 export let kafkajsAbortedFilter: typeof filterAbortedMessages | undefined;
 /** kafkajs' own record decoder, which the gateway's replaces (kept for the test that compares the two). */
 export let kafkajsRecordDecoder: typeof decodeRecord | undefined;
+/** kafkajs' own batch decoder, which the gateway's replaces (kept for the test that compares the two). */
+export let kafkajsBatchDecoder: typeof decodeBatch | undefined;
 /** kafkajs' own grouping, which the gateway's replaces (kept for the test that compares the two). */
 export let kafkajsGrouping: Grouping | undefined;
 /** False when kafkajs' producer had been loaded before this module, with its own grouping. */
@@ -487,7 +602,7 @@ export let groupingReplaced = false;
 
 /**
  * kafkajs as every module of the gateway loads it: its connections take the timer fix above and
- * their bootstrap servers' reading, its consumers the fix of their stop, of a deleted topic and of a moved coordinator's commit and heartbeat and the word of an offset reset, its records' decoding the linear one and their filter of aborted transactions Kafka's, and its producer the grouping, which must be in the module cache before kafkajs' producer module
+ * their bootstrap servers' reading, its consumers the fix of their stop, of a deleted topic and of a moved coordinator's commit and heartbeat and the word of an offset reset, its batches' decoding the gateway's codec, its records' the linear one and their filter of aborted transactions Kafka's, and its producer the grouping, which must be in the module cache before kafkajs' producer module
  * reads it (once, as it loads). So
  * kafkajs is loaded here and only here; elsewhere only its types are imported.
  */
@@ -499,6 +614,10 @@ function load(): typeof KafkaJS {
   const records = require.resolve(RECORD_DECODER);
   kafkajsRecordDecoder = require(records) as typeof decodeRecord;
   require.cache[records]!.exports = decodeRecord;
+  // Read by kafkajs' fetch response decoder (src/protocol/requests/fetch/v4/decodeMessages.js) as it loads.
+  const batches = require.resolve(BATCH_DECODER);
+  kafkajsBatchDecoder = require(batches) as typeof decodeBatch;
+  require.cache[batches]!.exports = decodeBatch;
   const path = require.resolve(GROUPING);
   groupingReplaced = require.cache[require.resolve('kafkajs/src/producer/sendMessages')] === undefined;
   kafkajsGrouping = require(path) as Grouping;

@@ -5,8 +5,9 @@ import type { KafkaMessage } from 'kafkajs';
  * Stand-in records: what kafkajs' decoding hands the consumer in place of records it cannot
  * decode, so that the fetch goes on (a throw there fails the whole fetch response: every partition
  * of that broker node) and the subscription, seeing one at its offset, dead-letters the raw bytes
- * or halts that partition. A batch no codec can decompress stands in as one record per record it
- * holds (codecs.ts); a record that cannot be read (its header count impossible, its fields past its
+ * or halts that partition. A batch that cannot be decoded (no codec can decompress it, its records do not
+ * match its header) stands in as a record at its first offset, holding its bytes, and one at its
+ * last, so that committing it moves past the whole batch (kafkajs.ts' decodeBatch); a record that cannot be read (its header count impossible, its fields past its
  * end) as one record (kafkajs.ts' decodeRecord).
  */
 
@@ -28,6 +29,14 @@ export interface StandIn {
 /** Where a v2 batch's header holds its first offset (int64) and its last offset's delta from it (int32), as in codecs.ts' layout. */
 const AT_FIRST_OFFSET = 0;
 const AT_LAST_OFFSET_DELTA = 23;
+
+/**
+ * A codec's answer for a batch it cannot decompress (corrupt, past its bound, a codec id Kafka does
+ * not define): the batch decoder (kafkajs.ts) stands the batch in rather than fail the fetch.
+ */
+export class UndecodableBatch extends Error {
+  override name = 'UndecodableBatch';
+}
 
 /** The headers of a batch's stand-ins. */
 export function batchStandInHeaders(reason: string): Record<string, Buffer> {
