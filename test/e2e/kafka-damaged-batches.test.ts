@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { KafkaMessage } from 'kafkajs';
 import type { KafkaRecord } from '../../src/codecs/record-batch.js';
 import { crc32c } from '../../src/codecs/crc32c.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
-import { committedOffsets, encodedBatch, kcatConsume, produceRaw, produceTo, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
+import { committedOffsets, deadLetters, encodedBatch, kcatConsume, produceBatch, produceTo, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 
 const record = (offsetDelta: number, value: string): KafkaRecord => ({ attributes: 0, timestampDelta: offsetDelta, offsetDelta, key: null, value: Buffer.from(value), headers: [] });
 
@@ -13,25 +12,6 @@ function claiming(batch: Buffer, count: number): Buffer {
   batch.writeInt32BE(count, 57);
   batch.writeUInt32BE(crc32c(batch.subarray(21)) >>> 0, 17);
   return batch;
-}
-
-/** Sends `bytes` to partition `partition` of `topic` as it is: the mock cluster stores a batch without reading its records. */
-async function produce(kafka: KafkaCluster, topic: string, partition: number, bytes: Buffer): Promise<void> {
-  const { errorCode } = await produceRaw(kafka.bootstrap, { version: 3, transactionalId: null, topic, partition, batch: bytes });
-  assert.equal(errorCode, 0, 'the cluster took the batch');
-}
-
-async function deadLetters(kafka: KafkaCluster, topic: string, count: number): Promise<KafkaMessage[]> {
-  const consumer = testClient(kafka.bootstrap).consumer({ groupId: kafka.topic('dlq-reader'), maxWaitTimeInMs: 100 });
-  await consumer.connect();
-  try {
-    await consumer.subscribe({ topic, fromBeginning: true });
-    const dead: KafkaMessage[] = [];
-    await new Promise<void>((resolve) => void consumer.run({ eachMessage: async ({ message }) => void (dead.push(message) === count && resolve()) }));
-    return dead;
-  } finally {
-    await consumer.disconnect();
-  }
 }
 
 /**
@@ -72,9 +52,9 @@ routes:
   it('dead-letters each such batch whole, as its bytes, and copies the records after it and on the other partition', async () => {
     await produceTo(kafka.bootstrap, t.src, 0, '{"n":"before"}');
     const short = claiming(await encodedBatch([record(0, '{"n":"held 1"}'), record(1, '{"n":"held 2"}'), record(2, '{"n":"held 3"}')]), 4);
-    await produce(kafka, t.src, 0, short);
+    await produceBatch(kafka, t.src, 0, short);
     // Its last record claims offset delta 9 in a batch whose last is 2.
-    await produce(kafka, t.src, 0, await encodedBatch([record(0, '{"n":"d0"}'), record(1, '{"n":"d1"}'), record(9, '{"n":"d9"}')]));
+    await produceBatch(kafka, t.src, 0, await encodedBatch([record(0, '{"n":"d0"}'), record(1, '{"n":"d1"}'), record(9, '{"n":"d9"}')]));
     await produceTo(kafka.bootstrap, t.src, 0, '{"n":"after"}');
     await produceTo(kafka.bootstrap, t.src, 1, '{"n":"other partition"}');
 

@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { KafkaMessage } from 'kafkajs';
 import type { KafkaRecord, RecordHeader } from '../../src/codecs/record-batch.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
-import { claimingHeaders, committedOffsets, encodedBatch, kcatConsume, produceRaw, produceTo, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
+import { claimingHeaders, committedOffsets, deadLetters, encodedBatch, kcatConsume, produceBatch, produceTo, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { fetch } from '../helpers/http.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
@@ -20,25 +19,6 @@ const record = (offsetDelta: number, value: string, headers: RecordHeader[] = []
 async function recordAsHeld(r: KafkaRecord): Promise<Buffer> {
   const one = await encodedBatch([r]);
   return one.subarray(61);
-}
-
-/** Sends `bytes` to partition `partition` of `topic` as it is, in a Produce request of its own: the mock cluster stores a batch without reading its records. */
-async function produce(kafka: KafkaCluster, topic: string, partition: number, bytes: Buffer): Promise<void> {
-  const { errorCode } = await produceRaw(kafka.bootstrap, { version: 3, transactionalId: null, topic, partition, batch: bytes });
-  assert.equal(errorCode, 0, 'the cluster took the batch');
-}
-
-async function deadLetters(kafka: KafkaCluster, topic: string, count: number): Promise<KafkaMessage[]> {
-  const consumer = testClient(kafka.bootstrap).consumer({ groupId: kafka.topic('dlq-reader'), maxWaitTimeInMs: 100 });
-  await consumer.connect();
-  try {
-    await consumer.subscribe({ topic, fromBeginning: true });
-    const dead: KafkaMessage[] = [];
-    await new Promise<void>((resolve) => void consumer.run({ eachMessage: async ({ message }) => void (dead.push(message) === count && resolve()) }));
-    return dead;
-  } finally {
-    await consumer.disconnect();
-  }
 }
 
 /**
@@ -89,9 +69,9 @@ routes:
   it('dead-letters each such record alone, as its bytes, and copies the records around it and on the other partition', async () => {
     const huge = record(1, 'claims 3,000,000 headers', claimingHeaders(3_000_000));
     const negative = record(0, 'claims -2 headers', claimingHeaders(-2));
-    await produce(kafka, t.src, 0, await encodedBatch([record(0, '{"n":"before"}', [{ key: 'h', value: Buffer.from('1') }]), huge, record(2, '{"n":"after"}')]));
+    await produceBatch(kafka, t.src, 0, await encodedBatch([record(0, '{"n":"before"}', [{ key: 'h', value: Buffer.from('1') }]), huge, record(2, '{"n":"after"}')]));
     // A gzip batch: its records are read after decompressing, by the same decoder.
-    await produce(kafka, t.src, 0, await encodedBatch([negative, record(1, '{"n":"after gzip"}')], 1));
+    await produceBatch(kafka, t.src, 0, await encodedBatch([negative, record(1, '{"n":"after gzip"}')], 1));
     await produceTo(kafka.bootstrap, t.src, 1, '{"n":"other partition"}');
 
     const copied = await kcatConsume(kafka.bootstrap, t.copied, 4, 30000);
@@ -139,7 +119,7 @@ routes:
   });
 
   it('without a dead-letter topic, halts that partition at the record (the records before it delivered) and says so, while the other partition goes on', async () => {
-    await produce(kafka, t.strict, 0, await encodedBatch([record(0, '{"n":"before"}'), record(1, 'bad', claimingHeaders(1000)), record(2, '{"n":"stuck"}')]));
+    await produceBatch(kafka, t.strict, 0, await encodedBatch([record(0, '{"n":"before"}'), record(1, 'bad', claimingHeaders(1000)), record(2, '{"n":"stuck"}')]));
     await produceTo(kafka.bootstrap, t.strict, 1, '{"n":"other partition"}');
     const out = await kcatConsume(kafka.bootstrap, t.strictOut, 2, 30000);
     assert.deepEqual(out.map((r) => JSON.parse(r.value!).n).sort(), ['before', 'other partition']);

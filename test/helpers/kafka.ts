@@ -9,6 +9,7 @@ import { createInterface, type Interface } from 'node:readline';
 import { crc32c } from '@node-rs/crc32';
 import { createRequire } from 'node:module';
 import type kafkajsModule from 'kafkajs';
+import type { KafkaMessage } from 'kafkajs';
 
 type Kafka = InstanceType<typeof kafkajsModule.Kafka>;
 import { CONSUMER_DEFAULTS, PRODUCER_DEFAULTS, type KafkaSettings } from '../../src/kinds/brokers/kafka.js';
@@ -391,6 +392,26 @@ export async function appendCommitMarker(broker: string, topic: string, partitio
 /** Headers that write `count` as a record's header count and only `real` after it: what a damaged log or a hostile producer holds. */
 export function claimingHeaders(count: number, real: RecordHeader[] = []): RecordHeader[] {
   return { length: count, [Symbol.iterator]: () => real[Symbol.iterator]() } as unknown as RecordHeader[];
+}
+
+/** Sends `bytes` to `partition` of `topic` as it is, in a Produce request of its own: librdkafka's mock cluster stores a batch without reading its records. */
+export async function produceBatch(kafka: KafkaCluster, topic: string, partition: number, bytes: Buffer): Promise<void> {
+  const { errorCode } = await produceRaw(kafka.bootstrap, { version: 3, transactionalId: null, topic, partition, batch: bytes });
+  assert.equal(errorCode, 0, 'the cluster took the batch');
+}
+
+/** The first `count` records of a dead-letter `topic`, read from its beginning by a kafkajs consumer of a group of its own. */
+export async function deadLetters(kafka: KafkaCluster, topic: string, count: number): Promise<KafkaMessage[]> {
+  const consumer = testClient(kafka.bootstrap).consumer({ groupId: kafka.topic('dlq-reader'), maxWaitTimeInMs: 100 });
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topic, fromBeginning: true });
+    const dead: KafkaMessage[] = [];
+    await new Promise<void>((resolve) => void consumer.run({ eachMessage: async ({ message }) => void (dead.push(message) === count && resolve()) }));
+    return dead;
+  } finally {
+    await consumer.disconnect();
+  }
 }
 
 /** A v2 batch of `records` (their offset deltas as given) written with the gateway's own batch codec: no codec (0) or gzip (1). */
