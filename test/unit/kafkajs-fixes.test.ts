@@ -651,6 +651,17 @@ describe("kafkajs' record batch decoder", () => {
     ]);
   });
 
+  // Nothing after such a length can be found: the fetch fails loudly (the consumer starts again), as kafkajs' RangeError did, not quietly as a cut tail would.
+  it("fails the fetch, saying why, at a batch length below 0 or shorter than a batch's header", async () => {
+    await assert.rejects(decodeMessages(new Decoder(recordsField([damaged((b) => b.writeInt32BE(-1, 8))]))), {
+      message: 'a record batch claims a length of -1; the fetch cannot be read past it',
+    });
+    const short = damaged((b) => b.writeInt32BE(40, 8));
+    await assert.rejects(decodeMessages(new Decoder(recordsField([short]))), {
+      message: 'a record batch of 40 bytes is shorter than its header; the fetch cannot be read past it',
+    });
+  });
+
   it("goes on to the fetch's next batch after one stood in", async () => {
     const next = damaged((b) => b.writeBigInt64BE(13n, 0));
     const records = await decodeMessages(new Decoder(recordsField([damaged((b) => b.writeInt32BE(4, 57)), next])));

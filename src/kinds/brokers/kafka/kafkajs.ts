@@ -151,8 +151,11 @@ const TIMESTAMP_TYPE = 0x08;
  */
 export async function decodeBatch(fetchReader: FetchReader) {
   const { buffer, offset: from } = fetchReader;
-  const length = buffer.length - from >= LOG_OVERHEAD ? buffer.readInt32BE(from + 8) : -1;
-  if (length < 0 || buffer.length - from - LOG_OVERHEAD < length) {
+  if (buffer.length - from < LOG_OVERHEAD) throw new KafkaJSPartialMessageError(`Tried to decode a partial record batch: ${buffer.length - from} bytes left`);
+  const length = buffer.readInt32BE(from + 8);
+  // Nothing after it can be found; a partial tail would end the fetch quietly, and the next fetch at it again.
+  if (length < 0) throw new ProtocolError(`a record batch claims a length of ${length}; the fetch cannot be read past it`);
+  if (buffer.length - from - LOG_OVERHEAD < length) {
     throw new KafkaJSPartialMessageError(`Tried to decode a partial record batch: remainingBytes(${buffer.length - from - LOG_OVERHEAD}) < recordBatchLength(${length})`);
   }
   fetchReader.forward(LOG_OVERHEAD + length);
