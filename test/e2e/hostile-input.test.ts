@@ -21,6 +21,8 @@ const KNOWN: [string, Buffer | string, string, number][] = [
   ['escaped __proto__ key', '{"\\u005f_proto__":{"polluted":true}}', 'application/json', 400],
   ['nested __proto__', '{"a":[{"b":{"__proto__":{"isAdmin":true}}}]}', 'application/json', 400],
   ['constructor.prototype', '{"constructor":{"prototype":{"polluted":true}}}', 'application/json', 400],
+  ['a name given twice', '{"id":"x","id":1}', 'application/json', 400],
+  ['a name given twice, once escaped, nested', '{"id":1,"a":[{"k":1,"\\u006b":2}]}', 'application/json', 400],
   ['truncated JSON', '{"id":7,"lumens":6', 'application/json', 400],
   ['empty body', '', 'application/json', 400],
   ['trailing garbage', '{"a":1} x', 'application/json', 400],

@@ -93,6 +93,29 @@ describe('parseClientJson', () => {
     assert.equal(parse('[true,false,1.5e3]').ok, true);
   });
 
+  it('refuses an object that gives a name twice, saying which and where, however the name is spelt', () => {
+    const detail = (text: string) => {
+      const r = parse(text);
+      return r.ok ? undefined : `${r.problem.code}: ${r.problem.detail}`;
+    };
+    assert.equal(detail('{"id":"x","id":1}'), 'EG_BAD_JSON: the body gives the name "id" twice in one object: readers differ on which value they take, so names must be unique (RFC 7493)');
+    assert.equal(
+      detail('{"a":[{"b":1},{"c/~":{"d":1,"e":[],"d":2}}]}'),
+      'EG_BAD_JSON: the body gives the name "d" twice in one object (in the object at /a/1/c~1~0): readers differ on which value they take, so names must be unique (RFC 7493)',
+    );
+    // The same name written with an escape, and names holding quotes, colons and brackets.
+    assert.match(detail('{"id":1,"\\u0069d":2}') ?? '', /the name "id" twice/);
+    assert.match(detail('{"a\\"b:{[":1, "x":{"a\\"b:{[":2}, "a\\"b:{[" : 3}') ?? '', /the name "a\\"b:\{\[" twice in one object: /);
+    // Colons inside strings are no members; the same name in two objects is no repeat.
+    assert.equal(parse('{"t":"10:30","u":"a:b:c","n":{"t":1},"l":[{"t":2},{"t":3}]}').ok, true);
+    assert.equal(parse('[{"a":1},{"a":1}]').ok, true);
+    assert.equal(parse('{"é":1,"e":2}').ok, true);
+    assert.match(detail('{"é":1,"é":2}') ?? '', /the name "é" twice/);
+    // Deeper than a recursive walk would go.
+    assert.equal(parse(`${'{"a":'.repeat(3000)}{"k":1,"k":2}${'}'.repeat(3000)}`, 4000).ok, false);
+    assert.equal(parse(`${'{"a":'.repeat(3000)}{"k":1,"l":2}${'}'.repeat(3000)}`, 4000).ok, true);
+  });
+
   it('says where a number beyond a double is (hugeNumberAt, shared with consumed messages), at any depth', () => {
     const r = parse('{"s":"x","a":[1,{"b/c~":-1e400}]}');
     assert.equal(r.ok ? undefined : r.problem.detail, 'the body has a number too large to represent (over ±1.8e308) at /a/1/b~1c~0');

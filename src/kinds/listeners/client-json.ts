@@ -2,6 +2,7 @@ import secureJson from 'secure-json-parse';
 import { problem, type Problem } from '../../core/errors.js';
 import { CONTAINER_BYTES } from '../../core/heap-size.js';
 import { hugeNumberAt, hugeNumberText } from '../../core/message.js';
+import { memberCount, repeatedName } from './repeated-names.js';
 
 /** Nesting deeper than this is refused before parsing (listeners' `maxJsonDepth` default). */
 export const DEFAULT_MAX_JSON_DEPTH = 64;
@@ -23,7 +24,9 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
  * - `__proto__` keys, and `constructor` keys holding a `prototype` (prototype poisoning of
  *   consumers that merge objects naively; secure-json-parse, as fastify uses it);
  * - numbers too large for a double, which JSON.parse turns into Infinity and JSON.stringify
- *   would then send on as `null`.
+ *   would then send on as `null`;
+ * - an object that gives a member name twice (I-JSON, RFC 7493): the chain sees the last value,
+ *   while the body goes on as written to readers that may keep the first (repeated-names.ts).
  */
 export function parseClientJson(body: Buffer, what: 'body' | 'frame', maxDepth = DEFAULT_MAX_JSON_DEPTH, maxParsedBytes = DEFAULT_MAX_PARSED_BYTES): ClientJson {
   const shape = jsonShape(body, maxDepth);
@@ -61,6 +64,12 @@ export function parseClientJson(body: Buffer, what: 'body' | 'frame', maxDepth =
     const at = hugeNumberAt(value);
     if (at !== undefined) return refuse('EG_BAD_JSON', hugeNumberText(what, at));
   }
+  if (shape.members > 0 && memberCount(value) !== shape.members) {
+    const repeated = repeatedName(text);
+    const where = repeated === undefined || repeated.at === '' ? '' : ` (in the object at ${repeated.at})`;
+    const name = repeated === undefined ? 'a member name' : `the name ${JSON.stringify(repeated.name)}`;
+    return refuse('EG_BAD_JSON', `the ${what} gives ${name} twice in one object${where}: readers differ on which value they take, so names must be unique (RFC 7493)`);
+  }
   return { ok: true, value };
 }
 
@@ -82,14 +91,16 @@ export function nestingDepth(bytes: Uint8Array, limit: number): number {
 }
 
 /**
- * nestingDepth, how many arrays and objects the bytes hold, whether a number might overflow a
+ * nestingDepth, how many arrays and objects the bytes hold, how many object members (a `:`
+ * outside strings is one: repeated-names.ts), whether a number might overflow a
  * double, and whether the bytes are `plain`: ASCII without a backslash (all counted while scanning
  * anyway, so no second pass over the text). A JSON number overflows only with an exponent or 309+
  * digits, so `maybeHuge` is set by any exponent (an `e`/`E` right after a digit, outside strings)
  * or digit run that long; the parsed value is then checked.
  */
-export function jsonShape(bytes: Uint8Array, limit: number): { depth: number; containers: number; maybeHuge: boolean; plain: boolean } {
+export function jsonShape(bytes: Uint8Array, limit: number): { depth: number; containers: number; members: number; maybeHuge: boolean; plain: boolean } {
   let depth = 0;
+  let members = 0;
   let max = 0;
   let containers = 0;
   let inString = false;
@@ -115,9 +126,10 @@ export function jsonShape(bytes: Uint8Array, limit: number): { depth: number; co
     if (b === 0x22) inString = true;
     else if (b === 0x5b || b === 0x7b) {
       containers++;
-      if (++depth > max && (max = depth) > limit) return { depth: max, containers, maybeHuge, plain };
+      if (++depth > max && (max = depth) > limit) return { depth: max, containers, members, maybeHuge, plain };
     } else if (b === 0x5d || b === 0x7d) depth--;
+    else if (b === 0x3a) members++;
     else if (b >= 0x80 || b === 0x5c) plain = false;
   }
-  return { depth: max, containers, maybeHuge, plain };
+  return { depth: max, containers, members, maybeHuge, plain };
 }
