@@ -10,7 +10,7 @@ const NOT_ENOUGH_REPLICAS = 19;
 /** A value whose request frame is past 64 KB: the size the listener reads into memory it may recycle (frames.ts). */
 const VALUE_BYTES = 70_000;
 /** The target's ackTimeoutMs, and how long the cluster takes to answer the produce request that fails. */
-const ACK_MS = 4000;
+const ACK_MS = 5000;
 const DELAY_MS = 2500;
 
 /** The Produce answers of one connection, in order: each one's first partition's error code (Produce v3). */
@@ -33,6 +33,14 @@ function answers(socket: Socket): () => Promise<number> {
   return () => (codes.length > 0 ? Promise.resolve(codes.shift()!) : new Promise((resolve) => waiting.push(resolve)));
 }
 
+/**
+ * A route with `to` keeps each record's bytes as its message's original, a view of its batch's
+ * records copied once (govern.ts): a Kafka target may encode the record again (a retry) after the
+ * listener answered the client, and the client's next request is read by then. Today the memory of
+ * a request whose records such a route took is never used again (the connection recycles only
+ * frames it forwarded unchanged, and copies every frame out of its read buffer), so this test fails
+ * only where both change: the copy taken out and such frames recycled once answered.
+ */
 describe('kafka listener: a route with `to` keeps the bytes of a record its target still holds', () => {
   let kafka: KafkaCluster;
   // Names of one length: the two large requests below are then of one size, each byte in the same place.
@@ -45,7 +53,7 @@ describe('kafka listener: a route with `to` keeps the bytes of a record its targ
       await kafka.createTopic(t[k], 1);
     }
   });
-  // Produce requests of two records each: two publishes made 2.5 s apart share one request, so it
+  // Produce requests of two records each: two publishes made 4.5 s apart share one request, so it
   // still holds a publish nobody answered once the first one's ackTimeoutMs passed. (kafkajs builds
   // each retry's request again; the producer stops a retry only when every publish of it was
   // answered. An idempotent producer would retry in any case, but the mock cluster names no
@@ -103,9 +111,9 @@ routes:
       await kafka.failRequests(0, 1, NOT_ENOUGH_REPLICAS);
       const own = Buffer.alloc(VALUE_BYTES, 'a');
       first.produce(t.slow, own);
-      // The second publish fills the request: it leaves now, and its error comes after the first
-      // publish's ackTimeoutMs but before the second's.
-      await sleep(ACK_MS - DELAY_MS + 1000);
+      // The second publish fills the request: it leaves now, and its error comes 2 s after the
+      // first publish's ackTimeoutMs, 2.5 s before the second's (margins for a loaded machine).
+      await sleep(ACK_MS - DELAY_MS + 2000);
       second.produce(t.slow, Buffer.from('second'));
       assert.equal(await first.answer(), NOT_ENOUGH_REPLICAS, 'answered at its ackTimeoutMs, while the target still holds the record');
       // The connection's next request, of the same size, to a route that answers at once: read
@@ -115,7 +123,6 @@ routes:
       assert.equal(kafka.produceRequests() - sentBefore, 1, 'the retry was sent before the next request was read: the machine was too slow for this schedule');
       await kafka.delayAnswers(1, 0);
       assert.equal(await second.answer(), 0, 'the retry wrote the request');
-      assert.ok(kafka.produceRequests() - sentBefore >= 2, 'the target sent the record again');
       // Read back by kcat, a client of its own.
       const kept = await eventually(async () => {
         const all = await kcatConsumeAll(kafka.bootstrap, t.kept);
@@ -127,6 +134,7 @@ routes:
         [6, 6, VALUE_BYTES, 6],
       );
       assert.deepEqual([kept[0]!.value, kept[1]!.value, kept[3]!.value], ['warm-1', 'warm-2', 'second']);
+      assert.ok(kafka.produceRequests() - sentBefore >= 2, 'the target sent the record again');
       const value = kept[2]!.value!;
       assert.ok(value === own.toString(), `the record was written with other bytes: ${value.slice(0, 8)}…${value.slice(-8)}`);
     } finally {
