@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { connect, type Socket } from 'node:net';
+import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { eventually, useGateway } from '../helpers/gateway.js';
-import { kcatConsumeAll, produceRequest, recordBatch, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { kcatConsumeAll, produceAnswers, produceRequest, recordBatch, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 
 /** Kafka's NOT_ENOUGH_REPLICAS: retriable, both for kafkajs (which retries) and for the listener's client. */
 const NOT_ENOUGH_REPLICAS = 19;
@@ -12,26 +12,6 @@ const VALUE_BYTES = 70_000;
 /** The target's ackTimeoutMs, and how long the cluster takes to answer the produce request that fails. */
 const ACK_MS = 5000;
 const DELAY_MS = 2500;
-
-/** The Produce answers of one connection, in order: each one's first partition's error code (Produce v3). */
-function answers(socket: Socket): () => Promise<number> {
-  let got = Buffer.alloc(0);
-  const codes: number[] = [];
-  const waiting: ((code: number) => void)[] = [];
-  socket.on('data', (chunk: Buffer) => {
-    got = Buffer.concat([got, chunk]);
-    while (got.length >= 4 && got.length >= 4 + got.readInt32BE(0)) {
-      // Size, correlation id, topic count, topic name, partition count, partition index, error code.
-      const at = 4 + 4 + 4 + 2 + got.readInt16BE(12) + 4 + 4;
-      const code = got.readInt16BE(at);
-      got = got.subarray(4 + got.readInt32BE(0));
-      const w = waiting.shift();
-      if (w) w(code);
-      else codes.push(code);
-    }
-  });
-  return () => (codes.length > 0 ? Promise.resolve(codes.shift()!) : new Promise((resolve) => waiting.push(resolve)));
-}
 
 /**
  * A route with `to` keeps each record's bytes as its message's original, a view of its batch's
@@ -87,7 +67,8 @@ routes:
     const socket = connect(gw.port('kafka-in'), '127.0.0.1');
     let correlationId = 0;
     const produce = (topic: string, value: Buffer | Buffer[]) => socket.write(produceRequest({ topic, correlationId: ++correlationId, batch: recordBatch({ attributes: 0, key: null, value }) }));
-    return { socket, produce, answer: answers(socket) };
+    const answers = produceAnswers(socket);
+    return { socket, produce, answer: answers.next };
   };
 
   it("a record its Kafka target sends again after the client was answered is written with its own bytes, not the connection's next request's", async () => {

@@ -3,7 +3,7 @@ import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { REFUSAL_LOG_INTERVAL_MS } from '../../src/kinds/listeners/kafka/refusal-log.js';
 import { eventually, useGateway, type LogLine } from '../helpers/gateway.js';
-import { produceRequest, recordBatch, runProcess, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { produceAnswers, produceRequest, recordBatch, runProcess, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 
 const SCHEMA = '{ type: object, required: [id], properties: { id: { type: integer } } }';
 
@@ -56,17 +56,7 @@ routes:
     const answered = 150;
     const socket = connect(gw.port('kafka-in'), '127.0.0.1');
     await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
-    let got: Buffer = Buffer.alloc(0);
-    const errorCodes: number[] = [];
-    socket.on('data', (chunk: Buffer) => {
-      got = Buffer.concat([got, chunk]);
-      while (got.length >= 4 && got.length >= 4 + got.readInt32BE(0)) {
-        // correlation id, [topic name, [partition, error code, ...]]
-        const topicLength = got.readInt16BE(4 + 4 + 4);
-        errorCodes.push(got.readInt16BE(4 + 4 + 4 + 2 + topicLength + 4 + 4));
-        got = got.subarray(4 + got.readInt32BE(0));
-      }
-    });
+    const { codes: errorCodes } = produceAnswers(socket);
     const frames = Array.from({ length: 200 }, (_, i) => produceFrame(i, orders, `{"id":"not a number ${i}"}`, i < answered ? 1 : 0));
     socket.write(Buffer.concat(frames));
     await eventually(() => assert.equal(errorCodes.length, answered), 15000);

@@ -3,7 +3,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import { crc32c } from '@node-rs/crc32';
@@ -573,6 +573,30 @@ export async function produceRaw(
   } finally {
     socket.destroy();
   }
+}
+
+/**
+ * The Produce answers (v3 to v7) that arrive on `socket` from now on: `codes`, every answer's first
+ * partition's error code in the order they came; `next()`, the next answer's code not yet taken
+ * by next() (waiting for it).
+ */
+export function produceAnswers(socket: Socket): { codes: number[]; next(): Promise<number> } {
+  const codes: number[] = [];
+  let taken = 0;
+  const waiting: ((code: number) => void)[] = [];
+  let got = Buffer.alloc(0);
+  socket.on('data', (chunk: Buffer) => {
+    got = Buffer.concat([got, chunk]);
+    while (got.length >= 4 && got.length >= 4 + got.readInt32BE(0)) {
+      // Size, correlation id, [topic name, [partition, error code, ...]].
+      const code = got.readInt16BE(4 + 4 + 4 + 2 + got.readInt16BE(4 + 4 + 4) + 4 + 4);
+      codes.push(code);
+      got = got.subarray(4 + got.readInt32BE(0));
+      const w = waiting.shift();
+      if (w) w(codes[taken++]!);
+    }
+  });
+  return { codes, next: () => (taken < codes.length ? Promise.resolve(codes[taken++]!) : new Promise((resolve) => waiting.push(resolve))) };
 }
 
 /** A record of a keyed test stream (KeyedStream): its key `k<i % keys>` and its number `i`. */
