@@ -337,9 +337,10 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
       try {
         const codec = compressionOf(batch.attributes);
         // A route with `to` keeps each record's bytes (messageAt) as views of `data`: memory of its
-        // own, copied once per batch, since the records section may be the connection's read buffer,
-        // used again once the request is answered, while a target may still hold a message (a send
-        // answered after its ack timeout). A decompressed section is the batch's own already.
+        // own, copied once per batch, so that a target still holding a message after the client's
+        // answer (a send answered after its ack timeout, then retried) never depends on what the
+        // connection does with the request's memory (today it recycles only frames it forwarded
+        // unchanged: e2e/kafka-proxy-kept-bytes). A decompressed section is the batch's own already.
         if (codec !== 0) data = await ctx.compression.decompress(codec, batch.recordsSection);
         else data = route.delivers ? Buffer.from(batch.recordsSection) : batch.recordsSection;
       } catch (err) {
