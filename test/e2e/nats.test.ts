@@ -56,6 +56,7 @@ brokers:
     messageIds: false
     streams:
       ORDERS: { subjects: ["orders.>"], declare: false }
+  local: { kind: memory }
 listeners:
   api: { kind: http, port: 0 }
   ws: { kind: websocket, port: 0 }
@@ -87,6 +88,15 @@ routes:
     through:
       - headers: { set: { Nats-Expected-Stream: '"ORDERS"' } }
     to: { broker: nats, topic: orders.restamp.copy }
+  # The same step's message passed on through a memory topic: the next route did not set the header.
+  - name: restamp-relay
+    from: { broker: nats, topic: relay.in }
+    through:
+      - headers: { set: { Nats-Expected-Stream: '"ORDERS"' } }
+    to: { broker: local, topic: relay }
+  - name: relayed
+    from: { broker: local, topic: relay }
+    to: { broker: nats, topic: orders.relay.copy }
   - name: expect-dead
     from: { listener: api, path: /expect-dead }
     through:
@@ -135,6 +145,7 @@ routes:
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'bytes', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'stamped', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'restamped', 15000);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'restamp-relay', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'copied', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'rolled', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'hooked', 15000);
@@ -277,6 +288,19 @@ routes:
       }, 10000);
       assert.match(Buffer.from(copy.hdrs ?? '', 'base64').toString(), /\r\nNats-Expected-Stream: ORDERS\r\n/, `consumed with ${consumed}`);
     }
+  });
+
+  // The mark of a header a step set to its consumed value is the stepping route's: a message it
+  // wrote to a memory topic carried it to the route reading that topic, which then sent the header
+  // it had consumed, as if a step of its own had set it.
+  it("leaves out a header a route consumed as it came, though an earlier route's step set it before a memory topic", async () => {
+    peer.publish('relay.in', JSON.stringify({ n: 1 }), { 'Nats-Expected-Stream': 'ORDERS' });
+    const copy = await eventually(async () => {
+      const got = (await peer.jsApi('$JS.API.STREAM.MSG.GET.ORDERS', { last_by_subj: 'orders.relay.copy' })) as { message?: { data: string; hdrs?: string } };
+      assert.equal(got.message && Buffer.from(got.message.data, 'base64').toString(), JSON.stringify({ n: 1 }), JSON.stringify(got));
+      return got.message!;
+    }, 10000);
+    assert.doesNotMatch(Buffer.from(copy.hdrs ?? '', 'base64').toString(), /Nats-Expected-Stream/i);
   });
 
   // A consumed `Nats-Rollup: sub` made every copy, and every dead letter before the dead-letter

@@ -3,7 +3,7 @@ import { Backoff, pause } from '../../core/backoff.js';
 import { approxMessageBytes } from '../../core/heap-size.js';
 import { FLOOD_LOG_INTERVAL_MS, RateLimitedWarning } from '../../core/rate-limited-warning.js';
 import { InFlightWindow } from '../../core/in-flight-window.js';
-import { detachOriginal, liveOriginal, offsetText, ORIGINAL, type Delivery, type Message } from '../../core/message.js';
+import { detachOriginal, liveOriginal, offsetText, ORIGINAL, SET_AS_CONSUMED, type Delivery, type Message } from '../../core/message.js';
 import {
   FOREIGN_POSITIONS,
   namesNoPartitionOf,
@@ -318,6 +318,8 @@ export class MemoryBroker implements BrokerRuntime {
     const original = liveOriginal(msg);
     if (original) stored[ORIGINAL] = detachOriginal(original);
     else if (msg[ORIGINAL]) stored[ORIGINAL] = undefined;
+    // The writing route's steps' mark: to the route reading the topic such a header is one it consumed.
+    if (msg[SET_AS_CONSUMED]) stored[SET_AS_CONSUMED] = undefined;
     const size = approxMessageBytes(stored);
     topic.push(stored, size);
     this.bytes += size;
