@@ -317,7 +317,7 @@ export class CompileContext {
         column,
         code: 'EG_CONFIG_EXPRESSION',
         path: formatPath(at),
-        message: `JSONata expression does not compile: ${err.message}${this.commentHint(source, at)}`,
+        message: `JSONata expression does not compile: ${err.message}${this.commentHint(source, at, err.position)}`,
       });
       return undefined;
     }
@@ -326,10 +326,12 @@ export class CompileContext {
   /**
    * `filter: $contains(text, " #urgent")`: in a plain YAML value ` #` starts a comment, whatever
    * JSONata's quotes say, so JSONata was given the text before it. Say so, as the error it gives
-   * ("unterminated string literal") points at what is left, not at what YAML took away.
+   * ("unterminated string literal") points at what is left, not at what YAML took away. Only an
+   * error where the text ran out (`position`, JSONata's: a string, a bracket or an operator left
+   * open) can be the cut's: a comment after `amount > > 10` is the comment it looks like.
    */
-  private commentHint(source: string, at: PathPart[]): string {
-    if (this.fileOf(at) !== this.src.file) return '';
+  private commentHint(source: string, at: PathPart[], position: number): string {
+    if (this.fileOf(at) !== this.src.file || position < source.length - 1) return '';
     const { line, column } = this.src.locate(at, 'value');
     const rest = (this.src.text.split('\n')[line - 1] ?? '').slice(column - 1);
     const comment = rest.search(/[ \t]#/);

@@ -770,11 +770,12 @@ describe('eventgate validate', { concurrency: 4 }, () => {
           '    - filter: $contains(tag, " #urgent")', //              14: YAML keeps `$contains(tag, "`
           '    - filter: \'$contains(tag, " #urgent")\'', //          15: quoted: the whole expression
           '    - filter: $contains(tag, "a") # a comment', //         16: a comment after a whole expression
-          'routes:', //                                             17
-          '  - name: in', //                                        18
-          '    from: { listener: api, path: /in }', //              19
-          '    through: main', //                                   20
-          '    to: { broker: local, topic: t }', //                 21
+          '    - filter: amount > > 10 # the big orders', //          17: a comment after an expression wrong before it
+          'routes:', //                                             18
+          '  - name: in', //                                        19
+          '    from: { listener: api, path: /in }', //              20
+          '    through: main', //                                   21
+          '    to: { broker: local, topic: t }', //                 22
         ),
       });
       // Before: the string-literal error alone, at what YAML left, with nothing about the `#`.
@@ -785,6 +786,8 @@ describe('eventgate validate', { concurrency: 4 }, () => {
             `^JSONata expression does not compile: String literal must be terminated by a matching quote ${literally("(the rest of line 14, `#urgent\")`, is a YAML comment: in a plain value, ` #` starts one. To keep it in the expression, quote the whole value, `filter: '...'`, a ' inside it written twice, or write it on the lines after `filter: |`)")}$`,
           ),
         ],
+        // Its own mistake, in the middle: the comment after it is one, and no hint says otherwise.
+        ['gateway.yaml:17:24', /^JSONata expression does not compile: The symbol ">" cannot be used as a unary operator$/],
       ]);
     });
 
