@@ -363,10 +363,17 @@ function sharesConsumerWell(
   consumers: Map<string, { route: string; topic: string; group: string }>,
 ): boolean {
   const from = route.from;
-  if (from.type !== 'broker' || from.groupless || groupPerInstance(from, route.to)) return true;
-  const group = consumerGroupName(name, from, route.to, '');
-  const shared = ctx.sharedConsumer(from.broker, group, from.topic);
-  if (shared === undefined) return true;
+  if (from.type !== 'broker' || from.groupless) return true;
+  // A per-instance group is named after its route too (`eventgate-x.y-<instance>`): routes `x.y`
+  // and `x_y` forwarding to listeners share a JetStream consumer on every instance as well. Its
+  // remedy is a route's name: a `group` would make it one group for every instance.
+  const perInstance = groupPerInstance(from, route.to);
+  const group = consumerGroupName(name, from, route.to, perInstance ? '<instance>' : '');
+  const remedy = perInstance ? 'rename one of the routes (its group on each instance is named after it)' : undefined;
+  const found = ctx.sharedConsumer(from.broker, group, from.topic);
+  if (found === undefined) return true;
+  // The broker's name of the consumer spells the placeholder as it spells any group (`_instance_`).
+  const shared = perInstance ? { ...found, name: found.name.replace("-_instance_'", "-<instance>'") } : found;
   const key = `${from.broker}\0${shared.name}`;
   const other = consumers.get(key);
   if (other === undefined) consumers.set(key, { route: name, topic: from.topic, group });
@@ -379,14 +386,14 @@ function sharesConsumerWell(
     ctx.report(
       where,
       'EG_CONFIG_CONFLICT',
-      `route '${name}' reads ${quoteTopic(from.topic)} with group ${quoteTopic(group)}, as route '${other.route}' reads it with group ${quoteTopic(other.group)}: on broker '${from.broker}' both groups are ${shared.name}, so the two routes would split its messages instead of each reading all of them; give one of them a group that names another consumer`,
+      `route '${name}' reads ${quoteTopic(from.topic)} with group ${quoteTopic(group)}, as route '${other.route}' reads it with group ${quoteTopic(other.group)}: on broker '${from.broker}' both groups are ${shared.name}, so the two routes would split its messages instead of each reading all of them; ${remedy ?? 'give one of them a group that names another consumer'}`,
     );
     return false;
   }
   ctx.report(
     where,
     'EG_CONFIG_CONFLICT',
-    `route '${name}' reads ${quoteTopic(from.topic)} with group ${quoteTopic(group)}, as route '${other.route}' reads ${quoteTopic(other.topic)}: on broker '${from.broker}' that group is ${shared.name}, ${shared.clash}; give one of them another group`,
+    `route '${name}' reads ${quoteTopic(from.topic)} with group ${quoteTopic(group)}, as route '${other.route}' reads ${quoteTopic(other.topic)}: on broker '${from.broker}' that group is ${shared.name}, ${shared.clash}; ${remedy ?? 'give one of them another group'}`,
   );
   return false;
 }

@@ -389,6 +389,13 @@ routes:
   - { name: x_y, from: { broker: nats, topic: s.a }, ${hook} }
   - { name: core-dotted, from: { broker: nats, topic: core.a, group: c.d }, ${hook} }
   - { name: core-underscored, from: { broker: nats, topic: core.a, group: c_d }, ${hook} }
+  - { name: live.a, from: { broker: nats, topic: s.a }, to: { listener: ws, path: /a } }
+  - { name: live_a, from: { broker: nats, topic: s.a }, to: { listener: ws, path: /b } }
+  - { name: p.q, from: { broker: nats, topic: s.b }, to: { listener: ws, path: /c } }
+  - { name: p_q, from: { broker: nats, topic: s.c }, to: { listener: ws, path: /d } }
+  - { name: live-c, from: { broker: nats, topic: s.a }, to: { listener: ws, path: /e } }
+listeners:
+  ws: { kind: websocket, port: 0 }
 `;
 
   it("is a config error at the second route's group (its name, for a default group), naming the other route; core subjects' queue groups are not", async () => {
@@ -398,6 +405,9 @@ routes:
     assert.deepEqual(r.stdout.trim().split('\n'), [
       "gateway.yaml:6:67: route 'underscored' reads 's.a' with group 'a_b', as route 'dotted' reads it with group 'a.b': on broker 'nats' both groups are JetStream consumer 'a_b' of stream 'S', so the two routes would split its messages instead of each reading all of them; give one of them a group that names another consumer",
       "gateway.yaml:8:13: route 'x_y' reads 's.a' with group 'eventgate-x_y', as route 'x.y' reads it with group 'eventgate-x.y': on broker 'nats' both groups are JetStream consumer 'eventgate-x_y' of stream 'S', so the two routes would split its messages instead of each reading all of them; give one of them a group that names another consumer",
+      // Routes forwarding to listeners have a group of their own on each instance, named after the route as well.
+      "gateway.yaml:12:13: route 'live_a' reads 's.a' with group 'eventgate-live_a-<instance>', as route 'live.a' reads it with group 'eventgate-live.a-<instance>': on broker 'nats' both groups are JetStream consumer 'eventgate-live_a-<instance>' of stream 'S', so the two routes would split its messages instead of each reading all of them; rename one of the routes (its group on each instance is named after it)",
+      "gateway.yaml:14:13: route 'p_q' reads 's.c' with group 'eventgate-p_q-<instance>', as route 'p.q' reads 's.b': on broker 'nats' that group is JetStream consumer 'eventgate-p_q-<instance>' of stream 'S', which reads one subject, so the two routes cannot both read through it; rename one of the routes (its group on each instance is named after it)",
     ]);
   });
 });
