@@ -1,11 +1,11 @@
 import { hostname } from 'node:os';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
 import { checkSchema } from '../config/check-schema.js';
+import { instanceId } from '../config/instance-id.js';
 import { formatPath, type Diagnostic } from '../config/diagnostics.js';
 import { mergedPath, pathsInOwnFiles, resolveIncludes } from '../config/include.js';
 import { pruneInvalid } from '../config/prune.js';
-import { secretValues } from '../config/secrets.js';
-import { isSecretPath } from '../config/secrets.js';
+import { isSecretPath, secretValues } from '../config/secrets.js';
 import { readSource, type Env, type PathPart, type SourceDocument } from '../config/source.js';
 import { hash } from '../core/canonical.js';
 import type { KindRegistry } from '../kinds/registry.js';
@@ -17,7 +17,6 @@ import { CompileContext } from './context.js';
 import { compileRoutes } from './routes.js';
 import { StepCompiler } from './steps.js';
 import type { Plan, RoutePlan } from './types.js';
-import { instanceId } from '../config/instance-id.js';
 
 /** Shorter admin tokens get a warning; as an apiKey step's keys must be. */
 const MIN_ADMIN_TOKEN_CHARS = 16;
