@@ -239,7 +239,9 @@ async function run(file: string, env: Env, varsFiles: readonly string[]): Promis
       // wrapper that forwards it (npm under a shell that execs its command).
       const forced = signal === 'SIGINT' && signalled.signal === 'SIGINT' && performance.now() - signalled.at >= REPEATED_CTRL_C_MS;
       if (!forced) {
-        logger.info({ signal }, 'signal received again: still draining (a second Ctrl-C exits at once)');
+        // Not "draining": admin.shutdownDelayMs may still be serving. The Ctrl-C hint only after a
+        // Ctrl-C: after a SIGTERM no Ctrl-C cuts the shutdown short.
+        logger.info({ signal }, `signal received again: still shutting down${signalled.signal === 'SIGINT' ? ' (a second Ctrl-C exits at once)' : ''}`);
         return;
       }
       logger.warn({ signal }, 'second Ctrl-C: exiting without waiting for the drain');

@@ -692,7 +692,9 @@ routes:
     const exited = g.stop('SIGTERM');
     await g.waitForLog((l) => l.msg === 'shutting down: draining', 10000, from);
     process.kill(g.process.pid!, 'SIGTERM');
+    // Not "(a second Ctrl-C exits at once)": after a SIGTERM none does.
     await g.waitForLog((l) => l.msg.startsWith('signal received again') && l.signal === 'SIGTERM', 10000, from);
+    assert.equal(g.logs.slice(from).find((l) => l.msg.startsWith('signal received again'))?.msg, 'signal received again: still shutting down');
     process.kill(g.process.pid!, 'SIGHUP');
     // Before: nothing in the log, as if the signal had not arrived.
     await g.waitForLog((l) => l.msg === 'reload not applied: the gateway is shutting down' && l.reason === 'SIGHUP', 10000, from);
