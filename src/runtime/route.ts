@@ -207,6 +207,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   private stop!: () => void;
   private readonly stopped = new Promise<void>((r) => (this.stop = r));
   private inFlight = 0;
+  /** Messages that left the route so far (whenNothingSettles: whether a stopping route still makes progress). */
+  private settledCount = 0;
   /** Resolved when the last message inside leaves (drain may be awaited by a reload and a shutdown at once). */
   private idleWaiters: (() => void)[] = [];
   /** Consumed messages tried CONSUME_ATTEMPTS times with no dead-letter target, still retried (their partitions wait). */
@@ -488,6 +490,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       }
     }
     this.inFlight -= n;
+    this.settledCount += n;
     if (this.inFlight === 0 && this.idleWaiters.length > 0) for (const w of this.idleWaiters.splice(0)) w();
   }
 
@@ -594,6 +597,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   /** Everything that follows an outcome, in one place for the synchronous and asynchronous paths. */
   private settle(msg: Message, settled: Outcome, startedAt: number, span: MessageSpan): Outcome {
     // splice(0) makes an array even when empty: on every message of an idle route it was one allocation more.
+    this.settledCount++;
     if (--this.inFlight === 0 && this.idleWaiters.length > 0) for (const w of this.idleWaiters.splice(0)) w();
     // Before anyone sees it: the client's answer, the log, the tap, a dead-letter header. Deliveries
     // to brokers and listeners name the topic or path (spec §4) and cost nothing here.
@@ -1330,17 +1334,37 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     // messages given back (uncommitted, so delivered again by whoever consumes next). Counted from
     // when the subscription takes no more: a retiring MQTT route's leave takes its session's
     // backlog first, and what it gave back then went with the session the reload ends.
+    const graceMs = Math.min(WEBHOOK_STOP_GRACE_MS, drainMs);
     let cut: NodeJS.Timeout | undefined;
     let ended = false;
     const grace = () => {
-      if (!ended && this.webhooks.length > 0) cut = setTimeout(() => this.close(), Math.min(WEBHOOK_STOP_GRACE_MS, drainMs));
+      if (!ended && this.webhooks.length > 0) cut = setTimeout(() => this.close(), graceMs);
     };
-    if (taking) void taking.then(grace, grace);
+    // While it still takes, an endpoint that answers nothing for the grace (one that hangs) is cut
+    // then: each try would wait out its timeout and retries, one message after another, with the
+    // reload waiting for them all, and what a stopping route gives back goes with the session anyway.
+    const hung = taking && this.webhooks.length > 0 ? this.whenNothingSettles(graceMs) : undefined;
+    if (taking) void taking.then(grace, grace).finally(() => clearInterval(hung));
     else grace();
     await stopped;
     ended = true;
     clearTimeout(cut);
+    clearInterval(hung);
     this.subscription = undefined;
+  }
+
+  /** Cuts the webhook tries in flight (close()) once a whole `ms` passed with messages inside the route and none of them settling. */
+  private whenNothingSettles(ms: number): NodeJS.Timeout {
+    let seen = this.settledCount;
+    const watch = setInterval(() => {
+      if (this.inFlight > 0 && this.settledCount === seen) {
+        clearInterval(watch);
+        this.deps.logger.warn({ route: this.name, inFlight: this.inFlight, graceMs: ms }, 'webhook tries of a route leaving its group got no answer within the grace; cut, their messages go with the session');
+        this.close();
+      }
+      seen = this.settledCount;
+    }, ms);
+    return watch;
   }
 
   /** Releases what the route holds open beyond its messages (webhook connections); after drain(). */

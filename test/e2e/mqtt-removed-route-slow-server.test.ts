@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import type { ServerResponse } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { eventually, useGateway, withLogsOnFailure } from '../helpers/gateway.js';
 import { MosquittoPubStream, MosquittoSub, mqttPacketGate } from '../helpers/peers.js';
@@ -248,6 +249,33 @@ ${routes}`;
         } finally {
           watch.stop();
           webhook.respond = respond;
+        }
+      },
+    ));
+
+  it('cuts webhook tries that get no answer for the grace while it leaves, and the reload ends', () =>
+    withLogsOnFailure(
+      () => [gw],
+      async () => {
+        // The endpoint takes the first request and never answers it; the try's timeout is ten
+        // minutes. The leave waited for that try (and would have for each message after it), the
+        // reload with it: the grace counted from the leave's end never came.
+        const hanging: ServerResponse[] = [];
+        const respond = webhook.respond;
+        webhook.respond = (r, res) => (r.url === '/hanging' ? void hanging.push(res) : respond(r, res));
+        try {
+          const to = `{http: {url: "${webhook.url}/hanging", concurrency: 1, timeoutMs: 600000, retry: {attempts: 1}}}`;
+          await backlog('hanging', 3, 1, route('hanging', 'mqtt', to));
+          const logs = await remove('hanging');
+          assert.equal(gaveUp(logs), undefined, 'it unsubscribed');
+          assert.ok(
+            logs.some((l) => l.msg.startsWith('webhook tries of a route leaving its group got no answer within the grace')),
+            'the cut is said',
+          );
+          assert.deepEqual(delivered('hanging'), [0], 'the messages after the cut are not sent to the closed webhook');
+        } finally {
+          webhook.respond = respond;
+          for (const res of hanging) res.end('late');
         }
       },
     ));

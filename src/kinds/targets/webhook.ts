@@ -274,6 +274,9 @@ export class WebhookTarget implements Target {
 
   /** One try of `flight` in a free slot, or once one is free (`concurrency` tries are in flight). */
   private tryOnce(flight: Flight): void {
+    // A route leaving its group hands messages on after close() cut its tries: a request on the
+    // closed client waited out timeoutMs, one message after another, and the leave with them.
+    if (this.closed) return this.ended(flight, { ok: false, retry: false, result: 'connection', problem: notTried(flight.request.display) });
     let slot = this.free.pop();
     if (!slot && this.slots.length < this.plan.concurrency) this.slots.push((slot = new Slot(this.slots.length)));
     if (slot) this.attempt(slot, flight);
@@ -616,6 +619,11 @@ export const MAY_HAVE_REACHED_ENDPOINT = 'the message may still have reached it 
 /** A try in flight when the route stopped (shutdown, or a reload replacing the route) and closed its connections. */
 function cutShort(display: string): Problem {
   return problem('EG_SHUTTING_DOWN', `the route stopped before ${display} answered: the message may or may not have been delivered`);
+}
+
+/** A message that reached the route's webhook after the route stopped and closed its connections: never sent. */
+function notTried(display: string): Problem {
+  return problem('EG_SHUTTING_DOWN', `the route stopped before ${display} was tried: not delivered`);
 }
 
 /**
