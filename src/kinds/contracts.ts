@@ -428,7 +428,8 @@ export interface StopOptions {
    * reload retires, leaving its group: mqtt/subscription.ts' leaveGroup): called within stop(),
    * before its first wait, with what settles once it takes no more. The route gives slow webhook
    * tries their grace from then on, not from the stop's call: a try cut while the leave still ran
-   * gave its message back to a session about to be ended.
+   * gave its message back to a session about to be ended. Tries that settle nothing for a whole
+   * grace meanwhile are cut then (an endpoint that hangs would hold the leave try after try).
    */
   taking?: (until: Promise<unknown>) => void;
 }

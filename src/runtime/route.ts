@@ -105,7 +105,8 @@ interface DeadletterTopic {
 /**
  * How long stopping a consume route waits for webhook endpoints to answer the tries in flight
  * before cutting them, from when its subscription takes no more messages (at once but for a
- * retiring MQTT route's leave, StopOptions.taking); never longer than the drain timeout the stop is given.
+ * retiring MQTT route's leave, StopOptions.taking, where it is also how long the tries may go
+ * without any message settling); never longer than the drain timeout the stop is given.
  */
 const WEBHOOK_STOP_GRACE_MS = 5000;
 /** How often a consume route tries a message whose targets are unavailable before dead-lettering it. */
