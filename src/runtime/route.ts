@@ -1360,7 +1360,10 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const watch = setInterval(() => {
       if (this.inFlight > 0 && this.settledCount === seen) {
         clearInterval(watch);
-        this.deps.logger.warn({ route: this.name, inFlight: this.inFlight, graceMs: ms }, 'webhook tries of a route leaving its group got no answer within the grace; cut, their messages go with the session');
+        this.deps.logger.warn(
+          { route: this.name, inFlight: this.inFlight, graceMs: ms },
+          'webhook tries of a route leaving its group got no answer within the grace; cut, their messages go with the session',
+        );
         this.close();
       }
       seen = this.settledCount;
