@@ -162,7 +162,7 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
       // Its port is served from here on: until the swap binds the new routes, the running ones
       // answer on it (the next takeover's drain and the brokers' commit come between). Routes of
       // another kind of listener speak another protocol: one whose kind changed waits unbound.
-      if (c.before.kind === c.after.kind) l.bind(bindingsFor(c.name, t.before!, live.routes));
+      if (c.before.kind === c.after.kind) l.bind(publishOnly(bindingsFor(c.name, t.before!, live.routes)));
     }
     if (adminTakeover) {
       lost.admin = true;
@@ -334,6 +334,18 @@ function listenerPorts(c: Change<ListenerPlan>): Change<{ port: number; host?: s
 function swap<T, P>(map: Map<string, T>, changes: readonly Change<P>[], built: ReadonlyMap<string, T>): void {
   for (const c of changes) if (c.op === 'remove') map.delete(c.name);
   for (const [name, component] of built) map.set(name, component);
+}
+
+/**
+ * A taken-over listener's bindings until the swap: its publish paths only (and of those, none a
+ * route also forwards to, a WebSocket room's). The running routes' forward targets push to the
+ * listener they were built with (the old socket), so an event stream or WebSocket client let in
+ * on the new socket meanwhile would miss what they deliver in that window, unknowingly; refused
+ * (404), it connects again, and an event stream resumes from its id.
+ */
+function publishOnly(b: ListenerBindings): ListenerBindings {
+  const publish = new Map([...b.publish].filter(([path]) => !b.forward.has(path)));
+  return { publish, forward: new Set(), forwardAuth: new Map(), replay: new Map() };
 }
 
 /** What a listener serves under `plan`: the publish routes from it, the forward paths to it. */

@@ -7,6 +7,7 @@ import { amqpMethodGate, pikaConsume, pikaPublish, pikaQueueDepth } from '../hel
 import { freePort, holdPort } from '../helpers/ports.js';
 import type { RabbitServer } from '../helpers/servers.js';
 import { sharedRabbit } from '../helpers/shared-rabbit.js';
+import { openStream } from '../helpers/sse.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
@@ -145,6 +146,9 @@ routes:
   - name: slow-held
     from: { listener: slow, path: /held }
     to: { http: { url: "${targets.slow}slow", timeoutMs: 60000 } }
+  - name: stream
+    from: { broker: local, topic: t }
+    to: { listener: api, path: /stream }
 `;
 
   /** Resolves with the first answer of the new `api` socket (127.0.0.2 is refused until it binds). */
@@ -166,6 +170,29 @@ routes:
       reloaded.catch(() => undefined);
       // The old `slow` cannot stop before its request is answered: the reload is between the two takeovers. Before, 404.
       assert.equal(await newSocketAnswer(ports.api, 1), 200);
+      // An event stream on the new socket meanwhile gets what is published meanwhile, or is
+      // refused (and reconnects with its id): never open and silently missing the window's events.
+      let stream: Awaited<ReturnType<typeof openStream>> | undefined;
+      try {
+        stream = await openStream(`http://127.0.0.2:${ports.api}/stream`);
+      } catch (err) {
+        assert.match((err as Error).message, /answered 404/);
+      }
+      if (stream) {
+        assert.equal((await post(`http://127.0.0.2:${ports.api}/in`, { n: 3 }, { connection: 'close' })).status, 200);
+        try {
+          await eventually(
+            () =>
+              assert.ok(
+                stream!.events().some((e) => (JSON.parse(e.data) as { n: number }).n === 3),
+                `the stream opened in the window has ${stream!.text().length} bytes and not n 3`,
+              ),
+            5000,
+          );
+        } finally {
+          stream.close();
+        }
+      }
       targets.slow.release();
       assert.equal((await held).status, 200);
       assert.equal((await reloaded).msg, 'config reloaded');
