@@ -857,12 +857,19 @@ export interface ListenerBindings {
 }
 
 /**
- * Messages read back after a position. `gap` says why some after it are missing: no longer
- * retained (the messages then start at the oldest retained), or in a record batch the gateway
- * cannot decode; the client is told, never left to assume it saw everything.
+ * Messages read back after a position, a read at a time. `gap` says why some after it are missing
+ * as known before the first read: no longer retained (the messages then start at the oldest
+ * retained), a position not of this source; the client is told, never left to assume it saw
+ * everything.
  */
 export interface Retained {
-  messages: Message[];
+  /**
+   * The messages in order, one read (a Kafka Fetch, a JetStream pull, a slice of a memory topic)
+   * at a time: the next is read only when the consumer asks for it, so a replay holds one read's
+   * messages, not every one it will send (a consumer that stops asking stops the reading; ending
+   * the iteration early releases what the read holds).
+   */
+  chunks: AsyncIterable<RetainedChunk>;
   gap?: string;
   /**
    * Partitions whose position in `after` is not one of this source's: past its end (the topic
@@ -871,6 +878,17 @@ export interface Retained {
    * every id the client was sent.
    */
   forget?: readonly number[];
+}
+
+/** One read of a Retained. `gap`: what this read found missing (records deleted meanwhile, a batch the gateway cannot decode), before its messages. */
+export interface RetainedChunk {
+  messages: readonly Message[];
+  gap?: string;
+}
+
+/** A Retained's chunks from messages already in hand (one chunk; none when there are none). */
+export async function* chunksOf(messages: readonly Message[]): AsyncGenerator<RetainedChunk> {
+  if (messages.length > 0) yield { messages };
 }
 
 /**

@@ -1,6 +1,7 @@
 import { mayPassLater, problem, retriedByWebhook, type Problem } from '../core/errors.js';
 import {
   admitThrough,
+  chunksOf,
   noReadBack,
   type Admission,
   type Gate,
@@ -15,6 +16,7 @@ import {
   type RecordsAnswer,
   type ReplaySource,
   type Retained,
+  type RetainedChunk,
   type RouteEntry,
   sameSubscription,
   type StepResult,
@@ -1007,26 +1009,34 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
 
   /**
    * What a reconnecting event-stream client missed: the source topic as the broker still retains
-   * it after `after`, through this route's chain (messages the chain stops are left out). Nothing
-   * is sent to the targets; the caller delivers the result to that one client.
+   * it after `after`, through this route's chain (messages the chain stops are left out), a read
+   * at a time as the caller asks (Retained.chunks). Nothing is sent to the targets; the caller
+   * delivers the result to that one client.
    */
   async replay(after: ReadonlyMap<number, bigint>): Promise<Retained> {
     const from = this.plan.from;
     const broker = from.type === 'broker' ? this.deps.brokers.get(from.broker) : undefined;
-    if (from.type !== 'broker' || !broker) return { messages: [] };
+    if (from.type !== 'broker' || !broker) return { chunks: chunksOf([]) };
     // MQTT, AMQP: the server keeps no position to read from; the client is told, never left to assume it missed nothing.
-    if (!broker.retained) return { messages: [], gap: noReadBack(`broker '${from.broker}' (${broker.kind})`), forget: [...after.keys()] };
-    const { messages, gap, forget } = await broker.retained(from.topic, after);
-    const out: Message[] = [];
-    for (const m of messages) {
-      const consumed = this.asConsumed(m);
-      // Left out as the live stream leaves it out (check()): its clients would get null for the number.
-      if (this.readsValues && hugeNumberProblem(consumed.value)) continue;
-      // Named by its identity in its source as the live stream named it (a wrapped CloudEvent's id).
-      const r = await runChain(this.steps, this.validates ? this.withoutClientTag(consumed) : consumed, { route: this.name, source: this.sourceOf(consumed) });
-      if (!isStop(r)) out.push(r);
+    if (!broker.retained) return { chunks: chunksOf([]), gap: noReadBack(`broker '${from.broker}' (${broker.kind})`), forget: [...after.keys()] };
+    const { chunks, gap, forget } = await broker.retained(from.topic, after);
+    return { chunks: this.throughChain(chunks), gap, forget };
+  }
+
+  /** A replay's chunks through the route's chain, each when asked for. */
+  private async *throughChain(chunks: AsyncIterable<RetainedChunk>): AsyncGenerator<RetainedChunk> {
+    for await (const { messages, gap } of chunks) {
+      const out: Message[] = [];
+      for (const m of messages) {
+        const consumed = this.asConsumed(m);
+        // Left out as the live stream leaves it out (check()): its clients would get null for the number.
+        if (this.readsValues && hugeNumberProblem(consumed.value)) continue;
+        // Named by its identity in its source as the live stream named it (a wrapped CloudEvent's id).
+        const r = await runChain(this.steps, this.validates ? this.withoutClientTag(consumed) : consumed, { route: this.name, source: this.sourceOf(consumed) });
+        if (!isStop(r)) out.push(r);
+      }
+      yield { messages: out, gap };
     }
-    return { messages: out, gap, forget };
   }
 
   /** Whether the route's consumer consumes; why not when it does not (for /readyz and /admin/status). */

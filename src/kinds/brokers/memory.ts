@@ -11,6 +11,7 @@ import {
   type BrokerTelemetry,
   type ConsumerLag,
   type Retained,
+  type RetainedChunk,
   type RuntimeEnv,
   type SubscribeSpec,
   type Subscription,
@@ -340,10 +341,8 @@ export class MemoryBroker implements BrokerRuntime {
     // topic now has. Such a client resumes from the oldest retained event, and is told so.
     const ahead = wanted > topic.end;
     const from = ahead ? topic.first : Math.max(wanted, topic.first);
-    const messages: Message[] = [];
-    for (let o = from; o < topic.end; o++) messages.push(topic.at(o));
     return Promise.resolve({
-      messages,
+      chunks: retainedSlices(topic, from, topic.end),
       forget: [...after.keys()].filter((p) => p !== 0 || ahead),
       gap: ahead
         ? 'Last-Event-ID is past the end of the topic (the gateway restarted since, and its memory topics began again); resuming from the oldest retained event'
@@ -679,3 +678,31 @@ export const memoryBroker = defineBroker({
   handOverTakes: ['inFlight', 'ordered', 'deadletter'],
   create: (name, options, env) => new MemoryBroker(name, options, env),
 });
+
+/** What one chunk of a memory topic's replay holds at most (estimated heap; at least one message). */
+const REPLAY_CHUNK_BYTES = 1024 * 1024;
+
+/**
+ * A memory topic's messages in [from, end) as Retained chunks, sliced when asked for: the topic
+ * holds them anyway, but a replay that copied them all at once held them twice over, and what its
+ * chain made of them, per client. Messages the topic let go meanwhile (its bounds) are told of.
+ */
+async function* retainedSlices(topic: Topic, from: number, end: number): AsyncGenerator<RetainedChunk> {
+  let next = from;
+  while (next < end) {
+    let gap: string | undefined;
+    if (next < topic.first) {
+      gap = "some events were let go by the memory broker while they were replayed (its 'retain' and 'retainBytes'); resuming from the oldest retained event";
+      next = topic.first;
+      if (next >= end) return yield { messages: [], gap };
+    }
+    const messages: Message[] = [];
+    let bytes = 0;
+    while (next < end && (messages.length === 0 || bytes < REPLAY_CHUNK_BYTES)) {
+      const m = topic.at(next++);
+      messages.push(m);
+      bytes += approxMessageBytes(m);
+    }
+    yield { messages, gap };
+  }
+}

@@ -346,17 +346,26 @@ export class SseStreams {
       const seen = last.get(route)!;
       const from = shared ? `route ${route}: ` : '';
       try {
-        const { messages, gap, forget } = await source.replay(foreign.has(route) ? new Map() : (after.get(route)?.at ?? new Map()));
+        const { chunks, gap, forget } = await source.replay(foreign.has(route) ? new Map() : (after.get(route)?.at ?? new Map()));
         // Not this source's positions: kept, live events up to them were held back from the client as already seen.
         for (const p of forget ?? []) seen.at.delete(p);
         const why = [foreign.has(route) ? OTHER_SOURCE : '', gap ?? ''].filter(Boolean).join('; ');
         if (why !== '') this.write(client, sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: true, gap: true, reason: from + why }) }));
-        for (const message of messages) {
-          if (!(await this.roomFor(client))) return;
-          const pos = positionOf(message);
-          if (pos) seen.at.set(pos.partition, pos.offset);
-          const { event, data } = payload(message, formats.get(route) ?? 'value');
-          this.write(client, sseEvent({ id: shared ? formatSources(last) : formatId(seen), event, data }));
+        // A read at a time, the next only once the client took this one down to the send bound:
+        // a resume holds one read of its backlog, not all of it. Leaving the loop (the client
+        // gone) ends the read.
+        for await (const chunk of chunks) {
+          if (chunk.gap !== undefined) {
+            if (!(await this.roomFor(client))) return;
+            this.write(client, sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: true, gap: true, reason: from + chunk.gap }) }));
+          }
+          for (const message of chunk.messages) {
+            if (!(await this.roomFor(client))) return;
+            const pos = positionOf(message);
+            if (pos) seen.at.set(pos.partition, pos.offset);
+            const { event, data } = payload(message, formats.get(route) ?? 'value');
+            this.write(client, sseEvent({ id: shared ? formatSources(last) : formatId(seen), event, data }));
+          }
         }
       } catch (err) {
         this.logger.warn({ listener: this.listener, path: client.path, route, err: (err as Error).message }, 'event stream could not be resumed; streaming from now');

@@ -1,7 +1,7 @@
 import type kafkajs from 'kafkajs';
 import type { Logger } from '../../../log.js';
 import type { Message } from '../../../core/message.js';
-import { FOREIGN_POSITIONS, namesNoPartitionOf, type Retained } from '../../contracts.js';
+import { FOREIGN_POSITIONS, namesNoPartitionOf, type Retained, type RetainedChunk } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { Backoff } from '../../../core/backoff.js';
 import { sleep } from '../../../core/within.js';
@@ -17,7 +17,11 @@ type Kafka = InstanceType<typeof kafkajs.Kafka>;
 export const MAX_REPLAY_RECORDS = 10_000;
 const AHEAD = 'Last-Event-ID is past the end of the topic (it was created again since); resuming from the oldest retained event';
 const NO_LONGER_RETAINED = `some events after Last-Event-ID are no longer retained by the Kafka cluster (or are more than ${MAX_REPLAY_RECORDS} records back); resuming from the oldest retained event`;
-/** A replay that has not reached the end offsets by then gives up (the client streams from now). */
+/**
+ * A replay's start (the offsets), or one of its reads (a Fetch round, with its retries), that takes
+ * longer gives up (the client streams from now). The time the client takes to read what a round
+ * read is not counted: a slow reader's replay takes as long as it reads.
+ */
 const REPLAY_TIMEOUT_MS = 30_000;
 /** What one Fetch may return, per partition and in all: kafkajs' consumer defaults, as the routes' consumers fetch. */
 const MAX_BYTES_PER_PARTITION = 1024 * 1024;
@@ -34,6 +38,8 @@ const MAX_RETRY_MS = 1000;
  * Nothing is committed, no group is joined (no wait for a rebalance, no group left behind on the
  * cluster, no Group ACL needed). The Cluster stays connected between replays, so a resume costs
  * two ListOffsets and the Fetch requests, and its metadata is fetched again when a leader moved.
+ * A replay reads a Fetch round at a time, as its caller asks for them (Retained.chunks): it holds
+ * one round's records (MAX_BYTES per leader), not every record it will hand over.
  */
 export class RetainedReader {
   private cluster: Promise<ReadingCluster> | undefined;
@@ -50,23 +56,45 @@ export class RetainedReader {
   /**
    * `topic` after the offsets in `after` (per partition, the last offset the client saw), up to
    * its end offsets of the moment; partitions not named in `after` from their oldest retained
-   * record. Rejects when the cluster cannot be read within REPLAY_TIMEOUT_MS.
+   * record. Resolves once the offsets are known; the records are fetched a round at a time as
+   * the chunks are asked for. Rejects (or a chunk does) when the cluster cannot be read within
+   * REPLAY_TIMEOUT_MS.
    */
   async read(topic: string, after: ReadonlyMap<number, bigint>): Promise<Retained> {
     const replay = new Replay(this.settings, topic, after, this.log);
     this.running.add(replay);
+    try {
+      const { gap, forget } = await this.within(replay, this.connected().then((cluster) => replay.start(cluster)));
+      return { gap, forget, chunks: this.chunks(replay) };
+    } catch (err) {
+      this.running.delete(replay);
+      throw err;
+    }
+  }
+
+  /** The replay's Fetch rounds, one per chunk asked for; ended early (a client gone), it is forgotten. */
+  private async *chunks(replay: Replay): AsyncGenerator<RetainedChunk> {
+    try {
+      while (!replay.done) yield await this.within(replay, replay.round());
+      replay.finish();
+    } finally {
+      this.running.delete(replay);
+    }
+  }
+
+  /** `step` of `replay`, given up after REPLAY_TIMEOUT_MS (the replay makes no request after). */
+  private async within<T>(replay: Replay, step: Promise<T>): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         replay.expired = true;
-        reject(new Error(`replay of ${topic} did not reach the end offsets within ${REPLAY_TIMEOUT_MS} ms`));
+        reject(new Error(`replay of ${replay.topic} did not reach the end offsets within ${REPLAY_TIMEOUT_MS} ms`));
       }, REPLAY_TIMEOUT_MS);
     });
     try {
-      return await Promise.race([this.connected().then((cluster) => replay.run(cluster)), timeout]);
+      return await Promise.race([step, timeout]);
     } finally {
       clearTimeout(timer);
-      this.running.delete(replay);
     }
   }
 
@@ -104,7 +132,7 @@ interface Range {
   end: bigint;
 }
 
-/** One read of a topic: the offsets, then fetch rounds (one request per leader) until every partition reached its end. */
+/** One read of a topic: the offsets, then fetch rounds (one request per leader), as asked for, until every partition reached its end. */
 class Replay {
   /** Set when the reader gave up on it: no request is started after. */
   expired = false;
@@ -113,8 +141,11 @@ class Replay {
   private foreign = false;
   /** Partitions of the client's id that are not this topic's positions (Retained.forget). */
   private readonly forget: number[] = [];
-  private readonly messages: Message[] = [];
-  private readonly undecoded: string[] = [];
+  /** The current round's records, and what it found missing (handed over as its chunk). */
+  private messages: Message[] = [];
+  private undecoded: string[] = [];
+  /** Every undecodable batch or record the replay left out, for one log line when it is done. */
+  private readonly leftOut: string[] = [];
   /** Partitions whose last record read was a stand-in for an undecodable batch (one note per run of them; a record's has its own). */
   private readonly inUndecodable = new Set<number>();
   private readonly wanted = new Map<number, Range>();
@@ -126,12 +157,18 @@ class Replay {
 
   constructor(
     private readonly settings: KafkaSettings,
-    private readonly topic: string,
+    readonly topic: string,
     private readonly after: ReadonlyMap<number, bigint>,
     private readonly log: Logger,
   ) {}
 
-  async run(cluster: ReadingCluster): Promise<Retained> {
+  /** Whether every partition was read to its end. */
+  get done(): boolean {
+    return this.position.size === 0;
+  }
+
+  /** The offsets, and where each partition's read starts: what is known before the first record is read. */
+  async start(cluster: ReadingCluster): Promise<Pick<Retained, 'gap' | 'forget'>> {
     this.cluster = cluster;
     this.check();
     try {
@@ -143,15 +180,29 @@ class Replay {
     await this.cluster.refreshMetadataIfNecessary();
     const ends = await this.retrying(() => this.offsets());
     this.plan(ends);
-    while (this.position.size > 0) await this.round();
-    if (this.undecoded.length > 0) this.log.warn({ topic: this.topic, batches: this.undecoded }, 'replay left out records it cannot decode');
+    const gaps = [this.ahead ? AHEAD : '', this.foreign ? FOREIGN_POSITIONS : '', this.truncated ? NO_LONGER_RETAINED : ''];
+    // What a round finds no longer retained is told with its chunk, once.
+    this.truncated = false;
+    return { gap: gaps.filter(Boolean).join('; ') || undefined, forget: this.forget };
+  }
+
+  /** One Fetch round (one request per leader, retried as fetchRound says): its records, and what it found missing. */
+  async round(): Promise<RetainedChunk> {
+    this.messages = [];
+    this.undecoded = [];
+    const wasTruncated = this.truncated;
+    await this.fetchRound();
     const gaps = [
-      this.ahead ? AHEAD : '',
-      this.foreign ? FOREIGN_POSITIONS : '',
-      this.truncated ? NO_LONGER_RETAINED : '',
+      this.truncated && !wasTruncated ? NO_LONGER_RETAINED : '',
       this.undecoded.length > 0 ? `events the gateway cannot decode are left out: ${this.undecoded.join('; ')}` : '',
     ];
-    return { messages: this.messages, gap: gaps.filter(Boolean).join('; ') || undefined, forget: this.forget };
+    this.leftOut.push(...this.undecoded);
+    return { messages: this.messages, gap: gaps.filter(Boolean).join('; ') || undefined };
+  }
+
+  /** Read to the end: says what it left out. */
+  finish(): void {
+    if (this.leftOut.length > 0) this.log.warn({ topic: this.topic, batches: this.leftOut }, 'replay left out records it cannot decode');
   }
 
   /** Each partition's oldest retained offset and end offset (the last stable offset: what read_committed fetches reach). */
@@ -203,7 +254,7 @@ class Replay {
    * that broke) makes the round fetch the metadata again and retry after a backoff; a partition
    * whose records were deleted since the offsets were listed resumes at the oldest retained.
    */
-  private async round(): Promise<void> {
+  private async fetchRound(): Promise<void> {
     this.check();
     const metadata = this.cluster.findTopicPartitionMetadata(this.topic);
     const byLeader = new Map<number, number[]>();

@@ -1,11 +1,13 @@
-import type { DeliverPolicy, JetStreamManager, JsMsg, NatsConnection } from 'nats';
+import type { Consumer, DeliverPolicy, JetStreamManager, JsMsg, NatsConnection } from 'nats';
 import type { Message } from '../../../core/message.js';
-import { FOREIGN_POSITIONS, namesNoPartitionOf, type Retained } from '../../contracts.js';
+import { chunksOf, FOREIGN_POSITIONS, namesNoPartitionOf, type Retained, type RetainedChunk } from '../../contracts.js';
 
 /** At most this many messages are read back per call; older ones count as no longer retained (as Kafka's replay). */
 export const MAX_REPLAY_MESSAGES = 10_000;
-/** A replay that has not reached the last message it looked for by then gives up (the client streams from now). */
+/** A pull of a replay that has not brought its messages by then gives up (the client streams from now). */
 const REPLAY_TIMEOUT_MS = 30_000;
+/** Messages pulled at a time, as the replay's caller asks for them (Retained.chunks). */
+const REPLAY_CHUNK_MESSAGES = 128;
 
 /**
  * What an event-stream client missed on a JetStream subject (or filter): the stream's messages of
@@ -13,7 +15,8 @@ const REPLAY_TIMEOUT_MS = 30_000;
  * are partition 0, offset their sequence), up to the last one stored now. Read through an ordered
  * consumer of the replay's own (ephemeral, no acknowledgements): the route's durable consumer and
  * what it has acknowledged are not touched. Nothing to read back is found without waiting: the
- * last message of the filter is asked for first (`last_by_subj`), and the read stops there.
+ * last message of the filter is asked for first (`last_by_subj`), and the read stops there. The
+ * messages are pulled REPLAY_CHUNK_MESSAGES at a time, each pull when the caller asks for it.
  */
 export async function readStream(nc: NatsConnection, jsm: JetStreamManager, stream: string, filter: string, after: ReadonlyMap<number, bigint>, toMessage: (m: JsMsg) => Message): Promise<Retained> {
   const { state } = await jsm.streams.info(stream);
@@ -35,7 +38,7 @@ export async function readStream(nc: NatsConnection, jsm: JetStreamManager, stre
           : undefined;
   // JetStream messages are partition 0: a position on another, or past the stream's end, is not this stream's.
   const forget = [...after.keys()].filter((p) => p !== 0 || ahead);
-  if (last === undefined || last < from) return { messages: [], gap: gap(), forget };
+  if (last === undefined || last < from) return { chunks: chunksOf([]), gap: gap(), forget };
   if (last - from >= MAX_REPLAY_MESSAGES) {
     from = last - MAX_REPLAY_MESSAGES + 1;
     truncated = true;
@@ -46,16 +49,30 @@ export async function readStream(nc: NatsConnection, jsm: JetStreamManager, stre
     deliver_policy: 'by_start_sequence' as DeliverPolicy,
     opt_start_seq: from,
   });
-  const messages: Message[] = [];
-  const batch = await consumer.fetch({ max_messages: Math.min(MAX_REPLAY_MESSAGES, last - from + 1), expires: REPLAY_TIMEOUT_MS });
-  // Up to the last message asked for, or one after which the filter has nothing more (it was removed meanwhile).
-  let reached = false;
-  for await (const m of batch) {
-    messages.push(toMessage(m));
-    if ((reached = m.seq >= last || m.info.pending === 0)) break;
+  return { chunks: pulls(consumer, stream, from, last, toMessage), gap: gap(), forget };
+}
+
+/**
+ * The ordered consumer's messages up to sequence `last` (or one after which the filter has nothing
+ * more: it was removed meanwhile), a pull per chunk; each pull continues where the last ended.
+ */
+async function* pulls(consumer: Consumer, stream: string, from: number, last: number, toMessage: (m: JsMsg) => Message): AsyncGenerator<RetainedChunk> {
+  let next = from;
+  for (;;) {
+    const asked = Math.min(REPLAY_CHUNK_MESSAGES, last - next + 1);
+    const batch = await consumer.fetch({ max_messages: asked, expires: REPLAY_TIMEOUT_MS });
+    const messages: Message[] = [];
+    let reached = false;
+    for await (const m of batch) {
+      messages.push(toMessage(m));
+      next = m.seq + 1;
+      if ((reached = m.seq >= last || m.info.pending === 0)) break;
+    }
+    // A pull that ended short of what it asked for, the last message not reached: it expired.
+    if (!reached && messages.length < asked) throw new Error(`stream '${stream}' did not give back its messages up to sequence ${last} within ${REPLAY_TIMEOUT_MS} ms`);
+    yield { messages };
+    if (reached) return;
   }
-  if (!reached) throw new Error(`stream '${stream}' did not give back its messages up to sequence ${last} within ${REPLAY_TIMEOUT_MS} ms`);
-  return { messages, gap: gap(), forget };
 }
 
 /** The sequence of the last message stored on `filter`, or undefined when the stream holds none. */
