@@ -23,9 +23,13 @@ const NO_LONGER_RETAINED = `some events after Last-Event-ID are no longer retain
  * read is not counted: a slow reader's replay takes as long as it reads.
  */
 const REPLAY_TIMEOUT_MS = 30_000;
-/** What one Fetch may return, per partition and in all: kafkajs' consumer defaults, as the routes' consumers fetch. */
+/**
+ * What one Fetch may return, per partition and in all (a larger first batch still comes whole).
+ * A replay holds a round of them per client while the client reads it: kafkajs' consumer
+ * defaults (10 MiB in all) let 200 clients resuming at once hold 2 GB.
+ */
 const MAX_BYTES_PER_PARTITION = 1024 * 1024;
-const MAX_BYTES = 10 * 1024 * 1024;
+const MAX_BYTES = 1024 * 1024;
 /** Between attempts after a leader moved or a connection broke (metadata is fetched again meanwhile). */
 const FIRST_RETRY_MS = 100;
 const MAX_RETRY_MS = 1000;
