@@ -90,7 +90,6 @@ routes:
     slow.res.pause();
     const grown = (await held()) - before;
     const backlog = BACKLOG * VALUE_BYTES;
-    console.error('DEBUG', { before, grown, events: slow.events() });
     assert.ok(grown < backlog / 2, `the gateway grew ${(grown / 2 ** 20).toFixed(1)} MiB for a client that stopped reading a replay of ${(backlog / 2 ** 20).toFixed(1)} MiB`);
 
     // Live events for it meanwhile wait behind the replay; more than its bound of them cut it off, as a live client that does not read.
