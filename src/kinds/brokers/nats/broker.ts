@@ -3,6 +3,7 @@ import type { Logger } from '../../../log.js';
 import { offsetText, sentHeaders, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import {
   BROKER_CONNECTING,
+  chunksOf,
   noReadBack,
   type BrokerRuntime,
   type BrokerSpanFacts,
@@ -660,7 +661,7 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
    */
   retained(topic: string, after: ReadonlyMap<number, bigint>): Promise<Retained> {
     const stream = this.streamOf(topic);
-    if (stream === null) return Promise.resolve({ messages: [], gap: noReadBack(`core NATS subject '${topic}'`), forget: [...after.keys()] });
+    if (stream === null) return Promise.resolve({ chunks: chunksOf([]), gap: noReadBack(`core NATS subject '${topic}'`), forget: [...after.keys()] });
     const why = this.streamProblem(stream) ?? (this.state.ready ? undefined : (this.state.detail ?? 'not connected'));
     if (why !== undefined || !this.nc || !this.jsm) return Promise.reject(new Error(why ?? `broker '${this.name}' is not connected`));
     return readStream(this.nc, this.jsm, stream, topic, after, streamMessage);
