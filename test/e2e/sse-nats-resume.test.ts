@@ -171,6 +171,33 @@ routes:
     }
   });
 
+  it('replays more than one pull of the stream (128 messages a pull) whole and in order, then goes live', { timeout: 120_000 }, async () => {
+    const first = await openStream(gw.url('api', '/made'));
+    await publish('made', 1000);
+    await eventually(() => assert.equal(first.events().length, 1), 10_000);
+    first.close();
+    const lastId = first.events()[0]!.id!;
+    // Stored while the client is away, with messages of another subject between them: the filter's sequences have holes.
+    const seqs: string[] = [];
+    for (let n = 1001; n <= 1300; n++) {
+      seqs.push(await publish('made', n));
+      if (n % 7 === 0) await publish('other', n);
+    }
+    const resumed = await openStream(gw.url('api', '/made'), { 'last-event-id': lastId });
+    try {
+      await eventually(() => assert.equal(resumed.events().length, 300), 20_000);
+      const liveSeq = await publish('made', 1301);
+      await eventually(() => assert.equal(resumed.events().length, 301), 10_000);
+      assert.deepEqual(
+        values(resumed.events()),
+        [...seqs, liveSeq].map((seq, i) => [`0:${seq}`, { n: 1001 + i }]),
+        'every message once, in order, no notice',
+      );
+    } finally {
+      resumed.close();
+    }
+  });
+
   it("reads an id of the subject a reload moved the route from as another source's: the new subject from its oldest stored event, said so", { timeout: 60_000 }, async () => {
     // Stored on the subject the route will read: before the client's id in the stream's sequence.
     const movedSeqs = [await publish('moved', 1), await publish('moved', 2)];
