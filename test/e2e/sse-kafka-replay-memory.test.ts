@@ -120,7 +120,13 @@ async function rawStream(url: string, lastId: string): Promise<{ res: IncomingMe
     get(url, { agent: false, headers: { accept: 'text/event-stream', 'last-event-id': lastId } }, resolve).on('error', reject);
   });
   assert.equal(res.statusCode, 200);
-  const positions = (id: string) => new Map(id.replace(/^[^~]*~/, '').split(',').map((pair) => pair.split(':').map(Number) as [number, number]));
+  const positions = (id: string) =>
+    new Map(
+      id
+        .replace(/^[^~]*~/, '')
+        .split(',')
+        .map((pair) => pair.split(':').map(Number) as [number, number]),
+    );
   let last = positions(lastId);
   const outOfOrder: string[] = [];
   const notices: string[] = [];

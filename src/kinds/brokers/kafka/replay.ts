@@ -68,7 +68,10 @@ export class RetainedReader {
     const replay = new Replay(this.settings, topic, after, this.log);
     this.running.add(replay);
     try {
-      const { gap, forget } = await this.within(replay, this.connected().then((cluster) => replay.start(cluster)));
+      const { gap, forget } = await this.within(
+        replay,
+        this.connected().then((cluster) => replay.start(cluster)),
+      );
       return { gap, forget, chunks: this.chunks(replay) };
     } catch (err) {
       this.running.delete(replay);
@@ -196,10 +199,7 @@ class Replay {
     this.undecoded = [];
     const wasTruncated = this.truncated;
     await this.fetchRound();
-    const gaps = [
-      this.truncated && !wasTruncated ? NO_LONGER_RETAINED : '',
-      this.undecoded.length > 0 ? `events the gateway cannot decode are left out: ${this.undecoded.join('; ')}` : '',
-    ];
+    const gaps = [this.truncated && !wasTruncated ? NO_LONGER_RETAINED : '', this.undecoded.length > 0 ? `events the gateway cannot decode are left out: ${this.undecoded.join('; ')}` : ''];
     this.leftOut.push(...this.undecoded);
     return { messages: this.messages, gap: gaps.filter(Boolean).join('; ') || undefined };
   }
