@@ -1374,16 +1374,16 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
           { route: this.name, inFlight: this.inFlight, graceMs: ms },
           'webhook tries of a route leaving its group got no answer within the grace; cut, their messages go with the session',
         );
-        this.close();
+        this.close(true);
       }
       seen = this.settledCount;
     }, ms);
     return watch;
   }
 
-  /** Releases what the route holds open beyond its messages (webhook connections); after drain(). */
-  close(): void {
-    for (const w of this.webhooks) w.close();
+  /** Releases what the route holds open beyond its messages (webhook connections); after drain(). `refuseLater`: WebhookTarget.close's. */
+  close(refuseLater = false): void {
+    for (const w of this.webhooks) w.close(refuseLater);
     // What the warning counted and did not log yet is logged now, not lost with the route.
     this.recordsFailed?.close();
   }

@@ -177,6 +177,8 @@ export class WebhookTarget implements Target {
   /** Per orderBy value, the tail of its chain of deliveries. */
   private readonly lanes = new Map<string, Promise<unknown>>();
   private closed = false;
+  /** Set by close(refuseLater): messages that come after are refused untried (refusesLater's comment). */
+  private refusing = false;
   /** Wakes each retry waiting out its backoff: close() ends the waits. */
   private readonly sleeping = new Set<() => void>();
   /** The endpoint of a fixed `url`, parsed once (a WebhookError when it cannot be, reported per message). */
@@ -242,8 +244,16 @@ export class WebhookTarget implements Target {
     return mine;
   }
 
-  close(): void {
+  /**
+   * Cuts the tries in flight and the retries' waits. With `refuseLater` (a route leaving its group
+   * whose endpoint answers nothing: whenNothingSettles) a message that comes after is refused at
+   * once, not tried on an endpoint that hangs, one timeout after another. Without it one that comes
+   * after is still tried: an HTTP request whose body was still arriving when a reload retired its
+   * route is finished on that route (spec §6).
+   */
+  close(refuseLater = false): void {
     this.closed = true;
+    if (refuseLater) this.refusing = true;
     for (const wake of [...this.sleeping]) wake();
     for (const slot of this.slots) {
       clearTimeout(slot.timer);
@@ -274,9 +284,9 @@ export class WebhookTarget implements Target {
 
   /** One try of `flight` in a free slot, or once one is free (`concurrency` tries are in flight). */
   private tryOnce(flight: Flight): void {
-    // A route leaving its group hands messages on after close() cut its tries: a request on the
-    // closed client waited out timeoutMs, one message after another, and the leave with them.
-    if (this.closed) return this.ended(flight, { ok: false, retry: false, result: 'connection', problem: notTried(flight.request.display) });
+    // A route leaving its group hands messages on after close() cut its tries: each one waited out
+    // timeoutMs on the endpoint that hangs, one message after another, and the leave with them.
+    if (this.refusing) return this.ended(flight, { ok: false, retry: false, result: 'connection', problem: notTried(flight.request.display) });
     let slot = this.free.pop();
     if (!slot && this.slots.length < this.plan.concurrency) this.slots.push((slot = new Slot(this.slots.length)));
     if (slot) this.attempt(slot, flight);
