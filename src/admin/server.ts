@@ -111,7 +111,20 @@ export class AdminServer {
     this.route('GET /admin/status', (_req, res) => sendJson(res, 200, gateway.status()));
     // What `eventgate plan --admin` diffs a new config against: hashes of the running components, no config values.
     this.route('GET /admin/plan', (_req, res) => sendJson(res, 200, gateway.planFingerprint()));
-    this.route('POST /admin/reload', async (_req, res) => {
+    this.route('POST /admin/reload', async (req, res) => {
+      // It always reloads: a parameter a script adds (`?dryRun=true`) would be ignored, and the
+      // reload it did not mean applied. `eventgate plan --admin` is the dry run.
+      const query = (req.url ?? '').indexOf('?');
+      if (query >= 0 && query < (req.url ?? '').length - 1) {
+        const names = [...new Set(new URLSearchParams(req.url!.slice(query + 1)).keys())].map((n) => `?${n}=`).join(', ');
+        return sendProblem(
+          res,
+          problem(
+            'EG_BAD_REQUEST',
+            `POST /admin/reload takes no query parameters (${names}): it always reloads; \`eventgate plan -c FILE --admin URL\` says what a reload would change without applying it`,
+          ),
+        );
+      }
       const result = await gateway.reload('admin API');
       if (result.result === 'applied' || result.result === 'unchanged') return sendJson(res, 200, result);
       sendReloadRefusal(res, result);

@@ -161,4 +161,18 @@ describe('hot reload (spec §6): config changes', () => {
     assert.equal(((await res.json()) as { result: string }).result, 'unchanged');
     await gw.waitForLog((l) => l.reason === 'admin API' && l.msg === 'config unchanged', 10000, from);
   });
+
+  it('refuses POST /admin/reload with query parameters (a dry run it would not make), reloading nothing', async () => {
+    const gw = await f.gw.start(pipelineConfig('{"v": 1}'));
+    const from = gw.logs.length;
+    const res = await fetch(`${gw.adminUrl}/admin/reload?dryRun=true&dryRun=1`, { method: 'POST' });
+    assert.equal(res.status, 400);
+    const body = (await res.json()) as { code: string; detail: string };
+    assert.equal(body.code, 'EG_BAD_REQUEST');
+    assert.match(body.detail, /takes no query parameters \(\?dryRun=\): it always reloads; `eventgate plan -c FILE --admin URL`/);
+    // The next reload is the first the admin API made.
+    assert.equal((await fetch(`${gw.adminUrl}/admin/reload?`, { method: 'POST' })).status, 200);
+    await gw.waitForLog((l) => l.reason === 'admin API' && l.msg === 'config unchanged', 10000, from);
+    assert.equal(gw.logs.slice(from).filter((l) => l.reason === 'admin API').length, 1);
+  });
 });
