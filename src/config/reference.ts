@@ -263,7 +263,8 @@ asyncapiParser:
 Endpoints: \`GET /healthz\` (200 while the process runs), \`GET /readyz\` (200 when every listener
 is bound and every broker connected, else 503 with the components not ready and their state, to
 every probe, token or not), \`GET /admin/status\` (config version, loadedAt, last reload error,
-listeners, brokers, routes), \`POST /admin/reload\` (reload now; 200 with the result; a refusal is
+listeners, brokers, routes), \`POST /admin/reload\` (reload now; 200 with the result; no query parameters: \`?dryRun=true\` is a 400
+and reloads nothing, \`eventgate plan --admin\` is the dry run; a refusal is
 \`application/problem+json\` with the result and diagnostics beside the problem's fields: 422
 \`EG_RELOAD_REJECTED\` when the file is invalid or a new socket cannot bind — a port taken —, 409
 \`EG_RELOAD_ROLLED_BACK\` when a component kept on its port could not take it over from its
