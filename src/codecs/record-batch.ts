@@ -206,19 +206,8 @@ export class RecordCursor {
 
   /** Moves to the next record; false after the last one. */
   next(): boolean {
-    const data = this.data;
-    const i = ++this.index;
-    if (i >= this.count) {
-      if (this.at !== data.length) throw new ProtocolError(`${data.length - this.at} bytes after the last of ${this.count} records`);
-      return false;
-    }
-    const length = this.varint();
-    const end = this.at + length;
-    if (length < 0 || end > data.length) throw new ProtocolError(`record ${i} length ${length} runs past its batch`);
-    if (this.at >= data.length) throw new ProtocolError(`truncated: needs 1 bytes at ${this.at}, has 0`);
-    this.attributes = (data[this.at++]! << 24) >> 24;
-    this.timestampDelta = this.varlong();
-    this.offsetDelta = this.varint();
+    if (!this.frame()) return false;
+    const i = this.index;
     this.keyEnd = this.field();
     this.keyStart = this.keyEnd < 0 ? -1 : this.keyEnd - this.lastLength;
     this.valueEnd = this.field();
@@ -231,7 +220,7 @@ export class RecordCursor {
       if (this.field() < 0) throw new ProtocolError(`record ${i} has a header with a null key`);
       this.field();
     }
-    if (this.at !== end) throw new ProtocolError(`record ${i} is ${length} bytes long but its fields take ${this.at - (end - length)}`);
+    if (this.at !== this.recordEnd) throw new ProtocolError(`record ${i} is ${this.recordEnd - this.recordStart} bytes long but its fields take ${this.at - this.recordStart}`);
     return true;
   }
 
@@ -239,11 +228,21 @@ export class RecordCursor {
    * Moves to the next record reading only its frame: its length, attributes, timestamp and offset
    * deltas (`recordStart`/`recordEnd` say where its bytes lie); its key, value and headers are the
    * caller's to read (a consumer takes a record it cannot read for one record it cannot deliver).
-   * False after the last one. Throws ProtocolError when the records do not fill the section as the
-   * count says: fewer records than the count (the section ends first), more (bytes after the last),
-   * a record running past the section's end or too short for its deltas.
+   * False after the last one.
    */
   nextFrame(): boolean {
+    if (!this.frame()) return false;
+    this.at = this.recordEnd;
+    return true;
+  }
+
+  /**
+   * next() and nextFrame()'s common part: the next record's length and deltas, `at` left after
+   * them. False after the last one. Throws ProtocolError when the records do not fill the section
+   * as the count says: fewer records than the count (the section ends first), more (bytes after
+   * the last), a record running past the section's end or too short for its deltas.
+   */
+  private frame(): boolean {
     const data = this.data;
     const i = ++this.index;
     if (i >= this.count) {
@@ -262,7 +261,6 @@ export class RecordCursor {
       this.offsetDelta = this.varint();
     }
     if (length === 0 || this.at > end) throw new ProtocolError(`record ${i} is ${length} bytes long, too short for its offset delta`);
-    this.at = end;
     return true;
   }
 
