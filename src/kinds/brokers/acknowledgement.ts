@@ -251,6 +251,12 @@ export interface HandOver {
   telemetry: BrokerTelemetry | undefined;
   /** True once the subscription stops: the message is then left unacknowledged for the server to deliver again. */
   stopping(): boolean;
+  /**
+   * True while the subscription, stopping for a reload that removed its route, still takes
+   * messages (an MQTT route leaving its group): a give-back then is the route's stop's, which the
+   * route logs itself, not a failure of a running subscription.
+   */
+  leaving?(): boolean;
   /** Called while a handler runs longer than `keepAliveMs`, for servers that redeliver a message held too long (JetStream's ack wait). */
   keepAlive?: { everyMs: number; beat(): void };
 }
@@ -279,6 +285,11 @@ export async function handOver(msg: Message, handler: ((msg: Message) => Promise
         if (o.stopping()) return false;
         // Given back by a route a reload rebuilt (it stopped with the message in hand): its successor takes it now.
         if (to !== handler && (handler as Relay).current !== to) continue;
+        // The route stops and said so; the subscription keeps the message for the server (leftSessions' givenBack).
+        if (o.leaving?.()) {
+          o.log.info({ topic: msg.topic, err: (err as Error).message }, 'message given back by a route a reload removed, as it leaves its group; left unacknowledged in its session');
+          return false;
+        }
         // A give-back while the subscription still runs is not the route's contract: say so.
         o.telemetry?.consumerError(o.route);
         o.log.error({ topic: msg.topic, err: (err as Error).message }, 'message given back by its route while its subscription runs; left unacknowledged for the server to deliver again');

@@ -20,7 +20,28 @@ import { clientOptions, disconnect, type MqttLib } from './connection.js';
  * `clientId` changed, or a route that names its `group` renamed) would go on taking its share of
  * the group's messages, which no route would ever take again.
  */
-export const leftSessions = new Map<string, Map<string, { filter: string; unsubscribed: boolean }>>();
+export const leftSessions = new Map<string, Map<string, LeftSession>>();
+
+/** A persistent session a consume route left on the server when it stopped (leftSessions). */
+export interface LeftSession {
+  filter: string;
+  /** A successor, or the route's own leave, unsubscribed it: the server routes nothing more to it. */
+  unsubscribed: boolean;
+  /**
+   * QoS 1 and 2 messages its route gave back, unacknowledged, on its last connection (a target
+   * failing while a removed route left its group): the server holds them for the session and sends
+   * them again when it is resumed or taken over, so such a session, once unsubscribed, is kept.
+   */
+  givenBack: number;
+  /**
+   * The Session Expiry Interval its connection gave the server (MQTT 5), which ends it that long
+   * after its disconnect; none on MQTT 3.1.1, whose sessions do not expire. The session's own: a
+   * broker of another protocol version may name the same server.
+   */
+  expirySeconds: number | undefined;
+  /** endLeftSessions warned that it keeps it (once, not at every later reload). */
+  kept?: boolean;
+}
 
 /**
  * The persistent sessions consume routes of this process run now, by server URL: their client ids
@@ -55,9 +76,39 @@ export async function endLeftSessions(lib: MqttLib, settings: MqttSettings, log:
   const live = liveSessions.get(settings.url);
   for (const [id, session] of [...left]) {
     if (live?.ids.has(id) || live?.filters.has(session.filter)) continue;
+    if (session.unsubscribed && session.givenBack > 0) {
+      if (!session.kept) keepSession(id, session, log);
+      session.kept = true;
+      continue;
+    }
     left.delete(id);
+    if (session.givenBack > 0)
+      log.warn(
+        { session: id, filter: session.filter, givenBack: session.givenBack },
+        `mqtt session of a consume route a reload removed is ended with ${session.givenBack} message(s) its route gave back, unacknowledged: still subscribed (its route could not unsubscribe as it left), it would go on collecting its filter's messages; those are lost`,
+      );
     if (!(await endSession(lib, settings, id, session.filter, log))) unendedOf(settings.url).set(id, session.filter);
   }
+}
+
+/**
+ * A session a removed route unsubscribed as it left, holding messages its route gave back (a
+ * target failing during the leave): ending it would lose them, and unsubscribed it collects nothing
+ * more, so it stays on the server, in leftSessions, for a route reading its filter again to take
+ * over (adoptLeftSessions; the same route put back resumes it). MQTT 5 ends it `sessionExpirySeconds`
+ * after its disconnect; MQTT 3.1.1 has no expiry: it stays until someone ends it, so the warning
+ * names the client id to end it with (docs/scaling.md).
+ */
+function keepSession(id: string, session: LeftSession, log: Logger): void {
+  const why = `mqtt session of a consume route a reload removed kept on the server: its targets failed while it left its group and ${session.givenBack} message(s) went back to the session, unacknowledged; a route reading '${session.filter}' again takes them`;
+  const expiry = session.expirySeconds;
+  if (expiry !== undefined)
+    log.warn({ session: id, filter: session.filter, givenBack: session.givenBack, sessionExpirySeconds: expiry }, `${why}; the server ends the session ${expiry} s (sessionExpirySeconds) after it disconnected`);
+  else
+    log.warn(
+      { session: id, filter: session.filter, givenBack: session.givenBack },
+      `${why}; MQTT 3.1.1 sessions do not expire: it stays on the server until a clean-session connect with client id '${id}' ends it (docs/scaling.md)`,
+    );
 }
 
 /**

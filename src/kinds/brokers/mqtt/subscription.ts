@@ -72,6 +72,8 @@ export class MqttSubscription {
   private settings: MqttSettings;
   private readonly clientId: string;
   private readonly persistent: boolean;
+  /** The Session Expiry Interval its connections give the server: MQTT 5 only (leftSessions' `expirySeconds`). */
+  private readonly expirySeconds: number | undefined;
   private readonly filter: string;
   /** Connections emptying the sessions this route's predecessors left (see leftSessions). */
   private readonly adoptions: MqttSubscription[] = [];
@@ -106,6 +108,13 @@ export class MqttSubscription {
    * without being handled a second time.
    */
   private readonly settled = new Set<number>();
+  /**
+   * Packet ids of QoS 1 and 2 messages the route gave back on the current connection, left
+   * unacknowledged: the server holds them for the session until a later connection (leftSessions'
+   * `givenBack`: a session holding some is not ended). Cleared as the connection closes: a new one
+   * has them sent again, handled afresh.
+   */
+  private readonly givenBack = new Set<number>();
   /** Messages received and not yet acknowledged (or, at QoS 0, not yet handled): the route's lag. */
   unacknowledged = 0;
   /** Messages received so far: a retiring route (leaveGroup) takes what comes until a round trip brings none. */
@@ -149,6 +158,7 @@ export class MqttSubscription {
     const clientId = adopted ?? (perInstance ? `${settings.clientId}-${spec.group}` : `${settings.clientId}-${spec.route}`);
     this.clientId = clientId;
     this.persistent = persistent;
+    this.expirySeconds = settings.protocolVersion === 5 ? settings.sessionExpirySeconds : undefined;
     const client = lib.connect(settings.url, clientOptions(settings, clientId, persistent, RECEIVE_MAXIMUM));
     this.link = new Link(client, log, adopted ? `route ${spec.route}, session ${adopted} left by a reload` : `route ${spec.route}`);
     keepWhileReading(
@@ -163,6 +173,7 @@ export class MqttSubscription {
     if (persistent) countLive(settings.url, clientId, filter, 1);
     client.on('close', () => {
       this.generation++;
+      this.givenBack.clear();
       // The next connect subscribes anyway.
       clearTimeout(this.retryTimer);
       this.retryTimer = undefined;
@@ -309,7 +320,7 @@ export class MqttSubscription {
 
   /** Hands a message to the route; always resolves true (the window never breaks): `held.take` says whether to acknowledge it. */
   private async take(held: Held, msg: Message): Promise<boolean> {
-    held.take = await handOver(msg, this.relay, { route: this.spec.route, log: this.log, telemetry: this.telemetry, stopping: this.isStopping }).catch(() => false);
+    held.take = await handOver(msg, this.relay, { route: this.spec.route, log: this.log, telemetry: this.telemetry, stopping: this.isStopping, leaving: this.isLeaving }).catch(() => false);
     return true;
   }
 
@@ -318,6 +329,9 @@ export class MqttSubscription {
 
   /** handOver's `stopping`, made once: an arrow made per message is named by the bundle (keepNames), a defineProperty each. */
   private readonly isStopping = (): boolean => this.stopping;
+
+  /** handOver's `leaving`: a route a reload removed takes what its session holds (leaveGroup); a give-back then is its stop's. */
+  private readonly isLeaving = (): boolean => this.retiring && !this.stopping;
 
   /** After each message settles: acknowledges, in the order they came, those of the window's done prefix. */
   private readonly release = (): void => {
@@ -343,7 +357,11 @@ export class MqttSubscription {
   private acknowledge(held: Held): void {
     const { packet, generation } = held;
     const id = packet.messageId;
-    if (!held.take || packet.qos === 0 || id === undefined) return;
+    if (packet.qos === 0 || id === undefined) return;
+    if (!held.take) {
+      if (generation === this.generation) this.givenBack.add(id);
+      return;
+    }
     if (generation !== this.generation) {
       // The connection it came on is gone; the server sends it again on the new one (DUP), and that
       // copy is acknowledged. Unless the session it came in is gone too: nothing comes again, and a
@@ -498,6 +516,8 @@ export class MqttSubscription {
     await Promise.allSettled(this.adoptions.map((a) => a.stop()));
     await this.chain;
     await this.window.idle();
+    // Read before the disconnect, whose close clears it.
+    const givenBack = this.givenBack.size;
     // Disconnect without unsubscribing: a persistent session keeps what arrives until the route is back.
     await disconnect(this.link.client, this.settings, this.log);
     // The session stays on the server: a successor under another client id takes it over.
@@ -506,7 +526,7 @@ export class MqttSubscription {
     if (this.persistent) {
       let left = leftSessions.get(this.settings.url);
       if (!left) leftSessions.set(this.settings.url, (left = new Map()));
-      left.set(this.clientId, { filter: this.filter, unsubscribed: this.adopted !== undefined || unsubscribed });
+      left.set(this.clientId, { filter: this.filter, unsubscribed: this.adopted !== undefined || unsubscribed, givenBack, expirySeconds: this.expirySeconds });
     }
   }
 }
