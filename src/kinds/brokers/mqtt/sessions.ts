@@ -68,7 +68,8 @@ export function countLive(url: string, id: string, filter: string, by: 1 | -1): 
  * or takes over (the route was removed, or renamed: its default group, so its filter, changed) are
  * ended on the server. Left alone, the server went on queueing every message of their filter for
  * them until `sessionExpirySeconds` (a day by default) or its queue limit (docs/spec-checklist.md,
- * point 156). Client ids are per instance, so such a session is this process's alone.
+ * point 156). Client ids are per instance, so such a session is this process's alone. Except one
+ * its route unsubscribed as it left and gave messages back to (keepSession): it is kept.
  */
 export async function endLeftSessions(lib: MqttLib, settings: MqttSettings, log: Logger): Promise<void> {
   const left = leftSessions.get(settings.url);
