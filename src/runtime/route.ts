@@ -1372,7 +1372,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
         clearInterval(watch);
         this.deps.logger.warn(
           { route: this.name, inFlight: this.inFlight, graceMs: ms },
-          'webhook tries of a route leaving its group got no answer within the grace; cut, their messages go with the session',
+          'webhook tries of a route leaving its group got no answer within the grace; cut, their messages given back to its session',
         );
         this.close(true);
       }
