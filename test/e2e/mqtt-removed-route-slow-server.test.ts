@@ -147,7 +147,10 @@ ${routes}`;
     const from = gw.logs.length;
     const line = await gw.reconfigure(config(''));
     assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
-    const said = fate === 'ended' ? (msg: string) => msg === 'mqtt session of a consume route a reload removed ended on the server' : (msg: string) => msg.startsWith('mqtt session of a consume route a reload removed kept on the server');
+    const said =
+      fate === 'ended'
+        ? (msg: string) => msg === 'mqtt session of a consume route a reload removed ended on the server'
+        : (msg: string) => msg.startsWith('mqtt session of a consume route a reload removed kept on the server');
     await gw.waitForLog((l) => said(l.msg) && String(l.session).endsWith(`-${name}`), 15000, from);
     return gw.logs.slice(from);
   };

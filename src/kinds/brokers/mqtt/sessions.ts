@@ -104,7 +104,10 @@ function keepSession(id: string, session: LeftSession, log: Logger): void {
   const why = `mqtt session of a consume route a reload removed kept on the server: its targets failed while it left its group and ${session.givenBack} message(s) went back to the session, unacknowledged; a route reading '${session.filter}' again takes them`;
   const expiry = session.expirySeconds;
   if (expiry !== undefined)
-    log.warn({ session: id, filter: session.filter, givenBack: session.givenBack, sessionExpirySeconds: expiry }, `${why}; the server ends the session ${expiry} s (sessionExpirySeconds) after it disconnected`);
+    log.warn(
+      { session: id, filter: session.filter, givenBack: session.givenBack, sessionExpirySeconds: expiry },
+      `${why}; the server ends the session ${expiry} s (sessionExpirySeconds) after it disconnected`,
+    );
   else
     log.warn(
       { session: id, filter: session.filter, givenBack: session.givenBack },
