@@ -55,6 +55,8 @@ describe('hot reload: an MQTT consume route removed while the server is slow to 
   let mode: Mode = 'pass';
   /** 'slow': how many of the server's packets were waiting in the proxy ahead of the UNSUBACK. */
   let aheadOfUnsuback: number | undefined;
+  /** Called as the proxy passes a client's UNSUBSCRIBE (a route leaving its group asked). */
+  let onUnsubscribe: (() => void) | undefined;
   /** 'silent': when the proxy last passed a packet on the connection it then silenced (the route's silence starts there). */
   let silentSince: number | undefined;
   const clientId = `eg-slow-leave-${process.pid}`;
@@ -69,7 +71,10 @@ describe('hot reload: an MQTT consume route removed while the server is slow to 
         const connection: Connection = { unsubscribed: false, lastPassedAt: 0 };
         opening = connection;
         return mqttPacketGate((packet, pass) => {
-          if (packet[0]! >> 4 === UNSUBSCRIBE) connection.unsubscribed = true;
+          if (packet[0]! >> 4 === UNSUBSCRIBE) {
+            connection.unsubscribed = true;
+            onUnsubscribe?.();
+          }
           pass(packet);
         });
       },
@@ -197,6 +202,42 @@ ${routes}`;
           assert.deepEqual(delivered('unanswered').sort(), [0, 1, 2]);
         } finally {
           mode = 'pass';
+        }
+      },
+    ));
+
+  it('ends a session it could not unsubscribe, saying how many messages its failing target gave back are lost with it', () =>
+    withLogsOnFailure(
+      () => [gw],
+      async () => {
+        // The webhook holds the first message, and fails it and every later one once the route
+        // sent its UNSUBSCRIBE, which the server never answers: the session stays subscribed, so
+        // it is ended, and the three messages given back to it are lost with it.
+        const held: ServerResponse[] = [];
+        let failing = false;
+        const respond = webhook.respond;
+        webhook.respond = (r, res) => {
+          if (r.url !== '/refused') return respond(r, res);
+          if (failing) return void res.writeHead(500).end('down');
+          held.push(res);
+        };
+        onUnsubscribe = () => {
+          failing = true;
+          for (const res of held.splice(0)) res.writeHead(500).end('down');
+        };
+        try {
+          const to = `{http: {url: "${webhook.url}/refused", concurrency: 1, retry: {attempts: 1}}}`;
+          await backlog('refused', 3, 1, route('refused', 'pinged', to));
+          mode = 'unsuback-never';
+          const logs = await remove('refused');
+          assert.equal(gaveUp(logs)?.err, silent(PINGED_DEADLINE_MS));
+          const lost = logs.find((l) => l.msg.startsWith('mqtt session of a consume route a reload removed is ended with'));
+          assert.equal(lost?.givenBack, 3, JSON.stringify(lost));
+          assert.equal(lost?.level, 'warn');
+        } finally {
+          mode = 'pass';
+          onUnsubscribe = undefined;
+          webhook.respond = respond;
         }
       },
     ));
