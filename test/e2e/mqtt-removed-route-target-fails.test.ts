@@ -108,28 +108,37 @@ ${routes}`;
     return () => (webhook.respond = respond);
   };
 
+  /**
+   * Route `name` reads `topic` in the group again (a reload); asserts that every message the server
+   * took was answered 200, counting `answered` before; returns what `name` was answered 200.
+   */
+  const readAgain = async (name: string, broker: string, topic: string, answered: number[]) => {
+    const restore = respondOk(`/${name}`);
+    try {
+      const line = await gw.reconfigure(config(route(name, broker, topic, 'shared')));
+      assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
+      const done = () => [...answered, ...(answeredOk.get(`/${name}`) ?? [])];
+      await eventually(() => assert.equal(new Set(done()).size, TOTAL), 15000).catch(() => undefined);
+      const missing = Array.from({ length: TOTAL }, (_, n) => n).filter((n) => !done().includes(n));
+      assert.deepEqual(missing, [], `${missing.length} of ${TOTAL} messages the server took never answered 200: lost with the session`);
+      return answeredOk.get(`/${name}`) ?? [];
+    } finally {
+      restore();
+    }
+  };
+
   it('keeps the unsubscribed session (MQTT 5) until a route of the same group takes over what the failing target gave back', () =>
     withLogsOnFailure(
       () => [gw],
       async () => {
         const { logs, fate, session, answered } = await failWhileLeaving('failing', 'v5', 'leave/v5');
         // A route reading the same filter (topic and group) takes the session over.
-        const restore = respondOk('/again');
-        try {
-          const line = await gw.reconfigure(config(route('again', 'v5', 'leave/v5', 'shared')));
-          assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
-          const done = () => [...answered, ...(answeredOk.get('/again') ?? [])];
-          await eventually(() => assert.equal(new Set(done()).size, TOTAL), 15000).catch(() => undefined);
-          const missing = Array.from({ length: TOTAL }, (_, n) => n).filter((n) => !done().includes(n));
-          assert.deepEqual(missing, [], `${missing.length} of ${TOTAL} messages the server took never answered 200: lost with the session`);
-          // What the webhook failed went back to the session, and only that came again.
-          assert.deepEqual(
-            (answeredOk.get('/again') ?? []).sort((a, b) => a - b),
-            Array.from({ length: TOTAL - ANSWERED }, (_, n) => n + ANSWERED),
-          );
-        } finally {
-          restore();
-        }
+        const again = await readAgain('again', 'v5', 'leave/v5', answered);
+        // What the webhook failed went back to the session, and only that came again.
+        assert.deepEqual(
+          again.sort((a, b) => a - b),
+          Array.from({ length: TOTAL - ANSWERED }, (_, n) => n + ANSWERED),
+        );
         assert.ok(fate.msg.startsWith(KEPT), fate.msg);
         assert.equal(fate.level, 'warn');
         assert.equal(fate.givenBack, TOTAL - ANSWERED);
@@ -152,17 +161,7 @@ ${routes}`;
       async () => {
         const { fate, session, answered } = await failWhileLeaving('failing311', 'v311', 'leave/v311');
         // The same route put back resumes its session under the same client id: the server sends what it holds again.
-        const restore = respondOk('/failing311');
-        try {
-          const line = await gw.reconfigure(config(route('failing311', 'v311', 'leave/v311', 'shared')));
-          assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
-          const done = () => [...answered, ...(answeredOk.get('/failing311') ?? [])];
-          await eventually(() => assert.equal(new Set(done()).size, TOTAL), 15000).catch(() => undefined);
-          const missing = Array.from({ length: TOTAL }, (_, n) => n).filter((n) => !done().includes(n));
-          assert.deepEqual(missing, [], `${missing.length} of ${TOTAL} messages the server took never answered 200: lost with the session`);
-        } finally {
-          restore();
-        }
+        await readAgain('failing311', 'v311', 'leave/v311', answered);
         assert.ok(fate.msg.startsWith(KEPT), fate.msg);
         assert.equal(fate.level, 'warn');
         assert.equal(fate.givenBack, TOTAL - ANSWERED);
