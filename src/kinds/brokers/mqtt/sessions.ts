@@ -101,7 +101,7 @@ export async function endLeftSessions(lib: MqttLib, settings: MqttSettings, log:
  * names the client id to end it with (docs/scaling.md).
  */
 function keepSession(id: string, session: LeftSession, log: Logger): void {
-  const why = `mqtt session of a consume route a reload removed kept on the server: its targets failed while it left its group and ${session.givenBack} message(s) went back to the session, unacknowledged; a route reading '${session.filter}' again takes them`;
+  const why = `mqtt session of a consume route a reload removed kept on the server: it holds ${session.givenBack} message(s) its route gave back unacknowledged (a target failed as it stopped); a route reading '${session.filter}' again takes them`;
   const expiry = session.expirySeconds;
   if (expiry !== undefined)
     log.warn(
