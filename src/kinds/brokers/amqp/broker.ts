@@ -102,18 +102,23 @@ class Publish implements Expiring {
 }
 
 /**
- * A RabbitMQ (AMQP 0-9-1) server through amqplib. One connection per broker, with a confirm
- * channel for publishing and a channel per consume route. amqplib does not reconnect: this class
- * does, with backoff, re-declaring the topology and restarting every route's consumer.
+ * A RabbitMQ (AMQP 0-9-1) server through amqplib. Two connections per broker: one for the topology
+ * and a channel per consume route, one for the confirm channel publishes go out on (RabbitMQ's
+ * flow control blocks a connection that publishes, reading nothing more of it, acks included, so a
+ * memory or disk alarm would stop the consume routes that drain its queues too). amqplib does not
+ * reconnect: this class does, with backoff, re-declaring the topology and restarting every route's
+ * consumer.
  */
 export class AmqpBroker implements BrokerRuntime {
   readonly kind = 'amqp';
   private readonly log: Logger;
   private readonly telemetry: BrokerTelemetry | undefined;
   private connection: ChannelModel | undefined;
+  /** The connection the publish channel is on (the class comment says why it is another); lost with `connection`. */
+  private publishConnection: ChannelModel | undefined;
   private publisher: AmqpPublisher | undefined;
   private state: Health = { ready: false, detail: BROKER_CONNECTING };
-  /** Why the server holds the current connection back (connection.blocked), until it says unblocked. */
+  /** Why the server holds the publish connection back (connection.blocked), until it says unblocked. */
   private blockedFor: string | undefined;
   private readonly firstConnection = new FirstConnection();
   private stopped = false;
@@ -236,14 +241,16 @@ export class AmqpBroker implements BrokerRuntime {
     const deadline = Date.now() + this.settings.ackTimeoutMs;
     while (this.confirms.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     const conn = this.connection;
+    const publishing = this.publishConnection;
     const closing = (async () => {
       await this.leaveDeclaredBindings();
       this.topologyOn = undefined;
-      await conn?.close().catch(() => undefined);
+      await Promise.all([conn?.close().catch(() => undefined), publishing?.close().catch(() => undefined)]);
     })();
     if (conn && (await within(closing, this.settings.connectTimeoutMs)) === 'late') {
       this.log.warn({ waitedMs: this.settings.connectTimeoutMs }, 'amqp server did not answer the connection close within connectTimeoutMs; dropping the connection');
       dropConnection(conn);
+      if (publishing) dropConnection(publishing);
     }
     this.topologyOn = undefined;
   }
@@ -408,25 +415,11 @@ export class AmqpBroker implements BrokerRuntime {
   private async connect(): Promise<void> {
     if (this.stopped) return;
     try {
-      const conn = await this.open(this.settings.url, { ...(this.settings.tls ?? {}), timeout: this.settings.connectTimeoutMs, clientProperties: { connection_name: `eventgate ${this.name}` } });
-      conn.on('error', (err: Error) => {
-        // amqplib ends the socket of a connection its heartbeat gives up (a FIN) right after this
-        // event: reset it first, so what it had not delivered never reaches the server (given-up.ts).
-        if (err.message === 'Heartbeat timeout') resetGivenUp(socketOf(conn));
-        this.log.warn({ err: err.message }, 'amqp connection error');
-      });
+      const conn = await this.openConnection('');
       conn.on('close', (err?: Error) => {
         const own = this.closedFor?.conn === conn ? this.closedFor.why : undefined;
         if (own !== undefined) this.closedFor = undefined;
         this.lost(closedByServer(err, this.vhost) ?? own ?? 'unreachable: connection closed');
-      });
-      conn.on('blocked', (reason: string) => {
-        this.blockedFor = reason;
-        this.state = { ready: false, detail: `blocked by the server: ${reason}` };
-      });
-      conn.on('unblocked', () => {
-        this.blockedFor = undefined;
-        if (this.connection === conn) this.state = { ready: true };
       });
       // Held (a reload builds this broker beside the running one): the queues without their bindings, until commit().
       const bind = !this.held;
@@ -444,12 +437,13 @@ export class AmqpBroker implements BrokerRuntime {
       // The reload committed while the queues were declared: their bindings now.
       else if (!this.held) await this.bindHeld(conn, otherwise);
       else this.heldOtherwise = otherwise;
-      const publisher = await this.openPublisher(conn);
+      const [publishing, publisher] = await this.openPublishing(conn);
       if (this.stopped) {
-        await conn.close().catch(() => undefined);
+        await Promise.all([conn.close().catch(() => undefined), publishing.close().catch(() => undefined)]);
         return;
       }
       this.connection = conn;
+      this.publishConnection = publishing;
       this.publisher = publisher;
       this.backoff.reset();
       this.loggedFailure = undefined;
@@ -477,9 +471,50 @@ export class AmqpBroker implements BrokerRuntime {
     }
   }
 
-  /** The confirm channel publishes go out on, with its handlers. */
-  private async openPublisher(conn: ChannelModel): Promise<AmqpPublisher> {
-    const channel = await conn.createConfirmChannel();
+  /** A connection to the server, named in its management UI `eventgate <broker><suffix>`, with its error handler. */
+  private async openConnection(suffix: string): Promise<ChannelModel> {
+    const conn = await this.open(this.settings.url, { ...(this.settings.tls ?? {}), timeout: this.settings.connectTimeoutMs, clientProperties: { connection_name: `eventgate ${this.name}${suffix}` } });
+    conn.on('error', (err: Error) => {
+      // amqplib ends the socket of a connection its heartbeat gives up (a FIN) right after this
+      // event: reset it first, so what it had not delivered never reaches the server (given-up.ts).
+      if (err.message === 'Heartbeat timeout') resetGivenUp(socketOf(conn));
+      this.log.warn({ err: err.message, ...(suffix === '' ? {} : { connection: 'publish' }) }, 'amqp connection error');
+    });
+    return conn;
+  }
+
+  /**
+   * The publish connection beside `conn` and its confirm channel. Either closing takes the other
+   * down (a reconnect opens both again); on a failure here `conn` is closed too.
+   */
+  private async openPublishing(conn: ChannelModel): Promise<[ChannelModel, AmqpPublisher]> {
+    let publishing: ChannelModel | undefined;
+    try {
+      const opened = (publishing = await this.openConnection(' publish'));
+      opened.on('close', (err?: Error) => {
+        if (this.publishConnection !== opened || this.stopped) return;
+        // An operator's close_connection, a lost socket: connect again, as when the other one goes.
+        this.closedFor = { conn, why: `${closedByServer(err, this.vhost) ?? 'unreachable: connection closed'} (the publish connection)` };
+        void conn.close().catch(() => undefined);
+      });
+      opened.on('blocked', (reason: string) => {
+        this.blockedFor = reason;
+        this.state = { ready: false, detail: `blocked by the server: ${reason}` };
+      });
+      opened.on('unblocked', () => {
+        this.blockedFor = undefined;
+        if (this.publishConnection === opened) this.state = { ready: true };
+      });
+      return [opened, await this.openPublisher(conn, opened)];
+    } catch (err) {
+      await Promise.all([publishing?.close().catch(() => undefined), conn.close().catch(() => undefined)]);
+      throw err;
+    }
+  }
+
+  /** The confirm channel publishes go out on (on `publishing`), with its handlers; `conn` is the broker's other connection. */
+  private async openPublisher(conn: ChannelModel, publishing: ChannelModel): Promise<AmqpPublisher> {
+    const channel = await publishing.createConfirmChannel();
     channel.on('error', (err: Error) => {
       // Emitted before amqplib fails the publishes in flight on the channel (failureOf names these words).
       this.publishClosedBy = channelClosedByServer(err);
@@ -543,7 +578,9 @@ export class AmqpBroker implements BrokerRuntime {
     this.publisher = undefined;
     this.state = { ready: false, detail: `opening a new publish channel (${why})` };
     try {
-      const publisher = await this.openPublisher(conn);
+      const publishing = this.publishConnection;
+      if (publishing === undefined) return;
+      const publisher = await this.openPublisher(conn, publishing);
       if (this.connection !== conn || this.stopped) return;
       this.publisher = publisher;
       this.state = { ready: true };
@@ -579,6 +616,9 @@ export class AmqpBroker implements BrokerRuntime {
   private lost(detail: string): void {
     if (this.stopped || !this.connection) return;
     this.connection = undefined;
+    const publishing = this.publishConnection;
+    this.publishConnection = undefined;
+    void publishing?.close().catch(() => undefined);
     this.publisher = undefined;
     this.topologyOn = undefined;
     this.blockedFor = undefined;
