@@ -539,9 +539,20 @@ routes:
     );
   });
 
-  it('answers 503 "connected but blocked by the server" while a RabbitMQ memory alarm holds publishers back, not "not connected", and 200 once it clears', async () => {
+  it('answers 503 "connected but blocked by the server" while a RabbitMQ memory alarm holds publishers back, not "not connected", and 200 once it clears; consume routes drain their queues meanwhile', async () => {
     const rabbitReason = async () => (await readyz(gw)).body.reasons.find((r: string) => r.startsWith('broker rabbit'));
     assert.equal((await gw.reconfigure(config(false, ORDERED, DEADLINE_MS))).msg, 'config reloaded');
+    // More messages for route `hooked` than its prefetch (20), its webhook holding the first.
+    const total = 30;
+    hook.reset();
+    hook.onArrival = (h) => hook.held.push(h);
+    await pikaPublish(
+      rabbit,
+      'amq.topic',
+      'conc',
+      Array.from({ length: total }, (_, n) => ({ body: JSON.stringify({ n }), headers: { k: `k${n % 3}` } })),
+    );
+    await eventually(() => assert.ok(hook.held.length > 0), 15000, 50);
     await rabbit.ctl('set_vm_memory_high_watermark', 'absolute', '1MB');
     try {
       // RabbitMQ tells a connection it is blocked when it publishes during the alarm: this first
@@ -555,6 +566,12 @@ routes:
         (JSON.parse(blocked.text) as { detail: string }).detail,
         "broker 'rabbit' did not acknowledge the message: broker 'rabbit' is connected but blocked by the server (low on memory): it takes no message until the server lifts the block",
       );
+      // RabbitMQ reads nothing more of a blocked connection, acks included: the route, on a
+      // connection that does not publish, still takes all of its queue (past its prefetch).
+      hook.onArrival = (h) => h.res.end();
+      hook.release();
+      await eventually(() => assert.equal(new Set(hook.arrivals.map((a) => a.n)).size, total), 15000, 50);
+      assert.equal(await rabbitReason(), 'broker rabbit: blocked by the server');
     } finally {
       await rabbit.ctl('set_vm_memory_high_watermark', '0.4');
     }
