@@ -14,7 +14,8 @@ const big = (n: number) => JSON.stringify({ big: 'x'.repeat(2 * LIMIT), n });
 /**
  * RabbitMQ closes the publish channel for a message over its max_message_size; the broker then
  * opens a new publish channel on the same connection, and when that fails, it falls back to a
- * full reconnect (amqp/broker.ts, reopenPublisher). Provoked here with RabbitMQ's own per-user
+ * new publish connection, and when that fails, a full reconnect (amqp/broker.ts, reopenPublisher,
+ * reopenPublishing). Provoked here with RabbitMQ's own per-user
  * channel limit (`rabbitmqctl set_user_limits`), set once the gateway holds its two channels (the
  * publish channel and a consume route's): the channel closed for the large message leaves one,
  * and the new one would make two. What a user sees meanwhile, and that nothing is lost. The
@@ -95,11 +96,11 @@ routes:
     assert.equal(refused.status, 413, refused.text);
     assert.equal(refused.body.code, 'EG_PAYLOAD_TOO_LARGE');
     // The server closed the publish channel for it; the new one is refused (RabbitMQ closes the
-    // connection for it: 530 NOT_ALLOWED), and the broker connects again, and again.
+    // publish connection for it: 530 NOT_ALLOWED), and the broker opens it again, and again.
     await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp publish channel could not be opened again; reconnecting', 15000);
-    const lost = gw.logs.slice(start).find((l) => l.broker === 'rabbit' && l.msg === 'amqp connection lost; reconnecting');
+    const lost = await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp publish connection lost; opening it again', 15000, start);
     // The server closed the connection and said why: that is what the broker is not ready for, not `unreachable`.
-    const refusal = `closed by the server: 530 NOT_ALLOWED - number of channels opened for user '${rabbit.user}' has reached the maximum allowed user limit of (1)`;
+    const refusal = `closed by the server: 530 NOT_ALLOWED - number of channels opened for user '${rabbit.user}' has reached the maximum allowed user limit of (1) (the publish connection)`;
     assert.equal(lost?.reason, refusal, JSON.stringify(lost));
     // Meanwhile each publish is refused, 503, or taken (200) on a connection the server has not closed yet.
     for (let n = 3; n < 8; n++) {

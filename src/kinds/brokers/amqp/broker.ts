@@ -473,7 +473,11 @@ export class AmqpBroker implements BrokerRuntime {
 
   /** A connection to the server, named in its management UI `eventgate <broker><suffix>`, with its error handler. */
   private async openConnection(suffix: string): Promise<ChannelModel> {
-    const conn = await this.open(this.settings.url, { ...(this.settings.tls ?? {}), timeout: this.settings.connectTimeoutMs, clientProperties: { connection_name: `eventgate ${this.name}${suffix}` } });
+    const conn = await this.open(this.settings.url, {
+      ...(this.settings.tls ?? {}),
+      timeout: this.settings.connectTimeoutMs,
+      clientProperties: { connection_name: `eventgate ${this.name}${suffix}` },
+    });
     conn.on('error', (err: Error) => {
       // amqplib ends the socket of a connection its heartbeat gives up (a FIN) right after this
       // event: reset it first, so what it had not delivered never reaches the server (given-up.ts).
@@ -484,18 +488,28 @@ export class AmqpBroker implements BrokerRuntime {
   }
 
   /**
-   * The publish connection beside `conn` and its confirm channel. Either closing takes the other
-   * down (a reconnect opens both again); on a failure here `conn` is closed too.
+   * The publish connection beside `conn` and its confirm channel. `conn` closing takes it down (a
+   * reconnect opens both again); it closing alone is opened again, the consume routes left be. On a
+   * failure here `conn` is closed too, for a reconnect.
    */
   private async openPublishing(conn: ChannelModel): Promise<[ChannelModel, AmqpPublisher]> {
     let publishing: ChannelModel | undefined;
+    /** The server's words when it closed this connection (a channel over its limit: 530 NOT_ALLOWED), for the reconnect's reason. */
+    let closedWith: Error | undefined;
     try {
       const opened = (publishing = await this.openConnection(' publish'));
       opened.on('close', (err?: Error) => {
+        closedWith = err;
         if (this.publishConnection !== opened || this.stopped) return;
-        // An operator's close_connection, a lost socket: connect again, as when the other one goes.
-        this.closedFor = { conn, why: `${closedByServer(err, this.vhost) ?? 'unreachable: connection closed'} (the publish connection)` };
-        void conn.close().catch(() => undefined);
+        // An operator's close_connection, a lost socket: only the publishes in flight went with it.
+        const why = `${closedByServer(err, this.vhost) ?? 'unreachable: connection closed'} (the publish connection)`;
+        this.publishConnection = undefined;
+        this.publisher = undefined;
+        this.blockedFor = undefined;
+        this.state = { ready: false, detail: why };
+        this.log.warn({ reason: why }, 'amqp publish connection lost; opening it again');
+        for (const c of this.confirms.values()) c.settle(new LostUnacknowledged(`the connection was lost (${why})`));
+        void this.reopenPublishing(conn);
       });
       opened.on('blocked', (reason: string) => {
         this.blockedFor = reason;
@@ -507,9 +521,28 @@ export class AmqpBroker implements BrokerRuntime {
       });
       return [opened, await this.openPublisher(conn, opened)];
     } catch (err) {
+      const said = closedByServer(closedWith, this.vhost) ?? closedByServer(err as Error, this.vhost);
+      if (said !== undefined) this.closedFor = { conn, why: `${said} (the publish connection)` };
       await Promise.all([publishing?.close().catch(() => undefined), conn.close().catch(() => undefined)]);
       throw err;
     }
+  }
+
+  /** The publish connection again, after it closed alone; failing, `conn` is closed for a reconnect. */
+  private async reopenPublishing(conn: ChannelModel): Promise<void> {
+    const [publishing, publisher] = await this.openPublishing(conn).catch((err: Error) => {
+      this.log.warn({ err: err.message }, 'amqp publish connection could not be opened again; reconnecting');
+      return [];
+    });
+    if (publishing === undefined || publisher === undefined) return;
+    if (this.connection !== conn || this.stopped) {
+      await publishing.close().catch(() => undefined);
+      return;
+    }
+    this.publishConnection = publishing;
+    this.publisher = publisher;
+    this.state = { ready: true };
+    this.log.info('amqp publish connection opened again');
   }
 
   /** The confirm channel publishes go out on (on `publishing`), with its handlers; `conn` is the broker's other connection. */
@@ -553,20 +586,9 @@ export class AmqpBroker implements BrokerRuntime {
       if (this.connection === conn && !this.stopped) this.declaredQueues.unroutable(conn, c.exchange, c.key, m.properties.headers ?? {}, c.n);
     });
     channel.on('close', () => {
-      if (this.connection !== conn || this.stopped) return;
-      // Only the publish channel went, for what one message asked: a new one, leaving the consume routes' channels be.
-      const refused = this.refusedOn;
-      if (refused?.channel === channel) {
-        this.refusedOn = undefined;
-        void this.reopenPublisher(conn, refused.why);
-      }
-      // Another channel the server closed (e.g. publishing to an exchange deleted meanwhile) while
-      // the connection lives: connect again, declaring the exchange, queues and bindings again.
-      else {
-        // (Not when the connection itself went: its channels close first, with no words of the server's.)
-        if (this.publishClosedBy !== undefined) this.closedFor = { conn, why: `reconnecting: the server closed the publish channel (${this.publishClosedBy})` };
-        void conn.close().catch(() => undefined);
-      }
+      // A closing connection closes its channels first, then says 'close': by the microtask, the
+      // publish connection's own handler (or lost()) has taken it out of use, and nothing is left to do here.
+      queueMicrotask(() => this.publishChannelClosed(conn, publishing, channel));
     });
     const out = new AmqpPublisher(channel);
     out.maxBody = this.maxMessageSize ?? Number.POSITIVE_INFINITY;
@@ -574,12 +596,30 @@ export class AmqpBroker implements BrokerRuntime {
     return out;
   }
 
+  /** The publish channel closed while its connection lives: a new one, or a reconnect. */
+  private publishChannelClosed(conn: ChannelModel, publishing: ChannelModel, channel: object): void {
+    if (this.connection !== conn || this.publishConnection !== publishing || this.stopped) return;
+    // Only the publish channel went, for what one message asked: a new one, leaving the consume routes' channels be.
+    const refused = this.refusedOn;
+    if (refused?.channel === channel) {
+      this.refusedOn = undefined;
+      void this.reopenPublisher(conn, refused.why);
+    }
+    // Another channel the server closed (e.g. publishing to an exchange deleted meanwhile) while
+    // the connection lives: connect again, declaring the exchange, queues and bindings again.
+    else {
+      // (Not when the connection itself went: its channels close first, with no words of the server's.)
+      if (this.publishClosedBy !== undefined) this.closedFor = { conn, why: `reconnecting: the server closed the publish channel (${this.publishClosedBy})` };
+      void conn.close().catch(() => undefined);
+    }
+  }
+
   private async reopenPublisher(conn: ChannelModel, why: string): Promise<void> {
     this.publisher = undefined;
     this.state = { ready: false, detail: `opening a new publish channel (${why})` };
+    const publishing = this.publishConnection;
+    if (publishing === undefined) return;
     try {
-      const publishing = this.publishConnection;
-      if (publishing === undefined) return;
       const publisher = await this.openPublisher(conn, publishing);
       if (this.connection !== conn || this.stopped) return;
       this.publisher = publisher;
@@ -587,7 +627,8 @@ export class AmqpBroker implements BrokerRuntime {
       this.log.info('amqp publish channel opened again');
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'amqp publish channel could not be opened again; reconnecting');
-      void conn.close().catch(() => undefined);
+      // The publish connection's close opens it again (and, failing, the other one).
+      void publishing.close().catch(() => undefined);
     }
   }
 
