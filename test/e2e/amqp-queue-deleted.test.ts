@@ -309,6 +309,29 @@ routes:
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
   });
 
+  it('the publish connection an operator closes alone (close_connection) is opened again; the consume routes keep their connection and channels', async () => {
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
+    const from = gw.logs.length;
+    // Each connection by its pid and the name the broker gives it (`eventgate <broker>[ publish]`).
+    const listed = await rabbit.ctl('list_connections', '-p', rabbit.vhost, '--no-table-headers', '--silent', 'pid', 'client_properties');
+    const pid = listed
+      .split('\n')
+      .find((l) => l.includes('"eventgate rabbit publish"'))
+      ?.split('\t')[0];
+    assert.ok(pid, listed);
+    await rabbit.ctl('close_connection', pid, 'eventgate test: the publish connection');
+    const lost = await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp publish connection lost; opening it again', 15000, from);
+    assert.equal(lost.reason, 'closed by the server: 320 CONNECTION_FORCED - eventgate test: the publish connection (the publish connection)');
+    await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp publish connection opened again', 15000, from);
+    assert.equal((await post(gw.url('api', '/orders'), { i: 5050 })).status, 200);
+    await eventually(() => assert.ok(arrived('/orders').includes(5050)), 15000, 100);
+    // The consume routes' channels (and their messages in hand) were left be.
+    assert.deepEqual(
+      gw.logs.slice(from).filter((l) => l.broker === 'rabbit' && (l.msg === 'amqp connection lost; reconnecting' || l.msg === 'consumer ready')),
+      [],
+    );
+  });
+
   it("a reload that changes a declared queue's arguments (its declare refused, 406) stops only the route that reads it, in the server's words; publishes and other routes go on, and putting the config back loses nothing", async () => {
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
     const original = readFileSync(gw.configFile, 'utf8');
