@@ -512,6 +512,7 @@ export class AmqpBroker implements BrokerRuntime {
         void this.reopenPublishing(conn);
       });
       opened.on('blocked', (reason: string) => {
+        if (this.publishConnection !== opened) return;
         this.blockedFor = reason;
         this.state = { ready: false, detail: `blocked by the server: ${reason}` };
       });
@@ -621,7 +622,7 @@ export class AmqpBroker implements BrokerRuntime {
     if (publishing === undefined) return;
     try {
       const publisher = await this.openPublisher(conn, publishing);
-      if (this.connection !== conn || this.stopped) return;
+      if (this.connection !== conn || this.publishConnection !== publishing || this.stopped) return;
       this.publisher = publisher;
       this.state = { ready: true };
       this.log.info('amqp publish channel opened again');
