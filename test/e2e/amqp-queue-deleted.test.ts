@@ -307,6 +307,8 @@ routes:
     assert.equal(lost.reason, 'closed by the server: 320 CONNECTION_FORCED - eventgate test: closed on purpose');
     await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp connected', 15000, from);
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
+    // Every route consuming again before the next case counts its own `consumer ready` lines.
+    for (const route of ['orders', 'events', 'outside']) await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, 30000, from);
   });
 
   it('the publish connection an operator closes alone (close_connection) is opened again; the consume routes keep their connection and channels', async () => {
