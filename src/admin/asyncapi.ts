@@ -23,9 +23,9 @@ export function addAsyncApiEndpoints(admin: AdminServer, gateway: AdminSource): 
   // One upload at a time: each is checked against the documents the previous one left on disk.
   let uploads: Promise<unknown> = Promise.resolve();
 
-  admin.route('GET /admin/asyncapi', (req, res) => {
+  admin.route('GET /admin/asyncapi', (_req, res, query) => {
     const docs = gateway.plan?.asyncapi ?? [];
-    const file = new URL(req.url ?? '/', 'http://admin').searchParams.get('file');
+    const file = query('file');
     if (file !== null) {
       const doc = docs.find((d) => d.asWritten === file);
       if (!doc) return sendProblem(res, unknownFile(file, docs));
@@ -39,9 +39,9 @@ export function addAsyncApiEndpoints(admin: AdminServer, gateway: AdminSource): 
     });
   });
 
-  admin.route('PUT /admin/asyncapi', async (req, res) => {
+  admin.route('PUT /admin/asyncapi', async (req, res, query) => {
     const docs = gateway.plan?.asyncapi ?? [];
-    const file = new URL(req.url ?? '/', 'http://admin').searchParams.get('file');
+    const file = query('file');
     let target: AsyncApiPlan | undefined;
     if (file === null) {
       if (docs.length > 1)

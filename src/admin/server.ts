@@ -1,4 +1,5 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type FindMyWayModule from 'find-my-way';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createHash, timingSafeEqual } from 'node:crypto';
@@ -18,10 +19,22 @@ import { answerAndCloseLingering } from '../kinds/listeners/lingering-close.js';
 import { mediaTypeOf } from '../core/message.js';
 import { RateLimitedWarning } from '../core/rate-limited-warning.js';
 import { clientKey, TokenFailures } from './token-failures.js';
+import { bundled } from '../core/bundled.js';
 
-type Handler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
+const FindMyWay = bundled<typeof FindMyWayModule>('find-my-way');
+
+/** The query parameters of an admin request, as its endpoint reads them (queryParameter). */
+export type AdminQuery = (name: string) => string | null;
+type Handler = (req: IncomingMessage, res: ServerResponse, query: AdminQuery) => void | Promise<void>;
 /** Takes over an authorized upgrade request's socket (WebSocket endpoints such as the tap). */
-export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer, url: URL) => void;
+export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer, query: AdminQuery) => void;
+
+/** A request an endpoint refused while reading it (a parameter given twice with different values): answered with its problem. */
+class RefusedRequest extends Error {
+  constructor(readonly problem: Problem) {
+    super(problem.detail);
+  }
+}
 
 /**
  * A reload that did not apply, as every eventgate error is answered (RFC 9457 problem+json), with the
@@ -67,6 +80,11 @@ export class AdminServer {
   private readonly server: Server;
   private readonly routes = new Map<string, Handler>();
   private readonly upgrades = new Map<string, UpgradeHandler>();
+  /**
+   * Every endpoint's path, for requestPath(): the listeners' router, so a path is read as a
+   * listener reads it (`/%68ealthz` is `/healthz`; an encoded `/` or a malformed `%` matches nothing).
+   */
+  private readonly paths = FindMyWay();
   private readonly open = new Set(OPEN);
   private readonly stopHooks: (() => Promise<void>)[] = [];
   private token: string | undefined;
@@ -91,6 +109,7 @@ export class AdminServer {
     // and sends nothing hold an admin connection for over a minute, and any number of them.
     const handler = (req: IncomingMessage, res: ServerResponse) => {
       this.serve(req, res).catch((err) => {
+        if (err instanceof RefusedRequest) return sendProblem(res, err.problem);
         // The path without its query: anyone can put a token there (`?token=` is the tap's), and it must not reach the log.
         gateway.logger.error({ err: (err as Error).message, method: req.method, path: (req.url ?? '/').split('?')[0] }, 'admin request failed');
         if (!res.headersSent) sendProblem(res, problem('EG_INTERNAL', 'admin request failed'));
@@ -138,7 +157,9 @@ export class AdminServer {
    */
   route(key: string, handler: Handler, options: { open?: boolean } = {}): void {
     this.routes.set(key, handler);
-    if (options.open) this.open.add(key.slice(key.indexOf(' ') + 1));
+    const path = key.slice(key.indexOf(' ') + 1);
+    this.addPath(path);
+    if (options.open) this.open.add(path);
   }
 
   /**
@@ -147,6 +168,17 @@ export class AdminServer {
    */
   upgrade(path: string, handler: UpgradeHandler): void {
     this.upgrades.set(path, handler);
+    this.addPath(path);
+  }
+
+  private addPath(path: string): void {
+    if (!this.paths.hasRoute('GET', path)) this.paths.on('GET', path, () => undefined, { path });
+  }
+
+  /** The endpoint path a request's path names, decoded as the listeners decode theirs; a path that names none as it came. */
+  private requestPath(url: string): string {
+    const pathname = url.split('?')[0]!;
+    return (this.paths.find('GET', pathname)?.store as { path: string } | undefined)?.path ?? pathname;
   }
 
   /** Told of each new connection closed at once at maxConnections (also logged: createTransport's `connection limit reached`). */
@@ -189,10 +221,11 @@ export class AdminServer {
   }
 
   private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = (req.url ?? '/').split('?')[0]!;
+    // Every check below sees the endpoint's own path, so `/admin/%73tatus` needs the token as `/admin/status` does.
+    const path = this.requestPath(req.url ?? '/');
     // Probes are never refused, and never judge a token (so no failure counts there).
     const probe = PROBES.includes(path);
-    const refused = probe ? undefined : (this.refusedClient(req) ?? ambiguousQuery(req.url ?? '/'));
+    const refused = probe ? undefined : this.refusedClient(req);
     if (refused) return sendProblem(res, refused);
     const verdict = probe ? 'none' : this.tokenVerdict(req);
     const browser = this.browserCheck(req, !probe && verdict !== 'bearer');
@@ -204,7 +237,7 @@ export class AdminServer {
     // HEAD is GET without the body (node leaves it out), as RFC 9110 asks of every server:
     // uptime monitors and load balancers probe with HEAD.
     const handler = this.routes.get(`${req.method === 'HEAD' ? 'GET' : req.method} ${path}`);
-    if (handler) return handler(req, res);
+    if (handler) return handler(req, res, queryParameters(req.url ?? '/'));
     const other = [...this.routes.keys()].filter((k) => k.endsWith(` ${path}`));
     if (other.length > 0) {
       const methods = other.map((k) => k.split(' ')[0]!);
@@ -216,18 +249,25 @@ export class AdminServer {
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy());
-    const url = new URL(req.url ?? '/', 'http://admin');
-    const refused = this.refusedClient(req) ?? ambiguousQuery(req.url ?? '/');
+    const path = this.requestPath(req.url ?? '/');
+    const query = queryParameters(req.url ?? '/');
+    const refused = this.refusedClient(req);
     if (refused) return refuseUpgrade(socket, refused);
-    const verdict = this.tokenVerdict(req, url.searchParams.get('token'));
-    const browser = this.browserCheck(req, verdict !== 'bearer');
-    if (browser) return refuseUpgrade(socket, browser);
-    const handler = this.upgrades.get(url.pathname);
-    if (!handler) return refuseUpgrade(socket, problem('EG_NOT_FOUND', `no admin WebSocket endpoint at ${url.pathname}`));
-    if (this.token && verdict === 'none') {
-      return refuseUpgrade(socket, problem('EG_UNAUTHORIZED', 'the admin API needs Authorization: Bearer <admin.token> (or ?token=<admin.token> on WebSocket endpoints)'));
+    try {
+      // `?token=` is read here, before the endpoint's own parameters: the same rule for repeats.
+      const verdict = this.tokenVerdict(req, query('token'));
+      const browser = this.browserCheck(req, verdict !== 'bearer');
+      if (browser) return refuseUpgrade(socket, browser);
+      const handler = this.upgrades.get(path);
+      if (!handler) return refuseUpgrade(socket, problem('EG_NOT_FOUND', `no admin WebSocket endpoint at ${path}`));
+      if (this.token && verdict === 'none') {
+        return refuseUpgrade(socket, problem('EG_UNAUTHORIZED', 'the admin API needs Authorization: Bearer <admin.token> (or ?token=<admin.token> on WebSocket endpoints)'));
+      }
+      handler(req, socket, head, query);
+    } catch (err) {
+      if (!(err instanceof RefusedRequest)) throw err;
+      refuseUpgrade(socket, err.problem);
     }
-    handler(req, socket, head, url);
   }
 
   /**
@@ -305,24 +345,22 @@ export class AdminServer {
   }
 }
 
-/** The query parameters admin endpoints read (`?token=` on WebSocket endpoints: the tap); others ignore a query. */
-const READ_PARAMETERS: Record<string, string[]> = { '/admin/tap': ['route', 'token'], '/admin/asyncapi': ['file'] };
-
 /**
- * A parameter the admin API reads given twice with different values (`?file=a.yaml&file=b.yaml`,
- * a script that appended rather than replaced): reading the first would tap, show or replace
- * what the caller may not have meant, so it is refused, as the listeners refuse Content-Type
- * lines that disagree. The same value twice says one thing and passes.
+ * The reader of a request's query parameters that every admin endpoint is handed: a parameter it
+ * reads given twice with different values (`?file=a.yaml&file=b.yaml`, a script that appended
+ * rather than replaced) is refused as it is read (RefusedRequest, a 400), since reading the first
+ * would tap, show or replace what the caller may not have meant, as the listeners refuse
+ * Content-Type lines that disagree. The same value twice says one thing and passes. Parameters no
+ * endpoint reads are ignored.
  */
-function ambiguousQuery(url: string): Problem | undefined {
-  const query = url.indexOf('?');
-  if (query < 0) return undefined;
-  const params = new URLSearchParams(url.slice(query + 1));
-  for (const name of READ_PARAMETERS[url.slice(0, query)] ?? []) {
-    const values = new Set(params.getAll(name));
-    if (values.size > 1) return problem('EG_BAD_REQUEST', `?${name}= is given ${params.getAll(name).length} times with different values; give it once`);
-  }
-  return undefined;
+function queryParameters(url: string): AdminQuery {
+  const start = url.indexOf('?');
+  const params = new URLSearchParams(start < 0 ? '' : url.slice(start + 1));
+  return (name) => {
+    const values = params.getAll(name);
+    if (new Set(values).size > 1) throw new RefusedRequest(problem('EG_BAD_REQUEST', `?${name}= is given ${values.length} times with different values; give it once`));
+    return values[0] ?? null;
+  };
 }
 
 /** `broker kafka: unreachable: getaddrinfo ENOTFOUND kafka-0.internal` → `broker kafka: unreachable`. */

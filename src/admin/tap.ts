@@ -7,11 +7,11 @@ import { refuseUpgrade, type AdminServer } from './server.js';
 
 /** `GET /admin/tap?route=<name>` (WebSocket) on the admin server. */
 export function mountTap(admin: AdminServer, hub: TapHub, hasRoute: (name: string) => boolean): void {
-  admin.upgrade('/admin/tap', (req, socket, head, url) => {
+  admin.upgrade('/admin/tap', (req, socket, head, query) => {
     // What ws would refuse in text/html is refused here as problem+json, as the WebSocket listener does.
     const malformed = malformedHandshake(req);
     if (malformed) return refuseUpgrade(socket, malformed);
-    const route = url.searchParams.get('route');
+    const route = query('route');
     if (!route) return refuseUpgrade(socket, problem('EG_NOT_FOUND', 'name the route to tap: /admin/tap?route=<name>'));
     if (!hasRoute(route)) return refuseUpgrade(socket, problem('EG_NOT_FOUND', `no route named '${route}'`));
     hub.accept(req, socket, head, route);

@@ -8,6 +8,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { scrape } from '../helpers/prometheus.js';
 import { fetch } from '../helpers/http.js';
+import { WsClient } from '../helpers/clients.js';
 
 const ADMIN_TOKEN = 'admin-token-8c1d6f0e2b7a4953';
 const JWT_SECRET = 'jwt-secret-that-is-long-enough-for-hs256!';
@@ -159,6 +160,51 @@ describe('admin API protection', () => {
     }
     assert.equal((await fetch(`${gw.adminUrl}/admin/status`, { headers: auth })).status, 200);
     assert.equal((await fetch(`${gw.adminUrl}/admin/reload`, { method: 'POST', headers: auth })).status, 200);
+  });
+
+  it('reads a percent-encoded path as the listeners do, and asks for the token on every spelling of a protected one', async () => {
+    const from = (n: number) => ({ localAddress: `127.0.0.${n}` });
+    // RFC 3986 §6.2.2.2: `%68` is `h`. The probes stay open, spelled so or not.
+    assert.equal((await fetch(`${gw.adminUrl}/%68ealthz`)).status, 200);
+    assert.equal((await fetch(`${gw.adminUrl}/r%65adyz`)).status, 200);
+    // Without the token, 401 however the protected path is spelled (earlier, 200 or 404 by the spelling).
+    for (const [method, path] of [
+      ['GET', '/admin/%73tatus'],
+      ['GET', '/%61dmin/status'],
+      ['GET', '/%6D%65%74%72%69%63%73'],
+      ['POST', '/admin/%72eload'],
+    ]) {
+      const res = await fetch(`${gw.adminUrl}${path}`, { method, ...from(50) });
+      assert.equal(res.status, 401, `${method} ${path}`);
+      assert.match(res.headers.get('www-authenticate') ?? '', /^Bearer/);
+    }
+    const status = await fetch(`${gw.adminUrl}/admin/%73tatus`, { headers: auth });
+    assert.equal(status.status, 200);
+    assert.ok('routes' in ((await status.json()) as object));
+    const wrongMethod = await fetch(`${gw.adminUrl}/admin/%73tatus`, { method: 'DELETE', headers: auth });
+    assert.equal(wrongMethod.status, 405);
+    assert.equal(wrongMethod.headers.get('allow'), 'GET, HEAD');
+    // An encoded `/` stays a character of its segment, and a malformed or non-UTF-8 `%` decodes to
+    // nothing: both name no endpoint (404), as on a listener, whose answers for the same spellings
+    // of its own path are asked beside them.
+    for (const [admin, listener] of [
+      ['/admin%2Fstatus', '/%2Fin'],
+      ['/admin/%zztatus', '/%zzn'],
+      ['/admin/%C3tatus', '/%C3n'],
+    ]) {
+      const adminAnswer = await fetch(`${gw.adminUrl}${admin}`, { headers: auth });
+      assert.equal(adminAnswer.status, 404, admin);
+      assert.equal(((await adminAnswer.json()) as { code: string }).code, 'EG_NOT_FOUND', admin);
+      const listenerAnswer = await fetch(gw.url('api', listener), { method: 'POST', body: '{}' });
+      assert.equal(listenerAnswer.status, 404, listener);
+    }
+    assert.equal((await fetch(gw.url('api', '/%69n'), { method: 'POST', body: '{}' })).status, 401, 'the listener reads /%69n as /in, whose auth refuses');
+    // The tap's WebSocket endpoint, and its check of a parameter given twice, on an encoded path too.
+    await assert.rejects(WsClient.connect(`${gw.adminUrl.replace('http', 'ws')}/admin/%74ap?route=keyed`, { localAddress: '127.0.0.51' }), { statusCode: 401 });
+    await assert.rejects(WsClient.connect(`${gw.adminUrl.replace('http', 'ws')}/admin/%74ap?route=keyed&route=hooked`, { headers: auth }), { statusCode: 400 });
+    const tap = await WsClient.connect(`${gw.adminUrl.replace('http', 'ws')}/admin/%74ap?route=keyed`, { headers: auth });
+    assert.equal(((await tap.next()) as { type: string }).type, 'hello');
+    tap.close();
   });
 
   it('takes the token whatever the case of its scheme and the spaces after it (RFC 9110 §11.1), counting none of these as wrong', async () => {
