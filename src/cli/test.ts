@@ -42,6 +42,7 @@ export async function checkTestFile(file: string, env: Env): Promise<Diagnostic[
   const problems: Diagnostic[] = [];
   const t = readTestFile(file, problems);
   if (!t) return problems;
+  // The routes its tests name are checked too when the file has problems: one run says them all.
   // As `eventgate test` finds them: the file's `config:`, else configOfTestFile.
   const config = t.config ?? configOfTestFile(file);
   const { plan, diagnostics } = await loadPlan(config, { registry: defaultRegistry(), env });
@@ -58,15 +59,15 @@ export async function checkTestFile(file: string, env: Env): Promise<Diagnostic[
 function planProblems(t: TestFile, plan: Plan, config: string): Diagnostic[] {
   const registry = defaultRegistry();
   const problems: Diagnostic[] = [];
+  for (const { index, name, route, at } of t.routes) {
+    if (plan.routes.has(route)) continue;
+    const message = `test '${name}' names route '${route}', which ${config} does not define${didYouMean(route, plan.routes.keys())}; defined routes: ${[...plan.routes.keys()].join(', ')}`;
+    problems.push({ file: t.file, ...at, code: 'EG_TEST_FILE', path: formatPath(['tests', index, 'route']), message });
+  }
   // t.tests holds every test of the file, in its order (a file with a problem yields none), so i is the test's index there.
   t.tests.forEach((test, i) => {
     const route = plan.routes.get(test.route);
-    if (!route) {
-      const message = `test '${test.name}' names route '${test.route}', which ${config} does not define${didYouMean(test.route, plan.routes.keys())}; defined routes: ${[...plan.routes.keys()].join(', ')}`;
-      problems.push({ file: t.file, ...test.routeAt, code: 'EG_TEST_FILE', path: formatPath(['tests', i, 'route']), message });
-      return;
-    }
-    if (route.from.type !== 'broker' || Object.keys(test.input.headers).length === 0) return;
+    if (!route || route.from.type !== 'broker' || Object.keys(test.input.headers).length === 0) return;
     const broker = plan.brokers.get(route.from.broker);
     const why = broker && registry.brokers.get(broker.kind)?.headerless?.(broker.options);
     if (why === undefined) return;
@@ -107,7 +108,8 @@ export async function testCommand(config: string | undefined, testFiles: string[
     const t = readTestFile(f, problems);
     if (t) loaded.push(t);
   }
-  if (problems.length > 0) return usageError(problems);
+  // A test file's problems are said with those its tests meet in the config (routes it lacks) below, in one run.
+  const fileProblems = problems.map(formatDiagnostic);
 
   // Each test file runs against -c, else the config it names, else the one `validate` checks it
   // against (`examples/kafka.tests.yaml` tests `examples/kafka.yaml`).
@@ -137,7 +139,7 @@ export async function testCommand(config: string | undefined, testFiles: string[
     if (unrunnable.length > 0) cannot.push(...unrunnable.map(formatDiagnostic));
     else runnable.push({ t, plan: load.plan });
   }
-  if (cannot.length > 0) return cannotRun(cannot);
+  if (fileProblems.length > 0 || cannot.length > 0) return cannotRun([...fileProblems, ...cannot]);
   const results: TestResult[] = [];
   for (const { t, plan } of runnable) for (const test of t.tests) results.push(await runTest(plan, test, registry));
   if (results.length === 0) return cannotRun([`eventgate: no tests in ${files.join(', ')}`]);

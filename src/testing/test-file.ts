@@ -109,7 +109,22 @@ export interface TestFile {
   file: string;
   /** `config:` resolved against the test file's directory, when it names one. */
   config: string | undefined;
+  /** Every test, in the file's order; none when the file has a problem (nothing of it runs). */
   tests: TestCase[];
+  /**
+   * The route each test names (a string `name` and `route`), its own problems or not: checked
+   * against the config beside the file's problems, so one run says them all.
+   */
+  routes: RouteReference[];
+}
+
+/** A test's `route:`, where it is written. */
+export interface RouteReference {
+  /** The test's index in `tests:`. */
+  index: number;
+  name: string;
+  route: string;
+  at: { line: number; column: number };
 }
 
 const OUTCOMES = ['delivered', 'tagged', 'filtered', 'invalid', 'rejected', 'failed', 'deadlettered'];
@@ -124,7 +139,11 @@ const METHODS = ['POST', 'PUT', 'PATCH'];
 const ANSWERS_SHAPE =
   "'answers' must map the URL an http target calls to what its endpoint answers: a status (https://crm.example.com/hooks: 503), { status: 429, retryAfter: 2 }, { status: 302, location: https://... }, { status: 422, body: ... }, or { error: refused } / { error: timeout }";
 
-/** Reads and checks a test file; problems are diagnostics at `file:line:col`, like the config's. */
+/**
+ * Reads and checks a test file; problems are diagnostics at `file:line:col`, like the config's.
+ * Undefined when the file cannot be read or is no list of tests; a file with problems in its
+ * tests is returned without tests to run, with the routes they name (TestFile.routes).
+ */
 export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile | undefined {
   let bytes: Buffer;
   try {
@@ -157,9 +176,11 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
   unknownKeys(doc, ['config', 'tests'], [], report);
   if (doc.config !== undefined && typeof doc.config !== 'string') report(['config'], "'config' must be a path");
   const tests: TestCase[] = [];
+  const routes: RouteReference[] = [];
   doc.tests.forEach((raw: unknown, i: number) => {
     const at: PathPart[] = ['tests', i];
     if (!isMap(raw)) return report(at, 'a test must be a map with name, route, input and expect');
+    if (typeof raw.name === 'string' && typeof raw.route === 'string') routes.push({ index: i, name: raw.name, route: raw.route, at: src.locate([...at, 'route'], 'value') });
     unknownKeys(raw, TEST_KEYS, at, report);
     for (const k of REQUIRED_TEST_KEYS) if (raw[k] === undefined && !misspeltAs(raw, TEST_KEYS, k)) report(at, `test is missing '${k}'`, 'key');
     if (raw.name !== undefined && typeof raw.name !== 'string') report([...at, 'name'], "'name' must be a string");
@@ -285,13 +306,14 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
     });
   });
   // In the order of the file, as a config's problems are printed (the checks above go key by key).
-  if (diagnostics.length > problems) {
-    diagnostics.push(...diagnostics.splice(problems).sort((a, b) => a.line - b.line || a.column - b.column));
-    return undefined;
-  }
   // Relative to the test file, as `eventgate test` and `eventgate validate` both take it.
   const config = typeof doc.config === 'string' ? (isAbsolute(doc.config) ? doc.config : join(dirname(file), doc.config)) : undefined;
-  return { file, config, tests };
+  if (diagnostics.length > problems) {
+    diagnostics.push(...diagnostics.splice(problems).sort((a, b) => a.line - b.line || a.column - b.column));
+    // A `config:` that is no path leaves no config to check the routes against.
+    return doc.config === undefined || config !== undefined ? { file, config, tests: [], routes } : undefined;
+  }
+  return { file, config, tests, routes };
 }
 
 /**

@@ -807,6 +807,25 @@ describe('eventgate test', () => {
     });
     assert.equal(badOutcome.code, 2);
     assert.match(badOutcome.stderr, /orders\.tests\.yaml:28:\d+: 'outcome' must be one of: delivered, tagged, filtered, invalid, rejected, failed, deadlettered \(did you mean 'rejected'\?\)/);
+    // With the route it names misspelt too (in that test and another), every problem in one run:
+    // the file's own, then the routes the config lacks; earlier, the routes only once the outcome was put right.
+    const both = tests
+      .replace('    expect: { outcome: rejected', '    expect: { outcome: rejectd')
+      .replace('  - name: no key is refused with 401\n    route: orders', '  - name: no key is refused with 401\n    route: order')
+      .replace('    route: orders', '    route: ordrs');
+    for (const args of [['test', '-c', 'gateway.yaml', 'orders.tests.yaml'], ['validate', '-c', 'orders.tests.yaml']]) {
+      const run = await runCliInProcess(args, { cwd: tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': both }) });
+      assert.equal(run.code, args[0] === 'test' ? 2 : 1, run.stdout + run.stderr);
+      assert.deepEqual(
+        (run.stdout + run.stderr).split('\n').filter((l) => l.startsWith('orders.tests.yaml')).map((l) => l.split(';')[0]!.replace(/, which gateway\.yaml does not define.*/, '')),
+        [
+          "orders.tests.yaml:28:24: 'outcome' must be one of: delivered, tagged, filtered, invalid, rejected, failed, deadlettered (did you mean 'rejected'?)",
+          "orders.tests.yaml:4:12: test 'an order takes its id from the path and its author from the principal' names route 'ordrs'",
+          "orders.tests.yaml:26:12: test 'no key is refused with 401' names route 'order'",
+        ],
+        args.join(' '),
+      );
+    }
 
     // A test file is read as a config is: UTF-16 (PowerShell 5's `>` writes it) said as such, not
     // "needs a list under 'tests:'"; a Latin-1 byte at its place, not read as U+FFFD.
