@@ -67,7 +67,7 @@ function planProblems(t: TestFile, plan: Plan, config: string): Diagnostic[] {
   // t.tests holds every test of the file, in its order (a file with a problem yields none), so i is the test's index there.
   t.tests.forEach((test, i) => {
     const route = plan.routes.get(test.route);
-    if (!route || route.from.type !== 'broker' || Object.keys(test.input.headers).length === 0) return;
+    if (route?.from.type !== 'broker' || Object.keys(test.input.headers).length === 0) return;
     const broker = plan.brokers.get(route.from.broker);
     const why = broker && registry.brokers.get(broker.kind)?.headerless?.(broker.options);
     if (why === undefined) return;

@@ -813,11 +813,17 @@ describe('eventgate test', () => {
       .replace('    expect: { outcome: rejected', '    expect: { outcome: rejectd')
       .replace('  - name: no key is refused with 401\n    route: orders', '  - name: no key is refused with 401\n    route: order')
       .replace('    route: orders', '    route: ordrs');
-    for (const args of [['test', '-c', 'gateway.yaml', 'orders.tests.yaml'], ['validate', '-c', 'orders.tests.yaml']]) {
+    for (const args of [
+      ['test', '-c', 'gateway.yaml', 'orders.tests.yaml'],
+      ['validate', '-c', 'orders.tests.yaml'],
+    ]) {
       const run = await runCliInProcess(args, { cwd: tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': both }) });
       assert.equal(run.code, args[0] === 'test' ? 2 : 1, run.stdout + run.stderr);
       assert.deepEqual(
-        (run.stdout + run.stderr).split('\n').filter((l) => l.startsWith('orders.tests.yaml')).map((l) => l.split(';')[0]!.replace(/, which gateway\.yaml does not define.*/, '')),
+        (run.stdout + run.stderr)
+          .split('\n')
+          .filter((l) => l.startsWith('orders.tests.yaml'))
+          .map((l) => l.split(';')[0]!.replace(/, which gateway\.yaml does not define.*/, '')),
         [
           "orders.tests.yaml:28:24: 'outcome' must be one of: delivered, tagged, filtered, invalid, rejected, failed, deadlettered (did you mean 'rejected'?)",
           "orders.tests.yaml:4:12: test 'an order takes its id from the path and its author from the principal' names route 'ordrs'",
