@@ -21,6 +21,14 @@ describe('hostile input from the MQTT and AMQP servers', () => {
   before(async () => {
     [mqtt, rabbit, nats, hook] = await Promise.all([startMosquitto(), sharedRabbit(), startNats(), WebhookReceiver.start()]);
     await pikaDeclareQueue(rabbit, 'input-copied', 'amq.topic', 'copied');
+    // An operator's stream that takes messages of 1 KiB at most, headers included (its max_msg_size).
+    const peer = await RawNats.connect(nats);
+    try {
+      const made = await peer.jsApi('$JS.API.STREAM.CREATE.SIZED', { name: 'SIZED', subjects: ['sized.>'], max_msg_size: 1024, storage: 'file' });
+      assert.equal(made.error, undefined, JSON.stringify(made));
+    } finally {
+      peer.close();
+    }
   });
   after(async () => {
     await Promise.all([mqtt?.stop(), rabbit?.stop(), nats?.stop(), hook?.stop()]);
@@ -33,7 +41,7 @@ admin: { port: 0 }
 brokers:
   devices: { kind: mqtt, url: ${mqtt.url}, clientId: eg-input-${process.pid}, reconnectPeriodMs: 200 }
   rabbit: { kind: amqp, url: ${rabbit.url} }
-  bus: { kind: nats, servers: ${nats.url} }
+  bus: { kind: nats, servers: ${nats.url}, streams: { SIZED: { subjects: ["sized.>"], declare: false } } }
 routes:
   - name: deep-kept
     from: { broker: devices, topic: deep/kept }
@@ -52,6 +60,9 @@ routes:
   - name: big
     from: { broker: devices, topic: big/in }
     to: { broker: bus, topic: big.out }
+  - name: sized
+    from: { broker: devices, topic: sized/in }
+    to: { broker: bus, topic: sized.out }
   - name: copy
     from: { broker: rabbit, topic: "cp.#" }
     to: { broker: rabbit, topic: copied }
@@ -128,6 +139,25 @@ routes:
       const line = await gw.waitForLog((l) => l.route === 'big' && /message dropped/.test(l.msg));
       assert.equal(line.code, 'EG_PAYLOAD_TOO_LARGE');
       assert.match(String(line.detail), /max_payload 1048576/);
+    } finally {
+      peer.close();
+    }
+  });
+
+  // nats-server answers such a publish `message size exceeds maximum allowed` (err_code 10054):
+  // taken for an outage (503), the route retried it for ever and nothing behind it went through.
+  it("drops, as too large (413), a message over its JetStream stream's max_msg_size, instead of retrying it for ever, and stores the next", async () => {
+    await ready('sized');
+    const peer = await RawNats.connect(nats);
+    try {
+      await mosquittoPub(mqtt, 'sized/in', JSON.stringify({ pad: 'x'.repeat(2000) }));
+      await mosquittoPub(mqtt, 'sized/in', '{"small":true}');
+      await peer.storedAtLeast('SIZED', 1, 15000);
+      assert.equal((await peer.storedMessage('SIZED', 1))?.data, '{"small":true}');
+      const line = await gw.waitForLog((l) => l.route === 'sized' && /message dropped/.test(l.msg));
+      assert.equal(line.code, 'EG_PAYLOAD_TOO_LARGE');
+      assert.match(String(line.detail), /larger than its stream takes \(max_msg_size: message size exceeds maximum allowed\)/);
+      assert.equal(gw.logs.filter((l) => l.route === 'sized' && l.code === 'EG_BROKER_UNAVAILABLE').length, 0, 'not retried as an outage');
     } finally {
       peer.close();
     }

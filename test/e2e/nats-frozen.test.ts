@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
@@ -12,6 +14,8 @@ import { startNats, type MessageServer } from '../helpers/servers.js';
  * but /readyz said ready: nats.js pings every 2 minutes and gives up after two unanswered, so the
  * broker looked connected for 4 to 6 minutes and a load balancer kept sending traffic to an
  * instance that could only refuse it (spec §7: /readyz 503 unless every broker is connected).
+ * Also a server put into lame duck mode (`nats-server --signal ldm`, a rolling restart), which says
+ * so to its clients before it closes their connections.
  */
 describe('kind: nats, a server that stops answering without closing the connection', () => {
   let nats: MessageServer;
@@ -88,5 +92,20 @@ routes:
     } finally {
       peer.close();
     }
+  });
+
+  // The server tells its clients at once (INFO `ldm: true`) and closes their connections after its
+  // grace period (10 s). Before, the gateway said nothing until the connection was lost.
+  it('warns when the server enters lame duck mode, still publishing until it closes the connection', async () => {
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 20000, 100);
+    const from = gw.logs.length;
+    await promisify(execFile)('nats-server', ['--signal', `ldm=${nats.pid()}`]);
+    const line = await gw.waitForLog((l) => /lame duck mode/.test(l.msg), 10000, from);
+    assert.equal(line.level, 'warn');
+    assert.equal(line.broker, 'nats');
+    const reply = await post(gw.url('api', '/in'), { i: 'ldm' });
+    assert.equal(reply.status, 200, reply.text);
+    // A server in lame duck mode takes its grace period to stop on SIGTERM too: ended at once.
+    process.kill(-nats.pid()!, 'SIGKILL');
   });
 });

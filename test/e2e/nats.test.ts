@@ -393,7 +393,9 @@ routes:
     assert.deepEqual(new Set(got.map((m) => (JSON.parse(m.payload) as { i: number }).i)), new Set(Array.from({ length: 100 }, (_, i) => i)));
   });
 
-  it('answers 503 naming the subject when no stream stores it any more (the stream was deleted under the gateway)', async () => {
+  // SCRATCH is read by no route: before, nothing declared it again (a server restarted with its store
+  // wiped lost it the same way), and every publish to it was a 503 for as long as the gateway ran.
+  it('answers 503 naming the subject when no stream stores it any more (the stream was deleted under the gateway), and declares the stream again', async () => {
     const inbox = `_INBOX.del.${Math.random().toString(36).slice(2)}`;
     const sid = await peer.subscribe(inbox);
     peer.publish('$JS.API.STREAM.DELETE.SCRATCH', '', {}, inbox);
@@ -402,6 +404,17 @@ routes:
     assert.equal(res.status, 503, res.text);
     assert.equal(res.body.code, 'EG_BROKER_UNAVAILABLE');
     assert.match(res.body.detail, /no JetStream stream stores subject 'scratch\.one'/);
+    const again = await eventually(
+      async () => {
+        const r = await post(gw.url('api', '/scratch'), { after: 'declared again' });
+        assert.equal(r.status, 200, r.text);
+        return r;
+      },
+      15000,
+      200,
+    );
+    assert.equal((await peer.storedMessage('SCRATCH', Number(again.body.deliveries[0].offset)))?.data, '{"after":"declared again"}');
+    await gw.waitForLog((l) => l.msg === "nats stream 'SCRATCH' found" && l.route === undefined);
   });
 
   it('consumes a JetStream wildcard subject with $topic and $headers, and acknowledges it', async () => {

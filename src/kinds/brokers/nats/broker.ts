@@ -20,7 +20,7 @@ import { NATS_PORTS, serverAddressOf } from '../server-url.js';
 import { AckDeadlines, leavesOnStop, NotConnected, Refused } from '../acknowledgement.js';
 import { problem } from '../../../core/errors.js';
 import type { NatsSettings, NatsStream } from '../nats.js';
-import { JetStreamPublisher, socketOf } from './publisher.js';
+import { JetStreamPublisher, NoStreamStores, socketOf } from './publisher.js';
 import { coalesceWrites } from '../coalesce.js';
 import { FirstConnection } from '../first-connection.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
@@ -354,7 +354,7 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
   }
 
   /**
-   * A route found stream `name` gone (deleted since the broker declared or checked it): the broker
+   * A route, or a publish the server answered with no stream, found stream `name` gone (deleted since the broker declared or checked it, or lost with the server's store): the broker
    * checks it again with backoff too, declaring it anew when it is one it declares, and refuses
    * publishes to it meanwhile.
    */
@@ -423,6 +423,13 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
           this.log.warn({ server: s.data }, 'nats connection lost; reconnecting');
         }
         this.js?.failAll(this.state.detail!);
+      } else if (s.type === lib.Events.LDM) {
+        // nats-server's lame duck mode (`--signal ldm`, a rolling restart): it takes no new clients and
+        // closes this connection after its grace period. Said before it happens, not only as a loss.
+        this.log.warn(
+          { server: s.data },
+          'nats server entering lame duck mode: it will close this connection (after its lame_duck_grace_period, 10 s by default); the client then reconnects, to another of `servers` when there is one',
+        );
       } else if (s.type === lib.Events.Reconnect) {
         if (!this.state.ready) this.log.info({ server: s.data }, 'nats reconnected');
         this.state = { ready: true };
@@ -585,6 +592,10 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
         (seq): Delivery => ({ broker: this.name, topic, partition: 0, offset: offsetText(seq) }),
         (err: Error) => {
           this.telemetry?.producerError();
+          // Gone from the server (deleted, or with its store): checked again, and declared again when
+          // the broker declares it, as a route reading it does. Read by no route, it stayed gone for
+          // good, every publish 503, after a server restarted with its store wiped.
+          if (err instanceof NoStreamStores) this.streamGone(stream, notFoundOn('stream', stream, this.name, err.message));
           throw tooLargeFor(nc, err, data.length) ?? err;
         },
       );

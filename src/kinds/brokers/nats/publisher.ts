@@ -1,6 +1,7 @@
 import type { Msg, MsgHdrs, NatsConnection } from 'nats';
 import { offsetText } from '../../../core/message.js';
-import { AckDeadlines, LateWrite, LostUnacknowledged } from '../acknowledgement.js';
+import { problem } from '../../../core/errors.js';
+import { AckDeadlines, LateWrite, LostUnacknowledged, Refused } from '../acknowledgement.js';
 import { coalesceWrites } from '../coalesce.js';
 import { unmetExpectation } from './expected-headers.js';
 
@@ -127,18 +128,37 @@ export class JetStreamPublisher {
   }
 }
 
+/**
+ * The server answered a JetStream publish 503 (no responders): no stream takes the subject, though
+ * the broker's config has one that should (deleted under the gateway, or lost with a server's store).
+ */
+export class NoStreamStores extends Error {}
+
+/** JetStream's `err_code` for a message over the stream's `max_msg_size` (nats-server's errors.json). */
+const STREAM_MESSAGE_TOO_LARGE = 10054;
+
 /** The stream sequence a JetStream answer gives the message, or why it was not stored. */
 function pubAck(m: Msg, subject: string): number | Error {
   // The server answers 503 (no responders) when no stream takes the subject.
-  if (m.headers?.code === 503) return new Error(`no JetStream stream stores subject '${subject}'`);
+  if (m.headers?.code === 503) return new NoStreamStores(`no JetStream stream stores subject '${subject}'`);
   try {
     const ack = JSON.parse(Buffer.from(m.data).toString('utf8')) as { stream?: string; seq?: number; error?: { description?: string; code?: number; err_code?: number } };
+    if (ack.error?.err_code === STREAM_MESSAGE_TOO_LARGE) return tooLargeForStream(ack.error.description);
     if (ack.error) return unmetExpectation(ack.error) ?? new Error(`JetStream refused the message: ${ack.error.description ?? JSON.stringify(ack.error)}`);
     if (typeof ack.seq !== 'number' || !ack.stream) return new Error('JetStream answered without a stream sequence');
     return ack.seq;
   } catch {
     return new Error('JetStream answered something that is not a PubAck');
   }
+}
+
+/**
+ * A message over its stream's `max_msg_size` (an operator's limit): a refusal no retry can change
+ * (413), as one over the server's `max_payload` is. Taken for an outage (503), a consume route
+ * retried it and HTTP clients were told to try again.
+ */
+function tooLargeForStream(description: string | undefined): Refused {
+  return new Refused(problem('EG_PAYLOAD_TOO_LARGE', `JetStream refused the message: it is larger than its stream takes (max_msg_size: ${description ?? 'message size exceeds maximum allowed'})`));
 }
 
 function ignore(): void {}
