@@ -1,8 +1,13 @@
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { nkeys } from 'nats';
 import { post } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
+import { RawNats } from '../helpers/peers.js';
+import { tempDir } from '../helpers/reaper.js';
 import { startMosquittoWithUsers, startNatsWithUsers, type RabbitServer, type ServerWithUsers } from '../helpers/servers.js';
 import { sharedRabbit } from '../helpers/shared-rabbit.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
@@ -154,6 +159,69 @@ routes:
       assert.equal(reply.status, 200, reply.text);
       assert.match(reply.body.deliveries[0].offset, /^\d+$/, 'stored in the stream');
     });
+  });
+});
+
+/**
+ * A server whose `authorization` lists the gateway's user by its NKey (`{ nkey: U... }`): the
+ * broker signs the server's nonce with the seed of its `nkeyFile`. Before, the kind had no such
+ * option (only user/password and token), so such a server could not be used at all.
+ */
+describe('kind: nats, a login by NKey', () => {
+  let nats: ServerWithUsers;
+  const dir = tempDir('eventgate-nkeys');
+  const known = nkeys.createUser();
+  const unknown = nkeys.createUser();
+  const seedFile = (name: string, text: string) => {
+    writeFileSync(join(dir, name), text);
+    return join(dir, name);
+  };
+  const files = {
+    known: seedFile('known.nk', `${new TextDecoder().decode(known.getSeed())}\n`),
+    unknown: seedFile('unknown.nk', new TextDecoder().decode(unknown.getSeed())),
+    none: seedFile('none.nk', `${known.getPublicKey()}\n`),
+  };
+  before(async () => {
+    nats = await startNatsWithUsers(PROBE, [], { nkeys: [known.getPublicKey()] });
+  });
+  after(() => nats?.stop());
+  const config = (login: string) => `
+version: 1
+admin: { port: 0 }
+brokers:
+  nt:
+    kind: nats
+    servers: ${nats.url}
+    ${login}
+    reconnectTimeWaitMs: 100
+    streams: { NKEYS: { subjects: ["nkeys.>"] } }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - { name: out, from: { listener: api, path: /out }, to: { broker: nt, topic: nkeys.out } }
+`;
+  const gw = useGateway(() => config(`nkeyFile: ${files.known}`));
+
+  it('logs in with the seed of nkeyFile; a reload to a seed the server does not know, or a file with none, is rejected and the running broker serves on', async () => {
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
+    const reply = await post(gw.url('api', '/out'), { n: 1 });
+    assert.equal(reply.status, 200, reply.text);
+    const peer = await RawNats.connect(nats, { user: 'probe', pass: PROBE.probe });
+    try {
+      assert.equal((await peer.storedMessage('NKEYS', Number(reply.body.deliveries[0].offset)))?.data, '{"n":1}');
+    } finally {
+      peer.close();
+    }
+    const refusedWith = async (login: string, words: RegExp) => {
+      const reload = await gw.reconfigure(config(login), undefined, { whole: true });
+      assert.match(reload.msg, /^reload rejected/, JSON.stringify(reload));
+      assert.match(String(reload.diagnostic), words);
+      const after = await post(gw.url('api', '/out'), { n: 2 });
+      assert.equal(after.status, 200, after.text);
+    };
+    await refusedWith(`nkeyFile: ${files.unknown}`, /could not start broker 'nt': .*login refused: 'Authorization Violation'/);
+    await refusedWith(`nkeyFile: ${files.none}`, /gateway\.yaml:8:\d+: '[^']*none\.nk' holds no user NKey seed/);
+    await refusedWith(`nkeyFile: ${files.known}\n    user: probe\n    password: x`, /nkeyFile is a login of its own: leave out 'user' and 'password'/);
   });
 });
 

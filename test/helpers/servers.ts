@@ -333,9 +333,10 @@ export function startNats(): Promise<MessageServer> {
  * being the one the readiness probe uses. `setUsers` while the server is down takes effect at `up()`.
  * `denyPublish`: subjects no user may publish to (the server answers such a publish `-ERR
  * 'Permissions Violation ...'` and drops it). `maxConnections`: the server answers a connection
- * past that many `-ERR 'maximum connections exceeded'` and closes it.
+ * past that many `-ERR 'maximum connections exceeded'` and closes it. `nkeys`: public keys (`U...`)
+ * of users who log in by NKey (signing the server's nonce with their seed).
  */
-export function startNatsWithUsers(users: Record<string, string>, denyPublish: string[] = [], options: { maxConnections?: number } = {}): Promise<ServerWithUsers> {
+export function startNatsWithUsers(users: Record<string, string>, denyPublish: string[] = [], options: { maxConnections?: number; nkeys?: string[] } = {}): Promise<ServerWithUsers> {
   return onFreshPorts(async () => {
     const dir = tempDir('eventgate-nats');
     const conf = join(dir, 'nats.conf');
@@ -347,7 +348,7 @@ export function startNatsWithUsers(users: Record<string, string>, denyPublish: s
         conf,
         `jetstream { store_dir: ${JSON.stringify(join(dir, 'jetstream'))} }\n${limit}authorization { users = [\n${Object.entries(all)
           .map(([user, password]) => `  { user: ${JSON.stringify(user)}, password: ${JSON.stringify(password)}${permissions} }\n`)
-          .join('')}] }\n`,
+          .join('')}${(options.nkeys ?? []).map((nkey) => `  { nkey: ${JSON.stringify(nkey)}${permissions} }\n`).join('')}] }\n`,
       );
     write(users);
     const [user, pass] = Object.entries(users)[0]!;

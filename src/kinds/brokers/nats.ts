@@ -68,6 +68,13 @@ const options = kindOptions('nats', {
   user: Type.Optional(Type.String({ description: 'User name.' })),
   password: Type.Optional(Type.String({ description: 'Password (write it as ${VAR}).' })),
   token: Type.Optional(Type.String({ description: 'Authentication token (instead of user and password).' })),
+  nkeyFile: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description:
+        "File holding the user's NKey seed (`SU...`, as `nk -gen user` or `nsc` write it), relative to this config (watched: a new seed reconnects the broker): the broker logs in by signing the server's challenge with it, for a server whose `authorization` lists the user by its public key (`{ nkey: U... }`). Instead of `user`/`password` and `token`; a file that holds no user seed is a config error. A JWT `.creds` file (operator mode) is not read.",
+    }),
+  ),
   tls: Type.Optional(
     Type.Object(
       { ca: TLS_OPTIONS.properties.ca, cert: TLS_OPTIONS.properties.cert, key: TLS_OPTIONS.properties.key, passphrase: TLS_OPTIONS.properties.passphrase },
@@ -133,6 +140,8 @@ export interface NatsSettings {
   user: string | undefined;
   password: string | undefined;
   token: string | undefined;
+  /** The user's NKey seed (`SU...`), read from `nkeyFile`. */
+  nkeySeed: string | undefined;
   /** PEM text (nats.js takes `ca`, `cert`, `key` as text). */
   tls: { ca?: string; cert?: string; key?: string; passphrase?: string } | undefined;
   streams: Record<string, NatsStream>;
@@ -244,12 +253,15 @@ function compileNats(o: NatsOptions, ctx: BrokerCompileContext): NatsSettings | 
       replicas: st.replicas,
     };
   }
+  const nkeySeed = compileNkeyFile(o, ctx);
+  if (nkeySeed === false) ok = false;
   if (!ok) return undefined;
   return {
     servers,
     user: o.user,
     password: o.password,
     token: o.token,
+    nkeySeed: nkeySeed || undefined,
     tls: tls ? { ca: tls.ca as string | undefined, cert: tls.cert as string | undefined, key: tls.key as string | undefined, passphrase: tls.passphrase } : tlsScheme ? {} : undefined,
     streams,
     prefetch: o.prefetch ?? 20,
@@ -299,6 +311,33 @@ export const natsBroker = defineBroker({
   handOverTakes: ['inFlight', 'ordered', 'deadletter'],
   create: (name, settings, env) => new (runtime().NatsBroker)(name, settings, env),
 });
+
+/** A user's NKey seed as nk and nsc write it: `SU`, then base32 of the key and its checksum (58 characters in all). */
+const USER_SEED = /^SU[A-Z2-7]{56}$/;
+
+/**
+ * The seed `nkeyFile` holds (a line of its own: nsc's `.nk` files may hold only it, or it among
+ * comment lines), or false when the file cannot be read, holds none, or comes beside another login.
+ */
+function compileNkeyFile(o: NatsOptions, ctx: BrokerCompileContext): string | undefined | false {
+  if (o.nkeyFile === undefined) return undefined;
+  const others = (['user', 'password', 'token'] as const).filter((k) => o[k] !== undefined);
+  if (others.length > 0) {
+    ctx.report(['nkeyFile'], 'EG_CONFIG_SCHEMA', `nkeyFile is a login of its own: leave out ${others.map((k) => `'${k}'`).join(' and ')}, which nats-server would not take beside it`);
+    return false;
+  }
+  const text = ctx.readFile(o.nkeyFile, ['nkeyFile']);
+  if (text === undefined) return false;
+  const seed = text
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .find((l) => USER_SEED.test(l));
+  if (seed === undefined) {
+    ctx.report(['nkeyFile'], 'EG_CONFIG_FILE', `'${o.nkeyFile}' holds no user NKey seed (a line SU... of 58 characters, as \`nk -gen user\` writes it)`);
+    return false;
+  }
+  return seed;
+}
 
 /**
  * A filter that reaches into a stream without being inside one (`orders.>` beside a stream of

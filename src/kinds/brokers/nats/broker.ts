@@ -258,6 +258,8 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
       user: s.user,
       pass: s.password,
       token: s.token,
+      // Signs the server's nonce (its INFO) at each connect and reconnect.
+      authenticator: s.nkeySeed === undefined ? undefined : lib.nkeyAuthenticator(new TextEncoder().encode(s.nkeySeed)),
       // A node TLS option nats.js passes on (its type lists only its own).
       tls: s.tls ? ({ ...s.tls, checkServerIdentity: checkServer } as typeof s.tls) : undefined,
       timeout: s.connectTimeoutMs,
