@@ -356,9 +356,10 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
   }
 
   /**
-   * A route, or a publish the server answered with no stream, found stream `name` gone (deleted since the broker declared or checked it, or lost with the server's store): the broker
-   * checks it again with backoff too, declaring it anew when it is one it declares, and refuses
-   * publishes to it meanwhile.
+   * A route, or a publish the server answered with no stream, found stream `name` gone (deleted
+   * since the broker declared or checked it, or lost with the server's store): the broker checks it
+   * again with backoff too, declaring it anew when it is one it declares, and refuses publishes to
+   * it meanwhile.
    */
   streamGone(name: string, detail: string): void {
     const st = this.streams.get(name);
