@@ -77,10 +77,34 @@ class StartFailure extends Error {
  * Starts a built component; a failure names it and where it is declared: a socket that could not
  * bind, at the `port:` or `host:` to change.
  */
-async function startOrFail<T>(component: { start(): Promise<T> }, at: readonly PathPart[], what: string): Promise<T> {
+async function startOrFail<T>(component: { start(): Promise<T> }, at: readonly PathPart[], what: string, portHolder?: string): Promise<T> {
   return component.start().catch((err: Error) => {
-    throw new StartFailure(err instanceof BindError && err.key ? [...at, err.key] : at, `${what}: ${err.message}`);
+    const message = err instanceof BindError && err.code === 'EADDRINUSE' && portHolder ? heldByOurOwn(err, portHolder) : err.message;
+    throw new StartFailure(err instanceof BindError && err.key ? [...at, err.key] : at, `${what}: ${message}`);
   });
+}
+
+/**
+ * A new socket's port that a component of the running config holds (one this reload removes or
+ * moves to another port): new sockets bind before the old ones stop, so only a component kept
+ * under its own name takes its port over. Undefined when no running component holds `port`.
+ */
+function runningHolder(t: Transition, port: number, self: string): string | undefined {
+  if (port === 0) return undefined;
+  for (const c of t.listeners) {
+    if (c.name === self || (c.op !== 'remove' && c.op !== 'replace')) continue;
+    const p = listenerPorts(c);
+    if (p.op === 'remove' ? p.before.port === port : p.op === 'replace' && p.before.port === port && p.after.port !== port) return `listener '${c.name}'`;
+  }
+  if ((t.admin?.op === 'remove' || t.admin?.op === 'replace') && t.admin.before.port === port && (t.admin.op === 'remove' || t.admin.after.port !== port)) return 'the admin server';
+  return undefined;
+}
+
+/** The bind failure of a port the running config's `holder` holds until the reload is done, with what to do instead. */
+function heldByOurOwn(err: BindError, holder: string): string {
+  const address = /^cannot bind (\S+):/.exec(err.message)?.[1] ?? 'the port';
+  const keep = holder.startsWith('listener') ? 'keep that listener (its name) on the port and change it in place, or ' : '';
+  return `cannot bind ${address}: ${holder} of the running config holds the port until this reload is done (new sockets bind before the old ones stop: only a listener that keeps its name takes its port over); ${keep}free the port in one reload and take it in the next (EADDRINUSE)`;
 }
 
 /**
@@ -132,11 +156,11 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
       if ((c.op !== 'add' && c.op !== 'replace') || listenerTakeovers.includes(c as never)) continue;
       const l = env.registry.listeners.get(c.after.kind)!.create(c.name, c.after.options, env.runtime);
       built.listeners.set(c.name, l);
-      await startOrFail(l, ['listeners', c.name], `listener '${c.name}'`);
+      await startOrFail(l, ['listeners', c.name], `listener '${c.name}'`, runningHolder(t, (c.after.options as { port: number }).port, c.name));
     }
     if (t.admin && (t.admin.op === 'add' || t.admin.op === 'replace') && !adminTakeover) {
       built.admin = env.createAdmin(t.admin.after);
-      await startOrFail(built.admin, ['admin'], 'admin server');
+      await startOrFail(built.admin, ['admin'], 'admin server', runningHolder(t, t.admin.after.port, ''));
     }
   } catch (err) {
     await undoBuild();

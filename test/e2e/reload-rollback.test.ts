@@ -130,3 +130,36 @@ describe('hot reload: a commit that fails is rolled back', () => {
     assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
   });
 });
+
+/**
+ * A reload that gives a port to a new listener while the running config's component on it is
+ * removed or moved away: new sockets bind before the old ones stop, so it is refused, the running
+ * config serving on. The refusal names the gateway's own holder, not another process.
+ */
+describe('hot reload: a port the running config holds, asked for by a new listener', () => {
+  const gw = useGateway();
+
+  it('refuses a listener renamed on its port, naming the running listener that holds it, and serves on', async () => {
+    const port = await freePort('127.0.0.1');
+    await gw.start(config(port, '127.0.0.1', '{"v": 1, "n": n}'));
+    const renamed = config(port, '127.0.0.1', '{"v": 1, "n": n}').replace('  api: {', '  edge: {').replace('listener: api,', 'listener: edge,');
+    const line = await gw.reconfigure(renamed);
+    assert.equal(line.msg, 'reload rejected; the running config keeps serving');
+    assert.match(
+      String(line.diagnostic),
+      /gateway\.yaml:5:23: could not start listener 'edge': cannot bind 127\.0\.0\.1:\d+: listener 'api' of the running config holds the port until this reload is done \(new sockets bind before the old ones stop: only a listener that keeps its name takes its port over\); keep that listener \(its name\) on the port and change it in place, or free the port in one reload and take it in the next \(EADDRINUSE\)$/,
+    );
+    assert.equal((await post(`http://127.0.0.1:${port}/in`, { n: 2 }, { connection: 'close' })).status, 200);
+  });
+
+  it('refuses a listener on the port the admin server leaves in the same reload, naming the admin server', async () => {
+    const [adminPort, otherPort] = [await freePort('127.0.0.1'), await freePort('127.0.0.1')];
+    const withAdmin = (admin: number, extra: string) =>
+      config(0, '127.0.0.1', '{"v": 1}').replace('admin: { port: 0 }', `admin: { port: ${admin}, host: 127.0.0.1 }`).replace('listeners:\n', `listeners:\n${extra}`);
+    await gw.start(withAdmin(adminPort, ''));
+    const line = await gw.reconfigure(withAdmin(otherPort, `  side: { kind: http, port: ${adminPort}, host: 127.0.0.1 }\n`));
+    assert.equal(line.msg, 'reload rejected; the running config keeps serving');
+    assert.match(String(line.diagnostic), /could not start listener 'side': cannot bind 127\.0\.0\.1:\d+: the admin server of the running config holds the port until this reload is done .*; free the port in one reload and take it in the next \(EADDRINUSE\)$/);
+    assert.equal((await fetch(`http://127.0.0.1:${adminPort}/healthz`)).status, 200);
+  });
+});
