@@ -160,3 +160,62 @@ routes:
     resumed.close();
   });
 });
+
+/**
+ * A route that reads records again which the stream already sent: its consumer after a rejoin (a
+ * member dropped at a broker's bounce, a crash) reads from its group's last commit, and here, as
+ * the deterministic stand-in, a reload moves the route to a new group that starts at the earliest
+ * offset. The stream may get those events again (at least once), but their ids never name an
+ * earlier position than one the client was sent, or a resume with the last id would replay what
+ * the client saw.
+ */
+describe('Server-Sent Events from a Kafka topic whose route reads records again', () => {
+  let kafka: KafkaCluster;
+  let topic: string;
+  before(async () => {
+    kafka = await startKafka({ brokers: 1 });
+    topic = kafka.topic('sse-again');
+    await kafka.createTopic(topic, 1);
+  });
+  const gw = useGateway(() => sseKafkaConfig(kafka, topic, 'sse-first'));
+  before(async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'stream', 20000);
+  });
+  after(async () => {
+    await kafka?.stop();
+  });
+  const publish = async (n: number) => {
+    const res = await fetch(gw.url('api', '/ticks'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ n, room: 'r' }) });
+    assert.equal(res.status, 200);
+  };
+
+  it('keeps the ids of events sent again at the position the client reached: a resume with the last id replays nothing it was sent', async () => {
+    const stream = await openStream(gw.url('api', '/ticks'));
+    for (let n = 0; n < 3; n++) await publish(n);
+    await eventually(() => assert.equal(stream.events().length, 3), 15000);
+    const from = gw.logs.length;
+    const again = sseKafkaConfig(kafka, topic, 'sse-second').replace(`group: sse-second }`, `group: sse-second, startFrom: earliest }`);
+    assert.notEqual(again, sseKafkaConfig(kafka, topic, 'sse-second'));
+    assert.equal((await gw.reconfigure(again)).msg, 'config reloaded');
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'stream', 20000, from);
+    await publish(3);
+    await eventually(() => assert.ok(stream.events().some((e) => JSON.parse(e.data).n === 3)), 20000);
+    const ns = stream.events().map((e) => JSON.parse(e.data).n as number);
+    assert.deepEqual(ns, [0, 1, 2, 0, 1, 2, 3], 'the records read again reach the stream again (at least once)');
+    const offsets = stream.events().map((e) => untagged(e.id));
+    assert.deepEqual(offsets, ['0:0', '0:1', '0:2', '0:2', '0:2', '0:2', '0:3'], 'event ids never go back');
+    const lastId = stream.events().at(-1)!.id!;
+    stream.close();
+    await publish(4);
+    const resumed = await openStream(gw.url('api', '/ticks'), { 'last-event-id': lastId });
+    await eventually(() => assert.ok(resumed.events().length >= 1), 15000);
+    await publish(5);
+    await eventually(() => assert.ok(resumed.events().some((e) => JSON.parse(e.data).n === 5)), 15000);
+    assert.deepEqual(
+      resumed.events().map((e) => JSON.parse(e.data).n),
+      [4, 5],
+      'the resume replays only what came after the last id',
+    );
+    resumed.close();
+  });
+});

@@ -494,7 +494,10 @@ export class SseStreams {
           seen = state.positions.get(route);
           // None yet, or of the source the route read before a reload changed it: not extended by this one's.
           if (seen?.tag !== tag) state.positions.set(route, (seen = { tag, at: new Map() }));
-          seen!.at.set(pos.partition, pos.offset);
+          // A record the route's consumer delivers again (from its group's last commit, after a
+          // rebalance or a crash) keeps the path's position: an id that went back would make the
+          // client's next resume replay what it was sent.
+          if (pos.offset > (seen!.at.get(pos.partition) ?? -1n)) seen!.at.set(pos.partition, pos.offset);
         }
         if (state.clients.size === 0) return Promise.resolve({ listener: this.listener, path, clients: 0 });
         const { event, data } = payload(msg, format);
