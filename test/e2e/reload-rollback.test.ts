@@ -159,7 +159,10 @@ describe('hot reload: a port the running config holds, asked for by a new listen
     await gw.start(withAdmin(adminPort, ''));
     const line = await gw.reconfigure(withAdmin(otherPort, `  side: { kind: http, port: ${adminPort}, host: 127.0.0.1 }\n`));
     assert.equal(line.msg, 'reload rejected; the running config keeps serving');
-    assert.match(String(line.diagnostic), /could not start listener 'side': cannot bind 127\.0\.0\.1:\d+: the admin server of the running config holds the port until this reload is done .*; free the port in one reload and take it in the next \(EADDRINUSE\)$/);
+    assert.match(
+      String(line.diagnostic),
+      /could not start listener 'side': cannot bind 127\.0\.0\.1:\d+: the admin server of the running config holds the port until this reload is done .*; free the port in one reload and take it in the next \(EADDRINUSE\)$/,
+    );
     assert.equal((await fetch(`http://127.0.0.1:${adminPort}/healthz`)).status, 200);
   });
 });
