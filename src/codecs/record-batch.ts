@@ -119,10 +119,19 @@ export function readBatchHeader(bytes: Buffer): BatchHeader {
   };
 }
 
-/** Throws ProtocolError when the batch's bytes do not match its CRC-32C. */
-export function verifyCrc(batch: RawBatch): void {
+/**
+ * Throws CorruptBatch when the batch's bytes (from its attributes on) do not match the CRC-32C it
+ * holds: bytes changed after their producer wrote them. Kafka's broker answers such a batch
+ * CORRUPT_MESSAGE, and Java's consumer (`check.crcs`) fails on it.
+ */
+export function verifyCrc(batch: Pick<RawBatch, 'bytes' | 'crc'>): void {
   const actual = crc32c(batch.bytes.subarray(CRC_FROM)) >>> 0;
-  if (actual !== batch.crc) throw new ProtocolError(`record batch CRC mismatch (${batch.crc.toString(16)} sent, ${actual.toString(16)} computed)`);
+  if (actual !== batch.crc) throw new CorruptBatch(`record batch CRC mismatch (${batch.crc.toString(16)} stored, ${actual.toString(16)} computed)`);
+}
+
+/** A batch whose bytes do not match its CRC-32C (verifyCrc). */
+export class CorruptBatch extends ProtocolError {
+  override name = 'CorruptBatch';
 }
 
 /** Reads a batch's records, decompressing them with its own codec. */

@@ -18,9 +18,11 @@ import kafkajs, {
 import { subscriptionRoundRobin } from '../../src/kinds/brokers/kafka/assigner.js';
 import { undecodable } from '../../src/kinds/brokers/kafka/stand-ins.js';
 import { clientConfig } from '../../src/kinds/brokers/kafka/clients.js';
+import { withBatchBound } from '../../src/kinds/brokers/kafka/codecs.js';
 import { createLogger } from '../../src/log.js';
 import { encodedBatch, kafkaSettings, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import type { KafkaRecord } from '../../src/codecs/record-batch.js';
+import { crc32c } from '../../src/codecs/crc32c.js';
 
 const require = createRequire(import.meta.url);
 /** kafkajs' queue of requests on one connection to a broker, with the gateway's fix (loaded after kinds/brokers/kafka/kafkajs.ts). */
@@ -346,7 +348,13 @@ function batchBytes(records: Buffer[]): Buffer {
   head.writeInt16BE(-1, 51);
   head.writeInt32BE(-1, 53);
   head.writeInt32BE(records.length, 57);
-  return Buffer.concat([head, body]);
+  return withCrc(Buffer.concat([head, body]));
+}
+
+/** `batch` with its CRC-32C (at 17, over its bytes from the attributes on) written again after a field changed. */
+function withCrc(batch: Buffer): Buffer {
+  batch.writeUInt32BE(crc32c(batch.subarray(21)) >>> 0, 17);
+  return batch;
 }
 
 /**
@@ -539,6 +547,7 @@ describe("kafkajs' record decoder", () => {
     ]);
     batch.writeBigInt64BE(100n, 0);
     batch.writeInt16BE(3, 21); // lz4, which these records are not
+    withCrc(batch);
     const { records } = await decodeBatch(new Decoder(batch));
     // One stand-in at the batch's first offset with its bytes, one at its last to move past it.
     assert.deepEqual(
@@ -576,7 +585,8 @@ describe("kafkajs' record batch decoder", () => {
     const batch = batchBytes(records);
     batch.writeBigInt64BE(10n, 0);
     set(batch);
-    return batch;
+    // Its CRC-32C matches the fields set (a damaged log or a hostile producer can write one).
+    return withCrc(batch);
   };
   const read = async (batch: Buffer) => (await decodeBatch(new Decoder(batch))).records.map((r) => [r.offset, undecodable(r)?.reason ?? String(r.value)]);
 
@@ -645,10 +655,41 @@ describe("kafkajs' record batch decoder", () => {
     const batch = await encodedBatch([record(0, 'a'), record(1, 'b')], 1);
     batch.writeInt32BE(3, 57);
     batch.writeInt32BE(2, 23);
+    withCrc(batch);
     assert.deepEqual(await read(batch), [
       ['0', 'the batch claims 3 records but holds 2'],
       ['2', 'the batch claims 3 records but holds 2'],
     ]);
+  });
+
+  // kafkajs never checked it: a batch whose bytes changed after their producer wrote them was delivered as it read.
+  it("stands in a batch whose bytes do not match its CRC-32C, naming the one stored and the one computed, as Java's consumer checks it", async () => {
+    const batch = damaged(() => undefined);
+    const stored = batch.readUInt32BE(17);
+    batch[batch.indexOf('v1')] = 'w'.charCodeAt(0); // after the CRC was written: one record's value
+    const computed = crc32c(batch.subarray(21)) >>> 0;
+    const reason = `record batch CRC mismatch (${stored.toString(16)} stored, ${computed.toString(16)} computed)`;
+    assert.deepEqual(await read(batch), [
+      ['10', reason],
+      ['12', reason],
+    ]);
+    // A compressed batch is checked before it is decompressed: the CRC covers its compressed bytes.
+    const gzip = await encodedBatch([record(0, 'a'), record(1, 'b')], 1);
+    gzip.writeInt32BE(gzip.readInt32BE(35 + 4) + 1, 35 + 4); // its max timestamp, which nothing else checks
+    assert.match(String((await read(gzip))[0]![1]), /^record batch CRC mismatch \([0-9a-f]+ stored, [0-9a-f]+ computed\)$/);
+  });
+
+  it('reads such a batch as it reads, unchecked, for a consumer whose checkCrcs is false', async () => {
+    const batch = damaged(() => undefined);
+    batch[batch.indexOf('v1')] = 'w'.charCodeAt(0);
+    const records = await withBatchBound({ maxBatchBytes: 1 << 20, checkCrcs: false }, () => read(batch));
+    assert.deepEqual(records, [
+      ['10', 'v0'],
+      ['11', 'w1'],
+      ['12', 'v2'],
+    ]);
+    // Beside it, a consumer checking them (the default) stands it in.
+    assert.equal((await withBatchBound({ maxBatchBytes: 1 << 20, checkCrcs: true }, () => read(batch))).length, 2);
   });
 
   // Nothing after such a length can be found: the fetch fails loudly (the consumer starts again), as kafkajs' RangeError did, not quietly as a cut tail would.

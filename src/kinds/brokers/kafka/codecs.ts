@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import kafkajs from './kafkajs.js';
+import kafkajs, { decideCrcChecks } from './kafkajs.js';
 import { CODEC_IDS, compress, decompress, DEFAULT_MAX_DECOMPRESSED_BYTES, type CodecName } from '../../../codecs/compression.js';
 import { UndecodableBatch } from './stand-ins.js';
 
@@ -40,6 +40,7 @@ export function registerCodecs(): void {
       },
     });
   }
+  decideCrcChecks(() => budgets.getStore()?.checkCrcs ?? true);
   for (const id of [5, 6, 7]) {
     table[id] = () => ({
       compress: () => Promise.reject(new Error(`codec id ${id} is not a Kafka codec`)),
@@ -62,7 +63,11 @@ export function registerCodecs(): void {
 class DecodeBudget {
   private used = 0;
   private full = false;
-  constructor(readonly maxBatchBytes: number) {}
+  /** `checkCrcs`: the consumer's `consumer.checkCrcs`, which travels with its budget (kafkajs.ts' decodeBatch asks it). */
+  constructor(
+    readonly maxBatchBytes: number,
+    readonly checkCrcs = true,
+  ) {}
 
   /** What the next batch may decompress to; throws (ending the partition's records) once the fetch is full. */
   allowance(): { maxBytes: number; first: boolean } {
@@ -91,10 +96,11 @@ const budgets = new AsyncLocalStorage<DecodeBudget>();
 
 /**
  * Runs `fn` (a consumer's connect and run) so that what it fetches decompresses to at most
- * `maxBytes` per batch and per fetch; the consumer must call newFetchBudget on FETCH_START.
+ * `maxBatchBytes` per batch and per fetch, its batches' CRC-32C checked unless `checkCrcs` is
+ * false; the consumer must call newFetchBudget on FETCH_START.
  */
-export function withBatchBound<T>(maxBytes: number, fn: () => T): T {
-  return budgets.run(new DecodeBudget(maxBytes), fn);
+export function withBatchBound<T>(consumer: { maxBatchBytes: number; checkCrcs: boolean }, fn: () => T): T {
+  return budgets.run(new DecodeBudget(consumer.maxBatchBytes, consumer.checkCrcs), fn);
 }
 
 /**
@@ -104,5 +110,5 @@ export function withBatchBound<T>(maxBytes: number, fn: () => T): T {
  */
 export function newFetchBudget(): void {
   const budget = budgets.getStore();
-  if (budget) budgets.enterWith(new DecodeBudget(budget.maxBatchBytes));
+  if (budget) budgets.enterWith(new DecodeBudget(budget.maxBatchBytes, budget.checkCrcs));
 }

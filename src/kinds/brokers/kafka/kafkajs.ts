@@ -4,7 +4,7 @@ import { hostAndPort } from './address.js';
 import { unknownTopic } from './leaders.js';
 import { batchStandInHeaders, recordStandInHeaders, UndecodableBatch } from './stand-ins.js';
 import { sleep } from '../../../core/within.js';
-import { BATCH_HEADER_BYTES, compressionOf, isControlBatch as controlBatch, readBatchHeader, RecordCursor } from '../../../codecs/record-batch.js';
+import { BATCH_HEADER_BYTES, compressionOf, isControlBatch as controlBatch, readBatchHeader, RecordCursor, verifyCrc } from '../../../codecs/record-batch.js';
 import { ProtocolError, Writer } from '../../../codecs/kafka-protocol/wire.js';
 
 const require = createRequire(import.meta.url);
@@ -136,6 +136,14 @@ const LOG_OVERHEAD = 12;
 const TRANSACTIONAL = 0x10;
 const TIMESTAMP_TYPE = 0x08;
 
+/** Whether the fetch being decoded checks its batches' CRC-32C: codecs.ts answers it per consumer (`consumer.checkCrcs`). */
+let checksCrcs: () => boolean = () => true;
+
+/** Sets who says whether a fetch's batches are checked (codecs.ts, which knows the consumer whose fetch is decoded). */
+export function decideCrcChecks(decide: () => boolean): void {
+  checksCrcs = decide;
+}
+
 /**
  * One record batch (magic 2) of a fetch response, in the shape kafkajs 2.2.4's batch decoder
  * (src/protocol/recordBatch/v0/decoder.js) gives it, read with the gateway's codec
@@ -144,7 +152,8 @@ const TIMESTAMP_TYPE = 0x08;
  * threw RangeError, failing the whole fetch (the consumer crashed and fetched it again, for ever);
  * an offset delta was taken as read, putting a record (and its commit) at a wrong offset. Here the
  * records must fill the section exactly as the count says, and their offset deltas rise and stay
- * within the batch's `lastOffsetDelta`, as Kafka's own consumer checks them; a batch that fails,
+ * within the batch's `lastOffsetDelta`, as Kafka's own consumer checks them, and its bytes match its
+ * CRC-32C (unless the consumer's `checkCrcs` is false); a batch that fails,
  * or that no codec can decompress (UndecodableBatch from codecs.ts), is handed over as stand-ins
  * (./stand-ins.ts), the rest of the fetch going on. Each record is read by decodeRecord above,
  * which stands in a record it cannot read on its own.
@@ -182,6 +191,8 @@ export async function decodeBatch(fetchReader: FetchReader) {
   const recordContext = { ...context, magicByte: header.magic };
   let section = bytes.subarray(BATCH_HEADER_BYTES);
   try {
+    // As Java's consumer does by default (`check.crcs`); kafkajs never checked it.
+    if (checksCrcs()) verifyCrc({ bytes, crc: header.crc });
     if (compressionOf(attributes) !== 0) {
       // kafkajs read a compressed batch claiming no records as none, without decompressing it.
       if (recordCount === 0) return { ...context, records: [] };

@@ -289,7 +289,7 @@ class Replay {
   private async fetch(nodeId: number, partitions: number[]): Promise<void> {
     const broker = await this.cluster.findBroker({ nodeId });
     const asked = new Map(partitions.map((p) => [p, this.position.get(p)!]));
-    const { responses } = await withBatchBound(this.settings.consumer.maxBatchBytes, () =>
+    const { responses } = await withBatchBound(this.settings.consumer, () =>
       broker.fetch({
         isolationLevel: READ_COMMITTED,
         maxWaitTime: this.settings.consumer.maxWaitMs,

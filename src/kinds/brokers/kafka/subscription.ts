@@ -125,7 +125,7 @@ export class KafkaSubscription {
 
   start(): void {
     // Every consumer of this loop decodes its fetches under the broker's bound on decompressed batches.
-    this.loop = withBatchBound(this.settings.consumer.maxBatchBytes, () => this.run());
+    this.loop = withBatchBound(this.settings.consumer, () => this.run());
   }
 
   /**
