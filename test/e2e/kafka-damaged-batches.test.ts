@@ -93,3 +93,77 @@ routes:
     assert.deepEqual(health, { ready: true });
   });
 });
+
+/**
+ * A record batch whose bytes do not match its CRC-32C: one value changed after its producer wrote
+ * the batch, as a damaged disk or a broken network card leaves it. A Kafka broker refuses it on
+ * produce (CORRUPT_MESSAGE), but librdkafka's mock cluster stores it as sent, as a log damaged
+ * afterwards would serve it. Java's consumer checks every batch's CRC (`check.crcs`, true by
+ * default); kafkajs never did, and the gateway delivered the damaged record as it read. Now the
+ * batch is undecodable (dead-lettered as its bytes), unless the broker's `consumer.checkCrcs` is false.
+ */
+describe('Kafka record batches whose bytes do not match their CRC-32C', () => {
+  let kafka: KafkaCluster;
+  const t = { src: '', copied: '', unchecked: '', dlq: '' };
+  let batch: Buffer;
+
+  before(async () => {
+    kafka = await startKafka({ brokers: 1 });
+    for (const k of Object.keys(t) as (keyof typeof t)[]) t[k] = kafka.topic(k);
+    for (const topic of Object.values(t)) await kafka.createTopic(topic, 1);
+    batch = await encodedBatch([record(0, '{"n":"held 1"}'), record(1, '{"n":"held 2"}'), record(2, '{"n":"held 3"}')]);
+    // After the CRC was written: "held 2" reads "hold 2".
+    batch[batch.indexOf('held 2') + 1] = 'o'.charCodeAt(0);
+    await produceTo(kafka.bootstrap, t.src, 0, '{"n":"before"}');
+    await produceBatch(kafka, t.src, 0, batch);
+    await produceTo(kafka.bootstrap, t.src, 0, '{"n":"after"}');
+  });
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+brokers:
+  kafka: { kind: kafka, brokers: "${kafka.bootstrap}", producer: { lingerMs: 1 }, consumer: ${kafka.consumerYaml} }
+  trusting: { kind: kafka, brokers: "${kafka.bootstrap}", producer: { lingerMs: 1 }, consumer: ${kafka.consumerYaml.replace(/ }$/, ', checkCrcs: false }')} }
+routes:
+  - name: checking
+    from: { broker: kafka, topic: ${t.src} }
+    to: { broker: kafka, topic: ${t.copied} }
+    deadletter: { broker: kafka, topic: ${t.dlq} }
+  - name: trusting
+    from: { broker: trusting, topic: ${t.src} }
+    to: { broker: trusting, topic: ${t.unchecked} }
+`,
+  );
+  after(async () => {
+    await kafka?.stop();
+  });
+
+  it('dead-letters such a batch whole, as its bytes, naming the CRC stored and the one computed, and copies the records after it', async () => {
+    const copied = await kcatConsume(kafka.bootstrap, t.copied, 2, 30000);
+    assert.deepEqual(
+      copied.map((r) => JSON.parse(r.value!).n),
+      ['before', 'after'],
+    );
+    const [dead] = await deadLetters(kafka, t.dlq, 1);
+    assert.deepEqual(JSON.parse(String(dead!.headers!._eventgate_source)), { topic: t.src, partition: 0, offset: '1', lastOffset: '3' });
+    const error = JSON.parse(String(dead!.headers!._eventgate_error));
+    assert.equal(error.code, 'EG_UNDECODABLE_BATCH');
+    const stored = batch.readUInt32BE(17).toString(16);
+    const computed = (crc32c(batch.subarray(21)) >>> 0).toString(16);
+    assert.equal(error.detail, `a record batch could not be decoded: record batch CRC mismatch (${stored} stored, ${computed} computed)`);
+    const served = Buffer.from(batch);
+    served.writeBigInt64BE(1n, 0);
+    assert.deepEqual(dead!.value, served);
+    await eventually(async () => assert.equal((await committedOffsets(kafka.bootstrap, 'eventgate-checking', t.src))[0], '5'), 15000, 200);
+    assert.deepEqual((await gw.status()).routes.find((r: { name: string }) => r.name === 'checking').consumer, { ready: true });
+  });
+
+  it('delivers its records as they read on a broker whose consumer.checkCrcs is false, as earlier releases did', async () => {
+    const copied = await kcatConsume(kafka.bootstrap, t.unchecked, 5, 30000);
+    assert.deepEqual(
+      copied.map((r) => JSON.parse(r.value!).n),
+      ['before', 'held 1', 'hold 2', 'held 3', 'after'],
+    );
+  });
+});
