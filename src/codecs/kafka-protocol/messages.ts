@@ -19,6 +19,7 @@ export const ApiKey = {
 
 export const ErrorCode = {
   NONE: 0,
+  CORRUPT_MESSAGE: 2,
   MESSAGE_TOO_LARGE: 10,
   NOT_ENOUGH_REPLICAS: 19,
   NOT_ENOUGH_REPLICAS_AFTER_APPEND: 20,

@@ -16,6 +16,7 @@
  */
 import {
   compressionOf,
+  CorruptBatch,
   encodeBatch,
   isControlBatch,
   readRecords,
@@ -146,6 +147,9 @@ export function governProduce(header: RequestHeader, body: Buffer, ctx: GovernCo
     let changed = false;
     /** Every refusal is a dead-letter topic that did not acknowledge (possible only with `to`): the client may retry. */
     let unavailableOnly = true;
+    /** Every refusal is of batches whose bytes do not match their CRC-32C (or unavailable): the client may send them again. */
+    let corruptOnly = true;
+    let corrupt = false;
     await Promise.all(
       routed.flatMap(({ topic, partitions, route }) =>
         partitions.map(async (p) => {
@@ -155,6 +159,8 @@ export function governProduce(header: RequestHeader, body: Buffer, ctx: GovernCo
             refused.set(`${topic}\0${p.index}`, result.refused);
             first ??= { route: route.name, topic, partition: p.index, reason: result.refused.message };
             unavailableOnly &&= result.unavailable === true;
+            corruptOnly &&= result.unavailable === true || result.corrupt === true;
+            corrupt ||= result.corrupt === true;
           } else if (result.records !== p.records) {
             p.records = result.records;
             changed = true;
@@ -165,7 +171,9 @@ export function governProduce(header: RequestHeader, body: Buffer, ctx: GovernCo
     if (refused.size > 0) {
       const notWritten: RecordsAnswer = { written: false, outcome: 'rejected', problem: problem('EG_PRODUCE_REFUSED', 'not written: another record of this produce request was refused') };
       for (const { route, records } of checked) route.settleRecords?.(records, notWritten);
-      const code = unavailableOnly ? ErrorCode.NOT_ENOUGH_REPLICAS : ErrorCode.INVALID_RECORD;
+      // A corrupted batch is answered as a Kafka broker answers it (CORRUPT_MESSAGE, which clients
+      // retry: the bytes may have been damaged on the way), unless a route refused a record.
+      const code = unavailableOnly ? ErrorCode.NOT_ENOUGH_REPLICAS : corruptOnly && corrupt ? ErrorCode.CORRUPT_MESSAGE : ErrorCode.INVALID_RECORD;
       if (first) ctx.refused?.({ ...first, remoteAddress: ctx.remoteAddress, error: errorName(code), acks: req.acks });
       const fallback = 'not written: another record of this produce request was refused';
       // Topics no route names pass through unchanged (spec §2), whatever a governed topic beside
@@ -312,8 +320,9 @@ function deliverSet(route: RouteEntry, set: CheckedRecords, ctx: GovernContext):
 /**
  * `checked`: the records the route judged (settled later, whatever the result). `unavailable`:
  * every refused record failed only because a broker did not acknowledge (its dead-letter topic).
+ * `corrupt`: the partition was refused only for batches whose bytes do not match their CRC-32C.
  */
-type PartitionResult = ({ records: Buffer | null } | { refused: PartitionError; unavailable?: boolean }) & { checked?: { messages: (Message | undefined)[]; outcomes: Outcome[] } };
+type PartitionResult = ({ records: Buffer | null } | { refused: PartitionError; unavailable?: boolean; corrupt?: boolean }) & { checked?: { messages: (Message | undefined)[]; outcomes: Outcome[] } };
 
 async function governPartition(topic: string, p: ProducePartition, route: RouteEntry, ctx: GovernContext): Promise<PartitionResult> {
   if (p.records === null || p.records.length === 0) return { records: p.records };
@@ -324,11 +333,13 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
     // broker checks the others.
     batches = splitBatches(p.records, { checkCrc: route.delivers === true });
   } catch (err) {
-    return { refused: { recordErrors: [], message: `route '${route.name}' cannot read these records: ${(err as Error).message}` } };
+    return { refused: { recordErrors: [], message: `route '${route.name}' cannot read these records: ${(err as Error).message}` }, corrupt: err instanceof CorruptBatch };
   }
   const recordErrors: { index: number; message: string }[] = [];
   /** Of those, records that failed because a broker did not acknowledge (503). */
   let unavailable = 0;
+  /** Of those, batches refused for a CRC-32C that does not match their bytes. */
+  let corrupt = 0;
   const judged: ({ messages: (Message | undefined)[]; outcomes: Outcome[] } | undefined)[] = new Array(batches.length);
   const rebuilt: (Buffer | undefined)[] = await Promise.all(
     batches.map(async (batch, b) => {
@@ -445,6 +456,7 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
         verifyCrc(batch);
       } catch (err) {
         recordErrors.push({ index: 0, message: (err as Error).message });
+        corrupt++;
         return undefined;
       }
       return encodeBatch(batch, edited, ctx.compression).catch((err: Error) => {
@@ -458,7 +470,12 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
   if (recordErrors.length > 0) {
     const first = recordErrors[0]!;
     const more = recordErrors.length > 1 ? ` (and ${recordErrors.length - 1} more)` : '';
-    return { refused: { recordErrors, message: `route '${route.name}' refused record ${first.index}: ${first.message}${more}` }, unavailable: unavailable === recordErrors.length, checked };
+    return {
+      refused: { recordErrors, message: `route '${route.name}' refused record ${first.index}: ${first.message}${more}` },
+      unavailable: unavailable === recordErrors.length,
+      corrupt: corrupt === recordErrors.length,
+      checked,
+    };
   }
   if (rebuilt.every((b) => b === undefined)) return { records: p.records, checked };
   return { records: Buffer.concat(batches.map((b, i) => rebuilt[i] ?? b.bytes)), checked };
