@@ -692,6 +692,39 @@ describe("kafkajs' record batch decoder", () => {
     assert.equal((await withBatchBound({ maxBatchBytes: 1 << 20, checkCrcs: true }, () => read(batch))).length, 2);
   });
 
+  // The header's lastOffsetDelta is as untrusted as the rest of a batch that failed: the last
+  // stand-in sat at its first offset + that delta, committing far past the batch, or none was made.
+  it("bounds an undecodable batch's last offset by the next batch of the fetch, when its header's is past it or negative", async () => {
+    const next = damaged((b) => b.writeBigInt64BE(13n, 0));
+    const standIns = async (delta: number) => {
+      const bad = damaged(() => undefined);
+      bad.writeInt32BE(delta, 23); // after its CRC: the batch fails it
+      const records = await decodeMessages(new Decoder(recordsField([bad, next])));
+      return records.map((r) => [r.offset, undecodable(r) ? (undecodable(r)!.lastOffset ?? 'last stand-in') : String(r.value)]);
+    };
+    const bounded = [
+      ['10', '12'],
+      ['12', 'last stand-in'],
+      ['13', 'v0'],
+      ['14', 'v1'],
+      ['15', 'v2'],
+    ];
+    assert.deepEqual(await standIns(1_000_000), bounded);
+    assert.deepEqual(await standIns(-1), bounded);
+    // Within the bound the header's is kept (a compacted batch may end before the next begins).
+    assert.deepEqual((await standIns(1)).slice(0, 2), [
+      ['10', '11'],
+      ['11', 'last stand-in'],
+    ]);
+    // The fetch's last batch has no bound: the header's stands, as before.
+    const alone = damaged(() => undefined);
+    alone.writeInt32BE(1_000_000, 23);
+    assert.deepEqual(
+      (await decodeBatch(new Decoder(alone))).records.map((r) => r.offset),
+      ['10', '1000010'],
+    );
+  });
+
   // Nothing after such a length can be found: the fetch fails loudly (the consumer starts again), as kafkajs' RangeError did, not quietly as a cut tail would.
   it("fails the fetch, saying why, at a batch length below 0 or shorter than a batch's header", async () => {
     await assert.rejects(decodeMessages(new Decoder(recordsField([damaged((b) => b.writeInt32BE(-1, 8))]))), {

@@ -213,7 +213,7 @@ export async function decodeBatch(fetchReader: FetchReader) {
     return { ...context, records };
   } catch (err) {
     if (!(err instanceof UndecodableBatch) && !(err instanceof ProtocolError)) throw err;
-    return { ...context, records: batchStandIns(bytes, recordContext, err.message) };
+    return { ...context, records: batchStandIns(bytes, recordContext, err.message, lastDeltaBound(buffer, from + bytes.length, header.baseOffset)) };
   }
 }
 
@@ -222,8 +222,11 @@ export async function decodeBatch(fetchReader: FetchReader) {
  * a dead-letter write may outlive the fetch), and one at its last offset, so that committing it
  * moves past the whole batch. Not one per record the batch claims: the count may be what is wrong.
  */
-function batchStandIns(bytes: Buffer, context: RecordBatchContext & { lastOffsetDelta: number }, reason: string) {
-  const headers = batchStandInHeaders(reason);
+function batchStandIns(bytes: Buffer, context: RecordBatchContext & { lastOffsetDelta: number }, reason: string, bound: number | undefined) {
+  // The header's last offset delta is one of the fields that failed (a damaged one committed far
+  // past the batch, or, negative, short of it): the next batch of the fetch says where this one ends.
+  const lastOffsetDelta = bound !== undefined && (context.lastOffsetDelta < 0 || context.lastOffsetDelta > bound) ? bound : context.lastOffsetDelta;
+  const headers = batchStandInHeaders(reason, Long.fromValue(context.firstOffset).add(Math.max(lastOffsetDelta, 0)).toString());
   const timestamp = context.timestampType === LOG_APPEND_TIME ? context.maxTimestamp : context.firstTimestamp;
   const at = (delta: number, value: Buffer | null) => ({
     magicByte: context.magicByte,
@@ -238,8 +241,20 @@ function batchStandIns(bytes: Buffer, context: RecordBatchContext & { lastOffset
     batchContext: context,
   });
   const standIns = [at(0, Buffer.from(bytes))];
-  if (context.lastOffsetDelta > 0) standIns.push(at(context.lastOffsetDelta, null));
+  if (lastOffsetDelta > 0) standIns.push(at(lastOffsetDelta, null));
   return standIns;
+}
+
+/**
+ * The most a batch ending at `end` of the fetch's records can span past its first offset: up to one
+ * before the base offset of the batch after it (whole or a cut tail: 8 bytes tell it), or
+ * undefined when it is the fetch's last or that offset is not after its own.
+ */
+function lastDeltaBound(records: Buffer, end: number, baseOffset: bigint): number | undefined {
+  if (records.length - end < 8) return undefined;
+  const room = records.readBigInt64BE(end) - baseOffset - 1n;
+  if (room < 0n) return undefined;
+  return room > 0x7fffffffn ? 0x7fffffff : Number(room);
 }
 
 const FILTER_ABORTED = 'kafkajs/src/consumer/filterAbortedMessages';

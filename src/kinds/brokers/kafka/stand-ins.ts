@@ -14,6 +14,7 @@ import type { KafkaMessage } from 'kafkajs';
 /** Headers of a batch's and a record's stand-ins: random per process, so no record from a topic can pose as one. */
 const BATCH_MARKER = `eventgate-undecodable-${randomBytes(8).toString('hex')}`;
 const RECORD_MARKER = `${BATCH_MARKER}-record`;
+const LAST_OFFSET = `${BATCH_MARKER}-last-offset`;
 
 /** What a stand-in stands for, as the subscription learns of it. */
 export interface StandIn {
@@ -22,13 +23,9 @@ export interface StandIn {
   reason: string;
   /** The bytes as the cluster sent them: a batch's on its first stand-in only, a record's on its own. */
   bytes: Buffer | undefined;
-  /** With `bytes`: the last offset the batch covers, as its header says (a record's is its own offset). */
+  /** With `bytes`: the last offset the batch covers, as its header says, bounded by the next batch of its fetch (a record's is its own offset). */
   lastOffset?: string;
 }
-
-/** Where a v2 batch's header holds its first offset (int64) and its last offset's delta from it (int32), as in codecs.ts' layout. */
-const AT_FIRST_OFFSET = 0;
-const AT_LAST_OFFSET_DELTA = 23;
 
 /**
  * A codec's answer for a batch it cannot decompress (corrupt, past its bound, a codec id Kafka does
@@ -38,9 +35,9 @@ export class UndecodableBatch extends Error {
   override name = 'UndecodableBatch';
 }
 
-/** The headers of a batch's stand-ins. */
-export function batchStandInHeaders(reason: string): Record<string, Buffer> {
-  return { [BATCH_MARKER]: Buffer.from(reason) };
+/** The headers of a batch's stand-ins: why, and the last offset the batch covers (its header's, or bounded by the next batch). */
+export function batchStandInHeaders(reason: string, lastOffset: string): Record<string, Buffer> {
+  return { [BATCH_MARKER]: Buffer.from(reason), [LAST_OFFSET]: Buffer.from(lastOffset) };
 }
 
 /** The headers of a record's stand-in. */
@@ -55,9 +52,9 @@ export function undecodable(message: KafkaMessage): StandIn | undefined {
   const batch = headers[BATCH_MARKER];
   if (batch !== undefined) {
     const bytes = message.value ?? undefined;
-    // From the batch itself: kafkajs' Batch.lastOffset() is the last of the whole fetch, which on a
-    // cluster holds the batches after it too.
-    const lastOffset = bytes && String(bytes.readBigInt64BE(AT_FIRST_OFFSET) + BigInt(bytes.readInt32BE(AT_LAST_OFFSET_DELTA)));
+    // From the batch decoder, not kafkajs' Batch.lastOffset(): that is the last of the whole fetch,
+    // which on a cluster holds the batches after it too.
+    const lastOffset = bytes && String(headers[LAST_OFFSET]);
     return { unit: 'batch', reason: String(batch), bytes, lastOffset };
   }
   const record = headers[RECORD_MARKER];
