@@ -376,7 +376,13 @@ export class HttpListener implements ListenerRuntime {
   }
 
   status() {
-    return { inFlight: this.inFlight, eventStreams: this.streams.count(), eventStreamPaths: this.streams.countByPath(), slowStreamsClosed: this.streams.slowClientsClosed };
+    return {
+      inFlight: this.inFlight,
+      eventStreams: this.streams.count(),
+      eventStreamPaths: this.streams.countByPath(),
+      slowStreamsClosed: this.streams.slowClientsClosed,
+      eventStreamReplays: this.streams.replays,
+    };
   }
 
   /**

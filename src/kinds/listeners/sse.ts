@@ -76,6 +76,11 @@ interface SseClient extends BatchClient {
   /** The bytes of `held`'s frames: over the send bound, the client is cut off as one that does not read. */
   heldBytes: number;
   /**
+   * While it is replayed: a heartbeat found it over the send bound, and it has not read down to the
+   * bound since. The next heartbeat that finds it so cuts it off (beat()).
+   */
+  stalled: boolean;
+  /**
    * After a resume, the positions the client has seen that the path's live events have not reached
    * yet (a replay can read past what the route's consumer delivered so far): live events up to them
    * are not sent again, and the ids of the others carry them. Undefined once the live events caught up.
@@ -156,11 +161,11 @@ export class SseStreams {
   private heartbeat: NodeJS.Timeout | undefined;
   private static readonly HEARTBEAT = Buffer.from(': heartbeat\n\n');
   /** Writes the heartbeats a slice of clients per turn (a write each: thousands in one turn held events back). */
-  private readonly heartbeats = new SlicedSweep<SseClient>((c) => {
-    if (!c.held) this.write(c, SseStreams.HEARTBEAT);
-  });
+  private readonly heartbeats = new SlicedSweep<SseClient>((c) => this.beat(c));
   /** Clients cut off for reading too slowly, since the listener started (for status and tests). */
   slowClientsClosed = 0;
+  /** Resumes under way (replays and the live events held behind them), for status and tests. */
+  replays = 0;
 
   constructor(
     private readonly listener: string,
@@ -246,6 +251,7 @@ export class SseStreams {
       expiry: undefined,
       held: undefined,
       heldBytes: 0,
+      stalled: false,
       ahead: undefined,
       values: pathParameters(path).map((n) => params[n] ?? ''),
       batchSkip: 0,
@@ -276,7 +282,7 @@ export class SseStreams {
       // Routes that fed this path when the id was given and no longer do (a reload removed them).
       if (point.gone.length > 0)
         this.write(client, sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: true, reason: `no longer feeding this stream, left out: ${point.gone.join(', ')}` }) }));
-      void this.resume(client, sources, point.from);
+      void this.replay(client, sources, point.from);
     } else
       this.write(
         client,
@@ -317,6 +323,16 @@ export class SseStreams {
     }
     const [route] = sources.keys();
     return route !== undefined ? { from: new Map([[route, seen]]), gone: [] } : undefined;
+  }
+
+  /** resume(), counted while it runs (its sources' reads are ended by the time it is not). */
+  private async replay(client: SseClient, sources: ReadonlyMap<string, ReplaySource>, after: SourcePositions): Promise<void> {
+    this.replays++;
+    try {
+      await this.resume(client, sources, after);
+    } finally {
+      this.replays--;
+    }
   }
 
   /**
@@ -424,9 +440,29 @@ export class SseStreams {
         const timer = setTimeout(done, REPLAY_RECHECK_MS);
       });
     }
-    if (!res.destroyed && !res.writableEnded) return true;
+    if (!res.destroyed && !res.writableEnded) {
+      client.stalled = false;
+      return true;
+    }
     client.held = undefined;
     return false;
+  }
+
+  /**
+   * A heartbeat. A live client gets it as an event (cut off when over the bound). A client being
+   * replayed is written to as it reads (roomFor), so it is over the bound whenever it reads slower
+   * than the replay is read, and only one that stays over it for a whole heartbeat interval,
+   * having read nothing down to the bound meanwhile, has stopped reading: it is cut off then, as a
+   * live client over the bound. Skipped, such a client kept its replay open for good on a quiet
+   * path (one read in memory, a Kafka replay, a JetStream consumer): nothing else reaches it.
+   * Under the bound it gets the heartbeat (its replay may be waiting for a broker's read).
+   */
+  private beat(c: SseClient): void {
+    if (!c.held || c.out.unsent <= this.options.maxBufferedBytes) {
+      c.stalled = false;
+      this.write(c, SseStreams.HEARTBEAT);
+    } else if (c.stalled) this.cutOff(c, c.out.unsent);
+    else c.stalled = true;
   }
 
   /** Writes to one client now, after the live events this turn's batch holds for it. */

@@ -55,8 +55,19 @@ export async function readStream(nc: NatsConnection, jsm: JetStreamManager, stre
 /**
  * The ordered consumer's messages up to sequence `last` (or one after which the filter has nothing
  * more: it was removed meanwhile), a pull per chunk; each pull continues where the last ended.
+ * Done or ended early (the client gone), the consumer is deleted: left, the server kept it for
+ * its inactivity threshold (nats.js' ordered consumers: 5 minutes), one per resume.
  */
 async function* pulls(consumer: Consumer, stream: string, from: number, last: number, toMessage: (m: JsMsg) => Message): AsyncGenerator<RetainedChunk> {
+  try {
+    yield* pulled(consumer, stream, from, last, toMessage);
+  } finally {
+    await consumer.delete().catch(() => false);
+  }
+}
+
+/** pulls() without the deletion: the pulls themselves. */
+async function* pulled(consumer: Consumer, stream: string, from: number, last: number, toMessage: (m: JsMsg) => Message): AsyncGenerator<RetainedChunk> {
   let next = from;
   for (;;) {
     const asked = Math.min(REPLAY_CHUNK_MESSAGES, last - next + 1);

@@ -1,0 +1,157 @@
+import assert from 'node:assert/strict';
+import { get, type IncomingMessage } from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import { connect, type NatsConnection } from 'nats';
+import { eventually, useGateway, type GatewayFixture } from '../helpers/gateway.js';
+import { runProcess, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { readyz } from '../helpers/outage.js';
+import { startNats, type MessageServer } from '../helpers/servers.js';
+
+/**
+ * A client that stops reading in the middle of its resume's replay, on a path where nothing live
+ * arrives: its replay waits for it to read, holding one read of the backlog (and a Kafka replay, a
+ * JetStream consumer). Heartbeats skipped clients being replayed and no live event came to pile
+ * up behind the replay, so nothing cut it off: the replay stayed open for as long as the client
+ * kept its connection. Now a heartbeat that finds it over the send bound a second time, having
+ * read nothing down to it between, cuts it off as a live client over the bound.
+ */
+const VALUE_BYTES = 7 * 1024;
+/** Far more than the loopback sockets' buffers take from a client that does not read (a few MB). */
+const BACKLOG = 1600;
+const BOUND = 64 * 1024;
+const HEARTBEAT_MS = 200;
+const value = (n: number) => JSON.stringify({ n, pad: 'x'.repeat(VALUE_BYTES) });
+
+const listener = `api: { kind: http, port: 0, events: { maxBufferedBytes: ${BOUND}, heartbeatMs: ${HEARTBEAT_MS} } }`;
+
+describe('SSE over Kafka: a client that stops reading mid-replay on a quiet path', () => {
+  const PARTITIONS = 4;
+  let kafka: KafkaCluster | undefined;
+  let topic = '';
+  before(async () => {
+    kafka = await startKafka();
+    topic = kafka.topic('sse-replay-stalled');
+    await kafka.createTopic(topic, PARTITIONS);
+    // Before the gateway starts: its route reads from the end, so only the replay reads these (and nothing live comes).
+    for (let p = 0; p < PARTITIONS; p++) {
+      const lines = Array.from({ length: BACKLOG / PARTITIONS }, (_, n) => `${value(n)}\n`).join('');
+      const r = await runProcess('kcat', ['-P', '-b', kafka.bootstrap, '-t', topic, '-p', String(p), '-q'], lines, 60000);
+      assert.equal(r.code, 0, r.stderr);
+    }
+  });
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+brokers:
+  kafka:
+    kind: kafka
+    brokers: ["${kafka!.bootstrap}"]
+    consumer: ${kafka!.consumerYaml}
+listeners:
+  ${listener}
+routes:
+  - name: stream
+    from: { broker: kafka, topic: ${topic} }
+    to: { listener: api, path: /stream }
+`,
+  );
+  before(async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'stream', 20000);
+  });
+  after(async () => {
+    await kafka?.stop();
+  });
+
+  it('is cut off as a slow live client, and its replay ends', { timeout: 90_000 }, async () => {
+    const from = Array.from({ length: PARTITIONS }, (_, p) => `${p}:0`).join(',');
+    await stallAndCut(gw, gw.url('api', '/stream'), from);
+  });
+});
+
+describe('SSE over JetStream: a client that stops reading mid-replay on a quiet path', () => {
+  let nats: MessageServer | undefined;
+  let nc: NatsConnection | undefined;
+  before(async () => {
+    nats = await startNats();
+  });
+  after(async () => {
+    await nc?.close();
+    nats?.stop();
+  });
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+brokers:
+  nats:
+    kind: nats
+    servers: ${nats!.url}
+    streams:
+      STALLED: { subjects: ["st.>"] }
+listeners:
+  ${listener}
+routes:
+  - name: stream
+    from: { broker: nats, topic: st.made }
+    to: { listener: api, path: /stream }
+`,
+  );
+  before(async () => {
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 30_000);
+    nc = await connect({ servers: nats!.url });
+    const js = nc.jetstream();
+    // Stored before the client comes: the route delivers them to a path without clients, and the replay reads them back.
+    for (let n = 0; n < BACKLOG; n++) await js.publish('st.made', value(n));
+  });
+
+  it('is cut off as a slow live client, its replay ends and its consumer is deleted', { timeout: 90_000 }, async () => {
+    const jsm = await nc!.jetstreamManager();
+    const consumers = async () => (await jsm.streams.info('STALLED')).state.consumer_count;
+    // The route's own durable consumer.
+    const before = await consumers();
+    await stallAndCut(gw, gw.url('api', '/stream'), '0:1');
+    await eventually(async () => assert.equal(await consumers(), before, 'the replay deleted its ordered consumer'), 10_000);
+  });
+});
+
+/**
+ * Resumes from `lastId`, reads a few events and stops reading: the gateway cuts the stream off at
+ * a heartbeat (as it cuts a live client over the bound: the log line and the count), its replay
+ * ends (`eventStreamReplays` back to 0), and the client, reading again, finds its socket closed
+ * short of the backlog.
+ */
+async function stallAndCut(gw: GatewayFixture, url: string, lastId: string): Promise<void> {
+  const listenerStatus = async () =>
+    ((await gw.status()) as { listeners: { name: string; eventStreams: number; eventStreamReplays: number; slowStreamsClosed: number }[] }).listeners.find((l) => l.name === 'api')!;
+  assert.equal((await listenerStatus()).eventStreamReplays, 0);
+  const res = await new Promise<IncomingMessage>((resolve, reject) => {
+    get(url, { agent: false, headers: { accept: 'text/event-stream', 'last-event-id': lastId } }, resolve).on('error', reject);
+  });
+  assert.equal(res.statusCode, 200);
+  let events = 0;
+  let text = '';
+  res.setEncoding('utf8');
+  res.on('data', (chunk: string) => {
+    text += chunk;
+    const blocks = text.split('\n\n');
+    text = blocks.pop()!;
+    events += blocks.filter((b) => /^data: \{"n"/m.test(b)).length;
+  });
+  const closed = new Promise<void>((resolve) => res.on('close', () => resolve()));
+  res.on('error', () => {});
+  await eventually(() => assert.ok(events >= 20, `the replay began (${events} events)`), 30_000);
+  res.pause();
+  assert.equal((await listenerStatus()).eventStreamReplays, 1, 'its replay is under way');
+
+  await eventually(async () => {
+    const s = await listenerStatus();
+    assert.deepEqual([s.eventStreams, s.eventStreamReplays, s.slowStreamsClosed], [0, 0, 1], 'the stream cut off, its replay ended');
+  }, 30_000);
+  const cut = gw.logs.find((l) => l.msg === 'event stream client too slow; disconnecting');
+  assert.ok(cut, 'logged as a slow client');
+  assert.match(await (await fetch(`${gw.adminUrl}/metrics`)).text(), /^eventgate_slow_clients_disconnected_total\{[^}]*listener="api"[^}]*\} 1$/m);
+  res.resume();
+  await closed;
+  assert.ok(events < BACKLOG - 1, `the client got ${events} of the ${BACKLOG - 1} events its replay had`);
+}
