@@ -171,7 +171,7 @@ routes:
     }
   });
 
-  it('replays more than one pull of the stream (128 messages a pull) whole and in order, then goes live', { timeout: 120_000 }, async () => {
+  it('replays more than one pull of the stream (100 messages a pull) whole and in order, then goes live', { timeout: 120_000 }, async () => {
     const first = await openStream(gw.url('api', '/made'));
     await publish('made', 1000);
     await eventually(() => assert.equal(first.events().length, 1), 10_000);

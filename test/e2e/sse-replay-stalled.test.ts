@@ -91,10 +91,14 @@ brokers:
       STALLED: { subjects: ["st.>"] }
 listeners:
   ${listener}
+  quiet: { kind: http, port: 0 }
 routes:
   - name: stream
     from: { broker: nats, topic: st.made }
     to: { listener: api, path: /stream }
+  - name: big
+    from: { broker: nats, topic: st.big }
+    to: { listener: quiet, path: /big }
 `,
   );
   before(async () => {
@@ -112,6 +116,61 @@ routes:
     const before = await consumers();
     await stallAndCut(gw, gw.url('api', '/stream'), '0:1');
     await eventually(async () => assert.equal(await consumers(), before, 'the replay deleted its ordered consumer'), 10_000);
+  });
+
+  it('pulls a replay 1 MiB at a time, a message larger than that alone', { timeout: 90_000 }, async () => {
+    const js = nc!.jetstream();
+    // 800 KB messages: a pull of 128 (the count that bounded a pull before) held 100 MB. One over
+    // 1 MiB as the server counts it (with its subject and reply) is pulled alone.
+    const sizes = [...Array.from({ length: 40 }, () => 800_000), 1_048_570, ...Array.from({ length: 40 }, () => 800_000)];
+    const seqs: number[] = [];
+    for (const [n, size] of sizes.entries()) seqs.push((await js.publish('st.big', JSON.stringify({ n, pad: 'x'.repeat(size - 20) }))).seq);
+    const jsm = await nc!.jetstreamManager();
+    const replayConsumer = async () => {
+      for await (const c of jsm.consumers.list('STALLED')) if (c.config.durable_name === undefined) return c;
+      return undefined;
+    };
+    const after = `0:${seqs[0]! - 1}`;
+    const res = await new Promise<IncomingMessage>((resolve, reject) => {
+      get(gw.url('quiet', '/big'), { agent: false, headers: { accept: 'text/event-stream', 'last-event-id': after } }, resolve).on('error', reject);
+    });
+    try {
+      const ns: number[] = [];
+      let text = '';
+      let stopped = false;
+      let first!: () => void;
+      const firstEvent = new Promise<void>((resolve) => (first = resolve));
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        text += chunk;
+        const blocks = text.split('\n\n');
+        text = blocks.pop()!;
+        for (const b of blocks) {
+          const m = /^data: \{"n":(\d+)/m.exec(b);
+          if (m) ns.push(Number(m[1]));
+        }
+        if (ns.length > 0 && !stopped) {
+          stopped = true;
+          res.pause();
+          first();
+        }
+      });
+      await firstEvent;
+      // The replay has pulled what the client took, what the sockets between hold (a few MB at most) and one pull more.
+      const c = await replayConsumer();
+      assert.ok(c, 'the replay reads through a consumer of its own');
+      const pulled = c.delivered.stream_seq - seqs[0]! + 1;
+      assert.ok(pulled < sizes.length / 2, `the replay pulled ${pulled} of ${sizes.length} messages for a client that read ${ns.length}`);
+      res.resume();
+      await eventually(() => assert.equal(ns.length, sizes.length), 60_000);
+      assert.deepEqual(
+        ns,
+        sizes.map((_, n) => n),
+        'every message once, in order, the large one too',
+      );
+    } finally {
+      res.destroy();
+    }
   });
 });
 

@@ -6,8 +6,17 @@ import { chunksOf, FOREIGN_POSITIONS, namesNoPartitionOf, type Retained, type Re
 export const MAX_REPLAY_MESSAGES = 10_000;
 /** A pull of a replay that has not brought its messages by then gives up (the client streams from now). */
 const REPLAY_TIMEOUT_MS = 30_000;
-/** Messages pulled at a time, as the replay's caller asks for them (Retained.chunks). */
-const REPLAY_CHUNK_MESSAGES = 128;
+/**
+ * What one pull may bring, as the replay's caller asks for them (Retained.chunks), in bytes (as
+ * the server counts a message: subject, reply, headers and payload), and PULL_MESSAGES. A count alone (128 messages) let a pull of 1 MB messages hold 128 MB.
+ */
+const REPLAY_PULL_BYTES = 1024 * 1024;
+/**
+ * The messages nats.js asks of a pull bounded in bytes. When that many come within the bytes the
+ * server ends the pull without a status, and nats.js' fetch waits for the pull's expiry (it
+ * counts the bytes not taken as pending): the replay leaves the pull after the last of them.
+ */
+const PULL_MESSAGES = 100;
 
 /**
  * What an event-stream client missed on a JetStream subject (or filter): the stream's messages of
@@ -16,7 +25,7 @@ const REPLAY_CHUNK_MESSAGES = 128;
  * consumer of the replay's own (ephemeral, no acknowledgements): the route's durable consumer and
  * what it has acknowledged are not touched. Nothing to read back is found without waiting: the
  * last message of the filter is asked for first (`last_by_subj`), and the read stops there. The
- * messages are pulled REPLAY_CHUNK_MESSAGES at a time, each pull when the caller asks for it.
+ * messages are pulled REPLAY_PULL_BYTES at a time, each pull when the caller asks for it.
  */
 export async function readStream(nc: NatsConnection, jsm: JetStreamManager, stream: string, filter: string, after: ReadonlyMap<number, bigint>, toMessage: (m: JsMsg) => Message): Promise<Retained> {
   const { state } = await jsm.streams.info(stream);
@@ -66,23 +75,38 @@ async function* pulls(consumer: Consumer, stream: string, from: number, last: nu
   }
 }
 
-/** pulls() without the deletion: the pulls themselves. */
+/**
+ * pulls() without the deletion: a pull of at most REPLAY_PULL_BYTES per chunk. A message larger
+ * than that ends a pull at once with none (the server's 409 "Message Size Exceeds MaxBytes"; the
+ * message stays next): it is pulled alone, whole, as a Kafka read takes a first batch larger
+ * than its bound.
+ */
 async function* pulled(consumer: Consumer, stream: string, from: number, last: number, toMessage: (m: JsMsg) => Message): AsyncGenerator<RetainedChunk> {
   let next = from;
-  for (;;) {
-    const asked = Math.min(REPLAY_CHUNK_MESSAGES, last - next + 1);
-    const batch = await consumer.fetch({ max_messages: asked, expires: REPLAY_TIMEOUT_MS });
+  const expired = () => new Error(`stream '${stream}' did not give back its messages up to sequence ${last} within ${REPLAY_TIMEOUT_MS} ms`);
+  const pull = async (bound: { max_bytes: number } | { max_messages: number }) => {
+    const batch = await consumer.fetch({ ...bound, expires: REPLAY_TIMEOUT_MS });
     const messages: Message[] = [];
-    let reached = false;
     for await (const m of batch) {
       messages.push(toMessage(m));
       next = m.seq + 1;
-      if ((reached = m.seq >= last || m.info.pending === 0)) break;
+      if (m.seq >= last || m.info.pending === 0) return { messages, reached: true };
+      // The server ends the pull here and says nothing: nats.js would wait for its expiry (30 s).
+      if (messages.length === PULL_MESSAGES) break;
     }
-    // A pull that ended short of what it asked for, the last message not reached: it expired.
-    if (!reached && messages.length < asked) throw new Error(`stream '${stream}' did not give back its messages up to sequence ${last} within ${REPLAY_TIMEOUT_MS} ms`);
-    yield { messages };
-    if (reached) return;
+    return { messages, reached: false };
+  };
+  for (;;) {
+    const asked = Date.now();
+    let got = await pull({ max_bytes: REPLAY_PULL_BYTES });
+    if (got.messages.length === 0 && !got.reached) {
+      // Nothing within the pull's expiry: the server did not give the messages back.
+      if (Date.now() - asked >= REPLAY_TIMEOUT_MS) throw expired();
+      got = await pull({ max_messages: 1 });
+      if (got.messages.length === 0) throw expired();
+    }
+    yield { messages: got.messages };
+    if (got.reached) return;
   }
 }
 
