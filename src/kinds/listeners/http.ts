@@ -62,7 +62,12 @@ const options = kindOptions('http', {
     Type.Object(
       {
         heartbeatMs: Type.Optional(
-          Type.Integer({ minimum: 100, default: SSE_DEFAULTS.heartbeatMs, description: 'A comment line is sent this often on every stream, so proxies keep idle streams open.' }),
+          Type.Integer({
+            minimum: 100,
+            default: SSE_DEFAULTS.heartbeatMs,
+            description:
+              'A comment line is sent this often on every stream, so proxies keep idle streams open. A client being replayed (a resume) that is over `maxBufferedBytes` at two heartbeats in a row, having read nothing down to it between, is cut off as a slow client.',
+          }),
         ),
         maxBufferedBytes: Type.Optional(
           Type.Integer({
