@@ -58,7 +58,7 @@ export async function readStream(nc: NatsConnection, jsm: JetStreamManager, stre
     deliver_policy: 'by_start_sequence' as DeliverPolicy,
     opt_start_seq: from,
   });
-  return { chunks: pulls(consumer, stream, from, last, toMessage), gap: gap(), forget };
+  return { chunks: pulls(consumer, stream, last, toMessage), gap: gap(), forget };
 }
 
 /**
@@ -67,9 +67,9 @@ export async function readStream(nc: NatsConnection, jsm: JetStreamManager, stre
  * Done or ended early (the client gone), the consumer is deleted: left, the server kept it for
  * its inactivity threshold (nats.js' ordered consumers: 5 minutes), one per resume.
  */
-async function* pulls(consumer: Consumer, stream: string, from: number, last: number, toMessage: (m: JsMsg) => Message): AsyncGenerator<RetainedChunk> {
+async function* pulls(consumer: Consumer, stream: string, last: number, toMessage: (m: JsMsg) => Message): AsyncGenerator<RetainedChunk> {
   try {
-    yield* pulled(consumer, stream, from, last, toMessage);
+    yield* pulled(consumer, stream, last, toMessage);
   } finally {
     await consumer.delete().catch(() => false);
   }
@@ -81,15 +81,13 @@ async function* pulls(consumer: Consumer, stream: string, from: number, last: nu
  * message stays next): it is pulled alone, whole, as a Kafka read takes a first batch larger
  * than its bound.
  */
-async function* pulled(consumer: Consumer, stream: string, from: number, last: number, toMessage: (m: JsMsg) => Message): AsyncGenerator<RetainedChunk> {
-  let next = from;
+async function* pulled(consumer: Consumer, stream: string, last: number, toMessage: (m: JsMsg) => Message): AsyncGenerator<RetainedChunk> {
   const expired = () => new Error(`stream '${stream}' did not give back its messages up to sequence ${last} within ${REPLAY_TIMEOUT_MS} ms`);
   const pull = async (bound: { max_bytes: number } | { max_messages: number }) => {
     const batch = await consumer.fetch({ ...bound, expires: REPLAY_TIMEOUT_MS });
     const messages: Message[] = [];
     for await (const m of batch) {
       messages.push(toMessage(m));
-      next = m.seq + 1;
       if (m.seq >= last || m.info.pending === 0) return { messages, reached: true };
       // The server ends the pull here and says nothing: nats.js would wait for its expiry (30 s).
       if (messages.length === PULL_MESSAGES) break;
