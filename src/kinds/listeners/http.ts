@@ -66,7 +66,7 @@ const options = kindOptions('http', {
             minimum: 100,
             default: SSE_DEFAULTS.heartbeatMs,
             description:
-              'A comment line is sent this often on every stream, so proxies keep idle streams open. A client being replayed (a resume) that is over `maxBufferedBytes` at two heartbeats in a row, having read nothing down to it between, is cut off as a slow client.',
+              'A comment line is sent this often on every stream, so proxies keep idle streams open. A heartbeat also cuts off a client being replayed (a resume) that is over `maxBufferedBytes` and has taken nothing for 60 s, as a slow client.',
           }),
         ),
         maxBufferedBytes: Type.Optional(

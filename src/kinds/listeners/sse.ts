@@ -49,6 +49,13 @@ export const STREAM_HEADERS = {
   'x-accel-buffering': 'no',
 } as const;
 
+/**
+ * How long a client being replayed may stay over the send bound taking nothing before it is cut off
+ * (checked at heartbeats: within a `heartbeatMs` after). nginx's `send_timeout` (60 s by default)
+ * is the same bound on a response a client stops reading.
+ */
+const REPLAY_SEND_TIMEOUT_MS = 60_000;
+
 /** How soon a paced replay looks again whether the client read enough, when no 'drain' says so. */
 const REPLAY_RECHECK_MS = 20;
 
@@ -76,10 +83,11 @@ interface SseClient extends BatchClient {
   /** The bytes of `held`'s frames: over the send bound, the client is cut off as one that does not read. */
   heldBytes: number;
   /**
-   * While it is replayed: a heartbeat found it over the send bound, and it has not read down to the
-   * bound since. The next heartbeat that finds it so cuts it off (beat()).
+   * While it is replayed and over the send bound: since when (ms) the heartbeats found it so without
+   * anything taken, and its unsent bytes at the last of them (beat()). Undefined while it takes
+   * what it is sent.
    */
-  stalled: boolean;
+  stalled: { since: number; unsent: number } | undefined;
   /**
    * After a resume, the positions the client has seen that the path's live events have not reached
    * yet (a replay can read past what the route's consumer delivered so far): live events up to them
@@ -251,7 +259,7 @@ export class SseStreams {
       expiry: undefined,
       held: undefined,
       heldBytes: 0,
-      stalled: false,
+      stalled: undefined,
       ahead: undefined,
       values: pathParameters(path).map((n) => params[n] ?? ''),
       batchSkip: 0,
@@ -441,7 +449,7 @@ export class SseStreams {
       });
     }
     if (!res.destroyed && !res.writableEnded) {
-      client.stalled = false;
+      client.stalled = undefined;
       return true;
     }
     client.held = undefined;
@@ -451,18 +459,23 @@ export class SseStreams {
   /**
    * A heartbeat. A live client gets it as an event (cut off when over the bound). A client being
    * replayed is written to as it reads (roomFor), so it is over the bound whenever it reads slower
-   * than the replay is read, and only one that stays over it for a whole heartbeat interval,
-   * having read nothing down to the bound meanwhile, has stopped reading: it is cut off then, as a
-   * live client over the bound. Skipped, such a client kept its replay open for good on a quiet
-   * path (one read in memory, a Kafka replay, a JetStream consumer): nothing else reaches it.
-   * Under the bound it gets the heartbeat (its replay may be waiting for a broker's read).
+   * than the replay is read; and what it reads shows here only in steps (the kernel lets node
+   * write again once about half of the socket's send buffer, up to megabytes, drained). So it is
+   * cut off, as a live client over the bound, only once the heartbeats found it over the bound,
+   * with nothing more taken, for REPLAY_SEND_TIMEOUT_MS. Skipped, such a client kept its replay open
+   * for good on a quiet path (one read in memory, a Kafka replay, a JetStream consumer). Under the
+   * bound it gets the heartbeat (its replay may be waiting for a broker's read).
    */
   private beat(c: SseClient): void {
-    if (!c.held || c.out.unsent <= this.options.maxBufferedBytes) {
-      c.stalled = false;
+    const unsent = c.out.unsent;
+    if (!c.held || unsent <= this.options.maxBufferedBytes) {
+      c.stalled = undefined;
       this.write(c, SseStreams.HEARTBEAT);
-    } else if (c.stalled) this.cutOff(c, c.out.unsent);
-    else c.stalled = true;
+      return;
+    }
+    const now = Date.now();
+    if (c.stalled === undefined || unsent < c.stalled.unsent) c.stalled = { since: now, unsent };
+    else if (now - c.stalled.since >= REPLAY_SEND_TIMEOUT_MS) this.cutOff(c, unsent);
   }
 
   /** Writes to one client now, after the live events this turn's batch holds for it. */
