@@ -24,8 +24,8 @@ export type Outcome =
 export type StepStop =
   | { stop: 'filtered' }
   | { stop: 'invalid'; problem: Problem }
-  /** `to`: the step's own dead-letter topic (with its publish options, a `qos`), or undefined for the route's `deadletter`. */
-  | { stop: 'deadletter'; message: Message; errors: string[]; to: { broker: string; topic: string; options?: { readonly qos?: 0 | 1 | 2 } } | undefined }
+  /** `to`: the step's own dead-letter topic (with its publish options, a `qos`), or undefined for the route's `deadletter`; `detail`: why, when not that the message does not match its schema. */
+  | { stop: 'deadletter'; message: Message; errors: string[]; to: { broker: string; topic: string; options?: { readonly qos?: 0 | 1 | 2 } } | undefined; detail?: string }
   | { stop: 'rejected'; problem: Problem }
   | { stop: 'failed'; problem: Problem };
 

@@ -232,7 +232,7 @@ function compileObject(s: Record<string, unknown>, n: Node, depth: number): bool
 // bytes) is caught by the final `=== end`.
 
 /** What generated code calls: plain functions, which V8 inlines where they are hot. */
-const HELPERS = { ws, skipValue, scanString, scanNumber, isDateTimeBytes, sameBytes };
+const HELPERS = { ws, skipValue, scanString, scanNumber, isDateTimeBytes, sameBytes, newName };
 
 /** Names and enum strings longer than this are compared with sameBytes rather than inline. */
 const INLINE_BYTES = 32;
@@ -393,7 +393,9 @@ return -1;
     const words = Math.ceil(props.length / 32);
     const seen = (slot: number) => `s${slot >> 5}`;
     const bit = (slot: number) => (1 << (slot & 31)) | 0;
-    const other = n.additional === null ? 'return -1;' : `i = ${this.value(n.additional, depth + 1, 'i')};`;
+    // A name the schema does not name, read the long way (its bytes are its text: no escapes):
+    // one given twice is left to ajv, which fails it (repeated-names.ts), as a known one is.
+    const other = n.additional === null ? 'return -1;' : `if ((u = newName(buf, u, k, j)) === null) return -1;\ni = ${this.value(n.additional, depth + 1, 'i')};`;
     // Known names by byte length; each matched byte for byte (a name with escapes or bytes beyond
     // ASCII might decode to a known one: left to ajv).
     // Each member's value read once, as a function of its own shared by both ways a name is matched (below).
@@ -447,6 +449,7 @@ break;`;
     return `let i = ws(buf, at + 1, end);
 ${declare}
 let next = 0;
+let u;
 if (buf[i] === 0x7d) i++;
 else {
 for (;;) {
@@ -535,11 +538,14 @@ function skipValue(buf: Buffer, at: number, end: number, room: number): number {
     const close = b + 2; // } or ]
     let i = ws(buf, at + 1, end);
     if (buf[i] === close) return i + 1;
+    let names: number[] | undefined | null;
     for (;;) {
       if (b === 0x7b) {
         if (buf[i] !== 0x22) return -1;
+        const k = i + 1;
         i = scanString(buf, i, end);
         if (i < 0) return -1;
+        if ((names = newName(buf, names, k, i - 1)) === null) return -1;
         i = ws(buf, i, end);
         if (buf[i] !== 0x3a) return -1;
         i = ws(buf, i + 1, end);
@@ -616,6 +622,41 @@ function scanNumber(buf: Buffer, at: number, end: number): number {
   }
   if (huge && !Number.isFinite(Number(buf.toString('latin1', at, j)))) return -1;
   return j;
+}
+
+/** The most names of one object newName compares; an object with more is left to ajv. */
+const COMPARED_NAMES = 64;
+
+/**
+ * `names` (the start and end of each earlier name of one object, allocated here on the first)
+ * with the name `buf[k, j)`; null when an earlier name has the same bytes, or there are too many
+ * to compare. JSON.parse keeps the last of a repeated name, and the value goes on as its bytes to
+ * readers that may keep the first: such a value is never "certainly valid" (repeated-names.ts).
+ * Different bytes are different names only without escapes (`\u0069d` is `id`) and bytes beyond
+ * ASCII (two invalid UTF-8 sequences both decode to U+FFFD): a name with either is left to ajv too.
+ */
+function newName(buf: Buffer, names: number[] | undefined | null, k: number, j: number): number[] | null {
+  for (let x = k; x < j; x++) {
+    const c = buf[x]!;
+    if (c === 0x5c || c >= 0x80) return null;
+  }
+  if (!names) return [k, j];
+  if (names.length >= 2 * COMPARED_NAMES) return null;
+  const len = j - k;
+  for (let n = 0; n < names.length; n += 2) {
+    const s = names[n]!;
+    if (names[n + 1]! - s !== len) continue;
+    let same = true;
+    for (let x = 0; x < len; x++) {
+      if (buf[s + x] !== buf[k + x]) {
+        same = false;
+        break;
+      }
+    }
+    if (same) return null;
+  }
+  names.push(k, j);
+  return names;
 }
 
 /** Whether `buf` holds `bytes` at `at` (Buffer.compare is a native call: slower than this for short names). */

@@ -792,7 +792,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   private async deadletterInstead(r: Extract<StepResult, { stop: 'deadletter' }>, ctx: MessageContext): Promise<Outcome> {
     const to = r.to ? this.stepDeadletter(r.to) : this.deadletter!;
     try {
-      const delivery = await this.sendToDeadletter(to, r.message, { status: 400, code: 'EG_INVALID_MESSAGE', detail: 'the message does not match its schema', errors: r.errors }, ctx);
+      const delivery = await this.sendToDeadletter(to, r.message, { status: 400, code: 'EG_INVALID_MESSAGE', detail: r.detail ?? 'the message does not match its schema', errors: r.errors }, ctx);
       return { outcome: 'deadlettered', deliveries: [delivery], errors: r.errors };
     } catch (err) {
       // Refused for good (too large for its server): a 503 would have consume routes retry it for ever.

@@ -6,6 +6,8 @@ import { defaultRegistry } from '../../src/kinds/index.js';
 import { loadPlan } from '../../src/plan/compile.js';
 import { decodeValueBytes } from '../../src/core/message.js';
 import { isDateTime, isDateTimeBytes } from '../../src/plan/date-time.js';
+import { jsonShape } from '../../src/kinds/listeners/client-json.js';
+import { repeatedNameOf } from '../../src/kinds/listeners/repeated-names.js';
 import { compileBytesCheck } from '../../src/plan/json-bytes.js';
 import { JsonSchemaCompiler } from '../../src/plan/json-schema.js';
 import { repoRoot } from '../helpers/gateway.js';
@@ -190,6 +192,9 @@ function tokenMutations(value: unknown, next: () => number): string[] {
     `${text.slice(0, -1)},${JSON.stringify(k)}:${JSON.stringify(other)}}`,
     `{${JSON.stringify(k)}:${JSON.stringify(other)},${text.slice(1)}`,
     `${text.slice(0, -1)}${entries.length ? ',' : ''}${JSON.stringify(k).replace(/^"(.)/, (_m, c: string) => `"\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}:${JSON.stringify(v === null ? 1 : null)}}`,
+    // Names no schema here names, given twice: at the top, and inside a value read without a schema.
+    `${text.slice(0, -1)},"zz":1,"zz":1}`,
+    `${text.slice(0, -1)},"zz":{"q":[],"r":1,"q":2}}`,
     ` ${text}`,
     `${text} \r\n\t`,
     `${text}\u00a0`,
@@ -215,6 +220,10 @@ function compare(schema: Schema, texts: Iterable<Buffer>): { total: number; vali
     const ajv = validate!(value);
     const says = bytes(buf, before.length, before.length + raw.length);
     if (says && !ajv) assert.fail(`the byte check accepted what ajv rejects: ${JSON.stringify(raw.toString('latin1'))} (${JSON.stringify(validate!.errors)})`);
+    // Nor one that gives a name twice, which the validate step fails (JSON.parse kept the last).
+    if (says && repeatedNameOf(value, jsonShape(raw, Number.POSITIVE_INFINITY).members, () => raw.toString()) !== undefined) {
+      assert.fail(`the byte check accepted a repeated name: ${JSON.stringify(raw.toString('latin1'))}`);
+    }
     total++;
     if (ajv) valid++;
     if (says) accepted++;
@@ -313,6 +322,20 @@ describe('JSON Schema checks on bytes (kafka listener records)', () => {
     assert.equal(check(`{"i\\u0064":-1,"id":1,${ok}}`), false); // the escaped name is id too
     assert.equal(check(`{"id":1,${ok},"é":1}`), false);
     assert.equal(check(`{"id":1,${ok},"other":{"deep":[1,"\\u00e9",{"a":null}]}}`), true);
+    // Names the schema does not name, and names inside a value it does not constrain: unique ones
+    // are read here, a repeated one (or one whose escapes or bytes beyond ASCII might spell another,
+    // or an object with too many to compare) is left to ajv and the validate step, which fails it.
+    assert.equal(check(`{"id":1,${ok},"x":1,"y":{"a":1,"b":{"a":2},"c":[{"a":3}]}}`), true);
+    assert.equal(check(`{"id":1,"x":1,${ok},"x":2}`), false);
+    assert.equal(check(`{"id":1,${ok},"y":{"b":1,"a":1,"a":2}}`), false);
+    assert.equal(check(`{"id":1,${ok},"y":[{"a":1},{"a":2,"b":{"c":1,"c":1}}]}`), false);
+    assert.equal(check(`{"id":1,${ok},"y":{"\\u0061":1,"b":2}}`), false);
+    assert.equal(check(`{"id":1,${ok},"y":{"\u00e9":1,"b":2}}`), false);
+    const many = (n: number) => Array.from({ length: n }, (_, i) => `"n${i}":${i}`).join(',');
+    assert.equal(check(`{"id":1,${ok},"y":{${many(64)}}}`), true);
+    assert.equal(check(`{"id":1,${ok},"y":{${many(65)}}}`), false);
+    assert.equal(check(`{"id":1,${ok},${many(64)}}`), true);
+    assert.equal(check(`{"id":1,${ok},${many(65)}}`), false);
     assert.equal(check(`{"id":1,${ok},"other":${'['.repeat(100)}${']'.repeat(100)}}`), false); // too deep to read here
     assert.equal(check(`{"id":1,${ok}`), false); // the `}` after the value is not the value's
     assert.equal(check(`{"id":1,${ok}} `), true);

@@ -2,7 +2,7 @@ import secureJson from 'secure-json-parse';
 import { problem, type Problem } from '../../core/errors.js';
 import { CONTAINER_BYTES } from '../../core/heap-size.js';
 import { hugeNumberAt, hugeNumberText } from '../../core/message.js';
-import { memberCount, repeatedName } from './repeated-names.js';
+import { REPEATED_NAMES_WHY, repeatedNameOf, repeatedNameText } from './repeated-names.js';
 
 /** Nesting deeper than this is refused before parsing (listeners' `maxJsonDepth` default). */
 export const DEFAULT_MAX_JSON_DEPTH = 64;
@@ -64,12 +64,8 @@ export function parseClientJson(body: Buffer, what: 'body' | 'frame', maxDepth =
     const at = hugeNumberAt(value);
     if (at !== undefined) return refuse('EG_BAD_JSON', hugeNumberText(what, at));
   }
-  if (shape.members > 0 && memberCount(value) !== shape.members) {
-    const repeated = repeatedName(text);
-    const where = repeated === undefined || repeated.at === '' ? '' : ` (in the object at ${repeated.at})`;
-    const name = repeated === undefined ? 'a member name' : `the name ${JSON.stringify(repeated.name)}`;
-    return refuse('EG_BAD_JSON', `the ${what} gives ${name} twice in one object${where}: readers differ on which value they take, so names must be unique (RFC 7493)`);
-  }
+  const repeated = repeatedNameOf(value, shape.members, () => text);
+  if (repeated) return refuse('EG_BAD_JSON', `the ${what} gives ${repeatedNameText(repeated)}: ${REPEATED_NAMES_WHY}`);
   return { ok: true, value };
 }
 

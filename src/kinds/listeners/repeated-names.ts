@@ -3,11 +3,50 @@
  * the last, and a chain validates that; but the body goes on to brokers as the client wrote it,
  * and readers that keep the first (gjson and other streaming parsers) would read a value the
  * gateway never checked. I-JSON (RFC 7493 §2.3) says names MUST be unique: such bodies are refused.
+ * A payload from a broker or a kafka listener's record is not the gateway's to refuse, but a
+ * validate step fails one as invalid (steps/validate.ts, from the bytes it goes on as), and the
+ * byte check of a kafka listener's records never passes one (plan/json-bytes.ts' newName).
  *
  * Found cheaply: jsonShape counts the members on its scan of the bytes (a `:` outside strings is
  * one member), memberCount counts the parsed value's keys; fewer keys than members means a name
  * came twice. Only then is the text read again (repeatedName) to say which.
  */
+
+/** Why a repeated name is refused, in the words of a 400 and of a validate step's error. */
+export const REPEATED_NAMES_WHY = 'readers differ on which value they take, so names must be unique (RFC 7493)';
+
+/** A member name an object gives twice, and the JSON pointer of that object ('' for the root). */
+export interface RepeatedName {
+  /** Undefined only if the text could not be read again to say which (it always can for text JSON.parse took). */
+  name: string | undefined;
+  at: string;
+}
+
+/**
+ * The first repeated name of `value`, parsed from `text` whose scan (jsonShape) counted `members`
+ * object members; undefined when every member kept its name. `text` is called only when a name
+ * did repeat: the usual value costs one walk of its keys.
+ */
+export function repeatedNameOf(value: unknown, members: number, text: () => string): RepeatedName | undefined {
+  if (members === 0 || memberCount(value) === members) return undefined;
+  const found = repeatedName(text());
+  return found ?? { name: undefined, at: '' };
+}
+
+/** A repeated name in words, for a client's 400 or a validate step's detail: `the name "id" twice in one object (in the object at /a/1)`. */
+export function repeatedNameText(r: RepeatedName): string {
+  const where = r.at === '' ? '' : ` (in the object at ${r.at})`;
+  return `${nameWords(r)} twice in one object${where}`;
+}
+
+/** A repeated name as one of a validate step's errors, "<pointer>: <message>" as ajv's are: `/a/1: must not give the name "id" twice (...)`. */
+export function repeatedNameError(r: RepeatedName): string {
+  return `${r.at}: must not give ${nameWords(r)} twice (${REPEATED_NAMES_WHY})`;
+}
+
+function nameWords(r: RepeatedName): string {
+  return r.name === undefined ? 'a member name' : `the name ${JSON.stringify(r.name)}`;
+}
 
 /** How many members the objects in `value` hold, nested ones included (JSON.parse's output: own keys only). */
 export function memberCount(value: unknown): number {

@@ -2,7 +2,9 @@ import type { ErrorObject } from 'ajv';
 import { parse as parseYaml } from '../../config/yaml.js';
 import { problem } from '../../core/errors.js';
 import { headerJson } from '../../core/header-json.js';
-import { headersWith, newHeaders, withHeaders, type Message } from '../../core/message.js';
+import { headersWith, newHeaders, ORIGINAL, withHeaders, type Message } from '../../core/message.js';
+import { jsonShape } from '../listeners/client-json.js';
+import { REPEATED_NAMES_WHY, repeatedNameError, repeatedNameOf, repeatedNameText, type RepeatedName } from '../listeners/repeated-names.js';
 import type { StepStop } from '../../core/outcome.js';
 import type { MessageContext } from '../../core/message.js';
 import type { CompiledStep, MessageContract, PublishOptions } from '../contracts.js';
@@ -171,17 +173,24 @@ export function validator(contracts: readonly MessageContract[], onInvalid: OnIn
     // A value that passes leaves the message as it came; `$message`/`$channel` are set only for later steps' expressions.
     acceptsBytes: bytesOnly && (bytesOnly.length === 1 ? bytesOnly[0] : (buf, start, end) => bytesOnly.some((b) => b(buf, start, end))),
     run(msg, ctx): Message | StepStop {
+      let repeated: RepeatedName | undefined;
       for (const c of contracts) {
         if (c.check(msg.value)) {
           matched(ctx, c);
-          return msg;
+          // The value passed as JSON.parse read it: the last of a repeated name. Its bytes go on
+          // as they came, to readers that may keep the first, so such a message is invalid.
+          repeated = repeatedNameInBytes(msg);
+          if (repeated === undefined) return msg;
+          break;
         }
       }
-      matched(ctx, undefined);
+      if (repeated === undefined) matched(ctx, undefined);
       const errorsOf = (c: MessageContract) => formatErrors(narrowToTaggedBranch(c.check.errors ?? [], c.check.schema, msg.value));
-      const found = only ? errorsOf(only) : contracts.flatMap((c) => errorsOf(c).map((e) => `${e} (message ${c.message ?? 'without id'})`));
+      const found = repeated ? [repeatedNameError(repeated)] : only ? errorsOf(only) : contracts.flatMap((c) => errorsOf(c).map((e) => `${e} (message ${c.message ?? 'without id'})`));
       const errors = listed(found);
+      const repeatedDetail = repeated && `the message gives ${repeatedNameText(repeated)}: ${REPEATED_NAMES_WHY}`;
       if (onInvalid === 'reject') {
+        if (repeatedDetail) return { stop: 'invalid', problem: problem('EG_INVALID_MESSAGE', repeatedDetail, { errors }) };
         const count = `${found.length} error${found.length === 1 ? '' : 's'}${errors.length < found.length ? `; the first ${errors.length} are listed` : ''}`;
         return { stop: 'invalid', problem: problem('EG_INVALID_MESSAGE', `the message does not match its schema (${count})`, { errors }) };
       }
@@ -192,9 +201,23 @@ export function validator(contracts: readonly MessageContract[], onInvalid: OnIn
         ctx.tagged = all;
         return tagged;
       }
-      return { stop: 'deadletter', message: tagged, errors: all, to: deadletter };
+      return { stop: 'deadletter', message: tagged, errors: all, to: deadletter, ...(repeatedDetail && { detail: repeatedDetail }) };
     },
   };
+}
+
+/**
+ * The first name an object of the message's value gives twice, read from the bytes the message
+ * goes on as (its ORIGINAL, while the value is still the one decoded from them: a consumed
+ * payload, a kafka listener's record). A value without such bytes is written as JSON.stringify
+ * writes it, with one member per name: nothing to find, and nothing scanned.
+ */
+function repeatedNameInBytes(msg: Message): RepeatedName | undefined {
+  const o = msg[ORIGINAL];
+  const v = msg.value;
+  if (o === undefined || o.value === null || o.decoded.value !== v || v === null || typeof v !== 'object' || Buffer.isBuffer(v)) return undefined;
+  const bytes = o.value;
+  return repeatedNameOf(v, jsonShape(bytes, Number.POSITIVE_INFINITY).members, () => bytes.toString());
 }
 
 /**

@@ -385,7 +385,7 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
           }
           const i = cur.index;
           while (pending.length < i) pending.push(bytes!.passed);
-          const m = messageAt(cur, data, baseTimestamp, topic, p.index, route.delivers === true);
+          const m = messageAt(cur, data, baseTimestamp, topic, p.index, route.delivers === true || route.validates === true);
           messages[i] = m;
           // A context per record: a step writes on it (a validate step's tag errors, `$message`),
           // and a chain that awaits goes on after the next records' chains began.
@@ -514,7 +514,9 @@ const NOT_SENT: Outcome = { outcome: 'failed', problem: problem('EG_INTERNAL', '
  * than the batch upstream: it keeps the record's bytes as the message's ORIGINAL, so a field no
  * step changed is written as the producer wrote it (binary values, JSON's own spelling, repeated
  * headers), as a consume route's copies are: views of `data`, which the caller made the batch's
- * own (one copy per batch, not per record).
+ * own (one copy per batch, not per record). A route with a validate step keeps them too, for the
+ * step to find names a value repeats (the batch goes on as these bytes); held only while the
+ * request is judged, as views of the request's own memory.
  */
 function messageAt(cur: RecordCursor, data: Buffer, baseTimestamp: number, topic: string, partition: number, keepBytes: boolean): Message {
   const value = cur.valueStart < 0 ? null : decodeValueBytes(data, cur.valueStart, cur.valueEnd);
