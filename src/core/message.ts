@@ -117,6 +117,13 @@ export interface MessageContext {
    */
   tagged?: readonly string[];
   /**
+   * A kafka listener's record on a route that forwards its batch (no `to`), which has no ORIGINAL:
+   * the bytes `value` was decoded from, `buf[start, end)` (the request's memory, read only while
+   * the chain runs), which go upstream as they are unless a step changes the value. A validate
+   * step reads the member names they repeat (steps/validate.ts).
+   */
+  valueBytes?: { value: unknown; buf: Buffer; start: number; end: number };
+  /**
    * On a consume route's retry of a fan-out that failed: per target, what took the message on an
    * earlier attempt (Problem.took). Those targets are not sent it again; the others are.
    */

@@ -94,7 +94,7 @@ export function nestingDepth(bytes: Uint8Array, limit: number): number {
  * digits, so `maybeHuge` is set by any exponent (an `e`/`E` right after a digit, outside strings)
  * or digit run that long; the parsed value is then checked.
  */
-export function jsonShape(bytes: Uint8Array, limit: number): { depth: number; containers: number; members: number; maybeHuge: boolean; plain: boolean } {
+export function jsonShape(bytes: Uint8Array, limit: number, start = 0, end = bytes.length): { depth: number; containers: number; members: number; maybeHuge: boolean; plain: boolean } {
   let depth = 0;
   let members = 0;
   let max = 0;
@@ -103,7 +103,7 @@ export function jsonShape(bytes: Uint8Array, limit: number): { depth: number; co
   let digits = 0;
   let maybeHuge = false;
   let plain = true;
-  for (let i = 0; i < bytes.length; i++) {
+  for (let i = start; i < end; i++) {
     const b = bytes[i]!;
     if (inString) {
       if (b === 0x5c) {

@@ -86,7 +86,7 @@ export const validateStep = defineStep({
   options,
   doc: {
     summary:
-      "Validates the message value against a JSON Schema (ajv, with formats such as date-time), given inline or as a file (`schema`), or taken from the config's AsyncAPI documents: the payload of one message (`message`) or of any message of a channel (`channel`); see docs/asyncapi.md. A `format` ajv does not know (`format: emial`) and a keyword JSON Schema does not have (`requird`) are config errors at their key, with a hint, since ajv would ignore them and check nothing (JSON Schema's `idn-email`, `idn-hostname`, `iri` and `iri-reference` formats are accepted and not checked); keys starting with `x-` (extensions) and the annotations AsyncAPI and OpenAPI schemas add (`example`, `externalDocs`, `discriminator`) are allowed and check nothing (a `discriminator` only cuts the errors listed for a `oneOf` or `anyOf` value to the branch its tag names; docs/asyncapi.md). `onInvalid: reject` (default) answers 400 / an error frame with the errors; `tag` forwards the message with header `_asyncapi_eg_validation_error` = compact JSON `{\"ts\":\"<ISO-8601>\",\"errors\":[\"<instancePath>: <message>\",...]}` (the root's instancePath is empty: `\": must have required property 'id'\"`; a webhook target sends it only when one of its `headers` copies it, `$headers._asyncapi_eg_validation_error`, and validate warns of one that does not, `EG_CONFIG_TAG_NOT_SENT`); `deadletter` sends it, with that header, to `deadletter: {broker, topic}` (or the route's `deadletter`) instead of the route's targets; on an mqtt broker the step's `deadletter` takes a `qos` of its own, as the route's does. When several validate steps of a route tag the same message (or a later one dead-letters it), the header lists the errors of each, in step order. The header is the gateway's verdict: on a route with a validate step, one the message arrived with (a client's or producer's, in any case) is dropped before the chain runs, so a valid message goes on without it (on a kafka listener, from the batches it rebuilds: a batch whose records all pass goes on byte for byte). At most the first 100 errors are listed (and at most 16 KiB of them, each cut at 256 characters), wherever they appear; the detail of a 400 counts them all. After a `message` or `channel` step, expressions see `$message` (the message id) and `$channel` (the channel key).",
+      'Validates the message value against a JSON Schema (ajv, with formats such as date-time), given inline or as a file (`schema`), or taken from the config\'s AsyncAPI documents: the payload of one message (`message`) or of any message of a channel (`channel`); see docs/asyncapi.md. A `format` ajv does not know (`format: emial`) and a keyword JSON Schema does not have (`requird`) are config errors at their key, with a hint, since ajv would ignore them and check nothing (JSON Schema\'s `idn-email`, `idn-hostname`, `iri` and `iri-reference` formats are accepted and not checked); keys starting with `x-` (extensions) and the annotations AsyncAPI and OpenAPI schemas add (`example`, `externalDocs`, `discriminator`) are allowed and check nothing (a `discriminator` only cuts the errors listed for a `oneOf` or `anyOf` value to the branch its tag names; docs/asyncapi.md). `onInvalid: reject` (default) answers 400 / an error frame with the errors; `tag` forwards the message with header `_asyncapi_eg_validation_error` = compact JSON `{"ts":"<ISO-8601>","errors":["<instancePath>: <message>",...]}` (the root\'s instancePath is empty: `": must have required property \'id\'"`; a webhook target sends it only when one of its `headers` copies it, `$headers._asyncapi_eg_validation_error`, and validate warns of one that does not, `EG_CONFIG_TAG_NOT_SENT`); `deadletter` sends it, with that header, to `deadletter: {broker, topic}` (or the route\'s `deadletter`) instead of the route\'s targets; on an mqtt broker the step\'s `deadletter` takes a `qos` of its own, as the route\'s does. When several validate steps of a route tag the same message (or a later one dead-letters it), the header lists the errors of each, in step order. The header is the gateway\'s verdict: on a route with a validate step, one the message arrived with (a client\'s or producer\'s, in any case) is dropped before the chain runs, so a valid message goes on without it (on a kafka listener, from the batches it rebuilds: a batch whose records all pass goes on byte for byte). At most the first 100 errors are listed (and at most 16 KiB of them, each cut at 256 characters), wherever they appear; the detail of a 400 counts them all. A value whose JSON object gives a member name twice (`{"id":"x","id":1}`) is invalid whatever the schema, where the message goes on as the bytes it came as (a consumed payload, a kafka listener\'s record): the schema checked the last value, and readers that keep the first would see one it never did; the one error is `<pointer of the object>: must not give the name "id" twice (...)` (HTTP and WebSocket listeners refuse such JSON before any step). After a `message` or `channel` step, expressions see `$message` (the message id) and `$channel` (the channel key).',
     example: 'validate:\n  message: lightMeasured      # or: channel: lightingMeasured, or: schema: schemas/light-measured.json\n  onInvalid: tag',
   },
   compile(options, ctx) {
@@ -179,7 +179,7 @@ export function validator(contracts: readonly MessageContract[], onInvalid: OnIn
           matched(ctx, c);
           // The value passed as JSON.parse read it: the last of a repeated name. Its bytes go on
           // as they came, to readers that may keep the first, so such a message is invalid.
-          repeated = repeatedNameInBytes(msg);
+          repeated = repeatedNameInBytes(msg, ctx);
           if (repeated === undefined) return msg;
           break;
         }
@@ -208,16 +208,22 @@ export function validator(contracts: readonly MessageContract[], onInvalid: OnIn
 
 /**
  * The first name an object of the message's value gives twice, read from the bytes the message
- * goes on as (its ORIGINAL, while the value is still the one decoded from them: a consumed
- * payload, a kafka listener's record). A value without such bytes is written as JSON.stringify
+ * goes on as, while the value is still the one decoded from them: its ORIGINAL's (a consumed
+ * payload, a kafka listener's record sent to targets), or a kafka listener's record forwarded in
+ * its batch (MessageContext.valueBytes). A value without such bytes is written as JSON.stringify
  * writes it, with one member per name: nothing to find, and nothing scanned.
  */
-function repeatedNameInBytes(msg: Message): RepeatedName | undefined {
-  const o = msg[ORIGINAL];
+function repeatedNameInBytes(msg: Message, ctx: MessageContext): RepeatedName | undefined {
   const v = msg.value;
-  if (o === undefined || o.value === null || o.decoded.value !== v || v === null || typeof v !== 'object' || Buffer.isBuffer(v)) return undefined;
-  const bytes = o.value;
-  return repeatedNameOf(v, jsonShape(bytes, Number.POSITIVE_INFINITY).members, () => bytes.toString());
+  if (v === null || typeof v !== 'object' || Buffer.isBuffer(v)) return undefined;
+  const o = msg[ORIGINAL];
+  if (o !== undefined && o.value !== null && o.decoded.value === v) {
+    const bytes = o.value;
+    return repeatedNameOf(v, jsonShape(bytes, Number.POSITIVE_INFINITY).members, () => bytes.toString());
+  }
+  const b = ctx.valueBytes;
+  if (b === undefined || b.value !== v) return undefined;
+  return repeatedNameOf(v, jsonShape(b.buf, Number.POSITIVE_INFINITY, b.start, b.end).members, () => b.buf.toString(undefined, b.start, b.end));
 }
 
 /**

@@ -366,6 +366,7 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
       // A route with a validate step drops a validation tag the producer wrote (withoutClientTag): a
       // batch with one is rebuilt without it, one without goes on byte for byte (spec-checklist 1363).
       const dropsClientTag = route.validates === true && !route.delivers;
+      const forwardsValidated = dropsClientTag;
       let clientTag = false;
       let byBytes = 0;
       let asMessages = 0;
@@ -385,11 +386,12 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
           }
           const i = cur.index;
           while (pending.length < i) pending.push(bytes!.passed);
-          const m = messageAt(cur, data, baseTimestamp, topic, p.index, route.delivers === true || route.validates === true);
+          const m = messageAt(cur, data, baseTimestamp, topic, p.index, route.delivers === true);
           messages[i] = m;
           // A context per record: a step writes on it (a validate step's tag errors, `$message`),
           // and a chain that awaits goes on after the next records' chains began.
-          const mctx = context(route, ctx);
+          // The value goes upstream as these bytes: a validate step reads the names they repeat.
+          const mctx = forwardsValidated && cur.valueStart >= 0 ? validatedContext(route, ctx, { value: m.value, buf: data, start: cur.valueStart, end: cur.valueEnd }) : context(route, ctx);
           const o = route.checkRecord ? route.checkRecord(m, mctx) : route.handle(m, mctx);
           if (o instanceof Promise) waits = true;
           pending.push(o);
@@ -501,6 +503,11 @@ function context(route: RouteEntry, ctx: GovernContext): MessageContext {
   return { route: route.name, remoteAddress: ctx.remoteAddress };
 }
 
+/** context() of a record whose batch goes on after a validate step, with the bytes of its value (in the literal: no shape change per record). */
+function validatedContext(route: RouteEntry, ctx: GovernContext, valueBytes: NonNullable<MessageContext['valueBytes']>): MessageContext {
+  return { route: route.name, remoteAddress: ctx.remoteAddress, valueBytes };
+}
+
 const NO_HEADERS: Record<string, string> = Object.freeze({}) as Record<string, string>;
 
 const NO_MESSAGES: (Message | undefined)[] = [];
@@ -514,9 +521,7 @@ const NOT_SENT: Outcome = { outcome: 'failed', problem: problem('EG_INTERNAL', '
  * than the batch upstream: it keeps the record's bytes as the message's ORIGINAL, so a field no
  * step changed is written as the producer wrote it (binary values, JSON's own spelling, repeated
  * headers), as a consume route's copies are: views of `data`, which the caller made the batch's
- * own (one copy per batch, not per record). A route with a validate step keeps them too, for the
- * step to find names a value repeats (the batch goes on as these bytes); held only while the
- * request is judged, as views of the request's own memory.
+ * own (one copy per batch, not per record).
  */
 function messageAt(cur: RecordCursor, data: Buffer, baseTimestamp: number, topic: string, partition: number, keepBytes: boolean): Message {
   const value = cur.valueStart < 0 ? null : decodeValueBytes(data, cur.valueStart, cur.valueEnd);
