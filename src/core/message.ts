@@ -75,6 +75,11 @@ export interface OriginalRecord {
   headers: Readonly<Record<string, Buffer | null | readonly (Buffer | null)[]>>;
   /** What the message's value, key and headers were made of these bytes. */
   decoded: { value: unknown; key: string | null; headers: Readonly<Record<string, string>> };
+  /**
+   * The value's bytes were read by a listener that refuses a JSON object giving a member name
+   * twice (parseClientJson): a validate step does not scan them for one again.
+   */
+  namesChecked?: true;
 }
 
 /**
@@ -189,7 +194,7 @@ export function detachOriginal(original: OriginalRecord): OriginalRecord {
   }
   // Nothing to copy (a body a client published: its own buffer, no raw headers): the record itself, which nobody changes.
   if (value === original.value && key === original.key && headers === original.headers) return original;
-  return { value, key, headers, decoded: original.decoded };
+  return original.namesChecked ? { value, key, headers, decoded: original.decoded, namesChecked: true } : { value, key, headers, decoded: original.decoded };
 }
 
 /** A header's value copied; a Kafka header without one (null) stays so. */
@@ -458,6 +463,11 @@ export function payloadOriginal(payload: Buffer, value: unknown, headers: Readon
   // `repeated`: every value of a header its server's message repeats (an MQTT user property, a
   // NATS header), which the message's headers hold the last of: a Kafka target writes them all.
   return { value: payload, key: null, headers: repeated ?? NO_RAW_HEADERS, decoded: { value, key: null, headers } };
+}
+
+/** The ORIGINAL of a client's JSON body or frame, which parseClientJson read (and would have refused with a name given twice). */
+export function clientPayloadOriginal(payload: Buffer, value: unknown, headers: Readonly<Record<string, string>>): OriginalRecord {
+  return { value: payload, key: null, headers: NO_RAW_HEADERS, decoded: { value, key: null, headers }, namesChecked: true };
 }
 
 const NO_RAW_HEADERS: Readonly<Record<string, Buffer>> = Object.freeze({});

@@ -5,7 +5,10 @@ import { bindingsFor, compileExpression } from '../../src/expr/expression.js';
 import { bucketKey, TokenBuckets } from '../../src/kinds/steps/ratelimit.js';
 import secureJson from 'secure-json-parse';
 import { nestingDepth, parseClientJson } from '../../src/kinds/listeners/client-json.js';
-import { hugeNumberAt } from '../../src/core/message.js';
+import { clientPayloadOriginal, hugeNumberAt, ORIGINAL, payloadOriginal, type Message, type MessageContext } from '../../src/core/message.js';
+import { Ajv } from 'ajv';
+import { validator } from '../../src/kinds/steps/validate.js';
+import type { SchemaCheck } from '../../src/kinds/contracts.js';
 import { StepStateStore } from '../../src/runtime/step-state.js';
 import { clientKey, TokenFailures } from '../../src/admin/token-failures.js';
 import { flushPendingWarnings, RateLimitedWarning } from '../../src/core/rate-limited-warning.js';
@@ -114,6 +117,21 @@ describe('parseClientJson', () => {
     // Deeper than a recursive walk would go.
     assert.equal(parse(`${'{"a":'.repeat(3000)}{"k":1,"k":2}${'}'.repeat(3000)}`, 4000).ok, false);
     assert.equal(parse(`${'{"a":'.repeat(3000)}{"k":1,"l":2}${'}'.repeat(3000)}`, 4000).ok, true);
+  });
+
+  it("a validate step fails a broker's payload naming a member twice, and does not scan again a client's body its listener read", () => {
+    const check = new Ajv().compile({ type: 'object', properties: { id: { type: 'integer' } } }) as SchemaCheck;
+    const step = validator([{ check, message: null, channel: null }], 'reject');
+    const bytes = Buffer.from('{"id":"x","id":1}');
+    const value = JSON.parse(bytes.toString()) as unknown;
+    const message = (original: Message[typeof ORIGINAL]): Message => ({ value, key: null, headers: {}, topic: null, partition: null, offset: null, timestamp: 0, [ORIGINAL]: original });
+    const ctx = (): MessageContext => ({ route: 'r' });
+    const consumed = step.run(message(payloadOriginal(bytes, value, {})), ctx());
+    assert.equal('stop' in consumed && consumed.stop, 'invalid');
+    // A listener's body reaches a step only once parseClientJson found each name once: these bytes
+    // could not come from one, so passing them shows the step trusted the mark, as it should.
+    const client = message(clientPayloadOriginal(bytes, value, {}));
+    assert.equal(step.run(client, ctx()), client);
   });
 
   it('says where a number beyond a double is (hugeNumberAt, shared with consumed messages), at any depth', () => {

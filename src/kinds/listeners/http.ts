@@ -9,7 +9,7 @@ import { problem, type Problem } from '../../core/errors.js';
 import { sendJson, sendJsonText, sendProblem } from './http-reply.js';
 import { answerFor, deliveredJson, repeatedAnswer } from '../../core/answer.js';
 import { parseClientJson } from './client-json.js';
-import { isJsonMedia, mediaTypeOf, ORIGINAL, payloadOriginal, type Message, type MessageContext, type RequestMeta } from '../../core/message.js';
+import { clientPayloadOriginal, isJsonMedia, mediaTypeOf, ORIGINAL, type Message, type MessageContext, type RequestMeta } from '../../core/message.js';
 import type { Outcome } from '../../core/outcome.js';
 import { admitThroughCurrent, type ListenerBindings, type ListenerRuntime, type ListenerTelemetry, type RouteEntry, type RuntimeEnv, STOP_REASON } from '../contracts.js';
 import { checkCors, CorsPolicy, corsOptions } from './cors.js';
@@ -807,7 +807,7 @@ export class HttpListener implements ListenerRuntime {
       value = event.value;
     }
     // A JSON body goes on to brokers as the client wrote it where no step changes the value (a structured CloudEvent's value is its data).
-    const original = isJson && mode !== 'structured' && !noData ? payloadOriginal(body, value, headers) : undefined;
+    const original = isJson && mode !== 'structured' && !noData ? clientPayloadOriginal(body, value, headers) : undefined;
     const msg: Message = { value, key: null, headers, topic: null, partition: null, offset: null, timestamp: Date.now(), [ORIGINAL]: original };
     const outcome = route.handleNow ? route.handleNow(msg, ctx) : route.handle(msg, ctx);
     if (!(outcome instanceof Promise)) return this.answerSoon(req, res, outcome, ctx);

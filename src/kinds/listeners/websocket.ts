@@ -11,7 +11,7 @@ import { expireAt } from '../../core/expiry.js';
 import { FLOOD_LOG_INTERVAL_MS, RateLimitedWarning } from '../../core/rate-limited-warning.js';
 import { sendProblem } from './http-reply.js';
 import { parseClientJson } from './client-json.js';
-import { envelopeJson, ORIGINAL, valueJson, payloadOriginal, type Delivery, type Message, type MessageContext, type RequestMeta } from '../../core/message.js';
+import { envelopeJson, ORIGINAL, valueJson, clientPayloadOriginal, type Delivery, type Message, type MessageContext, type RequestMeta } from '../../core/message.js';
 import { clientTrustChanged, trustedBy } from './client-certificates.js';
 import {
   admitThroughCurrent,
@@ -943,7 +943,7 @@ export class WebSocketListener implements ListenerRuntime {
         return this.publish(client, current, { value: event.value, key: null, headers: event.headers, topic: null, partition: null, offset: null, timestamp }, n);
       }
       // The frame goes on to brokers as the client wrote it where no step changes the value.
-      const msg: Message = { value: parsed.value, key: null, headers, topic: null, partition: null, offset: null, timestamp, [ORIGINAL]: payloadOriginal(frame, parsed.value, headers) };
+      const msg: Message = { value: parsed.value, key: null, headers, topic: null, partition: null, offset: null, timestamp, [ORIGINAL]: clientPayloadOriginal(frame, parsed.value, headers) };
       return this.publish(client, current, msg, n);
     });
   }

@@ -218,6 +218,8 @@ function repeatedNameInBytes(msg: Message, ctx: MessageContext): RepeatedName | 
   if (v === null || typeof v !== 'object' || Buffer.isBuffer(v)) return undefined;
   const o = msg[ORIGINAL];
   if (o !== undefined && o.value !== null && o.decoded.value === v) {
+    // A client's body or frame: its listener refused it had it given a name twice.
+    if (o.namesChecked) return undefined;
     const bytes = o.value;
     return repeatedNameOf(v, jsonShape(bytes, Number.POSITIVE_INFINITY).members, () => bytes.toString());
   }
