@@ -13,16 +13,17 @@ import { startNats, type MessageServer } from '../helpers/servers.js';
  * JetStream consumer). Heartbeats skipped clients being replayed and no live event came to pile
  * up behind the replay, so nothing cut it off: the replay stayed open for as long as the client
  * kept its connection. Now the first heartbeat that finds it over the send bound, having taken
- * nothing for 60 s, cuts it off as a live client over the bound.
+ * nothing for `replayStallTimeoutMs` (60 s by default, 3 s here), cuts it off as a live client over the bound.
  */
 const VALUE_BYTES = 7 * 1024;
 /** Far more than the loopback sockets' buffers take from a client that does not read (a few MB). */
 const BACKLOG = 1600;
 const BOUND = 64 * 1024;
 const HEARTBEAT_MS = 200;
+const STALL_MS = 3000;
 const value = (n: number) => JSON.stringify({ n, pad: 'x'.repeat(VALUE_BYTES) });
 
-const listener = `api: { kind: http, port: 0, events: { maxBufferedBytes: ${BOUND}, heartbeatMs: ${HEARTBEAT_MS} } }`;
+const listener = `api: { kind: http, port: 0, events: { maxBufferedBytes: ${BOUND}, heartbeatMs: ${HEARTBEAT_MS}, replayStallTimeoutMs: ${STALL_MS} } }`;
 
 describe('SSE over Kafka: a client that stops reading mid-replay on a quiet path', () => {
   const PARTITIONS = 4;
@@ -63,7 +64,7 @@ routes:
     await kafka?.stop();
   });
 
-  it('is cut off as a slow live client, and its replay ends', { timeout: 150_000 }, async () => {
+  it('is cut off as a slow live client, and its replay ends', { timeout: 90_000 }, async () => {
     const from = Array.from({ length: PARTITIONS }, (_, p) => `${p}:0`).join(',');
     await stallAndCut(gw, gw.url('api', '/stream'), from);
   });
@@ -109,7 +110,7 @@ routes:
     for (let n = 0; n < BACKLOG; n++) await js.publish('st.made', value(n));
   });
 
-  it('is cut off as a slow live client, its replay ends and its consumer is deleted', { timeout: 150_000 }, async () => {
+  it('is cut off as a slow live client, its replay ends and its consumer is deleted', { timeout: 90_000 }, async () => {
     const jsm = await nc!.jetstreamManager();
     const consumers = async () => (await jsm.streams.info('STALLED')).state.consumer_count;
     // The route's own durable consumer.
@@ -206,7 +207,7 @@ async function stallAndCut(gw: GatewayFixture, url: string, lastId: string): Pro
   await eventually(async () => {
     const s = await listenerStatus();
     assert.deepEqual([s.eventStreams, s.eventStreamReplays, s.slowStreamsClosed], [0, 0, 1], 'the stream cut off, its replay ended');
-  }, 100_000);
+  }, 40_000);
   const cut = gw.logs.find((l) => l.msg === 'event stream client too slow; disconnecting');
   assert.ok(cut, 'logged as a slow client');
   assert.match(await (await fetch(`${gw.adminUrl}/metrics`)).text(), /^eventgate_slow_clients_disconnected_total\{[^}]*listener="api"[^}]*\} 1$/m);

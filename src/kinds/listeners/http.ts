@@ -66,7 +66,7 @@ const options = kindOptions('http', {
             minimum: 100,
             default: SSE_DEFAULTS.heartbeatMs,
             description:
-              'A comment line is sent this often on every stream, so proxies keep idle streams open. A heartbeat also cuts off a client being replayed (a resume) that is over `maxBufferedBytes` and has taken nothing for 60 s, as a slow client.',
+              'A comment line is sent this often on every stream, so proxies keep idle streams open. A heartbeat also cuts off a client being replayed (a resume) that is over `maxBufferedBytes` and has taken nothing for `replayStallTimeoutMs`, as a slow client.',
           }),
         ),
         maxBufferedBytes: Type.Optional(
@@ -75,6 +75,14 @@ const options = kindOptions('http', {
             default: SSE_DEFAULTS.maxBufferedBytes,
             description:
               "Per-client bound on events written but not yet read; a client over it is disconnected (it reconnects and resumes; counted in `eventgate_slow_clients_disconnected_total`). Checked before each event, on what earlier event-loop turns left unread: the events of one turn go to all clients of a path as one shared buffer and count once written, so a burst larger than the bound does not cut off a client that keeps up. A resume's replay (and the live events held behind it) is written as fast as the client reads it, whatever its size; live events held meanwhile count against the bound.",
+          }),
+        ),
+        replayStallTimeoutMs: Type.Optional(
+          Type.Integer({
+            minimum: 1000,
+            default: SSE_DEFAULTS.replayStallTimeoutMs,
+            description:
+              "How long a client being replayed (a resume with `Last-Event-ID`) may stay over `maxBufferedBytes` having taken nothing before it is cut off as a slow client (checked at each heartbeat, so within `heartbeatMs` after; its replay ends with it). What a client reads shows only in steps (the kernel takes more once about half the socket's send buffer, up to a few MB, has drained), so a short value cuts off slow readers that do read; the default is nginx's `send_timeout`.",
           }),
         ),
         retryMs: Type.Optional(

@@ -35,6 +35,8 @@ export interface SseOptions {
   heartbeatMs: number;
   /** Reconnection delay browsers are told to use (`retry:`). */
   retryMs: number;
+  /** How long a client being replayed may stay over the bound taking nothing before it is cut off (see beat()). */
+  replayStallTimeoutMs: number;
 }
 
 /**
@@ -49,17 +51,11 @@ export const STREAM_HEADERS = {
   'x-accel-buffering': 'no',
 } as const;
 
-/**
- * How long a client being replayed may stay over the send bound taking nothing before it is cut off
- * (checked at heartbeats: within a `heartbeatMs` after). nginx's `send_timeout` (60 s by default)
- * is the same bound on a response a client stops reading.
- */
-const REPLAY_SEND_TIMEOUT_MS = 60_000;
-
 /** How soon a paced replay looks again whether the client read enough, when no 'drain' says so. */
 const REPLAY_RECHECK_MS = 20;
 
-export const SSE_DEFAULTS: SseOptions = { maxBufferedBytes: 1024 * 1024, heartbeatMs: 15_000, retryMs: 2000 };
+// replayStallTimeoutMs: nginx's `send_timeout` (60 s by default) is the same bound on a response a client stops reading.
+export const SSE_DEFAULTS: SseOptions = { maxBufferedBytes: 1024 * 1024, heartbeatMs: 15_000, retryMs: 2000, replayStallTimeoutMs: 60_000 };
 
 /** How a client was let in: its request (checked again when a reload changes the path's auth) and when its credential expires. */
 export interface SseAdmission {
@@ -462,7 +458,7 @@ export class SseStreams {
    * than the replay is read; and what it reads shows here only in steps (the kernel lets node
    * write again once about half of the socket's send buffer, up to megabytes, drained). So it is
    * cut off, as a live client over the bound, only once the heartbeats found it over the bound,
-   * with nothing more taken, for REPLAY_SEND_TIMEOUT_MS. Skipped, such a client kept its replay open
+   * with nothing more taken, for `replayStallTimeoutMs`. Skipped, such a client kept its replay open
    * for good on a quiet path (one read in memory, a Kafka replay, a JetStream consumer). Under the
    * bound it gets the heartbeat (its replay may be waiting for a broker's read).
    */
@@ -475,7 +471,7 @@ export class SseStreams {
     }
     const now = Date.now();
     if (c.stalled === undefined || unsent < c.stalled.unsent) c.stalled = { since: now, unsent };
-    else if (now - c.stalled.since >= REPLAY_SEND_TIMEOUT_MS) this.cutOff(c, unsent);
+    else if (now - c.stalled.since >= this.options.replayStallTimeoutMs) this.cutOff(c, unsent);
   }
 
   /** Writes to one client now, after the live events this turn's batch holds for it. */
