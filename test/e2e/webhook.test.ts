@@ -11,6 +11,7 @@ import { Webhook } from 'standardwebhooks';
 import { runCliInProcess } from '../helpers/cli.js';
 import { WsClient } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
+import { freezeProcess } from '../helpers/outage.js';
 import { WebhookReceiver, type Received } from '../helpers/webhook-receiver.js';
 import { conforms } from '../helpers/wire-formats.js';
 import { fetch } from '../helpers/http.js';
@@ -77,6 +78,9 @@ routes:
   - name: slow
     from: { listener: api, path: /slow }
     to: { http: { url: "${hook.url}/slow", timeoutMs: 300, retry: { attempts: 1 } } }
+  - name: stalled
+    from: { listener: api, path: /stalled }
+    to: { http: { url: "${hook.url}/stalled", timeoutMs: 1000, retry: { attempts: 2, backoffMs: 10 } } }
   - name: patient
     from: { listener: api, path: /patient }
     to: { http: { url: "${hook.url}/patient", timeoutMs: 2000, concurrency: 1, retry: { attempts: 1 } } }
@@ -502,6 +506,39 @@ routes:
     assert.equal(hook.requests.length - from, 1);
     assert.match(p.detail, /did not answer within 300 ms; the message may still have reached it \(sending it again may deliver it twice\)$/);
     hook.respond = (_r, res) => res.end('ok');
+  });
+
+  it('takes an answer that came within timeoutMs though the gateway could not run until after it: not a timeout, not sent again', async () => {
+    // The gateway's process stopped (as one starved of CPU, or in a long pause) as the endpoint
+    // answers at once, and going on only after timeoutMs: the answer waits in its socket when the
+    // try's timer falls due. Taken for a timeout, the request was sent again, and the endpoint had
+    // the message twice (spec-checklist 3976).
+    const pid = gw.process.pid!;
+    let thawed: Promise<void> | undefined;
+    hook.respond = (r, res) => {
+      if (r.url !== '/stalled' || thawed !== undefined) return void res.end('ok');
+      thawed = (async () => {
+        await freezeProcess(pid, false);
+        res.end('ok');
+        await new Promise((resolve) => setTimeout(resolve, 1500));
+        process.kill(pid, 'SIGCONT');
+      })();
+    };
+    const from = hook.requests.length;
+    try {
+      const res = await post('/stalled', { n: 1 });
+      assert.equal(res.status, 200, await res.text());
+      await thawed;
+      // A second try would have followed at once (10 ms of backoff): the next message comes after it.
+      assert.equal((await post('/stalled', { n: 2 })).status, 200);
+      assert.deepEqual(
+        hook.requests.slice(from).map((r) => r.body),
+        ['{"n":1}', '{"n":2}'],
+      );
+    } finally {
+      if (thawed) await thawed.catch(() => process.kill(pid, 'SIGCONT'));
+      hook.respond = (_r, res) => res.end('ok');
+    }
   });
 
   it("`eventgate test` answers { error: refused } and { error: timeout } as this gateway's endpoints fail (1290)", async () => {

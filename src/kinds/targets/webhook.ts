@@ -573,6 +573,16 @@ export class WebhookTarget implements Target {
       slot.timer = setTimeout(this.expired, Math.ceil(left), slot).unref();
       return;
     }
+    // Node runs due timers before it reads its sockets: a process that could not run for a while
+    // (starved of CPU, a long pause) found the endpoint's answer, come in time, unread, took the
+    // try for a timeout and sent the message again (the endpoint had it twice). So the sockets are
+    // read first, and the try ends as a timeout only if no answer was there.
+    setImmediate(this.expireUnanswered, slot, flight, flight.tries);
+  };
+
+  /** expired()'s end, after the sockets were read: the try `ticket` of `flight`, still in `slot` unanswered, timed out. */
+  private readonly expireUnanswered = (slot: Slot, flight: Flight, ticket: number): void => {
+    if (slot.flight !== flight || flight.tries !== ticket) return;
     this.expire(slot, flight);
   };
 }
