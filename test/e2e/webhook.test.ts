@@ -6,11 +6,12 @@ import { writeFileSync } from 'node:fs';
 import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { Webhook } from 'standardwebhooks';
 import { runCliInProcess } from '../helpers/cli.js';
 import { WsClient } from '../helpers/clients.js';
-import { eventually, useGateway } from '../helpers/gateway.js';
+import { eventually, startGateway, useGateway } from '../helpers/gateway.js';
 import { freezeProcess } from '../helpers/outage.js';
 import { WebhookReceiver, type Received } from '../helpers/webhook-receiver.js';
 import { conforms } from '../helpers/wire-formats.js';
@@ -788,5 +789,38 @@ routes:
     const back = g.logs.find((l) => l.msg.startsWith('message given back uncommitted'));
     assert.match(String(back?.detail), /^the route stopped while waiting to try http:\/\/127\.0\.0\.1:\d+\/before again: not delivered \(.*\/before answered 503: later\)$/);
     hook.respond = (_r, res) => res.end('ok');
+  });
+});
+
+describe("webhook targets: a gateway's own start-up work is not counted in a try's timeoutMs", () => {
+  it('loads the HTTP client before the first try starts its clock: a slow load is no timeout, the message sent once', async () => {
+    const hook = await WebhookReceiver.start();
+    const preload = fileURLToPath(new URL('../helpers/slow-undici-load.js', import.meta.url));
+    const gw = await startGateway(
+      `
+version: 1
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - name: first
+    from: { listener: api, path: /first }
+    to: { http: { url: "${hook.url}/first", timeoutMs: 3000, retry: { attempts: 2, backoffMs: 10 } } }
+`,
+      // Loading it takes longer than the try may: counted in the try, the first one timed out.
+      { env: { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${preload}`, EVENTGATE_TEST_UNDICI_LOAD_MS: '4000' } },
+    );
+    try {
+      const res = await fetch(gw.url('api', '/first'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"n":1}' });
+      const body = (await res.json()) as { deliveries: { attempts: number }[] };
+      assert.equal(res.status, 200, JSON.stringify(body));
+      assert.deepEqual(
+        body.deliveries.map((d) => d.attempts),
+        [1],
+      );
+      assert.equal(hook.requests.length, 1);
+    } finally {
+      await gw.stop();
+      await hook.stop();
+    }
   });
 });

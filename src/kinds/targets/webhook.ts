@@ -477,6 +477,8 @@ export class WebhookTarget implements Target {
     const ticket = ++flight.tries;
     if (ticket > 1 && this.plan.secret) this.resign(flight.request);
     flight.exchange = undefined;
+    // The gateway's own start-up work (loading the HTTP client) is not the endpoint's time.
+    this.client.load?.();
     // Armed before the request is made: a client that fails at once calls back before request() returns.
     this.arm(slot, flight);
     try {
