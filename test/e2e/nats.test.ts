@@ -1477,6 +1477,36 @@ routes:
     await gw.reconfigure(config());
   });
 
+  // A publish the server answers with no stream made the broker take the stream for gone and
+  // check it again; an operator's stream there, storing other subjects than the config says, was
+  // then found again at once, and so on at every publish: a warning and an info line and a look at
+  // the stream each time, the 503 naming a stream 'not found' that was there.
+  it("answers 503 naming the subject when the operator's stream is there but stores other subjects, without taking the stream for gone at each publish", async () => {
+    const inbox = `_INBOX.narrow.${Math.random().toString(36).slice(2)}`;
+    const created = await peer.subscribe(inbox);
+    peer.publish('$JS.API.STREAM.CREATE.NARROW', JSON.stringify({ name: 'NARROW', subjects: ['narrow.real.>'], storage: 'memory' }), {}, inbox);
+    assert.doesNotMatch((await peer.take(created, 1))[0]!.payload, /"error"/);
+    const from = gw.logs.length;
+    await gw.reconfigure(
+      config({
+        streams: '\n      NARROW: { subjects: ["narrow.>"], declare: false }',
+        routes: '\n  - { name: narrow, from: { listener: api, path: /narrow }, to: { broker: nats, topic: narrow.x } }',
+      }),
+    );
+    for (let n = 0; n < 5; n++) {
+      const res = await post(gw.url('api', '/narrow'), { n });
+      assert.equal(res.status, 503, res.text);
+      assert.match(res.body.detail, /no JetStream stream stores subject 'narrow\.x'/);
+    }
+    // The reload's lines come after any the publishes made (one process, one stdout).
+    await gw.reconfigure(config());
+    const narrow = gw.logs.slice(from).filter((l) => typeof l.msg === 'string' && l.msg.startsWith("nats stream 'NARROW'"));
+    assert.deepEqual(
+      narrow.map((l) => l.msg),
+      [],
+    );
+  });
+
   // The log said `nats stream 'MEM' not found` of a stream that was there (spec-checklist 2992).
   it('says a declared stream the server refuses to update as declared is not ready, not that it is not found; a reload that declares it so is rejected at once', async () => {
     const inbox = `_INBOX.mem.${Math.random().toString(36).slice(2)}`;

@@ -595,10 +595,12 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
         (seq): Delivery => ({ broker: this.name, topic, partition: 0, offset: offsetText(seq) }),
         (err: Error) => {
           this.telemetry?.producerError();
-          // Gone from the server (deleted, or with its store): checked again, and declared again when
-          // the broker declares it, as a route reading it does. Read by no route, it stayed gone for
-          // good, every publish 503, after a server restarted with its store wiped.
-          if (err instanceof NoStreamStores) this.streamGone(stream, notFoundOn('stream', stream, this.name, err.message));
+          // Gone from the server (deleted, or with its store): declared again, as a route reading it
+          // does. Read by no route, it stayed gone for good, every publish 503, after a server
+          // restarted with its store wiped. Not a stream that must exist (`declare: false`): nothing
+          // is made again, and an operator's stream there storing other subjects than the config
+          // says was found again at once, then taken for gone by the next publish, and so on.
+          if (err instanceof NoStreamStores && this.settings.streams[stream]?.declare) this.streamGone(stream, notFoundOn('stream', stream, this.name, err.message));
           throw tooLargeFor(nc, err, data.length) ?? err;
         },
       );
