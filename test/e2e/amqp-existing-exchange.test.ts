@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { Transform, type TransformCallback } from 'node:stream';
 import { post } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { pikaConsume, pikaDeclareExchange, pikaDeclareQueue, pikaDeleteExchange } from '../helpers/peers.js';
 import type { RabbitServer } from '../helpers/servers.js';
 import { sharedRabbit } from '../helpers/shared-rabbit.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
 
 /**
  * `exchange: {declare: false}` says the exchange must exist already, as `queues.<name>.declare:
@@ -66,5 +68,85 @@ routes:
     const lost = await gw.waitForLog((l) => l.msg === 'amqp connection lost; reconnecting', 15000, from);
     assert.match(String(lost.reason), new RegExp(`^reconnecting: the server closed the publish channel \\(404 NOT_FOUND - no exchange '${exchange}'`));
     await eventually(async () => assert.deepEqual((await readyz(gw)).body.reasons, ['broker rb: topology not ready']), 15000, 100);
+  });
+});
+
+/** The server's bytes to one connection, held while `holding` and passed on at release(). */
+class HeldReplies extends Transform {
+  holding = false;
+  private readonly held: Buffer[] = [];
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    if (this.holding) this.held.push(chunk);
+    else this.push(chunk);
+    done();
+  }
+  release(): void {
+    this.holding = false;
+    for (const c of this.held.splice(0)) this.push(c);
+  }
+}
+
+/**
+ * The exchange deleted under a running broker: the publish channel closes (404) and the broker
+ * closes its other connection to connect again. Until the server answers that close, the closed
+ * channel's publisher stayed in use: a publish meanwhile went out on it, on the publish
+ * connection, which the server then closed (504 CHANNEL_ERROR), logged as that connection lost
+ * and opened again, the publish told of a 504. The server's answer to the close is held here,
+ * so the publish always comes in that time.
+ */
+describe('kind: amqp, a publish while the broker reconnects for a publish channel the server closed', () => {
+  let rabbit: RabbitServer;
+  let proxy: TcpProxy;
+  const exchange = `eg-reclosed-${process.pid}`;
+  /** Each connection's server bytes, in the order the gateway opened them: the broker's connection first, then its publish connection. */
+  const replies: HeldReplies[] = [];
+  before(async () => {
+    rabbit = await sharedRabbit();
+    await pikaDeclareExchange(rabbit, exchange, 'topic');
+    proxy = await TcpProxy.start(rabbit.port, {
+      toClient: () => {
+        const r = new HeldReplies();
+        replies.push(r);
+        return r;
+      },
+    });
+  });
+  after(async () => {
+    for (const r of replies) r.release();
+    await proxy?.stop();
+    await rabbit?.stop();
+  });
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+brokers:
+  rb: { kind: amqp, url: "${rabbit.url.replace(`:${rabbit.port}`, `:${proxy.port}`)}", mandatory: false, exchange: { name: ${exchange}, declare: false } }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - { name: out, from: { listener: api, path: /out }, to: { broker: rb, topic: orders.created } }
+`,
+  );
+
+  it("refuses it at once, in the server's words, and does not send it on the closed channel", async () => {
+    await eventually(async () => assert.equal((await post(gw.url('api', '/out'), { n: 0 })).status, 200), 15000, 100);
+    assert.equal(replies.length, 2, 'the broker connection and the publish connection');
+    const from = gw.logs.length;
+    replies[0]!.holding = true;
+    await pikaDeleteExchange(rabbit, exchange);
+    const gone = await post(gw.url('api', '/out'), { n: 1 });
+    assert.equal(gone.status, 503, gone.text);
+    assert.match(gone.body.detail, /the server closed the publish channel \(404 NOT_FOUND/);
+    const meanwhile = await post(gw.url('api', '/out'), { n: 2 });
+    assert.equal(meanwhile.status, 503, meanwhile.text);
+    assert.match(meanwhile.body.detail, /is not connected \(reconnecting: the server closed the publish channel \(404 NOT_FOUND - no exchange/);
+    replies[0]!.release();
+    await gw.waitForLog((l) => l.msg === 'amqp connection lost; reconnecting', 15000, from);
+    await gw.waitForLog((l) => l.msg === 'amqp connect failed; retrying', 15000, from);
+    assert.deepEqual(
+      gw.logs.slice(from).filter((l) => String(l.msg).startsWith('amqp publish connection')),
+      [],
+    );
   });
 });

@@ -610,7 +610,12 @@ export class AmqpBroker implements BrokerRuntime {
     // the connection lives: connect again, declaring the exchange, queues and bindings again.
     else {
       // (Not when the connection itself went: its channels close first, with no words of the server's.)
-      if (this.publishClosedBy !== undefined) this.closedFor = { conn, why: `reconnecting: the server closed the publish channel (${this.publishClosedBy})` };
+      const why = this.publishClosedBy === undefined ? 'reconnecting: the publish channel closed' : `reconnecting: the server closed the publish channel (${this.publishClosedBy})`;
+      if (this.publishClosedBy !== undefined) this.closedFor = { conn, why };
+      // Until that close is answered (lost()), a publish would go out on the closed channel, on the
+      // publish connection that lives on: the server closes that connection for it (504 CHANNEL_ERROR).
+      this.publisher = undefined;
+      this.state = { ready: false, detail: why };
       void conn.close().catch(() => undefined);
     }
   }
