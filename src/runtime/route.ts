@@ -42,7 +42,7 @@ import { isStop, type Outcome } from '../core/outcome.js';
 import { Backoff, pause } from '../core/backoff.js';
 import { deadletterMessage, type DeadletterCause } from '../core/deadletter.js';
 import { publishedIdentity } from '../kinds/brokers/nats/msg-id.js';
-import { Refused } from '../kinds/brokers/acknowledgement.js';
+import { AckTimeout, Refused } from '../kinds/brokers/acknowledgement.js';
 import { FLOOD_LOG_INTERVAL_MS, RateLimitedWarning } from '../core/rate-limited-warning.js';
 import type { StepStateStore } from './step-state.js';
 import { brokerTarget, everyTarget, fanOutDetail, sendsInTurn, sent, targetFailed, unavailable, withoutConsumedInstructions } from './route-targets.js';
@@ -804,9 +804,16 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    * The one dead-letter path of a route: the same headers (core/deadletter.ts), never credentials.
    * `source` (MessageContext.source: a consumed message's route and identity) gives the write a
    * message id of its own when the dead-letter broker takes ids, so a message dead-lettered again
-   * (a try whose PubAck was lost, a redelivery) is one message to the stream, not two.
+   * (a try whose PubAck was lost, a redelivery) is one message to the stream, not two. A consumed
+   * message's write (`consuming`) waits for a late answer before it fails (takenLate).
    */
-  private sendToDeadletter(to: DeadletterTopic, msg: Message, cause: DeadletterCause, ctx: Pick<MessageContext, 'source' | 'span' | 'consumed'>): Promise<Delivery> {
+  private sendToDeadletter(
+    to: DeadletterTopic,
+    msg: Message,
+    cause: DeadletterCause,
+    ctx: Pick<MessageContext, 'source' | 'span' | 'consumed'>,
+    consuming = ctx.consumed !== undefined,
+  ): Promise<Delivery> {
     // A consumed message's instructions to its source's stream are not the copy's (withoutConsumedInstructions).
     const kept = withoutConsumedInstructions(this.withoutCredentials(msg), ctx.consumed, to.broker.publishInstruction?.bind(to.broker));
     const out = deadletterMessage(kept, this.name, cause, to.broker.headerProblem?.bind(to.broker));
@@ -816,7 +823,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       // A write the sampler did not record names the route's recorded span, as a target's does
       // (startSendSpan): a consumed message's own traceparent names its producer, not the try.
       const named = ctx.span === undefined ? out : { ...out, headers: headersWith(out.headers, TRACEPARENT, ctx.span.traceparent) };
-      return this.publishDeadletter(to, msg, named, ctx.source);
+      const written = this.publishDeadletter(to, msg, named, ctx.source);
+      return consuming ? this.takenLate(written, msg) : written;
     }
     let written: Promise<Delivery>;
     try {
@@ -824,7 +832,31 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     } catch (err) {
       written = Promise.reject(err);
     }
-    return endedWithWrite(send, written, (err) => unavailable(to.broker.name, err));
+    return endedWithWrite(send, consuming ? this.takenLate(written, msg) : written, (err) => unavailable(to.broker.name, err));
+  }
+
+  /**
+   * A consumed message's dead-letter write that failed at its ack deadline while its request was
+   * still out (AckTimeout.late): its real outcome decides, as a target's does (settledLate). Taken
+   * late, it counts as written; the retry that followed the deadline at once wrote a second copy
+   * (a Kafka produce request answered after `ackTimeoutMs`: an event loop held up past it by a
+   * batch's decompression, an overloaded machine). Not taken (or no answer by the broker's
+   * backstop), the deadline's error stands and the caller tries again. HTTP publishes are answered
+   * at the deadline as before (a client's 503 does not wait).
+   */
+  private async takenLate(written: Promise<Delivery>, msg: Message): Promise<Delivery> {
+    try {
+      return await written;
+    } catch (err) {
+      const late = err instanceof AckTimeout ? err.late : undefined;
+      if (late === undefined) throw err;
+      const where = { route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset };
+      this.deps.logger.warn({ ...where, err: (err as Error).message }, 'a dead-letter write is still out past its ack deadline: the route waits for its answer before it tries again');
+      const took = await late.wait();
+      if (took === undefined) throw err;
+      this.deps.logger.info(where, 'a dead-letter write answered after its ack deadline was taken: it is not written again');
+      return took;
+    }
   }
 
   /** A validate step's own dead-letter topic, made once per step. */
@@ -1072,7 +1104,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
         ? { code: 'EG_UNDECODABLE_BATCH', detail: `a record batch could not be decoded: ${raw.reason}` }
         : { code: 'EG_UNDECODABLE_RECORD', detail: `a record could not be decoded: ${raw.reason}` };
     // No route span: bytes no route read have no trace to join (no PRODUCER span either).
-    await this.sendToDeadletter(to, undecoded, { status: 422, ...error, errors: [] }, { source: identity });
+    await this.sendToDeadletter(to, undecoded, { status: 422, ...error, errors: [] }, { source: identity }, true);
     this.stats.deadlettered++;
   }
 

@@ -3,6 +3,9 @@ import { after, before, describe, it } from 'node:test';
 import { useGateway, type LogLine } from '../helpers/gateway.js';
 import { kcatConsumeAll, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { PAST_DEADLINE, producerErrors, routeCounts } from '../helpers/late-answer.js';
+
+/** The log line of a dead-letter write whose answer came after its ack deadline and took it. */
+const DEADLETTER_TAKEN_LATE = 'a dead-letter write answered after its ack deadline was taken';
 import { fetch } from '../helpers/http.js';
 
 /**
@@ -166,5 +169,103 @@ routes:
       );
     }
     assert.equal(producerErrors((await routeCounts(gw, 'one', 3)).scrape, 'kafka'), 2);
+  });
+});
+
+/**
+ * A consume route's dead-letter write whose produce answer comes later than `ackTimeoutMs` (within
+ * kafkajs' request timeout): as a target's try, it waits for that answer, and the write taken late
+ * counts as written. Before, the retry followed the deadline at once and the cluster, which had
+ * taken the first write, stored the dead letter twice or more (e2e/kafka-bombs' gzip bomb dead-lettered
+ * twice under load: its answer reached an event loop held up past the deadline). Both dead-letter
+ * paths: an undecodable batch's (a gzip batch past `consumer.maxBatchBytes`) and a record whose
+ * chain fails.
+ */
+describe('kafka: a dead-letter write whose produce answer comes late', () => {
+  let kafka: KafkaCluster;
+  let [bombs, broken, bombsDlq, brokenDlq] = ['', '', '', ''];
+
+  before(async () => {
+    kafka = await startKafka({ brokers: 2 });
+    [bombs, broken, bombsDlq, brokenDlq] = [kafka.topic('late-bombs'), kafka.topic('late-broken'), kafka.topic('late-bombs-dlq'), kafka.topic('late-broken-dlq')];
+    for (const t of [bombs, broken, bombsDlq, brokenDlq]) await kafka.createTopic(t, 1);
+    // Broker 2 leads the dead-letter topics, whose answers are delayed; broker 1 the sources.
+    for (const t of [bombs, broken]) await kafka.moveLeader(t, 0, 1);
+    for (const t of [bombsDlq, brokenDlq]) await kafka.moveLeader(t, 0, 2);
+  });
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+brokers:
+  kafka:
+    kind: kafka
+    brokers: "${kafka.bootstrap}"
+    producer: { ackTimeoutMs: 1000 }
+    consumer: { sessionTimeoutMs: 20000, heartbeatIntervalMs: 500, rebalanceTimeoutMs: 20000, maxWaitMs: 100, maxBatchBytes: 1024 }
+routes:
+  - name: bombs
+    from: { broker: kafka, topic: ${bombs} }
+    to: { broker: kafka, topic: ${bombs}-copied }
+    deadletter: { broker: kafka, topic: ${bombsDlq} }
+  - name: broken
+    from: { broker: kafka, topic: ${broken} }
+    through:
+      - transform: '$error("refused")'
+    to: { broker: kafka, topic: ${broken}-copied }
+    deadletter: { broker: kafka, topic: ${brokenDlq} }
+`,
+  );
+  after(async () => {
+    await kafka?.delayAnswers(2, 0).catch(() => {});
+    await kafka?.stop();
+  });
+
+  /** A gzip batch of one record of 4 KB: past the 1 KB bound, so undecodable, dead-lettered raw. */
+  const bomb = (n: number) => kcatProduce(kafka.bootstrap, bombs, [{ value: JSON.stringify({ n, pad: '0'.repeat(4096) }) }], { compression: 'gzip' });
+  const fail = (n: number) => kcatProduce(kafka.bootstrap, broken, [{ value: JSON.stringify({ n }) }]);
+  /** Which record each dead letter stands for, in the topic's order: a batch's source offset, a record's `n`. */
+  const sources = async (topic: string) =>
+    (await kcatConsumeAll(kafka.bootstrap, topic)).map((r) =>
+      topic === bombsDlq ? Number((JSON.parse(r.headers!._eventgate_source!) as { offset: string }).offset) : (JSON.parse(r.value!) as { n: number }).n,
+    );
+  const until = async (topic: string, count: number) => {
+    for (const deadline = Date.now() + 30000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 100))) if ((await sources(topic)).length >= count) return;
+    assert.fail(`${topic} never had ${count} dead letters: ${JSON.stringify(await sources(topic))}`);
+  };
+
+  it('waits for the late answer of its dead-letter write: each dead letter once', async () => {
+    // The dead-letter topics' leader known to the producer: the next writes go straight to it.
+    await Promise.all([bomb(0), fail(0)]);
+    await Promise.all([until(bombsDlq, 1), until(brokenDlq, 1)]);
+    const from = gw.logs.length;
+    // Answers 1.5 s late: past the 1 s deadline, within kafkajs' request timeout.
+    await kafka.delayAnswers(2, 1500);
+    await Promise.all([bomb(1), fail(1)]);
+    // Each route says its write was taken late, or (as before the fix) retries it a second time: a second write out.
+    for (const route of ['bombs', 'broken']) {
+      let retried = 0;
+      const takenOrAgain = (l: LogLine) =>
+        l.route === route &&
+        (l.msg.startsWith(DEADLETTER_TAKEN_LATE) || (/^(undecodable record batch not dead-lettered|dead-letter target did not acknowledge); retrying$/.test(l.msg) && ++retried > 1));
+      await gw.waitForLog(takenOrAgain, 15000, from);
+    }
+    await kafka.delayAnswers(2, 0);
+    await Promise.all([bomb(2), fail(2)]);
+    await Promise.all([until(bombsDlq, 3), until(brokenDlq, 3)]);
+    assert.deepEqual(await sources(bombsDlq), [0, 1, 2], 'each undecodable batch dead-lettered once, the late one included');
+    assert.deepEqual(await sources(brokenDlq), [0, 1, 2], 'each failed record dead-lettered once, the late one included');
+    for (const route of ['bombs', 'broken']) {
+      const said = gw.logs.slice(from).filter((l) => l.route === route);
+      assert.ok(
+        said.some((l) => l.msg.startsWith('a dead-letter write is still out past its ack deadline') && /within 1000 ms/.test(String(l.err))),
+        `route ${route}: its dead-letter write did reach its deadline`,
+      );
+      assert.deepEqual(
+        said.filter((l) => /retrying$/.test(l.msg)),
+        [],
+        `route ${route}: no retry`,
+      );
+    }
   });
 });
