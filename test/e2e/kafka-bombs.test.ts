@@ -108,15 +108,27 @@ async function send(bootstrap: string, topic: string, messages: { value: string 
   }
 }
 
-/** Records of `topic`, read from the start by a kafkajs consumer, until `count`. */
+/**
+ * The first `count` records of `topic` (offsets 0 to count - 1), read from the start by a kafkajs
+ * consumer. Kept by offset: a rebalance of the reader's own group hands it records again, which
+ * are not the topic's (a dead letter the gateway wrote twice is at two offsets).
+ */
 async function readAll(bootstrap: string, topic: string, count: number): Promise<kafkajs.KafkaMessage[]> {
   const consumer = testClient(bootstrap).consumer({ groupId: `reader-${topic}-${Date.now()}`, maxWaitTimeInMs: 100 });
   await consumer.connect();
   try {
     await consumer.subscribe({ topic, fromBeginning: true });
-    const seen: kafkajs.KafkaMessage[] = [];
-    await new Promise<void>((resolve) => void consumer.run({ eachMessage: async ({ message }) => void (seen.push(message) === count && resolve()) }));
-    return seen;
+    const byOffset = new Map<number, kafkajs.KafkaMessage>();
+    await new Promise<void>(
+      (resolve) =>
+        void consumer.run({
+          eachMessage: async ({ message }) => {
+            if (Number(message.offset) < count) byOffset.set(Number(message.offset), message);
+            if (byOffset.size === count) resolve();
+          },
+        }),
+    );
+    return Array.from({ length: count }, (_, i) => byOffset.get(i)!);
   } finally {
     await consumer.disconnect();
   }
