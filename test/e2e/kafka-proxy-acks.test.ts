@@ -282,6 +282,11 @@ routes:
     batch.writeInt32BE(batch.length - 12, 8);
     return batch;
   };
+  /** `batch` with its CRC-32C written again after a test changed its bytes. */
+  const withCrc = (batch: Buffer) => {
+    batch.writeUInt32BE(crc32c(batch.subarray(CRC_FROM)) >>> 0, CRC_FROM - 4);
+    return batch;
+  };
   /** After a refusal: a good record goes through, and it is the only one the topic has. */
   const onlyGoodOneWritten = async (topic: string) => {
     const r = await kcatProduceLines(proxy, topic, ['{"id":1}']);
@@ -294,7 +299,8 @@ routes:
 
   it('refuses a record whose length varint runs past 5 bytes, naming it', async () => {
     const good = recordBatch({ attributes: 0, key: null, value: Buffer.from('{"id":0}') });
-    const batch = sized(Buffer.concat([good.subarray(0, FIRST_RECORD), Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0x01])]));
+    // With a CRC of its own: a hostile producer's batch, not one damaged on the way (the case below).
+    const batch = withCrc(sized(Buffer.concat([good.subarray(0, FIRST_RECORD), Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0x01])])));
     const before = await closedByProxy();
     const answer = await produceRaw(proxy, { version: 8, transactionalId: null, topic: checked, partition: 0, batch });
     assert.equal(answer.errorCode, INVALID_RECORD);
@@ -331,5 +337,20 @@ routes:
     assert.equal(answer.errorCode, CORRUPT_MESSAGE);
     assert.match(answer.errorMessage ?? '', /^route 'tagged-in' refused record 0: record batch CRC mismatch \([0-9a-f]{1,8} stored, [0-9a-f]{1,8} computed\)$/);
     await onlyGoodOneWritten(tagged);
+  });
+
+  // A route without `to` does not check the CRC of the batches it sends on (the cluster does), but
+  // one whose records it refuses or cannot read is checked before it answers: a record damaged on
+  // the way is not the producer's to drop as invalid (INVALID_RECORD, which no client retries).
+  it('answers CORRUPT_MESSAGE, not INVALID_RECORD, for a damaged batch whose record a route refuses or cannot read', async () => {
+    const refused = recordBatch({ attributes: 0, key: null, value: Buffer.from('{"id":17}') });
+    refused[refused.indexOf('{"id":17}') + 6] = 'x'.charCodeAt(0); // after the CRC was computed: `{"id":x7}`, no JSON object
+    const good = recordBatch({ attributes: 0, key: null, value: Buffer.from('{"id":0}') });
+    const unreadable = sized(Buffer.concat([good.subarray(0, FIRST_RECORD), Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0x01])]));
+    for (const batch of [refused, unreadable]) {
+      const answer = await produceRaw(proxy, { version: 8, transactionalId: null, topic: checked, partition: 0, batch });
+      assert.equal(answer.errorCode, CORRUPT_MESSAGE);
+      assert.match(answer.errorMessage ?? '', /^route 'checked-in' refused record 0: record batch CRC mismatch \([0-9a-f]{1,8} stored, [0-9a-f]{1,8} computed\)$/);
+    }
   });
 });

@@ -355,7 +355,8 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
         if (codec !== 0) data = await ctx.compression.decompress(codec, batch.recordsSection);
         else data = route.delivers ? Buffer.from(batch.recordsSection) : batch.recordsSection;
       } catch (err) {
-        recordErrors.push({ index: 0, message: `cannot read the batch: ${(err as Error).message}` });
+        if (refusedAsCorrupt(batch, recordErrors)) corrupt++;
+        else recordErrors.push({ index: 0, message: `cannot read the batch: ${(err as Error).message}` });
         return undefined;
       }
       const baseTimestamp = Number(batch.baseTimestamp);
@@ -411,7 +412,8 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
       const outcomes = waits ? await Promise.all(pending) : (pending as Outcome[]);
       if (unreadable) {
         judged[b] = { messages, outcomes };
-        recordErrors.push({ index: 0, message: `cannot read the batch: ${unreadable.message}` });
+        if (refusedAsCorrupt(batch, recordErrors)) corrupt++;
+        else recordErrors.push({ index: 0, message: `cannot read the batch: ${unreadable.message}` });
         return undefined;
       }
       let changes = clientTag;
@@ -437,6 +439,13 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
         return undefined;
       }
       if (!changes && !refusals) return undefined;
+      // Records refused from a batch whose bytes are not what its producer wrote: the batch is
+      // answered as damaged (CORRUPT_MESSAGE, which the client sends again), as a Kafka broker
+      // checks the CRC before the records. Checked on this rare path only, not per batch.
+      if (refusals && !route.delivers && refusedAsCorrupt(batch, recordErrors)) {
+        corrupt++;
+        return undefined;
+      }
       // Batches the chain changed, or holding a producer's validation tag, are read again, as records to rebuild (the rare path).
       const records = changes ? readRecords(data, batch.recordCount) : [];
       let edited: KafkaRecord[] | undefined;
@@ -454,10 +463,7 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
       }
       if (!edited || recordErrors.length > 0) return undefined;
       // Never launder a corrupted batch into one with a good CRC.
-      try {
-        verifyCrc(batch);
-      } catch (err) {
-        recordErrors.push({ index: 0, message: (err as Error).message });
+      if (refusedAsCorrupt(batch, recordErrors)) {
         corrupt++;
         return undefined;
       }
@@ -501,6 +507,20 @@ function joinSets(sets: { messages: (Message | undefined)[]; outcomes: Outcome[]
 
 function context(route: RouteEntry, ctx: GovernContext): MessageContext {
   return { route: route.name, remoteAddress: ctx.remoteAddress };
+}
+
+/**
+ * Whether `batch`'s bytes do not match its CRC-32C (verifyCrc); if so, that is the batch's one
+ * refusal, added to `recordErrors`. Asked of a batch the listener rebuilds or refuses.
+ */
+function refusedAsCorrupt(batch: RawBatch, recordErrors: { index: number; message: string }[]): boolean {
+  try {
+    verifyCrc(batch);
+    return false;
+  } catch (err) {
+    recordErrors.push({ index: 0, message: (err as Error).message });
+    return true;
+  }
 }
 
 /** context() of a record whose batch goes on after a validate step, with the bytes of its value (in the literal: no shape change per record). */
