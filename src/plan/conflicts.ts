@@ -13,12 +13,13 @@ export interface Conflict {
 const WILDCARDS = new Set(['0.0.0.0', '::', '']);
 
 /** Two binds collide when the ports match and the hosts match or either is a wildcard (Linux refuses the second with EADDRINUSE). */
-function sameSocket(a: { host: string; port: number }, b: { host: string; port: number }): boolean {
+export function sameSocket(a: { host: string; port: number }, b: { host: string; port: number }): boolean {
   if (a.port === 0 || b.port === 0 || a.port !== b.port) return false;
   return a.host === b.host || WILDCARDS.has(a.host) || WILDCARDS.has(b.host);
 }
 
-function socketOf(options: Record<string, unknown>): { host: string; port: number } | undefined {
+/** The host and port a listener's options bind (its default host, every address, when it names none). */
+export function socketOf(options: Record<string, unknown>): { host: string; port: number } | undefined {
   return typeof options.port === 'number' ? { host: typeof options.host === 'string' ? options.host : '0.0.0.0', port: options.port } : undefined;
 }
 

@@ -3,6 +3,7 @@ import { BindError } from '../kinds/listeners/bind.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import type { Logger } from '../log.js';
 import type { Change, Transition } from '../plan/diff.js';
+import { sameSocket, socketOf } from '../plan/conflicts.js';
 import type { PathPart } from '../config/source.js';
 import type { AdminPlan, ListenerPlan, Plan, RoutePlan } from '../plan/types.js';
 import type { RouteRuntime } from './route.js';
@@ -85,18 +86,21 @@ async function startOrFail<T>(component: { start(): Promise<T> }, at: readonly P
 }
 
 /**
- * A new socket's port that a component of the running config holds (one this reload removes or
+ * A new socket's address that a component of the running config holds (one this reload removes or
  * moves to another port): new sockets bind before the old ones stop, so only a component kept
- * under its own name takes its port over. Undefined when no running component holds `port`.
+ * under its own name takes its port over. Undefined when no running component's socket clashes
+ * with `socket` (same port, and the same host or either a wildcard, as conflicts.ts judges two binds).
  */
-function runningHolder(t: Transition, port: number, self: string): string | undefined {
-  if (port === 0) return undefined;
+function runningHolder(t: Transition, socket: { host: string; port: number } | undefined, self: string): string | undefined {
+  if (socket === undefined || socket.port === 0) return undefined;
   for (const c of t.listeners) {
     if (c.name === self || (c.op !== 'remove' && c.op !== 'replace')) continue;
-    const p = listenerPorts(c);
-    if (p.op === 'remove' ? p.before.port === port : p.op === 'replace' && p.before.port === port && p.after.port !== port) return `listener '${c.name}'`;
+    const before = socketOf(c.before.options);
+    const moved = c.op === 'remove' || socketOf(c.after.options)?.port !== before?.port;
+    if (before && moved && sameSocket(before, socket)) return `listener '${c.name}'`;
   }
-  if ((t.admin?.op === 'remove' || t.admin?.op === 'replace') && t.admin.before.port === port && (t.admin.op === 'remove' || t.admin.after.port !== port)) return 'the admin server';
+  const admin = t.admin;
+  if ((admin?.op === 'remove' || admin?.op === 'replace') && (admin.op === 'remove' || admin.after.port !== admin.before.port) && sameSocket(admin.before, socket)) return 'the admin server';
   return undefined;
 }
 
@@ -156,11 +160,11 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
       if ((c.op !== 'add' && c.op !== 'replace') || listenerTakeovers.includes(c as never)) continue;
       const l = env.registry.listeners.get(c.after.kind)!.create(c.name, c.after.options, env.runtime);
       built.listeners.set(c.name, l);
-      await startOrFail(l, ['listeners', c.name], `listener '${c.name}'`, runningHolder(t, (c.after.options as { port: number }).port, c.name));
+      await startOrFail(l, ['listeners', c.name], `listener '${c.name}'`, runningHolder(t, socketOf(c.after.options), c.name));
     }
     if (t.admin && (t.admin.op === 'add' || t.admin.op === 'replace') && !adminTakeover) {
       built.admin = env.createAdmin(t.admin.after);
-      await startOrFail(built.admin, ['admin'], 'admin server', runningHolder(t, t.admin.after.port, ''));
+      await startOrFail(built.admin, ['admin'], 'admin server', runningHolder(t, t.admin.after, ''));
     }
   } catch (err) {
     await undoBuild();

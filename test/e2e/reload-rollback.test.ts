@@ -152,6 +152,22 @@ describe('hot reload: a port the running config holds, asked for by a new listen
     assert.equal((await post(`http://127.0.0.1:${port}/in`, { n: 2 }, { connection: 'close' })).status, 200);
   });
 
+  it('blames another process, not the running listener, for a port held on an address that listener does not bind', async () => {
+    const port = await freePort('127.0.0.1');
+    // 127.0.0.2 is loopback too (Linux answers all of 127/8): another process holds the port there.
+    const other = await holdPort('127.0.0.2', port);
+    try {
+      await gw.start(config(port, '127.0.0.1', '{"v": 1, "n": n}'));
+      const moved = config(port, '127.0.0.2', '{"v": 1, "n": n}').replace('  api: {', '  edge: {').replace('listener: api,', 'listener: edge,');
+      const line = await gw.reconfigure(moved);
+      assert.equal(line.msg, 'reload rejected; the running config keeps serving');
+      assert.match(String(line.diagnostic), /could not start listener 'edge': cannot bind 127\.0\.0\.2:\d+: the port is already in use \(another process, or another eventgate\)/);
+      assert.equal((await post(`http://127.0.0.1:${port}/in`, { n: 3 }, { connection: 'close' })).status, 200);
+    } finally {
+      await other.release();
+    }
+  });
+
   it('refuses a listener on the port the admin server leaves in the same reload, naming the admin server', async () => {
     const [adminPort, otherPort] = [await freePort('127.0.0.1'), await freePort('127.0.0.1')];
     const withAdmin = (admin: number, extra: string) =>
