@@ -16,7 +16,7 @@ const REPLAY_PULL_BYTES = 1024 * 1024;
  * server ends the pull without a status, and nats.js' fetch waits for the pull's expiry (it
  * counts the bytes not taken as pending): the replay leaves the pull after the last of them.
  */
-const PULL_MESSAGES = 100;
+export const PULL_MESSAGES = 100;
 
 /**
  * What an event-stream client missed on a JetStream subject (or filter): the stream's messages of
