@@ -665,7 +665,13 @@ export class AmqpBroker implements BrokerRuntime {
     this.connection = undefined;
     const publishing = this.publishConnection;
     this.publishConnection = undefined;
-    void publishing?.close().catch(() => undefined);
+    if (publishing) {
+      // Reset, not closed: the publishes still in its path are answered 503 below, and a close
+      // (a FIN) would leave them to reach a server the path comes back to, stored after their
+      // 503 (given-up.ts). Its own heartbeat gives it up too, but maybe only after the path healed.
+      resetGivenUp(socketOf(publishing));
+      void publishing.close().catch(() => undefined);
+    }
     this.publisher = undefined;
     this.topologyOn = undefined;
     this.blockedFor = undefined;
