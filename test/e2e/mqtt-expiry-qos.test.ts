@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { fetch } from '../helpers/http.js';
 import { freePort } from '../helpers/ports.js';
-import { startGateway, useGateway, withLogsOnFailure, type RunningGateway } from '../helpers/gateway.js';
+import { eventually, startGateway, useGateway, withLogsOnFailure, type RunningGateway } from '../helpers/gateway.js';
 import { MosquittoSub, mosquittoPub } from '../helpers/peers.js';
 import { startMosquitto, type MessageServer } from '../helpers/servers.js';
 
@@ -172,6 +172,8 @@ routes:
       await withLogsOnFailure(
         () => [gw],
         async () => {
+          // Both brokers connected first: a publish before its CONNACK is a 503 of another kind.
+          await eventually(async () => assert.equal((await fetch(`${gw.adminUrl}/readyz`)).status, 200), 15_000, 50);
           const answers = await postEach(gw, ['/one', '/retained', '/zero']);
           assert.equal(answers['/one']!.status, 503);
           assert.match(answers['/one']!.detail!, /the server takes QoS 0 only \(its CONNACK's Maximum QoS\), and a QoS 1 publish needs its acknowledgement/);
