@@ -127,10 +127,20 @@ routes:
     const seqs: number[] = [];
     for (const [n, size] of sizes.entries()) seqs.push((await js.publish('st.big', JSON.stringify({ n, pad: 'x'.repeat(size - 20) }))).seq);
     const jsm = await nc!.jetstreamManager();
+    // The replay's ordered consumer acknowledges nothing; the routes' consumers (not durable either: one per instance) do.
     const replayConsumer = async () => {
-      for await (const c of jsm.consumers.list('STALLED')) if (c.config.durable_name === undefined) return c;
+      for await (const c of jsm.consumers.list('STALLED')) if (c.config.ack_policy === 'none') return c;
       return undefined;
     };
+    // The route delivers these to /big live, too. Live events that reach a client during its replay
+    // are held behind it (and cut it off past `maxBufferedBytes`, 1 MiB: two of these), so the
+    // client resumes only once the route has taken them all: under load it lagged its publisher by
+    // up to 13 messages, and the client was cut off before its first event.
+    await eventually(async () => {
+      for await (const c of jsm.consumers.list('STALLED'))
+        if (c.config.filter_subject === 'st.big' && c.config.ack_policy !== 'none') return assert.ok(c.ack_floor.stream_seq >= seqs.at(-1)!, `the route acknowledged up to ${c.ack_floor.stream_seq}`);
+      assert.fail("the route's consumer of st.big");
+    }, 30_000);
     const after = `0:${seqs[0]! - 1}`;
     const res = await new Promise<IncomingMessage>((resolve, reject) => {
       get(gw.url('quiet', '/big'), { agent: false, headers: { accept: 'text/event-stream', 'last-event-id': after } }, resolve).on('error', reject);
@@ -140,7 +150,11 @@ routes:
       let text = '';
       let stopped = false;
       let first!: () => void;
-      const firstEvent = new Promise<void>((resolve) => (first = resolve));
+      // Ended before it (the client cut off), not a wait for the case's timeout.
+      const firstEvent = new Promise<void>((resolve, reject) => {
+        first = resolve;
+        res.on('close', () => reject(new Error(`the stream ended before its first event: ${JSON.stringify(gw.logs.filter((l) => l.level !== 'info'))}`)));
+      });
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => {
         text += chunk;
