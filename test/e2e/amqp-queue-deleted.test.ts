@@ -317,12 +317,16 @@ routes:
     // Each connection by its pid and the name the broker gives it (`eventgate <broker>[ publish]`);
     // one the case before closed may still be listed for a moment: the one left is the live one.
     let pid: string | undefined;
-    await eventually(async () => {
-      const listed = await rabbit.ctl('list_connections', '-p', rabbit.vhost, '--no-table-headers', '--silent', 'pid', 'client_properties');
-      const publishing = listed.split('\n').filter((l) => l.includes('"eventgate rabbit publish"'));
-      assert.equal(publishing.length, 1, listed);
-      pid = publishing[0]!.split('\t')[0];
-    }, 15000, 200);
+    await eventually(
+      async () => {
+        const listed = await rabbit.ctl('list_connections', '-p', rabbit.vhost, '--no-table-headers', '--silent', 'pid', 'client_properties');
+        const publishing = listed.split('\n').filter((l) => l.includes('"eventgate rabbit publish"'));
+        assert.equal(publishing.length, 1, listed);
+        pid = publishing[0]!.split('\t')[0];
+      },
+      15000,
+      200,
+    );
     await rabbit.ctl('close_connection', pid!, 'eventgate test: the publish connection');
     const lost = await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp publish connection lost; opening it again', 15000, from);
     assert.equal(lost.reason, 'closed by the server: 320 CONNECTION_FORCED - eventgate test: the publish connection (the publish connection)');
