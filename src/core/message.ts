@@ -17,6 +17,8 @@ export interface Message {
   [EXPIRES_AT]?: number;
   /** Headers a step set to the value the consumed message had for them (SET_AS_CONSUMED). */
   [SET_AS_CONSUMED]?: ReadonlySet<string>;
+  /** Which incarnation of its partition the record is of, when its subscription saw the source made again (SOURCE_INCARNATION). */
+  [SOURCE_INCARNATION]?: number;
 }
 
 /**
@@ -580,4 +582,20 @@ export function decodeValue(payload: string): unknown {
     }
   }
   return payload;
+}
+
+/**
+ * A consumed record's incarnation of its partition: set once its subscription has seen the source
+ * made again (a Kafka topic deleted and created, its offsets counted from 0 again), a number that
+ * only grows in the process (nextIncarnation). Records of one incarnation are numbered apart from
+ * another's: an event stream's position for the partition restarts at a newer one, while a record
+ * delivered again in the same incarnation (a rebalance) keeps it. A symbol, as ORIGINAL.
+ */
+export const SOURCE_INCARNATION: unique symbol = Symbol('eventgate.sourceIncarnation');
+
+let incarnations = 0;
+
+/** A new incarnation, above every one given before in this process (kept across reloads). */
+export function nextIncarnation(): number {
+  return ++incarnations;
 }

@@ -1,9 +1,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { eventually, useGateway } from '../helpers/gateway.js';
-import { appendCommitMarker, endOffsets, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { join } from 'node:path';
+import { eventually, repoRoot, useGateway } from '../helpers/gateway.js';
+import { appendCommitMarker, committedOffsets, endOffsets, runProcess, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { openStream, splitId, sseKafkaConfig, untagged, useSseKafka, assertOtherSourceNotice } from '../helpers/sse.js';
 import { fetch } from '../helpers/http.js';
+
+/** Commits a group's offset without joining it (kafka-python). */
+const PYTHON_CLIENT = join(repoRoot, 'test', 'kafka', 'python-client.py');
 
 describe('Server-Sent Events from a Kafka topic', () => {
   const { gw, kafka } = useSseKafka('sse');
@@ -219,3 +223,75 @@ describe('Server-Sent Events from a Kafka topic whose route reads records again'
     resumed.close();
   });
 });
+
+describe('Server-Sent Events from a Kafka topic made again under a running route', () => {
+  let kafka: KafkaCluster;
+  let topic: string;
+  before(async () => {
+    kafka = await startKafka({ brokers: 1 });
+    topic = kafka.topic('sse-made-again');
+    await kafka.createTopic(topic, 1);
+  });
+  const gw = useGateway(() => sseKafkaConfig(kafka, topic, 'sse-again'));
+  before(async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'stream', 20000);
+  });
+  after(async () => {
+    await kafka?.stop();
+  });
+  const publish = async (n: number) => {
+    const res = await fetch(gw.url('api', '/ticks'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ n, room: 'r' }) });
+    assert.equal(res.status, 200);
+  };
+
+  it('numbers the records of the topic made again by their own offsets: a client resuming with an id of them is sent every record after it once', async (t) => {
+    if (!kafka.canInjectOutages) return t.diagnostic('KAFKA_BROKERS is set: a topic cannot be deleted and made again under the route there');
+    // The old topic: records 0-5 read by the route (the path's position 0:5), no client connected.
+    for (let n = 0; n < 6; n++) await publish(n);
+    await eventually(async () => assert.equal((await committedOffsets(kafka.bootstrap, 'sse-again', topic))[0], '6'), 20000);
+    // The mock can neither delete a topic nor take a group's commits back: the topic made again
+    // is the route reading, after the topic was missing, records below the path's position, with
+    // a group committed at 3 (kafka-python, before any member joined it) that a reload moves it to.
+    const set = await runProcess('/usr/bin/python3', [PYTHON_CLIENT, 'commit', kafka.bootstrap, topic, 'sse-new', '0', '3'], '', 30000);
+    assert.equal(set.stdout.trim(), 'ok', set.stderr);
+    // Deleted, as far as the mock can (its Metadata lacks the topic, fetches answer
+    // UNKNOWN_TOPIC_OR_PARTITION): the route leaves its group and waits for the topic.
+    const from = gw.logs.length;
+    await kafka.hideTopic(topic);
+    await kafka.failRequests(1, 1000, 3);
+    try {
+      await gw.waitForLog((l) => l.msg === 'consumer waits for its topic to exist; looking again' && l.route === 'stream', 20000, from);
+      assert.equal((await gw.reconfigure(sseKafkaConfig(kafka, topic, 'sse-new'))).msg, 'config reloaded');
+      await gw.waitForLog((l) => l.msg === 'consumer waits for its topic to exist; looking again' && l.route === 'stream' && l.group === 'sse-new', 20000, from);
+    } finally {
+      await kafka.clearFailures(1);
+    }
+    const stream = await openStream(gw.url('api', '/ticks'));
+    await kafka.revealTopic(topic);
+    await eventually(() => assert.equal(stream.events().length, 3), 30000);
+    assert.deepEqual(
+      stream.events().map((e) => JSON.parse(e.data).n),
+      [3, 4, 5],
+    );
+    assert.deepEqual(
+      stream.events().map((e) => untagged(e.id)),
+      ['0:3', '0:4', '0:5'],
+      "the ids follow the topic made again, not the old topic's position",
+    );
+    // A client that lost its connection after record 3: 4 and 5 came while it was away, 6 after.
+    const afterFirst = stream.events()[0]!.id!;
+    stream.close();
+    await publish(6);
+    const resumed = await openStream(gw.url('api', '/ticks'), { 'last-event-id': afterFirst });
+    await eventually(() => assert.ok(resumed.events().some((e) => JSON.parse(e.data).n === 6)), 20000);
+    await publish(7);
+    await eventually(() => assert.ok(resumed.events().some((e) => JSON.parse(e.data).n === 7)), 20000);
+    assert.deepEqual(
+      resumed.events().map((e) => JSON.parse(e.data).n),
+      [4, 5, 6, 7],
+      'every record after the last id, once',
+    );
+    resumed.close();
+  });
+});
+

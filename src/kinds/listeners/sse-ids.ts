@@ -23,6 +23,8 @@ export type Positions = Map<number, bigint>;
 export interface Seen {
   tag: string | undefined;
   at: Positions;
+  /** The path's own positions only: per partition, the incarnation of the source its position is of (Message's SOURCE_INCARNATION). */
+  incarnations?: Map<number, number>;
 }
 
 /** What has been seen per source route of a path: one entry on a path one route feeds. */

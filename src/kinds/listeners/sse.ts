@@ -19,7 +19,7 @@ import type { Duplex } from 'node:stream';
 import { attributesOf, toStructured } from '../../codecs/cloudevents.js';
 import type { Logger } from '../../log.js';
 import { expireAt } from '../../core/expiry.js';
-import { envelopeJson, valueJson, type Delivery, type Message, type MessageContext, type RequestMeta } from '../../core/message.js';
+import { envelopeJson, valueJson, type Delivery, type Message, type MessageContext, type RequestMeta, SOURCE_INCARNATION } from '../../core/message.js';
 import type { Gate, ReplaySource, Target } from '../contracts.js';
 import { PathBatch, type BatchClient } from './write-batch.js';
 import { PacedWriter, SLICE_BYTES } from './paced-write.js';
@@ -539,10 +539,20 @@ export class SseStreams {
           seen = state.positions.get(route);
           // None yet, or of the source the route read before a reload changed it: not extended by this one's.
           if (seen?.tag !== tag) state.positions.set(route, (seen = { tag, at: new Map() }));
-          // A record the route's consumer delivers again (from its group's last commit, after a
-          // rebalance or a crash) keeps the path's position: an id that went back would make the
-          // client's next resume replay what it was sent.
-          if (pos.offset > (seen!.at.get(pos.partition) ?? -1n)) seen!.at.set(pos.partition, pos.offset);
+          const incarnation = msg[SOURCE_INCARNATION];
+          if (incarnation !== undefined && incarnation > (seen!.incarnations?.get(pos.partition) ?? 0)) {
+            // The source was made again (a topic deleted and created): its offsets count from the
+            // start again, and the position follows them down, for the path and for the clients
+            // whose resume read ahead of it (ahead of the old records, not of these).
+            (seen!.incarnations ??= new Map()).set(pos.partition, incarnation);
+            seen!.at.set(pos.partition, pos.offset);
+            for (const c of state.clients) positionsOf(c.ahead, route, tag)?.delete(pos.partition);
+          } else if (pos.offset > (seen!.at.get(pos.partition) ?? -1n)) {
+            // A record the route's consumer delivers again (from its group's last commit, after a
+            // rebalance or a crash) keeps the path's position: an id that went back would make the
+            // client's next resume replay what it was sent.
+            seen!.at.set(pos.partition, pos.offset);
+          }
         }
         if (state.clients.size === 0) return Promise.resolve({ listener: this.listener, path, clients: 0 });
         const { event, data } = payload(msg, format);

@@ -1,7 +1,7 @@
 import type { Batch, Consumer, EachBatchPayload, KafkaMessage } from 'kafkajs';
 import type { Logger } from '../../../log.js';
 import { Backoff, pause } from '../../../core/backoff.js';
-import { decodeValue, isEncoded, ORIGINAL, newHeaders, type Message } from '../../../core/message.js';
+import { decodeValue, isEncoded, nextIncarnation, ORIGINAL, newHeaders, SOURCE_INCARNATION, type Message } from '../../../core/message.js';
 import type { BrokerTelemetry, ConsumerLag, Health, SubscribeSpec } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { sleep } from '../../../core/within.js';
@@ -107,6 +107,15 @@ export class KafkaSubscription {
   private readonly fromBeginning: boolean;
   /** The member the group made of the current consumer (at its last join): offset resets are told per member. */
   private memberId: string | undefined;
+  /**
+   * The topic's incarnation since it was seen missing (deleted, to be created again: every
+   * partition counts from 0 again), and per partition since a fetch found its offset past the
+   * partition's end (the topic made again between two fetches, or its offsets set back): the
+   * records after either carry it (SOURCE_INCARNATION), so an event stream's ids follow the new
+   * offsets instead of staying at the old ones.
+   */
+  private topicIncarnation: number | undefined;
+  private readonly partitionIncarnations = new Map<number, number>();
 
   constructor(
     private readonly client: Kafka,
@@ -290,6 +299,7 @@ export class KafkaSubscription {
       if (this.stopping) return;
       // State first, cause after ': ': an open /readyz shows only the state (the cause may name hosts).
       const missing = unknownTopic(why);
+      if (missing) this.topicIncarnation = nextIncarnation();
       const wait = missing ? Math.min(backoff.delay(), MAX_MISSING_TOPIC_LOOK_MS) : backoff.delay();
       if (missing) {
         // A cluster without auto-create answers a topic it lacks so; kafkajs' words for it
@@ -413,6 +423,7 @@ export class KafkaSubscription {
     if (from < earliest) lost.push(`records ${from} to ${earliest - 1n} were removed from the cluster (retention, or deleted) before this route read them`);
     const retainedFrom = from > earliest ? from : earliest;
     if (to > retainedFrom) lost.push(`records ${retainedFrom} to ${to - 1n}, still on the cluster, are skipped`);
+    if (from > latest) this.partitionIncarnations.set(r.partition, nextIncarnation());
     const past = from > latest ? "; the offset is past the partition's end (the topic was recreated, or the group's offsets were set past it)" : '';
     const said = `partition ${r.partition} of ${r.topic}: the group's offset ${from} is out of range (the partition holds ${holds}); reading from ${to} (startFrom: ${startFrom})${past}`;
     if (lost.length > 0) this.log.error(fields, `consumer offset out of range: ${said}; ${lost.join(', and ')}: not delivered`);
@@ -550,7 +561,7 @@ export class KafkaSubscription {
           orderKeys = this.spec.orderKeys;
           window = new InFlightWindow<string>(this.spec.inFlight ?? 1);
         }
-        const msg = toMessage(topic, partition, message);
+        const msg = this.stamped(toMessage(topic, partition, message));
         const keys = orderKeys ? await orderKeys(msg) : NO_KEYS;
         // Each record keeps the membership alive while it is retried.
         window.start(
@@ -572,6 +583,13 @@ export class KafkaSubscription {
     if (going()) await this.commitHandled(payload);
   }
 
+  /** `msg` with the incarnation of its partition, when the topic or the partition was seen made again. */
+  private stamped(msg: Message): Message {
+    const incarnation = Math.max(this.topicIncarnation ?? 0, this.partitionIncarnations.get(msg.partition!) ?? 0);
+    if (incarnation > 0) msg[SOURCE_INCARNATION] = incarnation;
+    return msg;
+  }
+
   /** Waits for `done` (or the stop), keeping the membership alive meanwhile. */
   private async beatingUntil(done: Promise<void>, heartbeat: () => Promise<void>): Promise<void> {
     const beat = setInterval(() => void heartbeat().catch(() => undefined), this.settings.consumer.heartbeatIntervalMs);
@@ -584,7 +602,7 @@ export class KafkaSubscription {
 
   /** Retries the record until the handler takes it; false when the member stops first (left uncommitted). */
   private async each(topic: string, partition: number, message: KafkaMessage, member: Membership): Promise<boolean> {
-    const msg = toMessage(topic, partition, message);
+    const msg = this.stamped(toMessage(topic, partition, message));
     return this.persist(
       member,
       () => this.handler(msg),
