@@ -5,6 +5,7 @@ import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { openStream, splitId, type SseEvent, untagged, assertOtherSourceNotice } from '../helpers/sse.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
+import { RawNats } from '../helpers/peers.js';
 
 /**
  * An event stream fed from a JetStream subject gives its events ids (`0:<stream sequence>`), so a
@@ -222,5 +223,72 @@ routes:
     } finally {
       resumed.close();
     }
+  });
+});
+
+describe('event streams from a JetStream stream made again under the running route', () => {
+  let nats: MessageServer;
+  let peer: RawNats;
+  before(async () => {
+    nats = await startNats();
+    peer = await RawNats.connect(nats);
+  });
+  after(() => {
+    peer?.close();
+    return nats?.stop();
+  });
+  const gw = useGateway(
+    () => `version: 1
+admin: { port: 0 }
+brokers:
+  nats:
+    kind: nats
+    servers: ${nats.url}
+    streams:
+      AGAIN: { subjects: ["again.>"] }
+listeners:
+  api: { kind: http, port: 0, host: 127.0.0.1 }
+routes:
+  - name: in
+    from: { listener: api, path: /in }
+    to: { broker: nats, topic: again.x }
+  - name: out
+    from: { broker: nats, topic: "again.x" }
+    to: { listener: api, path: /out }
+`,
+  );
+  before(() => eventually(async () => assert.equal((await readyz(gw)).status, 200), 30_000));
+  const publish = (n: number) =>
+    eventually(async () => {
+      const r = await post(gw.url('api', '/in'), { n });
+      assert.equal(r.status, 200, r.text);
+    }, 20_000);
+  const ns = (events: SseEvent[]) => events.filter((e) => e.event === undefined).map((e) => (JSON.parse(e.data) as { n: number }).n);
+
+  it("numbers the made-again stream's messages by their own sequences: a client resuming with an id of them is sent every message after it once", { timeout: 90_000 }, async () => {
+    const stream = await openStream(gw.url('api', '/out'));
+    for (let n = 1; n <= 5; n++) await publish(n);
+    await eventually(() => assert.deepEqual(ns(stream.events()), [1, 2, 3, 4, 5]), 10_000);
+    // Deleted; the broker declares it again, and the route reads the new one (sequences from 1).
+    const from = gw.logs.length;
+    assert.equal((await peer.jsApi('$JS.API.STREAM.DELETE.AGAIN', {})).success, true);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'out', 30_000, from);
+    for (let n = 6; n <= 8; n++) await publish(n);
+    await eventually(() => assert.deepEqual(ns(stream.events()), [1, 2, 3, 4, 5, 6, 7, 8]), 20_000);
+    assert.deepEqual(
+      stream.events().slice(5).map((e) => untagged(e.id)),
+      ['0:1', '0:2', '0:3'],
+      "the ids follow the stream made again, not the old stream's position",
+    );
+    // A client that lost its connection after message 6: 7 and 8 came while it was away, 9 after.
+    const afterFirst = stream.events()[5]!.id!;
+    stream.close();
+    await publish(9);
+    const resumed = await openStream(gw.url('api', '/out'), { 'last-event-id': afterFirst });
+    await eventually(() => assert.ok(ns(resumed.events()).includes(9)), 20_000);
+    await publish(10);
+    await eventually(() => assert.ok(ns(resumed.events()).includes(10)), 20_000);
+    assert.deepEqual(ns(resumed.events()), [7, 8, 9, 10], 'every message after the last id, once');
+    resumed.close();
   });
 });

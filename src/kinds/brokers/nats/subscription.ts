@@ -7,7 +7,7 @@
 
 import type { ConsumerConfig, ConsumerInfo, ConsumerMessages, JetStreamManager, JsMsg, NatsConnection, Subscription } from 'nats';
 import type { Logger } from '../../../log.js';
-import type { Message } from '../../../core/message.js';
+import { nextIncarnation, SOURCE_INCARNATION, type Message } from '../../../core/message.js';
 import type { BrokerTelemetry, Health, SubscribeSpec } from '../../contracts.js';
 import { handOver, Relay } from '../acknowledgement.js';
 import { InFlightWindow } from '../../../core/in-flight-window.js';
@@ -94,6 +94,12 @@ export class NatsSubscription {
   private readonly handled = new RecentSet(10_000);
   /** When the stream whose sequences `handled` holds was created. */
   private handledOf: string | undefined;
+  /**
+   * Set once this route read a stream made again (another creation time than the one it read
+   * before): the messages after carry it (SOURCE_INCARNATION), so an event stream's ids follow the
+   * new stream's sequences, numbered from 1 again, instead of staying at the old one's.
+   */
+  private incarnation: number | undefined;
   /** Said once that an existing consumer keeps its own start (putConsumer). */
   private saidKept = false;
   /** Whether sayReplaced warned that an operator's max_deliver or backoff on the consumer was replaced. */
@@ -258,7 +264,7 @@ export class NatsSubscription {
       let turn = this.turn;
       /** Hands `m` to the route, keeping it alive meanwhile, and acknowledges it once taken. */
       const take = async (m: JsMsg): Promise<boolean> => {
-        const accepted = await handOver(streamMessage(m), this.relay, {
+        const accepted = await handOver(this.stamped(streamMessage(m)), this.relay, {
           ...this.handOverOptions(),
           // JetStream redelivers a message held past ack_wait: tell it we are still at it.
           keepAlive: { everyMs: Math.max(100, Math.floor(this.settings.ackWaitMs / 3)), beat: () => m.working() },
@@ -293,6 +299,7 @@ export class NatsSubscription {
         // Sequences the old stream's messages had are the new one's too: a redelivered copy of a
         // message never handled here (its pull lost with a connection) was acknowledged unread.
         if (created !== this.handledOf) this.handled.clear();
+        if (this.handledOf !== undefined && created !== this.handledOf) this.incarnation = nextIncarnation();
         this.handledOf = created;
         await this.putConsumer(jsm, stream, name);
         if (this.stopping) return; // putConsumer left the consumer as it was
@@ -405,6 +412,12 @@ export class NatsSubscription {
       } else if (failure) this.log.warn({ err: failure.message, retryInMs: wait }, 'nats consumer stopped; starting it again');
       await sleep(wait);
     }
+  }
+
+  /** `msg` with the incarnation of its stream, once the route read one made again. */
+  private stamped(msg: Message): Message {
+    if (this.incarnation !== undefined) msg[SOURCE_INCARNATION] = this.incarnation;
+    return msg;
   }
 
   /**
