@@ -294,4 +294,3 @@ describe('Server-Sent Events from a Kafka topic made again under a running route
     resumed.close();
   });
 });
-

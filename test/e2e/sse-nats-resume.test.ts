@@ -276,7 +276,10 @@ routes:
     for (let n = 6; n <= 8; n++) await publish(n);
     await eventually(() => assert.deepEqual(ns(stream.events()), [1, 2, 3, 4, 5, 6, 7, 8]), 20_000);
     assert.deepEqual(
-      stream.events().slice(5).map((e) => untagged(e.id)),
+      stream
+        .events()
+        .slice(5)
+        .map((e) => untagged(e.id)),
       ['0:1', '0:2', '0:3'],
       "the ids follow the stream made again, not the old stream's position",
     );
