@@ -88,6 +88,10 @@ async function upload(gateway: AdminSource, target: AsyncApiPlan, text: string, 
       ),
     );
   }
+  // `unchanged` means identical to the document in force before the upload (docs/asyncapi.md): a
+  // reload already under way (the watcher's, POST /admin/reload) may read the new document first,
+  // and the upload's own reload, run after it, then finds nothing left to change.
+  const versionBefore = gateway.plan?.version;
   try {
     await writeAtomically(target.file, text);
   } catch (err) {
@@ -105,7 +109,8 @@ async function upload(gateway: AdminSource, target: AsyncApiPlan, text: string, 
     );
   }
   gateway.logger.info({ file: target.asWritten, version: result.version }, 'AsyncAPI document uploaded');
-  sendJson(res, 200, { result: result.result, version: result.version, file: target.asWritten, ...(warnings.length > 0 ? { warnings } : {}) });
+  const applied = result.result === 'applied' || result.version !== versionBefore;
+  sendJson(res, 200, { result: applied ? 'applied' : 'unchanged', version: result.version, file: target.asWritten, ...(warnings.length > 0 ? { warnings } : {}) });
 }
 
 /** 422 when the document itself (or the config with it) does not load; 409 when it parses but lacks what the config names. */

@@ -127,6 +127,29 @@ describe('uploaded AsyncAPI documents cannot read files or reach the network', (
     }
   });
 
+  it("answers applied for each upload that changes the document, while reloads run beside it (a reload under way may read the new document before the upload's own)", async () => {
+    let stop = false;
+    const reloads = (async () => {
+      while (!stop) await (await fetch(`${gw.adminUrl}/admin/reload`, { method: 'POST', headers: auth })).text();
+    })();
+    const answers: string[] = [];
+    try {
+      for (let i = 0; i < 8; i++) {
+        const res = await put(documentWith(`{type: object, maxProperties: ${100 + i}}`));
+        const body = (await res.json()) as { result: string };
+        assert.equal(res.status, 200, JSON.stringify(body));
+        answers.push(body.result);
+      }
+    } finally {
+      stop = true;
+      await reloads;
+      assert.equal((await put(plain)).status, 200);
+    }
+    assert.deepEqual(answers, Array(8).fill('applied'));
+    assert.equal((await put(plain)).status, 200, 'the same document again');
+    assert.equal(((await (await put(plain)).json()) as { result: string }).result, 'unchanged', 'an upload of the document in force changes nothing');
+  });
+
   it("refuses a $ref leading out of the config's directory with ..", async () => {
     const body = await refused(documentWith(`$ref: '${relative(join(gw.dir, 'contracts'), outside)}#/db/password'`), /leads outside the config's directory/);
     // Positioned in the uploaded document, named relative to the config's directory.
