@@ -4,11 +4,14 @@ import { after, before, describe, it } from 'node:test';
 import { eventually, useGateway, withLogsOnFailure } from '../helpers/gateway.js';
 import { MosquittoPubStream, MosquittoSub } from '../helpers/peers.js';
 import { startMosquitto, type MessageServer } from '../helpers/servers.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /** Messages published to the route's topic; the webhook takes the first ANSWERED of them, holds the next and fails every one after the removal began. */
 const TOTAL = 10;
 const ANSWERED = 3;
+/** The message the webhook holds, failing, while the proxy drops the route's connection (the cut case). */
+const CUT_AT = 6;
 
 const KEPT = 'mqtt session of a consume route a reload removed kept on the server';
 const ENDED = 'mqtt session of a consume route a reload removed ended on the server';
@@ -23,12 +26,16 @@ const ENDED = 'mqtt session of a consume route a reload removed ended on the ser
 describe('hot reload: an MQTT consume route whose target fails while it leaves its group', () => {
   let mqtt: MessageServer;
   let webhook: WebhookReceiver;
+  /** In front of mosquitto for the `cut` broker: drops its connections mid-leave. */
+  let proxy: TcpProxy;
   const clientId = `eg-leave-fail-${process.pid}`;
 
   before(async () => {
     [mqtt, webhook] = await Promise.all([startMosquitto(), WebhookReceiver.start()]);
+    proxy = await TcpProxy.start(mqtt.port);
   });
   after(async () => {
+    await proxy?.stop();
     await Promise.all([mqtt?.stop(), webhook?.stop()]);
   });
 
@@ -37,6 +44,7 @@ admin: {port: 0}
 brokers:
   v5: {kind: mqtt, url: "mqtt://127.0.0.1:${mqtt.port}", clientId: ${clientId}, qos: 1, ackTimeoutMs: 2000, connectTimeoutMs: 2000, sessionExpirySeconds: 600}
   v311: {kind: mqtt, url: "mqtt://127.0.0.1:${mqtt.port}", clientId: ${clientId}-311, qos: 1, ackTimeoutMs: 2000, connectTimeoutMs: 2000, protocolVersion: 4}
+  cut: {kind: mqtt, url: "mqtt://127.0.0.1:${proxy.port}", clientId: ${clientId}-cut, qos: 1, ackTimeoutMs: 2000, connectTimeoutMs: 2000, sessionExpirySeconds: 600, reconnectPeriodMs: 600000}
 routes:
 ${routes}`;
   /** A route reading `topic` in group `group` to the webhook's `/<name>`, one request at a time and one try each. */
@@ -51,17 +59,22 @@ ${routes}`;
    * Route `name` reads `topic`; TOTAL messages are published to it (mosquitto_sub, straight to the
    * server, counts what the server took); the webhook answers the first ANSWERED 200, holds the
    * next, and once the reload removing the route has it unsubscribed, answers that one and every
-   * later one 500. Returns the reload's log lines up to the session's fate and what was answered 200.
+   * later one 500. With `cut` (a broker through the proxy), message CUT_AT is held until the
+   * proxy dropped the route's connection and the route saw it go, then failed too. Returns the
+   * reload's log lines up to the session's fate, what was answered 200 and what 500.
    */
-  const failWhileLeaving = async (name: string, broker: string, topic: string) => {
+  const failWhileLeaving = async (name: string, broker: string, topic: string, cut = false) => {
     const answered: number[] = [];
+    const failed = new Set<number>();
     let failing = false;
     let held: ServerResponse | undefined;
+    let heldAtCut: ServerResponse | undefined;
     const respond = webhook.respond;
     webhook.respond = (r, res) => {
       if (r.url !== `/${name}`) return respond(r, res);
       const n = numbers(r);
-      if (failing) return void res.writeHead(500).end('down');
+      if (failing && cut && n === CUT_AT) return void (heldAtCut = res);
+      if (failing) return void res.writeHead(500).end('down', () => failed.add(n));
       if (n < ANSWERED) return void res.end('ok', () => answered.push(n));
       held = res;
     };
@@ -80,12 +93,21 @@ ${routes}`;
       // The route is leaving its group now: its target fails from here on.
       await gw.waitForLog((l) => l.msg.startsWith('mqtt consume route a reload removed unsubscribed'), 15000, from);
       failing = true;
-      held!.writeHead(500).end('down');
+      held!.writeHead(500).end('down', () => failed.add(ANSWERED));
+      if (cut) {
+        // Messages given back on the connection so far, one in hand: the connection drops mid-leave.
+        await eventually(() => assert.ok(heldAtCut, `${failed.size} failed, message ${CUT_AT} not in hand yet`), 15000);
+        const at = gw.logs.length;
+        proxy.cutAndHold();
+        proxy.release();
+        await gw.waitForLog((l) => l.msg === 'mqtt connection lost; reconnecting' && l.connection === `route ${name}`, 15000, at);
+        heldAtCut!.writeHead(500).end('down', () => failed.add(CUT_AT));
+      }
       const line = await removed;
       assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
-      const session = `${clientId}${broker === 'v311' ? '-311' : ''}-${name}`;
+      const session = `${clientId}${{ v5: '', v311: '-311', cut: '-cut' }[broker]}-${name}`;
       const fate = await gw.waitForLog((l) => (l.msg.startsWith(KEPT) || l.msg === ENDED) && l.session === session, 15000, from);
-      return { logs: gw.logs.slice(from, gw.logs.indexOf(fate) + 1), fate, session, answered };
+      return { logs: gw.logs.slice(from, gw.logs.indexOf(fate) + 1), fate, session, answered, failed: [...failed].sort((a, b) => a - b) };
     } finally {
       watch.stop();
       webhook.respond = respond;
@@ -167,6 +189,26 @@ ${routes}`;
         assert.equal(fate.givenBack, TOTAL - ANSWERED);
         assert.equal(fate.sessionExpirySeconds, undefined);
         assert.ok(fate.msg.includes(`a clean-session connect with client id '${session}' ends it`), fate.msg);
+      },
+    ));
+
+  it('keeps the session when its connection drops mid-leave, after the route gave messages back on it', () =>
+    withLogsOnFailure(
+      () => [gw],
+      async () => {
+        const { fate, session, answered, failed } = await failWhileLeaving('failingcut', 'cut', 'leave/cut', true);
+        // A route of the same group on the same broker takes the session over: the server sends
+        // what it holds, given back before the drop and after it (the route's messages in hand then).
+        const again = await readAgain('againcut', 'cut', 'leave/cut', answered);
+        assert.ok(failed.includes(ANSWERED) && failed.includes(CUT_AT), `failed: ${failed}`);
+        assert.deepEqual(
+          again.sort((a, b) => a - b),
+          Array.from({ length: TOTAL - ANSWERED }, (_, n) => n + ANSWERED),
+        );
+        assert.ok(fate.msg.startsWith(KEPT), fate.msg);
+        // Every message the route gave back, on the connection that dropped and after, counted.
+        assert.equal(fate.givenBack, failed.length, `failed: ${failed}`);
+        assert.ok(!gw.logs.some((l) => l.msg === ENDED && l.session === session), 'the session is not ended');
       },
     ));
 });

@@ -28,9 +28,10 @@ export interface LeftSession {
   /** A successor, or the route's own leave, unsubscribed it: the server routes nothing more to it. */
   unsubscribed: boolean;
   /**
-   * QoS 1 and 2 messages its route gave back, unacknowledged, on its last connection (a target
-   * failing while a removed route left its group): the server holds them for the session and sends
-   * them again when it is resumed or taken over, so such a session, once unsubscribed, is kept.
+   * QoS 1 and 2 messages its route gave back, unacknowledged, and never took since (a target
+   * failing while a removed route left its group), on any of the session's connections, one that
+   * closed during the leave too: the server holds them for the session and sends them again when
+   * it is resumed or taken over, so such a session, once unsubscribed, is kept.
    */
   givenBack: number;
   /**

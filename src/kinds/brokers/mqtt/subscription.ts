@@ -109,10 +109,12 @@ export class MqttSubscription {
    */
   private readonly settled = new Set<number>();
   /**
-   * Packet ids of QoS 1 and 2 messages the route gave back on the current connection, left
-   * unacknowledged: the server holds them for the session until a later connection (leftSessions'
-   * `givenBack`: a session holding some is not ended). Cleared as the connection closes: a new one
-   * has them sent again, handled afresh.
+   * Packet ids of QoS 1 and 2 messages the route gave back, left unacknowledged, in the server's
+   * current session: it holds them until a connection takes them (leftSessions' `givenBack`: a
+   * session holding some is not ended). Per session, not per connection: a leave whose connection
+   * closes after a give-back still leaves them with the server. An id goes once its acknowledgement
+   * is written (the server sent it again, DUP, and the route took it); all go when a connect finds
+   * the session gone.
    */
   private readonly givenBack = new Set<number>();
   /** Messages received and not yet acknowledged (or, at QoS 0, not yet handled): the route's lag. */
@@ -173,7 +175,6 @@ export class MqttSubscription {
     if (persistent) countLive(settings.url, clientId, filter, 1);
     client.on('close', () => {
       this.generation++;
-      this.givenBack.clear();
       // The next connect subscribes anyway.
       clearTimeout(this.retryTimer);
       this.retryTimer = undefined;
@@ -206,6 +207,7 @@ export class MqttSubscription {
     // it send again what earlier connections' messages still in hand carry.
     if (!sessionPresent) {
       this.settled.clear();
+      this.givenBack.clear();
       this.sessionSince = this.generation;
     }
     if (this.retiring) return;
@@ -359,7 +361,8 @@ export class MqttSubscription {
     const id = packet.messageId;
     if (packet.qos === 0 || id === undefined) return;
     if (!held.take) {
-      if (generation === this.generation) this.givenBack.add(id);
+      // Held by the server for the session, the connection it came on open or not; unless that session is gone.
+      if (generation >= this.sessionSince) this.givenBack.add(id);
       return;
     }
     if (generation !== this.generation) {
@@ -374,7 +377,9 @@ export class MqttSubscription {
     if (packet.qos === 2) this.settled.add(id);
     else if (held.repeat) this.settled.delete(id);
     const stream = this.link.client.stream;
-    if (stream?.writable) stream.write(acknowledgement(packet.qos === 1 ? PUBACK : PUBREC, id));
+    if (!stream?.writable) return;
+    stream.write(acknowledgement(packet.qos === 1 ? PUBACK : PUBREC, id));
+    this.givenBack.delete(id);
   }
 
   /**
@@ -516,7 +521,6 @@ export class MqttSubscription {
     await Promise.allSettled(this.adoptions.map((a) => a.stop()));
     await this.chain;
     await this.window.idle();
-    // Read before the disconnect, whose close clears it.
     const givenBack = this.givenBack.size;
     // Disconnect without unsubscribing: a persistent session keeps what arrives until the route is back.
     await disconnect(this.link.client, this.settings, this.log);
