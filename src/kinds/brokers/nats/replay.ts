@@ -15,6 +15,8 @@ const REPLAY_PULL_BYTES = 1024 * 1024;
  * The messages nats.js asks of a pull bounded in bytes. When that many come within the bytes the
  * server ends the pull without a status, and nats.js' fetch waits for the pull's expiry (it
  * counts the bytes not taken as pending): the replay leaves the pull after the last of them.
+ * Messages that fill the bytes exactly end it the same way (the messages not taken stay pending),
+ * so the replay counts the bytes too (sizeOf).
  */
 export const PULL_MESSAGES = 100;
 
@@ -86,11 +88,13 @@ async function* pulled(consumer: Consumer, stream: string, last: number, toMessa
   const pull = async (bound: { max_bytes: number } | { max_messages: number }) => {
     const batch = await consumer.fetch({ ...bound, expires: REPLAY_TIMEOUT_MS });
     const messages: Message[] = [];
+    let bytes = 0;
     for await (const m of batch) {
       messages.push(toMessage(m));
+      bytes += sizeOf(m);
       if (m.seq >= last || m.info.pending === 0) return { messages, reached: true };
       // The server ends the pull here and says nothing: nats.js would wait for its expiry (30 s).
-      if (messages.length === PULL_MESSAGES) break;
+      if (messages.length === PULL_MESSAGES || bytes >= REPLAY_PULL_BYTES) break;
     }
     return { messages, reached: false };
   };
@@ -106,6 +110,17 @@ async function* pulled(consumer: Consumer, stream: string, last: number, toMessa
     yield { messages: got.messages };
     if (got.reached) return;
   }
+}
+
+/**
+ * A message's size as nats-server counts it against a pull's bytes: its subject, reply (the ack
+ * subject), headers and payload, which nats.js' inner Msg gives (`size()`; the JsMsg type does not
+ * show it). Without it (another nats.js), subject and payload only: a count that falls short
+ * leaves a pull the server ended to its expiry, as before, never one early.
+ */
+export function sizeOf(m: JsMsg): number {
+  const inner = (m as { msg?: { size?: () => number } }).msg;
+  return typeof inner?.size === 'function' ? inner.size() : m.subject.length + m.data.length;
 }
 
 /** The sequence of the last message stored on `filter`, or undefined when the stream holds none. */
