@@ -7,7 +7,7 @@ import { readStream } from '../../src/kinds/brokers/nats/replay.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
 
 const MiB = 1024 * 1024;
-/** nats.js' fetch gives up on a pull at its expiry (the replay's 30 s) and a twentieth more. */
+/** A pull's expiry (the replay's 30 s; nats.js' fetch timer is a twentieth more): no shorter timer of the replay's is that long. */
 const PULL_EXPIRY_MS = 30_000;
 
 /**
