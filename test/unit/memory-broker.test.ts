@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import { MemoryBroker } from '../../src/kinds/brokers/memory.js';
-import { ORIGINAL, offsetText, payloadOriginal, type Message } from '../../src/core/message.js';
+import { ORIGINAL, offsetText, payloadOriginal, SOURCE_INCARNATION, type Message } from '../../src/core/message.js';
 import { BrokerStats } from '../../src/telemetry/metrics.js';
 import type { Retained } from '../../src/kinds/contracts.js';
 
@@ -152,6 +152,27 @@ describe('memory broker', () => {
     assert.equal(s![ORIGINAL]!.value!.toString(), '{ "b" : 2 }');
     assert.notEqual(s![ORIGINAL]!.value!.buffer, read.buffer, 'copied off the 64 KiB read');
     assert.equal(t![ORIGINAL], undefined, 'no field is made of those bytes any more');
+  });
+
+  it("does not hand the writing route's source incarnation to the route reading the topic: its offsets are the topic's own", async () => {
+    // A route reading a Kafka topic or JetStream stream it saw made again stamps its records
+    // (SOURCE_INCARNATION); kept here, an event stream fed from this topic took the stamp for this
+    // topic made again: its position was set to the record's offset (back, for a group reading from
+    // the earliest) and its resuming clients' read-ahead dropped.
+    const { broker: b } = broker();
+    const got: Message[] = [];
+    let done!: () => void;
+    const delivered = new Promise<void>((r) => (done = r));
+    b.subscribe({ topic: 'fed', group: 'g', route: 'reader' }, async (m) => {
+      got.push(m);
+      done();
+    });
+    await b.publish('fed', { ...msg({ n: 1 }), topic: 'orders', partition: 0, offset: '3', [SOURCE_INCARNATION]: 7 });
+    await delivered;
+    assert.equal(got[0]![SOURCE_INCARNATION], undefined, 'delivered without it');
+    assert.equal(got[0]!.offset, '0');
+    const [retained] = await retainedMessages(b.retained('fed', new Map()));
+    assert.equal(retained![SOURCE_INCARNATION], undefined, 'replayed without it');
   });
 
   it('gives every message to every group, once, in order', async () => {

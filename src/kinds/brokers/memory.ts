@@ -3,7 +3,7 @@ import { Backoff, pause } from '../../core/backoff.js';
 import { approxMessageBytes } from '../../core/heap-size.js';
 import { FLOOD_LOG_INTERVAL_MS, RateLimitedWarning } from '../../core/rate-limited-warning.js';
 import { InFlightWindow } from '../../core/in-flight-window.js';
-import { detachOriginal, liveOriginal, offsetText, ORIGINAL, SET_AS_CONSUMED, type Delivery, type Message } from '../../core/message.js';
+import { detachOriginal, liveOriginal, offsetText, ORIGINAL, SET_AS_CONSUMED, SOURCE_INCARNATION, type Delivery, type Message } from '../../core/message.js';
 import {
   FOREIGN_POSITIONS,
   namesNoPartitionOf,
@@ -321,6 +321,9 @@ export class MemoryBroker implements BrokerRuntime {
     else if (msg[ORIGINAL]) stored[ORIGINAL] = undefined;
     // The writing route's steps' mark: to the route reading the topic such a header is one it consumed.
     if (msg[SET_AS_CONSUMED]) stored[SET_AS_CONSUMED] = undefined;
+    // The writing route's source's incarnation (a Kafka topic or JetStream stream it saw made
+    // again): the route reading this topic reads its offsets, which no incarnation of that source numbers.
+    if (msg[SOURCE_INCARNATION] !== undefined) stored[SOURCE_INCARNATION] = undefined;
     const size = approxMessageBytes(stored);
     topic.push(stored, size);
     this.bytes += size;
