@@ -607,3 +607,28 @@ routes:
     }
   });
 });
+
+/**
+ * What the broker does to its publish connection when it loses its other one (lost()): a reset,
+ * so the publishes it answered 503 never reach a server the path comes back to (given-up.ts).
+ * amqplib hears of its socket's end only from 'error' or 'end', which a reset does not emit.
+ */
+describe('kind: amqp, the publish connection reset with its pair', () => {
+  it('is closed at once, amqplib told: not left waiting for a CloseOk until its heartbeat gives it up', async () => {
+    const rabbit = await rabbitServer();
+    const { connect } = await import('amqplib');
+    const { resetConnection, RESET_WITH_ITS_PAIR } = await import('../../src/kinds/brokers/amqp/connection.js');
+    const conn = await connect(rabbit.url);
+    const errors: string[] = [];
+    conn.on('error', (err: Error) => errors.push(err.message));
+    const closed = new Promise<Error | undefined>((resolve) => conn.on('close', resolve));
+    let isClosed = false;
+    void closed.then(() => (isClosed = true));
+    resetConnection(conn);
+    // amqplib closes the connection as it is told, within the same turn: its 'close' is out by the next.
+    await new Promise<void>((r) => setImmediate(r));
+    assert.ok(isClosed, "the connection's close event, at once (before: not until its heartbeat gave it up)");
+    assert.equal((await closed)?.message, RESET_WITH_ITS_PAIR);
+    assert.deepEqual(errors, [RESET_WITH_ITS_PAIR], 'the one error is the reset, which the broker does not log');
+  });
+});

@@ -10,8 +10,10 @@ import { TLSSocket } from 'node:tls';
  *
  * Only a plain TCP socket: a TLS socket's own handle cannot be reset (node refuses it, and
  * resetting the TCP socket under an upgraded one crashes node 20), so TLS connections still close
- * with a FIN.
+ * with a FIN. True when the socket was reset.
  */
-export function resetGivenUp(socket: unknown): void {
-  if (socket instanceof Socket && !(socket instanceof TLSSocket) && !socket.destroyed && !socket.connecting) socket.resetAndDestroy();
+export function resetGivenUp(socket: unknown): boolean {
+  if (!(socket instanceof Socket) || socket instanceof TLSSocket || socket.destroyed || socket.connecting) return false;
+  socket.resetAndDestroy();
+  return true;
 }

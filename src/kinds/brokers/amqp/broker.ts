@@ -22,7 +22,18 @@ import { installTableDecoder, TYPED_FIELDS } from './field-table.js';
 import type { WithTypedFields } from './consumed.js';
 import { routingKeyProblem } from './routing-keys.js';
 import { bindQueue, DeclaredQueues, declaredBindings, declareQueue } from './declared-queues.js';
-import { channelClosedByServer, closedByServer, connectFailure, declaredOtherwise, declaredOtherwiseState, dropConnection, refusedOnChannel, socketOf } from './connection.js';
+import {
+  channelClosedByServer,
+  closedByServer,
+  connectFailure,
+  declaredOtherwise,
+  declaredOtherwiseState,
+  dropConnection,
+  refusedOnChannel,
+  RESET_WITH_ITS_PAIR,
+  resetConnection,
+  socketOf,
+} from './connection.js';
 import { AmqpSubscription } from './subscription.js';
 
 /** The reply code of a channel.close for a resource the user may not use. */
@@ -482,6 +493,8 @@ export class AmqpBroker implements BrokerRuntime {
       // amqplib ends the socket of a connection its heartbeat gives up (a FIN) right after this
       // event: reset it first, so what it had not delivered never reaches the server (given-up.ts).
       if (err.message === 'Heartbeat timeout') resetGivenUp(socketOf(conn));
+      // lost() reset it with the other connection, which it logged.
+      if (err.message === RESET_WITH_ITS_PAIR) return;
       this.log.warn({ err: err.message, ...(suffix === '' ? {} : { connection: 'publish' }) }, 'amqp connection error');
     });
     return conn;
@@ -665,13 +678,10 @@ export class AmqpBroker implements BrokerRuntime {
     this.connection = undefined;
     const publishing = this.publishConnection;
     this.publishConnection = undefined;
-    if (publishing) {
-      // Reset, not closed: the publishes still in its path are answered 503 below, and a close
-      // (a FIN) would leave them to reach a server the path comes back to, stored after their
-      // 503 (given-up.ts). Its own heartbeat gives it up too, but maybe only after the path healed.
-      resetGivenUp(socketOf(publishing));
-      void publishing.close().catch(() => undefined);
-    }
+    // Reset, not closed: the publishes still in its path are answered 503 below, and a close
+    // (a FIN) would leave them to reach a server the path comes back to, stored after their
+    // 503 (given-up.ts). Its own heartbeat gives it up too, but maybe only after the path healed.
+    if (publishing) resetConnection(publishing);
     this.publisher = undefined;
     this.topologyOn = undefined;
     this.blockedFor = undefined;

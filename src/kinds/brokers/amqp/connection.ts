@@ -5,6 +5,7 @@
 
 import type { ChannelModel } from 'amqplib';
 import type { AmqpSettings } from '../amqp.js';
+import { resetGivenUp } from '../given-up.js';
 import { brokerTlsWords } from '../../tls-failures.js';
 
 /**
@@ -103,6 +104,22 @@ export function refusedOnChannel(err: unknown): boolean {
  */
 export function dropConnection(conn: ChannelModel): void {
   (socketOf(conn) as { destroy(err?: Error): void } | undefined)?.destroy(new Error('the server did not answer a close within connectTimeoutMs'));
+}
+
+/** What resetConnection tells amqplib: the broker's own doing, not a failure to log. */
+export const RESET_WITH_ITS_PAIR = "reset by the gateway with the broker's other connection";
+
+/**
+ * Ends a connection at once with a reset (given-up.ts: what it had not delivered is dropped, not
+ * sent on to a server the path comes back to), and tells amqplib, which learns of its socket's end
+ * only from 'error' or 'end' (a reset emits neither): told nothing, its close() waited for a
+ * CloseOk that could not come, until its heartbeat gave the connection up two intervals later (a
+ * minute or two), warning `Heartbeat timeout`. A connection that cannot be reset (TLS) is closed.
+ */
+export function resetConnection(conn: ChannelModel): void {
+  const socket = socketOf(conn);
+  if (resetGivenUp(socket)) (socket as { emit(event: 'error', err: Error): void }).emit('error', new Error(RESET_WITH_ITS_PAIR));
+  else void conn.close().catch(() => undefined);
 }
 
 /** The connection's socket (a field of amqplib's connection under the channel model). */
