@@ -678,10 +678,6 @@ export class AmqpBroker implements BrokerRuntime {
     this.connection = undefined;
     const publishing = this.publishConnection;
     this.publishConnection = undefined;
-    // Reset, not closed: the publishes still in its path are answered 503 below, and a close
-    // (a FIN) would leave them to reach a server the path comes back to, stored after their
-    // 503 (given-up.ts). Its own heartbeat gives it up too, but maybe only after the path healed.
-    if (publishing) resetConnection(publishing);
     this.publisher = undefined;
     this.topologyOn = undefined;
     this.blockedFor = undefined;
@@ -689,6 +685,11 @@ export class AmqpBroker implements BrokerRuntime {
     this.log.warn({ reason: detail }, 'amqp connection lost; reconnecting');
     // Publishes awaiting a confirm on the dead channel will never get one (RabbitMQ may have taken them all the same).
     for (const c of this.confirms.values()) c.settle(new LostUnacknowledged(`the connection was lost (${detail})`));
+    // Reset, not closed: the publishes still in its path were answered 503 above, and a close
+    // (a FIN) would leave them to reach a server the path comes back to, stored after their
+    // 503 (given-up.ts). Its own heartbeat gives it up too, but maybe only after the path healed.
+    // After the 503s: its channel's close fails them too, in words that do not say why.
+    if (publishing) resetConnection(publishing);
     for (const s of this.subscriptions) s.detach();
     this.retry();
   }
