@@ -3,6 +3,7 @@
  * server stopped answering.
  */
 
+import { Socket } from 'node:net';
 import type { ChannelModel } from 'amqplib';
 import type { AmqpSettings } from '../amqp.js';
 import { resetGivenUp } from '../given-up.js';
@@ -118,7 +119,8 @@ export const RESET_WITH_ITS_PAIR = "reset by the gateway with the broker's other
  */
 export function resetConnection(conn: ChannelModel): void {
   const socket = socketOf(conn);
-  if (resetGivenUp(socket)) (socket as { emit(event: 'error', err: Error): void }).emit('error', new Error(RESET_WITH_ITS_PAIR));
+  // amqplib listens for its socket's errors from the connection's open on; one nobody heard would throw.
+  if (socket instanceof Socket && socket.listenerCount('error') > 0 && resetGivenUp(socket)) socket.emit('error', new Error(RESET_WITH_ITS_PAIR));
   else void conn.close().catch(() => undefined);
 }
 
