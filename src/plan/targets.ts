@@ -1,7 +1,9 @@
+import { resolve } from 'node:path';
 import type { PathPart } from '../config/source.js';
 import { canonical } from '../core/canonical.js';
 import type { Expression } from '../expr/expression.js';
 import type { CompiledStep } from '../kinds/contracts.js';
+import { pemCertificatesProblem } from '../kinds/pem.js';
 import { signatureKey, WEBHOOK_DEFAULTS, type WebhookOptions, type WebhookPlan } from '../kinds/targets/webhook.js';
 import { type CompileContext, quoteTopic } from './context.js';
 import type { RawTarget } from './raw.js';
@@ -50,7 +52,7 @@ export function compileTargets(
     const tAt: PathPart[] = Array.isArray(to) ? [...at, 'to', j] : [...at, 'to'];
     // The schema has checked the target's shape: exactly one of broker (with topic), listener (with path) or http, and only the keys of that kind.
     if ('http' in t) {
-      const webhook = compileWebhook(ctx, t.http, [...tAt, 'http']);
+      const webhook = compileWebhook(ctx, t.http, [...tAt, 'http'], files);
       if (webhook) targets.push({ type: 'http', webhook });
       return;
     }
@@ -96,8 +98,9 @@ export function compileTargets(
 }
 
 /** A webhook target's options with its expressions compiled and defaults filled in. */
-function compileWebhook(ctx: CompileContext, o: WebhookOptions, at: PathPart[]): WebhookPlan | undefined {
+function compileWebhook(ctx: CompileContext, o: WebhookOptions, at: PathPart[], files: string[]): WebhookPlan | undefined {
   const before = ctx.diagnostics.length;
+  const ca = o.tls === undefined ? undefined : webhookCa(ctx, o.tls.ca, [...at, 'tls', 'ca'], files);
   let url = typeof o.url === 'string' ? o.url : o.url.expression;
   let urlExpr: Expression | undefined;
   if (typeof o.url === 'string') url = normalUrl(o.url);
@@ -125,7 +128,23 @@ function compileWebhook(ctx: CompileContext, o: WebhookOptions, at: PathPart[]):
     orderBy,
     cloudevents: o.cloudevents ?? WEBHOOK_DEFAULTS.cloudevents,
     secret,
+    ca,
   };
+}
+
+/**
+ * The PEM text of a webhook's `tls.ca` (its file becomes part of the route's key: a new CA rebuilds
+ * the route). A file without a certificate is an error here: node would take it as no CA and trust
+ * no endpoint, which every try would then say of the endpoint's certificate, not of the file.
+ */
+function webhookCa(ctx: CompileContext, file: string, at: PathPart[], files: string[]): string | undefined {
+  const abs = resolve(ctx.dir, file);
+  files.push(abs);
+  const text = ctx.readFile(abs, file, at);
+  if (text === undefined) return undefined;
+  const problem = pemCertificatesProblem(text);
+  if (problem !== undefined) ctx.report(at, 'EG_CONFIG_FILE', `CA file '${file}' cannot be used: ${problem}`);
+  return text;
 }
 
 /** The URL as `new URL()` writes it (the schema has checked it is an http(s) URL; one it still cannot read fails each delivery, with the reason). */

@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { createServer as createTlsServer, type TlsOptions } from 'node:tls';
 import { makeCertificates } from '../helpers/certificates.js';
-import { tempFiles, useGateway } from '../helpers/gateway.js';
+import { runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 import { fetch } from '../helpers/http.js';
 
 interface Seen {
@@ -105,6 +105,8 @@ describe("webhook targets' HTTP client, against an endpoint on raw sockets", () 
   const certs = makeCertificates();
   // The gateway trusts certificate a and the CA (as an operator's NODE_EXTRA_CA_CERTS would), not b.
   const trusted = join(tempFiles({ 'trusted.pem': certs.a.cert + certs.ca.cert }), 'trusted.pem');
+  // What a target's own tls.ca trusts: b's self-signed certificate, which the gateway as a whole does not.
+  const ownCa = join(tempFiles({ 'b.pem': certs.b.cert }), 'b.pem');
 
   before(async () => {
     raw = await RawEndpoint.start();
@@ -168,6 +170,15 @@ routes:
   - name: mutual
     from: { listener: api, path: /mutual }
     to: { http: { url: "https://127.0.0.1:${mutual.port}/hook", retry: { attempts: 2, backoffMs: 10 } } }
+  - name: own-ca
+    from: { listener: api, path: /own-ca }
+    to: { http: { url: "https://127.0.0.1:${untrusted.port}/own", tls: { ca: "${ownCa}" }, retry: { attempts: 1 } } }
+  - name: own-ca-computed
+    from: { listener: api, path: /own-ca-computed }
+    to: { http: { url: { expression: '"https://127.0.0.1:${untrusted.port}/computed"' }, tls: { ca: "${ownCa}" }, retry: { attempts: 1 } } }
+  - name: own-ca-only
+    from: { listener: api, path: /own-ca-only }
+    to: { http: { url: "https://127.0.0.1:${secure.port}/hook", tls: { ca: "${ownCa}" }, retry: { attempts: 1 } } }
   - name: idle-closing
     from: { listener: api, path: /idle-closing }
     to: { http: { url: "http://127.0.0.1:${idle.port}/hook", retry: { attempts: 1 }, concurrency: 1 } }
@@ -420,7 +431,7 @@ routes:
     assert.equal(u.status, 502);
     assert.match(
       u.body.detail!,
-      /could not be reached: the TLS handshake failed \((DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE): [^)]+\); the gateway trusts the system CAs and those of NODE_EXTRA_CA_CERTS$/,
+      /could not be reached: the TLS handshake failed \((DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE): [^)]+\); the gateway trusts the system CAs and those of NODE_EXTRA_CA_CERTS \(or give the CA in tls\.ca\)$/,
     );
     assert.equal(untrusted.seen.length, 0);
     // A trusted certificate for another name: trusting more CAs would not help, the URL's host is what is wrong.
@@ -445,5 +456,52 @@ routes:
       /could not be reached: the TLS handshake failed \(ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED: tlsv13 alert certificate required\); the endpoint requires a client certificate \(mutual TLS\), which webhook targets do not present \(after 2 tries\)$/,
     );
     assert.equal(mutual.seen.length, 0);
+  });
+
+  it("trusts the CA a target's tls.ca gives, instead of the system's and NODE_EXTRA_CA_CERTS's, for a fixed and a computed URL", async () => {
+    // Before, a self-signed endpoint could be trusted only process-wide (NODE_EXTRA_CA_CERTS), and `tls` was not a key of `http`.
+    const from = untrusted.seen.length;
+    untrusted.scripts = [ok()];
+    assert.equal((await post('/own-ca', { n: 1 })).status, 200);
+    assert.equal((await post('/own-ca', { n: 2 })).status, 200);
+    assert.equal((await post('/own-ca-computed', { n: 3 })).status, 200);
+    assert.deepEqual(
+      untrusted.seen.slice(from).map((s) => [s.head.split(' ')[1], JSON.parse(s.body).n]),
+      [
+        ['/own', 1],
+        ['/own', 2],
+        ['/computed', 3],
+      ],
+    );
+    // The file replaces the roots the gateway trusts (as a broker's tls.ca does): certificate a, trusted through NODE_EXTRA_CA_CERTS, is not.
+    const before = secure.seen.length;
+    const r = await post('/own-ca-only', { n: 4 });
+    assert.equal(r.status, 502);
+    assert.match(
+      r.body.detail!,
+      /could not be reached: the TLS handshake failed \((DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE): [^)]+\); the target trusts only the CAs of its tls\.ca file$/,
+    );
+    assert.equal(secure.seen.length, before);
+  });
+
+  it('reports a tls.ca file that cannot be read or holds no certificate where it is written', async () => {
+    const dir = tempFiles({
+      'key.pem': certs.b.key,
+      'gateway.yaml': [
+        'version: 1',
+        'listeners:',
+        '  api: { kind: http, port: 0 }',
+        'routes:',
+        '  - { name: a, from: { listener: api, path: /a }, to: { http: { url: "https://h/a", tls: { ca: key.pem } } } }',
+        '  - { name: b, from: { listener: api, path: /b }, to: { http: { url: "https://h/b", tls: { ca: nowhere.pem } } } }',
+        '',
+      ].join('\n'),
+    });
+    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    assert.equal(lines.length, 2, r.stdout);
+    assert.equal(lines[0], "gateway.yaml:5:96: CA file 'key.pem' cannot be used: it holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
+    assert.match(lines[1]!, /^gateway\.yaml:6:96: cannot read 'nowhere\.pem' \(.*nowhere\.pem\): /);
   });
 });

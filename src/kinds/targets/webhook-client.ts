@@ -24,23 +24,29 @@ const undici = whenUsed<typeof import('undici')>(import.meta.url, 'undici');
  * that closed the connection and may have taken the message.
  */
 const tlsAlerts = new Map<string, Error>();
-let baseConnector: buildConnector.connector | undefined;
+let defaultConnector: buildConnector.connector | undefined;
 
-/** undici's own connector (its defaults), noting the TLS alerts of each connection (tlsAlerts). */
-const connect: buildConnector.connector = (options, callback) => {
-  baseConnector ??= undici().buildConnector({});
-  baseConnector(options, (err, socket) => {
-    if (socket instanceof TLSSocket) {
-      const key = connectionKey(socket);
-      socket.on('error', (e: Error & { code?: string }) => {
-        if (e.code?.startsWith('ERR_SSL_') && !tlsAlerts.has(key)) tlsAlerts.set(key, e);
-      });
-      // After the request's own error, which undici gives before the socket's close.
-      socket.once('close', () => setImmediate(() => tlsAlerts.delete(key)));
-    }
-    (callback as (err: Error | null, socket: unknown) => void)(err, socket);
-  });
-};
+/**
+ * undici's own connector (its defaults; with `ca`, trusting those CAs instead of the system's),
+ * noting the TLS alerts of each connection (tlsAlerts).
+ */
+function connectorFor(ca: string | undefined): buildConnector.connector {
+  let base: buildConnector.connector | undefined;
+  return (options, callback) => {
+    base ??= ca === undefined ? (defaultConnector ??= undici().buildConnector({})) : undici().buildConnector({ ca });
+    base(options, (err, socket) => {
+      if (socket instanceof TLSSocket) {
+        const key = connectionKey(socket);
+        socket.on('error', (e: Error & { code?: string }) => {
+          if (e.code?.startsWith('ERR_SSL_') && !tlsAlerts.has(key)) tlsAlerts.set(key, e);
+        });
+        // After the request's own error, which undici gives before the socket's close.
+        socket.once('close', () => setImmediate(() => tlsAlerts.delete(key)));
+      }
+      (callback as (err: Error | null, socket: unknown) => void)(err, socket);
+    });
+  };
+}
 
 interface SocketEnds {
   localAddress?: string;
@@ -159,10 +165,16 @@ export class HttpClient implements RequestSender {
   /** Pools per origin, for URLs computed per message (made with the first such request). */
   private agent: Dispatcher | undefined;
 
+  /** How connections are opened: with the target's `tls.ca`, when it has one. */
+  private readonly connect: buildConnector.connector;
+
   constructor(
     private readonly connections: number,
     private readonly origin?: string,
-  ) {}
+    ca?: string,
+  ) {
+    this.connect = connectorFor(ca);
+  }
 
   /**
    * Loads undici, which the first request would load inside its try's time: 0.3-0.5 s on a loaded
@@ -176,7 +188,7 @@ export class HttpClient implements RequestSender {
   request(req: ClientRequest, listener: AnswerListener, ticket: number, lane: number): Exchange {
     if (req.origin !== this.origin) {
       const handler = new AnswerHandler(listener, ticket, undefined, lane);
-      (this.agent ??= new (undici().Agent)({ connections: this.connections, pipelining: 1, connect })).dispatch(req, handler);
+      (this.agent ??= new (undici().Agent)({ connections: this.connections, pipelining: 1, connect: this.connect })).dispatch(req, handler);
       return handler;
     }
     const handler = new AnswerHandler(listener, ticket, this, lane, req);
@@ -188,7 +200,7 @@ export class HttpClient implements RequestSender {
   dispatch(req: ClientRequest, handler: Dispatcher.DispatchHandler, lane: number): void {
     let client = this.clients[lane];
     if (client === undefined) {
-      client = this.clients[lane] = new (undici().Client)(this.origin!, { pipelining: 1, connect });
+      client = this.clients[lane] = new (undici().Client)(this.origin!, { pipelining: 1, connect: this.connect });
       client.on('connect', () => {
         if (this.clients[lane] === client) this.served[lane] = 0;
       });

@@ -48,6 +48,8 @@ export interface WebhookPlan {
   cloudevents: 'binary' | 'structured';
   /** HMAC key of the Standard Webhooks signature. */
   secret: Buffer | undefined;
+  /** PEM text of `tls.ca`: the CAs trusted instead of the system's and NODE_EXTRA_CA_CERTS's. */
+  ca: string | undefined;
 }
 
 export const WEBHOOK_DEFAULTS = { method: 'POST', timeoutMs: 10_000, attempts: 3, backoffMs: 200, maxBackoffMs: 10_000, concurrency: 16, cloudevents: 'binary' } as const;
@@ -127,6 +129,18 @@ export const webhookOptions = Type.Object(
         description: 'How CloudEvent messages are sent: `ce-*` headers and the data as body, or one application/cloudevents+json body.',
       }),
     ),
+    tls: Type.Optional(
+      Type.Object(
+        {
+          ca: Type.String({
+            minLength: 1,
+            description:
+              "PEM file (relative to this config) of the CA(s) or self-signed certificate(s) to trust for this target's https endpoints, instead of the system CAs and NODE_EXTRA_CA_CERTS (one holding no certificate is a config error). Watched: a new file rebuilds the route.",
+          }),
+        },
+        { additionalProperties: false, description: 'TLS towards the endpoint: `{ca}`, for an endpoint whose certificate a private CA signed (or a self-signed one).' },
+      ),
+    ),
     signature: Type.Optional(
       Type.Object(
         {
@@ -198,7 +212,7 @@ export class WebhookTarget implements Target {
   ) {
     this.fixed = plan.urlExpr ? undefined : parseEndpoint(plan.url);
     // One connection per request in flight (the slots bound them), kept alive between them.
-    this.client = sender ?? new HttpClient(plan.concurrency, this.fixed instanceof WebhookError ? undefined : this.fixed?.origin);
+    this.client = sender ?? new HttpClient(plan.concurrency, this.fixed instanceof WebhookError ? undefined : this.fixed?.origin, plan.ca);
   }
 
   /** Requests in flight at once; consume routes whose targets are webhooks hand them this many messages of a partition at once. */
@@ -525,7 +539,7 @@ export class WebhookTarget implements Target {
     if (answer === undefined && this.closed) return this.ended(flight, { ok: false, retry: false, result: 'connection', problem: cutShort(flight.request.display) });
     const a: Attempt = answer
       ? classify(answer, flight.request.display)
-      : { ok: false, retry: true, result: 'connection', problem: problem('EG_WEBHOOK_FAILED', unanswered(flight.request.display, err)) };
+      : { ok: false, retry: true, result: 'connection', problem: problem('EG_WEBHOOK_FAILED', unanswered(flight.request.display, err, this.plan.ca !== undefined)) };
     this.counters?.answered(a.ok ? '2xx' : a.result);
     this.ended(flight, a);
   }
@@ -590,7 +604,7 @@ export class WebhookTarget implements Target {
 }
 
 /** Why a try got no answer: no connection (refused, DNS, TLS), or one the endpoint ended or broke before its answer was complete. */
-function unanswered(display: string, err: (Error & { code?: string }) | undefined): string {
+function unanswered(display: string, err: (Error & { code?: string }) | undefined, ownCa: boolean): string {
   const code = err?.code;
   if (code === 'UND_ERR_SOCKET') return `${display} closed the connection before a complete answer (${code}: ${err!.message})`;
   if (code?.startsWith('HPE_') || (code?.startsWith('UND_ERR_') && code !== 'UND_ERR_CONNECT_TIMEOUT'))
@@ -598,7 +612,7 @@ function unanswered(display: string, err: (Error & { code?: string }) | undefine
   // undici's parser error for bytes that are no HTTP answer (`garbage`, an SSH banner) has no code: the endpoint was reached all the same.
   if (err?.name === 'HTTPParserError') return `${display} sent an answer the HTTP client could not read (${err.message})${http2Answer(err) ? H2C_HINT : ''}`;
   // A bare OpenSSL code (DEPTH_ZERO_SELF_SIGNED_CERT) did not say that the endpoint is there and where the fix is.
-  if (isTlsFailure(err)) return `${display} could not be reached: the TLS handshake failed (${code}: ${tlsReason(err!)})${tlsHint(code!)}`;
+  if (isTlsFailure(err)) return `${display} could not be reached: the TLS handshake failed (${code}: ${tlsReason(err!)})${tlsHint(code!, ownCa)}`;
   return `${display} could not be reached: ${code ?? err?.message}`;
 }
 
@@ -620,9 +634,11 @@ function http2Answer(err: (Error & { data?: unknown }) | undefined): boolean {
  * Where a failed handshake's fix is, when the code says: trusting the endpoint's CA, or naming a host its
  * certificate is for. Every certificate failure said to trust more CAs, which does nothing for a trusted
  * certificate of another name, nor one expired (node's own words say so: `certificate has expired`).
+ * `ownCa`: the target has `tls.ca`, which replaces the system's CAs rather than adding to them.
  */
-function tlsHint(code: string): string {
-  if (UNTRUSTED_CHAIN.has(code)) return '; the gateway trusts the system CAs and those of NODE_EXTRA_CA_CERTS';
+function tlsHint(code: string, ownCa: boolean): string {
+  if (UNTRUSTED_CHAIN.has(code))
+    return ownCa ? '; the target trusts only the CAs of its tls.ca file' : '; the gateway trusts the system CAs and those of NODE_EXTRA_CA_CERTS (or give the CA in tls.ca)';
   if (code === 'ERR_TLS_CERT_ALTNAME_INVALID' || code === 'HOSTNAME_MISMATCH') return '; the certificate is not for the host the url names';
   if (code === 'ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL') return '; webhook requests are HTTP/1.1, which the endpoint does not take (an HTTP/2-only server)';
   if (code === 'ERR_SSL_WRONG_VERSION_NUMBER') return '; the port answered without TLS: is it an http:// endpoint?';
