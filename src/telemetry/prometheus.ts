@@ -42,7 +42,7 @@ export class Prometheus {
     new RouteLatencyHistogram(this.registry, routes);
     new Counter({
       name: 'eventgate_webhook_requests_total',
-      help: 'Requests webhook targets sent (every try), per route and result: 2xx, 3xx, 4xx, 5xx, timeout or connection (refused, reset, unresolvable).',
+      help: 'Requests webhook targets sent (every try, and a request sent again after a kept-alive connection was lost), per route and result: 2xx, 3xx, 4xx, 5xx, timeout or connection (refused, reset, unresolvable).',
       labelNames: ['route', 'result'],
       registers,
       collect() {

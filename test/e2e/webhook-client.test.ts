@@ -128,6 +128,7 @@ describe("webhook targets' HTTP client, against an endpoint on raw sockets", () 
 version: 1
 listeners:
   api: { kind: http, port: 0 }
+admin: { port: 0 }
 routes:
   - name: raw
     from: { listener: api, path: /raw }
@@ -369,6 +370,12 @@ routes:
       [0, 1, 2, 3],
     );
     assert.equal(new Set(idle.seen.map((s) => s.connection)).size, 4);
+    // Each of the last three went out twice: the request lost with the closed connection is counted
+    // (as `connection`, not as a try), so the counts add up to what reached the endpoint. Uncounted,
+    // an endpoint that read requests and reset their connections showed no failure at all.
+    const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    assert.match(metrics, /eventgate_webhook_requests_total\{route="idle-closing",result="2xx"\} 4\n/);
+    assert.match(metrics, /eventgate_webhook_requests_total\{route="idle-closing",result="connection"\} 3\n/);
   });
 
   it('does not follow a redirect: the message is refused, once, naming where it points (without its query)', async () => {

@@ -110,6 +110,8 @@ export interface ClientAnswer {
  */
 export interface AnswerListener {
   answered(ticket: number, err: (Error & { code?: string }) | undefined, answer: ClientAnswer | undefined): void;
+  /** The request was lost unanswered on a kept-alive connection and is being sent again on a new one (not a try). */
+  resent?(ticket: number): void;
 }
 
 /**
@@ -318,6 +320,7 @@ class AnswerHandler implements Dispatcher.DispatchHandler, ClientAnswer, Exchang
       this.reused = false;
       this.cut = undefined;
       this.client!.dispatch(this.req!, this, this.lane);
+      this.listener.resent?.(this.ticket);
       return;
     }
     this.over = true;

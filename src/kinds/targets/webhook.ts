@@ -170,7 +170,7 @@ export const webhookDoc: KindDoc = {
     'routes:\n  - name: orders-to-crm\n    from: {broker: kafka, topic: orders}\n    to:\n      http:\n        url: https://crm.example.com/hooks/orders\n        headers: {authorization: \'"Bearer ${CRM_TOKEN}"\'}\n        timeoutMs: 5000\n        retry: {attempts: 5, backoffMs: 500}\n        concurrency: 32\n        orderBy: $key\n        signature: {secret: "${WEBHOOK_SECRET}"}   # quoted: inside {...} YAML needs it\n    deadletter: {broker: kafka, topic: orders-undeliverable}',
 };
 
-/** Counts each try's answer: `2xx`, `3xx`, `4xx`, `5xx`, `timeout` or `connection` (refused, reset, DNS). */
+/** Counts each try's answer: `2xx`, `3xx`, `4xx`, `5xx`, `timeout` or `connection` (refused, reset, DNS; also a request resent after a kept-alive connection was lost). */
 export interface WebhookCounters {
   answered(result: WebhookResult): void;
 }
@@ -544,6 +544,16 @@ export class WebhookTarget implements Target {
     this.ended(flight, a);
   }
 
+  /**
+   * A request lost on a kept-alive connection (closed or reset before any answer) went out again:
+   * not a try, but a request the endpoint may have read, counted as `connection`. Uncounted, the
+   * requests counted fell short of those the endpoint saw, and an endpoint that read requests and
+   * then reset their connections showed no failure at all.
+   */
+  resent(): void {
+    this.counters?.answered('connection');
+  }
+
   /** The try in flight in `slot` took longer than timeoutMs: it is cut and counts as failed (retried). */
   private expire(slot: Slot, flight: Flight): void {
     slot.flight = undefined;
@@ -687,6 +697,10 @@ class Flight implements AnswerListener {
 
   answered(ticket: number, err: (Error & { code?: string }) | undefined, answer: ClientAnswer | undefined): void {
     this.target.answered(this, ticket, err, answer);
+  }
+
+  resent(ticket: number): void {
+    if (ticket === this.tries) this.target.resent();
   }
 }
 
