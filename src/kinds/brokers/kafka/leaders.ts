@@ -65,6 +65,16 @@ export function unknownTopic(err: unknown): boolean {
   return errorChain(err).some((e) => (e as { type?: unknown }).type === 'UNKNOWN_TOPIC_OR_PARTITION');
 }
 
+/**
+ * The Kafka error code a cluster answered, as `INVALID_REQUEST (42)`, when `err` (or one it wraps)
+ * is one: kafkajs' words for a code can fit several causes, and its name and number are what
+ * the cluster's logs and docs use.
+ */
+export function kafkaErrorCode(err: unknown): string | undefined {
+  const e = errorChain(err).find((x) => typeof (x as { type?: unknown }).type === 'string' && typeof (x as { code?: unknown }).code === 'number');
+  return e && `${(e as unknown as { type: string }).type} (${(e as unknown as { code: number }).code})`;
+}
+
 /** `err` and the errors it wraps (kafkajs' `cause` and `originalError`), a few deep. */
 export function errorChain(err: unknown): Error[] {
   const chain: Error[] = [];

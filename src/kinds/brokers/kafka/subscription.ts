@@ -8,7 +8,7 @@ import { sleep } from '../../../core/within.js';
 import { newFetchBudget, withBatchBound } from './codecs.js';
 import { undecodable, type StandIn } from './stand-ins.js';
 import { InFlightWindow } from '../../../core/in-flight-window.js';
-import { TopicMissing, unknownTopic } from './leaders.js';
+import { kafkaErrorCode, TopicMissing, unknownTopic } from './leaders.js';
 import { subscriptionRoundRobin } from './assigner.js';
 import { onOffsetReset, type OffsetReset } from './kafkajs.js';
 
@@ -315,7 +315,7 @@ export class KafkaSubscription {
         // Counted here only: a missing topic's looks are not crashes (the route waits, as its /readyz reason says).
         this.telemetry?.consumerCrash(this.spec.route);
         this.problem = `consumer crashed, restarting in ${wait} ms: ${why.message}`;
-        this.log.warn({ err: why.message, retryInMs: wait }, 'consumer crashed; starting a new one');
+        this.log.warn({ err: why.message, kafkaError: kafkaErrorCode(why), retryInMs: wait }, 'consumer crashed; starting a new one');
       }
       await pause(wait, this.stopped);
       // The new consumer connects and joins the group, which can take until the crashed member's
