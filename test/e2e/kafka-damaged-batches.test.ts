@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import type { KafkaRecord } from '../../src/codecs/record-batch.js';
 import { crc32c } from '../../src/codecs/crc32c.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
-import { committedOffsets, deadLetters, encodedBatch, kcatConsume, produceBatch, produceTo, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { committedOffsets, deadLetters, encodedBatch, kcatConsume, kcatConsumeAll, produceBatch, produceTo, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 
 const record = (offsetDelta: number, value: string): KafkaRecord => ({ attributes: 0, timestampDelta: offsetDelta, offsetDelta, key: null, value: Buffer.from(value), headers: [] });
 
@@ -165,5 +165,56 @@ routes:
       copied.map((r) => JSON.parse(r.value!).n),
       ['before', 'held 1', 'hold 2', 'held 3', 'after'],
     );
+  });
+});
+
+/**
+ * An operator whose partition stopped at a batch that fails its CRC, with no `deadletter` to send
+ * it to, may choose to read it as it is: a reload that sets the broker's `consumer.checkCrcs` to
+ * false replaces the broker (a consumer key), and the new member reads the partition from the
+ * committed offset, the batch's records included.
+ */
+describe('a partition stopped at a batch that fails its CRC, then a reload setting checkCrcs false', () => {
+  let kafka: KafkaCluster;
+  const t = { src: '', copied: '' };
+
+  before(async () => {
+    kafka = await startKafka({ brokers: 1 });
+    for (const k of Object.keys(t) as (keyof typeof t)[]) t[k] = kafka.topic(k);
+    for (const topic of Object.values(t)) await kafka.createTopic(topic, 1);
+    const batch = await encodedBatch([record(0, '{"n":"held 1"}'), record(1, '{"n":"held 2"}')]);
+    batch[batch.indexOf('held 2') + 1] = 'o'.charCodeAt(0);
+    await produceTo(kafka.bootstrap, t.src, 0, '{"n":"before"}');
+    await produceBatch(kafka, t.src, 0, batch);
+    await produceTo(kafka.bootstrap, t.src, 0, '{"n":"after"}');
+  });
+  const config = (checkCrcs: boolean) => `
+version: 1
+admin: { port: 0 }
+brokers:
+  kafka: { kind: kafka, brokers: "${kafka.bootstrap}", producer: { lingerMs: 1 }, consumer: ${kafka.consumerYaml.replace(/ }$/, `, checkCrcs: ${checkCrcs} }`)} }
+routes:
+  - name: stopped
+    from: { broker: kafka, topic: ${t.src} }
+    to: { broker: kafka, topic: ${t.copied} }
+`;
+  const gw = useGateway(() => config(true));
+  after(async () => {
+    await kafka?.stop();
+  });
+
+  it('stops there, then reads the batch as it is, once each, and what follows it', async () => {
+    const [first] = await kcatConsume(kafka.bootstrap, t.copied, 1, 30000);
+    assert.equal(JSON.parse(first!.value!).n, 'before');
+    await eventually(async () => assert.equal((await committedOffsets(kafka.bootstrap, 'eventgate-stopped', t.src))[0], '1'), 15000, 200);
+    await eventually(async () => assert.match(JSON.stringify((await gw.status()).routes.find((r: { name: string }) => r.name === 'stopped').consumer), /CRC mismatch/), 15000, 200);
+    await gw.reconfigure(config(false), undefined, { whole: true });
+    await eventually(async () => assert.equal((await committedOffsets(kafka.bootstrap, 'eventgate-stopped', t.src))[0], '4'), 30000, 200);
+    const copied = await kcatConsumeAll(kafka.bootstrap, t.copied, 15000);
+    assert.deepEqual(
+      copied.map((r) => JSON.parse(r.value!).n),
+      ['before', 'held 1', 'hold 2', 'after'],
+    );
+    assert.deepEqual((await gw.status()).routes.find((r: { name: string }) => r.name === 'stopped').consumer, { ready: true });
   });
 });
