@@ -299,7 +299,11 @@ routes:
 
   it('the records the old chain had in hand are committed with those after them: each delivered once, the group committed to the end', async () => {
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'slow', 20000);
-    await kcatProduce(kafka.bootstrap, topic, Array.from({ length: 12 }, (_, i) => ({ value: JSON.stringify({ i }) })));
+    await kcatProduce(
+      kafka.bootstrap,
+      topic,
+      Array.from({ length: 12 }, (_, i) => ({ value: JSON.stringify({ i }) })),
+    );
     await eventually(async () => assert.ok(receiver.requests.length >= 1), 10000, 20);
     assert.equal((await gw.reconfigure(config(2), undefined, { whole: true })).msg, 'config reloaded');
     await eventually(async () => assert.equal(receiver.requests.length, 12), 20000, 50);
