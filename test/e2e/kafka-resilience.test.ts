@@ -205,23 +205,30 @@ describe('a consumer that crashes is started again', () => {
     await kafka?.stop();
   });
 
-  it('restarts it with backoff, counts the crashes per route, says why in /readyz meanwhile, and then consumes', async () => {
+  /** A route copying a topic of its own to another; the topics are made first. */
+  const copyRoute = async (name: string) => {
     const src = kafka.topic('src');
     const dst = kafka.topic('dst');
     await kafka.createTopic(src, 1);
     await kafka.createTopic(dst, 1);
-    // The coordinator refuses the next joins with GROUP_AUTHORIZATION_FAILED (30): kafkajs gives up on the consumer ("restart: false").
-    await kafka.failRequests(11, 3, 30);
-    await gw.start(`
+    const yaml = `
 version: 1
 admin: { port: 0 }
 brokers:
   kafka: { kind: kafka, brokers: "${kafka.bootstrap}", producer: { lingerMs: 1 }, consumer: ${kafka.consumerYaml} }
 routes:
-  - name: flaky
+  - name: ${name}
     from: { broker: kafka, topic: ${src} }
     to: { broker: kafka, topic: ${dst} }
-`);
+`;
+    return { src, dst, yaml };
+  };
+
+  it('restarts it with backoff, counts the crashes per route, says why in /readyz meanwhile, and then consumes', async () => {
+    const { src, dst, yaml } = await copyRoute('flaky');
+    // The coordinator refuses the next joins with GROUP_AUTHORIZATION_FAILED (30): kafkajs gives up on the consumer ("restart: false").
+    await kafka.failRequests(11, 3, 30);
+    await gw.start(yaml);
     const crashed = await gw.waitForLog((l) => l.msg === 'consumer crashed; starting a new one' && l.route === 'flaky', 20000);
     // The log names the code the cluster answered, kafkajs' words for it beside it.
     assert.equal(crashed.kafkaError, 'GROUP_AUTHORIZATION_FAILED (30)', JSON.stringify(crashed));
@@ -271,23 +278,11 @@ routes:
   });
 
   it('names the code of a crash whose words fit several causes: INVALID_REQUEST (42) for a SyncGroup, and consumes after it', async () => {
-    const src = kafka.topic('src');
-    const dst = kafka.topic('dst');
-    await kafka.createTopic(src, 1);
-    await kafka.createTopic(dst, 1);
+    const { src, dst, yaml } = await copyRoute('synced-late');
     // What the mock answers a member whose SyncGroup arrives after the leader's completed the sync
     // (docs/testing.md): kafkajs does not retry it, and says only "... a request being malformed ...".
     await kafka.failRequests(14, 1, 42);
-    await gw.start(`
-version: 1
-admin: { port: 0 }
-brokers:
-  kafka: { kind: kafka, brokers: "${kafka.bootstrap}", producer: { lingerMs: 1 }, consumer: ${kafka.consumerYaml} }
-routes:
-  - name: synced-late
-    from: { broker: kafka, topic: ${src} }
-    to: { broker: kafka, topic: ${dst} }
-`);
+    await gw.start(yaml);
     const crashed = await gw.waitForLog((l) => l.msg === 'consumer crashed; starting a new one' && l.route === 'synced-late', 20000);
     assert.equal(crashed.kafkaError, 'INVALID_REQUEST (42)', JSON.stringify(crashed));
     assert.match(String(crashed.err), /request being malformed/);
