@@ -6,7 +6,7 @@ import { createInterface } from 'node:readline';
 import { Transform } from 'node:stream';
 import { promisify } from 'node:util';
 import { eventually, repoRoot } from './gateway.js';
-import type { MessageServer } from './servers.js';
+import { natsLoginFields, type MessageServer, type NatsLogin } from './servers.js';
 import { killOnExit } from './reaper.js';
 
 /**
@@ -483,16 +483,20 @@ export class RawNats {
   private waiters: (() => void)[] = [];
   private pongs: (() => void)[] = [];
   private nextSid = 1;
+  /** Told each INFO line the server sends (connect() reads the first one's nonce). */
+  private onInfo: ((line: string) => void) | undefined;
   private constructor(private readonly socket: Socket) {}
 
-  /** `login`: a user and password for a server that asks for one. */
-  static async connect(server: MessageServer, login?: { user: string; pass: string }): Promise<RawNats> {
+  /** `login`: a user and password for a server that asks for one, or a JWT login made from the server's nonce. */
+  static async connect(server: MessageServer, login: NatsLogin = {}): Promise<RawNats> {
     const socket = connect(server.port, server.host);
     await once(socket, 'connect');
     const c = new RawNats(socket);
+    const info = new Promise<string>((resolve) => (c.onInfo = resolve));
     socket.on('data', (d: Buffer) => c.onData(d));
     socket.on('error', () => undefined);
-    socket.write(`CONNECT ${JSON.stringify({ verbose: false, pedantic: false, headers: true, no_responders: true, lang: 'raw', version: '0', ...login })}\r\n`);
+    const fields = natsLoginFields(login, await info);
+    socket.write(`CONNECT ${JSON.stringify({ verbose: false, pedantic: false, headers: true, no_responders: true, lang: 'raw', version: '0', ...fields })}\r\n`);
     await c.ping();
     return c;
   }
@@ -631,6 +635,7 @@ export class RawNats {
         continue;
       }
       this.buffer = this.buffer.subarray(eol + 2);
+      if (op === 'INFO') this.onInfo?.(line);
       if (op === 'PING') this.socket.write('PONG\r\n');
       else if (op === 'PONG') this.pongs.shift()?.();
       else if (op === '-ERR') throw new Error(`NATS server: ${line}`);

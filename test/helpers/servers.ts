@@ -8,6 +8,7 @@ import { promisify } from 'node:util';
 import { repoRoot } from './gateway.js';
 import { freePort } from './ports.js';
 import { killOnExit, tempDir } from './reaper.js';
+import type { NatsAccount, NatsOperator, NatsUser } from './nats-jwt.js';
 
 export { freePort };
 
@@ -59,9 +60,20 @@ const mqttProbe =
     return true;
   };
 
+/** A login in CONNECT: a user and password, or fields made from the server's nonce (a user JWT and the nonce signed). */
+export type NatsLogin = { user?: string; pass?: string } | ((nonce: string) => Record<string, string>);
+
+/** CONNECT's login fields for the INFO line the server sent. */
+export function natsLoginFields(login: NatsLogin, infoLine: string): Record<string, string | undefined> {
+  if (typeof login !== 'function') return login;
+  const nonce = (JSON.parse(infoLine.slice('INFO '.length)) as { nonce?: string }).nonce;
+  if (nonce === undefined) throw new Error('the NATS server sent no nonce to sign');
+  return login(nonce);
+}
+
 /** The NATS text protocol: the server's INFO, then CONNECT and PING answered by PONG. */
 const natsProbe =
-  (port: number, login: { user?: string; pass?: string } = {}): Probe =>
+  (port: number, login: NatsLogin = {}): Probe =>
   () =>
     new Promise<boolean>((resolve) => {
       const socket = connect(port, '127.0.0.1');
@@ -76,9 +88,10 @@ const natsProbe =
       socket.on('error', () => done(false));
       socket.setEncoding('utf8').on('data', (chunk: string) => {
         text += chunk;
-        if (!sent && /^INFO [^\r]*\r\n/.test(text)) {
+        const info = /^(INFO [^\r]*)\r\n/.exec(text);
+        if (!sent && info) {
           sent = true;
-          socket.write(`CONNECT ${JSON.stringify({ verbose: false, ...login })}\r\nPING\r\n`);
+          socket.write(`CONNECT ${JSON.stringify({ verbose: false, ...natsLoginFields(login, info[1]!) })}\r\nPING\r\n`);
         }
         if (sent && text.includes('PONG\r\n')) done(true);
       });
@@ -364,6 +377,25 @@ export function startNatsWithUsers(users: Record<string, string>, denyPublish: s
 }
 
 /**
+ * nats-server in operator mode (decentralized JWT auth): it trusts `operator.operatorJwt` and
+ * knows the accounts of `accounts` (public key → JWT; the operator's system account and its
+ * gateway account always) from its memory resolver, so only users with a JWT one of them signed
+ * log in. JetStream is on; the readiness probe logs in as `probe`.
+ */
+export function startNatsOperator(operator: NatsOperator, probe: NatsUser, accounts: NatsAccount[] = []): Promise<MessageServer> {
+  return onFreshPorts(async () => {
+    const dir = tempDir('eventgate-nats');
+    const conf = join(dir, 'nats.conf');
+    const preload = [operator.system, operator.account, ...accounts].map((a) => `  ${a.key.getPublicKey()}: ${a.jwt}\n`).join('');
+    writeFileSync(
+      conf,
+      `operator: ${operator.operatorJwt}\nsystem_account: ${operator.system.key.getPublicKey()}\nresolver: MEMORY\nresolver_preload: {\n${preload}}\njetstream { store_dir: ${JSON.stringify(join(dir, 'jetstream'))} }\n`,
+    );
+    return startNatsOnce(dir, conf, probe.login);
+  });
+}
+
+/**
  * nats-server as startNats's, offering TLS with `cert` (a server certificate for 127.0.0.1) and
  * taking plain clients too (`allow_non_tls`: the readiness probe speaks the text protocol). A
  * client that asks for TLS (`tls://`, or TLS options) gets it; with `clientCa`, only when it
@@ -444,7 +476,7 @@ export function startNatsWithoutJetStream(): Promise<MessageServer> {
 }
 
 /** `conf`: a config file that enables JetStream itself (nats-server refuses its store directory twice). */
-async function startNatsOnce(dir = tempDir('eventgate-nats'), conf?: string, login: { user?: string; pass?: string } = {}): Promise<MessageServer> {
+async function startNatsOnce(dir = tempDir('eventgate-nats'), conf?: string, login: NatsLogin = {}): Promise<MessageServer> {
   const port = await freePort();
   const args = [...(conf ? ['-c', conf] : ['-js', '-sd', join(dir, 'jetstream')]), '-a', '127.0.0.1', '-p', String(port)];
   const proc = new ServerProcess('nats-server', 'nats-server', args, process.env, port, natsProbe(port, login), 60000);

@@ -10,6 +10,7 @@ import { escapeControls } from '../../config/diagnostics.js';
 import { onlyInPlaceChanged } from './in-place.js';
 import { headersRead } from './nats/consumed.js';
 import { isPublishInstruction } from './nats/expected-headers.js';
+import { parseCreds, USER_SEED, type NatsCreds } from './nats/creds.js';
 
 const int = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
 
@@ -72,7 +73,14 @@ const options = kindOptions('nats', {
     Type.String({
       minLength: 1,
       description:
-        "File holding the user's NKey seed (`SU...`, as `nk -gen user` or `nsc` write it), relative to this config (watched: a new seed reconnects the broker): the broker logs in by signing the server's challenge with it, for a server whose `authorization` lists the user by its public key (`{ nkey: U... }`). Instead of `user`/`password` and `token`; a file that holds no user seed is a config error. A JWT `.creds` file (operator mode) is not read.",
+        "File holding the user's NKey seed (`SU...`, as `nk -gen user` or `nsc` write it), relative to this config (watched: a new seed reconnects the broker): the broker logs in by signing the server's challenge with it, for a server whose `authorization` lists the user by its public key (`{ nkey: U... }`). Instead of `user`/`password` and `token`; a file that holds no user seed is a config error. For a server in operator mode (JWT accounts), `credsFile` instead.",
+    }),
+  ),
+  credsFile: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description:
+        "NATS credentials file (`.creds`: the user's JWT and NKey seed, as `nsc generate creds` writes it), relative to this config (watched: a rotated file reconnects the broker with the new JWT, a reload a new file the server refuses is rejected and the running broker serves on): the broker sends the JWT and signs the server's challenge with the seed, for a server in operator mode (`operator`, `resolver`). Instead of `user`/`password`, `token` and `nkeyFile`; a file without a user JWT and a user seed is a config error, which quotes nothing of it. A JWT past its `exp` is refused by the server: /readyz says `login refused`, /admin/status the expiry.",
     }),
   ),
   tls: Type.Optional(
@@ -142,6 +150,8 @@ export interface NatsSettings {
   token: string | undefined;
   /** The user's NKey seed (`SU...`), read from `nkeyFile`. */
   nkeySeed: string | undefined;
+  /** The user's JWT and seed, read from `credsFile`. */
+  creds: NatsCreds | undefined;
   /** PEM text (nats.js takes `ca`, `cert`, `key` as text). */
   tls: { ca?: string; cert?: string; key?: string; passphrase?: string } | undefined;
   streams: Record<string, NatsStream>;
@@ -255,6 +265,8 @@ function compileNats(o: NatsOptions, ctx: BrokerCompileContext): NatsSettings | 
   }
   const nkeySeed = compileNkeyFile(o, ctx);
   if (nkeySeed === false) ok = false;
+  const creds = compileCredsFile(o, ctx);
+  if (creds === false) ok = false;
   if (!ok) return undefined;
   return {
     servers,
@@ -262,6 +274,7 @@ function compileNats(o: NatsOptions, ctx: BrokerCompileContext): NatsSettings | 
     password: o.password,
     token: o.token,
     nkeySeed: nkeySeed || undefined,
+    creds: creds || undefined,
     tls: tls ? { ca: tls.ca as string | undefined, cert: tls.cert as string | undefined, key: tls.key as string | undefined, passphrase: tls.passphrase } : tlsScheme ? {} : undefined,
     streams,
     prefetch: o.prefetch ?? 20,
@@ -312,15 +325,14 @@ export const natsBroker = defineBroker({
   create: (name, settings, env) => new (runtime().NatsBroker)(name, settings, env),
 });
 
-/** A user's NKey seed as nk and nsc write it: `SU`, then base32 of the key and its checksum (58 characters in all). */
-const USER_SEED = /^SU[A-Z2-7]{56}$/;
-
 /**
  * The seed `nkeyFile` holds (a line of its own: nsc's `.nk` files may hold only it, or it among
  * comment lines), or false when the file cannot be read, holds none, or comes beside another login.
  */
 function compileNkeyFile(o: NatsOptions, ctx: BrokerCompileContext): string | undefined | false {
   if (o.nkeyFile === undefined) return undefined;
+  // Beside credsFile, said once, there.
+  if (o.credsFile !== undefined) return false;
   const others = (['user', 'password', 'token'] as const).filter((k) => o[k] !== undefined);
   if (others.length > 0) {
     ctx.report(['nkeyFile'], 'EG_CONFIG_SCHEMA', `nkeyFile is a login of its own: leave out ${others.map((k) => `'${k}'`).join(' and ')}, which nats-server would not take beside it`);
@@ -337,6 +349,27 @@ function compileNkeyFile(o: NatsOptions, ctx: BrokerCompileContext): string | un
     return false;
   }
   return seed;
+}
+
+/**
+ * The JWT and seed `credsFile` holds, or false when the file cannot be read, holds no user JWT and
+ * seed, or comes beside another login (nats-server takes one way of logging in per connection).
+ */
+function compileCredsFile(o: NatsOptions, ctx: BrokerCompileContext): NatsCreds | undefined | false {
+  if (o.credsFile === undefined) return undefined;
+  const others = (['user', 'password', 'token', 'nkeyFile'] as const).filter((k) => o[k] !== undefined);
+  if (others.length > 0) {
+    ctx.report(['credsFile'], 'EG_CONFIG_SCHEMA', `credsFile is a login of its own: leave out ${others.map((k) => `'${k}'`).join(' and ')}, which nats-server would not take beside it`);
+    return false;
+  }
+  const text = ctx.readFile(o.credsFile, ['credsFile']);
+  if (text === undefined) return false;
+  const creds = parseCreds(text);
+  if ('problem' in creds) {
+    ctx.report(['credsFile'], 'EG_CONFIG_FILE', `'${o.credsFile}' ${creds.problem}`);
+    return false;
+  }
+  return creds;
 }
 
 /**

@@ -34,6 +34,7 @@ import { readStream } from './replay.js';
 import { streamMessage } from './consumed.js';
 import { lib, loadNats, resetWhenGivenUp } from './lib.js';
 import { NatsSubscription, type StreamHost } from './subscription.js';
+import { credsRefusalHint } from './creds.js';
 import { sleep, within } from '../../../core/within.js';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 
@@ -188,7 +189,7 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
           ? 'the server does not offer TLS, which the broker requires (its `tls`, or a tls:// server)'
           : resetInTlsConnect
             ? `the server reset the connection in the TLS connect (${(err as Error).message}), as nats-server does for a client certificate it does not trust or did not get (mutual TLS): check the broker's tls.cert and tls.key`
-            : brokerTlsWords(err as Error);
+            : `${brokerTlsWords(err as Error)}${isLoginRefusal(err) ? credsRefusalHint(this.settings.creds) : ''}`;
         const detail = notConnectedDetail(why, isLoginRefusal(err) ? 'login' : isTlsFailure(err) || tlsNotOffered(err) || resetInTlsConnect ? 'tls' : undefined, err);
         this.state = { ready: false, detail };
         // A reset before our part of the handshake was done is not read as a refusal for good: a
@@ -259,7 +260,11 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
       pass: s.password,
       token: s.token,
       // Signs the server's nonce (its INFO) at each connect and reconnect.
-      authenticator: s.nkeySeed === undefined ? undefined : lib.nkeyAuthenticator(new TextEncoder().encode(s.nkeySeed)),
+      authenticator: s.creds
+        ? lib.jwtAuthenticator(s.creds.jwt, new TextEncoder().encode(s.creds.seed))
+        : s.nkeySeed === undefined
+          ? undefined
+          : lib.nkeyAuthenticator(new TextEncoder().encode(s.nkeySeed)),
       // A node TLS option nats.js passes on (its type lists only its own).
       tls: s.tls ? ({ ...s.tls, checkServerIdentity: checkServer } as typeof s.tls) : undefined,
       timeout: s.connectTimeoutMs,
@@ -444,7 +449,11 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
           for (const refused of this.openFlushes) refused.add(denied.subject);
           this.js?.refused(denied.subject, permissionRefusal(denied.subject));
         }
-        if (!this.state.ready) this.state = { ready: false, detail: notConnectedDetail(err, isLoginRefusal(s.data) ? 'login' : undefined) };
+        if (!this.state.ready)
+          this.state = {
+            ready: false,
+            detail: isLoginRefusal(s.data) ? notConnectedDetail(`${err}${credsRefusalHint(this.settings.creds)}`, 'login') : notConnectedDetail(err, undefined),
+          };
         if (err !== lastError) this.log.warn({ err }, 'nats error');
         lastError = err;
       }

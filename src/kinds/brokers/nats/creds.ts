@@ -1,0 +1,65 @@
+/**
+ * NATS credentials files (`.creds`, as `nsc generate creds` and `nsc add user` write them): a user
+ * JWT and the user's NKey seed, each between `-----BEGIN ...-----` and `------END ...------` lines.
+ * Read at compile, without the nats client (validate loads none). Errors name the file and what
+ * is wrong, never its contents: the seed is a secret, and a JWT is a bearer of claims.
+ */
+
+/** What a credentials file gives the broker: the JWT sent at connect, the seed that signs the server's nonce. */
+export interface NatsCreds {
+  jwt: string;
+  seed: string;
+  /** When the JWT stops being valid (its `exp`, ms since the epoch), if it says. */
+  expiresAt: number | undefined;
+}
+
+/** A user's NKey seed as nk and nsc write it: `SU`, then base32 of the key and its checksum (58 characters in all). */
+export const USER_SEED = /^SU[A-Z2-7]{56}$/;
+
+/** A line that opens or closes a block: dashes, words, dashes (nats.js and the Go client take any such line). */
+const FENCE = /^-{3,}[^-\n]*-{3,}$/;
+
+/**
+ * The JWT and seed of a credentials file's text, or why it holds none (a sentence to follow the
+ * file's name). The first block is the JWT, the second the seed, as both NATS clients read it.
+ */
+export function parseCreds(text: string): NatsCreds | { problem: string } {
+  const lines = text.split(/\r?\n/).map((l) => l.trim());
+  const blocks: string[] = [];
+  for (let i = 0; i < lines.length && blocks.length < 2; i++) {
+    if (!FENCE.test(lines[i]!)) continue;
+    const end = lines.findIndex((l, j) => j > i && FENCE.test(l));
+    if (end < 0) break;
+    blocks.push(lines.slice(i + 1, end).join(''));
+    i = end;
+  }
+  const shape = 'a user JWT and its NKey seed, each between -----BEGIN ...----- and ------END ...------ lines, as `nsc generate creds` writes them';
+  if (blocks.length < 2) return { problem: `is not a NATS credentials file: it should hold ${shape}${blocks.length === 1 ? ' (it has one such block)' : ''}` };
+  const [jwt, seed] = blocks as [string, string];
+  const claims = jwtClaims(jwt);
+  if (typeof claims === 'string') return { problem: `holds no user JWT in its first block: ${claims}` };
+  const type = (claims.nats as { type?: unknown } | undefined)?.type;
+  if (type !== 'user') return { problem: `holds no user JWT in its first block: the JWT is ${typeof type === 'string' ? `of type '${type}'` : 'not a NATS JWT (no nats.type)'}, where a user's (nats.type 'user') is needed` };
+  if (!USER_SEED.test(seed)) return { problem: 'holds no user NKey seed in its second block (SU... of 58 characters)' };
+  const exp = claims.exp;
+  return { jwt, seed, expiresAt: typeof exp === 'number' && exp > 0 ? exp * 1000 : undefined };
+}
+
+/** A JWT's claims, or why it is not a JWT (never quoting it). */
+function jwtClaims(jwt: string): Record<string, unknown> | string {
+  const parts = jwt.split('.');
+  if (parts.length !== 3 || parts.some((p) => !/^[A-Za-z0-9_-]+$/.test(p))) return 'a JWT is three base64url parts joined by dots';
+  try {
+    const claims: unknown = JSON.parse(Buffer.from(parts[1]!, 'base64url').toString('utf8'));
+    if (claims !== null && typeof claims === 'object' && !Array.isArray(claims)) return claims as Record<string, unknown>;
+  } catch {
+    // Said below.
+  }
+  return "the JWT's claims (its middle part) are not a JSON object";
+}
+
+/** Why a refused login may be the file's JWT: it expired (nats-server then says only `Authorization Violation`). */
+export function credsRefusalHint(creds: NatsCreds | undefined, now = Date.now()): string {
+  if (creds?.expiresAt === undefined || creds.expiresAt > now) return '';
+  return `; the user JWT of credsFile expired at ${new Date(creds.expiresAt).toISOString()}: give the broker a new one (nsc generate creds)`;
+}

@@ -1,0 +1,86 @@
+import { randomUUID } from 'node:crypto';
+import { nkeys } from 'nats';
+
+/**
+ * NATS decentralized auth (nats-server's operator mode) made in the test: an operator, accounts
+ * signed by it, users signed by an account, each a JWT (base64url header and claims, ed25519
+ * signature by the issuer's NKey, as nats-io/jwt v2 encodes them), and users' `.creds` files.
+ */
+
+type KeyPair = ReturnType<typeof nkeys.createUser>;
+
+const text = (b: Uint8Array) => new TextDecoder().decode(b);
+const b64url = (s: string | Uint8Array) => Buffer.from(s).toString('base64url');
+
+/** A JWT of `subject`'s public key, signed by `issuer`. `claims` go beside the standard ones (`exp` in seconds). */
+export function natsJwt(issuer: KeyPair, subject: string, nats: Record<string, unknown>, claims: { name?: string; exp?: number } = {}): string {
+  const header = b64url(JSON.stringify({ typ: 'JWT', alg: 'ed25519-nkey' }));
+  const body = { jti: randomUUID(), iat: Math.floor(Date.now() / 1000), iss: issuer.getPublicKey(), name: claims.name ?? subject.slice(0, 8), sub: subject, ...(claims.exp === undefined ? {} : { exp: claims.exp }), nats: { ...nats, version: 2 } };
+  const signed = `${header}.${b64url(JSON.stringify(body))}`;
+  return `${signed}.${b64url(issuer.sign(new TextEncoder().encode(signed)))}`;
+}
+
+/** No limit on anything. */
+const UNLIMITED_ACCOUNT = { subs: -1, data: -1, payload: -1, imports: -1, exports: -1, wildcards: true, conn: -1, leaf: -1 };
+/** JetStream without limits (an account JWT without storage limits has JetStream off; the system account may not have it). */
+const UNLIMITED_JETSTREAM = { mem_storage: -1, disk_storage: -1, streams: -1, consumer: -1 };
+
+export interface NatsAccount {
+  key: KeyPair;
+  jwt: string;
+}
+
+/** An operator, its system account and one account for the gateway's users. */
+export interface NatsOperator {
+  operator: KeyPair;
+  operatorJwt: string;
+  system: NatsAccount;
+  account: NatsAccount;
+  /** A user of `account` (`deny`: subjects it may not publish to; `exp`: seconds since the epoch; `account`: another issuer). */
+  user(options?: { deny?: string[]; exp?: number; account?: NatsAccount }): NatsUser;
+  /** An account the operator signed, or `signer` (another operator) did. */
+  newAccount(signer?: KeyPair): NatsAccount;
+}
+
+export interface NatsUser {
+  key: KeyPair;
+  jwt: string;
+  /** The user's `.creds` file, as `nsc generate creds` writes it. */
+  creds: string;
+  /** CONNECT fields for the text protocol: the JWT and the server's nonce signed. */
+  login(nonce: string): Record<string, string>;
+}
+
+export function natsOperator(): NatsOperator {
+  const operator = nkeys.createOperator();
+  const operatorJwt = natsJwt(operator, operator.getPublicKey(), { type: 'operator' }, { name: 'eventgate-test' });
+  const newAccount = (signer: KeyPair = operator, jetstream = true): NatsAccount => {
+    const key = nkeys.createAccount();
+    const limits = jetstream ? { ...UNLIMITED_ACCOUNT, ...UNLIMITED_JETSTREAM } : UNLIMITED_ACCOUNT;
+    return { key, jwt: natsJwt(signer, key.getPublicKey(), { type: 'account', limits, default_permissions: { pub: {}, sub: {} } }) };
+  };
+  const account = newAccount();
+  return {
+    operator,
+    operatorJwt,
+    system: newAccount(operator, false),
+    account,
+    newAccount,
+    user(options = {}) {
+      const key = nkeys.createUser();
+      const jwt = natsJwt(
+        (options.account ?? account).key,
+        key.getPublicKey(),
+        { type: 'user', pub: options.deny ? { deny: options.deny } : {}, sub: {}, subs: -1, data: -1, payload: -1 },
+        { exp: options.exp },
+      );
+      const seed = text(key.getSeed());
+      return {
+        key,
+        jwt,
+        creds: `-----BEGIN NATS USER JWT-----\n${jwt}\n------END NATS USER JWT------\n\n************************* IMPORTANT *************************\nNKEY Seed printed below can be used to sign and prove identity.\nNKEYs are sensitive and should be treated as secrets.\n\n-----BEGIN USER NKEY SEED-----\n${seed}\n------END USER NKEY SEED------\n\n*************************************************************\n`,
+        login: (nonce) => ({ jwt, sig: b64url(key.sign(new TextEncoder().encode(nonce))) }),
+      };
+    },
+  };
+}
