@@ -146,6 +146,28 @@ describe('kind: nats, a credentials file the server refuses', () => {
     await refusedAtStart(files.expired, new RegExp(`login refused: .*Authorization Violation.*the user JWT of credsFile expired at ${new Date(expiredAt * 1000).toISOString().replace(/\./g, '\\.')}`, 'i'));
   });
 
+  // nats-server closes a connection when its user's JWT expires ('User Authentication Expired') and
+  // refuses the reconnects ('Authorization Violation'): the reason must say the JWT expired.
+  it('a user JWT that expires while connected: the connection is lost, /readyz 503 login refused, the 503 saying it expired', async () => {
+    const expiresAt = Math.floor(Date.now() / 1000) + 20;
+    const soon = op.user({ exp: expiresAt });
+    await gw.start(config(`credsFile: ${file('soon.creds', soon.creds)}`));
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 25000, 100);
+    await gw.waitForLog((l) => l.msg === 'nats connection lost; reconnecting', 45000);
+    await eventually(
+      async () => {
+        const refused = await post(gw.url('api', '/out'), { n: 1 });
+        assert.equal(refused.status, 503, refused.text);
+        assert.match(refused.body.detail, new RegExp(`login refused: .*the user JWT of credsFile expired at ${new Date(expiresAt * 1000).toISOString().replace(/\./g, '\\.')}`, 'i'));
+      },
+      15000,
+      100,
+    );
+    const probe = await readyz(gw);
+    assert.equal(probe.status, 503);
+    assert.ok(probe.body.reasons.includes('broker nt: login refused'), JSON.stringify(probe.body));
+  });
+
   it('a user of an account the server does not trust: /readyz 503 login refused', async () => {
     await refusedAtStart(files.stranger, /login refused: .*Authorization Violation/i);
   });
