@@ -41,7 +41,10 @@ const files = {
   // The seed alone, as an `.nk` file holds it: no JWT.
   seedOnly: file('seed-only.creds', `${new TextDecoder().decode(denied.key.getSeed())}\n`),
   // The blocks swapped: the seed where the JWT goes.
-  swapped: file('swapped.creds', denied.creds.replace(denied.jwt, 'PLACEHOLDER').replace(new TextDecoder().decode(denied.key.getSeed()), denied.jwt).replace('PLACEHOLDER', new TextDecoder().decode(denied.key.getSeed()))),
+  swapped: file(
+    'swapped.creds',
+    denied.creds.replace(denied.jwt, 'PLACEHOLDER').replace(new TextDecoder().decode(denied.key.getSeed()), denied.jwt).replace('PLACEHOLDER', new TextDecoder().decode(denied.key.getSeed())),
+  ),
   // An account's JWT where the user's goes.
   account: file('account.creds', denied.creds.replace(denied.jwt, op.account.jwt)),
 };
@@ -143,7 +146,10 @@ describe('kind: nats, a credentials file the server refuses', () => {
   };
 
   it('an expired user JWT: /readyz 503 login refused, the 503 saying when it expired', async () => {
-    await refusedAtStart(files.expired, new RegExp(`login refused: .*Authorization Violation.*the user JWT of credsFile expired at ${new Date(expiredAt * 1000).toISOString().replace(/\./g, '\\.')}`, 'i'));
+    await refusedAtStart(
+      files.expired,
+      new RegExp(`login refused: .*Authorization Violation.*the user JWT of credsFile expired at ${new Date(expiredAt * 1000).toISOString().replace(/\./g, '\\.')}`, 'i'),
+    );
   });
 
   // nats-server closes a connection when its user's JWT expires ('User Authentication Expired') and

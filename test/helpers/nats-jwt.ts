@@ -15,7 +15,15 @@ const b64url = (s: string | Uint8Array) => Buffer.from(s).toString('base64url');
 /** A JWT of `subject`'s public key, signed by `issuer`. `claims` go beside the standard ones (`exp` in seconds). */
 export function natsJwt(issuer: KeyPair, subject: string, nats: Record<string, unknown>, claims: { name?: string; exp?: number } = {}): string {
   const header = b64url(JSON.stringify({ typ: 'JWT', alg: 'ed25519-nkey' }));
-  const body = { jti: randomUUID(), iat: Math.floor(Date.now() / 1000), iss: issuer.getPublicKey(), name: claims.name ?? subject.slice(0, 8), sub: subject, ...(claims.exp === undefined ? {} : { exp: claims.exp }), nats: { ...nats, version: 2 } };
+  const body = {
+    jti: randomUUID(),
+    iat: Math.floor(Date.now() / 1000),
+    iss: issuer.getPublicKey(),
+    name: claims.name ?? subject.slice(0, 8),
+    sub: subject,
+    ...(claims.exp === undefined ? {} : { exp: claims.exp }),
+    nats: { ...nats, version: 2 },
+  };
   const signed = `${header}.${b64url(JSON.stringify(body))}`;
   return `${signed}.${b64url(issuer.sign(new TextEncoder().encode(signed)))}`;
 }

@@ -39,7 +39,10 @@ export function parseCreds(text: string): NatsCreds | { problem: string } {
   const claims = jwtClaims(jwt);
   if (typeof claims === 'string') return { problem: `holds no user JWT in its first block: ${claims}` };
   const type = (claims.nats as { type?: unknown } | undefined)?.type;
-  if (type !== 'user') return { problem: `holds no user JWT in its first block: the JWT is ${typeof type === 'string' ? `of type '${type}'` : 'not a NATS JWT (no nats.type)'}, where a user's (nats.type 'user') is needed` };
+  if (type !== 'user')
+    return {
+      problem: `holds no user JWT in its first block: the JWT is ${typeof type === 'string' ? `of type '${type}'` : 'not a NATS JWT (no nats.type)'}, where a user's (nats.type 'user') is needed`,
+    };
   if (!USER_SEED.test(seed)) return { problem: 'holds no user NKey seed in its second block (SU... of 58 characters)' };
   const exp = claims.exp;
   return { jwt, seed, expiresAt: typeof exp === 'number' && exp > 0 ? exp * 1000 : undefined };
