@@ -45,6 +45,8 @@ const files = {
     'swapped.creds',
     denied.creds.replace(denied.jwt, 'PLACEHOLDER').replace(new TextDecoder().decode(denied.key.getSeed()), denied.jwt).replace('PLACEHOLDER', new TextDecoder().decode(denied.key.getSeed())),
   ),
+  // The JWT of one user, the seed of another.
+  mismatched: file('mismatched.creds', denied.creds.replace(new TextDecoder().decode(denied.key.getSeed()), new TextDecoder().decode(rotated.key.getSeed()))),
   // An account's JWT where the user's goes.
   account: file('account.creds', denied.creds.replace(denied.jwt, op.account.jwt)),
 };
@@ -124,6 +126,7 @@ describe('kind: nats, a login by credentials file (operator mode)', () => {
     await refusedWith(`credsFile: ${files.seedOnly}`, /gateway\.yaml:8:\d+: '[^']*seed-only\.creds' is not a NATS credentials file/);
     await refusedWith(`credsFile: ${files.swapped}`, /gateway\.yaml:8:\d+: '[^']*swapped\.creds' holds no user JWT in its first block: a JWT is three base64url parts/);
     await refusedWith(`credsFile: ${files.account}`, /gateway\.yaml:8:\d+: '[^']*account\.creds' holds no user JWT in its first block: the JWT is of type 'account'/);
+    await refusedWith(`credsFile: ${files.mismatched}`, /gateway\.yaml:8:\d+: '[^']*mismatched\.creds' holds a seed that is not the JWT's user's/);
     await refusedWith(`credsFile: ${files.live}\n    nkeyFile: ${files.seedOnly}`, /credsFile is a login of its own: leave out 'nkeyFile'/);
     await refusedWith(`credsFile: ${files.live}\n    token: abcdefgh`, /credsFile is a login of its own: leave out 'token'/);
     await refusedWith(`credsFile: ${join(dir, 'missing.creds')}`, /missing\.creds/);

@@ -1,0 +1,59 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { nkeys } from 'nats';
+import { credsRefusalHint, parseCreds, userPublicKey } from '../../src/kinds/brokers/nats/creds.js';
+import { natsOperator } from '../helpers/nats-jwt.js';
+
+/**
+ * Reading a `.creds` file (kinds/brokers/nats/creds.ts) without the nats client: the JWT and the
+ * seed, or why not, in words that quote neither. A seed that is not the JWT's user's is found here
+ * (its public key derived as nkeys does), where nats-server would say only `Authorization Violation`.
+ */
+describe('nats creds files', () => {
+  const op = natsOperator();
+  const user = op.user({ exp: 2000000000 });
+  const other = op.user();
+  const seedOf = (u: { key: { getSeed(): Uint8Array } }) => new TextDecoder().decode(u.key.getSeed());
+
+  it("derives a user seed's public key as nkeys does", () => {
+    for (let i = 0; i < 20; i++) {
+      const kp = nkeys.createUser();
+      assert.equal(userPublicKey(new TextDecoder().decode(kp.getSeed())), kp.getPublicKey());
+    }
+  });
+
+  it('reads the JWT, the seed and the expiry of an nsc file, with LF or CRLF line ends', () => {
+    for (const text of [user.creds, user.creds.replace(/\n/g, '\r\n')]) {
+      assert.deepEqual(parseCreds(text), { jwt: user.jwt, seed: seedOf(user), expiresAt: 2000000000000 });
+    }
+    assert.equal((parseCreds(other.creds) as { expiresAt?: number }).expiresAt, undefined);
+  });
+
+  it('says what is wrong, quoting nothing of the file', () => {
+    const wrong = (text: string, words: RegExp) => {
+      const got = parseCreds(text);
+      assert.ok('problem' in got, JSON.stringify(got));
+      assert.match(got.problem, words);
+      for (const secret of [user.jwt, seedOf(user), seedOf(other)]) assert.ok(!got.problem.includes(secret));
+    };
+    wrong('', /is not a NATS credentials file/);
+    wrong(seedOf(user), /is not a NATS credentials file/);
+    wrong(user.creds.slice(0, user.creds.indexOf('*')), /it has one such block/);
+    wrong(user.creds.replace(user.jwt, 'a.b'), /three base64url parts/);
+    wrong(user.creds.replace(user.jwt, `a.${Buffer.from('[1]').toString('base64url')}.c`), /claims .* are not a JSON object/);
+    wrong(user.creds.replace(user.jwt, op.account.jwt), /the JWT is of type 'account'/);
+    wrong(user.creds.replace(seedOf(user), seedOf(user).slice(0, -1)), /holds no user NKey seed/);
+    // One character changed: the checksum no longer matches.
+    const seed = seedOf(user);
+    wrong(user.creds.replace(seed, `${seed.slice(0, 10)}${seed[10] === 'A' ? 'B' : 'A'}${seed.slice(11)}`), /checksum/);
+    wrong(user.creds.replace(seedOf(user), seedOf(other)), /not the JWT's user's/);
+  });
+
+  it('names an expiry passed when the server refuses the login', () => {
+    const creds = { jwt: 'j', seed: 's', expiresAt: 1000 };
+    assert.match(credsRefusalHint(creds, 2000), /expired at 1970-01-01T00:00:01\.000Z/);
+    assert.equal(credsRefusalHint(creds, 500), '');
+    assert.equal(credsRefusalHint({ ...creds, expiresAt: undefined }, 2000), '');
+    assert.equal(credsRefusalHint(undefined), '');
+  });
+});
