@@ -80,7 +80,7 @@ const options = kindOptions('nats', {
     Type.String({
       minLength: 1,
       description:
-        "NATS credentials file (`.creds`: the user's JWT and NKey seed, as `nsc generate creds` writes it), relative to this config (watched: a rotated file reconnects the broker with the new JWT, a reload a new file the server refuses is rejected and the running broker serves on): the broker sends the JWT and signs the server's challenge with the seed, for a server in operator mode (`operator`, `resolver`). Instead of `user`/`password`, `token` and `nkeyFile`; a file without a user JWT and a user seed is a config error, which quotes nothing of it. A JWT past its `exp` is refused by the server (one that expires while connected, the server closes the connection): /readyz says `login refused`, and /admin/status and the 503s when it expired.",
+        "NATS credentials file (`.creds`: the user's JWT and NKey seed, as `nsc generate creds` writes it), relative to this config (watched: a rotated file reconnects the broker with the new JWT, a reload a new file the server refuses is rejected and the running broker serves on): the broker sends the JWT and signs the server's challenge with the seed, for a server in operator mode (`operator`, `resolver`). Instead of `user`/`password`, `token` and `nkeyFile`; a file without a user JWT and a user seed, or whose seed is not the JWT's user's, is a config error, which quotes nothing of it. A JWT past its `exp` is refused by the server (one that expires while connected, the server closes the connection): /readyz says `login refused`, and /admin/status and the 503s when it expired.",
     }),
   ),
   tls: Type.Optional(
