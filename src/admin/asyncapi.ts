@@ -88,10 +88,12 @@ async function upload(gateway: AdminSource, target: AsyncApiPlan, text: string, 
       ),
     );
   }
-  // `unchanged` means identical to the document in force before the upload (docs/asyncapi.md): a
-  // reload already under way (the watcher's, POST /admin/reload) may read the new document first,
-  // and the upload's own reload, run after it, then finds nothing left to change.
+  // `unchanged` means identical to the document in force before the upload (docs/asyncapi.md), not
+  // what the reload found: one already under way (the watcher's, POST /admin/reload) may read the
+  // new document first, and the upload's own then finds nothing left to change; another file's
+  // edit, read by either, changes the version without this document changing.
   const versionBefore = gateway.plan?.version;
+  const inForce = gateway.plan?.asyncapi?.find((d) => d.file === target.file)?.text;
   try {
     await writeAtomically(target.file, text);
   } catch (err) {
@@ -109,7 +111,7 @@ async function upload(gateway: AdminSource, target: AsyncApiPlan, text: string, 
     );
   }
   gateway.logger.info({ file: target.asWritten, version: result.version }, 'AsyncAPI document uploaded');
-  const applied = result.result === 'applied' || result.version !== versionBefore;
+  const applied = text !== inForce && (result.result === 'applied' || result.version !== versionBefore);
   sendJson(res, 200, { result: applied ? 'applied' : 'unchanged', version: result.version, file: target.asWritten, ...(warnings.length > 0 ? { warnings } : {}) });
 }
 

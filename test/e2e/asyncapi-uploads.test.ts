@@ -150,6 +150,38 @@ describe('uploaded AsyncAPI documents cannot read files or reach the network', (
     assert.equal(((await (await put(plain)).json()) as { result: string }).result, 'unchanged', 'an upload of the document in force changes nothing');
   });
 
+  it('answers unchanged for an upload of the document in force, while reloads of another edit run beside it (the version changes, the document does not)', async () => {
+    assert.equal((await put(plain)).status, 200);
+    let stop = false;
+    const reloads = (async () => {
+      // gateway.yaml edited and reloaded over and over: each reload, the upload's own too, may apply a new version.
+      for (let i = 0; !stop; i++) {
+        writeFileSync(join(gw.dir, 'edit.yaml'), config().replace('path: /other', `path: /other${i}`));
+        renameSync(join(gw.dir, 'edit.yaml'), gw.configFile);
+        await (await fetch(`${gw.adminUrl}/admin/reload`, { method: 'POST', headers: auth })).text();
+      }
+    })();
+    const answers: string[] = [];
+    const versions = new Set<string>();
+    try {
+      for (let i = 0; i < 6; i++) {
+        const res = await put(plain);
+        const body = (await res.json()) as { result: string; version: string };
+        assert.equal(res.status, 200, JSON.stringify(body));
+        answers.push(body.result);
+        versions.add(body.version);
+      }
+    } finally {
+      stop = true;
+      await reloads;
+      writeFileSync(join(gw.dir, 'edit.yaml'), config());
+      renameSync(join(gw.dir, 'edit.yaml'), gw.configFile);
+      await (await fetch(`${gw.adminUrl}/admin/reload`, { method: 'POST', headers: auth })).text();
+    }
+    assert.ok(versions.size > 1, `the edits beside the uploads changed the version: ${[...versions].join(', ')}`);
+    assert.deepEqual(answers, Array(6).fill('unchanged'));
+  });
+
   it("refuses a $ref leading out of the config's directory with ..", async () => {
     const body = await refused(documentWith(`$ref: '${relative(join(gw.dir, 'contracts'), outside)}#/db/password'`), /leads outside the config's directory/);
     // Positioned in the uploaded document, named relative to the config's directory.
