@@ -878,6 +878,15 @@ export interface Retained {
    * every id the client was sent.
    */
   forget?: readonly number[];
+  /**
+   * Per partition, the offset of the last message the read reaches (its end of the moment the read
+   * began: a memory topic's end, a Kafka partition's high watermark, the JetStream filter's last
+   * sequence). A partition not named: unknown (or nothing there). Live events of the route at or
+   * below it that arrive during the replay are the read's to send: the stream does not hold them
+   * behind it (held, they counted against the client's send bound, and a client resuming while its
+   * route caught up on a backlog was cut off).
+   */
+  ends?: ReadonlyMap<number, bigint>;
 }
 
 /** One read of a Retained. `gap`: what this read found missing (records deleted meanwhile, a batch the gateway cannot decode), before its messages. */

@@ -1051,8 +1051,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     if (from.type !== 'broker' || !broker) return { chunks: chunksOf([]) };
     // MQTT, AMQP: the server keeps no position to read from; the client is told, never left to assume it missed nothing.
     if (!broker.retained) return { chunks: chunksOf([]), gap: noReadBack(`broker '${from.broker}' (${broker.kind})`), forget: [...after.keys()] };
-    const { chunks, gap, forget } = await broker.retained(from.topic, after);
-    return { chunks: this.throughChain(chunks), gap, forget };
+    const { chunks, gap, forget, ends } = await broker.retained(from.topic, after);
+    return { chunks: this.throughChain(chunks), gap, forget, ends };
   }
 
   /** A replay's chunks through the route's chain, each when asked for. */

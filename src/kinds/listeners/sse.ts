@@ -90,6 +90,8 @@ interface SseClient extends BatchClient {
    * are not sent again, and the ids of the others carry them. Undefined once the live events caught up.
    */
   ahead: SourcePositions | undefined;
+  /** While it is replayed: what the replay of each route reads, once that read began (live events it sends are not held). */
+  reads: Map<string, ReplayRead> | undefined;
   /** The values of its path's parameters, in the path's order (`['a']` on `/rooms/a` of `/rooms/:r`); empty on a path without. */
   values: readonly string[];
 }
@@ -106,6 +108,39 @@ interface HeldEvent {
   data: string;
   /** The path's positions its id names (a copy: the path's go on); undefined for an event without a position. */
   positions: SourcePositions | undefined;
+  /** The incarnation of the source its record is of (Message's SOURCE_INCARNATION), if the source was made again. */
+  incarnation: number | undefined;
+}
+
+/** What a client's replay of one route reads (sent or still to send), known once the route's read began. */
+interface ReplayRead {
+  /** The tag of the source read. */
+  tag: string | undefined;
+  /** Per partition, the last offset the read reaches (Retained.ends); none before the read began, or after it failed. */
+  ends: ReadonlyMap<number, bigint>;
+  /**
+   * Per partition, the incarnation of the route's source on the path when the read began: a live
+   * record of a newer one is of the source made again since, numbered anew, not one the read sent.
+   */
+  incarnations: ReadonlyMap<number, number>;
+  /** Partitions the read began again from the oldest (Retained.forget): it reads the source as it is now, made again or not. */
+  anew: ReadonlySet<number>;
+}
+
+/**
+ * Whether a live record on `partition` at `offset` is of the source made again after the route's
+ * read began (its offsets count from the start again): not one the read sent, whatever its offset.
+ */
+function renewed(read: ReplayRead, partition: number, incarnation: number | undefined): boolean {
+  return incarnation !== undefined && incarnation > (read.incarnations.get(partition) ?? 0) && !read.anew.has(partition);
+}
+
+/** Whether a client's replay sends (or sent) a live record of `route`: it is at or below where the route's read ends, and of the source read. */
+function readCovers(reads: ReadonlyMap<string, ReplayRead> | undefined, route: string, tag: string | undefined, partition: number, offset: bigint, incarnation: number | undefined): boolean {
+  const read = reads?.get(route);
+  if (read === undefined || read.tag !== tag || renewed(read, partition, incarnation)) return false;
+  const end = read.ends.get(partition);
+  return end !== undefined && offset <= end;
 }
 
 interface PathState {
@@ -257,6 +292,7 @@ export class SseStreams {
       heldBytes: 0,
       stalled: undefined,
       ahead: undefined,
+      reads: undefined,
       values: pathParameters(path).map((n) => params[n] ?? ''),
       batchSkip: 0,
       batchEpoch: -1,
@@ -346,6 +382,7 @@ export class SseStreams {
    */
   private async resume(client: SseClient, sources: ReadonlyMap<string, ReplaySource>, after: SourcePositions): Promise<void> {
     client.held = [];
+    const reads = (client.reads = new Map<string, ReplayRead>());
     const shared = this.shared.has(client.path);
     // What the client has seen of each route's source, as the replay goes on. Positions of another
     // source (an id of another stream, or of the route's topic before a reload changed it) are no
@@ -361,14 +398,21 @@ export class SseStreams {
       if (given?.tag !== undefined && tag !== undefined && given.tag !== tag) foreign.add(route);
       last.set(route, { tag, at: given && !foreign.has(route) ? new Map(given.at) : new Map() });
     }
-    const formats = this.state(client.path).formats;
+    const { formats, positions: live } = this.state(client.path);
     for (const [route, source] of sources) {
       const seen = last.get(route)!;
       const from = shared ? `route ${route}: ` : '';
+      // The path's incarnations of the source as the read begins: live records of a newer one are of the source made again.
+      const now = live.get(route);
+      const read: ReplayRead = { tag: seen.tag, ends: new Map(), incarnations: new Map(now !== undefined && now.tag === seen.tag ? now.incarnations : undefined), anew: new Set() };
+      reads.set(route, read);
       try {
-        const { chunks, gap, forget } = await source.replay(foreign.has(route) ? new Map() : (after.get(route)?.at ?? new Map()));
+        const { chunks, gap, forget, ends } = await source.replay(foreign.has(route) ? new Map() : (after.get(route)?.at ?? new Map()));
         // Not this source's positions: kept, live events up to them were held back from the client as already seen.
         for (const p of forget ?? []) seen.at.delete(p);
+        read.anew = new Set(forget);
+        read.ends = ends ?? new Map();
+        if (!this.dropRead(client)) return;
         const why = [foreign.has(route) ? OTHER_SOURCE : '', gap ?? ''].filter(Boolean).join('; ');
         if (why !== '') this.write(client, sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: true, gap: true, reason: from + why }) }));
         // A read at a time, the next only once the client took this one down to the send bound:
@@ -388,6 +432,8 @@ export class SseStreams {
           }
         }
       } catch (err) {
+        // The live events still to come are held: the read will not send them.
+        read.ends = new Map();
         this.logger.warn({ listener: this.listener, path: client.path, route, err: (err as Error).message }, 'event stream could not be resumed; streaming from now');
         this.write(client, sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: false, reason: `${from}the broker could not replay retained events` }) }));
       }
@@ -395,11 +441,13 @@ export class SseStreams {
     // Live events held since, and those arriving while they are paced out below, wait in this list.
     const held = client.held;
     // What the client has seen beyond the path's live positions: the live events up to there come later and are left out.
-    const live = this.state(client.path).positions;
+    // Not on a partition whose source was made again during the read: the path's position is the new records', the client's the old ones'.
     const ahead: SourcePositions = new Map();
     for (const [route, seen] of last) {
       const reached = positionsOf(live, route, seen.tag);
-      const mine = new Map([...seen.at].filter(([p, offset]) => offset > (reached?.get(p) ?? -1n)));
+      const read = reads.get(route);
+      const now = live.get(route)?.tag === seen.tag ? live.get(route)?.incarnations : undefined;
+      const mine = new Map([...seen.at].filter(([p, offset]) => offset > (reached?.get(p) ?? -1n) && !(read !== undefined && renewed(read, p, now?.get(p)))));
       if (mine.size > 0) ahead.set(route, { tag: seen.tag, at: mine });
     }
     client.ahead = ahead.size > 0 ? ahead : undefined;
@@ -411,14 +459,37 @@ export class SseStreams {
       if (!(await this.roomFor(client))) return;
       client.heldBytes -= h.frame.length;
       if (h.partition !== null && h.offset !== null) {
-        const seen = positionsOf(last, h.source, h.tag)?.get(h.partition);
-        if (seen !== undefined && h.offset <= seen) continue;
+        const read = reads.get(h.source);
+        const mine = positionsOf(last, h.source, h.tag);
+        if (read !== undefined && read.tag === h.tag && renewed(read, h.partition, h.incarnation)) {
+          // A record of the source made again during the read: the replay sent the old source's
+          // records, numbered as these are. It goes out, and the ids from here on name the path's
+          // position on that partition (the new source's), not the replay's.
+          mine?.delete(h.partition);
+        } else if (h.offset <= (mine?.get(h.partition) ?? -1n)) continue;
       }
       const further = h.positions && beyond(h.positions, last);
       this.write(client, further ? this.positionedFrame(client.path, h.source, further, h.event, h.data) : h.frame);
     }
     client.held = undefined;
     client.heldBytes = 0;
+    client.reads = undefined;
+  }
+
+  /**
+   * Lets go of the live events held for `client` that a replay's read, now begun, sends (they came
+   * before its end was known). False once the client is gone.
+   */
+  private dropRead(client: SseClient): boolean {
+    const held = client.held;
+    if (held === undefined) return false;
+    let kept = 0;
+    for (const h of held) {
+      if (h.partition !== null && h.offset !== null && readCovers(client.reads, h.source, h.tag, h.partition, h.offset, h.incarnation)) client.heldBytes -= h.frame.length;
+      else held[kept++] = h;
+    }
+    held.length = kept;
+    return true;
   }
 
   /**
@@ -449,6 +520,7 @@ export class SseStreams {
       return true;
     }
     client.held = undefined;
+    client.reads = undefined;
     return false;
   }
 
@@ -534,12 +606,12 @@ export class SseStreams {
     return {
       send: (msg: Message, ctx?: MessageContext): Promise<Delivery> => {
         const pos = positionOf(msg);
+        const incarnation = msg[SOURCE_INCARNATION];
         let seen: Seen | undefined;
         if (pos) {
           seen = state.positions.get(route);
           // None yet, or of the source the route read before a reload changed it: not extended by this one's.
           if (seen?.tag !== tag) state.positions.set(route, (seen = { tag, at: new Map() }));
-          const incarnation = msg[SOURCE_INCARNATION];
           if (incarnation !== undefined && incarnation > (seen!.incarnations?.get(pos.partition) ?? 0)) {
             // The source was made again (a topic deleted and created): its offsets count from the
             // start again, and the position follows them down, for the path and for the clients
@@ -577,7 +649,9 @@ export class SseStreams {
           }
           (apart ??= []).push(c);
           if (c.held) {
-            held ??= { frame, source: route, tag, partition: pos?.partition ?? null, offset: pos?.offset ?? null, event, data, positions: seen ? copyPositions(state.positions) : undefined };
+            // The replay sends it (its read reaches this far): held too, it would count against the client's bound for nothing.
+            if (pos && readCovers(c.reads, route, tag, pos.partition, pos.offset, incarnation)) continue;
+            held ??= { frame, source: route, tag, partition: pos?.partition ?? null, offset: pos?.offset ?? null, event, data, positions: seen ? copyPositions(state.positions) : undefined, incarnation };
             c.held.push(held);
             c.heldBytes += frame.length;
             // Held while its replay is paced by its reading: a client that does not read is cut off as it would be live.

@@ -68,11 +68,11 @@ export class RetainedReader {
     const replay = new Replay(this.settings, topic, after, this.log);
     this.running.add(replay);
     try {
-      const { gap, forget } = await this.within(
+      const { gap, forget, ends } = await this.within(
         replay,
         this.connected().then((cluster) => replay.start(cluster)),
       );
-      return { gap, forget, chunks: this.chunks(replay) };
+      return { gap, forget, ends, chunks: this.chunks(replay) };
     } catch (err) {
       this.running.delete(replay);
       throw err;
@@ -175,7 +175,7 @@ class Replay {
   }
 
   /** The offsets, and where each partition's read starts: what is known before the first record is read. */
-  async start(cluster: ReadingCluster): Promise<Pick<Retained, 'gap' | 'forget'>> {
+  async start(cluster: ReadingCluster): Promise<Pick<Retained, 'gap' | 'forget' | 'ends'>> {
     this.cluster = cluster;
     this.check();
     try {
@@ -190,7 +190,9 @@ class Replay {
     const gaps = [this.ahead ? AHEAD : '', this.foreign ? FOREIGN_POSITIONS : '', this.truncated ? NO_LONGER_RETAINED : ''];
     // What a round finds no longer retained is told with its chunk, once.
     this.truncated = false;
-    return { gap: gaps.filter(Boolean).join('; ') || undefined, forget: this.forget };
+    // The last record each partition's read may reach: before its end offset (the last stable offset).
+    const last = new Map(ends.filter((e) => e.high > 0n).map((e) => [e.partition, e.high - 1n] as const));
+    return { gap: gaps.filter(Boolean).join('; ') || undefined, forget: this.forget, ends: last };
   }
 
   /** One Fetch round (one request per leader, retried as fetchRound says): its records, and what it found missing. */

@@ -49,7 +49,8 @@ export async function readStream(nc: NatsConnection, jsm: JetStreamManager, stre
           : undefined;
   // JetStream messages are partition 0: a position on another, or past the stream's end, is not this stream's.
   const forget = [...after.keys()].filter((p) => p !== 0 || ahead);
-  if (last === undefined || last < from) return { chunks: chunksOf([]), gap: gap(), forget };
+  const ends = new Map(last === undefined ? [] : [[0, BigInt(last)]]);
+  if (last === undefined || last < from) return { chunks: chunksOf([]), gap: gap(), forget, ends };
   if (last - from >= MAX_REPLAY_MESSAGES) {
     from = last - MAX_REPLAY_MESSAGES + 1;
     truncated = true;
@@ -60,7 +61,7 @@ export async function readStream(nc: NatsConnection, jsm: JetStreamManager, stre
     deliver_policy: 'by_start_sequence' as DeliverPolicy,
     opt_start_seq: from,
   });
-  return { chunks: pulls(consumer, stream, last, toMessage), gap: gap(), forget };
+  return { chunks: pulls(consumer, stream, last, toMessage), gap: gap(), forget, ends };
 }
 
 /**

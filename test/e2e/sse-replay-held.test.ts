@@ -1,0 +1,224 @@
+import assert from 'node:assert/strict';
+import { get, type IncomingMessage } from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import { connect, type NatsConnection } from 'nats';
+import { post } from '../helpers/clients.js';
+import { eventually, useGateway, type GatewayFixture } from '../helpers/gateway.js';
+import { HeldTarget } from '../helpers/held-target.js';
+import { readyz } from '../helpers/outage.js';
+import { RawNats } from '../helpers/peers.js';
+import { startNats, type MessageServer } from '../helpers/servers.js';
+import { openStream, parseEvents, untagged, type SseEvent } from '../helpers/sse.js';
+
+/**
+ * Live events that reach a client while it is being replayed wait behind the replay. Those the
+ * replay sends itself (its read reaches them) are not held: held, they counted against the
+ * client's send bound, and a client resuming while its route caught up on a backlog was cut off
+ * while it read, and resumed again with the same id. A record of the source made again during
+ * the replay is another record, numbered anew: it is held and sent, not taken for one the replay
+ * sent because its offset is lower.
+ */
+const PAD = 'x'.repeat(40 * 1024);
+/** 12 MB: far more than the loopback sockets take from a client that stops reading (a few MB), so its replay stays under way. */
+const BACKLOG = 300;
+const BOUND = 256 * 1024;
+const big = (n: number) => ({ n, pad: PAD });
+
+/** A resumed stream read by hand: `read()` lets it take what comes, `pause()` stops it taking anything (its replay then waits). */
+interface Reader {
+  events: SseEvent[];
+  read: () => void;
+  pause: () => void;
+  /** Takes one more chunk of what the socket holds, then stops again. */
+  step: () => Promise<void>;
+  closed: Promise<void>;
+  close: () => void;
+}
+
+async function resumeFrom(url: string, lastId: string): Promise<Reader> {
+  const res = await new Promise<IncomingMessage>((resolve, reject) => {
+    get(url, { agent: false, headers: { accept: 'text/event-stream', 'last-event-id': lastId } }, resolve).on('error', reject);
+  });
+  assert.equal(res.statusCode, 200);
+  const reader: Reader = {
+    events: [],
+    read: () => res.resume(),
+    pause: () => res.pause(),
+    step: () => new Promise<void>((resolve) => {
+      res.once('data', () => {
+        res.pause();
+        resolve();
+      });
+      res.resume();
+    }),
+    closed: new Promise<void>((resolve) => res.on('close', () => resolve())),
+    close: () => res.destroy(),
+  };
+  let text = '';
+  res.setEncoding('utf8');
+  res.on('data', (chunk: string) => {
+    text += chunk;
+    const end = text.lastIndexOf('\n\n');
+    if (end === -1) return;
+    reader.events.push(...parseEvents(text.slice(0, end + 2)));
+    text = text.slice(end + 2);
+  });
+  res.on('error', () => {});
+  return reader;
+}
+
+const ns = (events: SseEvent[]) => events.filter((e) => e.event === undefined).map((e) => (JSON.parse(e.data) as { n: number }).n);
+const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+const listenerStatus = async (gw: GatewayFixture) =>
+  ((await gw.status()) as { listeners: { name: string; eventStreams: number; eventStreamReplays: number; slowStreamsClosed: number }[] }).listeners.find((l) => l.name === 'api')!;
+
+describe('SSE: live events a lagging route delivers during a replay that sends them', () => {
+  let target: HeldTarget;
+  before(async () => {
+    target = await HeldTarget.start();
+  });
+  after(() => target?.stop());
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+brokers:
+  local: { kind: memory, retain: 1000, retainBytes: 100000000, maxBytes: 200000000 }
+listeners:
+  api: { kind: http, port: 0, host: 127.0.0.1, events: { maxBufferedBytes: ${BOUND} } }
+routes:
+  - name: in
+    from: { listener: api, path: /in }
+    to: { broker: local, topic: ticks }
+  # The webhook holds the route: it has one message in hand, and the rest wait in the topic.
+  - name: out
+    from: { broker: local, topic: ticks }
+    to: [{ listener: api, path: /out }, { http: { url: "${target.url}", concurrency: 1 } }]
+`,
+  );
+
+  it('are not held: the client is not cut off, and gets each event once', { timeout: 90_000 }, async () => {
+    const probe = await openStream(gw.url('api', '/out'));
+    assert.equal((await post(gw.url('api', '/in'), { n: 0 })).status, 200);
+    await eventually(() => assert.deepEqual(ns(probe.events()), [0]), 10_000);
+    const first = probe.events()[0]!.id!;
+    probe.close();
+    // The route has message 0 in hand (its webhook does not answer): these wait in the topic.
+    for (let n = 1; n <= BACKLOG; n++) assert.equal((await post(gw.url('api', '/in'), big(n))).status, 200);
+    assert.equal(target.bodies.length, 1);
+
+    const client = await resumeFrom(gw.url('api', '/out'), first);
+    try {
+      await client.step();
+      await eventually(() => assert.ok(client.events.length > 0, 'the replay began'), 10_000);
+      assert.equal((await listenerStatus(gw)).eventStreamReplays, 1, 'its replay is under way');
+      // The route catches up: every message it delivers now is one the replay reads too.
+      target.release();
+      await eventually(() => assert.equal(target.bodies.length, BACKLOG + 1), 30_000);
+      const s = await listenerStatus(gw);
+      assert.deepEqual([s.eventStreams, s.slowStreamsClosed], [1, 0], 'the client is not cut off for the events its replay sends');
+      client.read();
+      await eventually(() => assert.equal(ns(client.events).at(-1), BACKLOG), 60_000);
+      assert.deepEqual(ns(client.events), range(1, BACKLOG), 'every message after its id, once, in order');
+      assert.equal(client.events.at(-1)!.id!.endsWith(`~0:${BACKLOG}`), true, client.events.at(-1)!.id);
+      // And the next goes out live.
+      assert.equal((await post(gw.url('api', '/in'), { n: BACKLOG + 1 })).status, 200);
+      await eventually(() => assert.deepEqual(ns(client.events).slice(-1), [BACKLOG + 1]), 10_000);
+      assert.equal(ns(client.events).length, BACKLOG + 1);
+    } finally {
+      client.close();
+    }
+  });
+});
+
+describe('SSE over JetStream: the stream made again while a client is being replayed', () => {
+  let nats: MessageServer;
+  let peer: RawNats;
+  let nc: NatsConnection | undefined;
+  before(async () => {
+    nats = await startNats();
+    peer = await RawNats.connect(nats);
+  });
+  after(async () => {
+    peer?.close();
+    await nc?.close();
+    return nats?.stop();
+  });
+  const gw = useGateway(
+    () => `version: 1
+admin: { port: 0 }
+brokers:
+  nats:
+    kind: nats
+    servers: ${nats.url}
+    streams:
+      REMADE: { subjects: ["remade.>"] }
+listeners:
+  api: { kind: http, port: 0, host: 127.0.0.1, events: { maxBufferedBytes: ${BOUND} } }
+routes:
+  - name: in
+    from: { listener: api, path: /in }
+    to: { broker: nats, topic: remade.x }
+  - name: out
+    from: { broker: nats, topic: "remade.x" }
+    to: { listener: api, path: /out }
+`,
+  );
+  before(() => eventually(async () => assert.equal((await readyz(gw)).status, 200), 30_000));
+  const publish = (body: unknown) =>
+    eventually(async () => {
+      const r = await post(gw.url('api', '/in'), body);
+      assert.equal(r.status, 200, r.text);
+    }, 20_000);
+
+  it("sends the new stream's messages that came during the replay, and the live ones after", { timeout: 120_000 }, async () => {
+    // The backlog, delivered live to a probe (so the route is done with it before the client resumes).
+    const probe = await openStream(gw.url('api', '/out'));
+    for (let n = 1; n <= BACKLOG; n++) await publish(big(n));
+    await eventually(() => assert.equal(ns(probe.events()).length, BACKLOG), 60_000);
+    const first = probe.events()[0]!.id!;
+    probe.close();
+
+    nc = await connect({ servers: nats.url });
+    const jsm = await nc.jetstreamManager();
+    // The replay's own consumer (it acknowledges nothing; the route's does).
+    const replayDelivered = async () => {
+      for await (const c of jsm.consumers.list('REMADE')) if (c.config.ack_policy === 'none') return c.delivered.stream_seq;
+      return 0;
+    };
+    const client = await resumeFrom(gw.url('api', '/out'), first);
+    try {
+      // Read a socket's chunk at a time until the replay has pulled its last message: it then
+      // waits for the client to read what it holds (far less than the sockets took), under way.
+      while ((await replayDelivered()) < BACKLOG) await client.step();
+      assert.equal((await listenerStatus(gw)).eventStreamReplays, 1, 'its replay is under way');
+      assert.ok(ns(client.events).length < BACKLOG - 5, `the client read ${ns(client.events).length} events`);
+
+      // The stream deleted; the broker declares it again, and the route reads the new one (sequences from 1).
+      const watcher = await openStream(gw.url('api', '/out'));
+      const from = gw.logs.length;
+      assert.equal((await peer.jsApi('$JS.API.STREAM.DELETE.REMADE', {})).success, true);
+      await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'out', 30_000, from);
+      for (const n of [1001, 1002, 1003]) await publish({ n });
+      await eventually(() => assert.deepEqual(ns(watcher.events()), [1001, 1002, 1003]), 20_000);
+      watcher.close();
+      assert.equal((await listenerStatus(gw)).eventStreamReplays, 1, 'they came while the replay was under way');
+
+      client.read();
+      await eventually(() => assert.equal(ns(client.events).at(-1), 1003), 60_000);
+      assert.deepEqual(ns(client.events), [...range(2, BACKLOG), 1001, 1002, 1003], "the old stream's messages after the id, then the new one's, once each");
+      assert.deepEqual(
+        client.events.slice(-3).map((e) => untagged(e.id)),
+        ['0:1', '0:2', '0:3'],
+        "the new stream's messages have ids of their own sequences",
+      );
+      // The next live one is not taken for one the replay sent (its sequence is below the replay's).
+      await publish({ n: 1004 });
+      await eventually(() => assert.deepEqual(ns(client.events).slice(-1), [1004]), 20_000);
+      assert.equal(untagged(client.events.at(-1)!.id), '0:4');
+    } finally {
+      client.close();
+    }
+  });
+});
