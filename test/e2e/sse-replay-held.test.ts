@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { get, type IncomingMessage } from 'node:http';
 import { after, before, describe, it } from 'node:test';
-import { connect, type NatsConnection } from 'nats';
 import { post } from '../helpers/clients.js';
 import { eventually, useGateway, type GatewayFixture } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
@@ -64,6 +63,8 @@ async function resumeFrom(url: string, lastId: string): Promise<Reader> {
     text = text.slice(end + 2);
   });
   res.on('error', () => {});
+  // Not flowing ('data' listeners make it flow) until the case says so.
+  res.pause();
   return reader;
 }
 
@@ -110,8 +111,8 @@ routes:
 
     const client = await resumeFrom(gw.url('api', '/out'), first);
     try {
-      await client.step();
-      await eventually(() => assert.ok(client.events.length > 0, 'the replay began'), 10_000);
+      // One event read, then nothing: the replay waits for the client.
+      while (client.events.length === 0) await client.step();
       assert.equal((await listenerStatus(gw)).eventStreamReplays, 1, 'its replay is under way');
       // The route catches up: every message it delivers now is one the replay reads too.
       target.release();
@@ -132,19 +133,19 @@ routes:
   });
 });
 
-describe('SSE over JetStream: the stream made again while a client is being replayed', () => {
+describe('SSE over JetStream: a stream made again while a client is being replayed', () => {
   let nats: MessageServer;
   let peer: RawNats;
-  let nc: NatsConnection | undefined;
   before(async () => {
     nats = await startNats();
     peer = await RawNats.connect(nats);
   });
-  after(async () => {
+  after(() => {
     peer?.close();
-    await nc?.close();
     return nats?.stop();
   });
+  // Two routes feed /out: the client's replay reads route a (the stream made again below), then
+  // route b's backlog, which keeps the replay under way while the client does not read.
   const gw = useGateway(
     () => `version: 1
 admin: { port: 0 }
@@ -154,69 +155,74 @@ brokers:
     servers: ${nats.url}
     streams:
       REMADE: { subjects: ["remade.>"] }
+      BIG: { subjects: ["big.>"] }
 listeners:
   api: { kind: http, port: 0, host: 127.0.0.1, events: { maxBufferedBytes: ${BOUND} } }
 routes:
-  - name: in
-    from: { listener: api, path: /in }
+  - name: in-a
+    from: { listener: api, path: /in/a }
     to: { broker: nats, topic: remade.x }
-  - name: out
-    from: { broker: nats, topic: "remade.x" }
+  - name: in-b
+    from: { listener: api, path: /in/b }
+    to: { broker: nats, topic: big.x }
+  - name: a
+    from: { broker: nats, topic: remade.x }
+    to: { listener: api, path: /out }
+  - name: b
+    from: { broker: nats, topic: big.x }
     to: { listener: api, path: /out }
 `,
   );
   before(() => eventually(async () => assert.equal((await readyz(gw)).status, 200), 30_000));
-  const publish = (body: unknown) =>
+  const publish = (route: 'a' | 'b', body: unknown) =>
     eventually(async () => {
-      const r = await post(gw.url('api', '/in'), body);
+      const r = await post(gw.url('api', `/in/${route}`), body);
       assert.equal(r.status, 200, r.text);
     }, 20_000);
 
   it("sends the new stream's messages that came during the replay, and the live ones after", { timeout: 120_000 }, async () => {
-    // The backlog, delivered live to a probe (so the route is done with it before the client resumes).
+    // Delivered live to a probe first, so that the routes are done with them before the client resumes.
     const probe = await openStream(gw.url('api', '/out'));
-    for (let n = 1; n <= BACKLOG; n++) await publish(big(n));
-    await eventually(() => assert.equal(ns(probe.events()).length, BACKLOG), 60_000);
-    const first = probe.events()[0]!.id!;
+    await publish('a', { n: 1 });
+    await publish('b', big(1));
+    await eventually(() => assert.equal(ns(probe.events()).length, 2), 20_000);
+    const lastId = probe.events()[1]!.id!;
+    assert.equal(untagged(lastId), 'a=0:1;b=0:1');
+    for (let n = 2; n <= 5; n++) await publish('a', { n });
+    for (let n = 2; n <= BACKLOG; n++) await publish('b', big(n));
+    await eventually(() => assert.equal(ns(probe.events()).length, BACKLOG + 5), 60_000);
     probe.close();
 
-    nc = await connect({ servers: nats.url });
-    const jsm = await nc.jetstreamManager();
-    // The replay's own consumer (it acknowledges nothing; the route's does).
-    const replayDelivered = async () => {
-      for await (const c of jsm.consumers.list('REMADE')) if (c.config.ack_policy === 'none') return c.delivered.stream_seq;
-      return 0;
-    };
-    const client = await resumeFrom(gw.url('api', '/out'), first);
+    // The client reads nothing: route a's replay (2-5) is sent, route b's waits for it to read.
+    const client = await resumeFrom(gw.url('api', '/out'), lastId);
     try {
-      // Read a socket's chunk at a time until the replay has pulled its last message: it then
-      // waits for the client to read what it holds (far less than the sockets took), under way.
-      while ((await replayDelivered()) < BACKLOG) await client.step();
       assert.equal((await listenerStatus(gw)).eventStreamReplays, 1, 'its replay is under way');
-      assert.ok(ns(client.events).length < BACKLOG - 5, `the client read ${ns(client.events).length} events`);
 
-      // The stream deleted; the broker declares it again, and the route reads the new one (sequences from 1).
+      // Stream REMADE deleted; the broker declares it again, and route a reads the new one (sequences from 1).
       const watcher = await openStream(gw.url('api', '/out'));
       const from = gw.logs.length;
       assert.equal((await peer.jsApi('$JS.API.STREAM.DELETE.REMADE', {})).success, true);
-      await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'out', 30_000, from);
-      for (const n of [1001, 1002, 1003]) await publish({ n });
+      await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'a', 30_000, from);
+      for (const n of [1001, 1002, 1003]) await publish('a', { n });
       await eventually(() => assert.deepEqual(ns(watcher.events()), [1001, 1002, 1003]), 20_000);
       watcher.close();
-      assert.equal((await listenerStatus(gw)).eventStreamReplays, 1, 'they came while the replay was under way');
+      assert.equal((await listenerStatus(gw)).eventStreamReplays, 1, `they came while the replay was under way: ${JSON.stringify(gw.logs.filter((l) => l.level !== 'info' && l.level !== 'debug'))}`);
 
       client.read();
-      await eventually(() => assert.equal(ns(client.events).at(-1), 1003), 60_000);
-      assert.deepEqual(ns(client.events), [...range(2, BACKLOG), 1001, 1002, 1003], "the old stream's messages after the id, then the new one's, once each");
+      await eventually(async () => assert.equal((await listenerStatus(gw)).eventStreamReplays, 0, 'the replay is over'), 60_000);
+      // Route b's next message marks the end of what the client was sent while it was replayed.
+      await publish('b', { n: 2000 });
+      await eventually(() => assert.equal(ns(client.events).at(-1), 2000), 20_000);
+      assert.deepEqual(ns(client.events), [2, 3, 4, 5, ...range(2, BACKLOG), 1001, 1002, 1003, 2000], "the old stream's messages after the id, route b's, then the new stream's, once each");
       assert.deepEqual(
-        client.events.slice(-3).map((e) => untagged(e.id)),
-        ['0:1', '0:2', '0:3'],
+        client.events.slice(-4).map((e) => untagged(e.id)),
+        [`a=0:1;b=0:${BACKLOG}`, `a=0:2;b=0:${BACKLOG}`, `a=0:3;b=0:${BACKLOG}`, `a=0:3;b=0:${BACKLOG + 1}`],
         "the new stream's messages have ids of their own sequences",
       );
       // The next live one is not taken for one the replay sent (its sequence is below the replay's).
-      await publish({ n: 1004 });
+      await publish('a', { n: 1004 });
       await eventually(() => assert.deepEqual(ns(client.events).slice(-1), [1004]), 20_000);
-      assert.equal(untagged(client.events.at(-1)!.id), '0:4');
+      assert.equal(untagged(client.events.at(-1)!.id), `a=0:4;b=0:${BACKLOG + 1}`);
     } finally {
       client.close();
     }
