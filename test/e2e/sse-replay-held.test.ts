@@ -23,14 +23,12 @@ const BACKLOG = 300;
 const BOUND = 256 * 1024;
 const big = (n: number) => ({ n, pad: PAD });
 
-/** A resumed stream read by hand: `read()` lets it take what comes, `pause()` stops it taking anything (its replay then waits). */
+/** A resumed stream read by hand: it takes nothing (its replay then waits) until `step()` or `read()`. */
 interface Reader {
   events: SseEvent[];
   read: () => void;
-  pause: () => void;
   /** Takes one more chunk of what the socket holds, then stops again. */
   step: () => Promise<void>;
-  closed: Promise<void>;
   close: () => void;
 }
 
@@ -42,15 +40,14 @@ async function resumeFrom(url: string, lastId: string): Promise<Reader> {
   const reader: Reader = {
     events: [],
     read: () => res.resume(),
-    pause: () => res.pause(),
-    step: () => new Promise<void>((resolve) => {
-      res.once('data', () => {
-        res.pause();
-        resolve();
-      });
-      res.resume();
-    }),
-    closed: new Promise<void>((resolve) => res.on('close', () => resolve())),
+    step: () =>
+      new Promise<void>((resolve) => {
+        res.once('data', () => {
+          res.pause();
+          resolve();
+        });
+        res.resume();
+      }),
     close: () => res.destroy(),
   };
   let text = '';

@@ -651,7 +651,17 @@ export class SseStreams {
           if (c.held) {
             // The replay sends it (its read reaches this far): held too, it would count against the client's bound for nothing.
             if (pos && readCovers(c.reads, route, tag, pos.partition, pos.offset, incarnation)) continue;
-            held ??= { frame, source: route, tag, partition: pos?.partition ?? null, offset: pos?.offset ?? null, event, data, positions: seen ? copyPositions(state.positions) : undefined, incarnation };
+            held ??= {
+              frame,
+              source: route,
+              tag,
+              partition: pos?.partition ?? null,
+              offset: pos?.offset ?? null,
+              event,
+              data,
+              positions: seen ? copyPositions(state.positions) : undefined,
+              incarnation,
+            };
             c.held.push(held);
             c.heldBytes += frame.length;
             // Held while its replay is paced by its reading: a client that does not read is cut off as it would be live.
