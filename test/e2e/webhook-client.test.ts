@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createSecureServer, createServer as createH2cServer, type Http2SecureServer, type Http2Server } from 'node:http2';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer as createTcpServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
@@ -107,6 +108,8 @@ describe("webhook targets' HTTP client, against an endpoint on raw sockets", () 
   const trusted = join(tempFiles({ 'trusted.pem': certs.a.cert + certs.ca.cert }), 'trusted.pem');
   // What a target's own tls.ca trusts: b's self-signed certificate, which the gateway as a whole does not.
   const ownCa = join(tempFiles({ 'b.pem': certs.b.cert }), 'b.pem');
+  // A target's tls.ca that a test rewrites on disk: b's certificate at start, not that of the endpoint it names.
+  const rotatingCa = join(tempFiles({ 'rotating.pem': certs.b.cert }), 'rotating.pem');
 
   before(async () => {
     raw = await RawEndpoint.start();
@@ -180,6 +183,9 @@ routes:
   - name: own-ca-only
     from: { listener: api, path: /own-ca-only }
     to: { http: { url: "https://127.0.0.1:${secure.port}/hook", tls: { ca: "${ownCa}" }, retry: { attempts: 1 } } }
+  - name: own-ca-rotated
+    from: { listener: api, path: /own-ca-rotated }
+    to: { http: { url: "https://127.0.0.1:${secure.port}/rotated", tls: { ca: "${rotatingCa}" }, retry: { attempts: 1 } } }
   - name: idle-closing
     from: { listener: api, path: /idle-closing }
     to: { http: { url: "http://127.0.0.1:${idle.port}/hook", retry: { attempts: 1 }, concurrency: 1 } }
@@ -489,6 +495,22 @@ routes:
       /could not be reached: the TLS handshake failed \((DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE): [^)]+\); the target trusts only the CAs of its tls\.ca file$/,
     );
     assert.equal(secure.seen.length, before);
+  });
+
+  it('rebuilds the route when its tls.ca file is rewritten on disk, trusting the new file', async () => {
+    const refused = await post('/own-ca-rotated', { n: 1 });
+    assert.equal(refused.status, 502);
+    assert.match(refused.body.detail!, /the target trusts only the CAs of its tls\.ca file$/);
+    const from = gw.logs.length;
+    const seen = secure.seen.length;
+    writeFileSync(rotatingCa, certs.a.cert);
+    await gw.waitForLog((l) => l.msg === 'config reloaded', 20000, from);
+    const delivered = await post('/own-ca-rotated', { n: 2 });
+    assert.equal(delivered.status, 200, JSON.stringify(delivered.body));
+    assert.deepEqual(
+      secure.seen.slice(seen).map((s) => [s.head.split(' ')[1], JSON.parse(s.body).n]),
+      [['/rotated', 2]],
+    );
   });
 
   it('reports a tls.ca file that cannot be read or holds no certificate where it is written', async () => {
