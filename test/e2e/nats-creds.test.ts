@@ -26,6 +26,8 @@ const denied = op.user({ deny: ['creds.denied'] });
 const rotated = op.user();
 const expiredAt = Math.floor(Date.now() / 1000) - 3600;
 const expired = op.user({ exp: expiredAt });
+/** A user whose JWT is as nsc before 2.0 wrote it (jwt v1: `type` among the standard claims), which nats-server takes. */
+const v1 = op.user({ v1: true });
 /** A user of an account another operator signed: the server trusts neither. */
 const stranger = natsOperator().user();
 
@@ -37,6 +39,7 @@ const file = (name: string, text: string) => {
 const files = {
   live: file('gateway.creds', denied.creds),
   expired: file('expired.creds', expired.creds),
+  v1: file('v1.creds', v1.creds),
   stranger: file('stranger.creds', stranger.creds),
   // The seed alone, as an `.nk` file holds it: no JWT.
   seedOnly: file('seed-only.creds', `${new TextDecoder().decode(denied.key.getSeed())}\n`),
@@ -110,6 +113,20 @@ describe('kind: nats, a login by credentials file (operator mode)', () => {
     assert.equal(reply.status, 200, reply.text);
     const out = await post(gw.url('api', '/out'), { n: 6 });
     assert.equal(out.status, 200, out.text);
+  });
+
+  it('a v1 user JWT (nsc before 2.0), which nats-server takes, logs in too', async () => {
+    // Refused before as `the JWT is not a NATS JWT (no nats.type)`: jwt v1 put the type among the standard claims.
+    const reload = await gw.reconfigure(config(`credsFile: ${files.v1}`), undefined, { whole: true });
+    assert.equal(reload.msg, 'config reloaded', JSON.stringify(reload));
+    const reply = await post(gw.url('api', '/out'), { n: 7 });
+    assert.equal(reply.status, 200, reply.text);
+    const peer = await RawNats.connect(nats, probe.login);
+    try {
+      assert.equal((await peer.storedMessage('CREDS', Number(reply.body.deliveries[0].offset)))?.data, '{"n":7}');
+    } finally {
+      peer.close();
+    }
   });
 
   it('a file without a user JWT and seed, or beside another login, is a config error at the key that quotes nothing of it; the running broker serves on', async () => {

@@ -12,9 +12,14 @@ type KeyPair = ReturnType<typeof nkeys.createUser>;
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
 const b64url = (s: string | Uint8Array) => Buffer.from(s).toString('base64url');
 
-/** A JWT of `subject`'s public key, signed by `issuer`. `claims` go beside the standard ones (`exp` in seconds). */
-export function natsJwt(issuer: KeyPair, subject: string, nats: Record<string, unknown>, claims: { name?: string; exp?: number } = {}): string {
-  const header = b64url(JSON.stringify({ typ: 'JWT', alg: 'ed25519-nkey' }));
+/**
+ * A JWT of `subject`'s public key, signed by `issuer`. `claims` go beside the standard ones (`exp` in seconds).
+ * `v1`: as nats-io/jwt v1 (nsc before 2.0) encoded them, which nats-server still takes: `type` among the
+ * standard claims rather than in `nats`, no `nats.version`, alg `ed25519`, the signature of the claims part only.
+ */
+export function natsJwt(issuer: KeyPair, subject: string, nats: Record<string, unknown>, claims: { name?: string; exp?: number; v1?: boolean } = {}): string {
+  const header = b64url(JSON.stringify({ typ: 'JWT', alg: claims.v1 ? 'ed25519' : 'ed25519-nkey' }));
+  const { type, ...fields } = nats;
   const body = {
     jti: randomUUID(),
     iat: Math.floor(Date.now() / 1000),
@@ -22,10 +27,11 @@ export function natsJwt(issuer: KeyPair, subject: string, nats: Record<string, u
     name: claims.name ?? subject.slice(0, 8),
     sub: subject,
     ...(claims.exp === undefined ? {} : { exp: claims.exp }),
-    nats: { ...nats, version: 2 },
+    ...(claims.v1 ? { type, nats: fields } : { nats: { ...nats, version: 2 } }),
   };
-  const signed = `${header}.${b64url(JSON.stringify(body))}`;
-  return `${signed}.${b64url(issuer.sign(new TextEncoder().encode(signed)))}`;
+  const payload = b64url(JSON.stringify(body));
+  const signed = `${header}.${payload}`;
+  return `${signed}.${b64url(issuer.sign(new TextEncoder().encode(claims.v1 ? payload : signed)))}`;
 }
 
 /** No limit on anything. */
@@ -44,8 +50,8 @@ export interface NatsOperator {
   operatorJwt: string;
   system: NatsAccount;
   account: NatsAccount;
-  /** A user of `account` (`deny`: subjects it may not publish to; `exp`: seconds since the epoch; `account`: another issuer). */
-  user(options?: { deny?: string[]; exp?: number; account?: NatsAccount }): NatsUser;
+  /** A user of `account` (`deny`: subjects it may not publish to; `exp`: seconds since the epoch; `account`: another issuer; `v1`: a JWT as nsc before 2.0 wrote it). */
+  user(options?: { deny?: string[]; exp?: number; account?: NatsAccount; v1?: boolean }): NatsUser;
   /** An account the operator signed, or `signer` (another operator) did. */
   newAccount(signer?: KeyPair): NatsAccount;
 }
@@ -80,7 +86,7 @@ export function natsOperator(): NatsOperator {
         (options.account ?? account).key,
         key.getPublicKey(),
         { type: 'user', pub: options.deny ? { deny: options.deny } : {}, sub: {}, subs: -1, data: -1, payload: -1 },
-        { exp: options.exp },
+        { exp: options.exp, v1: options.v1 },
       );
       const seed = text(key.getSeed());
       return {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { nkeys } from 'nats';
 import { credsRefusalHint, parseCreds, userPublicKey } from '../../src/kinds/brokers/nats/creds.js';
-import { natsOperator } from '../helpers/nats-jwt.js';
+import { natsJwt, natsOperator } from '../helpers/nats-jwt.js';
 
 /**
  * Reading a `.creds` file (kinds/brokers/nats/creds.ts) without the nats client: the JWT and the
@@ -27,6 +27,15 @@ describe('nats creds files', () => {
       assert.deepEqual(parseCreds(text), { jwt: user.jwt, seed: seedOf(user), expiresAt: 2000000000000 });
     }
     assert.equal((parseCreds(other.creds) as { expiresAt?: number }).expiresAt, undefined);
+  });
+
+  it('reads a v1 user JWT (nsc before 2.0: its type among the standard claims), as nats-server does', () => {
+    const old = op.user({ v1: true, exp: 2000000000 });
+    assert.deepEqual(parseCreds(old.creds), { jwt: old.jwt, seed: seedOf(old), expiresAt: 2000000000000 });
+    // Its type first, as nats-io/jwt reads it: a v1 account JWT is no user's.
+    const account = natsJwt(op.operator, op.account.key.getPublicKey(), { type: 'account' }, { v1: true });
+    const got = parseCreds(old.creds.replace(old.jwt, account));
+    assert.ok('problem' in got && /the JWT is of type 'account'/.test(got.problem), JSON.stringify(got));
   });
 
   it('says what is wrong, quoting nothing of the file', () => {

@@ -40,7 +40,9 @@ export function parseCreds(text: string): NatsCreds | { problem: string } {
   const [jwt, seed] = blocks as [string, string];
   const claims = jwtClaims(jwt);
   if (typeof claims === 'string') return { problem: `holds no user JWT in its first block: ${claims}` };
-  const type = (claims.nats as { type?: unknown } | undefined)?.type;
+  // A v1 JWT (nsc before 2.0, often without an expiry) says its type among the standard claims;
+  // nats-server still takes it, reading that type first, as nats-io/jwt v2 does.
+  const type = typeof claims.type === 'string' && claims.type !== '' ? claims.type : (claims.nats as { type?: unknown } | undefined)?.type;
   if (type !== 'user')
     return {
       problem: `holds no user JWT in its first block: the JWT is ${typeof type === 'string' ? `of type '${type}'` : 'not a NATS JWT (no nats.type)'}, where a user's (nats.type 'user') is needed`,
