@@ -172,13 +172,26 @@ export class TcpProxy {
   /**
    * partition() once a client sends `bytes` (in one chunk, which still reaches the server): to
    * start a partition at a given point of a protocol's liveness cycle (an MQTT PINGREQ).
+   * Watches the connections open now; fails after `timeoutMs` if none sent them (a client that
+   * gave its connection up first never does, and its new connection is not watched), rather
+   * than leaving the test to the runner's file timeout.
    */
-  partitionWhenClientSends(bytes: Buffer): Promise<void> {
-    return new Promise((resolve) => {
-      const watched = [...this.links].map(({ client }) => {
+  partitionWhenClientSends(bytes: Buffer, timeoutMs = 30000): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const links = [...this.links];
+      const unwatch = () => {
+        clearTimeout(timer);
+        for (const [c, f] of watched) c.off('data', f);
+      };
+      const timer = setTimeout(() => {
+        unwatch();
+        const closed = links.filter((l) => l.client.destroyed || !this.links.has(l)).length;
+        reject(new Error(`no client sent ${bytes.toString('hex')} within ${timeoutMs} ms: ${links.length} connection(s) watched, ${closed} of them closed since`));
+      }, timeoutMs);
+      const watched = links.map(({ client }) => {
         const look = (chunk: Buffer) => {
           if (!chunk.includes(bytes)) return;
-          for (const [c, f] of watched) c.off('data', f);
+          unwatch();
           this.partition();
           resolve();
         };
