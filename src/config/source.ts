@@ -187,8 +187,8 @@ export function parseSource(file: string, raw: string, env: Env, diagnostics: Di
   const written = new WeakMap<Scalar, Written>();
   if (options.substitute !== false) {
     substituteEnv(doc, env, file, text, pos, fromEnv, diagnostics, envValues, quotedVariables, typedVariables, written);
-    keysMadeEqual(doc, file, text, pos, diagnostics);
   }
+  keysMadeEqual(doc, file, text, pos, diagnostics);
 
   if (nonFiniteNumbers(doc, file, text, pos, diagnostics)) return undefined;
 
@@ -342,8 +342,10 @@ function unresolvedAlias(doc: Document): number {
 }
 
 /**
- * Two keys of one map that a `${VAR}` made the same (`${B:-local}` beside `local`): YAML compared
- * them as written, and the later one replaced the other without a word, a broker or listener gone.
+ * Two keys of one map that are one name once read as text: a `${VAR}` made them the same
+ * (`${B:-local}` beside `local`), or YAML read them as values of different types (`1` and `"1"`,
+ * `true` and `"true"`, `~` and `""`). YAML compared them as values, and the later one replaced the
+ * other without a word, a broker or listener gone.
  */
 function keysMadeEqual(doc: Document, file: string, text: string, pos: PositionOf, diagnostics: Diagnostic[]): void {
   visit(doc, {
@@ -353,15 +355,19 @@ function keysMadeEqual(doc: Document, file: string, text: string, pos: PositionO
         const key = pair.key;
         // A merge key (`<<`, which may repeat) is a symbol: not a name.
         if (!isScalar(key) || !key.range || typeof key.value === 'symbol') continue;
-        const name = String(key.value);
+        // As toJS names it: a null key (`~`, or nothing before the colon) is the empty name.
+        const name = key.value === null ? '' : String(key.value);
         const earlier = first.get(name);
         if (!earlier) {
           first.set(name, key);
           continue;
         }
         const written = (k: Scalar) => text.slice(k.range![0], k.range![1]);
-        // Keys equal as written are YAML's own error, reported before this.
-        if (!written(key).includes('${') && !written(earlier).includes('${')) continue;
+        // Keys of one value are YAML's own error, reported before this.
+        const substituted = written(key).includes('${') || written(earlier).includes('${');
+        const how = substituted
+          ? 'once their ${VAR}s are replaced'
+          : 'which YAML reads as two keys (one a string, one a number, boolean or null), but a name is text: the second would replace the first';
         const { line, column } = pos(key.range[0]);
         diagnostics.push({
           file,
@@ -369,7 +375,7 @@ function keysMadeEqual(doc: Document, file: string, text: string, pos: PositionO
           column,
           code: 'EG_CONFIG_CONFLICT',
           path: '',
-          message: `key '${name}' is given twice in this map: here (${written(key)}) and at line ${pos(earlier.range![0]).line} (${written(earlier)}), once their \${VAR}s are replaced`,
+          message: `key '${name}' is given twice in this map: here (${written(key)}) and at line ${pos(earlier.range![0]).line} (${written(earlier)}), ${how}`,
         });
       }
     },

@@ -182,6 +182,33 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assertProblems(appended, [['gateway.yaml:13:1', /^YAML syntax error: Map keys must be unique: 'brokers' is written at 2:1 too /]]);
     });
 
+    it('points at two keys YAML reads as different values that are one name (1 and "1", true and "true", ~ and ""), in text and json', async () => {
+      // Before: YAML compared them as a number and a string, and the second broker replaced the first, unsaid.
+      for (const [first, second] of [
+        ['1', '"1"'],
+        ['true', "'true'"],
+        ['~', '""'],
+      ] as const) {
+        const files = { 'gateway.yaml': yaml('version: 1', 'brokers:', `  ${first}: { kind: memory }`, `  ${second}: { kind: memory, retain: 5 }`) };
+        const name = first === '~' ? '' : first;
+        const r = await validate(files);
+        assertProblems(r, [
+          [
+            'gateway.yaml:4:3',
+            new RegExp(
+              `^key '${name}' is given twice in this map: here \\(${second}\\) and at line 3 \\(${first}\\), which YAML reads as two keys \\(one a string, one a number, boolean or null\\), but a name is text: the second would replace the first$`,
+            ),
+          ],
+        ]);
+        const json = await validate(files, { format: 'json' });
+        assert.equal(json.code, 1);
+        assert.deepEqual(
+          (JSON.parse(json.stdout) as { line: number; column: number; code: string }[]).map((p) => [p.line, p.column, p.code]),
+          [[4, 3, 'EG_CONFIG_CONFLICT']],
+        );
+      }
+    });
+
     it('points at an alias to an anchor that does not exist', async () => {
       const r = await validate({ 'gateway.yaml': yaml(...base, 'chains:', '  main: *steps') });
       assertProblems(r, [['gateway.yaml:13:9', /Unresolved alias.*steps/]]);
