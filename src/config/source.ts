@@ -197,8 +197,17 @@ export function parseSource(file: string, raw: string, env: Env, diagnostics: Di
     value = doc.toJS({ maxAliasCount: 100 });
   } catch (err) {
     // Aliases are resolved only here: an alias to no anchor, or an alias bomb.
-    const { line, column } = pos(unresolvedAlias(doc));
-    diagnostics.push(syntaxProblem(file, line, column, `YAML error: ${firstLine((err as Error).message)}`));
+    const unresolved = unresolvedAlias(doc);
+    const badMerge = unresolved ? undefined : badMergeSource(doc);
+    const { line, column } = pos(unresolved?.at ?? badMerge?.at ?? 0);
+    // An unresolved alias as a merge source (`<<: *base`) threw "Merge sources must be maps or map
+    // aliases", which sends the reader to the wrong mistake: the anchor is what is missing.
+    const message = unresolved
+      ? `Unresolved alias (the anchor must be set before the alias): ${unresolved.name}`
+      : badMerge
+        ? `a merge key (<<) takes a map, an alias of one, or a list of those; this is ${badMerge.what}`
+        : firstLine((err as Error).message);
+    diagnostics.push(syntaxProblem(file, line, column, `YAML error: ${message}`));
     return undefined;
   }
   const locateNode = (path: readonly PathPart[]) => findNode(doc, path);
@@ -327,18 +336,41 @@ function aliasCycle(doc: Document): { at: number; name: string } | undefined {
   return cycle;
 }
 
-/** Offset of the first alias that names no anchor (0 when none does: an alias bomb is the whole document's). */
-function unresolvedAlias(doc: Document): number {
-  let offset = 0;
+/** The first alias that names no anchor, with its offset (none: an alias bomb is the whole document's). */
+function unresolvedAlias(doc: Document): { at: number; name: string } | undefined {
+  let found: { at: number; name: string } | undefined;
   visit(doc, {
     Alias(_key, node) {
       if (node.resolve(doc) === undefined) {
-        offset = node.range?.[0] ?? 0;
+        found = { at: node.range?.[0] ?? 0, name: node.source };
         return visit.BREAK;
       }
     },
   });
-  return offset;
+  return found;
+}
+
+/**
+ * The first merge source (`<<: X`, or an item of `<<: [X, Y]`) that is no map nor an alias of one,
+ * with what it is: the parser throws without a place, and the problem was said at 1:1.
+ */
+function badMergeSource(doc: Document): { at: number; what: string } | undefined {
+  let found: { at: number; what: string } | undefined;
+  const check = (node: unknown, inList: boolean): boolean => {
+    const target = isAlias(node) ? node.resolve(doc) : node;
+    if (isMap(target)) return false;
+    if (isSeq(target) && !inList && !isAlias(node)) return target.items.some((item) => check(item, true));
+    const what = isSeq(target) ? (isAlias(node) ? 'an alias of a list' : 'a list inside the list') : isAlias(node) ? 'an alias of a scalar' : 'a scalar';
+    found = { at: (node as YamlNode | null)?.range?.[0] ?? 0, what };
+    return true;
+  };
+  visit(doc, {
+    Pair(_key, pair) {
+      const key = pair.key;
+      if (isScalar(key) && typeof key.value === 'symbol' && check(pair.value, false)) return visit.BREAK;
+    },
+  });
+  return found;
 }
 
 /**

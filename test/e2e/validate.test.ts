@@ -214,6 +214,22 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assertProblems(r, [['gateway.yaml:13:9', /Unresolved alias.*steps/]]);
     });
 
+    it('points at a merge key given an alias to no anchor, or what is not a map, saying which', async () => {
+      // Before: "Merge sources must be maps or map aliases", for a missing anchor too, and at 1:1 for the others.
+      const unresolved = 'Unresolved alias (the anchor must be set before the alias): missing';
+      const notMap = 'a merge key (<<) takes a map, an alias of one, or a list of those; this is';
+      for (const [merge, at, said] of [
+        ['  other: { <<: *missing }', '6:16', unresolved],
+        ['  other:\n    <<: [*local, *missing]', '7:18', unresolved],
+        ['  other: { <<: 3 }', '6:16', `${notMap} a scalar`],
+        ['  other: { <<: *list }', '6:16', `${notMap} an alias of a list`],
+        ['  other:\n    <<: [*local, [a]]', '7:18', `${notMap} a list inside the list`],
+      ] as const) {
+        const r = await validate({ 'gateway.yaml': yaml('version: 1', 'x: &list [a]', 'brokers:', '  local: &local', '    kind: memory', merge) });
+        assertProblems(r, [[`gateway.yaml:${at}`, new RegExp(`^YAML error: ${said.replace(/[()*<]/g, '\\$&')}$`)]]);
+      }
+    });
+
     it('points at an alias inside the node its anchor names (a cycle), in text and json, without a stack overflow', async () => {
       // `&steps` names the list that `*steps` sits in: the value would contain itself.
       const files = { 'gateway.yaml': yaml(...base, 'chains:', '  main: &steps', '    - *steps') };
