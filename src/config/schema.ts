@@ -7,6 +7,14 @@ import type { KindRegistry } from '../kinds/registry.js';
 export const SCHEMA_ID = 'https://eventgate.dev/gateway.schema.json';
 
 const name = { type: 'string', minLength: 1 };
+/**
+ * A broker's, listener's or chain's name (the key under `brokers:`, `listeners:`, `chains:`): any
+ * text but the empty one, which a `${VAR}` set empty or a key `~` gives and no reference can name.
+ */
+const COMPONENT_NAME = {
+  minLength: 1,
+  title: 'a name of one character or more (an empty one, from a ${VAR} set empty or a key ~ or "", cannot be referred to)',
+};
 
 /** A `${VAR}` / `${VAR:-default}` reference (a default may hold references: `${A:-${B:-1}}`), substituted from the environment when the config loads. */
 export const VARIABLE_PATTERN = '^\\$\\{[A-Za-z_][A-Za-z0-9_]*(:-.*)?\\}$';
@@ -339,10 +347,21 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
           },
         },
       },
-      brokers: { type: 'object', description: 'Broker connections by name; routes read from and write to their topics.', additionalProperties: byKind(registry.brokers.values(), 'broker') },
-      listeners: { type: 'object', description: 'Sockets clients connect to, by name (HTTP, WebSocket, ...).', additionalProperties: byKind(registry.listeners.values(), 'listener') },
+      brokers: {
+        type: 'object',
+        description: 'Broker connections by name; routes read from and write to their topics.',
+        propertyNames: COMPONENT_NAME,
+        additionalProperties: byKind(registry.brokers.values(), 'broker'),
+      },
+      listeners: {
+        type: 'object',
+        description: 'Sockets clients connect to, by name (HTTP, WebSocket, ...).',
+        propertyNames: COMPONENT_NAME,
+        additionalProperties: byKind(registry.listeners.values(), 'listener'),
+      },
       chains: {
         type: 'object',
+        propertyNames: COMPONENT_NAME,
         description: 'Named lists of steps that routes share through `through:`.',
         additionalProperties: { type: 'array', description: 'The steps, applied in order.', items: step },
       },

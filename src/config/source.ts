@@ -666,7 +666,8 @@ function findNode(doc: Document, path: readonly PathPart[]): { key?: YamlNode; v
       // A key may be an alias (`*name: 1`): it is found by the name it stands for.
       const pair = value.items.find((p) => {
         const k = isAlias(p.key) ? p.key.resolve(doc) : p.key;
-        return isScalar(k) && String(k.value) === String(part);
+        // A null key (`~`) is the empty name, as toJS makes it.
+        return isScalar(k) && (k.value === null ? '' : String(k.value)) === String(part);
       });
       if (!pair) return { key, value, exact: false };
       key = pair.key as YamlNode;

@@ -214,6 +214,22 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assertProblems(r, [['gateway.yaml:13:9', /Unresolved alias.*steps/]]);
     });
 
+    it('refuses an empty broker, listener or chain name (a ${VAR} set empty, a key ~ or ""), at its key; any other text is a name', async () => {
+      // Before: valid, a broker and a listener no route could name (`must not be empty`) started all the same.
+      const must = "must be a name of one character or more \\(an empty one, from a \\$\\{VAR\\} set empty or a key ~ or \"\", cannot be referred to\\)$";
+      const r = await validate(
+        { 'gateway.yaml': yaml('version: 1', 'brokers:', '  ${BROKER}: { kind: memory }', 'listeners:', '  ~: { kind: http, port: 0 }', 'chains:', '  "": []') },
+        { env: { BROKER: '' } },
+      );
+      assertProblems(r, [
+        ['gateway.yaml:3:3', new RegExp(`^brokers: key '' ${must}`)],
+        ['gateway.yaml:5:3', new RegExp(`^listeners: key '' ${must}`)],
+        ['gateway.yaml:7:3', new RegExp(`^chains: key '' ${must}`)],
+      ]);
+      const named = await validate({ 'gateway.yaml': yaml('version: 1', 'brokers:', '  ${BROKER}: { kind: memory }', '  "k a": { kind: memory }') }, { env: { BROKER: 'm' } });
+      assert.equal(named.code, 0, named.stdout);
+    });
+
     it('points at a merge key given an alias to no anchor, or what is not a map, saying which', async () => {
       // Before: "Merge sources must be maps or map aliases", for a missing anchor too, and at 1:1 for the others.
       const unresolved = 'Unresolved alias (the anchor must be set before the alias): missing';
