@@ -216,7 +216,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
 
     it('refuses an empty broker, listener or chain name (a ${VAR} set empty, a key ~ or ""), at its key; any other text is a name', async () => {
       // Before: valid, a broker and a listener no route could name (`must not be empty`) started all the same.
-      const must = "must be a name of one character or more \\(an empty one, from a \\$\\{VAR\\} set empty or a key ~ or \"\", cannot be referred to\\)$";
+      const must = 'must be a name of one character or more \\(an empty one, from a \\$\\{VAR\\} set empty or a key ~ or "", cannot be referred to\\)$';
       const r = await validate(
         { 'gateway.yaml': yaml('version: 1', 'brokers:', '  ${BROKER}: { kind: memory }', 'listeners:', '  ~: { kind: http, port: 0 }', 'chains:', '  "": []') },
         { env: { BROKER: '' } },
