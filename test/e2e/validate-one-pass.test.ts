@@ -293,6 +293,16 @@ describe('${VAR} without the deployment environment', () => {
     assert.match(missingFile.stderr, /cannot read --vars-file 'nope\.env': no such file/);
   });
 
+  it("a variable several --vars-file files name takes the first file's value; one a file names twice, its last", async () => {
+    const config = yaml('version: 1', 'brokers:', '  local:', '    kind: memory', '    retain: ${RETAIN}');
+    const files = { 'ci.env': 'RETAIN=10\n', 'defaults.env': 'RETAIN=ten\n', 'twice.env': 'RETAIN=ten\nRETAIN=10\n' };
+    assert.equal((await validate(config, ['--vars-file', 'ci.env', '--vars-file', 'defaults.env'], files)).stdout, 'ok\n');
+    const later = await validate(config, ['--vars-file', 'defaults.env', '--vars-file', 'ci.env'], files);
+    assert.equal(later.code, 1);
+    assert.match(later.stdout, /^gateway\.yaml:5:13: brokers\.local\.retain must be an integer, got string "ten"/);
+    assert.equal((await validate(config, ['--vars-file', 'twice.env'], files)).stdout, 'ok\n');
+  });
+
   it('a --vars-file with a byte order mark is read; one with a line that is not NAME=value or bytes that are not UTF-8 is refused at them', async () => {
     const config = yaml(
       'version: 1',
