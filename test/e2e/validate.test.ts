@@ -192,7 +192,10 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         const files = { 'gateway.yaml': yaml('version: 1', 'brokers:', `  ${first}: { kind: memory }`, `  ${second}: { kind: memory, retain: 5 }`) };
         const name = first === '~' ? '' : first;
         const r = await validate(files);
+        // An empty name is a problem of its own besides (a broker's name must not be empty).
+        const empty: [string, RegExp][] = name === '' ? [['gateway.yaml:3:3', /^brokers: key '' must be a name of one character or more /]] : [];
         assertProblems(r, [
+          ...empty,
           [
             'gateway.yaml:4:3',
             new RegExp(
@@ -204,7 +207,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         assert.equal(json.code, 1);
         assert.deepEqual(
           (JSON.parse(json.stdout) as { line: number; column: number; code: string }[]).map((p) => [p.line, p.column, p.code]),
-          [[4, 3, 'EG_CONFIG_CONFLICT']],
+          [...(name === '' ? [[3, 3, 'EG_CONFIG_SCHEMA']] : []), [4, 3, 'EG_CONFIG_CONFLICT']],
         );
       }
     });
