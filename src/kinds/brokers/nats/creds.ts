@@ -1,4 +1,4 @@
-import { createPrivateKey, createPublicKey } from 'node:crypto';
+import { createRequire } from 'node:module';
 
 /**
  * NATS credentials files (`.creds`, as `nsc generate creds` and `nsc add user` write them): a user
@@ -69,66 +69,17 @@ function jwtClaims(jwt: string): Record<string, unknown> | string {
   return "the JWT's claims (its middle part) are not a JSON object";
 }
 
-const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+/** nkeys.js, the NKey library of nats.js itself, loaded only for a credentials file (validate of other configs loads none). */
+let nkeysModule: typeof import('nkeys.js') | undefined;
+const nkeys = () => (nkeysModule ??= createRequire(import.meta.url)('nkeys.js') as typeof import('nkeys.js'));
 
-function base32Decode(text: string): Buffer {
-  const out: number[] = [];
-  let bits = 0;
-  let value = 0;
-  for (const c of text) {
-    value = (value << 5) | BASE32.indexOf(c);
-    bits += 5;
-    if (bits >= 8) {
-      out.push((value >>> (bits - 8)) & 0xff);
-      bits -= 8;
-    }
-  }
-  return Buffer.from(out);
-}
-
-function base32Encode(bytes: Uint8Array): string {
-  let out = '';
-  let bits = 0;
-  let value = 0;
-  for (const b of bytes) {
-    value = (value << 8) | b;
-    bits += 8;
-    while (bits >= 5) {
-      out += BASE32[(value >>> (bits - 5)) & 31];
-      bits -= 5;
-    }
-  }
-  return bits > 0 ? out + BASE32[(value << (5 - bits)) & 31] : out;
-}
-
-/** The NKey checksum: CRC-16/XMODEM, stored little-endian after the key. */
-function crc16(bytes: Uint8Array): number {
-  let crc = 0;
-  for (const b of bytes) {
-    crc ^= b << 8;
-    for (let i = 0; i < 8; i++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
-  }
-  return crc;
-}
-
-/** PKCS#8 DER of an Ed25519 private key, before its 32 raw bytes. */
-const ED25519_PKCS8 = Buffer.from('302e020100300506032b657004220420', 'hex');
-/** The first byte of a user's public NKey (`U`: 20 << 3). */
-const USER_PREFIX = 20 << 3;
-
-/**
- * The public key (`U...`) of a user seed (`SU...`: two prefix bytes, the 32-byte Ed25519 seed, a
- * checksum), as nkeys derives it; undefined when its checksum is wrong.
- */
+/** The public key (`U...`) of a user seed (`SU...`), as the server derives it; undefined when its checksum is wrong. */
 export function userPublicKey(seed: string): string | undefined {
-  const raw = base32Decode(seed);
-  if (raw.length !== 36 || crc16(raw.subarray(0, 34)) !== raw.readUInt16LE(34)) return undefined;
-  const key = createPrivateKey({ key: Buffer.concat([ED25519_PKCS8, raw.subarray(2, 34)]), format: 'der', type: 'pkcs8' });
-  const pub = Buffer.from(createPublicKey(key).export({ format: 'jwk' }).x!, 'base64url');
-  const body = Buffer.concat([Buffer.from([USER_PREFIX]), pub]);
-  const sum = Buffer.alloc(2);
-  sum.writeUInt16LE(crc16(body));
-  return base32Encode(Buffer.concat([body, sum]));
+  try {
+    return nkeys().fromSeed(new TextEncoder().encode(seed)).getPublicKey();
+  } catch {
+    return undefined;
+  }
 }
 
 /** Why a refused login may be the file's JWT: it expired (nats-server then says only `Authorization Violation`). */
