@@ -644,6 +644,19 @@ export class KeyedStream {
     );
   }
 
+  /**
+   * As assertEachOnceInOrder, but a record may come again where `redelivery` is the evidence the
+   * test found of the documented at-least-once (a member that joined its group again, read from its
+   * last commit): every record at least once, and each key's first copies in `input`'s order.
+   * Without evidence (undefined), each record once, as there.
+   */
+  assertEachInOrder(delivered: readonly Numbered[], input: readonly Numbered[], redelivery: string | undefined, what = 'the input topic'): void {
+    if (redelivery === undefined) return this.assertEachOnceInOrder(delivered, input, what);
+    const seen = new Set<number>();
+    const first = delivered.filter((v) => !seen.has(v.i) && seen.add(v.i));
+    this.assertEachOnceInOrder(first, input, `${what} (records delivered again: ${redelivery})`);
+  }
+
   /** `delivered` holds every record produced, each once, and each key's records in `input`'s order (the topic's). */
   assertEachOnceInOrder(delivered: readonly Numbered[], input: readonly Numbered[], what = 'the input topic'): void {
     assert.deepEqual(
