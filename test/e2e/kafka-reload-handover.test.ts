@@ -139,24 +139,27 @@ ${o.deadletter ? `    deadletter: { broker: kafka, topic: ${t.dead} }\n` : ''}`;
     assert.notEqual(moved, config({ version: 7, deadletter: true }));
     const next = await startGateway(moved);
     try {
-      await withLogsOnFailure(() => [gw, next], async () => {
-      await next.waitForLog((l) => l.route === 'changing' && l.msg === 'consumer joined group', 30000);
-      const movedStream = new KeyedStream(KEYS);
-      await kcatProduce(kafka.bootstrap, t.moved, movedStream.next(30));
-      await kcatProduce(kafka.bootstrap, t.in, keyed.next(30));
-      // Before, kafkajs' assigner gave both members the group leader's topic only: the member on the
-      // other topic ignored its share, so part of one topic and all of the other waited for the roll to end.
-      await assertEachOnceInOrder();
-      const parse = (r: { value: string | null }) => JSON.parse(r.value!) as Numbered;
-      await kcatConsume(kafka.bootstrap, t.movedOut, movedStream.produced, 30000);
-      // The new instance's records come again only as the documented at-least-once on the mock
-      // (docs/testing.md): its member, having handled them, joined the group again (the old
-      // member's late rejoin rebalanced it, its commit refused meanwhile, or a SyncGroup refused
-      // crashed a consumer) and read from its last commit. Its first join is the one waited for.
-      const joins = next.logs.filter((l) => l.route === 'changing' && l.msg === 'consumer joined group').length;
-      const rejoined = joins > 1 ? `the new instance's member joined its group ${joins} times` : undefined;
-      movedStream.assertEachInOrder((await kcatConsumeAll(kafka.bootstrap, t.movedOut)).map(parse), (await kcatConsumeAll(kafka.bootstrap, t.moved)).map(parse), rejoined);
-      });
+      await withLogsOnFailure(
+        () => [gw, next],
+        async () => {
+          await next.waitForLog((l) => l.route === 'changing' && l.msg === 'consumer joined group', 30000);
+          const movedStream = new KeyedStream(KEYS);
+          await kcatProduce(kafka.bootstrap, t.moved, movedStream.next(30));
+          await kcatProduce(kafka.bootstrap, t.in, keyed.next(30));
+          // Before, kafkajs' assigner gave both members the group leader's topic only: the member on the
+          // other topic ignored its share, so part of one topic and all of the other waited for the roll to end.
+          await assertEachOnceInOrder();
+          const parse = (r: { value: string | null }) => JSON.parse(r.value!) as Numbered;
+          await kcatConsume(kafka.bootstrap, t.movedOut, movedStream.produced, 30000);
+          // The new instance's records come again only as the documented at-least-once on the mock
+          // (docs/testing.md): its member, having handled them, joined the group again (the old
+          // member's late rejoin rebalanced it, its commit refused meanwhile, or a SyncGroup refused
+          // crashed a consumer) and read from its last commit. Its first join is the one waited for.
+          const joins = next.logs.filter((l) => l.route === 'changing' && l.msg === 'consumer joined group').length;
+          const rejoined = joins > 1 ? `the new instance's member joined its group ${joins} times` : undefined;
+          movedStream.assertEachInOrder((await kcatConsumeAll(kafka.bootstrap, t.movedOut)).map(parse), (await kcatConsumeAll(kafka.bootstrap, t.moved)).map(parse), rejoined);
+        },
+      );
     } finally {
       await next.stop();
     }
