@@ -214,14 +214,22 @@ export class RawWsClient {
     this.socket.resume();
   }
 
-  /** Resolves with the close frame's code and reason once it has arrived. */
+  /**
+   * Resolves with the close frame's code and reason once it has arrived; rejects at `timeoutMs`, or
+   * as soon as the connection ends without one (a server that cut it), saying which.
+   */
   waitCloseFrame(timeoutMs = 10000): Promise<{ code: number; reason: string }> {
     if (this.close) return Promise.resolve(this.close);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('timed out waiting for a close frame')), timeoutMs);
+      const timer = setTimeout(() => reject(new Error(`timed out waiting for a close frame (${this.received} bytes read, the connection open)`)), timeoutMs);
       this.closeWaiters.push((c) => {
         clearTimeout(timer);
         resolve(c);
+      });
+      void this.ended.then(() => {
+        clearTimeout(timer);
+        // Every byte read before the close was parsed: a close frame among them has resolved this.
+        if (!this.close) reject(new Error(`the connection ended without a close frame (${this.received} bytes read)`));
       });
     });
   }
