@@ -375,39 +375,47 @@ function badMergeSource(doc: Document): { at: number; what: string } | undefined
 
 /**
  * Two keys of one map that are one name once read as text: a `${VAR}` made them the same
- * (`${B:-local}` beside `local`), or YAML read them as values of different types (`1` and `"1"`,
- * `true` and `"true"`, `~` and `""`). YAML compared them as values, and the later one replaced the
- * other without a word, a broker or listener gone.
+ * (`${B:-local}` beside `local`), YAML read them as values of different types (`1` and `"1"`,
+ * `true` and `"true"`, `~` and `""`), or one is an alias (`*n`) of the other's name. YAML compared
+ * them as values or as nodes, and the later one replaced the other without a word, a broker or
+ * listener gone.
  */
 function keysMadeEqual(doc: Document, file: string, text: string, pos: PositionOf, diagnostics: Diagnostic[]): void {
   visit(doc, {
     Map(_key, map) {
-      const first = new Map<string, Scalar>();
+      // Each name's first key as written (an alias where one was written).
+      const first = new Map<string, YamlNode>();
       for (const pair of map.items) {
-        const key = pair.key;
+        const node = pair.key as YamlNode | null;
+        // A key may be an alias (`*n: 1`): it is the name its anchor holds, as toJS reads it.
+        const key = isAlias(node) ? node.resolve(doc) : node;
         // A merge key (`<<`, which may repeat) is a symbol: not a name.
-        if (!isScalar(key) || !key.range || typeof key.value === 'symbol') continue;
+        if (!node?.range || !isScalar(key) || typeof key.value === 'symbol') continue;
+        // `.nan` is no name, as nonFiniteNumbers says; YAML finds no two NaNs equal.
+        if (Number.isNaN(key.value)) continue;
         // As toJS names it: a null key (`~`, or nothing before the colon) is the empty name.
         const name = key.value === null ? '' : String(key.value);
         const earlier = first.get(name);
         if (!earlier) {
-          first.set(name, key);
+          first.set(name, node);
           continue;
         }
-        const written = (k: Scalar) => text.slice(k.range![0], k.range![1]);
+        const written = (k: YamlNode) => text.slice(k.range![0], k.range![1]);
         // Keys of one value are YAML's own error, reported before this.
-        const substituted = written(key).includes('${') || written(earlier).includes('${');
+        const substituted = written(node).includes('${') || written(earlier).includes('${');
         const how = substituted
           ? 'once their ${VAR}s are replaced'
-          : 'which YAML reads as two keys (one a string, one a number, boolean or null), but a name is text: the second would replace the first';
-        const { line, column } = pos(key.range[0]);
+          : isAlias(node) || isAlias(earlier)
+            ? 'an alias standing for the name its anchor holds: the second would replace the first'
+            : 'which YAML reads as two keys (one a string, one a number, boolean or null), but a name is text: the second would replace the first';
+        const { line, column } = pos(node.range[0]);
         diagnostics.push({
           file,
           line,
           column,
           code: 'EG_CONFIG_CONFLICT',
           path: '',
-          message: `key '${name}' is given twice in this map: here (${written(key)}) and at line ${pos(earlier.range![0]).line} (${written(earlier)}), ${how}`,
+          message: `key '${name}' is given twice in this map: here (${written(node)}) and at line ${pos(earlier.range![0]).line} (${written(earlier)}), ${how}`,
         });
       }
     },

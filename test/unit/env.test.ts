@@ -73,6 +73,24 @@ describe('${VAR} substitution', () => {
     assert.deepEqual(load('a: &a { k: 1 }\nb: &b { p: 2 }\nc:\n  <<: *a\n  <<: *b').diagnostics, []);
   });
 
+  it("reports a key that is an alias of another key's name in its map (YAML compares alias keys as nodes, and the later replaced the other)", () => {
+    const conflicts = (text: string) => load(text).diagnostics.map((d) => [d.line, d.column, d.code, d.message]);
+    const alias = 'an alias standing for the name its anchor holds: the second would replace the first';
+    assert.deepEqual(conflicts('name: &n local\nbrokers:\n  *n : { kind: memory }\n  local: { kind: memory, retain: 5 }'), [
+      [4, 3, 'EG_CONFIG_CONFLICT', `key 'local' is given twice in this map: here (local) and at line 3 (*n), ${alias}`],
+    ]);
+    assert.deepEqual(conflicts('name: &n local\nbrokers:\n  *n : { kind: memory }\n  *n : { kind: memory, retain: 5 }'), [
+      [4, 3, 'EG_CONFIG_CONFLICT', `key 'local' is given twice in this map: here (*n) and at line 3 (*n), ${alias}`],
+    ]);
+    // An alias key alone in its map is its name, as before.
+    assert.deepEqual(load('name: &n local\nbrokers:\n  *n : { kind: memory }').value, { name: 'local', brokers: { local: { kind: 'memory' } } });
+    // Two `.nan` keys are no name (said as a number that is not finite), not "a string and a number".
+    assert.deepEqual(
+      load('m:\n  .nan: 1\n  .NaN: 2').diagnostics.map((d) => d.code),
+      ['EG_CONFIG_SCHEMA', 'EG_CONFIG_SCHEMA'],
+    );
+  });
+
   it('reports every missing variable in one scalar', () => {
     const { diagnostics } = load('url: "${SCHEME}://${HOST}"');
     assert.deepEqual(
