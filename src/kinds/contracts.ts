@@ -880,7 +880,7 @@ export interface Retained {
   forget?: readonly number[];
   /**
    * Per partition, the offset of the last message the read reaches (its end of the moment the read
-   * began: a memory topic's end, a Kafka partition's high watermark, the JetStream filter's last
+   * began: a memory topic's end, a Kafka partition's last stable offset as read_committed lists it, the JetStream filter's last
    * sequence). A partition not named: unknown (or nothing there). Live events of the route at or
    * below it that arrive during the replay are the read's to send: the stream does not hold them
    * behind it (held, they counted against the client's send bound, and a client resuming while its
