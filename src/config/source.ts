@@ -351,16 +351,29 @@ function unresolvedAlias(doc: Document): { at: number; name: string } | undefine
 }
 
 /**
- * The first merge source (`<<: X`, or an item of `<<: [X, Y]`) that is no map nor an alias of one,
- * with what it is: the parser throws without a place, and the problem was said at 1:1.
+ * The first merge source (`<<: X`, or an item of `<<: [X, Y]` or of the list `<<: *list` names)
+ * that is no map nor an alias of one, with what it is: the parser throws without a place, and the
+ * problem was said at 1:1.
  */
 function badMergeSource(doc: Document): { at: number; what: string } | undefined {
   let found: { at: number; what: string } | undefined;
+  const isMapSource = (item: unknown) => isMap(isAlias(item) ? item.resolve(doc) : item);
   const check = (node: unknown, inList: boolean): boolean => {
     const target = isAlias(node) ? node.resolve(doc) : node;
     if (isMap(target)) return false;
     if (isSeq(target) && !inList && !isAlias(node)) return target.items.some((item) => check(item, true));
-    const what = isSeq(target) ? (isAlias(node) ? 'an alias of a list' : 'a list inside the list') : isAlias(node) ? 'an alias of a scalar' : 'a scalar';
+    // yaml merges the maps of an aliased list as of a list written there: such an alias is no
+    // mistake (taken for one, it was named in place of the merge key that made toJS throw).
+    if (isSeq(target) && !inList && target.items.every(isMapSource)) return false;
+    const what = isSeq(target)
+      ? isAlias(node)
+        ? inList
+          ? 'an alias of a list'
+          : 'an alias of a list with an item that is no map'
+        : 'a list inside the list'
+      : isAlias(node)
+        ? 'an alias of a scalar'
+        : 'a scalar';
     found = { at: (node as YamlNode | null)?.range?.[0] ?? 0, what };
     return true;
   };

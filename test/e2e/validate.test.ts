@@ -241,7 +241,10 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         ['  other: { <<: *missing }', '6:16', unresolved],
         ['  other:\n    <<: [*local, *missing]', '7:18', unresolved],
         ['  other: { <<: 3 }', '6:16', `${notMap} a scalar`],
-        ['  other: { <<: *list }', '6:16', `${notMap} an alias of a list`],
+        // yaml merges an aliased list of maps: the scalar after it is the mistake, not the alias.
+        ['  maps: &maps [{ a: 1 }, *local]\n  other: { <<: *maps }\n  more: { <<: 3 }', '8:15', `${notMap} a scalar`],
+        ['  other: { <<: *list }', '6:16', `${notMap} an alias of a list with an item that is no map`],
+        ['  other: { <<: [*list] }', '6:17', `${notMap} an alias of a list`],
         ['  other:\n    <<: [*local, [a]]', '7:18', `${notMap} a list inside the list`],
       ] as const) {
         const r = await validate({ 'gateway.yaml': yaml('version: 1', 'x: &list [a]', 'brokers:', '  local: &local', '    kind: memory', merge) });
