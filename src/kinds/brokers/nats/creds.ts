@@ -75,8 +75,10 @@ const nkeys = () => (nkeysModule ??= createRequire(import.meta.url)('nkeys.js') 
 
 /** The public key (`U...`) of a user seed (`SU...`), as the server derives it; undefined when its checksum is wrong. */
 export function userPublicKey(seed: string): string | undefined {
+  // Loaded outside the try: a module that cannot load is no seed's fault.
+  const lib = nkeys();
   try {
-    return nkeys().fromSeed(new TextEncoder().encode(seed)).getPublicKey();
+    return lib.fromSeed(new TextEncoder().encode(seed)).getPublicKey();
   } catch {
     return undefined;
   }
