@@ -105,6 +105,9 @@ function compileWebhook(ctx: CompileContext, o: WebhookOptions, at: PathPart[], 
   let urlExpr: Expression | undefined;
   if (typeof o.url === 'string') url = normalUrl(o.url);
   else urlExpr = ctx.expression(o.url.expression, [...at, 'url', 'expression']);
+  // Read and watched, but never used by a plain-HTTP endpoint: an `http://` written for `https://` would send in clear what the CA was meant to guard.
+  if (ca !== undefined && typeof o.url === 'string' && url.startsWith('http:'))
+    ctx.report([...at, 'tls'], 'EG_CONFIG_SCHEMA', 'tls applies to https:// endpoints only, and this url is http://: write https://, or drop tls');
   const headers: [string, Expression][] = [];
   for (const [name, source] of Object.entries(o.headers ?? {})) {
     const expr = ctx.expression(source, [...at, 'headers', name]);

@@ -513,9 +513,10 @@ routes:
     );
   });
 
-  it('reports a tls.ca file that cannot be read or holds no certificate where it is written', async () => {
+  it('reports a tls.ca file that cannot be read or holds no certificate where it is written, and tls on an http:// url', async () => {
     const dir = tempFiles({
       'key.pem': certs.b.key,
+      'b.pem': certs.b.cert,
       'gateway.yaml': [
         'version: 1',
         'listeners:',
@@ -523,14 +524,17 @@ routes:
         'routes:',
         '  - { name: a, from: { listener: api, path: /a }, to: { http: { url: "https://h/a", tls: { ca: key.pem } } } }',
         '  - { name: b, from: { listener: api, path: /b }, to: { http: { url: "https://h/b", tls: { ca: nowhere.pem } } } }',
+        '  - { name: c, from: { listener: api, path: /c }, to: { http: { url: "http://h/c", tls: { ca: b.pem } } } }',
         '',
       ].join('\n'),
     });
     const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     const lines = r.stdout.trim().split('\n');
-    assert.equal(lines.length, 2, r.stdout);
+    assert.equal(lines.length, 3, r.stdout);
     assert.equal(lines[0], "gateway.yaml:5:96: CA file 'key.pem' cannot be used: it holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
     assert.match(lines[1]!, /^gateway\.yaml:6:96: cannot read 'nowhere\.pem' \(.*nowhere\.pem\): /);
+    // Read and watched, but a plain-HTTP endpoint never uses it: said where tls is written.
+    assert.equal(lines[2], 'gateway.yaml:7:89: tls applies to https:// endpoints only, and this url is http://: write https://, or drop tls');
   });
 });

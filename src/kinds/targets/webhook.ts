@@ -138,7 +138,11 @@ export const webhookOptions = Type.Object(
               "PEM file (relative to this config) of the CA(s) or self-signed certificate(s) to trust for this target's https endpoints, instead of the system CAs and NODE_EXTRA_CA_CERTS (one holding no certificate is a config error). Watched: a new file rebuilds the route.",
           }),
         },
-        { additionalProperties: false, description: 'TLS towards the endpoint: `{ca}`, for an endpoint whose certificate a private CA signed (or a self-signed one).' },
+        {
+          additionalProperties: false,
+          description:
+            'TLS towards the endpoint: `{ca}`, for an endpoint whose certificate a private CA signed (or a self-signed one). With a fixed `http://` url it is a config error (nothing would use it).',
+        },
       ),
     ),
     signature: Type.Optional(
