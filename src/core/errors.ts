@@ -24,6 +24,7 @@ export const ErrorCodes = {
   EG_CONFIG_UNDECLARED_FIELD: { title: "An expression reads a field the schema of the route's validate step does not declare (a warning)" },
   EG_CONFIG_SHELL_VARIABLE: { title: 'A value is written as a shell variable, `$VAR`, which eventgate takes as text (a warning)' },
   EG_CONFIG_HEADER_SPELLING: { title: 'An expression reads a header in another case than a headers step before it sets it (a warning)' },
+  EG_CONFIG_CREDENTIALS_VALIDITY: { title: "A credentials file's JWT has expired, or is not valid yet, by this machine's clock (a warning)" },
   EG_CONFIG_FILE: { title: 'Referenced file cannot be read' },
   EG_CONFIG_ASYNCAPI: { title: 'AsyncAPI document problem' },
   EG_CONFIG_ASYNCAPI_REF: { title: 'AsyncAPI message or channel the config names is missing or unusable' },

@@ -612,6 +612,11 @@ export interface BrokerRuntime {
    * asynchronously keeps the latest value per partition and returns it here.
    */
   consumerLag?(): readonly ConsumerLag[];
+  /**
+   * When the credentials the broker logs in with stop being valid (ms since the epoch: a NATS
+   * `credsFile` JWT's `exp`), or undefined when they do not expire. Read at each /metrics scrape.
+   */
+  credentialsExpireAt?(): number | undefined;
 }
 
 /** What a broker kind may use while its options are compiled: problems and files named in the config. */

@@ -258,6 +258,20 @@ export class Prometheus {
       },
     });
     new Gauge({
+      name: 'eventgate_broker_credentials_expires_in_seconds',
+      help: "Seconds until the credentials a broker logs in with expire (a nats credsFile user JWT's exp), negative once they have; no series for credentials that do not expire. The server refuses the login after it, and closes a connection made before.",
+      labelNames: ['broker'],
+      registers,
+      collect() {
+        this.reset();
+        const now = Date.now();
+        for (const [broker, b] of source.brokers) {
+          const at = b.credentialsExpireAt?.();
+          if (at !== undefined) this.set({ broker }, (at - now) / 1000);
+        }
+      },
+    });
+    new Gauge({
       name: 'eventgate_ready',
       help: '1 when every listener is bound and every broker connected (as GET /readyz), else 0.',
       registers,

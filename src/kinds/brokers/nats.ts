@@ -10,7 +10,7 @@ import { escapeControls } from '../../config/diagnostics.js';
 import { onlyInPlaceChanged } from './in-place.js';
 import { headersRead } from './nats/consumed.js';
 import { isPublishInstruction } from './nats/expected-headers.js';
-import { parseCreds, USER_SEED, type NatsCreds } from './nats/creds.js';
+import { credsTimeProblem, parseCreds, USER_SEED, type NatsCreds } from './nats/creds.js';
 
 const int = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
 
@@ -369,6 +369,10 @@ function compileCredsFile(o: NatsOptions, ctx: BrokerCompileContext): NatsCreds 
     ctx.report(['credsFile'], 'EG_CONFIG_FILE', `'${o.credsFile}' ${creds.problem}`);
     return false;
   }
+  // A warning, not an error: validate may run on another clock and day than the gateway (CI), and
+  // a reload of the rest of a config is not refused for it (the server refuses the login, said then).
+  const when = credsTimeProblem(creds);
+  if (when !== undefined) ctx.warn(['credsFile'], 'EG_CONFIG_CREDENTIALS_VALIDITY', `'${o.credsFile}' holds a user JWT that, by this machine's clock, ${when}`);
   return creds;
 }
 

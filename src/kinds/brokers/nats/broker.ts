@@ -34,7 +34,7 @@ import { readStream } from './replay.js';
 import { streamMessage } from './consumed.js';
 import { lib, loadNats, resetWhenGivenUp } from './lib.js';
 import { NatsSubscription, type StreamHost } from './subscription.js';
-import { credsRefusalHint } from './creds.js';
+import { credsRefusalHint, expiryWarningAt } from './creds.js';
 import { sleep, within } from '../../../core/within.js';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 
@@ -165,7 +165,37 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
   /** Never fails: an unreachable server makes the broker not ready, and the client keeps trying. */
   async start(): Promise<void> {
     await loadNats();
+    this.warnAheadOfExpiry();
     void this.open();
+  }
+
+  credentialsExpireAt(): number | undefined {
+    return this.settings.creds?.expiresAt;
+  }
+
+  /** Until the credsFile JWT's expiry is warned of (expiryWarningAt), or undefined. */
+  private expiryTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * Logs once, when the credsFile JWT has less than expiryWarningAt's time left, that it is about to
+   * expire (nats-server then closes the connection and refuses the login): at start when it already
+   * has, else from a timer (its wait in steps a timer can take: node's longest is 24.8 days). A JWT
+   * already expired is not warned of here: the config warning and the refused login say it.
+   */
+  private warnAheadOfExpiry(): void {
+    const creds = this.settings.creds;
+    const at = expiryWarningAt(creds);
+    if (at === undefined || creds?.expiresAt === undefined || this.stopped) return;
+    const now = Date.now();
+    if (at > now) {
+      this.expiryTimer = setTimeout(() => this.warnAheadOfExpiry(), Math.min(at - now, 2 ** 31 - 1)).unref();
+      return;
+    }
+    if (creds.expiresAt <= now) return;
+    this.log.warn(
+      { expiresAt: new Date(creds.expiresAt).toISOString(), secondsLeft: Math.round((creds.expiresAt - now) / 1000) },
+      "nats credsFile's user JWT expires soon: the server will close the connection then and refuse the login; give the broker a new file (nsc generate creds), which it reconnects with",
+    );
   }
 
   private async open(): Promise<void> {
@@ -449,12 +479,14 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
           for (const refused of this.openFlushes) refused.add(denied.subject);
           this.js?.refused(denied.subject, permissionRefusal(denied.subject));
         }
+        // A refused login after the JWT's exp (or before its nbf) says so, here and in the log alike.
+        const hint = isLoginRefusal(s.data) ? credsRefusalHint(this.settings.creds) : '';
         if (!this.state.ready)
           this.state = {
             ready: false,
-            detail: isLoginRefusal(s.data) ? notConnectedDetail(`${err}${credsRefusalHint(this.settings.creds)}`, 'login') : notConnectedDetail(err, undefined),
+            detail: isLoginRefusal(s.data) ? notConnectedDetail(`${err}${hint}`, 'login') : notConnectedDetail(err, undefined),
           };
-        if (err !== lastError) this.log.warn({ err }, 'nats error');
+        if (err !== lastError) this.log.warn({ err: `${err}${hint}` }, 'nats error');
         lastError = err;
       }
     }
@@ -511,6 +543,7 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
     if (this.stopped) return;
     this.stopped = true;
     clearTimeout(this.recheck);
+    clearTimeout(this.expiryTimer);
     if (this.declaring) await within(this.declaring, this.settings.ackTimeoutMs);
     await this.restoreHeldStreams();
     await Promise.allSettled([...this.subscriptions].map((s) => s.stop()));

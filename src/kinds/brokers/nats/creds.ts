@@ -13,6 +13,10 @@ export interface NatsCreds {
   seed: string;
   /** When the JWT stops being valid (its `exp`, ms since the epoch), if it says. */
   expiresAt: number | undefined;
+  /** When the JWT starts being valid (its `nbf`, ms since the epoch), if it says: nats-server refuses it before. */
+  notBefore: number | undefined;
+  /** When it was issued (its `iat`, ms since the epoch), if it says: its lifetime sets how early an expiry is warned of. */
+  issuedAt: number | undefined;
 }
 
 /** A user's NKey seed as nk and nsc write it: `SU`, then base32 of the key and its checksum (58 characters in all). */
@@ -52,8 +56,12 @@ export function parseCreds(text: string): NatsCreds | { problem: string } {
   const owner = userPublicKey(seed);
   if (owner === undefined) return { problem: 'holds no valid user NKey seed in its second block (its checksum does not match)' };
   if (owner !== claims.sub) return { problem: "holds a seed that is not the JWT's user's (the seed's public key is not the JWT's `sub`): a JWT and a seed from different users" };
-  const exp = claims.exp;
-  return { jwt, seed, expiresAt: typeof exp === 'number' && exp > 0 ? exp * 1000 : undefined };
+  return { jwt, seed, expiresAt: jwtTime(claims.exp), notBefore: jwtTime(claims.nbf), issuedAt: jwtTime(claims.iat) };
+}
+
+/** A JWT time claim (seconds since the epoch) in ms, or undefined when absent or 0 (nats-io/jwt writes 0 for none). */
+function jwtTime(claim: unknown): number | undefined {
+  return typeof claim === 'number' && claim > 0 ? claim * 1000 : undefined;
 }
 
 /** A JWT's claims, or why it is not a JWT (never quoting it). */
@@ -84,8 +92,37 @@ export function userPublicKey(seed: string): string | undefined {
   }
 }
 
-/** Why a refused login may be the file's JWT: it expired (nats-server then says only `Authorization Violation`). */
+/**
+ * Why a refused login may be the file's JWT: it expired, or is not valid yet (its `nbf`), by this
+ * machine's clock (nats-server then says only `Authorization Violation`).
+ */
 export function credsRefusalHint(creds: NatsCreds | undefined, now = Date.now()): string {
-  if (creds?.expiresAt === undefined || creds.expiresAt > now) return '';
-  return `; the user JWT of credsFile expired at ${new Date(creds.expiresAt).toISOString()}: give the broker a new one (nsc generate creds)`;
+  const why = credsTimeProblem(creds, now);
+  return why === undefined ? '' : `; the user JWT of credsFile ${why}`;
+}
+
+/**
+ * Why the JWT cannot log in now by this machine's clock (expired, or not valid yet), with what to
+ * do, or undefined. nats-server checks both claims against its own clock, with no leeway.
+ */
+export function credsTimeProblem(creds: NatsCreds | undefined, now = Date.now()): string | undefined {
+  if (creds?.expiresAt !== undefined && creds.expiresAt <= now) return `expired at ${new Date(creds.expiresAt).toISOString()}: give the broker a new one (nsc generate creds)`;
+  if (creds?.notBefore !== undefined && creds.notBefore > now)
+    return `is not valid before ${new Date(creds.notBefore).toISOString()} (its nbf): nats-server refuses it until then; check this machine's and the server's clocks, or issue one valid now`;
+  return undefined;
+}
+
+/** The most an expiry is warned of ahead: a week, time to get a new file through a change process. */
+export const EXPIRY_WARNING_MS = 7 * 24 * 3600 * 1000;
+
+/**
+ * When to warn that the JWT is about to expire (ms since the epoch), or undefined for a JWT that
+ * never does: EXPIRY_WARNING_MS before its `exp`, or a fifth of its lifetime (`exp` − `iat`) before
+ * when that is shorter, so a short-lived JWT rotated in time (an hour's, renewed every 40 minutes)
+ * is never warned of, while one left to run out is, 12 minutes ahead.
+ */
+export function expiryWarningAt(creds: NatsCreds | undefined): number | undefined {
+  if (creds?.expiresAt === undefined) return undefined;
+  const lifetime = creds.issuedAt === undefined ? Number.POSITIVE_INFINITY : creds.expiresAt - creds.issuedAt;
+  return creds.expiresAt - Math.min(EXPIRY_WARNING_MS, Math.max(0, lifetime) / 5);
 }
