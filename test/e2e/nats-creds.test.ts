@@ -2,8 +2,10 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { nkeys } from 'nats';
+import { runCliInProcess } from '../helpers/cli.js';
 import { post } from '../helpers/clients.js';
-import { eventually, useGateway } from '../helpers/gateway.js';
+import { eventually, tempFiles, useGateway } from '../helpers/gateway.js';
 import { natsOperator } from '../helpers/nats-jwt.js';
 import { readyz } from '../helpers/outage.js';
 import { RawNats } from '../helpers/peers.js';
@@ -30,6 +32,15 @@ const expired = op.user({ exp: expiredAt });
 const v1 = op.user({ v1: true });
 /** A user of an account another operator signed: the server trusts neither. */
 const stranger = natsOperator().user();
+/** A JWT valid only from an hour on (its `nbf`): nats-server refuses it until then. */
+const notBeforeAt = Math.floor(Date.now() / 1000) + 3600;
+const notYet = op.user({ nbf: notBeforeAt });
+/** An account whose users are signed by one of its signing keys (`signing_keys`), as `nsc add user -K` does: `iss` the key, `issuer_account` the account. */
+const signing = op.newAccount(undefined, { signingKey: true });
+const signed = op.user({ account: signing });
+/** A user of the gateway's account signed by a key its account JWT does not list: the server refuses it. */
+const unlisted = op.user({ account: { ...op.account, signingKey: nkeys.createAccount() } });
+const iso = (seconds: number) => new Date(seconds * 1000).toISOString().replace(/\./g, '\\.');
 
 const dir = tempDir('eventgate-creds');
 const file = (name: string, text: string) => {
@@ -41,6 +52,9 @@ const files = {
   expired: file('expired.creds', expired.creds),
   v1: file('v1.creds', v1.creds),
   stranger: file('stranger.creds', stranger.creds),
+  notYet: file('not-yet.creds', notYet.creds),
+  signed: file('signed.creds', signed.creds),
+  unlisted: file('unlisted.creds', unlisted.creds),
   // The seed alone, as an `.nk` file holds it: no JWT.
   seedOnly: file('seed-only.creds', `${new TextDecoder().decode(denied.key.getSeed())}\n`),
   // The blocks swapped: the seed where the JWT goes.
@@ -57,7 +71,7 @@ const files = {
 let nats: MessageServer;
 let hook: WebhookReceiver;
 before(async () => {
-  nats = await startNatsOperator(op, probe);
+  nats = await startNatsOperator(op, probe, [signing]);
   hook = await WebhookReceiver.start();
 });
 after(async () => {
@@ -102,6 +116,10 @@ describe('kind: nats, a login by credentials file (operator mode)', () => {
     const refused = await post(gw.url('api', '/denied'), { n: 3 });
     assert.equal(refused.status, 503, refused.text);
     assert.match(refused.body.detail, /Permissions Violation for Publish to "creds\.denied"/);
+    // A JWT without `exp`: no series of the expiry gauge.
+    const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    assert.match(metrics, /^# TYPE eventgate_broker_credentials_expires_in_seconds gauge$/m);
+    assert.doesNotMatch(metrics, /^eventgate_broker_credentials_expires_in_seconds\{/m);
   });
 
   it('a creds file rotated on disk reconnects the broker with the new JWT', async () => {
@@ -127,6 +145,19 @@ describe('kind: nats, a login by credentials file (operator mode)', () => {
     } finally {
       peer.close();
     }
+  });
+
+  it("a user JWT issued by one of its account's signing keys (issuer_account) logs in; one by a key the account does not list is refused", async () => {
+    const reload = await gw.reconfigure(config(`credsFile: ${files.signed}`), undefined, { whole: true });
+    assert.equal(reload.msg, 'config reloaded', JSON.stringify(reload));
+    // A JetStream publish: 200 only once the signing account's stream stored it.
+    const reply = await post(gw.url('api', '/out'), { n: 8 });
+    assert.equal(reply.status, 200, reply.text);
+    const refused = await gw.reconfigure(config(`credsFile: ${files.unlisted}`), undefined, { whole: true });
+    assert.match(refused.msg, /^reload rejected/, JSON.stringify(refused));
+    assert.match(String(refused.diagnostic), /could not start broker 'nt': .*login refused/);
+    const still = await post(gw.url('api', '/out'), { n: 9 });
+    assert.equal(still.status, 200, still.text);
   });
 
   it('a file without a user JWT and seed, or beside another login, is a config error at the key that quotes nothing of it; the running broker serves on', async () => {
@@ -165,26 +196,50 @@ describe('kind: nats, a credentials file the server refuses', () => {
     assert.match(refused.body.detail, words);
   };
 
-  it('an expired user JWT: /readyz 503 login refused, the 503 saying when it expired', async () => {
-    await refusedAtStart(
-      files.expired,
-      new RegExp(`login refused: .*Authorization Violation.*the user JWT of credsFile expired at ${new Date(expiredAt * 1000).toISOString().replace(/\./g, '\\.')}`, 'i'),
-    );
+  it('an expired user JWT: a config warning, /readyz 503 login refused, the 503 saying when it expired', async () => {
+    await refusedAtStart(files.expired, new RegExp(`login refused: .*Authorization Violation.*the user JWT of credsFile expired at ${iso(expiredAt)}`, 'i'));
+    const warning = gw.logs.find((l) => l.msg === 'config warning');
+    assert.equal(warning?.code, 'EG_CONFIG_CREDENTIALS_VALIDITY', JSON.stringify(warning));
+    assert.match(String(warning?.diagnostic), new RegExp(`gateway\\.yaml:8:\\d+: .*expired\\.creds' holds a user JWT that, by this machine's clock, expired at ${iso(expiredAt)}`));
+  });
+
+  // nats-server checks `nbf` as it checks `exp`, and says only `Authorization Violation`.
+  it('a user JWT not valid yet (its nbf): a config warning, /readyz 503 login refused, the 503 and the log saying from when', async () => {
+    const from = new RegExp(`the user JWT of credsFile is not valid before ${iso(notBeforeAt)} \\(its nbf\\)`);
+    await refusedAtStart(files.notYet, new RegExp(`login refused: .*Authorization Violation.*${from.source}`, 'i'));
+    const warning = gw.logs.find((l) => l.msg === 'config warning');
+    assert.equal(warning?.code, 'EG_CONFIG_CREDENTIALS_VALIDITY', JSON.stringify(warning));
+    assert.match(String(warning?.diagnostic), new RegExp(`not-yet\\.creds' holds a user JWT that, by this machine's clock, is not valid before ${iso(notBeforeAt)}`));
+    const line = gw.logs.find((l) => l.msg === 'nats connect failed; retrying');
+    assert.match(String(line?.err), from);
   });
 
   // nats-server closes a connection when its user's JWT expires ('User Authentication Expired') and
   // refuses the reconnects ('Authorization Violation'): the reason must say the JWT expired.
-  it('a user JWT that expires while connected: the connection is lost, /readyz 503 login refused, the 503 saying it expired', async () => {
-    const expiresAt = Math.floor(Date.now() / 1000) + 20;
-    const soon = op.user({ exp: expiresAt });
+  it('a user JWT that expires while connected: warned of ahead, the connection lost, /readyz 503 login refused, the 503 and the log saying it expired', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const expiresAt = now + 20;
+    // Issued 40 s ago: a 60 s lifetime, warned of a fifth of it (12 s) before its end, while connected.
+    const soon = op.user({ exp: expiresAt, iat: now - 40 });
     await gw.start(config(`credsFile: ${file('soon.creds', soon.creds)}`));
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 25000, 100);
+    const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    const left = Number(/^eventgate_broker_credentials_expires_in_seconds\{broker="nt"\} (\S+)$/m.exec(metrics)?.[1]);
+    assert.ok(left > 0 && left <= 20, `seconds left: ${left}`);
+    const connected = gw.logs.findIndex((l) => l.msg === 'nats connected');
+    const ahead = await gw.waitForLog((l) => /^nats credsFile's user JWT expires soon/.test(l.msg ?? ''), 25000);
+    assert.ok(gw.logs.indexOf(ahead) > connected, 'warned of when it had 12 s left, after the connect');
+    assert.equal(ahead.expiresAt, new Date(expiresAt * 1000).toISOString());
+    assert.ok(Number(ahead.secondsLeft) <= 12, JSON.stringify(ahead));
     await gw.waitForLog((l) => l.msg === 'nats connection lost; reconnecting', 45000);
+    // The refused reconnects' `nats error` line names the expiry, as the 503s do.
+    await gw.waitForLog((l) => l.msg === 'nats error' && new RegExp(`the user JWT of credsFile expired at ${iso(expiresAt)}`).test(String(l.err)), 15000);
+    assert.equal(gw.logs.filter((l) => /^nats credsFile's user JWT expires soon/.test(l.msg ?? '')).length, 1, 'warned of once');
     await eventually(
       async () => {
         const refused = await post(gw.url('api', '/out'), { n: 1 });
         assert.equal(refused.status, 503, refused.text);
-        assert.match(refused.body.detail, new RegExp(`login refused: .*the user JWT of credsFile expired at ${new Date(expiresAt * 1000).toISOString().replace(/\./g, '\\.')}`, 'i'));
+        assert.match(refused.body.detail, new RegExp(`login refused: .*the user JWT of credsFile expired at ${iso(expiresAt)}`, 'i'));
       },
       15000,
       100,
@@ -196,5 +251,30 @@ describe('kind: nats, a credentials file the server refuses', () => {
 
   it('a user of an account the server does not trust: /readyz 503 login refused', async () => {
     await refusedAtStart(files.stranger, /login refused: .*Authorization Violation/i);
+  });
+});
+
+describe('eventgate validate, a credentials file whose JWT cannot log in now', () => {
+  // A warning, not an error: validate may run on another clock and day than the gateway (CI).
+  it('warns at credsFile of a JWT expired or not valid yet, by this clock, and says ok', async () => {
+    const cwd = tempFiles({
+      'expired.creds': expired.creds,
+      'not-yet.creds': notYet.creds,
+      'fine.creds': denied.creds,
+      'gateway.yaml': [
+        'version: 1',
+        'brokers:',
+        '  old: { kind: nats, servers: "nats://127.0.0.1:4222", credsFile: expired.creds }',
+        '  early: { kind: nats, servers: "nats://127.0.0.1:4222", credsFile: not-yet.creds }',
+        '  fine: { kind: nats, servers: "nats://127.0.0.1:4222", credsFile: fine.creds }',
+        '',
+      ].join('\n'),
+    });
+    const got = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd });
+    assert.equal(got.code, 0, got.stdout + got.stderr);
+    assert.deepEqual(got.stderr.trim().split('\n'), [
+      `gateway.yaml:3:67: warning: 'expired.creds' holds a user JWT that, by this machine's clock, expired at ${new Date(expiredAt * 1000).toISOString()}: give the broker a new one (nsc generate creds) [EG_CONFIG_CREDENTIALS_VALIDITY]`,
+      `gateway.yaml:4:69: warning: 'not-yet.creds' holds a user JWT that, by this machine's clock, is not valid before ${new Date(notBeforeAt * 1000).toISOString()} (its nbf): nats-server refuses it until then; check this machine's and the server's clocks, or issue one valid now [EG_CONFIG_CREDENTIALS_VALIDITY]`,
+    ]);
   });
 });
