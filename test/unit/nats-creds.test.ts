@@ -74,7 +74,7 @@ describe('nats creds files', () => {
     assert.equal(credsTimeProblem(later, 6000), undefined);
   });
 
-  it('warns of an expiry a week ahead, or a fifth of the JWT\'s lifetime when that is shorter', () => {
+  it("warns of an expiry a week ahead, or a fifth of the JWT's lifetime when that is shorter", () => {
     const creds = (expiresAt: number | undefined, issuedAt: number | undefined): NatsCreds => ({ jwt: 'j', seed: 's', expiresAt, notBefore: undefined, issuedAt });
     const day = 24 * 3600 * 1000;
     assert.equal(expiryWarningAt(creds(undefined, 0)), undefined);
