@@ -12,6 +12,7 @@ import type { SchemaCheck } from '../../src/kinds/contracts.js';
 import { StepStateStore } from '../../src/runtime/step-state.js';
 import { clientKey, TokenFailures } from '../../src/admin/token-failures.js';
 import { flushPendingWarnings, RateLimitedWarning } from '../../src/core/rate-limited-warning.js';
+import { allowsOrigin, CorsPolicy } from '../../src/kinds/listeners/cors.js';
 
 describe('parseClientJson', () => {
   const parse = (text: string | Buffer, depth = 64) => parseClientJson(Buffer.isBuffer(text) ? text : Buffer.from(text), 'body', depth);
@@ -381,5 +382,29 @@ describe('RateLimitedWarning: keys a client chooses', () => {
       ['a: frame of 1 bytes', 1],
       ['a: frame of 19 bytes', 35],
     ]);
+  });
+});
+
+describe('origins compared as browsers write them', () => {
+  // What Chromium sends as `Origin` for pages at https://app.example.com:443/, http://localhost:80/
+  // and https://café.example/: no default port, the name in punycode, lower case.
+  const sent = ['https://app.example.com', 'http://localhost', 'https://xn--caf-dma.example'];
+  const configured = ['https://app.example.com:443', 'http://LocalHost:80', 'https://café.example'];
+
+  it("a websocket listener's origins match with a default port, another case or a Unicode name", () => {
+    for (const origin of sent) assert.equal(allowsOrigin(configured, origin), true, origin);
+  });
+
+  it("an http listener's cors.origins too", () => {
+    const cors = new CorsPolicy({ origins: configured });
+    for (const origin of sent) assert.equal(cors.allows(origin), true, origin);
+  });
+
+  it('another port, scheme or host, and `null`, are still refused', () => {
+    const cors = new CorsPolicy({ origins: configured });
+    for (const origin of ['https://app.example.com:8443', 'http://app.example.com', 'https://evil.example', 'https://app.example.com.evil.example', 'null']) {
+      assert.equal(allowsOrigin(configured, origin), false, origin);
+      assert.equal(cors.allows(origin), false, origin);
+    }
   });
 });

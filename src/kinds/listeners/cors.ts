@@ -23,11 +23,28 @@ export function anyOrigin(origins: '*' | readonly string[]): boolean {
   return origins === '*' || origins.includes('*');
 }
 
-/** Whether a browser's `Origin` is one of `origins` (compared without regard to case), or `origins` allows any. */
+/**
+ * An origin as a browser writes it in `Origin` (RFC 6454 §6.2, WHATWG URL's serialisation): scheme
+ * and host in lower case, the host of an internationalised name in punycode, no default port
+ * (`https://app.example.com:443` is sent as `https://app.example.com`, `https://café.example` as
+ * `https://xn--caf-dma.example`). A configured origin compared as written would never match.
+ * What is no URL (`null`, from a sandboxed frame or a file) is only lower-cased.
+ */
+export function originKey(origin: string): string {
+  try {
+    const serialised = new URL(origin).origin;
+    if (serialised !== 'null') return serialised;
+  } catch {
+    // not a URL: compared as written
+  }
+  return origin.toLowerCase();
+}
+
+/** Whether a browser's `Origin` is one of `origins` (both as browsers write them: originKey), or `origins` allows any. */
 export function allowsOrigin(origins: '*' | readonly string[], origin: string): boolean {
   if (origins === '*' || anyOrigin(origins)) return true;
-  const lower = origin.toLowerCase();
-  return origins.some((o) => o.toLowerCase() === lower);
+  const key = originKey(origin);
+  return origins.some((o) => originKey(o) === key);
 }
 
 /** `cors:` on an http listener. */
@@ -75,7 +92,7 @@ export class CorsPolicy {
   private readonly exposed: string;
 
   constructor(private readonly o: CorsOptions) {
-    this.origins = anyOrigin(o.origins) ? '*' : new Set((o.origins as string[]).map((x) => x.toLowerCase()));
+    this.origins = anyOrigin(o.origins) ? '*' : new Set((o.origins as string[]).map(originKey));
     this.preflightHeaders = {
       'access-control-allow-methods': (o.methods ?? DEFAULTS.methods).join(', '),
       'access-control-allow-headers': (o.headers ?? DEFAULTS.headers).join(', '),
@@ -91,7 +108,7 @@ export class CorsPolicy {
 
   /** Whether a page of `origin` may call the listener. */
   allows(origin: string): boolean {
-    return this.origins === '*' || this.origins.has(origin.toLowerCase());
+    return this.origins === '*' || this.origins.has(originKey(origin));
   }
 
   static isPreflight(req: IncomingMessage): boolean {
