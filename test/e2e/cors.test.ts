@@ -150,6 +150,19 @@ routes:
     (await WsClient.connect(gw.url('push', '/ws', 'ws'))).close();
   });
 
+  it('says the pages refused for their origin in the log, which they cannot read themselves (1006, a failed fetch)', async () => {
+    await assert.rejects(WsClient.connect(gw.url('push', '/ws?token=t', 'ws'), { origin: 'https://stranger.example' }), (err: { statusCode?: number }) => err.statusCode === 403);
+    const ws = await gw.waitForLog((l) => l.msg === 'refused a page of an origin not in origins (403)' && l.origin === 'https://stranger.example');
+    assert.equal(ws.listener, 'push');
+    assert.equal(ws.path, '/ws');
+    assert.equal(ws.refused, 1);
+    const simple = await post(gw.url('api', '/in'), 'hello', { origin: 'https://stranger.example', 'content-type': 'text/plain' });
+    assert.equal(simple.status, 403);
+    const http = await gw.waitForLog((l) => l.msg === 'refused a page of an origin not in cors.origins (403)' && l.origin === 'https://stranger.example');
+    assert.equal(http.listener, 'api');
+    assert.equal(http.path, '/in');
+  });
+
   it('rejects credentials with origins "*" as a config error, and http2 without tls', async () => {
     const dir = tempFiles({
       'gateway.yaml': 'version: 1\nlisteners:\n  api:\n    kind: http\n    port: 0\n    cors: {origins: "*", credentials: true}\n  plain:\n    kind: http\n    port: 0\n    http2: true\n',

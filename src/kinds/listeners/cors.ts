@@ -1,5 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { problem, type Problem } from '../../core/errors.js';
+import { FLOOD_LOG_INTERVAL_MS, RateLimitedWarning } from '../../core/rate-limited-warning.js';
+import type { Logger } from '../../log.js';
 import type { ListenerCompileContext } from '../contracts.js';
 import { oneOf, Type, type Static } from '../define.js';
 
@@ -47,12 +49,43 @@ export function allowsOrigin(origins: '*' | readonly string[], origin: string): 
   return origins.some((o) => originKey(o) === key);
 }
 
+/** Origins with a log window of their own at once: any page can send any origin, so past it new ones share one. */
+const ORIGIN_LOG_MAX_WINDOWS = 64;
+
+/**
+ * Says the browser requests and handshakes refused for their origin, at info: the page learns
+ * nothing it can act on (a WebSocket gets 1006, a fetch `Failed to fetch`), and a list entry that
+ * matches no browser refuses every page of a site the operator meant to let in. One line per
+ * origin each FLOOD_LOG_INTERVAL_MS at most, with the count.
+ */
+export class ForeignOriginLog {
+  private readonly lines: RateLimitedWarning<{ origin: string; path: string; remote: string | undefined }>;
+
+  constructor(logger: Logger, listener: string, setting: 'origins' | 'cors.origins') {
+    this.lines = new RateLimitedWarning(
+      FLOOD_LOG_INTERVAL_MS,
+      (last, refused) => logger.info({ listener, ...last, refused, intervalMs: FLOOD_LOG_INTERVAL_MS }, `refused a page of an origin not in ${setting} (403)`),
+      ORIGIN_LOG_MAX_WINDOWS,
+    );
+  }
+
+  refused(origin: string, path: string, remote: string | undefined): void {
+    const shown = origin.slice(0, 200);
+    this.lines.occurred({ origin: shown, path: path.slice(0, 200), remote }, shown);
+  }
+
+  /** The listener stops: what was counted is said now. */
+  close(): void {
+    this.lines.close();
+  }
+}
+
 /** `cors:` on an http listener. */
 export const corsOptions = Type.Object(
   {
     origins: oneOf([Type.Literal('*'), originList], {
       description:
-        'Allowed origins (scheme://host[:port]), or "*" for any (not with credentials; `["*"]` is read as "*"). A reload that takes an origin off the list ends its open event streams (`eventgate.end` 403).',
+        'Allowed origins (scheme://host[:port]; compared as browsers send them: any case, a default port or none, a Unicode host name or its punycode), or "*" for any (not with credentials; `["*"]` is read as "*"). A reload that takes an origin off the list ends its open event streams (`eventgate.end` 403).',
     }),
     methods: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { default: DEFAULTS.methods, description: 'Methods a cross-origin request may use.' })),
     headers: Type.Optional(

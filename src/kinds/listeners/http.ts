@@ -12,7 +12,7 @@ import { parseClientJson } from './client-json.js';
 import { clientPayloadOriginal, isJsonMedia, mediaTypeOf, ORIGINAL, type Message, type MessageContext, type RequestMeta } from '../../core/message.js';
 import type { Outcome } from '../../core/outcome.js';
 import { admitThroughCurrent, type ListenerBindings, type ListenerRuntime, type ListenerTelemetry, type RouteEntry, type RuntimeEnv, STOP_REASON } from '../contracts.js';
-import { checkCors, CorsPolicy, corsOptions } from './cors.js';
+import { checkCors, CorsPolicy, corsOptions, ForeignOriginLog } from './cors.js';
 import {
   applyLimits,
   compileTransport,
@@ -117,6 +117,8 @@ export class HttpListener implements ListenerRuntime {
   private staticPublish = new Map<string, RouteEntry>();
   private options: HttpOptions;
   private cors: CorsPolicy | undefined;
+  /** Requests refused for their origin, said (the page's fetch only fails). */
+  private readonly foreignOrigins: ForeignOriginLog;
   /** Requests not yet answered (an event stream leaves the count once opened): what a drain waits for. */
   private inFlight = 0;
   /**
@@ -177,6 +179,7 @@ export class HttpListener implements ListenerRuntime {
     this.options = options;
     this.telemetry = env.telemetry?.listener(name);
     this.cors = options.cors ? new CorsPolicy(options.cors) : undefined;
+    this.foreignOrigins = new ForeignOriginLog(env.logger, name, 'cors.origins');
     this.streams = new SseStreams(name, { ...SSE_DEFAULTS, ...options.events }, env.logger, () => this.telemetry?.slowClientDisconnected());
     this.server = createTransport(
       name,
@@ -268,6 +271,7 @@ export class HttpListener implements ListenerRuntime {
     // http's own close() now finds no connection to close: it stops node's timer that checks request
     // timeouts, which kept the server referenced. A second 'close' event it may emit finds no listener.
     this.server.close();
+    this.foreignOrigins.close();
     this.bound = false;
     await this.closed;
   }
@@ -534,7 +538,10 @@ export class HttpListener implements ListenerRuntime {
       closeAfter(res);
       return this.refuse(res, problem('EG_EXPECTATION_FAILED', `Expect: ${String(req.headers.expect).slice(0, 100)} cannot be met; only 100-continue is`));
     }
-    if (refused) return this.refuse(res, refused);
+    if (refused) {
+      this.foreignOrigins.refused(String(req.headers.origin), pathname, req.socket.remoteAddress);
+      return this.refuse(res, refused);
+    }
     // A preflight from an allowed origin is answered on any path, as a listener-wide CORS policy
     // is in Express (`app.use(cors())`) and KrakenD: the request that follows gets its 404 with
     // the CORS headers, which the page can read; a preflight's 404 it could not ('Failed to fetch').
