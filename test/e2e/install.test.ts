@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { cpSync, readdirSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, it } from 'node:test';
@@ -61,5 +61,30 @@ describe('installable outside the repository', () => {
     assert.match(exported.stdout, /^asyncapi: 3\.0\.0$/m);
     const schema = await sh(bin, ['schema'], elsewhere);
     assert.equal(JSON.parse(schema.stdout).$id, 'https://eventgate.dev/gateway.schema.json');
+  });
+
+  it('`npx eventgate` in a checkout that npm ci built runs it as it is, with no second build', async () => {
+    // npx links the checkout into its cache and runs `prepare` for the link: before, a whole
+    // build, minutes without output on the first `npx eventgate` of every checkout. A checkout
+    // that stands for this one: its own bin, prepare.js, package.json and tsconfig.json, with
+    // src/, dist/ and node_modules/ of this build, and a `build` script that leaves a mark.
+    const work = tempDir('eventgate-npx');
+    const checkout = join(work, 'checkout');
+    mkdirSync(join(checkout, 'scripts'), { recursive: true });
+    cpSync(join(repoRoot, 'bin'), join(checkout, 'bin'), { recursive: true });
+    copyFileSync(join(repoRoot, 'scripts', 'prepare.js'), join(checkout, 'scripts', 'prepare.js'));
+    copyFileSync(join(repoRoot, 'tsconfig.json'), join(checkout, 'tsconfig.json'));
+    for (const dir of ['src', 'dist', 'node_modules']) symlinkSync(join(repoRoot, dir), join(checkout, dir));
+    const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8'));
+    pkg.scripts.build = 'touch build-ran';
+    writeFileSync(join(checkout, 'package.json'), JSON.stringify(pkg, null, 2));
+
+    // A cache of its own, so the checkout is not linked yet, as on a fresh machine; offline: the
+    // checkout is all npx needs.
+    const env = { ...process.env, npm_config_cache: join(work, 'npm-cache'), npm_config_offline: 'true', npm_config_update_notifier: 'false' };
+    const { stdout } = await run('npx', ['eventgate', '--version'], { cwd: checkout, env, maxBuffer: 64 * 1024 * 1024 });
+    assert.match(stdout, /^eventgate \d+\.\d+\.\d+/);
+    assert.ok(existsSync(join(work, 'npm-cache', '_npx')), 'npx linked the checkout into its cache');
+    assert.equal(existsSync(join(checkout, 'build-ran')), false, '`prepare` built the checkout again');
   });
 });
