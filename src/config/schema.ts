@@ -392,7 +392,11 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
                 path: { type: 'string', pattern: '^/', title: 'a path starting with "/"', description: 'HTTP POST path or WebSocket path; `:name` segments are path parameters ($path).' },
                 broker: { ...name, description: 'Broker name (under `brokers:`) to consume from.' },
                 topic: { ...name, description: 'Topic to consume; with a kafka listener, the topic whose produce requests the route governs.' },
-                group: { ...name, description: 'Consumer group (default `eventgate-<route name>`).' },
+                group: {
+                  ...name,
+                  description:
+                    "Consumer group: default `eventgate-<route name>`, shared by every instance; a route whose only targets are forwards (websocket or event stream) defaults to a group of its own per instance, `eventgate-<route>-<instance id>`, so every instance's clients see every message.",
+                },
                 startFrom: {
                   enum: ['earliest', 'latest'],
                   description:

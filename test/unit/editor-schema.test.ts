@@ -108,4 +108,11 @@ describe('gateway.schema.json in an editor', () => {
     walk(schema, '');
     assert.deepEqual(missing, []);
   });
+
+  it("gives from.group's hover both defaults of the contract (§2): the shared group, and a forward-only route's group per instance", () => {
+    const routes = (schema.properties as Record<string, { items: { properties: Record<string, { properties: Record<string, { description: string }> }> } }>).routes;
+    const hover = routes.items.properties.from.properties.group.description;
+    assert.match(hover, /`eventgate-<route name>`, shared by every instance/);
+    assert.match(hover, /only targets are forwards .* per instance, `eventgate-<route>-<instance id>`/);
+  });
 });
