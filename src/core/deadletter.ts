@@ -4,7 +4,8 @@ import { EXPIRES_AT, newHeaders, type Message } from './message.js';
 /**
  * Header on every message sent to a dead-letter topic, whichever path sent it (a validate step
  * with `onInvalid: deadletter`, a consume route that cannot deliver a message, a broker that
- * cannot decode a record): why, as compact JSON `{ts, route, status, code, detail, errors}`.
+ * cannot decode a record): why, as compact JSON `{ts, route, status, code, detail, errors}`, with
+ * `attempts` and `endpointStatus` after a consume route's failed tries (DeadletterCause).
  */
 export const DEADLETTER_HEADER = '_eventgate_error';
 
@@ -14,6 +15,14 @@ export interface DeadletterCause {
   code: string;
   detail: string;
   errors: readonly string[];
+  /**
+   * A consume route's failure to deliver: the tries made of the message to the target that failed
+   * (a webhook's own HTTP tries, else the route's), and a webhook endpoint's last HTTP status
+   * (Problem.endpointStatus). Absent for what no target was tried with (an invalid message, an
+   * undecodable record).
+   */
+  attempts?: number;
+  endpointStatus?: number;
 }
 
 /**
@@ -30,7 +39,18 @@ export function deadletterMessage(msg: Message, route: string, cause: Deadletter
     if (headerProblem?.(name, value) === undefined) headers[name] = value;
     else dropped.push(name);
   }
-  const why = { ts: new Date().toISOString(), route, status: cause.status, code: cause.code, detail: cause.detail, errors: cause.errors, ...(dropped.length > 0 ? { droppedHeaders: dropped } : {}) };
+  const why = {
+    ts: new Date().toISOString(),
+    route,
+    status: cause.status,
+    code: cause.code,
+    detail: cause.detail,
+    errors: cause.errors,
+    // Fields added after the first six: readers of those find them unchanged.
+    ...(cause.attempts === undefined ? {} : { attempts: cause.attempts }),
+    ...(cause.endpointStatus === undefined ? {} : { endpointStatus: cause.endpointStatus }),
+    ...(dropped.length > 0 ? { droppedHeaders: dropped } : {}),
+  };
   headers[DEADLETTER_HEADER] = headerJson(why);
   // A copy kept to be looked at does not expire as the message would have (EXPIRES_AT).
   if (msg[EXPIRES_AT] === undefined) return { ...msg, headers };

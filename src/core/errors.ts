@@ -126,6 +126,13 @@ export interface Problem {
    * Never answered.
    */
   targets?: readonly (Problem | undefined)[];
+  /**
+   * A webhook target's failure: the tries it made of the message (its last delivery), and the HTTP
+   * status the endpoint last answered, from any of them (absent when none was answered). A
+   * dead-letter copy's `_eventgate_error` carries them as fields of their own. Never answered.
+   */
+  attempts?: number;
+  endpointStatus?: number;
 }
 
 export function problem(code: ErrorCode, detail: string, extra: Partial<Problem> = {}): Problem {

@@ -313,7 +313,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   private target(t: TargetPlan, index: number): Target {
     if (t.type === 'listener') return this.deps.listeners.get(t.listener)!.forwardTarget!(t.path, { format: t.format, route: this.name, sourceKey: this.sourceKey });
     if (t.type === 'http') {
-      const webhook = new WebhookTarget(t.webhook, this.stats.webhook, this.deps.logger, this.name, index, (text) => this.shown(text), this.deps.webhookSender);
+      const webhook = new WebhookTarget(t.webhook, this.stats.webhook(index), this.deps.logger, this.name, index, (text) => this.shown(text), this.deps.webhookSender);
       this.webhooks.push(webhook);
       return webhook;
     }
@@ -1167,7 +1167,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   async settleFirst(msg: Message, first: Outcome, ctx: MessageContext): Promise<Outcome> {
     if (consumed(first) || !this.deadletter || !deadletteredAtOnce(first.problem)) return first;
     const p = first.problem;
-    const delivery = await this.sendToDeadletter(this.deadletter, msg, { status: p.status, code: p.code, detail: p.detail, errors: p.errors ?? [] }, ctx);
+    const delivery = await this.sendToDeadletter(this.deadletter, msg, triedCause(p, 1), ctx);
     return { outcome: 'deadlettered', deliveries: [delivery], errors: p.errors ?? [], cause: p };
   }
 
@@ -1199,7 +1199,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       if (retryable && this.stopping) throw new Error(`route '${this.name}' stopped before its targets accepted the message`);
       if (this.deadletter && (deadletteredAtOnce(p) || attempt >= CONSUME_ATTEMPTS)) {
         // The last try's span (tried.span) is the dead-letter write's parent.
-        const refused = await this.deadletterConsumed(this.deadletter, msg, p, tried, startedAt);
+        const refused = await this.deadletterConsumed(this.deadletter, msg, p, tried, startedAt, attempt);
         if (refused === undefined) return;
         // Neither its targets nor its dead-letter target take it: it holds up its partition as a
         // message of a route without one does, and is shown so.
@@ -1273,10 +1273,11 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    * A consumed message its route gives up on, to the dead-letter target; undefined once it is
    * settled (the target took it, or refused it for good and it was dropped), else why the target
    * did not take it (logged). The tap shows it as `deadlettered` after the try it saw fail.
+   * `attempts`: the route's tries of it so far.
    */
-  private async deadletterConsumed(to: DeadletterTopic, msg: Message, p: Problem, ctx: MessageContext, startedAt: number): Promise<string | undefined> {
+  private async deadletterConsumed(to: DeadletterTopic, msg: Message, p: Problem, ctx: MessageContext, startedAt: number, attempts: number): Promise<string | undefined> {
     try {
-      const delivery = await this.sendToDeadletter(to, msg, { status: p.status, code: p.code, detail: p.detail, errors: p.errors ?? [] }, ctx);
+      const delivery = await this.sendToDeadletter(to, msg, triedCause(p, attempts), ctx);
       this.stats.deadlettered++;
       if (this.tap.active) {
         // `p` comes from the failed try's settled outcome, already redacted (settle()).
@@ -1554,6 +1555,16 @@ function consumed(o: Outcome): o is Extract<Outcome, { outcome: 'delivered' | 'f
 const NO_DELIVERIES: Delivery[] = Object.freeze([]) as unknown as Delivery[];
 /** A record a chain let through as it came (checkRecord): shared, since nothing in it is per record. */
 const PASSED_UNCHANGED: Outcome = Object.freeze({ outcome: 'delivered', deliveries: NO_DELIVERIES, tagged: false });
+
+/**
+ * A consumed message's failure as its dead-letter copy tells it: `attempts` are a webhook target's
+ * own tries when it failed (the route tried it once), else the route's `routeTries`.
+ */
+function triedCause(p: Problem, routeTries: number): DeadletterCause {
+  const cause: DeadletterCause = { status: p.status, code: p.code, detail: p.detail, errors: p.errors ?? [], attempts: p.attempts ?? routeTries };
+  if (p.endpointStatus !== undefined) cause.endpointStatus = p.endpointStatus;
+  return cause;
+}
 
 /** A failure a consume route with a `deadletter` sends there at its first try: it cannot pass, or a webhook target's own tries are spent. */
 function deadletteredAtOnce(p: Problem): boolean {

@@ -40,17 +40,36 @@ export class RouteStats {
   rejected = 0;
   /** Consumed messages retried past the route's attempts with no dead-letter target to take them (a gauge). */
   stalled = 0;
-  /** Answers of this route's webhook targets, per result (every try counts). */
-  readonly webhookAnswers = new Map<WebhookResult, number>();
-  readonly webhook: WebhookCounters = { answered: (r) => void this.webhookAnswers.set(r, (this.webhookAnswers.get(r) ?? 0) + 1) };
   /**
-   * Whether the route has a webhook target (GatewayMetrics.retain): with one, each result's series
-   * exists from then on, at 0 (a series born at its first 5xx is no increase to rate()); without,
-   * a reload took its webhook away and its series go (zeros left would say it has one).
+   * Answers of this route's webhook targets, per target (its place in the route's `to`, the
+   * `target` label: bounded by the config, unlike a computed URL) and result (every try counts).
    */
-  sendsToWebhooks(yes: boolean): void {
-    if (!yes) this.webhookAnswers.clear();
-    else for (const r of WEBHOOK_RESULTS) if (!this.webhookAnswers.has(r)) this.webhookAnswers.set(r, 0);
+  readonly webhookAnswers = new Map<number, Map<WebhookResult, number>>();
+  /** The counters of the webhook target at `place` in the route's `to`. */
+  webhook(place: number): WebhookCounters {
+    return {
+      answered: (r) => {
+        const answers = this.answersOf(place);
+        answers.set(r, (answers.get(r) ?? 0) + 1);
+      },
+    };
+  }
+  private answersOf(place: number): Map<WebhookResult, number> {
+    let answers = this.webhookAnswers.get(place);
+    if (!answers) this.webhookAnswers.set(place, (answers = new Map()));
+    return answers;
+  }
+  /**
+   * The places of the route's webhook targets (GatewayMetrics.retain): each one's result series
+   * exist from then on, at 0 (a series born at its first 5xx is no increase to rate()); a place a
+   * reload left without a webhook loses its series (zeros left would say it has one).
+   */
+  sendsToWebhooks(places: readonly number[]): void {
+    for (const place of this.webhookAnswers.keys()) if (!places.includes(place)) this.webhookAnswers.delete(place);
+    for (const place of places) {
+      const answers = this.answersOf(place);
+      for (const r of WEBHOOK_RESULTS) if (!answers.has(r)) answers.set(r, 0);
+    }
   }
   /** Count per latency bucket (not cumulative); the last slot is +Inf. */
   readonly latencyBuckets = new Float64Array(LATENCY_BUCKETS.length + 1);
@@ -219,8 +238,8 @@ export interface RetainedRoute {
   name: string;
   /** The broker a consume route reads; undefined for a route from a listener. */
   reads: string | undefined;
-  /** It has a webhook target. */
-  webhooks: boolean;
+  /** The places of its webhook targets in its `to`, from 0 (none: it has no webhook). */
+  webhooks: readonly number[];
 }
 
 /** What the metrics read from the running gateway at scrape time. */

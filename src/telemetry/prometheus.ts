@@ -42,12 +42,16 @@ export class Prometheus {
     new RouteLatencyHistogram(this.registry, routes);
     new Counter({
       name: 'eventgate_webhook_requests_total',
-      help: 'Requests webhook targets sent (every try, and a request sent again after a kept-alive connection was lost), per route and result: 2xx, 3xx, 4xx, 5xx, timeout or connection (refused, reset, unresolvable).',
-      labelNames: ['route', 'result'],
+      help: "Requests webhook targets sent (every try, and a request sent again after a kept-alive connection was lost), per route, target (its place in the route's to, from 0) and result: 2xx, 3xx, 4xx, 5xx, timeout or connection (refused, reset, unresolvable).",
+      labelNames: ['route', 'target', 'result'],
       registers,
       collect() {
         this.reset();
-        for (const [route, s] of routes) s.webhookAnswers.forEach((n, result) => this.inc({ route, result }, n));
+        for (const [route, s] of routes)
+          for (const [place, answers] of s.webhookAnswers) {
+            const target = String(place);
+            answers.forEach((n, result) => this.inc({ route, target, result }, n));
+          }
       },
     });
     new Gauge({

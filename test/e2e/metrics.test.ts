@@ -172,7 +172,7 @@ describe('GET /metrics', () => {
     // So does each result of a route's webhook requests (none sent yet).
     assert.deepEqual(
       s.series('eventgate_webhook_requests_total'),
-      ['2xx', '3xx', '4xx', '5xx', 'timeout', 'connection'].map((result) => ({ labels: { route: 'hooked', result }, value: 0 })),
+      ['2xx', '3xx', '4xx', '5xx', 'timeout', 'connection'].map((result) => ({ labels: { route: 'hooked', target: '0', result }, value: 0 })),
     );
     // Every broker kind's families exist (without series) whatever the config, so alerts and dashboards can rely on them.
     assert.equal(s.types.get('eventgate_kafka_consumer_lag'), 'gauge');

@@ -380,8 +380,8 @@ routes:
     // (as `connection`, not as a try), so the counts add up to what reached the endpoint. Uncounted,
     // an endpoint that read requests and reset their connections showed no failure at all.
     const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
-    assert.match(metrics, /eventgate_webhook_requests_total\{route="idle-closing",result="2xx"\} 4\n/);
-    assert.match(metrics, /eventgate_webhook_requests_total\{route="idle-closing",result="connection"\} 3\n/);
+    assert.match(metrics, /eventgate_webhook_requests_total\{route="idle-closing",target="0",result="2xx"\} 4\n/);
+    assert.match(metrics, /eventgate_webhook_requests_total\{route="idle-closing",target="0",result="connection"\} 3\n/);
   });
 
   it('does not follow a redirect: the message is refused, once, naming where it points (without its query)', async () => {

@@ -374,8 +374,8 @@ routes:
     assert.ok(stamps[1]! > stamps[0]!, `the retry a second later is stamped later: ${stamps}`);
     for (const r of tries) assert.deepEqual(new Webhook(SECRET).verify(r.body, r.headers as Record<string, string>), { orderId: 1 });
     const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
-    assert.match(metrics, /eventgate_webhook_requests_total\{route="direct",result="5xx"\} 2/);
-    assert.match(metrics, /eventgate_webhook_requests_total\{route="direct",result="2xx"\} [2-9]/);
+    assert.match(metrics, /eventgate_webhook_requests_total\{route="direct",target="0",result="5xx"\} 2/);
+    assert.match(metrics, /eventgate_webhook_requests_total\{route="direct",target="0",result="2xx"\} [2-9]/);
     hook.respond = (_r, res) => res.end('ok');
   });
 
@@ -406,8 +406,8 @@ routes:
     p = (await res.json()) as { code: string; detail: string };
     assert.match(p.detail, /could not be reached: ECONNREFUSED \(after 2 tries\)$/, 'a refused connection took nothing: no "may still have reached it"');
     const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
-    assert.match(metrics, /eventgate_webhook_requests_total\{route="refused",result="connection"\} 2/);
-    assert.match(metrics, /eventgate_webhook_requests_total\{route="direct",result="4xx"\} 1/);
+    assert.match(metrics, /eventgate_webhook_requests_total\{route="refused",target="0",result="connection"\} 2/);
+    assert.match(metrics, /eventgate_webhook_requests_total\{route="direct",target="0",result="4xx"\} 1/);
   });
 
   it('fan-out: a target that fails is answered once every target did, naming the ones that took the message', async () => {

@@ -169,7 +169,7 @@ export const NOT_WEBHOOK_KEYS = ['topic', 'key', 'path', 'format', 'auth', 'clou
 
 export const webhookDoc: KindDoc = {
   summary:
-    "Delivers each message to an HTTP endpoint. The body is the value as JSON (a string value as text); CloudEvent messages go in binary mode (`ce-*` headers) or, with `cloudevents: structured`, as `application/cloudevents+json`. Each request carries the message's `traceparent` (and its `tracestate`, unless that is over 512 characters or not printable ASCII) and the `headers` the target computes. A 2xx answer is a delivery; timeouts, refused connections, 408, 429 (honouring `Retry-After`) and 5xx are retried with exponential backoff up to `retry.attempts`; other 4xx and 3xx are final (redirects are not followed: the detail names the `Location`). Only then does the route answer: an HTTP publish route answers 200 after the endpoint did (502/504 when the last try failed), and a consume route commits the message after a 2xx, or sends it to its `deadletter` target after the last try. Requests in flight are bounded by `concurrency` over reused keep-alive connections, and a consume route whose targets are all webhooks has that many messages of a partition in hand at once (Kafka and memory: offsets committed up to the first not yet done; AMQP and NATS JetStream: each message acknowledged by itself, at most `prefetch` in hand; MQTT: at most 20 in hand, each acknowledged once it and every message before it are done, in the order they came; not core NATS, one at a time; a reload that changes it applies once the messages in hand are done, the subscription kept: a Kafka member, an AMQP channel, a JetStream consumer's read, an MQTT connection); `orderBy` (e.g. `orderBy: $key`) delivers messages with the same value one at a time, in order, and others meanwhile. With `signature`, requests are signed as [Standard Webhooks](https://www.standardwebhooks.com) specifies. Every answer is counted in `eventgate_webhook_requests_total{route,result}`.",
+    "Delivers each message to an HTTP endpoint. The body is the value as JSON (a string value as text); CloudEvent messages go in binary mode (`ce-*` headers) or, with `cloudevents: structured`, as `application/cloudevents+json`. Each request carries the message's `traceparent` (and its `tracestate`, unless that is over 512 characters or not printable ASCII) and the `headers` the target computes. A 2xx answer is a delivery; timeouts, refused connections, 408, 429 (honouring `Retry-After`) and 5xx are retried with exponential backoff up to `retry.attempts`; other 4xx and 3xx are final (redirects are not followed: the detail names the `Location`). Only then does the route answer: an HTTP publish route answers 200 after the endpoint did (502/504 when the last try failed), and a consume route commits the message after a 2xx, or sends it to its `deadletter` target after the last try. Requests in flight are bounded by `concurrency` over reused keep-alive connections, and a consume route whose targets are all webhooks has that many messages of a partition in hand at once (Kafka and memory: offsets committed up to the first not yet done; AMQP and NATS JetStream: each message acknowledged by itself, at most `prefetch` in hand; MQTT: at most 20 in hand, each acknowledged once it and every message before it are done, in the order they came; not core NATS, one at a time; a reload that changes it applies once the messages in hand are done, the subscription kept: a Kafka member, an AMQP channel, a JetStream consumer's read, an MQTT connection); `orderBy` (e.g. `orderBy: $key`) delivers messages with the same value one at a time, in order, and others meanwhile. With `signature`, requests are signed as [Standard Webhooks](https://www.standardwebhooks.com) specifies. Every answer is counted in `eventgate_webhook_requests_total{route,target,result}` (`target`: the webhook's place in the route's `to`, from 0).",
   example:
     'routes:\n  - name: orders-to-crm\n    from: {broker: kafka, topic: orders}\n    to:\n      http:\n        url: https://crm.example.com/hooks/orders\n        headers: {authorization: \'"Bearer ${CRM_TOKEN}"\'}\n        timeoutMs: 5000\n        retry: {attempts: 5, backoffMs: 500}\n        concurrency: 32\n        orderBy: $key\n        signature: {secret: "${WEBHOOK_SECRET}"}   # quoted: inside {...} YAML needs it\n    deadletter: {broker: kafka, topic: orders-undeliverable}',
 };
@@ -182,7 +182,7 @@ export const WEBHOOK_RESULTS = ['2xx', '3xx', '4xx', '5xx', 'timeout', 'connecti
 export type WebhookResult = (typeof WEBHOOK_RESULTS)[number];
 
 /** How one try ended. */
-type Attempt = { ok: true; status: number } | { ok: false; retry: boolean; retryAfterMs?: number; problem: Problem; result: WebhookResult };
+type Attempt = { ok: true; status: number } | { ok: false; retry: boolean; retryAfterMs?: number; problem: Problem; result: WebhookResult; /** The endpoint's answer, when it answered. */ status?: number };
 
 /** A webhook target of one route. `close()` releases its kept-alive connections. */
 export class WebhookTarget implements Target {
@@ -326,6 +326,8 @@ export class WebhookTarget implements Target {
     const request = flight.request;
     let backoff = this.plan.backoffMs;
     let result: Attempt = first;
+    /** What the endpoint last answered, whichever try it was (a dead-letter copy's `endpointStatus`). */
+    let endpointStatus: number | undefined;
     for (let attempt = 1; ; attempt++) {
       if (attempt > 1)
         result = await new Promise<Attempt>((resolve) => {
@@ -333,10 +335,12 @@ export class WebhookTarget implements Target {
           this.tryOnce(flight);
         });
       if (result.ok) return { endpoint: request.display, status: result.status, attempts: attempt };
+      if (result.status !== undefined) endpointStatus = result.status;
       if (!result.retry || attempt >= this.plan.attempts || this.closed) {
         const p = result.problem;
         const detail = `${p.detail}${attempt > 1 ? ` (after ${attempt} tries)` : ''}${flight.mayHaveReached && p.code !== 'EG_SHUTTING_DOWN' ? `; ${MAY_HAVE_REACHED_ENDPOINT}` : ''}`;
-        throw new WebhookError(detail === p.detail ? p : { ...p, detail });
+        // flight.tries: the tries that went out (a message refused untried, notTried(), made none).
+        throw new WebhookError({ ...p, detail, attempts: flight.tries, ...(endpointStatus === undefined ? {} : { endpointStatus }) });
       }
       const wait = Math.min(result.retryAfterMs ?? jitter(backoff), this.plan.maxBackoffMs);
       this.logger.debug({ route: this.route, endpoint: this.shown(request.display), attempt, waitMs: wait, detail: this.shown(result.problem.detail) }, 'webhook try failed; retrying');
@@ -816,6 +820,7 @@ function classify(answer: ClientAnswer, display: string): Attempt {
     ok: false,
     retry,
     result,
+    status,
     retryAfterMs,
     // A final refusal (most 4xx) is the message's problem, not the endpoint's: retrying later would not help.
     problem: problem(retry ? 'EG_WEBHOOK_FAILED' : 'EG_WEBHOOK_REFUSED', `${display} answered ${status}${redirect(answer)}${excerpt ? `: ${excerpt}` : ''}`),

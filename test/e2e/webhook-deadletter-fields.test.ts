@@ -1,0 +1,146 @@
+import assert from 'node:assert/strict';
+import type { ServerResponse } from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import { WsClient } from '../helpers/clients.js';
+import { useGateway } from '../helpers/gateway.js';
+import { fetch } from '../helpers/http.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+
+/**
+ * What a dead-letter copy says of a webhook's tries (`attempts`, `endpointStatus` in its
+ * `_eventgate_error`), read from the dead-letter topic by a forward route's WebSocket clients, and
+ * the webhook request counter per target, read from /metrics.
+ */
+describe('webhook failures: dead-letter fields and requests per target', () => {
+  let hook: WebhookReceiver;
+  /** Answers the receiver left open (the timeouts'), ended after the gateway stopped. */
+  const hanging: ServerResponse[] = [];
+
+  before(async () => {
+    hook = await WebhookReceiver.start();
+    // Per path: /refuse 422, /down 503, /hang never, /flaky 503 then never; others 200.
+    let flaky = 0;
+    hook.respond = (r, res) => {
+      if (r.url === '/refuse') {
+        res.statusCode = 422;
+        res.end('no such customer');
+      } else if (r.url === '/down') {
+        res.statusCode = 503;
+        res.end('overloaded');
+      } else if (r.url === '/hang' || (r.url === '/flaky' && ++flaky > 1)) {
+        hanging.push(res);
+      } else if (r.url === '/flaky') {
+        res.statusCode = 503;
+        res.end();
+      } else res.end('ok');
+    };
+  });
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+brokers:
+  local: { kind: memory }
+listeners:
+  api: { kind: http, port: 0 }
+  ws: { kind: websocket, port: 0 }
+routes:
+  - name: enqueue
+    from: { listener: api, path: /enqueue/:to }
+    to: { broker: local, topic: { expression: '"jobs-" & $path.to' } }
+  - name: refuse
+    from: { broker: local, topic: jobs-refuse }
+    to: { http: { url: "${hook.url}/refuse", retry: { attempts: 3, backoffMs: 10 } } }
+    deadletter: { broker: local, topic: dlq }
+  - name: down
+    from: { broker: local, topic: jobs-down }
+    to: { http: { url: "${hook.url}/down", retry: { attempts: 3, backoffMs: 10 } } }
+    deadletter: { broker: local, topic: dlq }
+  - name: hang
+    from: { broker: local, topic: jobs-hang }
+    to: { http: { url: "${hook.url}/hang", timeoutMs: 300, retry: { attempts: 2, backoffMs: 10 } } }
+    deadletter: { broker: local, topic: dlq }
+  - name: flaky
+    from: { broker: local, topic: jobs-flaky }
+    to: { http: { url: "${hook.url}/flaky", timeoutMs: 300, retry: { attempts: 2, backoffMs: 10 } } }
+    deadletter: { broker: local, topic: dlq }
+  - name: invalid
+    from: { broker: local, topic: jobs-invalid }
+    to: { http: { url: "${hook.url}/invalid", headers: { x-name: name } } }
+    deadletter: { broker: local, topic: dlq }
+  - name: dlq-watch
+    from: { broker: local, topic: dlq }
+    to: { listener: ws, path: /dlq, format: envelope }
+  - name: two
+    from: { listener: api, path: /two }
+    to:
+      - { http: { url: "${hook.url}/fine" } }
+      - { http: { url: "${hook.url}/down", retry: { attempts: 2, backoffMs: 10 } } }
+`,
+  );
+  after(async () => {
+    for (const res of hanging) res.destroy();
+    await hook.stop();
+  });
+
+  /** Enqueues `body` for the consume route `to` and returns the `_eventgate_error` of its dead-letter copy. */
+  async function deadlettered(to: string, body: unknown): Promise<Record<string, unknown>> {
+    const dlq = await WsClient.connect(gw.url('ws', '/dlq', 'ws'));
+    try {
+      const res = await fetch(gw.url('api', `/enqueue/${to}`), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      assert.equal(res.status, 200);
+      const frame = (await dlq.next()) as { value: unknown; headers: Record<string, string> };
+      assert.deepEqual(frame.value, body);
+      return JSON.parse(frame.headers._eventgate_error!) as Record<string, unknown>;
+    } finally {
+      dlq.close();
+    }
+  }
+
+  it('a refusal (422): one try, the status the endpoint answered', async () => {
+    const error = await deadlettered('refuse', { n: 1 });
+    assert.deepEqual(
+      [error.route, error.status, error.code, error.attempts, error.endpointStatus],
+      ['refuse', 502, 'EG_WEBHOOK_REFUSED', 1, 422],
+    );
+    // The fields readers had before are still there, as they were.
+    assert.deepEqual(Object.keys(error).slice(0, 6), ['ts', 'route', 'status', 'code', 'detail', 'errors']);
+    assert.equal(error.detail, `${hook.url}/refuse answered 422: no such customer`);
+  });
+
+  it('retries exhausted on 503: every try counted, the last answer', async () => {
+    const error = await deadlettered('down', { n: 2 });
+    assert.deepEqual([error.code, error.attempts, error.endpointStatus], ['EG_WEBHOOK_FAILED', 3, 503]);
+    assert.match(error.detail as string, /answered 503: overloaded \(after 3 tries\)$/);
+  });
+
+  it('a timeout on every try: the tries, and no endpointStatus (the endpoint never answered)', async () => {
+    const error = await deadlettered('hang', { n: 3 });
+    assert.deepEqual([error.status, error.code, error.attempts], [504, 'EG_WEBHOOK_TIMEOUT', 2]);
+    assert.equal(Object.hasOwn(error, 'endpointStatus'), false, JSON.stringify(error));
+  });
+
+  it('503, then a timeout: endpointStatus is what the endpoint last answered, from the earlier try', async () => {
+    const error = await deadlettered('flaky', { n: 4 });
+    assert.deepEqual([error.status, error.code, error.attempts, error.endpointStatus], [504, 'EG_WEBHOOK_TIMEOUT', 2, 503]);
+  });
+
+  it('a message no request was made for (an invalid header): the route tried it once, no endpointStatus', async () => {
+    const error = await deadlettered('invalid', { name: 'a\r\nx-injected: 1' });
+    assert.deepEqual([error.status, error.code, error.attempts], [400, 'EG_INVALID_MESSAGE', 1]);
+    assert.equal(Object.hasOwn(error, 'endpointStatus'), false);
+  });
+
+  it('eventgate_webhook_requests_total has a series per target: a failing target is told from the one that delivered', async () => {
+    const res = await fetch(gw.url('api', '/two'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"n":5}' });
+    assert.equal(res.status, 502);
+    const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    const series = metrics.split('\n').filter((l) => l.startsWith('eventgate_webhook_requests_total{route="two"'));
+    assert.ok(series.includes('eventgate_webhook_requests_total{route="two",target="0",result="2xx"} 1'), series.join('\n'));
+    assert.ok(series.includes('eventgate_webhook_requests_total{route="two",target="0",result="5xx"} 0'), series.join('\n'));
+    assert.ok(series.includes('eventgate_webhook_requests_total{route="two",target="1",result="5xx"} 2'), series.join('\n'));
+    assert.ok(series.includes('eventgate_webhook_requests_total{route="two",target="1",result="2xx"} 0'), series.join('\n'));
+    // A route with one webhook: its one target, 0.
+    assert.match(metrics, /^eventgate_webhook_requests_total\{route="down",target="0",result="5xx"\} 3$/m);
+  });
+});
