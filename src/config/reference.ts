@@ -472,6 +472,28 @@ as it was consumed (what its steps made of it is not kept, so the topic can be f
 again), while \`validate\` with \`onInvalid: deadletter\` sends it as that step saw it — after the
 steps before it, a transform's value and a \`headers\` step's headers — with the tag header. Both
 carry \`_eventgate_error\` and never the client's credentials.
+
+### The dead-letter header
+
+\`_eventgate_error\` is compact JSON: \`ts\` (when the copy was made), \`route\`, \`status\` (the
+gateway's status for the failure, as [errors.md](errors.md) gives it per code: 400 invalid, 502 a
+webhook refused or failed, 503 a broker did not acknowledge, 504 a webhook timed out, ...),
+\`code\` (\`EG_WEBHOOK_REFUSED\` is a refusal no retry would change, \`EG_WEBHOOK_FAILED\` and
+\`EG_WEBHOOK_TIMEOUT\` may pass later), \`detail\` (the reason in words) and \`errors\` (a
+validation's list, else empty). A consume route that gives a message up adds \`attempts\`: the
+tries made of it to the target that failed (a webhook's own HTTP tries, at most its
+\`retry.attempts\`, 1 for a refusal; for a broker or listener target, or a failure before any
+request, the route's tries: 1 for what can never pass, 5 for an outage, more only when the
+dead-letter write itself had to be retried), and, when a webhook endpoint answered,
+\`endpointStatus\`: the HTTP status it last answered, whichever try that was (a 503 beside
+\`EG_WEBHOOK_TIMEOUT\`: an earlier try was answered 503, the last got no answer in time; absent
+when no try was answered: timeouts, refused connections, resets). A fan-out's copy describes the
+first target that failed. A header the dead-letter broker cannot carry is left out and named in
+\`droppedHeaders\`. Fields may be added; none is taken away or changed, so read them by name:
+
+\`\`\`json
+{"ts":"2026-12-07T10:00:00.000Z","route":"orders-to-crm","status":502,"code":"EG_WEBHOOK_FAILED","detail":"https://crm.example.com/hooks/orders answered 503: overloaded (after 5 tries)","errors":[],"attempts":5,"endpointStatus":503}
+\`\`\`
 `);
   for (const k of registry.steps.values()) out.push(kindSection(`${k.kind}`, k.doc, k.schema));
   out.push(`## routes
