@@ -285,7 +285,11 @@ export class Gateway {
   /** The series of the config `plan`: those of components and routes it does not have go. */
   private retainMetrics(plan: Plan): void {
     this.metrics.retain({
-      routes: [...plan.routes.values()].map((r) => ({ name: r.name, reads: r.from.type === 'broker' ? r.from.broker : undefined, webhooks: r.to.flatMap((t, place) => (t.type === 'http' ? [place] : [])) })),
+      routes: [...plan.routes.values()].map((r) => ({
+        name: r.name,
+        reads: r.from.type === 'broker' ? r.from.broker : undefined,
+        webhooks: r.to.flatMap((t, place) => (t.type === 'http' ? [place] : [])),
+      })),
       listeners: plan.listeners.keys(),
       brokers: plan.brokers.values(),
     });

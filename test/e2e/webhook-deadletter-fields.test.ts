@@ -99,10 +99,7 @@ routes:
 
   it('a refusal (422): one try, the status the endpoint answered', async () => {
     const error = await deadlettered('refuse', { n: 1 });
-    assert.deepEqual(
-      [error.route, error.status, error.code, error.attempts, error.endpointStatus],
-      ['refuse', 502, 'EG_WEBHOOK_REFUSED', 1, 422],
-    );
+    assert.deepEqual([error.route, error.status, error.code, error.attempts, error.endpointStatus], ['refuse', 502, 'EG_WEBHOOK_REFUSED', 1, 422]);
     // The fields readers had before are still there, as they were.
     assert.deepEqual(Object.keys(error).slice(0, 6), ['ts', 'route', 'status', 'code', 'detail', 'errors']);
     assert.equal(error.detail, `${hook.url}/refuse answered 422: no such customer`);

@@ -109,8 +109,7 @@ describe('broker telemetry (memory broker)', () => {
   // until the next reload (spec-checklist 3104).
   it('counts nothing for a route a reload retired while its consumer still runs, and from 0 for a route of that name reading the broker again', async () => {
     const { broker, metrics } = setup();
-    const retain = (...readers: string[]) =>
-      metrics.retain({ routes: readers.map((name) => ({ name, reads: 'local', webhooks: [] })), listeners: [], brokers: [{ name: 'local', kind: 'memory' }] });
+    const retain = (...readers: string[]) => metrics.retain({ routes: readers.map((name) => ({ name, reads: 'local', webhooks: [] })), listeners: [], brokers: [{ name: 'local', kind: 'memory' }] });
     retain('old');
     // The reload renamed `old` to `new`; the old route's subscription has not stopped yet.
     retain('new');

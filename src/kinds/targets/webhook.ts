@@ -181,8 +181,8 @@ export interface WebhookCounters {
 export const WEBHOOK_RESULTS = ['2xx', '3xx', '4xx', '5xx', 'timeout', 'connection'] as const;
 export type WebhookResult = (typeof WEBHOOK_RESULTS)[number];
 
-/** How one try ended. */
-type Attempt = { ok: true; status: number } | { ok: false; retry: boolean; retryAfterMs?: number; problem: Problem; result: WebhookResult; /** The endpoint's answer, when it answered. */ status?: number };
+/** How one try ended; a failed one's `status` is the endpoint's answer, when it answered. */
+type Attempt = { ok: true; status: number } | { ok: false; retry: boolean; retryAfterMs?: number; problem: Problem; result: WebhookResult; status?: number };
 
 /** A webhook target of one route. `close()` releases its kept-alive connections. */
 export class WebhookTarget implements Target {
