@@ -41,6 +41,8 @@ version: 1
 admin: { port: 0 }
 brokers:
   local: { kind: memory }
+  # Holds one topic, read by \`full-reader\`: a publish to any other is refused (503) every time.
+  full: { kind: memory, maxTopics: 1 }
 listeners:
   api: { kind: http, port: 0 }
   ws: { kind: websocket, port: 0 }
@@ -67,6 +69,16 @@ routes:
   - name: invalid
     from: { broker: local, topic: jobs-invalid }
     to: { http: { url: "${hook.url}/invalid", headers: { x-name: name } } }
+    deadletter: { broker: local, topic: dlq }
+  - name: fill
+    from: { listener: api, path: /fill }
+    to: { broker: full, topic: taken }
+  - name: full-reader
+    from: { broker: full, topic: taken }
+    to: { broker: local, topic: unused }
+  - name: outage
+    from: { broker: local, topic: jobs-outage }
+    to: { broker: full, topic: other }
     deadletter: { broker: local, topic: dlq }
   - name: dlq-watch
     from: { broker: local, topic: dlq }
@@ -125,6 +137,12 @@ routes:
   it('a message no request was made for (an invalid header): the route tried it once, no endpointStatus', async () => {
     const error = await deadlettered('invalid', { name: 'a\r\nx-injected: 1' });
     assert.deepEqual([error.status, error.code, error.attempts], [400, 'EG_INVALID_MESSAGE', 1]);
+    assert.equal(Object.hasOwn(error, 'endpointStatus'), false);
+  });
+
+  it('a broker target that never takes it (503): the route\'s tries, no endpointStatus', async () => {
+    const error = await deadlettered('outage', { n: 6 });
+    assert.deepEqual([error.status, error.code, error.attempts], [503, 'EG_BROKER_UNAVAILABLE', 5]);
     assert.equal(Object.hasOwn(error, 'endpointStatus'), false);
   });
 
