@@ -30,8 +30,9 @@ export interface LeftSession {
   /**
    * QoS 1 and 2 messages its route gave back, unacknowledged, and never took since (a target
    * failing while a removed route left its group), on any of the session's connections, one that
-   * closed during the leave too: the server holds them for the session and sends them again when
-   * it is resumed or taken over, so such a session, once unsubscribed, is kept.
+   * closed during the leave too, less those whose MQTT 5 Message Expiry Interval passed by its stop:
+   * the server holds them for the session and sends them again when it is resumed or taken over,
+   * so such a session, once unsubscribed, is kept.
    */
   givenBack: number;
   /**

@@ -50,6 +50,8 @@ interface Held {
   repeat: boolean;
   /** Whether to acknowledge it: the route took it (or it is a repeat). */
   take: boolean;
+  /** When its MQTT 5 Message Expiry Interval, as the server sent it, ends (toMessage's EXPIRES_AT); none for a repeat or a message without one. */
+  expiresAt?: number;
 }
 
 /**
@@ -112,11 +114,13 @@ export class MqttSubscription {
    * Packet ids of QoS 1 and 2 messages the route gave back, left unacknowledged, in the server's
    * current session: it holds them until a connection takes them (leftSessions' `givenBack`: a
    * session holding some is not ended). Per session, not per connection: a leave whose connection
-   * closes after a give-back still leaves them with the server. An id goes once its acknowledgement
-   * is written (the server sent it again, DUP, and the route took it); all go when a connect finds
-   * the session gone.
+   * closes after a give-back still leaves them with the server. An id goes once the route took the
+   * message the server sent again (DUP), its acknowledgement written or not (a connection that
+   * closed first: the server holds it still, but for a repeat only); all go when a connect finds
+   * the session gone. Each with when it stops counting (givenBackHeld): its MQTT 5 Message Expiry
+   * Interval's end, after which the server sends it no more; Infinity without one.
    */
-  private readonly givenBack = new Set<number>();
+  private readonly givenBack = new Map<number, number>();
   /** Messages received and not yet acknowledged (or, at QoS 0, not yet handled): the route's lag. */
   unacknowledged = 0;
   /** Messages received so far: a retiring route (leaveGroup) takes what comes until a round trip brings none. */
@@ -314,6 +318,7 @@ export class MqttSubscription {
       return;
     }
     const msg = toMessage(packet);
+    held.expiresAt = msg[EXPIRES_AT];
     const orderKeys = window.capacity > 1 ? this.spec.orderKeys : undefined;
     const keys = orderKeys ? await Promise.resolve(orderKeys(msg)).catch(() => NO_KEYS) : NO_KEYS;
     this.unreleased.push(held);
@@ -362,9 +367,12 @@ export class MqttSubscription {
     if (packet.qos === 0 || id === undefined) return;
     if (!held.take) {
       // Held by the server for the session, the connection it came on open or not; unless that session is gone.
-      if (generation >= this.sessionSince) this.givenBack.add(id);
+      if (generation >= this.sessionSince) this.givenBack.set(id, held.expiresAt === undefined ? Infinity : held.expiresAt + EXPIRY_ROUNDING_MS);
       return;
     }
+    // Taken: whatever the server still holds of it is a repeat, not a message given back. Unless
+    // the session it came in is gone: the id may be a new session's message given back.
+    if (generation >= this.sessionSince) this.givenBack.delete(id);
     if (generation !== this.generation) {
       // The connection it came on is gone; the server sends it again on the new one (DUP), and that
       // copy is acknowledged. Unless the session it came in is gone too: nothing comes again, and a
@@ -379,7 +387,19 @@ export class MqttSubscription {
     const stream = this.link.client.stream;
     if (!stream?.writable) return;
     stream.write(acknowledgement(packet.qos === 1 ? PUBACK : PUBREC, id));
-    this.givenBack.delete(id);
+  }
+
+  /**
+   * How many messages the route gave back the server still holds for the session: those whose
+   * Message Expiry Interval passed are dropped from the count. The server sends an expired message
+   * no more, though it was sent once (mosquitto 2.0 drops it as it would send it again; MQTT 5
+   * §3.3.2.3.3 asks only that one not yet sent be dropped): its publisher said it is worth nothing
+   * after then, so a session kept for it would hold nothing worth keeping.
+   */
+  private givenBackHeld(): number {
+    const now = Date.now();
+    for (const [id, until] of this.givenBack) if (until <= now) this.givenBack.delete(id);
+    return this.givenBack.size;
   }
 
   /**
@@ -521,7 +541,7 @@ export class MqttSubscription {
     await Promise.allSettled(this.adoptions.map((a) => a.stop()));
     await this.chain;
     await this.window.idle();
-    const givenBack = this.givenBack.size;
+    const givenBack = this.givenBackHeld();
     // Disconnect without unsubscribing: a persistent session keeps what arrives until the route is back.
     await disconnect(this.link.client, this.settings, this.log);
     // The session stays on the server: a successor under another client id takes it over.
@@ -534,6 +554,13 @@ export class MqttSubscription {
     }
   }
 }
+
+/**
+ * A second more than a given-back message's Message Expiry Interval says before it stops counting:
+ * the server sends the interval left in whole seconds, rounded down (mosquitto 2.0 sent 56 with
+ * 56.4 left), so the interval read can end up to a second before the server's.
+ */
+const EXPIRY_ROUNDING_MS = 1000;
 
 /** An MQTT PINGREQ packet (MQTT 3.1.1 and 5 §3.12): fixed header only. */
 const PINGREQ = Buffer.from([0xc0, 0]);
