@@ -173,4 +173,46 @@ ${routes}`;
         }
       },
     ));
+
+  it('ends a session kept for a message at the first reload after its Message Expiry Interval passed', () =>
+    withLogsOnFailure(
+      () => [gw],
+      async () => {
+        const name = 'lasting';
+        const topic = 'givenback/lasting';
+        let failing = false;
+        let held: ServerResponse | undefined;
+        const restore = onPath(name, (_n, res) => {
+          if (failing) return void res.writeHead(500).end('down');
+          held = res;
+        });
+        try {
+          await addRoute(name, 'v5', topic);
+          await mosquittoPub(mqtt, topic, JSON.stringify({ n: 0 }), { qos: 1, messageExpirySeconds: 3 });
+          await eventually(() => assert.ok(held, 'message 0 not in hand yet'), 15000);
+          const heldAt = Date.now();
+          const from = gw.logs.length;
+          const removed = gw.reconfigure(config('  []'));
+          await gw.waitForLog((l) => l.msg.startsWith(UNSUBSCRIBED), 15000, from);
+          // Failed within its 3 s: given back, counted, the session kept.
+          failing = true;
+          held!.writeHead(500).end('down');
+          const line = await removed;
+          assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
+          const session = `${clientId}-${name}`;
+          const fate = await gw.waitForLog((l) => (l.msg.startsWith(KEPT) || l.msg === ENDED) && l.session === session, 15000, from);
+          assert.ok(fate.msg.startsWith(KEPT), fate.msg);
+          assert.equal(fate.givenBack, 1);
+          // Its 3 s (read by the route before the webhook saw it) and the second more have passed.
+          await sleep(heldAt + 4000 + 50 - Date.now());
+          // The next reload (a route on another topic) ends it: it holds nothing the server would send.
+          const next = gw.logs.length;
+          const other = await gw.reconfigure(config(route('other', 'v5', 'givenback/other')));
+          assert.equal(other.msg, 'config reloaded', JSON.stringify(other));
+          await gw.waitForLog((l) => l.msg === ENDED && l.session === session, 15000, next);
+        } finally {
+          restore();
+        }
+      },
+    ));
 });

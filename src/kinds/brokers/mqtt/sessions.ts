@@ -30,11 +30,12 @@ export interface LeftSession {
   /**
    * QoS 1 and 2 messages its route gave back, unacknowledged, and never took since (a target
    * failing while a removed route left its group), on any of the session's connections, one that
-   * closed during the leave too, less those whose MQTT 5 Message Expiry Interval passed by its stop:
-   * the server holds them for the session and sends them again when it is resumed or taken over,
-   * so such a session, once unsubscribed, is kept.
+   * closed during the leave too: when each stops counting (the end of its MQTT 5 Message Expiry
+   * Interval, after which the server sends it no more; Infinity without one). The server holds
+   * them for the session and sends them again when it is resumed or taken over, so such a session,
+   * once unsubscribed, is kept while one still counts (heldGivenBack).
    */
-  givenBack: number;
+  givenBackUntil: number[];
   /**
    * The Session Expiry Interval its connection gave the server (MQTT 5), which ends it that long
    * after its disconnect; none on MQTT 3.1.1, whose sessions do not expire. The session's own: a
@@ -79,16 +80,17 @@ export async function endLeftSessions(lib: MqttLib, settings: MqttSettings, log:
   const live = liveSessions.get(settings.url);
   for (const [id, session] of [...left]) {
     if (live?.ids.has(id) || live?.filters.has(session.filter)) continue;
-    if (session.unsubscribed && session.givenBack > 0) {
-      if (!session.kept) keepSession(id, session, log);
+    const givenBack = heldGivenBack(session);
+    if (session.unsubscribed && givenBack > 0) {
+      if (!session.kept) keepSession(id, session, givenBack, log);
       session.kept = true;
       continue;
     }
     left.delete(id);
-    if (session.givenBack > 0)
+    if (givenBack > 0)
       log.warn(
-        { session: id, filter: session.filter, givenBack: session.givenBack },
-        `mqtt session of a consume route a reload removed is ended with ${session.givenBack} message(s) its route gave back, unacknowledged: still subscribed (its route could not unsubscribe as it left), it would go on collecting its filter's messages; those are lost`,
+        { session: id, filter: session.filter, givenBack },
+        `mqtt session of a consume route a reload removed is ended with ${givenBack} message(s) its route gave back, unacknowledged: still subscribed (its route could not unsubscribe as it left), it would go on collecting its filter's messages; those are lost`,
       );
     if (!(await endSession(lib, settings, id, session.filter, log))) unendedOf(settings.url).set(id, session.filter);
   }
@@ -102,19 +104,28 @@ export async function endLeftSessions(lib: MqttLib, settings: MqttSettings, log:
  * after its disconnect; MQTT 3.1.1 has no expiry: it stays until someone ends it, so the warning
  * names the client id to end it with (docs/scaling.md).
  */
-function keepSession(id: string, session: LeftSession, log: Logger): void {
-  const why = `mqtt session of a consume route a reload removed kept on the server: it holds ${session.givenBack} message(s) its route gave back unacknowledged (a target failed as it stopped); a route reading '${session.filter}' again takes them`;
+function keepSession(id: string, session: LeftSession, givenBack: number, log: Logger): void {
+  const why = `mqtt session of a consume route a reload removed kept on the server: it holds ${givenBack} message(s) its route gave back unacknowledged (a target failed as it stopped); a route reading '${session.filter}' again takes them`;
   const expiry = session.expirySeconds;
   if (expiry !== undefined)
-    log.warn(
-      { session: id, filter: session.filter, givenBack: session.givenBack, sessionExpirySeconds: expiry },
-      `${why}; the server ends the session ${expiry} s (sessionExpirySeconds) after it disconnected`,
-    );
+    log.warn({ session: id, filter: session.filter, givenBack, sessionExpirySeconds: expiry }, `${why}; the server ends the session ${expiry} s (sessionExpirySeconds) after it disconnected`);
   else
     log.warn(
-      { session: id, filter: session.filter, givenBack: session.givenBack },
+      { session: id, filter: session.filter, givenBack },
       `${why}; MQTT 3.1.1 sessions do not expire: it stays on the server until a clean-session connect with client id '${id}' ends it (docs/scaling.md)`,
     );
+}
+
+/**
+ * How many of the messages its route gave back the server still holds for a left session: those
+ * whose Message Expiry Interval ended are dropped (the server sends an expired message no more:
+ * MqttSubscription.givenBackHeld). Read at each reload's end, so a session kept for messages that
+ * expire later is ended at the first reload after they did.
+ */
+function heldGivenBack(session: LeftSession): number {
+  const now = Date.now();
+  session.givenBackUntil = session.givenBackUntil.filter((until) => until > now);
+  return session.givenBackUntil.length;
 }
 
 /**

@@ -390,16 +390,16 @@ export class MqttSubscription {
   }
 
   /**
-   * How many messages the route gave back the server still holds for the session: those whose
-   * Message Expiry Interval passed are dropped from the count. The server sends an expired message
-   * no more, though it was sent once (mosquitto 2.0 drops it as it would send it again; MQTT 5
-   * §3.3.2.3.3 asks only that one not yet sent be dropped): its publisher said it is worth nothing
-   * after then, so a session kept for it would hold nothing worth keeping.
+   * The messages the route gave back the server still holds for the session, as when each stops
+   * counting (LeftSession's `givenBackUntil`): those whose Message Expiry Interval passed are left
+   * out. The server sends an expired message no more, though it was sent once (mosquitto 2.0 drops
+   * it as it would send it again; MQTT 5 §3.3.2.3.3 asks only that one not yet sent be dropped):
+   * its publisher said it is worth nothing after then, so a session kept for it would hold nothing
+   * worth keeping.
    */
-  private givenBackHeld(): number {
+  private givenBackHeld(): number[] {
     const now = Date.now();
-    for (const [id, until] of this.givenBack) if (until <= now) this.givenBack.delete(id);
-    return this.givenBack.size;
+    return [...this.givenBack.values()].filter((until) => until > now);
   }
 
   /**
@@ -541,7 +541,7 @@ export class MqttSubscription {
     await Promise.allSettled(this.adoptions.map((a) => a.stop()));
     await this.chain;
     await this.window.idle();
-    const givenBack = this.givenBackHeld();
+    const givenBackUntil = this.givenBackHeld();
     // Disconnect without unsubscribing: a persistent session keeps what arrives until the route is back.
     await disconnect(this.link.client, this.settings, this.log);
     // The session stays on the server: a successor under another client id takes it over.
@@ -550,7 +550,7 @@ export class MqttSubscription {
     if (this.persistent) {
       let left = leftSessions.get(this.settings.url);
       if (!left) leftSessions.set(this.settings.url, (left = new Map()));
-      left.set(this.clientId, { filter: this.filter, unsubscribed: this.adopted !== undefined || unsubscribed, givenBack, expirySeconds: this.expirySeconds });
+      left.set(this.clientId, { filter: this.filter, unsubscribed: this.adopted !== undefined || unsubscribed, givenBackUntil, expirySeconds: this.expirySeconds });
     }
   }
 }
