@@ -121,39 +121,61 @@ ${routes}`;
       },
     ));
 
+  /**
+   * Route `name` (broker v5) reads `topic`; messages 0, 1, ... are published with the Message
+   * Expiry Intervals `expiries` (seconds); the webhook holds 0, and a reload removes the route.
+   * Resolves once the route unsubscribed, 0 in hand: `fail()` has the webhook fail it and every
+   * later one (`failed`), `removed` is the reload, `heldAt` when the webhook got 0, and the session's
+   * fate is read from `from`.
+   */
+  const leaveHolding = async (name: string, topic: string, expiries: number[]) => {
+    const failed: number[] = [];
+    let failing = false;
+    let held: ServerResponse | undefined;
+    let heldAt = 0;
+    const restore = onPath(name, (n, res) => {
+      if (failing) return void res.writeHead(500).end('down', () => failed.push(n));
+      heldAt = Date.now();
+      held = res;
+    });
+    try {
+      await addRoute(name, 'v5', topic);
+      for (const [n, seconds] of expiries.entries()) await mosquittoPub(mqtt, topic, JSON.stringify({ n }), { qos: 1, messageExpirySeconds: seconds });
+      await eventually(() => assert.ok(held, 'message 0 not in hand yet'), 15000);
+      const from = gw.logs.length;
+      const removed = gw.reconfigure(config('  []'));
+      await gw.waitForLog((l) => l.msg.startsWith(UNSUBSCRIBED), 15000, from);
+      const fail = () => {
+        failing = true;
+        held!.writeHead(500).end('down', () => failed.push(0));
+      };
+      return { from, removed, heldAt, failed, fail, restore };
+    } catch (err) {
+      restore();
+      throw err;
+    }
+  };
+
+  /** The fate of `session` after the reload `removed`: the line saying it was kept or ended. */
+  const fateOf = async (session: string, removed: Promise<{ msg: string }>, from: number) => {
+    const line = await removed;
+    assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
+    return gw.waitForLog((l) => (l.msg.startsWith(KEPT) || l.msg === ENDED) && l.session === session, 15000, from);
+  };
+
   it('counts no message whose Message Expiry Interval passed (the server does not send it again)', () =>
     withLogsOnFailure(
       () => [gw],
       async () => {
-        const name = 'expiring';
         const topic = 'givenback/expiry';
-        const failed: number[] = [];
-        let failing = false;
-        let held: ServerResponse | undefined;
-        let heldAt = 0;
-        const restore = onPath(name, (n, res) => {
-          if (failing) return void res.writeHead(500).end('down', () => failed.push(n));
-          heldAt = Date.now();
-          held = res;
-        });
+        // 0 lives a second, 1 ten minutes; the webhook holds 0 until the route leaves, and past its expiry.
+        const { from, removed, heldAt, failed, fail, restore } = await leaveHolding('expiring', topic, [1, 600]);
         try {
-          await addRoute(name, 'v5', topic);
-          // 0 lives a second, 1 ten minutes; the webhook holds 0 until the route leaves, and past its expiry.
-          await mosquittoPub(mqtt, topic, JSON.stringify({ n: 0 }), { qos: 1, messageExpirySeconds: 1 });
-          await mosquittoPub(mqtt, topic, JSON.stringify({ n: 1 }), { qos: 1, messageExpirySeconds: 600 });
-          await eventually(() => assert.ok(held, 'message 0 not in hand yet'), 15000);
-          const from = gw.logs.length;
-          const removed = gw.reconfigure(config('  []'));
-          await gw.waitForLog((l) => l.msg.startsWith(UNSUBSCRIBED), 15000, from);
           // The interval the route read (at most 1 s, from when it took the message, before the
           // webhook saw it), and the second the route adds for the server's rounding, have passed.
           await sleep(heldAt + 2000 + 50 - Date.now());
-          failing = true;
-          held!.writeHead(500).end('down', () => failed.push(0));
-          const line = await removed;
-          assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
-          const session = `${clientId}-${name}`;
-          const fate = await gw.waitForLog((l) => (l.msg.startsWith(KEPT) || l.msg === ENDED) && l.session === session, 15000, from);
+          fail();
+          const fate = await fateOf(`${clientId}-expiring`, removed, from);
           assert.deepEqual(failed.sort(), [0, 1]);
           assert.ok(fate.msg.startsWith(KEPT), fate.msg);
           // Message 1 only: 0 expired.
@@ -178,29 +200,12 @@ ${routes}`;
     withLogsOnFailure(
       () => [gw],
       async () => {
-        const name = 'lasting';
-        const topic = 'givenback/lasting';
-        let failing = false;
-        let held: ServerResponse | undefined;
-        const restore = onPath(name, (_n, res) => {
-          if (failing) return void res.writeHead(500).end('down');
-          held = res;
-        });
+        const { from, removed, heldAt, fail, restore } = await leaveHolding('lasting', 'givenback/lasting', [3]);
         try {
-          await addRoute(name, 'v5', topic);
-          await mosquittoPub(mqtt, topic, JSON.stringify({ n: 0 }), { qos: 1, messageExpirySeconds: 3 });
-          await eventually(() => assert.ok(held, 'message 0 not in hand yet'), 15000);
-          const heldAt = Date.now();
-          const from = gw.logs.length;
-          const removed = gw.reconfigure(config('  []'));
-          await gw.waitForLog((l) => l.msg.startsWith(UNSUBSCRIBED), 15000, from);
           // Failed within its 3 s: given back, counted, the session kept.
-          failing = true;
-          held!.writeHead(500).end('down');
-          const line = await removed;
-          assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
-          const session = `${clientId}-${name}`;
-          const fate = await gw.waitForLog((l) => (l.msg.startsWith(KEPT) || l.msg === ENDED) && l.session === session, 15000, from);
+          fail();
+          const session = `${clientId}-lasting`;
+          const fate = await fateOf(session, removed, from);
           assert.ok(fate.msg.startsWith(KEPT), fate.msg);
           assert.equal(fate.givenBack, 1);
           // Its 3 s (read by the route before the webhook saw it) and the second more have passed.
