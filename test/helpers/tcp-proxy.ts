@@ -28,6 +28,12 @@ interface Parted {
   stop(): void;
 }
 
+/** A connection accepted and held until release(): what its client sent meanwhile, and how to let it through. */
+interface Held {
+  client: Socket;
+  go(): void;
+}
+
 /**
  * A TCP proxy in front of a listener that can cut every connection (as a network failure or a
  * load balancer would) and hold new ones until released: a way to make a real client reconnect.
@@ -35,7 +41,7 @@ interface Parted {
 export class TcpProxy {
   private readonly sockets = new Set<Socket>();
   private readonly links = new Set<Link>();
-  private held: (() => void)[] | undefined;
+  private held: Held[] | undefined;
   /** refuse(): new connections are closed at once. */
   private refusing = false;
   /** Each connection's way back (the server's bytes → client), for holdReplies(). */
@@ -55,8 +61,12 @@ export class TcpProxy {
       client.on('close', () => proxy.sockets.delete(client));
       client.on('error', () => client.destroy());
       if (proxy.refusing) return client.destroy();
-      client.pause();
+      // Held: what the client sends is read and kept (so a client that gives up on the connection
+      // closes it here, and it never reaches the server), and sent first at release().
+      const early: Buffer[] = [];
+      const keep = (b: Buffer) => early.push(b);
       const go = () => {
+        client.off('data', keep);
         if (client.destroyed) return;
         const upstream = connect(targetPort, '127.0.0.1');
         const into = options.toServer ? options.toServer() : upstream;
@@ -75,6 +85,7 @@ export class TcpProxy {
         client.on('close', () => {
           if (!link.parted) upstream.destroy();
         });
+        for (const b of early) into.write(b);
         if (into !== upstream) client.pipe(into).pipe(upstream);
         else client.pipe(upstream);
         out.pipe(client);
@@ -82,8 +93,10 @@ export class TcpProxy {
         upstream.on('close', () => proxy.replies.delete(out));
         client.resume();
       };
-      if (proxy.held) proxy.held.push(go);
-      else go();
+      if (proxy.held) {
+        client.on('data', keep);
+        proxy.held.push({ client, go });
+      } else go();
     });
     server.listen(0, options.host ?? '127.0.0.1');
     await Promise.race([once(server, 'listening'), once(server, 'error').then(([err]) => Promise.reject(err))]);
@@ -114,6 +127,21 @@ export class TcpProxy {
     }
   }
 
+  /** New connections wait until release(), accepted (as a load balancer in the path would answer the SYN); the open ones go on. */
+  holdNew(): void {
+    this.held ??= [];
+  }
+
+  /** How many of the connections held until release() their client has not closed. */
+  heldOpen(): number {
+    return (this.held ?? []).filter((h) => !h.client.destroyed).length;
+  }
+
+  /** The client's side of the open connection accepted `n`-th (from 0, of those open now): to cut that one alone, or see its client close it. */
+  clientOf(n: number): Socket | undefined {
+    return [...this.links][n]?.client;
+  }
+
   /** Cuts every open connection; new ones wait until release(). */
   cutAndHold(): void {
     this.held = [];
@@ -129,7 +157,7 @@ export class TcpProxy {
     this.refusing = false;
     const held = this.held ?? [];
     this.held = undefined;
-    for (const go of held) go();
+    for (const h of held) h.go();
   }
 
   /**

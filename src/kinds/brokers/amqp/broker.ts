@@ -145,6 +145,10 @@ export class AmqpBroker implements BrokerRuntime {
   /** The failure last logged: a server down or a login refused for an hour is one warning, not one per try (docs/scaling.md). */
   private loggedFailure: string | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
+  /** Each connection being opened, by its abort: stop() ends them rather than leave one to open after it returned. */
+  private readonly opening = new Set<AbortController>();
+  /** A connect() or reopenPublishing() under way: stop() waits for it (bounded by connectTimeoutMs). */
+  private readonly connecting = new Set<Promise<void>>();
   private readonly subscriptions = new Set<AmqpSubscription>();
   /**
    * Publishes awaiting a confirm or a basic.return, by their number (`n`, which their message id
@@ -239,7 +243,13 @@ export class AmqpBroker implements BrokerRuntime {
     const { connect } = await import('amqplib');
     this.open = connect;
     liveBrokers.add(this);
-    void this.connect();
+    this.underWay(this.connect());
+  }
+
+  /** Keeps `work` (a connect or a reopen, neither of which rejects) for stop() until it settles. */
+  private underWay(work: Promise<void>): void {
+    this.connecting.add(work);
+    void work.finally(() => this.connecting.delete(work));
   }
 
   async stop(): Promise<void> {
@@ -247,6 +257,11 @@ export class AmqpBroker implements BrokerRuntime {
     this.stopped = true;
     liveBrokers.delete(this);
     clearTimeout(this.retryTimer);
+    // A connection being opened (a reconnect, the publish connection again) is ended now, and what
+    // was connecting is waited for: it closes what it opened, so none is left on the server, nor
+    // opens there, after stop() returned. Bounded: past connectTimeoutMs it closes it once it opens.
+    for (const abort of this.opening) abort.abort();
+    if (this.connecting.size > 0) await within(Promise.allSettled(this.connecting), this.settings.connectTimeoutMs);
     await Promise.allSettled([...this.subscriptions].map((s) => s.stop()));
     // Wait (bounded) for confirms in flight, then close.
     const deadline = Date.now() + this.settings.ackTimeoutMs;
@@ -465,6 +480,8 @@ export class AmqpBroker implements BrokerRuntime {
       for (const s of this.subscriptions) s.attach(conn);
     } catch (err) {
       this.topologyOn = undefined;
+      // stop() ended it (the connect aborted, the publish connection not opened): nothing failed.
+      if (this.stopped) return;
       const why = connectFailure(err as Error, this.settings);
       const refused = /ACCESS.REFUSED/.test(why) ? 'login' : isTlsFailure(err) ? 'tls' : undefined;
       // The server refused a declare or check (an exchange or queue that must exist and does
@@ -484,11 +501,22 @@ export class AmqpBroker implements BrokerRuntime {
 
   /** A connection to the server, named in its management UI `eventgate <broker><suffix>`, with its error handler. */
   private async openConnection(suffix: string): Promise<ChannelModel> {
-    const conn = await this.open(this.settings.url, {
+    if (this.stopped) throw new Error(`broker '${this.name}' is stopped`);
+    const abort = new AbortController();
+    this.opening.add(abort);
+    let conn: ChannelModel;
+    // amqplib passes its options on to net.connect or tls.connect: the signal (not in its types) lets stop() destroy the socket, the handshake failing at once.
+    const options = {
       ...(this.settings.tls ?? {}),
       timeout: this.settings.connectTimeoutMs,
+      signal: abort.signal,
       clientProperties: { connection_name: `eventgate ${this.name}${suffix}` },
-    });
+    };
+    try {
+      conn = await this.open(this.settings.url, options);
+    } finally {
+      this.opening.delete(abort);
+    }
     conn.on('error', (err: Error) => {
       // amqplib ends the socket of a connection its heartbeat gives up (a FIN) right after this
       // event: reset it first, so what it had not delivered never reaches the server (given-up.ts).
@@ -522,7 +550,7 @@ export class AmqpBroker implements BrokerRuntime {
         this.state = { ready: false, detail: why };
         this.log.warn({ reason: why }, 'amqp publish connection lost; opening it again');
         for (const c of this.confirms.values()) c.settle(new LostUnacknowledged(`the connection was lost (${why})`));
-        void this.reopenPublishing(conn);
+        this.underWay(this.reopenPublishing(conn));
       });
       opened.on('blocked', (reason: string) => {
         if (this.publishConnection !== opened) return;
@@ -537,7 +565,9 @@ export class AmqpBroker implements BrokerRuntime {
     } catch (err) {
       const said = closedByServer(closedWith, this.vhost) ?? closedByServer(err as Error, this.vhost);
       if (said !== undefined) this.closedFor = { conn, why: `${said} (the publish connection)` };
-      await Promise.all([publishing?.close().catch(() => undefined), conn.close().catch(() => undefined)]);
+      // At a stop, the broker's live connection is stop()'s to close (after it took its bindings back).
+      const closeConn = !(this.stopped && this.connection === conn);
+      await Promise.all([publishing?.close().catch(() => undefined), closeConn ? conn.close().catch(() => undefined) : undefined]);
       throw err;
     }
   }
@@ -545,7 +575,7 @@ export class AmqpBroker implements BrokerRuntime {
   /** The publish connection again, after it closed alone; failing, `conn` is closed for a reconnect. */
   private async reopenPublishing(conn: ChannelModel): Promise<void> {
     const [publishing, publisher] = await this.openPublishing(conn).catch((err: Error) => {
-      this.log.warn({ err: err.message }, 'amqp publish connection could not be opened again; reconnecting');
+      if (!this.stopped) this.log.warn({ err: err.message }, 'amqp publish connection could not be opened again; reconnecting');
       return [];
     });
     if (publishing === undefined || publisher === undefined) return;
@@ -696,7 +726,7 @@ export class AmqpBroker implements BrokerRuntime {
 
   private retry(wait = this.backoff.delay()): void {
     if (this.stopped) return;
-    this.retryTimer = setTimeout(() => void this.connect(), wait);
+    this.retryTimer = setTimeout(() => this.underWay(this.connect()), wait);
     this.retryTimer.unref();
   }
 

@@ -115,13 +115,15 @@ export const RESET_WITH_ITS_PAIR = "reset by the gateway with the broker's other
  * sent on to a server the path comes back to), and tells amqplib, which learns of its socket's end
  * only from 'error' or 'end' (a reset emits neither): told nothing, its close() waited for a
  * CloseOk that could not come, until its heartbeat gave the connection up two intervals later (a
- * minute or two), warning `Heartbeat timeout`. A connection that cannot be reset (TLS) is closed.
+ * minute or two), warning `Heartbeat timeout`. A TLS socket, which cannot be reset, is destroyed
+ * (a FIN) with the same error, for the same reason: its close() over a dead path waited just so.
  */
 export function resetConnection(conn: ChannelModel): void {
   const socket = socketOf(conn);
   // amqplib listens for its socket's errors from the connection's open on; one nobody heard would throw.
-  if (socket instanceof Socket && socket.listenerCount('error') > 0 && resetGivenUp(socket)) socket.emit('error', new Error(RESET_WITH_ITS_PAIR));
-  else void conn.close().catch(() => undefined);
+  if (!(socket instanceof Socket) || socket.listenerCount('error') === 0) return void conn.close().catch(() => undefined);
+  if (resetGivenUp(socket)) socket.emit('error', new Error(RESET_WITH_ITS_PAIR));
+  else socket.destroy(new Error(RESET_WITH_ITS_PAIR));
 }
 
 /** The connection's socket (a field of amqplib's connection under the channel model). */
