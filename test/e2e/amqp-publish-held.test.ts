@@ -81,6 +81,27 @@ routes:
       'the ended connect is no failure to warn of',
     );
   });
+
+  it('a reconnect under way is ended the same way', async () => {
+    await gw.start(config(true));
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 30000, 100);
+    const from = gw.logs.length;
+    // Both connections cut; the reconnect's connection held.
+    proxy.cutAndHold();
+    await gw.waitForLog((l) => l.broker === 'held' && l.msg === 'amqp connection lost; reconnecting', 15000, from);
+    await eventually(() => assert.equal(proxy.heldOpen(), 1), 30000, 20);
+    const at = gw.logs.length;
+    assert.equal((await gw.reconfigure(config(false))).msg, 'config reloaded');
+    // Before: held open until connectTimeoutMs, then the connect went on, declaring the topology, after the stop.
+    await eventually(() => assert.equal(proxy.heldOpen(), 0, 'the connection being opened, still open after the stop'), 10000, 20);
+    proxy.release();
+    assert.deepEqual(await connectionsOf(rabbit, 'held'), []);
+    assert.deepEqual(
+      gw.logs.slice(at).filter((l) => l.broker === 'held' && (l.level === 'warn' || l.level === 'error')),
+      [],
+      'the ended connect is no failure to warn of',
+    );
+  });
 });
 
 /**

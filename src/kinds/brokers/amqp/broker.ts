@@ -249,7 +249,7 @@ export class AmqpBroker implements BrokerRuntime {
   /** Keeps `work` (a connect or a reopen, neither of which rejects) for stop() until it settles. */
   private underWay(work: Promise<void>): void {
     this.connecting.add(work);
-    void work.finally(() => this.connecting.delete(work));
+    void work.finally(() => this.connecting.delete(work)).catch(() => undefined);
   }
 
   async stop(): Promise<void> {
