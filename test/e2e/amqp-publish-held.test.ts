@@ -110,7 +110,7 @@ routes:
  * A TLS publish connection whose pair is lost, over a path that stopped passing anything (a
  * partition; the proxy cuts the broker's other connection alone, so it is lost first): ended at
  * once, as a plain one is reset, not closed with a close handshake that waited for a CloseOk until
- * its heartbeat (1 s here) gave it up, warning `Heartbeat timeout` for a connection already given up.
+ * its heartbeat (2 s here) gave it up, warning `Heartbeat timeout` for a connection already given up.
  */
 describe('kind: amqp over TLS, the publish connection when its pair is lost over a dead path', () => {
   let certs: { a: Pem };
@@ -135,7 +135,7 @@ admin: { port: 0 }
 listeners:
   api: { kind: http, port: 0 }
 brokers:
-  tls: { kind: amqp, url: "amqps://guest:guest@127.0.0.1:${proxy.port}?heartbeat=1", tls: { ca: server.pem } }
+  tls: { kind: amqp, url: "amqps://guest:guest@127.0.0.1:${proxy.port}?heartbeat=2", tls: { ca: server.pem } }
 routes:
   - name: post
     from: { listener: api, path: /post }
@@ -152,7 +152,7 @@ routes:
     main.destroy();
     const lost = await gw.waitForLog((l) => l.broker === 'tls' && l.msg === 'amqp connection lost; reconnecting', 15000, from);
     assert.equal(lost.reason, 'unreachable: connection closed');
-    // Closed by the broker: at once now; before, when its heartbeat gave it up (about two seconds).
+    // Closed by the broker: at once now; before, when its heartbeat gave it up (two intervals, about 4 s).
     if (!publishing.destroyed) await once(publishing, 'close');
     // A round trip to the gateway: its log lines written before the close are read by now.
     await gw.status();
