@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { get, type IncomingMessage } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { eventually, useGateway, type GatewayFixture } from '../helpers/gateway.js';
@@ -7,7 +6,7 @@ import { HeldTarget } from '../helpers/held-target.js';
 import { readyz } from '../helpers/outage.js';
 import { RawNats } from '../helpers/peers.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
-import { openStream, parseEvents, untagged, type SseEvent } from '../helpers/sse.js';
+import { openStream, resumeFrom, untagged, type SseEvent } from '../helpers/sse.js';
 
 /**
  * Live events that reach a client while it is being replayed wait behind the replay. Those the
@@ -22,48 +21,6 @@ const PAD = 'x'.repeat(40 * 1024);
 const BACKLOG = 300;
 const BOUND = 256 * 1024;
 const big = (n: number) => ({ n, pad: PAD });
-
-/** A resumed stream read by hand: it takes nothing (its replay then waits) until `step()` or `read()`. */
-interface Reader {
-  events: SseEvent[];
-  read: () => void;
-  /** Takes one more chunk of what the socket holds, then stops again. */
-  step: () => Promise<void>;
-  close: () => void;
-}
-
-async function resumeFrom(url: string, lastId: string): Promise<Reader> {
-  const res = await new Promise<IncomingMessage>((resolve, reject) => {
-    get(url, { agent: false, headers: { accept: 'text/event-stream', 'last-event-id': lastId } }, resolve).on('error', reject);
-  });
-  assert.equal(res.statusCode, 200);
-  const reader: Reader = {
-    events: [],
-    read: () => res.resume(),
-    step: () =>
-      new Promise<void>((resolve) => {
-        res.once('data', () => {
-          res.pause();
-          resolve();
-        });
-        res.resume();
-      }),
-    close: () => res.destroy(),
-  };
-  let text = '';
-  res.setEncoding('utf8');
-  res.on('data', (chunk: string) => {
-    text += chunk;
-    const end = text.lastIndexOf('\n\n');
-    if (end === -1) return;
-    reader.events.push(...parseEvents(text.slice(0, end + 2)));
-    text = text.slice(end + 2);
-  });
-  res.on('error', () => {});
-  // Not flowing ('data' listeners make it flow) until the case says so.
-  res.pause();
-  return reader;
-}
 
 const ns = (events: SseEvent[]) => events.filter((e) => e.event === undefined).map((e) => (JSON.parse(e.data) as { n: number }).n);
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { get, type IncomingMessage } from 'node:http';
 import { after, before } from 'node:test';
 import { useGateway, type GatewayFixture } from './gateway.js';
 import { startKafka, type KafkaCluster } from './kafka.js';
@@ -224,4 +225,46 @@ export function useSseKafka(prefix: string, group?: string): { kafka: () => Kafk
     await kafka?.stop();
   });
   return { kafka: () => kafka!, topic: () => topic, gw };
+}
+
+/** A resumed stream read by hand: it takes nothing (its replay then waits) until `step()` or `read()`. */
+export interface Reader {
+  events: SseEvent[];
+  read: () => void;
+  /** Takes one more chunk of what the socket holds, then stops again. */
+  step: () => Promise<void>;
+  close: () => void;
+}
+
+export async function resumeFrom(url: string, lastId: string): Promise<Reader> {
+  const res = await new Promise<IncomingMessage>((resolve, reject) => {
+    get(url, { agent: false, headers: { accept: 'text/event-stream', 'last-event-id': lastId } }, resolve).on('error', reject);
+  });
+  assert.equal(res.statusCode, 200);
+  const reader: Reader = {
+    events: [],
+    read: () => res.resume(),
+    step: () =>
+      new Promise<void>((resolve) => {
+        res.once('data', () => {
+          res.pause();
+          resolve();
+        });
+        res.resume();
+      }),
+    close: () => res.destroy(),
+  };
+  let text = '';
+  res.setEncoding('utf8');
+  res.on('data', (chunk: string) => {
+    text += chunk;
+    const end = text.lastIndexOf('\n\n');
+    if (end === -1) return;
+    reader.events.push(...parseEvents(text.slice(0, end + 2)));
+    text = text.slice(end + 2);
+  });
+  res.on('error', () => {});
+  // Not flowing ('data' listeners make it flow) until the case says so.
+  res.pause();
+  return reader;
 }
