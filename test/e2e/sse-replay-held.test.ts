@@ -185,3 +185,88 @@ routes:
     }
   });
 });
+
+describe('SSE over JetStream: a replay read that fails midway', () => {
+  let nats: MessageServer;
+  let peer: RawNats;
+  let target: HeldTarget;
+  before(async () => {
+    nats = await startNats();
+    peer = await RawNats.connect(nats);
+    target = await HeldTarget.start();
+    target.release();
+  });
+  after(async () => {
+    peer?.close();
+    await target?.stop();
+    return nats?.stop();
+  });
+  const gw = useGateway(
+    () => `version: 1
+admin: { port: 0 }
+brokers:
+  nats:
+    kind: nats
+    servers: ${nats.url}
+    streams:
+      LOST: { subjects: ["lost.>"] }
+listeners:
+  api: { kind: http, port: 0, host: 127.0.0.1, events: { maxBufferedBytes: ${BOUND} } }
+routes:
+  - name: in
+    from: { listener: api, path: /in }
+    to: { broker: nats, topic: lost.x }
+  - name: out
+    from: { broker: nats, topic: lost.x }
+    to: [{ listener: api, path: /out }, { http: { url: "${target.url}", concurrency: 1, timeoutMs: 120000 } }]
+`,
+  );
+  before(() => eventually(async () => assert.equal((await readyz(gw)).status, 200), 30_000));
+  const publish = (body: unknown) =>
+    eventually(async () => {
+      const r = await post(gw.url('api', '/in'), body);
+      assert.equal(r.status, 200, r.text);
+    }, 20_000);
+  const taken = () => [...new Set(target.bodies.map((b) => (JSON.parse(b) as { n: number }).n))];
+  /** Messages the route delivers while the client's read is stuck far behind them: the read's to send, until it fails. */
+  const LIVE = range(BACKLOG + 2, BACKLOG + 5);
+
+  it('sends the live events it was to send after telling resumed: false, once, in order', { timeout: 120_000 }, async () => {
+    // An old id (after 1): the route delivered 2-300 long before the client resumes from it.
+    const probe = await openStream(gw.url('api', '/out'));
+    await publish({ n: 1 });
+    await eventually(() => assert.deepEqual(ns(probe.events()), [1]), 20_000);
+    const old = probe.events()[0]!.id!;
+    for (let n = 2; n <= BACKLOG; n++) await publish(big(n));
+    await eventually(() => assert.equal(taken().length, BACKLOG), 60_000);
+    probe.close();
+    // The route takes 301 and waits for its webhook: 302-305 wait in the stream.
+    target.hold();
+    for (const n of [BACKLOG + 1, ...LIVE]) await publish({ n });
+    await eventually(() => assert.equal(taken().at(-1), BACKLOG + 1), 20_000);
+
+    const client = await resumeFrom(gw.url('api', '/out'), old);
+    try {
+      // One event read, then nothing: the read (2-305) waits for the client early in the backlog.
+      while (client.events.length === 0) await client.step();
+      assert.equal((await listenerStatus(gw)).eventStreamReplays, 1, 'its replay is under way');
+      // The route delivers 302-305 now: the read covers them, and has not sent them.
+      target.release();
+      await eventually(() => assert.equal(taken().length, BACKLOG + 5), 20_000);
+      // The stream deleted under the read: its next pull fails.
+      assert.equal((await peer.jsApi('$JS.API.STREAM.DELETE.LOST', {})).success, true);
+      client.read();
+      await eventually(async () => assert.equal((await listenerStatus(gw)).eventStreamReplays, 0, 'the replay is over'), 60_000);
+      await eventually(() => assert.ok(client.events.some((e) => e.event === 'eventgate.resume')), 20_000);
+      const notice = client.events.findIndex((e) => e.event === 'eventgate.resume');
+      assert.deepEqual(JSON.parse(client.events[notice]!.data), { resumed: false, reason: 'the broker could not replay retained events' });
+      const before = ns(client.events.slice(0, notice));
+      assert.deepEqual(before, range(2, before.at(-1)!), 'what the read sent before it failed, from the id on');
+      assert.ok(before.at(-1)! < BACKLOG, `the read failed midway (it sent up to ${before.at(-1)})`);
+      await eventually(() => assert.deepEqual(ns(client.events.slice(notice + 1)), LIVE, 'the live events it covered, once, in order'), 20_000);
+      assert.equal((await listenerStatus(gw)).slowStreamsClosed, 0);
+    } finally {
+      client.close();
+    }
+  });
+});

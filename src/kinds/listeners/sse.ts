@@ -79,6 +79,11 @@ interface SseClient extends BatchClient {
   /** The bytes of `held`'s frames: over the send bound, the client is cut off as one that does not read. */
   heldBytes: number;
   /**
+   * Of `heldBytes`, those of events the current route's read is to send (it covers them), kept in
+   * case the read fails before it reaches them. Let go first when `held` is over the send bound.
+   */
+  keptBytes: number;
+  /**
    * While it is replayed and over the send bound: since when (ms) the heartbeats found it so without
    * anything taken, and its unsent bytes at the last of them (beat()). Undefined while it takes
    * what it is sent.
@@ -125,6 +130,12 @@ interface ReplayRead {
   incarnations: ReadonlyMap<number, number>;
   /** Partitions the read began again from the oldest (Retained.forget): it reads the source as it is now, made again or not. */
   anew: ReadonlySet<number>;
+  /** Per partition, the last offset the client has of the source (given, or sent by the read): covered events up to it need no keeping. */
+  sent: ReadonlyMap<number, bigint>;
+  /** Whether the read reached its ends: the live events it covers need no keeping. */
+  done: boolean;
+  /** Whether covered events it had not yet sent were let go for the send bound: should it fail, the client cannot be sent them. */
+  letGo: boolean;
 }
 
 /**
@@ -290,6 +301,7 @@ export class SseStreams {
       expiry: undefined,
       held: undefined,
       heldBytes: 0,
+      keptBytes: 0,
       stalled: undefined,
       ahead: undefined,
       reads: undefined,
@@ -404,7 +416,15 @@ export class SseStreams {
       const from = shared ? `route ${route}: ` : '';
       // The path's incarnations of the source as the read begins: live records of a newer one are of the source made again.
       const now = live.get(route);
-      const read: ReplayRead = { tag: seen.tag, ends: new Map(), incarnations: new Map(now !== undefined && now.tag === seen.tag ? now.incarnations : undefined), anew: new Set() };
+      const read: ReplayRead = {
+        tag: seen.tag,
+        ends: new Map(),
+        incarnations: new Map(now !== undefined && now.tag === seen.tag ? now.incarnations : undefined),
+        anew: new Set(),
+        sent: seen.at,
+        done: false,
+        letGo: false,
+      };
       reads.set(route, read);
       try {
         const { chunks, gap, forget, ends } = await source.replay(foreign.has(route) ? new Map() : (after.get(route)?.at ?? new Map()));
@@ -412,7 +432,7 @@ export class SseStreams {
         for (const p of forget ?? []) seen.at.delete(p);
         read.anew = new Set(forget);
         read.ends = ends ?? new Map();
-        if (!this.dropRead(client)) return;
+        if (!this.keepCovered(client, read)) return;
         const why = [foreign.has(route) ? OTHER_SOURCE : '', gap ?? ''].filter(Boolean).join('; ');
         if (why !== '') this.write(client, sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: true, gap: true, reason: from + why }) }));
         // A read at a time, the next only once the client took this one down to the send bound:
@@ -431,9 +451,23 @@ export class SseStreams {
             this.write(client, sseEvent({ id: shared ? formatSources(last) : formatId(seen), event, data }));
           }
         }
+        read.done = true;
+        if (!this.dropRead(client)) return;
       } catch (err) {
-        // The live events still to come are held: the read will not send them.
+        // The live events it covers that it did not send, kept, are held now (sent after the
+        // replay), as are those still to come: the read will not send them.
         read.ends = new Map();
+        client.keptBytes = 0;
+        if (read.letGo) {
+          // Some were let go for the send bound: going live would skip them, under ids past them.
+          // Cut off, the client resumes again from the last event it got.
+          this.logger.warn({ listener: this.listener, path: client.path, route, err: (err as Error).message }, 'event stream could not be resumed, and live events it was to send were let go; disconnecting so that it resumes again');
+          this.paths.get(client.path)?.clients.delete(client);
+          client.res.destroy();
+          client.held = undefined;
+          client.reads = undefined;
+          return;
+        }
         this.logger.warn({ listener: this.listener, path: client.path, route, err: (err as Error).message }, 'event stream could not be resumed; streaming from now');
         this.write(client, sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: false, reason: `${from}the broker could not replay retained events` }) }));
       }
@@ -489,7 +523,57 @@ export class SseStreams {
       else held[kept++] = h;
     }
     held.length = kept;
+    client.keptBytes = 0;
     return true;
+  }
+
+  /**
+   * Once a route's read knows its ends: the held events it covers (they came before) are kept
+   * as such (keptBytes), not sent after the replay unless the read fails; those the client has are
+   * let go. False once the client is gone.
+   */
+  private keepCovered(client: SseClient, read: ReplayRead): boolean {
+    const held = client.held;
+    if (held === undefined) return false;
+    let kept = 0;
+    client.keptBytes = 0;
+    for (const h of held) {
+      if (h.partition !== null && h.offset !== null && readCovers(client.reads, h.source, h.tag, h.partition, h.offset, h.incarnation)) {
+        if (h.offset <= (read.sent.get(h.partition) ?? -1n)) {
+          client.heldBytes -= h.frame.length;
+          continue;
+        }
+        client.keptBytes += h.frame.length;
+      }
+      held[kept++] = h;
+    }
+    held.length = kept;
+    if (client.heldBytes > this.options.maxBufferedBytes) this.overBound(client);
+    return true;
+  }
+
+  /**
+   * `held` is over the send bound: the kept events the read has sent by now go, then, still over,
+   * every kept one (the read is marked: should it fail, the client cannot go live without a gap).
+   * Still over with none kept, the client is cut off as one that does not read.
+   */
+  private overBound(client: SseClient): void {
+    const held = client.held!;
+    const bound = this.options.maxBufferedBytes;
+    for (const all of [false, true]) {
+      if (client.keptBytes === 0 || client.heldBytes <= bound) break;
+      let kept = 0;
+      for (const h of held) {
+        const read = h.partition !== null && h.offset !== null && readCovers(client.reads, h.source, h.tag, h.partition, h.offset, h.incarnation) ? client.reads!.get(h.source)! : undefined;
+        if (read !== undefined && (all || h.offset! <= (read.sent.get(h.partition!) ?? -1n))) {
+          client.heldBytes -= h.frame.length;
+          client.keptBytes -= h.frame.length;
+          if (all) read.letGo = true;
+        } else held[kept++] = h;
+      }
+      held.length = kept;
+    }
+    if (client.heldBytes > bound) this.cutOff(client, client.heldBytes);
   }
 
   /**
@@ -649,8 +733,13 @@ export class SseStreams {
           }
           (apart ??= []).push(c);
           if (c.held) {
-            // The replay sends it (its read reaches this far): held too, it would count against the client's bound for nothing.
-            if (pos && readCovers(c.reads, route, tag, pos.partition, pos.offset, incarnation)) continue;
+            // The replay sends it (its read reaches this far): kept only until the read passed it, should the read fail first.
+            let covered = false;
+            if (pos && readCovers(c.reads, route, tag, pos.partition, pos.offset, incarnation)) {
+              const read = c.reads!.get(route)!;
+              if (read.done || read.letGo || pos.offset <= (read.sent.get(pos.partition) ?? -1n)) continue;
+              covered = true;
+            }
             held ??= {
               frame,
               source: route,
@@ -664,8 +753,9 @@ export class SseStreams {
             };
             c.held.push(held);
             c.heldBytes += frame.length;
+            if (covered) c.keptBytes += frame.length;
             // Held while its replay is paced by its reading: a client that does not read is cut off as it would be live.
-            if (c.heldBytes > this.options.maxBufferedBytes) this.cutOff(c, c.heldBytes);
+            if (c.heldBytes > this.options.maxBufferedBytes) this.overBound(c);
           } else if (pos && pos.offset <= (positionsOf(c.ahead, route, tag)?.get(pos.partition) ?? -1n)) {
             // The replay sent it already.
           } else if (this.write(c, this.frameAhead(c, state, path, route, seen !== undefined, frame, event, data))) sent++;
