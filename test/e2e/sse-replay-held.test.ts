@@ -201,6 +201,7 @@ describe('SSE over JetStream: a replay read that fails midway', () => {
     await target?.stop();
     return nats?.stop();
   });
+  // Two cases, a stream each (both deleted under a read): /in/s publishes to stream S, its route to /out/s.
   const gw = useGateway(
     () => `version: 1
 admin: { port: 0 }
@@ -209,64 +210,93 @@ brokers:
     kind: nats
     servers: ${nats.url}
     streams:
-      LOST: { subjects: ["lost.>"] }
+      KEPT: { subjects: ["kept.>"] }
+      OVER: { subjects: ["over.>"] }
 listeners:
   api: { kind: http, port: 0, host: 127.0.0.1, events: { maxBufferedBytes: ${BOUND} } }
 routes:
-  - name: in
-    from: { listener: api, path: /in }
-    to: { broker: nats, topic: lost.x }
-  - name: out
-    from: { broker: nats, topic: lost.x }
-    to: [{ listener: api, path: /out }, { http: { url: "${target.url}", concurrency: 1, timeoutMs: 120000 } }]
+${['kept', 'over']
+  .map(
+    (s) => `  - name: in-${s}
+    from: { listener: api, path: /in/${s} }
+    to: { broker: nats, topic: ${s}.x }
+  - name: out-${s}
+    from: { broker: nats, topic: ${s}.x }
+    to: [{ listener: api, path: /out/${s} }, { http: { url: "${target.url}", concurrency: 1, timeoutMs: 120000 } }]
 `,
+  )
+  .join('')}`,
   );
   before(() => eventually(async () => assert.equal((await readyz(gw)).status, 200), 30_000));
-  const publish = (body: unknown) =>
+  const publish = (stream: string, body: unknown) =>
     eventually(async () => {
-      const r = await post(gw.url('api', '/in'), body);
+      const r = await post(gw.url('api', `/in/${stream}`), body);
       assert.equal(r.status, 200, r.text);
     }, 20_000);
-  const taken = () => [...new Set(target.bodies.map((b) => (JSON.parse(b) as { n: number }).n))];
+  /** What the webhook was handed of `stream`'s messages (each once: it waits for the answer longer than the case). */
+  const taken = (stream: string) => [...new Set(target.bodies.map((b) => JSON.parse(b) as { n: number; s: string }).filter((b) => b.s === stream).map((b) => b.n))];
   /** Messages the route delivers while the client's read is stuck far behind them: the read's to send, until it fails. */
-  const LIVE = range(BACKLOG + 2, BACKLOG + 5);
+  const LIVE = range(BACKLOG + 2, BACKLOG + 9);
 
-  it('sends the live events it was to send after telling resumed: false, once, in order', { timeout: 120_000 }, async () => {
-    // An old id (after 1): the route delivered 2-300 long before the client resumes from it.
-    const probe = await openStream(gw.url('api', '/out'));
-    await publish({ n: 1 });
+  /**
+   * A client resumes from an old id (after 1: the route delivered 2-300 long before); its read
+   * waits for it early in the backlog while the route delivers 302-309 (the read covers them, and
+   * has not sent them), each `live` bytes of padding; then the stream is deleted under the read,
+   * the client reads, and the read's next pull fails. The client's events and notices.
+   */
+  async function failMidway(stream: string, live: number): Promise<{ events: SseEvent[]; before: number[] }> {
+    const probe = await openStream(gw.url('api', `/out/${stream}`));
+    await publish(stream, { n: 1, s: stream });
     await eventually(() => assert.deepEqual(ns(probe.events()), [1]), 20_000);
     const old = probe.events()[0]!.id!;
-    for (let n = 2; n <= BACKLOG; n++) await publish(big(n));
-    await eventually(() => assert.equal(taken().length, BACKLOG), 60_000);
+    for (let n = 2; n <= BACKLOG; n++) await publish(stream, { ...big(n), s: stream });
+    await eventually(() => assert.equal(taken(stream).length, BACKLOG), 60_000);
     probe.close();
-    // The route takes 301 and waits for its webhook: 302-305 wait in the stream.
+    // The route takes 301 and waits for its webhook: 302-309 wait in the stream.
     target.hold();
-    for (const n of [BACKLOG + 1, ...LIVE]) await publish({ n });
-    await eventually(() => assert.equal(taken().at(-1), BACKLOG + 1), 20_000);
+    for (const n of [BACKLOG + 1, ...LIVE]) await publish(stream, { n, s: stream, pad: 'x'.repeat(live) });
+    await eventually(() => assert.equal(taken(stream).at(-1), BACKLOG + 1), 20_000);
 
-    const client = await resumeFrom(gw.url('api', '/out'), old);
+    const client = await resumeFrom(gw.url('api', `/out/${stream}`), old);
     try {
-      // One event read, then nothing: the read (2-305) waits for the client early in the backlog.
       while (client.events.length === 0) await client.step();
       assert.equal((await listenerStatus(gw)).eventStreamReplays, 1, 'its replay is under way');
-      // The route delivers 302-305 now: the read covers them, and has not sent them.
       target.release();
-      await eventually(() => assert.equal(taken().length, BACKLOG + 5), 20_000);
-      // The stream deleted under the read: its next pull fails.
-      assert.equal((await peer.jsApi('$JS.API.STREAM.DELETE.LOST', {})).success, true);
+      await eventually(() => assert.equal(taken(stream).length, BACKLOG + 1 + LIVE.length), 20_000);
+      assert.equal((await peer.jsApi(`$JS.API.STREAM.DELETE.${stream.toUpperCase()}`, {})).success, true);
       client.read();
       await eventually(async () => assert.equal((await listenerStatus(gw)).eventStreamReplays, 0, 'the replay is over'), 60_000);
-      await eventually(() => assert.ok(client.events.some((e) => e.event === 'eventgate.resume')), 20_000);
-      const notice = client.events.findIndex((e) => e.event === 'eventgate.resume');
-      assert.deepEqual(JSON.parse(client.events[notice]!.data), { resumed: false, reason: 'the broker could not replay retained events' });
-      const before = ns(client.events.slice(0, notice));
-      assert.deepEqual(before, range(2, before.at(-1)!), 'what the read sent before it failed, from the id on');
-      assert.ok(before.at(-1)! < BACKLOG, `the read failed midway (it sent up to ${before.at(-1)})`);
-      await eventually(() => assert.deepEqual(ns(client.events.slice(notice + 1)), LIVE, 'the live events it covered, once, in order'), 20_000);
-      assert.equal((await listenerStatus(gw)).slowStreamsClosed, 0);
+      const sent = ns(client.events).filter((n) => n <= BACKLOG);
+      assert.deepEqual(sent, range(2, sent.at(-1)!), 'what the read sent before it failed, from the id on, once, in order');
+      assert.ok(sent.at(-1)! < BACKLOG, `the read failed midway (it sent up to ${sent.at(-1)})`);
+      return { events: client.events, before: sent };
     } finally {
-      client.close();
+      // Left open for the case to read what follows.
+      setTimeout(() => client.close(), 20_000).unref();
     }
+  }
+
+  it('sends the live events it was to send after telling resumed: false, once, in order', { timeout: 120_000 }, async () => {
+    const { events } = await failMidway('kept', 0);
+    await eventually(() => assert.ok(events.some((e) => e.event === 'eventgate.resume')), 20_000);
+    const notice = events.findIndex((e) => e.event === 'eventgate.resume');
+    assert.deepEqual(JSON.parse(events[notice]!.data), { resumed: false, reason: 'the broker could not replay retained events' });
+    await eventually(() => assert.deepEqual(ns(events.slice(notice + 1)), LIVE, 'the live events it covered, once, in order'), 20_000);
+    assert.equal((await listenerStatus(gw)).slowStreamsClosed, 0);
+  });
+
+  it('over the send bound, disconnects the client instead: its reconnect resumes after the last event it got', { timeout: 120_000 }, async () => {
+    const from = gw.logs.length;
+    // 8 × 40 KB: more than the bound (256 KB), so the kept events are let go.
+    const { events } = await failMidway('over', PAD.length);
+    await gw.waitForLog((l) => l.msg === 'event stream could not be resumed, and live events it was to send were let go; disconnecting so that it resumes again', 20_000, from);
+    await eventually(async () => assert.equal((await listenerStatus(gw)).eventStreams, 0, 'its stream is closed'), 20_000);
+    assert.deepEqual(
+      events.map((e) => e.event).filter((e) => e !== undefined),
+      [],
+      'no resumed: false, no stream from now',
+    );
+    assert.deepEqual(ns(events).filter((n) => n > BACKLOG), [], 'no live event past the gap');
+    assert.equal((await listenerStatus(gw)).slowStreamsClosed, 0, 'not counted as a slow client');
   });
 });
