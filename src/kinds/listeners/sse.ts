@@ -461,7 +461,10 @@ export class SseStreams {
         if (read.letGo) {
           // Some were let go for the send bound: going live would skip them, under ids past them.
           // Cut off, the client resumes again from the last event it got.
-          this.logger.warn({ listener: this.listener, path: client.path, route, err: (err as Error).message }, 'event stream could not be resumed, and live events it was to send were let go; disconnecting so that it resumes again');
+          this.logger.warn(
+            { listener: this.listener, path: client.path, route, err: (err as Error).message },
+            'event stream could not be resumed, and live events it was to send were let go; disconnecting so that it resumes again',
+          );
           this.paths.get(client.path)?.clients.delete(client);
           client.res.destroy();
           client.held = undefined;
