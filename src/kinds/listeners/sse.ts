@@ -514,8 +514,8 @@ export class SseStreams {
   }
 
   /**
-   * Lets go of the live events held for `client` that a replay's read, now begun, sends (they came
-   * before its end was known). False once the client is gone.
+   * Lets go of the live events held for `client` that a replay's read, now at its ends, sent (kept
+   * by keepCovered() in case it failed first). False once the client is gone.
    */
   private dropRead(client: SseClient): boolean {
     const held = client.held;
