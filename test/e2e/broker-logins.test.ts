@@ -212,6 +212,8 @@ routes:
     } finally {
       peer.close();
     }
+    // The test's own raw client: a refused login rejects its connect (the server's -ERR), not an uncaught throw.
+    await assert.rejects(RawNats.connect(nats, { user: 'probe', pass: 'wrong' }), /NATS server: -ERR 'Authorization Violation'/);
     const refusedWith = async (login: string, words: RegExp) => {
       const reload = await gw.reconfigure(config(login), undefined, { whole: true });
       assert.match(reload.msg, /^reload rejected/, JSON.stringify(reload));

@@ -481,7 +481,9 @@ export class RawNats {
   private buffer = Buffer.alloc(0);
   private readonly subs = new Map<string, NatsReceived[]>();
   private waiters: (() => void)[] = [];
-  private pongs: (() => void)[] = [];
+  private pongs: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  /** Set once the server sent `-ERR` (it closes the connection after most) or the socket closed. */
+  private failed: Error | undefined;
   private nextSid = 1;
   /** Told each INFO line the server sends (connect() reads the first one's nonce). */
   private onInfo: ((line: string) => void) | undefined;
@@ -495,6 +497,7 @@ export class RawNats {
     const info = new Promise<string>((resolve) => (c.onInfo = resolve));
     socket.on('data', (d: Buffer) => c.onData(d));
     socket.on('error', () => undefined);
+    socket.on('close', () => c.fail(new Error('NATS server closed the connection')));
     const fields = natsLoginFields(login, await info);
     socket.write(`CONNECT ${JSON.stringify({ verbose: false, pedantic: false, headers: true, no_responders: true, lang: 'raw', version: '0', ...fields })}\r\n`);
     await c.ping();
@@ -503,9 +506,16 @@ export class RawNats {
 
   /** A round trip: everything sent before it has been processed by the server. */
   ping(): Promise<void> {
-    const p = new Promise<void>((r) => this.pongs.push(r));
+    if (this.failed) return Promise.reject(this.failed);
+    const p = new Promise<void>((resolve, reject) => this.pongs.push({ resolve, reject }));
     this.socket.write('PING\r\n');
     return p;
+  }
+
+  /** Rejects every round trip waiting (connect()'s too): a refused login is connect()'s rejection, not an exception thrown from the socket's data handler. */
+  private fail(e: Error): void {
+    this.failed ??= e;
+    for (const p of this.pongs.splice(0)) p.reject(this.failed);
   }
 
   /** Subscribes; returns the subscription id, whose messages `take()` reads. */
@@ -637,8 +647,8 @@ export class RawNats {
       this.buffer = this.buffer.subarray(eol + 2);
       if (op === 'INFO') this.onInfo?.(line);
       if (op === 'PING') this.socket.write('PONG\r\n');
-      else if (op === 'PONG') this.pongs.shift()?.();
-      else if (op === '-ERR') throw new Error(`NATS server: ${line}`);
+      else if (op === 'PONG') this.pongs.shift()?.resolve();
+      else if (op === '-ERR') this.fail(new Error(`NATS server: ${line}`));
     }
   }
 }
