@@ -140,7 +140,7 @@ routes:
     assert.equal(Object.hasOwn(error, 'endpointStatus'), false);
   });
 
-  it('a broker target that never takes it (503): the route\'s tries, no endpointStatus', async () => {
+  it("a broker target that never takes it (503): the route's tries, no endpointStatus", async () => {
     const error = await deadlettered('outage', { n: 6 });
     assert.deepEqual([error.status, error.code, error.attempts], [503, 'EG_BROKER_UNAVAILABLE', 5]);
     assert.equal(Object.hasOwn(error, 'endpointStatus'), false);
