@@ -539,14 +539,31 @@ export function startRabbit(options: RabbitOptions = {}): Promise<RabbitServer> 
   return onFreshPorts(() => startRabbitOnce(options));
 }
 
+/**
+ * How long one `rabbitmqctl` run may take. Each starts an Erlang VM of its own (~0.6 s of a core) and
+ * waits on the node: 1-2 s on a quiet machine, 30-55 s seen when two cores served eight test runs.
+ * Past this it is killed and fails naming its command, rather than a file of several such calls
+ * running into the runner's 300 s file timeout, which says nothing of which wait it was.
+ */
+const RABBIT_CTL_TIMEOUT_MS = 90000;
+
 /** `rabbitmqctl` against `node`, as the node's own user, with its HOME (the Erlang cookie) and epmd port. */
 export function rabbitCtl(node: RabbitNode): (...args: string[]) => Promise<string> {
   const ctlScript = '/usr/lib/rabbitmq/bin/rabbitmqctl';
   const env = { ...process.env, HOME: node.home, RABBITMQ_NODENAME: node.nodeName, ERL_EPMD_PORT: String(node.epmdPort) };
   return async (...ctlArgs) => {
     const [file, argv] = node.runAs ? ['setpriv', ['--reuid', String(node.runAs.uid), '--regid', String(node.runAs.gid), '--init-groups', ctlScript, ...ctlArgs]] : [ctlScript, ctlArgs];
-    const { stdout } = await run(file, argv, { env });
-    return stdout;
+    const started = Date.now();
+    try {
+      // setpriv, the script and erl each exec the next: the pid killed is the VM's.
+      const { stdout } = await run(file, argv, { env, timeout: RABBIT_CTL_TIMEOUT_MS, killSignal: 'SIGKILL' });
+      return stdout;
+    } catch (err) {
+      const failed = err as Error & { killed?: boolean; stderr?: string };
+      const took = `${Date.now() - started} ms`;
+      if (failed.killed) throw new Error(`rabbitmqctl ${ctlArgs.join(' ')}: no answer within ${RABBIT_CTL_TIMEOUT_MS} ms (killed after ${took})`);
+      throw new Error(`rabbitmqctl ${ctlArgs.join(' ')} failed after ${took}: ${failed.stderr?.trim() || failed.message}`);
+    }
   };
 }
 
