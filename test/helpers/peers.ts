@@ -394,6 +394,15 @@ export async function pikaQueueDepth(server: MessageServer, queue: string): Prom
   return Number(count);
 }
 
+/**
+ * Fails unless the server has `queue`, durable, with `args` (as a declare sends them): RabbitMQ
+ * refuses a declare of a queue it has with other arguments (406 PRECONDITION_FAILED, `inequivalent
+ * arg`). What `rabbitmqctl list_queues name arguments` would show, without an Erlang VM of its own.
+ */
+export async function pikaQueueDeclaredAs(server: MessageServer, queue: string, args: Record<string, unknown>): Promise<void> {
+  await amqpPeers.call({ url: server.url, command: 'declared-as', args: [queue, JSON.stringify(args)] });
+}
+
 /** A gate on an AMQP client's bytes (a TcpProxy's `toServer`): see amqpMethodGate. */
 export interface AmqpMethodGate {
   /** One stream per proxied connection. */

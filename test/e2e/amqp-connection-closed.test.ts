@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { post } from '../helpers/clients.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
+import { readyz } from '../helpers/outage.js';
+import type { RabbitServer } from '../helpers/servers.js';
+import { sharedRabbit } from '../helpers/shared-rabbit.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+
+/**
+ * An operator closes the gateway's connections on the server (`rabbitmqctl close_all_connections`,
+ * `close_connection`: 320 CONNECTION_FORCED). They were lost as `unreachable`; now in the server's
+ * words, and the publish connection closed alone is opened again without the consume routes'.
+ * A file of its own: each rabbitmqctl run costs an Erlang VM and, on a loaded machine, 30-55 s,
+ * which beside amqp-queue-deleted's own calls took that file past the runner's 300 s timeout.
+ */
+describe('kind: amqp, connections an operator closes on the server', () => {
+  let rabbit: RabbitServer;
+  let receiver: WebhookReceiver;
+  before(async () => {
+    rabbit = await sharedRabbit();
+    receiver = await WebhookReceiver.start();
+  });
+  after(async () => {
+    await receiver?.stop();
+    await rabbit?.stop();
+  });
+
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+listeners:
+  api: { kind: http, port: 0 }
+brokers:
+  rabbit:
+    kind: amqp
+    url: ${rabbit.url}
+    queues:
+      orders: { bindings: ["orders.*"] }
+routes:
+  - { name: post-orders, from: { listener: api, path: /orders }, to: { broker: rabbit, topic: orders.new } }
+  - { name: orders, from: { broker: rabbit, topic: orders }, to: { http: { url: "${receiver.url}/orders" } } }
+  - { name: events, from: { broker: rabbit, topic: "events.*", group: closed-events }, to: { http: { url: "${receiver.url}/events" } } }
+`,
+  );
+
+  const arrived = (path: string) => receiver.requests.filter((r) => r.url === path).map((r) => (JSON.parse(r.body) as { i: number }).i);
+
+  it('the publish connection an operator closes alone (close_connection) is opened again; the consume routes keep their connection and channels', async () => {
+    for (const route of ['orders', 'events']) await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, 60000);
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
+    const from = gw.logs.length;
+    // Each connection by its pid and the name the broker gives it (`eventgate <broker>[ publish]`).
+    // First in the file, so the gateway's first pair is all there is: no connection a case before
+    // closed is still listed, and one rabbitmqctl run finds it rather than polling.
+    const listed = await rabbit.ctl('list_connections', '-p', rabbit.vhost, '--no-table-headers', '--silent', 'pid', 'client_properties');
+    const publishing = listed.split('\n').filter((l) => l.includes('"eventgate rabbit publish"'));
+    assert.equal(publishing.length, 1, listed);
+    await rabbit.ctl('close_connection', publishing[0]!.split('\t')[0]!, 'eventgate test: the publish connection');
+    const lost = await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp publish connection lost; opening it again', 15000, from);
+    assert.equal(lost.reason, 'closed by the server: 320 CONNECTION_FORCED - eventgate test: the publish connection (the publish connection)');
+    await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp publish connection opened again', 15000, from);
+    assert.equal((await post(gw.url('api', '/orders'), { i: 5050 })).status, 200);
+    await eventually(() => assert.ok(arrived('/orders').includes(5050)), 15000, 100);
+    // The consume routes' channels (and their messages in hand) were left be.
+    assert.deepEqual(
+      gw.logs.slice(from).filter((l) => l.broker === 'rabbit' && (l.msg === 'amqp connection lost; reconnecting' || l.msg === 'consumer ready')),
+      [],
+    );
+  });
+
+  it("a connection an operator closes (320 CONNECTION_FORCED) is lost with the server's words, not as `unreachable`; the broker connects again", async () => {
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
+    const from = gw.logs.length;
+    await rabbit.ctl('close_all_connections', '-p', rabbit.vhost, 'eventgate test: closed on purpose');
+    const lost = await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp connection lost; reconnecting', 15000, from);
+    assert.equal(lost.reason, 'closed by the server: 320 CONNECTION_FORCED - eventgate test: closed on purpose');
+    await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp connected', 15000, from);
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
+    for (const route of ['orders', 'events']) await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, 30000, from);
+  });
+});
