@@ -198,34 +198,39 @@ export class TcpProxy {
   }
 
   /**
-   * partition() once a client sends `bytes` (in one chunk, which still reaches the server): to
-   * start a partition at a given point of a protocol's liveness cycle (an MQTT PINGREQ).
-   * Watches the connections open now; fails after `timeoutMs` if none sent them (a client that
-   * gave its connection up first never does, and its new connection is not watched), rather
-   * than leaving the test to the runner's file timeout.
+   * partition() once a client sends `bytes` (in one chunk, which still reaches the server), `fromMs`
+   * after this call or later: to start a partition at a given point of a protocol's liveness cycle
+   * (an MQTT PINGREQ, an AMQP heartbeat). Watches the connections open now: `parted` once it
+   * partitioned; `closed` if each of them closed first (a client that gave its connection up never
+   * sends on it, and what it opens next is not what the caller set up, so it is not watched). Fails
+   * after `timeoutMs` if neither, rather than leaving the test to the runner's file timeout.
    */
-  partitionWhenClientSends(bytes: Buffer, timeoutMs = 30000): Promise<void> {
+  partitionWhenClientSends(bytes: Buffer, { fromMs = 0, timeoutMs = 30000 } = {}): Promise<'parted' | 'closed'> {
     return new Promise((resolve, reject) => {
       const links = [...this.links];
-      const unwatch = () => {
+      const from = Date.now() + fromMs;
+      const open = () => links.filter((l) => !l.client.destroyed && this.links.has(l)).length;
+      const done = (outcome: 'parted' | 'closed') => {
         clearTimeout(timer);
-        for (const [c, f] of watched) c.off('data', f);
+        for (const [c, look, closed] of watched) c.off('data', look).off('close', closed);
+        if (outcome === 'parted') this.partition();
+        resolve(outcome);
       };
       const timer = setTimeout(() => {
-        unwatch();
-        const closed = links.filter((l) => l.client.destroyed || !this.links.has(l)).length;
-        reject(new Error(`no client sent ${bytes.toString('hex')} within ${timeoutMs} ms: ${links.length} connection(s) watched, ${closed} of them closed since`));
+        for (const [c, look, closed] of watched) c.off('data', look).off('close', closed);
+        reject(new Error(`no client sent ${bytes.toString('hex')} within ${timeoutMs} ms: ${links.length} connection(s) watched, ${links.length - open()} of them closed since`));
       }, timeoutMs);
       const watched = links.map(({ client }) => {
         const look = (chunk: Buffer) => {
-          if (!chunk.includes(bytes)) return;
-          unwatch();
-          this.partition();
-          resolve();
+          if (Date.now() >= from && chunk.includes(bytes)) done('parted');
         };
-        client.on('data', look);
-        return [client, look] as const;
+        const closed = () => {
+          if (open() === 0) done('closed');
+        };
+        client.on('data', look).on('close', closed);
+        return [client, look, closed] as const;
       });
+      if (links.length > 0 && open() === 0) done('closed');
     });
   }
 
