@@ -147,7 +147,7 @@ routes:
      * partition (its connections closed, or `connection lost` logged), the race the case pins was
      * not set up, and it is set up again on the connection the broker opens next.
      */
-    async function partitionAfterRepliesHeld(tries = 3): Promise<void> {
+    async function partitionAfterRepliesHeld(note: (said: string) => void, tries = 3): Promise<void> {
       const isLost = (l: LogLine) => l.broker === 'parted' && l.msg === 'amqp connection lost; reconnecting';
       for (let attempt = 1; ; attempt++) {
         const from = gw.logs.length;
@@ -155,6 +155,7 @@ routes:
         const outcome = await parted.partitionWhenClientSends(AMQP_HEARTBEAT, { fromMs: 2500 });
         if (outcome === 'parted' && !gw.logs.slice(from).some(isLost)) return;
         assert.ok(attempt < tries, `the gateway gave its connection up before the partition in each of ${tries} tries (${outcome})`);
+        note(`try ${attempt}: the gateway gave its connection up before the partition (${outcome}); set up again`);
         if (outcome === 'parted') parted.heal();
         await gw.waitForLog(isLost, 30000, from);
         await gw.waitForLog((l) => l.broker === 'parted' && l.msg === 'amqp connected', 30000, from);
@@ -162,7 +163,7 @@ routes:
       }
     }
 
-    it('a partition that heals after the gateway gave the connection up stores nothing it answered 503', async () => {
+    it('a partition that heals after the gateway gave the connection up stores nothing it answered 503', async (t) => {
       // Point 178: the gateway closed the connection it gave up (a FIN), the kernel kept what it
       // had not delivered, and a server that still took the connection for alive stored those
       // publishes when the path came back, after their 503 and after newer messages. Now it
@@ -173,7 +174,7 @@ routes:
       // from the previous PINGRESP (1 s later): the path heals in between. NATS: nats-server
       // pings a client every 2 minutes; nats.js gives up after two PINGs unanswered (~1-1.5 s).
       if (kind === 'mqtt') assert.equal(await parted.partitionWhenClientSends(Buffer.from([0xc0, 0x00])), 'parted');
-      else if (kind === 'amqp') await partitionAfterRepliesHeld();
+      else if (kind === 'amqp') await partitionAfterRepliesHeld((said) => t.diagnostic(said));
       else parted.partition();
       const from = gw.logs.length;
       const sent = [101, 102, 103, 104];
