@@ -542,7 +542,10 @@ routes:
         /^queue 'inequivalent' on broker 'other-args' is not as declared: 406 PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue 'inequivalent'/,
       );
       const restrictedDetail = brokers.find((b) => b.name === 'restricted')!.detail;
-      assert.match(restrictedDetail, /^topology not ready: Operation failed: QueueDeclare; 403 \(ACCESS-REFUSED\) with message "ACCESS_REFUSED - access to queue 'mine' in vhost '[^']+' refused for user '/);
+      assert.match(
+        restrictedDetail,
+        /^topology not ready: Operation failed: QueueDeclare; 403 \(ACCESS-REFUSED\) with message "ACCESS_REFUSED - access to queue 'mine' in vhost '[^']+' refused for user '/,
+      );
       assert.ok(restrictedDetail.includes(`refused for user '${rabbit.user}'`), restrictedDetail);
       // Publishes go on, to the queue the server has; the route does not consume it as it is.
       const kept = await post(gw.url('api', '/ineq'), { i: 0 });
