@@ -51,13 +51,17 @@ routes:
     for (const route of ['orders', 'events']) await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, 60000);
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
     const from = gw.logs.length;
-    // Each connection by its pid and the name the broker gives it (`eventgate <broker>[ publish]`).
-    // First in the file, so the gateway's first pair is all there is: no connection a case before
-    // closed is still listed, and one rabbitmqctl run finds it rather than polling.
-    const listed = await rabbit.ctl('list_connections', '-p', rabbit.vhost, '--no-table-headers', '--silent', 'pid', 'client_properties');
-    const publishing = listed.split('\n').filter((l) => l.includes('"eventgate rabbit publish"'));
+    // Each connection by its pid, its vhost and the name the broker gives it (`eventgate <broker>[
+    // publish]`). list_connections lists the node's (`-p` does not narrow it): the other files on
+    // the run's node name brokers `rabbit` too, so this file's is the one in its vhost. First in the
+    // file, so the gateway's first pair is all there is there: one rabbitmqctl run finds it.
+    const listed = await rabbit.ctl('list_connections', '--no-table-headers', '--silent', 'pid', 'vhost', 'client_properties');
+    const publishing = listed
+      .split('\n')
+      .map((l) => l.split('\t'))
+      .filter(([, vhost, properties]) => vhost === rabbit.vhost && properties?.includes('"eventgate rabbit publish"'));
     assert.equal(publishing.length, 1, listed);
-    await rabbit.ctl('close_connection', publishing[0]!.split('\t')[0]!, 'eventgate test: the publish connection');
+    await rabbit.ctl('close_connection', publishing[0]![0]!, 'eventgate test: the publish connection');
     const lost = await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp publish connection lost; opening it again', 15000, from);
     assert.equal(lost.reason, 'closed by the server: 320 CONNECTION_FORCED - eventgate test: the publish connection (the publish connection)');
     await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp publish connection opened again', 15000, from);
