@@ -658,7 +658,13 @@ export class SseStreams {
     return false;
   }
 
+  /**
+   * Disconnects a client over its send bound, counted and said once: one already gone (cut off
+   * while its replay's read was being set up, which keepCovered() then finds still over the bound)
+   * is left as it is.
+   */
   private cutOff(client: SseClient, buffered: number): void {
+    if (client.res.destroyed) return;
     this.slowClientsClosed++;
     this.onSlowClient();
     this.logger.warn({ listener: this.listener, path: client.path, remote: client.remoteAddress, buffered }, 'event stream client too slow; disconnecting');
