@@ -25,8 +25,6 @@ try {
   console.error('eventgate: prepare: the build needs the devDependencies (typescript, esbuild), which are not installed: skipped; run `npm install` then `npm run build`');
   process.exit(0);
 }
-// One list of build steps: package.json's `build` script, run as npm runs scripts (a shell, with
-// node_modules/.bin on the PATH npm gave this process).
 // `npx eventgate` in a checkout links the checkout into npm's npx cache, and npm runs `prepare`
 // for that link once per checkout (later runs find the link): a whole build, minutes without a
 // line of output, of what `npm ci` built already. The link runs this checkout's own dist/, so a
@@ -35,6 +33,8 @@ if (process.env.npm_command === 'exec' && existsSync(join(root, 'dist', 'src', '
   console.error('eventgate: prepare: run by npx in a checkout that is already built: nothing to do (`npm run build` rebuilds it)');
   process.exit(0);
 }
+// One list of build steps: package.json's `build` script, run as npm runs scripts (a shell, with
+// node_modules/.bin on the PATH npm gave this process).
 const { build } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).scripts;
 // An install (`npm ci`, `npm install`) compiles src alone (tsconfig.src.json): what `npm start`
 // runs. test/ and bench/ were two thirds of tsc's files and a third of the install's time;
