@@ -42,11 +42,19 @@ export function originKey(origin: string): string {
   return origin.toLowerCase();
 }
 
+/**
+ * Each list's entries as originKey writes them, made once per list (the config's, until a reload
+ * replaces it): a handshake, and a reload's check of every open connection, parsed each entry as a
+ * URL again.
+ */
+const listKeys = new WeakMap<readonly string[], ReadonlySet<string>>();
+
 /** Whether a browser's `Origin` is one of `origins` (both as browsers write them: originKey), or `origins` allows any. */
 export function allowsOrigin(origins: '*' | readonly string[], origin: string): boolean {
   if (origins === '*' || anyOrigin(origins)) return true;
-  const key = originKey(origin);
-  return origins.some((o) => originKey(o) === key);
+  let keys = listKeys.get(origins);
+  if (keys === undefined) listKeys.set(origins, (keys = new Set(origins.map(originKey))));
+  return keys.has(originKey(origin));
 }
 
 /** Origins with a log window of their own at once: any page can send any origin, so past it new ones share one. */
