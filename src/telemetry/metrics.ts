@@ -45,18 +45,20 @@ export class RouteStats {
    * `target` label: bounded by the config, unlike a computed URL) and result (every try counts).
    */
   readonly webhookAnswers = new Map<number, Map<WebhookResult, number>>();
-  /** The counters of the webhook target at `place` in the route's `to`. */
+  /**
+   * The counters of the webhook target at `place` in the route's `to`, its series made at 0 as it is
+   * built. They hold that place's counts, not the place: a target a reload retired (its tries go on
+   * while it drains) whose place the new config has no webhook at counts into nothing, rather than
+   * bringing back, after retain() removed them, series for a webhook the route no longer has.
+   */
   webhook(place: number): WebhookCounters {
-    return {
-      answered: (r) => {
-        const answers = this.answersOf(place);
-        answers.set(r, (answers.get(r) ?? 0) + 1);
-      },
-    };
+    const answers = this.answersOf(place);
+    return { answered: (r) => void answers.set(r, (answers.get(r) ?? 0) + 1) };
   }
+  /** The result counts at `place`, made with every result at 0. */
   private answersOf(place: number): Map<WebhookResult, number> {
     let answers = this.webhookAnswers.get(place);
-    if (!answers) this.webhookAnswers.set(place, (answers = new Map()));
+    if (!answers) this.webhookAnswers.set(place, (answers = new Map(WEBHOOK_RESULTS.map((r) => [r, 0]))));
     return answers;
   }
   /**
@@ -66,10 +68,7 @@ export class RouteStats {
    */
   sendsToWebhooks(places: readonly number[]): void {
     for (const place of this.webhookAnswers.keys()) if (!places.includes(place)) this.webhookAnswers.delete(place);
-    for (const place of places) {
-      const answers = this.answersOf(place);
-      for (const r of WEBHOOK_RESULTS) if (!answers.has(r)) answers.set(r, 0);
-    }
+    for (const place of places) this.answersOf(place);
   }
   /** Count per latency bucket (not cumulative); the last slot is +Inf. */
   readonly latencyBuckets = new Float64Array(LATENCY_BUCKETS.length + 1);

@@ -159,3 +159,57 @@ routes:
     assert.match(metrics, /^eventgate_webhook_requests_total\{route="down",target="0",result="5xx"\} 3$/m);
   });
 });
+
+/**
+ * A reload that takes a webhook away from a place in a route's `to` while that webhook's request is
+ * still out (the retired route drains it): its answer, counted after the reload, does not bring
+ * back the series of a target the route no longer has.
+ */
+describe('webhook requests per target across a reload that removes one', () => {
+  let hook: WebhookReceiver;
+  /** The answer of the request to /held, made once the reload is applied. */
+  let held: ServerResponse | undefined;
+  before(async () => {
+    hook = await WebhookReceiver.start();
+    hook.respond = (r, res) => {
+      if (r.url === '/held') held = res;
+      else res.end('ok');
+    };
+  });
+  after(async () => {
+    held?.destroy();
+    await hook.stop();
+  });
+  const gw = useGateway();
+
+  const config = (targets: string) => `
+version: 1
+admin: { port: 0 }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - name: pair
+    from: { listener: api, path: /pair }
+    to:
+${targets}
+`;
+  const fine = () => `      - { http: { url: "${hook.url}/fine" } }`;
+  const series = async () => (await (await fetch(`${gw.adminUrl}/metrics`)).text()).split('\n').filter((l) => l.startsWith('eventgate_webhook_requests_total{route="pair"'));
+
+  it("the retired target's answer after the reload adds no series at its old place", async () => {
+    await gw.start(config(`${fine()}\n      - { http: { url: "${hook.url}/held", retry: { attempts: 1 } } }`));
+    const answer = fetch(gw.url('api', '/pair'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"n":1}' });
+    await hook.received(2);
+    const line = await gw.reconfigure(config(fine()), undefined, { whole: true });
+    assert.equal(line.msg, 'config reloaded');
+    assert.ok(!(await series()).some((l) => l.includes('target="1"')), (await series()).join('\n'));
+    // The retired route's webhook at place 1 is answered now: it counts, and its request ends.
+    assert.ok(held, 'the /held request arrived');
+    held.statusCode = 503;
+    held.end();
+    assert.equal((await answer).status, 502);
+    const after = await series();
+    assert.ok(!after.some((l) => l.includes('target="1"')), after.join('\n'));
+    assert.ok(after.includes('eventgate_webhook_requests_total{route="pair",target="0",result="2xx"} 1'), after.join('\n'));
+  });
+});
