@@ -151,3 +151,39 @@ routes:
     );
   });
 });
+
+/**
+ * A connect that fails on a declare (the exchange that must exist does not) fails on a connection
+ * the server opened: each retry left that one open on the server, one more per try, for as long as
+ * the exchange was missing (hundreds an hour at the longest backoff). Counted at a proxy.
+ */
+describe('kind: amqp, connects failing on a missing exchange', () => {
+  let rabbit: RabbitServer;
+  let proxy: TcpProxy;
+  before(async () => {
+    rabbit = await sharedRabbit();
+    proxy = await TcpProxy.start(rabbit.port);
+  });
+  after(async () => {
+    await proxy?.stop();
+    await rabbit?.stop();
+  });
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+brokers:
+  rb: { kind: amqp, url: "${rabbit.url.replace(`:${rabbit.port}`, `:${proxy.port}`)}", exchange: { name: eg-never-${process.pid}, declare: false } }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - { name: out, from: { listener: api, path: /out }, to: { broker: rb, topic: orders.created } }
+`,
+  );
+
+  it('close the connection of each failed try: one is open at most, the one trying', async () => {
+    await gw.waitForLog((l) => l.msg === 'amqp connect failed; retrying' && String(l.err).includes('no exchange'), 15000);
+    await eventually(() => assert.ok(proxy.accepted >= 4, `${proxy.accepted} connections so far`), 20000, 50);
+    await eventually(() => assert.ok(proxy.openLinks() <= 1, `${proxy.openLinks()} connections open after ${proxy.accepted} tries`), 5000, 50);
+  });
+});

@@ -42,6 +42,8 @@ export class TcpProxy {
   private readonly sockets = new Set<Socket>();
   private readonly links = new Set<Link>();
   private held: Held[] | undefined;
+  /** Connections accepted since the start, whatever became of them. */
+  accepted = 0;
   /** refuse(): new connections are closed at once. */
   private refusing = false;
   /** Each connection's way back (the server's bytes → client), for holdReplies(). */
@@ -58,6 +60,7 @@ export class TcpProxy {
     const proxy = new TcpProxy(server);
     server.on('connection', (client) => {
       proxy.sockets.add(client);
+      proxy.accepted++;
       client.on('close', () => proxy.sockets.delete(client));
       client.on('error', () => client.destroy());
       if (proxy.refusing) return client.destroy();
@@ -135,6 +138,11 @@ export class TcpProxy {
   /** How many of the connections held until release() their client has not closed. */
   heldOpen(): number {
     return (this.held ?? []).filter((h) => !h.client.destroyed).length;
+  }
+
+  /** How many connections are passed on to the server and open now. */
+  openLinks(): number {
+    return this.links.size;
   }
 
   /** The client's side of the open connection accepted `n`-th (from 0, of those open now): to cut that one alone, or see its client close it. */

@@ -440,8 +440,10 @@ export class AmqpBroker implements BrokerRuntime {
 
   private async connect(): Promise<void> {
     if (this.stopped) return;
+    /** This connect's connection, once open: closed when the connect fails after it opened. */
+    let opened: ChannelModel | undefined;
     try {
-      const conn = await this.openConnection('');
+      const conn = (opened = await this.openConnection(''));
       conn.on('close', (err?: Error) => {
         const own = this.closedFor?.conn === conn ? this.closedFor.why : undefined;
         if (own !== undefined) this.closedFor = undefined;
@@ -480,6 +482,11 @@ export class AmqpBroker implements BrokerRuntime {
       for (const s of this.subscriptions) s.attach(conn);
     } catch (err) {
       this.topologyOn = undefined;
+      // A declare refused (an exchange that must exist and does not) fails the connect on a
+      // connection still open: left so, each retry added one more on the server. Closed before the
+      // retry (lost() ignores its close: the broker has no connection), not waited for: over a
+      // path that died meanwhile its CloseOk would not come, and the retry would wait with it.
+      if (opened !== undefined && opened !== this.connection) void opened.close().catch(() => undefined);
       // stop() ended it (the connect aborted, the publish connection not opened): nothing failed.
       if (this.stopped) return;
       const why = connectFailure(err as Error, this.settings);
