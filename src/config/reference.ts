@@ -484,7 +484,8 @@ validation's list, else empty). A consume route that gives a message up adds \`a
 tries made of it to the target that failed (a webhook's own HTTP tries, at most its
 \`retry.attempts\`, 1 for a refusal; for a broker or listener target, or a failure before any
 request, the route's tries: 1 for what can never pass, 5 for an outage, more only when the
-dead-letter write itself had to be retried), and, when a webhook endpoint answered,
+dead-letter write itself had to be retried; tries the route made before a reload replaced it, or
+before a restart, are not counted: the message given back is tried anew), and, when a webhook endpoint answered,
 \`endpointStatus\`: the HTTP status it last answered, whichever try that was (a 503 beside
 \`EG_WEBHOOK_TIMEOUT\`: an earlier try was answered 503, the last got no answer in time; absent
 when no try was answered: timeouts, refused connections, resets). A fan-out's copy describes the
