@@ -218,19 +218,20 @@ describe('kind: nats, a credentials file the server refuses', () => {
   // refuses the reconnects ('Authorization Violation'): the reason must say the JWT expired.
   it('a user JWT that expires while connected: warned of ahead, the connection lost, /readyz 503 login refused, the 503 and the log saying it expired', async () => {
     const now = Math.floor(Date.now() / 1000);
-    const expiresAt = now + 20;
-    // Issued 40 s ago: a 60 s lifetime, warned of a fifth of it (12 s) before its end, while connected.
-    const soon = op.user({ exp: expiresAt, iat: now - 40 });
+    const expiresAt = now + 30;
+    // Issued 45 s ago: a 75 s lifetime, warned of a fifth of it (15 s) before its end, while connected:
+    // 15 s after this line, room for a start on a loaded machine (8 s was seen in CI with 12 s of room).
+    const soon = op.user({ exp: expiresAt, iat: now - 45 });
     await gw.start(config(`credsFile: ${file('soon.creds', soon.creds)}`));
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 25000, 100);
     const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
     const left = Number(/^eventgate_broker_credentials_expires_in_seconds\{broker="nt"\} (\S+)$/m.exec(metrics)?.[1]);
-    assert.ok(left > 0 && left <= 20, `seconds left: ${left}`);
+    assert.ok(left > 0 && left <= 30, `seconds left: ${left}`);
     const connected = gw.logs.findIndex((l) => l.msg === 'nats connected');
-    const ahead = await gw.waitForLog((l) => /^nats credsFile's user JWT expires soon/.test(l.msg ?? ''), 25000);
-    assert.ok(gw.logs.indexOf(ahead) > connected, 'warned of when it had 12 s left, after the connect');
+    const ahead = await gw.waitForLog((l) => /^nats credsFile's user JWT expires soon/.test(l.msg ?? ''), 35000);
+    assert.ok(gw.logs.indexOf(ahead) > connected, 'warned of when it had 15 s left, after the connect');
     assert.equal(ahead.expiresAt, new Date(expiresAt * 1000).toISOString());
-    assert.ok(Number(ahead.secondsLeft) <= 12, JSON.stringify(ahead));
+    assert.ok(Number(ahead.secondsLeft) <= 15, JSON.stringify(ahead));
     await gw.waitForLog((l) => l.msg === 'nats connection lost; reconnecting', 45000);
     // The refused reconnects' `nats error` line names the expiry, as the 503s do.
     await gw.waitForLog((l) => l.msg === 'nats error' && new RegExp(`the user JWT of credsFile expired at ${iso(expiresAt)}`).test(String(l.err)), 15000);
