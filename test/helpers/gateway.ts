@@ -316,6 +316,25 @@ export async function eventually<T>(check: () => Promise<T> | T, timeoutMs = 500
 }
 
 /**
+ * Waits until `count()` reaches `target` for as long as it keeps growing, and returns the last
+ * count: throws, naming `what` and how far it got, once it stood still for `stallMs`. For work a
+ * loaded machine does slowly but steadily (answers read, partitions copied), where a fixed
+ * deadline fails a run still under way; a stall is what such a test is after.
+ */
+export async function untilReached(count: () => Promise<number> | number, target: number, what: string, stallMs = 20000, intervalMs = 100): Promise<number> {
+  let last = await count();
+  let movedAt = Date.now();
+  while (last < target) {
+    if (Date.now() - movedAt > stallMs) throw new Error(`${what}: ${last} of ${target}, none more in ${stallMs} ms`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+    const now = await count();
+    if (now !== last) movedAt = Date.now();
+    last = now;
+  }
+  return last;
+}
+
+/**
  * Runs `test`; if it fails, appends the whole log of each of `gateways()` (their stdout, then
  * stderr) to its error, for a failure seen once on a loaded machine to be read afterwards.
  */
