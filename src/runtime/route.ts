@@ -1381,8 +1381,11 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const graceMs = Math.min(WEBHOOK_STOP_GRACE_MS, drainMs);
     let cut: NodeJS.Timeout | undefined;
     let ended = false;
+    // The cut waits one turn of the event loop after the grace (setImmediate): answers that came
+    // while the process got no CPU (a loaded machine, a stopped container) are read first, and
+    // their tries settle, rather than cut and their messages delivered again by the successor.
     const grace = () => {
-      if (!ended && this.webhooks.length > 0) cut = setTimeout(() => this.close(), graceMs);
+      if (!ended && this.webhooks.length > 0) cut = setTimeout(() => setImmediate(() => ended || this.close()), graceMs);
     };
     // While it still takes, an endpoint that answers nothing for the grace (one that hangs) is cut
     // then: each try would wait out its timeout and retries, one message after another, with the
