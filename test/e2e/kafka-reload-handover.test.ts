@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { eventually, type LogLine, runCli, startGateway, tempFiles, useGateway, withLogsOnFailure } from '../helpers/gateway.js';
-import { committedOffsets, kcatConsume, kcatConsumeAll, kcatProduce, startKafka, type KafkaCluster, KeyedStream, type Numbered } from '../helpers/kafka.js';
+import { committedOffsets, kcatConsume, kcatConsumeAll, kcatProduce, startKafka, type KafkaCluster, KeyedStream, type Numbered, SESSIONS_OUTLAST_STALLS } from '../helpers/kafka.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -186,7 +186,7 @@ brokers:
   kafka:
     kind: kafka
     brokers: ${kafka.bootstrap}
-    consumer: ${kafka.consumerYaml}
+    consumer: ${SESSIONS_OUTLAST_STALLS}
 routes:
   - name: retried
     from: { broker: kafka, topic: ${topic} }
@@ -199,37 +199,43 @@ routes:
   });
 
   it('hands the record it gives back to the rebuilt route at once, before the record after it, within the same member', async () => {
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'retried', 20000);
-    await kcatProduce(kafka.bootstrap, topic, [{ key: 'a', value: JSON.stringify({ n: 1 }) }]);
-    await gw.waitForLog((l) => l.route === 'retried' && l.msg.startsWith('message not consumed; retrying it until its targets accept it'), 20000);
-    const from = gw.logs.length;
-    const joins = kafka.joinRequests();
-    const reload = await gw.reconfigure(config('/up'));
-    assert.equal(reload.msg, 'config reloaded', JSON.stringify(reload));
-    await kcatProduce(kafka.bootstrap, topic, [{ key: 'a', value: JSON.stringify({ n: 2 }) }]);
-    const ups = () => receiver.requests.filter((r) => r.url === '/up').map((r) => JSON.parse(r.body) as { n: number });
-    await eventually(
-      () =>
-        assert.ok(
-          ups().some((m) => m.n === 2),
-          'the record produced after the reload delivered',
-        ),
-      20000,
-    );
-    assert.deepEqual(ups(), [{ n: 1 }, { n: 2 }]);
-    assert.equal(kafka.joinRequests(), joins, 'no JoinGroup request: no rebalance');
-    // The running member was handed over (before: released, paused, and resumed by the rebuilt route, which fetched the record again).
-    assert.deepEqual(
-      gw.logs
-        .slice(from)
-        .filter((l) => l.route === 'retried' && /handed over|released|taken over/.test(l.msg))
-        .map((l) => l.msg),
-      ['subscription handed over to the rebuilt route'],
-    );
-    // Handed over, not a failure of the route's contract.
-    assert.deepEqual(
-      gw.logs.slice(from).filter((l) => l.level === 'error'),
-      [],
+    await withLogsOnFailure(
+      () => [gw],
+      async () => {
+        await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'retried', 20000);
+        await kcatProduce(kafka.bootstrap, topic, [{ key: 'a', value: JSON.stringify({ n: 1 }) }]);
+        await gw.waitForLog((l) => l.route === 'retried' && l.msg.startsWith('message not consumed; retrying it until its targets accept it'), 20000);
+        const from = gw.logs.length;
+        const joins = kafka.joinRequests();
+        const reload = await gw.reconfigure(config('/up'));
+        assert.equal(reload.msg, 'config reloaded', JSON.stringify(reload));
+        await kcatProduce(kafka.bootstrap, topic, [{ key: 'a', value: JSON.stringify({ n: 2 }) }]);
+        const ups = () => receiver.requests.filter((r) => r.url === '/up').map((r) => JSON.parse(r.body) as { n: number });
+        await eventually(
+          () =>
+            assert.ok(
+              ups().some((m) => m.n === 2),
+              'the record produced after the reload delivered',
+            ),
+          20000,
+        );
+        // A rejoin reads from the last commit again: said as what it is, before the deliveries are counted.
+        assert.equal(kafka.joinRequests(), joins, 'no JoinGroup request: no rebalance');
+        assert.deepEqual(ups(), [{ n: 1 }, { n: 2 }]);
+        // The running member was handed over (before: released, paused, and resumed by the rebuilt route, which fetched the record again).
+        assert.deepEqual(
+          gw.logs
+            .slice(from)
+            .filter((l) => l.route === 'retried' && /handed over|released|taken over/.test(l.msg))
+            .map((l) => l.msg),
+          ['subscription handed over to the rebuilt route'],
+        );
+        // Handed over, not a failure of the route's contract.
+        assert.deepEqual(
+          gw.logs.slice(from).filter((l) => l.level === 'error'),
+          [],
+        );
+      },
     );
   });
 });
@@ -329,5 +335,72 @@ routes:
     assert.ok(seen.some(([, v]) => v === '1') && seen.some(([, v]) => v === '2'), JSON.stringify(seen));
     // Committed to the end by the member the rebuilt route took over: a restart reads nothing again.
     await eventually(async () => assert.equal((await committedOffsets(kafka.bootstrap, 'g', topic))[0], '12'), 10000, 100);
+  });
+});
+
+describe('a Kafka route handed over while its gateway is stalled past the webhook grace', () => {
+  let kafka: KafkaCluster;
+  let receiver: WebhookReceiver;
+  let topic = '';
+  /** The answers the receiver holds back until the test lets them go. */
+  const held: (() => void)[] = [];
+  before(async () => {
+    [kafka, receiver] = await Promise.all([startKafka(), WebhookReceiver.start()]);
+    topic = kafka.topic('stalled');
+    await kafka.createTopic(topic, 1);
+    receiver.respond = (_r, res) => void held.push(() => res.end('ok'));
+  });
+  // Sessions outlast the 6 s stall: the member is not evicted while the gateway is stopped.
+  const config = (concurrency: number) => `
+version: 1
+brokers:
+  kafka:
+    kind: kafka
+    brokers: ${kafka.bootstrap}
+    consumer: ${SESSIONS_OUTLAST_STALLS}
+routes:
+  - name: stalled
+    from: { broker: kafka, topic: ${topic} }
+    to: { http: { url: "${receiver.url}/hook", concurrency: ${concurrency} } }
+`;
+  const gw = useGateway(() => config(1));
+  after(async () => {
+    await Promise.all([receiver?.stop(), kafka?.stop()]);
+  });
+
+  it("reads the answer that came while it was stalled before cutting the old route's try: the record delivered once, not given back", async () => {
+    await withLogsOnFailure(
+      () => [gw],
+      async () => {
+        await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'stalled', 30000);
+        await kcatProduce(kafka.bootstrap, topic, [{ key: 'a', value: JSON.stringify({ n: 1 }) }]);
+        await receiver.received(1);
+        const from = gw.logs.length;
+        // The old route's try is out when the gateway stops (a machine that gives it no CPU); its answer
+        // comes meanwhile, and the gateway resumes past the 5 s grace after which a hand-over cuts tries still out.
+        const reload = gw.reconfigure(config(2));
+        await gw.waitForLog((l) => l.route === 'stalled' && l.msg === 'subscription handed over to the rebuilt route', 20000, from);
+        process.kill(gw.process.pid!, 'SIGSTOP');
+        try {
+          for (const answer of held.splice(0)) answer();
+          await new Promise((r) => setTimeout(r, 6000));
+        } finally {
+          process.kill(gw.process.pid!, 'SIGCONT');
+        }
+        assert.equal((await reload).msg, 'config reloaded');
+        receiver.respond = (_r, res) => res.end('ok');
+        await kcatProduce(kafka.bootstrap, topic, [{ key: 'a', value: JSON.stringify({ n: 2 }) }]);
+        await receiver.received(2);
+        await eventually(async () => assert.equal((await committedOffsets(kafka.bootstrap, 'eventgate-stalled', topic))[0], '2'), 15000, 100);
+        assert.deepEqual(
+          receiver.requests.map((r) => JSON.parse(r.body) as { n: number }),
+          [{ n: 1 }, { n: 2 }],
+        );
+        assert.deepEqual(
+          gw.logs.slice(from).filter((l) => l.route === 'stalled' && /given back/.test(l.msg)),
+          [],
+        );
+      },
+    );
   });
 });
