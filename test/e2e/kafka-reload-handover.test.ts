@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { eventually, type LogLine, runCli, startGateway, tempFiles, useGateway, withLogsOnFailure } from '../helpers/gateway.js';
 import { committedOffsets, kcatConsume, kcatConsumeAll, kcatProduce, startKafka, type KafkaCluster, KeyedStream, type Numbered, SESSIONS_OUTLAST_STALLS } from '../helpers/kafka.js';
+import { freezeWhileIdle } from '../helpers/outage.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -380,7 +381,7 @@ routes:
         // comes meanwhile, and the gateway resumes past the 5 s grace after which a hand-over cuts tries still out.
         const reload = gw.reconfigure(config(2));
         await gw.waitForLog((l) => l.route === 'stalled' && l.msg === 'subscription handed over to the rebuilt route', 20000, from);
-        process.kill(gw.process.pid!, 'SIGSTOP');
+        await freezeWhileIdle(gw.process.pid!);
         try {
           for (const answer of held.splice(0)) answer();
           await new Promise((r) => setTimeout(r, 6000));

@@ -59,6 +59,26 @@ export async function freezeProcess(pid: number, group = true): Promise<void> {
   }
 }
 
+/** x86-64's epoll_wait, epoll_pwait and epoll_pwait2: the system calls a Node process's event loop waits in. */
+const EPOLL_WAITS = new Set(['232', '281', '441']);
+
+/**
+ * freezeProcess() for one Node process, stopped while its event loop waits for I/O (its main
+ * thread in epoll, per /proc/<pid>/syscall), never in the middle of a callback: tried again until
+ * so. Resumed with SIGCONT, such a loop runs its timers due before it reads what came meanwhile
+ * (the wait returns EINTR), as a process starved of CPU past its timers may.
+ */
+export async function freezeWhileIdle(pid: number): Promise<void> {
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    await freezeProcess(pid, false);
+    if (EPOLL_WAITS.has(readFileSync(`/proc/${pid}/syscall`, 'utf8').split(' ')[0]!)) return;
+    process.kill(pid, 'SIGCONT');
+    if (Date.now() > deadline) assert.fail(`process ${pid} was not found waiting in its event loop within 10 s`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
 /** The processes of process group `pgid` (field 5 of /proc/<pid>/stat). */
 function processesOfGroup(pgid: number): number[] {
   const pids: number[] = [];
