@@ -119,6 +119,8 @@ export class RawWsClient {
   pings = 0;
   /** How many text frames had arrived when the close frame did (what follows a close frame is not for the application). */
   textsBeforeClose: number | undefined;
+  /** The socket's error, once it had one (ECONNRESET: the server reset the connection). */
+  error: Error | undefined;
   private readonly ended: Promise<void>;
   private closeWaiters: ((c: { code: number; reason: string }) => void)[] = [];
 
@@ -129,6 +131,11 @@ export class RawWsClient {
       this.parse();
     });
     this.ended = new Promise((resolve) => socket.once('close', () => resolve()));
+    // A reset is how a server ends a connection it stopped reading (the data left unread makes the
+    // kernel send RST, not FIN): the gateway cuts so an evicted client that did not answer its close
+    // frame within the grace. It ends the connection ('close' follows); unheard, it was thrown as
+    // an uncaught ECONNRESET into whichever test was running.
+    socket.on('error', (err) => (this.error = err));
   }
 
   /** Opens the connection and completes the handshake; rejects with the status if it is refused. */
@@ -229,7 +236,7 @@ export class RawWsClient {
       void this.ended.then(() => {
         clearTimeout(timer);
         // Every byte read before the close was parsed: a close frame among them has resolved this.
-        if (!this.close) reject(new Error(`the connection ended without a close frame (${this.received} bytes read)`));
+        if (!this.close) reject(new Error(`the connection ended without a close frame (${this.received} bytes read${this.error ? `; ${this.error.message}` : ''})`));
       });
     });
   }
