@@ -1,4 +1,4 @@
-import { once } from 'node:events';
+import { EventEmitter, once } from 'node:events';
 import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 export class HeldTarget {
   readonly bodies: string[] = [];
   private held: ServerResponse[] | undefined = [];
+  private readonly arrivals = new EventEmitter();
   private constructor(private readonly server: ReturnType<typeof createServer>) {}
 
   static async start(): Promise<HeldTarget> {
@@ -20,6 +21,7 @@ export class HeldTarget {
       req.setEncoding('utf8').on('data', (c: string) => (body += c));
       req.on('end', () => {
         t.bodies.push(body);
+        t.arrivals.emit('body');
         if (t.held) t.held.push(res);
         else res.end();
       });
@@ -31,6 +33,28 @@ export class HeldTarget {
 
   get url(): string {
     return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}/`;
+  }
+
+  /**
+   * Resolves once `n` bodies have arrived, as the last one does; rejects after `timeoutMs` saying
+   * how many came. The bound is for a gateway that never sends: a loaded machine took over 5 s to
+   * hand a fresh gateway's first message on, so it is wide.
+   */
+  async waitBodies(n: number, timeoutMs = 30000): Promise<void> {
+    if (this.bodies.length >= n) return;
+    await new Promise<void>((resolve, reject) => {
+      const arrived = () => {
+        if (this.bodies.length < n) return;
+        clearTimeout(timer);
+        this.arrivals.off('body', arrived);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        this.arrivals.off('body', arrived);
+        reject(new Error(`the target got ${this.bodies.length} bodies of ${n} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.arrivals.on('body', arrived);
+    });
   }
 
   /** Holds what comes from now on again, until the next release(). */
