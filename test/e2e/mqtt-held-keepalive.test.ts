@@ -5,7 +5,7 @@ import { createServer, type Server } from 'node:http';
 import { connect } from 'node:net';
 import { createRequire } from 'node:module';
 import type { WebSocketServer as WsServer } from 'ws';
-import { eventually, startGateway, useGateway } from '../helpers/gateway.js';
+import { eventually, startGateway, useGateway, withLogsOnFailure } from '../helpers/gateway.js';
 import { MosquittoPubStream, mosquittoPub } from '../helpers/peers.js';
 import { startMosquitto, type MessageServer } from '../helpers/servers.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
@@ -71,41 +71,47 @@ routes:
 `,
     );
 
-    it('keeps its connection and readiness, then delivers every message once, in order', async () => {
-      // Subscribed first: mosquitto drops what it has no subscriber for.
-      await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'held', 30000);
-      const from = gw.logs.length;
-      const sent = Array.from({ length: 5 }, (_, i) => `{"i":${i}}`);
-      for (const body of sent) await mosquittoPub(mqtt, 'held/in', body, { qos });
-      // Held: the webhook refuses the first message again and again.
-      while (refused < 2) await new Promise((r) => setTimeout(r, 20));
-      const readiness: number[] = [];
-      const heldUntil = Date.now() + HELD_MS;
-      while (Date.now() < heldUntil) {
-        readiness.push((await fetch(`${gw.adminUrl}/readyz`)).status);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      const lost = gw.logs.slice(from).filter((l) => l.msg === 'mqtt connection lost; reconnecting').length;
-      const notReady = readiness.filter((s) => s !== 200).length;
-      assert.ok(readiness.length > 20, `readiness polled ${readiness.length} times`);
-      assert.deepEqual({ lost, notReady }, { lost: 0, notReady: 0 }, `held ${HELD_MS} ms: connection losses, and /readyz answers other than 200 of ${readiness.length}`);
-      assert.equal(delivered.length, 0);
-      failing = false;
-      // One more after the five: once it is delivered, every message before it was handled (in order).
-      await mosquittoPub(mqtt, 'held/in', '{"i":"last"}', { qos });
-      const deadline = Date.now() + 30000;
-      while (!delivered.includes('{"i":"last"}')) {
-        if (Date.now() > deadline) throw new Error(`the last message was not delivered: ${JSON.stringify(delivered)}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      assert.deepEqual(delivered, [...sent, '{"i":"last"}']);
-      // MQTT gives a message no identity: the id its first request drew is the one the route's own
-      // retries send (the held message was tried again and again), and each message has its own.
-      const held = ids.get(sent[0]!)!;
-      assert.ok(held.length >= 3, `the held message was sent ${held.length} times`);
-      assert.equal(new Set(held).size, 1, `one webhook-id on every retry of the held message: ${held.join(' ')}`);
-      assert.equal(new Set([...ids.values()].map((list) => list[0])).size, ids.size, 'one id per message');
-    });
+    // With the gateway's log on failure: a loaded CI run once counted two connection losses while
+    // held, which a PINGRESP later than half a keepalive (1 s here) also causes; the log says which.
+    it('keeps its connection and readiness, then delivers every message once, in order', () =>
+      withLogsOnFailure(
+        () => [gw],
+        async () => {
+          // Subscribed first: mosquitto drops what it has no subscriber for.
+          await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'held', 30000);
+          const from = gw.logs.length;
+          const sent = Array.from({ length: 5 }, (_, i) => `{"i":${i}}`);
+          for (const body of sent) await mosquittoPub(mqtt, 'held/in', body, { qos });
+          // Held: the webhook refuses the first message again and again.
+          while (refused < 2) await new Promise((r) => setTimeout(r, 20));
+          const readiness: number[] = [];
+          const heldUntil = Date.now() + HELD_MS;
+          while (Date.now() < heldUntil) {
+            readiness.push((await fetch(`${gw.adminUrl}/readyz`)).status);
+            await new Promise((r) => setTimeout(r, 100));
+          }
+          const lost = gw.logs.slice(from).filter((l) => l.msg === 'mqtt connection lost; reconnecting').length;
+          const notReady = readiness.filter((s) => s !== 200).length;
+          assert.ok(readiness.length > 20, `readiness polled ${readiness.length} times`);
+          assert.deepEqual({ lost, notReady }, { lost: 0, notReady: 0 }, `held ${HELD_MS} ms: connection losses, and /readyz answers other than 200 of ${readiness.length}`);
+          assert.equal(delivered.length, 0);
+          failing = false;
+          // One more after the five: once it is delivered, every message before it was handled (in order).
+          await mosquittoPub(mqtt, 'held/in', '{"i":"last"}', { qos });
+          const deadline = Date.now() + 30000;
+          while (!delivered.includes('{"i":"last"}')) {
+            if (Date.now() > deadline) throw new Error(`the last message was not delivered: ${JSON.stringify(delivered)}`);
+            await new Promise((r) => setTimeout(r, 50));
+          }
+          assert.deepEqual(delivered, [...sent, '{"i":"last"}']);
+          // MQTT gives a message no identity: the id its first request drew is the one the route's own
+          // retries send (the held message was tried again and again), and each message has its own.
+          const held = ids.get(sent[0]!)!;
+          assert.ok(held.length >= 3, `the held message was sent ${held.length} times`);
+          assert.equal(new Set(held).size, 1, `one webhook-id on every retry of the held message: ${held.join(' ')}`);
+          assert.equal(new Set([...ids.values()].map((list) => list[0])).size, ids.size, 'one id per message');
+        },
+      ));
   });
 }
 
