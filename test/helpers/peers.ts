@@ -395,6 +395,15 @@ export async function pikaQueueDepth(server: MessageServer, queue: string): Prom
 }
 
 /**
+ * Consumers on a queue, as a passive declare answers: what `rabbitmqctl list_consumers` counts,
+ * without an Erlang VM of its own (30-60 s a run on a loaded machine).
+ */
+export async function pikaQueueConsumers(server: MessageServer, queue: string): Promise<number> {
+  const [count] = await amqpPeers.call({ url: server.url, command: 'consumers', args: [queue] });
+  return Number(count);
+}
+
+/**
  * Fails unless the server has `queue`, durable, with `args` (as a declare sends them): RabbitMQ
  * refuses a declare of a queue it has with other arguments (406 PRECONDITION_FAILED, `inequivalent
  * arg`). What `rabbitmqctl list_queues name arguments` would show, without an Erlang VM of its own.

@@ -8,6 +8,7 @@
   amqp_peer.py URL consume QUEUE COUNT TIMEOUT_S  prints COUNT messages as JSON lines, acking each
   amqp_peer.py URL declare QUEUE EXCHANGE KEY     declares a durable queue bound to EXCHANGE with KEY
   amqp_peer.py URL count QUEUE                     prints the queue's ready message count
+  amqp_peer.py URL consumers QUEUE                 prints the queue's consumer count (a passive declare's answer)
   amqp_peer.py URL declared-as QUEUE ARGUMENTS     fails unless the server has QUEUE, durable, with ARGUMENTS (JSON): a passive
                                                    declare, then a declare with them, which RabbitMQ refuses (406 PRECONDITION_FAILED,
                                                    `inequivalent arg`) for a queue it has otherwise; prints "ok"
@@ -176,6 +177,8 @@ def run_command(channel, command, args, lines, out):
         out("ok")
     elif command == "count":
         out(str(channel.queue_declare(args[0], passive=True).method.message_count))
+    elif command == "consumers":
+        out(str(channel.queue_declare(args[0], passive=True).method.consumer_count))
     elif command == "declared-as":
         # Passive first: a declare alone would make a missing queue, and pass.
         channel.queue_declare(args[0], passive=True)
