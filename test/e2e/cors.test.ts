@@ -177,6 +177,42 @@ routes:
     assert.equal(l.code, 1);
     assert.match(l.stdout, /gateway\.yaml:6:\d+: credentials: true needs a list of origins/);
   });
+  it('rejects origins entries that are no origin a browser sends (a user, a query, a fragment, no valid host) at file:line:col, on http and websocket listeners', async () => {
+    // `https://ops@app.example.com` let in https://app.example.com (its URL's origin), a page it does
+    // not name; `https://a b` matched no page at all. Entries a browser does send still load.
+    const dir = tempFiles({
+      'gateway.yaml': [
+        'version: 1',
+        'listeners:',
+        '  api:',
+        '    kind: http',
+        '    port: 0',
+        '    cors:',
+        '      origins: ["https://app.example.com:443", "https://ops@app.example.com", "https://café.example", "https://a b"]',
+        '  live:',
+        '    kind: websocket',
+        '    port: 0',
+        '    origins:',
+        '      - https://app.example.com?tab=1',
+        '      - https://app.example.com#top',
+        '      - http://localhost:80',
+        '',
+      ].join('\n'),
+    });
+    const r = await runCli(['validate', '-c', `${dir}/gateway.yaml`]);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    assert.deepEqual(
+      lines.map((l) => l.replace(/^.*gateway\.yaml:/, '')),
+      [
+        '7:48: "https://ops@app.example.com" is no origin: it has a user; an origin is scheme://host[:port], as browsers send it in Origin: write "https://app.example.com"',
+        '7:103: "https://a b" is no origin: its host or port is not valid in a URL, so no browser would send it',
+        '12:9: "https://app.example.com?tab=1" is no origin: it has a query; an origin is scheme://host[:port], as browsers send it in Origin: write "https://app.example.com"',
+        '13:9: "https://app.example.com#top" is no origin: it has a fragment; an origin is scheme://host[:port], as browsers send it in Origin: write "https://app.example.com"',
+      ],
+    );
+  });
+
   it('cuts off the open WebSockets and event streams of an origin a reload takes off the list (1008; eventgate.end 403), keeping those of origins still listed and of non-browsers', async () => {
     const OTHER = 'https://other.example.com';
     const lists = (api: string, push: string) => config.replace(`cors: {origins: ["${APP}"], headers`, `cors: {origins: ${api}, headers`).replace(`origins: ["${APP}"]}`, `origins: ${push}}`);

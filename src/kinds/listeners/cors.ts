@@ -43,6 +43,38 @@ export function originKey(origin: string): string {
 }
 
 /**
+ * Why an `origins` entry is no origin a browser could send, or undefined when it is one (or `*`).
+ * The schema's pattern lets through what has no `/` after the scheme: a user (`https://u@host`, whose
+ * URL's origin is `https://host`, so the entry let a page in that it does not name), a query or
+ * fragment, or a host no URL has (`https://a b`, which matched no page, silently).
+ */
+export function notAnOrigin(entry: string): string | undefined {
+  if (entry === '*') return undefined;
+  let url: URL;
+  try {
+    url = new URL(entry);
+  } catch {
+    return `"${entry}" is no origin: its host or port is not valid in a URL, so no browser would send it`;
+  }
+  const extra = [url.username || url.password ? 'a user' : '', url.search || entry.includes('?') ? 'a query' : '', url.hash || entry.includes('#') ? 'a fragment' : ''].filter(Boolean);
+  if (extra.length > 0) return `"${entry}" is no origin: it has ${extra.join(' and ')}; an origin is scheme://host[:port], as browsers send it in Origin: write "${url.origin}"`;
+  return undefined;
+}
+
+/** Reports each entry of an `origins` list at `at` that is no origin; false when any is not. */
+export function checkOriginList(origins: '*' | readonly string[] | undefined, at: readonly string[], ctx: ListenerCompileContext): boolean {
+  if (origins === undefined || origins === '*') return true;
+  let ok = true;
+  origins.forEach((entry, i) => {
+    const why = notAnOrigin(entry);
+    if (why === undefined) return;
+    ctx.report([...at, i], 'EG_CONFIG_SCHEMA', why);
+    ok = false;
+  });
+  return ok;
+}
+
+/**
  * Each list's entries as originKey writes them, made once per list (the config's, until a reload
  * replaces it): a handshake, and a reload's check of every open connection, parsed each entry as a
  * URL again.
@@ -93,7 +125,7 @@ export const corsOptions = Type.Object(
   {
     origins: oneOf([Type.Literal('*'), originList], {
       description:
-        'Allowed origins (scheme://host[:port]; compared as browsers send them: any case, a default port or none, a Unicode host name or its punycode), or "*" for any (not with credentials; `["*"]` is read as "*"). A reload that takes an origin off the list ends its open event streams (`eventgate.end` 403).',
+        'Allowed origins (scheme://host[:port]; compared as browsers send them: any case, a default port or none, a Unicode host name or its punycode; an entry with a user, query or fragment, or no valid host, is a config error), or "*" for any (not with credentials; `["*"]` is read as "*"). A reload that takes an origin off the list ends its open event streams (`eventgate.end` 403).',
     }),
     methods: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { default: DEFAULTS.methods, description: 'Methods a cross-origin request may use.' })),
     headers: Type.Optional(
@@ -112,6 +144,7 @@ export const corsOptions = Type.Object(
 export type CorsOptions = Static<typeof corsOptions>;
 
 export function checkCors(o: CorsOptions, ctx: ListenerCompileContext): boolean {
+  if (!checkOriginList(o.origins, ['cors', 'origins'], ctx)) return false;
   if (anyOrigin(o.origins) && o.credentials) {
     ctx.report(['cors', 'credentials'], 'EG_CONFIG_SCHEMA', 'credentials: true needs a list of origins; with "*" any site could send credentialed requests');
     return false;
