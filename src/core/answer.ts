@@ -108,5 +108,9 @@ export function errorFrame(p: Problem, frame?: number): string {
   if (policy !== undefined)
     out.rateLimit = { policy, limit: Number(p.headers!['ratelimit-limit']), remaining: Number(p.headers!['ratelimit-remaining']), reset: Number(p.headers!['ratelimit-reset']) };
   if (p.took) out.deliveries = tookDeliveries(p.took);
+  // The problem body's extension members (problemBody), in the same order.
+  if (p.attempts !== undefined) out.attempts = p.attempts;
+  if (p.endpointStatus !== undefined) out.endpointStatus = p.endpointStatus;
+  if (p.target !== undefined) out.target = p.target;
   return JSON.stringify(out);
 }

@@ -5,7 +5,8 @@ import { EXPIRES_AT, newHeaders, type Message } from './message.js';
  * Header on every message sent to a dead-letter topic, whichever path sent it (a validate step
  * with `onInvalid: deadletter`, a consume route that cannot deliver a message, a broker that
  * cannot decode a record): why, as compact JSON `{ts, route, status, code, detail, errors}`, with
- * `attempts` and `endpointStatus` after a consume route's failed tries (DeadletterCause).
+ * `attempts` and `endpointStatus` after a consume route's failed tries, and `target` (last) when
+ * one of its targets failed (DeadletterCause).
  */
 export const DEADLETTER_HEADER = '_eventgate_error';
 
@@ -23,6 +24,8 @@ export interface DeadletterCause {
    */
   attempts?: number;
   endpointStatus?: number;
+  /** The failing target's place in the route's `to` (Problem.target), when a target failed. */
+  target?: number;
 }
 
 /**
@@ -50,6 +53,7 @@ export function deadletterMessage(msg: Message, route: string, cause: Deadletter
     ...(cause.attempts === undefined ? {} : { attempts: cause.attempts }),
     ...(cause.endpointStatus === undefined ? {} : { endpointStatus: cause.endpointStatus }),
     ...(dropped.length > 0 ? { droppedHeaders: dropped } : {}),
+    ...(cause.target === undefined ? {} : { target: cause.target }),
   };
   headers[DEADLETTER_HEADER] = headerJson(why);
   // A copy kept to be looked at does not expire as the message would have (EXPIRES_AT).

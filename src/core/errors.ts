@@ -129,10 +129,18 @@ export interface Problem {
   /**
    * A webhook target's failure: the tries it made of the message (its last delivery), and the HTTP
    * status the endpoint last answered, from any of them (absent when none was answered). A
-   * dead-letter copy's `_eventgate_error` carries them as fields of their own. Never answered.
+   * dead-letter copy's `_eventgate_error`, the problem answer (problemBody, errorFrame) and the tap
+   * carry them as fields of their own.
    */
   attempts?: number;
   endpointStatus?: number;
+  /**
+   * The failing target's place in the route's `to`, from 0 (the `target` label of
+   * eventgate_webhook_requests_total): set where a target's failure becomes the route's (the
+   * single-target path, everyTarget, settledLate's standing failure), absent for a failure no
+   * target made (a step, a chain's expression). Carried as `attempts` is.
+   */
+  target?: number;
 }
 
 export function problem(code: ErrorCode, detail: string, extra: Partial<Problem> = {}): Problem {
@@ -150,6 +158,10 @@ export function problemBody(p: Problem): Record<string, unknown> {
   };
   if (p.errors) body.errors = p.errors;
   if (p.took) body.deliveries = tookDeliveries(p.took);
+  // RFC 9457 extension members, after the contract's (a reader of those finds them unchanged).
+  if (p.attempts !== undefined) body.attempts = p.attempts;
+  if (p.endpointStatus !== undefined) body.endpointStatus = p.endpointStatus;
+  if (p.target !== undefined) body.target = p.target;
   return body;
 }
 

@@ -48,6 +48,7 @@ export function everyTarget(sends: (Delivery | Promise<Delivery>)[]): Promise<De
     let failures: (Problem | undefined)[] | undefined;
     let late: NonNullable<Problem['late']>[number][] | undefined;
     let first: Problem | undefined;
+    let firstAt = 0;
     let failedCount = 0;
     for (const [i, r] of results.entries()) {
       if (r.status === 'fulfilled') took.push(r.value);
@@ -55,13 +56,16 @@ export function everyTarget(sends: (Delivery | Promise<Delivery>)[]): Promise<De
         took.push(undefined);
         const failure = failureOf(r.reason);
         (failures ??= new Array<Problem | undefined>(results.length).fill(undefined))[i] = failure;
-        first ??= failure;
+        if (first === undefined) {
+          first = failure;
+          firstAt = i;
+        }
         failedCount++;
         if (failure.late?.[0]) (late ??= [])[i] = failure.late[0];
       }
     }
     if (first === undefined) return took as Delivery[];
-    const failed: Problem = { ...first, detail: fanOutDetail(first.detail, took), took };
+    const failed: Problem = { ...first, detail: fanOutDetail(first.detail, took), took, target: firstAt };
     delete failed.late;
     if (late) failed.late = late;
     // Each target's own failure, for the log (one invalid, another down, is logged as each would be) and a late answer's wait.

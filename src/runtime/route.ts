@@ -591,7 +591,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       const standing: Problem = targets?.[i] ?? rest;
       const { late: _own, targets: _none, ...own } = standing;
       const detail = late![i] === undefined ? own.detail : `${own.detail}; no late answer said it was taken`;
-      outcome = { outcome: 'failed', problem: { ...own, detail: targets ? fanOutDetail(detail, took) : detail, took } };
+      // Its place: not the deadline's first failure's (rest.target) when that one's late answer took it.
+      outcome = { outcome: 'failed', problem: { ...own, detail: targets ? fanOutDetail(detail, took) : detail, took, target: i } };
     }
     const settled = this.settle(msg, outcome, startedAt, span);
     return consuming === 'first' ? this.afterFirst(msg, ctx, settled) : settled;
@@ -1277,11 +1278,12 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    */
   private async deadletterConsumed(to: DeadletterTopic, msg: Message, p: Problem, ctx: MessageContext, startedAt: number, attempts: number): Promise<string | undefined> {
     try {
-      const delivery = await this.sendToDeadletter(to, msg, triedCause(p, attempts), ctx);
+      const cause = triedCause(p, attempts);
+      const delivery = await this.sendToDeadletter(to, msg, cause, ctx);
       this.stats.deadlettered++;
       if (this.tap.active) {
-        // `p` comes from the failed try's settled outcome, already redacted (settle()).
-        const outcome = this.redacted({ outcome: 'deadlettered', deliveries: [delivery], errors: p.errors ?? [], cause: p });
+        // `p` comes from the failed try's settled outcome, already redacted (settle()); the tries as the copy counts them.
+        const outcome = this.redacted({ outcome: 'deadlettered', deliveries: [delivery], errors: p.errors ?? [], cause: { ...p, attempts: cause.attempts } });
         this.tap.publish(this.observable(msg), outcome, performance.now() - startedAt, msg.headers[TRACEPARENT] ?? '');
       }
       this.deps.logger.warn(
@@ -1517,7 +1519,10 @@ class Later {
   /** The outcome once a target failed with `err`; with writes still out (Problem.late), it keeps what they were sent. */
   failed(err: unknown): Outcome {
     const failed = targetFailed(err);
-    if (failed.outcome === 'failed' && failed.problem.late) failed.sent = this.m;
+    if (failed.outcome !== 'failed') return failed;
+    // A fan-out's failure names its target (everyTarget); one without is the single target's, place 0.
+    if (failed.problem.target === undefined) failed.problem = { ...failed.problem, target: 0 };
+    if (failed.problem.late) failed.sent = this.m;
     return failed;
   }
 
@@ -1566,6 +1571,7 @@ const PASSED_UNCHANGED: Outcome = Object.freeze({ outcome: 'delivered', deliveri
 function triedCause(p: Problem, routeTries: number): DeadletterCause {
   const cause: DeadletterCause = { status: p.status, code: p.code, detail: p.detail, errors: p.errors ?? [], attempts: p.attempts ?? routeTries };
   if (p.endpointStatus !== undefined) cause.endpointStatus = p.endpointStatus;
+  if (p.target !== undefined) cause.target = p.target;
   return cause;
 }
 

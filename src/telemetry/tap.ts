@@ -3,6 +3,7 @@ import type { Duplex } from 'node:stream';
 import type * as Ws from 'ws';
 import type { WebSocket } from 'ws';
 import { bundled } from '../core/bundled.js';
+import type { Problem } from '../core/errors.js';
 import { shownValue, type Message } from '../core/message.js';
 import { outcomeLabel, type Outcome } from '../core/outcome.js';
 
@@ -121,20 +122,29 @@ function tapEvent(route: string, input: Message, outcome: Outcome, latencyMs: nu
       event.errors = outcome.errors;
       if (outcome.cause) {
         event.status = outcome.cause.status;
-        event.problem = { code: outcome.cause.code, title: outcome.cause.title, detail: outcome.cause.detail };
+        event.problem = problemOf(outcome.cause);
       }
       break;
     case 'invalid':
     case 'rejected':
     case 'failed':
       event.status = outcome.problem.status;
-      event.problem = { code: outcome.problem.code, title: outcome.problem.title, detail: outcome.problem.detail };
+      event.problem = problemOf(outcome.problem);
       if (outcome.problem.errors) event.errors = outcome.problem.errors;
       break;
     case 'filtered':
       break;
   }
   return event;
+}
+
+/** A tap event's `problem`: what it is, and the failing target's tries, last answer and place when known (as the problem answer has them). */
+function problemOf(p: Problem): Record<string, unknown> {
+  const shown: Record<string, unknown> = { code: p.code, title: p.title, detail: p.detail };
+  if (p.attempts !== undefined) shown.attempts = p.attempts;
+  if (p.endpointStatus !== undefined) shown.endpointStatus = p.endpointStatus;
+  if (p.target !== undefined) shown.target = p.target;
+  return shown;
 }
 
 /**

@@ -19,16 +19,20 @@ describe('mqtt: a consume route whose PUBACK comes late', () => {
   let proxy: TcpProxy;
   let sub: MosquittoSub;
   let fanSub: MosquittoSub;
+  let deadSub: MosquittoSub;
 
   before(async () => {
     mqtt = await startMosquitto();
     proxy = await TcpProxy.start(mqtt.port);
     sub = await MosquittoSub.start(mqtt, 'late/out', 1);
     fanSub = await MosquittoSub.start(mqtt, 'late/fan', 1);
+    // The fan-out with a dead-letter topic: its first target's copies and its dead letters.
+    deadSub = await MosquittoSub.start(mqtt, 'late/dead/#', 1);
   });
   after(async () => {
     sub?.stop();
     fanSub?.stop();
+    deadSub?.stop();
     await Promise.all([proxy?.stop(), mqtt?.stop()]);
   });
 
@@ -47,6 +51,15 @@ ${lateAnswerRoutes('devices', 'late/out')}  - name: fan-in
     to:
       - { broker: devices, topic: late/fan }
       - { broker: devices, topic: { expression: missing } }
+  - name: fan-dead-in
+    from: { listener: api, path: /fan-dead }
+    to: { broker: mem, topic: fanned-dead }
+  - name: fan-dead
+    from: { broker: mem, topic: fanned-dead }
+    to:
+      - { broker: devices, topic: late/dead/taken }
+      - { broker: devices, topic: { expression: missing } }
+    deadletter: { broker: devices, topic: late/dead/letters }
 `,
   );
 
@@ -73,6 +86,24 @@ ${lateAnswerRoutes('devices', 'late/out')}  - name: fan-in
       fanSub.all.map((m) => JSON.parse(m.payload) as unknown),
       [{ n: 7 }],
       'target 0 took it once: not sent it again',
+    );
+  });
+
+  it("a fan-out dead-lettered once a late answer took it: the copy names the target that did not take it, not the deadline's", async () => {
+    const from = gw.logs.length;
+    proxy.holdReplies();
+    assert.equal((await fetch(gw.url('api', '/fan-dead'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ n: 8 }) })).status, 200);
+    // At the deadline target 0 (its PUBACK held) is the first failure; its late answer then says it took the message.
+    await gw.waitForLog((l) => pastDeadline(l, 'fan-dead'), 10000, from);
+    proxy.releaseReplies();
+    await eventually(() => assert.equal(deadSub.all.filter((m) => m.topic === 'late/dead/letters').length, 1, 'one dead letter'), 10000);
+    const letter = deadSub.all.find((m) => m.topic === 'late/dead/letters')!;
+    const error = JSON.parse(letter.userProperties._eventgate_error!) as Record<string, unknown>;
+    assert.deepEqual([error.route, error.code, error.attempts, error.target], ['fan-dead', 'EG_EXPRESSION_FAILED', 1, 1], JSON.stringify(error));
+    assert.deepEqual(
+      deadSub.all.filter((m) => m.topic === 'late/dead/taken').map((m) => JSON.parse(m.payload) as unknown),
+      [{ n: 8 }],
+      'target 0 took it once',
     );
   });
 });
