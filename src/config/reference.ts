@@ -489,12 +489,22 @@ before a restart, are not counted: the message given back is tried anew), and, w
 \`endpointStatus\`: the HTTP status it last answered, whichever try that was (a 503 beside
 \`EG_WEBHOOK_TIMEOUT\`: an earlier try was answered 503, the last got no answer in time; absent
 when no try was answered: timeouts, refused connections, resets). A fan-out's copy describes the
-first target that failed. A header the dead-letter broker cannot carry is left out and named in
-\`droppedHeaders\`. Fields may be added; none is taken away or changed, so read them by name:
+first target that failed, in \`to\` order (a target whose late answer took the message after all
+is not that one). A header the dead-letter broker cannot carry is left out and named in
+\`droppedHeaders\`. When one of the route's targets failed, \`target\` comes last: that target's
+place in the route's \`to\`, counted from 0 (0 on a route with one target), the value of the
+\`target\` label of its series in \`eventgate_webhook_requests_total\` and its place in
+/admin/status's list of the route's targets; absent when no target failed (a step's expression that failed,
+a validate step's \`onInvalid: deadletter\`, an undecodable record). Fields may be added; none is taken away or
+changed, so read them by name:
 
 \`\`\`json
-{"ts":"2026-12-07T10:00:00.000Z","route":"orders-to-crm","status":502,"code":"EG_WEBHOOK_FAILED","detail":"https://crm.example.com/hooks/orders answered 503: overloaded (after 5 tries)","errors":[],"attempts":5,"endpointStatus":503}
+{"ts":"2026-12-07T10:00:00.000Z","route":"orders-to-crm","status":502,"code":"EG_WEBHOOK_FAILED","detail":"https://crm.example.com/hooks/orders answered 503: overloaded (after 5 tries)","errors":[],"attempts":5,"endpointStatus":503,"target":0}
 \`\`\`
+
+An HTTP publish route's problem answer to the same failure, a WebSocket publish route's error
+frame and the tap's event (its \`problem\`) carry \`attempts\`, \`endpointStatus\` and \`target\`
+too, when they are known ([http-edge.md](http-edge.md#webhooks)).
 `);
   for (const k of registry.steps.values()) out.push(kindSection(`${k.kind}`, k.doc, k.schema));
   out.push(`## routes
