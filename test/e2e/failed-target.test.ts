@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import type { ServerResponse } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { WsClient } from '../helpers/clients.js';
+import { deadletterReason } from '../helpers/deadletter-reason.js';
 import { useGateway } from '../helpers/gateway.js';
 import { fetch } from '../helpers/http.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
@@ -99,18 +100,7 @@ routes:
 
   const post = (path: string, body: unknown) => fetch(gw.url('api', path), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
 
-  /** Enqueues `body` for the consume route `to` and returns the `_eventgate_error` of its dead-letter copy. */
-  async function deadlettered(to: string, body: unknown): Promise<Record<string, unknown>> {
-    const dlq = await WsClient.connect(gw.url('ws', '/dlq', 'ws'));
-    try {
-      assert.equal((await post(`/enqueue/${to}`, body)).status, 200);
-      const frame = (await dlq.next()) as { value: unknown; headers: Record<string, string> };
-      assert.deepEqual(frame.value, body);
-      return JSON.parse(frame.headers._eventgate_error!) as Record<string, unknown>;
-    } finally {
-      dlq.close();
-    }
-  }
+  const deadlettered = (to: string, body: unknown) => deadletterReason(gw, to, body);
 
   it("a fan-out's dead-letter copy names the webhook that failed by its place in `to`, after the fields it had", async () => {
     const error = await deadlettered('fan', { n: 1 });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import type { ServerResponse } from 'node:http';
 import { after, before, describe, it } from 'node:test';
-import { WsClient } from '../helpers/clients.js';
+import { deadletterReason } from '../helpers/deadletter-reason.js';
 import { useGateway } from '../helpers/gateway.js';
 import { fetch } from '../helpers/http.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
@@ -95,19 +95,7 @@ routes:
     await hook.stop();
   });
 
-  /** Enqueues `body` for the consume route `to` and returns the `_eventgate_error` of its dead-letter copy. */
-  async function deadlettered(to: string, body: unknown): Promise<Record<string, unknown>> {
-    const dlq = await WsClient.connect(gw.url('ws', '/dlq', 'ws'));
-    try {
-      const res = await fetch(gw.url('api', `/enqueue/${to}`), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-      assert.equal(res.status, 200);
-      const frame = (await dlq.next()) as { value: unknown; headers: Record<string, string> };
-      assert.deepEqual(frame.value, body);
-      return JSON.parse(frame.headers._eventgate_error!) as Record<string, unknown>;
-    } finally {
-      dlq.close();
-    }
-  }
+  const deadlettered = (to: string, body: unknown) => deadletterReason(gw, to, body);
 
   it('a refusal (422): one try, the status the endpoint answered', async () => {
     const error = await deadlettered('refuse', { n: 1 });
