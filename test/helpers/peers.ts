@@ -4,9 +4,10 @@ import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Transform } from 'node:stream';
+import { after, before } from 'node:test';
 import { promisify } from 'node:util';
 import { eventually, repoRoot } from './gateway.js';
-import { natsLoginFields, type MessageServer, type NatsLogin } from './servers.js';
+import { natsLoginFields, startNats, type MessageServer, type NatsLogin } from './servers.js';
 import { killOnExit } from './reaper.js';
 
 /**
@@ -577,6 +578,11 @@ export class RawNats {
     return JSON.parse((await this.request(subject, JSON.stringify(body))).payload);
   }
 
+  /** A consumer's state through the JetStream API (`$JS.API.CONSUMER.INFO`, an empty request). */
+  async consumerInfo(stream: string, consumer: string): Promise<{ num_ack_pending: number; num_pending: number }> {
+    return JSON.parse((await this.request(`$JS.API.CONSUMER.INFO.${stream}.${consumer}`, '')).payload);
+  }
+
   /** How many messages `stream` holds; 0 while its info is an error (the gateway may not have declared it yet). */
   async streamMessages(stream: string): Promise<number> {
     return ((await this.jsApi(`$JS.API.STREAM.INFO.${stream}`, {})) as { state?: { messages: number } }).state?.messages ?? 0;
@@ -710,3 +716,21 @@ export function delayNatsFrames(prefix: string, delay: number | Promise<unknown>
  * other requests meanwhile).
  */
 export const delayJetStreamAcks = (delayMs: number): Transform => delayNatsFrames('$JS.ACK.', delayMs);
+
+/**
+ * For the enclosing `describe`: a nats-server with JetStream (startNats) and a RawNats peer on it,
+ * read through the returned object once `before()` ran; `after()` closes the peer and stops the
+ * server. The describe's gateways are its own (they name `server.url`).
+ */
+export function useNatsPeer(): { server: MessageServer; peer: RawNats } {
+  const fixture = {} as { server: MessageServer; peer: RawNats };
+  before(async () => {
+    fixture.server = await startNats();
+    fixture.peer = await RawNats.connect(fixture.server);
+  });
+  after(async () => {
+    fixture.peer?.close();
+    await fixture.server?.stop();
+  });
+  return fixture;
+}
