@@ -115,7 +115,8 @@ describe('deploy/: the Dockerfile and Kubernetes manifests match the code', () =
 
   it("the build stage's COPYs hold everything the build runs: its npm ci compiles the CLI (the prepare script)", async () => {
     // No Docker daemon here: copy what the build stage copies, nothing more, and run the prepare
-    // script `npm ci` runs there (node_modules linked from the checkout instead of installed).
+    // script `npm ci` runs there (node_modules linked from the checkout instead of installed), as
+    // npm runs it: `npm_command` ci, where it compiles src alone (tsconfig.src.json).
     const build = stages()[0]!;
     assert.match(build.find((s) => s.instruction === 'RUN')!.args, /\bnpm ci\b/);
     const context = tempFiles({});
@@ -128,7 +129,7 @@ describe('deploy/: the Dockerfile and Kubernetes manifests match the code', () =
     const prepare = (JSON.parse(readFileSync(join(context, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.prepare!;
     const child = spawn('sh', ['-c', prepare], {
       cwd: context,
-      env: { ...process.env, PATH: `${join(context, 'node_modules', '.bin')}${delimiter}${process.env.PATH}` },
+      env: { ...process.env, npm_command: 'ci', PATH: `${join(context, 'node_modules', '.bin')}${delimiter}${process.env.PATH}` },
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     let stderr = '';
