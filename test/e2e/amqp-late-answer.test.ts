@@ -1,10 +1,8 @@
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { useGateway } from '../helpers/gateway.js';
 import { lateAnswerRoutes, storedOnceDespiteLateAnswer } from '../helpers/late-answer.js';
-import { pikaConsume, pikaDeclareQueue, pikaQueueDepth } from '../helpers/peers.js';
-import type { RabbitServer } from '../helpers/servers.js';
-import { sharedRabbit } from '../helpers/shared-rabbit.js';
-import { TcpProxy } from '../helpers/tcp-proxy.js';
+import { pikaConsume, pikaQueueDepth } from '../helpers/peers.js';
+import { useRabbit } from '../helpers/rabbit.js';
 
 /**
  * A consume route (memory → amqp) whose publisher confirm comes after `ackTimeoutMs`: RabbitMQ
@@ -15,18 +13,7 @@ import { TcpProxy } from '../helpers/tcp-proxy.js';
  * (docs/spec-checklist.md, point 62).
  */
 describe('amqp: a consume route whose confirm comes late', () => {
-  let rabbit: RabbitServer;
-  let proxy: TcpProxy;
-
-  before(async () => {
-    rabbit = await sharedRabbit();
-    await pikaDeclareQueue(rabbit, 'late-seen', 'amq.topic', 'late.out');
-    proxy = await TcpProxy.start(rabbit.port);
-  });
-  after(async () => {
-    await proxy?.stop();
-    await rabbit?.stop();
-  });
+  const rabbit = useRabbit({ queues: [['late-seen', 'amq.topic', 'late.out']], proxy: true });
 
   const gw = useGateway(
     () => `
@@ -34,12 +21,12 @@ version: 1
 admin: { port: 0 }
 brokers:
   mem: { kind: memory }
-  rabbit: { kind: amqp, url: "${rabbit.url.replace(`:${rabbit.port}`, `:${proxy.port}`)}", ackTimeoutMs: 1000 }
+  rabbit: { kind: amqp, url: "${rabbit.proxiedUrl}", ackTimeoutMs: 1000 }
 ${lateAnswerRoutes('rabbit', 'late.out')}`,
   );
 
   it('waits for the late confirm of its try: the message is published once', () =>
-    storedOnceDespiteLateAnswer(gw, proxy, 'rabbit', {
+    storedOnceDespiteLateAnswer(gw, rabbit.proxy, 'rabbit', {
       count: () => pikaQueueDepth(rabbit, 'late-seen'),
       // Everything in the queue, until none came for 2 s.
       bodies: async () => (await pikaConsume(rabbit, 'late-seen', 10, 2)).map((b) => (JSON.parse(b.body) as { n: number }).n),

@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { pikaConsume } from '../helpers/peers.js';
-import type { RabbitServer } from '../helpers/servers.js';
-import { sharedRabbit } from '../helpers/shared-rabbit.js';
+import { useRabbit } from '../helpers/rabbit.js';
 
 /**
  * RabbitMQ nacks a publish when one queue it was routed to refuses it (here `x-overflow:
@@ -14,14 +13,8 @@ import { sharedRabbit } from '../helpers/shared-rabbit.js';
  * delivered": a client sending it again put a second copy in the other queue without being told.
  */
 describe('kind: amqp, a publish one of its queues refuses (basic.nack)', () => {
-  let rabbit: RabbitServer;
+  const rabbit = useRabbit();
   const suffix = `${process.pid}`;
-  before(async () => {
-    rabbit = await sharedRabbit();
-  });
-  after(async () => {
-    await rabbit?.stop();
-  });
   const gw = useGateway(
     () => `
 version: 1

@@ -347,3 +347,11 @@ export async function withLogsOnFailure<T>(gateways: () => readonly RunningGatew
     throw err;
   }
 }
+
+/**
+ * Waits for each of `routes` to log `consumer ready` (after line `fromIndex`), each wait given
+ * `timeoutMs`, in order: a consume route takes messages only from then on, so a test publishes after.
+ */
+export async function consumersReady(gw: RunningGateway, routes: string | readonly string[], timeoutMs = 30000, fromIndex = 0): Promise<void> {
+  for (const route of typeof routes === 'string' ? [routes] : routes) await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, timeoutMs, fromIndex);
+}
