@@ -5,9 +5,7 @@ import { post } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { pikaConsume, pikaDeclareExchange, pikaDeclareQueue, pikaDeleteExchange } from '../helpers/peers.js';
-import type { RabbitServer } from '../helpers/servers.js';
-import { sharedRabbit } from '../helpers/shared-rabbit.js';
-import { TcpProxy } from '../helpers/tcp-proxy.js';
+import { useRabbit } from '../helpers/rabbit.js';
 
 /**
  * `exchange: {declare: false}` says the exchange must exist already, as `queues.<name>.declare:
@@ -18,15 +16,9 @@ import { TcpProxy } from '../helpers/tcp-proxy.js';
  * answering 503 "channel closed" with nothing saying which exchange.
  */
 describe('kind: amqp, an exchange that must exist (declare: false) and does not yet', () => {
-  let rabbit: RabbitServer;
+  const rabbit = useRabbit();
   const exchange = `eg-existing-${process.pid}`;
   const queue = `eg-existing-q-${process.pid}`;
-  before(async () => {
-    rabbit = await sharedRabbit();
-  });
-  after(async () => {
-    await rabbit?.stop();
-  });
   const gw = useGateway(
     () => `
 version: 1
@@ -95,33 +87,31 @@ class HeldReplies extends Transform {
  * so the publish always comes in that time.
  */
 describe('kind: amqp, a publish while the broker reconnects for a publish channel the server closed', () => {
-  let rabbit: RabbitServer;
-  let proxy: TcpProxy;
   const exchange = `eg-reclosed-${process.pid}`;
   /** Each connection's server bytes, in the order the gateway opened them (a connect opens the broker's connection, then its publish connection). */
   const replies: HeldReplies[] = [];
-  before(async () => {
-    rabbit = await sharedRabbit();
-    await pikaDeclareExchange(rabbit, exchange, 'topic');
-    proxy = await TcpProxy.start(rabbit.port, {
+  // Registered first, so it runs before the proxy stops.
+  after(() => {
+    for (const r of replies) r.release();
+  });
+  const rabbit = useRabbit({
+    proxy: {
       toClient: () => {
         const r = new HeldReplies();
         replies.push(r);
         return r;
       },
-    });
+    },
   });
-  after(async () => {
-    for (const r of replies) r.release();
-    await proxy?.stop();
-    await rabbit?.stop();
+  before(async () => {
+    await pikaDeclareExchange(rabbit, exchange, 'topic');
   });
   const gw = useGateway(
     () => `
 version: 1
 admin: { port: 0 }
 brokers:
-  rb: { kind: amqp, url: "${rabbit.url.replace(`:${rabbit.port}`, `:${proxy.port}`)}", mandatory: false, exchange: { name: ${exchange}, declare: false } }
+  rb: { kind: amqp, url: "${rabbit.proxiedUrl}", mandatory: false, exchange: { name: ${exchange}, declare: false } }
 listeners:
   api: { kind: http, port: 0 }
 routes:
@@ -158,22 +148,13 @@ routes:
  * the exchange was missing (hundreds an hour at the longest backoff). Counted at a proxy.
  */
 describe('kind: amqp, connects failing on a missing exchange', () => {
-  let rabbit: RabbitServer;
-  let proxy: TcpProxy;
-  before(async () => {
-    rabbit = await sharedRabbit();
-    proxy = await TcpProxy.start(rabbit.port);
-  });
-  after(async () => {
-    await proxy?.stop();
-    await rabbit?.stop();
-  });
+  const rabbit = useRabbit({ proxy: true });
   const gw = useGateway(
     () => `
 version: 1
 admin: { port: 0 }
 brokers:
-  rb: { kind: amqp, url: "${rabbit.url.replace(`:${rabbit.port}`, `:${proxy.port}`)}", exchange: { name: eg-never-${process.pid}, declare: false } }
+  rb: { kind: amqp, url: "${rabbit.proxiedUrl}", exchange: { name: eg-never-${process.pid}, declare: false } }
 listeners:
   api: { kind: http, port: 0 }
 routes:
@@ -183,7 +164,7 @@ routes:
 
   it('close the connection of each failed try: one is open at most, the one trying', async () => {
     await gw.waitForLog((l) => l.msg === 'amqp connect failed; retrying' && String(l.err).includes('no exchange'), 15000);
-    await eventually(() => assert.ok(proxy.accepted >= 4, `${proxy.accepted} connections so far`), 20000, 50);
-    await eventually(() => assert.ok(proxy.openLinks() <= 1, `${proxy.openLinks()} connections open after ${proxy.accepted} tries`), 5000, 50);
+    await eventually(() => assert.ok(rabbit.proxy.accepted >= 4, `${rabbit.proxy.accepted} connections so far`), 20000, 50);
+    await eventually(() => assert.ok(rabbit.proxy.openLinks() <= 1, `${rabbit.proxy.openLinks()} connections open after ${rabbit.proxy.accepted} tries`), 5000, 50);
   });
 });

@@ -1,10 +1,8 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { pikaPublish, pikaQueueDepth } from '../helpers/peers.js';
-import type { RabbitServer } from '../helpers/servers.js';
-import { sharedRabbit } from '../helpers/shared-rabbit.js';
-import { TcpProxy } from '../helpers/tcp-proxy.js';
+import { useRabbit } from '../helpers/rabbit.js';
 
 /**
  * A reload that removes a declared queue's entry (the queue stays on the server) unbinds the
@@ -15,17 +13,8 @@ import { TcpProxy } from '../helpers/tcp-proxy.js';
  * of a broker to that server.
  */
 describe('kind: amqp, a declared queue removed by a reload while the server cannot be reached', () => {
-  let rabbit: RabbitServer;
-  let proxy: TcpProxy;
+  const rabbit = useRabbit({ proxy: true });
   const queue = `eg-orphan-${process.pid}`;
-  before(async () => {
-    rabbit = await sharedRabbit();
-    proxy = await TcpProxy.start(rabbit.port);
-  });
-  after(async () => {
-    await proxy?.stop();
-    await rabbit?.stop();
-  });
 
   const config = (queues: string) => `
 version: 1
@@ -33,7 +22,7 @@ admin: { port: 0 }
 brokers:
   rabbit:
     kind: amqp
-    url: "${rabbit.url.replace(`:${rabbit.port}`, `:${proxy.port}`)}"
+    url: "${rabbit.proxiedUrl}"
     connectTimeoutMs: 1000
     queues: { ${queues} }
 `;
@@ -44,14 +33,14 @@ brokers:
     await pikaPublish(rabbit, 'amq.topic', 'orphan.a', [{ body: '{"n":1}' }]);
     await eventually(async () => assert.equal(await pikaQueueDepth(rabbit, queue), 1), 15000);
 
-    proxy.cutAndHold();
+    rabbit.proxy.cutAndHold();
     await gw.waitForLog((l) => l.msg === 'amqp connection lost; reconnecting', 15000);
     const from = gw.logs.length;
     const line = await gw.reconfigure(config('kept: { bindings: [orphan.kept] }'));
     assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
     await gw.waitForLog((l) => /^amqp bindings a reload dropped/.test(l.msg) && l.queue === queue, 15000, from);
 
-    proxy.release();
+    rabbit.proxy.release();
     await gw.waitForLog((l) => l.msg === 'amqp queue unbound from a binding a reload dropped' && l.queue === queue && l.routingKey === 'orphan.a', 30000, from);
     // Nothing more goes to the queue nothing reads; what it held stays.
     await pikaPublish(rabbit, 'amq.topic', 'orphan.a', [{ body: '{"n":2}' }]);
