@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
-import { eventually, useGateway } from '../helpers/gateway.js';
+import { consumersReady, eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
-import type { RabbitServer } from '../helpers/servers.js';
-import { sharedRabbit } from '../helpers/shared-rabbit.js';
+import { useRabbit } from '../helpers/rabbit.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -15,15 +14,13 @@ import { WebhookReceiver } from '../helpers/webhook-receiver.js';
  * which beside amqp-queue-deleted's own calls took that file past the runner's 300 s timeout.
  */
 describe('kind: amqp, connections an operator closes on the server', () => {
-  let rabbit: RabbitServer;
+  const rabbit = useRabbit();
   let receiver: WebhookReceiver;
   before(async () => {
-    rabbit = await sharedRabbit();
     receiver = await WebhookReceiver.start();
   });
   after(async () => {
     await receiver?.stop();
-    await rabbit?.stop();
   });
 
   const gw = useGateway(
@@ -48,7 +45,7 @@ routes:
   const arrived = (path: string) => receiver.requests.filter((r) => r.url === path).map((r) => (JSON.parse(r.body) as { i: number }).i);
 
   it('the publish connection an operator closes alone (close_connection) is opened again; the consume routes keep their connection and channels', async () => {
-    for (const route of ['orders', 'events']) await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, 60000);
+    await consumersReady(gw, ['orders', 'events'], 60000);
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
     const from = gw.logs.length;
     // Each connection by its pid, its vhost and the name the broker gives it (`eventgate <broker>[
@@ -82,6 +79,6 @@ routes:
     assert.equal(lost.reason, 'closed by the server: 320 CONNECTION_FORCED - eventgate test: closed on purpose');
     await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp connected', 15000, from);
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
-    for (const route of ['orders', 'events']) await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, 30000, from);
+    await consumersReady(gw, ['orders', 'events'], 30000, from);
   });
 });

@@ -5,7 +5,7 @@ import { makeCertificates, type Pem } from '../helpers/certificates.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { startRabbit, type RabbitServer } from '../helpers/servers.js';
-import { type SharedRabbit, sharedRabbit } from '../helpers/shared-rabbit.js';
+import { useRabbit } from '../helpers/rabbit.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 
 /** The broker's connections on the server, each `<pid>\t<client properties>`, by the name the broker gives them (`eventgate <broker>[ publish]`). */
@@ -21,16 +21,7 @@ async function connectionsOf(rabbit: RabbitServer, broker: string): Promise<stri
  * passed on), the open ones going on, so the reopen is under way for as long as the test wants.
  */
 describe('kind: amqp, a stop while the publish connection is being opened again', () => {
-  let rabbit: SharedRabbit;
-  let proxy: TcpProxy;
-  before(async () => {
-    rabbit = await sharedRabbit();
-    proxy = await TcpProxy.start(rabbit.port);
-  });
-  after(async () => {
-    await proxy?.stop();
-    await rabbit?.stop();
-  });
+  const rabbit = useRabbit({ proxy: true });
   const gw = useGateway();
   // connectTimeoutMs far beyond the test: amqplib's own timeout does not end the held connect.
   const config = (withBroker: boolean) => `
@@ -40,7 +31,7 @@ listeners:
   api: { kind: http, port: 0 }
 brokers:
   mem: { kind: memory }
-${withBroker ? `  held: { kind: amqp, url: "${rabbit.url.replace(`:${rabbit.port}`, `:${proxy.port}`)}", connectTimeoutMs: 120000 }` : ''}
+${withBroker ? `  held: { kind: amqp, url: "${rabbit.proxiedUrl}", connectTimeoutMs: 120000 }` : ''}
 routes:
   - name: post
     from: { listener: api, path: /post }
@@ -61,18 +52,18 @@ routes:
       200,
     );
     const from = gw.logs.length;
-    proxy.holdNew();
+    rabbit.proxy.holdNew();
     await rabbit.ctl('close_connection', pid!, 'eventgate test: the publish connection');
     await gw.waitForLog((l) => l.broker === 'held' && l.msg === 'amqp publish connection lost; opening it again', 15000, from);
     // The new publish connection, accepted by the proxy and held there: the reopen is under way.
-    await eventually(() => assert.equal(proxy.heldOpen(), 1), 15000, 20);
+    await eventually(() => assert.equal(rabbit.proxy.heldOpen(), 1), 15000, 20);
     const reloaded = await gw.reconfigure(config(false));
     // Logged once the brokers the reload removed have stopped (no request was in flight).
     assert.equal(reloaded.msg, 'config reloaded');
     // The broker ended its connect before its stop returned; the proxy sees the close a loopback hop later.
     // Before: held open until connectTimeoutMs, then opened on the server (and closed there once open).
-    await eventually(() => assert.equal(proxy.heldOpen(), 0, 'the publish connection being opened, still open after the stop'), 10000, 20);
-    proxy.release();
+    await eventually(() => assert.equal(rabbit.proxy.heldOpen(), 0, 'the publish connection being opened, still open after the stop'), 10000, 20);
+    rabbit.proxy.release();
     // What the server has of the broker now: nothing (a connection its client closed while held never reaches it).
     assert.deepEqual(await connectionsOf(rabbit, 'held'), []);
     assert.deepEqual(
@@ -84,19 +75,19 @@ routes:
 
   it('a reconnect under way is ended the same way', async () => {
     // Nothing held from a case before that failed.
-    proxy.release();
+    rabbit.proxy.release();
     await gw.start(config(true));
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 30000, 100);
     const from = gw.logs.length;
     // Both connections cut; the reconnect's connection held.
-    proxy.cutAndHold();
+    rabbit.proxy.cutAndHold();
     await gw.waitForLog((l) => l.broker === 'held' && l.msg === 'amqp connection lost; reconnecting', 15000, from);
-    await eventually(() => assert.equal(proxy.heldOpen(), 1), 30000, 20);
+    await eventually(() => assert.equal(rabbit.proxy.heldOpen(), 1), 30000, 20);
     const at = gw.logs.length;
     assert.equal((await gw.reconfigure(config(false))).msg, 'config reloaded');
     // Before: held open until connectTimeoutMs, then the connect went on, declaring the topology, after the stop.
-    await eventually(() => assert.equal(proxy.heldOpen(), 0, 'the connection being opened, still open after the stop'), 10000, 20);
-    proxy.release();
+    await eventually(() => assert.equal(rabbit.proxy.heldOpen(), 0, 'the connection being opened, still open after the stop'), 10000, 20);
+    rabbit.proxy.release();
     assert.deepEqual(await connectionsOf(rabbit, 'held'), []);
     assert.deepEqual(
       gw.logs.slice(at).filter((l) => l.broker === 'held' && (l.level === 'warn' || l.level === 'error')),
