@@ -3,10 +3,9 @@ import { once } from 'node:events';
 import { rmSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { eventually, startGateway, useGateway } from '../helpers/gateway.js';
+import { consumersReady, eventually, startGateway, useGateway } from '../helpers/gateway.js';
 import { pikaDeleteExchange, pikaPublish, pikaQueueDepth } from '../helpers/peers.js';
-import type { RabbitServer } from '../helpers/servers.js';
-import { sharedRabbit } from '../helpers/shared-rabbit.js';
+import { useRabbit } from '../helpers/rabbit.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -16,15 +15,13 @@ import { WebhookReceiver } from '../helpers/webhook-receiver.js';
  * delivering what the edited config no longer asks for.
  */
 describe('kind: amqp, a reload that drops bindings of a declared queue', () => {
-  let rabbit: RabbitServer;
+  const rabbit = useRabbit();
   let receiver: WebhookReceiver;
   before(async () => {
-    rabbit = await sharedRabbit();
     receiver = await WebhookReceiver.start();
   });
   after(async () => {
     await receiver?.stop();
-    await rabbit?.stop();
   });
 
   const config = (bindings: string[], exchange = 'amq.topic') => `
@@ -55,7 +52,7 @@ routes:
     );
 
   it('unbinds the one removed: its key no longer arrives, the kept one loses nothing across the reload', async () => {
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 60000);
+    await consumersReady(gw, 'relay', 60000);
     // The kept key published before, during and after the reload, ten messages at a time.
     let publishing = true;
     let next = 0;
@@ -105,7 +102,7 @@ routes:
     const line = await gw.reconfigure(config(['orders.shipped']));
     assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
     await unbound('orders.paid', from);
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 30000, from);
+    await consumersReady(gw, 'relay', 30000, from);
     const start = receiver.requests.length;
     await send('amq.topic', 'orders.paid', 100);
     await send('amq.topic', 'orders.shipped', 101, 102);
@@ -119,7 +116,7 @@ routes:
   it("changes the broker's exchange, the old one deleted meanwhile: one line about the old binding, and the route consumes on", async () => {
     let from = gw.logs.length;
     await gw.reconfigure(config(['orders.shipped'], 'old-events'));
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 30000, from);
+    await consumersReady(gw, 'relay', 30000, from);
     // Deleting the exchange takes its bindings with it. RabbitMQ 3.10 answers the unbind with
     // unbind-ok all the same; a server that answers 404 gets the refusal logged instead.
     await pikaDeleteExchange(rabbit, 'old-events');
@@ -128,7 +125,7 @@ routes:
     assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
     const aboutOld = (l: { msg: string; exchange?: unknown }) => typeof l.msg === 'string' && l.msg.includes('a binding a reload dropped') && l.exchange === 'old-events';
     await gw.waitForLog(aboutOld, 15000, from);
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 30000, from);
+    await consumersReady(gw, 'relay', 30000, from);
     const start = receiver.requests.length;
     await send('new-events', 'orders.shipped', 200, 201);
     await eventually(() => assert.equal(receiver.requests.length, start + 2), 15000, 50);
@@ -142,7 +139,7 @@ routes:
   it('an unbind RabbitMQ refuses (403: no read permission on the old exchange) is logged once, and the route consumes on', async () => {
     let from = gw.logs.length;
     await gw.reconfigure(config(['orders.denied'], 'denied-events'));
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 30000, from);
+    await consumersReady(gw, 'relay', 30000, from);
     // queue.unbind needs read permission on the exchange: taken away for that one exchange.
     await rabbit.ctl('set_permissions', '-p', rabbit.vhost, 'guest', '.*', '.*', '^(?!denied-events$).*');
     try {
@@ -152,7 +149,7 @@ routes:
       const refused = await gw.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('amqp unbind of a binding a reload dropped refused'), 15000, from);
       assert.equal(refused.exchange, 'denied-events');
       assert.match(String(refused.err), /ACCESS_REFUSED/);
-      await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 30000, from);
+      await consumersReady(gw, 'relay', 30000, from);
       const start = receiver.requests.length;
       await send('allowed-events', 'orders.allowed', 600, 601);
       await eventually(() => assert.equal(receiver.requests.length, start + 2), 15000, 50);
@@ -169,7 +166,7 @@ routes:
   it('a reload rejected after the new broker bound its queue: what it added is unbound, what the running config has stays', async () => {
     let from = gw.logs.length;
     await gw.reconfigure(config(['orders.kept']));
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 30000, from);
+    await consumersReady(gw, 'relay', 30000, from);
     // The new broker connects and binds before the listener fails to start on a port in use.
     const holder = createServer().listen(0, '127.0.0.1');
     await once(holder, 'listening');
@@ -195,7 +192,7 @@ routes:
   it('another gateway declaring the same queue leaves its bindings when it shuts down: the queue keeps collecting for the next start', async () => {
     const other = await startGateway(config(['orders.kept']));
     try {
-      await other.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 30000);
+      await consumersReady(other, 'relay', 30000);
     } finally {
       await other.stop();
       rmSync(other.dir, { recursive: true, force: true });
@@ -213,7 +210,7 @@ routes:
   it('removes the queue entry: the queue kept on the server is unbound and collects nothing more', async () => {
     let from = gw.logs.length;
     await gw.reconfigure(config(['orders.returned']));
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 30000, from);
+    await consumersReady(gw, 'relay', 30000, from);
     from = gw.logs.length;
     const line = await gw.reconfigure(`
 version: 1

@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { eventually, useGateway } from '../helpers/gateway.js';
+import { consumersReady, eventually, useGateway } from '../helpers/gateway.js';
 import { pikaDeleteExchange, pikaPublish } from '../helpers/peers.js';
-import type { MessageServer } from '../helpers/servers.js';
-import { sharedRabbit } from '../helpers/shared-rabbit.js';
+import { useRabbit } from '../helpers/rabbit.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -13,15 +12,13 @@ import { WebhookReceiver } from '../helpers/webhook-receiver.js';
  * on receiving the messages of the pattern it no longer reads.
  */
 describe('kind: amqp, a reload that changes the routing-key pattern of a consume route', () => {
-  let rabbit: MessageServer;
+  const rabbit = useRabbit();
   let receiver: WebhookReceiver;
   before(async () => {
-    rabbit = await sharedRabbit();
     receiver = await WebhookReceiver.start();
   });
   after(async () => {
     await receiver?.stop();
-    await rabbit?.stop();
   });
 
   const config = (pattern: string) => `
@@ -37,11 +34,11 @@ routes:
   const gw = useGateway(() => config('orders.created'));
 
   it('unbinds the old pattern from the route queue: only the new one arrives', async () => {
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 60000);
+    await consumersReady(gw, 'relay', 60000);
     const from = gw.logs.length;
     const line = await gw.reconfigure(config('orders.paid'));
     assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 30000, from);
+    await consumersReady(gw, 'relay', 30000, from);
     // One queue, in publish order: a message of the old pattern would come first.
     await pikaPublish(rabbit, 'amq.topic', 'orders.created', [{ body: JSON.stringify({ i: 1 }) }]);
     await pikaPublish(rabbit, 'amq.topic', 'orders.paid', [{ body: JSON.stringify({ i: 2 }) }]);
@@ -65,7 +62,7 @@ routes:
 `;
     let from = gw.logs.length;
     await gw.reconfigure(onExchange('old-events', 'orders.created'));
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 30000, from);
+    await consumersReady(gw, 'relay', 30000, from);
     // Its bindings go with it. An unbind from an exchange that no longer exists may be refused (404,
     // closing the channel it was asked on: the route unbinds on a channel of its own); either way it consumes on.
     await pikaDeleteExchange(rabbit, 'old-events');
@@ -74,7 +71,7 @@ routes:
     assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
     const unbind = await gw.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('amqp') && l.msg.includes('a binding a reload dropped'), 30000, from);
     assert.equal(unbind.exchange, 'old-events');
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 30000, from);
+    await consumersReady(gw, 'relay', 30000, from);
     const before = receiver.requests.length;
     await pikaPublish(rabbit, 'new-events', 'orders.shipped', [{ body: JSON.stringify({ i: 3 }) }, { body: JSON.stringify({ i: 4 }) }]);
     await eventually(() => assert.equal(receiver.requests.length, before + 2), 15000, 50);
