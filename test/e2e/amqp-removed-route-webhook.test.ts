@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
 import type { ServerResponse } from 'node:http';
 import { after, before, describe, it } from 'node:test';
-import { eventually, useGateway, withLogsOnFailure } from '../helpers/gateway.js';
+import { consumersReady, eventually, useGateway, withLogsOnFailure } from '../helpers/gateway.js';
 import { pikaPublish, pikaQueueDepth } from '../helpers/peers.js';
-import type { MessageServer } from '../helpers/servers.js';
-import { sharedRabbit } from '../helpers/shared-rabbit.js';
+import { useRabbit } from '../helpers/rabbit.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -15,13 +14,12 @@ import { WebhookReceiver } from '../helpers/webhook-receiver.js';
  * reload keeps: the route put back reads it.
  */
 describe('kind: amqp, a reload that removes a route whose webhook is still out', () => {
-  let rabbit: MessageServer;
+  const rabbit = useRabbit();
   let receiver: WebhookReceiver;
   /** Requests to `/held` not answered yet. */
   const holding: ServerResponse[] = [];
   let hold = true;
   before(async () => {
-    rabbit = await sharedRabbit();
     receiver = await WebhookReceiver.start();
     const respond = receiver.respond;
     receiver.respond = (r, res) => {
@@ -32,7 +30,6 @@ describe('kind: amqp, a reload that removes a route whose webhook is still out',
   after(async () => {
     for (const res of holding) res.destroy();
     await receiver?.stop();
-    await rabbit?.stop();
   });
 
   const config = (withRoute: boolean) => `
@@ -51,7 +48,7 @@ ${withRoute ? `  - name: held\n    from: { broker: rabbit, topic: held.x }\n    
     withLogsOnFailure(
       () => [gw],
       async () => {
-        await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'held', 60000);
+        await consumersReady(gw, 'held', 60000);
         await pikaPublish(rabbit, 'amq.topic', 'held.x', [{ body: JSON.stringify({ i: 1 }) }]);
         await eventually(() => assert.equal(holding.length, 1), 15000, 50);
         const from = gw.logs.length;

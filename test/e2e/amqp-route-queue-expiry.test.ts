@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { eventually, useGateway } from '../helpers/gateway.js';
+import { consumersReady, eventually, useGateway } from '../helpers/gateway.js';
 import { pikaDeleteQueue, pikaPublish, pikaQueueDepth } from '../helpers/peers.js';
 import { readyz } from '../helpers/outage.js';
-import type { MessageServer } from '../helpers/servers.js';
-import { sharedRabbit } from '../helpers/shared-rabbit.js';
+import { useRabbit } from '../helpers/rabbit.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -15,16 +14,14 @@ import { WebhookReceiver } from '../helpers/webhook-receiver.js';
  * RabbitMQ's `x-expires`, and the server deletes one that no consumer has used for that long.
  */
 describe('kind: amqp, routeQueueExpiresMs', () => {
-  let rabbit: MessageServer;
+  const rabbit = useRabbit();
   let receiver: WebhookReceiver;
   const suffix = `${process.pid}`;
   before(async () => {
-    rabbit = await sharedRabbit();
     receiver = await WebhookReceiver.start();
   });
   after(async () => {
     await receiver?.stop();
-    await rabbit?.stop();
   });
 
   const config = (route: string, expiresMs = 1500) => `
@@ -43,11 +40,11 @@ routes:
   const depth = (queue: string) => pikaQueueDepth(rabbit, queue).then(String, (err: Error) => (/NOT_FOUND|404/.test(err.message) ? 'gone' : Promise.reject(err)));
 
   it('lets the server delete the queue a renamed route left, while the renamed route consumes from its own', async () => {
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === `old-${suffix}`, 60000);
+    await consumersReady(gw, `old-${suffix}`, 60000);
     const from = gw.logs.length;
     const line = await gw.reconfigure(config(`new-${suffix}`));
     assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === `new-${suffix}`, 30000, from);
+    await consumersReady(gw, `new-${suffix}`, 30000, from);
     // Unused since the old route stopped consuming: deleted once the expiry passes. A declare, passive
     // too, counts as a use and starts the expiry again, so each look comes more than 1.5 s after the last.
     await eventually(async () => assert.equal(await depth(`eventgate-old-${suffix}`), 'gone'), 30000, 2500);
@@ -65,7 +62,7 @@ routes:
     const route = `other-${suffix}`;
     const declared = gw.logs.length;
     assert.equal((await gw.reconfigure(config(route, 600000))).msg, 'config reloaded');
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, 30000, declared);
+    await consumersReady(gw, route, 30000, declared);
     const from = gw.logs.length;
     assert.equal((await gw.reconfigure(config(route, 60000))).msg, 'config reloaded');
     // RabbitMQ refuses to declare a queue again with other arguments (406), and the route tries again with backoff.
@@ -82,7 +79,7 @@ routes:
     // As the docs say: delete the queue, and the route declares it with the new expiry and consumes.
     const deleted = gw.logs.length;
     await pikaDeleteQueue(rabbit, `eventgate-${route}`);
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, 30000, deleted);
+    await consumersReady(gw, route, 30000, deleted);
     await eventually(async () => assert.equal((await readyz(gw)).status, 200));
     await pikaPublish(rabbit, `eg-expiry-${suffix}`, 'orders.shipped', [{ body: JSON.stringify({ n: 2 }) }]);
     await eventually(() => assert.equal(receiver.requests.filter((r) => r.url === `/${route}`).length, 1), 15000, 50);
