@@ -3,11 +3,10 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
-import { eventually, startGateway, useGateway, withLogsOnFailure } from '../helpers/gateway.js';
+import { consumersReady, eventually, startGateway, useGateway, withLogsOnFailure } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { pikaConsume, pikaDeclareExchange, pikaDeclareQueue, pikaDeleteExchange, pikaDeleteQueue, pikaPublish, pikaQueueDeclaredAs, pikaQueueDepth } from '../helpers/peers.js';
-import type { RabbitServer } from '../helpers/servers.js';
-import { type SharedRabbit, sharedRabbit } from '../helpers/shared-rabbit.js';
+import { useRabbit } from '../helpers/rabbit.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -21,22 +20,17 @@ import { WebhookReceiver } from '../helpers/webhook-receiver.js';
  * declared by the route.
  */
 /**
- * One vhost (or, run alone, one server) for the whole file: each sharedRabbit() call after the first
- * costs four rabbitmqctl runs. Each costs an Erlang VM and, on a loaded machine, 30-55 s: what the
- * server has is read with pika where it can be (pikaQueueDeclaredAs), and the cases that close
- * connections with rabbitmqctl are in amqp-connection-closed.test.ts.
+ * One vhost (or, run alone, one server) for the whole file, taken before its first case (useRabbit
+ * outside any describe): each vhost after the first costs four rabbitmqctl runs. Each costs an
+ * Erlang VM and, on a loaded machine, 30-55 s: what the server has is read with pika where it can
+ * be (pikaQueueDeclaredAs), and the cases that close connections with rabbitmqctl are in
+ * amqp-connection-closed.test.ts.
  */
-let server: Promise<SharedRabbit> | undefined;
-const rabbitServer = () => (server ??= sharedRabbit());
-after(async () => {
-  await (await server)?.stop();
-});
+const rabbit = useRabbit();
 
 describe('kind: amqp, a queue deleted on the server while the gateway runs', () => {
-  let rabbit: RabbitServer;
   let receiver: WebhookReceiver;
   before(async () => {
-    rabbit = await rabbitServer();
     receiver = await WebhookReceiver.start();
     await pikaDeclareQueue(rabbit, 'outside', 'amq.topic', 'outside.*');
   });
@@ -105,9 +99,9 @@ routes:
   }
 
   it('a declared queue: its route declares it again with its arguments and bindings, logs it once, and consumes; nothing answered 200 is lost', async () => {
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'orders', 60000);
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'events', 30000);
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'outside', 30000);
+    await consumersReady(gw, 'orders', 60000);
+    await consumersReady(gw, 'events', 30000);
+    await consumersReady(gw, 'outside', 30000);
     const from = gw.logs.length;
     const taken = await deleteAndPublish('/orders', 'orders');
     assert.ok(taken.length >= 2, String(taken));
@@ -171,7 +165,7 @@ routes:
     withLogsOnFailure(
       () => [gw],
       async () => {
-        await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'eu-orders', 30000);
+        await consumersReady(gw, 'eu-orders', 30000);
         // A pika publisher's headers: all of region eu and tier gold, or any of region eu-west and country ie (strings: a number 1 is not "1").
         const sent = [
           { i: 1, headers: { region: 'eu', tier: 'gold' } },
@@ -281,7 +275,7 @@ routes:
   it("a routing-key route's queue: the route declares and binds it again, and consumes", async () => {
     const from = gw.logs.length;
     await deleteAndPublish('/events', 'deleted-events');
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'events', 15000, from);
+    await consumersReady(gw, 'events', 15000, from);
     assert.equal((await readyz(gw)).status, 200);
   });
 
@@ -338,7 +332,7 @@ routes:
     assert.equal(arrived('/orders').length, ordersBefore);
     const back = gw.logs.length;
     assert.equal((await gw.reconfigure(original, undefined, { whole: true })).msg, 'config reloaded');
-    await gw.waitForLog((l) => l.route === 'orders' && l.msg === 'consumer ready', 30000, back);
+    await consumersReady(gw, 'orders', 30000, back);
     await eventually(() => assert.deepEqual(arrived('/orders').slice(ordersBefore), [100]), 15000, 50);
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
   });
@@ -350,11 +344,6 @@ routes:
  * Expected ConnectionOpenOk; got <ConnectionClose channel:0>`, as for a server that is not there.
  */
 describe('kind: amqp, a virtual host the server refuses to open', () => {
-  let rabbit: RabbitServer;
-  before(async () => {
-    rabbit = await rabbitServer();
-  });
-
   // `100%` too: amqplib opens a `%` that starts no escape as written, and the detail said '/'.
   it('says `closed by the server`, naming the virtual host as amqplib opened it, not `unreachable`', async () => {
     const url = new URL(rabbit.url);
@@ -414,10 +403,8 @@ routes:
  * until a reconnect. Now a failed re-declare is tried again in full, bindings included.
  */
 describe('kind: amqp, a re-declare that fails half-way (its binding exchange deleted too)', () => {
-  let rabbit: RabbitServer;
   let receiver: WebhookReceiver;
   before(async () => {
-    rabbit = await rabbitServer();
     receiver = await WebhookReceiver.start();
     await pikaDeclareExchange(rabbit, 'side-ex', 'topic');
   });
@@ -443,7 +430,7 @@ routes:
   const arrived = () => receiver.requests.filter((r) => r.url === '/halfway').map((r) => (JSON.parse(r.body) as { i: number }).i);
 
   it('binds the queue again once the exchange is back: what is published for the binding arrives', async () => {
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'halfway', 60000);
+    await consumersReady(gw, 'halfway', 60000);
     await pikaPublish(rabbit, 'side-ex', 'side.a', [{ body: '{"i":0}' }]);
     await eventually(() => assert.deepEqual(arrived(), [0]), 15000, 50);
     const from = gw.logs.length;
@@ -474,10 +461,8 @@ routes:
  * (`topology not ready`, every publish 503); now it stops only the route that reads the queue.
  */
 describe('kind: amqp, a declare the server refuses at connect', () => {
-  let rabbit: SharedRabbit;
   let receiver: WebhookReceiver;
   before(async () => {
-    rabbit = await rabbitServer();
     receiver = await WebhookReceiver.start();
     // Declared plainly here, bound as the config binds it; the config asks for it with a length limit.
     await pikaDeclareQueue(rabbit, 'inequivalent', 'amq.topic', 'ineq.*');
@@ -555,7 +540,7 @@ routes:
       await pikaDeleteQueue(rabbit, 'inequivalent');
       const declared = await gw.waitForLog((l) => l.broker === 'other-args' && /^amqp queue 'inequivalent' declared with its arguments and bindings/.test(String(l.msg)), 30000, from);
       assert.match(String(declared.refusedBefore), /^406 PRECONDITION_FAILED - inequivalent arg 'x-max-length'/);
-      await gw.waitForLog((l) => l.route === 'inequivalent' && l.msg === 'consumer ready', 30000, from);
+      await consumersReady(gw, 'inequivalent', 30000, from);
       assert.equal((await post(gw.url('api', '/ineq'), { i: 1 })).status, 200);
       await eventually(
         () =>
@@ -580,7 +565,6 @@ routes:
  */
 describe('kind: amqp, the publish connection reset with its pair', () => {
   it('is closed at once, amqplib told: not left waiting for a CloseOk until its heartbeat gives it up', async () => {
-    const rabbit = await rabbitServer();
     const { connect } = await import('amqplib');
     const { resetConnection, RESET_WITH_ITS_PAIR } = await import('../../src/kinds/brokers/amqp/connection.js');
     const conn = await connect(rabbit.url);
