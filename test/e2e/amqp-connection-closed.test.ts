@@ -4,6 +4,7 @@ import { post } from '../helpers/clients.js';
 import { consumersReady, eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { useRabbit } from '../helpers/rabbit.js';
+import { sharedRabbit } from '../helpers/shared-rabbit.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -14,7 +15,7 @@ import { WebhookReceiver } from '../helpers/webhook-receiver.js';
  * which beside amqp-queue-deleted's own calls took that file past the runner's 300 s timeout.
  */
 describe('kind: amqp, connections an operator closes on the server', () => {
-  const rabbit = useRabbit();
+  const rabbit = useRabbit(() => sharedRabbit());
   let receiver: WebhookReceiver;
   before(async () => {
     receiver = await WebhookReceiver.start();

@@ -1,24 +1,24 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { eventually, useGateway, withLogsOnFailure } from '../helpers/gateway.js';
+import { consumersReady, eventually, useGateway, withLogsOnFailure } from '../helpers/gateway.js';
 import { pikaConsume, pikaHold, pikaPublish, pikaQueueDepth } from '../helpers/peers.js';
 import { readyz } from '../helpers/outage.js';
 import { scrape } from '../helpers/prometheus.js';
-import { startRabbit, type MessageServer } from '../helpers/servers.js';
+import { useRabbit } from '../helpers/rabbit.js';
+import { startRabbit } from '../helpers/servers.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 // Not in amqp.test.ts: this RabbitMQ runs with settings of its own, and booting a second one there
 // would take that file past the runner's time limit.
 // A RabbitMQ of its own: its consumer_timeout (30 min by default) cut to 3 s, checked every second.
 describe('kind: amqp, a consume channel the server closes while the connection lives', () => {
-  let rabbit: MessageServer;
+  const rabbit = useRabbit(() => startRabbit({ advancedConfig: '[{rabbit, [{consumer_timeout, 3000}, {channel_tick_interval, 1000}]}].\n' }));
   let hook: WebhookReceiver;
   let failing = true;
   /** The message numbers the webhook answered 200 for, in order. */
   const accepted: number[] = [];
 
   before(async () => {
-    rabbit = await startRabbit({ advancedConfig: '[{rabbit, [{consumer_timeout, 3000}, {channel_tick_interval, 1000}]}].\n' });
     hook = await WebhookReceiver.start();
     hook.respond = (r, res) => {
       const work = r.url === '/work';
@@ -47,7 +47,6 @@ ${held ? `  - name: held\n    from: { broker: rabbit, topic: held }\n    to: { h
   const gw = useGateway(() => config(false));
   after(async () => {
     await hook?.stop();
-    await rabbit?.stop();
   });
 
   // With the gateway's log on failure: a loaded CI run once missed the `opening another` line with
@@ -56,7 +55,7 @@ ${held ? `  - name: held\n    from: { broker: rabbit, topic: held }\n    to: { h
     withLogsOnFailure(
       () => [gw],
       async () => {
-        await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'work', 30000);
+        await consumersReady(gw, 'work', 30000);
         const publish = (from: number) =>
           pikaPublish(
             rabbit,
@@ -114,7 +113,7 @@ ${held ? `  - name: held\n    from: { broker: rabbit, topic: held }\n    to: { h
     );
     await pikaPublish(rabbit, '', 'held', [{ body: 'release' }]);
     assert.equal(await holding, 'released');
-    await gw.waitForLog((l) => l.route === 'held' && l.msg === 'consumer ready', 30000, from);
+    await consumersReady(gw, 'held', 30000, from);
     await pikaPublish(
       rabbit,
       'amq.topic',

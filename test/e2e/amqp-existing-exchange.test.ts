@@ -6,6 +6,7 @@ import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { pikaConsume, pikaDeclareExchange, pikaDeclareQueue, pikaDeleteExchange } from '../helpers/peers.js';
 import { useRabbit } from '../helpers/rabbit.js';
+import { sharedRabbit } from '../helpers/shared-rabbit.js';
 
 /**
  * `exchange: {declare: false}` says the exchange must exist already, as `queues.<name>.declare:
@@ -16,7 +17,7 @@ import { useRabbit } from '../helpers/rabbit.js';
  * answering 503 "channel closed" with nothing saying which exchange.
  */
 describe('kind: amqp, an exchange that must exist (declare: false) and does not yet', () => {
-  const rabbit = useRabbit();
+  const rabbit = useRabbit(() => sharedRabbit());
   const exchange = `eg-existing-${process.pid}`;
   const queue = `eg-existing-q-${process.pid}`;
   const gw = useGateway(
@@ -94,7 +95,7 @@ describe('kind: amqp, a publish while the broker reconnects for a publish channe
   after(() => {
     for (const r of replies) r.release();
   });
-  const rabbit = useRabbit({
+  const rabbit = useRabbit(() => sharedRabbit(), {
     proxy: {
       toClient: () => {
         const r = new HeldReplies();
@@ -148,7 +149,7 @@ routes:
  * the exchange was missing (hundreds an hour at the longest backoff). Counted at a proxy.
  */
 describe('kind: amqp, connects failing on a missing exchange', () => {
-  const rabbit = useRabbit({ proxy: true });
+  const rabbit = useRabbit(() => sharedRabbit(), { proxy: true });
   const gw = useGateway(
     () => `
 version: 1

@@ -3,6 +3,7 @@ import { useGateway } from '../helpers/gateway.js';
 import { lateAnswerRoutes, storedOnceDespiteLateAnswer } from '../helpers/late-answer.js';
 import { pikaConsume, pikaQueueDepth } from '../helpers/peers.js';
 import { useRabbit } from '../helpers/rabbit.js';
+import { sharedRabbit } from '../helpers/shared-rabbit.js';
 
 /**
  * A consume route (memory → amqp) whose publisher confirm comes after `ackTimeoutMs`: RabbitMQ
@@ -13,7 +14,7 @@ import { useRabbit } from '../helpers/rabbit.js';
  * (docs/spec-checklist.md, point 62).
  */
 describe('amqp: a consume route whose confirm comes late', () => {
-  const rabbit = useRabbit({ queues: [['late-seen', 'amq.topic', 'late.out']], proxy: true });
+  const rabbit = useRabbit(() => sharedRabbit(), { queues: [['late-seen', 'amq.topic', 'late.out']], proxy: true });
 
   const gw = useGateway(
     () => `

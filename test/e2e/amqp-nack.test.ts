@@ -5,6 +5,7 @@ import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { pikaConsume } from '../helpers/peers.js';
 import { useRabbit } from '../helpers/rabbit.js';
+import { sharedRabbit } from '../helpers/shared-rabbit.js';
 
 /**
  * RabbitMQ nacks a publish when one queue it was routed to refuses it (here `x-overflow:
@@ -13,7 +14,7 @@ import { useRabbit } from '../helpers/rabbit.js';
  * delivered": a client sending it again put a second copy in the other queue without being told.
  */
 describe('kind: amqp, a publish one of its queues refuses (basic.nack)', () => {
-  const rabbit = useRabbit();
+  const rabbit = useRabbit(() => sharedRabbit());
   const suffix = `${process.pid}`;
   const gw = useGateway(
     () => `

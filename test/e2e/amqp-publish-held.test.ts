@@ -6,6 +6,7 @@ import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { startRabbit, type RabbitServer } from '../helpers/servers.js';
 import { useRabbit } from '../helpers/rabbit.js';
+import { sharedRabbit } from '../helpers/shared-rabbit.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 
 /** The broker's connections on the server, each `<pid>\t<client properties>`, by the name the broker gives them (`eventgate <broker>[ publish]`). */
@@ -21,7 +22,7 @@ async function connectionsOf(rabbit: RabbitServer, broker: string): Promise<stri
  * passed on), the open ones going on, so the reopen is under way for as long as the test wants.
  */
 describe('kind: amqp, a stop while the publish connection is being opened again', () => {
-  const rabbit = useRabbit({ proxy: true });
+  const rabbit = useRabbit(() => sharedRabbit(), { proxy: true });
   const gw = useGateway();
   // connectTimeoutMs far beyond the test: amqplib's own timeout does not end the held connect.
   const config = (withBroker: boolean) => `

@@ -5,6 +5,7 @@ import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { pikaConsume, pikaQueueDepth } from '../helpers/peers.js';
 import { useRabbit } from '../helpers/rabbit.js';
+import { sharedSizeLimitedRabbit } from '../helpers/shared-rabbit.js';
 import { SIZE_LIMITED_RABBIT_MAX_MESSAGE_SIZE } from '../helpers/shared-rabbit-kinds.js';
 
 /** The server's max_message_size: small, so a test message goes over it without megabytes. */
@@ -23,7 +24,7 @@ const big = (n: number) => JSON.stringify({ big: 'x'.repeat(2 * LIMIT), n });
  * a limit on guest would reach the other files' connections); the test's own clients as guest.
  */
 describe('an AMQP publish channel the server closed: a publish refused 403, a size refusal whose new channel cannot be opened', () => {
-  const rabbit = useRabbit({ server: 'size-limited', queues: [['reopen-posted', 'amq.topic', 'posted.out']] });
+  const rabbit = useRabbit(() => sharedSizeLimitedRabbit(), { queues: [['reopen-posted', 'amq.topic', 'posted.out']] });
 
   const gw = useGateway(
     () => `

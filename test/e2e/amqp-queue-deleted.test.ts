@@ -7,6 +7,7 @@ import { consumersReady, eventually, startGateway, useGateway, withLogsOnFailure
 import { readyz } from '../helpers/outage.js';
 import { pikaConsume, pikaDeclareExchange, pikaDeclareQueue, pikaDeleteExchange, pikaDeleteQueue, pikaPublish, pikaQueueDeclaredAs, pikaQueueDepth } from '../helpers/peers.js';
 import { useRabbit } from '../helpers/rabbit.js';
+import { sharedRabbit } from '../helpers/shared-rabbit.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -26,7 +27,7 @@ import { WebhookReceiver } from '../helpers/webhook-receiver.js';
  * be (pikaQueueDeclaredAs), and the cases that close connections with rabbitmqctl are in
  * amqp-connection-closed.test.ts.
  */
-const rabbit = useRabbit();
+const rabbit = useRabbit(() => sharedRabbit());
 
 describe('kind: amqp, a queue deleted on the server while the gateway runs', () => {
   let receiver: WebhookReceiver;

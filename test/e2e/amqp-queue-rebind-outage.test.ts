@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { pikaPublish, pikaQueueDepth } from '../helpers/peers.js';
 import { useRabbit } from '../helpers/rabbit.js';
+import { sharedRabbit } from '../helpers/shared-rabbit.js';
 
 /**
  * A reload that removes a declared queue's entry (the queue stays on the server) unbinds the
@@ -13,7 +14,7 @@ import { useRabbit } from '../helpers/rabbit.js';
  * of a broker to that server.
  */
 describe('kind: amqp, a declared queue removed by a reload while the server cannot be reached', () => {
-  const rabbit = useRabbit({ proxy: true });
+  const rabbit = useRabbit(() => sharedRabbit(), { proxy: true });
   const queue = `eg-orphan-${process.pid}`;
 
   const config = (queues: string) => `

@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { consumersReady, eventually, startGateway, useGateway } from '../helpers/gateway.js';
 import { pikaDeleteExchange, pikaPublish, pikaQueueDepth } from '../helpers/peers.js';
 import { useRabbit } from '../helpers/rabbit.js';
+import { sharedRabbit } from '../helpers/shared-rabbit.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -15,7 +16,7 @@ import { WebhookReceiver } from '../helpers/webhook-receiver.js';
  * delivering what the edited config no longer asks for.
  */
 describe('kind: amqp, a reload that drops bindings of a declared queue', () => {
-  const rabbit = useRabbit();
+  const rabbit = useRabbit(() => sharedRabbit());
   let receiver: WebhookReceiver;
   before(async () => {
     receiver = await WebhookReceiver.start();

@@ -4,6 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import { consumersReady, eventually, useGateway, withLogsOnFailure } from '../helpers/gateway.js';
 import { pikaPublish, pikaQueueDepth } from '../helpers/peers.js';
 import { useRabbit } from '../helpers/rabbit.js';
+import { sharedRabbit } from '../helpers/shared-rabbit.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -14,7 +15,7 @@ import { WebhookReceiver } from '../helpers/webhook-receiver.js';
  * reload keeps: the route put back reads it.
  */
 describe('kind: amqp, a reload that removes a route whose webhook is still out', () => {
-  const rabbit = useRabbit();
+  const rabbit = useRabbit(() => sharedRabbit());
   let receiver: WebhookReceiver;
   /** Requests to `/held` not answered yet. */
   const holding: ServerResponse[] = [];

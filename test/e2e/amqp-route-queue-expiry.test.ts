@@ -4,6 +4,7 @@ import { consumersReady, eventually, useGateway } from '../helpers/gateway.js';
 import { pikaDeleteQueue, pikaPublish, pikaQueueDepth } from '../helpers/peers.js';
 import { readyz } from '../helpers/outage.js';
 import { useRabbit } from '../helpers/rabbit.js';
+import { sharedRabbit } from '../helpers/shared-rabbit.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -14,7 +15,7 @@ import { WebhookReceiver } from '../helpers/webhook-receiver.js';
  * RabbitMQ's `x-expires`, and the server deletes one that no consumer has used for that long.
  */
 describe('kind: amqp, routeQueueExpiresMs', () => {
-  const rabbit = useRabbit();
+  const rabbit = useRabbit(() => sharedRabbit());
   let receiver: WebhookReceiver;
   const suffix = `${process.pid}`;
   before(async () => {

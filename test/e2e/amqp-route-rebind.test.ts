@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { consumersReady, eventually, useGateway } from '../helpers/gateway.js';
 import { pikaDeleteExchange, pikaPublish } from '../helpers/peers.js';
 import { useRabbit } from '../helpers/rabbit.js';
+import { sharedRabbit } from '../helpers/shared-rabbit.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -12,7 +13,7 @@ import { WebhookReceiver } from '../helpers/webhook-receiver.js';
  * on receiving the messages of the pattern it no longer reads.
  */
 describe('kind: amqp, a reload that changes the routing-key pattern of a consume route', () => {
-  const rabbit = useRabbit();
+  const rabbit = useRabbit(() => sharedRabbit());
   let receiver: WebhookReceiver;
   before(async () => {
     receiver = await WebhookReceiver.start();

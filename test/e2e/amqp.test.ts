@@ -5,20 +5,29 @@ import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { freezeProcess, publishThroughOutage, readyz } from '../helpers/outage.js';
 import { scrape } from '../helpers/prometheus.js';
-import { eventually, startGateway, useGateway } from '../helpers/gateway.js';
+import { consumersReady, eventually, startGateway, useGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
 import { answerSideBySide, arrivedSideBySide, SlowEndpoint } from '../helpers/slow-endpoint.js';
 import { pikaConsume, pikaDeclareQueue, pikaPublish, pikaQueueDepth } from '../helpers/peers.js';
-import { freePort, startRabbit, type RabbitServer } from '../helpers/servers.js';
+import { useRabbit } from '../helpers/rabbit.js';
+import { freePort, startRabbit } from '../helpers/servers.js';
 
 // Room enough that no publish meant to be confirmed meets its deadline on a loaded machine (in one run there, some 35 of the
 // 500-publish burst below outwaited 2 s); the tests of a publish left unconfirmed reload to DEADLINE_MS, in place, and back.
 const ROOM_MS = 30_000;
 const DEADLINE_MS = 2000;
 
-// One RabbitMQ for the file (it takes seconds to boot); each test uses queues of its own.
+// One RabbitMQ for the file (it takes seconds to boot), its own: tests stop, freeze and reconfigure it;
+// each test uses queues of its own.
 describe('kind: amqp (against rabbitmq-server)', () => {
-  let rabbit: RabbitServer;
+  // The queues: where the gateway's publishes land, declared by an independent client.
+  const rabbit = useRabbit(() => startRabbit(), {
+    queues: [
+      ['orders-seen', 'amq.topic', 'orders.*'],
+      ['relayed', 'amq.topic', 'out.#'],
+      ['raw-seen', 'amq.topic', 'raw.out'],
+    ],
+  });
   let config: (withStuck: boolean, hookOptions?: string, ackTimeoutMs?: number) => string;
   /** The webhook of route `hooked` (several deliveries of its queue in hand at once). */
   let hook: SlowEndpoint;
@@ -27,11 +36,6 @@ describe('kind: amqp (against rabbitmq-server)', () => {
   let firstMessageId: string | null = null;
 
   before(async () => {
-    rabbit = await startRabbit();
-    // Where the gateway's publishes land, declared by an independent client.
-    await pikaDeclareQueue(rabbit, 'orders-seen', 'amq.topic', 'orders.*');
-    await pikaDeclareQueue(rabbit, 'relayed', 'amq.topic', 'out.#');
-    await pikaDeclareQueue(rabbit, 'raw-seen', 'amq.topic', 'raw.out');
     const deadPort = await freePort();
     hook = await SlowEndpoint.start();
     config = (withStuck: boolean, hookOptions = ORDERED, ackTimeoutMs = ROOM_MS) => `
@@ -87,14 +91,10 @@ ${withStuck ? '  - name: stuck\n    from: { broker: rabbit, topic: held }\n    t
   // Registered after the before() that starts RabbitMQ, so the config can name it.
   const gw = useGateway(() => config(true));
   before(async () => {
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 30000);
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'live', 30000);
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'bytes', 30000);
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'hooked', 30000);
+    await consumersReady(gw, ['relay', 'live', 'bytes', 'hooked'], 30000);
   });
   after(async () => {
     await hook?.stop();
-    await rabbit?.stop();
   });
 
   it('answers 200 only after RabbitMQ confirmed the message; HTTP headers become AMQP headers', async () => {
@@ -471,7 +471,7 @@ routes:
     to: { broker: rabbit, topic: orders.second }
 `);
     try {
-      await lagged.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'slow', 30000);
+      await consumersReady(lagged, 'slow', 30000);
       // Its broker numbers its publishes from 1 as this file's gateway did: a consumer that drops
       // a message_id it saw before (an idempotent consumer) dropped this one as a repeat.
       assert.equal((await post(lagged.url('api', '/orders'), { second: true })).status, 200);

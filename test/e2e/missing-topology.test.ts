@@ -5,8 +5,9 @@ import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { pikaConsume, pikaDeclareQueue, pikaPublish } from '../helpers/peers.js';
 import { RawNats } from '../helpers/peers.js';
-import { startNats, startNatsWithoutJetStream, type MessageServer, type RabbitServer } from '../helpers/servers.js';
+import { useRabbit } from '../helpers/rabbit.js';
 import { sharedRabbit } from '../helpers/shared-rabbit.js';
+import { startNats, startNatsWithoutJetStream, type MessageServer } from '../helpers/servers.js';
 
 /**
  * A queue (amqp, `declare: false`) or a stream (nats JetStream, `declare: false`) that must exist
@@ -17,17 +18,10 @@ import { sharedRabbit } from '../helpers/shared-rabbit.js';
  * holds by then.
  */
 describe('kind: amqp, a queue a route reads that does not exist (declare: false)', () => {
-  let rabbit: RabbitServer;
   const ghost = `eg-ghost-${process.pid}`;
   const seen = `eg-ghost-seen-${process.pid}`;
-  before(async () => {
-    rabbit = await sharedRabbit();
-    // Where the routes relay what they consume, read by an independent client.
-    await pikaDeclareQueue(rabbit, seen, 'amq.topic', 'seen.#');
-  });
-  after(async () => {
-    await rabbit?.stop();
-  });
+  // The queue: where the routes relay what they consume, read by an independent client.
+  const rabbit = useRabbit(() => sharedRabbit(), { queues: [[seen, 'amq.topic', 'seen.#']] });
   const gw = useGateway(
     () => `
 version: 1
