@@ -875,6 +875,14 @@ export interface Retained {
    * the iteration early releases what the read holds).
    */
   chunks: AsyncIterable<RetainedChunk>;
+  /**
+   * Ends the read: what it holds on the broker (a JetStream replay's consumer, a Kafka replay's
+   * place among those under way) is released, whether or not `chunks` was iterated: `return()` on
+   * an async generator that never started does not run its `finally`, so a caller that stops
+   * before the first chunk (its client gone) must call this. Once only in effect (the chunks'
+   * own end, read to the last or left early, ends it too); never rejects.
+   */
+  close(): Promise<void>;
   gap?: string;
   /**
    * Partitions whose position in `after` is not one of this source's: past its end (the topic
@@ -898,6 +906,11 @@ export interface Retained {
 export interface RetainedChunk {
   messages: readonly Message[];
   gap?: string;
+}
+
+/** Retained.close of a read that holds nothing on the broker (messages in hand, or none). */
+export function holdsNothing(): Promise<void> {
+  return Promise.resolve();
 }
 
 /** A Retained's chunks from messages already in hand (one chunk; none when there are none). */

@@ -2,6 +2,7 @@ import { mayPassLater, problem, retriedByWebhook, type Problem } from '../core/e
 import {
   admitThrough,
   chunksOf,
+  holdsNothing,
   noReadBack,
   type Admission,
   type Gate,
@@ -1049,11 +1050,12 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   async replay(after: ReadonlyMap<number, bigint>): Promise<Retained> {
     const from = this.plan.from;
     const broker = from.type === 'broker' ? this.deps.brokers.get(from.broker) : undefined;
-    if (from.type !== 'broker' || !broker) return { chunks: chunksOf([]) };
+    if (from.type !== 'broker' || !broker) return { chunks: chunksOf([]), close: holdsNothing };
     // MQTT, AMQP: the server keeps no position to read from; the client is told, never left to assume it missed nothing.
-    if (!broker.retained) return { chunks: chunksOf([]), gap: noReadBack(`broker '${from.broker}' (${broker.kind})`), forget: [...after.keys()] };
-    const { chunks, gap, forget, ends } = await broker.retained(from.topic, after);
-    return { chunks: this.throughChain(chunks), gap, forget, ends };
+    if (!broker.retained) return { chunks: chunksOf([]), close: holdsNothing, gap: noReadBack(`broker '${from.broker}' (${broker.kind})`), forget: [...after.keys()] };
+    const { chunks, close, gap, forget, ends } = await broker.retained(from.topic, after);
+    // Left early, throughChain's loop ends the broker's chunks (its finally); never begun, close() does.
+    return { chunks: this.throughChain(chunks), close, gap, forget, ends };
   }
 
   /** A replay's chunks through the route's chain, each when asked for. */

@@ -13,7 +13,8 @@ import { eventually } from '../helpers/gateway.js';
 /**
  * A client cut off for its send bound while its replay's read is being set up (live events held
  * behind it went over the bound) is gone: when the read's ends come, it is not cut off a second
- * time (counted twice in eventgate_slow_clients_disconnected_total, said twice in the log).
+ * time (counted twice in eventgate_slow_clients_disconnected_total, said twice in the log), its
+ * read is ended without a chunk being read (Retained.close), and the path's next route is not read.
  */
 describe('SSE: a client cut off before its replay read began', () => {
   const BOUND = 1024;
@@ -32,11 +33,29 @@ describe('SSE: a client cut off before its replay read began', () => {
       });
     },
   };
+  /** The path's second route: read after the first, from its oldest retained message. */
+  let nextReplays = 0;
+  const next: ReplaySource = {
+    sourceKey: JSON.stringify(['kafka', 'kafka', 'payments', null]),
+    replay: () => {
+      nextReplays++;
+      return Promise.resolve({ chunks: (async function* () {})(), close: () => Promise.resolve() });
+    },
+  };
 
   before(async () => {
     streams = new SseStreams('api', { ...SSE_DEFAULTS, maxBufferedBytes: BOUND }, createLogger('silent'), () => slowCounted++);
     server = createServer((req, res) =>
-      streams.open(req, res, '/e', new Map([['r', source]]), { request: { headers: req.headers, query: {}, remoteAddress: req.socket.remoteAddress }, until: undefined }),
+      streams.open(
+        req,
+        res,
+        '/e',
+        new Map([
+          ['r', source],
+          ['r2', next],
+        ]),
+        { request: { headers: req.headers, query: {}, remoteAddress: req.socket.remoteAddress }, until: undefined },
+      ),
     );
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
@@ -47,7 +66,7 @@ describe('SSE: a client cut off before its replay read began', () => {
     server.close();
   });
 
-  it('is cut off once', async () => {
+  it('is cut off once, and its replay reads nothing more', async () => {
     const target = streams.target('/e', 'value', 'r', SOURCE);
     const { port } = server.address() as AddressInfo;
     const res = await new Promise<IncomingMessage>((resolve, reject) => {
@@ -68,9 +87,24 @@ describe('SSE: a client cut off before its replay read began', () => {
     await closed;
 
     // The read's ends come now (none covering the held events): nothing is left to do for the client.
-    begin({ chunks: (async function* () {})(), ends: new Map([[0, 5n]]) });
+    let chunksRead = 0;
+    let ended = 0;
+    begin({
+      chunks: (async function* () {
+        chunksRead++;
+        yield { messages: [] };
+      })(),
+      close: () => {
+        ended++;
+        return Promise.resolve();
+      },
+      ends: new Map([[0, 5n]]),
+    });
     await eventually(() => assert.equal(streams.replays, 0, 'the resume is over'));
     assert.equal(streams.slowClientsClosed, 1, 'cut off once');
     assert.equal(slowCounted, 1, 'counted once in eventgate_slow_clients_disconnected_total');
+    assert.equal(chunksRead, 0, 'no chunk of its read asked for');
+    assert.equal(ended, 1, 'its read ended once');
+    assert.equal(nextReplays, 0, "the next route's source not read");
   });
 });

@@ -6,6 +6,7 @@ import { InFlightWindow } from '../../core/in-flight-window.js';
 import { detachOriginal, liveOriginal, offsetText, ORIGINAL, SET_AS_CONSUMED, SOURCE_INCARNATION, type Delivery, type Message } from '../../core/message.js';
 import {
   FOREIGN_POSITIONS,
+  holdsNothing,
   namesNoPartitionOf,
   type BrokerRuntime,
   type BrokerTelemetry,
@@ -346,6 +347,8 @@ export class MemoryBroker implements BrokerRuntime {
     const from = ahead ? topic.first : Math.max(wanted, topic.first);
     return Promise.resolve({
       chunks: retainedSlices(topic, from, topic.end),
+      // Slices of the topic's own messages, taken as asked for: nothing to release.
+      close: holdsNothing,
       forget: [...after.keys()].filter((p) => p !== 0 || ahead),
       ends: new Map(topic.end > 0 ? [[0, BigInt(topic.end - 1)]] : []),
       gap: ahead

@@ -20,7 +20,7 @@ import { attributesOf, toStructured } from '../../codecs/cloudevents.js';
 import type { Logger } from '../../log.js';
 import { expireAt } from '../../core/expiry.js';
 import { envelopeJson, valueJson, type Delivery, type Message, type MessageContext, type RequestMeta, SOURCE_INCARNATION } from '../../core/message.js';
-import type { Gate, ReplaySource, Target } from '../contracts.js';
+import type { Gate, ReplaySource, Retained, Target } from '../contracts.js';
 import { PathBatch, type BatchClient } from './write-batch.js';
 import { PacedWriter, SLICE_BYTES } from './paced-write.js';
 import { pathParameters, sameRoutePath } from './route-paths.js';
@@ -426,8 +426,12 @@ export class SseStreams {
         letGo: false,
       };
       reads.set(route, read);
+      // A client gone during an earlier route's read (one that sent nothing, or at its end) costs no read of this one.
+      if (this.gone(client)) return;
+      let retained: Retained | undefined;
       try {
-        const { chunks, gap, forget, ends } = await source.replay(foreign.has(route) ? new Map() : (after.get(route)?.at ?? new Map()));
+        retained = await source.replay(foreign.has(route) ? new Map() : (after.get(route)?.at ?? new Map()));
+        const { chunks, gap, forget, ends } = retained;
         // Not this source's positions: kept, live events up to them were held back from the client as already seen.
         for (const p of forget ?? []) seen.at.delete(p);
         read.anew = new Set(forget);
@@ -450,6 +454,8 @@ export class SseStreams {
             const { event, data } = payload(message, formats.get(route) ?? 'value');
             this.write(client, sseEvent({ id: shared ? formatSources(last) : formatId(seen), event, data }));
           }
+          // Not read further for a client gone meanwhile (a chunk whose every message the chain stopped writes nothing that would tell).
+          if (this.gone(client)) return;
         }
         read.done = true;
         if (!this.dropRead(client)) return;
@@ -473,6 +479,9 @@ export class SseStreams {
         }
         this.logger.warn({ listener: this.listener, path: client.path, route, err: (err as Error).message }, 'event stream could not be resumed; streaming from now');
         this.write(client, sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: false, reason: `${from}the broker could not replay retained events` }) }));
+      } finally {
+        // Every read begun is ended, its chunks iterated or not (a client gone while it was being set up).
+        await retained?.close();
       }
     }
     // Live events held since, and those arriving while they are paced out below, wait in this list.
@@ -537,7 +546,7 @@ export class SseStreams {
    */
   private keepCovered(client: SseClient, read: ReplayRead): boolean {
     const held = client.held;
-    if (held === undefined) return false;
+    if (held === undefined || this.gone(client)) return false;
     let kept = 0;
     client.keptBytes = 0;
     for (const h of held) {
@@ -552,7 +561,8 @@ export class SseStreams {
     }
     held.length = kept;
     if (client.heldBytes > this.options.maxBufferedBytes) this.overBound(client);
-    return true;
+    // Cut off just now: its read is not begun.
+    return !this.gone(client);
   }
 
   /**
@@ -602,13 +612,20 @@ export class SseStreams {
         const timer = setTimeout(done, REPLAY_RECHECK_MS);
       });
     }
-    if (!res.destroyed && !res.writableEnded) {
-      client.stalled = undefined;
-      return true;
-    }
+    if (this.gone(client)) return false;
+    client.stalled = undefined;
+    return true;
+  }
+
+  /**
+   * Whether a client being replayed is gone (it closed its stream, was cut off, or its stream was
+   * ended): its replay reads nothing more, and what it held for the client is let go.
+   */
+  private gone(client: SseClient): boolean {
+    if (!client.res.destroyed && !client.res.writableEnded) return false;
     client.held = undefined;
     client.reads = undefined;
-    return false;
+    return true;
   }
 
   /**

@@ -72,7 +72,7 @@ export class RetainedReader {
         replay,
         this.connected().then((cluster) => replay.start(cluster)),
       );
-      return { gap, forget, ends, chunks: this.chunks(replay) };
+      return { gap, forget, ends, chunks: this.chunks(replay), close: () => this.forget(replay) };
     } catch (err) {
       this.running.delete(replay);
       throw err;
@@ -85,8 +85,15 @@ export class RetainedReader {
       while (!replay.done) yield await this.within(replay, replay.round());
       replay.finish();
     } finally {
-      this.running.delete(replay);
+      await this.forget(replay);
     }
+  }
+
+  /** Retained.close: the replay makes no request after, and stop() has nothing of it to give up. */
+  private forget(replay: Replay): Promise<void> {
+    replay.expired = true;
+    this.running.delete(replay);
+    return Promise.resolve();
   }
 
   /** `step` of `replay`, given up after REPLAY_TIMEOUT_MS (the replay makes no request after). */

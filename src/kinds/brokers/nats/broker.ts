@@ -4,6 +4,7 @@ import { offsetText, sentHeaders, valuePayload, type Delivery, type Message } fr
 import {
   BROKER_CONNECTING,
   chunksOf,
+  holdsNothing,
   noReadBack,
   type BrokerRuntime,
   type BrokerSpanFacts,
@@ -719,7 +720,7 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
    */
   retained(topic: string, after: ReadonlyMap<number, bigint>): Promise<Retained> {
     const stream = this.streamOf(topic);
-    if (stream === null) return Promise.resolve({ chunks: chunksOf([]), gap: noReadBack(`core NATS subject '${topic}'`), forget: [...after.keys()] });
+    if (stream === null) return Promise.resolve({ chunks: chunksOf([]), close: holdsNothing, gap: noReadBack(`core NATS subject '${topic}'`), forget: [...after.keys()] });
     const why = this.streamProblem(stream) ?? (this.state.ready ? undefined : (this.state.detail ?? 'not connected'));
     if (why !== undefined || !this.nc || !this.jsm) return Promise.reject(new Error(why ?? `broker '${this.name}' is not connected`));
     return readStream(this.nc, this.jsm, stream, topic, after, streamMessage);

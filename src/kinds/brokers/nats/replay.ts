@@ -1,6 +1,6 @@
 import type { Consumer, DeliverPolicy, JetStreamManager, JsMsg, NatsConnection } from 'nats';
 import type { Message } from '../../../core/message.js';
-import { chunksOf, FOREIGN_POSITIONS, namesNoPartitionOf, type Retained, type RetainedChunk } from '../../contracts.js';
+import { chunksOf, FOREIGN_POSITIONS, holdsNothing, namesNoPartitionOf, type Retained, type RetainedChunk } from '../../contracts.js';
 
 /** At most this many messages are read back per call; older ones count as no longer retained (as Kafka's replay). */
 export const MAX_REPLAY_MESSAGES = 10_000;
@@ -50,7 +50,7 @@ export async function readStream(nc: NatsConnection, jsm: JetStreamManager, stre
   // JetStream messages are partition 0: a position on another, or past the stream's end, is not this stream's.
   const forget = [...after.keys()].filter((p) => p !== 0 || ahead);
   const ends = new Map(last === undefined ? [] : [[0, BigInt(last)]]);
-  if (last === undefined || last < from) return { chunks: chunksOf([]), gap: gap(), forget, ends };
+  if (last === undefined || last < from) return { chunks: chunksOf([]), close: holdsNothing, gap: gap(), forget, ends };
   if (last - from >= MAX_REPLAY_MESSAGES) {
     from = last - MAX_REPLAY_MESSAGES + 1;
     truncated = true;
@@ -61,20 +61,27 @@ export async function readStream(nc: NatsConnection, jsm: JetStreamManager, stre
     deliver_policy: 'by_start_sequence' as DeliverPolicy,
     opt_start_seq: from,
   });
-  return { chunks: pulls(consumer, stream, last, toMessage), gap: gap(), forget, ends };
+  let deleted: Promise<void> | undefined;
+  const close = () =>
+    (deleted ??= consumer.delete().then(
+      () => undefined,
+      () => undefined,
+    ));
+  return { chunks: pulls(consumer, stream, last, toMessage, close), close, gap: gap(), forget, ends };
 }
 
 /**
  * The ordered consumer's messages up to sequence `last` (or one after which the filter has nothing
  * more: it was removed meanwhile), a pull per chunk; each pull continues where the last ended.
- * Done or ended early (the client gone), the consumer is deleted: left, the server kept it for
- * its inactivity threshold (nats.js' ordered consumers: 5 minutes), one per resume.
+ * Done or ended early (the client gone), the consumer is deleted (`close`, Retained.close's, which
+ * a caller that never began the pulls calls itself): left, the server kept it for its inactivity
+ * threshold (nats.js' ordered consumers: 5 minutes), one per resume.
  */
-async function* pulls(consumer: Consumer, stream: string, last: number, toMessage: (m: JsMsg) => Message): AsyncGenerator<RetainedChunk> {
+async function* pulls(consumer: Consumer, stream: string, last: number, toMessage: (m: JsMsg) => Message, close: () => Promise<void>): AsyncGenerator<RetainedChunk> {
   try {
     yield* pulled(consumer, stream, last, toMessage);
   } finally {
-    await consumer.delete().catch(() => false);
+    await close();
   }
 }
 
