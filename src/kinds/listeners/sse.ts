@@ -134,8 +134,23 @@ interface ReplayRead {
   sent: ReadonlyMap<number, bigint>;
   /** Whether the read reached its ends: the live events it covers need no keeping. */
   done: boolean;
-  /** Whether covered events it had not yet sent were let go for the send bound: should it fail, the client cannot be sent them. */
-  letGo: boolean;
+  /**
+   * Per partition, the highest offset of the covered events it had not yet sent that were let go
+   * for the send bound (and of those not kept after: the read sends them). Should it fail before
+   * it sent up to there, the client cannot be sent them; past there, it has them all.
+   */
+  letGo: Map<number, bigint>;
+}
+
+/** Notes a covered event at `offset` of `partition` let go: the read must send up to it. */
+function letGoOf(read: ReplayRead, partition: number, offset: bigint): void {
+  if (offset > (read.letGo.get(partition) ?? -1n)) read.letGo.set(partition, offset);
+}
+
+/** Whether a read let go of covered events it has not sent by now (lost, should it fail here). */
+function owesLetGo(read: ReplayRead): boolean {
+  for (const [partition, offset] of read.letGo) if (offset > (read.sent.get(partition) ?? -1n)) return true;
+  return false;
 }
 
 /**
@@ -423,7 +438,7 @@ export class SseStreams {
         anew: new Set(),
         sent: seen.at,
         done: false,
-        letGo: false,
+        letGo: new Map(),
       };
       reads.set(route, read);
       // A client gone during an earlier route's read (one that sent nothing, or at its end) costs no read of this one.
@@ -464,8 +479,8 @@ export class SseStreams {
         // replay), as are those still to come: the read will not send them.
         read.ends = new Map();
         client.keptBytes = 0;
-        if (read.letGo) {
-          // Some were let go for the send bound: going live would skip them, under ids past them.
+        if (owesLetGo(read)) {
+          // Some it had not sent were let go for the send bound: going live would skip them, under ids past them.
           // Cut off, the client resumes again from the last event it got.
           this.logger.warn(
             { listener: this.listener, path: client.path, route, err: (err as Error).message },
@@ -581,7 +596,7 @@ export class SseStreams {
         if (read !== undefined && (all || h.offset! <= (read.sent.get(h.partition!) ?? -1n))) {
           client.heldBytes -= h.frame.length;
           client.keptBytes -= h.frame.length;
-          if (all) read.letGo = true;
+          if (all) letGoOf(read, h.partition!, h.offset!);
         } else held[kept++] = h;
       }
       held.length = kept;
@@ -763,7 +778,12 @@ export class SseStreams {
             let covered = false;
             if (pos && readCovers(c.reads, route, tag, pos.partition, pos.offset, incarnation)) {
               const read = c.reads!.get(route)!;
-              if (read.done || read.letGo || pos.offset <= (read.sent.get(pos.partition) ?? -1n)) continue;
+              if (read.done || pos.offset <= (read.sent.get(pos.partition) ?? -1n)) continue;
+              // After some were let go none is kept (overBound would walk them again), but each counts as let go.
+              if (read.letGo.size > 0) {
+                letGoOf(read, pos.partition, pos.offset);
+                continue;
+              }
               covered = true;
             }
             held ??= {
