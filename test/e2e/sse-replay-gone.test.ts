@@ -62,14 +62,16 @@ ${['a', 'b', 'c']
   before(() => eventually(async () => assert.equal((await readyz(gw)).status, 200), 30_000));
   /** The routes' own (durable) consumers: what they ask of the server (info, pulls) goes on meanwhile. */
   const routeConsumers = new Map<string, string[]>();
-  before(async () => {
-    for (const stream of ['GA', 'GB', 'GC']) routeConsumers.set(stream, (await peer.jsApi(`$JS.API.CONSUMER.NAMES.${stream}`, {})).consumers);
-    assert.deepEqual(
-      [...routeConsumers.values()].map((names) => names.length),
-      [1, 1, 1],
-      "each route's consumer",
-    );
-  });
+  before(() =>
+    eventually(async () => {
+      for (const stream of ['GA', 'GB', 'GC']) routeConsumers.set(stream, (await peer.jsApi(`$JS.API.CONSUMER.NAMES.${stream}`, {})).consumers ?? []);
+      assert.deepEqual(
+        [...routeConsumers.values()].map((names) => names.length),
+        [1, 1, 1],
+        "each route's consumer is made",
+      );
+    }, 30_000),
+  );
   /** The requests of `asked` about streams `streams` (a pattern), but for the routes' own consumers. */
   const about = (asked: string[], streams: string) => asked.filter((s) => new RegExp(`\\.${streams}(\\.|$)`).test(s) && !s.split('.').some((t) => [...routeConsumers.values()].flat().includes(t)));
   const publish = (route: string, body: unknown) =>
