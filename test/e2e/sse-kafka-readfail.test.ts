@@ -10,12 +10,14 @@ import { openStream, resumeFrom, type SseEvent } from '../helpers/sse.js';
  * read covered and had not yet sent, come after the `resumed: false` notice, once each, in order.
  *
  * The failure is a Fetch error pushed on one broker of a two-broker mock cluster (brokers 1 and
- * 2): partition 0 is led by broker 1, partitions 1 and 2 by broker 2. The route reads every
- * partition, so its consumer fetches from broker 2 too; it is not the one to meet the error
- * because it holds a record of partition 1 at that moment (its webhook does not answer), and
- * kafkajs' fetcher for a broker sends that broker no Fetch until its last batch is handled. Its
- * fetcher for broker 1 polls on (every `maxWaitMs`): an error pushed cluster-wide reached it
- * first, and crashed the consumer rather than failing the read.
+ * 2): partition 0 is led by broker 1, partitions 1 and 2 by broker 2, so the read's round meets
+ * it on broker 2 while broker 1 answers. The route reads the same partitions, two at a time
+ * (partitionsConsumedConcurrently: 2), and holds a record of partition 1 at that moment (its
+ * webhook does not answer). kafkajs' fetcher for a broker waits until the batches of its last
+ * Fetch are handled (empty ones too), so the route sends broker 2 no Fetch until the webhook
+ * answers: the next Fetch broker 2 receives is the read's. Its fetcher for broker 1 polls on (the
+ * other worker handles partition 0), and would meet an error pushed cluster-wide before the read.
+ * With one partition at a time (the default) both fetchers wait behind the held record.
  */
 const PAD = 'x'.repeat(40 * 1024);
 /** Per partition: 4 MB, within what the mock cluster retains of a partition (5 MB); 8 MB on broker 2, far more than the loopback sockets take from a client that stops reading. */
@@ -72,7 +74,7 @@ describe('SSE over Kafka: a replay read that fails midway (one broker fails its 
 version: 1
 admin: { port: 0 }
 brokers:
-  kafka: { kind: kafka, brokers: ["${kafka.bootstrap}"], consumer: ${kafka.consumerYaml} }
+  kafka: { kind: kafka, brokers: ["${kafka.bootstrap}"], consumer: ${kafka.consumerYaml.replace(/ }$/, ', partitionsConsumedConcurrently: 2 }')} }
 listeners:
   api: { kind: http, port: 0, host: 127.0.0.1, events: { maxBufferedBytes: ${BOUND} } }
 routes:
