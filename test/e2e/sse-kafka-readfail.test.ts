@@ -170,7 +170,11 @@ routes:
       );
       const all = [...heads, ...backlog, ...inHand, ...live, ...blocker, ...next].map((t) => t.n);
       await eventually(() => assert.equal(taken().length, all.length), 20_000);
-      assert.deepEqual([...taken()].sort((a, b) => a - b), all, 'the webhook got every record once');
+      assert.deepEqual(
+        [...taken()].sort((a, b) => a - b),
+        all,
+        'the webhook got every record once',
+      );
     } finally {
       client.close();
     }
