@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { eventually, useGateway, type GatewayFixture } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
-import { kcatConsumeAll, runProcess, startKafka, type KafkaCluster } from '../helpers/kafka.js';
-import { openStream, resumeFrom, type SseEvent } from '../helpers/sse.js';
+import { kcatConsumeAll, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { ofPartition, openStream, produceTicks, resumeFrom, type SseEvent, type Tick, ticks } from '../helpers/sse.js';
 
 /**
  * A Kafka replay ends where ListOffsets put each partition's end as the read began (the last
@@ -21,24 +21,7 @@ const PARTITIONS = [0, 1, 2];
 const AFTER = 3;
 const BOUND = 256 * 1024;
 
-interface Tick {
-  n: number;
-  p: number;
-}
-const ticks = (events: SseEvent[]) => events.filter((e) => e.event === undefined).map((e) => JSON.parse(e.data) as Tick);
 const numbers = (events: SseEvent[]) => ticks(events).map((t) => t.n);
-/** What `events` hold of partition `p`, in the order they came. */
-const ofPartition = (list: Tick[], p: number) => list.filter((t) => t.p === p).map((t) => t.n);
-
-/** Produces `ticks` to their partitions with kcat (an independent client), one partition after another. */
-async function produce(bootstrap: string, topic: string, list: Tick[], pad = ''): Promise<void> {
-  for (const p of PARTITIONS) {
-    const lines = list.filter((t) => t.p === p).map((t) => `${JSON.stringify({ ...t, pad })}\n`);
-    if (lines.length === 0) continue;
-    const r = await runProcess('kcat', ['-P', '-b', bootstrap, '-t', topic, '-p', String(p), '-q'], lines.join(''), 60_000);
-    assert.equal(r.code, 0, r.stderr);
-  }
-}
 
 const listenerStatus = async (gw: GatewayFixture) =>
   ((await gw.status()) as { listeners: { name: string; eventStreams: number; eventStreamReplays: number; slowStreamsClosed: number }[] }).listeners.find((l) => l.name === 'api')!;
@@ -85,13 +68,13 @@ routes:
     // topic, on every partition (the route hands its webhook one record at a time). The id names
     // partition 0 only: the replay reads the others from their oldest record.
     const heads = [{ n: ++n, p: 0 }];
-    await produce(kafka.bootstrap, topic, heads);
+    await produceTicks(kafka.bootstrap, topic, heads);
     await eventually(() => assert.equal(ticks(probe.events()).length, 1), 20_000);
     const first = probe.events()[0]!.id!;
     assert.match(first, /~0:0$/);
     probe.close();
     const backlog = made(BACKLOG);
-    await produce(kafka.bootstrap, topic, backlog, PAD);
+    await produceTicks(kafka.bootstrap, topic, backlog, PAD);
     assert.equal(taken().length, 1);
 
     const client = await resumeFrom(gw.url('api', '/out'), first);
@@ -101,7 +84,7 @@ routes:
       assert.equal((await listenerStatus(gw)).eventStreamReplays, 1, 'its replay is under way');
       // Above the read's ends: the first of each partition at the offset the listing gave as its end.
       const later = made(AFTER);
-      await produce(kafka.bootstrap, topic, later);
+      await produceTicks(kafka.bootstrap, topic, later);
       // The route catches up: the backlog it delivers now is the replay's to send, the rest is held.
       target.release();
       const all = heads.length + backlog.length + later.length;
@@ -113,7 +96,7 @@ routes:
       await eventually(async () => assert.equal((await listenerStatus(gw)).eventStreamReplays, 0, 'the replay is over'), 60_000);
       // The next goes out live, after everything the replay and the held events brought.
       const next = made(1).slice(0, 1);
-      await produce(kafka.bootstrap, topic, next);
+      await produceTicks(kafka.bootstrap, topic, next);
       await eventually(() => assert.equal(numbers(client.events).at(-1), next[0]!.n), 20_000);
       const got = ticks(client.events);
       const expected = [...backlog, ...later, ...next];

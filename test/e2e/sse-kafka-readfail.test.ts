@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { eventually, useGateway, type GatewayFixture } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
-import { runProcess, startKafka, type KafkaCluster } from '../helpers/kafka.js';
-import { openStream, resumeFrom, type SseEvent } from '../helpers/sse.js';
+import { startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { ofPartition, openStream, produceTicks, resumeFrom, type SseEvent, ticks } from '../helpers/sse.js';
 
 /**
  * A Kafka replay read that fails midway: the live events its route delivered meanwhile, which the
@@ -31,24 +31,7 @@ const FETCH = 1;
 const TOPIC_AUTHORIZATION_FAILED = 29;
 const BOUND = 256 * 1024;
 
-interface Tick {
-  n: number;
-  p: number;
-}
-const ticks = (events: SseEvent[]) => events.filter((e) => e.event === undefined).map((e) => JSON.parse(e.data) as Tick);
 const numbers = (events: SseEvent[]) => ticks(events).map((t) => t.n);
-/** What `list` holds of partition `p`, in the order it has them. */
-const ofPartition = (list: Tick[], p: number) => list.filter((t) => t.p === p).map((t) => t.n);
-
-/** Produces `list` to their partitions with kcat (an independent client), one partition after another. */
-async function produce(bootstrap: string, topic: string, list: Tick[], pad = ''): Promise<void> {
-  for (const p of PARTITIONS) {
-    const lines = list.filter((t) => t.p === p).map((t) => `${JSON.stringify({ ...t, pad })}\n`);
-    if (lines.length === 0) continue;
-    const r = await runProcess('kcat', ['-P', '-b', bootstrap, '-t', topic, '-p', String(p), '-q'], lines.join(''), 60_000);
-    assert.equal(r.code, 0, r.stderr);
-  }
-}
 
 const listenerStatus = async (gw: GatewayFixture) =>
   ((await gw.status()) as { listeners: { name: string; eventStreams: number; eventStreamReplays: number; slowStreamsClosed: number }[] }).listeners.find((l) => l.name === 'api')!;
@@ -93,23 +76,23 @@ routes:
     const made = (count: number, partitions = PARTITIONS) => partitions.flatMap((p) => Array.from({ length: count }, () => ({ n: ++n, p })));
     const probe = await openStream(gw.url('api', '/out'));
     const heads = made(1, [1]);
-    await produce(kafka.bootstrap, topic, heads);
+    await produceTicks(kafka.bootstrap, topic, heads);
     await eventually(() => assert.equal(ticks(probe.events()).length, 1), 20_000);
     const old = probe.events()[0]!.id!;
     assert.match(old, /~1:0$/);
     probe.close();
     // Long before the client resumes, the route delivers a backlog: the read will send it.
     const backlog = made(BACKLOG);
-    await produce(kafka.bootstrap, topic, backlog, PAD);
+    await produceTicks(kafka.bootstrap, topic, backlog, PAD);
     await eventually(() => assert.equal(taken().length, heads.length + backlog.length), 60_000);
 
     // The route takes one record of partition 1 and waits for its webhook: the live ones wait in the topic.
     target.hold();
     const inHand = made(1, [1]);
-    await produce(kafka.bootstrap, topic, inHand);
+    await produceTicks(kafka.bootstrap, topic, inHand);
     await eventually(() => assert.equal(taken().at(-1), inHand[0]!.n), 20_000);
     const live = made(8, [1]);
-    await produce(kafka.bootstrap, topic, live);
+    await produceTicks(kafka.bootstrap, topic, live);
 
     const client = await resumeFrom(gw.url('api', '/out'), old);
     try {
@@ -123,7 +106,7 @@ routes:
       // until it answers, the route's consumer sends broker 2 no Fetch, so the next is the read's.
       target.hold();
       const blocker = made(1, [1]);
-      await produce(kafka.bootstrap, topic, blocker);
+      await produceTicks(kafka.bootstrap, topic, blocker);
       await eventually(() => assert.equal(taken().at(-1), blocker[0]!.n), 20_000);
       const joins = kafka.joinRequests();
       const from = gw.logs.length;
@@ -149,7 +132,7 @@ routes:
       // The route answers on: its next Fetch from broker 2 finds no error left.
       target.release();
       const next = made(1, [1]);
-      await produce(kafka.bootstrap, topic, next);
+      await produceTicks(kafka.bootstrap, topic, next);
       await eventually(() => assert.equal(numbers(client.events).at(-1), next[0]!.n), 20_000);
       assert.deepEqual(
         numbers(client.events.slice(notice + 1)),

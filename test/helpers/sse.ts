@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { get, type IncomingMessage } from 'node:http';
 import { after, before } from 'node:test';
 import { useGateway, type GatewayFixture } from './gateway.js';
-import { startKafka, type KafkaCluster } from './kafka.js';
+import { runProcess, startKafka, type KafkaCluster } from './kafka.js';
 export interface SseEvent {
   id?: string;
   event?: string;
@@ -225,6 +225,25 @@ export function useSseKafka(prefix: string, group?: string): { kafka: () => Kafk
     await kafka?.stop();
   });
   return { kafka: () => kafka!, topic: () => topic, gw };
+}
+
+/** A record of the SSE-over-Kafka replay tests: its number, and the partition it was produced to. */
+export interface Tick {
+  n: number;
+  p: number;
+}
+/** The ticks among `events` (notices left out), in the order they came. */
+export const ticks = (events: SseEvent[]): Tick[] => events.filter((e) => e.event === undefined).map((e) => JSON.parse(e.data) as Tick);
+/** What `list` holds of partition `p`, in the order it has them. */
+export const ofPartition = (list: Tick[], p: number): number[] => list.filter((t) => t.p === p).map((t) => t.n);
+
+/** Produces `list` to their partitions with kcat (an independent client), one partition after another, each record `{ n, p, pad }`. */
+export async function produceTicks(bootstrap: string, topic: string, list: Tick[], pad = ''): Promise<void> {
+  for (const p of [...new Set(list.map((t) => t.p))].sort((a, b) => a - b)) {
+    const lines = list.filter((t) => t.p === p).map((t) => `${JSON.stringify({ ...t, pad })}\n`);
+    const r = await runProcess('kcat', ['-P', '-b', bootstrap, '-t', topic, '-p', String(p), '-q'], lines.join(''), 60_000);
+    assert.equal(r.code, 0, r.stderr);
+  }
 }
 
 /** A resumed stream read by hand: it takes nothing (its replay then waits) until `step()` or `read()`. */
