@@ -135,6 +135,8 @@ export function governProduce(header: RequestHeader, body: Buffer, ctx: GovernCo
     return route ? [{ topic: t.name, partitions: t.partitions, route }] : [];
   });
   if (routed.length === 0) return { forward: body, acks: req.acks, pending: undefined };
+  const repeated = repeatedPartition(routed);
+  if (repeated) return refuseRepeated(body, header, req, routed, repeated, ctx);
   const delivering = routed.filter((r) => r.route.delivers);
   if (delivering.length > 0 && req.transactionalId !== null) return refuseTransactional(header, req, delivering, ctx);
   if (delivering.length > 0 && !VALID_ACKS.has(req.acks)) return refuseAcks(header, req);
@@ -175,24 +177,7 @@ export function governProduce(header: RequestHeader, body: Buffer, ctx: GovernCo
       // retry: the bytes may have been damaged on the way), unless a route refused a record.
       const code = unavailableOnly ? ErrorCode.NOT_ENOUGH_REPLICAS : corruptOnly && corrupt ? ErrorCode.CORRUPT_MESSAGE : ErrorCode.INVALID_RECORD;
       if (first) ctx.refused?.({ ...first, remoteAddress: ctx.remoteAddress, error: errorName(code), acks: req.acks });
-      const fallback = 'not written: another record of this produce request was refused';
-      // Topics no route names pass through unchanged (spec §2), whatever a governed topic beside
-      // them in the request did: a client sends what it has for every topic of a broker in one
-      // request, and an invalid record of one topic must not fail another's. They go upstream
-      // alone; every governed partition is answered here, refused (nothing of them is written).
-      const governed = new Set(routed.map((r) => r.topic));
-      const free = req.topics.filter((t) => !governed.has(t.name));
-      if (free.length === 0) return { respond: req.acks === 0 ? null : writeProduceError(header, req, code, refused, fallback) };
-      const own: OwnTopicAnswer[] = req.topics
-        .filter((t) => governed.has(t.name))
-        .map((t) => ({
-          name: t.name,
-          partitions: t.partitions.map((p) => {
-            const e = refused.get(`${t.name}\0${p.index}`);
-            return { index: p.index, errorCode: code, recordErrors: e?.recordErrors ?? [], message: e?.message ?? fallback };
-          }),
-        }));
-      return { forward: writeProduceRequest(body, header, { ...req, topics: free }), acks: req.acks, pending: undefined, own: Promise.resolve(own) };
+      return refuseGoverned(body, header, req, routed, code, refused, 'not written: another record of this produce request was refused');
     }
     const upstreamChecked = checked.filter((c) => !c.route.delivers);
     const pending = upstreamChecked.length > 0 ? new PendingRecords(upstreamChecked, ctx.broker) : undefined;
@@ -204,6 +189,55 @@ export function governProduce(header: RequestHeader, body: Buffer, ctx: GovernCo
     if (rest.length === 0) return { forward: null, acks: req.acks, pending: undefined, own };
     return { forward: writeProduceRequest(body, header, { ...req, topics: rest }), acks: req.acks, pending, own };
   })();
+}
+
+/**
+ * Every governed partition of the request refused with `code`, nothing of them written or
+ * delivered. Topics no route names pass through unchanged (spec §2), whatever a governed topic
+ * beside them in the request did: a client sends what it has for every topic of a broker in one
+ * request, and an invalid record of one topic must not fail another's. They go upstream alone;
+ * every governed partition is answered here.
+ */
+function refuseGoverned(body: Buffer, header: RequestHeader, req: ProduceRequest, routed: readonly Routed[], code: number, refused: Map<string, PartitionError>, fallback: string): Governed {
+  const governed = new Set(routed.map((r) => r.topic));
+  const free = req.topics.filter((t) => !governed.has(t.name));
+  if (free.length === 0) return { respond: req.acks === 0 ? null : writeProduceError(header, req, code, refused, fallback) };
+  const own: OwnTopicAnswer[] = req.topics
+    .filter((t) => governed.has(t.name))
+    .map((t) => ({
+      name: t.name,
+      partitions: t.partitions.map((p) => {
+        const e = refused.get(`${t.name}\0${p.index}`);
+        return { index: p.index, errorCode: code, recordErrors: e?.recordErrors ?? [], message: e?.message ?? fallback };
+      }),
+    }));
+  return { forward: writeProduceRequest(body, header, { ...req, topics: free }), acks: req.acks, pending: undefined, own: Promise.resolve(own) };
+}
+
+/** A governed partition the request names more than once (in one topic entry, or in two entries of one topic). */
+function repeatedPartition(routed: readonly Routed[]): { route: RouteEntry; topic: string; partition: number } | undefined {
+  const seen = new Set<string>();
+  for (const { topic, partitions, route } of routed) {
+    for (const p of partitions) {
+      const key = `${topic}\0${p.index}`;
+      if (seen.has(key)) return { route, topic, partition: p.index };
+      seen.add(key);
+    }
+  }
+  return undefined;
+}
+
+/**
+ * No client sends one partition twice in a produce request; a hand-made one that does is refused
+ * before any record is checked. Kafka keeps only the last entry and answers once; a route with
+ * `to` delivered the last entry's records twice and none of the first's, answering NONE for both.
+ * INVALID_RECORD, as every request the proxy refuses (spec §2); topics no route names go on.
+ */
+function refuseRepeated(body: Buffer, header: RequestHeader, req: ProduceRequest, routed: readonly Routed[], repeated: { route: RouteEntry; topic: string; partition: number }, ctx: GovernContext): Governed {
+  const message = `partition ${repeated.partition} of topic '${repeated.topic}' appears more than once in this produce request (a Kafka broker keeps only the last): nothing of the governed topics is written`;
+  const refused = new Map<string, PartitionError>([[`${repeated.topic}\0${repeated.partition}`, { recordErrors: [], message }]]);
+  ctx.refused?.({ route: repeated.route.name, topic: repeated.topic, partition: repeated.partition, remoteAddress: ctx.remoteAddress, error: errorName(ErrorCode.INVALID_RECORD), acks: req.acks, reason: message });
+  return refuseGoverned(body, header, req, routed, ErrorCode.INVALID_RECORD, refused, `not written: ${message}`);
 }
 
 /**
