@@ -26,7 +26,7 @@ describe('kafka listener: a route with `to` delivers its topic to its targets in
   let kafka: KafkaCluster;
   let hook: WebhookReceiver;
   let proxy: string;
-  const t = { orders: '', copy: '', free: '', hooked: '', fanned: '', fannedCopy: '', picky: '', picked: '', dlq: '', txn: '', strict: '', raw: '', rawCopy: '' };
+  const t = { orders: '', copy: '', free: '', beside: '', hooked: '', fanned: '', fannedCopy: '', picky: '', picked: '', dlq: '', txn: '', strict: '', raw: '', rawCopy: '' };
   const HOOK_TOKEN = 'tok-5f1d2a9c7e';
 
   const config = (ordersTo: boolean) => `
@@ -180,6 +180,54 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
     );
     const got = await values(kafka.bootstrap, t.copy);
     assert.ok(got.includes(ORDER(16)) && !got.includes(ORDER(15)), `copy has ${got}`);
+  });
+
+  it('refuses a request naming a partition twice with INVALID_RECORD, delivering nothing: the last entry was delivered twice and the first lost', async () => {
+    // No client sends this; a hand-made one may. Kafka keeps the last entry of a partition only.
+    const batch = (id: number) => recordBatch({ attributes: 0, key: null, value: Buffer.from(ORDER(id)) });
+    // Twice in one topic entry (v8: the reason in error_message).
+    const once = await produceRaw(proxy, {
+      version: 8,
+      transactionalId: null,
+      topic: t.orders,
+      partition: 0,
+      batch: batch(0),
+      topics: [{ name: t.orders, partitions: [{ index: 0, batch: batch(18) }, { index: 0, batch: batch(19) }] }],
+    });
+    assert.deepEqual(
+      once.partitions.map((p) => p.errorCode),
+      [87, 87],
+      JSON.stringify(once.partitions),
+    );
+    for (const p of once.partitions) assert.match(p.errorMessage ?? '', new RegExp(`partition 0 of topic '${t.orders}' appears more than once in this produce request`));
+    // In two entries of the topic, beside a topic no route names, which goes upstream all the same
+    // (v7: the mock cluster takes Produce up to v7).
+    const twice = await produceRaw(proxy, {
+      version: 7,
+      transactionalId: null,
+      topic: t.orders,
+      partition: 0,
+      batch: batch(0),
+      topics: [
+        { name: t.orders, partitions: [{ index: 0, batch: batch(20) }] },
+        { name: t.beside, partitions: [{ index: 0, batch: batch(22) }] },
+        { name: t.orders, partitions: [{ index: 0, batch: batch(21) }] },
+      ],
+    });
+    assert.deepEqual(
+      twice.partitions.map((p) => [p.topic === t.orders ? 'orders' : 'beside', p.errorCode]),
+      [
+        ['beside', 0],
+        ['orders', 87],
+        ['orders', 87],
+      ],
+    );
+    const sentinel = await produceRaw(proxy, { version: 8, transactionalId: null, topic: t.orders, partition: 0, batch: batch(23) });
+    assert.equal(sentinel.errorCode, 0, JSON.stringify(sentinel));
+    const got = await values(kafka.bootstrap, t.copy);
+    assert.ok(got.includes(ORDER(23)), `copy has ${got}`);
+    for (const id of [18, 19, 20, 21]) assert.ok(!got.includes(ORDER(id)), `record ${id} was delivered: copy has ${got}`);
+    assert.deepEqual(await values(kafka.bootstrap, t.beside), [ORDER(22)]);
   });
 
   it('kafka-python: success with offset -1 (the record is in no partition of the cluster)', async () => {

@@ -498,17 +498,28 @@ const kafkaString = (s: string | null) => (s === null ? int16(-1) : Buffer.conca
 /** A request (header and body) with the size prefix a connection carries it with. */
 const framed = (request: Buffer) => Buffer.concat([int32(request.length), request]);
 
-/** A Produce request (v3 to v8) of `batch` to one partition of `topic`, size prefix included. */
+/** A topic's entry of a Produce request: its partitions' batches, in the order given. */
+export interface ProduceTopicEntry {
+  name: string;
+  partitions: { index: number; batch: Buffer }[];
+}
+
+/**
+ * A Produce request (v3 to v8) of `batch` to one partition of `topic`, size prefix included; with
+ * `topics`, those entries instead (a hand-made client's: a partition or a topic may repeat).
+ */
 export function produceRequest(o: {
   topic: string;
   batch: Buffer;
   partition?: number;
+  topics?: ProduceTopicEntry[];
   version?: number;
   correlationId?: number;
   clientId?: string;
   transactionalId?: string | null;
   acks?: number;
 }): Buffer {
+  const topics = o.topics ?? [{ name: o.topic, partitions: [{ index: o.partition ?? 0, batch: o.batch }] }];
   return framed(
     Buffer.concat([
       int16(0), // Produce
@@ -518,12 +529,8 @@ export function produceRequest(o: {
       kafkaString(o.transactionalId ?? null),
       int16(o.acks ?? 1),
       int32(10000), // timeout
-      int32(1),
-      kafkaString(o.topic),
-      int32(1),
-      int32(o.partition ?? 0),
-      int32(o.batch.length),
-      o.batch,
+      int32(topics.length),
+      ...topics.flatMap((t) => [kafkaString(t.name), int32(t.partitions.length), ...t.partitions.flatMap((p) => [int32(p.index), int32(p.batch.length), p.batch])]),
     ]),
   );
 }
@@ -535,13 +542,14 @@ export function metadataRequest(correlationId: number, clientId: string): Buffer
 
 /**
  * Sends one Produce request (v3 to v8, acks 1 unless given: never 0, which is not answered) of
- * `batch` to `broker` (host:port) on a connection of its own; resolves with the first partition's
- * error code and (v8) error message.
+ * `batch` to `broker` (host:port) on a connection of its own (or of `topics`: produceRequest);
+ * resolves with the first partition's error code and (v8) error message, and every partition's in
+ * `partitions`, in the order of the response.
  */
 export async function produceRaw(
   broker: string,
-  o: { version: number; transactionalId: string | null; topic: string; partition: number; batch: Buffer; acks?: number },
-): Promise<{ errorCode: number; errorMessage: string | null }> {
+  o: { version: number; transactionalId: string | null; topic: string; partition: number; batch: Buffer; acks?: number; topics?: ProduceTopicEntry[] },
+): Promise<{ errorCode: number; errorMessage: string | null; partitions: ProducePartitionAnswer[] }> {
   const [host, port] = [broker.slice(0, broker.lastIndexOf(':')), Number(broker.slice(broker.lastIndexOf(':') + 1))];
   const socket = connect(port, host);
   try {
@@ -553,26 +561,48 @@ export async function produceRaw(
     }
     // Response: correlation id, [topic, [partition, error code, base offset, (v2+) log append
     // time, (v5+) log start offset, (v8) record errors, error message]].
-    const topicLen = got.readInt16BE(4 + 4 + 4);
-    let at = 4 + 4 + 4 + 2 + topicLen + 4 + 4;
-    const errorCode = got.readInt16BE(at);
-    at += 2 + 8 + (o.version >= 2 ? 8 : 0) + (o.version >= 5 ? 8 : 0);
-    let errorMessage: string | null = null;
-    if (o.version >= 8) {
-      const recordErrors = got.readInt32BE(at);
+    const partitions: ProducePartitionAnswer[] = [];
+    let at = 4 + 4;
+    const topics = got.readInt32BE(at);
+    at += 4;
+    for (let t = 0; t < topics; t++) {
+      const topicLen = got.readInt16BE(at);
+      const topic = got.toString('utf8', at + 2, at + 2 + topicLen);
+      at += 2 + topicLen;
+      const count = got.readInt32BE(at);
       at += 4;
-      for (let i = 0; i < recordErrors; i++) {
-        at += 4;
-        const n = got.readInt16BE(at);
-        at += 2 + Math.max(n, 0);
+      for (let p = 0; p < count; p++) {
+        const index = got.readInt32BE(at);
+        const errorCode = got.readInt16BE(at + 4);
+        at += 4 + 2 + 8 + (o.version >= 2 ? 8 : 0) + (o.version >= 5 ? 8 : 0);
+        let errorMessage: string | null = null;
+        if (o.version >= 8) {
+          const recordErrors = got.readInt32BE(at);
+          at += 4;
+          for (let i = 0; i < recordErrors; i++) {
+            at += 4;
+            const n = got.readInt16BE(at);
+            at += 2 + Math.max(n, 0);
+          }
+          const n = got.readInt16BE(at);
+          errorMessage = n < 0 ? null : got.toString('utf8', at + 2, at + 2 + n);
+          at += 2 + Math.max(n, 0);
+        }
+        partitions.push({ topic, index, errorCode, errorMessage });
       }
-      const n = got.readInt16BE(at);
-      errorMessage = n < 0 ? null : got.toString('utf8', at + 2, at + 2 + n);
     }
-    return { errorCode, errorMessage };
+    return { errorCode: partitions[0]!.errorCode, errorMessage: partitions[0]!.errorMessage, partitions };
   } finally {
     socket.destroy();
   }
+}
+
+/** One partition of a Produce response, as produceRaw read it. */
+export interface ProducePartitionAnswer {
+  topic: string;
+  index: number;
+  errorCode: number;
+  errorMessage: string | null;
 }
 
 /**
