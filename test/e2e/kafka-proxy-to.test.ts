@@ -26,7 +26,7 @@ describe('kafka listener: a route with `to` delivers its topic to its targets in
   let kafka: KafkaCluster;
   let hook: WebhookReceiver;
   let proxy: string;
-  const t = { orders: '', copy: '', free: '', beside: '', hooked: '', fanned: '', fannedCopy: '', picky: '', picked: '', dlq: '', txn: '', strict: '', raw: '', rawCopy: '' };
+  const t = { orders: '', copy: '', free: '', beside: '', kept: '', hooked: '', fanned: '', fannedCopy: '', picky: '', picked: '', dlq: '', txn: '', strict: '', raw: '', rawCopy: '' };
   const HOOK_TOKEN = 'tok-5f1d2a9c7e';
 
   const config = (ordersTo: boolean) => `
@@ -63,6 +63,9 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
   - name: raw
     from: { listener: kafka-in, topic: ${t.raw} }
     to: { broker: cluster, topic: ${t.rawCopy} }
+  - name: kept
+    from: { listener: kafka-in, topic: ${t.kept} }
+    through: [ { validate: { schema: ${ORDER_SCHEMA}, onInvalid: reject } } ]
   - name: strict
     from: { listener: kafka-in, topic: ${t.strict} }
     through: [ { validate: { schema: ${ORDER_SCHEMA}, onInvalid: deadletter } } ]
@@ -228,6 +231,21 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
     assert.ok(got.includes(ORDER(23)), `copy has ${got}`);
     for (const id of [18, 19, 20, 21]) assert.ok(!got.includes(ORDER(id)), `record ${id} was delivered: copy has ${got}`);
     assert.deepEqual(await values(kafka.bootstrap, t.beside), [ORDER(22)]);
+    // A route without `to` as well: the cluster would keep the last entry and drop the first.
+    const upstream = await produceRaw(proxy, {
+      version: 7,
+      transactionalId: null,
+      topic: t.kept,
+      partition: 0,
+      batch: batch(0),
+      topics: [{ name: t.kept, partitions: [{ index: 0, batch: batch(24) }, { index: 0, batch: batch(25) }] }],
+    });
+    assert.deepEqual(
+      upstream.partitions.map((p) => p.errorCode),
+      [87, 87],
+      JSON.stringify(upstream.partitions),
+    );
+    assert.deepEqual(await values(kafka.bootstrap, t.kept), []);
   });
 
   it('kafka-python: success with offset -1 (the record is in no partition of the cluster)', async () => {
