@@ -195,7 +195,15 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
       topic: t.orders,
       partition: 0,
       batch: batch(0),
-      topics: [{ name: t.orders, partitions: [{ index: 0, batch: batch(18) }, { index: 0, batch: batch(19) }] }],
+      topics: [
+        {
+          name: t.orders,
+          partitions: [
+            { index: 0, batch: batch(18) },
+            { index: 0, batch: batch(19) },
+          ],
+        },
+      ],
     });
     assert.deepEqual(
       once.partitions.map((p) => p.errorCode),
@@ -238,7 +246,15 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
       topic: t.kept,
       partition: 0,
       batch: batch(0),
-      topics: [{ name: t.kept, partitions: [{ index: 0, batch: batch(24) }, { index: 0, batch: batch(25) }] }],
+      topics: [
+        {
+          name: t.kept,
+          partitions: [
+            { index: 0, batch: batch(24) },
+            { index: 0, batch: batch(25) },
+          ],
+        },
+      ],
     });
     assert.deepEqual(
       upstream.partitions.map((p) => p.errorCode),

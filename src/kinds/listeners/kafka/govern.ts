@@ -233,10 +233,25 @@ function repeatedPartition(routed: readonly Routed[]): { route: RouteEntry; topi
  * `to` delivered the last entry's records twice and none of the first's, answering NONE for both.
  * INVALID_RECORD, as every request the proxy refuses (spec §2); topics no route names go on.
  */
-function refuseRepeated(body: Buffer, header: RequestHeader, req: ProduceRequest, routed: readonly Routed[], repeated: { route: RouteEntry; topic: string; partition: number }, ctx: GovernContext): Governed {
+function refuseRepeated(
+  body: Buffer,
+  header: RequestHeader,
+  req: ProduceRequest,
+  routed: readonly Routed[],
+  repeated: { route: RouteEntry; topic: string; partition: number },
+  ctx: GovernContext,
+): Governed {
   const message = `partition ${repeated.partition} of topic '${repeated.topic}' appears more than once in this produce request (a Kafka broker keeps only the last): nothing of the governed topics is written`;
   const refused = new Map<string, PartitionError>([[`${repeated.topic}\0${repeated.partition}`, { recordErrors: [], message }]]);
-  ctx.refused?.({ route: repeated.route.name, topic: repeated.topic, partition: repeated.partition, remoteAddress: ctx.remoteAddress, error: errorName(ErrorCode.INVALID_RECORD), acks: req.acks, reason: message });
+  ctx.refused?.({
+    route: repeated.route.name,
+    topic: repeated.topic,
+    partition: repeated.partition,
+    remoteAddress: ctx.remoteAddress,
+    error: errorName(ErrorCode.INVALID_RECORD),
+    acks: req.acks,
+    reason: message,
+  });
   return refuseGoverned(body, header, req, routed, ErrorCode.INVALID_RECORD, refused, `not written: ${message}`);
 }
 
