@@ -5,7 +5,19 @@ import { after, before, describe, it } from 'node:test';
 import kafkajs from 'kafkajs';
 import { WsClient } from '../helpers/clients.js';
 import { eventually, repoRoot, useGateway } from '../helpers/gateway.js';
-import { claimingHeaders, encodedBatch, kcatConsumeAll, kcatProduce, kcatProduceLines, produceRaw, recordBatch, runProcess, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import {
+  claimingHeaders,
+  encodedBatch,
+  kcatConsumeAll,
+  kcatProduce,
+  kcatProduceLines,
+  producePartitions,
+  produceRaw,
+  recordBatch,
+  runProcess,
+  startKafka,
+  type KafkaCluster,
+} from '../helpers/kafka.js';
 import { reloaded } from '../helpers/pipeline.js';
 import { scrape } from '../helpers/prometheus.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
@@ -189,7 +201,7 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
     // No client sends this; a hand-made one may. Kafka keeps the last entry of a partition only.
     const batch = (id: number) => recordBatch({ attributes: 0, key: null, value: Buffer.from(ORDER(id)) });
     // Twice in one topic entry (v8: the reason in error_message).
-    const once = await produceRaw(proxy, {
+    const once = await producePartitions(proxy, {
       version: 8,
       transactionalId: null,
       topic: t.orders,
@@ -206,14 +218,14 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
       ],
     });
     assert.deepEqual(
-      once.partitions.map((p) => p.errorCode),
+      once.map((p) => p.errorCode),
       [87, 87],
-      JSON.stringify(once.partitions),
+      JSON.stringify(once),
     );
-    for (const p of once.partitions) assert.match(p.errorMessage ?? '', new RegExp(`partition 0 of topic '${t.orders}' appears more than once in this produce request`));
+    for (const p of once) assert.match(p.errorMessage ?? '', new RegExp(`partition 0 of topic '${t.orders}' appears more than once in this produce request`));
     // In two entries of the topic, beside a topic no route names, which goes upstream all the same
     // (v7: the mock cluster takes Produce up to v7).
-    const twice = await produceRaw(proxy, {
+    const twice = await producePartitions(proxy, {
       version: 7,
       transactionalId: null,
       topic: t.orders,
@@ -226,7 +238,7 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
       ],
     });
     assert.deepEqual(
-      twice.partitions.map((p) => [p.topic === t.orders ? 'orders' : 'beside', p.errorCode]),
+      twice.map((p) => [p.topic === t.orders ? 'orders' : 'beside', p.errorCode]),
       [
         ['beside', 0],
         ['orders', 87],
@@ -240,7 +252,7 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
     for (const id of [18, 19, 20, 21]) assert.ok(!got.includes(ORDER(id)), `record ${id} was delivered: copy has ${got}`);
     assert.deepEqual(await values(kafka.bootstrap, t.beside), [ORDER(22)]);
     // A route without `to` as well: the cluster would keep the last entry and drop the first.
-    const upstream = await produceRaw(proxy, {
+    const upstream = await producePartitions(proxy, {
       version: 7,
       transactionalId: null,
       topic: t.kept,
@@ -257,9 +269,9 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
       ],
     });
     assert.deepEqual(
-      upstream.partitions.map((p) => p.errorCode),
+      upstream.map((p) => p.errorCode),
       [87, 87],
-      JSON.stringify(upstream.partitions),
+      JSON.stringify(upstream),
     );
     assert.deepEqual(await values(kafka.bootstrap, t.kept), []);
   });

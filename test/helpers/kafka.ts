@@ -542,14 +542,25 @@ export function metadataRequest(correlationId: number, clientId: string): Buffer
 
 /**
  * Sends one Produce request (v3 to v8, acks 1 unless given: never 0, which is not answered) of
- * `batch` to `broker` (host:port) on a connection of its own (or of `topics`: produceRequest);
- * resolves with the first partition's error code and (v8) error message, and every partition's in
- * `partitions`, in the order of the response.
+ * `batch` to `broker` (host:port) on a connection of its own; resolves with the first partition's
+ * error code and (v8) error message.
  */
 export async function produceRaw(
   broker: string,
+  o: { version: number; transactionalId: string | null; topic: string; partition: number; batch: Buffer; acks?: number },
+): Promise<{ errorCode: number; errorMessage: string | null }> {
+  const [first] = await producePartitions(broker, o);
+  return { errorCode: first!.errorCode, errorMessage: first!.errorMessage };
+}
+
+/**
+ * produceRaw's request (with `topics`, those entries instead: produceRequest); resolves with every
+ * partition's answer, in the order of the response.
+ */
+export async function producePartitions(
+  broker: string,
   o: { version: number; transactionalId: string | null; topic: string; partition: number; batch: Buffer; acks?: number; topics?: ProduceTopicEntry[] },
-): Promise<{ errorCode: number; errorMessage: string | null; partitions: ProducePartitionAnswer[] }> {
+): Promise<ProducePartitionAnswer[]> {
   const [host, port] = [broker.slice(0, broker.lastIndexOf(':')), Number(broker.slice(broker.lastIndexOf(':') + 1))];
   const socket = connect(port, host);
   try {
@@ -591,7 +602,7 @@ export async function produceRaw(
         partitions.push({ topic, index, errorCode, errorMessage });
       }
     }
-    return { errorCode: partitions[0]!.errorCode, errorMessage: partitions[0]!.errorMessage, partitions };
+    return partitions;
   } finally {
     socket.destroy();
   }
