@@ -200,37 +200,20 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
   it('refuses a request naming a partition twice with INVALID_RECORD, delivering nothing: the last entry was delivered twice and the first lost', async () => {
     // No client sends this; a hand-made one may. Kafka keeps the last entry of a partition only.
     const batch = (id: number) => recordBatch({ attributes: 0, key: null, value: Buffer.from(ORDER(id)) });
-    // Twice in one topic entry (v8: the reason in error_message).
-    const once = await producePartitions(proxy, {
-      version: 8,
-      transactionalId: null,
-      topic: t.orders,
-      partition: 0,
-      batch: batch(0),
-      topics: [
-        {
-          name: t.orders,
-          partitions: [
-            { index: 0, batch: batch(18) },
-            { index: 0, batch: batch(19) },
-          ],
-        },
-      ],
-    });
+    /** Partition 0 of `topic` twice in one topic entry; v7 when the request goes upstream (the mock cluster takes Produce up to v7). */
+    const twiceInOneEntry = (topic: string, version: number, ids: [number, number]) =>
+      producePartitions(proxy, { version, topics: [{ name: topic, partitions: ids.map((id) => ({ index: 0, batch: batch(id) })) }] });
+    // v8: the reason in error_message.
+    const once = await twiceInOneEntry(t.orders, 8, [18, 19]);
     assert.deepEqual(
       once.map((p) => p.errorCode),
       [87, 87],
       JSON.stringify(once),
     );
     for (const p of once) assert.match(p.errorMessage ?? '', new RegExp(`partition 0 of topic '${t.orders}' appears more than once in this produce request`));
-    // In two entries of the topic, beside a topic no route names, which goes upstream all the same
-    // (v7: the mock cluster takes Produce up to v7).
+    // In two entries of the topic, beside a topic no route names, which goes upstream all the same.
     const twice = await producePartitions(proxy, {
       version: 7,
-      transactionalId: null,
-      topic: t.orders,
-      partition: 0,
-      batch: batch(0),
       topics: [
         { name: t.orders, partitions: [{ index: 0, batch: batch(20) }] },
         { name: t.beside, partitions: [{ index: 0, batch: batch(22) }] },
@@ -252,22 +235,7 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
     for (const id of [18, 19, 20, 21]) assert.ok(!got.includes(ORDER(id)), `record ${id} was delivered: copy has ${got}`);
     assert.deepEqual(await values(kafka.bootstrap, t.beside), [ORDER(22)]);
     // A route without `to` as well: the cluster would keep the last entry and drop the first.
-    const upstream = await producePartitions(proxy, {
-      version: 7,
-      transactionalId: null,
-      topic: t.kept,
-      partition: 0,
-      batch: batch(0),
-      topics: [
-        {
-          name: t.kept,
-          partitions: [
-            { index: 0, batch: batch(24) },
-            { index: 0, batch: batch(25) },
-          ],
-        },
-      ],
-    });
+    const upstream = await twiceInOneEntry(t.kept, 7, [24, 25]);
     assert.deepEqual(
       upstream.map((p) => p.errorCode),
       [87, 87],

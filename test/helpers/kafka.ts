@@ -508,18 +508,16 @@ export interface ProduceTopicEntry {
  * A Produce request (v3 to v8) of `batch` to one partition of `topic`, size prefix included; with
  * `topics`, those entries instead (a hand-made client's: a partition or a topic may repeat).
  */
-export function produceRequest(o: {
-  topic: string;
-  batch: Buffer;
-  partition?: number;
-  topics?: ProduceTopicEntry[];
-  version?: number;
-  correlationId?: number;
-  clientId?: string;
-  transactionalId?: string | null;
-  acks?: number;
-}): Buffer {
-  const topics = o.topics ?? [{ name: o.topic, partitions: [{ index: o.partition ?? 0, batch: o.batch }] }];
+export function produceRequest(
+  o: ({ topic: string; batch: Buffer; partition?: number } | { topics: ProduceTopicEntry[] }) & {
+    version?: number;
+    correlationId?: number;
+    clientId?: string;
+    transactionalId?: string | null;
+    acks?: number;
+  },
+): Buffer {
+  const topics = 'topics' in o ? o.topics : [{ name: o.topic, partitions: [{ index: o.partition ?? 0, batch: o.batch }] }];
   return framed(
     Buffer.concat([
       int16(0), // Produce
@@ -549,18 +547,15 @@ export async function produceRaw(
   broker: string,
   o: { version: number; transactionalId: string | null; topic: string; partition: number; batch: Buffer; acks?: number },
 ): Promise<{ errorCode: number; errorMessage: string | null }> {
-  const [first] = await producePartitions(broker, o);
+  const [first] = await producePartitions(broker, { ...o, topics: [{ name: o.topic, partitions: [{ index: o.partition, batch: o.batch }] }] });
   return { errorCode: first!.errorCode, errorMessage: first!.errorMessage };
 }
 
 /**
- * produceRaw's request (with `topics`, those entries instead: produceRequest); resolves with every
- * partition's answer, in the order of the response.
+ * A Produce request of the `topics` entries given (produceRequest: a partition or a topic may
+ * repeat); resolves with every partition's answer, in the order of the response.
  */
-export async function producePartitions(
-  broker: string,
-  o: { version: number; transactionalId: string | null; topic: string; partition: number; batch: Buffer; acks?: number; topics?: ProduceTopicEntry[] },
-): Promise<ProducePartitionAnswer[]> {
+export async function producePartitions(broker: string, o: { version: number; topics: ProduceTopicEntry[]; transactionalId?: string | null; acks?: number }): Promise<ProducePartitionAnswer[]> {
   const [host, port] = [broker.slice(0, broker.lastIndexOf(':')), Number(broker.slice(broker.lastIndexOf(':') + 1))];
   const socket = connect(port, host);
   try {
