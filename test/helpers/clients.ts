@@ -111,7 +111,14 @@ export class WsClient {
  */
 export class RawWsClient {
   private buffer = Buffer.alloc(0);
+  /** The text frames received, decoded; after `drain()` no more are kept (`textFrames` counts them). */
   readonly texts: string[] = [];
+  /** Text frames received, kept or skipped. */
+  textFrames = 0;
+  /** Set by `drain()`: text and binary frames are skipped unread. */
+  private skimming = false;
+  /** Bytes of the payload being skipped that are still to come. */
+  private skipping = 0;
   close: { code: number; reason: string } | undefined;
   /** Bytes received so far (frames and headers). */
   received = 0;
@@ -127,6 +134,7 @@ export class RawWsClient {
   private constructor(readonly socket: import('node:net').Socket) {
     socket.on('data', (chunk: Buffer) => {
       this.received += chunk.length;
+      if (this.skimming) return this.skim(chunk);
       this.buffer = Buffer.concat([this.buffer, chunk]);
       this.parse();
     });
@@ -222,6 +230,22 @@ export class RawWsClient {
   }
 
   /**
+   * Resumes reading as fast as a client can: from now on text and binary frames are counted
+   * (`textFrames`) and skipped, their payloads neither copied nor decoded, while pings and the
+   * close frame are read as before. For a client that let megabytes of small frames pile up and
+   * must reach the close frame behind them within a server's grace on a starved machine: decoding
+   * each of ~100,000 acks into `texts` took seconds there.
+   */
+  drain(): void {
+    this.skimming = true;
+    // What the last chunks left unparsed (the start of a frame) is where skimming begins.
+    const rest = this.buffer;
+    this.buffer = Buffer.alloc(0);
+    if (rest.length > 0) this.skim(rest);
+    this.socket.resume();
+  }
+
+  /**
    * Resolves with the close frame's code and reason once it has arrived; rejects at `timeoutMs`, or
    * as soon as the connection ends without one (a server that cut it), saying which.
    */
@@ -269,13 +293,65 @@ export class RawWsClient {
       if (b.length < offset + len) return;
       const payload = b.subarray(offset, offset + len);
       this.buffer = b.subarray(offset + len);
-      if (opcode === 1) this.texts.push(payload.toString('utf8'));
-      else if (opcode === 9) this.pings++;
-      else if (opcode === 8) {
-        this.close = { code: payload.length >= 2 ? payload.readUInt16BE(0) : 1005, reason: payload.subarray(2).toString('utf8') };
-        this.textsBeforeClose ??= this.texts.length;
-        for (const w of this.closeWaiters.splice(0)) w(this.close);
+      if (opcode === 1) {
+        this.texts.push(payload.toString('utf8'));
+        this.textFrames++;
+      } else this.control(opcode, payload);
+    }
+  }
+
+  /** A ping or the close frame (other opcodes are not counted). */
+  private control(opcode: number, payload: Buffer): void {
+    if (opcode === 9) this.pings++;
+    else if (opcode === 8) {
+      this.close = { code: payload.length >= 2 ? payload.readUInt16BE(0) : 1005, reason: payload.subarray(2).toString('utf8') };
+      this.textsBeforeClose ??= this.textFrames;
+      for (const w of this.closeWaiters.splice(0)) w(this.close);
+    }
+  }
+
+  /**
+   * `parse()` after `drain()`: walks the frame headers of `chunk` in place, skipping data payloads
+   * (across chunks: `skipping`); only a header or control frame cut by the chunk's end is kept.
+   */
+  private skim(chunk: Buffer): void {
+    let i = Math.min(this.skipping, chunk.length);
+    this.skipping -= i;
+    let b = chunk;
+    if (this.buffer.length > 0) {
+      // A header or control frame begun in the last chunk (at most 14 + 125 bytes).
+      b = Buffer.concat([this.buffer, chunk.subarray(i)]);
+      i = 0;
+    }
+    while (b.length - i >= 2) {
+      const opcode = b[i]! & 0x0f;
+      let len = b[i + 1]! & 0x7f;
+      let offset = i + 2;
+      if (len === 126) {
+        if (b.length - i < 4) break;
+        len = b.readUInt16BE(i + 2);
+        offset = i + 4;
+      } else if (len === 127) {
+        if (b.length - i < 10) break;
+        len = Number(b.readBigUInt64BE(i + 2));
+        offset = i + 10;
+      }
+      if (opcode < 8) {
+        if (opcode === 1) this.textFrames++;
+        const end = offset + len;
+        if (end > b.length) {
+          this.skipping = end - b.length;
+          i = b.length;
+          break;
+        }
+        i = end;
+      } else {
+        if (b.length < offset + len) break;
+        this.control(opcode, b.subarray(offset, offset + len));
+        i = offset + len;
       }
     }
+    // A copy: a view would hold the whole chunk.
+    this.buffer = i < b.length ? Buffer.from(b.subarray(i)) : Buffer.alloc(0);
   }
 }
