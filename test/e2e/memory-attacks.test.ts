@@ -72,8 +72,8 @@ describe('memory a client can grow (websocket send bound)', () => {
       // The attacker reads what was queued for it before the bound was hit, then the close frame:
       // at once, as the gateway cuts an evicted client that read nothing for 5 s (docs/config.md).
       // The check of another client below took that long on a loaded machine, and the close frame
-      // never came. It skips the ~100,000 answers (~5 MB) unread: decoding them took it two to three times
-      // the CPU.
+      // never came. It skips the ~100,000 answers (~5 MB) unread: decoding them took it two to
+      // three times the CPU.
       attacker.drain();
       const closeFrame = attacker.waitCloseFrame(20000);
       closeFrame.catch(() => undefined);
