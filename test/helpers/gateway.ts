@@ -336,14 +336,19 @@ export async function untilReached(count: () => Promise<number> | number, target
 
 /**
  * Runs `test`; if it fails, appends the whole log of each of `gateways()` (their stdout, then
- * stderr) to its error, for a failure seen once on a loaded machine to be read afterwards.
+ * stderr) to its error, for a failure seen once on a loaded machine to be read afterwards. To its
+ * stack too: the spec reporter prints an error as `util.inspect` does, from the stack, which was
+ * written when the error was made, so a message changed afterwards is never shown.
  */
 export async function withLogsOnFailure<T>(gateways: () => readonly RunningGateway[], test: () => Promise<T>): Promise<T> {
   try {
     return await test();
   } catch (err) {
     const logs = gateways().map((gw, i) => `gateway ${i + 1}'s log:\n${gw.logs.map((l) => JSON.stringify(l)).join('\n')}\nstderr: ${gw.stderr()}`);
-    if (err instanceof Error) err.message += `\n${logs.join('\n')}`;
+    if (err instanceof Error) {
+      err.message += `\n${logs.join('\n')}`;
+      if (err.stack !== undefined) err.stack += `\n${logs.join('\n')}`;
+    }
     throw err;
   }
 }
