@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { eventually, type LogLine, runCli, startGateway, tempFiles, useGateway, withLogsOnFailure } from '../helpers/gateway.js';
+import { eventually, type LogLine, type RunningGateway, runCli, startGateway, tempFiles, useGateway, withLogsOnFailure } from '../helpers/gateway.js';
 import { committedOffsets, kcatConsume, kcatConsumeAll, kcatProduce, startKafka, type KafkaCluster, KeyedStream, type Numbered, SESSIONS_OUTLAST_STALLS } from '../helpers/kafka.js';
 import { freezeWhileIdle } from '../helpers/outage.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
@@ -42,13 +42,22 @@ ${o.deadletter ? `    deadletter: { broker: kafka, topic: ${t.dead} }\n` : ''}`;
     assert.equal(r.code, 2, r.stdout + r.stderr);
     return r.stdout;
   };
-  /** Every record of the input topic on the output topic, each once, and per key in the input topic's order. */
-  const assertEachOnceInOrder = async () => {
+  /**
+   * Every record of the input topic on the output topic, each once, and per key in the input topic's
+   * order; again only where `redelivery()`, asked once the records are read, names the evidence of
+   * the documented at-least-once.
+   */
+  const assertEachOnceInOrder = async (redelivery: () => string | undefined = () => undefined) => {
     await kcatConsume(kafka.bootstrap, t.out, keyed.produced, 30000);
     const parse = (r: { value: string | null }) => JSON.parse(r.value!) as Numbered & { v?: number };
     const out = (await kcatConsumeAll(kafka.bootstrap, t.out)).map(parse);
-    keyed.assertEachOnceInOrder(out, (await kcatConsumeAll(kafka.bootstrap, t.in)).map(parse));
+    keyed.assertEachInOrder(out, (await kcatConsumeAll(kafka.bootstrap, t.in)).map(parse), redelivery());
     return out;
+  };
+  /** Evidence of a rebalance that reads from the last commit: `gateway`'s member of the route joined its group after log line `from`. */
+  const rejoinedSince = (gateway: RunningGateway, from: number, which: string) => {
+    const joins = gateway.logs.slice(from).filter((l) => l.route === 'changing' && l.msg === 'consumer joined group').length;
+    return joins > 0 ? `the ${which} instance's member joined its group ${joins} time(s) after its records were produced` : undefined;
   };
 
   before(async () => {
@@ -147,20 +156,25 @@ ${o.deadletter ? `    deadletter: { broker: kafka, topic: ${t.dead} }\n` : ''}`;
           const movedStream = new KeyedStream(KEYS);
           // Joins from here on only: one before its records were produced can bring none of them again.
           const produced = next.logs.length;
+          const oldProduced = gw.logs.length;
           await kcatProduce(kafka.bootstrap, t.moved, movedStream.next(30));
           await kcatProduce(kafka.bootstrap, t.in, keyed.next(30));
           // Before, kafkajs' assigner gave both members the group leader's topic only: the member on the
           // other topic ignored its share, so part of one topic and all of the other waited for the roll to end.
-          await assertEachOnceInOrder();
+          // The old instance's records come again only as the new one's may (below): its member joined
+          // the group again after they were produced (the new member's join rebalanced it late).
+          await assertEachOnceInOrder(() => rejoinedSince(gw, oldProduced, 'old'));
           const parse = (r: { value: string | null }) => JSON.parse(r.value!) as Numbered;
           await kcatConsume(kafka.bootstrap, t.movedOut, movedStream.produced, 30000);
           // The new instance's records come again only as the documented at-least-once on the mock
           // (docs/testing.md): its member, having handled them, joined the group again (the old
           // member's late rejoin rebalanced it, its commit refused meanwhile, or a SyncGroup refused
           // crashed a consumer) and read from its last commit, after its records were produced.
-          const joins = next.logs.slice(produced).filter((l) => l.route === 'changing' && l.msg === 'consumer joined group').length;
-          const rejoined = joins > 0 ? `the new instance's member joined its group ${joins} time(s) after its records were produced` : undefined;
-          movedStream.assertEachInOrder((await kcatConsumeAll(kafka.bootstrap, t.movedOut)).map(parse), (await kcatConsumeAll(kafka.bootstrap, t.moved)).map(parse), rejoined);
+          movedStream.assertEachInOrder(
+            (await kcatConsumeAll(kafka.bootstrap, t.movedOut)).map(parse),
+            (await kcatConsumeAll(kafka.bootstrap, t.moved)).map(parse),
+            rejoinedSince(next, produced, 'new'),
+          );
         },
       );
     } finally {
