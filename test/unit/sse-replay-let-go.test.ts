@@ -3,11 +3,11 @@ import { once } from 'node:events';
 import { createServer, get, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
 import { payloadMessage, type Message } from '../../src/core/message.js';
 import type { ReplaySource, Retained, RetainedChunk } from '../../src/kinds/contracts.js';
 import { SSE_DEFAULTS, SseStreams } from '../../src/kinds/listeners/sse.js';
 import { sourceTag } from '../../src/kinds/listeners/sse-ids.js';
-import { createLogger } from '../../src/log.js';
 import { eventually } from '../helpers/gateway.js';
 import { parseEvents } from '../helpers/sse.js';
 
@@ -23,6 +23,8 @@ describe('SSE: a replay read that fails after letting go of live events it cover
   const PAD = 'x'.repeat(600);
   let server: Server;
   let streams: SseStreams;
+  /** What the streams logged at warn, in order. */
+  const warnings: string[] = [];
   /** The case's read: its ends, and its chunks, which the case drives. */
   let retained: () => Retained = () => assert.fail('no read');
   const source: ReplaySource = { sourceKey: SOURCE, replay: () => Promise.resolve(retained()) };
@@ -31,7 +33,8 @@ describe('SSE: a replay read that fails after letting go of live events it cover
   const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
   before(async () => {
-    streams = new SseStreams('api', { ...SSE_DEFAULTS, maxBufferedBytes: BOUND }, createLogger('silent'));
+    const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push((JSON.parse(line) as { msg: string }).msg) });
+    streams = new SseStreams('api', { ...SSE_DEFAULTS, maxBufferedBytes: BOUND }, logger);
     server = createServer((req, res) =>
       streams.open(req, res, '/e', new Map([['r', source]]), { request: { headers: req.headers, query: {}, remoteAddress: req.socket.remoteAddress }, until: undefined }),
     );
@@ -49,7 +52,10 @@ describe('SSE: a replay read that fails after letting go of live events it cover
    * live events 2-4 come (600 bytes each: over the 1 KiB bound, so they are let go); the read then
    * sends 2-`sentUpTo` and fails. The client's events, and whether its stream was closed.
    */
-  async function failAfter(sentUpTo: number): Promise<{ events: () => ReturnType<typeof parseEvents>; closed: () => boolean; live: (offset: number) => Promise<void> }> {
+  async function failAfter(
+    sentUpTo: number,
+    beforeFailing: (res: IncomingMessage) => Promise<void> = async () => {},
+  ): Promise<{ events: () => ReturnType<typeof parseEvents>; closed: () => boolean; live: (offset: number) => Promise<void> }> {
     const target = streams.target('/e', 'value', 'r', SOURCE);
     let asked = false;
     let fail: () => void = () => {};
@@ -62,7 +68,7 @@ describe('SSE: a replay read that fails after letting go of live events it cover
       chunks: (async function* (): AsyncGenerator<RetainedChunk> {
         asked = true;
         await failed;
-        yield { messages: range(2, sentUpTo).map(message) };
+        if (sentUpTo >= 2) yield { messages: range(2, sentUpTo).map(message) };
         throw new Error('the read broke');
       })(),
     });
@@ -84,6 +90,7 @@ describe('SSE: a replay read that fails after letting go of live events it cover
     await eventually(() => assert.ok(asked, 'the read asked for its first chunk'));
     for (const offset of [2, 3, 4]) await target.send(message(offset), undefined as never);
     assert.equal(streams.slowClientsClosed, 0, 'let go, not cut off');
+    await beforeFailing(res);
     fail();
     await eventually(() => assert.equal(streams.replays, 0, 'the resume is over'));
     return {
@@ -118,5 +125,17 @@ describe('SSE: a replay read that fails after letting go of live events it cover
       'no resumed: false',
     );
     assert.equal(streams.slowClientsClosed, 0, 'not counted as a slow client');
+  });
+
+  it('says nothing of a read that fails once its client is gone', async () => {
+    const from = warnings.length;
+    // Gone before the read fails, with live events let go that the read had not sent (the case above's disconnect).
+    const client = await failAfter(1, async (res) => {
+      const open = streams.count();
+      res.destroy();
+      await eventually(() => assert.equal(streams.count(), open - 1, 'the stream seen closed'));
+    });
+    assert.equal(client.closed(), true);
+    assert.deepEqual(warnings.slice(from), [], 'no "could not be resumed" for a client that is not there');
   });
 });

@@ -475,6 +475,9 @@ export class SseStreams {
         read.done = true;
         if (!this.dropRead(client)) return;
       } catch (err) {
+        // A client gone while the read waited on the broker (closed, cut off, ended by a reload) is
+        // not there to be told resumed: false or disconnected; logging either would be untrue.
+        if (this.gone(client)) return;
         // The live events it covers that it did not send, kept, are held now (sent after the
         // replay), as are those still to come: the read will not send them.
         read.ends = new Map();
