@@ -45,9 +45,13 @@ const env = { ...process.env };
 const rabbits = [];
 let infoDir;
 const texts = new Map(files.map((f) => [f, readFileSync(f, 'utf8')]));
+// The kinds booted, named to every file (even none): a file that calls a kind's function where its
+// text does not say so (`useRabbit(sharedRabbit)`) fails saying why, rather than booting a node alone.
+const booted = [];
 for (const [kind, { call, env: variable }] of Object.entries(sharedRabbitKinds)) {
   const sharing = files.filter((f) => texts.get(f).includes(`${call}(`));
   if (sharing.length === 0) continue;
+  booted.push(kind);
   infoDir ??= mkdtempSync(join(tmpdir(), 'eventgate-shared-rabbit-'));
   env[variable] = join(infoDir, `${kind}.json`);
   // Its own process group: a Ctrl-C reaches the tests, and the node is stopped after them.
@@ -57,6 +61,7 @@ for (const [kind, { call, env: variable }] of Object.entries(sharedRabbitKinds))
   });
   rabbits.push(rabbit);
 }
+env.EVENTGATE_TEST_SHARED_RABBITS = booted.join(',');
 
 // --test-timeout bounds each test and each whole file (its
 // process is a test of the run): set to end a hang, well above the longest file on a loaded

@@ -66,6 +66,8 @@ async function sharedOf(kindName: SharedRabbitKindName): Promise<SharedRabbit> {
   const user = userFor(vhost);
   const file = process.env[kind.env];
   if (!file) {
+    // Under scripts/run-tests.js, which boots a kind's node for the files whose text calls its function.
+    if (process.env.EVENTGATE_TEST_SHARED_RABBITS !== undefined) throw new Error(unseenCall(kind.call));
     const own = await startRabbit({ advancedConfig: kind.advancedConfig, vhosts: [vhost], users: [user] });
     return onVhost(own.node, vhost, user, () => own.stop());
   }
@@ -80,6 +82,14 @@ async function sharedOf(kindName: SharedRabbitKindName): Promise<SharedRabbit> {
   }
   // The vhost goes with the node at the end of the run (a delete_vhost would cost a rabbitmqctl).
   return onVhost(node, vhost, user, async () => {});
+}
+
+/**
+ * Why a file run by scripts/run-tests.js got no shared node of a kind: the runner looks for the
+ * call in the file's text, and this file's does not have it.
+ */
+export function unseenCall(call: string): string {
+  return `scripts/run-tests.js booted no shared RabbitMQ for ${call}(): it boots one for the files whose text has \`${call}(\`, and this file's has not (write the call out: \`useRabbit(() => ${call}())\`, not \`useRabbit(${call})\`)`;
 }
 
 function onVhost(node: RabbitNode, vhost: string, user: RabbitUser, stop: () => Promise<void>): SharedRabbit {
