@@ -30,6 +30,12 @@ const FETCH = 1;
 /** Not retriable for kafkajs: the read gives up at once rather than retrying to its timeout. */
 const TOPIC_AUTHORIZATION_FAILED = 29;
 const BOUND = 256 * 1024;
+/**
+ * The client reads nothing from its first event until the error is pushed: the case's waits for the
+ * route (up to 20 s each, and kcat runs) may together pass the default 60 s under load, and a
+ * client cut off as stalled would end the read before it met the error.
+ */
+const STALL_MS = 600_000;
 
 const numbers = (events: SseEvent[]) => ticks(events).map((t) => t.n);
 
@@ -59,7 +65,7 @@ admin: { port: 0 }
 brokers:
   kafka: { kind: kafka, brokers: ["${kafka.bootstrap}"], consumer: ${kafka.consumerYaml.replace(/ }$/, ', partitionsConsumedConcurrently: 2 }')} }
 listeners:
-  api: { kind: http, port: 0, host: 127.0.0.1, events: { maxBufferedBytes: ${BOUND} } }
+  api: { kind: http, port: 0, host: 127.0.0.1, events: { maxBufferedBytes: ${BOUND}, replayStallTimeoutMs: ${STALL_MS} } }
 routes:
   - name: out
     from: { broker: kafka, topic: ${topic} }
