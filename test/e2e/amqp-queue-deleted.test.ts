@@ -11,6 +11,15 @@ import { sharedRabbit } from '../helpers/shared-rabbit.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
+ * One vhost (or, run alone, one server) for the whole file, taken before its first case (useRabbit
+ * outside any describe): each vhost after the first costs four rabbitmqctl runs. Each costs an
+ * Erlang VM and, on a loaded machine, 30-55 s: what the server has is read with pika where it can
+ * be (pikaQueueDeclaredAs), and the cases that close connections with rabbitmqctl are in
+ * amqp-connection-closed.test.ts.
+ */
+const rabbit = useRabbit(() => sharedRabbit());
+
+/**
  * A queue the amqp broker declares (`queues.<name>`, `declare: true`), deleted on the server while
  * the gateway runs: its route found it missing and waited for the next reconnect (`queue 'Q' not
  * found on broker 'B'`), and every publish to its bindings was 503 meanwhile. Now the route
@@ -20,15 +29,6 @@ import { WebhookReceiver } from '../helpers/webhook-receiver.js';
  * queue that must exist (`declare: false`) is still waited for; a routing-key route's own queue is
  * declared by the route.
  */
-/**
- * One vhost (or, run alone, one server) for the whole file, taken before its first case (useRabbit
- * outside any describe): each vhost after the first costs four rabbitmqctl runs. Each costs an
- * Erlang VM and, on a loaded machine, 30-55 s: what the server has is read with pika where it can
- * be (pikaQueueDeclaredAs), and the cases that close connections with rabbitmqctl are in
- * amqp-connection-closed.test.ts.
- */
-const rabbit = useRabbit(() => sharedRabbit());
-
 describe('kind: amqp, a queue deleted on the server while the gateway runs', () => {
   let receiver: WebhookReceiver;
   before(async () => {
