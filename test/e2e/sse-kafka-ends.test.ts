@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { eventually, useGateway, type GatewayFixture } from '../helpers/gateway.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
 import { kcatConsumeAll, startKafka, type KafkaCluster } from '../helpers/kafka.js';
-import { ofPartition, openStream, produceTicks, resumeFrom, type SseEvent, type Tick, ticks } from '../helpers/sse.js';
+import { listenerStatus, ofPartition, openStream, produceTicks, resumeFrom, type SseEvent, type Tick, ticks } from '../helpers/sse.js';
 
 /**
  * A Kafka replay ends where ListOffsets put each partition's end as the read began (the last
@@ -22,9 +22,6 @@ const AFTER = 3;
 const BOUND = 256 * 1024;
 
 const numbers = (events: SseEvent[]) => ticks(events).map((t) => t.n);
-
-const listenerStatus = async (gw: GatewayFixture) =>
-  ((await gw.status()) as { listeners: { name: string; eventStreams: number; eventStreamReplays: number; slowStreamsClosed: number }[] }).listeners.find((l) => l.name === 'api')!;
 
 describe('SSE over Kafka: live records during a replay, at and above the ends it listed', () => {
   let kafka: KafkaCluster;

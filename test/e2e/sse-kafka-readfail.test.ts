@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { eventually, useGateway, type GatewayFixture } from '../helpers/gateway.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
 import { startKafka, type KafkaCluster } from '../helpers/kafka.js';
-import { ofPartition, openStream, produceTicks, resumeFrom, type SseEvent, ticks } from '../helpers/sse.js';
+import { listenerStatus, ofPartition, openStream, produceTicks, resumeFrom, type SseEvent, ticks } from '../helpers/sse.js';
 
 /**
  * A Kafka replay read that fails midway: the live events its route delivered meanwhile, which the
@@ -38,9 +38,6 @@ const BOUND = 256 * 1024;
 const STALL_MS = 600_000;
 
 const numbers = (events: SseEvent[]) => ticks(events).map((t) => t.n);
-
-const listenerStatus = async (gw: GatewayFixture) =>
-  ((await gw.status()) as { listeners: { name: string; eventStreams: number; eventStreamReplays: number; slowStreamsClosed: number }[] }).listeners.find((l) => l.name === 'api')!;
 
 describe('SSE over Kafka: a replay read that fails midway (one broker fails its Fetch requests)', () => {
   let kafka: KafkaCluster;

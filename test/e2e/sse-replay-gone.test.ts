@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
-import { eventually, useGateway, type GatewayFixture } from '../helpers/gateway.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { RawNats } from '../helpers/peers.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
-import { openStream, resumeFrom, untagged } from '../helpers/sse.js';
+import { listenerStatus, openStream, resumeFrom, untagged } from '../helpers/sse.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 
 /**
@@ -16,9 +16,6 @@ import { TcpProxy } from '../helpers/tcp-proxy.js';
  * is being set up (its request seen on `$JS.API.>` by a plain subscriber), so the client is gone
  * before that read can go on; every JetStream API request the gateway makes after is seen there.
  */
-const listenerStatus = async (gw: GatewayFixture) =>
-  ((await gw.status()) as { listeners: { name: string; eventStreams: number; eventStreamReplays: number }[] }).listeners.find((l) => l.name === 'api')!;
-
 describe('SSE over JetStream: a client gone during its resume', () => {
   let nats: MessageServer;
   let proxy: TcpProxy;

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
-import { eventually, useGateway, type GatewayFixture } from '../helpers/gateway.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
 import { readyz } from '../helpers/outage.js';
 import { RawNats } from '../helpers/peers.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
-import { openStream, resumeFrom, untagged, type SseEvent } from '../helpers/sse.js';
+import { listenerStatus, openStream, resumeFrom, type SseEvent, untagged } from '../helpers/sse.js';
 
 /**
  * Live events that reach a client while it is being replayed wait behind the replay. Those the
@@ -24,9 +24,6 @@ const big = (n: number) => ({ n, pad: PAD });
 
 const ns = (events: SseEvent[]) => events.filter((e) => e.event === undefined).map((e) => (JSON.parse(e.data) as { n: number }).n);
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
-
-const listenerStatus = async (gw: GatewayFixture) =>
-  ((await gw.status()) as { listeners: { name: string; eventStreams: number; eventStreamReplays: number; slowStreamsClosed: number }[] }).listeners.find((l) => l.name === 'api')!;
 
 describe('SSE: live events a lagging route delivers during a replay that sends them', () => {
   let target: HeldTarget;

@@ -6,6 +6,7 @@ import { eventually, useGateway, type GatewayFixture } from '../helpers/gateway.
 import { runProcess, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { readyz } from '../helpers/outage.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
+import { listenerStatus } from '../helpers/sse.js';
 
 /**
  * A client that stops reading in the middle of its resume's replay, on a path where nothing live
@@ -199,9 +200,7 @@ routes:
  * short of the backlog.
  */
 async function stallAndCut(gw: GatewayFixture, url: string, lastId: string): Promise<void> {
-  const listenerStatus = async () =>
-    ((await gw.status()) as { listeners: { name: string; eventStreams: number; eventStreamReplays: number; slowStreamsClosed: number }[] }).listeners.find((l) => l.name === 'api')!;
-  assert.equal((await listenerStatus()).eventStreamReplays, 0);
+  assert.equal((await listenerStatus(gw)).eventStreamReplays, 0);
   const res = await new Promise<IncomingMessage>((resolve, reject) => {
     get(url, { agent: false, headers: { accept: 'text/event-stream', 'last-event-id': lastId } }, resolve).on('error', reject);
   });
@@ -219,10 +218,10 @@ async function stallAndCut(gw: GatewayFixture, url: string, lastId: string): Pro
   res.on('error', () => {});
   await eventually(() => assert.ok(events >= 20, `the replay began (${events} events)`), 30_000);
   res.pause();
-  assert.equal((await listenerStatus()).eventStreamReplays, 1, 'its replay is under way');
+  assert.equal((await listenerStatus(gw)).eventStreamReplays, 1, 'its replay is under way');
 
   await eventually(async () => {
-    const s = await listenerStatus();
+    const s = await listenerStatus(gw);
     assert.deepEqual([s.eventStreams, s.eventStreamReplays, s.slowStreamsClosed], [0, 0, 1], 'the stream cut off, its replay ended');
   }, 40_000);
   const cut = gw.logs.find((l) => l.msg === 'event stream client too slow; disconnecting');

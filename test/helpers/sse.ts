@@ -227,6 +227,21 @@ export function useSseKafka(prefix: string, group?: string): { kafka: () => Kafk
   return { kafka: () => kafka!, topic: () => topic, gw };
 }
 
+/** An http listener's event-stream counts in /admin/status. */
+export interface EventStreamStatus {
+  name: string;
+  eventStreams: number;
+  eventStreamReplays: number;
+  slowStreamsClosed: number;
+}
+
+/** The event-stream counts of `gw`'s http listener `listener` (/admin/status). */
+export async function listenerStatus(gw: GatewayFixture, listener = 'api'): Promise<EventStreamStatus> {
+  const found = ((await gw.status()) as { listeners: EventStreamStatus[] }).listeners.find((l) => l.name === listener);
+  assert.ok(found, `no listener '${listener}' in /admin/status`);
+  return found;
+}
+
 /** A record of the SSE-over-Kafka replay tests: its number, and the partition it was produced to. */
 export interface Tick {
   n: number;
