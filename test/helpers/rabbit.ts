@@ -52,7 +52,11 @@ export function useRabbit<S extends RabbitServer>(start: () => Promise<S>, optio
     const { server, proxy } = current;
     if (prop === 'proxy' || prop === 'proxiedUrl') {
       if (!proxy) throw new Error(`useRabbit: ${prop} is only there with the proxy option`);
-      return prop === 'proxy' ? proxy : server.url.replace(`@${server.host}:${server.port}`, `@${server.host}:${proxy.port}`);
+      if (prop === 'proxy') return proxy;
+      const through = server.url.replace(`@${server.host}:${server.port}`, `@${server.host}:${proxy.port}`);
+      // A URL of another form, left as it was, would take the gateway past the proxy: its cases could not fail.
+      if (through === server.url) throw new Error(`useRabbit: ${server.url} does not name ${server.host}:${server.port} after its credentials; no proxied URL`);
+      return through;
     }
     const value = Reflect.get(server, prop, server) as unknown;
     return typeof value === 'function' ? value.bind(server) : value;
