@@ -3,7 +3,7 @@ import type { ServerResponse } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { WsClient } from '../helpers/clients.js';
 import { deadletterReason } from '../helpers/deadletter-reason.js';
-import { useGateway } from '../helpers/gateway.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
 import { fetch } from '../helpers/http.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
@@ -22,17 +22,18 @@ describe('the failed target named in dead letters and answers', () => {
 
   before(async () => {
     hook = await WebhookReceiver.start();
-    // Per path: /down 500 (retried), /hang never answers; others 200.
+    // Per path: /down 500 (retried), /hang never answers, /later 503 asking for ten minutes; others 200.
     hook.respond = (r, res) => {
       if (r.url === '/down') {
         res.statusCode = 500;
         res.end('broken');
       } else if (r.url === '/hang') hanging.push(res);
+      else if (r.url === '/later') res.writeHead(503, { 'retry-after': '600' }).end('later');
       else res.end('ok');
     };
   });
-  const gw = useGateway(
-    () => `
+  /** The config; `laterBackoffMs` is publish-later's, which a reload changes to replace that route alone. */
+  const config = (laterBackoffMs = 10) => `
 version: 1
 admin: { port: 0, token: ${TOKEN} }
 brokers:
@@ -91,8 +92,13 @@ routes:
     to:
       - { broker: local, topic: fanned }
       - { http: { url: "${hook.url}/down", retry: { attempts: 2, backoffMs: 10 } } }
-`,
-  );
+  - name: publish-later
+    from: { listener: api, path: /later }
+    to:
+      - { broker: local, topic: fanned }
+      - { http: { url: "${hook.url}/later", retry: { attempts: 3, backoffMs: ${laterBackoffMs}, maxBackoffMs: 60000 } } }
+`;
+  const gw = useGateway(() => config());
   after(async () => {
     for (const res of hanging) res.destroy();
     await hook.stop();
@@ -161,6 +167,21 @@ routes:
     } finally {
       chat.close();
     }
+  });
+
+  it("a 503 for a retry a reload cut short: the webhook's tries, last answer and place, as a 502 says them", async () => {
+    const from = hook.requests.length;
+    const answer = post('/later', { n: 10 });
+    // Its first try answered 503 with Retry-After (a minute, maxBackoffMs): the route waits; a reload
+    // replaces it meanwhile, and its stop cuts the wait after its grace (5 s).
+    await eventually(() => assert.equal(hook.requests.filter((r) => r.url === '/later').length, 1));
+    assert.equal((await gw.reconfigure(config(11))).msg, 'config reloaded');
+    const res = await answer;
+    assert.equal(res.status, 503);
+    const body = (await res.json()) as Record<string, unknown>;
+    assert.deepEqual([body.code, body.attempts, body.endpointStatus, body.target], ['EG_SHUTTING_DOWN', 1, 503, 1], JSON.stringify(body));
+    assert.match(String(body.detail), /^the route stopped while waiting to try http:\/\/127\.0\.0\.1:\d+\/later again: not delivered \(.*answered 503: later\)/);
+    assert.equal(hook.requests.slice(from).filter((r) => r.url === '/later').length, 1, 'no try after the reload');
   });
 
   it("the tap's events: a publish route's failure, and a consume route's failed try then its dead letter", async () => {

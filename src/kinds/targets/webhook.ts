@@ -346,8 +346,12 @@ export class WebhookTarget implements Target {
       this.logger.debug({ route: this.route, endpoint: this.shown(request.display), attempt, waitMs: wait, detail: this.shown(result.problem.detail) }, 'webhook try failed; retrying');
       await this.sleep(wait);
       // The route stopped meanwhile (shutdown, a reload replacing it): it waits for tries in flight, not
-      // for a backoff (a Retry-After of minutes held a reload that long).
-      if (this.closed) throw new WebhookError(problem('EG_SHUTTING_DOWN', `the route stopped while waiting to try ${request.display} again: not delivered (${result.problem.detail})`));
+      // for a backoff (a Retry-After of minutes held a reload that long). Its tries and last answer
+      // are told as a failed delivery's are (a problem answer's `attempts`, `endpointStatus`).
+      if (this.closed) {
+        const cut = problem('EG_SHUTTING_DOWN', `the route stopped while waiting to try ${request.display} again: not delivered (${result.problem.detail})`);
+        throw new WebhookError({ ...cut, attempts: flight.tries, ...(endpointStatus === undefined ? {} : { endpointStatus }) });
+      }
       backoff = Math.min(backoff * 2, this.plan.maxBackoffMs);
     }
   }
