@@ -213,6 +213,48 @@ routes:
     );
   });
 
+  it('rejects a wildcard, a path after a backslash and an empty user; takes an upper-case scheme, IPv6, localhost and a trailing dot', async () => {
+    // rs/cors and gin-contrib/cors read `https://*.example.com` as a pattern; here it was a host of
+    // that very text, which no page has: every subdomain's page refused, silently. `\\admin` is
+    // read as the path `/admin`, `@` as an empty user. Browsers do send the last five (a scheme in
+    // any case is compared as they write it, as the host is).
+    const dir = tempFiles({
+      'gateway.yaml': [
+        'version: 1',
+        'listeners:',
+        '  api:',
+        '    kind: http',
+        '    port: 0',
+        '    cors:',
+        '      origins: ["https://*.example.com", "HTTPS://App.Example.com", "http://[::1]:8080", "http://localhost"]',
+        '  live:',
+        '    kind: websocket',
+        '    port: 0',
+        '    origins:',
+        '      - http://localhost:*',
+        '      - https://app.example.com\\admin',
+        '      - https://@app.example.com',
+        '      - https://app.example.com.',
+        '      - Http://127.0.0.1:3000',
+        '',
+      ].join('\n'),
+    });
+    const r = await runCli(['validate', '-c', `${dir}/gateway.yaml`]);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.deepEqual(
+      r.stdout
+        .trim()
+        .split('\n')
+        .map((l) => l.replace(/^.*gateway\.yaml:/, '')),
+      [
+        `7:17: "https://*.example.com" is no origin: entries are not patterns, and a browser sends its page's own scheme://host[:port], which a wildcard matches none of; list each origin, or "*" for any`,
+        `12:9: "http://localhost:*" is no origin: entries are not patterns, and a browser sends its page's own scheme://host[:port], which a wildcard matches none of; list each origin, or "*" for any`,
+        '13:9: "https://app.example.com\\admin" is no origin: it has a path; an origin is scheme://host[:port], as browsers send it in Origin: write "https://app.example.com"',
+        '14:9: "https://@app.example.com" is no origin: it has a user; an origin is scheme://host[:port], as browsers send it in Origin: write "https://app.example.com"',
+      ],
+    );
+  });
+
   it('cuts off the open WebSockets and event streams of an origin a reload takes off the list (1008; eventgate.end 403), keeping those of origins still listed and of non-browsers', async () => {
     const OTHER = 'https://other.example.com';
     const lists = (api: string, push: string) => config.replace(`cors: {origins: ["${APP}"], headers`, `cors: {origins: ${api}, headers`).replace(`origins: ["${APP}"]}`, `origins: ${push}}`);

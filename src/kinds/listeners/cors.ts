@@ -17,8 +17,11 @@ const DEFAULTS = {
 /** A CloudEvents attribute as an HTTP header (binary mode): `ce-` and a name of lower-case letters and digits. */
 const CLOUDEVENT_HEADER = /^ce-[a-z0-9]{1,64}$/;
 
-/** A list of origins; `"*"` in it means any origin, as `["*"]` does in KrakenD's and gin's CORS settings. */
-export const originList = Type.Array(Type.String({ pattern: '^(https?://[^/]+|\\*)$' }), { minItems: 1 });
+/**
+ * A list of origins; `"*"` in it means any origin, as `["*"]` does in KrakenD's and gin's CORS settings.
+ * The scheme in any case, as the host: both are compared as browsers write them (originKey).
+ */
+export const originList = Type.Array(Type.String({ pattern: '^([hH][tT][tT][pP][sS]?://[^/]+|\\*)$' }), { minItems: 1 });
 
 /** `"*"`, or a list holding it: any origin. */
 export function anyOrigin(origins: '*' | readonly string[]): boolean {
@@ -46,17 +49,28 @@ export function originKey(origin: string): string {
  * Why an `origins` entry is no origin a browser could send, or undefined when it is one (or `*`).
  * The schema's pattern lets through what has no `/` after the scheme: a user (`https://u@host`, whose
  * URL's origin is `https://host`, so the entry let a page in that it does not name), a query or
- * fragment, or a host no URL has (`https://a b`, which matched no page, silently).
+ * fragment, a path after a backslash (which URLs read as `/`), a host no URL has (`https://a b`,
+ * which matched no page, silently), or a wildcard (`https://*.example.com`, as rs/cors and
+ * gin-contrib/cors take it: a host of that very text, which no page has).
  */
 export function notAnOrigin(entry: string): string | undefined {
   if (entry === '*') return undefined;
+  // What comes before a query or fragment: the scheme, the host and port, and what should not be there.
+  const authority = entry.split(/[?#]/, 1)[0]!;
+  if (authority.includes('*'))
+    return `"${entry}" is no origin: entries are not patterns, and a browser sends its page's own scheme://host[:port], which a wildcard matches none of; list each origin, or "*" for any`;
   let url: URL;
   try {
     url = new URL(entry);
   } catch {
     return `"${entry}" is no origin: its host or port is not valid in a URL, so no browser would send it`;
   }
-  const extra = [url.username || url.password ? 'a user' : '', url.search || entry.includes('?') ? 'a query' : '', url.hash || entry.includes('#') ? 'a fragment' : ''].filter(Boolean);
+  const extra = [
+    url.username || url.password || authority.includes('@') ? 'a user' : '',
+    authority.includes('\\') ? 'a path' : '',
+    url.search || entry.includes('?') ? 'a query' : '',
+    url.hash || entry.includes('#') ? 'a fragment' : '',
+  ].filter(Boolean);
   if (extra.length > 0) return `"${entry}" is no origin: it has ${extra.join(' and ')}; an origin is scheme://host[:port], as browsers send it in Origin: write "${url.origin}"`;
   return undefined;
 }
@@ -125,7 +139,7 @@ export const corsOptions = Type.Object(
   {
     origins: oneOf([Type.Literal('*'), originList], {
       description:
-        'Allowed origins (scheme://host[:port]; compared as browsers send them: any case, a default port or none, a Unicode host name or its punycode; an entry with a user, query or fragment, or no valid host, is a config error), or "*" for any (not with credentials; `["*"]` is read as "*"). A reload that takes an origin off the list ends its open event streams (`eventgate.end` 403).',
+        'Allowed origins (scheme://host[:port]; compared as browsers send them: any case, a default port or none, a Unicode host name or its punycode; an entry with a user, path, query or fragment, a wildcard, or no valid host, is a config error), or "*" for any (not with credentials; `["*"]` is read as "*"). A reload that takes an origin off the list ends its open event streams (`eventgate.end` 403).',
     }),
     methods: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { default: DEFAULTS.methods, description: 'Methods a cross-origin request may use.' })),
     headers: Type.Optional(
