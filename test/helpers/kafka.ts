@@ -603,7 +603,7 @@ export async function producePartitions(broker: string, o: { version: number; to
   }
 }
 
-/** One partition of a Produce response, as produceRaw read it. */
+/** One partition of a Produce response, as producePartitions reads it. */
 export interface ProducePartitionAnswer {
   topic: string;
   index: number;
