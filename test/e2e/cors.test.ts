@@ -177,33 +177,46 @@ routes:
     assert.equal(l.code, 1);
     assert.match(l.stdout, /gateway\.yaml:6:\d+: credentials: true needs a list of origins/);
   });
+
+  /**
+   * `validate`'s lines (without the file's path) for an http listener's `cors.origins` written as
+   * the flow list `api` on line 7, and a websocket listener's `origins` as the block list `live`
+   * from line 12; asserts it refused the file.
+   */
+  const originErrors = async (api: string, live: string[]): Promise<string[]> => {
+    const yaml = [
+      'version: 1',
+      'listeners:',
+      '  api:',
+      '    kind: http',
+      '    port: 0',
+      '    cors:',
+      `      origins: ${api}`,
+      '  live:',
+      '    kind: websocket',
+      '    port: 0',
+      '    origins:',
+      ...live.map((o) => `      - ${o}`),
+      '',
+    ];
+    const dir = tempFiles({ 'gateway.yaml': yaml.join('\n') });
+    const r = await runCli(['validate', '-c', `${dir}/gateway.yaml`]);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    return r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => l.replace(/^.*gateway\.yaml:/, ''));
+  };
+
   it('rejects origins entries that are no origin a browser sends (a user, a query, a fragment, no valid host) at file:line:col, on http and websocket listeners', async () => {
     // `https://ops@app.example.com` let in https://app.example.com (its URL's origin), a page it does
     // not name; `https://a b` matched no page at all. Entries a browser does send still load.
-    const dir = tempFiles({
-      'gateway.yaml': [
-        'version: 1',
-        'listeners:',
-        '  api:',
-        '    kind: http',
-        '    port: 0',
-        '    cors:',
-        '      origins: ["https://app.example.com:443", "https://ops@app.example.com", "https://café.example", "https://a b"]',
-        '  live:',
-        '    kind: websocket',
-        '    port: 0',
-        '    origins:',
-        '      - https://app.example.com?tab=1',
-        '      - https://app.example.com#top',
-        '      - http://localhost:80',
-        '',
-      ].join('\n'),
-    });
-    const r = await runCli(['validate', '-c', `${dir}/gateway.yaml`]);
-    assert.equal(r.code, 1, r.stdout + r.stderr);
-    const lines = r.stdout.trim().split('\n');
     assert.deepEqual(
-      lines.map((l) => l.replace(/^.*gateway\.yaml:/, '')),
+      await originErrors('["https://app.example.com:443", "https://ops@app.example.com", "https://café.example", "https://a b"]', [
+        'https://app.example.com?tab=1',
+        'https://app.example.com#top',
+        'http://localhost:80',
+      ]),
       [
         '7:48: "https://ops@app.example.com" is no origin: it has a user; an origin is scheme://host[:port], as browsers send it in Origin: write "https://app.example.com"',
         '7:103: "https://a b" is no origin: its host or port is not valid in a URL, so no browser would send it',
@@ -218,34 +231,14 @@ routes:
     // that very text, which no page has: every subdomain's page refused, silently. `\\admin` is
     // read as the path `/admin`, `@` as an empty user. Browsers do send the last five (a scheme in
     // any case is compared as they write it, as the host is).
-    const dir = tempFiles({
-      'gateway.yaml': [
-        'version: 1',
-        'listeners:',
-        '  api:',
-        '    kind: http',
-        '    port: 0',
-        '    cors:',
-        '      origins: ["https://*.example.com", "HTTPS://App.Example.com", "http://[::1]:8080", "http://localhost"]',
-        '  live:',
-        '    kind: websocket',
-        '    port: 0',
-        '    origins:',
-        '      - http://localhost:*',
-        '      - https://app.example.com\\admin',
-        '      - https://@app.example.com',
-        '      - https://app.example.com.',
-        '      - Http://127.0.0.1:3000',
-        '',
-      ].join('\n'),
-    });
-    const r = await runCli(['validate', '-c', `${dir}/gateway.yaml`]);
-    assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.deepEqual(
-      r.stdout
-        .trim()
-        .split('\n')
-        .map((l) => l.replace(/^.*gateway\.yaml:/, '')),
+      await originErrors('["https://*.example.com", "HTTPS://App.Example.com", "http://[::1]:8080", "http://localhost"]', [
+        'http://localhost:*',
+        'https://app.example.com\\admin',
+        'https://@app.example.com',
+        'https://app.example.com.',
+        'Http://127.0.0.1:3000',
+      ]),
       [
         `7:17: "https://*.example.com" is no origin: entries are not patterns, and a browser sends its page's own scheme://host[:port], which a wildcard matches none of; list each origin, or "*" for any`,
         `12:9: "http://localhost:*" is no origin: entries are not patterns, and a browser sends its page's own scheme://host[:port], which a wildcard matches none of; list each origin, or "*" for any`,
