@@ -276,13 +276,15 @@ describe('expression time box', () => {
     // slices under node:test at load ~18, 0.13-0.16 s, but only 22 ms, one slice and a bit, on a
     // quiet fast machine, where the loop was held once; [1..10000] ran past a 1000 ms box at load
     // ~19, when test files running beside it stretched its slices; [1..8000] is 40-50 ms when quiet);
-    // between two of them the event loop held 900 ms by other work, twice (a blocked wait, no CPU):
-    // 1.8 s in all, past the time box, which jsonata's wall-clock timeout failed it for.
-    const expr = compileExpression('$count([1..8000].($ + 1))', { timeoutMs: 1500, maxDepth: 500 });
+    // between two of them the event loop held 2.5 s by other work, twice (a blocked wait, no CPU):
+    // 5 s in all, past the 4 s time box, which jsonata's wall-clock timeout failed it for. The box
+    // leaves the evaluation's own slices 80 times their quiet time: a CI run beside seven other
+    // test runs stretched them past a 1.5 s box.
+    const expr = compileExpression('$count([1..8000].($ + 1))', { timeoutMs: 4000, maxDepth: 500 });
     const blocked = new Int32Array(new SharedArrayBuffer(4));
     let stalls = 0;
     const stall = () => {
-      Atomics.wait(blocked, 0, 0, 900);
+      Atomics.wait(blocked, 0, 0, 2500);
       if (++stalls < 2) setImmediate(stall);
     };
     setImmediate(stall);
