@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { cpSync, existsSync, readFileSync, symlinkSync } from 'node:fs';
 import { delimiter, join, posix } from 'node:path';
@@ -137,6 +137,14 @@ describe('deploy/: the Dockerfile and Kubernetes manifests match the code', () =
     const [code] = (await once(child, 'close')) as [number | null];
     assert.equal(code, 0, `the prepare script fails on the files the build stage copies:\n${stderr.slice(-2000)}`);
     assert.ok(existsSync(join(context, 'dist', 'src', 'cli', 'main.js')), 'the CLI is compiled');
+    // The stage packs what npm ci built (a pack with scripts would build it all again): the package
+    // holds the compiled CLI.
+    const run = build.find((s) => s.instruction === 'RUN')!.args;
+    assert.match(run, /\bnpm pack --ignore-scripts\b/);
+    const packed = spawnSync('npm', ['pack', '--ignore-scripts', '--dry-run', '--json'], { cwd: context, encoding: 'utf8' });
+    assert.equal(packed.status, 0, packed.stderr);
+    const files = new Set((JSON.parse(packed.stdout) as [{ files: { path: string }[] }])[0].files.map((f) => f.path));
+    for (const f of ['bin/eventgate.js', 'dist/src/cli/main.js', 'gateway.schema.json']) assert.ok(files.has(f), `the package holds ${f}`);
     const dir = tempFiles({ 'gateway.yaml': configMap.data['gateway.yaml'] });
     const child2 = spawn(process.execPath, [join(context, 'bin', 'eventgate.js'), 'validate', '-c', 'gateway.yaml'], { cwd: dir, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
