@@ -176,6 +176,12 @@ routes:
     const l = await runCli(['validate', '-c', `${list}/gateway.yaml`]);
     assert.equal(l.code, 1);
     assert.match(l.stdout, /gateway\.yaml:6:\d+: credentials: true needs a list of origins/);
+    // An entry that is no origin beside it: both said in one run.
+    const both = tempFiles({ 'gateway.yaml': 'version: 1\nlisteners:\n  api:\n    kind: http\n    port: 0\n    cors: {origins: ["*", "https://ops@app.example.com"], credentials: true}\n' });
+    const b = await runCli(['validate', '-c', `${both}/gateway.yaml`]);
+    assert.equal(b.code, 1);
+    assert.match(b.stdout, /gateway\.yaml:6:\d+: "https:\/\/ops@app\.example\.com" is no origin/);
+    assert.match(b.stdout, /gateway\.yaml:6:\d+: credentials: true needs a list of origins/);
   });
 
   /**

@@ -157,13 +157,12 @@ export const corsOptions = Type.Object(
 );
 export type CorsOptions = Static<typeof corsOptions>;
 
+/** Both checks, each reported: one run of `validate` names every mistake. */
 export function checkCors(o: CorsOptions, ctx: ListenerCompileContext): boolean {
-  if (!checkOriginList(o.origins, ['cors', 'origins'], ctx)) return false;
-  if (anyOrigin(o.origins) && o.credentials) {
-    ctx.report(['cors', 'credentials'], 'EG_CONFIG_SCHEMA', 'credentials: true needs a list of origins; with "*" any site could send credentialed requests');
-    return false;
-  }
-  return true;
+  const originsOk = checkOriginList(o.origins, ['cors', 'origins'], ctx);
+  const credentialsOk = !(anyOrigin(o.origins) && o.credentials);
+  if (!credentialsOk) ctx.report(['cors', 'credentials'], 'EG_CONFIG_SCHEMA', 'credentials: true needs a list of origins; with "*" any site could send credentialed requests');
+  return originsOk && credentialsOk;
 }
 
 /**
