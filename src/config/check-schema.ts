@@ -124,11 +124,22 @@ const SUMMARY_KEYWORDS = new Set(['oneOf', 'anyOf', 'type', 'if']);
  */
 function relevant(errors: ErrorObject[]): ErrorObject[] {
   return errors.filter((e) => {
-    if (!SUMMARY_KEYWORDS.has(e.keyword)) return true;
+    if (!SUMMARY_KEYWORDS.has(e.keyword)) return !otherBranch(e, errors);
     if (errors.some((o) => o !== e && (o.instancePath.startsWith(e.instancePath + '/') || (o.instancePath === e.instancePath && !SUMMARY_KEYWORDS.has(o.keyword))))) return false;
     // Only shape errors here: the oneOf says it once ("a chain name, or a list ..."), not once per branch.
     return e.keyword === 'oneOf' || e.keyword === 'anyOf' || !errors.some((o) => (o.keyword === 'oneOf' || o.keyword === 'anyOf') && o.instancePath === e.instancePath);
   });
+}
+
+/**
+ * Whether `e` is a oneOf branch's complaint about the value as a whole (`origins` must be `"*"`)
+ * while another branch looked inside the value and found its mistake there (`origins[0]`): the
+ * value has that branch's shape, so the first branch's words only mislead ("must be "*", got a
+ * list", beside the entry that is wrong).
+ */
+function otherBranch(e: ErrorObject, errors: ErrorObject[]): boolean {
+  const inBranch = errors.some((o) => (o.keyword === 'oneOf' || o.keyword === 'anyOf') && o.instancePath === e.instancePath && e.schemaPath.startsWith(`${o.schemaPath}/`));
+  return inBranch && errors.some((o) => o.instancePath.startsWith(`${e.instancePath}/`));
 }
 
 /**
@@ -298,7 +309,7 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
       return {
         ...at(path),
         code: 'EG_CONFIG_SCHEMA',
-        message: `${where} must be ${JSON.stringify(allowed)}, got ${describeValue(e.data, isSecretPath(path))}${enumHint(e.data, [allowed])}`,
+        message: `${where} must be ${JSON.stringify(allowed)}${otherwise(e)}, got ${describeValue(e.data, isSecretPath(path))}${enumHint(e.data, [allowed])}${listHint(e)}`,
       };
     }
     case 'type': {
@@ -346,6 +357,21 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
     default:
       return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} ${e.message ?? e.keyword}` };
   }
+}
+
+/**
+ * ` or <what else the value may be>`, for a constant that is one branch of a oneOf whose other
+ * branch is of another shape (`origins: "*"` or a list): the schema's `x-otherwise`.
+ */
+function otherwise(e: ErrorObject): string {
+  const other = (e.parentSchema as { 'x-otherwise'?: string } | undefined)?.['x-otherwise'];
+  return other === undefined ? '' : ` or ${other}`;
+}
+
+/** For such a constant given one string, where the list was meant (`origins: https://a.example`): the list to write. */
+function listHint(e: ErrorObject): string {
+  if ((e.parentSchema as { 'x-otherwise'?: string } | undefined)?.['x-otherwise'] === undefined) return '';
+  return typeof e.data === 'string' && e.data !== '' && !/[\s,]/.test(e.data) ? ` (write [${e.data}])` : '';
 }
 
 /** The step kinds when `e` is about a chain step's map, else undefined. */
@@ -399,6 +425,9 @@ function article(t: string): string {
 /** `hooks.example.com/orders` where a URL must be: say to write the scheme, which newcomers leave out (the value is not repeated: it may hold a password). */
 function schemeHint(what: string, value: unknown): string {
   if (!/\bURL\b|\borigin\b/.test(what) || typeof value !== 'string' || value === '' || /\s/.test(value)) return '';
+  // `https://app.example.com/` (a page's address, not its origin): say the origin the browser sends.
+  const origin = /\borigin\b/.test(what) && URL.canParse(value) ? new URL(value).origin : 'null';
+  if (/^https?:\/\//i.test(value) && origin !== 'null' && origin !== value) return ` (an origin has no path: write "${origin}")`;
   // `http:/host`, `https:host`, `http//host`: the scheme is there, its `://` is not (`https://` before it would make it worse).
   const misspelt = /^(https?)(:\/?(?!\/)|\/\/)/i.exec(value);
   if (misspelt) return ` (the scheme is written ${misspelt[1]!.toLowerCase()}://, colon and two slashes)`;

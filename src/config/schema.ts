@@ -44,7 +44,7 @@ export function buildConfigSchema(registry: KindRegistry, options: ConfigSchemaO
  * The published document must compile in any JSON Schema 2020-12 validator as it comes: ajv, with
  * its default (strict) options, refuses the OpenAPI `discriminator` keyword ("unknown keyword")
  * and warns about `type: [a, b]`. So the editors' schema leaves out the one, and the loader's
- * `x-aliases` and `x-absentKeys` (all only make the loader's own messages sharper), and writes the other as an `anyOf`; it accepts the same documents.
+ * `x-aliases`, `x-absentKeys` and `x-otherwise` (all only make the loader's own messages sharper), and writes the other as an `anyOf`; it accepts the same documents.
  */
 function standardKeywords(root: JsonSchema): JsonSchema {
   const walk = (node: unknown): unknown => {
@@ -54,8 +54,9 @@ function standardKeywords(root: JsonSchema): JsonSchema {
     for (const [k, v] of Object.entries(node)) {
       if (k === 'discriminator' && v !== null && typeof v === 'object' && 'propertyName' in v) continue;
       // The loader's hints for another tool's spelling of an enum value (suggest.ts enumHint) and for
-      // a key other tools have and this object has not (check-schema.ts), no keywords of JSON Schema's.
-      if (k === 'x-aliases' || k === 'x-absentKeys') continue;
+      // a key other tools have and this object has not, and for a value of a oneOf's other shape
+      // (check-schema.ts), no keywords of JSON Schema's.
+      if (k === 'x-aliases' || k === 'x-absentKeys' || k === 'x-otherwise') continue;
       out[k] = walk(v);
     }
     if (Array.isArray(out.type) && out.type.every((t) => typeof t === 'string')) {

@@ -231,6 +231,54 @@ routes:
       ],
     );
   });
+  it("tells an origin written as a page's address, without its scheme, with a wildcard or without its list what to write, once each", async () => {
+    // `[localhost:5173]` got `origins must be "*", got a list` beside a regular expression; `*.` entries
+    // validated and let no page in (no browser sends that origin); a bare string was told only `"*"`.
+    const dir = tempFiles({
+      'gateway.yaml': [
+        'version: 1',
+        'listeners:',
+        '  api:',
+        '    kind: http',
+        '    port: 0',
+        '    cors:',
+        '      origins: [localhost:5173, "https://app.example.com/", "https://*.example.com"]',
+        '  live:',
+        '    kind: websocket',
+        '    port: 0',
+        '    origins: https://app.example.com',
+        '  back:',
+        '    kind: http',
+        '    port: 0',
+        '    cors: {origins: ["http://localhost:*"]}',
+        '',
+      ].join('\n'),
+    });
+    const r = await runCli(['validate', '-c', `${dir}/gateway.yaml`]);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const wildcard = 'is no origin: origins are compared whole, with no wildcards (a page on https://app.example.com sends exactly that); list each origin, or write "*" for any';
+    const shape = 'must be an origin, scheme://host[:port] as browsers send it (no path), or "*", got string';
+    assert.deepEqual(
+      r.stdout
+        .trim()
+        .split('\n')
+        .map((l) => l.replace(/^.*gateway\.yaml:/, '')),
+      [
+        `7:17: listeners.api.cors.origins[0] ${shape} "localhost:5173" (a URL starts with its scheme: write http:// before it)`,
+        `7:33: listeners.api.cors.origins[1] ${shape} "https://app.example.com/" (an origin has no path: write "https://app.example.com")`,
+        `11:14: listeners.live.origins must be "*" or a list of origins, even of one, got string "https://app.example.com" (write [https://app.example.com])`,
+        `15:22: "http://localhost:*" ${wildcard}`,
+      ],
+    );
+    // The schema's errors come first; the wildcard of a list the schema took is the compile check's.
+    const fixed = tempFiles({
+      'gateway.yaml': ['version: 1', 'listeners:', '  api:', '    kind: http', '    port: 0', '    cors:', '      origins: ["https://app.example.com", "https://*.example.com"]', ''].join('\n'),
+    });
+    const w = await runCli(['validate', '-c', `${fixed}/gateway.yaml`]);
+    assert.equal(w.code, 1, w.stdout + w.stderr);
+    assert.equal(w.stdout.trim().replace(/^.*gateway\.yaml:/, ''), `7:44: "https://*.example.com" ${wildcard}`);
+  });
+
 
   it('rejects a wildcard, a path after a backslash and an empty user; takes an upper-case scheme, IPv6, localhost and a trailing dot', async () => {
     // rs/cors and gin-contrib/cors read `https://*.example.com` as a pattern; here it was a host of

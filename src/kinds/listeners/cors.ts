@@ -3,7 +3,7 @@ import { problem, type Problem } from '../../core/errors.js';
 import { FLOOD_LOG_INTERVAL_MS, RateLimitedWarning } from '../../core/rate-limited-warning.js';
 import type { Logger } from '../../log.js';
 import type { ListenerCompileContext } from '../contracts.js';
-import { oneOf, Type, type Static } from '../define.js';
+import { oneOf, stringMatching, Type, type Static } from '../define.js';
 
 const DEFAULTS = {
   methods: ['POST'],
@@ -21,7 +21,10 @@ const CLOUDEVENT_HEADER = /^ce-[a-z0-9]{1,64}$/;
  * A list of origins; `"*"` in it means any origin, as `["*"]` does in KrakenD's and gin's CORS settings.
  * The scheme in any case, as the host: both are compared as browsers write them (originKey).
  */
-export const originList = Type.Array(Type.String({ pattern: '^([hH][tT][tT][pP][sS]?://[^/]+|\\*)$' }), { minItems: 1 });
+export const originList = Type.Array(stringMatching('^([hH][tT][tT][pP][sS]?://[^/]+|\\*)$', 'an origin, scheme://host[:port] as browsers send it (no path), or "*"'), { minItems: 1 });
+
+/** `"*"` alone; one origin written without its list is told to write the list (src/config/check-schema.ts reads `x-otherwise`). */
+export const anyOriginLiteral = Type.Literal('*', { 'x-otherwise': 'a list of origins, even of one' });
 
 /** `"*"`, or a list holding it: any origin. */
 export function anyOrigin(origins: '*' | readonly string[]): boolean {
@@ -137,9 +140,9 @@ export class ForeignOriginLog {
 /** `cors:` on an http listener. */
 export const corsOptions = Type.Object(
   {
-    origins: oneOf([Type.Literal('*'), originList], {
+    origins: oneOf([anyOriginLiteral, originList], {
       description:
-        'Allowed origins (scheme://host[:port]; compared as browsers send them: any case, a default port or none, a Unicode host name or its punycode; an entry with a user, path, query or fragment, a wildcard, or no valid host, is a config error), or "*" for any (not with credentials; `["*"]` is read as "*"). A reload that takes an origin off the list ends its open event streams (`eventgate.end` 403).',
+        'Allowed origins (scheme://host[:port]; compared as browsers send them: any case, a default port or none, a Unicode host name or its punycode; an entry with a user, path, query or fragment, or no valid host, is a config error, and so is a wildcard such as `https://*.example.com`: list each origin, even one alone `[https://app.example.com]`), or "*" for any (not with credentials; `["*"]` is read as "*"). A reload that takes an origin off the list ends its open event streams (`eventgate.end` 403).',
     }),
     methods: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { default: DEFAULTS.methods, description: 'Methods a cross-origin request may use.' })),
     headers: Type.Optional(

@@ -51,7 +51,7 @@ import { answerAndCloseLingering } from './lingering-close.js';
 import { canWriteRaw, textFrame, writeFrames } from './ws-frames.js';
 import { pathParameters, RoutePathClaims, routePathProblem, sameRoutePath } from './route-paths.js';
 import { ForwardRooms, type RoomClient, type RoomMember } from './ws-rooms.js';
-import { allowsOrigin, checkOriginList, ForeignOriginLog, originList } from './cors.js';
+import { allowsOrigin, anyOriginLiteral, checkOriginList, ForeignOriginLog, originList } from './cors.js';
 import { SlicedSweep } from '../../core/sliced-sweep.js';
 
 const { WebSocketServer, WebSocket: WsSocket } = bundled<typeof Ws>('ws');
@@ -95,9 +95,9 @@ const options = kindOptions('websocket', {
     }),
   ),
   origins: Type.Optional(
-    oneOf([Type.Literal('*'), originList], {
+    oneOf([anyOriginLiteral, originList], {
       description:
-        'Origins (scheme://host[:port]) browsers may connect from, or "*" (default; `["*"]` is read as "*"); compared as browsers send them (any case, a default port or none, a Unicode host name or its punycode; an entry with a user, path, query or fragment, a wildcard, or no valid host, is a config error). A foreign Origin is refused with 403 before the upgrade; clients that send no Origin (non-browsers) are not affected. A reload that takes an origin off the list closes its open connections with 1008.',
+        'Origins (scheme://host[:port]) browsers may connect from, or "*" (default; `["*"]` is read as "*"); compared as browsers send them (any case, a default port or none, a Unicode host name or its punycode; an entry with a user, path, query or fragment, or no valid host, is a config error, and so is a wildcard such as `https://*.example.com`: list each origin, even one alone `[https://app.example.com]`). A foreign Origin is refused with 403 before the upgrade; clients that send no Origin (non-browsers) are not affected. A reload that takes an origin off the list closes its open connections with 1008.',
     }),
   ),
 });
