@@ -15,7 +15,9 @@ export function closest(word: string, candidates: Iterable<string>, maxDistance 
   for (const candidate of candidates) {
     if (formal !== undefined && candidate.toLowerCase() === formal) return candidate;
     const d = editDistance(lower, candidate.toLowerCase());
-    if (d < bestDistance) {
+    // A tie goes to the word the typed one abbreviates (`$rnd` is two edits from `$pad` and from
+    // `$round`, and means the one whose letters it keeps in order).
+    if (d < bestDistance || (d === bestDistance && !abbreviates(lower, best!.toLowerCase()) && abbreviates(lower, candidate.toLowerCase()))) {
       bestDistance = d;
       best = candidate;
     }
@@ -23,6 +25,13 @@ export function closest(word: string, candidates: Iterable<string>, maxDistance 
   // Allow roughly one typo per three characters; beyond that the hint is noise.
   if (best === undefined || bestDistance > maxDistance) return undefined;
   return best;
+}
+
+/** Whether `short` is `word` with letters left out (its letters appear in `word`, in order). */
+function abbreviates(short: string, word: string): boolean {
+  let i = 0;
+  for (const c of word) if (c === short[i]) i++;
+  return i === short.length;
 }
 
 export function didYouMean(word: string, candidates: Iterable<string>): string {

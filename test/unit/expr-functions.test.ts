@@ -21,6 +21,8 @@ describe('calls to JSONata functions that do not exist', () => {
     assert.deepEqual(calls('($f := function($g){ $g(1) }; $f($string))'), []);
     assert.deepEqual(calls('$uppercse(a)'), [['uppercse', 0, 'unknown function $uppercse (did you mean $uppercase?)']]);
     assert.deepEqual(calls('a ~> $nope'), [['nope', 5, 'unknown function $nope (did you mean $not?)']]);
+    // Two edits from $pad as from $round: the hint is the name whose letters it keeps (it said $pad).
+    assert.deepEqual(calls('$rnd(total * 100)'), [['rnd', 0, 'unknown function $rnd (did you mean $round?)']]);
   });
 });
 
