@@ -266,7 +266,7 @@ function syntaxErrors(doc: Document, file: string, text: string, pos: PositionOf
         : e.code === 'RESOURCE_EXHAUSTION'
           ? // The parser ran out of stack ("Maximum call stack size exceeded"): say what in the file did it.
             'YAML error: the lists and maps here nest too deeply to be read (the parser ran out of stack); a config needs a handful of levels'
-          : `YAML syntax error: ${firstLine(e.message)}${e.code === 'DUPLICATE_KEY' ? duplicateKeyHint(doc, e.pos[0], pos) : ''}${flowVariableHint(text, line)}${indentHint(e.code, text, line) || valueHint(e.code, text, line, reported)}`;
+          : `YAML syntax error: ${firstLine(e.message)}${e.code === 'DUPLICATE_KEY' ? duplicateKeyHint(doc, e.pos[0], pos) : ''}${flowVariableHint(text, line)}${indentHint(e.code, text, line) || valueHint(e.code, text, line, reported) || flowValueHint(e.code, text, line, reported)}`;
     out.push(syntaxProblem(file, line, column, message));
   }
   return out;
@@ -595,6 +595,44 @@ function valueHint(code: string, text: string, line: number, column: number): st
   const colon = /:(?=[ \t]|$)/.exec(value);
   if (code !== 'BLOCK_AS_IMPLICIT_KEY' || column !== start || !colon) return '';
   return ` (the value of '${key}' holds ': ' at column ${start + colon.index}, which YAML reads as the start of a map: ${rewrite})`;
+}
+
+/**
+ * valueHint's words for a value inside a `{ }` map on one line (`to: { broker: b, topic: 'orders.'
+ * & $path.kind }`, the style the docs write targets in), which the parser's "Unexpected anchor at
+ * node end" left unexplained: the entry at `column` whose quoted value closed before it.
+ */
+function flowValueHint(code: string, text: string, line: number, column: number): string {
+  if (code !== 'UNEXPECTED_TOKEN') return '';
+  const here = lineAt(text, line);
+  const open: { map: boolean; entry: number }[] = [];
+  let quote: string | undefined;
+  for (let i = 0; i < column - 1 && i < here.length; i++) {
+    const c = here[i]!;
+    if (quote !== undefined) {
+      if (quote === '"' && c === '\\') i++;
+      else if (c === quote) {
+        if (quote === "'" && here[i + 1] === "'") i++;
+        else quote = undefined;
+      }
+    } else if (c === '#' && (i === 0 || /\s/.test(here[i - 1]!))) return '';
+    else if (c === '"' || c === "'") quote = c;
+    else if (c === '{' || c === '[') open.push({ map: c === '{', entry: i + 1 });
+    else if (c === '}' || c === ']') open.pop();
+    else if (c === ',' && open.length > 0) open[open.length - 1]!.entry = i + 1;
+  }
+  const map = open[open.length - 1];
+  if (map === undefined || !map.map || quote !== undefined) return '';
+  const entry = /^\s*([^\s:'"{}[\],]+):[ \t]+/.exec(here.slice(map.entry));
+  if (!entry) return '';
+  const start = map.entry + entry[0].length;
+  const value = here.slice(start);
+  const opener = value[0];
+  const closed = closingEnd(value);
+  if ((opener !== '"' && opener !== "'") || closed === undefined || column - 1 < start + closed) return '';
+  const key = entry[1]!;
+  const quoted = opener === "'" ? `\`${key}: "..."\`, a " or \\ inside it written \\" or \\\\` : `\`${key}: '...'\`, a ' inside it written twice`;
+  return ` (the value of '${key}' in this { } map starts with ${opener}, and a value that starts with a ${opener} ends at its closing ${opener}, so the rest cannot follow it; for text, such as a JSONata expression, quote the whole value (${quoted}))`;
 }
 
 /**

@@ -161,12 +161,37 @@ describe('eventgate validate', { concurrency: 4 }, () => {
           /^chains\.main\[0\]\.transform must be a string, got a map \(a value that starts with \{ is read as a YAML map, not as the text of a JSONata expression: quote the whole expression \(`transform: '\.\.\.'`, a ' inside it written twice\) or write it on the lines after `transform: \|`, indented\)$/,
         ],
       ]);
-      // A flow map's own mistake inside its braces is not told to quote the map.
+      // A flow map's own mistake inside its braces is not told to quote the map, but the entry whose value it is.
       const flow = await validate({
         'gateway.yaml': steps('    - filter: a', 'routes:', '  - name: in', '    from: { listener: api, path: /in }', '    through: main', '    to: { broker: local, topic: "t" x }'),
       });
+      const entry = (key: string, q: string, rewrite: string) =>
+        `(the value of '${key}' in this { } map starts with ${q}, and a value that starts with a ${q} ends at its closing ${q}, so the rest cannot follow it; for text, such as a JSONata expression, quote the whole value (${rewrite}))`;
       assert.equal(flow.code, 1);
-      assert.match(flow.stdout, /^gateway\.yaml:19:37: YAML syntax error: Unexpected scalar at node end\n$/);
+      assert.equal(flow.stdout, `gateway.yaml:19:37: YAML syntax error: Unexpected scalar at node end ${entry('topic', '"', "`topic: '...'`, a ' inside it written twice")}\n`);
+      // A key or topic written as an expression in a target's { } map, as the docs write targets:
+      // before, "Unexpected anchor at node end" alone (YAML reads the `&` as an anchor).
+      const target = await validate({
+        'gateway.yaml': steps(
+          '    - filter: a',
+          'routes:',
+          '  - name: in',
+          '    from: { listener: api, path: /in/:kind }',
+          "    to: { broker: local, topic: 'orders.' & $path.kind }",
+          '  - name: keyed',
+          '    from: { listener: api, path: /keyed }',
+          '    to: [{ broker: local, topic: t, key: "k-" & $string(id) }]',
+        ),
+      });
+      assert.equal(target.code, 1);
+      assert.equal(
+        target.stdout,
+        [
+          `gateway.yaml:18:43: YAML syntax error: Unexpected anchor at node end ${entry('topic', "'", '`topic: "..."`, a " or \\ inside it written \\" or \\\\')}`,
+          `gateway.yaml:21:47: YAML syntax error: Unexpected anchor at node end ${entry('key', '"', "`key: '...'`, a ' inside it written twice")}`,
+          '',
+        ].join('\n'),
+      );
     });
 
     it('points at a tab used as indentation', async () => {
