@@ -232,8 +232,10 @@ export function resolveIncludes(root: SourceDocument, configFile: string, env: E
   };
   const fromEnv = new Set(root.fromEnv);
   const envValues = new Set(root.envValues);
+  const defaultsOnly = new Set(root.defaultsOnly);
   for (const { source, routeOffset } of fragments) {
     for (const p of source.fromEnv) fromEnv.add(mergedPath(p, routeOffset));
+    for (const p of source.defaultsOnly ?? []) defaultsOnly.add(mergedPath(p, routeOffset));
     for (const v of source.envValues ?? []) envValues.add(v);
   }
   const composite: SourceDocument = {
@@ -241,6 +243,7 @@ export function resolveIncludes(root: SourceDocument, configFile: string, env: E
     value: merged,
     fromEnv,
     envValues,
+    defaultsOnly,
     locate: (path, which) => {
       const r = resolvePath(path);
       return r.doc.locate(r.path, which);

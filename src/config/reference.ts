@@ -121,7 +121,10 @@ column. A default may itself hold references, read as shells and Docker Compose 
 used). \`$\${VAR}\` is a literal \`\${VAR}\`. Only the braced form is replaced: a value written as shells and Docker Compose also take a variable, \`password: $KAFKA_PASSWORD\`, is that text (\`validate\` warns of one, \`EG_CONFIG_SHELL_VARIABLE\`). Anything else after \`\${\` (\`\${1X}\`, a
 \`\${HOST\` never closed, a shell operator such as \`\${VAR:?message}\`) is an error at its place,
 not text left in the value. Values that came from the
-environment are treated as secrets: they never appear in \`/admin/status\`.
+environment are treated as secrets: they never appear in \`/admin/status\`. A value the file's own
+defaults gave (\`url: \${CRM_URL:-http://crm.internal/in}\` with \`CRM_URL\` unset) is the file's text and
+shows as written, as in the log's \`http://crm.internal/in answered 503\` (earlier releases showed it as
+\`[redacted]\` too).
 A broker's or listener's \`kind\` may be a variable too (\`kind: \${BROKER_KIND:-memory}\`):
 \`gateway.schema.json\` then accepts that component with any options (an editor cannot know the
 kind), and the gateway checks them after substitution.

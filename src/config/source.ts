@@ -14,10 +14,16 @@ export interface SourceDocument {
   file: string;
   text: string;
   value: unknown;
-  /** Paths (formatted) whose value came wholly or partly from the environment: redacted in status output. */
+  /** Paths (formatted) whose value a `${VAR}` reference gave, wholly or partly: redacted in status output (but defaultsOnly). */
   fromEnv: Set<string>;
   /** The environment values substituted for `${VAR}`s (not the defaults written in the file): secrets wherever they show up. */
   envValues: Set<string>;
+  /**
+   * Paths of fromEnv whose value the file's own defaults gave, every variable in it unset
+   * (`${CRM_URL:-http://crm.internal/in}`): the file's text, no secret, so shown as written (the
+   * webhook it names, in logs and answers), as a value written without a reference is.
+   */
+  defaultsOnly?: Set<string>;
   /** Paths (formatted) of quoted scalars that are exactly `${VAR}`: strings, whatever the variable holds. */
   quotedVariables?: Set<string>;
   /** Paths (formatted) of unquoted scalars that are exactly `${VAR}` and took a number, boolean or null from its value, with that `${VAR}` text. */
@@ -181,12 +187,13 @@ export function parseSource(file: string, raw: string, env: Env, diagnostics: Di
   }
   const fromEnv = new Set<string>();
   const envValues = new Set<string>();
+  const defaultsOnly = new Set<string>();
   const quotedVariables = new Set<string>();
   const typedVariables = new Map<string, string>();
   // The string as written of each scalar whose `${VAR}`s were replaced, to locate places in its value.
   const written = new WeakMap<Scalar, Written>();
   if (options.substitute !== false) {
-    substituteEnv(doc, env, file, text, pos, fromEnv, diagnostics, envValues, quotedVariables, typedVariables, written);
+    substituteEnv(doc, env, file, text, pos, { fromEnv, defaultsOnly }, diagnostics, envValues, quotedVariables, typedVariables, written);
   }
   keysMadeEqual(doc, file, text, pos, diagnostics);
 
@@ -217,6 +224,7 @@ export function parseSource(file: string, raw: string, env: Env, diagnostics: Di
     value,
     fromEnv,
     envValues,
+    defaultsOnly,
     quotedVariables,
     typedVariables,
     locate(path, which = 'key') {
@@ -747,7 +755,7 @@ function substituteEnv(
   file: string,
   text: string,
   pos: PositionOf,
-  fromEnv: Set<string>,
+  { fromEnv, defaultsOnly }: { fromEnv: Set<string>; defaultsOnly: Set<string> },
   diagnostics: Diagnostic[],
   envValues: Set<string>,
   quotedVariables: Set<string>,
@@ -774,6 +782,7 @@ function substituteEnv(
         return;
       }
       fromEnv.add(formatPath(path));
+      if (expansion.envValues.length === 0) defaultsOnly.add(formatPath(path));
       if (whole && replaced.trim() !== '') {
         // `port: ${PORT}` takes the type of the value, as if it had been written there.
         const typed = plainScalar(replaced);

@@ -83,7 +83,8 @@ export async function loadPlan(file: string, options: LoadOptions): Promise<Load
   const included = resolveIncludes(root, file, options.env, diagnostics);
   for (const [f, h] of included?.files ?? []) configSeen.set(f, h);
   const src = included?.source ?? root;
-  const secrets = secretValues(src.value, src.fromEnv, src.envValues);
+  // What the file's own defaults gave is its text, shown as written (SourceDocument.defaultsOnly).
+  const secrets = secretValues(src.value, new Set([...src.fromEnv].filter((p) => !src.defaultsOnly?.has(p))), src.envValues);
   // This instance's id and host name are no secrets: /admin/status and every log line show the id.
   // Put in the config through ${EVENTGATE_INSTANCE_ID} or ${HOSTNAME} (an MQTT clientId must differ
   // between instances), they were redacted like a password: /admin/status said `"instanceId":

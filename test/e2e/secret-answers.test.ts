@@ -64,6 +64,9 @@ routes:
   - name: to-kafka
     from: {listener: api, path: /kafka}
     to: {broker: kafka, topic: t}
+  - name: default-url
+    from: {listener: api, path: /default-url}
+    to: {http: {url: "\${UNSET_CRM_HOOK:-${hook.url}/crm/in}", retry: {attempts: 1}}}
   - name: basic-from-env
     from: {listener: api, path: /basic-env}
     to: {http: {url: "${hook.url.replace('//', '//partner:${BASIC_PASSWORD}@')}/echo"}}
@@ -104,6 +107,16 @@ routes:
     assert.equal(r.body.detail, '[redacted] answered 500: no such hook: /services/[redacted]');
     const line = await gw.waitForLog((l) => l.msg === 'message failed' && l.route === 'token-in-path');
     assert.ok(!JSON.stringify(line).includes(PATH_TOKEN), JSON.stringify(line));
+  });
+
+  it("a webhook URL written as a ${VAR}'s default, with the variable unset, is named: it is the file's text, no secret", async () => {
+    // Before: every value with a reference was a secret, whatever gave it, so the log and the 502
+    // said `[redacted] answered 500` of an endpoint the file names in plain text.
+    const r = await post(gw.url('api', '/default-url'), { n: 3 });
+    assert.equal(r.status, 502);
+    assert.equal(r.body.detail, `${hook.url}/crm/in answered 500: no such hook: /crm/in`);
+    const line = await gw.waitForLog((l) => l.msg === 'message failed' && l.route === 'default-url');
+    assert.equal(line.detail, r.body.detail);
   });
 
   // The gateway makes the Basic credentials itself from the URL's `user:password@` (in the file or
