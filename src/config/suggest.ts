@@ -15,9 +15,10 @@ export function closest(word: string, candidates: Iterable<string>, maxDistance 
   for (const candidate of candidates) {
     if (formal !== undefined && candidate.toLowerCase() === formal) return candidate;
     const d = editDistance(lower, candidate.toLowerCase());
-    // A tie goes to the word the typed one abbreviates (`$rnd` is two edits from `$pad` and from
-    // `$round`, and means the one whose letters it keeps in order).
-    if (d < bestDistance || (d === bestDistance && !abbreviates(lower, best!.toLowerCase()) && abbreviates(lower, candidate.toLowerCase()))) {
+    // A tie goes to two letters swapped (`--form`: `--from`, not `--format`), then to the word the
+    // typed one abbreviates (`$rnd` is two edits from `$pad` and from `$round`, and means the one
+    // whose letters it keeps in order).
+    if (d < bestDistance || (d === bestDistance && tieRank(lower, candidate.toLowerCase()) > tieRank(lower, best!.toLowerCase()))) {
       bestDistance = d;
       best = candidate;
     }
@@ -25,6 +26,15 @@ export function closest(word: string, candidates: Iterable<string>, maxDistance 
   // Allow roughly one typo per three characters; beyond that the hint is noise.
   if (best === undefined || bestDistance > maxDistance) return undefined;
   return best;
+}
+
+/** How well `candidate` explains `typed` among suggestions as many edits away: 2 two adjacent letters swapped, 1 an abbreviation, else 0. */
+function tieRank(typed: string, candidate: string): number {
+  if (typed.length === candidate.length) {
+    const at = [...typed].findIndex((c, i) => c !== candidate[i]);
+    if (at !== -1 && typed[at] === candidate[at + 1] && typed[at + 1] === candidate[at] && typed.slice(at + 2) === candidate.slice(at + 2)) return 2;
+  }
+  return abbreviates(typed, candidate) ? 1 : 0;
 }
 
 /** Whether `short` is `word` with letters left out (its letters appear in `word`, in order). */
