@@ -256,7 +256,7 @@ routes:
     });
     const r = await runCli(['validate', '-c', `${dir}/gateway.yaml`]);
     assert.equal(r.code, 1, r.stdout + r.stderr);
-    const wildcard = 'is no origin: origins are compared whole, with no wildcards (a page on https://app.example.com sends exactly that); list each origin, or write "*" for any';
+    const wildcard = 'is no origin: entries are not patterns, and a browser sends its page\'s own scheme://host[:port], which a wildcard matches none of; list each origin, or "*" for any';
     const shape = 'must be an origin, scheme://host[:port] as browsers send it (no path), or "*", got string';
     assert.deepEqual(
       r.stdout
@@ -278,7 +278,6 @@ routes:
     assert.equal(w.code, 1, w.stdout + w.stderr);
     assert.equal(w.stdout.trim().replace(/^.*gateway\.yaml:/, ''), `7:44: "https://*.example.com" ${wildcard}`);
   });
-
 
   it('rejects a wildcard, a path after a backslash and an empty user; takes an upper-case scheme, IPv6, localhost and a trailing dot', async () => {
     // rs/cors and gin-contrib/cors read `https://*.example.com` as a pattern; here it was a host of
