@@ -99,6 +99,22 @@ interface SseClient extends BatchClient {
   reads: Map<string, ReplayRead> | undefined;
   /** The values of its path's parameters, in the path's order (`['a']` on `/rooms/a` of `/rooms/:r`); empty on a path without. */
   values: readonly string[];
+  /** After a resume: its first live event of each partition is checked against what it has (gapCheck()). Undefined for a client not resumed. */
+  watch: ResumeWatch | undefined;
+}
+
+/**
+ * What a resumed client's live events are checked against: the first live event of a partition
+ * further on than the client's position + 1 follows records the route's consumer never delivered
+ * (its group joined after the replay listed its ends, starting at the topic's end then): they are
+ * read again before it. Only the first of each partition: offsets skip legitimately after it
+ * (transaction markers, compaction).
+ */
+interface ResumeWatch {
+  /** The path's sources, as the client's resume read them. */
+  sources: ReadonlyMap<string, ReplaySource>;
+  /** Per route whose read reached its ends, the partitions whose first live event was checked. */
+  checked: Map<string, { tag: string | undefined; partitions: Set<number> }>;
 }
 
 /** A live event kept for clients being replayed, with what its id is made of should the replay have gone further. */
@@ -321,6 +337,7 @@ export class SseStreams {
       ahead: undefined,
       reads: undefined,
       values: pathParameters(path).map((n) => params[n] ?? ''),
+      watch: undefined,
       batchSkip: 0,
       batchEpoch: -1,
     };
@@ -405,10 +422,11 @@ export class SseStreams {
   /**
    * Sends `client` what each source route delivered after `after` (a route the id does not name:
    * from its oldest retained message), route by route, then the live events held meanwhile that
-   * the replay did not already send.
+   * the replay did not already send. `held`: live events already held for it (a catch-up read,
+   * gapCheck(): the one that showed the gap, and those after it), their bytes in `heldBytes`.
    */
-  private async resume(client: SseClient, sources: ReadonlyMap<string, ReplaySource>, after: SourcePositions): Promise<void> {
-    client.held = [];
+  private async resume(client: SseClient, sources: ReadonlyMap<string, ReplaySource>, after: SourcePositions, held: HeldEvent[] = []): Promise<void> {
+    client.held = held;
     const reads = (client.reads = new Map<string, ReplayRead>());
     const shared = this.shared.has(client.path);
     // What the client has seen of each route's source, as the replay goes on. Positions of another
@@ -425,6 +443,8 @@ export class SseStreams {
       if (given?.tag !== undefined && tag !== undefined && given.tag !== tag) foreign.add(route);
       last.set(route, { tag, at: given && !foreign.has(route) ? new Map(given.at) : new Map() });
     }
+    // A catch-up read reads one route: the ids name the client's positions of the path's others too.
+    for (const [route, given] of after) if (!last.has(route)) last.set(route, { tag: given.tag, at: new Map(given.at) });
     const { formats, positions: live } = this.state(client.path);
     for (const [route, source] of sources) {
       const seen = last.get(route)!;
@@ -503,7 +523,11 @@ export class SseStreams {
       }
     }
     // Live events held since, and those arriving while they are paced out below, wait in this list.
-    const held = client.held;
+    const pending = client.held;
+    // From here on the first live event of each partition the reads reached the ends of is checked for a gap.
+    const watch = client.watch ?? { sources, checked: new Map() };
+    for (const [route, read] of reads) if (read.done && read.tag !== undefined && !watch.checked.has(route)) watch.checked.set(route, { tag: read.tag, partitions: new Set() });
+    if (watch.checked.size > 0) client.watch = watch;
     // What the client has seen beyond the path's live positions: the live events up to there come later and are left out.
     // Not on a partition whose source was made again during the read: the path's position is the new records', the client's the old ones'.
     const ahead: SourcePositions = new Map();
@@ -518,10 +542,12 @@ export class SseStreams {
     // Live events that arrived during the replay, minus those the replay already sent. An id
     // names what the client has seen: where the replay went further than the path's positions at
     // the event's arrival (on another partition), the id carries the replay's.
-    // for...of also reaches the events pushed onto `held` while it waits for the client to read.
-    for (const h of held) {
+    // The loop also reaches the events pushed onto `pending` while it waits for the client to read.
+    // `has`: what the ids sent so far name (the replay's positions, then each held event's beyond them).
+    let has = last;
+    for (let i = 0; i < pending.length; i++) {
+      const h = pending[i]!;
       if (!(await this.roomFor(client))) return;
-      client.heldBytes -= h.frame.length;
       if (h.partition !== null && h.offset !== null) {
         const read = reads.get(h.source);
         const mine = positionsOf(last, h.source, h.tag);
@@ -530,14 +556,38 @@ export class SseStreams {
           // records, numbered as these are. It goes out, and the ids from here on name the path's
           // position on that partition (the new source's), not the replay's.
           mine?.delete(h.partition);
-        } else if (h.offset <= (mine?.get(h.partition) ?? -1n)) continue;
+        } else if (h.offset <= (mine?.get(h.partition) ?? -1n)) {
+          client.heldBytes -= h.frame.length;
+          continue;
+        } else if (this.gapCheck(client, h.source, h.tag, h.partition, h.offset, h.incarnation, positionsOf(has, h.source, h.tag)?.get(h.partition))) {
+          // Records before it that the route's consumer never delivered: read again first, this event and the rest held meanwhile.
+          return this.resume(client, new Map([[h.source, client.watch!.sources.get(h.source)!]]), copyPositions(has), pending.slice(i));
+        }
       }
+      client.heldBytes -= h.frame.length;
       const further = h.positions && beyond(h.positions, last);
+      if (h.positions) has = further ?? h.positions;
       this.write(client, further ? this.positionedFrame(client.path, h.source, further, h.event, h.data) : h.frame);
     }
     client.held = undefined;
     client.heldBytes = 0;
     client.reads = undefined;
+  }
+
+  /**
+   * Whether the first live event of `route` on `partition` a resumed client is sent, at `offset`,
+   * follows records it has not got: further than `position` (what it has there; undefined: none)
+   * + 1. Its route's consumer never delivered them (its group joined after the client's replay
+   * listed its ends, and started at the topic's end then: a new per-instance group), so it is to
+   * read them again before this event. Only the first of each partition is checked: offsets may
+   * skip after it (a transaction's marker, compaction), and a catch-up read of such a skip finds
+   * nothing. Not for a record of the source made again (numbered anew).
+   */
+  private gapCheck(client: SseClient, route: string, tag: string | undefined, partition: number, offset: bigint, incarnation: number | undefined, position: bigint | undefined): boolean {
+    const watched = client.watch?.checked.get(route);
+    if (watched === undefined || watched.tag !== tag || watched.partitions.has(partition) || offset <= (position ?? -1n)) return false;
+    watched.partitions.add(partition);
+    return incarnation === undefined && offset > (position ?? -1n) + 1n && client.watch!.sources.has(route);
   }
 
   /**
@@ -736,8 +786,11 @@ export class SseStreams {
         const pos = positionOf(msg);
         const incarnation = msg[SOURCE_INCARNATION];
         let seen: Seen | undefined;
+        // The path's position on the record's partition before it: what a resumed client has there, unless its replay went further.
+        let prior: bigint | undefined;
         if (pos) {
           seen = state.positions.get(route);
+          if (seen !== undefined && seen.tag === tag) prior = seen.at.get(pos.partition);
           // None yet, or of the source the route read before a reload changed it: not extended by this one's.
           if (seen?.tag !== tag) state.positions.set(route, (seen = { tag, at: new Map() }));
           if (incarnation !== undefined && incarnation > (seen!.incarnations?.get(pos.partition) ?? 0)) {
@@ -767,8 +820,33 @@ export class SseStreams {
         let held: HeldEvent | undefined;
         // Clients being replayed or ahead of the path's positions get this event their own way (or not at all).
         let apart: SseClient[] | undefined;
+        const heldEvent = (): HeldEvent =>
+          (held ??= {
+            frame,
+            source: route,
+            tag,
+            partition: pos?.partition ?? null,
+            offset: pos?.offset ?? null,
+            event,
+            data,
+            positions: seen ? copyPositions(state.positions) : undefined,
+            incarnation,
+          });
         for (const c of state.clients) {
           if (wanted !== undefined && !inRoom(c, wanted)) continue;
+          if (c.watch !== undefined && !c.held && pos) {
+            const ahead = positionsOf(c.ahead, route, tag)?.get(pos.partition);
+            const has = ahead !== undefined && ahead > (prior ?? -1n) ? ahead : prior;
+            if (this.gapCheck(c, route, tag, pos.partition, pos.offset, incarnation, has)) {
+              // Records before it its route's consumer never delivered: read again first, it and the live events after it held meanwhile.
+              (apart ??= []).push(c);
+              c.held = [heldEvent()];
+              c.heldBytes = frame.length;
+              c.keptBytes = 0;
+              void this.replay(c, new Map([[route, c.watch.sources.get(route)!]]), this.clientPositions(c, state, route, pos.partition, prior));
+              continue;
+            }
+          }
           if (c.ahead === undefined && !c.held) {
             if (wanted !== undefined) {
               if (this.write(c, frame)) sent++;
@@ -789,18 +867,7 @@ export class SseStreams {
               }
               covered = true;
             }
-            held ??= {
-              frame,
-              source: route,
-              tag,
-              partition: pos?.partition ?? null,
-              offset: pos?.offset ?? null,
-              event,
-              data,
-              positions: seen ? copyPositions(state.positions) : undefined,
-              incarnation,
-            };
-            c.held.push(held);
+            c.held.push(heldEvent());
             c.heldBytes += frame.length;
             if (covered) c.keptBytes += frame.length;
             // Held while its replay is paced by its reading: a client that does not read is cut off as it would be live.
@@ -814,6 +881,18 @@ export class SseStreams {
         return Promise.resolve({ listener: this.listener, path, clients: sent + batched });
       },
     };
+  }
+
+  /**
+   * What the ids a live client was sent name: the path's positions before the record at
+   * `partition` now arriving (`prior` there), with those its resume read ahead of them.
+   */
+  private clientPositions(c: SseClient, state: PathState, route: string, partition: number, prior: bigint | undefined): SourcePositions {
+    const base = copyPositions(state.positions);
+    const at = base.get(route)?.at;
+    if (prior === undefined) at?.delete(partition);
+    else at?.set(partition, prior);
+    return (c.ahead && beyond(base, c.ahead)) ?? base;
   }
 
   /**

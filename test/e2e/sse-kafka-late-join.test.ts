@@ -1,0 +1,81 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { eventually, useGateway } from '../helpers/gateway.js';
+import { kcatConsumeAll, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { ofPartition, openStream, produceTicks, resumeFrom, sseKafkaConfig, type Tick, ticks } from '../helpers/sse.js';
+
+/**
+ * A route's first start (as a process restarted with the default instance id): its group is new
+ * and starts at the topic's end as it is when the group joins, which the mock's coordinator delays
+ * 3 s. A client that resumes before that is replayed up to the end as it was then; the records
+ * written between that and where the group starts never reach the route. The first live event of
+ * a partition further on than the client has there makes the stream read the route again from
+ * the client's positions first: every record once, in order, without a notice.
+ */
+const PARTITIONS = [0, 1];
+
+describe('SSE over Kafka: a resume before the route\'s new group joined', () => {
+  let kafka: KafkaCluster;
+  let topic = '';
+  let n = 0;
+  const made = (count: number) => PARTITIONS.flatMap((p) => Array.from({ length: count }, () => ({ n: ++n, p })));
+  /** Produced before the gateway starts: the client's id names the first of each partition. */
+  let history: Tick[] = [];
+  before(async () => {
+    kafka = await startKafka({ brokers: 1 });
+    topic = kafka.topic('sse-late-join');
+    await kafka.createTopic(topic, PARTITIONS.length);
+    history = made(3);
+    await produceTicks(kafka.bootstrap, topic, history);
+  });
+  after(async () => {
+    await kafka?.stop();
+  });
+  // Not waited for: the case resumes while the route's group is still joining.
+  const gw = useGateway(() => sseKafkaConfig(kafka, topic));
+  const ready = () => gw.logs.some((l) => l.msg === 'consumer ready' && l.route === 'stream');
+
+  it('reads again, before the first live event, what its group started after', { timeout: 120_000 }, async () => {
+    // An id of the old form (no tag): positions of the route's topic, after the first record of each partition.
+    const client = await resumeFrom(gw.url('api', '/ticks'), PARTITIONS.map((p) => `${p}:0`).join(','));
+    try {
+      client.read();
+      const replayed = PARTITIONS.flatMap((p) => history.filter((t) => t.p === p).slice(1));
+      await eventually(() => assert.equal(ticks(client.events).length, replayed.length), 20_000);
+      // Written after the replay listed its ends, before the route's group joined: the route never delivers them.
+      const missed = made(4);
+      await produceTicks(kafka.bootstrap, topic, missed);
+      assert.equal(ready(), false, 'the case ran before the route\'s group joined (the mock delays a first join 3 s)');
+      await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'stream', 20_000);
+      // Live now: a stream opened after the join gets them.
+      const probe = await openStream(gw.url('api', '/ticks'));
+      const live = made(2);
+      await produceTicks(kafka.bootstrap, topic, live);
+      await eventually(() => {
+        for (const p of PARTITIONS) assert.deepEqual(ofPartition(ticks(probe.events()), p), ofPartition(live, p));
+      }, 20_000);
+      probe.close();
+
+      const expected = [...replayed, ...missed, ...live];
+      // Until the last live record of each partition reached it (it comes live, with or without what was missed).
+      await eventually(() => {
+        for (const p of PARTITIONS) assert.equal(ofPartition(ticks(client.events), p).at(-1), ofPartition(live, p).at(-1));
+      }, 20_000);
+      const got = ticks(client.events);
+      for (const p of PARTITIONS) assert.deepEqual(ofPartition(got, p), ofPartition(expected, p), `partition ${p}: every record after the id, once, in order`);
+      assert.deepEqual(
+        client.events.filter((e) => e.event !== undefined),
+        [],
+        'no notice: nothing was missed',
+      );
+      // The last id names the last record of each partition: a reconnect with it replays nothing.
+      const last = client.events.at(-1)!.id!;
+      assert.ok(last.endsWith(PARTITIONS.map((p) => `${p}:${ofPartition([...history, ...missed, ...live], p).length - 1}`).join(',')), last);
+      // What the topic holds, read by another client: the same records.
+      const stored = (await kcatConsumeAll(kafka.bootstrap, topic)).map((r) => ({ ...(JSON.parse(r.value!) as Tick), p: r.partition }));
+      for (const p of PARTITIONS) assert.deepEqual(ofPartition(stored, p), ofPartition([...history, ...missed, ...live], p), `partition ${p} of the topic`);
+    } finally {
+      client.close();
+    }
+  });
+});
