@@ -111,7 +111,7 @@ interface SseClient extends BatchClient {
  * (transaction markers, compaction).
  */
 interface ResumeWatch {
-  /** The path's sources, as the client's resume read them. */
+  /** The path's sources (those of the running config: a reload replaces them, retain()). */
   sources: ReadonlyMap<string, ReplaySource>;
   /** Per route whose read reached its ends, the partitions whose first live event was checked. */
   checked: Map<string, { tag: string | undefined; partitions: Set<number> }>;
@@ -966,6 +966,8 @@ export class SseStreams {
         const source = sources.get(path)?.get(route);
         if (source === undefined || seen.tag !== sourceTag(source.sourceKey)) s.positions.delete(route);
       }
+      // A catch-up read (gapCheck()) reads the route as it is now; a route no longer feeding the path has none.
+      for (const c of s.clients) if (c.watch !== undefined) c.watch.sources = sources.get(path) ?? new Map();
     }
   }
 
