@@ -410,10 +410,10 @@ export class SseStreams {
   }
 
   /** resume(), counted while it runs (its sources' reads are ended by the time it is not). */
-  private async replay(client: SseClient, sources: ReadonlyMap<string, ReplaySource>, after: SourcePositions): Promise<void> {
+  private async replay(client: SseClient, sources: ReadonlyMap<string, ReplaySource>, after: SourcePositions, held?: HeldEvent[]): Promise<void> {
     this.replays++;
     try {
-      await this.resume(client, sources, after);
+      await this.resume(client, sources, after, held);
     } finally {
       this.replays--;
     }
@@ -843,7 +843,8 @@ export class SseStreams {
               c.held = [heldEvent()];
               c.heldBytes = frame.length;
               c.keptBytes = 0;
-              void this.replay(c, new Map([[route, c.watch.sources.get(route)!]]), this.clientPositions(c, state, route, pos.partition, prior));
+              // The held list is the read's to start from: a read that fails sends the event after its notice.
+              void this.replay(c, new Map([[route, c.watch.sources.get(route)!]]), this.clientPositions(c, state, route, pos.partition, prior), c.held);
               continue;
             }
           }

@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer, get, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
+import { payloadMessage, type Message } from '../../src/core/message.js';
+import type { ReplaySource, Retained, RetainedChunk } from '../../src/kinds/contracts.js';
+import { SSE_DEFAULTS, SseStreams } from '../../src/kinds/listeners/sse.js';
+import { sourceTag } from '../../src/kinds/listeners/sse-ids.js';
+import { eventually } from '../helpers/gateway.js';
+import { parseEvents } from '../helpers/sse.js';
+
+/**
+ * A resumed client's first live event past its position + 1 starts a catch-up read of its route
+ * (the records the route's new group never delivered). When that read fails, the client is told
+ * `resumed: false` and still gets the live event that started it: it was held for the read, and a
+ * failed read sends what it held.
+ */
+describe('SSE: a catch-up read that fails', () => {
+  const SOURCE = JSON.stringify(['kafka', 'kafka', 'orders', null]);
+  let server: Server;
+  let streams: SseStreams;
+  /** The reads asked for, in order: the resume's, then the catch-up's. */
+  const reads: Array<() => Retained> = [];
+  let asked = 0;
+  const source: ReplaySource = { sourceKey: SOURCE, replay: () => Promise.resolve(reads[asked++]!()) };
+  const message = (offset: number): Message =>
+    payloadMessage(Buffer.from(JSON.stringify({ offset })), { headers: {}, topic: 'orders', partition: 0, offset: String(offset), timestamp: Date.now() });
+
+  before(async () => {
+    streams = new SseStreams('api', SSE_DEFAULTS, pino({ level: 'silent' }));
+    server = createServer((req, res) =>
+      streams.open(req, res, '/e', new Map([['r', source]]), { request: { headers: req.headers, query: {}, remoteAddress: req.socket.remoteAddress }, until: undefined }),
+    );
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+  });
+  after(() => {
+    streams.closeAll();
+    server.closeAllConnections();
+    server.close();
+  });
+
+  it('sends the live event that started it after the resumed: false notice', async () => {
+    const target = streams.target('/e', 'value', 'r', SOURCE);
+    // The resume's read: offset 2, up to its end (3).
+    reads.push(() => ({
+      ends: new Map([[0, 3n]]),
+      close: () => Promise.resolve(),
+      chunks: (async function* (): AsyncGenerator<RetainedChunk> {
+        yield { messages: [message(2)] };
+      })(),
+    }));
+    // The catch-up's read: fails before it sends anything.
+    reads.push(() => ({
+      ends: new Map([[0, 10n]]),
+      close: () => Promise.resolve(),
+      chunks: (async function* (): AsyncGenerator<RetainedChunk> {
+        yield* [];
+        throw new Error('the read broke');
+      })(),
+    }));
+    const { port } = server.address() as AddressInfo;
+    const res = await new Promise<IncomingMessage>((resolve, reject) => {
+      get({ host: '127.0.0.1', port, path: '/e', agent: false, headers: { accept: 'text/event-stream', 'last-event-id': `${sourceTag(SOURCE)}~0:1` } }, resolve).on('error', reject);
+    });
+    assert.equal(res.statusCode, 200);
+    let text = '';
+    res.setEncoding('utf8');
+    res.on('data', (chunk: string) => {
+      text += chunk;
+    });
+    res.on('error', () => {});
+    const offsets = () =>
+      parseEvents(text)
+        .filter((e) => e.event === undefined)
+        .map((e) => (JSON.parse(e.data) as { offset: number }).offset);
+    await eventually(() => assert.deepEqual(offsets(), [2], 'the resume read sent offset 2'));
+    await eventually(() => assert.equal(streams.replays, 0, 'the resume is over'));
+    // Offsets 3-8 never came live (the route's group started at the topic's end): 9 starts the catch-up.
+    await target.send(message(9), undefined as never);
+    await eventually(() => assert.equal(asked, 2, 'the catch-up read was asked for'));
+    await eventually(() => assert.equal(streams.replays, 0, 'the catch-up is over'));
+    await target.send(message(10), undefined as never);
+    await eventually(() => assert.deepEqual(offsets(), [2, 9, 10], 'the event that started the catch-up, then the next'));
+    assert.deepEqual(
+      parseEvents(text)
+        .filter((e) => e.event === 'eventgate.resume')
+        .map((e) => JSON.parse(e.data)),
+      [{ resumed: false, reason: 'the broker could not replay retained events' }],
+    );
+    res.destroy();
+  });
+});
