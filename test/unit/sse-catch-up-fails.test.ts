@@ -92,4 +92,81 @@ describe('SSE: a catch-up read that fails', () => {
     );
     res.destroy();
   });
+
+  it('reads the route of the running config when a reload came during the resume', async () => {
+    let release: () => void = () => {};
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let oldAsked = 0;
+    let newAsked = 0;
+    // The resume's read: offset 2, up to its end (3), once the case let it go on.
+    const before: ReplaySource = {
+      sourceKey: SOURCE,
+      replay: () => {
+        oldAsked++;
+        return Promise.resolve({
+          ends: new Map([[0, 3n]]),
+          close: () => Promise.resolve(),
+          chunks: (async function* (): AsyncGenerator<RetainedChunk> {
+            await released;
+            yield { messages: [message(2)] };
+          })(),
+        });
+      },
+    };
+    // The same topic's route after the reload: its catch-up read finds 3-8.
+    const now: ReplaySource = {
+      sourceKey: SOURCE,
+      replay: () => {
+        newAsked++;
+        return Promise.resolve({
+          ends: new Map([[0, 10n]]),
+          close: () => Promise.resolve(),
+          chunks: (async function* (): AsyncGenerator<RetainedChunk> {
+            yield { messages: [3, 4, 5, 6, 7, 8, 9].map(message) };
+          })(),
+        });
+      },
+    };
+    const reloaded = createServer((req, res) =>
+      streams.open(req, res, '/r', new Map([['r', before]]), { request: { headers: req.headers, query: {}, remoteAddress: req.socket.remoteAddress }, until: undefined }),
+    );
+    reloaded.listen(0, '127.0.0.1');
+    await once(reloaded, 'listening');
+    try {
+      const routeTarget = streams.target('/r', 'value', 'r', SOURCE);
+      const { port } = reloaded.address() as AddressInfo;
+      const res = await new Promise<IncomingMessage>((resolve, reject) => {
+        get({ host: '127.0.0.1', port, path: '/r', agent: false, headers: { accept: 'text/event-stream', 'last-event-id': `${sourceTag(SOURCE)}~0:1` } }, resolve).on('error', reject);
+      });
+      assert.equal(res.statusCode, 200);
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        text += chunk;
+      });
+      res.on('error', () => {});
+      await eventually(() => assert.equal(oldAsked, 1, 'the resume read began'));
+      // A reload: the route reads the same topic through a new broker (its old one stopped).
+      streams.retain(new Set(['/e', '/r']), new Set(), new Map([['/e', new Map([['r', source]])], ['/r', new Map([['r', now]])]]));
+      release();
+      await eventually(() => assert.equal(streams.replays, 0, 'the resume is over'));
+      await routeTarget.send(message(9), undefined as never);
+      await eventually(() => assert.equal(streams.replays, 0, 'the catch-up is over'));
+      assert.deepEqual({ oldAsked, newAsked }, { oldAsked: 1, newAsked: 1 }, "the catch-up read is the running route's");
+      await eventually(() =>
+        assert.deepEqual(
+          parseEvents(text)
+            .filter((e) => e.event === undefined)
+            .map((e) => (JSON.parse(e.data) as { offset: number }).offset),
+          [2, 3, 4, 5, 6, 7, 8, 9],
+        ),
+      );
+      res.destroy();
+    } finally {
+      reloaded.closeAllConnections();
+      reloaded.close();
+    }
+  });
 });

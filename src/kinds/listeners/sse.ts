@@ -239,6 +239,8 @@ export class SseStreams {
   private readonly paths = new Map<string, PathState>();
   /** Paths several routes forward to: their event ids name each route's positions. */
   private shared: ReadonlySet<string> = new Set();
+  /** Each path's sources as the last reload gave them (retain()); undefined before the first. */
+  private running: ReadonlyMap<string, ReadonlyMap<string, ReplaySource>> | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   private static readonly HEARTBEAT = Buffer.from(': heartbeat\n\n');
   /** Writes the heartbeats a slice of clients per turn (a write each: thousands in one turn held events back). */
@@ -525,7 +527,8 @@ export class SseStreams {
     // Live events held since, and those arriving while they are paced out below, wait in this list.
     const pending = client.held;
     // From here on the first live event of each partition the reads reached the ends of is checked for a gap.
-    const watch = client.watch ?? { sources, checked: new Map() };
+    // The running config's sources: a reload during this read gave the path's routes new ones (the old broker may be stopped).
+    const watch = client.watch ?? { sources: this.running?.get(client.path) ?? sources, checked: new Map() };
     for (const [route, read] of reads) if (read.done && read.tag !== undefined && !watch.checked.has(route)) watch.checked.set(route, { tag: read.tag, partitions: new Set() });
     if (watch.checked.size > 0) client.watch = watch;
     // What the client has seen beyond the path's live positions: the live events up to there come later and are left out.
@@ -932,6 +935,7 @@ export class SseStreams {
    */
   retain(paths: ReadonlySet<string>, shared: ReadonlySet<string>, sources: ReadonlyMap<string, ReadonlyMap<string, ReplaySource>>): void {
     this.shared = shared;
+    this.running = sources;
     for (const [path, s] of this.paths) {
       // A path whose parameters a reload renamed (`/rooms/:room` → `/rooms/:r`) still serves every
       // client's URL: its streams go on there (the values keep their places). Ended, they were
