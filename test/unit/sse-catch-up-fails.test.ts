@@ -25,8 +25,7 @@ describe('SSE: a catch-up read that fails', () => {
   const reads: Array<() => Retained> = [];
   let asked = 0;
   const source: ReplaySource = { sourceKey: SOURCE, replay: () => Promise.resolve(reads[asked++]!()) };
-  const message = (offset: number): Message =>
-    payloadMessage(Buffer.from(JSON.stringify({ offset })), { headers: {}, topic: 'orders', partition: 0, offset: String(offset), timestamp: Date.now() });
+  const message = (offset: number): Message => payloadMessage(Buffer.from(JSON.stringify({ offset })), { headers: {}, topic: 'orders', partition: 0, offset: String(offset), timestamp: Date.now() });
 
   before(async () => {
     streams = new SseStreams('api', SSE_DEFAULTS, pino({ level: 'silent' }));
@@ -149,7 +148,14 @@ describe('SSE: a catch-up read that fails', () => {
       res.on('error', () => {});
       await eventually(() => assert.equal(oldAsked, 1, 'the resume read began'));
       // A reload: the route reads the same topic through a new broker (its old one stopped).
-      streams.retain(new Set(['/e', '/r']), new Set(), new Map([['/e', new Map([['r', source]])], ['/r', new Map([['r', now]])]]));
+      streams.retain(
+        new Set(['/e', '/r']),
+        new Set(),
+        new Map([
+          ['/e', new Map([['r', source]])],
+          ['/r', new Map([['r', now]])],
+        ]),
+      );
       release();
       await eventually(() => assert.equal(streams.replays, 0, 'the resume is over'));
       await routeTarget.send(message(9), undefined as never);
