@@ -722,15 +722,30 @@ export const delayJetStreamAcks = (delayMs: number): Transform => delayNatsFrame
  * read through the returned object once `before()` ran; `after()` closes the peer and stops the
  * server. The describe's gateways are its own (they name `server.url`).
  */
-export function useNatsPeer(): { server: MessageServer; peer: RawNats } {
-  const fixture = {} as { server: MessageServer; peer: RawNats };
+export function useNatsPeer(): { readonly server: MessageServer; readonly peer: RawNats } {
+  let server: MessageServer | undefined;
+  let peer: RawNats | undefined;
   before(async () => {
-    fixture.server = await startNats();
-    fixture.peer = await RawNats.connect(fixture.server);
+    server = await startNats();
+    peer = await RawNats.connect(server);
   });
   after(async () => {
-    fixture.peer?.close();
-    await fixture.server?.stop();
+    peer?.close();
+    await server?.stop();
+    server = undefined;
+    peer = undefined;
   });
-  return fixture;
+  // Read too early (a config built at describe time), an undefined would end up in a gateway's YAML.
+  const made = <T>(value: T | undefined, name: string): T => {
+    if (value === undefined) throw new Error(`useNatsPeer: no ${name} yet (read outside a test, or before the block's before())`);
+    return value;
+  };
+  return {
+    get server() {
+      return made(server, 'server');
+    },
+    get peer() {
+      return made(peer, 'peer');
+    },
+  };
 }
