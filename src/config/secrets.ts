@@ -8,6 +8,17 @@ const SECRET_KEYS = new Set(['token', 'secret', 'password', 'passphrase', 'keys'
 
 export const REDACTED = '[redacted]';
 
+/**
+ * Whether a config path holds a name the gateway gives itself on a server, not a credential: a
+ * broker's `clientId`. The server shows it to its operators (mosquitto's log, Kafka's group
+ * listings) and the gateway builds names on it (`<clientId>-<route>`), so it is no secret even when
+ * it comes from `${VAR}` (one per instance, as it must be on MQTT). Redacted, it was cut out of
+ * every string holding it: `clientId: fleet-${INST}` made the group `fleet-alerts` `[redacted]lerts`.
+ */
+export function isIdentityPath(path: readonly (string | number)[]): boolean {
+  return path.length === 3 && path[0] === 'brokers' && path[2] === 'clientId';
+}
+
 /** Whether a config path is at or under a secret key: a problem there names the value's type, never the value. */
 export function isSecretPath(path: readonly (string | number)[]): boolean {
   return path.some((p) => typeof p === 'string' && SECRET_KEYS.has(p));
@@ -48,7 +59,7 @@ export function secretValues(config: unknown, fromEnv: ReadonlySet<string>, envV
   }
   const walk = (v: unknown, path: (string | number)[], underSecretKey: boolean) => {
     if (typeof v === 'string') {
-      if (v !== '' && (underSecretKey || (fromEnv.has(formatPath(path)) && !plain(v)))) out.add(v);
+      if (v !== '' && (underSecretKey || (fromEnv.has(formatPath(path)) && !plain(v) && !isIdentityPath(path)))) out.add(v);
       // A webhook URL's `user:password@`, written in the file or not, is sent as Basic
       // credentials: an endpoint whose refusal echoes its Authorization header put them in the
       // client's 502, the log and the dead letter, which knew only the URL's own text.

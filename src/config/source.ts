@@ -3,6 +3,7 @@ import { escapeControls, formatPath, type Diagnostic } from './diagnostics.js';
 import { expandVariables, type Env } from './variables.js';
 import { jsonSyntaxProblem } from './json-syntax.js';
 import { readConfigFile } from './read-file.js';
+import { isIdentityPath } from './secrets.js';
 
 export type PathPart = string | number;
 
@@ -774,7 +775,8 @@ function substituteEnv(
         const { line, column } = pos(offsetInScalar(text, node as Scalar, source, p.index));
         diagnostics.push({ file, line, column, code: 'EG_CONFIG_ENV', path: formatPath(path), message: p.message });
       }
-      for (const v of expansion.envValues) envValues.add(v);
+      // A variable a broker's clientId alone uses is no secret (isIdentityPath); another use of it adds it.
+      if (!isIdentityPath(path)) for (const v of expansion.envValues) envValues.add(v);
       const missing = expansion.problems.length > 0;
       const replaced = expansion.value;
       if (missing || replaced === source) {

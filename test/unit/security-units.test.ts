@@ -1,6 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { redact, REDACTED, secretValues } from '../../src/config/secrets.js';
+import { defaultRegistry } from '../../src/kinds/index.js';
+import { loadPlan } from '../../src/plan/compile.js';
+import { tempDir } from '../helpers/reaper.js';
 import { bindingsFor, compileExpression } from '../../src/expr/expression.js';
 import { bucketKey, TokenBuckets } from '../../src/kinds/steps/ratelimit.js';
 import secureJson from 'secure-json-parse';
@@ -313,6 +318,35 @@ describe('secretValues: environment values', () => {
     for (const s of ['8080', 'true', 'localhost', '9092']) assert.ok(!secrets.has(s), s);
     assert.ok(secrets.has('localhost:9092'), 'a loopback address with its port is still the value of a variable');
     assert.equal(redact('getaddrinfo ENOTFOUND kafka-1.internal', secrets), `getaddrinfo ENOTFOUND ${REDACTED}`);
+  });
+
+  it('takes no broker clientId for a secret, nor a variable only a clientId uses: the names that contain it are not shredded', async () => {
+    // A fleet's instances each get their own MQTT client id from the environment (`fleet-${INST}`):
+    // as a secret, `fleet-a` was cut out of every string holding it, and /admin/status and `plan`
+    // called the group `fleet-alerts` `[redacted]lerts`.
+    const file = join(tempDir('eventgate-client-id-secret'), 'gateway.yaml');
+    writeFileSync(
+      file,
+      [
+        'version: 1',
+        'brokers:',
+        '  devices: { kind: mqtt, url: "mqtt://127.0.0.1:1", clientId: "fleet-${INST}", password: "${MQTT_PASSWORD}" }',
+        '  kafka: { kind: kafka, brokers: "127.0.0.1:1", clientId: "${KAFKA_CLIENT}" }',
+        'routes:',
+        '  - name: alerts',
+        '    from: { broker: devices, topic: "devices/+/alert", group: fleet-alerts }',
+        '    to: { broker: kafka, topic: "${ALERTS_TOPIC}" }',
+        '',
+      ].join('\n'),
+    );
+    const env = { INST: 'a', MQTT_PASSWORD: 'pass-from-a-secret', KAFKA_CLIENT: 'gateway-eu-west-1', ALERTS_TOPIC: 'alerts-of-a-tenant' };
+    const { plan, diagnostics, secrets } = await loadPlan(file, { registry: defaultRegistry(), env });
+    assert.deepEqual(diagnostics, []);
+    assert.ok(plan);
+    for (const s of ['fleet-a', 'gateway-eu-west-1']) assert.ok(!secrets!.has(s), s);
+    assert.equal(redact('group fleet-alerts of fleet-a-alerts, kafka client gateway-eu-west-1', secrets!), 'group fleet-alerts of fleet-a-alerts, kafka client gateway-eu-west-1');
+    // The other values from the environment stay secrets.
+    for (const s of ['pass-from-a-secret', 'alerts-of-a-tenant']) assert.ok(secrets!.has(s), s);
   });
 });
 
