@@ -10,6 +10,7 @@
 #   rabbitmq-server, python3-pika  an AMQP 0-9-1 broker, and an independent Python client (test/peers/amqp_peer.py)
 #   nats-server     a NATS server with JetStream (the tests talk the NATS text protocol to it themselves)
 #   nginx, libnginx-mod-nchan  the fan-out benchmark's C baseline (nginx + Nchan, one worker)
+#   prometheus      its promtool evaluates docs/operations.md's alert rules (test/unit/docs-alerts)
 # Needs root (CI runs as root); `apt-get update` runs once, only when something is missing.
 set -euo pipefail
 
@@ -27,6 +28,7 @@ command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 /usr/bin/python3 -c 'import pika' >/dev/null 2>&1 || missing+=(python3-pika)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] || missing+=(libnginx-mod-nchan)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 # gcc only recommends the C library headers, and --no-install-recommends skips them.
 [ -f /usr/include/stdio.h ] || missing+=(libc6-dev)
 
