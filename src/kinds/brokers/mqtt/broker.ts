@@ -256,9 +256,9 @@ export class MqttBroker implements BrokerRuntime {
   }
 
   /**
-   * Per consume route: messages received and not yet acknowledged. mqtt.js reads one message at a
-   * time, so this is 0 or 1 (more only while a reconnect's redeliveries wait for the message in
-   * hand); what the server queues for the session is not visible to an MQTT client.
+   * Per consume route: messages received and not yet acknowledged, the one in hand and those read
+   * on behind it (up to the server's in-flight window at QoS 1 and 2, 20 on mosquitto; subscription.ts
+   * MAX_IN_HAND); what the server queues for the session beyond that is not visible to an MQTT client.
    */
   consumerLag(): ConsumerLag[] {
     return [...this.subscriptions].map((s) => ({ route: s.spec.route, topic: s.spec.topic, partition: 0, lag: s.unacknowledged }));
