@@ -277,7 +277,7 @@ export class Prometheus {
     });
     new Gauge({
       name: 'eventgate_ready',
-      help: '1 when every listener is bound and every broker connected (as GET /readyz), else 0.',
+      help: '1 when GET /readyz would answer 200 (every listener bound, every broker connected, no consume route down, no shutdown begun), else 0.',
       registers,
       collect() {
         this.set(source.readiness().ready ? 1 : 0);
