@@ -109,6 +109,11 @@ describe('admin dashboard (GET /) in headless Chromium', () => {
     await waitForText(cell('orders-in', 'delivered'), '3');
     await waitForText(cell('orders-in', 'invalid'), '1');
     await waitForText(cell('orders-out', 'delivered'), '3');
+    // The average latency is the last minute's: it still shows two polls after the last message (it
+    // was the last refresh's, '–' on every poll with no message, so a route with a message every few
+    // seconds hardly ever showed one).
+    for (let polls = 0; polls < 2; polls++) await page.waitForResponse((r) => new URL(r.url()).pathname === '/admin/stats', { timeout: 8000 });
+    assert.match((await page.textContent(cell('orders-in', 'latency'))) ?? '', /^\d+\.\d\d$/);
     await waitForText('#card-clients', '1');
     // An http listener's `clients` in /admin/stats are its event streams: the card counted them as
     // WebSocket clients (1 client and 2 streams showed 3). Read with sse.js' openStream, whose
