@@ -69,7 +69,7 @@ describe("docs/operations.md's alerts", () => {
               exp_alerts: [
                 {
                   exp_labels: { instance: g2, job: 'eventgate' },
-                  exp_annotations: { summary: `eventgate ${g2} is not ready: a listener is not bound, a broker is not connected or a consume route does not consume (see /readyz)` },
+                  exp_annotations: { summary: `eventgate ${g2} is not ready: a listener is not bound, a broker is not connected or a consume route is down (see /readyz)` },
                 },
               ],
             },
