@@ -2,6 +2,7 @@ import type { ErrorObject, ValidateFunction } from 'ajv';
 import { ajvModules } from '../core/ajv-modules.js';
 import { exactlyOneKeys, forbiddenKeys } from '../kinds/define.js';
 import { shownServerUrl } from '../kinds/brokers/server-url.js';
+import { opaqueOriginWhy, urlOrigin } from '../kinds/listeners/cors.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import { formatPath, type Diagnostic } from './diagnostics.js';
 import { isSecretPath } from './secrets.js';
@@ -319,7 +320,10 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
       const outdented = outdentedKey(src, path, e.data);
       if (outdented) return { ...at(path, 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where} must be ${article(expected)}, got ${describeValue(e.data, isSecretPath(path))}${outdented}` };
       // A value from a ${VAR} has its own hint (quotingHints, plan/compile.ts); a secret is not repeated.
-      const hint = isSecretPath(path) || src.fromEnv.has(formatPath(path)) ? '' : typeHint(Array.isArray(t) ? t : [t], e.data) || expressionTypeHint(e.parentSchema, path, e.data);
+      const hint =
+        isSecretPath(path) || src.fromEnv.has(formatPath(path))
+          ? ''
+          : typeHint(Array.isArray(t) ? t : [t], e.data) || expressionTypeHint(e.parentSchema, path, e.data) || nullOriginHint(e.parentSchema, e.data);
       return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} must be ${article(expected)}, got ${describeValue(e.data, isSecretPath(path))}${hint}` };
     }
     case 'minLength':
@@ -422,12 +426,23 @@ function article(t: string): string {
   return nouns[t] ?? t;
 }
 
+/** `origins: [null]`, YAML's null where the origin `null` was meant, maybe: why that cannot be allowed. */
+function nullOriginHint(schema: unknown, data: unknown): string {
+  const what = (schema as { title?: unknown } | undefined)?.title;
+  return data === null && typeof what === 'string' && /\borigin\b/.test(what) ? ` (if the origin "null" was meant: ${opaqueOriginWhy('null')})` : '';
+}
+
 /** `hooks.example.com/orders` where a URL must be: say to write the scheme, which newcomers leave out (the value is not repeated: it may hold a password). */
 function schemeHint(what: string, value: unknown): string {
   if (!/\bURL\b|\borigin\b/.test(what) || typeof value !== 'string' || value === '' || /\s/.test(value)) return '';
-  // `https://app.example.com/` (a page's address, not its origin): say the origin the browser sends.
-  const origin = /\borigin\b/.test(what) && URL.canParse(value) ? new URL(value).origin : 'null';
-  if (/^https?:\/\//i.test(value) && origin !== 'null' && origin !== value) return ` (an origin has no path: write "${origin}")`;
+  if (/\borigin\b/.test(what)) {
+    // `null`, `file:///`: what any page can send, said why rather than how to write it.
+    const opaque = opaqueOriginWhy(value);
+    if (opaque !== undefined) return ` (${opaque})`;
+    // `https://app.example.com/`, `capacitor://localhost/` (a page's address, not its origin): say the origin the browser sends.
+    const origin = /^[a-z][a-z0-9+.-]*:\/\//i.test(value) && URL.canParse(value) ? urlOrigin(new URL(value)) : undefined;
+    if (origin !== undefined && origin !== value) return ` (an origin has no path: write "${origin}")`;
+  }
   // `http:/host`, `https:host`, `http//host`: the scheme is there, its `://` is not (`https://` before it would make it worse).
   const misspelt = /^(https?)(:\/?(?!\/)|\/\/)/i.exec(value);
   if (misspelt) return ` (the scheme is written ${misspelt[1]!.toLowerCase()}://, colon and two slashes)`;

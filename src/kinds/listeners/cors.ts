@@ -19,9 +19,10 @@ const CLOUDEVENT_HEADER = /^ce-[a-z0-9]{1,64}$/;
 
 /**
  * A list of origins; `"*"` in it means any origin, as `["*"]` does in KrakenD's and gin's CORS settings.
- * The scheme in any case, as the host: both are compared as browsers write them (originKey).
+ * Any scheme (RFC 3986's letters), in any case: an app's web view sends `capacitor://localhost`, a
+ * browser extension `chrome-extension://<id>`; what no browser sends is notAnOrigin's to say.
  */
-export const originList = Type.Array(stringMatching('^([hH][tT][tT][pP][sS]?://[^/]+|\\*)$', 'an origin, scheme://host[:port] as browsers send it (no path), or "*"'), { minItems: 1 });
+export const originList = Type.Array(stringMatching('^([a-zA-Z][a-zA-Z0-9+.-]*://[^/]+|\\*)$', 'an origin, scheme://host[:port] as browsers send it (no path), or "*"'), { minItems: 1 });
 
 /** `"*"` alone; one origin written without its list is told to write the list (src/config/check-schema.ts reads `x-otherwise`). */
 export const anyOriginLiteral = Type.Literal('*', { 'x-otherwise': 'a list of origins, even of one' });
@@ -32,20 +33,52 @@ export function anyOrigin(origins: '*' | readonly string[]): boolean {
 }
 
 /**
- * An origin as a browser writes it in `Origin` (RFC 6454 §6.2, WHATWG URL's serialisation): scheme
- * and host in lower case, the host of an internationalised name in punycode, no default port
- * (`https://app.example.com:443` is sent as `https://app.example.com`, `https://café.example` as
- * `https://xn--caf-dma.example`). A configured origin compared as written would never match.
- * What is no URL (`null`, from a sandboxed frame or a file) is only lower-cased.
+ * Schemes whose pages browsers send as `Origin: null` (an opaque origin, RFC 6454 §7.3): a file, a
+ * `data:` or `about:` document, a script URL; a `blob:` URL's page has its creator's origin.
+ */
+const OPAQUE_SCHEMES = new Set(['file:', 'data:', 'about:', 'javascript:', 'blob:']);
+
+/** Why `null` cannot be an entry: it is not one site's. */
+const ANY_PAGE_SENDS_NULL = 'any page can send it, from a sandboxed frame of its own, so allowing it would let in every page; give such clients a credential, with an auth step, instead';
+
+/**
+ * The origin a browser sends for a page at `url` (RFC 6454 §6.1, scheme "://" host [":" port]), or
+ * undefined when it sends `null` or the URL has no host. For a scheme URLs know (http, https) that
+ * is WHATWG URL's serialisation: host in lower case, an internationalised name in punycode, no
+ * default port (`https://app.example.com:443` is sent as `https://app.example.com`). WHATWG URL
+ * gives any other scheme's origin as an opaque `null`, though browsers and web views send theirs
+ * (`capacitor://localhost`, `chrome-extension://<id>`): the scheme in lower case and the host and
+ * port as the URL holds them, which is as written.
+ */
+export function urlOrigin(url: URL): string | undefined {
+  if (url.origin !== 'null') return url.origin;
+  if (url.host === '' || OPAQUE_SCHEMES.has(url.protocol)) return undefined;
+  return `${url.protocol}//${url.host}`;
+}
+
+/**
+ * An origin as a browser writes it in `Origin` (urlOrigin). A configured origin compared as written
+ * would never match `HTTPS://App.Example.com:443`. What is no origin with a host (`null`, from a
+ * sandboxed frame or a file; a header with a path) is only lower-cased.
  */
 export function originKey(origin: string): string {
   try {
-    const serialised = new URL(origin).origin;
-    if (serialised !== 'null') return serialised;
+    const url = new URL(origin);
+    // A scheme URLs do not know keeps what follows its host: no browser sends it, and no entry has it.
+    const bare = url.origin !== 'null' || (url.pathname === '' && url.search === '' && url.hash === '' && url.username === '' && url.password === '');
+    const serialised = bare ? urlOrigin(url) : undefined;
+    if (serialised !== undefined) return serialised;
   } catch {
     // not a URL: compared as written
   }
   return origin.toLowerCase();
+}
+
+/** Why `value` (an `origins` entry the schema refused) can never be allowed, when it is `null` or a page that sends it; else undefined. */
+export function opaqueOriginWhy(value: string): string | undefined {
+  if (value.toLowerCase() === 'null') return `browsers send "null" from sandboxed frames, file:// pages and data: URLs, and ${ANY_PAGE_SENDS_NULL}`;
+  const scheme = /^([a-z][a-z0-9+.-]*:)/i.exec(value)?.[1]?.toLowerCase();
+  return scheme !== undefined && OPAQUE_SCHEMES.has(scheme) ? `pages of ${scheme} URLs send Origin "null", and ${ANY_PAGE_SENDS_NULL}` : undefined;
 }
 
 /**
@@ -53,8 +86,9 @@ export function originKey(origin: string): string {
  * The schema's pattern lets through what has no `/` after the scheme: a user (`https://u@host`, whose
  * URL's origin is `https://host`, so the entry let a page in that it does not name), a query or
  * fragment, a path after a backslash (which URLs read as `/`), a host no URL has (`https://a b`,
- * which matched no page, silently), or a wildcard (`https://*.example.com`, as rs/cors and
- * gin-contrib/cors take it: a host of that very text, which no page has).
+ * which matched no page, silently), a wildcard (`https://*.example.com`, as rs/cors and
+ * gin-contrib/cors take it: a host of that very text, which no page has), a scheme whose pages send
+ * `null` (`file://`), or a WebSocket's own address (`wss://`: the handshake carries its page's origin).
  */
 export function notAnOrigin(entry: string): string | undefined {
   if (entry === '*') return undefined;
@@ -68,13 +102,21 @@ export function notAnOrigin(entry: string): string | undefined {
   } catch {
     return `"${entry}" is no origin: its host or port is not valid in a URL, so no browser would send it`;
   }
+  const opaque = opaqueOriginWhy(entry);
+  if (opaque !== undefined) return `"${entry}" is no origin: ${opaque}`;
+  const origin = urlOrigin(url);
+  if (origin === undefined) return `"${entry}" is no origin: it has no host, so no browser would send it`;
+  if (url.protocol === 'ws:' || url.protocol === 'wss:') {
+    const page = `${url.protocol === 'ws:' ? 'http' : 'https'}${origin.slice(url.protocol.length - 1)}`;
+    return `"${entry}" is no origin: a WebSocket handshake carries the origin of the page that opened it, not the socket's address: write the page's, such as "${page}"`;
+  }
   const extra = [
     url.username || url.password || authority.includes('@') ? 'a user' : '',
     authority.includes('\\') ? 'a path' : '',
     url.search || entry.includes('?') ? 'a query' : '',
     url.hash || entry.includes('#') ? 'a fragment' : '',
   ].filter(Boolean);
-  if (extra.length > 0) return `"${entry}" is no origin: it has ${extra.join(' and ')}; an origin is scheme://host[:port], as browsers send it in Origin: write "${url.origin}"`;
+  if (extra.length > 0) return `"${entry}" is no origin: it has ${extra.join(' and ')}; an origin is scheme://host[:port], as browsers send it in Origin: write "${origin}"`;
   return undefined;
 }
 
