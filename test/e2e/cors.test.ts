@@ -26,6 +26,8 @@ listeners:
   push: {kind: websocket, port: 0, origins: ["${APP}"]}
   anyList: {kind: http, port: 0, cors: {origins: ["*"]}}
   pushAny: {kind: websocket, port: 0, origins: ["*"]}
+  app: {kind: http, port: 0, cors: {origins: ["capacitor://localhost", "Ionic://localhost:8100"]}}
+  appPush: {kind: websocket, port: 0, origins: ["capacitor://localhost"]}
 routes:
   - name: api
     from: {listener: api, path: /in}
@@ -48,6 +50,12 @@ routes:
     to: {broker: local, topic: t}
   - name: ws-any
     from: {listener: pushAny, path: /ws}
+    to: {broker: local, topic: t}
+  - name: app
+    from: {listener: app, path: /in}
+    to: {broker: local, topic: t}
+  - name: app-ws
+    from: {listener: appPush, path: /ws}
     to: {broker: local, topic: t}
 `;
   const gw = useGateway(config);
@@ -148,6 +156,22 @@ routes:
     await assert.rejects(WsClient.connect(gw.url('push', '/ws', 'ws'), { origin: 'https://evil.example' }), (err: { statusCode?: number }) => err.statusCode === 403);
     (await WsClient.connect(gw.url('push', '/ws', 'ws'), { origin: APP })).close();
     (await WsClient.connect(gw.url('push', '/ws', 'ws'))).close();
+  });
+
+  it("takes the origin of an app's web view (capacitor://localhost), its scheme in any case and its host as sent, on http and websocket listeners", async () => {
+    // Capacitor's and Ionic's iOS web views send these; the schema took http(s) origins only.
+    const allowed = await post(gw.url('app', '/in'), 'hello', { origin: 'capacitor://localhost', 'content-type': 'text/plain' });
+    assert.equal(allowed.status, 200);
+    assert.equal(allowed.headers.get('access-control-allow-origin'), 'capacitor://localhost');
+    const ionic = await post(gw.url('app', '/in'), 'hello', { origin: 'ionic://localhost:8100', 'content-type': 'text/plain' });
+    assert.equal(ionic.status, 200);
+    // No default port and no case folding for a scheme URLs do not know: another port or host is another origin.
+    for (const origin of ['ionic://localhost', 'capacitor://LOCALHOST', 'capacitor://localhost:80', 'null']) {
+      const refused = await post(gw.url('app', '/in'), 'hello', { origin, 'content-type': 'text/plain' });
+      assert.equal(refused.status, 403, origin);
+    }
+    (await WsClient.connect(gw.url('appPush', '/ws', 'ws'), { origin: 'capacitor://localhost' })).close();
+    await assert.rejects(WsClient.connect(gw.url('appPush', '/ws', 'ws'), { origin: 'ionic://localhost' }), (err: { statusCode?: number }) => err.statusCode === 403);
   });
 
   it('says the pages refused for their origin in the log, which they cannot read themselves (1006, a failed fetch)', async () => {
@@ -297,6 +321,30 @@ routes:
         `12:9: "http://localhost:*" is no origin: entries are not patterns, and a browser sends its page's own scheme://host[:port], which a wildcard matches none of; list each origin, or "*" for any`,
         '13:9: "https://app.example.com\\admin" is no origin: it has a path; an origin is scheme://host[:port], as browsers send it in Origin: write "https://app.example.com"',
         '14:9: "https://@app.example.com" is no origin: it has a user; an origin is scheme://host[:port], as browsers send it in Origin: write "https://app.example.com"',
+      ],
+    );
+  });
+
+  it("takes any scheme's origin (an app's web view, a browser extension) and refuses null, a file:// page and a WebSocket's own address, saying why", async () => {
+    const anyPage = 'any page can send it, from a sandboxed frame of its own, so allowing it would let in every page; give such clients a credential, with an auth step, instead';
+    const shape = 'must be an origin, scheme://host[:port] as browsers send it (no path), or "*", got string';
+    assert.deepEqual(
+      await originErrors('["capacitor://localhost", "Ionic://localhost", "null", null, "chrome-extension://abcdefgh/", "file:///home/me/app.html"]', [
+        'chrome-extension://abcdefghijklmnopabcdefghijklmnop',
+        'moz-extension://0b4d3c2a-1111-2222-3333-444455556666',
+        'tauri://localhost:1430',
+        'wss://app.example.com',
+        'capacitor://u@localhost',
+        'file://host',
+      ]),
+      [
+        `7:63: listeners.api.cors.origins[2] ${shape} "null" (browsers send "null" from sandboxed frames, file:// pages and data: URLs, and ${anyPage})`,
+        `7:71: listeners.api.cors.origins[3] must be a string, got null (if the origin "null" was meant: browsers send "null" from sandboxed frames, file:// pages and data: URLs, and ${anyPage})`,
+        `7:77: listeners.api.cors.origins[4] ${shape} "chrome-extension://abcdefgh/" (an origin has no path: write "chrome-extension://abcdefgh")`,
+        `7:109: listeners.api.cors.origins[5] ${shape} "file:///home/me/app.html" (pages of file: URLs send Origin "null", and ${anyPage})`,
+        `15:9: "wss://app.example.com" is no origin: a WebSocket handshake carries the origin of the page that opened it, not the socket's address: write the page's, such as "https://app.example.com"`,
+        '16:9: "capacitor://u@localhost" is no origin: it has a user; an origin is scheme://host[:port], as browsers send it in Origin: write "capacitor://localhost"',
+        `17:9: "file://host" is no origin: pages of file: URLs send Origin "null", and ${anyPage}`,
       ],
     );
   });

@@ -1,4 +1,5 @@
-import { rmSync } from 'node:fs';
+import { createHash, generateKeyPairSync } from 'node:crypto';
+import { rmSync, writeFileSync } from 'node:fs';
 import { chromium, type Page } from 'playwright-core';
 import { tempDir } from './reaper.js';
 import type { TcpProxy } from './tcp-proxy.js';
@@ -12,10 +13,33 @@ export interface BrowserPage {
   close(): Promise<void>;
 }
 
-/** Headless Chromium (`/usr/bin/chromium`, through playwright-core) with a fresh profile, and its first page. */
-export async function openBrowserPage(options: { viewport?: { width: number; height: number }; ignoreHTTPSErrors?: boolean } = {}): Promise<BrowserPage> {
+/** An unpacked browser extension: its folder, and the origin its pages send (`chrome-extension://<id>`). */
+export interface UnpackedExtension {
+  dir: string;
+  origin: string;
+}
+
+/**
+ * A Manifest V3 extension of one empty page (`page.html`), with no host permissions, so its page's
+ * requests are cross-origin as a site's are. Its id, and so its origin, is fixed by the public key
+ * in its manifest (as the store's is): the first 32 hex digits of the key's SHA-256, written a-p.
+ */
+export function unpackedExtension(): UnpackedExtension {
+  const dir = tempDir('eventgate-extension');
+  const key = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'der' });
+  const hex = createHash('sha256').update(key).digest('hex').slice(0, 32);
+  const id = [...hex].map((d) => String.fromCharCode(97 + Number.parseInt(d, 16))).join('');
+  writeFileSync(`${dir}/manifest.json`, JSON.stringify({ manifest_version: 3, name: 'eventgate origins test', version: '1', key: key.toString('base64') }));
+  writeFileSync(`${dir}/page.html`, '<!doctype html><title>eventgate origins test</title>\n');
+  return { dir, origin: `chrome-extension://${id}` };
+}
+
+/** Headless Chromium (`/usr/bin/chromium`, through playwright-core) with a fresh profile, and its first page; `extension`: loaded into it. */
+export async function openBrowserPage(options: { viewport?: { width: number; height: number }; ignoreHTTPSErrors?: boolean; extension?: UnpackedExtension } = {}): Promise<BrowserPage> {
+  const { extension, ...contextOptions } = options;
   const profile = tempDir('eventgate-chromium');
-  const context = await chromium.launchPersistentContext(profile, { executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS, ...options });
+  const args = extension === undefined ? CHROMIUM_ARGS : [...CHROMIUM_ARGS, `--disable-extensions-except=${extension.dir}`, `--load-extension=${extension.dir}`];
+  const context = await chromium.launchPersistentContext(profile, { executablePath: '/usr/bin/chromium', headless: true, args, ...contextOptions });
   const page = context.pages()[0] ?? (await context.newPage());
   return {
     page,
