@@ -97,7 +97,7 @@ const options = kindOptions('websocket', {
   origins: Type.Optional(
     oneOf([anyOriginLiteral, originList], {
       description:
-        'Origins (scheme://host[:port]) browsers may connect from, or "*" (default; `["*"]` is read as "*"); compared as browsers send them (any case, a default port or none, a Unicode host name or its punycode; an entry with a user, path, query or fragment, or no valid host, is a config error, and so is a wildcard such as `https://*.example.com`: list each origin, even one alone `[https://app.example.com]`). A foreign Origin is refused with 403 before the upgrade; clients that send no Origin (non-browsers) are not affected. A reload that takes an origin off the list closes its open connections with 1008.',
+        'Origins (scheme://host[:port]) browsers may connect from, or "*" (default; `["*"]` is read as "*"); compared as browsers send them (any case, a default port or none, a Unicode host name or its punycode; an app\'s web view or a browser extension by its own scheme, `capacitor://localhost`, `chrome-extension://<id>`, its host and port as written; `null`, which any page can send, cannot be listed; an entry with a user, path, query or fragment, or no valid host, is a config error, and so is a wildcard such as `https://*.example.com`: list each origin, even one alone `[https://app.example.com]`). A foreign Origin is refused with 403 before the upgrade; clients that send no Origin (non-browsers) are not affected. A reload that takes an origin off the list closes its open connections with 1008.',
     }),
   ),
 });
