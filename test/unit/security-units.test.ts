@@ -443,4 +443,28 @@ describe('origins compared as browsers write them', () => {
       assert.equal(cors.allows(origin), false, origin);
     }
   });
+
+  it("an app's web view or an extension by its own scheme: the scheme in any case, the host and port exactly as written", () => {
+    // WHATWG URL gives these origins as `null`; each is compared as browsers and web views send it.
+    const apps = ['Capacitor://localhost', 'ionic://LocalHost:8100', 'chrome-extension://abcdefghijklmnopabcdefghijklmnop'];
+    const cors = new CorsPolicy({ origins: apps });
+    for (const origin of ['capacitor://localhost', 'CAPACITOR://localhost', 'ionic://LocalHost:8100', 'chrome-extension://abcdefghijklmnopabcdefghijklmnop']) {
+      assert.equal(allowsOrigin(apps, origin), true, origin);
+      assert.equal(cors.allows(origin), true, origin);
+    }
+    // No default port or case folding for such a host; and what has more than a host is no origin.
+    const refused = [
+      'capacitor://LOCALHOST',
+      'capacitor://localhost:80',
+      'ionic://localhost:8100',
+      'chrome-extension://ABCDEFGHIJKLMNOPABCDEFGHIJKLMNOP',
+      'capacitor://localhost/',
+      'capacitor://u@localhost',
+      'null',
+    ];
+    for (const origin of refused) {
+      assert.equal(allowsOrigin(apps, origin), false, origin);
+      assert.equal(cors.allows(origin), false, origin);
+    }
+  });
 });

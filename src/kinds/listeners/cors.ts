@@ -48,7 +48,7 @@ const ANY_PAGE_SENDS_NULL = 'any page can send it, from a sandboxed frame of its
  * default port (`https://app.example.com:443` is sent as `https://app.example.com`). WHATWG URL
  * gives any other scheme's origin as an opaque `null`, though browsers and web views send theirs
  * (`capacitor://localhost`, `chrome-extension://<id>`): the scheme in lower case and the host and
- * port as the URL holds them, which is as written.
+ * port as the URL holds them, which is as written (but for a letter beyond ASCII, percent-encoded).
  */
 export function urlOrigin(url: URL): string | undefined {
   if (url.origin !== 'null') return url.origin;
@@ -64,10 +64,12 @@ export function urlOrigin(url: URL): string | undefined {
 export function originKey(origin: string): string {
   try {
     const url = new URL(origin);
-    // A scheme URLs do not know keeps what follows its host: no browser sends it, and no entry has it.
-    const bare = url.origin !== 'null' || (url.pathname === '' && url.search === '' && url.hash === '' && url.username === '' && url.password === '');
-    const serialised = bare ? urlOrigin(url) : undefined;
-    if (serialised !== undefined) return serialised;
+    const serialised = url.origin;
+    if (serialised !== 'null') return serialised;
+    // A scheme URLs do not know keeps what follows its host (no browser sends it, and no entry has it).
+    const bare = url.pathname === '' && url.search === '' && url.hash === '' && url.username === '' && url.password === '';
+    const own = bare ? urlOrigin(url) : undefined;
+    if (own !== undefined) return own;
   } catch {
     // not a URL: compared as written
   }
