@@ -19,6 +19,7 @@ import { MissingTopology, notFoundOn } from '../missing-topology.js';
 import { coreMessage, consumedHeaders, streamMessage, type ConsumedHeaders } from './consumed.js';
 import { lib } from './lib.js';
 import { consumerName, streamFor, subjectsOverlap } from './subjects.js';
+import { handledKey, holdHandled, type HandledHold } from './handled.js';
 
 /** What a subscription needs of its broker: the streams the broker declared, and their state. */
 export interface StreamHost {
@@ -90,9 +91,12 @@ export class NatsSubscription {
   /** JetStream messages this route took into hand: a look at the lag meant for a quiet route is dropped once one more came. */
   private deliveries = 0;
   private lagLook: NodeJS.Timeout | undefined;
-  /** Stream sequences of the JetStream messages this route acknowledged lately, to know a redelivered copy. */
-  private readonly handled = new RecentSet(10_000);
-  /** When the stream whose sequences `handled` holds was created. */
+  /**
+   * Stream sequences of the JetStream messages this route's consumer acknowledged lately, to know a
+   * redelivered copy: the consumer's memory, which a reload's next subscription of it takes on (./handled.ts).
+   */
+  private handled: HandledHold | undefined;
+  /** When the stream this route read last was created. */
   private handledOf: string | undefined;
   /**
    * Set once this route read a stream made again (another creation time than the one it read
@@ -273,7 +277,7 @@ export class NatsSubscription {
         if (accepted) {
           m.ack();
           lastAcked = m;
-          this.handled.add(m.seq);
+          this.handled?.sequences.add(m.seq);
           unacked.delete(m.seq);
         }
         return accepted;
@@ -296,9 +300,13 @@ export class NatsSubscription {
           const before = this.broker.takeSourceEnd(this.spec.route, this.spec.topic, created);
           this.startedAt = { created, lastSeq: Math.min(state.last_seq, before ?? Number.POSITIVE_INFINITY) };
         }
-        // Sequences the old stream's messages had are the new one's too: a redelivered copy of a
-        // message never handled here (its pull lost with a connection) was acknowledged unread.
-        if (created !== this.handledOf) this.handled.clear();
+        // Per creation: sequences the old stream's messages had are the new one's too, and a
+        // redelivered copy of a message never handled here (its pull lost with a connection) was
+        // acknowledged unread.
+        if (this.handled?.key !== handledKey(stream, created, name)) {
+          this.handled?.release();
+          this.handled = holdHandled(stream, created, name);
+        }
         if (this.handledOf !== undefined && created !== this.handledOf) this.incarnation = nextIncarnation();
         this.handledOf = created;
         await this.putConsumer(jsm, stream, name);
@@ -326,7 +334,7 @@ export class NatsSubscription {
           // past ackWaitMs: only the one in hand is kept alive (working()), the ones pulled behind it
           // are redelivered into the same buffer. The route took the first: acknowledge the copy.
           // The same for a consumer made again (putConsumer, from the oldest message handled here).
-          if (this.handled.has(m.seq)) {
+          if (this.handled?.sequences.has(m.seq)) {
             m.ack();
             lastAcked = m;
             continue;
@@ -484,12 +492,14 @@ export class NatsSubscription {
         { stream, consumer: name, was: existing.config.filter_subject, subject: this.spec.topic, fromSeq, afterAcknowledged: resumeSeq(existing) },
         'the route reads another subject: consumer recreated, going on after the last message it acknowledged, or from where the stream ended when this route started if that is earlier',
       );
-    } else if (!existing && this.handled.oldest() !== undefined) {
+    } else if (!existing && this.hadConsumer && this.handled?.sequences.oldest() !== undefined) {
       // This route read the consumer, which is gone now (deleted on the server). Made again at
       // startFrom it handed the stream's every message again (earliest) or lost those not
-      // acknowledged yet (latest): it starts at the oldest message this route remembers handling
-      // (of the last 10,000), and those it handled are acknowledged without handing them over.
-      start = { deliver_policy: lib.DeliverPolicy.StartSequence, opt_start_seq: this.handled.oldest() };
+      // acknowledged yet (latest): it starts at the oldest message the consumer's memory holds
+      // (of the last 10,000), and those handled are acknowledged without handing them over. Not
+      // for a route that never read it: the memory a removed route left is no reason to skip its
+      // startFrom.
+      start = { deliver_policy: lib.DeliverPolicy.StartSequence, opt_start_seq: this.handled.sequences.oldest() };
       this.log.warn(
         { stream, consumer: name, fromSeq: start.opt_start_seq },
         "the route's consumer was deleted on the server: made again from the oldest message the route remembers handling; those it handled are not delivered again",
@@ -735,6 +745,7 @@ export class NatsSubscription {
     this.close?.();
     this.wake?.();
     await this.running;
+    this.handled?.release();
   }
 }
 
@@ -762,32 +773,5 @@ async function consumerInfo(jsm: JetStreamManager, stream: string, name: string)
   } catch (err) {
     if (/consumer not found/i.test((err as Error).message)) return undefined;
     throw err;
-  }
-}
-
-/** A set that forgets its oldest entries past `max`. */
-class RecentSet {
-  private readonly items = new Set<number>();
-
-  constructor(private readonly max: number) {}
-
-  clear(): void {
-    this.items.clear();
-  }
-
-  /** The lowest number held (redelivered copies are added out of order). */
-  oldest(): number | undefined {
-    let low: number | undefined;
-    for (const n of this.items) if (low === undefined || n < low) low = n;
-    return low;
-  }
-
-  has(n: number): boolean {
-    return this.items.has(n);
-  }
-
-  add(n: number): void {
-    this.items.add(n);
-    if (this.items.size > this.max) this.items.delete(this.items.values().next().value!);
   }
 }
