@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
 import { cpSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { eventually, startGateway, type LogLine } from '../helpers/gateway.js';
-import { delayNatsFrames, RawNats } from '../helpers/peers.js';
-import { startNats, type MessageServer } from '../helpers/servers.js';
+import { delayNatsFrames, RawNats, useNatsPeer } from '../helpers/peers.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
@@ -32,16 +31,8 @@ async function settledThrough(peer: RawNats, stream: string, consumer: string, s
 }
 
 describe('kind: nats, a JetStream route whose broker a reload swaps', () => {
-  let nats: MessageServer;
-  let peer: RawNats;
-  before(async () => {
-    nats = await startNats();
-    peer = await RawNats.connect(nats);
-  });
-  after(async () => {
-    peer?.close();
-    await nats?.stop();
-  });
+  // The peer is connected again after each restart of the server (`js.peer`, which the fixture closes at the end).
+  const js = useNatsPeer();
 
   it('acknowledges, not delivers again, a message whose acknowledgement was lost with the connection when a reload swapped the broker before the server redelivered it', async () => {
     const hook = await WebhookReceiver.start();
@@ -50,7 +41,7 @@ describe('kind: nats, a JetStream route whose broker a reload swaps', () => {
     let heldAck!: () => void;
     const ackHeld = new Promise<void>((r) => (heldAck = r));
     const never = new Promise<void>(() => undefined);
-    const first = await TcpProxy.start(nats.port, {
+    const first = await TcpProxy.start(js.server.port, {
       toServer: () =>
         delayNatsFrames(
           '$JS.ACK.',
@@ -58,7 +49,7 @@ describe('kind: nats, a JetStream route whose broker a reload swaps', () => {
           () => heldAck(),
         ),
     });
-    const second = await TcpProxy.start(nats.port);
+    const second = await TcpProxy.start(js.server.port);
     const yaml = (port: number) => `
 version: 1
 admin: { port: 0 }
@@ -72,7 +63,7 @@ routes:
     const gw = await startGateway(yaml(first.port));
     try {
       await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'lostack', 15000);
-      await peer.jsPublish('lostack.in', JSON.stringify({ n: 1 }));
+      await js.peer.jsPublish('lostack.in', JSON.stringify({ n: 1 }));
       // The webhook answered 200 and the gateway sent the acknowledgement, which the proxy holds: cut, it never reaches the server.
       await ackHeld;
       first.cutAndHold();
@@ -81,9 +72,9 @@ routes:
       const from = gw.logs.length;
       assert.equal((await gw.reconfigure(yaml(second.port))).msg, 'config reloaded');
       await gw.waitForLog((l: LogLine) => l.msg === 'consumer ready' && l.route === 'lostack', 15000, from);
-      await peer.jsPublish('lostack.in', JSON.stringify({ n: 2 }));
+      await js.peer.jsPublish('lostack.in', JSON.stringify({ n: 2 }));
       // Sequence 1 comes again once its ack wait is over (2 s): by the time the consumer has it acknowledged, the route answered the copy.
-      await settledThrough(peer, 'LOSTACK', 'eventgate-lostack', 2);
+      await settledThrough(js.peer, 'LOSTACK', 'eventgate-lostack', 2);
       assert.deepEqual(numbers(hook), [1, 2], 'the message the webhook answered before the swap is not sent to it again');
     } finally {
       await gw.stop();
@@ -100,7 +91,7 @@ routes:
 version: 1
 admin: { port: 0 }
 brokers:
-  nats: { kind: nats, servers: ${nats.url}, reconnectTimeWaitMs: 200, pingIntervalMs: ${pingIntervalMs}, streams: { OLDSTATE: { subjects: ["oldstate.>"] } } }
+  nats: { kind: nats, servers: ${js.server.url}, reconnectTimeWaitMs: 200, pingIntervalMs: ${pingIntervalMs}, streams: { OLDSTATE: { subjects: ["oldstate.>"] } } }
 routes:
   - name: oldstate
     from: { broker: nats, topic: oldstate.in }
@@ -108,33 +99,33 @@ routes:
 `;
     const gw = await startGateway(yaml(20000));
     /** The consumer's directory in the server's store (`$G`: the account of a server without accounts); its `o.dat` holds the delivered and acknowledged marks. */
-    const consumerDir = join(nats.dir, 'jetstream', 'jetstream', '$G', 'streams', 'OLDSTATE', 'obs', 'eventgate-oldstate');
-    const saved = join(nats.dir, 'saved-consumer');
+    const consumerDir = join(js.server.dir, 'jetstream', 'jetstream', '$G', 'streams', 'OLDSTATE', 'obs', 'eventgate-oldstate');
+    const saved = join(js.server.dir, 'saved-consumer');
     try {
       await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'oldstate', 15000);
-      for (let n = 1; n <= 5; n++) await peer.jsPublish('oldstate.in', JSON.stringify({ n }));
-      await settledThrough(peer, 'OLDSTATE', 'eventgate-oldstate', 5);
+      for (let n = 1; n <= 5; n++) await js.peer.jsPublish('oldstate.in', JSON.stringify({ n }));
+      await settledThrough(js.peer, 'OLDSTATE', 'eventgate-oldstate', 5);
       // The consumer's state as of sequence 5, kept while the server is down.
-      peer.close();
-      await nats.down();
+      js.peer.close();
+      await js.server.down();
       cpSync(consumerDir, saved, { recursive: true });
-      await nats.up();
-      peer = await RawNats.connect(nats);
-      for (let n = 6; n <= 10; n++) await peer.jsPublish('oldstate.in', JSON.stringify({ n }));
-      await settledThrough(peer, 'OLDSTATE', 'eventgate-oldstate', 10);
+      await js.server.up();
+      js.peer = await RawNats.connect(js.server);
+      for (let n = 6; n <= 10; n++) await js.peer.jsPublish('oldstate.in', JSON.stringify({ n }));
+      await settledThrough(js.peer, 'OLDSTATE', 'eventgate-oldstate', 10);
       // A reload that rebuilds the broker (as a creds rotation does): a new subscription of the same consumer.
       const from = gw.logs.length;
       assert.equal((await gw.reconfigure(yaml(15000))).msg, 'config reloaded');
       await gw.waitForLog((l: LogLine) => l.msg === 'consumer ready' && l.route === 'oldstate', 15000, from);
       // The server restarts with the state of sequence 5: it delivers 6-10 again.
-      peer.close();
-      await nats.down();
+      js.peer.close();
+      await js.server.down();
       rmSync(consumerDir, { recursive: true, force: true });
       cpSync(saved, consumerDir, { recursive: true });
-      await nats.up();
-      peer = await RawNats.connect(nats);
-      await peer.jsPublish('oldstate.in', JSON.stringify({ n: 11 }));
-      await settledThrough(peer, 'OLDSTATE', 'eventgate-oldstate', 11);
+      await js.server.up();
+      js.peer = await RawNats.connect(js.server);
+      await js.peer.jsPublish('oldstate.in', JSON.stringify({ n: 11 }));
+      await settledThrough(js.peer, 'OLDSTATE', 'eventgate-oldstate', 11);
       assert.deepEqual(
         numbers(hook),
         Array.from({ length: 11 }, (_, i) => i + 1),
