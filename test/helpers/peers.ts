@@ -722,7 +722,7 @@ export const delayJetStreamAcks = (delayMs: number): Transform => delayNatsFrame
  * read through the returned object once `before()` ran; `after()` closes the peer and stops the
  * server. The describe's gateways are its own (they name `server.url`).
  */
-export function useNatsPeer(): { readonly server: MessageServer; readonly peer: RawNats } {
+export function useNatsPeer(): { readonly server: MessageServer; peer: RawNats } {
   let server: MessageServer | undefined;
   let peer: RawNats | undefined;
   before(async () => {
@@ -746,6 +746,10 @@ export function useNatsPeer(): { readonly server: MessageServer; readonly peer: 
     },
     get peer() {
       return made(peer, 'peer');
+    },
+    // A case that restarts the server connects a new peer; `after()` closes the last one.
+    set peer(next: RawNats) {
+      peer = next;
     },
   };
 }
