@@ -132,6 +132,13 @@ export interface StalledMessage {
   attempts: number;
   code: string;
   detail: string;
+  /** The failing target's place in the route's `to` (Problem.target), when a target failed. */
+  target?: number;
+}
+
+/** A failure's `target` (its place in `to`) for a log line or a stall, when a target made it. */
+function targetOf(p: Pick<Problem, 'target'> | undefined): { target?: number } {
+  return p?.target === undefined ? {} : { target: p.target };
 }
 
 /** What a `records failed` line names of the last partition it counts. */
@@ -140,6 +147,7 @@ interface FailedRecords {
   partition: number;
   code: string;
   detail: string;
+  target?: number;
 }
 
 /**
@@ -481,7 +489,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       this.logOutcome(() => this.observable(m), o, traceIdOf(m.headers) ?? '', failedAlso + 1);
     }
     if (lost > 0 && answer.written === false) {
-      const details = { topic: records.topic, partition: records.partition, code: answer.problem.code, detail: answer.problem.detail };
+      const details = { topic: records.topic, partition: records.partition, code: answer.problem.code, detail: answer.problem.detail, ...targetOf(answer.problem) };
       if (answer.outcome === 'failed') {
         this.failedRecords += lost;
         this.recordsFailed ??= new RateLimitedWarning(FLOOD_LOG_INTERVAL_MS, (last, partitions) => {
@@ -695,7 +703,9 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     if (!logger.isLevelEnabled(level)) return;
     const msg = observed();
     const line: Record<string, unknown> = { route: this.name, outcome: outcome.outcome, traceId };
-    if (targets) line.target = targets.findIndex((t) => t !== undefined);
+    // The failing target's place in `to`, as the dead-letter copy's `target` and the metric label say it (a dead letter's: its cause's).
+    const target = targets ? targets.findIndex((t) => t !== undefined) : outcome.outcome === 'deadlettered' ? outcome.cause?.target : outcome.problem.target;
+    if (target !== undefined) line.target = target;
     // Several records of one produce request that failed alike: this line (the first one's) stands for all of them.
     if (records > 1) line.records = records;
     if (outcome.outcome === 'deadlettered') {
@@ -1147,10 +1157,10 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     try {
       await this.consumeUntilSettled(msg, ctx, first, startedAt, (attempt, p) => {
         if (!stall) {
-          stall = { topic: msg.topic, partition: msg.partition, offset: msg.offset, since: new Date().toISOString(), attempts: attempt, code: p.code, detail: p.detail };
+          stall = { topic: msg.topic, partition: msg.partition, offset: msg.offset, since: new Date().toISOString(), attempts: attempt, code: p.code, detail: p.detail, ...targetOf(p) };
           this.stalls.add(stall);
           this.stats.stalled++;
-        } else Object.assign(stall, { attempts: attempt, code: p.code, detail: p.detail });
+        } else Object.assign(stall, { attempts: attempt, code: p.code, detail: p.detail, target: p.target });
       });
     } finally {
       if (stall) {
@@ -1180,7 +1190,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   }
 
   /** consume()'s retries, from a first outcome that did not settle the message: each failure goes on, dead-letters, drops or stalls. */
-  private async consumeUntilSettled(msg: Message, ctx: MessageContext, first: Outcome, startedAt: number, stalled: (attempt: number, why: Pick<Problem, 'code' | 'detail'>) => void): Promise<void> {
+  private async consumeUntilSettled(msg: Message, ctx: MessageContext, first: Outcome, startedAt: number, stalled: (attempt: number, why: Pick<Problem, 'code' | 'detail' | 'target'>) => void): Promise<void> {
     const backoff = new Backoff();
     /** The context of the try just made: the first's, then each retry's own (nextTry). */
     let tried = ctx;
@@ -1206,7 +1216,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
         if (refused === undefined) return;
         // Neither its targets nor its dead-letter target take it: it holds up its partition as a
         // message of a route without one does, and is shown so.
-        if (attempt >= CONSUME_ATTEMPTS) stalled(attempt, { code: p.code, detail: `${p.detail}; the dead-letter target did not take it either: ${this.shown(refused)}` });
+        if (attempt >= CONSUME_ATTEMPTS) stalled(attempt, { code: p.code, detail: `${p.detail}; the dead-letter target did not take it either: ${this.shown(refused)}`, target: p.target });
       } else if (!retryable) {
         this.dropped(msg, p);
         return;
@@ -1214,7 +1224,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       if (attempt >= CONSUME_ATTEMPTS && !this.deadletter) stalled(attempt, p);
       if (attempt === CONSUME_ATTEMPTS && !this.deadletter)
         this.deps.logger.error(
-          { route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, detail: p.detail },
+          { route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, detail: p.detail, ...targetOf(p) },
           'message not consumed; retrying it until its targets accept it (the route has no deadletter target)',
         );
       // eventgate_<kind>_consumer_errors_total{broker,route}: a consumed message its route could not deliver yet.
@@ -1240,6 +1250,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       traceId: traceIdOf(msg.headers),
       code: p.code,
       detail: p.detail,
+      ...targetOf(p),
       topic: msg.topic,
       partition: msg.partition,
       offset: msg.offset,
@@ -1289,7 +1300,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
         this.tap.publish(this.observable(msg), outcome, performance.now() - startedAt, msg.headers[TRACEPARENT] ?? '');
       }
       this.deps.logger.warn(
-        { route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, traceId: traceIdOf(msg.headers) },
+        { route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, ...targetOf(p), traceId: traceIdOf(msg.headers) },
         'message sent to the dead-letter topic',
       );
       return undefined;
@@ -1320,6 +1331,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
         offset: msg.offset,
         code: p.code,
         detail: p.detail,
+        ...targetOf(p),
         ...(p.logDetail ? { where: p.logDetail } : {}),
         ...(p.errors ? { errors: p.errors } : {}),
         ...(deadletterRefusal !== undefined ? { deadletter: deadletterRefusal } : {}),

@@ -22,9 +22,9 @@ describe('the failed target named in dead letters and answers', () => {
 
   before(async () => {
     hook = await WebhookReceiver.start();
-    // Per path: /down 500 (retried), /hang never answers, /later 503 asking for ten minutes; others 200.
+    // Per path: /down and /stuck 500 (retried), /hang never answers, /later 503 asking for ten minutes; others 200.
     hook.respond = (r, res) => {
-      if (r.url === '/down') {
+      if (r.url === '/down' || r.url === '/stuck') {
         res.statusCode = 500;
         res.end('broken');
       } else if (r.url === '/hang') hanging.push(res);
@@ -58,6 +58,12 @@ routes:
     from: { broker: local, topic: jobs-one }
     to: { http: { url: "${hook.url}/down", retry: { attempts: 3, backoffMs: 10 } } }
     deadletter: { broker: local, topic: dlq }
+  # No deadletter: its message stalls, retried for as long as the route runs.
+  - name: stuck
+    from: { broker: local, topic: jobs-stuck }
+    to:
+      - { broker: local, topic: fanned }
+      - { http: { url: "${hook.url}/stuck", retry: { attempts: 1 } } }
   - name: fill
     from: { listener: api, path: /fill }
     to: { broker: full, topic: taken }
@@ -210,5 +216,28 @@ routes:
     } finally {
       outage.close();
     }
+  });
+
+  it("every target failure's log line names the target, a single target's too, and so does a stalled message in /admin/status", async () => {
+    const from = gw.logs.length;
+    const line = (route: string, msg: string) => gw.waitForLog((l) => l.route === route && String(l.msg).startsWith(msg), 20000, from);
+    // A publish route's one target: `target` 0 (earlier releases named it only in a fan-out).
+    assert.equal((await post('/hang', { n: 11 })).status, 504);
+    const failed = await line('publish-hang', 'message failed');
+    assert.deepEqual([failed.code, failed.target], ['EG_WEBHOOK_TIMEOUT', 0]);
+    // A consume route's one target, dead-lettered.
+    await deadlettered('one', { n: 12 });
+    const deadletter = await line('one', 'message sent to the dead-letter topic');
+    assert.deepEqual([deadletter.code, deadletter.target], ['EG_WEBHOOK_FAILED', 0]);
+    // A consume route without a deadletter target: the stall's line and /admin/status name the webhook's place.
+    assert.equal((await post('/enqueue/stuck', { n: 13 })).status, 200);
+    const stalledLine = await line('stuck', 'message not consumed');
+    assert.deepEqual([stalledLine.code, stalledLine.target], ['EG_WEBHOOK_FAILED', 1]);
+    const status = (await (await fetch(`${gw.adminUrl}/admin/status`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { routes: { name: string; stalled: Record<string, unknown>[] }[] };
+    const stalled = status.routes.find((r) => r.name === 'stuck')!.stalled;
+    assert.deepEqual(
+      stalled.map((m) => [m.topic, m.code, m.target]),
+      [['jobs-stuck', 'EG_WEBHOOK_FAILED', 1]],
+    );
   });
 });
