@@ -29,6 +29,8 @@ export interface SourceDocument {
   quotedVariables?: Set<string>;
   /** Paths (formatted) of unquoted scalars that are exactly `${VAR}` and took a number, boolean or null from its value, with that `${VAR}` text. */
   typedVariables?: Map<string, string>;
+  /** Paths (formatted) of fromEnv whose value took environment values, with those variables' names (`HTTP_PORT`), for a problem with the value to name them. */
+  variableNames?: Map<string, readonly string[]>;
   /** 1-based position of the key (or, with `which: 'value'`, the value) at `path`; the nearest existing ancestor when absent. */
   locate(path: readonly PathPart[], which?: 'key' | 'value'): { line: number; column: number };
   /**
@@ -191,10 +193,11 @@ export function parseSource(file: string, raw: string, env: Env, diagnostics: Di
   const defaultsOnly = new Set<string>();
   const quotedVariables = new Set<string>();
   const typedVariables = new Map<string, string>();
+  const variableNames = new Map<string, readonly string[]>();
   // The string as written of each scalar whose `${VAR}`s were replaced, to locate places in its value.
   const written = new WeakMap<Scalar, Written>();
   if (options.substitute !== false) {
-    substituteEnv(doc, env, file, text, pos, { fromEnv, defaultsOnly }, diagnostics, envValues, quotedVariables, typedVariables, written);
+    substituteEnv(doc, env, file, text, pos, { fromEnv, defaultsOnly, variableNames }, diagnostics, envValues, quotedVariables, typedVariables, written);
   }
   keysMadeEqual(doc, file, text, pos, diagnostics);
 
@@ -228,6 +231,7 @@ export function parseSource(file: string, raw: string, env: Env, diagnostics: Di
     defaultsOnly,
     quotedVariables,
     typedVariables,
+    variableNames,
     locate(path, which = 'key') {
       const found = locateNode(path);
       const node = which === 'value' || !found.key ? (found.value ?? found.key) : found.key;
@@ -756,7 +760,7 @@ function substituteEnv(
   file: string,
   text: string,
   pos: PositionOf,
-  { fromEnv, defaultsOnly }: { fromEnv: Set<string>; defaultsOnly: Set<string> },
+  { fromEnv, defaultsOnly, variableNames }: { fromEnv: Set<string>; defaultsOnly: Set<string>; variableNames: Map<string, readonly string[]> },
   diagnostics: Diagnostic[],
   envValues: Set<string>,
   quotedVariables: Set<string>,
@@ -785,6 +789,7 @@ function substituteEnv(
       }
       fromEnv.add(formatPath(path));
       if (expansion.envValues.length === 0) defaultsOnly.add(formatPath(path));
+      else variableNames.set(formatPath(path), [...new Set(expansion.envNames)]);
       if (whole && replaced.trim() !== '') {
         // `port: ${PORT}` takes the type of the value, as if it had been written there.
         const typed = plainScalar(replaced);

@@ -23,6 +23,8 @@ export interface Expansion {
   readonly problems: readonly VariableProblem[];
   /** The environment's values that went into the result (not defaults written in the file): secrets. */
   readonly envValues: readonly string[];
+  /** The names of the variables whose environment values those are, in order (`HTTP_PORT`): a problem with the value names them. */
+  readonly envNames: readonly string[];
   /**
    * Where character `index` of `value` was written in the string: past a reference the two differ
    * in length, and a place inside a reference's value is the reference's `$`. A JSONata expression
@@ -49,12 +51,12 @@ const NAME = /[A-Za-z_][A-Za-z0-9_]*/y;
 
 /** `s` with its references replaced from `env`. */
 export function expandVariables(s: string, env: Env): Expansion {
-  if (!s.includes('${')) return { value: s, changed: false, whole: false, problems: [], envValues: [], sourceIndex: (i) => i };
+  if (!s.includes('${')) return { value: s, changed: false, whole: false, problems: [], envValues: [], envNames: [], sourceIndex: (i) => i };
   const scan = new Scanner(s, env);
   const value = scan.text(0, false).text;
   const whole = scan.leadingReferenceEnd === s.length;
   const replaced = scan.replaced;
-  return { value, changed: true, whole, problems: scan.problems, envValues: scan.envValues, sourceIndex: (i) => sourceIndex(replaced, i) };
+  return { value, changed: true, whole, problems: scan.problems, envValues: scan.envValues, envNames: scan.envNames, sourceIndex: (i) => sourceIndex(replaced, i) };
 }
 
 function sourceIndex(replaced: readonly Replaced[], index: number): number {
@@ -71,6 +73,7 @@ function sourceIndex(replaced: readonly Replaced[], index: number): number {
 class Scanner {
   problems: VariableProblem[] = [];
   envValues: string[] = [];
+  envNames: string[] = [];
   /** Where a reference at the very start of the string ended (for `whole`). */
   leadingReferenceEnd = -1;
   /** The parts of the value (outside defaults) that are not the text as written, in order. */
@@ -127,22 +130,24 @@ class Scanner {
         this.problems.push({ index: start, message: unclosed(s, start) });
         return { value: '', next: s.length };
       }
-      const value = this.lookup(name, { text: fallback.text, problems: inner.problems, envValues: inner.envValues }, start);
+      const value = this.lookup(name, { text: fallback.text, problems: inner.problems, envValues: inner.envValues, envNames: inner.envNames }, start);
       return { value, next: fallback.end + 1 };
     }
     if (after >= s.length) return this.malformed(start, unclosed(s, start));
     return this.malformed(start, `'${shown(s, start)}' is not a reference this config takes: write \${${name}} or \${${name}:-default}`);
   }
 
-  private lookup(name: string, fallback: { text: string; problems: VariableProblem[]; envValues: string[] } | undefined, at: number): string {
+  private lookup(name: string, fallback: { text: string; problems: VariableProblem[]; envValues: string[]; envNames: string[] } | undefined, at: number): string {
     const v = this.env[name];
     if (v !== undefined && v !== '') {
       this.envValues.push(v);
+      this.envNames.push(name);
       return v;
     }
     if (fallback !== undefined) {
       this.problems.push(...fallback.problems);
       this.envValues.push(...fallback.envValues);
+      this.envNames.push(...fallback.envNames);
       return fallback.text;
     }
     if (v === '') return v;

@@ -16,6 +16,7 @@ import { feedbackLoops } from './feedback-loops.js';
 import { CompileContext } from './context.js';
 import { compileRoutes } from './routes.js';
 import { StepCompiler } from './steps.js';
+import { listed } from './variable-reads.js';
 import type { Plan, RoutePlan } from './types.js';
 
 /** Shorter admin tokens get a warning; as an apiKey step's keys must be. */
@@ -285,19 +286,26 @@ function forwardParameterWarnings(
   });
 }
 
+/** The schema check's words for a value of the wrong type or range (a port, a number, a boolean, an enum's value). */
+const TYPED_VALUE_PROBLEM = / must be (an integer|a number|true or false|one of |[<>]=? |a multiple of )/;
+
 /**
  * `retain: "${RETAIN}"` is a string (quoted YAML is), so "must be an integer, got string "10""
- * puzzles whoever set RETAIN=10: say why, and how to write it.
+ * puzzles whoever set RETAIN=10: say why, and how to write it. And a typed value the environment
+ * gave names its variables, `(from ${HTTP_PORT})`: the column points at `${HTTP_PORT:-8080}`, but
+ * the file does not hold the value the message quotes, and a reader of the log may not see the file.
  */
 function quotingHints(src: SourceDocument, problems: Diagnostic[]): Diagnostic[] {
   return problems.map((d) => {
+    const names = src.variableNames?.get(d.path);
+    const from = names && TYPED_VALUE_PROBLEM.test(d.message) && !names.some((n) => d.message.includes(`\${${n}`)) ? `from ${listed(names.map((n) => `\${${n}}`))}` : undefined;
     if (src.quotedVariables?.has(d.path) && /must be (an integer|a number|true or false)\b.*, got string /.test(d.message))
-      return { ...d, message: `${d.message} (quoted, a \${VAR} stays a string whatever its value: write it unquoted, in block style, to take the value's type)` };
+      return { ...d, message: `${d.message} (${from ? `${from}; ` : ''}quoted, a \${VAR} stays a string whatever its value: write it unquoted, in block style, to take the value's type)` };
     // And the other way round: `password: ${PW}` with PW=123456 is a number, where a string is wanted.
     const variable = src.typedVariables?.get(d.path);
     if (variable && /must be a string\b.*, got (a )?(number|boolean|null)\b|has the wrong shape \((a )?(number|boolean|null)\b/.test(d.message))
       return { ...d, message: `${d.message} (an unquoted ${variable} takes the type of its value: write it quoted, "${variable}", to keep it a string)` };
-    return d;
+    return from ? { ...d, message: `${d.message} (${from})` } : d;
   });
 }
 

@@ -107,7 +107,7 @@ function routesText(routes: string[]): string {
 }
 
 /** `a, b and c`. */
-function listed(items: string[]): string {
+export function listed(items: readonly string[]): string {
   return items.length === 1 ? items[0]! : `${items.slice(0, -1).join(', ')} and ${items.at(-1)}`;
 }
 

@@ -1764,16 +1764,50 @@ describe('eventgate validate', { concurrency: 4 }, () => {
 
     it('says why a quoted "${VAR}" is a string, and how to write it, also in a flow map and with a default', async () => {
       const files = { 'gateway.yaml': yaml('version: 1', 'brokers: { local: { kind: memory, retain: "${RETAIN:-10}" } }', 'listeners:', '  api:', '    kind: http', "    port: '${PORT}'") };
-      const hint = /got string "\d+" \(quoted, a \$\{VAR\} stays a string whatever its value: write it unquoted, in block style, to take the value's type\)$/;
+      const hint = "quoted, a \\$\\{VAR\\} stays a string whatever its value: write it unquoted, in block style, to take the value's type\\)$";
       assertProblems(await validate(files, { env: { PORT: '8080' } }), [
-        ['gateway.yaml:2:43', hint],
-        ['gateway.yaml:6:11', hint],
+        // RETAIN is not set: the value is the file's own default, and no variable is named.
+        ['gateway.yaml:2:43', new RegExp(`got string "10" \\(${hint}`)],
+        ['gateway.yaml:6:11', new RegExp(`got string "8080" \\(from \\$\\{PORT\\}; ${hint}`)],
       ]);
       // A string that merely contains a variable gets no such hint.
       const partial = { 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '    port: "80${PORT}"') };
       const r = await validate(partial, { env: { PORT: '80' } });
       assert.equal(r.code, 1);
       assert.doesNotMatch(r.stdout, /quoted/);
+    });
+    it('names the variable a number, port, boolean or enum value that is wrong came from, at its reference (4713)', async () => {
+      const files = {
+        'gateway.yaml': yaml(
+          'version: 1', //                                      1
+          'brokers:', //                                        2
+          '  m:', //                                            3
+          '    kind: mqtt', //                                  4
+          '    url: mqtt://127.0.0.1:1883', //                  5
+          '    qos: ${QOS}', //                                 6
+          'listeners:', //                                      7
+          '  api:', //                                          8
+          '    kind: http', //                                  9
+          '    port: ${HTTP_PORT:-8080}', //                   10
+          '    http2: ${H2}', //                               11
+          '    maxBodyBytes: ${BODY_KB}${BODY_UNIT}', //       12: two variables in one value
+          '  ws:', //                                          13
+          '    kind: websocket', //                            14
+          '    port: ${WS_PORT:-${PORT_FALLBACK}}', //         15: the default's variable gave it
+          '  other:', //                                       16
+          '    kind: http', //                                 17
+          '    port: ${OTHER_PORT:-80y}', //                   18: the file's own default: no variable to name
+        ),
+      };
+      const r = await validate(files, { env: { QOS: '3', HTTP_PORT: '80x', H2: 'yes', BODY_KB: '64', BODY_UNIT: 'k', PORT_FALLBACK: '99999' } });
+      assertProblems(r, [
+        ['gateway.yaml:6:10', /^brokers\.m\.qos must be one of 0, 1, 2, got number 3 \(from \$\{QOS\}\)$/],
+        ['gateway.yaml:10:11', /^listeners\.api\.port must be an integer, got string "80x" \(from \$\{HTTP_PORT\}\)$/],
+        ['gateway.yaml:11:12', /^listeners\.api\.http2 must be true or false, got string "yes" \(from \$\{H2\}\)$/],
+        ['gateway.yaml:12:19', /^listeners\.api\.maxBodyBytes must be an integer, got string "64k" \(from \$\{BODY_KB\} and \$\{BODY_UNIT\}\)$/],
+        ['gateway.yaml:15:11', /^listeners\.ws\.port must be <= 65535 \(from \$\{PORT_FALLBACK\}\)$/],
+        ['gateway.yaml:18:11', /^listeners\.other\.port must be an integer, got string "80y"$/],
+      ]);
     });
     it('says how to keep an unquoted ${VAR} of digits a string, and never prints a password it typed as a number', async () => {
       const files = {
