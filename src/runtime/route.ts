@@ -1190,7 +1190,13 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   }
 
   /** consume()'s retries, from a first outcome that did not settle the message: each failure goes on, dead-letters, drops or stalls. */
-  private async consumeUntilSettled(msg: Message, ctx: MessageContext, first: Outcome, startedAt: number, stalled: (attempt: number, why: Pick<Problem, 'code' | 'detail' | 'target'>) => void): Promise<void> {
+  private async consumeUntilSettled(
+    msg: Message,
+    ctx: MessageContext,
+    first: Outcome,
+    startedAt: number,
+    stalled: (attempt: number, why: Pick<Problem, 'code' | 'detail' | 'target'>) => void,
+  ): Promise<void> {
     const backoff = new Backoff();
     /** The context of the try just made: the first's, then each retry's own (nextTry). */
     let tried = ctx;
