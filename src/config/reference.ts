@@ -384,7 +384,13 @@ and \`$$.name\` wherever it is written (\`$$\` is the input inside filters and f
 later step's or an item's. A \`required\` field counts as declared, the schemas of an \`allOf\` (an
 AsyncAPI payload composed of a base and its own fields) each add theirs (such a composition is
 never taken as allowing no others), a \`cloudevent\` step keeps the value (it is the event's data),
-and a schema giving \`additionalProperties\` a schema of its own (a map of readings) is not checked. Header
+and a schema giving \`additionalProperties\` a schema of its own (a map of readings) is not checked. A
+filter's \`status != "test"\` on a field the step's schema declares but does not require is a
+warning too (\`EG_CONFIG_OPTIONAL_FIELD\`): a comparison with a missing field is false, so the filter
+drops every message without \`status\`; write \`status != "test" or $not($exists(status))\` to keep
+them (or \`$exists(status) = false or status != "test"\`). It is not said of \`=\` or \`in\`, of a
+comparison inside a function or a condition, or where the filter reads the field elsewhere too
+(\`$exists(status) and status != "test"\`, \`status and ...\`): it then says what a message without it does. Header
 names in \`$headers\` are as the message has them: HTTP and WebSocket clients' headers are in lower
 case whatever case the client sent (\`$headers."x-source"\`); Kafka, MQTT, AMQP and NATS headers keep
 their producer's spelling. Kafka record headers, keys and values are bytes, and expressions, envelopes

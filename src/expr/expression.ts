@@ -5,7 +5,7 @@ import { boundNames, SIFT_NEEDS_FUNCTION, siftWithoutFunction, unknownFunctionCa
 import { calledBuiltIns, literalArgumentTypeProblem, withArgumentRefusals } from './argument-types.js';
 import { type AstNode, type BuiltIn, builtIn, CHECKED_SIGNATURES, checkedFunctions, isOwnValue, literalCallProblems, literalStart } from './checked-functions.js';
 import { EVAL_SIGNATURE, evalOnce } from './eval-once.js';
-import { type InputField, inputFields } from './input-fields.js';
+import { type InputField, inputFields, type MissingFieldComparison, missingFieldComparisons } from './input-fields.js';
 import { compileLinear, DEFAULT_MAX_REGEX_INPUT, linearRegexEngine, regexLiterals } from './regex.js';
 import { type Problem, problem } from '../core/errors.js';
 import type { Message, MessageContext } from '../core/message.js';
@@ -81,6 +81,8 @@ export interface Expression {
   readonly readsVariables: boolean;
   /** The fields of its input it reads by name at the top (input-fields.ts), with where each is written. */
   readonly inputFields: readonly InputField[];
+  /** Its `field != literal` comparisons that a message without the field makes false (input-fields.ts), for src/plan/field-reads.ts. */
+  readonly missingFieldComparisons: readonly MissingFieldComparison[];
   /** Where it reads the variables only some places bind (PLACE_VARIABLES: `$principal`, `$path.room`), for src/plan/variable-reads.ts. */
   readonly placeReads: readonly VariableRead[];
   /** Where it reads a header by name (`$headers."x-tenant"`: `member` is the name), for src/plan/header-reads.ts. */
@@ -205,6 +207,7 @@ function compileChecked(source: string, limits: ExpressionLimits, origin: Expres
   const fast = compileFastPath(compiled.ast());
   const readsVariables = hasVariable(compiled.ast());
   const fields = inputFields(source, compiled.ast() as AstNode);
+  const comparisons = missingFieldComparisons(source, compiled.ast() as AstNode);
   // Ranges are held to maxResultBytes before they are made (range.ts), once the checks above have
   // read the AST as JSONata wrote it; an expression without `..` or `$eval` is left as it was.
   const ranges = boundRanges(compiled.ast());
@@ -240,6 +243,7 @@ function compileChecked(source: string, limits: ExpressionLimits, origin: Expres
     source,
     readsVariables,
     inputFields: fields,
+    missingFieldComparisons: comparisons,
     placeReads: variableReads(compiled.ast(), PLACE_VARIABLES),
     headerReads: variableReads(compiled.ast(), HEADERS).filter((r) => r.member !== undefined),
     where,

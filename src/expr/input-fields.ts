@@ -96,3 +96,78 @@ function name(source: string, node: AstNode, out: InputField[]): void {
   if (source.slice(end - value.length, end) === value) out.push({ name: value, index: end - value.length });
   else if (source[end - 1] === '`' && source.slice(end - 1 - value.length, end - 1) === value) out.push({ name: value, index: end - value.length - 2 });
 }
+
+/**
+ * A comparison `field != literal` whose falsity for a message without the field decides the
+ * expression's truth: JSONata's comparison with no value is false, `!=` as much as `=`, so a
+ * filter `status != "test"` drops every message without a `status`, which few who write it mean.
+ */
+export interface MissingFieldComparison {
+  readonly name: string;
+  /** Where the field starts in the source (its `$.` included). */
+  readonly index: number;
+  /** The field as written: `status`, `$.status`, `` `order status` ``. */
+  readonly field: string;
+  /** The comparison as written: `status != "test"`. */
+  readonly text: string;
+  /** Whether it is the whole expression (in parentheses or not), not one operand of an `and` / `or`. */
+  readonly whole: boolean;
+}
+
+/**
+ * The `!=` comparisons of a field of the input with a literal that stand where the expression's
+ * truth is read (the root, an operand of `and` / `or`, parentheses), one per field. A field the
+ * expression reads anywhere else (`$exists(status)`, `status and ...`) is left out: the expression
+ * already says what a message without it does. So are `=` and `in` (no message without the field
+ * is meant to match), and a comparison inside a function or a condition (its truth is that of
+ * something else).
+ */
+export function missingFieldComparisons(source: string, ast: AstNode): MissingFieldComparison[] {
+  const found = new Map<string, MissingFieldComparison>();
+  const counted = new Map<string, number>();
+  const visit = (node: AstNode | undefined, whole: boolean): void => {
+    if (node?.type === 'block' && Array.isArray(node.expressions) && node.expressions.length === 1) return visit(node.expressions[0] as AstNode, whole);
+    if (node?.type !== 'binary') return;
+    if (node.value === 'and' || node.value === 'or') {
+      visit(node.lhs as AstNode, false);
+      visit(node.rhs as AstNode, false);
+      return;
+    }
+    const rhs = node.rhs as AstNode | undefined;
+    const field = node.value === '!=' ? fieldOf(source, node.lhs as AstNode) : undefined;
+    if (!field || !rhs || !['string', 'number', 'value'].includes(String(rhs.type)) || typeof rhs.position !== 'number') return;
+    counted.set(field.name, (counted.get(field.name) ?? 0) + 1);
+    if (!found.has(field.name)) found.set(field.name, { name: field.name, index: field.index, field: source.slice(field.index, field.end), text: source.slice(field.index, rhs.position), whole });
+  };
+  visit(ast, true);
+  const reads = nameCounts(ast, new Map(), new Set());
+  return [...found.values()].filter((c) => reads.get(c.name) === counted.get(c.name));
+}
+
+/** `status` or `$.status`: the field of the input a path of one name reads, and where it starts. */
+function fieldOf(source: string, node: AstNode | undefined): { name: string; index: number; end: number } | undefined {
+  const steps = node?.type === 'path' ? (node.steps as AstNode[] | undefined) : undefined;
+  if (!steps || node!.predicate || node!.stages) return undefined;
+  const [first, second] = steps;
+  const named = steps.length === 1 ? first : steps.length === 2 && first?.type === 'variable' && first.value === '' && !first.predicate && !first.stages ? second : undefined;
+  if (named?.type !== 'name' || named.predicate || named.stages || named.group) return undefined;
+  const out: InputField[] = [];
+  name(source, named, out);
+  const at = out[0];
+  if (!at) return undefined;
+  // `$.status` starts at its `$` (the variable's position is just past it).
+  return { name: at.name, index: steps.length === 2 ? (first!.position ?? 1) - 1 : at.index, end: named.position ?? at.index + at.name.length };
+}
+
+/** How often each name is read anywhere in the tree: a comparison's field read elsewhere too is guarded. */
+function nameCounts(node: unknown, counts: Map<string, number>, seen: Set<object>): Map<string, number> {
+  if (node === null || typeof node !== 'object' || seen.has(node)) return counts;
+  seen.add(node);
+  if (Array.isArray(node)) for (const n of node) nameCounts(n, counts, seen);
+  else {
+    const n = node as AstNode;
+    if (n.type === 'name') counts.set(String(n.value), (counts.get(String(n.value)) ?? 0) + 1);
+    for (const v of Object.values(n)) nameCounts(v, counts, seen);
+  }
+  return counts;
+}

@@ -5,6 +5,10 @@
  * without a word; with the schema known the config check can say so (a warning: a schema that
  * allows other properties may mean the field). Said when the schema allows no other properties
  * (no valid message has the field), or when the name is close to a declared one (a typo).
+ *
+ * And a filter's `status != "test"` on a field the schema declares but does not require: JSONata's
+ * comparison with no value is false, so the filter drops every message without the field, which
+ * the schema says are valid. Said with the form that keeps them (`... or $not($exists(status))`).
  */
 
 import { closest } from '../config/suggest.js';
@@ -14,6 +18,8 @@ import type { CompiledChainStep } from './steps.js';
 /** The top-level fields every message a validate step lets through may have, or undefined when its schemas do not say plainly. */
 interface DeclaredFields {
   names: Set<string>;
+  /** The fields every message the schemas accept has (each schema's `required`, an `allOf`'s parts' too). */
+  required: Set<string>;
   /** No other field is allowed (`additionalProperties: false` or `unevaluatedProperties: false` on every schema), and the step stops what they refuse. */
   closed: boolean;
   /** Where the validate step is written. */
@@ -41,6 +47,7 @@ export function warnUndeclaredFields(ctx: CompileContext, steps: readonly Compil
   };
   for (const s of steps) {
     checkAll(s.expressions);
+    if (declared && s.step.kind === 'filter') for (const { expression, at } of s.expressions) warnOptionalComparisons(ctx, declared, expression, at);
     if (s.step.accepts) declared = declaredFields(s.step.accepts, s.step.stopsInvalid === true, ctx.placeOf(s.at));
     else if (!s.step.keepsValue) declared = undefined; // a transform: the value is another one now
   }
@@ -56,6 +63,21 @@ function check(ctx: CompileContext, declared: DeclaredFields, name: string, at: 
     ? `no message the validate step at ${declared.place} lets through has it (its schema allows no other properties), so this reads no value`
     : `the schema of the validate step at ${declared.place} does not declare it, and JSONata reads a missing field as no value`;
   ctx.warnInValue(at, index, 'EG_CONFIG_UNDECLARED_FIELD', `'${name}' is not a field of the message: ${why}${hint}`);
+}
+
+/** A filter's `field != literal` on a field the schema declares and does not require: it drops the messages without it. */
+function warnOptionalComparisons(ctx: CompileContext, declared: DeclaredFields, expression: CompiledChainStep['expressions'][number]['expression'], at: CompiledChainStep['at']): void {
+  for (const c of expression.missingFieldComparisons) {
+    if (!declared.names.has(c.name) || declared.required.has(c.name)) continue;
+    const keeping = `${c.text} or $not($exists(${c.field}))`;
+    const write = c.whole ? `write '${keeping}'` : `write '(${keeping})' in its place`;
+    ctx.warnInValue(
+      at,
+      c.index,
+      'EG_CONFIG_OPTIONAL_FIELD',
+      `'${c.name}' is optional in the schema of the validate step at ${declared.place}, and a comparison with a missing field is false, \`!=\` as much as \`=\`: this filter drops every message without '${c.name}'; to keep them, ${write}`,
+    );
+  }
 }
 
 /**
@@ -75,14 +97,17 @@ function typoDistance(name: string): number {
  */
 function declaredFields(accepts: NonNullable<CompiledChainStep['step']['accepts']>, stops: boolean, place: string): DeclaredFields | undefined {
   const names = new Set<string>();
+  let required: Set<string> | undefined;
   let closed = stops;
   for (const { schema } of accepts) {
     const fields = fieldsOf(schema, schema, 0);
     if (!fields) return undefined;
     for (const k of fields.names) names.add(k);
+    // Required only where every message the step accepts has it.
+    required = required ? new Set([...required].filter((k) => fields.required.has(k))) : fields.required;
     closed &&= fields.closed;
   }
-  return names.size === 0 ? undefined : { names, closed, place };
+  return names.size === 0 ? undefined : { names, required: required ?? new Set(), closed, place };
 }
 
 /**
@@ -92,7 +117,7 @@ function declaredFields(accepts: NonNullable<CompiledChainStep['step']['accepts'
  * composition is never taken as closed: an `additionalProperties: false` in one of its schemas
  * refuses the others' fields too, which ajv judges, not this.
  */
-function fieldsOf(node: unknown, doc: unknown, depth: number): { names: Set<string>; closed: boolean } | undefined {
+function fieldsOf(node: unknown, doc: unknown, depth: number): { names: Set<string>; required: Set<string>; closed: boolean } | undefined {
   const root = resolveRef(node, doc);
   if (!root || OPEN_ENDED.some((k) => k in root)) return undefined;
   const composed = root.allOf !== undefined;
@@ -101,16 +126,18 @@ function fieldsOf(node: unknown, doc: unknown, depth: number): { names: Set<stri
   if (isSchemaObject(root.additionalProperties) || isSchemaObject(root.unevaluatedProperties)) return undefined;
   const names = new Set<string>(isSchemaObject(root.properties) ? Object.keys(root.properties!) : []);
   // A required field every message has, even when `properties` does not describe it.
-  if (Array.isArray(root.required)) for (const k of root.required) if (typeof k === 'string') names.add(k);
+  const required = new Set<string>(Array.isArray(root.required) ? root.required.filter((k): k is string => typeof k === 'string') : []);
+  for (const k of required) names.add(k);
   if (composed) {
     if (!Array.isArray(root.allOf) || depth >= MAX_ALL_OF_DEPTH) return undefined;
     for (const part of root.allOf) {
       const fields = fieldsOf(part, doc, depth + 1);
       if (!fields) return undefined;
       for (const k of fields.names) names.add(k);
+      for (const k of fields.required) required.add(k);
     }
   }
-  return { names, closed: !composed && (root.additionalProperties === false || root.unevaluatedProperties === false) };
+  return { names, required, closed: !composed && (root.additionalProperties === false || root.unevaluatedProperties === false) };
 }
 
 type SchemaObject = Record<string, unknown> & { properties?: Record<string, unknown> };

@@ -1406,6 +1406,57 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     });
   });
 
+  describe("a filter's != on a field the validate step's schema does not require (4712)", () => {
+    it('warns at the field that the filter drops every message without it, with the form that keeps them; not for =, in, a guarded or required field', async () => {
+      const order = '{ schema: { type: object, properties: { id: { type: string }, status: { type: string }, amount: { type: number } }, required: [id] } }';
+      const lines = [
+        ...base,
+        'asyncapi: streetlights.yaml', //                                                      12
+        'routes:', //                                                                          13
+        '  - name: plain', //                                                                  14
+        '    from: { listener: api, path: /plain }', //                                        15
+        '    through:', //                                                                     16
+        `      - validate: ${order}`, //                                                       17
+        '      - filter: status != "test"', //                                                 18: warned, the whole expression
+        "      - filter: amount > 0 and $.status != 'test'", //                                19: warned, one operand
+        '    to: { broker: local, topic: a }', //                                              20
+        '  - name: contract', //                                                               21
+        '    from: { listener: api, path: /contract }', //                                     22
+        '    through:', //                                                                     23
+        '      - validate: { message: lightMeasured }', //                                     24
+        '      - filter: (status != null)', //                                                 25: warned: the AsyncAPI payload's status is optional
+        '      - filter: lumens != 0', //                                                      26: required: every message has it
+        '    to: { broker: local, topic: b }', //                                              27
+        '  - name: quiet', //                                                                  28
+        '    from: { listener: api, path: /quiet }', //                                        29
+        '    through:', //                                                                     30
+        `      - validate: ${order}`, //                                                       31
+        '      - filter: status = "live" or status in ["new", "paid"]', //                     32: no message without it is meant
+        '      - filter: $exists(status) and status != "test"', //                             33: guarded
+        '      - filter: status != "test" or $not($exists(status))', //                        34: the form the warning gives
+        '      - filter: $exists(status) = false or status != "test"', //                      35: the other form that keeps them
+        '      - filter: status and status != "test"', //                                      36: guarded by its truth
+        '      - filter: $not(status = "test")', //                                            37: keeps them
+        '      - filter: id != "x"', //                                                        38: required
+        '      - filter: \'$boolean(status != "test") ? true : false\'', //                   39: inside a function: not judged
+        '      - transform: \'{"status": status}\'', //                                       40
+        '      - filter: status != "test"', //                                                 41: a new value, no schema
+        '    to: { broker: local, topic: c }', //                                              42
+      ];
+      const payload = `${lightMeasuredPayload}  status: {type: string}\n`;
+      const r = await validate({ 'gateway.yaml': yaml(...lines), 'streetlights.yaml': streetlights30, 'schemas/light-measured.yaml': payload });
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.equal(r.stdout, 'ok\n');
+      const drops = (place: string) =>
+        `'status' is optional in the schema of the validate step at ${place}, and a comparison with a missing field is false, \`!=\` as much as \`=\`: this filter drops every message without 'status'; to keep them, `;
+      assert.deepEqual(r.stderr.trimEnd().split('\n'), [
+        `gateway.yaml:18:17: warning: ${drops('gateway.yaml:17:9')}write 'status != "test" or $not($exists(status))' [EG_CONFIG_OPTIONAL_FIELD]`,
+        `gateway.yaml:19:32: warning: ${drops('gateway.yaml:17:9')}write '($.status != 'test' or $not($exists($.status)))' in its place [EG_CONFIG_OPTIONAL_FIELD]`,
+        `gateway.yaml:25:18: warning: ${drops('gateway.yaml:24:9')}write 'status != null or $not($exists(status))' [EG_CONFIG_OPTIONAL_FIELD]`,
+      ]);
+    });
+  });
+
   describe('routes that feed the topic they read', () => {
     const loops = [
       ...base,

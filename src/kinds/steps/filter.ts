@@ -10,7 +10,7 @@ export const filterStep = defineStep({
   options: Type.String({ minLength: 1, description: 'JSONata expression; the message continues only when it is truthy.' }),
   doc: {
     summary:
-      'Drops the message unless the JSONata expression is truthy (JSONata $boolean rules: empty string, array, object, 0, null and no result are false). A comparison with a field or header the message does not have is false, `!=` as much as `=`: `source != "test"` drops every message without a `source`; `$not(source = "test")` keeps them.',
+      'Drops the message unless the JSONata expression is truthy (JSONata $boolean rules: empty string, array, object, 0, null and no result are false). A comparison with a field or header the message does not have is false, `!=` as much as `=`: `source != "test"` drops every message without a `source`; `source != "test" or $not($exists(source))` (or `$not(source = "test")`) keeps them. After a validate step whose schema declares the field but does not require it, `validate` warns of such a `!=` (`EG_CONFIG_OPTIONAL_FIELD`).',
     example: 'filter: lumens > 0 and $not($headers."x-source" = "test")',
   },
   compile(source, ctx) {
