@@ -316,6 +316,33 @@ describe('the fields of its input an expression reads by name (inputFields)', ()
   });
 });
 
+describe('the `field != literal` comparisons a message without the field makes false (missingFieldComparisons)', () => {
+  const found = (source: string) => compileExpression(source).missingFieldComparisons.map((c) => `${c.name}@${c.index} ${c.field} [${c.text}]${c.whole ? ' whole' : ''}`);
+  it('are those where the truth is read (the root, parentheses, `and` / `or`), each field once, as written', () => {
+    assert.deepEqual(found('status != "test"'), ['status@0 status [status != "test"] whole']);
+    assert.deepEqual(found('((status != 1))'), ['status@2 status [status != 1] whole']);
+    assert.deepEqual(found('a > 1 and (`order state` != null or b)'), ['order state@11 `order state` [`order state` != null]']);
+    assert.deepEqual(found('$.s != true'), ['s@0 $.s [$.s != true] whole']);
+    assert.deepEqual(found('s != "a" and s != "b"'), ['s@0 s [s != "a"]']);
+  });
+  it('leave out =, in, a literal on the left, a field read elsewhere (a guard), a path, and a comparison inside a function or condition', () => {
+    for (const source of [
+      's = "a"',
+      's in ["a"]',
+      '"a" != s',
+      '$exists(s) and s != "a"',
+      's and s != "a"',
+      's != "a" or $not($exists(s))',
+      'a.b != "x"',
+      's != t',
+      '$not(s != "a")',
+      's != "a" ? 1 : 0',
+      '$boolean(s != "a")',
+    ])
+      assert.deepEqual(found(source), [], source);
+  });
+});
+
 describe('the variables only some places bind, as an expression reads them (placeReads)', () => {
   const reads = (source: string) => compileExpression(source).placeReads.map((r) => `${r.name}${r.member === undefined ? '' : `.${r.member}`}@${r.index}`);
   it('names the field read of each by name, wherever it is, and leaves out names the expression binds itself', () => {
