@@ -25,6 +25,7 @@ import { PathBatch, type BatchClient } from './write-batch.js';
 import { PacedWriter, SLICE_BYTES } from './paced-write.js';
 import { pathParameters, sameRoutePath } from './route-paths.js';
 import { SlicedSweep } from '../../core/sliced-sweep.js';
+import { SharedReplay } from './shared-replay.js';
 import { beyond, copyPositions, formatId, formatSources, OTHER_SOURCE, parseId, parseSources, positionsOf, type Seen, type SourcePositions, sourceTag } from './sse-ids.js';
 
 export type SseFormat = 'value' | 'envelope' | 'cloudevent';
@@ -747,6 +748,23 @@ export class SseStreams {
   }
 
   /**
+   * Disconnects a client that fell SHARED_LEAD_CHUNKS behind the others of the catch-up read it
+   * shared (shared-replay.ts), counted as a client too slow: it resumes again from the last event
+   * it got, with a read of its own (the route's group has joined by then).
+   */
+  private fellBehind(client: SseClient): void {
+    if (client.res.destroyed) return;
+    this.slowClientsClosed++;
+    this.onSlowClient();
+    this.logger.warn(
+      { listener: this.listener, path: client.path, remote: client.remoteAddress },
+      'event stream client fell behind the catch-up read it shares; disconnecting so that it resumes again',
+    );
+    this.paths.get(client.path)?.clients.delete(client);
+    client.res.destroy();
+  }
+
+  /**
    * Disconnects a client over its send bound, counted and said once: one already gone (cut off
    * while its replay's read was being set up, which keepCovered() then finds still over the bound)
    * is left as it is.
@@ -823,6 +841,8 @@ export class SseStreams {
         let held: HeldEvent | undefined;
         // Clients being replayed or ahead of the path's positions get this event their own way (or not at all).
         let apart: SseClient[] | undefined;
+        // The catch-up reads this event starts, by the positions they read after: clients short of the same records share one.
+        let catchUps: Map<ReplaySource, Map<string, SharedReplay>> | undefined;
         const heldEvent = (): HeldEvent =>
           (held ??= {
             frame,
@@ -846,8 +866,15 @@ export class SseStreams {
               c.held = [heldEvent()];
               c.heldBytes = frame.length;
               c.keptBytes = 0;
+              const after = this.clientPositions(c, state, route, pos.partition, prior);
+              const source = c.watch.sources.get(route)!;
+              const key = formatId(after.get(route)) ?? '';
+              let reads = (catchUps ??= new Map()).get(source);
+              if (reads === undefined) catchUps.set(source, (reads = new Map()));
+              let read = reads.get(key);
+              if (read === undefined) reads.set(key, (read = new SharedReplay(source, after.get(route)?.at ?? new Map())));
               // The held list is the read's to start from: a read that fails sends the event after its notice.
-              void this.replay(c, new Map([[route, c.watch.sources.get(route)!]]), this.clientPositions(c, state, route, pos.partition, prior), c.held);
+              void this.replay(c, new Map([[route, read.join(() => this.fellBehind(c))]]), after, c.held);
               continue;
             }
           }
