@@ -61,6 +61,8 @@ export interface KafkaCluster {
   joinRequests(): number;
   /** OffsetCommit requests the cluster received since it started (mock only, from its debug log; NaN elsewhere). */
   commitRequests(): number;
+  /** Requests of the Kafka API librdkafka names `api` (`ListOffsets`, `Fetch`) the cluster received since it started (mock only, from its debug log; NaN elsewhere). */
+  requests(api: string): number;
   /** How many members left `group` with a LeaveGroup request (mock only, from its debug log; NaN elsewhere). */
   leaves(group: string): number;
   /**
@@ -108,6 +110,7 @@ async function mockCluster(brokers: number, requestLog: boolean): Promise<KafkaC
   let produceRequests = 0;
   let joinRequests = 0;
   let commitRequests = 0;
+  const byApi = new Map<string, number>();
   const leaves = new Map<string, number>();
   const groups = new Set<string>();
   const err = createInterface({ input: child.stderr! });
@@ -116,6 +119,8 @@ async function mockCluster(brokers: number, requestLog: boolean): Promise<KafkaC
     if (l.includes('Received ProduceRequest')) produceRequests++;
     if (l.includes('Received JoinGroupRequest')) joinRequests++;
     if (l.includes('Received OffsetCommitRequest')) commitRequests++;
+    const api = /Received (\w+)RequestV\d/.exec(l)?.[1];
+    if (api !== undefined) byApi.set(api, (byApi.get(api) ?? 0) + 1);
     const leave = /Member \S+ is leaving group (\S+)/.exec(l);
     const group = /Mock consumer group (\S+) with/.exec(l);
     if (group) groups.add(group[1]!);
@@ -156,6 +161,7 @@ async function mockCluster(brokers: number, requestLog: boolean): Promise<KafkaC
     produceRequests: () => (requestLog ? produceRequests : Number.NaN),
     joinRequests: () => (requestLog ? joinRequests : Number.NaN),
     commitRequests: () => (requestLog ? commitRequests : Number.NaN),
+    requests: (api) => (requestLog ? (byApi.get(api) ?? 0) : Number.NaN),
     leaves: (group) => (requestLog ? (leaves.get(group) ?? 0) : Number.NaN),
     groups: async () => {
       if (!requestLog) throw new Error("groups() needs the mock's request log (startKafka({ requestLog: true }))");
@@ -204,6 +210,7 @@ function externalCluster(bootstrap: string): KafkaCluster {
     produceRequests: () => Number.NaN,
     joinRequests: () => Number.NaN,
     commitRequests: () => Number.NaN,
+    requests: () => Number.NaN,
     leaves: () => Number.NaN,
     async groups() {
       const admin = testClient(bootstrap).admin();
