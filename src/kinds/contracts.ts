@@ -900,6 +900,12 @@ export interface Retained {
    * route caught up on a backlog was cut off).
    */
   ends?: ReadonlyMap<number, bigint>;
+  /**
+   * Every partition of the source as the read began (a memory topic's and a JetStream stream's:
+   * 0); undefined: not known. Once the first live event of each was checked for a gap after a
+   * resume, the stream stops checking that client's events (sse.ts gapCheck()).
+   */
+  partitions?: readonly number[];
 }
 
 /** One read of a Retained. `gap`: what this read found missing (records deleted meanwhile, a batch the gateway cannot decode), before its messages. */

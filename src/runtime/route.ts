@@ -1063,9 +1063,9 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     if (from.type !== 'broker' || !broker) return { chunks: chunksOf([]), close: holdsNothing };
     // MQTT, AMQP: the server keeps no position to read from; the client is told, never left to assume it missed nothing.
     if (!broker.retained) return { chunks: chunksOf([]), close: holdsNothing, gap: noReadBack(`broker '${from.broker}' (${broker.kind})`), forget: [...after.keys()] };
-    const { chunks, close, gap, forget, ends } = await broker.retained(from.topic, after);
+    const { chunks, close, gap, forget, ends, partitions } = await broker.retained(from.topic, after);
     // Left early, throughChain's loop ends the broker's chunks (its finally); never begun, close() does.
-    return { chunks: this.throughChain(chunks), close, gap, forget, ends };
+    return { chunks: this.throughChain(chunks), close, gap, forget, ends, partitions };
   }
 
   /** A replay's chunks through the route's chain, each when asked for. */

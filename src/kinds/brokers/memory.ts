@@ -351,6 +351,7 @@ export class MemoryBroker implements BrokerRuntime {
       close: holdsNothing,
       forget: [...after.keys()].filter((p) => p !== 0 || ahead),
       ends: new Map(topic.end > 0 ? [[0, BigInt(topic.end - 1)]] : []),
+      partitions: [0],
       gap: ahead
         ? 'Last-Event-ID is past the end of the topic (the gateway restarted since, and its memory topics began again); resuming from the oldest retained event'
         : namesNoPartitionOf(after, (p) => p === 0)

@@ -67,8 +67,8 @@ export class SharedReplay {
       this.leave(reader);
       throw err;
     }
-    const { gap, forget, ends } = retained;
-    return { gap, forget, ends, chunks: this.chunks(reader), close: () => Promise.resolve(this.leave(reader)) };
+    const { gap, forget, ends, partitions } = retained;
+    return { gap, forget, ends, partitions, chunks: this.chunks(reader), close: () => Promise.resolve(this.leave(reader)) };
   }
 
   /** One client's chunks: those read already, then each next one as the first of them asks for it. */

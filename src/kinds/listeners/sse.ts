@@ -114,8 +114,30 @@ interface SseClient extends BatchClient {
 interface ResumeWatch {
   /** The path's sources (those of the running config: a reload replaces them, retain()). */
   sources: ReadonlyMap<string, ReplaySource>;
-  /** Per route whose read reached its ends, the partitions whose first live event was checked. */
-  checked: Map<string, { tag: string | undefined; partitions: Set<number> }>;
+  /**
+   * Per route whose read reached its ends, the partitions whose first live event was checked, and
+   * all of the source's (Retained.partitions, if known): once each was, the route is watched no
+   * more, and once no route is, neither is the client (its events cost one field test, as a client
+   * not resumed).
+   */
+  checked: Map<string, Watched>;
+}
+
+interface Watched {
+  tag: string | undefined;
+  partitions: Set<number>;
+  all: readonly number[] | undefined;
+}
+
+/** Whether the first live event of each partition of a watched route was checked. */
+function everyChecked(watched: Watched): boolean {
+  return watched.all !== undefined && watched.all.every((p) => watched.partitions.has(p));
+}
+
+/** Whether a resumed client's live event of `route` on `partition` is the first of its partition to be checked: a lookup and a test, before any other work. */
+function unchecked(watch: ResumeWatch, route: string, tag: string | undefined, partition: number): boolean {
+  const watched = watch.checked.get(route);
+  return watched !== undefined && watched.tag === tag && !watched.partitions.has(partition);
 }
 
 /** A live event kept for clients being replayed, with what its id is made of should the replay have gone further. */
@@ -151,6 +173,8 @@ interface ReplayRead {
   sent: ReadonlyMap<number, bigint>;
   /** Whether the read reached its ends: the live events it covers need no keeping. */
   done: boolean;
+  /** Every partition of the source as the read began (Retained.partitions); undefined: not known. */
+  partitions: readonly number[] | undefined;
   /**
    * Per partition, the highest offset of the covered events it had not yet sent that were let go
    * for the send bound (and of those not kept after: the read sends them). Should it fail before
@@ -461,6 +485,7 @@ export class SseStreams {
         anew: new Set(),
         sent: seen.at,
         done: false,
+        partitions: undefined,
         letGo: new Map(),
       };
       reads.set(route, read);
@@ -474,6 +499,7 @@ export class SseStreams {
         for (const p of forget ?? []) seen.at.delete(p);
         read.anew = new Set(forget);
         read.ends = ends ?? new Map();
+        read.partitions = retained.partitions;
         if (!this.keepCovered(client, read)) return;
         const why = [foreign.has(route) ? OTHER_SOURCE : '', gap ?? ''].filter(Boolean).join('; ');
         if (why !== '') this.write(client, sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: true, gap: true, reason: from + why }) }));
@@ -530,8 +556,10 @@ export class SseStreams {
     // From here on the first live event of each partition the reads reached the ends of is checked for a gap.
     // The running config's sources: a reload during this read gave the path's routes new ones (the old broker may be stopped).
     const watch = client.watch ?? { sources: this.running?.get(client.path) ?? sources, checked: new Map() };
-    for (const [route, read] of reads) if (read.done && read.tag !== undefined && !watch.checked.has(route)) watch.checked.set(route, { tag: read.tag, partitions: new Set() });
-    if (watch.checked.size > 0) client.watch = watch;
+    for (const [route, read] of reads) if (read.done && read.tag !== undefined && !watch.checked.has(route)) watch.checked.set(route, { tag: read.tag, partitions: new Set(), all: read.partitions });
+    // A route each of whose partitions was checked (the last by the check that started this catch-up) is watched no more.
+    for (const [route, watched] of watch.checked) if (everyChecked(watched)) watch.checked.delete(route);
+    client.watch = watch.checked.size > 0 ? watch : undefined;
     // What the client has seen beyond the path's live positions: the live events up to there come later and are left out.
     // Not on a partition whose source was made again during the read: the path's position is the new records', the client's the old ones'.
     const ahead: SourcePositions = new Map();
@@ -588,10 +616,17 @@ export class SseStreams {
    * nothing. Not for a record of the source made again (numbered anew).
    */
   private gapCheck(client: SseClient, route: string, tag: string | undefined, partition: number, offset: bigint, incarnation: number | undefined, position: bigint | undefined): boolean {
-    const watched = client.watch?.checked.get(route);
-    if (watched === undefined || watched.tag !== tag || watched.partitions.has(partition) || offset <= (position ?? -1n)) return false;
+    const watch = client.watch;
+    if (watch === undefined || !unchecked(watch, route, tag, partition) || offset <= (position ?? -1n)) return false;
+    const watched = watch.checked.get(route)!;
     watched.partitions.add(partition);
-    return incarnation === undefined && offset > (position ?? -1n) + 1n && client.watch!.sources.has(route);
+    const gap = incarnation === undefined && offset > (position ?? -1n) + 1n && watch.sources.has(route);
+    // Each partition checked: not watched any more. A check that starts a read leaves that to the read's end (resume()).
+    if (!gap && everyChecked(watched)) {
+      watch.checked.delete(route);
+      if (watch.checked.size === 0) client.watch = undefined;
+    }
+    return gap;
   }
 
   /**
@@ -857,7 +892,8 @@ export class SseStreams {
           });
         for (const c of state.clients) {
           if (wanted !== undefined && !inRoom(c, wanted)) continue;
-          if (c.watch !== undefined && !c.held && pos) {
+          // The partition's first live event since the resume (one lookup): the client's position there is worked out only then.
+          if (c.watch !== undefined && !c.held && pos && unchecked(c.watch, route, tag, pos.partition)) {
             const ahead = positionsOf(c.ahead, route, tag)?.get(pos.partition);
             const has = ahead !== undefined && ahead > (prior ?? -1n) ? ahead : prior;
             if (this.gapCheck(c, route, tag, pos.partition, pos.offset, incarnation, has)) {

@@ -68,11 +68,11 @@ export class RetainedReader {
     const replay = new Replay(this.settings, topic, after, this.log);
     this.running.add(replay);
     try {
-      const { gap, forget, ends } = await this.within(
+      const { gap, forget, ends, partitions } = await this.within(
         replay,
         this.connected().then((cluster) => replay.start(cluster)),
       );
-      return { gap, forget, ends, chunks: this.chunks(replay), close: () => this.forget(replay) };
+      return { gap, forget, ends, partitions, chunks: this.chunks(replay), close: () => this.forget(replay) };
     } catch (err) {
       this.running.delete(replay);
       throw err;
@@ -182,7 +182,7 @@ class Replay {
   }
 
   /** The offsets, and where each partition's read starts: what is known before the first record is read. */
-  async start(cluster: ReadingCluster): Promise<Pick<Retained, 'gap' | 'forget' | 'ends'>> {
+  async start(cluster: ReadingCluster): Promise<Pick<Retained, 'gap' | 'forget' | 'ends' | 'partitions'>> {
     this.cluster = cluster;
     this.check();
     try {
@@ -199,7 +199,7 @@ class Replay {
     this.truncated = false;
     // The last record each partition's read may reach: before its end offset (the last stable offset).
     const last = new Map(ends.filter((e) => e.high > 0n).map((e) => [e.partition, e.high - 1n] as const));
-    return { gap: gaps.filter(Boolean).join('; ') || undefined, forget: this.forget, ends: last };
+    return { gap: gaps.filter(Boolean).join('; ') || undefined, forget: this.forget, ends: last, partitions: ends.map((e) => e.partition) };
   }
 
   /** One Fetch round (one request per leader, retried as fetchRound says): its records, and what it found missing. */

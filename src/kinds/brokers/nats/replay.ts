@@ -50,7 +50,7 @@ export async function readStream(nc: NatsConnection, jsm: JetStreamManager, stre
   // JetStream messages are partition 0: a position on another, or past the stream's end, is not this stream's.
   const forget = [...after.keys()].filter((p) => p !== 0 || ahead);
   const ends = new Map(last === undefined ? [] : [[0, BigInt(last)]]);
-  if (last === undefined || last < from) return { chunks: chunksOf([]), close: holdsNothing, gap: gap(), forget, ends };
+  if (last === undefined || last < from) return { chunks: chunksOf([]), close: holdsNothing, gap: gap(), forget, ends, partitions: [0] };
   if (last - from >= MAX_REPLAY_MESSAGES) {
     from = last - MAX_REPLAY_MESSAGES + 1;
     truncated = true;
@@ -67,7 +67,7 @@ export async function readStream(nc: NatsConnection, jsm: JetStreamManager, stre
       () => undefined,
       () => undefined,
     ));
-  return { chunks: pulls(consumer, stream, last, toMessage, close), close, gap: gap(), forget, ends };
+  return { chunks: pulls(consumer, stream, last, toMessage, close), close, gap: gap(), forget, ends, partitions: [0] };
 }
 
 /**
