@@ -131,7 +131,7 @@ interface Watched {
 
 /** Whether the first live event of each partition of a watched route was checked. */
 function everyChecked(watched: Watched): boolean {
-  return watched.all !== undefined && watched.all.every((p) => watched.partitions.has(p));
+  return watched.all?.every((p) => watched.partitions.has(p)) === true;
 }
 
 /** Whether a resumed client's live event of `route` on `partition` is the first of its partition to be checked: a lookup and a test, before any other work. */
