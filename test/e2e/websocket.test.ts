@@ -798,6 +798,37 @@ describe('WebSocket (spec §5)', () => {
       assert.ok(slow.texts.length < sent, 'the slow client missed messages rather than blocking anyone');
     });
 
+    // What an evicted client still sends (a flooder's frames in flight) is skipped below ws's parser
+    // up to its close frame: a text frame that is not UTF-8 and one over maxPayloadBytes among them,
+    // which ws would fail the connection for, are not even read, and the close answer behind them is.
+    it('reads nothing an evicted client sends after its 1013 but its close answer, which ends the connection', async () => {
+      const slow = await RawWsClient.connect(gw.url('push', '/bulk', 'ws'));
+      try {
+        slow.pause();
+        const from = gw.logs.length;
+        let evicted = false;
+        void gw.waitForLog((l) => l.msg === 'client too slow; disconnecting with 1013', 60000, from).then(() => (evicted = true));
+        const pad = 'x'.repeat(256 * 1024);
+        for (let sent = 0; !evicted && sent < 400; sent++) assert.equal((await post(gw.url('api', '/bulk'), { pad })).status, 200);
+        assert.ok(evicted, 'the client was disconnected');
+        const closesBefore = (await scrape(gw.adminUrl)).value('eventgate_websocket_closes_total', { listener: 'push', code: '1013' }) ?? 0;
+        const notUtf8 = Buffer.from([0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe]);
+        const overMaxPayload = Buffer.concat([Buffer.from([0x82, 0xfe, 0x08, 0x00, 0, 0, 0, 0]), Buffer.alloc(2048)]);
+        const ones = Array.from({ length: 5000 }, () => RawWsClient.textFrame('1'));
+        slow.socket.write(Buffer.concat([...ones, notUtf8, overMaxPayload, ...ones, RawWsClient.closeFrame(1013)]));
+        slow.drain();
+        assert.deepEqual(await slow.waitCloseFrame(), { code: 1013, reason: 'client too slow' });
+        await slow.waitEnd();
+        assert.deepEqual(cutAtGrace(from, '/bulk'), [], 'the gateway read the close frame rather than cut the connection at the grace');
+        const failed = gw.logs.slice(from).filter((l) => l.msg === 'client error' && l.path === '/bulk');
+        assert.deepEqual(failed, [], 'no frame after the 1013 was parsed');
+        // The close code ws reports is that of the client's answer (1006 had the connection ended without it).
+        await eventually(async () => assert.equal((await scrape(gw.adminUrl)).value('eventgate_websocket_closes_total', { listener: 'push', code: '1013' }), closesBefore + 1));
+      } finally {
+        slow.destroy();
+      }
+    });
+
     // 1392: its frame in hand was published and its answer dropped with the 1013, so the client could
     // not tell it from the frames behind it, never published. It is now answered before the close frame.
     it('answers the frame a client had in hand when it was disconnected with 1013, before the close frame; the frames behind it are not published', async () => {

@@ -48,6 +48,7 @@ import type { PacedWriter } from './paced-write.js';
 import { PathBatch, type BatchClient } from './write-batch.js';
 import { chosenSubprotocol, malformedHandshake } from './ws-handshake.js';
 import { answerAndCloseLingering } from './lingering-close.js';
+import { hearOnlyCloseAnswer } from './ws-close-answer.js';
 import { canWriteRaw, textFrame, writeFrames } from './ws-frames.js';
 import { pathParameters, RoutePathClaims, routePathProblem, sameRoutePath } from './route-paths.js';
 import { ForwardRooms, type RoomClient, type RoomMember } from './ws-rooms.js';
@@ -1093,8 +1094,10 @@ function closeClient(c: Client, code: number, reason: string, graceMs = 1000): P
     // A client paused (evicted, closing, at maxPendingFrames) is read again: its close frame, the
     // answer to this one, ends the connection at once, rather than at graceMs with the client
     // (a browser's `close` event) waiting on it. What else it sent is not taken any more: an
-    // evicted client's frames are dropped, and the answers of others' have nowhere to go.
-    ws.resume();
+    // evicted client's frames are dropped, and the answers of others' have nowhere to go. An
+    // evicted client's are not even parsed (it may have megabytes of a flood in flight): its
+    // input is read past ws's parser up to its close frame (ws-close-answer.ts).
+    if (!(c.evicted && hearOnlyCloseAnswer(ws))) ws.resume();
   });
 }
 
