@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { createServer } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import WebSocket from 'ws';
+import { openBrowserPage } from '../helpers/browser.js';
 import { post, RawWsClient, WsClient } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { memoryRoutesCaughtUp, scrape } from '../helpers/prometheus.js';
@@ -826,6 +828,60 @@ describe('WebSocket (spec §5)', () => {
         await eventually(async () => assert.equal((await scrape(gw.adminUrl)).value('eventgate_websocket_closes_total', { listener: 'push', code: '1013' }), closesBefore + 1));
       } finally {
         slow.destroy();
+      }
+    });
+
+    // A browser answers the close frame once it has read what came before it: the gateway hears that
+    // answer (ws reports its code, 1013) rather than cutting the page at the grace (1006).
+    it('hears a page’s answer to its 1013 once the page has read what was buffered for it (Chromium)', async () => {
+      // The page blocks on a synchronous request this server answers only once the gateway evicted it.
+      let release: () => void = () => undefined;
+      let blocking: () => void = () => undefined;
+      const isBlocking = new Promise<void>((resolve) => (blocking = resolve));
+      const site = createServer((req, res) => {
+        if (req.url !== '/block') return res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>slow page</title>');
+        blocking();
+        release = () => res.headersSent || res.writeHead(204).end();
+      });
+      site.listen(0, '127.0.0.1');
+      await once(site, 'listening');
+      const browser = await openBrowserPage();
+      try {
+        const { page } = browser;
+        await page.goto(`http://127.0.0.1:${(site.address() as { port: number }).port}/`);
+        await page.evaluate(
+          (url) =>
+            new Promise<void>((resolve) => {
+              // (The page's own WebSocket, not ws's: this function runs in Chromium.)
+              const g = globalThis as any;
+              const ws = new g.WebSocket(url);
+              g.wsClosed = new Promise((closed) => ws.addEventListener('close', (e: any) => closed({ code: e.code, reason: e.reason, wasClean: e.wasClean })));
+              ws.addEventListener('open', () => resolve());
+            }),
+          gw.url('push', '/bulk', 'ws'),
+        );
+        const from = gw.logs.length;
+        const closesBefore = (await scrape(gw.adminUrl)).value('eventgate_websocket_closes_total', { listener: 'push', code: '1013' }) ?? 0;
+        const blocked = page.evaluate(() => {
+          const request = new (globalThis as any).XMLHttpRequest();
+          request.open('GET', '/block', false);
+          request.send();
+        });
+        await isBlocking;
+        let evicted = false;
+        void gw.waitForLog((l) => l.msg === 'client too slow; disconnecting with 1013', 60000, from).then(() => (evicted = true));
+        const pad = 'x'.repeat(256 * 1024);
+        for (let sent = 0; !evicted && sent < 400; sent++) assert.equal((await post(gw.url('api', '/bulk'), { pad })).status, 200);
+        assert.ok(evicted, 'the page was disconnected');
+        release();
+        await blocked;
+        assert.deepEqual(await page.evaluate(() => (globalThis as any).wsClosed), { code: 1013, reason: 'client too slow', wasClean: true });
+        await eventually(async () => assert.equal((await scrape(gw.adminUrl)).value('eventgate_websocket_closes_total', { listener: 'push', code: '1013' }), closesBefore + 1), 10000);
+        assert.deepEqual(cutAtGrace(from, '/bulk'), [], 'the gateway heard the page’s close frame rather than cut it at the grace');
+      } finally {
+        release();
+        await browser.close();
+        site.close();
       }
     });
 
