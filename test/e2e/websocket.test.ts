@@ -126,6 +126,14 @@ describe('WebSocket (spec §5)', () => {
   const gw = useGateway(() => config(held.url, retiring.url));
   /** The clients of `path` cut at the close grace since log line `from` (they never answered the close frame, or were not read). */
   const cutAtGrace = (from: number, path: string) => gw.logs.slice(from).filter((l) => l.msg === CLOSE_UNANSWERED && l.path === path);
+  /** Posts 256 KB messages to `path` of the api listener until a client of theirs is evicted (1013) after log line `from`. */
+  const forwardUntilEvicted = async (path: string, from: number) => {
+    let evicted = false;
+    void gw.waitForLog((l) => l.msg === 'client too slow; disconnecting with 1013', 60000, from).then(() => (evicted = true));
+    const pad = 'x'.repeat(256 * 1024);
+    for (let sent = 0; !evicted && sent < 400; sent++) assert.equal((await post(gw.url('api', path), { pad })).status, 200);
+    assert.ok(evicted, 'the client was disconnected');
+  };
   const connect = async (path: string) => {
     const c = await WsClient.connect(gw.url('push', path, 'ws'));
     clients.push(c);
@@ -808,11 +816,7 @@ describe('WebSocket (spec §5)', () => {
       try {
         slow.pause();
         const from = gw.logs.length;
-        let evicted = false;
-        void gw.waitForLog((l) => l.msg === 'client too slow; disconnecting with 1013', 60000, from).then(() => (evicted = true));
-        const pad = 'x'.repeat(256 * 1024);
-        for (let sent = 0; !evicted && sent < 400; sent++) assert.equal((await post(gw.url('api', '/bulk'), { pad })).status, 200);
-        assert.ok(evicted, 'the client was disconnected');
+        await forwardUntilEvicted('/bulk', from);
         const closesBefore = (await scrape(gw.adminUrl)).value('eventgate_websocket_closes_total', { listener: 'push', code: '1013' }) ?? 0;
         const notUtf8 = Buffer.from([0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe]);
         const overMaxPayload = Buffer.concat([Buffer.from([0x82, 0xfe, 0x08, 0x00, 0, 0, 0, 0]), Buffer.alloc(2048)]);
@@ -868,11 +872,7 @@ describe('WebSocket (spec §5)', () => {
           request.send();
         });
         await isBlocking;
-        let evicted = false;
-        void gw.waitForLog((l) => l.msg === 'client too slow; disconnecting with 1013', 60000, from).then(() => (evicted = true));
-        const pad = 'x'.repeat(256 * 1024);
-        for (let sent = 0; !evicted && sent < 400; sent++) assert.equal((await post(gw.url('api', '/bulk'), { pad })).status, 200);
-        assert.ok(evicted, 'the page was disconnected');
+        await forwardUntilEvicted('/bulk', from);
         release();
         await blocked;
         assert.deepEqual(await page.evaluate(() => (globalThis as any).wsClosed), { code: 1013, reason: 'client too slow', wasClean: true });
@@ -897,11 +897,7 @@ describe('WebSocket (spec §5)', () => {
         await eventually(() => assert.deepEqual(held.bodies.slice(from), ['{"n":1}']));
         slow.pause();
         const logged = gw.logs.length;
-        let evicted = false;
-        void gw.waitForLog((l) => l.msg === 'client too slow; disconnecting with 1013', 60000, logged).then(() => (evicted = true));
-        const pad = 'x'.repeat(256 * 1024);
-        for (let sent = 0; !evicted && sent < 400; sent++) assert.equal((await post(gw.url('api', '/held-chat-in'), { pad })).status, 200);
-        assert.ok(evicted, 'the client was disconnected');
+        await forwardUntilEvicted('/held-chat-in', logged);
         held.release();
         slow.resume();
         assert.deepEqual(await slow.waitCloseFrame(), { code: 1013, reason: 'client too slow' });
