@@ -2,7 +2,7 @@ import type { ErrorObject, ValidateFunction } from 'ajv';
 import { ajvModules } from '../core/ajv-modules.js';
 import { exactlyOneKeys, forbiddenKeys } from '../kinds/define.js';
 import { shownServerUrl } from '../kinds/brokers/server-url.js';
-import { opaqueOriginWhy, urlOrigin } from '../kinds/listeners/cors.js';
+import { blobOriginHint, opaqueOriginWhy, urlOrigin } from '../kinds/listeners/cors.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import { formatPath, type Diagnostic } from './diagnostics.js';
 import { isSecretPath } from './secrets.js';
@@ -436,8 +436,8 @@ function nullOriginHint(schema: unknown, data: unknown): string {
 function schemeHint(what: string, value: unknown): string {
   if (!/\bURL\b|\borigin\b/.test(what) || typeof value !== 'string' || value === '' || /\s/.test(value)) return '';
   if (/\borigin\b/.test(what)) {
-    // `null`, `file:///`: what any page can send, said why rather than how to write it.
-    const opaque = opaqueOriginWhy(value);
+    // `null`, `file:///`: what any page can send, said why rather than how to write it; a blob: URL, whose page sends its creator's origin.
+    const opaque = opaqueOriginWhy(value) ?? blobOriginHint(value);
     if (opaque !== undefined) return ` (${opaque})`;
     // `https://app.example.com/`, `capacitor://localhost/` (a page's address, not its origin): say the origin the browser sends.
     const origin = /^[a-z][a-z0-9+.-]*:\/\//i.test(value) && URL.canParse(value) ? urlOrigin(new URL(value)) : undefined;

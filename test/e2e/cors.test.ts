@@ -26,7 +26,7 @@ listeners:
   push: {kind: websocket, port: 0, origins: ["${APP}"]}
   anyList: {kind: http, port: 0, cors: {origins: ["*"]}}
   pushAny: {kind: websocket, port: 0, origins: ["*"]}
-  app: {kind: http, port: 0, cors: {origins: ["capacitor://localhost", "Ionic://localhost:8100"]}}
+  app: {kind: http, port: 0, cors: {origins: ["capacitor://localhost", "Ionic://LocalHost:8100"]}}
   appPush: {kind: websocket, port: 0, origins: ["capacitor://localhost"]}
 routes:
   - name: api
@@ -158,15 +158,18 @@ routes:
     (await WsClient.connect(gw.url('push', '/ws', 'ws'))).close();
   });
 
-  it("takes the origin of an app's web view (capacitor://localhost), its scheme in any case and its host as sent, on http and websocket listeners", async () => {
+  it("takes the origin of an app's web view (capacitor://localhost), its scheme and host in any case and its port as written, on http and websocket listeners", async () => {
     // Capacitor's and Ionic's iOS web views send these; the schema took http(s) origins only.
     const allowed = await post(gw.url('app', '/in'), 'hello', { origin: 'capacitor://localhost', 'content-type': 'text/plain' });
     assert.equal(allowed.status, 200);
     assert.equal(allowed.headers.get('access-control-allow-origin'), 'capacitor://localhost');
     const ionic = await post(gw.url('app', '/in'), 'hello', { origin: 'ionic://localhost:8100', 'content-type': 'text/plain' });
     assert.equal(ionic.status, 200);
-    // No default port and no case folding for a scheme URLs do not know: another port or host is another origin.
-    for (const origin of ['ionic://localhost', 'capacitor://LOCALHOST', 'capacitor://localhost:80', 'null']) {
+    // The host in any case, as WebKit sends it in lower case (an entry written `Ionic://LocalHost` refused the app's own origin).
+    const upper = await post(gw.url('app', '/in'), 'hello', { origin: 'capacitor://LOCALHOST', 'content-type': 'text/plain' });
+    assert.equal(upper.status, 200);
+    // No default port for a scheme URLs do not know: another port or host is another origin.
+    for (const origin of ['ionic://localhost', 'capacitor://localhost:80', 'capacitor://127.0.0.1', 'null']) {
       const refused = await post(gw.url('app', '/in'), 'hello', { origin, 'content-type': 'text/plain' });
       assert.equal(refused.status, 403, origin);
     }
@@ -329,7 +332,7 @@ routes:
     const anyPage = 'any page can send it, from a sandboxed frame of its own, so allowing it would let in every page; give such clients a credential, with an auth step, instead';
     const shape = 'must be an origin, scheme://host[:port] as browsers send it (no path), or "*", got string';
     assert.deepEqual(
-      await originErrors('["capacitor://localhost", "Ionic://localhost", "null", null, "chrome-extension://abcdefgh/", "file:///home/me/app.html"]', [
+      await originErrors('["capacitor://localhost", "Ionic://localhost", "null", null, "chrome-extension://abcdefgh/", "file:///home/me/app.html", "blob:https://app.example.com/0b4d"]', [
         'chrome-extension://abcdefghijklmnopabcdefghijklmnop',
         'moz-extension://0b4d3c2a-1111-2222-3333-444455556666',
         'tauri://localhost:1430',
@@ -342,6 +345,8 @@ routes:
         `7:71: listeners.api.cors.origins[3] must be a string, got null (if the origin "null" was meant: browsers send "null" from sandboxed frames, file:// pages and data: URLs, and ${anyPage})`,
         `7:77: listeners.api.cors.origins[4] ${shape} "chrome-extension://abcdefgh/" (an origin has no path: write "chrome-extension://abcdefgh")`,
         `7:109: listeners.api.cors.origins[5] ${shape} "file:///home/me/app.html" (pages of file: URLs send Origin "null", and ${anyPage})`,
+        // A blob: URL's page has the origin of the page that made it (it was said to send "null").
+        `7:137: listeners.api.cors.origins[6] ${shape} "blob:https://app.example.com/0b4d" (a blob: URL's page sends the origin of the page that made it: write "https://app.example.com")`,
         `15:9: "wss://app.example.com" is no origin: a WebSocket handshake carries the origin of the page that opened it, not the socket's address: write the page's, such as "https://app.example.com"`,
         '16:9: "capacitor://u@localhost" is no origin: it has a user; an origin is scheme://host[:port], as browsers send it in Origin: write "capacitor://localhost"',
         `17:9: "file://host" is no origin: pages of file: URLs send Origin "null", and ${anyPage}`,

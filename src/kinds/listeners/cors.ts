@@ -34,9 +34,10 @@ export function anyOrigin(origins: '*' | readonly string[]): boolean {
 
 /**
  * Schemes whose pages browsers send as `Origin: null` (an opaque origin, RFC 6454 §7.3): a file, a
- * `data:` or `about:` document, a script URL; a `blob:` URL's page has its creator's origin.
+ * `data:` or `about:` document, a script URL. Not `blob:`: its page has its creator's origin
+ * (blobOriginHint).
  */
-const OPAQUE_SCHEMES = new Set(['file:', 'data:', 'about:', 'javascript:', 'blob:']);
+const OPAQUE_SCHEMES = new Set(['file:', 'data:', 'about:', 'javascript:']);
 
 /** Why `null` cannot be an entry: it is not one site's. */
 const ANY_PAGE_SENDS_NULL = 'any page can send it, from a sandboxed frame of its own, so allowing it would let in every page; give such clients a credential, with an auth step, instead';
@@ -47,13 +48,15 @@ const ANY_PAGE_SENDS_NULL = 'any page can send it, from a sandboxed frame of its
  * is WHATWG URL's serialisation: host in lower case, an internationalised name in punycode, no
  * default port (`https://app.example.com:443` is sent as `https://app.example.com`). WHATWG URL
  * gives any other scheme's origin as an opaque `null`, though browsers and web views send theirs
- * (`capacitor://localhost`, `chrome-extension://<id>`): the scheme in lower case and the host and
- * port as the URL holds them, which is as written (but for a letter beyond ASCII, percent-encoded).
+ * (`capacitor://localhost`, `chrome-extension://<id>`): scheme and host in lower case (RFC 6454 §4;
+ * WebKit's SecurityOrigin lower-cases both, so an app whose page is `capacitor://MyApp/` sends
+ * `capacitor://myapp`), the port as written (no default port: URLs know none for such a scheme),
+ * a letter beyond ASCII percent-encoded as the URL holds it.
  */
 export function urlOrigin(url: URL): string | undefined {
   if (url.origin !== 'null') return url.origin;
   if (url.host === '' || OPAQUE_SCHEMES.has(url.protocol)) return undefined;
-  return `${url.protocol}//${url.host}`;
+  return `${url.protocol}//${url.host.toLowerCase()}`;
 }
 
 /**
@@ -81,6 +84,13 @@ export function opaqueOriginWhy(value: string): string | undefined {
   if (value.toLowerCase() === 'null') return `browsers send "null" from sandboxed frames, file:// pages and data: URLs, and ${ANY_PAGE_SENDS_NULL}`;
   const scheme = /^([a-z][a-z0-9+.-]*:)/i.exec(value)?.[1]?.toLowerCase();
   return scheme !== undefined && OPAQUE_SCHEMES.has(scheme) ? `pages of ${scheme} URLs send Origin "null", and ${ANY_PAGE_SENDS_NULL}` : undefined;
+}
+
+/** `blob:https://app.example.com/<uuid>` (an entry the schema refused): its page sends its creator's origin, which to write instead; else undefined. */
+export function blobOriginHint(value: string): string | undefined {
+  if (!/^blob:/i.test(value) || !URL.canParse(value)) return undefined;
+  const origin = urlOrigin(new URL(value));
+  return origin === undefined ? undefined : `a blob: URL's page sends the origin of the page that made it: write "${origin}"`;
 }
 
 /**
@@ -186,7 +196,7 @@ export const corsOptions = Type.Object(
   {
     origins: oneOf([anyOriginLiteral, originList], {
       description:
-        'Allowed origins (scheme://host[:port]; compared as browsers send them: any case, a default port or none, a Unicode host name or its punycode; an app\'s web view or a browser extension by its own scheme, `capacitor://localhost`, `chrome-extension://<id>`, its host and port as written; `null`, which any page can send, cannot be listed; an entry with a user, path, query or fragment, or no valid host, is a config error, and so is a wildcard such as `https://*.example.com`: list each origin, even one alone `[https://app.example.com]`), or "*" for any (not with credentials; `["*"]` is read as "*"). A reload that takes an origin off the list ends its open event streams (`eventgate.end` 403).',
+        'Allowed origins (scheme://host[:port]; compared as browsers send them: any case, a default port or none, a Unicode host name or its punycode; an app\'s web view or a browser extension by its own scheme, `capacitor://localhost`, `chrome-extension://<id>`, in any case, its port as written (such a scheme has no default port); `null`, which any page can send, cannot be listed; an entry with a user, path, query or fragment, or no valid host, is a config error, and so is a wildcard such as `https://*.example.com`: list each origin, even one alone `[https://app.example.com]`), or "*" for any (not with credentials; `["*"]` is read as "*"). A reload that takes an origin off the list ends its open event streams (`eventgate.end` 403).',
     }),
     methods: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { default: DEFAULTS.methods, description: 'Methods a cross-origin request may use.' })),
     headers: Type.Optional(
