@@ -348,6 +348,21 @@ describe('secretValues: environment values', () => {
     // The other values from the environment stay secrets.
     for (const s of ['pass-from-a-secret', 'alerts-of-a-tenant']) assert.ok(secrets!.has(s), s);
   });
+
+  it('keeps a variable secret that a clientId and another key both use, in whichever order they come', async () => {
+    // The username holds more than the variable, so only the variable's own value redacts it inside the clientId.
+    for (const clientIdFirst of [true, false]) {
+      const file = join(tempDir('eventgate-client-id-shared'), 'gateway.yaml');
+      const clientId = 'clientId: "gw-${SHARED_TOKEN}"';
+      const username = 'username: "u-${SHARED_TOKEN}"';
+      const fields = clientIdFirst ? `${clientId}, ${username}` : `${username}, ${clientId}`;
+      writeFileSync(file, ['version: 1', 'brokers:', `  devices: { kind: mqtt, url: "mqtt://127.0.0.1:1", ${fields} }`, 'routes: []', ''].join('\n'));
+      const { diagnostics, secrets } = await loadPlan(file, { registry: defaultRegistry(), env: { SHARED_TOKEN: 'tok-7f3a9c' } });
+      assert.deepEqual(diagnostics, []);
+      assert.ok(secrets!.has('tok-7f3a9c'), `clientId first: ${clientIdFirst}`);
+      assert.equal(redact('client gw-tok-7f3a9c connected', secrets!), `client gw-${REDACTED} connected`);
+    }
+  });
 });
 
 describe('RateLimitedWarning: keys a client chooses', () => {
