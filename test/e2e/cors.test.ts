@@ -339,6 +339,8 @@ routes:
         'wss://app.example.com',
         'capacitor://u@localhost',
         'file://host',
+        'htps://app.example.com',
+        'HTTPX://app.example.com:8443',
       ]),
       [
         `7:63: listeners.api.cors.origins[2] ${shape} "null" (browsers send "null" from sandboxed frames, file:// pages and data: URLs, and ${anyPage})`,
@@ -350,6 +352,9 @@ routes:
         `15:9: "wss://app.example.com" is no origin: a WebSocket handshake carries the origin of the page that opened it, not the socket's address: write the page's, such as "https://app.example.com"`,
         '16:9: "capacitor://u@localhost" is no origin: it has a user; an origin is scheme://host[:port], as browsers send it in Origin: write "capacitor://localhost"',
         `17:9: "file://host" is no origin: pages of file: URLs send Origin "null", and ${anyPage}`,
+        // Misspelt http(s), which the schema refused while it took http(s) alone, and which would match no page.
+        '18:9: "htps://app.example.com" is no origin a browser sends: its scheme htps is one letter from https; write "https://app.example.com"',
+        '19:9: "HTTPX://app.example.com:8443" is no origin a browser sends: its scheme httpx is one letter from http; write "http://app.example.com:8443"',
       ],
     );
   });

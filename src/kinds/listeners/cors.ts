@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { problem, type Problem } from '../../core/errors.js';
 import { FLOOD_LOG_INTERVAL_MS, RateLimitedWarning } from '../../core/rate-limited-warning.js';
+import { closest } from '../../config/suggest.js';
 import type { Logger } from '../../log.js';
 import type { ListenerCompileContext } from '../contracts.js';
 import { oneOf, stringMatching, Type, type Static } from '../define.js';
@@ -100,7 +101,8 @@ export function blobOriginHint(value: string): string | undefined {
  * fragment, a path after a backslash (which URLs read as `/`), a host no URL has (`https://a b`,
  * which matched no page, silently), a wildcard (`https://*.example.com`, as rs/cors and
  * gin-contrib/cors take it: a host of that very text, which no page has), a scheme whose pages send
- * `null` (`file://`), or a WebSocket's own address (`wss://`: the handshake carries its page's origin).
+ * `null` (`file://`), a WebSocket's own address (`wss://`: the handshake carries its page's origin),
+ * or a scheme one letter from http(s) (`htps://`, which the schema took once any scheme was).
  */
 export function notAnOrigin(entry: string): string | undefined {
   if (entry === '*') return undefined;
@@ -118,6 +120,10 @@ export function notAnOrigin(entry: string): string | undefined {
   if (opaque !== undefined) return `"${entry}" is no origin: ${opaque}`;
   const origin = urlOrigin(url);
   if (origin === undefined) return `"${entry}" is no origin: it has no host, so no browser would send it`;
+  // Any scheme is taken (an app's, an extension's), so `htps://` no longer fails the schema, and would match no page.
+  const scheme = url.protocol.slice(0, -1);
+  const meant = scheme === 'http' || scheme === 'https' ? undefined : closest(scheme, ['http', 'https'], 1);
+  if (meant !== undefined) return `"${entry}" is no origin a browser sends: its scheme ${scheme} is one letter from ${meant}; write "${meant}${entry.slice(scheme.length)}"`;
   if (url.protocol === 'ws:' || url.protocol === 'wss:') {
     const page = `${url.protocol === 'ws:' ? 'http' : 'https'}${origin.slice(url.protocol.length - 1)}`;
     return `"${entry}" is no origin: a WebSocket handshake carries the origin of the page that opened it, not the socket's address: write the page's, such as "${page}"`;
