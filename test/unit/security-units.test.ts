@@ -471,13 +471,7 @@ describe('origins compared as browsers write them', () => {
       assert.equal(cors.allows(origin), true, origin);
     }
     // No default port for such a scheme; and what has more than a host is no origin.
-    const refused = [
-      'capacitor://localhost:80',
-      'ionic://localhost',
-      'capacitor://localhost/',
-      'capacitor://u@localhost',
-      'null',
-    ];
+    const refused = ['capacitor://localhost:80', 'ionic://localhost', 'capacitor://localhost/', 'capacitor://u@localhost', 'null'];
     for (const origin of refused) {
       assert.equal(allowsOrigin(apps, origin), false, origin);
       assert.equal(cors.allows(origin), false, origin);
