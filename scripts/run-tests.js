@@ -6,6 +6,7 @@ import { once } from 'node:events';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
+import { longestFirst, readFileTimes } from './file-times.js';
 
 const root = new URL('../dist/test/', import.meta.url).pathname;
 const filters = process.argv.slice(2);
@@ -27,10 +28,13 @@ function collect(dir) {
 }
 
 // A filter matches the path under dist/test (`e2e/sse.test.js`), not the checkout's own path, so
-// `sse` run in a checkout named /work/sse-perf does not select every file.
-const files = collect(root)
-  .filter((f) => filters.length === 0 || filters.some((x) => relative(root, f).includes(x)))
-  .sort();
+// `sse` run in a checkout named /work/sse-perf does not select every file. The longest files start
+// first (test/file-times.json, scripts/file-times.js).
+const files = longestFirst(
+  collect(root).filter((f) => filters.length === 0 || filters.some((x) => relative(root, f).includes(x))),
+  readFileTimes(new URL('../test/file-times.json', import.meta.url).pathname),
+  (f) => relative(root, f),
+);
 if (files.length === 0) {
   console.error('run-tests: no test files matched');
   process.exit(1);
@@ -63,13 +67,14 @@ for (const [kind, { call, env: variable }] of Object.entries(sharedRabbitKinds))
 }
 env.EVENTGATE_TEST_SHARED_RABBITS = booted.join(',');
 
-// --test-timeout bounds each test and each whole file (its
-// process is a test of the run): set to end a hang, well above the longest file on a loaded
-// machine (docs/testing.md). The linger guard ends a file whose process outlives its tests sooner,
-// saying what held it (test/helpers/linger-guard.ts).
+// The files run in the order chosen above (run-files.js: `node --test` would sort them). Each file's
+// process takes these options from it: --test-timeout bounds each test, set to end a hang, well
+// above the longest file on a loaded machine (docs/testing.md); the linger guard ends a file whose
+// process outlives its tests, saying what held it (test/helpers/linger-guard.ts).
 const lingerGuard = new URL('../dist/test/helpers/linger-guard.js', import.meta.url).pathname;
-const child = spawn(process.execPath, ['--test', `--test-concurrency=${concurrency}`, '--test-timeout=300000', '--test-reporter=spec', '--import', lingerGuard, ...files], {
-  env,
+const runFiles = new URL('./run-files.js', import.meta.url).pathname;
+const child = spawn(process.execPath, ['--test-timeout=300000', '--import', lingerGuard, runFiles, ...files], {
+  env: { ...env, EVENTGATE_TEST_CONCURRENCY: concurrency },
   stdio: 'inherit',
 });
 

@@ -1,4 +1,4 @@
-// Loaded into every test file's process by scripts/run-tests.js (`--import`). A file whose tests
+// Loaded into every test file's process by scripts/run-tests.js (`--import`, through run-files.js). A file whose tests
 // are over but whose process stays up (a child process, socket or timer left behind) used to run
 // into the runner's 300 s file timeout and be cancelled with no word of what held it (seen once in
 // e2e/mqtt, docs/spec-checklist.md 596). This ends such a file LINGER_MS after its tests, failed,
@@ -29,12 +29,16 @@ function children(): string[] {
   }
 }
 
-after(() => {
-  // Unref'd: it never keeps the process up itself, and fires only if something else does.
-  setTimeout(() => {
-    process.stderr.write(
-      `linger-guard: ${process.argv[1]} still running ${LINGER_MS / 1000} s after its tests; open: ${JSON.stringify(process.getActiveResourcesInfo())}; child processes: ${JSON.stringify(children())}\n`,
-    );
-    process.exit(1);
-  }, LINGER_MS).unref();
-});
+// Only in a test file's process: scripts/run-files.js, which starts them, runs with the same
+// `--import` (each file's process inherits its options) and has no tests of its own.
+if (process.env.NODE_TEST_CONTEXT !== undefined) {
+  after(() => {
+    // Unref'd: it never keeps the process up itself, and fires only if something else does.
+    setTimeout(() => {
+      process.stderr.write(
+        `linger-guard: ${process.argv[1]} still running ${LINGER_MS / 1000} s after its tests; open: ${JSON.stringify(process.getActiveResourcesInfo())}; child processes: ${JSON.stringify(children())}\n`,
+      );
+      process.exit(1);
+    }, LINGER_MS).unref();
+  });
+}

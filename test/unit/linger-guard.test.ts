@@ -7,13 +7,14 @@ import { fileURLToPath } from 'node:url';
 import { tempDir } from '../helpers/reaper.js';
 
 const guard = fileURLToPath(new URL('../helpers/linger-guard.js', import.meta.url));
+const runFiles = fileURLToPath(new URL('../../../scripts/run-files.js', import.meta.url));
 
-/** Runs one test file as scripts/run-tests.js runs each: `node --test --import <guard>`. */
+/** Runs one test file as scripts/run-tests.js runs each: `node --import <guard> scripts/run-files.js FILE`. */
 function runGuarded(source: string) {
   const dir = tempDir('eventgate-linger');
   const file = join(dir, 'x.test.mjs');
   writeFileSync(file, source);
-  return spawnSync(process.execPath, ['--test', '--import', guard, '--test-reporter=spec', file], {
+  return spawnSync(process.execPath, ['--import', guard, runFiles, file], {
     encoding: 'utf8',
     // Without NODE_TEST_CONTEXT, which would make the inner runner report to this one.
     env: { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'NODE_TEST_CONTEXT')), EVENTGATE_TEST_LINGER_MS: '300' },
