@@ -33,5 +33,11 @@ export function writeFileTimes(path, measured, exists) {
   const files = Object.fromEntries(Object.entries(readFileTimes(path)).filter(([key]) => exists(key)));
   for (const [key, ms] of Object.entries(measured)) files[key] = { ms: Math.round(ms) };
   const sorted = Object.fromEntries(Object.entries(files).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-  writeFileSync(path, `${JSON.stringify({ about: ABOUT, files: sorted }, null, 2)}\n`);
+  writeFileSync(path, formatFileTimes(sorted));
+}
+
+/** The table as JSON with a line per file, so a refresh's diff shows each file's change. */
+export function formatFileTimes(files) {
+  const lines = Object.entries(files).map(([key, entry]) => `    ${JSON.stringify(key)}: ${JSON.stringify(entry).replace(/^\{(.*)\}$/, '{ $1 }').replace(/,"/g, ', "').replace(/":/g, '": ')}`);
+  return `{\n  "about": ${JSON.stringify(ABOUT)},\n  "files": {\n${lines.join(',\n')}\n  }\n}\n`;
 }
