@@ -38,6 +38,7 @@ export function writeFileTimes(path, measured, exists) {
 
 /** The table as JSON with a line per file, so a refresh's diff shows each file's change. */
 export function formatFileTimes(files) {
-  const lines = Object.entries(files).map(([key, entry]) => `    ${JSON.stringify(key)}: ${JSON.stringify(entry).replace(/^\{(.*)\}$/, '{ $1 }').replace(/,"/g, ', "').replace(/":/g, '": ')}`);
+  const entry = ({ ms, estimate }) => (estimate ? `{ "ms": ${ms}, "estimate": true }` : `{ "ms": ${ms} }`);
+  const lines = Object.entries(files).map(([key, e]) => `    ${JSON.stringify(key)}: ${entry(e)}`);
   return `{\n  "about": ${JSON.stringify(ABOUT)},\n  "files": {\n${lines.join(',\n')}\n  }\n}\n`;
 }
