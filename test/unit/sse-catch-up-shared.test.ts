@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, get, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo, type Socket } from 'node:net';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { payloadMessage, type Message } from '../../src/core/message.js';
@@ -99,6 +99,24 @@ describe('SSE: a catch-up read shared by the clients one live event found short'
         .map((e) => JSON.parse(e.data) as unknown);
     return { res, offsets, notices };
   }
+  /**
+   * A stream resumed after offset 1 of partition 0 over a plain socket (HTTP/1.0: the body as sent,
+   * not chunked), so that what reached it before the gateway cut it off can still be read after:
+   * an http client's response discards what it had not read when its connection closes early.
+   */
+  async function rawResumed(): Promise<{ socket: Socket; text: () => string }> {
+    const { port } = server.address() as AddressInfo;
+    const socket = connect(port, '127.0.0.1');
+    await once(socket, 'connect');
+    socket.on('error', () => {});
+    let raw = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      raw += chunk;
+    });
+    socket.write(`GET /e HTTP/1.0\r\nAccept: text/event-stream\r\nLast-Event-ID: ${sourceTag(SOURCE)}~0:1\r\n\r\n`);
+    return { socket, text: () => raw.slice(raw.indexOf('\r\n\r\n') + 4) };
+  }
   /** `count` clients resumed after 0:1, each sent offset 2 by its resume, every resume over. */
   async function resumedClients(count: number): Promise<Client[]> {
     resumeCount = count;
@@ -161,6 +179,37 @@ describe('SSE: a catch-up read shared by the clients one live event found short'
     c!.res.destroy();
   });
 
+  it('ends the read once, asking for no further chunk, when the last of its clients leaves mid-read', async () => {
+    let release: () => void = () => {};
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let read = 0;
+    catchUp = async function* () {
+      read++;
+      yield { messages: [3, 4, 5].map((o) => message(o)) };
+      await released;
+      read++;
+      yield { messages: [6, 7, 8].map((o) => message(o)) };
+      read++;
+      yield { messages: [9].map((o) => message(o)) };
+    };
+    const target = streams.target('/e', 'value', 'r', SOURCE);
+    const clients = await resumedClients(2);
+    await target.send(message(10), undefined as never);
+    await eventually(() => {
+      for (const client of clients) assert.deepEqual(client.offsets(), [2, 3, 4, 5], 'the first chunk');
+    });
+    // Both leave while the read waits for its second chunk: the one that gets it last ends the read.
+    for (const client of clients) client.res.destroy();
+    await eventually(() => assert.equal(streams.count(), 0, 'both gone'));
+    release();
+    await eventually(() => assert.equal(streams.replays, 0, 'the catch-ups are over'));
+    await eventually(() => assert.deepEqual({ catchUps, closed }, { catchUps: 1, closed: 1 }, 'one read, ended once'));
+    assert.equal(read, 2, 'no chunk asked for after the last client left');
+    assert.deepEqual(logged, [], 'nothing logged: clients that left are not slow');
+  });
+
   it('fails each client, which still gets the live event that started it, when the shared read fails', async () => {
     catchUp = async function* () {
       yield { messages: [3, 4].map((o) => message(o)) };
@@ -188,15 +237,25 @@ describe('SSE: a catch-up read shared by the clients one live event found short'
       for (let o = 3; o <= 2 + CHUNKS; o++) yield { messages: [message(o, pad)] };
     };
     const target = streams.target('/e', 'value', 'r', SOURCE);
-    const [reading, stopped] = await resumedClients(2);
-    stopped!.res.pause();
+    resumeCount = 2;
+    const reading = await resumed();
+    const stopped = await rawResumed();
+    const stoppedOffsets = () =>
+      parseEvents(stopped.text())
+        .filter((e) => e.event === undefined)
+        .map((e) => (JSON.parse(e.data) as { offset: number }).offset);
+    await eventually(() => {
+      for (const offsets of [reading.offsets(), stoppedOffsets()]) assert.deepEqual(offsets, [2], 'the resume read sent offset 2');
+      assert.equal(streams.replays, 0, 'the resumes are over');
+    });
+    stopped.socket.pause();
     await target.send(message(3 + CHUNKS), undefined as never);
     await eventually(() => assert.equal(streams.replays, 0, 'the catch-ups are over'), 50_000);
     // The read's records, then the live event that started it.
     await eventually(
       () =>
         assert.deepEqual(
-          reading!.offsets(),
+          reading.offsets(),
           Array.from({ length: CHUNKS + 2 }, (_, i) => i + 2),
           'every record once, in order',
         ),
@@ -205,7 +264,21 @@ describe('SSE: a catch-up read shared by the clients one live event found short'
     assert.equal(streams.slowClientsClosed, 1, 'the one that read nothing was let go');
     assert.deepEqual(logged, ['event stream client fell behind the catch-up read it shares; disconnecting so that it resumes again']);
     assert.deepEqual({ catchUps, closed }, { catchUps: 1, closed: 1 });
-    reading!.res.destroy();
-    stopped!.res.destroy();
+    reading.res.destroy();
+    // What the let-go client was sent before it was cut off, read now: the records from 2 on, in
+    // order, each once, and a last id naming the last of them (its reconnect resumes right after it).
+    const ended = new Promise((resolve) => stopped.socket.once('close', resolve));
+    stopped.socket.resume();
+    await ended;
+    const events = parseEvents(stopped.text());
+    const sent = stoppedOffsets();
+    assert.ok(sent.length >= 1 && sent.length < CHUNKS + 2, `a part of the read: ${sent.length} of ${CHUNKS + 2}`);
+    assert.deepEqual(sent, Array.from({ length: sent.length }, (_, i) => i + 2), 'from 2 on, in order, once');
+    assert.equal(events.filter((e) => e.id !== undefined).at(-1)?.id, `${sourceTag(SOURCE)}~0:${sent.at(-1)}`, 'its last id names its last record');
+    assert.deepEqual(
+      events.filter((e) => e.event !== undefined),
+      [],
+      'no notice: it is cut off, not told it missed anything',
+    );
   });
 });
