@@ -273,7 +273,11 @@ describe('SSE: a catch-up read shared by the clients one live event found short'
     const events = parseEvents(stopped.text());
     const sent = stoppedOffsets();
     assert.ok(sent.length >= 1 && sent.length < CHUNKS + 2, `a part of the read: ${sent.length} of ${CHUNKS + 2}`);
-    assert.deepEqual(sent, Array.from({ length: sent.length }, (_, i) => i + 2), 'from 2 on, in order, once');
+    assert.deepEqual(
+      sent,
+      Array.from({ length: sent.length }, (_, i) => i + 2),
+      'from 2 on, in order, once',
+    );
     assert.equal(events.filter((e) => e.id !== undefined).at(-1)?.id, `${sourceTag(SOURCE)}~0:${sent.at(-1)}`, 'its last id names its last record');
     assert.deepEqual(
       events.filter((e) => e.event !== undefined),
