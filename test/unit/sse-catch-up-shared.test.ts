@@ -2,13 +2,13 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, get, type IncomingMessage, type Server } from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
-import { afterEach, beforeEach, describe, it } from 'node:test';
+import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { payloadMessage, type Message } from '../../src/core/message.js';
 import type { ReplaySource, Retained, RetainedChunk } from '../../src/kinds/contracts.js';
 import { SHARED_LEAD_CHUNKS } from '../../src/kinds/listeners/shared-replay.js';
 import { SSE_DEFAULTS, SseStreams } from '../../src/kinds/listeners/sse.js';
-import { sourceTag } from '../../src/kinds/listeners/sse-ids.js';
+import { OTHER_SOURCE, sourceTag } from '../../src/kinds/listeners/sse-ids.js';
 import { eventually } from '../helpers/gateway.js';
 import { parseEvents } from '../helpers/sse.js';
 
@@ -284,5 +284,103 @@ describe('SSE: a catch-up read shared by the clients one live event found short'
       [],
       'no notice: it is cut off, not told it missed anything',
     );
+  });
+});
+
+/**
+ * A catch-up read asks the route's source now (a reload may have changed it) for what a read of the
+ * client's own would: from its oldest retained event when the client's positions are of another
+ * source (sse.ts resume(): `foreign`), not after them.
+ */
+describe('SSE: a shared catch-up read of a route whose source a reload changed', () => {
+  const OLD = JSON.stringify(['kafka', 'kafka', 'orders', null]);
+  const NEW = JSON.stringify(['kafka', 'kafka', 'orders-v2', null]);
+  let server: Server;
+  let streams: SseStreams;
+  /** The positions each read of the new source was asked to read after. */
+  const askedNew: Map<number, bigint>[] = [];
+  const message = (topic: string, offset: number): Message =>
+    payloadMessage(Buffer.from(JSON.stringify({ topic, offset })), { headers: {}, topic, partition: 0, offset: String(offset), timestamp: Date.now() });
+  const oldSource: ReplaySource = {
+    sourceKey: OLD,
+    replay: () =>
+      Promise.resolve({
+        ends: new Map([[0, 2n]]),
+        partitions: [0],
+        close: () => Promise.resolve(),
+        chunks: (async function* (): AsyncGenerator<RetainedChunk> {
+          yield { messages: [message('orders', 2)] };
+        })(),
+      }),
+  };
+  const newSource: ReplaySource = {
+    sourceKey: NEW,
+    replay: (after) => {
+      askedNew.push(new Map(after));
+      return Promise.resolve({
+        ends: new Map([[0, 1n]]),
+        partitions: [0],
+        close: () => Promise.resolve(),
+        chunks: (async function* (): AsyncGenerator<RetainedChunk> {
+          yield { messages: [message('orders-v2', 0), message('orders-v2', 1)] };
+        })(),
+      });
+    },
+  };
+
+  before(async () => {
+    streams = new SseStreams('api', SSE_DEFAULTS, pino({ level: 'silent' }));
+    server = createServer((req, res) =>
+      streams.open(req, res, '/e', new Map([['r', oldSource]]), { request: { headers: req.headers, query: {}, remoteAddress: req.socket.remoteAddress }, until: undefined }),
+    );
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+  });
+  after(() => {
+    streams.closeAll();
+    server.closeAllConnections();
+    server.close();
+  });
+
+  it('reads the new source from its oldest event for clients whose positions are of the old one', async () => {
+    const oldTarget = streams.target('/e', 'value', 'r', OLD);
+    const { port } = server.address() as AddressInfo;
+    const res = await new Promise<IncomingMessage>((resolve, reject) => {
+      get({ host: '127.0.0.1', port, agent: false, headers: { accept: 'text/event-stream', 'last-event-id': `${sourceTag(OLD)}~0:1` } }, resolve).on('error', reject);
+    });
+    let text = '';
+    res.setEncoding('utf8');
+    res.on('data', (chunk: string) => {
+      text += chunk;
+    });
+    const got = () =>
+      parseEvents(text)
+        .filter((e) => e.event === undefined)
+        .map((e) => JSON.parse(e.data) as { topic: string; offset: number });
+    const notices = () =>
+      parseEvents(text)
+        .filter((e) => e.event === 'eventgate.resume')
+        .map((e) => (JSON.parse(e.data) as { reason: string }).reason);
+    try {
+      await eventually(() => assert.deepEqual(got(), [{ topic: 'orders', offset: 2 }], 'the resume sent orders 0:2'));
+      await eventually(() => assert.equal(streams.replays, 0, 'the resume is over'));
+      // A reload points the route at another topic; a record of the old one still reaches the
+      // stream (the old route's last), past the client's position there: a catch-up read of the route as it is now.
+      streams.retain(new Set(['/e']), new Set(), new Map([['/e', new Map([['r', newSource]])]]));
+      await oldTarget.send(message('orders', 5), undefined as never);
+      await eventually(() => assert.equal(streams.replays, 0, 'the catch-up is over'));
+      assert.deepEqual(askedNew, [new Map()], "the new topic read from its oldest event, not after the old topic's offset 2");
+      assert.deepEqual(notices(), [OTHER_SOURCE], 'told so');
+      await eventually(() =>
+        assert.deepEqual(got(), [
+          { topic: 'orders', offset: 2 },
+          { topic: 'orders-v2', offset: 0 },
+          { topic: 'orders-v2', offset: 1 },
+          { topic: 'orders', offset: 5 },
+        ]),
+      );
+    } finally {
+      res.destroy();
+    }
   });
 });

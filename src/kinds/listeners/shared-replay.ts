@@ -36,11 +36,7 @@ export class SharedReplay {
   private pulling: Promise<void> | undefined;
   private readonly readers = new Set<Reader>();
 
-  constructor(
-    private readonly source: ReplaySource,
-    /** The positions read after (the same for every client sharing it: the key it is shared by). */
-    private readonly after: ReadonlyMap<number, bigint>,
-  ) {}
+  constructor(private readonly source: ReplaySource) {}
 
   /**
    * The read as one client sees it, a ReplaySource whose replay() joins it: its own chunks and its
@@ -49,17 +45,22 @@ export class SharedReplay {
   join(behind: () => void): ReplaySource {
     return {
       sourceKey: this.source.sourceKey,
-      replay: () => this.open(behind),
+      replay: (after) => this.open(after, behind),
     };
   }
 
-  private async open(behind: () => void): Promise<Retained> {
+  /**
+   * `after`: what the client's resume() asks the source for, the same for every client of the read
+   * (they share it by their positions and the source): its positions, or none when they are of
+   * another source (from the oldest retained event).
+   */
+  private async open(after: ReadonlyMap<number, bigint>, behind: () => void): Promise<Retained> {
     // Joined within the live event's turn, before any chunk was read: a later one would have missed chunks already let go.
     if (this.iterator !== undefined) throw new Error('a shared catch-up read is joined only before it reads');
     const reader: Reader = { at: 0, gone: false, behind };
     this.readers.add(reader);
     // The first client's call starts the read: the others of the same live event join it before it lists its ends.
-    this.retained ??= this.source.replay(this.after);
+    this.retained ??= this.source.replay(after);
     let retained: Retained;
     try {
       retained = await this.retained;

@@ -908,7 +908,7 @@ export class SseStreams {
               let reads = (catchUps ??= new Map()).get(source);
               if (reads === undefined) catchUps.set(source, (reads = new Map()));
               let read = reads.get(key);
-              if (read === undefined) reads.set(key, (read = new SharedReplay(source, after.get(route)?.at ?? new Map())));
+              if (read === undefined) reads.set(key, (read = new SharedReplay(source)));
               // The held list is the read's to start from: a read that fails sends the event after its notice.
               void this.replay(c, new Map([[route, read.join(() => this.fellBehind(c))]]), after, c.held);
               continue;
