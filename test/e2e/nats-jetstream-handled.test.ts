@@ -136,4 +136,36 @@ routes:
       await hook.stop();
     }
   });
+
+  it('hands a route re-added after a removal every message of a consumer deleted meanwhile again, as its startFrom says, not only those older than the removed route\'s memory', async () => {
+    const hook = await WebhookReceiver.start();
+    const broker = `nats: { kind: nats, servers: ${js.server.url}, reconnectTimeWaitMs: 200, streams: { READD: { subjects: ["readd.>"] } } }`;
+    const withRoute = `
+version: 1
+admin: { port: 0 }
+brokers:
+  ${broker}
+routes:
+  - name: readd
+    from: { broker: nats, topic: readd.in, startFrom: earliest }
+    to: { http: { url: "${hook.url}/in" } }
+`;
+    const gw = await startGateway(withRoute);
+    try {
+      await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'readd', 15000);
+      for (let n = 1; n <= 3; n++) await js.peer.jsPublish('readd.in', JSON.stringify({ n }));
+      await settledThrough(js.peer, 'READD', 'eventgate-readd', 3);
+      // The route removed, its consumer deleted by an operator who wants the stream read again, the route put back.
+      assert.equal((await gw.reconfigure(`version: 1\nadmin: { port: 0 }\nbrokers:\n  ${broker}\n`)).msg, 'config reloaded');
+      assert.equal((await js.peer.jsApi('$JS.API.CONSUMER.DELETE.READD.eventgate-readd', {})).success, true);
+      const from = gw.logs.length;
+      assert.equal((await gw.reconfigure(withRoute)).msg, 'config reloaded');
+      await gw.waitForLog((l: LogLine) => l.msg === 'consumer ready' && l.route === 'readd', 15000, from);
+      await settledThrough(js.peer, 'READD', 'eventgate-readd', 3);
+      assert.deepEqual(numbers(hook), [1, 2, 3, 1, 2, 3], 'the new consumer starts at the stream\'s first message, and the webhook gets each again');
+    } finally {
+      await gw.stop();
+      await hook.stop();
+    }
+  });
 });

@@ -32,6 +32,10 @@ export class HandledSequences {
     return this.items.has(n);
   }
 
+  clear(): void {
+    this.items.clear();
+  }
+
   add(n: number): void {
     this.items.add(n);
     if (this.items.size > this.max) this.items.delete(this.items.values().next().value!);

@@ -504,6 +504,12 @@ export class NatsSubscription {
         { stream, consumer: name, fromSeq: start.opt_start_seq },
         "the route's consumer was deleted on the server: made again from the oldest message the route remembers handling; those it handled are not delivered again",
       );
+    } else if (!existing) {
+      // Made anew at startFrom for a route that never read it: what it delivers is new to the
+      // route. The memory a removed route of the same consumer left would acknowledge those
+      // messages unsent (an operator who deleted the consumer to read the stream again got none
+      // of its newest 10,000).
+      this.handled?.sequences.clear();
     } else if (existing && existing.config.deliver_policy !== wanted) {
       // An existing one keeps its own start: nats-server refuses to change it ("deliver policy can
       // not be updated", retried for ever), and its acknowledged position is what the route resumes
