@@ -388,7 +388,7 @@ and a schema giving \`additionalProperties\` a schema of its own (a map of readi
 filter's \`status != "test"\` on a field the step's schema declares but does not require is a
 warning too (\`EG_CONFIG_OPTIONAL_FIELD\`): a comparison with a missing field is false, so the filter
 drops every message without \`status\`; write \`status != "test" or $not($exists(status))\` to keep
-them (or \`$exists(status) = false or status != "test"\`). It is not said of \`=\` or \`in\`, of a
+them (or \`$exists(status) = false or status != "test"\`). It is not said of \`=\` or \`in\`, of \`!= null\` (written to drop them), of a
 comparison inside a function or a condition, or where the filter reads the field elsewhere too
 (\`$exists(status) and status != "test"\`, \`status and ...\`): it then says what a message without it does. Header
 names in \`$headers\` are as the message has them: HTTP and WebSocket clients' headers are in lower

@@ -119,7 +119,7 @@ export interface MissingFieldComparison {
  * truth is read (the root, an operand of `and` / `or`, parentheses), one per field. A field the
  * expression reads anywhere else (`$exists(status)`, `status and ...`) is left out: the expression
  * already says what a message without it does. So are `=` and `in` (no message without the field
- * is meant to match), and a comparison inside a function or a condition (its truth is that of
+ * is meant to match), `!= null` (written to drop the messages without a value), and a comparison inside a function or a condition (its truth is that of
  * something else).
  */
 export function missingFieldComparisons(source: string, ast: AstNode): MissingFieldComparison[] {
@@ -135,7 +135,8 @@ export function missingFieldComparisons(source: string, ast: AstNode): MissingFi
     }
     const rhs = node.rhs as AstNode | undefined;
     const field = node.value === '!=' ? fieldOf(source, node.lhs as AstNode) : undefined;
-    if (!field || !rhs || !['string', 'number', 'value'].includes(String(rhs.type)) || typeof rhs.position !== 'number') return;
+    // `field != null` is how one writes "has a value": the messages without it are meant to go.
+    if (!field || !rhs || !['string', 'number', 'value'].includes(String(rhs.type)) || rhs.value === null || typeof rhs.position !== 'number') return;
     counted.set(field.name, (counted.get(field.name) ?? 0) + 1);
     if (!found.has(field.name)) found.set(field.name, { name: field.name, index: field.index, field: source.slice(field.index, field.end), text: source.slice(field.index, rhs.position), whole });
   };

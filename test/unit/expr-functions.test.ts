@@ -321,14 +321,16 @@ describe('the `field != literal` comparisons a message without the field makes f
   it('are those where the truth is read (the root, parentheses, `and` / `or`), each field once, as written', () => {
     assert.deepEqual(found('status != "test"'), ['status@0 status [status != "test"] whole']);
     assert.deepEqual(found('((status != 1))'), ['status@2 status [status != 1] whole']);
-    assert.deepEqual(found('a > 1 and (`order state` != null or b)'), ['order state@11 `order state` [`order state` != null]']);
+    assert.deepEqual(found('a > 1 and (`order state` != "new" or b)'), ['order state@11 `order state` [`order state` != "new"]']);
     assert.deepEqual(found('$.s != true'), ['s@0 $.s [$.s != true] whole']);
     assert.deepEqual(found('s != "a" and s != "b"'), ['s@0 s [s != "a"]']);
   });
-  it('leave out =, in, a literal on the left, a field read elsewhere (a guard), a path, and a comparison inside a function or condition', () => {
+  it('leave out =, in, != null (the messages without a value are meant to go), a literal on the left, a field read elsewhere (a guard), a path, and a comparison inside a function or condition', () => {
     for (const source of [
       's = "a"',
       's in ["a"]',
+      's != null',
+      '(`order state` != null)',
       '"a" != s',
       '$exists(s) and s != "a"',
       's and s != "a"',
