@@ -137,7 +137,7 @@ routes:
     }
   });
 
-  it('hands a route re-added after a removal every message of a consumer deleted meanwhile again, as its startFrom says, not only those older than the removed route\'s memory', async () => {
+  it("hands a route re-added after a removal every message of a consumer deleted meanwhile again, as its startFrom says, not only those older than the removed route's memory", async () => {
     const hook = await WebhookReceiver.start();
     const broker = `nats: { kind: nats, servers: ${js.server.url}, reconnectTimeWaitMs: 200, streams: { READD: { subjects: ["readd.>"] } } }`;
     const withRoute = `
@@ -162,7 +162,7 @@ routes:
       assert.equal((await gw.reconfigure(withRoute)).msg, 'config reloaded');
       await gw.waitForLog((l: LogLine) => l.msg === 'consumer ready' && l.route === 'readd', 15000, from);
       await settledThrough(js.peer, 'READD', 'eventgate-readd', 3);
-      assert.deepEqual(numbers(hook), [1, 2, 3, 1, 2, 3], 'the new consumer starts at the stream\'s first message, and the webhook gets each again');
+      assert.deepEqual(numbers(hook), [1, 2, 3, 1, 2, 3], "the new consumer starts at the stream's first message, and the webhook gets each again");
     } finally {
       await gw.stop();
       await hook.stop();
