@@ -371,18 +371,38 @@ routes:
 `;
     const gw = useGateway(config);
 
-    it('delivers every message in the order it was published', async () => {
-      await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'burst', 30000);
-      const sent = Array.from({ length: 3000 }, (_, i) => `{"i":${i}}`);
-      const pub = MosquittoPubStream.start(mqtt, 'burst/in', qos);
-      pub.write(sent);
-      await pub.end();
-      const deadline = Date.now() + 60000;
-      while (delivered.length < sent.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      const outOfOrder = delivered.findIndex((body, i) => body !== sent[i]);
-      assert.equal(outOfOrder, -1, `first out of order at ${outOfOrder}: ${delivered.slice(Math.max(0, outOfOrder - 2), outOfOrder + 3).join(' ')}`);
-      if (qos === 1) assert.equal(delivered.length, sent.length);
-    });
+    /**
+     * In order, none lost. A QoS 1 message comes twice only after a lost connection (a keepalive a
+     * loaded machine starved: PUBACKs written on the connection given up may never have reached
+     * the server, which sends those messages again: at least once, docs/scaling.md): such a
+     * repeat is of a message delivered before, and the first deliveries keep the order.
+     */
+    it('delivers every message in the order it was published', () =>
+      withLogsOnFailure(
+        () => [gw],
+        async () => {
+          await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'burst', 30000);
+          const from = gw.logs.length;
+          const sent = Array.from({ length: 3000 }, (_, i) => `{"i":${i}}`);
+          const pub = MosquittoPubStream.start(mqtt, 'burst/in', qos);
+          pub.write(sent);
+          await pub.end();
+          const deadline = Date.now() + 60000;
+          const firsts = (): string[] => [...new Set(delivered)];
+          while (firsts().length < sent.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+          const lost = gw.logs.slice(from).filter((l) => l.msg === 'mqtt connection lost; reconnecting' && l.connection === 'route burst').length;
+          const inOrder = qos === 1 && lost > 0 ? firsts() : delivered;
+          const outOfOrder = inOrder.findIndex((body, i) => body !== sent[i]);
+          assert.equal(
+            outOfOrder,
+            -1,
+            `first out of order at ${outOfOrder} (${lost} connection losses): ${inOrder.slice(Math.max(0, outOfOrder - 2), outOfOrder + 3).join(' ')}`,
+          );
+          if (qos === 1) assert.equal(inOrder.length, sent.length);
+          // What a lost connection can bring again: the server's window to the route (mosquitto's max_inflight_messages, 20).
+          assert.ok(delivered.length - inOrder.length <= 20 * lost, `${delivered.length - inOrder.length} repeats after ${lost} connection losses`);
+        },
+      ));
 
     /**
      * What the route's session queued while the gateway was stopped: mosquitto 2.0 sends it far
