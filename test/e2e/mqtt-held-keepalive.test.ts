@@ -399,11 +399,7 @@ routes:
           const lost = gw.logs.slice(from).filter((l) => l.msg === 'mqtt connection lost; reconnecting' && l.connection === 'route burst').length;
           const inOrder = qos === 1 && lost > 0 ? firsts() : delivered;
           const outOfOrder = inOrder.findIndex((body, i) => body !== sent[i]);
-          assert.equal(
-            outOfOrder,
-            -1,
-            `first out of order at ${outOfOrder} (${lost} connection losses): ${inOrder.slice(Math.max(0, outOfOrder - 2), outOfOrder + 3).join(' ')}`,
-          );
+          assert.equal(outOfOrder, -1, `first out of order at ${outOfOrder} (${lost} connection losses): ${inOrder.slice(Math.max(0, outOfOrder - 2), outOfOrder + 3).join(' ')}`);
           if (qos === 1) assert.equal(inOrder.length, sent.length);
           // Only what the route took before a loss comes again: its PUBACK went out on the connection
           // lost (the webhook's answer comes before the PUBACK, the PUBACK before the loss is logged).
