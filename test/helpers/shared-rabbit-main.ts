@@ -1,11 +1,11 @@
 // The run's shared RabbitMQ of one kind (shared-rabbit.ts, shared-rabbit-kinds.ts), started by scripts/run-tests.js:
 //   node dist/test/helpers/shared-rabbit-main.js KIND INFO_FILE TEST_FILE...
-// Boots a node of KIND with a vhost and a user for each TEST_FILE, writes its address (or why it
+// Boots a node of KIND with a vhost and a user for each call in each TEST_FILE (vhostsOfFile), writes its address (or why it
 // did not boot) to INFO_FILE, and stops it, removing its directory, once its stdin ends: the runner
 // closes it when the tests are over, and the kernel closes it if the runner dies, so the node never
 // outlives the run.
-import { renameSync, rmSync, writeFileSync } from 'node:fs';
-import { type SharedRabbitInfo, userFor, vhostFor } from './shared-rabbit.js';
+import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { type SharedRabbitInfo, userFor, vhostsOfFile } from './shared-rabbit.js';
 import { type SharedRabbitKind, type SharedRabbitKindName, sharedRabbitKinds } from './shared-rabbit-kinds.js';
 import { startRabbit, type RabbitServer } from './servers.js';
 
@@ -41,7 +41,7 @@ process.stdin.on('end', () => void (server ? stop() : (stopping = true)));
 process.stdin.resume();
 
 try {
-  const vhosts = testFiles.map(vhostFor);
+  const vhosts = testFiles.flatMap((file) => vhostsOfFile(file, readFileSync(file, 'utf8')));
   server = await startRabbit({ advancedConfig: kind.advancedConfig, vhosts, users: vhosts.map(userFor) });
   publish({ node: server.node, vhosts });
 } catch (err) {

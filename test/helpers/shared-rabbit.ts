@@ -37,6 +37,21 @@ export function vhostFor(testFile: string): string {
   return relative(testRoot, testFile).replace(/\.test\.js$/, '');
 }
 
+/** The vhost of a file's `n`th call of a kind's function (one count for all kinds): the file's own, then `-2`, `-3`, ... */
+export function vhostOfCall(testFile: string, n: number): string {
+  return `${vhostFor(testFile)}${n > 1 ? `-${n}` : ''}`;
+}
+
+/**
+ * The vhosts a file's calls take: as many as its text calls a kind's function (as the runner
+ * looks), so its node boots with each one defined. A vhost made for a second call cost four
+ * `rabbitmqctl` runs, an Erlang VM each: over 100 s of a loaded run for each describe block.
+ */
+export function vhostsOfFile(testFile: string, text: string): string[] {
+  const calls = Object.values(sharedRabbitKinds).reduce((n, { call }) => n + text.split(`${call}(`).length - 1, 0);
+  return Array.from({ length: Math.max(1, calls) }, (_, i) => vhostOfCall(testFile, i + 1));
+}
+
 /** The user of a vhost's own: `eg-e2e-amqp-publish-reopen`, its password the same. */
 export function userFor(vhost: string): RabbitUser {
   const name = `eg-${vhost.replace(/[^A-Za-z0-9-]/g, '-')}`;
@@ -61,8 +76,8 @@ let calls = 0;
 
 async function sharedOf(kindName: SharedRabbitKindName): Promise<SharedRabbit> {
   const kind = sharedRabbitKinds[kindName];
-  // A second call in the file gets a vhost (and user) of its own too.
-  const vhost = `${vhostFor(process.argv[1] ?? 'test')}${++calls > 1 ? `-${calls}` : ''}`;
+  // A second call in the file gets a vhost (and user) of its own too, defined at boot as well (vhostsOfFile).
+  const vhost = vhostOfCall(process.argv[1] ?? 'test', ++calls);
   const user = userFor(vhost);
   const file = process.env[kind.env];
   if (!file) {
@@ -73,7 +88,7 @@ async function sharedOf(kindName: SharedRabbitKindName): Promise<SharedRabbit> {
   }
   const { node, vhosts } = await sharedNode(file);
   if (!vhosts.includes(vhost)) {
-    // Not defined at boot: four rabbitmqctl calls.
+    // Not defined at boot (a call the file's text does not spell out): four rabbitmqctl calls.
     const ctl = rabbitCtl(node);
     await ctl('add_vhost', vhost);
     await ctl('set_permissions', '-p', vhost, 'guest', '.*', '.*', '.*');
