@@ -1,7 +1,7 @@
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { chmodSync, chownSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -498,6 +498,8 @@ async function startNatsOnce(dir = tempDir('eventgate-nats'), conf?: string, log
 /** A RabbitMQ node the tests can also administer: `ctl` runs `rabbitmqctl` against it (e.g. set_permissions). */
 export interface RabbitServer extends MessageServer {
   ctl(...args: string[]): Promise<string>;
+  /** A function called on the node (rabbitCall): what a `rabbitmqctl` command does, without its VM. */
+  call(mfa: string): Promise<string>;
   /** The virtual host `url` names: `/` on a server of the file's own, one of the file's own on the shared one. */
   vhost: string;
   /** How `rabbitmqctl` reaches the node, for another process (the run's shared server, `sharedRabbit`). */
@@ -563,6 +565,37 @@ export function rabbitCtl(node: RabbitNode): (...args: string[]) => Promise<stri
       const took = `${Date.now() - started} ms`;
       if (failed.killed) throw new Error(`rabbitmqctl ${ctlArgs.join(' ')}: no answer within ${RABBIT_CTL_TIMEOUT_MS} ms (killed after ${took})`);
       throw new Error(`rabbitmqctl ${ctlArgs.join(' ')} failed after ${took}: ${failed.stderr?.trim() || failed.message}`);
+    }
+  };
+}
+
+/** erl_interface's erl_call, a C client of the Erlang distribution (Debian's erlang-base). */
+function erlCallPath(): string {
+  const lib = '/usr/lib/erlang/lib';
+  const dir = existsSync(lib) ? readdirSync(lib).find((d) => d.startsWith('erl_interface-') && existsSync(join(lib, d, 'bin', 'erl_call'))) : undefined;
+  if (!dir) throw new Error(`no erl_call under ${lib}/erl_interface-*/bin (Debian's erlang-base has it, which rabbitmq-server needs)`);
+  return join(lib, dir, 'bin', 'erl_call');
+}
+
+/**
+ * Calls a function on `node` through erl_call: `mfa` is its `-a` argument, `Module Function [Args]`
+ * (`vm_memory_monitor set_vm_memory_high_watermark [0.4]`, which `rabbitmqctl
+ * set_vm_memory_high_watermark 0.4` calls), the answer the result as Erlang terms. A C program:
+ * no Erlang VM of its own to boot, where each `rabbitmqctl` run boots one (~0.6 s of a core, 30-55 s
+ * of waiting seen on a loaded machine). A result that is an error tuple, or no answer, fails.
+ */
+export function rabbitCall(node: RabbitNode): (mfa: string) => Promise<string> {
+  const env = { ...process.env, ERL_EPMD_PORT: String(node.epmdPort) };
+  return async (mfa) => {
+    const cookie = readFileSync(join(node.home, '.erlang.cookie'), 'utf8').trim();
+    const started = Date.now();
+    try {
+      const { stdout } = await run(erlCallPath(), ['-n', node.nodeName, '-c', cookie, '-a', mfa], { env, timeout: RABBIT_CTL_TIMEOUT_MS, killSignal: 'SIGKILL' });
+      if (/^\{(error|badrpc),/.test(stdout.trim())) throw Object.assign(new Error(stdout.trim()), { stderr: stdout.trim() });
+      return stdout;
+    } catch (err) {
+      const failed = err as Error & { killed?: boolean; stderr?: string };
+      throw new Error(`erl_call ${mfa} on ${node.nodeName} failed after ${Date.now() - started} ms: ${failed.killed ? 'no answer' : failed.stderr?.trim() || failed.message}`);
     }
   };
 }
@@ -659,5 +692,5 @@ async function startRabbitOnce(options: RabbitOptions): Promise<RabbitServer> {
     throw err;
   }
   process.once('exit', killEpmd);
-  return { ...serverOf(proc, url, port, dir, killEpmd), ctl: rabbitCtl(node), vhost: '/', node, ...(tlsPort ? { tlsUrl: `amqps://guest:guest@127.0.0.1:${tlsPort}` } : {}) };
+  return { ...serverOf(proc, url, port, dir, killEpmd), ctl: rabbitCtl(node), call: rabbitCall(node), vhost: '/', node, ...(tlsPort ? { tlsUrl: `amqps://guest:guest@127.0.0.1:${tlsPort}` } : {}) };
 }

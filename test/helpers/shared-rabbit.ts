@@ -3,7 +3,7 @@ import { relative } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type { RabbitNode, RabbitServer, RabbitUser } from './servers.js';
-import { rabbitCtl, startRabbit } from './servers.js';
+import { rabbitCall, rabbitCtl, startRabbit } from './servers.js';
 import { type SharedRabbitKindName, sharedRabbitKinds } from './shared-rabbit-kinds.js';
 
 /**
@@ -122,6 +122,7 @@ function onVhost(node: RabbitNode, vhost: string, user: RabbitUser, stop: () => 
     vhost,
     node,
     ctl: rabbitCtl(node),
+    call: rabbitCall(node),
     pid: notHere('pid()'),
     down: notHere('down()'),
     up: notHere('up()'),
