@@ -236,6 +236,41 @@ describe('hearOnlyCloseAnswer (over real sockets, with ws)', () => {
     }
   });
 
+  it('leaves ws to parse as before where its internals are not as known: a Receiver field renamed or retyped, its data listener renamed', async () => {
+    type Internals = { _receiver: Record<string, unknown>; _socket: Socket };
+    const changes: Record<string, (i: Internals) => () => void> = {
+      '_buffers renamed': (i) => rename(i._receiver, '_buffers', '_chunks'),
+      '_state a string': (i) => retype(i._receiver, '_state', (v) => String(v)),
+      '_payloadLength renamed': (i) => rename(i._receiver, '_payloadLength', '_length'),
+      '_bufferedBytes not what it holds': (i) => retype(i._receiver, '_bufferedBytes', (v) => (v as number) + 1),
+      'socketOnData renamed': (i) => {
+        const l = i._socket.listeners('data').find((f) => f.name === 'socketOnData')!;
+        Object.defineProperty(l, 'name', { value: 'onSocketData', configurable: true });
+        return () => Object.defineProperty(l, 'name', { value: 'socketOnData', configurable: true });
+      },
+    };
+    for (const [what, change] of Object.entries(changes)) {
+      const seen = await connection();
+      // ws mid-payload, its mask read: every field is one the take-over would rebuild from.
+      const first = text('z'.repeat(300));
+      seen.client.socket.write(first.subarray(0, 20));
+      await seen.readTo(20);
+      const internals = seen.ws as unknown as Internals;
+      const listeners = internals._socket.listeners('data');
+      const restore = change(internals);
+      seen.ws.close(1013, 'client too slow');
+      assert.equal(hearOnlyCloseAnswer(seen.ws), false, what);
+      restore();
+      assert.deepEqual(internals._socket.listeners('data'), listeners, `${what}: the socket's listeners unchanged`);
+      assert.equal(internals._receiver._state, 4, `${what}: ws still mid-payload`);
+      // closeClient's fallback: ws resumed, parsing the rest and the close answer itself.
+      seen.ws.resume();
+      seen.client.socket.write(Buffer.concat([first.subarray(20), close(1000, 'bye')]));
+      assert.deepEqual(await seen.closed, { code: 1000, reason: 'bye' }, what);
+      await seen.client.waitEnd();
+    }
+  });
+
   it('leaves ws as it is where it has read a close frame already', async () => {
     const seen = await connection();
     seen.client.socket.write(close(1000));
@@ -245,3 +280,22 @@ describe('hearOnlyCloseAnswer (over real sockets, with ws)', () => {
     assert.deepEqual(await seen.closed, { code: 1000, reason: '' });
   });
 });
+
+/** Moves `obj[from]` to `obj[to]`; returns the undoing. */
+function rename(obj: Record<string, unknown>, from: string, to: string): () => void {
+  obj[to] = obj[from];
+  delete obj[from];
+  return () => {
+    obj[from] = obj[to];
+    delete obj[to];
+  };
+}
+
+/** Replaces `obj[key]` by `f` of it; returns the undoing. */
+function retype(obj: Record<string, unknown>, key: string, f: (v: unknown) => unknown): () => void {
+  const was = obj[key];
+  obj[key] = f(was);
+  return () => {
+    obj[key] = was;
+  };
+}

@@ -52,7 +52,7 @@ type DataListener = (this: Duplex, chunk: Buffer) => void;
 export function hearOnlyCloseAnswer(ws: WebSocket): boolean {
   const internals = ws as unknown as WsInternals;
   const socket = internals._socket;
-  const receiver = internals._receiver;
+  const receiver = knownReceiver(internals._receiver);
   if (ws.readyState !== CLOSING || socket === undefined || receiver === undefined) return false;
   const wsOnData = socket.listeners('data').find((l) => l.name === 'socketOnData') as DataListener | undefined;
   if (wsOnData === undefined || receiver._state > GET_DATA) return false;
@@ -78,6 +78,27 @@ export function hearOnlyCloseAnswer(ws: WebSocket): boolean {
   ws.resume();
   if (socket.listeners('data').includes(onData)) socket.resume();
   return true;
+}
+
+/**
+ * ws's Receiver where its fields are as this module reads them, else undefined: a ws whose Receiver
+ * differs (fields renamed or retyped) is left to parse as before rather than have its state
+ * rebuilt from undefined values (a TypeError in closeClient, or bytes skipped that ws must read).
+ */
+function knownReceiver(r: unknown): ReceiverState | undefined {
+  if (typeof r !== 'object' || r === null) return undefined;
+  const s = r as { [K in keyof ReceiverState]?: unknown };
+  if (!Number.isInteger(s._state) || (s._state as number) < GET_INFO || !Number.isInteger(s._opcode) || !Number.isSafeInteger(s._payloadLength)) return undefined;
+  if (typeof s._fin !== 'boolean' || typeof s._masked !== 'boolean' || !Array.isArray(s._buffers) || typeof s._bufferedBytes !== 'number') return undefined;
+  // What it holds is what it counts, so the bytes handed to the walk are the ones it has not parsed.
+  let held = 0;
+  for (const b of s._buffers) {
+    if (!Buffer.isBuffer(b)) return undefined;
+    held += b.length;
+  }
+  if (held !== s._bufferedBytes) return undefined;
+  if (s._state === GET_DATA && s._masked && !(Buffer.isBuffer(s._mask) && s._mask.length === 4)) return undefined;
+  return r as ReceiverState;
 }
 
 /** The bytes of the current frame ws's Receiver has taken off its buffers (none at a frame's start). */
