@@ -2,9 +2,15 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { type WebSocket, WebSocketServer } from 'ws';
+import type * as Ws from 'ws';
+import type { WebSocket } from 'ws';
+import { bundled } from '../../src/core/bundled.js';
 import { FrameWalk, hearOnlyCloseAnswer } from '../../src/kinds/listeners/ws-close-answer.js';
 import { RawWsClient } from '../helpers/clients.js';
+
+// ws as the gateway loads it: the vendor bundle `npm run build` writes (whose names the take-over
+// finds ws's listener by), the package after a tsc-only build.
+const { WebSocketServer } = bundled<typeof Ws>('ws');
 
 const MASK = Buffer.from([0x12, 0x34, 0x56, 0x78]);
 
@@ -79,7 +85,7 @@ describe('FrameWalk (an evicted client read for its close frame only)', () => {
 });
 
 describe('hearOnlyCloseAnswer (over real sockets, with ws)', () => {
-  let wss: WebSocketServer;
+  let wss: Ws.WebSocketServer;
   let url: string;
   const accepted: { ws: WebSocket; socket: Socket }[] = [];
   const waiting: ((c: { ws: WebSocket; socket: Socket }) => void)[] = [];
