@@ -205,6 +205,20 @@ describe('hearOnlyCloseAnswer (over real sockets, with ws)', () => {
     }
   });
 
+  it('hears a close frame inside a fragmented message ws had begun before the take-over', async () => {
+    const start = frame(1, Buffer.from('{"a":'), { fin: false });
+    const seen = await connection();
+    seen.client.socket.write(start);
+    await seen.readTo(start.length);
+    evict(seen);
+    // Control frames may come between fragments (RFC 6455 §5.4): a ping, then the close frame.
+    seen.client.socket.write(Buffer.concat([frame(0, Buffer.from('1'), { fin: false }), frame(9, Buffer.alloc(0)), close(1000, 'bye'), frame(0, Buffer.from('}'))]));
+    assert.deepEqual(await seen.closed, { code: 1000, reason: 'bye' });
+    assert.equal(seen.afterTakeOver, 0);
+    assert.deepEqual(seen.errors, []);
+    await seen.client.waitEnd();
+  });
+
   it('reads a close frame or a long header cut between two reads after the take-over', async () => {
     const before = Buffer.concat([text('1'), frame(2, Buffer.alloc(70000, 2))]);
     const rest = Buffer.concat([frame(2, Buffer.alloc(70000, 3)), close(3000, 'cut')]);
