@@ -291,6 +291,21 @@ describe('hearOnlyCloseAnswer (over real sockets, with ws)', () => {
     }
   });
 
+  it('leaves ws to parse as before where called inside its parse loop (a message listener)', async () => {
+    const seen = await connection();
+    let took: boolean | undefined;
+    seen.ws.once('message', () => {
+      seen.ws.close(1013, 'client too slow');
+      took = hearOnlyCloseAnswer(seen.ws);
+      seen.ws.resume();
+    });
+    seen.client.socket.write(Buffer.concat([text('hello'), text('x'.repeat(40)), frame(9, Buffer.from('ping')), close(1000, 'bye')]));
+    assert.deepEqual(await seen.closed, { code: 1000, reason: 'bye' });
+    assert.equal(took, false);
+    assert.deepEqual(seen.errors, []);
+    await seen.client.waitEnd();
+  });
+
   it('leaves ws as it is where it has read a close frame already', async () => {
     const seen = await connection();
     seen.client.socket.write(close(1000));
@@ -319,3 +334,4 @@ function retype(obj: Record<string, unknown>, key: string, f: (v: unknown) => un
     obj[key] = was;
   };
 }
+

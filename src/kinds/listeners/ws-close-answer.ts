@@ -20,6 +20,7 @@ import type { WebSocket } from 'ws';
 const GET_INFO = 0;
 const GET_PAYLOAD_LENGTH_16 = 1;
 const GET_PAYLOAD_LENGTH_64 = 2;
+const GET_MASK = 3;
 const GET_DATA = 4;
 const CLOSING = 2;
 /** The longest frame header: 2 bytes, a 64-bit length, a mask. */
@@ -56,6 +57,9 @@ export function hearOnlyCloseAnswer(ws: WebSocket): boolean {
   if (ws.readyState !== CLOSING || socket === undefined || receiver === undefined) return false;
   const wsOnData = socket.listeners('data').find((l) => l.name === 'socketOnData') as DataListener | undefined;
   if (wsOnData === undefined || receiver._state > GET_DATA) return false;
+  // ws waits for bytes, as between two reads; not so inside its own parse loop (a 'message' or
+  // 'ping' listener), where the frame it stands on is taken off its buffers already.
+  if (receiver._bufferedBytes >= bytesWanted(receiver)) return false;
   // What ws has read of the frame it was in: that frame's bytes as the client sent them (the mask
   // kept), so the walk starts at a frame's start and ws, handed bytes back, starts at one too.
   const started = [...consumedHeader(receiver), ...receiver._buffers];
@@ -99,6 +103,14 @@ function knownReceiver(r: unknown): ReceiverState | undefined {
   if (held !== s._bufferedBytes) return undefined;
   if (s._state === GET_DATA && s._masked && !(Buffer.isBuffer(s._mask) && s._mask.length === 4)) return undefined;
   return r as ReceiverState;
+}
+
+/** How many bytes ws's Receiver needs buffered to take its next step (it holds fewer when at rest). */
+function bytesWanted(r: ReceiverState): number {
+  if (r._state === GET_PAYLOAD_LENGTH_64) return 8;
+  if (r._state === GET_MASK) return 4;
+  if (r._state === GET_DATA) return r._payloadLength;
+  return 2;
 }
 
 /** The bytes of the current frame ws's Receiver has taken off its buffers (none at a frame's start). */
