@@ -334,4 +334,3 @@ function retype(obj: Record<string, unknown>, key: string, f: (v: unknown) => un
     obj[key] = was;
   };
 }
-
