@@ -7,6 +7,15 @@ export const MAX_REPLAY_MESSAGES = 10_000;
 /** A pull of a replay that has not brought its messages by then gives up (the client streams from now). */
 const REPLAY_TIMEOUT_MS = 30_000;
 /**
+ * The idle heartbeat each pull asks of the server. A pull sent after the stream (or the replay's
+ * consumer) was deleted gets no answer at all from nats-server (2.9 and later: no status, no
+ * heartbeat) until its expiry; two missed heartbeats make nats.js look the consumer up, and its
+ * "stream not found" / "consumer not found" ends the pull within ~2 heartbeats instead of 30 s.
+ * (A pull waiting when the deletion comes gets the server's 409 "Consumer Deleted" at once.) Not
+ * shorter: a missed heartbeat on a busy host costs a look-up and a pull asked again.
+ */
+const REPLAY_HEARTBEAT_MS = 2_000;
+/**
  * What one pull may bring, as the replay's caller asks for them (Retained.chunks), in bytes (as
  * the server counts a message: subject, reply, headers and payload), and PULL_MESSAGES. A count alone (128 messages) let a pull of 1 MB messages hold 128 MB.
  */
@@ -30,7 +39,7 @@ export const PULL_MESSAGES = 100;
  * messages are pulled REPLAY_PULL_BYTES at a time, each pull when the caller asks for it.
  */
 export async function readStream(nc: NatsConnection, jsm: JetStreamManager, stream: string, filter: string, after: ReadonlyMap<number, bigint>, toMessage: (m: JsMsg) => Message): Promise<Retained> {
-  const { state } = await jsm.streams.info(stream);
+  const { state, created } = await jsm.streams.info(stream);
   const seen = after.get(0);
   const wanted = seen === undefined ? state.first_seq : Number(seen) + 1;
   // Past the stream's end: the stream was deleted and made again since the id was given. Reading
@@ -67,7 +76,8 @@ export async function readStream(nc: NatsConnection, jsm: JetStreamManager, stre
       () => undefined,
       () => undefined,
     ));
-  return { chunks: pulls(consumer, stream, last, toMessage, close), close, gap: gap(), forget, ends, partitions: [0] };
+  const same = () => sameStream(jsm, stream, created);
+  return { chunks: pulls(consumer, stream, last, toMessage, close, same), close, gap: gap(), forget, ends, partitions: [0] };
 }
 
 /**
@@ -77,9 +87,9 @@ export async function readStream(nc: NatsConnection, jsm: JetStreamManager, stre
  * a caller that never began the pulls calls itself): left, the server kept it for its inactivity
  * threshold (nats.js' ordered consumers: 5 minutes), one per resume.
  */
-async function* pulls(consumer: Consumer, stream: string, last: number, toMessage: (m: JsMsg) => Message, close: () => Promise<void>): AsyncGenerator<RetainedChunk> {
+async function* pulls(consumer: Consumer, stream: string, last: number, toMessage: (m: JsMsg) => Message, close: () => Promise<void>, same: () => Promise<void>): AsyncGenerator<RetainedChunk> {
   try {
-    yield* pulled(consumer, stream, last, toMessage);
+    yield* pulled(consumer, stream, last, toMessage, same);
   } finally {
     await close();
   }
@@ -89,20 +99,29 @@ async function* pulls(consumer: Consumer, stream: string, last: number, toMessag
  * pulls() without the deletion: a pull of at most REPLAY_PULL_BYTES per chunk. A message larger
  * than that ends a pull at once with none (the server's 409 "Message Size Exceeds MaxBytes"; the
  * message stays next): it is pulled alone, whole, as a Kafka read takes a first batch larger
- * than its bound.
+ * than its bound. A pull that ends with nothing is followed by a look at the stream (`same`): the
+ * ordered consumer ends a pull whose consumer went away (two missed heartbeats) with nothing, and
+ * its next pull would make the consumer again on whatever stream has the name now (the broker
+ * declares a deleted stream again), where it waits for the pull's expiry.
  */
-async function* pulled(consumer: Consumer, stream: string, last: number, toMessage: (m: JsMsg) => Message): AsyncGenerator<RetainedChunk> {
+async function* pulled(consumer: Consumer, stream: string, last: number, toMessage: (m: JsMsg) => Message, same: () => Promise<void>): AsyncGenerator<RetainedChunk> {
   const expired = () => new Error(`stream '${stream}' did not give back its messages up to sequence ${last} within ${REPLAY_TIMEOUT_MS} ms`);
   const pull = async (bound: { max_bytes: number } | { max_messages: number }) => {
-    const batch = await consumer.fetch({ ...bound, expires: REPLAY_TIMEOUT_MS });
+    const batch = await consumer.fetch({ ...bound, expires: REPLAY_TIMEOUT_MS, idle_heartbeat: REPLAY_HEARTBEAT_MS }).catch((err: unknown) => {
+      throw gone(err, stream);
+    });
     const messages: Message[] = [];
     let bytes = 0;
-    for await (const m of batch) {
-      messages.push(toMessage(m));
-      bytes += sizeOf(m);
-      if (m.seq >= last || m.info.pending === 0) return { messages, reached: true };
-      // The server ends the pull here and says nothing: nats.js would wait for its expiry (30 s).
-      if (messages.length === PULL_MESSAGES || bytes >= REPLAY_PULL_BYTES) break;
+    try {
+      for await (const m of batch) {
+        messages.push(toMessage(m));
+        bytes += sizeOf(m);
+        if (m.seq >= last || m.info.pending === 0) return { messages, reached: true };
+        // The server ends the pull here and says nothing: nats.js would wait for its expiry (30 s).
+        if (messages.length === PULL_MESSAGES || bytes >= REPLAY_PULL_BYTES) break;
+      }
+    } catch (err) {
+      throw gone(err, stream);
     }
     return { messages, reached: false };
   };
@@ -110,6 +129,7 @@ async function* pulled(consumer: Consumer, stream: string, last: number, toMessa
     const asked = Date.now();
     let got = await pull({ max_bytes: REPLAY_PULL_BYTES });
     if (got.messages.length === 0 && !got.reached) {
+      await same();
       // Nothing within the pull's expiry: the server did not give the messages back.
       if (Date.now() - asked >= REPLAY_TIMEOUT_MS) throw expired();
       got = await pull({ max_messages: 1 });
@@ -118,6 +138,37 @@ async function* pulled(consumer: Consumer, stream: string, last: number, toMessa
     yield { messages: got.messages };
     if (got.reached) return;
   }
+}
+
+/**
+ * A pull's failure, said as what it means when the stream or the replay's consumer went away
+ * under the read (nats.js' 404 "stream not found" / "consumer not found" after missed heartbeats,
+ * the server's 409 "Consumer Deleted"): the gateway's log line names the deletion. Others as they are.
+ */
+function gone(err: unknown, stream: string): unknown {
+  const { code, message } = err as { code?: unknown; message?: unknown };
+  const said = typeof message === 'string' ? message.toLowerCase() : '';
+  if (said === 'stream not found') return deleted(stream, err);
+  if (said === 'consumer not found' || (code === '409' && said === 'consumer deleted'))
+    return new Error(`the replay's consumer on stream '${stream}' was deleted while it read`, { cause: err });
+  return err;
+}
+
+/** The read's end when its stream is gone, or is another of the same name (deleted and made again). */
+function deleted(stream: string, cause: unknown): Error {
+  return new Error(`stream '${stream}' was deleted while its events were being replayed`, { cause });
+}
+
+/** Throws deleted() when `stream` is not there, or is not the one made at `created` (the read's). */
+async function sameStream(jsm: JetStreamManager, stream: string, created: string): Promise<void> {
+  let now: string;
+  try {
+    now = (await jsm.streams.info(stream)).created;
+  } catch (err) {
+    if (/stream not found/i.test((err as Error).message)) throw deleted(stream, err);
+    throw err;
+  }
+  if (now !== created) throw deleted(stream, `made again at ${now}`);
 }
 
 /**
