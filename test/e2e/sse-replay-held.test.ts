@@ -267,9 +267,14 @@ ${['kept', 'over']
       assert.equal((await listenerStatus(gw)).eventStreamReplays, 1, 'its replay is under way');
       target.release();
       await eventually(() => assert.equal(taken(stream).length, BACKLOG + 1 + LIVE.length), 20_000);
+      const from = gw.logs.length;
       assert.equal((await peer.jsApi(`$JS.API.STREAM.DELETE.${stream.toUpperCase()}`, {})).success, true);
       client.read();
       await eventually(async () => assert.equal((await listenerStatus(gw)).eventStreamReplays, 0, 'the replay is over'), 60_000);
+      // Ended by the deletion, seen from the pull's missed heartbeats, not by the pull's 30 s expiry
+      // ("did not give back its messages ... within 30000 ms"): the client was not kept waiting.
+      const failed = await gw.waitForLog((l) => String(l.msg).startsWith('event stream could not be resumed'), 20_000, from);
+      assert.equal(failed.err, `stream '${stream.toUpperCase()}' was deleted while its events were being replayed`);
       const sent = ns(client.events).filter((n) => n <= BACKLOG);
       assert.deepEqual(sent, range(2, sent.at(-1)!), 'what the read sent before it failed, from the id on, once, in order');
       assert.ok(sent.at(-1)! < BACKLOG, `the read failed midway (it sent up to ${sent.at(-1)})`);

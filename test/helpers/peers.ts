@@ -490,6 +490,8 @@ export interface NatsReceived {
   payload: string;
   /** The payload as sent, byte for byte. */
   bytes: Buffer;
+  /** The status of a status message (its header block's first line after `NATS/1.0`: `409 Consumer Deleted`, `100 Idle Heartbeat`); undefined when it has none. */
+  status?: string;
 }
 
 /**
@@ -658,13 +660,15 @@ export class RawNats {
         const body = this.buffer.subarray(eol + 2, eol + 2 + total);
         this.buffer = this.buffer.subarray(eol + 2 + total + 2);
         const entries: [string, string][] = [];
-        for (const h of body.subarray(0, headerBytes).toString('utf8').split('\r\n').slice(1)) {
+        const [first = '', ...lines] = body.subarray(0, headerBytes).toString('utf8').split('\r\n');
+        const status = first.slice('NATS/1.0'.length).trim() || undefined;
+        for (const h of lines) {
           const i = h.indexOf(':');
           if (i > 0) entries.push([h.slice(0, i).trim(), h.slice(i + 1).trim()]);
         }
         // fromEntries: a header named __proto__ is kept as one (an assignment would set the prototype).
         const headers = Object.fromEntries(entries);
-        this.subs.get(sid!)?.push({ subject: subject!, reply, headers, payload: body.subarray(headerBytes).toString('utf8'), bytes: Buffer.from(body.subarray(headerBytes)) });
+        this.subs.get(sid!)?.push({ subject: subject!, reply, headers, payload: body.subarray(headerBytes).toString('utf8'), bytes: Buffer.from(body.subarray(headerBytes)), ...(status ? { status } : {}) });
         for (const w of this.waiters.splice(0)) w();
         continue;
       }
