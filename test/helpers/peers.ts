@@ -668,7 +668,9 @@ export class RawNats {
         }
         // fromEntries: a header named __proto__ is kept as one (an assignment would set the prototype).
         const headers = Object.fromEntries(entries);
-        this.subs.get(sid!)?.push({ subject: subject!, reply, headers, payload: body.subarray(headerBytes).toString('utf8'), bytes: Buffer.from(body.subarray(headerBytes)), ...(status ? { status } : {}) });
+        this.subs
+          .get(sid!)
+          ?.push({ subject: subject!, reply, headers, payload: body.subarray(headerBytes).toString('utf8'), bytes: Buffer.from(body.subarray(headerBytes)), ...(status ? { status } : {}) });
         for (const w of this.waiters.splice(0)) w();
         continue;
       }

@@ -149,8 +149,7 @@ function gone(err: unknown, stream: string): unknown {
   const { code, message } = err as { code?: unknown; message?: unknown };
   const said = typeof message === 'string' ? message.toLowerCase() : '';
   if (said === 'stream not found') return deleted(stream, err);
-  if (said === 'consumer not found' || (code === '409' && said === 'consumer deleted'))
-    return new Error(`the replay's consumer on stream '${stream}' was deleted while it read`, { cause: err });
+  if (said === 'consumer not found' || (code === '409' && said === 'consumer deleted')) return new Error(`the replay's consumer on stream '${stream}' was deleted while it read`, { cause: err });
   return err;
 }
 
