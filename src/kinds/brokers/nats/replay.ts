@@ -8,9 +8,9 @@ export const MAX_REPLAY_MESSAGES = 10_000;
 const REPLAY_TIMEOUT_MS = 30_000;
 /**
  * The idle heartbeat each pull asks of the server. A pull sent after the stream (or the replay's
- * consumer) was deleted gets no answer at all from nats-server (2.9 and later: no status, no
- * heartbeat) until its expiry; two missed heartbeats make nats.js look the consumer up, and its
- * "stream not found" / "consumer not found" ends the pull within ~2 heartbeats instead of 30 s.
+ * consumer) was deleted gets no answer at all from nats-server (2.9.10: no status, no
+ * heartbeat) until its expiry; two missed heartbeats make nats.js look the consumer up, and a
+ * "stream not found" or "consumer not found" ends the pull within ~2 heartbeats, not 30 s.
  * (A pull waiting when the deletion comes gets the server's 409 "Consumer Deleted" at once.) Not
  * shorter: a missed heartbeat on a busy host costs a look-up and a pull asked again.
  */
