@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
-import { get, type IncomingMessage } from 'node:http';
+import { once } from 'node:events';
+import { createServer, get, type IncomingMessage, type Server } from 'node:http';
 import { after, before } from 'node:test';
+import type { ReplaySource } from '../../src/kinds/contracts.js';
+import type { SseStreams } from '../../src/kinds/listeners/sse.js';
 import { useGateway, type GatewayFixture } from './gateway.js';
 import { runProcess, startKafka, type KafkaCluster } from './kafka.js';
 export interface SseEvent {
@@ -301,4 +304,23 @@ export async function resumeFrom(url: string, lastId: string): Promise<Reader> {
   // Not flowing ('data' listeners make it flow) until the case says so.
   res.pause();
   return reader;
+}
+
+/**
+ * For unit tests of SseStreams without a gateway: an http server on an ephemeral port opening
+ * every request as a stream of `path(req)` (`/e` unless said) fed by the routes `routes()` names
+ * (asked per request, so a case may swap a source). closeSse() ends the streams and the server.
+ */
+export async function serveSse(streams: SseStreams, routes: () => ReadonlyMap<string, ReplaySource>, path: (req: IncomingMessage) => string = () => '/e'): Promise<Server> {
+  const server = createServer((req, res) => streams.open(req, res, path(req), routes(), { request: { headers: req.headers, query: {}, remoteAddress: req.socket.remoteAddress }, until: undefined }));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return server;
+}
+
+/** serveSse()'s streams and server ended, every connection with them. */
+export function closeSse(streams: SseStreams, server: Server): void {
+  streams.closeAll();
+  server.closeAllConnections();
+  server.close();
 }

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import { createServer, get, type IncomingMessage, type Server } from 'node:http';
+import { get, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
@@ -9,7 +8,7 @@ import type { ReplaySource, Retained, RetainedChunk } from '../../src/kinds/cont
 import { SSE_DEFAULTS, SseStreams } from '../../src/kinds/listeners/sse.js';
 import { sourceTag } from '../../src/kinds/listeners/sse-ids.js';
 import { eventually } from '../helpers/gateway.js';
-import { parseEvents } from '../helpers/sse.js';
+import { closeSse, parseEvents, serveSse } from '../helpers/sse.js';
 
 /**
  * A resumed client's first live event past its position + 1 starts a catch-up read of its route
@@ -48,17 +47,9 @@ describe('SSE: a catch-up read that fails', () => {
 
   before(async () => {
     streams = new SseStreams('api', SSE_DEFAULTS, pino({ level: 'silent' }));
-    server = createServer((req, res) =>
-      streams.open(req, res, '/e', new Map([['r', source]]), { request: { headers: req.headers, query: {}, remoteAddress: req.socket.remoteAddress }, until: undefined }),
-    );
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
+    server = await serveSse(streams, () => new Map([['r', source]]));
   });
-  after(() => {
-    streams.closeAll();
-    server.closeAllConnections();
-    server.close();
-  });
+  after(() => closeSse(streams, server));
 
   it('sends the live event that started it after the resumed: false notice', async () => {
     const target = streams.target('/e', 'value', 'r', SOURCE);
@@ -133,11 +124,11 @@ describe('SSE: a catch-up read that fails', () => {
         });
       },
     };
-    const reloaded = createServer((req, res) =>
-      streams.open(req, res, '/r', new Map([['r', before]]), { request: { headers: req.headers, query: {}, remoteAddress: req.socket.remoteAddress }, until: undefined }),
+    const reloaded = await serveSse(
+      streams,
+      () => new Map([['r', before]]),
+      () => '/r',
     );
-    reloaded.listen(0, '127.0.0.1');
-    await once(reloaded, 'listening');
     try {
       const routeTarget = streams.target('/r', 'value', 'r', SOURCE);
       const { res, offsets } = await resumed(reloaded);

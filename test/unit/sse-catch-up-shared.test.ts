@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { createServer, get, type IncomingMessage, type Server } from 'node:http';
+import { get, type IncomingMessage, type Server } from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import { pino } from 'pino';
@@ -10,7 +10,7 @@ import { SHARED_LEAD_CHUNKS } from '../../src/kinds/listeners/shared-replay.js';
 import { SSE_DEFAULTS, SseStreams } from '../../src/kinds/listeners/sse.js';
 import { OTHER_SOURCE, sourceTag } from '../../src/kinds/listeners/sse-ids.js';
 import { eventually } from '../helpers/gateway.js';
-import { parseEvents } from '../helpers/sse.js';
+import { closeSse, parseEvents, serveSse } from '../helpers/sse.js';
 
 /**
  * Clients resumed at the same position whose route's first live event shows them the same gap (the
@@ -137,11 +137,7 @@ describe('SSE: a catch-up read shared by the clients one live event found short'
     logged = [];
     const logger = pino({ level: 'warn' }, { write: (line: string) => void logged.push((JSON.parse(line) as { msg: string }).msg) });
     streams = new SseStreams('api', SSE_DEFAULTS, logger);
-    server = createServer((req, res) =>
-      streams.open(req, res, '/e', new Map([['r', source]]), { request: { headers: req.headers, query: {}, remoteAddress: req.socket.remoteAddress }, until: undefined }),
-    );
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
+    server = await serveSse(streams, () => new Map([['r', source]]));
   });
   afterEach(() => {
     streams.closeAll();
@@ -330,17 +326,9 @@ describe('SSE: a shared catch-up read of a route whose source a reload changed',
 
   before(async () => {
     streams = new SseStreams('api', SSE_DEFAULTS, pino({ level: 'silent' }));
-    server = createServer((req, res) =>
-      streams.open(req, res, '/e', new Map([['r', oldSource]]), { request: { headers: req.headers, query: {}, remoteAddress: req.socket.remoteAddress }, until: undefined }),
-    );
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
+    server = await serveSse(streams, () => new Map([['r', oldSource]]));
   });
-  after(() => {
-    streams.closeAll();
-    server.closeAllConnections();
-    server.close();
-  });
+  after(() => closeSse(streams, server));
 
   it('reads the new source from its oldest event for clients whose positions are of the old one', async () => {
     const oldTarget = streams.target('/e', 'value', 'r', OLD);

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import { createServer, get, type IncomingMessage, type Server } from 'node:http';
+import { get, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
@@ -9,7 +8,7 @@ import type { ReplaySource, RetainedChunk } from '../../src/kinds/contracts.js';
 import { SSE_DEFAULTS, SseStreams } from '../../src/kinds/listeners/sse.js';
 import { sourceTag } from '../../src/kinds/listeners/sse-ids.js';
 import { eventually } from '../helpers/gateway.js';
-import { parseEvents } from '../helpers/sse.js';
+import { closeSse, parseEvents, serveSse } from '../helpers/sse.js';
 
 /**
  * After a resume, the first live event of each partition is checked for a gap (sse.ts gapCheck());
@@ -47,17 +46,13 @@ describe("SSE: a resumed client's watch for a gap", () => {
 
   before(async () => {
     streams = new SseStreams('api', SSE_DEFAULTS, pino({ level: 'silent' }));
-    server = createServer((req, res) =>
-      streams.open(req, res, req.url!, new Map([['r', source]]), { request: { headers: req.headers, query: {}, remoteAddress: req.socket.remoteAddress }, until: undefined }),
+    server = await serveSse(
+      streams,
+      () => new Map([['r', source]]),
+      (req) => req.url!,
     );
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
   });
-  after(() => {
-    streams.closeAll();
-    server.closeAllConnections();
-    server.close();
-  });
+  after(() => closeSse(streams, server));
 
   for (const known of [true, false])
     it(known ? 'is dropped once the first live event of each partition was checked' : 'stays where the partitions are not known', async () => {

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import { createServer, get, type IncomingMessage, type Server } from 'node:http';
+import { get, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { payloadMessage } from '../../src/core/message.js';
@@ -9,6 +8,7 @@ import { SSE_DEFAULTS, SseStreams } from '../../src/kinds/listeners/sse.js';
 import { sourceTag } from '../../src/kinds/listeners/sse-ids.js';
 import { createLogger } from '../../src/log.js';
 import { eventually } from '../helpers/gateway.js';
+import { closeSse, serveSse } from '../helpers/sse.js';
 
 /**
  * A client cut off for its send bound while its replay's read is being set up (live events held
@@ -45,26 +45,16 @@ describe('SSE: a client cut off before its replay read began', () => {
 
   before(async () => {
     streams = new SseStreams('api', { ...SSE_DEFAULTS, maxBufferedBytes: BOUND }, createLogger('silent'), () => slowCounted++);
-    server = createServer((req, res) =>
-      streams.open(
-        req,
-        res,
-        '/e',
+    server = await serveSse(
+      streams,
+      () =>
         new Map([
           ['r', source],
           ['r2', next],
         ]),
-        { request: { headers: req.headers, query: {}, remoteAddress: req.socket.remoteAddress }, until: undefined },
-      ),
     );
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
   });
-  after(() => {
-    streams.closeAll();
-    server.closeAllConnections();
-    server.close();
-  });
+  after(() => closeSse(streams, server));
 
   it('is cut off once, and its replay reads nothing more', async () => {
     const target = streams.target('/e', 'value', 'r', SOURCE);

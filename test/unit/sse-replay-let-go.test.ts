@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import { createServer, get, type IncomingMessage, type Server } from 'node:http';
+import { get, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
@@ -9,7 +8,7 @@ import type { ReplaySource, Retained, RetainedChunk } from '../../src/kinds/cont
 import { SSE_DEFAULTS, SseStreams } from '../../src/kinds/listeners/sse.js';
 import { sourceTag } from '../../src/kinds/listeners/sse-ids.js';
 import { eventually } from '../helpers/gateway.js';
-import { parseEvents } from '../helpers/sse.js';
+import { closeSse, parseEvents, serveSse } from '../helpers/sse.js';
 
 /**
  * A replay read that fails after live events it was to send were let go for the send bound: the
@@ -35,17 +34,9 @@ describe('SSE: a replay read that fails after letting go of live events it cover
   before(async () => {
     const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push((JSON.parse(line) as { msg: string }).msg) });
     streams = new SseStreams('api', { ...SSE_DEFAULTS, maxBufferedBytes: BOUND }, logger);
-    server = createServer((req, res) =>
-      streams.open(req, res, '/e', new Map([['r', source]]), { request: { headers: req.headers, query: {}, remoteAddress: req.socket.remoteAddress }, until: undefined }),
-    );
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
+    server = await serveSse(streams, () => new Map([['r', source]]));
   });
-  after(() => {
-    streams.closeAll();
-    server.closeAllConnections();
-    server.close();
-  });
+  after(() => closeSse(streams, server));
 
   /**
    * A client resumes after offset 1; its read reaches offset 20. Once it asks for its first chunk,
