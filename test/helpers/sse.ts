@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, get, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before } from 'node:test';
 import type { ReplaySource } from '../../src/kinds/contracts.js';
 import type { SseStreams } from '../../src/kinds/listeners/sse.js';
@@ -323,4 +324,23 @@ export function closeSse(streams: SseStreams, server: Server): void {
   streams.closeAll();
   server.closeAllConnections();
   server.close();
+}
+
+/**
+ * A client of a serveSse() server resumed from `lastEventId`, read with node's client on a
+ * connection of its own (`res.destroy()` leaves): `text()` is what came so far, `events()` it parsed.
+ */
+export async function resumeSse(server: Server, lastEventId: string, path = '/e'): Promise<{ res: IncomingMessage; text: () => string; events: () => SseEvent[] }> {
+  const { port } = server.address() as AddressInfo;
+  const res = await new Promise<IncomingMessage>((resolve, reject) => {
+    get({ host: '127.0.0.1', port, path, agent: false, headers: { accept: 'text/event-stream', 'last-event-id': lastEventId } }, resolve).on('error', reject);
+  });
+  assert.equal(res.statusCode, 200);
+  let text = '';
+  res.setEncoding('utf8');
+  res.on('data', (chunk: string) => {
+    text += chunk;
+  });
+  res.on('error', () => {});
+  return { res, text: () => text, events: () => parseEvents(text) };
 }

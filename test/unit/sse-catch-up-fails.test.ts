@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
-import { get, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, Server } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { payloadMessage, type Message } from '../../src/core/message.js';
@@ -8,7 +7,7 @@ import type { ReplaySource, Retained, RetainedChunk } from '../../src/kinds/cont
 import { SSE_DEFAULTS, SseStreams } from '../../src/kinds/listeners/sse.js';
 import { sourceTag } from '../../src/kinds/listeners/sse-ids.js';
 import { eventually } from '../helpers/gateway.js';
-import { closeSse, parseEvents, serveSse } from '../helpers/sse.js';
+import { closeSse, parseEvents, resumeSse, serveSse } from '../helpers/sse.js';
 
 /**
  * A resumed client's first live event past its position + 1 starts a catch-up read of its route
@@ -27,22 +26,12 @@ describe('SSE: a catch-up read that fails', () => {
   const message = (offset: number): Message => payloadMessage(Buffer.from(JSON.stringify({ offset })), { headers: {}, topic: 'orders', partition: 0, offset: String(offset), timestamp: Date.now() });
   /** A stream of `server`'s resumed after offset 1 of partition 0, and the offsets of the records it got so far. */
   async function resumed(on: Server): Promise<{ res: IncomingMessage; text: () => string; offsets: () => number[] }> {
-    const { port } = on.address() as AddressInfo;
-    const res = await new Promise<IncomingMessage>((resolve, reject) => {
-      get({ host: '127.0.0.1', port, agent: false, headers: { accept: 'text/event-stream', 'last-event-id': `${sourceTag(SOURCE)}~0:1` } }, resolve).on('error', reject);
-    });
-    assert.equal(res.statusCode, 200);
-    let text = '';
-    res.setEncoding('utf8');
-    res.on('data', (chunk: string) => {
-      text += chunk;
-    });
-    res.on('error', () => {});
+    const { res, text, events } = await resumeSse(on, `${sourceTag(SOURCE)}~0:1`);
     const offsets = () =>
-      parseEvents(text)
+      events()
         .filter((e) => e.event === undefined)
         .map((e) => (JSON.parse(e.data) as { offset: number }).offset);
-    return { res, text: () => text, offsets };
+    return { res, text, offsets };
   }
 
   before(async () => {

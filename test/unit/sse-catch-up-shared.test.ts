@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { get, type IncomingMessage, type Server } from 'node:http';
+import type { IncomingMessage, Server } from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import { pino } from 'pino';
@@ -10,7 +10,7 @@ import { SHARED_LEAD_CHUNKS } from '../../src/kinds/listeners/shared-replay.js';
 import { SSE_DEFAULTS, SseStreams } from '../../src/kinds/listeners/sse.js';
 import { OTHER_SOURCE, sourceTag } from '../../src/kinds/listeners/sse-ids.js';
 import { eventually } from '../helpers/gateway.js';
-import { closeSse, parseEvents, serveSse } from '../helpers/sse.js';
+import { closeSse, parseEvents, resumeSse, serveSse } from '../helpers/sse.js';
 
 /**
  * Clients resumed at the same position whose route's first live event shows them the same gap (the
@@ -78,23 +78,13 @@ describe('SSE: a catch-up read shared by the clients one live event found short'
   }
   /** A stream resumed after offset 1 of partition 0. */
   async function resumed(): Promise<Client> {
-    const { port } = server.address() as AddressInfo;
-    const res = await new Promise<IncomingMessage>((resolve, reject) => {
-      get({ host: '127.0.0.1', port, agent: false, headers: { accept: 'text/event-stream', 'last-event-id': `${sourceTag(SOURCE)}~0:1` } }, resolve).on('error', reject);
-    });
-    assert.equal(res.statusCode, 200);
-    let text = '';
-    res.setEncoding('utf8');
-    res.on('data', (chunk: string) => {
-      text += chunk;
-    });
-    res.on('error', () => {});
+    const { res, events } = await resumeSse(server, `${sourceTag(SOURCE)}~0:1`);
     const offsets = () =>
-      parseEvents(text)
+      events()
         .filter((e) => e.event === undefined)
         .map((e) => (JSON.parse(e.data) as { offset: number }).offset);
     const notices = () =>
-      parseEvents(text)
+      events()
         .filter((e) => e.event === 'eventgate.resume')
         .map((e) => JSON.parse(e.data) as unknown);
     return { res, offsets, notices };
@@ -332,21 +322,13 @@ describe('SSE: a shared catch-up read of a route whose source a reload changed',
 
   it('reads the new source from its oldest event for clients whose positions are of the old one', async () => {
     const oldTarget = streams.target('/e', 'value', 'r', OLD);
-    const { port } = server.address() as AddressInfo;
-    const res = await new Promise<IncomingMessage>((resolve, reject) => {
-      get({ host: '127.0.0.1', port, agent: false, headers: { accept: 'text/event-stream', 'last-event-id': `${sourceTag(OLD)}~0:1` } }, resolve).on('error', reject);
-    });
-    let text = '';
-    res.setEncoding('utf8');
-    res.on('data', (chunk: string) => {
-      text += chunk;
-    });
+    const { res, events } = await resumeSse(server, `${sourceTag(OLD)}~0:1`);
     const got = () =>
-      parseEvents(text)
+      events()
         .filter((e) => e.event === undefined)
         .map((e) => JSON.parse(e.data) as { topic: string; offset: number });
     const notices = () =>
-      parseEvents(text)
+      events()
         .filter((e) => e.event === 'eventgate.resume')
         .map((e) => (JSON.parse(e.data) as { reason: string }).reason);
     try {

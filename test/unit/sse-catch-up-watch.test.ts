@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
-import { get, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { payloadMessage, type Message } from '../../src/core/message.js';
@@ -8,7 +7,7 @@ import type { ReplaySource, RetainedChunk } from '../../src/kinds/contracts.js';
 import { SSE_DEFAULTS, SseStreams } from '../../src/kinds/listeners/sse.js';
 import { sourceTag } from '../../src/kinds/listeners/sse-ids.js';
 import { eventually } from '../helpers/gateway.js';
-import { closeSse, parseEvents, serveSse } from '../helpers/sse.js';
+import { closeSse, resumeSse, serveSse } from '../helpers/sse.js';
 
 /**
  * After a resume, the first live event of each partition is checked for a gap (sse.ts gapCheck());
@@ -61,17 +60,9 @@ describe("SSE: a resumed client's watch for a gap", () => {
       // A path of its own: the path's live positions are not those the other case left.
       const path = known ? '/known' : '/unknown';
       const target = streams.target(path, 'value', 'r', SOURCE);
-      const { port } = server.address() as AddressInfo;
-      const res = await new Promise<IncomingMessage>((resolve, reject) => {
-        get({ host: '127.0.0.1', port, path, agent: false, headers: { accept: 'text/event-stream', 'last-event-id': `${sourceTag(SOURCE)}~0:1,1:1` } }, resolve).on('error', reject);
-      });
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => {
-        text += chunk;
-      });
+      const { res, events } = await resumeSse(server, `${sourceTag(SOURCE)}~0:1,1:1`, path);
       const got = () =>
-        parseEvents(text)
+        events()
           .filter((e) => e.event === undefined)
           .map((e) => JSON.parse(e.data) as { partition: number; offset: number });
       try {
