@@ -4,7 +4,8 @@
 // given and starts them in its own order; node:test's `run({ files })` keeps theirs. Started by
 // scripts/run-tests.js, which chooses the order, with the options each file's process inherits
 // (`--test-timeout`, the linger guard's `--import`).
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { run } from 'node:test';
 import { spec } from 'node:test/reporters';
@@ -14,6 +15,11 @@ const root = new URL('../dist/test/', import.meta.url).pathname;
 const files = process.argv.slice(2);
 const controller = new AbortController();
 for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => controller.abort());
+
+// A run that writes the files' times has each file's process write its CPU here at exit
+// (test/helpers/cpu-meter.ts, loaded by run-tests.js's `--import`); the files inherit the variable.
+const timesOut = process.env.EVENTGATE_TEST_TIMES_OUT;
+if (timesOut) process.env.EVENTGATE_TEST_CPU_DIR = mkdtempSync(join(tmpdir(), 'eventgate-test-cpu-'));
 
 // Bounds each whole file (its process is a test of the run): set to end a hang, well above the
 // longest file on a loaded machine (docs/testing.md).
@@ -29,7 +35,20 @@ stream.on('test:complete', (data) => {
 });
 stream.compose(spec).pipe(process.stdout);
 stream.once('end', () => {
-  const out = process.env.EVENTGATE_TEST_TIMES_OUT;
-  if (out) writeFileTimes(out, measured, (key) => existsSync(join(root, key)));
+  if (timesOut) {
+    const cpuDir = process.env.EVENTGATE_TEST_CPU_DIR;
+    writeFileTimes(timesOut, measured, (key) => existsSync(join(root, key)), cpuOfFiles(cpuDir));
+    rmSync(cpuDir, { recursive: true, force: true });
+  }
   process.exitCode = failed || controller.signal.aborted ? 1 : 0;
 });
+
+/** Each file's CPU (ms, its process tree) as its process wrote it, keyed like the wall times. */
+function cpuOfFiles(dir) {
+  const cpu = {};
+  for (const name of readdirSync(dir)) {
+    const { file, cpuMs } = JSON.parse(readFileSync(join(dir, name), 'utf8'));
+    if (files.includes(file)) cpu[relative(root, file)] = cpuMs;
+  }
+  return cpu;
+}

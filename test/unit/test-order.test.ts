@@ -9,6 +9,7 @@ import { tempDir } from '../helpers/reaper.js';
 const scripts = fileURLToPath(new URL('../../../scripts/', import.meta.url));
 const root = fileURLToPath(new URL('../', import.meta.url));
 const { longestFirst } = await import(pathToFileURL(join(scripts, 'file-times.js')).href);
+const { treeCpuMs } = await import('../helpers/cpu-meter.js');
 
 /** Test files that each append their name to `log` as they start, so a run shows its order. */
 function files(dir: string, names: string[], log: string): string[] {
@@ -18,6 +19,14 @@ function files(dir: string, names: string[], log: string): string[] {
     return file;
   });
 }
+
+describe('the CPU a test file reports', () => {
+  it("reads its own and its reaped children's user and system times, past a command name with spaces and parentheses", () => {
+    // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime ...
+    const stat = '4242 (node a) b) S 1 4242 4242 0 -1 4194304 100 0 0 0 30 7 150 13 20 0 11 0 99';
+    assert.equal(treeCpuMs(stat), 2000);
+  });
+});
 
 describe('the order the test runner starts files in', () => {
   it('puts files the table does not know first, alphabetically, then the others longest first', () => {
@@ -33,7 +42,8 @@ describe('the order the test runner starts files in', () => {
     const given = files(dir, ['c', 'a', 'b'], log);
     // An entry of a file still there stays; one whose file is gone goes.
     writeFileSync(table, JSON.stringify({ files: { 'unit/test-order.test.js': { ms: 5 }, 'e2e/gone.test.js': { ms: 7 } } }));
-    const r = spawnSync(process.execPath, [join(scripts, 'run-files.js'), ...given], {
+    // With the CPU meter's `--import`, as run-tests.js starts it: each file's process inherits it.
+    const r = spawnSync(process.execPath, ['--import', join(root, 'helpers', 'cpu-meter.js'), join(scripts, 'run-files.js'), ...given], {
       encoding: 'utf8',
       // Without NODE_TEST_CONTEXT, which would make the inner runner report to this one.
       env: {
@@ -49,7 +59,11 @@ describe('the order the test runner starts files in', () => {
     const written = JSON.parse(readFileSync(table, 'utf8')).files;
     const keys = given.map((f) => relative(root, f));
     assert.deepEqual(Object.keys(written).sort(), [...keys, 'unit/test-order.test.js'].sort());
-    for (const key of keys) assert.deepEqual(Object.keys(written[key]), ['ms'], `${key}: a measured time, no estimate`);
+    for (const key of keys) {
+      assert.deepEqual(Object.keys(written[key]), ['ms', 'cpuMs'], `${key}: a measured time and CPU, no estimate`);
+      // A Node process's start alone takes tens of milliseconds of CPU.
+      assert.ok(written[key].cpuMs > 0, `${key}: ${written[key].cpuMs} ms of CPU`);
+    }
     assert.deepEqual(written['unit/test-order.test.js'], { ms: 5 });
   });
 });
