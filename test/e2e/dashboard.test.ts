@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { Page } from 'playwright-core';
+import type { Page, Route } from 'playwright-core';
 import { openBrowserPage, type BrowserPage } from '../helpers/browser.js';
 import { post, WsClient } from '../helpers/clients.js';
 import { repoRoot, useGateway } from '../helpers/gateway.js';
@@ -129,6 +129,24 @@ describe('admin dashboard (GET /) in headless Chromium', () => {
       for (const s of streams) s.close();
     }
     client.close();
+  });
+
+  // A tab in the background polls once a minute (Chromium's timer throttling): the average was
+  // over the last 60 polls, up to an hour of them (spec-checklist 4865).
+  it("averages the latency over the last minute by the server's clock, not over the last 60 polls", async () => {
+    assert.match((await page.textContent(cell('orders-in', 'latency'))) ?? '', /^\d+\.\d\d$/);
+    // Polls answered as if 61 s had passed with no message since: the minute holds none.
+    const later = async (route: Route) => {
+      const res = await route.fetch();
+      const body = (await res.json()) as { at: number };
+      await route.fulfill({ response: res, json: { ...body, at: body.at + 61_000 } });
+    };
+    await page.route('**/admin/stats', later);
+    try {
+      await waitForText(cell('orders-in', 'latency'), '–');
+    } finally {
+      await page.unroute('**/admin/stats', later);
+    }
   });
 
   it('shows a live tap of the chosen route, with outcomes and validation errors', async () => {
