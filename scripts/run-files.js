@@ -16,8 +16,8 @@ const files = process.argv.slice(2);
 const controller = new AbortController();
 for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => controller.abort());
 
-// A run that writes the files' times has each file's process write its CPU here at exit
-// (test/helpers/cpu-meter.ts, loaded by run-tests.js's `--import`); the files inherit the variable.
+// A run that writes the files' times has each file's process write its CPU and tail here at exit
+// (test/helpers/file-meter.ts, loaded by run-tests.js's `--import`); the files inherit the variable.
 const timesOut = process.env.EVENTGATE_TEST_TIMES_OUT;
 if (timesOut) process.env.EVENTGATE_TEST_CPU_DIR = mkdtempSync(join(tmpdir(), 'eventgate-test-cpu-'));
 
@@ -37,18 +37,18 @@ stream.compose(spec).pipe(process.stdout);
 stream.once('end', () => {
   if (timesOut) {
     const cpuDir = process.env.EVENTGATE_TEST_CPU_DIR;
-    writeFileTimes(timesOut, measured, (key) => existsSync(join(root, key)), cpuOfFiles(cpuDir));
+    writeFileTimes(timesOut, measured, (key) => existsSync(join(root, key)), costOfFiles(cpuDir));
     rmSync(cpuDir, { recursive: true, force: true });
   }
   process.exitCode = failed || controller.signal.aborted ? 1 : 0;
 });
 
-/** Each file's CPU (ms, its process tree) as its process wrote it, keyed like the wall times. */
-function cpuOfFiles(dir) {
-  const cpu = {};
+/** What each file's process wrote of its cost (`cpuMs`, `tailMs`), keyed like the wall times. */
+function costOfFiles(dir) {
+  const cost = {};
   for (const name of readdirSync(dir)) {
-    const { file, cpuMs } = JSON.parse(readFileSync(join(dir, name), 'utf8'));
-    if (files.includes(file)) cpu[relative(root, file)] = cpuMs;
+    const { file, ...measures } = JSON.parse(readFileSync(join(dir, name), 'utf8'));
+    if (files.includes(file)) cost[relative(root, file)] = measures;
   }
-  return cpu;
+  return cost;
 }

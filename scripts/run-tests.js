@@ -72,10 +72,10 @@ env.EVENTGATE_TEST_SHARED_RABBITS = booted.join(',');
 // above the longest file on a loaded machine (docs/testing.md); the linger guard ends a file whose
 // process outlives its tests, saying what held it (test/helpers/linger-guard.ts).
 const lingerGuard = new URL('../dist/test/helpers/linger-guard.js', import.meta.url).pathname;
-// Records each file's CPU when the run writes the files' times (test/helpers/cpu-meter.ts).
-const cpuMeter = new URL('../dist/test/helpers/cpu-meter.js', import.meta.url).pathname;
+// Records each file's CPU and tail when the run writes the files' times (test/helpers/file-meter.ts).
+const fileMeter = new URL('../dist/test/helpers/file-meter.js', import.meta.url).pathname;
 const runFiles = new URL('./run-files.js', import.meta.url).pathname;
-const child = spawn(process.execPath, ['--test-timeout=300000', '--import', lingerGuard, '--import', cpuMeter, runFiles, ...files], {
+const child = spawn(process.execPath, ['--test-timeout=300000', '--import', lingerGuard, '--import', fileMeter, runFiles, ...files], {
   env: { ...env, EVENTGATE_TEST_CONCURRENCY: concurrency },
   stdio: 'inherit',
 });

@@ -9,7 +9,7 @@ import { tempDir } from '../helpers/reaper.js';
 const scripts = fileURLToPath(new URL('../../../scripts/', import.meta.url));
 const root = fileURLToPath(new URL('../', import.meta.url));
 const { longestFirst } = await import(pathToFileURL(join(scripts, 'file-times.js')).href);
-const { treeCpuMs } = await import('../helpers/cpu-meter.js');
+const { treeCpuMs } = await import('../helpers/file-meter.js');
 
 /** Test files that each append their name to `log` as they start, so a run shows its order. */
 function files(dir: string, names: string[], log: string): string[] {
@@ -43,7 +43,7 @@ describe('the order the test runner starts files in', () => {
     // An entry of a file still there stays; one whose file is gone goes.
     writeFileSync(table, JSON.stringify({ files: { 'unit/test-order.test.js': { ms: 5 }, 'e2e/gone.test.js': { ms: 7 } } }));
     // With the CPU meter's `--import`, as run-tests.js starts it: each file's process inherits it.
-    const r = spawnSync(process.execPath, ['--import', join(root, 'helpers', 'cpu-meter.js'), join(scripts, 'run-files.js'), ...given], {
+    const r = spawnSync(process.execPath, ['--import', join(root, 'helpers', 'file-meter.js'), join(scripts, 'run-files.js'), ...given], {
       encoding: 'utf8',
       // Without NODE_TEST_CONTEXT, which would make the inner runner report to this one.
       env: {
@@ -60,9 +60,10 @@ describe('the order the test runner starts files in', () => {
     const keys = given.map((f) => relative(root, f));
     assert.deepEqual(Object.keys(written).sort(), [...keys, 'unit/test-order.test.js'].sort());
     for (const key of keys) {
-      assert.deepEqual(Object.keys(written[key]), ['ms', 'cpuMs'], `${key}: a measured time and CPU, no estimate`);
-      // A Node process's start alone takes tens of milliseconds of CPU.
+      assert.deepEqual(Object.keys(written[key]), ['ms', 'cpuMs', 'tailMs'], `${key}: a measured time, CPU and tail, no estimate`);
+      // A Node process's start alone takes tens of milliseconds of CPU; these files have no hooks.
       assert.ok(written[key].cpuMs > 0, `${key}: ${written[key].cpuMs} ms of CPU`);
+      assert.ok(written[key].tailMs >= 0 && written[key].tailMs < written[key].ms, `${key}: a tail of ${written[key].tailMs} ms`);
     }
     assert.deepEqual(written['unit/test-order.test.js'], { ms: 5 });
   });

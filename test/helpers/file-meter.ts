@@ -1,11 +1,16 @@
 // Loaded into every test file's process by scripts/run-tests.js (`--import`, through run-files.js)
-// when a run records the files' times (EVENTGATE_TEST_TIMES_OUT): at exit the file's process writes
-// the CPU of its tree (its own and that of the children it reaped: gateways, CLI calls, servers a
-// file starts) into EVENTGATE_TEST_CPU_DIR, and run-files.js puts it beside the file's wall time
-// in test/file-times.json. The cores are nearly saturated in a whole run, so a file's CPU, not
-// only its wall time, decides what it costs the run (docs/testing.md "Time budget").
+// when a run records the files' times (EVENTGATE_TEST_TIMES_OUT). At exit the file's process writes
+// into EVENTGATE_TEST_CPU_DIR what it cost beyond its wall time, and run-files.js puts it beside
+// that time in test/file-times.json:
+// - `cpuMs`: the CPU of its tree (its own and that of the children it reaped: gateways, CLI calls,
+//   servers the file starts). The cores are nearly saturated in a whole run, so a file's CPU, not
+//   only its wall time, decides what it costs the run (docs/testing.md "Time budget").
+// - `tailMs`: from the end of its last test to its exit: its `after` hooks (servers stopped) and
+//   whatever kept the process up past them (a timer or child left running: a file's time that
+//   tests nothing, up to the linger guard's bound).
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { after } from 'node:test';
 
 /** Linux's USER_HZ, the unit of /proc's CPU times: 100 on every architecture Node runs on. */
 const TICKS_PER_SECOND = 100;
@@ -22,10 +27,16 @@ export function treeCpuMs(stat: string): number {
 const dir = process.env.EVENTGATE_TEST_CPU_DIR;
 // Only in a test file's process (run-files.js has the same `--import` and no tests).
 if (dir && process.env.NODE_TEST_CONTEXT !== undefined) {
+  // Registered before the file's own hooks, so it runs first once the tests are over.
+  let testsEnded: number | undefined;
+  after(() => {
+    testsEnded = performance.now();
+  });
   process.on('exit', () => {
     try {
       const cpuMs = treeCpuMs(readFileSync('/proc/self/stat', 'utf8'));
-      writeFileSync(join(dir, `${process.pid}.json`), JSON.stringify({ file: process.argv[1], cpuMs }));
+      const tailMs = testsEnded === undefined ? undefined : Math.round(performance.now() - testsEnded);
+      writeFileSync(join(dir, `${process.pid}.json`), JSON.stringify({ file: process.argv[1], cpuMs, tailMs }));
     } catch {
       // No /proc (not Linux) or the run's directory gone: the table keeps the wall time alone.
     }
