@@ -316,6 +316,41 @@ routes:
     );
   });
 
+  it('reads an answer whose headers are large (a 200 with 70 KB of one header or 3,000 headers: delivered once), and says when they are past what it reads', async () => {
+    // Past node's 16 KiB the client failed such an answer unread: the endpoint that had accepted
+    // the message got it once per try, and the route answered 502.
+    const big = (headers: string) => (s: Socket) => s.write(`HTTP/1.1 200 OK\r\n${headers}content-length: 2\r\n\r\nok`);
+    let manyHeaders = '';
+    for (let i = 0; i < 3000; i++) manyHeaders += `x-h${i}: v\r\n`;
+    for (const headers of [`set-cookie: s=${'a'.repeat(70_000)}\r\n`, manyHeaders]) {
+      const from = raw.seen.length;
+      raw.scripts = [big(headers), ok()];
+      const r = await post('/raw', { n: 1 });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.equal(r.body.deliveries![0]!.attempts, 1);
+      assert.equal(raw.seen.length, from + 1, 'sent once');
+    }
+    // Past 1 MiB the status is not known: a failed try, retried, said so.
+    const from = raw.seen.length;
+    raw.scripts = [big(`x-huge: ${'a'.repeat(1_100_000)}\r\n`)];
+    const over = await post('/raw', { n: 2 });
+    assert.equal(over.status, 502, JSON.stringify(over.body));
+    assert.equal(raw.seen.length, from + 2);
+    assert.match(
+      over.body.detail!,
+      /\/hook sent an answer whose headers are over 1 MiB, more than the HTTP client reads \(UND_ERR_HEADERS_OVERFLOW\), so its status is not known \(after 2 tries\); the message may still have reached it/,
+    );
+  });
+
+  it('says that an endpoint which reset the connection after the request went out did so, not that it could not be reached', async () => {
+    // Each connection is reset once its request is read (the kept-alive one's loss is sent again once, not a try).
+    raw.scripts = [(s) => s.resetAndDestroy()];
+    const r = await post('/raw', { n: 1 });
+    raw.scripts = [ok()];
+    assert.equal(r.status, 502, JSON.stringify(r.body));
+    assert.match(r.body.detail!, /\/hook reset the connection before a complete answer \(ECONNRESET\) \(after 2 tries\); the message may still have reached it/);
+  });
+
   it("judges a try by its status line when the answer's body then stalls or is cut short: a 410 is refused once with its words, a 429's and a 503's Retry-After are waited", async () => {
     // Taken as a timeout or a closed connection, the 410 was tried again, said "did not answer" or "may
     // still have reached it", and the Retry-After of the 429 and 503 were not read.

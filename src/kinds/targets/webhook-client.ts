@@ -137,6 +137,14 @@ export interface Exchange {
   abort(): void;
 }
 
+/**
+ * The most header bytes of an answer the client reads: undici's default is node's 16 KiB
+ * (`--max-http-header-size`), past which it fails the request unread. A 200 with 20 KiB of headers
+ * (cookies, a long CSP, many `Link`s) was then taken for a broken answer and the message sent again,
+ * once per try, to an endpoint that had accepted it each time. Go's client reads up to 10 MB, curl
+ * 100 KiB per header; 1 MiB bounds what one connection buffers.
+ */
+export const MAX_ANSWER_HEADER_BYTES = 1024 * 1024;
 /** Body bytes of a failed answer kept for the log (enough for MAX_TEXT characters of UTF-8). */
 const MAX_TEXT = 4096;
 const ABORTED = new Error('the webhook target gave up on this request');
@@ -190,7 +198,7 @@ export class HttpClient implements RequestSender {
   request(req: ClientRequest, listener: AnswerListener, ticket: number, lane: number): Exchange {
     if (req.origin !== this.origin) {
       const handler = new AnswerHandler(listener, ticket, undefined, lane);
-      (this.agent ??= new (undici().Agent)({ connections: this.connections, pipelining: 1, connect: this.connect })).dispatch(req, handler);
+      (this.agent ??= new (undici().Agent)({ connections: this.connections, pipelining: 1, maxHeaderSize: MAX_ANSWER_HEADER_BYTES, connect: this.connect })).dispatch(req, handler);
       return handler;
     }
     const handler = new AnswerHandler(listener, ticket, this, lane, req);
@@ -202,7 +210,7 @@ export class HttpClient implements RequestSender {
   dispatch(req: ClientRequest, handler: Dispatcher.DispatchHandler, lane: number): void {
     let client = this.clients[lane];
     if (client === undefined) {
-      client = this.clients[lane] = new (undici().Client)(this.origin!, { pipelining: 1, connect: this.connect });
+      client = this.clients[lane] = new (undici().Client)(this.origin!, { pipelining: 1, maxHeaderSize: MAX_ANSWER_HEADER_BYTES, connect: this.connect });
       client.on('connect', () => {
         if (this.clients[lane] === client) this.served[lane] = 0;
       });

@@ -27,7 +27,7 @@ import {
 import { isTlsFailure, tlsReason, UNTRUSTED_CHAIN } from '../tls-failures.js';
 import type { KindDoc, Target } from '../contracts.js';
 import { mapOf, oneOf, oneOfStrings, type Static, stringMatching, Type } from '../define.js';
-import { HttpClient, TIMED_OUT, type AnswerListener, type ClientAnswer, type ClientRequest, type Exchange, type RequestSender } from './webhook-client.js';
+import { HttpClient, MAX_ANSWER_HEADER_BYTES, TIMED_OUT, type AnswerListener, type ClientAnswer, type ClientRequest, type Exchange, type RequestSender } from './webhook-client.js';
 
 /** `to: {http: ...}` as written (the schema has checked it). */
 export type WebhookOptions = Static<typeof webhookOptions>;
@@ -542,7 +542,8 @@ export class WebhookTarget implements Target {
     if (err === TIMED_OUT) return this.expire(slot, flight);
     // A TLS alert (the endpoint refused our certificate, or the lack of one, after a TLS 1.3 handshake) is a refusal before any request was read.
     // So is an HTTP/2 frame: an h2c-only endpoint reads no HTTP/1.1 request.
-    if (answer === undefined && flight.exchange?.sent && !isTlsFailure(err) && !http2Answer(err)) flight.mayHaveReached = true;
+    const sent = flight.exchange?.sent === true;
+    if (answer === undefined && sent && !isTlsFailure(err) && !http2Answer(err)) flight.mayHaveReached = true;
     slot.flight = undefined;
     flight.slot = undefined;
     flight.exchange = undefined;
@@ -551,7 +552,7 @@ export class WebhookTarget implements Target {
     if (answer === undefined && this.closed) return this.ended(flight, { ok: false, retry: false, result: 'connection', problem: cutShort(flight.request.display) });
     const a: Attempt = answer
       ? classify(answer, flight.request.display)
-      : { ok: false, retry: true, result: 'connection', problem: problem('EG_WEBHOOK_FAILED', unanswered(flight.request.display, err, this.plan.ca !== undefined)) };
+      : { ok: false, retry: true, result: 'connection', problem: problem('EG_WEBHOOK_FAILED', unanswered(flight.request.display, err, this.plan.ca !== undefined, sent)) };
     this.counters?.answered(a.ok ? '2xx' : a.result);
     this.ended(flight, a);
   }
@@ -625,10 +626,18 @@ export class WebhookTarget implements Target {
   };
 }
 
-/** Why a try got no answer: no connection (refused, DNS, TLS), or one the endpoint ended or broke before its answer was complete. */
-function unanswered(display: string, err: (Error & { code?: string }) | undefined, ownCa: boolean): string {
+/**
+ * Why a try got no answer: no connection (refused, DNS, TLS), or one the endpoint ended or broke before its answer was complete.
+ * `sent`: the request went out on the connection (Exchange.sent).
+ */
+function unanswered(display: string, err: (Error & { code?: string }) | undefined, ownCa: boolean, sent: boolean): string {
   const code = err?.code;
   if (code === 'UND_ERR_SOCKET') return `${display} closed the connection before a complete answer (${code}: ${err!.message})`;
+  // After the request went out, a reset is the endpoint's doing (it read the request, or some of it):
+  // `could not be reached` beside `the message may still have reached it` said both.
+  if (sent && (code === 'ECONNRESET' || code === 'EPIPE')) return `${display} reset the connection before a complete answer (${code})`;
+  if (code === 'UND_ERR_HEADERS_OVERFLOW')
+    return `${display} sent an answer whose headers are over ${MAX_ANSWER_HEADER_BYTES / 1024 / 1024} MiB, more than the HTTP client reads (${code}), so its status is not known`;
   if (code?.startsWith('HPE_') || (code?.startsWith('UND_ERR_') && code !== 'UND_ERR_CONNECT_TIMEOUT'))
     return `${display} sent an answer the HTTP client could not read (${code}: ${err!.message})${http2Answer(err) ? H2C_HINT : ''}`;
   // undici's parser error for bytes that are no HTTP answer (`garbage`, an SSH banner) has no code: the endpoint was reached all the same.
