@@ -192,8 +192,11 @@ function unknownCommand(io: CliIo, command: string): number {
 async function validate(file: string, format: 'text' | 'json', withWarnings: boolean, env: Env, io: CliIo): Promise<number> {
   const tests = await import('./test.js');
   const loaded = tests.isTestFileName(file) ? { diagnostics: await tests.checkTestFile(file, env), warnings: [] } : await loadPlan(file, { registry: defaultRegistry(), env });
-  const { diagnostics } = loaded;
-  const warnings = loaded.warnings ?? [];
+  // Redacted as run's are: a problem may quote a value the environment gave (JSONata's `Syntax
+  // error: "<token>"` for `authorization: "Bearer ${TOKEN}"`), and validate's output is a CI job's log.
+  const secrets = ('secrets' in loaded ? loaded.secrets : undefined) ?? new Set<string>();
+  const diagnostics = redact(loaded.diagnostics, secrets);
+  const warnings = redact(loaded.warnings ?? [], secrets);
   // Warnings leave the config valid: stdout stays `ok` / the problems and they go to stderr,
   // whatever the format (an invalid config's too, those of its parts sound enough to compile:
   // spec-checklist 2016). With --warnings the JSON array has them as well, after the errors.

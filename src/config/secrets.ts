@@ -59,7 +59,9 @@ export function secretValues(config: unknown, fromEnv: ReadonlySet<string>, envV
   }
   const walk = (v: unknown, path: (string | number)[], underSecretKey: boolean) => {
     if (typeof v === 'string') {
-      if (v !== '' && (underSecretKey || (fromEnv.has(formatPath(path)) && !plain(v) && !isIdentityPath(path)))) out.add(v);
+      // `whsec_` alone is the Standard Webhooks prefix of every such secret, no key (a config error
+      // that says so); redacted, it was cut out of that error's words and of every `whsec_` shown.
+      if (v !== '' && v !== 'whsec_' && (underSecretKey || (fromEnv.has(formatPath(path)) && !plain(v) && !isIdentityPath(path)))) out.add(v);
       // A webhook URL's `user:password@`, written in the file or not, is sent as Basic
       // credentials: an endpoint whose refusal echoes its Authorization header put them in the
       // client's 502, the log and the dead letter, which knew only the URL's own text.

@@ -94,6 +94,27 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     assert.deepEqual(JSON.parse(r.stdout), []);
   });
 
+  it("shows the config's secrets a problem quotes as [redacted], as run does, in text and JSON", async () => {
+    // A header written as text, not as a JSONata string: JSONata's error quotes the token the
+    // variable gave, which went to a CI job's log as it was.
+    const files = {
+      'gateway.yaml': yaml(
+        ...base,
+        'routes:',
+        '  - name: hook',
+        '    from: { listener: api, path: /in }',
+        '    to: { http: { url: "https://crm.example.com/in", headers: { authorization: "Bearer ${CRM_TOKEN}" } } }',
+      ),
+    };
+    const env = { CRM_TOKEN: 'tok8c2f61d0e9' };
+    const text = await validate(files, { env });
+    assertProblems(text, [['gateway.yaml:15:88', /^JSONata expression does not compile: Syntax error: "\[redacted\]"/]]);
+    const json = await validate(files, { env, format: 'json', warnings: true });
+    assert.equal(json.code, 1);
+    assert.doesNotMatch(json.stdout + json.stderr + text.stderr, /tok8c2f61d0e9/);
+    assert.match(JSON.parse(json.stdout)[0].message, /\[redacted\]/);
+  });
+
   describe('YAML syntax errors', () => {
     it('points at a key indented deeper than its siblings, saying which line', async () => {
       const r = await validate({ 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '      port: 0') });
@@ -675,10 +696,10 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       );
       assertProblems(r, [
         ['gateway.yaml:16:22', /^routes\[0\]\.to\[0\]\.http\.url must be an http\(s\) URL \(http:\/\/host\[:port\]\/path, port 1–65535\), got string "ftp:\/\/files\.example\.com\/in"$/],
-        // A URL without its scheme is told to add it (not repeating the value, which may hold a password).
+        // A URL without its scheme is told to add it; the value, from the environment, is a secret (shown redacted, as run shows it).
         [
           'gateway.yaml:17:22',
-          /^routes\[0\]\.to\[1\]\.http\.url must be an http\(s\) URL \(http:\/\/host\[:port\]\/path, port 1–65535\), got string "localhost:8080\/hook" \(a URL starts with its scheme: write http:\/\/ before it\)$/,
+          /^routes\[0\]\.to\[1\]\.http\.url must be an http\(s\) URL \(http:\/\/host\[:port\]\/path, port 1–65535\), got string "\[redacted\]" \(a URL starts with its scheme: write http:\/\/ before it\)$/,
         ],
         ['gateway.yaml:19:22', /^routes\[0\]\.to\[3\]\.http\.url must be an http\(s\) URL \(http:\/\/host\[:port\]\/path, port 1–65535\), got string "http:\/\/127\.0\.0\.1:0\/in"$/],
         ['gateway.yaml:20:22', /^routes\[0\]\.to\[4\]\.http\.url must be an http\(s\) URL \(http:\/\/host\[:port\]\/path, port 1–65535\), got string "http:\/\/127\.0\.0\.1:65536\/in"$/],
