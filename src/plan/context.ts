@@ -317,7 +317,7 @@ export class CompileContext {
         column,
         code: 'EG_CONFIG_EXPRESSION',
         path: formatPath(at),
-        message: `JSONata expression does not compile: ${err.message}${this.commentHint(source, at, err.position)}`,
+        message: `JSONata expression does not compile: ${err.message}${this.commentHint(source, at, err.position) || textHint(source, at)}`,
       });
       return undefined;
     }
@@ -385,6 +385,16 @@ export class CompileContext {
     }
     return validate;
   }
+}
+
+/**
+ * A webhook header written as the text to send (`authorization: "Bearer ${TOKEN}"`: words, no
+ * JSONata quotes) fails with `Syntax error: "<the second word>"`, which names neither the cause nor
+ * the fix; the docs' example needs both quotes, which YAML takes the outer ones of.
+ */
+function textHint(source: string, at: PathPart[]): string {
+  if (at[at.length - 2] !== 'headers' || !/^[\w.:/+=~@,;%-]+( [\w.:/+=~@,;%-]+)+$/.test(source.trim())) return '';
+  return ` (a header's value is a JSONata expression: text is a string in it, quoted inside the YAML value, \`${String(at[at.length - 1])}: '"..."'\`)`;
 }
 
 /** A topic as a diagnostic quotes it: a long one (what a length limit refuses) shortened, with its size. */

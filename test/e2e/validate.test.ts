@@ -94,7 +94,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     assert.deepEqual(JSON.parse(r.stdout), []);
   });
 
-  it("shows the config's secrets a problem quotes as [redacted], as run does, in text and JSON", async () => {
+  it("shows the config's secrets a problem quotes as [redacted], as run does, in text and JSON; a header written as text is told to quote it", async () => {
     // A header written as text, not as a JSONata string: JSONata's error quotes the token the
     // variable gave, which went to a CI job's log as it was.
     const files = {
@@ -108,7 +108,12 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     };
     const env = { CRM_TOKEN: 'tok8c2f61d0e9' };
     const text = await validate(files, { env });
-    assertProblems(text, [['gateway.yaml:15:88', /^JSONata expression does not compile: Syntax error: "\[redacted\]"/]]);
+    assertProblems(text, [
+      [
+        'gateway.yaml:15:88',
+        /^JSONata expression does not compile: Syntax error: "\[redacted\]" \(a header's value is a JSONata expression: text is a string in it, quoted inside the YAML value, `authorization: '"\.\.\."'`\)$/,
+      ],
+    ]);
     const json = await validate(files, { env, format: 'json', warnings: true });
     assert.equal(json.code, 1);
     assert.doesNotMatch(json.stdout + json.stderr + text.stderr, /tok8c2f61d0e9/);
