@@ -11,8 +11,8 @@ import { WebhookReceiver } from '../helpers/webhook-receiver.js';
  * An operator closes the gateway's connections on the server (`rabbitmqctl close_all_connections`,
  * `close_connection`: 320 CONNECTION_FORCED). They were lost as `unreachable`; now in the server's
  * words, and the publish connection closed alone is opened again without the consume routes'.
- * A file of its own: each rabbitmqctl run costs an Erlang VM and, on a loaded machine, 30-55 s,
- * which beside amqp-queue-deleted's own calls took that file past the runner's 300 s timeout.
+ * A file of its own: when these were `rabbitmqctl` runs (an Erlang VM each, 30-55 s on a loaded
+ * machine), they took amqp-queue-deleted past the runner's 300 s timeout; now erl_call (rabbit.admin).
  */
 describe('kind: amqp, connections an operator closes on the server', () => {
   const rabbit = useRabbit(() => sharedRabbit());
@@ -50,16 +50,13 @@ routes:
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
     const from = gw.logs.length;
     // Each connection by its pid, its vhost and the name the broker gives it (`eventgate <broker>[
-    // publish]`). list_connections lists the node's (`-p` does not narrow it): the other files on
-    // the run's node name brokers `rabbit` too, so this file's is the one in its vhost. First in the
-    // file, so the gateway's first pair is all there is there: one rabbitmqctl run finds it.
-    const listed = await rabbit.ctl('list_connections', '--no-table-headers', '--silent', 'pid', 'vhost', 'client_properties');
-    const publishing = listed
-      .split('\n')
-      .map((l) => l.split('\t'))
-      .filter(([, vhost, properties]) => vhost === rabbit.vhost && properties?.includes('"eventgate rabbit publish"'));
-    assert.equal(publishing.length, 1, listed);
-    await rabbit.ctl('close_connection', publishing[0]![0]!, 'eventgate test: the publish connection');
+    // publish]`). list_connections lists the node's: the other files on the run's node name brokers
+    // `rabbit` too, so this file's is the one in its vhost. First in the file, so the gateway's
+    // first pair is all there is there: one listing finds it.
+    const listed = await rabbit.admin.listConnections();
+    const publishing = listed.filter((c) => c.vhost === rabbit.vhost && c.name === 'eventgate rabbit publish');
+    assert.equal(publishing.length, 1, JSON.stringify(listed));
+    await rabbit.admin.closeConnection(publishing[0]!.pid, 'eventgate test: the publish connection');
     const lost = await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp publish connection lost; opening it again', 15000, from);
     assert.equal(lost.reason, 'closed by the server: 320 CONNECTION_FORCED - eventgate test: the publish connection (the publish connection)');
     await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp publish connection opened again', 15000, from);
@@ -75,7 +72,7 @@ routes:
   it("a connection an operator closes (320 CONNECTION_FORCED) is lost with the server's words, not as `unreachable`; the broker connects again", async () => {
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
     const from = gw.logs.length;
-    await rabbit.ctl('close_all_connections', '-p', rabbit.vhost, 'eventgate test: closed on purpose');
+    await rabbit.admin.closeAllConnections(rabbit.vhost, 'eventgate test: closed on purpose');
     const lost = await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp connection lost; reconnecting', 15000, from);
     assert.equal(lost.reason, 'closed by the server: 320 CONNECTION_FORCED - eventgate test: closed on purpose');
     await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp connected', 15000, from);

@@ -4,15 +4,17 @@ import { after, before, describe, it } from 'node:test';
 import { makeCertificates, type Pem } from '../helpers/certificates.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
-import { startRabbit, type RabbitServer } from '../helpers/servers.js';
+import { type RabbitConnection, startRabbit, type RabbitServer } from '../helpers/servers.js';
 import { useRabbit } from '../helpers/rabbit.js';
 import { sharedRabbit } from '../helpers/shared-rabbit.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 
-/** The broker's connections on the server, each `<pid>\t<client properties>`, by the name the broker gives them (`eventgate <broker>[ publish]`). */
-async function connectionsOf(rabbit: RabbitServer, broker: string): Promise<string[]> {
-  const listed = await rabbit.ctl('list_connections', '-p', rabbit.vhost, '--no-table-headers', '--silent', 'pid', 'client_properties');
-  return listed.split('\n').filter((l) => l.includes(`"eventgate ${broker}`));
+/**
+ * The broker's connections on the server, by the name the broker gives them (`eventgate <broker>[ publish]`),
+ * in any vhost or none yet (one still opening has none): as `rabbitmqctl list_connections` lists them.
+ */
+async function connectionsOf(rabbit: RabbitServer, broker: string): Promise<RabbitConnection[]> {
+  return (await rabbit.admin.listConnections()).filter((c) => c.name === `eventgate ${broker}` || c.name?.startsWith(`eventgate ${broker} `));
 }
 
 /**
@@ -45,16 +47,16 @@ routes:
     let pid: string | undefined;
     await eventually(
       async () => {
-        const publishing = (await connectionsOf(rabbit, 'held')).filter((l) => l.includes('"eventgate held publish"'));
-        assert.equal(publishing.length, 1, publishing.join('\n'));
-        pid = publishing[0]!.split('\t')[0];
+        const publishing = (await connectionsOf(rabbit, 'held')).filter((c) => c.name === 'eventgate held publish');
+        assert.equal(publishing.length, 1, JSON.stringify(publishing));
+        pid = publishing[0]!.pid;
       },
       15000,
       200,
     );
     const from = gw.logs.length;
     rabbit.proxy.holdNew();
-    await rabbit.ctl('close_connection', pid!, 'eventgate test: the publish connection');
+    await rabbit.admin.closeConnection(pid!, 'eventgate test: the publish connection');
     await gw.waitForLog((l) => l.broker === 'held' && l.msg === 'amqp publish connection lost; opening it again', 15000, from);
     // The new publish connection, accepted by the proxy and held there: the reopen is under way.
     await eventually(() => assert.equal(rabbit.proxy.heldOpen(), 1), 15000, 20);

@@ -51,14 +51,14 @@ routes:
     await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'consumer ready', 30000);
     const from = gw.logs.length;
     // Its queues still, the exchange no more.
-    await rabbit.ctl('set_permissions', '-p', rabbit.vhost, rabbit.user, '.*', '^eventgate-', '.*');
+    await rabbit.admin.setPermissions(rabbit.vhost, rabbit.user, '.*', '^eventgate-', '.*');
     try {
       const refused = await post(gw.url('api', '/amqp'), { n: 'refused' });
       assert.equal(refused.status, 503, refused.text);
       assert.match(refused.body.detail, /the server closed the publish channel \(403 ACCESS_REFUSED - access to exchange 'amq\.topic' in vhost '[^']+' refused for user '[^']+'\)/);
       await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp publish channel opened again', 15000, from);
     } finally {
-      await rabbit.ctl('set_permissions', '-p', rabbit.vhost, rabbit.user, '.*', '.*', '.*');
+      await rabbit.admin.setPermissions(rabbit.vhost, rabbit.user, '.*', '.*', '.*');
     }
     // Reconnecting changes no permission, and closed the consume route's channel (its messages in hand delivered again) at every such publish.
     assert.deepEqual(
@@ -85,7 +85,7 @@ routes:
     };
     assert.equal((await publish({ n: 1 })).status, 200);
     // The gateway holds two channels (publish, consume); from now on the server lets its user open one.
-    await rabbit.ctl('set_user_limits', rabbit.user, '{"max-channels": 1}');
+    await rabbit.admin.setUserLimits(rabbit.user, { 'max-channels': 1 });
     const refused = await publish(big(2));
     assert.equal(refused.status, 413, refused.text);
     assert.equal(refused.body.code, 'EG_PAYLOAD_TOO_LARGE');
@@ -117,7 +117,7 @@ routes:
       30000,
       20,
     );
-    await rabbit.ctl('clear_user_limits', rabbit.user, 'max-channels');
+    await rabbit.admin.clearUserLimits(rabbit.user, 'max-channels');
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 30000);
     assert.equal((await publish({ n: 8 })).status, 200);
     assert.equal(gw.logs.slice(start).filter((l) => l.broker === 'rabbit' && l.msg === 'amqp publish channel opened again').length, 0);

@@ -12,10 +12,10 @@ import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
  * One vhost (or, run alone, one server) for the whole file, taken before its first case (useRabbit
- * outside any describe): each vhost after the first costs four rabbitmqctl runs. Each costs an
- * Erlang VM and, on a loaded machine, 30-55 s: what the server has is read with pika where it can
- * be (pikaQueueDeclaredAs), and the cases that close connections with rabbitmqctl are in
- * amqp-connection-closed.test.ts.
+ * outside any describe). When the server's side was read and changed with rabbitmqctl (an Erlang
+ * VM each, 30-55 s on a loaded machine), what it has was read with pika where it could be
+ * (pikaQueueDeclaredAs), and the cases that close connections went to amqp-connection-closed.test.ts;
+ * rabbit.admin (erl_call) does it in milliseconds now.
  */
 const rabbit = useRabbit(() => sharedRabbit());
 
@@ -467,9 +467,8 @@ describe('kind: amqp, a declare the server refuses at connect', () => {
     receiver = await WebhookReceiver.start();
     // Declared plainly here, bound as the config binds it; the config asks for it with a length limit.
     await pikaDeclareQueue(rabbit, 'inequivalent', 'amq.topic', 'ineq.*');
-    // The file's own user (the node has it from its boot; one rabbitmqctl run less than a user added
-    // here) may read and write, not declare (configure) anything. No case before this one uses it.
-    await rabbit.ctl('set_permissions', '-p', rabbit.vhost, rabbit.user, '^$', '.*', '.*');
+    // The file's own user (the node has it from its boot) may read and write, not declare (configure) anything. No case before this one uses it.
+    await rabbit.admin.setPermissions(rabbit.vhost, rabbit.user, '^$', '.*', '.*');
   });
   after(async () => {
     await receiver?.stop();

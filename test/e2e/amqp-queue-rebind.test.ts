@@ -142,7 +142,7 @@ routes:
     await gw.reconfigure(config(['orders.denied'], 'denied-events'));
     await consumersReady(gw, 'relay', 30000, from);
     // queue.unbind needs read permission on the exchange: taken away for that one exchange.
-    await rabbit.ctl('set_permissions', '-p', rabbit.vhost, 'guest', '.*', '.*', '^(?!denied-events$).*');
+    await rabbit.admin.setPermissions(rabbit.vhost, 'guest', '.*', '.*', '^(?!denied-events$).*');
     try {
       from = gw.logs.length;
       const line = await gw.reconfigure(config(['orders.allowed'], 'allowed-events'));
@@ -160,7 +160,7 @@ routes:
       );
       assert.equal(gw.logs.slice(from).filter((l) => typeof l.msg === 'string' && l.msg.includes('a binding a reload dropped')).length, 1);
     } finally {
-      await rabbit.ctl('set_permissions', '-p', rabbit.vhost, 'guest', '.*', '.*', '.*');
+      await rabbit.admin.setPermissions(rabbit.vhost, 'guest', '.*', '.*', '.*');
     }
   });
 

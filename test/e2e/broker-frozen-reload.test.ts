@@ -67,7 +67,15 @@ routes:
       await eventually(async () => assert.equal(await inHand(), 0), 15000, 50);
       if (kind === 'amqp') {
         const rabbit = server as RabbitServer;
-        await eventually(async () => assert.doesNotMatch(await rabbit.ctl('list_queues', '-q', '-p', rabbit.vhost, 'messages_unacknowledged'), /[1-9]/), 15000, 100);
+        await eventually(
+          async () =>
+            assert.deepEqual(
+              (await rabbit.admin.listQueues(rabbit.vhost)).filter((q) => q.messagesUnacknowledged !== 0),
+              [],
+            ),
+          15000,
+          100,
+        );
       }
 
       await freeze(true);

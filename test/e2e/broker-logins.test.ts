@@ -233,8 +233,8 @@ describe('kind: amqp, a server that refuses the login', () => {
   const user = `eg-login-${process.pid}`;
   before(async () => {
     rabbit = await sharedRabbit();
-    await rabbit.ctl('add_user', user, 'old');
-    await rabbit.ctl('set_permissions', '-p', rabbit.vhost, user, '.*', '.*', '.*');
+    await rabbit.admin.addUser(user, 'old');
+    await rabbit.admin.setPermissions(rabbit.vhost, user, '.*', '.*', '.*');
     hook = await WebhookReceiver.start();
   });
   after(async () => {
@@ -266,7 +266,7 @@ routes:
     const refused = await post(gw.url('api', '/out'), { n: 0 });
     assert.equal(refused.status, 503, refused.text);
     assert.match(refused.body.detail, /login refused: .*ACCESS_REFUSED/);
-    await rabbit.ctl('change_password', user, 'right');
+    await rabbit.admin.changePassword(user, 'right');
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
     const reply = await post(gw.url('api', '/out'), { n: 1 });
     assert.equal(reply.status, 200, reply.text);

@@ -212,11 +212,7 @@ routes:
 `;
   const gw = useGateway(() => config(true, 5000));
   /** The consumer tags on the route's queue, as RabbitMQ lists them. */
-  const consumers = async () =>
-    (await rabbit.ctl('list_consumers', '-q', '-p', rabbit.vhost, 'queue_name', 'consumer_tag'))
-      .split('\n')
-      .filter((l) => l.startsWith('eventgate-queued\t'))
-      .map((l) => l.split('\t')[1]);
+  const consumers = async () => (await rabbit.admin.listConsumers(rabbit.vhost)).filter((c) => c.queue === 'eventgate-queued').map((c) => c.tag);
   const connected = (from: number) => gw.logs.slice(from).filter((l) => l.msg === 'amqp connected').length;
 
   it('keeps the connection and consumer, delivers a backlog once, and the next publish is neither mandatory nor persistent; a connectTimeoutMs change still replaces the broker', async () => {
@@ -259,8 +255,7 @@ routes:
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'queued', 60000, at);
     assert.equal(connected(at), 1);
     // The new broker's consumer is on the queue (its consume-ok logged above, on the one connection
-    // made since), so one consumer means the old one is gone. Polled through pika: a passive declare
-    // answers in milliseconds where each `rabbitmqctl list_consumers` takes 30-60 s under load.
+    // made since), so one consumer means the old one is gone. Polled through pika (a passive declare).
     await eventually(async () => assert.equal(await pikaQueueConsumers(rabbit, 'eventgate-queued'), 1), 15000, 200);
   });
 });

@@ -350,15 +350,10 @@ routes:
 ${deadletter ? '    deadletter: { broker: rabbit, topic: handover.dead }\n' : ''}`;
   const gw = useGateway(() => config(0));
   /** The consumer tags on the route's queue, as RabbitMQ lists them. */
-  const consumers = async () =>
-    (await rabbit.ctl('list_consumers', '-q', '-p', rabbit.vhost, 'queue_name', 'consumer_tag'))
-      .split('\n')
-      .filter((l) => l.startsWith('eventgate-queued\t'))
-      .map((l) => l.split('\t')[1]);
+  const consumers = async () => (await rabbit.admin.listConsumers(rabbit.vhost)).filter((c) => c.queue === 'eventgate-queued').map((c) => c.tag);
   /**
    * The tags the first case found on the queue after its reloads, when it found them unchanged:
    * the second case's starting point (nothing runs between the two), read again only when unset.
-   * Each `rabbitmqctl` run takes 30-60 s under load.
    */
   let afterFilters: string[] | undefined;
 

@@ -495,26 +495,27 @@ async function startNatsOnce(dir = tempDir('eventgate-nats'), conf?: string, log
  * `/`), and `users` besides guest: loaded from a definitions file at boot, where each `rabbitmqctl
  * add_vhost`, `add_user` and `set_permissions` would start an Erlang VM of its own (~2 s of a core each).
  */
-/** A RabbitMQ node the tests can also administer: `ctl` runs `rabbitmqctl` against it (e.g. set_permissions). */
+/** A RabbitMQ node the tests can also administer: `admin` does what `rabbitmqctl` commands do (e.g. set_permissions). */
 export interface RabbitServer extends MessageServer {
-  ctl(...args: string[]): Promise<string>;
+  /** The `rabbitmqctl` commands the tests use, each the node's own function called through erl_call (rabbitAdmin). */
+  admin: RabbitAdmin;
   /** A function called on the node (rabbitCall): what a `rabbitmqctl` command does, without its VM. */
   call(mfa: string): Promise<string>;
   /** The virtual host `url` names: `/` on a server of the file's own, one of the file's own on the shared one. */
   vhost: string;
-  /** How `rabbitmqctl` reaches the node, for another process (the run's shared server, `sharedRabbit`). */
+  /** How erl_call reaches the node, for another process (the run's shared server, `sharedRabbit`). */
   node: RabbitNode;
   /** `amqps://` to the TLS listener, with guest's credentials (only with `RabbitOptions.tls`). */
   tlsUrl?: string;
 }
 
-/** A RabbitMQ node as `rabbitmqctl` reaches it: its name, the Erlang cookie's home, its epmd, the user it runs as. */
+/** A RabbitMQ node as erl_call reaches it: its name, the Erlang cookie's home, its epmd, the user it runs as. */
 export interface RabbitNode {
   port: number;
   nodeName: string;
   home: string;
   epmdPort: number;
-  /** The `rabbitmq` user's ids when the tests run as root (the node and rabbitmqctl run as that user). */
+  /** The `rabbitmq` user's ids when the tests run as root (the node runs as that user). */
   runAs?: { uid: number; gid: number };
 }
 
@@ -542,32 +543,11 @@ export function startRabbit(options: RabbitOptions = {}): Promise<RabbitServer> 
 }
 
 /**
- * How long one `rabbitmqctl` run may take. Each starts an Erlang VM of its own (~0.6 s of a core) and
- * waits on the node: 1-2 s on a quiet machine, 30-55 s seen when two cores served eight test runs.
- * Past this it is killed and fails naming its command, rather than a file of several such calls
+ * How long one erl_call may take: a few milliseconds on a quiet machine; the bound is for a node
+ * that does not answer at all, so that the call fails naming its command rather than a file
  * running into the runner's 300 s file timeout, which says nothing of which wait it was.
  */
-const RABBIT_CTL_TIMEOUT_MS = 90000;
-
-/** `rabbitmqctl` against `node`, as the node's own user, with its HOME (the Erlang cookie) and epmd port. */
-export function rabbitCtl(node: RabbitNode): (...args: string[]) => Promise<string> {
-  const ctlScript = '/usr/lib/rabbitmq/bin/rabbitmqctl';
-  const env = { ...process.env, HOME: node.home, RABBITMQ_NODENAME: node.nodeName, ERL_EPMD_PORT: String(node.epmdPort) };
-  return async (...ctlArgs) => {
-    const [file, argv] = node.runAs ? ['setpriv', ['--reuid', String(node.runAs.uid), '--regid', String(node.runAs.gid), '--init-groups', ctlScript, ...ctlArgs]] : [ctlScript, ctlArgs];
-    const started = Date.now();
-    try {
-      // setpriv, the script and erl each exec the next: the pid killed is the VM's.
-      const { stdout } = await run(file, argv, { env, timeout: RABBIT_CTL_TIMEOUT_MS, killSignal: 'SIGKILL' });
-      return stdout;
-    } catch (err) {
-      const failed = err as Error & { killed?: boolean; stderr?: string };
-      const took = `${Date.now() - started} ms`;
-      if (failed.killed) throw new Error(`rabbitmqctl ${ctlArgs.join(' ')}: no answer within ${RABBIT_CTL_TIMEOUT_MS} ms (killed after ${took})`);
-      throw new Error(`rabbitmqctl ${ctlArgs.join(' ')} failed after ${took}: ${failed.stderr?.trim() || failed.message}`);
-    }
-  };
-}
+const RABBIT_CALL_TIMEOUT_MS = 90000;
 
 /** erl_interface's erl_call, a C client of the Erlang distribution (Debian's erlang-base). */
 function erlCallPath(): string {
@@ -590,13 +570,153 @@ export function rabbitCall(node: RabbitNode): (mfa: string) => Promise<string> {
     const cookie = readFileSync(join(node.home, '.erlang.cookie'), 'utf8').trim();
     const started = Date.now();
     try {
-      const { stdout } = await run(erlCallPath(), ['-n', node.nodeName, '-c', cookie, '-a', mfa], { env, timeout: RABBIT_CTL_TIMEOUT_MS, killSignal: 'SIGKILL' });
+      const { stdout } = await run(erlCallPath(), ['-n', node.nodeName, '-c', cookie, '-a', mfa], { env, timeout: RABBIT_CALL_TIMEOUT_MS, killSignal: 'SIGKILL' });
       if (/^\{(error|badrpc),/.test(stdout.trim())) throw Object.assign(new Error(stdout.trim()), { stderr: stdout.trim() });
       return stdout;
     } catch (err) {
       const failed = err as Error & { killed?: boolean; stderr?: string };
       throw new Error(`erl_call ${mfa} on ${node.nodeName} failed after ${Date.now() - started} ms: ${failed.killed ? 'no answer' : failed.stderr?.trim() || failed.message}`);
     }
+  };
+}
+
+/** A client connection as `rabbitmqctl list_connections pid vhost client_properties` lists it. */
+export interface RabbitConnection {
+  /** The connection's process, as closeConnection takes it (`<0.812.0>`). */
+  pid: string;
+  /** Its virtual host; `none` while it has not opened one yet. */
+  vhost: string;
+  /** The `connection_name` of its client properties (the gateway's: `eventgate <broker>[ publish]`), if it gave one. */
+  name?: string;
+}
+
+/**
+ * What the `rabbitmqctl` commands the tests use do, each through the function on the node that the
+ * command calls (read from RabbitMQ 3.10.8's CLI, the version the tests run: its commands' modules
+ * in /usr/lib/rabbitmq/lib/rabbitmq_server-3.10.8/escript/rabbitmqctl), called by erl_call: a C
+ * program, ~10 ms, where each `rabbitmqctl` boots an Erlang VM of its own (~0.6-2 s of a core,
+ * 30-60 s of waiting seen on a loaded machine). The list commands stream their rows from each
+ * cluster node (`emit_*_all`); on one node the same rows come from the `*_all` function. Each fails
+ * naming its command and what the node answered (`{error,{no_such_user,<<"x">>}}`).
+ */
+export interface RabbitAdmin {
+  /** list_connections pid vhost client_properties: every connection of the node (no vhost narrows it). */
+  listConnections(): Promise<RabbitConnection[]>;
+  /** close_connection PID EXPLANATION: the client gets 320 CONNECTION_FORCED with the explanation. */
+  closeConnection(pid: string, explanation: string): Promise<void>;
+  /** close_all_connections -p VHOST EXPLANATION: how many it closed. */
+  closeAllConnections(vhost: string, explanation: string): Promise<number>;
+  /** list_consumers -p VHOST queue_name consumer_tag. */
+  listConsumers(vhost: string): Promise<{ queue: string; tag: string }[]>;
+  /** list_queues -p VHOST name messages_unacknowledged. */
+  listQueues(vhost: string): Promise<{ name: string; messagesUnacknowledged: number }[]>;
+  /** set_permissions -p VHOST USER CONF WRITE READ (regular expressions). */
+  setPermissions(vhost: string, user: string, configure: string, write: string, read: string): Promise<void>;
+  /** set_user_limits USER '{"max-channels": 1}'. */
+  setUserLimits(user: string, limits: Record<string, number>): Promise<void>;
+  /** clear_user_limits USER LIMIT (`max-channels`, `max-connections` or `all`). */
+  clearUserLimits(user: string, limit: string): Promise<void>;
+  addUser(user: string, password: string): Promise<void>;
+  changePassword(user: string, password: string): Promise<void>;
+  addVhost(vhost: string): Promise<void>;
+}
+
+/** A string as an Erlang binary of its UTF-8 bytes (`<<104,105>>`): nothing in it to escape. */
+function erlBinary(text: string): string {
+  return `<<${[...Buffer.from(text, 'utf8')].join(',')}>>`;
+}
+
+/**
+ * Evaluates `expr` (Erlang expressions) on the node through `erl_call -e` and gives its value as
+ * JSON: `expr` makes it of maps, lists, binaries and numbers. The answer comes back base64 encoded,
+ * because erl_call prints a binary's first 30 bytes only, and non-ASCII in a string as `\xffffffc3`.
+ * A value `{error, _}` (or `{badrpc, _}`) or an exception fails, `what` and the reason in the message.
+ */
+function rabbitEval(node: RabbitNode): (what: string, expr: string) => Promise<unknown> {
+  const env = { ...process.env, ERL_EPMD_PORT: String(node.epmdPort) };
+  return async (what, expr) => {
+    const cookie = readFileSync(join(node.home, '.erlang.cookie'), 'utf8').trim();
+    const source = `EgAnswer = fun(EgA) -> binary_to_list(base64:encode(rabbit_json:encode(EgA))) end,
+EgFailed = fun(EgWhy) -> EgAnswer(#{<<"error">> => iolist_to_binary(io_lib:format("~0tp", [EgWhy]))}) end,
+try begin ${expr} end of
+  {error, _} = EgError -> EgFailed(EgError);
+  {badrpc, _} = EgError -> EgFailed(EgError);
+  EgValue -> EgAnswer(#{<<"value">> => EgValue})
+catch
+  EgClass:EgReason -> EgFailed({EgClass, EgReason})
+end.
+`;
+    const started = Date.now();
+    const failure = (why: string) => new Error(`${what} on ${node.nodeName} failed after ${Date.now() - started} ms: ${why}`);
+    let stdout: string;
+    try {
+      const pending = run(erlCallPath(), ['-n', node.nodeName, '-c', cookie, '-e'], { env, timeout: RABBIT_CALL_TIMEOUT_MS, killSignal: 'SIGKILL' });
+      pending.child.stdin?.end(source);
+      ({ stdout } = await pending);
+    } catch (err) {
+      const failed = err as Error & { killed?: boolean; stderr?: string };
+      throw failure(failed.killed ? `no answer within ${RABBIT_CALL_TIMEOUT_MS} ms` : failed.stderr?.trim() || failed.message);
+    }
+    // `{ok, "<base64>"}`; anything else is erl_call's own error (`{error, "...Incomplete form..."}`).
+    const encoded = /^\{ok, "([A-Za-z0-9+/=]*)"\}\s*$/.exec(stdout)?.[1];
+    if (encoded === undefined) throw failure(stdout.trim());
+    const answer = JSON.parse(Buffer.from(encoded, 'base64').toString('utf8')) as { value?: unknown; error?: string };
+    if (answer.error !== undefined) throw failure(answer.error);
+    return answer.value;
+  };
+}
+
+/** The `rabbitmqctl` commands the tests use, on `node` (RabbitAdmin). */
+export function rabbitAdmin(node: RabbitNode): RabbitAdmin {
+  const evaluate = rabbitEval(node);
+  const b = erlBinary;
+  // Who the node's audit events name as having made a change (the CLI names `rmq-cli`).
+  const actor = b('eventgate-tests');
+  const done = async (what: string, expr: string) => void (await evaluate(what, expr));
+  return {
+    listConnections: async () =>
+      (await evaluate(
+        'rabbitmqctl list_connections (rabbit_networking:connection_info_all/1)',
+        `[#{<<"pid">> => list_to_binary(pid_to_list(proplists:get_value(pid, I))),
+            <<"vhost">> => proplists:get_value(vhost, I),
+            <<"name">> => case lists:keyfind(<<"connection_name">>, 1, proplists:get_value(client_properties, I)) of {_, longstr, N} -> N; false -> null end}
+          || I <- rabbit_networking:connection_info_all([pid, vhost, client_properties])]`,
+      )) as RabbitConnection[],
+    closeConnection: (pid, explanation) =>
+      done(`rabbitmqctl close_connection ${pid} (rabbit_networking:close_connection/2)`, `rabbit_networking:close_connection(list_to_pid(binary_to_list(${b(pid)})), ${b(explanation)})`),
+    closeAllConnections: async (vhost, explanation) =>
+      (await evaluate(
+        `rabbitmqctl close_all_connections -p ${vhost} (rabbit_connection_tracking_handler:close_connections/3)`,
+        `EgConns = rabbit_connection_tracking:list(${b(vhost)}), ok = rabbit_connection_tracking_handler:close_connections(EgConns, ${b(explanation)}, 0), length(EgConns)`,
+      )) as number,
+    listConsumers: async (vhost) =>
+      (await evaluate(
+        `rabbitmqctl list_consumers -p ${vhost} (rabbit_amqqueue:consumers_all/1)`,
+        `lists:map(fun(C) -> {resource, _, queue, Q} = proplists:get_value(queue_name, C), #{<<"queue">> => Q, <<"tag">> => proplists:get_value(consumer_tag, C)} end,
+                   rabbit_amqqueue:consumers_all(${b(vhost)}))`,
+      )) as { queue: string; tag: string }[],
+    listQueues: async (vhost) =>
+      (await evaluate(
+        `rabbitmqctl list_queues -p ${vhost} (rabbit_amqqueue:info_all/2)`,
+        `lists:map(fun(I) -> {resource, _, queue, Q} = proplists:get_value(name, I), #{<<"name">> => Q, <<"messagesUnacknowledged">> => proplists:get_value(messages_unacknowledged, I)} end,
+                   rabbit_amqqueue:info_all(${b(vhost)}, [name, messages_unacknowledged]))`,
+      )) as { name: string; messagesUnacknowledged: number }[],
+    setPermissions: (vhost, user, configure, write, read) =>
+      done(
+        `rabbitmqctl set_permissions -p ${vhost} ${user} ${configure} ${write} ${read} (rabbit_auth_backend_internal:set_permissions/6)`,
+        `rabbit_auth_backend_internal:set_permissions(${b(user)}, ${b(vhost)}, ${b(configure)}, ${b(write)}, ${b(read)}, ${actor})`,
+      ),
+    setUserLimits: (user, limits) =>
+      done(
+        `rabbitmqctl set_user_limits ${user} ${JSON.stringify(limits)} (rabbit_auth_backend_internal:set_user_limits/3)`,
+        `rabbit_auth_backend_internal:set_user_limits(${b(user)}, ${b(JSON.stringify(limits))}, ${actor})`,
+      ),
+    clearUserLimits: (user, limit) =>
+      done(`rabbitmqctl clear_user_limits ${user} ${limit} (rabbit_auth_backend_internal:clear_user_limits/3)`, `rabbit_auth_backend_internal:clear_user_limits(${b(user)}, ${b(limit)}, ${actor})`),
+    addUser: (user, password) => done(`rabbitmqctl add_user ${user} (rabbit_auth_backend_internal:add_user/3)`, `rabbit_auth_backend_internal:add_user(${b(user)}, ${b(password)}, ${actor})`),
+    changePassword: (user, password) =>
+      done(`rabbitmqctl change_password ${user} (rabbit_auth_backend_internal:change_password/3)`, `rabbit_auth_backend_internal:change_password(${b(user)}, ${b(password)}, ${actor})`),
+    addVhost: (vhost) => done(`rabbitmqctl add_vhost ${vhost} (rabbit_vhost:add/2)`, `rabbit_vhost:add(${b(vhost)}, ${actor})`),
   };
 }
 
@@ -692,5 +812,12 @@ async function startRabbitOnce(options: RabbitOptions): Promise<RabbitServer> {
     throw err;
   }
   process.once('exit', killEpmd);
-  return { ...serverOf(proc, url, port, dir, killEpmd), ctl: rabbitCtl(node), call: rabbitCall(node), vhost: '/', node, ...(tlsPort ? { tlsUrl: `amqps://guest:guest@127.0.0.1:${tlsPort}` } : {}) };
+  return {
+    ...serverOf(proc, url, port, dir, killEpmd),
+    admin: rabbitAdmin(node),
+    call: rabbitCall(node),
+    vhost: '/',
+    node,
+    ...(tlsPort ? { tlsUrl: `amqps://guest:guest@127.0.0.1:${tlsPort}` } : {}),
+  };
 }
