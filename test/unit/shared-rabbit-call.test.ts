@@ -36,8 +36,8 @@ describe('shared RabbitMQ: a call the runner did not see in the file', () => {
 
 /**
  * The runner's node boots with a vhost for each call a file's text makes (the first the file's
- * own, then `-2`, `-3`, as the calls take them, either kind counted): a vhost made at a call cost
- * four `rabbitmqctl` runs, over 100 s of a loaded run for each later describe block.
+ * own, then `-2`, `-3`, as the calls take them, either kind counted): a vhost made at a call is
+ * four admin calls more (they were `rabbitmqctl` runs, over 100 s of a loaded run for each block).
  */
 describe('shared RabbitMQ: the vhosts a file takes', () => {
   it('one per call of either function in its text, named as the calls take them', () => {
