@@ -1,4 +1,9 @@
-import { destination, pino, type Logger, type Level } from 'pino';
+import type * as Pino from 'pino';
+import type { Logger, Level } from 'pino';
+import { bundled } from './core/bundled.js';
+
+// From its bundle, with V8's code cache (src/core/bundled.ts): ~7 ms of CPU where its 30 module files took ~21.
+const { destination, pino } = bundled<typeof Pino>('pino');
 
 export type { Logger };
 

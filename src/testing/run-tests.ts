@@ -1,6 +1,7 @@
 import { isDeepStrictEqual } from 'node:util';
-import FindMyWay from 'find-my-way';
-import pino from 'pino';
+import type FindMyWayModule from 'find-my-way';
+import type * as Pino from 'pino';
+import { bundled } from '../core/bundled.js';
 import { redact } from '../config/secrets.js';
 import { compileExpression, truthy } from '../expr/expression.js';
 import { attributesOf, decodeBatch, decodeFrameEvent, httpMode, toStructured } from '../codecs/cloudevents.js';
@@ -18,6 +19,10 @@ import { RouteRuntime } from '../runtime/route.js';
 import { TRACEPARENT } from '../runtime/trace.js';
 import { RecordingEndpoints } from './recording-endpoints.js';
 import type { ExpectedOutput, TestCase } from './test-file.js';
+
+// The gateway's bundles (src/core/bundled.ts), not a second copy of each package from node_modules.
+const FindMyWay = bundled<typeof FindMyWayModule>('find-my-way');
+const { pino } = bundled<typeof Pino>('pino');
 
 /** What a route sent to one target: a broker's topic, a listener's path, or an http target's request. */
 export interface Output {

@@ -110,6 +110,24 @@ describe('CLI start-up: each command loads only the modules it uses', { concurre
     });
   }
 
+  it('run loads the logger, JSONata and the config watcher from their bundles, not file by file from node_modules', async () => {
+    // What a process required, written at its exit: a bundle is loaded by src/core/bundled.ts, not require.
+    const dir = tempDir('eventgate-required');
+    const list = join(dir, 'required.txt');
+    writeFileSync(join(dir, 'preload.cjs'), `process.on('exit', () => require('node:fs').writeFileSync(${JSON.stringify(list)}, Object.keys(require.cache).join('\\n')));\n`);
+    const yaml = `${config}    through:\n      - filter: a > 0\n`;
+    const gw = await startGateway(yaml, { env: { NODE_OPTIONS: `--require=${join(dir, 'preload.cjs')}` } });
+    assert.equal((await gw.stop()).code, 0, gw.stderr());
+    const packages = readFileSync(list, 'utf8')
+      .split('\n')
+      .map((file) => /[\\/]node_modules[\\/]((?:@[^\\/]+[\\/])?[^\\/]+)/.exec(file)?.[1])
+      .filter((name) => name !== undefined);
+    // pino's 30 files (with sonic-boom, thread-stream, ...), jsonata's and chokidar's with readdirp's: ~38 ms of CPU of each start.
+    for (const name of ['pino', 'sonic-boom', 'thread-stream', 'jsonata', 'chokidar', 'readdirp'])
+      assert.ok(!packages.includes(name), `${name} loaded from node_modules; packages:\n${[...new Set(packages)].join('\n')}`);
+    assert.ok(packages.includes('secure-json-parse'), `the preload saw the gateway's requires; packages:\n${[...new Set(packages)].join('\n')}`);
+  });
+
   it('refuses at start an EVENTGATE_INSTANCE_ID that brokers would not all take in client ids and group names, naming the variable', async () => {
     const yaml = 'version: 1\nadmin: { port: 0 }\nbrokers:\n  local: { kind: memory }\nroutes: []\n';
     const allowed = "it names this instance in per-instance consumer groups, queue names and MQTT client ids, so it takes 1 to 64 letters (A-Z, a-z), digits, '.', '_' and '-'";
