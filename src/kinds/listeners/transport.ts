@@ -1,6 +1,7 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
-import { createSecureServer as createHttp2Server, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
+import type { Http2SecureServer, Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import { createRequire } from 'node:module';
 import { Server as NetServerClass, type Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { problem, problemBody, type Problem } from '../../core/errors.js';
@@ -244,6 +245,8 @@ export function refusesCertificate(err: NodeJS.ErrnoException): boolean {
  * IncomingMessage/ServerResponse the listener uses (HttpListener handles what differs).
  */
 function createH2(options: TransportOptions, m: TlsMaterial, handler: Handler, httpOptions: { headersTimeout: number; connectionsCheckingInterval: number }): Server {
+  // node:http2 loads here, for a listener with `http2: true` only: at the top it cost every process ~3 ms of CPU (validate's too).
+  const { createSecureServer: createHttp2Server } = createRequire(import.meta.url)('node:http2') as typeof import('node:http2');
   const server = createHttp2Server(
     {
       ...tlsServerOptions(m),
