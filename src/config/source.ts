@@ -202,6 +202,7 @@ export function parseSource(file: string, raw: string, env: Env, diagnostics: Di
   keysMadeEqual(doc, file, text, pos, diagnostics);
 
   if (nonFiniteNumbers(doc, file, text, pos, diagnostics)) return undefined;
+  if (nonJsonTags(doc, file, text, pos, diagnostics)) return undefined;
 
   let value: unknown;
   try {
@@ -460,13 +461,7 @@ function nonFiniteNumbers(doc: Document, file: string, text: string, pos: Positi
     Scalar(_key, node, ancestors) {
       if (typeof node.value !== 'number' || Number.isFinite(node.value)) return;
       found = true;
-      const path: PathPart[] = [];
-      const chain = [...ancestors, node];
-      for (let i = 0; i < chain.length - 1; i++) {
-        const at = chain[i];
-        if (isPair(at) && isScalar(at.key)) path.push(String(at.key.value));
-        else if (isSeq(at)) path.push(at.items.indexOf(chain[i + 1] as YamlNode));
-      }
+      const path = pathOfNode(ancestors, node);
       const [start, end] = node.range ?? [0, 0];
       const { line, column } = pos(start);
       const where = path.length > 0 ? `${formatPath(path)} is` : 'the value is';
@@ -481,6 +476,57 @@ function nonFiniteNumbers(doc: Document, file: string, text: string, pos: Positi
         message: `${where} ${shown}, which is not a finite number: write the number itself (no setting takes an infinite or NaN value)`,
       });
     },
+  });
+  return found;
+}
+
+/** The config path of a node `visit` reached, from its ancestors. */
+function pathOfNode(ancestors: readonly unknown[], node: unknown): PathPart[] {
+  const path: PathPart[] = [];
+  const chain = [...ancestors, node];
+  for (let i = 0; i < chain.length - 1; i++) {
+    const at = chain[i];
+    if (isPair(at) && isScalar(at.key)) path.push(String(at.key.value));
+    else if (isSeq(at)) path.push(at.items.indexOf(chain[i + 1] as YamlNode));
+  }
+  return path;
+}
+
+/** YAML 1.1 types the yaml package makes on an explicit tag, none of which JSON has: what each makes, and what to write instead. */
+const NON_JSON_TAGS: Record<string, { makes: string; write: string }> = {
+  'tag:yaml.org,2002:binary': { makes: 'bytes', write: 'write the text as a string' },
+  'tag:yaml.org,2002:set': { makes: 'a set', write: 'write a list' },
+  'tag:yaml.org,2002:omap': { makes: 'an ordered map', write: 'write a map' },
+  'tag:yaml.org,2002:timestamp': { makes: 'a date', write: 'write the date as a string' },
+};
+
+/**
+ * Reports every node tagged `!!binary`, `!!set`, `!!omap` or `!!timestamp`: toJS makes a
+ * Uint8Array, Set, Map or Date of it, which the schema's checks take for a map (a Set or Map
+ * with no own keys passed as an empty one) and the compiler cannot read. True when there was one.
+ */
+function nonJsonTags(doc: Document, file: string, text: string, pos: PositionOf, diagnostics: Diagnostic[]): boolean {
+  let found = false;
+  visit(doc, (_key, node, ancestors) => {
+    const tag = (node as { tag?: string } | null)?.tag;
+    const kind = tag === undefined ? undefined : NON_JSON_TAGS[tag];
+    if (!kind) return;
+    found = true;
+    const path = pathOfNode(ancestors, node);
+    const start = (node as YamlNode).range?.[0] ?? 0;
+    // The node's range starts at its value; the tag, the mistake, is written before it (an anchor may be between).
+    const tagWritten = /(!\S*)(?:\s+&\S+)?\s*$/.exec(text.slice(Math.max(0, start - 200), start));
+    const { line, column } = pos(tagWritten ? start - (tagWritten[0].length - tagWritten[0].indexOf('!')) : start);
+    const where = path.length > 0 ? `${formatPath(path)} is` : 'the value is';
+    diagnostics.push({
+      file,
+      line,
+      column,
+      code: 'EG_CONFIG_SCHEMA',
+      path: formatPath(path),
+      message: `${where} tagged !!${tag!.slice('tag:yaml.org,2002:'.length)}, which makes ${kind.makes}: a config holds only JSON values (maps, lists, strings, numbers, booleans, null); ${kind.write}, without the tag`,
+    });
+    return visit.SKIP;
   });
   return found;
 }

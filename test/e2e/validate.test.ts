@@ -413,6 +413,38 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assert.doesNotMatch(r.stdout, /parseAllDocuments/);
     });
 
+    it('points at a YAML tag that makes what JSON has not (bytes, a set, an ordered map, a date), in the config, a fragment and a schema file', async () => {
+      // Before: `brokers: !!binary ...` was "eventgate: Cannot read properties of undefined (reading
+      // 'compile')", `chains: !!set ...` passed as no chains, `!!timestamp` was "got a map".
+      const json = 'a config holds only JSON values \\(maps, lists, strings, numbers, booleans, null\\)';
+      const r = await validate({
+        'gateway.yaml': yaml(
+          'version: 1',
+          'brokers: !!binary aGVsbG8=',
+          'chains: !!set { c }',
+          'routes:',
+          '  - name: r',
+          '    from: { listener: api, path: /in }',
+          '    to: { broker: local, topic: !<tag:yaml.org,2002:timestamp> 2001-12-14 }',
+        ),
+      });
+      assert.doesNotMatch(r.stdout + r.stderr, /Cannot read properties/);
+      assertProblems(r, [
+        ['gateway.yaml:2:10', new RegExp(`^brokers is tagged !!binary, which makes bytes: ${json}; write the text as a string, without the tag$`)],
+        ['gateway.yaml:3:9', new RegExp(`^chains is tagged !!set, which makes a set: ${json}; write a list, without the tag$`)],
+        ['gateway.yaml:7:33', new RegExp(`^routes\\[0\\]\\.to\\.topic is tagged !!timestamp, which makes a date: ${json}; write the date as a string, without the tag$`)],
+      ]);
+      // A fragment and a schema file, once the config itself reads.
+      const inParts = await validate({
+        'gateway.yaml': yaml(...base, 'include: part.yaml', 'chains:', '  c: [ { validate: { schema: s.yaml } } ]'),
+        'part.yaml': yaml('brokers:', '  other: !!omap [ kind: memory ]'),
+        's.yaml': yaml('type: object', 'required: !!set { id }'),
+      });
+      assert.equal(inParts.code, 1, inParts.stdout);
+      assert.match(inParts.stdout, /^part\.yaml:2:10: brokers\.other is tagged !!omap, which makes an ordered map: .*; write a map, without the tag$/m);
+      assert.match(inParts.stdout, /s\.yaml.*required is tagged !!set, which makes a set/);
+    });
+
     it('reports an empty file as such', async () => {
       const r = await validate({ 'gateway.yaml': '' });
       assertProblems(r, [['gateway.yaml:1:1', /empty.*version: 1/]]);
