@@ -202,7 +202,7 @@ export function parseSource(file: string, raw: string, env: Env, diagnostics: Di
   keysMadeEqual(doc, file, text, pos, diagnostics);
 
   if (nonFiniteNumbers(doc, file, text, pos, diagnostics)) return undefined;
-  if (nonJsonTags(doc, file, text, pos, diagnostics)) return undefined;
+  if (tagProblems(doc, file, text, pos, diagnostics)) return undefined;
 
   let value: unknown;
   try {
@@ -501,34 +501,54 @@ const NON_JSON_TAGS: Record<string, { makes: string; write: string }> = {
 };
 
 /**
- * Reports every node tagged `!!binary`, `!!set`, `!!omap` or `!!timestamp`: toJS makes a
- * Uint8Array, Set, Map or Date of it, which the schema's checks take for a map (a Set or Map
- * with no own keys passed as an empty one) and the compiler cannot read. True when there was one.
+ * Reports every YAML tag the config cannot take, at the tag: one that makes what JSON has not
+ * (`!!binary`, `!!set`, `!!omap`, `!!timestamp`: toJS makes a Uint8Array, Set, Map or Date,
+ * which the schema's checks take for a map, a Set or Map with no own keys passing as an empty
+ * one, and the compiler cannot read), and one the yaml package could not resolve, which it
+ * only warns of and drops (`topic: !Ref orders` read as `orders`; `!!int x`). True when there was one.
  */
-function nonJsonTags(doc: Document, file: string, text: string, pos: PositionOf, diagnostics: Diagnostic[]): boolean {
-  let found = false;
+function tagProblems(doc: Document, file: string, text: string, pos: PositionOf, diagnostics: Diagnostic[]): boolean {
+  const found: { at: number; path: PathPart[]; message: string }[] = [];
+  const tagged = new Map<number, PathPart[]>();
   visit(doc, (_key, node, ancestors) => {
     const tag = (node as { tag?: string } | null)?.tag;
-    const kind = tag === undefined ? undefined : NON_JSON_TAGS[tag];
-    if (!kind) return;
-    found = true;
-    const path = pathOfNode(ancestors, node);
+    if (tag === undefined) return;
     const start = (node as YamlNode).range?.[0] ?? 0;
     // The node's range starts at its value; the tag, the mistake, is written before it (an anchor may be between).
-    const tagWritten = /(!\S*)(?:\s+&\S+)?\s*$/.exec(text.slice(Math.max(0, start - 200), start));
-    const { line, column } = pos(tagWritten ? start - (tagWritten[0].length - tagWritten[0].indexOf('!')) : start);
+    const written = /(!\S*)(?:\s+&\S+)?\s*$/.exec(text.slice(Math.max(0, start - 200), start));
+    const at = written ? start - (written[0].length - written[0].indexOf('!')) : start;
+    const path = pathOfNode(ancestors, node);
+    tagged.set(at, path);
+    const kind = NON_JSON_TAGS[tag];
+    if (!kind) return;
     const where = path.length > 0 ? `${formatPath(path)} is` : 'the value is';
-    diagnostics.push({
-      file,
-      line,
-      column,
-      code: 'EG_CONFIG_SCHEMA',
-      path: formatPath(path),
-      message: `${where} tagged !!${tag!.slice('tag:yaml.org,2002:'.length)}, which makes ${kind.makes}: a config holds only JSON values (maps, lists, strings, numbers, booleans, null); ${kind.write}, without the tag`,
-    });
+    found.push({ at, path, message: `${where} tagged ${shortTag(tag)}, which makes ${kind.makes}: ${JSON_ONLY}; ${kind.write}, without the tag` });
     return visit.SKIP;
   });
-  return found;
+  for (const warning of doc.warnings) {
+    if (warning.code !== 'TAG_RESOLVE_FAILED') continue;
+    const at = warning.pos[0];
+    const tag = /^[^\s,\]}]+/.exec(text.slice(at))?.[0] ?? '';
+    const path = tagged.get(at) ?? [];
+    const where = path.length > 0 ? ` on ${formatPath(path)}` : '';
+    const message = tag.startsWith('!!')
+      ? `YAML tag ${tag}${where} does not fit the value after it, so it would be dropped, not applied: write the value without the tag`
+      : `unknown YAML tag ${tag}${where}: eventgate resolves no custom tags (another tool's, such as CloudFormation's !Ref or !Sub), so the value would be read as if it had none; remove it (a value from the environment is written \${VAR})`;
+    found.push({ at, path, message });
+  }
+  found.sort((a, b) => a.at - b.at);
+  for (const { at, path, message } of found) {
+    const { line, column } = pos(at);
+    diagnostics.push({ file, line, column, code: 'EG_CONFIG_SCHEMA', path: formatPath(path), message });
+  }
+  return found.length > 0;
+}
+
+const JSON_ONLY = 'a config holds only JSON values (maps, lists, strings, numbers, booleans, null)';
+
+/** `tag:yaml.org,2002:set` as written, `!!set`. */
+function shortTag(tag: string): string {
+  return tag.startsWith('tag:yaml.org,2002:') ? `!!${tag.slice('tag:yaml.org,2002:'.length)}` : tag;
 }
 
 /**

@@ -445,6 +445,32 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assert.match(inParts.stdout, /s\.yaml.*required is tagged !!set, which makes a set/);
     });
 
+    it("points at a YAML tag the reader cannot resolve, which it would drop: another tool's (!Ref, !ENV) and a standard one that does not fit its value", async () => {
+      // Before: `topic: !Ref orders` validated and ran as topic `orders`; `!!float 5` was "got string "5" (write it without quotes)".
+      const r = await validate({
+        'gateway.yaml': yaml(
+          ...base.slice(0, 3),
+          '    kind: memory',
+          '    retain: !!float 5',
+          'listeners:',
+          '  api: { kind: http, port: !ENV PORT }',
+          'routes:',
+          '  - name: r',
+          '    from: { listener: api, path: /in }',
+          '    to: { broker: local, topic: !Ref orders }',
+        ),
+      });
+      const custom = "eventgate resolves no custom tags \\(another tool's, such as CloudFormation's !Ref or !Sub\\), so the value would be read as if it had none; remove it";
+      assertProblems(r, [
+        ['gateway.yaml:5:13', /^YAML tag !!float on brokers\.local\.retain does not fit the value after it, so it would be dropped, not applied: write the value without the tag$/],
+        ['gateway.yaml:7:28', new RegExp(`^unknown YAML tag !ENV on listeners\\.api\\.port: ${custom}`)],
+        ['gateway.yaml:11:33', new RegExp(`^unknown YAML tag !Ref on routes\\[0\\]\\.to\\.topic: ${custom}`)],
+      ]);
+      // Tags that resolve to what they say are read as before.
+      const fine = await validate({ 'gateway.yaml': yaml('version: !!int 1', 'brokers: !!map { local: { kind: !!str memory, retain: !!int "5" } }') });
+      assert.equal(fine.code, 0, fine.stdout);
+    });
+
     it('reports an empty file as such', async () => {
       const r = await validate({ 'gateway.yaml': '' });
       assertProblems(r, [['gateway.yaml:1:1', /empty.*version: 1/]]);
