@@ -35,7 +35,11 @@ server, AMQP bindings and queue arguments, an API key's length, ports and paths 
 claim, and \`\${VAR}\` values, which the schema takes before they are replaced.
 Unknown keys are errors, with a "did you mean" hint where one fits. YAML anchors, aliases and
 merge keys share settings (\`api2: {<<: *http, port: 8081}\`); a problem in a merged key is
-reported where it is written and at the map that merges it. \`eventgate validate\`
+reported where it is written and at the map that merges it. A YAML tag is read only where it
+gives what JSON has (\`!!str 5\`, \`!!int "5"\`); \`!!binary\`, \`!!set\`, \`!!omap\` and
+\`!!timestamp\` (bytes, a set, an ordered map, a date), another tool's tag (\`!Ref\`, \`!ENV\`,
+which eventgate does not resolve: a value from the environment is \`\${VAR}\`) and a tag that
+does not fit its value (\`!!float 5\`) are errors at the tag (in fragments, schema files and test files too). \`eventgate validate\`
 reports every problem as \`FILE:LINE:COL: message\`, and on stderr, as
 \`FILE:LINE:COL: warning: message [EG_CODE]\`, what is valid but likely a mistake (the config still
 validates, exit 0; \`--format json --warnings\` lists it after the errors, with \`severity: "warning"\`; \`run\` logs it): a route that writes the topic it reads, or routes that feed
