@@ -11,6 +11,7 @@ import { runCliInProcess } from '../helpers/cli.js';
 import { WsClient } from '../helpers/clients.js';
 import { cliPath, repoRoot, runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 import { fetch } from '../helpers/http.js';
+import { firstFreePort } from '../helpers/ports.js';
 
 const yaml = (...lines: string[]) => `${lines.join('\n')}\n`;
 
@@ -821,6 +822,18 @@ describe('eventgate plan --admin URL against a running gateway', () => {
     assert.deepEqual(JSON.parse(r.stdout).version, { from: status.version, to: status.version });
     const fromFile = await runCliInProcess(['plan', '-c', 'gateway.yaml', '--from', join(gw.dir, 'gateway.yaml'), '--vars-file', 'vars.env', '--format', 'json'], { cwd: dir });
     assert.equal(JSON.parse(fromFile.stdout).version.to, status.version, fromFile.stderr);
+  });
+
+  it('reaches an admin API on a port the Fetch standard blocks for browsers (10080, 6665-6669, 6000, ...), which the gateway serves', async () => {
+    // Before: `cannot reach the admin API at http://127.0.0.1:10080/admin/plan: bad port` (node's
+    // fetch refuses those ports), against a gateway that answered curl there. The port is the
+    // first of the list that is free here: only such a port shows it.
+    const port = await firstFreePort([10080, 6665, 6666, 6667, 6668, 6669, 6697, 6000, 6566]);
+    await gw.start(base('a > 1').replace('admin: { port: 0,', `admin: { port: ${port},`));
+    const r = await runCliInProcess(['plan', '-c', gw.configFile, '--admin', `http://127.0.0.1:${port}`, '--token', 'plan-test-token-0123456789']);
+    noStackTrace(r);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /^no changes: a reload would keep all \d+ components as they are$/m);
   });
 
   it('says so when the admin API cannot be reached', async () => {

@@ -19,6 +19,15 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   throw new Error(`no free port on ${host} below ${low} after 50 tries`);
 }
 
+/**
+ * The first of `ports` free on `host` right now, for a case that only a port of a given list
+ * shows (a port the Fetch standard blocks): a fixed number, so none free is an error that says so.
+ */
+export async function firstFreePort(ports: readonly number[], host = '127.0.0.1'): Promise<number> {
+  for (const port of ports) if (await canBind(host, port)) return port;
+  throw new Error(`none of ports ${ports.join(', ')} is free on ${host}`);
+}
+
 /** The kernel's ephemeral port range (Linux), or the IANA default elsewhere. */
 function ephemeralRange(): [number, number] {
   try {
