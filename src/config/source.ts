@@ -544,7 +544,7 @@ function tagProblems(doc: Document, file: string, text: string, pos: PositionOf,
   return found.length > 0;
 }
 
-const JSON_ONLY = 'a config holds only JSON values (maps, lists, strings, numbers, booleans, null)';
+const JSON_ONLY = 'eventgate reads only JSON values from YAML (maps, lists, strings, numbers, booleans, null)';
 
 /** `tag:yaml.org,2002:set` as written, `!!set`. */
 function shortTag(tag: string): string {

@@ -416,7 +416,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     it('points at a YAML tag that makes what JSON has not (bytes, a set, an ordered map, a date), in the config, a fragment and a schema file', async () => {
       // Before: `brokers: !!binary ...` was "eventgate: Cannot read properties of undefined (reading
       // 'compile')", `chains: !!set ...` passed as no chains, `!!timestamp` was "got a map".
-      const json = 'a config holds only JSON values \\(maps, lists, strings, numbers, booleans, null\\)';
+      const json = 'eventgate reads only JSON values from YAML \\(maps, lists, strings, numbers, booleans, null\\)';
       const r = await validate({
         'gateway.yaml': yaml(
           'version: 1',
