@@ -67,7 +67,8 @@ describe('npm start (README)', () => {
       try {
         npm.kill(signal);
         // A bound on a hang, not on speed: a signal that never reached the gateway left npm waiting for it.
-        const [code] = await Promise.race([exited, delay(30000).then(() => assert.fail(`npm start did not exit within 30 s of ${signal}: ${logs().join(' | ')}`))]);
+        // Unref'd: a held timer kept this file's process 30 s past its tests (npm's child keeps it alive while waiting).
+        const [code] = await Promise.race([exited, delay(30000, undefined, { ref: false }).then(() => assert.fail(`npm start did not exit within 30 s of ${signal}: ${logs().join(' | ')}`))]);
         // npm exits once its child did: the gateway is gone by then. Before, npm passed the signal to
         // the shell running the script, which died of it and left the gateway running, orphaned.
         assert.equal(alive(gateway), false, `the gateway (pid ${gateway}) still runs after npm exited`);
