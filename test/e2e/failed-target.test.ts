@@ -35,7 +35,9 @@ describe('the failed target named in dead letters and answers', () => {
   /** The config; `laterBackoffMs` is publish-later's, which a reload changes to replace that route alone. */
   const config = (laterBackoffMs = 10) => `
 version: 1
-admin: { port: 0, token: ${TOKEN} }
+# drainTimeoutMs: the reload that cuts publish-later's wait, and the stop with \`stuck\` stalled,
+# each wait it out (10 s by default); no case is about its length.
+admin: { port: 0, token: ${TOKEN}, drainTimeoutMs: 1000 }
 brokers:
   local: { kind: memory }
   # Holds one topic, read by \`full-reader\`: a publish to any other is refused (503) every time.
@@ -179,7 +181,7 @@ routes:
     const from = hook.requests.length;
     const answer = post('/later', { n: 10 });
     // Its first try answered 503 with Retry-After (a minute, maxBackoffMs): the route waits; a reload
-    // replaces it meanwhile, and its stop cuts the wait after its grace (5 s).
+    // replaces it meanwhile, and its stop cuts the wait when the drain ends (drainTimeoutMs, 1 s here).
     await eventually(() => assert.equal(hook.requests.filter((r) => r.url === '/later').length, 1));
     assert.equal((await gw.reconfigure(config(11))).msg, 'config reloaded');
     const res = await answer;
