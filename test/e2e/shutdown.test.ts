@@ -106,7 +106,7 @@ function slowPost(url: string, n: number, ca?: string): { req: ClientRequest; fi
 // Each case starts a gateway of its own and waits on its drain, most of the time idle: the cases
 // run in two halves side by side, each half's one after another on a fixture of its own.
 describe('shutdown (spec §7)', { concurrency: true }, () => {
-  describe('signals, websockets, reloads, event streams and drain timeouts', { concurrency: 1 }, () => {
+  describe('signals, websockets, reloads, event streams, drain timeouts and rollbacks', { concurrency: 1 }, () => {
     const gw = useGateway();
 
     it('on SIGTERM finishes requests in flight with 200, refuses new connections, reports not ready, then closes websockets with 1001 and exits 0', async () => {
@@ -645,11 +645,6 @@ routes:
     // A reload moving the listener to a socket another process holds part of is rolled back, and what
     // it stopped is restored, except when a shutdown began meanwhile: then nothing needs restoring,
     // and that is no error (spec-checklist 1984).
-  });
-
-  describe('rollbacks, repeated signals, memory topics and shutdownDelayMs', { concurrency: 1 }, () => {
-    const gw = useGateway();
-
     it('on SIGTERM while a reload that will roll back waits for its old listener, says at info that nothing is restored, and exits 0', async () => {
       const port = await freePort('127.0.0.1');
       const on = (host: string) => `
@@ -693,6 +688,10 @@ routes:
         await holder.release();
       }
     });
+  });
+
+  describe('repeated signals, memory topics and shutdownDelayMs', { concurrency: 1 }, () => {
+    const gw = useGateway();
 
     it('keeps draining through a repeated SIGTERM and a SIGHUP, which says it reloads nothing: the request in flight gets 200, the exit is 0', async () => {
       const g = await gw.start(config());
