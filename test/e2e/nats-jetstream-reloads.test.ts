@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
-import { delayJetStreamAcks, delayNatsFrames, useNatsPeer } from '../helpers/peers.js';
+import { delayNatsFrames, useNatsPeer } from '../helpers/peers.js';
 import { scrape } from '../helpers/prometheus.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
@@ -115,7 +115,9 @@ routes:
   it('a JetStream route whose subject a reload changes stops once nats-server applied its acknowledgements: the recreated consumer delivers none of them again', async () => {
     // The gateway's acknowledgements reach nats-server 3 s late (a proxy holds them), its other
     // requests at once: a server that applies acknowledgements after answering what came later.
-    const proxy = await TcpProxy.start(js.server.port, { toServer: () => delayJetStreamAcks(3000) });
+    // Until the case has checked what came (`acksLate`): the gateway's stop waits as long too.
+    let acksLate = true;
+    const proxy = await TcpProxy.start(js.server.port, { toServer: () => delayNatsFrames('$JS.ACK.', () => (acksLate ? 3000 : undefined)) });
     const hook = await WebhookReceiver.start();
     const routeConfig = (topic: string) => `
 version: 1
@@ -147,6 +149,7 @@ routes:
         hook.requests.map((r) => (JSON.parse(r.body) as { i: number }).i),
         Array.from({ length: 10 }, (_, i) => i),
       );
+      acksLate = false;
     } finally {
       await gw2.stop();
       await hook.stop();
@@ -205,8 +208,8 @@ routes:
       }
       await newHook.received(45, 15000);
       await before.waitForLog((l) => l.msg.startsWith("the group's consumer reads another subject"), 15000);
-      // Whatever would come twice would have come by now; wait out a little more.
-      await new Promise((r) => setTimeout(r, 1000));
+      // Every message acknowledged and none left: nothing can come again, so the list is final.
+      await eventually(async () => assert.deepEqual(await js.peer.consumerInfo('ROLL', 'rollers').then((c) => [c.num_pending, c.num_ack_pending]), [0, 0]), 15000, 100);
       // In order: the webhook sends one at a time (`concurrency: 1`; at the default 16, in any order).
       assert.deepEqual(
         idsOf(newHook),
