@@ -267,12 +267,13 @@ ${routes}`;
       () => [gw],
       async () => {
         // Every request answered 200 after SLOW_ANSWER_MS, one at a time (`concurrency: 1`): the
-        // route takes the backlog behind the UNSUBACK at that pace, so its leave lasts about
-        // total × SLOW_ANSWER_MS (12 s), well past the 5 s after which a stopping route cuts its
-        // webhook tries. Counted as answered, not as arrived: a try cut after it arrived is not a
-        // delivery the route knows of.
+        // route takes the backlog behind the UNSUBACK at that pace, so its leave lasts at least
+        // (total − 4) × SLOW_ANSWER_MS (7.2 s: the backlog's wait saw 3 arrive), past the 5 s
+        // after which a stopping route cuts its webhook tries (60 messages, 12 s, until the
+        // fifty-fifth session). Counted as answered, not as arrived: a try cut after it arrived is
+        // not a delivery the route knows of.
         const SLOW_ANSWER_MS = 200;
-        const total = 60;
+        const total = 40;
         const answered: number[] = [];
         const respond = webhook.respond;
         webhook.respond = (r, res) => {
