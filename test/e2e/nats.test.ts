@@ -145,6 +145,12 @@ routes:
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'rolled', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'hooked', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'wrapped', 15000);
+    // natsplain only checks ORDERS (declare: false), which broker nats declares beside it at the
+    // start: checked first, it is found at a recheck, with backoff, and its publishes (expect-dead's)
+    // are 503 until then. Its first check is logged before its 'nats connected'.
+    await gw.waitForLog((l) => l.msg === 'nats connected' && l.broker === 'natsplain', 15000);
+    if (gw.logs.some((l) => l.broker === 'natsplain' && String(l.msg).startsWith("nats stream 'ORDERS' not found")))
+      await gw.waitForLog((l) => l.msg === "nats stream 'ORDERS' found" && l.broker === 'natsplain', 15000);
     peer = await RawNats.connect(nats);
   });
   after(async () => {
