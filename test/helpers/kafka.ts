@@ -13,7 +13,7 @@ import type { KafkaMessage } from 'kafkajs';
 
 type Kafka = InstanceType<typeof kafkajsModule.Kafka>;
 import { CONSUMER_DEFAULTS, PRODUCER_DEFAULTS, type KafkaSettings } from '../../src/kinds/brokers/kafka.js';
-import { batchCompression, encodeBatch, type KafkaRecord, type RecordHeader } from '../../src/codecs/record-batch.js';
+import { batchCompression, decodeRecords, encodeBatch, isControlBatch, type KafkaRecord, type RecordHeader, splitBatches } from '../../src/codecs/record-batch.js';
 import { repoRoot, untilReached } from './gateway.js';
 import { killOnExit } from './reaper.js';
 
@@ -302,6 +302,33 @@ export async function kcatProduce(bootstrap: string, topic: string, records: Pro
   }
 }
 
+/**
+ * Writes `records` to `partition` of `topic` as ONE record batch (the gateway's batch codec, in a
+ * Produce request of its own), for cases where a batch boundary matters (a route's webhook window
+ * does not reach past its batch). kcat gets one batch only with a long linger.ms, which it then
+ * waits out in full before it exits (1 s per call with 1000). Sent to each broker of the cluster
+ * in turn until the partition's leader takes it (the others answer NOT_LEADER_OR_FOLLOWER, 6).
+ */
+export async function produceOneBatch(kafka: KafkaCluster, topic: string, records: ProduceRecord[], partition = 0): Promise<void> {
+  const batch = await encodedBatch(
+    records.map((r, i) => ({
+      attributes: 0,
+      timestampDelta: i,
+      offsetDelta: i,
+      key: r.key === undefined ? null : Buffer.from(r.key),
+      value: Buffer.from(r.value),
+      headers: Object.entries(r.headers ?? {}).map(([key, value]) => ({ key, value: Buffer.from(value) })),
+    })),
+  );
+  const answers: number[] = [];
+  for (const broker of kafka.bootstrap.split(',')) {
+    const { errorCode } = await produceRaw(broker, { version: 3, transactionalId: null, topic, partition, batch });
+    if (errorCode === 0) return;
+    answers.push(errorCode);
+  }
+  throw new Error(`produceOneBatch: no broker of ${kafka.bootstrap} took the batch for ${topic}/${partition} (error codes ${answers.join(', ')})`);
+}
+
 /** Consumes `count` records from the beginning of `topic` (rejects after timeoutMs with what it had). */
 export async function kcatConsume(bootstrap: string, topic: string, count: number, timeoutMs = 15000): Promise<KcatRecord[]> {
   const out = await runKcat(['-C', '-b', bootstrap, '-t', topic, '-o', 'beginning', '-c', String(count), '-J', '-q'], undefined, timeoutMs);
@@ -407,17 +434,121 @@ export async function produceBatch(kafka: KafkaCluster, topic: string, partition
   assert.equal(errorCode, 0, 'the cluster took the batch');
 }
 
-/** The first `count` records of a dead-letter `topic`, read from its beginning by a kafkajs consumer of a group of its own. */
+/** The first `count` records of a dead-letter `topic` (of all its partitions), read from its beginning (readRecords). */
 export async function deadLetters(kafka: KafkaCluster, topic: string, count: number): Promise<KafkaMessage[]> {
-  const consumer = testClient(kafka.bootstrap).consumer({ groupId: kafka.topic('dlq-reader'), maxWaitTimeInMs: 100 });
-  await consumer.connect();
+  return readRecords(kafka, topic, count, { partitions: await partitionsOf(kafka.bootstrap, topic) });
+}
+
+/** The partition numbers of `topic`, as the cluster's metadata lists them. */
+export async function partitionsOf(bootstrap: string, topic: string): Promise<number[]> {
+  const admin = testClient(bootstrap).admin();
+  await admin.connect();
   try {
-    await consumer.subscribe({ topic, fromBeginning: true });
-    const dead: KafkaMessage[] = [];
-    await new Promise<void>((resolve) => void consumer.run({ eachMessage: async ({ message }) => void (dead.push(message) === count && resolve()) }));
-    return dead;
+    const { topics } = await admin.fetchTopicMetadata({ topics: [topic] });
+    return topics[0]!.partitions.map((p) => p.partitionId).sort((a, b) => a - b);
   } finally {
-    await consumer.disconnect();
+    await admin.disconnect();
+  }
+}
+
+/**
+ * The first `count` records of `topic` (of `partitions`, together; from offset 0, control batches
+ * skipped), byte for byte, shaped as kafkajs hands them (`value` and header values as Buffers, a
+ * repeated header name as an array), in partition order, through Fetch requests of this process's
+ * own: no consumer group, so none of the 3 s the mock holds a new group's first join. Each
+ * partition is asked of each broker of the cluster in turn until its leader answers; rejects
+ * after `timeoutMs` with how many it had. The records are decoded by src/codecs/record-batch: a
+ * decoder other than the encoder of what the gateway's brokers write (kafkajs'), but the same
+ * module the kafka listener writes edited batches with; read those with kafkajs or kcat, which
+ * are independent of it.
+ */
+export async function readRecords(kafka: KafkaCluster, topic: string, count: number, { partitions = [0], timeoutMs = 15000 } = {}): Promise<KafkaMessage[]> {
+  const deadline = Date.now() + timeoutMs;
+  const brokers = kafka.bootstrap.split(',');
+  const read = partitions.map((partition) => ({ partition, offset: 0n, broker: 0, got: [] as KafkaMessage[] }));
+  const total = () => read.reduce((n, p) => n + p.got.length, 0);
+  while (total() < count) {
+    if (Date.now() > deadline) throw new Error(`readRecords ${topic}: ${total()} of ${count} records within ${timeoutMs} ms`);
+    for (const p of read) {
+      const answer = await fetchPartition(brokers[p.broker]!, topic, p.partition, p.offset);
+      if (answer.errorCode === 6 || answer.errorCode === 3) {
+        // NOT_LEADER_OR_FOLLOWER, or UNKNOWN_TOPIC_OR_PARTITION from a broker that does not hold it: the next broker.
+        p.broker = (p.broker + 1) % brokers.length;
+        if (p.broker === 0) await new Promise((r) => setTimeout(r, 50));
+        continue;
+      }
+      if (answer.errorCode !== 0) throw new Error(`readRecords ${topic}/${p.partition}: Fetch answered error ${answer.errorCode}`);
+      for (const batch of splitBatches(answer.records)) {
+        if (!isControlBatch(batch.attributes)) {
+          for (const r of await decodeRecords(batch, batchCompression)) {
+            const at = batch.baseOffset + BigInt(r.offsetDelta);
+            if (at < p.offset || total() >= count) continue;
+            const headers: Record<string, Buffer | Buffer[]> = {};
+            for (const h of r.headers) {
+              const value = h.value ?? Buffer.alloc(0);
+              const had = headers[h.key];
+              headers[h.key] = had === undefined ? value : Array.isArray(had) ? [...had, value] : [had, value];
+            }
+            p.got.push({ offset: String(at), key: r.key, value: r.value, headers, timestamp: String(batch.baseTimestamp + BigInt(r.timestampDelta)), attributes: r.attributes } as KafkaMessage);
+          }
+        }
+        p.offset = batch.baseOffset + BigInt(batch.lastOffsetDelta) + 1n;
+      }
+    }
+  }
+  return read.flatMap((p) => p.got);
+}
+
+/** One Fetch (v4) of `partition` of `topic` from `offset` on `broker`: its error code and records field. */
+async function fetchPartition(broker: string, topic: string, partition: number, offset: bigint): Promise<{ errorCode: number; records: Buffer }> {
+  const int64 = (n: bigint) => {
+    const b = Buffer.alloc(8);
+    b.writeBigInt64BE(n);
+    return b;
+  };
+  const request = framed(
+    Buffer.concat([
+      int16(1), // Fetch
+      int16(4),
+      int32(1),
+      kafkaString('eventgate-tests'),
+      int32(-1), // replica id: a consumer
+      int32(100), // max wait
+      int32(1), // min bytes
+      int32(256 * 1024 * 1024), // max bytes
+      Buffer.from([0]), // read uncommitted
+      int32(1),
+      kafkaString(topic),
+      int32(1),
+      int32(partition),
+      int64(offset),
+      int32(256 * 1024 * 1024), // partition max bytes
+    ]),
+  );
+  const [host, port] = [broker.slice(0, broker.lastIndexOf(':')), Number(broker.slice(broker.lastIndexOf(':') + 1))];
+  const socket = connect(port, host);
+  try {
+    socket.write(request);
+    const chunks: Buffer[] = [];
+    let length = 0;
+    for await (const chunk of socket) {
+      chunks.push(chunk as Buffer);
+      length += (chunk as Buffer).length;
+      if (length >= 4 && length >= 4 + Buffer.concat(chunks).readInt32BE(0)) break;
+    }
+    const got = Buffer.concat(chunks);
+    // Response v4: size, correlation id, throttle time, [topic, [partition, error code, high
+    // watermark, last stable offset, [aborted transactions], records]] (one topic, one partition).
+    let at = 4 + 4 + 4 + 4;
+    at += 2 + got.readInt16BE(at) + 4 + 4;
+    const errorCode = got.readInt16BE(at);
+    at += 2 + 8 + 8;
+    const aborted = got.readInt32BE(at);
+    at += 4 + Math.max(aborted, 0) * 16;
+    const size = got.readInt32BE(at);
+    return { errorCode, records: size <= 0 ? Buffer.alloc(0) : got.subarray(at + 4, at + 4 + size) };
+  } finally {
+    socket.destroy();
   }
 }
 
