@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
-import { committedOffsets, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { committedOffsets, kcatProduce, produceOneBatch, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { answerSideBySide, arrivedSideBySide, SlowEndpoint } from '../helpers/slow-endpoint.js';
 import { fetch } from '../helpers/http.js';
 
@@ -48,8 +48,8 @@ routes:
     await kafka.createTopic(topic, 1);
     hook.reset();
     hook.onArrival = (h) => hook.held.push(h);
-    // One batch (see the restart test below): kcat cut 24 records into several under CI load, and the window of 4 does not reach past a batch.
-    await kcatProduce(kafka.bootstrap, topic, records(0, 24, 24), { lingerMs: 1000 });
+    // One batch (see the restart test below): the window of 4 does not reach past a batch.
+    await produceOneBatch(kafka, topic, records(0, 24, 24));
     const gw = await gateway(topic, group, 'concurrency: 4');
     // Held: the endpoint sees exactly 4 at once before it answers any.
     for (let round = 0; round < 6; round++) {
@@ -74,7 +74,7 @@ routes:
     hook.reset();
     const total = 30;
     answerSideBySide(hook, ['k0', 'k1', 'k2'], total / 3, 'k1');
-    await kcatProduce(kafka.bootstrap, topic, records(0, total, 3), { lingerMs: 1000 });
+    await produceOneBatch(kafka, topic, records(0, total, 3));
     const gw = await gateway(topic, group, 'concurrency: 8, orderBy: $key, retry: { attempts: 3, backoffMs: 10 }');
     await arrivedSideBySide(hook, ['k0', 'k1', 'k2'], total, 'k1');
     await gw.stop('SIGTERM');
@@ -89,7 +89,7 @@ routes:
     // Record 2 is never answered; every other one at once.
     hook.onArrival = (h) => (h.n === 2 ? hook.held.push(h) : h.res.end());
     // One batch: a route's window does not reach past its batch, so a batch after the held record would wait for it.
-    await kcatProduce(kafka.bootstrap, topic, records(0, 10, 10), { lingerMs: 1000 });
+    await produceOneBatch(kafka, topic, records(0, 10, 10));
     const first = await gateway(topic, group, 'concurrency: 4, timeoutMs: 600000');
     await eventually(() =>
       assert.deepEqual(
@@ -187,34 +187,50 @@ routes:
   // held back the commit of every record done before it (delivered, filtered or dead-lettered),
   // which a crash or a rebalance then delivered again (spec-checklist 2461).
   it('commits the records done before one that is retried while it is retried, and never past it', async () => {
-    const topic = kafka.topic('retried');
-    await kafka.createTopic(topic, 1);
     hook.reset();
     let refusing = true;
     hook.onArrival = (h) => {
       if (h.n === 5 && refusing) h.res.statusCode = 503;
       h.res.end();
     };
-    await kcatProduce(kafka.bootstrap, topic, records(0, 10, 10), { lingerMs: 1000 });
-    // A group per loop: one shared with the one-at-a-time loop's leg starts at its 5 already, and the
-    // windowed loop's leg then passed without committing anything (spec-checklist 2660).
-    for (const concurrency of [1, 4]) {
-      const group = kafka.topic(`retried-group-${concurrency}`);
-      const from = hook.arrivals.length;
-      const gw = await gateway(topic, group, `concurrency: ${concurrency}, retry: { attempts: 2, backoffMs: 10 }`);
-      await eventually(() => assert.ok(hook.arrivals.slice(from).filter((a) => a.n === 5).length >= 3), 20000);
-      await eventually(async () => assert.deepEqual(await committedOffsets(kafka.bootstrap, group, topic), { 0: '5' }), 20000, 200);
-      await gw.stop('SIGTERM');
-      refusing = false;
-      const again = await gateway(topic, group, `concurrency: ${concurrency}`);
-      await eventually(async () => assert.deepEqual(await committedOffsets(kafka.bootstrap, group, topic), { 0: '10' }), 20000, 200);
-      await again.stop('SIGTERM');
-      refusing = true;
-      const before = hook.arrivals
-        .slice(from)
+    // The one-at-a-time loop and the windowed one, side by side (each group's first join waits 3 s
+    // on the mock): a topic and a group per loop, its records keyed `c<concurrency>-` so the
+    // endpoint tells the loops apart. A group shared with the one-at-a-time loop's leg would start
+    // at its 5 already, and the windowed loop's leg then passed without committing anything
+    // (spec-checklist 2660).
+    const legs = [1, 4].map((concurrency) => ({
+      concurrency,
+      topic: kafka.topic(`retried-${concurrency}`),
+      group: kafka.topic(`retried-group-${concurrency}`),
+      arrivals: () => hook.arrivals.filter((a) => a.key.startsWith(`c${concurrency}-`)),
+    }));
+    await Promise.all(
+      legs.map(async ({ concurrency, topic, group, arrivals }) => {
+        await kafka.createTopic(topic, 1);
+        await produceOneBatch(
+          kafka,
+          topic,
+          records(0, 10, 10).map((r) => ({ ...r, key: `c${concurrency}-${r.key}` })),
+        );
+        const gw = await gateway(topic, group, `concurrency: ${concurrency}, retry: { attempts: 2, backoffMs: 10 }`);
+        await eventually(() => assert.ok(arrivals().filter((a) => a.n === 5).length >= 3), 20000);
+        await eventually(async () => assert.deepEqual(await committedOffsets(kafka.bootstrap, group, topic), { 0: '5' }), 20000, 200);
+        await gw.stop('SIGTERM');
+      }),
+    );
+    refusing = false;
+    await Promise.all(
+      legs.map(async ({ concurrency, topic, group }) => {
+        const again = await gateway(topic, group, `concurrency: ${concurrency}`);
+        await eventually(async () => assert.deepEqual(await committedOffsets(kafka.bootstrap, group, topic), { 0: '10' }), 20000, 200);
+        await again.stop('SIGTERM');
+      }),
+    );
+    for (const { concurrency, arrivals } of legs) {
+      const before = arrivals()
         .filter((a) => a.n < 5)
         .map((a) => a.n);
-      assert.deepEqual(before.sort(), [0, 1, 2, 3, 4], 'records before the retried one came once');
+      assert.deepEqual(before.sort(), [0, 1, 2, 3, 4], `concurrency ${concurrency}: records before the retried one came once`);
     }
   });
 
@@ -265,7 +281,7 @@ routes:
     // No commit inside the batch (its interval is long): the failure injected below hits the commit at its end.
     const gw = await gateway(topic, group, 'concurrency: 4', kafka.consumerYaml.replace(/ }$/, ', commitIntervalMs: 600000 }'));
     await kafka.failRequests(8, 1, 14); // the next OffsetCommit: COORDINATOR_LOAD_IN_PROGRESS
-    await kcatProduce(kafka.bootstrap, topic, records(0, 3, 3), { lingerMs: 1000 });
+    await produceOneBatch(kafka, topic, records(0, 3, 3));
     await eventually(() => assert.equal(hook.arrivals.length, 3));
     await eventually(async () => assert.deepEqual(await committedOffsets(kafka.bootstrap, group, topic), { 0: '3' }), 20000, 200);
     await gw.stop('SIGTERM');
