@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { createGzip, gzipSync } from 'node:zlib';
 import kafkajs from 'kafkajs';
 import { eventually, type RunningGateway, startGateway, untilReached, useGateway, withLogsOnFailure } from '../helpers/gateway.js';
-import { committedOffsets, endOffsets, kcatConsume, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
+import { committedOffsets, endOffsets, kcatConsume, readRecords, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
 import { openStream } from '../helpers/sse.js';
 
 const { CompressionCodecs, CompressionTypes, Kafka, logLevel } = kafkajs;
@@ -108,32 +108,6 @@ async function send(bootstrap: string, topic: string, messages: { value: string 
   }
 }
 
-/**
- * The first `count` records of `topic` (offsets 0 to count - 1), read from the start by a kafkajs
- * consumer. Kept by offset: a rebalance of the reader's own group hands it records again, which
- * are not the topic's (a dead letter the gateway wrote twice is at two offsets).
- */
-async function readAll(bootstrap: string, topic: string, count: number): Promise<kafkajs.KafkaMessage[]> {
-  const consumer = testClient(bootstrap).consumer({ groupId: `reader-${topic}-${Date.now()}`, maxWaitTimeInMs: 100 });
-  await consumer.connect();
-  try {
-    await consumer.subscribe({ topic, fromBeginning: true });
-    const byOffset = new Map<number, kafkajs.KafkaMessage>();
-    await new Promise<void>(
-      (resolve) =>
-        void consumer.run({
-          eachMessage: async ({ message }) => {
-            if (Number(message.offset) < count) byOffset.set(Number(message.offset), message);
-            if (byOffset.size === count) resolve();
-          },
-        }),
-    );
-    return Array.from({ length: count }, (_, i) => byOffset.get(i)!);
-  } finally {
-    await consumer.disconnect();
-  }
-}
-
 /** Samples the gateway's resident memory while `attack` runs; returns the peak above the baseline. */
 async function peakRss(gw: RunningGateway, attack: () => Promise<void>): Promise<number> {
   const pid = gw.process.pid!;
@@ -152,6 +126,7 @@ describe('decompression bombs', () => {
   let kafka: KafkaCluster;
   let gzipped: Buffer;
   let zstded: Buffer;
+  let bombs: Promise<[Buffer, Buffer]>;
   const t = { bombs: '', copied: '', dlq: '', tightDlq: '', tightCopied: '', strict: '', strictOut: '', proxied: '', stream: '', streamDlq: '' };
 
   before(async () => {
@@ -160,7 +135,9 @@ describe('decompression bombs', () => {
       t[k] = kafka.topic(k);
       await kafka.createTopic(t[k], 1);
     }
-    [gzipped, zstded] = await Promise.all([gzipBomb(BOMB_BYTES), zstdBomb(BOMB_BYTES)]);
+    // Made while the gateway below starts and its groups join (the mock holds a first join 3 s).
+    bombs = Promise.all([gzipBomb(BOMB_BYTES), zstdBomb(BOMB_BYTES)]);
+    bombs.catch(() => undefined); // awaited below; a failure is reported there, not as an unhandled rejection
   });
   // Registered after the before() that starts the cluster, so the config can name it.
   const gw = useGateway(
@@ -199,6 +176,7 @@ routes:
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'tolerant', 30000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'tight', 30000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'stream', 30000);
+    [gzipped, zstded] = await bombs;
   });
   after(async () => {
     await kafka?.stop();
@@ -215,7 +193,7 @@ routes:
     console.log(`# gzip bomb (${gzipped.length} bytes for ${mb(BOMB_BYTES)}): gateway RSS peak +${mb(grew)}`);
     assert.ok(grew < RSS_BOUND, `RSS grew by ${mb(grew)} (bound ${mb(RSS_BOUND)})`);
 
-    const [dead] = await readAll(kafka.bootstrap, t.dlq, 1);
+    const [dead] = await readRecords(kafka, t.dlq, 1);
     const error = JSON.parse(String(dead!.headers!._eventgate_error));
     assert.equal(error.code, 'EG_UNDECODABLE_BATCH');
     assert.equal(error.route, 'tolerant');
@@ -239,7 +217,7 @@ routes:
         console.log(`# zstd bomb (${zstded.length} bytes for ${mb(BOMB_BYTES)}): gateway RSS peak +${mb(grew)}`);
         assert.ok(grew < RSS_BOUND, `RSS grew by ${mb(grew)} (bound ${mb(RSS_BOUND)})`);
         // Every dead letter of the tolerant route so far: the gzip bomb's, then the zstd bomb's.
-        const dead = await readAll(kafka.bootstrap, t.dlq, Number((await endOffsets(kafka.bootstrap, t.dlq))[0]));
+        const dead = await readRecords(kafka, t.dlq, Number((await endOffsets(kafka.bootstrap, t.dlq))[0]));
         const details = dead.map((d) => JSON.parse(String(d.headers!._eventgate_error)) as { code: string; detail: string });
         assert.ok(details.every((d) => d.code === 'EG_UNDECODABLE_BATCH'));
         const firstZstd = details.findIndex((d) => d.detail.includes('zstd decompress failed'));
@@ -270,7 +248,7 @@ routes:
       big.map((m) => m.value),
     );
     // The tight route dead-lettered both bombs and this batch, and copied only what was not compressed.
-    const dead = await readAll(kafka.bootstrap, t.tightDlq, 3);
+    const dead = await readRecords(kafka, t.tightDlq, 3);
     const details = dead.map((d) => JSON.parse(String(d.headers!._eventgate_error)).detail as string);
     assert.match(details[2]!, /^a record batch could not be decoded: gzip decompress failed: the records would decompress to more than the limit of 1048576 bytes$/);
     const tightCopied = await kcatConsume(kafka.bootstrap, t.tightCopied, 2, 60000);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import kafkajs from 'kafkajs';
 import { eventually, type RunningGateway, startGateway, useGateway } from '../helpers/gateway.js';
-import { committedOffsets, endOffsets, kcatConsume, kcatConsumeAll, kcatProduce, produceTo, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
+import { committedOffsets, deadLetters, endOffsets, kcatConsume, kcatConsumeAll, kcatProduce, produceTo, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
 import { fetch } from '../helpers/http.js';
 
 const { CompressionCodecs, CompressionTypes } = kafkajs;
@@ -77,11 +77,7 @@ routes:
     const copied = await kcatConsume(kafka.bootstrap, t.copied, 2, 30000);
     assert.deepEqual(copied.map((r) => r.value).sort(), ['{"after":"the corrupt batch"}', '{"on":"another partition"}']);
 
-    const consumer = testClient(kafka.bootstrap).consumer({ groupId: kafka.topic('dlq-reader'), maxWaitTimeInMs: 100 });
-    await consumer.connect();
-    await consumer.subscribe({ topic: t.dlq, fromBeginning: true });
-    const dead = await new Promise<kafkajs.KafkaMessage>((resolve) => void consumer.run({ eachMessage: async ({ message }) => resolve(message) }));
-    await consumer.disconnect();
+    const [dead] = (await deadLetters(kafka, t.dlq, 1)) as [kafkajs.KafkaMessage];
     const error = JSON.parse(String(dead.headers!._eventgate_error));
     assert.equal(error.code, 'EG_UNDECODABLE_BATCH');
     assert.equal(error.route, 'tolerant');
@@ -104,12 +100,7 @@ routes:
     await produceCorruptBatch(kafka.bootstrap, t.poison, 1, 2, 5);
     await produceTo(kafka.bootstrap, t.poison, 1, '{"after":"the unknown codec"}');
     await kcatConsume(kafka.bootstrap, t.copied, 3, 30000);
-    const consumer = testClient(kafka.bootstrap).consumer({ groupId: kafka.topic('dlq-reader'), maxWaitTimeInMs: 100 });
-    await consumer.connect();
-    await consumer.subscribe({ topic: t.dlq, fromBeginning: true });
-    const dead: kafkajs.KafkaMessage[] = [];
-    await new Promise<void>((resolve) => void consumer.run({ eachMessage: async ({ message }) => void (dead.push(message) === 2 && resolve()) }));
-    await consumer.disconnect();
+    const dead = await deadLetters(kafka, t.dlq, 2);
     const unknown = dead.find((m) => JSON.parse(String(m.headers!._eventgate_source)).partition === 1)!;
     const error = JSON.parse(String(unknown.headers!._eventgate_error));
     assert.equal(error.code, 'EG_UNDECODABLE_BATCH');
