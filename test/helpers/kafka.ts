@@ -13,7 +13,7 @@ import type { KafkaMessage } from 'kafkajs';
 
 type Kafka = InstanceType<typeof kafkajsModule.Kafka>;
 import { CONSUMER_DEFAULTS, PRODUCER_DEFAULTS, type KafkaSettings } from '../../src/kinds/brokers/kafka.js';
-import { batchCompression, decodeRecords, encodeBatch, isControlBatch, type KafkaRecord, type RecordHeader, splitBatches } from '../../src/codecs/record-batch.js';
+import { batchCompression, decodeRecords, encodeBatch, isControlBatch, type KafkaRecord, type RawBatch, type RecordHeader, splitBatches } from '../../src/codecs/record-batch.js';
 import { repoRoot, untilReached } from './gateway.js';
 import { killOnExit } from './reaper.js';
 
@@ -435,8 +435,8 @@ export async function produceBatch(kafka: KafkaCluster, topic: string, partition
 }
 
 /** The first `count` records of a dead-letter `topic` (of all its partitions), read from its beginning (readRecords). */
-export async function deadLetters(kafka: KafkaCluster, topic: string, count: number): Promise<KafkaMessage[]> {
-  return readRecords(kafka, topic, count, { partitions: await partitionsOf(kafka.bootstrap, topic) });
+export function deadLetters(kafka: KafkaCluster, topic: string, count: number): Promise<KafkaMessage[]> {
+  return readRecords(kafka, topic, count);
 }
 
 /** The partition numbers of `topic`, as the cluster's metadata lists them. */
@@ -452,18 +452,25 @@ export async function partitionsOf(bootstrap: string, topic: string): Promise<nu
 }
 
 /**
- * The first `count` records of `topic` (of `partitions`, together; from offset 0, control batches
- * skipped), byte for byte, shaped as kafkajs hands them (`value` and header values as Buffers, a
- * repeated header name as an array), in partition order, through Fetch requests of this process's
- * own: no consumer group, so none of the 3 s the mock holds a new group's first join. Each
- * partition is asked of each broker of the cluster in turn until its leader answers; rejects
- * after `timeoutMs` with how many it had. The records are decoded by src/codecs/record-batch: a
- * decoder other than the encoder of what the gateway's brokers write (kafkajs'), but the same
- * module the kafka listener writes edited batches with; read those with kafkajs or kcat, which
- * are independent of it.
+ * The first `count` records of `topic` (of `partitions` together, by default every partition
+ * the metadata lists; from offset 0, control batches skipped), byte for byte, shaped as kafkajs
+ * hands them (`value` and header values as Buffers, a repeated header name as an array), in
+ * partition order, through Fetch requests of this process's own: no consumer group, so none of
+ * the 3 s the mock holds a new group's first join. Each partition is asked of each broker of the
+ * cluster in turn until its leader answers; rejects after `timeoutMs` with how many it had.
+ * `onBatch` sees each batch as stored (its codec in its attributes). The records are decoded by
+ * src/codecs/record-batch: a decoder other than the encoder of what the gateway's brokers write
+ * (kafkajs'), but the module the kafka listener writes edited batches with; read those with
+ * kafkajs or kcat, which are independent of it.
  */
-export async function readRecords(kafka: KafkaCluster, topic: string, count: number, { partitions = [0], timeoutMs = 15000 } = {}): Promise<KafkaMessage[]> {
+export async function readRecords(
+  kafka: KafkaCluster,
+  topic: string,
+  count: number,
+  { partitions, timeoutMs = 15000, onBatch }: { partitions?: number[]; timeoutMs?: number; onBatch?: (batch: RawBatch) => void } = {},
+): Promise<KafkaMessage[]> {
   const deadline = Date.now() + timeoutMs;
+  partitions ??= await partitionsOf(kafka.bootstrap, topic);
   const brokers = kafka.bootstrap.split(',');
   const read = partitions.map((partition) => ({ partition, offset: 0n, broker: 0, got: [] as KafkaMessage[] }));
   const total = () => read.reduce((n, p) => n + p.got.length, 0);
@@ -479,6 +486,7 @@ export async function readRecords(kafka: KafkaCluster, topic: string, count: num
       }
       if (answer.errorCode !== 0) throw new Error(`readRecords ${topic}/${p.partition}: Fetch answered error ${answer.errorCode}`);
       for (const batch of splitBatches(answer.records)) {
+        onBatch?.(batch);
         if (!isControlBatch(batch.attributes)) {
           for (const r of await decodeRecords(batch, batchCompression)) {
             const at = batch.baseOffset + BigInt(r.offsetDelta);
