@@ -539,10 +539,12 @@ async function fetchPartition(broker: string, topic: string, partition: number, 
     socket.write(request);
     const chunks: Buffer[] = [];
     let length = 0;
+    let responseSize = -1; // known once its first 4 bytes are in
     for await (const chunk of socket) {
       chunks.push(chunk as Buffer);
       length += (chunk as Buffer).length;
-      if (length >= 4 && length >= 4 + Buffer.concat(chunks).readInt32BE(0)) break;
+      if (responseSize < 0 && length >= 4) responseSize = Buffer.concat(chunks).readInt32BE(0);
+      if (responseSize >= 0 && length >= 4 + responseSize) break;
     }
     const got = Buffer.concat(chunks);
     // Response v4: size, correlation id, throttle time, [topic, [partition, error code, high
