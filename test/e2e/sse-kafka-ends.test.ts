@@ -33,10 +33,6 @@ describe('SSE over Kafka: live records during a replay, at and above the ends it
     await kafka.createTopic(topic, PARTITIONS.length);
     target = await HeldTarget.start();
   });
-  after(async () => {
-    await target?.stop();
-    await kafka?.stop();
-  });
   // The webhook holds the route: it has one record in hand, and the rest wait in the topic.
   const gw = useGateway(
     () => `
@@ -52,6 +48,12 @@ routes:
     to: [{ listener: api, path: /out }, { http: { url: "${target.url}", concurrency: 1, timeoutMs: 120000 } }]
 `,
   );
+  // After the gateway's own stop (registered first): its consumers commit and leave while the
+  // servers still answer, rather than retrying against stopped ones until its drain runs out.
+  after(async () => {
+    await target?.stop();
+    await kafka?.stop();
+  });
   before(() => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'out', 20_000));
 
   /** The records the route handed its webhook (each once: it waits for the answer longer than the case). */
