@@ -50,6 +50,9 @@ describe('fuzzed messages consumed from every broker kind', () => {
     await pikaDeclareQueue(rabbit, 'fz-out-n', 'amq.topic', 'fzout.n');
     await pikaDeclareQueue(rabbit, 'fza-dead', 'amq.topic', 'fza-dead');
   });
+  after(async () => {
+    await Promise.all([mqtt?.stop(), rabbit?.stop(), nats?.stop(), kafka?.stop(), hook?.stop()]);
+  });
 
   const steps = `
     through:
@@ -87,11 +90,6 @@ routes:
     deadletter: { broker: log, topic: fz-dead }
 `,
   );
-  // After the gateway's own stop (registered first): its consumers commit and leave while the
-  // servers still answer, rather than retrying against stopped ones until its drain runs out.
-  after(async () => {
-    await Promise.all([mqtt?.stop(), rabbit?.stop(), nats?.stop(), kafka?.stop(), hook?.stop()]);
-  });
   const ready = (route: string) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, 60000);
 
   const sentinel = async (path: string, mark: string) => {

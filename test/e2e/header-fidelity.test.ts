@@ -37,6 +37,9 @@ describe('headers and properties carried exactly across broker kinds', () => {
       pikaDeclareQueue(rabbit, 'fid-http-gz', 'amq.topic', 'http.gz'),
     ]);
   });
+  after(async () => {
+    await Promise.all([mqtt?.stop(), rabbit?.stop(), nats?.stop(), kafka?.stop(), hook?.stop()]);
+  });
 
   const gw = useGateway(
     () => `
@@ -104,11 +107,6 @@ routes:
     to: { http: { url: "${hook.url}/typed" } }
 `,
   );
-  // After the gateway's own stop (registered first): its consumers commit and leave while the
-  // servers still answer, rather than retrying against stopped ones until its drain runs out.
-  after(async () => {
-    await Promise.all([mqtt?.stop(), rabbit?.stop(), nats?.stop(), kafka?.stop(), hook?.stop()]);
-  });
   before(async () => {
     const routes = ['mqtt-out', 'amqp-out', 'nats-out', 'kafka-out', 'ce', 'ce-changed', 'typed', 'mqtt-repeated', 'nats-repeated'];
     await Promise.all(routes.map((r) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === r, 30000)));

@@ -51,6 +51,10 @@ describe('SSE over Kafka: a replay read that fails midway (one broker fails its 
     target = await HeldTarget.start();
     target.release();
   });
+  after(async () => {
+    await target?.stop();
+    await kafka?.stop();
+  });
   const gw = useGateway(
     () => `
 version: 1
@@ -65,12 +69,6 @@ routes:
     to: [{ listener: api, path: /out }, { http: { url: "${target.url}", concurrency: 1, timeoutMs: 120000 } }]
 `,
   );
-  // After the gateway's own stop (registered first): its consumers commit and leave while the
-  // servers still answer, rather than retrying against stopped ones until its drain runs out.
-  after(async () => {
-    await target?.stop();
-    await kafka?.stop();
-  });
   before(() => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'out', 20_000));
 
   /** The records the route handed its webhook, as they came (it waits for the answer longer than the case: none is sent twice unless delivered twice). */
