@@ -2,7 +2,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { configUnreadable, formatDiagnostic, formatWarning, reported, type Diagnostic, type ReportedDiagnostic } from '../config/diagnostics.js';
 import { buildConfigSchema } from '../config/schema.js';
-import { redact } from '../config/secrets.js';
+import { redact, redactDiagnostics } from '../config/secrets.js';
 import { didYouMean } from '../config/suggest.js';
 import { defaultRegistry } from '../kinds/index.js';
 import { loadPlan } from '../plan/compile.js';
@@ -195,8 +195,8 @@ async function validate(file: string, format: 'text' | 'json', withWarnings: boo
   // Redacted as run's are: a problem may quote a value the environment gave (JSONata's `Syntax
   // error: "<token>"` for `authorization: "Bearer ${TOKEN}"`), and validate's output is a CI job's log.
   const secrets = ('secrets' in loaded ? loaded.secrets : undefined) ?? new Set<string>();
-  const diagnostics = redact(loaded.diagnostics, secrets);
-  const warnings = redact(loaded.warnings ?? [], secrets);
+  const diagnostics = redactDiagnostics(loaded.diagnostics, secrets);
+  const warnings = redactDiagnostics(loaded.warnings ?? [], secrets);
   // Warnings leave the config valid: stdout stays `ok` / the problems and they go to stderr,
   // whatever the format (an invalid config's too, those of its parts sound enough to compile:
   // spec-checklist 2016). With --warnings the JSON array has them as well, after the errors.
@@ -275,7 +275,7 @@ async function run(file: string, env: Env, varsFiles: readonly string[]): Promis
   const loaded = await gateway.start();
   releaseAfterStart();
   if (!loaded.plan) {
-    loaded.diagnostics = redact(loaded.diagnostics, loaded.secrets ?? new Set());
+    loaded.diagnostics = redactDiagnostics(loaded.diagnostics, loaded.secrets ?? new Set());
     const problem = configUnreadable(loaded.diagnostics) ? 'cannot read the config file' : 'config is invalid';
     for (const d of loaded.diagnostics) logger.error({ diagnostic: formatDiagnostic(d), code: d.code }, problem);
     for (const d of loaded.diagnostics) process.stderr.write(`${formatDiagnostic(d)}\n`);
@@ -283,7 +283,7 @@ async function run(file: string, env: Env, varsFiles: readonly string[]): Promis
       // A valid config that could not be put in place (a port taken): the log says why, as stderr does.
       const secrets = loaded.secrets ?? new Set<string>();
       const error = redact(gateway.lastError?.message ?? 'the gateway could not start', secrets);
-      const where = redact(gateway.lastError?.diagnostics ?? [], secrets)[0];
+      const where = redactDiagnostics(gateway.lastError?.diagnostics ?? [], secrets)[0];
       logger.error({ error, ...(where && { diagnostic: formatDiagnostic(where), code: where.code }) }, 'gateway could not start');
       process.stderr.write(where ? `${formatDiagnostic(where)}\n` : `eventgate: ${error}\n`);
     }

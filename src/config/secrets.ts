@@ -59,9 +59,7 @@ export function secretValues(config: unknown, fromEnv: ReadonlySet<string>, envV
   }
   const walk = (v: unknown, path: (string | number)[], underSecretKey: boolean) => {
     if (typeof v === 'string') {
-      // `whsec_` alone is the Standard Webhooks prefix of every such secret, no key (a config error
-      // that says so); redacted, it was cut out of that error's words and of every `whsec_` shown.
-      if (v !== '' && v !== 'whsec_' && (underSecretKey || (fromEnv.has(formatPath(path)) && !plain(v) && !isIdentityPath(path)))) out.add(v);
+      if (v !== '' && (underSecretKey || (fromEnv.has(formatPath(path)) && !plain(v) && !isIdentityPath(path)))) out.add(v);
       // A webhook URL's `user:password@`, written in the file or not, is sent as Basic
       // credentials: an endpoint whose refusal echoes its Authorization header put them in the
       // client's 502, the log and the dead letter, which knew only the URL's own text.
@@ -82,6 +80,10 @@ export function secretValues(config: unknown, fromEnv: ReadonlySet<string>, envV
     }
   };
   walk(config, [], false);
+  // `whsec_` alone is the Standard Webhooks prefix of every such secret, no key (a config error
+  // that says so), written in the file or given by `${WEBHOOK_SECRET}`: redacted, it was cut out
+  // of that error's words and of every `whsec_` shown.
+  out.delete('whsec_');
   return out;
 }
 
@@ -128,6 +130,16 @@ function shownUrl(v: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Problems with the secrets they quote redacted, but not the name of the file they are in: that is
+ * a place on disk, no config value, and redacted it broke `FILE:LINE:COL` (spec §1) wherever a
+ * directory's name was also a value from the environment (`/srv/orders/gateway.yaml` with
+ * `topic: ${TOPIC}` and TOPIC=orders: `/srv/[redacted]/gateway.yaml:9:5`).
+ */
+export function redactDiagnostics<T extends { file: string }>(diagnostics: readonly T[], secrets: ReadonlySet<string>): T[] {
+  return diagnostics.map((d) => ({ ...redact(d, secrets), file: d.file }));
 }
 
 /** A copy of `value` with every secret replaced by `[redacted]`, in strings and object keys alike. */

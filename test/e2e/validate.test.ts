@@ -120,6 +120,36 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     assert.match(JSON.parse(json.stdout)[0].message, /\[redacted\]/);
   });
 
+  it("keeps the file's name whole where a directory is named as a secret value, and shows a signature.secret of whsec_ from ${VAR} as what it is", async () => {
+    // Redacted as a whole, a problem's `file` became `[redacted]/gateway.yaml`: FILE:LINE:COL
+    // (spec §1) named no file. `whsec_` was kept from redaction only when written in the file.
+    const dir = tempFiles({
+      'production/gateway.yaml': yaml(
+        ...base,
+        'routes:',
+        '  - name: r',
+        '    from: { listener: api, path: /in }',
+        '    to: { broker: local, topic: "${STAGE}" }',
+        '  - name: hook',
+        '    from: { listener: api, path: /hook }',
+        '    to:',
+        '      http:',
+        '        url: "http://127.0.0.1:1/x"',
+        '        signature:',
+        '          secret: ${WEBHOOK_SECRET}',
+      ),
+    });
+    const env = { STAGE: 'production', WEBHOOK_SECRET: 'whsec_' };
+    const text = await runCliInProcess(['validate', '-c', 'production/gateway.yaml'], { cwd: dir, env });
+    assert.equal(text.code, 1, text.stdout + text.stderr);
+    assert.deepEqual(text.stdout.trim().split('\n'), ["production/gateway.yaml:22:19: signature.secret is 'whsec_' with nothing after it: the signing key would be empty, and anyone could sign"]);
+    const json = await runCliInProcess(['validate', '-c', join(dir, 'production/gateway.yaml'), '--format', 'json'], { cwd: dir, env });
+    assert.deepEqual(
+      JSON.parse(json.stdout).map((d: { file: string }) => d.file),
+      [join(dir, 'production/gateway.yaml')],
+    );
+  });
+
   describe('YAML syntax errors', () => {
     it('points at a key indented deeper than its siblings, saying which line', async () => {
       const r = await validate({ 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '      port: 0') });
