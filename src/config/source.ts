@@ -509,7 +509,7 @@ const NON_JSON_TAGS: Record<string, { makes: string; write: string }> = {
  */
 function tagProblems(doc: Document, file: string, text: string, pos: PositionOf, diagnostics: Diagnostic[]): boolean {
   const found: { at: number; path: PathPart[]; message: string }[] = [];
-  const tagged = new Map<number, PathPart[]>();
+  const tagged = new Map<number, { path: PathPart[]; node: unknown }>();
   visit(doc, (_key, node, ancestors) => {
     const tag = (node as { tag?: string } | null)?.tag;
     if (tag === undefined) return;
@@ -518,7 +518,7 @@ function tagProblems(doc: Document, file: string, text: string, pos: PositionOf,
     const written = /(!\S*)(?:\s+&\S+)?\s*$/.exec(text.slice(Math.max(0, start - 200), start));
     const at = written ? start - (written[0].length - written[0].indexOf('!')) : start;
     const path = pathOfNode(ancestors, node);
-    tagged.set(at, path);
+    tagged.set(at, { path, node });
     const kind = NON_JSON_TAGS[tag];
     if (!kind) return;
     const where = path.length > 0 ? `${formatPath(path)} is` : 'the value is';
@@ -529,7 +529,10 @@ function tagProblems(doc: Document, file: string, text: string, pos: PositionOf,
     if (warning.code !== 'TAG_RESOLVE_FAILED') continue;
     const at = warning.pos[0];
     const tag = /^[^\s,\]}]+/.exec(text.slice(at))?.[0] ?? '';
-    const path = tagged.get(at) ?? [];
+    const { path = [], node } = tagged.get(at) ?? {};
+    // `port: !!int ${PORT}`: the tag did not fit the text `${PORT}`, but the variable's value,
+    // typed as it was substituted, does (a failed tag leaves its text, a string, which fits none).
+    if (isScalar(node) && fitsTag((node as { tag?: string }).tag, node.value)) continue;
     const where = path.length > 0 ? ` on ${formatPath(path)}` : '';
     const message = tag.startsWith('!!')
       ? `YAML tag ${tag}${where} does not fit the value after it, so it would be dropped, not applied: write the value without the tag`
@@ -542,6 +545,22 @@ function tagProblems(doc: Document, file: string, text: string, pos: PositionOf,
     diagnostics.push({ file, line, column, code: 'EG_CONFIG_SCHEMA', path: formatPath(path), message });
   }
   return found.length > 0;
+}
+
+/** Whether `value` is of the type a standard scalar tag makes: what a `${VAR}` gave under `!!int`, `!!float`, `!!bool`, `!!null`. */
+function fitsTag(tag: string | undefined, value: unknown): boolean {
+  switch (tag) {
+    case 'tag:yaml.org,2002:int':
+      return Number.isInteger(value);
+    case 'tag:yaml.org,2002:float':
+      return typeof value === 'number';
+    case 'tag:yaml.org,2002:bool':
+      return typeof value === 'boolean';
+    case 'tag:yaml.org,2002:null':
+      return value === null;
+    default:
+      return false;
+  }
 }
 
 const JSON_ONLY = 'eventgate reads only JSON values from YAML (maps, lists, strings, numbers, booleans, null)';

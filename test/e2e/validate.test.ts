@@ -499,6 +499,25 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       // Tags that resolve to what they say are read as before.
       const fine = await validate({ 'gateway.yaml': yaml('version: !!int 1', 'brokers: !!map { local: { kind: !!str memory, retain: !!int "5" } }') });
       assert.equal(fine.code, 0, fine.stdout);
+      // So is a standard tag on a ${VAR} whose value fits it: the tag did not fit the text `${PORT}`,
+      // and was an error at the tag, where earlier releases read the value as the variable gave it.
+      const typed = await validate(
+        {
+          'gateway.yaml': yaml(
+            ...base.slice(0, 4),
+            '    retain: !!int ${RETAIN}',
+            'listeners:',
+            '  api:',
+            '    kind: http',
+            '    port: !!int ${PORT}',
+            '    cors:',
+            '      origins: ["*"]',
+            '      credentials: !!bool ${CREDS}',
+          ),
+        },
+        { env: { RETAIN: '5', PORT: '0', CREDS: 'false' } },
+      );
+      assert.equal(typed.code, 0, typed.stdout);
     });
 
     it('reports an empty file as such', async () => {
