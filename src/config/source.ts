@@ -486,7 +486,8 @@ function pathOfNode(ancestors: readonly unknown[], node: unknown): PathPart[] {
   const chain = [...ancestors, node];
   for (let i = 0; i < chain.length - 1; i++) {
     const at = chain[i];
-    if (isPair(at) && isScalar(at.key)) path.push(String(at.key.value));
+    // A merge key's value is yaml's symbol: `<<` as written, not `Symbol(<<)`.
+    if (isPair(at) && isScalar(at.key)) path.push(typeof at.key.value === 'symbol' ? '<<' : String(at.key.value));
     else if (isSeq(at)) path.push(at.items.indexOf(chain[i + 1] as YamlNode));
   }
   return path;

@@ -518,6 +518,11 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         { env: { RETAIN: '5', PORT: '0', CREDS: 'false' } },
       );
       assert.equal(typed.code, 0, typed.stdout);
+      // A merge key is named as written (it was `Symbol(<<)`).
+      const merged = await validate({
+        'gateway.yaml': yaml(...base, 'routes:', '  - name: r', '    from: { listener: api, path: /in }', '    to:', '      <<: !Ref { broker: local }', '      topic: t'),
+      });
+      assertProblems(merged, [['gateway.yaml:16:11', new RegExp(`^unknown YAML tag !Ref on routes\\[0\\]\\.to\\.<<: ${custom}`)]]);
     });
 
     it('reports an empty file as such', async () => {
