@@ -860,7 +860,8 @@ function substituteEnv(
       const path = pathOf(ancestors, node);
       const expansion = expandVariables(source, env);
       if (node.type !== 'PLAIN' && expansion.whole) quotedVariables.add(formatPath(path));
-      const whole = node.type === 'PLAIN' && expansion.whole;
+      // `!!str ${TOPIC}` keeps the value a string, as `!!str 123` is one (TOPIC=123 was a number).
+      const whole = node.type === 'PLAIN' && expansion.whole && node.tag !== 'tag:yaml.org,2002:str';
       for (const p of expansion.problems) {
         const { line, column } = pos(offsetInScalar(text, node as Scalar, source, p.index));
         diagnostics.push({ file, line, column, code: 'EG_CONFIG_ENV', path: formatPath(path), message: p.message });

@@ -500,7 +500,8 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       const fine = await validate({ 'gateway.yaml': yaml('version: !!int 1', 'brokers: !!map { local: { kind: !!str memory, retain: !!int "5" } }') });
       assert.equal(fine.code, 0, fine.stdout);
       // So is a standard tag on a ${VAR} whose value fits it: the tag did not fit the text `${PORT}`,
-      // and was an error at the tag, where earlier releases read the value as the variable gave it.
+      // and was an error at the tag, where earlier releases read the value as the variable gave it;
+      // `!!str ${TOPIC}` keeps TOPIC=123 a string (it was typed a number, the tag dropped).
       const typed = await validate(
         {
           'gateway.yaml': yaml(
@@ -513,9 +514,15 @@ describe('eventgate validate', { concurrency: 4 }, () => {
             '    cors:',
             '      origins: ["*"]',
             '      credentials: !!bool ${CREDS}',
+            'routes:',
+            '  - name: r',
+            '    from: { listener: api, path: /in }',
+            '    to:',
+            '      broker: local',
+            '      topic: !!str ${TOPIC}',
           ),
         },
-        { env: { RETAIN: '5', PORT: '0', CREDS: 'false' } },
+        { env: { RETAIN: '5', PORT: '0', CREDS: 'false', TOPIC: '123' } },
       );
       assert.equal(typed.code, 0, typed.stdout);
       // A merge key is named as written (it was `Symbol(<<)`).
