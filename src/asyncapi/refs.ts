@@ -9,6 +9,7 @@
 import { realpathSync } from 'node:fs';
 import { dirname, isAbsolute, relative, resolve, sep } from 'node:path';
 import { jsonSyntaxProblem } from '../config/json-syntax.js';
+import { httpGet } from '../core/http-get.js';
 import { pointerKeys, pointerOf } from '../core/json-pointer.js';
 import { isPair, isScalar, isSeq, LineCounter, parseDocument, visit } from '../config/yaml.js';
 
@@ -563,26 +564,12 @@ export async function fetchRemote(url: string, policy: RefPolicy): Promise<{ tex
   const maxBytes = policy.remote?.maxBytes ?? DEFAULT_REMOTE_MAX_BYTES;
   const signal = AbortSignal.timeout(timeoutMs);
   try {
-    const res = await fetch(url, { redirect: 'manual', signal, headers: { accept: 'application/yaml, application/json, text/*' } });
-    if (res.status >= 300 && res.status < 400) {
-      await res.body?.cancel();
-      return { problem: `cannot fetch '${url}': it redirects, and redirects are not followed` };
-    }
-    if (!res.ok) {
-      await res.body?.cancel();
-      return { problem: `cannot fetch '${url}': HTTP ${res.status}` };
-    }
-    const chunks: Uint8Array[] = [];
-    let size = 0;
-    for await (const chunk of res.body ?? []) {
-      size += (chunk as Uint8Array).length;
-      if (size > maxBytes) {
-        await res.body?.cancel().catch(() => undefined);
-        return { problem: `cannot fetch '${url}': larger than ${maxBytes} bytes` };
-      }
-      chunks.push(chunk as Uint8Array);
-    }
-    return { text: Buffer.concat(chunks).toString('utf8') };
+    // Not fetch, which refuses the ports the Fetch standard blocks for browsers (src/core/http-get.ts).
+    const res = await httpGet(url, { signal, maxBytes, headers: { accept: 'application/yaml, application/json, text/*' }, readBody: (status) => status >= 200 && status < 300 });
+    if (res.status >= 300 && res.status < 400) return { problem: `cannot fetch '${url}': it redirects, and redirects are not followed` };
+    if (res.status < 200 || res.status > 299) return { problem: `cannot fetch '${url}': HTTP ${res.status}` };
+    if (res.tooLarge) return { problem: `cannot fetch '${url}': larger than ${maxBytes} bytes` };
+    return { text: res.body.toString('utf8') };
   } catch {
     return { problem: signal.aborted ? `cannot fetch '${url}': no answer within ${timeoutMs} ms` : `cannot fetch '${url}': the request failed` };
   }

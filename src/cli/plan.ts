@@ -11,8 +11,7 @@ import { consumerGroupName } from '../plan/consumer-group.js';
 import type { Plan } from '../plan/types.js';
 import { sameRoutePath } from '../kinds/listeners/route-paths.js';
 import type { CliIo } from './io.js';
-import { request as httpRequest, type IncomingMessage } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import { headerValue, type HttpAnswer, httpGet } from '../core/http-get.js';
 
 export interface PlanOptions {
   config: string;
@@ -372,7 +371,7 @@ function runningPaths(running: PlanFingerprint, registry: KindRegistry): Map<str
 }
 
 async function fetchRunning(url: string, token: string | undefined, tokenFrom: string): Promise<{ fingerprint: PlanFingerprint | null } | { error: string }> {
-  let res: AdminAnswer;
+  let res: HttpAnswer;
   // `--admin localhost:9000` parses as a URL of scheme "localhost:": say what is wanted, not "unknown scheme".
   const base = URL.canParse(url) ? new URL(url) : undefined;
   if (!base || !/^https?:$/.test(base.protocol) || !base.host) return { error: `--admin wants the admin API's URL, http://HOST:PORT of admin.port (https:// through a TLS proxy), got '${url}'` };
@@ -386,7 +385,8 @@ async function fetchRunning(url: string, token: string | undefined, tokenFrom: s
     };
   }
   try {
-    res = await getAdmin(endpoint, token);
+    // Not fetch, which refuses the ports the Fetch standard blocks for browsers (10080, 6000, ...: src/core/http-get.ts).
+    res = await httpGet(endpoint, { headers: token ? { authorization: `Bearer ${token}` } : {}, idleTimeoutMs: 10_000 });
   } catch (err) {
     const e = err as { code?: string; message?: string };
     return { error: `cannot reach the admin API at ${endpoint}: ${e.code ?? e.message}` };
@@ -398,44 +398,16 @@ async function fetchRunning(url: string, token: string | undefined, tokenFrom: s
   }
   if (res.status === 403) return { error: `the admin API at ${endpoint} refused the request (403)` };
   // Wrong tokens from this address (docs/security.md): the right one is refused too until the minute ends.
-  if (res.status === 429) return { error: `the admin API at ${endpoint} refuses this address for now, after too many wrong tokens from it: try again in ${res.retryAfter ?? 'a minute'} s (429)` };
+  if (res.status === 429)
+    return { error: `the admin API at ${endpoint} refuses this address for now, after too many wrong tokens from it: try again in ${headerValue(res.headers, 'retry-after') ?? 'a minute'} s (429)` };
   if (res.status === 404 && /\/admin\/?$/.test(base.pathname))
     return { error: `the admin API at ${endpoint} answered 404: --admin is the URL the admin API listens on, without '/admin' (${url.replace(/\/admin\/?$/, '')})` };
   if (res.status < 200 || res.status > 299) return { error: `the admin API at ${endpoint} answered ${res.status}` };
   try {
-    return { fingerprint: JSON.parse(res.body) as PlanFingerprint | null };
+    return { fingerprint: JSON.parse(res.body.toString('utf8')) as PlanFingerprint | null };
   } catch {
     return { error: `the admin API at ${endpoint} did not answer JSON` };
   }
-}
-
-interface AdminAnswer {
-  status: number;
-  retryAfter: string | undefined;
-  body: string;
-}
-
-/**
- * GET `endpoint` with node's own client, not fetch: fetch refuses the ports the Fetch standard
- * blocks for browsers (10080, 6000, 6665-6669, ...: "bad port"), on which the admin API serves
- * like on any other. Gives up after 10 s without a byte; an error's `code` (ECONNREFUSED) says why.
- */
-function getAdmin(endpoint: string, token: string | undefined): Promise<AdminAnswer> {
-  return new Promise((resolve, reject) => {
-    const request = endpoint.startsWith('https:') ? httpsRequest : httpRequest;
-    const req = request(endpoint, { headers: token ? { authorization: `Bearer ${token}` } : {}, timeout: 10_000 }, (res: IncomingMessage) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('error', reject);
-      res.on('end', () => {
-        const retryAfter = res.headers['retry-after'];
-        resolve({ status: res.statusCode ?? 0, retryAfter: Array.isArray(retryAfter) ? retryAfter[0] : retryAfter, body: Buffer.concat(chunks).toString('utf8') });
-      });
-    });
-    req.on('timeout', () => req.destroy(Object.assign(new Error('no answer within 10 s'), { code: 'ETIMEDOUT' })));
-    req.on('error', reject);
-    req.end();
-  });
 }
 
 /** The plan could not be made: exit 1, never 2, which says "the reload changes something" (and CI jobs accept). */

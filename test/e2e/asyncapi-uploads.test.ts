@@ -9,6 +9,7 @@ import { post } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
 import { tempDir } from '../helpers/reaper.js';
 import { fetch } from '../helpers/http.js';
+import { FETCH_BLOCKED_PORTS, listenOnFirstFree } from '../helpers/ports.js';
 
 /**
  * Uploaded AsyncAPI documents are untrusted (issue #13, docs/security.md): each attack is a
@@ -70,12 +71,13 @@ routes:
 }
 
 /** A real HTTP server on a free port that records the requests it gets and answers with `handler`. */
-async function server(handler: (path: string, res: import('node:http').ServerResponse) => void): Promise<{ url: string; hits: string[]; srv: Server }> {
+async function server(handler: (path: string, res: import('node:http').ServerResponse) => void, ports?: readonly number[]): Promise<{ url: string; hits: string[]; srv: Server }> {
   const hits: string[] = [];
   const srv = createServer((req, res) => {
     hits.push(req.url ?? '');
     handler(req.url ?? '', res);
   });
+  if (ports) return { url: `http://127.0.0.1:${await listenOnFirstFree(srv, ports)}`, hits, srv };
   srv.listen(0, '127.0.0.1');
   await once(srv, 'listening');
   return { url: `http://127.0.0.1:${(srv.address() as AddressInfo).port}`, hits, srv };
@@ -284,6 +286,8 @@ describe('AsyncAPI uploads', { concurrency: true }, () => {
   describe('remote $refs allowed by origin: fetched with a timeout and a size cap', { concurrency: 1 }, () => {
     let schemas: Awaited<ReturnType<typeof server>>;
     let other: Awaited<ReturnType<typeof server>>;
+    /** A schema server on a port the Fetch standard blocks for browsers (10080, 6665, ...), which fetch refused: `bad port`. */
+    let blocked: Awaited<ReturnType<typeof server>>;
     const held: import('node:http').ServerResponse[] = [];
     const put = (body: string) => fetch(`${gw.adminUrl}/admin/asyncapi`, { method: 'PUT', body, headers: { 'content-type': 'application/yaml', ...auth } });
 
@@ -297,9 +301,10 @@ describe('AsyncAPI uploads', { concurrency: true }, () => {
         res.end('type: object\nrequired: [level]\n');
       });
       other = await server((_p, res) => res.end('type: object\n'));
+      blocked = await server((_p, res) => res.end('type: object\nrequired: [level]\n'), FETCH_BLOCKED_PORTS);
     });
     // Started once the schema server is listening: the config allows its origin.
-    const gw = useGateway(() => config(`asyncapiRemoteRefs: {origins: ['${schemas.url}'], timeoutMs: ${FETCH_TIMEOUT_MS}, maxBytes: 65536}`), {
+    const gw = useGateway(() => config(`asyncapiRemoteRefs: {origins: ['${schemas.url}', '${blocked.url}'], timeoutMs: ${FETCH_TIMEOUT_MS}, maxBytes: 65536}`), {
       files: { 'contracts/alerts.yaml': plain },
       readyTimeoutMs: READY_TIMEOUT_MS,
     });
@@ -307,12 +312,22 @@ describe('AsyncAPI uploads', { concurrency: true }, () => {
       schemas.srv.closeAllConnections();
       schemas.srv.close();
       other.srv.close();
+      blocked.srv.close();
     });
 
     it('fetches a $ref to an allowed origin', async () => {
       const res = await put(documentWith(`$ref: '${schemas.url}/alert.yaml'`));
       assert.equal(res.status, 200, await res.text());
       assert.equal((await post(gw.url('api', '/alert'), {})).status, 400);
+    });
+
+    it('fetches a $ref to an allowed origin on a port the Fetch standard blocks for browsers (10080, 6665-6669, 6000, ...)', async () => {
+      // Before: 422 `cannot fetch '...': the request failed` (node's fetch refuses those ports: `bad port`).
+      const res = await put(documentWith(`$ref: '${blocked.url}/alert.yaml'`));
+      assert.equal(res.status, 200, await res.text());
+      assert.deepEqual(blocked.hits, ['/alert.yaml']);
+      assert.equal((await post(gw.url('api', '/alert'), {})).status, 400);
+      assert.equal((await put(plain)).status, 200, 'the document in force is plain again');
     });
 
     it('a fetch that never answers fails its upload after timeoutMs, and does not block the next upload', async () => {

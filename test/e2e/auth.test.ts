@@ -11,6 +11,7 @@ import { post, WsClient } from '../helpers/clients.js';
 import { parseReplies, rawHttp, rawHttpText } from '../helpers/raw-http.js';
 import { eventually, runCli, type StartOptions, tempFiles, useGateway } from '../helpers/gateway.js';
 import { makeCertificates } from '../helpers/certificates.js';
+import { FETCH_BLOCKED_PORTS, listenOnFirstFree } from '../helpers/ports.js';
 
 const ALICE_KEY = 'alice-key-5f1c2a9e7d3b';
 const BOB_KEY = 'bob-key-0123456789abcdef';
@@ -66,6 +67,9 @@ function keysFile(keys: Record<string, string>): string {
 describe('auth step', () => {
   const certs = makeCertificates();
   let jwks: Server;
+  /** Serves the key set on a port the Fetch standard blocks (10080, 6665, ...), which fetch refused: `bad port`. */
+  let blockedJwks: Server;
+  let blockedJwksPort = 0;
   /** /failing.json answers 500 while `failing`; when it was asked. */
   let failing = true;
   const failingFetches: number[] = [];
@@ -176,6 +180,11 @@ describe('auth step', () => {
     }).listen(0, '127.0.0.1');
     await once(jwks, 'listening');
     const jwksPort = (jwks.address() as AddressInfo).port;
+    blockedJwks = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ keys: [rsaJwk] }));
+    });
+    blockedJwksPort = await listenOnFirstFree(blockedJwks, FETCH_BLOCKED_PORTS);
     jwksBase = `http://127.0.0.1:${jwksPort}`;
     const ecJwk = { ...(await exportJWK(ec.publicKey)), kid: 'file-1', alg: 'ES256' };
     const thirdJwk = { ...(await exportJWK(third.publicKey)), kid: 'file-1', alg: 'ES256' };
@@ -240,6 +249,10 @@ routes:
   - name: jwt-jwks-url
     from: {listener: api, path: /jwks-url}
     through: [{auth: {jwt: {jwksUrl: "http://127.0.0.1:${jwksPort}/jwks.json", issuer: "${ISSUER}"}}}, who]
+    to: {broker: local, topic: out}
+  - name: jwt-jwks-blocked-port
+    from: {listener: api, path: /jwks-blocked-port}
+    through: [{auth: {jwt: {jwksUrl: "http://127.0.0.1:${blockedJwksPort}/jwks.json", issuer: "${ISSUER}"}}}, who]
     to: {broker: local, topic: out}
   - name: jwt-jwks-failing
     from: {listener: api, path: /jwks-failing}
@@ -329,6 +342,7 @@ routes:
   after(() => {
     releaseSlow();
     jwks?.close();
+    blockedJwks?.close();
   });
 
   describe('apiKey', () => {
@@ -528,6 +542,15 @@ routes:
       assert.equal(remote.status, 200, remote.text);
       assert.equal((await out.next()).value.who, 'url-user');
       assert.equal((await post(gw.url('api', '/jwks-url'), {}, { authorization: `Bearer ${await rs({ sub: 'x' }, 'unknown-kid')}` })).status, 401);
+    });
+
+    it('fetches a JWKS served on a port the Fetch standard blocks for browsers (10080, 6665-6669, 6000, ...)', async () => {
+      // Before: every token 503, `jwksUrl could not be fetched: it cannot be reached: bad port` (node's
+      // fetch refuses those ports), from an identity provider that answered curl there.
+      const res = await post(gw.url('api', '/jwks-blocked-port'), {}, { authorization: `Bearer ${await rs({ sub: 'blocked-port-user' }, 'remote-1')}` });
+      assert.equal(res.status, 200, res.text);
+      assert.equal((await out.next()).value.who, 'blocked-port-user');
+      assert.equal((await post(gw.url('api', '/jwks-blocked-port'), {}, { authorization: `Bearer ${await rs({ sub: 'x' }, 'unknown-kid')}` })).status, 401);
     });
 
     it('tries each key of a JWKS that the token could name: a kid two keys share, or no kid at all', async () => {

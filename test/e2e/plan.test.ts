@@ -11,7 +11,7 @@ import { runCliInProcess } from '../helpers/cli.js';
 import { WsClient } from '../helpers/clients.js';
 import { cliPath, repoRoot, runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 import { fetch } from '../helpers/http.js';
-import { firstFreePort } from '../helpers/ports.js';
+import { FETCH_BLOCKED_PORTS, firstFreePort } from '../helpers/ports.js';
 
 const yaml = (...lines: string[]) => `${lines.join('\n')}\n`;
 
@@ -828,7 +828,7 @@ describe('eventgate plan --admin URL against a running gateway', () => {
     // Before: `cannot reach the admin API at http://127.0.0.1:10080/admin/plan: bad port` (node's
     // fetch refuses those ports), against a gateway that answered curl there. The port is the
     // first of the list that is free here: only such a port shows it.
-    const port = await firstFreePort([10080, 6665, 6666, 6667, 6668, 6669, 6697, 6000, 6566]);
+    const port = await firstFreePort(FETCH_BLOCKED_PORTS);
     await gw.start(base('a > 1').replace('admin: { port: 0,', `admin: { port: ${port},`));
     const r = await runCliInProcess(['plan', '-c', gw.configFile, '--admin', `http://127.0.0.1:${port}`, '--token', 'plan-test-token-0123456789']);
     noStackTrace(r);

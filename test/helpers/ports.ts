@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { createServer, type Server } from 'node:net';
 
 /**
  * A port free on `host` right now, for a config that must name its port. Picked at random below
@@ -25,6 +25,31 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
  */
 export async function firstFreePort(ports: readonly number[], host = '127.0.0.1'): Promise<number> {
   for (const port of ports) if (await canBind(host, port)) return port;
+  throw new Error(`none of ports ${ports.join(', ')} is free on ${host}`);
+}
+
+/**
+ * Ports the Fetch standard blocks for browsers, which node's fetch refuses (`bad port`) and a
+ * server may still listen on: a case that shows the gateway reaches such a port takes the first free.
+ */
+export const FETCH_BLOCKED_PORTS: readonly number[] = [10080, 6665, 6666, 6667, 6668, 6669, 6697, 6000, 6566];
+
+/**
+ * Listens `server` on the first of `ports` it can bind on `host`, and gives that port. Binding is
+ * the check: another test may take a port between firstFreePort's probe and a listen.
+ */
+export async function listenOnFirstFree(server: Server, ports: readonly number[], host = '127.0.0.1'): Promise<number> {
+  for (const port of ports) {
+    const bound = await new Promise<boolean>((resolve, reject) => {
+      const failed = (err: NodeJS.ErrnoException) => (err.code === 'EADDRINUSE' || err.code === 'EACCES' ? resolve(false) : reject(err));
+      server.once('error', failed);
+      server.listen(port, host, () => {
+        server.off('error', failed);
+        resolve(true);
+      });
+    });
+    if (bound) return port;
+  }
   throw new Error(`none of ports ${ports.join(', ')} is free on ${host}`);
 }
 

@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import type { JWTPayload, JWTVerifyGetKey, JWTVerifyOptions } from 'jose';
 import { parse as parseYaml } from '../../config/yaml.js';
 import { problem, type Problem } from '../../core/errors.js';
+import { headerValue, type HttpAnswer, httpGet } from '../../core/http-get.js';
 import type { Identity, Message, MessageContext, RequestMeta } from '../../core/message.js';
 import type { StepStop } from '../../core/outcome.js';
 import type { Admission, CompiledStep, Credential, StepCompileContext, StepRouteContext } from '../contracts.js';
@@ -491,29 +492,6 @@ interface RemoteKeySet {
   warn: StepRouteContext['warn'] | undefined;
 }
 
-/** The answer's body as text (as `Response.text()` reads it), or undefined once it holds more than JWKS_MAX_BYTES: the rest is not read. */
-async function keySetText(res: Response): Promise<string | undefined> {
-  if (Number(res.headers.get('content-length')) > JWKS_MAX_BYTES) {
-    await res.body?.cancel();
-    return undefined;
-  }
-  if (res.body === null) return '';
-  const reader = res.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let bytes = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    bytes += value.byteLength;
-    if (bytes > JWKS_MAX_BYTES) {
-      await reader.cancel();
-      return undefined;
-    }
-    chunks.push(value);
-  }
-  return new TextDecoder().decode(Buffer.concat(chunks));
-}
-
 /**
  * jose's remote key set, whose fetches are spaced after a failure too, and whose last keys stay in
  * use while fetches fail. jose's cooldown starts only from a fetch that succeeded: while the URL
@@ -542,29 +520,33 @@ function remoteKeySet(url: URL, maxAgeMs: number): RemoteKeySet {
   };
   const spacedFetch = async (input: string, init: RequestInit): Promise<Response> => {
     if (Date.now() - failedAt < JWKS_RETRY_AFTER_FAILURE_MS) throw new Error('the key set could not be fetched a moment ago');
-    let res: Response;
-    let text: string | undefined;
+    let res: HttpAnswer;
     try {
-      res = await fetch(input, init);
+      // Not fetch, which refuses the ports the Fetch standard blocks for browsers (src/core/http-get.ts).
       // Only a 200's body can be the key set: another answer's is not read (a large error page
       // was said to be too large for a key set, when the status says what is wrong).
-      if (res.status === 200) text = await keySetText(res);
-      else await res.body?.cancel();
+      res = await httpGet(input, {
+        headers: Object.fromEntries(new Headers(init.headers)),
+        signal: init.signal ?? undefined,
+        maxBytes: JWKS_MAX_BYTES,
+        readBody: (status) => status === 200,
+      });
     } catch (err) {
-      const e = err as Error & { cause?: { code?: string; message?: string } };
-      failed(init.signal?.aborted ? `it did not answer within ${JWKS_TIMEOUT_MS / 1000} s` : `it cannot be reached: ${e.cause?.code ?? e.cause?.message ?? e.message}`);
+      const e = err as Error & { code?: string };
+      failed(init.signal?.aborted ? `it did not answer within ${JWKS_TIMEOUT_MS / 1000} s` : `it cannot be reached: ${e.code ?? e.message}`);
       throw err;
     }
     if (res.status !== 200) {
-      const location = res.headers.get('location');
+      const location = headerValue(res.headers, 'location');
       failed(`it answered ${res.status}${location ? ` redirecting to ${location} (redirects are not followed: give jwksUrl as that URL)` : ''}`);
       // No body: one is not allowed with a 204 or 304 (the Response constructor throws).
       return new Response(null, { status: res.status });
     }
-    if (text === undefined) {
+    if (res.tooLarge) {
       failed(`it answered with more than ${JWKS_MAX_BYTES / 1024} KiB, more than any key set holds (is jwksUrl the key set's own URL?); the rest was not read`);
       throw new Error('the key set answer is too large');
     }
+    const text = new TextDecoder().decode(res.body);
     if (!isKeySet(text)) failed('it answered 200 with something that is not a JSON Web Key Set ({"keys": [...]})');
     else kept(text);
     return new Response(text, { status: res.status });
