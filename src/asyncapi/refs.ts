@@ -12,6 +12,7 @@ import { jsonSyntaxProblem } from '../config/json-syntax.js';
 import { httpGet } from '../core/http-get.js';
 import { pointerKeys, pointerOf } from '../core/json-pointer.js';
 import { isPair, isScalar, isSeq, LineCounter, parseDocument, visit } from '../config/yaml.js';
+import { nonJsonTags } from '../config/yaml-tags.js';
 
 /** `asyncapiRemoteRefs` in gateway.yaml. */
 export interface RemoteRefOptions {
@@ -117,6 +118,16 @@ export function checkDocument(
     const e = doc.errors[0]!;
     const { line, column } = pos(e.pos[0]);
     problems.push({ ...at(line, column), message: `YAML syntax error: ${e.message.split('\n')[0]}` });
+    return { problems, targets };
+  }
+  // `!!binary`, `!!set`, `!!omap`, `!!timestamp`: the parser refused such a value at 1:1, as "a
+  // type it does not expect"; said at the tag, in the words the config gets.
+  const tags = nonJsonTags(doc, text);
+  if (tags.length > 0) {
+    for (const t of tags) {
+      const { line, column } = pos(t.at);
+      problems.push({ ...at(line, column, t.path), message: t.message });
+    }
     return { problems, targets };
   }
   let value: unknown;

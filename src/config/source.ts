@@ -4,6 +4,7 @@ import { expandVariables, type Env } from './variables.js';
 import { jsonSyntaxProblem } from './json-syntax.js';
 import { readConfigFile } from './read-file.js';
 import { isIdentityPath } from './secrets.js';
+import { nonJsonTags, pathOfNode } from './yaml-tags.js';
 
 export type PathPart = string | number;
 
@@ -480,52 +481,14 @@ function nonFiniteNumbers(doc: Document, file: string, text: string, pos: Positi
   return found;
 }
 
-/** The config path of a node `visit` reached, from its ancestors. */
-function pathOfNode(ancestors: readonly unknown[], node: unknown): PathPart[] {
-  const path: PathPart[] = [];
-  const chain = [...ancestors, node];
-  for (let i = 0; i < chain.length - 1; i++) {
-    const at = chain[i];
-    // A merge key's value is yaml's symbol: `<<` as written, not `Symbol(<<)`.
-    if (isPair(at) && isScalar(at.key)) path.push(typeof at.key.value === 'symbol' ? '<<' : String(at.key.value));
-    else if (isSeq(at)) path.push(at.items.indexOf(chain[i + 1] as YamlNode));
-  }
-  return path;
-}
-
-/** YAML 1.1 types the yaml package makes on an explicit tag, none of which JSON has: what each makes, and what to write instead. */
-const NON_JSON_TAGS: Record<string, { makes: string; write: string }> = {
-  'tag:yaml.org,2002:binary': { makes: 'bytes', write: 'write the text as a string' },
-  'tag:yaml.org,2002:set': { makes: 'a set', write: 'write a list' },
-  'tag:yaml.org,2002:omap': { makes: 'an ordered map', write: 'write a map' },
-  'tag:yaml.org,2002:timestamp': { makes: 'a date', write: 'write the date as a string' },
-};
-
 /**
  * Reports every YAML tag the config cannot take, at the tag: one that makes what JSON has not
- * (`!!binary`, `!!set`, `!!omap`, `!!timestamp`: toJS makes a Uint8Array, Set, Map or Date,
- * which the schema's checks take for a map, a Set or Map with no own keys passing as an empty
- * one, and the compiler cannot read), and one the yaml package could not resolve, which it
- * only warns of and drops (`topic: !Ref orders` read as `orders`; `!!int x`). True when there was one.
+ * (nonJsonTags), and one the yaml package could not resolve, which it only warns of and drops
+ * (`topic: !Ref orders` read as `orders`; `!!int x`). True when there was one.
  */
 function tagProblems(doc: Document, file: string, text: string, pos: PositionOf, diagnostics: Diagnostic[]): boolean {
-  const found: { at: number; path: PathPart[]; message: string }[] = [];
   const tagged = new Map<number, { path: PathPart[]; node: unknown }>();
-  visit(doc, (_key, node, ancestors) => {
-    const tag = (node as { tag?: string } | null)?.tag;
-    if (tag === undefined) return;
-    const start = (node as YamlNode).range?.[0] ?? 0;
-    // The node's range starts at its value; the tag, the mistake, is written before it (an anchor may be between).
-    const written = /(!\S*)(?:\s+&\S+)?\s*$/.exec(text.slice(Math.max(0, start - 200), start));
-    const at = written ? start - (written[0].length - written[0].indexOf('!')) : start;
-    const path = pathOfNode(ancestors, node);
-    tagged.set(at, { path, node });
-    const kind = NON_JSON_TAGS[tag];
-    if (!kind) return;
-    const where = path.length > 0 ? `${formatPath(path)} is` : 'the value is';
-    found.push({ at, path, message: `${where} tagged ${shortTag(tag)}, which makes ${kind.makes}: ${JSON_ONLY}; ${kind.write}, without the tag` });
-    return visit.SKIP;
-  });
+  const found = nonJsonTags(doc, text, tagged);
   for (const warning of doc.warnings) {
     if (warning.code !== 'TAG_RESOLVE_FAILED') continue;
     const at = warning.pos[0];
@@ -562,13 +525,6 @@ function fitsTag(tag: string | undefined, value: unknown): boolean {
     default:
       return false;
   }
-}
-
-const JSON_ONLY = 'eventgate reads only JSON values from YAML (maps, lists, strings, numbers, booleans, null)';
-
-/** `tag:yaml.org,2002:set` as written, `!!set`. */
-function shortTag(tag: string): string {
-  return tag.startsWith('tag:yaml.org,2002:') ? `!!${tag.slice('tag:yaml.org,2002:'.length)}` : tag;
 }
 
 /**

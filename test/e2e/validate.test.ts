@@ -475,6 +475,31 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assert.match(inParts.stdout, /s\.yaml.*required is tagged !!set, which makes a set/);
     });
 
+    it('points at such a tag in an AsyncAPI document and in a file its $ref reads', async () => {
+      // Before: `streetlights.yaml:1:1: AsyncAPI: the AsyncAPI parser could not read this document:
+      // ... it met a value of a type it does not expect` (the parser, not the tag check, read it).
+      const json = 'eventgate reads only JSON values from YAML \\(maps, lists, strings, numbers, booleans, null\\)';
+      const withDocument = yaml(
+        ...base,
+        'asyncapi: streetlights.yaml',
+        'routes:',
+        '  - name: r',
+        '    from: { listener: api, path: /in }',
+        '    through: [ { validate: { channel: alerts } } ]',
+        '    to: { broker: local, topic: t }',
+      );
+      const document = (title: string, payload: string) =>
+        yaml('asyncapi: 3.0.0', 'info:', `  title: ${title}`, "  version: '1.0.0'", 'channels:', '  alerts:', '    messages:', '      alert:', `        payload: ${payload}`);
+      const root = await validate({ 'gateway.yaml': withDocument, 'streetlights.yaml': document('!!binary aGVsbG8=', '{ type: object }') });
+      assertProblems(root, [['streetlights.yaml:3:10', new RegExp(`^AsyncAPI: info\\.title is tagged !!binary, which makes bytes: ${json}; write the text as a string, without the tag$`)]]);
+      const referenced = await validate({
+        'gateway.yaml': withDocument,
+        'streetlights.yaml': document('Lights', "{ $ref: 'schemas/alert.yaml' }"),
+        'schemas/alert.yaml': yaml('type: object', 'required: !!set { id }'),
+      });
+      assertProblems(referenced, [['schemas/alert.yaml:2:11', new RegExp(`^AsyncAPI: required is tagged !!set, which makes a set: ${json}; write a list, without the tag$`)]]);
+    });
+
     it("points at a YAML tag the reader cannot resolve, which it would drop: another tool's (!Ref, !ENV) and a standard one that does not fit its value", async () => {
       // Before: `topic: !Ref orders` validated and ran as topic `orders`; `!!float 5` was "got string "5" (write it without quotes)".
       const r = await validate({
