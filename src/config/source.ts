@@ -832,7 +832,8 @@ function substituteEnv(
       }
       fromEnv.add(formatPath(path));
       if (expansion.envValues.length === 0) defaultsOnly.add(formatPath(path));
-      else variableNames.set(formatPath(path), [...new Set(expansion.envNames)]);
+      // A variable set empty gives no value to redact, but is named like the others.
+      if (expansion.envNames.length > 0) variableNames.set(formatPath(path), [...new Set(expansion.envNames)]);
       if (whole && replaced.trim() !== '') {
         // `port: ${PORT}` takes the type of the value, as if it had been written there.
         const typed = plainScalar(replaced);

@@ -23,7 +23,7 @@ export interface Expansion {
   readonly problems: readonly VariableProblem[];
   /** The environment's values that went into the result (not defaults written in the file): secrets. */
   readonly envValues: readonly string[];
-  /** The names of the variables whose environment values those are, in order (`HTTP_PORT`): a problem with the value names them. */
+  /** The names of the variables the environment gave the result from (`HTTP_PORT`), one set empty too: a problem with the value names them. */
   readonly envNames: readonly string[];
   /**
    * Where character `index` of `value` was written in the string: past a reference the two differ
@@ -150,7 +150,11 @@ class Scanner {
       this.envNames.push(...fallback.envNames);
       return fallback.text;
     }
-    if (v === '') return v;
+    if (v === '') {
+      // Named, as a set value is (`(from \${R})` in a wrong value's message); no value to keep from logs.
+      this.envNames.push(name);
+      return v;
+    }
     this.problems.push({
       index: at,
       message: `environment variable '${name}' is not set and has no default (write \${${name}:-default} to give one, or pass --vars-file FILE with stand-in values to check the config without the deployment's environment)`,

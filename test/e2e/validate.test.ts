@@ -2018,9 +2018,12 @@ describe('eventgate validate', { concurrency: 4 }, () => {
           '  other:', //                                       16
           '    kind: http', //                                 17
           '    port: ${OTHER_PORT:-80y}', //                   18: the file's own default: no variable to name
+          '  empty:', //                                       19
+          '    kind: http', //                                 20
+          '    port: ${EMPTY_PORT}', //                        21: set empty (5016: was not named)
         ),
       };
-      const r = await validate(files, { env: { QOS: '3', HTTP_PORT: '80x', H2: 'yes', BODY_KB: '64', BODY_UNIT: 'k', PORT_FALLBACK: '99999' } });
+      const r = await validate(files, { env: { QOS: '3', HTTP_PORT: '80x', H2: 'yes', BODY_KB: '64', BODY_UNIT: 'k', PORT_FALLBACK: '99999', EMPTY_PORT: '' } });
       assertProblems(r, [
         ['gateway.yaml:6:10', /^brokers\.m\.qos must be one of 0, 1, 2, got number 3 \(from \$\{QOS\}\)$/],
         ['gateway.yaml:10:11', /^listeners\.api\.port must be an integer, got string "80x" \(from \$\{HTTP_PORT\}\)$/],
@@ -2028,6 +2031,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         ['gateway.yaml:12:19', /^listeners\.api\.maxBodyBytes must be an integer, got string "64k" \(from \$\{BODY_KB\} and \$\{BODY_UNIT\}\)$/],
         ['gateway.yaml:15:11', /^listeners\.ws\.port must be <= 65535 \(from \$\{PORT_FALLBACK\}\)$/],
         ['gateway.yaml:18:11', /^listeners\.other\.port must be an integer, got string "80y"$/],
+        ['gateway.yaml:21:11', /^listeners\.empty\.port must be an integer, got string "" \(from \$\{EMPTY_PORT\}\)$/],
       ]);
     });
     it('says how to keep an unquoted ${VAR} of digits a string, and never prints a password it typed as a number', async () => {
