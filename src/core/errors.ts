@@ -24,6 +24,7 @@ export const ErrorCodes = {
   EG_CONFIG_UNDECLARED_FIELD: { title: "An expression reads a field the schema of the route's validate step does not declare (a warning)" },
   EG_CONFIG_OPTIONAL_FIELD: { title: "A filter's `!=` on a field the schema of the route's validate step does not require drops every message without it (a warning)" },
   EG_CONFIG_SHELL_VARIABLE: { title: 'A value is written as a shell variable, `$VAR`, which eventgate takes as text (a warning)' },
+  EG_CONFIG_TEXT_EXPRESSION: { title: 'A header, key or topic expression reads as text (`acme-corp`) but is JSONata arithmetic of fields (a warning)' },
   EG_CONFIG_HEADER_SPELLING: { title: 'An expression reads a header in another case than a headers step before it sets it (a warning)' },
   EG_CONFIG_CREDENTIALS_VALIDITY: { title: "A credentials file's JWT has expired, or is not valid yet, by this machine's clock (a warning)" },
   EG_CONFIG_FILE: { title: 'Referenced file cannot be read' },

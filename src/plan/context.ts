@@ -307,6 +307,8 @@ export class CompileContext {
       };
       const expression = compileExpression(source, this.limits, origin);
       this.expressions.push({ expression, at: path });
+      const asText = textAsExpression(source, at);
+      if (asText) this.warn(at, 'EG_CONFIG_TEXT_EXPRESSION', asText);
       return expression;
     } catch (err) {
       if (!(err instanceof ExpressionSyntaxError)) throw err;
@@ -395,6 +397,33 @@ export class CompileContext {
 function textHint(source: string, at: PathPart[]): string {
   if (at[at.length - 2] !== 'headers' || !/^[\w.:/+=~@,;%-]+( [\w.:/+=~@,;%-]+)+$/.test(source.trim())) return '';
   return ` (a header's value is a JSONata expression: text is a string in it, quoted inside the YAML value, \`${String(at[at.length - 1])}: '"..."'\`)`;
+}
+
+/** Plain names and numbers joined by arithmetic or `=` without a space: `acme-corp`, `text/plain`, `max-age=60`. */
+const TEXT_LIKE = /^[\p{L}_][\p{L}\p{N}_]*(?:[-+*/=](?:[\p{L}_][\p{L}\p{N}_]*|\d+))+$/u;
+
+/**
+ * A value whose expression is a header's (a webhook's `headers`, a headers step's `set`), a `key`,
+ * an `orderBy` or a computed topic, written as the text it should give: `x-tenant: acme-corp`
+ * compiles, as `acme - corp`, two fields no message has, so the header was never sent, without a
+ * word. Said when two plain names or more are joined by `-`, `/`, `+`, `*` or `=` with no space
+ * (`count-1`, a field and a number, is left alone: a computation often written so); arithmetic
+ * meant is written with spaces (`total - discount`), a field of such a name in backquotes.
+ */
+function textAsExpression(source: string, at: PathPart[]): string | undefined {
+  const last = at[at.length - 1];
+  const parent = at[at.length - 2];
+  const place = parent === 'headers' || (parent === 'set' && at[at.length - 3] === 'headers') || last === 'key' || last === 'orderBy' || (last === 'expression' && parent === 'topic');
+  if (!place || !TEXT_LIKE.test(source)) return undefined;
+  const tokens = source.split(/([-+*/=])/);
+  const names = [...new Set(tokens.filter((t, i) => i % 2 === 0 && !/^\d/.test(t)))];
+  if (names.length < 2) return undefined;
+  const fields = `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]}`;
+  const outcome = source.includes('=')
+    ? `a comparison of the message's fields ${fields}, not that text: it gives false for a message without them`
+    : `arithmetic of the message's fields ${fields}, not that text: it gives no value for a message without them`;
+  const key = String(last);
+  return `'${source}' is read as the JSONata expression ${tokens.join(' ')}, ${outcome}. Text is a string in the expression, quoted inside the YAML value: \`${key}: '"${source}"'\`; a field of that name is written between backquotes: \`${key}: '\`${source}\`'\`; to compute, write spaces around the operators`;
 }
 
 /** A topic as a diagnostic quotes it: a long one (what a length limit refuses) shortened, with its size. */

@@ -114,6 +114,7 @@ function compileWebhook(ctx: CompileContext, o: WebhookOptions, at: PathPart[], 
     if (expr) headers.push([name, expr]);
   }
   const orderBy = o.orderBy === undefined ? undefined : ctx.expression(o.orderBy, [...at, 'orderBy']);
+  retryBackoffProblem(ctx, o.retry, [...at, 'retry']);
   const secret = o.signature ? signatureKey(o.signature.secret) : undefined;
   // The secret itself is never quoted: it may have come from ${VAR}.
   if (secret && !Buffer.isBuffer(secret)) ctx.report([...at, 'signature', 'secret'], 'EG_CONFIG_SCHEMA', `signature.secret ${secret.invalid}`);
@@ -133,6 +134,21 @@ function compileWebhook(ctx: CompileContext, o: WebhookOptions, at: PathPart[], 
     secret,
     ca,
   };
+}
+
+/**
+ * A `backoffMs` over `maxBackoffMs` (written, or its default) contradicts it: every wait would be
+ * `maxBackoffMs`, the backoff written having no effect; an error, as `headersTimeoutMs` over
+ * `requestTimeoutMs` is. A `maxBackoffMs` written alone below the default `backoffMs` (`0`: no
+ * waits) says what it means.
+ */
+function retryBackoffProblem(ctx: CompileContext, retry: WebhookOptions['retry'], at: PathPart[]): void {
+  if (retry?.backoffMs === undefined) return;
+  const max = retry.maxBackoffMs ?? WEBHOOK_DEFAULTS.maxBackoffMs;
+  if (retry.backoffMs <= max) return;
+  const which = retry.maxBackoffMs === undefined ? `${max}, the default` : `${max}`;
+  const fix = retry.maxBackoffMs === undefined ? '; raise maxBackoffMs too' : '';
+  ctx.report([...at, 'backoffMs'], 'EG_CONFIG_SCHEMA', `retry.backoffMs (${retry.backoffMs}) must not be larger than retry.maxBackoffMs (${which}): every wait would be ${max} ms${fix}`);
 }
 
 /**

@@ -150,6 +150,81 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     );
   });
 
+  it('warns of a header, key or topic expression written as text (`acme-corp`: JSONata arithmetic of two fields), saying to quote it; not of real expressions', async () => {
+    // `acme-corp` compiles as `acme - corp`: two fields no message has, so no value, and the
+    // header was never sent, without a word.
+    const r = await validate({
+      'gateway.yaml': yaml(
+        ...base,
+        'routes:', //                                                                                 12
+        '  - name: hook', //                                                                          13
+        '    from: { listener: api, path: /in }', //                                                  14
+        '    through:', //                                                                            15
+        '      - headers: { set: { x-tenant: acme-corp } }', //                                       16
+        '    to:', //                                                                                 17
+        '      - broker: local', //                                                                   18
+        '        topic: { expression: orders/eu }', //                                                19
+        '        key: customer-id', //                                                                20
+        '      - http:', //                                                                           21
+        '          url: https://crm.example.com/in', //                                               22
+        '          headers:', //                                                                      23
+        '            x-tenant: acme-corp', //                                                         24
+        '            content-type: image/svg+xml', //                                                 25
+        '            cache-control: max-age=60', //                                                   26
+        `            x-quoted: '"acme-corp"'`, //                                                     27
+        '            x-spaced: total - discount', //                                                  28
+        '            x-less: count-1', //                                                             29
+        '            x-read: $headers.x-1', //                                                        30
+        '            x-paths: payload.a-payload.b', //                                                31
+      ),
+    });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const said = (
+      at: string,
+      key: string,
+      text: string,
+      computed: string,
+      fields: string,
+      outcome = "arithmetic of the message's fields " + fields + ', not that text: it gives no value for a message without them',
+    ) =>
+      `gateway.yaml:${at}: warning: '${text}' is read as the JSONata expression ${computed}, ${outcome}. Text is a string in the expression, quoted inside the YAML value: \`${key}: '"${text}"'\`; a field of that name is written between backquotes: \`${key}: '\`${text}\`'\`; to compute, write spaces around the operators [EG_CONFIG_TEXT_EXPRESSION]`;
+    assert.deepEqual(r.stderr.split('\n').filter(Boolean), [
+      said('16:37', 'x-tenant', 'acme-corp', 'acme - corp', 'acme and corp'),
+      said('19:30', 'expression', 'orders/eu', 'orders / eu', 'orders and eu'),
+      said('20:14', 'key', 'customer-id', 'customer - id', 'customer and id'),
+      said('24:23', 'x-tenant', 'acme-corp', 'acme - corp', 'acme and corp'),
+      said('25:27', 'content-type', 'image/svg+xml', 'image / svg + xml', 'image, svg and xml'),
+      said('26:28', 'cache-control', 'max-age=60', 'max - age = 60', '', "a comparison of the message's fields max and age, not that text: it gives false for a message without them"),
+    ]);
+  });
+
+  it("refuses a webhook's retry.backoffMs larger than its maxBackoffMs, written or the default, at backoffMs; a maxBackoffMs alone below the default backoffMs caps it", async () => {
+    // Accepted, every wait was maxBackoffMs: the backoffMs written had no effect.
+    const hook = (retry: string) => `    to: { http: { url: "https://crm.example.com/in", retry: ${retry} } }`;
+    const r = await validate({
+      'gateway.yaml': yaml(
+        ...base,
+        'routes:', //                                                         12
+        '  - name: a', //                                                     13
+        '    from: { listener: api, path: /a }', //                           14
+        hook('{ backoffMs: 500, maxBackoffMs: 100 }'), //                     15
+        '  - name: b', //                                                     16
+        '    from: { listener: api, path: /b }', //                           17
+        hook('{ backoffMs: 15000 }'), //                                      18
+        '  - name: c', //                                                     19
+        '    from: { listener: api, path: /c }', //                           20
+        hook('{ maxBackoffMs: 0 }'), //                                       21
+        '  - name: d', //                                                     22
+        '    from: { listener: api, path: /d }', //                           23
+        hook('{ backoffMs: 100, maxBackoffMs: 100 }'), //                     24
+      ),
+    });
+    assertProblems(r, [
+      ['gateway.yaml:15:74', /^retry\.backoffMs \(500\) must not be larger than retry\.maxBackoffMs \(100\): every wait would be 100 ms$/],
+      ['gateway.yaml:18:74', /^retry\.backoffMs \(15000\) must not be larger than retry\.maxBackoffMs \(10000, the default\): every wait would be 10000 ms; raise maxBackoffMs too$/],
+    ]);
+  });
+
   describe('YAML syntax errors', () => {
     it('points at a key indented deeper than its siblings, saying which line', async () => {
       const r = await validate({ 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '      port: 0') });

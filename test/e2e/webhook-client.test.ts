@@ -342,6 +342,39 @@ routes:
     );
   });
 
+  it('says what an answer with no usable status was: a 101 switching protocols unasked, a status below 100, a status over 599 (retried as a 5xx, RFC 9110 §15)', async () => {
+    const count = async (result: string) =>
+      Number(new RegExp(`eventgate_webhook_requests_total\\{route="raw",target="0",result="${result}"\\} (\\d+)`).exec(await (await fetch(`${gw.adminUrl}/metrics`)).text())?.[1] ?? 0);
+    // A 101 was said as `closed the connection before a complete answer (UND_ERR_SOCKET: bad upgrade)`;
+    // without an Upgrade header, and a status below 100, undici failed an assertion, said as `could not be reached`.
+    const switched = /\/hook answered 101 Switching Protocols to a request that asked for no protocol switch, so no answer to it came \(after 2 tries\); the message may still have reached it/;
+    for (const [head, detail] of [
+      ['HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n', switched],
+      ['HTTP/1.1 101 Switching Protocols\r\ncontent-length: 0\r\n\r\n', switched],
+      [
+        'HTTP/1.1 099 Odd\r\ncontent-length: 0\r\n\r\n',
+        /\/hook sent an answer the HTTP client could not read \(a status below 100, which HTTP has not\) \(after 2 tries\); the message may still have reached it/,
+      ],
+    ] as const) {
+      const from = raw.seen.length;
+      raw.scripts = [(s) => s.write(head)];
+      const r = await post('/raw', { n: 1 });
+      raw.scripts = [ok()];
+      assert.equal(r.status, 502, JSON.stringify(r.body));
+      assert.equal(raw.seen.length, from + 2, 'tried twice');
+      assert.match(r.body.detail!, detail);
+    }
+    // RFC 9110 §15: a status outside 100-599 is invalid, and a client SHOULD process it as a 5xx; said so.
+    const before = await count('5xx');
+    raw.scripts = [(s) => s.write('HTTP/1.1 600 Weird\r\ncontent-length: 4\r\n\r\nodd!')];
+    const r = await post('/raw', { n: 2 });
+    raw.scripts = [ok()];
+    assert.equal(r.status, 502, JSON.stringify(r.body));
+    assert.equal(r.body.code, 'EG_WEBHOOK_FAILED');
+    assert.match(r.body.detail!, /\/hook answered 600, a status outside HTTP's 100-599, taken as a server error \(5xx\) as RFC 9110 §15 asks: odd! \(after 2 tries\)$/);
+    assert.equal(await count('5xx'), before + 2);
+  });
+
   it('says that an endpoint which reset the connection after the request went out did so, not that it could not be reached', async () => {
     // Each connection is reset once its request is read (the kept-alive one's loss is sent again once, not a try).
     raw.scripts = [(s) => s.resetAndDestroy()];

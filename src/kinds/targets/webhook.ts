@@ -101,7 +101,14 @@ export const webhookOptions = Type.Object(
                 'Tries in all (1: no retry). A request a kept-alive connection lost unanswered as the endpoint closed it idle is sent again once on a new connection, and that is not a try.',
             }),
           ),
-          backoffMs: Type.Optional(Type.Integer({ minimum: 0, default: WEBHOOK_DEFAULTS.backoffMs, description: 'Wait before the second try; doubled for each further one (with jitter).' })),
+          backoffMs: Type.Optional(
+            Type.Integer({
+              minimum: 0,
+              default: WEBHOOK_DEFAULTS.backoffMs,
+              description:
+                'Wait before the second try; doubled for each further one (with jitter). Larger than `maxBackoffMs` (written, or its default) is a config error at this key: every wait would be `maxBackoffMs`.',
+            }),
+          ),
           maxBackoffMs: Type.Optional(Type.Integer({ minimum: 0, default: WEBHOOK_DEFAULTS.maxBackoffMs, description: 'Longest wait between tries (also caps Retry-After).' })),
         },
         { additionalProperties: false, description: 'How failed tries (timeouts, refused connections, 408, 429, 5xx) are repeated.' },
@@ -632,6 +639,12 @@ export class WebhookTarget implements Target {
  */
 function unanswered(display: string, err: (Error & { code?: string }) | undefined, ownCa: boolean, sent: boolean): string {
   const code = err?.code;
+  // undici ends a 101 unasked (`bad upgrade`; one without an Upgrade header, and a status below 100,
+  // fail its own assertions): the endpoint answered, with what is no answer to a POST.
+  if ((code === 'UND_ERR_SOCKET' && err!.message === 'bad upgrade') || (code === 'ERR_ASSERTION' && /assert\(upgrade\)/.test(err!.message)))
+    return `${display} answered 101 Switching Protocols to a request that asked for no protocol switch, so no answer to it came`;
+  if (code === 'ERR_ASSERTION' && /statusCode >= 100/.test(err!.message)) return `${display} sent an answer the HTTP client could not read (a status below 100, which HTTP has not)`;
+  if (code === 'ERR_ASSERTION') return `${display} sent an answer the HTTP client failed on (${code}: ${err!.message.split('\n')[0]})`;
   if (code === 'UND_ERR_SOCKET') return `${display} closed the connection before a complete answer (${code}: ${err!.message})`;
   // After the request went out, a reset is the endpoint's doing (it read the request, or some of it):
   // `could not be reached` beside `the message may still have reached it` said both.
@@ -827,6 +840,9 @@ function classify(answer: ClientAnswer, display: string): Attempt {
   if (status >= 200 && status < 300) return { ok: true, status };
   const result: WebhookResult = status >= 500 ? '5xx' : status >= 400 ? '4xx' : '3xx';
   const retry = status >= 500 || status === 408 || status === 429;
+  // RFC 9110 §15: a status outside 100-599 is invalid, and a client SHOULD process it as a 5xx
+  // (undici and node:http pass 600-999 on); said so, or `answered 600` read as a status HTTP has.
+  const outside = status >= 600 ? ", a status outside HTTP's 100-599, taken as a server error (5xx) as RFC 9110 §15 asks" : '';
   const retryAfterMs = retryAfterDelay(answer.retryAfter);
   const excerpt = answer.text.trim().slice(0, 200);
   return {
@@ -836,7 +852,7 @@ function classify(answer: ClientAnswer, display: string): Attempt {
     status,
     retryAfterMs,
     // A final refusal (most 4xx) is the message's problem, not the endpoint's: retrying later would not help.
-    problem: problem(retry ? 'EG_WEBHOOK_FAILED' : 'EG_WEBHOOK_REFUSED', `${display} answered ${status}${redirect(answer)}${excerpt ? `: ${excerpt}` : ''}`),
+    problem: problem(retry ? 'EG_WEBHOOK_FAILED' : 'EG_WEBHOOK_REFUSED', `${display} answered ${status}${outside}${redirect(answer)}${excerpt ? `: ${excerpt}` : ''}`),
   };
 }
 
