@@ -78,7 +78,8 @@ export const webhookOptions = Type.Object(
       mapOf(Type.String({ minLength: 1 }), {
         // Checked where it is written: a name HTTP does not allow failed every message at run time.
         propertyNames: { pattern: HTTP_TOKEN.source, title: "an HTTP header name (letters, digits and !#$%&'*+-.^_`|~, no spaces or colons)" },
-        description: 'Header name → JSONata expression for its value (a string literal needs quotes: `\'"Bearer ${TOKEN}"\'`).',
+        description:
+          'Header name → JSONata expression for its value (a string literal needs quotes: `\'"Bearer ${TOKEN}"\'`). Text written without them that still compiles, `x-tenant: acme-corp` (the fields `acme - corp`: no value, so no header), is a validate warning (EG_CONFIG_TEXT_EXPRESSION): write `x-tenant: \'"acme-corp"\'`.',
       }),
     ),
     timeoutMs: Type.Optional(
