@@ -10,7 +10,7 @@
 // them must share (@opentelemetry/api: an SDK registered after the gateway loaded would reach only
 // the package's copy; prom-client reaches it as the package, left outside its bundle, and only
 // when it reads it: lazyOtelApiForPromClient below).
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { build } from 'esbuild';
 import { spectralFiles } from '../dist/src/asyncapi/structure-validators.js';
@@ -115,8 +115,13 @@ function asciiOnly(file) {
   writeFileSync(file, escaped);
 }
 
+// `node scripts/bundle-vendor.js [name ...]`: the bundles named, or all.
+const names = process.argv.slice(2);
+for (const name of names) if (!Object.hasOwn(VENDORED, name)) throw new Error(`bundle-vendor: no bundle named ${name}`);
 for (const [name, contents] of Object.entries(VENDORED)) {
+  if (names.length > 0 && !names.includes(name)) continue;
   const outfile = `dist/src/vendor/${name.replace(/^@/, '').replace(/\//g, '-')}.cjs`;
+  const before = existsSync(outfile) ? readFileSync(outfile) : undefined;
   await build({
     stdin: { contents, resolveDir: process.cwd() },
     bundle: true,
@@ -135,4 +140,9 @@ for (const [name, contents] of Object.entries(VENDORED)) {
     plugins: [jsoncParserAsEsm, lazyOtelApiForPromClient],
   });
   asciiOnly(outfile);
+  // V8 checks a code cache against its source's length only: the previous bundle's cache, taken for
+  // a changed bundle of the same length, ran the previous code (a constant of a patch release, a
+  // version string) until scripts/write-bundle-code-caches.js wrote it again, and forever for a
+  // bundle that script does not load. Without a cache the bundle compiles from its source.
+  if (!before?.equals(readFileSync(outfile))) rmSync(`${outfile}.v8-cache`, { force: true });
 }

@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { bundled } from '../../src/core/bundled.js';
+import { Script } from 'node:vm';
+import { bundled, runBundle } from '../../src/core/bundled.js';
 import { repoRoot } from '../helpers/gateway.js';
+import { tempDir } from '../helpers/reaper.js';
 
 const vendor = join(repoRoot, 'dist', 'src', 'vendor');
 const all = readdirSync(vendor).filter((name) => name.endsWith('.cjs'));
@@ -80,5 +83,42 @@ describe('the code caches of the bundled dependencies, the CLI bundle and the co
     const kept = process.memoryUsage().arrayBuffers - before;
     assert.equal(typeof Ajv, 'function');
     assert.ok(kept < 64 * 1024, `${kept} bytes of array buffers still held after loading ajv's bundle (its cache has ~320 KB)`);
+  });
+
+  it("are removed by the build for a bundle it changed, which would run the previous bundle's code from it (V8 checks only the length)", async () => {
+    // The build's bundling of two dependencies, in a directory of its own (it writes dist/src/vendor/ under its working directory).
+    const dir = tempDir('eventgate-bundle-vendor');
+    symlinkSync(join(repoRoot, 'node_modules'), join(dir, 'node_modules'));
+    mkdirSync(join(dir, 'dist', 'src', 'vendor'), { recursive: true });
+    const bundleVendor = () => {
+      const r = spawnSync(process.execPath, [join(repoRoot, 'scripts', 'bundle-vendor.js'), 'jsonata', 'pino'], { cwd: dir, encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+    };
+    bundleVendor();
+    const jsonata = join(dir, 'dist', 'src', 'vendor', 'jsonata.cjs');
+    const pinoCache = join(dir, 'dist', 'src', 'vendor', 'pino.cjs.v8-cache');
+    // A previous build's jsonata bundle: one message spelled otherwise, the same length, with the code cache of it that build wrote.
+    const built = readFileSync(jsonata, 'utf8');
+    const previous = built.replace('Unable to cast value to a number', 'UNABLE TO CAST VALUE TO A NUMBER');
+    assert.ok(previous !== built && previous.length === built.length);
+    writeFileSync(jsonata, previous);
+    const script = new Script(`(function (exports, require, module, __filename, __dirname) {${previous}\n})`, { filename: jsonata });
+    const module = { exports: {} as unknown };
+    script.runInThisContext().call(module.exports, module.exports, createRequire(jsonata), module, jsonata, dir);
+    const number = async (load: () => unknown) => {
+      const compile = load() as (source: string) => { evaluate(input: unknown): Promise<unknown> };
+      return compile('$number("x")')
+        .evaluate({})
+        .then(String, (err: Error) => err.message);
+    };
+    assert.equal(await number(() => module.exports), 'UNABLE TO CAST VALUE TO A NUMBER: "x"');
+    writeFileSync(`${jsonata}.v8-cache`, script.createCachedData());
+    writeFileSync(pinoCache, 'the cache of an unchanged bundle');
+
+    bundleVendor();
+    assert.equal(readFileSync(jsonata, 'utf8'), built);
+    assert.equal(await number(() => runBundle(jsonata)), 'Unable to cast value to a number: "x"');
+    assert.ok(!existsSync(`${jsonata}.v8-cache`), "the previous bundle's cache is gone");
+    assert.equal(readFileSync(pinoCache, 'utf8'), 'the cache of an unchanged bundle');
   });
 });
