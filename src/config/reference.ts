@@ -374,7 +374,9 @@ separators of an options object written out with it, \`{"decimal-separator": ","
 what the picture means), a number
 of 1e21 or more for a picture without an exponent (\`"0.00e0"\` has one). Given such values by a
 message, they fail that message as below (JSONata's own wrote \`"0NaN-NaN-NaNTNaN:NaN:NaN.NaNZ"\`
-or \`"1e+,300.00"\` into it). A timezone behind UTC by hours and minutes (\`"-0330"\`) is read as
+or \`"1e+,300.00"\` into it); so does \`$replace\` given a function replacement with a string pattern (a function
+replaces a regex's matches, \`$replace(s, /o/, function($m) { "0" })\`; JSONata's own wrote the function's
+JavaScript source into the text). A timezone behind UTC by hours and minutes (\`"-0330"\`) is read as
 written by \`$fromMillis\` and \`$now\` (JSONata's own read it an hour further behind: 19:30 -04:30 for 20:30 -03:30); one less
 than an hour behind (\`"-0030"\`) it cannot write and is refused. After a \`validate\` step, a field
 of the message an expression reads (a later step's, or a target's \`key\` or computed \`topic\`) that

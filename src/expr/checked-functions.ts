@@ -70,13 +70,29 @@ function formatNumberResultProblem(value: number, result: unknown): string | und
   return `$formatNumber cannot format ${value} with a picture without an exponent (it would write ${JSON.stringify(result)}): numbers of 1e21 or more need one, e.g. "0.00e0"`;
 }
 
+/**
+ * Why `$replace(str, pattern, replacement)` cannot be done, or undefined. A function gives the
+ * replacement of a regex's matches; with a string pattern JSONata appends the replacement to the
+ * text as it is, so a function's JavaScript source (JSONata's wrapper of a lambda) went out in
+ * the message.
+ */
+export function replaceProblem(pattern: unknown, replacement: unknown): string | undefined {
+  if (typeof pattern !== 'string' || typeof replacement !== 'function') return undefined;
+  return `$replace: a function replacement needs a regex pattern (/.../), not the string ${JSON.stringify(pattern)}; give a string replacement, or the pattern as a regex`;
+}
+
 /** A run-time failure: JSONata keeps the message of a code it has no text for, and the evaluation fails. */
 function failure(message: string): { code: string; message: string } {
   return { code: 'EG_FORMAT', message };
 }
 
 /** The two functions to register on each expression, calling JSONata's own after the checks. */
-export function checkedFunctions(jsonata: JsonataFactory): { fromMillis: BuiltIn['implementation']; formatNumber: BuiltIn['implementation']; now: BuiltIn['implementation'] } {
+export function checkedFunctions(jsonata: JsonataFactory): {
+  fromMillis: BuiltIn['implementation'];
+  formatNumber: BuiltIn['implementation'];
+  now: BuiltIn['implementation'];
+  replace: BuiltIn['implementation'];
+} {
   const format = function (this: unknown, fn: string, millis: unknown, picture: unknown, timezone: unknown): unknown {
     if (millis === undefined) return undefined;
     const problem = fromMillisProblem(millis as number, timezone as string | undefined, fn);
@@ -100,6 +116,12 @@ export function checkedFunctions(jsonata: JsonataFactory): { fromMillis: BuiltIn
       const after = formatNumberResultProblem(value as number, result);
       if (after) throw failure(after);
       return result;
+    },
+    // Taken by the calls of $replace an expression makes (expression.ts, `own`), with JSONata's signature.
+    replace(this: unknown, str, pattern, replacement, limit) {
+      const problem = str === undefined ? undefined : replaceProblem(pattern, replacement);
+      if (problem) throw failure(problem);
+      return builtIn(jsonata, 'replace').implementation.call(this, str, pattern, replacement, limit);
     },
   };
 }

@@ -290,6 +290,20 @@ describe('$sift given no function when a message reaches it (spec-checklist 198)
   });
 });
 
+describe('$replace given a function replacement with a string pattern', () => {
+  it("fails the message, where JSONata wrote the function's JavaScript source into the text; a regex pattern or a string replacement works", async () => {
+    const problem = (pattern: string) =>
+      `$replace: a function replacement needs a regex pattern (/.../), not the string ${JSON.stringify(pattern)}; give a string replacement, or the pattern as a regex`;
+    // Before: "Hellasync function (...params) {...} W...rld", JSONata's wrapper of the lambda, in the message.
+    await assert.rejects(compileExpression('$replace(s, "o", function($m) { "0" })').evaluate({ s: 'Hello World' }, {}), { message: problem('o') });
+    await assert.rejects(compileExpression('s ~> $replace("o", function($m) { "0" }, 1)').evaluate({ s: 'foo' }, {}), { message: problem('o') });
+    await assert.rejects(compileExpression('$replace(s, p, $uppercase)').evaluate({ s: 'Hello', p: 'l' }, {}), { message: problem('l') });
+    assert.equal(await compileExpression('$replace(s, /o/, function($m) { "0" })').evaluate({ s: 'Hello World' }, {}), 'Hell0 W0rld');
+    assert.equal(await compileExpression('$replace(s, "o", "0", 1)').evaluate({ s: 'Hello World' }, {}), 'Hell0 World');
+    assert.equal(await compileExpression('$replace(missing, "o", function($m) { "0" })').evaluate({}, {}), undefined);
+  });
+});
+
 describe('the fields of its input an expression reads by name (inputFields)', () => {
   const fields = (source: string) => compileExpression(source).inputFields.map((f) => `${f.name}@${f.index}`);
   it('are the names read from the input at the top: in paths, operators, calls, conditions, blocks, objects, arrays, `$.`, after `~>`', () => {
