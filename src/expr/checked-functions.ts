@@ -19,7 +19,7 @@ export interface BuiltIn {
 }
 
 /** The signatures JSONata gives the two (jsonata 2.x, staticFrame): arguments are checked before the call. */
-export const CHECKED_SIGNATURES = { fromMillis: '<n-s?s?:s>', formatNumber: '<n-so?:s>', now: '<s?s?:s>' } as const;
+export const CHECKED_SIGNATURES = { fromMillis: '<n-s?s?:s>', formatNumber: '<n-so?:s>', now: '<s?s?:s>', replace: '<s-(sf)(sf)n?:s>' } as const;
 
 /** The furthest a JavaScript Date reaches either side of 1970 (ECMA-262 §21.4.1.1). */
 const MAX_DATE_MS = 8.64e15;
@@ -117,7 +117,6 @@ export function checkedFunctions(jsonata: JsonataFactory): {
       if (after) throw failure(after);
       return result;
     },
-    // Taken by the calls of $replace an expression makes (expression.ts, `own`), with JSONata's signature.
     replace(this: unknown, str, pattern, replacement, limit) {
       const problem = str === undefined ? undefined : replaceProblem(pattern, replacement);
       if (problem) throw failure(problem);

@@ -230,6 +230,8 @@ function compileChecked(source: string, limits: ExpressionLimits, origin: Expres
   compiled.registerFunction('fromMillis', checkedNow.fromMillis, CHECKED_SIGNATURES.fromMillis);
   compiled.registerFunction('formatNumber', checkedNow.formatNumber, CHECKED_SIGNATURES.formatNumber);
   compiled.registerFunction('now', checkedNow.now, CHECKED_SIGNATURES.now);
+  // Bound for every expression, as the three above, so that the text a `$eval` runs calls it too.
+  compiled.registerFunction('replace', checkedNow.replace, CHECKED_SIGNATURES.replace);
   if (evals) compiled.registerFunction('eval', (ownEval ??= evalOnce(jsonata)), EVAL_SIGNATURE);
   // The built-ins it calls name the argument a message got wrong (argument-types.ts). The gateway's
   // own above have JSONata's signatures, so theirs are JSONata's too.

@@ -298,6 +298,8 @@ describe('$replace given a function replacement with a string pattern', () => {
     await assert.rejects(compileExpression('$replace(s, "o", function($m) { "0" })').evaluate({ s: 'Hello World' }, {}), { message: problem('o') });
     await assert.rejects(compileExpression('s ~> $replace("o", function($m) { "0" }, 1)').evaluate({ s: 'foo' }, {}), { message: problem('o') });
     await assert.rejects(compileExpression('$replace(s, p, $uppercase)').evaluate({ s: 'Hello', p: 'l' }, {}), { message: problem('l') });
+    // In the text a `$eval` runs, which the config check never sees.
+    await assert.rejects(compileExpression('$eval(t)').evaluate({ t: '$replace("foo", "o", function($m) { "0" })' }, {}), (err: Error) => err.message.includes(problem('o')));
     assert.equal(await compileExpression('$replace(s, /o/, function($m) { "0" })').evaluate({ s: 'Hello World' }, {}), 'Hell0 W0rld');
     assert.equal(await compileExpression('$replace(s, "o", "0", 1)').evaluate({ s: 'Hello World' }, {}), 'Hell0 World');
     assert.equal(await compileExpression('$replace(missing, "o", function($m) { "0" })').evaluate({}, {}), undefined);
