@@ -454,6 +454,88 @@ routes:
 });
 
 /**
+ * The broker's exchange deleted on the server and made again by another client (a definitions
+ * import, an application declaring it at its start) before any publish of the gateway found it
+ * missing: RabbitMQ drops a queue's bindings with their exchange, so the gateway's queues are
+ * there, consumed and ready, and bound to nothing. A publish of the gateway for them comes back
+ * unroutable (503). The declared queue matching it was declared again; a routing-key route's queue
+ * was not: the next publishes reached the declared queue, 200, and never the route, whatever it
+ * waited for, until the broker reconnected. Now a route whose binding matches a returned publish
+ * binds its queue again too.
+ */
+describe('kind: amqp, the exchange deleted and made again by another client', () => {
+  const exchange = `eg-remade-${process.pid}`;
+  let receiver: WebhookReceiver;
+  before(async () => {
+    receiver = await WebhookReceiver.start();
+  });
+  after(async () => {
+    await receiver?.stop();
+  });
+
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+listeners:
+  api: { kind: http, port: 0 }
+brokers:
+  rabbit:
+    kind: amqp
+    url: ${rabbit.url}
+    exchange: { name: ${exchange}, type: topic }
+    queues:
+      remade-billing: { bindings: ["orders.*"] }
+routes:
+  - { name: remade-in, from: { listener: api, path: /orders }, to: { broker: rabbit, topic: orders.created } }
+  - { name: remade-bill, from: { broker: rabbit, topic: remade-billing }, to: { http: { url: "${receiver.url}/bill" } } }
+  - { name: remade-pattern, from: { broker: rabbit, topic: "orders.*" }, to: { http: { url: "${receiver.url}/pattern" } } }
+`,
+  );
+
+  const arrived = (path: string) => receiver.requests.filter((r) => r.url === path).map((r) => (JSON.parse(r.body) as { n: number }).n);
+
+  it("binds a routing-key route's queue again, as the declared queue's, once a publish for its pattern comes back unroutable: every later 200 reaches both", async () => {
+    await consumersReady(gw, ['remade-bill', 'remade-pattern'], 60000);
+    const first = await post(gw.url('api', '/orders'), { n: 0 });
+    assert.equal(first.status, 200, first.text);
+    await eventually(() => assert.deepEqual([arrived('/bill'), arrived('/pattern')], [[0], [0]]), 15000, 50);
+
+    await pikaDeleteExchange(rabbit, exchange);
+    await pikaDeclareExchange(rabbit, exchange, 'topic');
+    const from = gw.logs.length;
+    // Bound to nothing: the first publish comes back (mandatory), which has both queues bound again.
+    const returned = await post(gw.url('api', '/orders'), { n: 1 });
+    assert.equal(returned.status, 503, returned.text);
+    assert.match(returned.body.detail, new RegExp(`no queue is bound to exchange '${exchange}' for routing key 'orders.created'`));
+    await gw.waitForLog((l) => String(l.msg).startsWith("amqp queue 'remade-billing'"), 15000, from);
+    await gw.waitForLog((l) => String(l.msg).startsWith("amqp queue 'eventgate-remade-pattern'"), 15000, from);
+
+    const answered: number[] = [];
+    for (let n = 2; n < 5; n++) {
+      const reply = await post(gw.url('api', '/orders'), { n });
+      assert.equal(reply.status, 200, reply.text);
+      answered.push(n);
+    }
+    // Another client's publishes reach the route again too.
+    await pikaPublish(rabbit, exchange, 'orders.pika', [{ body: '{"n":5}' }]);
+    await eventually(
+      () =>
+        assert.deepEqual(
+          [arrived('/bill'), arrived('/pattern')],
+          [
+            [0, ...answered, 5],
+            [0, ...answered, 5],
+          ],
+        ),
+      15000,
+      50,
+    );
+    assert.equal((await readyz(gw)).status, 200);
+  });
+});
+
+/**
  * The server refuses what the broker declares at connect: a queue it has with other arguments (406
  * PRECONDITION_FAILED), a queue a user may not configure (403 ACCESS_REFUSED: its permissions; a
  * name RabbitMQ keeps for itself, `amq.`, is a config error now). The login went through and the

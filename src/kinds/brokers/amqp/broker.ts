@@ -634,7 +634,12 @@ export class AmqpBroker implements BrokerRuntime {
       if (!c) return;
       c.settle(new Unroutable(this.name, c.exchange, c.key));
       // A declared queue whose binding matches the key was deleted on the server, perhaps one no route reads (nothing else would notice before a reconnect).
-      if (this.connection === conn && !this.stopped) this.declaredQueues.unroutable(conn, c.exchange, c.key, m.properties.headers ?? {}, c.n);
+      if (this.connection === conn && !this.stopped) {
+        const headers = m.properties.headers ?? {};
+        this.declaredQueues.unroutable(conn, c.exchange, c.key, headers, c.n);
+        // A routing-key route's queue loses its binding the same way (its exchange deleted and made again).
+        for (const s of this.subscriptions) s.unroutable(conn, c.exchange, c.key, headers, c.n, () => this.nextId);
+      }
     });
     channel.on('close', () => {
       // A closing connection closes its channels first, then says 'close': by the microtask, the

@@ -10,7 +10,7 @@ import type { BrokerTelemetry, Health, SubscribeSpec } from '../../contracts.js'
 import { handOver, Relay } from '../acknowledgement.js';
 import { InFlightWindow } from '../../../core/in-flight-window.js';
 import type { AmqpSettings } from '../amqp.js';
-import { type Binding, leaveBindings, serverOf, unbindLeft } from './bindings.js';
+import { type Binding, bindingMatches, exchangeTypeOf, leaveBindings, serverOf, unbindLeft } from './bindings.js';
 import { within } from '../../../core/within.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
 import { toMessage } from './consumed.js';
@@ -98,6 +98,54 @@ export class AmqpSubscription {
   private boundBinding(): Binding | undefined {
     if (Object.hasOwn(this.settings.queues, this.spec.topic) || this.spec.perInstance === true) return undefined;
     return { exchange: this.settings.exchange.name, routingKey: this.spec.topic };
+  }
+
+  /** Publishes numbered up to this one were sent before the route's queue was last bound again: their returns say nothing new. */
+  private reboundUpTo = 0;
+  /** The bind in flight after a returned publish, or when the next may start after a refusal. */
+  private rebinding: Promise<void> | undefined;
+  private rebindNotBefore = 0;
+  private readonly rebindBackoff = reconnectBackoff();
+
+  /**
+   * The server returned publish number `n` (routing key `key`, AMQP headers `headers`, on
+   * `exchange`) as unroutable. When this route's pattern matches it, its queue lost that binding
+   * on the server (RabbitMQ drops a queue's bindings with their exchange: one deleted and made again
+   * by another client before a publish of the gateway found it missing), and nothing else would
+   * tell before a reconnect: the route consumes on, from a queue nothing reaches. Bound again on a
+   * channel of its own (a refusal closes only that one), as DeclaredQueues declares its queues again.
+   */
+  unroutable(conn: ChannelModel, exchange: string, key: string, headers: Readonly<Record<string, unknown>>, n: number, published: () => number): void {
+    const binding = this.spec.perInstance === true ? { exchange: this.settings.exchange.name, routingKey: this.spec.topic } : this.boundBinding();
+    if (binding === undefined || this.stopping || this.conn !== conn || this.channel === undefined) return;
+    if (binding.exchange !== exchange || !bindingMatches(exchangeTypeOf(this.settings.exchange), binding, key, headers)) return;
+    if (this.rebinding || n <= this.reboundUpTo || Date.now() < this.rebindNotBefore) return;
+    this.rebinding = this.rebind(conn, binding, published).finally(() => (this.rebinding = undefined));
+  }
+
+  private async rebind(conn: ChannelModel, binding: Binding, published: () => number): Promise<void> {
+    const queue = this.spec.group;
+    let ch: Channel | undefined;
+    try {
+      ch = await conn.createChannel();
+      ch.on('error', NOTHING);
+      await ch.bindQueue(queue, binding.exchange, binding.routingKey);
+    } catch (err) {
+      const wait = this.rebindBackoff.delay();
+      this.rebindNotBefore = Date.now() + wait;
+      this.log.warn(
+        { queue, err: (err as Error).message, retryInMs: wait },
+        `amqp queue '${queue}' took no publish for its route's pattern (its binding removed on the server?) and binding it again was refused; tried again on a later unroutable publish`,
+      );
+      return;
+    } finally {
+      await ch?.close().catch(() => undefined);
+    }
+    this.rebindBackoff.reset();
+    this.rebindNotBefore = 0;
+    // Publishes sent from now on reach the queue; those sent before may still come back.
+    this.reboundUpTo = published();
+    this.log.warn({ queue, binding }, `amqp queue '${queue}' took no publish for its route's pattern (its binding removed on the server, as when its exchange is deleted and made again); bound again`);
   }
 
   /** The binding this running route holds on `queue`, if any. */
