@@ -727,6 +727,12 @@ export interface BrokerKind<O = unknown, C = O> {
    */
   readWarning?(from: string, options: C): string | undefined;
   /**
+   * A warning, not an error, about a route publishing to `topic` (a target's literal `topic`) that
+   * the server takes but that most likely says something else than meant (an amqp routing key
+   * written as a pattern, which RabbitMQ routes as the one key of that name), or undefined.
+   */
+  writeWarning?(topic: string, options: C): string | undefined;
+  /**
    * Why this kind's messages carry no key, when they carry none (mqtt, amqp, nats): a target's
    * `key` would be computed and then dropped, so the config refuses it at its line instead.
    */

@@ -208,6 +208,15 @@ function routeWarnings(ctx: CompileContext, plan: Plan): Diagnostic[] {
     const warning = broker && ctx.registry.brokers.get(broker.kind)?.readWarning?.(route.from.topic, broker.options);
     return warning ? [at(['routes', i, 'from', 'topic'], 'EG_CONFIG_SUSPICIOUS_TOPIC', `route '${route.name}': ${warning}`)] : [];
   });
+  // A routing key written as a pattern: the server routes it as it is, no wildcard (BrokerKind.writeWarning).
+  const writes = routes.flatMap(({ route, index: i, toIsList }) =>
+    route.to.flatMap((t, j) => {
+      if (t.type !== 'broker' || t.topicExpr !== undefined) return [];
+      const broker = compiledBroker(t.broker);
+      const warning = broker && ctx.registry.brokers.get(broker.kind)?.writeWarning?.(t.topic, broker.options);
+      return warning ? [at(['routes', i, 'to', ...(toIsList ? [j] : []), 'topic'], 'EG_CONFIG_SUSPICIOUS_TOPIC', `route '${route.name}': ${warning}`)] : [];
+    }),
+  );
   // What a route's filter reads, as its broker kind matches topics (MQTT `+` `#`, NATS `*` `>`, AMQP patterns).
   const readsTopic = (name: string, from: string) => {
     const broker = compiledBroker(name);
@@ -217,6 +226,7 @@ function routeWarnings(ctx: CompileContext, plan: Plan): Diagnostic[] {
   return [
     ...feedbackLoops(routes, readsTopic).map((loop) => at(loop.path, 'EG_CONFIG_FEEDBACK_LOOP', loop.message)),
     ...reads,
+    ...writes,
     ...forwardParameterWarnings(ctx, plan, routes, at),
     ...untaggedWebhookWarnings(routes, at),
   ];

@@ -845,6 +845,33 @@ describe('an amqp route reading a routing key one typo off a queue', () => {
     assert.equal(bad.code, 1);
     assert.equal(bad.stdout.trim(), 'bad-match.yaml:3:119: brokers.hx.queues.q.bindings[0].arguments.x-match must be one of "all", "any", "all-with-x", "any-with-x", got string "some"');
   });
+
+  it("warns of a publish's routing key written as a pattern: RabbitMQ routes it as that one key, where MQTT and NATS refuse a wildcard in a topic published to", async () => {
+    const dir = tempFiles({
+      'gateway.yaml': [
+        'version: 1',
+        'listeners:',
+        '  api: { kind: http, port: 0 }',
+        'brokers:',
+        '  rt: { kind: amqp, url: "amqp://127.0.0.1", exchange: { name: ev, type: topic } }',
+        '  rf: { kind: amqp, url: "amqp://127.0.0.1", exchange: { name: fan, type: fanout } }',
+        'routes:',
+        '  - { name: one, from: { listener: api, path: /one }, to: { broker: rt, topic: "orders.*" } }',
+        '  - { name: many, from: { listener: api, path: /many }, to: [{ broker: rt, topic: orders.created }, { broker: rt, topic: "#" }, { broker: rf, topic: "a.*" }] }',
+        // Not patterns: a `*` or `#` inside a word, and a key computed per message.
+        '  - { name: words, from: { listener: api, path: /words }, to: [{ broker: rt, topic: "orders.*x" }, { broker: rt, topic: { expression: kind } }] }',
+        '',
+      ].join('\n'),
+    });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const pattern = (key: string) =>
+      `routing key '${key}' is written as a pattern, but a publish's routing key is no pattern: RabbitMQ routes it as the one key of that name, its '*' and '#' as they are, to the queues bound with a pattern matching that text (such as '#'), not to those bound for the keys the pattern would match; publish to a key of its own (orders.created), computed per message if need be (topic: {expression: ...})`;
+    assert.deepEqual(r.stderr.trim().split('\n'), [
+      `gateway.yaml:8:80: warning: route 'one': ${pattern('orders.*')} [EG_CONFIG_SUSPICIOUS_TOPIC]`,
+      `gateway.yaml:9:122: warning: route 'many': ${pattern('#')} [EG_CONFIG_SUSPICIOUS_TOPIC]`,
+    ]);
+  });
 });
 
 /**

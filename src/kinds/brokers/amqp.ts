@@ -446,6 +446,13 @@ export const amqpBroker = defineBroker({
         : 'filter on $topic, or use a topic or direct exchange';
     return ignored && `gets every message published to exchange '${o.exchange.name}', not only those with routing key '${from}': ${ignored} (${instead})`;
   },
+  // MQTT and NATS refuse a wildcard in a topic published to (a config error); RabbitMQ takes `*` and `#` in a routing key as characters.
+  writeWarning: (topic, o) => {
+    if (!/(^|\.)[*#](\.|$)/.test(topic)) return undefined;
+    const type = exchangeTypeOf(o.exchange);
+    if (type === 'fanout' || type === 'headers') return undefined;
+    return `routing key '${topic}' is written as a pattern, but a publish's routing key is no pattern: RabbitMQ routes it as the one key of that name, its '*' and '#' as they are, to the queues bound with a pattern matching that text (such as '#'), not to those bound for the keys the pattern would match; publish to a key of its own (orders.created), computed per message if need be (topic: {expression: ...})`;
+  },
   // As amqp/consumed.ts reads a delivery's (a test's `content-type` stands for the content_type property, or a header so named).
   consumedHeaders: (given) => fromAmqpHeaders({ ...given }),
   declaredBindings,
