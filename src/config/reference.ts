@@ -600,9 +600,11 @@ Kafka publish with \`acks: none\`). A webhook's is \`{"endpoint","status","attem
   \`topic\` is a name, or \`{expression: <JSONata>}\` to compute it per message (e.g.
   \`{expression: '"orders." & region'}\`); a result that is not a valid topic name fails the
   message (HTTP 500) without publishing it. Unlike \`key\`, a plain \`topic\` is never read as
-  an expression: \`topic: $string(region)\` names the topic \`$string(region)\`, and validate says so
-  (an error for a Kafka broker, whose names cannot hold \`$\`; a warning, or the error of the route
-  left reading nothing, for the others).
+  an expression: \`topic: $string(region)\` names the topic \`$string(region)\`, and so does a
+  template, \`topic: orders.{$path.region}\` (a NATS subject, an MQTT or memory topic may hold
+  braces), whose expression is \`'"orders." & $path.region'\`; validate says so, naming it
+  (an error for a Kafka broker, whose names cannot hold \`$\` or braces; a warning, or the error of
+  the route left reading nothing, for the others).
 - \`{listener: L, path: /p, format: value|envelope|cloudevent}\` where L is a websocket listener: push to every
   client connected on \`/p\` ("websocket forward route"). A path with parameters (\`/rooms/:room\`)
   is filled from the message's own path parameters of the same names: a message published on

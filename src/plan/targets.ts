@@ -18,19 +18,36 @@ export interface TargetRefs {
   checkTopic(broker: string, topic: string, use: 'publish' | 'consume', path: PathPart[], hint?: string): boolean;
 }
 
-/** How a topic that reads as an expression is computed per message. */
+/** How a topic that reads as an expression is computed per message (a template's parts joined with JSONata's `&`). */
 export function computedTopicHint(topic: string): string {
-  return `a topic computed per message is written topic: { expression: '${topic.replaceAll("'", "''")}' }`;
+  const expression = TEMPLATE.test(topic) ? templateExpression(topic) : topic;
+  return `a topic computed per message is written topic: { expression: '${expression.replaceAll("'", "''")}' }`;
+}
+
+/**
+ * A name holding a part in braces, `orders.{$path.region}` or `orders.{region}`, as other gateways'
+ * topic templates write one: nothing fills it in here, and NATS, MQTT and memory names may hold braces,
+ * so every message went to the subject of that literal name (spec-checklist 5070).
+ */
+const TEMPLATE = /\{\s*(\$\w|[A-Za-z_][\w.]*\s*\})/;
+
+/** `orders.{$path.region}` → `"orders." & $path.region`. */
+function templateExpression(topic: string): string {
+  return topic
+    .split(/\{([^{}]*)\}/)
+    .map((part, i) => (i % 2 === 1 ? part.trim() : part === '' ? '' : JSON.stringify(part)))
+    .filter((part) => part !== '')
+    .join(' & ');
 }
 
 /**
  * Whether a target's topic name reads as a JSONata expression: a function call (`$string(id)`), a
- * variable of the message (`$topic`, `$key.region`) or a quoted string joined with `&`. Beside
+ * variable of the message (`$topic`, `$key.region`), a quoted string joined with `&` or a template (TEMPLATE). Beside
  * `key: $string(id)`, which is an expression, a newcomer writes the topic the same way; a topic
  * computed per message is `{expression: ...}`. Other names starting with `$` (NATS's `$KV.b.k`) stay names.
  */
 export function readsAsExpression(topic: string): boolean {
-  return /^\$\w+\s*\(/.test(topic) || /^\$(key|topic|headers|path|query|principal|claims|ce|message|channel)(\W|$)/.test(topic) || /["']\s*&|&\s*["'$]/.test(topic);
+  return TEMPLATE.test(topic) || /^\$\w+\s*\(/.test(topic) || /^\$(key|topic|headers|path|query|principal|claims|ce|message|channel)(\W|$)/.test(topic) || /["']\s*&|&\s*["'$]/.test(topic);
 }
 
 /**

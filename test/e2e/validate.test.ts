@@ -1221,6 +1221,29 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       const kafka = await validate({ 'gateway.yaml': yaml(...base.map((l) => (l === '    kind: memory' ? '    kind: kafka\n    brokers: [localhost:9092]' : l)), ...routes(`'"orders." & region'`)) });
       assertProblems(kafka, [['gateway.yaml:16:33', new RegExp(`'"orders\\." & region' cannot be a topic of kafka broker 'local': .* \\(${literally(hint(`"orders." & region`))}\\)$`)]]);
     });
+
+    it('says a target topic written as a template (`orders.{$path.region}`) is a name, and the expression that computes it', async () => {
+      // A NATS subject may hold braces: before, every message went to the subject `orders.{$path.region}`, unwarned (spec-checklist 5070).
+      const nats = base.map((l) => (l === '    kind: memory' ? '    kind: nats\n    servers: nats://127.0.0.1:4222\n    streams: { ORDERS: { subjects: ["orders.>"] } }' : l));
+      const r = await validate({
+        'gateway.yaml': yaml(
+          ...nats, // 13 lines
+          'routes:', //                                                          14
+          '  - name: in', //                                                     15
+          '    from: { listener: api, path: /in/:region }', //                   16
+          "    to: [{ broker: local, topic: 'orders.{$path.region}' }, { broker: local, topic: 'orders.{region}.eu' }]", // 17: topics at columns 34 and 85
+        ),
+      });
+      assert.equal(r.code, 0, r.stdout);
+      assert.equal(
+        r.stderr,
+        [
+          `gateway.yaml:17:34: warning: topic 'orders.{$path.region}' is taken as a name, as written, not as an expression: a topic computed per message is written topic: { expression: '"orders." & $path.region' } [EG_CONFIG_SUSPICIOUS_TOPIC]`,
+          `gateway.yaml:17:85: warning: topic 'orders.{region}.eu' is taken as a name, as written, not as an expression: a topic computed per message is written topic: { expression: '"orders." & region & ".eu"' } [EG_CONFIG_SUSPICIOUS_TOPIC]`,
+          '',
+        ].join('\n'),
+      );
+    });
   });
 
   describe('JSON Schemas that do not compile', () => {
