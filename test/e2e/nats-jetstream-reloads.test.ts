@@ -410,4 +410,67 @@ routes:
       await proxy.stop();
     }
   });
+
+  /**
+   * A reload that drops a stream from `streams` while routes read and publish its subjects turns
+   * them into core NATS: the route gets only what comes while it is subscribed, and a publish is
+   * answered without the stream's acknowledgement, though the stream on the server still stores it.
+   * Before, nothing said so: toggled back, the durable consumer sent the webhook again what the core
+   * route had sent (spec-checklist 5071). Now each is warned of, naming the server's stream.
+   */
+  it('says that a route and a publish are core NATS where a stream the config no longer lists stores their subjects on the server', async () => {
+    const hook = await WebhookReceiver.start();
+    const config = (listed: boolean) => `
+version: 1
+admin: { port: 0 }
+brokers:
+  nats:
+    kind: nats
+    servers: ${js.server.url}
+    streams:
+      LISTED: { subjects: ["listed.>"] }
+${listed ? '      DROPPED: { subjects: ["dropped.>"] }' : ''}
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - name: publish
+    from: { listener: api, path: /dropped }
+    to: { broker: nats, topic: dropped.in }
+  - name: reads
+    from: { broker: nats, topic: "dropped.>", group: readers }
+    to: { http: { url: "${hook.url}/dropped" } }
+`;
+    const gw2 = await startGateway(config(true));
+    try {
+      await gw2.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'reads', 15000);
+      const stored = await post(gw2.url('api', '/dropped'), { i: 1 });
+      assert.equal(stored.body.deliveries[0].offset, '1', JSON.stringify(stored.body));
+      await hook.received(1, 15000);
+      const from = gw2.logs.length;
+      assert.equal((await gw2.reconfigure(config(false), undefined, { whole: true })).msg, 'config reloaded');
+      await eventually(async () => assert.equal((await readyz(gw2)).status, 200), 15000);
+      // Core now: answered once the server read it (offset -1), though the server's stream stored it.
+      const core = await post(gw2.url('api', '/dropped'), { i: 2 });
+      assert.equal(core.body.deliveries[0].offset, '-1', JSON.stringify(core.body));
+      await js.peer.storedAtLeast('DROPPED', 2, 15000);
+      const reads = await gw2.waitForLog((l) => l.level === 'warn' && l.route === 'reads' && l.stream === 'DROPPED', 15000, from);
+      assert.equal(
+        reads.msg,
+        "nats stream 'DROPPED' on the server stores 'dropped.>', which route reads reads as core NATS (at most once: no entry of streams holds it); list it under the broker's streams (declare: false) to read it through a durable consumer",
+      );
+      const publishes = await gw2.waitForLog((l) => l.level === 'warn' && l.subject === 'dropped.in' && l.stream === 'DROPPED', 15000, from);
+      assert.equal(
+        publishes.msg,
+        "nats stream 'DROPPED' on the server stores 'dropped.in', which the gateway publishes to as core NATS (answered once the server read a message, not once the stream stored it); list it under the broker's streams (declare: false) to have the stream acknowledge each publish",
+      );
+      // Once per subject, and none for the subjects of a stream the config lists.
+      await post(gw2.url('api', '/dropped'), { i: 3 });
+      await hook.received(3, 15000);
+      assert.equal(gw2.logs.slice(from).filter((l) => l.stream === 'DROPPED' && l.level === 'warn').length, 2);
+      assert.equal(gw2.logs.filter((l) => l.stream === 'LISTED' && l.level === 'warn').length, 0);
+    } finally {
+      await gw2.stop();
+      await hook.stop();
+    }
+  });
 });

@@ -80,3 +80,52 @@ routes:
     }
   });
 });
+
+/**
+ * The broker looks up each core subject it reads or publishes among the server's streams, to warn
+ * of one a stream stores (spec-checklist 5071). A user the JetStream API is denied to gets a
+ * permissions violation for the lookup: that is not logged as a `nats error`, and the broker makes
+ * no more lookups.
+ */
+describe('kind: nats, core subjects for a user the JetStream API is denied to', () => {
+  let nats: ServerWithUsers;
+  before(async () => {
+    nats = await startNatsWithUsers({ gateway: 'secret' }, ['$JS.API.>']);
+  });
+  after(() => nats?.stop());
+
+  const gw = useGateway(
+    () => `version: 1
+admin: { port: 0 }
+brokers:
+  nats: { kind: nats, servers: ${nats.url}, user: gateway, password: secret }
+listeners:
+  api: { kind: http, port: 0, host: 127.0.0.1 }
+routes:
+  - name: in
+    from: { listener: api, path: /in/:n }
+    to: { broker: nats, topic: { expression: '"core." & $path.n' } }
+`,
+  );
+
+  before(() => eventually(async () => assert.equal((await readyz(gw)).status, 200), 30_000));
+
+  it('publishes and logs no error for the refused lookups', { timeout: 60_000 }, async () => {
+    const peer = await RawNats.connect(nats, { user: 'gateway', pass: 'secret' });
+    try {
+      const sid = await peer.subscribe('core.*');
+      for (let n = 0; n < 3; n++) assert.equal((await post(gw.url('api', `/in/${n}`), { n })).status, 200);
+      assert.deepEqual(
+        (await peer.take(sid, 3)).map((m) => JSON.parse(m.payload).n),
+        [0, 1, 2],
+      );
+      // The refusal of the first lookup came back before the publish's flush answered.
+      assert.deepEqual(
+        gw.logs.filter((l) => l.level !== 'info' && l.level !== 'debug').map((l) => l.msg),
+        [],
+      );
+    } finally {
+      peer.close();
+    }
+  });
+});

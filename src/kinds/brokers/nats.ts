@@ -96,7 +96,7 @@ const options = kindOptions('nats', {
   streams: Type.Optional(
     mapOf(stream, {
       description:
-        "JetStream streams, by name: subjects inside one are published with a stored acknowledgement and consumed through durable consumers (at least once); other subjects are core NATS (at most once). A consume route's `from.topic` is JetStream's when one stream's subjects hold all of it (`orders.*` or `orders.eu` in a stream of `orders.*`); a filter that only reaches into a stream (`orders.>` beside a stream of `orders.*`) is read as core NATS, the stream's subjects too, and is a validate warning (EG_CONFIG_SUSPICIOUS_TOPIC).",
+        "JetStream streams, by name: subjects inside one are published with a stored acknowledgement and consumed through durable consumers (at least once); other subjects are core NATS (at most once), even where a stream on the server stores them (an operator's stream the config does not list, or one a reload dropped from `streams`): the log says so once per subject, naming the stream (`nats stream 'S' on the server stores 'audit.>', which route R reads as core NATS ...`, and for a publish `... which the gateway publishes to as core NATS ...`); list such a stream with `declare: false` to read it through a durable consumer and have each publish acknowledged by it. A consume route's `from.topic` is JetStream's when one stream's subjects hold all of it (`orders.*` or `orders.eu` in a stream of `orders.*`); a filter that only reaches into a stream (`orders.>` beside a stream of `orders.*`) is read as core NATS, the stream's subjects too, and is a validate warning (EG_CONFIG_SUSPICIOUS_TOPIC).",
     }),
   ),
   prefetch: int(
