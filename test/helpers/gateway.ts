@@ -220,6 +220,46 @@ export interface GatewayFixture extends RunningGateway {
 }
 
 /**
+ * The block gateways (`useGateway(yaml)`) registered so far, by number, and which of them are
+ * running; the stops `afterGateways` holds until the gateways registered after it have stopped.
+ */
+let gatewaysRegistered = 0;
+const gatewaysRunning = new Set<number>();
+const heldStops: { after: number; stop: () => unknown }[] = [];
+
+/** Runs (and awaits) the held stops that no running gateway registered after them waits for. */
+async function runHeldStops(): Promise<void> {
+  const ready = heldStops.filter((h) => ![...gatewaysRunning].some((n) => n > h.after));
+  for (const h of ready) heldStops.splice(heldStops.indexOf(h), 1);
+  // Each stops even when one before it threw: a server left running would outlive the file.
+  const failed: unknown[] = [];
+  for (const h of ready) {
+    try {
+      await h.stop();
+    } catch (e) {
+      failed.push(e);
+    }
+  }
+  if (failed.length) throw failed[0];
+}
+
+/**
+ * `after(stop)` for a server the block's gateways use (a broker, a proxy, a webhook receiver),
+ * whose stop waits until every `useGateway(yaml)` registered after this call has stopped.
+ * `after()`s run in the order they are registered and a server is registered before the gateway
+ * that names it; stopped first, it would leave the gateway's stop waiting its drain
+ * (`admin.drainTimeoutMs`, 10 s) for commits, acks and leaves nothing answers. The stop then runs
+ * at the end of the last such gateway's `after()`.
+ */
+export function afterGateways(stop: () => unknown): void {
+  const mark = gatewaysRegistered;
+  after(async () => {
+    heldStops.push({ after: mark, stop });
+    await runHeldStops();
+  });
+}
+
+/**
  * A gateway for the enclosing `describe` block, always stopped afterwards with its temp directory
  * removed, whether the tests passed or not.
  *
@@ -260,10 +300,19 @@ export function useGateway(yaml?: Lazy<string>, options: Lazy<StartOptions> = {}
   if (yaml === undefined) {
     afterEach(dispose);
   } else {
+    const number = ++gatewaysRegistered;
     before(async () => {
+      gatewaysRunning.add(number);
       await start(await resolveLazy(yaml), await resolveLazy(options));
     });
-    after(dispose);
+    after(async () => {
+      try {
+        await dispose();
+      } finally {
+        gatewaysRunning.delete(number);
+        await runHeldStops();
+      }
+    });
   }
   return new Proxy({ start } as GatewayFixture, {
     get(target, prop) {
