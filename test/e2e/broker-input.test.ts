@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { WsClient } from '../helpers/clients.js';
-import { useGateway } from '../helpers/gateway.js';
+import { afterGateways, useGateway } from '../helpers/gateway.js';
 import { MosquittoSub, mosquittoPub, pikaConsume, pikaDeclareQueue, pikaPublish, RawNats } from '../helpers/peers.js';
 import { startMosquitto, startNats, type MessageServer } from '../helpers/servers.js';
 import { sharedRabbit } from '../helpers/shared-rabbit.js';
@@ -30,7 +30,7 @@ describe('hostile input from the MQTT and AMQP servers', () => {
       peer.close();
     }
   });
-  after(async () => {
+  afterGateways(async () => {
     await Promise.all([mqtt?.stop(), rabbit?.stop(), nats?.stop(), hook?.stop()]);
   });
 

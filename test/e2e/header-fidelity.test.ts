@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { WsClient } from '../helpers/clients.js';
-import { useGateway } from '../helpers/gateway.js';
+import { afterGateways, useGateway } from '../helpers/gateway.js';
 import { kcatConsume, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { MosquittoSub, mosquittoPub, pikaConsume, pikaDeclareQueue, pikaPublish, RawNats } from '../helpers/peers.js';
 import { startMosquitto, startNats, type MessageServer } from '../helpers/servers.js';
@@ -37,7 +37,7 @@ describe('headers and properties carried exactly across broker kinds', () => {
       pikaDeclareQueue(rabbit, 'fid-http-gz', 'amq.topic', 'http.gz'),
     ]);
   });
-  after(async () => {
+  afterGateways(async () => {
     await Promise.all([mqtt?.stop(), rabbit?.stop(), nats?.stop(), kafka?.stop(), hook?.stop()]);
   });
 

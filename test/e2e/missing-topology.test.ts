@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
-import { eventually, useGateway } from '../helpers/gateway.js';
+import { afterGateways, eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { pikaConsume, pikaDeclareQueue, pikaPublish } from '../helpers/peers.js';
 import { RawNats } from '../helpers/peers.js';
@@ -94,7 +94,7 @@ describe('kind: nats, a stream a route reads that does not exist (declare: false
     nats = await startNats();
     peer = await RawNats.connect(nats);
   });
-  after(async () => {
+  afterGateways(async () => {
     peer?.close();
     await nats?.stop();
   });
@@ -179,7 +179,7 @@ describe('kind: nats, a stream the broker declares that the server refuses at fi
     peer = await RawNats.connect(nats);
     await createStream(peer, 'BLOCKER', ['jobs.>']);
   });
-  after(async () => {
+  afterGateways(async () => {
     peer?.close();
     await Promise.all([nats?.stop(), plain?.stop()]);
   });

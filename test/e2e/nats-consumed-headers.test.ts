@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { useGateway } from '../helpers/gateway.js';
+import { before, describe, it } from 'node:test';
+import { afterGateways, useGateway } from '../helpers/gateway.js';
 import { RawNats } from '../helpers/peers.js';
 import { type MessageServer, startNats } from '../helpers/servers.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
@@ -18,7 +18,7 @@ describe('consumed NATS messages whose header names the client does not take', (
     [nats, hook] = await Promise.all([startNats(), WebhookReceiver.start()]);
     raw = await RawNats.connect(nats);
   });
-  after(async () => {
+  afterGateways(async () => {
     raw?.close();
     await Promise.all([nats?.stop(), hook?.stop()]);
   });

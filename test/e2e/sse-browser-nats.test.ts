@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { eventsAcrossACut, openBrowserPage, type BrowserPage } from '../helpers/browser.js';
 import { splitId, untagged } from '../helpers/sse.js';
-import { eventually, useGateway } from '../helpers/gateway.js';
+import { afterGateways, eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
@@ -20,7 +20,7 @@ describe('Server-Sent Events from NATS JetStream in headless Chromium (EventSour
   before(async () => {
     nats = await startNats();
   });
-  after(async () => {
+  afterGateways(async () => {
     await browser?.close();
     await proxy?.stop();
     await nats?.stop();

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
-import { eventually, useGateway } from '../helpers/gateway.js';
+import { afterGateways, eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { openStream, splitId, type SseEvent, untagged, assertOtherSourceNotice } from '../helpers/sse.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
@@ -18,7 +18,7 @@ describe('event streams from JetStream resume after Last-Event-ID', () => {
   before(async () => {
     nats = await startNats();
   });
-  after(() => nats?.stop());
+  afterGateways(() => nats?.stop());
 
   const config = () => `version: 1
 admin: { port: 0 }
@@ -233,7 +233,7 @@ describe('event streams from a JetStream stream made again under the running rou
     nats = await startNats();
     peer = await RawNats.connect(nats);
   });
-  after(() => {
+  afterGateways(() => {
     peer?.close();
     return nats?.stop();
   });

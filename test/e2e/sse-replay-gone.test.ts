@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
-import { eventually, useGateway } from '../helpers/gateway.js';
+import { afterGateways, eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { RawNats } from '../helpers/peers.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
@@ -27,7 +27,7 @@ describe('SSE over JetStream: a client gone during its resume', () => {
     peer = await RawNats.connect(nats);
     api = await peer.subscribe('$JS.API.>');
   });
-  after(async () => {
+  afterGateways(async () => {
     peer?.close();
     await proxy?.stop();
     return nats?.stop();

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
-import { eventually, useGateway } from '../helpers/gateway.js';
+import { afterGateways, eventually, useGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
 import { readyz } from '../helpers/outage.js';
 import { RawNats } from '../helpers/peers.js';
@@ -94,7 +94,7 @@ describe('SSE over JetStream: a stream made again while a client is being replay
     nats = await startNats();
     peer = await RawNats.connect(nats);
   });
-  after(() => {
+  afterGateways(() => {
     peer?.close();
     return nats?.stop();
   });
@@ -197,7 +197,7 @@ describe('SSE over JetStream: a replay read that fails midway', () => {
     target = await HeldTarget.start();
     target.release();
   });
-  after(async () => {
+  afterGateways(async () => {
     peer?.close();
     await target?.stop();
     return nats?.stop();

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { get, type IncomingMessage } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { connect, type NatsConnection } from 'nats';
-import { eventually, useGateway, type GatewayFixture } from '../helpers/gateway.js';
+import { afterGateways, eventually, useGateway, type GatewayFixture } from '../helpers/gateway.js';
 import { runProcess, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { readyz } from '../helpers/outage.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
@@ -77,7 +77,7 @@ describe('SSE over JetStream: a client that stops reading mid-replay on a quiet 
   before(async () => {
     nats = await startNats();
   });
-  after(async () => {
+  afterGateways(async () => {
     await nc?.close();
     nats?.stop();
   });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { useGateway } from '../helpers/gateway.js';
+import { afterGateways, useGateway } from '../helpers/gateway.js';
 import { type MessageServer, startNats } from '../helpers/servers.js';
 import { conforms } from '../helpers/wire-formats.js';
 
@@ -88,7 +88,7 @@ describe('a publish answer whose broker names no position matches publish-respon
   before(async () => {
     nats = await startNats();
   });
-  after(() => nats.stop());
+  afterGateways(() => nats.stop());
   const gw = useGateway(
     () => `version: 1
 brokers:
