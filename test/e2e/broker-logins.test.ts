@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { nkeys } from 'nats';
 import { post } from '../helpers/clients.js';
-import { eventually, useGateway } from '../helpers/gateway.js';
+import { afterGateways, eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { RawNats } from '../helpers/peers.js';
 import { tempDir } from '../helpers/reaper.js';
@@ -129,7 +129,7 @@ describe('kind: nats, a server that refuses the login', () => {
     nats = await startNatsWithUsers({ ...PROBE, gateway: 'old' });
     hook = await WebhookReceiver.start();
   });
-  after(async () => {
+  afterGateways(async () => {
     await hook?.stop();
     await nats?.stop();
   });
@@ -184,7 +184,7 @@ describe('kind: nats, a login by NKey', () => {
   before(async () => {
     nats = await startNatsWithUsers(PROBE, [], { nkeys: [known.getPublicKey()] });
   });
-  after(() => nats?.stop());
+  afterGateways(() => nats?.stop());
   const config = (login: string) => `
 version: 1
 admin: { port: 0 }

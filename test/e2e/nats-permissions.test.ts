@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { eventually, useGateway } from '../helpers/gateway.js';
+import { afterGateways, eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { RawNats } from '../helpers/peers.js';
 import { startNatsWithUsers, type ServerWithUsers } from '../helpers/servers.js';
@@ -16,7 +16,7 @@ describe('kind: nats, a publish the server refuses for its permissions', () => {
   before(async () => {
     nats = await startNatsWithUsers({ gateway: 'secret' }, ['denied.>']);
   });
-  after(() => nats?.stop());
+  afterGateways(() => nats?.stop());
 
   const gw = useGateway(
     () => `version: 1
