@@ -92,7 +92,7 @@ describe('kind: nats, core subjects for a user the JetStream API is denied to', 
   before(async () => {
     nats = await startNatsWithUsers({ gateway: 'secret' }, ['$JS.API.>']);
   });
-  after(() => nats?.stop());
+  afterGateways(() => nats?.stop());
 
   const gw = useGateway(
     () => `version: 1
