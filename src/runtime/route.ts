@@ -109,9 +109,22 @@ interface DeadletterTopic {
  * How long stopping a consume route waits for webhook endpoints to answer the tries in flight
  * before cutting them, from when its subscription takes no more messages (at once but for a
  * retiring MQTT route's leave, StopOptions.taking, where it is also how long the tries may go
- * without any message settling); never longer than the drain timeout the stop is given.
+ * without any message settling); never longer than half the drain timeout the stop is given
+ * (webhookStopGraceMs).
  */
 const WEBHOOK_STOP_GRACE_MS = 5000;
+
+/**
+ * The grace before a stopping route cuts its webhook tries: WEBHOOK_STOP_GRACE_MS, at most half of
+ * `drainMs`. The other half is for what comes after the cut within the same budget: the Kafka
+ * consumer's commit of the records answered before the cut one and its LeaveGroup, the MQTT
+ * PUBACKs of the messages answered behind it. A grace of the whole drain (at 5 s or less) left
+ * none, and the exit at the drain's end lost the commit (spec-checklist 4961, 5110).
+ */
+function webhookStopGraceMs(drainMs: number): number {
+  return Math.min(WEBHOOK_STOP_GRACE_MS, drainMs / 2);
+}
+
 /** How often a consume route tries a message whose targets are unavailable before dead-lettering it. */
 const CONSUME_ATTEMPTS = 5;
 /** A target's refusals of the message for what it is (its headers, its size): the client's problem, logged at debug (logOutcome). */
@@ -1396,11 +1409,11 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     let taking = undefined as Promise<unknown> | undefined;
     const stopped = release((until) => (taking = until));
     // An endpoint slow to answer must not keep the consumer from committing what is done: after a
-    // grace period (within the drain timeout) the webhook tries in flight are cut, and their
+    // grace period (within half the drain timeout) the webhook tries in flight are cut, and their
     // messages given back (uncommitted, so delivered again by whoever consumes next). Counted from
     // when the subscription takes no more: a retiring MQTT route's leave takes its session's
     // backlog first, and what it gave back then went with the session the reload ends.
-    const graceMs = Math.min(WEBHOOK_STOP_GRACE_MS, drainMs);
+    const graceMs = webhookStopGraceMs(drainMs);
     let cut: NodeJS.Timeout | undefined;
     let ended = false;
     // The cut waits one turn of the event loop after the grace (setImmediate): answers that came
