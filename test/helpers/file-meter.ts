@@ -5,9 +5,9 @@
 // - `cpuMs`: the CPU of its tree (its own and that of the children it reaped: gateways, CLI calls,
 //   servers the file starts). The cores are nearly saturated in a whole run, so a file's CPU, not
 //   only its wall time, decides what it costs the run (docs/testing.md "Time budget").
-// - `tailMs`: from the end of its last test to its exit: its `after` hooks (servers stopped) and
-//   whatever kept the process up past them (a timer or child left running: a file's time that
-//   tests nothing, up to the linger guard's bound).
+// - `tailMs`: from the end of its last top-level block to its exit: its top-level `after` hooks
+//   (a `describe`'s own hooks run within the block) and whatever kept the process up past them (a
+//   timer or child left running: a file's time that tests nothing, up to the linger guard's bound).
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after } from 'node:test';
