@@ -5,11 +5,14 @@
  * 6697, 5060, ...: "bad port"), on which such a server answers like on any other. Like those
  * callers' fetch: redirects are not followed (the caller sees the 3xx and its Location), the
  * system's CAs (and NODE_EXTRA_CA_CERTS) are trusted, no proxy is used, and a URL with a user or
- * password is refused. Webhook targets have their own client (src/kinds/targets/webhook-client.ts),
+ * password is refused. An answer sent compressed, though no Accept-Encoding asked for it (an object
+ * stored gzipped, as S3 serves one), is decoded as fetch decoded it, to no more than `maxBytes`. Webhook targets have their own client (src/kinds/targets/webhook-client.ts),
  * built for many POSTs a second.
  */
 import { type IncomingHttpHeaders, type IncomingMessage, request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
+import { constants as bufferConstants } from 'node:buffer';
+import { contentCodings, decodeBody } from '../kinds/listeners/content-coding.js';
 
 export interface HttpGetOptions {
   /** Header names in lower case. `accept` is `*\/*` and `user-agent` `eventgate` unless given. */
@@ -27,9 +30,9 @@ export interface HttpGetOptions {
 export interface HttpAnswer {
   readonly status: number;
   readonly headers: IncomingHttpHeaders;
-  /** The body; empty when it was not read or was too large. */
+  /** The body, its Content-Encoding (gzip, deflate, br) undone; empty when it was not read or was too large. */
   readonly body: Buffer;
-  /** The body holds more than `maxBytes`. */
+  /** The body holds (or decodes to) more than `maxBytes`. */
   readonly tooLarge: boolean;
 }
 
@@ -81,9 +84,22 @@ export function httpGet(url: string | URL, options: HttpGetOptions = {}): Promis
         chunks.push(chunk);
       });
       res.on('error', (err) => settle(err));
-      res.on('end', () => settle(undefined, answer(Buffer.concat(chunks), false)));
-      // A connection closed before the body's end is no answer (fetch failed such a read too).
-      res.on('close', () => settle(Object.assign(new Error('the connection closed before the answer ended'), { code: 'ECONNRESET' })));
+      let ended = false;
+      res.on('end', () => {
+        ended = true;
+        const body = Buffer.concat(chunks);
+        // A coding fetch did not know either (compress, ...) is given as sent, as fetch gave it.
+        const codings = contentCodings(res.headers['content-encoding']);
+        if (!codings.ok || codings.codings.length === 0) return settle(undefined, answer(body, false));
+        decodeBody(body, codings.codings, Math.min(maxBytes, bufferConstants.MAX_LENGTH)).then((decoded) => {
+          if (decoded.ok) settle(undefined, answer(decoded.body, false));
+          else if (decoded.problem.code === 'EG_PAYLOAD_TOO_LARGE') settle(undefined, answer(Buffer.alloc(0), true));
+          else settle(new Error(`the answer's ${decoded.problem.detail.replace(/^the /, '')}`));
+        });
+      });
+      // A connection closed before the body's end is no answer (fetch failed such a read too); one
+      // closed after it, while the body is decoded, is the usual end of a `Connection: close`.
+      res.on('close', () => ended || settle(Object.assign(new Error('the connection closed before the answer ended'), { code: 'ECONNRESET' })));
     });
     if (idleTimeoutMs !== undefined)
       req.on('timeout', () => {
