@@ -12,7 +12,7 @@
 import { type IncomingHttpHeaders, type IncomingMessage, request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { constants as bufferConstants } from 'node:buffer';
-import { contentCodings, decodeBody } from '../kinds/listeners/content-coding.js';
+import { contentCodings, decodeBody } from './content-coding.js';
 
 export interface HttpGetOptions {
   /** Header names in lower case. `accept` is `*\/*` and `user-agent` `eventgate` unless given. */

@@ -22,7 +22,7 @@ const NOT_FORWARDED = new Set([
   'trailer',
   'upgrade',
   'content-length',
-  // The body is decoded before it becomes the message (content-coding.ts).
+  // The body is decoded before it becomes the message (src/core/content-coding.ts).
   'content-encoding',
   'expect',
   'authorization',

@@ -37,7 +37,7 @@ import type { Admission, Gate, ReplaySource, Target } from '../contracts.js';
 import { SSE_DEFAULTS, STREAM_HEADERS, SseStreams, wantsEventStream, type SseFormat } from './sse.js';
 import { bundled } from '../../core/bundled.js';
 import { pathParameters, RoutePathClaims, routePathProblem } from './route-paths.js';
-import { ACCEPTED_CODINGS, contentCodings, decodeBody, type ContentCoding } from './content-coding.js';
+import { ACCEPTED_CODINGS, contentCodings, decodeBody, type ContentCoding } from '../../core/content-coding.js';
 import { LINGER_MS, lingeringClosed, lingerWhenClosed } from './lingering-close.js';
 import { clientTrustChanged, trustedBy } from './client-certificates.js';
 

@@ -6,7 +6,7 @@
  * The body is decoded before anything else sees it, and never to more than maxBodyBytes.
  */
 import { brotliDecompress, gunzip, inflate, inflateRaw, type InputType, type ZlibOptions } from 'node:zlib';
-import { problem, type Problem } from '../../core/errors.js';
+import { problem, type Problem } from './errors.js';
 
 export type ContentCoding = 'gzip' | 'deflate' | 'br';
 
