@@ -12,7 +12,7 @@ import { InFlightWindow } from '../../../core/in-flight-window.js';
 import type { AmqpSettings } from '../amqp.js';
 import { type Binding, bindingMatches, exchangeTypeOf, leaveBindings, serverOf, unbindLeft } from './bindings.js';
 import { within } from '../../../core/within.js';
-import { reconnectBackoff } from '../../../core/backoff.js';
+import { RECONNECT_POLICY, reconnectBackoff } from '../../../core/backoff.js';
 import { toMessage } from './consumed.js';
 import { declaredOtherwise, declaredOtherwiseState, dropConnection } from './connection.js';
 import { MissingTopology, notFoundOn } from '../missing-topology.js';
@@ -106,6 +106,14 @@ export class AmqpSubscription {
   private rebinding: Promise<void> | undefined;
   private rebindNotBefore = 0;
   private readonly rebindBackoff = reconnectBackoff();
+  /**
+   * When the last bind after a returned publish went through, if one did: a publish sent after it
+   * that still comes back says binding does not help (the exchange on the server routes otherwise,
+   * such as a direct one where the config reads a topic exchange), and rebinding at each return was
+   * a bind and a warning per publish (review-c-s55, checklist 5130).
+   */
+  private reboundAt: number | undefined;
+  private futile = false;
 
   /**
    * The server returned publish number `n` (routing key `key`, AMQP headers `headers`, on
@@ -119,7 +127,19 @@ export class AmqpSubscription {
     const binding = this.spec.perInstance === true ? { exchange: this.settings.exchange.name, routingKey: this.spec.topic } : this.boundBinding();
     if (binding === undefined || this.stopping || this.conn !== conn || this.channel === undefined) return;
     if (binding.exchange !== exchange || !bindingMatches(exchangeTypeOf(this.settings.exchange), binding, key, headers)) return;
-    if (this.rebinding || n <= this.reboundUpTo || Date.now() < this.rebindNotBefore) return;
+    if (this.rebinding || n <= this.reboundUpTo) return;
+    // A return long after the last bind is news (the exchange made again once more): bound again at once, and told.
+    if (this.reboundAt !== undefined && Date.now() - this.reboundAt > 2 * RECONNECT_POLICY.maxDelayMs) {
+      this.rebindBackoff.reset();
+      this.futile = false;
+    } else if (this.reboundAt !== undefined && !this.futile) {
+      this.futile = true;
+      this.log.warn(
+        { queue: this.spec.group, binding, routingKey: key },
+        `amqp queue '${this.spec.group}' was bound again, and a publish for its route's pattern sent after that still came back unroutable: the exchange on the server does not route it there (another type than the config's '${exchangeTypeOf(this.settings.exchange)}'?); bound again at most every ${RECONNECT_POLICY.maxDelayMs} ms from now on`,
+      );
+    }
+    if (Date.now() < this.rebindNotBefore) return;
     this.rebinding = this.rebind(conn, binding, published).finally(() => (this.rebinding = undefined));
   }
 
@@ -141,10 +161,12 @@ export class AmqpSubscription {
     } finally {
       await ch?.close().catch(() => undefined);
     }
-    this.rebindBackoff.reset();
-    this.rebindNotBefore = 0;
+    // Not reset: the next bind waits (250 ms doubling to 5 s) in case this one did not help either.
+    this.rebindNotBefore = Date.now() + this.rebindBackoff.delay();
+    this.reboundAt = Date.now();
     // Publishes sent from now on reach the queue; those sent before may still come back.
     this.reboundUpTo = published();
+    if (this.futile) return;
     this.log.warn({ queue, binding }, `amqp queue '${queue}' took no publish for its route's pattern (its binding removed on the server, as when its exchange is deleted and made again); bound again`);
   }
 

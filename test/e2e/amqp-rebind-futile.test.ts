@@ -1,0 +1,73 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { post } from '../helpers/clients.js';
+import { consumersReady, useGateway } from '../helpers/gateway.js';
+import { pikaDeclareExchange, pikaDeleteExchange } from '../helpers/peers.js';
+import { useRabbit } from '../helpers/rabbit.js';
+import { sharedRabbit } from '../helpers/shared-rabbit.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+
+const rabbit = useRabbit(() => sharedRabbit());
+
+/**
+ * A routing-key route's queue is bound again when a publish for its pattern comes back unroutable
+ * (amqp-queue-deleted, walk-amqp-s55). When binding does not help, because the exchange on the
+ * server routes otherwise (a `declare: false` exchange that is direct where the config reads a
+ * topic exchange: the pattern is bound as one literal key), every publish came back, and each
+ * return made a channel, a bind and a warning: a bind storm and a log line per publish. Now a
+ * return of a publish sent after a bind is told once, and the binds back off (review-c-s55, 5130).
+ */
+describe('kind: amqp, a route bound again whose publishes still come back', () => {
+  const exchange = `eg-direct-${process.pid}`;
+  let receiver: WebhookReceiver;
+  before(async () => {
+    receiver = await WebhookReceiver.start();
+    await pikaDeclareExchange(rabbit, exchange, 'direct');
+  });
+  after(async () => {
+    await receiver?.stop();
+    await pikaDeleteExchange(rabbit, exchange).catch(() => undefined);
+  });
+
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+listeners:
+  api: { kind: http, port: 0 }
+brokers:
+  rabbit:
+    kind: amqp
+    url: ${rabbit.url}
+    exchange: { name: ${exchange}, declare: false }
+routes:
+  - { name: futile-in, from: { listener: api, path: /orders }, to: { broker: rabbit, topic: orders.created } }
+  - { name: futile-pattern, from: { broker: rabbit, topic: "orders.*" }, to: { http: { url: "${receiver.url}/pattern" } } }
+`,
+  );
+
+  it('binds once with a warning, says once that publishes still come back, and answers each 503', async () => {
+    await consumersReady(gw, 'futile-pattern', 60000);
+    const from = gw.logs.length;
+    const publish = async (n: number) => {
+      const reply = await post(gw.url('api', '/orders'), { n });
+      assert.equal(reply.status, 503, reply.text);
+      assert.equal(reply.body.code, 'EG_BROKER_UNAVAILABLE', reply.text);
+    };
+    // The first return binds the queue again (the queue and the exchange exist: the bind goes through).
+    await publish(0);
+    await gw.waitForLog((l) => /took no publish for its route's pattern .*; bound again$/.test(String(l.msg)), 15000, from);
+    // Each of these was sent after that bind, and comes back all the same.
+    for (let n = 1; n <= 30; n++) await publish(n);
+    const rebound = () => gw.logs.slice(from).filter((l) => /took no publish for its route's pattern .*; bound again$/.test(String(l.msg)));
+    // Before: one bind and one such warning per return (15 and 11 of them for these 31 publishes, in two runs on the old code).
+    assert.equal(rebound().length, 1, JSON.stringify(rebound()));
+    await gw.waitForLog((l) => String(l.msg).includes('still came back unroutable'), 15000, from);
+    const futile = gw.logs.slice(from).filter((l) => String(l.msg).includes('still came back unroutable'));
+    assert.equal(futile.length, 1, JSON.stringify(futile));
+    assert.equal(futile[0]!.level, 'warn');
+    assert.match(String(futile[0]!.msg), /another type than the config's 'topic'/);
+    assert.equal(rebound().length, 1, JSON.stringify(rebound()));
+    assert.equal(receiver.requests.length, 0);
+  });
+});
