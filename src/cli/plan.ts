@@ -370,6 +370,9 @@ function runningPaths(running: PlanFingerprint, registry: KindRegistry): Map<str
   return new Map(running.listeners.map((l) => [l.name, new Set(l.paths.filter((p) => !publishPath(l, p)))]));
 }
 
+/** How long `plan --admin` waits for the admin API's whole answer. */
+const ADMIN_ANSWER_MS = 10_000;
+
 async function fetchRunning(url: string, token: string | undefined, tokenFrom: string): Promise<{ fingerprint: PlanFingerprint | null } | { error: string }> {
   let res: HttpAnswer;
   // `--admin localhost:9000` parses as a URL of scheme "localhost:": say what is wanted, not "unknown scheme".
@@ -386,10 +389,13 @@ async function fetchRunning(url: string, token: string | undefined, tokenFrom: s
   }
   try {
     // Not fetch, which refuses the ports the Fetch standard blocks for browsers (10080, 6000, ...: src/core/http-get.ts).
-    res = await httpGet(endpoint, { headers: token ? { authorization: `Bearer ${token}` } : {}, idleTimeoutMs: 10_000 });
+    // The whole answer within the bound, as with fetch: an API that sends a byte now and then
+    // (a proxy in front of a stopped gateway) would otherwise keep a CI job waiting for good.
+    res = await httpGet(endpoint, { headers: token ? { authorization: `Bearer ${token}` } : {}, idleTimeoutMs: ADMIN_ANSWER_MS, signal: AbortSignal.timeout(ADMIN_ANSWER_MS) });
   } catch (err) {
-    const e = err as { code?: string; message?: string };
-    return { error: `cannot reach the admin API at ${endpoint}: ${e.code ?? e.message}` };
+    const e = err as { name?: string; code?: string; message?: string };
+    const why = e.name === 'TimeoutError' ? `no whole answer within ${ADMIN_ANSWER_MS / 1000} s` : (e.code ?? e.message);
+    return { error: `cannot reach the admin API at ${endpoint}: ${why}` };
   }
   if (res.status === 401) {
     // With a token given, asking for one would send the user looking for a missing flag.

@@ -836,6 +836,28 @@ describe('eventgate plan --admin URL against a running gateway', () => {
     assert.match(r.stdout, /^no changes: a reload would keep all \d+ components as they are$/m);
   });
 
+  it('gives up on an admin API that sends its answer a byte at a time, after 10 s in all (spec-checklist 5142)', async () => {
+    // Before: only an idle timeout, which a byte every half second never reached: plan waited for good.
+    const trickle = createHttpServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const timer = setInterval(() => res.write(' '), 500);
+      res.on('close', () => clearInterval(timer));
+    });
+    trickle.listen(0, '127.0.0.1');
+    await once(trickle, 'listening');
+    try {
+      const port = (trickle.address() as AddressInfo).port;
+      const dir = tempFiles({ 'new.yaml': base('a > 1') });
+      const r = await runCliInProcess(['plan', '-c', 'new.yaml', '--admin', `http://127.0.0.1:${port}`], { cwd: dir });
+      noStackTrace(r);
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      assert.match(r.stderr, new RegExp(`cannot reach the admin API at http://127\\.0\\.0\\.1:${port}/admin/plan: no whole answer within 10 s`));
+    } finally {
+      trickle.closeAllConnections();
+      trickle.close();
+    }
+  });
+
   it('says so when the admin API cannot be reached', async () => {
     // A port that was just free: nothing listens there.
     const probe = createServer().listen(0, '127.0.0.1');
