@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
-import { consumersReady, useGateway } from '../helpers/gateway.js';
+import { consumersReady, eventually, useGateway } from '../helpers/gateway.js';
+import { readyz } from '../helpers/outage.js';
 import { pikaDeclareExchange, pikaDeleteExchange } from '../helpers/peers.js';
 import { useRabbit } from '../helpers/rabbit.js';
 import { sharedRabbit } from '../helpers/shared-rabbit.js';
@@ -69,5 +70,66 @@ routes:
     assert.match(String(futile[0]!.msg), /another type than the config's 'topic'/);
     assert.equal(rebound().length, 1, JSON.stringify(rebound()));
     assert.equal(receiver.requests.length, 0);
+  });
+});
+
+/**
+ * The same for a declared queue (`queues:`), declared again when a publish its bindings match comes
+ * back (point 70): when the exchange on the server routes otherwise, each return was a re-declare
+ * and a warning `was deleted on the server` (checklist 5133). Now the first says it may have lost
+ * its bindings only (5088), one publish sent after it that still comes back is told once, and the
+ * re-declares back off, as a route's binds do.
+ */
+describe('kind: amqp, a declared queue declared again whose publishes still come back', () => {
+  const exchange = `eg-direct-declared-${process.pid}`;
+  before(async () => {
+    await pikaDeclareExchange(rabbit, exchange, 'direct');
+  });
+  after(async () => {
+    await pikaDeleteExchange(rabbit, exchange).catch(() => undefined);
+  });
+
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+listeners:
+  api: { kind: http, port: 0 }
+brokers:
+  rabbit:
+    kind: amqp
+    url: ${rabbit.url}
+    exchange: { name: ${exchange}, declare: false }
+    queues:
+      futile-billing-${process.pid}: { bindings: ["orders.*"] }
+routes:
+  - { name: futile-declared-in, from: { listener: api, path: /orders }, to: { broker: rabbit, topic: orders.created } }
+`,
+  );
+
+  it('declares it again once with a warning, says once that publishes still come back, and answers each 503', async () => {
+    const queue = `futile-billing-${process.pid}`;
+    // No consume route waits for the broker: ready once it connected (and declared the queue).
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 30000, 100);
+    const from = gw.logs.length;
+    const publish = async (n: number) => {
+      const reply = await post(gw.url('api', '/orders'), { n });
+      assert.equal(reply.status, 503, reply.text);
+      assert.equal(reply.body.code, 'EG_BROKER_UNAVAILABLE', reply.text);
+    };
+    const declaredAgain = () => gw.logs.slice(from).filter((l) => String(l.msg).startsWith(`amqp queue '${queue}' was deleted on the server`));
+    await publish(0);
+    await gw.waitForLog((l) => String(l.msg).startsWith(`amqp queue '${queue}' was deleted on the server`), 15000, from);
+    // A returned publish cannot tell a deleted queue from one that lost its bindings.
+    assert.equal(declaredAgain()[0]!.msg, `amqp queue '${queue}' was deleted on the server or lost its bindings; declared again with its arguments and bindings`);
+    for (let n = 1; n <= 30; n++) await publish(n);
+    // Before: one re-declare and one such warning per return past the last re-declare.
+    assert.equal(declaredAgain().length, 1, JSON.stringify(declaredAgain().map((l) => l.time)));
+    await gw.waitForLog((l) => String(l.msg).includes('still came back unroutable'), 15000, from);
+    const futile = gw.logs.slice(from).filter((l) => String(l.msg).includes('still came back unroutable'));
+    assert.equal(futile.length, 1, JSON.stringify(futile));
+    assert.equal(futile[0]!.level, 'warn');
+    assert.match(String(futile[0]!.msg), new RegExp(`^amqp queue '${queue}' was declared again, .*another type than the config's 'topic'`));
+    assert.equal(declaredAgain().length, 1, JSON.stringify(declaredAgain().map((l) => l.time)));
   });
 });

@@ -65,7 +65,7 @@ const queue = Type.Object(
       Type.Boolean({
         default: true,
         description:
-          "Declare the queue (with its `arguments` and `bindings`) at every connect, and again when a route that reads it finds it deleted on the server (logged once: `amqp queue 'Q' was deleted on the server; declared again with its arguments and bindings`; the route then consumes on, with no reconnect); false when it must exist already (checked by each route that reads it, at every connect and again with backoff while it is missing: only those routes wait, not ready with `route NAME: queue 'Q' not found on broker 'B'` in /readyz, logged once; they start by themselves once it exists and consume what it holds, while the broker, its publishes and its other routes go on).",
+          "Declare the queue (with its `arguments` and `bindings`) at every connect, and again when a route that reads it finds it deleted on the server (logged once: `amqp queue 'Q' was deleted on the server or lost its bindings; declared again with its arguments and bindings`; the route then consumes on, with no reconnect); false when it must exist already (checked by each route that reads it, at every connect and again with backoff while it is missing: only those routes wait, not ready with `route NAME: queue 'Q' not found on broker 'B'` in /readyz, logged once; they start by themselves once it exists and consume what it holds, while the broker, its publishes and its other routes go on).",
       }),
     ),
     durable: Type.Optional(Type.Boolean({ default: true, description: 'The queue survives a server restart.' })),

@@ -1,9 +1,10 @@
 import type { Channel, ChannelModel } from 'amqplib';
 import type { Logger } from '../../../log.js';
 import type { AmqpQueue, AmqpSettings } from '../amqp.js';
-import { reconnectBackoff, type Backoff } from '../../../core/backoff.js';
+import { RECONNECT_POLICY } from '../../../core/backoff.js';
 import { type Binding, bindingMatches, exchangeTypeOf } from './bindings.js';
 import { declaredOtherwise } from './connection.js';
+import { RepairPace } from './repair-pace.js';
 
 /** Declares a queue of `queues` (durable or not, with its arguments and dead-letter exchange) and binds it, as the broker does at connect. */
 export async function declareQueue(ch: Channel, name: string, q: AmqpQueue, s: AmqpSettings, bind = true): Promise<void> {
@@ -22,13 +23,12 @@ export function declaredBindings(q: AmqpQueue, s: AmqpSettings): Binding[] {
   return q.bindings.map((b) => ({ exchange: b.exchange ?? s.exchange.name, routingKey: b.routingKey, ...(b.arguments === undefined ? {} : { arguments: b.arguments }) }));
 }
 
-/** Per queue: the re-declare in flight, when the next may start after a refusal, and up to which publish the last one was too late. */
+/** Per queue: the re-declare in flight, and when a returned publish declares it again (and whether that helps). */
 interface QueueState {
   inFlight: Promise<void> | undefined;
-  backoff: Backoff;
-  notBefore: number;
-  /** The publishes numbered up to this one were sent before the queue was last declared again: their returns say nothing new. */
-  coveredUpTo: number;
+  /** Whether the re-declare in flight was asked by a returned publish (rather than a route that found the queue missing): one that did not help is not told again. */
+  returned: boolean;
+  repairs: RepairPace;
   /** The last re-declare failed, perhaps half-way (the queue declared, a binding refused): the queue may be there unbound. */
   unfinished: boolean;
   /** The server's words when its last declare was refused because the server has the queue otherwise (406): its routes wait. */
@@ -55,7 +55,7 @@ export class DeclaredQueues {
 
   private stateOf(queue: string): QueueState {
     let s = this.queues.get(queue);
-    if (!s) this.queues.set(queue, (s = { inFlight: undefined, backoff: reconnectBackoff(), notBefore: 0, coveredUpTo: 0, unfinished: false, otherwise: undefined }));
+    if (!s) this.queues.set(queue, (s = { inFlight: undefined, returned: false, repairs: new RepairPace(), unfinished: false, otherwise: undefined }));
     return s;
   }
 
@@ -91,9 +91,11 @@ export class DeclaredQueues {
    * logs it once; joins the re-declare in flight when there is one. Rejects with the server's words
    * when it refused.
    */
-  again(conn: ChannelModel, queue: string): Promise<void> {
+  again(conn: ChannelModel, queue: string, returned = false): Promise<void> {
     const state = this.stateOf(queue);
-    state.inFlight ??= this.declare(conn, queue, state).finally(() => (state.inFlight = undefined));
+    if (state.inFlight) return state.inFlight;
+    state.returned = returned;
+    state.inFlight = this.declare(conn, queue, state).finally(() => (state.inFlight = undefined));
     return state.inFlight;
   }
 
@@ -105,23 +107,23 @@ export class DeclaredQueues {
       ch.on('error', () => undefined);
       await declareQueue(ch, queue, q, this.settings);
     } catch (err) {
-      state.notBefore = Date.now() + state.backoff.delay();
+      state.repairs.refused();
       state.unfinished = true;
       state.otherwise = declaredOtherwise(err);
       throw err;
     } finally {
       await ch?.close().catch(() => undefined);
     }
-    state.backoff.reset();
-    state.notBefore = 0;
     state.unfinished = false;
     const otherwise = state.otherwise;
     state.otherwise = undefined;
-    // Publishes sent from now on reach the queue; those sent before may still come back.
-    state.coveredUpTo = this.published();
+    state.repairs.repaired(this.published());
     if (otherwise !== undefined)
       this.log.warn({ queue, bindings: declaredBindings(q, this.settings), refusedBefore: otherwise }, `amqp queue '${queue}' declared with its arguments and bindings (the server had it otherwise)`);
-    else this.log.warn({ queue, bindings: declaredBindings(q, this.settings) }, `amqp queue '${queue}' was deleted on the server; declared again with its arguments and bindings`);
+    // Once a re-declare for a returned publish did not help, those that follow are not told one by one (futile).
+    // A returned publish cannot tell a queue deleted from one that lost its bindings (its exchange deleted and made again: checklist 5085, 5088).
+    else if (!state.returned || !state.repairs.futile)
+      this.log.warn({ queue, bindings: declaredBindings(q, this.settings) }, `amqp queue '${queue}' was deleted on the server or lost its bindings; declared again with its arguments and bindings`);
   }
 
   /**
@@ -139,10 +141,16 @@ export class DeclaredQueues {
       const matched = exchange === '' ? queue === key : declaredBindings(q, this.settings).some((b) => b.exchange === exchange && bindingMatches(type, b, key, headers));
       if (!matched) continue;
       const state = this.stateOf(queue);
-      if (state.inFlight || n <= state.coveredUpTo || Date.now() < state.notBefore) continue;
-      this.again(conn, queue).catch((err: Error) =>
+      const asked = state.repairs.returned(n, state.inFlight !== undefined);
+      if (asked.futile)
         this.log.warn(
-          { queue, err: err.message, retryInMs: Math.max(0, state.notBefore - Date.now()) },
+          { queue, routingKey: key },
+          `amqp queue '${queue}' was declared again, and a publish for its bindings sent after that still came back unroutable: the exchange on the server does not route it there (another type than the config's '${type}'?); declared again at most every ${RECONNECT_POLICY.maxDelayMs} ms from now on`,
+        );
+      if (!asked.repair) continue;
+      this.again(conn, queue, true).catch((err: Error) =>
+        this.log.warn(
+          { queue, err: err.message, retryInMs: state.repairs.waitMs() },
           `amqp queue '${queue}' took no publish for its bindings (deleted on the server?) and declaring it again was refused; tried again on a later unroutable publish`,
         ),
       );

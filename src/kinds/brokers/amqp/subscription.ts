@@ -13,6 +13,7 @@ import type { AmqpSettings } from '../amqp.js';
 import { type Binding, bindingMatches, exchangeTypeOf, leaveBindings, serverOf, unbindLeft } from './bindings.js';
 import { within } from '../../../core/within.js';
 import { RECONNECT_POLICY, reconnectBackoff } from '../../../core/backoff.js';
+import { RepairPace } from './repair-pace.js';
 import { toMessage } from './consumed.js';
 import { declaredOtherwise, declaredOtherwiseState, dropConnection } from './connection.js';
 import { MissingTopology, notFoundOn } from '../missing-topology.js';
@@ -100,20 +101,10 @@ export class AmqpSubscription {
     return { exchange: this.settings.exchange.name, routingKey: this.spec.topic };
   }
 
-  /** Publishes numbered up to this one were sent before the route's queue was last bound again: their returns say nothing new. */
-  private reboundUpTo = 0;
-  /** The bind in flight after a returned publish, or when the next may start after a refusal. */
+  /** The bind in flight after a returned publish. */
   private rebinding: Promise<void> | undefined;
-  private rebindNotBefore = 0;
-  private readonly rebindBackoff = reconnectBackoff();
-  /**
-   * When the last bind after a returned publish went through, if one did: a publish sent after it
-   * that still comes back says binding does not help (the exchange on the server routes otherwise,
-   * such as a direct one where the config reads a topic exchange), and rebinding at each return was
-   * a bind and a warning per publish (review-c-s55, checklist 5130).
-   */
-  private reboundAt: number | undefined;
-  private futile = false;
+  /** When a returned publish binds the queue again, and whether doing so helps (checklist 5130). */
+  private readonly rebinds = new RepairPace();
 
   /**
    * The server returned publish number `n` (routing key `key`, AMQP headers `headers`, on
@@ -127,19 +118,13 @@ export class AmqpSubscription {
     const binding = this.spec.perInstance === true ? { exchange: this.settings.exchange.name, routingKey: this.spec.topic } : this.boundBinding();
     if (binding === undefined || this.stopping || this.conn !== conn || this.channel === undefined) return;
     if (binding.exchange !== exchange || !bindingMatches(exchangeTypeOf(this.settings.exchange), binding, key, headers)) return;
-    if (this.rebinding || n <= this.reboundUpTo) return;
-    // A return long after the last bind is news (the exchange made again once more): bound again at once, and told.
-    if (this.reboundAt !== undefined && Date.now() - this.reboundAt > 2 * RECONNECT_POLICY.maxDelayMs) {
-      this.rebindBackoff.reset();
-      this.futile = false;
-    } else if (this.reboundAt !== undefined && !this.futile) {
-      this.futile = true;
+    const asked = this.rebinds.returned(n, this.rebinding !== undefined);
+    if (asked.futile)
       this.log.warn(
         { queue: this.spec.group, binding, routingKey: key },
         `amqp queue '${this.spec.group}' was bound again, and a publish for its route's pattern sent after that still came back unroutable: the exchange on the server does not route it there (another type than the config's '${exchangeTypeOf(this.settings.exchange)}'?); bound again at most every ${RECONNECT_POLICY.maxDelayMs} ms from now on`,
       );
-    }
-    if (Date.now() < this.rebindNotBefore) return;
+    if (!asked.repair) return;
     this.rebinding = this.rebind(conn, binding, published).finally(() => (this.rebinding = undefined));
   }
 
@@ -151,8 +136,7 @@ export class AmqpSubscription {
       ch.on('error', NOTHING);
       await ch.bindQueue(queue, binding.exchange, binding.routingKey);
     } catch (err) {
-      const wait = this.rebindBackoff.delay();
-      this.rebindNotBefore = Date.now() + wait;
+      const wait = this.rebinds.refused();
       this.log.warn(
         { queue, err: (err as Error).message, retryInMs: wait },
         `amqp queue '${queue}' took no publish for its route's pattern (its binding removed on the server?) and binding it again was refused; tried again on a later unroutable publish`,
@@ -161,12 +145,8 @@ export class AmqpSubscription {
     } finally {
       await ch?.close().catch(() => undefined);
     }
-    // Not reset: the next bind waits (250 ms doubling to 5 s) in case this one did not help either.
-    this.rebindNotBefore = Date.now() + this.rebindBackoff.delay();
-    this.reboundAt = Date.now();
-    // Publishes sent from now on reach the queue; those sent before may still come back.
-    this.reboundUpTo = published();
-    if (this.futile) return;
+    this.rebinds.repaired(published());
+    if (this.rebinds.futile) return;
     this.log.warn({ queue, binding }, `amqp queue '${queue}' took no publish for its route's pattern (its binding removed on the server, as when its exchange is deleted and made again); bound again`);
   }
 
