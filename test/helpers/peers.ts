@@ -481,6 +481,118 @@ export function amqpMethodGate(classId: number, methodId: number): AmqpMethodGat
   };
 }
 
+/** One AMQP frame as amqpFrameHold reads it: the method's class and id (0 for frames that carry none), and a queue.bind's or queue.unbind's names. */
+export interface AmqpFrameSeen {
+  classId: number;
+  methodId: number;
+  queue?: string;
+  exchange?: string;
+  routingKey?: string;
+}
+
+function readAmqpFrame(frame: Buffer): AmqpFrameSeen {
+  if (frame[0] !== 1 || frame.length < 12) return { classId: 0, methodId: 0 };
+  const seen: AmqpFrameSeen = { classId: frame.readUInt16BE(7), methodId: frame.readUInt16BE(9) };
+  // queue.bind (50.20) and queue.unbind (50.50): reserved short, then queue, exchange and routing key as short strings.
+  if (seen.classId === 50 && (seen.methodId === 20 || seen.methodId === 50)) {
+    let at = 13;
+    const shortString = () => {
+      const n = frame[at]!;
+      const text = frame.toString('latin1', at + 1, at + 1 + n);
+      at += 1 + n;
+      return text;
+    };
+    seen.queue = shortString();
+    seen.exchange = shortString();
+    seen.routingKey = shortString();
+  }
+  return seen;
+}
+
+/** A stream of one direction of an AMQP connection, frame by frame (`header`: the client's side, which starts with the protocol header). */
+function amqpFrameStream(header: boolean, onFrame: (frame: Buffer, pass: (b: Buffer) => void) => void): Transform {
+  let pending = Buffer.alloc(0);
+  let headerSeen = !header;
+  const stream: Transform = new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      const pass = (b: Buffer) => {
+        if (!stream.destroyed) stream.push(b);
+      };
+      pending = Buffer.concat([pending, chunk]);
+      if (!headerSeen && pending.length >= 8) {
+        headerSeen = true;
+        pass(pending.subarray(0, 8));
+        pending = pending.subarray(8);
+      }
+      while (headerSeen && pending.length >= 7) {
+        const size = pending.readUInt32BE(3);
+        if (pending.length < 8 + size) break;
+        const frame = pending.subarray(0, 8 + size);
+        pending = pending.subarray(8 + size);
+        onFrame(frame, pass);
+      }
+      done();
+    },
+  });
+  return stream;
+}
+
+/**
+ * Holds one frame of an AMQP client (the first hold()'s `match` accepts) while every other frame,
+ * before and after it, goes on (TcpProxy's `toServer`; AMQP channels are independent, so the
+ * server reads the frames after it as a client would send them), until release(): one request of
+ * the client answered late, the rest of its connection not. `toClient` watches the server's
+ * frames (serverSends).
+ */
+export class AmqpFrameHold {
+  private matching: ((f: AmqpFrameSeen) => boolean) | undefined;
+  private held: { frame: Buffer; pass: (b: Buffer) => void } | undefined;
+  private reached: (() => void) | undefined;
+  private readonly watchers: { classId: number; methodId: number; seen: () => void }[] = [];
+
+  readonly toServer = (): Transform =>
+    amqpFrameStream(true, (frame, pass) => {
+      if (this.matching?.(readAmqpFrame(frame))) {
+        this.matching = undefined;
+        this.held = { frame, pass };
+        this.reached?.();
+      } else pass(frame);
+    });
+
+  readonly toClient = (): Transform =>
+    amqpFrameStream(false, (frame, pass) => {
+      pass(frame);
+      const f = readAmqpFrame(frame);
+      for (const w of this.watchers.filter((w) => w.classId === f.classId && w.methodId === f.methodId)) {
+        this.watchers.splice(this.watchers.indexOf(w), 1);
+        w.seen();
+      }
+    });
+
+  /** Holds the next client frame `match` accepts; resolves once one is held. */
+  hold(match: (f: AmqpFrameSeen) => boolean): Promise<void> {
+    this.matching = match;
+    return new Promise((resolve) => (this.reached = resolve));
+  }
+
+  /** Whether a frame is held now. */
+  holding(): boolean {
+    return this.held !== undefined;
+  }
+
+  /** Passes the held frame on (after what went meanwhile). */
+  release(): void {
+    const held = this.held;
+    this.held = undefined;
+    held?.pass(held.frame);
+  }
+
+  /** Resolves when the server sends the method `classId`.`methodId` (from now on). */
+  serverSends(classId: number, methodId: number): Promise<void> {
+    return new Promise((seen) => this.watchers.push({ classId, methodId, seen }));
+  }
+}
+
 // ---- NATS: the text protocol over a raw socket ------------------------------------------
 
 export interface NatsReceived {

@@ -390,6 +390,16 @@ export class AmqpSubscription {
     // A pattern route leaves its group's queue bound, collecting for the route's return; a successor with another pattern unbinds it (unbindLeft).
     const bound = this.boundBinding();
     if (bound) leaveBindings(this.server, this.spec.group, [bound]);
+    // A bind after a returned publish still in flight: a successor with another pattern unbinds
+    // this one once this stop is done (unbindLeft), and a bind landing after that left the old
+    // pattern bound for good (checklist 5132). A server that does not answer it is dropped, as
+    // for the channel close below: the bind goes with the connection.
+    const rebinding = this.rebinding;
+    if (rebinding) this.log.info({ queue: this.spec.group }, "amqp route waits for its queue's bind in flight before it stops");
+    if (rebinding && (await within(rebinding, this.settings.connectTimeoutMs)) === 'late' && this.conn) {
+      this.log.warn({ waitedMs: this.settings.connectTimeoutMs }, 'amqp server did not answer a bind within connectTimeoutMs; dropping the connection');
+      dropConnection(this.conn);
+    }
     await this.chain;
     await this.window.idle();
     const ch = this.channel;
