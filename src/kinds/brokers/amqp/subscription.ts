@@ -393,7 +393,7 @@ export class AmqpSubscription {
     // A bind after a returned publish still in flight: a successor with another pattern unbinds
     // this one once this stop is done (unbindLeft), and a bind landing after that left the old
     // pattern bound for good (checklist 5132). A server that does not answer it is dropped, as
-    // for the channel close below: the bind goes with the connection.
+    // for the channel close below (a bind it read before it froze may still land: checklist 5170).
     const rebinding = this.rebinding;
     if (rebinding) this.log.info({ queue: this.spec.group }, "amqp route waits for its queue's bind in flight before it stops");
     if (rebinding && (await within(rebinding, this.settings.connectTimeoutMs)) === 'late' && this.conn) {
