@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
-import { eventually, useGateway } from '../helpers/gateway.js';
+import { after, describe, it } from 'node:test';
+import { eventually, startGateway, useGateway, type RunningGateway } from '../helpers/gateway.js';
 import { openStream, parseEvents, untagged } from '../helpers/sse.js';
 
 /**
@@ -106,6 +106,65 @@ routes:
     const events = stream.events();
     assert.equal(events[0]!.event, 'eventgate.resume');
     assert.match(JSON.parse(events[0]!.data).reason, /^Last-Event-ID names no partition of this topic/);
+    assertFourFromTheStart(events);
+  });
+});
+
+describe('SSE resume after a restart with the id the earlier run gave (a memory topic begun again)', () => {
+  const config = `
+version: 1
+brokers:
+  local: { kind: memory }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - name: in
+    from: { listener: api, path: /in }
+    to: { broker: local, topic: orders }
+  - name: stream
+    from: { broker: local, topic: orders }
+    to: { listener: api, path: /orders/stream }
+`;
+  const post = async (gw: RunningGateway, n: number) => {
+    const res = await fetch(gw.url('api', '/in'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ n }) });
+    assert.equal(res.status, 200);
+  };
+  let second: RunningGateway | undefined;
+  after(() => second?.stop());
+
+  it('names the restart in the notice, and sends the new run from its oldest retained event', async () => {
+    // The earlier run: a browser saw the third event, then the gateway was restarted.
+    const first = await startGateway(config);
+    let lastId: string;
+    try {
+      const stream = await openStream(first.url('api', '/orders/stream'));
+      for (const n of [1, 2, 3]) await post(first, n);
+      await eventually(() => assert.equal(stream.events().length, 3));
+      lastId = stream.events().at(-1)!.id!;
+      stream.close();
+    } finally {
+      await first.stop();
+    }
+    second = await startGateway(config);
+    for (const n of [1, 2, 3, 4]) await post(second, n);
+    // The browser's reconnect to the restarted gateway, with the id it kept.
+    const resumed = await openStream(second.url('api', '/orders/stream'), { 'last-event-id': lastId });
+    try {
+      await eventually(() =>
+        assert.ok(
+          resumed.events().some((e) => e.data === '{"n":4}'),
+          resumed.text(),
+        ),
+      );
+    } finally {
+      resumed.close();
+    }
+    const events = resumed.events();
+    assert.equal(events[0]!.event, 'eventgate.resume');
+    const notice = JSON.parse(events[0]!.data) as { resumed: boolean; gap: boolean; reason: string };
+    assert.equal(notice.gap, true);
+    // It named a reload or another topic only, which the operator had not done: the restart is what a page's user sees.
+    assert.match(notice.reason, /a memory topic of an earlier run of the gateway/);
     assertFourFromTheStart(events);
   });
 });
