@@ -803,7 +803,7 @@ export class RawNats {
  * server `delay` ms later, or once `delay` resolves, in their order (`held` is called as each is held).
  * A function `delay` is asked per frame; undefined passes the frame at once.
  */
-export function delayNatsFrames(prefix: string, delay: number | Promise<unknown> | (() => number | Promise<unknown> | undefined), held?: (subject: string) => void): Transform {
+export function delayNatsFrames(prefix: string, delay: number | Promise<unknown> | ((subject: string) => number | Promise<unknown> | undefined), held?: (subject: string) => void): Transform {
   let pending = Buffer.alloc(0);
   return new Transform({
     transform(chunk: Buffer, _enc, done) {
@@ -818,7 +818,7 @@ export function delayNatsFrames(prefix: string, delay: number | Promise<unknown>
         if (pending.length < eol + 2 + size) break;
         const frame = pending.subarray(0, eol + 2 + size);
         pending = pending.subarray(eol + 2 + size);
-        const wait = size > 0 && subject!.startsWith(prefix) ? (typeof delay === 'function' ? delay() : delay) : undefined;
+        const wait = size > 0 && subject!.startsWith(prefix) ? (typeof delay === 'function' ? delay(subject!) : delay) : undefined;
         if (wait !== undefined) {
           if (typeof wait === 'number') setTimeout(() => this.push(frame), wait).unref();
           else void wait.then(() => this.push(frame));
@@ -828,6 +828,76 @@ export function delayNatsFrames(prefix: string, delay: number | Promise<unknown>
       done();
     },
   });
+}
+
+/**
+ * Passes a NATS connection's protocol as it comes, telling `each` the verb and arguments of each
+ * frame (`PUB subject [reply] size`, `MSG subject sid [reply] size`, `PING`, ...), for a TcpProxy's
+ * `toServer` or `toClient`.
+ */
+export function watchNatsFrames(each: (verb: string, args: string[]) => void): Transform {
+  let pending = Buffer.alloc(0);
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      this.push(chunk);
+      pending = Buffer.concat([pending, chunk]);
+      for (;;) {
+        const eol = pending.indexOf('\r\n');
+        if (eol < 0) break;
+        const [op, ...args] = pending.subarray(0, eol).toString().split(' ');
+        const verb = op!.toUpperCase();
+        // These carry a payload (its size last) and its CRLF after the line.
+        const size = ['PUB', 'HPUB', 'MSG', 'HMSG'].includes(verb) ? Number(args[args.length - 1]) + 2 : 0;
+        if (pending.length < eol + 2 + size) break;
+        pending = pending.subarray(eol + 2 + size);
+        each(verb, args);
+      }
+      done();
+    },
+  });
+}
+
+/**
+ * A NATS client's requests to subjects beginning with `prefix`, seen through a TcpProxy
+ * (`toServer`/`toClient`): how many went to each subject, and the most that were out at once (sent,
+ * their reply not yet back).
+ */
+export class NatsRequestWatch {
+  readonly sent = new Map<string, number>();
+  maxOut = 0;
+  private readonly out = new Set<string>();
+  /** Replies that came back, by their request's subject. */
+  readonly answered = new Map<string, number>();
+  private readonly subjectOf = new Map<string, string>();
+
+  constructor(private readonly prefix: string) {}
+
+  toServer = (): Transform =>
+    watchNatsFrames((verb, args) => {
+      // PUB <subject> [reply] <size>; HPUB <subject> [reply] <header size> <total size>
+      const reply = verb === 'PUB' ? (args.length === 3 ? args[1] : undefined) : verb === 'HPUB' ? (args.length === 4 ? args[1] : undefined) : undefined;
+      const subject = args[0];
+      if (reply === undefined || subject === undefined || !subject.startsWith(this.prefix)) return;
+      this.sent.set(subject, (this.sent.get(subject) ?? 0) + 1);
+      this.out.add(reply);
+      this.subjectOf.set(reply, subject);
+      this.maxOut = Math.max(this.maxOut, this.out.size);
+    });
+
+  toClient = (): Transform =>
+    watchNatsFrames((verb, args) => {
+      if ((verb !== 'MSG' && verb !== 'HMSG') || !this.out.delete(args[0]!)) return;
+      const subject = this.subjectOf.get(args[0]!)!;
+      this.answered.set(subject, (this.answered.get(subject) ?? 0) + 1);
+    });
+
+  /** Requests sent to `subject`, or to every subject under the prefix. */
+  count(subject?: string): number {
+    if (subject !== undefined) return this.sent.get(subject) ?? 0;
+    let n = 0;
+    for (const c of this.sent.values()) n += c;
+    return n;
+  }
 }
 
 /**

@@ -35,6 +35,7 @@ import { readStream } from './replay.js';
 import { streamMessage } from './consumed.js';
 import { lib, loadNats, resetWhenGivenUp } from './lib.js';
 import { NatsSubscription, type StreamHost } from './subscription.js';
+import { ServerStreamLookups } from './server-streams.js';
 import { credsRefusalHint, expiryWarningAt } from './creds.js';
 import { sleep, within } from '../../../core/within.js';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
@@ -116,11 +117,8 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
   private readonly openFlushes = new Set<Set<string>>();
   /** The stream that stores each subject published to (null: core NATS), remembered per subject. */
   private readonly streamSubjects = new Map<string, string | null>();
-  /** Core subjects already looked up among the server's streams (serverStreamOf), at most SERVER_STREAM_LOOKUPS. */
-  private readonly coreLookedUp = new Set<string>();
-  /** serverStreamOf's lookups under way, and whether the server refused one for the user's permissions (no more are made). */
-  private serverLookups = 0;
-  private serverLookupsRefused = false;
+  /** The server's streams that store a core subject this broker reads or publishes, looked up to warn of them. */
+  private readonly serverStreams: ServerStreamLookups;
   private jsm: JetStreamManager | undefined;
   /**
    * Each stream of `streams`, missing (declare: false) or not declared (the server refused it)
@@ -166,6 +164,11 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
     this.log = env.logger.child({ broker: name });
     this.telemetry = env.telemetry?.broker(name, 'nats');
     for (const stream of Object.keys(settings.streams)) this.streams.set(stream, new MissingTopology(this.log, `nats stream '${stream}'`));
+    this.serverStreams = new ServerStreamLookups(this.log, {
+      timeoutMs: () => this.settings.ackTimeoutMs,
+      stopped: () => this.stopped,
+      listed: (stream) => this.settings.streams[stream] !== undefined,
+    });
   }
 
   /** Never fails: an unreachable server makes the broker not ready, and the client keeps trying. */
@@ -478,14 +481,15 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
         if (!this.state.ready) this.log.info({ server: s.data }, 'nats reconnected');
         this.state = { ready: true };
         lastError = undefined;
+        this.serverStreams.reconnected(nc);
       } else if (s.type === lib.Events.Error) {
-        const err = String(s.data);
         const denied = (s as { permissionContext?: { operation: string; subject: string } }).permissionContext;
-        // A user the JetStream API is denied to: serverStreamOf's lookups stop, and its refusal is no error of the gateway's to log.
-        if (denied?.operation === 'publish' && denied.subject.startsWith('$JS.API.') && this.serverLookups > 0) {
-          this.serverLookupsRefused = true;
-          continue;
-        }
+        // nats.js gives a refusal's code only: which subject the user may not publish or subscribe to is said too.
+        const err = denied ? `${String(s.data)} (${denied.operation} to "${denied.subject}")` : String(s.data);
+        // A user the JetStream stream list is denied to: the stream lookups stop and say so, and their refusal
+        // is no error of the gateway's to log. Matched by the lookups' own subject: a refusal of the
+        // broker's other JetStream work meanwhile (a consumer create) is logged (spec-checklist 5150).
+        if (denied?.operation === 'publish' && this.serverStreams.refusedOwn(denied.subject)) continue;
         if (denied?.operation === 'publish') {
           for (const refused of this.openFlushes) refused.add(denied.subject);
           this.js?.refused(denied.subject, permissionRefusal(denied.subject));
@@ -659,7 +663,7 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
       );
     }
     // Core NATS: a flush round trip proves the server read it; nothing stores it.
-    this.serverStreamOf(nc, topic);
+    this.serverStreams.ask(nc, topic);
     coalesceWrites(socketOf(nc));
     try {
       nc.publish(topic, data, { headers: toHeaders(sent) });
@@ -759,44 +763,9 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
 
   private attach(sub: NatsSubscription, nc: NatsConnection): void {
     sub.attach(nc);
-    if (streamFor(this.settings, sub.topic) === undefined) this.serverStreamOf(nc, sub.topic, { route: sub.route });
-  }
-
-  /**
-   * Warns once per subject that a stream on the server stores a subject this broker reads or
-   * publishes as core NATS (no entry of `streams` holds it): a route reading it gets what is
-   * published while it is subscribed, at most once, and a publish is answered once the server read
-   * it, not once the stream stored it. A stream dropped from `streams` by a reload, or an operator's
-   * stream the config does not list, did that in silence (spec-checklist 5071).
-   */
-  private serverStreamOf(nc: NatsConnection, subject: string, reader?: { route: string }): void {
-    if (this.serverLookupsRefused || this.coreLookedUp.has(subject) || this.coreLookedUp.size >= SERVER_STREAM_LOOKUPS) return;
-    this.coreLookedUp.add(subject);
-    this.serverLookups++;
-    void (async () => {
-      // Its own manager: this.jsm is the declares' (made only when the config lists streams).
-      const jsm = await nc.jetstreamManager({ timeout: this.settings.ackTimeoutMs });
-      const stream = await jsm.streams.find(subject);
-      if (this.stopped) return;
-      const fix = `list it under the broker's streams (declare: false) to ${reader ? 'read it through a durable consumer' : 'have the stream acknowledge each publish'}`;
-      if (reader)
-        this.log.warn(
-          { route: reader.route, subject, stream },
-          `nats stream '${stream}' on the server stores '${subject}', which route ${reader.route} reads as core NATS (at most once: no entry of streams holds it); ${fix}`,
-        );
-      else
-        this.log.warn(
-          { subject, stream },
-          `nats stream '${stream}' on the server stores '${subject}', which the gateway publishes to as core NATS (answered once the server read a message, not once the stream stored it); ${fix}`,
-        );
-    })()
-      .catch(() => undefined) // No JetStream on the server, or no stream stores the subject: nothing to say.
-      .finally(() => this.serverLookups--);
+    if (streamFor(this.settings, sub.topic) === undefined) this.serverStreams.ask(nc, sub.topic, { route: sub.route });
   }
 }
-
-/** Core subjects a broker looks up among the server's streams, at most (a topic computed per message names one per message). */
-const SERVER_STREAM_LOOKUPS = 100;
 
 /**
  * JetStream API errors for limits that may free up (nats-server's errors.json): insufficient
