@@ -28,6 +28,8 @@ brokers:
     servers: ${nats.url}
     streams:
       EVENTS: { subjects: ["ev.>"] }
+      PURGED: { subjects: ["purged.>"] }
+      CAPPED: { subjects: ["capped.>"], maxMessages: 3 }
 listeners:
   api: { kind: http, port: 0, host: 127.0.0.1 }
 routes:
@@ -46,6 +48,12 @@ routes:
   - name: core-only
     from: { broker: nats, topic: "core.>" }
     to: { listener: api, path: /core }
+  - name: purged
+    from: { broker: nats, topic: purged.x }
+    to: { listener: api, path: /purged }
+  - name: capped
+    from: { broker: nats, topic: capped.x }
+    to: { listener: api, path: /capped }
 `;
   const gw = useGateway(config);
 
@@ -90,6 +98,49 @@ routes:
       undefined,
       'nothing was missed: no notice',
     );
+  });
+
+  it("says a purge of a stream without limits as such, not as the stream's limits", { timeout: 60_000 }, async () => {
+    const peer = await RawNats.connect(nats);
+    try {
+      for (let n = 1; n <= 5; n++) {
+        await peer.jsPublish('purged.x', JSON.stringify({ n }));
+        await peer.jsPublish('capped.x', JSON.stringify({ n }));
+      }
+      // An operator's purge keeping 2 of 5; the capped stream's limit keeps 3 of 5.
+      assert.equal((await peer.jsApi('$JS.API.STREAM.PURGE.PURGED', { keep: 2 })).success, true);
+      const reasons: Record<string, { events: number[]; notice: unknown }> = {};
+      for (const path of ['purged', 'capped']) {
+        const stream = await openStream(gw.url('api', `/${path}`), { 'last-event-id': '0:1' });
+        await eventually(() => assert.ok(stream.events().some((e) => e.event === undefined && JSON.parse(e.data).n === 5)), 10_000);
+        stream.close();
+        const [notice, ...events] = stream.events();
+        reasons[path] = { notice: notice?.event === 'eventgate.resume' ? JSON.parse(notice.data) : notice, events: events.map((e) => (JSON.parse(e.data) as { n: number }).n) };
+      }
+      // Before, both said `may no longer be retained by stream 'S' (its limits)`.
+      assert.deepEqual(reasons, {
+        purged: {
+          notice: {
+            resumed: true,
+            gap: true,
+            reason:
+              "some events after Last-Event-ID are no longer in stream 'PURGED' (purged or deleted: it has no limits that remove messages), or are more than 10000 messages back; resuming from the oldest retained event",
+          },
+          events: [4, 5],
+        },
+        capped: {
+          notice: {
+            resumed: true,
+            gap: true,
+            reason:
+              "some events after Last-Event-ID may no longer be retained by stream 'CAPPED' (its limits, or a purge), or are more than 10000 messages back; resuming from the oldest retained event",
+          },
+          events: [3, 4, 5],
+        },
+      });
+    } finally {
+      peer.close();
+    }
   });
 
   it('says so and starts at the oldest stored event when the id is past the end of the stream', { timeout: 60_000 }, async () => {

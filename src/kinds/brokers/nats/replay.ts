@@ -1,4 +1,4 @@
-import type { Consumer, DeliverPolicy, JetStreamManager, JsMsg, NatsConnection } from 'nats';
+import type { Consumer, DeliverPolicy, JetStreamManager, JsMsg, NatsConnection, StreamConfig } from 'nats';
 import type { Message } from '../../../core/message.js';
 import { chunksOf, FOREIGN_POSITIONS, holdsNothing, namesNoPartitionOf, type Retained, type RetainedChunk } from '../../contracts.js';
 
@@ -39,7 +39,7 @@ export const PULL_MESSAGES = 100;
  * messages are pulled REPLAY_PULL_BYTES at a time, each pull when the caller asks for it.
  */
 export async function readStream(nc: NatsConnection, jsm: JetStreamManager, stream: string, filter: string, after: ReadonlyMap<number, bigint>, toMessage: (m: JsMsg) => Message): Promise<Retained> {
-  const { state, created } = await jsm.streams.info(stream);
+  const { state, created, config } = await jsm.streams.info(stream);
   const seen = after.get(0);
   const wanted = seen === undefined ? state.first_seq : Number(seen) + 1;
   // Past the stream's end: the stream was deleted and made again since the id was given. Reading
@@ -54,7 +54,7 @@ export async function readStream(nc: NatsConnection, jsm: JetStreamManager, stre
       : namesNoPartitionOf(after, (p) => p === 0)
         ? FOREIGN_POSITIONS
         : truncated
-          ? `some events after Last-Event-ID may no longer be retained by stream '${stream}' (its limits), or are more than ${MAX_REPLAY_MESSAGES} messages back; resuming from the oldest retained event`
+          ? `some events after Last-Event-ID ${removedBy(config)}, or are more than ${MAX_REPLAY_MESSAGES} messages back; resuming from the oldest retained event`
           : undefined;
   // JetStream messages are partition 0: a position on another, or past the stream's end, is not this stream's.
   const forget = [...after.keys()].filter((p) => p !== 0 || ahead);
@@ -78,6 +78,19 @@ export async function readStream(nc: NatsConnection, jsm: JetStreamManager, stre
     ));
   const same = () => sameStream(jsm, stream, created);
   return { chunks: pulls(consumer, stream, last, toMessage, close, same), close, gap: gap(), forget, ends, partitions: [0] };
+}
+
+/**
+ * What removed a stream's oldest messages, as far as its config tells: nats-server keeps no record
+ * of a purge, so a stream with limits may have lost them to either; one without limits (and
+ * `limits` retention) only to a purge or deletes (spec-checklist 5076: `(its limits)` was said for an
+ * operator's purge too).
+ */
+function removedBy(config: Pick<StreamConfig, 'name' | 'retention' | 'max_msgs' | 'max_bytes' | 'max_age' | 'max_msgs_per_subject'>): string {
+  const stream = `stream '${config.name}'`;
+  if (config.retention === 'interest' || config.retention === 'workqueue') return `may no longer be in ${stream} (its ${config.retention} retention removes a message once consumed)`;
+  const limited = [config.max_msgs, config.max_bytes, config.max_age, config.max_msgs_per_subject].some((v) => typeof v === 'number' && v > 0);
+  return limited ? `may no longer be retained by ${stream} (its limits, or a purge)` : `are no longer in ${stream} (purged or deleted: it has no limits that remove messages)`;
 }
 
 /**
