@@ -6,7 +6,7 @@ import { useGateway } from '../helpers/gateway.js';
 import { scrape } from '../helpers/prometheus.js';
 import { idleConnection, parseReply, rawHttp, type RawReply } from '../helpers/raw-http.js';
 
-const config = (maxHeaders: number, briefKeepAliveMs = 300) => `version: 1
+const config = (maxHeaders: number, briefKeepAliveMs = 300, maxPayloadBytes = 100) => `version: 1
 admin: {port: 0}
 brokers:
   local: {kind: memory}
@@ -15,7 +15,7 @@ listeners:
   slow: {kind: http, port: 0, headersTimeoutMs: 300, requestTimeoutMs: 600}
   few: {kind: http, port: 0, maxConnections: 2}
   brief: {kind: http, port: 0, keepAliveTimeoutMs: ${briefKeepAliveMs}}
-  push: {kind: websocket, port: 0, maxPayloadBytes: 100, maxJsonDepth: 5, maxHeaders: ${maxHeaders}}
+  push: {kind: websocket, port: 0, maxPayloadBytes: ${maxPayloadBytes}, maxJsonDepth: 5, maxHeaders: ${maxHeaders}}
   crowded: {kind: websocket, port: 0, maxConnections: 1}
 routes:
   - name: small
@@ -235,5 +235,26 @@ describe('input limits', () => {
     clearTimeout(timer);
     assert.ok(closed, 'an idle connection was still open 4 s after a reload set keepAliveTimeoutMs 300');
     brief.destroy();
+  });
+
+  // ws fixes a connection's frame bound when it opens: a lowered bound (against a flood of large
+  // frames) let the clients already connected go on sending up to the old one, and a raised one
+  // closed them with 1009 "over maxPayloadBytes (N bytes)" for frames under that N.
+  it('applies a reloaded maxPayloadBytes to the clients already connected, and says the bound that closed them', async () => {
+    const frame = (bytes: number) => JSON.stringify({ pad: 'x'.repeat(bytes - 10) });
+    const connected = await WsClient.connect(gw.url('push', '/ws', 'ws'));
+    connected.send(frame(100));
+    assert.equal((await connected.next()).type, 'ack');
+
+    assert.equal((await gw.reconfigure(config(20, 300, 200))).msg, 'config reloaded');
+    connected.send(frame(150));
+    assert.equal((await connected.next()).type, 'ack', 'a frame under the raised bound, from a client connected before the reload');
+    connected.send(frame(250));
+    assert.deepEqual(await connected.waitClose(), { code: 1009, reason: 'a frame over maxPayloadBytes (200 bytes)' });
+
+    const early = await WsClient.connect(gw.url('push', '/ws', 'ws'));
+    assert.equal((await gw.reconfigure(config(20, 300, 50))).msg, 'config reloaded');
+    early.send(frame(80));
+    assert.deepEqual(await early.waitClose(), { code: 1009, reason: 'a frame over maxPayloadBytes (50 bytes)' }, 'a frame over the lowered bound, from a client connected before the reload');
   });
 });

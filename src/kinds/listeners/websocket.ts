@@ -50,6 +50,7 @@ import { chosenSubprotocol, malformedHandshake } from './ws-handshake.js';
 import { answerAndCloseLingering } from './lingering-close.js';
 import { hearOnlyCloseAnswer } from './ws-close-answer.js';
 import { canWriteRaw, textFrame, writeFrames } from './ws-frames.js';
+import { frameBound, setFrameBound } from './ws-frame-bound.js';
 import { pathParameters, RoutePathClaims, routePathProblem, sameRoutePath } from './route-paths.js';
 import { ForwardRooms, type RoomClient, type RoomMember } from './ws-rooms.js';
 import { allowsOrigin, anyOriginLiteral, checkOriginList, ForeignOriginLog, originList } from './cors.js';
@@ -73,7 +74,8 @@ const options = kindOptions('websocket', {
     Type.Integer({
       minimum: 1,
       default: DEFAULT_MAX_PAYLOAD,
-      description: 'Largest frame a client may send; a larger one closes the connection with 1009, once the frames it sent before are answered.',
+      description:
+        'Largest frame a client may send; a larger one closes the connection with 1009, once the frames it sent before are answered. A reload that changes it holds the clients already connected to the new bound from their next frame on.',
     }),
   ),
   maxBufferedBytes: Type.Optional(
@@ -249,7 +251,8 @@ class ClientSocket extends WsSocket {
 
 /** A close frame's reason is at most 123 bytes (RFC 6455 §5.5); ws's messages are shorter. */
 function failureReason(c: Client, code: number): string {
-  if (code === 1009) return `a frame over maxPayloadBytes (${c.listener.maxPayloadBytes} bytes)`;
+  // The bound this connection is held to: the listener's, unless ws kept the one it opened with (setFrameBound).
+  if (code === 1009) return `a frame over maxPayloadBytes (${frameBound(c.ws) || c.listener.maxPayloadBytes} bytes)`;
   if (code === 1008 && failureOf.get(c) === 'Too many message fragments') return `a message in more than ${MAX_FRAGMENTS} fragments`;
   const reason = failureOf.get(c) ?? (code === 1007 ? 'a text frame that is not UTF-8' : 'protocol error');
   return Buffer.byteLength(reason) <= 123 ? reason : 'protocol error';
@@ -448,8 +451,27 @@ export class WebSocketListener implements ListenerRuntime {
     this.options = next;
     if (reorigined) this.dropForeignOrigins();
     if (repinging && this.bound && !this.draining) this.schedulePings();
-    // ws reads maxPayload per connection from its options object.
-    (this.wss.options as { maxPayload: number }).maxPayload = this.options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD;
+    // ws reads maxPayload from its options object as a connection opens, and keeps it for that
+    // connection: the clients already connected are held to a changed bound here.
+    const maxPayload = this.options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD;
+    const rebound = (this.wss.options as { maxPayload: number }).maxPayload !== maxPayload;
+    (this.wss.options as { maxPayload: number }).maxPayload = maxPayload;
+    if (rebound) this.reboundFrames(maxPayload);
+  }
+
+  /**
+   * A reload changed maxPayloadBytes: the clients already connected are held to it from their next
+   * frame on, so a bound lowered against a flood of large frames holds for them too, and one raised
+   * for larger frames does not close them for frames under it.
+   */
+  private reboundFrames(bytes: number): void {
+    let kept = 0;
+    for (const set of this.clients.values()) for (const c of set) if (!setFrameBound(c.ws, bytes)) kept++;
+    if (kept > 0)
+      this.env.logger.warn(
+        { listener: this.name, clients: kept, maxPayloadBytes: bytes },
+        'maxPayloadBytes changed, but some connected clients keep the bound they connected with (ws internals not as expected); it applies to them when they reconnect',
+      );
   }
 
   /**
