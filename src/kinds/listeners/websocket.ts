@@ -75,7 +75,7 @@ const options = kindOptions('websocket', {
       minimum: 1,
       default: DEFAULT_MAX_PAYLOAD,
       description:
-        'Largest frame a client may send; a larger one closes the connection with 1009, once the frames it sent before are answered. A reload that changes it holds the clients already connected to the new bound from their next frame on.',
+        'Largest frame a client may send (a message sent in fragments counts whole: its fragments together); a larger one closes the connection with 1009 (reason `a frame over maxPayloadBytes (N bytes)`, a fragmented message too), once the frames it sent before are answered. A reload that changes it holds the clients already connected to the new bound from their next frame on.',
     }),
   ),
   maxBufferedBytes: Type.Optional(
