@@ -467,9 +467,14 @@ export function payloadOriginal(payload: Buffer, value: unknown, headers: Readon
   return { value: payload, key: null, headers: repeated ?? NO_RAW_HEADERS, decoded: { value, key: null, headers } };
 }
 
-/** The ORIGINAL of a client's JSON body or frame, which parseClientJson read (and would have refused with a name given twice). */
+/**
+ * The ORIGINAL of a client's JSON body or frame, which parseClientJson read (and would have refused
+ * with a name given twice). Without a leading byte order mark: the parse ignored it (RFC 8259 §8.1
+ * allows that), but none may be sent on, and a consumer would read the bytes as no JSON at all.
+ */
 export function clientPayloadOriginal(payload: Buffer, value: unknown, headers: Readonly<Record<string, string>>): OriginalRecord {
-  return { value: payload, key: null, headers: NO_RAW_HEADERS, decoded: { value, key: null, headers }, namesChecked: true };
+  const bytes = payload[0] === 0xef && payload[1] === 0xbb && payload[2] === 0xbf ? payload.subarray(3) : payload;
+  return { value: bytes, key: null, headers: NO_RAW_HEADERS, decoded: { value, key: null, headers }, namesChecked: true };
 }
 
 const NO_RAW_HEADERS: Readonly<Record<string, Buffer>> = Object.freeze({});

@@ -533,6 +533,28 @@ routes:
     }
   });
 
+  // RFC 8259 §8.1: a parser may ignore a byte order mark, but none may be sent on. The chain read
+  // the JSON past it, and the bytes went on to NATS with it: no consumer read them as JSON (the
+  // feed below got a string), strict JSON parsers refuse them outright.
+  it('sends a frame or a body that starts with a byte order mark on to NATS as the JSON the chain read, without the mark', async () => {
+    const feed = await WsClient.connect(gw.url('ws', '/chat-feed', 'ws'));
+    const chat = await WsClient.connect(gw.url('ws', '/chat', 'ws'));
+    try {
+      const room = await peer.subscribe('chat.room1');
+      const scratch = await peer.subscribe('scratch.one');
+      chat.send('\ufeff{"text": "marked"}');
+      const [seen] = await peer.take(room, 1);
+      assert.equal(seen!.bytes.toString('hex'), Buffer.from('{"text": "marked"}').toString('hex'), 'the frame as written, less the mark');
+      assert.deepEqual((await feed.next(10000)).value, { text: 'marked' });
+      assert.equal((await post(gw.url('api', '/scratch'), '\ufeff{"n": 1}')).status, 200);
+      const [body] = await peer.take(scratch, 1);
+      assert.equal(body!.bytes.toString('hex'), Buffer.from('{"n": 1}').toString('hex'), 'the body as written, less the mark');
+    } finally {
+      chat.close();
+      feed.close();
+    }
+  });
+
   it('makes its JetStream consumer again when it is deleted on the server, going on without handing the messages it handled again', async () => {
     await auditedSoFar();
     const sid = await peer.subscribe('audit.orders');
