@@ -18,9 +18,10 @@ function receiverOf(ws: WebSocket): { _maxPayload: number } | undefined {
 }
 
 /**
- * Holds the frames `ws` reads from now on to `bytes` (a frame or message it is in the middle of was
- * admitted under the old bound and completes under it). False, and nothing changed, where ws's
- * Receiver is not as known here: that connection keeps the bound it opened with.
+ * Holds the frames `ws` reads from now on to `bytes`: ws checks the bound as it reads a frame's
+ * length, so a frame whose length it has read completes under the old one, and a fragmented
+ * message's next fragment is held to the new one (the message counts whole). False, and nothing
+ * changed, where ws's Receiver is not as known here: that connection keeps the bound it opened with.
  */
 export function setFrameBound(ws: WebSocket, bytes: number): boolean {
   const receiver = receiverOf(ws);
