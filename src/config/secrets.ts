@@ -142,6 +142,26 @@ export function redactDiagnostics<T extends { file: string }>(diagnostics: reado
   return diagnostics.map((d) => ({ ...redact(d, secrets), file: d.file }));
 }
 
+/**
+ * A reload's error or result as the log and the admin API show it: its reason redacted as a whole,
+ * its problems by redactDiagnostics (their files named as they are).
+ */
+export function redactProblems<T extends { diagnostics: readonly { file: string }[] }>(value: T, secrets: ReadonlySet<string>): T {
+  return { ...redact(value, secrets), diagnostics: redactDiagnostics(value.diagnostics, secrets) };
+}
+
+/**
+ * `text` with its secrets redacted but every occurrence of `place` (a file's path, which a message
+ * such as `could not start /srv/production/gateway.yaml: ...` names) kept as it is.
+ */
+export function redactAround(text: string, place: string, secrets: ReadonlySet<string>): string {
+  if (place === '') return redact(text, secrets);
+  return text
+    .split(place)
+    .map((part) => redact(part, secrets))
+    .join(place);
+}
+
 /** A copy of `value` with every secret replaced by `[redacted]`, in strings and object keys alike. */
 export function redact<T>(value: T, secrets: ReadonlySet<string>): T {
   if (secrets.size === 0) return value;

@@ -13,7 +13,7 @@ import { diffPlans } from '../plan/diff.js';
 import type { AdminPlan, Plan } from '../plan/types.js';
 import { GatewayMetrics } from '../telemetry/metrics.js';
 import { TapHub } from '../telemetry/tap.js';
-import { redact, shownEndpoint } from '../config/secrets.js';
+import { redact, redactProblems, shownEndpoint } from '../config/secrets.js';
 import { RouteRuntime } from './route.js';
 import { applyTransition, restoreTransition, type AdminComponent, type Components, type TransitionEnv } from './transition.js';
 import { StepStateStore } from './step-state.js';
@@ -267,7 +267,7 @@ export class Gateway {
       this.metrics.reloadFailed();
       // A diagnostic may quote a value; neither the log nor /admin/status may show a secret.
       const secrets = new Set([...(this.plan?.secretValues ?? []), ...(loaded.secrets ?? [])]);
-      result = redact(result, secrets);
+      result = redactProblems(result, secrets);
       this.lastError = { message: result.reason, diagnostics: result.diagnostics };
       for (const d of result.diagnostics) this.logger.error({ reason, diagnostic: formatDiagnostic(d), code: d.code }, 'reload rejected; the running config keeps serving');
       if (result.diagnostics.length === 0) this.logger.error({ reason, error: result.reason }, 'reload rejected; the running config keeps serving');
@@ -421,7 +421,13 @@ export class Gateway {
 
   /** For /admin/status: never shows a secret, whichever way a config value reached it. */
   status(): Record<string, unknown> {
-    return redact(this.rawStatus(), this.plan?.secretValues ?? new Set());
+    const secrets = this.plan?.secretValues ?? new Set<string>();
+    const shown = redact(this.rawStatus(), secrets);
+    // The last reload's problems name their files as they are (redactDiagnostics): a directory
+    // named like a variable's value was served as `[redacted]/gateway.yaml`.
+    const error = this.lastError && redactProblems(this.lastError, secrets);
+    const reloadError = this.lastReload?.error && redactProblems(this.lastReload.error, secrets);
+    return { ...shown, lastReloadError: error, lastReload: this.lastReload ? { ...(shown.lastReload as ReloadRecord), error: reloadError ?? null } : null };
   }
 
   private rawStatus(): Record<string, unknown> {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import { globalAgent } from 'node:http';
 import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
@@ -250,5 +251,42 @@ describe('admin API bound beyond loopback', () => {
     const warning = await gw.waitForLog((l) => /admin API is reachable beyond this host/.test(l.msg));
     assert.equal(warning.level, 'warn');
     assert.deepEqual(listeningAddresses(Number(new URL(gw.adminUrl).port)), ['0.0.0.0']);
+  });
+});
+
+describe('a rejected reload in a directory named like a variable’s value', () => {
+  // STAGE is the config directory's name (set once the helper made it): a value of the config, so
+  // a secret, and the directory part of every problem's file.
+  const env: Record<string, string> = { ADMIN_TOKEN, SECRET_TOPIC };
+  const staged = `version: 1
+admin: {port: 0, token: "\${ADMIN_TOKEN}"}
+brokers:
+  local: {kind: memory}
+listeners:
+  api: {kind: http, port: 0}
+routes:
+  - name: staged
+    from: {listener: api, path: /in}
+    to: {broker: local, topic: "\${STAGE}"}
+`;
+  const gw = useGateway(staged, { env, setup: (dir) => (env.STAGE = basename(dir)) });
+  const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
+
+  it('names the file as it is in the log line and in /admin/status, and still redacts the secret the problem quotes', async () => {
+    const line = await gw.reconfigure(`${staged}  - name: broken
+    from: {listener: api, path: /broken}
+    to: {broker: "\${SECRET_TOPIC}", topic: x}
+`);
+    assert.ok(env.STAGE!.length >= 6, 'long enough to be redacted inside a text');
+    const said = "broker '[redacted]' is not defined; defined brokers: local";
+    assert.equal(line.msg, 'reload rejected; the running config keeps serving');
+    assert.equal(line.diagnostic, `${gw.configFile}:13:18: ${said}`);
+    const status = JSON.parse(await (await fetch(`${gw.adminUrl}/admin/status`, { headers: auth })).text());
+    for (const error of [status.lastReloadError, status.lastReload.error]) {
+      assert.equal(error.diagnostics[0].file, gw.configFile);
+      assert.equal(error.diagnostics[0].message, said);
+    }
+    const everything = `${JSON.stringify(status)}\n${gw.logs.map((l) => JSON.stringify(l)).join('\n')}\n${gw.stderr()}`;
+    for (const secret of [ADMIN_TOKEN, SECRET_TOPIC]) assert.equal(everything.includes(secret), false, `${secret} leaked`);
   });
 });
