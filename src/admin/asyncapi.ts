@@ -9,7 +9,7 @@ import { readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { formatDiagnostic, formatWarning, type Diagnostic } from '../config/diagnostics.js';
-import { redact } from '../config/secrets.js';
+import { redactDiagnostics } from '../config/secrets.js';
 import { problem, problemBody, type Problem } from '../core/errors.js';
 import { hash } from '../core/canonical.js';
 import type { AsyncApiPlan } from '../plan/types.js';
@@ -73,12 +73,13 @@ async function upload(gateway: AdminSource, target: AsyncApiPlan, text: string, 
   // A diagnostic may quote a config value: no secret leaves the gateway in the answer (docs/security.md).
   const secrets = new Set([...(gateway.plan?.secretValues ?? []), ...(checked.secrets ?? [])]);
   const configFile = gateway.plan!.file;
+  // Made relative first: redacted first, a directory named like a variable's value (`[redacted]/...`) was no longer the config's directory.
   if (!checked.plan) {
-    const diagnostics = redact(checked.diagnostics, secrets);
-    return sendRefusal(res, refusal(target, diagnostics), diagnostics, configFile);
+    const diagnostics = redactDiagnostics(relativeTo(configFile, checked.diagnostics), secrets);
+    return sendRefusal(res, refusal(target, diagnostics), diagnostics);
   }
   // What `eventgate validate` prints on stderr for the config with this document (a field the new payload no longer declares): said in the answer too, not only in the log.
-  const warnings = relativeTo(configFile, redact(checked.warnings ?? [], secrets)).map(formatWarning);
+  const warnings = redactDiagnostics(relativeTo(configFile, checked.warnings ?? []), secrets).map(formatWarning);
   if ((await readText(target.file)) !== before) {
     return sendProblem(
       res,
@@ -106,8 +107,7 @@ async function upload(gateway: AdminSource, target: AsyncApiPlan, text: string, 
     return sendRefusal(
       res,
       problem('EG_ASYNCAPI_INVALID', `the gateway could not apply the document (${result.reason}); ${target.asWritten} was restored`),
-      result.result === 'rejected' ? result.diagnostics : [],
-      gateway.plan!.file,
+      result.result === 'rejected' ? relativeTo(gateway.plan!.file, result.diagnostics) : [],
     );
   }
   gateway.logger.info({ file: target.asWritten, version: result.version }, 'AsyncAPI document uploaded');
@@ -130,9 +130,8 @@ function refusal(target: AsyncApiPlan, diagnostics: Diagnostic[]): Problem {
   return problem('EG_ASYNCAPI_CONFLICT', `the config uses AsyncAPI messages or channels that ${target.asWritten} would no longer provide; nothing was changed`);
 }
 
-/** Diagnostics name files relative to the config's directory, as the config (and `?file=`) write them. */
-function sendRefusal(res: ServerResponse, p: Problem, found: Diagnostic[], configFile: string): void {
-  const diagnostics = relativeTo(configFile, found);
+/** `diagnostics` name files relative to the config's directory (relativeTo), as the config (and `?file=`) write them. */
+function sendRefusal(res: ServerResponse, p: Problem, diagnostics: Diagnostic[]): void {
   const errors = diagnostics.map(formatDiagnostic);
   const text = JSON.stringify({
     ...problemBody({ ...p, errors }),

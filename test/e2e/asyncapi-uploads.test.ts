@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
 import { readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
+import { basename, dirname, join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
@@ -280,6 +280,45 @@ describe('AsyncAPI uploads', { concurrency: true }, () => {
       assert.equal(line.method, 'PUT');
       assert.ok(!JSON.stringify(gw.logs.slice(from)).includes(leaked), 'no log line has the query');
       assert.equal(await current(), plain, 'the document in force is unchanged');
+    });
+  });
+
+  describe('an upload refused in a directory named like a variable’s value', () => {
+    // STAGE is the config directory's name (set once the helper made it): a value of the config,
+    // so a secret. Redacted before the files were made relative, the answer named
+    // `../[redacted]/contracts/alerts.yaml`.
+    const LEVELS_TOPIC = 'levels-topic-from-env-3f9a';
+    const env: Record<string, string> = { LEVELS_TOPIC };
+    const staged = config().replace('topic: other', 'topic: "${STAGE}"').replace('topic: levels', 'topic: "${LEVELS_TOPIC}"');
+    const gw = useGateway(staged, { env, setup: (dir) => (env.STAGE = basename(dir)), files: { 'contracts/alerts.yaml': plain }, readyTimeoutMs: READY_TIMEOUT_MS });
+
+    it("names the document's file relative to the config's directory in the 422, and still redacts the secret its problem quotes", async () => {
+      const res = await fetch(`${gw.adminUrl}/admin/asyncapi`, { method: 'PUT', body: documentWith(`$ref: 'schemas/${LEVELS_TOPIC}.yaml'`), headers: { 'content-type': 'application/yaml', ...auth } });
+      const text = await res.text();
+      assert.equal(res.status, 422, text);
+      assert.ok(env.STAGE!.length >= 6, 'long enough to be redacted inside a text');
+      assert.equal(text.includes(LEVELS_TOPIC), false, text);
+      const body = JSON.parse(text);
+      assert.deepEqual(
+        body.diagnostics.map((d: any) => [d.file, d.line]),
+        [['contracts/alerts.yaml', 8]],
+      );
+      assert.deepEqual(body.errors, [`contracts/alerts.yaml:8:17: ${body.diagnostics[0].message}`]);
+      assert.match(body.diagnostics[0].message, /schemas\/\[redacted\]\.yaml/);
+    });
+
+    it('names the files of the warnings an applied upload answers with relative to the config’s directory too', async () => {
+      const put = (body: string) => fetch(`${gw.adminUrl}/admin/asyncapi`, { method: 'PUT', body, headers: { 'content-type': 'application/yaml', ...auth } });
+      try {
+        const res = await put(documentWith('{type: object, additionalProperties: false, properties: {lvl: {type: integer}}}'));
+        const body = (await res.json()) as { result: string; warnings?: string[] };
+        assert.equal(res.status, 200, JSON.stringify(body));
+        assert.deepEqual(body.warnings, [
+          "gateway.yaml:22:17: warning: 'level' is not a field of the message: no message the validate step at gateway.yaml:21:9 lets through has it (its schema allows no other properties), so this reads no value [EG_CONFIG_UNDECLARED_FIELD]",
+        ]);
+      } finally {
+        assert.equal((await put(plain)).status, 200);
+      }
     });
   });
 
