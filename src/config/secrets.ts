@@ -136,30 +136,32 @@ function shownUrl(v: string): string | undefined {
  * Problems with the secrets they quote redacted, but not the name of the file they are in: that is
  * a place on disk, no config value, and redacted it broke `FILE:LINE:COL` (spec §1) wherever a
  * directory's name was also a value from the environment (`/srv/orders/gateway.yaml` with
- * `topic: ${TOPIC}` and TOPIC=orders: `/srv/[redacted]/gateway.yaml:9:5`).
+ * `topic: ${TOPIC}` and TOPIC=orders: `/srv/[redacted]/gateway.yaml:9:5`), in the problem's `file`
+ * and where its message names the file (`the validate step at FILE:14:7`).
  */
-export function redactDiagnostics<T extends { file: string }>(diagnostics: readonly T[], secrets: ReadonlySet<string>): T[] {
-  return diagnostics.map((d) => ({ ...redact(d, secrets), file: d.file }));
+export function redactDiagnostics<T extends { file: string; message: string }>(diagnostics: readonly T[], secrets: ReadonlySet<string>): T[] {
+  return diagnostics.map((d) => ({ ...redact(d, secrets), message: redactAround(d.message, d.file, secrets), file: d.file }));
 }
 
 /**
  * A reload's error or result as the log and the admin API show it: its reason redacted as a whole,
- * its problems by redactDiagnostics (their files named as they are).
+ * its problems by redactDiagnostics.
  */
-export function redactProblems<T extends { diagnostics: readonly { file: string }[] }>(value: T, secrets: ReadonlySet<string>): T {
+export function redactProblems<T extends { diagnostics: readonly { file: string; message: string }[] }>(value: T, secrets: ReadonlySet<string>): T {
   return { ...redact(value, secrets), diagnostics: redactDiagnostics(value.diagnostics, secrets) };
 }
 
 /**
- * `text` with its secrets redacted but every occurrence of `place` (a file's path, which a message
- * such as `could not start /srv/production/gateway.yaml: ...` names) kept as it is.
+ * `text` with its secrets redacted but `place` (a file's path, as `could not start
+ * /srv/production/gateway.yaml: ...` names it) shown as it is. Put back after redacting, so a
+ * secret that holds the place (`token-gateway.yaml-7f`) is still redacted whole.
  */
 export function redactAround(text: string, place: string, secrets: ReadonlySet<string>): string {
-  if (place === '') return redact(text, secrets);
-  return text
-    .split(place)
-    .map((part) => redact(part, secrets))
-    .join(place);
+  const shown = redact(text, secrets);
+  const redactedPlace = redact(place, secrets);
+  // A place that is a secret and nothing else (`[redacted]`) cannot be told from other secrets.
+  if (redactedPlace === place || redactedPlace.split(REDACTED).join('') === '') return shown;
+  return shown.split(redactedPlace).join(place);
 }
 
 /** A copy of `value` with every secret replaced by `[redacted]`, in strings and object keys alike. */

@@ -137,12 +137,22 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         '        url: "http://127.0.0.1:1/x"',
         '        signature:',
         '          secret: ${WEBHOOK_SECRET}',
+        '  - name: closed',
+        '    from: { listener: api, path: /closed }',
+        '    through:',
+        '      - validate: { schema: { properties: { level: {} }, additionalProperties: false } }',
+        '      - filter: levl',
+        '    to: { broker: local, topic: c }',
       ),
     });
     const env = { STAGE: 'production', WEBHOOK_SECRET: 'whsec_' };
     const text = await runCliInProcess(['validate', '-c', 'production/gateway.yaml'], { cwd: dir, env });
     assert.equal(text.code, 1, text.stdout + text.stderr);
     assert.deepEqual(text.stdout.trim().split('\n'), ["production/gateway.yaml:22:19: signature.secret is 'whsec_' with nothing after it: the signing key would be empty, and anyone could sign"]);
+    // A message naming its own file (the validate step's place) names it whole too.
+    assert.deepEqual(text.stderr.trim().split('\n'), [
+      "production/gateway.yaml:27:17: warning: 'levl' is not a field of the message: no message the validate step at production/gateway.yaml:26:9 lets through has it (its schema allows no other properties), so this reads no value (did you mean 'level'?) [EG_CONFIG_UNDECLARED_FIELD]",
+    ]);
     const json = await runCliInProcess(['validate', '-c', join(dir, 'production/gateway.yaml'), '--format', 'json'], { cwd: dir, env });
     assert.deepEqual(
       JSON.parse(json.stdout).map((d: { file: string }) => d.file),
