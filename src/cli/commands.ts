@@ -2,7 +2,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { configUnreadable, formatDiagnostic, formatWarning, reported, type Diagnostic, type ReportedDiagnostic } from '../config/diagnostics.js';
 import { buildConfigSchema } from '../config/schema.js';
-import { redact, redactDiagnostics } from '../config/secrets.js';
+import { redactAround, redactDiagnostics } from '../config/secrets.js';
 import { didYouMean } from '../config/suggest.js';
 import { defaultRegistry } from '../kinds/index.js';
 import { loadPlan } from '../plan/compile.js';
@@ -282,7 +282,8 @@ async function run(file: string, env: Env, varsFiles: readonly string[]): Promis
     if (loaded.diagnostics.length === 0) {
       // A valid config that could not be put in place (a port taken): the log says why, as stderr does.
       const secrets = loaded.secrets ?? new Set<string>();
-      const error = redact(gateway.lastError?.message ?? 'the gateway could not start', secrets);
+      // `could not start FILE: ...`: the file named as it is, as the diagnostics name it.
+      const error = redactAround(gateway.lastError?.message ?? 'the gateway could not start', file, secrets);
       const where = redactDiagnostics(gateway.lastError?.diagnostics ?? [], secrets)[0];
       logger.error({ error, ...(where && { diagnostic: formatDiagnostic(where), code: where.code }) }, 'gateway could not start');
       process.stderr.write(where ? `${formatDiagnostic(where)}\n` : `eventgate: ${error}\n`);

@@ -93,6 +93,31 @@ describe('eventgate run: a first load that fails (spec §1)', () => {
     }
   });
 
+  it("names the config file whole in the log's `could not start FILE` where its directory is named like a variable's value", async () => {
+    const holder = createServer().listen(0, '127.0.0.1');
+    await once(holder, 'listening');
+    const taken = (holder.address() as { port: number }).port;
+    try {
+      const dir = tempFiles({
+        'production/gateway.yaml': `version: 1\nbrokers:\n  mem: { kind: memory }\nlisteners:\n  api: { kind: http, host: 127.0.0.1, port: ${taken} }\nroutes:\n  - name: r\n    from: { listener: api, path: /p }\n    to: { broker: mem, topic: "\${STAGE}" }\n`,
+      });
+      const r = await runCli(['run', '-c', 'production/gateway.yaml'], { cwd: dir, env: { STAGE: 'production' } });
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      const failed = r.stdout
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => JSON.parse(l) as { msg: string; error?: string })
+        .find((l) => l.msg === 'gateway could not start');
+      assert.equal(
+        failed?.error,
+        `could not start production/gateway.yaml: listener 'api': cannot bind 127.0.0.1:${taken}: the port is already in use (another process, or another eventgate) (EADDRINUSE)`,
+        r.stdout,
+      );
+    } finally {
+      holder.close();
+    }
+  });
+
   it('exits 1 when the config file does not exist', async () => {
     const dir = tempFiles({});
     const r = await runCli(['run', '-c', 'missing.yaml'], { cwd: dir });
