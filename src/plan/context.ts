@@ -6,6 +6,7 @@ import type { Hidden, Pruned } from '../config/prune.js';
 import { readConfigFile } from '../config/read-file.js';
 import { decodeUtf8, describeFsError, parseDataFile, type PathPart, type SourceDocument } from '../config/source.js';
 import { closest, didYouMean } from '../config/suggest.js';
+import { REDACTED } from '../config/secrets.js';
 import { hash } from '../core/canonical.js';
 import type { ErrorCode } from '../core/errors.js';
 import { compileExpression, defaultExpressionLimits, ExpressionSyntaxError, type Expression, type ExpressionLimits } from '../expr/expression.js';
@@ -319,10 +320,22 @@ export class CompileContext {
         column,
         code: 'EG_CONFIG_EXPRESSION',
         path: formatPath(at),
-        message: `JSONata expression does not compile: ${err.message}${this.commentHint(source, at, err.position) || textHint(source, at)}`,
+        message: `JSONata expression does not compile: ${this.withoutSecretToken(err, at)}${this.commentHint(source, at, err.position) || textHint(source, at)}`,
       });
       return undefined;
     }
+  }
+
+  /**
+   * JSONata's error quotes the word it stopped at, which for `authorization: "Bearer ${TOKEN}"`
+   * written as text is the variable's (`Syntax error: "tok"` for `tok-8c2f...`): a part of a secret
+   * cut at `-` or `.`, which redaction by value does not recognise. Where a `${VAR}` gave the value
+   * and the word is part of a variable's value, the word is not quoted.
+   */
+  private withoutSecretToken(err: ExpressionSyntaxError, at: PathPart[]): string {
+    const token = err.token;
+    if (!token || !this.src.fromEnv.has(formatPath(at)) || ![...this.src.envValues].some((v) => v.includes(token))) return err.message;
+    return err.message.split(JSON.stringify(token)).join(`"${REDACTED}"`);
   }
 
   /**

@@ -120,6 +120,28 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     assert.match(JSON.parse(json.stdout)[0].message, /\[redacted\]/);
   });
 
+  it('quotes no part of a secret cut at `-` or `.` in a JSONata syntax error, but still the word of an expression written in the file (5008)', async () => {
+    // JSONata stops at `tok` of `tok-8c2f61d0e9`, a part redaction by value does not recognise.
+    const files = {
+      'gateway.yaml': yaml(
+        ...base,
+        'routes:',
+        '  - name: hook',
+        '    from: { listener: api, path: /in }',
+        '    to: { http: { url: "https://crm.example.com/in", headers: { authorization: "Bearer ${CRM_TOKEN}", x-written: "Bearer abc-def" } } }',
+      ),
+    };
+    for (const token of ['tok-8c2f61d0e9', 'sk_live.8c2f61d0e9abc']) {
+      const r = await validate(files, { env: { CRM_TOKEN: token } });
+      const hint = " (a header's value is a JSONata expression: text is a string in it, quoted inside the YAML value, `";
+      assert.deepEqual(r.stdout.trim().split('\n'), [
+        `gateway.yaml:15:88: JSONata expression does not compile: Syntax error: "[redacted]"${hint}authorization: '"..."'\`)`,
+        `gateway.yaml:15:124: JSONata expression does not compile: Syntax error: "abc"${hint}x-written: '"..."'\`)`,
+      ]);
+      assert.doesNotMatch(r.stdout + r.stderr, new RegExp(`"${token.split(/[-.]/)[0]}"`));
+    }
+  });
+
   it("keeps the file's name whole where a directory is named as a secret value, and shows a signature.secret of whsec_ from ${VAR} as what it is", async () => {
     // Redacted as a whole, a problem's `file` became `[redacted]/gateway.yaml`: FILE:LINE:COL
     // (spec §1) named no file. `whsec_` was kept from redaction only when written in the file.
