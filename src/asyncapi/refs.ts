@@ -12,7 +12,7 @@ import { jsonSyntaxProblem } from '../config/json-syntax.js';
 import { httpGet } from '../core/http-get.js';
 import { pointerKeys, pointerOf } from '../core/json-pointer.js';
 import { isPair, isScalar, isSeq, LineCounter, parseDocument, visit } from '../config/yaml.js';
-import { nonJsonTags } from '../config/yaml-tags.js';
+import { MULTIPLE_DOCUMENTS, tagProblemsOf } from '../config/yaml-tags.js';
 
 /** `asyncapiRemoteRefs` in gateway.yaml. */
 export interface RemoteRefOptions {
@@ -117,12 +117,14 @@ export function checkDocument(
     // throws a TypeError of its own, or on tab indentation reports the half-read structure instead.
     const e = doc.errors[0]!;
     const { line, column } = pos(e.pos[0]);
-    problems.push({ ...at(line, column), message: `YAML syntax error: ${e.message.split('\n')[0]}` });
+    problems.push({ ...at(line, column), message: e.code === 'MULTIPLE_DOCS' ? MULTIPLE_DOCUMENTS : `YAML syntax error: ${e.message.split('\n')[0]}` });
     return { problems, targets };
   }
   // `!!binary`, `!!set`, `!!omap`, `!!timestamp`: the parser refused such a value at 1:1, as "a
-  // type it does not expect"; said at the tag, in the words the config gets.
-  const tags = nonJsonTags(doc, text);
+  // type it does not expect"; a tag nothing resolves (`!Ref`, `!!int x`) it said in its own words
+  // ("Unknown tag <!Ref>"), inside { } with errors at lines where nothing is wrong. Said at the
+  // tag, in the words the config gets.
+  const tags = tagProblemsOf(doc, text);
   if (tags.length > 0) {
     for (const t of tags) {
       const { line, column } = pos(t.at);

@@ -4,7 +4,7 @@ import { expandVariables, type Env } from './variables.js';
 import { jsonSyntaxProblem } from './json-syntax.js';
 import { readConfigFile } from './read-file.js';
 import { isIdentityPath } from './secrets.js';
-import { nonJsonTags, pathOfNode } from './yaml-tags.js';
+import { MULTIPLE_DOCUMENTS, pathOfNode, tagProblemsOf } from './yaml-tags.js';
 
 export type PathPart = string | number;
 
@@ -277,7 +277,7 @@ function syntaxErrors(doc: Document, file: string, text: string, pos: PositionOf
     // The library's own words advise a call of its API; the user needs to know what to change.
     const message =
       e.code === 'MULTIPLE_DOCS'
-        ? 'the file holds more than one YAML document (a second one starts at this `---`); eventgate reads one: remove the `---`, or move the second part to a file of its own (in a config, with `include:`)'
+        ? MULTIPLE_DOCUMENTS
         : e.code === 'RESOURCE_EXHAUSTION'
           ? // The parser ran out of stack ("Maximum call stack size exceeded"): say what in the file did it.
             'YAML error: the lists and maps here nest too deeply to be read (the parser ran out of stack); a config needs a handful of levels'
@@ -487,23 +487,9 @@ function nonFiniteNumbers(doc: Document, file: string, text: string, pos: Positi
  * (`topic: !Ref orders` read as `orders`; `!!int x`). True when there was one.
  */
 function tagProblems(doc: Document, file: string, text: string, pos: PositionOf, diagnostics: Diagnostic[]): boolean {
-  const tagged = new Map<number, { path: PathPart[]; node: unknown }>();
-  const found = nonJsonTags(doc, text, tagged);
-  for (const warning of doc.warnings) {
-    if (warning.code !== 'TAG_RESOLVE_FAILED') continue;
-    const at = warning.pos[0];
-    const tag = /^[^\s,\]}]+/.exec(text.slice(at))?.[0] ?? '';
-    const { path = [], node } = tagged.get(at) ?? {};
-    // `port: !!int ${PORT}`: the tag did not fit the text `${PORT}`, but the variable's value,
-    // typed as it was substituted, does (a failed tag leaves its text, a string, which fits none).
-    if (isScalar(node) && fitsTag((node as { tag?: string }).tag, node.value)) continue;
-    const where = path.length > 0 ? ` on ${formatPath(path)}` : '';
-    const message = tag.startsWith('!!')
-      ? `YAML tag ${tag}${where} does not fit the value after it, so it would be dropped, not applied: write the value without the tag`
-      : `unknown YAML tag ${tag}${where}: eventgate resolves no custom tags (another tool's, such as CloudFormation's !Ref or !Sub), so the value would be read as if it had none; remove it (a value from the environment is written \${VAR})`;
-    found.push({ at, path, message });
-  }
-  found.sort((a, b) => a.at - b.at);
+  // `port: !!int ${PORT}`: the tag did not fit the text `${PORT}`, but the variable's value,
+  // typed as it was substituted, does (a failed tag leaves its text, a string, which fits none).
+  const found = tagProblemsOf(doc, text, (node) => isScalar(node) && fitsTag((node as { tag?: string }).tag, node.value));
   for (const { at, path, message } of found) {
     const { line, column } = pos(at);
     diagnostics.push({ file, line, column, code: 'EG_CONFIG_SCHEMA', path: formatPath(path), message });

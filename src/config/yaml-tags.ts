@@ -1,5 +1,6 @@
 /**
- * YAML tags that make what JSON has not, found at the tag: the config loader's check
+ * What of YAML eventgate cannot take — tags that make what JSON has not or that nothing resolves,
+ * a second document — found at its place and said in one set of words: the config loader's check
  * (src/config/source.ts, tagProblems) and AsyncAPI documents' (src/asyncapi/refs.ts). A module of
  * its own so the AsyncAPI parser's thread loads no more of the config loader than this.
  */
@@ -61,6 +62,38 @@ export function nonJsonTags(doc: Document, text: string, tagged = new Map<number
   });
   return found;
 }
+
+/**
+ * Every tag the yaml package could not resolve, which it only warns of and drops (`topic: !Ref
+ * orders` read as `orders`; `!!int x`), at the tag. `tagged` is what nonJsonTags filled in;
+ * `keep` passes a node whose value fits its tag after all (the config's `!!int ${PORT}`).
+ */
+export function unresolvedTags(doc: Document, text: string, tagged: ReadonlyMap<number, { path: PathPart[]; node: unknown }>, keep: (node: unknown) => boolean = () => false): TagProblem[] {
+  const found: TagProblem[] = [];
+  for (const warning of doc.warnings) {
+    if (warning.code !== 'TAG_RESOLVE_FAILED') continue;
+    const at = warning.pos[0];
+    const tag = /^[^\s,\]}]+/.exec(text.slice(at))?.[0] ?? '';
+    const { path = [], node } = tagged.get(at) ?? {};
+    if (keep(node)) continue;
+    const where = path.length > 0 ? ` on ${formatPath(path)}` : '';
+    const message = tag.startsWith('!!')
+      ? `YAML tag ${tag}${where} does not fit the value after it, so it would be dropped, not applied: write the value without the tag`
+      : `unknown YAML tag ${tag}${where}: eventgate resolves no custom tags (another tool's, such as CloudFormation's !Ref or !Sub), so the value would be read as if it had none; remove it (a value from the environment is written \${VAR})`;
+    found.push({ at, path, message });
+  }
+  return found;
+}
+
+/** Every tag problem of a document, in the order of the text: what the config, its fragments, schemas and AsyncAPI documents are told alike. */
+export function tagProblemsOf(doc: Document, text: string, keep?: (node: unknown) => boolean): TagProblem[] {
+  const tagged = new Map<number, { path: PathPart[]; node: unknown }>();
+  return [...nonJsonTags(doc, text, tagged), ...unresolvedTags(doc, text, tagged, keep)].sort((a, b) => a.at - b.at);
+}
+
+/** The yaml package's MULTIPLE_DOCS error advises a call of its API; what the user is told instead, at the second `---`. */
+export const MULTIPLE_DOCUMENTS =
+  'the file holds more than one YAML document (a second one starts at this `---`); eventgate reads one: remove the `---`, or move the second part to a file of its own (in a config, with `include:`)';
 
 const JSON_ONLY = 'eventgate reads only JSON values from YAML (maps, lists, strings, numbers, booleans, null)';
 

@@ -156,6 +156,22 @@ describe('eventgate validate with AsyncAPI documents', () => {
     const cases: [string, string][] = [
       ['asyncapi: [\n', 'streetlights.yaml:2:1: AsyncAPI: YAML syntax error: Flow sequence in block collection must be sufficiently indented and end with a ]\n'],
       ['asyncapi: 3.0.0\n\tinfo: {title: t, version: 1.0.0}\n', 'streetlights.yaml:2:1: AsyncAPI: YAML syntax error: Tabs are not allowed as indentation\n'],
+      // The yaml package's words advised a call of its API ("please use YAML.parseAllDocuments()").
+      [
+        'asyncapi: 3.0.0\n---\ninfo: {title: t, version: 1.0.0}\n',
+        'streetlights.yaml:2:1: AsyncAPI: the file holds more than one YAML document (a second one starts at this `---`); eventgate reads one: remove the `---`, or move the second part to a file of its own (in a config, with `include:`)\n',
+      ],
+      // Tags the yaml package cannot resolve went on to the AsyncAPI parser, which said them in
+      // its own words ("Unknown tag <!Ref>", "Cannot resolve a node with !<tag:yaml.org,2002:int>
+      // explicit tag") and, inside { }, added errors at lines where nothing is wrong.
+      [
+        'asyncapi: 3.0.0\ninfo:\n  title: !Ref lights\n  version: 1.0.0\n',
+        "streetlights.yaml:3:10: AsyncAPI: unknown YAML tag !Ref on info.title: eventgate resolves no custom tags (another tool's, such as CloudFormation's !Ref or !Sub), so the value would be read as if it had none; remove it (a value from the environment is written ${VAR})\n",
+      ],
+      [
+        'asyncapi: 3.0.0\ninfo: {title: t, version: 1.0.0}\ncomponents:\n  schemas:\n    n: {type: integer, minimum: !!int x}\n',
+        'streetlights.yaml:5:33: AsyncAPI: YAML tag !!int on components.schemas.n.minimum does not fit the value after it, so it would be dropped, not applied: write the value without the tag\n',
+      ],
     ];
     for (const [document, expected] of cases) {
       const dir = tempFiles({ 'gateway.yaml': gateway, 'streetlights.yaml': document });
