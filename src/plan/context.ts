@@ -15,6 +15,7 @@ import { isHidden } from '../config/prune.js';
 import { JsonSchemaCompiler } from './json-schema.js';
 import { type RefSite, schemaFiles, type SchemaFileReader } from './schema-refs.js';
 import type { RawConfig } from './raw.js';
+import { listed } from './variable-reads.js';
 
 /**
  * What every part of one compile shares: the config (as the schema guarantees it), the problems
@@ -293,6 +294,17 @@ export class CompileContext {
     return { value: doc.value };
   }
 
+  /**
+   * The variables whose environment values the value at `at` took (`${API_KEY}`), or undefined
+   * for a value written in the file or given by its own defaults: a message about such a value
+   * names them, never quotes its parts, which redaction (by whole values) does not hide.
+   */
+  private environmentVariablesOf(at: readonly PathPart[]): readonly string[] | undefined {
+    const path = formatPath(at);
+    if (!this.src.fromEnv.has(path) || this.src.defaultsOnly?.has(path)) return undefined;
+    return this.src.variableNames?.get(path) ?? [];
+  }
+
   expression(source: string, at: PathPart[]): Expression | undefined {
     try {
       const { line } = this.src.locate(at, 'value');
@@ -308,7 +320,7 @@ export class CompileContext {
       };
       const expression = compileExpression(source, this.limits, origin);
       this.expressions.push({ expression, at: path });
-      const asText = textAsExpression(source, at);
+      const asText = textAsExpression(source, at, this.environmentVariablesOf(at));
       if (asText) this.warn(at, 'EG_CONFIG_TEXT_EXPRESSION', asText);
       return expression;
     } catch (err) {
@@ -423,7 +435,7 @@ const TEXT_LIKE = /^[\p{L}_][\p{L}\p{N}_]*(?:[-+*/=](?:[\p{L}_][\p{L}\p{N}_]*|\d
  * (`count-1`, a field and a number, is left alone: a computation often written so); arithmetic
  * meant is written with spaces (`total - discount`), a field of such a name in backquotes.
  */
-function textAsExpression(source: string, at: PathPart[]): string | undefined {
+function textAsExpression(source: string, at: PathPart[], variables?: readonly string[]): string | undefined {
   const last = at[at.length - 1];
   const parent = at[at.length - 2];
   const place = parent === 'headers' || (parent === 'set' && at[at.length - 3] === 'headers') || last === 'key' || last === 'orderBy' || (last === 'expression' && parent === 'topic');
@@ -431,6 +443,12 @@ function textAsExpression(source: string, at: PathPart[]): string | undefined {
   const tokens = source.split(/([-+*/=])/);
   const names = [...new Set(tokens.filter((t, i) => i % 2 === 0 && !/^\d/.test(t)))];
   if (names.length < 2) return undefined;
+  if (variables !== undefined) {
+    // The environment's value (an API key in a CI log): said by its variables, never by its text or parts.
+    const references = variables.map((v) => `\${${v}}`);
+    const example = references.length === 1 ? references[0] : '...';
+    return `the value from ${references.length > 0 ? listed(references) : 'the environment'} is read as a JSONata expression: plain names joined by -, +, *, / or = with no space, arithmetic of (or a comparison of) the message's fields, not that text, which gives no value for a message without them. A \${VAR} in an expression is replaced by its value before the expression is read: to send the value as text, put the reference in a JSONata string, quoted inside the YAML value: \`${String(last)}: '"${example}"'\``;
+  }
   const fields = `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]}`;
   const outcome = source.includes('=')
     ? `a comparison of the message's fields ${fields}, not that text: it gives false for a message without them`

@@ -230,6 +230,43 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     ]);
   });
 
+  it('warns of a header or key expression a ${VAR} gives as text without showing the value or its parts: names the variable, and how to quote it', async () => {
+    // The warning quoted the value and spelt out its parts (`live - secretkey - abcdef`, "the
+    // message's fields live, secretkey and abcdef"): redaction hides the whole value, not its parts,
+    // so an API key given by the environment was in the CI log, text and JSON.
+    const files = {
+      'gateway.yaml': yaml(
+        ...base,
+        'routes:', //                                                     12
+        '  - name: hook', //                                              13
+        '    from: { listener: api, path: /in }', //                      14
+        '    to:', //                                                     15
+        '      - broker: local', //                                       16
+        '        topic: orders', //                                       17
+        '        key: ${KEY_FIELD:-customer-id}', //                      18
+        '      - http:', //                                               19
+        '          url: https://crm.example.com/in', //                   20
+        '          headers:', //                                          21
+        '            x-api-key: ${API_KEY}', //                           22
+        '            x-both: ${API_KEY}+${TENANT}', //                    23
+      ),
+    };
+    const env = { API_KEY: 'live-secretkey-abcdef', TENANT: 'acmecorp' };
+    const text = await validate(files, { env });
+    assert.equal(text.code, 0, text.stdout + text.stderr);
+    const fromEnv = (at: string, key: string, names: string, example: string) =>
+      `gateway.yaml:${at}: warning: the value from ${names} is read as a JSONata expression: plain names joined by -, +, *, / or = with no space, arithmetic of (or a comparison of) the message's fields, not that text, which gives no value for a message without them. A \${VAR} in an expression is replaced by its value before the expression is read: to send the value as text, put the reference in a JSONata string, quoted inside the YAML value: \`${key}: '"${example}"'\` [EG_CONFIG_TEXT_EXPRESSION]`;
+    assert.deepEqual(text.stderr.split('\n').filter(Boolean), [
+      // A default is the file's own text, no secret: said as written text is.
+      `gateway.yaml:18:14: warning: 'customer-id' is read as the JSONata expression customer - id, arithmetic of the message's fields customer and id, not that text: it gives no value for a message without them. Text is a string in the expression, quoted inside the YAML value: \`key: '"customer-id"'\`; a field of that name is written between backquotes: \`key: '\`customer-id\`'\`; to compute, write spaces around the operators [EG_CONFIG_TEXT_EXPRESSION]`,
+      fromEnv('22:24', 'x-api-key', '${API_KEY}', '${API_KEY}'),
+      fromEnv('23:21', 'x-both', '${API_KEY} and ${TENANT}', '...'),
+    ]);
+    const json = await validate(files, { env, format: 'json', warnings: true });
+    assert.equal(json.code, 0, json.stdout + json.stderr);
+    for (const part of ['live', 'secretkey', 'abcdef', 'acmecorp']) assert.doesNotMatch(json.stdout + json.stderr + text.stdout + text.stderr, new RegExp(part));
+  });
+
   it("refuses a webhook's retry.backoffMs larger than its maxBackoffMs, written or the default, at backoffMs; a maxBackoffMs alone below the default backoffMs caps it", async () => {
     // Accepted, every wait was maxBackoffMs: the backoffMs written had no effect.
     const hook = (retry: string) => `    to: { http: { url: "https://crm.example.com/in", retry: ${retry} } }`;
