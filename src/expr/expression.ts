@@ -100,8 +100,6 @@ export class ExpressionSyntaxError extends Error {
   constructor(
     message: string,
     readonly position: number,
-    /** The word JSONata stopped at and quotes in `message` (`Syntax error: "tok"`), when it is text. */
-    readonly token?: string,
   ) {
     super(message);
   }
@@ -126,7 +124,7 @@ interface JsonataError {
   code?: string;
   position?: number;
   message?: string;
-  token?: unknown;
+  token?: string;
 }
 
 /** The variables bindingsFor() gives every expression: calling one is not a call to an unknown function. */
@@ -204,7 +202,7 @@ function compileChecked(source: string, limits: ExpressionLimits, origin: Expres
     if (outOfStack(err)) throw err; // said by compileExpression
     const e = err as JsonataError;
     const position = Math.max(0, (e.position ?? 1) - 1);
-    throw new ExpressionSyntaxError(`${e.message ?? String(err)}${javascriptOperatorHint(source, position)}`, position, typeof e.token === 'string' ? e.token : undefined);
+    throw new ExpressionSyntaxError(`${e.message ?? String(err)}${javascriptOperatorHint(source, position)}`, position);
   }
   const maxResultBytes = limits.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES;
   checkTree(source, compiled.ast(), GATEWAY_VARIABLES, maxResultBytes, limits);

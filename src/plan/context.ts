@@ -4,9 +4,9 @@ import type { SchemaCheck } from '../kinds/contracts.js';
 import { escapeControls, formatPath, type Diagnostic } from '../config/diagnostics.js';
 import type { Hidden, Pruned } from '../config/prune.js';
 import { readConfigFile } from '../config/read-file.js';
+import { REDACTED } from '../config/secrets.js';
 import { decodeUtf8, describeFsError, parseDataFile, type PathPart, type SourceDocument } from '../config/source.js';
 import { closest, didYouMean } from '../config/suggest.js';
-import { REDACTED } from '../config/secrets.js';
 import { hash } from '../core/canonical.js';
 import type { ErrorCode } from '../core/errors.js';
 import { compileExpression, defaultExpressionLimits, ExpressionSyntaxError, type Expression, type ExpressionLimits } from '../expr/expression.js';
@@ -332,22 +332,24 @@ export class CompileContext {
         column,
         code: 'EG_CONFIG_EXPRESSION',
         path: formatPath(at),
-        message: `JSONata expression does not compile: ${this.withoutSecretToken(err, at)}${this.commentHint(source, at, err.position) || textHint(source, at)}`,
+        message: `JSONata expression does not compile: ${this.unquotedParts(err, source, at)}`,
       });
       return undefined;
     }
   }
 
   /**
-   * JSONata's error quotes the word it stopped at, which for `authorization: "Bearer ${TOKEN}"`
-   * written as text is the variable's (`Syntax error: "tok"` for `tok-8c2f...`): a part of a secret
-   * cut at `-` or `.`, which redaction by value does not recognise. Where a `${VAR}` gave the value
-   * and the word is part of a variable's value, the word is not quoted.
+   * A compile error of the expression at `at`, with its hints. JSONata quotes the token it stopped at
+   * (`Syntax error: "secretvalue"` for `12secretvalue`): of a value from the environment, that is a
+   * part of it, which redaction (by whole values) does not hide, so such a quote longer than an
+   * operator is not shown, and the variable is named instead.
    */
-  private withoutSecretToken(err: ExpressionSyntaxError, at: PathPart[]): string {
-    const token = err.token;
-    if (!token || !this.src.fromEnv.has(formatPath(at)) || ![...this.src.envValues].some((v) => v.includes(token))) return err.message;
-    return err.message.split(JSON.stringify(token)).join(`"${REDACTED}"`);
+  private unquotedParts({ message, position }: ExpressionSyntaxError, source: string, at: PathPart[]): string {
+    const variables = this.environmentVariablesOf(at);
+    if (variables === undefined) return `${message}${this.commentHint(source, at, position) || textHint(source, at)}`;
+    const shown = message.replace(/"([^"]*)"/g, (quote, token: string) => (token.length > 2 && source.includes(token) ? `"${REDACTED}"` : quote));
+    const named = variables.length > 0 ? listed(variables.map((v) => `\${${v}}`)) : 'a variable';
+    return `${shown}${textHint(source, at) || ` (the expression is the value of ${named}: the parts the message quoted are not shown)`}`;
   }
 
   /**

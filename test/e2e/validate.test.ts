@@ -267,6 +267,33 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     for (const part of ['live', 'secretkey', 'abcdef', 'acmecorp']) assert.doesNotMatch(json.stdout + json.stderr + text.stdout + text.stderr, new RegExp(part));
   });
 
+  it("says an expression a ${VAR} gives that does not compile without quoting the value's parts, naming the variable", async () => {
+    // JSONata's message quotes the token it stopped at (`Syntax error: "secretvalue"` for
+    // `12secretvalue`): a part of the value, which redaction (by whole values) did not hide.
+    const r = await validate(
+      {
+        'gateway.yaml': yaml(
+          ...base,
+          'routes:', //                                                     12
+          '  - name: hook', //                                              13
+          '    from: { listener: api, path: /in }', //                      14
+          '    to:', //                                                     15
+          '      - http:', //                                               16
+          '          url: https://crm.example.com/in', //                   17
+          '          headers:', //                                          18
+          '            x-api-key: ${API_KEY}', //                           19
+          '            x-op: ${OP}', //                                     20
+        ),
+      },
+      { env: { API_KEY: '12secretvalue', OP: 'ab:cd' } },
+    );
+    assertProblems(r, [
+      ['gateway.yaml:19:24', /^JSONata expression does not compile: Syntax error: "\[redacted\]" \(the expression is the value of \$\{API_KEY\}: the parts the message quoted are not shown\)$/],
+      ['gateway.yaml:20:19', /^JSONata expression does not compile: Syntax error: ":" \(the expression is the value of \$\{OP\}: the parts the message quoted are not shown\)$/],
+    ]);
+    assert.doesNotMatch(r.stdout + r.stderr, /secret/);
+  });
+
   it("refuses a webhook's retry.backoffMs larger than its maxBackoffMs, written or the default, at backoffMs; a maxBackoffMs alone below the default backoffMs caps it", async () => {
     // Accepted, every wait was maxBackoffMs: the backoffMs written had no effect.
     const hook = (retry: string) => `    to: { http: { url: "https://crm.example.com/in", retry: ${retry} } }`;
