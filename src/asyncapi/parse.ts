@@ -132,7 +132,8 @@ export interface ParseOutcome {
  * learns, and can watch, every file the document depends on). `policy` says which references may
  * be followed (refs.ts); problems name files relative to its root.
  */
-export async function parseDocument(file: string, text: string, read: (absPath: string) => Promise<string>, policy: RefPolicy): Promise<ParseOutcome> {
+export async function parseDocument(file: string, written: string, read: (absPath: string) => Promise<string>, policy: RefPolicy): Promise<ParseOutcome> {
+  const text = withoutBom(written);
   const first = checkDocument(file, text, policy, undefined, 0, true);
   if (first.problems.length > 0) return { result: { document: undefined, problems: first.problems } };
   const sites = new Map<string, RefSite>(first.targets);
@@ -147,7 +148,8 @@ export async function parseDocument(file: string, text: string, read: (absPath: 
   /** Every document the parser was given, by path or URL: where a `$ref` it leaves as written stands (circular-refs.ts). */
   const texts = new Map<string, string>([[file, text]]);
   /** A document a `$ref` led to is checked like the first before the parser sees it. */
-  const admit = (target: string, from: string, t: string, max?: number) => {
+  const admit = (target: string, from: string, read: string, max?: number) => {
+    const t = withoutBom(read);
     const checked = checkDocument(from, t, policy, max, sites.get(target)?.arrays ?? 0, false, first.asyncapi2);
     if (checked.problems.length > 0) {
       const site = sites.get(target);
@@ -516,3 +518,11 @@ function childAt(at: 'schema' | 'names' | 'value', k: string): 'schema' | 'names
 const NAME_KEYWORDS = new Set(['properties', 'patternProperties', 'definitions', '$defs', 'dependentSchemas', 'dependencies']);
 /** Keywords whose value is data, not schemas. */
 const VALUE_KEYWORDS = new Set(['const', 'enum', 'default', 'examples', 'example']);
+
+/**
+ * The text without the byte order mark an editor on Windows starts UTF-8 with: the parser counted
+ * it as a column of every line (each place one short), as the config loader does not.
+ */
+function withoutBom(text: string): string {
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+}

@@ -114,6 +114,31 @@ describe('eventgate validate with AsyncAPI documents', () => {
     assert.equal(stdout, 'streetlights.yaml:25:13: AsyncAPI: "action" property must be equal to one of the allowed values: "send", "receive". Did you mean "receive"?\n');
   });
 
+  it('reports the place in a document or a file its $ref reads that starts with a byte order mark, or has CRLF line ends, as without', async () => {
+    // With a BOM, every column the parser gave was one short, on every line (`25:12`): editors on
+    // Windows save UTF-8 with one, and a CI annotation then pointed before the mistake.
+    const gateway = config.replace('lightMesured', 'lightMeasured').replace('lightCommand\n', 'lightCommands\n');
+    const broken = streetlights30.replace('    action: receive\n', '    action: recieve\n');
+    const brokenPayload = lightMeasuredPayload.replace('lumens: {type: integer', 'lumens: {type: intger');
+    for (const [bom, eol] of [
+      ['\ufeff', '\n'],
+      ['', '\r\n'],
+      ['\ufeff', '\r\n'],
+    ]) {
+      const as = (text: string) => bom + text.replaceAll('\n', eol!);
+      const inDocument = tempFiles({ 'gateway.yaml': gateway, 'streetlights.yaml': as(broken), 'schemas/light-measured.yaml': lightMeasuredPayload });
+      const first = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: inDocument });
+      assert.equal(
+        first.stdout,
+        'streetlights.yaml:25:13: AsyncAPI: "action" property must be equal to one of the allowed values: "send", "receive". Did you mean "receive"?\n',
+        JSON.stringify([bom, eol]),
+      );
+      const inPayload = tempFiles({ 'gateway.yaml': gateway, 'streetlights.yaml': streetlights30, 'schemas/light-measured.yaml': as(brokenPayload) });
+      const second = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: inPayload });
+      assert.match(second.stdout, /^schemas\/light-measured\.yaml:5:18: AsyncAPI: "type" property must be equal to one of the allowed values/, JSON.stringify([bom, eol]));
+    }
+  });
+
   it('points at a JSON syntax error in a JSON document where it is, not at 1:0 with a YAML message', async () => {
     const document = JSON.stringify(parse(streetlights30), null, 2);
     const lines = document.split('\n');
