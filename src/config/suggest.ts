@@ -46,7 +46,21 @@ function abbreviates(short: string, word: string): boolean {
 
 export function didYouMean(word: string, candidates: Iterable<string>): string {
   const hint = closest(word, candidates);
-  return hint === undefined ? '' : ` (did you mean '${hint}'?)`;
+  return hint === undefined ? '' : ` (did you mean '${hint}'?${lookalike(word, hint)})`;
+}
+
+/**
+ * `rоutes` (a Cyrillic о) and `routes` print the same: the hint alone shows two spellings a reader
+ * cannot tell apart. Names the first character outside ASCII where the hint has an ASCII letter.
+ */
+function lookalike(word: string, hint: string): string {
+  const typed = [...word];
+  const meant = [...hint];
+  if (typed.length !== meant.length) return '';
+  const at = typed.findIndex((c, i) => c !== meant[i] && c.codePointAt(0)! > 0x7f && /^[A-Za-z0-9]$/.test(meant[i]!));
+  if (at < 0) return '';
+  const code = typed[at]!.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0');
+  return ` '${word}' has U+${code} where '${hint}' has '${meant[at]}', a character of another script that looks the same`;
 }
 
 /**

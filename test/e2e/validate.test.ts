@@ -294,6 +294,29 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     assert.doesNotMatch(r.stdout + r.stderr, /secret/);
   });
 
+  it('says which character of a key or name only looks like the one meant (a Cyrillic о for o), beside its "did you mean"', async () => {
+    // `unknown key 'rоutes' ... (did you mean 'routes'?)` showed two spellings a reader cannot tell apart.
+    const routes = (key: string, broker: string) =>
+      validate({
+        'gateway.yaml': yaml(
+          ...base,
+          `${key}:`, //                                                     12
+          '  - name: r', //                                                 13
+          '    from: { listener: api, path: /in }', //                      14
+          `    to: { broker: ${broker}, topic: t }`, //                     15
+        ),
+      });
+    assertProblems(await routes('rоutes', 'local'), [
+      [
+        'gateway.yaml:12:1',
+        /^unknown key 'rоutes' in the config \(did you mean 'routes'\? 'rоutes' has U\+043E where 'routes' has 'o', a character of another script that looks the same\); expected one of: /,
+      ],
+    ]);
+    assertProblems(await routes('routes', 'lоcal'), [
+      ['gateway.yaml:15:19', /^broker 'lоcal' is not defined \(did you mean 'local'\? 'lоcal' has U\+043E where 'local' has 'o', a character of another script that looks the same\)/],
+    ]);
+  });
+
   it("refuses a webhook's retry.backoffMs larger than its maxBackoffMs, written or the default, at backoffMs; a maxBackoffMs alone below the default backoffMs caps it", async () => {
     // Accepted, every wait was maxBackoffMs: the backoffMs written had no effect.
     const hook = (retry: string) => `    to: { http: { url: "https://crm.example.com/in", retry: ${retry} } }`;
