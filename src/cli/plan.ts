@@ -119,7 +119,7 @@ export async function planCommand(o: PlanOptions): Promise<number> {
       if (!next.plan) return invalidNew(null);
       for (const d of old.diagnostics) o.io.stderr(`${formatDiagnostic(d)}\n`);
       return notMade(
-        `the old config ${o.from} is invalid, so there is nothing to compare with`,
+        `the old config ${o.from} ${configUnreadable(old.diagnostics) ? 'cannot be read' : 'is invalid'}, so there is nothing to compare with`,
         old.diagnostics.map((d) => reported(d, 'error')),
         warnings,
       );

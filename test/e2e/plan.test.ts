@@ -494,6 +494,9 @@ describe('eventgate plan --from OLD', () => {
     const missing = await runCliInProcess(['plan', '-c', 'new.yaml', '--from', 'nope.yaml'], { cwd: dir });
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /nope\.yaml:1:1: cannot read config file/);
+    // It said `the old config nope.yaml is invalid`: nothing in it is, it is not there.
+    assert.match(missing.stderr, /the old config nope\.yaml cannot be read, so there is nothing to compare with/);
+    assert.doesNotMatch(missing.stdout + missing.stderr, /invalid/);
     // A NEW that cannot be read is said alone, as validate says it: nothing in it is invalid.
     const unreadable = await runCliInProcess(['plan', '-c', 'nope.yaml'], { cwd: dir });
     assert.equal(unreadable.code, 1);
