@@ -200,13 +200,19 @@ function routeWarnings(ctx: CompileContext, plan: Plan): Diagnostic[] {
     const { line, column } = ctx.src.locate(path, 'value');
     return { file: ctx.fileOf(path), line, column, code, path: formatPath(path), message };
   };
+  // A topic from the environment is redacted, and so must its rewrite be: the hint names the variable.
+  const suspicious = (path: PathPart[], route: string, warning: string): Diagnostic => {
+    const variables = ctx.environmentVariablesOf(path);
+    const said = variables === undefined ? warning : warning.replace(/ \(did you mean '[^']*'\?\)$/, ` (the topic is the value of ${ctx.variablesNamed(variables)}: write it there with those)`);
+    return at(path, 'EG_CONFIG_SUSPICIOUS_TOPIC', `route '${route}': ${said}`);
+  };
   // A broker whose compile failed has its options as written, which these hooks do not read.
   const compiledBroker = (name: string) => (ctx.uncompiledBrokers.has(name) ? undefined : plan.brokers.get(name));
   const reads = routes.flatMap(({ route, index: i }) => {
     if (route.from.type !== 'broker') return [];
     const broker = compiledBroker(route.from.broker);
     const warning = broker && ctx.registry.brokers.get(broker.kind)?.readWarning?.(route.from.topic, broker.options);
-    return warning ? [at(['routes', i, 'from', 'topic'], 'EG_CONFIG_SUSPICIOUS_TOPIC', `route '${route.name}': ${warning}`)] : [];
+    return warning ? [suspicious(['routes', i, 'from', 'topic'], route.name, warning)] : [];
   });
   // A routing key written as a pattern: the server routes it as it is, no wildcard (BrokerKind.writeWarning).
   const writes = routes.flatMap(({ route, index: i, toIsList }) =>
@@ -214,7 +220,7 @@ function routeWarnings(ctx: CompileContext, plan: Plan): Diagnostic[] {
       if (t.type !== 'broker' || t.topicExpr !== undefined) return [];
       const broker = compiledBroker(t.broker);
       const warning = broker && ctx.registry.brokers.get(broker.kind)?.writeWarning?.(t.topic, broker.options);
-      return warning ? [at(['routes', i, 'to', ...(toIsList ? [j] : []), 'topic'], 'EG_CONFIG_SUSPICIOUS_TOPIC', `route '${route.name}': ${warning}`)] : [];
+      return warning ? [suspicious(['routes', i, 'to', ...(toIsList ? [j] : []), 'topic'], route.name, warning)] : [];
     }),
   );
   // What a route's filter reads, as its broker kind matches topics (MQTT `+` `#`, NATS `*` `>`, AMQP patterns).

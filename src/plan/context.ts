@@ -299,10 +299,15 @@ export class CompileContext {
    * for a value written in the file or given by its own defaults: a message about such a value
    * names them, never quotes its parts, which redaction (by whole values) does not hide.
    */
-  private environmentVariablesOf(at: readonly PathPart[]): readonly string[] | undefined {
+  environmentVariablesOf(at: readonly PathPart[]): readonly string[] | undefined {
     const path = formatPath(at);
     if (!this.src.fromEnv.has(path) || this.src.defaultsOnly?.has(path)) return undefined;
     return this.src.variableNames?.get(path) ?? [];
+  }
+
+  /** `${API_KEY}`, `${A} and ${B}`: the variables of environmentVariablesOf, as a message names them. */
+  variablesNamed(variables: readonly string[]): string {
+    return variables.length > 0 ? listed(variables.map((v) => `\${${v}}`)) : 'a variable';
   }
 
   expression(source: string, at: PathPart[]): Expression | undefined {
@@ -348,7 +353,7 @@ export class CompileContext {
     const variables = this.environmentVariablesOf(at);
     if (variables === undefined) return `${message}${this.commentHint(source, at, position) || textHint(source, at)}`;
     const shown = message.replace(/"([^"]*)"/g, (quote, token: string) => (token.length > 2 && source.includes(token) ? `"${REDACTED}"` : quote));
-    const named = variables.length > 0 ? listed(variables.map((v) => `\${${v}}`)) : 'a variable';
+    const named = this.variablesNamed(variables);
     return `${shown}${textHint(source, at) || ` (the expression is the value of ${named}: the parts the message quoted are not shown)`}`;
   }
 

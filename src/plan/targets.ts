@@ -82,8 +82,12 @@ export function compileTargets(
       const qos = t.qos === undefined ? {} : { qos: t.qos };
       if (typeof t.topic === 'string') {
         const computed = readsAsExpression(t.topic);
-        if (!refs.checkTopic(t.broker, t.topic, 'publish', [...tAt, 'topic'], computed ? ` (${computedTopicHint(t.topic)})` : '')) return;
-        if (computed) ctx.warn([...tAt, 'topic'], 'EG_CONFIG_SUSPICIOUS_TOPIC', `topic ${quoteTopic(t.topic)} is taken as a name, as written, not as an expression: ${computedTopicHint(t.topic)}`);
+        // A topic from the environment is redacted: its rewrite as an expression would show it.
+        const variables = computed ? ctx.environmentVariablesOf([...tAt, 'topic']) : undefined;
+        const hint =
+          variables === undefined ? computedTopicHint(t.topic) : `a topic computed per message is written topic: { expression: ... } (the topic is the value of ${ctx.variablesNamed(variables)})`;
+        if (!refs.checkTopic(t.broker, t.topic, 'publish', [...tAt, 'topic'], computed ? ` (${hint})` : '')) return;
+        if (computed) ctx.warn([...tAt, 'topic'], 'EG_CONFIG_SUSPICIOUS_TOPIC', `topic ${quoteTopic(t.topic)} is taken as a name, as written, not as an expression: ${hint}`);
         targets.push({ type: 'broker', broker: t.broker, topic: t.topic, topicExpr: undefined, key, structured, ...qos });
       } else {
         const topicExpr = ctx.expression(t.topic.expression, [...tAt, 'topic', 'expression']);

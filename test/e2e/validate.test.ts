@@ -317,6 +317,36 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     ]);
   });
 
+  it("warns of a topic a ${VAR} gives in another kind's wildcards or as a template without rewriting its value into the hint", async () => {
+    // The topic was `[redacted]`, its rewrite not: `(did you mean 'tenantsecret/+/temperature'?)`,
+    // `topic: { expression: '"tenantsecret." & $path.region' }`.
+    const r = await validate(
+      {
+        'gateway.yaml': yaml(
+          'version: 1', //                                                  1
+          'brokers:', //                                                    2
+          '  m: { kind: mqtt, url: "mqtt://127.0.0.1:1883" }', //           3
+          '  local: { kind: memory }', //                                   4
+          'listeners:', //                                                  5
+          '  api: { kind: http, port: 0 }', //                              6
+          'routes:', //                                                     7
+          '  - name: r', //                                                 8
+          '    from: { broker: m, topic: "${TOPIC}" }', //                  9
+          '    to: { broker: local, topic: x }', //                         10
+          '  - name: w', //                                                 11
+          '    from: { listener: api, path: /w/:region }', //               12
+          '    to: { broker: local, topic: "${TARGET}" }', //               13
+        ),
+      },
+      { env: { TOPIC: 'tenantsecret.*.temperature', TARGET: 'tenantsecret.{$path.region}' } },
+    );
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.deepEqual(r.stderr.split('\n').filter(Boolean), [
+      "gateway.yaml:9:31: warning: route 'r': '[redacted]' is written in another broker's wildcard syntax: MQTT reads it as the one topic of that name, and nothing else; its wildcards are '+' (one level) and '#' (every level below), between '/' (the topic is the value of ${TOPIC}: write it there with those) [EG_CONFIG_SUSPICIOUS_TOPIC]",
+      "gateway.yaml:13:33: warning: topic '[redacted]' is taken as a name, as written, not as an expression: a topic computed per message is written topic: { expression: ... } (the topic is the value of ${TARGET}) [EG_CONFIG_SUSPICIOUS_TOPIC]",
+    ]);
+  });
+
   it("refuses a webhook's retry.backoffMs larger than its maxBackoffMs, written or the default, at backoffMs; a maxBackoffMs alone below the default backoffMs caps it", async () => {
     // Accepted, every wait was maxBackoffMs: the backoffMs written had no effect.
     const hook = (retry: string) => `    to: { http: { url: "https://crm.example.com/in", retry: ${retry} } }`;
