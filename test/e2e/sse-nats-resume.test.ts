@@ -17,6 +17,14 @@ describe('event streams from JetStream resume after Last-Event-ID', () => {
   let nats: MessageServer;
   before(async () => {
     nats = await startNats();
+    // An operator's stream whose limits refuse new messages (discard: new) rather than remove old ones.
+    const peer = await RawNats.connect(nats);
+    try {
+      const made = await peer.jsApi('$JS.API.STREAM.CREATE.REFUSING', { name: 'REFUSING', subjects: ['refusing.>'], storage: 'file', max_msgs: 100, max_bytes: 1_000_000, discard: 'new' });
+      assert.equal(made.error, undefined, JSON.stringify(made.error));
+    } finally {
+      peer.close();
+    }
   });
   afterGateways(() => nats?.stop());
 
@@ -30,6 +38,7 @@ brokers:
       EVENTS: { subjects: ["ev.>"] }
       PURGED: { subjects: ["purged.>"] }
       CAPPED: { subjects: ["capped.>"], maxMessages: 3 }
+      REFUSING: { subjects: ["refusing.>"], declare: false }
 listeners:
   api: { kind: http, port: 0, host: 127.0.0.1 }
 routes:
@@ -54,6 +63,9 @@ routes:
   - name: capped
     from: { broker: nats, topic: capped.x }
     to: { listener: api, path: /capped }
+  - name: refusing
+    from: { broker: nats, topic: refusing.x }
+    to: { listener: api, path: /refusing }
 `;
   const gw = useGateway(config);
 
@@ -106,11 +118,14 @@ routes:
       for (let n = 1; n <= 5; n++) {
         await peer.jsPublish('purged.x', JSON.stringify({ n }));
         await peer.jsPublish('capped.x', JSON.stringify({ n }));
+        await peer.jsPublish('refusing.x', JSON.stringify({ n }));
       }
-      // An operator's purge keeping 2 of 5; the capped stream's limit keeps 3 of 5.
+      // An operator's purge keeping 2 of 5; the capped stream's limit keeps 3 of 5. REFUSING has
+      // limits too, but with discard: new they refuse publishes, never remove one: only a purge did.
       assert.equal((await peer.jsApi('$JS.API.STREAM.PURGE.PURGED', { keep: 2 })).success, true);
+      assert.equal((await peer.jsApi('$JS.API.STREAM.PURGE.REFUSING', { keep: 2 })).success, true);
       const reasons: Record<string, { events: number[]; notice: unknown }> = {};
-      for (const path of ['purged', 'capped']) {
+      for (const path of ['purged', 'capped', 'refusing']) {
         const stream = await openStream(gw.url('api', `/${path}`), { 'last-event-id': '0:1' });
         await eventually(() => assert.ok(stream.events().some((e) => e.event === undefined && JSON.parse(e.data).n === 5)), 10_000);
         stream.close();
@@ -136,6 +151,16 @@ routes:
               "some events after Last-Event-ID may no longer be retained by stream 'CAPPED' (its limits, or a purge), or are more than 10000 messages back; resuming from the oldest retained event",
           },
           events: [3, 4, 5],
+        },
+        // Before, `may no longer be retained by stream 'REFUSING' (its limits, or a purge)`.
+        refusing: {
+          notice: {
+            resumed: true,
+            gap: true,
+            reason:
+              "some events after Last-Event-ID are no longer in stream 'REFUSING' (purged or deleted: it has no limits that remove messages), or are more than 10000 messages back; resuming from the oldest retained event",
+          },
+          events: [4, 5],
         },
       });
     } finally {

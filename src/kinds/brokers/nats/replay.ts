@@ -84,12 +84,16 @@ export async function readStream(nc: NatsConnection, jsm: JetStreamManager, stre
  * What removed a stream's oldest messages, as far as its config tells: nats-server keeps no record
  * of a purge, so a stream with limits may have lost them to either; one without limits (and
  * `limits` retention) only to a purge or deletes (spec-checklist 5076: `(its limits)` was said for an
- * operator's purge too).
+ * operator's purge too). With `discard: new` a full stream refuses new messages instead of removing
+ * old ones: only `max_age`, and `max_msgs_per_subject` without `discard_new_per_subject`, remove any.
  */
-function removedBy(config: Pick<StreamConfig, 'name' | 'retention' | 'max_msgs' | 'max_bytes' | 'max_age' | 'max_msgs_per_subject'>): string {
+function removedBy(config: Pick<StreamConfig, 'name' | 'retention' | 'discard' | 'discard_new_per_subject' | 'max_msgs' | 'max_bytes' | 'max_age' | 'max_msgs_per_subject'>): string {
   const stream = `stream '${config.name}'`;
   if (config.retention === 'interest' || config.retention === 'workqueue') return `may no longer be in ${stream} (its ${config.retention} retention removes a message once consumed)`;
-  const limited = [config.max_msgs, config.max_bytes, config.max_age, config.max_msgs_per_subject].some((v) => typeof v === 'number' && v > 0);
+  const set = (v: number | undefined) => typeof v === 'number' && v > 0;
+  const refusesNew = config.discard === 'new';
+  const limited =
+    set(config.max_age) || (set(config.max_msgs_per_subject) && !(refusesNew && config.discard_new_per_subject === true)) || (!refusesNew && (set(config.max_msgs) || set(config.max_bytes)));
   return limited ? `may no longer be retained by ${stream} (its limits, or a purge)` : `are no longer in ${stream} (purged or deleted: it has no limits that remove messages)`;
 }
 
