@@ -29,6 +29,12 @@ interface QueueState {
   /** Whether the re-declare in flight was asked by a returned publish (rather than a route that found the queue missing): one that did not help is not told again. */
   returned: boolean;
   repairs: RepairPace;
+  /** The routing key of the returned publish that asked for the re-declare in flight, if one did. */
+  returnedKey: string | undefined;
+  /** The futile line was logged since the repairs last started afresh. */
+  toldFutile: boolean;
+  /** The work in flight only looks the queue up (the first return after a re-declare, before the next may start): a route joining it declares after it. */
+  lookupOnly: boolean;
   /** The last re-declare failed, perhaps half-way (the queue declared, a binding refused): the queue may be there unbound. */
   unfinished: boolean;
   /** The server's words when its last declare was refused because the server has the queue otherwise (406): its routes wait. */
@@ -55,7 +61,11 @@ export class DeclaredQueues {
 
   private stateOf(queue: string): QueueState {
     let s = this.queues.get(queue);
-    if (!s) this.queues.set(queue, (s = { inFlight: undefined, returned: false, repairs: new RepairPace(), unfinished: false, otherwise: undefined }));
+    if (!s)
+      this.queues.set(
+        queue,
+        (s = { inFlight: undefined, returned: false, repairs: new RepairPace(), returnedKey: undefined, toldFutile: false, lookupOnly: false, unfinished: false, otherwise: undefined }),
+      );
     return s;
   }
 
@@ -91,16 +101,35 @@ export class DeclaredQueues {
    * logs it once; joins the re-declare in flight when there is one. Rejects with the server's words
    * when it refused.
    */
-  again(conn: ChannelModel, queue: string, returned = false): Promise<void> {
+  again(conn: ChannelModel, queue: string, returned?: { routingKey: string; redeclare: boolean }): Promise<void> {
     const state = this.stateOf(queue);
-    if (state.inFlight) return state.inFlight;
-    state.returned = returned;
-    state.inFlight = this.declare(conn, queue, state).finally(() => (state.inFlight = undefined));
+    if (state.inFlight) return state.lookupOnly && returned === undefined ? state.inFlight.then(() => this.again(conn, queue)) : state.inFlight;
+    state.returned = returned !== undefined;
+    state.returnedKey = returned?.routingKey;
+    state.lookupOnly = returned?.redeclare === false;
+    state.inFlight = this.declare(conn, queue, state, returned?.redeclare ?? true).finally(() => (state.inFlight = undefined));
     return state.inFlight;
   }
 
-  private async declare(conn: ChannelModel, queue: string, state: QueueState): Promise<void> {
+  private async declare(conn: ChannelModel, queue: string, state: QueueState, redeclare: boolean): Promise<void> {
     const q = this.settings.queues[queue]!;
+    if (!state.repairs.futile) state.toldFutile = false;
+    // A publish sent after the last re-declare came back too: the queue was deleted once more (news:
+    // declared again at once, and told), or is there and the exchange routes otherwise (futile).
+    if (state.returned && state.repairs.futile) {
+      const found = await queueFound(conn, queue);
+      if (found === false) {
+        state.repairs.afresh();
+        redeclare = true;
+      } else if (found && !state.toldFutile) {
+        state.toldFutile = true;
+        this.log.warn(
+          { queue, routingKey: state.returnedKey },
+          `amqp queue '${queue}' was declared again, and a publish for its bindings sent after that still came back unroutable: the exchange on the server does not route it there (another type than the config's '${exchangeTypeOf(this.settings.exchange)}'?); declared again at most every ${RECONNECT_POLICY.maxDelayMs} ms from now on`,
+        );
+      }
+    }
+    if (!redeclare) return;
     let ch: Channel | undefined;
     try {
       ch = await conn.createChannel();
@@ -141,19 +170,31 @@ export class DeclaredQueues {
       const matched = exchange === '' ? queue === key : declaredBindings(q, this.settings).some((b) => b.exchange === exchange && bindingMatches(type, b, key, headers));
       if (!matched) continue;
       const state = this.stateOf(queue);
+      // The first return after a re-declare: the queue is looked up (declare()) to tell a queue
+      // deleted once more (declared again at once) from an exchange that routes otherwise (futile).
       const asked = state.repairs.returned(n, state.inFlight !== undefined);
-      if (asked.futile)
-        this.log.warn(
-          { queue, routingKey: key },
-          `amqp queue '${queue}' was declared again, and a publish for its bindings sent after that still came back unroutable: the exchange on the server does not route it there (another type than the config's '${type}'?); declared again at most every ${RECONNECT_POLICY.maxDelayMs} ms from now on`,
-        );
-      if (!asked.repair) continue;
-      this.again(conn, queue, true).catch((err: Error) =>
+      if (!asked.repair && !asked.futile) continue;
+      this.again(conn, queue, { routingKey: key, redeclare: asked.repair }).catch((err: Error) =>
         this.log.warn(
           { queue, err: err.message, retryInMs: state.repairs.waitMs() },
           `amqp queue '${queue}' took no publish for its bindings (deleted on the server?) and declaring it again was refused; tried again on a later unroutable publish`,
         ),
       );
     }
+  }
+}
+
+/** Whether `queue` is on the server (a passive declare on a channel of its own, which a 404 closes); undefined when that could not be told. */
+async function queueFound(conn: ChannelModel, queue: string): Promise<boolean | undefined> {
+  let ch: Channel | undefined;
+  try {
+    ch = await conn.createChannel();
+    ch.on('error', () => undefined);
+    await ch.checkQueue(queue);
+    return true;
+  } catch (err) {
+    return /NOT.FOUND/.test((err as Error).message) ? false : undefined;
+  } finally {
+    await ch?.close().catch(() => undefined);
   }
 }

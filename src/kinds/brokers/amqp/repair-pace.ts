@@ -37,6 +37,12 @@ export class RepairPace {
     return { repair: Date.now() >= this.notBefore, futile };
   }
 
+  /** What came back is news after all (the caller saw the queue deleted once more): the next repair is told, and the backoff starts over. */
+  afresh(): void {
+    this.backoff.reset();
+    this.futile = false;
+  }
+
   /** The repair was refused: the next waits (backoff). Returns the wait, in ms. */
   refused(): number {
     const wait = this.backoff.delay();
