@@ -1,13 +1,19 @@
 import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
-import { describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
+import { HeldTarget } from '../helpers/held-target.js';
 import { scrape } from '../helpers/prometheus.js';
 import { idleConnection, parseReply, rawHttp, type RawReply } from '../helpers/raw-http.js';
 
+// A webhook that answers nothing until released: a frame on the push listener's /held stays in hand.
+let held: HeldTarget | undefined;
+
 const config = (maxHeaders: number, briefKeepAliveMs = 300, maxPayloadBytes = 100) => `version: 1
 admin: {port: 0}
+# debug: ws's error for a frame over maxPayloadBytes ('client error') is said there, as ws reads it.
+log: {level: debug}
 brokers:
   local: {kind: memory}
 listeners:
@@ -37,6 +43,10 @@ routes:
   - name: crowded
     from: {listener: crowded, path: /ws}
     to: {broker: local, topic: t}
+  - name: held
+    from: {listener: push, path: /held}
+    to: {http: {url: '${held?.url}'}}
+    ack: true
 `;
 
 function request(path: string, headers: string[] = [], body = ''): string {
@@ -70,7 +80,11 @@ const keepAlive = (body: string) => `POST /in HTTP/1.1\r\nHost: gw\r\nContent-Le
 const nested = (depth: number) => '['.repeat(depth) + ']'.repeat(depth);
 
 describe('input limits', () => {
-  const gw = useGateway(config(10));
+  before(async () => {
+    held = await HeldTarget.start();
+  });
+  after(async () => held?.stop());
+  const gw = useGateway(() => config(10));
 
   it('answers 413 for a body over maxBodyBytes', async () => {
     const r = await post(gw.url('small', '/in'), { pad: 'x'.repeat(200) });
@@ -256,5 +270,22 @@ describe('input limits', () => {
     assert.equal((await gw.reconfigure(config(20, 300, 50))).msg, 'config reloaded');
     early.send(frame(80));
     assert.deepEqual(await early.waitClose(), { code: 1009, reason: 'a frame over maxPayloadBytes (50 bytes)' }, 'a frame over the lowered bound, from a client connected before the reload');
+  });
+
+  // ws fails the connection as it reads the frame's length; the close waits for the frames before
+  // it to be answered, and a reload meanwhile must not change the bound its reason names.
+  it('names in a 1009 the bound the frame went over, when a reload changes maxPayloadBytes while the frames before it are answered', async () => {
+    assert.equal((await gw.reconfigure(config(20, 300, 100))).msg, 'config reloaded');
+    const c = await WsClient.connect(gw.url('push', '/held', 'ws'));
+    c.send({ n: 1 });
+    await held!.waitBodies(1);
+    const from = gw.logs.length;
+    c.send({ pad: 'x'.repeat(200) });
+    // ws failed it as it read its length, over the bound of 100, before the reload raises the bound over it.
+    await gw.waitForLog((l) => l.msg === 'client error' && l.path === '/held' && l.err === 'Max payload size exceeded', 10000, from);
+    assert.equal((await gw.reconfigure(config(20, 300, 1000))).msg, 'config reloaded');
+    held!.release();
+    assert.equal((await c.next()).type, 'ack');
+    assert.deepEqual(await c.waitClose(), { code: 1009, reason: 'a frame over maxPayloadBytes (100 bytes)' });
   });
 });

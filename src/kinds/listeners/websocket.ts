@@ -237,9 +237,12 @@ class ClientSocket extends WsSocket {
     if (c === undefined || c.evicted || code === undefined || !FRAME_FAILURES.has(code)) return super.close(code, data);
     // (With data, ws echoes a close frame the client sent with one of these codes, or the gateway
     // closes with 1008 for a reason of its own.)
+    // The bound the frame failed (the listener's, unless ws kept the one it opened with:
+    // setFrameBound), read now: a reload while the frames before it are answered may change it.
+    const bound = frameBound(this) || c.listener.maxPayloadBytes;
     const close = () => {
       if (data !== undefined) return super.close(code, data);
-      const reason = failureReason(c, code);
+      const reason = failureReason(c, code, bound);
       c.listener.frameFailed(c, code as WsFrameFailureCode, reason);
       super.close(code, reason);
     };
@@ -249,10 +252,12 @@ class ClientSocket extends WsSocket {
   }
 }
 
-/** A close frame's reason is at most 123 bytes (RFC 6455 §5.5); ws's messages are shorter. */
-function failureReason(c: Client, code: number): string {
-  // The bound this connection is held to: the listener's, unless ws kept the one it opened with (setFrameBound).
-  if (code === 1009) return `a frame over maxPayloadBytes (${frameBound(c.ws) || c.listener.maxPayloadBytes} bytes)`;
+/**
+ * A close frame's reason is at most 123 bytes (RFC 6455 §5.5); ws's messages are shorter. `bound`:
+ * the frame bound the connection was held to when ws failed it (a 1009).
+ */
+function failureReason(c: Client, code: number, bound: number): string {
+  if (code === 1009) return `a frame over maxPayloadBytes (${bound} bytes)`;
   if (code === 1008 && failureOf.get(c) === 'Too many message fragments') return `a message in more than ${MAX_FRAGMENTS} fragments`;
   const reason = failureOf.get(c) ?? (code === 1007 ? 'a text frame that is not UTF-8' : 'protocol error');
   return Buffer.byteLength(reason) <= 123 ? reason : 'protocol error';
