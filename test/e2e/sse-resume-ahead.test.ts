@@ -164,8 +164,39 @@ routes:
     const notice = JSON.parse(events[0]!.data) as { resumed: boolean; gap: boolean; reason: string };
     assert.equal(notice.gap, true);
     // It named a reload or another topic only, which the operator had not done: the restart is what a page's user sees.
-    assert.match(notice.reason, /a memory topic of an earlier run of the gateway/);
+    assert.match(notice.reason, /a memory topic of another instance or an earlier run of the gateway/);
     assertFourFromTheStart(events);
+  });
+
+  // Behind a load balancer a reconnecting browser may reach another instance, which a rolling
+  // deploy makes likely: the notice named only an earlier run, and the operator had restarted nothing.
+  it('names another instance in the notice, for an id of another instance running beside the restarted one', async () => {
+    const other = await startGateway(config);
+    let lastId: string;
+    try {
+      const stream = await openStream(other.url('api', '/orders/stream'));
+      await post(other, 1);
+      await eventually(() => assert.equal(stream.events().length, 1));
+      lastId = stream.events()[0]!.id!;
+      stream.close();
+      const resumed = await openStream(second!.url('api', '/orders/stream'), { 'last-event-id': lastId });
+      try {
+        await eventually(() =>
+          assert.ok(
+            resumed.events().some((e) => e.data === '{"n":4}'),
+            resumed.text(),
+          ),
+        );
+      } finally {
+        resumed.close();
+      }
+      const notice = JSON.parse(resumed.events()[0]!.data) as { resumed: boolean; gap: boolean; reason: string };
+      assert.equal(notice.gap, true);
+      assert.match(notice.reason, /a memory topic of another instance or an earlier run of the gateway/);
+      assertFourFromTheStart(resumed.events());
+    } finally {
+      await other.stop();
+    }
   });
 });
 

@@ -15,7 +15,7 @@ export interface SseEvent {
 
 /** The `reason` of the `eventgate.resume` notice for an id of another source (a reload changed the route's topic, a memory broker restarted). */
 export const OTHER_SOURCE_REASON =
-  "Last-Event-ID is of another source than this stream's (another topic or stream, this route's before a reload changed it, or a memory topic of an earlier run of the gateway); resuming from the oldest retained event";
+  "Last-Event-ID is of another source than this stream's (another topic or stream, this route's before a reload changed it, or a memory topic of another instance or an earlier run of the gateway); resuming from the oldest retained event";
 
 /** Asserts `notice` is the `eventgate.resume` notice of an id of another source: resumed from the oldest retained event, with a gap. */
 export function assertOtherSourceNotice(notice: SseEvent | undefined): void {

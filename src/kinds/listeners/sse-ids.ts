@@ -40,10 +40,11 @@ export function sourceTag(sourceKey: string | undefined): string | undefined {
 
 /**
  * The resume notice for an id of another source than the route's. A memory broker's tag changes
- * with each run (its offsets begin again), so after a restart every id it gave is another source's.
+ * with each run (its offsets begin again), so after a restart every id it gave is another source's,
+ * as is one another instance's gave (a browser reconnecting through a load balancer, a rolling deploy).
  */
 export const OTHER_SOURCE =
-  "Last-Event-ID is of another source than this stream's (another topic or stream, this route's before a reload changed it, or a memory topic of an earlier run of the gateway); resuming from the oldest retained event";
+  "Last-Event-ID is of another source than this stream's (another topic or stream, this route's before a reload changed it, or a memory topic of another instance or an earlier run of the gateway); resuming from the oldest retained event";
 
 /** The positions of `route` in `seen` when they are of the source tagged `tag`. */
 export function positionsOf(seen: SourcePositions | undefined, route: string, tag: string | undefined): Positions | undefined {
