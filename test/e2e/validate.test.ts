@@ -969,6 +969,13 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assertProblems(r, [['gateway.yaml:3:74', /brokers\.devices\.keepaliveSeconds must be <= 65535/]]);
     });
 
+    // ws holds a connection's bound as a 32-bit integer: 4294967297 was a bound of 1 byte (every
+    // frame closed 1009), 2147483648 none at all, while a reload to either applied it as written.
+    it('points at a websocket maxPayloadBytes larger than ws can hold', async () => {
+      const r = await validate({ 'gateway.yaml': yaml('version: 1', 'listeners:', '  push: { kind: websocket, port: 0, maxPayloadBytes: 4294967297 }') });
+      assertProblems(r, [['gateway.yaml:3:54', /listeners\.push\.maxPayloadBytes must be <= 2147483647/]]);
+    });
+
     it('points at a version other than 1', async () => {
       const r = await validate({ 'gateway.yaml': yaml('version: 2') });
       assertProblems(r, [['gateway.yaml:1:10', /version must be 1, got number 2/]]);

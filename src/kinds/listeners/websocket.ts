@@ -64,6 +64,11 @@ const noop = () => undefined;
 const NO_PARAMS: Record<string, string> = Object.freeze(Object.create(null) as Record<string, string>);
 
 const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
+/**
+ * ws keeps a connection's bound as a 32-bit integer (`maxPayload | 0`): 2^32 + 1 became a bound of
+ * 1 byte, and 2^31 to 2^32 - 1 none at all.
+ */
+const MAX_MAX_PAYLOAD = 2 ** 31 - 1;
 const DEFAULT_MAX_BUFFERED = 1024 * 1024;
 const DEFAULT_MAX_PENDING = 64;
 const DEFAULT_PING_INTERVAL = 30_000;
@@ -73,9 +78,10 @@ const options = kindOptions('websocket', {
   maxPayloadBytes: Type.Optional(
     Type.Integer({
       minimum: 1,
+      maximum: MAX_MAX_PAYLOAD,
       default: DEFAULT_MAX_PAYLOAD,
       description:
-        'Largest frame a client may send (a message sent in fragments counts whole: its fragments together); a larger one closes the connection with 1009 (reason `a frame over maxPayloadBytes (N bytes)`, a fragmented message too), once the frames it sent before are answered. A reload that changes it holds the clients already connected to the new bound from their next frame on.',
+        'Largest frame a client may send (a message sent in fragments counts whole: its fragments together; at most 2147483647, 2 GiB less a byte); a larger one closes the connection with 1009 (reason `a frame over maxPayloadBytes (N bytes)`, a fragmented message too), once the frames it sent before are answered. A reload that changes it holds the clients already connected to the new bound from their next frame on.',
     }),
   ),
   maxBufferedBytes: Type.Optional(
