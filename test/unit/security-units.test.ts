@@ -46,6 +46,15 @@ describe('parseClientJson', () => {
     assert.equal(parseClientJson(Buffer.from(JSON.stringify(['{}'.repeat(1000)])), 'body', 64, 10_000).ok, true);
   });
 
+  it('takes JSON after one byte order mark, and refuses a second', () => {
+    const bom = Buffer.from([0xef, 0xbb, 0xbf]);
+    assert.deepEqual(parse(Buffer.concat([bom, Buffer.from('{"a":1}')])), { ok: true, value: { a: 1 } });
+    const r = parse(Buffer.concat([bom, bom, Buffer.from('{"a":1}')]));
+    assert.equal(!r.ok && r.problem.code, 'EG_BAD_JSON');
+    // A mark inside a string is a character of it.
+    assert.deepEqual(parse(Buffer.concat([Buffer.from('"'), bom, Buffer.from('x"')])), { ok: true, value: '\ufeffx' });
+  });
+
   it('refuses __proto__ keys and constructor.prototype, but not a plain constructor key', () => {
     for (const text of ['{"__proto__":{}}', '{"a":{"\\u005f\\u005fproto__":1}}', '[{"constructor":{"prototype":{}}}]']) {
       const r = parse(text);

@@ -51,6 +51,10 @@ export function parseClientJson(body: Buffer, what: 'body' | 'frame', maxDepth =
       } catch {
         return refuse('EG_BAD_JSON', `the ${what} is not valid UTF-8`);
       }
+      // The decoder took a leading byte order mark (RFC 8259 §8.1 lets a parser ignore one); a
+      // second is no JSON, which secure-json-parse would skip as well: accepted, it was sent on
+      // (clientPayloadOriginal leaves off one mark).
+      if (text.charCodeAt(0) === 0xfeff) return refuse('EG_BAD_JSON', `the ${what} is not valid JSON: it starts with two byte order marks (one may come before JSON)`);
       value = secureParse(text);
     }
   } catch (err) {
