@@ -346,13 +346,16 @@ export class CompileContext {
   /**
    * A compile error of the expression at `at`, with its hints. JSONata quotes the token it stopped at
    * (`Syntax error: "secretvalue"` for `12secretvalue`): of a value from the environment, that is a
-   * part of it, which redaction (by whole values) does not hide, so such a quote longer than an
-   * operator is not shown, and the variable is named instead.
+   * part of it, which redaction (by whole values) does not hide, so such a token is not shown, and
+   * the variable is named instead; JSONata's operators and keywords, no one's secret, stay.
    */
   private unquotedParts({ message, position }: ExpressionSyntaxError, source: string, at: PathPart[]): string {
     const variables = this.environmentVariablesOf(at);
     if (variables === undefined) return `${message}${this.commentHint(source, at, position) || textHint(source, at)}`;
-    const shown = message.replace(/"([^"]*)"/g, (quote, token: string) => (token.length > 2 && source.includes(token) ? `"${REDACTED}"` : quote));
+    const shown = message
+      // JSONata writes its token as JSON: a string with `\"` and `\\` escaped, a number bare.
+      .replace(/"((?:[^"\\]|\\.)*)"/g, (quote, token: string) => (JSONATA_WORDS.test(token) ? quote : `"${REDACTED}"`))
+      .replace(/(: |got |symbol |value |side of )-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?\b/g, `$1${REDACTED}`);
     const named = this.variablesNamed(variables);
     return `${shown}${textHint(source, at) || ` (the expression is the value of ${named}: the parts the message quoted are not shown)`}`;
   }
@@ -430,6 +433,9 @@ function textHint(source: string, at: PathPart[]): string {
   if (at[at.length - 2] !== 'headers' || !/^[\w.:/+=~@,;%-]+( [\w.:/+=~@,;%-]+)+$/.test(source.trim())) return '';
   return ` (a header's value is a JSONata expression: text is a string in it, quoted inside the YAML value, \`${String(at[at.length - 1])}: '"..."'\`)`;
 }
+
+/** JSONata's operators and keywords, as its messages quote them (`Expected ")"`, `"and"`): quoted, they show no one's value. */
+const JSONATA_WORDS = /^(?:[^\p{L}\p{N}_$\s"\\]{1,2}|and|or|in|function|\(end\))$/u;
 
 /** Plain names and numbers joined by arithmetic or `=` without a space: `acme-corp`, `text/plain`, `max-age=60`. */
 const TEXT_LIKE = /^[\p{L}_][\p{L}\p{N}_]*(?:[-+*/=](?:[\p{L}_][\p{L}\p{N}_]*|\d+))+$/u;

@@ -294,6 +294,46 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     assert.doesNotMatch(r.stdout + r.stderr, /secret/);
   });
 
+  it("does not show a part of a ${VAR}'s value that JSONata prints as a number, a string with escapes or a short name; its own operators and hints stay readable", async () => {
+    // JSONata prints its token as JSON: a number bare (`Syntax error: 20231208`), a string with a
+    // quote or backslash escaped (`"pa\\"ss"`), which the quotes' pattern did not take whole; a
+    // name of two letters (`"ey"`, a JWT's start) was kept as if it were an operator, and the hint
+    // for `&&` lost its `"and"` wherever the value held those letters.
+    const r = await validate(
+      {
+        'gateway.yaml': yaml(
+          ...base,
+          'routes:', //                                                     12
+          '  - name: hook', //                                              13
+          '    from: { listener: api, path: /in }', //                      14
+          '    to:', //                                                     15
+          '      - http:', //                                               16
+          '          url: https://crm.example.com/in', //                   17
+          '          headers:', //                                          18
+          '            x-a: ${A}', //                                       19
+          '            x-b: ${B}', //                                       20
+          '            x-c: ${C}', //                                       21
+          '            x-d: ${D}', //                                       22
+          '            x-e: ${E}', //                                       23
+        ),
+      },
+      { env: { A: 'x 20231208-abcdefgh', B: 'x pa"ssword-xyz', C: 'x ey.Jhbsecret', D: 'x ab\\cdefgh-123', E: 'x && brandnew' } },
+    );
+    // A value that reads as a header's text is told how to write text instead (textHint), the others name their variable.
+    const named = (v: string) => `\\((the expression is the value of \\$\\{${v}\\}: the parts the message quoted are not shown|a header's value is a JSONata expression: .*)\\)$`;
+    assertProblems(r, [
+      ['gateway.yaml:19:18', new RegExp(`^JSONata expression does not compile: Syntax error: \\[redacted\\] ${named('A')}`)],
+      ['gateway.yaml:20:18', new RegExp(`^JSONata expression does not compile: Syntax error: "\\[redacted\\]" ${named('B')}`)],
+      ['gateway.yaml:21:18', new RegExp(`^JSONata expression does not compile: Syntax error: "\\[redacted\\]" ${named('C')}`)],
+      ['gateway.yaml:22:18', new RegExp(`^JSONata expression does not compile: Syntax error: "\\[redacted\\]" ${named('D')}`)],
+      [
+        'gateway.yaml:23:18',
+        new RegExp(`^JSONata expression does not compile: The symbol "&" cannot be used as a unary operator \\(JSONata's "and" is the word: \`a > 0 and b > 0\`; & joins strings\\) ${named('E')}`),
+      ],
+    ]);
+    for (const part of ['20231208', 'ssword', '"ey"', 'cdefgh']) assert.ok(!(r.stdout + r.stderr).includes(part), `${part} is not shown`);
+  });
+
   it('says which character of a key or name only looks like the one meant (a Cyrillic о for o), beside its "did you mean"', async () => {
     // `unknown key 'rоutes' ... (did you mean 'routes'?)` showed two spellings a reader cannot tell apart.
     const routes = (key: string, broker: string) =>
