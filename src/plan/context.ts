@@ -347,15 +347,22 @@ export class CompileContext {
    * A compile error of the expression at `at`, with its hints. JSONata quotes the token it stopped at
    * (`Syntax error: "secretvalue"` for `12secretvalue`): of a value from the environment, that is a
    * part of it, which redaction (by whole values) does not hide, so such a token is not shown, and
-   * the variable is named instead; JSONata's operators and keywords, no one's secret, stay.
+   * the variable is named instead. A token of the file's own text (`$fo` in `v = ${LIMIT} and
+   * $fo(w)`) and JSONata's operators and keywords, no one's secret, are shown.
    */
   private unquotedParts({ message, position }: ExpressionSyntaxError, source: string, at: PathPart[]): string {
     const variables = this.environmentVariablesOf(at);
     if (variables === undefined) return `${message}${this.commentHint(source, at, position) || textHint(source, at)}`;
+    const secret = (part: string) => sharesText(part, this.src.envValues);
+    // The gateway's own checks name an unknown `$name` (`pa$secret`), and the field it may be.
+    const name = /^unknown (?:function|variable) \$([\p{L}\p{N}_]+)/u.exec(message)?.[1];
+    const hidden = name !== undefined && secret(`$${name}`);
     const shown = message
-      // JSONata writes its token as JSON: a string with `\"` and `\\` escaped, a number bare.
-      .replace(/"((?:[^"\\]|\\.)*)"/g, (quote, token: string) => (JSONATA_WORDS.test(token) ? quote : `"${REDACTED}"`))
-      .replace(/(: |got |symbol |value |side of )-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?\b/g, `$1${REDACTED}`);
+      // JSONata writes its token as JSON: a string with `\"` and `\\` escaped, a number bare (as it reads it: 100000 for 1e5).
+      .replace(/"((?:[^"\\]|\\.)*)"/g, (quote, token: string) => (JSONATA_WORDS.test(token) || !secret(JSON.parse(quote) as string) ? quote : `"${REDACTED}"`))
+      .replace(/(: |got |symbol |value |side of )(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)\b/g, (said, before: string, n: string) => (source.includes(n) && !secret(n) ? said : `${before}${REDACTED}`))
+      .replace(/^(unknown (?:function|variable) \$)[\p{L}\p{N}_]+/u, (said, before: string) => (hidden ? `${before}${REDACTED}` : said))
+      .replace(/(read without the \$: )[^)]*\)/, (said, before: string) => (hidden ? `${before}${REDACTED})` : said));
     const named = this.variablesNamed(variables);
     return `${shown}${textHint(source, at) || ` (the expression is the value of ${named}: the parts the message quoted are not shown)`}`;
   }
@@ -432,6 +439,19 @@ export class CompileContext {
 function textHint(source: string, at: PathPart[]): string {
   if (at[at.length - 2] !== 'headers' || !/^[\w.:/+=~@,;%-]+( [\w.:/+=~@,;%-]+)+$/.test(source.trim())) return '';
   return ` (a header's value is a JSONata expression: text is a string in it, quoted inside the YAML value, \`${String(at[at.length - 1])}: '"..."'\`)`;
+}
+
+/**
+ * Whether `part`, a piece of an expression's text, holds text of a value from the environment:
+ * inside one, holding one, or where one begins or ends in it (`pre${X}` read as one name).
+ */
+function sharesText(part: string, values: Iterable<string>): boolean {
+  for (const v of values) {
+    if (v === '') continue;
+    if (v.includes(part) || part.includes(v)) return true;
+    for (let n = 1; n < Math.min(v.length, part.length); n++) if (part.startsWith(v.slice(-n)) || part.endsWith(v.slice(0, n))) return true;
+  }
+  return false;
 }
 
 /** JSONata's operators and keywords, as its messages quote them (`Expected ")"`, `"and"`): quoted, they show no one's value. */

@@ -298,7 +298,8 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     // JSONata prints its token as JSON: a number bare (`Syntax error: 20231208`), a string with a
     // quote or backslash escaped (`"pa\\"ss"`), which the quotes' pattern did not take whole; a
     // name of two letters (`"ey"`, a JWT's start) was kept as if it were an operator, and the hint
-    // for `&&` lost its `"and"` wherever the value held those letters.
+    // for `&&` lost its `"and"` wherever the value held those letters. The gateway's own checks
+    // named an unknown `$name` of the value whole (`unknown function $secretfn`).
     const r = await validate(
       {
         'gateway.yaml': yaml(
@@ -315,9 +316,15 @@ describe('eventgate validate', { concurrency: 4 }, () => {
           '            x-c: ${C}', //                                       21
           '            x-d: ${D}', //                                       22
           '            x-e: ${E}', //                                       23
+          '            x-f: ${F}', //                                       24
+          '            x-g: ${G}', //                                       25
+          `            x-h: "'Bearer ' & \${H} foo"`, //                     26
+          "            x-i: 'v = ${I} and $fo(w)'", //                      27
         ),
       },
-      { env: { A: 'x 20231208-abcdefgh', B: 'x pa"ssword-xyz', C: 'x ey.Jhbsecret', D: 'x ab\\cdefgh-123', E: 'x && brandnew' } },
+      {
+        env: { A: 'x 20231208-abcdefgh', B: 'x pa"ssword-xyz', C: 'x ey.Jhbsecret', D: 'x ab\\cdefgh-123', E: 'x && brandnew', F: '$secretfn(1)', G: '$secretvar-x', H: 'secretvalue', I: '1' },
+      },
     );
     // A value that reads as a header's text is told how to write text instead (textHint), the others name their variable.
     const named = (v: string) => `\\((the expression is the value of \\$\\{${v}\\}: the parts the message quoted are not shown|a header's value is a JSONata expression: .*)\\)$`;
@@ -330,8 +337,19 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         'gateway.yaml:23:18',
         new RegExp(`^JSONata expression does not compile: The symbol "&" cannot be used as a unary operator \\(JSONata's "and" is the word: \`a > 0 and b > 0\`; & joins strings\\) ${named('E')}`),
       ],
+      // The gateway's own check names an unknown $name: of the value, it is not shown either.
+      ['gateway.yaml:24:18', new RegExp(`^JSONata expression does not compile: unknown function \\$\\[redacted\\] ${named('F')}`)],
+      [
+        'gateway.yaml:25:18',
+        new RegExp(
+          `^JSONata expression does not compile: unknown variable \\$\\[redacted\\] \\(a field of the message is read without the \\$: \\[redacted\\]\\): nothing binds it, so it would have no value for any message ${named('G')}`,
+        ),
+      ],
+      // The file's own text beside a ${VAR} is shown as written.
+      ['gateway.yaml:26:38', new RegExp(`^JSONata expression does not compile: Syntax error: "foo" ${named('H')}`)],
+      ['gateway.yaml:27:32', new RegExp(`^JSONata expression does not compile: unknown function \\$fo \\(did you mean \\$not\\?\\) ${named('I')}`)],
     ]);
-    for (const part of ['20231208', 'ssword', '"ey"', 'cdefgh']) assert.ok(!(r.stdout + r.stderr).includes(part), `${part} is not shown`);
+    for (const part of ['20231208', 'ssword', '"ey"', 'cdefgh', 'secretfn', 'secretvar']) assert.ok(!(r.stdout + r.stderr).includes(part), `${part} is not shown`);
   });
 
   it('says which character of a key or name only looks like the one meant (a Cyrillic о for o), beside its "did you mean"', async () => {
