@@ -233,9 +233,12 @@ export function resolveIncludes(root: SourceDocument, configFile: string, env: E
   const fromEnv = new Set(root.fromEnv);
   const envValues = new Set(root.envValues);
   const defaultsOnly = new Set(root.defaultsOnly);
+  // A problem with a fragment's value from the environment names its variables, as the config's does.
+  const variableNames = new Map(root.variableNames);
   for (const { source, routeOffset } of fragments) {
     for (const p of source.fromEnv) fromEnv.add(mergedPath(p, routeOffset));
     for (const p of source.defaultsOnly ?? []) defaultsOnly.add(mergedPath(p, routeOffset));
+    for (const [p, names] of source.variableNames ?? []) variableNames.set(mergedPath(p, routeOffset), names);
     for (const v of source.envValues ?? []) envValues.add(v);
   }
   const composite: SourceDocument = {
@@ -244,6 +247,7 @@ export function resolveIncludes(root: SourceDocument, configFile: string, env: E
     fromEnv,
     envValues,
     defaultsOnly,
+    variableNames,
     locate: (path, which) => {
       const r = resolvePath(path);
       return r.doc.locate(r.path, which);

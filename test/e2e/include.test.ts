@@ -70,6 +70,28 @@ describe('include: config fragments', () => {
     assert.equal((await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: good })).stdout, 'ok\n');
   });
 
+  it("names the variable of a fragment's value from the environment, as the config's own: an expression that does not compile, one that reads as text", async () => {
+    // The merged config kept the config's variable names only: a fragment's said "a variable".
+    const team = yaml(
+      'routes:', //                                           1
+      '  - name: hook', //                                    2
+      '    from: { listener: api, path: /hook }', //          3
+      '    to:', //                                           4
+      '      - http:', //                                     5
+      '          url: https://crm.example.com/in', //         6
+      '          headers:', //                                7
+      '            x-api-key: ${API_KEY}', //                 8
+      '            x-tenant: ${TENANT}', //                   9
+    );
+    const dir = tempFiles({ 'gateway.yaml': root, 'shared.yaml': shared, 'teams/a.yaml': team });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml', '--format', 'json', '--warnings'], { cwd: dir, env: { API_KEY: '12secretvalue', TENANT: 'acme-corp' } });
+    const said = (JSON.parse(r.stdout) as { file: string; line: number; message: string }[]).map((d) => `${d.file}:${d.line} ${d.message}`);
+    assert.equal(said.length, 2, r.stdout);
+    assert.match(said[0]!, /^teams\/a\.yaml:8 JSONata expression does not compile: Syntax error: "\[redacted\]" \(the expression is the value of \$\{API_KEY\}: /);
+    assert.match(said[1]!, /^teams\/a\.yaml:9 the value from \$\{TENANT\} is read as a JSONata expression: .* `x-tenant: '"\$\{TENANT\}"'`$/);
+    assert.doesNotMatch(r.stdout + r.stderr, /secret|acme/);
+  });
+
   it('reports an included file that does not exist at its include line; a fragment may hold only brokers, listeners, chains and routes', async () => {
     const dir = tempFiles({ 'gateway.yaml': root.replace('shared.yaml', 'sahred.yaml'), 'teams/a.yaml': yaml('admin: { port: 1 }') });
     const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
