@@ -49,18 +49,38 @@ export function didYouMean(word: string, candidates: Iterable<string>): string {
   return hint === undefined ? '' : ` (did you mean '${hint}'?${lookalike(word, hint)})`;
 }
 
+/** Cyrillic and Greek letters printed as the Latin letter beside them (a homoglyph; `ж` is not one). */
+const LOOKS_LATIN = new Map(
+  [...'аaвBеeкkмMнHоoрpсcтTуyхxіiјjѕsԁdӏlАAВBЕEКKМMНHОOРPСCТTХXІIЈJЅSοoαaνvρpτtυuικkΑAΒBΕEΖZΗHΙIΚKΜMΝNΟOΡPΤTΥYΧX'].flatMap((c, i, all) => (i % 2 === 0 ? [[c, all[i + 1]!] as const] : [])),
+);
+
 /**
  * `rоutes` (a Cyrillic о) and `routes` print the same: the hint alone shows two spellings a reader
- * cannot tell apart. Names the first character outside ASCII where the hint has an ASCII letter.
+ * cannot tell apart. Names the first character outside ASCII where the hint has an ASCII letter,
+ * saying what it is: a letter of Cyrillic or Greek that prints as the Latin one (LOOKS_LATIN), the hint's
+ * letter with a mark (`é`) or in another form (full-width `ｒ`), or a character that prints
+ * nothing (a zero-width space, which `rou\u200Btes` holds and the hint has not).
  */
 function lookalike(word: string, hint: string): string {
   const typed = [...word];
   const meant = [...hint];
+  const code = (c: string) => `U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
+  const invisible = typed.find((c) => /^[\p{Cf}\p{Zs}]$/u.test(c) && c !== ' ');
+  if (invisible !== undefined && typed.filter((c) => c !== invisible).join('') === hint) return ` '${word}' has ${code(invisible)}, a character that prints nothing, which '${hint}' has not`;
   if (typed.length !== meant.length) return '';
   const at = typed.findIndex((c, i) => c !== meant[i] && c.codePointAt(0)! > 0x7f && /^[A-Za-z0-9]$/.test(meant[i]!));
   if (at < 0) return '';
-  const code = typed[at]!.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0');
-  return ` '${word}' has U+${code} where '${hint}' has '${meant[at]}', a character of another script that looks the same`;
+  const c = typed[at]!;
+  const m = meant[at]!;
+  const what =
+    c.normalize('NFKC') === m
+      ? `another form of '${m}'`
+      : c.normalize('NFD')[0] === m
+        ? `'${m}' with a mark`
+        : LOOKS_LATIN.get(c) === m
+          ? 'a character of another script that looks the same'
+          : 'a character of another script';
+  return ` '${word}' has ${code(c)} where '${hint}' has '${m}', ${what}`;
 }
 
 /**

@@ -373,6 +373,17 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     assertProblems(await routes('routes', 'lоcal'), [
       ['gateway.yaml:15:19', /^broker 'lоcal' is not defined \(did you mean 'local'\? 'lоcal' has U\+043E where 'local' has 'o', a character of another script that looks the same\)/],
     ]);
+    // Only a letter that prints as the Latin one is said to look the same: an accented letter, a
+    // full-width one, a Cyrillic letter unlike any Latin one and a character that prints nothing are
+    // said as what they are (the zero-width space made the hint's two spellings look alike too).
+    for (const [key, said] of [
+      ['routés', "'routés' has U\\+00E9 where 'routes' has 'e', 'e' with a mark"],
+      ['ｒoutes', "'ｒoutes' has U\\+FF52 where 'routes' has 'r', another form of 'r'"],
+      ['rжutes', "'rжutes' has U\\+0436 where 'routes' has 'o', a character of another script"],
+      ['rou\u200btes', "'rou\u200btes' has U\\+200B, a character that prints nothing, which 'routes' has not"],
+    ]) {
+      assertProblems(await routes(key!, 'local'), [['gateway.yaml:12:1', new RegExp(`^unknown key '${key}' in the config \\(did you mean 'routes'\\? ${said}\\); expected one of: `)]]);
+    }
   });
 
   it("warns of a topic a ${VAR} gives in another kind's wildcards or as a template without rewriting its value into the hint", async () => {
