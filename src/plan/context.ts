@@ -122,8 +122,20 @@ export class CompileContext {
     const kind = this.brokerKind(broker);
     const why = kind === undefined ? undefined : this.registry.brokers.get(kind)?.topicProblem?.(topic, use, this.config.brokers?.[broker]);
     if (!why) return true;
-    this.report(path, 'EG_CONFIG_SCHEMA', `${quoteTopic(topic)} cannot be a topic of ${kind} broker '${broker}': ${why}${hint}`);
+    this.report(path, 'EG_CONFIG_SCHEMA', `${quoteTopic(topic)} cannot be a topic of ${kind} broker '${broker}': ${this.withoutTopicParts(why, path)}${hint}`);
     return false;
+  }
+
+  /**
+   * A topic problem's hint rewrites the topic (`did you mean 'tenant/+/temperature'?` for
+   * `tenant.*.temperature`) or quotes its parts (`topic: "...", group: "..."` of a `$share/`):
+   * of a topic from the environment, redacted whole, those would show it, so the variable is named.
+   */
+  private withoutTopicParts(why: string, path: readonly PathPart[]): string {
+    const variables = this.environmentVariablesOf(path);
+    if (variables === undefined) return why;
+    const named = `the topic is the value of ${this.variablesNamed(variables)}`;
+    return why.replace(/did you mean '[^']*'\?\)$/, `${named}: write it there with those)`).replace(/ \(topic: "[^"]*", group: "[^"]*"\)/, ` (${named})`);
   }
 
   /**

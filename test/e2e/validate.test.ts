@@ -416,6 +416,44 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     ]);
   });
 
+  it('refuses a topic a ${VAR} gives that its broker cannot take without rewriting its value or quoting its parts in the hint', async () => {
+    // The topic was `[redacted]`, the error's hint not: `(MQTT's levels are separated by '/': did
+    // you mean 'tenantsecret/+/temperature'?)`, `(topic: "tenantsecret", group: "grpsecret")`.
+    const r = await validate(
+      {
+        'gateway.yaml': yaml(
+          'version: 1', //                                                  1
+          'brokers:', //                                                    2
+          '  m: { kind: mqtt, url: "mqtt://127.0.0.1:1883" }', //           3
+          '  local: { kind: memory }', //                                   4
+          'listeners:', //                                                  5
+          '  api: { kind: http, port: 0 }', //                              6
+          'routes:', //                                                     7
+          '  - name: r', //                                                 8
+          '    from: { broker: m, topic: "${TOPIC}" }', //                  9
+          '    to: { broker: local, topic: x }', //                         10
+          '  - name: s', //                                                 11
+          '    from: { broker: m, topic: "${SHARED}" }', //                 12
+          '    to: { broker: local, topic: y }', //                         13
+          '  - name: t', //                                                 14
+          '    from: { broker: m, topic: "plant.#.temperature" }', //       15
+          '    to: { broker: local, topic: z }', //                         16
+        ),
+      },
+      { env: { TOPIC: 'tenantsecret.#.temperature', SHARED: '$share/grpsecret/tenantsecret' } },
+    );
+    assertProblems(r, [
+      [
+        'gateway.yaml:9:31',
+        /^'\[redacted\]' cannot be a topic of mqtt broker 'm': '#' must be a whole level, and the last one \(MQTT's levels are separated by '\/': the topic is the value of \$\{TOPIC\}: write it there with those\)$/,
+      ],
+      ['gateway.yaml:12:31', /^'\[redacted\]' cannot be a topic of mqtt broker 'm': a shared subscription is written as the route's topic and group \(the topic is the value of \$\{SHARED\}\): /],
+      // A topic written in the file is rewritten as before.
+      ['gateway.yaml:15:31', /\(MQTT's levels are separated by '\/': did you mean 'plant\/\+\/temperature'\?\)$/],
+    ]);
+    assert.doesNotMatch(r.stdout + r.stderr, /secret/);
+  });
+
   it("refuses a webhook's retry.backoffMs larger than its maxBackoffMs, written or the default, at backoffMs; a maxBackoffMs alone below the default backoffMs caps it", async () => {
     // Accepted, every wait was maxBackoffMs: the backoffMs written had no effect.
     const hook = (retry: string) => `    to: { http: { url: "https://crm.example.com/in", retry: ${retry} } }`;
