@@ -338,7 +338,7 @@ export class Prometheus {
     if (kind !== 'kafka') return;
     new Counter({
       name: 'eventgate_kafka_consumer_rejoins_total',
-      help: "Times a route's member joined its consumer group again without a restart: a rebalance (a member came or went, a commit or heartbeat refused, the cluster dropped this member).",
+      help: "Times a route's member joined its consumer group again without a restart: a rebalance (a member came or went, a commit or heartbeat refused, the cluster dropped this member, a partition's leader moved).",
       labelNames: ['broker', 'route'],
       registers,
       collect() {
