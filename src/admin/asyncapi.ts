@@ -73,13 +73,12 @@ async function upload(gateway: AdminSource, target: AsyncApiPlan, text: string, 
   // A diagnostic may quote a config value: no secret leaves the gateway in the answer (docs/security.md).
   const secrets = new Set([...(gateway.plan?.secretValues ?? []), ...(checked.secrets ?? [])]);
   const configFile = gateway.plan!.file;
-  // Made relative first: redacted first, a directory named like a variable's value (`[redacted]/...`) was no longer the config's directory.
   if (!checked.plan) {
-    const diagnostics = redactDiagnostics(relativeTo(configFile, checked.diagnostics), secrets);
+    const diagnostics = redactedRelative(configFile, checked.diagnostics, secrets);
     return sendRefusal(res, refusal(target, diagnostics), diagnostics);
   }
   // What `eventgate validate` prints on stderr for the config with this document (a field the new payload no longer declares): said in the answer too, not only in the log.
-  const warnings = redactDiagnostics(relativeTo(configFile, checked.warnings ?? []), secrets).map(formatWarning);
+  const warnings = redactedRelative(configFile, checked.warnings ?? [], secrets).map(formatWarning);
   if ((await readText(target.file)) !== before) {
     return sendProblem(
       res,
@@ -142,6 +141,16 @@ function sendRefusal(res: ServerResponse, p: Problem, diagnostics: Diagnostic[])
 }
 
 /** Whoever uploads learns nothing about the host's file system: no absolute path of the config's directory. */
+/**
+ * Redacted with the files and the config's directory shown as they are, then relativeTo. Not the
+ * other way round: made relative first, a secret that held the directory (`site/app/levels` with
+ * the config in /app) lost it from its text and was no longer redacted (`sitelevels`); redacted
+ * plainly first, a directory named like a variable's value was no longer the config's.
+ */
+function redactedRelative(configFile: string, found: Diagnostic[], secrets: ReadonlySet<string>): Diagnostic[] {
+  return relativeTo(configFile, redactDiagnostics(found, secrets, [`${dirname(resolve(configFile))}/`]));
+}
+
 function relativeTo(configFile: string, found: Diagnostic[]): Diagnostic[] {
   const dir = dirname(resolve(configFile));
   return found.map((d) => ({ ...d, file: relative(dir, resolve(d.file)), message: d.message.split(`${dir}/`).join('') }));

@@ -139,8 +139,8 @@ function shownUrl(v: string): string | undefined {
  * `topic: ${TOPIC}` and TOPIC=orders: `/srv/[redacted]/gateway.yaml:9:5`), in the problem's `file`
  * and where its message names the file (`the validate step at FILE:14:7`).
  */
-export function redactDiagnostics<T extends { file: string; message: string }>(diagnostics: readonly T[], secrets: ReadonlySet<string>): T[] {
-  return diagnostics.map((d) => ({ ...redact(d, secrets), message: redactAround(d.message, d.file, secrets), file: d.file }));
+export function redactDiagnostics<T extends { file: string; message: string }>(diagnostics: readonly T[], secrets: ReadonlySet<string>, places: readonly string[] = []): T[] {
+  return diagnostics.map((d) => ({ ...redact(d, secrets), message: redactAround(d.message, [d.file, ...places], secrets), file: d.file }));
 }
 
 /**
@@ -152,16 +152,20 @@ export function redactProblems<T extends { diagnostics: readonly { file: string;
 }
 
 /**
- * `text` with its secrets redacted but `place` (a file's path, as `could not start
+ * `text` with its secrets redacted but each place (a file's path, as `could not start
  * /srv/production/gateway.yaml: ...` names it) shown as it is. Put back after redacting, so a
  * secret that holds the place (`token-gateway.yaml-7f`) is still redacted whole.
  */
-export function redactAround(text: string, place: string, secrets: ReadonlySet<string>): string {
-  const shown = redact(text, secrets);
-  const redactedPlace = redact(place, secrets);
-  // A place that is a secret and nothing else (`[redacted]`) cannot be told from other secrets.
-  if (redactedPlace === place || redactedPlace.split(REDACTED).join('') === '') return shown;
-  return shown.split(redactedPlace).join(place);
+export function redactAround(text: string, places: string | readonly string[], secrets: ReadonlySet<string>): string {
+  let shown = redact(text, secrets);
+  // Longest first: a file's path before its directory's.
+  for (const place of [places].flat().sort((a, b) => b.length - a.length)) {
+    const redactedPlace = redact(place, secrets);
+    // A place that is a secret and nothing else (`[redacted]`) cannot be told from other secrets.
+    if (redactedPlace === place || redactedPlace.split(REDACTED).join('') === '') continue;
+    shown = shown.split(redactedPlace).join(place);
+  }
+  return shown;
 }
 
 /** A copy of `value` with every secret replaced by `[redacted]`, in strings and object keys alike. */

@@ -283,6 +283,31 @@ describe('AsyncAPI uploads', { concurrency: true }, () => {
     });
   });
 
+  describe('an upload refused where a secret holds the config’s directory', () => {
+    // A channel from ${CHANNEL} whose value holds `<config dir>/` (`site/app/levels` with the
+    // config in /app): made relative before redaction, the 422 cut the directory out of the
+    // quoted value, which was then no secret redaction knew (`lvlkey-7c1e9b`).
+    const env: Record<string, string> = {};
+    const staged = config().replace('validate: {channel: alerts}', 'validate: {channel: "${CHANNEL}"}');
+    const gw = useGateway(staged, {
+      env,
+      setup: (dir) => {
+        env.CHANNEL = `lvl${dir}/key-7c1e9b`;
+        writeFileSync(join(dir, 'contracts/alerts.yaml'), `${plain}  ${JSON.stringify(env.CHANNEL)}:\n    messages:\n      level:\n        payload: {type: object}\n`);
+      },
+      files: { 'contracts/alerts.yaml': plain },
+      readyTimeoutMs: READY_TIMEOUT_MS,
+    });
+
+    it('quotes the channel the document would no longer provide as [redacted], no part of it', async () => {
+      const res = await fetch(`${gw.adminUrl}/admin/asyncapi`, { method: 'PUT', body: plain, headers: { 'content-type': 'application/yaml', ...auth } });
+      const text = await res.text();
+      assert.equal(res.status, 409, text);
+      assert.equal(text.includes('key-7c1e9b'), false, text);
+      assert.match(JSON.parse(text).diagnostics[0].message, /AsyncAPI channel '\[redacted\]' is not defined in /);
+    });
+  });
+
   describe('an upload refused in a directory named like a variable’s value', () => {
     // STAGE is the config directory's name (set once the helper made it): a value of the config,
     // so a secret. Redacted before the files were made relative, the answer named
