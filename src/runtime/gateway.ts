@@ -257,16 +257,18 @@ export class Gateway {
       }
     }
     const at = new Date().toISOString();
+    // A diagnostic may quote a value; neither the log, the reload's answer nor /admin/status may
+    // show a secret, the new config's included (a listener's `host: ${BIND_HOST}` it could not bind).
+    const secrets = new Set([...(this.plan?.secretValues ?? []), ...(loaded.secrets ?? [])]);
     if (result.result === 'rolled_back') {
       this.metrics.reloadRolledBack();
+      result = redactProblems(result, secrets);
       this.lastError = { message: result.reason, diagnostics: result.diagnostics };
       const where = result.diagnostics[0];
       this.logger.error({ reason, error: result.reason, ...(where && { diagnostic: formatDiagnostic(where), code: where.code }) }, 'reload rolled back; the running config keeps serving');
       this.lastReload = { at, result: 'rolled_back', version: this.plan?.version ?? null, error: this.lastError };
     } else if (result.result === 'rejected') {
       this.metrics.reloadFailed();
-      // A diagnostic may quote a value; neither the log nor /admin/status may show a secret.
-      const secrets = new Set([...(this.plan?.secretValues ?? []), ...(loaded.secrets ?? [])]);
       result = redactProblems(result, secrets);
       this.lastError = { message: result.reason, diagnostics: result.diagnostics };
       for (const d of result.diagnostics) this.logger.error({ reason, diagnostic: formatDiagnostic(d), code: d.code }, 'reload rejected; the running config keeps serving');

@@ -129,6 +129,25 @@ describe('hot reload: a commit that fails is rolled back', () => {
     assert.equal(status.lastReload.result, 'rolled_back');
     assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
   });
+
+  it("shows no ${VAR}'s value the failure names: not in the log line, POST /admin/reload's 409 or /admin/status (5180)", async () => {
+    // The new address, from the environment, is not this machine's (TEST-NET-1): the listener
+    // that takes its port over cannot bind it at commit. Its value is a secret, as any ${VAR}'s.
+    const BIND_HOST = '192.0.2.1';
+    const port = await freePort('127.0.0.1');
+    await gw.start(config(port, '127.0.0.1', '{"v": 1}'), { env: { BIND_HOST } });
+    const from = gw.logs.length;
+    const line = await gw.reconfigure(config(port, '"${BIND_HOST}"', '{"v": 2}'));
+    assert.equal(line.msg, 'reload rolled back; the running config keeps serving');
+    assert.match(String(line.error), /listener 'api': cannot bind \[redacted\]:\d+/);
+    assert.match(String(line.diagnostic), /gateway\.yaml:5:35: could not start listener 'api': cannot bind \[redacted\]:\d+/);
+    const res = await fetch(`${gw.adminUrl}/admin/reload`, { method: 'POST' });
+    const answer = await res.text();
+    assert.equal(res.status, 409, answer);
+    const status = JSON.stringify(await gw.status());
+    assert.match(status, /"result":"rolled_back"/);
+    for (const text of [JSON.stringify(gw.logs.slice(from)), answer, status]) assert.equal(text.includes(BIND_HOST), false, text);
+  });
 });
 
 /**
