@@ -13,7 +13,7 @@ import { diffPlans } from '../plan/diff.js';
 import type { AdminPlan, Plan } from '../plan/types.js';
 import { GatewayMetrics } from '../telemetry/metrics.js';
 import { TapHub } from '../telemetry/tap.js';
-import { redact, redactProblems, shownEndpoint } from '../config/secrets.js';
+import { redact, redactDiagnostics, redactProblems, shownEndpoint } from '../config/secrets.js';
 import { RouteRuntime } from './route.js';
 import { applyTransition, restoreTransition, type AdminComponent, type Components, type TransitionEnv } from './transition.js';
 import { StepStateStore } from './step-state.js';
@@ -199,7 +199,8 @@ export class Gateway {
 
   /** What is valid but probably not meant (a route feeding the topic it reads), once per config that takes effect. */
   private logWarnings(loaded: LoadResult): void {
-    for (const w of loaded.warnings ?? []) this.logger.warn({ diagnostic: formatDiagnostic(w), code: w.code }, 'config warning');
+    // Redacted as validate prints them: a warning may quote a value (a topic from ${TOPIC}).
+    for (const w of redactDiagnostics(loaded.warnings ?? [], loaded.secrets ?? new Set())) this.logger.warn({ diagnostic: formatDiagnostic(w), code: w.code }, 'config warning');
   }
 
   /** Reloads one at a time; a request during a reload runs once more afterwards. */

@@ -290,3 +290,29 @@ routes:
     for (const secret of [ADMIN_TOKEN, SECRET_TOPIC]) assert.equal(everything.includes(secret), false, `${secret} leaked`);
   });
 });
+
+describe('a config warning that quotes a ${VAR} value', () => {
+  // A topic from ${TOPIC} that reads like a template: the warning quotes it, as validate's does.
+  const TOPIC = 'orders.{region}.k3y7x-from-env';
+  const config = `version: 1
+brokers:
+  local: {kind: memory}
+listeners:
+  api: {kind: http, port: 0, host: 127.0.0.1}
+routes:
+  - name: templated
+    from: {listener: api, path: /in}
+    to: {broker: local, topic: "\${TOPIC}"}
+`;
+  const gw = useGateway(config, { env: { TOPIC } });
+
+  it('is logged with the value redacted, as validate prints it, at start and at a reload', async () => {
+    const start = await gw.waitForLog((l) => l.msg === 'config warning');
+    assert.match(String(start.diagnostic), /gateway\.yaml:9:32: topic '\[redacted\]' is taken as a name/);
+    const from = gw.logs.length;
+    await gw.reconfigure(config.replace('path: /in', 'path: /in2'));
+    const reloaded = await gw.waitForLog((l) => l.msg === 'config warning', undefined, from);
+    assert.match(String(reloaded.diagnostic), /topic '\[redacted\]' is taken as a name/);
+    assert.equal(JSON.stringify(gw.logs).includes(TOPIC), false, 'the topic leaked');
+  });
+});
