@@ -454,6 +454,31 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     assert.doesNotMatch(r.stdout + r.stderr, /secret/);
   });
 
+  it('quotes no number a value from ${VAR} begins with in a JSONata error (`1234567890-AbCd...`: JSONata quotes the number unquoted)', async () => {
+    // Tokens of the form `<id>-<secret>` or `<id>.<secret>`: JSONata reads the digits before `-`
+    // or `.` as one number and quotes it as it read it, without quotes.
+    const files = {
+      'gateway.yaml': yaml(
+        ...base,
+        'routes:',
+        '  - name: hook',
+        '    from: { listener: api, path: /in }',
+        '    to: { http: { url: "https://crm.example.com/in", headers: { authorization: "Bearer ${CRM_TOKEN}", x-k: "${CRM_TOKEN}", x-written: "Bearer 4217-abc" } } }',
+      ),
+    };
+    for (const [token, number] of [
+      ['1234567890-AbCdEfGhIjKl', '1234567890'],
+      ['98765432.abcdefgh', '98765432'],
+      ['12345.678e9-xyzabc', '12345678000000'],
+    ] as const) {
+      const r = await validate(files, { env: { CRM_TOKEN: token } });
+      assert.doesNotMatch(r.stdout + r.stderr, new RegExp(number), r.stdout);
+      assert.match(r.stdout, /^gateway\.yaml:15:88: JSONata expression does not compile: Syntax error: "?\[redacted\]"? /m);
+      // Written in the file, a number is quoted as JSONata says it.
+      assert.match(r.stdout, /: Syntax error: 4217 /);
+    }
+  });
+
   it("refuses a webhook's retry.backoffMs larger than its maxBackoffMs, written or the default, at backoffMs; a maxBackoffMs alone below the default backoffMs caps it", async () => {
     // Accepted, every wait was maxBackoffMs: the backoffMs written had no effect.
     const hook = (retry: string) => `    to: { http: { url: "https://crm.example.com/in", retry: ${retry} } }`;
