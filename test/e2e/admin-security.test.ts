@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { basename } from 'node:path';
 import { globalAgent } from 'node:http';
 import { once } from 'node:events';
@@ -43,13 +43,27 @@ routes:
 ${extraRoute}`;
 
 /** The IPv4 addresses a TCP port is listening on, from the kernel's socket table. */
-function listeningAddresses(port: number): string[] {
+/**
+ * The addresses the process `pid` listens on at `port` (/proc/net/tcp, IPv4). Only that process's
+ * sockets: the table is the whole machine's, and a file running beside this one may listen on the
+ * same port number on another loopback address (127.0.0.2), which failed this check once.
+ */
+function listeningAddresses(port: number, pid: number): string[] {
   const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  const inodes = new Set(
+    readdirSync(`/proc/${pid}/fd`).flatMap((fd) => {
+      try {
+        return [/^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`))?.[1] ?? ''];
+      } catch {
+        return []; // closed meanwhile
+      }
+    }),
+  );
   return readFileSync('/proc/net/tcp', 'utf8')
     .split('\n')
     .slice(1)
     .map((l) => l.trim().split(/\s+/))
-    .filter((f) => f[1]?.endsWith(`:${hexPort}`) && f[3] === '0A')
+    .filter((f) => f[1]?.endsWith(`:${hexPort}`) && f[3] === '0A' && inodes.has(f[9] ?? ''))
     .map((f) =>
       f[1]!
         .split(':')[0]!
@@ -66,7 +80,7 @@ describe('admin API protection', () => {
 
   it('binds the admin API to 127.0.0.1 by default', () => {
     const port = Number(new URL(gw.adminUrl).port);
-    assert.deepEqual(listeningAddresses(port), ['127.0.0.1']);
+    assert.deepEqual(listeningAddresses(port, gw.process.pid!), ['127.0.0.1']);
     assert.equal(
       gw.logs.some((l) => /admin API is reachable beyond this host/.test(l.msg)),
       false,
@@ -250,7 +264,7 @@ describe('admin API bound beyond loopback', () => {
   it('warns when it has no token', async () => {
     const warning = await gw.waitForLog((l) => /admin API is reachable beyond this host/.test(l.msg));
     assert.equal(warning.level, 'warn');
-    assert.deepEqual(listeningAddresses(Number(new URL(gw.adminUrl).port)), ['0.0.0.0']);
+    assert.deepEqual(listeningAddresses(Number(new URL(gw.adminUrl).port), gw.process.pid!), ['0.0.0.0']);
   });
 });
 
