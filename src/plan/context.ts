@@ -122,7 +122,7 @@ export class CompileContext {
     const kind = this.brokerKind(broker);
     const why = kind === undefined ? undefined : this.registry.brokers.get(kind)?.topicProblem?.(topic, use, this.config.brokers?.[broker]);
     if (!why) return true;
-    this.report(path, 'EG_CONFIG_SCHEMA', `${quoteTopic(topic)} cannot be a topic of ${kind} broker '${broker}': ${this.withoutTopicParts(why, path)}${hint}`);
+    this.report(path, 'EG_CONFIG_SCHEMA', `${this.quotedName(topic, path)} cannot be a topic of ${kind} broker '${broker}': ${this.withoutTopicParts(why, path)}${hint}`);
     return false;
   }
 
@@ -135,7 +135,18 @@ export class CompileContext {
     const variables = this.environmentVariablesOf(path);
     if (variables === undefined) return why;
     const named = `the topic is the value of ${this.variablesNamed(variables)}`;
-    return why.replace(/did you mean '[^']*'\?\)$/, `${named}: write it there with those)`).replace(/ \(topic: "[^"]*", group: "[^"]*"\)/, ` (${named})`);
+    // Greedy: a topic with a ' or " in it (`o'rders.#`) is rewritten or quoted whole all the same.
+    return why.replace(/did you mean '[\s\S]*'\?\)$/, `${named}: write it there with those)`).replace(/ \(topic: "[\s\S]*", group: "[\s\S]*"\)(?=: the gateway subscribes)/, ` (${named})`);
+  }
+
+  /**
+   * A topic or group at `path` as a diagnostic quotes it (quoteTopic). Of a value from the
+   * environment, a quote that is not its text (a long one shortened to its first 40 characters, a
+   * control character escaped) is no value redaction finds: `'[redacted]'` instead.
+   */
+  quotedName(name: string, path: readonly PathPart[]): string {
+    const quoted = quoteTopic(name);
+    return quoted === `'${name}'` || this.environmentVariablesOf(path) === undefined ? quoted : `'${REDACTED}'`;
   }
 
   /**
@@ -157,7 +168,7 @@ export class CompileContext {
     const options = this.config.brokers?.[broker];
     const why = options === undefined ? undefined : this.registry.brokers.get(options.kind)?.groupProblem?.(group, topic, options);
     if (!why) return true;
-    this.report(path, 'EG_CONFIG_SCHEMA', `consumer group ${quoteTopic(group)} cannot be used with ${options!.kind} broker '${broker}': ${why}`);
+    this.report(path, 'EG_CONFIG_SCHEMA', `consumer group ${this.quotedName(group, path)} cannot be used with ${options!.kind} broker '${broker}': ${why}`);
     return false;
   }
 

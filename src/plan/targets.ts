@@ -5,7 +5,7 @@ import type { Expression } from '../expr/expression.js';
 import type { CompiledStep } from '../kinds/contracts.js';
 import { pemCertificatesProblem } from '../kinds/pem.js';
 import { signatureKey, WEBHOOK_DEFAULTS, type WebhookOptions, type WebhookPlan } from '../kinds/targets/webhook.js';
-import { type CompileContext, quoteTopic } from './context.js';
+import type { CompileContext } from './context.js';
 import type { RawTarget } from './raw.js';
 import type { StepCompiler } from './steps.js';
 import type { ListenerPlan, TargetPlan } from './types.js';
@@ -87,7 +87,7 @@ export function compileTargets(
         const hint =
           variables === undefined ? computedTopicHint(t.topic) : `a topic computed per message is written topic: { expression: ... } (the topic is the value of ${ctx.variablesNamed(variables)})`;
         if (!refs.checkTopic(t.broker, t.topic, 'publish', [...tAt, 'topic'], computed ? ` (${hint})` : '')) return;
-        if (computed) ctx.warn([...tAt, 'topic'], 'EG_CONFIG_SUSPICIOUS_TOPIC', `topic ${quoteTopic(t.topic)} is taken as a name, as written, not as an expression: ${hint}`);
+        if (computed) ctx.warn([...tAt, 'topic'], 'EG_CONFIG_SUSPICIOUS_TOPIC', `topic ${ctx.quotedName(t.topic, [...tAt, 'topic'])} is taken as a name, as written, not as an expression: ${hint}`);
         targets.push({ type: 'broker', broker: t.broker, topic: t.topic, topicExpr: undefined, key, structured, ...qos });
       } else {
         const topicExpr = ctx.expression(t.topic.expression, [...tAt, 'topic', 'expression']);

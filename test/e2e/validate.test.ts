@@ -454,6 +454,58 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     assert.doesNotMatch(r.stdout + r.stderr, /secret/);
   });
 
+  it('quotes no part of a topic a ${VAR} gives that its broker refuses: not shortened, escaped, or rewritten where a quote is in it', async () => {
+    // Each was shown: `'kafkasecretxxx…' (311 characters)` (its first 40 characters), `'mqttsecret\u0001x'`
+    // (escaped), `did you mean 'o'rdersecret/+/x'?` and `(topic: "sharesecret", group: "g"x")` (a quote
+    // in the value stopped the hint's rewrite), and a suspicious topic's warning shortened as the first.
+    const r = await validate(
+      {
+        'gateway.yaml': yaml(
+          'version: 1', //                                                  1
+          'brokers:', //                                                    2
+          '  m: { kind: mqtt, url: "mqtt://127.0.0.1:1883" }', //           3
+          '  k: { kind: kafka, brokers: ["127.0.0.1:9092"] }', //           4
+          '  local: { kind: memory }', //                                   5
+          'listeners:', //                                                  6
+          '  api: { kind: http, port: 0 }', //                              7
+          'routes:', //                                                     8
+          '  - name: a', //                                                 9
+          '    from: { listener: api, path: /a }', //                       10
+          '    to: { broker: k, topic: "${LONG}" }', //                     11
+          '  - name: b', //                                                 12
+          '    from: { listener: api, path: /b }', //                       13
+          '    to: { broker: m, topic: "${CONTROL}" }', //                  14
+          '  - name: c', //                                                 15
+          '    from: { broker: m, topic: "${QUOTED}" }', //                 16
+          '    to: { broker: local, topic: x }', //                         17
+          '  - name: d', //                                                 18
+          '    from: { broker: m, topic: "${SHARED}" }', //                 19
+          '    to: { broker: local, topic: y }', //                         20
+          '  - name: e', //                                                 21
+          '    from: { listener: api, path: /e }', //                       22
+          '    to: { broker: local, topic: "${TEMPLATE}" }', //             23
+        ),
+      },
+      {
+        env: {
+          LONG: `kafkasecret${'x'.repeat(300)}`,
+          CONTROL: 'mqttsecret\u0001x',
+          QUOTED: "o'rdersecret.#.x",
+          SHARED: '$share/g"x/sharesecret',
+          TEMPLATE: `orders.{region}.templatesecret${'y'.repeat(100)}`,
+        },
+      },
+    );
+    assertProblems(r, [
+      ['gateway.yaml:11:29', /^'\[redacted\]' cannot be a topic of kafka broker 'k': a Kafka topic name is 1 to 249 characters/],
+      ['gateway.yaml:14:29', /^'\[redacted\]' cannot be a topic of mqtt broker 'm': an MQTT topic cannot hold the control character U\+0001$/],
+      ['gateway.yaml:16:31', /^'\[redacted\]' cannot be a topic of mqtt broker 'm': .*\(MQTT's levels are separated by '\/': the topic is the value of \$\{QUOTED\}: write it there with those\)$/],
+      ['gateway.yaml:19:31', /^'\[redacted\]' cannot be a topic of mqtt broker 'm': a shared subscription is written as the route's topic and group \(the topic is the value of \$\{SHARED\}\): /],
+    ]);
+    assert.match(r.stderr, /^gateway\.yaml:23:33: warning: topic '\[redacted\]' is taken as a name/m);
+    assert.doesNotMatch(r.stdout + r.stderr, /secret/);
+  });
+
   it('quotes no number a value from ${VAR} begins with in a JSONata error (`1234567890-AbCd...`: JSONata quotes the number unquoted)', async () => {
     // Tokens of the form `<id>-<secret>` or `<id>.<secret>`: JSONata reads the digits before `-`
     // or `.` as one number and quotes it as it read it, without quotes.
