@@ -2,7 +2,7 @@ import { isHidden } from '../config/prune.js';
 import type { PathPart } from '../config/source.js';
 import { canonical } from '../core/canonical.js';
 import type { PathClaims } from '../kinds/contracts.js';
-import { aKind, type CompileContext, quoteTopic } from './context.js';
+import { aKind, type CompileContext } from './context.js';
 import type { RawRoute } from './raw.js';
 import type { CompiledChainStep, StepCompiler } from './steps.js';
 import { warnUndeclaredFields } from './field-reads.js';
@@ -30,7 +30,7 @@ export function compileRoutes(
   const claimed = new Map<string, { paths: PathClaims; route: Map<string, number> }>();
   const forwardAuth = new Map<string, { auth: string; route: string }>();
   /** broker + a group's consumer on its server (BrokerKind.sharedConsumer) → the first route reading through it. */
-  const consumers = new Map<string, { route: string; topic: string; group: string }>();
+  const consumers = new Map<string, SharedConsumer>();
   const unbound = new UnboundReads();
   const written = (ctx.src.value as { routes?: unknown } | undefined)?.routes;
   /** Says a second use of a route name; false when the name is new (now taken). */
@@ -349,19 +349,21 @@ function compileRoute(
   };
 }
 
+/** A consume route's consumer as sharesConsumerWell keeps it: `at`, the route's place in the config. */
+interface SharedConsumer {
+  route: string;
+  topic: string;
+  group: string;
+  at: PathPart[];
+}
+
 /**
  * Whether a consume route's group, where its broker makes it one consumer for several topics (a
  * JetStream durable consumer, an amqp route queue), is read by no earlier route of another topic,
  * nor under another group that names the same consumer; reported at the group (or the route's
  * name, for the default group) when it is.
  */
-function sharesConsumerWell(
-  ctx: CompileContext,
-  name: string,
-  route: { from: SourcePlan; to: readonly { type: string }[] },
-  at: PathPart[],
-  consumers: Map<string, { route: string; topic: string; group: string }>,
-): boolean {
+function sharesConsumerWell(ctx: CompileContext, name: string, route: { from: SourcePlan; to: readonly { type: string }[] }, at: PathPart[], consumers: Map<string, SharedConsumer>): boolean {
   const from = route.from;
   if (from.type !== 'broker' || from.groupless) return true;
   // A per-instance group is named after its route too (`eventgate-x.y-<instance>`): routes `x.y`
@@ -376,9 +378,12 @@ function sharesConsumerWell(
   const shared = perInstance ? { ...found, name: found.name.replace("-_instance_'", "-<instance>'") } : found;
   const key = `${from.broker}\0${shared.name}`;
   const other = consumers.get(key);
-  if (other === undefined) consumers.set(key, { route: name, topic: from.topic, group });
+  if (other === undefined) consumers.set(key, { route: name, topic: from.topic, group, at });
   if (other === undefined || (other.topic === from.topic && other.group === group)) return true;
   const where = from.group === undefined ? [...at, 'name'] : [...at, 'from', 'group'];
+  // Quoted by where they were written: a topic or group from the environment is not shortened or escaped past its redaction.
+  const topicOf = (p: PathPart[], topic: string) => ctx.quotedName(topic, [...p, 'from', 'topic']);
+  const groupOf = (p: PathPart[], g: string) => ctx.quotedName(g, [...p, 'from', 'group']);
   if (other.topic === from.topic) {
     // Two spellings of one consumer name (NATS: `a.b` and `a_b`, a name having no `.`): one group
     // to the server, which the routes would split, where two groups each read every message.
@@ -386,14 +391,14 @@ function sharesConsumerWell(
     ctx.report(
       where,
       'EG_CONFIG_CONFLICT',
-      `route '${name}' reads ${quoteTopic(from.topic)} with group ${quoteTopic(group)}, as route '${other.route}' reads it with group ${quoteTopic(other.group)}: on broker '${from.broker}' both groups are ${shared.name}, so the two routes would split its messages instead of each reading all of them; ${remedy ?? 'give one of them a group that names another consumer'}`,
+      `route '${name}' reads ${topicOf(at, from.topic)} with group ${groupOf(at, group)}, as route '${other.route}' reads it with group ${groupOf(other.at, other.group)}: on broker '${from.broker}' both groups are ${shared.name}, so the two routes would split its messages instead of each reading all of them; ${remedy ?? 'give one of them a group that names another consumer'}`,
     );
     return false;
   }
   ctx.report(
     where,
     'EG_CONFIG_CONFLICT',
-    `route '${name}' reads ${quoteTopic(from.topic)} with group ${quoteTopic(group)}, as route '${other.route}' reads ${quoteTopic(other.topic)}: on broker '${from.broker}' that group is ${shared.name}, ${shared.clash}; ${remedy ?? 'give one of them another group'}`,
+    `route '${name}' reads ${topicOf(at, from.topic)} with group ${groupOf(at, group)}, as route '${other.route}' reads ${topicOf(other.at, other.topic)}: on broker '${from.broker}' that group is ${shared.name}, ${shared.clash}; ${remedy ?? 'give one of them another group'}`,
   );
   return false;
 }

@@ -506,6 +506,32 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     assert.doesNotMatch(r.stdout + r.stderr, /secret/);
   });
 
+  it("quotes no part of a ${VAR}'s long routing-key pattern two routes of one group read (EG_CONFIG_CONFLICT)", async () => {
+    // Shown shortened, `'amqpsecret.xxx…' (111 characters)`: its first 40 characters, past the redaction.
+    const r = await validate(
+      {
+        'gateway.yaml': yaml(
+          'version: 1', //                                                                              1
+          'brokers:', //                                                                                2
+          '  r: { kind: amqp, url: "amqp://127.0.0.1:5672", exchange: { name: events, type: topic } }', // 3
+          '  local: { kind: memory }', //                                                               4
+          'listeners:', //                                                                              5
+          '  api: { kind: http, port: 0 }', //                                                          6
+          'routes:', //                                                                                 7
+          '  - name: a', //                                                                             8
+          '    from: { broker: r, topic: "${PATTERN}", group: g }', //                                  9
+          '    to: { broker: local, topic: x }', //                                                     10
+          '  - name: b', //                                                                             11
+          '    from: { broker: r, topic: "other.*", group: g }', //                                     12
+          '    to: { broker: local, topic: y }', //                                                     13
+        ),
+      },
+      { env: { PATTERN: `amqpsecret.${'x'.repeat(100)}` } },
+    );
+    assertProblems(r, [['gateway.yaml:12:49', /^route 'b' reads 'other\.\*' with group 'g', as route 'a' reads '\[redacted\]': on broker 'r' that group is queue 'g'/]]);
+    assert.doesNotMatch(r.stdout + r.stderr, /secret/);
+  });
+
   it('quotes no number a value from ${VAR} begins with in a JSONata error (`1234567890-AbCd...`: JSONata quotes the number unquoted)', async () => {
     // Tokens of the form `<id>-<secret>` or `<id>.<secret>`: JSONata reads the digits before `-`
     // or `.` as one number and quotes it as it read it, without quotes.
