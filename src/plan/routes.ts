@@ -1,6 +1,7 @@
 import { isHidden } from '../config/prune.js';
 import type { PathPart } from '../config/source.js';
 import { canonical } from '../core/canonical.js';
+import { REDACTED } from '../config/secrets.js';
 import type { PathClaims } from '../kinds/contracts.js';
 import { aKind, type CompileContext } from './context.js';
 import type { RawRoute } from './raw.js';
@@ -384,6 +385,10 @@ function sharesConsumerWell(ctx: CompileContext, name: string, route: { from: So
   // Quoted by where they were written: a topic or group from the environment is not shortened or escaped past its redaction.
   const topicOf = (p: PathPart[], topic: string) => ctx.quotedName(topic, [...p, 'from', 'topic']);
   const groupOf = (p: PathPart[], g: string) => ctx.quotedName(g, [...p, 'from', 'group']);
+  // The server's name of the consumer may spell a group from the environment otherwise (NATS:
+  // `grp.secret` is consumer `grp_secret`), which no redaction by value finds.
+  const respelt = (p: PathPart[], g: string) => ctx.environmentVariablesOf([...p, 'from', 'group']) !== undefined && !shared.name.includes(g);
+  const consumer = respelt(at, group) || respelt(other.at, other.group) ? shared.name.replace(/'[^']*'/, `'${REDACTED}'`) : shared.name;
   if (other.topic === from.topic) {
     // Two spellings of one consumer name (NATS: `a.b` and `a_b`, a name having no `.`): one group
     // to the server, which the routes would split, where two groups each read every message.
@@ -391,14 +396,14 @@ function sharesConsumerWell(ctx: CompileContext, name: string, route: { from: So
     ctx.report(
       where,
       'EG_CONFIG_CONFLICT',
-      `route '${name}' reads ${topicOf(at, from.topic)} with group ${groupOf(at, group)}, as route '${other.route}' reads it with group ${groupOf(other.at, other.group)}: on broker '${from.broker}' both groups are ${shared.name}, so the two routes would split its messages instead of each reading all of them; ${remedy ?? 'give one of them a group that names another consumer'}`,
+      `route '${name}' reads ${topicOf(at, from.topic)} with group ${groupOf(at, group)}, as route '${other.route}' reads it with group ${groupOf(other.at, other.group)}: on broker '${from.broker}' both groups are ${consumer}, so the two routes would split its messages instead of each reading all of them; ${remedy ?? 'give one of them a group that names another consumer'}`,
     );
     return false;
   }
   ctx.report(
     where,
     'EG_CONFIG_CONFLICT',
-    `route '${name}' reads ${topicOf(at, from.topic)} with group ${groupOf(at, group)}, as route '${other.route}' reads ${topicOf(other.at, other.topic)}: on broker '${from.broker}' that group is ${shared.name}, ${shared.clash}; ${remedy ?? 'give one of them another group'}`,
+    `route '${name}' reads ${topicOf(at, from.topic)} with group ${groupOf(at, group)}, as route '${other.route}' reads ${topicOf(other.at, other.topic)}: on broker '${from.broker}' that group is ${consumer}, ${shared.clash}; ${remedy ?? 'give one of them another group'}`,
   );
   return false;
 }

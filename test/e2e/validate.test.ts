@@ -532,6 +532,34 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     assert.doesNotMatch(r.stdout + r.stderr, /secret/);
   });
 
+  it("names no JetStream consumer spelt from a ${VAR}'s group two routes of other subjects read (EG_CONFIG_CONFLICT)", async () => {
+    // `grp.secretvalue` is consumer `grp_secretvalue` on the server: shown as that, past the redaction.
+    const r = await validate(
+      {
+        'gateway.yaml': yaml(
+          'version: 1', //                                                                                    1
+          'brokers:', //                                                                                      2
+          '  n: { kind: nats, servers: ["nats://127.0.0.1:4222"], streams: { s: { subjects: ["orders.>"] } } }', // 3
+          '  local: { kind: memory }', //                                                                     4
+          'listeners:', //                                                                                    5
+          '  api: { kind: http, port: 0 }', //                                                                6
+          'routes:', //                                                                                       7
+          '  - name: a', //                                                                                   8
+          '    from: { broker: n, topic: orders.a, group: "${GROUP}" }', //                                  9
+          '    to: { broker: local, topic: x }', //                                                           10
+          '  - name: b', //                                                                                   11
+          '    from: { broker: n, topic: orders.b, group: "${GROUP}" }', //                                  12
+          '    to: { broker: local, topic: y }', //                                                           13
+        ),
+      },
+      { env: { GROUP: 'grp.secretvalue' } },
+    );
+    assertProblems(r, [
+      ['gateway.yaml:12:48', /^route 'b' reads 'orders\.b' with group '\[redacted\]', as route 'a' reads 'orders\.a': on broker 'n' that group is JetStream consumer '\[redacted\]' of stream 's'/],
+    ]);
+    assert.doesNotMatch(r.stdout + r.stderr, /secret/);
+  });
+
   it('quotes no number a value from ${VAR} begins with in a JSONata error (`1234567890-AbCd...`: JSONata quotes the number unquoted)', async () => {
     // Tokens of the form `<id>-<secret>` or `<id>.<secret>`: JSONata reads the digits before `-`
     // or `.` as one number and quotes it as it read it, without quotes.
