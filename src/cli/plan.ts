@@ -1,5 +1,5 @@
-import { configUnreadable, formatDiagnostic, formatWarning, reported, type ReportedDiagnostic } from '../config/diagnostics.js';
-import { redact } from '../config/secrets.js';
+import { configUnreadable, type Diagnostic, formatDiagnostic, formatWarning, reported, type ReportedDiagnostic } from '../config/diagnostics.js';
+import { redact, redactDiagnostics } from '../config/secrets.js';
 import type { Env } from '../config/source.js';
 import { defaultRegistry } from '../kinds/index.js';
 import type { KindRegistry } from '../kinds/registry.js';
@@ -80,6 +80,13 @@ export interface PlanReport {
   warnings: ReportedDiagnostic[];
 }
 
+/** A loaded config's problems and warnings with its secrets redacted (redactDiagnostics: its files named whole). */
+function redactLoaded(loaded: { diagnostics: Diagnostic[]; warnings?: Diagnostic[]; secrets?: ReadonlySet<string> }): void {
+  const secrets = loaded.secrets ?? new Set<string>();
+  loaded.diagnostics = redactDiagnostics(loaded.diagnostics, secrets);
+  if (loaded.warnings) loaded.warnings = redactDiagnostics(loaded.warnings, secrets);
+}
+
 /**
  * `eventgate plan -c NEW [--from OLD | --admin URL [--token T]] [--format text|json]` (the token also
  * from EVENTGATE_ADMIN_TOKEN): what a
@@ -98,6 +105,9 @@ export async function planCommand(o: PlanOptions): Promise<number> {
   // NEW is loaded first: when it is invalid, its problems are the answer (exit 1), whether or not
   // OLD could be read or the admin API reached — they are what the author of the change must fix.
   const next = await loadPlan(o.config, { registry, env: o.env, extraFiles: o.varsFiles });
+  // Redacted as validate's and run's are: `plan --admin` runs in CI with the deployment's values,
+  // and a problem may quote one (`broker '<a ${VAR}'s value>' is not defined`).
+  redactLoaded(next);
   // Warnings of NEW (a feedback loop, a suspicious topic; an invalid one's too) on stderr, as validate prints them: a reviewer of the plan sees them too.
   for (const w of next.warnings ?? []) o.io.stderr(`${formatWarning(w)}\n`);
   const warnings = (next.warnings ?? []).map((w) => reported(w, 'warning'));
@@ -115,6 +125,7 @@ export async function planCommand(o: PlanOptions): Promise<number> {
   let running: PlanFingerprint | undefined;
   if (o.from !== undefined) {
     const old = await loadPlan(o.from, { registry, env: o.env, extraFiles: o.varsFiles });
+    redactLoaded(old);
     if (!old.plan) {
       if (!next.plan) return invalidNew(null);
       for (const d of old.diagnostics) o.io.stderr(`${formatDiagnostic(d)}\n`);

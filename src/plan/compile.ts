@@ -354,7 +354,7 @@ function compile(ctx: CompileContext, asyncapi: AsyncApiCatalog, secrets: Readon
   const written = Array.isArray(ctx.src.value && (ctx.src.value as { routes?: unknown }).routes) ? (ctx.src.value as { routes: unknown[] }).routes.length : 0;
   const compiled = [...routes.values()].map((route) => ({ index: routeIndex.get(route.name)!, route }));
   const allRoutes = compiled.length === written && ctx.config === ctx.src.value && ctx.diagnostics.length === 0;
-  for (const conflict of findConflicts({ registry: ctx.registry, admin, brokers, listeners, routes: compiled, allRoutes })) {
+  for (const conflict of findConflicts({ registry: ctx.registry, admin, brokers, listeners, routes: compiled, allRoutes, secrets })) {
     const otherFile = conflict.other && ctx.fileOf(conflict.other);
     const other = conflict.other ? ` (see ${otherFile === ctx.fileOf(conflict.path) ? 'line ' : `${otherFile}:`}${ctx.src.locate(conflict.other, 'value').line})` : '';
     ctx.report(conflict.path, 'EG_CONFIG_CONFLICT', conflict.message + other);

@@ -1,3 +1,4 @@
+import { redact } from '../config/secrets.js';
 import type { PathPart } from '../config/source.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import { computedTopicHint, readsAsExpression } from './targets.js';
@@ -36,6 +37,8 @@ export function findConflicts(plan: {
   routes: readonly { index: number; route: RoutePlan }[];
   /** False when some route did not compile (it has its own problem): which topics are written is then not known. */
   allRoutes?: boolean;
+  /** The config's secrets (secretValues): a topic that holds one is not rewritten into a hint, which redaction would not recognise. */
+  secrets?: ReadonlySet<string>;
 }): Conflict[] {
   const out: Conflict[] = [];
   const bound: { name: string; socket: { host: string; port: number } }[] = [];
@@ -84,6 +87,9 @@ export function findConflicts(plan: {
     const writers = [...new Set([...written].filter((w) => w.startsWith(`${from.broker}\0`)).map((w) => w.split('\0')[1]!))];
     // `topic: $string(id)` beside `key: $string(id)`: the reason no route writes the topic, said here since warnings wait for a valid config.
     const asExpression = writers.find(readsAsExpression);
+    // A topic from `${ROUTED}` rewritten as an expression (`"orders." & region & ".<secret>"`) would show its value past the redaction.
+    const asHint = (topic: string) =>
+      plan.secrets !== undefined && redact(topic, plan.secrets) !== topic ? 'a topic computed per message is written topic: { expression: ... }' : computedTopicHint(topic);
     // `from: {broker}` and `to: {listener, path}` in a config where no route writes the broker: a route meant to publish what clients send, the two swapped.
     const forward = writers.length === 0 && route.to.length === 1 && route.to[0]!.type === 'listener' ? route.to[0] : undefined;
     const swapped = forward
@@ -91,7 +97,7 @@ export function findConflicts(plan: {
       : '';
     out.push({
       path: ['routes', index, 'from', 'topic'],
-      message: `route '${route.name}' can never receive a message: '${from.broker}' is a ${broker.kind} broker, whose topics only this gateway's routes write to, and no route writes to topic '${from.topic}'${writers.length ? ` (routes write to: ${writers.join(', ')})` : ''}${asExpression === undefined ? '' : `; '${asExpression}' is a name, as written, not an expression: ${computedTopicHint(asExpression)}`}${swapped}`,
+      message: `route '${route.name}' can never receive a message: '${from.broker}' is a ${broker.kind} broker, whose topics only this gateway's routes write to, and no route writes to topic '${from.topic}'${writers.length ? ` (routes write to: ${writers.join(', ')})` : ''}${asExpression === undefined ? '' : `; '${asExpression}' is a name, as written, not an expression: ${asHint(asExpression)}`}${swapped}`,
     });
   }
   return out;

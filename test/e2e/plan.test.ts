@@ -93,6 +93,37 @@ describe('eventgate plan --from OLD', () => {
     assert.match(r.stdout, /^no changes: a reload would keep all 5 components as they are$/m);
   });
 
+  it("redacts the values of ${VAR}s that NEW's and OLD's problems and warnings quote, as validate does (plan --admin runs with the deployment's values)", async () => {
+    const env = { TARGET: 'k3y7x-broker-secret', ROUTED: 'orders.{region}.k3y7x-from-env' };
+    const first = '    to: { broker: local, topic: t }';
+    const warned = base('a > 1', '127.0.0.1', ['  - name: extra', '    from: { listener: api, path: /x }', '    to: { broker: local, topic: "${ROUTED}" }']);
+    const invalid = base('a > 1').replace(first, '    to: { broker: "${TARGET}", topic: t }');
+    // Route 'out' then reads a topic no route writes, and the problem's hint rewrote the topic from ${ROUTED} as an expression.
+    const never = base('a > 1').replace(first, '    to: { broker: local, topic: "${ROUTED}" }');
+    const dir = tempFiles({ 'old.yaml': base('a > 1'), 'warned.yaml': warned, 'invalid.yaml': invalid, 'never.yaml': never });
+    for (const format of ['text', 'json']) {
+      const w = await runCli(['plan', '-c', 'warned.yaml', '--from', 'old.yaml', '--format', format], { cwd: dir, env });
+      assert.equal(w.code, 2, w.stderr);
+      assert.match(w.stderr, /warning: topic '\[redacted\]' is taken as a name/);
+      const e = await runCli(['plan', '-c', 'invalid.yaml', '--from', 'old.yaml', '--format', format], { cwd: dir, env });
+      assert.equal(e.code, 1, e.stderr);
+      assert.match(e.stdout, /broker '\[redacted\]' is not defined/);
+      // OLD's problems too, when it is the one that is invalid.
+      const o = await runCli(['plan', '-c', 'old.yaml', '--from', 'invalid.yaml', '--format', format], { cwd: dir, env });
+      assert.equal(o.code, 1, o.stderr);
+      assert.match(o.stderr + o.stdout, /broker '\[redacted\]' is not defined/);
+      const n = await runCli(['plan', '-c', 'never.yaml', '--from', 'old.yaml', '--format', format], { cwd: dir, env });
+      assert.equal(n.code, 1, n.stderr);
+      assert.match(n.stdout, /'\[redacted\]' is a name, as written, not an expression: a topic computed per message is written topic: \{ expression: \.\.\. \}/);
+      const v = await runCli(['validate', '-c', 'never.yaml', '--format', format], { cwd: dir, env });
+      assert.equal(v.code, 1, v.stderr);
+      for (const r of [w, e, o, n, v]) {
+        noStackTrace(r);
+        assert.doesNotMatch(r.stdout + r.stderr, /k3y7x/);
+      }
+    }
+  });
+
   it('exits 0 for the same config in another directory: the schema and certificate files it reads count by content, not by where the directory is', async () => {
     // A CI job plans against a checkout of the base branch elsewhere: every route validating
     // against a schema file, and every listener or broker with a certificate, was "changed" (exit 2),
