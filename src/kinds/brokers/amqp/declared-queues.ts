@@ -26,10 +26,11 @@ export function declaredBindings(q: AmqpQueue, s: AmqpSettings): Binding[] {
 /** Per queue: the re-declare in flight, and when a returned publish declares it again (and whether that helps). */
 interface QueueState {
   inFlight: Promise<void> | undefined;
-  /** Whether the re-declare in flight was asked by a returned publish (rather than a route that found the queue missing): one that did not help is not told again. */
-  returned: boolean;
   repairs: RepairPace;
-  /** The routing key of the returned publish that asked for the re-declare in flight, if one did. */
+  /**
+   * The routing key of the returned publish that asked for the re-declare in flight; undefined when a
+   * route that found the queue missing asked. One asked by a return that did not help is not told again.
+   */
   returnedKey: string | undefined;
   /** The futile line was logged since the repairs last started afresh. */
   toldFutile: boolean;
@@ -61,11 +62,7 @@ export class DeclaredQueues {
 
   private stateOf(queue: string): QueueState {
     let s = this.queues.get(queue);
-    if (!s)
-      this.queues.set(
-        queue,
-        (s = { inFlight: undefined, returned: false, repairs: new RepairPace(), returnedKey: undefined, toldFutile: false, lookupOnly: false, unfinished: false, otherwise: undefined }),
-      );
+    if (!s) this.queues.set(queue, (s = { inFlight: undefined, repairs: new RepairPace(), returnedKey: undefined, toldFutile: false, lookupOnly: false, unfinished: false, otherwise: undefined }));
     return s;
   }
 
@@ -104,7 +101,6 @@ export class DeclaredQueues {
   again(conn: ChannelModel, queue: string, returned?: { routingKey: string; redeclare: boolean }): Promise<void> {
     const state = this.stateOf(queue);
     if (state.inFlight) return state.lookupOnly && returned === undefined ? state.inFlight.then(() => this.again(conn, queue)) : state.inFlight;
-    state.returned = returned !== undefined;
     state.returnedKey = returned?.routingKey;
     state.lookupOnly = returned?.redeclare === false;
     state.inFlight = this.declare(conn, queue, state, returned?.redeclare ?? true).finally(() => (state.inFlight = undefined));
@@ -116,7 +112,7 @@ export class DeclaredQueues {
     if (!state.repairs.futile) state.toldFutile = false;
     // A publish sent after the last re-declare came back too: the queue was deleted once more (news:
     // declared again at once, and told), or is there and the exchange routes otherwise (futile).
-    if (state.returned && state.repairs.futile) {
+    if (state.returnedKey !== undefined && state.repairs.futile) {
       const found = await queueFound(conn, queue);
       if (found === false) {
         state.repairs.afresh();
@@ -151,7 +147,7 @@ export class DeclaredQueues {
       this.log.warn({ queue, bindings: declaredBindings(q, this.settings), refusedBefore: otherwise }, `amqp queue '${queue}' declared with its arguments and bindings (the server had it otherwise)`);
     // Once a re-declare for a returned publish did not help, those that follow are not told one by one (futile).
     // A returned publish cannot tell a queue deleted from one that lost its bindings (its exchange deleted and made again: checklist 5085, 5088).
-    else if (!state.returned || !state.repairs.futile)
+    else if (state.returnedKey === undefined || !state.repairs.futile)
       this.log.warn({ queue, bindings: declaredBindings(q, this.settings) }, `amqp queue '${queue}' was deleted on the server or lost its bindings; declared again with its arguments and bindings`);
   }
 
