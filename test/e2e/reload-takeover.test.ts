@@ -250,9 +250,16 @@ routes:
       // The old `api` is back on 127.0.0.1 with the running routes.
       assert.equal((await post(`http://127.0.0.1:${ports.api}/in`, { n: 3 })).status, 200);
       assert.equal((await gw.status()).lastReload.result, 'rolled_back');
-      // The added broker declared its queue without its binding, and never bound it: the commit comes after the takeovers.
+      // The added broker never bound its queue: the commit comes after the takeovers. Whether its
+      // declare (without the binding) reached the server before the rollback closed its connection
+      // is a race the rollback may win (the queue then absent: 3 runs in 4 alone, on the fifty-fifth
+      // session's code too); either way a publish for its binding reaches no queue of it.
       await pikaPublish(rabbit, 'amq.topic', 'orders.rolledback', [{ body: '{"lost": false}' }]);
-      assert.equal(await pikaQueueDepth(rabbit, 'rolledback'), 0);
+      const depth = await pikaQueueDepth(rabbit, 'rolledback').catch((err: Error) => {
+        if (/NOT_FOUND - no queue 'rolledback'/.test(err.message)) return 0;
+        throw err;
+      });
+      assert.equal(depth, 0);
     } finally {
       await holder.release();
       await targets.api.stop();
